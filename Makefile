@@ -1,0 +1,48 @@
+# Braid entry points. `make test` is what CI runs (.ci/run); `make demo` is the main job.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= 2
+CMAKE_ARGS ?=
+
+.PHONY: all deps configure build test unit-test asan-test bench demo format clean
+
+all: build
+
+deps:
+	bash scripts/install_deps.sh
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+
+configure: deps $(BUILD)/build.ninja
+
+build: configure
+	ninja -C $(BUILD) -j$(JOBS)
+
+unit-test: build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+# The unit and conformance tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+asan-test: deps
+	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DBRAID_SANITIZE=ON \
+	  -DBRAID_BUILD_BENCH=OFF $(CMAKE_ARGS)
+	ninja -C $(ASAN_BUILD) -j$(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j$(JOBS)
+
+test: unit-test asan-test
+
+bench: build
+	mkdir -p $(BUILD)/bench-results
+	$(BUILD)/bench/braid_soft_qp_bench --benchmark_out=$(BUILD)/bench-results/soft_qp_bench.json \
+	  --benchmark_out_format=json --benchmark_min_time=0.2
+	@echo "JSON: $(BUILD)/bench-results/soft_qp_bench.json"
+
+demo: build
+	$(BUILD)/examples/braid_soft_demo
+
+format:
+	git ls-files '*.h' '*.cc' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,49 @@
+// The transport beneath soft devices.
+//
+// A Fabric carries packets between soft devices (the in-memory SimFabric for deterministic tests;
+// a TCP fabric between processes). A connected soft QP owns one Channel: its outbound path to the
+// remote QP. Inbound packets are handed to SoftDevice::Deliver by the fabric.
+//
+// Threading: a fabric and every device attached to it are driven by one thread (progress runs
+// inside Cq::Poll and Qp::Post*). Time comes from the fabric (virtual in the sim, monotonic on TCP).
+#ifndef BRAID_DATAPLANE_SOFT_LINK_H_
+#define BRAID_DATAPLANE_SOFT_LINK_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "dataplane/common/result.h"
+#include "dataplane/soft/packet.h"
+#include "dataplane/verbs/gid.h"
+
+namespace braid::soft {
+
+class SoftDevice;
+
+// Outbound path of one connected QP. Destroying it discards what it has not delivered.
+class Channel {
+ public:
+  virtual ~Channel() = default;
+  // A packet to fill and Transmit (pooled by the fabric; its payload keeps its capacity).
+  virtual std::unique_ptr<Packet> NewPacket() = 0;
+  virtual void Transmit(std::unique_ptr<Packet> packet) = 0;
+};
+
+class Fabric {
+ public:
+  virtual ~Fabric() = default;
+  // A device joins with its GID; kAlreadyExists when the GID is taken.
+  virtual common::Status Attach(SoftDevice* device) = 0;
+  virtual void Detach(SoftDevice* device) = 0;
+  virtual common::Result<std::unique_ptr<Channel>> OpenChannel(SoftDevice* local,
+                                                               uint32_t local_qpn,
+                                                               const verbs::Gid& remote_gid,
+                                                               uint32_t remote_qpn) = 0;
+  virtual uint64_t NowNs() const = 0;
+  // Delivers what is due and fires due timers; bounded work per call.
+  virtual void Progress() = 0;
+};
+
+}  // namespace braid::soft
+
+#endif  // BRAID_DATAPLANE_SOFT_LINK_H_

@@ -1,0 +1,299 @@
+// SoftQp requester: posting, transmission, acknowledgement, retransmission, in-order completion.
+#include <cstring>
+
+#include "dataplane/soft/soft_cq.h"
+#include "dataplane/soft/soft_device.h"
+#include "dataplane/soft/soft_qp.h"
+
+namespace braid::soft {
+
+using common::Status;
+using verbs::QpState;
+
+namespace {
+
+constexpr uint64_t kMaxMessageBytes = 1ull << 31;  // as a typical HCA's max_msg_sz
+
+bool IsAtomic(ibv_wr_opcode op) {
+  return op == IBV_WR_ATOMIC_FETCH_AND_ADD || op == IBV_WR_ATOMIC_CMP_AND_SWP;
+}
+bool NeedsResponse(ibv_wr_opcode op) { return op == IBV_WR_RDMA_READ || IsAtomic(op); }
+
+ibv_wc_status NakStatus(NakCode nak) {
+  switch (nak) {
+    case NakCode::kRemoteAccess: return IBV_WC_REM_ACCESS_ERR;
+    case NakCode::kInvalidRequest: return IBV_WC_REM_INV_REQ_ERR;
+    case NakCode::kRemoteOperational: return IBV_WC_REM_OP_ERR;
+    case NakCode::kRnr: return IBV_WC_RNR_RETRY_EXC_ERR;
+  }
+  return IBV_WC_GENERAL_ERR;
+}
+
+}  // namespace
+
+Status SoftQp::ValidateSend(const ibv_send_wr& wr) const {
+  if (state_ != QpState::kRts && state_ != QpState::kError) {
+    return Status::InvalidArgument("post_send needs a QP in RTS (or ERR, which flushes)");
+  }
+  if (sq_tail_ - sq_head_ == sq_.size()) return Status::NoResource();
+  if (wr.num_sge < 0 || static_cast<uint32_t>(wr.num_sge) > caps_.max_send_sge) {
+    return Status::InvalidArgument("num_sge exceeds max_send_sge");
+  }
+  uint64_t length = 0;
+  for (int i = 0; i < wr.num_sge; ++i) length += wr.sg_list[i].length;
+  if (length > kMaxMessageBytes) return Status::InvalidArgument("message exceeds 2 GiB");
+  switch (wr.opcode) {
+    case IBV_WR_RDMA_WRITE:
+    case IBV_WR_RDMA_WRITE_WITH_IMM:
+    case IBV_WR_SEND:
+    case IBV_WR_SEND_WITH_IMM: break;
+    case IBV_WR_RDMA_READ:
+      if (wr.send_flags & IBV_SEND_INLINE) return Status::InvalidArgument("inline READ");
+      break;
+    case IBV_WR_ATOMIC_FETCH_AND_ADD:
+    case IBV_WR_ATOMIC_CMP_AND_SWP:
+      if (wr.num_sge != 1 || length != 8) {
+        return Status::InvalidArgument("atomics take one 8-byte SGE");
+      }
+      if (wr.send_flags & IBV_SEND_INLINE) return Status::InvalidArgument("inline atomic");
+      break;
+    default: return Status::NotSupported("opcode not supported by the soft provider");
+  }
+  if ((wr.send_flags & IBV_SEND_INLINE) && length > caps_.max_inline_data) {
+    return Status::InvalidArgument("inline data exceeds max_inline_data");
+  }
+  return Status::Ok();
+}
+
+void SoftQp::EnqueueSend(const ibv_send_wr& wr) {
+  SendWqe& w = Sq(sq_tail_++);
+  w.wr_id = wr.wr_id;
+  w.opcode = wr.opcode;
+  w.signaled = (wr.send_flags & IBV_SEND_SIGNALED) != 0;
+  w.is_inline = (wr.send_flags & IBV_SEND_INLINE) != 0;
+  w.transmitted = false;
+  w.done = false;
+  w.status = IBV_WC_SUCCESS;
+  w.psn = next_psn_;
+  next_psn_ = PsnNext(next_psn_);
+  w.num_sge = static_cast<uint32_t>(wr.num_sge);
+  w.length = 0;
+  for (uint32_t i = 0; i < w.num_sge; ++i) {
+    w.sge[i] = wr.sg_list[i];
+    if (w.is_inline) {  // inline data is copied now; the buffer may be reused at once
+      std::memcpy(w.inline_data.data() + w.length,
+                  reinterpret_cast<const void*>(wr.sg_list[i].addr), wr.sg_list[i].length);
+    }
+    w.length += wr.sg_list[i].length;
+  }
+  if (IsAtomic(wr.opcode)) {
+    w.remote_addr = wr.wr.atomic.remote_addr;
+    w.rkey = wr.wr.atomic.rkey;
+    w.compare_add = wr.wr.atomic.compare_add;
+    w.swap = wr.wr.atomic.swap;
+  } else {
+    w.remote_addr = wr.wr.rdma.remote_addr;
+    w.rkey = wr.wr.rdma.rkey;
+  }
+  w.imm_data = wr.imm_data;
+}
+
+Status SoftQp::PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) {
+  Status result;
+  for (; wr != nullptr; wr = wr->next) {
+    result = ValidateSend(*wr);
+    if (!result.ok()) {
+      if (bad_wr != nullptr) *bad_wr = wr;
+      break;
+    }
+    EnqueueSend(*wr);
+  }
+  if (state_ == QpState::kError) {
+    FlushAll();
+  } else {
+    Pump();
+  }
+  return result;
+}
+
+bool SoftQp::CheckLocalKeys(const SendWqe& w) const {
+  if (w.is_inline) return true;
+  const unsigned int required = NeedsResponse(w.opcode) ? IBV_ACCESS_LOCAL_WRITE : 0;
+  for (uint32_t i = 0; i < w.num_sge; ++i) {
+    const ibv_sge& s = w.sge[i];
+    if (s.length == 0) continue;
+    if (device_->mrs().CheckLocal(s.lkey, pd_id_, s.addr, s.length, required) == nullptr) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void SoftQp::TransmitWqe(SendWqe& w) {
+  std::unique_ptr<Packet> p = channel_->NewPacket();
+  p->type = PacketType::kRequest;
+  p->src_qpn = qp_num_;
+  p->dst_qpn = remote_.qp_num;
+  p->psn = w.psn;
+  p->opcode = w.opcode;
+  p->length = w.length;
+  p->remote_addr = w.remote_addr;
+  p->rkey = w.rkey;
+  p->imm_data = w.imm_data;
+  p->compare_add = w.compare_add;
+  p->swap = w.swap;
+  p->payload.clear();
+  if (!NeedsResponse(w.opcode)) {
+    p->payload.resize(w.length);
+    if (w.is_inline) {
+      std::memcpy(p->payload.data(), w.inline_data.data(), w.length);
+    } else {
+      uint64_t off = 0;
+      for (uint32_t i = 0; i < w.num_sge; ++i) {
+        std::memcpy(p->payload.data() + off, reinterpret_cast<const void*>(w.sge[i].addr),
+                    w.sge[i].length);
+        off += w.sge[i].length;
+      }
+    }
+  }
+  w.transmitted = true;
+  channel_->Transmit(std::move(p));
+}
+
+void SoftQp::Pump() {
+  if (state_ != QpState::kRts || rnr_resume_at_ != 0) return;
+  while (sq_tx_ != sq_tail_) {
+    SendWqe& w = Sq(sq_tx_);
+    if (w.done) {
+      if (!w.transmitted) break;  // a local error, completed once it reaches the head
+      ++sq_tx_;                   // acknowledged already: no need to send it again
+      continue;
+    }
+    if (!w.transmitted && !CheckLocalKeys(w)) {
+      w.done = true;
+      w.status = IBV_WC_LOC_PROT_ERR;
+      break;
+    }
+    TransmitWqe(w);
+    ++sq_tx_;
+  }
+  if (sq_head_ != sq_tx_ && retransmit_deadline_ == UINT64_MAX && ack_timeout_ns_ != 0) {
+    retransmit_deadline_ = device_->fabric()->NowNs() + ack_timeout_ns_;
+  }
+  CompleteHead();
+}
+
+uint64_t SoftQp::AckBefore(uint32_t psn, bool inclusive) {
+  for (uint64_t i = sq_head_; i != sq_tx_; ++i) {
+    SendWqe& w = Sq(i);
+    const int32_t d = PsnDiff(w.psn, psn);
+    if (d > 0 || (d == 0 && !inclusive)) return i;
+    if (!NeedsResponse(w.opcode)) w.done = true;
+  }
+  return sq_tx_;
+}
+
+void SoftQp::CompleteHead() {
+  while (sq_head_ != sq_tail_) {
+    SendWqe& w = Sq(sq_head_);
+    if (!w.done) break;
+    const ibv_wc_status status = w.status;
+    CompleteSend(w, status);
+    w.done = false;
+    ++sq_head_;
+    if (sq_tx_ < sq_head_) sq_tx_ = sq_head_;
+    if (status != IBV_WC_SUCCESS) {
+      EnterError();
+      return;
+    }
+  }
+}
+
+// Progress was made: retries start over and the ACK timer restarts for what is still out.
+void SoftQp::OnAckProgress() {
+  retries_left_ = retry_cnt_;
+  rnr_retries_left_ = rnr_retry_;
+  retransmit_deadline_ = UINT64_MAX;
+  CompleteHead();
+  if (state_ == QpState::kRts && sq_head_ != sq_tx_ && ack_timeout_ns_ != 0) {
+    retransmit_deadline_ = device_->fabric()->NowNs() + ack_timeout_ns_;
+  }
+}
+
+void SoftQp::OnAck(uint32_t psn) {
+  if (sq_head_ == sq_tx_) return;
+  if (PsnDiff(psn, Sq(sq_head_).psn) < 0) return;  // stale
+  AckBefore(psn, /*inclusive=*/true);
+  OnAckProgress();
+}
+
+void SoftQp::OnReadResponse(const Packet& p) {
+  const uint64_t i = AckBefore(p.psn, /*inclusive=*/false);
+  if (i == sq_tx_) return;
+  SendWqe& w = Sq(i);
+  if (w.psn != p.psn || w.opcode != IBV_WR_RDMA_READ || w.done) return;  // duplicate
+  uint64_t off = 0;
+  for (uint32_t s = 0; s < w.num_sge && off < p.payload.size(); ++s) {
+    const uint64_t n = std::min<uint64_t>(w.sge[s].length, p.payload.size() - off);
+    std::memcpy(reinterpret_cast<void*>(w.sge[s].addr), p.payload.data() + off, n);
+    off += n;
+  }
+  w.done = true;
+  OnAckProgress();
+}
+
+void SoftQp::OnAtomicResponse(const Packet& p) {
+  const uint64_t i = AckBefore(p.psn, /*inclusive=*/false);
+  if (i == sq_tx_) return;
+  SendWqe& w = Sq(i);
+  if (w.psn != p.psn || !IsAtomic(w.opcode) || w.done) return;
+  std::memcpy(reinterpret_cast<void*>(w.sge[0].addr), &p.atomic_orig, sizeof(uint64_t));
+  w.done = true;
+  OnAckProgress();
+}
+
+void SoftQp::OnNak(const Packet& p) {
+  const uint64_t i = AckBefore(p.psn, /*inclusive=*/false);
+  if (i == sq_tx_) return;
+  SendWqe& w = Sq(i);
+  if (w.psn != p.psn || w.done) return;
+  if (p.nak == NakCode::kRnr) {
+    if (rnr_retry_ != 7) {
+      if (rnr_retries_left_ == 0) {
+        w.done = true;
+        w.status = IBV_WC_RNR_RETRY_EXC_ERR;
+        CompleteHead();
+        return;
+      }
+      --rnr_retries_left_;
+    }
+    RewindTo(i);
+    retransmit_deadline_ = UINT64_MAX;
+    rnr_resume_at_ = device_->fabric()->NowNs() + verbs::RnrTimerNs(p.rnr_timer);
+    CompleteHead();
+    return;
+  }
+  w.done = true;
+  w.status = NakStatus(p.nak);
+  CompleteHead();
+}
+
+void SoftQp::OnRetransmitTimeout() {
+  retransmit_deadline_ = UINT64_MAX;
+  uint64_t i = sq_head_;
+  while (i != sq_tx_ && Sq(i).done) ++i;
+  if (i == sq_tx_) return;
+  if (retries_left_ == 0) {
+    Sq(i).done = true;
+    Sq(i).status = IBV_WC_RETRY_EXC_ERR;
+    CompleteHead();
+    return;
+  }
+  --retries_left_;
+  RewindTo(i);
+  Pump();
+}
+
+void SoftQp::RewindTo(uint64_t index) { sq_tx_ = index; }
+
+}  // namespace braid::soft

@@ -1,0 +1,74 @@
+#include "dataplane/soft/soft_cq.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "dataplane/soft/link.h"
+
+namespace braid::soft {
+
+SoftCq::SoftCq(Fabric* fabric, int capacity, int event_fd)
+    : fabric_(fabric), ring_(static_cast<size_t>(capacity)), event_fd_(event_fd) {}
+
+SoftCq::~SoftCq() {
+  if (event_fd_ >= 0) close(event_fd_);
+}
+
+common::Result<int> SoftCq::Poll(std::span<ibv_wc> out) {
+  if (count_ < out.size()) fabric_->Progress();
+  int n = 0;
+  while (count_ > 0 && static_cast<size_t>(n) < out.size()) {
+    out[n++] = ring_[head_ % ring_.size()];
+    ++head_;
+    --count_;
+  }
+  if (n == 0 && overflowed_) {
+    return common::Status::CqOverflow("completion queue overflowed: completions were lost");
+  }
+  return n;
+}
+
+bool SoftCq::Push(const ibv_wc& wc) {
+  if (count_ == ring_.size()) {
+    overflowed_ = true;
+    return false;
+  }
+  ring_[(head_ + count_) % ring_.size()] = wc;
+  ++count_;
+  if (armed_) {
+    armed_ = false;
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t w = write(event_fd_, &one, sizeof(one));
+  }
+  return true;
+}
+
+bool SoftCq::PushError(uint64_t wr_id, ibv_wc_status status, uint32_t qp_num) {
+  ibv_wc wc{};
+  wc.wr_id = wr_id;
+  wc.status = status;
+  wc.opcode = static_cast<ibv_wc_opcode>(kPoisonOpcode);
+  wc.byte_len = kPoisonByteLen;
+  wc.imm_data = kPoisonImm;
+  wc.wc_flags = kPoisonWcFlags;
+  wc.qp_num = qp_num;
+  return Push(wc);
+}
+
+common::Status SoftCq::RequestNotify() {
+  // As on an HCA, entries already queued raise no event: poll once more after arming.
+  armed_ = true;
+  return common::Status::Ok();
+}
+
+common::Status SoftCq::ConsumeWakeup() {
+  uint64_t value = 0;
+  if (read(event_fd_, &value, sizeof(value)) < 0 && errno != EAGAIN) {
+    return common::Status::FromErrno(errno, "read(cq eventfd)");
+  }
+  return common::Status::Ok();
+}
+
+}  // namespace braid::soft

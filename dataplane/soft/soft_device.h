@@ -1,0 +1,67 @@
+// SoftDevice: one soft NIC (one IPv4 address; GID ::ffff:a.b.c.d), its PDs, MRs, CQs and QPs.
+//
+// Routes packets the fabric delivers to its QPs by QP number and runs their timers.
+// QP numbers start at the same base on every device, as on real HCAs: two devices commonly
+// hold QPs with equal numbers, so upper layers must key physical QPs by (device, qpn).
+// Threading: the fabric's thread. Lifetime: outlives everything created from it.
+#ifndef BRAID_DATAPLANE_SOFT_SOFT_DEVICE_H_
+#define BRAID_DATAPLANE_SOFT_SOFT_DEVICE_H_
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+
+#include "dataplane/soft/link.h"
+#include "dataplane/soft/mr_table.h"
+#include "dataplane/verbs/provider.h"
+
+namespace braid::soft {
+
+class SoftQp;
+
+inline constexpr uint32_t kFirstQpNum = 0x100;
+
+class SoftDevice final : public verbs::Device {
+ public:
+  // Attaches to `fabric` (not owned; must outlive the device).
+  static common::Result<std::unique_ptr<SoftDevice>> Create(verbs::DeviceInfo info, Fabric* fabric);
+  struct CreateKey {  // only Create() can make one
+   private:
+    CreateKey() = default;
+    friend class SoftDevice;
+  };
+  SoftDevice(CreateKey, verbs::DeviceInfo info, Fabric* fabric)
+      : info_(std::move(info)), fabric_(fabric) {}
+  ~SoftDevice() override;
+
+  const verbs::DeviceInfo& info() const override { return info_; }
+  common::Result<std::unique_ptr<verbs::ProtectionDomain>> AllocPd() override;
+  common::Result<std::unique_ptr<verbs::Cq>> CreateCq(int min_entries) override;
+
+  // Provider-internal.
+  Fabric* fabric() const { return fabric_; }
+  MrTable& mrs() { return mrs_; }
+  const MrTable& mrs() const { return mrs_; }
+  uint32_t AllocQpNum() { return next_qp_num_++; }
+  void RegisterQp(SoftQp* qp);
+  void UnregisterQp(uint32_t qp_num);
+  SoftQp* FindQp(uint32_t qp_num) const;
+  // Hands an inbound packet to its QP; packets for unknown QPs are dropped (counted).
+  void Deliver(const Packet& packet);
+  void FireTimers(uint64_t now_ns);
+  uint64_t NextDeadline() const;
+  uint64_t dropped_unknown_qp() const { return dropped_unknown_qp_; }
+
+ private:
+  verbs::DeviceInfo info_;
+  Fabric* fabric_;
+  MrTable mrs_;
+  std::unordered_map<uint32_t, SoftQp*> qps_;
+  uint32_t next_qp_num_ = kFirstQpNum;
+  uint32_t next_pd_id_ = 1;
+  uint64_t dropped_unknown_qp_ = 0;
+};
+
+}  // namespace braid::soft
+
+#endif  // BRAID_DATAPLANE_SOFT_SOFT_DEVICE_H_

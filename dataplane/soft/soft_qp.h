@@ -1,0 +1,169 @@
+// SoftQp: a reliable-connected QP implemented in userspace.
+//
+// Requester (rc_requester.cc): a send-queue ring of WQEs. Posting copies the WR into a slot (and
+// inline data into the slot's buffer); transmission checks local keys, gathers the payload and
+// hands one request per WQE to the channel. ACKs are cumulative; a READ or ATOMIC response also
+// acknowledges everything before it. Completions are generated strictly in posting order, and a
+// send completion is only generated after the responder placed the data (it ACKs after placement).
+// Lost packets are recovered go-back-N after the local ACK timeout (4.096 µs × 2^timeout), up to
+// retry_cnt times, then IBV_WC_RETRY_EXC_ERR. RNR NAKs are retried after the responder's RNR
+// timer, up to rnr_retry times (7 = forever), then IBV_WC_RNR_RETRY_EXC_ERR.
+//
+// Responder (rc_responder.cc): executes requests in PSN order after rkey, bounds and access
+// checks; duplicates are re-acknowledged (READ re-executed, ATOMIC answered from a result cache,
+// SEND never consumes a second receive); out-of-sequence requests are dropped.
+//
+// Errors: the first error completion moves the QP to ERR; every other outstanding and later-posted
+// WR (send and receive) completes with IBV_WC_WR_FLUSH_ERR; a QP in ERR never completes anything
+// successfully and ignores the network. Error completions carry poison (soft_cq.h).
+//
+// Threading: the fabric's thread. PostSend / PostRecv allocate nothing.
+#ifndef BRAID_DATAPLANE_SOFT_SOFT_QP_H_
+#define BRAID_DATAPLANE_SOFT_SOFT_QP_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "dataplane/soft/link.h"
+#include "dataplane/verbs/provider.h"
+
+namespace braid::soft {
+
+class SoftCq;
+class SoftDevice;
+
+inline constexpr uint32_t kMaxSge = 16;
+inline constexpr uint32_t kMaxInline = 1024;
+inline constexpr uint32_t kMaxQpWr = 1 << 16;
+
+class SoftQp final : public verbs::Qp {
+ public:
+  SoftQp(SoftDevice* device, uint32_t pd_id, uint32_t qp_num, const verbs::QpCreateParams& params);
+  ~SoftQp() override;
+
+  uint32_t qp_num() const override { return qp_num_; }
+  verbs::QpState state() const override { return state_; }
+  common::Status ToInit(const verbs::QpInitParams& params) override;
+  common::Status ToRtr(const verbs::QpRtrParams& params) override;
+  common::Status ToRts(const verbs::QpRtsParams& params) override;
+  common::Status ToError() override;
+  common::Status ToReset() override;
+  common::Status PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) override;
+  common::Status PostRecv(ibv_recv_wr* wr, ibv_recv_wr** bad_wr) override;
+
+  // Provider-internal: called by the device.
+  void OnPacket(const Packet& packet);
+  void OnTimer(uint64_t now_ns);
+  // Earliest time OnTimer has work (UINT64_MAX: none).
+  uint64_t next_deadline() const;
+  SoftDevice* device() const { return device_; }
+  const verbs::Gid& remote_gid() const { return remote_.gid; }
+  uint32_t remote_qp_num() const { return remote_.qp_num; }
+
+ private:
+  struct SendWqe {
+    uint64_t wr_id = 0;
+    ibv_wr_opcode opcode = IBV_WR_RDMA_WRITE;
+    bool signaled = false;
+    bool is_inline = false;
+    bool transmitted = false;  // checked and sent at least once
+    bool done = false;         // acknowledged (or failed): may complete
+    ibv_wc_status status = IBV_WC_SUCCESS;
+    uint32_t psn = 0;
+    uint32_t length = 0;
+    uint64_t remote_addr = 0;
+    uint32_t rkey = 0;
+    uint32_t imm_data = 0;
+    uint64_t compare_add = 0;
+    uint64_t swap = 0;
+    uint32_t num_sge = 0;
+    std::array<ibv_sge, kMaxSge> sge{};
+    std::vector<uint8_t> inline_data;  // sized max_inline_data at creation
+  };
+  struct RecvWqe {
+    uint64_t wr_id = 0;
+    uint32_t num_sge = 0;
+    std::array<ibv_sge, kMaxSge> sge{};
+  };
+  struct AtomicResult {
+    uint32_t psn = 0;
+    uint64_t orig = 0;
+    bool valid = false;
+  };
+
+  // Requester (rc_requester.cc).
+  common::Status ValidateSend(const ibv_send_wr& wr) const;
+  void EnqueueSend(const ibv_send_wr& wr);
+  void Pump();
+  bool CheckLocalKeys(const SendWqe& wqe) const;
+  void TransmitWqe(SendWqe& wqe);
+  void OnAck(uint32_t psn);
+  void OnReadResponse(const Packet& packet);
+  void OnAtomicResponse(const Packet& packet);
+  void OnNak(const Packet& packet);
+  // Marks every transmitted WQE before `psn` acknowledged (except READ/ATOMIC, which need their
+  // response) and returns the slot index holding `psn`, or tail when none does.
+  uint64_t AckBefore(uint32_t psn, bool inclusive);
+  void CompleteHead();
+  void OnAckProgress();
+  void OnRetransmitTimeout();
+  void RewindTo(uint64_t index);
+  SendWqe& Sq(uint64_t index) { return sq_[index % sq_.size()]; }
+
+  // Responder (rc_responder.cc).
+  void OnRequest(const Packet& packet);
+  void Execute(const Packet& packet);
+  void Reply(PacketType type, uint32_t psn, NakCode nak = NakCode::kRnr);
+  void ReplyRead(const Packet& request);
+  void ReplyAtomic(uint32_t psn, uint64_t orig);
+  void FailResponder(NakCode nak, uint32_t psn);
+  bool ScatterToRecv(const Packet& packet, RecvWqe& wqe, ibv_wc_status* status);
+  RecvWqe& Rq(uint64_t index) { return rq_[index % rq_.size()]; }
+
+  // Both.
+  void EnterError();
+  void FlushAll();
+  void CompleteSend(const SendWqe& wqe, ibv_wc_status status);
+  bool RequireState(verbs::QpState from) const { return state_ == from; }
+
+  SoftDevice* device_;
+  SoftCq* send_cq_;
+  SoftCq* recv_cq_;
+  uint32_t pd_id_;
+  uint32_t qp_num_;
+  verbs::QpCaps caps_;
+  bool sq_sig_all_;
+  verbs::QpState state_ = verbs::QpState::kReset;
+  unsigned int access_flags_ = 0;
+  verbs::RemoteQpAddress remote_;
+  std::unique_ptr<Channel> channel_;
+
+  // Send queue: [sq_head_, sq_tx_) transmitted, [sq_tx_, sq_tail_) waiting.
+  std::vector<SendWqe> sq_;
+  uint64_t sq_head_ = 0;
+  uint64_t sq_tx_ = 0;
+  uint64_t sq_tail_ = 0;
+  uint32_t next_psn_ = 0;
+  uint64_t ack_timeout_ns_ = 0;  // 0 = never
+  uint8_t retry_cnt_ = 7;
+  uint8_t rnr_retry_ = 7;
+  uint8_t retries_left_ = 7;
+  uint8_t rnr_retries_left_ = 7;
+  uint64_t retransmit_deadline_ = UINT64_MAX;
+  uint64_t rnr_resume_at_ = 0;  // no transmission before this time (RNR back-off)
+
+  // Receive queue and responder state.
+  std::vector<RecvWqe> rq_;
+  uint64_t rq_head_ = 0;
+  uint64_t rq_tail_ = 0;
+  uint32_t expected_psn_ = 0;
+  uint8_t min_rnr_timer_ = 12;
+  std::array<AtomicResult, 16> atomic_cache_{};
+  uint32_t atomic_cache_next_ = 0;
+};
+
+}  // namespace braid::soft
+
+#endif  // BRAID_DATAPLANE_SOFT_SOFT_QP_H_

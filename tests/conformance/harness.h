@@ -1,0 +1,62 @@
+// A provider under test: devices to open and, where the link allows it, control over delivery.
+// The conformance suite runs the same tests on every harness (sim link, TCP link, rdma-core).
+#ifndef BRAID_TESTS_CONFORMANCE_HARNESS_H_
+#define BRAID_TESTS_CONFORMANCE_HARNESS_H_
+
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "dataplane/verbs/provider.h"
+
+namespace braid::testing {
+
+// Delivery control over the link between QPs; a path is named by the QP that sends on it.
+class LinkControl {
+ public:
+  virtual ~LinkControl() = default;
+  virtual common::Status Hold(const verbs::Qp& qp, bool hold) = 0;
+  virtual common::Status DropNext(const verbs::Qp& qp, int count) = 0;
+  virtual common::Status Break(const verbs::Qp& qp) = 0;
+  virtual common::Status Repair(const verbs::Qp& qp) = 0;
+  // Nanoseconds on the link's clock (virtual for the sim link).
+  virtual uint64_t NowNs() const = 0;
+};
+
+class Harness {
+ public:
+  virtual ~Harness() = default;
+  // Empty when the harness can run here; otherwise why it cannot (the test is skipped).
+  virtual std::string SkipReason() = 0;
+  // Opens the devices; at least 2, ideally 4 (two per side).
+  virtual common::Status Open() = 0;
+  virtual int num_devices() const = 0;
+  virtual verbs::Device& device(int index) = 0;
+  // One bounded step of link progress (a no-op where hardware makes progress by itself).
+  virtual void Progress() = 0;
+  // nullptr when the link cannot be controlled (real hardware).
+  virtual LinkControl* link() = 0;
+  // True when error completions carry the soft provider's poison values.
+  virtual bool poisons_undefined_fields() const = 0;
+};
+
+struct HarnessFactory {
+  std::string name;
+  std::function<std::unique_ptr<Harness>()> make;
+};
+
+// gtest prints a parameter by its name.
+inline void PrintTo(const HarnessFactory& factory, std::ostream* os) { *os << factory.name; }
+
+// The in-memory link with four soft NICs on 127.0.0.1-4.
+HarnessFactory SimHarness(uint64_t seed, bool reorder);
+// rdma-core; skipped where it lists no active device.
+HarnessFactory IbverbsHarness();
+// Every harness the conformance suite runs on.
+std::vector<HarnessFactory> AllHarnesses();
+
+}  // namespace braid::testing
+
+#endif  // BRAID_TESTS_CONFORMANCE_HARNESS_H_
