@@ -130,11 +130,7 @@ bool SoftQp::CheckLocalKeys(const SendWqe& w) const {
 }
 
 void SoftQp::TransmitWqe(SendWqe& w) {
-  std::unique_ptr<Packet> p = channel_->NewPacket();
-  p->type = PacketType::kRequest;
-  p->src_qpn = qp_num_;
-  p->dst_qpn = remote_.qp_num;
-  p->psn = w.psn;
+  std::unique_ptr<Packet> p = NewPacket(PacketType::kRequest, w.psn);
   p->opcode = w.opcode;
   p->length = w.length;
   p->remote_addr = w.remote_addr;

@@ -53,17 +53,7 @@ void SoftQp::Execute(const Packet& p) {
         std::memcpy(reinterpret_cast<void*>(p.remote_addr), p.payload.data(), p.length);
       }
       if (with_imm) {
-        const RecvWqe& r = Rq(rq_head_++);
-        ibv_wc wc{};
-        wc.wr_id = r.wr_id;
-        wc.status = IBV_WC_SUCCESS;
-        wc.opcode = IBV_WC_RECV_RDMA_WITH_IMM;
-        wc.byte_len = p.length;
-        wc.imm_data = p.imm_data;
-        wc.wc_flags = IBV_WC_WITH_IMM;
-        wc.qp_num = qp_num_;
-        wc.src_qp = remote_.qp_num;
-        recv_cq_->Push(wc);
+        CompleteRecv(Rq(rq_head_++).wr_id, IBV_WC_RECV_RDMA_WITH_IMM, p, /*with_imm=*/true);
       }
       break;
     }
@@ -82,18 +72,7 @@ void SoftQp::Execute(const Packet& p) {
                       p.psn);
         return;
       }
-      ibv_wc wc{};
-      wc.wr_id = r.wr_id;
-      wc.status = IBV_WC_SUCCESS;
-      wc.opcode = IBV_WC_RECV;
-      wc.byte_len = p.length;
-      if (p.opcode == IBV_WR_SEND_WITH_IMM) {
-        wc.imm_data = p.imm_data;
-        wc.wc_flags = IBV_WC_WITH_IMM;
-      }
-      wc.qp_num = qp_num_;
-      wc.src_qp = remote_.qp_num;
-      recv_cq_->Push(wc);
+      CompleteRecv(r.wr_id, IBV_WC_RECV, p, p.opcode == IBV_WR_SEND_WITH_IMM);
       break;
     }
     case IBV_WR_RDMA_READ:
@@ -141,6 +120,21 @@ void SoftQp::Execute(const Packet& p) {
   Reply(PacketType::kAck, p.psn);
 }
 
+void SoftQp::CompleteRecv(uint64_t wr_id, ibv_wc_opcode opcode, const Packet& p, bool with_imm) {
+  ibv_wc wc{};
+  wc.wr_id = wr_id;
+  wc.status = IBV_WC_SUCCESS;
+  wc.opcode = opcode;
+  wc.byte_len = p.length;
+  if (with_imm) {
+    wc.imm_data = p.imm_data;
+    wc.wc_flags = IBV_WC_WITH_IMM;
+  }
+  wc.qp_num = qp_num_;
+  wc.src_qp = remote_.qp_num;
+  recv_cq_->Push(wc);
+}
+
 bool SoftQp::ScatterToRecv(const Packet& p, RecvWqe& r, ibv_wc_status* status) {
   uint64_t capacity = 0;
   for (uint32_t i = 0; i < r.num_sge; ++i) capacity += r.sge[i].length;
@@ -164,11 +158,7 @@ bool SoftQp::ScatterToRecv(const Packet& p, RecvWqe& r, ibv_wc_status* status) {
 }
 
 void SoftQp::Reply(PacketType type, uint32_t psn, NakCode nak) {
-  std::unique_ptr<Packet> r = channel_->NewPacket();
-  r->type = type;
-  r->src_qpn = qp_num_;
-  r->dst_qpn = remote_.qp_num;
-  r->psn = psn;
+  std::unique_ptr<Packet> r = NewPacket(type, psn);
   r->nak = nak;
   r->rnr_timer = min_rnr_timer_;
   r->length = 0;
@@ -181,11 +171,7 @@ void SoftQp::ReplyRead(const Packet& p) {
                                                  IBV_ACCESS_REMOTE_READ) == nullptr) {
     return;  // a duplicate whose region went away: let the requester time out
   }
-  std::unique_ptr<Packet> r = channel_->NewPacket();
-  r->type = PacketType::kReadResponse;
-  r->src_qpn = qp_num_;
-  r->dst_qpn = remote_.qp_num;
-  r->psn = p.psn;
+  std::unique_ptr<Packet> r = NewPacket(PacketType::kReadResponse, p.psn);
   r->length = p.length;
   r->payload.resize(p.length);
   if (p.length > 0) {
@@ -195,11 +181,7 @@ void SoftQp::ReplyRead(const Packet& p) {
 }
 
 void SoftQp::ReplyAtomic(uint32_t psn, uint64_t orig) {
-  std::unique_ptr<Packet> r = channel_->NewPacket();
-  r->type = PacketType::kAtomicResponse;
-  r->src_qpn = qp_num_;
-  r->dst_qpn = remote_.qp_num;
-  r->psn = psn;
+  std::unique_ptr<Packet> r = NewPacket(PacketType::kAtomicResponse, psn);
   r->length = 8;
   r->atomic_orig = orig;
   r->payload.clear();

@@ -148,6 +148,15 @@ void SoftQp::OnTimer(uint64_t now_ns) {
   if (retransmit_deadline_ <= now_ns) OnRetransmitTimeout();
 }
 
+std::unique_ptr<Packet> SoftQp::NewPacket(PacketType type, uint32_t psn) {
+  std::unique_ptr<Packet> p = channel_->NewPacket();
+  p->type = type;
+  p->src_qpn = qp_num_;
+  p->dst_qpn = remote_.qp_num;
+  p->psn = psn;
+  return p;
+}
+
 void SoftQp::CompleteSend(const SendWqe& wqe, ibv_wc_status status) {
   if (status != IBV_WC_SUCCESS) {
     send_cq_->PushError(wqe.wr_id, status, qp_num_);

@@ -119,6 +119,7 @@ class SoftQp final : public verbs::Qp {
   void ReplyRead(const Packet& request);
   void ReplyAtomic(uint32_t psn, uint64_t orig);
   void FailResponder(NakCode nak, uint32_t psn);
+  void CompleteRecv(uint64_t wr_id, ibv_wc_opcode opcode, const Packet& packet, bool with_imm);
   bool ScatterToRecv(const Packet& packet, RecvWqe& wqe, ibv_wc_status* status);
   RecvWqe& Rq(uint64_t index) { return rq_[index % rq_.size()]; }
 
@@ -126,6 +127,8 @@ class SoftQp final : public verbs::Qp {
   void EnterError();
   void FlushAll();
   void CompleteSend(const SendWqe& wqe, ibv_wc_status status);
+  // A packet addressed to the peer QP (header filled in; the rest is the caller's).
+  std::unique_ptr<Packet> NewPacket(PacketType type, uint32_t psn);
   bool RequireState(verbs::QpState from) const { return state_ == from; }
 
   SoftDevice* device_;
