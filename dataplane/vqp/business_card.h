@@ -1,0 +1,62 @@
+// BusinessCard: what one side of a VQP tells the other to connect (N9).
+//
+// A plain, versioned struct; its protobuf form lives in proto/braid/v1/business_card.proto and the
+// mapping in server/. QP i pairs with the peer's QP i. Validate() checks one card on its own;
+// CheckPeerCards() checks that two cards can connect (same scheme, sizes and QP counts). Neither
+// ever aborts: bad input is a Status.
+#ifndef BRAID_DATAPLANE_VQP_BUSINESS_CARD_H_
+#define BRAID_DATAPLANE_VQP_BUSINESS_CARD_H_
+
+#include <infiniband/verbs.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dataplane/common/status.h"
+#include "dataplane/verbs/gid.h"
+#include "dataplane/vqp/vqp_types.h"
+
+namespace braid::vqp {
+
+struct DeviceCard {
+  std::string name;
+  verbs::Gid gid;
+  uint16_t lid = 0;
+  uint32_t control_rkey = 0;  // rkey of the VQP's control region on this device
+};
+
+struct QpCard {
+  uint32_t device_index = 0;  // into BusinessCard::devices
+  uint8_t port = 1;
+  uint32_t qp_num = 0;
+  uint32_t psn = 0;
+  ibv_mtu mtu = IBV_MTU_4096;
+};
+
+struct BusinessCard {
+  static constexpr uint32_t kVersion = 1;
+
+  uint32_t version = kVersion;
+  uint64_t vqp_id = 0;
+  uint64_t epoch = 0;  // bumped on every reconnect
+  Scheme scheme = Scheme::kSpray;
+  uint64_t fragment_size = kDefaultFragmentSize;
+  uint32_t qp_capacity = 0;
+  uint32_t max_virtual_wrs = 0;
+  std::string control_endpoint;  // the agent's gRPC endpoint, for coordinated recovery
+  std::vector<DeviceCard> devices;
+  uint64_t control_addr = 0;  // the VQP's control region (target of fence READs)
+  std::vector<QpCard> data_qps;
+  std::optional<QpCard> message_qp;  // present iff there is more than one data QP
+
+  common::Status Validate() const;
+};
+
+// Both cards valid and able to connect with each other.
+common::Status CheckPeerCards(const BusinessCard& local, const BusinessCard& remote);
+
+}  // namespace braid::vqp
+
+#endif  // BRAID_DATAPLANE_VQP_BUSINESS_CARD_H_

@@ -1,0 +1,89 @@
+// VirtualCq: one physical CQ per device, shared by the VQPs created on it, polled as one.
+//
+// Physical completions are routed by (device, qp_num) (T14) to the owning VQP, which turns them
+// into virtual completions, in posting order per VQP and direction. Poll is bounded (T9): it fills
+// at most out.size() entries and polls each physical CQ at most once per call, into a reusable
+// buffer (T17). A physical poll error never loses what was already harvested: those are returned
+// first and the error on the next call (N1). The CQ checks that what is registered on it fits
+// (N15): a VQP that could overflow a physical CQ is refused at creation.
+// Threading: the engine thread. Poll allocates nothing.
+// Lifetime: outlives every VQP created on it (a VQP unregisters itself on destruction).
+#ifndef BRAID_DATAPLANE_VQP_VIRTUAL_CQ_H_
+#define BRAID_DATAPLANE_VQP_VIRTUAL_CQ_H_
+
+#include <array>
+#include <memory>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "dataplane/verbs/provider.h"
+#include "dataplane/vqp/vqp_types.h"
+
+namespace braid::vqp {
+
+class VirtualQp;
+
+class VirtualCq {
+ public:
+  static constexpr int kPollBatch = 32;
+
+  // One physical CQ of `entries_per_device` on each device (not owned; they outlive the CQ).
+  static common::Result<std::unique_ptr<VirtualCq>> Create(std::span<verbs::Device* const> devices,
+                                                           int entries_per_device);
+  struct CreateKey {
+   private:
+    CreateKey() = default;
+    friend class VirtualCq;
+  };
+  VirtualCq(CreateKey, std::vector<verbs::Device*> devices) : devices_(std::move(devices)) {}
+  ~VirtualCq();
+  VirtualCq(const VirtualCq&) = delete;
+  VirtualCq& operator=(const VirtualCq&) = delete;
+
+  common::Result<int> Poll(std::span<VirtualWc> out);
+
+  int num_devices() const { return static_cast<int>(devices_.size()); }
+  verbs::Device& device(int index) const { return *devices_[static_cast<size_t>(index)]; }
+  verbs::Cq& physical_cq(int index) const { return *cqs_[static_cast<size_t>(index)]; }
+  uint32_t reserved(int device) const { return reserved_[static_cast<size_t>(device)]; }
+  uint64_t unrouted_completions() const { return unrouted_; }
+  size_t registered_qps() const { return routes_.size(); }
+
+  // VirtualQp-internal.
+  common::Status Reserve(int device, uint32_t entries);  // N15
+  void Release(int device, uint32_t entries);
+  void Register(int device, uint32_t qp_num, VirtualQp* vqp, uint16_t qp_index);
+  void Unregister(int device, uint32_t qp_num);
+  void AddReadyCapacity(size_t entries);  // slow path, at VQP creation
+  void RemoveReadyCapacity(size_t entries);
+  void Emit(const VirtualWc& wc);
+  // Polls every physical CQ once and routes what it finds (used when a VQP drains).
+  void PollPhysical();
+
+ private:
+  struct Route {
+    VirtualQp* vqp;
+    uint16_t qp_index;
+  };
+  static uint64_t Key(int device, uint32_t qp_num) {
+    return (uint64_t{static_cast<uint32_t>(device)} << 32) | qp_num;
+  }
+  int TakeReady(std::span<VirtualWc> out);
+
+  std::vector<verbs::Device*> devices_;
+  std::vector<std::unique_ptr<verbs::Cq>> cqs_;
+  std::vector<uint32_t> reserved_;
+  std::unordered_map<uint64_t, Route> routes_;
+  std::array<ibv_wc, kPollBatch> batch_{};
+  std::vector<VirtualWc> ready_;  // ring
+  size_t ready_head_ = 0;
+  size_t ready_count_ = 0;
+  size_t ready_needed_ = 0;
+  common::Status pending_error_;
+  uint64_t unrouted_ = 0;
+};
+
+}  // namespace braid::vqp
+
+#endif  // BRAID_DATAPLANE_VQP_VIRTUAL_CQ_H_

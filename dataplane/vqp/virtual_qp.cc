@@ -1,0 +1,313 @@
+// VirtualQp: creation, connection, keys, health, completion routing and destruction.
+// The send path is in vqp_send.cc, the receive path in vqp_recv.cc.
+#include "dataplane/vqp/virtual_qp.h"
+
+#include <atomic>
+#include <bit>
+#include <string>
+
+namespace braid::vqp {
+
+using common::Status;
+
+namespace {
+
+std::atomic<uint32_t> g_next_vqp_num{1};
+
+// Receive-side reorder window: DQPLB sequence numbers may run ahead by everything the sender can
+// have in flight; SPRAY notify numbers by the sender's outstanding virtual WRs.
+uint32_t WindowSize(const VirtualQpConfig& c) {
+  const uint64_t want = c.scheme == Scheme::kDqplb
+                            ? 2ull * c.num_qps * c.qp_capacity + 2ull * c.max_virtual_wrs
+                            : 2ull * c.max_virtual_wrs;
+  return static_cast<uint32_t>(std::min<uint64_t>(std::bit_ceil(want), 1u << 23));
+}
+
+}  // namespace
+
+VirtualQp::VirtualQp(CreateKey, VirtualCq& cq, const VirtualQpConfig& config,
+                     uint32_t num_devices)
+    : cq_(cq),
+      config_(config),
+      vqp_num_(g_next_vqp_num.fetch_add(1)),
+      local_keys_(config.max_keys, num_devices),
+      remote_keys_(config.max_keys, 1),
+      window_(WindowSize(config), config.scheme == Scheme::kDqplb ? 24 : 32) {}
+
+common::Result<std::unique_ptr<VirtualQp>> VirtualQp::Create(
+    VirtualCq& cq, std::span<verbs::ProtectionDomain* const> pds, const VirtualQpConfig& config) {
+  BRAID_RETURN_IF_ERROR(ValidateConfig(config));
+  if (pds.size() != static_cast<size_t>(cq.num_devices())) {
+    return Status::InvalidArgument("pass one protection domain (or nullptr) per device of the CQ");
+  }
+  auto vqp = std::make_unique<VirtualQp>(CreateKey(), cq, config,
+                                         static_cast<uint32_t>(cq.num_devices()));
+  BRAID_RETURN_IF_ERROR(vqp->Init(pds));
+  return vqp;
+}
+
+uint32_t VirtualQp::ReservedEntries(const PhysQp& qp) const {
+  const bool is_message_or_single = !multi() || &qp == &qps_.back();
+  return config_.qp_capacity + (is_message_or_single ? config_.max_virtual_wrs : config_.qp_capacity);
+}
+
+Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
+  for (size_t d = 0; d < pds.size(); ++d) {
+    if (pds[d] != nullptr) devices_.push_back(static_cast<int>(d));
+  }
+  if (devices_.empty()) return Status::InvalidArgument("a VQP needs at least one device");
+  const uint32_t n = config_.num_qps;
+  const uint32_t cap = config_.qp_capacity;
+  const uint32_t vwrs = config_.max_virtual_wrs;
+
+  // Control region: pool slots | notify/tail payloads | single-QP receive slots | fence words.
+  const size_t pool_bytes = multi() ? size_t{n} * cap * 16 : 0;
+  notify_base_ = pool_bytes;
+  user_recv_base_ = notify_base_ + size_t{vwrs} * 16;
+  fence_offset_ = user_recv_base_ + size_t{vwrs} * 16;
+  control_.assign(fence_offset_ + 64, 0);
+  control_mrs_.resize(static_cast<size_t>(cq_.num_devices()));
+  for (int d : devices_) {
+    BRAID_ASSIGN_OR_RETURN(control_mrs_[static_cast<size_t>(d)],
+                           pds[static_cast<size_t>(d)]->RegisterMemory(
+                               control_.data(), control_.size(),
+                               IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ));
+  }
+
+  // Physical QPs: data QP i on device i mod D, then the message QP on the first device.
+  const uint32_t total = n + (multi() ? 1 : 0);
+  qps_.resize(total);
+  reserved_.assign(static_cast<size_t>(cq_.num_devices()), 0);
+  for (uint32_t i = 0; i < total; ++i) {
+    PhysQp& q = qps_[i];
+    q.device = i < n ? devices_[i % devices_.size()] : devices_[0];
+    q.has_pool = multi() && i < n;
+    const bool takes_user_recvs = !multi() || i == n;
+    verbs::QpCaps caps;
+    caps.max_send_wr = cap;
+    caps.max_recv_wr = takes_user_recvs ? vwrs : cap;
+    caps.max_send_sge = 1;
+    caps.max_recv_sge = 1;
+    caps.max_inline_data = 0;
+    const uint32_t entries = ReservedEntries(q);
+    BRAID_RETURN_IF_ERROR(cq_.Reserve(q.device, entries).WithContext("VQP creation (N15)"));
+    reserved_[static_cast<size_t>(q.device)] += entries;
+    verbs::Cq* pcq = &cq_.physical_cq(q.device);
+    BRAID_ASSIGN_OR_RETURN(q.qp, pds[static_cast<size_t>(q.device)]->CreateQp(
+                                     verbs::QpCreateParams{pcq, pcq, caps, false}));
+    cq_.Register(q.device, q.qp->qp_num(), this, static_cast<uint16_t>(i));
+  }
+  cq_.AddReadyCapacity(2ull * vwrs);
+
+  sends_.resize(vwrs);
+  recvs_.resize(vwrs);
+  buffered_.resize(vwrs);
+  frags_.resize(size_t{total} * cap);
+  free_frags_.reserve(frags_.size());
+  for (uint32_t i = static_cast<uint32_t>(frags_.size()); i > 0; --i) free_frags_.push_back(i - 1);
+  retry_.resize(frags_.size());
+  stalled_.resize(vwrs);
+  seq_window_ = window_.size();
+  seq_done_.assign(seq_window_, 0);
+  return Status::Ok();
+}
+
+VirtualQp::~VirtualQp() {
+  if (connected_) Drain();
+  for (const PhysQp& q : qps_) {
+    if (q.qp) cq_.Unregister(q.device, q.qp->qp_num());
+  }
+  qps_.clear();  // QPs before the control MRs
+  control_mrs_.clear();
+  for (size_t d = 0; d < reserved_.size(); ++d) {
+    if (reserved_[d] > 0) cq_.Release(static_cast<int>(d), reserved_[d]);
+  }
+  if (!sends_.empty()) cq_.RemoveReadyCapacity(2ull * config_.max_virtual_wrs);
+}
+
+// T11, rule 3: every QP to ERR, every flush collected, every virtual WR completed exactly once.
+void VirtualQp::Drain() {
+  destroying_ = true;
+  for (PhysQp& q : qps_) (void)q.qp->ToError();
+  for (int round = 0; round < 1000000; ++round) {
+    bool busy = false;
+    for (const PhysQp& q : qps_) busy = busy || q.outstanding > 0 || q.posted_recvs > 0;
+    if (!busy) break;
+    cq_.PollPhysical();
+  }
+  AbortAll(IBV_WC_WR_FLUSH_ERR);
+  // Pieces that could not be re-posted, and receives with no physical WR behind them.
+  while (retry_count_ > 0) {
+    const uint32_t f = retry_[retry_head_];
+    retry_head_ = (retry_head_ + 1) % retry_.size();
+    --retry_count_;
+    FinishPiece(f, IBV_WC_WR_FLUSH_ERR);
+  }
+  Pump();
+  ReportSends();
+  for (uint64_t i = recv_head_; i != recv_tail_; ++i) {
+    RecvEntry& r = Recv(i);
+    if (!r.done) {
+      r.done = true;
+      r.status = IBV_WC_WR_FLUSH_ERR;
+    }
+  }
+  ReportRecvs();
+}
+
+BusinessCard VirtualQp::LocalCard(uint64_t epoch) const {
+  BusinessCard card;
+  card.vqp_id = vqp_num_;
+  card.epoch = epoch;
+  card.scheme = config_.scheme;
+  card.fragment_size = config_.fragment_size;
+  card.qp_capacity = config_.qp_capacity;
+  card.max_virtual_wrs = config_.max_virtual_wrs;
+  card.control_addr = control_addr(fence_offset_);
+  std::vector<uint32_t> card_index(static_cast<size_t>(cq_.num_devices()), 0);
+  for (size_t k = 0; k < devices_.size(); ++k) {
+    const int d = devices_[k];
+    const verbs::DeviceInfo& info = cq_.device(d).info();
+    card.devices.push_back(
+        {info.name, info.gid, info.lid, control_mrs_[static_cast<size_t>(d)]->rkey()});
+    card_index[static_cast<size_t>(d)] = static_cast<uint32_t>(k);
+  }
+  for (size_t i = 0; i < qps_.size(); ++i) {
+    const PhysQp& q = qps_[i];
+    const verbs::DeviceInfo& info = cq_.device(q.device).info();
+    QpCard qc{card_index[static_cast<size_t>(q.device)], info.port_num, q.qp->qp_num(),
+              (q.qp->qp_num() * 2654435761u + vqp_num_) & 0xFFFFFF, info.active_mtu};
+    if (i < config_.num_qps) {
+      card.data_qps.push_back(qc);
+    } else {
+      card.message_qp = qc;
+    }
+  }
+  return card;
+}
+
+Status VirtualQp::Connect(const BusinessCard& remote) {
+  if (connected_) return Status::FailedPrecondition("VQP is already connected");
+  const BusinessCard local = LocalCard();
+  BRAID_RETURN_IF_ERROR(CheckPeerCards(local, remote));
+  remote_keys_ = KeyTable(config_.max_keys, static_cast<uint32_t>(remote.devices.size()));
+  remote_control_rkeys_.clear();
+  for (const DeviceCard& d : remote.devices) remote_control_rkeys_.push_back(d.control_rkey);
+  remote_control_addr_ = remote.control_addr;
+  for (size_t i = 0; i < qps_.size(); ++i) {
+    PhysQp& q = qps_[i];
+    const QpCard& mine = i < config_.num_qps ? local.data_qps[i] : *local.message_qp;
+    const QpCard& peer = i < config_.num_qps ? remote.data_qps[i] : *remote.message_qp;
+    const DeviceCard& peer_device = remote.devices[peer.device_index];
+    const verbs::DeviceInfo& info = cq_.device(q.device).info();
+    q.remote_device = peer.device_index;
+    BRAID_RETURN_IF_ERROR(q.qp->ToInit({.port_num = info.port_num}));
+    verbs::QpRtrParams rtr;
+    rtr.remote = {peer_device.gid, peer_device.lid, peer.qp_num, peer.psn};
+    rtr.path_mtu = std::min(mine.mtu, peer.mtu);
+    rtr.sgid_index = info.gid_index;
+    rtr.min_rnr_timer = 1;
+    BRAID_RETURN_IF_ERROR(q.qp->ToRtr(rtr).WithContext("QP " + std::to_string(i) + " to RTR"));
+    BRAID_RETURN_IF_ERROR(q.qp->ToRts({.sq_psn = mine.psn,
+                                       .timeout = config_.timeout,
+                                       .retry_cnt = config_.retry_cnt,
+                                       .rnr_retry = config_.rnr_retry}));
+  }
+  // Rule 8 / I23: the receive pools are in place before the peer can send anything.
+  for (size_t i = 0; i < qps_.size(); ++i) {
+    if (!qps_[i].has_pool) continue;
+    for (uint32_t k = 0; k < config_.qp_capacity; ++k) {
+      BRAID_RETURN_IF_ERROR(
+          PostPoolRecv(static_cast<int>(i), static_cast<uint32_t>(i) * config_.qp_capacity + k));
+    }
+  }
+  connected_ = true;
+  return Status::Ok();
+}
+
+common::Result<uint32_t> VirtualQp::AddLocalKeys(std::span<const uint32_t> lkeys) {
+  return local_keys_.Add(lkeys);
+}
+
+common::Result<uint32_t> VirtualQp::AddRemoteKeys(std::span<const uint32_t> rkeys) {
+  if (!connected_) return Status::FailedPrecondition("remote keys need the peer's card: connect first");
+  return remote_keys_.Add(rkeys);
+}
+
+int VirtualQp::healthy_data_qps() const {
+  int n = 0;
+  for (uint32_t i = 0; i < config_.num_qps; ++i) n += qps_[i].health == QpHealth::kHealthy;
+  return n;
+}
+
+Status VirtualQp::DrainDevice(int device) {
+  bool any = false;
+  for (PhysQp& q : qps_) {
+    if (q.device != device) continue;
+    any = true;
+    if (q.health == QpHealth::kHealthy) q.health = QpHealth::kDraining;
+  }
+  if (!any) return Status::NotFound("VQP has no QP on device " + std::to_string(device));
+  return Status::Ok();
+}
+
+Status VirtualQp::UndrainDevice(int device) {
+  bool any = false;
+  for (PhysQp& q : qps_) {
+    if (q.device != device) continue;
+    any = true;
+    if (q.health == QpHealth::kDraining) q.health = QpHealth::kHealthy;
+  }
+  if (!any) return Status::NotFound("VQP has no QP on device " + std::to_string(device));
+  Pump();
+  ReportSends();
+  return Status::Ok();
+}
+
+void VirtualQp::MarkDead(int qp_index, ibv_wc_status status) {
+  PhysQp& q = qps_[static_cast<size_t>(qp_index)];
+  if (status != IBV_WC_WR_FLUSH_ERR &&
+      (last_error_ == IBV_WC_WR_FLUSH_ERR || q.health != QpHealth::kDead)) {
+    last_error_ = status;
+  }
+  if (q.health == QpHealth::kDead) return;
+  q.health = QpHealth::kDead;
+  ++counters_.qps_died;
+  if (healthy_data_qps() == 0) AbortAll(last_error_);
+}
+
+// Rule 2: nothing can make progress; every unfinished virtual WR ends with an error once its
+// in-flight pieces are back.
+void VirtualQp::AbortAll(ibv_wc_status status) {
+  for (uint64_t i = send_head_; i != send_tail_; ++i) {
+    SendEntry& e = Send(i);
+    if (e.stage == Stage::kDone) continue;
+    if (e.status == IBV_WC_SUCCESS || (e.status == IBV_WC_WR_FLUSH_ERR && status != e.status)) {
+      e.status = status;
+    }
+    e.aborted = true;
+  }
+}
+
+void VirtualQp::OnCompletion(uint16_t qp_index, const ibv_wc& wc) {
+  if (!WrTag::Valid(wc.wr_id) || qp_index >= qps_.size()) {
+    ++counters_.protocol_errors;
+    return;
+  }
+  const WrKind kind = WrTag::Kind(wc.wr_id);
+  const uint32_t slot = WrTag::Slot(wc.wr_id);
+  switch (kind) {
+    case WrKind::kFragment:
+    case WrKind::kNotify:
+    case WrKind::kFence:
+    case WrKind::kMessage: OnSendCompletion(qp_index, wc, slot); break;
+    case WrKind::kPoolRecv:
+    case WrKind::kUserRecv: OnRecvCompletion(qp_index, wc, kind, slot); break;
+    default: ++counters_.protocol_errors; return;
+  }
+  Pump();
+  ReportSends();
+  ReportRecvs();
+}
+
+}  // namespace braid::vqp

@@ -1,0 +1,280 @@
+// VirtualQp: N physical RC data QPs, possibly on several devices, that act as one QP.
+//
+// Layout. Data QP i lives on device i mod D of the devices given (interleaved, N11). With more than
+// one data QP there is one more physical QP, the *message QP*: it alone carries SEND and atomics
+// (rule 12) and the receives users post for SENDs, so user receives never share a receive queue
+// with the pools below (N12). Every data QP of a multi-QP VQP has a receive pool of `qp_capacity`
+// small receives, pre-posted at Connect (rule 8, I23) and re-posted as they complete. A single-QP
+// VQP has no message QP and no pool (T22, rule 14).
+//
+// Send path. A virtual WR is split into fragments of at most `fragment_size` (64-bit lengths, T5,
+// T20). The scheduler puts each on the healthy QP with room and the fewest outstanding bytes,
+// interleaving devices (rule 15). Virtual WRs are dispatched in posting order.
+//   WRITE, READ     fragments of the same opcode, on any data QP.
+//   WRITE_WITH_IMM  SPRAY: plain-write fragments; once all are acknowledged, and after a 1-byte
+//                   fence READ on each other device that carried data (T10), a notify: a
+//                   SEND_WITH_IMM of {byte count, notify seq} with the user's immediate (N4), into
+//                   the peer's pool. Notifies are pipelined (N5) and reordered by seq at the peer.
+//                   DQPLB: WRITE_WITH_IMM fragments whose immediate is a 24-bit sequence number
+//                   (only these take sequence numbers, N2/T13), then a tail SEND_WITH_IMM carrying
+//                   {byte count, user immediate}; the peer reorders by sequence number.
+//                   Single QP: one WRITE_WITH_IMM when it fits one fragment, else plain writes and
+//                   a notify on the same QP.
+//   SEND, atomics   not fragmented; on the message QP (or the single QP); never replayed.
+// Every physical WR carries a WrTag, so completions are routed by tag and status, never by opcode
+// (T1). A physical QP turns Dead on its first error completion (T2) and is never scheduled again.
+// With failover on (rule 4), an idempotent piece (write/read fragment, DQPLB fragment or tail,
+// notify, fence) that failed on a dead QP is re-posted on a healthy one, up to `retry_budget`
+// times; otherwise its virtual WR completes with the first real error once its other pieces have
+// drained (T3). When no data QP is healthy, posts fail at once and in-flight work completes with an
+// error (rule 2). Every virtual WR completes exactly once, in posting order per direction.
+//
+// Receive path. A receive of length 0 is the notification of one write-with-imm message; it
+// completes with the sender's immediate and the byte count. A message that arrives before its
+// receive was posted is buffered (rule 8). A receive of length > 0 takes one SEND.
+//
+// Threading: the engine thread only. PostSend, PostRecv and OnCompletion allocate nothing.
+// Ownership: created by Create() (T21); owns its physical QPs and control region; destroying it
+// moves every QP to ERR, collects the flushes and completes in-flight virtual WRs with
+// IBV_WC_WR_FLUSH_ERR (T11). REQUIRES: the VirtualCq and the PDs outlive it.
+#ifndef BRAID_DATAPLANE_VQP_VIRTUAL_QP_H_
+#define BRAID_DATAPLANE_VQP_VIRTUAL_QP_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "dataplane/verbs/provider.h"
+#include "dataplane/vqp/business_card.h"
+#include "dataplane/vqp/key_table.h"
+#include "dataplane/vqp/reorder_window.h"
+#include "dataplane/vqp/virtual_cq.h"
+#include "dataplane/vqp/vqp_types.h"
+#include "dataplane/vqp/wr_tag.h"
+
+namespace braid::vqp {
+
+struct VirtualQpCounters {
+  uint64_t fragments_posted = 0;
+  uint64_t bytes_posted = 0;
+  uint64_t failovers = 0;       // pieces re-posted on another QP
+  uint64_t qps_died = 0;
+  uint64_t duplicates_dropped = 0;
+  uint64_t protocol_errors = 0;  // arrivals outside the window, malformed notifies
+  uint64_t buffered_messages = 0;
+};
+
+class VirtualQp {
+ public:
+  // Creates the physical QPs on the devices of `cq` for which `pds` (one entry per CQ device,
+  // nullptr = unused) names a protection domain, and registers its control region there.
+  static common::Result<std::unique_ptr<VirtualQp>> Create(
+      VirtualCq& cq, std::span<verbs::ProtectionDomain* const> pds, const VirtualQpConfig& config);
+  ~VirtualQp();
+  VirtualQp(const VirtualQp&) = delete;
+  VirtualQp& operator=(const VirtualQp&) = delete;
+
+  uint32_t vqp_num() const { return vqp_num_; }
+  const VirtualQpConfig& config() const { return config_; }
+  bool connected() const { return connected_; }
+  // The card describing this side; `epoch` is recorded in it.
+  BusinessCard LocalCard(uint64_t epoch = 0) const;
+  // Validates the peer's card against ours and brings every physical QP to RTS.
+  common::Status Connect(const BusinessCard& remote);
+
+  // Key tables (rule 13). `lkeys`: one per device of the CQ (0 where unused); `rkeys`: one per
+  // device of the peer's card, in card order.
+  common::Result<uint32_t> AddLocalKeys(std::span<const uint32_t> lkeys);
+  common::Result<uint32_t> AddRemoteKeys(std::span<const uint32_t> rkeys);
+  common::Status RemoveLocalKeys(uint32_t handle) { return local_keys_.Remove(handle); }
+  common::Status RemoveRemoteKeys(uint32_t handle) { return remote_keys_.Remove(handle); }
+
+  // Queues a virtual WR. Errors describe a request that was not accepted (nothing changed);
+  // once accepted, its outcome arrives as exactly one VirtualWc. kNoResource: the send ring is
+  // full (retry after polling).
+  common::Status PostSend(const VirtualSendWr& wr);
+  common::Status PostRecv(const VirtualRecvWr& wr);
+
+  // Physical QPs: data QPs 0..num_qps-1, then the message QP (multi-QP only).
+  int num_physical_qps() const { return static_cast<int>(qps_.size()); }
+  const verbs::Qp& physical_qp(int index) const { return *qps_[static_cast<size_t>(index)].qp; }
+  int physical_device(int index) const { return qps_[static_cast<size_t>(index)].device; }
+  QpHealth health(int index) const { return qps_[static_cast<size_t>(index)].health; }
+  uint32_t outstanding(int index) const { return qps_[static_cast<size_t>(index)].outstanding; }
+  int healthy_data_qps() const;
+  // Operator drain of every QP on `device` (Healthy → Draining) and its undo.
+  common::Status DrainDevice(int device);
+  common::Status UndrainDevice(int device);
+  uint32_t pending_sends() const { return static_cast<uint32_t>(send_tail_ - send_head_); }
+  uint32_t pending_recvs() const { return static_cast<uint32_t>(recv_tail_ - recv_head_); }
+  const VirtualQpCounters& counters() const { return counters_; }
+
+  // VirtualCq-internal: one physical completion of physical QP `qp_index`.
+  void OnCompletion(uint16_t qp_index, const ibv_wc& wc);
+
+ private:
+  struct CreateKey {
+   private:
+    CreateKey() = default;
+    friend class VirtualQp;
+  };
+
+ public:
+  VirtualQp(CreateKey, VirtualCq& cq, const VirtualQpConfig& config, uint32_t num_devices);
+
+ private:
+  enum class Stage : uint8_t {
+    kData, kTail, kWaitData, kFence, kWaitFence, kNotify, kWaitNotify, kDone
+  };
+  struct PhysQp {
+    std::unique_ptr<verbs::Qp> qp;
+    int device = 0;             // index into the CQ's devices
+    uint32_t remote_device = 0; // index into the peer card's devices
+    QpHealth health = QpHealth::kHealthy;
+    uint32_t outstanding = 0;   // send WRs in flight
+    uint64_t outstanding_bytes = 0;
+    uint32_t posted_recvs = 0;
+    bool has_pool = false;
+  };
+  struct SendEntry {
+    VirtualSendWr wr;
+    uint64_t next_offset = 0;
+    uint32_t inflight = 0;
+    uint32_t devices_used = 0;  // bit per device that carried data (fences)
+    uint32_t notify_seq = 0;
+    int notify_qp = -1;
+    ibv_wc_status status = IBV_WC_SUCCESS;
+    Stage stage = Stage::kData;
+    bool aborted = false;
+    bool stalled = false;
+  };
+  struct Fragment {
+    uint32_t send_slot = 0;
+    uint16_t qp = 0;
+    WrKind kind = WrKind::kFragment;
+    uint8_t replays = 0;
+    bool tail = false;          // DQPLB tail (SEND_WITH_IMM)
+    ibv_wr_opcode opcode = IBV_WR_RDMA_WRITE;
+    uint64_t offset = 0;
+    uint32_t length = 0;
+    uint32_t seq = 0;           // DQPLB sequence number
+    int fence_device = -1;
+  };
+  struct RecvEntry {
+    VirtualRecvWr wr;
+    bool done = false;
+    ibv_wc_status status = IBV_WC_SUCCESS;
+    ibv_wc_opcode opcode = IBV_WC_RECV_RDMA_WITH_IMM;
+    uint32_t imm = 0;
+    uint64_t bytes = 0;
+  };
+  struct Message {
+    uint32_t imm;
+    uint64_t bytes;
+  };
+  enum class PostResult : uint8_t { kPosted, kBlocked, kNoQp };
+
+  // Creation and connection (virtual_qp.cc).
+  common::Status Init(std::span<verbs::ProtectionDomain* const> pds);
+  uint32_t ReservedEntries(const PhysQp& qp) const;
+  bool multi() const { return config_.num_qps > 1; }
+  int message_qp() const { return multi() ? static_cast<int>(config_.num_qps) : 0; }
+  uint8_t* control(size_t offset) { return control_.data() + offset; }
+  uint64_t control_addr(size_t offset) const {
+    return reinterpret_cast<uint64_t>(control_.data() + offset);
+  }
+  size_t PoolSlotOffset(uint32_t slot) const { return slot * 16; }
+  size_t NotifyPayloadOffset(uint32_t send_slot) const { return notify_base_ + send_slot * 16; }
+  size_t UserRecvSlotOffset(uint32_t recv_slot) const { return user_recv_base_ + recv_slot * 16; }
+  void MarkDead(int qp_index, ibv_wc_status status);
+  void AbortAll(ibv_wc_status status);
+  void Drain();
+
+  // Send path (vqp_send.cc).
+  common::Status ValidateSend(const VirtualSendWr& wr) const;
+  common::Status CheckKeys(uint32_t local, uint32_t remote, bool data_qps, uint64_t length) const;
+  void Pump();
+  bool Advance(uint32_t slot);  // false: blocked on capacity
+  PostResult PostDataFragments(uint32_t slot);
+  PostResult PostTail(uint32_t slot);
+  PostResult PostFences(uint32_t slot);
+  PostResult PostNotify(uint32_t slot);
+  PostResult PostPiece(Fragment piece, int qp_index);
+  PostResult Submit(uint32_t frag_slot);
+  int PickQp(WrKind kind, int device) const;
+  bool AnyHealthyFor(WrKind kind, int device) const;
+  void RetryPending();
+  void OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t frag_slot);
+  void FinishPiece(uint32_t frag_slot, ibv_wc_status status);
+  void ReportSends();
+  SendEntry& Send(uint64_t index) { return sends_[index % sends_.size()]; }
+  bool SeqWindowFull() const { return seq_next_ - seq_oldest_ >= seq_window_; }
+  void SeqDone(uint32_t seq);
+
+  // Receive path (vqp_recv.cc).
+  common::Status PostPoolRecv(int qp_index, uint32_t pool_slot);
+  void OnRecvCompletion(int qp_index, const ibv_wc& wc, WrKind kind, uint32_t slot);
+  void OnPoolMessage(const ibv_wc& wc, uint32_t pool_slot);
+  // One complete message; bit 63 of `bytes` marks a message the sender aborted.
+  void Deliver(uint32_t imm, uint64_t bytes);
+  void ReportRecvs();
+  RecvEntry& Recv(uint64_t index) { return recvs_[index % recvs_.size()]; }
+
+  VirtualCq& cq_;
+  VirtualQpConfig config_;
+  uint32_t vqp_num_;
+  bool connected_ = false;
+  bool destroying_ = false;
+  std::vector<PhysQp> qps_;
+  std::vector<int> devices_;  // CQ device indices this VQP uses
+  KeyTable local_keys_;
+  KeyTable remote_keys_;
+  std::vector<uint32_t> remote_control_rkeys_;
+  uint64_t remote_control_addr_ = 0;
+  std::vector<uint32_t> reserved_;  // CQ entries reserved per CQ device
+
+  // Control region: pool slots, notify/tail payloads, single-QP receive slots, fence words.
+  std::vector<uint8_t> control_;
+  std::vector<std::unique_ptr<verbs::MemoryRegion>> control_mrs_;  // per CQ device
+  size_t notify_base_ = 0;
+  size_t user_recv_base_ = 0;
+  size_t fence_offset_ = 0;
+
+  // Send state.
+  std::vector<SendEntry> sends_;
+  uint64_t send_head_ = 0;
+  uint64_t send_dispatch_ = 0;
+  uint64_t send_tail_ = 0;
+  std::vector<Fragment> frags_;
+  std::vector<uint32_t> free_frags_;
+  std::vector<uint32_t> retry_;  // ring of fragment slots to re-post
+  size_t retry_head_ = 0;
+  size_t retry_count_ = 0;
+  std::vector<uint32_t> stalled_;  // ring of send slots blocked on capacity past dispatch
+  size_t stalled_head_ = 0;
+  size_t stalled_count_ = 0;
+  uint32_t rr_ = 0;
+  uint32_t notify_seq_next_ = 0;
+  uint32_t seq_next_ = 0;
+  uint32_t seq_oldest_ = 0;
+  uint32_t seq_window_ = 0;
+  std::vector<uint8_t> seq_done_;
+  ibv_wc_status last_error_ = IBV_WC_WR_FLUSH_ERR;
+
+  // Receive state.
+  std::vector<RecvEntry> recvs_;
+  uint64_t recv_head_ = 0;
+  uint64_t recv_tail_ = 0;
+  uint64_t recv_match_ = 0;  // next length-0 receive to match (multi-QP)
+  std::vector<Message> buffered_;
+  size_t buffered_head_ = 0;
+  size_t buffered_count_ = 0;
+  ReorderWindow window_;
+
+  VirtualQpCounters counters_;
+};
+
+}  // namespace braid::vqp
+
+#endif  // BRAID_DATAPLANE_VQP_VIRTUAL_QP_H_

@@ -1,0 +1,192 @@
+// VirtualQp receive path: pools, notifies and DQPLB reordering, user receives, in-order reports.
+#include <arpa/inet.h>
+
+#include <cstring>
+#include <string>
+
+#include "dataplane/vqp/virtual_qp.h"
+
+namespace braid::vqp {
+
+using common::Status;
+
+namespace {
+
+constexpr uint32_t kSeqMask = 0xFFFFFF;
+constexpr uint32_t kTailBit = 1u << 31;
+constexpr uint32_t kAbortedFlag = 1;
+
+struct Payload {
+  uint64_t bytes;
+  uint32_t value;
+  uint32_t flags;
+};
+
+}  // namespace
+
+Status VirtualQp::PostPoolRecv(int qp_index, uint32_t pool_slot) {
+  PhysQp& q = qps_[static_cast<size_t>(qp_index)];
+  ibv_sge sge{control_addr(PoolSlotOffset(pool_slot)), 16,
+              control_mrs_[static_cast<size_t>(q.device)]->lkey()};
+  ibv_recv_wr wr{};
+  wr.wr_id = WrTag::Encode(WrKind::kPoolRecv, pool_slot);
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  ibv_recv_wr* bad = nullptr;
+  BRAID_RETURN_IF_ERROR(q.qp->PostRecv(&wr, &bad));
+  ++q.posted_recvs;
+  return Status::Ok();
+}
+
+Status VirtualQp::PostRecv(const VirtualRecvWr& wr) {
+  if (!connected_) return Status::FailedPrecondition("VQP is not connected");
+  if (recv_tail_ - recv_head_ == recvs_.size()) return Status::NoResource();
+  const auto slot = static_cast<uint32_t>(recv_tail_ % recvs_.size());
+  if (wr.length > 0 || !multi()) {
+    // A SEND buffer (message QP), or a single-QP notification slot: a physical receive.
+    PhysQp& q = qps_[static_cast<size_t>(message_qp())];
+    if (q.health == QpHealth::kDead) return Status::QpError("the message QP is dead");
+    ibv_sge sge;
+    if (wr.length > 0) {
+      if (wr.length > UINT32_MAX) return Status::InvalidArgument("a SEND buffer holds at most 4 GiB");
+      const uint32_t lkey = local_keys_.Get(wr.local_keys, static_cast<uint32_t>(q.device));
+      if (lkey == 0) {
+        return Status::InvalidArgument("T18: local key entry " + std::to_string(wr.local_keys) +
+                                       " has no key for the message QP's device");
+      }
+      sge = {wr.local_addr, static_cast<uint32_t>(wr.length), lkey};
+    } else {
+      sge = {control_addr(UserRecvSlotOffset(slot)), 16,
+             control_mrs_[static_cast<size_t>(q.device)]->lkey()};
+    }
+    ibv_recv_wr pwr{};
+    pwr.wr_id = WrTag::Encode(WrKind::kUserRecv, slot);
+    pwr.sg_list = &sge;
+    pwr.num_sge = 1;
+    ibv_recv_wr* bad = nullptr;
+    BRAID_RETURN_IF_ERROR(q.qp->PostRecv(&pwr, &bad));
+    ++q.posted_recvs;
+  }
+  RecvEntry& r = Recv(recv_tail_++);
+  r = RecvEntry{};
+  r.wr = wr;
+  r.opcode = wr.length > 0 ? IBV_WC_RECV : IBV_WC_RECV_RDMA_WITH_IMM;
+  if (multi() && wr.length == 0) {
+    // Messages that arrived before this receive was posted (rule 8).
+    while (buffered_count_ > 0) {
+      uint64_t i = std::max(recv_match_, recv_head_);
+      while (i != recv_tail_ && (Recv(i).wr.length > 0 || Recv(i).done)) ++i;
+      recv_match_ = i;
+      if (i == recv_tail_) break;
+      const Message m = buffered_[buffered_head_];
+      buffered_head_ = (buffered_head_ + 1) % buffered_.size();
+      --buffered_count_;
+      Deliver(m.imm, m.bytes);
+    }
+    ReportRecvs();
+  }
+  return Status::Ok();
+}
+
+// One complete write-with-imm message, in the sender's posting order. `bytes` carries the
+// aborted flag in its top bit (see OnPoolMessage).
+void VirtualQp::Deliver(uint32_t imm, uint64_t bytes) {
+  uint64_t i = std::max(recv_match_, recv_head_);
+  while (i != recv_tail_ && (Recv(i).wr.length > 0 || Recv(i).done)) ++i;
+  recv_match_ = i;
+  if (i == recv_tail_) {
+    if (buffered_count_ == buffered_.size()) {
+      ++counters_.protocol_errors;  // the peer sent more messages than we can hold
+      return;
+    }
+    buffered_[(buffered_head_ + buffered_count_) % buffered_.size()] = {imm, bytes};
+    ++buffered_count_;
+    ++counters_.buffered_messages;
+    return;
+  }
+  RecvEntry& r = Recv(i);
+  r.done = true;
+  r.imm = imm;
+  const bool aborted = (bytes >> 63) != 0;
+  r.bytes = bytes & ~(1ull << 63);
+  r.status = aborted ? IBV_WC_REM_ABORT_ERR : IBV_WC_SUCCESS;
+  recv_match_ = i + 1;
+}
+
+void VirtualQp::OnPoolMessage(const ibv_wc& wc, uint32_t pool_slot) {
+  Payload p;
+  std::memcpy(&p, control(PoolSlotOffset(pool_slot)), sizeof(p));
+  ReorderWindow::Arrival arrival;
+  if (config_.scheme == Scheme::kSpray) {
+    if (wc.opcode != IBV_WC_RECV || !(wc.wc_flags & IBV_WC_WITH_IMM)) {
+      ++counters_.protocol_errors;
+      return;
+    }
+    const uint64_t bytes = p.bytes | (p.flags & kAbortedFlag ? 1ull << 63 : 0);
+    arrival = window_.Insert(p.value, {true, true, wc.imm_data, bytes});
+  } else {
+    const uint32_t v = ntohl(wc.imm_data);
+    if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+      arrival = window_.Insert(v & kSeqMask, {true, false, 0, 0});  // a fragment or a void
+    } else if (wc.opcode == IBV_WC_RECV && (v & kTailBit)) {
+      const uint64_t bytes = p.bytes | (p.flags & kAbortedFlag ? 1ull << 63 : 0);
+      arrival = window_.Insert(v & kSeqMask, {true, true, p.value, bytes});
+    } else {
+      ++counters_.protocol_errors;
+      return;
+    }
+  }
+  if (arrival == ReorderWindow::Arrival::kDuplicate) ++counters_.duplicates_dropped;
+  if (arrival == ReorderWindow::Arrival::kOutOfWindow) ++counters_.protocol_errors;
+  ReorderWindow::Entry e;
+  while (window_.PopNext(&e)) {
+    if (e.last) Deliver(e.imm, e.bytes);
+  }
+}
+
+void VirtualQp::OnRecvCompletion(int qp_index, const ibv_wc& wc, WrKind kind, uint32_t slot) {
+  PhysQp& q = qps_[static_cast<size_t>(qp_index)];
+  --q.posted_recvs;
+  if (wc.status != IBV_WC_SUCCESS) MarkDead(qp_index, wc.status);
+  if (kind == WrKind::kPoolRecv) {
+    if (wc.status != IBV_WC_SUCCESS) return;  // flushed: the QP is gone
+    OnPoolMessage(wc, slot);
+    if (!destroying_ && q.health != QpHealth::kDead &&
+        !PostPoolRecv(qp_index, slot).ok()) {
+      MarkDead(qp_index, IBV_WC_GENERAL_ERR);
+    }
+    return;
+  }
+  if (slot >= recvs_.size()) {
+    ++counters_.protocol_errors;
+    return;
+  }
+  RecvEntry& r = recvs_[slot];
+  r.done = true;
+  r.status = wc.status;
+  if (wc.status != IBV_WC_SUCCESS) return;  // opcode, byte_len and imm are undefined (T1)
+  if (r.wr.length > 0) {
+    r.bytes = wc.byte_len;
+    r.imm = (wc.wc_flags & IBV_WC_WITH_IMM) ? wc.imm_data : 0;
+    return;
+  }
+  // Single QP: a direct WRITE_WITH_IMM, or a notify (SEND_WITH_IMM) after a fragmented write.
+  r.imm = wc.imm_data;
+  if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+    r.bytes = wc.byte_len;
+  } else {
+    Payload p;
+    std::memcpy(&p, control(UserRecvSlotOffset(slot)), sizeof(p));
+    r.bytes = p.bytes;
+  }
+}
+
+void VirtualQp::ReportRecvs() {
+  while (recv_head_ != recv_tail_ && Recv(recv_head_).done) {
+    const RecvEntry& r = Recv(recv_head_);
+    cq_.Emit({r.wr.wr_id, r.status, r.opcode, vqp_num_, r.imm, r.bytes});
+    ++recv_head_;
+  }
+}
+
+}  // namespace braid::vqp

@@ -1,0 +1,596 @@
+// VirtualQp send path: validation, fragmentation, scheduling, notifies, failover, completion.
+#include <arpa/inet.h>
+
+#include <bit>
+#include <cstring>
+#include <string>
+
+#include "dataplane/vqp/virtual_qp.h"
+
+namespace braid::vqp {
+
+using common::Status;
+
+namespace {
+
+constexpr uint32_t kSeqMask = 0xFFFFFF;
+constexpr uint32_t kTailBit = 1u << 31;
+constexpr uint32_t kVoidBit = 1u << 30;
+constexpr uint32_t kAbortedFlag = 1;
+constexpr uint64_t kMaxSendBytes = 1ull << 30;  // SEND is not fragmented (rule 15)
+
+bool IsMessageOp(ibv_wr_opcode op) {
+  return op == IBV_WR_SEND || op == IBV_WR_SEND_WITH_IMM || op == IBV_WR_ATOMIC_FETCH_AND_ADD ||
+         op == IBV_WR_ATOMIC_CMP_AND_SWP;
+}
+
+ibv_wc_opcode WcOpcode(ibv_wr_opcode op) {
+  switch (op) {
+    case IBV_WR_RDMA_READ: return IBV_WC_RDMA_READ;
+    case IBV_WR_SEND:
+    case IBV_WR_SEND_WITH_IMM: return IBV_WC_SEND;
+    case IBV_WR_ATOMIC_FETCH_AND_ADD: return IBV_WC_FETCH_ADD;
+    case IBV_WR_ATOMIC_CMP_AND_SWP: return IBV_WC_COMP_SWAP;
+    default: return IBV_WC_RDMA_WRITE;
+  }
+}
+
+// The first real error wins; a flush only stands when nothing better is known.
+ibv_wc_status Merge(ibv_wc_status current, ibv_wc_status incoming) {
+  if (current == IBV_WC_SUCCESS) return incoming;
+  if (current == IBV_WC_WR_FLUSH_ERR && incoming != IBV_WC_SUCCESS) return incoming;
+  return current;
+}
+
+struct Payload {  // notify / tail payload: 16 bytes in the control region
+  uint64_t bytes;
+  uint32_t value;  // SPRAY: notify seq; DQPLB: the user's immediate
+  uint32_t flags;
+};
+static_assert(sizeof(Payload) == 16);
+
+}  // namespace
+
+Status VirtualQp::CheckKeys(uint32_t local, uint32_t remote, bool message_qp,
+                            uint64_t length) const {
+  if (length == 0) return Status::Ok();
+  const size_t first = message_qp ? static_cast<size_t>(this->message_qp()) : 0;
+  const size_t last = message_qp ? first + 1 : config_.num_qps;
+  for (size_t i = first; i < last; ++i) {
+    const PhysQp& q = qps_[i];
+    if (local_keys_.Get(local, static_cast<uint32_t>(q.device)) == 0) {
+      return Status::InvalidArgument("T18: local key entry " + std::to_string(local) +
+                                     " has no key for device " +
+                                     cq_.device(q.device).info().name);
+    }
+    if (remote != UINT32_MAX && remote_keys_.Get(remote, q.remote_device) == 0) {
+      return Status::InvalidArgument("T18: remote key entry " + std::to_string(remote) +
+                                     " has no key for the peer's device " +
+                                     std::to_string(q.remote_device));
+    }
+  }
+  return Status::Ok();
+}
+
+Status VirtualQp::ValidateSend(const VirtualSendWr& wr) const {
+  if (!connected_) return Status::FailedPrecondition("VQP is not connected");
+  const bool message = IsMessageOp(wr.opcode);
+  switch (wr.opcode) {
+    case IBV_WR_RDMA_WRITE:
+    case IBV_WR_RDMA_WRITE_WITH_IMM:
+    case IBV_WR_RDMA_READ:
+    case IBV_WR_SEND:
+    case IBV_WR_SEND_WITH_IMM: break;
+    case IBV_WR_ATOMIC_FETCH_AND_ADD:
+    case IBV_WR_ATOMIC_CMP_AND_SWP:
+      if (wr.length != 8) return Status::InvalidArgument("atomics operate on 8 bytes");
+      if (wr.remote_addr % 8 != 0) return Status::InvalidArgument("atomic target not 8-aligned");
+      break;
+    default:
+      return Status::InvalidArgument("opcode " + std::to_string(wr.opcode) +
+                                     " is not supported on a virtual QP");
+  }
+  if (multi() && !(wr.send_flags & IBV_SEND_SIGNALED)) {
+    return Status::InvalidArgument(
+        "T15: every operation on a multi-QP virtual QP must be signaled");
+  }
+  if ((wr.opcode == IBV_WR_SEND || wr.opcode == IBV_WR_SEND_WITH_IMM) && wr.length > kMaxSendBytes) {
+    return Status::InvalidArgument("SEND is not fragmented: at most 1 GiB");
+  }
+  if (wr.length > 0 && (wr.local_addr + wr.length < wr.local_addr ||
+                        wr.remote_addr + wr.length < wr.remote_addr)) {
+    return Status::InvalidArgument("address range wraps around");
+  }
+  const bool needs_remote = wr.opcode != IBV_WR_SEND && wr.opcode != IBV_WR_SEND_WITH_IMM;
+  BRAID_RETURN_IF_ERROR(CheckKeys(wr.local_keys, needs_remote ? wr.remote_keys : UINT32_MAX,
+                                  message, wr.length));
+  if (send_tail_ - send_head_ == sends_.size()) return Status::NoResource();
+  if (message ? qps_[static_cast<size_t>(message_qp())].health == QpHealth::kDead
+              : !AnyHealthyFor(WrKind::kFragment, -1)) {
+    return Status::QpError(message ? "the message QP is dead" : "no healthy data QP (rule 2)");
+  }
+  return Status::Ok();
+}
+
+Status VirtualQp::PostSend(const VirtualSendWr& wr) {
+  BRAID_RETURN_IF_ERROR(ValidateSend(wr));
+  SendEntry& e = Send(send_tail_++);
+  e = SendEntry{};
+  e.wr = wr;
+  if (multi() && config_.scheme == Scheme::kSpray && wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM) {
+    e.notify_seq = notify_seq_next_++;  // posting order = the peer's delivery order
+  }
+  Pump();
+  ReportSends();
+  return Status::Ok();
+}
+
+bool VirtualQp::AnyHealthyFor(WrKind kind, int device) const {
+  if (kind == WrKind::kMessage) {
+    return qps_[static_cast<size_t>(message_qp())].health == QpHealth::kHealthy;
+  }
+  for (uint32_t i = 0; i < config_.num_qps; ++i) {
+    if (qps_[i].health == QpHealth::kHealthy && (device < 0 || qps_[i].device == device)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Rule 15: the healthy QP with room and the fewest outstanding bytes; ties go to the next QP in
+// rotation, and QPs alternate devices, so equal load interleaves devices (N11).
+// Returns -1 when healthy QPs exist but none has room, -2 when none is healthy.
+int VirtualQp::PickQp(WrKind kind, int device) const {
+  if (kind == WrKind::kMessage) {
+    const PhysQp& q = qps_[static_cast<size_t>(message_qp())];
+    if (q.health != QpHealth::kHealthy) return -2;
+    return q.outstanding < config_.qp_capacity ? message_qp() : -1;
+  }
+  const uint32_t n = config_.num_qps;
+  int best = -1;
+  bool any = false;
+  for (uint32_t k = 0; k < n; ++k) {
+    const uint32_t i = (rr_ + k) % n;
+    const PhysQp& q = qps_[i];
+    if (q.health != QpHealth::kHealthy || (device >= 0 && q.device != device)) continue;
+    any = true;
+    if (q.outstanding >= config_.qp_capacity) continue;
+    if (best < 0 || q.outstanding_bytes < qps_[static_cast<size_t>(best)].outstanding_bytes) {
+      best = static_cast<int>(i);
+    }
+  }
+  if (best >= 0) return best;
+  return any ? -1 : -2;
+}
+
+void VirtualQp::Pump() {
+  RetryPending();
+  while (send_dispatch_ != send_tail_) {
+    if (!Advance(send_dispatch_ % sends_.size())) break;
+    ++send_dispatch_;
+  }
+  for (size_t n = stalled_count_; n > 0; --n) {
+    const uint32_t slot = stalled_[stalled_head_];
+    stalled_head_ = (stalled_head_ + 1) % stalled_.size();
+    --stalled_count_;
+    sends_[slot].stalled = false;
+    if (!Advance(slot)) {
+      sends_[slot].stalled = true;
+      stalled_[(stalled_head_ + stalled_count_) % stalled_.size()] = slot;
+      ++stalled_count_;
+    }
+  }
+}
+
+// One step of a virtual send WR's life. Returns false when it is blocked on QP capacity.
+bool VirtualQp::Advance(uint32_t slot) {
+  SendEntry& e = sends_[slot];
+  const bool at_cursor =
+      send_dispatch_ != send_tail_ && slot == send_dispatch_ % sends_.size();
+  const bool spray_notify = multi() && config_.scheme == Scheme::kSpray &&
+                            e.wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
+  for (;;) {
+    switch (e.stage) {
+      case Stage::kData:
+        if (!at_cursor) return true;  // dispatched in posting order only
+        if (!e.aborted) {
+          const PostResult r = PostDataFragments(slot);
+          if (r == PostResult::kBlocked) return false;
+          if (r == PostResult::kNoQp) {
+            e.status = Merge(e.status, last_error_);
+            e.aborted = true;
+          }
+        }
+        e.stage = Stage::kTail;
+        break;
+      case Stage::kTail: {
+        if (!at_cursor) return true;  // tails take sequence numbers in posting order
+        const PostResult r = PostTail(slot);
+        if (r == PostResult::kBlocked) return false;
+        if (r == PostResult::kNoQp) {
+          e.status = Merge(e.status, last_error_);
+          e.aborted = true;
+        }
+        e.stage = Stage::kWaitData;
+        break;
+      }
+      case Stage::kWaitData:
+        if (e.inflight > 0) return true;
+        e.stage = spray_notify ? Stage::kFence : Stage::kDone;
+        break;
+      case Stage::kFence: {
+        const PostResult r = e.aborted ? PostResult::kPosted : PostFences(slot);
+        if (r == PostResult::kBlocked) return false;
+        e.stage = Stage::kWaitFence;
+        break;
+      }
+      case Stage::kWaitFence:
+        if (e.inflight > 0) return true;
+        e.stage = Stage::kNotify;
+        break;
+      case Stage::kNotify: {
+        const PostResult r = PostNotify(slot);
+        if (r == PostResult::kBlocked) return false;
+        if (r == PostResult::kNoQp) {
+          e.status = Merge(e.status, last_error_);
+          e.aborted = true;
+        }
+        e.stage = Stage::kWaitNotify;
+        break;
+      }
+      case Stage::kWaitNotify:
+        if (e.inflight > 0) return true;
+        e.stage = Stage::kDone;
+        break;
+      case Stage::kDone: return true;
+    }
+  }
+}
+
+VirtualQp::PostResult VirtualQp::PostDataFragments(uint32_t slot) {
+  SendEntry& e = sends_[slot];
+  const VirtualSendWr& wr = e.wr;
+  if (IsMessageOp(wr.opcode)) {
+    if (e.next_offset != 0) return PostResult::kPosted;  // already posted
+    Fragment piece;
+    piece.send_slot = slot;
+    piece.kind = WrKind::kMessage;
+    piece.opcode = wr.opcode;
+    piece.length = static_cast<uint32_t>(wr.length);
+    const int qp = PickQp(WrKind::kMessage, -1);
+    if (qp < 0) return qp == -1 ? PostResult::kBlocked : PostResult::kNoQp;
+    const PostResult r = PostPiece(piece, qp);
+    if (r == PostResult::kPosted) e.next_offset = UINT64_MAX;
+    return r == PostResult::kPosted || r == PostResult::kBlocked ? r : PostResult::kNoQp;
+  }
+  const bool dqplb_imm = multi() && config_.scheme == Scheme::kDqplb &&
+                         wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
+  const bool single_imm = !multi() && wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
+  while (e.next_offset < wr.length) {
+    const uint64_t remaining = wr.length - e.next_offset;
+    Fragment piece;
+    piece.send_slot = slot;
+    piece.kind = WrKind::kFragment;
+    piece.offset = e.next_offset;
+    piece.length = static_cast<uint32_t>(std::min(remaining, config_.fragment_size));
+    piece.opcode = wr.opcode == IBV_WR_RDMA_READ ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE;
+    if (dqplb_imm) {
+      if (SeqWindowFull()) return PostResult::kBlocked;  // rule 8: back-pressure, not corruption
+      piece.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+      piece.seq = seq_next_;
+    } else if (single_imm && wr.length <= config_.fragment_size) {
+      piece.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;  // one fragment: the write carries the imm
+    }
+    int qp;
+    PostResult r;
+    do {
+      qp = PickQp(WrKind::kFragment, -1);
+      if (qp < 0) return qp == -1 ? PostResult::kBlocked : PostResult::kNoQp;
+      r = PostPiece(piece, qp);
+    } while (r == PostResult::kNoQp);  // that QP just died: pick another
+    if (r != PostResult::kPosted) return r;
+    if (dqplb_imm) ++seq_next_;
+    e.devices_used |= 1u << qps_[static_cast<size_t>(qp)].device;
+    e.next_offset += piece.length;
+  }
+  return PostResult::kPosted;
+}
+
+VirtualQp::PostResult VirtualQp::PostTail(uint32_t slot) {
+  SendEntry& e = sends_[slot];
+  const VirtualSendWr& wr = e.wr;
+  if (wr.opcode != IBV_WR_RDMA_WRITE_WITH_IMM) return PostResult::kPosted;
+  Fragment piece;
+  piece.send_slot = slot;
+  if (multi() && config_.scheme == Scheme::kDqplb) {
+    // Every DQPLB message ends with a tail, aborted or not, so the peer's stream stays aligned.
+    if (SeqWindowFull()) return PostResult::kBlocked;
+    Payload p{wr.length, wr.imm_data, e.aborted ? kAbortedFlag : 0};
+    std::memcpy(control(NotifyPayloadOffset(slot)), &p, sizeof(p));
+    piece.kind = WrKind::kFragment;
+    piece.tail = true;
+    piece.opcode = IBV_WR_SEND_WITH_IMM;
+    piece.seq = seq_next_;
+  } else if (!multi() && !e.aborted &&
+             (wr.length == 0 || wr.length > config_.fragment_size)) {
+    // Single QP: RC order on the one QP makes a notify right behind the data safe.
+    Payload p{wr.length, 0, 0};
+    std::memcpy(control(NotifyPayloadOffset(slot)), &p, sizeof(p));
+    piece.kind = WrKind::kNotify;
+    piece.opcode = wr.length == 0 ? IBV_WR_RDMA_WRITE_WITH_IMM : IBV_WR_SEND_WITH_IMM;
+  } else {
+    return PostResult::kPosted;
+  }
+  PostResult r;
+  do {
+    const int qp = PickQp(WrKind::kFragment, -1);
+    if (qp < 0) return qp == -1 ? PostResult::kBlocked : PostResult::kNoQp;
+    r = PostPiece(piece, qp);
+  } while (r == PostResult::kNoQp);
+  if (r == PostResult::kPosted && piece.tail) ++seq_next_;
+  return r;
+}
+
+// T10: before a SPRAY notify, a 1-byte READ on each other device that carried the message's data
+// has completed: at the peer a READ cannot pass that device's earlier writes.
+VirtualQp::PostResult VirtualQp::PostFences(uint32_t slot) {
+  SendEntry& e = sends_[slot];
+  if (e.notify_qp < 0 || qps_[static_cast<size_t>(e.notify_qp)].health != QpHealth::kHealthy) {
+    e.notify_qp = -1;
+    for (uint32_t i = 0; i < config_.num_qps; ++i) {  // lowest healthy index: RC order for notifies
+      if (qps_[i].health == QpHealth::kHealthy) {
+        e.notify_qp = static_cast<int>(i);
+        break;
+      }
+    }
+    if (e.notify_qp < 0) return PostResult::kNoQp;
+    e.devices_used &= ~(1u << qps_[static_cast<size_t>(e.notify_qp)].device);
+  }
+  while (e.devices_used != 0) {
+    const int device = std::countr_zero(e.devices_used);
+    const int qp = PickQp(WrKind::kFence, device);
+    if (qp == -1) return PostResult::kBlocked;
+    if (qp >= 0) {
+      Fragment piece;
+      piece.send_slot = slot;
+      piece.kind = WrKind::kFence;
+      piece.opcode = IBV_WR_RDMA_READ;
+      piece.length = 1;
+      piece.fence_device = device;
+      const PostResult r = PostPiece(piece, qp);
+      if (r == PostResult::kBlocked) return r;
+      if (r == PostResult::kNoQp) continue;  // that QP died: try another on the device
+    }
+    // Posted, or no healthy QP is left on that device (its data was acknowledged before it died).
+    e.devices_used &= ~(1u << device);
+  }
+  return PostResult::kPosted;
+}
+
+VirtualQp::PostResult VirtualQp::PostNotify(uint32_t slot) {
+  SendEntry& e = sends_[slot];
+  Payload p{e.wr.length, e.notify_seq, e.aborted ? kAbortedFlag : 0};
+  std::memcpy(control(NotifyPayloadOffset(slot)), &p, sizeof(p));
+  Fragment piece;
+  piece.send_slot = slot;
+  piece.kind = WrKind::kNotify;
+  piece.opcode = IBV_WR_SEND_WITH_IMM;
+  PostResult r;
+  do {
+    int qp = e.notify_qp;
+    if (qp < 0 || qps_[static_cast<size_t>(qp)].health != QpHealth::kHealthy) {
+      qp = PickQp(WrKind::kNotify, -1);
+      if (qp < 0) return qp == -1 ? PostResult::kBlocked : PostResult::kNoQp;
+    } else if (qps_[static_cast<size_t>(qp)].outstanding >= config_.qp_capacity) {
+      return PostResult::kBlocked;
+    }
+    r = PostPiece(piece, qp);
+    if (r == PostResult::kNoQp) e.notify_qp = -1;
+  } while (r == PostResult::kNoQp);
+  return r;
+}
+
+// Takes a fragment slot for `piece` and posts it on `qp_index`. kNoQp: the post failed and the QP
+// is now Dead (the caller picks another); kBlocked: no room.
+VirtualQp::PostResult VirtualQp::PostPiece(Fragment piece, int qp_index) {
+  if (free_frags_.empty()) return PostResult::kBlocked;
+  const uint32_t fslot = free_frags_.back();
+  free_frags_.pop_back();
+  piece.qp = static_cast<uint16_t>(qp_index);
+  frags_[fslot] = piece;
+  const PostResult r = Submit(fslot);
+  if (r != PostResult::kPosted) {
+    free_frags_.push_back(fslot);
+  } else if (qp_index < static_cast<int>(config_.num_qps)) {
+    rr_ = static_cast<uint32_t>(qp_index + 1) % config_.num_qps;  // ties rotate across QPs
+  }
+  return r;
+}
+
+// Builds the physical WR of fragment `fslot` for its QP and posts it.
+VirtualQp::PostResult VirtualQp::Submit(uint32_t fslot) {
+  Fragment& f = frags_[fslot];
+  PhysQp& q = qps_[f.qp];
+  SendEntry& e = sends_[f.send_slot];
+  const VirtualSendWr& wr = e.wr;
+  const auto device = static_cast<uint32_t>(q.device);
+  ibv_sge sge{};
+  ibv_send_wr pwr{};
+  pwr.wr_id = WrTag::Encode(f.kind, fslot);
+  pwr.send_flags = IBV_SEND_SIGNALED;
+  pwr.opcode = f.opcode;
+  pwr.sg_list = &sge;
+  switch (f.kind) {
+    case WrKind::kFragment:
+      if (f.tail) {
+        sge = {control_addr(NotifyPayloadOffset(f.send_slot)), sizeof(Payload),
+               control_mrs_[device]->lkey()};
+        pwr.imm_data = htonl((f.seq & kSeqMask) | kTailBit);
+        break;
+      }
+      if (f.length == 0) {  // a DQPLB void marker: keeps the peer's sequence without data
+        pwr.imm_data = htonl((f.seq & kSeqMask) | kVoidBit);
+        pwr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+        break;
+      }
+      sge = {wr.local_addr + f.offset, f.length, local_keys_.Get(wr.local_keys, device)};
+      pwr.wr.rdma.remote_addr = wr.remote_addr + f.offset;
+      pwr.wr.rdma.rkey = remote_keys_.Get(wr.remote_keys, q.remote_device);
+      if (f.opcode == IBV_WR_RDMA_WRITE_WITH_IMM) {
+        pwr.imm_data = multi() ? htonl(f.seq & kSeqMask) : wr.imm_data;
+      }
+      break;
+    case WrKind::kNotify:
+      pwr.imm_data = wr.imm_data;
+      if (f.opcode == IBV_WR_SEND_WITH_IMM) {
+        sge = {control_addr(NotifyPayloadOffset(f.send_slot)), sizeof(Payload),
+               control_mrs_[device]->lkey()};
+      }
+      break;
+    case WrKind::kFence:
+      sge = {control_addr(fence_offset_ + 8), 1, control_mrs_[device]->lkey()};
+      pwr.wr.rdma.remote_addr = remote_control_addr_;
+      pwr.wr.rdma.rkey = remote_control_rkeys_[q.remote_device];
+      break;
+    case WrKind::kMessage:
+      sge = {wr.local_addr, static_cast<uint32_t>(wr.length), local_keys_.Get(wr.local_keys, device)};
+      pwr.imm_data = wr.imm_data;
+      if (wr.opcode == IBV_WR_ATOMIC_FETCH_AND_ADD || wr.opcode == IBV_WR_ATOMIC_CMP_AND_SWP) {
+        pwr.wr.atomic.remote_addr = wr.remote_addr;
+        pwr.wr.atomic.rkey = remote_keys_.Get(wr.remote_keys, q.remote_device);
+        pwr.wr.atomic.compare_add = wr.compare_add;
+        pwr.wr.atomic.swap = wr.swap;
+      }
+      break;
+    default: break;
+  }
+  pwr.num_sge = sge.length > 0 ? 1 : 0;
+  if (pwr.num_sge == 0) pwr.sg_list = nullptr;
+  ibv_send_wr* bad = nullptr;
+  const Status s = q.qp->PostSend(&pwr, &bad);
+  if (!s.ok()) {
+    if (s.code() == common::StatusCode::kNoResource) return PostResult::kBlocked;
+    MarkDead(f.qp, IBV_WC_GENERAL_ERR);  // a QP that refuses work is no longer usable
+    return PostResult::kNoQp;
+  }
+  ++q.outstanding;
+  q.outstanding_bytes += f.length;
+  ++e.inflight;
+  ++counters_.fragments_posted;
+  counters_.bytes_posted += f.length;
+  return PostResult::kPosted;
+}
+
+void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot) {
+  if (fslot >= frags_.size()) {
+    ++counters_.protocol_errors;
+    return;
+  }
+  Fragment& f = frags_[fslot];
+  PhysQp& q = qps_[static_cast<size_t>(qp_index)];
+  --q.outstanding;
+  q.outstanding_bytes -= f.length;
+  if (wc.status == IBV_WC_SUCCESS) {
+    FinishPiece(fslot, IBV_WC_SUCCESS);
+    return;
+  }
+  MarkDead(qp_index, wc.status);
+  // Rule 4. User data is re-posted only with failover on; the pieces that keep the peer's stream
+  // aligned (notifies, tails, sequence-numbered fragments, fences) always are, as void markers
+  // where the data itself may not be.
+  const bool seq_piece = f.kind == WrKind::kFragment && multi() &&
+                         config_.scheme == Scheme::kDqplb &&
+                         (f.tail || f.opcode == IBV_WR_RDMA_WRITE_WITH_IMM);
+  const bool stream_piece = f.kind == WrKind::kNotify && multi();
+  const bool data_piece = f.kind == WrKind::kFragment && !f.tail;
+  const bool replay = !destroying_ && f.kind != WrKind::kMessage &&
+                      (stream_piece || seq_piece || f.kind == WrKind::kFence ||
+                       (data_piece && config_.failover)) &&
+                      f.replays < std::max<uint32_t>(config_.retry_budget, 1) &&
+                      AnyHealthyFor(f.kind == WrKind::kFence ? WrKind::kFence : WrKind::kFragment,
+                                    f.kind == WrKind::kFence ? f.fence_device : -1);
+  if (f.kind == WrKind::kFence && !replay) {
+    FinishPiece(fslot, IBV_WC_SUCCESS);  // no QP left on that device: its data was acknowledged
+    return;
+  }
+  if (!replay) {
+    FinishPiece(fslot, wc.status);
+    return;
+  }
+  SendEntry& e = sends_[f.send_slot];
+  if (data_piece && seq_piece && !config_.failover) {
+    // The data may not be re-sent: the message fails, its sequence number travels as a void.
+    e.status = Merge(e.status, wc.status);
+    e.aborted = true;
+    f.length = 0;
+  }
+  ++f.replays;
+  ++counters_.failovers;
+  retry_[(retry_head_ + retry_count_) % retry_.size()] = fslot;
+  ++retry_count_;
+}
+
+void VirtualQp::RetryPending() {
+  while (retry_count_ > 0) {
+    const uint32_t fslot = retry_[retry_head_];
+    Fragment& f = frags_[fslot];
+    const WrKind kind = f.kind == WrKind::kFence ? WrKind::kFence : WrKind::kFragment;
+    const int qp = PickQp(kind, f.kind == WrKind::kFence ? f.fence_device : -1);
+    if (qp == -1) return;  // wait for room
+    if (qp >= 0) {
+      f.qp = static_cast<uint16_t>(qp);
+      const PostResult r = Submit(fslot);
+      if (r == PostResult::kBlocked) return;
+      if (r == PostResult::kNoQp) continue;  // died on post: pick again
+      sends_[f.send_slot].devices_used |= 1u << qps_[static_cast<size_t>(qp)].device;
+      --sends_[f.send_slot].inflight;  // Submit counted it again; it was never released
+    }
+    retry_head_ = (retry_head_ + 1) % retry_.size();
+    --retry_count_;
+    if (qp == -2) {
+      FinishPiece(fslot, f.kind == WrKind::kFence ? IBV_WC_SUCCESS : last_error_);
+    }
+  }
+}
+
+void VirtualQp::SeqDone(uint32_t seq) {
+  seq_done_[seq % seq_window_] = 1;
+  while (seq_oldest_ != seq_next_ && seq_done_[seq_oldest_ % seq_window_]) {
+    seq_done_[seq_oldest_ % seq_window_] = 0;
+    ++seq_oldest_;
+  }
+}
+
+void VirtualQp::FinishPiece(uint32_t fslot, ibv_wc_status status) {
+  const Fragment f = frags_[fslot];
+  free_frags_.push_back(fslot);
+  SendEntry& e = sends_[f.send_slot];
+  if (status != IBV_WC_SUCCESS) {
+    e.status = Merge(e.status, status);
+    e.aborted = true;
+  }
+  if (f.kind == WrKind::kFragment && multi() && config_.scheme == Scheme::kDqplb &&
+      (f.tail || f.opcode == IBV_WR_RDMA_WRITE_WITH_IMM)) {
+    SeqDone(f.seq);
+  }
+  --e.inflight;
+  if (!Advance(f.send_slot) && !e.stalled) {
+    e.stalled = true;
+    stalled_[(stalled_head_ + stalled_count_) % stalled_.size()] = f.send_slot;
+    ++stalled_count_;
+  }
+}
+
+void VirtualQp::ReportSends() {
+  while (send_head_ != send_tail_) {
+    SendEntry& e = Send(send_head_);
+    if (e.stage != Stage::kDone) break;
+    if (e.status != IBV_WC_SUCCESS || (e.wr.send_flags & IBV_SEND_SIGNALED)) {
+      cq_.Emit({e.wr.wr_id, e.status, WcOpcode(e.wr.opcode), vqp_num_, 0, e.wr.length});
+    }
+    ++send_head_;
+    if (send_dispatch_ < send_head_) send_dispatch_ = send_head_;
+  }
+}
+
+}  // namespace braid::vqp

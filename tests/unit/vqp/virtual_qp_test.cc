@@ -1,0 +1,167 @@
+// Virtual QP basics on the sim link: every operation, both schemes, one and several QPs/NICs.
+#include "dataplane/vqp/virtual_qp.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <tuple>
+
+#include "tests/testutil/vqp_testbed.h"
+
+namespace braid::vqp {
+namespace {
+
+using testing::VqpTestbed;
+
+constexpr size_t kBytes = 8 << 20;
+
+struct Shape {
+  Scheme scheme;
+  uint32_t qps;
+  int nics;
+};
+
+class VirtualQpTest : public ::testing::TestWithParam<Shape> {
+ protected:
+  void SetUp() override {
+    a_.assign(kBytes, 0);
+    b_.assign(kBytes, 0);
+    VirtualQpConfig c;
+    c.scheme = GetParam().scheme;
+    c.num_qps = GetParam().qps;
+    c.fragment_size = 64 * 1024;
+    c.qp_capacity = 16;
+    c.max_virtual_wrs = 64;
+    tb_ = std::make_unique<VqpTestbed>(GetParam().nics, c, a_.data(), b_.data(), kBytes);
+    ASSERT_TRUE(tb_->status().ok()) << tb_->status().ToString();
+  }
+  void TearDown() override { tb_.reset(); }
+  void Fill(std::vector<uint8_t>& v, size_t off, size_t n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    for (size_t i = 0; i < n; ++i) v[off + i] = static_cast<uint8_t>(rng());
+  }
+
+  std::vector<uint8_t> a_, b_;
+  std::unique_ptr<VqpTestbed> tb_;
+};
+
+TEST_P(VirtualQpTest, WriteReadAndWriteWithImm) {
+  VqpTestbed& tb = *tb_;
+  Fill(a_, 0, 1'000'000, 1);
+  ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, 0, 1'000'000, 0, 11)).ok());
+  auto wc = tb.Poll(0, 1);
+  ASSERT_EQ(wc.size(), 1u);
+  EXPECT_EQ(wc[0].status, IBV_WC_SUCCESS);
+  EXPECT_EQ(wc[0].wr_id, 11u);
+  EXPECT_EQ(wc[0].opcode, IBV_WC_RDMA_WRITE);
+  EXPECT_EQ(wc[0].byte_len, 1'000'000u);
+  EXPECT_EQ(std::memcmp(a_.data(), b_.data(), 1'000'000), 0);
+
+  Fill(b_, 2'000'000, 300'000, 2);
+  ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_READ, 4'000'000, 300'000, 2'000'000, 12)).ok());
+  wc = tb.Poll(0, 1);
+  ASSERT_EQ(wc.size(), 1u);
+  EXPECT_EQ(wc[0].status, IBV_WC_SUCCESS);
+  EXPECT_EQ(wc[0].opcode, IBV_WC_RDMA_READ);
+  EXPECT_EQ(std::memcmp(a_.data() + 4'000'000, b_.data() + 2'000'000, 300'000), 0);
+
+  for (uint64_t len : {uint64_t{0}, uint64_t{100}, uint64_t{65536}, uint64_t{500'000}}) {
+    ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 70 + len}).ok());
+    Fill(a_, 5'000'000, len, 3);
+    const uint32_t imm = htonl(static_cast<uint32_t>(0xABC000 + len));
+    ASSERT_TRUE(tb.a().vqp->PostSend(
+        tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, 5'000'000, len, 6'000'000, 20 + len, imm)).ok());
+    auto r = tb.Poll(1, 1);
+    ASSERT_EQ(r.size(), 1u) << "len " << len;
+    EXPECT_EQ(r[0].status, IBV_WC_SUCCESS);
+    EXPECT_EQ(r[0].wr_id, 70 + len);
+    EXPECT_EQ(r[0].opcode, IBV_WC_RECV_RDMA_WITH_IMM);
+    EXPECT_EQ(r[0].imm_data, imm);
+    EXPECT_EQ(r[0].byte_len, len);
+    EXPECT_EQ(std::memcmp(a_.data() + 5'000'000, b_.data() + 6'000'000, len), 0);
+    auto s = tb.Poll(0, 1);
+    ASSERT_EQ(s.size(), 1u);
+    EXPECT_EQ(s[0].status, IBV_WC_SUCCESS);
+    EXPECT_EQ(s[0].wr_id, 20 + len);
+  }
+}
+
+TEST_P(VirtualQpTest, SendAndAtomics) {
+  VqpTestbed& tb = *tb_;
+  ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 5, .local_addr = tb.b().addr(100), .length = 4096,
+                                    .local_keys = tb.b().local_keys}).ok());
+  Fill(a_, 0, 3000, 4);
+  auto send = tb.Wr(0, IBV_WR_SEND_WITH_IMM, 0, 3000, 0, 1, htonl(99));
+  ASSERT_TRUE(tb.a().vqp->PostSend(send).ok());
+  auto r = tb.Poll(1, 1);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].status, IBV_WC_SUCCESS);
+  EXPECT_EQ(r[0].opcode, IBV_WC_RECV);
+  EXPECT_EQ(r[0].byte_len, 3000u);
+  EXPECT_EQ(r[0].imm_data, htonl(99));
+  EXPECT_EQ(std::memcmp(a_.data(), b_.data() + 100, 3000), 0);
+  ASSERT_EQ(tb.Poll(0, 1).size(), 1u);
+
+  uint64_t v = 40;
+  std::memcpy(b_.data() + 4096, &v, 8);
+  ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_ATOMIC_FETCH_AND_ADD, 8192, 8, 4096, 2)).ok());
+  auto s = tb.Poll(0, 1);
+  ASSERT_EQ(s.size(), 1u);
+  EXPECT_EQ(s[0].status, IBV_WC_SUCCESS);
+  EXPECT_EQ(s[0].opcode, IBV_WC_FETCH_ADD);
+  uint64_t orig, now;
+  std::memcpy(&orig, a_.data() + 8192, 8);
+  std::memcpy(&now, b_.data() + 4096, 8);
+  EXPECT_EQ(orig, 40u);
+}
+
+TEST_P(VirtualQpTest, ManyMessagesInFlightCompleteInOrder) {
+  VqpTestbed& tb = *tb_;
+  constexpr int kMsgs = 40;
+  for (int i = 0; i < kMsgs; ++i) ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 1000u + i}).ok());
+  Fill(a_, 0, kBytes, 5);
+  int posted = 0;
+  std::vector<VirtualWc> sa, rb;
+  while (posted < kMsgs || sa.size() < kMsgs || rb.size() < kMsgs) {
+    while (posted < kMsgs) {
+      const uint64_t len = 1 + (static_cast<uint64_t>(posted) * 37'001) % 200'000;
+      auto wr = tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, posted * 200'000ull, len, posted * 200'000ull,
+                      posted, htonl(posted));
+      const common::Status s = tb.a().vqp->PostSend(wr);
+      if (s.code() == common::StatusCode::kNoResource) break;
+      ASSERT_TRUE(s.ok()) << s.ToString();
+      ++posted;
+    }
+    tb.PollBoth(1, &sa, &rb);
+    ASSERT_LT(tb.fabric().NowNs(), 60'000'000'000ull) << "stuck";
+    if (sa.size() > kMsgs || rb.size() > kMsgs) break;
+    static int guard = 0;
+    ASSERT_LT(++guard, 2'000'000);
+  }
+  ASSERT_EQ(sa.size(), size_t{kMsgs});
+  ASSERT_EQ(rb.size(), size_t{kMsgs});
+  for (int i = 0; i < kMsgs; ++i) {
+    EXPECT_EQ(sa[i].wr_id, uint64_t(i));
+    EXPECT_EQ(sa[i].status, IBV_WC_SUCCESS);
+    EXPECT_EQ(rb[i].wr_id, 1000u + i);
+    EXPECT_EQ(rb[i].imm_data, htonl(i));
+    const uint64_t len = 1 + (uint64_t(i) * 37'001) % 200'000;
+    EXPECT_EQ(rb[i].byte_len, len);
+    EXPECT_EQ(std::memcmp(a_.data() + i * 200'000ull, b_.data() + i * 200'000ull, len), 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, VirtualQpTest,
+    ::testing::Values(Shape{Scheme::kSpray, 1, 1}, Shape{Scheme::kSpray, 4, 2},
+                      Shape{Scheme::kSpray, 8, 4}, Shape{Scheme::kDqplb, 1, 1},
+                      Shape{Scheme::kDqplb, 4, 2}, Shape{Scheme::kDqplb, 8, 4}),
+    [](const ::testing::TestParamInfo<Shape>& info) {
+      return std::string(SchemeName(info.param.scheme)) + std::to_string(info.param.qps) + "Qps" +
+             std::to_string(info.param.nics) + "Nics";
+    });
+
+}  // namespace
+}  // namespace braid::vqp
