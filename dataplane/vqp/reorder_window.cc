@@ -2,11 +2,12 @@
 
 namespace braid::vqp {
 
-ReorderWindow::ReorderWindow(uint32_t size, int bits)
+ReorderWindow::ReorderWindow(uint32_t size, int bits, uint32_t start)
     : ring_(size),
       mask_(size - 1),
       seq_mask_(bits >= 32 ? 0xFFFFFFFFu : ((1u << bits) - 1)),
-      shift_(32 - bits) {}
+      shift_(32 - bits),
+      next_(start & seq_mask_) {}
 
 int32_t ReorderWindow::Diff(uint32_t a, uint32_t b) const {
   return static_cast<int32_t>(((a - b) & seq_mask_) << shift_) >> shift_;

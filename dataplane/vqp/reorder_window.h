@@ -23,8 +23,8 @@ class ReorderWindow {
   };
   enum class Arrival { kAccepted, kDuplicate, kOutOfWindow };
 
-  // `bits` = 24 or 32: the width of the sequence numbers.
-  ReorderWindow(uint32_t size, int bits);
+  // `bits` = 24 or 32: the width of the sequence numbers; `start`: the first expected number.
+  ReorderWindow(uint32_t size, int bits, uint32_t start = 0);
 
   Arrival Insert(uint32_t seq, const Entry& entry);
   // Pops the next entry if it has arrived.

@@ -107,6 +107,7 @@ Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
   for (uint32_t i = static_cast<uint32_t>(frags_.size()); i > 0; --i) free_frags_.push_back(i - 1);
   retry_.resize(frags_.size());
   stalled_.resize(vwrs);
+  parked_.resize(multi() ? size_t{n} * cap : 0);
   seq_window_ = window_.size();
   seq_done_.assign(seq_window_, 0);
   return Status::Ok();
@@ -266,10 +267,8 @@ Status VirtualQp::UndrainDevice(int device) {
 
 void VirtualQp::MarkDead(int qp_index, ibv_wc_status status) {
   PhysQp& q = qps_[static_cast<size_t>(qp_index)];
-  if (status != IBV_WC_WR_FLUSH_ERR &&
-      (last_error_ == IBV_WC_WR_FLUSH_ERR || q.health != QpHealth::kDead)) {
-    last_error_ = status;
-  }
+  if (status != IBV_WC_WR_FLUSH_ERR && q.death == IBV_WC_SUCCESS) q.death = status;
+  if (q.death != IBV_WC_SUCCESS) last_error_ = q.death;
   if (q.health == QpHealth::kDead) return;
   q.health = QpHealth::kDead;
   ++counters_.qps_died;

@@ -63,6 +63,7 @@ struct VirtualQpCounters {
   uint64_t duplicates_dropped = 0;
   uint64_t protocol_errors = 0;  // arrivals outside the window, malformed notifies
   uint64_t buffered_messages = 0;
+  uint64_t parked_arrivals = 0;  // arrivals held back by the receive window (back-pressure)
 };
 
 class VirtualQp {
@@ -132,6 +133,7 @@ class VirtualQp {
     int device = 0;             // index into the CQ's devices
     uint32_t remote_device = 0; // index into the peer card's devices
     QpHealth health = QpHealth::kHealthy;
+    ibv_wc_status death = IBV_WC_SUCCESS;  // what killed it (its first real error)
     uint32_t outstanding = 0;   // send WRs in flight
     uint64_t outstanding_bytes = 0;
     uint32_t posted_recvs = 0;
@@ -172,6 +174,13 @@ class VirtualQp {
   struct Message {
     uint32_t imm;
     uint64_t bytes;
+  };
+  // An arrival beyond the reorder window, kept in its pool slot (whose receive is not re-posted,
+  // so the sender meets RNR: back-pressure, never loss, rule 8).
+  struct Parked {
+    bool valid = false;
+    uint32_t seq = 0;
+    ReorderWindow::Entry entry;
   };
   enum class PostResult : uint8_t { kPosted, kBlocked, kNoQp };
 
@@ -215,7 +224,9 @@ class VirtualQp {
   // Receive path (vqp_recv.cc).
   common::Status PostPoolRecv(int qp_index, uint32_t pool_slot);
   void OnRecvCompletion(int qp_index, const ibv_wc& wc, WrKind kind, uint32_t slot);
-  void OnPoolMessage(const ibv_wc& wc, uint32_t pool_slot);
+  // Returns false when the arrival was parked (its pool receive must not be re-posted yet).
+  bool OnPoolMessage(const ibv_wc& wc, uint32_t pool_slot);
+  void DrainWindow();
   // One complete message; bit 63 of `bytes` marks a message the sender aborted.
   void Deliver(uint32_t imm, uint64_t bytes);
   void ReportRecvs();
@@ -271,6 +282,9 @@ class VirtualQp {
   size_t buffered_head_ = 0;
   size_t buffered_count_ = 0;
   ReorderWindow window_;
+  bool message_incomplete_ = false;  // a void marker was seen in the message being reassembled
+  std::vector<Parked> parked_;  // per pool slot
+  uint32_t parked_count_ = 0;
 
   VirtualQpCounters counters_;
 };

@@ -14,6 +14,7 @@ namespace {
 
 constexpr uint32_t kSeqMask = 0xFFFFFF;
 constexpr uint32_t kTailBit = 1u << 31;
+constexpr uint32_t kVoidBit = 1u << 30;
 constexpr uint32_t kAbortedFlag = 1;
 
 struct Payload {
@@ -113,34 +114,74 @@ void VirtualQp::Deliver(uint32_t imm, uint64_t bytes) {
   recv_match_ = i + 1;
 }
 
-void VirtualQp::OnPoolMessage(const ibv_wc& wc, uint32_t pool_slot) {
+bool VirtualQp::OnPoolMessage(const ibv_wc& wc, uint32_t pool_slot) {
   Payload p;
   std::memcpy(&p, control(PoolSlotOffset(pool_slot)), sizeof(p));
-  ReorderWindow::Arrival arrival;
+  uint32_t seq;
+  ReorderWindow::Entry entry;
   if (config_.scheme == Scheme::kSpray) {
     if (wc.opcode != IBV_WC_RECV || !(wc.wc_flags & IBV_WC_WITH_IMM)) {
       ++counters_.protocol_errors;
-      return;
+      return true;
     }
-    const uint64_t bytes = p.bytes | (p.flags & kAbortedFlag ? 1ull << 63 : 0);
-    arrival = window_.Insert(p.value, {true, true, wc.imm_data, bytes});
+    seq = p.value;
+    entry = {true, true, wc.imm_data, p.bytes | (p.flags & kAbortedFlag ? 1ull << 63 : 0)};
   } else {
     const uint32_t v = ntohl(wc.imm_data);
+    seq = v & kSeqMask;
     if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
-      arrival = window_.Insert(v & kSeqMask, {true, false, 0, 0});  // a fragment or a void
+      // A fragment, or a void marker standing in for a fragment that was not delivered: the
+      // message it belongs to is incomplete (bit 63 of bytes).
+      entry = {true, false, 0, (v & kVoidBit) ? 1ull << 63 : 0};
     } else if (wc.opcode == IBV_WC_RECV && (v & kTailBit)) {
-      const uint64_t bytes = p.bytes | (p.flags & kAbortedFlag ? 1ull << 63 : 0);
-      arrival = window_.Insert(v & kSeqMask, {true, true, p.value, bytes});
+      entry = {true, true, p.value, p.bytes | (p.flags & kAbortedFlag ? 1ull << 63 : 0)};
     } else {
       ++counters_.protocol_errors;
-      return;
+      return true;
     }
   }
+  const ReorderWindow::Arrival arrival = window_.Insert(seq, entry);
+  if (arrival == ReorderWindow::Arrival::kOutOfWindow) {
+    parked_[pool_slot] = {true, seq, entry};
+    ++parked_count_;
+    ++counters_.parked_arrivals;
+    return false;
+  }
   if (arrival == ReorderWindow::Arrival::kDuplicate) ++counters_.duplicates_dropped;
-  if (arrival == ReorderWindow::Arrival::kOutOfWindow) ++counters_.protocol_errors;
-  ReorderWindow::Entry e;
-  while (window_.PopNext(&e)) {
-    if (e.last) Deliver(e.imm, e.bytes);
+  DrainWindow();
+  return true;
+}
+
+// Delivers every message the window holds in order, then retries parked arrivals.
+void VirtualQp::DrainWindow() {
+  bool moved = true;
+  while (moved) {
+    moved = false;
+    ReorderWindow::Entry e;
+    while (window_.PopNext(&e)) {
+      moved = true;
+      if (!e.last) {
+        message_incomplete_ = message_incomplete_ || (e.bytes >> 63) != 0;
+        continue;
+      }
+      Deliver(e.imm, e.bytes | (message_incomplete_ ? 1ull << 63 : 0));
+      message_incomplete_ = false;
+    }
+    if (!moved || parked_count_ == 0) break;
+    for (uint32_t slot = 0; slot < parked_.size() && parked_count_ > 0; ++slot) {
+      Parked& pk = parked_[slot];
+      if (!pk.valid) continue;
+      const ReorderWindow::Arrival a = window_.Insert(pk.seq, pk.entry);
+      if (a == ReorderWindow::Arrival::kOutOfWindow) continue;
+      if (a == ReorderWindow::Arrival::kDuplicate) ++counters_.duplicates_dropped;
+      pk.valid = false;
+      --parked_count_;
+      const int qp = static_cast<int>(slot / config_.qp_capacity);
+      if (!destroying_ && qps_[static_cast<size_t>(qp)].health != QpHealth::kDead &&
+          !PostPoolRecv(qp, slot).ok()) {
+        MarkDead(qp, IBV_WC_GENERAL_ERR);
+      }
+    }
   }
 }
 
@@ -150,7 +191,7 @@ void VirtualQp::OnRecvCompletion(int qp_index, const ibv_wc& wc, WrKind kind, ui
   if (wc.status != IBV_WC_SUCCESS) MarkDead(qp_index, wc.status);
   if (kind == WrKind::kPoolRecv) {
     if (wc.status != IBV_WC_SUCCESS) return;  // flushed: the QP is gone
-    OnPoolMessage(wc, slot);
+    if (!OnPoolMessage(wc, slot)) return;  // parked: re-posted once the window moves
     if (!destroying_ && q.health != QpHealth::kDead &&
         !PostPoolRecv(qp_index, slot).ok()) {
       MarkDead(qp_index, IBV_WC_GENERAL_ERR);

@@ -464,8 +464,8 @@ VirtualQp::PostResult VirtualQp::Submit(uint32_t fslot) {
       break;
     default: break;
   }
+  // I17: a zero-length WR still points at a (zeroed) SGE; some drivers read sg_list regardless.
   pwr.num_sge = sge.length > 0 ? 1 : 0;
-  if (pwr.num_sge == 0) pwr.sg_list = nullptr;
   ibv_send_wr* bad = nullptr;
   const Status s = q.qp->PostSend(&pwr, &bad);
   if (!s.ok()) {
@@ -495,6 +495,10 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
     return;
   }
   MarkDead(qp_index, wc.status);
+  // A flush is a consequence: report the error that killed the QP, when known (the first real
+  // error of the virtual WR, rule 6).
+  const ibv_wc_status cause =
+      wc.status == IBV_WC_WR_FLUSH_ERR && q.death != IBV_WC_SUCCESS ? q.death : wc.status;
   // Rule 4. User data is re-posted only with failover on; the pieces that keep the peer's stream
   // aligned (notifies, tails, sequence-numbered fragments, fences) always are, as void markers
   // where the data itself may not be.
@@ -514,13 +518,13 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
     return;
   }
   if (!replay) {
-    FinishPiece(fslot, wc.status);
+    FinishPiece(fslot, cause);
     return;
   }
   SendEntry& e = sends_[f.send_slot];
   if (data_piece && seq_piece && !config_.failover) {
     // The data may not be re-sent: the message fails, its sequence number travels as a void.
-    e.status = Merge(e.status, wc.status);
+    e.status = Merge(e.status, cause);
     e.aborted = true;
     f.length = 0;
   }

@@ -1,0 +1,176 @@
+#include "tests/testutil/null_provider.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+namespace braid::testing {
+
+using common::Status;
+
+common::Result<int> NullCq::Poll(std::span<ibv_wc> out) {
+  if (fail_next_poll_) {
+    fail_next_poll_ = false;
+    return Status::CqOverflow("injected CQ failure");
+  }
+  int n = 0;
+  while (count_ > 0 && static_cast<size_t>(n) < out.size()) {
+    out[static_cast<size_t>(n++)] = ring_[head_];
+    head_ = (head_ + 1) % ring_.size();
+    --count_;
+  }
+  return n;
+}
+
+void NullCq::Push(const ibv_wc& wc) {
+  if (count_ == ring_.size()) return;  // reservations keep this from happening
+  ring_[(head_ + count_) % ring_.size()] = wc;
+  ++count_;
+}
+
+Status NullQp::ToInit(const verbs::QpInitParams&) {
+  state_ = verbs::QpState::kInit;
+  return Status::Ok();
+}
+Status NullQp::ToRtr(const verbs::QpRtrParams&) {
+  state_ = verbs::QpState::kRtr;
+  return Status::Ok();
+}
+Status NullQp::ToRts(const verbs::QpRtsParams&) {
+  state_ = verbs::QpState::kRts;
+  return Status::Ok();
+}
+Status NullQp::ToError() {
+  state_ = verbs::QpState::kError;
+  while (recv_count_ > 0) {
+    ibv_wc wc{};
+    wc.wr_id = recvs_[recv_head_].wr_id;
+    wc.status = IBV_WC_WR_FLUSH_ERR;
+    wc.qp_num = qp_num_;
+    recv_cq_->Push(wc);
+    recv_head_ = (recv_head_ + 1) % recvs_.size();
+    --recv_count_;
+  }
+  return Status::Ok();
+}
+Status NullQp::ToReset() {
+  state_ = verbs::QpState::kReset;
+  recv_count_ = 0;
+  return Status::Ok();
+}
+
+Status NullQp::PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) {
+  for (; wr != nullptr; wr = wr->next) {
+    if (state_ != verbs::QpState::kRts && state_ != verbs::QpState::kError) {
+      *bad_wr = wr;
+      return Status::InvalidArgument("null QP not in RTS");
+    }
+    last_send_ = *wr;
+    ++sends_;
+    ibv_wc wc{};
+    wc.wr_id = wr->wr_id;
+    wc.qp_num = qp_num_;
+    if (state_ == verbs::QpState::kError) {
+      wc.status = IBV_WC_WR_FLUSH_ERR;
+    } else if (fail_sends_ > 0) {
+      --fail_sends_;
+      wc.status = fail_status_;
+      state_ = verbs::QpState::kError;
+    } else {
+      wc.status = IBV_WC_SUCCESS;
+      wc.opcode = wr->opcode == IBV_WR_RDMA_READ ? IBV_WC_RDMA_READ : IBV_WC_RDMA_WRITE;
+    }
+    send_cq_->Push(wc);
+  }
+  return Status::Ok();
+}
+
+Status NullQp::PostRecv(ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
+  for (; wr != nullptr; wr = wr->next) {
+    if (recv_count_ == recvs_.size()) {
+      *bad_wr = wr;
+      return Status::NoResource();
+    }
+    Recv& r = recvs_[(recv_head_ + recv_count_) % recvs_.size()];
+    r.wr_id = wr->wr_id;
+    r.num_sge = wr->num_sge;
+    r.sge = wr->num_sge > 0 ? wr->sg_list[0] : ibv_sge{};
+    ++recv_count_;
+    if (state_ == verbs::QpState::kError) (void)ToError();
+  }
+  return Status::Ok();
+}
+
+bool NullQp::DeliverRecv(ibv_wc_opcode opcode, uint32_t imm_net, uint32_t byte_len,
+                         const void* payload, uint32_t payload_len) {
+  if (recv_count_ == 0) return false;
+  const Recv r = recvs_[recv_head_];
+  recv_head_ = (recv_head_ + 1) % recvs_.size();
+  --recv_count_;
+  if (payload != nullptr && r.num_sge > 0) {
+    std::memcpy(reinterpret_cast<void*>(r.sge.addr), payload, std::min(payload_len, r.sge.length));
+  }
+  ibv_wc wc{};
+  wc.wr_id = r.wr_id;
+  wc.status = IBV_WC_SUCCESS;
+  wc.opcode = opcode;
+  wc.byte_len = byte_len;
+  wc.imm_data = imm_net;
+  wc.wc_flags = IBV_WC_WITH_IMM;
+  wc.qp_num = qp_num_;
+  recv_cq_->Push(wc);
+  return true;
+}
+
+class NullMr final : public verbs::MemoryRegion {
+ public:
+  NullMr(void* addr, size_t length, uint32_t key) : addr_(addr), length_(length), key_(key) {}
+  void* addr() const override { return addr_; }
+  size_t length() const override { return length_; }
+  uint32_t lkey() const override { return key_; }
+  uint32_t rkey() const override { return key_ | 0x80000000u; }
+
+ private:
+  void* addr_;
+  size_t length_;
+  uint32_t key_;
+};
+
+class NullPd final : public verbs::ProtectionDomain {
+ public:
+  explicit NullPd(NullDevice* device) : device_(device) {}
+  common::Result<std::unique_ptr<verbs::MemoryRegion>> RegisterMemory(void* addr, size_t length,
+                                                                      unsigned int) override {
+    return std::unique_ptr<verbs::MemoryRegion>(
+        std::make_unique<NullMr>(addr, length, device_->next_key_++));
+  }
+  common::Result<std::unique_ptr<verbs::Qp>> CreateQp(const verbs::QpCreateParams& p) override {
+    auto qp = std::make_unique<NullQp>(device_->next_qp_num_++, static_cast<NullCq*>(p.send_cq),
+                                       static_cast<NullCq*>(p.recv_cq), p.caps.max_recv_wr);
+    device_->qps_.push_back(qp.get());
+    return std::unique_ptr<verbs::Qp>(std::move(qp));
+  }
+
+ private:
+  NullDevice* device_;
+};
+
+NullDevice::NullDevice(int index) {
+  info_.name = "null" + std::to_string(index);
+  info_.provider = "null";
+  info_.port_active = true;
+  info_.gid = verbs::Gid::FromIpv4(0x7f000001u + static_cast<uint32_t>(index));
+  info_.active_mtu = IBV_MTU_4096;
+  info_.max_qp_wr = 1 << 16;
+  info_.max_cqe = 1 << 22;
+}
+
+common::Result<std::unique_ptr<verbs::ProtectionDomain>> NullDevice::AllocPd() {
+  return std::unique_ptr<verbs::ProtectionDomain>(std::make_unique<NullPd>(this));
+}
+
+common::Result<std::unique_ptr<verbs::Cq>> NullDevice::CreateCq(int min_entries) {
+  return std::unique_ptr<verbs::Cq>(std::make_unique<NullCq>(min_entries));
+}
+
+}  // namespace braid::testing

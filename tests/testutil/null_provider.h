@@ -1,0 +1,101 @@
+// NullProvider: a provider whose QPs complete every send at once, for measuring the virtual
+// layer's own cost and for tests that need exact control over physical completions.
+//
+// A send completes successfully the moment it is posted (or with `fail_next_sends` errors).
+// Receives stay posted until the test delivers an arrival with DeliverRecv(). A CQ can be told to
+// fail its next poll. Nothing allocates on post or poll.
+// Threading: one thread.
+#ifndef BRAID_TESTS_TESTUTIL_NULL_PROVIDER_H_
+#define BRAID_TESTS_TESTUTIL_NULL_PROVIDER_H_
+
+#include <memory>
+#include <vector>
+
+#include "dataplane/verbs/provider.h"
+
+namespace braid::testing {
+
+class NullCq final : public verbs::Cq {
+ public:
+  explicit NullCq(int capacity) : ring_(static_cast<size_t>(capacity)) {}
+  common::Result<int> Poll(std::span<ibv_wc> out) override;
+  int capacity() const override { return static_cast<int>(ring_.size()); }
+  int wakeup_fd() const override { return -1; }
+  common::Status RequestNotify() override { return common::Status::Ok(); }
+  common::Status ConsumeWakeup() override { return common::Status::Ok(); }
+  void Push(const ibv_wc& wc);
+  void FailNextPoll() { fail_next_poll_ = true; }
+  size_t size() const { return count_; }
+
+ private:
+  std::vector<ibv_wc> ring_;
+  size_t head_ = 0;
+  size_t count_ = 0;
+  bool fail_next_poll_ = false;
+};
+
+class NullQp final : public verbs::Qp {
+ public:
+  NullQp(uint32_t qp_num, NullCq* send_cq, NullCq* recv_cq, uint32_t max_recv)
+      : qp_num_(qp_num), send_cq_(send_cq), recv_cq_(recv_cq), recvs_(max_recv) {}
+  uint32_t qp_num() const override { return qp_num_; }
+  verbs::QpState state() const override { return state_; }
+  common::Status ToInit(const verbs::QpInitParams&) override;
+  common::Status ToRtr(const verbs::QpRtrParams&) override;
+  common::Status ToRts(const verbs::QpRtsParams&) override;
+  common::Status ToError() override;
+  common::Status ToReset() override;
+  common::Status PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) override;
+  common::Status PostRecv(ibv_recv_wr* wr, ibv_recv_wr** bad_wr) override;
+
+  // An arrival from the (imaginary) peer: consumes the oldest posted receive, copies `payload`
+  // into it and completes it. False when no receive is posted.
+  bool DeliverRecv(ibv_wc_opcode opcode, uint32_t imm_net, uint32_t byte_len,
+                   const void* payload = nullptr, uint32_t payload_len = 0);
+  size_t posted_recvs() const { return recv_count_; }
+  void FailNextSends(int n, ibv_wc_status status) {
+    fail_sends_ = n;
+    fail_status_ = status;
+  }
+  const ibv_send_wr& last_send() const { return last_send_; }
+  uint64_t sends() const { return sends_; }
+
+ private:
+  struct Recv {
+    uint64_t wr_id;
+    ibv_sge sge;
+    int num_sge;
+  };
+  uint32_t qp_num_;
+  NullCq* send_cq_;
+  NullCq* recv_cq_;
+  verbs::QpState state_ = verbs::QpState::kReset;
+  std::vector<Recv> recvs_;
+  size_t recv_head_ = 0;
+  size_t recv_count_ = 0;
+  int fail_sends_ = 0;
+  ibv_wc_status fail_status_ = IBV_WC_RETRY_EXC_ERR;
+  ibv_send_wr last_send_{};
+  uint64_t sends_ = 0;
+};
+
+class NullDevice final : public verbs::Device {
+ public:
+  explicit NullDevice(int index);
+  const verbs::DeviceInfo& info() const override { return info_; }
+  common::Result<std::unique_ptr<verbs::ProtectionDomain>> AllocPd() override;
+  common::Result<std::unique_ptr<verbs::Cq>> CreateCq(int min_entries) override;
+  // Every QP created on this device, by creation order (not owned).
+  std::vector<NullQp*>& qps() { return qps_; }
+
+ private:
+  verbs::DeviceInfo info_;
+  std::vector<NullQp*> qps_;
+  uint32_t next_qp_num_ = 0x100;
+  uint32_t next_key_ = 1;
+  friend class NullPd;
+};
+
+}  // namespace braid::testing
+
+#endif  // BRAID_TESTS_TESTUTIL_NULL_PROVIDER_H_
