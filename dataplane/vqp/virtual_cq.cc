@@ -109,7 +109,14 @@ void VirtualCq::PollPhysical() {
 
 common::Result<int> VirtualCq::Poll(std::span<VirtualWc> out) {
   int n = TakeReady(out);
-  if (static_cast<size_t>(n) < out.size()) {
+  // N1: what was harvested before an error goes out first; the error on the following call,
+  // before anything new is polled.
+  if (n == 0 && !pending_error_.ok()) {
+    Status error = std::move(pending_error_);
+    pending_error_ = Status::Ok();
+    return error;
+  }
+  if (static_cast<size_t>(n) < out.size() && pending_error_.ok()) {
     PollPhysical();
     n += TakeReady(out.subspan(static_cast<size_t>(n)));
   }

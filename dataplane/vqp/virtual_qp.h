@@ -58,6 +58,8 @@ namespace braid::vqp {
 struct VirtualQpCounters {
   uint64_t fragments_posted = 0;
   uint64_t bytes_posted = 0;
+  uint64_t notifies_posted = 0;
+  uint64_t fences_posted = 0;
   uint64_t failovers = 0;       // pieces re-posted on another QP
   uint64_t qps_died = 0;
   uint64_t duplicates_dropped = 0;

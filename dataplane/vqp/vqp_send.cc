@@ -478,6 +478,8 @@ VirtualQp::PostResult VirtualQp::Submit(uint32_t fslot) {
   ++e.inflight;
   ++counters_.fragments_posted;
   counters_.bytes_posted += f.length;
+  if (f.kind == WrKind::kNotify) ++counters_.notifies_posted;
+  if (f.kind == WrKind::kFence) ++counters_.fences_posted;
   return PostResult::kPosted;
 }
 

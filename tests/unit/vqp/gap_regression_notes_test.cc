@@ -1,0 +1,378 @@
+// Regression tests for the seed's open I-items and the weaknesses N1-N16 of the notes, named for
+// the item they close.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "dataplane/soft/soft_device.h"
+#include "tests/testutil/null_vqp_bed.h"
+#include "tests/testutil/vqp_testbed.h"
+
+namespace braid::vqp {
+namespace {
+
+using testing::NullVqpBed;
+using testing::VqpTestbed;
+
+constexpr size_t kBytes = 4 << 20;
+
+VirtualQpConfig Config(Scheme scheme, uint32_t qps) {
+  VirtualQpConfig c;
+  c.scheme = scheme;
+  c.num_qps = qps;
+  c.fragment_size = 16384;
+  c.qp_capacity = 16;
+  c.max_virtual_wrs = 64;
+  c.timeout = 4;
+  c.retry_cnt = 1;
+  return c;
+}
+
+struct Bufs {
+  std::vector<uint8_t> a = std::vector<uint8_t>(kBytes);
+  std::vector<uint8_t> b = std::vector<uint8_t>(kBytes);
+  Bufs() {
+    std::mt19937 rng(1);
+    for (auto& x : a) x = static_cast<uint8_t>(rng());
+  }
+};
+
+// I7: SEND is not fragmented: one physical WR whatever its length, at most 1 GiB.
+TEST(GapRegressionNotesTest, I7_SendIsNotFragmented) {
+  NullVqpBed nb(1, Config(Scheme::kSpray, 2));
+  ASSERT_TRUE(nb.status().ok());
+  const uint64_t before = nb.qp(2).sends();
+  ASSERT_TRUE(nb.vqp().PostSend(nb.Write(1, 3 * 16384, IBV_WR_SEND)).ok());
+  EXPECT_EQ(nb.qp(2).sends(), before + 1) << "one WR on the message QP";
+  EXPECT_EQ(nb.qp(2).last_send().sg_list->length, 3u * 16384);
+  EXPECT_EQ(nb.vqp().PostSend(nb.Write(2, (1ull << 30) + 1, IBV_WR_SEND)).code(),
+            common::StatusCode::kInvalidArgument);
+}
+
+// I8, N6: zero-length WRITE_WITH_IMM (a doorbell) and SEND_WITH_IMM work on every shape.
+TEST(GapRegressionNotesTest, I8_N6_ZeroLengthWriteWithImmAndSendWithImm) {
+  for (auto [scheme, qps] : {std::pair{Scheme::kSpray, 1u}, std::pair{Scheme::kSpray, 4u},
+                             std::pair{Scheme::kDqplb, 4u}}) {
+    Bufs bufs;
+    VqpTestbed tb(2, Config(scheme, qps), bufs.a.data(), bufs.b.data(), kBytes);
+    ASSERT_TRUE(tb.status().ok());
+    ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 1}).ok());
+    ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 2, .local_addr = tb.b().addr(0), .length = 64,
+                                      .local_keys = tb.b().local_keys}).ok());
+    ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, 0, 0, 0, 1, htonl(7))).ok());
+    ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_SEND_WITH_IMM, 0, 0, 0, 2, htonl(8))).ok());
+    auto r = tb.Poll(1, 2);
+    ASSERT_EQ(r.size(), 2u) << SchemeName(scheme) << qps;
+    EXPECT_EQ(r[0].imm_data, htonl(7));
+    EXPECT_EQ(r[0].byte_len, 0u);
+    EXPECT_EQ(r[1].imm_data, htonl(8));
+    EXPECT_EQ(r[1].opcode, IBV_WC_RECV);
+    EXPECT_EQ(tb.Poll(0, 2).size(), 2u);
+  }
+}
+
+// I13, N14: VQPs come and go on a shared virtual CQ; the routes of the others stay valid and a
+// destroyed VQP leaves nothing registered.
+TEST(GapRegressionNotesTest, I13_N14_VqpsComeAndGoOnASharedCq) {
+  std::vector<testing::NullDevice> devices;
+  testing::NullDevice d0(0);
+  auto pd = d0.AllocPd();
+  verbs::Device* devs[] = {&d0};
+  verbs::ProtectionDomain* pds[] = {pd->get()};
+  auto cq = VirtualCq::Create(devs, 1 << 14);
+  auto peer_cq = VirtualCq::Create(devs, 1 << 14);
+  ASSERT_TRUE(cq.ok() && peer_cq.ok());
+  auto x = VirtualQp::Create(**cq, pds, Config(Scheme::kSpray, 2));
+  auto y = VirtualQp::Create(**cq, pds, Config(Scheme::kSpray, 2));
+  auto peer = VirtualQp::Create(**peer_cq, pds, Config(Scheme::kSpray, 2));
+  ASSERT_TRUE(x.ok() && y.ok() && peer.ok());
+  ASSERT_TRUE((*x)->Connect((*peer)->LocalCard()).ok());
+  ASSERT_TRUE((*y)->Connect((*peer)->LocalCard()).ok());
+  EXPECT_EQ((*cq)->registered_qps(), 6u);
+  const uint32_t keys[] = {1};
+  const uint32_t lk = *(*y)->AddLocalKeys(keys);
+  const uint32_t rk = *(*y)->AddRemoteKeys(keys);
+  VirtualSendWr wr{.wr_id = 9, .local_addr = 0x1000, .length = 100, .local_keys = lk,
+                   .remote_addr = 0x2000, .remote_keys = rk};
+  ASSERT_TRUE((*y)->PostSend(wr).ok());
+  x->reset();  // destroyed while y has work in flight
+  EXPECT_EQ((*cq)->registered_qps(), 3u);
+  VirtualWc out[4];
+  auto n = (*cq)->Poll(out);
+  ASSERT_TRUE(n.ok());
+  ASSERT_EQ(*n, 1);
+  EXPECT_EQ(out[0].wr_id, 9u);
+  EXPECT_EQ(out[0].status, IBV_WC_SUCCESS);
+  y->reset();
+  peer->reset();
+  EXPECT_EQ((*cq)->registered_qps(), 0u);
+  EXPECT_EQ((*cq)->unrouted_completions(), 0u);
+}
+
+// I14: a WR is one contiguous range; a gathered transfer is several WRs, completing in order.
+TEST(GapRegressionNotesTest, I14_OneRangePerWrSeveralWrsCompleteInOrder) {
+  Bufs bufs;
+  VqpTestbed tb(2, Config(Scheme::kSpray, 4), bufs.a.data(), bufs.b.data(), kBytes);
+  ASSERT_TRUE(tb.status().ok());
+  const uint64_t pieces[][2] = {{0, 5000}, {900'000, 70'000}, {2'000'000, 1}};
+  uint64_t dst = 0;
+  for (uint64_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, pieces[i][0], pieces[i][1], dst, i)).ok());
+    dst += pieces[i][1];
+  }
+  auto s = tb.Poll(0, 3);
+  ASSERT_EQ(s.size(), 3u);
+  dst = 0;
+  for (uint64_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(s[i].wr_id, i);
+    EXPECT_EQ(std::memcmp(bufs.a.data() + pieces[i][0], bufs.b.data() + dst, pieces[i][1]), 0);
+    dst += pieces[i][1];
+  }
+}
+
+// I17: a zero-length WR still points at an SGE (some drivers dereference sg_list).
+TEST(GapRegressionNotesTest, I17_ZeroLengthPostStillPointsAtAnSge) {
+  NullVqpBed nb(1, Config(Scheme::kSpray, 1));
+  ASSERT_TRUE(nb.status().ok());
+  ASSERT_TRUE(nb.vqp().PostSend(nb.Write(1, 0, IBV_WR_RDMA_WRITE_WITH_IMM)).ok());
+  EXPECT_EQ(nb.qp(0).last_send().num_sge, 0);
+  EXPECT_NE(nb.qp(0).last_send().sg_list, nullptr);
+}
+
+// I23: the receive pools are posted at Connect, on every data QP, before any user receive.
+TEST(GapRegressionNotesTest, I23_ReceivePoolPrePostedAtConnect) {
+  NullVqpBed nb(2, Config(Scheme::kDqplb, 4));
+  ASSERT_TRUE(nb.status().ok());
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(nb.qp(i).posted_recvs(), 16u) << "data QP " << i;
+  EXPECT_EQ(nb.qp(4).posted_recvs(), 0u) << "the message QP only takes user receives";
+}
+
+// N1: a physical poll error loses nothing: harvested completions come first, the error after,
+// and every WR is still reported.
+TEST(GapRegressionNotesTest, N1_PollErrorKeepsHarvestedCompletions) {
+  NullVqpBed nb(2, Config(Scheme::kSpray, 4));
+  ASSERT_TRUE(nb.status().ok());
+  for (uint64_t i = 0; i < 8; ++i) ASSERT_TRUE(nb.vqp().PostSend(nb.Write(i, 100)).ok());
+  nb.physical_cq(1).FailNextPoll();
+  VirtualWc out[16];
+  std::vector<uint64_t> ids;
+  int errors = 0;
+  for (int r = 0; r < 20 && ids.size() < 8; ++r) {
+    auto n = nb.cq().Poll(out);
+    if (!n.ok()) {
+      ++errors;
+      EXPECT_EQ(n.status().code(), common::StatusCode::kCqOverflow);
+      continue;
+    }
+    for (int k = 0; k < *n; ++k) ids.push_back(out[k].wr_id);
+  }
+  EXPECT_EQ(errors, 1);
+  ASSERT_EQ(ids.size(), 8u);
+  for (uint64_t i = 0; i < 8; ++i) EXPECT_EQ(ids[i], i);
+}
+
+// N3, rule 8: messages that complete before the receiver asked for them are buffered, not fatal.
+TEST(GapRegressionNotesTest, N3_MessageBeforeReceiveIsBuffered) {
+  for (Scheme scheme : {Scheme::kSpray, Scheme::kDqplb}) {
+    Bufs bufs;
+    VqpTestbed tb(2, Config(scheme, 4), bufs.a.data(), bufs.b.data(), kBytes);
+    ASSERT_TRUE(tb.status().ok());
+    for (uint64_t i = 0; i < 3; ++i) {
+      ASSERT_TRUE(tb.a().vqp->PostSend(
+          tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, i * 100'000, 50'000, i * 100'000, i, htonl(i))).ok());
+    }
+    ASSERT_EQ(tb.Poll(0, 3).size(), 3u);
+    EXPECT_EQ(tb.b().vqp->counters().buffered_messages, 3u);
+    for (uint64_t i = 0; i < 3; ++i) ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 10 + i}).ok());
+    auto r = tb.Poll(1, 3);
+    ASSERT_EQ(r.size(), 3u);
+    for (uint32_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(r[i].wr_id, 10u + i);
+      EXPECT_EQ(r[i].imm_data, htonl(i));
+      EXPECT_EQ(r[i].byte_len, 50'000u);
+    }
+  }
+}
+
+// N4: on a multi-QP VQP the receiver gets the sender's immediate and the byte count of a
+// fragmented message, under both schemes.
+TEST(GapRegressionNotesTest, N4_ReceiverGetsImmediateAndByteCount) {
+  for (Scheme scheme : {Scheme::kSpray, Scheme::kDqplb}) {
+    Bufs bufs;
+    VqpTestbed tb(2, Config(scheme, 8), bufs.a.data(), bufs.b.data(), kBytes);
+    ASSERT_TRUE(tb.status().ok());
+    ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 1}).ok());
+    ASSERT_TRUE(tb.a().vqp->PostSend(
+        tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, 0, 1'234'567, 0, 1, htonl(0xFEED))).ok());
+    auto r = tb.Poll(1, 1);
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(r[0].imm_data, htonl(0xFEED)) << SchemeName(scheme);
+    EXPECT_EQ(r[0].byte_len, 1'234'567u) << SchemeName(scheme);
+    EXPECT_EQ(std::memcmp(bufs.a.data(), bufs.b.data(), 1'234'567), 0);
+  }
+}
+
+// N5: SPRAY notifies are pipelined: message k+1's notify does not wait for k's to complete.
+TEST(GapRegressionNotesTest, N5_NotifiesArePipelined) {
+  Bufs bufs;
+  VqpTestbed tb(1, Config(Scheme::kSpray, 4), bufs.a.data(), bufs.b.data(), kBytes);
+  ASSERT_TRUE(tb.status().ok());
+  // B acknowledges nothing on QP 0, where notifies go: none of them can complete.
+  ASSERT_TRUE(tb.fabric().HoldQp(tb.b().vqp->physical_qp(0), true).ok());
+  for (uint64_t i = 0; i < 6; ++i) {
+    ASSERT_TRUE(tb.a().vqp->PostSend(
+        tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, i * 1000, 1000, i * 1000, i, htonl(i))).ok());
+  }
+  std::vector<VirtualWc> sa, rb;
+  tb.PollBoth(2000, &sa, &rb);
+  EXPECT_TRUE(sa.empty());
+  EXPECT_GE(tb.a().vqp->counters().notifies_posted, 2u) << "several notifies in flight at once";
+  ASSERT_TRUE(tb.fabric().HoldQp(tb.b().vqp->physical_qp(0), false).ok());
+  tb.PollBoth(2000, &sa, &rb);
+  EXPECT_EQ(sa.size(), 6u);
+}
+
+// N8: a destroyed VQP destroys each of its physical QPs exactly once (nothing leaks).
+TEST(GapRegressionNotesTest, N8_DestroyReleasesEveryPhysicalQp) {
+  Bufs bufs;
+  VqpTestbed tb(2, Config(Scheme::kSpray, 4), bufs.a.data(), bufs.b.data(), kBytes);
+  ASSERT_TRUE(tb.status().ok());
+  std::vector<std::pair<int, uint32_t>> qps;
+  for (int i = 0; i < tb.a().vqp->num_physical_qps(); ++i) {
+    qps.push_back({tb.a().vqp->physical_device(i), tb.a().vqp->physical_qp(i).qp_num()});
+  }
+  tb.a().vqp.reset();
+  for (auto [device, qpn] : qps) {
+    auto* soft = dynamic_cast<soft::SoftDevice*>(tb.a().devices[static_cast<size_t>(device)].get());
+    ASSERT_NE(soft, nullptr);
+    EXPECT_EQ(soft->FindQp(qpn), nullptr);
+  }
+}
+
+// N9: the card carries version, scheme, sizes and per-QP addresses; bad or mismatched cards are
+// clear errors, never aborts.
+TEST(GapRegressionNotesTest, N9_CardValidationAndMismatch) {
+  NullVqpBed nb(2, Config(Scheme::kSpray, 4));
+  ASSERT_TRUE(nb.status().ok());
+  const BusinessCard good = nb.vqp().LocalCard(3);
+  ASSERT_TRUE(good.Validate().ok());
+  EXPECT_EQ(good.epoch, 3u);
+  EXPECT_EQ(good.data_qps.size(), 4u);
+  EXPECT_TRUE(good.message_qp.has_value());
+  EXPECT_EQ(good.devices.size(), 2u);
+  struct Case {
+    const char* what;
+    void (*mutate)(BusinessCard&);
+  };
+  const Case cases[] = {
+      {"version", [](BusinessCard& c) { c.version = 2; }},
+      {"fragment", [](BusinessCard& c) { c.fragment_size = 100; }},
+      {"no qps", [](BusinessCard& c) { c.data_qps.clear(); }},
+      {"device index", [](BusinessCard& c) { c.data_qps[1].device_index = 9; }},
+      {"qpn", [](BusinessCard& c) { c.data_qps[0].qp_num = 1u << 24; }},
+      {"psn", [](BusinessCard& c) { c.data_qps[0].psn = 1u << 24; }},
+      {"no message qp", [](BusinessCard& c) { c.message_qp.reset(); }},
+      {"no devices", [](BusinessCard& c) { c.devices.clear(); }},
+      {"no address", [](BusinessCard& c) { c.devices[0].gid = verbs::Gid(); }},
+      {"mtu", [](BusinessCard& c) { c.data_qps[0].mtu = static_cast<ibv_mtu>(9); }},
+  };
+  for (const Case& k : cases) {
+    BusinessCard c = good;
+    k.mutate(c);
+    const common::Status s = c.Validate();
+    EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << k.what;
+    EXPECT_FALSE(s.message().empty()) << k.what;
+  }
+  BusinessCard other = good;
+  other.scheme = Scheme::kDqplb;
+  EXPECT_EQ(CheckPeerCards(good, other).code(), common::StatusCode::kFailedPrecondition);
+  other = good;
+  other.data_qps.pop_back();
+  EXPECT_NE(CheckPeerCards(good, other).message().find("data QP count"), std::string_view::npos);
+  // A VQP refuses to connect to a mismatched peer and stays unconnected.
+  NullVqpBed fresh(2, Config(Scheme::kSpray, 4));
+  testing::NullDevice d(0);
+  auto pd = d.AllocPd();
+  verbs::Device* devs[] = {&d};
+  verbs::ProtectionDomain* pds[] = {pd->get()};
+  auto cq = VirtualCq::Create(devs, 1 << 14);
+  auto lone = VirtualQp::Create(**cq, pds, Config(Scheme::kDqplb, 4));
+  ASSERT_TRUE(lone.ok());
+  EXPECT_EQ((*lone)->Connect(good).code(), common::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE((*lone)->connected());
+}
+
+// N11, rule 15: fragments spread over QPs and interleave devices.
+TEST(GapRegressionNotesTest, N11_SchedulerInterleavesDevices) {
+  NullVqpBed nb(2, Config(Scheme::kSpray, 4));
+  ASSERT_TRUE(nb.status().ok());
+  std::vector<uint64_t> before;
+  for (int i = 0; i < 4; ++i) before.push_back(nb.qp(i).sends());
+  ASSERT_TRUE(nb.vqp().PostSend(nb.Write(1, 8 * 16384)).ok());  // 8 fragments
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(nb.qp(i).sends() - before[i], 2u) << "QP " << i;
+    EXPECT_EQ(nb.vqp().physical_device(i), i % 2) << "QPs alternate devices";
+  }
+}
+
+// N12: SENDs and write-with-imm messages never share a receive queue with the pools.
+TEST(GapRegressionNotesTest, N12_SendAndWriteWithImmInterleaved) {
+  Bufs bufs;
+  VqpTestbed tb(2, Config(Scheme::kDqplb, 4), bufs.a.data(), bufs.b.data(), kBytes);
+  ASSERT_TRUE(tb.status().ok());
+  for (uint64_t i = 0; i < 10; ++i) {
+    if (i % 2 == 0) {
+      ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = i, .local_addr = tb.b().addr(3'000'000 + i * 1000),
+                                        .length = 1000, .local_keys = tb.b().local_keys}).ok());
+      ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_SEND, i * 1000, 1000, 0, i)).ok());
+    } else {
+      ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = i}).ok());
+      ASSERT_TRUE(tb.a().vqp->PostSend(
+          tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, i * 1000, 1000, i * 1000, i, htonl(i))).ok());
+    }
+  }
+  auto r = tb.Poll(1, 10);
+  ASSERT_EQ(r.size(), 10u);
+  for (uint64_t i = 0; i < 10; ++i) {
+    EXPECT_EQ(r[i].wr_id, i);
+    EXPECT_EQ(r[i].status, IBV_WC_SUCCESS);
+    EXPECT_EQ(r[i].opcode, i % 2 == 0 ? IBV_WC_RECV : IBV_WC_RECV_RDMA_WITH_IMM);
+    const uint8_t* got = bufs.b.data() + (i % 2 == 0 ? 3'000'000 + i * 1000 : i * 1000);
+    EXPECT_EQ(std::memcmp(bufs.a.data() + i * 1000, got, 1000), 0) << i;
+  }
+}
+
+// N13: a user wr_id that looks exactly like an internal tag is still just a user id.
+TEST(GapRegressionNotesTest, N13_UserIdsNeverConfusedWithTags) {
+  NullVqpBed nb(1, Config(Scheme::kSpray, 2));
+  ASSERT_TRUE(nb.status().ok());
+  const uint64_t lookalike = WrTag::Encode(WrKind::kFragment, 0);
+  ASSERT_TRUE(nb.vqp().PostSend(nb.Write(lookalike, 100)).ok());
+  ASSERT_TRUE(nb.vqp().PostSend(nb.Write(0, 100)).ok());
+  VirtualWc out[4];
+  auto n = nb.cq().Poll(out);
+  ASSERT_EQ(*n, 2);
+  EXPECT_EQ(out[0].wr_id, lookalike);
+  EXPECT_EQ(out[1].wr_id, 0u);
+  EXPECT_EQ(nb.vqp().counters().protocol_errors, 0u);
+}
+
+// N15: a VQP that could overflow a physical CQ is refused at creation.
+TEST(GapRegressionNotesTest, N15_CqTooSmallIsRefusedAtCreation) {
+  testing::NullDevice d(0);
+  auto pd = d.AllocPd();
+  verbs::Device* devs[] = {&d};
+  verbs::ProtectionDomain* pds[] = {pd->get()};
+  auto cq = VirtualCq::Create(devs, 64);
+  ASSERT_TRUE(cq.ok());
+  auto v = VirtualQp::Create(**cq, pds, Config(Scheme::kSpray, 4));
+  ASSERT_FALSE(v.ok());
+  EXPECT_EQ(v.status().code(), common::StatusCode::kFailedPrecondition);
+  EXPECT_NE(v.status().message().find("N15"), std::string_view::npos) << v.status().ToString();
+  EXPECT_EQ((*cq)->reserved(0), 0u) << "a refused VQP reserves nothing";
+}
+
+}  // namespace
+}  // namespace braid::vqp
