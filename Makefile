@@ -3,6 +3,8 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= 2
 CMAKE_ARGS ?=
+# Property-test scenarios: the release run uses the test's default (2000); the sanitizer run fewer.
+ASAN_VQP_SCENARIOS ?= 600
 
 .PHONY: all deps configure build test unit-test asan-test bench demo format clean
 
@@ -28,7 +30,8 @@ asan-test: deps
 	  -DBRAID_BUILD_BENCH=OFF $(CMAKE_ARGS)
 	ninja -C $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j$(JOBS)
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 BRAID_VQP_SCENARIOS=$(ASAN_VQP_SCENARIOS) \
+	  ctest --output-on-failure -j$(JOBS)
 
 test: unit-test asan-test
 

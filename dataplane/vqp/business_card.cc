@@ -17,7 +17,7 @@ Status ValidateQp(const QpCard& qp, size_t num_devices, const std::string& what)
     return Status::InvalidArgument(what + ": qp_num must be a non-zero 24-bit value");
   }
   if (qp.psn > 0xFFFFFF) return Status::InvalidArgument(what + ": psn exceeds 24 bits");
-  if (qp.mtu < IBV_MTU_256 || qp.mtu > IBV_MTU_4096) {
+  if (qp.mtu < static_cast<uint8_t>(IBV_MTU_256) || qp.mtu > static_cast<uint8_t>(IBV_MTU_4096)) {
     return Status::InvalidArgument(what + ": mtu is not an ibv_mtu value");
   }
   return Status::Ok();

@@ -32,7 +32,9 @@ struct QpCard {
   uint8_t port = 1;
   uint32_t qp_num = 0;
   uint32_t psn = 0;
-  ibv_mtu mtu = IBV_MTU_4096;
+  // An ibv_mtu code (1 = 256 B ... 5 = 4096 B), kept as an integer so a card parsed from the wire
+  // can hold any value until Validate() rejects it.
+  uint8_t mtu = IBV_MTU_4096;
 };
 
 struct BusinessCard {

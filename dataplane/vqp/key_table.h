@@ -18,7 +18,10 @@ namespace braid::vqp {
 class KeyTable {
  public:
   KeyTable(uint32_t capacity, uint32_t num_devices)
-      : num_devices_(num_devices), keys_(size_t{capacity} * num_devices), used_(capacity) {}
+      : num_devices_(num_devices),
+        keys_(size_t{capacity} * num_devices),
+        used_(capacity),
+        complete_(capacity) {}
 
   // Adds an entry; `keys[d]` is the key for device d (0 = none). Returns its handle.
   common::Result<uint32_t> Add(std::span<const uint32_t> keys);
@@ -28,12 +31,17 @@ class KeyTable {
     if (handle >= used_.size() || !used_[handle] || device >= num_devices_) return 0;
     return keys_[size_t{handle} * num_devices_ + device];
   }
+  // True when `handle` exists and has a key for every device (checked once, at Add).
+  bool Complete(uint32_t handle) const {
+    return handle < complete_.size() && complete_[handle] != 0;
+  }
   uint32_t num_devices() const { return num_devices_; }
 
  private:
   uint32_t num_devices_;
   std::vector<uint32_t> keys_;
-  std::vector<bool> used_;
+  std::vector<uint8_t> used_;
+  std::vector<uint8_t> complete_;
 };
 
 }  // namespace braid::vqp

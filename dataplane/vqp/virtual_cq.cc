@@ -1,5 +1,7 @@
 #include "dataplane/vqp/virtual_cq.h"
 
+#include <algorithm>
+#include <bit>
 #include <cstdio>
 #include <string>
 
@@ -52,37 +54,67 @@ void VirtualCq::Release(int device, uint32_t entries) {
 }
 
 void VirtualCq::Register(int device, uint32_t qp_num, VirtualQp* vqp, uint16_t qp_index) {
-  routes_[Key(device, qp_num)] = Route{vqp, qp_index};
+  const uint64_t key = Key(device, qp_num);
+  std::erase_if(routes_, [key](const Route& r) { return r.key == key; });
+  routes_.push_back(Route{key, vqp, qp_index});
+  RebuildRoutes();
 }
 
-void VirtualCq::Unregister(int device, uint32_t qp_num) { routes_.erase(Key(device, qp_num)); }
+void VirtualCq::Unregister(int device, uint32_t qp_num) {
+  const uint64_t key = Key(device, qp_num);
+  std::erase_if(routes_, [key](const Route& r) { return r.key == key; });
+  RebuildRoutes();
+}
+
+namespace {
+uint64_t Hash(uint64_t key) { return (key * 0x9E3779B97F4A7C15ull) >> 17; }
+}  // namespace
+
+void VirtualCq::RebuildRoutes() {
+  const size_t size = std::bit_ceil(std::max<size_t>(16, routes_.size() * 4));
+  table_.assign(size, Route{});
+  table_mask_ = size - 1;
+  for (const Route& r : routes_) {
+    for (uint64_t i = Hash(r.key);; ++i) {
+      Route& slot = table_[i & table_mask_];
+      if (slot.key == 0) {
+        slot = r;
+        break;
+      }
+    }
+  }
+}
+
+const VirtualCq::Route* VirtualCq::FindRoute(uint64_t key) const {
+  for (uint64_t i = Hash(key);; ++i) {
+    const Route& slot = table_[i & table_mask_];
+    if (slot.key == key) return &slot;
+    if (slot.key == 0) return nullptr;
+  }
+}
 
 void VirtualCq::AddReadyCapacity(size_t entries) {
   ready_needed_ += entries;
   if (ready_needed_ <= ready_.size()) return;
-  std::vector<VirtualWc> grown(ready_needed_ * 2);
-  for (size_t i = 0; i < ready_count_; ++i) grown[i] = ready_[(ready_head_ + i) % ready_.size()];
+  std::vector<VirtualWc> grown(std::bit_ceil(ready_needed_ * 2));
+  for (size_t i = 0; i < ready_count_; ++i) grown[i] = ready_[(ready_head_ + i) & ready_mask_];
   ready_ = std::move(grown);
+  ready_mask_ = ready_.size() - 1;
   ready_head_ = 0;
 }
 
 void VirtualCq::RemoveReadyCapacity(size_t entries) { ready_needed_ -= entries; }
 
-void VirtualCq::Emit(const VirtualWc& wc) {
-  if (ready_count_ == ready_.size()) {
-    // Capacity is reserved per VQP at creation, so this cannot happen; never lose silently.
-    pending_error_ = Status::Internal("virtual completion ring overflowed");
-    return;
-  }
-  ready_[(ready_head_ + ready_count_) % ready_.size()] = wc;
-  ++ready_count_;
+void VirtualCq::EmitOverflow() {
+  // Capacity is reserved per VQP at creation, so this cannot happen; never lose silently.
+  pending_error_ = Status::Internal("virtual completion ring overflowed");
 }
 
 int VirtualCq::TakeReady(std::span<VirtualWc> out) {
   int n = 0;
   while (ready_count_ > 0 && static_cast<size_t>(n) < out.size()) {
     out[static_cast<size_t>(n++)] = ready_[ready_head_];
-    ready_head_ = (ready_head_ + 1) % ready_.size();
+    ready_head_ = (ready_head_ + 1) & ready_mask_;
     --ready_count_;
   }
   return n;
@@ -97,12 +129,12 @@ void VirtualCq::PollPhysical() {
     }
     for (int i = 0; i < *got; ++i) {
       const ibv_wc& wc = batch_[static_cast<size_t>(i)];
-      auto it = routes_.find(Key(static_cast<int>(d), wc.qp_num));
-      if (it == routes_.end()) {
+      const Route* route = FindRoute(Key(static_cast<int>(d), wc.qp_num));
+      if (route == nullptr) {
         ++unrouted_;
         continue;
       }
-      it->second.vqp->OnCompletion(it->second.qp_index, wc);
+      route->vqp->OnCompletion(route->qp_index, wc);
     }
   }
 }

@@ -14,7 +14,6 @@
 #include <array>
 #include <memory>
 #include <span>
-#include <unordered_map>
 #include <vector>
 
 #include "dataplane/verbs/provider.h"
@@ -36,7 +35,8 @@ class VirtualCq {
     CreateKey() = default;
     friend class VirtualCq;
   };
-  VirtualCq(CreateKey, std::vector<verbs::Device*> devices) : devices_(std::move(devices)) {}
+  VirtualCq(CreateKey, std::vector<verbs::Device*> devices)
+      : devices_(std::move(devices)), table_(16), table_mask_(15) {}
   ~VirtualCq();
   VirtualCq(const VirtualCq&) = delete;
   VirtualCq& operator=(const VirtualCq&) = delete;
@@ -57,26 +57,41 @@ class VirtualCq {
   void Unregister(int device, uint32_t qp_num);
   void AddReadyCapacity(size_t entries);  // slow path, at VQP creation
   void RemoveReadyCapacity(size_t entries);
-  void Emit(const VirtualWc& wc);
+  void Emit(const VirtualWc& wc) {
+    if (ready_count_ == ready_.size()) {
+      EmitOverflow();
+      return;
+    }
+    ready_[(ready_head_ + ready_count_) & ready_mask_] = wc;
+    ++ready_count_;
+  }
   // Polls every physical CQ once and routes what it finds (used when a VQP drains).
   void PollPhysical();
 
  private:
   struct Route {
-    VirtualQp* vqp;
-    uint16_t qp_index;
+    uint64_t key = 0;  // 0: empty (QP number 0 is never a connected RC QP)
+    VirtualQp* vqp = nullptr;
+    uint16_t qp_index = 0;
   };
   static uint64_t Key(int device, uint32_t qp_num) {
     return (uint64_t{static_cast<uint32_t>(device)} << 32) | qp_num;
   }
   int TakeReady(std::span<VirtualWc> out);
+  void EmitOverflow();
+  // Routes: an open-addressing table rebuilt on (un)registration, probed on every completion.
+  const Route* FindRoute(uint64_t key) const;
+  void RebuildRoutes();
 
   std::vector<verbs::Device*> devices_;
   std::vector<std::unique_ptr<verbs::Cq>> cqs_;
   std::vector<uint32_t> reserved_;
-  std::unordered_map<uint64_t, Route> routes_;
+  std::vector<Route> routes_;  // registered routes (slow path)
+  std::vector<Route> table_;   // power-of-two open-addressing table over routes_
+  uint64_t table_mask_ = 0;
   std::array<ibv_wc, kPollBatch> batch_{};
-  std::vector<VirtualWc> ready_;  // ring
+  std::vector<VirtualWc> ready_;  // power-of-two ring
+  size_t ready_mask_ = 0;
   size_t ready_head_ = 0;
   size_t ready_count_ = 0;
   size_t ready_needed_ = 0;

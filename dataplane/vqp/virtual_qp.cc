@@ -2,6 +2,7 @@
 // The send path is in vqp_send.cc, the receive path in vqp_recv.cc.
 #include "dataplane/vqp/virtual_qp.h"
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <string>
@@ -61,10 +62,12 @@ Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
   const uint32_t vwrs = config_.max_virtual_wrs;
 
   // Control region: pool slots | notify/tail payloads | single-QP receive slots | fence words.
+  // The payload and receive-slot areas are indexed by ring slot (a power of two ≥ vwrs).
+  const uint64_t ring = std::bit_ceil(uint64_t{vwrs});
   const size_t pool_bytes = multi() ? size_t{n} * cap * 16 : 0;
   notify_base_ = pool_bytes;
-  user_recv_base_ = notify_base_ + size_t{vwrs} * 16;
-  fence_offset_ = user_recv_base_ + size_t{vwrs} * 16;
+  user_recv_base_ = notify_base_ + ring * 16;
+  fence_offset_ = user_recv_base_ + ring * 16;
   control_.assign(fence_offset_ + 64, 0);
   control_mrs_.resize(static_cast<size_t>(cq_.num_devices()));
   for (int d : devices_) {
@@ -98,9 +101,11 @@ Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
     cq_.Register(q.device, q.qp->qp_num(), this, static_cast<uint16_t>(i));
   }
   cq_.AddReadyCapacity(2ull * vwrs);
+  healthy_data_qps_ = static_cast<int>(n);
 
-  sends_.resize(vwrs);
-  recvs_.resize(vwrs);
+  ring_mask_ = ring - 1;
+  sends_.resize(ring);
+  recvs_.resize(ring);
   buffered_.resize(vwrs);
   frags_.resize(size_t{total} * cap);
   free_frags_.reserve(frags_.size());
@@ -177,7 +182,8 @@ BusinessCard VirtualQp::LocalCard(uint64_t epoch) const {
     const PhysQp& q = qps_[i];
     const verbs::DeviceInfo& info = cq_.device(q.device).info();
     QpCard qc{card_index[static_cast<size_t>(q.device)], info.port_num, q.qp->qp_num(),
-              (q.qp->qp_num() * 2654435761u + vqp_num_) & 0xFFFFFF, info.active_mtu};
+              (q.qp->qp_num() * 2654435761u + vqp_num_) & 0xFFFFFF,
+              static_cast<uint8_t>(info.active_mtu)};
     if (i < config_.num_qps) {
       card.data_qps.push_back(qc);
     } else {
@@ -205,7 +211,7 @@ Status VirtualQp::Connect(const BusinessCard& remote) {
     BRAID_RETURN_IF_ERROR(q.qp->ToInit({.port_num = info.port_num}));
     verbs::QpRtrParams rtr;
     rtr.remote = {peer_device.gid, peer_device.lid, peer.qp_num, peer.psn};
-    rtr.path_mtu = std::min(mine.mtu, peer.mtu);
+    rtr.path_mtu = static_cast<ibv_mtu>(std::min(mine.mtu, peer.mtu));
     rtr.sgid_index = info.gid_index;
     rtr.min_rnr_timer = 1;
     BRAID_RETURN_IF_ERROR(q.qp->ToRtr(rtr).WithContext("QP " + std::to_string(i) + " to RTR"));
@@ -214,6 +220,17 @@ Status VirtualQp::Connect(const BusinessCard& remote) {
                                        .retry_cnt = config_.retry_cnt,
                                        .rnr_retry = config_.rnr_retry}));
   }
+  data_key_devices_.clear();
+  for (uint32_t i = 0; i < config_.num_qps; ++i) {
+    const std::pair<uint32_t, uint32_t> pair{static_cast<uint32_t>(qps_[i].device),
+                                             qps_[i].remote_device};
+    if (std::find(data_key_devices_.begin(), data_key_devices_.end(), pair) ==
+        data_key_devices_.end()) {
+      data_key_devices_.push_back(pair);
+    }
+  }
+  const PhysQp& mq = qps_[static_cast<size_t>(message_qp())];
+  message_key_device_ = {static_cast<uint32_t>(mq.device), mq.remote_device};
   // Rule 8 / I23: the receive pools are in place before the peer can send anything.
   for (size_t i = 0; i < qps_.size(); ++i) {
     if (!qps_[i].has_pool) continue;
@@ -235,18 +252,20 @@ common::Result<uint32_t> VirtualQp::AddRemoteKeys(std::span<const uint32_t> rkey
   return remote_keys_.Add(rkeys);
 }
 
-int VirtualQp::healthy_data_qps() const {
-  int n = 0;
-  for (uint32_t i = 0; i < config_.num_qps; ++i) n += qps_[i].health == QpHealth::kHealthy;
-  return n;
+void VirtualQp::SetHealth(int qp_index, QpHealth health) {
+  PhysQp& q = qps_[static_cast<size_t>(qp_index)];
+  if (qp_index < static_cast<int>(config_.num_qps)) {
+    healthy_data_qps_ += (health == QpHealth::kHealthy) - (q.health == QpHealth::kHealthy);
+  }
+  q.health = health;
 }
 
 Status VirtualQp::DrainDevice(int device) {
   bool any = false;
-  for (PhysQp& q : qps_) {
-    if (q.device != device) continue;
+  for (size_t i = 0; i < qps_.size(); ++i) {
+    if (qps_[i].device != device) continue;
     any = true;
-    if (q.health == QpHealth::kHealthy) q.health = QpHealth::kDraining;
+    if (qps_[i].health == QpHealth::kHealthy) SetHealth(static_cast<int>(i), QpHealth::kDraining);
   }
   if (!any) return Status::NotFound("VQP has no QP on device " + std::to_string(device));
   return Status::Ok();
@@ -254,10 +273,10 @@ Status VirtualQp::DrainDevice(int device) {
 
 Status VirtualQp::UndrainDevice(int device) {
   bool any = false;
-  for (PhysQp& q : qps_) {
-    if (q.device != device) continue;
+  for (size_t i = 0; i < qps_.size(); ++i) {
+    if (qps_[i].device != device) continue;
     any = true;
-    if (q.health == QpHealth::kDraining) q.health = QpHealth::kHealthy;
+    if (qps_[i].health == QpHealth::kDraining) SetHealth(static_cast<int>(i), QpHealth::kHealthy);
   }
   if (!any) return Status::NotFound("VQP has no QP on device " + std::to_string(device));
   Pump();
@@ -270,7 +289,7 @@ void VirtualQp::MarkDead(int qp_index, ibv_wc_status status) {
   if (status != IBV_WC_WR_FLUSH_ERR && q.death == IBV_WC_SUCCESS) q.death = status;
   if (q.death != IBV_WC_SUCCESS) last_error_ = q.death;
   if (q.health == QpHealth::kDead) return;
-  q.health = QpHealth::kDead;
+  SetHealth(qp_index, QpHealth::kDead);
   ++counters_.qps_died;
   if (healthy_data_qps() == 0) AbortAll(last_error_);
 }
@@ -304,9 +323,9 @@ void VirtualQp::OnCompletion(uint16_t qp_index, const ibv_wc& wc) {
     case WrKind::kUserRecv: OnRecvCompletion(qp_index, wc, kind, slot); break;
     default: ++counters_.protocol_errors; return;
   }
-  Pump();
-  ReportSends();
-  ReportRecvs();
+  if (retry_count_ > 0 || stalled_count_ > 0 || send_dispatch_ != send_tail_) Pump();
+  if (send_head_ != send_tail_) ReportSends();
+  if (recv_head_ != recv_tail_) ReportRecvs();
 }
 
 }  // namespace braid::vqp

@@ -105,7 +105,7 @@ class VirtualQp {
   int physical_device(int index) const { return qps_[static_cast<size_t>(index)].device; }
   QpHealth health(int index) const { return qps_[static_cast<size_t>(index)].health; }
   uint32_t outstanding(int index) const { return qps_[static_cast<size_t>(index)].outstanding; }
-  int healthy_data_qps() const;
+  int healthy_data_qps() const { return healthy_data_qps_; }
   // Operator drain of every QP on `device` (Healthy → Draining) and its undo.
   common::Status DrainDevice(int device);
   common::Status UndrainDevice(int device);
@@ -219,7 +219,8 @@ class VirtualQp {
   void OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t frag_slot);
   void FinishPiece(uint32_t frag_slot, ibv_wc_status status);
   void ReportSends();
-  SendEntry& Send(uint64_t index) { return sends_[index % sends_.size()]; }
+  SendEntry& Send(uint64_t index) { return sends_[index & ring_mask_]; }
+  uint32_t SlotOf(uint64_t index) const { return static_cast<uint32_t>(index & ring_mask_); }
   bool SeqWindowFull() const { return seq_next_ - seq_oldest_ >= seq_window_; }
   void SeqDone(uint32_t seq);
 
@@ -232,7 +233,8 @@ class VirtualQp {
   // One complete message; bit 63 of `bytes` marks a message the sender aborted.
   void Deliver(uint32_t imm, uint64_t bytes);
   void ReportRecvs();
-  RecvEntry& Recv(uint64_t index) { return recvs_[index % recvs_.size()]; }
+  void SetHealth(int qp_index, QpHealth health);
+  RecvEntry& Recv(uint64_t index) { return recvs_[index & ring_mask_]; }
 
   VirtualCq& cq_;
   VirtualQpConfig config_;
@@ -246,6 +248,9 @@ class VirtualQp {
   std::vector<uint32_t> remote_control_rkeys_;
   uint64_t remote_control_addr_ = 0;
   std::vector<uint32_t> reserved_;  // CQ entries reserved per CQ device
+  // (local device, peer device) pairs of the data QPs and of the message QP: the key checks.
+  std::vector<std::pair<uint32_t, uint32_t>> data_key_devices_;
+  std::pair<uint32_t, uint32_t> message_key_device_{0, 0};
 
   // Control region: pool slots, notify/tail payloads, single-QP receive slots, fence words.
   std::vector<uint8_t> control_;
@@ -254,7 +259,9 @@ class VirtualQp {
   size_t user_recv_base_ = 0;
   size_t fence_offset_ = 0;
 
-  // Send state.
+  // Send state. sends_ and recvs_ are power-of-two rings (ring_mask_); at most max_virtual_wrs
+  // entries are in use.
+  uint64_t ring_mask_ = 0;
   std::vector<SendEntry> sends_;
   uint64_t send_head_ = 0;
   uint64_t send_dispatch_ = 0;
@@ -268,6 +275,7 @@ class VirtualQp {
   size_t stalled_head_ = 0;
   size_t stalled_count_ = 0;
   uint32_t rr_ = 0;
+  int healthy_data_qps_ = 0;  // data QPs in Healthy
   uint32_t notify_seq_next_ = 0;
   uint32_t seq_next_ = 0;
   uint32_t seq_oldest_ = 0;

@@ -41,8 +41,8 @@ Status VirtualQp::PostPoolRecv(int qp_index, uint32_t pool_slot) {
 
 Status VirtualQp::PostRecv(const VirtualRecvWr& wr) {
   if (!connected_) return Status::FailedPrecondition("VQP is not connected");
-  if (recv_tail_ - recv_head_ == recvs_.size()) return Status::NoResource();
-  const auto slot = static_cast<uint32_t>(recv_tail_ % recvs_.size());
+  if (recv_tail_ - recv_head_ == config_.max_virtual_wrs) return Status::NoResource();
+  const uint32_t slot = SlotOf(recv_tail_);
   if (wr.length > 0 || !multi()) {
     // A SEND buffer (message QP), or a single-QP notification slot: a physical receive.
     PhysQp& q = qps_[static_cast<size_t>(message_qp())];

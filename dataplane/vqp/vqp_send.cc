@@ -54,19 +54,22 @@ static_assert(sizeof(Payload) == 16);
 Status VirtualQp::CheckKeys(uint32_t local, uint32_t remote, bool message_qp,
                             uint64_t length) const {
   if (length == 0) return Status::Ok();
-  const size_t first = message_qp ? static_cast<size_t>(this->message_qp()) : 0;
-  const size_t last = message_qp ? first + 1 : config_.num_qps;
-  for (size_t i = first; i < last; ++i) {
-    const PhysQp& q = qps_[i];
-    if (local_keys_.Get(local, static_cast<uint32_t>(q.device)) == 0) {
+  if (local_keys_.Complete(local) && (remote == UINT32_MAX || remote_keys_.Complete(remote))) {
+    return Status::Ok();  // a key for every device: nothing more to check
+  }
+  const std::span<const std::pair<uint32_t, uint32_t>> pairs =
+      message_qp ? std::span<const std::pair<uint32_t, uint32_t>>(&message_key_device_, 1)
+                 : std::span<const std::pair<uint32_t, uint32_t>>(data_key_devices_);
+  for (const auto& [device, remote_device] : pairs) {
+    if (local_keys_.Get(local, device) == 0) {
       return Status::InvalidArgument("T18: local key entry " + std::to_string(local) +
                                      " has no key for device " +
-                                     cq_.device(q.device).info().name);
+                                     cq_.device(static_cast<int>(device)).info().name);
     }
-    if (remote != UINT32_MAX && remote_keys_.Get(remote, q.remote_device) == 0) {
+    if (remote != UINT32_MAX && remote_keys_.Get(remote, remote_device) == 0) {
       return Status::InvalidArgument("T18: remote key entry " + std::to_string(remote) +
                                      " has no key for the peer's device " +
-                                     std::to_string(q.remote_device));
+                                     std::to_string(remote_device));
     }
   }
   return Status::Ok();
@@ -104,7 +107,7 @@ Status VirtualQp::ValidateSend(const VirtualSendWr& wr) const {
   const bool needs_remote = wr.opcode != IBV_WR_SEND && wr.opcode != IBV_WR_SEND_WITH_IMM;
   BRAID_RETURN_IF_ERROR(CheckKeys(wr.local_keys, needs_remote ? wr.remote_keys : UINT32_MAX,
                                   message, wr.length));
-  if (send_tail_ - send_head_ == sends_.size()) return Status::NoResource();
+  if (send_tail_ - send_head_ == config_.max_virtual_wrs) return Status::NoResource();
   if (message ? qps_[static_cast<size_t>(message_qp())].health == QpHealth::kDead
               : !AnyHealthyFor(WrKind::kFragment, -1)) {
     return Status::QpError(message ? "the message QP is dead" : "no healthy data QP (rule 2)");
@@ -115,8 +118,15 @@ Status VirtualQp::ValidateSend(const VirtualSendWr& wr) const {
 Status VirtualQp::PostSend(const VirtualSendWr& wr) {
   BRAID_RETURN_IF_ERROR(ValidateSend(wr));
   SendEntry& e = Send(send_tail_++);
-  e = SendEntry{};
   e.wr = wr;
+  e.next_offset = 0;
+  e.inflight = 0;
+  e.devices_used = 0;
+  e.notify_qp = -1;
+  e.status = IBV_WC_SUCCESS;
+  e.stage = Stage::kData;
+  e.aborted = false;
+  e.stalled = false;
   if (multi() && config_.scheme == Scheme::kSpray && wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM) {
     e.notify_seq = notify_seq_next_++;  // posting order = the peer's delivery order
   }
@@ -129,6 +139,7 @@ bool VirtualQp::AnyHealthyFor(WrKind kind, int device) const {
   if (kind == WrKind::kMessage) {
     return qps_[static_cast<size_t>(message_qp())].health == QpHealth::kHealthy;
   }
+  if (device < 0) return healthy_data_qps_ > 0;
   for (uint32_t i = 0; i < config_.num_qps; ++i) {
     if (qps_[i].health == QpHealth::kHealthy && (device < 0 || qps_[i].device == device)) {
       return true;
@@ -149,14 +160,14 @@ int VirtualQp::PickQp(WrKind kind, int device) const {
   const uint32_t n = config_.num_qps;
   int best = -1;
   bool any = false;
-  for (uint32_t k = 0; k < n; ++k) {
-    const uint32_t i = (rr_ + k) % n;
+  for (uint32_t k = 0, i = rr_; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
     const PhysQp& q = qps_[i];
     if (q.health != QpHealth::kHealthy || (device >= 0 && q.device != device)) continue;
     any = true;
     if (q.outstanding >= config_.qp_capacity) continue;
     if (best < 0 || q.outstanding_bytes < qps_[static_cast<size_t>(best)].outstanding_bytes) {
       best = static_cast<int>(i);
+      if (q.outstanding_bytes == 0) break;  // idle: nothing can beat it
     }
   }
   if (best >= 0) return best;
@@ -166,7 +177,7 @@ int VirtualQp::PickQp(WrKind kind, int device) const {
 void VirtualQp::Pump() {
   RetryPending();
   while (send_dispatch_ != send_tail_) {
-    if (!Advance(send_dispatch_ % sends_.size())) break;
+    if (!Advance(SlotOf(send_dispatch_))) break;
     ++send_dispatch_;
   }
   for (size_t n = stalled_count_; n > 0; --n) {
@@ -185,8 +196,7 @@ void VirtualQp::Pump() {
 // One step of a virtual send WR's life. Returns false when it is blocked on QP capacity.
 bool VirtualQp::Advance(uint32_t slot) {
   SendEntry& e = sends_[slot];
-  const bool at_cursor =
-      send_dispatch_ != send_tail_ && slot == send_dispatch_ % sends_.size();
+  const bool at_cursor = send_dispatch_ != send_tail_ && slot == SlotOf(send_dispatch_);
   const bool spray_notify = multi() && config_.scheme == Scheme::kSpray &&
                             e.wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
   for (;;) {
@@ -402,7 +412,9 @@ VirtualQp::PostResult VirtualQp::PostPiece(Fragment piece, int qp_index) {
   if (r != PostResult::kPosted) {
     free_frags_.push_back(fslot);
   } else if (qp_index < static_cast<int>(config_.num_qps)) {
-    rr_ = static_cast<uint32_t>(qp_index + 1) % config_.num_qps;  // ties rotate across QPs
+    rr_ = static_cast<uint32_t>(qp_index + 1) == config_.num_qps  // ties rotate across QPs
+              ? 0
+              : static_cast<uint32_t>(qp_index + 1);
   }
   return r;
 }
@@ -560,29 +572,39 @@ void VirtualQp::RetryPending() {
 }
 
 void VirtualQp::SeqDone(uint32_t seq) {
-  seq_done_[seq % seq_window_] = 1;
-  while (seq_oldest_ != seq_next_ && seq_done_[seq_oldest_ % seq_window_]) {
-    seq_done_[seq_oldest_ % seq_window_] = 0;
+  const uint32_t mask = seq_window_ - 1;  // a power of two
+  seq_done_[seq & mask] = 1;
+  while (seq_oldest_ != seq_next_ && seq_done_[seq_oldest_ & mask]) {
+    seq_done_[seq_oldest_ & mask] = 0;
     ++seq_oldest_;
   }
 }
 
 void VirtualQp::FinishPiece(uint32_t fslot, ibv_wc_status status) {
-  const Fragment f = frags_[fslot];
-  free_frags_.push_back(fslot);
-  SendEntry& e = sends_[f.send_slot];
+  const Fragment& f = frags_[fslot];
+  const uint32_t slot = f.send_slot;
+  SendEntry& e = sends_[slot];
   if (status != IBV_WC_SUCCESS) {
     e.status = Merge(e.status, status);
     e.aborted = true;
   }
-  if (f.kind == WrKind::kFragment && multi() && config_.scheme == Scheme::kDqplb &&
-      (f.tail || f.opcode == IBV_WR_RDMA_WRITE_WITH_IMM)) {
+  if (f.kind == WrKind::kFragment && f.opcode != IBV_WR_RDMA_WRITE && multi() &&
+      config_.scheme == Scheme::kDqplb && (f.tail || f.opcode == IBV_WR_RDMA_WRITE_WITH_IMM)) {
     SeqDone(f.seq);
   }
+  free_frags_.push_back(fslot);
   --e.inflight;
-  if (!Advance(f.send_slot) && !e.stalled) {
+  // Fast paths: pieces still out, or the last piece of a plain WR that needs no notify.
+  if (e.inflight > 0 && e.stage != Stage::kData && e.stage != Stage::kTail) return;
+  if (e.inflight == 0 && e.stage == Stage::kWaitData &&
+      !(multi() && config_.scheme == Scheme::kSpray &&
+        e.wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM)) {
+    e.stage = Stage::kDone;
+    return;
+  }
+  if (!Advance(slot) && !e.stalled) {
     e.stalled = true;
-    stalled_[(stalled_head_ + stalled_count_) % stalled_.size()] = f.send_slot;
+    stalled_[(stalled_head_ + stalled_count_) % stalled_.size()] = slot;
     ++stalled_count_;
   }
 }

@@ -276,7 +276,8 @@ TEST(GapRegressionNotesTest, N9_CardValidationAndMismatch) {
       {"no message qp", [](BusinessCard& c) { c.message_qp.reset(); }},
       {"no devices", [](BusinessCard& c) { c.devices.clear(); }},
       {"no address", [](BusinessCard& c) { c.devices[0].gid = verbs::Gid(); }},
-      {"mtu", [](BusinessCard& c) { c.data_qps[0].mtu = static_cast<ibv_mtu>(9); }},
+      {"mtu", [](BusinessCard& c) { c.data_qps[0].mtu = 9; }},
+      {"mtu zero", [](BusinessCard& c) { c.data_qps[0].mtu = 0; }},
   };
   for (const Case& k : cases) {
     BusinessCard c = good;
