@@ -39,7 +39,12 @@ bench: build
 	mkdir -p $(BUILD)/bench-results
 	$(BUILD)/bench/braid_soft_qp_bench --benchmark_out=$(BUILD)/bench-results/soft_qp_bench.json \
 	  --benchmark_out_format=json --benchmark_min_time=0.2
-	@echo "JSON: $(BUILD)/bench-results/soft_qp_bench.json"
+	$(BUILD)/bench/braid_vqp_overhead_bench \
+	  --benchmark_out=$(BUILD)/bench-results/vqp_overhead_bench.json \
+	  --benchmark_out_format=json --benchmark_min_time=0.5
+	bash bench/vqp_instructions.sh $(BUILD)/bench/braid_vqp_icount | \
+	  tee $(BUILD)/bench-results/vqp_instructions.txt
+	@echo "results: $(BUILD)/bench-results/"
 
 demo: build
 	$(BUILD)/examples/braid_soft_demo

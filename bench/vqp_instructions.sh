@@ -1,29 +1,27 @@
 #!/usr/bin/env bash
-# Instructions per operation of the virtual layer, counted by callgrind (repeatable, unlike time).
-# Collects only inside the benchmark's timed bodies and divides by the calls it saw:
-#   post:      instructions in BraidBenchPostBatch  / VirtualQp::PostSend calls
-#   complete:  instructions in BraidBenchPollAll    / VirtualQp::OnCompletion calls (physical)
-#   raw:       instructions in BraidBenchRawPostPoll / NullQp::PostSend calls
+# Instructions per operation of the virtual layer over the null provider, counted by callgrind
+# (repeatable, unlike time). vqp_icount performs an exact number of operations; callgrind collects
+# only inside PostOnly (posts), PollOnly (completions) or RawPostPoll (the provider alone).
 set -euo pipefail
-BIN=${1:-build/bench/braid_vqp_overhead_bench}
+BIN=${1:-build/bench/braid_vqp_icount}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-count() {  # count <toggle function> <benchmark regex> <function whose calls are the ops>
-  local out="$tmp/cg.$RANDOM"
-  valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$out" \
-    --toggle-collect="$1" "$BIN" --benchmark_filter="$2" --benchmark_min_time=0.01 >/dev/null 2>&1
-  local total calls
-  total=$(awk '/^summary:/{print $2}' "$out")
-  calls=$(awk -v fn="cfn=$3" 'index($0, fn) == 1 {getline; split($1, a, "="); s += a[2]} END {print s + 0}' "$out")
-  awk -v t="$total" -v c="$calls" 'BEGIN { if (c > 0) printf "%.1f", t / c; else printf "n/a" }'
+ir() {  # ir <shape> <function> -> "<instructions> <ops> <physical>"
+  local out="$tmp/cg"
+  local counts
+  counts=$(valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect="$2" \
+           "$BIN" "$1" 2>/dev/null)
+  echo "$(awk '/^summary:/{print $2}' "$out") $counts"
 }
 
-printf '%-34s %s\n' "operation" "instructions/op"
-printf '%-34s %s\n' "raw null post+poll" "$(count BraidBenchRawPostPoll '^raw/post_poll$' 'braid::testing::NullQp::PostSend')"
-for shape in write_1frag_1qp write_1frag_4qp write_16frag_4qp; do
-  printf '%-34s %s\n' "post $shape (per virtual WR)" \
-    "$(count BraidBenchPostBatch "^post/$shape\$" 'braid::vqp::VirtualQp::PostSend(')"
-  printf '%-34s %s\n' "complete $shape (per physical WC)" \
-    "$(count BraidBenchPollAll "^complete/$shape\$" 'braid::vqp::VirtualQp::OnCompletion(')"
+printf '%-22s %22s %30s\n' "shape" "post (per virtual WR)" "complete (per physical WC)"
+read -r t _ ops _ phys <<<"$(ir raw RawPostPoll)"
+printf '%-22s %22s %30s\n' "raw null post+poll" "$(awk -v t="$t" -v o="$ops" 'BEGIN{printf "%.1f", t/o}')" "(post and poll together)"
+for shape in 1frag_1qp 1frag_4qp 16frag_4qp; do
+  read -r tp _ ops _ phys <<<"$(ir "$shape" PostOnly)"
+  read -r tc _ _ _ _ <<<"$(ir "$shape" PollOnly)"
+  printf '%-22s %22s %30s\n' "write_$shape" \
+    "$(awk -v t="$tp" -v o="$ops" 'BEGIN{printf "%.1f", t/o}')" \
+    "$(awk -v t="$tc" -v p="$phys" 'BEGIN{printf "%.1f", t/p}')"
 done

@@ -9,8 +9,8 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config
   # rdma-core: verbs headers/library for the ibverbs provider
   libibverbs-dev ibverbs-providers
-  # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev
+  # tests and benchmarks (valgrind: instruction counts in `make bench`)
+  libgtest-dev libgmock-dev libbenchmark-dev valgrind
 )
 
 missing=()

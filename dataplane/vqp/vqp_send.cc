@@ -93,6 +93,12 @@ Status VirtualQp::ValidateSend(const VirtualSendWr& wr) const {
       return Status::InvalidArgument("opcode " + std::to_string(wr.opcode) +
                                      " is not supported on a virtual QP");
   }
+  if (wr.send_flags & ~static_cast<unsigned int>(IBV_SEND_SIGNALED)) {
+    // N7: a flag the virtual layer would not honour (FENCE, INLINE, SOLICITED, ...) is refused
+    // rather than silently dropped.
+    return Status::InvalidArgument("send flags other than IBV_SEND_SIGNALED are not supported on "
+                                   "a virtual QP (got " + std::to_string(wr.send_flags) + ")");
+  }
   if (multi() && !(wr.send_flags & IBV_SEND_SIGNALED)) {
     return Status::InvalidArgument(
         "T15: every operation on a multi-QP virtual QP must be signaled");
@@ -521,10 +527,15 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
                          (f.tail || f.opcode == IBV_WR_RDMA_WRITE_WITH_IMM);
   const bool stream_piece = f.kind == WrKind::kNotify && multi();
   const bool data_piece = f.kind == WrKind::kFragment && !f.tail;
+  // The budget limits re-posts of user data; stream pieces are re-posted while any data QP
+  // lives (a lost one would misalign the peer for good). Every re-post follows a QP's death, so
+  // they are bounded by the QP count either way.
+  const bool within_budget =
+      stream_piece || seq_piece || f.replays < std::max<uint32_t>(config_.retry_budget, 1);
   const bool replay = !destroying_ && f.kind != WrKind::kMessage &&
                       (stream_piece || seq_piece || f.kind == WrKind::kFence ||
                        (data_piece && config_.failover)) &&
-                      f.replays < std::max<uint32_t>(config_.retry_budget, 1) &&
+                      within_budget &&
                       AnyHealthyFor(f.kind == WrKind::kFence ? WrKind::kFence : WrKind::kFragment,
                                     f.kind == WrKind::kFence ? f.fence_device : -1);
   if (f.kind == WrKind::kFence && !replay) {

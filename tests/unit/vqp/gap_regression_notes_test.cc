@@ -234,6 +234,21 @@ TEST(GapRegressionNotesTest, N5_NotifiesArePipelined) {
   EXPECT_EQ(sa.size(), 6u);
 }
 
+// N7: send flags the virtual layer does not honour are refused, never silently dropped.
+TEST(GapRegressionNotesTest, N7_UnsupportedSendFlagsAreRefused) {
+  NullVqpBed nb(1, Config(Scheme::kSpray, 2));
+  ASSERT_TRUE(nb.status().ok());
+  for (unsigned flag : {unsigned{IBV_SEND_FENCE}, unsigned{IBV_SEND_INLINE},
+                        unsigned{IBV_SEND_SOLICITED}}) {
+    VirtualSendWr wr = nb.Write(1, 100);
+    wr.send_flags |= flag;
+    const common::Status s = nb.vqp().PostSend(wr);
+    EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << flag;
+    EXPECT_NE(s.message().find("not supported"), std::string_view::npos);
+  }
+  EXPECT_EQ(nb.vqp().pending_sends(), 0u);
+}
+
 // N8: a destroyed VQP destroys each of its physical QPs exactly once (nothing leaks).
 TEST(GapRegressionNotesTest, N8_DestroyReleasesEveryPhysicalQp) {
   Bufs bufs;
@@ -373,6 +388,23 @@ TEST(GapRegressionNotesTest, N15_CqTooSmallIsRefusedAtCreation) {
   EXPECT_EQ(v.status().code(), common::StatusCode::kFailedPrecondition);
   EXPECT_NE(v.status().message().find("N15"), std::string_view::npos) << v.status().ToString();
   EXPECT_EQ((*cq)->reserved(0), 0u) << "a refused VQP reserves nothing";
+}
+
+// N16: the fatal paths of the original (unknown QP in a completion, wr_id mismatch) are counted,
+// never fatal: a completion for a QP nobody registered is dropped and counted.
+TEST(GapRegressionNotesTest, N16_UnknownCompletionIsCountedNotFatal) {
+  NullVqpBed nb(1, Config(Scheme::kSpray, 2));
+  ASSERT_TRUE(nb.status().ok());
+  ibv_wc stray{};
+  stray.wr_id = WrTag::Encode(WrKind::kFragment, 3);
+  stray.status = IBV_WC_WR_FLUSH_ERR;
+  stray.qp_num = 0xABCDE;
+  nb.physical_cq(0).Push(stray);
+  VirtualWc out[2];
+  auto n = nb.cq().Poll(out);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 0);
+  EXPECT_EQ(nb.cq().unrouted_completions(), 1u);
 }
 
 }  // namespace

@@ -276,6 +276,8 @@ TEST(GapRegressionTest, T8_DqplbWindowBackPressureLosesNothing) {
     tb.PollBoth(1, &sa, &rb);
   }
   ASSERT_EQ(rb.size(), size_t{kMsgs});
+  std::printf("T8 window test: %llu arrivals parked\n",
+              static_cast<unsigned long long>(tb.b().vqp->counters().parked_arrivals));
   for (int i = 0; i < kMsgs; ++i) {
     EXPECT_EQ(rb[i].status, IBV_WC_SUCCESS);
     EXPECT_EQ(rb[i].imm_data, htonl(i));
@@ -430,6 +432,10 @@ TEST(GapRegressionTest, T14_QpsKeyedByDeviceAndQpNum) {
   ASSERT_EQ(s.size(), 1u);
   EXPECT_EQ(s[0].status, IBV_WC_SUCCESS);
   EXPECT_EQ(std::memcmp(bed.a().data(), bed.b().data(), 1'000'000), 0);
+  // Each completion was charged to the QP it came from: nothing is left outstanding anywhere,
+  // and every physical QP has its own route.
+  for (int i = 0; i < v.num_physical_qps(); ++i) EXPECT_EQ(v.outstanding(i), 0u) << "QP " << i;
+  EXPECT_EQ(tb.a().cq->registered_qps(), static_cast<size_t>(v.num_physical_qps()));
 }
 
 // T15: an unsignaled operation on a multi-QP VQP is rejected, write-with-imm included; a single-QP
