@@ -9,6 +9,8 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config
   # rdma-core: verbs headers/library for the ibverbs provider
   libibverbs-dev ibverbs-providers
+  # wire protocol
+  protobuf-compiler libprotobuf-dev
   # tests and benchmarks (valgrind: instruction counts in `make bench`)
   libgtest-dev libgmock-dev libbenchmark-dev valgrind
 )
