@@ -260,25 +260,23 @@ void VirtualQp::SetHealth(int qp_index, QpHealth health) {
   q.health = health;
 }
 
-Status VirtualQp::DrainDevice(int device) {
+Status VirtualQp::ChangeDeviceHealth(int device, QpHealth from, QpHealth to) {
   bool any = false;
   for (size_t i = 0; i < qps_.size(); ++i) {
     if (qps_[i].device != device) continue;
     any = true;
-    if (qps_[i].health == QpHealth::kHealthy) SetHealth(static_cast<int>(i), QpHealth::kDraining);
+    if (qps_[i].health == from) SetHealth(static_cast<int>(i), to);
   }
   if (!any) return Status::NotFound("VQP has no QP on device " + std::to_string(device));
   return Status::Ok();
 }
 
+Status VirtualQp::DrainDevice(int device) {
+  return ChangeDeviceHealth(device, QpHealth::kHealthy, QpHealth::kDraining);
+}
+
 Status VirtualQp::UndrainDevice(int device) {
-  bool any = false;
-  for (size_t i = 0; i < qps_.size(); ++i) {
-    if (qps_[i].device != device) continue;
-    any = true;
-    if (qps_[i].health == QpHealth::kDraining) SetHealth(static_cast<int>(i), QpHealth::kHealthy);
-  }
-  if (!any) return Status::NotFound("VQP has no QP on device " + std::to_string(device));
+  BRAID_RETURN_IF_ERROR(ChangeDeviceHealth(device, QpHealth::kDraining, QpHealth::kHealthy));
   Pump();
   ReportSends();
   return Status::Ok();

@@ -225,6 +225,7 @@ class VirtualQp {
   void SeqDone(uint32_t seq);
 
   // Receive path (vqp_recv.cc).
+  common::Status PostPhysicalRecv(int qp_index, WrKind kind, uint32_t slot, ibv_sge sge);
   common::Status PostPoolRecv(int qp_index, uint32_t pool_slot);
   void OnRecvCompletion(int qp_index, const ibv_wc& wc, WrKind kind, uint32_t slot);
   // Returns false when the arrival was parked (its pool receive must not be re-posted yet).
@@ -234,6 +235,8 @@ class VirtualQp {
   void Deliver(uint32_t imm, uint64_t bytes);
   void ReportRecvs();
   void SetHealth(int qp_index, QpHealth health);
+  // Moves every QP on `device` in health `from` to `to`; kNotFound when it has none there.
+  common::Status ChangeDeviceHealth(int device, QpHealth from, QpHealth to);
   RecvEntry& Recv(uint64_t index) { return recvs_[index & ring_mask_]; }
 
   VirtualCq& cq_;

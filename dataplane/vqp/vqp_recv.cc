@@ -5,38 +5,34 @@
 #include <string>
 
 #include "dataplane/vqp/virtual_qp.h"
+#include "dataplane/vqp/vqp_wire.h"
 
 namespace braid::vqp {
 
 using common::Status;
+using wire::kAbortedFlag;
+using wire::kSeqMask;
+using wire::kTailBit;
+using wire::kVoidBit;
+using wire::Payload;
 
-namespace {
-
-constexpr uint32_t kSeqMask = 0xFFFFFF;
-constexpr uint32_t kTailBit = 1u << 31;
-constexpr uint32_t kVoidBit = 1u << 30;
-constexpr uint32_t kAbortedFlag = 1;
-
-struct Payload {
-  uint64_t bytes;
-  uint32_t value;
-  uint32_t flags;
-};
-
-}  // namespace
-
-Status VirtualQp::PostPoolRecv(int qp_index, uint32_t pool_slot) {
+Status VirtualQp::PostPhysicalRecv(int qp_index, WrKind kind, uint32_t slot, ibv_sge sge) {
   PhysQp& q = qps_[static_cast<size_t>(qp_index)];
-  ibv_sge sge{control_addr(PoolSlotOffset(pool_slot)), 16,
-              control_mrs_[static_cast<size_t>(q.device)]->lkey()};
   ibv_recv_wr wr{};
-  wr.wr_id = WrTag::Encode(WrKind::kPoolRecv, pool_slot);
+  wr.wr_id = WrTag::Encode(kind, slot);
   wr.sg_list = &sge;
   wr.num_sge = 1;
   ibv_recv_wr* bad = nullptr;
   BRAID_RETURN_IF_ERROR(q.qp->PostRecv(&wr, &bad));
   ++q.posted_recvs;
   return Status::Ok();
+}
+
+Status VirtualQp::PostPoolRecv(int qp_index, uint32_t pool_slot) {
+  const int device = qps_[static_cast<size_t>(qp_index)].device;
+  return PostPhysicalRecv(qp_index, WrKind::kPoolRecv, pool_slot,
+                          {control_addr(PoolSlotOffset(pool_slot)), 16,
+                           control_mrs_[static_cast<size_t>(device)]->lkey()});
 }
 
 Status VirtualQp::PostRecv(const VirtualRecvWr& wr) {
@@ -60,13 +56,7 @@ Status VirtualQp::PostRecv(const VirtualRecvWr& wr) {
       sge = {control_addr(UserRecvSlotOffset(slot)), 16,
              control_mrs_[static_cast<size_t>(q.device)]->lkey()};
     }
-    ibv_recv_wr pwr{};
-    pwr.wr_id = WrTag::Encode(WrKind::kUserRecv, slot);
-    pwr.sg_list = &sge;
-    pwr.num_sge = 1;
-    ibv_recv_wr* bad = nullptr;
-    BRAID_RETURN_IF_ERROR(q.qp->PostRecv(&pwr, &bad));
-    ++q.posted_recvs;
+    BRAID_RETURN_IF_ERROR(PostPhysicalRecv(message_qp(), WrKind::kUserRecv, slot, sge));
   }
   RecvEntry& r = Recv(recv_tail_++);
   r = RecvEntry{};

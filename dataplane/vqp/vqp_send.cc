@@ -6,17 +6,19 @@
 #include <string>
 
 #include "dataplane/vqp/virtual_qp.h"
+#include "dataplane/vqp/vqp_wire.h"
 
 namespace braid::vqp {
 
 using common::Status;
+using wire::kAbortedFlag;
+using wire::kSeqMask;
+using wire::kTailBit;
+using wire::kVoidBit;
+using wire::Payload;
 
 namespace {
 
-constexpr uint32_t kSeqMask = 0xFFFFFF;
-constexpr uint32_t kTailBit = 1u << 31;
-constexpr uint32_t kVoidBit = 1u << 30;
-constexpr uint32_t kAbortedFlag = 1;
 constexpr uint64_t kMaxSendBytes = 1ull << 30;  // SEND is not fragmented (rule 15)
 
 bool IsMessageOp(ibv_wr_opcode op) {
@@ -42,12 +44,6 @@ ibv_wc_status Merge(ibv_wc_status current, ibv_wc_status incoming) {
   return current;
 }
 
-struct Payload {  // notify / tail payload: 16 bytes in the control region
-  uint64_t bytes;
-  uint32_t value;  // SPRAY: notify seq; DQPLB: the user's immediate
-  uint32_t flags;
-};
-static_assert(sizeof(Payload) == 16);
 
 }  // namespace
 

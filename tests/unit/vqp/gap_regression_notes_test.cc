@@ -8,6 +8,7 @@
 
 #include "dataplane/soft/soft_device.h"
 #include "tests/testutil/null_vqp_bed.h"
+#include "tests/testutil/small_vqp_config.h"
 #include "tests/testutil/vqp_testbed.h"
 
 namespace braid::vqp {
@@ -18,16 +19,8 @@ using testing::VqpTestbed;
 
 constexpr size_t kBytes = 4 << 20;
 
-VirtualQpConfig Config(Scheme scheme, uint32_t qps) {
-  VirtualQpConfig c;
-  c.scheme = scheme;
-  c.num_qps = qps;
-  c.fragment_size = 16384;
-  c.qp_capacity = 16;
-  c.max_virtual_wrs = 64;
-  c.timeout = 4;
-  c.retry_cnt = 1;
-  return c;
+VirtualQpConfig Config(Scheme scheme, uint32_t qps, bool failover = true) {
+  return testing::SmallVqpConfig(scheme, qps, failover);
 }
 
 struct Bufs {
@@ -331,6 +324,31 @@ TEST(GapRegressionNotesTest, N11_SchedulerInterleavesDevices) {
     EXPECT_EQ(nb.qp(i).sends() - before[i], 2u) << "QP " << i;
     EXPECT_EQ(nb.vqp().physical_device(i), i % 2) << "QPs alternate devices";
   }
+}
+
+// Rule 5 (the part this layer owns): an operator drains a device, its QPs take no new work while
+// the rest carry on; re-admitted, they are used again.
+TEST(GapRegressionNotesTest, Rule5_DrainAndReadmitDevice) {
+  NullVqpBed nb(2, Config(Scheme::kSpray, 4));
+  ASSERT_TRUE(nb.status().ok());
+  ASSERT_TRUE(nb.vqp().DrainDevice(1).ok());
+  EXPECT_EQ(nb.vqp().health(1), QpHealth::kDraining);
+  EXPECT_EQ(nb.vqp().healthy_data_qps(), 2);
+  std::vector<uint64_t> before;
+  for (int i = 0; i < 4; ++i) before.push_back(nb.qp(i).sends());
+  ASSERT_TRUE(nb.vqp().PostSend(nb.Write(1, 8 * 16384)).ok());
+  VirtualWc out[4];
+  ASSERT_EQ(*nb.cq().Poll(out), 1);
+  EXPECT_EQ(out[0].status, IBV_WC_SUCCESS);
+  EXPECT_EQ(nb.qp(1).sends(), before[1]) << "drained";
+  EXPECT_EQ(nb.qp(3).sends(), before[3]) << "drained";
+  EXPECT_EQ(nb.qp(0).sends() + nb.qp(2).sends() - before[0] - before[2], 8u);
+  ASSERT_TRUE(nb.vqp().UndrainDevice(1).ok());
+  EXPECT_EQ(nb.vqp().healthy_data_qps(), 4);
+  ASSERT_TRUE(nb.vqp().PostSend(nb.Write(2, 8 * 16384)).ok());
+  ASSERT_EQ(*nb.cq().Poll(out), 1);
+  EXPECT_GT(nb.qp(1).sends(), before[1]) << "re-admitted";
+  EXPECT_EQ(nb.vqp().DrainDevice(7).code(), common::StatusCode::kNotFound);
 }
 
 // N12: SENDs and write-with-imm messages never share a receive queue with the pools.

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "tests/testutil/null_vqp_bed.h"
+#include "tests/testutil/small_vqp_config.h"
 #include "tests/testutil/vqp_testbed.h"
 #include "tests/unit/vqp/alloc_counter.h"
 
@@ -23,16 +24,7 @@ using testing::VqpTestbed;
 constexpr size_t kBytes = 4 << 20;
 
 VirtualQpConfig Config(Scheme scheme, uint32_t qps, bool failover = true) {
-  VirtualQpConfig c;
-  c.scheme = scheme;
-  c.num_qps = qps;
-  c.fragment_size = 16384;
-  c.qp_capacity = 16;
-  c.max_virtual_wrs = 64;
-  c.failover = failover;
-  c.timeout = 4;
-  c.retry_cnt = 1;
-  return c;
+  return testing::SmallVqpConfig(scheme, qps, failover);
 }
 
 class SimBed {
