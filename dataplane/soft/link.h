@@ -2,7 +2,10 @@
 //
 // A Fabric carries packets between soft devices (the in-memory SimFabric for deterministic tests;
 // a TCP fabric between processes). A connected soft QP owns one Channel: its outbound path to the
-// remote QP. Inbound packets are handed to SoftDevice::Deliver by the fabric.
+// remote QP. An inbound message is handed over in two steps, so a stream link can receive the
+// payload straight into its final place: SoftDevice::BeginInbound(header) checks it and says where
+// the payload goes (Placement); the link puts the bytes there; SoftDevice::EndInbound(header)
+// completes it (completions, then the ACK: acknowledgement after placement).
 //
 // Threading: a fabric and every device attached to it are driven by one thread (progress runs
 // inside Cq::Poll and Qp::Post*). Time comes from the fabric (virtual in the sim, monotonic on TCP).
@@ -11,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "dataplane/common/result.h"
 #include "dataplane/soft/packet.h"
@@ -24,9 +28,10 @@ class SoftDevice;
 class Channel {
  public:
   virtual ~Channel() = default;
-  // A packet to fill and Transmit (pooled by the fabric; its payload keeps its capacity).
-  virtual std::unique_ptr<Packet> NewPacket() = 0;
-  virtual void Transmit(std::unique_ptr<Packet> packet) = 0;
+  // Sends `header` followed by the bytes of `payload` (header.payload_len in all), gathered from
+  // where they are: a link may read them after this call returns (zero copy). The QP keeps them
+  // valid until the WR they belong to completes (responses: while the region is registered).
+  virtual void Transmit(const PacketHeader& header, std::span<const iovec> payload) = 0;
 };
 
 class Fabric {

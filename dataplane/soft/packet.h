@@ -1,13 +1,16 @@
 // Packet: one RC transport message between two soft QPs.
 //
 // The soft RC protocol is message-based: one request per send WR (one PSN per message, 24 bits),
-// answered by a cumulative ACK, a NAK, a READ response or an ATOMIC response. This struct is the
-// in-memory form; a byte-level wire encoding for stream links is defined separately.
+// answered by a cumulative ACK, a NAK, a READ response or an ATOMIC response. PacketHeader is the
+// in-memory form of a message's header; the byte-level encoding for stream links is wire_format.h.
 #ifndef BRAID_DATAPLANE_SOFT_PACKET_H_
 #define BRAID_DATAPLANE_SOFT_PACKET_H_
 
 #include <infiniband/verbs.h>
 
+#include <sys/uio.h>
+
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -23,14 +26,17 @@ enum class NakCode : uint8_t {
   kRemoteOperational,  // responder-side failure (bad receive lkey) → IBV_WC_REM_OP_ERR
 };
 
-struct Packet {
+// Everything of a message but its payload. `payload_len` bytes of payload follow it on the wire
+// (WRITE/SEND data, READ response data); `length` is the operation's length (for a READ request,
+// the bytes asked for, with no payload).
+struct PacketHeader {
   PacketType type = PacketType::kRequest;
   uint32_t src_qpn = 0;
   uint32_t dst_qpn = 0;
   uint32_t psn = 0;  // request: its PSN; response: the PSN it answers
   // Requests.
   ibv_wr_opcode opcode = IBV_WR_RDMA_WRITE;
-  uint32_t length = 0;  // bytes carried (WRITE/SEND) or asked for (READ); 8 for atomics
+  uint32_t length = 0;
   uint64_t remote_addr = 0;
   uint32_t rkey = 0;
   uint32_t imm_data = 0;  // network byte order, verbatim from the WR
@@ -41,8 +47,22 @@ struct Packet {
   uint8_t rnr_timer = 0;  // the responder's min_rnr_timer code
   // ATOMIC response: the value found at the target before the operation.
   uint64_t atomic_orig = 0;
-  // WRITE / SEND data, READ response data.
+  uint32_t payload_len = 0;
+};
+
+// A stored message (the in-memory link keeps its copies in these).
+struct Packet {
+  PacketHeader header;
   std::vector<uint8_t> payload;
+};
+
+// Where an inbound message's payload goes, decided by the receiving QP after its checks: up to
+// `count` byte ranges, filled in order. Bytes beyond them (or all of them, when count is 0) are
+// discarded by the link.
+struct Placement {
+  static constexpr uint32_t kMaxRanges = 17;
+  std::array<iovec, kMaxRanges> iov{};
+  uint32_t count = 0;
 };
 
 // 24-bit PSN arithmetic.

@@ -130,30 +130,31 @@ bool SoftQp::CheckLocalKeys(const SendWqe& w) const {
 }
 
 void SoftQp::TransmitWqe(SendWqe& w) {
-  std::unique_ptr<Packet> p = NewPacket(PacketType::kRequest, w.psn);
-  p->opcode = w.opcode;
-  p->length = w.length;
-  p->remote_addr = w.remote_addr;
-  p->rkey = w.rkey;
-  p->imm_data = w.imm_data;
-  p->compare_add = w.compare_add;
-  p->swap = w.swap;
-  p->payload.clear();
-  if (!NeedsResponse(w.opcode)) {
-    p->payload.resize(w.length);
+  PacketHeader h = MakeHeader(PacketType::kRequest, w.psn);
+  h.opcode = w.opcode;
+  h.length = w.length;
+  h.remote_addr = w.remote_addr;
+  h.rkey = w.rkey;
+  h.imm_data = w.imm_data;
+  h.compare_add = w.compare_add;
+  h.swap = w.swap;
+  // The payload is gathered from where it is: registered memory, or the WQE's inline copy.
+  std::array<iovec, kMaxSge> iov;
+  size_t n = 0;
+  if (!NeedsResponse(w.opcode) && w.length > 0) {
+    h.payload_len = w.length;
     if (w.is_inline) {
-      std::memcpy(p->payload.data(), w.inline_data.data(), w.length);
+      iov[n++] = {w.inline_data.data(), w.length};
     } else {
-      uint64_t off = 0;
       for (uint32_t i = 0; i < w.num_sge; ++i) {
-        std::memcpy(p->payload.data() + off, reinterpret_cast<const void*>(w.sge[i].addr),
-                    w.sge[i].length);
-        off += w.sge[i].length;
+        if (w.sge[i].length > 0) {
+          iov[n++] = {reinterpret_cast<void*>(w.sge[i].addr), w.sge[i].length};
+        }
       }
     }
   }
   w.transmitted = true;
-  channel_->Transmit(std::move(p));
+  channel_->Transmit(h, std::span<const iovec>(iov.data(), n));
 }
 
 void SoftQp::Pump() {
@@ -223,22 +224,46 @@ void SoftQp::OnAck(uint32_t psn) {
   OnAckProgress();
 }
 
-void SoftQp::OnReadResponse(const Packet& p) {
+// A READ response's data goes straight into the WR's local SGEs.
+void SoftQp::BeginResponse(const PacketHeader& p, Placement* placement) {
+  if (p.type != PacketType::kReadResponse) return;
+  for (uint64_t i = sq_head_; i != sq_tx_; ++i) {
+    const SendWqe& w = Sq(i);
+    if (w.psn != p.psn) continue;
+    if (w.opcode != IBV_WR_RDMA_READ || w.done) return;  // a duplicate: discard
+    uint64_t left = std::min<uint64_t>(p.payload_len, w.length);
+    for (uint32_t s = 0; s < w.num_sge && left > 0; ++s) {
+      const uint64_t n = std::min<uint64_t>(w.sge[s].length, left);
+      placement->iov[placement->count++] = {reinterpret_cast<void*>(w.sge[s].addr), n};
+      left -= n;
+    }
+    inbound_.verdict = Verdict::kExecute;
+    return;
+  }
+}
+
+void SoftQp::EndResponse(const PacketHeader& p) {
+  switch (p.type) {
+    case PacketType::kAck: OnAck(p.psn); break;
+    case PacketType::kNak: OnNak(p); break;
+    case PacketType::kReadResponse:
+      if (inbound_.verdict == Verdict::kExecute) OnReadResponse(p);
+      break;
+    case PacketType::kAtomicResponse: OnAtomicResponse(p); break;
+    case PacketType::kRequest: break;
+  }
+}
+
+void SoftQp::OnReadResponse(const PacketHeader& p) {
   const uint64_t i = AckBefore(p.psn, /*inclusive=*/false);
   if (i == sq_tx_) return;
   SendWqe& w = Sq(i);
-  if (w.psn != p.psn || w.opcode != IBV_WR_RDMA_READ || w.done) return;  // duplicate
-  uint64_t off = 0;
-  for (uint32_t s = 0; s < w.num_sge && off < p.payload.size(); ++s) {
-    const uint64_t n = std::min<uint64_t>(w.sge[s].length, p.payload.size() - off);
-    std::memcpy(reinterpret_cast<void*>(w.sge[s].addr), p.payload.data() + off, n);
-    off += n;
-  }
-  w.done = true;
+  if (w.psn != p.psn || w.opcode != IBV_WR_RDMA_READ || w.done) return;
+  w.done = true;  // the data was placed by the link before this call
   OnAckProgress();
 }
 
-void SoftQp::OnAtomicResponse(const Packet& p) {
+void SoftQp::OnAtomicResponse(const PacketHeader& p) {
   const uint64_t i = AckBefore(p.psn, /*inclusive=*/false);
   if (i == sq_tx_) return;
   SendWqe& w = Sq(i);
@@ -248,7 +273,7 @@ void SoftQp::OnAtomicResponse(const Packet& p) {
   OnAckProgress();
 }
 
-void SoftQp::OnNak(const Packet& p) {
+void SoftQp::OnNak(const PacketHeader& p) {
   const uint64_t i = AckBefore(p.psn, /*inclusive=*/false);
   if (i == sq_tx_) return;
   SendWqe& w = Sq(i);

@@ -1,6 +1,7 @@
 #include "dataplane/soft/sim_fabric.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "dataplane/soft/soft_device.h"
 #include "dataplane/soft/soft_qp.h"
@@ -25,8 +26,17 @@ class SimFabric::SimChannel final : public Channel {
     fabric_->RemoveChannel(this);
   }
 
-  std::unique_ptr<Packet> NewPacket() override { return fabric_->Acquire(); }
-  void Transmit(std::unique_ptr<Packet> packet) override {
+  void Transmit(const PacketHeader& header, std::span<const iovec> payload) override {
+    // The in-memory link keeps a copy: the bytes as they were when sent, like a wire would.
+    std::unique_ptr<Packet> packet = fabric_->Acquire();
+    packet->header = header;
+    packet->payload.resize(header.payload_len);
+    size_t off = 0;
+    for (const iovec& v : payload) {
+      const size_t n = std::min(v.iov_len, packet->payload.size() - off);
+      std::memcpy(packet->payload.data() + off, v.iov_base, n);
+      off += n;
+    }
     fabric_->Enqueue(this, std::move(packet));
   }
 
@@ -255,7 +265,17 @@ bool SimFabric::DeliverDue(int* budget) {
       ++dropped_;
     } else {
       ++delivered_;
-      dst->device->Deliver(*f.packet);  // may transmit replies and even destroy nothing else
+      // Two steps, as a stream link does: the QP checks and says where the payload goes, the
+      // link places it, then the QP completes (and acknowledges).
+      const PacketHeader& h = f.packet->header;
+      const Placement placement = dst->device->BeginInbound(h);
+      size_t off = 0;
+      for (uint32_t i = 0; i < placement.count && off < f.packet->payload.size(); ++i) {
+        const size_t n = std::min(placement.iov[i].iov_len, f.packet->payload.size() - off);
+        std::memcpy(placement.iov[i].iov_base, f.packet->payload.data() + off, n);
+        off += n;
+      }
+      dst->device->EndInbound(h);
     }
     Recycle(std::move(f.packet));
   }

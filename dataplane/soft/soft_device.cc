@@ -100,13 +100,19 @@ SoftQp* SoftDevice::FindQp(uint32_t qp_num) const {
   return it == qps_.end() ? nullptr : it->second;
 }
 
-void SoftDevice::Deliver(const Packet& packet) {
-  SoftQp* qp = FindQp(packet.dst_qpn);
+Placement SoftDevice::BeginInbound(const PacketHeader& header) {
+  Placement placement;
+  SoftQp* qp = FindQp(header.dst_qpn);
   if (qp == nullptr) {
     ++dropped_unknown_qp_;
-    return;
+    return placement;
   }
-  qp->OnPacket(packet);
+  qp->BeginInbound(header, &placement);
+  return placement;
+}
+
+void SoftDevice::EndInbound(const PacketHeader& header) {
+  if (SoftQp* qp = FindQp(header.dst_qpn)) qp->EndInbound(header);
 }
 
 void SoftDevice::FireTimers(uint64_t now_ns) {

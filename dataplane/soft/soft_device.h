@@ -46,8 +46,10 @@ class SoftDevice final : public verbs::Device {
   void RegisterQp(SoftQp* qp);
   void UnregisterQp(uint32_t qp_num);
   SoftQp* FindQp(uint32_t qp_num) const;
-  // Hands an inbound packet to its QP; packets for unknown QPs are dropped (counted).
-  void Deliver(const Packet& packet);
+  // An inbound message, in two steps (see link.h). A message for an unknown QP gets an empty
+  // placement (its payload is discarded) and is counted.
+  Placement BeginInbound(const PacketHeader& header);
+  void EndInbound(const PacketHeader& header);
   void FireTimers(uint64_t now_ns);
   uint64_t NextDeadline() const;
   uint64_t dropped_unknown_qp() const { return dropped_unknown_qp_; }

@@ -112,23 +112,24 @@ Status SoftQp::PostRecv(ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
   return Status::Ok();
 }
 
-void SoftQp::OnPacket(const Packet& packet) {
+void SoftQp::BeginInbound(const PacketHeader& h, Placement* placement) {
+  inbound_ = Inbound{};
   if (state_ != QpState::kRtr && state_ != QpState::kRts) return;  // as an HCA: ignored
-  if (packet.src_qpn != remote_.qp_num) return;                     // not our peer
-  switch (packet.type) {
-    case PacketType::kRequest: OnRequest(packet); break;
-    case PacketType::kAck:
-      if (state_ == QpState::kRts) OnAck(packet.psn);
-      break;
-    case PacketType::kNak:
-      if (state_ == QpState::kRts) OnNak(packet);
-      break;
-    case PacketType::kReadResponse:
-      if (state_ == QpState::kRts) OnReadResponse(packet);
-      break;
-    case PacketType::kAtomicResponse:
-      if (state_ == QpState::kRts) OnAtomicResponse(packet);
-      break;
+  if (h.src_qpn != remote_.qp_num) return;                          // not our peer
+  if (h.type == PacketType::kRequest) {
+    BeginRequest(h, placement);
+  } else if (state_ == QpState::kRts) {
+    BeginResponse(h, placement);
+  }
+}
+
+void SoftQp::EndInbound(const PacketHeader& h) {
+  if (state_ != QpState::kRtr && state_ != QpState::kRts) return;
+  if (h.src_qpn != remote_.qp_num) return;
+  if (h.type == PacketType::kRequest) {
+    EndRequest(h);
+  } else if (state_ == QpState::kRts) {
+    EndResponse(h);
   }
 }
 
@@ -148,13 +149,13 @@ void SoftQp::OnTimer(uint64_t now_ns) {
   if (retransmit_deadline_ <= now_ns) OnRetransmitTimeout();
 }
 
-std::unique_ptr<Packet> SoftQp::NewPacket(PacketType type, uint32_t psn) {
-  std::unique_ptr<Packet> p = channel_->NewPacket();
-  p->type = type;
-  p->src_qpn = qp_num_;
-  p->dst_qpn = remote_.qp_num;
-  p->psn = psn;
-  return p;
+PacketHeader SoftQp::MakeHeader(PacketType type, uint32_t psn) const {
+  PacketHeader h;
+  h.type = type;
+  h.src_qpn = qp_num_;
+  h.dst_qpn = remote_.qp_num;
+  h.psn = psn;
+  return h;
 }
 
 void SoftQp::CompleteSend(const SendWqe& wqe, ibv_wc_status status) {

@@ -53,8 +53,9 @@ class SoftQp final : public verbs::Qp {
   common::Status PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) override;
   common::Status PostRecv(ibv_recv_wr* wr, ibv_recv_wr** bad_wr) override;
 
-  // Provider-internal: called by the device.
-  void OnPacket(const Packet& packet);
+  // Provider-internal: called by the device. An inbound message in two steps (see link.h).
+  void BeginInbound(const PacketHeader& header, Placement* placement);
+  void EndInbound(const PacketHeader& header);
   void OnTimer(uint64_t now_ns);
   // Earliest time OnTimer has work (UINT64_MAX: none).
   uint64_t next_deadline() const;
@@ -87,6 +88,20 @@ class SoftQp final : public verbs::Qp {
     uint32_t num_sge = 0;
     std::array<ibv_sge, kMaxSge> sge{};
   };
+  // What BeginInbound decided, for EndInbound (one inbound message at a time per QP).
+  enum class Verdict : uint8_t {
+    kIgnore,     // wrong state, not our peer, out of sequence or stale: nothing to do
+    kDuplicate,  // an already executed request: answer it again, never execute it twice
+    kExecute,    // checks passed: complete it
+    kRnr,        // no receive posted: RNR NAK
+    kFail,       // class C error: NAK `nak`, QP to ERR
+    kFailRecv,   // a receive is consumed in error (`recv_error`), then as kFail
+  };
+  struct Inbound {
+    Verdict verdict = Verdict::kIgnore;
+    NakCode nak = NakCode::kRnr;
+    ibv_wc_status recv_error = IBV_WC_SUCCESS;
+  };
   struct AtomicResult {
     uint32_t psn = 0;
     uint64_t orig = 0;
@@ -99,10 +114,12 @@ class SoftQp final : public verbs::Qp {
   void Pump();
   bool CheckLocalKeys(const SendWqe& wqe) const;
   void TransmitWqe(SendWqe& wqe);
+  void BeginResponse(const PacketHeader& header, Placement* placement);
+  void EndResponse(const PacketHeader& header);
   void OnAck(uint32_t psn);
-  void OnReadResponse(const Packet& packet);
-  void OnAtomicResponse(const Packet& packet);
-  void OnNak(const Packet& packet);
+  void OnReadResponse(const PacketHeader& header);
+  void OnAtomicResponse(const PacketHeader& header);
+  void OnNak(const PacketHeader& header);
   // Marks every transmitted WQE before `psn` acknowledged (except READ/ATOMIC, which need their
   // response) and returns the slot index holding `psn`, or tail when none does.
   uint64_t AckBefore(uint32_t psn, bool inclusive);
@@ -113,22 +130,25 @@ class SoftQp final : public verbs::Qp {
   SendWqe& Sq(uint64_t index) { return sq_[index % sq_.size()]; }
 
   // Responder (rc_responder.cc).
-  void OnRequest(const Packet& packet);
-  void Execute(const Packet& packet);
+  void BeginRequest(const PacketHeader& header, Placement* placement);
+  void EndRequest(const PacketHeader& header);
   void Reply(PacketType type, uint32_t psn, NakCode nak = NakCode::kRnr);
-  void ReplyRead(const Packet& request);
+  void ReplyRead(const PacketHeader& request);
   void ReplyAtomic(uint32_t psn, uint64_t orig);
   void FailResponder(NakCode nak, uint32_t psn);
-  void CompleteRecv(uint64_t wr_id, ibv_wc_opcode opcode, const Packet& packet, bool with_imm);
-  bool ScatterToRecv(const Packet& packet, RecvWqe& wqe, ibv_wc_status* status);
+  // Checks the receive's SGEs for `length` bytes and lays them out in `placement`.
+  bool PlaceInRecv(uint32_t length, const RecvWqe& wqe, Placement* placement,
+                   ibv_wc_status* status) const;
+  void CompleteRecv(uint64_t wr_id, ibv_wc_opcode opcode, const PacketHeader& header,
+                    bool with_imm);
   RecvWqe& Rq(uint64_t index) { return rq_[index % rq_.size()]; }
 
   // Both.
   void EnterError();
   void FlushAll();
   void CompleteSend(const SendWqe& wqe, ibv_wc_status status);
-  // A packet addressed to the peer QP (header filled in; the rest is the caller's).
-  std::unique_ptr<Packet> NewPacket(PacketType type, uint32_t psn);
+  // A header addressed to the peer QP (the rest is the caller's).
+  PacketHeader MakeHeader(PacketType type, uint32_t psn) const;
   bool RequireState(verbs::QpState from) const { return state_ == from; }
 
   SoftDevice* device_;
@@ -164,6 +184,7 @@ class SoftQp final : public verbs::Qp {
   uint32_t expected_psn_ = 0;
   uint8_t min_rnr_timer_ = 12;
   std::array<AtomicResult, 16> atomic_cache_{};
+  Inbound inbound_;
   uint32_t atomic_cache_next_ = 0;
 };
 
