@@ -61,7 +61,7 @@ struct Packet {
 // discarded by the link.
 struct Placement {
   static constexpr uint32_t kMaxRanges = 17;
-  std::array<iovec, kMaxRanges> iov{};
+  std::array<iovec, kMaxRanges> iov;  // only the first `count` are meaningful (left uninitialized)
   uint32_t count = 0;
 };
 
