@@ -1,0 +1,57 @@
+// The soft RC wire format for stream links (TCP): a fixed 64-byte frame header, little-endian,
+// followed by `payload_len` bytes of payload. Versioned; specified in doc/soft_wire_format.md.
+//
+// Parsing never trusts its input: DecodeFrameHeader() checks magic, version, type, opcode, NAK
+// code and lengths and returns a reason for every refusal; it never aborts or reads past `bytes`.
+// Threading: pure functions.
+#ifndef BRAID_DATAPLANE_SOFT_WIRE_FORMAT_H_
+#define BRAID_DATAPLANE_SOFT_WIRE_FORMAT_H_
+
+#include <array>
+#include <cstdint>
+#include <span>
+
+#include "dataplane/soft/packet.h"
+#include "dataplane/verbs/gid.h"
+
+namespace braid::soft::wire {
+
+inline constexpr uint32_t kFrameMagic = 0x44494142;  // "BAID" little-endian
+inline constexpr uint16_t kVersion = 1;
+inline constexpr size_t kFrameHeaderBytes = 64;
+inline constexpr uint32_t kMaxPayload = 1u << 31;  // one message, as the soft QP's max_msg_sz
+
+enum class DecodeError : uint8_t {
+  kOk,
+  kTruncated,      // fewer than kFrameHeaderBytes
+  kBadMagic,
+  kBadVersion,
+  kBadType,
+  kBadOpcode,
+  kBadNak,
+  kOversized,      // payload_len above kMaxPayload
+  kBadLength,      // payload_len inconsistent with the message type
+};
+const char* DecodeErrorName(DecodeError error);
+
+using FrameHeaderBytes = std::array<uint8_t, kFrameHeaderBytes>;
+
+void EncodeFrameHeader(const PacketHeader& header, FrameHeaderBytes* out);
+DecodeError DecodeFrameHeader(std::span<const uint8_t> bytes, PacketHeader* out);
+
+// The first message of a connection: who is calling whom. Also 64 bytes.
+struct Hello {
+  verbs::Gid src_gid;
+  uint32_t src_qpn = 0;
+  uint32_t dst_qpn = 0;
+  uint32_t src_send_psn = 0;  // the PSN the caller starts sending at (the callee's expected PSN)
+  uint64_t epoch = 0;         // bumped by the upper layer on every reconnect (0: none)
+};
+inline constexpr size_t kHelloBytes = 64;
+using HelloBytes = std::array<uint8_t, kHelloBytes>;
+void EncodeHello(const Hello& hello, HelloBytes* out);
+DecodeError DecodeHello(std::span<const uint8_t> bytes, Hello* out);
+
+}  // namespace braid::soft::wire
+
+#endif  // BRAID_DATAPLANE_SOFT_WIRE_FORMAT_H_
