@@ -4,6 +4,7 @@
 
 #include "dataplane/soft/sim_fabric.h"
 #include "dataplane/soft/soft_provider.h"
+#include "dataplane/soft/tcp_fabric.h"
 #include "dataplane/verbs/ibverbs_provider.h"
 
 namespace braid::testing {
@@ -59,6 +60,39 @@ class SimHarnessImpl final : public Harness {
   std::vector<std::unique_ptr<verbs::Device>> devices_;
 };
 
+// The soft provider over real TCP sockets: four soft NICs on 127.0.0.1-4 in this process.
+class TcpHarnessImpl final : public Harness {
+ public:
+  explicit TcpHarnessImpl(uint16_t port)
+      : fabric_(soft::TcpFabricOptions{.port = port}),
+        provider_(soft::SoftProviderOptions{.nics = {{"soft0", "127.0.0.1"},
+                                                     {"soft1", "127.0.0.2"},
+                                                     {"soft2", "127.0.0.3"},
+                                                     {"soft3", "127.0.0.4"}},
+                                            .fabric = &fabric_}) {}
+  ~TcpHarnessImpl() override { devices_.clear(); }
+
+  std::string SkipReason() override { return ""; }
+  common::Status Open() override {
+    for (const char* name : {"soft0", "soft1", "soft2", "soft3"}) {
+      auto device = provider_.OpenDevice(name);
+      if (!device.ok()) return device.status();
+      devices_.push_back(std::move(device).value());
+    }
+    return common::Status::Ok();
+  }
+  int num_devices() const override { return static_cast<int>(devices_.size()); }
+  verbs::Device& device(int index) override { return *devices_[index]; }
+  void Progress() override { fabric_.Progress(); }
+  LinkControl* link() override { return nullptr; }
+  bool poisons_undefined_fields() const override { return true; }
+
+ private:
+  soft::TcpFabric fabric_;
+  soft::SoftProvider provider_;
+  std::vector<std::unique_ptr<verbs::Device>> devices_;
+};
+
 class IbverbsHarnessImpl final : public Harness {
  public:
   std::string SkipReason() override {
@@ -102,9 +136,13 @@ HarnessFactory IbverbsHarness() {
   return {"Ibverbs", [] { return std::make_unique<IbverbsHarnessImpl>(); }};
 }
 
+HarnessFactory TcpLoopbackHarness(uint16_t port) {
+  return {"TcpLoopback", [port] { return std::make_unique<TcpHarnessImpl>(port); }};
+}
+
 std::vector<HarnessFactory> AllHarnesses() {
   return {SimHarness(/*seed=*/1, /*reorder=*/true), SimHarness(/*seed=*/2, /*reorder=*/false),
-          IbverbsHarness()};
+          TcpLoopbackHarness(/*port=*/18515), IbverbsHarness()};
 }
 
 }  // namespace braid::testing

@@ -52,6 +52,8 @@ inline void PrintTo(const HarnessFactory& factory, std::ostream* os) { *os << fa
 
 // The in-memory link with four soft NICs on 127.0.0.1-4.
 HarnessFactory SimHarness(uint64_t seed, bool reorder);
+// The soft provider over real TCP sockets between soft NICs on 127.0.0.1-4 of this process.
+HarnessFactory TcpLoopbackHarness(uint16_t port);
 // rdma-core; skipped where it lists no active device.
 HarnessFactory IbverbsHarness();
 // Every harness the conformance suite runs on.

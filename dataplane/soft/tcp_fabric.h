@@ -1,0 +1,89 @@
+// TcpFabric: soft devices talking over TCP, between processes or hosts.
+//
+// A soft NIC listens on its IPv4 address and the fabric's port. Each connected QP pair has one
+// TCP connection, set up when the QPs reach RTR: the side with the smaller (GID, QPN) calls and
+// sends a hello (wire_format.h); the other accepts and matches the hello with its QP's channel,
+// holding the connection until its QP reaches RTR if the caller was first. A hello naming an
+// unknown QP or not matching the QP's peer is refused and counted.
+//
+// Zero copy: a frame goes out as one writev of its header and the payload where it lies
+// (registered memory or a WQE's inline copy); an inbound payload is read straight into the
+// placement the QP chose after its checks.
+//
+// Progress model: no thread of its own. Progress() (run by Cq::Poll and Qp::Post*) polls the
+// sockets with epoll (zero timeout), reads and writes what is ready and fires QP timers from the
+// monotonic clock: busy while the caller polls, nothing when it does not.
+// Dead peers: a closed or failed connection drops what is sent on it, so the requester's ACK
+// timeout × retry_cnt ends in RETRY_EXC_ERR and flushes, as on an HCA.
+// Threading: one thread for the fabric and everything attached to it.
+#ifndef BRAID_DATAPLANE_SOFT_TCP_FABRIC_H_
+#define BRAID_DATAPLANE_SOFT_TCP_FABRIC_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "dataplane/soft/link.h"
+
+namespace braid::soft {
+
+struct TcpFabricOptions {
+  uint16_t port = 18515;
+  int max_frames_per_progress = 64;  // per connection and Progress() call
+};
+
+struct TcpFabricStats {
+  uint64_t connections_accepted = 0;
+  uint64_t connections_made = 0;
+  uint64_t hellos_refused = 0;   // unknown QPN, or not the QP's peer
+  uint64_t frames_refused = 0;   // malformed frames (the connection is closed)
+  uint64_t frames_dropped = 0;   // sent on a dead connection
+};
+
+class TcpFabric final : public Fabric {
+ public:
+  explicit TcpFabric(TcpFabricOptions options = {});
+  ~TcpFabric() override;
+  TcpFabric(const TcpFabric&) = delete;
+  TcpFabric& operator=(const TcpFabric&) = delete;
+
+  common::Status Attach(SoftDevice* device) override;
+  void Detach(SoftDevice* device) override;
+  common::Result<std::unique_ptr<Channel>> OpenChannel(SoftDevice* local, uint32_t local_qpn,
+                                                       const verbs::Gid& remote_gid,
+                                                       uint32_t remote_qpn) override;
+  uint64_t NowNs() const override;
+  void Progress() override;
+  const TcpFabricStats& stats() const { return stats_; }
+
+ private:
+  class TcpChannel;
+  struct Conn;
+  struct Listener {
+    SoftDevice* device;
+    int fd;
+  };
+  friend class TcpChannel;
+
+  void Accept(Listener& listener);
+  void OnReadable(Conn& conn);
+  bool ReadHello(Conn& conn);
+  bool Attach(Conn& conn, TcpChannel& channel);
+  void Flush(Conn& conn);
+  void Kill(Conn& conn);
+  void Forget(Conn* conn);
+  Conn* Connect(TcpChannel& channel);
+  TcpChannel* FindChannel(const SoftDevice* device, uint32_t local_qpn, const verbs::Gid& gid,
+                          uint32_t remote_qpn) const;
+
+  TcpFabricOptions options_;
+  int epoll_fd_;
+  std::vector<Listener> listeners_;
+  std::vector<std::unique_ptr<Conn>> conns_;
+  std::vector<TcpChannel*> channels_;
+  TcpFabricStats stats_;
+};
+
+}  // namespace braid::soft
+
+#endif  // BRAID_DATAPLANE_SOFT_TCP_FABRIC_H_
