@@ -3,10 +3,12 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= 2
 CMAKE_ARGS ?=
+# Seconds the frame-parser fuzzer runs in `make test` (longer: make fuzz-run FUZZ_SECONDS=600).
+FUZZ_SECONDS ?= 15
 # Property-test scenarios: the release run uses the test's default (2000); the sanitizer run fewer.
 ASAN_VQP_SCENARIOS ?= 600
 
-.PHONY: all deps configure build test unit-test asan-test bench demo format clean
+.PHONY: all deps configure build test unit-test asan-test fuzz fuzz-run bench demo format clean
 
 all: build
 
@@ -33,7 +35,22 @@ asan-test: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 BRAID_VQP_SCENARIOS=$(ASAN_VQP_SCENARIOS) \
 	  ctest --output-on-failure -j$(JOBS)
 
-test: unit-test asan-test
+# libFuzzer target for the soft provider's frame parser (clang; ASan + UBSan).
+FUZZ_DIR := $(BUILD)/fuzz
+$(FUZZ_DIR)/wire_format_fuzz: tests/fuzz/wire_format_fuzz.cc dataplane/soft/wire_format.cc \
+    dataplane/soft/wire_format.h dataplane/verbs/gid.cc | deps
+	mkdir -p $(FUZZ_DIR)/corpus
+	clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I. \
+	  tests/fuzz/wire_format_fuzz.cc dataplane/soft/wire_format.cc dataplane/verbs/gid.cc \
+	  -o $@
+
+fuzz: $(FUZZ_DIR)/wire_format_fuzz
+
+fuzz-run: fuzz
+	$(FUZZ_DIR)/wire_format_fuzz -max_total_time=$(FUZZ_SECONDS) -seed=1 -print_final_stats=1 \
+	  $(FUZZ_DIR)/corpus
+
+test: unit-test asan-test fuzz-run
 
 bench: build
 	mkdir -p $(BUILD)/bench-results

@@ -11,8 +11,9 @@ PACKAGES=(
   libibverbs-dev ibverbs-providers
   # wire protocol
   protobuf-compiler libprotobuf-dev
-  # tests and benchmarks (valgrind: instruction counts in `make bench`)
-  libgtest-dev libgmock-dev libbenchmark-dev valgrind
+  # tests and benchmarks (valgrind: instruction counts in `make bench`; clang + its runtime:
+  # the libFuzzer target)
+  libgtest-dev libgmock-dev libbenchmark-dev valgrind clang libclang-rt-14-dev
 )
 
 missing=()

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "dataplane/soft/soft_device.h"
+#include "dataplane/soft/soft_qp.h"
 #include "dataplane/soft/wire_format.h"
 
 namespace braid::soft {
@@ -280,6 +281,7 @@ bool TcpFabric::ReadHello(Conn& c) {
   while (c.rx_have < wire::kHelloBytes) {
     const ssize_t n = read(c.fd, c.rx_buf.data() + c.rx_have, wire::kHelloBytes - c.rx_have);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      if (c.rx_have > 0) ++stats_.hellos_refused;  // truncated
       Kill(c);
       return false;
     }
@@ -295,12 +297,14 @@ bool TcpFabric::ReadHello(Conn& c) {
                                    c.hello_in.src_qpn)) {
     if (Attach(c, *ch)) return true;
   }
-  if (c.device->FindQp(c.hello_in.dst_qpn) == nullptr) {
-    ++stats_.hellos_refused;  // no such QP here
+  const SoftQp* qp = c.device->FindQp(c.hello_in.dst_qpn);
+  if (qp == nullptr || qp->state() == verbs::QpState::kRtr || qp->state() == verbs::QpState::kRts ||
+      qp->state() == verbs::QpState::kError) {
+    ++stats_.hellos_refused;  // no such QP, or it is connected to someone else
     Kill(c);
     return false;
   }
-  // The QP exists but is not connected to this caller (yet): hold the connection, unread.
+  // The QP exists and is not connected yet: hold the connection, unread, until its RTR.
   epoll_event ev{};
   ev.data.u64 = reinterpret_cast<uint64_t>(&c);
   epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
@@ -315,6 +319,7 @@ void TcpFabric::OnReadable(Conn& c) {
       const ssize_t n =
           read(c.fd, c.rx_buf.data() + c.rx_have, wire::kFrameHeaderBytes - c.rx_have);
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        if (c.rx_have > 0) ++stats_.frames_refused;  // truncated
         Kill(c);
         return;
       }

@@ -1,0 +1,173 @@
+// A soft NIC on the TCP link under hostile input: garbage, truncated and oversized frames and
+// hellos naming unknown or foreign QPs are refused and counted, and the NIC keeps serving its
+// other QPs.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+#include "dataplane/soft/soft_provider.h"
+#include "dataplane/soft/tcp_fabric.h"
+#include "dataplane/soft/wire_format.h"
+#include "tests/testutil/rc_connect.h"
+
+namespace braid::soft {
+namespace {
+
+constexpr uint16_t kPort = 18611;
+
+class TcpHostileInputTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* name : {"soft0", "soft1"}) {
+      auto d = provider_.OpenDevice(name);
+      ASSERT_TRUE(d.ok()) << d.status().ToString();
+      devices_.push_back(std::move(d).value());
+      pds_.push_back(std::move(devices_.back()->AllocPd()).value());
+      cqs_.push_back(std::move(devices_.back()->CreateCq(256)).value());
+    }
+    a_.assign(1 << 16, 0);
+    b_.assign(1 << 16, 0);
+    mr_a_ = std::move(pds_[0]->RegisterMemory(a_.data(), a_.size(), 0xF)).value();
+    mr_b_ = std::move(pds_[1]->RegisterMemory(b_.data(), b_.size(), 0xF)).value();
+    qa_ = NewQp(0);
+    qb_ = NewQp(1);
+    ASSERT_TRUE(testing::ConnectRc(*qa_, devices_[0]->info(), *qb_, devices_[1]->info()).ok());
+  }
+  void TearDown() override {
+    extra_.clear();
+    qa_.reset();
+    qb_.reset();
+    mr_a_.reset();
+    mr_b_.reset();
+    cqs_.clear();
+    pds_.clear();
+    devices_.clear();
+  }
+  std::unique_ptr<verbs::Qp> NewQp(int d) {
+    return std::move(pds_[d]->CreateQp({cqs_[d].get(), cqs_[d].get(), {}, false})).value();
+  }
+  void Pump(int rounds = 2000) {
+    for (int i = 0; i < rounds; ++i) fabric_.Progress();
+  }
+  // A raw client to soft1; sends `bytes` and closes.
+  void Attack(const std::vector<uint8_t>& bytes, bool close_after = true) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(kPort);
+    addr.sin_addr.s_addr = htonl(0x7f000002);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    ASSERT_EQ(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+    Pump();
+    if (close_after) close(fd);
+    else open_fds_.push_back(fd);
+    Pump();
+  }
+  std::vector<uint8_t> Hello(uint32_t src_ipv4, uint32_t src_qpn, uint32_t dst_qpn) {
+    wire::Hello h;
+    h.src_gid = verbs::Gid::FromIpv4(src_ipv4);
+    h.src_qpn = src_qpn;
+    h.dst_qpn = dst_qpn;
+    wire::HelloBytes b;
+    wire::EncodeHello(h, &b);
+    return {b.begin(), b.end()};
+  }
+  // The legitimate QP pair still moves data.
+  void ExpectStillServing(uint64_t id) {
+    for (size_t i = 0; i < 4096; ++i) a_[i] = static_cast<uint8_t>(i * 7 + id);
+    ibv_sge sge{reinterpret_cast<uint64_t>(a_.data()), 4096, mr_a_->lkey()};
+    ibv_send_wr wr{};
+    wr.wr_id = id;
+    wr.opcode = IBV_WR_RDMA_WRITE;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(b_.data());
+    wr.wr.rdma.rkey = mr_b_->rkey();
+    ibv_send_wr* bad = nullptr;
+    ASSERT_TRUE(qa_->PostSend(&wr, &bad).ok());
+    ibv_wc wc[4];
+    int got = 0;
+    for (int i = 0; i < 200000 && got == 0; ++i) got = *cqs_[0]->Poll(wc);
+    ASSERT_EQ(got, 1);
+    EXPECT_EQ(wc[0].status, IBV_WC_SUCCESS);
+    EXPECT_EQ(wc[0].wr_id, id);
+    EXPECT_EQ(std::memcmp(a_.data(), b_.data(), 4096), 0);
+  }
+
+  TcpFabric fabric_{TcpFabricOptions{.port = kPort}};
+  SoftProvider provider_{{{{"soft0", "127.0.0.1"}, {"soft1", "127.0.0.2"}}, &fabric_}};
+  std::vector<std::unique_ptr<verbs::Device>> devices_;
+  std::vector<std::unique_ptr<verbs::ProtectionDomain>> pds_;
+  std::vector<std::unique_ptr<verbs::Cq>> cqs_;
+  std::vector<uint8_t> a_, b_;
+  std::unique_ptr<verbs::MemoryRegion> mr_a_, mr_b_;
+  std::unique_ptr<verbs::Qp> qa_, qb_;
+  std::vector<std::unique_ptr<verbs::Qp>> extra_;
+  std::vector<int> open_fds_;
+};
+
+TEST_F(TcpHostileInputTest, BadHellosAreRefusedAndCounted) {
+  ExpectStillServing(1);
+  const uint64_t base = fabric_.stats().hellos_refused;
+  Attack(std::vector<uint8_t>(64, 0xAB));                     // garbage
+  EXPECT_EQ(fabric_.stats().hellos_refused, base + 1);
+  const std::vector<uint8_t> hello = Hello(0x7f000001, 5, 6);
+  Attack({hello.begin(), hello.begin() + 10});                 // truncated, then closed
+  EXPECT_EQ(fabric_.stats().hellos_refused, base + 2);
+  Attack(Hello(0x7f000001, 0x100, 0xABCDE));                  // unknown QPN
+  EXPECT_EQ(fabric_.stats().hellos_refused, base + 3);
+  Attack(Hello(0x7f000009, 0x222, qb_->qp_num()));            // a QP already connected elsewhere
+  EXPECT_EQ(fabric_.stats().hellos_refused, base + 4);
+  ExpectStillServing(2);
+}
+
+TEST_F(TcpHostileInputTest, BadFramesAreRefusedAndTheConnectionClosed) {
+  auto header = [](uint32_t dst, uint32_t payload_len) {
+    PacketHeader h;
+    h.type = PacketType::kRequest;
+    h.opcode = IBV_WR_RDMA_WRITE;
+    h.src_qpn = 0x77;
+    h.dst_qpn = dst;
+    h.length = payload_len;
+    h.payload_len = payload_len;
+    wire::FrameHeaderBytes b;
+    wire::EncodeFrameHeader(h, &b);
+    return std::vector<uint8_t>(b.begin(), b.end());
+  };
+  const std::vector<uint8_t> small = header(0, 16);
+  const std::vector<std::vector<uint8_t>> bad = {
+      std::vector<uint8_t>(64, 0x5A),                // garbage
+      header(0, (1u << 31) + 1),                     // oversized payload
+      {small.begin(), small.begin() + 30},           // truncated, then closed
+      header(0xBEEF, 16),                            // another QP's frame
+  };
+  const uint64_t base = fabric_.stats().frames_refused;
+  for (size_t i = 0; i < bad.size(); ++i) {
+    // A QP of soft1 waiting for its caller (127.0.0.1, QPN 0x77): the attacker impersonates it.
+    auto q = NewQp(1);
+    ASSERT_TRUE(q->ToInit({}).ok());
+    verbs::QpRtrParams rtr;
+    rtr.remote = {verbs::Gid::FromIpv4(0x7f000001), 0, 0x77, 0};
+    ASSERT_TRUE(q->ToRtr(rtr).ok());
+    std::vector<uint8_t> bytes = Hello(0x7f000001, 0x77, q->qp_num());
+    std::vector<uint8_t> frame = bad[i];
+    if (i != 3 && frame.size() >= 20) {  // address the frame to this QP (except the foreign one)
+      const uint32_t dst = q->qp_num();
+      std::memcpy(frame.data() + 16, &dst, 4);
+    }
+    bytes.insert(bytes.end(), frame.begin(), frame.end());
+    Attack(bytes);
+    EXPECT_EQ(fabric_.stats().frames_refused, base + i + 1) << "case " << i;
+    extra_.push_back(std::move(q));
+    ExpectStillServing(10 + i);
+  }
+}
+
+}  // namespace
+}  // namespace braid::soft
