@@ -61,6 +61,8 @@ bench: build
 	  --benchmark_out_format=json --benchmark_min_time=0.5
 	bash bench/vqp_instructions.sh $(BUILD)/bench/braid_vqp_icount | \
 	  tee $(BUILD)/bench-results/vqp_instructions.txt
+	bash bench/tcp_loopback.sh $(BUILD)/bench/braid_tcp_bench | \
+	  tee $(BUILD)/bench-results/tcp_loopback.txt
 	@echo "results: $(BUILD)/bench-results/"
 
 demo: build

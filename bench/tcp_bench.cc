@@ -1,0 +1,257 @@
+// braid_tcp_bench: the soft provider over the TCP link between two processes on loopback.
+//
+// The parent (soft NIC 127.0.0.1) and a forked child (127.0.0.2) each drive their own TcpFabric
+// from their own poll loop; they exchange QP numbers, PSNs and the child's buffer key over a pipe.
+// Prints one figure per line: 1 MiB WRITE and READ bandwidth on 1 and 4 QPs (queue depth 16 per
+// QP), the 4 KiB WRITE rate (depth 64), and the one-way latency of a zero-length WRITE_WITH_IMM
+// ping-pong with busy polling. With an iperf3 figure (GB/s) as argv[1], also each ratio to it.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dataplane/soft/soft_provider.h"
+#include "dataplane/soft/tcp_fabric.h"
+
+namespace {
+
+using namespace braid;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kQps = 4;
+constexpr size_t kBuffer = 64ull << 20;
+constexpr uint16_t kPort = 18700;
+
+struct Info {
+  uint32_t qpn[kQps];
+  uint64_t addr;
+  uint32_t rkey;
+};
+
+struct Side {
+  explicit Side(const char* ip)
+      : fabric(soft::TcpFabricOptions{.port = kPort}),
+        provider({{{"nic", ip}}, &fabric}),
+        buffer(kBuffer, 1) {
+    device = std::move(provider.OpenDevice("nic")).value();
+    pd = std::move(device->AllocPd()).value();
+    cq = std::move(device->CreateCq(8192)).value();
+    mr = std::move(pd->RegisterMemory(buffer.data(), buffer.size(), 0xF)).value();
+    for (int i = 0; i < kQps; ++i) {
+      verbs::QpCaps caps;
+      caps.max_send_wr = 1024;
+      caps.max_recv_wr = 1024;
+      qps.push_back(std::move(pd->CreateQp({cq.get(), cq.get(), caps, false})).value());
+    }
+  }
+  ~Side() {
+    qps.clear();
+    mr.reset();
+    cq.reset();
+    pd.reset();
+    device.reset();
+  }
+  Info MyInfo() const {
+    Info info{};
+    for (int i = 0; i < kQps; ++i) info.qpn[i] = qps[static_cast<size_t>(i)]->qp_num();
+    info.addr = reinterpret_cast<uint64_t>(buffer.data());
+    info.rkey = mr->rkey();
+    return info;
+  }
+  bool Connect(const Info& peer, const char* peer_ip, uint32_t my_psn, uint32_t peer_psn) {
+    for (int i = 0; i < kQps; ++i) {
+      verbs::Qp& q = *qps[static_cast<size_t>(i)];
+      verbs::QpRtrParams rtr;
+      rtr.remote = {*verbs::Gid::ParseIpv4(peer_ip), 0, peer.qpn[i], peer_psn};
+      rtr.min_rnr_timer = 1;
+      if (!q.ToInit({}).ok() || !q.ToRtr(rtr).ok() || !q.ToRts({.sq_psn = my_psn}).ok()) {
+        return false;
+      }
+    }
+    return true;
+  }
+  soft::TcpFabric fabric;
+  soft::SoftProvider provider;
+  std::vector<uint8_t> buffer;
+  std::unique_ptr<verbs::Device> device;
+  std::unique_ptr<verbs::ProtectionDomain> pd;
+  std::unique_ptr<verbs::Cq> cq;
+  std::unique_ptr<verbs::MemoryRegion> mr;
+  std::vector<std::unique_ptr<verbs::Qp>> qps;
+};
+
+bool PostRecv(verbs::Qp& q, uint64_t id) {
+  ibv_recv_wr wr{};
+  wr.wr_id = id;
+  ibv_recv_wr* bad = nullptr;
+  return q.PostRecv(&wr, &bad).ok();
+}
+
+bool Post(verbs::Qp& q, ibv_wr_opcode op, uint64_t local, uint32_t lkey, uint32_t len,
+          uint64_t remote, uint32_t rkey, uint64_t id) {
+  ibv_sge sge{local, len, lkey};
+  ibv_send_wr wr{};
+  wr.wr_id = id;
+  wr.opcode = op;
+  wr.sg_list = &sge;
+  wr.num_sge = len > 0 ? 1 : 0;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  wr.wr.rdma.remote_addr = remote;
+  wr.wr.rdma.rkey = rkey;
+  ibv_send_wr* bad = nullptr;
+  return q.PostSend(&wr, &bad).ok();
+}
+
+// The child: answers every WRITE_WITH_IMM on QP 0 with one back; otherwise just makes progress.
+int RunChild(int rfd, int wfd) {
+  Side s("127.0.0.2");
+  Info parent{};
+  if (read(rfd, &parent, sizeof(parent)) != sizeof(parent)) return 1;
+  const Info mine = s.MyInfo();
+  if (write(wfd, &mine, sizeof(mine)) != sizeof(mine)) return 1;
+  if (!s.Connect(parent, "127.0.0.1", 2000, 1000)) return 2;
+  for (int i = 0; i < 256; ++i) PostRecv(*s.qps[0], 0);
+  fcntl(rfd, F_SETFL, O_NONBLOCK);
+  ibv_wc wc[32];
+  for (uint64_t spins = 0;; ++spins) {
+    auto n = s.cq->Poll(wc);
+    if (!n.ok()) return 3;
+    for (int k = 0; k < *n; ++k) {
+      if (wc[k].status != IBV_WC_SUCCESS) return 4;
+      if (wc[k].opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+        PostRecv(*s.qps[0], 0);
+        Post(*s.qps[0], IBV_WR_RDMA_WRITE_WITH_IMM, 0, 0, 0, 0, 0, 1);
+      }
+    }
+    if (spins % 1024 == 0) {
+      char c;
+      if (read(rfd, &c, 1) == 1 || (spins % (1 << 20) == 0 && getppid() == 1)) return 0;
+    }
+  }
+}
+
+struct Result {
+  double gbps = 0;
+  double ops = 0;
+};
+
+// Keeps `depth` operations of `bytes` in flight on each of `qps` QPs for `seconds`.
+Result Stream(Side& s, const Info& peer, int qps, ibv_wr_opcode op, uint32_t bytes, int depth,
+              double seconds) {
+  ibv_wc wc[64];
+  uint64_t next = 0, done = 0, posted = 0;
+  const size_t slots = kBuffer / bytes;
+  auto post_one = [&](int q) {
+    const uint64_t off = (next++ % slots) * bytes;
+    if (Post(*s.qps[static_cast<size_t>(q)], op, reinterpret_cast<uint64_t>(s.buffer.data()) + off,
+             s.mr->lkey(), bytes, peer.addr + off, peer.rkey, static_cast<uint64_t>(q))) {
+      ++posted;
+    }
+  };
+  for (int q = 0; q < qps; ++q) {
+    for (int d = 0; d < depth; ++d) post_one(q);
+  }
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::duration<double>(seconds);
+  while (Clock::now() < end) {
+    auto n = s.cq->Poll(wc);
+    if (!n.ok()) break;
+    for (int k = 0; k < *n; ++k) {
+      if (wc[k].status != IBV_WC_SUCCESS) {
+        std::fprintf(stderr, "tcp_bench: completion %s\n", ibv_wc_status_str(wc[k].status));
+        std::exit(1);
+      }
+      ++done;
+      post_one(static_cast<int>(wc[k].wr_id));
+    }
+  }
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  for (uint64_t drained = done; drained < posted;) {  // let the queue empty before the next test
+    auto n = s.cq->Poll(wc);
+    if (n.ok()) drained += static_cast<uint64_t>(*n);
+  }
+  return {static_cast<double>(done) * bytes / secs / 1e9, static_cast<double>(done) / secs};
+}
+
+double PingPongOneWayUs(Side& s, int rounds) {
+  ibv_wc wc[8];
+  for (int i = 0; i < 64; ++i) PostRecv(*s.qps[0], 7);
+  auto once = [&] {
+    Post(*s.qps[0], IBV_WR_RDMA_WRITE_WITH_IMM, 0, 0, 0, 0, 0, 9);
+    for (bool got = false; !got;) {
+      auto n = s.cq->Poll(wc);
+      for (int k = 0; n.ok() && k < *n; ++k) {
+        if (wc[k].opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+          got = true;
+          PostRecv(*s.qps[0], 7);  // keep the pool full for the next pong
+        }
+      }
+    }
+  };
+  for (int i = 0; i < 100; ++i) once();  // warm-up
+  const auto start = Clock::now();
+  for (int i = 0; i < rounds; ++i) once();
+  const double us = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+  return us / rounds / 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const double iperf = argc > 1 ? std::atof(argv[1]) : 0;
+  int p2c[2], c2p[2];
+  if (pipe(p2c) != 0 || pipe(c2p) != 0) return 1;
+  const pid_t child = fork();
+  if (child == 0) {
+    close(p2c[1]);
+    close(c2p[0]);
+    _exit(RunChild(p2c[0], c2p[1]));
+  }
+  close(p2c[0]);
+  close(c2p[1]);
+  int rc = 0;
+  {
+    Side s("127.0.0.1");
+    const Info mine = s.MyInfo();
+    Info peer{};
+    if (write(p2c[1], &mine, sizeof(mine)) != sizeof(mine) ||
+        read(c2p[0], &peer, sizeof(peer)) != sizeof(peer) ||
+        !s.Connect(peer, "127.0.0.2", 1000, 2000)) {
+      std::fprintf(stderr, "tcp_bench: setup failed\n");
+      rc = 1;
+    } else {
+      auto line = [&](const char* what, double value, const char* unit, bool ratio) {
+        std::printf("%-46s %10.3f %-6s", what, value, unit);
+        if (ratio && iperf > 0) std::printf("  ratio to iperf3 %.2f", value / iperf);
+        std::printf("\n");
+        std::fflush(stdout);
+      };
+      if (iperf > 0) line("iperf3, one stream, 1 MiB writes", iperf, "GB/s", false);
+      line("1 soft QP, 1 MiB RDMA WRITE, depth 16", Stream(s, peer, 1, IBV_WR_RDMA_WRITE, 1 << 20, 16, 3).gbps, "GB/s", true);
+      line("4 soft QPs, 1 MiB RDMA WRITE, depth 16 each", Stream(s, peer, 4, IBV_WR_RDMA_WRITE, 1 << 20, 16, 3).gbps, "GB/s", true);
+      line("1 soft QP, 1 MiB RDMA READ, depth 16", Stream(s, peer, 1, IBV_WR_RDMA_READ, 1 << 20, 16, 3).gbps, "GB/s", true);
+      line("4 soft QPs, 1 MiB RDMA READ, depth 16 each", Stream(s, peer, 4, IBV_WR_RDMA_READ, 1 << 20, 16, 3).gbps, "GB/s", true);
+      const Result small = Stream(s, peer, 1, IBV_WR_RDMA_WRITE, 4096, 64, 3);
+      line("1 soft QP, 4 KiB RDMA WRITE, depth 64", small.gbps, "GB/s", true);
+      line("1 soft QP, 4 KiB RDMA WRITE rate", small.ops / 1e6, "Mops/s", false);
+      line("WRITE_WITH_IMM ping-pong, one-way latency", PingPongOneWayUs(s, 20000), "us", false);
+    }
+    const char quit = 'q';
+    if (write(p2c[1], &quit, 1) != 1) rc = 1;
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "tcp_bench: child exited with %d\n", WEXITSTATUS(status));
+    rc = 1;
+  }
+  return rc;
+}
