@@ -14,8 +14,8 @@ PACKAGES=(
   # tests and benchmarks (valgrind: instruction counts in `make bench`; clang + its runtime:
   # the libFuzzer target)
   libgtest-dev libgmock-dev libbenchmark-dev valgrind clang libclang-rt-14-dev
-  # the TCP loopback benchmark's reference
-  iperf3
+  # the TCP loopback benchmark's reference; network namespaces for the link-fault test
+  iperf3 iproute2
 )
 
 missing=()
