@@ -26,18 +26,10 @@ class SimLinkControl final : public LinkControl {
   soft::SimFabric* fabric_;
 };
 
-class SimHarnessImpl final : public Harness {
+// Four soft NICs on 127.0.0.1-4 over some fabric; the fabric comes from a base listed first, so
+// it exists before the provider that points at it.
+class SoftHarness : public Harness {
  public:
-  SimHarnessImpl(uint64_t seed, bool reorder)
-      : fabric_(soft::SimFabricOptions{.seed = seed, .reorder = reorder}),
-        provider_(soft::SoftProviderOptions{.nics = {{"soft0", "127.0.0.1"},
-                                                     {"soft1", "127.0.0.2"},
-                                                     {"soft2", "127.0.0.3"},
-                                                     {"soft3", "127.0.0.4"}},
-                                            .fabric = &fabric_}),
-        link_(&fabric_) {}
-  ~SimHarnessImpl() override { devices_.clear(); }
-
   std::string SkipReason() override { return ""; }
   common::Status Open() override {
     for (const char* name : {"soft0", "soft1", "soft2", "soft3"}) {
@@ -49,48 +41,52 @@ class SimHarnessImpl final : public Harness {
   }
   int num_devices() const override { return static_cast<int>(devices_.size()); }
   verbs::Device& device(int index) override { return *devices_[index]; }
-  void Progress() override { fabric_.Progress(); }
-  LinkControl* link() override { return &link_; }
+  void Progress() override { fabric_->Progress(); }
   bool poisons_undefined_fields() const override { return true; }
 
+ protected:
+  explicit SoftHarness(soft::Fabric* fabric)
+      : fabric_(fabric),
+        provider_(soft::SoftProviderOptions{.nics = {{"soft0", "127.0.0.1"},
+                                                     {"soft1", "127.0.0.2"},
+                                                     {"soft2", "127.0.0.3"},
+                                                     {"soft3", "127.0.0.4"}},
+                                            .fabric = fabric}) {}
+  ~SoftHarness() override { devices_.clear(); }
+
  private:
-  soft::SimFabric fabric_;
+  soft::Fabric* fabric_;
   soft::SoftProvider provider_;
-  SimLinkControl link_;
   std::vector<std::unique_ptr<verbs::Device>> devices_;
 };
 
-// The soft provider over real TCP sockets: four soft NICs on 127.0.0.1-4 in this process.
-class TcpHarnessImpl final : public Harness {
- public:
-  explicit TcpHarnessImpl(uint16_t port)
-      : fabric_(soft::TcpFabricOptions{.port = port}),
-        provider_(soft::SoftProviderOptions{.nics = {{"soft0", "127.0.0.1"},
-                                                     {"soft1", "127.0.0.2"},
-                                                     {"soft2", "127.0.0.3"},
-                                                     {"soft3", "127.0.0.4"}},
-                                            .fabric = &fabric_}) {}
-  ~TcpHarnessImpl() override { devices_.clear(); }
+struct SimFabricHolder {
+  explicit SimFabricHolder(soft::SimFabricOptions options) : sim_fabric(options) {}
+  soft::SimFabric sim_fabric;
+};
 
-  std::string SkipReason() override { return ""; }
-  common::Status Open() override {
-    for (const char* name : {"soft0", "soft1", "soft2", "soft3"}) {
-      auto device = provider_.OpenDevice(name);
-      if (!device.ok()) return device.status();
-      devices_.push_back(std::move(device).value());
-    }
-    return common::Status::Ok();
-  }
-  int num_devices() const override { return static_cast<int>(devices_.size()); }
-  verbs::Device& device(int index) override { return *devices_[index]; }
-  void Progress() override { fabric_.Progress(); }
-  LinkControl* link() override { return nullptr; }
-  bool poisons_undefined_fields() const override { return true; }
+class SimHarnessImpl final : private SimFabricHolder, public SoftHarness {
+ public:
+  SimHarnessImpl(uint64_t seed, bool reorder)
+      : SimFabricHolder(soft::SimFabricOptions{.seed = seed, .reorder = reorder}),
+        SoftHarness(&sim_fabric),
+        link_(&sim_fabric) {}
+  LinkControl* link() override { return &link_; }
 
  private:
-  soft::TcpFabric fabric_;
-  soft::SoftProvider provider_;
-  std::vector<std::unique_ptr<verbs::Device>> devices_;
+  SimLinkControl link_;
+};
+
+struct TcpFabricHolder {
+  explicit TcpFabricHolder(uint16_t port) : tcp_fabric(soft::TcpFabricOptions{.port = port}) {}
+  soft::TcpFabric tcp_fabric;
+};
+
+// The soft provider over real TCP sockets between the four soft NICs of this process.
+class TcpHarnessImpl final : private TcpFabricHolder, public SoftHarness {
+ public:
+  explicit TcpHarnessImpl(uint16_t port) : TcpFabricHolder(port), SoftHarness(&tcp_fabric) {}
+  LinkControl* link() override { return nullptr; }
 };
 
 class IbverbsHarnessImpl final : public Harness {

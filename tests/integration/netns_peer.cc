@@ -21,6 +21,7 @@
 
 #include "dataplane/soft/soft_provider.h"
 #include "dataplane/soft/tcp_fabric.h"
+#include "tests/testutil/rc_connect.h"
 
 namespace {
 
@@ -111,17 +112,9 @@ struct Host {
 
 bool Post(Host& h, int d, ibv_wr_opcode op, size_t local_off, uint32_t len, const Info& peer,
           size_t remote_off, uint64_t id) {
-  ibv_sge sge{reinterpret_cast<uint64_t>(h.buffer.data()) + local_off, len, h.mrs[d]->lkey()};
-  ibv_send_wr wr{};
-  wr.wr_id = id;
-  wr.opcode = op;
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
-  wr.send_flags = IBV_SEND_SIGNALED;
-  wr.wr.rdma.remote_addr = peer.addr + remote_off;
-  wr.wr.rdma.rkey = peer.rkey[d];
-  ibv_send_wr* bad = nullptr;
-  return h.qps[d]->PostSend(&wr, &bad).ok();
+  return testing::PostRdma(*h.qps[d], op, reinterpret_cast<uint64_t>(h.buffer.data()) + local_off,
+                           len, h.mrs[d]->lkey(), peer.addr + remote_off, peer.rkey[d], id)
+      .ok();
 }
 
 // Waits for one completion on device d's CQ (polling both to keep both links moving).

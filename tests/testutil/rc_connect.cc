@@ -31,4 +31,21 @@ common::Status ConnectRc(verbs::Qp& a, const verbs::DeviceInfo& da, verbs::Qp& b
   return common::Status::Ok();
 }
 
+common::Status PostRdma(verbs::Qp& qp, ibv_wr_opcode opcode, uint64_t local_addr, uint32_t length,
+                        uint32_t lkey, uint64_t remote_addr, uint32_t rkey, uint64_t wr_id,
+                        uint32_t imm) {
+  ibv_sge sge{local_addr, length, lkey};
+  ibv_send_wr wr{};
+  wr.wr_id = wr_id;
+  wr.opcode = opcode;
+  wr.sg_list = &sge;
+  wr.num_sge = length > 0 ? 1 : 0;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  wr.imm_data = imm;
+  wr.wr.rdma.remote_addr = remote_addr;
+  wr.wr.rdma.rkey = rkey;
+  ibv_send_wr* bad = nullptr;
+  return qp.PostSend(&wr, &bad);
+}
+
 }  // namespace braid::testing

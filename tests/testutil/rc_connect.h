@@ -21,6 +21,11 @@ struct RcOptions {
 common::Status ConnectRc(verbs::Qp& a, const verbs::DeviceInfo& device_a, verbs::Qp& b,
                          const verbs::DeviceInfo& device_b, const RcOptions& options = {});
 
+// Posts one signaled RDMA WRITE / WRITE_WITH_IMM / READ of `length` bytes (no SGE when 0).
+common::Status PostRdma(verbs::Qp& qp, ibv_wr_opcode opcode, uint64_t local_addr, uint32_t length,
+                        uint32_t lkey, uint64_t remote_addr, uint32_t rkey, uint64_t wr_id,
+                        uint32_t imm = 0);
+
 }  // namespace braid::testing
 
 #endif  // BRAID_TESTS_TESTUTIL_RC_CONNECT_H_

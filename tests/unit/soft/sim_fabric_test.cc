@@ -20,18 +20,9 @@ TEST(PsnTest, TwentyFourBitRing) {
 }
 
 void PostWriteImm(verbs::Qp& qp, testing::SimNic& src, testing::SimNic& dst, uint64_t id) {
-  ibv_sge sge = src.Sge(0, 8);
-  ibv_send_wr wr{};
-  wr.wr_id = id;
-  wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
-  wr.send_flags = IBV_SEND_SIGNALED;
-  wr.imm_data = static_cast<uint32_t>(id);
-  wr.wr.rdma.remote_addr = dst.addr(64);
-  wr.wr.rdma.rkey = dst.mr->rkey();
-  ibv_send_wr* bad = nullptr;
-  ASSERT_TRUE(qp.PostSend(&wr, &bad).ok());
+  ASSERT_TRUE(testing::PostRdma(qp, IBV_WR_RDMA_WRITE_WITH_IMM, src.addr(0), 8, src.mr->lkey(),
+                                dst.addr(64), dst.mr->rkey(), id, static_cast<uint32_t>(id))
+                  .ok());
 }
 
 void PostRecvs(verbs::Qp& qp, int n) {

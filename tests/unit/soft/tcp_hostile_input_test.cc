@@ -80,17 +80,10 @@ class TcpHostileInputTest : public ::testing::Test {
   // The legitimate QP pair still moves data.
   void ExpectStillServing(uint64_t id) {
     for (size_t i = 0; i < 4096; ++i) a_[i] = static_cast<uint8_t>(i * 7 + id);
-    ibv_sge sge{reinterpret_cast<uint64_t>(a_.data()), 4096, mr_a_->lkey()};
-    ibv_send_wr wr{};
-    wr.wr_id = id;
-    wr.opcode = IBV_WR_RDMA_WRITE;
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    wr.send_flags = IBV_SEND_SIGNALED;
-    wr.wr.rdma.remote_addr = reinterpret_cast<uint64_t>(b_.data());
-    wr.wr.rdma.rkey = mr_b_->rkey();
-    ibv_send_wr* bad = nullptr;
-    ASSERT_TRUE(qa_->PostSend(&wr, &bad).ok());
+    ASSERT_TRUE(testing::PostRdma(*qa_, IBV_WR_RDMA_WRITE, reinterpret_cast<uint64_t>(a_.data()),
+                                  4096, mr_a_->lkey(), reinterpret_cast<uint64_t>(b_.data()),
+                                  mr_b_->rkey(), id)
+                    .ok());
     ibv_wc wc[4];
     int got = 0;
     for (int i = 0; i < 200000 && got == 0; ++i) got = *cqs_[0]->Poll(wc);
