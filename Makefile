@@ -50,7 +50,7 @@ fuzz-run: fuzz
 	$(FUZZ_DIR)/wire_format_fuzz -max_total_time=$(FUZZ_SECONDS) -seed=1 -print_final_stats=1 \
 	  $(FUZZ_DIR)/corpus
 
-test: unit-test asan-test fuzz-run
+test: fuzz-run unit-test asan-test
 
 bench: build
 	mkdir -p $(BUILD)/bench-results
