@@ -1,6 +1,7 @@
 #include "tests/conformance/conformance_fixture.h"
 
 #include <chrono>
+#include <cstring>
 
 #include "dataplane/soft/soft_cq.h"
 
@@ -22,7 +23,12 @@ void ConformanceTest::SetUp() {
     ASSERT_TRUE(scq.ok() && rcq.ok());
     e->send_cq = std::move(scq).value();
     e->recv_cq = std::move(rcq).value();
-    e->storage.assign(kBufferBytes / 8, 0);
+    e->external = harness_->EndpointBuffer(i, kBufferBytes);
+    if (e->external != nullptr) {
+      std::memset(e->external, 0, kBufferBytes);
+    } else {
+      e->storage.assign(kBufferBytes / 8, 0);
+    }
     auto mr = e->pd->RegisterMemory(e->data(), kBufferBytes, kAllAccess);
     ASSERT_TRUE(mr.ok()) << mr.status().ToString();
     e->mr = std::move(mr).value();

@@ -23,9 +23,12 @@ struct Endpoint {
   std::unique_ptr<verbs::Cq> send_cq;
   std::unique_ptr<verbs::Cq> recv_cq;
   std::vector<uint64_t> storage;  // 8-byte aligned for atomics
+  uint8_t* external = nullptr;    // or memory the harness provides (shared with another process)
   std::unique_ptr<verbs::MemoryRegion> mr;
 
-  uint8_t* data() { return reinterpret_cast<uint8_t*>(storage.data()); }
+  uint8_t* data() {
+    return external != nullptr ? external : reinterpret_cast<uint8_t*>(storage.data());
+  }
   uint64_t addr(size_t offset = 0) { return reinterpret_cast<uint64_t>(data() + offset); }
   ibv_sge Sge(size_t offset, uint32_t length) { return {addr(offset), length, mr->lkey()}; }
 };

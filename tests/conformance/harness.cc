@@ -138,7 +138,8 @@ HarnessFactory TcpLoopbackHarness(uint16_t port) {
 
 std::vector<HarnessFactory> AllHarnesses() {
   return {SimHarness(/*seed=*/1, /*reorder=*/true), SimHarness(/*seed=*/2, /*reorder=*/false),
-          TcpLoopbackHarness(/*port=*/18515), IbverbsHarness()};
+          TcpLoopbackHarness(/*port=*/18515), TcpTwoProcessHarness(/*port=*/18540),
+          IbverbsHarness()};
 }
 
 }  // namespace braid::testing

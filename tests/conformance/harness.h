@@ -40,6 +40,13 @@ class Harness {
   virtual LinkControl* link() = 0;
   // True when error completions carry the soft provider's poison values.
   virtual bool poisons_undefined_fields() const = 0;
+  // Memory for device `device`'s test buffer, when it must live somewhere particular (shared with
+  // another process); nullptr: the fixture allocates it.
+  virtual uint8_t* EndpointBuffer(int device, size_t bytes) {
+    (void)device;
+    (void)bytes;
+    return nullptr;
+  }
 };
 
 struct HarnessFactory {
@@ -54,6 +61,8 @@ inline void PrintTo(const HarnessFactory& factory, std::ostream* os) { *os << fa
 HarnessFactory SimHarness(uint64_t seed, bool reorder);
 // The soft provider over real TCP sockets between soft NICs on 127.0.0.1-4 of this process.
 HarnessFactory TcpLoopbackHarness(uint16_t port);
+// The soft provider over TCP between two processes: devices 1 and 3 live in a forked child.
+HarnessFactory TcpTwoProcessHarness(uint16_t port);
 // rdma-core; skipped where it lists no active device.
 HarnessFactory IbverbsHarness();
 // Every harness the conformance suite runs on.
