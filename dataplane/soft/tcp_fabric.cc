@@ -89,8 +89,10 @@ class TcpFabric::TcpChannel final : public Channel {
   }
 
   void Transmit(const PacketHeader& header, std::span<const iovec> payload) override {
-    if (dead_) {
-      ++fabric_->stats_.frames_dropped;  // the connection is gone: the peer never sees it
+    if (dead_ || drop_next_ > 0) {
+      // The connection is gone (or a test drops this frame): the peer never sees it.
+      if (drop_next_ > 0) --drop_next_;
+      ++fabric_->stats_.frames_dropped;
       return;
     }
     TxItem& t = txq_.emplace_back();
@@ -109,6 +111,8 @@ class TcpFabric::TcpChannel final : public Channel {
   uint32_t remote_qpn_;
   Conn* conn_ = nullptr;
   bool dead_ = false;
+  bool held_ = false;
+  int drop_next_ = 0;
   std::deque<TxItem> txq_;
 };
 
@@ -398,7 +402,7 @@ void TcpFabric::Flush(Conn& c) {
     }
     c.hello_pending = false;
   }
-  if (c.channel == nullptr) return;
+  if (c.channel == nullptr || c.channel->held_) return;
   auto& q = c.channel->txq_;
   while (!q.empty()) {
     TcpChannel::TxItem& t = q.front();
@@ -450,6 +454,45 @@ void TcpFabric::Kill(Conn& c) {
     c.channel->conn_ = nullptr;
     c.channel = nullptr;
   }
+}
+
+TcpFabric::TcpChannel* TcpFabric::ChannelOf(const verbs::Qp& qp) const {
+  const auto* soft_qp = dynamic_cast<const SoftQp*>(&qp);
+  if (soft_qp == nullptr) return nullptr;
+  for (TcpChannel* c : channels_) {
+    if (c->local_ == soft_qp->device() && c->local_qpn_ == soft_qp->qp_num()) return c;
+  }
+  return nullptr;
+}
+
+namespace {
+Status NotConnected() { return Status::NotFound("QP is not a connected soft QP of this fabric"); }
+}  // namespace
+
+Status TcpFabric::HoldQp(const verbs::Qp& qp, bool hold) {
+  TcpChannel* c = ChannelOf(qp);
+  if (c == nullptr) return NotConnected();
+  c->held_ = hold;
+  if (!hold && c->conn_ != nullptr) Flush(*c->conn_);
+  return Status::Ok();
+}
+
+Status TcpFabric::DropNext(const verbs::Qp& qp, int count) {
+  TcpChannel* c = ChannelOf(qp);
+  if (c == nullptr) return NotConnected();
+  c->drop_next_ += count;
+  return Status::Ok();
+}
+
+Status TcpFabric::BreakQp(const verbs::Qp& qp) {
+  TcpChannel* c = ChannelOf(qp);
+  if (c == nullptr) return NotConnected();
+  if (c->conn_ != nullptr) {
+    Kill(*c->conn_);
+  } else {
+    c->dead_ = true;
+  }
+  return Status::Ok();
 }
 
 void TcpFabric::Progress() {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "dataplane/soft/link.h"
+#include "dataplane/verbs/provider.h"
 
 namespace braid::soft {
 
@@ -56,6 +57,14 @@ class TcpFabric final : public Fabric {
   void Progress() override;
   const TcpFabricStats& stats() const { return stats_; }
 
+  // Fault injection on the QP's connection (the QP must be a connected soft QP of this fabric):
+  // hold its outbound frames (nothing is lost; they go when released), drop its next `count`
+  // outbound frames (the peer sees a PSN gap; the requester retransmits), or break it (the
+  // connection is closed; the QP's work ends in RETRY_EXC_ERR, and it is not re-established).
+  common::Status HoldQp(const verbs::Qp& qp, bool hold);
+  common::Status DropNext(const verbs::Qp& qp, int count);
+  common::Status BreakQp(const verbs::Qp& qp);
+
  private:
   class TcpChannel;
   struct Conn;
@@ -75,6 +84,7 @@ class TcpFabric final : public Fabric {
   Conn* Connect(TcpChannel& channel);
   TcpChannel* FindChannel(const SoftDevice* device, uint32_t local_qpn, const verbs::Gid& gid,
                           uint32_t remote_qpn) const;
+  TcpChannel* ChannelOf(const verbs::Qp& qp) const;
 
   TcpFabricOptions options_;
   int epoll_fd_;

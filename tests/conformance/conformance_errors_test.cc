@@ -181,7 +181,9 @@ TEST_P(ConformanceErrorTest, BrokenLinkRetryExceededThenFlush) {
   const uint64_t elapsed = link->NowNs() - start;
   const uint64_t expected = 4 * verbs::AckTimeoutNs(o.timeout);
   EXPECT_GE(elapsed, expected);
-  EXPECT_LT(elapsed, expected + verbs::AckTimeoutNs(o.timeout));
+  // Exact on a virtual clock; on a wall-clock link allow for scheduling.
+  const uint64_t slack = link->virtual_time() ? verbs::AckTimeoutNs(o.timeout) : 200'000'000;
+  EXPECT_LT(elapsed, expected + slack);
   // A repaired link does not revive a QP in ERR.
   ASSERT_OK(link->Repair(*p.a));
   ExpectQpDead(p);

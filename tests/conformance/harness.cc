@@ -21,10 +21,27 @@ class SimLinkControl final : public LinkControl {
   common::Status Break(const verbs::Qp& qp) override { return fabric_->BreakQp(qp); }
   common::Status Repair(const verbs::Qp& qp) override { return fabric_->RepairQp(qp); }
   uint64_t NowNs() const override { return fabric_->NowNs(); }
+  bool virtual_time() const override { return true; }
 
  private:
   soft::SimFabric* fabric_;
 };
+
+}  // namespace
+
+TcpLinkControl::TcpLinkControl(soft::TcpFabric* fabric) : fabric_(fabric) {}
+common::Status TcpLinkControl::Hold(const verbs::Qp& qp, bool hold) {
+  return fabric_->HoldQp(qp, hold);
+}
+common::Status TcpLinkControl::DropNext(const verbs::Qp& qp, int count) {
+  return fabric_->DropNext(qp, count);
+}
+common::Status TcpLinkControl::Break(const verbs::Qp& qp) { return fabric_->BreakQp(qp); }
+// A closed TCP connection is not re-established; the QP behind it is in ERR anyway.
+common::Status TcpLinkControl::Repair(const verbs::Qp&) { return common::Status::Ok(); }
+uint64_t TcpLinkControl::NowNs() const { return fabric_->NowNs(); }
+
+namespace {
 
 // Four soft NICs on 127.0.0.1-4 over some fabric; the fabric comes from a base listed first, so
 // it exists before the provider that points at it.
@@ -85,8 +102,12 @@ struct TcpFabricHolder {
 // The soft provider over real TCP sockets between the four soft NICs of this process.
 class TcpHarnessImpl final : private TcpFabricHolder, public SoftHarness {
  public:
-  explicit TcpHarnessImpl(uint16_t port) : TcpFabricHolder(port), SoftHarness(&tcp_fabric) {}
-  LinkControl* link() override { return nullptr; }
+  explicit TcpHarnessImpl(uint16_t port)
+      : TcpFabricHolder(port), SoftHarness(&tcp_fabric), link_(&tcp_fabric) {}
+  LinkControl* link() override { return &link_; }
+
+ private:
+  TcpLinkControl link_;
 };
 
 class IbverbsHarnessImpl final : public Harness {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/soft/tcp_fabric.h"
 #include "dataplane/verbs/provider.h"
 
 namespace braid::testing {
@@ -23,6 +24,22 @@ class LinkControl {
   virtual common::Status Repair(const verbs::Qp& qp) = 0;
   // Nanoseconds on the link's clock (virtual for the sim link).
   virtual uint64_t NowNs() const = 0;
+  // True when the clock is virtual (exact timings); false on wall-clock links (scheduling slack).
+  virtual bool virtual_time() const { return false; }
+};
+
+// Link control over a TcpFabric's connections (QPs of this process).
+class TcpLinkControl : public LinkControl {
+ public:
+  explicit TcpLinkControl(soft::TcpFabric* fabric);
+  common::Status Hold(const verbs::Qp& qp, bool hold) override;
+  common::Status DropNext(const verbs::Qp& qp, int count) override;
+  common::Status Break(const verbs::Qp& qp) override;
+  common::Status Repair(const verbs::Qp& qp) override;
+  uint64_t NowNs() const override;
+
+ private:
+  soft::TcpFabric* fabric_;
 };
 
 class Harness {

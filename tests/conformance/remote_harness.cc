@@ -35,7 +35,8 @@ constexpr size_t kArenaPerDevice = 1 << 20;
 
 enum class Op : uint32_t {
   kInfo, kAllocPd, kCreateCq, kRegMr, kCreateQp, kToInit, kToRtr, kToRts, kToError, kToReset,
-  kPostSend, kPostRecv, kPoll, kCapacity, kDestroyPd, kDestroyCq, kDestroyMr, kDestroyQp, kQuit
+  kPostSend, kPostRecv, kPoll, kCapacity, kDestroyPd, kDestroyCq, kDestroyMr, kDestroyQp,
+  kHold, kDropNext, kBreak, kQuit
 };
 
 struct WireWr {
@@ -235,6 +236,10 @@ class Server {
         r->count = *n;
         break;
       }
+      case Op::kHold: return SetStatus(r, fabric_.HoldQp(*qps_[q.handle], q.arg != 0));
+      case Op::kDropNext:
+        return SetStatus(r, fabric_.DropNext(*qps_[q.handle], static_cast<int>(q.arg)));
+      case Op::kBreak: return SetStatus(r, fabric_.BreakQp(*qps_[q.handle]));
       case Op::kDestroyQp: qps_[q.handle].reset(); break;
       case Op::kDestroyMr: mrs_[q.handle].reset(); break;
       case Op::kDestroyCq: cqs_[q.handle].reset(); break;
@@ -420,6 +425,13 @@ class RemoteQp final : public verbs::Qp {
     return ToStatus(r);
   }
 
+  // Link control of this QP's connection, in the far process.
+  Status Control(Op op, int64_t arg) {
+    Request q = rpc_->New(op, device_, handle_);
+    q.arg = arg;
+    return ToStatus(rpc_->Call(q));
+  }
+
  private:
   Status Transition(Request& q, verbs::QpState target) {
     const Status s = ToStatus(rpc_->Call(q));
@@ -507,12 +519,42 @@ class RemoteDevice final : public verbs::Device {
   verbs::DeviceInfo info_;
 };
 
+// Local QPs are controlled here; the far process's QPs through the RPC.
+class TwoProcessLinkControl final : public LinkControl {
+ public:
+  explicit TwoProcessLinkControl(soft::TcpFabric* local) : local_(local) {}
+  Status Hold(const verbs::Qp& qp, bool hold) override {
+    if (auto* r = dynamic_cast<const RemoteQp*>(&qp)) {
+      return const_cast<RemoteQp*>(r)->Control(Op::kHold, hold ? 1 : 0);
+    }
+    return local_.Hold(qp, hold);
+  }
+  Status DropNext(const verbs::Qp& qp, int count) override {
+    if (auto* r = dynamic_cast<const RemoteQp*>(&qp)) {
+      return const_cast<RemoteQp*>(r)->Control(Op::kDropNext, count);
+    }
+    return local_.DropNext(qp, count);
+  }
+  Status Break(const verbs::Qp& qp) override {
+    if (auto* r = dynamic_cast<const RemoteQp*>(&qp)) {
+      return const_cast<RemoteQp*>(r)->Control(Op::kBreak, 0);
+    }
+    return local_.Break(qp);
+  }
+  Status Repair(const verbs::Qp& qp) override { return local_.Repair(qp); }
+  uint64_t NowNs() const override { return local_.NowNs(); }
+
+ private:
+  TcpLinkControl local_;
+};
+
 class TwoProcessHarness final : public Harness {
  public:
   explicit TwoProcessHarness(uint16_t port)
       : port_(port),
         fabric_(soft::TcpFabricOptions{.port = port}),
-        provider_({{{"soft0", "127.0.0.1"}, {"soft2", "127.0.0.3"}}, &fabric_}) {}
+        provider_({{{"soft0", "127.0.0.1"}, {"soft2", "127.0.0.3"}}, &fabric_}),
+        link_(&fabric_) {}
   ~TwoProcessHarness() override {
     devices_.clear();
     if (child_ > 0) {
@@ -560,7 +602,7 @@ class TwoProcessHarness final : public Harness {
   int num_devices() const override { return static_cast<int>(devices_.size()); }
   verbs::Device& device(int index) override { return *devices_[static_cast<size_t>(index)]; }
   void Progress() override { fabric_.Progress(); }
-  LinkControl* link() override { return nullptr; }
+  LinkControl* link() override { return &link_; }
   bool poisons_undefined_fields() const override { return true; }
   uint8_t* EndpointBuffer(int device, size_t bytes) override {
     if (arena_ == nullptr || bytes > kArenaPerDevice) return nullptr;
@@ -575,6 +617,7 @@ class TwoProcessHarness final : public Harness {
   int fd_ = -1;
   pid_t child_ = -1;
   std::unique_ptr<Rpc> rpc_;
+  TwoProcessLinkControl link_;
   std::vector<std::unique_ptr<verbs::Device>> devices_;
 };
 
