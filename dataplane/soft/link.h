@@ -32,6 +32,8 @@ class Channel {
   // where they are: a link may read them after this call returns (zero copy). The QP keeps them
   // valid until the WR they belong to completes (responses: while the region is registered).
   virtual void Transmit(const PacketHeader& header, std::span<const iovec> payload) = 0;
+  // The QP reached RTS and sends from `psn` on (a link may check it against the peer's view).
+  virtual void OnLocalSendPsn(uint32_t psn) { (void)psn; }
 };
 
 class Fabric {
@@ -40,10 +42,12 @@ class Fabric {
   // A device joins with its GID; kAlreadyExists when the GID is taken.
   virtual common::Status Attach(SoftDevice* device) = 0;
   virtual void Detach(SoftDevice* device) = 0;
+  // Opened at RTR. `peer_send_psn`: the PSN the peer will send first (from the RTR parameters).
   virtual common::Result<std::unique_ptr<Channel>> OpenChannel(SoftDevice* local,
                                                                uint32_t local_qpn,
                                                                const verbs::Gid& remote_gid,
-                                                               uint32_t remote_qpn) = 0;
+                                                               uint32_t remote_qpn,
+                                                               uint32_t peer_send_psn) = 0;
   virtual uint64_t NowNs() const = 0;
   // Delivers what is due and fires due timers; bounded work per call.
   virtual void Progress() = 0;

@@ -43,7 +43,7 @@ Status SoftQp::ToRtr(const verbs::QpRtrParams& params) {
   if (params.min_rnr_timer > 31) return Status::InvalidArgument("min_rnr_timer exceeds 31");
   if (params.remote.gid.IsZero()) return Status::InvalidArgument("remote GID is required");
   auto channel = device_->fabric()->OpenChannel(device_, qp_num_, params.remote.gid,
-                                                params.remote.qp_num);
+                                                params.remote.qp_num, params.remote.psn);
   if (!channel.ok()) return channel.status();
   channel_ = std::move(channel).value();
   remote_ = params.remote;
@@ -64,6 +64,7 @@ Status SoftQp::ToRts(const verbs::QpRtsParams& params) {
   retry_cnt_ = retries_left_ = params.retry_cnt;
   rnr_retry_ = rnr_retries_left_ = params.rnr_retry;
   state_ = QpState::kRts;
+  channel_->OnLocalSendPsn(params.sq_psn);
   Pump();  // WRs may have been posted... never before RTS, but keep the queue moving
   return Status::Ok();
 }

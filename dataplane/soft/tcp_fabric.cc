@@ -74,12 +74,19 @@ class TcpFabric::TcpChannel final : public Channel {
   };
 
   TcpChannel(TcpFabric* fabric, SoftDevice* local, uint32_t local_qpn, const verbs::Gid& remote_gid,
-             uint32_t remote_qpn)
+             uint32_t remote_qpn, uint32_t peer_send_psn)
       : fabric_(fabric),
         local_(local),
         local_qpn_(local_qpn),
         remote_gid_(remote_gid),
-        remote_qpn_(remote_qpn) {}
+        remote_qpn_(remote_qpn),
+        peer_send_psn_(peer_send_psn) {}
+
+  void OnLocalSendPsn(uint32_t psn) override {
+    local_send_psn_ = psn;
+    has_local_send_psn_ = true;
+    fabric_->CheckPsn(*this);
+  }
   ~TcpChannel() override {
     if (conn_ != nullptr) {
       conn_->channel = nullptr;
@@ -109,6 +116,11 @@ class TcpFabric::TcpChannel final : public Channel {
   uint32_t local_qpn_;
   verbs::Gid remote_gid_;
   uint32_t remote_qpn_;
+  uint32_t peer_send_psn_;         // what the peer sends first (our RTR), put in our hello
+  uint32_t local_send_psn_ = 0;    // what we send first (our RTS)
+  bool has_local_send_psn_ = false;
+  bool has_hello_ = false;         // accepted: the caller's hello, with its view of our PSN
+  uint32_t hello_expects_ = 0;
   Conn* conn_ = nullptr;
   bool dead_ = false;
   bool held_ = false;
@@ -186,9 +198,11 @@ TcpFabric::TcpChannel* TcpFabric::FindChannel(const SoftDevice* device, uint32_t
 common::Result<std::unique_ptr<Channel>> TcpFabric::OpenChannel(SoftDevice* local,
                                                                 uint32_t local_qpn,
                                                                 const verbs::Gid& remote_gid,
-                                                                uint32_t remote_qpn) {
+                                                                uint32_t remote_qpn,
+                                                                uint32_t peer_send_psn) {
   if (!remote_gid.Ipv4()) return Status::InvalidArgument("remote GID is not IPv4-mapped");
-  auto channel = std::make_unique<TcpChannel>(this, local, local_qpn, remote_gid, remote_qpn);
+  auto channel = std::make_unique<TcpChannel>(this, local, local_qpn, remote_gid, remote_qpn,
+                                              peer_send_psn);
   channels_.push_back(channel.get());
   if (Less(local->info().gid, local_qpn, remote_gid, remote_qpn)) {
     Connect(*channel);  // we call
@@ -237,6 +251,7 @@ TcpFabric::Conn* TcpFabric::Connect(TcpChannel& channel) {
   hello.src_gid = channel.local_->info().gid;
   hello.src_qpn = channel.local_qpn_;
   hello.dst_qpn = channel.remote_qpn_;
+  hello.dst_send_psn = channel.peer_send_psn_;
   wire::EncodeHello(hello, &c.hello_out);
   c.hello_pending = true;
   epoll_event ev{};
@@ -269,14 +284,28 @@ bool TcpFabric::Attach(Conn& conn, TcpChannel& channel) {
   if (channel.conn_ != nullptr) return false;
   conn.channel = &channel;
   channel.conn_ = &conn;
+  channel.has_hello_ = true;
+  channel.hello_expects_ = conn.hello_in.dst_send_psn;
   conn.rx = Conn::Rx::kHeader;
   conn.rx_have = 0;
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = reinterpret_cast<uint64_t>(&conn);
   epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, conn.fd, &ev);
+  CheckPsn(channel);
+  if (conn.dead) return true;    // refused: the hello's PSN was wrong
   Flush(conn);  // what our QP sent while we waited for the caller
   return true;
+}
+
+// The caller's hello said which PSN it expects us to send first; once we know ours (RTS), a
+// mismatch means the two sides were not connected with the same parameters: refuse.
+void TcpFabric::CheckPsn(TcpChannel& channel) {
+  if (!channel.has_hello_ || !channel.has_local_send_psn_) return;
+  if (channel.hello_expects_ == (channel.local_send_psn_ & kPsnMask)) return;
+  ++stats_.hellos_refused;
+  channel.has_hello_ = false;
+  if (channel.conn_ != nullptr) Kill(*channel.conn_);
 }
 
 // Reads the hello of an accepted connection. False: wait (incomplete, or our QP is not at RTR

@@ -4,7 +4,8 @@
 // TCP connection, set up when the QPs reach RTR: the side with the smaller (GID, QPN) calls and
 // sends a hello (wire_format.h); the other accepts and matches the hello with its QP's channel,
 // holding the connection until its QP reaches RTR if the caller was first. A hello naming an
-// unknown QP or not matching the QP's peer is refused and counted.
+// unknown QP, not matching the QP's peer, or expecting another first PSN than the QP sends is
+// refused and counted.
 //
 // Zero copy: a frame goes out as one writev of its header and the payload where it lies
 // (registered memory or a WQE's inline copy); an inbound payload is read straight into the
@@ -36,7 +37,7 @@ struct TcpFabricOptions {
 struct TcpFabricStats {
   uint64_t connections_accepted = 0;
   uint64_t connections_made = 0;
-  uint64_t hellos_refused = 0;   // unknown QPN, or not the QP's peer
+  uint64_t hellos_refused = 0;   // unknown QPN, not the QP's peer, or a wrong PSN
   uint64_t frames_refused = 0;   // malformed frames (the connection is closed)
   uint64_t frames_dropped = 0;   // sent on a dead connection
 };
@@ -52,7 +53,8 @@ class TcpFabric final : public Fabric {
   void Detach(SoftDevice* device) override;
   common::Result<std::unique_ptr<Channel>> OpenChannel(SoftDevice* local, uint32_t local_qpn,
                                                        const verbs::Gid& remote_gid,
-                                                       uint32_t remote_qpn) override;
+                                                       uint32_t remote_qpn,
+                                                       uint32_t peer_send_psn) override;
   uint64_t NowNs() const override;
   void Progress() override;
   const TcpFabricStats& stats() const { return stats_; }
@@ -78,6 +80,7 @@ class TcpFabric final : public Fabric {
   void OnReadable(Conn& conn);
   bool ReadHello(Conn& conn);
   bool Attach(Conn& conn, TcpChannel& channel);
+  void CheckPsn(TcpChannel& channel);
   void Flush(Conn& conn);
   void Kill(Conn& conn);
   void Forget(Conn* conn);

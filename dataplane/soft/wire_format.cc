@@ -131,7 +131,7 @@ DecodeError DecodeFrameHeader(std::span<const uint8_t> bytes, PacketHeader* h) {
 }
 
 // Hello layout: 0 magic u32 | 4 version u16 | 6 kind u16 | 8 src_gid 16 bytes | 24 src_qpn u32 |
-// 28 dst_qpn u32 | 32 src_send_psn u32 | 36 reserved u32 | 40 epoch u64 | 48 reserved 16 bytes.
+// 28 dst_qpn u32 | 32 dst_send_psn u32 | 36 reserved u32 | 40 epoch u64 | 48 reserved 16 bytes.
 void EncodeHello(const Hello& hello, HelloBytes* out) {
   out->fill(0);
   uint8_t* b = out->data();
@@ -141,7 +141,7 @@ void EncodeHello(const Hello& hello, HelloBytes* out) {
   std::memcpy(b + 8, hello.src_gid.raw.data(), 16);
   Put<uint32_t>(b, 24, hello.src_qpn);
   Put<uint32_t>(b, 28, hello.dst_qpn);
-  Put<uint32_t>(b, 32, hello.src_send_psn);
+  Put<uint32_t>(b, 32, hello.dst_send_psn);
   Put<uint64_t>(b, 40, hello.epoch);
 }
 
@@ -153,9 +153,9 @@ DecodeError DecodeHello(std::span<const uint8_t> bytes, Hello* hello) {
   std::memcpy(out.src_gid.raw.data(), b + 8, 16);
   out.src_qpn = Get<uint32_t>(b, 24);
   out.dst_qpn = Get<uint32_t>(b, 28);
-  out.src_send_psn = Get<uint32_t>(b, 32);
+  out.dst_send_psn = Get<uint32_t>(b, 32);
   out.epoch = Get<uint64_t>(b, 40);
-  if (out.src_qpn > kPsnMask || out.dst_qpn > kPsnMask || out.src_send_psn > kPsnMask) {
+  if (out.src_qpn > kPsnMask || out.dst_qpn > kPsnMask || out.dst_send_psn > kPsnMask) {
     return DecodeError::kBadLength;
   }
   *hello = out;

@@ -44,7 +44,7 @@ struct Hello {
   verbs::Gid src_gid;
   uint32_t src_qpn = 0;
   uint32_t dst_qpn = 0;
-  uint32_t src_send_psn = 0;  // the PSN the caller starts sending at (the callee's expected PSN)
+  uint32_t dst_send_psn = 0;  // the PSN the caller expects the callee to start sending at
   uint64_t epoch = 0;         // bumped by the upper layer on every reconnect (0: none)
 };
 inline constexpr size_t kHelloBytes = 64;

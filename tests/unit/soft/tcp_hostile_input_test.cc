@@ -39,6 +39,7 @@ class TcpHostileInputTest : public ::testing::Test {
     ASSERT_TRUE(testing::ConnectRc(*qa_, devices_[0]->info(), *qb_, devices_[1]->info()).ok());
   }
   void TearDown() override {
+    for (int fd : open_fds_) close(fd);
     extra_.clear();
     qa_.reset();
     qb_.reset();
@@ -68,11 +69,13 @@ class TcpHostileInputTest : public ::testing::Test {
     else open_fds_.push_back(fd);
     Pump();
   }
-  std::vector<uint8_t> Hello(uint32_t src_ipv4, uint32_t src_qpn, uint32_t dst_qpn) {
+  std::vector<uint8_t> Hello(uint32_t src_ipv4, uint32_t src_qpn, uint32_t dst_qpn,
+                             uint32_t dst_send_psn = 0) {
     wire::Hello h;
     h.src_gid = verbs::Gid::FromIpv4(src_ipv4);
     h.src_qpn = src_qpn;
     h.dst_qpn = dst_qpn;
+    h.dst_send_psn = dst_send_psn;
     wire::HelloBytes b;
     wire::EncodeHello(h, &b);
     return {b.begin(), b.end()};
@@ -118,6 +121,25 @@ TEST_F(TcpHostileInputTest, BadHellosAreRefusedAndCounted) {
   Attack(Hello(0x7f000009, 0x222, qb_->qp_num()));            // a QP already connected elsewhere
   EXPECT_EQ(fabric_.stats().hellos_refused, base + 4);
   ExpectStillServing(2);
+}
+
+// The caller's hello states the PSN it expects this side to send first; a mismatch with what the
+// QP sends (known at its RTS) means the two were not connected alike: refused and counted.
+TEST_F(TcpHostileInputTest, HelloWithTheWrongPsnIsRefused) {
+  for (const uint32_t expected : {uint32_t{123}, uint32_t{456}}) {
+    auto q = NewQp(1);
+    ASSERT_TRUE(q->ToInit({}).ok());
+    verbs::QpRtrParams rtr;
+    rtr.remote = {verbs::Gid::FromIpv4(0x7f000001), 0, 0x99, 0};
+    ASSERT_TRUE(q->ToRtr(rtr).ok());
+    const uint64_t before = fabric_.stats().hellos_refused;
+    Attack(Hello(0x7f000001, 0x99, q->qp_num(), expected), /*close_after=*/false);
+    ASSERT_TRUE(q->ToRts({.sq_psn = 456}).ok());
+    Pump();
+    EXPECT_EQ(fabric_.stats().hellos_refused, before + (expected == 456 ? 0 : 1)) << expected;
+    extra_.push_back(std::move(q));
+  }
+  ExpectStillServing(3);
 }
 
 TEST_F(TcpHostileInputTest, BadFramesAreRefusedAndTheConnectionClosed) {

@@ -90,7 +90,7 @@ TEST(WireFormatTest, HelloRoundTripAndRefusal) {
   in.src_gid = *verbs::Gid::ParseIpv4("127.0.0.3");
   in.src_qpn = 0x101;
   in.dst_qpn = 0x102;
-  in.src_send_psn = 0xABCDEF;
+  in.dst_send_psn = 0xABCDEF;
   in.epoch = 7;
   HelloBytes bytes;
   EncodeHello(in, &bytes);
@@ -99,7 +99,7 @@ TEST(WireFormatTest, HelloRoundTripAndRefusal) {
   EXPECT_EQ(out.src_gid, in.src_gid);
   EXPECT_EQ(out.src_qpn, in.src_qpn);
   EXPECT_EQ(out.dst_qpn, in.dst_qpn);
-  EXPECT_EQ(out.src_send_psn, in.src_send_psn);
+  EXPECT_EQ(out.dst_send_psn, in.dst_send_psn);
   EXPECT_EQ(out.epoch, 7u);
   FrameHeaderBytes frame;
   EncodeFrameHeader(Sample(PacketType::kAck), &frame);
