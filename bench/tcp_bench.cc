@@ -20,6 +20,7 @@
 
 #include "dataplane/soft/soft_provider.h"
 #include "dataplane/soft/tcp_fabric.h"
+#include "tests/testutil/rc_connect.h"
 
 namespace {
 
@@ -97,17 +98,7 @@ bool PostRecv(verbs::Qp& q, uint64_t id) {
 
 bool Post(verbs::Qp& q, ibv_wr_opcode op, uint64_t local, uint32_t lkey, uint32_t len,
           uint64_t remote, uint32_t rkey, uint64_t id) {
-  ibv_sge sge{local, len, lkey};
-  ibv_send_wr wr{};
-  wr.wr_id = id;
-  wr.opcode = op;
-  wr.sg_list = &sge;
-  wr.num_sge = len > 0 ? 1 : 0;
-  wr.send_flags = IBV_SEND_SIGNALED;
-  wr.wr.rdma.remote_addr = remote;
-  wr.wr.rdma.rkey = rkey;
-  ibv_send_wr* bad = nullptr;
-  return q.PostSend(&wr, &bad).ok();
+  return testing::PostRdma(q, op, local, len, lkey, remote, rkey, id).ok();
 }
 
 // The child: answers every WRITE_WITH_IMM on QP 0 with one back; otherwise just makes progress.

@@ -376,53 +376,20 @@ class RemoteQp final : public verbs::Qp {
     return Transition(q, verbs::QpState::kReset);
   }
   Status PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) override {
-    Request q = rpc_->New(Op::kPostSend, device_, handle_);
-    ibv_send_wr* list[kMaxWrs];
-    for (ibv_send_wr* w = wr; w != nullptr; w = w->next) {
-      if (q.num_wrs == kMaxWrs || w->num_sge > kMaxSges) {
-        if (bad_wr != nullptr) *bad_wr = w;
-        return Status::NotSupported("the proxy carries at most 8 WRs of 4 SGEs");
-      }
-      WireWr& x = q.wrs[q.num_wrs];
-      list[q.num_wrs++] = w;
-      x.wr_id = w->wr_id;
-      x.opcode = w->opcode;
-      x.flags = w->send_flags;
-      x.imm = w->imm_data;
-      x.num_sge = static_cast<uint32_t>(w->num_sge);
-      for (int i = 0; i < w->num_sge; ++i) x.sge[i] = w->sg_list[i];
+    return PostChain(Op::kPostSend, wr, bad_wr, [](WireWr& x, const ibv_send_wr& w) {
+      x.opcode = w.opcode;
+      x.flags = w.send_flags;
+      x.imm = w.imm_data;
       const bool atomic =
-          w->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD || w->opcode == IBV_WR_ATOMIC_CMP_AND_SWP;
-      x.remote_addr = atomic ? w->wr.atomic.remote_addr : w->wr.rdma.remote_addr;
-      x.rkey = atomic ? w->wr.atomic.rkey : w->wr.rdma.rkey;
-      x.compare_add = atomic ? w->wr.atomic.compare_add : 0;
-      x.swap = atomic ? w->wr.atomic.swap : 0;
-    }
-    const Response r = rpc_->Call(q);
-    if (r.code != StatusCode::kOk && bad_wr != nullptr && r.bad_index < q.num_wrs) {
-      *bad_wr = list[r.bad_index];
-    }
-    return ToStatus(r);
+          w.opcode == IBV_WR_ATOMIC_FETCH_AND_ADD || w.opcode == IBV_WR_ATOMIC_CMP_AND_SWP;
+      x.remote_addr = atomic ? w.wr.atomic.remote_addr : w.wr.rdma.remote_addr;
+      x.rkey = atomic ? w.wr.atomic.rkey : w.wr.rdma.rkey;
+      x.compare_add = atomic ? w.wr.atomic.compare_add : 0;
+      x.swap = atomic ? w.wr.atomic.swap : 0;
+    });
   }
   Status PostRecv(ibv_recv_wr* wr, ibv_recv_wr** bad_wr) override {
-    Request q = rpc_->New(Op::kPostRecv, device_, handle_);
-    ibv_recv_wr* list[kMaxWrs];
-    for (ibv_recv_wr* w = wr; w != nullptr; w = w->next) {
-      if (q.num_wrs == kMaxWrs || w->num_sge > kMaxSges) {
-        if (bad_wr != nullptr) *bad_wr = w;
-        return Status::NotSupported("the proxy carries at most 8 WRs of 4 SGEs");
-      }
-      WireWr& x = q.wrs[q.num_wrs];
-      list[q.num_wrs++] = w;
-      x.wr_id = w->wr_id;
-      x.num_sge = static_cast<uint32_t>(w->num_sge);
-      for (int i = 0; i < w->num_sge; ++i) x.sge[i] = w->sg_list[i];
-    }
-    const Response r = rpc_->Call(q);
-    if (r.code != StatusCode::kOk && bad_wr != nullptr && r.bad_index < q.num_wrs) {
-      *bad_wr = list[r.bad_index];
-    }
-    return ToStatus(r);
+    return PostChain(Op::kPostRecv, wr, bad_wr, [](WireWr&, const ibv_recv_wr&) {});
   }
 
   // Link control of this QP's connection, in the far process.
@@ -433,6 +400,31 @@ class RemoteQp final : public verbs::Qp {
   }
 
  private:
+  // Marshals a WR chain (wr_id and SGEs here, the rest by `fill`), posts it remotely and maps
+  // the remote bad_wr index back onto the caller's chain.
+  template <typename Wr, typename Fill>
+  Status PostChain(Op op, Wr* wr, Wr** bad_wr, Fill fill) {
+    Request q = rpc_->New(op, device_, handle_);
+    Wr* list[kMaxWrs];
+    for (Wr* w = wr; w != nullptr; w = w->next) {
+      if (q.num_wrs == kMaxWrs || w->num_sge > kMaxSges) {
+        if (bad_wr != nullptr) *bad_wr = w;
+        return Status::NotSupported("the proxy carries at most 8 WRs of 4 SGEs");
+      }
+      WireWr& x = q.wrs[q.num_wrs];
+      list[q.num_wrs++] = w;
+      x.wr_id = w->wr_id;
+      x.num_sge = static_cast<uint32_t>(w->num_sge);
+      for (int i = 0; i < w->num_sge; ++i) x.sge[i] = w->sg_list[i];
+      fill(x, *w);
+    }
+    const Response r = rpc_->Call(q);
+    if (r.code != StatusCode::kOk && bad_wr != nullptr && r.bad_index < q.num_wrs) {
+      *bad_wr = list[r.bad_index];
+    }
+    return ToStatus(r);
+  }
+
   Status Transition(Request& q, verbs::QpState target) {
     const Status s = ToStatus(rpc_->Call(q));
     if (s.ok()) state_ = target;
