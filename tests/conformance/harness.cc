@@ -6,6 +6,7 @@
 #include "dataplane/soft/soft_provider.h"
 #include "dataplane/soft/tcp_fabric.h"
 #include "dataplane/verbs/ibverbs_provider.h"
+#include "tests/testutil/test_port.h"
 
 namespace braid::testing {
 
@@ -159,8 +160,7 @@ HarnessFactory TcpLoopbackHarness(uint16_t port) {
 
 std::vector<HarnessFactory> AllHarnesses() {
   return {SimHarness(/*seed=*/1, /*reorder=*/true), SimHarness(/*seed=*/2, /*reorder=*/false),
-          TcpLoopbackHarness(/*port=*/18515), TcpTwoProcessHarness(/*port=*/18540),
-          IbverbsHarness()};
+          TcpLoopbackHarness(TestPort(0)), TcpTwoProcessHarness(TestPort(1)), IbverbsHarness()};
 }
 
 }  // namespace braid::testing

@@ -14,11 +14,12 @@
 #include "dataplane/soft/tcp_fabric.h"
 #include "dataplane/soft/wire_format.h"
 #include "tests/testutil/rc_connect.h"
+#include "tests/testutil/test_port.h"
 
 namespace braid::soft {
 namespace {
 
-constexpr uint16_t kPort = 18611;
+const uint16_t kPort = testing::TestPort(2);
 
 class TcpHostileInputTest : public ::testing::Test {
  protected:
