@@ -36,20 +36,8 @@ int main(int argc, char** argv) {
   const std::string shape = argc > 1 ? argv[1] : "1frag_4qp";
   constexpr int kRounds = 40, kBatch = 256;
   if (shape == "raw") {
-    braid::testing::NullDevice device(0);
-    auto cq = device.CreateCq(4096);
-    auto* ncq = static_cast<braid::testing::NullCq*>(cq->get());
-    braid::testing::NullQp qp(1, ncq, ncq, 16);
-    (void)qp.ToInit({});
-    (void)qp.ToRtr({});
-    (void)qp.ToRts({});
-    uint8_t buf[64];
-    ibv_sge sge{reinterpret_cast<uint64_t>(buf), 64, 1};
-    ibv_send_wr wr{};
-    wr.opcode = IBV_WR_RDMA_WRITE;
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    RawPostPoll(&qp, ncq, &wr, kRounds * kBatch);
+    braid::testing::NullBaseline base;
+    RawPostPoll(base.qp.get(), base.cq, &base.wr, kRounds * kBatch);
     std::printf("ops %d physical %d\n", kRounds * kBatch, kRounds * kBatch);
     return 0;
   }

@@ -70,25 +70,22 @@ namespace braid {
 namespace {
 
 void BM_RawPostPoll(benchmark::State& state) {
-  testing::NullDevice device(0);
-  auto cq = device.CreateCq(4096);
-  auto* ncq = static_cast<testing::NullCq*>(cq->get());
-  testing::NullQp qp(1, ncq, ncq, 16);
-  (void)qp.ToInit({});
-  (void)qp.ToRtr({});
-  (void)qp.ToRts({});
-  uint8_t buf[64];
-  ibv_sge sge{reinterpret_cast<uint64_t>(buf), 64, 1};
-  ibv_send_wr wr{};
-  wr.opcode = IBV_WR_RDMA_WRITE;
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
-  wr.send_flags = IBV_SEND_SIGNALED;
+  testing::NullBaseline base;
   ibv_wc wc;
-  for (auto _ : state) benchmark::DoNotOptimize(BraidBenchRawPostPoll(&qp, ncq, &wr, &wc));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(BraidBenchRawPostPoll(base.qp.get(), base.cq, &base.wr, &wc));
+  }
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_RawPostPoll)->Name("raw/post_poll");
+
+// A bed over the null provider, or nullptr after reporting why to the benchmark.
+std::unique_ptr<NullVqpBed> MakeBed(benchmark::State& state, const VirtualQpConfig& config) {
+  auto bed = std::make_unique<NullVqpBed>(1, config);
+  if (bed->status().ok()) return bed;
+  state.SkipWithError(bed->status().ToString().c_str());
+  return nullptr;
+}
 
 struct Shape {
   vqp::Scheme scheme;
@@ -99,11 +96,9 @@ struct Shape {
 
 // Post-only: kBatch virtual WRs per timed batch; the completions are drained untimed.
 void BM_Post(benchmark::State& state, Shape shape) {
-  NullVqpBed bed(1, Config(shape.scheme, shape.qps));
-  if (!bed.status().ok()) {
-    state.SkipWithError(bed.status().ToString().c_str());
-    return;
-  }
+  auto made = MakeBed(state, Config(shape.scheme, shape.qps));
+  if (!made) return;
+  NullVqpBed& bed = *made;
   const vqp::VirtualSendWr wr = bed.Write(1, shape.bytes, shape.opcode);
   VirtualWc out[kBatch];
   for (auto _ : state) {
@@ -124,11 +119,9 @@ void BM_Post(benchmark::State& state, Shape shape) {
 // Complete-only: the posts are untimed; the poll that aggregates every physical completion into
 // kBatch virtual completions is timed. Reported per physical completion.
 void BM_Complete(benchmark::State& state, Shape shape) {
-  NullVqpBed bed(1, Config(shape.scheme, shape.qps));
-  if (!bed.status().ok()) {
-    state.SkipWithError(bed.status().ToString().c_str());
-    return;
-  }
+  auto made = MakeBed(state, Config(shape.scheme, shape.qps));
+  if (!made) return;
+  NullVqpBed& bed = *made;
   const vqp::VirtualSendWr wr = bed.Write(1, shape.bytes, shape.opcode);
   VirtualWc out[kBatch];
   const uint64_t frags_before = bed.vqp().counters().fragments_posted;
@@ -147,11 +140,9 @@ void BM_Complete(benchmark::State& state, Shape shape) {
 
 // One DQPLB message arriving on a 4-QP receiver: a WRITE_WITH_IMM fragment and a tail.
 void BM_DqplbReceive(benchmark::State& state) {
-  NullVqpBed bed(1, Config(vqp::Scheme::kDqplb, 4));
-  if (!bed.status().ok()) {
-    state.SkipWithError(bed.status().ToString().c_str());
-    return;
-  }
+  auto made = MakeBed(state, Config(vqp::Scheme::kDqplb, 4));
+  if (!made) return;
+  NullVqpBed& bed = *made;
   VirtualWc out[4];
   uint32_t seq = 0;
   struct {

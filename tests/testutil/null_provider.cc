@@ -173,4 +173,18 @@ common::Result<std::unique_ptr<verbs::Cq>> NullDevice::CreateCq(int min_entries)
   return std::unique_ptr<verbs::Cq>(std::make_unique<NullCq>(min_entries));
 }
 
+NullBaseline::NullBaseline() {
+  cq_owner = std::move(device.CreateCq(4096)).value();
+  cq = static_cast<NullCq*>(cq_owner.get());
+  qp = std::make_unique<NullQp>(1, cq, cq, 16);
+  (void)qp->ToInit({});
+  (void)qp->ToRtr({});
+  (void)qp->ToRts({});
+  sge = {reinterpret_cast<uint64_t>(buffer), sizeof(buffer), 1};
+  wr.opcode = IBV_WR_RDMA_WRITE;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  wr.send_flags = IBV_SEND_SIGNALED;
+}
+
 }  // namespace braid::testing

@@ -96,6 +96,19 @@ class NullDevice final : public verbs::Device {
   friend class NullPd;
 };
 
+// The baseline the virtual layer's cost is measured against: one NullQp in RTS on its own CQ, with
+// a signaled 64-byte RDMA WRITE ready to post.
+struct NullBaseline {
+  NullBaseline();
+  NullDevice device{0};
+  std::unique_ptr<verbs::Cq> cq_owner;
+  NullCq* cq = nullptr;
+  std::unique_ptr<NullQp> qp;
+  uint8_t buffer[64] = {};
+  ibv_sge sge{};
+  ibv_send_wr wr{};
+};
+
 }  // namespace braid::testing
 
 #endif  // BRAID_TESTS_TESTUTIL_NULL_PROVIDER_H_
