@@ -11,6 +11,10 @@ PACKAGES=(
   libibverbs-dev ibverbs-providers
   # wire protocol
   protobuf-compiler libprotobuf-dev
+  # the agent (braidd): gRPC (+ the C++ plugin for protoc), Prometheus exporter, YAML config,
+  # structured logging; promtool (package prometheus) checks the /metrics page in tests
+  libgrpc++-dev protobuf-compiler-grpc prometheus-cpp-dev libyaml-cpp-dev libspdlog-dev libcli11-dev
+  prometheus
   # tests and benchmarks (valgrind: instruction counts in `make bench`; clang + its runtime:
   # the libFuzzer target)
   libgtest-dev libgmock-dev libbenchmark-dev valgrind clang libclang-rt-14-dev

@@ -59,6 +59,12 @@ class MpscQueue {
     }
   }
 
+  // The consumer thread only: whether TryPop would return nothing now.
+  bool Empty() const {
+    const size_t seq = cells_[head_ & mask_].sequence.load(std::memory_order_acquire);
+    return static_cast<intptr_t>(seq) - static_cast<intptr_t>(head_ + 1) < 0;
+  }
+
   // The consumer thread only. nullopt when empty.
   std::optional<T> TryPop() {
     Cell& cell = cells_[head_ & mask_];

@@ -51,6 +51,9 @@ class Fabric {
   virtual uint64_t NowNs() const = 0;
   // Delivers what is due and fires due timers; bounded work per call.
   virtual void Progress() = 0;
+  // Readable when Progress() has inbound work (socket activity); -1 when nothing arrives on its
+  // own (the in-memory sim moves only when driven).
+  virtual int wait_fd() const { return -1; }
 };
 
 }  // namespace braid::soft

@@ -37,6 +37,7 @@ class SoftDevice final : public verbs::Device {
   const verbs::DeviceInfo& info() const override { return info_; }
   common::Result<std::unique_ptr<verbs::ProtectionDomain>> AllocPd() override;
   common::Result<std::unique_ptr<verbs::Cq>> CreateCq(int min_entries) override;
+  int progress_fd() const override { return fabric_->wait_fd(); }
 
   // Provider-internal.
   Fabric* fabric() const { return fabric_; }

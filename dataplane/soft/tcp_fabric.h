@@ -57,6 +57,7 @@ class TcpFabric final : public Fabric {
                                                        uint32_t peer_send_psn) override;
   uint64_t NowNs() const override;
   void Progress() override;
+  int wait_fd() const override { return epoll_fd_; }  // the sockets' epoll set
   const TcpFabricStats& stats() const { return stats_; }
 
   // Fault injection on the QP's connection (the QP must be a connected soft QP of this fabric):

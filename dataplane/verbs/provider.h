@@ -119,6 +119,10 @@ class Device {
   virtual const DeviceInfo& info() const = 0;
   virtual Result<std::unique_ptr<ProtectionDomain>> AllocPd() = 0;
   virtual Result<std::unique_ptr<Cq>> CreateCq(int min_entries) = 0;
+  // An fd that turns readable when the device has inbound work that only progress (a Cq::Poll)
+  // will handle, for a caller that sleeps while idle; -1 when the CQs' wakeup fds suffice (as on
+  // an HCA, which places data without the host's help).
+  virtual int progress_fd() const { return -1; }
 };
 
 class Provider {

@@ -68,6 +68,14 @@ struct VirtualQpCounters {
   uint64_t parked_arrivals = 0;  // arrivals held back by the receive window (back-pressure)
 };
 
+// Bytes and fragments of user data a physical QP moved (successful fragment completions).
+struct QpTraffic {
+  uint64_t write_bytes = 0;
+  uint64_t write_fragments = 0;
+  uint64_t read_bytes = 0;
+  uint64_t read_fragments = 0;
+};
+
 class VirtualQp {
  public:
   // Creates the physical QPs on the devices of `cq` for which `pds` (one entry per CQ device,
@@ -105,6 +113,7 @@ class VirtualQp {
   int physical_device(int index) const { return qps_[static_cast<size_t>(index)].device; }
   QpHealth health(int index) const { return qps_[static_cast<size_t>(index)].health; }
   uint32_t outstanding(int index) const { return qps_[static_cast<size_t>(index)].outstanding; }
+  const QpTraffic& traffic(int index) const { return qps_[static_cast<size_t>(index)].traffic; }
   int healthy_data_qps() const { return healthy_data_qps_; }
   // Operator drain of every QP on `device` (Healthy → Draining) and its undo.
   common::Status DrainDevice(int device);
@@ -140,6 +149,7 @@ class VirtualQp {
     uint64_t outstanding_bytes = 0;
     uint32_t posted_recvs = 0;
     bool has_pool = false;
+    QpTraffic traffic;
   };
   struct SendEntry {
     VirtualSendWr wr;

@@ -507,6 +507,15 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
   --q.outstanding;
   q.outstanding_bytes -= f.length;
   if (wc.status == IBV_WC_SUCCESS) {
+    if (f.kind == WrKind::kFragment && !f.tail && f.length > 0) {
+      if (f.opcode == IBV_WR_RDMA_READ) {
+        q.traffic.read_bytes += f.length;
+        ++q.traffic.read_fragments;
+      } else {
+        q.traffic.write_bytes += f.length;
+        ++q.traffic.write_fragments;
+      }
+    }
     FinishPiece(fslot, IBV_WC_SUCCESS);
     return;
   }

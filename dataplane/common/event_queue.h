@@ -1,0 +1,88 @@
+// EventQueue<T>: an MpscQueue whose consumer can sleep until something arrives.
+//
+// Producers push without locks; the consumer polls TryPop while busy and, when it runs dry, sleeps
+// on fd() (an eventfd, e.g. inside its own epoll set) or in Wait(). A producer writes the eventfd
+// only while the consumer has announced it is about to sleep (ArmWait), so a busy consumer costs
+// producers no system call. No wakeup is lost: ArmWait publishes the intent and re-checks the queue,
+// a push publishes the item and re-checks the intent (sequentially consistent fences on both sides).
+//
+// Threading: Push from any thread; TryPop, ArmWait, DisarmWait, Wait from the one consumer.
+// Ownership: owns its eventfd.
+#ifndef BRAID_DATAPLANE_COMMON_EVENT_QUEUE_H_
+#define BRAID_DATAPLANE_COMMON_EVENT_QUEUE_H_
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+
+#include "dataplane/common/mpsc_queue.h"
+
+namespace braid::common {
+
+template <typename T>
+class EventQueue {
+ public:
+  explicit EventQueue(size_t capacity)
+      : queue_(capacity), fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~EventQueue() {
+    if (fd_ >= 0) close(fd_);
+  }
+  EventQueue(const EventQueue&) = delete;
+  EventQueue& operator=(const EventQueue&) = delete;
+
+  int fd() const { return fd_; }
+  size_t capacity() const { return queue_.capacity(); }
+
+  // Any thread. kNoResource when full (nothing changes).
+  Status Push(T&& value) {
+    Status s = queue_.TryPush(std::move(value));
+    if (!s.ok()) return s;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (waiting_.load(std::memory_order_relaxed)) {
+      const uint64_t one = 1;
+      [[maybe_unused]] ssize_t w = write(fd_, &one, sizeof(one));
+    }
+    return Status::Ok();
+  }
+
+  std::optional<T> TryPop() { return queue_.TryPop(); }
+
+  // The consumer is about to sleep on fd(). Returns false (and stays awake) when an item is
+  // already queued.
+  bool ArmWait() {
+    waiting_.store(true, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!queue_.Empty()) {
+      waiting_.store(false, std::memory_order_relaxed);
+      return false;
+    }
+    return true;
+  }
+  // After the sleep: producers stop signalling; the eventfd is drained.
+  void DisarmWait() {
+    waiting_.store(false, std::memory_order_relaxed);
+    uint64_t value = 0;
+    [[maybe_unused]] ssize_t r = read(fd_, &value, sizeof(value));
+  }
+  // Sleeps until an item is queued or `timeout_ms` passes; true when an item is queued.
+  bool Wait(int timeout_ms) {
+    if (!ArmWait()) return true;
+    pollfd p{fd_, POLLIN, 0};
+    poll(&p, 1, timeout_ms);
+    DisarmWait();
+    return !queue_.Empty();
+  }
+
+ private:
+  MpscQueue<T> queue_;
+  int fd_;
+  std::atomic<bool> waiting_{false};
+};
+
+}  // namespace braid::common
+
+#endif  // BRAID_DATAPLANE_COMMON_EVENT_QUEUE_H_

@@ -1,0 +1,421 @@
+// The engine thread: start/stop, the loop, sleeping, devices, snapshots, faults.
+#include "dataplane/engine/engine.h"
+
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+
+#include "dataplane/engine/engine_internal.h"
+
+namespace braid::engine {
+
+using common::Result;
+using common::Status;
+
+const char* DeviceStateName(DeviceState state) {
+  switch (state) {
+    case DeviceState::kHealthy: return "healthy";
+    case DeviceState::kDrained: return "drained";
+    case DeviceState::kFaulted: return "faulted";
+  }
+  return "unknown";
+}
+
+const char* TransferOpName(TransferOp op) {
+  switch (op) {
+    case TransferOp::kWrite: return "write";
+    case TransferOp::kWriteWithImm: return "write_with_imm";
+    case TransferOp::kRead: return "read";
+  }
+  return "unknown";
+}
+
+const char* OutcomeName(int outcome) {
+  static constexpr const char* kNames[] = {
+      "success", "loc_len_err", "loc_qp_op_err", "loc_eec_op_err", "loc_prot_err",
+      "wr_flush_err", "mw_bind_err", "bad_resp_err", "loc_access_err", "rem_inv_req_err",
+      "rem_access_err", "rem_op_err", "retry_exc_err", "rnr_retry_exc_err", "loc_rdd_viol_err",
+      "rem_inv_rd_req_err", "rem_abort_err", "inv_eecn_err", "inv_eec_state_err", "fatal_err",
+      "resp_timeout_err", "general_err", "tm_err", "tm_rndv_incomplete", "deadline_exceeded",
+      "cancelled"};
+  static_assert(std::size(kNames) == kNumOutcomes);
+  return outcome >= 0 && outcome < kNumOutcomes ? kNames[outcome] : "unknown";
+}
+
+uint64_t Engine::NowNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+Engine::Engine(CreateKey, EngineOptions options)
+    : options_(std::move(options)), commands_(options_.command_queue) {}
+
+Result<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
+  if (options.provider == nullptr) return Status::InvalidArgument("engine needs a provider");
+  auto engine = std::make_unique<Engine>(CreateKey(), std::move(options));
+  std::promise<Status> started;
+  auto ready = started.get_future();
+  Engine* e = engine.get();
+  engine->thread_ = std::thread([e, &started] {
+    Status s = e->Init();
+    const bool ok = s.ok();
+    started.set_value(std::move(s));
+    if (ok) e->Run();
+    e->Shutdown();
+  });
+  Status s = ready.get();
+  if (!s.ok()) {
+    engine->thread_.join();
+    return s;
+  }
+  return engine;
+}
+
+Engine::~Engine() {
+  if (thread_.joinable()) {
+    stop_.store(true);
+    // Wake the loop if it sleeps (the command itself does nothing).
+    while (!commands_.Push([](Engine&) {}).ok()) std::this_thread::yield();
+    thread_.join();
+  }
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+}
+
+template <typename R, typename F>
+Result<R> Engine::Call(F fn) {
+  auto promise = std::make_shared<std::promise<Result<R>>>();
+  auto future = promise->get_future();
+  Status pushed = commands_.Push(
+      [promise, fn = std::move(fn)](Engine& e) mutable { promise->set_value(fn(e)); });
+  if (!pushed.ok()) return Status::NoResource();
+  if (future.wait_for(std::chrono::milliseconds(options_.call_timeout_ms)) !=
+      std::future_status::ready) {
+    return Status::DeadlineExceeded("the data-plane engine did not answer within " +
+                                    std::to_string(options_.call_timeout_ms) + " ms");
+  }
+  return future.get();
+}
+
+Status Engine::CallStatus(std::function<Status(Engine&)> fn) {
+  Result<bool> r = Call<bool>([fn = std::move(fn)](Engine& e) -> Result<bool> {
+    Status s = fn(e);
+    if (!s.ok()) return s;
+    return true;
+  });
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+Result<std::vector<DeviceStatus>> Engine::ListDevices() {
+  return Call<std::vector<DeviceStatus>>([](Engine& e) -> Result<std::vector<DeviceStatus>> {
+    std::vector<DeviceStatus> out;
+    for (size_t i = 0; i < e.devices_.size(); ++i) out.push_back(e.DescribeDevice(i));
+    return out;
+  });
+}
+Result<VqpStatus> Engine::CreateVirtualQp(CreateVqpRequest request) {
+  return Call<VqpStatus>([r = std::move(request)](Engine& e) { return e.DoCreate(r); });
+}
+Result<VqpStatus> Engine::ConnectVirtualQp(uint64_t vqp_id, vqp::BusinessCard remote) {
+  return Call<VqpStatus>(
+      [vqp_id, card = std::move(remote)](Engine& e) { return e.DoConnect(vqp_id, card); });
+}
+Result<VqpStatus> Engine::GetVirtualQp(uint64_t vqp_id) {
+  return Call<VqpStatus>([vqp_id](Engine& e) -> Result<VqpStatus> {
+    BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, e.FindVqp(vqp_id));
+    return e.DescribeVqp(*slot);
+  });
+}
+Result<std::vector<VqpStatus>> Engine::ListVirtualQps() {
+  return Call<std::vector<VqpStatus>>([](Engine& e) -> Result<std::vector<VqpStatus>> {
+    std::vector<VqpStatus> out;
+    for (const auto& [id, slot] : e.vqps_) out.push_back(e.DescribeVqp(*slot));
+    return out;
+  });
+}
+Status Engine::DestroyVirtualQp(uint64_t vqp_id) {
+  return CallStatus([vqp_id](Engine& e) { return e.DoDestroy(vqp_id); });
+}
+Result<RegionStatus> Engine::RegisterMemory(uint64_t length, std::string label) {
+  return Call<RegionStatus>(
+      [length, label = std::move(label)](Engine& e) { return e.DoRegister(length, label); });
+}
+Status Engine::DeregisterMemory(uint64_t region_id) {
+  return CallStatus([region_id](Engine& e) { return e.DoDeregister(region_id); });
+}
+Result<std::vector<RegionStatus>> Engine::ListRegions() {
+  return Call<std::vector<RegionStatus>>([](Engine& e) -> Result<std::vector<RegionStatus>> {
+    std::vector<RegionStatus> out;
+    for (const auto& [id, slot] : e.regions_) out.push_back(e.DescribeRegion(*slot));
+    return out;
+  });
+}
+Result<DeviceStatus> Engine::DrainDevice(std::string device) {
+  return Call<DeviceStatus>(
+      [d = std::move(device)](Engine& e) { return e.SetDeviceDrained(d, true); });
+}
+Result<DeviceStatus> Engine::UndrainDevice(std::string device) {
+  return Call<DeviceStatus>(
+      [d = std::move(device)](Engine& e) { return e.SetDeviceDrained(d, false); });
+}
+Status Engine::InjectFault(FaultRequest request) {
+  if (!options_.fault_injection) {
+    return Status::PermissionDenied("fault injection is disabled in this agent's config");
+  }
+  return CallStatus([r = std::move(request)](Engine& e) { return e.DoInjectFault(r); });
+}
+Result<EngineSnapshot> Engine::Snapshot() {
+  return Call<EngineSnapshot>([](Engine& e) -> Result<EngineSnapshot> { return e.TakeSnapshot(); });
+}
+Status Engine::Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher) {
+  return CallStatus([vqp_id, w = std::move(watcher)](Engine& e) -> Status {
+    BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, e.FindVqp(vqp_id));
+    slot->watchers.push_back(w);
+    return Status::Ok();
+  });
+}
+
+Status Engine::SubmitTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink) {
+  return commands_.Push(
+      [request, sink = std::move(sink)](Engine& e) mutable { e.StartTransfer(request, sink); });
+}
+
+Status Engine::Init() {
+  heartbeat_ns_.store(NowNs());
+  std::vector<std::string> names = options_.devices;
+  if (names.empty()) {
+    BRAID_ASSIGN_OR_RETURN(auto infos, options_.provider->ListDevices());
+    for (const auto& info : infos) names.push_back(info.name);
+  }
+  std::vector<verbs::Device*> raw;
+  for (const std::string& name : names) {
+    auto slot = std::make_unique<DeviceSlot>();
+    BRAID_ASSIGN_OR_RETURN(slot->device, options_.provider->OpenDevice(name));
+    BRAID_ASSIGN_OR_RETURN(slot->pd, slot->device->AllocPd());
+    if (!slot->device->info().port_active) slot->state = DeviceState::kFaulted;
+    raw.push_back(slot->device.get());
+    devices_.push_back(std::move(slot));
+  }
+  if (devices_.empty()) return Status::NotFound("no device to open");
+  BRAID_ASSIGN_OR_RETURN(cq_, vqp::VirtualCq::Create(raw, options_.cq_entries));
+  return SetupWaitSet();
+}
+
+Status Engine::SetupWaitSet() {
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) return Status::FromErrno(errno, "epoll_create1");
+  std::vector<int> fds = {commands_.fd()};
+  for (int d = 0; d < cq_->num_devices(); ++d) {
+    fds.push_back(cq_->physical_cq(d).wakeup_fd());
+    fds.push_back(cq_->device(d).progress_fd());
+  }
+  std::sort(fds.begin(), fds.end());
+  fds.erase(std::unique(fds.begin(), fds.end()), fds.end());
+  for (int fd : fds) {
+    if (fd < 0) continue;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      return Status::FromErrno(errno, "epoll_ctl(engine wait set)");
+    }
+  }
+  return Status::Ok();
+}
+
+void Engine::Run() {
+  last_activity_ns_ = NowNs();
+  while (!stop_.load(std::memory_order_relaxed)) {
+    const uint64_t now = NowNs();
+    heartbeat_ns_.store(now, std::memory_order_relaxed);
+    ++stats_.loop_iterations;
+    if (stall_until_ns_ != 0) {  // injected stall (watchdog test)
+      while (NowNs() < stall_until_ns_) usleep(1000);
+      stall_until_ns_ = 0;
+      continue;
+    }
+    const bool ran = RunCommands();
+    PumpBacklogs();
+    const bool active = PollCompletions() > 0;
+    if (in_flight_ > 0 && now >= next_deadline_check_ns_) {
+      CheckDeadlines(now);
+      next_deadline_check_ns_ = now + 1000000;
+    }
+    if (active || in_flight_ > 0 || posted_ > 0) {
+      last_activity_ns_ = now;
+      continue;
+    }
+    if (ran) continue;  // control commands: look again, but they start no linger
+    if (now - last_activity_ns_ < uint64_t{options_.idle_linger_us} * 1000) continue;
+    Sleep();
+  }
+}
+
+bool Engine::RunCommands() {
+  bool any = false;
+  for (int i = 0; i < 64; ++i) {
+    std::optional<Command> c = commands_.TryPop();
+    if (!c) break;
+    (*c)(*this);
+    any = true;
+  }
+  return any;
+}
+
+void Engine::Sleep() {
+  for (int d = 0; d < cq_->num_devices(); ++d) (void)cq_->physical_cq(d).RequestNotify();
+  // Completions that arrived before arming raise no event: look once more.
+  if (PollCompletions() > 0) return;
+  if (!commands_.ArmWait()) return;
+  ++stats_.sleeps;
+  epoll_event events[16];
+  const int n = epoll_wait(epoll_fd_, events, 16, static_cast<int>(options_.idle_wait_ms));
+  commands_.DisarmWait();
+  bool data = false;
+  for (int i = 0; i < n; ++i) {
+    if (events[i].data.fd == commands_.fd()) continue;
+    data = true;
+    for (int d = 0; d < cq_->num_devices(); ++d) {
+      if (events[i].data.fd == cq_->physical_cq(d).wakeup_fd()) {
+        (void)cq_->physical_cq(d).ConsumeWakeup();
+      }
+    }
+  }
+  if (data) last_activity_ns_ = NowNs();  // linger after data woke us: more tends to follow
+}
+
+void Engine::Shutdown() {
+  // VQPs first (they flush their work into the CQ), then regions, the CQ and the devices.
+  while (!vqps_.empty()) (void)DoDestroy(vqps_.begin()->first);
+  for (uint32_t i = 0; i < transfers_.size(); ++i) {
+    if (transfers_[i].active && !transfers_[i].reported) {
+      Complete(i, Status::Cancelled("the agent is shutting down"), IBV_WC_WR_FLUSH_ERR, false);
+    }
+  }
+  regions_.clear();
+  cq_.reset();
+  devices_.clear();
+  // Commands still queued get no answer; their callers time out.
+}
+
+Result<size_t> Engine::FindDevice(const std::string& name) const {
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    if (devices_[i]->device->info().name == name) return i;
+  }
+  return Status::NotFound("no device named '" + name + "' on agent " + options_.agent_id);
+}
+
+DeviceStatus Engine::DescribeDevice(size_t index) const {
+  const DeviceSlot& slot = *devices_[index];
+  const verbs::DeviceInfo& info = slot.device->info();
+  DeviceStatus s;
+  s.name = info.name;
+  s.provider = info.provider;
+  s.gid = info.gid.ToString();
+  s.state = slot.state;
+  s.port_active = info.port_active;
+  s.mtu_bytes = 128u << static_cast<int>(info.active_mtu);
+  s.traffic = slot.retired;
+  for (const auto& [id, v] : vqps_) {
+    const vqp::VirtualQp& q = *v->vqp;
+    for (int i = 0; i < q.num_physical_qps(); ++i) {
+      if (q.physical_device(i) != static_cast<int>(index)) continue;
+      ++s.qps_by_health[static_cast<size_t>(q.health(i))];
+      s.outstanding_wrs += q.outstanding(i);
+      const vqp::QpTraffic& t = q.traffic(i);
+      s.traffic.write_bytes += t.write_bytes;
+      s.traffic.write_fragments += t.write_fragments;
+      s.traffic.read_bytes += t.read_bytes;
+      s.traffic.read_fragments += t.read_fragments;
+    }
+  }
+  return s;
+}
+
+EngineSnapshot Engine::TakeSnapshot() const {
+  EngineSnapshot s = stats_;
+  for (size_t i = 0; i < devices_.size(); ++i) s.devices.push_back(DescribeDevice(i));
+  for (const auto& [id, v] : vqps_) {
+    EngineSnapshot::Vqp out;
+    out.id = id;
+    out.label = v->label;
+    out.pending_sends = v->vqp->pending_sends();
+    out.pending_recvs = v->vqp->pending_recvs();
+    out.backlog = static_cast<uint32_t>(v->backlog.size());
+    out.qps = DescribeVqp(*v).qps;
+    s.failovers += v->vqp->counters().failovers;
+    s.qps_died += v->vqp->counters().qps_died;
+    s.vqps.push_back(std::move(out));
+  }
+  s.transfers_in_flight = in_flight_;
+  s.regions = static_cast<uint32_t>(regions_.size());
+  for (const auto& [id, r] : regions_) s.registered_bytes += r->shm->length();
+  return s;
+}
+
+Result<DeviceStatus> Engine::SetDeviceDrained(const std::string& name, bool drained) {
+  BRAID_ASSIGN_OR_RETURN(size_t index, FindDevice(name));
+  DeviceSlot& slot = *devices_[index];
+  if (slot.state == DeviceState::kFaulted) {
+    return Status::FailedPrecondition("device '" + name + "' is faulted");
+  }
+  slot.state = drained ? DeviceState::kDrained : DeviceState::kHealthy;
+  for (auto& [id, v] : vqps_) {
+    // kNotFound: the VQP has no QP there in the state to change; nothing to do.
+    Status s = drained ? v->vqp->DrainDevice(static_cast<int>(index))
+                       : v->vqp->UndrainDevice(static_cast<int>(index));
+    (void)s;
+  }
+  return DescribeDevice(index);
+}
+
+Status Engine::DoInjectFault(const FaultRequest& request) {
+  switch (request.kind) {
+    case FaultKind::kStallEngine:
+      if (request.duration_ms == 0 || request.duration_ms > 600000) {
+        return Status::InvalidArgument("stall duration_ms must be in [1, 600000]");
+      }
+      stall_until_ns_ = NowNs() + uint64_t{request.duration_ms} * 1000000;
+      return Status::Ok();
+    case FaultKind::kDeviceDown:
+    case FaultKind::kDeviceUp: {
+      BRAID_ASSIGN_OR_RETURN(size_t index, FindDevice(request.device));
+      if (request.kind == FaultKind::kDeviceUp) {
+        devices_[index]->state = DeviceState::kHealthy;
+        return Status::Ok();
+      }
+      if (options_.tcp_fabric == nullptr) {
+        return Status::NotSupported("device faults need the soft provider over TCP");
+      }
+      devices_[index]->state = DeviceState::kFaulted;
+      for (auto& [id, v] : vqps_) {
+        if (!v->vqp->connected()) continue;
+        for (int i = 0; i < v->vqp->num_physical_qps(); ++i) {
+          if (v->vqp->physical_device(i) == static_cast<int>(index)) {
+            (void)options_.tcp_fabric->BreakQp(v->vqp->physical_qp(i));
+          }
+        }
+      }
+      return Status::Ok();
+    }
+    case FaultKind::kBreakQp: {
+      if (options_.tcp_fabric == nullptr) {
+        return Status::NotSupported("QP faults need the soft provider over TCP");
+      }
+      BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(request.vqp_id));
+      if (request.qp_index >= static_cast<uint32_t>(slot->vqp->num_physical_qps())) {
+        return Status::OutOfRange("VQP " + std::to_string(request.vqp_id) + " has " +
+                                  std::to_string(slot->vqp->num_physical_qps()) +
+                                  " physical QPs");
+      }
+      return options_.tcp_fabric->BreakQp(
+          slot->vqp->physical_qp(static_cast<int>(request.qp_index)));
+    }
+  }
+  return Status::InvalidArgument("unknown fault kind");
+}
+
+}  // namespace braid::engine

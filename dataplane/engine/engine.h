@@ -1,0 +1,200 @@
+// Engine: the data-plane thread. It alone owns the devices, the virtual CQ, every VQP and region.
+//
+// Control threads (the gRPC server) talk to it through a bounded command queue:
+//  - control calls (create/connect/destroy a VQP, register memory, drain, snapshot...) block the
+//    caller until the engine answered, at most `call_timeout_ms` (then kDeadlineExceeded: the
+//    engine is stalled; nothing is half-done on the caller's side);
+//  - transfers are submitted without blocking and complete into the caller's TransferSink;
+//  - receiver notifications go to NotificationWatchers.
+// The loop: take commands, post (transfers waiting for room first), poll the virtual CQ (bounded),
+// deliver completions, check deadlines. It busy-polls while any transfer is in flight (and for
+// `idle_linger_us` after the last activity), then arms the CQs and sleeps in epoll on the command
+// queue's eventfd, the CQs' wakeup fds and the devices' progress fds (soft NICs: their sockets), at
+// most `idle_wait_ms` at a time so the heartbeat the stall watchdog reads keeps moving: an idle
+// engine uses no CPU to speak of.
+// Deadlines: every transfer has one (its own or `default_timeout_ms`). Past it, the transfer
+// completes with kDeadlineExceeded at once; a posted virtual WR keeps its local region referenced
+// until its real completion arrives (the hardware may still touch the memory).
+//
+// Threading: public methods from any thread except the engine's own. Counters and snapshots are
+// plain values copied on the engine thread (Snapshot()).
+// Ownership: the provider is not owned and must outlive the engine.
+#ifndef BRAID_DATAPLANE_ENGINE_ENGINE_H_
+#define BRAID_DATAPLANE_ENGINE_ENGINE_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "dataplane/common/event_queue.h"
+#include "dataplane/common/result.h"
+#include "dataplane/engine/engine_types.h"
+#include "dataplane/engine/shm_region.h"
+#include "dataplane/soft/tcp_fabric.h"
+#include "dataplane/verbs/provider.h"
+#include "dataplane/vqp/virtual_cq.h"
+#include "dataplane/vqp/virtual_qp.h"
+
+namespace braid::engine {
+
+struct EngineOptions {
+  verbs::Provider* provider = nullptr;  // REQUIRED, not owned
+  std::vector<std::string> devices;     // devices to open; empty: every device listed
+  soft::TcpFabric* tcp_fabric = nullptr;  // soft over TCP: enables QP/device fault injection
+  std::string agent_id = "braid";
+  std::string control_endpoint;          // written into every business card
+  std::string region_dir = "/dev/shm";
+  uint64_t max_region_bytes = 64ull << 30;
+  int cq_entries = 16384;                // per device
+  size_t command_queue = 4096;
+  uint32_t max_transfers = 65536;        // in flight or waiting, all clients together
+  uint32_t default_timeout_ms = 30000;
+  uint32_t notify_receives = 256;        // length-0 receives kept posted per VQP
+  uint32_t idle_linger_us = 200;
+  uint32_t idle_wait_ms = 100;
+  uint32_t call_timeout_ms = 5000;
+  bool fault_injection = false;
+};
+
+enum class FaultKind : uint8_t { kStallEngine, kDeviceDown, kDeviceUp, kBreakQp };
+struct FaultRequest {
+  FaultKind kind = FaultKind::kStallEngine;
+  uint32_t duration_ms = 0;
+  std::string device;
+  uint64_t vqp_id = 0;
+  uint32_t qp_index = 0;
+};
+
+class Engine {
+ public:
+  // Starts the thread, which opens the devices; returns once they are open (or why not).
+  static common::Result<std::unique_ptr<Engine>> Start(EngineOptions options);
+  // Stops the thread; destroys every VQP (in-flight transfers end WR_FLUSH_ERR) and region.
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const EngineOptions& options() const { return options_; }
+  std::string provider_name() const { return std::string(options_.provider->name()); }
+
+  common::Result<std::vector<DeviceStatus>> ListDevices();
+  common::Result<VqpStatus> CreateVirtualQp(CreateVqpRequest request);
+  common::Result<VqpStatus> ConnectVirtualQp(uint64_t vqp_id, vqp::BusinessCard remote);
+  common::Result<VqpStatus> GetVirtualQp(uint64_t vqp_id);
+  common::Result<std::vector<VqpStatus>> ListVirtualQps();
+  common::Status DestroyVirtualQp(uint64_t vqp_id);
+  common::Result<RegionStatus> RegisterMemory(uint64_t length, std::string label);
+  common::Status DeregisterMemory(uint64_t region_id);
+  common::Result<std::vector<RegionStatus>> ListRegions();
+  common::Result<DeviceStatus> DrainDevice(std::string device);
+  common::Result<DeviceStatus> UndrainDevice(std::string device);
+  common::Status InjectFault(FaultRequest request);
+  common::Result<EngineSnapshot> Snapshot();
+  // Subscribes `watcher` to the VQP's notifications; none is missed after this returns OK.
+  common::Status Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher);
+
+  // Non-blocking. kNoResource: the command queue is full (retry). Otherwise exactly one
+  // TransferResult reaches `sink`.
+  common::Status SubmitTransfer(const TransferRequest& request,
+                                std::shared_ptr<TransferSink> sink);
+
+  // Monotonic nanoseconds of the loop's last turn (the stall watchdog reads it).
+  uint64_t heartbeat_ns() const { return heartbeat_ns_.load(std::memory_order_relaxed); }
+  static uint64_t NowNs();
+
+ private:
+  using Command = std::function<void(Engine&)>;
+  struct DeviceSlot;
+  struct VqpSlot;
+  struct RegionSlot;
+  struct Transfer;
+  struct CreateKey {
+   private:
+    CreateKey() = default;
+    friend class Engine;
+  };
+
+ public:
+  Engine(CreateKey, EngineOptions options);
+
+ private:
+  template <typename R, typename F>
+  common::Result<R> Call(F fn);
+  common::Status CallStatus(std::function<common::Status(Engine&)> fn);
+
+  // The thread (engine.cc).
+  common::Status Init();
+  void Run();
+  bool RunCommands();
+  void Sleep();
+  common::Status SetupWaitSet();
+  void Shutdown();
+  DeviceStatus DescribeDevice(size_t index) const;
+  EngineSnapshot TakeSnapshot() const;
+  common::Result<size_t> FindDevice(const std::string& name) const;
+  common::Result<DeviceStatus> SetDeviceDrained(const std::string& name, bool drained);
+  common::Status DoInjectFault(const FaultRequest& request);
+
+  // VQPs and regions (engine_vqps.cc).
+  common::Result<VqpStatus> DoCreate(const CreateVqpRequest& request);
+  common::Result<VqpStatus> DoConnect(uint64_t vqp_id, const vqp::BusinessCard& remote);
+  common::Status DoDestroy(uint64_t vqp_id);
+  common::Result<VqpSlot*> FindVqp(uint64_t vqp_id);
+  VqpStatus DescribeVqp(const VqpSlot& slot) const;
+  void RetireTraffic(const VqpSlot& slot);
+  void PostNotifyReceives(VqpSlot& slot);
+  common::Result<RegionStatus> DoRegister(uint64_t length, const std::string& label);
+  common::Status DoDeregister(uint64_t region_id);
+  RegionStatus DescribeRegion(const RegionSlot& slot) const;
+
+  // Transfers (engine_transfers.cc).
+  void StartTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink);
+  common::Status PrepareTransfer(const TransferRequest& request, Transfer& t);
+  common::Result<uint32_t> LocalKeys(VqpSlot& slot, RegionSlot& region);
+  common::Result<uint32_t> RemoteKeys(VqpSlot& slot, const RemoteRegion& remote);
+  bool PostTransfer(uint32_t index);  // false: the VQP is full (stays in the backlog)
+  void PumpBacklogs();
+  int PollCompletions();
+  void OnVirtualWc(const vqp::VirtualWc& wc);
+  void Complete(uint32_t index, common::Status status, ibv_wc_status wc_status, bool posted);
+  void Release(uint32_t index);
+  void CheckDeadlines(uint64_t now);
+  void FailBacklog(VqpSlot& slot, const common::Status& status);
+
+  EngineOptions options_;
+  common::EventQueue<Command> commands_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> heartbeat_ns_{0};
+  int epoll_fd_ = -1;
+
+  // Engine-thread state.
+  std::vector<std::unique_ptr<DeviceSlot>> devices_;
+  std::unique_ptr<vqp::VirtualCq> cq_;
+  std::map<uint64_t, std::unique_ptr<VqpSlot>> vqps_;
+  std::unordered_map<uint32_t, VqpSlot*> by_vqp_num_;
+  std::map<uint64_t, std::unique_ptr<RegionSlot>> regions_;
+  uint64_t next_region_id_ = 1;
+  std::vector<Transfer> transfers_;
+  std::vector<uint32_t> free_transfers_;
+  uint64_t in_flight_ = 0;  // transfers accepted and not yet completed to their sink
+  uint64_t posted_ = 0;     // virtual WRs in flight (some may be past their deadline)
+  uint64_t backlogged_ = 0; // transfers in VQP backlogs
+  uint64_t next_deadline_check_ns_ = 0;
+  uint64_t last_activity_ns_ = 0;
+  std::array<vqp::VirtualWc, vqp::VirtualCq::kPollBatch> wcs_{};
+  EngineSnapshot stats_;  // counters kept as they happen (devices/vqps filled by TakeSnapshot)
+  uint64_t stall_until_ns_ = 0;
+};
+
+}  // namespace braid::engine
+
+#endif  // BRAID_DATAPLANE_ENGINE_ENGINE_H_

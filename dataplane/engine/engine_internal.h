@@ -1,0 +1,66 @@
+// Engine-internal state (engine thread only): devices, VQPs, regions, transfers.
+#ifndef BRAID_DATAPLANE_ENGINE_ENGINE_INTERNAL_H_
+#define BRAID_DATAPLANE_ENGINE_ENGINE_INTERNAL_H_
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "dataplane/engine/engine.h"
+
+namespace braid::engine {
+
+struct Engine::DeviceSlot {
+  std::unique_ptr<verbs::Device> device;
+  std::unique_ptr<verbs::ProtectionDomain> pd;
+  DeviceState state = DeviceState::kHealthy;
+  vqp::QpTraffic retired;  // traffic of destroyed VQPs' QPs on this device
+};
+
+struct Engine::VqpSlot {
+  uint64_t id = 0;
+  std::string label;
+  std::unique_ptr<vqp::VirtualQp> vqp;
+  std::vector<std::string> peer_devices;  // the peer card's device names, in card order
+  std::unordered_map<uint64_t, uint32_t> local_handles;  // region id → key-table handle
+  // (addr, length, rkeys in peer-card order) → key-table handle
+  std::map<std::tuple<uint64_t, uint64_t, std::vector<uint32_t>>, uint32_t> remote_handles;
+  std::deque<uint32_t> backlog;  // transfers waiting for room on the VQP, in arrival order
+  std::vector<std::shared_ptr<NotificationWatcher>> watchers;
+  uint64_t notifications = 0;
+};
+
+struct Engine::RegionSlot {
+  uint64_t id = 0;
+  std::string label;
+  std::unique_ptr<ShmRegion> shm;
+  std::vector<std::unique_ptr<verbs::MemoryRegion>> mrs;  // per device
+  uint32_t in_flight = 0;
+};
+
+struct Engine::Transfer {
+  bool active = false;     // slot in use
+  bool reported = false;   // the sink has its result (deadline may report before the WC)
+  bool posted = false;     // a virtual WR is in flight
+  uint32_t generation = 0;
+  uint64_t op_id = 0;
+  uint64_t vqp_id = 0;
+  uint64_t region_id = 0;
+  TransferOp op = TransferOp::kWrite;
+  uint64_t length = 0;
+  uint64_t start_ns = 0;
+  uint64_t deadline_ns = 0;
+  vqp::VirtualSendWr wr;
+  std::shared_ptr<TransferSink> sink;
+};
+
+// Receive WRs the engine posts for notifications carry this bit in wr_id.
+inline constexpr uint64_t kRecvWrBit = 1ull << 63;
+
+}  // namespace braid::engine
+
+#endif  // BRAID_DATAPLANE_ENGINE_ENGINE_INTERNAL_H_

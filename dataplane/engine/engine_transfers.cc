@@ -1,0 +1,325 @@
+// The engine's transfers: validation, posting, backlogs, completions, deadlines, notifications.
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <string>
+
+#include "dataplane/engine/engine.h"
+#include "dataplane/engine/engine_internal.h"
+
+namespace braid::engine {
+
+using common::Result;
+using common::Status;
+
+namespace {
+
+std::string Range(uint64_t offset, uint64_t length) {
+  return "[" + std::to_string(offset) + ", " + std::to_string(offset) + " + " +
+         std::to_string(length) + ")";
+}
+
+// offset + length within [0, size], without overflow.
+bool Within(uint64_t offset, uint64_t length, uint64_t size) {
+  return offset <= size && length <= size - offset;
+}
+
+// What a failed virtual WR means to the client.
+Status WcError(ibv_wc_status status) {
+  const std::string what = std::string("virtual WR failed: ") + ibv_wc_status_str(status);
+  switch (status) {
+    case IBV_WC_REM_ACCESS_ERR:
+    case IBV_WC_LOC_PROT_ERR:
+    case IBV_WC_LOC_ACCESS_ERR:
+      return Status::PermissionDenied(what);
+    case IBV_WC_LOC_LEN_ERR:
+    case IBV_WC_REM_INV_REQ_ERR:
+      return Status::InvalidArgument(what);
+    default:
+      return Status::QpError(what);
+  }
+}
+
+}  // namespace
+
+void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink) {
+  uint32_t index;
+  if (!free_transfers_.empty()) {
+    index = free_transfers_.back();
+    free_transfers_.pop_back();
+  } else if (transfers_.size() < options_.max_transfers) {
+    index = static_cast<uint32_t>(transfers_.size());
+    transfers_.emplace_back();
+  } else {
+    TransferResult r;
+    r.op_id = request.op_id;
+    r.status = Status::NoResource();
+    if (!sink->results.Push(std::move(r)).ok()) sink->dropped.fetch_add(1);
+    return;
+  }
+  Transfer& t = transfers_[index];
+  t.active = true;
+  t.reported = false;
+  t.posted = false;
+  t.op_id = request.op_id;
+  t.vqp_id = request.vqp_id;
+  t.region_id = 0;
+  t.op = request.op;
+  t.length = request.length;
+  t.start_ns = NowNs();
+  const uint32_t timeout = request.timeout_ms != 0 ? request.timeout_ms : options_.default_timeout_ms;
+  t.deadline_ns = t.start_ns + uint64_t{timeout} * 1000000;
+  t.sink = std::move(sink);
+  ++in_flight_;
+  Status s = PrepareTransfer(request, t);
+  if (!s.ok()) {
+    Complete(index, std::move(s), IBV_WC_SUCCESS, false);
+    Release(index);
+    return;
+  }
+  VqpSlot& slot = *vqps_[t.vqp_id];
+  if (!slot.backlog.empty() || !PostTransfer(index)) {
+    slot.backlog.push_back(index);
+    ++backlogged_;
+  }
+}
+
+Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
+  BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(request.vqp_id));
+  if (!slot->vqp->connected()) {
+    return Status::FailedPrecondition("virtual QP " + std::to_string(request.vqp_id) +
+                                      " is not connected");
+  }
+  if (request.length == 0) return Status::InvalidArgument("transfer length must be > 0");
+  auto it = regions_.find(request.local_region);
+  if (it == regions_.end()) {
+    return Status::NotFound("no region " + std::to_string(request.local_region) + " on agent " +
+                            options_.agent_id);
+  }
+  RegionSlot& region = *it->second;
+  if (!Within(request.local_offset, request.length, region.shm->length())) {
+    return Status::OutOfRange("local range " + Range(request.local_offset, request.length) +
+                              " is past region " + std::to_string(region.id) + " (" +
+                              std::to_string(region.shm->length()) + " bytes)");
+  }
+  const RemoteRegion& remote = request.remote;
+  if (remote.agent_id == options_.agent_id) {
+    return Status::InvalidArgument("remote region " + std::to_string(remote.region_id) +
+                                   " belongs to this agent (" + options_.agent_id +
+                                   "); a transfer targets the peer's memory");
+  }
+  if (!Within(request.remote_offset, request.length, remote.length) ||
+      remote.addr + remote.length < remote.addr) {
+    return Status::OutOfRange("remote range " + Range(request.remote_offset, request.length) +
+                              " is past remote region " + std::to_string(remote.region_id) +
+                              " (" + std::to_string(remote.length) + " bytes)");
+  }
+  BRAID_ASSIGN_OR_RETURN(uint32_t local_keys, LocalKeys(*slot, region));
+  BRAID_ASSIGN_OR_RETURN(uint32_t remote_keys, RemoteKeys(*slot, remote));
+  vqp::VirtualSendWr& wr = t.wr;
+  wr = {};
+  wr.wr_id = (uint64_t{t.generation} << 32) | static_cast<uint64_t>(&t - transfers_.data());
+  switch (request.op) {
+    case TransferOp::kWrite: wr.opcode = IBV_WR_RDMA_WRITE; break;
+    case TransferOp::kWriteWithImm: wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM; break;
+    case TransferOp::kRead: wr.opcode = IBV_WR_RDMA_READ; break;
+  }
+  wr.send_flags = IBV_SEND_SIGNALED;
+  wr.local_addr = reinterpret_cast<uint64_t>(region.shm->addr()) + request.local_offset;
+  wr.length = request.length;
+  wr.local_keys = local_keys;
+  wr.remote_addr = remote.addr + request.remote_offset;
+  wr.remote_keys = remote_keys;
+  wr.imm_data = htonl(request.imm);
+  t.region_id = region.id;
+  ++region.in_flight;
+  return Status::Ok();
+}
+
+Result<uint32_t> Engine::LocalKeys(VqpSlot& slot, RegionSlot& region) {
+  auto it = slot.local_handles.find(region.id);
+  if (it != slot.local_handles.end()) return it->second;
+  std::vector<uint32_t> lkeys;
+  for (const auto& mr : region.mrs) lkeys.push_back(mr->lkey());
+  Result<uint32_t> handle = slot.vqp->AddLocalKeys(lkeys);
+  if (!handle.ok()) {
+    if (handle.status().code() == common::StatusCode::kNoResource) {
+      return Status::NoResource();
+    }
+    return handle.status();
+  }
+  slot.local_handles[region.id] = *handle;
+  return *handle;
+}
+
+Result<uint32_t> Engine::RemoteKeys(VqpSlot& slot, const RemoteRegion& remote) {
+  std::vector<uint32_t> rkeys;
+  for (const std::string& device : slot.peer_devices) {
+    auto it = std::find_if(remote.keys.begin(), remote.keys.end(),
+                           [&](const auto& k) { return k.first == device; });
+    if (it == remote.keys.end()) {
+      return Status::InvalidArgument("remote region " + std::to_string(remote.region_id) +
+                                     " has no key for the peer's device '" + device + "'");
+    }
+    rkeys.push_back(it->second);
+  }
+  auto key = std::make_tuple(remote.addr, remote.length, rkeys);
+  auto it = slot.remote_handles.find(key);
+  if (it != slot.remote_handles.end()) return it->second;
+  BRAID_ASSIGN_OR_RETURN(uint32_t handle, slot.vqp->AddRemoteKeys(rkeys));
+  slot.remote_handles.emplace(std::move(key), handle);
+  return handle;
+}
+
+bool Engine::PostTransfer(uint32_t index) {
+  Transfer& t = transfers_[index];
+  VqpSlot& slot = *vqps_[t.vqp_id];
+  Status s = slot.vqp->PostSend(t.wr);
+  if (s.ok()) {
+    t.posted = true;
+    ++posted_;
+    return true;
+  }
+  if (s.code() == common::StatusCode::kNoResource) return false;
+  Complete(index, std::move(s), IBV_WC_SUCCESS, false);
+  Release(index);
+  return true;
+}
+
+void Engine::PumpBacklogs() {
+  if (backlogged_ == 0) return;
+  for (auto& [id, slot] : vqps_) {
+    auto& backlog = slot->backlog;
+    while (!backlog.empty()) {
+      const uint32_t index = backlog.front();
+      Transfer& t = transfers_[index];
+      if (!t.reported && !PostTransfer(index)) break;
+      if (t.reported && !t.posted) Release(index);  // past its deadline while waiting
+      backlog.pop_front();
+      --backlogged_;
+    }
+  }
+}
+
+void Engine::FailBacklog(VqpSlot& slot, const Status& status) {
+  for (uint32_t index : slot.backlog) {
+    if (!transfers_[index].reported) {
+      Complete(index, status, IBV_WC_WR_FLUSH_ERR, false);
+    }
+    Release(index);
+    --backlogged_;
+  }
+  slot.backlog.clear();
+}
+
+int Engine::PollCompletions() {
+  int total = 0;
+  for (int round = 0; round < 4; ++round) {
+    Result<int> n = cq_->Poll(wcs_);
+    if (!n.ok() || *n == 0) break;
+    for (int i = 0; i < *n; ++i) OnVirtualWc(wcs_[static_cast<size_t>(i)]);
+    total += *n;
+    if (*n < static_cast<int>(wcs_.size())) break;
+  }
+  return total;
+}
+
+void Engine::OnVirtualWc(const vqp::VirtualWc& wc) {
+  if (wc.wr_id & kRecvWrBit) {
+    auto it = vqps_.find(wc.wr_id & ~kRecvWrBit);
+    if (it == vqps_.end()) return;  // flushed by a destroy
+    VqpSlot& slot = *it->second;
+    if (wc.status == IBV_WC_WR_FLUSH_ERR) return;
+    Notification n;
+    n.vqp_id = slot.id;
+    n.seq = slot.notifications++;
+    n.imm = ntohl(wc.imm_data);
+    n.byte_len = wc.byte_len;
+    n.status = wc.status;
+    ++stats_.notifications;
+    std::erase_if(slot.watchers, [&](const std::shared_ptr<NotificationWatcher>& w) {
+      if (w->closed.load(std::memory_order_relaxed)) return true;
+      Notification copy = n;
+      if (!w->events.Push(std::move(copy)).ok()) {
+        w->overflowed.store(true);
+        w->closed.store(true);
+        return true;
+      }
+      return false;
+    });
+    PostNotifyReceives(slot);
+    return;
+  }
+  const auto index = static_cast<uint32_t>(wc.wr_id & 0xFFFFFFFF);
+  const auto generation = static_cast<uint32_t>(wc.wr_id >> 32);
+  if (index >= transfers_.size()) return;
+  Transfer& t = transfers_[index];
+  if (!t.active || !t.posted || t.generation != generation) return;
+  t.posted = false;
+  --posted_;
+  if (!t.reported) {
+    Complete(index, wc.status == IBV_WC_SUCCESS ? Status::Ok() : WcError(wc.status), wc.status,
+             true);
+  }
+  Release(index);
+}
+
+void Engine::Complete(uint32_t index, Status status, ibv_wc_status wc_status, bool posted) {
+  Transfer& t = transfers_[index];
+  t.reported = true;
+  --in_flight_;
+  const uint64_t latency = NowNs() - t.start_ns;
+  int outcome = -1;
+  if (posted) {
+    outcome = wc_status;
+  } else if (status.code() == common::StatusCode::kDeadlineExceeded) {
+    outcome = kOutcomeDeadline;
+  } else if (status.code() == common::StatusCode::kCancelled) {
+    outcome = kOutcomeCancelled;
+  }
+  if (outcome >= 0) {  // a virtual WR outcome (requests refused up front are not)
+    ++stats_.completions[static_cast<size_t>(t.op)][static_cast<size_t>(outcome)];
+    const double seconds = static_cast<double>(latency) * 1e-9;
+    size_t bucket = 0;
+    while (bucket < kLatencyBounds.size() && seconds > kLatencyBounds[bucket]) ++bucket;
+    ++stats_.latency_buckets[bucket];
+    stats_.latency_sum_seconds += seconds;
+  }
+  TransferResult r;
+  r.op_id = t.op_id;
+  r.status = std::move(status);
+  r.wc_status = wc_status;
+  r.posted = posted;
+  r.bytes = r.status.ok() ? t.length : 0;
+  r.latency_ns = latency;
+  if (!t.sink->results.Push(std::move(r)).ok()) t.sink->dropped.fetch_add(1);
+}
+
+void Engine::Release(uint32_t index) {
+  Transfer& t = transfers_[index];
+  if (t.region_id != 0) {
+    auto it = regions_.find(t.region_id);
+    if (it != regions_.end()) --it->second->in_flight;
+  }
+  t.active = false;
+  t.sink.reset();
+  ++t.generation;
+  free_transfers_.push_back(index);
+}
+
+void Engine::CheckDeadlines(uint64_t now) {
+  for (uint32_t i = 0; i < transfers_.size(); ++i) {
+    Transfer& t = transfers_[i];
+    if (!t.active || t.reported || now < t.deadline_ns) continue;
+    const uint64_t ms = (t.deadline_ns - t.start_ns) / 1000000;
+    Complete(i,
+             Status::DeadlineExceeded(
+                 "transfer " + std::to_string(t.op_id) + " missed its deadline of " +
+                 std::to_string(ms) + " ms" +
+                 (t.posted ? " (its virtual WR is still in flight)" : " (never posted)")),
+             IBV_WC_SUCCESS, false);
+    // The slot stays until the WC arrives (posted) or the backlog lets go of it.
+  }
+}
+
+}  // namespace braid::engine

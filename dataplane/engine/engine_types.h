@@ -1,0 +1,181 @@
+// Vocabulary of the engine's interface: requests from the control plane, snapshots back.
+//
+// Plain values (no protobuf, no gRPC): the server maps them to and from braid.v1 messages.
+// Results that cross threads (TransferResult, Notification) travel through EventQueues.
+#ifndef BRAID_DATAPLANE_ENGINE_ENGINE_TYPES_H_
+#define BRAID_DATAPLANE_ENGINE_ENGINE_TYPES_H_
+
+#include <infiniband/verbs.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dataplane/common/event_queue.h"
+#include "dataplane/common/status.h"
+#include "dataplane/vqp/business_card.h"
+#include "dataplane/vqp/virtual_qp.h"
+#include "dataplane/vqp/vqp_types.h"
+
+namespace braid::engine {
+
+enum class DeviceState : uint8_t { kHealthy, kDrained, kFaulted };
+const char* DeviceStateName(DeviceState state);
+
+struct DeviceStatus {
+  std::string name;
+  std::string provider;
+  std::string gid;
+  DeviceState state = DeviceState::kHealthy;
+  bool port_active = false;
+  uint32_t mtu_bytes = 0;
+  std::array<uint32_t, 3> qps_by_health{};  // indexed by vqp::QpHealth
+  uint32_t outstanding_wrs = 0;
+  vqp::QpTraffic traffic;  // monotonic: includes destroyed VQPs
+};
+
+struct CreateVqpRequest {
+  vqp::VirtualQpConfig config;
+  std::vector<std::string> devices;  // empty: every healthy device
+  std::string label;
+};
+
+struct PhysicalQpStatus {
+  uint32_t index = 0;
+  std::string device;
+  uint32_t qp_num = 0;
+  bool message_qp = false;
+  vqp::QpHealth health = vqp::QpHealth::kHealthy;
+  uint32_t outstanding_wrs = 0;
+  vqp::QpTraffic traffic;
+};
+
+struct VqpStatus {
+  uint64_t id = 0;
+  std::string label;
+  bool connected = false;
+  vqp::VirtualQpConfig config;
+  vqp::BusinessCard card;
+  std::vector<PhysicalQpStatus> qps;
+  uint32_t healthy_data_qps = 0;
+  uint32_t pending_sends = 0;
+  uint32_t pending_recvs = 0;
+  uint64_t failovers = 0;
+  uint64_t qps_died = 0;
+  uint64_t notifications = 0;
+};
+
+// What a peer needs to target a region.
+struct RemoteRegion {
+  std::string agent_id;
+  uint64_t region_id = 0;
+  uint64_t addr = 0;
+  uint64_t length = 0;
+  std::vector<std::pair<std::string, uint32_t>> keys;  // (device, rkey)
+};
+
+struct RegionStatus {
+  uint64_t id = 0;
+  std::string label;
+  uint64_t length = 0;
+  std::string path;
+  RemoteRegion remote;
+  uint32_t in_flight = 0;
+};
+
+enum class TransferOp : uint8_t { kWrite, kWriteWithImm, kRead };
+inline constexpr int kNumTransferOps = 3;
+const char* TransferOpName(TransferOp op);
+
+struct TransferRequest {
+  uint64_t op_id = 0;
+  uint64_t vqp_id = 0;
+  TransferOp op = TransferOp::kWrite;
+  uint64_t local_region = 0;
+  uint64_t local_offset = 0;
+  RemoteRegion remote;
+  uint64_t remote_offset = 0;
+  uint64_t length = 0;
+  uint32_t imm = 0;         // host order
+  uint32_t timeout_ms = 0;  // 0: the engine's default
+};
+
+struct TransferResult {
+  uint64_t op_id = 0;
+  common::Status status;             // OK, or why the transfer failed
+  ibv_wc_status wc_status = IBV_WC_SUCCESS;
+  bool posted = false;               // a virtual WR was posted (wc_status is meaningful)
+  uint64_t bytes = 0;
+  uint64_t latency_ns = 0;
+};
+
+// Where one client's transfer completions go. The engine pushes; the client's thread pops.
+// Capacity must cover the client's window (a full sink is a client bug: the result is dropped
+// and counted).
+struct TransferSink {
+  explicit TransferSink(size_t capacity) : results(capacity) {}
+  common::EventQueue<TransferResult> results;
+  std::atomic<uint64_t> dropped{0};
+};
+
+struct Notification {
+  uint64_t vqp_id = 0;
+  uint64_t seq = 0;
+  uint32_t imm = 0;  // host order
+  uint64_t byte_len = 0;
+  ibv_wc_status status = IBV_WC_SUCCESS;
+};
+
+// A WatchNotifications subscriber. `closed` turns true when the VQP is destroyed or the watcher
+// fell behind (`overflowed`); the engine then forgets it.
+struct NotificationWatcher {
+  explicit NotificationWatcher(size_t capacity) : events(capacity) {}
+  common::EventQueue<Notification> events;
+  std::atomic<bool> closed{false};
+  std::atomic<bool> overflowed{false};
+};
+
+// Outcome labels of virtual WR completions: the ibv_wc_status values, then engine outcomes.
+inline constexpr int kOutcomeDeadline = IBV_WC_TM_RNDV_INCOMPLETE + 1;
+inline constexpr int kOutcomeCancelled = kOutcomeDeadline + 1;
+inline constexpr int kNumOutcomes = kOutcomeCancelled + 1;
+// "success", "retry_exc_err", ..., "deadline_exceeded", "cancelled".
+const char* OutcomeName(int outcome);
+
+// Virtual WR latency histogram, upper bounds in seconds (plus +Inf).
+inline constexpr std::array<double, 14> kLatencyBounds = {
+    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3, 1.0,
+    10.0};
+
+struct EngineSnapshot {
+  std::vector<DeviceStatus> devices;
+  struct Vqp {
+    uint64_t id = 0;
+    std::string label;
+    uint32_t pending_sends = 0;
+    uint32_t pending_recvs = 0;
+    uint32_t backlog = 0;  // transfers waiting for room on the VQP
+    std::vector<PhysicalQpStatus> qps;
+  };
+  std::vector<Vqp> vqps;
+  std::array<std::array<uint64_t, kNumOutcomes>, kNumTransferOps> completions{};
+  std::array<uint64_t, kLatencyBounds.size() + 1> latency_buckets{};  // not cumulative
+  double latency_sum_seconds = 0;
+  uint64_t failovers = 0;
+  uint64_t qps_died = 0;
+  uint64_t recoveries_succeeded = 0;
+  uint64_t recoveries_failed = 0;
+  uint64_t notifications = 0;
+  uint64_t transfers_in_flight = 0;
+  uint64_t registered_bytes = 0;
+  uint32_t regions = 0;
+  uint64_t loop_iterations = 0;
+  uint64_t sleeps = 0;
+};
+
+}  // namespace braid::engine
+
+#endif  // BRAID_DATAPLANE_ENGINE_ENGINE_TYPES_H_

@@ -1,0 +1,196 @@
+// The engine's VQPs and regions (engine thread).
+#include <unistd.h>
+
+#include <algorithm>
+#include <string>
+
+#include "dataplane/engine/engine.h"
+#include "dataplane/engine/engine_internal.h"
+
+namespace braid::engine {
+
+using common::Result;
+using common::Status;
+
+Result<Engine::VqpSlot*> Engine::FindVqp(uint64_t vqp_id) {
+  auto it = vqps_.find(vqp_id);
+  if (it == vqps_.end()) {
+    return Status::NotFound("no virtual QP " + std::to_string(vqp_id) + " on agent " +
+                            options_.agent_id);
+  }
+  return it->second.get();
+}
+
+Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
+  BRAID_RETURN_IF_ERROR(vqp::ValidateConfig(request.config));
+  std::vector<verbs::ProtectionDomain*> pds(devices_.size(), nullptr);
+  if (request.devices.empty()) {
+    for (size_t i = 0; i < devices_.size(); ++i) {
+      if (devices_[i]->state == DeviceState::kHealthy) pds[i] = devices_[i]->pd.get();
+    }
+  } else {
+    for (const std::string& name : request.devices) {
+      BRAID_ASSIGN_OR_RETURN(size_t i, FindDevice(name));
+      if (pds[i] != nullptr) return Status::InvalidArgument("device '" + name + "' named twice");
+      if (devices_[i]->state != DeviceState::kHealthy) {
+        return Status::FailedPrecondition("device '" + name + "' is " +
+                                          DeviceStateName(devices_[i]->state));
+      }
+      pds[i] = devices_[i]->pd.get();
+    }
+  }
+  if (std::all_of(pds.begin(), pds.end(), [](auto* p) { return p == nullptr; })) {
+    return Status::FailedPrecondition("no healthy device on agent " + options_.agent_id);
+  }
+  BRAID_ASSIGN_OR_RETURN(auto created, vqp::VirtualQp::Create(*cq_, pds, request.config));
+  auto slot = std::make_unique<VqpSlot>();
+  slot->id = created->vqp_num();
+  slot->label = request.label;
+  slot->vqp = std::move(created);
+  VqpSlot& ref = *slot;
+  by_vqp_num_[ref.vqp->vqp_num()] = &ref;
+  vqps_[ref.id] = std::move(slot);
+  return DescribeVqp(ref);
+}
+
+Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& remote) {
+  BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(vqp_id));
+  BRAID_RETURN_IF_ERROR(slot->vqp->Connect(remote));
+  slot->peer_devices.clear();
+  for (const vqp::DeviceCard& d : remote.devices) slot->peer_devices.push_back(d.name);
+  PostNotifyReceives(*slot);
+  return DescribeVqp(*slot);
+}
+
+void Engine::PostNotifyReceives(VqpSlot& slot) {
+  const uint32_t want = std::min(options_.notify_receives, slot.vqp->config().max_virtual_wrs);
+  while (slot.vqp->pending_recvs() < want) {
+    vqp::VirtualRecvWr wr;
+    wr.wr_id = kRecvWrBit | slot.id;
+    if (!slot.vqp->PostRecv(wr).ok()) break;
+  }
+}
+
+void Engine::RetireTraffic(const VqpSlot& slot) {
+  const vqp::VirtualQp& q = *slot.vqp;
+  for (int i = 0; i < q.num_physical_qps(); ++i) {
+    vqp::QpTraffic& r = devices_[static_cast<size_t>(q.physical_device(i))]->retired;
+    const vqp::QpTraffic& t = q.traffic(i);
+    r.write_bytes += t.write_bytes;
+    r.write_fragments += t.write_fragments;
+    r.read_bytes += t.read_bytes;
+    r.read_fragments += t.read_fragments;
+  }
+  stats_.failovers += q.counters().failovers;
+  stats_.qps_died += q.counters().qps_died;
+}
+
+Status Engine::DoDestroy(uint64_t vqp_id) {
+  BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(vqp_id));
+  FailBacklog(*slot, Status::Cancelled("virtual QP " + std::to_string(vqp_id) + " was destroyed"));
+  for (auto& w : slot->watchers) w->closed.store(true);
+  RetireTraffic(*slot);
+  by_vqp_num_.erase(slot->vqp->vqp_num());
+  // Destroying the VQP completes its in-flight virtual WRs with WR_FLUSH_ERR (T11); they are
+  // routed by wr_id below, like any completion.
+  auto node = vqps_.extract(vqp_id);
+  node.mapped().reset();
+  while (PollCompletions() > 0) {
+  }
+  return Status::Ok();
+}
+
+VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
+  const vqp::VirtualQp& q = *slot.vqp;
+  VqpStatus s;
+  s.id = slot.id;
+  s.label = slot.label;
+  s.connected = q.connected();
+  s.config = q.config();
+  s.card = q.LocalCard(0);
+  s.card.vqp_id = slot.id;
+  s.card.control_endpoint = options_.control_endpoint;
+  for (int i = 0; i < q.num_physical_qps(); ++i) {
+    PhysicalQpStatus p;
+    p.index = static_cast<uint32_t>(i);
+    p.device = cq_->device(q.physical_device(i)).info().name;
+    p.qp_num = q.physical_qp(i).qp_num();
+    p.message_qp = i >= static_cast<int>(q.config().num_qps);
+    p.health = q.health(i);
+    p.outstanding_wrs = q.outstanding(i);
+    p.traffic = q.traffic(i);
+    s.qps.push_back(std::move(p));
+  }
+  s.healthy_data_qps = static_cast<uint32_t>(q.healthy_data_qps());
+  s.pending_sends = q.pending_sends();
+  s.pending_recvs = q.pending_recvs();
+  s.failovers = q.counters().failovers;
+  s.qps_died = q.counters().qps_died;
+  s.notifications = slot.notifications;
+  return s;
+}
+
+Result<RegionStatus> Engine::DoRegister(uint64_t length, const std::string& label) {
+  if (length == 0) return Status::InvalidArgument("region length must be > 0");
+  if (length > options_.max_region_bytes) {
+    return Status::OutOfRange("region length " + std::to_string(length) +
+                              " exceeds this agent's limit of " +
+                              std::to_string(options_.max_region_bytes) + " bytes");
+  }
+  auto slot = std::make_unique<RegionSlot>();
+  slot->id = next_region_id_++;
+  slot->label = label;
+  const std::string name = "braid-" + options_.agent_id + "-" + std::to_string(getpid()) +
+                           "-r" + std::to_string(slot->id);
+  BRAID_ASSIGN_OR_RETURN(slot->shm, ShmRegion::Create(options_.region_dir, name, length));
+  for (auto& d : devices_) {
+    BRAID_ASSIGN_OR_RETURN(auto mr, d->pd->RegisterMemory(slot->shm->addr(), length,
+                                                          IBV_ACCESS_LOCAL_WRITE |
+                                                              IBV_ACCESS_REMOTE_WRITE |
+                                                              IBV_ACCESS_REMOTE_READ));
+    slot->mrs.push_back(std::move(mr));
+  }
+  RegionSlot& ref = *slot;
+  regions_[ref.id] = std::move(slot);
+  return DescribeRegion(ref);
+}
+
+Status Engine::DoDeregister(uint64_t region_id) {
+  auto it = regions_.find(region_id);
+  if (it == regions_.end()) {
+    return Status::NotFound("no region " + std::to_string(region_id) + " on agent " +
+                            options_.agent_id);
+  }
+  if (it->second->in_flight > 0) {
+    return Status::FailedPrecondition("region " + std::to_string(region_id) + " has " +
+                                      std::to_string(it->second->in_flight) +
+                                      " transfers in flight");
+  }
+  for (auto& [id, v] : vqps_) {
+    auto h = v->local_handles.find(region_id);
+    if (h == v->local_handles.end()) continue;
+    (void)v->vqp->RemoveLocalKeys(h->second);
+    v->local_handles.erase(h);
+  }
+  regions_.erase(it);
+  return Status::Ok();
+}
+
+RegionStatus Engine::DescribeRegion(const RegionSlot& slot) const {
+  RegionStatus s;
+  s.id = slot.id;
+  s.label = slot.label;
+  s.length = slot.shm->length();
+  s.path = slot.shm->path();
+  s.in_flight = slot.in_flight;
+  s.remote.agent_id = options_.agent_id;
+  s.remote.region_id = slot.id;
+  s.remote.addr = reinterpret_cast<uint64_t>(slot.shm->addr());
+  s.remote.length = slot.shm->length();
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    s.remote.keys.emplace_back(devices_[i]->device->info().name, slot.mrs[i]->rkey());
+  }
+  return s;
+}
+
+}  // namespace braid::engine

@@ -1,0 +1,154 @@
+#include "server/agent.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "dataplane/providers/provider_registry.h"
+
+namespace braid::server {
+
+using common::Result;
+using common::Status;
+
+Result<std::unique_ptr<Agent>> Agent::Start(AgentConfig config) {
+  BRAID_RETURN_IF_ERROR(config.Validate());
+  auto agent = std::make_unique<Agent>(std::move(config));
+  Status s = agent->Init();
+  if (!s.ok()) {
+    agent->Shutdown();
+    return s;
+  }
+  return agent;
+}
+
+Status Agent::Init() {
+  if (config_.agent_id.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    config_.agent_id = host;
+  }
+  if (config_.soft_nics.empty()) config_.soft_nics.push_back({"soft0", "127.0.0.1"});
+  fabric_ = std::make_unique<soft::TcpFabric>(soft::TcpFabricOptions{.port = config_.soft_port});
+  verbs::ProviderConfig pc;
+  pc.kind = config_.provider;
+  pc.ibverbs.gid_index = config_.ibverbs_gid_index;
+  pc.soft.nics = config_.soft_nics;
+  pc.soft.fabric = fabric_.get();
+  BRAID_ASSIGN_OR_RETURN(provider_, verbs::CreateProvider(pc));
+
+  engine::EngineOptions eo;
+  eo.provider = provider_.get();
+  eo.tcp_fabric = provider_->name() == "soft" ? fabric_.get() : nullptr;
+  eo.agent_id = config_.agent_id;
+  eo.control_endpoint = config_.ControlEndpoint();
+  eo.region_dir = config_.region_dir;
+  eo.max_region_bytes = config_.max_region_bytes;
+  eo.default_timeout_ms = config_.default_timeout_ms;
+  eo.fault_injection = config_.fault_injection;
+  BRAID_ASSIGN_OR_RETURN(engine_, engine::Engine::Start(std::move(eo)));
+  watchdog_ = std::make_unique<engine::StallWatchdog>(*engine_, config_.watchdog_ms);
+
+  AgentServiceOptions so;
+  so.agent_id = config_.agent_id;
+  so.control_endpoint = config_.ControlEndpoint();
+  so.transfer_window = config_.transfer_window;
+  so.fault_injection = config_.fault_injection;
+  service_ = std::make_unique<AgentService>(*engine_, so);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  if (!config_.unix_socket.empty()) {
+    unlink(config_.unix_socket.c_str());  // a stale socket of an earlier run
+    builder.AddListeningPort("unix:" + config_.unix_socket, grpc::InsecureServerCredentials());
+  }
+  int tcp_port = 0;
+  if (!config_.tcp_listen.empty()) {
+    builder.AddListeningPort(config_.tcp_listen, grpc::InsecureServerCredentials(), &tcp_port);
+  }
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (!server_ || (!config_.tcp_listen.empty() && tcp_port == 0)) {
+    return Status::IoError("gRPC server could not listen on '" + config_.tcp_listen + "' / '" +
+                           config_.unix_socket + "'");
+  }
+  if (!config_.metrics_listen.empty()) {
+    try {
+      exposer_ = std::make_unique<prometheus::Exposer>(config_.metrics_listen);
+    } catch (const std::exception& e) {
+      return Status::IoError("metrics exporter could not listen on " + config_.metrics_listen +
+                             ": " + e.what());
+    }
+    collector_ = std::make_shared<MetricsCollector>(*engine_, *watchdog_, config_.metrics_per_qp);
+    exposer_->RegisterCollectable(collector_);
+  }
+  health_thread_ = std::thread([this] { HealthLoop(); });
+  spdlog::info("agent={} provider={} devices={} grpc_tcp={} grpc_unix={} metrics={} "
+               "fault_injection={} msg=\"serving\"",
+               config_.agent_id, provider_->name(), config_.soft_nics.size(), config_.tcp_listen,
+               config_.unix_socket, config_.metrics_listen, config_.fault_injection);
+  return Status::Ok();
+}
+
+void Agent::HealthLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    lock.unlock();
+    bool serving = !watchdog_->stalled();
+    std::string why = serving ? "" : "data-plane thread stalled";
+    if (serving) {
+      auto devices = engine_->ListDevices();
+      serving = devices.ok() && std::any_of(devices->begin(), devices->end(), [](const auto& d) {
+                  return d.state == engine::DeviceState::kHealthy;
+                });
+      if (!serving) why = devices.ok() ? "no healthy device" : "engine did not answer";
+    }
+    lock.lock();
+    if (stopping_) break;
+    if (serving != serving_) {
+      serving_ = serving;
+      server_->GetHealthCheckService()->SetServingStatus(serving);
+      if (serving) {
+        spdlog::info("agent={} health=SERVING", config_.agent_id);
+      } else {
+        spdlog::warn("agent={} health=NOT_SERVING reason=\"{}\"", config_.agent_id, why);
+      }
+    }
+    cv_.wait_for(lock, std::chrono::milliseconds(100));
+  }
+}
+
+bool Agent::serving() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return serving_;
+}
+
+void Agent::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ && !health_thread_.joinable() && !server_ && !engine_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (health_thread_.joinable()) health_thread_.join();
+  if (service_) service_->Shutdown();
+  if (server_) {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    server_.reset();
+  }
+  exposer_.reset();
+  collector_.reset();
+  watchdog_.reset();
+  engine_.reset();
+  provider_.reset();
+  fabric_.reset();
+  if (!config_.unix_socket.empty()) unlink(config_.unix_socket.c_str());
+}
+
+Agent::~Agent() { Shutdown(); }
+
+}  // namespace braid::server

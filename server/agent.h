@@ -1,0 +1,64 @@
+// Agent: one braidd — provider, engine, watchdog, gRPC server (Agent service, health,
+// reflection) and the Prometheus exporter, started and stopped together.
+//
+// Health: SERVING while the engine's loop turns (watchdog) and at least one device is healthy;
+// NOT_SERVING otherwise (every device drained or faulted, or the data-plane thread stalled).
+// Threading: Start/Shutdown from the owning thread; the parts run their own threads.
+#ifndef BRAID_SERVER_AGENT_H_
+#define BRAID_SERVER_AGENT_H_
+
+#include <grpcpp/grpcpp.h>
+#include <prometheus/exposer.h>
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "dataplane/engine/engine.h"
+#include "dataplane/engine/stall_watchdog.h"
+#include "dataplane/soft/tcp_fabric.h"
+#include "dataplane/verbs/provider.h"
+#include "server/agent_config.h"
+#include "server/agent_service.h"
+#include "server/metrics_collector.h"
+
+namespace braid::server {
+
+class Agent {
+ public:
+  static common::Result<std::unique_ptr<Agent>> Start(AgentConfig config);
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // Stops accepting calls, ends open streams, stops the engine. Idempotent.
+  void Shutdown();
+  const AgentConfig& config() const { return config_; }
+  bool serving() const;
+
+  explicit Agent(AgentConfig config) : config_(std::move(config)) {}
+
+ private:
+  common::Status Init();
+  void HealthLoop();
+
+  AgentConfig config_;
+  std::unique_ptr<soft::TcpFabric> fabric_;
+  std::unique_ptr<verbs::Provider> provider_;
+  std::unique_ptr<engine::Engine> engine_;
+  std::unique_ptr<engine::StallWatchdog> watchdog_;
+  std::unique_ptr<AgentService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::shared_ptr<MetricsCollector> collector_;
+  std::thread health_thread_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;  // guarded by mu_
+  bool serving_ = false;   // guarded by mu_
+};
+
+}  // namespace braid::server
+
+#endif  // BRAID_SERVER_AGENT_H_

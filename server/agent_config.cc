@@ -1,0 +1,106 @@
+#include "server/agent_config.h"
+
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <limits>
+
+#include "dataplane/verbs/gid.h"
+
+namespace braid::server {
+
+using common::Status;
+
+namespace {
+
+template <typename T>
+Status Read(const YAML::Node& node, const char* key, T& out) {
+  const YAML::Node v = node[key];
+  if (!v) return Status::Ok();
+  try {
+    out = v.as<T>();
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument(std::string("config key '") + key + "': " + e.what());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status LoadConfigFile(const std::string& path, AgentConfig& c) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument("config file " + path + ": " + e.what());
+  }
+  if (!root.IsMap()) return Status::InvalidArgument("config file " + path + ": not a mapping");
+  BRAID_RETURN_IF_ERROR(Read(root, "agent_id", c.agent_id));
+  BRAID_RETURN_IF_ERROR(Read(root, "provider", c.provider));
+  BRAID_RETURN_IF_ERROR(Read(root, "region_dir", c.region_dir));
+  BRAID_RETURN_IF_ERROR(Read(root, "max_region_bytes", c.max_region_bytes));
+  BRAID_RETURN_IF_ERROR(Read(root, "log_level", c.log_level));
+  BRAID_RETURN_IF_ERROR(Read(root, "transfer_window", c.transfer_window));
+  BRAID_RETURN_IF_ERROR(Read(root, "default_timeout_ms", c.default_timeout_ms));
+  BRAID_RETURN_IF_ERROR(Read(root, "watchdog_ms", c.watchdog_ms));
+  if (const YAML::Node f = root["fault_injection"]) {
+    BRAID_RETURN_IF_ERROR(Read(f, "enabled", c.fault_injection));
+  }
+  if (const YAML::Node soft = root["soft"]) {
+    BRAID_RETURN_IF_ERROR(Read(soft, "port", c.soft_port));
+    if (const YAML::Node nics = soft["nics"]) {
+      if (!nics.IsSequence()) return Status::InvalidArgument("config key 'soft.nics': not a list");
+      c.soft_nics.clear();
+      for (const YAML::Node& n : nics) {
+        soft::SoftNicConfig nic;
+        BRAID_RETURN_IF_ERROR(Read(n, "name", nic.name));
+        BRAID_RETURN_IF_ERROR(Read(n, "ip", nic.ipv4));
+        c.soft_nics.push_back(nic);
+      }
+    }
+  }
+  if (const YAML::Node ib = root["ibverbs"]) {
+    BRAID_RETURN_IF_ERROR(Read(ib, "gid_index", c.ibverbs_gid_index));
+  }
+  if (const YAML::Node listen = root["listen"]) {
+    BRAID_RETURN_IF_ERROR(Read(listen, "unix", c.unix_socket));
+    BRAID_RETURN_IF_ERROR(Read(listen, "tcp", c.tcp_listen));
+  }
+  if (const YAML::Node m = root["metrics"]) {
+    BRAID_RETURN_IF_ERROR(Read(m, "listen", c.metrics_listen));
+    BRAID_RETURN_IF_ERROR(Read(m, "per_qp", c.metrics_per_qp));
+  }
+  return Status::Ok();
+}
+
+Status AgentConfig::Validate() const {
+  if (provider != "auto" && provider != "soft" && provider != "ibverbs") {
+    return Status::InvalidArgument("provider must be auto, soft or ibverbs, not '" + provider + "'");
+  }
+  for (const auto& nic : soft_nics) {
+    if (nic.name.empty()) return Status::InvalidArgument("a soft NIC has no name");
+    if (!verbs::Gid::ParseIpv4(nic.ipv4)) {
+      return Status::InvalidArgument("soft NIC " + nic.name + ": '" + nic.ipv4 +
+                                     "' is not an IPv4 address");
+    }
+  }
+  if (unix_socket.empty() && tcp_listen.empty()) {
+    return Status::InvalidArgument("no listener: set listen.unix or listen.tcp");
+  }
+  if (transfer_window == 0 || transfer_window > 65536) {
+    return Status::InvalidArgument("transfer_window must be in [1, 65536]");
+  }
+  if (watchdog_ms < 100) return Status::InvalidArgument("watchdog_ms must be >= 100");
+  if (log_level != "trace" && log_level != "debug" && log_level != "info" &&
+      log_level != "warn" && log_level != "error") {
+    return Status::InvalidArgument("log_level must be trace, debug, info, warn or error");
+  }
+  return Status::Ok();
+}
+
+std::string AgentConfig::ControlEndpoint() const {
+  if (!tcp_listen.empty()) return tcp_listen;
+  return "unix:" + unix_socket;
+}
+
+}  // namespace braid::server

@@ -1,0 +1,51 @@
+// AgentConfig: everything braidd is told, from a YAML file and then flags (flags win).
+//
+// Example (doc/braidd.md lists every key):
+//   agent_id: node-a
+//   provider: soft            # auto | soft | ibverbs
+//   soft: { port: 18515, nics: [ { name: soft0, ip: 127.0.1.1 } ] }
+//   listen: { unix: /run/braid/braidd.sock, tcp: "0.0.0.0:7600" }
+//   metrics: { listen: "0.0.0.0:9464", per_qp: false }
+//   region_dir: /dev/shm
+// Loading never aborts: a bad file or value is an InvalidArgument naming the key.
+#ifndef BRAID_SERVER_AGENT_CONFIG_H_
+#define BRAID_SERVER_AGENT_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dataplane/common/result.h"
+#include "dataplane/soft/soft_provider.h"
+
+namespace braid::server {
+
+struct AgentConfig {
+  std::string agent_id;                  // default: the host name
+  std::string provider = "auto";         // auto | soft | ibverbs
+  uint16_t soft_port = 18515;            // the soft NICs' TCP port
+  std::vector<soft::SoftNicConfig> soft_nics;  // default: soft0 on 127.0.0.1
+  int ibverbs_gid_index = -1;
+  std::string unix_socket;               // "" = no Unix listener
+  std::string tcp_listen = "127.0.0.1:7600";  // "" = no TCP listener
+  std::string metrics_listen = "127.0.0.1:9464";  // "" = no exporter
+  bool metrics_per_qp = false;
+  std::string region_dir = "/dev/shm";
+  uint64_t max_region_bytes = 64ull << 30;
+  std::string log_level = "info";
+  uint32_t transfer_window = 256;
+  uint32_t default_timeout_ms = 30000;
+  uint32_t watchdog_ms = 2000;
+  bool fault_injection = false;
+
+  common::Status Validate() const;
+  // The endpoint peers reach this agent's control plane on (written into business cards).
+  std::string ControlEndpoint() const;
+};
+
+// Reads `path` into `config` (keys absent from the file keep their value).
+common::Status LoadConfigFile(const std::string& path, AgentConfig& config);
+
+}  // namespace braid::server
+
+#endif  // BRAID_SERVER_AGENT_CONFIG_H_

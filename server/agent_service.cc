@@ -1,0 +1,250 @@
+#include "server/agent_service.h"
+
+#include <thread>
+
+#include "server/proto_mapping.h"
+
+namespace braid::server {
+
+using common::Result;
+
+AgentService::AgentService(engine::Engine& engine, AgentServiceOptions options)
+    : engine_(engine), options_(std::move(options)), started_(std::chrono::steady_clock::now()) {}
+
+grpc::Status AgentService::GetInfo(grpc::ServerContext*, const v1::GetInfoRequest*,
+                                   v1::AgentInfo* out) {
+  auto snap = engine_.Snapshot();
+  if (!snap.ok()) return ToGrpc(snap.status());
+  out->set_agent_id(options_.agent_id);
+  out->set_version(options_.version);
+  out->set_provider(engine_.provider_name());
+  out->set_control_endpoint(options_.control_endpoint);
+  out->set_devices(static_cast<uint32_t>(snap->devices.size()));
+  out->set_uptime_seconds(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)
+          .count()));
+  out->set_fault_injection(options_.fault_injection);
+  out->set_virtual_qps(static_cast<uint32_t>(snap->vqps.size()));
+  out->set_regions(snap->regions);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::ListDevices(grpc::ServerContext*, const v1::ListDevicesRequest*,
+                                       v1::ListDevicesResponse* out) {
+  auto devices = engine_.ListDevices();
+  if (!devices.ok()) return ToGrpc(devices.status());
+  for (const auto& d : *devices) ToProto(d, out->add_devices());
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::CreateVirtualQp(grpc::ServerContext*,
+                                           const v1::CreateVirtualQpRequest* request,
+                                           v1::VirtualQpInfo* out) {
+  auto parsed = FromProto(*request);
+  if (!parsed.ok()) return ToGrpc(parsed.status());
+  auto created = engine_.CreateVirtualQp(std::move(parsed).value());
+  if (!created.ok()) return ToGrpc(created.status());
+  ToProto(*created, out);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::ConnectVirtualQp(grpc::ServerContext*,
+                                            const v1::ConnectVirtualQpRequest* request,
+                                            v1::VirtualQpInfo* out) {
+  if (!request->has_remote_card()) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "remote_card is required"};
+  }
+  auto card = FromProto(request->remote_card());
+  if (!card.ok()) return ToGrpc(card.status());
+  auto connected = engine_.ConnectVirtualQp(request->vqp_id(), std::move(card).value());
+  if (!connected.ok()) return ToGrpc(connected.status());
+  ToProto(*connected, out);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::GetVirtualQp(grpc::ServerContext*,
+                                        const v1::GetVirtualQpRequest* request,
+                                        v1::VirtualQpInfo* out) {
+  auto info = engine_.GetVirtualQp(request->vqp_id());
+  if (!info.ok()) return ToGrpc(info.status());
+  ToProto(*info, out);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::ListVirtualQps(grpc::ServerContext*, const v1::ListVirtualQpsRequest*,
+                                          v1::ListVirtualQpsResponse* out) {
+  auto list = engine_.ListVirtualQps();
+  if (!list.ok()) return ToGrpc(list.status());
+  for (const auto& v : *list) ToProto(v, out->add_vqps());
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::DestroyVirtualQp(grpc::ServerContext*,
+                                            const v1::DestroyVirtualQpRequest* request,
+                                            v1::DestroyVirtualQpResponse*) {
+  return ToGrpc(engine_.DestroyVirtualQp(request->vqp_id()));
+}
+
+grpc::Status AgentService::RegisterMemory(grpc::ServerContext*,
+                                          const v1::RegisterMemoryRequest* request,
+                                          v1::RegionInfo* out) {
+  auto region = engine_.RegisterMemory(request->length(), request->label());
+  if (!region.ok()) return ToGrpc(region.status());
+  ToProto(*region, out);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::DeregisterMemory(grpc::ServerContext*,
+                                            const v1::DeregisterMemoryRequest* request,
+                                            v1::DeregisterMemoryResponse*) {
+  return ToGrpc(engine_.DeregisterMemory(request->region_id()));
+}
+
+grpc::Status AgentService::ListRegions(grpc::ServerContext*, const v1::ListRegionsRequest*,
+                                       v1::ListRegionsResponse* out) {
+  auto list = engine_.ListRegions();
+  if (!list.ok()) return ToGrpc(list.status());
+  for (const auto& r : *list) ToProto(r, out->add_regions());
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::Transfer(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>* stream) {
+  const uint32_t window = options_.transfer_window;
+  // Room for every accepted operation plus the refusals made here.
+  auto sink = std::make_shared<engine::TransferSink>(size_t{window} * 2 + 16);
+  {
+    v1::TransferResponse hello;
+    hello.mutable_window()->set_max_in_flight(window);
+    if (!stream->Write(hello)) return {grpc::StatusCode::CANCELLED, "client went away"};
+  }
+  std::atomic<uint64_t> outstanding{0};
+  std::atomic<bool> reading_done{false};
+  std::atomic<bool> stop_writer{false};
+  std::thread writer([&] {
+    v1::TransferResponse response;
+    for (;;) {
+      while (auto r = sink->results.TryPop()) {
+        response.Clear();
+        ToProto(*r, response.mutable_completion());
+        outstanding.fetch_sub(1);
+        if (!stream->Write(response)) return;
+      }
+      if (stop_writer.load() || context->IsCancelled() || shutting_down_.load()) return;
+      if (reading_done.load() && outstanding.load() == 0) return;
+      sink->results.Wait(20);
+    }
+  });
+  grpc::Status result = grpc::Status::OK;
+  v1::TransferRequest request;
+  while (stream->Read(&request)) {
+    if (outstanding.load() >= window) {
+      result = {grpc::StatusCode::RESOURCE_EXHAUSTED,
+                "Transfer window of " + std::to_string(window) +
+                    " operations exceeded: wait for completions before sending more"};
+      stop_writer.store(true);
+      break;
+    }
+    outstanding.fetch_add(1);
+    Result<engine::TransferRequest> parsed = FromProto(request);
+    if (!parsed.ok()) {
+      engine::TransferResult refused;
+      refused.op_id = request.op_id();
+      refused.status = parsed.status();
+      (void)sink->results.Push(std::move(refused));
+      continue;
+    }
+    common::Status s = engine_.SubmitTransfer(*parsed, sink);
+    for (int spins = 0; s.code() == common::StatusCode::kNoResource && spins < 100000; ++spins) {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+      s = engine_.SubmitTransfer(*parsed, sink);
+    }
+    if (!s.ok()) {
+      engine::TransferResult refused;
+      refused.op_id = request.op_id();
+      refused.status = common::Status::Internal("the engine's command queue stayed full");
+      (void)sink->results.Push(std::move(refused));
+    }
+  }
+  reading_done.store(true);
+  writer.join();
+  if (result.ok() && context->IsCancelled()) {
+    result = {grpc::StatusCode::CANCELLED, "the client cancelled the stream"};
+  }
+  if (result.ok() && shutting_down_.load()) {
+    result = {grpc::StatusCode::UNAVAILABLE, "the agent is shutting down"};
+  }
+  return result;
+}
+
+grpc::Status AgentService::WatchNotifications(
+    grpc::ServerContext* context, const v1::WatchNotificationsRequest* request,
+    grpc::ServerWriter<v1::WatchNotificationsResponse>* writer) {
+  auto watcher = std::make_shared<engine::NotificationWatcher>(options_.watcher_capacity);
+  common::Status s = engine_.Watch(request->vqp_id(), watcher);
+  if (!s.ok()) return ToGrpc(s);
+  v1::WatchNotificationsResponse response;
+  response.set_subscribed(true);
+  if (!writer->Write(response)) {
+    watcher->closed.store(true);
+    return {grpc::StatusCode::CANCELLED, "client went away"};
+  }
+  for (;;) {
+    const bool closed = watcher->closed.load();  // read before draining: nothing follows it
+    while (auto n = watcher->events.TryPop()) {
+      response.Clear();
+      ToProto(*n, response.mutable_notification());
+      if (!writer->Write(response)) {
+        watcher->closed.store(true);
+        return {grpc::StatusCode::CANCELLED, "client went away"};
+      }
+    }
+    if (watcher->overflowed.load()) {
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+              "the watcher fell more than " + std::to_string(options_.watcher_capacity) +
+                  " notifications behind"};
+    }
+    if (closed) return grpc::Status::OK;  // the VQP was destroyed
+    if (context->IsCancelled() || shutting_down_.load()) {
+      watcher->closed.store(true);
+      return {grpc::StatusCode::CANCELLED, "stream ended"};
+    }
+    watcher->events.Wait(50);
+  }
+}
+
+grpc::Status AgentService::DrainDevice(grpc::ServerContext*, const v1::DrainDeviceRequest* request,
+                                       v1::Device* out) {
+  auto d = engine_.DrainDevice(request->device());
+  if (!d.ok()) return ToGrpc(d.status());
+  ToProto(*d, out);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::UndrainDevice(grpc::ServerContext*,
+                                         const v1::DrainDeviceRequest* request, v1::Device* out) {
+  auto d = engine_.UndrainDevice(request->device());
+  if (!d.ok()) return ToGrpc(d.status());
+  ToProto(*d, out);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::InjectFault(grpc::ServerContext*, const v1::InjectFaultRequest* request,
+                                       v1::InjectFaultResponse*) {
+  engine::FaultRequest f;
+  switch (request->kind()) {
+    case v1::FAULT_KIND_STALL_ENGINE: f.kind = engine::FaultKind::kStallEngine; break;
+    case v1::FAULT_KIND_DEVICE_DOWN: f.kind = engine::FaultKind::kDeviceDown; break;
+    case v1::FAULT_KIND_DEVICE_UP: f.kind = engine::FaultKind::kDeviceUp; break;
+    case v1::FAULT_KIND_BREAK_QP: f.kind = engine::FaultKind::kBreakQp; break;
+    default: return {grpc::StatusCode::INVALID_ARGUMENT, "unknown fault kind"};
+  }
+  f.duration_ms = request->duration_ms();
+  f.device = request->device();
+  f.vqp_id = request->vqp_id();
+  f.qp_index = request->qp_index();
+  return ToGrpc(engine_.InjectFault(std::move(f)));
+}
+
+}  // namespace braid::server

@@ -1,0 +1,86 @@
+// braidd: the Braid agent. Configuration from a YAML file (--config), then flags.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "server/agent.h"
+
+int main(int argc, char** argv) {
+  using braid::server::AgentConfig;
+  CLI::App app{"braidd: the Braid multipath RDMA data-plane agent"};
+  std::string config_path;
+  AgentConfig flags;
+  std::vector<std::string> nics;
+  app.add_option("-c,--config", config_path, "YAML config file");
+  auto* agent_id = app.add_option("--agent-id", flags.agent_id, "agent id (default: host name)");
+  auto* provider = app.add_option("--provider", flags.provider, "auto | soft | ibverbs");
+  auto* soft_nic = app.add_option("--soft-nic", nics, "soft NIC as name=ipv4 (repeatable)");
+  auto* soft_port = app.add_option("--soft-port", flags.soft_port, "soft NICs' TCP port");
+  auto* unix_socket = app.add_option("--grpc-unix", flags.unix_socket, "Unix socket path");
+  auto* tcp = app.add_option("--grpc-tcp", flags.tcp_listen, "gRPC TCP listen address");
+  auto* metrics = app.add_option("--metrics", flags.metrics_listen, "Prometheus exporter address");
+  auto* region_dir = app.add_option("--region-dir", flags.region_dir, "shared-memory directory");
+  auto* log_level = app.add_option("--log-level", flags.log_level, "trace|debug|info|warn|error");
+  auto* window = app.add_option("--transfer-window", flags.transfer_window,
+                                "operations in flight per Transfer stream");
+  auto* watchdog = app.add_option("--watchdog-ms", flags.watchdog_ms, "stall watchdog threshold");
+  auto* faults = app.add_flag("--enable-fault-injection", flags.fault_injection,
+                              "allow InjectFault (tests only)");
+  CLI11_PARSE(app, argc, argv);
+
+  AgentConfig config;
+  if (!config_path.empty()) {
+    auto s = braid::server::LoadConfigFile(config_path, config);
+    if (!s.ok()) {
+      std::fprintf(stderr, "braidd: %s\n", s.ToString().c_str());
+      return 2;
+    }
+  }
+  if (*agent_id) config.agent_id = flags.agent_id;
+  if (*provider) config.provider = flags.provider;
+  if (*soft_port) config.soft_port = flags.soft_port;
+  if (*unix_socket) config.unix_socket = flags.unix_socket;
+  if (*tcp) config.tcp_listen = flags.tcp_listen;
+  if (*metrics) config.metrics_listen = flags.metrics_listen;
+  if (*region_dir) config.region_dir = flags.region_dir;
+  if (*log_level) config.log_level = flags.log_level;
+  if (*window) config.transfer_window = flags.transfer_window;
+  if (*watchdog) config.watchdog_ms = flags.watchdog_ms;
+  if (*faults) config.fault_injection = true;
+  if (*soft_nic) {
+    config.soft_nics.clear();
+    for (const std::string& n : nics) {
+      const auto eq = n.find('=');
+      if (eq == std::string::npos) {
+        std::fprintf(stderr, "braidd: --soft-nic wants name=ipv4, got '%s'\n", n.c_str());
+        return 2;
+      }
+      config.soft_nics.push_back({n.substr(0, eq), n.substr(eq + 1)});
+    }
+  }
+  spdlog::set_pattern("ts=%Y-%m-%dT%H:%M:%S.%e%z level=%l %v");
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+
+  // Signals are taken synchronously by this thread; every thread started later inherits the mask.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto agent = braid::server::Agent::Start(config);
+  if (!agent.ok()) {
+    spdlog::error("msg=\"agent failed to start\" error=\"{}\"", agent.status().ToString());
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&set, &sig);
+  spdlog::info("agent={} signal={} msg=\"shutting down\"", (*agent)->config().agent_id, sig);
+  (*agent)->Shutdown();
+  return 0;
+}

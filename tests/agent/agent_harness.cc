@@ -1,0 +1,377 @@
+#include "tests/agent/agent_harness.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <random>
+#include <sstream>
+
+#include "tests/testutil/test_port.h"
+
+namespace braid::testing {
+
+namespace {
+
+constexpr uint16_t kSoftPortSlot = 15;
+
+std::string Endpoint(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
+
+}  // namespace
+
+std::string TestNicIp(int agent, int nic) {
+  const int b = 100 + static_cast<int>(static_cast<uint32_t>(getpid()) % 150);
+  return "127." + std::to_string(b) + "." + std::to_string(agent + 1) + "." +
+         std::to_string(nic + 1);
+}
+
+std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
+  std::unique_ptr<AgentProcess> p(new AgentProcess());
+  p->id_ = spec.id;
+  char dir[] = "/dev/shm/braid-test-XXXXXX";
+  if (mkdtemp(dir) == nullptr) {
+    ADD_FAILURE() << "mkdtemp: " << strerror(errno);
+    return nullptr;
+  }
+  p->region_dir_ = dir;
+  const uint16_t grpc_port = TestPort(spec.port_slot);
+  p->metrics_port_ = TestPort(spec.port_slot + 1);
+  std::vector<std::string> args = {BRAID_BRAIDD_PATH,
+                                   "--agent-id", spec.id,
+                                   "--grpc-tcp", Endpoint(grpc_port),
+                                   "--metrics", Endpoint(p->metrics_port_),
+                                   "--soft-port", std::to_string(TestPort(kSoftPortSlot)),
+                                   "--region-dir", p->region_dir_,
+                                   "--log-level", "warn"};
+  for (size_t i = 0; i < spec.nic_ips.size(); ++i) {
+    args.push_back("--soft-nic");
+    args.push_back("soft" + std::to_string(i) + "=" + spec.nic_ips[i]);
+  }
+  if (spec.fault_injection) args.push_back("--enable-fault-injection");
+  for (const auto& a : spec.extra_args) args.push_back(a);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  p->pid_ = fork();
+  if (p->pid_ == 0) {
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  p->channel_ = grpc::CreateChannel(Endpoint(grpc_port), grpc::InsecureChannelCredentials());
+  p->stub_ = v1::Agent::NewStub(p->channel_);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (waitpid(p->pid_, &status, WNOHANG) == p->pid_) {
+      p->pid_ = -1;
+      ADD_FAILURE() << "braidd " << spec.id << " exited at start, status " << status;
+      return nullptr;
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    v1::AgentInfo info;
+    if (p->stub_->GetInfo(&ctx, v1::GetInfoRequest(), &info).ok()) return p;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ADD_FAILURE() << "braidd " << spec.id << " did not answer within 20 s";
+  return nullptr;
+}
+
+int AgentProcess::Kill(int signal) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, signal);
+  int status = 0;
+  for (int i = 0; i < 100; ++i) {  // 10 s, then SIGKILL
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return status;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  kill(pid_, SIGKILL);
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return status;
+}
+
+AgentProcess::~AgentProcess() {
+  stub_.reset();
+  channel_.reset();
+  Kill(SIGTERM);
+  std::error_code ec;
+  std::filesystem::remove_all(region_dir_, ec);
+}
+
+MappedRegion::MappedRegion(const std::string& path, uint64_t length) : length_(length) {
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    ADD_FAILURE() << "open " << path << ": " << strerror(errno);
+    return;
+  }
+  void* p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) {
+    ADD_FAILURE() << "mmap " << path << ": " << strerror(errno);
+    return;
+  }
+  data_ = static_cast<uint8_t*>(p);
+}
+
+MappedRegion::~MappedRegion() {
+  if (data_ != nullptr) munmap(data_, length_);
+}
+
+uint64_t Checksum(const uint8_t* data, uint64_t length) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  uint64_t i = 0;
+  for (; i + 8 <= length; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, data + i, 8);
+    h = (h ^ w) * 0x100000001b3ull;
+    h ^= h >> 29;
+  }
+  for (; i < length; ++i) h = (h ^ data[i]) * 0x100000001b3ull;
+  return h;
+}
+
+void FillPattern(uint8_t* data, uint64_t length, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  uint64_t i = 0;
+  for (; i + 8 <= length; i += 8) {
+    const uint64_t w = rng();
+    std::memcpy(data + i, &w, 8);
+  }
+  for (; i < length; ++i) data[i] = static_cast<uint8_t>(rng());
+}
+
+TransferRun RunTransfers(v1::Agent::Stub& stub, const std::vector<v1::TransferRequest>& ops,
+                         uint32_t max_outstanding) {
+  TransferRun run;
+  grpc::ClientContext ctx;
+  auto stream = stub.Transfer(&ctx);
+  v1::TransferResponse response;
+  if (!stream->Read(&response) || !response.has_window()) {
+    run.status = stream->Finish();
+    return run;
+  }
+  run.window = response.window().max_in_flight();
+  const uint32_t limit = max_outstanding != 0 ? max_outstanding : run.window;
+  size_t sent = 0;
+  uint64_t outstanding = 0;
+  bool broken = false;
+  while (!broken && (sent < ops.size() || outstanding > 0)) {
+    while (sent < ops.size() && outstanding < limit) {
+      if (!stream->Write(ops[sent])) {
+        broken = true;
+        break;
+      }
+      ++sent;
+      ++outstanding;
+    }
+    if (broken) break;
+    if (!stream->Read(&response)) {
+      broken = true;
+      break;
+    }
+    if (response.has_completion()) {
+      run.completions.push_back(response.completion());
+      --outstanding;
+    }
+  }
+  stream->WritesDone();
+  while (stream->Read(&response)) {
+    if (response.has_completion()) run.completions.push_back(response.completion());
+  }
+  run.status = stream->Finish();
+  return run;
+}
+
+NotificationCollector::NotificationCollector(v1::Agent::Stub& stub, uint64_t vqp_id) {
+  v1::WatchNotificationsRequest request;
+  request.set_vqp_id(vqp_id);
+  reader_ = stub.WatchNotifications(&context_, request);
+  std::promise<void> subscribed;
+  auto ready = subscribed.get_future();
+  thread_ = std::thread([this, &subscribed] {
+    v1::WatchNotificationsResponse r;
+    bool told = false;
+    while (reader_->Read(&r)) {
+      if (r.has_subscribed() && !told) {
+        subscribed_.store(true);
+        subscribed.set_value();
+        told = true;
+      } else if (r.has_notification()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        got_.push_back(r.notification());
+      }
+    }
+    if (!told) subscribed.set_value();
+    (void)reader_->Finish();
+  });
+  ready.wait();
+}
+
+NotificationCollector::~NotificationCollector() {
+  context_.TryCancel();
+  thread_.join();
+}
+
+std::vector<v1::Notification> NotificationCollector::WaitFor(size_t count, int timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (got_.size() >= count || std::chrono::steady_clock::now() > deadline) return got_;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+std::string ScrapeMetrics(uint16_t port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    ADD_FAILURE() << "connect to metrics port " << port << ": " << strerror(errno);
+    return "";
+  }
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  (void)!write(fd, req.data(), req.size());
+  std::string out;
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  const size_t body = out.find("\r\n\r\n");
+  return body == std::string::npos ? "" : out.substr(body + 4);
+}
+
+double MetricSum(const std::string& text, const std::string& name,
+                 const std::map<std::string, std::string>& labels) {
+  double sum = 0;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t name_end = line.find_first_of("{ ");
+    if (name_end == std::string::npos || line.compare(0, name_end, name) != 0 ||
+        name_end != name.size()) {
+      continue;
+    }
+    std::map<std::string, std::string> have;
+    size_t pos = name_end;
+    if (line[pos] == '{') {
+      const size_t close_brace = line.find('}', pos);
+      std::string body = line.substr(pos + 1, close_brace - pos - 1);
+      size_t p = 0;
+      while (p < body.size()) {
+        const size_t eq = body.find('=', p);
+        const size_t q1 = body.find('"', eq);
+        const size_t q2 = body.find('"', q1 + 1);
+        have[body.substr(p, eq - p)] = body.substr(q1 + 1, q2 - q1 - 1);
+        p = q2 + 2;  // past '",'
+      }
+      pos = close_brace + 1;
+    }
+    bool match = true;
+    for (const auto& [k, v] : labels) {
+      auto it = have.find(k);
+      if (it == have.end() || it->second != v) match = false;
+    }
+    if (match) sum += std::stod(line.substr(pos + 1));
+  }
+  return sum;
+}
+
+int HealthStatus(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::ByteBuffer request;  // HealthCheckRequest{service: ""}: no bytes
+  grpc::Slice empty;
+  request = grpc::ByteBuffer(&empty, 1);
+  grpc::ByteBuffer response;
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&done](grpc::Status s) { done.set_value(std::move(s)); });
+  if (!done.get_future().get().ok()) return -1;
+  std::vector<grpc::Slice> slices;
+  if (!response.Dump(&slices).ok()) return -1;
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  // HealthCheckResponse{status = 1}: field 1, varint → 0x08 <status>. An empty message is 0.
+  if (bytes.empty()) return 0;
+  if (bytes.size() != 2 || bytes[0] != 0x08) return -1;
+  return bytes[1];
+}
+
+uint64_t CpuTicks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close_paren = stat.rfind(')');
+  std::istringstream fields(stat.substr(close_paren + 2));
+  std::string f;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 3; fields >> f; ++i) {  // field 3 is the state
+    if (i == 14) utime = std::stoull(f);
+    if (i == 15) {
+      stime = std::stoull(f);
+      break;
+    }
+  }
+  return utime + stime;
+}
+
+v1::VirtualQpInfo CreateVqp(v1::Agent::Stub& stub, v1::Scheme scheme, uint32_t num_qps) {
+  grpc::ClientContext ctx;
+  v1::CreateVirtualQpRequest request;
+  request.set_scheme(scheme);
+  request.set_num_qps(num_qps);
+  v1::VirtualQpInfo info;
+  const grpc::Status s = stub.CreateVirtualQp(&ctx, request, &info);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return info;
+}
+
+void ConnectPair(v1::Agent::Stub& a, const v1::VirtualQpInfo& va, v1::Agent::Stub& b,
+                 const v1::VirtualQpInfo& vb) {
+  for (auto [stub, mine, theirs] : {std::make_tuple(&a, &va, &vb), std::make_tuple(&b, &vb, &va)}) {
+    grpc::ClientContext ctx;
+    v1::ConnectVirtualQpRequest request;
+    request.set_vqp_id(mine->vqp_id());
+    *request.mutable_remote_card() = theirs->card();
+    v1::VirtualQpInfo info;
+    const grpc::Status s = stub->ConnectVirtualQp(&ctx, request, &info);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_TRUE(info.connected());
+  }
+}
+
+v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label) {
+  grpc::ClientContext ctx;
+  v1::RegisterMemoryRequest request;
+  request.set_length(length);
+  request.set_label(label);
+  v1::RegionInfo info;
+  const grpc::Status s = stub.RegisterMemory(&ctx, request, &info);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return info;
+}
+
+}  // namespace braid::testing

@@ -1,0 +1,121 @@
+// Test harness for braidd: real agent processes on loopback, driven over gRPC.
+//
+// AgentProcess forks and execs the braidd binary with its own soft NICs (127.x addresses derived
+// from the test's pid), gRPC, metrics and soft ports, and a fresh region directory; it waits until
+// GetInfo answers and stops the process (SIGTERM, then SIGKILL) when destroyed.
+// Helpers: map a region file, drive a Transfer stream with a window, read notifications, scrape
+// and parse /metrics, ask the gRPC health service, read a process's CPU time.
+#ifndef BRAID_TESTS_AGENT_AGENT_HARNESS_H_
+#define BRAID_TESTS_AGENT_AGENT_HARNESS_H_
+
+#include <grpcpp/grpcpp.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "braid/v1/agent.grpc.pb.h"
+
+namespace braid::testing {
+
+struct AgentSpec {
+  std::string id;
+  std::vector<std::string> nic_ips;  // soft0, soft1, ...
+  int port_slot = 0;                 // TestPort slots: grpc = slot, metrics = slot + 1
+  bool fault_injection = false;
+  std::vector<std::string> extra_args;
+};
+
+// 127.<b>.<agent>.<nic>, with <b> derived from the pid (concurrent runs use other addresses).
+std::string TestNicIp(int agent, int nic);
+
+class AgentProcess {
+ public:
+  static std::unique_ptr<AgentProcess> Spawn(const AgentSpec& spec);
+  ~AgentProcess();
+
+  v1::Agent::Stub& stub() { return *stub_; }
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  pid_t pid() const { return pid_; }
+  const std::string& id() const { return id_; }
+  const std::string& region_dir() const { return region_dir_; }
+  uint16_t metrics_port() const { return metrics_port_; }
+  // Stops the process now with `signal`; returns its wait status.
+  int Kill(int signal);
+
+ private:
+  AgentProcess() = default;
+  pid_t pid_ = -1;
+  std::string id_;
+  std::string region_dir_;
+  uint16_t metrics_port_ = 0;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Agent::Stub> stub_;
+};
+
+// A mapping of a region's shared-memory file (unmapped on destruction).
+class MappedRegion {
+ public:
+  MappedRegion(const std::string& path, uint64_t length);
+  ~MappedRegion();
+  uint8_t* data() const { return data_; }
+  uint64_t size() const { return length_; }
+
+ private:
+  uint8_t* data_ = nullptr;
+  uint64_t length_ = 0;
+};
+
+uint64_t Checksum(const uint8_t* data, uint64_t length);
+void FillPattern(uint8_t* data, uint64_t length, uint64_t seed);
+
+struct TransferRun {
+  grpc::Status status;
+  uint32_t window = 0;
+  std::vector<v1::TransferCompletion> completions;  // in arrival order
+};
+// Sends `ops` on one Transfer stream, at most `max_outstanding` at a time (0: the agent's window).
+TransferRun RunTransfers(v1::Agent::Stub& stub, const std::vector<v1::TransferRequest>& ops,
+                         uint32_t max_outstanding = 0);
+
+// Collects a VQP's notifications on a thread until Stop().
+class NotificationCollector {
+ public:
+  NotificationCollector(v1::Agent::Stub& stub, uint64_t vqp_id);  // returns once subscribed
+  ~NotificationCollector();
+  // Waits until `count` arrived (or `timeout_ms`), then returns them.
+  std::vector<v1::Notification> WaitFor(size_t count, int timeout_ms);
+  bool subscribed() const { return subscribed_.load(); }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<v1::WatchNotificationsResponse>> reader_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<v1::Notification> got_;
+  std::atomic<bool> subscribed_{false};
+};
+
+std::string ScrapeMetrics(uint16_t port);
+// Sum of the samples of `name` whose labels include every pair of `labels`.
+double MetricSum(const std::string& text, const std::string& name,
+                 const std::map<std::string, std::string>& labels = {});
+// The gRPC health service's answer for the whole server: 1 SERVING, 2 NOT_SERVING, -1 no answer.
+int HealthStatus(const std::shared_ptr<grpc::Channel>& channel);
+// utime + stime of `pid`, in clock ticks.
+uint64_t CpuTicks(pid_t pid);
+
+v1::VirtualQpInfo CreateVqp(v1::Agent::Stub& stub, v1::Scheme scheme, uint32_t num_qps);
+// Exchanges cards and connects both sides.
+void ConnectPair(v1::Agent::Stub& a, const v1::VirtualQpInfo& va, v1::Agent::Stub& b,
+                 const v1::VirtualQpInfo& vb);
+v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label = "");
+
+}  // namespace braid::testing
+
+#endif  // BRAID_TESTS_AGENT_AGENT_HARNESS_H_
