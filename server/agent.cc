@@ -98,15 +98,9 @@ void Agent::HealthLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     lock.unlock();
-    bool serving = !watchdog_->stalled();
-    std::string why = serving ? "" : "data-plane thread stalled";
-    if (serving) {
-      auto devices = engine_->ListDevices();
-      serving = devices.ok() && std::any_of(devices->begin(), devices->end(), [](const auto& d) {
-                  return d.state == engine::DeviceState::kHealthy;
-                });
-      if (!serving) why = devices.ok() ? "no healthy device" : "engine did not answer";
-    }
+    const bool stalled = watchdog_->stalled();
+    const bool serving = !stalled && engine_->healthy_devices() > 0;
+    const char* why = stalled ? "data-plane thread stalled" : "no healthy device";
     lock.lock();
     if (stopping_) break;
     if (serving != serving_) {

@@ -200,6 +200,7 @@ Status Engine::Init() {
     devices_.push_back(std::move(slot));
   }
   if (devices_.empty()) return Status::NotFound("no device to open");
+  PublishDeviceHealth();
   BRAID_ASSIGN_OR_RETURN(cq_, vqp::VirtualCq::Create(raw, options_.cq_entries));
   return SetupWaitSet();
 }
@@ -301,6 +302,12 @@ void Engine::Shutdown() {
   // Commands still queued get no answer; their callers time out.
 }
 
+void Engine::PublishDeviceHealth() {
+  uint32_t healthy = 0;
+  for (const auto& d : devices_) healthy += d->state == DeviceState::kHealthy ? 1 : 0;
+  healthy_devices_.store(healthy, std::memory_order_relaxed);
+}
+
 Result<size_t> Engine::FindDevice(const std::string& name) const {
   for (size_t i = 0; i < devices_.size(); ++i) {
     if (devices_[i]->device->info().name == name) return i;
@@ -363,6 +370,7 @@ Result<DeviceStatus> Engine::SetDeviceDrained(const std::string& name, bool drai
     return Status::FailedPrecondition("device '" + name + "' is faulted");
   }
   slot.state = drained ? DeviceState::kDrained : DeviceState::kHealthy;
+  PublishDeviceHealth();
   for (auto& [id, v] : vqps_) {
     // kNotFound: the VQP has no QP there in the state to change; nothing to do.
     Status s = drained ? v->vqp->DrainDevice(static_cast<int>(index))
@@ -385,12 +393,14 @@ Status Engine::DoInjectFault(const FaultRequest& request) {
       BRAID_ASSIGN_OR_RETURN(size_t index, FindDevice(request.device));
       if (request.kind == FaultKind::kDeviceUp) {
         devices_[index]->state = DeviceState::kHealthy;
+        PublishDeviceHealth();
         return Status::Ok();
       }
       if (options_.tcp_fabric == nullptr) {
         return Status::NotSupported("device faults need the soft provider over TCP");
       }
       devices_[index]->state = DeviceState::kFaulted;
+      PublishDeviceHealth();
       for (auto& [id, v] : vqps_) {
         if (!v->vqp->connected()) continue;
         for (int i = 0; i < v->vqp->num_physical_qps(); ++i) {

@@ -106,6 +106,9 @@ class Engine {
   common::Status SubmitTransfer(const TransferRequest& request,
                                 std::shared_ptr<TransferSink> sink);
 
+  // Devices in the healthy state (neither drained nor faulted); read without a command, so a
+  // stalled engine cannot block the health check.
+  uint32_t healthy_devices() const { return healthy_devices_.load(std::memory_order_relaxed); }
   // Monotonic nanoseconds of the loop's last turn (the stall watchdog reads it).
   uint64_t heartbeat_ns() const { return heartbeat_ns_.load(std::memory_order_relaxed); }
   static uint64_t NowNs();
@@ -142,6 +145,7 @@ class Engine {
   common::Result<size_t> FindDevice(const std::string& name) const;
   common::Result<DeviceStatus> SetDeviceDrained(const std::string& name, bool drained);
   common::Status DoInjectFault(const FaultRequest& request);
+  void PublishDeviceHealth();
 
   // VQPs and regions (engine_vqps.cc).
   common::Result<VqpStatus> DoCreate(const CreateVqpRequest& request);
@@ -174,6 +178,7 @@ class Engine {
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> heartbeat_ns_{0};
+  std::atomic<uint32_t> healthy_devices_{0};
   int epoll_fd_ = -1;
 
   // Engine-thread state.

@@ -70,7 +70,12 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
     execv(argv[0], argv.data());
     _exit(127);
   }
-  p->channel_ = grpc::CreateChannel(Endpoint(grpc_port), grpc::InsecureChannelCredentials());
+  grpc::ChannelArguments channel_args;  // the agent starts in milliseconds: retry quickly
+  channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+  channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+  channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
+  p->channel_ = grpc::CreateCustomChannel(Endpoint(grpc_port), grpc::InsecureChannelCredentials(),
+                                          channel_args);
   p->stub_ = v1::Agent::NewStub(p->channel_);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -82,6 +87,7 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
     }
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    ctx.set_wait_for_ready(true);
     v1::AgentInfo info;
     if (p->stub_->GetInfo(&ctx, v1::GetInfoRequest(), &info).ok()) return p;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -4,6 +4,7 @@
 // holds the series of DESIGN.md with the values this traffic implies, and promtool accepts it.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 
@@ -81,8 +82,11 @@ TEST_P(AgentTransferTest, TwoAgentsMove256MiBAndReadItBack) {
 
   NotificationCollector notes(p.b->stub(), vb.vqp_id());
   ASSERT_TRUE(notes.subscribed());
+  auto t0 = std::chrono::steady_clock::now();
   TransferRun writes =
       RunTransfers(p.a->stub(), Ops(v1::OP_WRITE_WITH_IMM, va.vqp_id(), src, dst, 0x5000));
+  auto t1 = std::chrono::steady_clock::now();
+  std::printf("256 MiB of writes in %.3f s\n", std::chrono::duration<double>(t1 - t0).count());
   ExpectAllSucceeded(writes, kTotal / kMiB);
   EXPECT_EQ(writes.window, 256u);
   EXPECT_EQ(Checksum(dst_map.data(), kTotal), want);
@@ -90,6 +94,8 @@ TEST_P(AgentTransferTest, TwoAgentsMove256MiBAndReadItBack) {
   // Back the other way: A reads B's copy into a second region.
   TransferRun reads = RunTransfers(p.a->stub(), Ops(v1::OP_READ, va.vqp_id(), back, dst, 0));
   ExpectAllSucceeded(reads, kTotal / kMiB);
+  std::printf("256 MiB of reads in %.3f s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count());
   EXPECT_EQ(Checksum(back_map.data(), kTotal), want);
 
   auto got = notes.WaitFor(kTotal / kMiB, 10000);
