@@ -63,6 +63,8 @@ bench: build
 	  tee $(BUILD)/bench-results/vqp_instructions.txt
 	bash bench/tcp_loopback.sh $(BUILD)/bench/braid_tcp_bench | \
 	  tee $(BUILD)/bench-results/tcp_loopback.txt
+	$(BUILD)/bench/braid_agent_bench $(BUILD)/bench-results/tcp_loopback.txt | \
+	  tee $(BUILD)/bench-results/agent_e2e.txt
 	@echo "results: $(BUILD)/bench-results/"
 
 demo: build

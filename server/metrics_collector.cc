@@ -6,6 +6,7 @@
 #include <iterator>
 #include <limits>
 #include <string>
+#include <thread>
 #include <utility>
 
 namespace braid::server {
@@ -49,6 +50,14 @@ const char* HealthLabel(size_t h) {
 }  // namespace
 
 std::vector<MetricFamily> MetricsCollector::Collect() const {
+  // The exporter's (civetweb's) worker threads have small stacks; build the page on a thread with
+  // a normal one. A scrape every few seconds makes the thread's cost irrelevant.
+  std::vector<MetricFamily> out;
+  std::thread([this, &out] { out = Build(); }).join();
+  return out;
+}
+
+std::vector<MetricFamily> MetricsCollector::Build() const {
   engine::EngineSnapshot s;
   bool fresh = false;
   {

@@ -26,6 +26,8 @@ class MetricsCollector final : public prometheus::Collectable {
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
+  std::vector<prometheus::MetricFamily> Build() const;
+
   engine::Engine& engine_;
   const engine::StallWatchdog& watchdog_;
   const bool per_qp_;

@@ -34,6 +34,13 @@ class Channel {
   virtual void Transmit(const PacketHeader& header, std::span<const iovec> payload) = 0;
   // The QP reached RTS and sends from `psn` on (a link may check it against the peer's view).
   virtual void OnLocalSendPsn(uint32_t psn) { (void)psn; }
+  // A reliable, in-order link (TCP) that moved bytes of this connection at or after `since_ns`:
+  // the peer is alive and what was sent is on its way, so an ACK timeout means a slow queue, not
+  // a loss, and retransmitting would only add to the queue. False on links that lose frames.
+  virtual bool DeliveringSince(uint64_t since_ns) const {
+    (void)since_ns;
+    return false;
+  }
 };
 
 class Fabric {

@@ -304,6 +304,14 @@ void SoftQp::OnRetransmitTimeout() {
   uint64_t i = sq_head_;
   while (i != sq_tx_ && Sq(i).done) ++i;
   if (i == sq_tx_) return;
+  const uint64_t now = device_->fabric()->NowNs();
+  if (channel_ != nullptr && now >= ack_timeout_ns_ &&
+      channel_->DeliveringSince(now - ack_timeout_ns_)) {
+    // A reliable link moved this connection's bytes within the last timeout: the peer is alive
+    // and the request is queued, not lost. Wait another timeout; no retry is spent.
+    retransmit_deadline_ = now + ack_timeout_ns_;
+    return;
+  }
   if (retries_left_ == 0) {
     Sq(i).done = true;
     Sq(i).status = IBV_WC_RETRY_EXC_ERR;

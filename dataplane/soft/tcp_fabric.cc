@@ -111,6 +111,10 @@ class TcpFabric::TcpChannel final : public Channel {
     if (conn_ != nullptr && !conn_->connecting) fabric_->Flush(*conn_);
   }
 
+  bool DeliveringSince(uint64_t since_ns) const override {
+    return conn_ != nullptr && !dead_ && last_progress_ns_ >= since_ns;
+  }
+
   TcpFabric* fabric_;
   SoftDevice* local_;
   uint32_t local_qpn_;
@@ -125,6 +129,7 @@ class TcpFabric::TcpChannel final : public Channel {
   bool dead_ = false;
   bool held_ = false;
   int drop_next_ = 0;
+  uint64_t last_progress_ns_ = 0;  // bytes last read from or taken by the connection
   std::deque<TxItem> txq_;
 };
 
@@ -357,6 +362,7 @@ void TcpFabric::OnReadable(Conn& c) {
         return;
       }
       if (n < 0) return;
+      if (c.channel != nullptr) c.channel->last_progress_ns_ = NowNs();
       c.rx_have += static_cast<size_t>(n);
       if (c.rx_have < wire::kFrameHeaderBytes) continue;
       c.rx_have = 0;
@@ -397,6 +403,7 @@ void TcpFabric::OnReadable(Conn& c) {
       return;
     }
     if (n < 0) return;
+    if (c.channel != nullptr) c.channel->last_progress_ns_ = NowNs();
     size_t got = static_cast<size_t>(n);
     c.rx_left -= got;
     while (got > 0 && c.rx_index < c.rx_place.count) {
@@ -462,6 +469,7 @@ void TcpFabric::Flush(Conn& c) {
       return;
     }
     t.sent += static_cast<size_t>(n);
+    c.channel->last_progress_ns_ = NowNs();
     if (t.sent < t.total) return;  // the socket is full: the rest on a later Progress
     q.pop_front();
   }
