@@ -1,0 +1,219 @@
+// The engine on its own: two engines in one process, each with a soft NIC on the TCP link, driven
+// through the engine's thread-safe interface as the server drives it.
+#include "dataplane/engine/engine.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dataplane/soft/soft_provider.h"
+#include "dataplane/soft/tcp_fabric.h"
+#include "tests/testutil/test_port.h"
+
+namespace braid::engine {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+std::string Ip(int side) {
+  return "127.77." + std::to_string(static_cast<uint32_t>(getpid()) % 250) + "." +
+         std::to_string(side + 1);
+}
+
+struct Side {
+  explicit Side(int side)
+      : fabric(soft::TcpFabricOptions{.port = testing::TestPort(4)}),
+        provider({{{"soft0", Ip(side)}}, &fabric}) {
+    EngineOptions o;
+    o.provider = &provider;
+    o.tcp_fabric = &fabric;
+    o.agent_id = "engine" + std::to_string(side);
+    o.region_dir = dir;
+    std::filesystem::create_directories(dir);
+    auto e = Engine::Start(o);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    if (e.ok()) engine = std::move(e).value();
+  }
+  ~Side() {
+    engine.reset();
+    std::filesystem::remove_all(dir);
+  }
+  soft::TcpFabric fabric;
+  soft::SoftProvider provider;
+  std::string dir = "/dev/shm/braid-engine-test-" + std::to_string(getpid()) + "-" +
+                    std::to_string(reinterpret_cast<uintptr_t>(this) & 0xFFFF);
+  std::unique_ptr<Engine> engine;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(a_.engine && b_.engine);
+    Connect(4, 1024);
+  }
+  void Connect(uint32_t qps, uint32_t max_virtual_wrs) {
+    CreateVqpRequest r;
+    r.config.num_qps = qps;
+    r.config.max_virtual_wrs = max_virtual_wrs;
+    auto va = a_.engine->CreateVirtualQp(r);
+    auto vb = b_.engine->CreateVirtualQp(r);
+    ASSERT_TRUE(va.ok() && vb.ok());
+    ASSERT_TRUE(a_.engine->ConnectVirtualQp(va->id, vb->card).ok());
+    ASSERT_TRUE(b_.engine->ConnectVirtualQp(vb->id, va->card).ok());
+    vqp_ = va->id;
+    peer_vqp_ = vb->id;
+    auto ra = a_.engine->RegisterMemory(64 * kMiB, "a");
+    auto rb = b_.engine->RegisterMemory(64 * kMiB, "b");
+    ASSERT_TRUE(ra.ok() && rb.ok());
+    local_ = *ra;
+    remote_ = *rb;
+  }
+  TransferRequest Write(uint64_t op_id, uint64_t offset, uint64_t length) const {
+    TransferRequest t;
+    t.op_id = op_id;
+    t.vqp_id = vqp_;
+    t.op = TransferOp::kWriteWithImm;
+    t.local_region = local_.id;
+    t.local_offset = offset;
+    t.remote = remote_.remote;
+    t.remote_offset = offset;
+    t.length = length;
+    t.imm = static_cast<uint32_t>(op_id);
+    return t;
+  }
+  // Waits for `count` results (at most 20 s).
+  static std::vector<TransferResult> Collect(TransferSink& sink, size_t count) {
+    std::vector<TransferResult> out;
+    for (int i = 0; i < 2000 && out.size() < count; ++i) {
+      while (auto r = sink.results.TryPop()) out.push_back(std::move(*r));
+      if (out.size() < count) sink.results.Wait(10);
+    }
+    return out;
+  }
+
+  Side a_{0};
+  Side b_{1};
+  uint64_t vqp_ = 0;
+  uint64_t peer_vqp_ = 0;
+  RegionStatus local_, remote_;
+};
+
+TEST_F(EngineTest, TransfersCompleteInOrderAndNotifyTheReceiver) {
+  auto* src = reinterpret_cast<uint8_t*>(local_.remote.addr);  // same process: same mapping
+  auto* dst = reinterpret_cast<uint8_t*>(remote_.remote.addr);
+  for (uint64_t i = 0; i < 64 * kMiB; ++i) src[i] = static_cast<uint8_t>(i * 13 + (i >> 12));
+  auto watcher = std::make_shared<NotificationWatcher>(1024);
+  ASSERT_TRUE(b_.engine->Watch(peer_vqp_, watcher).ok());
+  auto sink = std::make_shared<TransferSink>(256);
+  for (uint64_t i = 0; i < 64; ++i) {
+    ASSERT_TRUE(a_.engine->SubmitTransfer(Write(i, i * kMiB, kMiB), sink).ok());
+  }
+  auto results = Collect(*sink, 64);
+  ASSERT_EQ(results.size(), 64u);
+  for (uint64_t i = 0; i < 64; ++i) {
+    EXPECT_EQ(results[i].op_id, i);  // one VQP completes in posting order
+    EXPECT_TRUE(results[i].status.ok()) << results[i].status.ToString();
+    EXPECT_EQ(results[i].bytes, kMiB);
+  }
+  EXPECT_EQ(std::memcmp(src, dst, 64 * kMiB), 0);
+  std::vector<Notification> notes;
+  for (int i = 0; i < 500 && notes.size() < 64; ++i) {
+    while (auto n = watcher->events.TryPop()) notes.push_back(*n);
+    if (notes.size() < 64) watcher->events.Wait(10);
+  }
+  ASSERT_EQ(notes.size(), 64u);
+  for (uint64_t i = 0; i < 64; ++i) {
+    EXPECT_EQ(notes[i].seq, i);
+    EXPECT_EQ(notes[i].imm, i);
+    EXPECT_EQ(notes[i].byte_len, kMiB);
+  }
+  auto snap = a_.engine->Snapshot();
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->completions[static_cast<size_t>(TransferOp::kWriteWithImm)][IBV_WC_SUCCESS], 64u);
+  EXPECT_EQ(snap->devices[0].traffic.write_bytes, 64 * kMiB);
+  EXPECT_EQ(snap->transfers_in_flight, 0u);
+}
+
+TEST_F(EngineTest, PastItsDeadlineATransferFailsAtOnceAndKeepsItsRegionUntilTheWcArrives) {
+  auto sink = std::make_shared<TransferSink>(16);
+  TransferRequest t = Write(7, 0, 64 * kMiB);
+  t.timeout_ms = 1;  // 64 MiB over loopback TCP takes far longer
+  ASSERT_TRUE(a_.engine->SubmitTransfer(t, sink).ok());
+  auto results = Collect(*sink, 1);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].op_id, 7u);
+  EXPECT_EQ(results[0].status.code(), common::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(results[0].status.message(),
+            "transfer 7 missed its deadline of 1 ms (its virtual WR is still in flight)");
+  EXPECT_FALSE(results[0].posted);
+  // The NIC may still read the region: it cannot be deregistered yet.
+  const common::Status busy = a_.engine->DeregisterMemory(local_.id);
+  EXPECT_EQ(busy.code(), common::StatusCode::kFailedPrecondition) << busy.ToString();
+  // Once the real completion arrived (never reported twice), it can.
+  common::Status s = busy;
+  for (int i = 0; i < 500 && !s.ok(); ++i) {
+    usleep(10000);
+    s = a_.engine->DeregisterMemory(local_.id);
+  }
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_FALSE(sink->results.TryPop().has_value());
+  auto snap = a_.engine->Snapshot();
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->completions[static_cast<size_t>(TransferOp::kWriteWithImm)][kOutcomeDeadline], 1u);
+}
+
+TEST_F(EngineTest, ABacklogBeyondTheVqpsRingKeepsArrivalOrder) {
+  Connect(2, 4);  // a second pair whose VQP holds 4 virtual WRs at a time
+  auto sink = std::make_shared<TransferSink>(512);
+  for (uint64_t i = 0; i < 200; ++i) {
+    ASSERT_TRUE(a_.engine->SubmitTransfer(Write(i, (i % 64) * kMiB, 64 * 1024), sink).ok());
+  }
+  auto results = Collect(*sink, 200);
+  ASSERT_EQ(results.size(), 200u);
+  for (uint64_t i = 0; i < 200; ++i) {
+    EXPECT_EQ(results[i].op_id, i);
+    EXPECT_TRUE(results[i].status.ok()) << results[i].status.ToString();
+  }
+}
+
+TEST_F(EngineTest, DestroyingAVqpCompletesEveryTransferExactlyOnce) {
+  auto sink = std::make_shared<TransferSink>(256);
+  for (uint64_t i = 0; i < 64; ++i) {
+    ASSERT_TRUE(a_.engine->SubmitTransfer(Write(i, i * kMiB, kMiB), sink).ok());
+  }
+  ASSERT_TRUE(a_.engine->DestroyVirtualQp(vqp_).ok());
+  auto results = Collect(*sink, 64);
+  ASSERT_EQ(results.size(), 64u);
+  std::vector<int> seen(64, 0);
+  for (const auto& r : results) {
+    ASSERT_LT(r.op_id, 64u);
+    ++seen[r.op_id];
+    EXPECT_TRUE(r.status.ok() || r.status.code() == common::StatusCode::kQpError ||
+                r.status.code() == common::StatusCode::kCancelled)
+        << r.status.ToString();
+  }
+  for (int n : seen) EXPECT_EQ(n, 1);
+  usleep(50000);
+  EXPECT_FALSE(sink->results.TryPop().has_value());
+  EXPECT_EQ(a_.engine->GetVirtualQp(vqp_).status().code(), common::StatusCode::kNotFound);
+  EXPECT_TRUE(a_.engine->DeregisterMemory(local_.id).ok());
+}
+
+TEST_F(EngineTest, AnIdleEngineSleeps) {
+  auto before = a_.engine->Snapshot();
+  ASSERT_TRUE(before.ok());
+  usleep(500000);
+  auto after = a_.engine->Snapshot();
+  ASSERT_TRUE(after.ok());
+  // Asleep in epoll between its 100 ms heartbeats: a handful of turns, not millions.
+  EXPECT_GE(after->sleeps - before->sleeps, 3u);
+  EXPECT_LT(after->loop_iterations - before->loop_iterations, 1000u);
+}
+
+}  // namespace
+}  // namespace braid::engine
