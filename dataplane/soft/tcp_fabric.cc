@@ -49,6 +49,7 @@ struct TcpFabric::Conn {
   TcpChannel* channel = nullptr;  // null while an accepted connection waits for its QP's RTR
   bool connecting = false;
   bool dead = false;
+  bool want_out = false;  // EPOLLOUT armed: frames wait for room in the socket
   wire::HelloBytes hello_out{};
   size_t hello_sent = 0;
   bool hello_pending = false;
@@ -431,7 +432,11 @@ void TcpFabric::Flush(Conn& c) {
       const ssize_t n = send(c.fd, c.hello_out.data() + c.hello_sent,
                              c.hello_out.size() - c.hello_sent, MSG_NOSIGNAL);
       if (n < 0) {
-        if (errno != EAGAIN && errno != EINTR) Kill(c);
+        if (errno != EAGAIN && errno != EINTR) {
+          Kill(c);
+        } else {
+          WatchWritable(c, true);
+        }
         return;
       }
       c.hello_sent += static_cast<size_t>(n);
@@ -465,14 +470,33 @@ void TcpFabric::Flush(Conn& c) {
     msg.msg_iovlen = cnt;
     const ssize_t n = sendmsg(c.fd, &msg, MSG_NOSIGNAL);
     if (n < 0) {
-      if (errno != EAGAIN && errno != EINTR) Kill(c);
+      if (errno != EAGAIN && errno != EINTR) {
+        Kill(c);
+      } else {
+        WatchWritable(c, true);
+      }
       return;
     }
     t.sent += static_cast<size_t>(n);
     c.channel->last_progress_ns_ = NowNs();
-    if (t.sent < t.total) return;  // the socket is full: the rest on a later Progress
+    if (t.sent < t.total) {  // the socket is full: the rest when it has room
+      WatchWritable(c, true);
+      return;
+    }
     q.pop_front();
   }
+  WatchWritable(c, false);
+}
+
+// While frames wait for room in the socket, EPOLLOUT makes the fabric's epoll fd (wait_fd)
+// readable when room appears, so a caller sleeping on it wakes to send them.
+void TcpFabric::WatchWritable(Conn& c, bool on) {
+  if (c.want_out == on || c.dead || c.connecting) return;
+  c.want_out = on;
+  epoll_event ev{};
+  ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+  ev.data.u64 = reinterpret_cast<uint64_t>(&c);
+  epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
 }
 
 void TcpFabric::Kill(Conn& c) {

@@ -83,6 +83,7 @@ class TcpFabric final : public Fabric {
   bool Attach(Conn& conn, TcpChannel& channel);
   void CheckPsn(TcpChannel& channel);
   void Flush(Conn& conn);
+  void WatchWritable(Conn& conn, bool on);
   void Kill(Conn& conn);
   void Forget(Conn* conn);
   Conn* Connect(TcpChannel& channel);
