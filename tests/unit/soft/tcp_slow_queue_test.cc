@@ -23,19 +23,20 @@ TEST(TcpSlowQueue, AckTimeoutBehindQueuedDataSpendsNoRetries) {
   auto pd1 = std::move(d1->AllocPd()).value();
   auto cq0 = std::move(d0->CreateCq(64)).value();
   auto cq1 = std::move(d1->CreateCq(64)).value();
-  constexpr uint32_t kLen = 1 << 20;
-  constexpr int kWrites = 16;
+  constexpr uint32_t kLen = 32 << 20;
+  constexpr int kWrites = 4;
   std::vector<uint8_t> src(size_t{kLen} * kWrites), dst(src.size(), 0);
   for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint8_t>(i * 7 + i / 4099);
   auto mr0 = std::move(pd0->RegisterMemory(src.data(), src.size(), 0xF)).value();
   auto mr1 = std::move(pd1->RegisterMemory(dst.data(), dst.size(), 0xF)).value();
   auto q0 = std::move(pd0->CreateQp({cq0.get(), cq0.get(), {}, false})).value();
   auto q1 = std::move(pd1->CreateQp({cq1.get(), cq1.get(), {}, false})).value();
-  // timeout code 1: 8.2 µs, one retry. Every 1 MiB frame takes far longer than that to reach
-  // the peer and be acknowledged, so the timer expires while the connection is busy.
+  // timeout code 7: 0.52 ms, three retries: 2.1 ms in all. A 32 MiB frame takes longer than that
+  // to reach the peer and be acknowledged (~5 ms at 6 GB/s), so the timer expires while the
+  // connection is busy moving it.
   testing::RcOptions rc;
-  rc.timeout = 1;
-  rc.retry_cnt = 1;
+  rc.timeout = 7;
+  rc.retry_cnt = 3;
   ASSERT_TRUE(testing::ConnectRc(*q0, d0->info(), *q1, d1->info(), rc).ok());
   for (int i = 0; i < kWrites; ++i) {
     ASSERT_TRUE(testing::PostRdma(*q0, IBV_WR_RDMA_WRITE,
