@@ -8,6 +8,18 @@ namespace braid::server {
 
 using common::Result;
 
+namespace {
+
+// The reply of a unary call whose engine result maps onto one message.
+template <typename T, typename Out>
+grpc::Status Reply(const Result<T>& result, Out* out) {
+  if (!result.ok()) return ToGrpc(result.status());
+  ToProto(*result, out);
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
 AgentService::AgentService(engine::Engine& engine, AgentServiceOptions options)
     : engine_(engine), options_(std::move(options)), started_(std::chrono::steady_clock::now()) {}
 
@@ -42,10 +54,7 @@ grpc::Status AgentService::CreateVirtualQp(grpc::ServerContext*,
                                            v1::VirtualQpInfo* out) {
   auto parsed = FromProto(*request);
   if (!parsed.ok()) return ToGrpc(parsed.status());
-  auto created = engine_.CreateVirtualQp(std::move(parsed).value());
-  if (!created.ok()) return ToGrpc(created.status());
-  ToProto(*created, out);
-  return grpc::Status::OK;
+  return Reply(engine_.CreateVirtualQp(std::move(parsed).value()), out);
 }
 
 grpc::Status AgentService::ConnectVirtualQp(grpc::ServerContext*,
@@ -56,19 +65,13 @@ grpc::Status AgentService::ConnectVirtualQp(grpc::ServerContext*,
   }
   auto card = FromProto(request->remote_card());
   if (!card.ok()) return ToGrpc(card.status());
-  auto connected = engine_.ConnectVirtualQp(request->vqp_id(), std::move(card).value());
-  if (!connected.ok()) return ToGrpc(connected.status());
-  ToProto(*connected, out);
-  return grpc::Status::OK;
+  return Reply(engine_.ConnectVirtualQp(request->vqp_id(), std::move(card).value()), out);
 }
 
 grpc::Status AgentService::GetVirtualQp(grpc::ServerContext*,
                                         const v1::GetVirtualQpRequest* request,
                                         v1::VirtualQpInfo* out) {
-  auto info = engine_.GetVirtualQp(request->vqp_id());
-  if (!info.ok()) return ToGrpc(info.status());
-  ToProto(*info, out);
-  return grpc::Status::OK;
+  return Reply(engine_.GetVirtualQp(request->vqp_id()), out);
 }
 
 grpc::Status AgentService::ListVirtualQps(grpc::ServerContext*, const v1::ListVirtualQpsRequest*,
@@ -88,10 +91,7 @@ grpc::Status AgentService::DestroyVirtualQp(grpc::ServerContext*,
 grpc::Status AgentService::RegisterMemory(grpc::ServerContext*,
                                           const v1::RegisterMemoryRequest* request,
                                           v1::RegionInfo* out) {
-  auto region = engine_.RegisterMemory(request->length(), request->label());
-  if (!region.ok()) return ToGrpc(region.status());
-  ToProto(*region, out);
-  return grpc::Status::OK;
+  return Reply(engine_.RegisterMemory(request->length(), request->label()), out);
 }
 
 grpc::Status AgentService::DeregisterMemory(grpc::ServerContext*,
@@ -216,18 +216,12 @@ grpc::Status AgentService::WatchNotifications(
 
 grpc::Status AgentService::DrainDevice(grpc::ServerContext*, const v1::DrainDeviceRequest* request,
                                        v1::Device* out) {
-  auto d = engine_.DrainDevice(request->device());
-  if (!d.ok()) return ToGrpc(d.status());
-  ToProto(*d, out);
-  return grpc::Status::OK;
+  return Reply(engine_.DrainDevice(request->device()), out);
 }
 
 grpc::Status AgentService::UndrainDevice(grpc::ServerContext*,
                                          const v1::DrainDeviceRequest* request, v1::Device* out) {
-  auto d = engine_.UndrainDevice(request->device());
-  if (!d.ok()) return ToGrpc(d.status());
-  ToProto(*d, out);
-  return grpc::Status::OK;
+  return Reply(engine_.UndrainDevice(request->device()), out);
 }
 
 grpc::Status AgentService::InjectFault(grpc::ServerContext*, const v1::InjectFaultRequest* request,

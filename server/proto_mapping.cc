@@ -176,6 +176,7 @@ void ToProto(const engine::VqpStatus& v, v1::VirtualQpInfo* out) {
     p->set_qp_num(q.qp_num);
     p->set_message_qp(q.message_qp);
     p->set_health(ToProto(q.health));
+    if (q.health == vqp::QpHealth::kDead) p->set_death(engine::OutcomeName(q.death));
     p->set_outstanding_wrs(q.outstanding_wrs);
     p->set_bytes_written(q.traffic.write_bytes);
     p->set_bytes_read(q.traffic.read_bytes);

@@ -49,6 +49,7 @@ struct PhysicalQpStatus {
   uint32_t qp_num = 0;
   bool message_qp = false;
   vqp::QpHealth health = vqp::QpHealth::kHealthy;
+  ibv_wc_status death = IBV_WC_SUCCESS;  // what killed a dead QP
   uint32_t outstanding_wrs = 0;
   vqp::QpTraffic traffic;
 };

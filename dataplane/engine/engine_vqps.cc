@@ -117,6 +117,7 @@ VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
     p.qp_num = q.physical_qp(i).qp_num();
     p.message_qp = i >= static_cast<int>(q.config().num_qps);
     p.health = q.health(i);
+    p.death = q.death(i);
     p.outstanding_wrs = q.outstanding(i);
     p.traffic = q.traffic(i);
     s.qps.push_back(std::move(p));

@@ -353,7 +353,8 @@ bool TcpFabric::ReadHello(Conn& c) {
 void TcpFabric::OnReadable(Conn& c) {
   if (c.dead) return;
   if (c.rx == Conn::Rx::kHello && !ReadHello(c)) return;
-  for (int frames = 0; frames < options_.max_frames_per_progress && !c.dead;) {
+  size_t budget = options_.max_bytes_per_progress;
+  for (int frames = 0; frames < options_.max_frames_per_progress && !c.dead && budget > 0;) {
     if (c.rx == Conn::Rx::kHeader) {
       const ssize_t n =
           read(c.fd, c.rx_buf.data() + c.rx_have, wire::kFrameHeaderBytes - c.rx_have);
@@ -406,6 +407,7 @@ void TcpFabric::OnReadable(Conn& c) {
     if (n < 0) return;
     if (c.channel != nullptr) c.channel->last_progress_ns_ = NowNs();
     size_t got = static_cast<size_t>(n);
+    budget -= std::min(budget, got);
     c.rx_left -= got;
     while (got > 0 && c.rx_index < c.rx_place.count) {
       const size_t avail = c.rx_place.iov[c.rx_index].iov_len - c.rx_offset;

@@ -32,6 +32,9 @@ namespace braid::soft {
 struct TcpFabricOptions {
   uint16_t port = 18515;
   int max_frames_per_progress = 64;  // per connection and Progress() call
+  // Bytes read from one connection per Progress() call: a connection carrying large frames must
+  // not keep the others (and their QPs' ACK timers) waiting.
+  size_t max_bytes_per_progress = 1 << 20;
 };
 
 struct TcpFabricStats {

@@ -112,6 +112,8 @@ class VirtualQp {
   const verbs::Qp& physical_qp(int index) const { return *qps_[static_cast<size_t>(index)].qp; }
   int physical_device(int index) const { return qps_[static_cast<size_t>(index)].device; }
   QpHealth health(int index) const { return qps_[static_cast<size_t>(index)].health; }
+  // What killed a Dead QP (its first error completion); IBV_WC_SUCCESS while it lives.
+  ibv_wc_status death(int index) const { return qps_[static_cast<size_t>(index)].death; }
   uint32_t outstanding(int index) const { return qps_[static_cast<size_t>(index)].outstanding; }
   const QpTraffic& traffic(int index) const { return qps_[static_cast<size_t>(index)].traffic; }
   int healthy_data_qps() const { return healthy_data_qps_; }

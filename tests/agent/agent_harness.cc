@@ -380,4 +380,34 @@ v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::strin
   return info;
 }
 
+void ReleaseEverything(v1::Agent::Stub& stub) {
+  grpc::ClientContext list_ctx;
+  v1::ListVirtualQpsResponse vqps;
+  ASSERT_TRUE(stub.ListVirtualQps(&list_ctx, {}, &vqps).ok());
+  for (const auto& v : vqps.vqps()) {
+    grpc::ClientContext ctx;
+    v1::DestroyVirtualQpRequest request;
+    request.set_vqp_id(v.vqp_id());
+    v1::DestroyVirtualQpResponse response;
+    EXPECT_TRUE(stub.DestroyVirtualQp(&ctx, request, &response).ok());
+  }
+  grpc::ClientContext regions_ctx;
+  v1::ListRegionsResponse regions;
+  ASSERT_TRUE(stub.ListRegions(&regions_ctx, {}, &regions).ok());
+  for (const auto& r : regions.regions()) {
+    grpc::ClientContext ctx;
+    v1::DeregisterMemoryRequest request;
+    request.set_region_id(r.region_id());
+    v1::DeregisterMemoryResponse response;
+    EXPECT_TRUE(stub.DeregisterMemory(&ctx, request, &response).ok());
+  }
+  grpc::ClientContext after_vqps_ctx, after_regions_ctx;
+  v1::ListVirtualQpsResponse after_vqps;
+  v1::ListRegionsResponse after_regions;
+  ASSERT_TRUE(stub.ListVirtualQps(&after_vqps_ctx, {}, &after_vqps).ok());
+  ASSERT_TRUE(stub.ListRegions(&after_regions_ctx, {}, &after_regions).ok());
+  EXPECT_EQ(after_vqps.vqps_size(), 0);
+  EXPECT_EQ(after_regions.regions_size(), 0);
+}
+
 }  // namespace braid::testing

@@ -115,6 +115,8 @@ v1::VirtualQpInfo CreateVqp(v1::Agent::Stub& stub, v1::Scheme scheme, uint32_t n
 void ConnectPair(v1::Agent::Stub& a, const v1::VirtualQpInfo& va, v1::Agent::Stub& b,
                  const v1::VirtualQpInfo& vb);
 v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label = "");
+// Destroys every VQP and deregisters every region through the API; expects both lists empty after.
+void ReleaseEverything(v1::Agent::Stub& stub);
 
 }  // namespace braid::testing
 
