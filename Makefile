@@ -8,7 +8,8 @@ FUZZ_SECONDS ?= 15
 # Property-test scenarios: the release run uses the test's default (2000); the sanitizer run fewer.
 ASAN_VQP_SCENARIOS ?= 600
 
-.PHONY: all deps configure build test unit-test asan-test fuzz fuzz-run bench demo format clean
+.PHONY: all deps configure build test unit-test asan-test fuzz fuzz-run bench demo demo-soft format \
+  clean
 
 all: build
 
@@ -67,7 +68,12 @@ bench: build
 	  tee $(BUILD)/bench-results/agent_e2e.txt
 	@echo "results: $(BUILD)/bench-results/"
 
+# Two local agents, an 8-QP VQP, 1 GiB moved and verified (scripts/demo.sh).
 demo: build
+	bash scripts/demo.sh $(BUILD)
+
+# The in-process demo: soft NICs on the in-memory link, a NIC failure, VQP failover.
+demo-soft: build
 	$(BUILD)/examples/braid_soft_demo
 
 format:

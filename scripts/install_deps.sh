@@ -14,6 +14,8 @@ PACKAGES=(
   # the agent (braidd): gRPC (+ the C++ plugin for protoc), Prometheus exporter, YAML config,
   # structured logging; promtool (package prometheus) checks the /metrics page in tests
   libgrpc++-dev protobuf-compiler-grpc prometheus-cpp-dev libyaml-cpp-dev libspdlog-dev libcli11-dev
+  # braidctl: sha256 of copied files
+  libssl-dev
   prometheus
   # tests and benchmarks (valgrind: instruction counts in `make bench`; clang + its runtime:
   # the libFuzzer target)

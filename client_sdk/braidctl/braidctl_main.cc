@@ -1,0 +1,418 @@
+// braidctl: the Braid command line. Talks to agents through the client SDK.
+//
+//   braidctl [--agent ADDR] [--json] info | devices | list | destroy VQP | drain DEV | undrain DEV
+//   braidctl --agent A connect --peer B [--qps 8] [--scheme spray|dqplb]
+//   braidctl --agent A bench --peer B [--size 1M] [--total 1G] [--verify]
+//   braidctl --agent A copy --peer B SRC DST
+//
+// bench and copy map the agents' regions, so they run on the agents' host (both agents local,
+// as in the demo). Exit status: 0 success, 1 operation failed, 2 usage.
+#include <fcntl.h>
+#include <google/protobuf/util/json_util.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "braid/agent_client.h"
+#include "braid/connection.h"
+#include "braid/transfer_session.h"
+#include "client_sdk/braidctl/progress.h"
+
+namespace {
+
+using braid::client::AgentClient;
+using braid::client::Status;
+namespace v1 = braid::v1;
+
+constexpr uint64_t kMiB = 1 << 20;
+
+struct Globals {
+  std::string agent = "127.0.0.1:7600";
+  bool json = false;
+  bool quiet = false;
+  uint32_t timeout_ms = 30000;
+};
+
+int Fail(const std::string& what, const Status& status) {
+  std::fprintf(stderr, "braidctl: %s: %s\n", what.c_str(), status.ToString().c_str());
+  return 1;
+}
+
+std::string Json(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions o;
+  o.add_whitespace = true;
+  o.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
+}
+
+std::shared_ptr<AgentClient> OpenOrDie(const std::string& target, int* rc) {
+  auto c = AgentClient::Open(target, {.call_timeout = std::chrono::seconds(30),
+                                      .connect_timeout = std::chrono::seconds(5)});
+  if (!c.ok()) {
+    *rc = Fail("connect to " + target, c.status());
+    return nullptr;
+  }
+  return *c;
+}
+
+uint64_t ParseSize(const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  std::string unit = end != nullptr ? end : "";
+  double mul = 1;
+  if (unit == "K" || unit == "KiB" || unit == "k") mul = 1024;
+  if (unit == "M" || unit == "MiB" || unit == "m") mul = 1024.0 * 1024;
+  if (unit == "G" || unit == "GiB" || unit == "g") mul = 1024.0 * 1024 * 1024;
+  return static_cast<uint64_t>(v * mul);
+}
+
+v1::Scheme SchemeOf(const std::string& s) {
+  return s == "dqplb" ? v1::SCHEME_DQPLB : v1::SCHEME_SPRAY;
+}
+
+// Per-QP and per-device bytes of a VQP, as a small table (or JSON fields).
+void PrintSpread(const v1::VirtualQpInfo& info, bool json) {
+  std::map<std::string, uint64_t> per_device;
+  uint64_t total = 0;
+  for (const auto& q : info.qps()) {
+    per_device[q.device()] += q.bytes_written() + q.bytes_read();
+    total += q.bytes_written() + q.bytes_read();
+  }
+  if (json) return;
+  std::printf("spread over %d physical QPs:\n", info.qps_size());
+  for (const auto& q : info.qps()) {
+    const uint64_t b = q.bytes_written() + q.bytes_read();
+    std::printf("  QP %-2u %-6s qpn %-6u %-9s %10s  %5.1f%%\n", q.index(), q.device().c_str(),
+                q.qp_num(), q.message_qp() ? "(message)" : "", braid::ctl::HumanBytes(b).c_str(),
+                total ? 100.0 * static_cast<double>(b) / static_cast<double>(total) : 0.0);
+  }
+  for (const auto& [d, b] : per_device) {
+    std::printf("  NIC %-6s %10s  %5.1f%%\n", d.c_str(), braid::ctl::HumanBytes(b).c_str(),
+                total ? 100.0 * static_cast<double>(b) / static_cast<double>(total) : 0.0);
+  }
+}
+
+// Moves `total` bytes in `size` operations from a's region to b's; returns seconds or an error.
+struct MoveStats {
+  double seconds = 0;
+  uint64_t bytes = 0;
+  Status status;
+};
+
+MoveStats Move(braid::client::TransferSession& session, const braid::client::Region& src,
+               const braid::client::Region& dst, uint64_t size, uint64_t total,
+               braid::ctl::Progress* progress, uint32_t timeout_ms) {
+  MoveStats m;
+  const uint64_t slots = src.size() / size;
+  std::deque<std::future<braid::client::TransferResult>> inflight;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto reap = [&](bool all) {
+    while (!inflight.empty() && (all || inflight.size() >= session.window())) {
+      auto r = inflight.front().get();
+      inflight.pop_front();
+      if (!r.status.ok() && m.status.ok()) m.status = r.status;
+      m.bytes += r.bytes;
+      if (progress) progress->Update(m.bytes);
+    }
+  };
+  for (uint64_t off = 0, i = 0; off < total && m.status.ok(); off += size, ++i) {
+    braid::client::TransferOp op;
+    op.op = v1::OP_WRITE;
+    op.local_region = src.id();
+    op.local_offset = (i % slots) * size;
+    op.remote = dst.remote();
+    op.remote_offset = (i % slots) * size;
+    op.length = std::min(size, total - off);
+    op.timeout = std::chrono::milliseconds(timeout_ms);
+    inflight.push_back(session.Submit(op));
+    reap(false);
+  }
+  reap(true);
+  m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return m;
+}
+
+int Bench(const Globals& g, const std::string& peer, uint64_t size, uint64_t total, uint32_t qps,
+          const std::string& scheme, bool verify) {
+  int rc = 0;
+  auto a = OpenOrDie(g.agent, &rc);
+  auto b = a ? OpenOrDie(peer, &rc) : nullptr;
+  if (!a || !b) return rc;
+  auto conn = braid::client::Connect(a, b, {.scheme = SchemeOf(scheme), .num_qps = qps});
+  if (!conn.ok()) return Fail("connect", conn.status());
+  const uint64_t region = std::max(size, std::min<uint64_t>(total, 256 * kMiB));
+  auto src = a->RegisterMemory(region, "bench-src");
+  if (!src.ok()) return Fail("register on " + g.agent, src.status());
+  auto dst = b->RegisterMemory(region, "bench-dst");
+  if (!dst.ok()) return Fail("register on " + peer, dst.status());
+  if (verify) {
+    std::mt19937_64 rng(7);
+    for (uint64_t i = 0; i + 8 <= region; i += 8) {
+      const uint64_t w = rng();
+      std::memcpy((*src)->data() + i, &w, 8);
+    }
+  }
+  auto session = braid::client::TransferSession::Open(a, (*conn)->vqp_a());
+  if (!session.ok()) return Fail("open transfer session", session.status());
+  braid::ctl::Progress progress("bench", total, !g.quiet && !g.json);
+  MoveStats m = Move(**session, **src, **dst, size, total, &progress, g.timeout_ms);
+  progress.Finish();
+  if (!m.status.ok()) return Fail("bench", m.status);
+  bool identical = true;
+  if (verify) identical = std::memcmp((*src)->data(), (*dst)->data(), std::min(region, total)) == 0;
+  auto info = a->GetVqp((*conn)->vqp_a());
+  const double gbs = static_cast<double>(m.bytes) / m.seconds / 1e9;
+  if (g.json) {
+    std::printf("{\"bytes\": %lu, \"seconds\": %.6f, \"gb_per_s\": %.3f, \"op_size\": %lu, "
+                "\"qps\": %u, \"verified\": %s}\n",
+                static_cast<unsigned long>(m.bytes), m.seconds, gbs,
+                static_cast<unsigned long>(size), qps, verify ? (identical ? "true" : "false")
+                                                                : "null");
+  } else {
+    std::printf("moved %s in %.3f s: %.3f GB/s (%s operations, %u-QP %s VQP)\n",
+                braid::ctl::HumanBytes(static_cast<double>(m.bytes)).c_str(), m.seconds, gbs,
+                braid::ctl::HumanBytes(static_cast<double>(size)).c_str(), qps, scheme.c_str());
+    if (verify) {
+      std::printf("verified: destination region %s the source\n",
+                  identical ? "is byte-for-byte identical to" : "DIFFERS from");
+    }
+    if (info.ok()) PrintSpread(*info, false);
+  }
+  return identical ? 0 : 1;
+}
+
+std::string Hex(const unsigned char* d, unsigned n) {
+  std::string s;
+  char b[3];
+  for (unsigned i = 0; i < n; ++i) {
+    std::snprintf(b, sizeof(b), "%02x", d[i]);
+    s += b;
+  }
+  return s;
+}
+
+std::string Sha256File(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  std::vector<char> buf(8 * kMiB);
+  ssize_t n;
+  while ((n = read(fd, buf.data(), buf.size())) > 0) EVP_DigestUpdate(ctx, buf.data(), size_t(n));
+  close(fd);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_DigestFinal_ex(ctx, md, &len);
+  EVP_MD_CTX_free(ctx);
+  return Hex(md, len);
+}
+
+int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
+         const std::string& dst_path, uint32_t qps) {
+  const int in = open(src_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) return Fail("open " + src_path, Status::FromErrno(errno, "open"));
+  struct stat st {};
+  fstat(in, &st);
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  const int out = open(dst_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out < 0) return Fail("create " + dst_path, Status::FromErrno(errno, "open"));
+  int rc = 0;
+  auto a = OpenOrDie(g.agent, &rc);
+  auto b = a ? OpenOrDie(peer, &rc) : nullptr;
+  if (!a || !b) return rc;
+  auto conn = braid::client::Connect(a, b, {.num_qps = qps, .label = "copy"});
+  if (!conn.ok()) return Fail("connect", conn.status());
+  constexpr uint64_t kChunk = 4 * kMiB;
+  constexpr uint64_t kBatch = 64 * kMiB;  // one region's worth per round
+  auto ra = a->RegisterMemory(kBatch, "copy-src");
+  if (!ra.ok()) return Fail("register on " + g.agent, ra.status());
+  auto rb = b->RegisterMemory(kBatch, "copy-dst");
+  if (!rb.ok()) return Fail("register on " + peer, rb.status());
+  auto session = braid::client::TransferSession::Open(a, (*conn)->vqp_a());
+  if (!session.ok()) return Fail("open transfer session", session.status());
+  braid::ctl::Progress progress("copy", size, !g.quiet && !g.json);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (uint64_t base = 0; base < size; base += kBatch) {
+    const uint64_t n = std::min(kBatch, size - base);
+    if (pread(in, (*ra)->data(), n, static_cast<off_t>(base)) != static_cast<ssize_t>(n)) {
+      return Fail("read " + src_path, Status::FromErrno(errno, "pread"));
+    }
+    std::vector<std::future<braid::client::TransferResult>> batch;
+    for (uint64_t off = 0; off < n; off += kChunk) {
+      braid::client::TransferOp op;
+      op.local_region = (*ra)->id();
+      op.local_offset = off;
+      op.remote = (*rb)->remote();
+      op.remote_offset = off;
+      op.length = std::min(kChunk, n - off);
+      op.timeout = std::chrono::milliseconds(g.timeout_ms);
+      batch.push_back((*session)->Submit(op));
+    }
+    for (auto& f : batch) {
+      auto r = f.get();
+      if (!r.status.ok()) {
+        progress.Finish();
+        return Fail("copy failed near offset " + std::to_string(base), r.status);
+      }
+    }
+    if (pwrite(out, (*rb)->data(), n, static_cast<off_t>(base)) != static_cast<ssize_t>(n)) {
+      return Fail("write " + dst_path, Status::FromErrno(errno, "pwrite"));
+    }
+    progress.Update(base + n);
+  }
+  progress.Finish();
+  close(in);
+  close(out);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string hs = Sha256File(src_path), hd = Sha256File(dst_path);
+  const bool same = !hs.empty() && hs == hd;
+  if (g.json) {
+    std::printf("{\"bytes\": %lu, \"seconds\": %.6f, \"sha256_src\": \"%s\", \"sha256_dst\": "
+                "\"%s\", \"identical\": %s}\n",
+                static_cast<unsigned long>(size), seconds, hs.c_str(), hd.c_str(),
+                same ? "true" : "false");
+  } else {
+    std::printf("copied %s in %.3f s (%.3f GB/s)\nsha256 %s  %s\nsha256 %s  %s\n%s\n",
+                braid::ctl::HumanBytes(static_cast<double>(size)).c_str(), seconds,
+                static_cast<double>(size) / seconds / 1e9, hs.c_str(), src_path.c_str(),
+                hd.c_str(), dst_path.c_str(), same ? "identical" : "MISMATCH");
+  }
+  return same ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"braidctl: drive Braid agents"};
+  app.require_subcommand(1);
+  Globals g;
+  app.add_option("-a,--agent", g.agent, "agent address (host:port or unix:/path)");
+  app.add_flag("--json", g.json, "JSON output");
+  app.add_flag("-q,--quiet", g.quiet, "no progress line");
+  app.add_option("--timeout-ms", g.timeout_ms, "deadline per transfer");
+
+  auto* info = app.add_subcommand("info", "agent id, provider, devices, uptime");
+  auto* devices = app.add_subcommand("devices", "devices and their state");
+  auto* list = app.add_subcommand("list", "virtual QPs");
+  uint64_t vqp_id = 0;
+  auto* destroy = app.add_subcommand("destroy", "destroy a virtual QP");
+  destroy->add_option("vqp", vqp_id)->required();
+  std::string device;
+  auto* drain = app.add_subcommand("drain", "drain a device (in-flight work finishes)");
+  drain->add_option("device", device)->required();
+  auto* undrain = app.add_subcommand("undrain", "return a drained device to service");
+  undrain->add_option("device", device)->required();
+  std::string peer, scheme = "spray", size = "1M", total = "1G", src, dst;
+  uint32_t qps = 8;
+  bool verify = false;
+  auto* connect = app.add_subcommand("connect", "connect a VQP between --agent and --peer");
+  auto* bench = app.add_subcommand("bench", "throughput from --agent to --peer");
+  auto* copy = app.add_subcommand("copy", "copy a file through a VQP, sha256 verified");
+  for (auto* c : {connect, bench, copy}) {
+    c->add_option("--peer", peer, "the other agent")->required();
+    c->add_option("--qps", qps, "data QPs");
+    c->add_option("--scheme", scheme, "spray | dqplb");
+  }
+  bench->add_option("--size", size, "operation size (e.g. 1M)");
+  bench->add_option("--total", total, "bytes to move (e.g. 1G)");
+  bench->add_flag("--verify", verify, "fill the source and compare the destination");
+  copy->add_option("src", src)->required();
+  copy->add_option("dst", dst)->required();
+  CLI11_PARSE(app, argc, argv);
+
+  if (*bench) return Bench(g, peer, ParseSize(size), ParseSize(total), qps, scheme, verify);
+  if (*copy) return Copy(g, peer, src, dst, qps);
+  int rc = 0;
+  auto a = OpenOrDie(g.agent, &rc);
+  if (!a) return rc;
+  if (*info) {
+    auto r = a->GetInfo();
+    if (!r.ok()) return Fail("info", r.status());
+    if (g.json) {
+      std::printf("%s", Json(*r).c_str());
+    } else {
+      std::printf("agent %s (braidd %s), provider %s, %u devices, %u VQPs, %u regions, up %lus\n",
+                  r->agent_id().c_str(), r->version().c_str(), r->provider().c_str(),
+                  r->devices(), r->virtual_qps(), r->regions(),
+                  static_cast<unsigned long>(r->uptime_seconds()));
+    }
+    return 0;
+  }
+  if (*devices) {
+    auto r = a->ListDevices();
+    if (!r.ok()) return Fail("devices", r.status());
+    v1::ListDevicesResponse all;
+    for (const auto& d : *r) *all.add_devices() = d;
+    if (g.json) {
+      std::printf("%s", Json(all).c_str());
+      return 0;
+    }
+    for (const auto& d : *r) {
+      std::printf("%-8s %-8s %-22s %-22s qps %-3u dead %-3u written %s read %s\n",
+                  d.name().c_str(), d.provider().c_str(), d.gid().c_str(),
+                  v1::DeviceState_Name(d.state()).c_str(), d.qps(), d.dead_qps(),
+                  braid::ctl::HumanBytes(static_cast<double>(d.bytes_written())).c_str(),
+                  braid::ctl::HumanBytes(static_cast<double>(d.bytes_read())).c_str());
+    }
+    return 0;
+  }
+  if (*list) {
+    auto r = a->ListVqps();
+    if (!r.ok()) return Fail("list", r.status());
+    v1::ListVirtualQpsResponse all;
+    for (const auto& v : *r) *all.add_vqps() = v;
+    if (g.json) {
+      std::printf("%s", Json(all).c_str());
+      return 0;
+    }
+    for (const auto& v : *r) {
+      std::printf("vqp %-6lu %-12s %-6s %u QPs (%u healthy) %s pending %u failovers %lu\n",
+                  static_cast<unsigned long>(v.vqp_id()), v.label().c_str(),
+                  v.scheme() == v1::SCHEME_DQPLB ? "dqplb" : "spray", v.num_qps(),
+                  v.healthy_data_qps(), v.connected() ? "connected" : "unconnected",
+                  v.pending_sends(), static_cast<unsigned long>(v.failovers()));
+    }
+    return 0;
+  }
+  if (*destroy) {
+    Status s = a->DestroyVqp(vqp_id);
+    return s.ok() ? 0 : Fail("destroy", s);
+  }
+  if (*drain || *undrain) {
+    auto r = *drain ? a->DrainDevice(device) : a->UndrainDevice(device);
+    if (!r.ok()) return Fail(*drain ? "drain" : "undrain", r.status());
+    std::printf(g.json ? "%s" : "%s\n",
+                g.json ? Json(*r).c_str() : (device + ": " + v1::DeviceState_Name(r->state())).c_str());
+    return 0;
+  }
+  if (*connect) {
+    auto b = OpenOrDie(peer, &rc);
+    if (!b) return rc;
+    auto conn = braid::client::Connect(a, b, {.scheme = SchemeOf(scheme), .num_qps = qps});
+    if (!conn.ok()) return Fail("connect", conn.status());
+    (*conn)->Release();  // the VQPs outlive this command
+    if (g.json) {
+      std::printf("{\"vqp_a\": %lu, \"vqp_b\": %lu}\n",
+                  static_cast<unsigned long>((*conn)->vqp_a()),
+                  static_cast<unsigned long>((*conn)->vqp_b()));
+    } else {
+      std::printf("connected: vqp %lu on %s <-> vqp %lu on %s\n",
+                  static_cast<unsigned long>((*conn)->vqp_a()), g.agent.c_str(),
+                  static_cast<unsigned long>((*conn)->vqp_b()), peer.c_str());
+    }
+    return 0;
+  }
+  return 2;
+}

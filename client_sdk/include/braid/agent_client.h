@@ -1,0 +1,110 @@
+// AgentClient: a typed client of one braidd (braid.v1.Agent).
+//
+// Every call returns a Result (a value or a Status with the agent's code and message) and has a
+// deadline (ClientOptions::call_timeout). Region is a registered shared-memory region mapped into
+// this process: write the bytes to send, read the bytes received; it deregisters itself when
+// destroyed. Regions are shared memory on the agent's host: a client maps them only when it runs
+// there.
+// Threading: an AgentClient may be used from any number of threads.
+#ifndef BRAID_CLIENT_SDK_INCLUDE_BRAID_AGENT_CLIENT_H_
+#define BRAID_CLIENT_SDK_INCLUDE_BRAID_AGENT_CLIENT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "braid/v1/agent.grpc.pb.h"
+#include "dataplane/common/result.h"
+
+namespace braid::client {
+
+using common::Result;
+using common::Status;
+
+struct ClientOptions {
+  std::chrono::milliseconds call_timeout{10000};
+  std::chrono::milliseconds connect_timeout{10000};  // Open() waits this long for the agent
+};
+
+struct VqpOptions {
+  v1::Scheme scheme = v1::SCHEME_SPRAY;
+  uint32_t num_qps = 8;
+  std::vector<std::string> devices;  // empty: every healthy device
+  uint64_t fragment_size = 0;        // 0: the agent's default
+  std::string label;
+};
+
+// The Status of a finished gRPC call (the agent's code and message).
+Status FromGrpc(const grpc::Status& status);
+
+class AgentClient;
+
+class Region {
+ public:
+  ~Region();  // unmaps; deregisters on the agent (best effort)
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+
+  uint8_t* data() const { return data_; }
+  uint64_t size() const { return info_.length(); }
+  uint64_t id() const { return info_.region_id(); }
+  const v1::RegionInfo& info() const { return info_; }
+  // What the peer targets.
+  const v1::RemoteRegion& remote() const { return info_.remote(); }
+
+ private:
+  friend class AgentClient;
+  Region(std::shared_ptr<AgentClient> owner, v1::RegionInfo info, uint8_t* data)
+      : owner_(std::move(owner)), info_(std::move(info)), data_(data) {}
+  std::shared_ptr<AgentClient> owner_;
+  v1::RegionInfo info_;
+  uint8_t* data_;
+};
+
+class AgentClient : public std::enable_shared_from_this<AgentClient> {
+ public:
+  // `target`: "host:port" or "unix:/path". Waits until the agent answers GetInfo.
+  static Result<std::shared_ptr<AgentClient>> Open(const std::string& target,
+                                                   ClientOptions options = {});
+
+  const std::string& target() const { return target_; }
+  const v1::AgentInfo& info() const { return info_; }  // as of Open()
+  v1::Agent::Stub& stub() { return *stub_; }
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  const ClientOptions& options() const { return options_; }
+
+  Result<v1::AgentInfo> GetInfo();
+  Result<std::vector<v1::Device>> ListDevices();
+  Result<v1::VirtualQpInfo> CreateVqp(const VqpOptions& options);
+  Result<v1::VirtualQpInfo> ConnectVqp(uint64_t vqp_id, const v1::BusinessCard& remote_card);
+  Result<v1::VirtualQpInfo> GetVqp(uint64_t vqp_id);
+  Result<std::vector<v1::VirtualQpInfo>> ListVqps();
+  Status DestroyVqp(uint64_t vqp_id);
+  // Registers `length` bytes and maps them here.
+  Result<std::unique_ptr<Region>> RegisterMemory(uint64_t length, const std::string& label = "");
+  Result<std::vector<v1::RegionInfo>> ListRegions();
+  Status DeregisterMemory(uint64_t region_id);
+  Result<v1::Device> DrainDevice(const std::string& device);
+  Result<v1::Device> UndrainDevice(const std::string& device);
+  // The agent's gRPC health (overall): true when SERVING.
+  Result<bool> Serving();
+
+  AgentClient(std::string target, ClientOptions options, std::shared_ptr<grpc::Channel> channel);
+
+ private:
+  void Prepare(grpc::ClientContext& context) const;
+
+  std::string target_;
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Agent::Stub> stub_;
+  v1::AgentInfo info_;
+};
+
+}  // namespace braid::client
+
+#endif  // BRAID_CLIENT_SDK_INCLUDE_BRAID_AGENT_CLIENT_H_

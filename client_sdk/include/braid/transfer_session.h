@@ -1,0 +1,109 @@
+// TransferSession: one Transfer stream to an agent, for one connected VQP.
+//
+// Submit() sends an operation and returns a future (or calls a callback) that resolves exactly
+// once: with the agent's completion, or with an error when the operation's deadline passes, the
+// session is cancelled, or the stream breaks (agent gone). At most window() operations are in
+// flight (the agent's window unless smaller is asked for); Submit blocks while the window is full,
+// which pipelines a loop of submissions without further effort.
+// Deadlines: each operation carries one (its own or the session default); the agent enforces it,
+// and the session too (plus `grace`) so that a hung or killed agent cannot make a caller wait
+// forever.
+// Threading: Submit, Flush and Cancel from any thread. Callbacks run on the session's reader or
+// watchdog thread: keep them short.
+#ifndef BRAID_CLIENT_SDK_INCLUDE_BRAID_TRANSFER_SESSION_H_
+#define BRAID_CLIENT_SDK_INCLUDE_BRAID_TRANSFER_SESSION_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "braid/agent_client.h"
+
+namespace braid::client {
+
+struct TransferOp {
+  v1::Op op = v1::OP_WRITE;
+  uint64_t local_region = 0;  // Region::id() on this session's agent
+  uint64_t local_offset = 0;
+  v1::RemoteRegion remote;    // Region::remote() of the peer's region
+  uint64_t remote_offset = 0;
+  uint64_t length = 0;
+  uint32_t imm = 0;           // OP_WRITE_WITH_IMM
+  std::chrono::milliseconds timeout{0};  // 0: the session's default
+};
+
+struct TransferResult {
+  uint64_t op_id = 0;
+  Status status;
+  std::string wc_status;  // "success", "retry_exc_err", ... when the agent posted it
+  uint64_t bytes = 0;
+  uint64_t latency_ns = 0;
+};
+
+struct SessionOptions {
+  std::chrono::milliseconds default_timeout{30000};
+  std::chrono::milliseconds grace{2000};  // beyond an op's deadline before the session gives up
+  uint32_t max_in_flight = 0;             // 0: the agent's window
+};
+
+class TransferSession {
+ public:
+  static Result<std::unique_ptr<TransferSession>> Open(std::shared_ptr<AgentClient> agent,
+                                                       uint64_t vqp_id,
+                                                       SessionOptions options = {});
+  // Waits for what is in flight (each op bounded by its deadline), then closes the stream.
+  ~TransferSession();
+  TransferSession(const TransferSession&) = delete;
+  TransferSession& operator=(const TransferSession&) = delete;
+
+  std::future<TransferResult> Submit(const TransferOp& op);
+  void Submit(const TransferOp& op, std::function<void(TransferResult)> done);
+  std::vector<std::future<TransferResult>> SubmitBatch(const std::vector<TransferOp>& ops);
+  // Waits until nothing is in flight; kDeadlineExceeded after `timeout`.
+  Status Flush(std::chrono::milliseconds timeout);
+  // Every operation in flight completes with kCancelled now; later submissions fail.
+  void Cancel();
+
+  uint32_t window() const { return window_; }
+  size_t outstanding() const;
+
+  TransferSession(std::shared_ptr<AgentClient> agent, uint64_t vqp_id, SessionOptions options);
+
+ private:
+  struct Pending {
+    std::function<void(TransferResult)> done;
+    std::chrono::steady_clock::time_point give_up;
+  };
+  Status Start();
+  void ReadLoop();
+  void WatchLoop();
+  // Completes every pending op with `status` (under no lock).
+  void FailAll(const Status& status);
+
+  std::shared_ptr<AgentClient> agent_;
+  uint64_t vqp_id_;
+  SessionOptions options_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::TransferRequest, v1::TransferResponse>> stream_;
+  uint32_t window_ = 0;
+  std::mutex write_mu_;  // one writer at a time
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<uint64_t, Pending> pending_;  // guarded by mu_
+  uint64_t next_op_id_ = 1;               // guarded by mu_
+  Status broken_;                         // guarded by mu_; not OK: no more submissions
+  bool stopping_ = false;                 // guarded by mu_
+  std::thread reader_;
+  std::thread watchdog_;
+};
+
+}  // namespace braid::client
+
+#endif  // BRAID_CLIENT_SDK_INCLUDE_BRAID_TRANSFER_SESSION_H_

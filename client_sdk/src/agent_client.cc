@@ -1,0 +1,237 @@
+#include "braid/agent_client.h"
+
+#include <fcntl.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <future>
+
+namespace braid::client {
+
+namespace {
+
+common::StatusCode FromGrpcCode(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return common::StatusCode::kOk;
+    case grpc::StatusCode::CANCELLED: return common::StatusCode::kCancelled;
+    case grpc::StatusCode::INVALID_ARGUMENT: return common::StatusCode::kInvalidArgument;
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return common::StatusCode::kDeadlineExceeded;
+    case grpc::StatusCode::NOT_FOUND: return common::StatusCode::kNotFound;
+    case grpc::StatusCode::ALREADY_EXISTS: return common::StatusCode::kAlreadyExists;
+    case grpc::StatusCode::PERMISSION_DENIED: return common::StatusCode::kPermissionDenied;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return common::StatusCode::kNoResource;
+    case grpc::StatusCode::FAILED_PRECONDITION: return common::StatusCode::kFailedPrecondition;
+    case grpc::StatusCode::OUT_OF_RANGE: return common::StatusCode::kOutOfRange;
+    case grpc::StatusCode::UNIMPLEMENTED: return common::StatusCode::kNotSupported;
+    case grpc::StatusCode::UNAVAILABLE: return common::StatusCode::kIoError;
+    default: return common::StatusCode::kInternal;
+  }
+}
+
+Status Make(common::StatusCode code, const std::string& message) {
+  switch (code) {
+    case common::StatusCode::kOk: return Status::Ok();
+    case common::StatusCode::kCancelled: return Status::Cancelled(message);
+    case common::StatusCode::kInvalidArgument: return Status::InvalidArgument(message);
+    case common::StatusCode::kDeadlineExceeded: return Status::DeadlineExceeded(message);
+    case common::StatusCode::kNotFound: return Status::NotFound(message);
+    case common::StatusCode::kAlreadyExists: return Status::AlreadyExists(message);
+    case common::StatusCode::kPermissionDenied: return Status::PermissionDenied(message);
+    case common::StatusCode::kFailedPrecondition: return Status::FailedPrecondition(message);
+    case common::StatusCode::kOutOfRange: return Status::OutOfRange(message);
+    case common::StatusCode::kNotSupported: return Status::NotSupported(message);
+    case common::StatusCode::kIoError: return Status::IoError(message);
+    // RESOURCE_EXHAUSTED carries a message worth keeping; kNoResource cannot.
+    default: return Status::Internal(message);
+  }
+}
+
+}  // namespace
+
+Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return Status::Ok();
+  common::StatusCode code = FromGrpcCode(status.error_code());
+  std::string message = status.error_message();
+  if (code == common::StatusCode::kNoResource) {
+    message = "RESOURCE_EXHAUSTED: " + message;
+    code = common::StatusCode::kInternal;
+  }
+  return Make(code, message);
+}
+
+AgentClient::AgentClient(std::string target, ClientOptions options,
+                         std::shared_ptr<grpc::Channel> channel)
+    : target_(std::move(target)),
+      options_(options),
+      channel_(std::move(channel)),
+      stub_(v1::Agent::NewStub(channel_)) {}
+
+Result<std::shared_ptr<AgentClient>> AgentClient::Open(const std::string& target,
+                                                       ClientOptions options) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  auto channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  auto client = std::make_shared<AgentClient>(target, options, channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + options.connect_timeout);
+  ctx.set_wait_for_ready(true);
+  const grpc::Status s = client->stub_->GetInfo(&ctx, {}, &client->info_);
+  if (!s.ok()) {
+    return Status::IoError("agent " + target + " did not answer: " + s.error_message());
+  }
+  return client;
+}
+
+void AgentClient::Prepare(grpc::ClientContext& context) const {
+  context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
+}
+
+// One unary call: deadline, call, map the status.
+#define BRAID_UNARY(Method, request, response)      \
+  grpc::ClientContext ctx;                          \
+  Prepare(ctx);                                     \
+  const grpc::Status gs = stub_->Method(&ctx, request, &response); \
+  if (!gs.ok()) return FromGrpc(gs)
+
+Result<v1::AgentInfo> AgentClient::GetInfo() {
+  v1::AgentInfo out;
+  BRAID_UNARY(GetInfo, v1::GetInfoRequest(), out);
+  return out;
+}
+
+Result<std::vector<v1::Device>> AgentClient::ListDevices() {
+  v1::ListDevicesResponse out;
+  BRAID_UNARY(ListDevices, v1::ListDevicesRequest(), out);
+  return std::vector<v1::Device>(out.devices().begin(), out.devices().end());
+}
+
+Result<v1::VirtualQpInfo> AgentClient::CreateVqp(const VqpOptions& options) {
+  v1::CreateVirtualQpRequest request;
+  request.set_scheme(options.scheme);
+  request.set_num_qps(options.num_qps);
+  for (const auto& d : options.devices) request.add_devices(d);
+  request.set_fragment_size(options.fragment_size);
+  request.set_label(options.label);
+  v1::VirtualQpInfo out;
+  BRAID_UNARY(CreateVirtualQp, request, out);
+  return out;
+}
+
+Result<v1::VirtualQpInfo> AgentClient::ConnectVqp(uint64_t vqp_id,
+                                                  const v1::BusinessCard& remote_card) {
+  v1::ConnectVirtualQpRequest request;
+  request.set_vqp_id(vqp_id);
+  *request.mutable_remote_card() = remote_card;
+  v1::VirtualQpInfo out;
+  BRAID_UNARY(ConnectVirtualQp, request, out);
+  return out;
+}
+
+Result<v1::VirtualQpInfo> AgentClient::GetVqp(uint64_t vqp_id) {
+  v1::GetVirtualQpRequest request;
+  request.set_vqp_id(vqp_id);
+  v1::VirtualQpInfo out;
+  BRAID_UNARY(GetVirtualQp, request, out);
+  return out;
+}
+
+Result<std::vector<v1::VirtualQpInfo>> AgentClient::ListVqps() {
+  v1::ListVirtualQpsResponse out;
+  BRAID_UNARY(ListVirtualQps, v1::ListVirtualQpsRequest(), out);
+  return std::vector<v1::VirtualQpInfo>(out.vqps().begin(), out.vqps().end());
+}
+
+Status AgentClient::DestroyVqp(uint64_t vqp_id) {
+  v1::DestroyVirtualQpRequest request;
+  request.set_vqp_id(vqp_id);
+  v1::DestroyVirtualQpResponse out;
+  BRAID_UNARY(DestroyVirtualQp, request, out);
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Region>> AgentClient::RegisterMemory(uint64_t length,
+                                                            const std::string& label) {
+  v1::RegisterMemoryRequest request;
+  request.set_length(length);
+  request.set_label(label);
+  v1::RegionInfo out;
+  BRAID_UNARY(RegisterMemory, request, out);
+  const int fd = open(out.path().c_str(), O_RDWR | O_CLOEXEC);
+  void* addr = fd < 0 ? MAP_FAILED
+                      : mmap(nullptr, out.length(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int err = errno;
+  if (fd >= 0) close(fd);
+  if (addr == MAP_FAILED) {
+    (void)DeregisterMemory(out.region_id());
+    return Status::FromErrno(err, "map region file " + out.path() +
+                                      " (is the agent on this host?)");
+  }
+  return std::unique_ptr<Region>(
+      new Region(shared_from_this(), std::move(out), static_cast<uint8_t*>(addr)));
+}
+
+Result<std::vector<v1::RegionInfo>> AgentClient::ListRegions() {
+  v1::ListRegionsResponse out;
+  BRAID_UNARY(ListRegions, v1::ListRegionsRequest(), out);
+  return std::vector<v1::RegionInfo>(out.regions().begin(), out.regions().end());
+}
+
+Status AgentClient::DeregisterMemory(uint64_t region_id) {
+  v1::DeregisterMemoryRequest request;
+  request.set_region_id(region_id);
+  v1::DeregisterMemoryResponse out;
+  BRAID_UNARY(DeregisterMemory, request, out);
+  return Status::Ok();
+}
+
+Result<v1::Device> AgentClient::DrainDevice(const std::string& device) {
+  v1::DrainDeviceRequest request;
+  request.set_device(device);
+  v1::Device out;
+  BRAID_UNARY(DrainDevice, request, out);
+  return out;
+}
+
+Result<v1::Device> AgentClient::UndrainDevice(const std::string& device) {
+  v1::DrainDeviceRequest request;
+  request.set_device(device);
+  v1::Device out;
+  BRAID_UNARY(UndrainDevice, request, out);
+  return out;
+}
+
+#undef BRAID_UNARY
+
+Result<bool> AgentClient::Serving() {
+  grpc::GenericStub generic(channel_);
+  grpc::ClientContext ctx;
+  Prepare(ctx);
+  grpc::Slice empty;
+  grpc::ByteBuffer request(&empty, 1);  // HealthCheckRequest{service: ""}
+  grpc::ByteBuffer response;
+  std::promise<grpc::Status> done;
+  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                    &response, [&done](grpc::Status s) { done.set_value(std::move(s)); });
+  const grpc::Status s = done.get_future().get();
+  if (!s.ok()) return FromGrpc(s);
+  std::vector<grpc::Slice> slices;
+  if (!response.Dump(&slices).ok()) return Status::Internal("unreadable health response");
+  std::string bytes;
+  for (const auto& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  // HealthCheckResponse{status}: field 1 as a varint; SERVING is 1.
+  return bytes.size() == 2 && bytes[0] == 0x08 && bytes[1] == 1;
+}
+
+Region::~Region() {
+  munmap(data_, info_.length());
+  if (owner_) (void)owner_->DeregisterMemory(info_.region_id());
+}
+
+}  // namespace braid::client

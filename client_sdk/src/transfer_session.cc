@@ -1,0 +1,211 @@
+#include "braid/transfer_session.h"
+
+namespace braid::client {
+
+TransferSession::TransferSession(std::shared_ptr<AgentClient> agent, uint64_t vqp_id,
+                                 SessionOptions options)
+    : agent_(std::move(agent)), vqp_id_(vqp_id), options_(options) {}
+
+Result<std::unique_ptr<TransferSession>> TransferSession::Open(std::shared_ptr<AgentClient> agent,
+                                                               uint64_t vqp_id,
+                                                               SessionOptions options) {
+  auto session = std::make_unique<TransferSession>(std::move(agent), vqp_id, options);
+  BRAID_RETURN_IF_ERROR(session->Start());
+  return session;
+}
+
+Status TransferSession::Start() {
+  stream_ = agent_->stub().Transfer(&context_);
+  v1::TransferResponse first;
+  if (!stream_->Read(&first) || !first.has_window()) {
+    const grpc::Status s = stream_->Finish();
+    return s.ok() ? Status::IoError("the agent sent no Transfer window") : FromGrpc(s);
+  }
+  window_ = first.window().max_in_flight();
+  if (options_.max_in_flight != 0) window_ = std::min(window_, options_.max_in_flight);
+  reader_ = std::thread([this] { ReadLoop(); });
+  watchdog_ = std::thread([this] { WatchLoop(); });
+  return Status::Ok();
+}
+
+TransferSession::~TransferSession() {
+  if (stream_ == nullptr) return;
+  {
+    // In flight: each op ends by its deadline at the latest (the watchdog sees to it).
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return pending_.empty(); });
+    if (broken_.ok()) broken_ = Status::FailedPrecondition("the transfer session is closed");
+  }
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    stream_->WritesDone();
+  }
+  reader_.join();  // the agent ends the stream once nothing is outstanding
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  watchdog_.join();
+}
+
+size_t TransferSession::outstanding() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pending_.size();
+}
+
+void TransferSession::Submit(const TransferOp& op, std::function<void(TransferResult)> done) {
+  const auto timeout = op.timeout.count() != 0 ? op.timeout : options_.default_timeout;
+  const auto now = std::chrono::steady_clock::now();
+  uint64_t op_id = 0;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    // Wait for room in the window, at most the op's own deadline.
+    const bool room = cv_.wait_until(lock, now + timeout, [this] {
+      return !broken_.ok() || pending_.size() < window_;
+    });
+    Status refuse;
+    if (!broken_.ok()) {
+      refuse = broken_;
+    } else if (!room) {
+      refuse = Status::DeadlineExceeded("the transfer window stayed full past the deadline");
+    }
+    if (!refuse.ok()) {
+      lock.unlock();
+      TransferResult r;
+      r.status = std::move(refuse);
+      done(std::move(r));
+      return;
+    }
+    op_id = next_op_id_++;
+    pending_[op_id] = {std::move(done), now + timeout + options_.grace};
+  }
+  v1::TransferRequest request;
+  request.set_op_id(op_id);
+  request.set_vqp_id(vqp_id_);
+  request.set_op(op.op);
+  request.set_local_region_id(op.local_region);
+  request.set_local_offset(op.local_offset);
+  *request.mutable_remote() = op.remote;
+  request.set_remote_offset(op.remote_offset);
+  request.set_length(op.length);
+  request.set_imm(op.imm);
+  request.set_timeout_ms(static_cast<uint32_t>(timeout.count()));
+  bool written;
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    written = stream_->Write(request);
+  }
+  // A failed write means the stream is ending: the reader fails everything still pending.
+  (void)written;
+}
+
+std::future<TransferResult> TransferSession::Submit(const TransferOp& op) {
+  auto promise = std::make_shared<std::promise<TransferResult>>();
+  auto future = promise->get_future();
+  Submit(op, [promise](TransferResult r) { promise->set_value(std::move(r)); });
+  return future;
+}
+
+std::vector<std::future<TransferResult>> TransferSession::SubmitBatch(
+    const std::vector<TransferOp>& ops) {
+  std::vector<std::future<TransferResult>> out;
+  out.reserve(ops.size());
+  for (const auto& op : ops) out.push_back(Submit(op));
+  return out;
+}
+
+Status TransferSession::Flush(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!cv_.wait_for(lock, timeout, [this] { return pending_.empty(); })) {
+    return Status::DeadlineExceeded(std::to_string(pending_.size()) +
+                                    " transfers still in flight");
+  }
+  return Status::Ok();
+}
+
+void TransferSession::Cancel() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (broken_.ok()) broken_ = Status::Cancelled("the transfer session was cancelled");
+  }
+  context_.TryCancel();
+  FailAll(Status::Cancelled("the transfer session was cancelled"));
+}
+
+void TransferSession::FailAll(const Status& status) {
+  std::map<uint64_t, Pending> failed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    failed.swap(pending_);
+  }
+  for (auto& [op_id, p] : failed) {
+    TransferResult r;
+    r.op_id = op_id;
+    r.status = status;
+    p.done(std::move(r));
+  }
+  cv_.notify_all();
+}
+
+void TransferSession::ReadLoop() {
+  v1::TransferResponse response;
+  while (stream_->Read(&response)) {
+    if (!response.has_completion()) continue;
+    const v1::TransferCompletion& c = response.completion();
+    std::function<void(TransferResult)> done;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = pending_.find(c.op_id());
+      if (it == pending_.end()) continue;  // already given up on (deadline) or cancelled
+      done = std::move(it->second.done);
+      pending_.erase(it);
+    }
+    cv_.notify_all();
+    TransferResult r;
+    r.op_id = c.op_id();
+    r.status = FromGrpc(grpc::Status(static_cast<grpc::StatusCode>(c.code()), c.message()));
+    r.wc_status = c.wc_status();
+    r.bytes = c.bytes();
+    r.latency_ns = c.latency_ns();
+    done(std::move(r));
+  }
+  const grpc::Status end = stream_->Finish();
+  Status why = end.ok() ? Status::IoError("the agent closed the transfer stream")
+                        : FromGrpc(end).WithContext("transfer stream to " + agent_->target());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (broken_.ok()) broken_ = why;
+  }
+  FailAll(why);
+}
+
+void TransferSession::WatchLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lock, std::chrono::milliseconds(20));
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<std::pair<uint64_t, std::function<void(TransferResult)>>> expired;
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second.give_up <= now) {
+        expired.emplace_back(it->first, std::move(it->second.done));
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (expired.empty()) continue;
+    lock.unlock();
+    cv_.notify_all();
+    for (auto& [op_id, done] : expired) {
+      TransferResult r;
+      r.op_id = op_id;
+      r.status = Status::DeadlineExceeded("no completion from agent " + agent_->target() +
+                                          " by the transfer's deadline");
+      done(std::move(r));
+    }
+    lock.lock();
+  }
+}
+
+}  // namespace braid::client
