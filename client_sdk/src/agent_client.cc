@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <future>
+#include <thread>
 
 namespace braid::client {
 
@@ -231,7 +232,16 @@ Result<bool> AgentClient::Serving() {
 
 Region::~Region() {
   munmap(data_, info_.length());
-  if (owner_) (void)owner_->DeregisterMemory(info_.region_id());
+  if (!owner_) return;
+  // Transfers the agent still runs (e.g. after a cancelled session) hold the region until their
+  // completions arrive, each by its deadline; wait for them, within the client's call timeout.
+  const auto give_up = std::chrono::steady_clock::now() + owner_->options().call_timeout;
+  Status s = owner_->DeregisterMemory(info_.region_id());
+  while (s.code() == common::StatusCode::kFailedPrecondition &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    s = owner_->DeregisterMemory(info_.region_id());
+  }
 }
 
 }  // namespace braid::client

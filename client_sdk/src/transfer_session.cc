@@ -33,7 +33,7 @@ TransferSession::~TransferSession() {
   {
     // In flight: each op ends by its deadline at the latest (the watchdog sees to it).
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [this] { return pending_.empty(); });
+    cv_.wait(lock, [this] { return Idle(); });
     if (broken_.ok()) broken_ = Status::FailedPrecondition("the transfer session is closed");
   }
   {
@@ -117,7 +117,7 @@ std::vector<std::future<TransferResult>> TransferSession::SubmitBatch(
 
 Status TransferSession::Flush(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!cv_.wait_for(lock, timeout, [this] { return pending_.empty(); })) {
+  if (!cv_.wait_for(lock, timeout, [this] { return Idle(); })) {
     return Status::DeadlineExceeded(std::to_string(pending_.size()) +
                                     " transfers still in flight");
   }
@@ -133,17 +133,27 @@ void TransferSession::Cancel() {
   FailAll(Status::Cancelled("the transfer session was cancelled"));
 }
 
+void TransferSession::Deliver(std::function<void(TransferResult)>& done, TransferResult result) {
+  done(std::move(result));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    --delivering_;
+  }
+  cv_.notify_all();
+}
+
 void TransferSession::FailAll(const Status& status) {
   std::map<uint64_t, Pending> failed;
   {
     std::lock_guard<std::mutex> lock(mu_);
     failed.swap(pending_);
+    delivering_ += static_cast<int>(failed.size());
   }
   for (auto& [op_id, p] : failed) {
     TransferResult r;
     r.op_id = op_id;
     r.status = status;
-    p.done(std::move(r));
+    Deliver(p.done, std::move(r));
   }
   cv_.notify_all();
 }
@@ -160,15 +170,15 @@ void TransferSession::ReadLoop() {
       if (it == pending_.end()) continue;  // already given up on (deadline) or cancelled
       done = std::move(it->second.done);
       pending_.erase(it);
+      ++delivering_;
     }
-    cv_.notify_all();
     TransferResult r;
     r.op_id = c.op_id();
     r.status = FromGrpc(grpc::Status(static_cast<grpc::StatusCode>(c.code()), c.message()));
     r.wc_status = c.wc_status();
     r.bytes = c.bytes();
     r.latency_ns = c.latency_ns();
-    done(std::move(r));
+    Deliver(done, std::move(r));
   }
   const grpc::Status end = stream_->Finish();
   Status why = end.ok() ? Status::IoError("the agent closed the transfer stream")
@@ -190,19 +200,19 @@ void TransferSession::WatchLoop() {
       if (it->second.give_up <= now) {
         expired.emplace_back(it->first, std::move(it->second.done));
         it = pending_.erase(it);
+        ++delivering_;
       } else {
         ++it;
       }
     }
     if (expired.empty()) continue;
     lock.unlock();
-    cv_.notify_all();
     for (auto& [op_id, done] : expired) {
       TransferResult r;
       r.op_id = op_id;
       r.status = Status::DeadlineExceeded("no completion from agent " + agent_->target() +
                                           " by the transfer's deadline");
-      done(std::move(r));
+      Deliver(done, std::move(r));
     }
     lock.lock();
   }

@@ -86,6 +86,9 @@ class TransferSession {
   void WatchLoop();
   // Completes every pending op with `status` (under no lock).
   void FailAll(const Status& status);
+  // Runs a claimed op's callback (no lock held), then lets Flush and the destructor see it done.
+  void Deliver(std::function<void(TransferResult)>& done, TransferResult result);
+  bool Idle() const { return pending_.empty() && delivering_ == 0; }  // REQUIRES: mu_
 
   std::shared_ptr<AgentClient> agent_;
   uint64_t vqp_id_;
@@ -97,6 +100,7 @@ class TransferSession {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<uint64_t, Pending> pending_;  // guarded by mu_
+  int delivering_ = 0;                    // guarded by mu_: results claimed, callback running
   uint64_t next_op_id_ = 1;               // guarded by mu_
   Status broken_;                         // guarded by mu_; not OK: no more submissions
   bool stopping_ = false;                 // guarded by mu_
