@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The SDK as another project sees it: install Braid to a temporary prefix, build
+# examples/sdk_hello with find_package(braid) against it, start two installed agents and run it.
+set -euo pipefail
+SRC=$1
+BUILD=$2
+TMP=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+cmake --install "$BUILD" --prefix "$TMP/prefix" >/dev/null
+cmake -S "$SRC/examples/sdk_hello" -B "$TMP/build" -G Ninja -DCMAKE_PREFIX_PATH="$TMP/prefix" \
+  >/dev/null
+ninja -C "$TMP/build" >/dev/null
+base=$((20000 + ($$ % 2500) * 16))
+oct=$((100 + $$ % 150))
+for side in 1 2; do
+  mkdir -p "$TMP/r$side"
+  "$TMP/prefix/bin/braidd" --agent-id "pkg-$side" --soft-nic "soft0=127.$oct.$side.1" \
+    --soft-nic "soft1=127.$oct.$side.2" --grpc-tcp "127.0.0.1:$((base + side))" --metrics "" \
+    --soft-port $((base + 15)) --region-dir "$TMP/r$side" --log-level warn &
+  pids+=($!)
+done
+"$TMP/build/sdk_hello" "127.0.0.1:$((base + 1))" "127.0.0.1:$((base + 2))"
