@@ -16,7 +16,10 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc prometheus-cpp-dev libyaml-cpp-dev libspdlog-dev libcli11-dev
   # braidctl: sha256 of copied files
   libssl-dev
-  prometheus
+  # deployment: the chart renderer (Go text/template + sprig, tools/helm-render), Prometheus
+  # itself (a real server scrapes braidd in the tests; promtool), JSON for its API in tests
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev prometheus
+  nlohmann-json3-dev
   # tests and benchmarks (valgrind: instruction counts in `make bench`; clang + its runtime:
   # the libFuzzer target)
   libgtest-dev libgmock-dev libbenchmark-dev valgrind clang libclang-rt-14-dev

@@ -246,7 +246,9 @@ std::vector<v1::Notification> NotificationCollector::WaitFor(size_t count, int t
   }
 }
 
-std::string ScrapeMetrics(uint16_t port) {
+std::string ScrapeMetrics(uint16_t port) { return HttpGet(port, "/metrics"); }
+
+std::string HttpGet(uint16_t port, const std::string& path) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -254,10 +256,10 @@ std::string ScrapeMetrics(uint16_t port) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     close(fd);
-    ADD_FAILURE() << "connect to metrics port " << port << ": " << strerror(errno);
+    ADD_FAILURE() << "connect to port " << port << ": " << strerror(errno);
     return "";
   }
-  const std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
   (void)!write(fd, req.data(), req.size());
   std::string out;
   char buf[65536];

@@ -101,6 +101,8 @@ class NotificationCollector {
   std::atomic<bool> subscribed_{false};
 };
 
+// GET http://127.0.0.1:<port><path>; the body ("" on failure).
+std::string HttpGet(uint16_t port, const std::string& path);
 std::string ScrapeMetrics(uint16_t port);
 // Sum of the samples of `name` whose labels include every pair of `labels`.
 double MetricSum(const std::string& text, const std::string& name,
