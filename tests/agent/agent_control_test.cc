@@ -141,15 +141,9 @@ TEST(AgentConfig, YamlFileAndUnixSocket) {
 TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
   const std::string path = "/tmp/braid-bad-config-" + std::to_string(getpid()) + ".yaml";
   std::ofstream(path) << "transfer_window: lots\n";
-  const std::string cmd = std::string(BRAID_BRAIDD_PATH) + " --config " + path + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[512];
-  while (fgets(buf, sizeof(buf), p) != nullptr) out += buf;
-  const int status = pclose(p);
-  EXPECT_EQ(WEXITSTATUS(status), 2) << out;
-  EXPECT_NE(out.find("config key 'transfer_window'"), std::string::npos) << out;
+  const CommandResult r = RunCommand(std::string(BRAID_BRAIDD_PATH) + " --config " + path);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("config key 'transfer_window'"), std::string::npos) << r.output;
   std::filesystem::remove(path);
 }
 

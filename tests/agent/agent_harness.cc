@@ -329,6 +329,18 @@ int HealthStatus(const std::shared_ptr<grpc::Channel>& channel) {
   return bytes[1];
 }
 
+CommandResult RunCommand(const std::string& command) {
+  CommandResult r;
+  const auto t0 = std::chrono::steady_clock::now();
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  char buf[4096];
+  while (p != nullptr && fgets(buf, sizeof(buf), p) != nullptr) r.output += buf;
+  const int status = p != nullptr ? pclose(p) : -1;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
 uint64_t CpuTicks(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

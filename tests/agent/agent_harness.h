@@ -109,6 +109,14 @@ double MetricSum(const std::string& text, const std::string& name,
                  const std::map<std::string, std::string>& labels = {});
 // The gRPC health service's answer for the whole server: 1 SERVING, 2 NOT_SERVING, -1 no answer.
 int HealthStatus(const std::shared_ptr<grpc::Channel>& channel);
+// Runs `command` through the shell; its exit code (-1 if it did not exit), stdout and stderr
+// together, and how long it took.
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+  double seconds = 0;
+};
+CommandResult RunCommand(const std::string& command);
 // utime + stime of `pid`, in clock ticks.
 uint64_t CpuTicks(pid_t pid);
 

@@ -154,13 +154,9 @@ TEST_P(AgentTransferTest, TwoAgentsMove256MiBAndReadItBack) {
   // promtool's linter accepts the page.
   const std::string path = p.a->region_dir() + "/metrics.txt";
   std::ofstream(path) << m;
-  FILE* lint = popen(("promtool check metrics < " + path + " 2>&1").c_str(), "r");
-  ASSERT_NE(lint, nullptr);
-  std::string lint_out;
-  char buf[512];
-  while (fgets(buf, sizeof(buf), lint) != nullptr) lint_out += buf;
-  EXPECT_EQ(pclose(lint), 0) << lint_out;
-  EXPECT_EQ(lint_out, "");
+  const CommandResult lint = RunCommand("promtool check metrics < " + path);
+  EXPECT_EQ(lint.exit_code, 0) << lint.output;
+  EXPECT_EQ(lint.output, "");
 
   // Clean up through the API: nothing left behind.
   for (auto* agent : {p.a.get(), p.b.get()}) ReleaseEverything(agent->stub());

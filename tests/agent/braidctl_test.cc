@@ -16,22 +16,8 @@
 namespace braid::testing {
 namespace {
 
-struct CtlRun {
-  int exit_code = -1;
-  std::string out;  // stdout + stderr
-  double seconds = 0;
-};
-
-CtlRun Braidctl(const std::string& args) {
-  CtlRun r;
-  const auto t0 = std::chrono::steady_clock::now();
-  FILE* p = popen((std::string(BRAIDCTL_PATH) + " " + args + " 2>&1").c_str(), "r");
-  char buf[4096];
-  while (p != nullptr && fgets(buf, sizeof(buf), p) != nullptr) r.out += buf;
-  const int status = p != nullptr ? pclose(p) : -1;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return r;
+CommandResult Braidctl(const std::string& args) {
+  return RunCommand(std::string(BRAIDCTL_PATH) + " " + args);
 }
 
 class BraidctlTest : public ::testing::Test {
@@ -65,25 +51,21 @@ class BraidctlTest : public ::testing::Test {
 TEST_F(BraidctlTest, CopiesTwoGiBWithIdenticalSha256AndShowsProgress) {
   const std::string src = dir_ + "/src.bin", dst = dir_ + "/dst.bin";
   MakeFile(src, 2ull << 30);
-  CtlRun r = Braidctl(Agents() + " " + src + " " + dst);
-  std::printf("%s", r.out.c_str());
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_NE(r.out.find("copy ["), std::string::npos);   // the progress line
-  EXPECT_NE(r.out.find("100.0%"), std::string::npos);
-  EXPECT_NE(r.out.find("\nidentical\n"), std::string::npos);
+  CommandResult r = Braidctl(Agents() + " " + src + " " + dst);
+  std::printf("%s", r.output.c_str());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("copy ["), std::string::npos);   // the progress line
+  EXPECT_NE(r.output.find("100.0%"), std::string::npos);
+  EXPECT_NE(r.output.find("\nidentical\n"), std::string::npos);
   EXPECT_EQ(std::filesystem::file_size(dst), 2ull << 30);
   // Independent check of the two files' digests (sha256sum, not braidctl's own).
   auto digest = [](const std::string& path) {
-    FILE* p = popen(("sha256sum " + path).c_str(), "r");
-    char buf[128] = {};
-    if (p != nullptr && fgets(buf, sizeof(buf), p) == nullptr) buf[0] = 0;
-    if (p != nullptr) pclose(p);
-    return std::string(buf).substr(0, 64);
+    return RunCommand("sha256sum " + path).output.substr(0, 64);
   };
   const std::string hs = digest(src);
   EXPECT_EQ(hs.size(), 64u);
   EXPECT_EQ(hs, digest(dst));
-  EXPECT_NE(r.out.find("sha256 " + hs), std::string::npos);
+  EXPECT_NE(r.output.find("sha256 " + hs), std::string::npos);
 }
 
 TEST_F(BraidctlTest, AnAgentKilledMidCopyIsAClearErrorWithinTheDeadline) {
@@ -93,11 +75,11 @@ TEST_F(BraidctlTest, AnAgentKilledMidCopyIsAClearErrorWithinTheDeadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(400));
     b_->Kill(SIGKILL);  // the destination's agent
   });
-  CtlRun r = Braidctl(Agents() + " " + src + " " + dst);
+  CommandResult r = Braidctl(Agents() + " " + src + " " + dst);
   killer.join();
-  std::printf("%s", r.out.c_str());
-  EXPECT_EQ(r.exit_code, 1) << r.out;
-  EXPECT_NE(r.out.find("braidctl: copy failed near offset"), std::string::npos) << r.out;
+  std::printf("%s", r.output.c_str());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("braidctl: copy failed near offset"), std::string::npos) << r.output;
   EXPECT_LT(r.seconds, 5.0 + 10.0);  // the 5 s deadline plus the copy's own time, never a hang
 }
 

@@ -38,13 +38,10 @@ struct Rendered {
 
 Rendered Render(const std::string& args) {
   Rendered r;
-  const std::string cmd = std::string(BRAID_HELM_RENDER) + " " + args + " " +
-                          BRAID_SOURCE_DIR "/helm/braid 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  while (p != nullptr && fgets(buf, sizeof(buf), p) != nullptr) r.text += buf;
-  const int status = p != nullptr ? pclose(p) : -1;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const CommandResult run = RunCommand(std::string(BRAID_HELM_RENDER) + " " + args + " " +
+                                       BRAID_SOURCE_DIR "/helm/braid");
+  r.exit_code = run.exit_code;
+  r.text = run.output;
   if (r.exit_code == 0) {
     for (const YAML::Node& d : YAML::LoadAll(r.text)) {
       if (d.IsMap()) r.docs.push_back(d);
