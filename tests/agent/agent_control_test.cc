@@ -468,3 +468,81 @@ TEST(AgentIdle, UsesUnderOnePercentOfACoreOverTenSeconds) {
 
 }  // namespace
 }  // namespace braid::testing
+
+namespace braid::testing {
+namespace {
+
+// Bytes written by the VQP's QPs on `device`, and the WRs they still have in flight.
+std::pair<uint64_t, uint32_t> DeviceLoad(v1::Agent::Stub& stub, uint64_t vqp,
+                                         const std::string& device) {
+  grpc::ClientContext ctx;
+  v1::GetVirtualQpRequest request;
+  request.set_vqp_id(vqp);
+  v1::VirtualQpInfo info;
+  EXPECT_TRUE(stub.GetVirtualQp(&ctx, request, &info).ok());
+  uint64_t bytes = 0;
+  uint32_t outstanding = 0;
+  for (const auto& q : info.qps()) {
+    if (q.device() != device) continue;
+    bytes += q.bytes_written();
+    outstanding += q.outstanding_wrs();
+    EXPECT_NE(q.health(), v1::QP_HEALTH_DEAD) << q.death();
+  }
+  return {bytes, outstanding};
+}
+
+// The same connected pair, for an operator's drain.
+using AgentDrainTest = AgentHostileTest;
+
+TEST_F(AgentDrainTest, UnderLoadInFlightWorkFinishesNoNewWorkIsTakenNothingFails) {
+  v1::RegionInfo src = Register(a_->stub(), 64 * kMiB, "src");
+  v1::RegionInfo dst = Register(b_->stub(), 64 * kMiB, "dst");
+  auto ops = [&](int count) {
+    std::vector<v1::TransferRequest> out;
+    for (int i = 0; i < count; ++i) {
+      v1::TransferRequest r;
+      r.set_op_id(static_cast<uint64_t>(i));
+      r.set_vqp_id(va_.vqp_id());
+      r.set_op(v1::OP_WRITE_WITH_IMM);
+      r.set_local_region_id(src.region_id());
+      r.set_local_offset((i % 64) * kMiB);
+      *r.mutable_remote() = dst.remote();
+      r.set_remote_offset((i % 64) * kMiB);
+      r.set_length(kMiB);
+      out.push_back(r);
+    }
+    return out;
+  };
+  TransferRun first;
+  std::thread load([&] { first = RunTransfers(a_->stub(), ops(2048)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  ASSERT_TRUE(Drain(*a_, "soft1", true).ok());
+  // In-flight work on soft1 finishes...
+  std::pair<uint64_t, uint32_t> at_drain;
+  for (int i = 0; i < 200; ++i) {
+    at_drain = DeviceLoad(a_->stub(), va_.vqp_id(), "soft1");
+    if (at_drain.second == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(at_drain.second, 0u);
+  load.join();
+  // ...and it takes no new work, while every transfer succeeds on soft0.
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  ASSERT_EQ(first.completions.size(), 2048u);
+  for (const auto& c : first.completions) ASSERT_EQ(c.code(), 0) << c.message();
+  const auto after = DeviceLoad(a_->stub(), va_.vqp_id(), "soft1");
+  EXPECT_EQ(after.first, at_drain.first);
+  EXPECT_GT(at_drain.first, 0u);  // it did carry data before the drain
+  const auto soft0 = DeviceLoad(a_->stub(), va_.vqp_id(), "soft0");
+  std::printf("drain: soft1 carried %.1f MiB before the drain and none after; soft0 %.1f MiB\n",
+              static_cast<double>(at_drain.first) / kMiB, static_cast<double>(soft0.first) / kMiB);
+  // Undrain: soft1 is back in service.
+  ASSERT_TRUE(Drain(*a_, "soft1", false).ok());
+  TransferRun second = RunTransfers(a_->stub(), ops(256));
+  ASSERT_TRUE(second.status.ok());
+  for (const auto& c : second.completions) ASSERT_EQ(c.code(), 0) << c.message();
+  EXPECT_GT(DeviceLoad(a_->stub(), va_.vqp_id(), "soft1").first, after.first);
+}
+
+}  // namespace
+}  // namespace braid::testing
