@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 15
 # Property-test scenarios: the release run uses the test's default (2000); the sanitizer run fewer.
 ASAN_VQP_SCENARIOS ?= 600
 
-.PHONY: all deps configure build test unit-test asan-test fuzz fuzz-run bench demo demo-soft format \
+.PHONY: all deps configure build test unit-test asan-test tsan-test fuzz fuzz-run bench demo demo-soft format \
   clean
 
 all: build
@@ -36,6 +36,16 @@ asan-test: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 BRAID_VQP_SCENARIOS=$(ASAN_VQP_SCENARIOS) \
 	  ctest --output-on-failure -j$(JOBS)
 
+# The engine's cross-thread paths (command queue, sinks, watchers, the engine thread) under
+# ThreadSanitizer: the engine and queue tests of the unit binary.
+TSAN_BUILD ?= build-tsan
+tsan-test: deps
+	cmake -S . -B $(TSAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBRAID_TSAN=ON \
+	  -DBRAID_BUILD_BENCH=OFF $(CMAKE_ARGS)
+	ninja -C $(TSAN_BUILD) -j$(JOBS) braid_unit_tests
+	TSAN_OPTIONS=halt_on_error=1 $(TSAN_BUILD)/tests/braid_unit_tests --gtest_brief=1 \
+	  --gtest_filter='EngineTest.*:MpscQueue*:TcpSlowQueue.*'
+
 # libFuzzer target for the soft provider's frame parser (clang; ASan + UBSan).
 FUZZ_DIR := $(BUILD)/fuzz
 $(FUZZ_DIR)/wire_format_fuzz: tests/fuzz/wire_format_fuzz.cc dataplane/soft/wire_format.cc \
@@ -51,7 +61,7 @@ fuzz-run: fuzz
 	$(FUZZ_DIR)/wire_format_fuzz -max_total_time=$(FUZZ_SECONDS) -seed=1 -print_final_stats=1 \
 	  $(FUZZ_DIR)/corpus
 
-test: fuzz-run unit-test asan-test
+test: fuzz-run unit-test asan-test tsan-test
 
 bench: build
 	mkdir -p $(BUILD)/bench-results
@@ -80,4 +90,4 @@ format:
 	git ls-files '*.h' '*.cc' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
