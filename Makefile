@@ -79,7 +79,8 @@ bench: build
 	@echo "results: $(BUILD)/bench-results/"
 
 # Two local agents, an 8-QP VQP, 1 GiB moved and verified (scripts/demo.sh).
-demo: build
+demo: configure
+	ninja -C $(BUILD) -j$(JOBS) braidd braidctl
 	bash scripts/demo.sh $(BUILD)
 
 # The in-process demo: soft NICs on the in-memory link, a NIC failure, VQP failover.
