@@ -201,6 +201,7 @@ Status VirtualQp::Connect(const BusinessCard& remote) {
   remote_control_rkeys_.clear();
   for (const DeviceCard& d : remote.devices) remote_control_rkeys_.push_back(d.control_rkey);
   remote_control_addr_ = remote.control_addr;
+  remote_devices_ = remote.devices;
   for (size_t i = 0; i < qps_.size(); ++i) {
     PhysQp& q = qps_[i];
     const QpCard& mine = i < config_.num_qps ? local.data_qps[i] : *local.message_qp;
@@ -268,6 +269,87 @@ Status VirtualQp::ChangeDeviceHealth(int device, QpHealth from, QpHealth to) {
     if (qps_[i].health == from) SetHealth(static_cast<int>(i), to);
   }
   if (!any) return Status::NotFound("VQP has no QP on device " + std::to_string(device));
+  return Status::Ok();
+}
+
+Status VirtualQp::BeginReset(int index) {
+  if (!connected_) return Status::FailedPrecondition("VQP is not connected");
+  if (index < 0 || index >= static_cast<int>(config_.num_qps)) {
+    return index == message_qp() && multi()
+               ? Status::NotSupported("the message QP is not recovered (rule 12: SENDs are never replayed)")
+               : Status::OutOfRange("no data QP " + std::to_string(index));
+  }
+  PhysQp& q = qps_[static_cast<size_t>(index)];
+  if (q.resetting) return Status::Ok();
+  q.resetting = true;
+  if (q.health != QpHealth::kDead) MarkDead(index, IBV_WC_WR_FLUSH_ERR);
+  BRAID_RETURN_IF_ERROR(q.qp->ToError());
+  return Status::Ok();
+}
+
+bool VirtualQp::ResetReady(int index) const {
+  if (index < 0 || index >= static_cast<int>(config_.num_qps)) return false;
+  const PhysQp& q = qps_[static_cast<size_t>(index)];
+  return q.resetting && q.outstanding == 0 && q.posted_recvs == 0;
+}
+
+common::Result<QpCard> VirtualQp::ResetQp(int index, uint32_t psn) {
+  if (!ResetReady(index)) {
+    return Status::FailedPrecondition("QP " + std::to_string(index) +
+                                      " still has work in flight or was not reset");
+  }
+  PhysQp& q = qps_[static_cast<size_t>(index)];
+  const verbs::DeviceInfo& info = cq_.device(q.device).info();
+  BRAID_RETURN_IF_ERROR(q.qp->ToReset());
+  BRAID_RETURN_IF_ERROR(q.qp->ToInit({.port_num = info.port_num}));
+  uint32_t device_index = 0;  // into the card's devices, which follow devices_
+  for (size_t k = 0; k < devices_.size(); ++k) {
+    if (devices_[k] == q.device) device_index = static_cast<uint32_t>(k);
+  }
+  q.outstanding_bytes = 0;
+  q.reset_psn = psn & 0xFFFFFF;
+  return QpCard{device_index, info.port_num, q.qp->qp_num(), psn & 0xFFFFFF,
+                static_cast<uint8_t>(info.active_mtu)};
+}
+
+Status VirtualQp::ReconnectQp(int index, const QpCard& peer) {
+  if (index < 0 || index >= static_cast<int>(config_.num_qps)) {
+    return Status::OutOfRange("no data QP " + std::to_string(index));
+  }
+  PhysQp& q = qps_[static_cast<size_t>(index)];
+  if (!q.resetting || q.qp->state() != verbs::QpState::kInit) {
+    return Status::FailedPrecondition("QP " + std::to_string(index) + " was not reset");
+  }
+  if (peer.device_index >= remote_devices_.size() || peer.device_index != q.remote_device) {
+    return Status::InvalidArgument("the peer's QP " + std::to_string(index) +
+                                   " moved to another device");
+  }
+  const DeviceCard& peer_device = remote_devices_[peer.device_index];
+  const verbs::DeviceInfo& info = cq_.device(q.device).info();
+  verbs::QpRtrParams rtr;
+  rtr.remote = {peer_device.gid, peer_device.lid, peer.qp_num, peer.psn};
+  rtr.path_mtu = static_cast<ibv_mtu>(std::min<uint8_t>(static_cast<uint8_t>(info.active_mtu),
+                                                        peer.mtu));
+  rtr.sgid_index = info.gid_index;
+  rtr.min_rnr_timer = 1;
+  BRAID_RETURN_IF_ERROR(q.qp->ToRtr(rtr).WithContext("QP " + std::to_string(index) + " to RTR"));
+  // Our first PSN was chosen at ResetQp and sent to the peer in our entry.
+  BRAID_RETURN_IF_ERROR(q.qp->ToRts({.sq_psn = q.reset_psn,
+                                     .timeout = config_.timeout,
+                                     .retry_cnt = config_.retry_cnt,
+                                     .rnr_retry = config_.rnr_retry}));
+  if (q.has_pool) {
+    for (uint32_t k = 0; k < config_.qp_capacity; ++k) {
+      const uint32_t slot = static_cast<uint32_t>(index) * config_.qp_capacity + k;
+      if (parked_[slot].valid) continue;  // re-posted when the window moves past it
+      BRAID_RETURN_IF_ERROR(PostPoolRecv(index, slot));
+    }
+  }
+  q.resetting = false;
+  q.death = IBV_WC_SUCCESS;
+  SetHealth(index, QpHealth::kHealthy);
+  Pump();
+  ReportSends();
   return Status::Ok();
 }
 

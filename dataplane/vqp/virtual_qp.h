@@ -117,6 +117,19 @@ class VirtualQp {
   uint32_t outstanding(int index) const { return qps_[static_cast<size_t>(index)].outstanding; }
   const QpTraffic& traffic(int index) const { return qps_[static_cast<size_t>(index)].traffic; }
   int healthy_data_qps() const { return healthy_data_qps_; }
+  // Recovery of one dead data QP (rule 5), in three steps both sides take:
+  //  1. BeginReset(i): the QP takes no more work and moves to ERR (a QP the peer saw die may still
+  //     look healthy here); its WRs come back flushed.
+  //  2. Once ResetReady(i) (nothing outstanding or posted on it), ResetQp(i, psn) returns it to
+  //     INIT and gives the card entry the peer needs (same QP number, the new first PSN).
+  //  3. ReconnectQp(i, peer) takes the peer's new entry: RTR, RTS, its receive pool re-posted, and
+  //     the QP Healthy again (scheduled like any other).
+  // kFailedPrecondition when a step comes out of order; kNotSupported for the message QP.
+  common::Status BeginReset(int index);
+  bool ResetReady(int index) const;
+  common::Result<QpCard> ResetQp(int index, uint32_t psn);
+  common::Status ReconnectQp(int index, const QpCard& peer);
+
   // Operator drain of every QP on `device` (Healthy → Draining) and its undo.
   common::Status DrainDevice(int device);
   common::Status UndrainDevice(int device);
@@ -152,6 +165,8 @@ class VirtualQp {
     uint32_t posted_recvs = 0;
     bool has_pool = false;
     QpTraffic traffic;
+    bool resetting = false;  // between BeginReset and ReconnectQp
+    uint32_t reset_psn = 0;  // the first PSN chosen by ResetQp
   };
   struct SendEntry {
     VirtualSendWr wr;
@@ -262,6 +277,7 @@ class VirtualQp {
   KeyTable remote_keys_;
   std::vector<uint32_t> remote_control_rkeys_;
   uint64_t remote_control_addr_ = 0;
+  std::vector<DeviceCard> remote_devices_;  // the peer card's devices (recovery re-connects)
   std::vector<uint32_t> reserved_;  // CQ entries reserved per CQ device
   // (local device, peer device) pairs of the data QPs and of the message QP: the key checks.
   std::vector<std::pair<uint32_t, uint32_t>> data_key_devices_;
