@@ -8,6 +8,7 @@
 #include <chrono>
 
 #include "dataplane/providers/provider_registry.h"
+#include "server/proto_mapping.h"
 
 namespace braid::server {
 
@@ -87,6 +88,7 @@ Status Agent::Init() {
     exposer_->RegisterCollectable(collector_);
   }
   health_thread_ = std::thread([this] { HealthLoop(); });
+  recovery_thread_ = std::thread([this] { RecoveryLoop(); });
   spdlog::info("agent={} provider={} devices={} grpc_tcp={} grpc_unix={} metrics={} "
                "fault_injection={} msg=\"serving\"",
                config_.agent_id, provider_->name(), config_.soft_nics.size(), config_.tcp_listen,
@@ -116,6 +118,50 @@ void Agent::HealthLoop() {
   }
 }
 
+void Agent::RecoveryLoop() {
+  std::map<std::string, std::unique_ptr<v1::Agent::Stub>> peers;
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+    }
+    auto request = engine_->recovery_requests().TryPop();
+    if (!request) {
+      engine_->recovery_requests().Wait(100);
+      continue;
+    }
+    auto& stub = peers[request->peer_endpoint];
+    if (!stub) {
+      stub = v1::Agent::NewStub(
+          grpc::CreateChannel(request->peer_endpoint, grpc::InsecureChannelCredentials()));
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::RecoverQpRequest rpc;
+    rpc.set_vqp_id(request->peer_vqp_id);
+    rpc.set_qp_index(request->qp_index);
+    ToProto(request->card, rpc.mutable_qp());
+    rpc.set_epoch(request->epoch);
+    rpc.set_from_endpoint(config_.ControlEndpoint());
+    v1::RecoverQpResponse response;
+    const grpc::Status s = stub->RecoverQp(&ctx, rpc, &response);
+    common::Result<vqp::QpCard> peer =
+        s.ok() ? FromProto(response.qp(), "qp")
+               : common::Result<vqp::QpCard>(common::Status::IoError(
+                     "RecoverQp on " + request->peer_endpoint + ": " + s.error_message()));
+    if (peer.ok()) {
+      spdlog::info("agent={} vqp={} qp={} peer={} msg=\"data QP recovered\"", config_.agent_id,
+                   request->vqp_id, request->qp_index, request->peer_endpoint);
+    } else {
+      spdlog::warn("agent={} vqp={} qp={} peer={} error=\"{}\" msg=\"recovery attempt failed\"",
+                   config_.agent_id, request->vqp_id, request->qp_index, request->peer_endpoint,
+                   peer.status().ToString());
+    }
+    engine_->CompleteRecovery(request->vqp_id, request->qp_index, request->attempt,
+                              std::move(peer));
+  }
+}
+
 bool Agent::serving() const {
   std::lock_guard<std::mutex> lock(mu_);
   return serving_;
@@ -129,6 +175,7 @@ void Agent::Shutdown() {
   }
   cv_.notify_all();
   if (health_thread_.joinable()) health_thread_.join();
+  if (recovery_thread_.joinable()) recovery_thread_.join();
   if (service_) service_->Shutdown();
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

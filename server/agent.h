@@ -12,6 +12,7 @@
 
 #include <condition_variable>
 #include <memory>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -42,6 +43,8 @@ class Agent {
  private:
   common::Status Init();
   void HealthLoop();
+  // Carries the engine's recovery requests to the peer agents (RecoverQp) and the answers back.
+  void RecoveryLoop();
 
   AgentConfig config_;
   std::unique_ptr<soft::TcpFabric> fabric_;
@@ -53,6 +56,7 @@ class Agent {
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::shared_ptr<MetricsCollector> collector_;
   std::thread health_thread_;
+  std::thread recovery_thread_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;  // guarded by mu_

@@ -241,4 +241,15 @@ grpc::Status AgentService::InjectFault(grpc::ServerContext*, const v1::InjectFau
   return ToGrpc(engine_.InjectFault(std::move(f)));
 }
 
+grpc::Status AgentService::RecoverQp(grpc::ServerContext*, const v1::RecoverQpRequest* request,
+                                     v1::RecoverQpResponse* out) {
+  auto card = FromProto(request->qp(), "qp");
+  if (!card.ok()) return ToGrpc(card.status());
+  auto ours = engine_.AcceptRecovery(request->vqp_id(), request->qp_index(), *card,
+                                     request->epoch(), request->from_endpoint());
+  if (!ours.ok()) return ToGrpc(ours.status());
+  ToProto(*ours, out->mutable_qp());
+  return grpc::Status::OK;
+}
+
 }  // namespace braid::server

@@ -66,6 +66,8 @@ class AgentService final : public v1::Agent::Service {
                              v1::Device*) override;
   grpc::Status InjectFault(grpc::ServerContext*, const v1::InjectFaultRequest*,
                            v1::InjectFaultResponse*) override;
+  grpc::Status RecoverQp(grpc::ServerContext*, const v1::RecoverQpRequest*,
+                         v1::RecoverQpResponse*) override;
 
  private:
   engine::Engine& engine_;

@@ -41,6 +41,17 @@ grpc::Status ToGrpc(const Status& status) {
 
 namespace {
 
+v1::QpHealth ToProto(vqp::QpHealth h) {
+  switch (h) {
+    case vqp::QpHealth::kHealthy: return v1::QP_HEALTH_HEALTHY;
+    case vqp::QpHealth::kDraining: return v1::QP_HEALTH_DRAINING;
+    case vqp::QpHealth::kDead: return v1::QP_HEALTH_DEAD;
+  }
+  return v1::QP_HEALTH_UNSPECIFIED;
+}
+
+}  // namespace
+
 void ToProto(const vqp::QpCard& qp, v1::QpCard* out) {
   out->set_device_index(qp.device_index);
   out->set_port(qp.port);
@@ -61,17 +72,6 @@ Result<vqp::QpCard> FromProto(const v1::QpCard& qp, const char* field) {
   out.mtu = static_cast<uint8_t>(qp.mtu());
   return out;
 }
-
-v1::QpHealth ToProto(vqp::QpHealth h) {
-  switch (h) {
-    case vqp::QpHealth::kHealthy: return v1::QP_HEALTH_HEALTHY;
-    case vqp::QpHealth::kDraining: return v1::QP_HEALTH_DRAINING;
-    case vqp::QpHealth::kDead: return v1::QP_HEALTH_DEAD;
-  }
-  return v1::QP_HEALTH_UNSPECIFIED;
-}
-
-}  // namespace
 
 void ToProto(const vqp::BusinessCard& card, v1::BusinessCard* out) {
   out->set_version(card.version);
@@ -180,6 +180,11 @@ void ToProto(const engine::VqpStatus& v, v1::VirtualQpInfo* out) {
     p->set_outstanding_wrs(q.outstanding_wrs);
     p->set_bytes_written(q.traffic.write_bytes);
     p->set_bytes_read(q.traffic.read_bytes);
+    if (!q.message_qp) {
+      p->set_recovery(engine::RecoveryPhaseName(q.recovery));
+      p->set_recovery_attempts(q.recovery_attempts);
+      p->set_recoveries(q.recoveries);
+    }
   }
   out->set_healthy_data_qps(v.healthy_data_qps);
   out->set_pending_sends(v.pending_sends);
@@ -187,6 +192,7 @@ void ToProto(const engine::VqpStatus& v, v1::VirtualQpInfo* out) {
   out->set_failovers(v.failovers);
   out->set_qps_died(v.qps_died);
   out->set_notifications(v.notifications);
+  out->set_epoch(v.epoch);
 }
 
 void ToProto(const engine::RemoteRegion& r, v1::RemoteRegion* out) {

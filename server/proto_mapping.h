@@ -19,6 +19,8 @@ namespace braid::server {
 grpc::StatusCode ToGrpcCode(common::StatusCode code);
 grpc::Status ToGrpc(const common::Status& status);
 
+void ToProto(const vqp::QpCard& qp, v1::QpCard* out);
+common::Result<vqp::QpCard> FromProto(const v1::QpCard& qp, const char* field);
 void ToProto(const vqp::BusinessCard& card, v1::BusinessCard* out);
 common::Result<vqp::BusinessCard> FromProto(const v1::BusinessCard& card);
 

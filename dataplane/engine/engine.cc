@@ -241,6 +241,10 @@ void Engine::Run() {
     const bool ran = RunCommands();
     PumpBacklogs();
     const bool active = PollCompletions() > 0;
+    if (now >= next_recovery_check_ns_) {
+      RunRecovery(now);
+      next_recovery_check_ns_ = now + 10000000;
+    }
     if (in_flight_ > 0 && now >= next_deadline_check_ns_) {
       CheckDeadlines(now);
       next_deadline_check_ns_ = now + 1000000;

@@ -62,6 +62,12 @@ struct EngineOptions {
   uint32_t idle_wait_ms = 100;
   uint32_t call_timeout_ms = 5000;
   bool fault_injection = false;
+  // Rule 5: dead data QPs are reset and reconnected with the peer agent, retried with an
+  // exponential backoff from `recovery_backoff_ms` up to `recovery_backoff_cap_ms`.
+  bool recovery = true;
+  uint32_t recovery_backoff_ms = 100;
+  uint32_t recovery_backoff_cap_ms = 2000;
+  uint32_t recovery_peer_timeout_ms = 10000;  // an unanswered request counts as a failure
 };
 
 enum class FaultKind : uint8_t { kStallEngine, kDeviceDown, kDeviceUp, kBreakQp };
@@ -100,6 +106,17 @@ class Engine {
   common::Result<EngineSnapshot> Snapshot();
   // Subscribes `watcher` to the VQP's notifications; none is missed after this returns OK.
   common::Status Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher);
+
+  // Recovery (rule 5). The engine asks for the peer's side through recovery_requests(); the
+  // control plane calls the peer agent and reports back with CompleteRecovery (non-blocking).
+  // AcceptRecovery is the peer's side: it resets our QP, connects it to the initiator's entry
+  // and returns ours (blocking, at most the call timeout).
+  common::EventQueue<RecoveryRequest>& recovery_requests() { return recovery_requests_; }
+  void CompleteRecovery(uint64_t vqp_id, uint32_t qp_index, uint64_t attempt,
+                        common::Result<vqp::QpCard> peer);
+  common::Result<vqp::QpCard> AcceptRecovery(uint64_t vqp_id, uint32_t qp_index,
+                                             const vqp::QpCard& initiator, uint64_t epoch,
+                                             const std::string& from_endpoint);
 
   // Non-blocking. kNoResource: the command queue is full (retry). Otherwise exactly one
   // TransferResult reaches `sink`.
@@ -173,8 +190,16 @@ class Engine {
   void CheckDeadlines(uint64_t now);
   void FailBacklog(VqpSlot& slot, const common::Status& status);
 
+  // Recovery (engine_recovery.cc).
+  void RunRecovery(uint64_t now);
+  void RecoveryFailed(VqpSlot& slot, uint32_t index, uint64_t now);
+  void RecoverySucceeded(VqpSlot& slot, uint32_t index, uint64_t epoch);
+
   EngineOptions options_;
   common::EventQueue<Command> commands_;
+  common::EventQueue<RecoveryRequest> recovery_requests_{1024};
+  uint64_t next_recovery_check_ns_ = 0;
+  uint64_t recovery_attempt_ids_ = 0;
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> heartbeat_ns_{0};

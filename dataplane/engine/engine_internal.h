@@ -3,6 +3,7 @@
 #define BRAID_DATAPLANE_ENGINE_ENGINE_INTERNAL_H_
 
 #include <deque>
+#include <future>
 #include <map>
 #include <memory>
 #include <string>
@@ -21,6 +22,18 @@ struct Engine::DeviceSlot {
   vqp::QpTraffic retired;  // traffic of destroyed VQPs' QPs on this device
 };
 
+struct QpRecovery {
+  RecoveryPhase phase = RecoveryPhase::kIdle;
+  uint32_t attempts = 0;         // failed attempts since the QP died
+  uint64_t next_attempt_ns = 0;  // backoff
+  uint64_t attempt = 0;          // id of the attempt in flight (answers to others are stale)
+  uint64_t deadline_ns = 0;      // kAwaitingPeer: give up after this
+  uint64_t recoveries = 0;
+  vqp::QpCard initiator;         // kAccepting: the peer's entry
+  uint64_t epoch = 0;            // kAccepting: the peer's epoch
+  std::shared_ptr<std::promise<common::Result<vqp::QpCard>>> reply;  // kAccepting
+};
+
 struct Engine::VqpSlot {
   uint64_t id = 0;
   std::string label;
@@ -32,6 +45,10 @@ struct Engine::VqpSlot {
   std::deque<uint32_t> backlog;  // transfers waiting for room on the VQP, in arrival order
   std::vector<std::shared_ptr<NotificationWatcher>> watchers;
   uint64_t notifications = 0;
+  std::string peer_endpoint;  // the peer agent's control endpoint (recovery)
+  uint64_t peer_vqp_id = 0;
+  uint64_t epoch = 0;
+  std::vector<QpRecovery> recovery;  // per data QP
 };
 
 struct Engine::RegionSlot {

@@ -43,6 +43,27 @@ struct CreateVqpRequest {
   std::string label;
 };
 
+// Where a dead data QP is on its way back (rule 5).
+enum class RecoveryPhase : uint8_t {
+  kIdle,          // healthy, or dead and waiting for its next attempt (backoff)
+  kResetting,     // this side leads: the QP flushes before its reset
+  kAwaitingPeer,  // reset; the peer agent was asked to reset and reconnect its side
+  kAccepting,     // the peer leads: ours flushes, then connects to the peer's entry
+};
+const char* RecoveryPhaseName(RecoveryPhase phase);
+
+// A request the engine hands to the control plane: ask the peer agent to reset its side of data
+// QP `qp_index` and connect it to `card`; the answer comes back through CompleteRecovery.
+struct RecoveryRequest {
+  uint64_t vqp_id = 0;
+  uint64_t attempt = 0;
+  std::string peer_endpoint;
+  uint64_t peer_vqp_id = 0;
+  uint32_t qp_index = 0;
+  vqp::QpCard card;
+  uint64_t epoch = 0;
+};
+
 struct PhysicalQpStatus {
   uint32_t index = 0;
   std::string device;
@@ -52,6 +73,9 @@ struct PhysicalQpStatus {
   ibv_wc_status death = IBV_WC_SUCCESS;  // what killed a dead QP
   uint32_t outstanding_wrs = 0;
   vqp::QpTraffic traffic;
+  RecoveryPhase recovery = RecoveryPhase::kIdle;
+  uint32_t recovery_attempts = 0;
+  uint64_t recoveries = 0;
 };
 
 struct VqpStatus {
@@ -67,6 +91,7 @@ struct VqpStatus {
   uint64_t failovers = 0;
   uint64_t qps_died = 0;
   uint64_t notifications = 0;
+  uint64_t epoch = 0;
 };
 
 // What a peer needs to target a region.

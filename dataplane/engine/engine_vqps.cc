@@ -58,6 +58,10 @@ Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& re
   BRAID_RETURN_IF_ERROR(slot->vqp->Connect(remote));
   slot->peer_devices.clear();
   for (const vqp::DeviceCard& d : remote.devices) slot->peer_devices.push_back(d.name);
+  slot->peer_endpoint = remote.control_endpoint;
+  slot->peer_vqp_id = remote.vqp_id;
+  slot->epoch = std::max(slot->epoch, remote.epoch);
+  slot->recovery.assign(slot->vqp->config().num_qps, QpRecovery{});
   PostNotifyReceives(*slot);
   return DescribeVqp(*slot);
 }
@@ -107,7 +111,8 @@ VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
   s.label = slot.label;
   s.connected = q.connected();
   s.config = q.config();
-  s.card = q.LocalCard(0);
+  s.card = q.LocalCard(slot.epoch);
+  s.epoch = slot.epoch;
   s.card.vqp_id = slot.id;
   s.card.control_endpoint = options_.control_endpoint;
   for (int i = 0; i < q.num_physical_qps(); ++i) {
@@ -120,6 +125,12 @@ VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
     p.death = q.death(i);
     p.outstanding_wrs = q.outstanding(i);
     p.traffic = q.traffic(i);
+    if (static_cast<size_t>(i) < slot.recovery.size()) {
+      const QpRecovery& r = slot.recovery[static_cast<size_t>(i)];
+      p.recovery = r.phase;
+      p.recovery_attempts = r.attempts;
+      p.recoveries = r.recoveries;
+    }
     s.qps.push_back(std::move(p));
   }
   s.healthy_data_qps = static_cast<uint32_t>(q.healthy_data_qps());

@@ -546,3 +546,96 @@ TEST_F(AgentDrainTest, UnderLoadInFlightWorkFinishesNoNewWorkIsTakenNothingFails
 
 }  // namespace
 }  // namespace braid::testing
+
+namespace braid::testing {
+namespace {
+
+v1::VirtualQpInfo GetVqp(AgentProcess& agent, uint64_t vqp) {
+  grpc::ClientContext ctx;
+  v1::GetVirtualQpRequest request;
+  request.set_vqp_id(vqp);
+  v1::VirtualQpInfo info;
+  EXPECT_TRUE(agent.stub().GetVirtualQp(&ctx, request, &info).ok());
+  return info;
+}
+
+// Rule 5 end to end: a data QP's connection breaks under load; the QP dies, its work fails over
+// (no transfer fails), the two agents reset and reconnect the QP pair over gRPC, and it carries
+// data again. Metrics and GetVirtualQp show the recovery.
+TEST(AgentRecovery, ADeadDataQpIsRecoveredWithThePeerAndCarriesDataAgain) {
+  auto a = AgentProcess::Spawn({"rec-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0, true});
+  auto b = AgentProcess::Spawn({"rec-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2, true});
+  ASSERT_TRUE(a && b);
+  auto va = CreateVqp(a->stub(), v1::SCHEME_DQPLB, 4);
+  auto vb = CreateVqp(b->stub(), v1::SCHEME_DQPLB, 4);
+  ConnectPair(a->stub(), va, b->stub(), vb);
+  v1::RegionInfo src = Register(a->stub(), 64 * kMiB), dst = Register(b->stub(), 64 * kMiB);
+  auto ops = [&](int count) {
+    std::vector<v1::TransferRequest> out;
+    for (int i = 0; i < count; ++i) {
+      v1::TransferRequest r;
+      r.set_op_id(static_cast<uint64_t>(i));
+      r.set_vqp_id(va.vqp_id());
+      r.set_op(v1::OP_WRITE_WITH_IMM);
+      r.set_local_region_id(src.region_id());
+      r.set_local_offset((i % 64) * kMiB);
+      *r.mutable_remote() = dst.remote();
+      r.set_remote_offset((i % 64) * kMiB);
+      r.set_length(kMiB);
+      out.push_back(r);
+    }
+    return out;
+  };
+  TransferRun load;
+  std::thread writer([&] { load = RunTransfers(a->stub(), ops(3072)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  {
+    grpc::ClientContext ctx;
+    v1::InjectFaultRequest fault;
+    fault.set_kind(v1::FAULT_KIND_BREAK_QP);
+    fault.set_vqp_id(va.vqp_id());
+    fault.set_qp_index(1);
+    v1::InjectFaultResponse out;
+    ASSERT_TRUE(a->stub().InjectFault(&ctx, fault, &out).ok());
+  }
+  writer.join();
+  ASSERT_TRUE(load.status.ok()) << load.status.error_message();
+  ASSERT_EQ(load.completions.size(), 3072u);
+  for (const auto& c : load.completions) ASSERT_EQ(c.code(), 0) << c.message();
+
+  // Back within a few backoff periods (the QP first has to time out: 4 × 67 ms × 8).
+  v1::VirtualQpInfo ia, ib;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 200; ++i) {
+    ia = GetVqp(*a, va.vqp_id());
+    ib = GetVqp(*b, vb.vqp_id());
+    if (ia.qps(1).recoveries() >= 1 && ia.qps(1).health() == v1::QP_HEALTH_HEALTHY &&
+        ib.qps(1).health() == v1::QP_HEALTH_HEALTHY) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::printf("recovery: QP 1 healthy again %.2f s after the load ended; epoch %lu; "
+              "failovers %lu\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+              static_cast<unsigned long>(ia.epoch()), static_cast<unsigned long>(ia.failovers()));
+  ASSERT_EQ(ia.qps(1).health(), v1::QP_HEALTH_HEALTHY) << ia.qps(1).death();
+  EXPECT_EQ(ib.qps(1).health(), v1::QP_HEALTH_HEALTHY);
+  EXPECT_GE(ia.qps(1).recoveries(), 1u);
+  EXPECT_GE(ia.epoch(), 1u);
+  EXPECT_EQ(ia.qps(1).recovery(), "idle");
+  EXPECT_GE(ia.qps_died(), 1u);
+  const std::string m = ScrapeMetrics(a->metrics_port());
+  EXPECT_GE(MetricSum(m, "braid_recoveries_total", {{"result", "success"}}), 1);
+  EXPECT_EQ(MetricSum(m, "braid_dead_qps"), 0);
+
+  // It carries data again, and everything still arrives.
+  const uint64_t before = ia.qps(1).bytes_written();
+  TransferRun again = RunTransfers(a->stub(), ops(256));
+  ASSERT_TRUE(again.status.ok());
+  for (const auto& c : again.completions) ASSERT_EQ(c.code(), 0) << c.message();
+  EXPECT_GT(GetVqp(*a, va.vqp_id()).qps(1).bytes_written(), before);
+}
+
+}  // namespace
+}  // namespace braid::testing
