@@ -25,6 +25,7 @@ const char* RecoveryPhaseName(RecoveryPhase phase) {
     case RecoveryPhase::kResetting: return "resetting";
     case RecoveryPhase::kAwaitingPeer: return "awaiting_peer";
     case RecoveryPhase::kAccepting: return "accepting";
+    case RecoveryPhase::kProbing: return "probing";
   }
   return "unknown";
 }
@@ -52,14 +53,12 @@ void Engine::RecoveryFailed(VqpSlot& slot, uint32_t index, uint64_t now) {
   r.attempt = 0;
 }
 
+// Reconnected: the QP's probe decides (RunRecovery, kProbing).
 void Engine::RecoverySucceeded(VqpSlot& slot, uint32_t index, uint64_t epoch) {
   QpRecovery& r = slot.recovery[index];
-  ++stats_.recoveries_succeeded;
-  ++r.recoveries;
-  r.attempts = 0;
-  r.phase = RecoveryPhase::kIdle;
+  r.phase = RecoveryPhase::kProbing;
   r.attempt = 0;
-  slot.epoch = std::max(slot.epoch + 1, epoch);
+  r.epoch = epoch;
 }
 
 void Engine::RunRecovery(uint64_t now) {
@@ -108,6 +107,17 @@ void Engine::RunRecovery(uint64_t now) {
         }
         case RecoveryPhase::kAwaitingPeer:
           if (now > r.deadline_ns) RecoveryFailed(slot, i, now);
+          break;
+        case RecoveryPhase::kProbing:
+          if (q.health(index) == vqp::QpHealth::kHealthy) {
+            ++stats_.recoveries_succeeded;
+            ++r.recoveries;
+            r.attempts = 0;
+            r.phase = RecoveryPhase::kIdle;
+            slot.epoch = std::max(slot.epoch + 1, r.epoch);
+          } else if (q.health(index) == vqp::QpHealth::kDead) {
+            RecoveryFailed(slot, i, now);  // the path is still down
+          }
           break;
         case RecoveryPhase::kAccepting: {
           if (!q.ResetReady(index)) break;

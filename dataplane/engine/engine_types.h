@@ -49,6 +49,7 @@ enum class RecoveryPhase : uint8_t {
   kResetting,     // this side leads: the QP flushes before its reset
   kAwaitingPeer,  // reset; the peer agent was asked to reset and reconnect its side
   kAccepting,     // the peer leads: ours flushes, then connects to the peer's entry
+  kProbing,       // reconnected; its probe WRITE decides: Healthy (success) or Dead (failure)
 };
 const char* RecoveryPhaseName(RecoveryPhase phase);
 

@@ -266,7 +266,7 @@ Status VirtualQp::ChangeDeviceHealth(int device, QpHealth from, QpHealth to) {
   for (size_t i = 0; i < qps_.size(); ++i) {
     if (qps_[i].device != device) continue;
     any = true;
-    if (qps_[i].health == from) SetHealth(static_cast<int>(i), to);
+    if (qps_[i].health == from && !qps_[i].probing) SetHealth(static_cast<int>(i), to);
   }
   if (!any) return Status::NotFound("VQP has no QP on device " + std::to_string(device));
   return Status::Ok();
@@ -347,10 +347,36 @@ Status VirtualQp::ReconnectQp(int index, const QpCard& peer) {
   }
   q.resetting = false;
   q.death = IBV_WC_SUCCESS;
-  SetHealth(index, QpHealth::kHealthy);
-  Pump();
-  ReportSends();
+  // The probe: no new work until the path answers.
+  ibv_send_wr probe{};
+  probe.wr_id = WrTag::Encode(WrKind::kProbe, static_cast<uint32_t>(index));
+  probe.opcode = IBV_WR_RDMA_WRITE;
+  probe.send_flags = IBV_SEND_SIGNALED;
+  probe.wr.rdma.remote_addr = remote_control_addr_;
+  probe.wr.rdma.rkey = remote_control_rkeys_[q.remote_device];
+  ibv_send_wr* bad = nullptr;
+  SetHealth(index, QpHealth::kDraining);
+  q.probing = true;
+  Status posted = q.qp->PostSend(&probe, &bad);
+  if (!posted.ok()) {
+    q.probing = false;
+    MarkDead(index, IBV_WC_GENERAL_ERR);
+    return posted.WithContext("probe of QP " + std::to_string(index));
+  }
+  ++q.outstanding;
   return Status::Ok();
+}
+
+void VirtualQp::OnProbeCompletion(int qp_index, const ibv_wc& wc) {
+  PhysQp& q = qps_[static_cast<size_t>(qp_index)];
+  --q.outstanding;
+  if (!q.probing) return;
+  q.probing = false;
+  if (wc.status != IBV_WC_SUCCESS) {
+    MarkDead(qp_index, wc.status);
+    return;
+  }
+  SetHealth(qp_index, QpHealth::kHealthy);
 }
 
 Status VirtualQp::DrainDevice(int device) {
@@ -401,6 +427,7 @@ void VirtualQp::OnCompletion(uint16_t qp_index, const ibv_wc& wc) {
     case WrKind::kMessage: OnSendCompletion(qp_index, wc, slot); break;
     case WrKind::kPoolRecv:
     case WrKind::kUserRecv: OnRecvCompletion(qp_index, wc, kind, slot); break;
+    case WrKind::kProbe: OnProbeCompletion(qp_index, wc); break;
     default: ++counters_.protocol_errors; return;
   }
   if (retry_count_ > 0 || stalled_count_ > 0 || send_dispatch_ != send_tail_) Pump();

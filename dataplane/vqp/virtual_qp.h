@@ -122,8 +122,9 @@ class VirtualQp {
   //     look healthy here); its WRs come back flushed.
   //  2. Once ResetReady(i) (nothing outstanding or posted on it), ResetQp(i, psn) returns it to
   //     INIT and gives the card entry the peer needs (same QP number, the new first PSN).
-  //  3. ReconnectQp(i, peer) takes the peer's new entry: RTR, RTS, its receive pool re-posted, and
-  //     the QP Healthy again (scheduled like any other).
+  //  3. ReconnectQp(i, peer) takes the peer's new entry: RTR, RTS, its receive pool re-posted; a
+  //     zero-length WRITE then probes the path, and only its success makes the QP Healthy again
+  //     (a reconnect over a link that is still down fails the probe, not user work).
   // kFailedPrecondition when a step comes out of order; kNotSupported for the message QP.
   common::Status BeginReset(int index);
   bool ResetReady(int index) const;
@@ -167,6 +168,7 @@ class VirtualQp {
     QpTraffic traffic;
     bool resetting = false;  // between BeginReset and ReconnectQp
     uint32_t reset_psn = 0;  // the first PSN chosen by ResetQp
+    bool probing = false;    // reconnected, waiting for its probe (health kDraining meanwhile)
   };
   struct SendEntry {
     VirtualSendWr wr;
@@ -244,6 +246,7 @@ class VirtualQp {
   bool AnyHealthyFor(WrKind kind, int device) const;
   void RetryPending();
   void OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t frag_slot);
+  void OnProbeCompletion(int qp_index, const ibv_wc& wc);
   void FinishPiece(uint32_t frag_slot, ibv_wc_status status);
   void ReportSends();
   SendEntry& Send(uint64_t index) { return sends_[index & ring_mask_]; }

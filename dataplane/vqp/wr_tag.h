@@ -17,6 +17,7 @@ enum class WrKind : uint8_t {
   kMessage = 4,   // a SEND or atomic on the message QP (or the single QP)
   kPoolRecv = 5,  // a pre-posted receive of a data QP's pool
   kUserRecv = 6,  // a receive the user posted (SEND buffer, or single-QP notification)
+  kProbe = 7,     // a zero-length WRITE proving a reconnected QP's path before it takes work
 };
 
 struct WrTag {

@@ -89,6 +89,13 @@ TEST_P(QpRecoveryTest, Rule5_DeadQpIsResetReconnectedAndCarriesDataAgain) {
   EXPECT_EQ(ca->psn, 0x123456u);
   ASSERT_TRUE(va.ReconnectQp(1, *cb).ok());
   ASSERT_TRUE(vb.ReconnectQp(1, *ca).ok());
+  // Each side's probe must come back before the QP takes work.
+  EXPECT_EQ(va.health(1), QpHealth::kDraining);
+  for (int i = 0; i < 1000 && !(va.health(1) == QpHealth::kHealthy &&
+                                vb.health(1) == QpHealth::kHealthy); ++i) {
+    std::vector<VirtualWc> ignore_a, ignore_b;
+    tb_.PollBoth(10, &ignore_a, &ignore_b);
+  }
   EXPECT_EQ(va.health(1), QpHealth::kHealthy);
   EXPECT_EQ(vb.health(1), QpHealth::kHealthy);
   EXPECT_EQ(va.healthy_data_qps(), 4);

@@ -1,0 +1,160 @@
+// Drives the link-fault recovery test (netns_recovery_test.sh): connects an 8-QP VQP between two
+// agents, streams 1 MiB writes, takes a link down at --down-at seconds and up at --up-at (by
+// running the given commands), and measures: failed transfers (must be 0), throughput before,
+// during and after the fault, dead QPs over time, and how long after the link came back until no
+// QP is dead. Prints a timeline and a summary; exit 0 when every check holds.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "braid/agent_client.h"
+#include "braid/connection.h"
+#include "braid/transfer_session.h"
+
+using namespace braid::client;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+int DeadQps(AgentClient& a, uint64_t vqp) {
+  auto info = a.GetVqp(vqp);
+  if (!info.ok()) return -1;
+  int dead = 0;
+  // Not yet back: dead, or reconnected and still probing its path.
+  for (const auto& q : info->qps()) dead += q.health() != braid::v1::QP_HEALTH_HEALTHY ? 1 : 0;
+  return dead;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"netns recovery driver"};
+  std::string a_addr, b_addr, down_cmd, up_cmd;
+  double total_gib = 4, down_at = 2, up_at = 5, backoff_cap_s = 2;
+  uint32_t qps = 8;
+  app.add_option("--a", a_addr)->required();
+  app.add_option("--b", b_addr)->required();
+  app.add_option("--total-gib", total_gib);
+  app.add_option("--qps", qps);
+  app.add_option("--down-at", down_at);
+  app.add_option("--up-at", up_at);
+  app.add_option("--down-cmd", down_cmd)->required();
+  app.add_option("--up-cmd", up_cmd)->required();
+  app.add_option("--backoff-cap-s", backoff_cap_s);
+  CLI11_PARSE(app, argc, argv);
+
+  auto a = AgentClient::Open(a_addr);
+  auto b = AgentClient::Open(b_addr);
+  if (!a.ok() || !b.ok()) {
+    std::fprintf(stderr, "agents unreachable\n");
+    return 1;
+  }
+  auto conn = Connect(*a, *b, {.num_qps = qps, .label = "netns"});
+  if (!conn.ok()) {
+    std::fprintf(stderr, "connect: %s\n", conn.status().ToString().c_str());
+    return 1;
+  }
+  constexpr uint64_t kMiB = 1 << 20;
+  constexpr uint64_t kRegion = 256 * kMiB;
+  auto src = (*a)->RegisterMemory(kRegion, "src");
+  auto dst = (*b)->RegisterMemory(kRegion, "dst");
+  if (!src.ok() || !dst.ok()) return 1;
+  for (uint64_t i = 0; i < kRegion; ++i) (*src)->data()[i] = static_cast<uint8_t>(i * 7 + (i >> 16));
+  auto session = TransferSession::Open(*a, (*conn)->vqp_a());
+  if (!session.ok()) return 1;
+
+  const uint64_t total = static_cast<uint64_t>(total_gib * 1024) * kMiB;
+  const auto t0 = Clock::now();
+  auto since = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  std::deque<std::future<TransferResult>> inflight;
+  uint64_t done_bytes = 0, failed = 0;
+  bool downed = false, upped = false;
+  double up_time = -1, clear_time = -1, next_sample = 0.25;
+  int max_dead = 0;
+  uint64_t last_bytes = 0;
+  double last_t = 0;
+  struct Sample { double t; double gbs; int dead; };
+  std::vector<Sample> samples;
+  auto reap_one = [&] {
+    auto r = inflight.front().get();
+    inflight.pop_front();
+    if (!r.status.ok()) {
+      if (failed++ < 5) std::fprintf(stderr, "transfer failed: %s\n", r.status.ToString().c_str());
+    } else {
+      done_bytes += r.bytes;
+    }
+  };
+  for (uint64_t off = 0, i = 0; off < total; off += kMiB, ++i) {
+    TransferOp op;
+    op.local_region = (*src)->id();
+    op.local_offset = (i % 256) * kMiB;
+    op.remote = (*dst)->remote();
+    op.remote_offset = (i % 256) * kMiB;
+    op.length = kMiB;
+    op.timeout = std::chrono::seconds(30);
+    inflight.push_back((*session)->Submit(op));
+    while (inflight.size() >= 128) reap_one();
+    const double t = since();
+    if (!downed && t >= down_at) {
+      downed = true;
+      if (std::system(down_cmd.c_str()) != 0) std::fprintf(stderr, "down command failed\n");
+    }
+    if (downed && !upped && t >= up_at) {
+      upped = true;
+      up_time = t;
+      if (std::system(up_cmd.c_str()) != 0) std::fprintf(stderr, "up command failed\n");
+    }
+    if (t >= next_sample) {
+      const int dead = DeadQps(**a, (*conn)->vqp_a());
+      max_dead = std::max(max_dead, dead);
+      const double gbs = static_cast<double>(done_bytes - last_bytes) / (t - last_t) / 1e9;
+      samples.push_back({t, gbs, dead});
+      if (upped && clear_time < 0 && dead == 0) clear_time = t;
+      last_bytes = done_bytes;
+      last_t = t;
+      next_sample = t + 0.25;
+    }
+  }
+  while (!inflight.empty()) reap_one();
+  // After the stream: wait (bounded) for the dead QPs to clear if they have not yet.
+  for (int i = 0; clear_time < 0 && i < 100; ++i) {
+    const int dead = DeadQps(**a, (*conn)->vqp_a());
+    if (upped && dead == 0) clear_time = since();
+    if (clear_time < 0) usleep(100000);
+  }
+  const bool same = std::memcmp((*src)->data(), (*dst)->data(), kRegion) == 0;
+
+  double before = 0, during = 0, after = 0;
+  int nb = 0, nd = 0, na = 0;
+  for (const auto& s : samples) {
+    std::printf("t=%5.2fs %6.3f GB/s QPs out %d\n", s.t, s.gbs, s.dead);
+    if (s.t > 0.5 && s.t <= down_at) before += s.gbs, ++nb;
+    if (s.t > down_at + 1.0 && s.t <= up_at) during += s.gbs, ++nd;  // after the QPs timed out
+    if (clear_time >= 0 && s.t > clear_time + 0.5) after += s.gbs, ++na;
+  }
+  before = nb ? before / nb : 0;
+  during = nd ? during / nd : 0;
+  after = na ? after / na : 0;
+  const double recover_s = clear_time >= 0 && up_time >= 0 ? clear_time - up_time : -1;
+  std::printf("moved %.2f GiB, failed transfers %lu, data %s\n",
+              static_cast<double>(done_bytes) / (1 << 30), static_cast<unsigned long>(failed),
+              same ? "identical" : "DIFFERENT");
+  std::printf("throughput: before %.3f GB/s, link down %.3f GB/s (%.2f of before), after "
+              "recovery %.3f GB/s (%.2f)\n",
+              before, during, before > 0 ? during / before : 0, after,
+              before > 0 ? after / before : 0);
+  std::printf("QPs out of service: max %d while down; 0 again %.2f s after the link came back "
+              "(limit 2 x backoff cap = %.1f s)\n",
+              max_dead, recover_s, 2 * backoff_cap_s);
+  bool ok = failed == 0 && same && max_dead > 0 && recover_s >= 0 &&
+            recover_s <= 2 * backoff_cap_s;
+  std::printf("%s\n", ok ? "PASS" : "FAIL");
+  return ok ? 0 : 1;
+}
