@@ -152,6 +152,9 @@ void Agent::RecoveryLoop() {
     if (peer.ok()) {
       spdlog::info("agent={} vqp={} qp={} peer={} msg=\"data QP recovered\"", config_.agent_id,
                    request->vqp_id, request->qp_index, request->peer_endpoint);
+    } else if (peer.status().message().find("recovery collision") != std::string_view::npos) {
+      spdlog::debug("agent={} vqp={} qp={} msg=\"the peer leads this recovery\"", config_.agent_id,
+                    request->vqp_id, request->qp_index);
     } else {
       spdlog::warn("agent={} vqp={} qp={} peer={} error=\"{}\" msg=\"recovery attempt failed\"",
                    config_.agent_id, request->vqp_id, request->qp_index, request->peer_endpoint,

@@ -180,11 +180,9 @@ void ToProto(const engine::VqpStatus& v, v1::VirtualQpInfo* out) {
     p->set_outstanding_wrs(q.outstanding_wrs);
     p->set_bytes_written(q.traffic.write_bytes);
     p->set_bytes_read(q.traffic.read_bytes);
-    if (!q.message_qp) {
-      p->set_recovery(engine::RecoveryPhaseName(q.recovery));
-      p->set_recovery_attempts(q.recovery_attempts);
-      p->set_recoveries(q.recoveries);
-    }
+    p->set_recovery(engine::RecoveryPhaseName(q.recovery));
+    p->set_recovery_attempts(q.recovery_attempts);
+    p->set_recoveries(q.recoveries);
   }
   out->set_healthy_data_qps(v.healthy_data_qps);
   out->set_pending_sends(v.pending_sends);

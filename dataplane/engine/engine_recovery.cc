@@ -1,4 +1,4 @@
-// Recovery of dead data QPs (rule 5), coordinated with the peer agent.
+// Recovery of dead physical QPs (rule 5), coordinated with the peer agent.
 //
 // The side that sees a data QP die leads: it resets the QP (BeginReset, then ResetQp once its
 // work is back) and hands a RecoveryRequest to the control plane, which asks the peer agent to
@@ -176,7 +176,8 @@ Result<vqp::QpCard> Engine::AcceptRecovery(uint64_t vqp_id, uint32_t qp_index,
     }
     if (qp_index >= slot.recovery.size()) {
       reply->set_value(Status::OutOfRange("virtual QP " + std::to_string(vqp_id) + " has " +
-                                          std::to_string(slot.recovery.size()) + " data QPs"));
+                                          std::to_string(slot.recovery.size()) +
+                                          " physical QPs"));
       return;
     }
     QpRecovery& r = slot.recovery[qp_index];

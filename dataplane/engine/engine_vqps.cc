@@ -61,7 +61,7 @@ Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& re
   slot->peer_endpoint = remote.control_endpoint;
   slot->peer_vqp_id = remote.vqp_id;
   slot->epoch = std::max(slot->epoch, remote.epoch);
-  slot->recovery.assign(slot->vqp->config().num_qps, QpRecovery{});
+  slot->recovery.assign(static_cast<size_t>(slot->vqp->num_physical_qps()), QpRecovery{});
   PostNotifyReceives(*slot);
   return DescribeVqp(*slot);
 }
@@ -125,7 +125,7 @@ VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
     p.death = q.death(i);
     p.outstanding_wrs = q.outstanding(i);
     p.traffic = q.traffic(i);
-    if (static_cast<size_t>(i) < slot.recovery.size()) {
+    if (static_cast<size_t>(i) < slot.recovery.size()) {  // every physical QP recovers
       const QpRecovery& r = slot.recovery[static_cast<size_t>(i)];
       p.recovery = r.phase;
       p.recovery_attempts = r.attempts;

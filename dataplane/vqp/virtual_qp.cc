@@ -274,10 +274,8 @@ Status VirtualQp::ChangeDeviceHealth(int device, QpHealth from, QpHealth to) {
 
 Status VirtualQp::BeginReset(int index) {
   if (!connected_) return Status::FailedPrecondition("VQP is not connected");
-  if (index < 0 || index >= static_cast<int>(config_.num_qps)) {
-    return index == message_qp() && multi()
-               ? Status::NotSupported("the message QP is not recovered (rule 12: SENDs are never replayed)")
-               : Status::OutOfRange("no data QP " + std::to_string(index));
+  if (index < 0 || index >= num_physical_qps()) {
+    return Status::OutOfRange("no physical QP " + std::to_string(index));
   }
   PhysQp& q = qps_[static_cast<size_t>(index)];
   if (q.resetting) return Status::Ok();
@@ -288,7 +286,7 @@ Status VirtualQp::BeginReset(int index) {
 }
 
 bool VirtualQp::ResetReady(int index) const {
-  if (index < 0 || index >= static_cast<int>(config_.num_qps)) return false;
+  if (index < 0 || index >= num_physical_qps()) return false;
   const PhysQp& q = qps_[static_cast<size_t>(index)];
   return q.resetting && q.outstanding == 0 && q.posted_recvs == 0;
 }
@@ -313,8 +311,8 @@ common::Result<QpCard> VirtualQp::ResetQp(int index, uint32_t psn) {
 }
 
 Status VirtualQp::ReconnectQp(int index, const QpCard& peer) {
-  if (index < 0 || index >= static_cast<int>(config_.num_qps)) {
-    return Status::OutOfRange("no data QP " + std::to_string(index));
+  if (index < 0 || index >= num_physical_qps()) {
+    return Status::OutOfRange("no physical QP " + std::to_string(index));
   }
   PhysQp& q = qps_[static_cast<size_t>(index)];
   if (!q.resetting || q.qp->state() != verbs::QpState::kInit) {

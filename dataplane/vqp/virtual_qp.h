@@ -117,7 +117,7 @@ class VirtualQp {
   uint32_t outstanding(int index) const { return qps_[static_cast<size_t>(index)].outstanding; }
   const QpTraffic& traffic(int index) const { return qps_[static_cast<size_t>(index)].traffic; }
   int healthy_data_qps() const { return healthy_data_qps_; }
-  // Recovery of one dead data QP (rule 5), in three steps both sides take:
+  // Recovery of one dead physical QP (rule 5), in three steps both sides take:
   //  1. BeginReset(i): the QP takes no more work and moves to ERR (a QP the peer saw die may still
   //     look healthy here); its WRs come back flushed.
   //  2. Once ResetReady(i) (nothing outstanding or posted on it), ResetQp(i, psn) returns it to
@@ -125,7 +125,9 @@ class VirtualQp {
   //  3. ReconnectQp(i, peer) takes the peer's new entry: RTR, RTS, its receive pool re-posted; a
   //     zero-length WRITE then probes the path, and only its success makes the QP Healthy again
   //     (a reconnect over a link that is still down fails the probe, not user work).
-  // kFailedPrecondition when a step comes out of order; kNotSupported for the message QP.
+  // kFailedPrecondition when a step comes out of order. The message QP recovers the same way; what
+  // it carried when it died (SENDs, atomics, receives for SENDs) completed with errors and is
+  // never replayed (rule 12).
   common::Status BeginReset(int index);
   bool ResetReady(int index) const;
   common::Result<QpCard> ResetQp(int index, uint32_t psn);

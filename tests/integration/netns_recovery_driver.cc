@@ -34,9 +34,103 @@ int DeadQps(AgentClient& a, uint64_t vqp) {
 
 }  // namespace
 
+// Scenario "all-down": two of the links go down at 2 s (everything still completes), the other two
+// at 4 s (nothing can: every transfer in flight or submitted must end with a clear error by its
+// deadline, never hang), all come back at 7 s: the QPs recover and a final 256 MiB succeeds.
+int AllDown(AgentClient& a, Connection& conn, TransferSession& session, const Region& src,
+            const Region& dst, const std::string& cmd_prefix, double backoff_cap_s) {
+  constexpr uint64_t kMiB = 1 << 20;
+  const auto t0 = Clock::now();
+  auto since = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  auto run = [&](const std::string& c) {
+    if (std::system(c.c_str()) != 0) std::fprintf(stderr, "command failed: %s\n", c.c_str());
+  };
+  struct Op { std::future<TransferResult> f; double submitted; };
+  std::deque<Op> inflight;
+  uint64_t ok_before = 0, failed_before = 0, ok_down = 0, failed_down = 0, late = 0;
+  double worst_fail_s = 0;
+  std::string first_error;
+  constexpr double kTimeout = 3.0;
+  int stage = 0;
+  auto reap_one = [&] {
+    Op op = std::move(inflight.front());
+    inflight.pop_front();
+    auto r = op.f.get();
+    const double took = since() - op.submitted;
+    // When it completed (the engine's latency from acceptance): an op still in flight when the
+    // last links die may fail; none that completed while two links lived may.
+    const bool before = op.submitted + static_cast<double>(r.latency_ns) * 1e-9 < 4.0;
+    if (r.status.ok()) {
+      (before ? ok_before : ok_down)++;
+      return;
+    }
+    (before ? failed_before : failed_down)++;
+    if (first_error.empty()) first_error = r.status.ToString();
+    worst_fail_s = std::max(worst_fail_s, took);
+    if (took > kTimeout + 1.0) ++late;
+  };
+  for (uint64_t i = 0; since() < 7.0; ++i) {
+    const double t = since();
+    if (stage == 0 && t >= 2.0) {
+      run(cmd_prefix + " 1 down; " + cmd_prefix + " 2 down");
+      stage = 1;
+    }
+    if (stage == 1 && t >= 4.0) {
+      run(cmd_prefix + " 0 down; " + cmd_prefix + " 3 down");
+      stage = 2;
+    }
+    TransferOp op;
+    op.local_region = src.id();
+    op.local_offset = (i % 256) * kMiB;
+    op.remote = dst.remote();
+    op.remote_offset = (i % 256) * kMiB;
+    op.length = kMiB;
+    op.timeout = std::chrono::milliseconds(static_cast<int>(kTimeout * 1000));
+    inflight.push_back({session.Submit(op), t});
+    while (inflight.size() >= 64) reap_one();
+    if (stage == 2) usleep(20000);  // nothing moves: do not spin through the region
+  }
+  while (!inflight.empty()) reap_one();
+  for (int k = 0; k < 4; ++k) run(cmd_prefix + " " + std::to_string(k) + " up");
+  const double up_at = since();
+  double back_s = -1;
+  for (int i = 0; i < 200 && back_s < 0; ++i) {
+    if (DeadQps(a, conn.vqp_a()) == 0) back_s = since() - up_at;
+    if (back_s < 0) usleep(50000);
+  }
+  uint64_t ok_after = 0, failed_after = 0;
+  std::vector<std::future<TransferResult>> final_batch;
+  for (uint64_t i = 0; i < 256; ++i) {
+    TransferOp op;
+    op.local_region = src.id();
+    op.local_offset = i * kMiB;
+    op.remote = dst.remote();
+    op.remote_offset = i * kMiB;
+    op.length = kMiB;
+    final_batch.push_back(session.Submit(op));
+  }
+  for (auto& f : final_batch) (f.get().status.ok() ? ok_after : failed_after)++;
+  const bool same = std::memcmp(src.data(), dst.data(), 256 * kMiB) == 0;
+  std::printf("completed before all links were down (0-4 s, two down from 2 s): %lu succeeded, %lu failed\n",
+              static_cast<unsigned long>(ok_before), static_cast<unsigned long>(failed_before));
+  std::printf("completed after (in flight at 4 s, or submitted 4-7 s): %lu succeeded, %lu failed with a clear error; slowest "
+              "failure %.2f s (deadline %.1f s), %lu past deadline + 1 s\n",
+              static_cast<unsigned long>(ok_down), static_cast<unsigned long>(failed_down),
+              worst_fail_s, kTimeout, static_cast<unsigned long>(late));
+  std::printf("first error: %s\n", first_error.c_str());
+  std::printf("links back: every QP healthy %.2f s later (limit %.1f s); then 256 MiB: %lu "
+              "succeeded, %lu failed, data %s\n",
+              back_s, 2 * backoff_cap_s, static_cast<unsigned long>(ok_after),
+              static_cast<unsigned long>(failed_after), same ? "identical" : "DIFFERENT");
+  const bool ok = failed_before == 0 && failed_down > 0 && late == 0 && back_s >= 0 &&
+                  back_s <= 2 * backoff_cap_s && failed_after == 0 && ok_after == 256 && same;
+  std::printf("%s\n", ok ? "PASS" : "FAIL");
+  return ok ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"netns recovery driver"};
-  std::string a_addr, b_addr, down_cmd, up_cmd;
+  std::string a_addr, b_addr, down_cmd, up_cmd, scenario = "one-down", link_cmd;
   double total_gib = 4, down_at = 2, up_at = 5, backoff_cap_s = 2;
   uint32_t qps = 8;
   app.add_option("--a", a_addr)->required();
@@ -45,8 +139,10 @@ int main(int argc, char** argv) {
   app.add_option("--qps", qps);
   app.add_option("--down-at", down_at);
   app.add_option("--up-at", up_at);
-  app.add_option("--down-cmd", down_cmd)->required();
-  app.add_option("--up-cmd", up_cmd)->required();
+  app.add_option("--scenario", scenario, "one-down | all-down");
+  app.add_option("--down-cmd", down_cmd);
+  app.add_option("--up-cmd", up_cmd);
+  app.add_option("--link-cmd", link_cmd, "all-down: '<cmd> K up|down' switches link K");
   app.add_option("--backoff-cap-s", backoff_cap_s);
   CLI11_PARSE(app, argc, argv);
 
@@ -69,6 +165,9 @@ int main(int argc, char** argv) {
   for (uint64_t i = 0; i < kRegion; ++i) (*src)->data()[i] = static_cast<uint8_t>(i * 7 + (i >> 16));
   auto session = TransferSession::Open(*a, (*conn)->vqp_a());
   if (!session.ok()) return 1;
+  if (scenario == "all-down") {
+    return AllDown(**a, **conn, **session, **src, **dst, link_cmd, backoff_cap_s);
+  }
 
   const uint64_t total = static_cast<uint64_t>(total_gib * 1024) * kMiB;
   const auto t0 = Clock::now();

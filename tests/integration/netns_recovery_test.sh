@@ -56,6 +56,15 @@ echo "links: 4 x $RATE (tc tbf), control link separate; link 1 down at 2 s, up a
 ip netns exec "$A" "$DRIVER" --a 10.77.9.1:7600 --b 10.77.9.2:7600 --total-gib 4 --qps 8 \
   --down-at 2 --up-at 5 --backoff-cap-s 2 \
   --down-cmd "ip link set ra1-$$ down" --up-cmd "ip link set ra1-$$ up"
+# Two links down, then all four, then all back (a fresh VQP, same agents).
+cat > "$DIR/link.sh" <<LINK
+#!/usr/bin/env bash
+ip link set "ra\$1-$$" "\$2"
+LINK
+chmod +x "$DIR/link.sh"
+echo "links 1,2 down at 2 s, 0,3 at 4 s, all up at 7 s"
+ip netns exec "$A" "$DRIVER" --a 10.77.9.1:7600 --b 10.77.9.2:7600 --qps 8 --scenario all-down \
+  --backoff-cap-s 2 --link-cmd "$DIR/link.sh"
 # The agent's metrics agree: recoveries counted, no QP dead now.
 metrics=$(ip netns exec "$A" bash -c 'exec 3<>/dev/tcp/10.77.9.1/9464;
   printf "GET /metrics HTTP/1.0\r\n\r\n" >&3; cat <&3')

@@ -50,61 +50,97 @@ class QpRecoveryTest : public ::testing::TestWithParam<Scheme> {
     EXPECT_EQ(std::memcmp(a_.data(), b_.data(), static_cast<size_t>(count) * len), 0);
   }
 
+  // Breaks physical QP `index` under load (it dies at A, its work fails over, every message still
+  // arrives), then recovers it on both sides; it is Healthy again.
+  // A SEND of 4 KiB from A into a receive at B (the message QP's traffic); returns A's status.
+  ibv_wc_status Send(uint64_t id) {
+    EXPECT_TRUE(tb_.b().vqp->PostRecv({id, tb_.b().addr(1 << 20), 4096, tb_.b().local_keys}).ok());
+    EXPECT_TRUE(tb_.a().vqp->PostSend(tb_.Wr(0, IBV_WR_SEND, 0, 4096, 0, id)).ok());
+    auto wc = tb_.Poll(0, 1);
+    return wc.size() == 1 ? wc[0].status : IBV_WC_GENERAL_ERR;
+  }
+
+  void BreakAndRecover(int index) {
+    VirtualQp& va = *tb_.a().vqp;
+    VirtualQp& vb = *tb_.b().vqp;
+    const bool message_qp = index == va.num_physical_qps() - 1;
+    ASSERT_TRUE(tb_.fabric().BreakQp(va.physical_qp(index)).ok());
+    if (message_qp) {
+      EXPECT_EQ(Send(900), IBV_WC_RETRY_EXC_ERR);  // SENDs are never replayed (rule 12)
+    } else {
+      MoveMessages(16, 64 * 1024, 200);
+    }
+    ASSERT_EQ(va.health(index), QpHealth::kDead);
+    EXPECT_EQ(va.death(index), IBV_WC_RETRY_EXC_ERR);
+    EXPECT_EQ(vb.health(index), QpHealth::kHealthy) << "the responder saw nothing";
+    ASSERT_TRUE(tb_.fabric().RepairQp(va.physical_qp(index)).ok());
+
+    EXPECT_EQ(va.ResetQp(index, 77).status().code(), common::StatusCode::kFailedPrecondition);
+    ASSERT_TRUE(va.BeginReset(index).ok());
+    ASSERT_TRUE(vb.BeginReset(index).ok());
+    EXPECT_EQ(vb.health(index), QpHealth::kDead);  // no new work while it resets
+    for (int i = 0; i < 1000 && !(va.ResetReady(index) && vb.ResetReady(index)); ++i) {
+      tb_.PollBoth(10, &during_reset_a_, &during_reset_b_);
+    }
+    ASSERT_TRUE(va.ResetReady(index) && vb.ResetReady(index));
+    auto ca = va.ResetQp(index, 0x123456);
+    auto cb = vb.ResetQp(index, 0xABCDEF);
+    ASSERT_TRUE(ca.ok() && cb.ok()) << ca.status().ToString() << cb.status().ToString();
+    EXPECT_EQ(ca->qp_num, va.physical_qp(index).qp_num());
+    EXPECT_EQ(ca->psn, 0x123456u);
+    ASSERT_TRUE(va.ReconnectQp(index, *cb).ok());
+    ASSERT_TRUE(vb.ReconnectQp(index, *ca).ok());
+    // Each side's probe must come back before the QP takes work.
+    EXPECT_EQ(va.health(index), QpHealth::kDraining);
+    for (int i = 0; i < 1000 && !(va.health(index) == QpHealth::kHealthy &&
+                                  vb.health(index) == QpHealth::kHealthy); ++i) {
+      std::vector<VirtualWc> ignore_a, ignore_b;
+      tb_.PollBoth(10, &ignore_a, &ignore_b);
+    }
+    EXPECT_EQ(va.health(index), QpHealth::kHealthy);
+    EXPECT_EQ(vb.health(index), QpHealth::kHealthy);
+  }
+
   std::vector<uint8_t> a_, b_;
   VqpTestbed tb_;
+  std::vector<VirtualWc> during_reset_a_, during_reset_b_;  // completions while resetting
 };
 
-TEST_P(QpRecoveryTest, Rule5_DeadQpIsResetReconnectedAndCarriesDataAgain) {
+
+TEST_P(QpRecoveryTest, Rule5_DeadDataQpIsResetReconnectedAndCarriesDataAgain) {
   ASSERT_TRUE(tb_.status().ok()) << tb_.status().ToString();
   VirtualQp& va = *tb_.a().vqp;
-  VirtualQp& vb = *tb_.b().vqp;
   MoveMessages(8, 64 * 1024, 100);
-
-  // QP 1's link breaks: it dies at A, its work fails over, every message still arrives.
-  ASSERT_TRUE(tb_.fabric().BreakQp(va.physical_qp(1)).ok());
-  MoveMessages(16, 64 * 1024, 200);
-  ASSERT_EQ(va.health(1), QpHealth::kDead);
-  EXPECT_EQ(va.death(1), IBV_WC_RETRY_EXC_ERR);
-  EXPECT_EQ(vb.health(1), QpHealth::kHealthy) << "the responder saw nothing";
-  ASSERT_TRUE(tb_.fabric().RepairQp(va.physical_qp(1)).ok());
-
-  // Out of order steps are refused.
-  EXPECT_EQ(va.ResetQp(1, 77).status().code(), common::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(va.BeginReset(va.num_physical_qps() - 1).code(), common::StatusCode::kNotSupported);
-
-  // Recovery: both sides reset, exchange entries, reconnect.
-  ASSERT_TRUE(va.BeginReset(1).ok());
-  ASSERT_TRUE(vb.BeginReset(1).ok());
-  EXPECT_EQ(vb.health(1), QpHealth::kDead);  // no new work while it resets
-  for (int i = 0; i < 1000 && !(va.ResetReady(1) && vb.ResetReady(1)); ++i) {
-    std::vector<VirtualWc> ignore_a, ignore_b;
-    tb_.PollBoth(10, &ignore_a, &ignore_b);
-    EXPECT_TRUE(ignore_a.empty() && ignore_b.empty());
-  }
-  ASSERT_TRUE(va.ResetReady(1) && vb.ResetReady(1));
-  auto ca = va.ResetQp(1, 0x123456);
-  auto cb = vb.ResetQp(1, 0xABCDEF);
-  ASSERT_TRUE(ca.ok() && cb.ok()) << ca.status().ToString() << cb.status().ToString();
-  EXPECT_EQ(ca->qp_num, va.physical_qp(1).qp_num());
-  EXPECT_EQ(ca->psn, 0x123456u);
-  ASSERT_TRUE(va.ReconnectQp(1, *cb).ok());
-  ASSERT_TRUE(vb.ReconnectQp(1, *ca).ok());
-  // Each side's probe must come back before the QP takes work.
-  EXPECT_EQ(va.health(1), QpHealth::kDraining);
-  for (int i = 0; i < 1000 && !(va.health(1) == QpHealth::kHealthy &&
-                                vb.health(1) == QpHealth::kHealthy); ++i) {
-    std::vector<VirtualWc> ignore_a, ignore_b;
-    tb_.PollBoth(10, &ignore_a, &ignore_b);
-  }
-  EXPECT_EQ(va.health(1), QpHealth::kHealthy);
-  EXPECT_EQ(vb.health(1), QpHealth::kHealthy);
+  EXPECT_EQ(va.BeginReset(va.num_physical_qps()).code(), common::StatusCode::kOutOfRange);
+  BreakAndRecover(1);
+  EXPECT_TRUE(during_reset_a_.empty() && during_reset_b_.empty());  // user work was not touched
   EXPECT_EQ(va.healthy_data_qps(), 4);
-
-  // Back in service: messages arrive intact and QP 1 carries its share.
   const uint64_t before = va.traffic(1).write_bytes;
-  MoveMessages(32, 64 * 1024, 300);
+  MoveMessages(32, 64 * 1024, 3000);
   EXPECT_GT(va.traffic(1).write_bytes, before);
   EXPECT_EQ(va.health(1), QpHealth::kHealthy);
+}
+
+TEST_P(QpRecoveryTest, Rule5_DeadMessageQpIsRecoveredToo) {
+  ASSERT_TRUE(tb_.status().ok()) << tb_.status().ToString();
+  VirtualQp& va = *tb_.a().vqp;
+  MoveMessages(8, 64 * 1024, 100);
+  BreakAndRecover(va.num_physical_qps() - 1);
+  // B's receive posted for the lost SEND came back flushed with the reset.
+  const auto& flushed = during_reset_b_;
+  ASSERT_EQ(flushed.size(), 1u);
+  EXPECT_EQ(flushed[0].wr_id, 900u);
+  EXPECT_NE(flushed[0].status, IBV_WC_SUCCESS);
+  // SENDs work again, and data messages too.
+  std::memset(b_.data() + (1 << 20), 0, 4096);
+  EXPECT_EQ(Send(901), IBV_WC_SUCCESS);
+  auto got = tb_.Poll(1, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].status, IBV_WC_SUCCESS);
+  EXPECT_EQ(got[0].byte_len, 4096u);
+  EXPECT_EQ(std::memcmp(a_.data(), b_.data() + (1 << 20), 4096), 0);
+  MoveMessages(32, 64 * 1024, 3000);
+  EXPECT_EQ(va.health(va.num_physical_qps() - 1), QpHealth::kHealthy);
 }
 
 INSTANTIATE_TEST_SUITE_P(Schemes, QpRecoveryTest, ::testing::Values(Scheme::kSpray, Scheme::kDqplb),
