@@ -76,6 +76,9 @@ bench: build
 	  tee $(BUILD)/bench-results/tcp_loopback.txt
 	$(BUILD)/bench/braid_agent_bench $(BUILD)/bench-results/tcp_loopback.txt | \
 	  tee $(BUILD)/bench-results/agent_e2e.txt
+	bash bench/netns_shaped_links.sh $(BUILD)/server/braidd \
+	  $(BUILD)/tests/integration/braid_netns_recovery_driver | \
+	  tee $(BUILD)/bench-results/netns_shaped_links.txt
 	@echo "results: $(BUILD)/bench-results/"
 
 # Two local agents, an 8-QP VQP, 1 GiB moved and verified (scripts/demo.sh).

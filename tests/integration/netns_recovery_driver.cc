@@ -128,6 +128,42 @@ int AllDown(AgentClient& a, Connection& conn, TransferSession& session, const Re
   return ok ? 0 : 1;
 }
 
+// Scenario "bench": 64 MiB writes for `seconds`, pipelined; prints GB/s.
+int Bench(TransferSession& session, const Region& src, const Region& dst, double seconds) {
+  constexpr uint64_t kOp = 64ull << 20;
+  std::deque<std::future<TransferResult>> inflight;
+  uint64_t bytes = 0, failed = 0;
+  auto reap = [&] {
+    auto r = inflight.front().get();
+    inflight.pop_front();
+    if (r.status.ok()) {
+      bytes += r.bytes;
+    } else {
+      ++failed;
+    }
+  };
+  // Warm-up, then the measured window.
+  for (int i = 0; i < 4; ++i) {
+    TransferOp op{.local_region = src.id(), .local_offset = 0, .remote = dst.remote(),
+                  .remote_offset = 0, .length = kOp};
+    inflight.push_back(session.Submit(op));
+  }
+  while (!inflight.empty()) reap();
+  bytes = 0;
+  const auto t0 = Clock::now();
+  for (uint64_t i = 0; std::chrono::duration<double>(Clock::now() - t0).count() < seconds; ++i) {
+    TransferOp op{.local_region = src.id(), .local_offset = (i % 4) * kOp, .remote = dst.remote(),
+                  .remote_offset = (i % 4) * kOp, .length = kOp};
+    inflight.push_back(session.Submit(op));
+    while (inflight.size() >= 4) reap();
+  }
+  while (!inflight.empty()) reap();
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::printf("64 MiB writes: %.3f GB/s over %.1f s, failed %lu\n",
+              static_cast<double>(bytes) / s / 1e9, s, static_cast<unsigned long>(failed));
+  return failed == 0 ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"netns recovery driver"};
   std::string a_addr, b_addr, down_cmd, up_cmd, scenario = "one-down", link_cmd;
@@ -139,7 +175,9 @@ int main(int argc, char** argv) {
   app.add_option("--qps", qps);
   app.add_option("--down-at", down_at);
   app.add_option("--up-at", up_at);
-  app.add_option("--scenario", scenario, "one-down | all-down");
+  app.add_option("--scenario", scenario, "one-down | all-down | bench");
+  double bench_seconds = 10;
+  app.add_option("--bench-seconds", bench_seconds);
   app.add_option("--down-cmd", down_cmd);
   app.add_option("--up-cmd", up_cmd);
   app.add_option("--link-cmd", link_cmd, "all-down: '<cmd> K up|down' switches link K");
@@ -165,6 +203,7 @@ int main(int argc, char** argv) {
   for (uint64_t i = 0; i < kRegion; ++i) (*src)->data()[i] = static_cast<uint8_t>(i * 7 + (i >> 16));
   auto session = TransferSession::Open(*a, (*conn)->vqp_a());
   if (!session.ok()) return 1;
+  if (scenario == "bench") return Bench(**session, **src, **dst, bench_seconds);
   if (scenario == "all-down") {
     return AllDown(**a, **conn, **session, **src, **dst, link_cmd, backoff_cap_s);
   }
