@@ -497,22 +497,7 @@ using AgentDrainTest = AgentHostileTest;
 TEST_F(AgentDrainTest, UnderLoadInFlightWorkFinishesNoNewWorkIsTakenNothingFails) {
   v1::RegionInfo src = Register(a_->stub(), 64 * kMiB, "src");
   v1::RegionInfo dst = Register(b_->stub(), 64 * kMiB, "dst");
-  auto ops = [&](int count) {
-    std::vector<v1::TransferRequest> out;
-    for (int i = 0; i < count; ++i) {
-      v1::TransferRequest r;
-      r.set_op_id(static_cast<uint64_t>(i));
-      r.set_vqp_id(va_.vqp_id());
-      r.set_op(v1::OP_WRITE_WITH_IMM);
-      r.set_local_region_id(src.region_id());
-      r.set_local_offset((i % 64) * kMiB);
-      *r.mutable_remote() = dst.remote();
-      r.set_remote_offset((i % 64) * kMiB);
-      r.set_length(kMiB);
-      out.push_back(r);
-    }
-    return out;
-  };
+  auto ops = [&](int count) { return MiBWrites(va_.vqp_id(), src, dst, count); };
   TransferRun first;
   std::thread load([&] { first = RunTransfers(a_->stub(), ops(2048)); });
   std::this_thread::sleep_for(std::chrono::milliseconds(150));
@@ -570,22 +555,7 @@ TEST(AgentRecovery, ADeadDataQpIsRecoveredWithThePeerAndCarriesDataAgain) {
   auto vb = CreateVqp(b->stub(), v1::SCHEME_DQPLB, 4);
   ConnectPair(a->stub(), va, b->stub(), vb);
   v1::RegionInfo src = Register(a->stub(), 64 * kMiB), dst = Register(b->stub(), 64 * kMiB);
-  auto ops = [&](int count) {
-    std::vector<v1::TransferRequest> out;
-    for (int i = 0; i < count; ++i) {
-      v1::TransferRequest r;
-      r.set_op_id(static_cast<uint64_t>(i));
-      r.set_vqp_id(va.vqp_id());
-      r.set_op(v1::OP_WRITE_WITH_IMM);
-      r.set_local_region_id(src.region_id());
-      r.set_local_offset((i % 64) * kMiB);
-      *r.mutable_remote() = dst.remote();
-      r.set_remote_offset((i % 64) * kMiB);
-      r.set_length(kMiB);
-      out.push_back(r);
-    }
-    return out;
-  };
+  auto ops = [&](int count) { return MiBWrites(va.vqp_id(), src, dst, count); };
   TransferRun load;
   std::thread writer([&] { load = RunTransfers(a->stub(), ops(3072)); });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));

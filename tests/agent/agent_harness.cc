@@ -394,6 +394,25 @@ v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::strin
   return info;
 }
 
+std::vector<v1::TransferRequest> MiBWrites(uint64_t vqp, const v1::RegionInfo& src,
+                                           const v1::RegionInfo& dst, int count, int slots) {
+  constexpr uint64_t kMiB = 1 << 20;
+  std::vector<v1::TransferRequest> out;
+  for (int i = 0; i < count; ++i) {
+    v1::TransferRequest r;
+    r.set_op_id(static_cast<uint64_t>(i));
+    r.set_vqp_id(vqp);
+    r.set_op(v1::OP_WRITE_WITH_IMM);
+    r.set_local_region_id(src.region_id());
+    r.set_local_offset(static_cast<uint64_t>(i % slots) * kMiB);
+    *r.mutable_remote() = dst.remote();
+    r.set_remote_offset(static_cast<uint64_t>(i % slots) * kMiB);
+    r.set_length(kMiB);
+    out.push_back(r);
+  }
+  return out;
+}
+
 void ReleaseEverything(v1::Agent::Stub& stub) {
   grpc::ClientContext list_ctx;
   v1::ListVirtualQpsResponse vqps;

@@ -125,6 +125,10 @@ v1::VirtualQpInfo CreateVqp(v1::Agent::Stub& stub, v1::Scheme scheme, uint32_t n
 void ConnectPair(v1::Agent::Stub& a, const v1::VirtualQpInfo& va, v1::Agent::Stub& b,
                  const v1::VirtualQpInfo& vb);
 v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label = "");
+// `count` write-with-immediate operations of 1 MiB from `src` to `dst` on `vqp`, cycling over the
+// regions' first `slots` MiB; op ids 0, 1, 2, ...
+std::vector<v1::TransferRequest> MiBWrites(uint64_t vqp, const v1::RegionInfo& src,
+                                           const v1::RegionInfo& dst, int count, int slots = 64);
 // Destroys every VQP and deregisters every region through the API; expects both lists empty after.
 void ReleaseEverything(v1::Agent::Stub& stub);
 

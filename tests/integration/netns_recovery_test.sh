@@ -14,54 +14,14 @@ if [ "$(id -u)" -ne 0 ] || ! ip netns add "braid-probe-$$" 2>/dev/null; then
   exit 77
 fi
 ip netns del "braid-probe-$$"
-A="braid-ra-$$"
-B="braid-rb-$$"
-DIR=$(mktemp -d /dev/shm/braid-netns-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  ip netns del "$A" 2>/dev/null || true
-  ip netns del "$B" 2>/dev/null || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
-ip netns add "$A"
-ip netns add "$B"
-ip -n "$A" link set lo up
-ip -n "$B" link set lo up
-# Links 0-3 carry data; link 9 is the control plane (gRPC between the agents and the driver).
-for k in 0 1 2 3 9; do
-  ip link add "ra$k-$$" netns "$A" type veth peer name "rb$k-$$" netns "$B"
-  ip -n "$A" addr add "10.77.$k.1/24" dev "ra$k-$$"
-  ip -n "$B" addr add "10.77.$k.2/24" dev "rb$k-$$"
-  ip -n "$A" link set "ra$k-$$" up
-  ip -n "$B" link set "rb$k-$$" up
-  if [ "$k" != 9 ]; then
-    ip netns exec "$A" tc qdisc add dev "ra$k-$$" root tbf rate "$RATE" burst 1mb latency 20ms
-    ip netns exec "$B" tc qdisc add dev "rb$k-$$" root tbf rate "$RATE" burst 1mb latency 20ms
-  fi
-done
-start_agent() {  # ns side(1|2) name
-  mkdir -p "$DIR/$3"
-  ip netns exec "$1" "$BRAIDD" --agent-id "$3" --grpc-tcp "10.77.9.$2:7600" \
-    --metrics "10.77.9.$2:9464" --region-dir "$DIR/$3" --log-level warn \
-    --soft-nic "soft0=10.77.0.$2" --soft-nic "soft1=10.77.1.$2" \
-    --soft-nic "soft2=10.77.2.$2" --soft-nic "soft3=10.77.3.$2" &
-  pids+=($!)
-}
-start_agent "$A" 1 netns-a
-start_agent "$B" 2 netns-b
+NET=77
+RATES=("$RATE" "$RATE" "$RATE" "$RATE")
+source "$(dirname "$0")/netns_agents.sh"
 echo "links: 4 x $RATE (tc tbf), control link separate; link 1 down at 2 s, up at 5 s"
 ip netns exec "$A" "$DRIVER" --a 10.77.9.1:7600 --b 10.77.9.2:7600 --total-gib 4 --qps 8 \
   --down-at 2 --up-at 5 --backoff-cap-s 2 \
-  --down-cmd "ip link set ra1-$$ down" --up-cmd "ip link set ra1-$$ up"
+  --down-cmd "$DIR/link.sh 1 down" --up-cmd "$DIR/link.sh 1 up"
 # Two links down, then all four, then all back (a fresh VQP, same agents).
-cat > "$DIR/link.sh" <<LINK
-#!/usr/bin/env bash
-ip link set "ra\$1-$$" "\$2"
-LINK
-chmod +x "$DIR/link.sh"
 echo "links 1,2 down at 2 s, 0,3 at 4 s, all up at 7 s"
 ip netns exec "$A" "$DRIVER" --a 10.77.9.1:7600 --b 10.77.9.2:7600 --qps 8 --scenario all-down \
   --backoff-cap-s 2 --link-cmd "$DIR/link.sh"
