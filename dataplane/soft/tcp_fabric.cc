@@ -434,11 +434,7 @@ void TcpFabric::Flush(Conn& c) {
       const ssize_t n = send(c.fd, c.hello_out.data() + c.hello_sent,
                              c.hello_out.size() - c.hello_sent, MSG_NOSIGNAL);
       if (n < 0) {
-        if (errno != EAGAIN && errno != EINTR) {
-          Kill(c);
-        } else {
-          WatchWritable(c, true);
-        }
+        SendFailed(c);
         return;
       }
       c.hello_sent += static_cast<size_t>(n);
@@ -472,11 +468,7 @@ void TcpFabric::Flush(Conn& c) {
     msg.msg_iovlen = cnt;
     const ssize_t n = sendmsg(c.fd, &msg, MSG_NOSIGNAL);
     if (n < 0) {
-      if (errno != EAGAIN && errno != EINTR) {
-        Kill(c);
-      } else {
-        WatchWritable(c, true);
-      }
+      SendFailed(c);
       return;
     }
     t.sent += static_cast<size_t>(n);
@@ -488,6 +480,15 @@ void TcpFabric::Flush(Conn& c) {
     q.pop_front();
   }
   WatchWritable(c, false);
+}
+
+// A send that failed: a full socket waits for room (EPOLLOUT); anything else kills the connection.
+void TcpFabric::SendFailed(Conn& c) {
+  if (errno == EAGAIN || errno == EINTR) {
+    WatchWritable(c, true);
+  } else {
+    Kill(c);
+  }
 }
 
 // While frames wait for room in the socket, EPOLLOUT makes the fabric's epoll fd (wait_fd)

@@ -87,6 +87,7 @@ class TcpFabric final : public Fabric {
   void CheckPsn(TcpChannel& channel);
   void Flush(Conn& conn);
   void WatchWritable(Conn& conn, bool on);
+  void SendFailed(Conn& conn);
   void Kill(Conn& conn);
   void Forget(Conn* conn);
   Conn* Connect(TcpChannel& channel);
