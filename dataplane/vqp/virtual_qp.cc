@@ -206,20 +206,9 @@ Status VirtualQp::Connect(const BusinessCard& remote) {
     PhysQp& q = qps_[i];
     const QpCard& mine = i < config_.num_qps ? local.data_qps[i] : *local.message_qp;
     const QpCard& peer = i < config_.num_qps ? remote.data_qps[i] : *remote.message_qp;
-    const DeviceCard& peer_device = remote.devices[peer.device_index];
-    const verbs::DeviceInfo& info = cq_.device(q.device).info();
     q.remote_device = peer.device_index;
-    BRAID_RETURN_IF_ERROR(q.qp->ToInit({.port_num = info.port_num}));
-    verbs::QpRtrParams rtr;
-    rtr.remote = {peer_device.gid, peer_device.lid, peer.qp_num, peer.psn};
-    rtr.path_mtu = static_cast<ibv_mtu>(std::min(mine.mtu, peer.mtu));
-    rtr.sgid_index = info.gid_index;
-    rtr.min_rnr_timer = 1;
-    BRAID_RETURN_IF_ERROR(q.qp->ToRtr(rtr).WithContext("QP " + std::to_string(i) + " to RTR"));
-    BRAID_RETURN_IF_ERROR(q.qp->ToRts({.sq_psn = mine.psn,
-                                       .timeout = config_.timeout,
-                                       .retry_cnt = config_.retry_cnt,
-                                       .rnr_retry = config_.rnr_retry}));
+    BRAID_RETURN_IF_ERROR(q.qp->ToInit({.port_num = cq_.device(q.device).info().port_num}));
+    BRAID_RETURN_IF_ERROR(ToRtrRts(static_cast<int>(i), peer, mine.psn));
   }
   data_key_devices_.clear();
   for (uint32_t i = 0; i < config_.num_qps; ++i) {
@@ -233,13 +222,7 @@ Status VirtualQp::Connect(const BusinessCard& remote) {
   const PhysQp& mq = qps_[static_cast<size_t>(message_qp())];
   message_key_device_ = {static_cast<uint32_t>(mq.device), mq.remote_device};
   // Rule 8 / I23: the receive pools are in place before the peer can send anything.
-  for (size_t i = 0; i < qps_.size(); ++i) {
-    if (!qps_[i].has_pool) continue;
-    for (uint32_t k = 0; k < config_.qp_capacity; ++k) {
-      BRAID_RETURN_IF_ERROR(
-          PostPoolRecv(static_cast<int>(i), static_cast<uint32_t>(i) * config_.qp_capacity + k));
-    }
-  }
+  for (size_t i = 0; i < qps_.size(); ++i) BRAID_RETURN_IF_ERROR(PostPool(static_cast<int>(i)));
   connected_ = true;
   return Status::Ok();
 }
@@ -269,6 +252,36 @@ Status VirtualQp::ChangeDeviceHealth(int device, QpHealth from, QpHealth to) {
     if (qps_[i].health == from && !qps_[i].probing) SetHealth(static_cast<int>(i), to);
   }
   if (!any) return Status::NotFound("VQP has no QP on device " + std::to_string(device));
+  return Status::Ok();
+}
+
+// INIT → RTR (towards the peer's entry, on the peer device recorded in remote_devices_) → RTS.
+Status VirtualQp::ToRtrRts(int index, const QpCard& peer, uint32_t psn) {
+  PhysQp& q = qps_[static_cast<size_t>(index)];
+  const DeviceCard& peer_device = remote_devices_[peer.device_index];
+  const verbs::DeviceInfo& info = cq_.device(q.device).info();
+  verbs::QpRtrParams rtr;
+  rtr.remote = {peer_device.gid, peer_device.lid, peer.qp_num, peer.psn};
+  rtr.path_mtu = static_cast<ibv_mtu>(std::min<uint8_t>(static_cast<uint8_t>(info.active_mtu),
+                                                        peer.mtu));
+  rtr.sgid_index = info.gid_index;
+  rtr.min_rnr_timer = 1;
+  BRAID_RETURN_IF_ERROR(q.qp->ToRtr(rtr).WithContext("QP " + std::to_string(index) + " to RTR"));
+  return q.qp->ToRts({.sq_psn = psn,
+                      .timeout = config_.timeout,
+                      .retry_cnt = config_.retry_cnt,
+                      .rnr_retry = config_.rnr_retry});
+}
+
+// Posts QP `index`'s receive pool (if it has one), but for slots holding a parked arrival: those
+// are re-posted when the reorder window moves past them.
+Status VirtualQp::PostPool(int index) {
+  if (!qps_[static_cast<size_t>(index)].has_pool) return Status::Ok();
+  for (uint32_t k = 0; k < config_.qp_capacity; ++k) {
+    const uint32_t slot = static_cast<uint32_t>(index) * config_.qp_capacity + k;
+    if (parked_[slot].valid) continue;
+    BRAID_RETURN_IF_ERROR(PostPoolRecv(index, slot));
+  }
   return Status::Ok();
 }
 
@@ -322,27 +335,9 @@ Status VirtualQp::ReconnectQp(int index, const QpCard& peer) {
     return Status::InvalidArgument("the peer's QP " + std::to_string(index) +
                                    " moved to another device");
   }
-  const DeviceCard& peer_device = remote_devices_[peer.device_index];
-  const verbs::DeviceInfo& info = cq_.device(q.device).info();
-  verbs::QpRtrParams rtr;
-  rtr.remote = {peer_device.gid, peer_device.lid, peer.qp_num, peer.psn};
-  rtr.path_mtu = static_cast<ibv_mtu>(std::min<uint8_t>(static_cast<uint8_t>(info.active_mtu),
-                                                        peer.mtu));
-  rtr.sgid_index = info.gid_index;
-  rtr.min_rnr_timer = 1;
-  BRAID_RETURN_IF_ERROR(q.qp->ToRtr(rtr).WithContext("QP " + std::to_string(index) + " to RTR"));
   // Our first PSN was chosen at ResetQp and sent to the peer in our entry.
-  BRAID_RETURN_IF_ERROR(q.qp->ToRts({.sq_psn = q.reset_psn,
-                                     .timeout = config_.timeout,
-                                     .retry_cnt = config_.retry_cnt,
-                                     .rnr_retry = config_.rnr_retry}));
-  if (q.has_pool) {
-    for (uint32_t k = 0; k < config_.qp_capacity; ++k) {
-      const uint32_t slot = static_cast<uint32_t>(index) * config_.qp_capacity + k;
-      if (parked_[slot].valid) continue;  // re-posted when the window moves past it
-      BRAID_RETURN_IF_ERROR(PostPoolRecv(index, slot));
-    }
-  }
+  BRAID_RETURN_IF_ERROR(ToRtrRts(index, peer, q.reset_psn));
+  BRAID_RETURN_IF_ERROR(PostPool(index));
   q.resetting = false;
   q.death = IBV_WC_SUCCESS;
   // The probe: no new work until the path answers.

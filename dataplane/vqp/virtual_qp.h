@@ -220,6 +220,8 @@ class VirtualQp {
   // Creation and connection (virtual_qp.cc).
   common::Status Init(std::span<verbs::ProtectionDomain* const> pds);
   uint32_t ReservedEntries(const PhysQp& qp) const;
+  common::Status ToRtrRts(int index, const QpCard& peer, uint32_t psn);
+  common::Status PostPool(int index);
   bool multi() const { return config_.num_qps > 1; }
   int message_qp() const { return multi() ? static_cast<int>(config_.num_qps) : 0; }
   uint8_t* control(size_t offset) { return control_.data() + offset; }
