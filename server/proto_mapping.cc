@@ -183,6 +183,7 @@ void ToProto(const engine::VqpStatus& v, v1::VirtualQpInfo* out) {
     p->set_recovery(engine::RecoveryPhaseName(q.recovery));
     p->set_recovery_attempts(q.recovery_attempts);
     p->set_recoveries(q.recoveries);
+    p->set_drain_rate_bytes_per_second(q.drain_rate);
   }
   out->set_healthy_data_qps(v.healthy_data_qps);
   out->set_pending_sends(v.pending_sends);

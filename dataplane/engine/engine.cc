@@ -6,8 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <ctime>
 
+#include "dataplane/common/clock.h"
 #include "dataplane/engine/engine_internal.h"
 
 namespace braid::engine {
@@ -45,11 +45,7 @@ const char* OutcomeName(int outcome) {
   return outcome >= 0 && outcome < kNumOutcomes ? kNames[outcome] : "unknown";
 }
 
-uint64_t Engine::NowNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
+uint64_t Engine::NowNs() { return common::MonotonicNs(); }
 
 Engine::Engine(CreateKey, EngineOptions options)
     : options_(std::move(options)), commands_(options_.command_queue) {}

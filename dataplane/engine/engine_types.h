@@ -74,6 +74,7 @@ struct PhysicalQpStatus {
   ibv_wc_status death = IBV_WC_SUCCESS;  // what killed a dead QP
   uint32_t outstanding_wrs = 0;
   vqp::QpTraffic traffic;
+  double drain_rate = 0;  // bytes/s the scheduler measured (0: unknown)
   RecoveryPhase recovery = RecoveryPhase::kIdle;
   uint32_t recovery_attempts = 0;
   uint64_t recoveries = 0;

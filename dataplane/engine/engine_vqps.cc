@@ -125,6 +125,7 @@ VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
     p.death = q.death(i);
     p.outstanding_wrs = q.outstanding(i);
     p.traffic = q.traffic(i);
+    p.drain_rate = q.drain_rate(i);
     if (static_cast<size_t>(i) < slot.recovery.size()) {  // every physical QP recovers
       const QpRecovery& r = slot.recovery[static_cast<size_t>(i)];
       p.recovery = r.phase;

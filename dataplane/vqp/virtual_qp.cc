@@ -318,6 +318,7 @@ common::Result<QpCard> VirtualQp::ResetQp(int index, uint32_t psn) {
     if (devices_[k] == q.device) device_index = static_cast<uint32_t>(k);
   }
   q.outstanding_bytes = 0;
+  q.rate.Reset();
   q.reset_psn = psn & 0xFFFFFF;
   return QpCard{device_index, info.port_num, q.qp->qp_num(), psn & 0xFFFFFF,
                 static_cast<uint8_t>(info.active_mtu)};

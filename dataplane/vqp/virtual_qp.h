@@ -8,8 +8,9 @@
 // VQP has no message QP and no pool (T22, rule 14).
 //
 // Send path. A virtual WR is split into fragments of at most `fragment_size` (64-bit lengths, T5,
-// T20). The scheduler puts each on the healthy QP with room and the fewest outstanding bytes,
-// interleaving devices (rule 15). Virtual WRs are dispatched in posting order.
+// T20). The scheduler puts each on the healthy QP with room whose queue would drain first: its
+// outstanding bytes times its measured drain rate (DrainRate), interleaving devices (rule 15), so
+// unequal links each get what they carry. Virtual WRs are dispatched in posting order.
 //   WRITE, READ     fragments of the same opcode, on any data QP.
 //   WRITE_WITH_IMM  SPRAY: plain-write fragments; once all are acknowledged, and after a 1-byte
 //                   fence READ on each other device that carried data (T10), a notify: a
@@ -45,8 +46,10 @@
 #include <span>
 #include <vector>
 
+#include "dataplane/common/clock.h"
 #include "dataplane/verbs/provider.h"
 #include "dataplane/vqp/business_card.h"
+#include "dataplane/vqp/drain_rate.h"
 #include "dataplane/vqp/key_table.h"
 #include "dataplane/vqp/reorder_window.h"
 #include "dataplane/vqp/virtual_cq.h"
@@ -116,6 +119,11 @@ class VirtualQp {
   ibv_wc_status death(int index) const { return qps_[static_cast<size_t>(index)].death; }
   uint32_t outstanding(int index) const { return qps_[static_cast<size_t>(index)].outstanding; }
   const QpTraffic& traffic(int index) const { return qps_[static_cast<size_t>(index)].traffic; }
+  // Measured drain rate of physical QP `index` in bytes per second; 0 while unknown.
+  double drain_rate(int index) const {
+    const double ns = qps_[static_cast<size_t>(index)].rate.ns_per_byte();
+    return ns > 0 ? 1e9 / ns : 0;
+  }
   int healthy_data_qps() const { return healthy_data_qps_; }
   // Recovery of one dead physical QP (rule 5), in three steps both sides take:
   //  1. BeginReset(i): the QP takes no more work and moves to ERR (a QP the peer saw die may still
@@ -165,6 +173,7 @@ class VirtualQp {
     ibv_wc_status death = IBV_WC_SUCCESS;  // what killed it (its first real error)
     uint32_t outstanding = 0;   // send WRs in flight
     uint64_t outstanding_bytes = 0;
+    DrainRate rate;             // how fast it drains its send queue (the scheduler's weight)
     uint32_t posted_recvs = 0;
     bool has_pool = false;
     QpTraffic traffic;
@@ -223,6 +232,9 @@ class VirtualQp {
   common::Status ToRtrRts(int index, const QpCard& peer, uint32_t psn);
   common::Status PostPool(int index);
   bool multi() const { return config_.num_qps > 1; }
+  uint64_t NowNs() const {
+    return config_.clock_ns != nullptr ? config_.clock_ns() : common::MonotonicNs();
+  }
   int message_qp() const { return multi() ? static_cast<int>(config_.num_qps) : 0; }
   uint8_t* control(size_t offset) { return control_.data() + offset; }
   uint64_t control_addr(size_t offset) const {
@@ -246,7 +258,7 @@ class VirtualQp {
   PostResult PostNotify(uint32_t slot);
   PostResult PostPiece(Fragment piece, int qp_index);
   PostResult Submit(uint32_t frag_slot);
-  int PickQp(WrKind kind, int device) const;
+  int PickQp(WrKind kind, int device, uint64_t length = 0) const;
   bool AnyHealthyFor(WrKind kind, int device) const;
   void RetryPending();
   void OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t frag_slot);

@@ -153,23 +153,33 @@ bool VirtualQp::AnyHealthyFor(WrKind kind, int device) const {
 // Rule 15: the healthy QP with room and the fewest outstanding bytes; ties go to the next QP in
 // rotation, and QPs alternate devices, so equal load interleaves devices (N11).
 // Returns -1 when healthy QPs exist but none has room, -2 when none is healthy.
-int VirtualQp::PickQp(WrKind kind, int device) const {
+int VirtualQp::PickQp(WrKind kind, int device, uint64_t length) const {
   if (kind == WrKind::kMessage) {
     const PhysQp& q = qps_[static_cast<size_t>(message_qp())];
     if (q.health != QpHealth::kHealthy) return -2;
     return q.outstanding < config_.qp_capacity ? message_qp() : -1;
   }
   const uint32_t n = config_.num_qps;
+  // A QP whose rate is not known yet is weighed as the fastest known one (all unknown: bytes).
+  double fallback = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    const double r = qps_[i].rate.ns_per_byte();
+    if (r > 0 && (fallback == 0 || r < fallback)) fallback = r;
+  }
+  if (fallback == 0) fallback = 1;
   int best = -1;
+  double best_cost = 0;
   bool any = false;
   for (uint32_t k = 0, i = rr_; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
     const PhysQp& q = qps_[i];
     if (q.health != QpHealth::kHealthy || (device >= 0 && q.device != device)) continue;
     any = true;
     if (q.outstanding >= config_.qp_capacity) continue;
-    if (best < 0 || q.outstanding_bytes < qps_[static_cast<size_t>(best)].outstanding_bytes) {
+    const double r = q.rate.ns_per_byte();
+    const double cost = static_cast<double>(q.outstanding_bytes + length) * (r > 0 ? r : fallback);
+    if (best < 0 || cost < best_cost) {
       best = static_cast<int>(i);
-      if (q.outstanding_bytes == 0) break;  // idle: nothing can beat it
+      best_cost = cost;
     }
   }
   if (best >= 0) return best;
@@ -296,7 +306,7 @@ VirtualQp::PostResult VirtualQp::PostDataFragments(uint32_t slot) {
     int qp;
     PostResult r;
     do {
-      qp = PickQp(WrKind::kFragment, -1);
+      qp = PickQp(WrKind::kFragment, -1, piece.length);
       if (qp < 0) return qp == -1 ? PostResult::kBlocked : PostResult::kNoQp;
       r = PostPiece(piece, qp);
     } while (r == PostResult::kNoQp);  // that QP just died: pick another
@@ -487,6 +497,7 @@ VirtualQp::PostResult VirtualQp::Submit(uint32_t fslot) {
     MarkDead(f.qp, IBV_WC_GENERAL_ERR);  // a QP that refuses work is no longer usable
     return PostResult::kNoQp;
   }
+  if (q.outstanding == 0) q.rate.OnBusy(NowNs());
   ++q.outstanding;
   q.outstanding_bytes += f.length;
   ++e.inflight;
@@ -507,6 +518,7 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
   --q.outstanding;
   q.outstanding_bytes -= f.length;
   if (wc.status == IBV_WC_SUCCESS) {
+    q.rate.OnComplete(NowNs(), f.length);
     if (f.kind == WrKind::kFragment && !f.tail && f.length > 0) {
       if (f.opcode == IBV_WR_RDMA_READ) {
         q.traffic.read_bytes += f.length;

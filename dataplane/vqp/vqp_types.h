@@ -46,6 +46,9 @@ struct VirtualQpConfig {
   uint8_t timeout = 14;
   uint8_t retry_cnt = 7;
   uint8_t rnr_retry = 7;
+  // The clock of the scheduler's drain rates (nanoseconds); null = common::MonotonicNs. Tests
+  // pass a fake one.
+  uint64_t (*clock_ns)() = nullptr;
 };
 common::Status ValidateConfig(const VirtualQpConfig& config);
 

@@ -129,7 +129,8 @@ int AllDown(AgentClient& a, Connection& conn, TransferSession& session, const Re
 }
 
 // Scenario "bench": 64 MiB writes for `seconds`, pipelined; prints GB/s.
-int Bench(TransferSession& session, const Region& src, const Region& dst, double seconds) {
+int Bench(AgentClient& a, uint64_t vqp, TransferSession& session, const Region& src,
+          const Region& dst, double seconds) {
   constexpr uint64_t kOp = 64ull << 20;
   std::deque<std::future<TransferResult>> inflight;
   uint64_t bytes = 0, failed = 0;
@@ -161,6 +162,15 @@ int Bench(TransferSession& session, const Region& src, const Region& dst, double
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();
   std::printf("64 MiB writes: %.3f GB/s over %.1f s, failed %lu\n",
               static_cast<double>(bytes) / s / 1e9, s, static_cast<unsigned long>(failed));
+  // Where the scheduler put the bytes, and each QP's drain rate as it measured it.
+  if (auto info = a.GetVqp(vqp); info.ok()) {
+    for (const auto& q : info->qps()) {
+      if (q.message_qp()) continue;
+      std::printf("  QP %u on %s: %8.1f MiB written, drain rate %.3f GB/s\n", q.index(),
+                  q.device().c_str(), static_cast<double>(q.bytes_written()) / 1048576.0,
+                  q.drain_rate_bytes_per_second() / 1e9);
+    }
+  }
   return failed == 0 ? 0 : 1;
 }
 
@@ -203,7 +213,7 @@ int main(int argc, char** argv) {
   for (uint64_t i = 0; i < kRegion; ++i) (*src)->data()[i] = static_cast<uint8_t>(i * 7 + (i >> 16));
   auto session = TransferSession::Open(*a, (*conn)->vqp_a());
   if (!session.ok()) return 1;
-  if (scenario == "bench") return Bench(**session, **src, **dst, bench_seconds);
+  if (scenario == "bench") return Bench(**a, (*conn)->vqp_a(), **session, **src, **dst, bench_seconds);
   if (scenario == "all-down") {
     return AllDown(**a, **conn, **session, **src, **dst, link_cmd, backoff_cap_s);
   }
