@@ -17,6 +17,7 @@
 #include "braid/agent_client.h"
 #include "braid/connection.h"
 #include "braid/transfer_session.h"
+#include "tests/integration/netns_scenarios.h"
 
 using namespace braid::client;
 using Clock = std::chrono::steady_clock;
@@ -185,7 +186,10 @@ int main(int argc, char** argv) {
   app.add_option("--qps", qps);
   app.add_option("--down-at", down_at);
   app.add_option("--up-at", up_at);
-  app.add_option("--scenario", scenario, "one-down | all-down | bench");
+  app.add_option("--scenario", scenario, "one-down | all-down | drain | peer-kill | bench");
+  std::string kill_cmd, start_cmd;
+  app.add_option("--kill-cmd", kill_cmd, "peer-kill: SIGKILLs the peer agent");
+  app.add_option("--start-cmd", start_cmd, "peer-kill: starts it again");
   double bench_seconds = 10;
   app.add_option("--bench-seconds", bench_seconds);
   app.add_option("--down-cmd", down_cmd);
@@ -214,6 +218,11 @@ int main(int argc, char** argv) {
   auto session = TransferSession::Open(*a, (*conn)->vqp_a());
   if (!session.ok()) return 1;
   if (scenario == "bench") return Bench(**a, (*conn)->vqp_a(), **session, **src, **dst, bench_seconds);
+  if (scenario == "drain") return braid::netns::DrainScenario(**a, (*conn)->vqp_a(), **session, **src, **dst);
+  if (scenario == "peer-kill") {
+    return braid::netns::PeerKillScenario(*a, b_addr, *conn, *session, **src, *dst, kill_cmd,
+                                          start_cmd);
+  }
   if (scenario == "all-down") {
     return AllDown(**a, **conn, **session, **src, **dst, link_cmd, backoff_cap_s);
   }

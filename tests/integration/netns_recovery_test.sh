@@ -4,7 +4,9 @@
 # on each veth end. A stream of 1 MiB writes over an 8-QP VQP; one veth goes down mid-way and
 # comes back. The driver checks: no failed transfer, data identical, dead QPs appear and are all
 # recovered within twice the backoff cap after the link returns; it prints the throughput before,
-# while down and after. Removes everything it created. Exit 77 (skip) when not root.
+# while down and after. Then two of four links down and all four; an operator drain under load;
+# the peer agent SIGKILLed and restarted. Removes everything it created. Exit 77 (skip) when not
+# root.
 set -euo pipefail
 BRAIDD=$1
 DRIVER=$2
@@ -32,4 +34,11 @@ echo "$metrics" | grep -E '^braid_(recoveries_total|dead_qps|qp_deaths_total|fai
 ok=$(echo "$metrics" | awk '/^braid_recoveries_total\{result="success"\}/ {s=$2}
   /^braid_dead_qps\{/ {d+=$2} END {print (s >= 1 && d == 0) ? "yes" : "no"}')
 [ "$ok" = yes ] || { echo "FAIL: metrics do not show the recovery"; exit 1; }
+# Operator drain of soft1 under load, then undrain (a fresh VQP).
+echo "drain soft1 under load at 1 s, undrain at 3 s"
+ip netns exec "$A" "$DRIVER" --a 10.77.9.1:7600 --b 10.77.9.2:7600 --qps 8 --scenario drain
+# The peer agent SIGKILLed mid-stream, restarted, reconnected through the SDK.
+echo "peer agent SIGKILLed at 1 s, then restarted"
+ip netns exec "$A" "$DRIVER" --a 10.77.9.1:7600 --b 10.77.9.2:7600 --qps 8 --scenario peer-kill \
+  --kill-cmd "$DIR/agent.sh kill 2" --start-cmd "$DIR/agent.sh start 2"
 echo PASS

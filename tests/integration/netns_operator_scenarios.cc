@@ -1,0 +1,213 @@
+// Issue 9's operator scenarios in network namespaces (netns_recovery_test.sh runs them):
+//   "drain"     drain soft1 under a stream of 1 MiB writes, undrain it later;
+//   "peer-kill" SIGKILL the peer agent mid-stream, restart it, reconnect through the SDK.
+#include "tests/integration/netns_scenarios.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <string>
+
+namespace braid::netns {
+namespace {
+
+using namespace braid::client;
+using Clock = std::chrono::steady_clock;
+constexpr uint64_t kMiB = 1 << 20;
+
+// The QPs of `vqp` on `device`: bytes they wrote, WRs outstanding, and whether all are draining.
+struct DeviceQps {
+  uint64_t bytes = 0;
+  uint32_t outstanding = 0;
+  bool all_draining = true;
+  bool all_healthy = true;
+  int count = 0;
+};
+DeviceQps OnDevice(AgentClient& a, uint64_t vqp, const std::string& device) {
+  DeviceQps d;
+  auto info = a.GetVqp(vqp);
+  if (!info.ok()) return d;
+  for (const auto& q : info->qps()) {
+    if (q.device() != device || q.message_qp()) continue;
+    ++d.count;
+    d.bytes += q.bytes_written();
+    d.outstanding += q.outstanding_wrs();
+    d.all_draining &= q.health() == v1::QP_HEALTH_DRAINING;
+    d.all_healthy &= q.health() == v1::QP_HEALTH_HEALTHY;
+  }
+  return d;
+}
+
+TransferOp Write(const Region& src, const Region& dst, uint64_t i, double timeout_s) {
+  TransferOp op;
+  op.local_region = src.id();
+  op.local_offset = (i % 256) * kMiB;
+  op.remote = dst.remote();
+  op.remote_offset = (i % 256) * kMiB;
+  op.length = kMiB;
+  op.timeout = std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
+  return op;
+}
+
+double Since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+// Drain soft1 at 1 s, look at its QPs at 1.5 s and 3 s (no byte more, nothing outstanding, all
+// draining), undrain at 3 s, stop at 4.5 s: zero failures, data identical, soft1 carries again.
+int DrainScenario(AgentClient& a, uint64_t vqp, TransferSession& session, const Region& src,
+                  const Region& dst) {
+  const std::string kDevice = "soft1";
+  const auto t0 = Clock::now();
+  std::deque<std::future<TransferResult>> inflight;
+  uint64_t ok = 0, failed = 0;
+  int stage = 0;
+  DeviceQps at_drain, settled, at_undrain, end;
+  std::string error;
+  auto reap = [&] {
+    auto r = inflight.front().get();
+    inflight.pop_front();
+    if (r.status.ok()) {
+      ++ok;
+    } else if (failed++ == 0) {
+      error = r.status.ToString();
+    }
+  };
+  for (uint64_t i = 0; Since(t0) < 4.5; ++i) {
+    const double t = Since(t0);
+    if (stage == 0 && t >= 1.0) {
+      at_drain = OnDevice(a, vqp, kDevice);
+      auto d = a.DrainDevice(kDevice);
+      if (!d.ok()) std::fprintf(stderr, "drain: %s\n", d.status().ToString().c_str());
+      stage = 1;
+    } else if (stage == 1 && t >= 1.5) {
+      settled = OnDevice(a, vqp, kDevice);
+      stage = 2;
+    } else if (stage == 2 && t >= 3.0) {
+      at_undrain = OnDevice(a, vqp, kDevice);
+      auto d = a.UndrainDevice(kDevice);
+      if (!d.ok()) std::fprintf(stderr, "undrain: %s\n", d.status().ToString().c_str());
+      stage = 3;
+    }
+    inflight.push_back(session.Submit(Write(src, dst, i, 30)));
+    while (inflight.size() >= 128) reap();
+  }
+  while (!inflight.empty()) reap();
+  end = OnDevice(a, vqp, kDevice);
+  const bool same = std::memcmp(src.data(), dst.data(), 256 * kMiB) == 0;
+  std::printf("drain %s at 1 s under 1 MiB writes: its %d QPs had written %.1f MiB; at 1.5 s "
+              "%.1f MiB, %u outstanding, %s; at 3 s %.1f MiB, %u outstanding\n",
+              kDevice.c_str(), at_drain.count, at_drain.bytes / 1048576.0, settled.bytes / 1048576.0,
+              settled.outstanding, settled.all_draining ? "all draining" : "NOT ALL DRAINING",
+              at_undrain.bytes / 1048576.0, at_undrain.outstanding);
+  std::printf("undrain at 3 s: by 4.5 s its QPs wrote %.1f MiB more, %s\n",
+              (end.bytes - at_undrain.bytes) / 1048576.0,
+              end.all_healthy ? "all healthy" : "NOT ALL HEALTHY");
+  std::printf("transfers: %lu succeeded, %lu failed%s%s; data %s\n",
+              static_cast<unsigned long>(ok), static_cast<unsigned long>(failed),
+              failed ? ", first: " : "", error.c_str(), same ? "identical" : "DIFFERENT");
+  const bool pass = failed == 0 && same && at_drain.count > 0 && at_drain.bytes > 0 &&
+                    settled.all_draining && settled.outstanding == 0 &&
+                    at_undrain.bytes == settled.bytes && at_undrain.outstanding == 0 &&
+                    end.all_healthy && end.bytes > at_undrain.bytes;
+  std::printf("%s\n", pass ? "PASS" : "FAIL");
+  return pass ? 0 : 1;
+}
+
+// SIGKILL the peer at 1 s (by `kill_cmd`) while 1 MiB writes with a 3 s deadline stream; submit
+// until 2 s. Every transfer must end, the failures by their deadline (+1 s of slack); then
+// `start_cmd` restarts the peer and the orchestrator's path (AgentClient::Open, Connect, a new
+// region) must carry 256 MiB again, verified.
+int PeerKillScenario(std::shared_ptr<AgentClient> a, const std::string& b_addr,
+                     std::unique_ptr<Connection>& conn, std::unique_ptr<TransferSession>& session,
+                     const Region& src, std::unique_ptr<Region>& dst, const std::string& kill_cmd,
+                     const std::string& start_cmd) {
+  constexpr double kTimeout = 3.0;
+  const auto t0 = Clock::now();
+  struct Op {
+    std::future<TransferResult> f;
+    double submitted;
+  };
+  std::deque<Op> inflight;
+  uint64_t ok = 0, failed = 0, late = 0;
+  double worst = 0;
+  std::string first_error;
+  bool killed = false;
+  auto reap = [&] {
+    Op op = std::move(inflight.front());
+    inflight.pop_front();
+    auto r = op.f.get();
+    if (r.status.ok()) {
+      ++ok;
+      return;
+    }
+    ++failed;
+    if (first_error.empty()) first_error = r.status.ToString();
+    const double took = Since(t0) - op.submitted;
+    worst = std::max(worst, took);
+    if (took > kTimeout + 1.0) ++late;
+  };
+  for (uint64_t i = 0; Since(t0) < 2.0; ++i) {
+    if (!killed && Since(t0) >= 1.0) {
+      killed = true;
+      if (std::system(kill_cmd.c_str()) != 0) std::fprintf(stderr, "kill command failed\n");
+    }
+    inflight.push_back({session->Submit(Write(src, *dst, i, kTimeout)), Since(t0)});
+    while (inflight.size() >= 128) reap();
+    if (killed) usleep(5000);
+  }
+  while (!inflight.empty()) reap();
+  std::printf("peer SIGKILLed at 1 s: %lu transfers succeeded, %lu failed; slowest failure %.2f s "
+              "after submission (deadline %.1f s), %lu past deadline + 1 s\n",
+              static_cast<unsigned long>(ok), static_cast<unsigned long>(failed), worst, kTimeout,
+              static_cast<unsigned long>(late));
+  std::printf("first error: %s\n", first_error.c_str());
+  // What the orchestrator does: drop what belonged to the dead peer, restart it, reconnect.
+  session.reset();
+  conn.reset();
+  dst.reset();
+  if (std::system(start_cmd.c_str()) != 0) std::fprintf(stderr, "start command failed\n");
+  const auto restart = Clock::now();
+  std::shared_ptr<AgentClient> b;
+  for (int i = 0; i < 100 && b == nullptr; ++i) {
+    auto c = AgentClient::Open(b_addr);
+    if (c.ok()) {
+      auto serving = (*c)->Serving();
+      if (serving.ok() && *serving) b = *c;
+    }
+    if (b == nullptr) usleep(100000);
+  }
+  bool again = false;
+  uint64_t ok_after = 0;
+  if (b != nullptr) {
+    auto c = Connect(a, b, {.num_qps = 8, .label = "netns-reconnected"});
+    auto d = b->RegisterMemory(256 * kMiB, "dst-again");
+    if (c.ok() && d.ok()) {
+      auto s = TransferSession::Open(a, (*c)->vqp_a());
+      if (s.ok()) {
+        std::vector<std::future<TransferResult>> batch;
+        for (uint64_t i = 0; i < 256; ++i) batch.push_back((*s)->Submit(Write(src, **d, i, 30)));
+        for (auto& f : batch) ok_after += f.get().status.ok() ? 1 : 0;
+        again = ok_after == 256 && std::memcmp(src.data(), (*d)->data(), 256 * kMiB) == 0;
+      }
+    } else {
+      std::fprintf(stderr, "reconnect: %s / %s\n", c.status().ToString().c_str(),
+                   d.status().ToString().c_str());
+    }
+  }
+  std::printf("peer restarted: serving after %.2f s; SDK Connect + 256 MiB: %lu succeeded, data "
+              "%s\n",
+              Since(restart), static_cast<unsigned long>(ok_after),
+              again ? "identical" : "NOT VERIFIED");
+  const bool pass = failed > 0 && late == 0 && !first_error.empty() && again;
+  std::printf("%s\n", pass ? "PASS" : "FAIL");
+  return pass ? 0 : 1;
+}
+
+}  // namespace braid::netns

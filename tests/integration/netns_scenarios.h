@@ -1,0 +1,26 @@
+// Scenarios of the netns recovery driver that live outside its main file (issue 9, points 3, 4).
+// Each prints what it measured and PASS/FAIL; returns the exit code.
+#ifndef BRAID_TESTS_INTEGRATION_NETNS_SCENARIOS_H_
+#define BRAID_TESTS_INTEGRATION_NETNS_SCENARIOS_H_
+
+#include <memory>
+#include <string>
+
+#include "braid/agent_client.h"
+#include "braid/connection.h"
+#include "braid/transfer_session.h"
+
+namespace braid::netns {
+
+int DrainScenario(client::AgentClient& a, uint64_t vqp, client::TransferSession& session,
+                  const client::Region& src, const client::Region& dst);
+
+int PeerKillScenario(std::shared_ptr<client::AgentClient> a, const std::string& b_addr,
+                     std::unique_ptr<client::Connection>& conn,
+                     std::unique_ptr<client::TransferSession>& session, const client::Region& src,
+                     std::unique_ptr<client::Region>& dst, const std::string& kill_cmd,
+                     const std::string& start_cmd);
+
+}  // namespace braid::netns
+
+#endif  // BRAID_TESTS_INTEGRATION_NETNS_SCENARIOS_H_
