@@ -30,7 +30,7 @@ struct QpRecovery {
   uint64_t deadline_ns = 0;      // kAwaitingPeer: give up after this
   uint64_t recoveries = 0;
   vqp::QpCard initiator;         // kAccepting: the peer's entry
-  uint64_t epoch = 0;            // kAccepting: the peer's epoch
+  uint64_t epoch = 0;            // the connection epoch of the attempt (initiator's VQP epoch + 1)
   std::shared_ptr<std::promise<common::Result<vqp::QpCard>>> reply;  // kAccepting
 };
 

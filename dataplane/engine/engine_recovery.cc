@@ -97,6 +97,7 @@ void Engine::RunRecovery(uint64_t now) {
           request.qp_index = i;
           request.card = *card;
           request.epoch = slot.epoch + 1;
+          r.epoch = request.epoch;  // the epoch of this attempt, on both sides
           if (!recovery_requests_.Push(std::move(request)).ok()) {
             RecoveryFailed(slot, i, now);
             break;
@@ -122,7 +123,7 @@ void Engine::RunRecovery(uint64_t now) {
         case RecoveryPhase::kAccepting: {
           if (!q.ResetReady(index)) break;
           Result<vqp::QpCard> card = q.ResetQp(index, NewPsn(now ^ (slot.id << 8) ^ i));
-          Status s = card.ok() ? q.ReconnectQp(index, r.initiator) : card.status();
+          Status s = card.ok() ? q.ReconnectQp(index, r.initiator, r.epoch) : card.status();
           auto reply = std::move(r.reply);
           if (!s.ok()) {
             RecoveryFailed(slot, i, now);
@@ -147,11 +148,11 @@ void Engine::CompleteRecovery(uint64_t vqp_id, uint32_t qp_index, uint64_t attem
     QpRecovery& r = slot.recovery[qp_index];
     if (r.phase != RecoveryPhase::kAwaitingPeer || r.attempt != attempt) return;  // stale
     const uint64_t now = NowNs();
-    if (!peer.ok() || !slot.vqp->ReconnectQp(static_cast<int>(qp_index), *peer).ok()) {
+    if (!peer.ok() || !slot.vqp->ReconnectQp(static_cast<int>(qp_index), *peer, r.epoch).ok()) {
       e.RecoveryFailed(slot, qp_index, now);
       return;
     }
-    e.RecoverySucceeded(slot, qp_index, slot.epoch + 1);
+    e.RecoverySucceeded(slot, qp_index, r.epoch);
   };
   while (!commands_.Push(command).ok()) std::this_thread::yield();
 }

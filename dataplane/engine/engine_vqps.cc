@@ -55,12 +55,14 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
 
 Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& remote) {
   BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(vqp_id));
-  BRAID_RETURN_IF_ERROR(slot->vqp->Connect(remote));
+  // Both sides compute the same connection epoch: the larger of the two cards'.
+  const uint64_t epoch = std::max(slot->epoch, remote.epoch);
+  BRAID_RETURN_IF_ERROR(slot->vqp->Connect(remote, epoch));
   slot->peer_devices.clear();
   for (const vqp::DeviceCard& d : remote.devices) slot->peer_devices.push_back(d.name);
   slot->peer_endpoint = remote.control_endpoint;
   slot->peer_vqp_id = remote.vqp_id;
-  slot->epoch = std::max(slot->epoch, remote.epoch);
+  slot->epoch = epoch;
   slot->recovery.assign(static_cast<size_t>(slot->vqp->num_physical_qps()), QpRecovery{});
   PostNotifyReceives(*slot);
   return DescribeVqp(*slot);

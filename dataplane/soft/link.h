@@ -49,12 +49,14 @@ class Fabric {
   // A device joins with its GID; kAlreadyExists when the GID is taken.
   virtual common::Status Attach(SoftDevice* device) = 0;
   virtual void Detach(SoftDevice* device) = 0;
-  // Opened at RTR. `peer_send_psn`: the PSN the peer will send first (from the RTR parameters).
+  // Opened at RTR. `peer_send_psn`: the PSN the peer will send first; `epoch`: the connection
+  // epoch (both from the RTR parameters).
   virtual common::Result<std::unique_ptr<Channel>> OpenChannel(SoftDevice* local,
                                                                uint32_t local_qpn,
                                                                const verbs::Gid& remote_gid,
                                                                uint32_t remote_qpn,
-                                                               uint32_t peer_send_psn) = 0;
+                                                               uint32_t peer_send_psn,
+                                                               uint64_t epoch) = 0;
   virtual uint64_t NowNs() const = 0;
   // Delivers what is due and fires due timers; bounded work per call.
   virtual void Progress() = 0;

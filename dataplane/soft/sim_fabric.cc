@@ -74,7 +74,8 @@ common::Result<std::unique_ptr<Channel>> SimFabric::OpenChannel(SoftDevice* loca
                                                                 uint32_t local_qpn,
                                                                 const verbs::Gid& remote_gid,
                                                                 uint32_t remote_qpn,
-                                                                uint32_t /*peer_send_psn*/) {
+                                                                uint32_t /*peer_send_psn*/,
+                                                                uint64_t /*epoch*/) {
   auto channel = std::make_unique<SimChannel>(this, local, local_qpn, remote_gid, remote_qpn);
   channel->delay_ns_ = options_.delay_ns;
   channels_.push_back(channel.get());

@@ -53,7 +53,8 @@ class SimFabric final : public Fabric {
   common::Result<std::unique_ptr<Channel>> OpenChannel(SoftDevice* local, uint32_t local_qpn,
                                                        const verbs::Gid& remote_gid,
                                                        uint32_t remote_qpn,
-                                                       uint32_t peer_send_psn) override;
+                                                       uint32_t peer_send_psn,
+                                                       uint64_t epoch) override;
   uint64_t NowNs() const override { return now_ns_; }
   void Progress() override;
 

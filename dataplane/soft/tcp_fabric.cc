@@ -75,13 +75,14 @@ class TcpFabric::TcpChannel final : public Channel {
   };
 
   TcpChannel(TcpFabric* fabric, SoftDevice* local, uint32_t local_qpn, const verbs::Gid& remote_gid,
-             uint32_t remote_qpn, uint32_t peer_send_psn)
+             uint32_t remote_qpn, uint32_t peer_send_psn, uint64_t epoch)
       : fabric_(fabric),
         local_(local),
         local_qpn_(local_qpn),
         remote_gid_(remote_gid),
         remote_qpn_(remote_qpn),
-        peer_send_psn_(peer_send_psn) {}
+        peer_send_psn_(peer_send_psn),
+        epoch_(epoch) {}
 
   void OnLocalSendPsn(uint32_t psn) override {
     local_send_psn_ = psn;
@@ -122,6 +123,7 @@ class TcpFabric::TcpChannel final : public Channel {
   verbs::Gid remote_gid_;
   uint32_t remote_qpn_;
   uint32_t peer_send_psn_;         // what the peer sends first (our RTR), put in our hello
+  uint64_t epoch_;                 // the connection epoch (our RTR): in our hello, checked in theirs
   uint32_t local_send_psn_ = 0;    // what we send first (our RTS)
   bool has_local_send_psn_ = false;
   bool has_hello_ = false;         // accepted: the caller's hello, with its view of our PSN
@@ -205,10 +207,11 @@ common::Result<std::unique_ptr<Channel>> TcpFabric::OpenChannel(SoftDevice* loca
                                                                 uint32_t local_qpn,
                                                                 const verbs::Gid& remote_gid,
                                                                 uint32_t remote_qpn,
-                                                                uint32_t peer_send_psn) {
+                                                                uint32_t peer_send_psn,
+                                                                uint64_t epoch) {
   if (!remote_gid.Ipv4()) return Status::InvalidArgument("remote GID is not IPv4-mapped");
   auto channel = std::make_unique<TcpChannel>(this, local, local_qpn, remote_gid, remote_qpn,
-                                              peer_send_psn);
+                                              peer_send_psn, epoch);
   channels_.push_back(channel.get());
   if (Less(local->info().gid, local_qpn, remote_gid, remote_qpn)) {
     Connect(*channel);  // we call
@@ -219,7 +222,7 @@ common::Result<std::unique_ptr<Channel>> TcpFabric::OpenChannel(SoftDevice* loca
           c->rx_have == wire::kHelloBytes && c->hello_in.dst_qpn == local_qpn &&
           c->hello_in.src_gid == remote_gid && c->hello_in.src_qpn == remote_qpn) {
         Attach(*c, *channel);
-        OnReadable(*c);
+        if (!c->dead) OnReadable(*c);
         break;
       }
     }
@@ -258,6 +261,7 @@ TcpFabric::Conn* TcpFabric::Connect(TcpChannel& channel) {
   hello.src_qpn = channel.local_qpn_;
   hello.dst_qpn = channel.remote_qpn_;
   hello.dst_send_psn = channel.peer_send_psn_;
+  hello.epoch = channel.epoch_;
   wire::EncodeHello(hello, &c.hello_out);
   c.hello_pending = true;
   epoll_event ev{};
@@ -288,6 +292,13 @@ void TcpFabric::Accept(Listener& listener) {
 
 bool TcpFabric::Attach(Conn& conn, TcpChannel& channel) {
   if (channel.conn_ != nullptr) return false;
+  if (conn.hello_in.epoch != channel.epoch_) {
+    // A caller from another incarnation of the pair (an earlier epoch, or one the control plane
+    // has not agreed on yet): refused, and our QP keeps waiting for the right one.
+    ++stats_.hellos_refused;
+    Kill(conn);
+    return true;
+  }
   conn.channel = &channel;
   channel.conn_ = &conn;
   channel.has_hello_ = true;
@@ -334,7 +345,7 @@ bool TcpFabric::ReadHello(Conn& c) {
   }
   if (TcpChannel* ch = FindChannel(c.device, c.hello_in.dst_qpn, c.hello_in.src_gid,
                                    c.hello_in.src_qpn)) {
-    if (Attach(c, *ch)) return true;
+    if (Attach(c, *ch)) return !c.dead;
   }
   const SoftQp* qp = c.device->FindQp(c.hello_in.dst_qpn);
   if (qp == nullptr || qp->state() == verbs::QpState::kRtr || qp->state() == verbs::QpState::kRts ||

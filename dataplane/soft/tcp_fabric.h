@@ -57,7 +57,8 @@ class TcpFabric final : public Fabric {
   common::Result<std::unique_ptr<Channel>> OpenChannel(SoftDevice* local, uint32_t local_qpn,
                                                        const verbs::Gid& remote_gid,
                                                        uint32_t remote_qpn,
-                                                       uint32_t peer_send_psn) override;
+                                                       uint32_t peer_send_psn,
+                                                       uint64_t epoch) override;
   uint64_t NowNs() const override;
   void Progress() override;
   int wait_fd() const override { return epoll_fd_; }  // the sockets' epoll set

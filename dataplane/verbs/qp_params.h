@@ -64,6 +64,10 @@ struct QpRtrParams {
   uint8_t hop_limit = 64;
   uint8_t service_level = 0;
   bool force_global_route = false;  // IB: route by GID even on a LID fabric
+  // The connection epoch both ends agreed on out of band (the VQP's epoch, bumped on every
+  // recovery). The soft TCP link sends it in its hello and refuses a caller whose epoch differs;
+  // an HCA has no such field (fresh PSNs do that job there) and ibverbs ignores it.
+  uint64_t epoch = 0;
 };
 
 struct QpRtsParams {

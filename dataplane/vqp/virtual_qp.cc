@@ -193,7 +193,7 @@ BusinessCard VirtualQp::LocalCard(uint64_t epoch) const {
   return card;
 }
 
-Status VirtualQp::Connect(const BusinessCard& remote) {
+Status VirtualQp::Connect(const BusinessCard& remote, uint64_t epoch) {
   if (connected_) return Status::FailedPrecondition("VQP is already connected");
   const BusinessCard local = LocalCard();
   BRAID_RETURN_IF_ERROR(CheckPeerCards(local, remote));
@@ -208,7 +208,7 @@ Status VirtualQp::Connect(const BusinessCard& remote) {
     const QpCard& peer = i < config_.num_qps ? remote.data_qps[i] : *remote.message_qp;
     q.remote_device = peer.device_index;
     BRAID_RETURN_IF_ERROR(q.qp->ToInit({.port_num = cq_.device(q.device).info().port_num}));
-    BRAID_RETURN_IF_ERROR(ToRtrRts(static_cast<int>(i), peer, mine.psn));
+    BRAID_RETURN_IF_ERROR(ToRtrRts(static_cast<int>(i), peer, mine.psn, epoch));
   }
   data_key_devices_.clear();
   for (uint32_t i = 0; i < config_.num_qps; ++i) {
@@ -256,7 +256,7 @@ Status VirtualQp::ChangeDeviceHealth(int device, QpHealth from, QpHealth to) {
 }
 
 // INIT → RTR (towards the peer's entry, on the peer device recorded in remote_devices_) → RTS.
-Status VirtualQp::ToRtrRts(int index, const QpCard& peer, uint32_t psn) {
+Status VirtualQp::ToRtrRts(int index, const QpCard& peer, uint32_t psn, uint64_t epoch) {
   PhysQp& q = qps_[static_cast<size_t>(index)];
   const DeviceCard& peer_device = remote_devices_[peer.device_index];
   const verbs::DeviceInfo& info = cq_.device(q.device).info();
@@ -266,6 +266,7 @@ Status VirtualQp::ToRtrRts(int index, const QpCard& peer, uint32_t psn) {
                                                         peer.mtu));
   rtr.sgid_index = info.gid_index;
   rtr.min_rnr_timer = 1;
+  rtr.epoch = epoch;
   BRAID_RETURN_IF_ERROR(q.qp->ToRtr(rtr).WithContext("QP " + std::to_string(index) + " to RTR"));
   return q.qp->ToRts({.sq_psn = psn,
                       .timeout = config_.timeout,
@@ -324,7 +325,7 @@ common::Result<QpCard> VirtualQp::ResetQp(int index, uint32_t psn) {
                 static_cast<uint8_t>(info.active_mtu)};
 }
 
-Status VirtualQp::ReconnectQp(int index, const QpCard& peer) {
+Status VirtualQp::ReconnectQp(int index, const QpCard& peer, uint64_t epoch) {
   if (index < 0 || index >= num_physical_qps()) {
     return Status::OutOfRange("no physical QP " + std::to_string(index));
   }
@@ -337,7 +338,7 @@ Status VirtualQp::ReconnectQp(int index, const QpCard& peer) {
                                    " moved to another device");
   }
   // Our first PSN was chosen at ResetQp and sent to the peer in our entry.
-  BRAID_RETURN_IF_ERROR(ToRtrRts(index, peer, q.reset_psn));
+  BRAID_RETURN_IF_ERROR(ToRtrRts(index, peer, q.reset_psn, epoch));
   BRAID_RETURN_IF_ERROR(PostPool(index));
   q.resetting = false;
   q.death = IBV_WC_SUCCESS;

@@ -94,8 +94,9 @@ class VirtualQp {
   bool connected() const { return connected_; }
   // The card describing this side; `epoch` is recorded in it.
   BusinessCard LocalCard(uint64_t epoch = 0) const;
-  // Validates the peer's card against ours and brings every physical QP to RTS.
-  common::Status Connect(const BusinessCard& remote);
+  // Validates the peer's card against ours and brings every physical QP to RTS. `epoch`: the
+  // connection epoch both sides agreed on (max of the two cards'), given to every RTR.
+  common::Status Connect(const BusinessCard& remote, uint64_t epoch = 0);
 
   // Key tables (rule 13). `lkeys`: one per device of the CQ (0 where unused); `rkeys`: one per
   // device of the peer's card, in card order.
@@ -130,7 +131,9 @@ class VirtualQp {
   //     look healthy here); its WRs come back flushed.
   //  2. Once ResetReady(i) (nothing outstanding or posted on it), ResetQp(i, psn) returns it to
   //     INIT and gives the card entry the peer needs (same QP number, the new first PSN).
-  //  3. ReconnectQp(i, peer) takes the peer's new entry: RTR, RTS, its receive pool re-posted; a
+  //  3. ReconnectQp(i, peer, epoch) takes the peer's new entry and the epoch both agreed on for
+  //     this reconnect (the soft link refuses a caller of another epoch): RTR, RTS, its receive
+  //     pool re-posted; a
   //     zero-length WRITE then probes the path, and only its success makes the QP Healthy again
   //     (a reconnect over a link that is still down fails the probe, not user work).
   // kFailedPrecondition when a step comes out of order. The message QP recovers the same way; what
@@ -139,7 +142,7 @@ class VirtualQp {
   common::Status BeginReset(int index);
   bool ResetReady(int index) const;
   common::Result<QpCard> ResetQp(int index, uint32_t psn);
-  common::Status ReconnectQp(int index, const QpCard& peer);
+  common::Status ReconnectQp(int index, const QpCard& peer, uint64_t epoch = 0);
 
   // Operator drain of every QP on `device` (Healthy → Draining) and its undo.
   common::Status DrainDevice(int device);
@@ -229,7 +232,7 @@ class VirtualQp {
   // Creation and connection (virtual_qp.cc).
   common::Status Init(std::span<verbs::ProtectionDomain* const> pds);
   uint32_t ReservedEntries(const PhysQp& qp) const;
-  common::Status ToRtrRts(int index, const QpCard& peer, uint32_t psn);
+  common::Status ToRtrRts(int index, const QpCard& peer, uint32_t psn, uint64_t epoch);
   common::Status PostPool(int index);
   bool multi() const { return config_.num_qps > 1; }
   uint64_t NowNs() const {

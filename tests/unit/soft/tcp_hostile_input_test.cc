@@ -71,8 +71,9 @@ class TcpHostileInputTest : public ::testing::Test {
     Pump();
   }
   std::vector<uint8_t> Hello(uint32_t src_ipv4, uint32_t src_qpn, uint32_t dst_qpn,
-                             uint32_t dst_send_psn = 0) {
+                             uint32_t dst_send_psn = 0, uint64_t epoch = 0) {
     wire::Hello h;
+    h.epoch = epoch;
     h.src_gid = verbs::Gid::FromIpv4(src_ipv4);
     h.src_qpn = src_qpn;
     h.dst_qpn = dst_qpn;
@@ -141,6 +142,28 @@ TEST_F(TcpHostileInputTest, HelloWithTheWrongPsnIsRefused) {
     extra_.push_back(std::move(q));
   }
   ExpectStillServing(3);
+}
+
+// Issue 5: the hello carries the connection epoch of the caller's RTR; a callee connected with
+// another epoch (a caller from an earlier incarnation of the pair) refuses it and keeps waiting:
+// the caller with the right epoch is accepted afterwards.
+TEST_F(TcpHostileInputTest, HelloOfAnotherEpochIsRefused) {
+  auto q = NewQp(1);
+  ASSERT_TRUE(q->ToInit({}).ok());
+  verbs::QpRtrParams rtr;
+  rtr.remote = {verbs::Gid::FromIpv4(0x7f000001), 0, 0x98, 0};
+  rtr.epoch = 7;
+  ASSERT_TRUE(q->ToRtr(rtr).ok());
+  ASSERT_TRUE(q->ToRts({.sq_psn = 456}).ok());
+  const uint64_t before = fabric_.stats().hellos_refused;
+  for (const uint64_t stale : {uint64_t{6}, uint64_t{0}, uint64_t{8}}) {
+    Attack(Hello(0x7f000001, 0x98, q->qp_num(), 456, stale), /*close_after=*/false);
+  }
+  EXPECT_EQ(fabric_.stats().hellos_refused, before + 3);
+  Attack(Hello(0x7f000001, 0x98, q->qp_num(), 456, 7), /*close_after=*/false);
+  EXPECT_EQ(fabric_.stats().hellos_refused, before + 3);  // the right epoch: accepted
+  extra_.push_back(std::move(q));
+  ExpectStillServing(4);
 }
 
 TEST_F(TcpHostileInputTest, BadFramesAreRefusedAndTheConnectionClosed) {
