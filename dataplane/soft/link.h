@@ -32,6 +32,11 @@ class Channel {
   // where they are: a link may read them after this call returns (zero copy). The QP keeps them
   // valid until the WR they belong to completes (responses: while the region is registered).
   virtual void Transmit(const PacketHeader& header, std::span<const iovec> payload) = 0;
+  // An ACK of a request that completed a receive at this side: its application is likely to
+  // answer at once, so a link may hold the ACK briefly and send it together with the answer
+  // (ACK coalescing). It leaves with the next frame of this channel or at the next progress pass,
+  // whichever comes first. Default: sent at once.
+  virtual void TransmitAck(const PacketHeader& header) { Transmit(header, {}); }
   // The QP reached RTS and sends from `psn` on (a link may check it against the peer's view).
   virtual void OnLocalSendPsn(uint32_t psn) { (void)psn; }
   // A reliable, in-order link (TCP) that moved bytes of this connection at or after `since_ns`:

@@ -150,7 +150,11 @@ void SoftQp::EndRequest(const PacketHeader& p) {
     return;
   }
   expected_psn_ = PsnNext(expected_psn_);
-  Reply(PacketType::kAck, p.psn);
+  if (p.opcode == IBV_WR_RDMA_WRITE_WITH_IMM || IsSend(p.opcode)) {
+    channel_->TransmitAck(MakeHeader(PacketType::kAck, p.psn));  // a receive completed: coalesce
+  } else {
+    Reply(PacketType::kAck, p.psn);
+  }
 }
 
 void SoftQp::CompleteRecv(uint64_t wr_id, ibv_wc_opcode opcode, const PacketHeader& p,

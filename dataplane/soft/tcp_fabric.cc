@@ -27,6 +27,8 @@ using common::Status;
 namespace {
 
 constexpr uint64_t kListenerBit = 1ull << 63;
+constexpr size_t kMaxFlushIov = 64;        // iovecs gathered into one sendmsg
+constexpr size_t kGatherBytes = 64 << 10;  // frames joined into one sendmsg up to this size
 
 sockaddr_in Address(uint32_t ipv4_host_order, uint16_t port) {
   sockaddr_in a{};
@@ -113,6 +115,21 @@ class TcpFabric::TcpChannel final : public Channel {
     if (conn_ != nullptr && !conn_->connecting) fabric_->Flush(*conn_);
   }
 
+  // Within a progress pass the ACK waits in the queue: it leaves with this channel's next frame
+  // (one sendmsg for both) or at the start of the next pass.
+  void TransmitAck(const PacketHeader& header) override {
+    if (!fabric_->in_pass_ || dead_ || drop_next_ > 0) {
+      Transmit(header, {});
+      return;
+    }
+    TxItem& t = txq_.emplace_back();
+    wire::EncodeFrameHeader(header, &t.header);
+    t.total = wire::kFrameHeaderBytes;
+    deferred_pass_ = fabric_->pass_;
+    fabric_->any_deferred_ = true;
+    ++fabric_->stats_.acks_deferred;
+  }
+
   bool DeliveringSince(uint64_t since_ns) const override {
     return conn_ != nullptr && !dead_ && last_progress_ns_ >= since_ns;
   }
@@ -133,6 +150,7 @@ class TcpFabric::TcpChannel final : public Channel {
   bool held_ = false;
   int drop_next_ = 0;
   uint64_t last_progress_ns_ = 0;  // bytes last read from or taken by the connection
+  uint64_t deferred_pass_ = UINT64_MAX;  // the pass that queued an ACK without sending it
   std::deque<TxItem> txq_;
 };
 
@@ -454,25 +472,37 @@ void TcpFabric::Flush(Conn& c) {
   }
   if (c.channel == nullptr || c.channel->held_) return;
   auto& q = c.channel->txq_;
+  c.channel->deferred_pass_ = UINT64_MAX;
   while (!q.empty()) {
-    TcpChannel::TxItem& t = q.front();
-    // The unsent rest of this frame: header bytes, then payload ranges.
-    std::array<iovec, Placement::kMaxRanges + 1> iov;
+    // The unsent rest of the queued frames, several per sendmsg: header bytes, then payload ranges.
+    std::array<iovec, kMaxFlushIov> iov;
     size_t cnt = 0;
-    size_t skip = t.sent;
-    if (skip < wire::kFrameHeaderBytes) {
-      iov[cnt++] = {t.header.data() + skip, wire::kFrameHeaderBytes - skip};
-      skip = 0;
-    } else {
-      skip -= wire::kFrameHeaderBytes;
-    }
-    for (uint32_t i = 0; i < t.iovcnt; ++i) {
-      if (skip >= t.iov[i].iov_len) {
-        skip -= t.iov[i].iov_len;
-        continue;
+    size_t bytes = 0;
+    size_t frames = 0;
+    for (size_t k = 0; k < q.size(); ++k) {
+      const TcpChannel::TxItem& t = q[k];
+      // Small frames (ACKs, small messages) share a sendmsg; a bulk frame goes on its own.
+      if (cnt + 1 + t.iovcnt > iov.size() || (k > 0 && bytes + t.total - t.sent > kGatherBytes)) {
+        break;
       }
-      iov[cnt++] = {static_cast<uint8_t*>(t.iov[i].iov_base) + skip, t.iov[i].iov_len - skip};
-      skip = 0;
+      bytes += t.total - t.sent;
+      ++frames;
+      size_t skip = t.sent;
+      if (skip < wire::kFrameHeaderBytes) {
+        iov[cnt++] = {const_cast<uint8_t*>(t.header.data()) + skip,
+                      wire::kFrameHeaderBytes - skip};
+        skip = 0;
+      } else {
+        skip -= wire::kFrameHeaderBytes;
+      }
+      for (uint32_t i = 0; i < t.iovcnt; ++i) {
+        if (skip >= t.iov[i].iov_len) {
+          skip -= t.iov[i].iov_len;
+          continue;
+        }
+        iov[cnt++] = {static_cast<uint8_t*>(t.iov[i].iov_base) + skip, t.iov[i].iov_len - skip};
+        skip = 0;
+      }
     }
     msghdr msg{};
     msg.msg_iov = iov.data();
@@ -482,13 +512,21 @@ void TcpFabric::Flush(Conn& c) {
       SendFailed(c);
       return;
     }
-    t.sent += static_cast<size_t>(n);
     c.channel->last_progress_ns_ = NowNs();
-    if (t.sent < t.total) {  // the socket is full: the rest when it has room
+    stats_.frames_joined += frames - 1;
+    size_t sent = static_cast<size_t>(n);
+    while (sent > 0 && !q.empty()) {
+      TcpChannel::TxItem& t = q.front();
+      const size_t take = std::min(sent, t.total - t.sent);
+      t.sent += take;
+      sent -= take;
+      if (t.sent < t.total) break;
+      q.pop_front();
+    }
+    if (!q.empty() && q.front().sent > 0) {  // the socket is full: the rest when it has room
       WatchWritable(c, true);
       return;
     }
-    q.pop_front();
   }
   WatchWritable(c, false);
 }
@@ -572,6 +610,14 @@ Status TcpFabric::BreakQp(const verbs::Qp& qp) {
 
 void TcpFabric::Progress() {
   const uint64_t now = NowNs();
+  ++pass_;
+  if (any_deferred_) {  // ACKs held back by the previous pass leave now
+    any_deferred_ = false;
+    for (auto& c : conns_) {
+      if (!c->dead && c->channel != nullptr && c->channel->deferred_pass_ != UINT64_MAX) Flush(*c);
+    }
+  }
+  in_pass_ = true;
   for (const Listener& l : listeners_) {
     if (l.device->NextDeadline() <= now) l.device->FireTimers(now);
   }
@@ -606,8 +652,12 @@ void TcpFabric::Progress() {
     }
     if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) OnReadable(c);
   }
+  in_pass_ = false;
   for (auto& c : conns_) {
-    if (!c->dead && c->channel != nullptr && !c->channel->txq_.empty()) Flush(*c);
+    if (!c->dead && c->channel != nullptr && !c->channel->txq_.empty() &&
+        c->channel->deferred_pass_ != pass_) {
+      Flush(*c);
+    }
   }
   std::erase_if(conns_, [](const std::unique_ptr<Conn>& c) { return c->dead && c->channel == nullptr; });
 }

@@ -43,6 +43,8 @@ struct TcpFabricStats {
   uint64_t hellos_refused = 0;   // unknown QPN, not the QP's peer, or a wrong PSN
   uint64_t frames_refused = 0;   // malformed frames (the connection is closed)
   uint64_t frames_dropped = 0;   // sent on a dead connection
+  uint64_t acks_deferred = 0;    // ACKs held back within a pass (TransmitAck)
+  uint64_t frames_joined = 0;    // frames that shared a sendmsg with the one before them
 };
 
 class TcpFabric final : public Fabric {
@@ -102,6 +104,9 @@ class TcpFabric final : public Fabric {
   std::vector<std::unique_ptr<Conn>> conns_;
   std::vector<TcpChannel*> channels_;
   TcpFabricStats stats_;
+  uint64_t pass_ = 0;        // Progress() calls so far
+  bool in_pass_ = false;     // inside Progress(), reading
+  bool any_deferred_ = false;  // some channel holds an ACK (TransmitAck)
 };
 
 }  // namespace braid::soft
