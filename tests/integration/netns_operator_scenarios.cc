@@ -42,6 +42,8 @@ DeviceQps OnDevice(AgentClient& a, uint64_t vqp, const std::string& device) {
   return d;
 }
 
+}  // namespace
+
 TransferOp Write(const Region& src, const Region& dst, uint64_t i, double timeout_s) {
   TransferOp op;
   op.local_region = src.id();
@@ -52,6 +54,8 @@ TransferOp Write(const Region& src, const Region& dst, uint64_t i, double timeou
   op.timeout = std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
   return op;
 }
+
+namespace {
 
 double Since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();

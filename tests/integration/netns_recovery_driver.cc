@@ -80,14 +80,7 @@ int AllDown(AgentClient& a, Connection& conn, TransferSession& session, const Re
       run(cmd_prefix + " 0 down; " + cmd_prefix + " 3 down");
       stage = 2;
     }
-    TransferOp op;
-    op.local_region = src.id();
-    op.local_offset = (i % 256) * kMiB;
-    op.remote = dst.remote();
-    op.remote_offset = (i % 256) * kMiB;
-    op.length = kMiB;
-    op.timeout = std::chrono::milliseconds(static_cast<int>(kTimeout * 1000));
-    inflight.push_back({session.Submit(op), t});
+    inflight.push_back({session.Submit(braid::netns::Write(src, dst, i, kTimeout)), t});
     while (inflight.size() >= 64) reap_one();
     if (stage == 2) usleep(20000);  // nothing moves: do not spin through the region
   }

@@ -12,6 +12,10 @@
 
 namespace braid::netns {
 
+// The i-th 1 MiB write of a stream cycling through 256 MiB of `src` into `dst`.
+client::TransferOp Write(const client::Region& src, const client::Region& dst, uint64_t i,
+                         double timeout_s);
+
 int DrainScenario(client::AgentClient& a, uint64_t vqp, client::TransferSession& session,
                   const client::Region& src, const client::Region& dst);
 
