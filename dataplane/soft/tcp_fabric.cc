@@ -106,13 +106,17 @@ class TcpFabric::TcpChannel final : public Channel {
       ++fabric_->stats_.frames_dropped;
       return;
     }
+    Enqueue(header, payload);
+    if (conn_ != nullptr && !conn_->connecting) fabric_->Flush(*conn_);
+  }
+
+  void Enqueue(const PacketHeader& header, std::span<const iovec> payload) {
     TxItem& t = txq_.emplace_back();
     wire::EncodeFrameHeader(header, &t.header);
     for (const iovec& v : payload) {
       if (t.iovcnt < t.iov.size() && v.iov_len > 0) t.iov[t.iovcnt++] = v;
     }
     t.total = wire::kFrameHeaderBytes + header.payload_len;
-    if (conn_ != nullptr && !conn_->connecting) fabric_->Flush(*conn_);
   }
 
   // Within a progress pass the ACK waits in the queue: it leaves with this channel's next frame
@@ -122,9 +126,7 @@ class TcpFabric::TcpChannel final : public Channel {
       Transmit(header, {});
       return;
     }
-    TxItem& t = txq_.emplace_back();
-    wire::EncodeFrameHeader(header, &t.header);
-    t.total = wire::kFrameHeaderBytes;
+    Enqueue(header, {});
     deferred_pass_ = fabric_->pass_;
     fabric_->any_deferred_ = true;
     ++fabric_->stats_.acks_deferred;
