@@ -4,7 +4,10 @@
 // from their own poll loop; they exchange QP numbers, PSNs and the child's buffer key over a pipe.
 // Prints one figure per line: 1 MiB WRITE and READ bandwidth on 1 and 4 QPs (queue depth 16 per
 // QP), the 4 KiB WRITE rate (depth 64), and the one-way latency of a zero-length WRITE_WITH_IMM
-// ping-pong with busy polling. With an iperf3 figure (GB/s) as argv[1], also each ratio to it.
+// ping-pong with busy polling. With an iperf3 figure (GB/s) as an argument, also each ratio to it.
+// --write-only runs just the two 1 MiB WRITE figures and --skip-write all others (the script
+// alternates WRITE rounds with iperf3 rounds); --seconds=S sets each figure's duration (3);
+// --qp-window=BYTES overrides the TCP link's per-QP window (0: none), to compare.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/wait.h>
@@ -15,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,9 +41,18 @@ struct Info {
   uint32_t rkey;
 };
 
+// --qp-window=BYTES (default: TcpFabricOptions's; 0 = no bound), for both processes.
+std::optional<uint64_t> g_qp_window;
+
+soft::TcpFabricOptions FabricOptions() {
+  soft::TcpFabricOptions options{.port = kPort};
+  if (g_qp_window) options.qp_window_bytes = *g_qp_window;
+  return options;
+}
+
 struct Side {
   explicit Side(const char* ip)
-      : fabric(soft::TcpFabricOptions{.port = kPort}),
+      : fabric(FabricOptions()),
         provider({{{"nic", ip}}, &fabric}),
         buffer(kBuffer, 1) {
     device = std::move(provider.OpenDevice("nic")).value();
@@ -197,7 +210,29 @@ double PingPongOneWayUs(Side& s, int rounds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const double iperf = argc > 1 ? std::atof(argv[1]) : 0;
+  double iperf = 0;
+  double seconds = 3;
+  enum class Only { kAll, kWrite, kAllButWrite } only = Only::kAll;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--write-only") {
+      only = Only::kWrite;
+    } else if (a == "--skip-write") {
+      only = Only::kAllButWrite;
+    } else if (a.starts_with("--seconds=")) {
+      seconds = std::atof(a.c_str() + 10);
+    } else if (a.starts_with("--qp-window=")) {
+      g_qp_window = std::strtoull(a.c_str() + 12, nullptr, 10);
+    } else if (!a.starts_with("--")) {
+      iperf = std::atof(a.c_str());
+    } else {
+      std::fprintf(stderr,
+                   "usage: braid_tcp_bench [--write-only|--skip-write] [--seconds=S] "
+                   "[--qp-window=BYTES] [iperf3 GB/s]\n");
+      return 2;
+    }
+  }
+  if (seconds <= 0) seconds = 3;
   int p2c[2], c2p[2];
   if (pipe(p2c) != 0 || pipe(c2p) != 0) return 1;
   const pid_t child = fork();
@@ -226,14 +261,22 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       };
       if (iperf > 0) line("iperf3, one stream, 1 MiB writes", iperf, "GB/s", false);
-      line("1 soft QP, 1 MiB RDMA WRITE, depth 16", Stream(s, peer, 1, IBV_WR_RDMA_WRITE, 1 << 20, 16, 3).gbps, "GB/s", true);
-      line("4 soft QPs, 1 MiB RDMA WRITE, depth 16 each", Stream(s, peer, 4, IBV_WR_RDMA_WRITE, 1 << 20, 16, 3).gbps, "GB/s", true);
-      line("1 soft QP, 1 MiB RDMA READ, depth 16", Stream(s, peer, 1, IBV_WR_RDMA_READ, 1 << 20, 16, 3).gbps, "GB/s", true);
-      line("4 soft QPs, 1 MiB RDMA READ, depth 16 each", Stream(s, peer, 4, IBV_WR_RDMA_READ, 1 << 20, 16, 3).gbps, "GB/s", true);
-      const Result small = Stream(s, peer, 1, IBV_WR_RDMA_WRITE, 4096, 64, 3);
-      line("1 soft QP, 4 KiB RDMA WRITE, depth 64", small.gbps, "GB/s", true);
-      line("1 soft QP, 4 KiB RDMA WRITE rate", small.ops / 1e6, "Mops/s", false);
-      line("WRITE_WITH_IMM ping-pong, one-way latency", PingPongOneWayUs(s, 20000), "us", false);
+      // 1 MiB operations, 16 deep on each of `qps` QPs.
+      auto bulk = [&](const char* what, int qps, ibv_wr_opcode op) {
+        line(what, Stream(s, peer, qps, op, 1 << 20, 16, seconds).gbps, "GB/s", true);
+      };
+      if (only != Only::kAllButWrite) {
+        bulk("1 soft QP, 1 MiB RDMA WRITE, depth 16", 1, IBV_WR_RDMA_WRITE);
+        bulk("4 soft QPs, 1 MiB RDMA WRITE, depth 16 each", 4, IBV_WR_RDMA_WRITE);
+      }
+      if (only != Only::kWrite) {
+        bulk("1 soft QP, 1 MiB RDMA READ, depth 16", 1, IBV_WR_RDMA_READ);
+        bulk("4 soft QPs, 1 MiB RDMA READ, depth 16 each", 4, IBV_WR_RDMA_READ);
+        const Result small = Stream(s, peer, 1, IBV_WR_RDMA_WRITE, 4096, 64, seconds);
+        line("1 soft QP, 4 KiB RDMA WRITE, depth 64", small.gbps, "GB/s", true);
+        line("1 soft QP, 4 KiB RDMA WRITE rate", small.ops / 1e6, "Mops/s", false);
+        line("WRITE_WITH_IMM ping-pong, one-way latency", PingPongOneWayUs(s, 20000), "us", false);
+      }
     }
     const char quit = 'q';
     if (write(p2c[1], &quit, 1) != 1) rc = 1;

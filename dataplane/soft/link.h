@@ -37,6 +37,11 @@ class Channel {
   // (ACK coalescing). It leaves with the next frame of this channel or at the next progress pass,
   // whichever comes first. Default: sent at once.
   virtual void TransmitAck(const PacketHeader& header) { Transmit(header, {}); }
+  // How many bytes of requests (WRITE and SEND payloads, READ lengths) a QP keeps transmitted and
+  // unacknowledged on this link; the rest wait in its send queue until ACKs make room, and one
+  // request is always let out whatever its size. A stream link bounds it so that its socket
+  // buffers, and the caches the bytes pass through, stay small; the default is no bound.
+  virtual uint64_t window_bytes() const { return UINT64_MAX; }
   // The QP reached RTS and sends from `psn` on (a link may check it against the peer's view).
   virtual void OnLocalSendPsn(uint32_t psn) { (void)psn; }
   // A reliable, in-order link (TCP) that moved bytes of this connection at or after `since_ns`:

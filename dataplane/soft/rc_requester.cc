@@ -159,19 +159,23 @@ void SoftQp::TransmitWqe(SendWqe& w) {
 
 void SoftQp::Pump() {
   if (state_ != QpState::kRts || rnr_resume_at_ != 0) return;
+  const uint64_t window = channel_->window_bytes();
   while (sq_tx_ != sq_tail_) {
     SendWqe& w = Sq(sq_tx_);
     if (w.done) {
       if (!w.transmitted) break;  // a local error, completed once it reaches the head
-      ++sq_tx_;                   // acknowledged already: no need to send it again
+      tx_bytes_ += w.length;      // acknowledged already: no need to send it again
+      ++sq_tx_;
       continue;
     }
+    if (sq_tx_ != sq_head_ && tx_bytes_ + w.length > window) break;  // until ACKs make room
     if (!w.transmitted && !CheckLocalKeys(w)) {
       w.done = true;
       w.status = IBV_WC_LOC_PROT_ERR;
       break;
     }
     TransmitWqe(w);
+    tx_bytes_ += w.length;
     ++sq_tx_;
   }
   if (sq_head_ != sq_tx_ && retransmit_deadline_ == UINT64_MAX && ack_timeout_ns_ != 0) {
@@ -197,6 +201,7 @@ void SoftQp::CompleteHead() {
     const ibv_wc_status status = w.status;
     CompleteSend(w, status);
     w.done = false;
+    if (sq_head_ < sq_tx_) tx_bytes_ -= w.length;
     ++sq_head_;
     if (sq_tx_ < sq_head_) sq_tx_ = sq_head_;
     if (status != IBV_WC_SUCCESS) {
@@ -206,13 +211,16 @@ void SoftQp::CompleteHead() {
   }
 }
 
-// Progress was made: retries start over and the ACK timer restarts for what is still out.
+// Progress was made: retries start over, requests held back by the link's window go out, and the
+// ACK timer restarts for what is still out.
 void SoftQp::OnAckProgress() {
   retries_left_ = retry_cnt_;
   rnr_retries_left_ = rnr_retry_;
   retransmit_deadline_ = UINT64_MAX;
   CompleteHead();
-  if (state_ == QpState::kRts && sq_head_ != sq_tx_ && ack_timeout_ns_ != 0) {
+  if (state_ == QpState::kRts && sq_tx_ != sq_tail_) Pump();
+  if (state_ == QpState::kRts && sq_head_ != sq_tx_ && ack_timeout_ns_ != 0 &&
+      retransmit_deadline_ == UINT64_MAX) {
     retransmit_deadline_ = device_->fabric()->NowNs() + ack_timeout_ns_;
   }
 }
@@ -323,6 +331,9 @@ void SoftQp::OnRetransmitTimeout() {
   Pump();
 }
 
-void SoftQp::RewindTo(uint64_t index) { sq_tx_ = index; }
+void SoftQp::RewindTo(uint64_t index) {
+  for (uint64_t i = index; i != sq_tx_; ++i) tx_bytes_ -= Sq(i).length;
+  sq_tx_ = index;
+}
 
 }  // namespace braid::soft

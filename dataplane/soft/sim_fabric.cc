@@ -40,6 +40,11 @@ class SimFabric::SimChannel final : public Channel {
     fabric_->Enqueue(this, std::move(packet));
   }
 
+  uint64_t window_bytes() const override {
+    const uint64_t w = fabric_->options_.qp_window_bytes;
+    return w == 0 ? UINT64_MAX : w;
+  }
+
   SimFabric* fabric_;
   SoftDevice* src_;
   uint32_t src_qpn_;
@@ -153,6 +158,11 @@ Status SimFabric::HoldQp(const verbs::Qp& qp, bool hold) {
   if (c == nullptr) return NotConnected();
   c->held_ = hold;
   return Status::Ok();
+}
+
+size_t SimFabric::PacketsOnPath(const verbs::Qp& qp) const {
+  const SimChannel* c = FindChannel(qp);
+  return c == nullptr ? 0 : c->queue_.size();
 }
 
 Status SimFabric::HoldNic(std::string_view nic, bool hold) {

@@ -38,6 +38,7 @@ struct SimFabricOptions {
   uint64_t delay_ns = 0;            // default one-way delay of every path
   int max_deliveries_per_progress = 64;
   bool auto_advance_time = true;    // jump virtual time when nothing is due
+  uint64_t qp_window_bytes = 0;     // every path's Channel::window_bytes; 0: no bound
 };
 
 class SimFabric final : public Fabric {
@@ -60,6 +61,8 @@ class SimFabric final : public Fabric {
 
   // Delivery control. `qp` must be a connected soft QP (else kNotFound).
   common::Status HoldQp(const verbs::Qp& qp, bool hold);
+  // Packets the QP has sent that are still on its path (held or not yet due); 0 if not connected.
+  size_t PacketsOnPath(const verbs::Qp& qp) const;
   common::Status HoldNic(std::string_view nic, bool hold);
   common::Status DropNext(const verbs::Qp& qp, int count);
   void SetDropRate(double probability);

@@ -78,6 +78,7 @@ Status SoftQp::ToError() {
 Status SoftQp::ToReset() {
   channel_.reset();
   sq_head_ = sq_tx_ = sq_tail_ = 0;
+  tx_bytes_ = 0;
   rq_head_ = rq_tail_ = 0;
   for (SendWqe& wqe : sq_) {
     wqe.done = wqe.transmitted = false;
@@ -197,6 +198,7 @@ void SoftQp::FlushAll() {
     ++sq_head_;
   }
   sq_tx_ = sq_tail_;
+  tx_bytes_ = 0;
   while (rq_head_ != rq_tail_) {
     recv_cq_->PushError(Rq(rq_head_).wr_id, IBV_WC_WR_FLUSH_ERR, qp_num_);
     ++rq_head_;

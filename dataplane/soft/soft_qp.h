@@ -168,6 +168,7 @@ class SoftQp final : public verbs::Qp {
   uint64_t sq_head_ = 0;
   uint64_t sq_tx_ = 0;
   uint64_t sq_tail_ = 0;
+  uint64_t tx_bytes_ = 0;  // the lengths of [sq_head_, sq_tx_): held to the link's window_bytes()
   uint32_t next_psn_ = 0;
   uint64_t ack_timeout_ns_ = 0;  // 0 = never
   uint8_t retry_cnt_ = 7;

@@ -132,6 +132,10 @@ class TcpFabric::TcpChannel final : public Channel {
     ++fabric_->stats_.acks_deferred;
   }
 
+  uint64_t window_bytes() const override {
+    return fabric_->options_.qp_window_bytes == 0 ? UINT64_MAX : fabric_->options_.qp_window_bytes;
+  }
+
   bool DeliveringSince(uint64_t since_ns) const override {
     return conn_ != nullptr && !dead_ && last_progress_ns_ >= since_ns;
   }

@@ -35,6 +35,10 @@ struct TcpFabricOptions {
   // Bytes read from one connection per Progress() call: a connection carrying large frames must
   // not keep the others (and their QPs' ACK timers) waiting.
   size_t max_bytes_per_progress = 1 << 20;
+  // Request bytes a QP keeps transmitted and unacknowledged (Channel::window_bytes); 0: no bound.
+  // More only fills socket buffers: it adds latency for everything behind it and, on a host
+  // whose cores do the copying, cache misses (doc/soft_provider.md, "Window").
+  uint64_t qp_window_bytes = 2 << 20;
 };
 
 struct TcpFabricStats {
