@@ -160,10 +160,18 @@ int VirtualQp::PickQp(WrKind kind, int device, uint64_t length) const {
     return q.outstanding < config_.qp_capacity ? message_qp() : -1;
   }
   const uint32_t n = config_.num_qps;
-  // A QP whose rate is not known yet is weighed as the fastest known one (all unknown: bytes).
+  // A QP whose rate is not known yet, or idle past DrainRate::kForgetNs, is weighed as the fastest
+  // known one (all unknown: bytes).
+  uint64_t now = 0;  // read once, and only if some idle QP has an estimate
+  auto rate = [&](const PhysQp& q) {
+    const double r = q.rate.ns_per_byte();
+    if (r == 0 || q.outstanding > 0) return r;
+    if (now == 0) now = NowNs();
+    return q.rate.Stale(now) ? 0.0 : r;
+  };
   double fallback = 0;
   for (uint32_t i = 0; i < n; ++i) {
-    const double r = qps_[i].rate.ns_per_byte();
+    const double r = rate(qps_[i]);
     if (r > 0 && (fallback == 0 || r < fallback)) fallback = r;
   }
   if (fallback == 0) fallback = 1;
@@ -175,7 +183,7 @@ int VirtualQp::PickQp(WrKind kind, int device, uint64_t length) const {
     if (q.health != QpHealth::kHealthy || (device >= 0 && q.device != device)) continue;
     any = true;
     if (q.outstanding >= config_.qp_capacity) continue;
-    const double r = q.rate.ns_per_byte();
+    const double r = rate(q);
     const double cost = static_cast<double>(q.outstanding_bytes + length) * (r > 0 ? r : fallback);
     if (best < 0 || cost < best_cost) {
       best = static_cast<int>(i);

@@ -20,14 +20,22 @@ TEST(DrainRateTest, LearnsOnlyFromBusyTime) {
   EXPECT_EQ(r.ns_per_byte(), 0);
   r.OnComplete(2'000'000, 512 * 1024);  // 1 MiB in 1 ms
   EXPECT_NEAR(r.ns_per_byte(), 1e6 / (1 << 20), 1e-9);
-  // Idle for a second: that time is not the link's.
-  r.OnBusy(1'002'000'000);
-  r.OnComplete(1'002'500'000, 1 << 20);  // 1 MiB in 0.5 ms: halfway towards it (weight 1/4)
+  // Idle for 5 ms: that time is not the link's.
+  r.OnBusy(7'000'000);
+  r.OnComplete(7'500'000, 1 << 20);  // 1 MiB in 0.5 ms: a quarter of the way towards it
   const double fast = 0.5e6 / (1 << 20), slow = 1e6 / (1 << 20);
   EXPECT_NEAR(r.ns_per_byte(), slow + (fast - slow) / 4, 1e-9);
   // A long-busy QP that completes little still gives a sample after kSampleNs.
-  r.OnComplete(1'002'500'000 + DrainRate::kSampleNs, 4096);
+  r.OnComplete(7'500'000 + DrainRate::kSampleNs, 4096);
   EXPECT_GT(r.ns_per_byte(), slow);
+  // Idle past kForgetNs: stale, and the next sample replaces the estimate.
+  const uint64_t idle_from = 7'500'000 + DrainRate::kSampleNs;
+  EXPECT_FALSE(r.Stale(idle_from + DrainRate::kForgetNs));
+  EXPECT_TRUE(r.Stale(idle_from + DrainRate::kForgetNs + 1));
+  r.OnBusy(idle_from + 2 * DrainRate::kForgetNs);
+  EXPECT_EQ(r.ns_per_byte(), 0);
+  r.OnComplete(idle_from + 2 * DrainRate::kForgetNs + 500'000, 1 << 20);
+  EXPECT_NEAR(r.ns_per_byte(), fast, 1e-9);
   r.Reset();
   EXPECT_EQ(r.ns_per_byte(), 0);
 }
@@ -91,6 +99,72 @@ TEST(DrainRateTest, Rule15_SlowLinkGetsLessWork) {
   // Byte balancing gave each QP half of every WR, so the fast one waited on the slow one.
   EXPECT_GT(s.qp0, 3 * s.qp1);
   EXPECT_GT(s.qp1, 0u);
+}
+
+// A QP whose estimate went wrong (one sample taken across a long stall, as on a loaded host) must
+// still get work, or it never completes anything again and the estimate never mends: the agent
+// test that once saw every READ of a 256 MiB copy go to one NIC. Equal links throughout; QP 1 is
+// misjudged by ~4 orders of magnitude, then must be given work again within kForgetNs and relearn.
+// The check is "not starved", not "balanced": on the sim a QP completes a whole batch per round, so
+// a shallow queue measures its round trip and the split swings (printed).
+TEST(DrainRateTest, AMisjudgedQpIsNotStarved) {
+  constexpr size_t kBytes = 8 << 20;
+  std::vector<uint8_t> a(kBytes), b(kBytes, 0);
+  for (size_t i = 0; i < kBytes; ++i) a[i] = static_cast<uint8_t>(i * 13 + 5);
+  VirtualQpConfig c;
+  c.num_qps = 2;
+  c.fragment_size = 64 * 1024;
+  c.qp_capacity = 128;
+  c.max_virtual_wrs = 16;
+  c.clock_ns = FakeClock;
+  g_fake_now = 1;
+  testing::VqpTestbed tb(2, c, a.data(), b.data(), kBytes, {.seed = 11});
+  ASSERT_TRUE(tb.status().ok()) << tb.status().ToString();
+  uint64_t id = 0;
+  // Keeps `depth` virtual 1 MiB writes in flight for `rounds` rounds of 10 us each.
+  auto stream = [&](int depth, int rounds) {
+    uint64_t done = 0, posted = 0;
+    for (int round = 0; round < rounds || done < posted; ++round) {
+      while (round < rounds && posted < done + static_cast<uint64_t>(depth)) {
+        const uint64_t off = (id % 8) << 20;
+        ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, off, 1 << 20, off, id++)).ok());
+        ++posted;
+      }
+      g_fake_now += 10'000;
+      std::vector<VirtualWc> wa, wb;
+      tb.PollBoth(1, &wa, &wb);
+      for (const VirtualWc& wc : wa) ASSERT_EQ(wc.status, IBV_WC_SUCCESS);
+      done += wa.size();
+      ASSERT_LT(round, rounds + 100000) << "writes did not drain";
+    }
+  };
+  stream(3, 200);  // both QPs learn their (equal) rate
+  ASSERT_GT(tb.a().vqp->traffic(1).write_bytes, 0u);
+
+  // QP 1's NIC stalls for a second while it has one write's fragments outstanding.
+  ASSERT_TRUE(tb.fabric().HoldNic("soft1", true).ok());
+  ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, 0, 1 << 20, 0, id++)).ok());
+  std::vector<VirtualWc> wa, wb;
+  tb.PollBoth(20, &wa, &wb);
+  g_fake_now += 1'000'000'000;
+  ASSERT_TRUE(tb.fabric().HoldNic("soft1", false).ok());
+  ASSERT_EQ(tb.Poll(0, 1).size(), 1u);
+
+  // Shares of the two QPs over `rounds` more rounds.
+  auto shares = [&](int rounds) {
+    const uint64_t qp0_before = tb.a().vqp->traffic(0).write_bytes;
+    const uint64_t qp1_before = tb.a().vqp->traffic(1).write_bytes;
+    stream(3, rounds);
+    const double qp0 = static_cast<double>(tb.a().vqp->traffic(0).write_bytes - qp0_before);
+    const double qp1 = static_cast<double>(tb.a().vqp->traffic(1).write_bytes - qp1_before);
+    std::printf("%d rounds on equal links: QP0 %.1f MiB, QP1 %.1f MiB\n", rounds,
+                qp0 / 1048576.0, qp1 / 1048576.0);
+    return qp1 / (qp0 + qp1);
+  };
+  const uint64_t forget_rounds = DrainRate::kForgetNs / 10'000;
+  shares(static_cast<int>(forget_rounds) + 100);  // starved at most until the estimate is stale
+  EXPECT_GT(shares(1000), 0.35) << "QP 1 relearned its rate and took its share again";
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), kBytes), 0);
 }
 
 }  // namespace
