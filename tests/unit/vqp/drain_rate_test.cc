@@ -45,20 +45,30 @@ uint64_t FakeClock() { return g_fake_now; }
 
 // Two data QPs, one per NIC; host A's second NIC (soft1) only moves packets one round in `slow_every`.
 // Keeps 4 virtual 1 MiB writes in flight for `rounds` and returns the bytes each QP carried.
+constexpr size_t kBytes = 8 << 20;
+
+// Two data QPs of 64 KiB fragments on the fake clock (reset to 1); `a` filled from `seed`, `b` zero.
+VirtualQpConfig TwoQps(uint32_t qp_capacity, std::vector<uint8_t>& a, std::vector<uint8_t>& b,
+                       uint8_t seed) {
+  a.resize(kBytes);
+  b.assign(kBytes, 0);
+  for (size_t i = 0; i < kBytes; ++i) a[i] = static_cast<uint8_t>(i * seed + 1);
+  VirtualQpConfig c;
+  c.num_qps = 2;
+  c.fragment_size = 64 * 1024;
+  c.qp_capacity = qp_capacity;
+  c.max_virtual_wrs = 16;
+  c.clock_ns = FakeClock;
+  g_fake_now = 1;
+  return c;
+}
+
 struct Split {
   uint64_t qp0 = 0, qp1 = 0, completed = 0;
 };
 Split RunUnequal(int slow_every, int rounds) {
-  constexpr size_t kBytes = 8 << 20;
-  std::vector<uint8_t> a(kBytes), b(kBytes, 0);
-  for (size_t i = 0; i < kBytes; ++i) a[i] = static_cast<uint8_t>(i * 7 + 1);
-  VirtualQpConfig c;
-  c.num_qps = 2;
-  c.fragment_size = 64 * 1024;
-  c.qp_capacity = 64;
-  c.max_virtual_wrs = 16;
-  c.clock_ns = FakeClock;
-  g_fake_now = 1;
+  std::vector<uint8_t> a, b;
+  const VirtualQpConfig c = TwoQps(64, a, b, 7);
   testing::VqpTestbed tb(2, c, a.data(), b.data(), kBytes, {.seed = 9});
   EXPECT_TRUE(tb.status().ok()) << tb.status().ToString();
   Split s;
@@ -108,16 +118,8 @@ TEST(DrainRateTest, Rule15_SlowLinkGetsLessWork) {
 // The check is "not starved", not "balanced": on the sim a QP completes a whole batch per round, so
 // a shallow queue measures its round trip and the split swings (printed).
 TEST(DrainRateTest, AMisjudgedQpIsNotStarved) {
-  constexpr size_t kBytes = 8 << 20;
-  std::vector<uint8_t> a(kBytes), b(kBytes, 0);
-  for (size_t i = 0; i < kBytes; ++i) a[i] = static_cast<uint8_t>(i * 13 + 5);
-  VirtualQpConfig c;
-  c.num_qps = 2;
-  c.fragment_size = 64 * 1024;
-  c.qp_capacity = 128;
-  c.max_virtual_wrs = 16;
-  c.clock_ns = FakeClock;
-  g_fake_now = 1;
+  std::vector<uint8_t> a, b;
+  const VirtualQpConfig c = TwoQps(128, a, b, 13);
   testing::VqpTestbed tb(2, c, a.data(), b.data(), kBytes, {.seed = 11});
   ASSERT_TRUE(tb.status().ok()) << tb.status().ToString();
   uint64_t id = 0;
