@@ -48,6 +48,10 @@ struct BusinessCard {
   uint32_t qp_capacity = 0;
   uint32_t max_virtual_wrs = 0;
   std::string control_endpoint;  // the agent's gRPC endpoint, for coordinated recovery
+  // The agent process that issued the card (random per start): with vqp_id, the VQP's identity.
+  // A restarted agent reuses VQP ids but never an incarnation, so nothing of a previous life can
+  // reach a new VQP.
+  uint64_t incarnation = 0;
   std::vector<DeviceCard> devices;
   uint64_t control_addr = 0;  // the VQP's control region (target of fence READs)
   std::vector<QpCard> data_qps;

@@ -111,6 +111,7 @@ Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
   free_frags_.reserve(frags_.size());
   for (uint32_t i = static_cast<uint32_t>(frags_.size()); i > 0; --i) free_frags_.push_back(i - 1);
   retry_.resize(frags_.size());
+  owed_.resize(frags_.size() + ring);  // every piece in flight, and one notify or tail per WR
   stalled_.resize(vwrs);
   parked_.resize(multi() ? size_t{n} * cap : 0);
   seq_window_ = window_.size();
@@ -371,15 +372,19 @@ void VirtualQp::OnProbeCompletion(int qp_index, const ibv_wc& wc) {
     MarkDead(qp_index, wc.status);
     return;
   }
-  SetHealth(qp_index, QpHealth::kHealthy);
+  // A QP that comes back on a drained device stays out of service until the operator re-admits it.
+  SetHealth(qp_index, DeviceDrained(q.device) ? QpHealth::kDraining : QpHealth::kHealthy);
 }
 
 Status VirtualQp::DrainDevice(int device) {
-  return ChangeDeviceHealth(device, QpHealth::kHealthy, QpHealth::kDraining);
+  BRAID_RETURN_IF_ERROR(ChangeDeviceHealth(device, QpHealth::kHealthy, QpHealth::kDraining));
+  drained_devices_ |= 1u << device;
+  return Status::Ok();
 }
 
 Status VirtualQp::UndrainDevice(int device) {
   BRAID_RETURN_IF_ERROR(ChangeDeviceHealth(device, QpHealth::kDraining, QpHealth::kHealthy));
+  drained_devices_ &= ~(1u << device);
   Pump();
   ReportSends();
   return Status::Ok();
@@ -425,7 +430,9 @@ void VirtualQp::OnCompletion(uint16_t qp_index, const ibv_wc& wc) {
     case WrKind::kProbe: OnProbeCompletion(qp_index, wc); break;
     default: ++counters_.protocol_errors; return;
   }
-  if (retry_count_ > 0 || stalled_count_ > 0 || send_dispatch_ != send_tail_) Pump();
+  if (retry_count_ > 0 || stalled_count_ > 0 || owed_count_ > 0 || send_dispatch_ != send_tail_) {
+    Pump();
+  }
   if (send_head_ != send_tail_) ReportSends();
   if (recv_head_ != recv_tail_) ReportRecvs();
 }

@@ -195,6 +195,8 @@ class VirtualQp {
     Stage stage = Stage::kData;
     bool aborted = false;
     bool stalled = false;
+    bool op_fault = false;  // one of its pieces failed through its own fault: no more replays
+    bool seq_taken = false; // DQPLB: a fragment took a sequence number (the tail must follow)
   };
   struct Fragment {
     uint32_t send_slot = 0;
@@ -205,8 +207,17 @@ class VirtualQp {
     ibv_wr_opcode opcode = IBV_WR_RDMA_WRITE;
     uint64_t offset = 0;
     uint32_t length = 0;
-    uint32_t seq = 0;           // DQPLB sequence number
+    uint32_t seq = 0;           // DQPLB sequence number; SPRAY notify sequence number
     int fence_device = -1;
+    bool owed = false;          // a void paying an owed sequence number (no send entry)
+  };
+  // A sequence number the peer's stream is waiting for, whose piece could not be sent because no
+  // data QP was left. It is paid (as a void) as soon as one is back, so the peer's reorder window
+  // never waits forever; the virtual WR it belonged to has already failed.
+  enum class OwedKind : uint8_t { kVoid, kVoidTail, kVoidNotify };
+  struct Owed {
+    uint32_t seq = 0;
+    OwedKind kind = OwedKind::kVoid;
   };
   struct RecvEntry {
     VirtualRecvWr wr;
@@ -266,7 +277,15 @@ class VirtualQp {
   void RetryPending();
   void OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t frag_slot);
   void OnProbeCompletion(int qp_index, const ibv_wc& wc);
-  void FinishPiece(uint32_t frag_slot, ibv_wc_status status);
+  // `release_seq`: the piece's DQPLB sequence number is acknowledged (false when it is owed).
+  void FinishPiece(uint32_t frag_slot, ibv_wc_status status, bool release_seq = true);
+  // Stream pieces: the peer's reorder window waits for their sequence numbers.
+  bool CarriesSeq(const Fragment& f) const;
+  bool CarriesDqplbSeq(const Fragment& f) const;
+  void Owe(uint32_t seq, OwedKind kind);
+  // Fails the piece's virtual WR part and keeps its sequence number owed.
+  void OwePiece(uint32_t frag_slot, ibv_wc_status status);
+  void PayOwed();
   void ReportSends();
   SendEntry& Send(uint64_t index) { return sends_[index & ring_mask_]; }
   uint32_t SlotOf(uint64_t index) const { return static_cast<uint32_t>(index & ring_mask_); }
@@ -288,6 +307,8 @@ class VirtualQp {
   common::Status ChangeDeviceHealth(int device, QpHealth from, QpHealth to);
   RecvEntry& Recv(uint64_t index) { return recvs_[index & ring_mask_]; }
 
+  bool DeviceDrained(int device) const { return (drained_devices_ >> device) & 1u; }
+
   VirtualCq& cq_;
   VirtualQpConfig config_;
   uint32_t vqp_num_;
@@ -295,6 +316,7 @@ class VirtualQp {
   bool destroying_ = false;
   std::vector<PhysQp> qps_;
   std::vector<int> devices_;  // CQ device indices this VQP uses
+  uint32_t drained_devices_ = 0;  // bit per CQ device the operator drained
   KeyTable local_keys_;
   KeyTable remote_keys_;
   std::vector<uint32_t> remote_control_rkeys_;
@@ -324,6 +346,9 @@ class VirtualQp {
   std::vector<uint32_t> retry_;  // ring of fragment slots to re-post
   size_t retry_head_ = 0;
   size_t retry_count_ = 0;
+  std::vector<Owed> owed_;  // ring of owed sequence numbers
+  size_t owed_head_ = 0;
+  size_t owed_count_ = 0;
   std::vector<uint32_t> stalled_;  // ring of send slots blocked on capacity past dispatch
   size_t stalled_head_ = 0;
   size_t stalled_count_ = 0;

@@ -110,16 +110,24 @@ bool VirtualQp::OnPoolMessage(const ibv_wc& wc, uint32_t pool_slot) {
   uint32_t seq;
   ReorderWindow::Entry entry;
   if (config_.scheme == Scheme::kSpray) {
-    if (wc.opcode != IBV_WC_RECV || !(wc.wc_flags & IBV_WC_WITH_IMM)) {
+    if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+      // A void notify: the sender owed this sequence number for a message it failed.
+      seq = ntohl(wc.imm_data);
+      entry = {true, true, 0, 1ull << 63};
+    } else if (wc.opcode != IBV_WC_RECV || !(wc.wc_flags & IBV_WC_WITH_IMM)) {
       ++counters_.protocol_errors;
       return true;
+    } else {
+      seq = p.value;
+      entry = {true, true, wc.imm_data, p.bytes | (p.flags & kAbortedFlag ? 1ull << 63 : 0)};
     }
-    seq = p.value;
-    entry = {true, true, wc.imm_data, p.bytes | (p.flags & kAbortedFlag ? 1ull << 63 : 0)};
   } else {
     const uint32_t v = ntohl(wc.imm_data);
     seq = v & kSeqMask;
-    if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+    if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM && (v & kTailBit)) {
+      // A void tail: the sender failed the message and owed its end.
+      entry = {true, true, 0, 1ull << 63};
+    } else if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
       // A fragment, or a void marker standing in for a fragment that was not delivered: the
       // message it belongs to is incomplete (bit 63 of bytes).
       entry = {true, false, 0, (v & kVoidBit) ? 1ull << 63 : 0};

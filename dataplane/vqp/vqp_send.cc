@@ -37,6 +37,21 @@ ibv_wc_opcode WcOpcode(ibv_wr_opcode op) {
   }
 }
 
+// An error caused by the operation itself (a bad key, range or request), not by the path: it fails
+// that operation alone and is never replayed on another QP, where it would only fail again and
+// take that QP down too. The QP it hit still goes to error (RC semantics) and is recovered.
+bool IsOperationFault(ibv_wc_status status) {
+  switch (status) {
+    case IBV_WC_REM_ACCESS_ERR:
+    case IBV_WC_REM_INV_REQ_ERR:
+    case IBV_WC_LOC_PROT_ERR:
+    case IBV_WC_LOC_LEN_ERR:
+    case IBV_WC_LOC_ACCESS_ERR:
+    case IBV_WC_MW_BIND_ERR: return true;
+    default: return false;
+  }
+}
+
 // The first real error wins; a flush only stands when nothing better is known.
 ibv_wc_status Merge(ibv_wc_status current, ibv_wc_status incoming) {
   if (current == IBV_WC_SUCCESS) return incoming;
@@ -129,6 +144,8 @@ Status VirtualQp::PostSend(const VirtualSendWr& wr) {
   e.stage = Stage::kData;
   e.aborted = false;
   e.stalled = false;
+  e.op_fault = false;
+  e.seq_taken = false;
   if (multi() && config_.scheme == Scheme::kSpray && wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM) {
     e.notify_seq = notify_seq_next_++;  // posting order = the peer's delivery order
   }
@@ -195,6 +212,7 @@ int VirtualQp::PickQp(WrKind kind, int device, uint64_t length) const {
 }
 
 void VirtualQp::Pump() {
+  PayOwed();
   RetryPending();
   while (send_dispatch_ != send_tail_) {
     if (!Advance(SlotOf(send_dispatch_))) break;
@@ -264,6 +282,7 @@ bool VirtualQp::Advance(uint32_t slot) {
         if (r == PostResult::kNoQp) {
           e.status = Merge(e.status, last_error_);
           e.aborted = true;
+          if (!destroying_) Owe(e.notify_seq, OwedKind::kVoidNotify);
         }
         e.stage = Stage::kWaitNotify;
         break;
@@ -297,6 +316,7 @@ VirtualQp::PostResult VirtualQp::PostDataFragments(uint32_t slot) {
                          wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
   const bool single_imm = !multi() && wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
   while (e.next_offset < wr.length) {
+    if (healthy_data_qps_ == 0) return PostResult::kNoQp;
     const uint64_t remaining = wr.length - e.next_offset;
     Fragment piece;
     piece.send_slot = slot;
@@ -319,7 +339,10 @@ VirtualQp::PostResult VirtualQp::PostDataFragments(uint32_t slot) {
       r = PostPiece(piece, qp);
     } while (r == PostResult::kNoQp);  // that QP just died: pick another
     if (r != PostResult::kPosted) return r;
-    if (dqplb_imm) ++seq_next_;
+    if (dqplb_imm) {
+      ++seq_next_;
+      e.seq_taken = true;
+    }
     e.devices_used |= 1u << qps_[static_cast<size_t>(qp)].device;
     e.next_offset += piece.length;
   }
@@ -334,6 +357,11 @@ VirtualQp::PostResult VirtualQp::PostTail(uint32_t slot) {
   piece.send_slot = slot;
   if (multi() && config_.scheme == Scheme::kDqplb) {
     // Every DQPLB message ends with a tail, aborted or not, so the peer's stream stays aligned.
+    if (healthy_data_qps_ == 0) {
+      // Nothing can carry it now. A message the peer has seen part of must still end there.
+      if (e.seq_taken && !destroying_) Owe(seq_next_++, OwedKind::kVoidTail);
+      return PostResult::kNoQp;
+    }
     if (SeqWindowFull()) return PostResult::kBlocked;
     Payload p{wr.length, wr.imm_data, e.aborted ? kAbortedFlag : 0};
     std::memcpy(control(NotifyPayloadOffset(slot)), &p, sizeof(p));
@@ -405,6 +433,7 @@ VirtualQp::PostResult VirtualQp::PostNotify(uint32_t slot) {
   piece.send_slot = slot;
   piece.kind = WrKind::kNotify;
   piece.opcode = IBV_WR_SEND_WITH_IMM;
+  piece.seq = e.notify_seq;
   PostResult r;
   do {
     int qp = e.notify_qp;
@@ -443,8 +472,9 @@ VirtualQp::PostResult VirtualQp::PostPiece(Fragment piece, int qp_index) {
 VirtualQp::PostResult VirtualQp::Submit(uint32_t fslot) {
   Fragment& f = frags_[fslot];
   PhysQp& q = qps_[f.qp];
-  SendEntry& e = sends_[f.send_slot];
-  const VirtualSendWr& wr = e.wr;
+  SendEntry* entry = f.owed ? nullptr : &sends_[f.send_slot];
+  static const VirtualSendWr kNoWr{};
+  const VirtualSendWr& wr = entry != nullptr ? entry->wr : kNoWr;
   const auto device = static_cast<uint32_t>(q.device);
   ibv_sge sge{};
   ibv_send_wr pwr{};
@@ -452,7 +482,13 @@ VirtualQp::PostResult VirtualQp::Submit(uint32_t fslot) {
   pwr.send_flags = IBV_SEND_SIGNALED;
   pwr.opcode = f.opcode;
   pwr.sg_list = &sge;
-  switch (f.kind) {
+  if (f.owed) {
+    // A void: a zero-length write-with-imm that carries only the sequence number.
+    pwr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+    pwr.imm_data = config_.scheme == Scheme::kDqplb
+                       ? htonl((f.seq & kSeqMask) | kVoidBit | (f.tail ? kTailBit : 0))
+                       : htonl(f.seq);
+  } else switch (f.kind) {
     case WrKind::kFragment:
       if (f.tail) {
         sge = {control_addr(NotifyPayloadOffset(f.send_slot)), sizeof(Payload),
@@ -508,7 +544,7 @@ VirtualQp::PostResult VirtualQp::Submit(uint32_t fslot) {
   if (q.outstanding == 0) q.rate.OnBusy(NowNs());
   ++q.outstanding;
   q.outstanding_bytes += f.length;
-  ++e.inflight;
+  if (entry != nullptr) ++entry->inflight;
   ++counters_.fragments_posted;
   counters_.bytes_posted += f.length;
   if (f.kind == WrKind::kNotify) ++counters_.notifies_posted;
@@ -540,10 +576,18 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
     return;
   }
   MarkDead(qp_index, wc.status);
+  if (f.owed) {  // still owed: paid again on the next healthy QP
+    OwePiece(fslot, wc.status);
+    return;
+  }
+  SendEntry& e = sends_[f.send_slot];
+  if (IsOperationFault(wc.status)) e.op_fault = true;
   // A flush is a consequence: report the error that killed the QP, when known (the first real
-  // error of the virtual WR, rule 6).
-  const ibv_wc_status cause =
-      wc.status == IBV_WC_WR_FLUSH_ERR && q.death != IBV_WC_SUCCESS ? q.death : wc.status;
+  // error of the virtual WR) and when it was not another operation's own fault.
+  const ibv_wc_status cause = wc.status == IBV_WC_WR_FLUSH_ERR && q.death != IBV_WC_SUCCESS &&
+                                      !IsOperationFault(q.death)
+                                  ? q.death
+                                  : wc.status;
   // Rule 4. User data is re-posted only with failover on; the pieces that keep the peer's stream
   // aligned (notifies, tails, sequence-numbered fragments, fences) always are, as void markers
   // where the data itself may not be.
@@ -559,7 +603,7 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
       stream_piece || seq_piece || f.replays < std::max<uint32_t>(config_.retry_budget, 1);
   const bool replay = !destroying_ && f.kind != WrKind::kMessage &&
                       (stream_piece || seq_piece || f.kind == WrKind::kFence ||
-                       (data_piece && config_.failover)) &&
+                       (data_piece && config_.failover && !e.op_fault)) &&
                       within_budget &&
                       AnyHealthyFor(f.kind == WrKind::kFence ? WrKind::kFence : WrKind::kFragment,
                                     f.kind == WrKind::kFence ? f.fence_device : -1);
@@ -568,11 +612,15 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
     return;
   }
   if (!replay) {
-    FinishPiece(fslot, cause);
+    // A stream piece no QP can carry now stays owed to the peer; its virtual WR fails.
+    if (!destroying_ && CarriesSeq(f)) {
+      OwePiece(fslot, cause);
+    } else {
+      FinishPiece(fslot, cause);
+    }
     return;
   }
-  SendEntry& e = sends_[f.send_slot];
-  if (data_piece && seq_piece && !config_.failover) {
+  if (data_piece && seq_piece && (!config_.failover || e.op_fault)) {
     // The data may not be re-sent: the message fails, its sequence number travels as a void.
     e.status = Merge(e.status, cause);
     e.aborted = true;
@@ -602,7 +650,11 @@ void VirtualQp::RetryPending() {
     retry_head_ = (retry_head_ + 1) % retry_.size();
     --retry_count_;
     if (qp == -2) {
-      FinishPiece(fslot, f.kind == WrKind::kFence ? IBV_WC_SUCCESS : last_error_);
+      if (!destroying_ && CarriesSeq(f)) {
+        OwePiece(fslot, last_error_);
+      } else {
+        FinishPiece(fslot, f.kind == WrKind::kFence ? IBV_WC_SUCCESS : last_error_);
+      }
     }
   }
 }
@@ -616,19 +668,62 @@ void VirtualQp::SeqDone(uint32_t seq) {
   }
 }
 
-void VirtualQp::FinishPiece(uint32_t fslot, ibv_wc_status status) {
+bool VirtualQp::CarriesDqplbSeq(const Fragment& f) const {
+  return f.kind == WrKind::kFragment && multi() && config_.scheme == Scheme::kDqplb &&
+         (f.tail || f.opcode == IBV_WR_RDMA_WRITE_WITH_IMM);
+}
+
+bool VirtualQp::CarriesSeq(const Fragment& f) const {
+  return CarriesDqplbSeq(f) ||
+         (f.kind == WrKind::kNotify && multi() && config_.scheme == Scheme::kSpray);
+}
+
+void VirtualQp::Owe(uint32_t seq, OwedKind kind) {
+  if (owed_count_ == owed_.size()) {  // bounded by construction: every piece in flight + one per WR
+    ++counters_.protocol_errors;
+    return;
+  }
+  owed_[(owed_head_ + owed_count_) % owed_.size()] = {seq, kind};
+  ++owed_count_;
+}
+
+void VirtualQp::OwePiece(uint32_t fslot, ibv_wc_status status) {
   const Fragment& f = frags_[fslot];
+  Owe(f.seq, f.kind == WrKind::kNotify ? OwedKind::kVoidNotify
+                                       : (f.tail ? OwedKind::kVoidTail : OwedKind::kVoid));
+  FinishPiece(fslot, status, /*release_seq=*/false);
+}
+
+void VirtualQp::PayOwed() {
+  while (owed_count_ > 0) {
+    const int qp = PickQp(WrKind::kFragment, -1);
+    if (qp < 0) return;  // none healthy, or no room yet
+    const Owed o = owed_[owed_head_];
+    Fragment piece;
+    piece.owed = true;
+    piece.kind = o.kind == OwedKind::kVoidNotify ? WrKind::kNotify : WrKind::kFragment;
+    piece.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+    piece.tail = o.kind == OwedKind::kVoidTail;
+    piece.seq = o.seq;
+    const PostResult r = PostPiece(piece, qp);
+    if (r == PostResult::kBlocked) return;
+    if (r == PostResult::kNoQp) continue;  // that QP died on post: pick another
+    owed_head_ = (owed_head_ + 1) % owed_.size();
+    --owed_count_;
+  }
+}
+
+void VirtualQp::FinishPiece(uint32_t fslot, ibv_wc_status status, bool release_seq) {
+  const Fragment& f = frags_[fslot];
+  if (release_seq && CarriesDqplbSeq(f)) SeqDone(f.seq);
+  free_frags_.push_back(fslot);
+  if (f.owed) return;
   const uint32_t slot = f.send_slot;
   SendEntry& e = sends_[slot];
   if (status != IBV_WC_SUCCESS) {
     e.status = Merge(e.status, status);
     e.aborted = true;
   }
-  if (f.kind == WrKind::kFragment && f.opcode != IBV_WR_RDMA_WRITE && multi() &&
-      config_.scheme == Scheme::kDqplb && (f.tail || f.opcode == IBV_WR_RDMA_WRITE_WITH_IMM)) {
-    SeqDone(f.seq);
-  }
-  free_frags_.push_back(fslot);
   --e.inflight;
   // Fast paths: pieces still out, or the last piece of a plain WR that needs no notify.
   if (e.inflight > 0 && e.stage != Stage::kData && e.stage != Stage::kTail) return;

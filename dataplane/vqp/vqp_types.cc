@@ -11,6 +11,7 @@ const char* QpHealthName(QpHealth health) {
     case QpHealth::kHealthy: return "Healthy";
     case QpHealth::kDraining: return "Draining";
     case QpHealth::kDead: return "Dead";
+    case QpHealth::kCooling: return "Cooling";
   }
   return "?";
 }

@@ -20,9 +20,12 @@ enum class Scheme : uint8_t {
 };
 const char* SchemeName(Scheme scheme);
 
-// Health of one physical QP. Healthy → Dead on its first error completion (T2); an operator may
-// drain a device (Healthy → Draining: in-flight work finishes, no new work) and re-admit it.
-enum class QpHealth : uint8_t { kHealthy, kDraining, kDead };
+// Health of one physical QP. Healthy → Dead on its first error completion; an operator may
+// drain a device (Healthy → Draining: in-flight work finishes, no new work) and re-admit it. A QP
+// that stalls with work outstanding, or keeps dying, cools down (Cooling: no new work) and is
+// re-admitted after a probe once its cooldown, which doubles with every strike, has passed.
+enum class QpHealth : uint8_t { kHealthy, kDraining, kDead, kCooling };
+inline constexpr int kNumQpHealths = 4;
 const char* QpHealthName(QpHealth health);
 
 inline constexpr uint64_t kMinFragmentSize = 4096;

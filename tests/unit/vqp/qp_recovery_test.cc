@@ -74,8 +74,17 @@ class QpRecoveryTest : public ::testing::TestWithParam<Scheme> {
     EXPECT_EQ(va.death(index), IBV_WC_RETRY_EXC_ERR);
     EXPECT_EQ(vb.health(index), QpHealth::kHealthy) << "the responder saw nothing";
     ASSERT_TRUE(tb_.fabric().RepairQp(va.physical_qp(index)).ok());
-
     EXPECT_EQ(va.ResetQp(index, 77).status().code(), common::StatusCode::kFailedPrecondition);
+    Recover(index);
+    EXPECT_EQ(va.health(index), QpHealth::kHealthy);
+    EXPECT_EQ(vb.health(index), QpHealth::kHealthy);
+  }
+
+  // Both sides reset physical QP `index` and reconnect it with each other's new entry; returns
+  // once both probes came back (or after a bounded number of rounds).
+  void Recover(int index) {
+    VirtualQp& va = *tb_.a().vqp;
+    VirtualQp& vb = *tb_.b().vqp;
     ASSERT_TRUE(va.BeginReset(index).ok());
     ASSERT_TRUE(vb.BeginReset(index).ok());
     EXPECT_EQ(vb.health(index), QpHealth::kDead);  // no new work while it resets
@@ -92,13 +101,12 @@ class QpRecoveryTest : public ::testing::TestWithParam<Scheme> {
     ASSERT_TRUE(vb.ReconnectQp(index, *ca).ok());
     // Each side's probe must come back before the QP takes work.
     EXPECT_EQ(va.health(index), QpHealth::kDraining);
-    for (int i = 0; i < 1000 && !(va.health(index) == QpHealth::kHealthy &&
-                                  vb.health(index) == QpHealth::kHealthy); ++i) {
-      std::vector<VirtualWc> ignore_a, ignore_b;
-      tb_.PollBoth(10, &ignore_a, &ignore_b);
+    for (int i = 0; i < 1000 && !(ProbeDone(va, index) && ProbeDone(vb, index)); ++i) {
+      tb_.PollBoth(10, &during_reset_a_, &during_reset_b_);
     }
-    EXPECT_EQ(va.health(index), QpHealth::kHealthy);
-    EXPECT_EQ(vb.health(index), QpHealth::kHealthy);
+  }
+  static bool ProbeDone(const VirtualQp& v, int index) {
+    return v.health(index) != QpHealth::kDraining || v.outstanding(index) == 0;
   }
 
   std::vector<uint8_t> a_, b_;
@@ -141,6 +149,89 @@ TEST_P(QpRecoveryTest, Rule5_DeadMessageQpIsRecoveredToo) {
   EXPECT_EQ(std::memcmp(a_.data(), b_.data() + (1 << 20), 4096), 0);
   MoveMessages(32, 64 * 1024, 3000);
   EXPECT_EQ(va.health(va.num_physical_qps() - 1), QpHealth::kHealthy);
+}
+
+// Every data QP dies while write-with-imm messages are in flight (their notifies or tails, which
+// the peer's stream waits for, cannot be sent). Each message fails at the sender; once the QPs are
+// back, the peer gets one completion per failed message (the owed sequence numbers arrive as
+// voids) and new messages flow with their notifications, in order.
+TEST_P(QpRecoveryTest, AllDataQpsDeadWithMessagesInFlightTheStreamResumesAfterRecovery) {
+  ASSERT_TRUE(tb_.status().ok()) << tb_.status().ToString();
+  VirtualQp& va = *tb_.a().vqp;
+  MoveMessages(4, 64 * 1024, 100);
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(tb_.b().vqp->PostRecv({500u + i, 0, 0, 0}).ok());
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(tb_.fabric().BreakQp(va.physical_qp(i)).ok());
+  for (int i = 0; i < 8; ++i) {
+    const uint64_t off = static_cast<uint64_t>(i) * 64 * 1024;
+    ASSERT_TRUE(tb_.a().vqp->PostSend(tb_.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, off, 64 * 1024, off,
+                                              500u + i, htonl(0x500 + i)))
+                    .ok());
+  }
+  auto failed = tb_.Poll(0, 8);
+  ASSERT_EQ(failed.size(), 8u);
+  for (const auto& wc : failed) EXPECT_NE(wc.status, IBV_WC_SUCCESS);
+  ASSERT_EQ(va.healthy_data_qps(), 0);
+  during_reset_b_.clear();
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(tb_.fabric().RepairQp(va.physical_qp(i)).ok());
+    Recover(i);
+    ASSERT_EQ(va.health(i), QpHealth::kHealthy) << "QP " << i;
+  }
+  // The receives posted for the failed messages complete, in order, none of them successfully
+  // with data that never came.
+  std::vector<VirtualWc> ends = during_reset_b_;
+  for (const VirtualWc& wc : tb_.Poll(1, 8 - std::min<size_t>(ends.size(), 8))) ends.push_back(wc);
+  ASSERT_EQ(ends.size(), 8u) << "the peer's stream is still waiting for the failed messages";
+  for (size_t i = 0; i < ends.size(); ++i) {
+    EXPECT_EQ(ends[i].wr_id, 500u + i);
+    EXPECT_EQ(ends[i].status, IBV_WC_REM_ABORT_ERR) << ibv_wc_status_str(ends[i].status);
+  }
+  MoveMessages(64, 64 * 1024, 3000);
+}
+
+// One WRITE with a remote key the peer never issued fails alone: it is not replayed on other QPs
+// (where it would fail again and kill them too); only the QP it hit dies, and every other
+// operation, before and after, succeeds.
+TEST_P(QpRecoveryTest, ABadKeyFailsOnlyItsOperationAndOnlyTheQpItHit) {
+  ASSERT_TRUE(tb_.status().ok()) << tb_.status().ToString();
+  VirtualQp& va = *tb_.a().vqp;
+  auto bad = va.AddRemoteKeys(std::vector<uint32_t>(2, 0x5EED1234u));
+  ASSERT_TRUE(bad.ok());
+  for (int i = 0; i < 24; ++i) {
+    VirtualSendWr wr = tb_.Wr(0, IBV_WR_RDMA_WRITE, 0, 16 * 1024, 0, 700u + i);
+    if (i == 12) wr.remote_keys = *bad;
+    ASSERT_TRUE(va.PostSend(wr).ok());
+  }
+  auto wcs = tb_.Poll(0, 24);
+  ASSERT_EQ(wcs.size(), 24u);
+  for (size_t i = 0; i < wcs.size(); ++i) {
+    EXPECT_EQ(wcs[i].wr_id, 700u + i);
+    EXPECT_EQ(wcs[i].status, i == 12 ? IBV_WC_REM_ACCESS_ERR : IBV_WC_SUCCESS)
+        << "op " << i << ": " << ibv_wc_status_str(wcs[i].status);
+  }
+  EXPECT_EQ(va.counters().qps_died, 1u);
+  EXPECT_EQ(va.healthy_data_qps(), 3);
+  MoveMessages(16, 64 * 1024, 3000);
+}
+
+// A QP that dies on a drained device and is recovered stays out of service until the operator
+// re-admits the device.
+TEST_P(QpRecoveryTest, AQpRecoveredOnADrainedDeviceStaysOutOfService) {
+  ASSERT_TRUE(tb_.status().ok()) << tb_.status().ToString();
+  VirtualQp& va = *tb_.a().vqp;
+  const int device = va.physical_device(1);
+  ASSERT_TRUE(va.DrainDevice(device).ok());
+  ASSERT_EQ(va.health(1), QpHealth::kDraining);
+  ASSERT_TRUE(tb_.fabric().BreakQp(va.physical_qp(1)).ok());
+  ASSERT_TRUE(va.BeginReset(1).ok());
+  ASSERT_TRUE(tb_.fabric().RepairQp(va.physical_qp(1)).ok());
+  Recover(1);
+  EXPECT_EQ(va.health(1), QpHealth::kDraining) << "recovery undid the drain";
+  const uint64_t before = va.traffic(1).write_bytes;
+  MoveMessages(16, 64 * 1024, 3000);
+  EXPECT_EQ(va.traffic(1).write_bytes, before);
+  ASSERT_TRUE(va.UndrainDevice(device).ok());
+  EXPECT_EQ(va.health(1), QpHealth::kHealthy);
 }
 
 INSTANTIATE_TEST_SUITE_P(Schemes, QpRecoveryTest, ::testing::Values(Scheme::kSpray, Scheme::kDqplb),
