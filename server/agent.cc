@@ -49,6 +49,7 @@ Status Agent::Init() {
   eo.region_dir = config_.region_dir;
   eo.max_region_bytes = config_.max_region_bytes;
   eo.default_timeout_ms = config_.default_timeout_ms;
+  eo.recovery_budget_ms = config_.recovery_budget_ms;
   eo.fault_injection = config_.fault_injection;
   BRAID_ASSIGN_OR_RETURN(engine_, engine::Engine::Start(std::move(eo)));
   watchdog_ = std::make_unique<engine::StallWatchdog>(*engine_, config_.watchdog_ms);
@@ -87,6 +88,8 @@ Status Agent::Init() {
     collector_ = std::make_shared<MetricsCollector>(*engine_, *watchdog_, config_.metrics_per_qp);
     exposer_->RegisterCollectable(collector_);
   }
+  event_log_ = std::make_shared<engine::EventWatcher>(4096);
+  BRAID_RETURN_IF_ERROR(engine_->WatchEvents(event_log_));
   health_thread_ = std::thread([this] { HealthLoop(); });
   recovery_thread_ = std::thread([this] { RecoveryLoop(); });
   spdlog::info("agent={} provider={} devices={} grpc_tcp={} grpc_unix={} metrics={} "
@@ -114,7 +117,29 @@ void Agent::HealthLoop() {
         spdlog::warn("agent={} health=NOT_SERVING reason=\"{}\"", config_.agent_id, why);
       }
     }
+    lock.unlock();
+    LogEvents();
+    lock.lock();
+    if (stopping_) break;
     cv_.wait_for(lock, std::chrono::milliseconds(100));
+  }
+}
+
+void Agent::LogEvents() {
+  while (auto e = event_log_->events.TryPop()) {
+    const bool bad = e->kind == engine::EventKind::kQpDied ||
+                     e->kind == engine::EventKind::kQpCoolingDown ||
+                     e->kind == engine::EventKind::kVqpFailed ||
+                     e->kind == engine::EventKind::kDeviceFaulted;
+    spdlog::log(bad ? spdlog::level::warn : spdlog::level::info,
+                "agent={} event={} vqp={} qp={} device={} cause=\"{}\"", config_.agent_id,
+                engine::EventKindName(e->kind), e->vqp_id, e->qp_index, e->device, e->cause);
+  }
+  if (event_log_->overflowed.load()) {  // fell behind: say so and subscribe again
+    spdlog::warn("agent={} msg=\"event log fell behind; some state changes were not logged\"",
+                 config_.agent_id);
+    event_log_ = std::make_shared<engine::EventWatcher>(4096);
+    (void)engine_->WatchEvents(event_log_);
   }
 }
 
@@ -143,22 +168,33 @@ void Agent::RecoveryLoop() {
     ToProto(request->card, rpc.mutable_qp());
     rpc.set_epoch(request->epoch);
     rpc.set_from_endpoint(config_.ControlEndpoint());
+    rpc.set_to_incarnation(request->peer_incarnation);
+    rpc.set_from_vqp_id(request->vqp_id);
+    rpc.set_from_incarnation(engine_->incarnation());
     v1::RecoverQpResponse response;
     const grpc::Status s = stub->RecoverQp(&ctx, rpc, &response);
+    const std::string why = "RecoverQp on " + request->peer_endpoint + ": " + s.error_message();
     common::Result<vqp::QpCard> peer =
         s.ok() ? FromProto(response.qp(), "qp")
-               : common::Result<vqp::QpCard>(common::Status::IoError(
-                     "RecoverQp on " + request->peer_endpoint + ": " + s.error_message()));
+        : s.error_code() == grpc::StatusCode::NOT_FOUND
+            ? common::Result<vqp::QpCard>(common::Status::NotFound(why))
+            : common::Result<vqp::QpCard>(common::Status::IoError(why));
     if (peer.ok()) {
       spdlog::info("agent={} vqp={} qp={} peer={} msg=\"data QP recovered\"", config_.agent_id,
                    request->vqp_id, request->qp_index, request->peer_endpoint);
     } else if (peer.status().message().find("recovery collision") != std::string_view::npos) {
       spdlog::debug("agent={} vqp={} qp={} msg=\"the peer leads this recovery\"", config_.agent_id,
                     request->vqp_id, request->qp_index);
-    } else {
-      spdlog::warn("agent={} vqp={} qp={} peer={} error=\"{}\" msg=\"recovery attempt failed\"",
+    } else if (request->failed_attempts == 0) {  // later failures: the events say it once
+      spdlog::warn("agent={} vqp={} qp={} peer={} error=\"{}\" msg=\"recovery attempt failed; "
+                   "retrying with backoff\"",
                    config_.agent_id, request->vqp_id, request->qp_index, request->peer_endpoint,
                    peer.status().ToString());
+    } else {
+      spdlog::debug("agent={} vqp={} qp={} attempt={} error=\"{}\" msg=\"recovery attempt "
+                    "failed\"",
+                    config_.agent_id, request->vqp_id, request->qp_index,
+                    request->failed_attempts + 1, peer.status().ToString());
     }
     engine_->CompleteRecovery(request->vqp_id, request->qp_index, request->attempt,
                               std::move(peer));

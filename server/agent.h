@@ -55,6 +55,8 @@ class Agent {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::shared_ptr<MetricsCollector> collector_;
+  void LogEvents();
+  std::shared_ptr<engine::EventWatcher> event_log_;  // every state change, one log line each
   std::thread health_thread_;
   std::thread recovery_thread_;
   mutable std::mutex mu_;

@@ -43,6 +43,7 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(Read(root, "transfer_window", c.transfer_window));
   BRAID_RETURN_IF_ERROR(Read(root, "default_timeout_ms", c.default_timeout_ms));
   BRAID_RETURN_IF_ERROR(Read(root, "watchdog_ms", c.watchdog_ms));
+  BRAID_RETURN_IF_ERROR(Read(root, "recovery_budget_ms", c.recovery_budget_ms));
   if (const YAML::Node f = root["fault_injection"]) {
     BRAID_RETURN_IF_ERROR(Read(f, "enabled", c.fault_injection));
   }

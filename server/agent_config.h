@@ -36,6 +36,8 @@ struct AgentConfig {
   uint32_t transfer_window = 256;
   uint32_t default_timeout_ms = 30000;
   uint32_t watchdog_ms = 2000;
+  // A VQP none of whose data QPs came back for this long of failed recovery attempts fails.
+  uint32_t recovery_budget_ms = 60000;
   bool fault_injection = false;
 
   common::Status Validate() const;

@@ -178,40 +178,64 @@ grpc::Status AgentService::Transfer(
   return result;
 }
 
+// Streams what an engine watcher collects: `subscribed` first, then every item, until the
+// client goes away, the watcher is closed by the engine (OK) or falls behind (RESOURCE_EXHAUSTED).
+template <typename Watcher, typename Response, typename Fill>
+grpc::Status AgentService::StreamWatcher(grpc::ServerContext* context,
+                                         grpc::ServerWriter<Response>* writer, Watcher& watcher,
+                                         const char* what, Fill fill) {
+  Response response;
+  response.set_subscribed(true);
+  if (!writer->Write(response)) {
+    watcher.closed.store(true);
+    return {grpc::StatusCode::CANCELLED, "client went away"};
+  }
+  for (;;) {
+    const bool closed = watcher.closed.load();  // read before draining: nothing follows it
+    while (auto item = watcher.events.TryPop()) {
+      response.Clear();
+      fill(*item, &response);
+      if (!writer->Write(response)) {
+        watcher.closed.store(true);
+        return {grpc::StatusCode::CANCELLED, "client went away"};
+      }
+    }
+    if (watcher.overflowed.load()) {
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+              "the watcher fell more than " + std::to_string(options_.watcher_capacity) + " " +
+                  what + " behind; subscribe again"};
+    }
+    if (closed) return grpc::Status::OK;  // the engine let go of it (the VQP was destroyed)
+    if (context->IsCancelled() || shutting_down_.load()) {
+      watcher.closed.store(true);
+      return {grpc::StatusCode::CANCELLED, "stream ended"};
+    }
+    watcher.events.Wait(50);
+  }
+}
+
 grpc::Status AgentService::WatchNotifications(
     grpc::ServerContext* context, const v1::WatchNotificationsRequest* request,
     grpc::ServerWriter<v1::WatchNotificationsResponse>* writer) {
   auto watcher = std::make_shared<engine::NotificationWatcher>(options_.watcher_capacity);
   common::Status s = engine_.Watch(request->vqp_id(), watcher);
   if (!s.ok()) return ToGrpc(s);
-  v1::WatchNotificationsResponse response;
-  response.set_subscribed(true);
-  if (!writer->Write(response)) {
-    watcher->closed.store(true);
-    return {grpc::StatusCode::CANCELLED, "client went away"};
-  }
-  for (;;) {
-    const bool closed = watcher->closed.load();  // read before draining: nothing follows it
-    while (auto n = watcher->events.TryPop()) {
-      response.Clear();
-      ToProto(*n, response.mutable_notification());
-      if (!writer->Write(response)) {
-        watcher->closed.store(true);
-        return {grpc::StatusCode::CANCELLED, "client went away"};
-      }
-    }
-    if (watcher->overflowed.load()) {
-      return {grpc::StatusCode::RESOURCE_EXHAUSTED,
-              "the watcher fell more than " + std::to_string(options_.watcher_capacity) +
-                  " notifications behind"};
-    }
-    if (closed) return grpc::Status::OK;  // the VQP was destroyed
-    if (context->IsCancelled() || shutting_down_.load()) {
-      watcher->closed.store(true);
-      return {grpc::StatusCode::CANCELLED, "stream ended"};
-    }
-    watcher->events.Wait(50);
-  }
+  return StreamWatcher(context, writer, *watcher, "notifications",
+                       [](const engine::Notification& n, v1::WatchNotificationsResponse* out) {
+                         ToProto(n, out->mutable_notification());
+                       });
+}
+
+grpc::Status AgentService::WatchEvents(grpc::ServerContext* context,
+                                       const v1::WatchEventsRequest*,
+                                       grpc::ServerWriter<v1::WatchEventsResponse>* writer) {
+  auto watcher = std::make_shared<engine::EventWatcher>(options_.watcher_capacity);
+  common::Status s = engine_.WatchEvents(watcher);
+  if (!s.ok()) return ToGrpc(s);
+  return StreamWatcher(context, writer, *watcher, "events",
+                       [](const engine::EngineEvent& e, v1::WatchEventsResponse* out) {
+                         ToProto(e, out->mutable_event());
+                       });
 }
 
 grpc::Status AgentService::DrainDevice(grpc::ServerContext*, const v1::DrainDeviceRequest* request,
@@ -245,8 +269,16 @@ grpc::Status AgentService::RecoverQp(grpc::ServerContext*, const v1::RecoverQpRe
                                      v1::RecoverQpResponse* out) {
   auto card = FromProto(request->qp(), "qp");
   if (!card.ok()) return ToGrpc(card.status());
-  auto ours = engine_.AcceptRecovery(request->vqp_id(), request->qp_index(), *card,
-                                     request->epoch(), request->from_endpoint());
+  engine::RecoveryOffer offer;
+  offer.vqp_id = request->vqp_id();
+  offer.to_incarnation = request->to_incarnation();
+  offer.qp_index = request->qp_index();
+  offer.card = *card;
+  offer.epoch = request->epoch();
+  offer.from_endpoint = request->from_endpoint();
+  offer.from_vqp_id = request->from_vqp_id();
+  offer.from_incarnation = request->from_incarnation();
+  auto ours = engine_.AcceptRecovery(offer);
   if (!ours.ok()) return ToGrpc(ours.status());
   ToProto(*ours, out->mutable_qp());
   return grpc::Status::OK;

@@ -60,6 +60,8 @@ class AgentService final : public v1::Agent::Service {
       grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>* stream) override;
   grpc::Status WatchNotifications(grpc::ServerContext*, const v1::WatchNotificationsRequest*,
                                   grpc::ServerWriter<v1::WatchNotificationsResponse>*) override;
+  grpc::Status WatchEvents(grpc::ServerContext*, const v1::WatchEventsRequest*,
+                           grpc::ServerWriter<v1::WatchEventsResponse>*) override;
   grpc::Status DrainDevice(grpc::ServerContext*, const v1::DrainDeviceRequest*,
                            v1::Device*) override;
   grpc::Status UndrainDevice(grpc::ServerContext*, const v1::DrainDeviceRequest*,
@@ -73,6 +75,10 @@ class AgentService final : public v1::Agent::Service {
   engine::Engine& engine_;
   AgentServiceOptions options_;
   std::chrono::steady_clock::time_point started_;
+  template <typename Watcher, typename Response, typename Fill>
+  grpc::Status StreamWatcher(grpc::ServerContext* context, grpc::ServerWriter<Response>* writer,
+                             Watcher& watcher, const char* what, Fill fill);
+
   std::atomic<bool> shutting_down_{false};
 };
 

@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
   auto* window = app.add_option("--transfer-window", flags.transfer_window,
                                 "operations in flight per Transfer stream");
   auto* watchdog = app.add_option("--watchdog-ms", flags.watchdog_ms, "stall watchdog threshold");
+  auto* budget = app.add_option("--recovery-budget-ms", flags.recovery_budget_ms,
+                                "failed recovery time after which a VQP with no healthy data QP "
+                                "fails");
   auto* faults = app.add_flag("--enable-fault-injection", flags.fault_injection,
                               "allow InjectFault (tests only)");
   CLI11_PARSE(app, argc, argv);
@@ -50,6 +53,7 @@ int main(int argc, char** argv) {
   if (*log_level) config.log_level = flags.log_level;
   if (*window) config.transfer_window = flags.transfer_window;
   if (*watchdog) config.watchdog_ms = flags.watchdog_ms;
+  if (*budget) config.recovery_budget_ms = flags.recovery_budget_ms;
   if (*faults) config.fault_injection = true;
   if (*soft_nic) {
     config.soft_nics.clear();

@@ -43,7 +43,7 @@ class Families {
 };
 
 const char* HealthLabel(size_t h) {
-  static constexpr const char* kNames[] = {"healthy", "draining", "dead"};
+  static constexpr const char* kNames[] = {"healthy", "draining", "dead", "cooling"};
   return h < std::size(kNames) ? kNames[h] : "unknown";
 }
 
@@ -128,8 +128,14 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
                   static_cast<double>(d.traffic.read_fragments));
   }
 
-  auto& vqps = out.Family("braid_virtual_qps", "Virtual QPs on the agent", MetricType::Gauge);
-  Families::Add(vqps, {}, static_cast<double>(s.vqps.size()));
+  auto& vqps = out.Family("braid_virtual_qps", "Virtual QPs on the agent, by state",
+                          MetricType::Gauge);
+  std::array<uint32_t, engine::kNumVqpStates> by_state{};
+  for (const auto& v : s.vqps) ++by_state[static_cast<size_t>(v.state)];
+  for (int st = 0; st < engine::kNumVqpStates; ++st) {
+    Families::Add(vqps, {{"state", engine::VqpStateName(static_cast<engine::VqpState>(st))}},
+                  by_state[static_cast<size_t>(st)]);
+  }
   auto& pending = out.Family("braid_pending_virtual_wrs",
                              "Virtual WRs posted and not yet completed, by VQP and direction",
                              MetricType::Gauge);

@@ -46,6 +46,7 @@ v1::QpHealth ToProto(vqp::QpHealth h) {
     case vqp::QpHealth::kHealthy: return v1::QP_HEALTH_HEALTHY;
     case vqp::QpHealth::kDraining: return v1::QP_HEALTH_DRAINING;
     case vqp::QpHealth::kDead: return v1::QP_HEALTH_DEAD;
+    case vqp::QpHealth::kCooling: return v1::QP_HEALTH_COOLING;
   }
   return v1::QP_HEALTH_UNSPECIFIED;
 }
@@ -82,6 +83,7 @@ void ToProto(const vqp::BusinessCard& card, v1::BusinessCard* out) {
   out->set_qp_capacity(card.qp_capacity);
   out->set_max_virtual_wrs(card.max_virtual_wrs);
   out->set_control_endpoint(card.control_endpoint);
+  out->set_incarnation(card.incarnation);
   for (const vqp::DeviceCard& d : card.devices) {
     v1::DeviceCard* pd = out->add_devices();
     pd->set_name(d.name);
@@ -109,6 +111,7 @@ Result<vqp::BusinessCard> FromProto(const v1::BusinessCard& card) {
   out.qp_capacity = card.qp_capacity();
   out.max_virtual_wrs = card.max_virtual_wrs();
   out.control_endpoint = card.control_endpoint();
+  out.incarnation = card.incarnation();
   for (int i = 0; i < card.devices_size(); ++i) {
     const v1::DeviceCard& d = card.devices(i);
     if (d.gid().size() != 16) {
@@ -186,6 +189,8 @@ void ToProto(const engine::VqpStatus& v, v1::VirtualQpInfo* out) {
     p->set_drain_rate_bytes_per_second(q.drain_rate);
   }
   out->set_healthy_data_qps(v.healthy_data_qps);
+  out->set_state(engine::VqpStateName(v.state));
+  out->set_failure(v.failure);
   out->set_pending_sends(v.pending_sends);
   out->set_pending_recvs(v.pending_recvs);
   out->set_failovers(v.failovers);
@@ -284,6 +289,16 @@ void ToProto(const engine::Notification& n, v1::Notification* out) {
   out->set_imm(n.imm);
   out->set_byte_len(n.byte_len);
   out->set_wc_status(engine::OutcomeName(n.status));
+}
+
+void ToProto(const engine::EngineEvent& e, v1::Event* out) {
+  out->set_seq(e.seq);
+  out->set_time_unix_ns(e.time_unix_ns);
+  out->set_kind(engine::EventKindName(e.kind));
+  out->set_vqp_id(e.vqp_id);
+  out->set_qp_index(e.qp_index);
+  out->set_device(e.device);
+  out->set_cause(e.cause);
 }
 
 }  // namespace braid::server

@@ -33,6 +33,7 @@ common::Result<engine::CreateVqpRequest> FromProto(const v1::CreateVirtualQpRequ
 common::Result<engine::TransferRequest> FromProto(const v1::TransferRequest& request);
 void ToProto(const engine::TransferResult& result, v1::TransferCompletion* out);
 void ToProto(const engine::Notification& n, v1::Notification* out);
+void ToProto(const engine::EngineEvent& e, v1::Event* out);
 
 }  // namespace braid::server
 

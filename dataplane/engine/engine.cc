@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <random>
 
 #include "dataplane/common/clock.h"
 #include "dataplane/engine/engine_internal.h"
@@ -47,8 +48,21 @@ const char* OutcomeName(int outcome) {
 
 uint64_t Engine::NowNs() { return common::MonotonicNs(); }
 
+namespace {
+
+uint64_t DrawIncarnation() {
+  std::random_device rd;
+  uint64_t v = 0;
+  while (v == 0) v = (uint64_t{rd()} << 32) ^ rd();
+  return v;
+}
+
+}  // namespace
+
 Engine::Engine(CreateKey, EngineOptions options)
-    : options_(std::move(options)), commands_(options_.command_queue) {}
+    : options_(std::move(options)),
+      incarnation_(options_.incarnation != 0 ? options_.incarnation : DrawIncarnation()),
+      commands_(options_.command_queue) {}
 
 Result<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
   if (options.provider == nullptr) return Status::InvalidArgument("engine needs a provider");
@@ -352,6 +366,7 @@ EngineSnapshot Engine::TakeSnapshot() const {
     out.pending_sends = v->vqp->pending_sends();
     out.pending_recvs = v->vqp->pending_recvs();
     out.backlog = static_cast<uint32_t>(v->backlog.size());
+    out.state = v->state;
     out.qps = DescribeVqp(*v).qps;
     s.failovers += v->vqp->counters().failovers;
     s.qps_died += v->vqp->counters().qps_died;
@@ -369,8 +384,13 @@ Result<DeviceStatus> Engine::SetDeviceDrained(const std::string& name, bool drai
   if (slot.state == DeviceState::kFaulted) {
     return Status::FailedPrecondition("device '" + name + "' is faulted");
   }
+  const DeviceState before = slot.state;
   slot.state = drained ? DeviceState::kDrained : DeviceState::kHealthy;
   PublishDeviceHealth();
+  if (slot.state != before) {
+    Emit(drained ? EventKind::kDeviceDrained : EventKind::kDeviceHealthy, 0, -1, name,
+         drained ? "drained by the operator" : "re-admitted by the operator");
+  }
   for (auto& [id, v] : vqps_) {
     // kNotFound: the VQP has no QP there in the state to change; nothing to do.
     Status s = drained ? v->vqp->DrainDevice(static_cast<int>(index))
@@ -392,6 +412,9 @@ Status Engine::DoInjectFault(const FaultRequest& request) {
     case FaultKind::kDeviceUp: {
       BRAID_ASSIGN_OR_RETURN(size_t index, FindDevice(request.device));
       if (request.kind == FaultKind::kDeviceUp) {
+        if (devices_[index]->state != DeviceState::kHealthy) {
+          Emit(EventKind::kDeviceHealthy, 0, -1, request.device, "fault cleared");
+        }
         devices_[index]->state = DeviceState::kHealthy;
         PublishDeviceHealth();
         return Status::Ok();
@@ -401,6 +424,7 @@ Status Engine::DoInjectFault(const FaultRequest& request) {
       }
       devices_[index]->state = DeviceState::kFaulted;
       PublishDeviceHealth();
+      Emit(EventKind::kDeviceFaulted, 0, -1, request.device, "injected fault: device down");
       for (auto& [id, v] : vqps_) {
         if (!v->vqp->connected()) continue;
         for (int i = 0; i < v->vqp->num_physical_qps(); ++i) {

@@ -68,6 +68,12 @@ struct EngineOptions {
   uint32_t recovery_backoff_ms = 100;
   uint32_t recovery_backoff_cap_ms = 2000;
   uint32_t recovery_peer_timeout_ms = 10000;  // an unanswered request counts as a failure
+  // A VQP none of whose data QPs came back within this long of failed attempts, or whose peer
+  // answers that the VQP is gone, fails for good (VqpState::kFailed).
+  uint32_t recovery_budget_ms = 60000;
+  // This process's identity in business cards; 0: a random one is drawn at start.
+  uint64_t incarnation = 0;
+  size_t event_watcher_capacity = 4096;
 };
 
 enum class FaultKind : uint8_t { kStallEngine, kDeviceDown, kDeviceUp, kBreakQp };
@@ -106,6 +112,9 @@ class Engine {
   common::Result<EngineSnapshot> Snapshot();
   // Subscribes `watcher` to the VQP's notifications; none is missed after this returns OK.
   common::Status Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher);
+  // Subscribes `watcher` to every state change (EngineEvent); none is missed after OK.
+  common::Status WatchEvents(std::shared_ptr<EventWatcher> watcher);
+  uint64_t incarnation() const { return incarnation_; }
 
   // Recovery (rule 5). The engine asks for the peer's side through recovery_requests(); the
   // control plane calls the peer agent and reports back with CompleteRecovery (non-blocking).
@@ -114,9 +123,7 @@ class Engine {
   common::EventQueue<RecoveryRequest>& recovery_requests() { return recovery_requests_; }
   void CompleteRecovery(uint64_t vqp_id, uint32_t qp_index, uint64_t attempt,
                         common::Result<vqp::QpCard> peer);
-  common::Result<vqp::QpCard> AcceptRecovery(uint64_t vqp_id, uint32_t qp_index,
-                                             const vqp::QpCard& initiator, uint64_t epoch,
-                                             const std::string& from_endpoint);
+  common::Result<vqp::QpCard> AcceptRecovery(const RecoveryOffer& offer);
 
   // Non-blocking. kNoResource: the command queue is full (retry). Otherwise exactly one
   // TransferResult reaches `sink`.
@@ -194,8 +201,17 @@ class Engine {
   void RunRecovery(uint64_t now);
   void RecoveryFailed(VqpSlot& slot, uint32_t index, uint64_t now);
   void RecoverySucceeded(VqpSlot& slot, uint32_t index, uint64_t epoch);
+  // The VQP can never carry work again: every QP to error, work refused, recovery stops.
+  void FailVqp(VqpSlot& slot, const std::string& why);
+
+  // Events (engine_events.cc).
+  void Emit(EventKind kind, uint64_t vqp_id, int32_t qp_index, std::string device,
+            std::string cause);
+  // Turns the health changes of the VQP's physical QPs since the last look into events.
+  void TrackQpHealth(VqpSlot& slot);
 
   EngineOptions options_;
+  uint64_t incarnation_;
   common::EventQueue<Command> commands_;
   common::EventQueue<RecoveryRequest> recovery_requests_{1024};
   uint64_t next_recovery_check_ns_ = 0;
@@ -223,6 +239,8 @@ class Engine {
   std::array<vqp::VirtualWc, vqp::VirtualCq::kPollBatch> wcs_{};
   EngineSnapshot stats_;  // counters kept as they happen (devices/vqps filled by TakeSnapshot)
   uint64_t stall_until_ns_ = 0;
+  std::vector<std::shared_ptr<EventWatcher>> event_watchers_;
+  uint64_t event_seq_ = 0;
 };
 
 }  // namespace braid::engine

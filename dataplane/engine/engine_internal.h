@@ -31,7 +31,9 @@ struct QpRecovery {
   uint64_t recoveries = 0;
   vqp::QpCard initiator;         // kAccepting: the peer's entry
   uint64_t epoch = 0;            // the connection epoch of the attempt (initiator's VQP epoch + 1)
+  uint64_t failing_since_ns = 0; // first failed attempt since the QP was last healthy
   std::shared_ptr<std::promise<common::Result<vqp::QpCard>>> reply;  // kAccepting
+  vqp::QpHealth reported = vqp::QpHealth::kHealthy;  // the health last turned into an event
 };
 
 struct Engine::VqpSlot {
@@ -45,9 +47,13 @@ struct Engine::VqpSlot {
   std::deque<uint32_t> backlog;  // transfers waiting for room on the VQP, in arrival order
   std::vector<std::shared_ptr<NotificationWatcher>> watchers;
   uint64_t notifications = 0;
+  // The peer VQP's identity, pinned at connect: only it may recover this VQP's QPs.
   std::string peer_endpoint;  // the peer agent's control endpoint (recovery)
   uint64_t peer_vqp_id = 0;
+  uint64_t peer_incarnation = 0;
   uint64_t epoch = 0;
+  VqpState state = VqpState::kCreated;
+  std::string failure;  // why it failed
   std::vector<QpRecovery> recovery;  // per data QP
 };
 

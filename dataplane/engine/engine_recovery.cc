@@ -7,6 +7,12 @@
 // answer in time) retries with exponential backoff up to the cap. Both sides leading at once is
 // settled by the control endpoints: the smaller leads, the other accepts. Every success bumps
 // the VQP's epoch.
+//
+// Identity: only the VQP this one was connected with (endpoint, VQP id and agent incarnation of
+// its card) may recover its QPs, and a request must name this agent's incarnation: a restarted
+// peer's new VQP, which may reuse the old id, is never touched by the old one.
+// Budget: a QP that keeps failing to come back for `recovery_budget_ms`, while no data QP of its
+// VQP is healthy, fails the VQP; so does a peer answering that the VQP is gone (NOT_FOUND).
 #include <algorithm>
 #include <future>
 #include <thread>
@@ -45,6 +51,15 @@ void Engine::RecoveryFailed(VqpSlot& slot, uint32_t index, uint64_t now) {
   QpRecovery& r = slot.recovery[index];
   ++stats_.recoveries_failed;
   ++r.attempts;
+  if (r.failing_since_ns == 0) r.failing_since_ns = now;
+  if (now - r.failing_since_ns > uint64_t{options_.recovery_budget_ms} * 1000000 &&
+      slot.vqp->healthy_data_qps() == 0) {
+    FailVqp(slot, "no data QP came back within the recovery budget of " +
+                      std::to_string(options_.recovery_budget_ms) + " ms (" +
+                      std::to_string(r.attempts) + " failed attempts on QP " +
+                      std::to_string(index) + ")");
+    return;
+  }
   const uint64_t backoff_ms = std::min<uint64_t>(
       uint64_t{options_.recovery_backoff_ms} << std::min<uint32_t>(r.attempts - 1, 20),
       options_.recovery_backoff_cap_ms);
@@ -59,6 +74,23 @@ void Engine::RecoverySucceeded(VqpSlot& slot, uint32_t index, uint64_t epoch) {
   r.phase = RecoveryPhase::kProbing;
   r.attempt = 0;
   r.epoch = epoch;
+  PostNotifyReceives(slot);  // a single QP's receives died with it
+}
+
+void Engine::FailVqp(VqpSlot& slot, const std::string& why) {
+  if (slot.state == VqpState::kFailed) return;
+  slot.state = VqpState::kFailed;
+  slot.failure = why;
+  for (int i = 0; i < slot.vqp->num_physical_qps(); ++i) (void)slot.vqp->BeginReset(i);
+  for (QpRecovery& r : slot.recovery) {
+    if (r.reply) r.reply->set_value(Status::NotFound("virtual QP " + std::to_string(slot.id) +
+                                                     " has failed: " + why));
+    r = QpRecovery{.reported = r.reported};
+  }
+  FailBacklog(slot, Status::FailedPrecondition("virtual QP " + std::to_string(slot.id) +
+                                               " has failed (" + why + ")"));
+  TrackQpHealth(slot);
+  Emit(EventKind::kVqpFailed, slot.id, -1, "", why);
 }
 
 void Engine::RunRecovery(uint64_t now) {
@@ -66,6 +98,9 @@ void Engine::RunRecovery(uint64_t now) {
     VqpSlot& slot = *slot_ptr;
     vqp::VirtualQp& q = *slot.vqp;
     if (!q.connected()) continue;
+    q.CheckStalls(now);
+    TrackQpHealth(slot);
+    if (slot.state == VqpState::kFailed) continue;
     for (uint32_t i = 0; i < slot.recovery.size(); ++i) {
       QpRecovery& r = slot.recovery[i];
       const int index = static_cast<int>(i);
@@ -81,6 +116,11 @@ void Engine::RunRecovery(uint64_t now) {
           }
           r.phase = RecoveryPhase::kResetting;
           r.attempt = ++recovery_attempt_ids_;
+          if (r.attempts == 0) {
+            Emit(EventKind::kQpRecovering, slot.id, index,
+                 cq_->device(q.physical_device(index)).info().name,
+                 "resetting and reconnecting with the peer");
+          }
           break;
         case RecoveryPhase::kResetting: {
           if (!q.ResetReady(index)) break;
@@ -94,6 +134,8 @@ void Engine::RunRecovery(uint64_t now) {
           request.attempt = r.attempt;
           request.peer_endpoint = slot.peer_endpoint;
           request.peer_vqp_id = slot.peer_vqp_id;
+          request.peer_incarnation = slot.peer_incarnation;
+          request.failed_attempts = r.attempts;
           request.qp_index = i;
           request.card = *card;
           request.epoch = slot.epoch + 1;
@@ -114,6 +156,7 @@ void Engine::RunRecovery(uint64_t now) {
             ++stats_.recoveries_succeeded;
             ++r.recoveries;
             r.attempts = 0;
+            r.failing_since_ns = 0;
             r.phase = RecoveryPhase::kIdle;
             slot.epoch = std::max(slot.epoch + 1, r.epoch);
           } else if (q.health(index) == vqp::QpHealth::kDead) {
@@ -148,6 +191,13 @@ void Engine::CompleteRecovery(uint64_t vqp_id, uint32_t qp_index, uint64_t attem
     QpRecovery& r = slot.recovery[qp_index];
     if (r.phase != RecoveryPhase::kAwaitingPeer || r.attempt != attempt) return;  // stale
     const uint64_t now = NowNs();
+    if (!peer.ok() && peer.status().code() == common::StatusCode::kNotFound) {
+      // The peer agent has no such VQP any more (destroyed, or the agent restarted): nothing of
+      // this VQP can ever be recovered.
+      e.FailVqp(slot, "the peer no longer has this VQP: " +
+                          std::string(peer.status().message()).substr(0, 200));
+      return;
+    }
     if (!peer.ok() || !slot.vqp->ReconnectQp(static_cast<int>(qp_index), *peer, r.epoch).ok()) {
       e.RecoveryFailed(slot, qp_index, now);
       return;
@@ -157,19 +207,31 @@ void Engine::CompleteRecovery(uint64_t vqp_id, uint32_t qp_index, uint64_t attem
   while (!commands_.Push(command).ok()) std::this_thread::yield();
 }
 
-Result<vqp::QpCard> Engine::AcceptRecovery(uint64_t vqp_id, uint32_t qp_index,
-                                           const vqp::QpCard& initiator, uint64_t epoch,
-                                           const std::string& from_endpoint) {
+Result<vqp::QpCard> Engine::AcceptRecovery(const RecoveryOffer& offer) {
   auto reply = std::make_shared<std::promise<Result<vqp::QpCard>>>();
   auto answer = reply->get_future();
   Status pushed = commands_.Push([=](Engine& e) {
+    const uint64_t vqp_id = offer.vqp_id;
+    const uint32_t qp_index = offer.qp_index;
     auto it = e.vqps_.find(vqp_id);
-    if (it == e.vqps_.end()) {
-      reply->set_value(Status::NotFound("no virtual QP " + std::to_string(vqp_id) +
-                                        " on agent " + e.options_.agent_id));
+    // Existence is not disclosed to a caller that does not hold the VQP's peer identity.
+    if (offer.to_incarnation != e.incarnation_ || it == e.vqps_.end() ||
+        it->second->peer_vqp_id != offer.from_vqp_id ||
+        it->second->peer_incarnation != offer.from_incarnation ||
+        it->second->peer_endpoint != offer.from_endpoint) {
+      reply->set_value(Status::NotFound(
+          "no virtual QP " + std::to_string(vqp_id) + " connected with VQP " +
+          std::to_string(offer.from_vqp_id) + " of " + offer.from_endpoint.substr(0, 100) +
+          " on agent " + e.options_.agent_id +
+          (offer.to_incarnation != e.incarnation_ ? " (the agent restarted since)" : "")));
       return;
     }
     VqpSlot& slot = *it->second;
+    if (slot.state == VqpState::kFailed) {
+      reply->set_value(Status::NotFound("virtual QP " + std::to_string(vqp_id) +
+                                        " has failed: " + slot.failure));
+      return;
+    }
     if (!slot.vqp->connected()) {
       reply->set_value(Status::FailedPrecondition("virtual QP " + std::to_string(vqp_id) +
                                                   " is not connected"));
@@ -187,7 +249,7 @@ Result<vqp::QpCard> Engine::AcceptRecovery(uint64_t vqp_id, uint32_t qp_index,
                                                   " is already being recovered"));
       return;
     }
-    if (r.phase != RecoveryPhase::kIdle && e.options_.control_endpoint < from_endpoint) {
+    if (r.phase != RecoveryPhase::kIdle && e.options_.control_endpoint < offer.from_endpoint) {
       reply->set_value(Status::FailedPrecondition(
           "recovery collision: " + e.options_.control_endpoint + " leads"));
       return;
@@ -198,10 +260,16 @@ Result<vqp::QpCard> Engine::AcceptRecovery(uint64_t vqp_id, uint32_t qp_index,
       reply->set_value(s);
       return;
     }
+    e.TrackQpHealth(slot);  // its death first, then the recovery
+    if (r.phase == RecoveryPhase::kIdle && r.attempts == 0) {
+      e.Emit(EventKind::kQpRecovering, slot.id, static_cast<int32_t>(qp_index),
+             e.cq_->device(slot.vqp->physical_device(static_cast<int>(qp_index))).info().name,
+             "the peer asked to reset and reconnect");
+    }
     r.phase = RecoveryPhase::kAccepting;
     r.attempt = 0;
-    r.initiator = initiator;
-    r.epoch = epoch;
+    r.initiator = offer.card;
+    r.epoch = offer.epoch;
     r.reply = reply;
   });
   if (!pushed.ok()) return Status::NoResource();

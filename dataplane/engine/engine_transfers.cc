@@ -90,6 +90,11 @@ Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
     return Status::FailedPrecondition("virtual QP " + std::to_string(request.vqp_id) +
                                       " is not connected");
   }
+  if (slot->state == VqpState::kFailed) {
+    return Status::FailedPrecondition("virtual QP " + std::to_string(request.vqp_id) +
+                                      " has failed (" + slot->failure +
+                                      "); destroy it and connect a new one");
+  }
   if (request.length == 0) return Status::InvalidArgument("transfer length must be > 0");
   auto it = regions_.find(request.local_region);
   if (it == regions_.end()) {
@@ -229,7 +234,11 @@ void Engine::OnVirtualWc(const vqp::VirtualWc& wc) {
     auto it = vqps_.find(wc.wr_id & ~kRecvWrBit);
     if (it == vqps_.end()) return;  // flushed by a destroy
     VqpSlot& slot = *it->second;
-    if (wc.status == IBV_WC_WR_FLUSH_ERR) return;
+    if (wc.status == IBV_WC_WR_FLUSH_ERR) {
+      // A single-QP VQP's receives die with its QP; they are posted again once it is back.
+      PostNotifyReceives(slot);
+      return;
+    }
     Notification n;
     n.vqp_id = slot.id;
     n.seq = slot.notifications++;

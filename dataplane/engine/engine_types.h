@@ -32,7 +32,7 @@ struct DeviceStatus {
   DeviceState state = DeviceState::kHealthy;
   bool port_active = false;
   uint32_t mtu_bytes = 0;
-  std::array<uint32_t, 3> qps_by_health{};  // indexed by vqp::QpHealth
+  std::array<uint32_t, vqp::kNumQpHealths> qps_by_health{};  // indexed by vqp::QpHealth
   uint32_t outstanding_wrs = 0;
   vqp::QpTraffic traffic;  // monotonic: includes destroyed VQPs
 };
@@ -58,11 +58,70 @@ const char* RecoveryPhaseName(RecoveryPhase phase);
 struct RecoveryRequest {
   uint64_t vqp_id = 0;
   uint64_t attempt = 0;
+  uint32_t failed_attempts = 0;  // before this one, since the QP died (0: the first try)
   std::string peer_endpoint;
   uint64_t peer_vqp_id = 0;
+  uint64_t peer_incarnation = 0;  // the peer VQP's identity, pinned at connect
   uint32_t qp_index = 0;
   vqp::QpCard card;
   uint64_t epoch = 0;
+};
+
+// The peer's side of a recovery, as the accepting agent receives it (RecoverQp): which of our
+// VQPs, and who asks. Accepted only when it names this agent's incarnation and the VQP is
+// connected with exactly the asking VQP (endpoint, id and incarnation of the card it connected
+// with); anything else is NOT_FOUND.
+struct RecoveryOffer {
+  uint64_t vqp_id = 0;          // ours
+  uint64_t to_incarnation = 0;  // ours, as the initiator's card recorded it
+  uint32_t qp_index = 0;
+  vqp::QpCard card;             // the initiator's reset QP
+  uint64_t epoch = 0;
+  std::string from_endpoint;
+  uint64_t from_vqp_id = 0;
+  uint64_t from_incarnation = 0;
+};
+
+// A virtual QP's life: created, connected, and failed when it can never carry work again (its
+// peer is gone, or no data QP came back within the recovery budget); a failed VQP refuses work
+// at once until it is destroyed.
+enum class VqpState : uint8_t { kCreated, kConnected, kFailed };
+inline constexpr int kNumVqpStates = 3;
+const char* VqpStateName(VqpState state);
+
+// State changes an orchestrator can react to without polling (WatchEvents).
+enum class EventKind : uint8_t {
+  kQpDied,         // cause: the completion status that killed it
+  kQpCoolingDown,  // stalled or kept dying: out of scheduling until its cooldown ends
+  kQpRecovering,   // reset and reconnect with the peer under way
+  kQpRecovered,    // back in service after a recovery
+  kQpReadmitted,   // back in service after a cooldown
+  kQpDraining,     // its device was drained
+  kVqpConnected,
+  kVqpFailed,      // cause: why it can never carry work again
+  kVqpDestroyed,
+  kDeviceDrained,
+  kDeviceFaulted,
+  kDeviceHealthy,
+};
+const char* EventKindName(EventKind kind);
+
+struct EngineEvent {
+  uint64_t seq = 0;             // per engine, from 1, no gaps
+  uint64_t time_unix_ns = 0;
+  EventKind kind = EventKind::kQpDied;
+  uint64_t vqp_id = 0;          // 0: not about a VQP
+  int32_t qp_index = -1;        // -1: not about a physical QP
+  std::string device;
+  std::string cause;
+};
+
+// A WatchEvents subscriber; like NotificationWatcher, closed when it falls behind.
+struct EventWatcher {
+  explicit EventWatcher(size_t capacity) : events(capacity) {}
+  common::EventQueue<EngineEvent> events;
+  std::atomic<bool> closed{false};
+  std::atomic<bool> overflowed{false};
 };
 
 struct PhysicalQpStatus {
@@ -94,6 +153,8 @@ struct VqpStatus {
   uint64_t qps_died = 0;
   uint64_t notifications = 0;
   uint64_t epoch = 0;
+  VqpState state = VqpState::kCreated;
+  std::string failure;  // why it failed (kFailed)
 };
 
 // What a peer needs to target a region.
@@ -186,6 +247,7 @@ struct EngineSnapshot {
     uint32_t pending_sends = 0;
     uint32_t pending_recvs = 0;
     uint32_t backlog = 0;  // transfers waiting for room on the VQP
+    VqpState state = VqpState::kCreated;
     std::vector<PhysicalQpStatus> qps;
   };
   std::vector<Vqp> vqps;

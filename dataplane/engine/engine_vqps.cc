@@ -62,9 +62,14 @@ Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& re
   for (const vqp::DeviceCard& d : remote.devices) slot->peer_devices.push_back(d.name);
   slot->peer_endpoint = remote.control_endpoint;
   slot->peer_vqp_id = remote.vqp_id;
+  slot->peer_incarnation = remote.incarnation;
   slot->epoch = epoch;
+  slot->state = VqpState::kConnected;
   slot->recovery.assign(static_cast<size_t>(slot->vqp->num_physical_qps()), QpRecovery{});
   PostNotifyReceives(*slot);
+  Emit(EventKind::kVqpConnected, slot->id, -1, "",
+       "connected with VQP " + std::to_string(remote.vqp_id) + " of " +
+           remote.control_endpoint.substr(0, 100));
   return DescribeVqp(*slot);
 }
 
@@ -94,6 +99,7 @@ void Engine::RetireTraffic(const VqpSlot& slot) {
 Status Engine::DoDestroy(uint64_t vqp_id) {
   BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(vqp_id));
   FailBacklog(*slot, Status::Cancelled("virtual QP " + std::to_string(vqp_id) + " was destroyed"));
+  Emit(EventKind::kVqpDestroyed, vqp_id, -1, "", "destroyed through the API");
   for (auto& w : slot->watchers) w->closed.store(true);
   RetireTraffic(*slot);
   by_vqp_num_.erase(slot->vqp->vqp_num());
@@ -117,6 +123,9 @@ VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
   s.epoch = slot.epoch;
   s.card.vqp_id = slot.id;
   s.card.control_endpoint = options_.control_endpoint;
+  s.card.incarnation = incarnation_;
+  s.state = slot.state;
+  s.failure = slot.failure;
   for (int i = 0; i < q.num_physical_qps(); ++i) {
     PhysicalQpStatus p;
     p.index = static_cast<uint32_t>(i);

@@ -344,6 +344,12 @@ Status VirtualQp::ReconnectQp(int index, const QpCard& peer, uint64_t epoch) {
   q.resetting = false;
   q.death = IBV_WC_SUCCESS;
   // The probe: no new work until the path answers.
+  SetHealth(index, QpHealth::kDraining);
+  return PostProbe(index);
+}
+
+Status VirtualQp::PostProbe(int index) {
+  PhysQp& q = qps_[static_cast<size_t>(index)];
   ibv_send_wr probe{};
   probe.wr_id = WrTag::Encode(WrKind::kProbe, static_cast<uint32_t>(index));
   probe.opcode = IBV_WR_RDMA_WRITE;
@@ -351,7 +357,6 @@ Status VirtualQp::ReconnectQp(int index, const QpCard& peer, uint64_t epoch) {
   probe.wr.rdma.remote_addr = remote_control_addr_;
   probe.wr.rdma.rkey = remote_control_rkeys_[q.remote_device];
   ibv_send_wr* bad = nullptr;
-  SetHealth(index, QpHealth::kDraining);
   q.probing = true;
   Status posted = q.qp->PostSend(&probe, &bad);
   if (!posted.ok()) {
@@ -363,6 +368,43 @@ Status VirtualQp::ReconnectQp(int index, const QpCard& peer, uint64_t epoch) {
   return Status::Ok();
 }
 
+void VirtualQp::Strike(int qp_index, uint64_t now, std::string cause) {
+  PhysQp& q = qps_[static_cast<size_t>(qp_index)];
+  if (q.strikes > 0 && now - q.last_strike_ns > kForgiveStrikesNs) q.strikes = 0;
+  ++q.strikes;
+  q.last_strike_ns = now;
+  const uint64_t ms = std::min<uint64_t>(uint64_t{config_.cooldown_ms}
+                                             << std::min<uint32_t>(q.strikes - 1, 16),
+                                         config_.cooldown_cap_ms);
+  q.cooldown_until_ns = now + ms * 1000000;
+  q.cooling_cause = std::move(cause) + "; cooling down for " + std::to_string(ms) + " ms (strike " +
+                    std::to_string(q.strikes) + ")";
+}
+
+void VirtualQp::CheckStalls(uint64_t now) {
+  if (!connected_ || destroying_) return;
+  for (uint32_t i = 0; i < config_.num_qps; ++i) {
+    PhysQp& q = qps_[i];
+    const int index = static_cast<int>(i);
+    if (q.health == QpHealth::kHealthy && q.outstanding > 0 && healthy_data_qps_ > 1) {
+      const double fragment_ns =
+          q.rate.ns_per_byte() * static_cast<double>(config_.fragment_size);
+      const uint64_t limit = std::max<uint64_t>(uint64_t{config_.stall_ms} * 1000000,
+                                                static_cast<uint64_t>(8 * fragment_ns));
+      if (now > q.last_progress_ns + limit) {
+        Strike(index, now,
+               "stalled: no completion for " +
+                   std::to_string((now - q.last_progress_ns) / 1000000) + " ms with " +
+                   std::to_string(q.outstanding) + " WRs outstanding");
+        SetHealth(index, QpHealth::kCooling);
+      }
+    } else if (q.health == QpHealth::kCooling && !q.probing && q.outstanding == 0 &&
+               now >= q.cooldown_until_ns) {
+      (void)PostProbe(index);  // a failed post marks it dead
+    }
+  }
+}
+
 void VirtualQp::OnProbeCompletion(int qp_index, const ibv_wc& wc) {
   PhysQp& q = qps_[static_cast<size_t>(qp_index)];
   --q.outstanding;
@@ -370,6 +412,13 @@ void VirtualQp::OnProbeCompletion(int qp_index, const ibv_wc& wc) {
   q.probing = false;
   if (wc.status != IBV_WC_SUCCESS) {
     MarkDead(qp_index, wc.status);
+    return;
+  }
+  // A QP that keeps dying (a second strike before the first was forgiven) sits out the rest of
+  // its cooldown, unless no other data QP is healthy.
+  if (qp_index < static_cast<int>(config_.num_qps) && q.strikes >= 2 && healthy_data_qps_ > 0 &&
+      NowNs() < q.cooldown_until_ns) {
+    SetHealth(qp_index, QpHealth::kCooling);
     return;
   }
   // A QP that comes back on a drained device stays out of service until the operator re-admits it.
@@ -395,6 +444,11 @@ void VirtualQp::MarkDead(int qp_index, ibv_wc_status status) {
   if (status != IBV_WC_WR_FLUSH_ERR && q.death == IBV_WC_SUCCESS) q.death = status;
   if (q.death != IBV_WC_SUCCESS) last_error_ = q.death;
   if (q.health == QpHealth::kDead) return;
+  // A path error is a strike; an operation's own fault, or a reset asked for, is not.
+  if (qp_index < static_cast<int>(config_.num_qps) && q.health == QpHealth::kHealthy &&
+      status != IBV_WC_WR_FLUSH_ERR && !IsOperationFault(status)) {
+    Strike(qp_index, NowNs(), std::string("died (") + ibv_wc_status_str(status) + ")");
+  }
   SetHealth(qp_index, QpHealth::kDead);
   ++counters_.qps_died;
   if (healthy_data_qps() == 0) AbortAll(last_error_);

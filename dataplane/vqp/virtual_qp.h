@@ -44,6 +44,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "dataplane/common/clock.h"
@@ -126,6 +127,15 @@ class VirtualQp {
     return ns > 0 ? 1e9 / ns : 0;
   }
   int healthy_data_qps() const { return healthy_data_qps_; }
+  // Reconnected or cooled QP `index` waits for its probe (a zero-length WRITE) to come back.
+  bool probing(int index) const { return qps_[static_cast<size_t>(index)].probing; }
+  // Why QP `index` cooled down last ("" if it never did).
+  const std::string& cooling_cause(int index) const {
+    return qps_[static_cast<size_t>(index)].cooling_cause;
+  }
+  // Cooldown (see VirtualQpConfig::stall_ms): cools data QPs that stalled, and probes cooled
+  // QPs whose cooldown has passed (re-admitted when the probe answers). Called every few ms.
+  void CheckStalls(uint64_t now_ns);
   // Recovery of one dead physical QP (rule 5), in three steps both sides take:
   //  1. BeginReset(i): the QP takes no more work and moves to ERR (a QP the peer saw die may still
   //     look healthy here); its WRs come back flushed.
@@ -183,6 +193,11 @@ class VirtualQp {
     bool resetting = false;  // between BeginReset and ReconnectQp
     uint32_t reset_psn = 0;  // the first PSN chosen by ResetQp
     bool probing = false;    // reconnected, waiting for its probe (health kDraining meanwhile)
+    uint64_t last_progress_ns = 0;   // went busy or completed a WR
+    uint32_t strikes = 0;            // stalls and deaths not yet forgiven
+    uint64_t last_strike_ns = 0;
+    uint64_t cooldown_until_ns = 0;
+    std::string cooling_cause;
   };
   struct SendEntry {
     VirtualSendWr wr;
@@ -258,6 +273,10 @@ class VirtualQp {
   size_t NotifyPayloadOffset(uint32_t send_slot) const { return notify_base_ + send_slot * 16; }
   size_t UserRecvSlotOffset(uint32_t recv_slot) const { return user_recv_base_ + recv_slot * 16; }
   void MarkDead(int qp_index, ibv_wc_status status);
+  // One more strike against data QP `qp_index`: its cooldown starts at `now` (cooldown).
+  void Strike(int qp_index, uint64_t now, std::string cause);
+  // Posts the zero-length WRITE whose completion re-admits QP `index` (OnProbeCompletion).
+  common::Status PostProbe(int index);
   void AbortAll(ibv_wc_status status);
   void Drain();
 
@@ -308,6 +327,7 @@ class VirtualQp {
   RecvEntry& Recv(uint64_t index) { return recvs_[index & ring_mask_]; }
 
   bool DeviceDrained(int device) const { return (drained_devices_ >> device) & 1u; }
+  static constexpr uint64_t kForgiveStrikesNs = 10'000'000'000;
 
   VirtualCq& cq_;
   VirtualQpConfig config_;

@@ -37,21 +37,6 @@ ibv_wc_opcode WcOpcode(ibv_wr_opcode op) {
   }
 }
 
-// An error caused by the operation itself (a bad key, range or request), not by the path: it fails
-// that operation alone and is never replayed on another QP, where it would only fail again and
-// take that QP down too. The QP it hit still goes to error (RC semantics) and is recovered.
-bool IsOperationFault(ibv_wc_status status) {
-  switch (status) {
-    case IBV_WC_REM_ACCESS_ERR:
-    case IBV_WC_REM_INV_REQ_ERR:
-    case IBV_WC_LOC_PROT_ERR:
-    case IBV_WC_LOC_LEN_ERR:
-    case IBV_WC_LOC_ACCESS_ERR:
-    case IBV_WC_MW_BIND_ERR: return true;
-    default: return false;
-  }
-}
-
 // The first real error wins; a flush only stands when nothing better is known.
 ibv_wc_status Merge(ibv_wc_status current, ibv_wc_status incoming) {
   if (current == IBV_WC_SUCCESS) return incoming;
@@ -541,7 +526,11 @@ VirtualQp::PostResult VirtualQp::Submit(uint32_t fslot) {
     MarkDead(f.qp, IBV_WC_GENERAL_ERR);  // a QP that refuses work is no longer usable
     return PostResult::kNoQp;
   }
-  if (q.outstanding == 0) q.rate.OnBusy(NowNs());
+  if (q.outstanding == 0) {
+    const uint64_t now = NowNs();
+    q.rate.OnBusy(now);
+    q.last_progress_ns = now;
+  }
   ++q.outstanding;
   q.outstanding_bytes += f.length;
   if (entry != nullptr) ++entry->inflight;
@@ -562,7 +551,9 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
   --q.outstanding;
   q.outstanding_bytes -= f.length;
   if (wc.status == IBV_WC_SUCCESS) {
-    q.rate.OnComplete(NowNs(), f.length);
+    const uint64_t now = NowNs();
+    q.rate.OnComplete(now, f.length);
+    q.last_progress_ns = now;
     if (f.kind == WrKind::kFragment && !f.tail && f.length > 0) {
       if (f.opcode == IBV_WR_RDMA_READ) {
         q.traffic.read_bytes += f.length;

@@ -34,6 +34,22 @@ inline constexpr uint64_t kDefaultFragmentSize = 512 * 1024;
 inline constexpr uint32_t kMaxDataQps = 128;
 inline constexpr uint32_t kMaxDevices = 32;
 
+// An error caused by the operation itself (a bad key, range or request), not by the path: it fails
+// that operation alone and is never replayed on another QP, where it would only fail again and
+// take that QP down too. The QP it hit still goes to error (RC semantics) and is recovered, but it
+// is no strike against the path (cooldown).
+inline bool IsOperationFault(ibv_wc_status status) {
+  switch (status) {
+    case IBV_WC_REM_ACCESS_ERR:
+    case IBV_WC_REM_INV_REQ_ERR:
+    case IBV_WC_LOC_PROT_ERR:
+    case IBV_WC_LOC_LEN_ERR:
+    case IBV_WC_LOC_ACCESS_ERR:
+    case IBV_WC_MW_BIND_ERR: return true;
+    default: return false;
+  }
+}
+
 struct VirtualQpConfig {
   Scheme scheme = Scheme::kSpray;
   uint32_t num_qps = 4;                          // data QPs, [1, 128]
@@ -49,6 +65,13 @@ struct VirtualQpConfig {
   uint8_t timeout = 14;
   uint8_t retry_cnt = 7;
   uint8_t rnr_retry = 7;
+  // Cooldown of a data QP that stalls (work outstanding, no completion for the longer of
+  // `stall_ms` and 8 fragments' time at its measured rate) or dies: it takes no new work for
+  // `cooldown_ms`, doubled with every further strike (at most `cooldown_cap_ms`); strikes are
+  // forgiven after 10 s without one. The last healthy data QP is never cooled.
+  uint32_t stall_ms = 50;
+  uint32_t cooldown_ms = 100;
+  uint32_t cooldown_cap_ms = 5000;
   // The clock of the scheduler's drain rates (nanoseconds); null = common::MonotonicNs. Tests
   // pass a fake one.
   uint64_t (*clock_ns)() = nullptr;

@@ -535,14 +535,6 @@ TEST_F(AgentDrainTest, UnderLoadInFlightWorkFinishesNoNewWorkIsTakenNothingFails
 namespace braid::testing {
 namespace {
 
-v1::VirtualQpInfo GetVqp(AgentProcess& agent, uint64_t vqp) {
-  grpc::ClientContext ctx;
-  v1::GetVirtualQpRequest request;
-  request.set_vqp_id(vqp);
-  v1::VirtualQpInfo info;
-  EXPECT_TRUE(agent.stub().GetVirtualQp(&ctx, request, &info).ok());
-  return info;
-}
 
 // Rule 5 end to end: a data QP's connection breaks under load; the QP dies, its work fails over
 // (no transfer fails), the two agents reset and reconnect the QP pair over gRPC, and it carries

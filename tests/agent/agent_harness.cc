@@ -413,6 +413,15 @@ std::vector<v1::TransferRequest> MiBWrites(uint64_t vqp, const v1::RegionInfo& s
   return out;
 }
 
+v1::VirtualQpInfo GetVqp(AgentProcess& agent, uint64_t vqp) {
+  grpc::ClientContext ctx;
+  v1::GetVirtualQpRequest request;
+  request.set_vqp_id(vqp);
+  v1::VirtualQpInfo info;
+  EXPECT_TRUE(agent.stub().GetVirtualQp(&ctx, request, &info).ok());
+  return info;
+}
+
 void ReleaseEverything(v1::Agent::Stub& stub) {
   grpc::ClientContext list_ctx;
   v1::ListVirtualQpsResponse vqps;

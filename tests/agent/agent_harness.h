@@ -121,6 +121,7 @@ CommandResult RunCommand(const std::string& command);
 uint64_t CpuTicks(pid_t pid);
 
 v1::VirtualQpInfo CreateVqp(v1::Agent::Stub& stub, v1::Scheme scheme, uint32_t num_qps);
+v1::VirtualQpInfo GetVqp(AgentProcess& agent, uint64_t vqp);
 // Exchanges cards and connects both sides.
 void ConnectPair(v1::Agent::Stub& a, const v1::VirtualQpInfo& va, v1::Agent::Stub& b,
                  const v1::VirtualQpInfo& vb);

@@ -1,0 +1,356 @@
+// Failure containment, end to end: a fault stays where it happened. One bad operation fails
+// alone; a single-QP VQP keeps its notifications across a recovery; a restarted peer's new VQP is
+// never touched by the old one; a VQP whose peer is gone fails cleanly; every state change is an
+// event on WatchEvents.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/agent/agent_harness.h"
+
+namespace braid::testing {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+using Clock = std::chrono::steady_clock;
+
+// A write of `length` bytes whose remote key is one the peer never issued.
+v1::TransferRequest BadKeyWrite(uint64_t vqp, const v1::RegionInfo& src, const v1::RegionInfo& dst,
+                                uint64_t op_id, uint64_t length) {
+  v1::TransferRequest r = MiBWrites(vqp, src, dst, 1)[0];
+  r.set_op_id(op_id);
+  r.set_op(v1::OP_WRITE);
+  r.set_length(length);
+  for (auto& k : *r.mutable_remote()->mutable_keys()) k.set_rkey(k.rkey() ^ 0x5A5A00);
+  return r;
+}
+
+// Waits (bounded) until `done(info)` holds for the VQP; returns the last answer.
+template <typename F>
+v1::VirtualQpInfo WaitVqp(AgentProcess& agent, uint64_t vqp, int timeout_ms, F done) {
+  v1::VirtualQpInfo info;
+  const auto until = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  do {
+    info = GetVqp(agent, vqp);
+    if (done(info)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  } while (Clock::now() < until);
+  return info;
+}
+
+// Collects WatchEvents on a thread until destroyed.
+class EventCollector {
+ public:
+  explicit EventCollector(v1::Agent::Stub& stub) {
+    reader_ = stub.WatchEvents(&context_, {});
+    v1::WatchEventsResponse first;
+    subscribed_ = reader_->Read(&first) && first.subscribed();
+    thread_ = std::thread([this] {
+      v1::WatchEventsResponse r;
+      while (reader_->Read(&r)) {
+        std::lock_guard<std::mutex> lock(mu_);
+        got_.push_back(r.event());
+      }
+    });
+  }
+  ~EventCollector() {
+    context_.TryCancel();
+    thread_.join();
+  }
+  bool subscribed() const { return subscribed_; }
+  std::vector<v1::Event> Snapshot() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return got_;
+  }
+  // Waits until an event of `kind` (for `vqp`, 0 = any) arrived; true if it did.
+  bool WaitFor(const std::string& kind, uint64_t vqp, int timeout_ms) {
+    const auto until = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (Clock::now() < until) {
+      for (const auto& e : Snapshot()) {
+        if (e.kind() == kind && (vqp == 0 || e.vqp_id() == vqp)) return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<v1::WatchEventsResponse>> reader_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<v1::Event> got_;
+  bool subscribed_ = false;
+};
+
+// The kinds of `events` about (vqp, qp) in order, consecutive repeats folded.
+std::vector<std::string> KindsFor(const std::vector<v1::Event>& events, uint64_t vqp, int qp) {
+  std::vector<std::string> out;
+  for (const auto& e : events) {
+    if (e.vqp_id() != vqp || e.qp_index() != qp) continue;
+    if (out.empty() || out.back() != e.kind()) out.push_back(e.kind());
+  }
+  return out;
+}
+
+class ContainmentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    a_ = AgentProcess::Spawn(Spec(0));
+    b_ = AgentProcess::Spawn(Spec(1));
+    ASSERT_TRUE(a_ && b_);
+  }
+  static AgentSpec Spec(int side) {
+    return {side == 0 ? "ctn-a" : "ctn-b",
+            {TestNicIp(side, 0), TestNicIp(side, 1)},
+            side * 2,
+            true,
+            {"--recovery-budget-ms", "2000"}};
+  }
+  void Pair(v1::Scheme scheme, uint32_t qps) {
+    va_ = CreateVqp(a_->stub(), scheme, qps);
+    vb_ = CreateVqp(b_->stub(), scheme, qps);
+    ConnectPair(a_->stub(), va_, b_->stub(), vb_);
+    src_ = Register(a_->stub(), 64 * kMiB);
+    dst_ = Register(b_->stub(), 64 * kMiB);
+  }
+  // `count` write-with-imm MiB writes; all must succeed, and B must see `count` notifications.
+  void WritesWithNotifications(int count) {
+    NotificationCollector notes(b_->stub(), vb_.vqp_id());
+    ASSERT_TRUE(notes.subscribed());
+    TransferRun run = RunTransfers(a_->stub(), MiBWrites(va_.vqp_id(), src_, dst_, count));
+    ASSERT_TRUE(run.status.ok()) << run.status.error_message();
+    ASSERT_EQ(run.completions.size(), static_cast<size_t>(count));
+    for (const auto& c : run.completions) ASSERT_EQ(c.code(), 0) << c.message();
+    auto got = notes.WaitFor(static_cast<size_t>(count), 10000);
+    ASSERT_EQ(got.size(), static_cast<size_t>(count)) << "notifications stopped";
+    for (const auto& n : got) EXPECT_EQ(n.wc_status(), "success");
+  }
+
+  // Writes on `vqp` whose peer agent is dead: they fail by their 3 s deadline at the latest, and
+  // the VQP's QPs die (an idle QP, as on RC, notices nothing).
+  void UseDeadPeer(uint64_t vqp) {
+    auto ops = MiBWrites(vqp, src_, dst_, 8);
+    for (auto& op : ops) op.set_timeout_ms(3000);
+    TransferRun run = RunTransfers(a_->stub(), ops);
+    for (const auto& c : run.completions) EXPECT_NE(c.code(), 0);
+  }
+
+  std::unique_ptr<AgentProcess> a_, b_;
+  v1::VirtualQpInfo va_, vb_;
+  v1::RegionInfo src_, dst_;
+};
+
+// A 1-QP VQP: a bad key kills its only QP, which recovers; the receives that carry notifications
+// died with it and must be posted again, or every later write-with-imm waits forever.
+TEST_F(ContainmentTest, ASingleQpVqpKeepsItsNotificationsAcrossARecovery) {
+  Pair(v1::SCHEME_SPRAY, 1);
+  WritesWithNotifications(4);
+  TransferRun bad = RunTransfers(a_->stub(), {BadKeyWrite(va_.vqp_id(), src_, dst_, 99, 4096)});
+  ASSERT_EQ(bad.completions.size(), 1u);
+  EXPECT_EQ(bad.completions[0].code(), grpc::StatusCode::PERMISSION_DENIED)
+      << bad.completions[0].message();
+  auto healthy = [](const v1::VirtualQpInfo& i) {
+    return i.qps(0).health() == v1::QP_HEALTH_HEALTHY && i.qps(0).recoveries() >= 1 &&
+           i.pending_recvs() > 0;
+  };
+  v1::VirtualQpInfo ia = WaitVqp(*a_, va_.vqp_id(), 10000, healthy);
+  ASSERT_EQ(ia.qps(0).health(), v1::QP_HEALTH_HEALTHY);
+  v1::VirtualQpInfo ib = WaitVqp(*b_, vb_.vqp_id(), 10000, [](const v1::VirtualQpInfo& i) {
+    return i.qps(0).health() == v1::QP_HEALTH_HEALTHY && i.pending_recvs() > 0;
+  });
+  std::printf("after recovery: pending_recvs A %u, B %u; epoch %lu\n", ia.pending_recvs(),
+              ib.pending_recvs(), static_cast<unsigned long>(ia.epoch()));
+  EXPECT_EQ(ib.pending_recvs(), 256u) << "the receiver's notification receives were not re-posted";
+  WritesWithNotifications(32);
+}
+
+// An 8-QP VQP under a stream of good writes with one bad-key write every ~100 ms: only the bad
+// ones fail, and at no moment is the VQP without a healthy data QP.
+TEST_F(ContainmentTest, OneBadWriteEvery100MsFailsAloneAndTheVqpAlwaysHasAHealthyQp) {
+  Pair(v1::SCHEME_DQPLB, 8);
+  std::atomic<bool> stop{false};
+  std::atomic<uint32_t> min_healthy{8};
+  std::thread watch([&] {
+    while (!stop.load()) {
+      const uint32_t h = GetVqp(*a_, va_.vqp_id()).healthy_data_qps();
+      if (h < min_healthy.load()) min_healthy.store(h);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  int good = 0, bad = 0, good_failed = 0, bad_failed = 0;
+  const auto start = Clock::now();
+  for (int round = 0; round < 20; ++round) {
+    auto ops = MiBWrites(va_.vqp_id(), src_, dst_, 64);
+    for (size_t i = 0; i < ops.size(); ++i) ops[i].set_op_id(uint64_t(round) * 1000 + i);
+    ops.insert(ops.begin() + 32, BadKeyWrite(va_.vqp_id(), src_, dst_, round * 1000 + 999, 65536));
+    const auto round_start = Clock::now();
+    TransferRun run = RunTransfers(a_->stub(), ops);
+    ASSERT_TRUE(run.status.ok()) << run.status.error_message();
+    ASSERT_EQ(run.completions.size(), ops.size());
+    for (const auto& c : run.completions) {
+      const bool is_bad = c.op_id() % 1000 == 999;
+      (is_bad ? bad : good)++;
+      if (c.code() != 0) {
+        (is_bad ? bad_failed : good_failed)++;
+        if (!is_bad) ADD_FAILURE() << "good write " << c.op_id() << " failed: " << c.message();
+      }
+    }
+    std::this_thread::sleep_until(round_start + std::chrono::milliseconds(100));
+  }
+  stop.store(true);
+  watch.join();
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  const v1::VirtualQpInfo info = GetVqp(*a_, va_.vqp_id());
+  std::printf("%.1f s: %d good writes (%d failed), %d bad (%d failed); QPs died %lu; fewest "
+              "healthy data QPs seen %u\n",
+              secs, good, good_failed, bad, bad_failed, static_cast<unsigned long>(info.qps_died()),
+              min_healthy.load());
+  EXPECT_EQ(good_failed, 0);
+  EXPECT_EQ(bad_failed, bad);
+  EXPECT_GE(min_healthy.load(), 1u);
+  EXPECT_LE(info.qps_died(), static_cast<uint64_t>(bad) * 2) << "a bad write killed several QPs";
+}
+
+// The peer agent is killed (-9) and restarted: it reuses VQP id 1. Our old VQP, still trying to
+// recover, must not reset the new VQP's QPs; it learns that its peer is gone and fails.
+TEST_F(ContainmentTest, ARestartedPeersNewVqpIsNeverTouchedByTheOldOne) {
+  Pair(v1::SCHEME_SPRAY, 4);
+  WritesWithNotifications(8);
+  const uint64_t old_vqp = va_.vqp_id();
+  b_->Kill(SIGKILL);
+  b_.reset();
+  UseDeadPeer(old_vqp);  // its QPs die and it starts recovering
+  b_ = AgentProcess::Spawn(Spec(1));
+  ASSERT_TRUE(b_);
+  Pair(v1::SCHEME_SPRAY, 4);  // a new pair; B's VQP id starts over
+  std::printf("old VQP %lu on A; new pair A %lu, B %lu\n", static_cast<unsigned long>(old_vqp),
+              static_cast<unsigned long>(va_.vqp_id()), static_cast<unsigned long>(vb_.vqp_id()));
+  const v1::VirtualQpInfo old_info = WaitVqp(
+      *a_, old_vqp, 10000, [](const v1::VirtualQpInfo& i) { return i.state() == "failed"; });
+  EXPECT_EQ(old_info.state(), "failed");
+  EXPECT_NE(old_info.failure().find("no longer has this VQP"), std::string::npos)
+      << old_info.failure();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  const v1::VirtualQpInfo fresh = GetVqp(*b_, vb_.vqp_id());
+  EXPECT_EQ(fresh.qps_died(), 0u);
+  EXPECT_EQ(fresh.epoch(), 0u);
+  WritesWithNotifications(64);
+  // Work on the failed VQP is refused at once, with the reason.
+  TransferRun refused = RunTransfers(a_->stub(), MiBWrites(old_vqp, src_, dst_, 1));
+  ASSERT_EQ(refused.completions.size(), 1u);
+  EXPECT_EQ(refused.completions[0].code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(refused.completions[0].message().find("has failed"), std::string::npos);
+}
+
+// A VQP whose peer is gone for good fails after the recovery budget (2 s here) instead of
+// retrying forever; metrics count it by state.
+TEST_F(ContainmentTest, AVqpWhosePeerIsGoneFailsAfterTheRecoveryBudget) {
+  Pair(v1::SCHEME_DQPLB, 4);
+  WritesWithNotifications(4);
+  EventCollector events(a_->stub());
+  ASSERT_TRUE(events.subscribed());
+  b_->Kill(SIGKILL);
+  b_.reset();
+  const auto t0 = Clock::now();
+  UseDeadPeer(va_.vqp_id());
+  const v1::VirtualQpInfo info = WaitVqp(
+      *a_, va_.vqp_id(), 15000, [](const v1::VirtualQpInfo& i) { return i.state() == "failed"; });
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::printf("failed %.2f s after the peer was killed: %s\n", secs, info.failure().c_str());
+  ASSERT_EQ(info.state(), "failed");
+  EXPECT_NE(info.failure().find("recovery budget"), std::string::npos) << info.failure();
+  EXPECT_TRUE(events.WaitFor("vqp_failed", va_.vqp_id(), 2000));
+  const std::string m = ScrapeMetrics(a_->metrics_port());
+  EXPECT_EQ(MetricSum(m, "braid_virtual_qps", {{"state", "failed"}}), 1);
+  int failed_events = 0;
+  for (const auto& e : events.Snapshot()) failed_events += e.kind() == "vqp_failed";
+  EXPECT_EQ(failed_events, 1);
+}
+
+// WatchEvents: a broken QP's death, recovery and return; a second death soon after (a flap)
+// cools it down; a drain and undrain; a destroyed peer VQP. Each in order, nothing missing.
+TEST_F(ContainmentTest, WatchEventsReportsEveryStateChangeInOrder) {
+  Pair(v1::SCHEME_SPRAY, 4);
+  EventCollector events(a_->stub());
+  ASSERT_TRUE(events.subscribed());
+  auto break_qp = [&](uint32_t index) {
+    grpc::ClientContext ctx;
+    v1::InjectFaultRequest fault;
+    fault.set_kind(v1::FAULT_KIND_BREAK_QP);
+    fault.set_vqp_id(va_.vqp_id());
+    fault.set_qp_index(index);
+    v1::InjectFaultResponse out;
+    ASSERT_TRUE(a_->stub().InjectFault(&ctx, fault, &out).ok());
+  };
+  auto back = [](const v1::VirtualQpInfo& i) {
+    return i.qps(1).health() == v1::QP_HEALTH_HEALTHY && i.qps(1).recovery() == "idle";
+  };
+  for (int flap = 0; flap < 2; ++flap) {
+    break_qp(1);
+    TransferRun run = RunTransfers(a_->stub(), MiBWrites(va_.vqp_id(), src_, dst_, 64));
+    for (const auto& c : run.completions) ASSERT_EQ(c.code(), 0) << c.message();
+    const v1::VirtualQpInfo i = WaitVqp(*a_, va_.vqp_id(), 10000, back);
+    ASSERT_TRUE(back(i)) << "QP 1 did not come back after flap " << flap;
+  }
+  // Each flap: died, recovering, recovered (a stall may cool it down before it dies, and a QP
+  // that keeps failing may cool down before it is re-admitted); the second flap is a strike.
+  const std::vector<std::string> kinds = KindsFor(events.Snapshot(), va_.vqp_id(), 1);
+  size_t next = 0;
+  const std::vector<std::string> want = {"qp_died", "qp_recovering", "qp_died", "qp_recovering"};
+  for (const std::string& k : kinds) {
+    if (next < want.size() && k == want[next]) ++next;
+  }
+  EXPECT_EQ(next, want.size()) << "QP 1's events: " << ::testing::PrintToString(kinds);
+  EXPECT_TRUE(kinds.back() == "qp_recovered" || kinds.back() == "qp_readmitted")
+      << ::testing::PrintToString(kinds);
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), "qp_cooling_down"), kinds.end())
+      << "no cooldown after two faults: " << ::testing::PrintToString(kinds);
+
+  {
+    grpc::ClientContext c1, c2;
+    v1::DrainDeviceRequest d;
+    d.set_device("soft0");
+    v1::Device out;
+    ASSERT_TRUE(a_->stub().DrainDevice(&c1, d, &out).ok());
+    ASSERT_TRUE(events.WaitFor("device_drained", 0, 2000));
+    ASSERT_TRUE(events.WaitFor("qp_draining", va_.vqp_id(), 2000));
+    ASSERT_TRUE(a_->stub().UndrainDevice(&c2, d, &out).ok());
+    ASSERT_TRUE(events.WaitFor("device_healthy", 0, 2000));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::DestroyVirtualQpRequest d;
+    d.set_vqp_id(vb_.vqp_id());
+    v1::DestroyVirtualQpResponse out;
+    ASSERT_TRUE(b_->stub().DestroyVirtualQp(&ctx, d, &out).ok());
+  }
+  // Our side notices when it next uses the VQP (or its QPs time out), and the peer says it is gone.
+  (void)RunTransfers(a_->stub(), MiBWrites(va_.vqp_id(), src_, dst_, 8));
+  EXPECT_TRUE(events.WaitFor("vqp_failed", va_.vqp_id(), 15000));
+  const auto all = events.Snapshot();
+  for (size_t i = 1; i < all.size(); ++i) {
+    EXPECT_EQ(all[i].seq(), all[i - 1].seq() + 1) << "an event is missing";
+  }
+  // Device events come in order: drained, then healthy.
+  std::vector<std::string> device_kinds;
+  for (const auto& e : all) {
+    if (e.vqp_id() == 0) device_kinds.push_back(e.kind());
+  }
+  EXPECT_EQ(device_kinds, (std::vector<std::string>{"device_drained", "device_healthy"}));
+  for (const auto& e : all) {
+    std::printf("event %lu %s vqp=%lu qp=%d %s %s\n", static_cast<unsigned long>(e.seq()),
+                e.kind().c_str(), static_cast<unsigned long>(e.vqp_id()), e.qp_index(),
+                e.device().c_str(), e.cause().c_str());
+  }
+}
+
+}  // namespace
+}  // namespace braid::testing

@@ -1,0 +1,136 @@
+// Cooldown: a data QP that stalls with work outstanding, or keeps dying, is taken out of
+// scheduling, probed once its cooldown has passed and re-admitted when the probe answers; the
+// last healthy data QP is never taken out.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "tests/testutil/small_vqp_config.h"
+#include "tests/testutil/vqp_testbed.h"
+
+namespace braid::vqp {
+namespace {
+
+uint64_t g_now = 1;
+uint64_t Now() { return g_now; }
+constexpr uint64_t kMs = 1000000;
+constexpr size_t kBytes = 4 << 20;
+
+class CooldownTest : public ::testing::Test {
+ protected:
+  CooldownTest() : a_(kBytes, 7), b_(kBytes), tb_(2, Config(), a_.data(), b_.data(), kBytes) {
+    g_now = 1;
+  }
+  static VirtualQpConfig Config() {
+    VirtualQpConfig c = testing::SmallVqpConfig(Scheme::kSpray, 4);
+    c.clock_ns = &Now;
+    return c;
+  }
+  // `count` 16 KiB writes from A (ids from `first`); returns once all were posted.
+  void Post(int count, uint64_t first) {
+    for (int i = 0; i < count; ++i) {
+      const uint64_t off = (first + static_cast<uint64_t>(i)) % 256 * 16384;
+      ASSERT_TRUE(tb_.a().vqp->PostSend(tb_.Wr(0, IBV_WR_RDMA_WRITE, off, 16384, off, first + i))
+                      .ok());
+    }
+  }
+  // Every write posted since the last call (`count` of them) completes successfully.
+  void Expect(int count) {
+    auto wcs = tb_.Poll(0, static_cast<size_t>(count) - backlog_.size());
+    wcs.insert(wcs.begin(), backlog_.begin(), backlog_.end());
+    backlog_.clear();
+    ASSERT_EQ(wcs.size(), static_cast<size_t>(count));
+    for (const auto& wc : wcs) EXPECT_EQ(wc.status, IBV_WC_SUCCESS) << ibv_wc_status_str(wc.status);
+  }
+  void Rounds(int n) {
+    std::vector<VirtualWc> x, y;
+    tb_.PollBoth(n, &x, &y);
+    for (auto& wc : x) backlog_.push_back(wc);
+  }
+
+  std::vector<uint8_t> a_, b_;
+  testing::VqpTestbed tb_;
+  std::vector<VirtualWc> backlog_;
+};
+
+TEST_F(CooldownTest, AStalledQpTakesNoNewWorkAndIsReadmittedAfterItsProbe) {
+  ASSERT_TRUE(tb_.status().ok()) << tb_.status().ToString();
+  VirtualQp& va = *tb_.a().vqp;
+  ASSERT_TRUE(tb_.fabric().HoldQp(va.physical_qp(1), true).ok());
+  Post(16, 0);
+  Rounds(20);
+  const uint32_t stuck = va.outstanding(1);
+  ASSERT_GT(stuck, 0u) << "QP 1 took no work before its path stalled";
+  g_now += 10 * kMs;
+  va.CheckStalls(g_now);
+  EXPECT_EQ(va.health(1), QpHealth::kHealthy) << "10 ms is not a stall";
+  g_now += 50 * kMs;
+  va.CheckStalls(g_now);
+  ASSERT_EQ(va.health(1), QpHealth::kCooling);
+  EXPECT_NE(va.cooling_cause(1).find("stalled"), std::string::npos) << va.cooling_cause(1);
+  // New work goes elsewhere while it cools.
+  Post(32, 100);
+  Rounds(50);
+  EXPECT_EQ(va.outstanding(1), stuck);
+  // The path comes back: its old work completes; after the cooldown a probe re-admits it.
+  ASSERT_TRUE(tb_.fabric().HoldQp(va.physical_qp(1), false).ok());
+  Expect(48);
+  EXPECT_EQ(va.health(1), QpHealth::kCooling) << "re-admitted before its cooldown passed";
+  g_now += 100 * kMs;
+  va.CheckStalls(g_now);
+  EXPECT_TRUE(va.probing(1));
+  Rounds(20);
+  EXPECT_EQ(va.health(1), QpHealth::kHealthy);
+  const uint64_t before = va.traffic(1).write_bytes;
+  Post(32, 200);
+  Expect(32);
+  EXPECT_GT(va.traffic(1).write_bytes, before);
+}
+
+TEST_F(CooldownTest, TheLastHealthyQpIsNeverCooled) {
+  ASSERT_TRUE(tb_.status().ok()) << tb_.status().ToString();
+  VirtualQp& va = *tb_.a().vqp;
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(tb_.fabric().HoldQp(va.physical_qp(i), true).ok());
+  Post(32, 0);
+  Rounds(20);
+  g_now += 100 * kMs;
+  va.CheckStalls(g_now);
+  int cooling = 0;
+  for (int i = 0; i < 4; ++i) cooling += va.health(i) == QpHealth::kCooling;
+  EXPECT_EQ(cooling, 3);
+  EXPECT_EQ(va.healthy_data_qps(), 1);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(tb_.fabric().HoldQp(va.physical_qp(i), false).ok());
+  Expect(32);
+}
+
+// Repeated strikes double the cooldown: a QP that stalls again right after re-admission sits out
+// twice as long.
+TEST_F(CooldownTest, EachStrikeDoublesTheCooldown) {
+  ASSERT_TRUE(tb_.status().ok()) << tb_.status().ToString();
+  VirtualQp& va = *tb_.a().vqp;
+  for (int strike = 1; strike <= 3; ++strike) {
+    ASSERT_TRUE(tb_.fabric().HoldQp(va.physical_qp(2), true).ok());
+    Post(16, 1000u * strike);
+    Rounds(20);
+    ASSERT_GT(va.outstanding(2), 0u);
+    g_now += 60 * kMs;
+    va.CheckStalls(g_now);
+    ASSERT_EQ(va.health(2), QpHealth::kCooling);
+    const uint64_t cooldown = 100 * kMs << (strike - 1);
+    EXPECT_NE(va.cooling_cause(2).find(std::to_string(cooldown / kMs) + " ms"), std::string::npos)
+        << va.cooling_cause(2);
+    ASSERT_TRUE(tb_.fabric().HoldQp(va.physical_qp(2), false).ok());
+    Expect(16);
+    g_now += cooldown - kMs;
+    va.CheckStalls(g_now);
+    EXPECT_FALSE(va.probing(2)) << "probed before its cooldown of " << cooldown / kMs << " ms";
+    g_now += 2 * kMs;
+    va.CheckStalls(g_now);
+    Rounds(20);
+    ASSERT_EQ(va.health(2), QpHealth::kHealthy);
+  }
+}
+
+}  // namespace
+}  // namespace braid::vqp
