@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <map>
 #include <random>
@@ -314,6 +315,10 @@ int main(int argc, char** argv) {
   drain->add_option("device", device)->required();
   auto* undrain = app.add_subcommand("undrain", "return a drained device to service");
   undrain->add_option("device", device)->required();
+  uint32_t event_count = 0, event_seconds = 0;
+  auto* events = app.add_subcommand("events", "follow the agent's state changes (WatchEvents)");
+  events->add_option("--count", event_count, "stop after this many events (0: never)");
+  events->add_option("--seconds", event_seconds, "stop after this many seconds (0: never)");
   std::string peer, scheme = "spray", size = "1M", total = "1G", src, dst;
   uint32_t qps = 8;
   bool verify = false;
@@ -383,6 +388,44 @@ int main(int argc, char** argv) {
                   v.scheme() == v1::SCHEME_DQPLB ? "dqplb" : "spray", v.num_qps(),
                   v.healthy_data_qps(), v.connected() ? "connected" : "unconnected",
                   v.pending_sends(), static_cast<unsigned long>(v.failovers()));
+    }
+    return 0;
+  }
+  if (*events) {
+    grpc::ClientContext ctx;
+    if (event_seconds > 0) {
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(event_seconds));
+    }
+    auto reader = a->stub().WatchEvents(&ctx, {});
+    v1::WatchEventsResponse r;
+    uint32_t seen = 0;
+    while (reader->Read(&r)) {
+      if (r.subscribed()) continue;
+      const v1::Event& e = r.event();
+      if (g.json) {
+        std::printf("%s", Json(e).c_str());
+      } else {
+        const std::time_t t = static_cast<std::time_t>(e.time_unix_ns() / 1000000000);
+        char when[32];
+        std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", std::gmtime(&t));
+        std::printf("%s.%03luZ #%lu %-16s vqp %lu qp %d %s %s\n", when,
+                    static_cast<unsigned long>(e.time_unix_ns() / 1000000 % 1000),
+                    static_cast<unsigned long>(e.seq()), e.kind().c_str(),
+                    static_cast<unsigned long>(e.vqp_id()), e.qp_index(), e.device().c_str(),
+                    e.cause().c_str());
+      }
+      std::fflush(stdout);
+      if (event_count > 0 && ++seen >= event_count) {
+        ctx.TryCancel();
+        break;
+      }
+    }
+    const grpc::Status s = reader->Finish();
+    const bool ended_by_us = (event_count > 0 && seen >= event_count) ||
+                             s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+    if (!s.ok() && !ended_by_us) {
+      std::fprintf(stderr, "braidctl events: %s\n", s.error_message().c_str());
+      return 1;
     }
     return 0;
   }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "tests/agent/agent_harness.h"
+#include "tests/testutil/test_port.h"
 
 namespace braid::testing {
 namespace {
@@ -315,6 +316,13 @@ TEST_F(ContainmentTest, WatchEventsReportsEveryStateChangeInOrder) {
       << "no cooldown after two faults: " << ::testing::PrintToString(kinds);
 
   {
+    // braidctl follows the same stream.
+    CommandResult ctl;
+    std::thread follow([&] {
+      ctl = RunCommand(std::string(BRAIDCTL_PATH) + " --agent 127.0.0.1:" +
+                       std::to_string(TestPort(0)) + " events --count 4 --seconds 20");
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // subscribed by then
     grpc::ClientContext c1, c2;
     v1::DrainDeviceRequest d;
     d.set_device("soft0");
@@ -324,6 +332,10 @@ TEST_F(ContainmentTest, WatchEventsReportsEveryStateChangeInOrder) {
     ASSERT_TRUE(events.WaitFor("qp_draining", va_.vqp_id(), 2000));
     ASSERT_TRUE(a_->stub().UndrainDevice(&c2, d, &out).ok());
     ASSERT_TRUE(events.WaitFor("device_healthy", 0, 2000));
+    follow.join();
+    EXPECT_EQ(ctl.exit_code, 0) << ctl.output;
+    EXPECT_NE(ctl.output.find("device_drained"), std::string::npos) << ctl.output;
+    EXPECT_NE(ctl.output.find("qp_draining"), std::string::npos) << ctl.output;
   }
   {
     grpc::ClientContext ctx;
