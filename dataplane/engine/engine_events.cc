@@ -59,16 +59,7 @@ void Engine::Emit(EventKind kind, uint64_t vqp_id, int32_t qp_index, std::string
   event.qp_index = qp_index;
   event.device = std::move(device);
   event.cause = std::move(cause);
-  std::erase_if(event_watchers_, [&](const std::shared_ptr<EventWatcher>& w) {
-    if (w->closed.load(std::memory_order_relaxed)) return true;
-    EngineEvent copy = event;
-    if (!w->events.Push(std::move(copy)).ok()) {
-      w->overflowed.store(true);
-      w->closed.store(true);
-      return true;
-    }
-    return false;
-  });
+  FanOut(event_watchers_, event);
 }
 
 void Engine::TrackQpHealth(VqpSlot& slot) {

@@ -81,6 +81,22 @@ struct Engine::Transfer {
   std::shared_ptr<TransferSink> sink;
 };
 
+// Hands `item` to every open watcher (NotificationWatcher, EventWatcher); a watcher that is
+// closed, or full (it fell behind: marked overflowed and closed), is forgotten.
+template <typename Watcher, typename Item>
+void FanOut(std::vector<std::shared_ptr<Watcher>>& watchers, const Item& item) {
+  std::erase_if(watchers, [&](const std::shared_ptr<Watcher>& w) {
+    if (w->closed.load(std::memory_order_relaxed)) return true;
+    Item copy = item;
+    if (!w->events.Push(std::move(copy)).ok()) {
+      w->overflowed.store(true);
+      w->closed.store(true);
+      return true;
+    }
+    return false;
+  });
+}
+
 // Receive WRs the engine posts for notifications carry this bit in wr_id.
 inline constexpr uint64_t kRecvWrBit = 1ull << 63;
 

@@ -246,16 +246,7 @@ void Engine::OnVirtualWc(const vqp::VirtualWc& wc) {
     n.byte_len = wc.byte_len;
     n.status = wc.status;
     ++stats_.notifications;
-    std::erase_if(slot.watchers, [&](const std::shared_ptr<NotificationWatcher>& w) {
-      if (w->closed.load(std::memory_order_relaxed)) return true;
-      Notification copy = n;
-      if (!w->events.Push(std::move(copy)).ok()) {
-        w->overflowed.store(true);
-        w->closed.store(true);
-        return true;
-      }
-      return false;
-    });
+    FanOut(slot.watchers, n);
     PostNotifyReceives(slot);
     return;
   }
