@@ -98,8 +98,16 @@ void SimFabric::Recycle(std::unique_ptr<Packet> packet) { pool_.push_back(std::m
 
 void SimFabric::Enqueue(SimChannel* c, std::unique_ptr<Packet> packet) {
   uint64_t delay = c->delay_ns_;
-  if (NicState* nic = FindNicByDevice(c->src_)) delay += nic->delay_ns;
-  const uint64_t due = std::max(now_ns_ + delay, c->last_due_ns_);
+  uint64_t sent = now_ns_;
+  if (NicState* nic = FindNicByDevice(c->src_)) {
+    delay += nic->delay_ns;
+    if (nic->bytes_per_second > 0) {
+      const uint64_t bytes = packet->payload.size() + sizeof(PacketHeader);
+      sent = std::max(now_ns_, nic->busy_until_ns) + bytes * 1'000'000'000 / nic->bytes_per_second;
+      nic->busy_until_ns = sent;
+    }
+  }
+  const uint64_t due = std::max(sent + delay, c->last_due_ns_);
   c->last_due_ns_ = due;
   c->queue_.push_back({due, send_seq_++, std::move(packet)});
 }
@@ -185,6 +193,13 @@ Status SimFabric::SetQpDelay(const verbs::Qp& qp, uint64_t delay_ns) {
   SimChannel* c = FindChannel(qp);
   if (c == nullptr) return NotConnected();
   c->delay_ns_ = delay_ns;
+  return Status::Ok();
+}
+
+Status SimFabric::SetNicRate(std::string_view nic, uint64_t bytes_per_second) {
+  NicState* n = FindNic(nic);
+  if (n == nullptr) return Status::NotFound("no soft NIC named '" + std::string(nic) + "'");
+  n->bytes_per_second = bytes_per_second;
   return Status::Ok();
 }
 

@@ -10,7 +10,8 @@
 //
 // Faults: drop (the next N packets of a path, or at random), break (a QP pair's paths lose
 // everything until repaired: the requester sees RETRY_EXC_ERR after timeout × (retry_cnt + 1)),
-// NIC down (every path to or from that soft NIC loses everything), delay per path or per NIC.
+// NIC down (every path to or from that soft NIC loses everything), delay per path or per NIC, and
+// a send rate per NIC (packets serialise on its wire).
 // Paths are named by the QP that sends on them; QP controls apply once the QP is in RTR.
 //
 // Driving: Cq::Poll and Qp::Post* on any attached device run Progress(), a bounded step; tests may
@@ -68,6 +69,9 @@ class SimFabric final : public Fabric {
   void SetDropRate(double probability);
   common::Status SetQpDelay(const verbs::Qp& qp, uint64_t delay_ns);
   common::Status SetNicDelay(std::string_view nic, uint64_t delay_ns);
+  // The NIC sends at most `bytes_per_second` (0: no limit): each packet it sends takes its
+  // payload's time on the wire after the previous one, then the path's delay (a shaped link).
+  common::Status SetNicRate(std::string_view nic, uint64_t bytes_per_second);
   // Faults.
   common::Status BreakQp(const verbs::Qp& qp);   // both directions of the QP's connection
   common::Status RepairQp(const verbs::Qp& qp);
@@ -88,6 +92,8 @@ class SimFabric final : public Fabric {
     bool held = false;
     bool down = false;
     uint64_t delay_ns = 0;
+    uint64_t bytes_per_second = 0;
+    uint64_t busy_until_ns = 0;  // the wire is busy sending until then
   };
   friend class SimChannel;
 

@@ -81,6 +81,7 @@ Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
   const uint32_t total = n + (multi() ? 1 : 0);
   qps_.resize(total);
   reserved_.assign(static_cast<size_t>(cq_.num_devices()), 0);
+  device_load_.assign(static_cast<size_t>(cq_.num_devices()), DeviceLoad{});
   for (uint32_t i = 0; i < total; ++i) {
     PhysQp& q = qps_[i];
     q.device = i < n ? devices_[i % devices_.size()] : devices_[0];
@@ -383,24 +384,37 @@ void VirtualQp::Strike(int qp_index, uint64_t now, std::string cause) {
 
 void VirtualQp::CheckStalls(uint64_t now) {
   if (!connected_ || destroying_) return;
+  // A link that stops completing anything for the VQP (no data QP on the device completed a WR
+  // for the limit while work is outstanding) cools its healthy QPs. Per QP, a wait is no sign: QPs
+  // of a device share its link and take turns. A single broken QP is RC's business (it times out
+  // and dies).
+  for (int d : devices_) {
+    DeviceLoad& load = device_load_[static_cast<size_t>(d)];
+    if (load.outstanding == 0) continue;
+    const double turn_ns =
+        load.rate.ns_per_byte() * static_cast<double>(config_.fragment_size);
+    const uint64_t limit = std::max<uint64_t>(uint64_t{config_.stall_ms} * 1000000,
+                                              static_cast<uint64_t>(32 * turn_ns));
+    if (now <= load.last_progress_ns + limit) continue;
+    const uint64_t stalled_ms = (now - load.last_progress_ns) / 1000000;
+    load.rate.Restart(now);  // the stall is not the link's rate
+    load.last_progress_ns = now;
+    for (uint32_t i = 0; i < config_.num_qps; ++i) {
+      PhysQp& q = qps_[i];
+      if (q.device != d || q.health != QpHealth::kHealthy || healthy_data_qps_ <= 1) continue;
+      Strike(static_cast<int>(i), now,
+             "stalled: its link completed nothing for " + std::to_string(stalled_ms) + " ms with " +
+                 std::to_string(load.outstanding) + " WRs outstanding");
+      SetHealth(static_cast<int>(i), QpHealth::kCooling);
+    }
+  }
+  // Cooled QPs whose cooldown has passed and whose work is back are probed (re-admitted when the
+  // probe answers).
   for (uint32_t i = 0; i < config_.num_qps; ++i) {
-    PhysQp& q = qps_[i];
-    const int index = static_cast<int>(i);
-    if (q.health == QpHealth::kHealthy && q.outstanding > 0 && healthy_data_qps_ > 1) {
-      const double fragment_ns =
-          q.rate.ns_per_byte() * static_cast<double>(config_.fragment_size);
-      const uint64_t limit = std::max<uint64_t>(uint64_t{config_.stall_ms} * 1000000,
-                                                static_cast<uint64_t>(8 * fragment_ns));
-      if (now > q.last_progress_ns + limit) {
-        Strike(index, now,
-               "stalled: no completion for " +
-                   std::to_string((now - q.last_progress_ns) / 1000000) + " ms with " +
-                   std::to_string(q.outstanding) + " WRs outstanding");
-        SetHealth(index, QpHealth::kCooling);
-      }
-    } else if (q.health == QpHealth::kCooling && !q.probing && q.outstanding == 0 &&
-               now >= q.cooldown_until_ns) {
-      (void)PostProbe(index);  // a failed post marks it dead
+    const PhysQp& q = qps_[i];
+    if (q.health == QpHealth::kCooling && !q.probing && q.outstanding == 0 &&
+        now >= q.cooldown_until_ns) {
+      (void)PostProbe(static_cast<int>(i));  // a failed post marks it dead
     }
   }
 }

@@ -126,6 +126,11 @@ class VirtualQp {
     const double ns = qps_[static_cast<size_t>(index)].rate.ns_per_byte();
     return ns > 0 ? 1e9 / ns : 0;
   }
+  // Measured drain rate of CQ device `device` for this VQP (the scheduler's weight), bytes/s.
+  double device_drain_rate(int device) const {
+    const double ns = device_load_[static_cast<size_t>(device)].rate.ns_per_byte();
+    return ns > 0 ? 1e9 / ns : 0;
+  }
   int healthy_data_qps() const { return healthy_data_qps_; }
   // Reconnected or cooled QP `index` waits for its probe (a zero-length WRITE) to come back.
   bool probing(int index) const { return qps_[static_cast<size_t>(index)].probing; }
@@ -193,7 +198,6 @@ class VirtualQp {
     bool resetting = false;  // between BeginReset and ReconnectQp
     uint32_t reset_psn = 0;  // the first PSN chosen by ResetQp
     bool probing = false;    // reconnected, waiting for its probe (health kDraining meanwhile)
-    uint64_t last_progress_ns = 0;   // went busy or completed a WR
     uint32_t strikes = 0;            // stalls and deaths not yet forgiven
     uint64_t last_strike_ns = 0;
     uint64_t cooldown_until_ns = 0;
@@ -254,6 +258,13 @@ class VirtualQp {
     ReorderWindow::Entry entry;
   };
   enum class PostResult : uint8_t { kPosted, kBlocked, kNoQp };
+  // What this VQP has outstanding on one device, and how fast that device drains it.
+  struct DeviceLoad {
+    uint32_t outstanding = 0;  // data QPs' send WRs
+    uint64_t outstanding_bytes = 0;
+    DrainRate rate;
+    uint64_t last_progress_ns = 0;  // went busy or completed a WR
+  };
 
   // Creation and connection (virtual_qp.cc).
   common::Status Init(std::span<verbs::ProtectionDomain* const> pds);
@@ -337,6 +348,7 @@ class VirtualQp {
   std::vector<PhysQp> qps_;
   std::vector<int> devices_;  // CQ device indices this VQP uses
   uint32_t drained_devices_ = 0;  // bit per CQ device the operator drained
+  std::vector<DeviceLoad> device_load_;  // per CQ device (the scheduler's weights)
   KeyTable local_keys_;
   KeyTable remote_keys_;
   std::vector<uint32_t> remote_control_rkeys_;

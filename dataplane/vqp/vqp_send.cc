@@ -162,34 +162,32 @@ int VirtualQp::PickQp(WrKind kind, int device, uint64_t length) const {
     return q.outstanding < config_.qp_capacity ? message_qp() : -1;
   }
   const uint32_t n = config_.num_qps;
-  // A QP whose rate is not known yet, or idle past DrainRate::kForgetNs, is weighed as the fastest
-  // known one (all unknown: bytes).
-  uint64_t now = 0;  // read once, and only if some idle QP has an estimate
-  auto rate = [&](const PhysQp& q) {
-    const double r = q.rate.ns_per_byte();
-    if (r == 0 || q.outstanding > 0) return r;
-    if (now == 0) now = NowNs();
-    return q.rate.Stale(now) ? 0.0 : r;
-  };
-  double fallback = 0;
-  for (uint32_t i = 0; i < n; ++i) {
-    const double r = rate(qps_[i]);
-    if (r > 0 && (fallback == 0 || r < fallback)) fallback = r;
+  // The QPs of one device share its link, so the weight is the device's: its outstanding bytes
+  // times its measured drain rate (an unknown rate counts as the fastest, none more than
+  // DrainRate::kMaxSkew times the fastest, so a misjudged device still gets work and relearns; no
+  // rate measured at all: plain bytes). Within a device, the QP with the fewest bytes.
+  double fastest = 0;
+  for (int d : devices_) {
+    const double r = device_load_[static_cast<size_t>(d)].rate.ns_per_byte();
+    if (r > 0 && (fastest == 0 || r < fastest)) fastest = r;
   }
-  if (fallback == 0) fallback = 1;
+  if (fastest == 0) fastest = 1;
   int best = -1;
   double best_cost = 0;
+  uint64_t best_bytes = 0;
   bool any = false;
   for (uint32_t k = 0, i = rr_; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
     const PhysQp& q = qps_[i];
     if (q.health != QpHealth::kHealthy || (device >= 0 && q.device != device)) continue;
     any = true;
     if (q.outstanding >= config_.qp_capacity) continue;
-    const double r = rate(q);
-    const double cost = static_cast<double>(q.outstanding_bytes + length) * (r > 0 ? r : fallback);
-    if (best < 0 || cost < best_cost) {
+    const DeviceLoad& load = device_load_[static_cast<size_t>(q.device)];
+    const double cost =
+        static_cast<double>(load.outstanding_bytes + length) * load.rate.Weight(fastest);
+    if (best < 0 || cost < best_cost || (cost == best_cost && q.outstanding_bytes < best_bytes)) {
       best = static_cast<int>(i);
       best_cost = cost;
+      best_bytes = q.outstanding_bytes;
     }
   }
   if (best >= 0) return best;
@@ -526,13 +524,22 @@ VirtualQp::PostResult VirtualQp::Submit(uint32_t fslot) {
     MarkDead(f.qp, IBV_WC_GENERAL_ERR);  // a QP that refuses work is no longer usable
     return PostResult::kNoQp;
   }
-  if (q.outstanding == 0) {
+  // Data QPs only: the message QP's SENDs may wait for receives (RNR) without the link stalling.
+  DeviceLoad* load = f.qp < config_.num_qps ? &device_load_[device] : nullptr;
+  if (q.outstanding == 0 || (load != nullptr && load->outstanding == 0)) {
     const uint64_t now = NowNs();
-    q.rate.OnBusy(now);
-    q.last_progress_ns = now;
+    if (q.outstanding == 0) q.rate.OnBusy(now);
+    if (load != nullptr && load->outstanding == 0) {
+      load->rate.OnBusy(now);
+      load->last_progress_ns = now;
+    }
   }
   ++q.outstanding;
   q.outstanding_bytes += f.length;
+  if (load != nullptr) {
+    ++load->outstanding;
+    load->outstanding_bytes += f.length;
+  }
   if (entry != nullptr) ++entry->inflight;
   ++counters_.fragments_posted;
   counters_.bytes_posted += f.length;
@@ -550,10 +557,20 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
   PhysQp& q = qps_[static_cast<size_t>(qp_index)];
   --q.outstanding;
   q.outstanding_bytes -= f.length;
+  DeviceLoad* load =
+      qp_index < static_cast<int>(config_.num_qps) ? &device_load_[static_cast<size_t>(q.device)]
+                                                    : nullptr;
+  if (load != nullptr) {
+    --load->outstanding;
+    load->outstanding_bytes -= f.length;
+  }
   if (wc.status == IBV_WC_SUCCESS) {
     const uint64_t now = NowNs();
     q.rate.OnComplete(now, f.length);
-    q.last_progress_ns = now;
+    if (load != nullptr) {
+      load->rate.OnComplete(now, f.length);
+      load->last_progress_ns = now;
+    }
     if (f.kind == WrKind::kFragment && !f.tail && f.length > 0) {
       if (f.opcode == IBV_WR_RDMA_READ) {
         q.traffic.read_bytes += f.length;

@@ -66,10 +66,11 @@ struct VirtualQpConfig {
   uint8_t retry_cnt = 7;
   uint8_t rnr_retry = 7;
   // Cooldown of a data QP that stalls (work outstanding, no completion for the longer of
-  // `stall_ms` and 8 fragments' time at its measured rate) or dies: it takes no new work for
+  // `stall_ms` and 32 fragments' time at its device's measured rate: the link completed
+  // nothing for the VQP) or dies: it takes no new work for
   // `cooldown_ms`, doubled with every further strike (at most `cooldown_cap_ms`); strikes are
   // forgiven after 10 s without one. The last healthy data QP is never cooled.
-  uint32_t stall_ms = 50;
+  uint32_t stall_ms = 100;
   uint32_t cooldown_ms = 100;
   uint32_t cooldown_cap_ms = 5000;
   // The clock of the scheduler's drain rates (nanoseconds); null = common::MonotonicNs. Tests

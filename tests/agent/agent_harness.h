@@ -103,6 +103,8 @@ class NotificationCollector {
 
 // GET http://127.0.0.1:<port><path>; the body ("" on failure).
 std::string HttpGet(uint16_t port, const std::string& path);
+// Whether something accepts TCP connections on 127.0.0.1:<port> (no test failure if not).
+bool PortOpen(uint16_t port);
 std::string ScrapeMetrics(uint16_t port);
 // Sum of the samples of `name` whose labels include every pair of `labels`.
 double MetricSum(const std::string& text, const std::string& name,

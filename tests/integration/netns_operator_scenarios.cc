@@ -172,8 +172,12 @@ int PeerKillScenario(std::shared_ptr<AgentClient> a, const std::string& b_addr,
               static_cast<unsigned long>(ok), static_cast<unsigned long>(failed), worst, kTimeout,
               static_cast<unsigned long>(late));
   std::printf("first error: %s\n", first_error.c_str());
-  // What the orchestrator does: drop what belonged to the dead peer, restart it, reconnect.
+  // The orchestrator restarts the peer and reconnects, while our old VQP, whose QPs died with the
+  // peer, is still trying to recover with it: it must never touch the new VQP (which reuses its
+  // id), and must learn that its peer is gone.
+  const uint64_t old_vqp = conn->vqp_a();
   session.reset();
+  conn->Release();
   conn.reset();
   dst.reset();
   if (std::system(start_cmd.c_str()) != 0) std::fprintf(stderr, "start command failed\n");
@@ -189,9 +193,24 @@ int PeerKillScenario(std::shared_ptr<AgentClient> a, const std::string& b_addr,
   }
   bool again = false;
   uint64_t ok_after = 0;
+  int64_t new_deaths = -1, new_epoch = -1;
+  std::string old_state;
   if (b != nullptr) {
     auto c = Connect(a, b, {.num_qps = 8, .label = "netns-reconnected"});
     auto d = b->RegisterMemory(256 * kMiB, "dst-again");
+    if (c.ok()) {
+      // No traffic for 3 s: the new VQP must see no death, and the old one must have failed.
+      usleep(3000000);
+      auto fresh = b->GetVqp((*c)->vqp_b());
+      auto old = a->GetVqp(old_vqp);
+      new_deaths = fresh.ok() ? static_cast<int64_t>(fresh->qps_died()) : -1;
+      new_epoch = fresh.ok() ? static_cast<int64_t>(fresh->epoch()) : -1;
+      old_state = old.ok() ? old->state() + " (" + old->failure() + ")" : old.status().ToString();
+      std::printf("new VQP %lu on the restarted peer (old one here: %lu): %ld deaths, epoch %ld "
+                  "after 3 s idle; old VQP: %s\n",
+                  static_cast<unsigned long>((*c)->vqp_b()), static_cast<unsigned long>(old_vqp),
+                  static_cast<long>(new_deaths), static_cast<long>(new_epoch), old_state.c_str());
+    }
     if (c.ok() && d.ok()) {
       auto s = TransferSession::Open(a, (*c)->vqp_a());
       if (s.ok()) {
@@ -209,7 +228,9 @@ int PeerKillScenario(std::shared_ptr<AgentClient> a, const std::string& b_addr,
               "%s\n",
               Since(restart), static_cast<unsigned long>(ok_after),
               again ? "identical" : "NOT VERIFIED");
-  const bool pass = failed > 0 && late == 0 && !first_error.empty() && again;
+  (void)a->DestroyVqp(old_vqp);
+  const bool pass = failed > 0 && late == 0 && !first_error.empty() && again && new_deaths == 0 &&
+                    new_epoch == 0 && old_state.rfind("failed", 0) == 0;
   std::printf("%s\n", pass ? "PASS" : "FAIL");
   return pass ? 0 : 1;
 }

@@ -179,7 +179,12 @@ int main(int argc, char** argv) {
   app.add_option("--qps", qps);
   app.add_option("--down-at", down_at);
   app.add_option("--up-at", up_at);
-  app.add_option("--scenario", scenario, "one-down | all-down | drain | peer-kill | bench");
+  app.add_option("--scenario", scenario,
+                 "one-down | all-down | drain | peer-kill | bench | imm-outage | flap");
+  std::string scheme = "spray";
+  app.add_option("--scheme", scheme, "imm-outage: spray | dqplb");
+  double flap_seconds = 30;
+  app.add_option("--flap-seconds", flap_seconds);
   std::string kill_cmd, start_cmd;
   app.add_option("--kill-cmd", kill_cmd, "peer-kill: SIGKILLs the peer agent");
   app.add_option("--start-cmd", start_cmd, "peer-kill: starts it again");
@@ -215,6 +220,14 @@ int main(int argc, char** argv) {
   if (scenario == "peer-kill") {
     return braid::netns::PeerKillScenario(*a, b_addr, *conn, *session, **src, *dst, kill_cmd,
                                           start_cmd);
+  }
+  if (scenario == "imm-outage") {
+    return braid::netns::ImmOutageScenario(
+        *a, *b, scheme == "dqplb" ? braid::v1::SCHEME_DQPLB : braid::v1::SCHEME_SPRAY, **src,
+        **dst, link_cmd);
+  }
+  if (scenario == "flap") {
+    return braid::netns::FlapScenario(**session, **src, **dst, link_cmd, flap_seconds);
   }
   if (scenario == "all-down") {
     return AllDown(**a, **conn, **session, **src, **dst, link_cmd, backoff_cap_s);

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Issue 9, link faults with recovery: two network namespaces joined by four veth "NICs" (each
+# Link faults with recovery: two network namespaces joined by four veth "NICs" (each
 # shaped to the same rate with tc) plus a control link; one braidd per namespace with a soft NIC
 # on each veth end. A stream of 1 MiB writes over an 8-QP VQP; one veth goes down mid-way and
 # comes back. The driver checks: no failed transfer, data identical, dead QPs appear and are all
 # recovered within twice the backoff cap after the link returns; it prints the throughput before,
 # while down and after. Then two of four links down and all four; an operator drain under load;
-# the peer agent SIGKILLed and restarted. Removes everything it created. Exit 77 (skip) when not
+# write-with-imm messages in flight when every link goes down (both schemes); a link flapping
+# every 200 ms; the peer agent SIGKILLed and restarted. Removes everything it created. Exit 77 (skip) when not
 # root.
 set -euo pipefail
 BRAIDD=$1
@@ -37,7 +38,18 @@ ok=$(echo "$metrics" | awk '/^braid_recoveries_total\{result="success"\}/ {s=$2}
 # Operator drain of soft1 under load, then undrain (a fresh VQP).
 echo "drain soft1 under load at 1 s, undrain at 3 s"
 ip netns exec "$A" "$DRIVER" --a 10.77.9.1:7600 --b 10.77.9.2:7600 --qps 8 --scenario drain
-# The peer agent SIGKILLed mid-stream, restarted, reconnected through the SDK.
+# Every link down with write-with-imm messages in flight, both schemes (fresh VQPs).
+for scheme in spray dqplb; do
+  echo "all four links down with 8 write-with-imm messages in flight ($scheme), then up"
+  ip netns exec "$A" "$DRIVER" --a 10.77.9.1:7600 --b 10.77.9.2:7600 --scenario imm-outage \
+    --scheme "$scheme" --link-cmd "$DIR/link.sh"
+done
+# One link flapping every 200 ms under load.
+echo "link 1 down/up every 200 ms for ${BRAID_FLAP_SECONDS:-30} s under 1 MiB writes"
+ip netns exec "$A" "$DRIVER" --a 10.77.9.1:7600 --b 10.77.9.2:7600 --qps 8 --scenario flap \
+  --flap-seconds "${BRAID_FLAP_SECONDS:-30}" --link-cmd "$DIR/link.sh"
+# The peer agent SIGKILLed mid-stream, restarted, reconnected through the SDK; our old VQP, still
+# recovering, must not touch the restarted peer's new VQP.
 echo "peer agent SIGKILLed at 1 s, then restarted"
 ip netns exec "$A" "$DRIVER" --a 10.77.9.1:7600 --b 10.77.9.2:7600 --qps 8 --scenario peer-kill \
   --kill-cmd "$DIR/agent.sh kill 2" --start-cmd "$DIR/agent.sh start 2"

@@ -1,4 +1,5 @@
-// Scenarios of the netns recovery driver that live outside its main file (issue 9, points 3, 4).
+// Scenarios of the netns recovery driver that live outside its main file: operator drain, peer
+// kill and restart, failure containment.
 // Each prints what it measured and PASS/FAIL; returns the exit code.
 #ifndef BRAID_TESTS_INTEGRATION_NETNS_SCENARIOS_H_
 #define BRAID_TESTS_INTEGRATION_NETNS_SCENARIOS_H_
@@ -24,6 +25,17 @@ int PeerKillScenario(std::shared_ptr<client::AgentClient> a, const std::string& 
                      std::unique_ptr<client::TransferSession>& session, const client::Region& src,
                      std::unique_ptr<client::Region>& dst, const std::string& kill_cmd,
                      const std::string& start_cmd);
+
+// Every link down with write-with-imm messages in flight, then back; 1,000 messages after.
+// `link_cmd K up|down` switches link K.
+int ImmOutageScenario(std::shared_ptr<client::AgentClient> a,
+                      std::shared_ptr<client::AgentClient> b, v1::Scheme scheme,
+                      const client::Region& src, const client::Region& dst,
+                      const std::string& link_cmd);
+
+// Link 1 down/up every 200 ms for `seconds` under a stream of 1 MiB writes.
+int FlapScenario(client::TransferSession& session, const client::Region& src,
+                 const client::Region& dst, const std::string& link_cmd, double seconds);
 
 }  // namespace braid::netns
 
