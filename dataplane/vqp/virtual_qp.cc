@@ -94,7 +94,7 @@ Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
     caps.max_recv_sge = 1;
     caps.max_inline_data = 0;
     const uint32_t entries = ReservedEntries(q);
-    BRAID_RETURN_IF_ERROR(cq_.Reserve(q.device, entries).WithContext("VQP creation (N15)"));
+    BRAID_RETURN_IF_ERROR(cq_.Reserve(q.device, entries).WithContext("reserving completion-queue room for the VQP"));
     reserved_[static_cast<size_t>(q.device)] += entries;
     verbs::Cq* pcq = &cq_.physical_cq(q.device);
     BRAID_ASSIGN_OR_RETURN(q.qp, pds[static_cast<size_t>(q.device)]->CreateQp(

@@ -48,8 +48,9 @@ Status VirtualQp::PostRecv(const VirtualRecvWr& wr) {
       if (wr.length > UINT32_MAX) return Status::InvalidArgument("a SEND buffer holds at most 4 GiB");
       const uint32_t lkey = local_keys_.Get(wr.local_keys, static_cast<uint32_t>(q.device));
       if (lkey == 0) {
-        return Status::InvalidArgument("T18: local key entry " + std::to_string(wr.local_keys) +
-                                       " has no key for the message QP's device");
+        return Status::InvalidArgument("local key entry " + std::to_string(wr.local_keys) +
+                                       " has no key for the message QP's device; register the "
+                                       "memory on every device the VQP uses");
       }
       sge = {wr.local_addr, static_cast<uint32_t>(wr.length), lkey};
     } else {

@@ -58,14 +58,16 @@ Status VirtualQp::CheckKeys(uint32_t local, uint32_t remote, bool message_qp,
                  : std::span<const std::pair<uint32_t, uint32_t>>(data_key_devices_);
   for (const auto& [device, remote_device] : pairs) {
     if (local_keys_.Get(local, device) == 0) {
-      return Status::InvalidArgument("T18: local key entry " + std::to_string(local) +
+      return Status::InvalidArgument("local key entry " + std::to_string(local) +
                                      " has no key for device " +
-                                     cq_.device(static_cast<int>(device)).info().name);
+                                     cq_.device(static_cast<int>(device)).info().name +
+                                     "; register the memory on every device the VQP uses");
     }
     if (remote != UINT32_MAX && remote_keys_.Get(remote, remote_device) == 0) {
-      return Status::InvalidArgument("T18: remote key entry " + std::to_string(remote) +
+      return Status::InvalidArgument("remote key entry " + std::to_string(remote) +
                                      " has no key for the peer's device " +
-                                     std::to_string(remote_device));
+                                     std::to_string(remote_device) +
+                                     "; give a remote key for every device of the peer's card");
     }
   }
   return Status::Ok();
@@ -97,7 +99,7 @@ Status VirtualQp::ValidateSend(const VirtualSendWr& wr) const {
   }
   if (multi() && !(wr.send_flags & IBV_SEND_SIGNALED)) {
     return Status::InvalidArgument(
-        "T15: every operation on a multi-QP virtual QP must be signaled");
+        "every operation on a multi-QP virtual QP must be signaled (set IBV_SEND_SIGNALED)");
   }
   if ((wr.opcode == IBV_WR_SEND || wr.opcode == IBV_WR_SEND_WITH_IMM) && wr.length > kMaxSendBytes) {
     return Status::InvalidArgument("SEND is not fragmented: at most 1 GiB");
@@ -112,7 +114,7 @@ Status VirtualQp::ValidateSend(const VirtualSendWr& wr) const {
   if (send_tail_ - send_head_ == config_.max_virtual_wrs) return Status::NoResource();
   if (message ? qps_[static_cast<size_t>(message_qp())].health == QpHealth::kDead
               : !AnyHealthyFor(WrKind::kFragment, -1)) {
-    return Status::QpError(message ? "the message QP is dead" : "no healthy data QP (rule 2)");
+    return Status::QpError(message ? "the message QP is dead" : "no healthy data QP: all are dead or out of service; retry once one is back");
   }
   return Status::Ok();
 }
