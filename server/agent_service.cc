@@ -220,10 +220,13 @@ grpc::Status AgentService::WatchNotifications(
   auto watcher = std::make_shared<engine::NotificationWatcher>(options_.watcher_capacity);
   common::Status s = engine_.Watch(request->vqp_id(), watcher);
   if (!s.ok()) return ToGrpc(s);
-  return StreamWatcher(context, writer, *watcher, "notifications",
-                       [](const engine::Notification& n, v1::WatchNotificationsResponse* out) {
-                         ToProto(n, out->mutable_notification());
-                       });
+  grpc::Status ended =
+      StreamWatcher(context, writer, *watcher, "notifications",
+                    [](const engine::Notification& n, v1::WatchNotificationsResponse* out) {
+                      ToProto(n, out->mutable_notification());
+                    });
+  engine_.PruneWatchers(request->vqp_id());
+  return ended;
 }
 
 grpc::Status AgentService::WatchEvents(grpc::ServerContext* context,
@@ -232,10 +235,12 @@ grpc::Status AgentService::WatchEvents(grpc::ServerContext* context,
   auto watcher = std::make_shared<engine::EventWatcher>(options_.watcher_capacity);
   common::Status s = engine_.WatchEvents(watcher);
   if (!s.ok()) return ToGrpc(s);
-  return StreamWatcher(context, writer, *watcher, "events",
-                       [](const engine::EngineEvent& e, v1::WatchEventsResponse* out) {
-                         ToProto(e, out->mutable_event());
-                       });
+  grpc::Status ended = StreamWatcher(context, writer, *watcher, "events",
+                                     [](const engine::EngineEvent& e, v1::WatchEventsResponse* out) {
+                                       ToProto(e, out->mutable_event());
+                                     });
+  engine_.PruneWatchers(0);
+  return ended;
 }
 
 grpc::Status AgentService::DrainDevice(grpc::ServerContext*, const v1::DrainDeviceRequest* request,

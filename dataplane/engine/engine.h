@@ -114,6 +114,10 @@ class Engine {
   common::Status Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher);
   // Subscribes `watcher` to every state change (EngineEvent); none is missed after OK.
   common::Status WatchEvents(std::shared_ptr<EventWatcher> watcher);
+  // Lets go of the closed watchers of VQP `vqp_id` (0: of the event stream) now rather than at
+  // the next delivery, so a cancelled stream's queue (and its eventfd) is freed at once.
+  // Non-blocking; best effort when the command queue is full.
+  void PruneWatchers(uint64_t vqp_id);
   uint64_t incarnation() const { return incarnation_; }
 
   // Recovery (rule 5). The engine asks for the peer's side through recovery_requests(); the
@@ -187,7 +191,8 @@ class Engine {
   void StartTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink);
   common::Status PrepareTransfer(const TransferRequest& request, Transfer& t);
   common::Result<uint32_t> LocalKeys(VqpSlot& slot, RegionSlot& region);
-  common::Result<uint32_t> RemoteKeys(VqpSlot& slot, const RemoteRegion& remote);
+  // The key-table handle for `remote` on the VQP, taken for `t` (released with the transfer).
+  common::Result<uint32_t> RemoteKeys(VqpSlot& slot, const RemoteRegion& remote, Transfer& t);
   bool PostTransfer(uint32_t index);  // false: the VQP is full (stays in the backlog)
   void PumpBacklogs();
   int PollCompletions();

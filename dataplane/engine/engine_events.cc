@@ -46,6 +46,18 @@ Status Engine::WatchEvents(std::shared_ptr<EventWatcher> watcher) {
   });
 }
 
+void Engine::PruneWatchers(uint64_t vqp_id) {
+  (void)commands_.Push([vqp_id](Engine& e) {
+    auto closed = [](const auto& w) { return w->closed.load(std::memory_order_relaxed); };
+    if (vqp_id == 0) {
+      std::erase_if(e.event_watchers_, closed);
+      return;
+    }
+    auto it = e.vqps_.find(vqp_id);
+    if (it != e.vqps_.end()) std::erase_if(it->second->watchers, closed);
+  });
+}
+
 void Engine::Emit(EventKind kind, uint64_t vqp_id, int32_t qp_index, std::string device,
                   std::string cause) {
   EngineEvent event;

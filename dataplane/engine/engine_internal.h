@@ -36,14 +36,27 @@ struct QpRecovery {
   vqp::QpHealth reported = vqp::QpHealth::kHealthy;  // the health last turned into an event
 };
 
+// A remote region's keys in a VQP's key table: the handle, how many transfers use it (accepted and
+// not yet released), and when it was last used. The table is small (VirtualQpConfig::max_keys);
+// when it is full, the least recently used entry no transfer uses is evicted, so a VQP can target
+// any number of peer regions over its life.
+struct RemoteKeysEntry {
+  uint32_t handle = 0;
+  uint32_t users = 0;
+  uint64_t last_use = 0;
+};
+using RemoteKeysCache =
+    std::map<std::tuple<uint64_t, uint64_t, std::vector<uint32_t>>, RemoteKeysEntry>;
+
 struct Engine::VqpSlot {
   uint64_t id = 0;
   std::string label;
   std::unique_ptr<vqp::VirtualQp> vqp;
   std::vector<std::string> peer_devices;  // the peer card's device names, in card order
   std::unordered_map<uint64_t, uint32_t> local_handles;  // region id → key-table handle
-  // (addr, length, rkeys in peer-card order) → key-table handle
-  std::map<std::tuple<uint64_t, uint64_t, std::vector<uint32_t>>, uint32_t> remote_handles;
+  // (addr, length, rkeys in peer-card order) → key-table entry
+  RemoteKeysCache remote_handles;
+  uint64_t remote_uses = 0;  // the LRU clock of remote_handles
   std::deque<uint32_t> backlog;  // transfers waiting for room on the VQP, in arrival order
   std::vector<std::shared_ptr<NotificationWatcher>> watchers;
   uint64_t notifications = 0;
@@ -73,6 +86,8 @@ struct Engine::Transfer {
   uint64_t op_id = 0;
   uint64_t vqp_id = 0;
   uint64_t region_id = 0;
+  RemoteKeysCache::iterator remote_keys;  // valid while has_remote_keys (and the VQP exists)
+  bool has_remote_keys = false;
   TransferOp op = TransferOp::kWrite;
   uint64_t length = 0;
   uint64_t start_ns = 0;

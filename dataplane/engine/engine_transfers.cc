@@ -64,6 +64,7 @@ void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<Trans
   t.op_id = request.op_id;
   t.vqp_id = request.vqp_id;
   t.region_id = 0;
+  t.has_remote_keys = false;
   t.op = request.op;
   t.length = request.length;
   t.start_ns = NowNs();
@@ -120,7 +121,7 @@ Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
                               " (" + std::to_string(remote.length) + " bytes)");
   }
   BRAID_ASSIGN_OR_RETURN(uint32_t local_keys, LocalKeys(*slot, region));
-  BRAID_ASSIGN_OR_RETURN(uint32_t remote_keys, RemoteKeys(*slot, remote));
+  BRAID_ASSIGN_OR_RETURN(uint32_t remote_keys, RemoteKeys(*slot, remote, t));
   vqp::VirtualSendWr& wr = t.wr;
   wr = {};
   wr.wr_id = (uint64_t{t.generation} << 32) | static_cast<uint64_t>(&t - transfers_.data());
@@ -157,23 +158,44 @@ Result<uint32_t> Engine::LocalKeys(VqpSlot& slot, RegionSlot& region) {
   return *handle;
 }
 
-Result<uint32_t> Engine::RemoteKeys(VqpSlot& slot, const RemoteRegion& remote) {
+Result<uint32_t> Engine::RemoteKeys(VqpSlot& slot, const RemoteRegion& remote, Transfer& t) {
   std::vector<uint32_t> rkeys;
   for (const std::string& device : slot.peer_devices) {
     auto it = std::find_if(remote.keys.begin(), remote.keys.end(),
                            [&](const auto& k) { return k.first == device; });
     if (it == remote.keys.end()) {
       return Status::InvalidArgument("remote region " + std::to_string(remote.region_id) +
-                                     " has no key for the peer's device '" + device + "'");
+                                     " has no key for the peer's device '" +
+                                     device.substr(0, 100) + "'");
     }
     rkeys.push_back(it->second);
   }
   auto key = std::make_tuple(remote.addr, remote.length, rkeys);
   auto it = slot.remote_handles.find(key);
-  if (it != slot.remote_handles.end()) return it->second;
-  BRAID_ASSIGN_OR_RETURN(uint32_t handle, slot.vqp->AddRemoteKeys(rkeys));
-  slot.remote_handles.emplace(std::move(key), handle);
-  return handle;
+  if (it == slot.remote_handles.end()) {
+    Result<uint32_t> handle = slot.vqp->AddRemoteKeys(rkeys);
+    if (!handle.ok() && handle.status().code() == common::StatusCode::kNoResource) {
+      // The table is full: evict the least recently used entry no transfer uses.
+      auto victim = slot.remote_handles.end();
+      for (auto e = slot.remote_handles.begin(); e != slot.remote_handles.end(); ++e) {
+        if (e->second.users == 0 &&
+            (victim == slot.remote_handles.end() || e->second.last_use < victim->second.last_use)) {
+          victim = e;
+        }
+      }
+      if (victim == slot.remote_handles.end()) return Status::NoResource();  // all in use
+      (void)slot.vqp->RemoveRemoteKeys(victim->second.handle);
+      slot.remote_handles.erase(victim);
+      handle = slot.vqp->AddRemoteKeys(rkeys);
+    }
+    if (!handle.ok()) return handle.status();
+    it = slot.remote_handles.emplace(std::move(key), RemoteKeysEntry{*handle, 0, 0}).first;
+  }
+  ++it->second.users;
+  it->second.last_use = ++slot.remote_uses;
+  t.remote_keys = it;
+  t.has_remote_keys = true;
+  return it->second.handle;
 }
 
 bool Engine::PostTransfer(uint32_t index) {
@@ -300,6 +322,11 @@ void Engine::Release(uint32_t index) {
   if (t.region_id != 0) {
     auto it = regions_.find(t.region_id);
     if (it != regions_.end()) --it->second->in_flight;
+  }
+  if (t.has_remote_keys) {
+    // A destroyed VQP took its key cache with it.
+    if (vqps_.find(t.vqp_id) != vqps_.end()) --t.remote_keys->second.users;
+    t.has_remote_keys = false;
   }
   t.active = false;
   t.sink.reset();

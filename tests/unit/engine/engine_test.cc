@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -102,6 +103,69 @@ class EngineTest : public ::testing::Test {
   uint64_t peer_vqp_ = 0;
   RegionStatus local_, remote_;
 };
+
+// A VQP's remote key table holds 64 entries; a long-running client rotating its buffers targets
+// far more peer regions than that over the VQP's life. Every transfer must succeed: entries no
+// transfer uses are evicted (least recently used) as new regions come. 100,000 distinct remote
+// regions in turn (BRAID_DISTINCT_REGIONS overrides), 32 in flight.
+TEST_F(EngineTest, AVqpTargetsAnyNumberOfDistinctPeerRegionsInTurn) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  constexpr uint64_t kDefault = 5000;  // sanitizers are 10x slower; the release run does 100,000
+#else
+  constexpr uint64_t kDefault = 100000;
+#endif
+  const char* env = std::getenv("BRAID_DISTINCT_REGIONS");
+  const uint64_t count = env != nullptr ? std::strtoull(env, nullptr, 10) : kDefault;
+  auto rss_kib = [] {
+    long pages = 0, resident = 0;
+    if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+      if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+      std::fclose(f);
+    }
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+  };
+  auto* src = reinterpret_cast<uint8_t*>(local_.remote.addr);
+  auto* dst = reinterpret_cast<uint8_t*>(remote_.remote.addr);
+  for (uint64_t i = 0; i < 4096; ++i) src[i] = static_cast<uint8_t>(i * 7 + 1);
+  std::memset(dst, 0, 64 * kMiB);  // resident from the start: RSS then measures the agent alone
+  auto sink = std::make_shared<TransferSink>(1024);
+  uint64_t ok = 0, submitted = 0, done = 0;
+  std::string first_error;
+  long rss_start = 0;
+  while (done < count) {
+    if (done == count / 10 && rss_start == 0) rss_start = rss_kib();  // past the warm-up
+    while (submitted < count && submitted - done < 32) {
+      TransferRequest t = Write(submitted, 0, 4096);
+      t.op = TransferOp::kWrite;
+      t.remote.addr = remote_.remote.addr + (submitted % 131000) * 512;  // a distinct region
+      t.remote.length = 4096;
+      t.remote_offset = 0;
+      ASSERT_TRUE(a_.engine->SubmitTransfer(t, sink).ok());
+      ++submitted;
+    }
+    auto r = sink->results.TryPop();
+    if (!r) {
+      sink->results.Wait(10);
+      continue;
+    }
+    ++done;
+    if (r->status.ok()) {
+      ++ok;
+    } else if (first_error.empty()) {
+      first_error = r->status.ToString();
+    }
+  }
+  const long rss_end = rss_kib();
+  std::printf("%lu distinct remote regions in turn: %lu transfers succeeded%s%s; RSS %ld KiB "
+              "after the first tenth, %ld KiB at the end\n",
+              static_cast<unsigned long>(count), static_cast<unsigned long>(ok),
+              first_error.empty() ? "" : "; first error: ", first_error.c_str(), rss_start,
+              rss_end);
+  EXPECT_EQ(ok, count);
+  EXPECT_LT(rss_end - rss_start, 16 * 1024) << "memory grows with the regions targeted";
+  const uint64_t last = (count - 1) % 131000 * 512;
+  EXPECT_EQ(std::memcmp(src, dst + last, 4096), 0);
+}
 
 TEST_F(EngineTest, TransfersCompleteInOrderAndNotifyTheReceiver) {
   auto* src = reinterpret_cast<uint8_t*>(local_.remote.addr);  // same process: same mapping
