@@ -15,8 +15,9 @@
 // hand it a full share, and every virtual WR would wait on it). What can go wrong is pessimism: a
 // wait across a stall (a paused link, a descheduled engine) would judge a QP far slower than its
 // link, and a QP judged too slow for any work would never complete anything to correct it. So:
-//  - a sample more than kMaxSkew times faster than the estimate replaces it (the estimate was
-//    taken across a stall; a burst completed in no measurable time joins the next sample);
+//  - two samples in a row more than kMaxSkew times faster than the estimate replace it (it was
+//    taken across a stall; one such sample may be a burst after idling, and a burst completed in
+//    no measurable time joins the next sample);
 //  - the scheduler weighs nothing as more than kMaxSkew times slower than the fastest measured
 //    rate (Weight), so a misjudged QP still gets some work, and with it the samples that mend it.
 //
@@ -48,12 +49,13 @@ class DrainRate {
     if ((bytes_ < kSampleBytes && busy_ns_ < kSampleNs) || bytes_ == 0 || busy_ns_ == 0) return;
     // Time over bytes of the recent samples, each older one weighing 3/4 of the next: bursts and
     // lulls average out as they do on the wire (an average of per-sample rates would not).
-    // A sample kMaxSkew times faster than the estimate means the estimate was taken across a
-    // stall: the sample replaces it.
-    const double keep =
-        static_cast<double>(busy_ns_) * kMaxSkew < ns_per_byte_ * static_cast<double>(bytes_)
-            ? 0
-            : 0.75;
+    // Two samples in a row kMaxSkew times faster than the estimate mean it was taken across a
+    // stall: the second replaces it. (One such sample may be a burst a link allows after idling,
+    // as a token bucket does; it is folded in like any other.)
+    const bool much_faster =
+        static_cast<double>(busy_ns_) * kMaxSkew < ns_per_byte_ * static_cast<double>(bytes_);
+    fast_samples_ = much_faster ? fast_samples_ + 1 : 0;
+    const double keep = fast_samples_ >= 2 ? 0 : 0.75;
     sum_ns_ = sum_ns_ * keep + static_cast<double>(busy_ns_);
     sum_bytes_ = sum_bytes_ * keep + static_cast<double>(bytes_);
     ns_per_byte_ = sum_ns_ / sum_bytes_;
@@ -85,6 +87,7 @@ class DrainRate {
   uint64_t busy_since_ns_ = 0;
   uint64_t busy_ns_ = 0;
   uint64_t bytes_ = 0;
+  uint32_t fast_samples_ = 0;  // consecutive samples kMaxSkew times faster than the estimate
   double sum_ns_ = 0;
   double sum_bytes_ = 0;
   double ns_per_byte_ = 0;

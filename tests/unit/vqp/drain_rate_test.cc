@@ -33,9 +33,15 @@ TEST(DrainRateTest, LearnsOnlyFromBusyTime) {
   // A sample across a stall (1 MiB in 10 s) makes it pessimistic...
   r.OnComplete(11'000'000'000, 1 << 20);
   EXPECT_GT(r.ns_per_byte(), 100 * before_idle);
-  // ...until a sample more than kMaxSkew times faster replaces it.
+  // ...one sample more than kMaxSkew times faster (perhaps a burst) is folded in...
+  const double stalled = r.ns_per_byte();
   r.OnBusy(12'000'000'000);
   r.OnComplete(12'000'000'000 + 500'000, 1 << 20);
+  EXPECT_LT(r.ns_per_byte(), stalled);
+  EXPECT_GT(r.ns_per_byte(), fast * DrainRate::kMaxSkew);
+  // ...and a second in a row replaces it.
+  r.OnBusy(13'000'000'000);
+  r.OnComplete(13'000'000'000 + 500'000, 1 << 20);
   EXPECT_NEAR(r.ns_per_byte(), fast, 1e-9);
   // The scheduler's weight: unknown = the fastest; never more than kMaxSkew times the fastest.
   EXPECT_EQ(DrainRate().Weight(2.0), 2.0);
