@@ -9,6 +9,7 @@
 #include <random>
 
 #include "dataplane/common/clock.h"
+#include "dataplane/common/quote.h"
 #include "dataplane/engine/engine_internal.h"
 
 namespace braid::engine {
@@ -326,7 +327,8 @@ Result<size_t> Engine::FindDevice(const std::string& name) const {
   for (size_t i = 0; i < devices_.size(); ++i) {
     if (devices_[i]->device->info().name == name) return i;
   }
-  return Status::NotFound("no device named '" + name + "' on agent " + options_.agent_id);
+  return Status::NotFound("no device named " + common::Quote(name) + " on agent " +
+                          options_.agent_id + "; ListDevices shows the agent's devices");
 }
 
 DeviceStatus Engine::DescribeDevice(size_t index) const {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <string>
 
+#include "dataplane/common/quote.h"
 #include "dataplane/engine/engine.h"
 #include "dataplane/engine/engine_internal.h"
 
@@ -165,8 +166,8 @@ Result<uint32_t> Engine::RemoteKeys(VqpSlot& slot, const RemoteRegion& remote, T
                            [&](const auto& k) { return k.first == device; });
     if (it == remote.keys.end()) {
       return Status::InvalidArgument("remote region " + std::to_string(remote.region_id) +
-                                     " has no key for the peer's device '" +
-                                     device.substr(0, 100) + "'");
+                                     " has no key for the peer's device " +
+                                     common::Quote(device));
     }
     rkeys.push_back(it->second);
   }
