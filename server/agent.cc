@@ -216,6 +216,8 @@ void Agent::Shutdown() {
   if (health_thread_.joinable()) health_thread_.join();
   if (recovery_thread_.joinable()) recovery_thread_.join();
   if (service_) service_->Shutdown();
+  // Open Transfer streams report every accepted operation before they end.
+  if (engine_) (void)engine_->StopTransfers("the agent is shutting down");
   if (server_) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     server_.reset();

@@ -1,5 +1,7 @@
 #include "server/agent_service.h"
 
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include "server/proto_mapping.h"
@@ -112,41 +114,64 @@ grpc::Status AgentService::Transfer(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>* stream) {
   const uint32_t window = options_.transfer_window;
-  // Room for every accepted operation plus the refusals made here.
-  auto sink = std::make_shared<engine::TransferSink>(size_t{window} * 2 + 16);
+  // Every accepted operation's result has room: at most `window` are accepted at a time.
+  auto sink = std::make_shared<engine::TransferSink>(size_t{window} + 16);
   {
     v1::TransferResponse hello;
     hello.mutable_window()->set_max_in_flight(window);
     if (!stream->Write(hello)) return {grpc::StatusCode::CANCELLED, "client went away"};
   }
-  std::atomic<uint64_t> outstanding{0};
-  std::atomic<bool> reading_done{false};
-  std::atomic<bool> stop_writer{false};
+  // Flow control: while `window` operations are outstanding, the next one is not read, so HTTP/2
+  // flow control holds the client back instead of the stream ending. Operations are counted from
+  // their Read to their completion's Write.
+  std::mutex mu;
+  std::condition_variable room;
+  uint64_t outstanding = 0;
+  bool reading_done = false;
+  bool writer_gone = false;
+  auto stopping = [&] { return context->IsCancelled() || shutting_down_.load(); };
   std::thread writer([&] {
     v1::TransferResponse response;
     for (;;) {
       while (auto r = sink->results.TryPop()) {
         response.Clear();
         ToProto(*r, response.mutable_completion());
-        outstanding.fetch_sub(1);
-        if (!stream->Write(response)) return;
+        const bool written = stream->Write(response);
+        std::lock_guard<std::mutex> lock(mu);
+        --outstanding;
+        room.notify_one();
+        if (!written) {
+          writer_gone = true;
+          return;
+        }
       }
-      if (stop_writer.load() || context->IsCancelled() || shutting_down_.load()) return;
-      if (reading_done.load() && outstanding.load() == 0) return;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        // Every accepted operation is reported before the stream ends, also when the agent shuts
+        // down (the engine completes them then); a cancelled client can be told nothing.
+        if (context->IsCancelled() || (reading_done && outstanding == 0)) {
+          writer_gone = true;
+          room.notify_one();
+          return;
+        }
+      }
       sink->results.Wait(20);
     }
   });
-  grpc::Status result = grpc::Status::OK;
   v1::TransferRequest request;
-  while (stream->Read(&request)) {
-    if (outstanding.load() >= window) {
-      result = {grpc::StatusCode::RESOURCE_EXHAUSTED,
-                "Transfer window of " + std::to_string(window) +
-                    " operations exceeded: wait for completions before sending more"};
-      stop_writer.store(true);
-      break;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      while (outstanding >= window && !writer_gone && !stopping()) {
+        room.wait_for(lock, std::chrono::milliseconds(50));
+      }
+      if (writer_gone || stopping()) break;
     }
-    outstanding.fetch_add(1);
+    if (!stream->Read(&request)) break;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ++outstanding;
+    }
     Result<engine::TransferRequest> parsed = FromProto(request);
     if (!parsed.ok()) {
       engine::TransferResult refused;
@@ -163,19 +188,19 @@ grpc::Status AgentService::Transfer(
     if (!s.ok()) {
       engine::TransferResult refused;
       refused.op_id = request.op_id();
-      refused.status = common::Status::Internal("the engine's command queue stayed full");
+      refused.status = common::Status::DeadlineExceeded(
+          "the engine took no command for 5 s (stalled); the operation was not started");
       (void)sink->results.Push(std::move(refused));
     }
   }
-  reading_done.store(true);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    reading_done = true;
+  }
   writer.join();
-  if (result.ok() && context->IsCancelled()) {
-    result = {grpc::StatusCode::CANCELLED, "the client cancelled the stream"};
-  }
-  if (result.ok() && shutting_down_.load()) {
-    result = {grpc::StatusCode::UNAVAILABLE, "the agent is shutting down"};
-  }
-  return result;
+  if (context->IsCancelled()) return {grpc::StatusCode::CANCELLED, "the client cancelled the stream"};
+  if (shutting_down_.load()) return {grpc::StatusCode::UNAVAILABLE, "the agent is shutting down"};
+  return grpc::Status::OK;
 }
 
 // Streams what an engine watcher collects: `subscribed` first, then every item, until the

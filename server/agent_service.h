@@ -2,9 +2,9 @@
 //
 // Unary calls validate their request, call the engine (which blocks at most its call timeout) and
 // map the result. Transfer: the handler thread reads operations and submits them; a writer thread
-// per stream returns completions as the engine delivers them. A stream may have at most
-// `transfer_window` operations outstanding; one more ends it with RESOURCE_EXHAUSTED (the
-// operations already accepted still run to completion in the engine).
+// per stream returns completions as the engine delivers them. While `transfer_window` operations
+// are outstanding the handler reads no more (flow control); every accepted operation's completion
+// is written before the stream ends, also at shutdown (the engine cancels what is left).
 // WatchNotifications: one watcher per stream, fed by the engine.
 // Threading: gRPC's handler threads; the engine is thread-safe.
 #ifndef BRAID_SERVER_AGENT_SERVICE_H_

@@ -194,6 +194,18 @@ Status Engine::SubmitTransfer(const TransferRequest& request, std::shared_ptr<Tr
       [request, sink = std::move(sink)](Engine& e) mutable { e.StartTransfer(request, sink); });
 }
 
+Status Engine::StopTransfers(std::string why) {
+  return CallStatus([why = std::move(why)](Engine& e) {
+    e.transfers_stopped_ = why;
+    for (uint32_t i = 0; i < e.transfers_.size(); ++i) {
+      if (e.transfers_[i].active && !e.transfers_[i].reported) {
+        e.Complete(i, Status::Cancelled(why), IBV_WC_WR_FLUSH_ERR, false);
+      }
+    }
+    return Status::Ok();
+  });
+}
+
 Status Engine::Init() {
   heartbeat_ns_.store(NowNs());
   std::vector<std::string> names = options_.devices;

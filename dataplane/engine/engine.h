@@ -134,6 +134,11 @@ class Engine {
   common::Status SubmitTransfer(const TransferRequest& request,
                                 std::shared_ptr<TransferSink> sink);
 
+  // The agent is going away: every transfer not yet reported completes now with kCancelled
+  // (`why`), and transfers submitted from now on are refused at once. A posted virtual WR keeps
+  // its region referenced until its completion arrives. Blocks until done (the call timeout).
+  common::Status StopTransfers(std::string why);
+
   // Devices in the healthy state (neither drained nor faulted); read without a command, so a
   // stalled engine cannot block the health check.
   uint32_t healthy_devices() const { return healthy_devices_.load(std::memory_order_relaxed); }
@@ -239,6 +244,7 @@ class Engine {
   uint64_t in_flight_ = 0;  // transfers accepted and not yet completed to their sink
   uint64_t posted_ = 0;     // virtual WRs in flight (some may be past their deadline)
   uint64_t backlogged_ = 0; // transfers in VQP backlogs
+  std::string transfers_stopped_;  // non-empty: StopTransfers was called (why)
   uint64_t next_deadline_check_ns_ = 0;
   uint64_t last_activity_ns_ = 0;
   std::array<vqp::VirtualWc, vqp::VirtualCq::kPollBatch> wcs_{};

@@ -45,6 +45,13 @@ Status WcError(ibv_wc_status status) {
 
 void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink) {
   uint32_t index;
+  if (!transfers_stopped_.empty()) {
+    TransferResult r;
+    r.op_id = request.op_id;
+    r.status = Status::Cancelled(transfers_stopped_);
+    if (!sink->results.Push(std::move(r)).ok()) sink->dropped.fetch_add(1);
+    return;
+  }
   if (!free_transfers_.empty()) {
     index = free_transfers_.back();
     free_transfers_.pop_back();

@@ -67,6 +67,12 @@ class Fabric {
                                                                uint32_t remote_qpn,
                                                                uint32_t peer_send_psn,
                                                                uint64_t epoch) = 0;
+  // The QP `qp_num` of `device` is gone: whatever the fabric holds for it (a caller's connection
+  // waiting for its RTR) is let go. Default: nothing is held.
+  virtual void ForgetQp(SoftDevice* device, uint32_t qp_num) {
+    (void)device;
+    (void)qp_num;
+  }
   virtual uint64_t NowNs() const = 0;
   // Delivers what is due and fires due timers; bounded work per call.
   virtual void Progress() = 0;

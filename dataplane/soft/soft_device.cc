@@ -93,7 +93,10 @@ common::Result<std::unique_ptr<verbs::Cq>> SoftDevice::CreateCq(int min_entries)
 
 void SoftDevice::RegisterQp(SoftQp* qp) { qps_[qp->qp_num()] = qp; }
 
-void SoftDevice::UnregisterQp(uint32_t qp_num) { qps_.erase(qp_num); }
+void SoftDevice::UnregisterQp(uint32_t qp_num) {
+  qps_.erase(qp_num);
+  fabric_->ForgetQp(this, qp_num);
+}
 
 SoftQp* SoftDevice::FindQp(uint32_t qp_num) const {
   auto it = qps_.find(qp_num);

@@ -55,6 +55,7 @@ struct TcpFabric::Conn {
   wire::HelloBytes hello_out{};
   size_t hello_sent = 0;
   bool hello_pending = false;
+  bool held = false;  // accepted, hello read, waiting (unread) for its QP's RTR
   enum class Rx : uint8_t { kHello, kHeader, kPayload } rx = Rx::kHeader;
   std::array<uint8_t, 64> rx_buf{};
   size_t rx_have = 0;
@@ -323,6 +324,7 @@ bool TcpFabric::Attach(Conn& conn, TcpChannel& channel) {
     Kill(conn);
     return true;
   }
+  conn.held = false;
   conn.channel = &channel;
   channel.conn_ = &conn;
   channel.has_hello_ = true;
@@ -378,8 +380,11 @@ bool TcpFabric::ReadHello(Conn& c) {
     Kill(c);
     return false;
   }
-  // The QP exists and is not connected yet: hold the connection, unread, until its RTR.
+  // The QP exists and is not connected yet: hold the connection, unread, until its RTR. Only the
+  // caller's close is watched for (the connection is let go then, not left in CLOSE_WAIT).
+  c.held = true;
   epoll_event ev{};
+  ev.events = EPOLLRDHUP;
   ev.data.u64 = reinterpret_cast<uint64_t>(&c);
   epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
   return false;
@@ -614,6 +619,12 @@ Status TcpFabric::BreakQp(const verbs::Qp& qp) {
   return Status::Ok();
 }
 
+void TcpFabric::ForgetQp(SoftDevice* device, uint32_t qp_num) {
+  for (auto& c : conns_) {
+    if (c->held && c->device == device && c->hello_in.dst_qpn == qp_num) Kill(*c);
+  }
+}
+
 void TcpFabric::Progress() {
   const uint64_t now = NowNs();
   ++pass_;
@@ -655,6 +666,10 @@ void TcpFabric::Progress() {
       ev.data.u64 = tag;
       epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
       Flush(c);
+    }
+    if (c.held) {  // the caller went away before our QP reached RTR
+      Kill(c);
+      continue;
     }
     if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) OnReadable(c);
   }

@@ -66,6 +66,7 @@ class TcpFabric final : public Fabric {
                                                        uint32_t peer_send_psn,
                                                        uint64_t epoch) override;
   uint64_t NowNs() const override;
+  void ForgetQp(SoftDevice* device, uint32_t qp_num) override;
   void Progress() override;
   int wait_fd() const override { return epoll_fd_; }  // the sockets' epoll set
   const TcpFabricStats& stats() const { return stats_; }

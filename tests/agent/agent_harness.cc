@@ -18,6 +18,7 @@
 #include <fstream>
 #include <future>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include "tests/testutil/test_port.h"
@@ -369,6 +370,59 @@ uint64_t CpuTicks(pid_t pid) {
   return utime + stime;
 }
 
+size_t OpenFds(pid_t pid) {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+size_t Threads(pid_t pid) {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+uint64_t RssKiB(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+  }
+  return 0;
+}
+
+size_t CloseWaitSockets(pid_t pid) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  std::set<std::string> inodes;  // the process's sockets
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(proc + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    const std::string target = std::filesystem::read_symlink(it->path(), ec).string();
+    if (target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  size_t n = 0;
+  for (const char* table : {"/net/tcp", "/net/tcp6"}) {
+    std::ifstream in(proc + table);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string sl, local, remote, state, queues, timer, retr, uid, timeout, inode;
+      fields >> sl >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >> inode;
+      if (state == "08" && inodes.count(inode) != 0) ++n;  // TCP_CLOSE_WAIT
+    }
+  }
+  return n;
+}
+
 v1::VirtualQpInfo CreateVqp(v1::Agent::Stub& stub, v1::Scheme scheme, uint32_t num_qps) {
   grpc::ClientContext ctx;
   v1::CreateVirtualQpRequest request;
@@ -380,18 +434,31 @@ v1::VirtualQpInfo CreateVqp(v1::Agent::Stub& stub, v1::Scheme scheme, uint32_t n
   return info;
 }
 
+void ConnectOne(v1::Agent::Stub& stub, const v1::VirtualQpInfo& mine,
+                const v1::VirtualQpInfo& theirs) {
+  grpc::ClientContext ctx;
+  v1::ConnectVirtualQpRequest request;
+  request.set_vqp_id(mine.vqp_id());
+  *request.mutable_remote_card() = theirs.card();
+  v1::VirtualQpInfo info;
+  const grpc::Status s = stub.ConnectVirtualQp(&ctx, request, &info);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(info.connected());
+}
+
 void ConnectPair(v1::Agent::Stub& a, const v1::VirtualQpInfo& va, v1::Agent::Stub& b,
                  const v1::VirtualQpInfo& vb) {
-  for (auto [stub, mine, theirs] : {std::make_tuple(&a, &va, &vb), std::make_tuple(&b, &vb, &va)}) {
-    grpc::ClientContext ctx;
-    v1::ConnectVirtualQpRequest request;
-    request.set_vqp_id(mine->vqp_id());
-    *request.mutable_remote_card() = theirs->card();
-    v1::VirtualQpInfo info;
-    const grpc::Status s = stub->ConnectVirtualQp(&ctx, request, &info);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    EXPECT_TRUE(info.connected());
-  }
+  ConnectOne(a, va, vb);
+  ConnectOne(b, vb, va);
+}
+
+void DestroyVqp(v1::Agent::Stub& stub, uint64_t vqp_id) {
+  grpc::ClientContext ctx;
+  v1::DestroyVirtualQpRequest request;
+  request.set_vqp_id(vqp_id);
+  v1::DestroyVirtualQpResponse response;
+  const grpc::Status s = stub.DestroyVirtualQp(&ctx, request, &response);
+  EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
 v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label) {

@@ -121,9 +121,19 @@ struct CommandResult {
 CommandResult RunCommand(const std::string& command);
 // utime + stime of `pid`, in clock ticks.
 uint64_t CpuTicks(pid_t pid);
+// What a process holds: open fds, threads, resident memory (KiB), and TCP sockets in CLOSE_WAIT
+// (the peer closed, the process never did).
+size_t OpenFds(pid_t pid);
+size_t Threads(pid_t pid);
+uint64_t RssKiB(pid_t pid);
+size_t CloseWaitSockets(pid_t pid);
 
 v1::VirtualQpInfo CreateVqp(v1::Agent::Stub& stub, v1::Scheme scheme, uint32_t num_qps);
 v1::VirtualQpInfo GetVqp(AgentProcess& agent, uint64_t vqp);
+// Connects `mine` (on `stub`) with the card of `theirs`; expects success.
+void ConnectOne(v1::Agent::Stub& stub, const v1::VirtualQpInfo& mine,
+                const v1::VirtualQpInfo& theirs);
+void DestroyVqp(v1::Agent::Stub& stub, uint64_t vqp_id);
 // Exchanges cards and connects both sides.
 void ConnectPair(v1::Agent::Stub& a, const v1::VirtualQpInfo& va, v1::Agent::Stub& b,
                  const v1::VirtualQpInfo& vb);

@@ -1,5 +1,6 @@
 // Lifecycle: what the agent holds it lets go of. A cancelled watch stream frees its queue (and
-// eventfd) at once, not when its VQP next receives a notification or is destroyed.
+// eventfd) at once, not when its VQP next receives a notification or is destroyed; the passive
+// side of a half-connected pair keeps no socket once both VQPs are gone.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -11,15 +12,6 @@
 
 namespace braid::testing {
 namespace {
-
-size_t OpenFds(pid_t pid) {
-  size_t n = 0;
-  for ([[maybe_unused]] const auto& e :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
-    ++n;
-  }
-  return n;
-}
 
 // Opens a watch stream of each kind, waits for `subscribed`, then cancels both.
 void WatchAndCancel(v1::Agent::Stub& stub, uint64_t vqp) {
@@ -59,6 +51,40 @@ TEST(AgentLifecycle, CancelledWatchStreamsLeaveNoFdsBehind) {
   }
   std::printf("agent fds: %zu before, %zu after 50 cancelled notification and 50 event streams\n",
               before, after);
+  EXPECT_LE(after, before);
+}
+
+TEST(AgentLifecycle, APassiveAgentKeepsNoSocketsOnceAHalfConnectedPairIsDestroyed) {
+  auto a = AgentProcess::Spawn({"half-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0});
+  auto b = AgentProcess::Spawn({"half-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
+  ASSERT_TRUE(a && b);
+  const v1::RegionInfo ra = Register(a->stub(), 1 << 20);
+  const v1::RegionInfo rb = Register(b->stub(), 1 << 20);
+  size_t before = 0;
+  for (int round = 0; round <= 10; ++round) {
+    if (round == 1) before = OpenFds(b->pid());  // after gRPC's own first-use fds
+    // Only a connects (with b's card) and writes; b's VQP never connects.
+    const v1::VirtualQpInfo va = CreateVqp(a->stub(), v1::SCHEME_SPRAY, 4);
+    const v1::VirtualQpInfo vb = CreateVqp(b->stub(), v1::SCHEME_SPRAY, 4);
+    ConnectOne(a->stub(), va, vb);
+    std::vector<v1::TransferRequest> ops = MiBWrites(va.vqp_id(), ra, rb, 4, 1);
+    for (auto& op : ops) op.set_timeout_ms(100);
+    const TransferRun run = RunTransfers(a->stub(), ops);
+    ASSERT_TRUE(run.status.ok()) << run.status.error_message();
+    ASSERT_EQ(run.completions.size(), ops.size());
+    DestroyVqp(a->stub(), va.vqp_id());
+    DestroyVqp(b->stub(), vb.vqp_id());
+  }
+  size_t after = 0, close_wait = 0;
+  for (int i = 0; i < 50; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    after = OpenFds(b->pid());
+    close_wait = CloseWaitSockets(b->pid());
+    if (after <= before && close_wait == 0) break;
+  }
+  std::printf("passive agent: %zu fds before, %zu after 10 half-connected rounds, %zu in CLOSE_WAIT\n",
+              before, after, close_wait);
+  EXPECT_EQ(close_wait, 0u);
   EXPECT_LE(after, before);
 }
 
