@@ -53,6 +53,11 @@ Status Agent::Init() {
   eo.fault_injection = config_.fault_injection;
   BRAID_ASSIGN_OR_RETURN(engine_, engine::Engine::Start(std::move(eo)));
   watchdog_ = std::make_unique<engine::StallWatchdog>(*engine_, config_.watchdog_ms);
+  if (engine_->stale_region_files_removed() > 0) {
+    spdlog::info("agent={} region_dir={} removed={} msg=\"removed the region files of an earlier "
+                 "process of this agent\"",
+                 config_.agent_id, config_.region_dir, engine_->stale_region_files_removed());
+  }
 
   AgentServiceOptions so;
   so.agent_id = config_.agent_id;

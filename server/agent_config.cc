@@ -3,8 +3,11 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <cctype>
 #include <limits>
 
+#include "dataplane/common/quote.h"
 #include "dataplane/verbs/gid.h"
 
 namespace braid::server {
@@ -77,6 +80,14 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
 Status AgentConfig::Validate() const {
   if (provider != "auto" && provider != "soft" && provider != "ibverbs") {
     return Status::InvalidArgument("provider must be auto, soft or ibverbs, not '" + provider + "'");
+  }
+  // The agent id names its region files and lock: a plain file-name fragment.
+  if (agent_id.empty() || agent_id.size() > 128 ||
+      !std::all_of(agent_id.begin(), agent_id.end(), [](char ch) {
+        return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.';
+      })) {
+    return Status::InvalidArgument("agent_id " + common::Quote(agent_id) +
+                                   " must be 1 to 128 letters, digits, '-', '_' or '.'");
   }
   for (const auto& nic : soft_nics) {
     if (nic.name.empty()) return Status::InvalidArgument("a soft NIC has no name");

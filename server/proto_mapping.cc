@@ -35,7 +35,9 @@ grpc::StatusCode ToGrpcCode(StatusCode code) {
 grpc::Status ToGrpc(const Status& status) {
   if (status.ok()) return grpc::Status::OK;
   std::string message(status.message());
-  if (status.code() == StatusCode::kNoResource) message = "back-pressure: the agent is full";
+  if (status.code() == StatusCode::kNoResource && message.empty()) {
+    message = "back-pressure: the agent is full";
+  }
   return {ToGrpcCode(status.code()), message};
 }
 

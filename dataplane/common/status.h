@@ -53,6 +53,8 @@ class [[nodiscard]] Status {
 
   static Status Ok() { return Status(); }
   static Status NoResource() { return Status(StatusCode::kNoResource); }
+  // Back-pressure that says which resource is short (control paths only: it allocates).
+  static Status NoResource(std::string_view msg) { return {StatusCode::kNoResource, msg}; }
   static Status InvalidArgument(std::string_view msg) { return {StatusCode::kInvalidArgument, msg}; }
   static Status OutOfRange(std::string_view msg) { return {StatusCode::kOutOfRange, msg}; }
   static Status NotFound(std::string_view msg) { return {StatusCode::kNotFound, msg}; }

@@ -208,6 +208,7 @@ Status Engine::StopTransfers(std::string why) {
 
 Status Engine::Init() {
   heartbeat_ns_.store(NowNs());
+  BRAID_ASSIGN_OR_RETURN(region_dir_, RegionDir::Open(options_.region_dir, options_.agent_id));
   std::vector<std::string> names = options_.devices;
   if (names.empty()) {
     BRAID_ASSIGN_OR_RETURN(auto infos, options_.provider->ListDevices());

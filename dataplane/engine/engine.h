@@ -37,6 +37,7 @@
 #include "dataplane/common/event_queue.h"
 #include "dataplane/common/result.h"
 #include "dataplane/engine/engine_types.h"
+#include "dataplane/engine/region_dir.h"
 #include "dataplane/engine/shm_region.h"
 #include "dataplane/soft/tcp_fabric.h"
 #include "dataplane/verbs/provider.h"
@@ -119,6 +120,9 @@ class Engine {
   // Non-blocking; best effort when the command queue is full.
   void PruneWatchers(uint64_t vqp_id);
   uint64_t incarnation() const { return incarnation_; }
+  // Region files of an earlier process of this agent (killed before it could remove them) that
+  // Start removed from the region directory.
+  uint32_t stale_region_files_removed() const { return region_dir_->stale_files_removed(); }
 
   // Recovery (rule 5). The engine asks for the peer's side through recovery_requests(); the
   // control plane calls the peer agent and reports back with CompleteRecovery (non-blocking).
@@ -231,6 +235,8 @@ class Engine {
   std::atomic<uint64_t> heartbeat_ns_{0};
   std::atomic<uint32_t> healthy_devices_{0};
   int epoll_fd_ = -1;
+
+  std::unique_ptr<RegionDir> region_dir_;  // set by Init, before Start returns
 
   // Engine-thread state.
   std::vector<std::unique_ptr<DeviceSlot>> devices_;

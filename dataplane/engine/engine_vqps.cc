@@ -164,9 +164,8 @@ Result<RegionStatus> Engine::DoRegister(uint64_t length, const std::string& labe
   auto slot = std::make_unique<RegionSlot>();
   slot->id = next_region_id_++;
   slot->label = label;
-  const std::string name = "braid-" + options_.agent_id + "-" + std::to_string(getpid()) +
-                           "-r" + std::to_string(slot->id);
-  BRAID_ASSIGN_OR_RETURN(slot->shm, ShmRegion::Create(options_.region_dir, name, length));
+  BRAID_ASSIGN_OR_RETURN(slot->shm, ShmRegion::Create(region_dir_->path(),
+                                                      region_dir_->NameFor(slot->id), length));
   for (auto& d : devices_) {
     BRAID_ASSIGN_OR_RETURN(auto mr, d->pd->RegisterMemory(slot->shm->addr(), length,
                                                           IBV_ACCESS_LOCAL_WRITE |

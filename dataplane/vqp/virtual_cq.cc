@@ -36,16 +36,20 @@ VirtualCq::~VirtualCq() {
   }
 }
 
+Status VirtualCq::CheckRoom(int device, uint64_t entries) const {
+  const uint32_t r = reserved_[static_cast<size_t>(device)];
+  const uint32_t cap = capacity(device);
+  if (r + entries <= cap) return Status::Ok();
+  return Status::NoResource("device " + devices_[static_cast<size_t>(device)]->info().name +
+                            " has " + std::to_string(cap - r) + " of its " + std::to_string(cap) +
+                            " completion entries free and this VQP needs " +
+                            std::to_string(entries) +
+                            ": destroy VQPs no longer used, or create a smaller one");
+}
+
 Status VirtualCq::Reserve(int device, uint32_t entries) {
-  uint32_t& r = reserved_[static_cast<size_t>(device)];
-  const auto capacity = static_cast<uint32_t>(cqs_[static_cast<size_t>(device)]->capacity());
-  if (uint64_t{r} + entries > capacity) {
-    return Status::FailedPrecondition(
-        "physical CQ of device " + devices_[static_cast<size_t>(device)]->info().name + " holds " +
-        std::to_string(capacity) + " entries; " + std::to_string(r) + " are reserved and this VQP needs " +
-        std::to_string(entries) + " more");
-  }
-  r += entries;
+  BRAID_RETURN_IF_ERROR(CheckRoom(device, entries));
+  reserved_[static_cast<size_t>(device)] += entries;
   return Status::Ok();
 }
 

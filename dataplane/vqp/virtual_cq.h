@@ -47,11 +47,18 @@ class VirtualCq {
   verbs::Device& device(int index) const { return *devices_[static_cast<size_t>(index)]; }
   verbs::Cq& physical_cq(int index) const { return *cqs_[static_cast<size_t>(index)]; }
   uint32_t reserved(int device) const { return reserved_[static_cast<size_t>(device)]; }
+  // Completion entries of the device's physical CQ (what VQPs on it can reserve in all).
+  uint32_t capacity(int device) const {
+    return static_cast<uint32_t>(cqs_[static_cast<size_t>(device)]->capacity());
+  }
   uint64_t unrouted_completions() const { return unrouted_; }
   size_t registered_qps() const { return routes_.size(); }
 
   // VirtualQp-internal.
-  common::Status Reserve(int device, uint32_t entries);  // N15
+  // Whether `entries` more fit (kNoResource, saying how much is free, when not).
+  common::Status CheckRoom(int device, uint64_t entries) const;
+  // Reserves room for a QP's completions (CheckRoom's answer when short).
+  common::Status Reserve(int device, uint32_t entries);
   void Release(int device, uint32_t entries);
   void Register(int device, uint32_t qp_num, VirtualQp* vqp, uint16_t qp_index);
   void Unregister(int device, uint32_t qp_num);

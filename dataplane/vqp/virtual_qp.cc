@@ -80,12 +80,31 @@ Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
   // Physical QPs: data QP i on device i mod D, then the message QP on the first device.
   const uint32_t total = n + (multi() ? 1 : 0);
   qps_.resize(total);
-  reserved_.assign(static_cast<size_t>(cq_.num_devices()), 0);
-  device_load_.assign(static_cast<size_t>(cq_.num_devices()), DeviceLoad{});
+  std::vector<uint64_t> needs(static_cast<size_t>(cq_.num_devices()), 0);
   for (uint32_t i = 0; i < total; ++i) {
     PhysQp& q = qps_[i];
     q.device = i < n ? devices_[i % devices_.size()] : devices_[0];
     q.has_pool = multi() && i < n;
+    needs[static_cast<size_t>(q.device)] += ReservedEntries(q);
+  }
+  for (int d : devices_) {
+    // A VQP that could not be created even on an idle agent is a wrong request, not back-pressure.
+    if (needs[static_cast<size_t>(d)] > cq_.capacity(d)) {
+      return Status::InvalidArgument(
+          "this VQP needs " + std::to_string(needs[static_cast<size_t>(d)]) +
+          " completion entries on device " + cq_.device(d).info().name + " (num_qps " +
+          std::to_string(n) + ", qp_capacity " + std::to_string(cap) + ", max_virtual_wrs " +
+          std::to_string(vwrs) + "), more than its completion queue holds (" +
+          std::to_string(cq_.capacity(d)) + "): lower num_qps, qp_capacity or max_virtual_wrs");
+    }
+  }
+  for (int d : devices_) {
+    BRAID_RETURN_IF_ERROR(cq_.CheckRoom(d, needs[static_cast<size_t>(d)]));
+  }
+  reserved_.assign(static_cast<size_t>(cq_.num_devices()), 0);
+  device_load_.assign(static_cast<size_t>(cq_.num_devices()), DeviceLoad{});
+  for (uint32_t i = 0; i < total; ++i) {
+    PhysQp& q = qps_[i];
     const bool takes_user_recvs = !multi() || i == n;
     verbs::QpCaps caps;
     caps.max_send_wr = cap;
@@ -94,7 +113,7 @@ Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
     caps.max_recv_sge = 1;
     caps.max_inline_data = 0;
     const uint32_t entries = ReservedEntries(q);
-    BRAID_RETURN_IF_ERROR(cq_.Reserve(q.device, entries).WithContext("reserving completion-queue room for the VQP"));
+    BRAID_RETURN_IF_ERROR(cq_.Reserve(q.device, entries));
     reserved_[static_cast<size_t>(q.device)] += entries;
     verbs::Cq* pcq = &cq_.physical_cq(q.device);
     BRAID_ASSIGN_OR_RETURN(q.qp, pds[static_cast<size_t>(q.device)]->CreateQp(

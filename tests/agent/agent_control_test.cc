@@ -317,6 +317,34 @@ TEST_F(AgentHostileTest, EveryBadRequestGetsAPreciseStatusAndChangesNothing) {
          return s.CreateVirtualQp(&c, r, &out);
        },
        grpc::StatusCode::INVALID_ARGUMENT, "num_qps*"},
+      // Within the validated ranges, but more than a device's completion queue could ever hold:
+      // refused as a wrong request that names the limit, not as a full agent.
+      {"CreateVirtualQp with 127 QPs",
+       [](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::CreateVirtualQpRequest r;
+         r.set_scheme(v1::SCHEME_SPRAY);
+         r.set_num_qps(127);
+         v1::VirtualQpInfo out;
+         return s.CreateVirtualQp(&c, r, &out);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "this VQP needs 17536 completion entries on device soft0 (num_qps 127, qp_capacity 128, "
+       "max_virtual_wrs 1024), more than its completion queue holds (16384): lower num_qps, "
+       "qp_capacity or max_virtual_wrs"},
+      {"CreateVirtualQp with 65536 virtual WRs",
+       [](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::CreateVirtualQpRequest r;
+         r.set_scheme(v1::SCHEME_SPRAY);
+         r.set_num_qps(2);
+         r.set_max_virtual_wrs(65536);
+         v1::VirtualQpInfo out;
+         return s.CreateVirtualQp(&c, r, &out);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "this VQP needs 65920 completion entries on device soft0 (num_qps 2, qp_capacity 128, "
+       "max_virtual_wrs 65536), more than its completion queue holds (16384)*"},
       {"CreateVirtualQp on an unknown device",
        [](v1::Agent::Stub& s) {
          grpc::ClientContext c;

@@ -42,12 +42,17 @@ std::string TestNicIp(int agent, int nic) {
 std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
   std::unique_ptr<AgentProcess> p(new AgentProcess());
   p->id_ = spec.id;
-  char dir[] = "/dev/shm/braid-test-XXXXXX";
-  if (mkdtemp(dir) == nullptr) {
-    ADD_FAILURE() << "mkdtemp: " << strerror(errno);
-    return nullptr;
+  if (spec.region_dir.empty()) {
+    char dir[] = "/dev/shm/braid-test-XXXXXX";
+    if (mkdtemp(dir) == nullptr) {
+      ADD_FAILURE() << "mkdtemp: " << strerror(errno);
+      return nullptr;
+    }
+    p->region_dir_ = dir;
+    p->owns_region_dir_ = true;
+  } else {
+    p->region_dir_ = spec.region_dir;
   }
-  p->region_dir_ = dir;
   const uint16_t grpc_port = TestPort(spec.port_slot);
   p->metrics_port_ = TestPort(spec.port_slot + 1);
   std::vector<std::string> args = {BRAID_BRAIDD_PATH,
@@ -119,7 +124,7 @@ AgentProcess::~AgentProcess() {
   channel_.reset();
   Kill(SIGTERM);
   std::error_code ec;
-  std::filesystem::remove_all(region_dir_, ec);
+  if (owns_region_dir_) std::filesystem::remove_all(region_dir_, ec);
 }
 
 MappedRegion::MappedRegion(const std::string& path, uint64_t length) : length_(length) {

@@ -29,6 +29,7 @@ struct AgentSpec {
   int port_slot = 0;                 // TestPort slots: grpc = slot, metrics = slot + 1
   bool fault_injection = false;
   std::vector<std::string> extra_args;
+  std::string region_dir;  // "": a fresh directory, removed with the process; else this one, kept
 };
 
 // 127.<b>.<agent>.<nic>, with <b> derived from the pid (concurrent runs use other addresses).
@@ -53,6 +54,7 @@ class AgentProcess {
   pid_t pid_ = -1;
   std::string id_;
   std::string region_dir_;
+  bool owns_region_dir_ = false;
   uint16_t metrics_port_ = 0;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Agent::Stub> stub_;

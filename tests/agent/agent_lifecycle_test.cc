@@ -3,6 +3,10 @@
 // side of a half-connected pair keeps no socket once both VQPs are gone.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <stdlib.h>
+
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <string>
@@ -86,6 +90,52 @@ TEST(AgentLifecycle, APassiveAgentKeepsNoSocketsOnceAHalfConnectedPairIsDestroye
               before, after, close_wait);
   EXPECT_EQ(close_wait, 0u);
   EXPECT_LE(after, before);
+}
+
+// The files in `dir`, by name.
+std::vector<std::string> FilesIn(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(AgentLifecycle, AnAgentRestartedAfterSigkillRemovesItsEarlierRegionFiles) {
+  char made[] = "/dev/shm/braid-test-XXXXXX";
+  ASSERT_NE(mkdtemp(made), nullptr);
+  const std::string dir = made;
+  AgentSpec spec{"restart-a", {TestNicIp(0, 0)}, 0};
+  spec.region_dir = dir;
+  {
+    auto a = AgentProcess::Spawn(spec);
+    ASSERT_TRUE(a);
+    for (int i = 0; i < 3; ++i) Register(a->stub(), 1 << 20);
+    a->Kill(SIGKILL);
+  }
+  const std::vector<std::string> left = FilesIn(dir);
+  EXPECT_EQ(left.size(), 4u) << "three region files and the lock survive SIGKILL";
+  {
+    // Another agent of another id on the same directory leaves them alone.
+    AgentSpec other{"restart-b", {TestNicIp(1, 0)}, 2};
+    other.region_dir = dir;
+    auto b = AgentProcess::Spawn(other);
+    ASSERT_TRUE(b);
+    EXPECT_EQ(FilesIn(dir).size(), left.size() + 1) << "its own lock only";
+  }
+  {
+    auto a = AgentProcess::Spawn(spec);
+    ASSERT_TRUE(a);
+    const v1::RegionInfo r = Register(a->stub(), 1 << 20);
+    std::vector<std::string> now = FilesIn(dir);
+    EXPECT_EQ(now.size(), 2u) << "the earlier process's files are gone: its lock and one region";
+    EXPECT_TRUE(std::find(now.begin(), now.end(),
+                          std::filesystem::path(r.path()).filename().string()) != now.end());
+    EXPECT_EQ(a->Kill(SIGTERM), 0);
+  }
+  EXPECT_TRUE(FilesIn(dir).empty()) << "a clean shutdown leaves nothing behind";
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

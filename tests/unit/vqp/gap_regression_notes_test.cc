@@ -393,8 +393,10 @@ TEST(GapRegressionNotesTest, N13_UserIdsNeverConfusedWithTags) {
   EXPECT_EQ(nb.vqp().counters().protocol_errors, 0u);
 }
 
-// N15: a VQP that could overflow a physical CQ is refused at creation.
-TEST(GapRegressionNotesTest, N15_CqTooSmallIsRefusedAtCreation) {
+// A VQP that could overflow a physical CQ is refused at creation: one that could never fit (even
+// on an idle device) is a wrong request naming the parameters to lower; one that does not fit
+// what other VQPs left is back-pressure saying how much is free.
+TEST(GapRegressionNotesTest, AVqpThatCouldNeverFitItsCompletionQueueIsAnInvalidRequest) {
   testing::NullDevice d(0);
   auto pd = d.AllocPd();
   verbs::Device* devs[] = {&d};
@@ -403,10 +405,37 @@ TEST(GapRegressionNotesTest, N15_CqTooSmallIsRefusedAtCreation) {
   ASSERT_TRUE(cq.ok());
   auto v = VirtualQp::Create(**cq, pds, Config(Scheme::kSpray, 4));
   ASSERT_FALSE(v.ok());
-  EXPECT_EQ(v.status().code(), common::StatusCode::kFailedPrecondition);
-  EXPECT_NE(v.status().message().find("completion-queue room"), std::string_view::npos)
+  EXPECT_EQ(v.status().code(), common::StatusCode::kInvalidArgument);
+  EXPECT_NE(v.status().message().find("more than its completion queue holds (64): lower num_qps, "
+                                      "qp_capacity or max_virtual_wrs"),
+            std::string_view::npos)
       << v.status().ToString();
   EXPECT_EQ((*cq)->reserved(0), 0u) << "a refused VQP reserves nothing";
+}
+
+TEST(GapRegressionNotesTest, AVqpThatDoesNotFitWhatIsLeftIsBackPressureSayingWhatIsFree) {
+  testing::NullDevice d(0);
+  auto pd = d.AllocPd();
+  verbs::Device* devs[] = {&d};
+  verbs::ProtectionDomain* pds[] = {pd->get()};
+  VirtualQpConfig config = Config(Scheme::kSpray, 2);
+  config.qp_capacity = 16;
+  config.max_virtual_wrs = 32;
+  // 2 data QPs of 16 + 16 and the message QP of 16 + 32: 112 entries.
+  auto cq = VirtualCq::Create(devs, 200);
+  ASSERT_TRUE(cq.ok());
+  auto first = VirtualQp::Create(**cq, pds, config);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ((*cq)->reserved(0), 112u);
+  auto second = VirtualQp::Create(**cq, pds, config);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), common::StatusCode::kNoResource);
+  EXPECT_NE(second.status().message().find("has 88 of its 200 completion entries free"),
+            std::string_view::npos)
+      << second.status().ToString();
+  EXPECT_EQ((*cq)->reserved(0), 112u) << "the refused VQP reserved nothing";
+  first->reset();
+  EXPECT_TRUE(VirtualQp::Create(**cq, pds, config).ok()) << "room comes back with the first";
 }
 
 // N16: the fatal paths of the original (unknown QP in a completion, wr_id mismatch) are counted,

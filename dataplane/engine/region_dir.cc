@@ -1,0 +1,71 @@
+#include "dataplane/engine/region_dir.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <filesystem>
+
+namespace braid::engine {
+
+namespace {
+
+// "<digits>-r<digits>": the rest of a region file's name after braid-<agent id>-.
+bool IsPidAndRegion(const std::string& rest, std::string* pid) {
+  const size_t dash = rest.find("-r");
+  if (dash == 0 || dash == std::string::npos || dash + 2 == rest.size()) return false;
+  for (size_t i = 0; i < rest.size(); ++i) {
+    if (i == dash || i == dash + 1) continue;
+    if (!std::isdigit(static_cast<unsigned char>(rest[i]))) return false;
+  }
+  *pid = rest.substr(0, dash);
+  return true;
+}
+
+}  // namespace
+
+common::Result<std::unique_ptr<RegionDir>> RegionDir::Open(const std::string& dir,
+                                                           const std::string& agent_id) {
+  const std::string prefix = "braid-" + agent_id + "-";
+  const std::string lock_path = dir + "/braid-" + agent_id + ".lock";
+  int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return common::Status::FromErrno(errno, "open " + lock_path);
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    fd = -1;  // another live agent of this id uses the directory: leave its files alone
+  }
+  auto out = std::make_unique<RegionDir>(dir, prefix, lock_path, fd);
+  if (fd < 0) return out;
+  const std::string self = std::to_string(getpid());
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(dir, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    std::string pid;
+    if (name.rfind(prefix, 0) != 0 || !IsPidAndRegion(name.substr(prefix.size()), &pid)) continue;
+    if (pid == self) continue;
+    std::error_code rm;
+    if (std::filesystem::remove(it->path(), rm)) ++out->stale_removed_;
+  }
+  return out;
+}
+
+RegionDir::RegionDir(std::string dir, std::string prefix, std::string lock_path, int lock_fd)
+    : dir_(std::move(dir)),
+      prefix_(std::move(prefix)),
+      lock_path_(std::move(lock_path)),
+      lock_fd_(lock_fd) {}
+
+RegionDir::~RegionDir() {
+  if (lock_fd_ < 0) return;
+  unlink(lock_path_.c_str());
+  close(lock_fd_);
+}
+
+std::string RegionDir::NameFor(uint64_t region_id) const {
+  return prefix_ + std::to_string(getpid()) + "-r" + std::to_string(region_id);
+}
+
+}  // namespace braid::engine

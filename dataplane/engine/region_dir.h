@@ -1,0 +1,47 @@
+// RegionDir: the agent's claim on its region directory, and the names of its region files.
+//
+// Region files are named braid-<agent id>-<pid>-r<region id>. Opening the directory takes an
+// exclusive lock on braid-<agent id>.lock there (flock, released by the kernel when the process
+// dies, however it dies). Whoever holds it is the only live agent of that id on the directory, so
+// every region file of that id left by another process (an agent killed with -9) is stale and is
+// removed. When another live process holds the lock, nothing is removed.
+// Ownership: RAII; the destructor removes the lock file and releases the lock.
+// Threading: Open and the destructor from any one thread; NameFor is const.
+#ifndef BRAID_DATAPLANE_ENGINE_REGION_DIR_H_
+#define BRAID_DATAPLANE_ENGINE_REGION_DIR_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "dataplane/common/result.h"
+
+namespace braid::engine {
+
+class RegionDir {
+ public:
+  static common::Result<std::unique_ptr<RegionDir>> Open(const std::string& dir,
+                                                         const std::string& agent_id);
+  RegionDir(std::string dir, std::string prefix, std::string lock_path, int lock_fd);
+  ~RegionDir();
+  RegionDir(const RegionDir&) = delete;
+  RegionDir& operator=(const RegionDir&) = delete;
+
+  const std::string& path() const { return dir_; }
+  // The file name (in path()) of this process's region `region_id`.
+  std::string NameFor(uint64_t region_id) const;
+  // Stale region files removed at Open (none when another live agent of this id holds the lock).
+  uint32_t stale_files_removed() const { return stale_removed_; }
+  bool locked() const { return lock_fd_ >= 0; }
+
+ private:
+  std::string dir_;
+  std::string prefix_;  // braid-<agent id>-
+  std::string lock_path_;
+  int lock_fd_;
+  uint32_t stale_removed_ = 0;
+};
+
+}  // namespace braid::engine
+
+#endif  // BRAID_DATAPLANE_ENGINE_REGION_DIR_H_
