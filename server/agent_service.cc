@@ -197,6 +197,7 @@ grpc::Status AgentService::Transfer(
     std::lock_guard<std::mutex> lock(mu);
     reading_done = true;
   }
+  sink->results.Wake();  // the writer may be asleep with nothing left to write
   writer.join();
   if (context->IsCancelled()) return {grpc::StatusCode::CANCELLED, "the client cancelled the stream"};
   if (shutting_down_.load()) return {grpc::StatusCode::UNAVAILABLE, "the agent is shutting down"};

@@ -1,4 +1,5 @@
 // braidd: the Braid agent. Configuration from a YAML file (--config), then flags.
+#include <malloc.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -11,6 +12,11 @@
 
 int main(int argc, char** argv) {
   using braid::server::AgentConfig;
+  // A long-running agent allocates and frees large buffers (watch queues, VQP rings) as clients
+  // come and go. A fixed mmap threshold keeps every allocation of 256 KiB or more in its own
+  // mapping, returned to the system when freed, instead of glibc raising the threshold after the
+  // first free and keeping such buffers in its heaps (RSS that never comes down).
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
   CLI::App app{"braidd: the Braid multipath RDMA data-plane agent"};
   std::string config_path;
   AgentConfig flags;

@@ -6,7 +6,8 @@
 // producers no system call. No wakeup is lost: ArmWait publishes the intent and re-checks the queue,
 // a push publishes the item and re-checks the intent (sequentially consistent fences on both sides).
 //
-// Threading: Push from any thread; TryPop, ArmWait, DisarmWait, Wait from the one consumer.
+// Threading: Push and Wake from any thread; TryPop, ArmWait, DisarmWait, Wait from the one
+// consumer.
 // Ownership: owns its eventfd.
 #ifndef BRAID_DATAPLANE_COMMON_EVENT_QUEUE_H_
 #define BRAID_DATAPLANE_COMMON_EVENT_QUEUE_H_
@@ -50,6 +51,13 @@ class EventQueue {
   }
 
   std::optional<T> TryPop() { return queue_.TryPop(); }
+
+  // Any thread: ends the consumer's current or next Wait early without an item (it has something
+  // else to look at). A system call each time: for rare events only.
+  void Wake() {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t w = write(fd_, &one, sizeof(one));
+  }
 
   // The consumer is about to sleep on fd(). Returns false (and stays awake) when an item is
   // already queued.

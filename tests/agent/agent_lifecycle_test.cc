@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <tuple>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -136,6 +138,125 @@ TEST(AgentLifecycle, AnAgentRestartedAfterSigkillRemovesItsEarlierRegionFiles) {
   }
   EXPECT_TRUE(FilesIn(dir).empty()) << "a clean shutdown leaves nothing behind";
   std::filesystem::remove_all(dir);
+}
+
+// One soak cycle: a connected pair, two regions, a verified write-with-immediate, a Transfer
+// stream and two watch streams cancelled midway, then everything destroyed.
+void SoakCycle(AgentProcess& a, AgentProcess& b, int cycle) {
+  const v1::VirtualQpInfo va = CreateVqp(a.stub(), cycle % 2 ? v1::SCHEME_DQPLB : v1::SCHEME_SPRAY, 2);
+  const v1::VirtualQpInfo vb = CreateVqp(b.stub(), cycle % 2 ? v1::SCHEME_DQPLB : v1::SCHEME_SPRAY, 2);
+  ConnectPair(a.stub(), va, b.stub(), vb);
+  const v1::RegionInfo ra = Register(a.stub(), 64 << 10);
+  const v1::RegionInfo rb = Register(b.stub(), 64 << 10);
+  {
+    grpc::ClientContext ctx;  // a watch stream cancelled once subscribed
+    v1::WatchNotificationsRequest request;
+    request.set_vqp_id(vb.vqp_id());
+    auto reader = b.stub().WatchNotifications(&ctx, request);
+    v1::WatchNotificationsResponse first;
+    EXPECT_TRUE(reader->Read(&first) && first.subscribed());
+    ctx.TryCancel();
+    (void)reader->Finish();
+  }
+  {
+    grpc::ClientContext ctx;
+    auto reader = a.stub().WatchEvents(&ctx, {});
+    v1::WatchEventsResponse first;
+    EXPECT_TRUE(reader->Read(&first) && first.subscribed());
+    ctx.TryCancel();
+    (void)reader->Finish();
+  }
+  v1::TransferRequest op;
+  op.set_op_id(static_cast<uint64_t>(cycle));
+  op.set_vqp_id(va.vqp_id());
+  op.set_op(v1::OP_WRITE_WITH_IMM);
+  op.set_local_region_id(ra.region_id());
+  *op.mutable_remote() = rb.remote();
+  op.set_length(4096);
+  op.set_imm(static_cast<uint32_t>(cycle));
+  {
+    grpc::ClientContext ctx;  // a Transfer stream cancelled with an operation in it
+    auto stream = a.stub().Transfer(&ctx);
+    v1::TransferResponse hello;
+    EXPECT_TRUE(stream->Read(&hello) && hello.has_window());
+    (void)stream->Write(op);
+    ctx.TryCancel();
+    (void)stream->Finish();
+  }
+  const TransferRun run = RunTransfers(a.stub(), {op});
+  EXPECT_TRUE(run.status.ok()) << run.status.error_message();
+  ASSERT_EQ(run.completions.size(), 1u);
+  EXPECT_EQ(run.completions[0].code(), 0) << run.completions[0].message();
+  for (auto [agent, vqp] : {std::pair{&a, va.vqp_id()}, std::pair{&b, vb.vqp_id()}}) {
+    DestroyVqp(agent->stub(), vqp);
+  }
+  for (auto [agent, region] : {std::pair{&a, ra.region_id()}, std::pair{&b, rb.region_id()}}) {
+    for (int tries = 0;; ++tries) {  // the cancelled stream's write may still be in flight
+      grpc::ClientContext ctx;
+      v1::DeregisterMemoryRequest request;
+      request.set_region_id(region);
+      v1::DeregisterMemoryResponse response;
+      const grpc::Status s = agent->stub().DeregisterMemory(&ctx, request, &response);
+      if (s.ok()) break;
+      ASSERT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+      ASSERT_LT(tries, 1000) << s.error_message();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+}
+
+struct Holdings {
+  size_t fds = 0;
+  size_t threads = 0;
+  uint64_t rss_kib = 0;
+};
+
+Holdings HoldingsOf(pid_t pid) { return {OpenFds(pid), Threads(pid), RssKiB(pid)}; }
+
+TEST(AgentLifecycle, ChurnSoakReturnsFdsThreadsAndMemoryToBaseline) {
+#ifdef BRAID_SANITIZED
+  int cycles = 200;  // instrumented agents are several times slower
+#else
+  int cycles = 2000;
+#endif
+  if (const char* env = std::getenv("BRAID_SOAK_CYCLES")) cycles = std::atoi(env);
+  auto a = AgentProcess::Spawn({"soak-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0});
+  auto b = AgentProcess::Spawn({"soak-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
+  ASSERT_TRUE(a && b);
+  for (int i = 0; i < 20; ++i) SoakCycle(*a, *b, i);  // gRPC's and the allocator's first use
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const Holdings base_a = HoldingsOf(a->pid()), base_b = HoldingsOf(b->pid());
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < cycles && !::testing::Test::HasFatalFailure(); ++i) SoakCycle(*a, *b, i);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ReleaseEverything(a->stub());
+  ReleaseEverything(b->stub());
+  Holdings end_a, end_b;
+  for (int i = 0; i < 100; ++i) {  // handler threads and sockets wind down within moments
+    end_a = HoldingsOf(a->pid());
+    end_b = HoldingsOf(b->pid());
+    if (end_a.fds <= base_a.fds && end_b.fds <= base_b.fds && end_a.threads <= base_a.threads &&
+        end_b.threads <= base_b.threads) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (auto [name, base, end] : {std::tuple{"a", base_a, end_a}, std::tuple{"b", base_b, end_b}}) {
+    std::printf("soak %s: %d cycles in %.1f s; fds %zu -> %zu, threads %zu -> %zu, RSS %.1f -> "
+                "%.1f MiB\n",
+                name, cycles, seconds, base.fds, end.fds, base.threads, end.threads,
+                static_cast<double>(base.rss_kib) / 1024, static_cast<double>(end.rss_kib) / 1024);
+    EXPECT_EQ(end.fds, base.fds) << name;
+    EXPECT_EQ(end.threads, base.threads) << name;
+#ifndef BRAID_SANITIZED
+    EXPECT_LE(end.rss_kib, base.rss_kib + 10 * 1024) << name;
+#endif
+  }
+  for (AgentProcess* agent : {a.get(), b.get()}) {
+    const std::vector<std::string> files = FilesIn(agent->region_dir());
+    EXPECT_EQ(files.size(), 1u) << "only the agent's lock file is left in " << agent->region_dir();
+  }
 }
 
 }  // namespace
