@@ -155,18 +155,29 @@ void Agent::LogEvents() {
 }
 
 void Agent::RecoveryLoop() {
-  std::map<std::string, std::unique_ptr<v1::Agent::Stub>> peers;
+  // A channel per peer agent, closed once no recovery has used it for kPeerIdle: recovery is
+  // rare, and the endpoints come from cards (a peer that went away must not hold a socket).
+  static constexpr auto kPeerIdle = std::chrono::seconds(5);
+  struct Peer {
+    std::unique_ptr<v1::Agent::Stub> stub;
+    std::chrono::steady_clock::time_point last_use;
+  };
+  std::map<std::string, Peer> peers;
   for (;;) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return;
     }
+    const auto now = std::chrono::steady_clock::now();
+    std::erase_if(peers, [now](const auto& p) { return now - p.second.last_use > kPeerIdle; });
     auto request = engine_->recovery_requests().TryPop();
     if (!request) {
       engine_->recovery_requests().Wait(100);
       continue;
     }
-    auto& stub = peers[request->peer_endpoint];
+    Peer& peer_agent = peers[request->peer_endpoint];
+    peer_agent.last_use = now;
+    auto& stub = peer_agent.stub;
     if (!stub) {
       stub = v1::Agent::NewStub(
           grpc::CreateChannel(request->peer_endpoint, grpc::InsecureChannelCredentials()));

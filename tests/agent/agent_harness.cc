@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -385,6 +386,36 @@ size_t OpenFds(pid_t pid) {
   return n;
 }
 
+std::vector<std::string> FdTargets(pid_t pid) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    std::error_code link;
+    out.push_back(std::filesystem::read_symlink(it->path(), link).string());
+  }
+  // A TCP socket also says its addresses and state (hex, as /proc/net/tcp has them).
+  std::map<std::string, std::string> tcp;
+  for (const char* table : {"/net/tcp", "/net/tcp6"}) {
+    std::ifstream in("/proc/" + std::to_string(pid) + table);
+    std::string line;
+    std::getline(in, line);
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string sl, local, remote, state, queues, timer, retr, uid, timeout, inode;
+      fields >> sl >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >> inode;
+      tcp[inode] = local + " " + remote + " st=" + state;
+    }
+  }
+  for (std::string& target : out) {
+    if (target.rfind("socket:[", 0) != 0) continue;
+    auto it = tcp.find(target.substr(8, target.size() - 9));
+    if (it != tcp.end()) target += " tcp " + it->second;
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 size_t Threads(pid_t pid) {
   size_t n = 0;
   std::error_code ec;
@@ -393,6 +424,20 @@ size_t Threads(pid_t pid) {
     ++n;
   }
   return n;
+}
+
+std::vector<std::string> ThreadNames(pid_t pid) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    std::ifstream in(it->path() / "comm");
+    std::string name;
+    std::getline(in, name);
+    out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 uint64_t RssKiB(pid_t pid) {

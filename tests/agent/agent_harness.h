@@ -126,7 +126,11 @@ uint64_t CpuTicks(pid_t pid);
 // What a process holds: open fds, threads, resident memory (KiB), and TCP sockets in CLOSE_WAIT
 // (the peer closed, the process never did).
 size_t OpenFds(pid_t pid);
+// What each open fd of `pid` is ("socket:[123]", "anon_inode:[eventfd]", a path), sorted.
+std::vector<std::string> FdTargets(pid_t pid);
 size_t Threads(pid_t pid);
+// The names (comm) of `pid`'s threads, sorted.
+std::vector<std::string> ThreadNames(pid_t pid);
 uint64_t RssKiB(pid_t pid);
 size_t CloseWaitSockets(pid_t pid);
 
