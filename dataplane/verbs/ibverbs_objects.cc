@@ -15,8 +15,17 @@ IbverbsCq::~IbverbsCq() {
 
 Result<int> IbverbsCq::Poll(std::span<ibv_wc> out) {
   const int n = ibv_poll_cq(cq_, static_cast<int>(out.size()), out.data());
-  if (n < 0) return Status::DeviceError("ibv_poll_cq failed (CQ overrun or device error)");
-  return n;
+  if (n >= 0) return n;
+  // The device says why on the context's async queue (non-blocking, see OpenDevice): an overrun
+  // of this CQ is IBV_EVENT_CQ_ERR naming it.
+  bool overrun = false;
+  ibv_async_event event;
+  while (ibv_get_async_event(cq_->context, &event) == 0) {
+    if (event.event_type == IBV_EVENT_CQ_ERR && event.element.cq == cq_) overrun = true;
+    ibv_ack_async_event(&event);
+  }
+  if (overrun) return Status::CqOverflow("the completion queue overran (IBV_EVENT_CQ_ERR)");
+  return Status::DeviceError("ibv_poll_cq failed (device error)");
 }
 
 Status IbverbsCq::RequestNotify() {
@@ -35,6 +44,16 @@ Status IbverbsCq::ConsumeWakeup() {
 }
 
 IbverbsQp::~IbverbsQp() { ibv_destroy_qp(qp_); }
+
+QpState IbverbsQp::state() const {
+  if (state_ != QpState::kRtr && state_ != QpState::kRts) return state_;
+  ibv_qp_attr attr{};
+  ibv_qp_init_attr init{};
+  if (ibv_query_qp(qp_, &attr, IBV_QP_STATE, &init) == 0 && attr.qp_state == IBV_QPS_ERR) {
+    state_ = QpState::kError;
+  }
+  return state_;
+}
 
 Status IbverbsQp::Modify(ibv_qp_attr& attr, int mask, QpState target, const char* what) {
   if (int rc = ibv_modify_qp(qp_, &attr, mask); rc != 0) return Status::FromErrno(rc, what);

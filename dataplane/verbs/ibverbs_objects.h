@@ -46,7 +46,8 @@ class IbverbsQp final : public Qp {
       : qp_(qp), link_layer_(link_layer), port_num_(port_num) {}
   ~IbverbsQp() override;
   uint32_t qp_num() const override { return qp_->qp_num; }
-  QpState state() const override { return state_; }
+  // A connected QP can move to ERR by itself (an error completion): asked of the device then.
+  QpState state() const override;
   Status ToInit(const QpInitParams& params) override;
   Status ToRtr(const QpRtrParams& params) override;
   Status ToRts(const QpRtsParams& params) override;
@@ -61,7 +62,7 @@ class IbverbsQp final : public Qp {
   ibv_qp* qp_;
   LinkLayer link_layer_;
   uint8_t port_num_;
-  QpState state_ = QpState::kReset;
+  mutable QpState state_ = QpState::kReset;
 };
 
 class IbverbsPd final : public ProtectionDomain {

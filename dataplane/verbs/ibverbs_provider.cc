@@ -1,5 +1,7 @@
 #include "dataplane/verbs/ibverbs_provider.h"
 
+#include <fcntl.h>
+
 #include <cerrno>
 #include <string>
 
@@ -93,6 +95,8 @@ Result<std::unique_ptr<Device>> IbverbsProvider::OpenDevice(std::string_view nam
     if (name != ibv_get_device_name(devices.list[i])) continue;
     ibv_context* ctx = ibv_open_device(devices.list[i]);
     if (ctx == nullptr) return Status::FromErrno(errno, "ibv_open_device(" + std::string(name) + ")");
+    // Async events are read when a CQ poll fails (to tell an overrun from a device error).
+    fcntl(ctx->async_fd, F_SETFL, fcntl(ctx->async_fd, F_GETFL) | O_NONBLOCK);
     Result<DeviceInfo> info = QueryDevice(ctx, options_);
     if (!info.ok()) {
       ibv_close_device(ctx);
