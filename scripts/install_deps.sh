@@ -25,6 +25,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev valgrind clang libclang-rt-14-dev
   # the TCP loopback benchmark's reference; network namespaces for the link-fault test
   iperf3 iproute2
+  # unmodified verbs programs run on libbraid_verbs.so (ibv_rc_pingpong, perftest)
+  ibverbs-utils perftest
 )
 
 missing=()

@@ -622,6 +622,20 @@ Status TcpFabric::BreakQp(const verbs::Qp& qp) {
   return Status::Ok();
 }
 
+int TcpFabric::BreakDevice(const SoftDevice* device) {
+  int broken = 0;
+  for (TcpChannel* c : channels_) {
+    if (c->local_ != device || c->dead_) continue;
+    if (c->conn_ != nullptr) {
+      Kill(*c->conn_);
+    } else {
+      c->dead_ = true;
+    }
+    ++broken;
+  }
+  return broken;
+}
+
 void TcpFabric::ForgetQp(SoftDevice* device, uint32_t qp_num) {
   for (auto& c : conns_) {
     if (c->held && c->device == device && c->hello_in.dst_qpn == qp_num) Kill(*c);

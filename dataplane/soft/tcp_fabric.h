@@ -78,6 +78,8 @@ class TcpFabric final : public Fabric {
   common::Status HoldQp(const verbs::Qp& qp, bool hold);
   common::Status DropNext(const verbs::Qp& qp, int count);
   common::Status BreakQp(const verbs::Qp& qp);
+  // Breaks every connected QP of `device` (its link went down); returns how many.
+  int BreakDevice(const SoftDevice* device);
 
  private:
   class TcpChannel;

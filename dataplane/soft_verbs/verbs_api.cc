@@ -16,6 +16,7 @@
 #include <memory>
 #include <span>
 
+#include "dataplane/soft/soft_device.h"
 #include "dataplane/soft_verbs/qp_transition.h"
 #include "dataplane/soft_verbs/shim_state.h"
 
@@ -514,6 +515,45 @@ void ibv_ack_async_event(ibv_async_event*) {}
 int ibv_query_gid_type(ibv_context*, uint8_t port_num, unsigned int index, int* type) {
   if (port_num != 1 || index != 0) return -1;
   *type = 1;
+  return 0;
+}
+
+}  // extern "C"
+
+// Fault hooks for tests of verbs programs (version BRAID_SOFT_VERBS_1; find them with dlsym).
+// Each returns 0 or an errno. A held QP's frames wait; dropped frames are lost (the requester
+// retransmits); a broken QP's connection is closed (its work ends in RETRY_EXC_ERR, then flushes);
+// a NIC taken down has every connected QP broken.
+extern "C" {
+
+int braid_soft_verbs_hold_qp(ibv_qp* qp, int hold) {
+  ShimState& state = ShimState::Get();
+  Lock lock(state.mu());
+  if (state.fabric() == nullptr) return ENODEV;
+  return braid::soft::ErrnoOf(state.fabric()->HoldQp(*braid::soft::Of(qp)->impl, hold != 0));
+}
+
+int braid_soft_verbs_drop_next(ibv_qp* qp, int count) {
+  ShimState& state = ShimState::Get();
+  Lock lock(state.mu());
+  if (state.fabric() == nullptr || count < 0) return count < 0 ? EINVAL : ENODEV;
+  return braid::soft::ErrnoOf(state.fabric()->DropNext(*braid::soft::Of(qp)->impl, count));
+}
+
+int braid_soft_verbs_break_qp(ibv_qp* qp) {
+  ShimState& state = ShimState::Get();
+  Lock lock(state.mu());
+  if (state.fabric() == nullptr) return ENODEV;
+  return braid::soft::ErrnoOf(state.fabric()->BreakQp(*braid::soft::Of(qp)->impl));
+}
+
+int braid_soft_verbs_nic_down(ibv_context* context) {
+  ShimState& state = ShimState::Get();
+  Lock lock(state.mu());
+  if (state.fabric() == nullptr) return ENODEV;
+  const auto* device = dynamic_cast<const braid::soft::SoftDevice*>(braid::soft::Of(context)->device);
+  if (device == nullptr) return ENODEV;
+  (void)state.fabric()->BreakDevice(device);
   return 0;
 }
 

@@ -55,6 +55,7 @@ class IbverbsQp final : public Qp {
   Status ToReset() override;
   Status PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) override;
   Status PostRecv(ibv_recv_wr* wr, ibv_recv_wr** bad_wr) override;
+  ibv_qp* raw() const { return qp_; }
 
  private:
   Status Modify(ibv_qp_attr& attr, int mask, QpState target, const char* what);

@@ -1,10 +1,14 @@
 #include "tests/conformance/harness.h"
 
+#include <dlfcn.h>
+
+#include <chrono>
 #include <vector>
 
 #include "dataplane/soft/sim_fabric.h"
 #include "dataplane/soft/soft_provider.h"
 #include "dataplane/soft/tcp_fabric.h"
+#include "dataplane/verbs/ibverbs_objects.h"
 #include "dataplane/verbs/ibverbs_provider.h"
 #include "tests/testutil/test_port.h"
 
@@ -111,6 +115,48 @@ class TcpHarnessImpl final : private TcpFabricHolder, public SoftHarness {
   TcpLinkControl link_;
 };
 
+// Link control through the fault hooks of libbraid_verbs.so (soft NICs behind the libibverbs
+// API, loaded with LD_PRELOAD): found with dlsym, absent on a real HCA.
+class SoftVerbsLinkControl final : public LinkControl {
+ public:
+  using QpHook = int (*)(ibv_qp*);
+  using QpIntHook = int (*)(ibv_qp*, int);
+  static std::unique_ptr<SoftVerbsLinkControl> Find() {
+    auto hold = reinterpret_cast<QpIntHook>(dlsym(RTLD_DEFAULT, "braid_soft_verbs_hold_qp"));
+    auto drop = reinterpret_cast<QpIntHook>(dlsym(RTLD_DEFAULT, "braid_soft_verbs_drop_next"));
+    auto brk = reinterpret_cast<QpHook>(dlsym(RTLD_DEFAULT, "braid_soft_verbs_break_qp"));
+    if (hold == nullptr || drop == nullptr || brk == nullptr) return nullptr;
+    return std::unique_ptr<SoftVerbsLinkControl>(new SoftVerbsLinkControl(hold, drop, brk));
+  }
+  common::Status Hold(const verbs::Qp& qp, bool hold) override {
+    return Result(hold_(Raw(qp), hold ? 1 : 0), "hold");
+  }
+  common::Status DropNext(const verbs::Qp& qp, int count) override {
+    return Result(drop_(Raw(qp), count), "drop");
+  }
+  common::Status Break(const verbs::Qp& qp) override { return Result(break_(Raw(qp)), "break"); }
+  common::Status Repair(const verbs::Qp&) override { return common::Status::Ok(); }
+  uint64_t NowNs() const override {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::steady_clock::now().time_since_epoch())
+                                     .count());
+  }
+
+ private:
+  SoftVerbsLinkControl(QpIntHook hold, QpIntHook drop, QpHook brk)
+      : hold_(hold), drop_(drop), break_(brk) {}
+  static ibv_qp* Raw(const verbs::Qp& qp) {
+    const auto* q = dynamic_cast<const verbs::IbverbsQp*>(&qp);
+    return q != nullptr ? q->raw() : nullptr;
+  }
+  static common::Status Result(int rc, const char* what) {
+    return rc == 0 ? common::Status::Ok() : common::Status::FromErrno(rc, what);
+  }
+  QpIntHook hold_;
+  QpIntHook drop_;
+  QpHook break_;
+};
+
 class IbverbsHarnessImpl final : public Harness {
  public:
   std::string SkipReason() override {
@@ -134,10 +180,11 @@ class IbverbsHarnessImpl final : public Harness {
   int num_devices() const override { return static_cast<int>(devices_.size()); }
   verbs::Device& device(int index) override { return *devices_[index]; }
   void Progress() override {}
-  LinkControl* link() override { return nullptr; }
+  LinkControl* link() override { return link_.get(); }
   bool poisons_undefined_fields() const override { return false; }
 
  private:
+  std::unique_ptr<SoftVerbsLinkControl> link_ = SoftVerbsLinkControl::Find();
   verbs::IbverbsProvider provider_;
   std::vector<std::string> active_;
   std::vector<std::unique_ptr<verbs::Device>> devices_;
