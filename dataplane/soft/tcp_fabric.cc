@@ -96,7 +96,9 @@ class TcpFabric::TcpChannel final : public Channel {
     if (conn_ != nullptr) {
       // What is queued leaves first (best effort, without blocking): an ACK deferred by the last
       // progress pass was, on an HCA, sent before the completion it acknowledges was visible.
-      if (!dead_) fabric_->Flush(*conn_);
+      if (!dead_) fabric_->Flush(*conn_);  // may kill the connection (a failed send)
+    }
+    if (conn_ != nullptr) {
       conn_->channel = nullptr;
       fabric_->Kill(*conn_);
     }

@@ -376,62 +376,72 @@ uint64_t CpuTicks(pid_t pid) {
   return utime + stime;
 }
 
-size_t OpenFds(pid_t pid) {
-  size_t n = 0;
+namespace {
+
+// The entries of /proc/<pid>/<dir> (fd or task), by path.
+std::vector<std::filesystem::path> ProcEntries(pid_t pid, const char* dir) {
+  std::vector<std::filesystem::path> out;
   std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/" + dir, ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++n;
+    out.push_back(it->path());
   }
-  return n;
+  return out;
 }
 
-std::vector<std::string> FdTargets(pid_t pid) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    std::error_code link;
-    out.push_back(std::filesystem::read_symlink(it->path(), link).string());
-  }
-  // A TCP socket also says its addresses and state (hex, as /proc/net/tcp has them).
-  std::map<std::string, std::string> tcp;
+struct TcpSocket {
+  std::string local, remote, state;  // hex, as /proc/net/tcp has them; state 08 is CLOSE_WAIT
+};
+
+// The TCP sockets of the process's network namespace, by inode.
+std::map<std::string, TcpSocket> TcpSockets(pid_t pid) {
+  std::map<std::string, TcpSocket> out;
   for (const char* table : {"/net/tcp", "/net/tcp6"}) {
     std::ifstream in("/proc/" + std::to_string(pid) + table);
     std::string line;
-    std::getline(in, line);
+    std::getline(in, line);  // header
     while (std::getline(in, line)) {
       std::istringstream fields(line);
       std::string sl, local, remote, state, queues, timer, retr, uid, timeout, inode;
       fields >> sl >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >> inode;
-      tcp[inode] = local + " " + remote + " st=" + state;
+      out[inode] = TcpSocket{local, remote, state};
     }
   }
-  for (std::string& target : out) {
-    if (target.rfind("socket:[", 0) != 0) continue;
-    auto it = tcp.find(target.substr(8, target.size() - 9));
-    if (it != tcp.end()) target += " tcp " + it->second;
+  return out;
+}
+
+// "socket:[123]" → "123"; "" for anything else.
+std::string SocketInode(const std::string& target) {
+  if (target.rfind("socket:[", 0) != 0) return "";
+  return target.substr(8, target.size() - 9);
+}
+
+}  // namespace
+
+size_t OpenFds(pid_t pid) { return ProcEntries(pid, "fd").size(); }
+
+std::vector<std::string> FdTargets(pid_t pid) {
+  const std::map<std::string, TcpSocket> tcp = TcpSockets(pid);
+  std::vector<std::string> out;
+  for (const auto& fd : ProcEntries(pid, "fd")) {
+    std::error_code ec;
+    std::string target = std::filesystem::read_symlink(fd, ec).string();
+    auto it = tcp.find(SocketInode(target));
+    if (it != tcp.end()) {
+      target += " tcp " + it->second.local + " " + it->second.remote + " st=" + it->second.state;
+    }
+    out.push_back(std::move(target));
   }
   std::sort(out.begin(), out.end());
   return out;
 }
 
-size_t Threads(pid_t pid) {
-  size_t n = 0;
-  std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++n;
-  }
-  return n;
-}
+size_t Threads(pid_t pid) { return ProcEntries(pid, "task").size(); }
 
 std::vector<std::string> ThreadNames(pid_t pid) {
   std::vector<std::string> out;
-  std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    std::ifstream in(it->path() / "comm");
+  for (const auto& task : ProcEntries(pid, "task")) {
+    std::ifstream in(task / "comm");
     std::string name;
     std::getline(in, name);
     out.push_back(name);
@@ -450,25 +460,12 @@ uint64_t RssKiB(pid_t pid) {
 }
 
 size_t CloseWaitSockets(pid_t pid) {
-  const std::string proc = "/proc/" + std::to_string(pid);
-  std::set<std::string> inodes;  // the process's sockets
-  std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator(proc + "/fd", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    const std::string target = std::filesystem::read_symlink(it->path(), ec).string();
-    if (target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
-  }
+  const std::map<std::string, TcpSocket> tcp = TcpSockets(pid);
   size_t n = 0;
-  for (const char* table : {"/net/tcp", "/net/tcp6"}) {
-    std::ifstream in(proc + table);
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-      std::istringstream fields(line);
-      std::string sl, local, remote, state, queues, timer, retr, uid, timeout, inode;
-      fields >> sl >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >> inode;
-      if (state == "08" && inodes.count(inode) != 0) ++n;  // TCP_CLOSE_WAIT
-    }
+  for (const auto& fd : ProcEntries(pid, "fd")) {
+    std::error_code ec;
+    auto it = tcp.find(SocketInode(std::filesystem::read_symlink(fd, ec).string()));
+    if (it != tcp.end() && it->second.state == "08") ++n;
   }
   return n;
 }

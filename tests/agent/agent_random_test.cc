@@ -370,33 +370,33 @@ class RandomApi {
     load.join();
   }
 
+  // Opens a watch stream, reads its first message, waits a moment and cancels it.
+  template <typename Response, typename Open>
+  void WatchThenCancel(const char* what, Open open) {
+    grpc::ClientContext ctx;
+    auto reader = open(ctx);
+    Response response;
+    if (reader->Read(&response)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(Pick(0, 5)));
+      ctx.TryCancel();
+      while (reader->Read(&response)) {
+      }
+    }
+    const grpc::Status s = reader->Finish();
+    if (s.error_code() != grpc::StatusCode::CANCELLED) Check(what, s);
+  }
+
   void WatchAndCancel() {
     const int agent = Pick(0, 1);
-    grpc::ClientContext ctx;
     if (Chance(50)) {
       v1::WatchNotificationsRequest r;
       r.set_vqp_id(SomeVqpId(agent));
-      auto reader = Stub(agent).WatchNotifications(&ctx, r);
-      v1::WatchNotificationsResponse first;
-      if (reader->Read(&first)) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(Pick(0, 5)));
-        ctx.TryCancel();
-        while (reader->Read(&first)) {
-        }
-      }
-      const grpc::Status s = reader->Finish();
-      if (s.error_code() != grpc::StatusCode::CANCELLED) Check("WatchNotifications", s);
+      WatchThenCancel<v1::WatchNotificationsResponse>(
+          "WatchNotifications",
+          [&](grpc::ClientContext& ctx) { return Stub(agent).WatchNotifications(&ctx, r); });
     } else {
-      auto reader = Stub(agent).WatchEvents(&ctx, {});
-      v1::WatchEventsResponse first;
-      if (reader->Read(&first)) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(Pick(0, 5)));
-        ctx.TryCancel();
-        while (reader->Read(&first)) {
-        }
-      }
-      const grpc::Status s = reader->Finish();
-      if (s.error_code() != grpc::StatusCode::CANCELLED) Check("WatchEvents", s);
+      WatchThenCancel<v1::WatchEventsResponse>(
+          "WatchEvents", [&](grpc::ClientContext& ctx) { return Stub(agent).WatchEvents(&ctx, {}); });
     }
   }
 
