@@ -74,6 +74,8 @@ bench: build
 	  tee $(BUILD)/bench-results/vqp_instructions.txt
 	bash bench/tcp_loopback.sh $(BUILD)/bench/braid_tcp_bench | \
 	  tee $(BUILD)/bench-results/tcp_loopback.txt
+	bash bench/soft_verbs_perftest.sh $(BUILD)/dataplane/soft_verbs/libbraid_verbs.so | \
+	  tee $(BUILD)/bench-results/soft_verbs_perftest.txt
 	$(BUILD)/bench/braid_agent_bench $(BUILD)/bench-results/tcp_loopback.txt | \
 	  tee $(BUILD)/bench-results/agent_e2e.txt
 	bash bench/netns_shaped_links.sh $(BUILD)/server/braidd \
