@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -99,6 +100,17 @@ void ShimState::Close(const std::string& name, std::unique_lock<std::mutex>& loc
   }
 }
 
+namespace {
+uint64_t MonotonicNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+constexpr uint64_t kProgramPollingNs = 50000;
+}  // namespace
+
+void ShimState::NotePoll() { last_poll_ns_ = MonotonicNs(); }
+
 void ShimState::Arm(ShimCq* cq) {
   if (!cq->armed) armed_.push_back(cq);
   cq->armed = true;
@@ -114,6 +126,19 @@ void ShimState::Disarm(ShimCq* cq) {
 void ShimState::Progress() {
   for (;;) {
     int wait_fd = -1;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+      if (armed_.empty() && MonotonicNs() - last_poll_ns_ < kProgramPollingNs) {
+        wait_fd = -1;  // the program's own polls move the fabric: look again in a moment
+      } else {
+        wait_fd = fabric_->wait_fd();
+      }
+    }
+    if (wait_fd < 0) {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+      continue;
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;

@@ -8,7 +8,8 @@
 // Threading: every entry point takes mu(); the soft provider is single-threaded and this lock is
 // what makes it safe to call from any thread. The progress thread also takes it, to move the
 // fabric (inbound frames, ACK timers) while the program sleeps in ibv_get_cq_event or elsewhere,
-// and to turn completions on armed CQs into completion-channel events.
+// and to turn completions on armed CQs into completion-channel events. While the program polls a
+// CQ itself (within the last 50 µs) and no CQ is armed, the thread stays out of its way.
 // Ownership: the state lives for the process; devices and the thread exist while a context is
 // open (the last ibv_close_device stops the thread and closes the NICs' listeners).
 #ifndef BRAID_DATAPLANE_SOFT_VERBS_SHIM_STATE_H_
@@ -88,6 +89,8 @@ class ShimState {
   void Arm(ShimCq* cq);
   void Disarm(ShimCq* cq);
   TcpFabric* fabric() { return fabric_.get(); }
+  // Under mu(): the program polled a CQ now (its polls move the fabric meanwhile).
+  void NotePoll();
 
  private:
   ShimState();
@@ -108,6 +111,7 @@ class ShimState {
   std::vector<ShimCq*> armed_;
   std::thread progress_;
   bool stop_ = false;
+  uint64_t last_poll_ns_ = 0;
 };
 
 // errno for a failed Status (EINVAL, ENOMEM, EOPNOTSUPP, ...).

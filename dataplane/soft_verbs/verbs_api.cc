@@ -44,6 +44,7 @@ ShimContext* Of(ibv_context* c) { return reinterpret_cast<ShimContext*>(c); }
 int PollCq(ibv_cq* cq, int num_entries, ibv_wc* wc) {
   if (num_entries < 0) return -1;
   Lock lock(ShimState::Get().mu());
+  ShimState::Get().NotePoll();
   common::Result<int> n = Of(cq)->impl->Poll(std::span<ibv_wc>(wc, static_cast<size_t>(num_entries)));
   if (n.ok()) return *n;
   if (n.status().code() == common::StatusCode::kCqOverflow) {
