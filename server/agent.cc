@@ -45,7 +45,6 @@ Status Agent::Init() {
 
   engine::EngineOptions eo;
   eo.provider = provider_.get();
-  eo.tcp_fabric = provider_->name() == "soft" ? fabric_.get() : nullptr;
   eo.agent_id = config_.agent_id;
   eo.control_endpoint = config_.ControlEndpoint();
   eo.region_dir = config_.region_dir;

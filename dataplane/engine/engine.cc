@@ -434,34 +434,21 @@ Status Engine::DoInjectFault(const FaultRequest& request) {
         PublishDeviceHealth();
         return Status::Ok();
       }
-      if (options_.tcp_fabric == nullptr) {
-        return Status::NotSupported("device faults need the soft provider over TCP");
-      }
+      // The device's link goes down: every connected QP on it breaks.
+      BRAID_RETURN_IF_ERROR(devices_[index]->device->InjectLinkDown());
       devices_[index]->state = DeviceState::kFaulted;
       PublishDeviceHealth();
       Emit(EventKind::kDeviceFaulted, 0, -1, request.device, "injected fault: device down");
-      for (auto& [id, v] : vqps_) {
-        if (!v->vqp->connected()) continue;
-        for (int i = 0; i < v->vqp->num_physical_qps(); ++i) {
-          if (v->vqp->physical_device(i) == static_cast<int>(index)) {
-            (void)options_.tcp_fabric->BreakQp(v->vqp->physical_qp(i));
-          }
-        }
-      }
       return Status::Ok();
     }
     case FaultKind::kBreakQp: {
-      if (options_.tcp_fabric == nullptr) {
-        return Status::NotSupported("QP faults need the soft provider over TCP");
-      }
       BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(request.vqp_id));
       if (request.qp_index >= static_cast<uint32_t>(slot->vqp->num_physical_qps())) {
         return Status::OutOfRange("VQP " + std::to_string(request.vqp_id) + " has " +
                                   std::to_string(slot->vqp->num_physical_qps()) +
                                   " physical QPs");
       }
-      return options_.tcp_fabric->BreakQp(
-          slot->vqp->physical_qp(static_cast<int>(request.qp_index)));
+      return slot->vqp->physical_qp(static_cast<int>(request.qp_index)).InjectBreak();
     }
   }
   return Status::InvalidArgument("unknown fault kind");

@@ -39,7 +39,6 @@
 #include "dataplane/engine/engine_types.h"
 #include "dataplane/engine/region_dir.h"
 #include "dataplane/engine/shm_region.h"
-#include "dataplane/soft/tcp_fabric.h"
 #include "dataplane/verbs/provider.h"
 #include "dataplane/vqp/virtual_cq.h"
 #include "dataplane/vqp/virtual_qp.h"
@@ -49,7 +48,6 @@ namespace braid::engine {
 struct EngineOptions {
   verbs::Provider* provider = nullptr;  // REQUIRED, not owned
   std::vector<std::string> devices;     // devices to open; empty: every device listed
-  soft::TcpFabric* tcp_fabric = nullptr;  // soft over TCP: enables QP/device fault injection
   std::string agent_id = "braid";
   std::string control_endpoint;          // written into every business card
   std::string region_dir = "/dev/shm";

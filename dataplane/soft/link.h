@@ -19,6 +19,7 @@
 #include "dataplane/common/result.h"
 #include "dataplane/soft/packet.h"
 #include "dataplane/verbs/gid.h"
+#include "dataplane/verbs/provider.h"
 
 namespace braid::soft {
 
@@ -72,6 +73,15 @@ class Fabric {
   virtual void ForgetQp(SoftDevice* device, uint32_t qp_num) {
     (void)device;
     (void)qp_num;
+  }
+  // Fault injection: break one QP's connection, or every connected QP of a device.
+  virtual common::Status BreakQp(const verbs::Qp& qp) {
+    (void)qp;
+    return common::Status::NotSupported("this link has no fault hooks");
+  }
+  virtual common::Status BreakDevice(const SoftDevice* device) {
+    (void)device;
+    return common::Status::NotSupported("this link has no fault hooks");
   }
   virtual uint64_t NowNs() const = 0;
   // Delivers what is due and fires due timers; bounded work per call.

@@ -38,6 +38,7 @@ class SoftDevice final : public verbs::Device {
   common::Result<std::unique_ptr<verbs::ProtectionDomain>> AllocPd() override;
   common::Result<std::unique_ptr<verbs::Cq>> CreateCq(int min_entries) override;
   int progress_fd() const override { return fabric_->wait_fd(); }
+  common::Status InjectLinkDown() override { return fabric_->BreakDevice(this); }
 
   // Provider-internal.
   Fabric* fabric() const { return fabric_; }

@@ -205,4 +205,6 @@ void SoftQp::FlushAll() {
   }
 }
 
+common::Status SoftQp::InjectBreak() const { return device_->fabric()->BreakQp(*this); }
+
 }  // namespace braid::soft

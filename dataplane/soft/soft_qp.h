@@ -52,6 +52,7 @@ class SoftQp final : public verbs::Qp {
   common::Status ToReset() override;
   common::Status PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) override;
   common::Status PostRecv(ibv_recv_wr* wr, ibv_recv_wr** bad_wr) override;
+  common::Status InjectBreak() const override;
 
   // Provider-internal: called by the device. An inbound message in two steps (see link.h).
   void BeginInbound(const PacketHeader& header, Placement* placement);

@@ -433,7 +433,6 @@ void TcpFabric::OnReadable(Conn& c) {
     }
     // Payload: straight into the placement; whatever it does not cover is discarded.
     std::array<iovec, Placement::kMaxRanges + 1> iov;
-    static thread_local std::array<uint8_t, 65536> discard;
     size_t cnt = 0;
     uint64_t room = c.rx_left;
     for (uint32_t i = c.rx_index; i < c.rx_place.count && room > 0; ++i) {
@@ -443,7 +442,7 @@ void TcpFabric::OnReadable(Conn& c) {
       iov[cnt++] = {static_cast<uint8_t*>(c.rx_place.iov[i].iov_base) + skip, len};
       room -= len;
     }
-    if (cnt == 0) iov[cnt++] = {discard.data(), std::min<uint64_t>(discard.size(), room)};
+    if (cnt == 0) iov[cnt++] = {discard_.data(), std::min<uint64_t>(discard_.size(), room)};
     const ssize_t n = readv(c.fd, iov.data(), static_cast<int>(cnt));
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
       Kill(c);
@@ -624,8 +623,7 @@ Status TcpFabric::BreakQp(const verbs::Qp& qp) {
   return Status::Ok();
 }
 
-int TcpFabric::BreakDevice(const SoftDevice* device) {
-  int broken = 0;
+Status TcpFabric::BreakDevice(const SoftDevice* device) {
   for (TcpChannel* c : channels_) {
     if (c->local_ != device || c->dead_) continue;
     if (c->conn_ != nullptr) {
@@ -633,9 +631,8 @@ int TcpFabric::BreakDevice(const SoftDevice* device) {
     } else {
       c->dead_ = true;
     }
-    ++broken;
   }
-  return broken;
+  return Status::Ok();
 }
 
 void TcpFabric::ForgetQp(SoftDevice* device, uint32_t qp_num) {

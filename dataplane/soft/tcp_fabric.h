@@ -77,9 +77,9 @@ class TcpFabric final : public Fabric {
   // connection is closed; the QP's work ends in RETRY_EXC_ERR, and it is not re-established).
   common::Status HoldQp(const verbs::Qp& qp, bool hold);
   common::Status DropNext(const verbs::Qp& qp, int count);
-  common::Status BreakQp(const verbs::Qp& qp);
-  // Breaks every connected QP of `device` (its link went down); returns how many.
-  int BreakDevice(const SoftDevice* device);
+  common::Status BreakQp(const verbs::Qp& qp) override;
+  // Breaks every connected QP of `device` (its link went down).
+  common::Status BreakDevice(const SoftDevice* device) override;
 
  private:
   class TcpChannel;
@@ -106,6 +106,7 @@ class TcpFabric final : public Fabric {
   TcpChannel* ChannelOf(const verbs::Qp& qp) const;
 
   TcpFabricOptions options_;
+  std::vector<uint8_t> discard_ = std::vector<uint8_t>(65536);  // payload nobody placed
   int epoll_fd_;
   std::vector<Listener> listeners_;
   std::vector<std::unique_ptr<Conn>> conns_;

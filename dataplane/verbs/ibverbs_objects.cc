@@ -1,5 +1,7 @@
 #include "dataplane/verbs/ibverbs_objects.h"
 
+#include <dlfcn.h>
+
 #include <cerrno>
 
 #include "dataplane/verbs/ibverbs_attr.h"
@@ -154,6 +156,33 @@ Result<std::unique_ptr<Cq>> IbverbsDevice::CreateCq(int min_entries) {
     return Status::FromErrno(err, "ibv_create_cq");
   }
   return std::unique_ptr<Cq>(std::make_unique<IbverbsCq>(channel, cq));
+}
+
+namespace {
+
+// A fault hook of libbraid_verbs.so (soft NICs behind the libibverbs API, doc/soft_verbs.md);
+// absent on a real HCA.
+template <typename Fn>
+Fn SoftVerbsHook(const char* name) {
+  return reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, name));
+}
+
+Status HookResult(int rc, const char* what) {
+  return rc == 0 ? Status::Ok() : Status::FromErrno(rc, what);
+}
+
+}  // namespace
+
+Status IbverbsQp::InjectBreak() const {
+  auto hook = SoftVerbsHook<int (*)(ibv_qp*)>("braid_soft_verbs_break_qp");
+  if (hook == nullptr) return Qp::InjectBreak();
+  return HookResult(hook(qp_), "braid_soft_verbs_break_qp");
+}
+
+Status IbverbsDevice::InjectLinkDown() {
+  auto hook = SoftVerbsHook<int (*)(ibv_context*)>("braid_soft_verbs_nic_down");
+  if (hook == nullptr) return Device::InjectLinkDown();
+  return HookResult(hook(context_), "braid_soft_verbs_nic_down");
 }
 
 }  // namespace braid::verbs

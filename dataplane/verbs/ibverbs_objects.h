@@ -55,6 +55,8 @@ class IbverbsQp final : public Qp {
   Status ToReset() override;
   Status PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) override;
   Status PostRecv(ibv_recv_wr* wr, ibv_recv_wr** bad_wr) override;
+  // Through the fault hooks of libbraid_verbs.so when it stands in for libibverbs.
+  Status InjectBreak() const override;
   ibv_qp* raw() const { return qp_; }
 
  private:
@@ -88,6 +90,8 @@ class IbverbsDevice final : public Device {
   const DeviceInfo& info() const override { return info_; }
   Result<std::unique_ptr<ProtectionDomain>> AllocPd() override;
   Result<std::unique_ptr<Cq>> CreateCq(int min_entries) override;
+  // Through the fault hooks of libbraid_verbs.so when it stands in for libibverbs.
+  Status InjectLinkDown() override;
 
  private:
   ibv_context* context_;

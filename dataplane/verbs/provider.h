@@ -102,6 +102,11 @@ class Qp {
   virtual Status PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) = 0;
   // As ibv_post_recv(3), same failure rules.
   virtual Status PostRecv(ibv_recv_wr* wr, ibv_recv_wr** bad_wr) = 0;
+  // Fault injection (soft NICs; a real HCA has none: kNotSupported): the QP's connection breaks,
+  // its outstanding work ends in RETRY_EXC_ERR and the rest flushes.
+  virtual Status InjectBreak() const {
+    return Status::NotSupported("this QP's device has no fault hooks");
+  }
 };
 
 class ProtectionDomain {
@@ -123,6 +128,9 @@ class Device {
   // will handle, for a caller that sleeps while idle; -1 when the CQs' wakeup fds suffice (as on
   // an HCA, which places data without the host's help).
   virtual int progress_fd() const { return -1; }
+  // Fault injection (soft NICs; a real HCA has none: kNotSupported): the device's link goes down,
+  // every connected QP on it breaks (RETRY_EXC_ERR, then flushes).
+  virtual Status InjectLinkDown() { return Status::NotSupported("this device has no fault hooks"); }
 };
 
 class Provider {

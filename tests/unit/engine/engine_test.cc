@@ -32,7 +32,6 @@ struct Side {
         provider({{{"soft0", Ip(side)}}, &fabric}) {
     EngineOptions o;
     o.provider = &provider;
-    o.tcp_fabric = &fabric;
     o.agent_id = "engine" + std::to_string(side);
     o.region_dir = dir;
     std::filesystem::create_directories(dir);
