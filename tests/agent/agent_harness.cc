@@ -34,6 +34,14 @@ std::string Endpoint(uint16_t port) { return "127.0.0.1:" + std::to_string(port)
 
 }  // namespace
 
+bool SoftVerbsAvailable() {
+#ifdef BRAID_SOFT_VERBS_LIB
+  return true;
+#else
+  return false;
+#endif
+}
+
 std::string TestNicIp(int agent, int nic) {
   const int b = 100 + static_cast<int>(static_cast<uint32_t>(getpid()) % 150);
   return "127." + std::to_string(b) + "." + std::to_string(agent + 1) + "." +
@@ -60,12 +68,32 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
                                    "--agent-id", spec.id,
                                    "--grpc-tcp", Endpoint(grpc_port),
                                    "--metrics", Endpoint(p->metrics_port_),
-                                   "--soft-port", std::to_string(TestPort(kSoftPortSlot)),
                                    "--region-dir", p->region_dir_,
                                    "--log-level", "warn"};
+  std::vector<std::pair<std::string, std::string>> env;
+  std::string nics;
   for (size_t i = 0; i < spec.nic_ips.size(); ++i) {
-    args.push_back("--soft-nic");
-    args.push_back("soft" + std::to_string(i) + "=" + spec.nic_ips[i]);
+    const std::string nic = "soft" + std::to_string(i) + "=" + spec.nic_ips[i];
+    nics += (i == 0 ? "" : ",") + nic;
+    if (!spec.soft_verbs) {
+      args.push_back("--soft-nic");
+      args.push_back(nic);
+    }
+  }
+  if (spec.soft_verbs) {
+#ifdef BRAID_SOFT_VERBS_LIB
+    args.push_back("--provider");
+    args.push_back("ibverbs");
+    env = {{"LD_PRELOAD", BRAID_SOFT_VERBS_LIB},
+           {"BRAID_SOFT_NICS", nics},
+           {"BRAID_SOFT_PORT", std::to_string(TestPort(kSoftPortSlot))}};
+#else
+    ADD_FAILURE() << "libbraid_verbs.so is not built here (sanitizer build)";
+    return nullptr;
+#endif
+  } else {
+    args.push_back("--soft-port");
+    args.push_back(std::to_string(TestPort(kSoftPortSlot)));
   }
   if (spec.fault_injection) args.push_back("--enable-fault-injection");
   for (const auto& a : spec.extra_args) args.push_back(a);
@@ -74,6 +102,7 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
   argv.push_back(nullptr);
   p->pid_ = fork();
   if (p->pid_ == 0) {
+    for (const auto& [name, value] : env) setenv(name.c_str(), value.c_str(), 1);
     execv(argv[0], argv.data());
     _exit(127);
   }

@@ -30,7 +30,12 @@ struct AgentSpec {
   bool fault_injection = false;
   std::vector<std::string> extra_args;
   std::string region_dir;  // "": a fresh directory, removed with the process; else this one, kept
+  // The rdma-core code path: `--provider ibverbs` with libbraid_verbs.so preloaded, the NICs
+  // given to it (BRAID_SOFT_NICS). Only where the library is built (not in sanitizer builds).
+  bool soft_verbs = false;
 };
+// Whether AgentSpec::soft_verbs can be used in this build.
+bool SoftVerbsAvailable();
 
 // 127.<b>.<agent>.<nic>, with <b> derived from the pid (concurrent runs use other addresses).
 std::string TestNicIp(int agent, int nic);

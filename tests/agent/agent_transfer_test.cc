@@ -2,11 +2,15 @@
 // 256 MiB of 1 MiB writes-with-immediate through Transfer, reads it back the other way, and the
 // receiver's WatchNotifications shows every immediate and byte count in order. Then /metrics
 // holds the series of DESIGN.md with the values this traffic implies, and promtool accepts it.
+// A NIC taken down mid-transfer: its QPs fail over and every byte arrives. Each runs with both
+// schemes, on the soft provider and on the rdma-core provider (`--provider ibverbs` over
+// libbraid_verbs.so, where it is built).
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <thread>
 
 #include "tests/agent/agent_harness.h"
 
@@ -22,10 +26,18 @@ struct Pair {
   std::unique_ptr<AgentProcess> b;
 };
 
-Pair StartPair() {
+struct Param {
+  v1::Scheme scheme;
+  bool soft_verbs;  // braidd --provider ibverbs over libbraid_verbs.so
+};
+
+Pair StartPair(const Param& param, bool fault_injection = false) {
   Pair p;
-  p.a = AgentProcess::Spawn({"agent-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0});
-  p.b = AgentProcess::Spawn({"agent-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
+  AgentSpec a{"agent-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0, fault_injection};
+  AgentSpec b{"agent-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2, fault_injection};
+  a.soft_verbs = b.soft_verbs = param.soft_verbs;
+  p.a = AgentProcess::Spawn(a);
+  p.b = AgentProcess::Spawn(b);
   return p;
 }
 
@@ -58,13 +70,13 @@ void ExpectAllSucceeded(const TransferRun& run, size_t count) {
   }
 }
 
-class AgentTransferTest : public ::testing::TestWithParam<v1::Scheme> {};
+class AgentTransferTest : public ::testing::TestWithParam<Param> {};
 
 TEST_P(AgentTransferTest, TwoAgentsMove256MiBAndReadItBack) {
-  Pair p = StartPair();
+  Pair p = StartPair(GetParam());
   ASSERT_TRUE(p.a && p.b);
-  v1::VirtualQpInfo va = CreateVqp(p.a->stub(), GetParam(), kQps);
-  v1::VirtualQpInfo vb = CreateVqp(p.b->stub(), GetParam(), kQps);
+  v1::VirtualQpInfo va = CreateVqp(p.a->stub(), GetParam().scheme, kQps);
+  v1::VirtualQpInfo vb = CreateVqp(p.b->stub(), GetParam().scheme, kQps);
   // The QPs are spread over both NICs on each side.
   std::map<std::string, int> per_device;
   for (const auto& q : va.qps()) ++per_device[q.device()];
@@ -77,7 +89,7 @@ TEST_P(AgentTransferTest, TwoAgentsMove256MiBAndReadItBack) {
   MappedRegion src_map(src.path(), kTotal), back_map(back.path(), kTotal),
       dst_map(dst.path(), kTotal);
   ASSERT_TRUE(src_map.data() && back_map.data() && dst_map.data());
-  FillPattern(src_map.data(), kTotal, 42 + GetParam());
+  FillPattern(src_map.data(), kTotal, 42 + GetParam().scheme);
   const uint64_t want = Checksum(src_map.data(), kTotal);
 
   NotificationCollector notes(p.b->stub(), vb.vqp_id());
@@ -162,11 +174,65 @@ TEST_P(AgentTransferTest, TwoAgentsMove256MiBAndReadItBack) {
   for (auto* agent : {p.a.get(), p.b.get()}) ReleaseEverything(agent->stub());
 }
 
-INSTANTIATE_TEST_SUITE_P(Schemes, AgentTransferTest,
-                         ::testing::Values(v1::SCHEME_SPRAY, v1::SCHEME_DQPLB),
+TEST_P(AgentTransferTest, ANicTakenDownMidTransferFailsOverAndEveryByteArrives) {
+  Pair p = StartPair(GetParam(), /*fault_injection=*/true);
+  ASSERT_TRUE(p.a && p.b);
+  v1::VirtualQpInfo va = CreateVqp(p.a->stub(), GetParam().scheme, kQps);
+  v1::VirtualQpInfo vb = CreateVqp(p.b->stub(), GetParam().scheme, kQps);
+  ConnectPair(p.a->stub(), va, p.b->stub(), vb);
+  v1::RegionInfo src = Register(p.a->stub(), kTotal, "src");
+  v1::RegionInfo dst = Register(p.b->stub(), kTotal, "dst");
+  MappedRegion src_map(src.path(), kTotal), dst_map(dst.path(), kTotal);
+  ASSERT_TRUE(src_map.data() && dst_map.data());
+  FillPattern(src_map.data(), kTotal, 7 + GetParam().scheme);
+  const uint64_t want = Checksum(src_map.data(), kTotal);
+  // soft1 of agent a goes down while the writes are in flight.
+  std::thread fault([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    grpc::ClientContext ctx;
+    v1::InjectFaultRequest request;
+    request.set_kind(v1::FAULT_KIND_DEVICE_DOWN);
+    request.set_device("soft1");
+    v1::InjectFaultResponse out;
+    const grpc::Status s = p.a->stub().InjectFault(&ctx, request, &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  });
+  TransferRun writes =
+      RunTransfers(p.a->stub(), Ops(v1::OP_WRITE_WITH_IMM, va.vqp_id(), src, dst, 0x7000));
+  fault.join();
+  ExpectAllSucceeded(writes, kTotal / kMiB);
+  EXPECT_EQ(Checksum(dst_map.data(), kTotal), want);
+  // QPs on soft1 died (the agent then recovers them: the fault breaks connections, it does not
+  // keep the link down) and their work moved on: failovers.
+  const v1::VirtualQpInfo after = GetVqp(*p.a, va.vqp_id());
+  uint64_t recovered_on_soft1 = 0;
+  for (const auto& q : after.qps()) {
+    if (q.device() == "soft1") recovered_on_soft1 += q.recoveries();
+  }
+  std::printf("%s: %llu QP deaths, %llu recoveries on soft1, %llu failovers\n",
+              GetParam().soft_verbs ? "ibverbs over libbraid_verbs" : "soft",
+              static_cast<unsigned long long>(after.qps_died()),
+              static_cast<unsigned long long>(recovered_on_soft1),
+              static_cast<unsigned long long>(after.failovers()));
+  EXPECT_GT(after.qps_died(), 0u);
+  EXPECT_GT(after.failovers(), 0u);
+  for (auto* agent : {p.a.get(), p.b.get()}) ReleaseEverything(agent->stub());
+}
+
+std::vector<Param> Params() {
+  std::vector<Param> out;
+  for (bool soft_verbs : {false, true}) {
+    if (soft_verbs && !SoftVerbsAvailable()) continue;
+    for (v1::Scheme scheme : {v1::SCHEME_SPRAY, v1::SCHEME_DQPLB}) out.push_back({scheme, soft_verbs});
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Providers, AgentTransferTest, ::testing::ValuesIn(Params()),
                          [](const auto& info) {
-                           return info.param == v1::SCHEME_SPRAY ? std::string("Spray")
-                                                                 : std::string("Dqplb");
+                           return std::string(info.param.scheme == v1::SCHEME_SPRAY ? "Spray"
+                                                                                    : "Dqplb") +
+                                  (info.param.soft_verbs ? "IbverbsOverSoftVerbs" : "Soft");
                          });
 
 }  // namespace
