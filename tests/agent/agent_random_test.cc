@@ -455,33 +455,28 @@ class RandomApi {
     Check("InjectFault", Stub(agent).InjectFault(&ctx, r, &out));
   }
 
+  // A unary call whose answer is only checked.
+  template <typename Response, typename Call>
+  void Ask(const char* what, Call call) {
+    grpc::ClientContext ctx;
+    Response out;
+    Check(what, call(ctx, out));
+  }
+
   void ReadOnly() {
     const int agent = Pick(0, 1);
-    {
-      grpc::ClientContext ctx;
-      v1::AgentInfo out;
-      Check("GetInfo", Stub(agent).GetInfo(&ctx, {}, &out));
-    }
-    {
-      grpc::ClientContext ctx;
-      v1::ListDevicesResponse out;
-      Check("ListDevices", Stub(agent).ListDevices(&ctx, {}, &out));
-    }
-    {
-      grpc::ClientContext ctx;
-      v1::ListVirtualQpsResponse out;
-      Check("ListVirtualQps", Stub(agent).ListVirtualQps(&ctx, {}, &out));
-    }
-    {
-      grpc::ClientContext ctx;
-      v1::ListRegionsResponse out;
-      Check("ListRegions", Stub(agent).ListRegions(&ctx, {}, &out));
-    }
-    grpc::ClientContext ctx;
+    v1::Agent::Stub& stub = Stub(agent);
+    Ask<v1::AgentInfo>("GetInfo", [&](auto& ctx, auto& out) { return stub.GetInfo(&ctx, {}, &out); });
+    Ask<v1::ListDevicesResponse>(
+        "ListDevices", [&](auto& ctx, auto& out) { return stub.ListDevices(&ctx, {}, &out); });
+    Ask<v1::ListVirtualQpsResponse>(
+        "ListVirtualQps", [&](auto& ctx, auto& out) { return stub.ListVirtualQps(&ctx, {}, &out); });
+    Ask<v1::ListRegionsResponse>(
+        "ListRegions", [&](auto& ctx, auto& out) { return stub.ListRegions(&ctx, {}, &out); });
     v1::GetVirtualQpRequest r;
     r.set_vqp_id(SomeVqpId(agent));
-    v1::VirtualQpInfo out;
-    Check("GetVirtualQp", Stub(agent).GetVirtualQp(&ctx, r, &out));
+    Ask<v1::VirtualQpInfo>("GetVirtualQp",
+                           [&](auto& ctx, auto& out) { return stub.GetVirtualQp(&ctx, r, &out); });
   }
 
   AgentProcess* agents_[2];
