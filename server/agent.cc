@@ -100,7 +100,7 @@ Status Agent::Init() {
   recovery_thread_ = std::thread([this] { RecoveryLoop(); });
   spdlog::info("agent={} provider={} devices={} grpc_tcp={} grpc_unix={} metrics={} "
                "fault_injection={} msg=\"serving\"",
-               config_.agent_id, provider_->name(), config_.soft_nics.size(), config_.tcp_listen,
+               config_.agent_id, provider_->name(), engine_->num_devices(), config_.tcp_listen,
                config_.unix_socket, config_.metrics_listen, config_.fault_injection);
   return Status::Ok();
 }

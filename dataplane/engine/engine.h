@@ -118,6 +118,8 @@ class Engine {
   // Non-blocking; best effort when the command queue is full.
   void PruneWatchers(uint64_t vqp_id);
   uint64_t incarnation() const { return incarnation_; }
+  // The devices opened at Start (fixed from then on).
+  size_t num_devices() const { return devices_.size(); }
   // Region files of an earlier process of this agent (killed before it could remove them) that
   // Start removed from the region directory.
   uint32_t stale_region_files_removed() const { return region_dir_->stale_files_removed(); }
