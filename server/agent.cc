@@ -52,6 +52,7 @@ Status Agent::Init() {
   eo.default_timeout_ms = config_.default_timeout_ms;
   eo.recovery_budget_ms = config_.recovery_budget_ms;
   eo.fault_injection = config_.fault_injection;
+  eo.max_cq_entries = config_.max_cq_entries;
   BRAID_ASSIGN_OR_RETURN(engine_, engine::Engine::Start(std::move(eo)));
   watchdog_ = std::make_unique<engine::StallWatchdog>(*engine_, config_.watchdog_ms);
   if (engine_->stale_region_files_removed() > 0) {

@@ -47,6 +47,7 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(Read(root, "default_timeout_ms", c.default_timeout_ms));
   BRAID_RETURN_IF_ERROR(Read(root, "watchdog_ms", c.watchdog_ms));
   BRAID_RETURN_IF_ERROR(Read(root, "recovery_budget_ms", c.recovery_budget_ms));
+  BRAID_RETURN_IF_ERROR(Read(root, "max_cq_entries", c.max_cq_entries));
   if (const YAML::Node f = root["fault_injection"]) {
     BRAID_RETURN_IF_ERROR(Read(f, "enabled", c.fault_injection));
   }
@@ -101,6 +102,9 @@ Status AgentConfig::Validate() const {
   }
   if (transfer_window == 0 || transfer_window > 65536) {
     return Status::InvalidArgument("transfer_window must be in [1, 65536]");
+  }
+  if (max_cq_entries < 16384 || max_cq_entries > (1u << 24)) {
+    return Status::InvalidArgument("max_cq_entries must be in [16384, 16777216]");
   }
   if (watchdog_ms < 100) return Status::InvalidArgument("watchdog_ms must be >= 100");
   if (log_level != "trace" && log_level != "debug" && log_level != "info" &&

@@ -39,6 +39,8 @@ struct AgentConfig {
   // A VQP none of whose data QPs came back for this long of failed recovery attempts fails.
   uint32_t recovery_budget_ms = 60000;
   bool fault_injection = false;
+  // Per device, the completion entries VQPs may reserve in all (the CQ grows to it as needed).
+  uint32_t max_cq_entries = 1u << 22;
 
   common::Status Validate() const;
   // The endpoint peers reach this agent's control plane on (written into business cards).

@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
   auto* budget = app.add_option("--recovery-budget-ms", flags.recovery_budget_ms,
                                 "failed recovery time after which a VQP with no healthy data QP "
                                 "fails");
+  auto* max_cq = app.add_option("--max-cq-entries", flags.max_cq_entries,
+                                "per device, completion entries VQPs may reserve in all");
   auto* faults = app.add_flag("--enable-fault-injection", flags.fault_injection,
                               "allow InjectFault (tests only)");
   CLI11_PARSE(app, argc, argv);
@@ -60,6 +62,7 @@ int main(int argc, char** argv) {
   if (*window) config.transfer_window = flags.transfer_window;
   if (*watchdog) config.watchdog_ms = flags.watchdog_ms;
   if (*budget) config.recovery_budget_ms = flags.recovery_budget_ms;
+  if (*max_cq) config.max_cq_entries = flags.max_cq_entries;
   if (*faults) config.fault_injection = true;
   if (*soft_nic) {
     config.soft_nics.clear();

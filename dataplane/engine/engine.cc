@@ -225,7 +225,8 @@ Status Engine::Init() {
   }
   if (devices_.empty()) return Status::NotFound("no device to open");
   PublishDeviceHealth();
-  BRAID_ASSIGN_OR_RETURN(cq_, vqp::VirtualCq::Create(raw, options_.cq_entries));
+  BRAID_ASSIGN_OR_RETURN(cq_, vqp::VirtualCq::Create(raw, options_.cq_entries,
+                                                            options_.max_cq_entries));
   return SetupWaitSet();
 }
 

@@ -52,7 +52,9 @@ struct EngineOptions {
   std::string control_endpoint;          // written into every business card
   std::string region_dir = "/dev/shm";
   uint64_t max_region_bytes = 64ull << 30;
-  int cq_entries = 16384;                // per device
+  int cq_entries = 16384;                // per device, at start
+  // Per device, what the CQ may grow to as VQPs reserve room (capped by the device's max_cqe).
+  uint32_t max_cq_entries = 1u << 22;
   size_t command_queue = 4096;
   uint32_t max_transfers = 65536;        // in flight or waiting, all clients together
   uint32_t default_timeout_ms = 30000;

@@ -9,8 +9,11 @@
 
 namespace braid::soft {
 
-SoftCq::SoftCq(Fabric* fabric, int capacity, int event_fd)
-    : fabric_(fabric), ring_(static_cast<size_t>(capacity)), event_fd_(event_fd) {}
+SoftCq::SoftCq(Fabric* fabric, int capacity, uint32_t max_capacity, int event_fd)
+    : fabric_(fabric),
+      max_capacity_(max_capacity),
+      ring_(static_cast<size_t>(capacity)),
+      event_fd_(event_fd) {}
 
 SoftCq::~SoftCq() {
   if (event_fd_ >= 0) close(event_fd_);
@@ -55,6 +58,20 @@ bool SoftCq::PushError(uint64_t wr_id, ibv_wc_status status, uint32_t qp_num) {
   wc.wc_flags = kPoisonWcFlags;
   wc.qp_num = qp_num;
   return Push(wc);
+}
+
+common::Status SoftCq::Resize(int entries) {
+  if (entries <= 0 || static_cast<uint32_t>(entries) > max_capacity_) {
+    return common::Status::InvalidArgument("CQ size must be in [1, max_cqe]");
+  }
+  if (static_cast<uint64_t>(entries) < count_) {
+    return common::Status::InvalidArgument("the CQ holds more completions than the new size");
+  }
+  std::vector<ibv_wc> ring(static_cast<size_t>(entries));
+  for (uint64_t i = 0; i < count_; ++i) ring[i] = ring_[(head_ + i) % ring_.size()];
+  ring_ = std::move(ring);
+  head_ = 0;
+  return common::Status::Ok();
 }
 
 common::Status SoftCq::RequestNotify() {

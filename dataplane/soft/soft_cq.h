@@ -1,6 +1,6 @@
 // SoftCq: a completion queue of the soft provider.
 //
-// A fixed ring of `capacity` ibv_wc. Poll first drives the fabric (so a poll loop alone makes
+// A ring of `capacity` ibv_wc (Resize replaces it). Poll first drives the fabric (so a poll loop alone makes
 // progress), then returns the oldest entries. A completion that finds the ring full is never
 // dropped silently: the CQ turns overflowed and, once drained, every Poll returns kCqOverflow.
 // The wakeup fd is an eventfd signalled on the first completion after RequestNotify().
@@ -27,7 +27,7 @@ inline constexpr unsigned int kPoisonWcFlags = 0xFFFFFFFF;
 
 class SoftCq final : public verbs::Cq {
  public:
-  SoftCq(Fabric* fabric, int capacity, int event_fd);
+  SoftCq(Fabric* fabric, int capacity, uint32_t max_capacity, int event_fd);
   ~SoftCq() override;
 
   common::Result<int> Poll(std::span<ibv_wc> out) override;
@@ -35,6 +35,7 @@ class SoftCq final : public verbs::Cq {
   int wakeup_fd() const override { return event_fd_; }
   common::Status RequestNotify() override;
   common::Status ConsumeWakeup() override;
+  common::Status Resize(int entries) override;
 
   // Adds a completion (provider-internal). Returns false when it overflowed the CQ.
   bool Push(const ibv_wc& wc);
@@ -45,6 +46,7 @@ class SoftCq final : public verbs::Cq {
 
  private:
   Fabric* fabric_;
+  uint32_t max_capacity_;
   std::vector<ibv_wc> ring_;
   uint64_t head_ = 0;
   uint64_t count_ = 0;

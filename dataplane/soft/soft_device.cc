@@ -88,7 +88,7 @@ common::Result<std::unique_ptr<verbs::Cq>> SoftDevice::CreateCq(int min_entries)
   }
   const int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) return common::Status::FromErrno(errno, "eventfd");
-  return std::unique_ptr<verbs::Cq>(std::make_unique<SoftCq>(fabric_, min_entries, fd));
+  return std::unique_ptr<verbs::Cq>(std::make_unique<SoftCq>(fabric_, min_entries, info_.max_cqe, fd));
 }
 
 void SoftDevice::RegisterQp(SoftQp* qp) { qps_[qp->qp_num()] = qp; }

@@ -368,7 +368,14 @@ ibv_cq* ibv_create_cq(ibv_context* context, int cqe, void* cq_context, ibv_comp_
   return &c->cq;
 }
 
-int ibv_resize_cq(ibv_cq*, int) { return EOPNOTSUPP; }
+int ibv_resize_cq(ibv_cq* cq, int cqe) {
+  Lock lock(ShimState::Get().mu());
+  ShimCq* c = braid::soft::Of(cq);
+  braid::common::Status s = c->impl->Resize(cqe);
+  if (!s.ok()) return braid::soft::ErrnoOf(s);
+  cq->cqe = c->impl->capacity();
+  return 0;
+}
 
 int ibv_destroy_cq(ibv_cq* cq) {
   ShimState& state = ShimState::Get();

@@ -45,6 +45,11 @@ Status IbverbsCq::ConsumeWakeup() {
   return Status::Ok();
 }
 
+Status IbverbsCq::Resize(int entries) {
+  if (int rc = ibv_resize_cq(cq_, entries); rc != 0) return Status::FromErrno(rc, "ibv_resize_cq");
+  return Status::Ok();
+}
+
 IbverbsQp::~IbverbsQp() { ibv_destroy_qp(qp_); }
 
 QpState IbverbsQp::state() const {

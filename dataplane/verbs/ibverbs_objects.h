@@ -33,6 +33,7 @@ class IbverbsCq final : public Cq {
   int wakeup_fd() const override { return channel_->fd; }
   Status RequestNotify() override;
   Status ConsumeWakeup() override;
+  Status Resize(int entries) override;
   ibv_cq* raw() const { return cq_; }
 
  private:

@@ -80,6 +80,10 @@ class Cq {
   virtual Status RequestNotify() = 0;
   // Consumes the wakeup event after wakeup_fd() fired (as ibv_get_cq_event + ibv_ack_cq_events).
   virtual Status ConsumeWakeup() = 0;
+  // As ibv_resize_cq(3): the CQ then holds at least `entries` (at most the device's max_cqe);
+  // completions it holds are kept, in order. Fails (the CQ unchanged) when `entries` is below what
+  // it holds now or above max_cqe. Slow path: the thread that polls the CQ.
+  virtual Status Resize(int entries) = 0;
 };
 
 // A reliable-connected queue pair. State machine RESET→INIT→RTR→RTS, any→ERR, any→RESET.

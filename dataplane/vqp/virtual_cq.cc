@@ -12,7 +12,8 @@ namespace braid::vqp {
 using common::Status;
 
 common::Result<std::unique_ptr<VirtualCq>> VirtualCq::Create(
-    std::span<verbs::Device* const> devices, int entries_per_device) {
+    std::span<verbs::Device* const> devices, int entries_per_device,
+    uint32_t max_entries_per_device) {
   if (devices.empty() || devices.size() > kMaxDevices) {
     return Status::InvalidArgument("a virtual CQ spans 1 to 32 devices");
   }
@@ -21,8 +22,13 @@ common::Result<std::unique_ptr<VirtualCq>> VirtualCq::Create(
   for (verbs::Device* device : devices) {
     if (device == nullptr) return Status::InvalidArgument("null device");
     BRAID_ASSIGN_OR_RETURN(auto physical, device->CreateCq(entries_per_device));
+    const uint32_t first = static_cast<uint32_t>(physical->capacity());
+    uint32_t limit = std::max(first, max_entries_per_device);
+    if (device->info().max_cqe > 0) limit = std::max(first, std::min(limit, device->info().max_cqe));
     cq->cqs_.push_back(std::move(physical));
     cq->reserved_.push_back(0);
+    cq->initial_.push_back(first);
+    cq->limits_.push_back(limit);
   }
   return cq;
 }
@@ -37,8 +43,8 @@ VirtualCq::~VirtualCq() {
 }
 
 Status VirtualCq::CheckRoom(int device, uint64_t entries) const {
-  const uint32_t r = reserved_[static_cast<size_t>(device)];
-  const uint32_t cap = capacity(device);
+  const uint64_t r = reserved_[static_cast<size_t>(device)];
+  const uint64_t cap = limit(device);
   if (r + entries <= cap) return Status::Ok();
   return Status::NoResource("device " + devices_[static_cast<size_t>(device)]->info().name +
                             " has " + std::to_string(cap - r) + " of its " + std::to_string(cap) +
@@ -49,12 +55,33 @@ Status VirtualCq::CheckRoom(int device, uint64_t entries) const {
 
 Status VirtualCq::Reserve(int device, uint32_t entries) {
   BRAID_RETURN_IF_ERROR(CheckRoom(device, entries));
-  reserved_[static_cast<size_t>(device)] += entries;
+  const size_t d = static_cast<size_t>(device);
+  const uint64_t needed = uint64_t{reserved_[d]} + entries;
+  if (needed > capacity(device)) {
+    // Grow geometrically, so N VQPs cost O(log N) resizes.
+    const uint64_t target = std::min<uint64_t>(limit(device),
+                                               std::max<uint64_t>(needed, 2ull * capacity(device)));
+    Status s = cqs_[d]->Resize(static_cast<int>(target));
+    if (!s.ok()) {
+      return Status::NoResource("the completion queue of device " + devices_[d]->info().name +
+                                " could not grow to " + std::to_string(target) +
+                                " entries (" + std::string(s.message()) + ")");
+    }
+  }
+  reserved_[d] += entries;
   return Status::Ok();
 }
 
 void VirtualCq::Release(int device, uint32_t entries) {
-  reserved_[static_cast<size_t>(device)] -= entries;
+  const size_t d = static_cast<size_t>(device);
+  reserved_[d] -= entries;
+  // Shrink to half once no more than a quarter is reserved (hysteresis against flapping), never
+  // below the first size. The CQ keeps what it holds; a refusal just leaves it larger.
+  const uint64_t cap = capacity(device);
+  if (cap > initial_[d] && uint64_t{reserved_[d]} * 4 <= cap) {
+    const uint64_t target = std::max<uint64_t>(initial_[d], cap / 2);
+    (void)cqs_[d]->Resize(static_cast<int>(target));
+  }
 }
 
 void VirtualCq::Register(int device, uint32_t qp_num, VirtualQp* vqp, uint16_t qp_index) {

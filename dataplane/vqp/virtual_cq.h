@@ -5,7 +5,9 @@
 // at most out.size() entries and polls each physical CQ at most once per call, into a reusable
 // buffer (T17). A physical poll error never loses what was already harvested: those are returned
 // first and the error on the next call (N1). The CQ checks that what is registered on it fits
-// (N15): a VQP that could overflow a physical CQ is refused at creation.
+// (N15): a VQP that could overflow a physical CQ is refused at creation. A physical CQ grows (as
+// ibv_resize_cq) when a VQP's reservation needs it, up to a per-device limit, and shrinks back
+// as VQPs go: admission is bounded by that limit, not by the CQ's first size.
 // Threading: the engine thread. Poll allocates nothing.
 // Lifetime: outlives every VQP created on it (a VQP unregisters itself on destruction).
 #ifndef BRAID_DATAPLANE_VQP_VIRTUAL_CQ_H_
@@ -27,9 +29,12 @@ class VirtualCq {
  public:
   static constexpr int kPollBatch = 32;
 
-  // One physical CQ of `entries_per_device` on each device (not owned; they outlive the CQ).
+  // One physical CQ of `entries_per_device` on each device (not owned; they outlive the CQ),
+  // growing on demand up to `max_entries_per_device` (capped by each device's max_cqe; 0: never
+  // grows).
   static common::Result<std::unique_ptr<VirtualCq>> Create(std::span<verbs::Device* const> devices,
-                                                           int entries_per_device);
+                                                           int entries_per_device,
+                                                           uint32_t max_entries_per_device = 0);
   struct CreateKey {
    private:
     CreateKey() = default;
@@ -47,10 +52,12 @@ class VirtualCq {
   verbs::Device& device(int index) const { return *devices_[static_cast<size_t>(index)]; }
   verbs::Cq& physical_cq(int index) const { return *cqs_[static_cast<size_t>(index)]; }
   uint32_t reserved(int device) const { return reserved_[static_cast<size_t>(device)]; }
-  // Completion entries of the device's physical CQ (what VQPs on it can reserve in all).
+  // Completion entries of the device's physical CQ now.
   uint32_t capacity(int device) const {
     return static_cast<uint32_t>(cqs_[static_cast<size_t>(device)]->capacity());
   }
+  // What VQPs on the device can reserve in all: the size the physical CQ may grow to.
+  uint32_t limit(int device) const { return limits_[static_cast<size_t>(device)]; }
   uint64_t unrouted_completions() const { return unrouted_; }
   size_t registered_qps() const { return routes_.size(); }
 
@@ -93,6 +100,8 @@ class VirtualCq {
   std::vector<verbs::Device*> devices_;
   std::vector<std::unique_ptr<verbs::Cq>> cqs_;
   std::vector<uint32_t> reserved_;
+  std::vector<uint32_t> initial_;  // each physical CQ's first size: it never shrinks below
+  std::vector<uint32_t> limits_;
   std::vector<Route> routes_;  // registered routes (slow path)
   std::vector<Route> table_;   // power-of-two open-addressing table over routes_
   uint64_t table_mask_ = 0;

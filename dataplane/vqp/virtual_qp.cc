@@ -89,13 +89,13 @@ Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
   }
   for (int d : devices_) {
     // A VQP that could not be created even on an idle agent is a wrong request, not back-pressure.
-    if (needs[static_cast<size_t>(d)] > cq_.capacity(d)) {
+    if (needs[static_cast<size_t>(d)] > cq_.limit(d)) {
       return Status::InvalidArgument(
           "this VQP needs " + std::to_string(needs[static_cast<size_t>(d)]) +
           " completion entries on device " + cq_.device(d).info().name + " (num_qps " +
           std::to_string(n) + ", qp_capacity " + std::to_string(cap) + ", max_virtual_wrs " +
-          std::to_string(vwrs) + "), more than its completion queue holds (" +
-          std::to_string(cq_.capacity(d)) + "): lower num_qps, qp_capacity or max_virtual_wrs");
+          std::to_string(vwrs) + "), more than its completion queue can hold (" +
+          std::to_string(cq_.limit(d)) + "): lower num_qps, qp_capacity or max_virtual_wrs");
     }
   }
   for (int d : devices_) {

@@ -151,7 +151,13 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
 class AgentHostileTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    a_ = AgentProcess::Spawn({"agent-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0});
+    // A's completion queues may not grow past their first size, so that a VQP too large for
+    // them can be asked for within the validated ranges.
+    a_ = AgentProcess::Spawn({"agent-a",
+                              {TestNicIp(0, 0), TestNicIp(0, 1)},
+                              0,
+                              false,
+                              {"--max-cq-entries", "16384"}});
     b_ = AgentProcess::Spawn({"agent-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
     ASSERT_TRUE(a_ && b_);
     va_ = CreateVqp(a_->stub(), v1::SCHEME_SPRAY, 4);
@@ -330,7 +336,7 @@ TEST_F(AgentHostileTest, EveryBadRequestGetsAPreciseStatusAndChangesNothing) {
        },
        grpc::StatusCode::INVALID_ARGUMENT,
        "this VQP needs 17536 completion entries on device soft0 (num_qps 127, qp_capacity 128, "
-       "max_virtual_wrs 1024), more than its completion queue holds (16384): lower num_qps, "
+       "max_virtual_wrs 1024), more than its completion queue can hold (16384): lower num_qps, "
        "qp_capacity or max_virtual_wrs"},
       {"CreateVirtualQp with 65536 virtual WRs",
        [](v1::Agent::Stub& s) {
@@ -344,7 +350,7 @@ TEST_F(AgentHostileTest, EveryBadRequestGetsAPreciseStatusAndChangesNothing) {
        },
        grpc::StatusCode::INVALID_ARGUMENT,
        "this VQP needs 65920 completion entries on device soft0 (num_qps 2, qp_capacity 128, "
-       "max_virtual_wrs 65536), more than its completion queue holds (16384)*"},
+       "max_virtual_wrs 65536), more than its completion queue can hold (16384)*"},
       {"CreateVirtualQp on an unknown device",
        [](v1::Agent::Stub& s) {
          grpc::ClientContext c;
@@ -495,7 +501,10 @@ TEST_F(AgentHostileTest, AClientSendingPastTheWindowIsHeldBackAndEveryOperationC
             256 + 44 + 2);
 }
 
-TEST(AgentIdle, UsesUnderOnePercentOfACoreOverTenSeconds) {
+// Idle means asleep: over ten seconds the engine loop turns only when its wait times out (every
+// 100 ms) or a control call wakes it, never spinning; and it costs under 1 % of a core. The CPU
+// share is checked in optimised builds only (sanitizers add their own background work).
+TEST(AgentIdle, SleepsAndUsesUnderOnePercentOfACoreOverTenSeconds) {
   auto a = AgentProcess::Spawn({"idle-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0});
   auto b = AgentProcess::Spawn({"idle-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
   ASSERT_TRUE(a && b);
@@ -504,6 +513,10 @@ TEST(AgentIdle, UsesUnderOnePercentOfACoreOverTenSeconds) {
   auto vb = CreateVqp(b->stub(), v1::SCHEME_SPRAY, 8);
   ConnectPair(a->stub(), va, b->stub(), vb);
   std::this_thread::sleep_for(std::chrono::seconds(1));
+  auto loops = [](AgentProcess& p) {
+    return MetricSum(ScrapeMetrics(p.metrics_port()), "braid_engine_loop_iterations_total", {});
+  };
+  const double a_loops0 = loops(*a), b_loops0 = loops(*b);
   const uint64_t a0 = CpuTicks(a->pid()), b0 = CpuTicks(b->pid());
   const auto t0 = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(std::chrono::seconds(10));
@@ -511,10 +524,17 @@ TEST(AgentIdle, UsesUnderOnePercentOfACoreOverTenSeconds) {
   const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
   const double a_share = static_cast<double>(CpuTicks(a->pid()) - a0) / hz / seconds;
   const double b_share = static_cast<double>(CpuTicks(b->pid()) - b0) / hz / seconds;
-  std::printf("idle CPU over %.1f s: agent a %.3f%%, agent b %.3f%% of one core\n", seconds,
-              a_share * 100, b_share * 100);
+  const double a_loops = loops(*a) - a_loops0, b_loops = loops(*b) - b_loops0;
+  std::printf("idle over %.1f s: agent a %.3f%% of one core, %.0f engine loops; agent b %.3f%%, "
+              "%.0f loops\n",
+              seconds, a_share * 100, a_loops, b_share * 100, b_loops);
+  // 100 timed-out waits, a few health snapshots and scrapes, each waking the loop a few times.
+  EXPECT_LT(a_loops, 500);
+  EXPECT_LT(b_loops, 500);
+#ifndef BRAID_SANITIZED
   EXPECT_LT(a_share, 0.01);
   EXPECT_LT(b_share, 0.01);
+#endif
 }
 
 }  // namespace

@@ -211,42 +211,82 @@ TEST_P(ConformanceErrorTest, ToErrorFlushesSendAndReceiveQueues) {
   EXPECT_EQ(recv[0].status, IBV_WC_WR_FLUSH_ERR);
 }
 
-TEST_P(ConformanceErrorTest, CqOverflowIsReportedNotLost) {
-  Endpoint& e = ep(0);
-  auto small = e.device->CreateCq(4);
+// A QP of endpoint 0 whose send completions go to `cq` alone, connected to one of endpoint 1.
+struct OwnCqQp {
+  std::unique_ptr<verbs::Qp> qp, peer;
+};
+
+class ConformanceCqTest : public ConformanceErrorTest {
+ protected:
+  OwnCqQp ConnectWithSendCq(verbs::Cq& cq) {
+    Endpoint& e = ep(0);
+    OwnCqQp out;
+    auto qp = e.pd->CreateQp({&cq, e.recv_cq.get(), {}, false});
+    auto peer = ep(1).pd->CreateQp({ep(1).send_cq.get(), ep(1).recv_cq.get(), {}, false});
+    EXPECT_TRUE(qp.ok() && peer.ok());
+    if (!qp.ok() || !peer.ok()) return out;
+    out.qp = std::move(qp).value();
+    out.peer = std::move(peer).value();
+    EXPECT_OK(out.qp->ToInit({}));
+    EXPECT_OK(out.peer->ToInit({}));
+    verbs::QpRtrParams rtr;
+    rtr.remote = {ep(1).device->info().gid, ep(1).device->info().lid, out.peer->qp_num(), 0};
+    rtr.path_mtu = e.device->info().active_mtu;
+    EXPECT_OK(out.qp->ToRtr(rtr));
+    rtr.remote = {e.device->info().gid, e.device->info().lid, out.qp->qp_num(), 0};
+    EXPECT_OK(out.peer->ToRtr(rtr));
+    EXPECT_OK(out.qp->ToRts({}));
+    EXPECT_OK(out.peer->ToRts({}));
+    return out;
+  }
+  // Posts `count` signalled 8-byte WRITEs with wr_ids first, first + 1, …
+  void Writes(verbs::Qp& qp, int first, int count) {
+    for (int i = first; i < first + count; ++i) {
+      ibv_sge s = ep(0).Sge(0, 8);
+      ASSERT_OK(PostSend(qp, IBV_WR_RDMA_WRITE, &s, 1, ep(1).addr(0), ep(1).mr->rkey(),
+                         static_cast<uint64_t>(i)));
+      ProgressRounds(20);
+    }
+  }
+  // Lets every ACK come back without polling the CQ: 2000 rounds on the virtual clock, and on a
+  // wall-clock link at least 500 ms as well.
+  void SettleWithoutPolling() {
+    const bool virtual_clock = harness_->link() != nullptr && harness_->link()->virtual_time();
+    const auto start = std::chrono::steady_clock::now();
+    do {
+      ProgressRounds(2000);
+    } while (!virtual_clock &&
+             std::chrono::steady_clock::now() - start < std::chrono::milliseconds(500));
+  }
+  // Polls `cq` until it is empty or fails; the completions, and the error if one came.
+  std::vector<ibv_wc> PollAll(verbs::Cq& cq, common::Status& error) {
+    std::vector<ibv_wc> out;
+    ibv_wc wc[64];
+    for (int i = 0; i < 1000; ++i) {
+      auto n = cq.Poll(wc);
+      if (!n.ok()) {
+        error = n.status();
+        break;
+      }
+      if (*n == 0) break;
+      out.insert(out.end(), wc, wc + *n);
+    }
+    return out;
+  }
+};
+
+TEST_P(ConformanceCqTest, CqOverflowIsReportedNotLost) {
+  auto small = ep(0).device->CreateCq(4);
   ASSERT_TRUE(small.ok());
   verbs::Cq& cq = **small;
   const int capacity = cq.capacity();
-  auto qp = e.pd->CreateQp({&cq, e.recv_cq.get(), {}, false});
-  ASSERT_TRUE(qp.ok());
-  auto peer = ep(1).pd->CreateQp({ep(1).send_cq.get(), ep(1).recv_cq.get(), {}, false});
-  ASSERT_TRUE(peer.ok());
-  ASSERT_OK((*qp)->ToInit({}));
-  ASSERT_OK((*peer)->ToInit({}));
-  verbs::QpRtrParams rtr;
-  rtr.remote = {ep(1).device->info().gid, ep(1).device->info().lid, (*peer)->qp_num(), 0};
-  rtr.path_mtu = e.device->info().active_mtu;
-  ASSERT_OK((*qp)->ToRtr(rtr));
-  rtr.remote = {e.device->info().gid, e.device->info().lid, (*qp)->qp_num(), 0};
-  ASSERT_OK((*peer)->ToRtr(rtr));
-  ASSERT_OK((*qp)->ToRts({}));
-  ASSERT_OK((*peer)->ToRts({}));
-  const int posts = capacity + 4;
-  for (int i = 0; i < posts; ++i) {
-    ibv_sge s = e.Sge(0, 8);
-    ASSERT_OK(PostSend(**qp, IBV_WR_RDMA_WRITE, &s, 1, ep(1).addr(0), ep(1).mr->rkey(), i));
-    ProgressRounds(20);
-  }
-  // Let every ACK come back without polling the CQ: 2000 rounds on the virtual clock, and on a
-  // wall-clock link at least 500 ms as well.
-  const bool virtual_clock = harness_->link() != nullptr && harness_->link()->virtual_time();
-  const auto start = std::chrono::steady_clock::now();
-  do {
-    ProgressRounds(2000);
-  } while (!virtual_clock && std::chrono::steady_clock::now() - start < std::chrono::milliseconds(500));
+  OwnCqQp q = ConnectWithSendCq(cq);
+  ASSERT_TRUE(q.qp);
+  Writes(*q.qp, 0, capacity + 4);
+  SettleWithoutPolling();
+  common::Status error;
   ibv_wc wc[64];
   int got = 0;
-  common::Status error;
   for (int i = 0; i < 100 && error.ok(); ++i) {
     auto n = cq.Poll(wc);
     if (!n.ok()) {
@@ -257,8 +297,33 @@ TEST_P(ConformanceErrorTest, CqOverflowIsReportedNotLost) {
   }
   EXPECT_EQ(got, capacity);
   EXPECT_EQ(error.code(), common::StatusCode::kCqOverflow) << error.ToString();
-  qp->reset();
-  peer->reset();
+}
+
+// As ibv_resize_cq: a full CQ grows without losing or reordering what it holds, holds the new
+// size without overflowing, and refuses to shrink below what it holds (staying as it was).
+TEST_P(ConformanceCqTest, AResizedCqKeepsItsCompletionsInOrderAndHoldsItsNewSize) {
+  auto small = ep(0).device->CreateCq(4);
+  ASSERT_TRUE(small.ok());
+  verbs::Cq& cq = **small;
+  const int capacity = cq.capacity();
+  OwnCqQp q = ConnectWithSendCq(cq);
+  ASSERT_TRUE(q.qp);
+  Writes(*q.qp, 0, capacity);
+  SettleWithoutPolling();  // the CQ is now full
+  EXPECT_FALSE(cq.Resize(capacity - 1).ok()) << "shrunk below the completions it holds";
+  EXPECT_EQ(cq.capacity(), capacity);
+  ASSERT_OK(cq.Resize(2 * capacity + 8));
+  ASSERT_GE(cq.capacity(), 2 * capacity + 8);
+  Writes(*q.qp, capacity, capacity + 8);
+  SettleWithoutPolling();
+  common::Status error;
+  const std::vector<ibv_wc> wcs = PollAll(cq, error);
+  EXPECT_OK(error);
+  ASSERT_EQ(wcs.size(), static_cast<size_t>(2 * capacity + 8));
+  for (size_t i = 0; i < wcs.size(); ++i) {
+    EXPECT_EQ(wcs[i].wr_id, i);
+    EXPECT_EQ(wcs[i].status, IBV_WC_SUCCESS) << ibv_wc_status_str(wcs[i].status);
+  }
 }
 
 TEST_P(ConformanceErrorTest, PostSendOutsideRtsIsRejected) {
@@ -307,6 +372,8 @@ TEST_P(ConformanceErrorTest, FullSendQueueIsBackPressureAndNamesTheFirstUnposted
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(wcs[i].wr_id, i);
 }
 
+INSTANTIATE_TEST_SUITE_P(Providers, ConformanceCqTest, ::testing::ValuesIn(AllHarnesses()),
+                         HarnessName);
 INSTANTIATE_TEST_SUITE_P(Providers, ConformanceErrorTest, ::testing::ValuesIn(AllHarnesses()),
                          HarnessName);
 

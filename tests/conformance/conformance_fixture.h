@@ -91,6 +91,12 @@ class ConformanceTest : public ::testing::TestWithParam<HarnessFactory> {
     ASSERT_TRUE(braid_s_.ok()) << braid_s_.ToString();    \
   } while (0)
 
+#define EXPECT_OK(expr)                                   \
+  do {                                                    \
+    const ::braid::common::Status braid_s_ = (expr);      \
+    EXPECT_TRUE(braid_s_.ok()) << braid_s_.ToString();    \
+  } while (0)
+
 #define REQUIRE_LINK_CONTROL()                                                    \
   LinkControl* link = RequireLink();                                              \
   if (link == nullptr) GTEST_SKIP() << "needs a link the test can control (sim)"

@@ -36,7 +36,7 @@ constexpr size_t kArenaPerDevice = 1 << 20;
 enum class Op : uint32_t {
   kInfo, kAllocPd, kCreateCq, kRegMr, kCreateQp, kToInit, kToRtr, kToRts, kToError, kToReset,
   kPostSend, kPostRecv, kPoll, kCapacity, kDestroyPd, kDestroyCq, kDestroyMr, kDestroyQp,
-  kHold, kDropNext, kBreak, kQuit
+  kHold, kDropNext, kBreak, kResizeCq, kQuit
 };
 
 struct WireWr {
@@ -168,6 +168,12 @@ class Server {
         break;
       }
       case Op::kCapacity: r->value = static_cast<uint32_t>(cqs_[q.handle]->capacity()); break;
+      case Op::kResizeCq: {
+        const common::Status s = cqs_[q.handle]->Resize(static_cast<int>(q.arg));
+        if (!s.ok()) return SetStatus(r, s);
+        r->value = static_cast<uint32_t>(cqs_[q.handle]->capacity());
+        break;
+      }
       case Op::kRegMr: {
         auto mr = pds_[q.handle2]->RegisterMemory(reinterpret_cast<void*>(q.addr),
                                                   static_cast<size_t>(q.arg),
@@ -333,6 +339,14 @@ class RemoteCq final : public verbs::Cq {
   int wakeup_fd() const override { return -1; }
   Status RequestNotify() override { return Status::NotSupported("no remote wakeup fd"); }
   Status ConsumeWakeup() override { return Status::NotSupported("no remote wakeup fd"); }
+  Status Resize(int entries) override {
+    Request q = rpc_->New(Op::kResizeCq, device_, handle_);
+    q.arg = entries;
+    const Response r = rpc_->Call(q);
+    if (r.code != StatusCode::kOk) return ToStatus(r);
+    capacity_ = static_cast<int>(r.value);
+    return Status::Ok();
+  }
   uint32_t handle() const { return handle_; }
 
  private:

@@ -28,6 +28,17 @@ void NullCq::Push(const ibv_wc& wc) {
   ++count_;
 }
 
+Status NullCq::Resize(int entries) {
+  if (entries <= 0 || static_cast<size_t>(entries) < count_) {
+    return Status::InvalidArgument("NullCq: new size below what it holds");
+  }
+  std::vector<ibv_wc> ring(static_cast<size_t>(entries));
+  for (size_t i = 0; i < count_; ++i) ring[i] = ring_[(head_ + i) % ring_.size()];
+  ring_ = std::move(ring);
+  head_ = 0;
+  return Status::Ok();
+}
+
 Status NullQp::ToInit(const verbs::QpInitParams&) {
   state_ = verbs::QpState::kInit;
   return Status::Ok();

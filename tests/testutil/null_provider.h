@@ -23,6 +23,7 @@ class NullCq final : public verbs::Cq {
   int wakeup_fd() const override { return -1; }
   common::Status RequestNotify() override { return common::Status::Ok(); }
   common::Status ConsumeWakeup() override { return common::Status::Ok(); }
+  common::Status Resize(int entries) override;
   void Push(const ibv_wc& wc);
   void FailNextPoll() { fail_next_poll_ = true; }
   size_t size() const { return count_; }

@@ -406,7 +406,7 @@ TEST(GapRegressionNotesTest, AVqpThatCouldNeverFitItsCompletionQueueIsAnInvalidR
   auto v = VirtualQp::Create(**cq, pds, Config(Scheme::kSpray, 4));
   ASSERT_FALSE(v.ok());
   EXPECT_EQ(v.status().code(), common::StatusCode::kInvalidArgument);
-  EXPECT_NE(v.status().message().find("more than its completion queue holds (64): lower num_qps, "
+  EXPECT_NE(v.status().message().find("more than its completion queue can hold (64): lower num_qps, "
                                       "qp_capacity or max_virtual_wrs"),
             std::string_view::npos)
       << v.status().ToString();
@@ -436,6 +436,41 @@ TEST(GapRegressionNotesTest, AVqpThatDoesNotFitWhatIsLeftIsBackPressureSayingWha
   EXPECT_EQ((*cq)->reserved(0), 112u) << "the refused VQP reserved nothing";
   first->reset();
   EXPECT_TRUE(VirtualQp::Create(**cq, pds, config).ok()) << "room comes back with the first";
+}
+
+// Admission is bounded by the limit a physical CQ may grow to, not by its first size: the CQ is
+// resized as VQPs reserve room, refuses past its limit saying what is free, and shrinks back to
+// its first size as the VQPs go.
+TEST(GapRegressionNotesTest, ACompletionQueueGrowsToItsLimitAsVqpsReserveAndShrinksBack) {
+  testing::NullDevice d(0);
+  auto pd = d.AllocPd();
+  verbs::Device* devs[] = {&d};
+  verbs::ProtectionDomain* pds[] = {pd->get()};
+  VirtualQpConfig config = Config(Scheme::kSpray, 2);
+  config.qp_capacity = 16;
+  config.max_virtual_wrs = 32;  // 112 entries per VQP
+  auto cq = VirtualCq::Create(devs, 200, 1000);
+  ASSERT_TRUE(cq.ok());
+  EXPECT_EQ((*cq)->capacity(0), 200u);
+  EXPECT_EQ((*cq)->limit(0), 1000u);
+  std::vector<std::unique_ptr<VirtualQp>> vqps;
+  for (int i = 0; i < 8; ++i) {
+    auto v = VirtualQp::Create(**cq, pds, config);
+    ASSERT_TRUE(v.ok()) << "VQP " << i << ": " << v.status().ToString();
+    vqps.push_back(std::move(v).value());
+    EXPECT_GE((*cq)->capacity(0), (*cq)->reserved(0)) << "reserved more than the CQ holds";
+  }
+  EXPECT_EQ((*cq)->reserved(0), 896u);
+  EXPECT_EQ((*cq)->capacity(0), 1000u) << "grew 200, 400, 800, then to the limit";
+  auto refused = VirtualQp::Create(**cq, pds, config);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), common::StatusCode::kNoResource);
+  EXPECT_NE(refused.status().message().find("has 104 of its 1000 completion entries free"),
+            std::string_view::npos)
+      << refused.status().ToString();
+  vqps.clear();
+  EXPECT_EQ((*cq)->reserved(0), 0u);
+  EXPECT_EQ((*cq)->capacity(0), 200u) << "did not shrink back to its first size";
 }
 
 // N16: the fatal paths of the original (unknown QP in a completion, wr_id mismatch) are counted,
