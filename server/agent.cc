@@ -53,6 +53,7 @@ Status Agent::Init() {
   eo.recovery_budget_ms = config_.recovery_budget_ms;
   eo.fault_injection = config_.fault_injection;
   eo.max_cq_entries = config_.max_cq_entries;
+  eo.fd_reserve = config_.fd_reserve;
   BRAID_ASSIGN_OR_RETURN(engine_, engine::Engine::Start(std::move(eo)));
   watchdog_ = std::make_unique<engine::StallWatchdog>(*engine_, config_.watchdog_ms);
   if (engine_->stale_region_files_removed() > 0) {
@@ -100,9 +101,10 @@ Status Agent::Init() {
   health_thread_ = std::thread([this] { HealthLoop(); });
   recovery_thread_ = std::thread([this] { RecoveryLoop(); });
   spdlog::info("agent={} provider={} devices={} grpc_tcp={} grpc_unix={} metrics={} "
-               "fault_injection={} msg=\"serving\"",
+               "fault_injection={} fd_limit={} fd_reserve={} msg=\"serving\"",
                config_.agent_id, provider_->name(), engine_->num_devices(), config_.tcp_listen,
-               config_.unix_socket, config_.metrics_listen, config_.fault_injection);
+               config_.unix_socket, config_.metrics_listen, config_.fault_injection,
+               engine::FdBudget::Current().soft, config_.fd_reserve);
   return Status::Ok();
 }
 

@@ -48,6 +48,7 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(Read(root, "watchdog_ms", c.watchdog_ms));
   BRAID_RETURN_IF_ERROR(Read(root, "recovery_budget_ms", c.recovery_budget_ms));
   BRAID_RETURN_IF_ERROR(Read(root, "max_cq_entries", c.max_cq_entries));
+  BRAID_RETURN_IF_ERROR(Read(root, "fd_reserve", c.fd_reserve));
   if (const YAML::Node f = root["fault_injection"]) {
     BRAID_RETURN_IF_ERROR(Read(f, "enabled", c.fault_injection));
   }
@@ -106,6 +107,7 @@ Status AgentConfig::Validate() const {
   if (max_cq_entries < 16384 || max_cq_entries > (1u << 24)) {
     return Status::InvalidArgument("max_cq_entries must be in [16384, 16777216]");
   }
+  if (fd_reserve < 32) return Status::InvalidArgument("fd_reserve must be at least 32");
   if (watchdog_ms < 100) return Status::InvalidArgument("watchdog_ms must be >= 100");
   if (log_level != "trace" && log_level != "debug" && log_level != "info" &&
       log_level != "warn" && log_level != "error") {

@@ -41,6 +41,8 @@ struct AgentConfig {
   bool fault_injection = false;
   // Per device, the completion entries VQPs may reserve in all (the CQ grows to it as needed).
   uint32_t max_cq_entries = 1u << 22;
+  // File descriptors kept free for the control plane (gRPC connections, region files, health).
+  uint32_t fd_reserve = 256;
 
   common::Status Validate() const;
   // The endpoint peers reach this agent's control plane on (written into business cards).

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/engine/fd_budget.h"
 #include "server/agent.h"
 
 int main(int argc, char** argv) {
@@ -39,6 +40,8 @@ int main(int argc, char** argv) {
                                 "fails");
   auto* max_cq = app.add_option("--max-cq-entries", flags.max_cq_entries,
                                 "per device, completion entries VQPs may reserve in all");
+  auto* fd_reserve = app.add_option("--fd-reserve", flags.fd_reserve,
+                                    "file descriptors kept free for the control plane");
   auto* faults = app.add_flag("--enable-fault-injection", flags.fault_injection,
                               "allow InjectFault (tests only)");
   CLI11_PARSE(app, argc, argv);
@@ -63,6 +66,7 @@ int main(int argc, char** argv) {
   if (*watchdog) config.watchdog_ms = flags.watchdog_ms;
   if (*budget) config.recovery_budget_ms = flags.recovery_budget_ms;
   if (*max_cq) config.max_cq_entries = flags.max_cq_entries;
+  if (*fd_reserve) config.fd_reserve = flags.fd_reserve;
   if (*faults) config.fault_injection = true;
   if (*soft_nic) {
     config.soft_nics.clear();
@@ -86,6 +90,15 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // Soft NICs hold a descriptor per QP: take every descriptor the hard limit allows (the engine
+  // keeps a reserve of them for the control plane).
+  auto limits = braid::engine::FdBudget::RaiseSoftLimit();
+  if (!limits.ok()) {
+    spdlog::warn("msg=\"could not raise the fd limit\" error=\"{}\"", limits.status().ToString());
+  } else if (limits->first.soft != limits->second.soft) {
+    spdlog::info("fd_limit={} was={} msg=\"raised the fd soft limit to the hard limit\"",
+                 limits->second.soft, limits->first.soft);
+  }
   auto agent = braid::server::Agent::Start(config);
   if (!agent.ok()) {
     spdlog::error("msg=\"agent failed to start\" error=\"{}\"", agent.status().ToString());

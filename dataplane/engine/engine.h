@@ -37,6 +37,7 @@
 #include "dataplane/common/event_queue.h"
 #include "dataplane/common/result.h"
 #include "dataplane/engine/engine_types.h"
+#include "dataplane/engine/fd_budget.h"
 #include "dataplane/engine/region_dir.h"
 #include "dataplane/engine/shm_region.h"
 #include "dataplane/verbs/provider.h"
@@ -55,6 +56,8 @@ struct EngineOptions {
   int cq_entries = 16384;                // per device, at start
   // Per device, what the CQ may grow to as VQPs reserve room (capped by the device's max_cqe).
   uint32_t max_cq_entries = 1u << 22;
+  // File descriptors kept free for the control plane: a VQP that would eat into them is refused.
+  uint32_t fd_reserve = 256;
   size_t command_queue = 4096;
   uint32_t max_transfers = 65536;        // in flight or waiting, all clients together
   uint32_t default_timeout_ms = 30000;
@@ -244,7 +247,8 @@ class Engine {
   std::vector<std::unique_ptr<DeviceSlot>> devices_;
   std::unique_ptr<vqp::VirtualCq> cq_;
   std::map<uint64_t, std::unique_ptr<VqpSlot>> vqps_;
-  std::unordered_map<uint32_t, VqpSlot*> by_vqp_num_;
+  FdBudget fd_budget_{options_.fd_reserve};
+  uint64_t fds_promised_ = 0;  // descriptors of created VQPs not yet connected
   std::map<uint64_t, std::unique_ptr<RegionSlot>> regions_;
   uint64_t next_region_id_ = 1;
   std::vector<Transfer> transfers_;

@@ -68,6 +68,7 @@ struct Engine::VqpSlot {
   VqpState state = VqpState::kCreated;
   std::string failure;  // why it failed
   std::vector<QpRecovery> recovery;  // per data QP
+  uint64_t promised_fds = 0;  // until connected: the descriptors its QPs will hold
 };
 
 struct Engine::RegionSlot {

@@ -42,13 +42,21 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   if (std::all_of(pds.begin(), pds.end(), [](auto* p) { return p == nullptr; })) {
     return Status::FailedPrecondition("no healthy device on agent " + options_.agent_id);
   }
+  // Descriptors its QPs will hold once connected (soft NICs: a TCP connection each).
+  uint32_t fds_per_qp = 0;
+  for (size_t i = 0; i < pds.size(); ++i) {
+    if (pds[i] != nullptr) fds_per_qp = std::max(fds_per_qp, devices_[i]->device->info().fds_per_qp);
+  }
+  const uint64_t fds = uint64_t{fds_per_qp} * (request.config.num_qps + 1);
+  BRAID_RETURN_IF_ERROR(fd_budget_.Admit(fds, fds_promised_, "this VQP"));
   BRAID_ASSIGN_OR_RETURN(auto created, vqp::VirtualQp::Create(*cq_, pds, request.config));
   auto slot = std::make_unique<VqpSlot>();
   slot->id = created->vqp_num();
   slot->label = request.label;
   slot->vqp = std::move(created);
+  slot->promised_fds = fds;
+  fds_promised_ += fds;
   VqpSlot& ref = *slot;
-  by_vqp_num_[ref.vqp->vqp_num()] = &ref;
   vqps_[ref.id] = std::move(slot);
   return DescribeVqp(ref);
 }
@@ -65,6 +73,8 @@ Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& re
   slot->peer_incarnation = remote.incarnation;
   slot->epoch = epoch;
   slot->state = VqpState::kConnected;
+  fds_promised_ -= slot->promised_fds;  // open now (or soon: the peer's connections)
+  slot->promised_fds = 0;
   slot->recovery.assign(static_cast<size_t>(slot->vqp->num_physical_qps()), QpRecovery{});
   PostNotifyReceives(*slot);
   Emit(EventKind::kVqpConnected, slot->id, -1, "",
@@ -102,7 +112,7 @@ Status Engine::DoDestroy(uint64_t vqp_id) {
   Emit(EventKind::kVqpDestroyed, vqp_id, -1, "", "destroyed through the API");
   for (auto& w : slot->watchers) w->closed.store(true);
   RetireTraffic(*slot);
-  by_vqp_num_.erase(slot->vqp->vqp_num());
+  fds_promised_ -= slot->promised_fds;
   // Destroying the VQP completes its in-flight virtual WRs with WR_FLUSH_ERR (T11); they are
   // routed by wr_id below, like any completion.
   auto node = vqps_.extract(vqp_id);

@@ -2,6 +2,8 @@
 // The requester and responder halves are in rc_requester.cc and rc_responder.cc.
 #include "dataplane/soft/soft_qp.h"
 
+#include <algorithm>
+
 #include "dataplane/soft/soft_cq.h"
 #include "dataplane/soft/soft_device.h"
 
@@ -19,9 +21,17 @@ SoftQp::SoftQp(SoftDevice* device, uint32_t pd_id, uint32_t qp_num,
       qp_num_(qp_num),
       caps_(params.caps),
       sq_sig_all_(params.sq_sig_all),
+      sq_sges_(size_t{params.caps.max_send_wr} * std::max(params.caps.max_send_sge, 1u)),
       sq_(params.caps.max_send_wr),
+      rq_sges_(size_t{params.caps.max_recv_wr} * std::max(params.caps.max_recv_sge, 1u)),
       rq_(params.caps.max_recv_wr) {
-  for (SendWqe& wqe : sq_) wqe.inline_data.resize(caps_.max_inline_data);
+  for (size_t i = 0; i < sq_.size(); ++i) {
+    sq_[i].inline_data.resize(caps_.max_inline_data);
+    sq_[i].sge = &sq_sges_[i * std::max(caps_.max_send_sge, 1u)];
+  }
+  for (size_t i = 0; i < rq_.size(); ++i) {
+    rq_[i].sge = &rq_sges_[i * std::max(caps_.max_recv_sge, 1u)];
+  }
 }
 
 SoftQp::~SoftQp() { device_->UnregisterQp(qp_num_); }

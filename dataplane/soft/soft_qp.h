@@ -81,13 +81,13 @@ class SoftQp final : public verbs::Qp {
     uint64_t compare_add = 0;
     uint64_t swap = 0;
     uint32_t num_sge = 0;
-    std::array<ibv_sge, kMaxSge> sge{};
+    ibv_sge* sge = nullptr;            // max_send_sge entries of sq_sges_
     std::vector<uint8_t> inline_data;  // sized max_inline_data at creation
   };
   struct RecvWqe {
     uint64_t wr_id = 0;
     uint32_t num_sge = 0;
-    std::array<ibv_sge, kMaxSge> sge{};
+    ibv_sge* sge = nullptr;  // max_recv_sge entries of rq_sges_
   };
   // What BeginInbound decided, for EndInbound (one inbound message at a time per QP).
   enum class Verdict : uint8_t {
@@ -165,6 +165,9 @@ class SoftQp final : public verbs::Qp {
   std::unique_ptr<Channel> channel_;
 
   // Send queue: [sq_head_, sq_tx_) transmitted, [sq_tx_, sq_tail_) waiting.
+  // The WQEs' scatter/gather lists, sized by the QP's caps (most QPs take one SGE: a WQE with
+  // room for kMaxSge would be 16 times larger, and a VQP has thousands of them).
+  std::vector<ibv_sge> sq_sges_;
   std::vector<SendWqe> sq_;
   uint64_t sq_head_ = 0;
   uint64_t sq_tx_ = 0;
@@ -180,6 +183,7 @@ class SoftQp final : public verbs::Qp {
   uint64_t rnr_resume_at_ = 0;  // no transmission before this time (RNR back-off)
 
   // Receive queue and responder state.
+  std::vector<ibv_sge> rq_sges_;
   std::vector<RecvWqe> rq_;
   uint64_t rq_head_ = 0;
   uint64_t rq_tail_ = 0;

@@ -19,7 +19,6 @@
 namespace braid::testing {
 namespace {
 
-constexpr uint64_t kMiB = 1 << 20;
 using Clock = std::chrono::steady_clock;
 
 // A write of `length` bytes whose remote key is one the peer never issued.

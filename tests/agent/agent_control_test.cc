@@ -18,7 +18,6 @@
 namespace braid::testing {
 namespace {
 
-constexpr uint64_t kMiB = 1 << 20;
 
 // Polls the health service until it answers `want` or `timeout_ms` passes; returns the last answer.
 int WaitForHealth(AgentProcess& agent, int want, int timeout_ms) {

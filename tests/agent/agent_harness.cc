@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -103,6 +104,10 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
   p->pid_ = fork();
   if (p->pid_ == 0) {
     for (const auto& [name, value] : env) setenv(name.c_str(), value.c_str(), 1);
+    if (spec.fd_soft_limit != 0) {
+      const rlimit fds{spec.fd_soft_limit, spec.fd_hard_limit};
+      if (setrlimit(RLIMIT_NOFILE, &fds) != 0) _exit(126);
+    }
     execv(argv[0], argv.data());
     _exit(127);
   }
@@ -550,7 +555,6 @@ v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::strin
 
 std::vector<v1::TransferRequest> MiBWrites(uint64_t vqp, const v1::RegionInfo& src,
                                            const v1::RegionInfo& dst, int count, int slots) {
-  constexpr uint64_t kMiB = 1 << 20;
   std::vector<v1::TransferRequest> out;
   for (int i = 0; i < count; ++i) {
     v1::TransferRequest r;

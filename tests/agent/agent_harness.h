@@ -23,6 +23,8 @@
 
 namespace braid::testing {
 
+inline constexpr uint64_t kMiB = 1 << 20;
+
 struct AgentSpec {
   std::string id;
   std::vector<std::string> nic_ips;  // soft0, soft1, ...
@@ -33,6 +35,9 @@ struct AgentSpec {
   // The rdma-core code path: `--provider ibverbs` with libbraid_verbs.so preloaded, the NICs
   // given to it (BRAID_SOFT_NICS). Only where the library is built (not in sanitizer builds).
   bool soft_verbs = false;
+  // RLIMIT_NOFILE given to the agent at start (0: inherited).
+  uint64_t fd_soft_limit = 0;
+  uint64_t fd_hard_limit = 0;
 };
 // Whether AgentSpec::soft_verbs can be used in this build.
 bool SoftVerbsAvailable();

@@ -17,7 +17,6 @@
 namespace braid::testing {
 namespace {
 
-constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kTotal = 256 * kMiB;
 constexpr uint32_t kQps = 8;
 

@@ -24,7 +24,6 @@ using client::TransferOp;
 using client::TransferSession;
 using Clock = std::chrono::steady_clock;
 
-constexpr uint64_t kMiB = 1 << 20;
 
 AgentSpec SpecA() { return {"sdk-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0}; }
 AgentSpec SpecB() { return {"sdk-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2}; }
