@@ -224,6 +224,7 @@ Status Engine::Init() {
     devices_.push_back(std::move(slot));
   }
   if (devices_.empty()) return Status::NotFound("no device to open");
+  deadlines_.reserve(2 * size_t{options_.max_transfers} + 64);  // never grows on the hot path
   PublishDeviceHealth();
   BRAID_ASSIGN_OR_RETURN(cq_, vqp::VirtualCq::Create(raw, options_.cq_entries,
                                                             options_.max_cq_entries));
@@ -412,6 +413,7 @@ Result<DeviceStatus> Engine::SetDeviceDrained(const std::string& name, bool drai
     Status s = drained ? v->vqp->DrainDevice(static_cast<int>(index))
                        : v->vqp->UndrainDevice(static_cast<int>(index));
     (void)s;
+    Attend(*v);
   }
   return DescribeDevice(index);
 }
@@ -437,6 +439,7 @@ Status Engine::DoInjectFault(const FaultRequest& request) {
       }
       // The device's link goes down: every connected QP on it breaks.
       BRAID_RETURN_IF_ERROR(devices_[index]->device->InjectLinkDown());
+      for (auto& [id, v] : vqps_) Attend(*v);
       devices_[index]->state = DeviceState::kFaulted;
       PublishDeviceHealth();
       Emit(EventKind::kDeviceFaulted, 0, -1, request.device, "injected fault: device down");
@@ -449,6 +452,7 @@ Status Engine::DoInjectFault(const FaultRequest& request) {
                                   std::to_string(slot->vqp->num_physical_qps()) +
                                   " physical QPs");
       }
+      Attend(*slot);
       return slot->vqp->physical_qp(static_cast<int>(request.qp_index)).InjectBreak();
     }
   }

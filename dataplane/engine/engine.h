@@ -218,6 +218,12 @@ class Engine {
 
   // Recovery (engine_recovery.cc).
   void RunRecovery(uint64_t now);
+  void RecoverOne(VqpSlot& slot, uint64_t now);  // stalls, health events, recovery steps
+  // Puts the VQP on the list recovery looks at (until it settles: nothing out, every QP healthy
+  // or drained, no recovery under way).
+  void Attend(VqpSlot& slot);
+  bool Settled(const VqpSlot& slot) const;
+  void Forget(VqpSlot& slot);  // off both lists (the VQP is being destroyed)
   void RecoveryFailed(VqpSlot& slot, uint32_t index, uint64_t now);
   void RecoverySucceeded(VqpSlot& slot, uint32_t index, uint64_t epoch);
   // The VQP can never carry work again: every QP to error, work refused, recovery stops.
@@ -256,6 +262,20 @@ class Engine {
   uint64_t in_flight_ = 0;  // transfers accepted and not yet completed to their sink
   uint64_t posted_ = 0;     // virtual WRs in flight (some may be past their deadline)
   uint64_t backlogged_ = 0; // transfers in VQP backlogs
+  // Per-loop work follows activity, not the number of VQPs: the VQPs with a backlog, the VQPs
+  // recovery must look at (work out, a QP not healthy, a recovery under way), and the deadlines
+  // of accepted transfers in a min-heap (stale entries are skipped and purged).
+  struct Deadline {
+    uint64_t at_ns;
+    uint32_t index;
+    uint32_t generation;
+    // The heap's order: the earliest deadline on top.
+    static bool Later(const Deadline& a, const Deadline& b) { return a.at_ns > b.at_ns; }
+  };
+  std::vector<VqpSlot*> backlogged_vqps_;
+  std::vector<VqpSlot*> attention_;
+  std::vector<Deadline> deadlines_;
+  uint64_t next_sweep_ns_ = 0;  // every VQP looked at once a second (what no event announced)
   std::string transfers_stopped_;  // non-empty: StopTransfers was called (why)
   uint64_t next_deadline_check_ns_ = 0;
   uint64_t last_activity_ns_ = 0;

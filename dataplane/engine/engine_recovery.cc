@@ -93,90 +93,140 @@ void Engine::FailVqp(VqpSlot& slot, const std::string& why) {
   Emit(EventKind::kVqpFailed, slot.id, -1, "", why);
 }
 
+void Engine::Attend(VqpSlot& slot) {
+  if (slot.on_attention_list) return;
+  slot.on_attention_list = true;
+  attention_.push_back(&slot);
+}
+
+bool Engine::Settled(const VqpSlot& slot) const {
+  const vqp::VirtualQp& q = *slot.vqp;
+  if (slot.state == VqpState::kFailed || !q.connected()) return true;
+  if (q.pending_sends() != 0) return false;
+  for (int i = 0; i < q.num_physical_qps(); ++i) {
+    const vqp::QpHealth h = q.health(i);
+    if (q.outstanding(i) != 0 || q.probing(i) ||
+        (h != vqp::QpHealth::kHealthy && h != vqp::QpHealth::kDraining)) {
+      return false;
+    }
+  }
+  for (const QpRecovery& r : slot.recovery) {
+    if (r.phase != RecoveryPhase::kIdle) return false;
+  }
+  for (uint32_t i = 0; i < slot.recovery.size(); ++i) {
+    if (slot.recovery[i].reported != q.health(static_cast<int>(i))) return false;  // not told yet
+  }
+  return true;
+}
+
+void Engine::Forget(VqpSlot& slot) {
+  if (slot.on_attention_list) std::erase(attention_, &slot);
+  if (slot.on_backlog_list) std::erase(backlogged_vqps_, &slot);
+  slot.on_attention_list = slot.on_backlog_list = false;
+}
+
 void Engine::RunRecovery(uint64_t now) {
-  for (auto& [id, slot_ptr] : vqps_) {
-    VqpSlot& slot = *slot_ptr;
-    vqp::VirtualQp& q = *slot.vqp;
-    if (!q.connected()) continue;
-    q.CheckStalls(now);
-    TrackQpHealth(slot);
-    if (slot.state == VqpState::kFailed) continue;
-    for (uint32_t i = 0; i < slot.recovery.size(); ++i) {
-      QpRecovery& r = slot.recovery[i];
-      const int index = static_cast<int>(i);
-      switch (r.phase) {
-        case RecoveryPhase::kIdle:
-          if (!options_.recovery || q.health(index) != vqp::QpHealth::kDead ||
-              slot.peer_endpoint.empty() || now < r.next_attempt_ns) {
-            break;
-          }
-          if (!q.BeginReset(index).ok()) {
-            RecoveryFailed(slot, i, now);
-            break;
-          }
-          r.phase = RecoveryPhase::kResetting;
-          r.attempt = ++recovery_attempt_ids_;
-          if (r.attempts == 0) {
-            Emit(EventKind::kQpRecovering, slot.id, index,
-                 cq_->device(q.physical_device(index)).info().name,
-                 "resetting and reconnecting with the peer");
-          }
-          break;
-        case RecoveryPhase::kResetting: {
-          if (!q.ResetReady(index)) break;
-          Result<vqp::QpCard> card = q.ResetQp(index, NewPsn(now ^ r.attempt));
-          if (!card.ok()) {
-            RecoveryFailed(slot, i, now);
-            break;
-          }
-          RecoveryRequest request;
-          request.vqp_id = slot.id;
-          request.attempt = r.attempt;
-          request.peer_endpoint = slot.peer_endpoint;
-          request.peer_vqp_id = slot.peer_vqp_id;
-          request.peer_incarnation = slot.peer_incarnation;
-          request.failed_attempts = r.attempts;
-          request.qp_index = i;
-          request.card = *card;
-          request.epoch = slot.epoch + 1;
-          r.epoch = request.epoch;  // the epoch of this attempt, on both sides
-          if (!recovery_requests_.Push(std::move(request)).ok()) {
-            RecoveryFailed(slot, i, now);
-            break;
-          }
-          r.phase = RecoveryPhase::kAwaitingPeer;
-          r.deadline_ns = now + uint64_t{options_.recovery_peer_timeout_ms} * 1000000;
+  if (now >= next_sweep_ns_) {
+    // Once a second, every VQP: a QP that died with only receives out announces itself to
+    // nobody.
+    next_sweep_ns_ = now + 1000000000;
+    for (auto& [id, slot] : vqps_) Attend(*slot);
+  }
+  // By index: recovery may fail a VQP, never add or destroy one.
+  for (size_t a = 0; a < attention_.size();) {
+    VqpSlot& slot = *attention_[a];
+    RecoverOne(slot, now);
+    if (!Settled(slot)) {
+      ++a;
+      continue;
+    }
+    slot.on_attention_list = false;
+    attention_[a] = attention_.back();
+    attention_.pop_back();
+  }
+}
+
+void Engine::RecoverOne(VqpSlot& slot, uint64_t now) {
+  vqp::VirtualQp& q = *slot.vqp;
+  if (!q.connected()) return;
+  q.CheckStalls(now);
+  TrackQpHealth(slot);
+  if (slot.state == VqpState::kFailed) return;
+  for (uint32_t i = 0; i < slot.recovery.size(); ++i) {
+    QpRecovery& r = slot.recovery[i];
+    const int index = static_cast<int>(i);
+    switch (r.phase) {
+      case RecoveryPhase::kIdle:
+        if (!options_.recovery || q.health(index) != vqp::QpHealth::kDead ||
+            slot.peer_endpoint.empty() || now < r.next_attempt_ns) {
           break;
         }
-        case RecoveryPhase::kAwaitingPeer:
-          if (now > r.deadline_ns) RecoveryFailed(slot, i, now);
-          break;
-        case RecoveryPhase::kProbing:
-          if (q.health(index) == vqp::QpHealth::kHealthy) {
-            ++stats_.recoveries_succeeded;
-            ++r.recoveries;
-            r.attempts = 0;
-            r.failing_since_ns = 0;
-            r.phase = RecoveryPhase::kIdle;
-            slot.epoch = std::max(slot.epoch + 1, r.epoch);
-          } else if (q.health(index) == vqp::QpHealth::kDead) {
-            RecoveryFailed(slot, i, now);  // the path is still down
-          }
-          break;
-        case RecoveryPhase::kAccepting: {
-          if (!q.ResetReady(index)) break;
-          Result<vqp::QpCard> card = q.ResetQp(index, NewPsn(now ^ (slot.id << 8) ^ i));
-          Status s = card.ok() ? q.ReconnectQp(index, r.initiator, r.epoch) : card.status();
-          auto reply = std::move(r.reply);
-          if (!s.ok()) {
-            RecoveryFailed(slot, i, now);
-            if (reply) reply->set_value(s);
-            break;
-          }
-          RecoverySucceeded(slot, i, r.epoch);
-          if (reply) reply->set_value(*card);
+        if (!q.BeginReset(index).ok()) {
+          RecoveryFailed(slot, i, now);
           break;
         }
+        r.phase = RecoveryPhase::kResetting;
+        r.attempt = ++recovery_attempt_ids_;
+        if (r.attempts == 0) {
+          Emit(EventKind::kQpRecovering, slot.id, index,
+               cq_->device(q.physical_device(index)).info().name,
+               "resetting and reconnecting with the peer");
+        }
+        break;
+      case RecoveryPhase::kResetting: {
+        if (!q.ResetReady(index)) break;
+        Result<vqp::QpCard> card = q.ResetQp(index, NewPsn(now ^ r.attempt));
+        if (!card.ok()) {
+          RecoveryFailed(slot, i, now);
+          break;
+        }
+        RecoveryRequest request;
+        request.vqp_id = slot.id;
+        request.attempt = r.attempt;
+        request.peer_endpoint = slot.peer_endpoint;
+        request.peer_vqp_id = slot.peer_vqp_id;
+        request.peer_incarnation = slot.peer_incarnation;
+        request.failed_attempts = r.attempts;
+        request.qp_index = i;
+        request.card = *card;
+        request.epoch = slot.epoch + 1;
+        r.epoch = request.epoch;  // the epoch of this attempt, on both sides
+        if (!recovery_requests_.Push(std::move(request)).ok()) {
+          RecoveryFailed(slot, i, now);
+          break;
+        }
+        r.phase = RecoveryPhase::kAwaitingPeer;
+        r.deadline_ns = now + uint64_t{options_.recovery_peer_timeout_ms} * 1000000;
+        break;
+      }
+      case RecoveryPhase::kAwaitingPeer:
+        if (now > r.deadline_ns) RecoveryFailed(slot, i, now);
+        break;
+      case RecoveryPhase::kProbing:
+        if (q.health(index) == vqp::QpHealth::kHealthy) {
+          ++stats_.recoveries_succeeded;
+          ++r.recoveries;
+          r.attempts = 0;
+          r.failing_since_ns = 0;
+          r.phase = RecoveryPhase::kIdle;
+          slot.epoch = std::max(slot.epoch + 1, r.epoch);
+        } else if (q.health(index) == vqp::QpHealth::kDead) {
+          RecoveryFailed(slot, i, now);  // the path is still down
+        }
+        break;
+      case RecoveryPhase::kAccepting: {
+        if (!q.ResetReady(index)) break;
+        Result<vqp::QpCard> card = q.ResetQp(index, NewPsn(now ^ (slot.id << 8) ^ i));
+        Status s = card.ok() ? q.ReconnectQp(index, r.initiator, r.epoch) : card.status();
+        auto reply = std::move(r.reply);
+        if (!s.ok()) {
+          RecoveryFailed(slot, i, now);
+          if (reply) reply->set_value(s);
+          break;
+        }
+        RecoverySucceeded(slot, i, r.epoch);
+        if (reply) reply->set_value(*card);
+        break;
       }
     }
   }
@@ -191,6 +241,7 @@ void Engine::CompleteRecovery(uint64_t vqp_id, uint32_t qp_index, uint64_t attem
     QpRecovery& r = slot.recovery[qp_index];
     if (r.phase != RecoveryPhase::kAwaitingPeer || r.attempt != attempt) return;  // stale
     const uint64_t now = NowNs();
+    e.Attend(slot);
     if (!peer.ok() && peer.status().code() == common::StatusCode::kNotFound) {
       // The peer agent has no such VQP any more (destroyed, or the agent restarted): nothing of
       // this VQP can ever be recovered.
@@ -268,6 +319,7 @@ Result<vqp::QpCard> Engine::AcceptRecovery(const RecoveryOffer& offer) {
     }
     r.phase = RecoveryPhase::kAccepting;
     r.attempt = 0;
+    e.Attend(slot);
     r.initiator = offer.card;
     r.epoch = offer.epoch;
     r.reply = reply;

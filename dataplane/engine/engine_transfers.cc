@@ -86,10 +86,24 @@ void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<Trans
     Release(index);
     return;
   }
+  if (deadlines_.size() + 1 >= deadlines_.capacity()) {
+    // Mostly transfers that completed before their deadline: keep the live ones.
+    std::erase_if(deadlines_, [this](const Deadline& d) {
+      const Transfer& x = transfers_[d.index];
+      return x.generation != d.generation || !x.active || x.reported;
+    });
+    std::make_heap(deadlines_.begin(), deadlines_.end(), Deadline::Later);
+  }
+  deadlines_.push_back({t.deadline_ns, index, t.generation});
+  std::push_heap(deadlines_.begin(), deadlines_.end(), Deadline::Later);
   VqpSlot& slot = *vqps_[t.vqp_id];
   if (!slot.backlog.empty() || !PostTransfer(index)) {
     slot.backlog.push_back(index);
     ++backlogged_;
+    if (!slot.on_backlog_list) {
+      slot.on_backlog_list = true;
+      backlogged_vqps_.push_back(&slot);
+    }
   }
 }
 
@@ -210,6 +224,7 @@ bool Engine::PostTransfer(uint32_t index) {
   Transfer& t = transfers_[index];
   VqpSlot& slot = *vqps_[t.vqp_id];
   Status s = slot.vqp->PostSend(t.wr);
+  if (s.ok()) Attend(slot);
   if (s.ok()) {
     t.posted = true;
     ++posted_;
@@ -222,9 +237,9 @@ bool Engine::PostTransfer(uint32_t index) {
 }
 
 void Engine::PumpBacklogs() {
-  if (backlogged_ == 0) return;
-  for (auto& [id, slot] : vqps_) {
-    auto& backlog = slot->backlog;
+  for (size_t i = 0; i < backlogged_vqps_.size();) {
+    VqpSlot& slot = *backlogged_vqps_[i];
+    auto& backlog = slot.backlog;
     while (!backlog.empty()) {
       const uint32_t index = backlog.front();
       Transfer& t = transfers_[index];
@@ -233,6 +248,13 @@ void Engine::PumpBacklogs() {
       backlog.pop_front();
       --backlogged_;
     }
+    if (!backlog.empty()) {
+      ++i;
+      continue;
+    }
+    slot.on_backlog_list = false;
+    backlogged_vqps_[i] = backlogged_vqps_.back();
+    backlogged_vqps_.pop_back();
   }
 }
 
@@ -343,9 +365,13 @@ void Engine::Release(uint32_t index) {
 }
 
 void Engine::CheckDeadlines(uint64_t now) {
-  for (uint32_t i = 0; i < transfers_.size(); ++i) {
+  while (!deadlines_.empty() && deadlines_.front().at_ns <= now) {
+    std::pop_heap(deadlines_.begin(), deadlines_.end(), Deadline::Later);
+    const Deadline d = deadlines_.back();
+    deadlines_.pop_back();
+    const uint32_t i = d.index;
     Transfer& t = transfers_[i];
-    if (!t.active || t.reported || now < t.deadline_ns) continue;
+    if (t.generation != d.generation || !t.active || t.reported) continue;
     const uint64_t ms = (t.deadline_ns - t.start_ns) / 1000000;
     Complete(i,
              Status::DeadlineExceeded(

@@ -77,6 +77,7 @@ Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& re
   slot->promised_fds = 0;
   slot->recovery.assign(static_cast<size_t>(slot->vqp->num_physical_qps()), QpRecovery{});
   PostNotifyReceives(*slot);
+  Attend(*slot);
   Emit(EventKind::kVqpConnected, slot->id, -1, "",
        "connected with VQP " + std::to_string(remote.vqp_id) + " of " +
            remote.control_endpoint.substr(0, 100));
@@ -112,6 +113,7 @@ Status Engine::DoDestroy(uint64_t vqp_id) {
   Emit(EventKind::kVqpDestroyed, vqp_id, -1, "", "destroyed through the API");
   for (auto& w : slot->watchers) w->closed.store(true);
   RetireTraffic(*slot);
+  Forget(*slot);
   fds_promised_ -= slot->promised_fds;
   // Destroying the VQP completes its in-flight virtual WRs with WR_FLUSH_ERR (T11); they are
   // routed by wr_id below, like any completion.

@@ -180,6 +180,7 @@ void SoftQp::Pump() {
   }
   if (sq_head_ != sq_tx_ && retransmit_deadline_ == UINT64_MAX && ack_timeout_ns_ != 0) {
     retransmit_deadline_ = device_->fabric()->NowNs() + ack_timeout_ns_;
+    device_->ArmTimer(this);
   }
   CompleteHead();
 }
@@ -222,6 +223,7 @@ void SoftQp::OnAckProgress() {
   if (state_ == QpState::kRts && sq_head_ != sq_tx_ && ack_timeout_ns_ != 0 &&
       retransmit_deadline_ == UINT64_MAX) {
     retransmit_deadline_ = device_->fabric()->NowNs() + ack_timeout_ns_;
+    device_->ArmTimer(this);
   }
 }
 
@@ -299,6 +301,7 @@ void SoftQp::OnNak(const PacketHeader& p) {
     RewindTo(i);
     retransmit_deadline_ = UINT64_MAX;
     rnr_resume_at_ = device_->fabric()->NowNs() + verbs::RnrTimerNs(p.rnr_timer);
+    device_->ArmTimer(this);
     CompleteHead();
     return;
   }
@@ -318,6 +321,7 @@ void SoftQp::OnRetransmitTimeout() {
     // A reliable link moved this connection's bytes within the last timeout: the peer is alive
     // and the request is queued, not lost. Wait another timeout; no retry is spent.
     retransmit_deadline_ = now + ack_timeout_ns_;
+    device_->ArmTimer(this);
     return;
   }
   if (retries_left_ == 0) {

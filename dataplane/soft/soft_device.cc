@@ -94,6 +94,7 @@ common::Result<std::unique_ptr<verbs::Cq>> SoftDevice::CreateCq(int min_entries)
 void SoftDevice::RegisterQp(SoftQp* qp) { qps_[qp->qp_num()] = qp; }
 
 void SoftDevice::UnregisterQp(uint32_t qp_num) {
+  if (SoftQp* qp = FindQp(qp_num); qp != nullptr && qp->timer_armed_) std::erase(timed_, qp);
   qps_.erase(qp_num);
   fabric_->ForgetQp(this, qp_num);
 }
@@ -118,15 +119,31 @@ void SoftDevice::EndInbound(const PacketHeader& header) {
   if (SoftQp* qp = FindQp(header.dst_qpn)) qp->EndInbound(header);
 }
 
+void SoftDevice::ArmTimer(SoftQp* qp) {
+  if (qp->timer_armed_) return;
+  qp->timer_armed_ = true;
+  timed_.push_back(qp);
+}
+
 void SoftDevice::FireTimers(uint64_t now_ns) {
-  for (auto& [qpn, qp] : qps_) {
-    if (qp->next_deadline() <= now_ns) qp->OnTimer(now_ns);
+  // By index: OnTimer may arm more QPs (appended, looked at in this pass too).
+  for (size_t i = 0; i < timed_.size();) {
+    SoftQp* qp = timed_[i];
+    const uint64_t deadline = qp->next_deadline();
+    if (deadline == UINT64_MAX) {
+      qp->timer_armed_ = false;
+      timed_[i] = timed_.back();
+      timed_.pop_back();
+      continue;
+    }
+    if (deadline <= now_ns) qp->OnTimer(now_ns);
+    ++i;
   }
 }
 
 uint64_t SoftDevice::NextDeadline() const {
   uint64_t next = UINT64_MAX;
-  for (const auto& [qpn, qp] : qps_) next = std::min(next, qp->next_deadline());
+  for (const SoftQp* qp : timed_) next = std::min(next, qp->next_deadline());
   return next;
 }
 

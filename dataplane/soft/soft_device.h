@@ -52,6 +52,10 @@ class SoftDevice final : public verbs::Device {
   // placement (its payload is discarded) and is counted.
   Placement BeginInbound(const PacketHeader& header);
   void EndInbound(const PacketHeader& header);
+  // QP timers. A QP that set a deadline arms itself here; FireTimers and NextDeadline look at
+  // the armed QPs only (those with work out or an RNR wait), so their cost follows activity, not
+  // the number of QPs. A QP found without a deadline is disarmed.
+  void ArmTimer(SoftQp* qp);
   void FireTimers(uint64_t now_ns);
   uint64_t NextDeadline() const;
   uint64_t dropped_unknown_qp() const { return dropped_unknown_qp_; }
@@ -61,6 +65,7 @@ class SoftDevice final : public verbs::Device {
   Fabric* fabric_;
   MrTable mrs_;
   std::unordered_map<uint32_t, SoftQp*> qps_;
+  std::vector<SoftQp*> timed_;  // armed QPs, in arming order
   uint32_t next_qp_num_ = kFirstQpNum;
   uint32_t next_pd_id_ = 1;
   uint64_t dropped_unknown_qp_ = 0;

@@ -39,6 +39,7 @@ inline constexpr uint32_t kMaxInline = 1024;
 inline constexpr uint32_t kMaxQpWr = 1 << 16;
 
 class SoftQp final : public verbs::Qp {
+  friend class SoftDevice;  // timer_armed_
  public:
   SoftQp(SoftDevice* device, uint32_t pd_id, uint32_t qp_num, const verbs::QpCreateParams& params);
   ~SoftQp() override;
@@ -180,6 +181,7 @@ class SoftQp final : public verbs::Qp {
   uint8_t retries_left_ = 7;
   uint8_t rnr_retries_left_ = 7;
   uint64_t retransmit_deadline_ = UINT64_MAX;
+  bool timer_armed_ = false;  // in the device's armed-timer list
   uint64_t rnr_resume_at_ = 0;  // no transmission before this time (RNR back-off)
 
   // Receive queue and responder state.

@@ -223,6 +223,7 @@ bool TcpFabric::Attach(Conn& conn, TcpChannel& channel) {
   epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, conn.fd, &ev);
   CheckPsn(channel);
   if (conn.dead) return true;    // refused: the hello's PSN was wrong
+  MarkPending(conn);
   Flush(conn);  // what our QP sent while we waited for the caller
   return true;
 }
@@ -447,9 +448,16 @@ void TcpFabric::WatchWritable(Conn& c, bool on) {
   epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
 }
 
+void TcpFabric::MarkPending(Conn& c) {
+  if (c.pending_tx) return;
+  c.pending_tx = true;
+  pending_tx_.push_back(&c);
+}
+
 void TcpFabric::Kill(Conn& c) {
   if (c.dead) return;
   c.dead = true;
+  reap_ = true;
   if (c.fd >= 0) {
     epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c.fd, nullptr);
     close(c.fd);
@@ -470,7 +478,8 @@ void TcpFabric::Progress() {
   ++pass_;
   if (any_deferred_) {  // ACKs held back by the previous pass leave now
     any_deferred_ = false;
-    for (auto& c : conns_) {
+    for (size_t i = 0; i < pending_tx_.size(); ++i) {
+      Conn* c = pending_tx_[i];
       if (!c->dead && c->channel != nullptr && c->channel->deferred_pass_ != UINT64_MAX) Flush(*c);
     }
   }
@@ -514,13 +523,27 @@ void TcpFabric::Progress() {
     if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) OnReadable(c);
   }
   in_pass_ = false;
-  for (auto& c : conns_) {
+  // By index: a flush can fail and kill a connection, never add one.
+  for (size_t i = 0; i < pending_tx_.size();) {
+    Conn* c = pending_tx_[i];
     if (!c->dead && c->channel != nullptr && !c->channel->txq_.empty() &&
         c->channel->deferred_pass_ != pass_) {
       Flush(*c);
     }
+    if (c->dead || c->channel == nullptr || c->channel->txq_.empty()) {
+      c->pending_tx = false;
+      pending_tx_[i] = pending_tx_.back();
+      pending_tx_.pop_back();
+      continue;
+    }
+    ++i;
   }
-  std::erase_if(conns_, [](const std::unique_ptr<Conn>& c) { return c->dead && c->channel == nullptr; });
+  if (reap_) {
+    reap_ = false;
+    auto gone = [](const Conn* c) { return c->dead && c->channel == nullptr; };
+    std::erase_if(pending_tx_, gone);
+    std::erase_if(conns_, [&](const std::unique_ptr<Conn>& c) { return gone(c.get()); });
+  }
 }
 
 }  // namespace braid::soft

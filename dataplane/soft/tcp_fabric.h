@@ -99,6 +99,7 @@ class TcpFabric final : public Fabric {
   void WatchWritable(Conn& conn, bool on);
   void SendFailed(Conn& conn);
   void Kill(Conn& conn);
+  void MarkPending(Conn& conn);
   void Forget(Conn* conn);
   Conn* Connect(TcpChannel& channel);
   TcpChannel* FindChannel(const SoftDevice* device, uint32_t local_qpn, const verbs::Gid& gid,
@@ -115,6 +116,10 @@ class TcpFabric final : public Fabric {
   uint64_t pass_ = 0;        // Progress() calls so far
   bool in_pass_ = false;     // inside Progress(), reading
   bool any_deferred_ = false;  // some channel holds an ACK (TransmitAck)
+  // Connections with frames queued and not yet sent (deferred ACKs, a full socket, a held QP):
+  // what a progress pass flushes, so its cost follows the busy connections, not all of them.
+  std::vector<Conn*> pending_tx_;
+  bool reap_ = false;  // a connection died: drop the dead ones at the end of the pass
 };
 
 }  // namespace braid::soft

@@ -27,6 +27,7 @@ struct TcpFabric::Conn {
   size_t hello_sent = 0;
   bool hello_pending = false;
   bool held = false;  // accepted, hello read, waiting (unread) for its QP's RTR
+  bool pending_tx = false;  // in TcpFabric::pending_tx_
   enum class Rx : uint8_t { kHello, kHeader, kPayload } rx = Rx::kHeader;
   std::array<uint8_t, 64> rx_buf{};
   size_t rx_have = 0;
@@ -94,6 +95,7 @@ class TcpFabric::TcpChannel final : public Channel {
       if (t.iovcnt < t.iov.size() && v.iov_len > 0) t.iov[t.iovcnt++] = v;
     }
     t.total = wire::kFrameHeaderBytes + header.payload_len;
+    if (conn_ != nullptr) fabric_->MarkPending(*conn_);
   }
 
   // Within a progress pass the ACK waits in the queue: it leaves with this channel's next frame
