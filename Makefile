@@ -78,6 +78,7 @@ bench: build
 	  tee $(BUILD)/bench-results/soft_verbs_perftest.txt
 	$(BUILD)/bench/braid_agent_bench $(BUILD)/bench-results/tcp_loopback.txt | \
 	  tee $(BUILD)/bench-results/agent_e2e.txt
+	$(BUILD)/bench/braid_agent_scale_bench 1000 | tee $(BUILD)/bench-results/agent_scale.txt
 	bash bench/netns_shaped_links.sh $(BUILD)/server/braidd \
 	  $(BUILD)/tests/integration/braid_netns_recovery_driver | \
 	  tee $(BUILD)/bench-results/netns_shaped_links.txt

@@ -5,8 +5,8 @@
 // reserve below the soft limit for that: work that would eat into it is refused up front with a
 // message naming the limit, instead of failing later with EMFILE somewhere else.
 // RaiseSoftLimit lifts the soft limit to the hard one (as a server should at start).
-// Threading: one owner (the engine thread); Admit counts /proc/self/fd, so call it on slow
-// paths only.
+// Threading: one owner (the engine thread). Admit reads /proc (the descriptor table's size, and
+// near the limit the descriptors themselves): slow paths only.
 #ifndef BRAID_DATAPLANE_ENGINE_FD_BUDGET_H_
 #define BRAID_DATAPLANE_ENGINE_FD_BUDGET_H_
 
@@ -28,6 +28,9 @@ class FdBudget {
   static Limits Current();
   // Descriptors open in this process now.
   static common::Result<uint64_t> CountOpen();
+  // The size of this process's descriptor table (FDSize in /proc/self/status): at least one more
+  // than the highest open descriptor, so at least the count (UINT64_MAX when unknown).
+  static uint64_t TableSize();
 
   explicit FdBudget(uint32_t reserve) : reserve_(reserve) {}
 

@@ -84,22 +84,51 @@ void VirtualCq::Release(int device, uint32_t entries) {
   }
 }
 
+namespace {
+uint64_t Hash(uint64_t key) { return (key * 0x9E3779B97F4A7C15ull) >> 17; }
+}  // namespace
+
+// Routes change one QP at a time: insert into and delete from the table in place, rebuilding
+// only when it needs to grow (at half full), so creating N VQPs costs O(N), not O(N^2).
 void VirtualCq::Register(int device, uint32_t qp_num, VirtualQp* vqp, uint16_t qp_index) {
   const uint64_t key = Key(device, qp_num);
-  std::erase_if(routes_, [key](const Route& r) { return r.key == key; });
-  routes_.push_back(Route{key, vqp, qp_index});
-  RebuildRoutes();
+  if (FindRoute(key) != nullptr) Unregister(device, qp_num);
+  const Route route{key, vqp, qp_index};
+  routes_.push_back(route);
+  if (routes_.size() * 2 > table_.size()) {
+    RebuildRoutes();
+    return;
+  }
+  for (uint64_t i = Hash(key);; ++i) {
+    Route& slot = table_[i & table_mask_];
+    if (slot.key == 0) {
+      slot = route;
+      return;
+    }
+  }
 }
 
 void VirtualCq::Unregister(int device, uint32_t qp_num) {
   const uint64_t key = Key(device, qp_num);
   std::erase_if(routes_, [key](const Route& r) { return r.key == key; });
-  RebuildRoutes();
+  // Linear probing: empty the slot, then move back every later entry of the run that may no
+  // longer be reachable past the hole.
+  uint64_t hole = Hash(key) & table_mask_;
+  while (table_[hole].key != key) {
+    if (table_[hole].key == 0) return;  // not in the table
+    hole = (hole + 1) & table_mask_;
+  }
+  table_[hole] = Route{};
+  for (uint64_t j = (hole + 1) & table_mask_; table_[j].key != 0; j = (j + 1) & table_mask_) {
+    const uint64_t home = Hash(table_[j].key) & table_mask_;
+    // The entry at j stays if its home lies cyclically in (hole, j].
+    const bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+    if (stays) continue;
+    table_[hole] = table_[j];
+    table_[j] = Route{};
+    hole = j;
+  }
 }
-
-namespace {
-uint64_t Hash(uint64_t key) { return (key * 0x9E3779B97F4A7C15ull) >> 17; }
-}  // namespace
 
 void VirtualCq::RebuildRoutes() {
   const size_t size = std::bit_ceil(std::max<size_t>(16, routes_.size() * 4));
