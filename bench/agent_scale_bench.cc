@@ -59,7 +59,7 @@ double Rate(AgentProcess& a, uint64_t vqp, const v1::RegionInfo& src, const v1::
 }
 
 struct Busy {
-  double mib_gbs = 0;   // 1 MiB WRITE, GB/s
+  double mib_gbs = 0;    // 1 MiB WRITE, GB/s
   double kib4_mops = 0;  // 4 KiB WRITE, Mops/s
 };
 
@@ -80,12 +80,13 @@ double Percentile(std::vector<double> v, double p) {
 }
 
 void PrintHolding(const char* when, const AgentProcess& a, const AgentProcess& b) {
-  std::printf("%-34s agent A: RSS %7.1f MiB, %6zu fds, %3zu threads; agent B: RSS %7.1f MiB, "
-              "%6zu fds, %3zu threads\n",
-              when, static_cast<double>(braid::testing::RssKiB(a.pid())) / 1024,
-              braid::testing::OpenFds(a.pid()), braid::testing::Threads(a.pid()),
-              static_cast<double>(braid::testing::RssKiB(b.pid())) / 1024,
-              braid::testing::OpenFds(b.pid()), braid::testing::Threads(b.pid()));
+  std::printf(
+      "%-34s agent A: RSS %7.1f MiB, %6zu fds, %3zu threads; agent B: RSS %7.1f MiB, "
+      "%6zu fds, %3zu threads\n",
+      when, static_cast<double>(braid::testing::RssKiB(a.pid())) / 1024,
+      braid::testing::OpenFds(a.pid()), braid::testing::Threads(a.pid()),
+      static_cast<double>(braid::testing::RssKiB(b.pid())) / 1024, braid::testing::OpenFds(b.pid()),
+      braid::testing::Threads(b.pid()));
 }
 
 }  // namespace
@@ -125,10 +126,11 @@ int main(int argc, char** argv) {
   for (int i = 1; i < n; ++i) add_pair(i % 2 == 0 ? v1::SCHEME_SPRAY : v1::SCHEME_DQPLB);
   std::printf("%d connected 8-QP VQP pairs (SPRAY and DQPLB alternating), default configuration\n",
               n);
-  std::printf("create+connect per VQP: p50 %.2f ms, p99 %.2f ms, max %.2f ms (CreateVirtualQp "
-              "p50 %.2f ms, ConnectVirtualQp p50 %.2f ms)\n",
-              Percentile(ms, 0.5), Percentile(ms, 0.99), Percentile(ms, 1.0),
-              Percentile(create_ms, 0.5), Percentile(connect_ms, 0.5));
+  std::printf(
+      "create+connect per VQP: p50 %.2f ms, p99 %.2f ms, max %.2f ms (CreateVirtualQp "
+      "p50 %.2f ms, ConnectVirtualQp p50 %.2f ms)\n",
+      Percentile(ms, 0.5), Percentile(ms, 0.99), Percentile(ms, 1.0), Percentile(create_ms, 0.5),
+      Percentile(connect_ms, 0.5));
   PrintHolding("with every VQP connected", *a, *b);
 
   std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -144,14 +146,14 @@ int main(int argc, char** argv) {
   const auto m0 = Clock::now();
   const std::string metrics = braid::testing::ScrapeMetrics(a->metrics_port());
   std::printf("/metrics scrape of agent A: %.1f ms, %zu bytes\n",
-              std::chrono::duration<double, std::milli>(Clock::now() - m0).count(),
-              metrics.size());
+              std::chrono::duration<double, std::milli>(Clock::now() - m0).count(), metrics.size());
 
   const Busy crowded = Measure(*a, pairs[0].first, src, dst);
-  std::printf("one busy VQP, %d idle next to it vs none: 1 MiB WRITE %.3f vs %.3f GB/s = %.2f; "
-              "4 KiB WRITE %.4f vs %.4f Mops/s = %.2f\n",
-              n - 1, crowded.mib_gbs, alone.mib_gbs, crowded.mib_gbs / alone.mib_gbs,
-              crowded.kib4_mops, alone.kib4_mops, crowded.kib4_mops / alone.kib4_mops);
+  std::printf(
+      "one busy VQP, %d idle next to it vs none: 1 MiB WRITE %.3f vs %.3f GB/s = %.2f; "
+      "4 KiB WRITE %.4f vs %.4f Mops/s = %.2f\n",
+      n - 1, crowded.mib_gbs, alone.mib_gbs, crowded.mib_gbs / alone.mib_gbs, crowded.kib4_mops,
+      alone.kib4_mops, crowded.kib4_mops / alone.kib4_mops);
 
   for (const auto& [va, vb] : pairs) {
     braid::testing::DestroyVqp(a->stub(), va);

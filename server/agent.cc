@@ -1,9 +1,8 @@
 #include "server/agent.h"
 
-#include <malloc.h>
-
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -57,9 +56,10 @@ Status Agent::Init() {
   BRAID_ASSIGN_OR_RETURN(engine_, engine::Engine::Start(std::move(eo)));
   watchdog_ = std::make_unique<engine::StallWatchdog>(*engine_, config_.watchdog_ms);
   if (engine_->stale_region_files_removed() > 0) {
-    spdlog::info("agent={} region_dir={} removed={} msg=\"removed the region files of an earlier "
-                 "process of this agent\"",
-                 config_.agent_id, config_.region_dir, engine_->stale_region_files_removed());
+    spdlog::info(
+        "agent={} region_dir={} removed={} msg=\"removed the region files of an earlier "
+        "process of this agent\"",
+        config_.agent_id, config_.region_dir, engine_->stale_region_files_removed());
   }
 
   AgentServiceOptions so;
@@ -100,11 +100,12 @@ Status Agent::Init() {
   BRAID_RETURN_IF_ERROR(engine_->WatchEvents(event_log_));
   health_thread_ = std::thread([this] { HealthLoop(); });
   recovery_thread_ = std::thread([this] { RecoveryLoop(); });
-  spdlog::info("agent={} provider={} devices={} grpc_tcp={} grpc_unix={} metrics={} "
-               "fault_injection={} fd_limit={} fd_reserve={} msg=\"serving\"",
-               config_.agent_id, provider_->name(), engine_->num_devices(), config_.tcp_listen,
-               config_.unix_socket, config_.metrics_listen, config_.fault_injection,
-               engine::FdBudget::Current().soft, config_.fd_reserve);
+  spdlog::info(
+      "agent={} provider={} devices={} grpc_tcp={} grpc_unix={} metrics={} "
+      "fault_injection={} fd_limit={} fd_reserve={} msg=\"serving\"",
+      config_.agent_id, provider_->name(), engine_->num_devices(), config_.tcp_listen,
+      config_.unix_socket, config_.metrics_listen, config_.fault_injection,
+      engine::FdBudget::Current().soft, config_.fd_reserve);
   return Status::Ok();
 }
 
@@ -140,10 +141,9 @@ void Agent::HealthLoop() {
 
 void Agent::LogEvents() {
   while (auto e = event_log_->events.TryPop()) {
-    const bool bad = e->kind == engine::EventKind::kQpDied ||
-                     e->kind == engine::EventKind::kQpCoolingDown ||
-                     e->kind == engine::EventKind::kVqpFailed ||
-                     e->kind == engine::EventKind::kDeviceFaulted;
+    const bool bad =
+        e->kind == engine::EventKind::kQpDied || e->kind == engine::EventKind::kQpCoolingDown ||
+        e->kind == engine::EventKind::kVqpFailed || e->kind == engine::EventKind::kDeviceFaulted;
     spdlog::log(bad ? spdlog::level::warn : spdlog::level::info,
                 "agent={} event={} vqp={} qp={} device={} cause=\"{}\"", config_.agent_id,
                 engine::EventKindName(e->kind), e->vqp_id, e->qp_index, e->device, e->cause);
@@ -210,15 +210,17 @@ void Agent::RecoveryLoop() {
       spdlog::debug("agent={} vqp={} qp={} msg=\"the peer leads this recovery\"", config_.agent_id,
                     request->vqp_id, request->qp_index);
     } else if (request->failed_attempts == 0) {  // later failures: the events say it once
-      spdlog::warn("agent={} vqp={} qp={} peer={} error=\"{}\" msg=\"recovery attempt failed; "
-                   "retrying with backoff\"",
-                   config_.agent_id, request->vqp_id, request->qp_index, request->peer_endpoint,
-                   peer.status().ToString());
+      spdlog::warn(
+          "agent={} vqp={} qp={} peer={} error=\"{}\" msg=\"recovery attempt failed; "
+          "retrying with backoff\"",
+          config_.agent_id, request->vqp_id, request->qp_index, request->peer_endpoint,
+          peer.status().ToString());
     } else {
-      spdlog::debug("agent={} vqp={} qp={} attempt={} error=\"{}\" msg=\"recovery attempt "
-                    "failed\"",
-                    config_.agent_id, request->vqp_id, request->qp_index,
-                    request->failed_attempts + 1, peer.status().ToString());
+      spdlog::debug(
+          "agent={} vqp={} qp={} attempt={} error=\"{}\" msg=\"recovery attempt "
+          "failed\"",
+          config_.agent_id, request->vqp_id, request->qp_index, request->failed_attempts + 1,
+          peer.status().ToString());
     }
     engine_->CompleteRecovery(request->vqp_id, request->qp_index, request->attempt,
                               std::move(peer));

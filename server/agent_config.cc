@@ -81,7 +81,8 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
 
 Status AgentConfig::Validate() const {
   if (provider != "auto" && provider != "soft" && provider != "ibverbs") {
-    return Status::InvalidArgument("provider must be auto, soft or ibverbs, not '" + provider + "'");
+    return Status::InvalidArgument("provider must be auto, soft or ibverbs, not '" + provider +
+                                   "'");
   }
   // The agent id names its region files and lock: a plain file-name fragment.
   if (agent_id.empty() || agent_id.size() > 128 ||
@@ -109,8 +110,8 @@ Status AgentConfig::Validate() const {
   }
   if (fd_reserve < 32) return Status::InvalidArgument("fd_reserve must be at least 32");
   if (watchdog_ms < 100) return Status::InvalidArgument("watchdog_ms must be >= 100");
-  if (log_level != "trace" && log_level != "debug" && log_level != "info" &&
-      log_level != "warn" && log_level != "error") {
+  if (log_level != "trace" && log_level != "debug" && log_level != "info" && log_level != "warn" &&
+      log_level != "error") {
     return Status::InvalidArgument("log_level must be trace, debug, info, warn or error");
   }
   return Status::Ok();

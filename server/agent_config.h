@@ -21,13 +21,13 @@
 namespace braid::server {
 
 struct AgentConfig {
-  std::string agent_id;                  // default: the host name
-  std::string provider = "auto";         // auto | soft | ibverbs
-  uint16_t soft_port = 18515;            // the soft NICs' TCP port
+  std::string agent_id;                        // default: the host name
+  std::string provider = "auto";               // auto | soft | ibverbs
+  uint16_t soft_port = 18515;                  // the soft NICs' TCP port
   std::vector<soft::SoftNicConfig> soft_nics;  // default: soft0 on 127.0.0.1
   int ibverbs_gid_index = -1;
-  std::string unix_socket;               // "" = no Unix listener
-  std::string tcp_listen = "127.0.0.1:7600";  // "" = no TCP listener
+  std::string unix_socket;                        // "" = no Unix listener
+  std::string tcp_listen = "127.0.0.1:7600";      // "" = no TCP listener
   std::string metrics_listen = "127.0.0.1:9464";  // "" = no exporter
   bool metrics_per_qp = false;
   std::string region_dir = "/dev/shm";

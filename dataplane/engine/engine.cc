@@ -19,30 +19,55 @@ using common::Status;
 
 const char* DeviceStateName(DeviceState state) {
   switch (state) {
-    case DeviceState::kHealthy: return "healthy";
-    case DeviceState::kDrained: return "drained";
-    case DeviceState::kFaulted: return "faulted";
+    case DeviceState::kHealthy:
+      return "healthy";
+    case DeviceState::kDrained:
+      return "drained";
+    case DeviceState::kFaulted:
+      return "faulted";
   }
   return "unknown";
 }
 
 const char* TransferOpName(TransferOp op) {
   switch (op) {
-    case TransferOp::kWrite: return "write";
-    case TransferOp::kWriteWithImm: return "write_with_imm";
-    case TransferOp::kRead: return "read";
+    case TransferOp::kWrite:
+      return "write";
+    case TransferOp::kWriteWithImm:
+      return "write_with_imm";
+    case TransferOp::kRead:
+      return "read";
   }
   return "unknown";
 }
 
 const char* OutcomeName(int outcome) {
-  static constexpr const char* kNames[] = {
-      "success", "loc_len_err", "loc_qp_op_err", "loc_eec_op_err", "loc_prot_err",
-      "wr_flush_err", "mw_bind_err", "bad_resp_err", "loc_access_err", "rem_inv_req_err",
-      "rem_access_err", "rem_op_err", "retry_exc_err", "rnr_retry_exc_err", "loc_rdd_viol_err",
-      "rem_inv_rd_req_err", "rem_abort_err", "inv_eecn_err", "inv_eec_state_err", "fatal_err",
-      "resp_timeout_err", "general_err", "tm_err", "tm_rndv_incomplete", "deadline_exceeded",
-      "cancelled"};
+  static constexpr const char* kNames[] = {"success",
+                                           "loc_len_err",
+                                           "loc_qp_op_err",
+                                           "loc_eec_op_err",
+                                           "loc_prot_err",
+                                           "wr_flush_err",
+                                           "mw_bind_err",
+                                           "bad_resp_err",
+                                           "loc_access_err",
+                                           "rem_inv_req_err",
+                                           "rem_access_err",
+                                           "rem_op_err",
+                                           "retry_exc_err",
+                                           "rnr_retry_exc_err",
+                                           "loc_rdd_viol_err",
+                                           "rem_inv_rd_req_err",
+                                           "rem_abort_err",
+                                           "inv_eecn_err",
+                                           "inv_eec_state_err",
+                                           "fatal_err",
+                                           "resp_timeout_err",
+                                           "general_err",
+                                           "tm_err",
+                                           "tm_rndv_incomplete",
+                                           "deadline_exceeded",
+                                           "cancelled"};
   static_assert(std::size(kNames) == kNumOutcomes);
   return outcome >= 0 && outcome < kNumOutcomes ? kNames[outcome] : "unknown";
 }
@@ -226,8 +251,8 @@ Status Engine::Init() {
   if (devices_.empty()) return Status::NotFound("no device to open");
   deadlines_.reserve(2 * size_t{options_.max_transfers} + 64);  // never grows on the hot path
   PublishDeviceHealth();
-  BRAID_ASSIGN_OR_RETURN(cq_, vqp::VirtualCq::Create(raw, options_.cq_entries,
-                                                            options_.max_cq_entries));
+  BRAID_ASSIGN_OR_RETURN(cq_,
+                         vqp::VirtualCq::Create(raw, options_.cq_entries, options_.max_cq_entries));
   return SetupWaitSet();
 }
 
@@ -449,8 +474,7 @@ Status Engine::DoInjectFault(const FaultRequest& request) {
       BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(request.vqp_id));
       if (request.qp_index >= static_cast<uint32_t>(slot->vqp->num_physical_qps())) {
         return Status::OutOfRange("VQP " + std::to_string(request.vqp_id) + " has " +
-                                  std::to_string(slot->vqp->num_physical_qps()) +
-                                  " physical QPs");
+                                  std::to_string(slot->vqp->num_physical_qps()) + " physical QPs");
       }
       Attend(*slot);
       return slot->vqp->physical_qp(static_cast<int>(request.qp_index)).InjectBreak();

@@ -50,24 +50,24 @@ struct EngineOptions {
   verbs::Provider* provider = nullptr;  // REQUIRED, not owned
   std::vector<std::string> devices;     // devices to open; empty: every device listed
   std::string agent_id = "braid";
-  std::string control_endpoint;          // written into every business card
+  std::string control_endpoint;  // written into every business card
   std::string region_dir = "/dev/shm";
   uint64_t max_region_bytes = 64ull << 30;
-  int cq_entries = 16384;                // per device, at start
+  int cq_entries = 16384;  // per device, at start
   // Per device, what the CQ may grow to as VQPs reserve room (capped by the device's max_cqe).
   uint32_t max_cq_entries = 1u << 22;
   // File descriptors kept free for the control plane: a VQP that would eat into them is refused.
   uint32_t fd_reserve = 256;
   size_t command_queue = 4096;
-  uint32_t max_transfers = 65536;        // in flight or waiting, all clients together
+  uint32_t max_transfers = 65536;  // in flight or waiting, all clients together
   uint32_t default_timeout_ms = 30000;
-  uint32_t notify_receives = 256;        // length-0 receives kept posted per VQP
+  uint32_t notify_receives = 256;  // length-0 receives kept posted per VQP
   uint32_t idle_linger_us = 200;
   uint32_t idle_wait_ms = 100;
   uint32_t call_timeout_ms = 5000;
   bool fault_injection = false;
-  // Rule 5: dead data QPs are reset and reconnected with the peer agent, retried with an
-  // exponential backoff from `recovery_backoff_ms` up to `recovery_backoff_cap_ms`.
+  // Dead QPs come back: dead data QPs are reset and reconnected with the peer agent, retried with
+  // an exponential backoff from `recovery_backoff_ms` up to `recovery_backoff_cap_ms`.
   bool recovery = true;
   uint32_t recovery_backoff_ms = 100;
   uint32_t recovery_backoff_cap_ms = 2000;
@@ -129,8 +129,8 @@ class Engine {
   // Start removed from the region directory.
   uint32_t stale_region_files_removed() const { return region_dir_->stale_files_removed(); }
 
-  // Recovery (rule 5). The engine asks for the peer's side through recovery_requests(); the
-  // control plane calls the peer agent and reports back with CompleteRecovery (non-blocking).
+  // Recovery (dead QPs come back). The engine asks for the peer's side through recovery_requests();
+  // the control plane calls the peer agent and reports back with CompleteRecovery (non-blocking).
   // AcceptRecovery is the peer's side: it resets our QP, connects it to the initiator's entry
   // and returns ours (blocking, at most the call timeout).
   common::EventQueue<RecoveryRequest>& recovery_requests() { return recovery_requests_; }
@@ -140,8 +140,7 @@ class Engine {
 
   // Non-blocking. kNoResource: the command queue is full (retry). Otherwise exactly one
   // TransferResult reaches `sink`.
-  common::Status SubmitTransfer(const TransferRequest& request,
-                                std::shared_ptr<TransferSink> sink);
+  common::Status SubmitTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink);
 
   // The agent is going away: every transfer not yet reported completes now with kCancelled
   // (`why`), and transfers submitted from now on are refused at once. A posted virtual WR keeps
@@ -259,9 +258,9 @@ class Engine {
   uint64_t next_region_id_ = 1;
   std::vector<Transfer> transfers_;
   std::vector<uint32_t> free_transfers_;
-  uint64_t in_flight_ = 0;  // transfers accepted and not yet completed to their sink
-  uint64_t posted_ = 0;     // virtual WRs in flight (some may be past their deadline)
-  uint64_t backlogged_ = 0; // transfers in VQP backlogs
+  uint64_t in_flight_ = 0;   // transfers accepted and not yet completed to their sink
+  uint64_t posted_ = 0;      // virtual WRs in flight (some may be past their deadline)
+  uint64_t backlogged_ = 0;  // transfers in VQP backlogs
   // Per-loop work follows activity, not the number of VQPs: the VQPs with a backlog, the VQPs
   // recovery must look at (work out, a QP not healthy, a recovery under way), and the deadlines
   // of accepted transfers in a min-heap (stale entries are skipped and purged).
@@ -275,7 +274,7 @@ class Engine {
   std::vector<VqpSlot*> backlogged_vqps_;
   std::vector<VqpSlot*> attention_;
   std::vector<Deadline> deadlines_;
-  uint64_t next_sweep_ns_ = 0;  // every VQP looked at once a second (what no event announced)
+  uint64_t next_sweep_ns_ = 0;     // every VQP looked at once a second (what no event announced)
   std::string transfers_stopped_;  // non-empty: StopTransfers was called (why)
   uint64_t next_deadline_check_ns_ = 0;
   uint64_t last_activity_ns_ = 0;

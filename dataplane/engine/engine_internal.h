@@ -29,9 +29,9 @@ struct QpRecovery {
   uint64_t attempt = 0;          // id of the attempt in flight (answers to others are stale)
   uint64_t deadline_ns = 0;      // kAwaitingPeer: give up after this
   uint64_t recoveries = 0;
-  vqp::QpCard initiator;         // kAccepting: the peer's entry
-  uint64_t epoch = 0;            // the connection epoch of the attempt (initiator's VQP epoch + 1)
-  uint64_t failing_since_ns = 0; // first failed attempt since the QP was last healthy
+  vqp::QpCard initiator;          // kAccepting: the peer's entry
+  uint64_t epoch = 0;             // the connection epoch of the attempt (initiator's VQP epoch + 1)
+  uint64_t failing_since_ns = 0;  // first failed attempt since the QP was last healthy
   std::shared_ptr<std::promise<common::Result<vqp::QpCard>>> reply;  // kAccepting
   vqp::QpHealth reported = vqp::QpHealth::kHealthy;  // the health last turned into an event
 };
@@ -56,7 +56,7 @@ struct Engine::VqpSlot {
   std::unordered_map<uint64_t, uint32_t> local_handles;  // region id → key-table handle
   // (addr, length, rkeys in peer-card order) → key-table entry
   RemoteKeysCache remote_handles;
-  uint64_t remote_uses = 0;  // the LRU clock of remote_handles
+  uint64_t remote_uses = 0;      // the LRU clock of remote_handles
   std::deque<uint32_t> backlog;  // transfers waiting for room on the VQP, in arrival order
   std::vector<std::shared_ptr<NotificationWatcher>> watchers;
   uint64_t notifications = 0;
@@ -66,11 +66,11 @@ struct Engine::VqpSlot {
   uint64_t peer_incarnation = 0;
   uint64_t epoch = 0;
   VqpState state = VqpState::kCreated;
-  std::string failure;  // why it failed
+  std::string failure;               // why it failed
   std::vector<QpRecovery> recovery;  // per data QP
-  uint64_t promised_fds = 0;  // until connected: the descriptors its QPs will hold
-  bool on_backlog_list = false;    // in Engine::backlogged_vqps_
-  bool on_attention_list = false;  // in Engine::attention_
+  uint64_t promised_fds = 0;         // until connected: the descriptors its QPs will hold
+  bool on_backlog_list = false;      // in Engine::backlogged_vqps_
+  bool on_attention_list = false;    // in Engine::attention_
 };
 
 struct Engine::RegionSlot {
@@ -82,9 +82,9 @@ struct Engine::RegionSlot {
 };
 
 struct Engine::Transfer {
-  bool active = false;     // slot in use
-  bool reported = false;   // the sink has its result (deadline may report before the WC)
-  bool posted = false;     // a virtual WR is in flight
+  bool active = false;    // slot in use
+  bool reported = false;  // the sink has its result (deadline may report before the WC)
+  bool posted = false;    // a virtual WR is in flight
   uint32_t generation = 0;
   uint64_t op_id = 0;
   uint64_t vqp_id = 0;

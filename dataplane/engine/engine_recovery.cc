@@ -1,4 +1,4 @@
-// Recovery of dead physical QPs (rule 5), coordinated with the peer agent.
+// Recovery of dead physical QPs (dead QPs come back), coordinated with the peer agent.
 //
 // The side that sees a data QP die leads: it resets the QP (BeginReset, then ResetQp once its
 // work is back) and hands a RecoveryRequest to the control plane, which asks the peer agent to
@@ -27,11 +27,16 @@ using common::Status;
 
 const char* RecoveryPhaseName(RecoveryPhase phase) {
   switch (phase) {
-    case RecoveryPhase::kIdle: return "idle";
-    case RecoveryPhase::kResetting: return "resetting";
-    case RecoveryPhase::kAwaitingPeer: return "awaiting_peer";
-    case RecoveryPhase::kAccepting: return "accepting";
-    case RecoveryPhase::kProbing: return "probing";
+    case RecoveryPhase::kIdle:
+      return "idle";
+    case RecoveryPhase::kResetting:
+      return "resetting";
+    case RecoveryPhase::kAwaitingPeer:
+      return "awaiting_peer";
+    case RecoveryPhase::kAccepting:
+      return "accepting";
+    case RecoveryPhase::kProbing:
+      return "probing";
   }
   return "unknown";
 }
@@ -83,8 +88,9 @@ void Engine::FailVqp(VqpSlot& slot, const std::string& why) {
   slot.failure = why;
   for (int i = 0; i < slot.vqp->num_physical_qps(); ++i) (void)slot.vqp->BeginReset(i);
   for (QpRecovery& r : slot.recovery) {
-    if (r.reply) r.reply->set_value(Status::NotFound("virtual QP " + std::to_string(slot.id) +
-                                                     " has failed: " + why));
+    if (r.reply)
+      r.reply->set_value(
+          Status::NotFound("virtual QP " + std::to_string(slot.id) + " has failed: " + why));
     r = QpRecovery{.reported = r.reported};
   }
   FailBacklog(slot, Status::FailedPrecondition("virtual QP " + std::to_string(slot.id) +
@@ -130,7 +136,9 @@ void Engine::RunRecovery(uint64_t now) {
     // Once a second, every VQP: a QP that died with only receives out announces itself to
     // nobody.
     next_sweep_ns_ = now + 1000000000;
-    for (auto& [id, slot] : vqps_) Attend(*slot);
+    for (auto& [id, slot] : vqps_) {
+      if (!Settled(*slot)) Attend(*slot);
+    }
   }
   // By index: recovery may fail a VQP, never add or destroy one.
   for (size_t a = 0; a < attention_.size();) {
@@ -284,14 +292,13 @@ Result<vqp::QpCard> Engine::AcceptRecovery(const RecoveryOffer& offer) {
       return;
     }
     if (!slot.vqp->connected()) {
-      reply->set_value(Status::FailedPrecondition("virtual QP " + std::to_string(vqp_id) +
-                                                  " is not connected"));
+      reply->set_value(
+          Status::FailedPrecondition("virtual QP " + std::to_string(vqp_id) + " is not connected"));
       return;
     }
     if (qp_index >= slot.recovery.size()) {
       reply->set_value(Status::OutOfRange("virtual QP " + std::to_string(vqp_id) + " has " +
-                                          std::to_string(slot.recovery.size()) +
-                                          " physical QPs"));
+                                          std::to_string(slot.recovery.size()) + " physical QPs"));
       return;
     }
     QpRecovery& r = slot.recovery[qp_index];

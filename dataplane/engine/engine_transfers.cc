@@ -76,7 +76,8 @@ void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<Trans
   t.op = request.op;
   t.length = request.length;
   t.start_ns = NowNs();
-  const uint32_t timeout = request.timeout_ms != 0 ? request.timeout_ms : options_.default_timeout_ms;
+  const uint32_t timeout =
+      request.timeout_ms != 0 ? request.timeout_ms : options_.default_timeout_ms;
   t.deadline_ns = t.start_ns + uint64_t{timeout} * 1000000;
   t.sink = std::move(sink);
   ++in_flight_;
@@ -139,8 +140,8 @@ Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
   if (!Within(request.remote_offset, request.length, remote.length) ||
       remote.addr + remote.length < remote.addr) {
     return Status::OutOfRange("remote range " + Range(request.remote_offset, request.length) +
-                              " is past remote region " + std::to_string(remote.region_id) +
-                              " (" + std::to_string(remote.length) + " bytes)");
+                              " is past remote region " + std::to_string(remote.region_id) + " (" +
+                              std::to_string(remote.length) + " bytes)");
   }
   BRAID_ASSIGN_OR_RETURN(uint32_t local_keys, LocalKeys(*slot, region));
   BRAID_ASSIGN_OR_RETURN(uint32_t remote_keys, RemoteKeys(*slot, remote, t));
@@ -148,9 +149,15 @@ Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
   wr = {};
   wr.wr_id = (uint64_t{t.generation} << 32) | static_cast<uint64_t>(&t - transfers_.data());
   switch (request.op) {
-    case TransferOp::kWrite: wr.opcode = IBV_WR_RDMA_WRITE; break;
-    case TransferOp::kWriteWithImm: wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM; break;
-    case TransferOp::kRead: wr.opcode = IBV_WR_RDMA_READ; break;
+    case TransferOp::kWrite:
+      wr.opcode = IBV_WR_RDMA_WRITE;
+      break;
+    case TransferOp::kWriteWithImm:
+      wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+      break;
+    case TransferOp::kRead:
+      wr.opcode = IBV_WR_RDMA_READ;
+      break;
   }
   wr.send_flags = IBV_SEND_SIGNALED;
   wr.local_addr = reinterpret_cast<uint64_t>(region.shm->addr()) + request.local_offset;
@@ -187,8 +194,7 @@ Result<uint32_t> Engine::RemoteKeys(VqpSlot& slot, const RemoteRegion& remote, T
                            [&](const auto& k) { return k.first == device; });
     if (it == remote.keys.end()) {
       return Status::InvalidArgument("remote region " + std::to_string(remote.region_id) +
-                                     " has no key for the peer's device " +
-                                     common::Quote(device));
+                                     " has no key for the peer's device " + common::Quote(device));
     }
     rkeys.push_back(it->second);
   }

@@ -43,7 +43,7 @@ struct CreateVqpRequest {
   std::string label;
 };
 
-// Where a dead data QP is on its way back (rule 5).
+// Where a dead data QP is on its way back.
 enum class RecoveryPhase : uint8_t {
   kIdle,          // healthy, or dead and waiting for its next attempt (backoff)
   kResetting,     // this side leads: the QP flushes before its reset
@@ -75,7 +75,7 @@ struct RecoveryOffer {
   uint64_t vqp_id = 0;          // ours
   uint64_t to_incarnation = 0;  // ours, as the initiator's card recorded it
   uint32_t qp_index = 0;
-  vqp::QpCard card;             // the initiator's reset QP
+  vqp::QpCard card;  // the initiator's reset QP
   uint64_t epoch = 0;
   std::string from_endpoint;
   uint64_t from_vqp_id = 0;
@@ -98,7 +98,7 @@ enum class EventKind : uint8_t {
   kQpReadmitted,   // back in service after a cooldown
   kQpDraining,     // its device was drained
   kVqpConnected,
-  kVqpFailed,      // cause: why it can never carry work again
+  kVqpFailed,  // cause: why it can never carry work again
   kVqpDestroyed,
   kDeviceDrained,
   kDeviceFaulted,
@@ -107,11 +107,11 @@ enum class EventKind : uint8_t {
 const char* EventKindName(EventKind kind);
 
 struct EngineEvent {
-  uint64_t seq = 0;             // per engine, from 1, no gaps
+  uint64_t seq = 0;  // per engine, from 1, no gaps
   uint64_t time_unix_ns = 0;
   EventKind kind = EventKind::kQpDied;
-  uint64_t vqp_id = 0;          // 0: not about a VQP
-  int32_t qp_index = -1;        // -1: not about a physical QP
+  uint64_t vqp_id = 0;    // 0: not about a VQP
+  int32_t qp_index = -1;  // -1: not about a physical QP
   std::string device;
   std::string cause;
 };
@@ -194,9 +194,9 @@ struct TransferRequest {
 
 struct TransferResult {
   uint64_t op_id = 0;
-  common::Status status;             // OK, or why the transfer failed
+  common::Status status;  // OK, or why the transfer failed
   ibv_wc_status wc_status = IBV_WC_SUCCESS;
-  bool posted = false;               // a virtual WR was posted (wc_status is meaningful)
+  bool posted = false;  // a virtual WR was posted (wc_status is meaningful)
   uint64_t bytes = 0;
   uint64_t latency_ns = 0;
 };
@@ -235,9 +235,9 @@ inline constexpr int kNumOutcomes = kOutcomeCancelled + 1;
 const char* OutcomeName(int outcome);
 
 // Virtual WR latency histogram, upper bounds in seconds (plus +Inf).
-inline constexpr std::array<double, 14> kLatencyBounds = {
-    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 100e-3, 1.0,
-    10.0};
+inline constexpr std::array<double, 14> kLatencyBounds = {10e-6,  25e-6,  50e-6,  100e-6, 250e-6,
+                                                          500e-6, 1e-3,   2.5e-3, 5e-3,   10e-3,
+                                                          25e-3,  100e-3, 1.0,    10.0};
 
 struct EngineSnapshot {
   std::vector<DeviceStatus> devices;

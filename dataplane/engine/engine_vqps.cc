@@ -45,7 +45,8 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   // Descriptors its QPs will hold once connected (soft NICs: a TCP connection each).
   uint32_t fds_per_qp = 0;
   for (size_t i = 0; i < pds.size(); ++i) {
-    if (pds[i] != nullptr) fds_per_qp = std::max(fds_per_qp, devices_[i]->device->info().fds_per_qp);
+    if (pds[i] != nullptr)
+      fds_per_qp = std::max(fds_per_qp, devices_[i]->device->info().fds_per_qp);
   }
   const uint64_t fds = uint64_t{fds_per_qp} * (request.config.num_qps + 1);
   BRAID_RETURN_IF_ERROR(fd_budget_.Admit(fds, fds_promised_, "this VQP"));
@@ -115,8 +116,8 @@ Status Engine::DoDestroy(uint64_t vqp_id) {
   RetireTraffic(*slot);
   Forget(*slot);
   fds_promised_ -= slot->promised_fds;
-  // Destroying the VQP completes its in-flight virtual WRs with WR_FLUSH_ERR (T11); they are
-  // routed by wr_id below, like any completion.
+  // Destroying the VQP completes its in-flight virtual WRs with WR_FLUSH_ERR (every virtual WR
+  // completes once); they are routed by wr_id below, like any completion.
   auto node = vqps_.extract(vqp_id);
   node.mapped().reset();
   while (PollCompletions() > 0) {
@@ -176,13 +177,13 @@ Result<RegionStatus> Engine::DoRegister(uint64_t length, const std::string& labe
   auto slot = std::make_unique<RegionSlot>();
   slot->id = next_region_id_++;
   slot->label = label;
-  BRAID_ASSIGN_OR_RETURN(slot->shm, ShmRegion::Create(region_dir_->path(),
-                                                      region_dir_->NameFor(slot->id), length));
+  BRAID_ASSIGN_OR_RETURN(
+      slot->shm, ShmRegion::Create(region_dir_->path(), region_dir_->NameFor(slot->id), length));
   for (auto& d : devices_) {
-    BRAID_ASSIGN_OR_RETURN(auto mr, d->pd->RegisterMemory(slot->shm->addr(), length,
-                                                          IBV_ACCESS_LOCAL_WRITE |
-                                                              IBV_ACCESS_REMOTE_WRITE |
-                                                              IBV_ACCESS_REMOTE_READ));
+    BRAID_ASSIGN_OR_RETURN(
+        auto mr, d->pd->RegisterMemory(
+                     slot->shm->addr(), length,
+                     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ));
     slot->mrs.push_back(std::move(mr));
   }
   RegionSlot& ref = *slot;

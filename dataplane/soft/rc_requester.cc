@@ -21,10 +21,14 @@ bool NeedsResponse(ibv_wr_opcode op) { return op == IBV_WR_RDMA_READ || IsAtomic
 
 ibv_wc_status NakStatus(NakCode nak) {
   switch (nak) {
-    case NakCode::kRemoteAccess: return IBV_WC_REM_ACCESS_ERR;
-    case NakCode::kInvalidRequest: return IBV_WC_REM_INV_REQ_ERR;
-    case NakCode::kRemoteOperational: return IBV_WC_REM_OP_ERR;
-    case NakCode::kRnr: return IBV_WC_RNR_RETRY_EXC_ERR;
+    case NakCode::kRemoteAccess:
+      return IBV_WC_REM_ACCESS_ERR;
+    case NakCode::kInvalidRequest:
+      return IBV_WC_REM_INV_REQ_ERR;
+    case NakCode::kRemoteOperational:
+      return IBV_WC_REM_OP_ERR;
+    case NakCode::kRnr:
+      return IBV_WC_RNR_RETRY_EXC_ERR;
   }
   return IBV_WC_GENERAL_ERR;
 }
@@ -46,7 +50,8 @@ Status SoftQp::ValidateSend(const ibv_send_wr& wr) const {
     case IBV_WR_RDMA_WRITE:
     case IBV_WR_RDMA_WRITE_WITH_IMM:
     case IBV_WR_SEND:
-    case IBV_WR_SEND_WITH_IMM: break;
+    case IBV_WR_SEND_WITH_IMM:
+      break;
     case IBV_WR_RDMA_READ:
       if (wr.send_flags & IBV_SEND_INLINE) return Status::InvalidArgument("inline READ");
       break;
@@ -57,7 +62,8 @@ Status SoftQp::ValidateSend(const ibv_send_wr& wr) const {
       }
       if (wr.send_flags & IBV_SEND_INLINE) return Status::InvalidArgument("inline atomic");
       break;
-    default: return Status::NotSupported("opcode not supported by the soft provider");
+    default:
+      return Status::NotSupported("opcode not supported by the soft provider");
   }
   if ((wr.send_flags & IBV_SEND_INLINE) && length > caps_.max_inline_data) {
     return Status::InvalidArgument("inline data exceeds max_inline_data");
@@ -254,13 +260,20 @@ void SoftQp::BeginResponse(const PacketHeader& p, Placement* placement) {
 
 void SoftQp::EndResponse(const PacketHeader& p) {
   switch (p.type) {
-    case PacketType::kAck: OnAck(p.psn); break;
-    case PacketType::kNak: OnNak(p); break;
+    case PacketType::kAck:
+      OnAck(p.psn);
+      break;
+    case PacketType::kNak:
+      OnNak(p);
+      break;
     case PacketType::kReadResponse:
       if (inbound_.verdict == Verdict::kExecute) OnReadResponse(p);
       break;
-    case PacketType::kAtomicResponse: OnAtomicResponse(p); break;
-    case PacketType::kRequest: break;
+    case PacketType::kAtomicResponse:
+      OnAtomicResponse(p);
+      break;
+    case PacketType::kRequest:
+      break;
   }
 }
 

@@ -1,9 +1,9 @@
 // SoftCq: a completion queue of the soft provider.
 //
-// A ring of `capacity` ibv_wc (Resize replaces it). Poll first drives the fabric (so a poll loop alone makes
-// progress), then returns the oldest entries. A completion that finds the ring full is never
-// dropped silently: the CQ turns overflowed and, once drained, every Poll returns kCqOverflow.
-// The wakeup fd is an eventfd signalled on the first completion after RequestNotify().
+// A ring of `capacity` ibv_wc (Resize replaces it). Poll first drives the fabric (so a poll loop
+// alone makes progress), then returns the oldest entries. A completion that finds the ring full is
+// never dropped silently: the CQ turns overflowed and, once drained, every Poll returns
+// kCqOverflow. The wakeup fd is an eventfd signalled on the first completion after RequestNotify().
 // Threading: the fabric's thread. Poll and Push allocate nothing.
 #ifndef BRAID_DATAPLANE_SOFT_SOFT_CQ_H_
 #define BRAID_DATAPLANE_SOFT_SOFT_CQ_H_

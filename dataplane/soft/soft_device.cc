@@ -37,14 +37,15 @@ class SoftPd final : public verbs::ProtectionDomain {
       // As ibv_reg_mr(3): remote write/atomic require local write.
       return common::Status::InvalidArgument("REMOTE_WRITE/REMOTE_ATOMIC need LOCAL_WRITE");
     }
-    const MrEntry& e =
-        device_->mrs().Add(reinterpret_cast<uint64_t>(addr), length, access, id_);
+    const MrEntry& e = device_->mrs().Add(reinterpret_cast<uint64_t>(addr), length, access, id_);
     return std::unique_ptr<verbs::MemoryRegion>(std::make_unique<SoftMr>(device_, e));
   }
 
   common::Result<std::unique_ptr<verbs::Qp>> CreateQp(const verbs::QpCreateParams& p) override {
-    if (dynamic_cast<SoftCq*>(p.send_cq) == nullptr || dynamic_cast<SoftCq*>(p.recv_cq) == nullptr) {
-      return common::Status::InvalidArgument("CreateQp needs send and receive CQs of the soft provider");
+    if (dynamic_cast<SoftCq*>(p.send_cq) == nullptr ||
+        dynamic_cast<SoftCq*>(p.recv_cq) == nullptr) {
+      return common::Status::InvalidArgument(
+          "CreateQp needs send and receive CQs of the soft provider");
     }
     const verbs::QpCaps& c = p.caps;
     if (c.max_send_wr == 0 || c.max_send_wr > kMaxQpWr || c.max_recv_wr == 0 ||
@@ -88,7 +89,8 @@ common::Result<std::unique_ptr<verbs::Cq>> SoftDevice::CreateCq(int min_entries)
   }
   const int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) return common::Status::FromErrno(errno, "eventfd");
-  return std::unique_ptr<verbs::Cq>(std::make_unique<SoftCq>(fabric_, min_entries, info_.max_cqe, fd));
+  return std::unique_ptr<verbs::Cq>(
+      std::make_unique<SoftCq>(fabric_, min_entries, info_.max_cqe, fd));
 }
 
 void SoftDevice::RegisterQp(SoftQp* qp) { qps_[qp->qp_num()] = qp; }

@@ -7,8 +7,9 @@ namespace braid::soft {
 
 common::Result<verbs::DeviceInfo> SoftProvider::Describe(const SoftNicConfig& nic) const {
   std::optional<verbs::Gid> gid = verbs::Gid::ParseIpv4(nic.ipv4);
-  if (!gid) return common::Status::InvalidArgument("soft NIC " + nic.name + ": bad IPv4 address '" +
-                                                   nic.ipv4 + "'");
+  if (!gid)
+    return common::Status::InvalidArgument("soft NIC " + nic.name + ": bad IPv4 address '" +
+                                           nic.ipv4 + "'");
   verbs::DeviceInfo info;
   info.name = nic.name;
   info.provider = "soft";
@@ -37,7 +38,8 @@ common::Result<std::vector<verbs::DeviceInfo>> SoftProvider::ListDevices() {
 }
 
 common::Result<std::unique_ptr<verbs::Device>> SoftProvider::OpenDevice(std::string_view name) {
-  if (options_.fabric == nullptr) return common::Status::FailedPrecondition("soft provider has no fabric");
+  if (options_.fabric == nullptr)
+    return common::Status::FailedPrecondition("soft provider has no fabric");
   for (const SoftNicConfig& nic : options_.nics) {
     if (nic.name != name) continue;
     BRAID_ASSIGN_OR_RETURN(verbs::DeviceInfo info, Describe(nic));

@@ -52,9 +52,8 @@ Status SoftQp::ToRtr(const verbs::QpRtrParams& params) {
   }
   if (params.min_rnr_timer > 31) return Status::InvalidArgument("min_rnr_timer exceeds 31");
   if (params.remote.gid.IsZero()) return Status::InvalidArgument("remote GID is required");
-  auto channel = device_->fabric()->OpenChannel(device_, qp_num_, params.remote.gid,
-                                                params.remote.qp_num, params.remote.psn,
-                                                params.epoch);
+  auto channel = device_->fabric()->OpenChannel(
+      device_, qp_num_, params.remote.gid, params.remote.qp_num, params.remote.psn, params.epoch);
   if (!channel.ok()) return channel.status();
   channel_ = std::move(channel).value();
   remote_ = params.remote;
@@ -128,7 +127,7 @@ Status SoftQp::PostRecv(ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
 void SoftQp::BeginInbound(const PacketHeader& h, Placement* placement) {
   inbound_ = Inbound{};
   if (state_ != QpState::kRtr && state_ != QpState::kRts) return;  // as an HCA: ignored
-  if (h.src_qpn != remote_.qp_num) return;                          // not our peer
+  if (h.src_qpn != remote_.qp_num) return;                         // not our peer
   if (h.type == PacketType::kRequest) {
     BeginRequest(h, placement);
   } else if (state_ == QpState::kRts) {
@@ -184,13 +183,24 @@ void SoftQp::CompleteSend(const SendWqe& wqe, ibv_wc_status status) {
   wc.byte_len = wqe.length;
   switch (wqe.opcode) {
     case IBV_WR_RDMA_WRITE:
-    case IBV_WR_RDMA_WRITE_WITH_IMM: wc.opcode = IBV_WC_RDMA_WRITE; break;
+    case IBV_WR_RDMA_WRITE_WITH_IMM:
+      wc.opcode = IBV_WC_RDMA_WRITE;
+      break;
     case IBV_WR_SEND:
-    case IBV_WR_SEND_WITH_IMM: wc.opcode = IBV_WC_SEND; break;
-    case IBV_WR_RDMA_READ: wc.opcode = IBV_WC_RDMA_READ; break;
-    case IBV_WR_ATOMIC_FETCH_AND_ADD: wc.opcode = IBV_WC_FETCH_ADD; break;
-    case IBV_WR_ATOMIC_CMP_AND_SWP: wc.opcode = IBV_WC_COMP_SWAP; break;
-    default: break;
+    case IBV_WR_SEND_WITH_IMM:
+      wc.opcode = IBV_WC_SEND;
+      break;
+    case IBV_WR_RDMA_READ:
+      wc.opcode = IBV_WC_RDMA_READ;
+      break;
+    case IBV_WR_ATOMIC_FETCH_AND_ADD:
+      wc.opcode = IBV_WC_FETCH_ADD;
+      break;
+    case IBV_WR_ATOMIC_CMP_AND_SWP:
+      wc.opcode = IBV_WC_COMP_SWAP;
+      break;
+    default:
+      break;
   }
   send_cq_->Push(wc);
 }

@@ -181,7 +181,7 @@ class SoftQp final : public verbs::Qp {
   uint8_t retries_left_ = 7;
   uint8_t rnr_retries_left_ = 7;
   uint64_t retransmit_deadline_ = UINT64_MAX;
-  bool timer_armed_ = false;  // in the device's armed-timer list
+  bool timer_armed_ = false;    // in the device's armed-timer list
   uint64_t rnr_resume_at_ = 0;  // no transmission before this time (RNR back-off)
 
   // Receive queue and responder state.

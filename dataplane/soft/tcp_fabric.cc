@@ -46,7 +46,6 @@ bool Less(const verbs::Gid& g1, uint32_t q1, const verbs::Gid& g2, uint32_t q2) 
 
 }  // namespace
 
-
 TcpFabric::TcpFabric(TcpFabricOptions options)
     : options_(options), epoll_fd_(epoll_create1(EPOLL_CLOEXEC)) {}
 
@@ -81,8 +80,8 @@ Status TcpFabric::Attach(SoftDevice* device) {
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(fd, 256) != 0) {
     const int err = errno;
     close(fd);
-    return Status::FromErrno(err, "listen on " + device->info().gid.ToString() + ":" +
-                                      std::to_string(options_.port));
+    return Status::FromErrno(
+        err, "listen on " + device->info().gid.ToString() + ":" + std::to_string(options_.port));
   }
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -114,12 +113,9 @@ TcpFabric::TcpChannel* TcpFabric::FindChannel(const SoftDevice* device, uint32_t
   return nullptr;
 }
 
-common::Result<std::unique_ptr<Channel>> TcpFabric::OpenChannel(SoftDevice* local,
-                                                                uint32_t local_qpn,
-                                                                const verbs::Gid& remote_gid,
-                                                                uint32_t remote_qpn,
-                                                                uint32_t peer_send_psn,
-                                                                uint64_t epoch) {
+common::Result<std::unique_ptr<Channel>> TcpFabric::OpenChannel(
+    SoftDevice* local, uint32_t local_qpn, const verbs::Gid& remote_gid, uint32_t remote_qpn,
+    uint32_t peer_send_psn, uint64_t epoch) {
   if (!remote_gid.Ipv4()) return Status::InvalidArgument("remote GID is not IPv4-mapped");
   auto channel = std::make_unique<TcpChannel>(this, local, local_qpn, remote_gid, remote_qpn,
                                               peer_send_psn, epoch);
@@ -222,7 +218,7 @@ bool TcpFabric::Attach(Conn& conn, TcpChannel& channel) {
   ev.data.u64 = reinterpret_cast<uint64_t>(&conn);
   epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, conn.fd, &ev);
   CheckPsn(channel);
-  if (conn.dead) return true;    // refused: the hello's PSN was wrong
+  if (conn.dead) return true;  // refused: the hello's PSN was wrong
   MarkPending(conn);
   Flush(conn);  // what our QP sent while we waited for the caller
   return true;
@@ -256,8 +252,8 @@ bool TcpFabric::ReadHello(Conn& c) {
     Kill(c);
     return false;
   }
-  if (TcpChannel* ch = FindChannel(c.device, c.hello_in.dst_qpn, c.hello_in.src_gid,
-                                   c.hello_in.src_qpn)) {
+  if (TcpChannel* ch =
+          FindChannel(c.device, c.hello_in.dst_qpn, c.hello_in.src_gid, c.hello_in.src_qpn)) {
     if (Attach(c, *ch)) return !c.dead;
   }
   const SoftQp* qp = c.device->FindQp(c.hello_in.dst_qpn);
@@ -386,8 +382,7 @@ void TcpFabric::Flush(Conn& c) {
       ++frames;
       size_t skip = t.sent;
       if (skip < wire::kFrameHeaderBytes) {
-        iov[cnt++] = {const_cast<uint8_t*>(t.header.data()) + skip,
-                      wire::kFrameHeaderBytes - skip};
+        iov[cnt++] = {const_cast<uint8_t*>(t.header.data()) + skip, wire::kFrameHeaderBytes - skip};
         skip = 0;
       } else {
         skip -= wire::kFrameHeaderBytes;

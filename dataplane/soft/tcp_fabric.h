@@ -44,11 +44,11 @@ struct TcpFabricOptions {
 struct TcpFabricStats {
   uint64_t connections_accepted = 0;
   uint64_t connections_made = 0;
-  uint64_t hellos_refused = 0;   // unknown QPN, not the QP's peer, or a wrong PSN
-  uint64_t frames_refused = 0;   // malformed frames (the connection is closed)
-  uint64_t frames_dropped = 0;   // sent on a dead connection
-  uint64_t acks_deferred = 0;    // ACKs held back within a pass (TransmitAck)
-  uint64_t frames_joined = 0;    // frames that shared a sendmsg with the one before them
+  uint64_t hellos_refused = 0;  // unknown QPN, not the QP's peer, or a wrong PSN
+  uint64_t frames_refused = 0;  // malformed frames (the connection is closed)
+  uint64_t frames_dropped = 0;  // sent on a dead connection
+  uint64_t acks_deferred = 0;   // ACKs held back within a pass (TransmitAck)
+  uint64_t frames_joined = 0;   // frames that shared a sendmsg with the one before them
 };
 
 class TcpFabric final : public Fabric {
@@ -62,8 +62,7 @@ class TcpFabric final : public Fabric {
   void Detach(SoftDevice* device) override;
   common::Result<std::unique_ptr<Channel>> OpenChannel(SoftDevice* local, uint32_t local_qpn,
                                                        const verbs::Gid& remote_gid,
-                                                       uint32_t remote_qpn,
-                                                       uint32_t peer_send_psn,
+                                                       uint32_t remote_qpn, uint32_t peer_send_psn,
                                                        uint64_t epoch) override;
   uint64_t NowNs() const override;
   void ForgetQp(SoftDevice* device, uint32_t qp_num) override;
@@ -113,8 +112,8 @@ class TcpFabric final : public Fabric {
   std::vector<std::unique_ptr<Conn>> conns_;
   std::vector<TcpChannel*> channels_;
   TcpFabricStats stats_;
-  uint64_t pass_ = 0;        // Progress() calls so far
-  bool in_pass_ = false;     // inside Progress(), reading
+  uint64_t pass_ = 0;          // Progress() calls so far
+  bool in_pass_ = false;       // inside Progress(), reading
   bool any_deferred_ = false;  // some channel holds an ACK (TransmitAck)
   // Connections with frames queued and not yet sent (deferred ACKs, a full socket, a held QP):
   // what a progress pass flushes, so its cost follows the busy connections, not all of them.

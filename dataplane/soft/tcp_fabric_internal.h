@@ -26,7 +26,7 @@ struct TcpFabric::Conn {
   wire::HelloBytes hello_out{};
   size_t hello_sent = 0;
   bool hello_pending = false;
-  bool held = false;  // accepted, hello read, waiting (unread) for its QP's RTR
+  bool held = false;        // accepted, hello read, waiting (unread) for its QP's RTR
   bool pending_tx = false;  // in TcpFabric::pending_tx_
   enum class Rx : uint8_t { kHello, kHeader, kPayload } rx = Rx::kHeader;
   std::array<uint8_t, 64> rx_buf{};
@@ -124,17 +124,17 @@ class TcpFabric::TcpChannel final : public Channel {
   uint32_t local_qpn_;
   verbs::Gid remote_gid_;
   uint32_t remote_qpn_;
-  uint32_t peer_send_psn_;         // what the peer sends first (our RTR), put in our hello
-  uint64_t epoch_;                 // the connection epoch (our RTR): in our hello, checked in theirs
-  uint32_t local_send_psn_ = 0;    // what we send first (our RTS)
+  uint32_t peer_send_psn_;       // what the peer sends first (our RTR), put in our hello
+  uint64_t epoch_;               // the connection epoch (our RTR): in our hello, checked in theirs
+  uint32_t local_send_psn_ = 0;  // what we send first (our RTS)
   bool has_local_send_psn_ = false;
-  bool has_hello_ = false;         // accepted: the caller's hello, with its view of our PSN
+  bool has_hello_ = false;  // accepted: the caller's hello, with its view of our PSN
   uint32_t hello_expects_ = 0;
   Conn* conn_ = nullptr;
   bool dead_ = false;
   bool held_ = false;
   int drop_next_ = 0;
-  uint64_t last_progress_ns_ = 0;  // bytes last read from or taken by the connection
+  uint64_t last_progress_ns_ = 0;        // bytes last read from or taken by the connection
   uint64_t deferred_pass_ = UINT64_MAX;  // the pass that queued an ACK without sending it
   std::deque<TxItem> txq_;
 };

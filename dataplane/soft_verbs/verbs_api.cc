@@ -6,8 +6,8 @@
 // Every function takes the shim's lock (shim_state.h). Errors follow the man pages: functions
 // returning a pointer return NULL with errno set, those returning int return the errno value.
 #include <fcntl.h>
-#include <poll.h>
 #include <infiniband/verbs.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -45,7 +45,8 @@ int PollCq(ibv_cq* cq, int num_entries, ibv_wc* wc) {
   if (num_entries < 0) return -1;
   Lock lock(ShimState::Get().mu());
   ShimState::Get().NotePoll();
-  common::Result<int> n = Of(cq)->impl->Poll(std::span<ibv_wc>(wc, static_cast<size_t>(num_entries)));
+  common::Result<int> n =
+      Of(cq)->impl->Poll(std::span<ibv_wc>(wc, static_cast<size_t>(num_entries)));
   if (n.ok()) return *n;
   if (n.status().code() == common::StatusCode::kCqOverflow) {
     // As a kernel provider reports an overrun: IBV_EVENT_CQ_ERR on the context's async queue.
@@ -63,11 +64,16 @@ int PollCq(ibv_cq* cq, int num_entries, ibv_wc* wc) {
 // The live state of the soft QP (it moves to ERR by itself on an error completion).
 ibv_qp_state StateOf(const verbs::Qp& qp) {
   switch (qp.state()) {
-    case verbs::QpState::kReset: return IBV_QPS_RESET;
-    case verbs::QpState::kInit: return IBV_QPS_INIT;
-    case verbs::QpState::kRtr: return IBV_QPS_RTR;
-    case verbs::QpState::kRts: return IBV_QPS_RTS;
-    case verbs::QpState::kError: return IBV_QPS_ERR;
+    case verbs::QpState::kReset:
+      return IBV_QPS_RESET;
+    case verbs::QpState::kInit:
+      return IBV_QPS_INIT;
+    case verbs::QpState::kRtr:
+      return IBV_QPS_RTR;
+    case verbs::QpState::kRts:
+      return IBV_QPS_RTS;
+    case verbs::QpState::kError:
+      return IBV_QPS_ERR;
   }
   return IBV_QPS_ERR;
 }
@@ -105,9 +111,9 @@ int PostSrqRecv(ibv_srq*, ibv_recv_wr*, ibv_recv_wr**) { return EOPNOTSUPP; }
 
 using braid::soft::Fail;
 using braid::soft::Lock;
-using braid::soft::ShimCq;
 using braid::soft::ShimChannel;
 using braid::soft::ShimContext;
+using braid::soft::ShimCq;
 using braid::soft::ShimMr;
 using braid::soft::ShimPd;
 using braid::soft::ShimQp;
@@ -228,8 +234,8 @@ int ibv_query_port(ibv_context* context, uint8_t port_num, struct _compat_ibv_po
   attr->sm_lid = 0;
   attr->lmc = 0;
   attr->max_vl_num = 1;
-  attr->active_width = 1;   // 1x
-  attr->active_speed = 32;  // 25 Gb/s (EDR) per lane, as a RoCE NIC reports
+  attr->active_width = 1;                       // 1x
+  attr->active_speed = 32;                      // 25 Gb/s (EDR) per lane, as a RoCE NIC reports
   attr->phys_state = info.port_active ? 5 : 3;  // LinkUp : Disabled
   attr->link_layer = IBV_LINK_LAYER_ETHERNET;
   return 0;
@@ -559,7 +565,8 @@ int braid_soft_verbs_nic_down(ibv_context* context) {
   ShimState& state = ShimState::Get();
   Lock lock(state.mu());
   if (state.fabric() == nullptr) return ENODEV;
-  const auto* device = dynamic_cast<const braid::soft::SoftDevice*>(braid::soft::Of(context)->device);
+  const auto* device =
+      dynamic_cast<const braid::soft::SoftDevice*>(braid::soft::Of(context)->device);
   if (device == nullptr) return ENODEV;
   (void)state.fabric()->BreakDevice(device);
   return 0;

@@ -31,7 +31,8 @@ Result<int> IbverbsCq::Poll(std::span<ibv_wc> out) {
 }
 
 Status IbverbsCq::RequestNotify() {
-  if (int rc = ibv_req_notify_cq(cq_, 0); rc != 0) return Status::FromErrno(rc, "ibv_req_notify_cq");
+  if (int rc = ibv_req_notify_cq(cq_, 0); rc != 0)
+    return Status::FromErrno(rc, "ibv_req_notify_cq");
   return Status::Ok();
 }
 

@@ -86,7 +86,8 @@ class IbverbsPd final : public ProtectionDomain {
 
 class IbverbsDevice final : public Device {
  public:
-  IbverbsDevice(ibv_context* context, DeviceInfo info) : context_(context), info_(std::move(info)) {}
+  IbverbsDevice(ibv_context* context, DeviceInfo info)
+      : context_(context), info_(std::move(info)) {}
   ~IbverbsDevice() override;
   const DeviceInfo& info() const override { return info_; }
   Result<std::unique_ptr<ProtectionDomain>> AllocPd() override;

@@ -1,9 +1,10 @@
 // The physical-layer provider interface: a small table of operations per object, in the manner of
 // rdma-core's verbs_context_ops, carrying only what Braid uses.
 //
-//   Provider ─ ListDevices / OpenDevice ─▶ Device ─ AllocPd ─▶ ProtectionDomain ─ RegisterMemory ─▶ MemoryRegion
-//                                           │                                   └─ CreateQp ───────▶ Qp
-//                                           └─ CreateCq ─▶ Cq
+//   Provider ─ ListDevices / OpenDevice ─▶ Device ─ AllocPd ─▶ ProtectionDomain ─ RegisterMemory ─▶
+//   MemoryRegion
+//                                           │                                   └─ CreateQp
+//                                           ───────▶ Qp └─ CreateCq ─▶ Cq
 //
 // Vocabulary types are rdma-core's own (ibv_send_wr, ibv_recv_wr, ibv_wc, ibv_wc_status): the
 // ibverbs provider converts nothing. Each op behaves as its verbs man page says, except that
@@ -42,12 +43,12 @@ using common::Status;
 enum class LinkLayer : uint8_t { kEthernet, kInfiniband };
 
 struct DeviceInfo {
-  std::string name;        // "mlx5_0", "soft0"
-  std::string provider;    // "ibverbs", "soft"
+  std::string name;      // "mlx5_0", "soft0"
+  std::string provider;  // "ibverbs", "soft"
   uint8_t port_num = 1;
   bool port_active = false;
   LinkLayer link_layer = LinkLayer::kEthernet;
-  Gid gid;                 // the GID at gid_index
+  Gid gid;  // the GID at gid_index
   uint8_t gid_index = 0;
   uint16_t lid = 0;
   ibv_mtu active_mtu = IBV_MTU_1024;

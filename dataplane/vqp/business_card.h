@@ -1,4 +1,4 @@
-// BusinessCard: what one side of a VQP tells the other to connect (N9).
+// BusinessCard: what one side of a VQP tells the other to connect.
 //
 // A plain, versioned struct; its protobuf form lives in proto/braid/v1/business_card.proto and the
 // mapping in server/. QP i pairs with the peer's QP i. Validate() checks one card on its own;

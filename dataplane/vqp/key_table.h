@@ -1,4 +1,5 @@
-// KeyTable: memory keys per device in one flat array (rule 13, I15, T18).
+// KeyTable: memory keys per device in one flat array ("keys are per device"; one array load on the
+// hot path).
 //
 // An entry holds one key per device (local lkeys per local device, or the peer's rkeys per remote
 // device). Posting refers to an entry by handle; the key for the QP's device is one array load,

@@ -2,8 +2,8 @@
 //
 // Used by the receiver for DQPLB fragment sequence numbers (24-bit ring) and SPRAY notify
 // sequence numbers (32-bit). `size` (a power of two) bounds how far ahead of the next expected
-// number an arrival may be; the sender's window guarantees it never is (rule 8). A number already
-// consumed is a duplicate (a replay after failover, rule 4) and is dropped.
+// number an arrival may be; the sender's window guarantees it never is (the DQPLB sequence window).
+// A number already consumed is a duplicate (a replay: idempotent pieces fail over) and is dropped.
 // Threading: the owner's thread; no allocation after construction.
 #ifndef BRAID_DATAPLANE_VQP_REORDER_WINDOW_H_
 #define BRAID_DATAPLANE_VQP_REORDER_WINDOW_H_

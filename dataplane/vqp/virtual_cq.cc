@@ -17,14 +17,15 @@ common::Result<std::unique_ptr<VirtualCq>> VirtualCq::Create(
   if (devices.empty() || devices.size() > kMaxDevices) {
     return Status::InvalidArgument("a virtual CQ spans 1 to 32 devices");
   }
-  auto cq = std::make_unique<VirtualCq>(CreateKey(),
-                                       std::vector<verbs::Device*>(devices.begin(), devices.end()));
+  auto cq = std::make_unique<VirtualCq>(
+      CreateKey(), std::vector<verbs::Device*>(devices.begin(), devices.end()));
   for (verbs::Device* device : devices) {
     if (device == nullptr) return Status::InvalidArgument("null device");
     BRAID_ASSIGN_OR_RETURN(auto physical, device->CreateCq(entries_per_device));
     const uint32_t first = static_cast<uint32_t>(physical->capacity());
     uint32_t limit = std::max(first, max_entries_per_device);
-    if (device->info().max_cqe > 0) limit = std::max(first, std::min(limit, device->info().max_cqe));
+    if (device->info().max_cqe > 0)
+      limit = std::max(first, std::min(limit, device->info().max_cqe));
     cq->cqs_.push_back(std::move(physical));
     cq->reserved_.push_back(0);
     cq->initial_.push_back(first);
@@ -35,8 +36,8 @@ common::Result<std::unique_ptr<VirtualCq>> VirtualCq::Create(
 
 VirtualCq::~VirtualCq() {
   if (!routes_.empty()) {
-    // N14: a CQ destroyed under live VQPs would leave them dangling. The owner destroys VQPs first;
-    // report the misuse rather than crash.
+    // Owners destroy what they own, once: a CQ destroyed under live VQPs would leave them dangling.
+    // The owner destroys VQPs first; report the misuse rather than crash.
     std::fprintf(stderr, "braid: VirtualCq destroyed with %zu physical QPs still registered\n",
                  routes_.size());
   }
@@ -59,13 +60,13 @@ Status VirtualCq::Reserve(int device, uint32_t entries) {
   const uint64_t needed = uint64_t{reserved_[d]} + entries;
   if (needed > capacity(device)) {
     // Grow geometrically, so N VQPs cost O(log N) resizes.
-    const uint64_t target = std::min<uint64_t>(limit(device),
-                                               std::max<uint64_t>(needed, 2ull * capacity(device)));
+    const uint64_t target =
+        std::min<uint64_t>(limit(device), std::max<uint64_t>(needed, 2ull * capacity(device)));
     Status s = cqs_[d]->Resize(static_cast<int>(target));
     if (!s.ok()) {
       return Status::NoResource("the completion queue of device " + devices_[d]->info().name +
-                                " could not grow to " + std::to_string(target) +
-                                " entries (" + std::string(s.message()) + ")");
+                                " could not grow to " + std::to_string(target) + " entries (" +
+                                std::string(s.message()) + ")");
     }
   }
   reserved_[d] += entries;
@@ -201,8 +202,8 @@ void VirtualCq::PollPhysical() {
 
 common::Result<int> VirtualCq::Poll(std::span<VirtualWc> out) {
   int n = TakeReady(out);
-  // N1: what was harvested before an error goes out first; the error on the following call,
-  // before anything new is polled.
+  // Every virtual WR completes once: what was harvested before an error goes out first; the error
+  // on the following call, before anything new is polled.
   if (n == 0 && !pending_error_.ok()) {
     Status error = std::move(pending_error_);
     pending_error_ = Status::Ok();

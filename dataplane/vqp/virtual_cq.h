@@ -1,14 +1,14 @@
 // VirtualCq: one physical CQ per device, shared by the VQPs created on it, polled as one.
 //
-// Physical completions are routed by (device, qp_num) (T14) to the owning VQP, which turns them
-// into virtual completions, in posting order per VQP and direction. Poll is bounded (T9): it fills
+// Physical completions are routed by (device, qp_num) to the owning VQP, which turns them
+// into virtual completions, in posting order per VQP and direction. Poll is bounded: it fills
 // at most out.size() entries and polls each physical CQ at most once per call, into a reusable
-// buffer (T17). A physical poll error never loses what was already harvested: those are returned
-// first and the error on the next call (N1). The CQ checks that what is registered on it fits
-// (N15): a VQP that could overflow a physical CQ is refused at creation. A physical CQ grows (as
-// ibv_resize_cq) when a VQP's reservation needs it, up to a per-device limit, and shrinks back
-// as VQPs go: admission is bounded by that limit, not by the CQ's first size.
-// Threading: the engine thread. Poll allocates nothing.
+// buffer. A physical poll error never loses what was already harvested: those are returned
+// first and the error on the next call (every virtual WR completes once). The CQ checks that what
+// is registered on it fits (a completion queue never overflows silently): a VQP that could overflow
+// a physical CQ is refused at creation. A physical CQ grows (as ibv_resize_cq) when a VQP's
+// reservation needs it, up to a per-device limit, and shrinks back as VQPs go: admission is bounded
+// by that limit, not by the CQ's first size. Threading: the engine thread. Poll allocates nothing.
 // Lifetime: outlives every VQP created on it (a VQP unregisters itself on destruction).
 #ifndef BRAID_DATAPLANE_VQP_VIRTUAL_CQ_H_
 #define BRAID_DATAPLANE_VQP_VIRTUAL_CQ_H_

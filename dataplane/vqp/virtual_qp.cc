@@ -26,8 +26,7 @@ uint32_t WindowSize(const VirtualQpConfig& c) {
 
 }  // namespace
 
-VirtualQp::VirtualQp(CreateKey, VirtualCq& cq, const VirtualQpConfig& config,
-                     uint32_t num_devices)
+VirtualQp::VirtualQp(CreateKey, VirtualCq& cq, const VirtualQpConfig& config, uint32_t num_devices)
     : cq_(cq),
       config_(config),
       vqp_num_(g_next_vqp_num.fetch_add(1)),
@@ -41,15 +40,16 @@ common::Result<std::unique_ptr<VirtualQp>> VirtualQp::Create(
   if (pds.size() != static_cast<size_t>(cq.num_devices())) {
     return Status::InvalidArgument("pass one protection domain (or nullptr) per device of the CQ");
   }
-  auto vqp = std::make_unique<VirtualQp>(CreateKey(), cq, config,
-                                         static_cast<uint32_t>(cq.num_devices()));
+  auto vqp =
+      std::make_unique<VirtualQp>(CreateKey(), cq, config, static_cast<uint32_t>(cq.num_devices()));
   BRAID_RETURN_IF_ERROR(vqp->Init(pds));
   return vqp;
 }
 
 uint32_t VirtualQp::ReservedEntries(const PhysQp& qp) const {
   const bool is_message_or_single = !multi() || &qp == &qps_.back();
-  return config_.qp_capacity + (is_message_or_single ? config_.max_virtual_wrs : config_.qp_capacity);
+  return config_.qp_capacity +
+         (is_message_or_single ? config_.max_virtual_wrs : config_.qp_capacity);
 }
 
 Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
@@ -71,10 +71,10 @@ Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
   control_.assign(fence_offset_ + 64, 0);
   control_mrs_.resize(static_cast<size_t>(cq_.num_devices()));
   for (int d : devices_) {
-    BRAID_ASSIGN_OR_RETURN(control_mrs_[static_cast<size_t>(d)],
-                           pds[static_cast<size_t>(d)]->RegisterMemory(
-                               control_.data(), control_.size(),
-                               IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ));
+    BRAID_ASSIGN_OR_RETURN(
+        control_mrs_[static_cast<size_t>(d)],
+        pds[static_cast<size_t>(d)]->RegisterMemory(
+            control_.data(), control_.size(), IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ));
   }
 
   // Physical QPs: data QP i on device i mod D, then the message QP on the first device.
@@ -152,7 +152,8 @@ VirtualQp::~VirtualQp() {
   if (!sends_.empty()) cq_.RemoveReadyCapacity(2ull * config_.max_virtual_wrs);
 }
 
-// T11, rule 3: every QP to ERR, every flush collected, every virtual WR completed exactly once.
+// Every virtual WR completes once: every QP to ERR, every flush collected, every virtual WR
+// completed exactly once.
 void VirtualQp::Drain() {
   destroying_ = true;
   for (PhysQp& q : qps_) (void)q.qp->ToError();
@@ -242,7 +243,7 @@ Status VirtualQp::Connect(const BusinessCard& remote, uint64_t epoch) {
   }
   const PhysQp& mq = qps_[static_cast<size_t>(message_qp())];
   message_key_device_ = {static_cast<uint32_t>(mq.device), mq.remote_device};
-  // Rule 8 / I23: the receive pools are in place before the peer can send anything.
+  // The DQPLB sequence window: the receive pools are in place before the peer can send anything.
   for (size_t i = 0; i < qps_.size(); ++i) BRAID_RETURN_IF_ERROR(PostPool(static_cast<int>(i)));
   connected_ = true;
   return Status::Ok();
@@ -253,7 +254,8 @@ common::Result<uint32_t> VirtualQp::AddLocalKeys(std::span<const uint32_t> lkeys
 }
 
 common::Result<uint32_t> VirtualQp::AddRemoteKeys(std::span<const uint32_t> rkeys) {
-  if (!connected_) return Status::FailedPrecondition("remote keys need the peer's card: connect first");
+  if (!connected_)
+    return Status::FailedPrecondition("remote keys need the peer's card: connect first");
   return remote_keys_.Add(rkeys);
 }
 
@@ -283,8 +285,8 @@ Status VirtualQp::ToRtrRts(int index, const QpCard& peer, uint32_t psn, uint64_t
   const verbs::DeviceInfo& info = cq_.device(q.device).info();
   verbs::QpRtrParams rtr;
   rtr.remote = {peer_device.gid, peer_device.lid, peer.qp_num, peer.psn};
-  rtr.path_mtu = static_cast<ibv_mtu>(std::min<uint8_t>(static_cast<uint8_t>(info.active_mtu),
-                                                        peer.mtu));
+  rtr.path_mtu =
+      static_cast<ibv_mtu>(std::min<uint8_t>(static_cast<uint8_t>(info.active_mtu), peer.mtu));
   rtr.sgid_index = info.gid_index;
   rtr.min_rnr_timer = 1;
   rtr.epoch = epoch;
@@ -393,9 +395,9 @@ void VirtualQp::Strike(int qp_index, uint64_t now, std::string cause) {
   if (q.strikes > 0 && now - q.last_strike_ns > kForgiveStrikesNs) q.strikes = 0;
   ++q.strikes;
   q.last_strike_ns = now;
-  const uint64_t ms = std::min<uint64_t>(uint64_t{config_.cooldown_ms}
-                                             << std::min<uint32_t>(q.strikes - 1, 16),
-                                         config_.cooldown_cap_ms);
+  const uint64_t ms =
+      std::min<uint64_t>(uint64_t{config_.cooldown_ms} << std::min<uint32_t>(q.strikes - 1, 16),
+                         config_.cooldown_cap_ms);
   q.cooldown_until_ns = now + ms * 1000000;
   q.cooling_cause = std::move(cause) + "; cooling down for " + std::to_string(ms) + " ms (strike " +
                     std::to_string(q.strikes) + ")";
@@ -410,8 +412,7 @@ void VirtualQp::CheckStalls(uint64_t now) {
   for (int d : devices_) {
     DeviceLoad& load = device_load_[static_cast<size_t>(d)];
     if (load.outstanding == 0) continue;
-    const double turn_ns =
-        load.rate.ns_per_byte() * static_cast<double>(config_.fragment_size);
+    const double turn_ns = load.rate.ns_per_byte() * static_cast<double>(config_.fragment_size);
     const uint64_t limit = std::max<uint64_t>(uint64_t{config_.stall_ms} * 1000000,
                                               static_cast<uint64_t>(32 * turn_ns));
     if (now <= load.last_progress_ns + limit) continue;
@@ -487,8 +488,8 @@ void VirtualQp::MarkDead(int qp_index, ibv_wc_status status) {
   if (healthy_data_qps() == 0) AbortAll(last_error_);
 }
 
-// Rule 2: nothing can make progress; every unfinished virtual WR ends with an error once its
-// in-flight pieces are back.
+// A dead QP gets no new work, and with none healthy nothing can make progress; every unfinished
+// virtual WR ends with an error once its in-flight pieces are back.
 void VirtualQp::AbortAll(ibv_wc_status status) {
   for (uint64_t i = send_head_; i != send_tail_; ++i) {
     SendEntry& e = Send(i);
@@ -511,11 +512,19 @@ void VirtualQp::OnCompletion(uint16_t qp_index, const ibv_wc& wc) {
     case WrKind::kFragment:
     case WrKind::kNotify:
     case WrKind::kFence:
-    case WrKind::kMessage: OnSendCompletion(qp_index, wc, slot); break;
+    case WrKind::kMessage:
+      OnSendCompletion(qp_index, wc, slot);
+      break;
     case WrKind::kPoolRecv:
-    case WrKind::kUserRecv: OnRecvCompletion(qp_index, wc, kind, slot); break;
-    case WrKind::kProbe: OnProbeCompletion(qp_index, wc); break;
-    default: ++counters_.protocol_errors; return;
+    case WrKind::kUserRecv:
+      OnRecvCompletion(qp_index, wc, kind, slot);
+      break;
+    case WrKind::kProbe:
+      OnProbeCompletion(qp_index, wc);
+      break;
+    default:
+      ++counters_.protocol_errors;
+      return;
   }
   if (retry_count_ > 0 || stalled_count_ > 0 || owed_count_ > 0 || send_dispatch_ != send_tail_) {
     Pump();

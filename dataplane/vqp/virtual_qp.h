@@ -1,43 +1,45 @@
 // VirtualQp: N physical RC data QPs, possibly on several devices, that act as one QP.
 //
-// Layout. Data QP i lives on device i mod D of the devices given (interleaved, N11). With more than
+// Layout. Data QP i lives on device i mod D of the devices given (interleaved). With more than
 // one data QP there is one more physical QP, the *message QP*: it alone carries SEND and atomics
-// (rule 12) and the receives users post for SENDs, so user receives never share a receive queue
-// with the pools below (N12). Every data QP of a multi-QP VQP has a receive pool of `qp_capacity`
-// small receives, pre-posted at Connect (rule 8, I23) and re-posted as they complete. A single-QP
-// VQP has no message QP and no pool (T22, rule 14).
+// and the receives users post for SENDs, so user receives never share a receive queue
+// with the pools below. Every data QP of a multi-QP VQP has a receive pool of `qp_capacity`
+// small receives, pre-posted at Connect (the DQPLB sequence window) and re-posted as they complete.
+// A single-QP VQP has no message QP and no pool.
 //
-// Send path. A virtual WR is split into fragments of at most `fragment_size` (64-bit lengths, T5,
-// T20). The scheduler puts each on the healthy QP with room whose queue would drain first: its
-// outstanding bytes times its measured drain rate (DrainRate), interleaving devices (rule 15), so
-// unequal links each get what they carry. Virtual WRs are dispatched in posting order.
+// Send path. A virtual WR is split into fragments of at most `fragment_size` (64-bit lengths). The
+// scheduler puts each on the healthy QP with room whose queue would drain first: its outstanding
+// bytes times its measured drain rate (DrainRate), interleaving devices, so unequal links each get
+// what they carry. Virtual WRs are dispatched in posting order.
 //   WRITE, READ     fragments of the same opcode, on any data QP.
 //   WRITE_WITH_IMM  SPRAY: plain-write fragments; once all are acknowledged, and after a 1-byte
-//                   fence READ on each other device that carried data (T10), a notify: a
-//                   SEND_WITH_IMM of {byte count, notify seq} with the user's immediate (N4), into
-//                   the peer's pool. Notifies are pipelined (N5) and reordered by seq at the peer.
-//                   DQPLB: WRITE_WITH_IMM fragments whose immediate is a 24-bit sequence number
-//                   (only these take sequence numbers, N2/T13), then a tail SEND_WITH_IMM carrying
+//                   fence READ on each other device that carried data (a SPRAY notify follows its
+//                   data), a notify: a SEND_WITH_IMM of {byte count, notify seq} with the user's
+//                   immediate, into the peer's pool. Notifies are pipelined and reordered by seq at
+//                   the peer. DQPLB: WRITE_WITH_IMM fragments whose immediate is a 24-bit sequence
+//                   number (only these take sequence numbers), then a tail SEND_WITH_IMM carrying
 //                   {byte count, user immediate}; the peer reorders by sequence number.
 //                   Single QP: one WRITE_WITH_IMM when it fits one fragment, else plain writes and
 //                   a notify on the same QP.
 //   SEND, atomics   not fragmented; on the message QP (or the single QP); never replayed.
-// Every physical WR carries a WrTag, so completions are routed by tag and status, never by opcode
-// (T1). A physical QP turns Dead on its first error completion (T2) and is never scheduled again.
-// With failover on (rule 4), an idempotent piece (write/read fragment, DQPLB fragment or tail,
-// notify, fence) that failed on a dead QP is re-posted on a healthy one, up to `retry_budget`
-// times; otherwise its virtual WR completes with the first real error once its other pieces have
-// drained (T3). When no data QP is healthy, posts fail at once and in-flight work completes with an
-// error (rule 2). Every virtual WR completes exactly once, in posting order per direction.
+// Every physical WR carries a WrTag, so completions are routed by tag and status, never by opcode.
+// A physical QP turns Dead on its first error completion and is never scheduled again.
+// With failover on (idempotent pieces fail over), an idempotent piece (write/read fragment, DQPLB
+// fragment or tail, notify, fence) that failed on a dead QP is re-posted on a healthy one, up to
+// `retry_budget` times; otherwise its virtual WR completes with the first real error once its other
+// pieces have drained. When no data QP is healthy, posts fail at once and in-flight work completes
+// with an error (a dead QP gets no new work). Every virtual WR completes exactly once, in posting
+// order per direction.
 //
 // Receive path. A receive of length 0 is the notification of one write-with-imm message; it
 // completes with the sender's immediate and the byte count. A message that arrives before its
-// receive was posted is buffered (rule 8). A receive of length > 0 takes one SEND.
+// receive was posted is buffered. A receive of length > 0 takes one SEND.
 //
 // Threading: the engine thread only. PostSend, PostRecv and OnCompletion allocate nothing.
-// Ownership: created by Create() (T21); owns its physical QPs and control region; destroying it
+// Ownership: created by Create(); owns its physical QPs and control region; destroying it
 // moves every QP to ERR, collects the flushes and completes in-flight virtual WRs with
-// IBV_WC_WR_FLUSH_ERR (T11). REQUIRES: the VirtualCq and the PDs outlive it.
+// IBV_WC_WR_FLUSH_ERR (every virtual WR completes once). REQUIRES: the VirtualCq and the PDs
+// outlive it.
 #ifndef BRAID_DATAPLANE_VQP_VIRTUAL_QP_H_
 #define BRAID_DATAPLANE_VQP_VIRTUAL_QP_H_
 
@@ -64,7 +66,7 @@ struct VirtualQpCounters {
   uint64_t bytes_posted = 0;
   uint64_t notifies_posted = 0;
   uint64_t fences_posted = 0;
-  uint64_t failovers = 0;       // pieces re-posted on another QP
+  uint64_t failovers = 0;  // pieces re-posted on another QP
   uint64_t qps_died = 0;
   uint64_t duplicates_dropped = 0;
   uint64_t protocol_errors = 0;  // arrivals outside the window, malformed notifies
@@ -99,8 +101,8 @@ class VirtualQp {
   // connection epoch both sides agreed on (max of the two cards'), given to every RTR.
   common::Status Connect(const BusinessCard& remote, uint64_t epoch = 0);
 
-  // Key tables (rule 13). `lkeys`: one per device of the CQ (0 where unused); `rkeys`: one per
-  // device of the peer's card, in card order.
+  // Key tables (keys are per device). `lkeys`: one per device of the CQ (0 where unused); `rkeys`:
+  // one per device of the peer's card, in card order.
   common::Result<uint32_t> AddLocalKeys(std::span<const uint32_t> lkeys);
   common::Result<uint32_t> AddRemoteKeys(std::span<const uint32_t> rkeys);
   common::Status RemoveLocalKeys(uint32_t handle) { return local_keys_.Remove(handle); }
@@ -141,7 +143,7 @@ class VirtualQp {
   // Cooldown (see VirtualQpConfig::stall_ms): cools data QPs that stalled, and probes cooled
   // QPs whose cooldown has passed (re-admitted when the probe answers). Called every few ms.
   void CheckStalls(uint64_t now_ns);
-  // Recovery of one dead physical QP (rule 5), in three steps both sides take:
+  // Recovery of one dead physical QP (dead QPs come back), in three steps both sides take:
   //  1. BeginReset(i): the QP takes no more work and moves to ERR (a QP the peer saw die may still
   //     look healthy here); its WRs come back flushed.
   //  2. Once ResetReady(i) (nothing outstanding or posted on it), ResetQp(i, psn) returns it to
@@ -153,7 +155,7 @@ class VirtualQp {
   //     (a reconnect over a link that is still down fails the probe, not user work).
   // kFailedPrecondition when a step comes out of order. The message QP recovers the same way; what
   // it carried when it died (SENDs, atomics, receives for SENDs) completed with errors and is
-  // never replayed (rule 12).
+  // never replayed.
   common::Status BeginReset(int index);
   bool ResetReady(int index) const;
   common::Result<QpCard> ResetQp(int index, uint32_t psn);
@@ -181,24 +183,31 @@ class VirtualQp {
 
  private:
   enum class Stage : uint8_t {
-    kData, kTail, kWaitData, kFence, kWaitFence, kNotify, kWaitNotify, kDone
+    kData,
+    kTail,
+    kWaitData,
+    kFence,
+    kWaitFence,
+    kNotify,
+    kWaitNotify,
+    kDone
   };
   struct PhysQp {
     std::unique_ptr<verbs::Qp> qp;
-    int device = 0;             // index into the CQ's devices
-    uint32_t remote_device = 0; // index into the peer card's devices
+    int device = 0;              // index into the CQ's devices
+    uint32_t remote_device = 0;  // index into the peer card's devices
     QpHealth health = QpHealth::kHealthy;
     ibv_wc_status death = IBV_WC_SUCCESS;  // what killed it (its first real error)
-    uint32_t outstanding = 0;   // send WRs in flight
+    uint32_t outstanding = 0;              // send WRs in flight
     uint64_t outstanding_bytes = 0;
-    DrainRate rate;             // how fast it drains its send queue (the scheduler's weight)
+    DrainRate rate;  // how fast it drains its send queue (the scheduler's weight)
     uint32_t posted_recvs = 0;
     bool has_pool = false;
     QpTraffic traffic;
     bool resetting = false;  // between BeginReset and ReconnectQp
     uint32_t reset_psn = 0;  // the first PSN chosen by ResetQp
     bool probing = false;    // reconnected, waiting for its probe (health kDraining meanwhile)
-    uint32_t strikes = 0;            // stalls and deaths not yet forgiven
+    uint32_t strikes = 0;    // stalls and deaths not yet forgiven
     uint64_t last_strike_ns = 0;
     uint64_t cooldown_until_ns = 0;
     std::string cooling_cause;
@@ -214,21 +223,21 @@ class VirtualQp {
     Stage stage = Stage::kData;
     bool aborted = false;
     bool stalled = false;
-    bool op_fault = false;  // one of its pieces failed through its own fault: no more replays
-    bool seq_taken = false; // DQPLB: a fragment took a sequence number (the tail must follow)
+    bool op_fault = false;   // one of its pieces failed through its own fault: no more replays
+    bool seq_taken = false;  // DQPLB: a fragment took a sequence number (the tail must follow)
   };
   struct Fragment {
     uint32_t send_slot = 0;
     uint16_t qp = 0;
     WrKind kind = WrKind::kFragment;
     uint8_t replays = 0;
-    bool tail = false;          // DQPLB tail (SEND_WITH_IMM)
+    bool tail = false;  // DQPLB tail (SEND_WITH_IMM)
     ibv_wr_opcode opcode = IBV_WR_RDMA_WRITE;
     uint64_t offset = 0;
     uint32_t length = 0;
-    uint32_t seq = 0;           // DQPLB sequence number; SPRAY notify sequence number
+    uint32_t seq = 0;  // DQPLB sequence number; SPRAY notify sequence number
     int fence_device = -1;
-    bool owed = false;          // a void paying an owed sequence number (no send entry)
+    bool owed = false;  // a void paying an owed sequence number (no send entry)
   };
   // A sequence number the peer's stream is waiting for, whose piece could not be sent because no
   // data QP was left. It is paid (as a void) as soon as one is back, so the peer's reorder window
@@ -251,7 +260,7 @@ class VirtualQp {
     uint64_t bytes;
   };
   // An arrival beyond the reorder window, kept in its pool slot (whose receive is not re-posted,
-  // so the sender meets RNR: back-pressure, never loss, rule 8).
+  // so the sender meets RNR: back-pressure, never loss: the DQPLB sequence window).
   struct Parked {
     bool valid = false;
     uint32_t seq = 0;
@@ -346,15 +355,15 @@ class VirtualQp {
   bool connected_ = false;
   bool destroying_ = false;
   std::vector<PhysQp> qps_;
-  std::vector<int> devices_;  // CQ device indices this VQP uses
-  uint32_t drained_devices_ = 0;  // bit per CQ device the operator drained
+  std::vector<int> devices_;             // CQ device indices this VQP uses
+  uint32_t drained_devices_ = 0;         // bit per CQ device the operator drained
   std::vector<DeviceLoad> device_load_;  // per CQ device (the scheduler's weights)
   KeyTable local_keys_;
   KeyTable remote_keys_;
   std::vector<uint32_t> remote_control_rkeys_;
   uint64_t remote_control_addr_ = 0;
   std::vector<DeviceCard> remote_devices_;  // the peer card's devices (recovery re-connects)
-  std::vector<uint32_t> reserved_;  // CQ entries reserved per CQ device
+  std::vector<uint32_t> reserved_;          // CQ entries reserved per CQ device
   // (local device, peer device) pairs of the data QPs and of the message QP: the key checks.
   std::vector<std::pair<uint32_t, uint32_t>> data_key_devices_;
   std::pair<uint32_t, uint32_t> message_key_device_{0, 0};
@@ -403,7 +412,7 @@ class VirtualQp {
   size_t buffered_count_ = 0;
   ReorderWindow window_;
   bool message_incomplete_ = false;  // a void marker was seen in the message being reassembled
-  std::vector<Parked> parked_;  // per pool slot
+  std::vector<Parked> parked_;       // per pool slot
   uint32_t parked_count_ = 0;
 
   VirtualQpCounters counters_;

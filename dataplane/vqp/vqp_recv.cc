@@ -45,7 +45,8 @@ Status VirtualQp::PostRecv(const VirtualRecvWr& wr) {
     if (q.health == QpHealth::kDead) return Status::QpError("the message QP is dead");
     ibv_sge sge;
     if (wr.length > 0) {
-      if (wr.length > UINT32_MAX) return Status::InvalidArgument("a SEND buffer holds at most 4 GiB");
+      if (wr.length > UINT32_MAX)
+        return Status::InvalidArgument("a SEND buffer holds at most 4 GiB");
       const uint32_t lkey = local_keys_.Get(wr.local_keys, static_cast<uint32_t>(q.device));
       if (lkey == 0) {
         return Status::InvalidArgument("local key entry " + std::to_string(wr.local_keys) +
@@ -64,7 +65,7 @@ Status VirtualQp::PostRecv(const VirtualRecvWr& wr) {
   r.wr = wr;
   r.opcode = wr.length > 0 ? IBV_WC_RECV : IBV_WC_RECV_RDMA_WITH_IMM;
   if (multi() && wr.length == 0) {
-    // Messages that arrived before this receive was posted (rule 8).
+    // Messages that arrived before this receive was posted (the DQPLB sequence window).
     while (buffered_count_ > 0) {
       uint64_t i = std::max(recv_match_, recv_head_);
       while (i != recv_tail_ && (Recv(i).wr.length > 0 || Recv(i).done)) ++i;
@@ -190,9 +191,8 @@ void VirtualQp::OnRecvCompletion(int qp_index, const ibv_wc& wc, WrKind kind, ui
   if (wc.status != IBV_WC_SUCCESS) MarkDead(qp_index, wc.status);
   if (kind == WrKind::kPoolRecv) {
     if (wc.status != IBV_WC_SUCCESS) return;  // flushed: the QP is gone
-    if (!OnPoolMessage(wc, slot)) return;  // parked: re-posted once the window moves
-    if (!destroying_ && q.health != QpHealth::kDead &&
-        !PostPoolRecv(qp_index, slot).ok()) {
+    if (!OnPoolMessage(wc, slot)) return;     // parked: re-posted once the window moves
+    if (!destroying_ && q.health != QpHealth::kDead && !PostPoolRecv(qp_index, slot).ok()) {
       MarkDead(qp_index, IBV_WC_GENERAL_ERR);
     }
     return;
@@ -204,7 +204,7 @@ void VirtualQp::OnRecvCompletion(int qp_index, const ibv_wc& wc, WrKind kind, ui
   RecvEntry& r = recvs_[slot];
   r.done = true;
   r.status = wc.status;
-  if (wc.status != IBV_WC_SUCCESS) return;  // opcode, byte_len and imm are undefined (T1)
+  if (wc.status != IBV_WC_SUCCESS) return;  // opcode, byte_len and imm are undefined: route by tag
   if (r.wr.length > 0) {
     r.bytes = wc.byte_len;
     r.imm = (wc.wc_flags & IBV_WC_WITH_IMM) ? wc.imm_data : 0;

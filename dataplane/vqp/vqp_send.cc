@@ -19,7 +19,7 @@ using wire::Payload;
 
 namespace {
 
-constexpr uint64_t kMaxSendBytes = 1ull << 30;  // SEND is not fragmented (rule 15)
+constexpr uint64_t kMaxSendBytes = 1ull << 30;  // SEND is not fragmented
 
 bool IsMessageOp(ibv_wr_opcode op) {
   return op == IBV_WR_SEND || op == IBV_WR_SEND_WITH_IMM || op == IBV_WR_ATOMIC_FETCH_AND_ADD ||
@@ -28,12 +28,17 @@ bool IsMessageOp(ibv_wr_opcode op) {
 
 ibv_wc_opcode WcOpcode(ibv_wr_opcode op) {
   switch (op) {
-    case IBV_WR_RDMA_READ: return IBV_WC_RDMA_READ;
+    case IBV_WR_RDMA_READ:
+      return IBV_WC_RDMA_READ;
     case IBV_WR_SEND:
-    case IBV_WR_SEND_WITH_IMM: return IBV_WC_SEND;
-    case IBV_WR_ATOMIC_FETCH_AND_ADD: return IBV_WC_FETCH_ADD;
-    case IBV_WR_ATOMIC_CMP_AND_SWP: return IBV_WC_COMP_SWAP;
-    default: return IBV_WC_RDMA_WRITE;
+    case IBV_WR_SEND_WITH_IMM:
+      return IBV_WC_SEND;
+    case IBV_WR_ATOMIC_FETCH_AND_ADD:
+      return IBV_WC_FETCH_ADD;
+    case IBV_WR_ATOMIC_CMP_AND_SWP:
+      return IBV_WC_COMP_SWAP;
+    default:
+      return IBV_WC_RDMA_WRITE;
   }
 }
 
@@ -43,7 +48,6 @@ ibv_wc_status Merge(ibv_wc_status current, ibv_wc_status incoming) {
   if (current == IBV_WC_WR_FLUSH_ERR && incoming != IBV_WC_SUCCESS) return incoming;
   return current;
 }
-
 
 }  // namespace
 
@@ -81,7 +85,8 @@ Status VirtualQp::ValidateSend(const VirtualSendWr& wr) const {
     case IBV_WR_RDMA_WRITE_WITH_IMM:
     case IBV_WR_RDMA_READ:
     case IBV_WR_SEND:
-    case IBV_WR_SEND_WITH_IMM: break;
+    case IBV_WR_SEND_WITH_IMM:
+      break;
     case IBV_WR_ATOMIC_FETCH_AND_ADD:
     case IBV_WR_ATOMIC_CMP_AND_SWP:
       if (wr.length != 8) return Status::InvalidArgument("atomics operate on 8 bytes");
@@ -92,29 +97,34 @@ Status VirtualQp::ValidateSend(const VirtualSendWr& wr) const {
                                      " is not supported on a virtual QP");
   }
   if (wr.send_flags & ~static_cast<unsigned int>(IBV_SEND_SIGNALED)) {
-    // N7: a flag the virtual layer would not honour (FENCE, INLINE, SOLICITED, ...) is refused
-    // rather than silently dropped.
-    return Status::InvalidArgument("send flags other than IBV_SEND_SIGNALED are not supported on "
-                                   "a virtual QP (got " + std::to_string(wr.send_flags) + ")");
+    // Errors reach the caller: a flag the virtual layer would not honour (FENCE, INLINE, SOLICITED,
+    // ...) is refused rather than silently dropped.
+    return Status::InvalidArgument(
+        "send flags other than IBV_SEND_SIGNALED are not supported on "
+        "a virtual QP (got " +
+        std::to_string(wr.send_flags) + ")");
   }
   if (multi() && !(wr.send_flags & IBV_SEND_SIGNALED)) {
     return Status::InvalidArgument(
         "every operation on a multi-QP virtual QP must be signaled (set IBV_SEND_SIGNALED)");
   }
-  if ((wr.opcode == IBV_WR_SEND || wr.opcode == IBV_WR_SEND_WITH_IMM) && wr.length > kMaxSendBytes) {
+  if ((wr.opcode == IBV_WR_SEND || wr.opcode == IBV_WR_SEND_WITH_IMM) &&
+      wr.length > kMaxSendBytes) {
     return Status::InvalidArgument("SEND is not fragmented: at most 1 GiB");
   }
-  if (wr.length > 0 && (wr.local_addr + wr.length < wr.local_addr ||
-                        wr.remote_addr + wr.length < wr.remote_addr)) {
+  if (wr.length > 0 &&
+      (wr.local_addr + wr.length < wr.local_addr || wr.remote_addr + wr.length < wr.remote_addr)) {
     return Status::InvalidArgument("address range wraps around");
   }
   const bool needs_remote = wr.opcode != IBV_WR_SEND && wr.opcode != IBV_WR_SEND_WITH_IMM;
-  BRAID_RETURN_IF_ERROR(CheckKeys(wr.local_keys, needs_remote ? wr.remote_keys : UINT32_MAX,
-                                  message, wr.length));
+  BRAID_RETURN_IF_ERROR(
+      CheckKeys(wr.local_keys, needs_remote ? wr.remote_keys : UINT32_MAX, message, wr.length));
   if (send_tail_ - send_head_ == config_.max_virtual_wrs) return Status::NoResource();
   if (message ? qps_[static_cast<size_t>(message_qp())].health == QpHealth::kDead
               : !AnyHealthyFor(WrKind::kFragment, -1)) {
-    return Status::QpError(message ? "the message QP is dead" : "no healthy data QP: all are dead or out of service; retry once one is back");
+    return Status::QpError(
+        message ? "the message QP is dead"
+                : "no healthy data QP: all are dead or out of service; retry once one is back");
   }
   return Status::Ok();
 }
@@ -165,8 +175,8 @@ void VirtualQp::Pump() {
 bool VirtualQp::Advance(uint32_t slot) {
   SendEntry& e = sends_[slot];
   const bool at_cursor = send_dispatch_ != send_tail_ && slot == SlotOf(send_dispatch_);
-  const bool spray_notify = multi() && config_.scheme == Scheme::kSpray &&
-                            e.wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
+  const bool spray_notify =
+      multi() && config_.scheme == Scheme::kSpray && e.wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
   for (;;) {
     switch (e.stage) {
       case Stage::kData:
@@ -221,7 +231,8 @@ bool VirtualQp::Advance(uint32_t slot) {
         if (e.inflight > 0) return true;
         e.stage = Stage::kDone;
         break;
-      case Stage::kDone: return true;
+      case Stage::kDone:
+        return true;
     }
   }
 }
@@ -242,8 +253,8 @@ VirtualQp::PostResult VirtualQp::PostDataFragments(uint32_t slot) {
     if (r == PostResult::kPosted) e.next_offset = UINT64_MAX;
     return r == PostResult::kPosted || r == PostResult::kBlocked ? r : PostResult::kNoQp;
   }
-  const bool dqplb_imm = multi() && config_.scheme == Scheme::kDqplb &&
-                         wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
+  const bool dqplb_imm =
+      multi() && config_.scheme == Scheme::kDqplb && wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
   const bool single_imm = !multi() && wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;
   while (e.next_offset < wr.length) {
     if (healthy_data_qps_ == 0) return PostResult::kNoQp;
@@ -255,7 +266,8 @@ VirtualQp::PostResult VirtualQp::PostDataFragments(uint32_t slot) {
     piece.length = static_cast<uint32_t>(std::min(remaining, config_.fragment_size));
     piece.opcode = wr.opcode == IBV_WR_RDMA_READ ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE;
     if (dqplb_imm) {
-      if (SeqWindowFull()) return PostResult::kBlocked;  // rule 8: back-pressure, not corruption
+      if (SeqWindowFull())
+        return PostResult::kBlocked;  // sequence window: back-pressure, not corruption
       piece.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
       piece.seq = seq_next_;
     } else if (single_imm && wr.length <= config_.fragment_size) {
@@ -299,8 +311,7 @@ VirtualQp::PostResult VirtualQp::PostTail(uint32_t slot) {
     piece.tail = true;
     piece.opcode = IBV_WR_SEND_WITH_IMM;
     piece.seq = seq_next_;
-  } else if (!multi() && !e.aborted &&
-             (wr.length == 0 || wr.length > config_.fragment_size)) {
+  } else if (!multi() && !e.aborted && (wr.length == 0 || wr.length > config_.fragment_size)) {
     // Single QP: RC order on the one QP makes a notify right behind the data safe.
     Payload p{wr.length, 0, 0};
     std::memcpy(control(NotifyPayloadOffset(slot)), &p, sizeof(p));
@@ -319,8 +330,8 @@ VirtualQp::PostResult VirtualQp::PostTail(uint32_t slot) {
   return r;
 }
 
-// T10: before a SPRAY notify, a 1-byte READ on each other device that carried the message's data
-// has completed: at the peer a READ cannot pass that device's earlier writes.
+// A SPRAY notify follows its data: before it, a 1-byte READ on each other device that carried the
+// message's data has completed: at the peer a READ cannot pass that device's earlier writes.
 VirtualQp::PostResult VirtualQp::PostFences(uint32_t slot) {
   SendEntry& e = sends_[slot];
   if (e.notify_qp < 0 || qps_[static_cast<size_t>(e.notify_qp)].health != QpHealth::kHealthy) {
@@ -418,51 +429,54 @@ VirtualQp::PostResult VirtualQp::Submit(uint32_t fslot) {
     pwr.imm_data = config_.scheme == Scheme::kDqplb
                        ? htonl((f.seq & kSeqMask) | kVoidBit | (f.tail ? kTailBit : 0))
                        : htonl(f.seq);
-  } else switch (f.kind) {
-    case WrKind::kFragment:
-      if (f.tail) {
-        sge = {control_addr(NotifyPayloadOffset(f.send_slot)), sizeof(Payload),
-               control_mrs_[device]->lkey()};
-        pwr.imm_data = htonl((f.seq & kSeqMask) | kTailBit);
+  } else
+    switch (f.kind) {
+      case WrKind::kFragment:
+        if (f.tail) {
+          sge = {control_addr(NotifyPayloadOffset(f.send_slot)), sizeof(Payload),
+                 control_mrs_[device]->lkey()};
+          pwr.imm_data = htonl((f.seq & kSeqMask) | kTailBit);
+          break;
+        }
+        if (f.length == 0) {  // a DQPLB void marker: keeps the peer's sequence without data
+          pwr.imm_data = htonl((f.seq & kSeqMask) | kVoidBit);
+          pwr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+          break;
+        }
+        sge = {wr.local_addr + f.offset, f.length, local_keys_.Get(wr.local_keys, device)};
+        pwr.wr.rdma.remote_addr = wr.remote_addr + f.offset;
+        pwr.wr.rdma.rkey = remote_keys_.Get(wr.remote_keys, q.remote_device);
+        if (f.opcode == IBV_WR_RDMA_WRITE_WITH_IMM) {
+          pwr.imm_data = multi() ? htonl(f.seq & kSeqMask) : wr.imm_data;
+        }
         break;
-      }
-      if (f.length == 0) {  // a DQPLB void marker: keeps the peer's sequence without data
-        pwr.imm_data = htonl((f.seq & kSeqMask) | kVoidBit);
-        pwr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+      case WrKind::kNotify:
+        pwr.imm_data = wr.imm_data;
+        if (f.opcode == IBV_WR_SEND_WITH_IMM) {
+          sge = {control_addr(NotifyPayloadOffset(f.send_slot)), sizeof(Payload),
+                 control_mrs_[device]->lkey()};
+        }
         break;
-      }
-      sge = {wr.local_addr + f.offset, f.length, local_keys_.Get(wr.local_keys, device)};
-      pwr.wr.rdma.remote_addr = wr.remote_addr + f.offset;
-      pwr.wr.rdma.rkey = remote_keys_.Get(wr.remote_keys, q.remote_device);
-      if (f.opcode == IBV_WR_RDMA_WRITE_WITH_IMM) {
-        pwr.imm_data = multi() ? htonl(f.seq & kSeqMask) : wr.imm_data;
-      }
-      break;
-    case WrKind::kNotify:
-      pwr.imm_data = wr.imm_data;
-      if (f.opcode == IBV_WR_SEND_WITH_IMM) {
-        sge = {control_addr(NotifyPayloadOffset(f.send_slot)), sizeof(Payload),
-               control_mrs_[device]->lkey()};
-      }
-      break;
-    case WrKind::kFence:
-      sge = {control_addr(fence_offset_ + 8), 1, control_mrs_[device]->lkey()};
-      pwr.wr.rdma.remote_addr = remote_control_addr_;
-      pwr.wr.rdma.rkey = remote_control_rkeys_[q.remote_device];
-      break;
-    case WrKind::kMessage:
-      sge = {wr.local_addr, static_cast<uint32_t>(wr.length), local_keys_.Get(wr.local_keys, device)};
-      pwr.imm_data = wr.imm_data;
-      if (wr.opcode == IBV_WR_ATOMIC_FETCH_AND_ADD || wr.opcode == IBV_WR_ATOMIC_CMP_AND_SWP) {
-        pwr.wr.atomic.remote_addr = wr.remote_addr;
-        pwr.wr.atomic.rkey = remote_keys_.Get(wr.remote_keys, q.remote_device);
-        pwr.wr.atomic.compare_add = wr.compare_add;
-        pwr.wr.atomic.swap = wr.swap;
-      }
-      break;
-    default: break;
-  }
-  // I17: a zero-length WR still points at a (zeroed) SGE; some drivers read sg_list regardless.
+      case WrKind::kFence:
+        sge = {control_addr(fence_offset_ + 8), 1, control_mrs_[device]->lkey()};
+        pwr.wr.rdma.remote_addr = remote_control_addr_;
+        pwr.wr.rdma.rkey = remote_control_rkeys_[q.remote_device];
+        break;
+      case WrKind::kMessage:
+        sge = {wr.local_addr, static_cast<uint32_t>(wr.length),
+               local_keys_.Get(wr.local_keys, device)};
+        pwr.imm_data = wr.imm_data;
+        if (wr.opcode == IBV_WR_ATOMIC_FETCH_AND_ADD || wr.opcode == IBV_WR_ATOMIC_CMP_AND_SWP) {
+          pwr.wr.atomic.remote_addr = wr.remote_addr;
+          pwr.wr.atomic.rkey = remote_keys_.Get(wr.remote_keys, q.remote_device);
+          pwr.wr.atomic.compare_add = wr.compare_add;
+          pwr.wr.atomic.swap = wr.swap;
+        }
+        break;
+      default:
+        break;
+    }
+  // A zero-length WR still points at a (zeroed) SGE; some drivers read sg_list regardless.
   pwr.num_sge = sge.length > 0 ? 1 : 0;
   ibv_send_wr* bad = nullptr;
   const Status s = q.qp->PostSend(&pwr, &bad);
@@ -504,9 +518,9 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
   PhysQp& q = qps_[static_cast<size_t>(qp_index)];
   --q.outstanding;
   q.outstanding_bytes -= f.length;
-  DeviceLoad* load =
-      qp_index < static_cast<int>(config_.num_qps) ? &device_load_[static_cast<size_t>(q.device)]
-                                                    : nullptr;
+  DeviceLoad* load = qp_index < static_cast<int>(config_.num_qps)
+                         ? &device_load_[static_cast<size_t>(q.device)]
+                         : nullptr;
   if (load != nullptr) {
     --load->outstanding;
     load->outstanding_bytes -= f.length;
@@ -539,13 +553,13 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
   if (IsOperationFault(wc.status)) e.op_fault = true;
   // A flush is a consequence: report the error that killed the QP, when known (the first real
   // error of the virtual WR) and when it was not another operation's own fault.
-  const ibv_wc_status cause = wc.status == IBV_WC_WR_FLUSH_ERR && q.death != IBV_WC_SUCCESS &&
-                                      !IsOperationFault(q.death)
-                                  ? q.death
-                                  : wc.status;
-  // Rule 4. User data is re-posted only with failover on; the pieces that keep the peer's stream
-  // aligned (notifies, tails, sequence-numbered fragments, fences) always are, as void markers
-  // where the data itself may not be.
+  const ibv_wc_status cause =
+      wc.status == IBV_WC_WR_FLUSH_ERR && q.death != IBV_WC_SUCCESS && !IsOperationFault(q.death)
+          ? q.death
+          : wc.status;
+  // Idempotent pieces fail over. User data is re-posted only with failover on; the pieces that keep
+  // the peer's stream aligned (notifies, tails, sequence-numbered fragments, fences) always are, as
+  // void markers where the data itself may not be.
   const bool seq_piece = f.kind == WrKind::kFragment && multi() &&
                          config_.scheme == Scheme::kDqplb &&
                          (f.tail || f.opcode == IBV_WR_RDMA_WRITE_WITH_IMM);
@@ -638,8 +652,7 @@ void VirtualQp::FinishPiece(uint32_t fslot, ibv_wc_status status, bool release_s
   // Fast paths: pieces still out, or the last piece of a plain WR that needs no notify.
   if (e.inflight > 0 && e.stage != Stage::kData && e.stage != Stage::kTail) return;
   if (e.inflight == 0 && e.stage == Stage::kWaitData &&
-      !(multi() && config_.scheme == Scheme::kSpray &&
-        e.wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM)) {
+      !(multi() && config_.scheme == Scheme::kSpray && e.wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM)) {
     e.stage = Stage::kDone;
     return;
   }

@@ -1,7 +1,7 @@
 // Vocabulary of the virtual layer: configuration, virtual work requests and completions.
 //
 // A virtual QP (VQP) is N physical RC data QPs, possibly on several devices, that act as one QP.
-// Lengths are 64-bit (T5, T20); `fragment_size` is validated (T19: [4 KiB, 1 GiB], default
+// Lengths are 64-bit; `fragment_size` is validated ([4 KiB, 1 GiB], default
 // 512 KiB). Completion outcomes stay ibv_wc_status.
 #ifndef BRAID_DATAPLANE_VQP_VQP_TYPES_H_
 #define BRAID_DATAPLANE_VQP_VQP_TYPES_H_
@@ -45,20 +45,23 @@ inline bool IsOperationFault(ibv_wc_status status) {
     case IBV_WC_LOC_PROT_ERR:
     case IBV_WC_LOC_LEN_ERR:
     case IBV_WC_LOC_ACCESS_ERR:
-    case IBV_WC_MW_BIND_ERR: return true;
-    default: return false;
+    case IBV_WC_MW_BIND_ERR:
+      return true;
+    default:
+      return false;
   }
 }
 
 struct VirtualQpConfig {
   Scheme scheme = Scheme::kSpray;
-  uint32_t num_qps = 4;                          // data QPs, [1, 128]
+  uint32_t num_qps = 4;                           // data QPs, [1, 128]
   uint64_t fragment_size = kDefaultFragmentSize;  // [4 KiB, 1 GiB]
   uint32_t qp_capacity = 128;                     // outstanding WRs per physical QP, [2, 4096];
                                                   // also the receive pool per data QP
   uint32_t max_virtual_wrs = 1024;                // outstanding virtual WRs per direction,
                                                   // [1, 65536]
-  bool failover = true;   // re-post idempotent fragments of a dead QP on a healthy one (rule 4)
+  bool failover = true;  // re-post idempotent fragments of a dead QP on a healthy one (idempotent
+                         // pieces fail over)
   uint32_t retry_budget = 4;  // re-posts per fragment
   uint32_t max_keys = 64;     // local and remote key-table entries
   // Physical QP timers (verbs encodings, see qp_params.h).
@@ -86,7 +89,7 @@ struct VirtualSendWr {
   unsigned int send_flags = IBV_SEND_SIGNALED;
   uint64_t local_addr = 0;
   uint64_t length = 0;
-  uint32_t local_keys = 0;   // handle from VirtualQp::AddLocalKeys
+  uint32_t local_keys = 0;  // handle from VirtualQp::AddLocalKeys
   uint64_t remote_addr = 0;
   uint32_t remote_keys = 0;  // handle from VirtualQp::AddRemoteKeys
   uint32_t imm_data = 0;     // network byte order, as in ibv_send_wr

@@ -1,4 +1,5 @@
-// WrTag: the physical wr_id of every work request the virtual layer posts (rule 1, T1, N13).
+// WrTag: the physical wr_id of every work request the virtual layer posts ("route by tag, never by
+// opcode", doc/vqp.md).
 //
 // Layout: bits 63..56 magic 0xB7, 55..52 kind, 31..0 slot. Users' wr_ids are never posted to a
 // physical QP, so a physical completion is routed by (device, qp_num) to its VQP and then by this

@@ -209,10 +209,11 @@ TEST_F(ContainmentTest, OneBadWriteEvery100MsFailsAloneAndTheVqpAlwaysHasAHealth
   watch.join();
   const double secs = std::chrono::duration<double>(Clock::now() - start).count();
   const v1::VirtualQpInfo info = GetVqp(*a_, va_.vqp_id());
-  std::printf("%.1f s: %d good writes (%d failed), %d bad (%d failed); QPs died %lu; fewest "
-              "healthy data QPs seen %u\n",
-              secs, good, good_failed, bad, bad_failed, static_cast<unsigned long>(info.qps_died()),
-              min_healthy.load());
+  std::printf(
+      "%.1f s: %d good writes (%d failed), %d bad (%d failed); QPs died %lu; fewest "
+      "healthy data QPs seen %u\n",
+      secs, good, good_failed, bad, bad_failed, static_cast<unsigned long>(info.qps_died()),
+      min_healthy.load());
   EXPECT_EQ(good_failed, 0);
   EXPECT_EQ(bad_failed, bad);
   EXPECT_GE(min_healthy.load(), 1u);

@@ -3,7 +3,6 @@
 // served), and an idle agent's CPU use.
 #include <gtest/gtest.h>
 #include <signal.h>
-
 #include <sys/wait.h>
 
 #include <chrono>
@@ -17,7 +16,6 @@
 
 namespace braid::testing {
 namespace {
-
 
 // Polls the health service until it answers `want` or `timeout_ms` passes; returns the last answer.
 int WaitForHealth(AgentProcess& agent, int want, int timeout_ms) {
@@ -79,8 +77,8 @@ TEST(AgentHealth, ServingUntilEveryDeviceIsDrainedOrFaulted) {
 }
 
 TEST(AgentHealth, NotServingWhileTheDataPlaneThreadIsStalled) {
-  auto agent = AgentProcess::Spawn({"stall", {TestNicIp(0, 0)}, 0, /*fault_injection=*/true,
-                                    {"--watchdog-ms", "300"}});
+  auto agent = AgentProcess::Spawn(
+      {"stall", {TestNicIp(0, 0)}, 0, /*fault_injection=*/true, {"--watchdog-ms", "300"}});
   ASSERT_TRUE(agent);
   EXPECT_EQ(WaitForHealth(*agent, kServing, 3000), kServing);
   EXPECT_EQ(MetricSum(ScrapeMetrics(agent->metrics_port()), "braid_engine_loop_stalls_total"), 0);
@@ -108,13 +106,15 @@ TEST(AgentConfig, YamlFileAndUnixSocket) {
   {
     std::ofstream yaml(dir + "/braidd.yaml");
     yaml << "provider: soft\n"
-            "listen:\n  unix: " << socket << "\n"
+            "listen:\n  unix: "
+         << socket
+         << "\n"
             "transfer_window: 64\n"
             "fault_injection:\n  enabled: true\n"
             "metrics:\n  per_qp: true\n";
   }
-  auto agent = AgentProcess::Spawn({"yaml", {TestNicIp(0, 0)}, 0, false,
-                                    {"--config", dir + "/braidd.yaml"}});
+  auto agent = AgentProcess::Spawn(
+      {"yaml", {TestNicIp(0, 0)}, 0, false, {"--config", dir + "/braidd.yaml"}});
   ASSERT_TRUE(agent);
   auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
   auto stub = v1::Agent::NewStub(channel);
@@ -152,11 +152,8 @@ class AgentHostileTest : public ::testing::Test {
   void SetUp() override {
     // A's completion queues may not grow past their first size, so that a VQP too large for
     // them can be asked for within the validated ranges.
-    a_ = AgentProcess::Spawn({"agent-a",
-                              {TestNicIp(0, 0), TestNicIp(0, 1)},
-                              0,
-                              false,
-                              {"--max-cq-entries", "16384"}});
+    a_ = AgentProcess::Spawn(
+        {"agent-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0, false, {"--max-cq-entries", "16384"}});
     b_ = AgentProcess::Spawn({"agent-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
     ASSERT_TRUE(a_ && b_);
     va_ = CreateVqp(a_->stub(), v1::SCHEME_SPRAY, 4);
@@ -278,14 +275,14 @@ TEST_F(AgentHostileTest, EveryBadRequestGetsAPreciseStatusAndChangesNothing) {
        "remote card: business card version 2*"},
       {"card with 3 data QPs for a 4-QP VQP", connect(vqp, fewer_qps),
        grpc::StatusCode::FAILED_PRECONDITION, "data QP count mismatch: local 4*"},
-      {"card with another scheme", connect(vqp, other_scheme), grpc::StatusCode::FAILED_PRECONDITION,
-       "scheme mismatch: local*"},
+      {"card with another scheme", connect(vqp, other_scheme),
+       grpc::StatusCode::FAILED_PRECONDITION, "scheme mismatch: local*"},
       {"card with a 3-byte GID", connect(vqp, short_gid), grpc::StatusCode::INVALID_ARGUMENT,
        "card.devices[0].gid: 3 bytes, want 16"},
       {"card without a scheme", connect(vqp, no_scheme), grpc::StatusCode::INVALID_ARGUMENT,
        "card.scheme: unknown scheme 0"},
-      {"connect an already connected VQP", connect(va_.vqp_id(), peer), grpc::StatusCode::FAILED_PRECONDITION,
-       "VQP is already connected"},
+      {"connect an already connected VQP", connect(va_.vqp_id(), peer),
+       grpc::StatusCode::FAILED_PRECONDITION, "VQP is already connected"},
       {"RegisterMemory length 0",
        [](v1::Agent::Stub& s) {
          grpc::ClientContext c;
@@ -416,8 +413,8 @@ TEST_F(AgentHostileTest, EveryBadRequestGetsAPreciseStatusAndChangesNothing) {
        grpc::StatusCode::NOT_FOUND, "no region 777 on agent agent-a"},
       {"remote region of this agent", [own](auto& r) { *r.mutable_remote() = own; },
        grpc::StatusCode::INVALID_ARGUMENT, "remote region 1 belongs to this agent (agent-a)*"},
-      {"remote region without the peer's keys",
-       [](auto& r) { r.mutable_remote()->clear_keys(); }, grpc::StatusCode::INVALID_ARGUMENT,
+      {"remote region without the peer's keys", [](auto& r) { r.mutable_remote()->clear_keys(); },
+       grpc::StatusCode::INVALID_ARGUMENT,
        "remote region 1 has no key for the peer's device 'soft0'"},
       {"op unspecified", [](auto& r) { r.set_op(v1::OP_UNSPECIFIED); },
        grpc::StatusCode::INVALID_ARGUMENT, "op must be OP_WRITE, OP_WRITE_WITH_IMM or OP_READ"},
@@ -496,8 +493,9 @@ TEST_F(AgentHostileTest, AClientSendingPastTheWindowIsHeldBackAndEveryOperationC
   ASSERT_TRUE(a_->stub().ListRegions(&c, {}, &regions).ok());
   EXPECT_EQ(regions.regions(0).in_flight(), 0u);
   const std::string m = ScrapeMetrics(a_->metrics_port());
-  EXPECT_EQ(MetricSum(m, "braid_virtual_wr_completions_total", {{"op", "write"}, {"status", "success"}}),
-            256 + 44 + 2);
+  EXPECT_EQ(
+      MetricSum(m, "braid_virtual_wr_completions_total", {{"op", "write"}, {"status", "success"}}),
+      256 + 44 + 2);
 }
 
 // Idle means asleep: over ten seconds the engine loop turns only when its wait times out (every
@@ -519,14 +517,16 @@ TEST(AgentIdle, SleepsAndUsesUnderOnePercentOfACoreOverTenSeconds) {
   const uint64_t a0 = CpuTicks(a->pid()), b0 = CpuTicks(b->pid());
   const auto t0 = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(std::chrono::seconds(10));
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
   const double a_share = static_cast<double>(CpuTicks(a->pid()) - a0) / hz / seconds;
   const double b_share = static_cast<double>(CpuTicks(b->pid()) - b0) / hz / seconds;
   const double a_loops = loops(*a) - a_loops0, b_loops = loops(*b) - b_loops0;
-  std::printf("idle over %.1f s: agent a %.3f%% of one core, %.0f engine loops; agent b %.3f%%, "
-              "%.0f loops\n",
-              seconds, a_share * 100, a_loops, b_share * 100, b_loops);
+  std::printf(
+      "idle over %.1f s: agent a %.3f%% of one core, %.0f engine loops; agent b %.3f%%, "
+      "%.0f loops\n",
+      seconds, a_share * 100, a_loops, b_share * 100, b_loops);
   // 100 timed-out waits, a few health snapshots and scrapes, each waking the loop a few times.
   EXPECT_LT(a_loops, 500);
   EXPECT_LT(b_loops, 500);
@@ -605,10 +605,9 @@ TEST_F(AgentDrainTest, UnderLoadInFlightWorkFinishesNoNewWorkIsTakenNothingFails
 namespace braid::testing {
 namespace {
 
-
-// Rule 5 end to end: a data QP's connection breaks under load; the QP dies, its work fails over
-// (no transfer fails), the two agents reset and reconnect the QP pair over gRPC, and it carries
-// data again. Metrics and GetVirtualQp show the recovery.
+// Dead QPs come back, end to end: a data QP's connection breaks under load; the QP dies, its work
+// fails over (no transfer fails), the two agents reset and reconnect the QP pair over gRPC, and it
+// carries data again. Metrics and GetVirtualQp show the recovery.
 TEST(AgentRecovery, ADeadDataQpIsRecoveredWithThePeerAndCarriesDataAgain) {
   auto a = AgentProcess::Spawn({"rec-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0, true});
   auto b = AgentProcess::Spawn({"rec-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2, true});
@@ -647,10 +646,11 @@ TEST(AgentRecovery, ADeadDataQpIsRecoveredWithThePeerAndCarriesDataAgain) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  std::printf("recovery: QP 1 healthy again %.2f s after the load ended; epoch %lu; "
-              "failovers %lu\n",
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
-              static_cast<unsigned long>(ia.epoch()), static_cast<unsigned long>(ia.failovers()));
+  std::printf(
+      "recovery: QP 1 healthy again %.2f s after the load ended; epoch %lu; "
+      "failovers %lu\n",
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+      static_cast<unsigned long>(ia.epoch()), static_cast<unsigned long>(ia.failovers()));
   ASSERT_EQ(ia.qps(1).health(), v1::QP_HEALTH_HEALTHY) << ia.qps(1).death();
   EXPECT_EQ(ib.qps(1).health(), v1::QP_HEALTH_HEALTHY);
   EXPECT_GE(ia.qps(1).recoveries(), 1u);

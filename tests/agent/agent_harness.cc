@@ -66,11 +66,16 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
   const uint16_t grpc_port = TestPort(spec.port_slot);
   p->metrics_port_ = TestPort(spec.port_slot + 1);
   std::vector<std::string> args = {BRAID_BRAIDD_PATH,
-                                   "--agent-id", spec.id,
-                                   "--grpc-tcp", Endpoint(grpc_port),
-                                   "--metrics", Endpoint(p->metrics_port_),
-                                   "--region-dir", p->region_dir_,
-                                   "--log-level", "warn"};
+                                   "--agent-id",
+                                   spec.id,
+                                   "--grpc-tcp",
+                                   Endpoint(grpc_port),
+                                   "--metrics",
+                                   Endpoint(p->metrics_port_),
+                                   "--region-dir",
+                                   p->region_dir_,
+                                   "--log-level",
+                                   "warn"};
   std::vector<std::pair<std::string, std::string>> env;
   std::string nics;
   for (size_t i = 0; i < spec.nic_ips.size(); ++i) {
@@ -416,7 +421,8 @@ namespace {
 std::vector<std::filesystem::path> ProcEntries(pid_t pid, const char* dir) {
   std::vector<std::filesystem::path> out;
   std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/" + dir, ec);
+  for (auto it =
+           std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/" + dir, ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
     out.push_back(it->path());
   }
@@ -437,7 +443,8 @@ std::map<std::string, TcpSocket> TcpSockets(pid_t pid) {
     while (std::getline(in, line)) {
       std::istringstream fields(line);
       std::string sl, local, remote, state, queues, timer, retr, uid, timeout, inode;
-      fields >> sl >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >> inode;
+      fields >> sl >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >>
+          inode;
       out[inode] = TcpSocket{local, remote, state};
     }
   }

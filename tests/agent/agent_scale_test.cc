@@ -39,10 +39,10 @@ void VerifiedWrite(AgentProcess& a, uint64_t vqp, const v1::RegionInfo& src,
   EXPECT_EQ(Checksum(d.data(), kMiB), Checksum(s.data(), kMiB)) << "VQP " << vqp;
 }
 
-// Two agents started with a soft fd limit of 1,024 (hard: this process's) take 200 connected 8-QP VQPs,
-// SPRAY and DQPLB mixed, on their default settings: the completion queues grow past their first
-// 16,384 entries, the agents raise their fd limit (soft NICs hold a descriptor per QP), transfers
-// on randomly chosen VQPs move verified bytes, and destroying everything returns the fds.
+// Two agents started with a soft fd limit of 1,024 (hard: this process's) take 200 connected 8-QP
+// VQPs, SPRAY and DQPLB mixed, on their default settings: the completion queues grow past their
+// first 16,384 entries, the agents raise their fd limit (soft NICs hold a descriptor per QP),
+// transfers on randomly chosen VQPs move verified bytes, and destroying everything returns the fds.
 TEST(AgentScale, TwoHundredVqpsAreAdmittedAndCarryVerifiedTransfers) {
   constexpr int kVqps = 200;
   AgentSpec sa{"scale-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0};
@@ -75,11 +75,11 @@ TEST(AgentScale, TwoHundredVqpsAreAdmittedAndCarryVerifiedTransfers) {
     pairs.emplace_back(va.vqp_id(), vb.vqp_id());
   }
   const size_t fds_a = OpenFds(a->pid()), fds_b = OpenFds(b->pid());
-  std::printf("%d connected 8-QP VQP pairs: create+connect per VQP p50 %.2f ms, p99 %.2f ms; "
-              "agent A %zu fds (%zu before), RSS %lu KiB (%lu before); agent B %zu fds\n",
-              kVqps, Percentile(ms, 0.5), Percentile(ms, 0.99), fds_a, fds_a0,
-              static_cast<unsigned long>(RssKiB(a->pid())), static_cast<unsigned long>(rss_a0),
-              fds_b);
+  std::printf(
+      "%d connected 8-QP VQP pairs: create+connect per VQP p50 %.2f ms, p99 %.2f ms; "
+      "agent A %zu fds (%zu before), RSS %lu KiB (%lu before); agent B %zu fds\n",
+      kVqps, Percentile(ms, 0.5), Percentile(ms, 0.99), fds_a, fds_a0,
+      static_cast<unsigned long>(RssKiB(a->pid())), static_cast<unsigned long>(rss_a0), fds_b);
   EXPECT_GT(fds_a, 1024u) << "the agent kept its soft limit of 1,024 (it should raise it)";
 
   std::mt19937 rng(1);

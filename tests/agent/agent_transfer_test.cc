@@ -144,8 +144,9 @@ TEST_P(AgentTransferTest, TwoAgentsMove256MiBAndReadItBack) {
   EXPECT_EQ(MetricSum(m, "braid_virtual_wr_completions_total",
                       {{"op", "write_with_imm"}, {"status", "success"}}),
             256);
-  EXPECT_EQ(MetricSum(m, "braid_virtual_wr_completions_total", {{"op", "read"}, {"status", "success"}}),
-            256);
+  EXPECT_EQ(
+      MetricSum(m, "braid_virtual_wr_completions_total", {{"op", "read"}, {"status", "success"}}),
+      256);
   EXPECT_EQ(MetricSum(m, "braid_virtual_wr_completions_total"), 512);  // no error series
   EXPECT_EQ(MetricSum(m, "braid_physical_qps", {{"state", "healthy"}}), kQps + 1);  // + message QP
   EXPECT_EQ(MetricSum(m, "braid_physical_qps", {{"state", "dead"}}), 0);
@@ -222,7 +223,8 @@ std::vector<Param> Params() {
   std::vector<Param> out;
   for (bool soft_verbs : {false, true}) {
     if (soft_verbs && !SoftVerbsAvailable()) continue;
-    for (v1::Scheme scheme : {v1::SCHEME_SPRAY, v1::SCHEME_DQPLB}) out.push_back({scheme, soft_verbs});
+    for (v1::Scheme scheme : {v1::SCHEME_SPRAY, v1::SCHEME_DQPLB})
+      out.push_back({scheme, soft_verbs});
   }
   return out;
 }

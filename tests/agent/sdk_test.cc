@@ -24,7 +24,6 @@ using client::TransferOp;
 using client::TransferSession;
 using Clock = std::chrono::steady_clock;
 
-
 AgentSpec SpecA() { return {"sdk-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0}; }
 AgentSpec SpecB() { return {"sdk-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2}; }
 std::string Target(int slot) { return "127.0.0.1:" + std::to_string(TestPort(slot)); }
@@ -76,11 +75,11 @@ TEST_F(SdkTest, FuturesCallbacksAndNotifications) {
     FillPattern((*src)->data(), 64 * kMiB, 11);
     std::mutex mu;
     std::vector<v1::Notification> notes;
-    auto watch = client::NotificationStream::Open(b_, (*conn)->vqp_b(),
-                                                  [&](const v1::Notification& n) {
-                                                    std::lock_guard<std::mutex> l(mu);
-                                                    notes.push_back(n);
-                                                  });
+    auto watch =
+        client::NotificationStream::Open(b_, (*conn)->vqp_b(), [&](const v1::Notification& n) {
+          std::lock_guard<std::mutex> l(mu);
+          notes.push_back(n);
+        });
     ASSERT_TRUE(watch.ok()) << watch.status().ToString();
     auto session = TransferSession::Open(a_, (*conn)->vqp_a());
     ASSERT_TRUE(session.ok());

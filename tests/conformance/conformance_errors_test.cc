@@ -52,8 +52,8 @@ TEST_P(ConformanceErrorTest, BadRkeyIsRemoteAccessError) {
 
 TEST_P(ConformanceErrorTest, OutOfBoundsIsRemoteAccessError) {
   QpPair& p = Connect(0, 1);
-  ExpectFailed(WriteExpectingError(p, p.eb->addr(kBufferBytes - 32), p.eb->mr->rkey(), 64),
-               99, IBV_WC_REM_ACCESS_ERR);
+  ExpectFailed(WriteExpectingError(p, p.eb->addr(kBufferBytes - 32), p.eb->mr->rkey(), 64), 99,
+               IBV_WC_REM_ACCESS_ERR);
   ExpectQpDead(p);
 }
 
@@ -64,9 +64,8 @@ TEST_P(ConformanceErrorTest, MissingRemoteWriteAccessIsRemoteAccessError) {
                                      IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ);
   ASSERT_TRUE(mr.ok());
   ExpectFailed(
-               WriteExpectingError(p, reinterpret_cast<uint64_t>(private_buf.data()),
-                                   (*mr)->rkey(), 64),
-               99, IBV_WC_REM_ACCESS_ERR);
+      WriteExpectingError(p, reinterpret_cast<uint64_t>(private_buf.data()), (*mr)->rkey(), 64), 99,
+      IBV_WC_REM_ACCESS_ERR);
   for (uint8_t b : private_buf) ASSERT_EQ(b, 0) << "nothing may be written";
   ExpectQpDead(p);
   pairs_.clear();  // QPs before the MR they might touch
@@ -78,9 +77,8 @@ TEST_P(ConformanceErrorTest, MissingRemoteReadAccessIsRemoteAccessError) {
   auto mr = p.eb->pd->RegisterMemory(private_buf.data(), private_buf.size(),
                                      IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
   ASSERT_TRUE(mr.ok());
-  ExpectFailed(
-               WriteExpectingError(p, reinterpret_cast<uint64_t>(private_buf.data()),
-                                   (*mr)->rkey(), 64, IBV_WR_RDMA_READ),
+  ExpectFailed(WriteExpectingError(p, reinterpret_cast<uint64_t>(private_buf.data()), (*mr)->rkey(),
+                                   64, IBV_WR_RDMA_READ),
                99, IBV_WC_REM_ACCESS_ERR);
   ExpectQpDead(p);
   pairs_.clear();

@@ -85,20 +85,20 @@ class ConformanceTest : public ::testing::TestWithParam<HarnessFactory> {
 
 }  // namespace braid::testing
 
-#define ASSERT_OK(expr)                                   \
-  do {                                                    \
-    const ::braid::common::Status braid_s_ = (expr);      \
-    ASSERT_TRUE(braid_s_.ok()) << braid_s_.ToString();    \
+#define ASSERT_OK(expr)                                \
+  do {                                                 \
+    const ::braid::common::Status braid_s_ = (expr);   \
+    ASSERT_TRUE(braid_s_.ok()) << braid_s_.ToString(); \
   } while (0)
 
-#define EXPECT_OK(expr)                                   \
-  do {                                                    \
-    const ::braid::common::Status braid_s_ = (expr);      \
-    EXPECT_TRUE(braid_s_.ok()) << braid_s_.ToString();    \
+#define EXPECT_OK(expr)                                \
+  do {                                                 \
+    const ::braid::common::Status braid_s_ = (expr);   \
+    EXPECT_TRUE(braid_s_.ok()) << braid_s_.ToString(); \
   } while (0)
 
-#define REQUIRE_LINK_CONTROL()                                                    \
-  LinkControl* link = RequireLink();                                              \
+#define REQUIRE_LINK_CONTROL()       \
+  LinkControl* link = RequireLink(); \
   if (link == nullptr) GTEST_SKIP() << "needs a link the test can control (sim)"
 
 #endif  // BRAID_TESTS_CONFORMANCE_CONFORMANCE_FIXTURE_H_

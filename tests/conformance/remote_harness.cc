@@ -6,12 +6,12 @@
 // one fixed-size request and response per call) implementing the provider interface. Endpoint
 // buffers come from a MAP_SHARED arena mapped before the fork: both processes see the same bytes at
 // the same addresses, so the tests compare memory on either side unchanged.
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -34,9 +34,29 @@ constexpr int kMaxWcs = 16;
 constexpr size_t kArenaPerDevice = 1 << 20;
 
 enum class Op : uint32_t {
-  kInfo, kAllocPd, kCreateCq, kRegMr, kCreateQp, kToInit, kToRtr, kToRts, kToError, kToReset,
-  kPostSend, kPostRecv, kPoll, kCapacity, kDestroyPd, kDestroyCq, kDestroyMr, kDestroyQp,
-  kHold, kDropNext, kBreak, kResizeCq, kQuit
+  kInfo,
+  kAllocPd,
+  kCreateCq,
+  kRegMr,
+  kCreateQp,
+  kToInit,
+  kToRtr,
+  kToRts,
+  kToError,
+  kToReset,
+  kPostSend,
+  kPostRecv,
+  kPoll,
+  kCapacity,
+  kDestroyPd,
+  kDestroyCq,
+  kDestroyMr,
+  kDestroyQp,
+  kHold,
+  kDropNext,
+  kBreak,
+  kResizeCq,
+  kQuit
 };
 
 struct WireWr {
@@ -90,12 +110,18 @@ Status ToStatus(const Response& r) {
   if (r.code == StatusCode::kNoResource) return Status::NoResource();
   const std::string msg = std::string("remote: ") + r.message;
   switch (r.code) {
-    case StatusCode::kInvalidArgument: return Status::InvalidArgument(msg);
-    case StatusCode::kNotFound: return Status::NotFound(msg);
-    case StatusCode::kNotSupported: return Status::NotSupported(msg);
-    case StatusCode::kFailedPrecondition: return Status::FailedPrecondition(msg);
-    case StatusCode::kCqOverflow: return Status::CqOverflow(msg);
-    default: return Status::Internal(msg);
+    case StatusCode::kInvalidArgument:
+      return Status::InvalidArgument(msg);
+    case StatusCode::kNotFound:
+      return Status::NotFound(msg);
+    case StatusCode::kNotSupported:
+      return Status::NotSupported(msg);
+    case StatusCode::kFailedPrecondition:
+      return Status::FailedPrecondition(msg);
+    case StatusCode::kCqOverflow:
+      return Status::CqOverflow(msg);
+    default:
+      return Status::Internal(msg);
   }
 }
 
@@ -167,7 +193,9 @@ class Server {
         r->handle = Keep(cqs_, std::move(cq).value());
         break;
       }
-      case Op::kCapacity: r->value = static_cast<uint32_t>(cqs_[q.handle]->capacity()); break;
+      case Op::kCapacity:
+        r->value = static_cast<uint32_t>(cqs_[q.handle]->capacity());
+        break;
       case Op::kResizeCq: {
         const common::Status s = cqs_[q.handle]->Resize(static_cast<int>(q.arg));
         if (!s.ok()) return SetStatus(r, s);
@@ -192,11 +220,16 @@ class Server {
         r->handle = Keep(qps_, std::move(qp).value());
         break;
       }
-      case Op::kToInit: return SetStatus(r, qps_[q.handle]->ToInit(q.init));
-      case Op::kToRtr: return SetStatus(r, qps_[q.handle]->ToRtr(q.rtr));
-      case Op::kToRts: return SetStatus(r, qps_[q.handle]->ToRts(q.rts));
-      case Op::kToError: return SetStatus(r, qps_[q.handle]->ToError());
-      case Op::kToReset: return SetStatus(r, qps_[q.handle]->ToReset());
+      case Op::kToInit:
+        return SetStatus(r, qps_[q.handle]->ToInit(q.init));
+      case Op::kToRtr:
+        return SetStatus(r, qps_[q.handle]->ToRtr(q.rtr));
+      case Op::kToRts:
+        return SetStatus(r, qps_[q.handle]->ToRts(q.rts));
+      case Op::kToError:
+        return SetStatus(r, qps_[q.handle]->ToError());
+      case Op::kToReset:
+        return SetStatus(r, qps_[q.handle]->ToReset());
       case Op::kPostSend: {
         ibv_send_wr wrs[kMaxWrs]{};
         ibv_sge sges[kMaxWrs][kMaxSges];
@@ -242,15 +275,26 @@ class Server {
         r->count = *n;
         break;
       }
-      case Op::kHold: return SetStatus(r, fabric_.HoldQp(*qps_[q.handle], q.arg != 0));
+      case Op::kHold:
+        return SetStatus(r, fabric_.HoldQp(*qps_[q.handle], q.arg != 0));
       case Op::kDropNext:
         return SetStatus(r, fabric_.DropNext(*qps_[q.handle], static_cast<int>(q.arg)));
-      case Op::kBreak: return SetStatus(r, fabric_.BreakQp(*qps_[q.handle]));
-      case Op::kDestroyQp: qps_[q.handle].reset(); break;
-      case Op::kDestroyMr: mrs_[q.handle].reset(); break;
-      case Op::kDestroyCq: cqs_[q.handle].reset(); break;
-      case Op::kDestroyPd: pds_[q.handle].reset(); break;
-      case Op::kQuit: break;
+      case Op::kBreak:
+        return SetStatus(r, fabric_.BreakQp(*qps_[q.handle]));
+      case Op::kDestroyQp:
+        qps_[q.handle].reset();
+        break;
+      case Op::kDestroyMr:
+        mrs_[q.handle].reset();
+        break;
+      case Op::kDestroyCq:
+        cqs_[q.handle].reset();
+        break;
+      case Op::kDestroyPd:
+        pds_[q.handle].reset();
+        break;
+      case Op::kQuit:
+        break;
     }
   }
 
@@ -288,7 +332,6 @@ class Rpc {
     return q;
   }
 
-
  private:
   int fd_;
   soft::Fabric* local_;
@@ -298,7 +341,12 @@ class RemoteMr final : public verbs::MemoryRegion {
  public:
   RemoteMr(Rpc* rpc, int device, uint32_t handle, void* addr, size_t length, uint32_t lkey,
            uint32_t rkey)
-      : rpc_(rpc), device_(device), handle_(handle), addr_(addr), length_(length), lkey_(lkey),
+      : rpc_(rpc),
+        device_(device),
+        handle_(handle),
+        addr_(addr),
+        length_(length),
+        lkey_(lkey),
         rkey_(rkey) {}
   ~RemoteMr() override {
     Request q = rpc_->New(Op::kDestroyMr, device_, handle_);
@@ -458,8 +506,8 @@ class RemotePd final : public verbs::ProtectionDomain {
     Request q = rpc_->New(Op::kDestroyPd, device_, handle_);
     rpc_->Call(q);
   }
-  common::Result<std::unique_ptr<verbs::MemoryRegion>> RegisterMemory(void* addr, size_t length,
-                                                                      unsigned int access) override {
+  common::Result<std::unique_ptr<verbs::MemoryRegion>> RegisterMemory(
+      void* addr, size_t length, unsigned int access) override {
     Request q = rpc_->New(Op::kRegMr, device_);
     q.handle2 = handle_;
     q.handle3 = access;
@@ -508,7 +556,8 @@ class RemoteDevice final : public verbs::Device {
     Request q = rpc_->New(Op::kAllocPd, device_);
     const Response r = rpc_->Call(q);
     if (r.code != StatusCode::kOk) return ToStatus(r);
-    return std::unique_ptr<verbs::ProtectionDomain>(std::make_unique<RemotePd>(rpc_, device_, r.handle));
+    return std::unique_ptr<verbs::ProtectionDomain>(
+        std::make_unique<RemotePd>(rpc_, device_, r.handle));
   }
   common::Result<std::unique_ptr<verbs::Cq>> CreateCq(int entries) override {
     Request q = rpc_->New(Op::kCreateCq, device_);
@@ -583,7 +632,8 @@ class TwoProcessHarness final : public Harness {
       return Status::FromErrno(errno, "mmap shared arena");
     }
     int fds[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, fds) != 0) return Status::FromErrno(errno, "socketpair");
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, fds) != 0)
+      return Status::FromErrno(errno, "socketpair");
     child_ = fork();
     if (child_ < 0) return Status::FromErrno(errno, "fork");
     if (child_ == 0) {

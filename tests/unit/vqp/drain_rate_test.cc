@@ -1,5 +1,5 @@
-// Rule 15 on unequal links: the scheduler weighs each QP's outstanding bytes by its measured drain
-// rate, so a slow link gets less work and a virtual WR does not wait on its slowest fragment
+// Scheduling on unequal links: the scheduler weighs each QP's outstanding bytes by its measured
+// drain rate, so a slow link gets less work and a virtual WR does not wait on its slowest fragment
 // (issue 9's shaped-links gap: byte balancing held 1,1,1,0.25 links to ~half of their sum).
 #include "dataplane/vqp/drain_rate.h"
 
@@ -54,11 +54,13 @@ TEST(DrainRateTest, LearnsOnlyFromBusyTime) {
 uint64_t g_fake_now = 0;
 uint64_t FakeClock() { return g_fake_now; }
 
-// Two data QPs, one per NIC; host A's second NIC (soft1) only moves packets one round in `slow_every`.
-// Keeps 4 virtual 1 MiB writes in flight for `rounds` and returns the bytes each QP carried.
+// Two data QPs, one per NIC; host A's second NIC (soft1) only moves packets one round in
+// `slow_every`. Keeps 4 virtual 1 MiB writes in flight for `rounds` and returns the bytes each QP
+// carried.
 constexpr size_t kBytes = 8 << 20;
 
-// Two data QPs of 64 KiB fragments on the fake clock (reset to 1); `a` filled from `seed`, `b` zero.
+// Two data QPs of 64 KiB fragments on the fake clock (reset to 1); `a` filled from `seed`, `b`
+// zero.
 VirtualQpConfig TwoQps(uint32_t qp_capacity, std::vector<uint8_t>& a, std::vector<uint8_t>& b,
                        uint8_t seed) {
   a.resize(kBytes);
@@ -88,7 +90,8 @@ Split RunUnequal(int slow_every, int rounds) {
   for (int round = 0; round < rounds; ++round) {
     while (posted < s.completed + 4) {
       const uint64_t off = (posted % 8) << 20;
-      EXPECT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, off, 1 << 20, off, posted)).ok());
+      EXPECT_TRUE(
+          tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, off, 1 << 20, off, posted)).ok());
       ++posted;
     }
     g_fake_now += 10'000;
@@ -141,7 +144,8 @@ TEST(DrainRateTest, AMisjudgedQpIsNotStarved) {
     for (int round = 0; round < rounds || done < posted; ++round) {
       while (round < rounds && posted < done + static_cast<uint64_t>(depth)) {
         const uint64_t off = (id % 8) << 20;
-        ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, off, 1 << 20, off, id++)).ok());
+        ASSERT_TRUE(
+            tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, off, 1 << 20, off, id++)).ok());
         ++posted;
       }
       g_fake_now += 10'000;
@@ -171,8 +175,8 @@ TEST(DrainRateTest, AMisjudgedQpIsNotStarved) {
     stream(3, rounds);
     const double qp0 = static_cast<double>(tb.a().vqp->traffic(0).write_bytes - qp0_before);
     const double qp1 = static_cast<double>(tb.a().vqp->traffic(1).write_bytes - qp1_before);
-    std::printf("%d rounds on equal links: QP0 %.1f MiB, QP1 %.1f MiB\n", rounds,
-                qp0 / 1048576.0, qp1 / 1048576.0);
+    std::printf("%d rounds on equal links: QP0 %.1f MiB, QP1 %.1f MiB\n", rounds, qp0 / 1048576.0,
+                qp1 / 1048576.0);
     return qp1 / (qp0 + qp1);
   };
   EXPECT_GT(shares(1100), 0.0) << "QP 1 was starved";
@@ -212,8 +216,8 @@ double ShapedLinksRatio(Scheme scheme, uint64_t write_bytes, int depth, uint64_t
   while (tb.fabric().NowNs() < start + run_ns) {
     while (posted < done + static_cast<uint64_t>(depth)) {
       const uint64_t off = posted % slots * write_bytes;
-      EXPECT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, off, write_bytes, off, posted))
-                      .ok());
+      EXPECT_TRUE(
+          tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, off, write_bytes, off, posted)).ok());
       ++posted;
     }
     wa.clear();
@@ -231,12 +235,14 @@ double ShapedLinksRatio(Scheme scheme, uint64_t write_bytes, int depth, uint64_t
   const double seconds = static_cast<double>(tb.fabric().NowNs() - measured_from) * 1e-9;
   const double rate = static_cast<double>(bytes - bytes_from) / seconds;
   const double ratio = rate / (3.25 * static_cast<double>(unit));
-  std::printf("shaped links 1,1,1,0.25 x %lu MB/s, %s, %lu MiB writes %d deep: %.3f GB/s = %.3f "
-              "of the sum; bytes per QP (MiB):",
-              static_cast<unsigned long>(unit / 1000000), scheme == Scheme::kSpray ? "SPRAY" : "DQPLB",
-              static_cast<unsigned long>(write_bytes >> 20), depth, rate / 1e9, ratio);
+  std::printf(
+      "shaped links 1,1,1,0.25 x %lu MB/s, %s, %lu MiB writes %d deep: %.3f GB/s = %.3f "
+      "of the sum; bytes per QP (MiB):",
+      static_cast<unsigned long>(unit / 1000000), scheme == Scheme::kSpray ? "SPRAY" : "DQPLB",
+      static_cast<unsigned long>(write_bytes >> 20), depth, rate / 1e9, ratio);
   for (int i = 0; i < 8; ++i) {
-    std::printf(" %lu(%.0f)", static_cast<unsigned long>(tb.a().vqp->traffic(i).write_bytes >> 20), tb.a().vqp->drain_rate(i)/1e6);
+    std::printf(" %lu(%.0f)", static_cast<unsigned long>(tb.a().vqp->traffic(i).write_bytes >> 20),
+                tb.a().vqp->drain_rate(i) / 1e6);
   }
   std::printf("; devices (MB/s):");
   for (int d = 0; d < 4; ++d) std::printf(" %.0f", tb.a().vqp->device_drain_rate(d) / 1e6);

@@ -1,8 +1,8 @@
-// One regression test per gap of the seed's TODO table (T1-T23), named for the gap it closes.
+// Regression tests for the gaps of the seed's TODO table, named for the behaviour each guards
+// (the invariants they check are named in doc/vqp.md).
 // Sim-link tests move real bytes; null-provider tests control physical completions exactly.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
-
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -44,9 +44,9 @@ class SimBed {
   VqpTestbed tb_;
 };
 
-// T1: error completions (whose opcode the soft provider poisons) are routed by tag and status; a
+// Error completions (whose opcode the soft provider poisons) are routed by tag and status; a
 // completion without Braid's tag is never turned into a user completion.
-TEST(GapRegressionTest, T1_ErrorCompletionRoutedByTagNotOpcode) {
+TEST(GapRegressionTest, ErrorCompletionRoutedByTagNotOpcode) {
   SimBed bed(1, Config(Scheme::kSpray, 1, /*failover=*/false));
   VqpTestbed& tb = bed.tb();
   ASSERT_TRUE(tb.status().ok()) << tb.status().ToString();
@@ -73,9 +73,9 @@ TEST(GapRegressionTest, T1_ErrorCompletionRoutedByTagNotOpcode) {
   EXPECT_EQ(nb.vqp().counters().protocol_errors, 1u);
 }
 
-// T2: a QP is Dead after its first error completion and never scheduled again; with no healthy
+// A QP is Dead after its first error completion and never scheduled again; with no healthy
 // data QP left, posts fail at once.
-TEST(GapRegressionTest, T2_DeadQpIsNeverScheduledAgain) {
+TEST(GapRegressionTest, DeadQpIsNeverScheduledAgain) {
   NullVqpBed nb(2, Config(Scheme::kSpray, 2));
   ASSERT_TRUE(nb.status().ok());
   nb.qp(0).FailNextSends(1, IBV_WC_RETRY_EXC_ERR);
@@ -103,9 +103,9 @@ TEST(GapRegressionTest, T2_DeadQpIsNeverScheduledAgain) {
   EXPECT_NE(s.message().find("no healthy data QP"), std::string_view::npos);
 }
 
-// T3: a WR whose dispatch is cut short by a dead QP completes exactly once, with the error, after
+// A WR whose dispatch is cut short by a dead QP completes exactly once, with the error, after
 // its posted fragments drained; it never hangs and never completes twice.
-TEST(GapRegressionTest, T3_PartialDispatchCompletesOnceWithError) {
+TEST(GapRegressionTest, PartialDispatchCompletesOnceWithError) {
   SimBed bed(2, Config(Scheme::kSpray, 4, /*failover=*/false));
   VqpTestbed& tb = bed.tb();
   ASSERT_TRUE(tb.status().ok());
@@ -120,8 +120,8 @@ TEST(GapRegressionTest, T3_PartialDispatchCompletesOnceWithError) {
   EXPECT_EQ(wc[1].status, IBV_WC_SUCCESS) << "the next WR avoids the dead QP";
 }
 
-// T4: errors are returned with their own message, never a stale errno.
-TEST(GapRegressionTest, T4_PostErrorsCarryTheirOwnMessage) {
+// Errors are returned with their own message, never a stale errno.
+TEST(GapRegressionTest, PostErrorsCarryTheirOwnMessage) {
   NullVqpBed nb(2, Config(Scheme::kSpray, 2));
   ASSERT_TRUE(nb.status().ok());
   errno = EBUSY;
@@ -133,7 +133,7 @@ TEST(GapRegressionTest, T4_PostErrorsCarryTheirOwnMessage) {
   EXPECT_EQ(s.message().find("busy"), std::string_view::npos) << "no stale errno text";
 }
 
-// T5, T20: lengths and fragmentation are 64-bit: a 6 GiB write (source and target are 64 MiB of
+// Lengths and fragmentation are 64-bit: a 6 GiB write (source and target are 64 MiB of
 // real memory mapped 96 times) is cut into 6 GiB / fragment_size fragments and completes once.
 class RepeatedMapping {
  public:
@@ -141,7 +141,8 @@ class RepeatedMapping {
   RepeatedMapping(size_t bytes, int copies) : bytes_(bytes), total_(bytes * copies) {
     fd_ = memfd_create("braid-t5", 0);
     if (fd_ < 0 || ftruncate(fd_, static_cast<off_t>(bytes)) != 0) return;
-    void* base = mmap(nullptr, total_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void* base =
+        mmap(nullptr, total_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) return;
     base_ = static_cast<uint8_t*>(base);
     for (int i = 0; i < copies; ++i) {
@@ -165,7 +166,7 @@ class RepeatedMapping {
   uint8_t* base_ = nullptr;
 };
 
-TEST(GapRegressionTest, T5_T20_SixGiBWriteFragmentsAndCompletes) {
+TEST(GapRegressionTest, SixGiBWriteFragmentsAndCompletes) {
   constexpr size_t kView = 64ull << 20;
   constexpr uint64_t kTotal = 6ull << 30;
   RepeatedMapping src(kView, 96), dst(kView, 96);
@@ -195,9 +196,9 @@ TEST(GapRegressionTest, T5_T20_SixGiBWriteFragmentsAndCompletes) {
   EXPECT_EQ(std::memcmp(src.data(), dst.data(), kView), 0);
 }
 
-// T6: a notify that cannot be delivered is not swallowed: the WR fails rather than succeeding
+// A notify that cannot be delivered is not swallowed: the WR fails rather than succeeding
 // or hanging.
-TEST(GapRegressionTest, T6_NotifyFailureIsNotSwallowed) {
+TEST(GapRegressionTest, NotifyFailureIsNotSwallowed) {
   NullVqpBed nb(1, Config(Scheme::kSpray, 2));
   ASSERT_TRUE(nb.status().ok());
   nb.qp(0).FailNextSends(1, IBV_WC_RETRY_EXC_ERR);  // the data fragment, then
@@ -211,8 +212,8 @@ TEST(GapRegressionTest, T6_NotifyFailureIsNotSwallowed) {
   EXPECT_EQ(out[0].status, IBV_WC_RETRY_EXC_ERR);
 }
 
-// T7: a receive that cannot be posted is an error to the caller, not a silent success.
-TEST(GapRegressionTest, T7_ReceivePostFailureIsReturned) {
+// A receive that cannot be posted is an error to the caller, not a silent success.
+TEST(GapRegressionTest, ReceivePostFailureIsReturned) {
   NullVqpBed nb(1, Config(Scheme::kSpray, 2));
   ASSERT_TRUE(nb.status().ok());
   VirtualRecvWr bad{.wr_id = 1, .local_addr = 0x1000, .length = 64, .local_keys = 77};
@@ -222,9 +223,9 @@ TEST(GapRegressionTest, T7_ReceivePostFailureIsReturned) {
   EXPECT_EQ(nb.vqp().PostRecv({.wr_id = 99}).code(), common::StatusCode::kNoResource);
 }
 
-// T8, N10: sequence numbers wrap on the full 24-bit ring (mask, not modulo 2^24-1), and an
+// Sequence numbers wrap on the full 24-bit ring (mask, not modulo 2^24-1), and an
 // arrival beyond the window is refused without touching the window (the VQP parks it).
-TEST(GapRegressionTest, T8_N10_SequenceWrapAndWindow) {
+TEST(GapRegressionTest, SequenceWrapAndWindow) {
   ReorderWindow w(8, 24, 0xFFFFFE);
   ReorderWindow::Entry e;
   const uint32_t arrivals[] = {0x000001, 0xFFFFFF, 0x000000, 0xFFFFFE};
@@ -245,7 +246,7 @@ TEST(GapRegressionTest, T8_N10_SequenceWrapAndWindow) {
 
 // DQPLB end to end with a tiny window (2 QPs x capacity 2) and skewed NIC delays: arrivals run
 // ahead of the window, are held back (parked) and delivered in order; nothing is lost.
-TEST(GapRegressionTest, T8_DqplbWindowBackPressureLosesNothing) {
+TEST(GapRegressionTest, DqplbWindowBackPressureLosesNothing) {
   VirtualQpConfig c = Config(Scheme::kDqplb, 2);
   c.qp_capacity = 2;
   c.max_virtual_wrs = 4;
@@ -261,14 +262,17 @@ TEST(GapRegressionTest, T8_DqplbWindowBackPressureLosesNothing) {
   for (int r = 0; r < 400000 && (sa.size() < kMsgs || rb.size() < kMsgs); ++r) {
     while (recvs < kMsgs && tb.b().vqp->PostRecv({.wr_id = uint64_t(recvs)}).ok()) ++recvs;
     while (posted < kMsgs &&
-           tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, posted * 40'000ull, 30'000,
-                                      posted * 40'000ull, posted, htonl(posted))).ok()) {
+           tb.a()
+               .vqp
+               ->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, posted * 40'000ull, 30'000,
+                                posted * 40'000ull, posted, htonl(posted)))
+               .ok()) {
       ++posted;
     }
     tb.PollBoth(1, &sa, &rb);
   }
   ASSERT_EQ(rb.size(), size_t{kMsgs});
-  std::printf("T8 window test: %llu arrivals parked\n",
+  std::printf("DQPLB window test: %llu arrivals parked\n",
               static_cast<unsigned long long>(tb.b().vqp->counters().parked_arrivals));
   for (int i = 0; i < kMsgs; ++i) {
     EXPECT_EQ(rb[i].status, IBV_WC_SUCCESS);
@@ -278,8 +282,8 @@ TEST(GapRegressionTest, T8_DqplbWindowBackPressureLosesNothing) {
   }
 }
 
-// T9: Poll returns at most the span's size and polls each physical CQ at most once per call.
-TEST(GapRegressionTest, T9_PollIsBoundedBySpan) {
+// Poll returns at most the span's size and polls each physical CQ at most once per call.
+TEST(GapRegressionTest, PollIsBoundedBySpan) {
   NullVqpBed nb(2, Config(Scheme::kSpray, 4));
   ASSERT_TRUE(nb.status().ok());
   for (uint64_t i = 0; i < 50; ++i) ASSERT_TRUE(nb.vqp().PostSend(nb.Write(i, 100)).ok());
@@ -296,9 +300,9 @@ TEST(GapRegressionTest, T9_PollIsBoundedBySpan) {
   EXPECT_EQ(total, 50u);
 }
 
-// T10: SPRAY across NICs. The notify's NIC is fast, the data NICs slow: the receiver never sees a
+// SPRAY across NICs. The notify's NIC is fast, the data NICs slow: the receiver never sees a
 // message complete before all of its bytes are in place.
-TEST(GapRegressionTest, T10_NotifyNeverOvertakesDataAcrossNics) {
+TEST(GapRegressionTest, NotifyNeverOvertakesDataAcrossNics) {
   VirtualQpConfig c = Config(Scheme::kSpray, 4);
   SimBed bed(4, c, {.seed = 10, .reorder = true});
   VqpTestbed& tb = bed.tb();
@@ -311,8 +315,11 @@ TEST(GapRegressionTest, T10_NotifyNeverOvertakesDataAcrossNics) {
   constexpr int kMsgs = 12;
   for (int i = 0; i < kMsgs; ++i) ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = uint64_t(i)}).ok());
   for (int i = 0; i < kMsgs; ++i) {
-    ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, i * 200'000ull,
-                                           150'000, i * 200'000ull, i, htonl(i))).ok());
+    ASSERT_TRUE(tb.a()
+                    .vqp
+                    ->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, i * 200'000ull, 150'000,
+                                     i * 200'000ull, i, htonl(i)))
+                    .ok());
   }
   int seen = 0;
   std::vector<VirtualWc> sa, rb;
@@ -330,12 +337,13 @@ TEST(GapRegressionTest, T10_NotifyNeverOvertakesDataAcrossNics) {
   EXPECT_EQ(seen, kMsgs);
 }
 
-// T11: destroying a VQP with work in flight flushes every virtual WR exactly once.
-TEST(GapRegressionTest, T11_DestroyWithWorkInFlightFlushesEachOnce) {
+// Destroying a VQP with work in flight flushes every virtual WR exactly once.
+TEST(GapRegressionTest, DestroyWithWorkInFlightFlushesEachOnce) {
   SimBed bed(2, Config(Scheme::kDqplb, 4));
   VqpTestbed& tb = bed.tb();
   ASSERT_TRUE(tb.status().ok());
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(tb.fabric().HoldQp(tb.a().vqp->physical_qp(i), true).ok());
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(tb.fabric().HoldQp(tb.a().vqp->physical_qp(i), true).ok());
   for (uint64_t i = 0; i < 10; ++i) {
     ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, 0, 100'000, 0, i)).ok());
   }
@@ -355,16 +363,21 @@ TEST(GapRegressionTest, T11_DestroyWithWorkInFlightFlushesEachOnce) {
   EXPECT_EQ(tb.a().cq->registered_qps(), 0u);
 }
 
-// T12: SEND and atomics go to the message QP with capacity accounting, and send-side completions
+// SEND and atomics go to the message QP with capacity accounting, and send-side completions
 // come back in posting order, mixed with fragmented writes.
-TEST(GapRegressionTest, T12_SendsUseMessageQpInPostingOrder) {
+TEST(GapRegressionTest, SendsUseMessageQpInPostingOrder) {
   SimBed bed(2, Config(Scheme::kSpray, 4));
   VqpTestbed& tb = bed.tb();
   ASSERT_TRUE(tb.status().ok());
   const int kSends = 40;  // > qp_capacity: the rest waits for room
   for (int i = 0; i < kSends; ++i) {
-    ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = uint64_t(i), .local_addr = tb.b().addr(i * 1024),
-                                      .length = 1024, .local_keys = tb.b().local_keys}).ok());
+    ASSERT_TRUE(tb.b()
+                    .vqp
+                    ->PostRecv({.wr_id = uint64_t(i),
+                                .local_addr = tb.b().addr(i * 1024),
+                                .length = 1024,
+                                .local_keys = tb.b().local_keys})
+                    .ok());
   }
   bed.Fill(12);
   std::vector<VirtualWc> s, r;
@@ -393,25 +406,27 @@ TEST(GapRegressionTest, T12_SendsUseMessageQpInPostingOrder) {
   EXPECT_EQ(std::memcmp(bed.a().data(), bed.b().data(), kSends * 1024), 0);
 }
 
-// T13, N2: under DQPLB only write-with-imm fragments take sequence numbers; plain writes and
+// Under DQPLB only write-with-imm fragments take sequence numbers; plain writes and
 // reads before a write-with-imm do not leave gaps that would stall the receiver.
-TEST(GapRegressionTest, T13_N2_DqplbPlainWriteAndReadTakeNoSequenceNumber) {
+TEST(GapRegressionTest, DqplbPlainWriteAndReadTakeNoSequenceNumber) {
   SimBed bed(2, Config(Scheme::kDqplb, 4));
   VqpTestbed& tb = bed.tb();
   ASSERT_TRUE(tb.status().ok());
   ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 1}).ok());
   ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, 0, 100'000, 0, 1)).ok());
   ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_READ, 200'000, 100'000, 0, 2)).ok());
-  ASSERT_TRUE(tb.a().vqp->PostSend(
-      tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, 0, 100'000, 300'000, 3, htonl(3))).ok());
+  ASSERT_TRUE(
+      tb.a()
+          .vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, 0, 100'000, 300'000, 3, htonl(3)))
+          .ok());
   auto r = tb.Poll(1, 1, 50000);
   ASSERT_EQ(r.size(), 1u) << "the receiver would stall on a sequence gap";
   EXPECT_EQ(r[0].imm_data, htonl(3));
   EXPECT_EQ(r[0].byte_len, 100'000u);
 }
 
-// T14: physical QPs are keyed by (device, qpn): two devices with QPs of equal numbers.
-TEST(GapRegressionTest, T14_QpsKeyedByDeviceAndQpNum) {
+// Physical QPs are keyed by (device, qpn): two devices with QPs of equal numbers.
+TEST(GapRegressionTest, QpsKeyedByDeviceAndQpNum) {
   SimBed bed(2, Config(Scheme::kSpray, 2));
   VqpTestbed& tb = bed.tb();
   ASSERT_TRUE(tb.status().ok());
@@ -430,9 +445,9 @@ TEST(GapRegressionTest, T14_QpsKeyedByDeviceAndQpNum) {
   EXPECT_EQ(tb.a().cq->registered_qps(), static_cast<size_t>(v.num_physical_qps()));
 }
 
-// T15: an unsignaled operation on a multi-QP VQP is rejected, write-with-imm included; a single-QP
+// An unsignaled operation on a multi-QP VQP is rejected, write-with-imm included; a single-QP
 // VQP honours unsignaled success (no completion).
-TEST(GapRegressionTest, T15_UnsignaledMultiQpOperationRejected) {
+TEST(GapRegressionTest, UnsignaledMultiQpOperationRejected) {
   NullVqpBed multi(1, Config(Scheme::kSpray, 2));
   ASSERT_TRUE(multi.status().ok());
   for (ibv_wr_opcode op : {IBV_WR_RDMA_WRITE, IBV_WR_RDMA_WRITE_WITH_IMM, IBV_WR_SEND}) {
@@ -454,8 +469,8 @@ TEST(GapRegressionTest, T15_UnsignaledMultiQpOperationRejected) {
   EXPECT_EQ(out[0].wr_id, 2u);
 }
 
-// T16, T17, I11, I15: steady-state post and poll allocate nothing (counting allocator).
-TEST(GapRegressionTest, T16_T17_I11_I15_HotPathAllocatesNothing) {
+// Steady-state post and poll allocate nothing (counting allocator).
+TEST(GapRegressionTest, HotPathAllocatesNothing) {
   for (Scheme scheme : {Scheme::kSpray, Scheme::kDqplb}) {
     NullVqpBed nb(2, Config(scheme, 4));
     ASSERT_TRUE(nb.status().ok());
@@ -476,8 +491,8 @@ TEST(GapRegressionTest, T16_T17_I11_I15_HotPathAllocatesNothing) {
   }
 }
 
-// T18: a key entry that misses a device is an error at post time, naming the device.
-TEST(GapRegressionTest, T18_MissingDeviceKeyIsAnErrorNotAnException) {
+// A key entry that misses a device is an error at post time, naming the device.
+TEST(GapRegressionTest, MissingDeviceKeyIsAnErrorNotAnException) {
   NullVqpBed nb(2, Config(Scheme::kSpray, 2));
   ASSERT_TRUE(nb.status().ok());
   const uint32_t partial[] = {0x55, 0};
@@ -493,10 +508,11 @@ TEST(GapRegressionTest, T18_MissingDeviceKeyIsAnErrorNotAnException) {
   EXPECT_FALSE(nb.vqp().AddLocalKeys(wrong_count).ok());
 }
 
-// T19: fragment_size defaults to 512 KiB and must lie in [4 KiB, 1 GiB].
-TEST(GapRegressionTest, T19_FragmentSizeDefaultAndRange) {
+// Fragment_size defaults to 512 KiB and must lie in [4 KiB, 1 GiB].
+TEST(GapRegressionTest, FragmentSizeDefaultAndRange) {
   EXPECT_EQ(VirtualQpConfig{}.fragment_size, 512u * 1024);
-  for (uint64_t bad : {uint64_t{0}, uint64_t{100}, uint64_t{4095}, uint64_t{(1u << 30) + 1}, ~uint64_t{0}}) {
+  for (uint64_t bad :
+       {uint64_t{0}, uint64_t{100}, uint64_t{4095}, uint64_t{(1u << 30) + 1}, ~uint64_t{0}}) {
     VirtualQpConfig c;
     c.fragment_size = bad;
     EXPECT_EQ(ValidateConfig(c).code(), common::StatusCode::kInvalidArgument) << bad;
@@ -512,8 +528,8 @@ TEST(GapRegressionTest, T19_FragmentSizeDefaultAndRange) {
   EXPECT_EQ(VirtualQp::Create(**cq, pds, c).status().code(), common::StatusCode::kInvalidArgument);
 }
 
-// T21: VQPs come only from the factory and are neither copied nor moved.
-TEST(GapRegressionTest, T21_CreatedOnlyByFactoryAndNotCopyable) {
+// VQPs come only from the factory and are neither copied nor moved.
+TEST(GapRegressionTest, CreatedOnlyByFactoryAndNotCopyable) {
   static_assert(!std::is_copy_constructible_v<VirtualQp>);
   static_assert(!std::is_copy_assignable_v<VirtualQp>);
   static_assert(!std::is_move_constructible_v<VirtualQp>);
@@ -523,8 +539,8 @@ TEST(GapRegressionTest, T21_CreatedOnlyByFactoryAndNotCopyable) {
   EXPECT_TRUE(nb.status().ok());
 }
 
-// T22: one data QP means one physical QP: no notify or message QP.
-TEST(GapRegressionTest, T22_SingleQpHasNoExtraQp) {
+// One data QP means one physical QP: no notify or message QP.
+TEST(GapRegressionTest, SingleQpHasNoExtraQp) {
   NullVqpBed single(1, Config(Scheme::kSpray, 1));
   ASSERT_TRUE(single.status().ok());
   EXPECT_EQ(single.vqp().num_physical_qps(), 1);
@@ -534,8 +550,8 @@ TEST(GapRegressionTest, T22_SingleQpHasNoExtraQp) {
   EXPECT_EQ(multi.vqp().num_physical_qps(), 5) << "4 data QPs + the message QP";
 }
 
-// T23: constants follow kName (compile-time check of the names the code uses).
-TEST(GapRegressionTest, T23_ConstantsAreNamedKName) {
+// Constants follow kName (compile-time check of the names the code uses).
+TEST(GapRegressionTest, ConstantsAreNamedKName) {
   EXPECT_EQ(kMinFragmentSize, 4096u);
   EXPECT_EQ(kMaxFragmentSize, 1u << 30);
   EXPECT_EQ(kDefaultFragmentSize, 512u * 1024);

@@ -1,6 +1,6 @@
-// Rule 5, recovery of a dead data QP: both sides reset the QP pair (BeginReset, ResetQp) and
-// reconnect it with each other's new entry (ReconnectQp); the QP is Healthy again, carries data,
-// and its receive pool works (DQPLB and SPRAY messages arrive intact after it).
+// Dead QPs come back: recovery of a dead data QP: both sides reset the QP pair (BeginReset,
+// ResetQp) and reconnect it with each other's new entry (ReconnectQp); the QP is Healthy again,
+// carries data, and its receive pool works (DQPLB and SPRAY messages arrive intact after it).
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
@@ -19,7 +19,8 @@ class QpRecoveryTest : public ::testing::TestWithParam<Scheme> {
  protected:
   static constexpr size_t kBytes = 4 << 20;
   QpRecoveryTest()
-      : a_(kBytes), b_(kBytes),
+      : a_(kBytes),
+        b_(kBytes),
         tb_(2, testing::SmallVqpConfig(GetParam(), 4), a_.data(), b_.data(), kBytes) {
     for (size_t i = 0; i < kBytes; ++i) a_[i] = static_cast<uint8_t>(i * 31 + (i >> 9));
   }
@@ -33,13 +34,16 @@ class QpRecoveryTest : public ::testing::TestWithParam<Scheme> {
     std::memset(b_.data(), 0, kBytes);
     for (int i = 0; i < count; ++i) {
       const uint64_t off = static_cast<uint64_t>(i) * len;
-      ASSERT_TRUE(tb_.a().vqp->PostSend(tb_.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, off, len, off,
-                                                first_id + i, htonl(0x700 + i)))
+      ASSERT_TRUE(tb_.a()
+                      .vqp
+                      ->PostSend(tb_.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, off, len, off, first_id + i,
+                                        htonl(0x700 + i)))
                       .ok());
     }
     auto sent = tb_.Poll(0, static_cast<size_t>(count));
     ASSERT_EQ(sent.size(), static_cast<size_t>(count));
-    for (const auto& wc : sent) EXPECT_EQ(wc.status, IBV_WC_SUCCESS) << ibv_wc_status_str(wc.status);
+    for (const auto& wc : sent)
+      EXPECT_EQ(wc.status, IBV_WC_SUCCESS) << ibv_wc_status_str(wc.status);
     auto got = tb_.Poll(1, static_cast<size_t>(count));
     ASSERT_EQ(got.size(), static_cast<size_t>(count));
     for (int i = 0; i < count; ++i) {
@@ -66,7 +70,7 @@ class QpRecoveryTest : public ::testing::TestWithParam<Scheme> {
     const bool message_qp = index == va.num_physical_qps() - 1;
     ASSERT_TRUE(tb_.fabric().BreakQp(va.physical_qp(index)).ok());
     if (message_qp) {
-      EXPECT_EQ(Send(900), IBV_WC_RETRY_EXC_ERR);  // SENDs are never replayed (rule 12)
+      EXPECT_EQ(Send(900), IBV_WC_RETRY_EXC_ERR);  // SENDs are never replayed
     } else {
       MoveMessages(16, 64 * 1024, 200);
     }
@@ -113,7 +117,6 @@ class QpRecoveryTest : public ::testing::TestWithParam<Scheme> {
   VqpTestbed tb_;
   std::vector<VirtualWc> during_reset_a_, during_reset_b_;  // completions while resetting
 };
-
 
 TEST_P(QpRecoveryTest, Rule5_DeadDataQpIsResetReconnectedAndCarriesDataAgain) {
   ASSERT_TRUE(tb_.status().ok()) << tb_.status().ToString();
@@ -163,8 +166,10 @@ TEST_P(QpRecoveryTest, AllDataQpsDeadWithMessagesInFlightTheStreamResumesAfterRe
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(tb_.fabric().BreakQp(va.physical_qp(i)).ok());
   for (int i = 0; i < 8; ++i) {
     const uint64_t off = static_cast<uint64_t>(i) * 64 * 1024;
-    ASSERT_TRUE(tb_.a().vqp->PostSend(tb_.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, off, 64 * 1024, off,
-                                              500u + i, htonl(0x500 + i)))
+    ASSERT_TRUE(tb_.a()
+                    .vqp
+                    ->PostSend(tb_.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, off, 64 * 1024, off, 500u + i,
+                                      htonl(0x500 + i)))
                     .ok());
   }
   auto failed = tb_.Poll(0, 8);

@@ -83,7 +83,8 @@ std::string RunScenario(uint64_t seed) {
                 : kind < 6 ? IBV_WR_RDMA_WRITE_WITH_IMM
                 : kind < 7 ? IBV_WR_RDMA_READ
                            : IBV_WR_SEND;
-    const int exp = rng() % 20 == 0 ? static_cast<int>(uniform(18, 26)) : static_cast<int>(uniform(0, 18));
+    const int exp =
+        rng() % 20 == 0 ? static_cast<int>(uniform(18, 26)) : static_cast<int>(uniform(0, 18));
     op.length = std::max<uint64_t>(1, (1ull << exp) + rng() % (1ull << exp));
     op.length = std::min<uint64_t>(op.length, 64ull << 20);
     if (op.opcode == IBV_WR_SEND) op.length = std::min<uint64_t>(op.length, 1 << 16);
@@ -116,7 +117,8 @@ std::string RunScenario(uint64_t seed) {
     for (uint32_t i = 0; i < c.num_qps; ++i) order[i] = static_cast<int>(i);
     std::shuffle(order.begin(), order.end(), rng);
     const uint32_t kills = kill_all ? c.num_qps : static_cast<uint32_t>(uniform(0, c.num_qps - 1));
-    for (uint32_t k = 0; k < kills; ++k) breaks.push_back({static_cast<int>(uniform(0, 400)), order[k]});
+    for (uint32_t k = 0; k < kills; ++k)
+      breaks.push_back({static_cast<int>(uniform(0, 400)), order[k]});
     if (kills == c.num_qps) survivable = false;
     if (total_qps > static_cast<int>(c.num_qps) && rng() % 4 == 0) {
       breaks.push_back({static_cast<int>(uniform(0, 400)), total_qps - 1});
@@ -158,7 +160,8 @@ std::string RunScenario(uint64_t seed) {
       const common::Status s = tb.a().vqp->PostSend(wr);
       if (s.code() == common::StatusCode::kNoResource) break;
       if (s.code() == common::StatusCode::kQpError) {
-        // Refused because nothing can carry it (rule 2): only legal when the QPs are dead.
+        // Refused because nothing can carry it (a dead QP gets no new work): only legal when the
+        // QPs are dead.
         if (survivable && !(op.opcode == IBV_WR_SEND && message_qp_broken)) {
           return "post refused although a QP lives: " + s.ToString();
         }
@@ -189,17 +192,18 @@ std::string RunScenario(uint64_t seed) {
   }
 
   if (EnvOr("BRAID_VQP_VERBOSE", 0) != 0) {
-    std::printf("scheme %s qps %u nics %d frag %lu cap %u failover %d survivable %d msgqp_broken %d\n",
-                SchemeName(c.scheme), c.num_qps, nics, c.fragment_size, c.qp_capacity, c.failover,
-                survivable, message_qp_broken);
+    std::printf(
+        "scheme %s qps %u nics %d frag %lu cap %u failover %d survivable %d msgqp_broken %d\n",
+        SchemeName(c.scheme), c.num_qps, nics, c.fragment_size, c.qp_capacity, c.failover,
+        survivable, message_qp_broken);
     for (const auto& [at, qp] : breaks) std::printf("  break qp %d at round %d\n", qp, at);
     for (size_t i = 0; i < ops.size(); ++i) {
       std::printf("  op %zu opcode %d len %lu -> %s\n", i, ops[i].opcode, ops[i].length,
                   i < sa.size() ? ibv_wc_status_str(sa[i].status) : "-");
     }
     for (size_t k = 0; k < rb.size(); ++k) {
-      std::printf("  recv %zu (op %zu) -> %s len %lu\n", k, recv_ops[k], ibv_wc_status_str(rb[k].status),
-                  rb[k].byte_len);
+      std::printf("  recv %zu (op %zu) -> %s len %lu\n", k, recv_ops[k],
+                  ibv_wc_status_str(rb[k].status), rb[k].byte_len);
     }
     const VirtualQpCounters& k = tb.a().vqp->counters();
     std::printf("  A failovers %lu died %lu\n", k.failovers, k.qps_died);
