@@ -40,21 +40,8 @@ struct Figure {
 
 Figure Run(AgentProcess& a, v1::Op op, uint64_t vqp, const v1::RegionInfo& local,
            const v1::RegionInfo& remote, uint64_t size, uint64_t count) {
-  std::vector<v1::TransferRequest> ops;
-  ops.reserve(count);
-  const uint64_t slots = kRegion / size;
-  for (uint64_t i = 0; i < count; ++i) {
-    v1::TransferRequest r;
-    r.set_op_id(i);
-    r.set_vqp_id(vqp);
-    r.set_op(op);
-    r.set_local_region_id(local.region_id());
-    r.set_local_offset((i % slots) * size);
-    *r.mutable_remote() = remote.remote();
-    r.set_remote_offset((i % slots) * size);
-    r.set_length(size);
-    ops.push_back(std::move(r));
-  }
+  const std::vector<v1::TransferRequest> ops =
+      braid::testing::Transfers(op, vqp, local, remote, size, count, kRegion / size);
   const auto t0 = std::chrono::steady_clock::now();
   braid::testing::TransferRun run = braid::testing::RunTransfers(a.stub(), ops);
   Figure f;
@@ -98,10 +85,13 @@ int main(int argc, char** argv) {
   const double tcp_s = InProcess(tcp_results, "1 soft QP, 4 KiB RDMA WRITE rate");
   std::printf("%-58s %8s %10s\n", "through two braidd agents (Transfer stream, window 256)",
               "agents", "in-process");
-  std::printf("%-58s %8.3f %10.3f  GB/s\n", "8-QP SPRAY VQP, 2 NICs each, 1 MiB WRITE", w_gbs, tcp_w);
-  std::printf("%-58s %8.3f %10.3f  GB/s\n", "8-QP SPRAY VQP, 2 NICs each, 1 MiB READ", r_gbs, tcp_r);
+  std::printf("%-58s %8.3f %10.3f  GB/s\n", "8-QP SPRAY VQP, 2 NICs each, 1 MiB WRITE", w_gbs,
+              tcp_w);
+  std::printf("%-58s %8.3f %10.3f  GB/s\n", "8-QP SPRAY VQP, 2 NICs each, 1 MiB READ", r_gbs,
+              tcp_r);
   std::printf("%-58s %8.3f %10.3f  Mops/s  (%.3f GB/s)\n",
               "8-QP SPRAY VQP, 2 NICs each, 4 KiB WRITE, pipelined", s_mops, tcp_s, s_gbs);
-  std::printf("(in-process: bench/tcp_loopback.sh of this run, 4 soft QPs / 1 soft QP; -1: not run)\n");
+  std::printf(
+      "(in-process: bench/tcp_loopback.sh of this run, 4 soft QPs / 1 soft QP; -1: not run)\n");
   return 0;
 }

@@ -31,21 +31,8 @@ constexpr uint64_t kRegion = 64 * kMiB;
 // Bytes per second (or ops per second when `ops`) of `count` WRITEs of `size` on `vqp`.
 double Rate(AgentProcess& a, uint64_t vqp, const v1::RegionInfo& src, const v1::RegionInfo& dst,
             uint64_t size, uint64_t count, bool ops) {
-  std::vector<v1::TransferRequest> reqs;
-  reqs.reserve(count);
-  const uint64_t slots = kRegion / size;
-  for (uint64_t i = 0; i < count; ++i) {
-    v1::TransferRequest r;
-    r.set_op_id(i);
-    r.set_vqp_id(vqp);
-    r.set_op(v1::OP_WRITE);
-    r.set_local_region_id(src.region_id());
-    r.set_local_offset((i % slots) * size);
-    *r.mutable_remote() = dst.remote();
-    r.set_remote_offset((i % slots) * size);
-    r.set_length(size);
-    reqs.push_back(std::move(r));
-  }
+  const std::vector<v1::TransferRequest> reqs =
+      braid::testing::Transfers(v1::OP_WRITE, vqp, src, dst, size, count, kRegion / size);
   const auto t0 = Clock::now();
   braid::testing::TransferRun run = braid::testing::RunTransfers(a.stub(), reqs);
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();

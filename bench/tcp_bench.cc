@@ -52,9 +52,7 @@ soft::TcpFabricOptions FabricOptions() {
 
 struct Side {
   explicit Side(const char* ip)
-      : fabric(FabricOptions()),
-        provider({{{"nic", ip}}, &fabric}),
-        buffer(kBuffer, 1) {
+      : fabric(FabricOptions()), provider({{{"nic", ip}}, &fabric}), buffer(kBuffer, 1) {
     device = std::move(provider.OpenDevice("nic")).value();
     pd = std::move(device->AllocPd()).value();
     cq = std::move(device->CreateCq(8192)).value();

@@ -40,15 +40,15 @@ VirtualQpConfig Config(vqp::Scheme scheme, uint32_t qps) {
 
 // Timed bodies (extern "C", never inlined: callgrind toggles on their names).
 extern "C" __attribute__((noinline)) int BraidBenchPostBatch(braid::vqp::VirtualQp* q,
-                                                              const braid::vqp::VirtualSendWr* wr,
-                                                              int n) {
+                                                             const braid::vqp::VirtualSendWr* wr,
+                                                             int n) {
   int ok = 0;
   for (int i = 0; i < n; ++i) ok += q->PostSend(*wr).ok();
   return ok;
 }
 
 extern "C" __attribute__((noinline)) int BraidBenchPollAll(braid::vqp::VirtualCq* cq,
-                                                            braid::vqp::VirtualWc* out, int want) {
+                                                           braid::vqp::VirtualWc* out, int want) {
   int got = 0;
   while (got < want) {
     auto n = cq->Poll(std::span<braid::vqp::VirtualWc>(out, static_cast<size_t>(want - got)));
@@ -59,8 +59,8 @@ extern "C" __attribute__((noinline)) int BraidBenchPollAll(braid::vqp::VirtualCq
 }
 
 extern "C" __attribute__((noinline)) int BraidBenchRawPostPoll(braid::testing::NullQp* qp,
-                                                                braid::testing::NullCq* cq,
-                                                                ibv_send_wr* wr, ibv_wc* wc) {
+                                                               braid::testing::NullCq* cq,
+                                                               ibv_send_wr* wr, ibv_wc* wc) {
   ibv_send_wr* bad = nullptr;
   if (!qp->PostSend(wr, &bad).ok()) return -1;
   return *cq->Poll(std::span<ibv_wc>(wc, 1));
@@ -111,9 +111,9 @@ void BM_Post(benchmark::State& state, Shape shape) {
     state.ResumeTiming();
   }
   state.SetItemsProcessed(state.iterations() * kBatch);
-  state.counters["ns_per_post"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * kBatch),
-      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["ns_per_post"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * kBatch),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 // Complete-only: the posts are untimed; the poll that aggregates every physical completion into
@@ -131,9 +131,9 @@ void BM_Complete(benchmark::State& state, Shape shape) {
     state.ResumeTiming();
     benchmark::DoNotOptimize(BraidBenchPollAll(&bed.cq(), out, kBatch));
   }
-  const double physical =
-      static_cast<double>(bed.vqp().counters().fragments_posted - frags_before);
-  state.counters["physical_per_virtual"] = physical / static_cast<double>(state.iterations() * kBatch);
+  const double physical = static_cast<double>(bed.vqp().counters().fragments_posted - frags_before);
+  state.counters["physical_per_virtual"] =
+      physical / static_cast<double>(state.iterations() * kBatch);
   state.counters["ns_per_physical_completion"] =
       benchmark::Counter(physical, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
@@ -152,10 +152,11 @@ void BM_DqplbReceive(benchmark::State& state) {
   } tail{4096, htonl(7), 0};
   for (auto _ : state) {
     (void)bed.vqp().PostRecv({.wr_id = seq});
-    bed.qp(static_cast<int>(seq % 4)).DeliverRecv(IBV_WC_RECV_RDMA_WITH_IMM, htonl(seq & 0xFFFFFF), 4096);
+    bed.qp(static_cast<int>(seq % 4))
+        .DeliverRecv(IBV_WC_RECV_RDMA_WITH_IMM, htonl(seq & 0xFFFFFF), 4096);
     ++seq;
-    bed.qp(static_cast<int>(seq % 4)).DeliverRecv(IBV_WC_RECV, htonl((seq & 0xFFFFFF) | (1u << 31)),
-                                                  16, &tail, sizeof(tail));
+    bed.qp(static_cast<int>(seq % 4))
+        .DeliverRecv(IBV_WC_RECV, htonl((seq & 0xFFFFFF) | (1u << 31)), 16, &tail, sizeof(tail));
     ++seq;
     if (BraidBenchPollAll(&bed.cq(), out, 1) != 1 || out[0].status != IBV_WC_SUCCESS) {
       state.SkipWithError("receive failed");

@@ -560,22 +560,30 @@ v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::strin
   return info;
 }
 
-std::vector<v1::TransferRequest> MiBWrites(uint64_t vqp, const v1::RegionInfo& src,
-                                           const v1::RegionInfo& dst, int count, int slots) {
+std::vector<v1::TransferRequest> Transfers(v1::Op op, uint64_t vqp, const v1::RegionInfo& local,
+                                           const v1::RegionInfo& remote, uint64_t size,
+                                           uint64_t count, uint64_t slots) {
   std::vector<v1::TransferRequest> out;
-  for (int i = 0; i < count; ++i) {
+  out.reserve(count);
+  for (uint64_t i = 0; i < count; ++i) {
     v1::TransferRequest r;
-    r.set_op_id(static_cast<uint64_t>(i));
+    r.set_op_id(i);
     r.set_vqp_id(vqp);
-    r.set_op(v1::OP_WRITE_WITH_IMM);
-    r.set_local_region_id(src.region_id());
-    r.set_local_offset(static_cast<uint64_t>(i % slots) * kMiB);
-    *r.mutable_remote() = dst.remote();
-    r.set_remote_offset(static_cast<uint64_t>(i % slots) * kMiB);
-    r.set_length(kMiB);
-    out.push_back(r);
+    r.set_op(op);
+    r.set_local_region_id(local.region_id());
+    r.set_local_offset(i % slots * size);
+    *r.mutable_remote() = remote.remote();
+    r.set_remote_offset(i % slots * size);
+    r.set_length(size);
+    out.push_back(std::move(r));
   }
   return out;
+}
+
+std::vector<v1::TransferRequest> MiBWrites(uint64_t vqp, const v1::RegionInfo& src,
+                                           const v1::RegionInfo& dst, int count, int slots) {
+  return Transfers(v1::OP_WRITE_WITH_IMM, vqp, src, dst, kMiB, static_cast<uint64_t>(count),
+                   static_cast<uint64_t>(slots));
 }
 
 v1::VirtualQpInfo GetVqp(AgentProcess& agent, uint64_t vqp) {

@@ -154,6 +154,11 @@ void DestroyVqp(v1::Agent::Stub& stub, uint64_t vqp_id);
 void ConnectPair(v1::Agent::Stub& a, const v1::VirtualQpInfo& va, v1::Agent::Stub& b,
                  const v1::VirtualQpInfo& vb);
 v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label = "");
+// `count` operations `op` of `size` bytes from `local` to `remote` on `vqp`, cycling over the
+// regions' first `slots` slots of `size`; op ids 0, 1, 2, ...
+std::vector<v1::TransferRequest> Transfers(v1::Op op, uint64_t vqp, const v1::RegionInfo& local,
+                                           const v1::RegionInfo& remote, uint64_t size,
+                                           uint64_t count, uint64_t slots);
 // `count` write-with-immediate operations of 1 MiB from `src` to `dst` on `vqp`, cycling over the
 // regions' first `slots` MiB; op ids 0, 1, 2, ...
 std::vector<v1::TransferRequest> MiBWrites(uint64_t vqp, const v1::RegionInfo& src,

@@ -283,17 +283,7 @@ TEST_P(ConformanceCqTest, CqOverflowIsReportedNotLost) {
   Writes(*q.qp, 0, capacity + 4);
   SettleWithoutPolling();
   common::Status error;
-  ibv_wc wc[64];
-  int got = 0;
-  for (int i = 0; i < 100 && error.ok(); ++i) {
-    auto n = cq.Poll(wc);
-    if (!n.ok()) {
-      error = n.status();
-      break;
-    }
-    got += *n;
-  }
-  EXPECT_EQ(got, capacity);
+  EXPECT_EQ(PollAll(cq, error).size(), static_cast<size_t>(capacity));
   EXPECT_EQ(error.code(), common::StatusCode::kCqOverflow) << error.ToString();
 }
 

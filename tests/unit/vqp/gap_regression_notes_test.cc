@@ -441,15 +441,24 @@ TEST(GapRegressionNotesTest, AVqpThatCouldNeverFitItsCompletionQueueIsAnInvalidR
   EXPECT_EQ((*cq)->reserved(0), 0u) << "a refused VQP reserves nothing";
 }
 
+// One null device and its PD, and a 2-QP SPRAY config whose VQP reserves 112 completion entries
+// (2 data QPs of 16 + 16 and the message QP of 16 + 32).
+struct CqAdmissionBed {
+  testing::NullDevice d{0};
+  std::unique_ptr<verbs::ProtectionDomain> pd = std::move(d.AllocPd()).value();
+  verbs::Device* devs[1] = {&d};
+  verbs::ProtectionDomain* pds[1] = {pd.get()};
+  VirtualQpConfig config = [] {
+    VirtualQpConfig c = Config(Scheme::kSpray, 2);
+    c.qp_capacity = 16;
+    c.max_virtual_wrs = 32;
+    return c;
+  }();
+};
+
 TEST(GapRegressionNotesTest, AVqpThatDoesNotFitWhatIsLeftIsBackPressureSayingWhatIsFree) {
-  testing::NullDevice d(0);
-  auto pd = d.AllocPd();
-  verbs::Device* devs[] = {&d};
-  verbs::ProtectionDomain* pds[] = {pd->get()};
-  VirtualQpConfig config = Config(Scheme::kSpray, 2);
-  config.qp_capacity = 16;
-  config.max_virtual_wrs = 32;
-  // 2 data QPs of 16 + 16 and the message QP of 16 + 32: 112 entries.
+  CqAdmissionBed bed;
+  auto& [d, pd, devs, pds, config] = bed;
   auto cq = VirtualCq::Create(devs, 200);
   ASSERT_TRUE(cq.ok());
   auto first = VirtualQp::Create(**cq, pds, config);
@@ -470,13 +479,8 @@ TEST(GapRegressionNotesTest, AVqpThatDoesNotFitWhatIsLeftIsBackPressureSayingWha
 // resized as VQPs reserve room, refuses past its limit saying what is free, and shrinks back to
 // its first size as the VQPs go.
 TEST(GapRegressionNotesTest, ACompletionQueueGrowsToItsLimitAsVqpsReserveAndShrinksBack) {
-  testing::NullDevice d(0);
-  auto pd = d.AllocPd();
-  verbs::Device* devs[] = {&d};
-  verbs::ProtectionDomain* pds[] = {pd->get()};
-  VirtualQpConfig config = Config(Scheme::kSpray, 2);
-  config.qp_capacity = 16;
-  config.max_virtual_wrs = 32;  // 112 entries per VQP
+  CqAdmissionBed bed;
+  auto& [d, pd, devs, pds, config] = bed;
   auto cq = VirtualCq::Create(devs, 200, 1000);
   ASSERT_TRUE(cq.ok());
   EXPECT_EQ((*cq)->capacity(0), 200u);
