@@ -2,8 +2,8 @@
 // 8-QP VQP pairs (SPRAY and DQPLB alternating). Prints create+connect time per VQP (p50/p99),
 // each agent's RSS and fds, idle CPU over 10 s, the /metrics scrape (time and size), and the
 // 1 MiB WRITE / 4 KiB WRITE throughput of one busy VQP with the N - 1 idle ones next to it, next
-// to the same figure before they existed. Then everything is destroyed and RSS/fds are printed
-// again against their start.
+// to the same figure before they existed. Then every VQP and region is destroyed and RSS/fds are
+// printed again against their start.
 //
 // Usage: braid_agent_scale_bench [N=1000]
 #include <unistd.h>
@@ -83,9 +83,9 @@ int main(int argc, char** argv) {
   auto a = AgentProcess::Spawn({"scale-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0});
   auto b = AgentProcess::Spawn({"scale-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
   if (!a || !b || n < 1) return 1;
+  PrintHolding("at start", *a, *b);
   auto src = braid::testing::Register(a->stub(), kRegion, "src");
   auto dst = braid::testing::Register(b->stub(), kRegion, "dst");
-  PrintHolding("at start", *a, *b);
 
   std::vector<std::pair<uint64_t, uint64_t>> pairs;
   std::vector<double> ms, create_ms, connect_ms;
@@ -142,11 +142,9 @@ int main(int argc, char** argv) {
       n - 1, crowded.mib_gbs, alone.mib_gbs, crowded.mib_gbs / alone.mib_gbs, crowded.kib4_mops,
       alone.kib4_mops, crowded.kib4_mops / alone.kib4_mops);
 
-  for (const auto& [va, vb] : pairs) {
-    braid::testing::DestroyVqp(a->stub(), va);
-    braid::testing::DestroyVqp(b->stub(), vb);
-  }
+  braid::testing::ReleaseEverything(a->stub());
+  braid::testing::ReleaseEverything(b->stub());
   std::this_thread::sleep_for(std::chrono::seconds(6));  // the agents trim their heaps every 5 s
-  PrintHolding("after destroying every VQP", *a, *b);
+  PrintHolding("after destroying everything", *a, *b);
   return 0;
 }

@@ -12,7 +12,8 @@ namespace braid::soft {
 SoftCq::SoftCq(Fabric* fabric, int capacity, uint32_t max_capacity, int event_fd)
     : fabric_(fabric),
       max_capacity_(max_capacity),
-      ring_(static_cast<size_t>(capacity)),
+      ring_(std::make_unique_for_overwrite<ibv_wc[]>(static_cast<size_t>(capacity))),
+      size_(static_cast<uint64_t>(capacity)),
       event_fd_(event_fd) {}
 
 SoftCq::~SoftCq() {
@@ -23,7 +24,7 @@ common::Result<int> SoftCq::Poll(std::span<ibv_wc> out) {
   if (count_ < out.size()) fabric_->Progress();
   int n = 0;
   while (count_ > 0 && static_cast<size_t>(n) < out.size()) {
-    out[n++] = ring_[head_ % ring_.size()];
+    out[n++] = ring_[head_ % size_];
     ++head_;
     --count_;
   }
@@ -34,11 +35,11 @@ common::Result<int> SoftCq::Poll(std::span<ibv_wc> out) {
 }
 
 bool SoftCq::Push(const ibv_wc& wc) {
-  if (count_ == ring_.size()) {
+  if (count_ == size_) {
     overflowed_ = true;
     return false;
   }
-  ring_[(head_ + count_) % ring_.size()] = wc;
+  ring_[(head_ + count_) % size_] = wc;
   ++count_;
   if (armed_) {
     armed_ = false;
@@ -67,9 +68,10 @@ common::Status SoftCq::Resize(int entries) {
   if (static_cast<uint64_t>(entries) < count_) {
     return common::Status::InvalidArgument("the CQ holds more completions than the new size");
   }
-  std::vector<ibv_wc> ring(static_cast<size_t>(entries));
-  for (uint64_t i = 0; i < count_; ++i) ring[i] = ring_[(head_ + i) % ring_.size()];
+  auto ring = std::make_unique_for_overwrite<ibv_wc[]>(static_cast<size_t>(entries));
+  for (uint64_t i = 0; i < count_; ++i) ring[i] = ring_[(head_ + i) % size_];
   ring_ = std::move(ring);
+  size_ = static_cast<uint64_t>(entries);
   head_ = 0;
   return common::Status::Ok();
 }

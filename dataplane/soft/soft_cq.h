@@ -9,7 +9,7 @@
 #define BRAID_DATAPLANE_SOFT_SOFT_CQ_H_
 
 #include <cstdint>
-#include <vector>
+#include <memory>
 
 #include "dataplane/verbs/provider.h"
 
@@ -31,7 +31,7 @@ class SoftCq final : public verbs::Cq {
   ~SoftCq() override;
 
   common::Result<int> Poll(std::span<ibv_wc> out) override;
-  int capacity() const override { return static_cast<int>(ring_.size()); }
+  int capacity() const override { return static_cast<int>(size_); }
   int wakeup_fd() const override { return event_fd_; }
   common::Status RequestNotify() override;
   common::Status ConsumeWakeup() override;
@@ -47,7 +47,10 @@ class SoftCq final : public verbs::Cq {
  private:
   Fabric* fabric_;
   uint32_t max_capacity_;
-  std::vector<ibv_wc> ring_;
+  // Allocated without initialisation (a grown CQ of millions of entries costs neither the time
+  // to clear it nor memory for pages not yet used).
+  std::unique_ptr<ibv_wc[]> ring_;
+  uint64_t size_;
   uint64_t head_ = 0;
   uint64_t count_ = 0;
   bool overflowed_ = false;

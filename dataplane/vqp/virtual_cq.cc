@@ -154,17 +154,28 @@ const VirtualCq::Route* VirtualCq::FindRoute(uint64_t key) const {
   }
 }
 
-void VirtualCq::AddReadyCapacity(size_t entries) {
-  ready_needed_ += entries;
-  if (ready_needed_ <= ready_.size()) return;
-  std::vector<VirtualWc> grown(std::bit_ceil(ready_needed_ * 2));
-  for (size_t i = 0; i < ready_count_; ++i) grown[i] = ready_[(ready_head_ + i) & ready_mask_];
-  ready_ = std::move(grown);
-  ready_mask_ = ready_.size() - 1;
+void VirtualCq::ResizeReady(size_t size) {
+  auto ring = std::make_unique_for_overwrite<VirtualWc[]>(size);
+  for (size_t i = 0; i < ready_count_; ++i) ring[i] = ready_[(ready_head_ + i) & ready_mask_];
+  ready_ = std::move(ring);
+  ready_size_ = size;
+  ready_mask_ = size - 1;
   ready_head_ = 0;
 }
 
-void VirtualCq::RemoveReadyCapacity(size_t entries) { ready_needed_ -= entries; }
+void VirtualCq::AddReadyCapacity(size_t entries) {
+  ready_needed_ += entries;
+  if (ready_needed_ > ready_size_) ResizeReady(std::bit_ceil(ready_needed_ * 2));
+}
+
+void VirtualCq::RemoveReadyCapacity(size_t entries) {
+  ready_needed_ -= entries;
+  // Halve once no more than a quarter is needed (what is pending always fits: it is within what
+  // is needed).
+  if (ready_size_ > 64 && ready_needed_ * 4 <= ready_size_ && ready_count_ <= ready_size_ / 2) {
+    ResizeReady(ready_size_ / 2);
+  }
+}
 
 void VirtualCq::EmitOverflow() {
   // Capacity is reserved per VQP at creation, so this cannot happen; never lose silently.

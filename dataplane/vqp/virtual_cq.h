@@ -72,7 +72,7 @@ class VirtualCq {
   void AddReadyCapacity(size_t entries);  // slow path, at VQP creation
   void RemoveReadyCapacity(size_t entries);
   void Emit(const VirtualWc& wc) {
-    if (ready_count_ == ready_.size()) {
+    if (ready_count_ == ready_size_) {
       EmitOverflow();
       return;
     }
@@ -92,6 +92,7 @@ class VirtualCq {
     return (uint64_t{static_cast<uint32_t>(device)} << 32) | qp_num;
   }
   int TakeReady(std::span<VirtualWc> out);
+  void ResizeReady(size_t size);
   void EmitOverflow();
   // Routes: an open-addressing table rebuilt on (un)registration, probed on every completion.
   const Route* FindRoute(uint64_t key) const;
@@ -106,7 +107,10 @@ class VirtualCq {
   std::vector<Route> table_;   // power-of-two open-addressing table over routes_
   uint64_t table_mask_ = 0;
   std::array<ibv_wc, kPollBatch> batch_{};
-  std::vector<VirtualWc> ready_;  // power-of-two ring
+  // A power-of-two ring that holds every virtual completion the registered VQPs could have
+  // pending. Allocated without initialisation: its pages cost memory only once used.
+  std::unique_ptr<VirtualWc[]> ready_;
+  size_t ready_size_ = 0;
   size_t ready_mask_ = 0;
   size_t ready_head_ = 0;
   size_t ready_count_ = 0;
