@@ -274,7 +274,7 @@ class Engine {
   std::vector<VqpSlot*> backlogged_vqps_;
   std::vector<VqpSlot*> attention_;
   std::vector<Deadline> deadlines_;
-  uint64_t next_sweep_ns_ = 0;     // every VQP looked at once a second (what no event announced)
+  uint64_t next_sweep_ns_ = 0;     // every VQP looked at every 5 s (what no event announced)
   std::string transfers_stopped_;  // non-empty: StopTransfers was called (why)
   uint64_t next_deadline_check_ns_ = 0;
   uint64_t last_activity_ns_ = 0;

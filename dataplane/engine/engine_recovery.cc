@@ -133,9 +133,9 @@ void Engine::Forget(VqpSlot& slot) {
 
 void Engine::RunRecovery(uint64_t now) {
   if (now >= next_sweep_ns_) {
-    // Once a second, every VQP: a QP that died with only receives out announces itself to
+    // Every 5 s, every VQP: a QP that died with only receives out announces itself to
     // nobody.
-    next_sweep_ns_ = now + 1000000000;
+    next_sweep_ns_ = now + 5000000000ull;
     for (auto& [id, slot] : vqps_) {
       if (!Settled(*slot)) Attend(*slot);
     }
