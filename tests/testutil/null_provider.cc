@@ -9,6 +9,7 @@ namespace braid::testing {
 using common::Status;
 
 common::Result<int> NullCq::Poll(std::span<ibv_wc> out) {
+  ++polls_;
   if (fail_next_poll_) {
     fail_next_poll_ = false;
     return Status::CqOverflow("injected CQ failure");

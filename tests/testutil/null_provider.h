@@ -27,12 +27,14 @@ class NullCq final : public verbs::Cq {
   void Push(const ibv_wc& wc);
   void FailNextPoll() { fail_next_poll_ = true; }
   size_t size() const { return count_; }
+  uint64_t polls() const { return polls_; }  // Poll calls so far
 
  private:
   std::vector<ibv_wc> ring_;
   size_t head_ = 0;
   size_t count_ = 0;
   bool fail_next_poll_ = false;
+  uint64_t polls_ = 0;
 };
 
 class NullQp final : public verbs::Qp {

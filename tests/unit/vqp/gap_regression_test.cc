@@ -300,6 +300,34 @@ TEST(GapRegressionTest, PollIsBoundedBySpan) {
   EXPECT_EQ(total, 50u);
 }
 
+// With more completions waiting than one physical poll takes, a Poll with room for all of them
+// still polls each physical CQ once: one batch per device, not a drain.
+TEST(GapRegressionTest, PollTakesOneBatchPerPhysicalCqEvenWithRoomForMore) {
+  VirtualQpConfig c = Config(Scheme::kSpray, 4);
+  c.qp_capacity = 128;
+  c.max_virtual_wrs = 256;
+  NullVqpBed nb(2, c);
+  ASSERT_TRUE(nb.status().ok());
+  for (uint64_t i = 0; i < 200; ++i) ASSERT_TRUE(nb.vqp().PostSend(nb.Write(i, 100)).ok());
+  ASSERT_GT(nb.physical_cq(0).size(), size_t{VirtualCq::kPollBatch});
+  ASSERT_GT(nb.physical_cq(1).size(), size_t{VirtualCq::kPollBatch});
+  const uint64_t polls0 = nb.physical_cq(0).polls(), polls1 = nb.physical_cq(1).polls();
+  std::vector<VirtualWc> out(256);
+  auto n = nb.cq().Poll(out);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(nb.physical_cq(0).polls() - polls0, 1u);
+  EXPECT_EQ(nb.physical_cq(1).polls() - polls1, 1u);
+  EXPECT_LE(*n, 2 * VirtualCq::kPollBatch);
+  EXPECT_GT(*n, 0);
+  size_t total = static_cast<size_t>(*n);
+  for (int r = 0; r < 100 && total < 200; ++r) {
+    auto more = nb.cq().Poll(out);
+    ASSERT_TRUE(more.ok());
+    total += static_cast<size_t>(*more);
+  }
+  EXPECT_EQ(total, 200u) << "every virtual WR completes once, over several polls";
+}
+
 // SPRAY across NICs. The notify's NIC is fast, the data NICs slow: the receiver never sees a
 // message complete before all of its bytes are in place.
 TEST(GapRegressionTest, NotifyNeverOvertakesDataAcrossNics) {
