@@ -120,6 +120,22 @@ TEST(GapRegressionTest, PartialDispatchCompletesOnceWithError) {
   EXPECT_EQ(wc[1].status, IBV_WC_SUCCESS) << "the next WR avoids the dead QP";
 }
 
+// The failed WR is reported only once none of its fragments is still in flight: the client may
+// reuse or free the buffer as soon as it sees the completion, so no physical WR may still read it.
+TEST(GapRegressionTest, AFailedWrIsReportedOnlyOnceNothingOfItIsInFlight) {
+  SimBed bed(2, Config(Scheme::kSpray, 4, /*failover=*/false));
+  VqpTestbed& tb = bed.tb();
+  ASSERT_TRUE(tb.status().ok());
+  ASSERT_TRUE(tb.fabric().BreakQp(tb.a().vqp->physical_qp(2)).ok());
+  ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, 0, 3'000'000, 0, 1)).ok());
+  const auto wc = tb.Poll(0, 1, 50000);
+  ASSERT_EQ(wc.size(), 1u);
+  EXPECT_EQ(wc[0].status, IBV_WC_RETRY_EXC_ERR);
+  uint32_t in_flight = 0;
+  for (int i = 0; i < tb.a().vqp->num_physical_qps(); ++i) in_flight += tb.a().vqp->outstanding(i);
+  EXPECT_EQ(in_flight, 0u) << "reported while fragments of it were still posted";
+}
+
 // Errors are returned with their own message, never a stale errno.
 TEST(GapRegressionTest, PostErrorsCarryTheirOwnMessage) {
   NullVqpBed nb(2, Config(Scheme::kSpray, 2));
