@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <utility>
 
 namespace braid::testing {
 
@@ -98,6 +99,10 @@ Status NullQp::PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) {
 }
 
 Status NullQp::PostRecv(ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
+  if (!fail_next_recv_.ok()) {
+    *bad_wr = wr;
+    return std::exchange(fail_next_recv_, Status::Ok());
+  }
   for (; wr != nullptr; wr = wr->next) {
     if (recv_count_ == recvs_.size()) {
       *bad_wr = wr;

@@ -56,6 +56,8 @@ class NullQp final : public verbs::Qp {
   bool DeliverRecv(ibv_wc_opcode opcode, uint32_t imm_net, uint32_t byte_len,
                    const void* payload = nullptr, uint32_t payload_len = 0);
   size_t posted_recvs() const { return recv_count_; }
+  // The next PostRecv is refused with `status` (as a provider that cannot post would).
+  void FailNextPostRecv(common::Status status) { fail_next_recv_ = std::move(status); }
   void FailNextSends(int n, ibv_wc_status status) {
     fail_sends_ = n;
     fail_status_ = status;
@@ -80,6 +82,7 @@ class NullQp final : public verbs::Qp {
   ibv_wc_status fail_status_ = IBV_WC_RETRY_EXC_ERR;
   ibv_send_wr last_send_{};
   uint64_t sends_ = 0;
+  common::Status fail_next_recv_;
 };
 
 class NullDevice final : public verbs::Device {

@@ -239,6 +239,21 @@ TEST(GapRegressionTest, ReceivePostFailureIsReturned) {
   EXPECT_EQ(nb.vqp().PostRecv({.wr_id = 99}).code(), common::StatusCode::kNoResource);
 }
 
+// A receive the physical QP refuses (the provider's own failure, past every check of the virtual
+// layer) is returned to the caller with the provider's message, and nothing is counted.
+TEST(GapRegressionTest, AReceiveThePhysicalQpRefusesIsReturnedToTheCaller) {
+  NullVqpBed nb(1, Config(Scheme::kSpray, 1));
+  ASSERT_TRUE(nb.status().ok());
+  const uint32_t before = nb.vqp().pending_recvs();
+  nb.qp(0).FailNextPostRecv(common::Status::DeviceError("injected receive failure"));
+  const common::Status s = nb.vqp().PostRecv({.wr_id = 7});
+  EXPECT_EQ(s.code(), common::StatusCode::kDeviceError) << s.ToString();
+  EXPECT_NE(s.message().find("injected receive failure"), std::string_view::npos) << s.ToString();
+  EXPECT_EQ(nb.vqp().pending_recvs(), before) << "a refused receive was counted";
+  EXPECT_TRUE(nb.vqp().PostRecv({.wr_id = 8}).ok());
+  EXPECT_EQ(nb.vqp().pending_recvs(), before + 1);
+}
+
 // Sequence numbers wrap on the full 24-bit ring (mask, not modulo 2^24-1), and an
 // arrival beyond the window is refused without touching the window (the VQP parks it).
 TEST(GapRegressionTest, SequenceWrapAndWindow) {
