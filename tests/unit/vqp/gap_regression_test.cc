@@ -239,6 +239,40 @@ TEST(GapRegressionTest, ReceivePostFailureIsReturned) {
   EXPECT_EQ(nb.vqp().PostRecv({.wr_id = 99}).code(), common::StatusCode::kNoResource);
 }
 
+// Failover stops at the retry budget: a fragment whose every re-post also dies is re-posted
+// `retry_budget` times, then its WR fails with the real error; the QPs left alive never see it.
+TEST(GapRegressionTest, AFragmentIsRepostedAtMostItsRetryBudgetThenItsWrFails) {
+  VirtualQpConfig c = Config(Scheme::kSpray, 4);
+  c.retry_budget = 1;
+  NullVqpBed nb(1, c);
+  ASSERT_TRUE(nb.status().ok());
+  uint64_t sends0 = 0;
+  for (int i = 0; i < 4; ++i) {
+    nb.qp(i).FailNextSends(1, IBV_WC_RETRY_EXC_ERR);
+    sends0 += nb.qp(i).sends();
+  }
+  ASSERT_TRUE(nb.vqp().PostSend(nb.Write(1, 100)).ok());  // one fragment
+  VirtualWc out[4];
+  int got = 0;
+  for (int r = 0; r < 100 && got == 0; ++r) {
+    auto n = nb.cq().Poll(out);
+    ASSERT_TRUE(n.ok());
+    got = *n;
+  }
+  ASSERT_EQ(got, 1);
+  EXPECT_EQ(out[0].wr_id, 1u);
+  EXPECT_EQ(out[0].status, IBV_WC_RETRY_EXC_ERR);
+  uint64_t sends = 0;
+  int dead = 0;
+  for (int i = 0; i < 4; ++i) {
+    sends += nb.qp(i).sends();
+    dead += nb.vqp().health(i) == QpHealth::kDead;
+  }
+  EXPECT_EQ(sends - sends0, 2u) << "the first post and one re-post";
+  EXPECT_EQ(dead, 2) << "only the QPs that carried it died";
+  EXPECT_EQ(nb.vqp().counters().failovers, 1u);
+}
+
 // A receive the physical QP refuses (the provider's own failure, past every check of the virtual
 // layer) is returned to the caller with the provider's message, and nothing is counted.
 TEST(GapRegressionTest, AReceiveThePhysicalQpRefusesIsReturnedToTheCaller) {
