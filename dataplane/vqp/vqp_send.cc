@@ -68,9 +68,11 @@ Status VirtualQp::CheckKeys(uint32_t local, uint32_t remote, bool message_qp,
                                      "; register the memory on every device the VQP uses");
     }
     if (remote != UINT32_MAX && remote_keys_.Get(remote, remote_device) == 0) {
+      const std::string name = remote_device < remote_devices_.size()
+                                   ? remote_devices_[remote_device].name
+                                   : std::to_string(remote_device);
       return Status::InvalidArgument("remote key entry " + std::to_string(remote) +
-                                     " has no key for the peer's device " +
-                                     std::to_string(remote_device) +
+                                     " has no key for the peer's device " + name +
                                      "; give a remote key for every device of the peer's card");
     }
   }

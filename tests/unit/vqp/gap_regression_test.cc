@@ -601,6 +601,29 @@ TEST(GapRegressionTest, MissingDeviceKeyIsAnErrorNotAnException) {
   EXPECT_FALSE(nb.vqp().AddLocalKeys(wrong_count).ok());
 }
 
+// The remote half: a remote key entry without a key for one of the peer's devices is an error at
+// post time naming that device, and nothing is posted.
+TEST(GapRegressionTest, AMissingRemoteDeviceKeyIsAnErrorAtPostTime) {
+  NullVqpBed nb(2, Config(Scheme::kSpray, 2));
+  ASSERT_TRUE(nb.status().ok());
+  const uint32_t partial[] = {0x66, 0};
+  auto h = nb.vqp().AddRemoteKeys(partial);
+  ASSERT_TRUE(h.ok());
+  uint64_t sends0 = 0;
+  for (int i = 0; i < 3; ++i) sends0 += nb.qp(i).sends();
+  VirtualSendWr wr = nb.Write(1, 4 << 20);  // fragments on both devices
+  wr.remote_keys = *h;
+  const common::Status s = nb.vqp().PostSend(wr);
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("null1"), std::string_view::npos) << s.ToString();
+  EXPECT_EQ(nb.vqp().pending_sends(), 0u);
+  uint64_t sends = 0;
+  for (int i = 0; i < 3; ++i) sends += nb.qp(i).sends();
+  EXPECT_EQ(sends, sends0) << "a fragment went out with a missing key";
+  const uint32_t wrong_count[] = {1, 2, 3};
+  EXPECT_FALSE(nb.vqp().AddRemoteKeys(wrong_count).ok());
+}
+
 // Fragment_size defaults to 512 KiB and must lie in [4 KiB, 1 GiB].
 TEST(GapRegressionTest, FragmentSizeDefaultAndRange) {
   EXPECT_EQ(VirtualQpConfig{}.fragment_size, 512u * 1024);
