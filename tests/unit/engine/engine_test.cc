@@ -155,11 +155,11 @@ TEST_F(EngineTest, AVqpTargetsAnyNumberOfDistinctPeerRegionsInTurn) {
     }
   }
   const long rss_end = rss_kib();
-  std::printf("%lu distinct remote regions in turn: %lu transfers succeeded%s%s; RSS %ld KiB "
-              "after the first tenth, %ld KiB at the end\n",
-              static_cast<unsigned long>(count), static_cast<unsigned long>(ok),
-              first_error.empty() ? "" : "; first error: ", first_error.c_str(), rss_start,
-              rss_end);
+  std::printf(
+      "%lu distinct remote regions in turn: %lu transfers succeeded%s%s; RSS %ld KiB "
+      "after the first tenth, %ld KiB at the end\n",
+      static_cast<unsigned long>(count), static_cast<unsigned long>(ok),
+      first_error.empty() ? "" : "; first error: ", first_error.c_str(), rss_start, rss_end);
   EXPECT_EQ(ok, count);
   EXPECT_LT(rss_end - rss_start, 16 * 1024) << "memory grows with the regions targeted";
   const uint64_t last = (count - 1) % 131000 * 512;
@@ -227,7 +227,8 @@ TEST_F(EngineTest, PastItsDeadlineATransferFailsAtOnceAndKeepsItsRegionUntilTheW
   EXPECT_FALSE(sink->results.TryPop().has_value());
   auto snap = a_.engine->Snapshot();
   ASSERT_TRUE(snap.ok());
-  EXPECT_EQ(snap->completions[static_cast<size_t>(TransferOp::kWriteWithImm)][kOutcomeDeadline], 1u);
+  EXPECT_EQ(snap->completions[static_cast<size_t>(TransferOp::kWriteWithImm)][kOutcomeDeadline],
+            1u);
 }
 
 TEST_F(EngineTest, ABacklogBeyondTheVqpsRingKeepsArrivalOrder) {
@@ -265,6 +266,42 @@ TEST_F(EngineTest, DestroyingAVqpCompletesEveryTransferExactlyOnce) {
   EXPECT_FALSE(sink->results.TryPop().has_value());
   EXPECT_EQ(a_.engine->GetVirtualQp(vqp_).status().code(), common::StatusCode::kNotFound);
   EXPECT_TRUE(a_.engine->DeregisterMemory(local_.id).ok());
+}
+
+// Destroyed with transfers queued beyond its ring (a VQP of 4 virtual WRs, 100 submitted): each
+// completes once, those still waiting CANCELLED; nothing stays behind, and the engine's lists of
+// backlogged VQPs and VQPs to look after let go of it (another VQP keeps working).
+TEST_F(EngineTest, DestroyingAVqpWithABacklogBeyondItsRingCompletesEachTransferOnce) {
+  const uint64_t first = vqp_;
+  Connect(2, 4);
+  auto sink = std::make_shared<TransferSink>(512);
+  for (uint64_t i = 0; i < 100; ++i) {
+    ASSERT_TRUE(a_.engine->SubmitTransfer(Write(i, (i % 64) * kMiB, kMiB), sink).ok());
+  }
+  ASSERT_TRUE(a_.engine->DestroyVirtualQp(vqp_).ok());
+  auto results = Collect(*sink, 100);
+  ASSERT_EQ(results.size(), 100u);
+  std::vector<int> seen(100, 0);
+  int cancelled = 0;
+  for (const auto& r : results) {
+    ASSERT_LT(r.op_id, 100u);
+    ++seen[r.op_id];
+    cancelled += r.status.code() == common::StatusCode::kCancelled;
+  }
+  for (int n : seen) EXPECT_EQ(n, 1);
+  EXPECT_GE(cancelled, 50) << "the backlog was posted instead of cancelled?";
+  usleep(50000);
+  EXPECT_FALSE(sink->results.TryPop().has_value());
+  auto snap = a_.engine->Snapshot();
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->transfers_in_flight, 0u);
+  vqp_ = first;
+  for (uint64_t i = 0; i < 16; ++i) {
+    ASSERT_TRUE(a_.engine->SubmitTransfer(Write(1000 + i, i * kMiB, kMiB), sink).ok());
+  }
+  const auto after = Collect(*sink, 16);
+  ASSERT_EQ(after.size(), 16u);
+  for (const auto& r : after) EXPECT_TRUE(r.status.ok()) << r.status.ToString();
 }
 
 TEST_F(EngineTest, AnIdleEngineSleeps) {
