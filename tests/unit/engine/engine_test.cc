@@ -204,8 +204,14 @@ TEST_F(EngineTest, TransfersCompleteInOrderAndNotifyTheReceiver) {
 
 TEST_F(EngineTest, PastItsDeadlineATransferFailsAtOnceAndKeepsItsRegionUntilTheWcArrives) {
   auto sink = std::make_shared<TransferSink>(16);
+  // Queued behind 512 MiB of writes on the same QPs, a 64 MiB write with a 1 ms deadline is still
+  // in flight long after its deadline (tens of milliseconds on loopback TCP at the least).
+  auto ahead = std::make_shared<TransferSink>(16);
+  for (uint64_t i = 0; i < 8; ++i) {
+    ASSERT_TRUE(a_.engine->SubmitTransfer(Write(100 + i, 0, 64 * kMiB), ahead).ok());
+  }
   TransferRequest t = Write(7, 0, 64 * kMiB);
-  t.timeout_ms = 1;  // 64 MiB over loopback TCP takes far longer
+  t.timeout_ms = 1;
   ASSERT_TRUE(a_.engine->SubmitTransfer(t, sink).ok());
   auto results = Collect(*sink, 1);
   ASSERT_EQ(results.size(), 1u);
@@ -229,6 +235,7 @@ TEST_F(EngineTest, PastItsDeadlineATransferFailsAtOnceAndKeepsItsRegionUntilTheW
   ASSERT_TRUE(snap.ok());
   EXPECT_EQ(snap->completions[static_cast<size_t>(TransferOp::kWriteWithImm)][kOutcomeDeadline],
             1u);
+  EXPECT_EQ(Collect(*ahead, 8).size(), 8u);
 }
 
 TEST_F(EngineTest, ABacklogBeyondTheVqpsRingKeepsArrivalOrder) {
