@@ -80,6 +80,7 @@ Status NullQp::PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) {
     }
     last_send_ = *wr;
     ++sends_;
+    reads_ += wr->opcode == IBV_WR_RDMA_READ;
     ibv_wc wc{};
     wc.wr_id = wr->wr_id;
     wc.qp_num = qp_num_;

@@ -64,6 +64,7 @@ class NullQp final : public verbs::Qp {
   }
   const ibv_send_wr& last_send() const { return last_send_; }
   uint64_t sends() const { return sends_; }
+  uint64_t reads() const { return reads_; }  // RDMA READs posted
 
  private:
   struct Recv {
@@ -82,6 +83,7 @@ class NullQp final : public verbs::Qp {
   ibv_wc_status fail_status_ = IBV_WC_RETRY_EXC_ERR;
   ibv_send_wr last_send_{};
   uint64_t sends_ = 0;
+  uint64_t reads_ = 0;
   common::Status fail_next_recv_;
 };
 

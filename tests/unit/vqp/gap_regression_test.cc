@@ -430,6 +430,46 @@ TEST(GapRegressionTest, NotifyNeverOvertakesDataAcrossNics) {
   EXPECT_EQ(seen, kMsgs);
 }
 
+// A SPRAY notify is preceded by one fence READ on each device other than the notify's that
+// carried the message's data, and by none when the data stayed on the notify's device.
+TEST(GapRegressionTest, ASprayNotifyIsFencedOncePerOtherDeviceThatCarriedData) {
+  NullVqpBed nb(2, Config(Scheme::kSpray, 4));
+  ASSERT_TRUE(nb.status().ok());
+  auto reads = [&] {
+    uint64_t n = 0;
+    for (int i = 0; i < 5; ++i) n += nb.qp(i).reads();
+    return n;
+  };
+  auto complete = [&](uint64_t wr_id) {
+    VirtualWc out[4];
+    for (int r = 0; r < 100; ++r) {
+      auto n = nb.cq().Poll(out);
+      if (!n.ok()) return false;
+      for (int k = 0; k < *n; ++k) {
+        if (out[k].wr_id == wr_id) return out[k].status == IBV_WC_SUCCESS;
+      }
+    }
+    return false;
+  };
+  // 16 fragments of the test config's size: spread over all four QPs, so both devices.
+  const uint64_t before = reads();
+  VirtualSendWr big =
+      nb.Write(1, 16 * Config(Scheme::kSpray, 4).fragment_size, IBV_WR_RDMA_WRITE_WITH_IMM);
+  big.send_flags = IBV_SEND_SIGNALED;
+  ASSERT_TRUE(nb.vqp().PostSend(big).ok());
+  ASSERT_TRUE(complete(1));
+  EXPECT_EQ(reads() - before, 1u) << "one fence READ, on the device the notify did not use";
+  // With device 1 drained, a message's data stays on device 0, the notify's: no fence.
+  ASSERT_TRUE(nb.vqp().DrainDevice(1).ok());
+  const uint64_t mid = reads();
+  VirtualSendWr kept =
+      nb.Write(2, 16 * Config(Scheme::kSpray, 4).fragment_size, IBV_WR_RDMA_WRITE_WITH_IMM);
+  kept.send_flags = IBV_SEND_SIGNALED;
+  ASSERT_TRUE(nb.vqp().PostSend(kept).ok());
+  ASSERT_TRUE(complete(2));
+  EXPECT_EQ(reads() - mid, 0u) << "a fence for data that stayed on the notify's device";
+}
+
 // Destroying a VQP with work in flight flushes every virtual WR exactly once.
 TEST(GapRegressionTest, DestroyWithWorkInFlightFlushesEachOnce) {
   SimBed bed(2, Config(Scheme::kDqplb, 4));
