@@ -214,8 +214,24 @@ struct OwnCqQp {
   std::unique_ptr<verbs::Qp> qp, peer;
 };
 
+// A 4-entry send CQ (or the provider's smallest above) and a connected QP completing into it;
+// the QP goes first (members are destroyed in reverse order).
+struct SmallCq {
+  std::unique_ptr<verbs::Cq> cq;
+  OwnCqQp q;
+};
+
 class ConformanceCqTest : public ConformanceErrorTest {
  protected:
+  SmallCq SmallCqWithQp() {
+    SmallCq out;
+    auto cq = ep(0).device->CreateCq(4);
+    EXPECT_TRUE(cq.ok()) << cq.status().ToString();
+    if (!cq.ok()) return out;
+    out.cq = std::move(cq).value();
+    out.q = ConnectWithSendCq(*out.cq);
+    return out;
+  }
   OwnCqQp ConnectWithSendCq(verbs::Cq& cq) {
     Endpoint& e = ep(0);
     OwnCqQp out;
@@ -274,12 +290,11 @@ class ConformanceCqTest : public ConformanceErrorTest {
 };
 
 TEST_P(ConformanceCqTest, CqOverflowIsReportedNotLost) {
-  auto small = ep(0).device->CreateCq(4);
-  ASSERT_TRUE(small.ok());
-  verbs::Cq& cq = **small;
+  SmallCq s = SmallCqWithQp();
+  ASSERT_TRUE(s.q.qp);
+  verbs::Cq& cq = *s.cq;
   const int capacity = cq.capacity();
-  OwnCqQp q = ConnectWithSendCq(cq);
-  ASSERT_TRUE(q.qp);
+  OwnCqQp& q = s.q;
   Writes(*q.qp, 0, capacity + 4);
   SettleWithoutPolling();
   common::Status error;
@@ -290,12 +305,11 @@ TEST_P(ConformanceCqTest, CqOverflowIsReportedNotLost) {
 // As ibv_resize_cq: a full CQ grows without losing or reordering what it holds, holds the new
 // size without overflowing, and refuses to shrink below what it holds (staying as it was).
 TEST_P(ConformanceCqTest, AResizedCqKeepsItsCompletionsInOrderAndHoldsItsNewSize) {
-  auto small = ep(0).device->CreateCq(4);
-  ASSERT_TRUE(small.ok());
-  verbs::Cq& cq = **small;
+  SmallCq s = SmallCqWithQp();
+  ASSERT_TRUE(s.q.qp);
+  verbs::Cq& cq = *s.cq;
   const int capacity = cq.capacity();
-  OwnCqQp q = ConnectWithSendCq(cq);
-  ASSERT_TRUE(q.qp);
+  OwnCqQp& q = s.q;
   Writes(*q.qp, 0, capacity);
   SettleWithoutPolling();  // the CQ is now full
   EXPECT_FALSE(cq.Resize(capacity - 1).ok()) << "shrunk below the completions it holds";

@@ -451,23 +451,20 @@ TEST(GapRegressionTest, ASprayNotifyIsFencedOncePerOtherDeviceThatCarriedData) {
     }
     return false;
   };
-  // 16 fragments of the test config's size: spread over all four QPs, so both devices.
-  const uint64_t before = reads();
-  VirtualSendWr big =
-      nb.Write(1, 16 * Config(Scheme::kSpray, 4).fragment_size, IBV_WR_RDMA_WRITE_WITH_IMM);
-  big.send_flags = IBV_SEND_SIGNALED;
-  ASSERT_TRUE(nb.vqp().PostSend(big).ok());
-  ASSERT_TRUE(complete(1));
-  EXPECT_EQ(reads() - before, 1u) << "one fence READ, on the device the notify did not use";
-  // With device 1 drained, a message's data stays on device 0, the notify's: no fence.
+  // Posts a signalled WRITE_WITH_IMM of 16 fragments and waits for it; the fence READs it took.
+  auto fences_of = [&](uint64_t wr_id) -> int64_t {
+    const uint64_t before = reads();
+    VirtualSendWr wr =
+        nb.Write(wr_id, 16 * Config(Scheme::kSpray, 4).fragment_size, IBV_WR_RDMA_WRITE_WITH_IMM);
+    wr.send_flags = IBV_SEND_SIGNALED;
+    if (!nb.vqp().PostSend(wr).ok() || !complete(wr_id)) return -1;
+    return static_cast<int64_t>(reads() - before);
+  };
+  // Spread over all four QPs, so both devices.
+  EXPECT_EQ(fences_of(1), 1) << "one fence READ, on the device the notify did not use";
+  // With device 1 drained, the data stays on device 0, the notify's: no fence.
   ASSERT_TRUE(nb.vqp().DrainDevice(1).ok());
-  const uint64_t mid = reads();
-  VirtualSendWr kept =
-      nb.Write(2, 16 * Config(Scheme::kSpray, 4).fragment_size, IBV_WR_RDMA_WRITE_WITH_IMM);
-  kept.send_flags = IBV_SEND_SIGNALED;
-  ASSERT_TRUE(nb.vqp().PostSend(kept).ok());
-  ASSERT_TRUE(complete(2));
-  EXPECT_EQ(reads() - mid, 0u) << "a fence for data that stayed on the notify's device";
+  EXPECT_EQ(fences_of(2), 0) << "a fence for data that stayed on the notify's device";
 }
 
 // Destroying a VQP with work in flight flushes every virtual WR exactly once.
