@@ -60,7 +60,9 @@ Status FdBudget::Admit(uint64_t needed, uint64_t promised, const std::string& wh
   const uint64_t usable = limits.soft > reserve_ ? limits.soft - reserve_ : 0;
   // Counting costs a /proc walk over every descriptor; far from the limit the size of the
   // process's descriptor table (which bounds the count) already answers.
-  if (const uint64_t bound = TableSize(); bound + promised + needed <= usable) return Status::Ok();
+  if (const uint64_t bound = TableSize(); bound < usable && promised + needed <= usable - bound) {
+    return Status::Ok();
+  }
   BRAID_ASSIGN_OR_RETURN(const uint64_t open, CountOpen());
   if (open + promised + needed <= usable) return Status::Ok();
   return Status::NoResource(
