@@ -19,7 +19,7 @@ start_agent() {  # name nic0 nic1 grpc_port metrics_port
   mkdir -p "$DIR/$1"
   "$BRAIDD" --agent-id "$1" --soft-nic "soft0=$2" --soft-nic "soft1=$3" \
     --grpc-tcp "127.0.0.1:$4" --metrics "127.0.0.1:$5" --soft-port 18600 \
-    --region-dir "$DIR/$1" --log-level warn &
+    --region-dir "$DIR/$1" --log-level warn --plaintext --anonymous-role admin &
   pids+=($!)
 }
 

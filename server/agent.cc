@@ -10,6 +10,7 @@
 
 #include "dataplane/providers/provider_registry.h"
 #include "server/proto_mapping.h"
+#include "server/tls_credentials.h"
 
 namespace braid::server {
 
@@ -67,24 +68,34 @@ Status Agent::Init() {
   so.control_endpoint = config_.ControlEndpoint();
   so.transfer_window = config_.transfer_window;
   so.fault_injection = config_.fault_injection;
-  service_ = std::make_unique<AgentService>(*engine_, so);
+  so.plaintext = !config_.tcp_listen.empty() && !config_.auth.tls.enabled();
+  auth_ = std::make_unique<Authenticator>(config_.auth);
+  audit_ = std::make_unique<AuditLog>(config_.agent_id);
+  service_ = std::make_unique<AgentService>(*engine_, so, *auth_, *audit_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  if (!config_.unix_socket.empty()) {
-    unlink(config_.unix_socket.c_str());  // a stale socket of an earlier run
-    builder.AddListeningPort("unix:" + config_.unix_socket, grpc::InsecureServerCredentials());
-  }
   int tcp_port = 0;
   if (!config_.tcp_listen.empty()) {
-    builder.AddListeningPort(config_.tcp_listen, grpc::InsecureServerCredentials(), &tcp_port);
+    builder.AddListeningPort(config_.tcp_listen, ListenerCredentials(config_.auth), &tcp_port);
   }
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || (!config_.tcp_listen.empty() && tcp_port == 0)) {
-    return Status::IoError("gRPC server could not listen on '" + config_.tcp_listen + "' / '" +
-                           config_.unix_socket + "'");
+    return Status::IoError("gRPC server could not listen on " + config_.tcp_listen +
+                           (config_.auth.tls.enabled()
+                                ? " (or its TLS certificate, key or CA could not be loaded)"
+                                : ""));
+  }
+  if (!config_.unix_socket.empty()) {
+    BRAID_RETURN_IF_ERROR(unix_listener_.Start(config_.unix_socket, server_.get(), auth_.get()));
+  }
+  if (so.plaintext) {
+    spdlog::warn(
+        "agent={} grpc_tcp={} msg=\"serving TCP WITHOUT TLS (plaintext: true): anyone who can "
+        "reach this port can use the agent as whatever role anonymous callers have\"",
+        config_.agent_id, config_.tcp_listen);
   }
   if (!config_.metrics_listen.empty()) {
     try {
@@ -93,7 +104,8 @@ Status Agent::Init() {
       return Status::IoError("metrics exporter could not listen on " + config_.metrics_listen +
                              ": " + e.what());
     }
-    collector_ = std::make_shared<MetricsCollector>(*engine_, *watchdog_, config_.metrics_per_qp);
+    collector_ = std::make_shared<MetricsCollector>(*engine_, *watchdog_, *audit_,
+                                                    config_.metrics_per_qp);
     exposer_->RegisterCollectable(collector_);
   }
   event_log_ = std::make_shared<engine::EventWatcher>(4096);
@@ -102,9 +114,12 @@ Status Agent::Init() {
   recovery_thread_ = std::thread([this] { RecoveryLoop(); });
   spdlog::info(
       "agent={} provider={} devices={} grpc_tcp={} grpc_unix={} metrics={} "
-      "fault_injection={} fd_limit={} fd_reserve={} msg=\"serving\"",
+      "tls={} client_auth={} identities={} fault_injection={} fd_limit={} fd_reserve={} "
+      "msg=\"serving\"",
       config_.agent_id, provider_->name(), engine_->num_devices(), config_.tcp_listen,
-      config_.unix_socket, config_.metrics_listen, config_.fault_injection,
+      config_.unix_socket, config_.metrics_listen, config_.auth.tls.enabled(),
+      config_.auth.tls.enabled() ? ClientAuthName(config_.auth.tls.client_auth) : "-",
+      config_.auth.identities.size(), config_.fault_injection,
       engine::FdBudget::Current().soft, config_.fd_reserve);
   return Status::Ok();
 }
@@ -182,7 +197,7 @@ void Agent::RecoveryLoop() {
     auto& stub = peer_agent.stub;
     if (!stub) {
       stub = v1::Agent::NewStub(
-          grpc::CreateChannel(request->peer_endpoint, grpc::InsecureChannelCredentials()));
+          grpc::CreateChannel(request->peer_endpoint, PeerCredentials(config_.auth)));
     }
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -242,6 +257,7 @@ void Agent::Shutdown() {
   if (health_thread_.joinable()) health_thread_.join();
   if (recovery_thread_.joinable()) recovery_thread_.join();
   if (service_) service_->Shutdown();
+  unix_listener_.Stop();
   // Open Transfer streams report every accepted operation before they end.
   if (engine_) (void)engine_->StopTransfers("the agent is shutting down");
   if (server_) {
@@ -254,7 +270,6 @@ void Agent::Shutdown() {
   engine_.reset();
   provider_.reset();
   fabric_.reset();
-  if (!config_.unix_socket.empty()) unlink(config_.unix_socket.c_str());
 }
 
 Agent::~Agent() { Shutdown(); }

@@ -22,7 +22,10 @@
 #include "dataplane/verbs/provider.h"
 #include "server/agent_config.h"
 #include "server/agent_service.h"
+#include "server/audit_log.h"
+#include "server/authenticator.h"
 #include "server/metrics_collector.h"
+#include "server/unix_listener.h"
 
 namespace braid::server {
 
@@ -51,8 +54,11 @@ class Agent {
   std::unique_ptr<verbs::Provider> provider_;
   std::unique_ptr<engine::Engine> engine_;
   std::unique_ptr<engine::StallWatchdog> watchdog_;
+  std::unique_ptr<Authenticator> auth_;
+  std::unique_ptr<AuditLog> audit_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;
+  UnixListener unix_listener_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::shared_ptr<MetricsCollector> collector_;
   void LogEvents();

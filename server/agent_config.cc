@@ -30,6 +30,18 @@ Status Read(const YAML::Node& node, const char* key, T& out) {
 
 }  // namespace
 
+Status BadRole(const std::string& key, const std::string& value) {
+  return Status::InvalidArgument("config key '" + key + "' must be peer, client, operator or " +
+                                 "admin, not " + common::Quote(value));
+}
+
+std::optional<ClientAuth> ParseClientAuth(const std::string& value) {
+  if (value == "require") return ClientAuth::kRequire;
+  if (value == "optional") return ClientAuth::kOptional;
+  if (value == "none") return ClientAuth::kNone;
+  return std::nullopt;
+}
+
 Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   YAML::Node root;
   try {
@@ -72,6 +84,47 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
     BRAID_RETURN_IF_ERROR(Read(listen, "unix", c.unix_socket));
     BRAID_RETURN_IF_ERROR(Read(listen, "tcp", c.tcp_listen));
   }
+  if (const YAML::Node tls = root["tls"]) {
+    BRAID_RETURN_IF_ERROR(Read(tls, "cert", c.auth.tls.cert));
+    BRAID_RETURN_IF_ERROR(Read(tls, "key", c.auth.tls.key));
+    BRAID_RETURN_IF_ERROR(Read(tls, "ca", c.auth.tls.ca));
+    BRAID_RETURN_IF_ERROR(Read(tls, "reload_seconds", c.auth.tls.reload_seconds));
+    std::string client_auth;
+    BRAID_RETURN_IF_ERROR(Read(tls, "client_auth", client_auth));
+    if (!client_auth.empty()) {
+      auto parsed = ParseClientAuth(client_auth);
+      if (!parsed) {
+        return Status::InvalidArgument("config key 'tls.client_auth' must be require, optional "
+                                       "or none, not " + common::Quote(client_auth));
+      }
+      c.auth.tls.client_auth = *parsed;
+    }
+  }
+  BRAID_RETURN_IF_ERROR(Read(root, "plaintext", c.auth.plaintext));
+  if (const YAML::Node auth = root["auth"]) {
+    BRAID_RETURN_IF_ERROR(Read(auth, "tokens_file", c.auth.tokens_file));
+    std::string anonymous;
+    BRAID_RETURN_IF_ERROR(Read(auth, "anonymous_role", anonymous));
+    if (!anonymous.empty()) {
+      c.auth.anonymous_role = ParseRole(anonymous);
+      if (!c.auth.anonymous_role) return BadRole("auth.anonymous_role", anonymous);
+    }
+    if (const YAML::Node ids = auth["identities"]) {
+      if (!ids.IsSequence()) {
+        return Status::InvalidArgument("config key 'auth.identities': not a list");
+      }
+      for (const YAML::Node& n : ids) {
+        IdentityBinding b;
+        std::string role;
+        BRAID_RETURN_IF_ERROR(Read(n, "id", b.id));
+        BRAID_RETURN_IF_ERROR(Read(n, "role", role));
+        auto parsed = ParseRole(role);
+        if (!parsed) return BadRole("auth.identities[].role", role);
+        b.role = *parsed;
+        c.auth.identities.push_back(std::move(b));
+      }
+    }
+  }
   if (const YAML::Node m = root["metrics"]) {
     BRAID_RETURN_IF_ERROR(Read(m, "listen", c.metrics_listen));
     BRAID_RETURN_IF_ERROR(Read(m, "per_qp", c.metrics_per_qp));
@@ -102,6 +155,7 @@ Status AgentConfig::Validate() const {
   if (unix_socket.empty() && tcp_listen.empty()) {
     return Status::InvalidArgument("no listener: set listen.unix or listen.tcp");
   }
+  BRAID_RETURN_IF_ERROR(auth.Validate(!tcp_listen.empty()));
   if (transfer_window == 0 || transfer_window > 65536) {
     return Status::InvalidArgument("transfer_window must be in [1, 65536]");
   }

@@ -7,6 +7,7 @@
 //   listen: { unix: /run/braid/braidd.sock, tcp: "0.0.0.0:7600" }
 //   metrics: { listen: "0.0.0.0:9464", per_qp: false }
 //   region_dir: /dev/shm
+//   tls: { cert: ..., key: ..., ca: ... }    # or plaintext: true (server/auth_config.h)
 // Loading never aborts: a bad file or value is an InvalidArgument naming the key.
 #ifndef BRAID_SERVER_AGENT_CONFIG_H_
 #define BRAID_SERVER_AGENT_CONFIG_H_
@@ -17,6 +18,7 @@
 
 #include "dataplane/common/result.h"
 #include "dataplane/soft/soft_provider.h"
+#include "server/auth_config.h"
 
 namespace braid::server {
 
@@ -43,11 +45,17 @@ struct AgentConfig {
   uint32_t max_cq_entries = 1u << 22;
   // File descriptors kept free for the control plane (gRPC connections, region files, health).
   uint32_t fd_reserve = 256;
+  AuthConfig auth;  // TLS, identities and roles (server/auth_config.h)
 
   common::Status Validate() const;
   // The endpoint peers reach this agent's control plane on (written into business cards).
   std::string ControlEndpoint() const;
 };
+
+// "require" | "optional" | "none".
+std::optional<ClientAuth> ParseClientAuth(const std::string& value);
+// The refusal of an unknown role name under `key`.
+common::Status BadRole(const std::string& key, const std::string& value);
 
 // Reads `path` into `config` (keys absent from the file keep their value).
 common::Status LoadConfigFile(const std::string& path, AgentConfig& config);

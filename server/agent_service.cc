@@ -22,11 +22,78 @@ grpc::Status Reply(const Result<T>& result, Out* out) {
 
 }  // namespace
 
-AgentService::AgentService(engine::Engine& engine, AgentServiceOptions options)
-    : engine_(engine), options_(std::move(options)), started_(std::chrono::steady_clock::now()) {}
+// Admits the caller for `rpc` or returns its refusal.
+#define BRAID_ADMIT(context, rpc, access)                                            \
+  Caller caller;                                                                     \
+  if (grpc::Status refused = Admit(context, rpc, access, &caller); !refused.ok()) { \
+    return refused;                                                                  \
+  }
 
-grpc::Status AgentService::GetInfo(grpc::ServerContext*, const v1::GetInfoRequest*,
+AgentService::AgentService(engine::Engine& engine, AgentServiceOptions options,
+                           Authenticator& auth, AuditLog& audit)
+    : engine_(engine),
+      options_(std::move(options)),
+      auth_(auth),
+      audit_(audit),
+      started_(std::chrono::steady_clock::now()) {}
+
+grpc::Status AgentService::VqpReply(const Result<engine::VqpStatus>& result,
+                                    v1::VirtualQpInfo* out) const {
+  if (!result.ok()) return ToGrpc(result.status());
+  ToProto(*result, out);
+  SetOwner(result->owner, out);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::RegionReply(const Result<engine::RegionStatus>& result,
+                                       v1::RegionInfo* out) const {
+  if (!result.ok()) return ToGrpc(result.status());
+  ToProto(*result, out);
+  SetOwner(result->owner, out);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::Admit(grpc::ServerContext* context, const char* rpc, Access access,
+                                 Caller* caller) {
+  Refusal refusal;
+  if (!auth_.Identify(*context, caller, &refusal)) {
+    audit_.AuthFailed(rpc, refusal.reason, context->peer(), refusal.status.error_message());
+    return refusal.status;
+  }
+  const Role r = caller->role;
+  bool allowed = false;
+  const char* needs = "";
+  switch (access) {
+    case Access::kAnyone: allowed = true; break;
+    case Access::kClient: allowed = r >= Role::kClient; needs = "the client role or above"; break;
+    case Access::kOperator:
+      allowed = r >= Role::kOperator;
+      needs = "the operator or admin role";
+      break;
+    case Access::kAdmin: allowed = r == Role::kAdmin; needs = "the admin role"; break;
+    case Access::kPeer:
+      allowed = r == Role::kPeer || r == Role::kAdmin;
+      needs = "the peer role (another agent)";
+      break;
+  }
+  if (allowed) return grpc::Status::OK;
+  std::string message = caller->Describe() + " (role " + RoleName(r) + ") may not call " + rpc +
+                        ": it needs " + needs;
+  audit_.Denied(rpc, "role", caller->identity, context->peer(), message);
+  return {grpc::StatusCode::PERMISSION_DENIED, message};
+}
+
+void AgentService::SetOwner(engine::OwnerId owner, v1::VirtualQpInfo* out) const {
+  out->set_owner(auth_.IdentityOf(owner));
+}
+
+void AgentService::SetOwner(engine::OwnerId owner, v1::RegionInfo* out) const {
+  out->set_owner(auth_.IdentityOf(owner));
+}
+
+grpc::Status AgentService::GetInfo(grpc::ServerContext* context, const v1::GetInfoRequest*,
                                    v1::AgentInfo* out) {
+  BRAID_ADMIT(context, "GetInfo", Access::kAnyone);
   auto snap = engine_.Snapshot();
   if (!snap.ok()) return ToGrpc(snap.status());
   out->set_agent_id(options_.agent_id);
@@ -40,79 +107,106 @@ grpc::Status AgentService::GetInfo(grpc::ServerContext*, const v1::GetInfoReques
   out->set_fault_injection(options_.fault_injection);
   out->set_virtual_qps(static_cast<uint32_t>(snap->vqps.size()));
   out->set_regions(snap->regions);
+  out->set_plaintext(options_.plaintext);
+  out->set_caller_identity(caller.identity);
+  out->set_caller_role(RoleName(caller.role));
   return grpc::Status::OK;
 }
 
-grpc::Status AgentService::ListDevices(grpc::ServerContext*, const v1::ListDevicesRequest*,
+grpc::Status AgentService::ListDevices(grpc::ServerContext* context,
+                                       const v1::ListDevicesRequest*,
                                        v1::ListDevicesResponse* out) {
+  BRAID_ADMIT(context, "ListDevices", Access::kAnyone);
   auto devices = engine_.ListDevices();
   if (!devices.ok()) return ToGrpc(devices.status());
   for (const auto& d : *devices) ToProto(d, out->add_devices());
   return grpc::Status::OK;
 }
 
-grpc::Status AgentService::CreateVirtualQp(grpc::ServerContext*,
+grpc::Status AgentService::CreateVirtualQp(grpc::ServerContext* context,
                                            const v1::CreateVirtualQpRequest* request,
                                            v1::VirtualQpInfo* out) {
+  BRAID_ADMIT(context, "CreateVirtualQp", Access::kClient);
   auto parsed = FromProto(*request);
   if (!parsed.ok()) return ToGrpc(parsed.status());
-  return Reply(engine_.CreateVirtualQp(std::move(parsed).value()), out);
+  parsed->owner = caller.owner;
+  return VqpReply(engine_.CreateVirtualQp(std::move(parsed).value()), out);
 }
 
-grpc::Status AgentService::ConnectVirtualQp(grpc::ServerContext*,
+grpc::Status AgentService::ConnectVirtualQp(grpc::ServerContext* context,
                                             const v1::ConnectVirtualQpRequest* request,
                                             v1::VirtualQpInfo* out) {
+  BRAID_ADMIT(context, "ConnectVirtualQp", Access::kClient);
   if (!request->has_remote_card()) {
     return {grpc::StatusCode::INVALID_ARGUMENT, "remote_card is required"};
   }
   auto card = FromProto(request->remote_card());
   if (!card.ok()) return ToGrpc(card.status());
-  return Reply(engine_.ConnectVirtualQp(request->vqp_id(), std::move(card).value()), out);
+  return VqpReply(
+      engine_.ConnectVirtualQp(request->vqp_id(), std::move(card).value(), caller.scope()), out);
 }
 
-grpc::Status AgentService::GetVirtualQp(grpc::ServerContext*,
+grpc::Status AgentService::GetVirtualQp(grpc::ServerContext* context,
                                         const v1::GetVirtualQpRequest* request,
                                         v1::VirtualQpInfo* out) {
-  return Reply(engine_.GetVirtualQp(request->vqp_id()), out);
+  BRAID_ADMIT(context, "GetVirtualQp", Access::kClient);
+  return VqpReply(engine_.GetVirtualQp(request->vqp_id(), caller.scope()), out);
 }
 
-grpc::Status AgentService::ListVirtualQps(grpc::ServerContext*, const v1::ListVirtualQpsRequest*,
+grpc::Status AgentService::ListVirtualQps(grpc::ServerContext* context,
+                                          const v1::ListVirtualQpsRequest*,
                                           v1::ListVirtualQpsResponse* out) {
-  auto list = engine_.ListVirtualQps();
+  BRAID_ADMIT(context, "ListVirtualQps", Access::kClient);
+  auto list = engine_.ListVirtualQps(caller.scope());
   if (!list.ok()) return ToGrpc(list.status());
-  for (const auto& v : *list) ToProto(v, out->add_vqps());
+  for (const auto& v : *list) {
+    v1::VirtualQpInfo* info = out->add_vqps();
+    ToProto(v, info);
+    SetOwner(v.owner, info);
+  }
   return grpc::Status::OK;
 }
 
-grpc::Status AgentService::DestroyVirtualQp(grpc::ServerContext*,
+grpc::Status AgentService::DestroyVirtualQp(grpc::ServerContext* context,
                                             const v1::DestroyVirtualQpRequest* request,
                                             v1::DestroyVirtualQpResponse*) {
-  return ToGrpc(engine_.DestroyVirtualQp(request->vqp_id()));
+  BRAID_ADMIT(context, "DestroyVirtualQp", Access::kClient);
+  return ToGrpc(engine_.DestroyVirtualQp(request->vqp_id(), caller.scope()));
 }
 
-grpc::Status AgentService::RegisterMemory(grpc::ServerContext*,
+grpc::Status AgentService::RegisterMemory(grpc::ServerContext* context,
                                           const v1::RegisterMemoryRequest* request,
                                           v1::RegionInfo* out) {
-  return Reply(engine_.RegisterMemory(request->length(), request->label()), out);
+  BRAID_ADMIT(context, "RegisterMemory", Access::kClient);
+  return RegionReply(engine_.RegisterMemory(request->length(), request->label(), caller.owner),
+                     out);
 }
 
-grpc::Status AgentService::DeregisterMemory(grpc::ServerContext*,
+grpc::Status AgentService::DeregisterMemory(grpc::ServerContext* context,
                                             const v1::DeregisterMemoryRequest* request,
                                             v1::DeregisterMemoryResponse*) {
-  return ToGrpc(engine_.DeregisterMemory(request->region_id()));
+  BRAID_ADMIT(context, "DeregisterMemory", Access::kClient);
+  return ToGrpc(engine_.DeregisterMemory(request->region_id(), caller.scope()));
 }
 
-grpc::Status AgentService::ListRegions(grpc::ServerContext*, const v1::ListRegionsRequest*,
+grpc::Status AgentService::ListRegions(grpc::ServerContext* context,
+                                       const v1::ListRegionsRequest*,
                                        v1::ListRegionsResponse* out) {
-  auto list = engine_.ListRegions();
+  BRAID_ADMIT(context, "ListRegions", Access::kClient);
+  auto list = engine_.ListRegions(caller.scope());
   if (!list.ok()) return ToGrpc(list.status());
-  for (const auto& r : *list) ToProto(r, out->add_regions());
+  for (const auto& r : *list) {
+    v1::RegionInfo* info = out->add_regions();
+    ToProto(r, info);
+    SetOwner(r.owner, info);
+  }
   return grpc::Status::OK;
 }
 
 grpc::Status AgentService::Transfer(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>* stream) {
+  BRAID_ADMIT(context, "Transfer", Access::kClient);
   const uint32_t window = options_.transfer_window;
   // Every accepted operation's result has room: at most `window` are accepted at a time.
   auto sink = std::make_shared<engine::TransferSink>(size_t{window} + 16);
@@ -180,6 +274,7 @@ grpc::Status AgentService::Transfer(
       (void)sink->results.Push(std::move(refused));
       continue;
     }
+    parsed->owner = caller.scope();
     common::Status s = engine_.SubmitTransfer(*parsed, sink);
     for (int spins = 0; s.code() == common::StatusCode::kNoResource && spins < 100000; ++spins) {
       std::this_thread::sleep_for(std::chrono::microseconds(50));
@@ -243,8 +338,9 @@ grpc::Status AgentService::StreamWatcher(grpc::ServerContext* context,
 grpc::Status AgentService::WatchNotifications(
     grpc::ServerContext* context, const v1::WatchNotificationsRequest* request,
     grpc::ServerWriter<v1::WatchNotificationsResponse>* writer) {
+  BRAID_ADMIT(context, "WatchNotifications", Access::kClient);
   auto watcher = std::make_shared<engine::NotificationWatcher>(options_.watcher_capacity);
-  common::Status s = engine_.Watch(request->vqp_id(), watcher);
+  common::Status s = engine_.Watch(request->vqp_id(), watcher, caller.scope());
   if (!s.ok()) return ToGrpc(s);
   grpc::Status ended =
       StreamWatcher(context, writer, *watcher, "notifications",
@@ -258,6 +354,7 @@ grpc::Status AgentService::WatchNotifications(
 grpc::Status AgentService::WatchEvents(grpc::ServerContext* context,
                                        const v1::WatchEventsRequest*,
                                        grpc::ServerWriter<v1::WatchEventsResponse>* writer) {
+  BRAID_ADMIT(context, "WatchEvents", Access::kOperator);
   auto watcher = std::make_shared<engine::EventWatcher>(options_.watcher_capacity);
   common::Status s = engine_.WatchEvents(watcher);
   if (!s.ok()) return ToGrpc(s);
@@ -269,18 +366,22 @@ grpc::Status AgentService::WatchEvents(grpc::ServerContext* context,
   return ended;
 }
 
-grpc::Status AgentService::DrainDevice(grpc::ServerContext*, const v1::DrainDeviceRequest* request,
-                                       v1::Device* out) {
+grpc::Status AgentService::DrainDevice(grpc::ServerContext* context,
+                                       const v1::DrainDeviceRequest* request, v1::Device* out) {
+  BRAID_ADMIT(context, "DrainDevice", Access::kOperator);
   return Reply(engine_.DrainDevice(request->device()), out);
 }
 
-grpc::Status AgentService::UndrainDevice(grpc::ServerContext*,
+grpc::Status AgentService::UndrainDevice(grpc::ServerContext* context,
                                          const v1::DrainDeviceRequest* request, v1::Device* out) {
+  BRAID_ADMIT(context, "UndrainDevice", Access::kOperator);
   return Reply(engine_.UndrainDevice(request->device()), out);
 }
 
-grpc::Status AgentService::InjectFault(grpc::ServerContext*, const v1::InjectFaultRequest* request,
+grpc::Status AgentService::InjectFault(grpc::ServerContext* context,
+                                       const v1::InjectFaultRequest* request,
                                        v1::InjectFaultResponse*) {
+  BRAID_ADMIT(context, "InjectFault", Access::kAdmin);
   engine::FaultRequest f;
   switch (request->kind()) {
     case v1::FAULT_KIND_STALL_ENGINE: f.kind = engine::FaultKind::kStallEngine; break;
@@ -296,8 +397,10 @@ grpc::Status AgentService::InjectFault(grpc::ServerContext*, const v1::InjectFau
   return ToGrpc(engine_.InjectFault(std::move(f)));
 }
 
-grpc::Status AgentService::RecoverQp(grpc::ServerContext*, const v1::RecoverQpRequest* request,
+grpc::Status AgentService::RecoverQp(grpc::ServerContext* context,
+                                     const v1::RecoverQpRequest* request,
                                      v1::RecoverQpResponse* out) {
+  BRAID_ADMIT(context, "RecoverQp", Access::kPeer);
   auto card = FromProto(request->qp(), "qp");
   if (!card.ok()) return ToGrpc(card.status());
   engine::RecoveryOffer offer;

@@ -6,6 +6,9 @@
 // are outstanding the handler reads no more (flow control); every accepted operation's completion
 // is written before the stream ends, also at shutdown (the engine cancels what is left).
 // WatchNotifications: one watcher per stream, fed by the engine.
+// Every call is admitted first: the Authenticator names the caller, its role must allow the call
+// (refusals are counted and logged by the AuditLog), and a client's calls are scoped to what it
+// owns (anything else is NOT_FOUND, as if absent).
 // Threading: gRPC's handler threads; the engine is thread-safe.
 #ifndef BRAID_SERVER_AGENT_SERVICE_H_
 #define BRAID_SERVER_AGENT_SERVICE_H_
@@ -17,6 +20,8 @@
 
 #include "braid/v1/agent.grpc.pb.h"
 #include "dataplane/engine/engine.h"
+#include "server/audit_log.h"
+#include "server/authenticator.h"
 
 namespace braid::server {
 
@@ -27,11 +32,23 @@ struct AgentServiceOptions {
   uint32_t transfer_window = 256;
   uint32_t watcher_capacity = 16384;
   bool fault_injection = false;
+  bool plaintext = false;  // TCP served without TLS (GetInfo says so)
+};
+
+// Who may make a call.
+enum class Access : uint8_t {
+  kAnyone,    // every role
+  kClient,    // client, operator, admin
+  kOperator,  // operator, admin
+  kAdmin,     // admin
+  kPeer,      // another agent (peer), or admin
 };
 
 class AgentService final : public v1::Agent::Service {
  public:
-  AgentService(engine::Engine& engine, AgentServiceOptions options);
+  // `auth` and `audit` are not owned and must outlive the service.
+  AgentService(engine::Engine& engine, AgentServiceOptions options, Authenticator& auth,
+               AuditLog& audit);
 
   // Ends every open stream soon (before the server shuts down).
   void Shutdown() { shutting_down_.store(true); }
@@ -72,8 +89,21 @@ class AgentService final : public v1::Agent::Service {
                          v1::RecoverQpResponse*) override;
 
  private:
+  // The caller of `context` if it may call `rpc`; the refusal otherwise (counted and logged).
+  grpc::Status Admit(grpc::ServerContext* context, const char* rpc, Access access,
+                     Caller* caller);
+  void SetOwner(engine::OwnerId owner, v1::VirtualQpInfo* out) const;
+  void SetOwner(engine::OwnerId owner, v1::RegionInfo* out) const;
+  // A unary reply: the status, or the message with its owner's identity.
+  grpc::Status VqpReply(const common::Result<engine::VqpStatus>& result,
+                        v1::VirtualQpInfo* out) const;
+  grpc::Status RegionReply(const common::Result<engine::RegionStatus>& result,
+                           v1::RegionInfo* out) const;
+
   engine::Engine& engine_;
   AgentServiceOptions options_;
+  Authenticator& auth_;
+  AuditLog& audit_;
   std::chrono::steady_clock::time_point started_;
   template <typename Watcher, typename Response, typename Fill>
   grpc::Status StreamWatcher(grpc::ServerContext* context, grpc::ServerWriter<Response>* writer,

@@ -42,6 +42,23 @@ int main(int argc, char** argv) {
                                 "per device, completion entries VQPs may reserve in all");
   auto* fd_reserve = app.add_option("--fd-reserve", flags.fd_reserve,
                                     "file descriptors kept free for the control plane");
+  std::string client_auth, anonymous_role;
+  std::vector<std::string> identities;
+  auto* tls_cert = app.add_option("--tls-cert", flags.auth.tls.cert, "PEM certificate chain");
+  auto* tls_key = app.add_option("--tls-key", flags.auth.tls.key, "PEM private key");
+  auto* tls_ca = app.add_option("--tls-ca", flags.auth.tls.ca, "PEM CA bundle for callers' certs");
+  auto* tls_client = app.add_option("--tls-client-auth", client_auth, "require | optional | none");
+  auto* tls_reload = app.add_option("--tls-reload-seconds", flags.auth.tls.reload_seconds,
+                                    "how often certificate files are checked for changes");
+  auto* plaintext = app.add_flag("--plaintext", flags.auth.plaintext,
+                                 "serve TCP without TLS (a warning is logged)");
+  auto* tokens = app.add_option("--tokens-file", flags.auth.tokens_file,
+                                "bearer tokens: lines '<identity> <token>'");
+  auto* anonymous = app.add_option("--anonymous-role", anonymous_role,
+                                   "role of callers with no identity (default: refused)");
+  app.add_option("--identity", identities,
+                                   "identity=role (repeatable; roles: peer, client, operator, "
+                                   "admin)");
   auto* faults = app.add_flag("--enable-fault-injection", flags.fault_injection,
                               "allow InjectFault (tests only)");
   CLI11_PARSE(app, argc, argv);
@@ -68,6 +85,36 @@ int main(int argc, char** argv) {
   if (*max_cq) config.max_cq_entries = flags.max_cq_entries;
   if (*fd_reserve) config.fd_reserve = flags.fd_reserve;
   if (*faults) config.fault_injection = true;
+  if (*tls_cert) config.auth.tls.cert = flags.auth.tls.cert;
+  if (*tls_key) config.auth.tls.key = flags.auth.tls.key;
+  if (*tls_ca) config.auth.tls.ca = flags.auth.tls.ca;
+  if (*tls_reload) config.auth.tls.reload_seconds = flags.auth.tls.reload_seconds;
+  if (*plaintext) config.auth.plaintext = true;
+  if (*tokens) config.auth.tokens_file = flags.auth.tokens_file;
+  if (*tls_client) {
+    auto parsed = braid::server::ParseClientAuth(client_auth);
+    if (!parsed) {
+      std::fprintf(stderr, "braidd: --tls-client-auth wants require, optional or none\n");
+      return 2;
+    }
+    config.auth.tls.client_auth = *parsed;
+  }
+  if (*anonymous) {
+    config.auth.anonymous_role = braid::server::ParseRole(anonymous_role);
+    if (!config.auth.anonymous_role) {
+      std::fprintf(stderr, "braidd: --anonymous-role wants peer, client, operator or admin\n");
+      return 2;
+    }
+  }
+  for (const std::string& b : identities) {
+    const auto eq = b.rfind('=');
+    auto role = eq == std::string::npos ? std::nullopt : braid::server::ParseRole(b.substr(eq + 1));
+    if (!role) {
+      std::fprintf(stderr, "braidd: --identity wants identity=role, got '%.100s'\n", b.c_str());
+      return 2;
+    }
+    config.auth.identities.push_back({b.substr(0, eq), *role});
+  }
   if (*soft_nic) {
     config.soft_nics.clear();
     for (const std::string& n : nics) {

@@ -211,6 +211,21 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
   Families::Add(registered, {}, static_cast<double>(s.registered_bytes));
   auto& regions = out.Family("braid_regions", "Registered memory regions", MetricType::Gauge);
   Families::Add(regions, {}, s.regions);
+  // Refusals: always present, so a dashboard's rate() has a series from the start.
+  auto& auth_failures = out.Family("braid_auth_failures_total",
+                                   "Callers refused because their identity could not be "
+                                   "established or has no role, by reason",
+                                   MetricType::Counter);
+  auto failures = audit_.auth_failures();
+  for (const char* reason : {"no_identity", "bad_token", "unknown_identity"}) {
+    Families::Add(auth_failures, {{"reason", reason}}, static_cast<double>(failures[reason]));
+  }
+  auto& denied = out.Family("braid_denied_requests_total",
+                            "Calls refused to a known caller, by RPC and reason",
+                            MetricType::Counter);
+  for (const auto& [key, n] : audit_.denied()) {
+    Families::Add(denied, {{"rpc", key.first}, {"reason", key.second}}, static_cast<double>(n));
+  }
   return out.Take();
 }
 

@@ -15,13 +15,15 @@
 
 #include "dataplane/engine/engine.h"
 #include "dataplane/engine/stall_watchdog.h"
+#include "server/audit_log.h"
 
 namespace braid::server {
 
 class MetricsCollector final : public prometheus::Collectable {
  public:
-  MetricsCollector(engine::Engine& engine, const engine::StallWatchdog& watchdog, bool per_qp)
-      : engine_(engine), watchdog_(watchdog), per_qp_(per_qp) {}
+  MetricsCollector(engine::Engine& engine, const engine::StallWatchdog& watchdog,
+                   const AuditLog& audit, bool per_qp)
+      : engine_(engine), watchdog_(watchdog), audit_(audit), per_qp_(per_qp) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override;
 
@@ -30,6 +32,7 @@ class MetricsCollector final : public prometheus::Collectable {
 
   engine::Engine& engine_;
   const engine::StallWatchdog& watchdog_;
+  const AuditLog& audit_;
   const bool per_qp_;
   mutable std::mutex mu_;
   mutable engine::EngineSnapshot last_;  // served while the engine does not answer

@@ -42,6 +42,7 @@ struct Globals {
   bool json = false;
   bool quiet = false;
   uint32_t timeout_ms = 30000;
+  std::string tls_ca, tls_cert, tls_key, token;  // for every agent it calls
 };
 
 int Fail(const std::string& what, const Status& status) {
@@ -58,9 +59,13 @@ std::string Json(const google::protobuf::Message& m) {
   return out;
 }
 
-std::shared_ptr<AgentClient> OpenOrDie(const std::string& target, int* rc) {
+std::shared_ptr<AgentClient> OpenOrDie(const Globals& g, const std::string& target, int* rc) {
   auto c = AgentClient::Open(target, {.call_timeout = std::chrono::seconds(30),
-                                      .connect_timeout = std::chrono::seconds(5)});
+                                      .connect_timeout = std::chrono::seconds(5),
+                                      .tls_ca = g.tls_ca,
+                                      .tls_cert = g.tls_cert,
+                                      .tls_key = g.tls_key,
+                                      .token = g.token});
   if (!c.ok()) {
     *rc = Fail("connect to " + target, c.status());
     return nullptr;
@@ -148,8 +153,8 @@ MoveStats Move(braid::client::TransferSession& session, const braid::client::Reg
 int Bench(const Globals& g, const std::string& peer, uint64_t size, uint64_t total, uint32_t qps,
           const std::string& scheme, bool verify) {
   int rc = 0;
-  auto a = OpenOrDie(g.agent, &rc);
-  auto b = a ? OpenOrDie(peer, &rc) : nullptr;
+  auto a = OpenOrDie(g, g.agent, &rc);
+  auto b = a ? OpenOrDie(g, peer, &rc) : nullptr;
   if (!a || !b) return rc;
   auto conn = braid::client::Connect(a, b, {.scheme = SchemeOf(scheme), .num_qps = qps});
   if (!conn.ok()) return Fail("connect", conn.status());
@@ -230,8 +235,8 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
   const int out = open(dst_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (out < 0) return Fail("create " + dst_path, Status::FromErrno(errno, "open"));
   int rc = 0;
-  auto a = OpenOrDie(g.agent, &rc);
-  auto b = a ? OpenOrDie(peer, &rc) : nullptr;
+  auto a = OpenOrDie(g, g.agent, &rc);
+  auto b = a ? OpenOrDie(g, peer, &rc) : nullptr;
   if (!a || !b) return rc;
   auto conn = braid::client::Connect(a, b, {.num_qps = qps, .label = "copy"});
   if (!conn.ok()) return Fail("connect", conn.status());
@@ -303,8 +308,13 @@ int main(int argc, char** argv) {
   app.add_flag("--json", g.json, "JSON output");
   app.add_flag("-q,--quiet", g.quiet, "no progress line");
   app.add_option("--timeout-ms", g.timeout_ms, "deadline per transfer");
+  app.add_option("--tls-ca", g.tls_ca, "CA bundle the agents' certificates must chain to (TLS)");
+  app.add_option("--tls-cert", g.tls_cert, "this client's certificate (mutual TLS)");
+  app.add_option("--tls-key", g.tls_key, "this client's private key (mutual TLS)");
+  app.add_option("--token", g.token, "bearer token the agents know (sent only over TLS)");
 
   auto* info = app.add_subcommand("info", "agent id, provider, devices, uptime");
+  auto* health = app.add_subcommand("health", "exit 0 if the agent is SERVING (probes)");
   auto* devices = app.add_subcommand("devices", "devices and their state");
   auto* list = app.add_subcommand("list", "virtual QPs");
   uint64_t vqp_id = 0;
@@ -340,8 +350,14 @@ int main(int argc, char** argv) {
   if (*bench) return Bench(g, peer, ParseSize(size), ParseSize(total), qps, scheme, verify);
   if (*copy) return Copy(g, peer, src, dst, qps);
   int rc = 0;
-  auto a = OpenOrDie(g.agent, &rc);
+  auto a = OpenOrDie(g, g.agent, &rc);
   if (!a) return rc;
+  if (*health) {
+    auto r = a->Serving();
+    if (!r.ok()) return Fail("health", r.status());
+    std::printf("%s\n", *r ? "SERVING" : "NOT_SERVING");
+    return *r ? 0 : 1;
+  }
   if (*info) {
     auto r = a->GetInfo();
     if (!r.ok()) return Fail("info", r.status());
@@ -352,6 +368,10 @@ int main(int argc, char** argv) {
                   r->agent_id().c_str(), r->version().c_str(), r->provider().c_str(),
                   r->devices(), r->virtual_qps(), r->regions(),
                   static_cast<unsigned long>(r->uptime_seconds()));
+      std::printf("you are %s (role %s)%s\n",
+                  r->caller_identity().empty() ? "anonymous" : r->caller_identity().c_str(),
+                  r->caller_role().c_str(),
+                  r->plaintext() ? "; WARNING: the agent serves TCP without TLS" : "");
     }
     return 0;
   }
@@ -441,7 +461,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*connect) {
-    auto b = OpenOrDie(peer, &rc);
+    auto b = OpenOrDie(g, peer, &rc);
     if (!b) return rc;
     auto conn = braid::client::Connect(a, b, {.scheme = SchemeOf(scheme), .num_qps = qps});
     if (!conn.ok()) return Fail("connect", conn.status());

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
+#include <sstream>
 #include <future>
 #include <thread>
 
@@ -69,6 +71,44 @@ AgentClient::AgentClient(std::string target, ClientOptions options,
       channel_(std::move(channel)),
       stub_(v1::Agent::NewStub(channel_)) {}
 
+namespace {
+
+Result<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  if (!in) return Status::InvalidArgument(std::string("cannot read the ") + what + " " + path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Result<std::shared_ptr<grpc::ChannelCredentials>> Credentials(const ClientOptions& o) {
+  const bool tls = !o.tls_ca.empty() || !o.tls_cert.empty() || !o.tls_key.empty();
+  if (!tls) {
+    if (!o.token.empty()) {
+      return Status::InvalidArgument("a token is sent only over TLS: give the CA bundle as well");
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return Status::InvalidArgument("a client certificate needs both tls_cert and tls_key");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!o.tls_ca.empty()) {
+    BRAID_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(o.tls_ca, "CA bundle"));
+  }
+  if (!o.tls_cert.empty()) {
+    BRAID_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPem(o.tls_cert, "certificate"));
+    BRAID_ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPem(o.tls_key, "private key"));
+  }
+  auto creds = grpc::SslCredentials(ssl);
+  if (!o.token.empty()) {
+    creds = grpc::CompositeChannelCredentials(creds, grpc::AccessTokenCredentials(o.token));
+  }
+  return creds;
+}
+
+}  // namespace
+
 Result<std::shared_ptr<AgentClient>> AgentClient::Open(const std::string& target,
                                                        ClientOptions options) {
   grpc::ChannelArguments args;
@@ -76,7 +116,8 @@ Result<std::shared_ptr<AgentClient>> AgentClient::Open(const std::string& target
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetMaxReceiveMessageSize(64 << 20);
-  auto channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  BRAID_ASSIGN_OR_RETURN(auto credentials, Credentials(options));
+  auto channel = grpc::CreateCustomChannel(target, credentials, args);
   auto client = std::make_shared<AgentClient>(target, options, channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + options.connect_timeout);

@@ -155,37 +155,44 @@ Result<std::vector<DeviceStatus>> Engine::ListDevices() {
 Result<VqpStatus> Engine::CreateVirtualQp(CreateVqpRequest request) {
   return Call<VqpStatus>([r = std::move(request)](Engine& e) { return e.DoCreate(r); });
 }
-Result<VqpStatus> Engine::ConnectVirtualQp(uint64_t vqp_id, vqp::BusinessCard remote) {
-  return Call<VqpStatus>(
-      [vqp_id, card = std::move(remote)](Engine& e) { return e.DoConnect(vqp_id, card); });
+Result<VqpStatus> Engine::ConnectVirtualQp(uint64_t vqp_id, vqp::BusinessCard remote,
+                                           OwnerId scope) {
+  return Call<VqpStatus>([vqp_id, card = std::move(remote), scope](Engine& e) {
+    return e.DoConnect(vqp_id, card, scope);
+  });
 }
-Result<VqpStatus> Engine::GetVirtualQp(uint64_t vqp_id) {
-  return Call<VqpStatus>([vqp_id](Engine& e) -> Result<VqpStatus> {
-    BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, e.FindVqp(vqp_id));
+Result<VqpStatus> Engine::GetVirtualQp(uint64_t vqp_id, OwnerId scope) {
+  return Call<VqpStatus>([vqp_id, scope](Engine& e) -> Result<VqpStatus> {
+    BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, e.FindVqp(vqp_id, scope));
     return e.DescribeVqp(*slot);
   });
 }
-Result<std::vector<VqpStatus>> Engine::ListVirtualQps() {
-  return Call<std::vector<VqpStatus>>([](Engine& e) -> Result<std::vector<VqpStatus>> {
+Result<std::vector<VqpStatus>> Engine::ListVirtualQps(OwnerId scope) {
+  return Call<std::vector<VqpStatus>>([scope](Engine& e) -> Result<std::vector<VqpStatus>> {
     std::vector<VqpStatus> out;
-    for (const auto& [id, slot] : e.vqps_) out.push_back(e.DescribeVqp(*slot));
+    for (const auto& [id, slot] : e.vqps_) {
+      if (scope == kAnyOwner || slot->owner == scope) out.push_back(e.DescribeVqp(*slot));
+    }
     return out;
   });
 }
-Status Engine::DestroyVirtualQp(uint64_t vqp_id) {
-  return CallStatus([vqp_id](Engine& e) { return e.DoDestroy(vqp_id); });
+Status Engine::DestroyVirtualQp(uint64_t vqp_id, OwnerId scope) {
+  return CallStatus([vqp_id, scope](Engine& e) { return e.DoDestroy(vqp_id, scope); });
 }
-Result<RegionStatus> Engine::RegisterMemory(uint64_t length, std::string label) {
-  return Call<RegionStatus>(
-      [length, label = std::move(label)](Engine& e) { return e.DoRegister(length, label); });
+Result<RegionStatus> Engine::RegisterMemory(uint64_t length, std::string label, OwnerId owner) {
+  return Call<RegionStatus>([length, label = std::move(label), owner](Engine& e) {
+    return e.DoRegister(length, label, owner);
+  });
 }
-Status Engine::DeregisterMemory(uint64_t region_id) {
-  return CallStatus([region_id](Engine& e) { return e.DoDeregister(region_id); });
+Status Engine::DeregisterMemory(uint64_t region_id, OwnerId scope) {
+  return CallStatus([region_id, scope](Engine& e) { return e.DoDeregister(region_id, scope); });
 }
-Result<std::vector<RegionStatus>> Engine::ListRegions() {
-  return Call<std::vector<RegionStatus>>([](Engine& e) -> Result<std::vector<RegionStatus>> {
+Result<std::vector<RegionStatus>> Engine::ListRegions(OwnerId scope) {
+  return Call<std::vector<RegionStatus>>([scope](Engine& e) -> Result<std::vector<RegionStatus>> {
     std::vector<RegionStatus> out;
-    for (const auto& [id, slot] : e.regions_) out.push_back(e.DescribeRegion(*slot));
+    for (const auto& [id, slot] : e.regions_) {
+      if (scope == kAnyOwner || slot->owner == scope) out.push_back(e.DescribeRegion(*slot));
+    }
     return out;
   });
 }
@@ -206,9 +213,10 @@ Status Engine::InjectFault(FaultRequest request) {
 Result<EngineSnapshot> Engine::Snapshot() {
   return Call<EngineSnapshot>([](Engine& e) -> Result<EngineSnapshot> { return e.TakeSnapshot(); });
 }
-Status Engine::Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher) {
-  return CallStatus([vqp_id, w = std::move(watcher)](Engine& e) -> Status {
-    BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, e.FindVqp(vqp_id));
+Status Engine::Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher,
+                     OwnerId scope) {
+  return CallStatus([vqp_id, w = std::move(watcher), scope](Engine& e) -> Status {
+    BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, e.FindVqp(vqp_id, scope));
     slot->watchers.push_back(w);
     return Status::Ok();
   });

@@ -103,19 +103,23 @@ class Engine {
 
   common::Result<std::vector<DeviceStatus>> ListDevices();
   common::Result<VqpStatus> CreateVirtualQp(CreateVqpRequest request);
-  common::Result<VqpStatus> ConnectVirtualQp(uint64_t vqp_id, vqp::BusinessCard remote);
-  common::Result<VqpStatus> GetVirtualQp(uint64_t vqp_id);
-  common::Result<std::vector<VqpStatus>> ListVirtualQps();
-  common::Status DestroyVirtualQp(uint64_t vqp_id);
-  common::Result<RegionStatus> RegisterMemory(uint64_t length, std::string label);
-  common::Status DeregisterMemory(uint64_t region_id);
-  common::Result<std::vector<RegionStatus>> ListRegions();
+  // `scope`: the owner the call acts for (engine_types.h, OwnerId); kAnyOwner: unscoped.
+  common::Result<VqpStatus> ConnectVirtualQp(uint64_t vqp_id, vqp::BusinessCard remote,
+                                             OwnerId scope = kAnyOwner);
+  common::Result<VqpStatus> GetVirtualQp(uint64_t vqp_id, OwnerId scope = kAnyOwner);
+  common::Result<std::vector<VqpStatus>> ListVirtualQps(OwnerId scope = kAnyOwner);
+  common::Status DestroyVirtualQp(uint64_t vqp_id, OwnerId scope = kAnyOwner);
+  common::Result<RegionStatus> RegisterMemory(uint64_t length, std::string label,
+                                              OwnerId owner = kAnyOwner);
+  common::Status DeregisterMemory(uint64_t region_id, OwnerId scope = kAnyOwner);
+  common::Result<std::vector<RegionStatus>> ListRegions(OwnerId scope = kAnyOwner);
   common::Result<DeviceStatus> DrainDevice(std::string device);
   common::Result<DeviceStatus> UndrainDevice(std::string device);
   common::Status InjectFault(FaultRequest request);
   common::Result<EngineSnapshot> Snapshot();
   // Subscribes `watcher` to the VQP's notifications; none is missed after this returns OK.
-  common::Status Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher);
+  common::Status Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher,
+                       OwnerId scope = kAnyOwner);
   // Subscribes `watcher` to every state change (EngineEvent); none is missed after OK.
   common::Status WatchEvents(std::shared_ptr<EventWatcher> watcher);
   // Lets go of the closed watchers of VQP `vqp_id` (0: of the event stream) now rather than at
@@ -190,14 +194,18 @@ class Engine {
 
   // VQPs and regions (engine_vqps.cc).
   common::Result<VqpStatus> DoCreate(const CreateVqpRequest& request);
-  common::Result<VqpStatus> DoConnect(uint64_t vqp_id, const vqp::BusinessCard& remote);
-  common::Status DoDestroy(uint64_t vqp_id);
-  common::Result<VqpSlot*> FindVqp(uint64_t vqp_id);
+  common::Result<VqpStatus> DoConnect(uint64_t vqp_id, const vqp::BusinessCard& remote,
+                                      OwnerId scope);
+  common::Status DoDestroy(uint64_t vqp_id, OwnerId scope = kAnyOwner);
+  // The VQP, if it exists and `scope` may see it (kNotFound otherwise, the same either way).
+  common::Result<VqpSlot*> FindVqp(uint64_t vqp_id, OwnerId scope = kAnyOwner);
+  common::Result<RegionSlot*> FindRegion(uint64_t region_id, OwnerId scope = kAnyOwner);
   VqpStatus DescribeVqp(const VqpSlot& slot) const;
   void RetireTraffic(const VqpSlot& slot);
   void PostNotifyReceives(VqpSlot& slot);
-  common::Result<RegionStatus> DoRegister(uint64_t length, const std::string& label);
-  common::Status DoDeregister(uint64_t region_id);
+  common::Result<RegionStatus> DoRegister(uint64_t length, const std::string& label,
+                                          OwnerId owner);
+  common::Status DoDeregister(uint64_t region_id, OwnerId scope);
   RegionStatus DescribeRegion(const RegionSlot& slot) const;
 
   // Transfers (engine_transfers.cc).

@@ -50,6 +50,7 @@ using RemoteKeysCache =
 
 struct Engine::VqpSlot {
   uint64_t id = 0;
+  OwnerId owner = kAnyOwner;
   std::string label;
   std::unique_ptr<vqp::VirtualQp> vqp;
   std::vector<std::string> peer_devices;  // the peer card's device names, in card order
@@ -75,6 +76,7 @@ struct Engine::VqpSlot {
 
 struct Engine::RegionSlot {
   uint64_t id = 0;
+  OwnerId owner = kAnyOwner;
   std::string label;
   std::unique_ptr<ShmRegion> shm;
   std::vector<std::unique_ptr<verbs::MemoryRegion>> mrs;  // per device

@@ -109,7 +109,7 @@ void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<Trans
 }
 
 Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
-  BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(request.vqp_id));
+  BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(request.vqp_id, request.owner));
   if (!slot->vqp->connected()) {
     return Status::FailedPrecondition("virtual QP " + std::to_string(request.vqp_id) +
                                       " is not connected");
@@ -120,12 +120,8 @@ Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
                                       "); destroy it and connect a new one");
   }
   if (request.length == 0) return Status::InvalidArgument("transfer length must be > 0");
-  auto it = regions_.find(request.local_region);
-  if (it == regions_.end()) {
-    return Status::NotFound("no region " + std::to_string(request.local_region) + " on agent " +
-                            options_.agent_id);
-  }
-  RegionSlot& region = *it->second;
+  BRAID_ASSIGN_OR_RETURN(RegionSlot * found, FindRegion(request.local_region, request.owner));
+  RegionSlot& region = *found;
   if (!Within(request.local_offset, request.length, region.shm->length())) {
     return Status::OutOfRange("local range " + Range(request.local_offset, request.length) +
                               " is past region " + std::to_string(region.id) + " (" +

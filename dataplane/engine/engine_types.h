@@ -37,7 +37,15 @@ struct DeviceStatus {
   vqp::QpTraffic traffic;  // monotonic: includes destroyed VQPs
 };
 
+// Who a call acts for. Every VQP and region belongs to the owner that created it; a call scoped to
+// an owner finds only that owner's, and anything else is kNotFound, as if it did not exist.
+// kAnyOwner: an unscoped call (operators; the engine's own tests), and the owner of what such a
+// call creates when it names none.
+using OwnerId = uint32_t;
+inline constexpr OwnerId kAnyOwner = 0;
+
 struct CreateVqpRequest {
+  OwnerId owner = kAnyOwner;
   vqp::VirtualQpConfig config;
   std::vector<std::string> devices;  // empty: every healthy device
   std::string label;
@@ -141,6 +149,7 @@ struct PhysicalQpStatus {
 
 struct VqpStatus {
   uint64_t id = 0;
+  OwnerId owner = kAnyOwner;
   std::string label;
   bool connected = false;
   vqp::VirtualQpConfig config;
@@ -168,6 +177,7 @@ struct RemoteRegion {
 
 struct RegionStatus {
   uint64_t id = 0;
+  OwnerId owner = kAnyOwner;
   std::string label;
   uint64_t length = 0;
   std::string path;
@@ -180,6 +190,7 @@ inline constexpr int kNumTransferOps = 3;
 const char* TransferOpName(TransferOp op);
 
 struct TransferRequest {
+  OwnerId owner = kAnyOwner;  // the VQP and the local region must be the owner's
   uint64_t op_id = 0;
   uint64_t vqp_id = 0;
   TransferOp op = TransferOp::kWrite;

@@ -12,10 +12,19 @@ namespace braid::engine {
 using common::Result;
 using common::Status;
 
-Result<Engine::VqpSlot*> Engine::FindVqp(uint64_t vqp_id) {
+Result<Engine::VqpSlot*> Engine::FindVqp(uint64_t vqp_id, OwnerId scope) {
   auto it = vqps_.find(vqp_id);
-  if (it == vqps_.end()) {
+  if (it == vqps_.end() || (scope != kAnyOwner && it->second->owner != scope)) {
     return Status::NotFound("no virtual QP " + std::to_string(vqp_id) + " on agent " +
+                            options_.agent_id);
+  }
+  return it->second.get();
+}
+
+Result<Engine::RegionSlot*> Engine::FindRegion(uint64_t region_id, OwnerId scope) {
+  auto it = regions_.find(region_id);
+  if (it == regions_.end() || (scope != kAnyOwner && it->second->owner != scope)) {
+    return Status::NotFound("no region " + std::to_string(region_id) + " on agent " +
                             options_.agent_id);
   }
   return it->second.get();
@@ -53,6 +62,7 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   BRAID_ASSIGN_OR_RETURN(auto created, vqp::VirtualQp::Create(*cq_, pds, request.config));
   auto slot = std::make_unique<VqpSlot>();
   slot->id = created->vqp_num();
+  slot->owner = request.owner;
   slot->label = request.label;
   slot->vqp = std::move(created);
   slot->promised_fds = fds;
@@ -62,8 +72,9 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   return DescribeVqp(ref);
 }
 
-Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& remote) {
-  BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(vqp_id));
+Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& remote,
+                                    OwnerId scope) {
+  BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(vqp_id, scope));
   // Both sides compute the same connection epoch: the larger of the two cards'.
   const uint64_t epoch = std::max(slot->epoch, remote.epoch);
   BRAID_RETURN_IF_ERROR(slot->vqp->Connect(remote, epoch));
@@ -108,8 +119,8 @@ void Engine::RetireTraffic(const VqpSlot& slot) {
   stats_.qps_died += q.counters().qps_died;
 }
 
-Status Engine::DoDestroy(uint64_t vqp_id) {
-  BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(vqp_id));
+Status Engine::DoDestroy(uint64_t vqp_id, OwnerId scope) {
+  BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(vqp_id, scope));
   FailBacklog(*slot, Status::Cancelled("virtual QP " + std::to_string(vqp_id) + " was destroyed"));
   Emit(EventKind::kVqpDestroyed, vqp_id, -1, "", "destroyed through the API");
   for (auto& w : slot->watchers) w->closed.store(true);
@@ -129,6 +140,7 @@ VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
   const vqp::VirtualQp& q = *slot.vqp;
   VqpStatus s;
   s.id = slot.id;
+  s.owner = slot.owner;
   s.label = slot.label;
   s.connected = q.connected();
   s.config = q.config();
@@ -167,7 +179,8 @@ VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
   return s;
 }
 
-Result<RegionStatus> Engine::DoRegister(uint64_t length, const std::string& label) {
+Result<RegionStatus> Engine::DoRegister(uint64_t length, const std::string& label,
+                                        OwnerId owner) {
   if (length == 0) return Status::InvalidArgument("region length must be > 0");
   if (length > options_.max_region_bytes) {
     return Status::OutOfRange("region length " + std::to_string(length) +
@@ -176,6 +189,7 @@ Result<RegionStatus> Engine::DoRegister(uint64_t length, const std::string& labe
   }
   auto slot = std::make_unique<RegionSlot>();
   slot->id = next_region_id_++;
+  slot->owner = owner;
   slot->label = label;
   BRAID_ASSIGN_OR_RETURN(
       slot->shm, ShmRegion::Create(region_dir_->path(), region_dir_->NameFor(slot->id), length));
@@ -191,15 +205,11 @@ Result<RegionStatus> Engine::DoRegister(uint64_t length, const std::string& labe
   return DescribeRegion(ref);
 }
 
-Status Engine::DoDeregister(uint64_t region_id) {
-  auto it = regions_.find(region_id);
-  if (it == regions_.end()) {
-    return Status::NotFound("no region " + std::to_string(region_id) + " on agent " +
-                            options_.agent_id);
-  }
-  if (it->second->in_flight > 0) {
+Status Engine::DoDeregister(uint64_t region_id, OwnerId scope) {
+  BRAID_ASSIGN_OR_RETURN(RegionSlot * region, FindRegion(region_id, scope));
+  if (region->in_flight > 0) {
     return Status::FailedPrecondition("region " + std::to_string(region_id) + " has " +
-                                      std::to_string(it->second->in_flight) +
+                                      std::to_string(region->in_flight) +
                                       " transfers in flight");
   }
   for (auto& [id, v] : vqps_) {
@@ -208,13 +218,14 @@ Status Engine::DoDeregister(uint64_t region_id) {
     (void)v->vqp->RemoveLocalKeys(h->second);
     v->local_handles.erase(h);
   }
-  regions_.erase(it);
+  regions_.erase(region_id);
   return Status::Ok();
 }
 
 RegionStatus Engine::DescribeRegion(const RegionSlot& slot) const {
   RegionStatus s;
   s.id = slot.id;
+  s.owner = slot.owner;
   s.label = slot.label;
   s.length = slot.shm->length();
   s.path = slot.shm->path();

@@ -102,6 +102,11 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
     args.push_back(std::to_string(TestPort(kSoftPortSlot)));
   }
   if (spec.fault_injection) args.push_back("--enable-fault-injection");
+  if (spec.security_args.empty()) {
+    args.insert(args.end(), {"--plaintext", "--anonymous-role", "admin"});
+  } else {
+    args.insert(args.end(), spec.security_args.begin(), spec.security_args.end());
+  }
   for (const auto& a : spec.extra_args) args.push_back(a);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -120,8 +125,10 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
   channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
   channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
   channel_args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
-  p->channel_ = grpc::CreateCustomChannel(Endpoint(grpc_port), grpc::InsecureChannelCredentials(),
-                                          channel_args);
+  p->endpoint_ = Endpoint(grpc_port);
+  p->channel_ = grpc::CreateCustomChannel(
+      p->endpoint_, spec.credentials ? spec.credentials : grpc::InsecureChannelCredentials(),
+      channel_args);
   p->stub_ = v1::Agent::NewStub(p->channel_);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (std::chrono::steady_clock::now() < deadline) {

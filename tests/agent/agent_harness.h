@@ -38,6 +38,11 @@ struct AgentSpec {
   // RLIMIT_NOFILE given to the agent at start (0: inherited).
   uint64_t fd_soft_limit = 0;
   uint64_t fd_hard_limit = 0;
+  // Security. Empty: plaintext TCP with anonymous callers as admins (every test that is not about
+  // security). Otherwise these flags instead (TLS, identities), and the harness's own channel
+  // calls with `credentials` (it needs a role that may call GetInfo).
+  std::vector<std::string> security_args;
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 // Whether AgentSpec::soft_verbs can be used in this build.
 bool SoftVerbsAvailable();
@@ -56,6 +61,7 @@ class AgentProcess {
   const std::string& id() const { return id_; }
   const std::string& region_dir() const { return region_dir_; }
   uint16_t metrics_port() const { return metrics_port_; }
+  std::string endpoint() const { return endpoint_; }  // its gRPC TCP address
   // Stops the process now with `signal`; returns its wait status.
   int Kill(int signal);
 
@@ -66,6 +72,7 @@ class AgentProcess {
   std::string region_dir_;
   bool owns_region_dir_ = false;
   uint16_t metrics_port_ = 0;
+  std::string endpoint_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Agent::Stub> stub_;
 };

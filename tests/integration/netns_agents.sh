@@ -45,6 +45,7 @@ if [ "\$1" = kill ]; then kill -9 "\$(cat "$DIR/agent\$side.pid")"; exit; fi
 mkdir -p "$DIR/\$side"
 ip netns exec "\$ns" "$BRAIDD" --agent-id "netns-\$side" --grpc-tcp "10.$NET.9.\$side:7600" \\
   --metrics "10.$NET.9.\$side:9464" --region-dir "$DIR/\$side" --log-level warn \\
+  --plaintext --anonymous-role admin \\
   --soft-nic "soft0=10.$NET.0.\$side" --soft-nic "soft1=10.$NET.1.\$side" \\
   --soft-nic "soft2=10.$NET.2.\$side" --soft-nic "soft3=10.$NET.3.\$side" &
 echo \$! > "$DIR/agent\$side.pid"

@@ -22,7 +22,8 @@ for side in 1 2; do
   mkdir -p "$TMP/r$side"
   "$TMP/prefix/bin/braidd" --agent-id "pkg-$side" --soft-nic "soft0=127.$oct.$side.1" \
     --soft-nic "soft1=127.$oct.$side.2" --grpc-tcp "127.0.0.1:$((base + side))" --metrics "" \
-    --soft-port $((base + 15)) --region-dir "$TMP/r$side" --log-level warn &
+    --soft-port $((base + 15)) --region-dir "$TMP/r$side" --log-level warn \
+    --plaintext --anonymous-role admin &
   pids+=($!)
 done
 "$TMP/build/sdk_hello" "127.0.0.1:$((base + 1))" "127.0.0.1:$((base + 2))"

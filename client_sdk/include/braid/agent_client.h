@@ -28,6 +28,14 @@ using common::Status;
 struct ClientOptions {
   std::chrono::milliseconds call_timeout{10000};
   std::chrono::milliseconds connect_timeout{10000};  // Open() waits this long for the agent
+  // TLS (any of the three set): the agent's certificate must chain to `tls_ca` (the system's
+  // roots when empty); `tls_cert`/`tls_key` are this client's certificate for mutual TLS. PEM
+  // file paths. Without them a TCP agent is called in plaintext (it must allow that).
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  // A bearer token the agent maps to an identity (sent only over TLS).
+  std::string token;
 };
 
 struct VqpOptions {

@@ -1,0 +1,455 @@
+// Security: TLS and mutual TLS on the agent's listener, identities and roles, ownership of VQPs,
+// regions and streams, audit counters. Two agents with certificates from a test CA
+// (testdata/make_test_certs.sh), callers with different identities.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "tests/agent/agent_harness.h"
+
+namespace braid::testing {
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Replaces `to` in one step (a reader sees the old file or the new one, never half of it).
+void ReplaceFile(const std::string& from, const std::string& to) {
+  const std::string tmp = to + ".new";
+  std::filesystem::copy_file(from, tmp, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::rename(tmp, to);
+}
+
+class SecurityTest : public ::testing::Test {
+ protected:
+  static constexpr const char* kClientA = "spiffe://braid/client/a";
+  static constexpr const char* kClientC = "spiffe://braid/client/c";  // by token only
+
+  void SetUp() override {
+    pki_ = ::testing::TempDir() + "/braid-pki-" + std::to_string(getpid());
+    const CommandResult made = RunCommand("bash " + std::string(BRAID_SOURCE_DIR) +
+                                          "/tests/agent/testdata/make_test_certs.sh " + pki_);
+    ASSERT_EQ(made.exit_code, 0) << made.output;
+    tokens_ = pki_ + "/tokens";
+    std::ofstream(tokens_) << "# identity token\n" << kClientC << " token-for-c-0123456789\n";
+    // Each agent serves a copy of its certificate, so a test can rotate it on disk.
+    for (const char* name : {"agent-a", "agent-b"}) {
+      for (const char* ext : {".crt", ".key"}) {
+        std::filesystem::copy_file(pki_ + "/" + name + ext, pki_ + "/serving-" + name + ext);
+      }
+    }
+    a_ = Spawn("agent-a", 0, "require");
+    ASSERT_TRUE(a_);
+    b_ = Spawn("agent-b", 1, "optional");  // tokens over TLS without a client certificate
+    ASSERT_TRUE(b_);
+  }
+
+  void TearDown() override {
+    a_.reset();
+    b_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(pki_, ec);
+  }
+
+  std::unique_ptr<AgentProcess> Spawn(const std::string& name, int index,
+                                      const std::string& client_auth) {
+    AgentSpec spec{name, {TestNicIp(index, 0), TestNicIp(index, 1)}, index * 2};
+    spec.fault_injection = true;
+    spec.security_args = {"--tls-cert", pki_ + "/serving-" + name + ".crt",
+                          "--tls-key", pki_ + "/serving-" + name + ".key",
+                          "--tls-ca", pki_ + "/ca1.crt",
+                          "--tls-client-auth", client_auth,
+                          "--tls-reload-seconds", "1",
+                          "--tokens-file", tokens_};
+    for (const char* binding :
+         {"spiffe://braid/client/a=client", "spiffe://braid/client/b=client",
+          "spiffe://braid/client/c=client", "spiffe://braid/operator=operator",
+          "spiffe://braid/admin=admin", "spiffe://braid/agent/a=peer",
+          "spiffe://braid/agent/b=peer"}) {
+      spec.security_args.push_back("--identity");
+      spec.security_args.push_back(binding);
+    }
+    spec.credentials = Tls("ca1", "admin");
+    return AgentProcess::Spawn(spec);
+  }
+
+  // TLS trusting `ca`, presenting `cert` ("": none), with `token` ("": none).
+  std::shared_ptr<grpc::ChannelCredentials> Tls(const std::string& ca, const std::string& cert,
+                                                const std::string& token = "") {
+    grpc::SslCredentialsOptions o;
+    o.pem_root_certs = ReadFile(pki_ + "/" + ca + ".crt");
+    if (!cert.empty()) {
+      o.pem_cert_chain = ReadFile(pki_ + "/" + cert + ".crt");
+      o.pem_private_key = ReadFile(pki_ + "/" + cert + ".key");
+    }
+    auto creds = grpc::SslCredentials(o);
+    if (!token.empty()) {
+      creds = grpc::CompositeChannelCredentials(creds, grpc::AccessTokenCredentials(token));
+    }
+    return creds;
+  }
+
+  // A fresh channel (a new connection, a new handshake) to `agent` with `creds`.
+  static std::unique_ptr<v1::Agent::Stub> Stub(AgentProcess& agent,
+                                               std::shared_ptr<grpc::ChannelCredentials> creds) {
+    grpc::ChannelArguments args;
+    args.SetInt("braid.test.unique", static_cast<int>(++channels_));  // no shared subchannel
+    return v1::Agent::NewStub(grpc::CreateCustomChannel(agent.endpoint(), creds, args));
+  }
+
+  static grpc::Status Info(v1::Agent::Stub& stub, v1::AgentInfo* out = nullptr) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::AgentInfo info;
+    return stub.GetInfo(&ctx, {}, out != nullptr ? out : &info);
+  }
+
+  static inline std::atomic<int> channels_{0};
+  std::string pki_;
+  std::string tokens_;
+  std::unique_ptr<AgentProcess> a_;
+  std::unique_ptr<AgentProcess> b_;
+};
+
+TEST_F(SecurityTest, CallersWithoutAValidIdentityAreRefusedAndCounted) {
+  // Agent A requires a client certificate from CA 1: the handshake itself fails without one.
+  struct Case {
+    const char* what;
+    std::shared_ptr<grpc::ChannelCredentials> creds;
+  };
+  for (const Case& c : {Case{"plaintext", grpc::InsecureChannelCredentials()},
+                        Case{"TLS without a client certificate", Tls("ca1", "")},
+                        Case{"a certificate from another CA", Tls("ca1", "other-ca")},
+                        Case{"an expired certificate", Tls("ca1", "expired")}}) {
+    const grpc::Status s = Info(*Stub(*a_, c.creds));
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << c.what << ": " << s.error_message();
+  }
+  // A valid certificate whose identity the config does not name.
+  const grpc::Status mallory = Info(*Stub(*a_, Tls("ca1", "mallory")));
+  EXPECT_EQ(mallory.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(mallory.error_message(),
+            "identity 'spiffe://braid/client/mallory' has no role on this agent: add it to "
+            "auth.identities");
+  v1::AgentInfo info;
+  ASSERT_TRUE(Info(*Stub(*a_, Tls("ca1", "client-a")), &info).ok());
+  EXPECT_EQ(info.caller_identity(), kClientA);
+  EXPECT_EQ(info.caller_role(), "client");
+  EXPECT_FALSE(info.plaintext());
+
+  // Agent B takes callers without a certificate, if they bring a known token.
+  const grpc::Status nobody = Info(*Stub(*b_, Tls("ca1", "")));
+  EXPECT_EQ(nobody.error_code(), grpc::StatusCode::UNAUTHENTICATED) << nobody.error_message();
+  auto with_token = Stub(*b_, Tls("ca1", "", "token-for-c-0123456789"));
+  ASSERT_TRUE(Info(*with_token, &info).ok());
+  EXPECT_EQ(info.caller_identity(), kClientC);
+  // The token is revoked (taken out of the file): the next call on the same connection fails.
+  std::ofstream(tokens_ + ".new") << "# every token revoked\n";
+  std::filesystem::rename(tokens_ + ".new", tokens_);
+  const grpc::Status revoked = Info(*with_token);
+  EXPECT_EQ(revoked.error_code(), grpc::StatusCode::UNAUTHENTICATED) << revoked.error_message();
+  const grpc::Status forged = Info(*Stub(*b_, Tls("ca1", "", "a-guessed-token")));
+  EXPECT_EQ(forged.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+
+  const std::string ma = ScrapeMetrics(a_->metrics_port());
+  EXPECT_EQ(MetricSum(ma, "braid_auth_failures_total", {{"reason", "unknown_identity"}}), 1);
+  const std::string mb = ScrapeMetrics(b_->metrics_port());
+  EXPECT_EQ(MetricSum(mb, "braid_auth_failures_total", {{"reason", "no_identity"}}), 1);
+  EXPECT_EQ(MetricSum(mb, "braid_auth_failures_total", {{"reason", "bad_token"}}), 2);
+}
+
+TEST_F(SecurityTest, ACertificateRotatedOnDiskServesNewConnectionsWithoutARestart) {
+  const pid_t pid = a_->pid();
+  // A client that trusts only CA 2 cannot reach agent A yet (its certificate is from CA 1).
+  EXPECT_EQ(Info(*Stub(*a_, Tls("ca2", "client-a"))).error_code(), grpc::StatusCode::UNAVAILABLE);
+  ReplaceFile(pki_ + "/agent-a-rotated.key", pki_ + "/serving-agent-a.key");
+  ReplaceFile(pki_ + "/agent-a-rotated.crt", pki_ + "/serving-agent-a.crt");
+  const auto t0 = std::chrono::steady_clock::now();
+  bool rotated = false;
+  while (!rotated && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10)) {
+    rotated = Info(*Stub(*a_, Tls("ca2", "client-a"))).ok();
+    if (!rotated) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_TRUE(rotated) << "the new certificate was not served within 10 s";
+  std::printf("new certificate served %.1f s after it was written\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  // The old certificate is gone from new handshakes; the agent never restarted.
+  EXPECT_EQ(Info(*Stub(*a_, Tls("ca1", "client-a"))).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(a_->pid(), pid);
+  EXPECT_EQ(kill(pid, 0), 0);
+}
+
+// Client a's resources, with its transfers running; client b tries everything on them.
+TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfersAllSucceed) {
+  auto va = Stub(*a_, Tls("ca1", "client-a"));
+  auto vb = Stub(*b_, Tls("ca1", "client-a"));
+  const v1::RegionInfo src = Register(*va, 64 * kMiB, "victim-src");
+  const v1::RegionInfo dst = Register(*vb, 64 * kMiB, "victim-dst");
+  const v1::VirtualQpInfo qa = CreateVqp(*va, v1::SCHEME_SPRAY, 4);
+  const v1::VirtualQpInfo qb = CreateVqp(*vb, v1::SCHEME_SPRAY, 4);
+  ConnectPair(*va, qa, *vb, qb);
+  EXPECT_EQ(qa.owner(), kClientA);
+  EXPECT_EQ(src.owner(), kClientA);
+  {
+    MappedRegion m(src.path(), src.length());
+    FillPattern(m.data(), m.size(), 7);
+  }
+  // The victim keeps writing while the attacker works.
+  std::atomic<bool> stop{false};
+  uint64_t victim_ok = 0, victim_failed = 0;
+  std::thread victim([&] {
+    for (int round = 0; round < 3 || !stop.load(); ++round) {
+      TransferRun run = RunTransfers(*va, MiBWrites(qa.vqp_id(), src, dst, 64));
+      EXPECT_TRUE(run.status.ok()) << run.status.error_message();
+      for (const auto& c : run.completions) (c.code() == 0 ? victim_ok : victim_failed)++;
+    }
+  });
+
+  auto attacker = Stub(*a_, Tls("ca1", "client-b"));
+  auto attacker_b = Stub(*b_, Tls("ca1", "client-b"));
+  const v1::RegionInfo own = Register(*attacker, 4 * kMiB, "attacker");
+  const v1::RegionInfo own_b = Register(*attacker_b, 4 * kMiB, "attacker");
+  const v1::VirtualQpInfo aq = CreateVqp(*attacker, v1::SCHEME_SPRAY, 2);
+  const v1::VirtualQpInfo aqb = CreateVqp(*attacker_b, v1::SCHEME_SPRAY, 2);
+  ConnectPair(*attacker, aq, *attacker_b, aqb);
+
+  using Call = std::function<grpc::Status(v1::Agent::Stub&)>;
+  struct Probe {
+    const char* what;
+    Call call;
+    grpc::StatusCode expected;
+  };
+  // A Transfer stream with one operation: the operation's status.
+  auto one_op = [](v1::Agent::Stub& s, v1::TransferRequest op) {
+    TransferRun run = RunTransfers(s, {op});
+    if (!run.status.ok()) return run.status;
+    if (run.completions.size() != 1) return grpc::Status(grpc::StatusCode::INTERNAL, "no result");
+    return grpc::Status(static_cast<grpc::StatusCode>(run.completions[0].code()),
+                        run.completions[0].message());
+  };
+  const std::vector<Probe> probes = {
+      {"GetVirtualQp of the victim's VQP",
+       [&](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::GetVirtualQpRequest r;
+         r.set_vqp_id(qa.vqp_id());
+         v1::VirtualQpInfo out;
+         return s.GetVirtualQp(&c, r, &out);
+       },
+       grpc::StatusCode::NOT_FOUND},
+      {"DestroyVirtualQp of the victim's VQP",
+       [&](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::DestroyVirtualQpRequest r;
+         r.set_vqp_id(qa.vqp_id());
+         v1::DestroyVirtualQpResponse out;
+         return s.DestroyVirtualQp(&c, r, &out);
+       },
+       grpc::StatusCode::NOT_FOUND},
+      {"ConnectVirtualQp of the victim's VQP to the victim's peer",
+       [&](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::ConnectVirtualQpRequest r;
+         r.set_vqp_id(qa.vqp_id());
+         *r.mutable_remote_card() = qb.card();
+         v1::VirtualQpInfo out;
+         return s.ConnectVirtualQp(&c, r, &out);
+       },
+       grpc::StatusCode::NOT_FOUND},
+      {"DeregisterMemory of the victim's region",
+       [&](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::DeregisterMemoryRequest r;
+         r.set_region_id(src.region_id());
+         v1::DeregisterMemoryResponse out;
+         return s.DeregisterMemory(&c, r, &out);
+       },
+       grpc::StatusCode::NOT_FOUND},
+      {"WatchNotifications of the victim's VQP",
+       [&](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::WatchNotificationsRequest r;
+         r.set_vqp_id(qa.vqp_id());
+         auto reader = s.WatchNotifications(&c, r);
+         v1::WatchNotificationsResponse out;
+         while (reader->Read(&out)) {
+         }
+         return reader->Finish();
+       },
+       grpc::StatusCode::NOT_FOUND},
+      {"a WRITE on the victim's VQP",
+       [&](v1::Agent::Stub& s) {
+         return one_op(s, Transfers(v1::OP_WRITE, qa.vqp_id(), own, dst, kMiB, 1, 1)[0]);
+       },
+       grpc::StatusCode::NOT_FOUND},
+      {"a WRITE from the victim's region on its own VQP",
+       [&](v1::Agent::Stub& s) {
+         return one_op(s, Transfers(v1::OP_WRITE, aq.vqp_id(), src, own_b, kMiB, 1, 1)[0]);
+       },
+       grpc::StatusCode::NOT_FOUND},
+      {"DrainDevice",
+       [&](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::DrainDeviceRequest r;
+         r.set_device("soft0");
+         v1::Device out;
+         return s.DrainDevice(&c, r, &out);
+       },
+       grpc::StatusCode::PERMISSION_DENIED},
+      {"UndrainDevice",
+       [&](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::DrainDeviceRequest r;
+         r.set_device("soft0");
+         v1::Device out;
+         return s.UndrainDevice(&c, r, &out);
+       },
+       grpc::StatusCode::PERMISSION_DENIED},
+      {"WatchEvents",
+       [&](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         auto reader = s.WatchEvents(&c, {});
+         v1::WatchEventsResponse out;
+         while (reader->Read(&out)) {
+         }
+         return reader->Finish();
+       },
+       grpc::StatusCode::PERMISSION_DENIED},
+      {"InjectFault (break the victim's QP)",
+       [&](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::InjectFaultRequest r;
+         r.set_kind(v1::FAULT_KIND_BREAK_QP);
+         r.set_vqp_id(qa.vqp_id());
+         v1::InjectFaultResponse out;
+         return s.InjectFault(&c, r, &out);
+       },
+       grpc::StatusCode::PERMISSION_DENIED},
+      {"RecoverQp on the victim's VQP",
+       [&](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::RecoverQpRequest r;
+         r.set_vqp_id(qa.vqp_id());
+         v1::RecoverQpResponse out;
+         return s.RecoverQp(&c, r, &out);
+       },
+       grpc::StatusCode::PERMISSION_DENIED},
+  };
+  for (const Probe& p : probes) {
+    const grpc::Status s = p.call(*attacker);
+    EXPECT_EQ(s.error_code(), p.expected) << p.what << ": " << s.error_message();
+  }
+  // Lists show the attacker its own only.
+  {
+    grpc::ClientContext c;
+    v1::ListVirtualQpsResponse vqps;
+    ASSERT_TRUE(attacker->ListVirtualQps(&c, {}, &vqps).ok());
+    ASSERT_EQ(vqps.vqps_size(), 1);
+    EXPECT_EQ(vqps.vqps(0).vqp_id(), aq.vqp_id());
+    grpc::ClientContext c2;
+    v1::ListRegionsResponse regions;
+    ASSERT_TRUE(attacker->ListRegions(&c2, {}, &regions).ok());
+    ASSERT_EQ(regions.regions_size(), 1);
+    EXPECT_EQ(regions.regions(0).region_id(), own.region_id());
+  }
+  // Another agent (role peer) may not act as a client.
+  {
+    grpc::ClientContext c;
+    v1::CreateVirtualQpRequest r;
+    r.set_scheme(v1::SCHEME_SPRAY);
+    v1::VirtualQpInfo out;
+    const grpc::Status s = Stub(*a_, Tls("ca1", "agent-b"))->CreateVirtualQp(&c, r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+    EXPECT_EQ(s.error_message(),
+              "spiffe://braid/agent/b (role peer) may not call CreateVirtualQp: it needs the "
+              "client role or above");
+  }
+  // The operator sees every client's VQPs, with their owners.
+  {
+    grpc::ClientContext c;
+    v1::ListVirtualQpsResponse vqps;
+    ASSERT_TRUE(Stub(*a_, Tls("ca1", "operator"))->ListVirtualQps(&c, {}, &vqps).ok());
+    ASSERT_EQ(vqps.vqps_size(), 2);
+    EXPECT_EQ(vqps.vqps(0).owner(), kClientA);
+    EXPECT_EQ(vqps.vqps(1).owner(), "spiffe://braid/client/b");
+  }
+  stop.store(true);
+  victim.join();
+  EXPECT_GT(victim_ok, 0u);
+  EXPECT_EQ(victim_failed, 0u);
+  {
+    MappedRegion s(src.path(), src.length());
+    MappedRegion d(dst.path(), dst.length());
+    EXPECT_EQ(Checksum(s.data(), s.size()), Checksum(d.data(), d.size()));
+  }
+  // An admin breaks one of the victim's QPs: the agents recover it between themselves over mutual
+  // TLS (RecoverQp from agent A, whose certificate is a peer's on agent B).
+  {
+    grpc::ClientContext c;
+    v1::InjectFaultRequest r;
+    r.set_kind(v1::FAULT_KIND_BREAK_QP);
+    r.set_vqp_id(qa.vqp_id());
+    r.set_qp_index(1);
+    v1::InjectFaultResponse out;
+    ASSERT_TRUE(a_->stub().InjectFault(&c, r, &out).ok());
+    TransferRun run = RunTransfers(*va, MiBWrites(qa.vqp_id(), src, dst, 64));
+    for (const auto& done : run.completions) EXPECT_EQ(done.code(), 0) << done.message();
+    const auto t0 = std::chrono::steady_clock::now();
+    uint64_t recoveries = 0;
+    while (recoveries == 0 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(15)) {
+      const v1::VirtualQpInfo now = GetVqp(*a_, qa.vqp_id());
+      for (const auto& q : now.qps()) recoveries += q.recoveries();
+      if (recoveries == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_GT(recoveries, 0u) << "the broken QP was not recovered over mutual TLS";
+  }
+  std::printf("victim: %lu writes of 1 MiB succeeded, %lu failed, bytes identical; attacker: %zu "
+              "probes refused\n",
+              static_cast<unsigned long>(victim_ok), static_cast<unsigned long>(victim_failed),
+              probes.size());
+  const std::string m = ScrapeMetrics(a_->metrics_port());
+  EXPECT_EQ(MetricSum(m, "braid_denied_requests_total", {{"rpc", "DrainDevice"}}), 1);
+  EXPECT_EQ(MetricSum(m, "braid_denied_requests_total", {{"rpc", "CreateVirtualQp"}}), 1);
+  EXPECT_EQ(MetricSum(m, "braid_denied_requests_total", {{"reason", "role"}}), 6);
+}
+
+TEST(AgentUnixSocket, ACallerIsKnownByItsUid) {
+  const std::string dir = "/tmp/braid-uds-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  AgentSpec spec{"uds", {TestNicIp(0, 0)}, 0};
+  spec.security_args = {"--grpc-unix", dir + "/braidd.sock", "--plaintext", "--anonymous-role",
+                        "admin", "--identity", "uid:" + std::to_string(getuid()) + "=operator"};
+  auto agent = AgentProcess::Spawn(spec);
+  ASSERT_TRUE(agent);
+  auto stub = v1::Agent::NewStub(
+      grpc::CreateChannel("unix:" + dir + "/braidd.sock", grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::AgentInfo info;
+  ASSERT_TRUE(stub->GetInfo(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.caller_identity(), "uid:" + std::to_string(getuid()));
+  EXPECT_EQ(info.caller_role(), "operator");
+  EXPECT_TRUE(info.plaintext());  // its TCP listener
+  // Over TCP the same process is anonymous.
+  grpc::ClientContext ctx2;
+  ASSERT_TRUE(agent->stub().GetInfo(&ctx2, {}, &info).ok());
+  EXPECT_EQ(info.caller_identity(), "");
+  EXPECT_EQ(info.caller_role(), "admin");
+  agent.reset();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace braid::testing
