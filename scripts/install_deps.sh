@@ -14,8 +14,9 @@ PACKAGES=(
   # the agent (braidd): gRPC (+ the C++ plugin for protoc), Prometheus exporter, YAML config,
   # structured logging; promtool (package prometheus) checks the /metrics page in tests
   libgrpc++-dev protobuf-compiler-grpc prometheus-cpp-dev libyaml-cpp-dev libspdlog-dev libcli11-dev
-  # braidctl: sha256 of copied files
-  libssl-dev
+  # braidctl: sha256 of copied files; braidd: its certificate's identity; the openssl tool makes
+  # the test CA and certificates (security tests, the demo's mutual TLS)
+  libssl-dev openssl
   # deployment: the chart renderer (Go text/template + sprig, tools/helm-render), Prometheus
   # itself (a real server scrapes braidd in the tests; promtool), JSON for its API in tests
   golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev prometheus

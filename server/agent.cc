@@ -47,6 +47,9 @@ Status Agent::Init() {
   eo.provider = provider_.get();
   eo.agent_id = config_.agent_id;
   eo.control_endpoint = config_.ControlEndpoint();
+  if (config_.auth.tls.enabled()) {
+    BRAID_ASSIGN_OR_RETURN(eo.agent_identity, CertificateIdentity(config_.auth.tls.cert));
+  }
   eo.region_dir = config_.region_dir;
   eo.max_region_bytes = config_.max_region_bytes;
   eo.default_timeout_ms = config_.default_timeout_ms;

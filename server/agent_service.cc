@@ -412,6 +412,7 @@ grpc::Status AgentService::RecoverQp(grpc::ServerContext* context,
   offer.from_endpoint = request->from_endpoint();
   offer.from_vqp_id = request->from_vqp_id();
   offer.from_incarnation = request->from_incarnation();
+  offer.from_identity = caller.identity;
   auto ours = engine_.AcceptRecovery(offer);
   if (!ours.ok()) return ToGrpc(ours.status());
   ToProto(*ours, out->mutable_qp());

@@ -56,6 +56,8 @@ int main(int argc, char** argv) {
                                 "bearer tokens: lines '<identity> <token>'");
   auto* anonymous = app.add_option("--anonymous-role", anonymous_role,
                                    "role of callers with no identity (default: refused)");
+  bool check_config = false;
+  app.add_flag("--check-config", check_config, "read and validate the config, then exit");
   app.add_option("--identity", identities,
                                    "identity=role (repeatable; roles: peer, client, operator, "
                                    "admin)");
@@ -125,6 +127,16 @@ int main(int argc, char** argv) {
       }
       config.soft_nics.push_back({n.substr(0, eq), n.substr(eq + 1)});
     }
+  }
+  if (check_config) {
+    if (config.agent_id.empty()) config.agent_id = "check";  // the host name, at start
+    const auto s = config.Validate();
+    if (!s.ok()) {
+      std::fprintf(stderr, "braidd: %s\n", s.ToString().c_str());
+      return 2;
+    }
+    std::printf("braidd: the config is valid\n");
+    return 0;
   }
   spdlog::set_pattern("ts=%Y-%m-%dT%H:%M:%S.%e%z level=%l %v");
   spdlog::set_level(spdlog::level::from_str(config.log_level));

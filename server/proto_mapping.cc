@@ -86,6 +86,7 @@ void ToProto(const vqp::BusinessCard& card, v1::BusinessCard* out) {
   out->set_max_virtual_wrs(card.max_virtual_wrs);
   out->set_control_endpoint(card.control_endpoint);
   out->set_incarnation(card.incarnation);
+  out->set_agent_identity(card.agent_identity);
   for (const vqp::DeviceCard& d : card.devices) {
     v1::DeviceCard* pd = out->add_devices();
     pd->set_name(d.name);
@@ -114,6 +115,7 @@ Result<vqp::BusinessCard> FromProto(const v1::BusinessCard& card) {
   out.max_virtual_wrs = card.max_virtual_wrs();
   out.control_endpoint = card.control_endpoint();
   out.incarnation = card.incarnation();
+  out.agent_identity = card.agent_identity();
   for (int i = 0; i < card.devices_size(); ++i) {
     const v1::DeviceCard& d = card.devices(i);
     if (d.gid().size() != 16) {

@@ -13,6 +13,7 @@
 
 #include <memory>
 
+#include "dataplane/common/result.h"
 #include "server/auth_config.h"
 
 namespace braid::server {
@@ -21,6 +22,10 @@ namespace braid::server {
 std::shared_ptr<grpc::ServerCredentials> ListenerCredentials(const AuthConfig& config);
 // For RecoverQp calls to peer agents: mutual TLS with this agent's certificate, or plaintext.
 std::shared_ptr<grpc::ChannelCredentials> PeerCredentials(const AuthConfig& config);
+// The identity a certificate gives its holder, as the Authenticator reads it on the other side:
+// its first URI SAN, else its first DNS SAN, else its common name. Read at start (a rotated
+// certificate must keep the identity).
+common::Result<std::string> CertificateIdentity(const std::string& pem_path);
 
 }  // namespace braid::server
 

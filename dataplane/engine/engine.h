@@ -51,6 +51,9 @@ struct EngineOptions {
   std::vector<std::string> devices;     // devices to open; empty: every device listed
   std::string agent_id = "braid";
   std::string control_endpoint;  // written into every business card
+  // This agent's identity as its peers authenticate it (its certificate's SAN; "" without TLS),
+  // written into every business card.
+  std::string agent_identity;
   std::string region_dir = "/dev/shm";
   uint64_t max_region_bytes = 64ull << 30;
   int cq_entries = 16384;  // per device, at start

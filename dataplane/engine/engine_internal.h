@@ -65,6 +65,7 @@ struct Engine::VqpSlot {
   std::string peer_endpoint;  // the peer agent's control endpoint (recovery)
   uint64_t peer_vqp_id = 0;
   uint64_t peer_incarnation = 0;
+  std::string peer_identity;  // "" when the peer called without TLS: not checked then
   uint64_t epoch = 0;
   VqpState state = VqpState::kCreated;
   std::string failure;               // why it failed

@@ -88,6 +88,7 @@ struct RecoveryOffer {
   std::string from_endpoint;
   uint64_t from_vqp_id = 0;
   uint64_t from_incarnation = 0;
+  std::string from_identity;  // who called, as the control plane authenticated it
 };
 
 // A virtual QP's life: created, connected, and failed when it can never carry work again (its

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <string>
 
+#include "dataplane/common/quote.h"
 #include "dataplane/engine/engine.h"
 #include "dataplane/engine/engine_internal.h"
 
@@ -75,6 +76,18 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
 Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& remote,
                                     OwnerId scope) {
   BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(vqp_id, scope));
+  // A peer VQP pairs with one VQP here: a second VQP on the same card would share its QPs'
+  // sequence numbers and recovery.
+  for (const auto& [id, other] : vqps_) {
+    if (other.get() != slot && other->state != VqpState::kCreated &&
+        other->peer_vqp_id == remote.vqp_id && other->peer_incarnation == remote.incarnation &&
+        other->peer_endpoint == remote.control_endpoint) {
+      return Status::AlreadyExists("that card (VQP " + std::to_string(remote.vqp_id) + " of " +
+                                   common::Quote(remote.control_endpoint) +
+                                   ") is already connected to another VQP on agent " +
+                                   options_.agent_id + ": create a new VQP on the peer");
+    }
+  }
   // Both sides compute the same connection epoch: the larger of the two cards'.
   const uint64_t epoch = std::max(slot->epoch, remote.epoch);
   BRAID_RETURN_IF_ERROR(slot->vqp->Connect(remote, epoch));
@@ -83,6 +96,7 @@ Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& re
   slot->peer_endpoint = remote.control_endpoint;
   slot->peer_vqp_id = remote.vqp_id;
   slot->peer_incarnation = remote.incarnation;
+  slot->peer_identity = remote.agent_identity;
   slot->epoch = epoch;
   slot->state = VqpState::kConnected;
   fds_promised_ -= slot->promised_fds;  // open now (or soon: the peer's connections)
@@ -149,6 +163,7 @@ VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
   s.card.vqp_id = slot.id;
   s.card.control_endpoint = options_.control_endpoint;
   s.card.incarnation = incarnation_;
+  s.card.agent_identity = options_.agent_identity;
   s.state = slot.state;
   s.failure = slot.failure;
   for (int i = 0; i < q.num_physical_qps(); ++i) {

@@ -52,6 +52,9 @@ struct BusinessCard {
   // A restarted agent reuses VQP ids but never an incarnation, so nothing of a previous life can
   // reach a new VQP.
   uint64_t incarnation = 0;
+  // The issuing agent's identity as its peers authenticate it ("" when it calls without TLS): a
+  // VQP connected with this card accepts recovery requests from that identity only.
+  std::string agent_identity;
   std::vector<DeviceCard> devices;
   uint64_t control_addr = 0;  // the VQP's control region (target of fence READs)
   std::vector<QpCard> data_qps;

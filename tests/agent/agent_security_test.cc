@@ -376,6 +376,40 @@ TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfers
               "spiffe://braid/agent/b (role peer) may not call CreateVirtualQp: it needs the "
               "client role or above");
   }
+  // Recovery is pinned to the agent whose card the VQP was connected with (agent B): agent A's
+  // own identity, a peer too, is told the VQP does not exist; agent B gets past the check (to a
+  // QP index out of range, so nothing is reset).
+  EXPECT_EQ(qb.card().agent_identity(), "spiffe://braid/agent/b");
+  auto recover_as = [&](const std::string& cert) {
+    grpc::ClientContext c;
+    v1::RecoverQpRequest r;
+    r.set_vqp_id(qa.vqp_id());
+    r.set_qp_index(99);
+    *r.mutable_qp() = qb.card().data_qps(0);
+    r.set_epoch(qb.card().epoch() + 1);
+    r.set_from_endpoint(qb.card().control_endpoint());
+    r.set_from_vqp_id(qb.vqp_id());
+    r.set_from_incarnation(qb.card().incarnation());
+    r.set_to_incarnation(qa.card().incarnation());
+    v1::RecoverQpResponse out;
+    return Stub(*a_, Tls("ca1", cert))->RecoverQp(&c, r, &out);
+  };
+  const grpc::Status impostor = recover_as("agent-a");
+  EXPECT_EQ(impostor.error_code(), grpc::StatusCode::NOT_FOUND) << impostor.error_message();
+  const grpc::Status pinned = recover_as("agent-b");
+  EXPECT_EQ(pinned.error_code(), grpc::StatusCode::OUT_OF_RANGE) << pinned.error_message();
+  // A card already connected is refused to a second VQP.
+  {
+    const v1::VirtualQpInfo second = CreateVqp(*va, v1::SCHEME_SPRAY, 4);
+    grpc::ClientContext c;
+    v1::ConnectVirtualQpRequest r;
+    r.set_vqp_id(second.vqp_id());
+    *r.mutable_remote_card() = qb.card();
+    v1::VirtualQpInfo out;
+    const grpc::Status s = va->ConnectVirtualQp(&c, r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+    DestroyVqp(*va, second.vqp_id());
+  }
   // The operator sees every client's VQPs, with their owners.
   {
     grpc::ClientContext c;

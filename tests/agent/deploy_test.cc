@@ -58,6 +58,16 @@ void ExpectLabels(const YAML::Node& obj) {
   EXPECT_EQ(labels["helm.sh/chart"].as<std::string>(), "braid-0.1.0");
 }
 
+// braidd itself reads and validates a rendered config (--check-config).
+void ExpectBraiddAccepts(const std::string& config) {
+  const std::string path = ::testing::TempDir() + "/braid-rendered-" + std::to_string(getpid());
+  std::ofstream(path) << config;
+  const CommandResult r =
+      RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config " + path);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  std::filesystem::remove(path);
+}
+
 TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   Rendered r = Render("--name edge");
   ASSERT_EQ(r.exit_code, 0) << r.text;
@@ -80,8 +90,17 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   std::map<std::string, int> ports;
   for (const auto& p : c["ports"]) ports[p["name"].as<std::string>()] = p["containerPort"].as<int>();
   EXPECT_EQ(ports, (std::map<std::string, int>{{"grpc", 7600}, {"metrics", 9464}}));
-  EXPECT_EQ(c["livenessProbe"]["grpc"]["port"].as<int>(), 7600);
-  EXPECT_EQ(c["readinessProbe"]["grpc"]["port"].as<int>(), 7600);
+  // TLS is on by default: kubelet's gRPC probe cannot speak it, braidctl probes the Unix socket.
+  const std::vector<std::string> probe = {"braidctl", "--agent", "unix:/run/braid/braidd.sock",
+                                          "health"};
+  EXPECT_EQ(c["livenessProbe"]["exec"]["command"].as<std::vector<std::string>>(), probe);
+  EXPECT_EQ(c["readinessProbe"]["exec"]["command"].as<std::vector<std::string>>(), probe);
+  bool tls_mount = false;
+  for (const auto& m : c["volumeMounts"]) {
+    tls_mount |= m["name"].as<std::string>() == "tls" &&
+                 m["mountPath"].as<std::string>() == "/etc/braid-tls";
+  }
+  EXPECT_TRUE(tls_mount);
   EXPECT_EQ(c["resources"]["limits"]["rdma/hca_shared_devices_a"].as<int>(), 1);
   EXPECT_EQ(c["securityContext"]["capabilities"]["add"][0].as<std::string>(), "IPC_LOCK");
   bool region_volume = false;
@@ -92,6 +111,12 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
     EXPECT_NE(v["name"].as<std::string>(), "infiniband");
   }
   EXPECT_TRUE(region_volume);
+  bool tls_secret = false;
+  for (const auto& v : spec["volumes"]) {
+    tls_secret |= v["name"].as<std::string>() == "tls" &&
+                  v["secret"]["secretName"].as<std::string>() == "edge-braid-tls";
+  }
+  EXPECT_TRUE(tls_secret);
   const YAML::Node* svc = r.Find("Service", "edge-braid");
   ASSERT_NE(svc, nullptr);
   EXPECT_EQ((*svc)["spec"]["ports"][0]["port"].as<int>(), 7600);
@@ -103,6 +128,10 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   EXPECT_EQ(config["listen"]["tcp"].as<std::string>(), "0.0.0.0:7600");
   EXPECT_EQ(config["metrics"]["listen"].as<std::string>(), "0.0.0.0:9464");
   EXPECT_FALSE(config["fault_injection"]["enabled"].as<bool>());
+  EXPECT_EQ(config["tls"]["cert"].as<std::string>(), "/etc/braid-tls/tls.crt");
+  EXPECT_EQ(config["tls"]["client_auth"].as<std::string>(), "require");
+  EXPECT_FALSE(config["plaintext"]);
+  ExpectBraiddAccepts((*cm)["data"]["braidd.yaml"].as<std::string>());
   // The dashboard for Grafana's sidecar, valid JSON with its panels.
   const YAML::Node* dash = r.Find("ConfigMap", "edge-braid-dashboard");
   ASSERT_NE(dash, nullptr);
@@ -122,7 +151,8 @@ TEST(HelmChart, EveryToggleFlipped) {
                       " --set rdma.mode=privileged --set serviceMonitor.enabled=true"
                       " --set dashboard.enabled=false --set serviceAccount.create=false"
                       " --set hostNetwork=false --set agent.faultInjection=true"
-                      " --set agent.metricsPerQp=true --set image.tag=9.9.9");
+                      " --set agent.metricsPerQp=true --set image.tag=9.9.9"
+                      " --set tls.enabled=false --set auth.anonymousRole=client");
   ASSERT_EQ(r.exit_code, 0) << r.text;
   EXPECT_EQ(r.Find("ServiceAccount"), nullptr);
   EXPECT_EQ(r.Find("ConfigMap", "edge-braid-dashboard"), nullptr);
@@ -151,6 +181,12 @@ TEST(HelmChart, EveryToggleFlipped) {
   EXPECT_TRUE(config["fault_injection"]["enabled"].as<bool>());
   EXPECT_TRUE(config["metrics"]["per_qp"].as<bool>());
   EXPECT_EQ(config["soft"]["nics"][1]["ip"].as<std::string>(), "10.0.1.5");
+  EXPECT_TRUE(config["plaintext"].as<bool>());
+  EXPECT_FALSE(config["tls"]);
+  EXPECT_EQ(config["auth"]["anonymous_role"].as<std::string>(), "client");
+  EXPECT_EQ(c["livenessProbe"]["grpc"]["port"].as<int>(), 7600);
+  ExpectBraiddAccepts(
+      (*r.Find("ConfigMap", "edge-braid"))["data"]["braidd.yaml"].as<std::string>());
 }
 
 TEST(HelmChart, ABadRdmaModeIsRefused) {

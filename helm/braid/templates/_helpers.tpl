@@ -29,3 +29,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The health probe: gRPC health on the port, or braidctl over the Unix socket when TLS is on. */}}
+{{- define "braid.probe" -}}
+{{- if .Values.tls.enabled -}}
+exec:
+  command: ["braidctl", "--agent", "unix:/run/braid/braidd.sock", "health"]
+{{- else -}}
+grpc:
+  port: {{ .Values.agent.grpcPort }}
+{{- end -}}
+{{- end }}
