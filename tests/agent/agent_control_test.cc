@@ -462,6 +462,8 @@ TEST_F(AgentHostileTest, AClientSendingPastTheWindowIsHeldBackAndEveryOperationC
   std::thread resume([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     EXPECT_EQ(completed.load(), 0);
+    // Held back: the engine took exactly a window of them; the rest wait unread in the stream.
+    EXPECT_EQ(MetricSum(ScrapeMetrics(a_->metrics_port()), "braid_transfers_in_flight"), window);
     kill(b_->pid(), SIGCONT);
   });
   std::map<uint64_t, int> seen;
