@@ -216,6 +216,15 @@ TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfers
       for (const auto& c : run.completions) (c.code() == 0 ? victim_ok : victim_failed)++;
     }
   });
+  // A failed assertion below returns early: the victim still stops and is joined.
+  struct Joiner {
+    std::atomic<bool>& stop;
+    std::thread& thread;
+    ~Joiner() {
+      stop.store(true);
+      if (thread.joinable()) thread.join();
+    }
+  } joiner{stop, victim};
 
   auto attacker = Stub(*a_, Tls("ca1", "client-b"));
   auto attacker_b = Stub(*b_, Tls("ca1", "client-b"));
