@@ -79,6 +79,7 @@ bench: build
 	$(BUILD)/bench/braid_agent_bench $(BUILD)/bench-results/tcp_loopback.txt | \
 	  tee $(BUILD)/bench-results/agent_e2e.txt
 	$(BUILD)/bench/braid_agent_scale_bench 1000 | tee $(BUILD)/bench-results/agent_scale.txt
+	$(BUILD)/bench/braid_agent_tls_bench 3 | tee $(BUILD)/bench-results/agent_tls.txt
 	bash bench/netns_shaped_links.sh $(BUILD)/server/braidd \
 	  $(BUILD)/tests/integration/braid_netns_recovery_driver | \
 	  tee $(BUILD)/bench-results/netns_shaped_links.txt

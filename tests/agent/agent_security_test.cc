@@ -18,13 +18,6 @@
 namespace braid::testing {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // Replaces `to` in one step (a reader sees the old file or the new one, never half of it).
 void ReplaceFile(const std::string& from, const std::string& to) {
   const std::string tmp = to + ".new";
@@ -38,18 +31,10 @@ class SecurityTest : public ::testing::Test {
   static constexpr const char* kClientC = "spiffe://braid/client/c";  // by token only
 
   void SetUp() override {
-    pki_ = ::testing::TempDir() + "/braid-pki-" + std::to_string(getpid());
-    const CommandResult made = RunCommand("bash " + std::string(BRAID_SOURCE_DIR) +
-                                          "/tests/agent/testdata/make_test_certs.sh " + pki_);
-    ASSERT_EQ(made.exit_code, 0) << made.output;
-    tokens_ = pki_ + "/tokens";
+    pki_ = TestPki::Make();
+    ASSERT_TRUE(pki_);
+    tokens_ = pki_->Path("tokens");
     std::ofstream(tokens_) << "# identity token\n" << kClientC << " token-for-c-0123456789\n";
-    // Each agent serves a copy of its certificate, so a test can rotate it on disk.
-    for (const char* name : {"agent-a", "agent-b"}) {
-      for (const char* ext : {".crt", ".key"}) {
-        std::filesystem::copy_file(pki_ + "/" + name + ext, pki_ + "/serving-" + name + ext);
-      }
-    }
     a_ = Spawn("agent-a", 0, "require");
     ASSERT_TRUE(a_);
     b_ = Spawn("agent-b", 1, "optional");  // tokens over TLS without a client certificate
@@ -59,46 +44,21 @@ class SecurityTest : public ::testing::Test {
   void TearDown() override {
     a_.reset();
     b_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(pki_, ec);
+    pki_.reset();
   }
 
   std::unique_ptr<AgentProcess> Spawn(const std::string& name, int index,
                                       const std::string& client_auth) {
     AgentSpec spec{name, {TestNicIp(index, 0), TestNicIp(index, 1)}, index * 2};
     spec.fault_injection = true;
-    spec.security_args = {"--tls-cert", pki_ + "/serving-" + name + ".crt",
-                          "--tls-key", pki_ + "/serving-" + name + ".key",
-                          "--tls-ca", pki_ + "/ca1.crt",
-                          "--tls-client-auth", client_auth,
-                          "--tls-reload-seconds", "1",
-                          "--tokens-file", tokens_};
-    for (const char* binding :
-         {"spiffe://braid/client/a=client", "spiffe://braid/client/b=client",
-          "spiffe://braid/client/c=client", "spiffe://braid/operator=operator",
-          "spiffe://braid/admin=admin", "spiffe://braid/agent/a=peer",
-          "spiffe://braid/agent/b=peer"}) {
-      spec.security_args.push_back("--identity");
-      spec.security_args.push_back(binding);
-    }
+    spec.security_args = pki_->AgentArgs(name, client_auth, tokens_);
     spec.credentials = Tls("ca1", "admin");
     return AgentProcess::Spawn(spec);
   }
 
-  // TLS trusting `ca`, presenting `cert` ("": none), with `token` ("": none).
   std::shared_ptr<grpc::ChannelCredentials> Tls(const std::string& ca, const std::string& cert,
                                                 const std::string& token = "") {
-    grpc::SslCredentialsOptions o;
-    o.pem_root_certs = ReadFile(pki_ + "/" + ca + ".crt");
-    if (!cert.empty()) {
-      o.pem_cert_chain = ReadFile(pki_ + "/" + cert + ".crt");
-      o.pem_private_key = ReadFile(pki_ + "/" + cert + ".key");
-    }
-    auto creds = grpc::SslCredentials(o);
-    if (!token.empty()) {
-      creds = grpc::CompositeChannelCredentials(creds, grpc::AccessTokenCredentials(token));
-    }
-    return creds;
+    return pki_->Tls(ca, cert, token);
   }
 
   // A fresh channel (a new connection, a new handshake) to `agent` with `creds`.
@@ -117,7 +77,7 @@ class SecurityTest : public ::testing::Test {
   }
 
   static inline std::atomic<int> channels_{0};
-  std::string pki_;
+  std::unique_ptr<TestPki> pki_;
   std::string tokens_;
   std::unique_ptr<AgentProcess> a_;
   std::unique_ptr<AgentProcess> b_;
@@ -173,8 +133,8 @@ TEST_F(SecurityTest, ACertificateRotatedOnDiskServesNewConnectionsWithoutARestar
   const pid_t pid = a_->pid();
   // A client that trusts only CA 2 cannot reach agent A yet (its certificate is from CA 1).
   EXPECT_EQ(Info(*Stub(*a_, Tls("ca2", "client-a"))).error_code(), grpc::StatusCode::UNAVAILABLE);
-  ReplaceFile(pki_ + "/agent-a-rotated.key", pki_ + "/serving-agent-a.key");
-  ReplaceFile(pki_ + "/agent-a-rotated.crt", pki_ + "/serving-agent-a.crt");
+  ReplaceFile(pki_->Path("agent-a-rotated.key"), pki_->Path("serving-agent-a.key"));
+  ReplaceFile(pki_->Path("agent-a-rotated.crt"), pki_->Path("serving-agent-a.crt"));
   const auto t0 = std::chrono::steady_clock::now();
   bool rotated = false;
   while (!rotated && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10)) {
