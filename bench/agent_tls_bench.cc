@@ -65,7 +65,8 @@ Round Measure(bool tls, const braid::testing::TestPki& pki) {
   braid::testing::RunTransfers(a.stub(), writes(256));  // warm-up
   const auto t0 = std::chrono::steady_clock::now();
   braid::testing::TransferRun run = braid::testing::RunTransfers(a.stub(), writes(2048));
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   uint64_t bytes = 0;
   out.ok = run.status.ok() && run.completions.size() == 2048;
   for (const auto& c : run.completions) {
@@ -109,8 +110,7 @@ int main(int argc, char** argv) {
         return 1;
       }
       std::printf("round %d %-9s 1 MiB WRITE %.3f GB/s, GetInfo p50 %.1f us, health p50 %.1f us\n",
-                  r + 1, tls ? "mTLS" : "plaintext", m.write_gbs, m.call_p50_us,
-                  m.health_p50_us);
+                  r + 1, tls ? "mTLS" : "plaintext", m.write_gbs, m.call_p50_us, m.health_p50_us);
       (tls ? tls_w : plain_w).push_back(m.write_gbs);
       (tls ? tls_c : plain_c).push_back(m.call_p50_us);
     }

@@ -23,33 +23,25 @@ grpc::Status Reply(const Result<T>& result, Out* out) {
 }  // namespace
 
 // Admits the caller for `rpc` or returns its refusal.
-#define BRAID_ADMIT(context, rpc, access)                                            \
-  Caller caller;                                                                     \
+#define BRAID_ADMIT(context, rpc, access)                                           \
+  Caller caller;                                                                    \
   if (grpc::Status refused = Admit(context, rpc, access, &caller); !refused.ok()) { \
-    return refused;                                                                  \
+    return refused;                                                                 \
   }
 
-AgentService::AgentService(engine::Engine& engine, AgentServiceOptions options,
-                           Authenticator& auth, AuditLog& audit)
+AgentService::AgentService(engine::Engine& engine, AgentServiceOptions options, Authenticator& auth,
+                           AuditLog& audit)
     : engine_(engine),
       options_(std::move(options)),
       auth_(auth),
       audit_(audit),
       started_(std::chrono::steady_clock::now()) {}
 
-grpc::Status AgentService::VqpReply(const Result<engine::VqpStatus>& result,
-                                    v1::VirtualQpInfo* out) const {
+template <typename T, typename Out>
+grpc::Status AgentService::OwnedReply(const Result<T>& result, Out* out) const {
   if (!result.ok()) return ToGrpc(result.status());
   ToProto(*result, out);
-  SetOwner(result->owner, out);
-  return grpc::Status::OK;
-}
-
-grpc::Status AgentService::RegionReply(const Result<engine::RegionStatus>& result,
-                                       v1::RegionInfo* out) const {
-  if (!result.ok()) return ToGrpc(result.status());
-  ToProto(*result, out);
-  SetOwner(result->owner, out);
+  out->set_owner(auth_.IdentityOf(result->owner));
   return grpc::Status::OK;
 }
 
@@ -64,13 +56,21 @@ grpc::Status AgentService::Admit(grpc::ServerContext* context, const char* rpc, 
   bool allowed = false;
   const char* needs = "";
   switch (access) {
-    case Access::kAnyone: allowed = true; break;
-    case Access::kClient: allowed = r >= Role::kClient; needs = "the client role or above"; break;
+    case Access::kAnyone:
+      allowed = true;
+      break;
+    case Access::kClient:
+      allowed = r >= Role::kClient;
+      needs = "the client role or above";
+      break;
     case Access::kOperator:
       allowed = r >= Role::kOperator;
       needs = "the operator or admin role";
       break;
-    case Access::kAdmin: allowed = r == Role::kAdmin; needs = "the admin role"; break;
+    case Access::kAdmin:
+      allowed = r == Role::kAdmin;
+      needs = "the admin role";
+      break;
     case Access::kPeer:
       allowed = r == Role::kPeer || r == Role::kAdmin;
       needs = "the peer role (another agent)";
@@ -81,14 +81,6 @@ grpc::Status AgentService::Admit(grpc::ServerContext* context, const char* rpc, 
                         ": it needs " + needs;
   audit_.Denied(rpc, "role", caller->identity, context->peer(), message);
   return {grpc::StatusCode::PERMISSION_DENIED, message};
-}
-
-void AgentService::SetOwner(engine::OwnerId owner, v1::VirtualQpInfo* out) const {
-  out->set_owner(auth_.IdentityOf(owner));
-}
-
-void AgentService::SetOwner(engine::OwnerId owner, v1::RegionInfo* out) const {
-  out->set_owner(auth_.IdentityOf(owner));
 }
 
 grpc::Status AgentService::GetInfo(grpc::ServerContext* context, const v1::GetInfoRequest*,
@@ -113,8 +105,7 @@ grpc::Status AgentService::GetInfo(grpc::ServerContext* context, const v1::GetIn
   return grpc::Status::OK;
 }
 
-grpc::Status AgentService::ListDevices(grpc::ServerContext* context,
-                                       const v1::ListDevicesRequest*,
+grpc::Status AgentService::ListDevices(grpc::ServerContext* context, const v1::ListDevicesRequest*,
                                        v1::ListDevicesResponse* out) {
   BRAID_ADMIT(context, "ListDevices", Access::kAnyone);
   auto devices = engine_.ListDevices();
@@ -130,7 +121,7 @@ grpc::Status AgentService::CreateVirtualQp(grpc::ServerContext* context,
   auto parsed = FromProto(*request);
   if (!parsed.ok()) return ToGrpc(parsed.status());
   parsed->owner = caller.owner;
-  return VqpReply(engine_.CreateVirtualQp(std::move(parsed).value()), out);
+  return OwnedReply(engine_.CreateVirtualQp(std::move(parsed).value()), out);
 }
 
 grpc::Status AgentService::ConnectVirtualQp(grpc::ServerContext* context,
@@ -142,7 +133,7 @@ grpc::Status AgentService::ConnectVirtualQp(grpc::ServerContext* context,
   }
   auto card = FromProto(request->remote_card());
   if (!card.ok()) return ToGrpc(card.status());
-  return VqpReply(
+  return OwnedReply(
       engine_.ConnectVirtualQp(request->vqp_id(), std::move(card).value(), caller.scope()), out);
 }
 
@@ -150,7 +141,7 @@ grpc::Status AgentService::GetVirtualQp(grpc::ServerContext* context,
                                         const v1::GetVirtualQpRequest* request,
                                         v1::VirtualQpInfo* out) {
   BRAID_ADMIT(context, "GetVirtualQp", Access::kClient);
-  return VqpReply(engine_.GetVirtualQp(request->vqp_id(), caller.scope()), out);
+  return OwnedReply(engine_.GetVirtualQp(request->vqp_id(), caller.scope()), out);
 }
 
 grpc::Status AgentService::ListVirtualQps(grpc::ServerContext* context,
@@ -162,7 +153,7 @@ grpc::Status AgentService::ListVirtualQps(grpc::ServerContext* context,
   for (const auto& v : *list) {
     v1::VirtualQpInfo* info = out->add_vqps();
     ToProto(v, info);
-    SetOwner(v.owner, info);
+    info->set_owner(auth_.IdentityOf(v.owner));
   }
   return grpc::Status::OK;
 }
@@ -178,8 +169,7 @@ grpc::Status AgentService::RegisterMemory(grpc::ServerContext* context,
                                           const v1::RegisterMemoryRequest* request,
                                           v1::RegionInfo* out) {
   BRAID_ADMIT(context, "RegisterMemory", Access::kClient);
-  return RegionReply(engine_.RegisterMemory(request->length(), request->label(), caller.owner),
-                     out);
+  return OwnedReply(engine_.RegisterMemory(request->length(), request->label(), caller.owner), out);
 }
 
 grpc::Status AgentService::DeregisterMemory(grpc::ServerContext* context,
@@ -189,8 +179,7 @@ grpc::Status AgentService::DeregisterMemory(grpc::ServerContext* context,
   return ToGrpc(engine_.DeregisterMemory(request->region_id(), caller.scope()));
 }
 
-grpc::Status AgentService::ListRegions(grpc::ServerContext* context,
-                                       const v1::ListRegionsRequest*,
+grpc::Status AgentService::ListRegions(grpc::ServerContext* context, const v1::ListRegionsRequest*,
                                        v1::ListRegionsResponse* out) {
   BRAID_ADMIT(context, "ListRegions", Access::kClient);
   auto list = engine_.ListRegions(caller.scope());
@@ -198,7 +187,7 @@ grpc::Status AgentService::ListRegions(grpc::ServerContext* context,
   for (const auto& r : *list) {
     v1::RegionInfo* info = out->add_regions();
     ToProto(r, info);
-    SetOwner(r.owner, info);
+    info->set_owner(auth_.IdentityOf(r.owner));
   }
   return grpc::Status::OK;
 }
@@ -294,7 +283,8 @@ grpc::Status AgentService::Transfer(
   }
   sink->results.Wake();  // the writer may be asleep with nothing left to write
   writer.join();
-  if (context->IsCancelled()) return {grpc::StatusCode::CANCELLED, "the client cancelled the stream"};
+  if (context->IsCancelled())
+    return {grpc::StatusCode::CANCELLED, "the client cancelled the stream"};
   if (shutting_down_.load()) return {grpc::StatusCode::UNAVAILABLE, "the agent is shutting down"};
   return grpc::Status::OK;
 }
@@ -322,9 +312,9 @@ grpc::Status AgentService::StreamWatcher(grpc::ServerContext* context,
       }
     }
     if (watcher.overflowed.load()) {
-      return {grpc::StatusCode::RESOURCE_EXHAUSTED,
-              "the watcher fell more than " + std::to_string(options_.watcher_capacity) + " " +
-                  what + " behind; subscribe again"};
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED, "the watcher fell more than " +
+                                                        std::to_string(options_.watcher_capacity) +
+                                                        " " + what + " behind; subscribe again"};
     }
     if (closed) return grpc::Status::OK;  // the engine let go of it (the VQP was destroyed)
     if (context->IsCancelled() || shutting_down_.load()) {
@@ -351,17 +341,17 @@ grpc::Status AgentService::WatchNotifications(
   return ended;
 }
 
-grpc::Status AgentService::WatchEvents(grpc::ServerContext* context,
-                                       const v1::WatchEventsRequest*,
+grpc::Status AgentService::WatchEvents(grpc::ServerContext* context, const v1::WatchEventsRequest*,
                                        grpc::ServerWriter<v1::WatchEventsResponse>* writer) {
   BRAID_ADMIT(context, "WatchEvents", Access::kOperator);
   auto watcher = std::make_shared<engine::EventWatcher>(options_.watcher_capacity);
   common::Status s = engine_.WatchEvents(watcher);
   if (!s.ok()) return ToGrpc(s);
-  grpc::Status ended = StreamWatcher(context, writer, *watcher, "events",
-                                     [](const engine::EngineEvent& e, v1::WatchEventsResponse* out) {
-                                       ToProto(e, out->mutable_event());
-                                     });
+  grpc::Status ended =
+      StreamWatcher(context, writer, *watcher, "events",
+                    [](const engine::EngineEvent& e, v1::WatchEventsResponse* out) {
+                      ToProto(e, out->mutable_event());
+                    });
   engine_.PruneWatchers(0);
   return ended;
 }
@@ -384,11 +374,20 @@ grpc::Status AgentService::InjectFault(grpc::ServerContext* context,
   BRAID_ADMIT(context, "InjectFault", Access::kAdmin);
   engine::FaultRequest f;
   switch (request->kind()) {
-    case v1::FAULT_KIND_STALL_ENGINE: f.kind = engine::FaultKind::kStallEngine; break;
-    case v1::FAULT_KIND_DEVICE_DOWN: f.kind = engine::FaultKind::kDeviceDown; break;
-    case v1::FAULT_KIND_DEVICE_UP: f.kind = engine::FaultKind::kDeviceUp; break;
-    case v1::FAULT_KIND_BREAK_QP: f.kind = engine::FaultKind::kBreakQp; break;
-    default: return {grpc::StatusCode::INVALID_ARGUMENT, "unknown fault kind"};
+    case v1::FAULT_KIND_STALL_ENGINE:
+      f.kind = engine::FaultKind::kStallEngine;
+      break;
+    case v1::FAULT_KIND_DEVICE_DOWN:
+      f.kind = engine::FaultKind::kDeviceDown;
+      break;
+    case v1::FAULT_KIND_DEVICE_UP:
+      f.kind = engine::FaultKind::kDeviceUp;
+      break;
+    case v1::FAULT_KIND_BREAK_QP:
+      f.kind = engine::FaultKind::kBreakQp;
+      break;
+    default:
+      return {grpc::StatusCode::INVALID_ARGUMENT, "unknown fault kind"};
   }
   f.duration_ms = request->duration_ms();
   f.device = request->device();

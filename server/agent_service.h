@@ -90,15 +90,10 @@ class AgentService final : public v1::Agent::Service {
 
  private:
   // The caller of `context` if it may call `rpc`; the refusal otherwise (counted and logged).
-  grpc::Status Admit(grpc::ServerContext* context, const char* rpc, Access access,
-                     Caller* caller);
-  void SetOwner(engine::OwnerId owner, v1::VirtualQpInfo* out) const;
-  void SetOwner(engine::OwnerId owner, v1::RegionInfo* out) const;
-  // A unary reply: the status, or the message with its owner's identity.
-  grpc::Status VqpReply(const common::Result<engine::VqpStatus>& result,
-                        v1::VirtualQpInfo* out) const;
-  grpc::Status RegionReply(const common::Result<engine::RegionStatus>& result,
-                           v1::RegionInfo* out) const;
+  grpc::Status Admit(grpc::ServerContext* context, const char* rpc, Access access, Caller* caller);
+  // A unary reply about a VQP or region: the status, or the message with its owner's identity.
+  template <typename T, typename Out>
+  grpc::Status OwnedReply(const common::Result<T>& result, Out* out) const;
 
   engine::Engine& engine_;
   AgentServiceOptions options_;

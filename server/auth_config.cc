@@ -10,19 +10,26 @@ using common::Status;
 
 const char* RoleName(Role role) {
   switch (role) {
-    case Role::kPeer: return "peer";
-    case Role::kClient: return "client";
-    case Role::kOperator: return "operator";
-    case Role::kAdmin: return "admin";
+    case Role::kPeer:
+      return "peer";
+    case Role::kClient:
+      return "client";
+    case Role::kOperator:
+      return "operator";
+    case Role::kAdmin:
+      return "admin";
   }
   return "?";
 }
 
 const char* ClientAuthName(ClientAuth mode) {
   switch (mode) {
-    case ClientAuth::kNone: return "none";
-    case ClientAuth::kOptional: return "optional";
-    case ClientAuth::kRequire: return "require";
+    case ClientAuth::kNone:
+      return "none";
+    case ClientAuth::kOptional:
+      return "optional";
+    case ClientAuth::kRequire:
+      return "require";
   }
   return "?";
 }

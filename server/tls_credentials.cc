@@ -13,8 +13,8 @@ namespace {
 
 std::shared_ptr<grpc::experimental::CertificateProviderInterface> Watcher(const TlsConfig& tls) {
   if (tls.ca.empty()) {
-    return std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-        tls.key, tls.cert, tls.reload_seconds);
+    return std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(tls.key, tls.cert,
+                                                                                tls.reload_seconds);
   }
   return std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
       tls.key, tls.cert, tls.ca, tls.reload_seconds);
@@ -54,7 +54,7 @@ common::Result<std::string> CertificateIdentity(const std::string& pem_path) {
   std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(pem_path.c_str(), "r"), &std::fclose);
   if (!file) return common::Status::FromErrno(errno, "open certificate " + pem_path);
   std::unique_ptr<X509, void (*)(X509*)> cert(PEM_read_X509(file.get(), nullptr, nullptr, nullptr),
-                                               &X509_free);
+                                              &X509_free);
   if (!cert) {
     return common::Status::InvalidArgument("certificate " + pem_path + " is not PEM X.509");
   }

@@ -77,7 +77,10 @@ Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& re
                                     OwnerId scope) {
   BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(vqp_id, scope));
   // A peer VQP pairs with one VQP here: a second VQP on the same card would share its QPs'
-  // sequence numbers and recovery.
+  // sequence numbers and recovery. (A card that could not connect anyway says why first.)
+  if (!slot->vqp->connected()) {
+    BRAID_RETURN_IF_ERROR(vqp::CheckPeerCards(slot->vqp->LocalCard(slot->epoch), remote));
+  }
   for (const auto& [id, other] : vqps_) {
     if (other.get() != slot && other->state != VqpState::kCreated &&
         other->peer_vqp_id == remote.vqp_id && other->peer_incarnation == remote.incarnation &&

@@ -283,13 +283,7 @@ TEST_F(ContainmentTest, WatchEventsReportsEveryStateChangeInOrder) {
   EventCollector events(a_->stub());
   ASSERT_TRUE(events.subscribed());
   auto break_qp = [&](uint32_t index) {
-    grpc::ClientContext ctx;
-    v1::InjectFaultRequest fault;
-    fault.set_kind(v1::FAULT_KIND_BREAK_QP);
-    fault.set_vqp_id(va_.vqp_id());
-    fault.set_qp_index(index);
-    v1::InjectFaultResponse out;
-    ASSERT_TRUE(a_->stub().InjectFault(&ctx, fault, &out).ok());
+    ASSERT_TRUE(BreakQp(a_->stub(), va_.vqp_id(), index).ok());
   };
   auto back = [](const v1::VirtualQpInfo& i) {
     return i.qps(1).health() == v1::QP_HEALTH_HEALTHY && i.qps(1).recovery() == "idle";

@@ -622,15 +622,7 @@ TEST(AgentRecovery, ADeadDataQpIsRecoveredWithThePeerAndCarriesDataAgain) {
   TransferRun load;
   std::thread writer([&] { load = RunTransfers(a->stub(), ops(3072)); });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  {
-    grpc::ClientContext ctx;
-    v1::InjectFaultRequest fault;
-    fault.set_kind(v1::FAULT_KIND_BREAK_QP);
-    fault.set_vqp_id(va.vqp_id());
-    fault.set_qp_index(1);
-    v1::InjectFaultResponse out;
-    ASSERT_TRUE(a->stub().InjectFault(&ctx, fault, &out).ok());
-  }
+  EXPECT_TRUE(BreakQp(a->stub(), va.vqp_id(), 1).ok());
   writer.join();
   ASSERT_TRUE(load.status.ok()) << load.status.error_message();
   ASSERT_EQ(load.completions.size(), 3072u);

@@ -174,13 +174,23 @@ AgentProcess::~AgentProcess() {
   if (owns_region_dir_) std::filesystem::remove_all(region_dir_, ec);
 }
 
+grpc::Status BreakQp(v1::Agent::Stub& stub, uint64_t vqp, uint32_t qp_index) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::InjectFaultRequest fault;
+  fault.set_kind(v1::FAULT_KIND_BREAK_QP);
+  fault.set_vqp_id(vqp);
+  fault.set_qp_index(qp_index);
+  v1::InjectFaultResponse out;
+  return stub.InjectFault(&ctx, fault, &out);
+}
+
 std::unique_ptr<TestPki> TestPki::Make() {
   std::unique_ptr<TestPki> pki(new TestPki());
   pki->dir_ = "/tmp/braid-pki-" + std::to_string(getpid()) + "-" +
               std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
-  const CommandResult made = RunCommand("bash " BRAID_SOURCE_DIR
-                                        "/tests/agent/testdata/make_test_certs.sh " +
-                                        pki->dir_);
+  const CommandResult made =
+      RunCommand("bash " BRAID_SOURCE_DIR "/tests/agent/testdata/make_test_certs.sh " + pki->dir_);
   if (made.exit_code != 0) {
     ADD_FAILURE() << "make_test_certs.sh: " << made.output;
     return nullptr;
@@ -221,20 +231,23 @@ std::shared_ptr<grpc::ChannelCredentials> TestPki::Tls(const std::string& ca,
   return creds;
 }
 
-std::vector<std::string> TestPki::AgentArgs(const std::string& name,
-                                            const std::string& client_auth,
+std::vector<std::string> TestPki::AgentArgs(const std::string& name, const std::string& client_auth,
                                             const std::string& tokens_file) const {
-  std::vector<std::string> args = {"--tls-cert", Path("serving-" + name + ".crt"),
-                                   "--tls-key", Path("serving-" + name + ".key"),
-                                   "--tls-ca", Path("ca1.crt"),
-                                   "--tls-client-auth", client_auth,
-                                   "--tls-reload-seconds", "1"};
+  std::vector<std::string> args = {"--tls-cert",
+                                   Path("serving-" + name + ".crt"),
+                                   "--tls-key",
+                                   Path("serving-" + name + ".key"),
+                                   "--tls-ca",
+                                   Path("ca1.crt"),
+                                   "--tls-client-auth",
+                                   client_auth,
+                                   "--tls-reload-seconds",
+                                   "1"};
   if (!tokens_file.empty()) args.insert(args.end(), {"--tokens-file", tokens_file});
-  for (const char* binding :
-       {"spiffe://braid/client/a=client", "spiffe://braid/client/b=client",
-        "spiffe://braid/client/c=client", "spiffe://braid/operator=operator",
-        "spiffe://braid/admin=admin", "spiffe://braid/agent/a=peer",
-        "spiffe://braid/agent/b=peer"}) {
+  for (const char* binding : {"spiffe://braid/client/a=client", "spiffe://braid/client/b=client",
+                              "spiffe://braid/client/c=client", "spiffe://braid/operator=operator",
+                              "spiffe://braid/admin=admin", "spiffe://braid/agent/a=peer",
+                              "spiffe://braid/agent/b=peer"}) {
     args.push_back("--identity");
     args.push_back(binding);
   }

@@ -191,6 +191,9 @@ std::vector<v1::TransferRequest> Transfers(v1::Op op, uint64_t vqp, const v1::Re
 // regions' first `slots` MiB; op ids 0, 1, 2, ...
 std::vector<v1::TransferRequest> MiBWrites(uint64_t vqp, const v1::RegionInfo& src,
                                            const v1::RegionInfo& dst, int count, int slots = 64);
+// Breaks physical QP `qp_index` of `vqp` (InjectFault BREAK_QP; the agent must allow faults and the
+// caller be an admin); the status of the call.
+grpc::Status BreakQp(v1::Agent::Stub& stub, uint64_t vqp, uint32_t qp_index);
 // Destroys every VQP and deregisters every region through the API; expects both lists empty after.
 void ReleaseEverything(v1::Agent::Stub& stub);
 

@@ -145,8 +145,7 @@ TEST_F(SecurityTest, ACertificateRotatedOnDiskServesNewConnectionsWithoutARestar
   std::printf("new certificate served %.1f s after it was written\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   // The old certificate is gone from new handshakes; the agent never restarted.
-  EXPECT_EQ(Info(*Stub(*a_, Tls("ca1", "client-a"))).error_code(),
-            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(Info(*Stub(*a_, Tls("ca1", "client-a"))).error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(a_->pid(), pid);
   EXPECT_EQ(kill(pid, 0), 0);
 }
@@ -297,14 +296,7 @@ TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfers
        },
        grpc::StatusCode::PERMISSION_DENIED},
       {"InjectFault (break the victim's QP)",
-       [&](v1::Agent::Stub& s) {
-         grpc::ClientContext c;
-         v1::InjectFaultRequest r;
-         r.set_kind(v1::FAULT_KIND_BREAK_QP);
-         r.set_vqp_id(qa.vqp_id());
-         v1::InjectFaultResponse out;
-         return s.InjectFault(&c, r, &out);
-       },
+       [&](v1::Agent::Stub& s) { return BreakQp(s, qa.vqp_id(), 0); },
        grpc::StatusCode::PERMISSION_DENIED},
       {"RecoverQp on the victim's VQP",
        [&](v1::Agent::Stub& s) {
@@ -400,13 +392,7 @@ TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfers
   // An admin breaks one of the victim's QPs: the agents recover it between themselves over mutual
   // TLS (RecoverQp from agent A, whose certificate is a peer's on agent B).
   {
-    grpc::ClientContext c;
-    v1::InjectFaultRequest r;
-    r.set_kind(v1::FAULT_KIND_BREAK_QP);
-    r.set_vqp_id(qa.vqp_id());
-    r.set_qp_index(1);
-    v1::InjectFaultResponse out;
-    ASSERT_TRUE(a_->stub().InjectFault(&c, r, &out).ok());
+    ASSERT_TRUE(BreakQp(a_->stub(), qa.vqp_id(), 1).ok());
     TransferRun run = RunTransfers(*va, MiBWrites(qa.vqp_id(), src, dst, 64));
     for (const auto& done : run.completions) EXPECT_EQ(done.code(), 0) << done.message();
     const auto t0 = std::chrono::steady_clock::now();
@@ -418,10 +404,11 @@ TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfers
     }
     EXPECT_GT(recoveries, 0u) << "the broken QP was not recovered over mutual TLS";
   }
-  std::printf("victim: %lu writes of 1 MiB succeeded, %lu failed, bytes identical; attacker: %zu "
-              "probes refused\n",
-              static_cast<unsigned long>(victim_ok), static_cast<unsigned long>(victim_failed),
-              probes.size());
+  std::printf(
+      "victim: %lu writes of 1 MiB succeeded, %lu failed, bytes identical; attacker: %zu "
+      "probes refused\n",
+      static_cast<unsigned long>(victim_ok), static_cast<unsigned long>(victim_failed),
+      probes.size());
   const std::string m = ScrapeMetrics(a_->metrics_port());
   EXPECT_EQ(MetricSum(m, "braid_denied_requests_total", {{"rpc", "DrainDevice"}}), 1);
   EXPECT_EQ(MetricSum(m, "braid_denied_requests_total", {{"rpc", "CreateVirtualQp"}}), 1);
@@ -432,8 +419,13 @@ TEST(AgentUnixSocket, ACallerIsKnownByItsUid) {
   const std::string dir = "/tmp/braid-uds-" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
   AgentSpec spec{"uds", {TestNicIp(0, 0)}, 0};
-  spec.security_args = {"--grpc-unix", dir + "/braidd.sock", "--plaintext", "--anonymous-role",
-                        "admin", "--identity", "uid:" + std::to_string(getuid()) + "=operator"};
+  spec.security_args = {"--grpc-unix",
+                        dir + "/braidd.sock",
+                        "--plaintext",
+                        "--anonymous-role",
+                        "admin",
+                        "--identity",
+                        "uid:" + std::to_string(getuid()) + "=operator"};
   auto agent = AgentProcess::Spawn(spec);
   ASSERT_TRUE(agent);
   auto stub = v1::Agent::NewStub(
