@@ -202,6 +202,8 @@ class Engine {
   common::Status DoDestroy(uint64_t vqp_id, OwnerId scope = kAnyOwner);
   // The VQP, if it exists and `scope` may see it (kNotFound otherwise, the same either way).
   common::Result<VqpSlot*> FindVqp(uint64_t vqp_id, OwnerId scope = kAnyOwner);
+  // The protection domain of `owner` on `device` (made on first use).
+  common::Result<verbs::ProtectionDomain*> PdFor(DeviceSlot& device, OwnerId owner);
   common::Result<RegionSlot*> FindRegion(uint64_t region_id, OwnerId scope = kAnyOwner);
   VqpStatus DescribeVqp(const VqpSlot& slot) const;
   void RetireTraffic(const VqpSlot& slot);

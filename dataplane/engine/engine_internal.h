@@ -17,7 +17,11 @@ namespace braid::engine {
 
 struct Engine::DeviceSlot {
   std::unique_ptr<verbs::Device> device;
-  std::unique_ptr<verbs::ProtectionDomain> pd;
+  std::unique_ptr<verbs::ProtectionDomain> pd;  // kAnyOwner's
+  // One protection domain per owner (made at its first VQP or region on the device, kept until
+  // the engine stops): an owner's memory is out of reach of every other owner's QPs, on the wire
+  // as locally, because the NIC checks an rkey's PD against the QP's.
+  std::map<OwnerId, std::unique_ptr<verbs::ProtectionDomain>> owner_pds;
   DeviceState state = DeviceState::kHealthy;
   vqp::QpTraffic retired;  // traffic of destroyed VQPs' QPs on this device
 };

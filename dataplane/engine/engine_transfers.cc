@@ -122,6 +122,11 @@ Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
   if (request.length == 0) return Status::InvalidArgument("transfer length must be > 0");
   BRAID_ASSIGN_OR_RETURN(RegionSlot * found, FindRegion(request.local_region, request.owner));
   RegionSlot& region = *found;
+  if (region.owner != slot->owner) {  // an operator's call may name both: their PDs differ
+    return Status::FailedPrecondition(
+        "region " + std::to_string(region.id) + " and virtual QP " + std::to_string(slot->id) +
+        " belong to different owners: a VQP moves only its owner's memory");
+  }
   if (!Within(request.local_offset, request.length, region.shm->length())) {
     return Status::OutOfRange("local range " + Range(request.local_offset, request.length) +
                               " is past region " + std::to_string(region.id) + " (" +

@@ -22,6 +22,20 @@ Result<Engine::VqpSlot*> Engine::FindVqp(uint64_t vqp_id, OwnerId scope) {
   return it->second.get();
 }
 
+Result<verbs::ProtectionDomain*> Engine::PdFor(DeviceSlot& device, OwnerId owner) {
+  if (owner == kAnyOwner) return device.pd.get();
+  auto& pd = device.owner_pds[owner];
+  if (!pd) {
+    auto made = device.device->AllocPd();
+    if (!made.ok()) {
+      device.owner_pds.erase(owner);
+      return made.status();
+    }
+    pd = std::move(made).value();
+  }
+  return pd.get();
+}
+
 Result<Engine::RegionSlot*> Engine::FindRegion(uint64_t region_id, OwnerId scope) {
   auto it = regions_.find(region_id);
   if (it == regions_.end() || (scope != kAnyOwner && it->second->owner != scope)) {
@@ -36,7 +50,9 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   std::vector<verbs::ProtectionDomain*> pds(devices_.size(), nullptr);
   if (request.devices.empty()) {
     for (size_t i = 0; i < devices_.size(); ++i) {
-      if (devices_[i]->state == DeviceState::kHealthy) pds[i] = devices_[i]->pd.get();
+      if (devices_[i]->state == DeviceState::kHealthy) {
+        BRAID_ASSIGN_OR_RETURN(pds[i], PdFor(*devices_[i], request.owner));
+      }
     }
   } else {
     for (const std::string& name : request.devices) {
@@ -46,7 +62,7 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
         return Status::FailedPrecondition("device '" + name + "' is " +
                                           DeviceStateName(devices_[i]->state));
       }
-      pds[i] = devices_[i]->pd.get();
+      BRAID_ASSIGN_OR_RETURN(pds[i], PdFor(*devices_[i], request.owner));
     }
   }
   if (std::all_of(pds.begin(), pds.end(), [](auto* p) { return p == nullptr; })) {
@@ -197,8 +213,7 @@ VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
   return s;
 }
 
-Result<RegionStatus> Engine::DoRegister(uint64_t length, const std::string& label,
-                                        OwnerId owner) {
+Result<RegionStatus> Engine::DoRegister(uint64_t length, const std::string& label, OwnerId owner) {
   if (length == 0) return Status::InvalidArgument("region length must be > 0");
   if (length > options_.max_region_bytes) {
     return Status::OutOfRange("region length " + std::to_string(length) +
@@ -212,8 +227,9 @@ Result<RegionStatus> Engine::DoRegister(uint64_t length, const std::string& labe
   BRAID_ASSIGN_OR_RETURN(
       slot->shm, ShmRegion::Create(region_dir_->path(), region_dir_->NameFor(slot->id), length));
   for (auto& d : devices_) {
+    BRAID_ASSIGN_OR_RETURN(verbs::ProtectionDomain * pd, PdFor(*d, owner));
     BRAID_ASSIGN_OR_RETURN(
-        auto mr, d->pd->RegisterMemory(
+        auto mr, pd->RegisterMemory(
                      slot->shm->addr(), length,
                      IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ));
     slot->mrs.push_back(std::move(mr));
@@ -227,8 +243,7 @@ Status Engine::DoDeregister(uint64_t region_id, OwnerId scope) {
   BRAID_ASSIGN_OR_RETURN(RegionSlot * region, FindRegion(region_id, scope));
   if (region->in_flight > 0) {
     return Status::FailedPrecondition("region " + std::to_string(region_id) + " has " +
-                                      std::to_string(region->in_flight) +
-                                      " transfers in flight");
+                                      std::to_string(region->in_flight) + " transfers in flight");
   }
   for (auto& [id, v] : vqps_) {
     auto h = v->local_handles.find(region_id);

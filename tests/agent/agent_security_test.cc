@@ -312,6 +312,23 @@ TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfers
     const grpc::Status s = p.call(*attacker);
     EXPECT_EQ(s.error_code(), p.expected) << p.what << ": " << s.error_message();
   }
+  // The attacker learned the victim's remote region (address and rkeys) and aims its own connected
+  // VQP at it: the peer's NIC refuses, because the region is in the victim's protection domain and
+  // the attacker's QPs are in its own. (The QPs such an operation hits die, as on an HCA: each
+  // attempt gets a VQP pair of its own.)
+  for (v1::Op op : {v1::OP_WRITE, v1::OP_READ}) {
+    const v1::VirtualQpInfo x = CreateVqp(*attacker, v1::SCHEME_SPRAY, 2);
+    const v1::VirtualQpInfo xb = CreateVqp(*attacker_b, v1::SCHEME_SPRAY, 2);
+    ConnectPair(*attacker, x, *attacker_b, xb);
+    TransferRun run = RunTransfers(*attacker, Transfers(op, x.vqp_id(), own, dst, kMiB, 1, 1));
+    DestroyVqp(*attacker, x.vqp_id());
+    DestroyVqp(*attacker_b, xb.vqp_id());
+    ASSERT_TRUE(run.status.ok()) << run.status.error_message();
+    ASSERT_EQ(run.completions.size(), 1u);
+    EXPECT_NE(run.completions[0].code(), 0);
+    EXPECT_EQ(run.completions[0].wc_status(), "rem_access_err")
+        << v1::Op_Name(op) << ": " << run.completions[0].message();
+  }
   // Lists show the attacker its own only.
   {
     grpc::ClientContext c;

@@ -84,6 +84,24 @@ TEST_P(ConformanceErrorTest, MissingRemoteReadAccessIsRemoteAccessError) {
   pairs_.clear();
 }
 
+// Memory registered in another protection domain of the same device is out of reach of this QP,
+// whatever access it grants: what isolates one owner's memory from another's VQPs.
+TEST_P(ConformanceErrorTest, AnRkeyOfAnotherProtectionDomainIsRemoteAccessError) {
+  QpPair& p = Connect(0, 1);
+  auto other_pd = p.eb->device->AllocPd();
+  ASSERT_TRUE(other_pd.ok()) << other_pd.status().ToString();
+  std::vector<uint8_t> foreign(4096);
+  auto mr = (*other_pd)->RegisterMemory(foreign.data(), foreign.size(), kAllAccess);
+  ASSERT_TRUE(mr.ok());
+  ExpectFailed(
+      WriteExpectingError(p, reinterpret_cast<uint64_t>(foreign.data()), (*mr)->rkey(), 64), 99,
+      IBV_WC_REM_ACCESS_ERR);
+  for (uint8_t b : foreign) ASSERT_EQ(b, 0) << "nothing may be written";
+  ExpectQpDead(p);
+  pairs_.clear();  // QPs before the MR and PD
+  mr->reset();
+}
+
 TEST_P(ConformanceErrorTest, BadLkeyIsLocalProtectionError) {
   QpPair& p = Connect(0, 1);
   ibv_sge sge = p.ea->Sge(0, 64);
