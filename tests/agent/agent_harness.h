@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "braid/v1/agent.grpc.pb.h"
+#include "tests/agent/test_pki.h"
 
 namespace braid::testing {
 
@@ -75,27 +76,6 @@ class AgentProcess {
   std::string endpoint_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Agent::Stub> stub_;
-};
-
-// A test PKI (tests/agent/testdata/make_test_certs.sh) in a directory of its own, removed on
-// destruction: CAs ca1 and ca2; agent-a, agent-b (and agent-a-rotated, from ca2); client-a,
-// client-b, operator, admin; mallory (unknown identity), other-ca (ca2), expired.
-class TestPki {
- public:
-  static std::unique_ptr<TestPki> Make();  // nullptr (and a test failure) if openssl failed
-  ~TestPki();
-  std::string Path(const std::string& file) const { return dir_ + "/" + file; }
-  // TLS trusting `ca`, presenting `cert` ("": none), with `token` ("": none).
-  std::shared_ptr<grpc::ChannelCredentials> Tls(const std::string& ca, const std::string& cert,
-                                                const std::string& token = "") const;
-  // braidd's flags for agent `name` (agent-a, agent-b): its certificate, served from a copy
-  // (serving-<name>.crt/.key) a test may rotate, CA 1, and the test identities and their roles.
-  std::vector<std::string> AgentArgs(const std::string& name, const std::string& client_auth,
-                                     const std::string& tokens_file) const;
-
- private:
-  TestPki() = default;
-  std::string dir_;
 };
 
 // A mapping of a region's shared-memory file (unmapped on destruction).

@@ -54,7 +54,7 @@ TEST_F(BraidctlTest, CopiesTwoGiBWithIdenticalSha256AndShowsProgress) {
   CommandResult r = Braidctl(Agents() + " " + src + " " + dst);
   std::printf("%s", r.output.c_str());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("copy ["), std::string::npos);   // the progress line
+  EXPECT_NE(r.output.find("copy ["), std::string::npos);  // the progress line
   EXPECT_NE(r.output.find("100.0%"), std::string::npos);
   EXPECT_NE(r.output.find("\nidentical\n"), std::string::npos);
   EXPECT_EQ(std::filesystem::file_size(dst), 2ull << 30);
@@ -72,7 +72,15 @@ TEST_F(BraidctlTest, AnAgentKilledMidCopyIsAClearErrorWithinTheDeadline) {
   const std::string src = dir_ + "/src.bin", dst = dir_ + "/dst.bin";
   MakeFile(src, 2ull << 30);
   std::thread killer([this] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    // Once the copy is under way (the destination's agent holds its region), not at a fixed time:
+    // a slow (instrumented, loaded) run may not have connected yet 400 ms after the start.
+    for (int i = 0; i < 1000; ++i) {
+      grpc::ClientContext c;
+      v1::ListRegionsResponse regions;
+      if (b_->stub().ListRegions(&c, {}, &regions).ok() && regions.regions_size() > 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
     b_->Kill(SIGKILL);  // the destination's agent
   });
   CommandResult r = Braidctl(Agents() + " " + src + " " + dst);
