@@ -40,7 +40,7 @@ struct Caller {
 // Why a caller was refused, for the audit counters.
 struct Refusal {
   grpc::Status status;
-  const char* reason = "";  // no_identity | bad_token | unknown_identity | tokens_file
+  const char* reason = "";  // no_identity | bad_token | unknown_identity
 };
 
 class Authenticator {
