@@ -81,7 +81,8 @@ Status Agent::Init() {
   grpc::ServerBuilder builder;
   int tcp_port = 0;
   if (!config_.tcp_listen.empty()) {
-    builder.AddListeningPort(config_.tcp_listen, ListenerCredentials(config_.auth), &tcp_port);
+    builder.AddListeningPort(config_.tcp_listen, ListenerCredentials(config_.auth, *audit_),
+                             &tcp_port);
   }
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
@@ -107,8 +108,8 @@ Status Agent::Init() {
       return Status::IoError("metrics exporter could not listen on " + config_.metrics_listen +
                              ": " + e.what());
     }
-    collector_ = std::make_shared<MetricsCollector>(*engine_, *watchdog_, *audit_,
-                                                    config_.metrics_per_qp);
+    collector_ =
+        std::make_shared<MetricsCollector>(*engine_, *watchdog_, *audit_, config_.metrics_per_qp);
     exposer_->RegisterCollectable(collector_);
   }
   event_log_ = std::make_shared<engine::EventWatcher>(4096);
@@ -122,8 +123,8 @@ Status Agent::Init() {
       config_.agent_id, provider_->name(), engine_->num_devices(), config_.tcp_listen,
       config_.unix_socket, config_.metrics_listen, config_.auth.tls.enabled(),
       config_.auth.tls.enabled() ? ClientAuthName(config_.auth.tls.client_auth) : "-",
-      config_.auth.identities.size(), config_.fault_injection,
-      engine::FdBudget::Current().soft, config_.fd_reserve);
+      config_.auth.identities.size(), config_.fault_injection, engine::FdBudget::Current().soft,
+      config_.fd_reserve);
   return Status::Ok();
 }
 

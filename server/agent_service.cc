@@ -169,7 +169,29 @@ grpc::Status AgentService::RegisterMemory(grpc::ServerContext* context,
                                           const v1::RegisterMemoryRequest* request,
                                           v1::RegionInfo* out) {
   BRAID_ADMIT(context, "RegisterMemory", Access::kClient);
-  return OwnedReply(engine_.RegisterMemory(request->length(), request->label(), caller.owner), out);
+  engine::RegisterRequest r{.length = request->length(),
+                            .label = request->label(),
+                            .owner = caller.owner,
+                            .file_uid = caller.uid};
+  r.grant_vqps.assign(request->grant_vqp_ids().begin(), request->grant_vqp_ids().end());
+  return OwnedReply(engine_.RegisterMemory(std::move(r)), out);
+}
+
+grpc::Status AgentService::GrantAccess(grpc::ServerContext* context,
+                                       const v1::GrantAccessRequest* request,
+                                       v1::RemoteRegion* out) {
+  BRAID_ADMIT(context, "GrantAccess", Access::kClient);
+  auto grant = engine_.GrantAccess(request->region_id(), request->vqp_id(), caller.scope());
+  if (!grant.ok()) return ToGrpc(grant.status());
+  ToProto(*grant, out);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::RevokeAccess(grpc::ServerContext* context,
+                                        const v1::RevokeAccessRequest* request,
+                                        v1::RevokeAccessResponse*) {
+  BRAID_ADMIT(context, "RevokeAccess", Access::kClient);
+  return ToGrpc(engine_.RevokeAccess(request->region_id(), request->vqp_id(), caller.scope()));
 }
 
 grpc::Status AgentService::DeregisterMemory(grpc::ServerContext* context,

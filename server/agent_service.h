@@ -70,6 +70,10 @@ class AgentService final : public v1::Agent::Service {
                               v1::RegionInfo*) override;
   grpc::Status DeregisterMemory(grpc::ServerContext*, const v1::DeregisterMemoryRequest*,
                                 v1::DeregisterMemoryResponse*) override;
+  grpc::Status GrantAccess(grpc::ServerContext*, const v1::GrantAccessRequest*,
+                           v1::RemoteRegion*) override;
+  grpc::Status RevokeAccess(grpc::ServerContext*, const v1::RevokeAccessRequest*,
+                            v1::RevokeAccessResponse*) override;
   grpc::Status ListRegions(grpc::ServerContext*, const v1::ListRegionsRequest*,
                            v1::ListRegionsResponse*) override;
   grpc::Status Transfer(

@@ -9,6 +9,7 @@
 #ifndef BRAID_SERVER_AUDIT_LOG_H_
 #define BRAID_SERVER_AUDIT_LOG_H_
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -21,10 +22,14 @@ namespace braid::server {
 class AuditLog {
  public:
   static constexpr int kLinesPerWindow = 20;
+  // Every reason AuthFailed is given: the metric has a series for each from the start.
+  static constexpr std::array<const char*, 6> kAuthFailureReasons = {
+      "no_identity",           "bad_token",          "unknown_identity", "no_certificate",
+      "untrusted_certificate", "expired_certificate"};
 
   explicit AuditLog(std::string agent_id) : agent_id_(std::move(agent_id)) {}
 
-  // A caller whose identity failed (`reason`: no_identity, bad_token, unknown_identity).
+  // A caller whose identity failed (`reason`: one of kAuthFailureReasons).
   void AuthFailed(const std::string& rpc, const char* reason, const std::string& peer,
                   const std::string& message);
   // A known caller refused for its role.

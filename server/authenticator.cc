@@ -61,6 +61,7 @@ bool Authenticator::Identify(const grpc::ServerContext& context, Caller* caller,
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (auto it = unix_peers_.find(context.peer()); it != unix_peers_.end()) {
+      caller->uid = static_cast<int>(it->second);
       const std::string id = "uid:" + std::to_string(it->second);
       // An unlisted uid may still come in as anonymous (below), if the config allows that.
       for (const IdentityBinding& b : config_.identities) {

@@ -32,6 +32,7 @@ struct Caller {
   std::string identity;  // "" for an anonymous caller
   Role role = Role::kClient;
   engine::OwnerId owner = engine::kAnyOwner;  // what it creates belongs to this owner
+  int uid = -1;  // on the Unix socket, its uid (the owner of the region files it registers)
   // The owner its look-ups are limited to: its own as a client, any as an operator or admin.
   engine::OwnerId scope() const { return role >= Role::kOperator ? engine::kAnyOwner : owner; }
   std::string Describe() const { return identity.empty() ? "an anonymous caller" : identity; }

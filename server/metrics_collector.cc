@@ -85,20 +85,20 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
   auto& iterations = out.Family("braid_engine_loop_iterations_total",
                                 "Turns of the data-plane loop", MetricType::Counter);
   Families::Add(iterations, {}, static_cast<double>(s.loop_iterations));
-  auto& sleeps = out.Family("braid_engine_sleeps_total",
-                            "Times the idle data-plane loop slept on its wakeup fds",
-                            MetricType::Counter);
+  auto& sleeps =
+      out.Family("braid_engine_sleeps_total",
+                 "Times the idle data-plane loop slept on its wakeup fds", MetricType::Counter);
   Families::Add(sleeps, {}, static_cast<double>(s.sleeps));
 
-  auto& device_state = out.Family("braid_device_state",
-                                  "1 for the device's current state (healthy, drained, faulted)",
-                                  MetricType::Gauge);
+  auto& device_state =
+      out.Family("braid_device_state",
+                 "1 for the device's current state (healthy, drained, faulted)", MetricType::Gauge);
   auto& qps = out.Family("braid_physical_qps", "Physical QPs by device and health state",
                          MetricType::Gauge);
-  auto& dead = out.Family("braid_dead_qps", "Physical QPs in the dead state, by device",
-                          MetricType::Gauge);
-  auto& outstanding = out.Family("braid_outstanding_wrs",
-                                 "Physical send WRs in flight, by device", MetricType::Gauge);
+  auto& dead =
+      out.Family("braid_dead_qps", "Physical QPs in the dead state, by device", MetricType::Gauge);
+  auto& outstanding = out.Family("braid_outstanding_wrs", "Physical send WRs in flight, by device",
+                                 MetricType::Gauge);
   auto& bytes = out.Family("braid_device_bytes_total",
                            "User bytes moved by the device's QPs (acknowledged), by operation",
                            MetricType::Counter);
@@ -112,8 +112,7 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
                     d.state == st ? 1 : 0);
     }
     for (size_t h = 0; h < d.qps_by_health.size(); ++h) {
-      Families::Add(qps, {{"device", d.name}, {"state", HealthLabel(h)}},
-                    d.qps_by_health[h]);
+      Families::Add(qps, {{"device", d.name}, {"state", HealthLabel(h)}}, d.qps_by_health[h]);
     }
     Families::Add(dead, {{"device", d.name}},
                   d.qps_by_health[static_cast<size_t>(vqp::QpHealth::kDead)]);
@@ -128,8 +127,8 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
                   static_cast<double>(d.traffic.read_fragments));
   }
 
-  auto& vqps = out.Family("braid_virtual_qps", "Virtual QPs on the agent, by state",
-                          MetricType::Gauge);
+  auto& vqps =
+      out.Family("braid_virtual_qps", "Virtual QPs on the agent, by state", MetricType::Gauge);
   std::array<uint32_t, engine::kNumVqpStates> by_state{};
   for (const auto& v : s.vqps) ++by_state[static_cast<size_t>(v.state)];
   for (int st = 0; st < engine::kNumVqpStates; ++st) {
@@ -139,8 +138,8 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
   auto& pending = out.Family("braid_pending_virtual_wrs",
                              "Virtual WRs posted and not yet completed, by VQP and direction",
                              MetricType::Gauge);
-  auto& backlog = out.Family("braid_transfer_backlog",
-                             "Transfers waiting for room on the VQP", MetricType::Gauge);
+  auto& backlog = out.Family("braid_transfer_backlog", "Transfers waiting for room on the VQP",
+                             MetricType::Gauge);
   MetricFamily* per_qp = nullptr;
   if (per_qp_) {
     per_qp = &out.Family("braid_qp_outstanding_wrs", "Send WRs in flight per physical QP",
@@ -153,16 +152,15 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
     Families::Add(backlog, {{"vqp", id}}, v.backlog);
     if (per_qp != nullptr) {
       for (const auto& q : v.qps) {
-        Families::Add(*per_qp,
-                      {{"vqp", id}, {"qp", std::to_string(q.index)}, {"device", q.device}},
+        Families::Add(*per_qp, {{"vqp", id}, {"qp", std::to_string(q.index)}, {"device", q.device}},
                       q.outstanding_wrs);
       }
     }
   }
 
-  auto& completions = out.Family("braid_virtual_wr_completions_total",
-                                 "Virtual WRs completed, by operation and status",
-                                 MetricType::Counter);
+  auto& completions =
+      out.Family("braid_virtual_wr_completions_total",
+                 "Virtual WRs completed, by operation and status", MetricType::Counter);
   for (int op = 0; op < engine::kNumTransferOps; ++op) {
     for (int outcome = 0; outcome < engine::kNumOutcomes; ++outcome) {
       const uint64_t n = s.completions[static_cast<size_t>(op)][static_cast<size_t>(outcome)];
@@ -189,15 +187,15 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
     m.histogram.sample_sum = s.latency_sum_seconds;
     latency.metric.push_back(std::move(m));
   }
-  auto& failovers = out.Family("braid_failovers_total",
-                               "Fragments re-posted on another QP after their QP died",
-                               MetricType::Counter);
+  auto& failovers =
+      out.Family("braid_failovers_total", "Fragments re-posted on another QP after their QP died",
+                 MetricType::Counter);
   Families::Add(failovers, {}, static_cast<double>(s.failovers));
-  auto& deaths = out.Family("braid_qp_deaths_total", "Physical QPs that turned dead",
-                            MetricType::Counter);
+  auto& deaths =
+      out.Family("braid_qp_deaths_total", "Physical QPs that turned dead", MetricType::Counter);
   Families::Add(deaths, {}, static_cast<double>(s.qps_died));
-  auto& recoveries = out.Family("braid_recoveries_total", "Dead-QP recoveries, by result",
-                                MetricType::Counter);
+  auto& recoveries =
+      out.Family("braid_recoveries_total", "Dead-QP recoveries, by result", MetricType::Counter);
   Families::Add(recoveries, {{"result", "success"}}, static_cast<double>(s.recoveries_succeeded));
   Families::Add(recoveries, {{"result", "failure"}}, static_cast<double>(s.recoveries_failed));
   auto& notifications = out.Family("braid_notifications_total",
@@ -206,8 +204,8 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
   auto& inflight = out.Family("braid_transfers_in_flight",
                               "Transfers accepted and not yet completed", MetricType::Gauge);
   Families::Add(inflight, {}, static_cast<double>(s.transfers_in_flight));
-  auto& registered = out.Family("braid_registered_bytes", "Bytes of registered memory",
-                                MetricType::Gauge);
+  auto& registered =
+      out.Family("braid_registered_bytes", "Bytes of registered memory", MetricType::Gauge);
   Families::Add(registered, {}, static_cast<double>(s.registered_bytes));
   auto& regions = out.Family("braid_regions", "Registered memory regions", MetricType::Gauge);
   Families::Add(regions, {}, s.regions);
@@ -217,12 +215,12 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
                                    "established or has no role, by reason",
                                    MetricType::Counter);
   auto failures = audit_.auth_failures();
-  for (const char* reason : {"no_identity", "bad_token", "unknown_identity"}) {
+  for (const char* reason : AuditLog::kAuthFailureReasons) {
     Families::Add(auth_failures, {{"reason", reason}}, static_cast<double>(failures[reason]));
   }
-  auto& denied = out.Family("braid_denied_requests_total",
-                            "Calls refused to a known caller, by RPC and reason",
-                            MetricType::Counter);
+  auto& denied =
+      out.Family("braid_denied_requests_total",
+                 "Calls refused to a known caller, by RPC and reason", MetricType::Counter);
   for (const auto& [key, n] : audit_.denied()) {
     Families::Add(denied, {{"rpc", key.first}, {"reason", key.second}}, static_cast<double>(n));
   }

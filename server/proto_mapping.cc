@@ -12,22 +12,35 @@ using common::StatusCode;
 
 grpc::StatusCode ToGrpcCode(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return grpc::StatusCode::OK;
-    case StatusCode::kNoResource: return grpc::StatusCode::RESOURCE_EXHAUSTED;
-    case StatusCode::kInvalidArgument: return grpc::StatusCode::INVALID_ARGUMENT;
-    case StatusCode::kOutOfRange: return grpc::StatusCode::OUT_OF_RANGE;
-    case StatusCode::kNotFound: return grpc::StatusCode::NOT_FOUND;
-    case StatusCode::kAlreadyExists: return grpc::StatusCode::ALREADY_EXISTS;
-    case StatusCode::kFailedPrecondition: return grpc::StatusCode::FAILED_PRECONDITION;
-    case StatusCode::kNotSupported: return grpc::StatusCode::UNIMPLEMENTED;
-    case StatusCode::kPermissionDenied: return grpc::StatusCode::PERMISSION_DENIED;
-    case StatusCode::kDeadlineExceeded: return grpc::StatusCode::DEADLINE_EXCEEDED;
-    case StatusCode::kCancelled: return grpc::StatusCode::CANCELLED;
+    case StatusCode::kOk:
+      return grpc::StatusCode::OK;
+    case StatusCode::kNoResource:
+      return grpc::StatusCode::RESOURCE_EXHAUSTED;
+    case StatusCode::kInvalidArgument:
+      return grpc::StatusCode::INVALID_ARGUMENT;
+    case StatusCode::kOutOfRange:
+      return grpc::StatusCode::OUT_OF_RANGE;
+    case StatusCode::kNotFound:
+      return grpc::StatusCode::NOT_FOUND;
+    case StatusCode::kAlreadyExists:
+      return grpc::StatusCode::ALREADY_EXISTS;
+    case StatusCode::kFailedPrecondition:
+      return grpc::StatusCode::FAILED_PRECONDITION;
+    case StatusCode::kNotSupported:
+      return grpc::StatusCode::UNIMPLEMENTED;
+    case StatusCode::kPermissionDenied:
+      return grpc::StatusCode::PERMISSION_DENIED;
+    case StatusCode::kDeadlineExceeded:
+      return grpc::StatusCode::DEADLINE_EXCEEDED;
+    case StatusCode::kCancelled:
+      return grpc::StatusCode::CANCELLED;
     case StatusCode::kQpError:
     case StatusCode::kDeviceError:
     case StatusCode::kCqOverflow:
-    case StatusCode::kIoError: return grpc::StatusCode::UNAVAILABLE;
-    case StatusCode::kInternal: return grpc::StatusCode::INTERNAL;
+    case StatusCode::kIoError:
+      return grpc::StatusCode::UNAVAILABLE;
+    case StatusCode::kInternal:
+      return grpc::StatusCode::INTERNAL;
   }
   return grpc::StatusCode::UNKNOWN;
 }
@@ -45,10 +58,14 @@ namespace {
 
 v1::QpHealth ToProto(vqp::QpHealth h) {
   switch (h) {
-    case vqp::QpHealth::kHealthy: return v1::QP_HEALTH_HEALTHY;
-    case vqp::QpHealth::kDraining: return v1::QP_HEALTH_DRAINING;
-    case vqp::QpHealth::kDead: return v1::QP_HEALTH_DEAD;
-    case vqp::QpHealth::kCooling: return v1::QP_HEALTH_COOLING;
+    case vqp::QpHealth::kHealthy:
+      return v1::QP_HEALTH_HEALTHY;
+    case vqp::QpHealth::kDraining:
+      return v1::QP_HEALTH_DRAINING;
+    case vqp::QpHealth::kDead:
+      return v1::QP_HEALTH_DEAD;
+    case vqp::QpHealth::kCooling:
+      return v1::QP_HEALTH_COOLING;
   }
   return v1::QP_HEALTH_UNSPECIFIED;
 }
@@ -87,6 +104,8 @@ void ToProto(const vqp::BusinessCard& card, v1::BusinessCard* out) {
   out->set_control_endpoint(card.control_endpoint);
   out->set_incarnation(card.incarnation);
   out->set_agent_identity(card.agent_identity);
+  out->set_link_secret(
+      std::string(reinterpret_cast<const char*>(card.link_secret.data()), card.link_secret.size()));
   for (const vqp::DeviceCard& d : card.devices) {
     v1::DeviceCard* pd = out->add_devices();
     pd->set_name(d.name);
@@ -105,10 +124,15 @@ Result<vqp::BusinessCard> FromProto(const v1::BusinessCard& card) {
   out.vqp_id = card.vqp_id();
   out.epoch = card.epoch();
   switch (card.scheme()) {
-    case v1::SCHEME_SPRAY: out.scheme = vqp::Scheme::kSpray; break;
-    case v1::SCHEME_DQPLB: out.scheme = vqp::Scheme::kDqplb; break;
-    default: return Status::InvalidArgument("card.scheme: unknown scheme " +
-                                            std::to_string(card.scheme()));
+    case v1::SCHEME_SPRAY:
+      out.scheme = vqp::Scheme::kSpray;
+      break;
+    case v1::SCHEME_DQPLB:
+      out.scheme = vqp::Scheme::kDqplb;
+      break;
+    default:
+      return Status::InvalidArgument("card.scheme: unknown scheme " +
+                                     std::to_string(card.scheme()));
   }
   out.fragment_size = card.fragment_size();
   out.qp_capacity = card.qp_capacity();
@@ -116,6 +140,12 @@ Result<vqp::BusinessCard> FromProto(const v1::BusinessCard& card) {
   out.control_endpoint = card.control_endpoint();
   out.incarnation = card.incarnation();
   out.agent_identity = card.agent_identity();
+  if (card.link_secret().size() != out.link_secret.size()) {
+    return Status::InvalidArgument(
+        "card.link_secret: " + std::to_string(card.link_secret().size()) + " bytes, want " +
+        std::to_string(out.link_secret.size()));
+  }
+  std::memcpy(out.link_secret.data(), card.link_secret().data(), out.link_secret.size());
   for (int i = 0; i < card.devices_size(); ++i) {
     const v1::DeviceCard& d = card.devices(i);
     if (d.gid().size() != 16) {
@@ -153,9 +183,15 @@ void ToProto(const engine::DeviceStatus& d, v1::Device* out) {
   out->set_provider(d.provider);
   out->set_gid(d.gid);
   switch (d.state) {
-    case engine::DeviceState::kHealthy: out->set_state(v1::DEVICE_STATE_HEALTHY); break;
-    case engine::DeviceState::kDrained: out->set_state(v1::DEVICE_STATE_DRAINED); break;
-    case engine::DeviceState::kFaulted: out->set_state(v1::DEVICE_STATE_FAULTED); break;
+    case engine::DeviceState::kHealthy:
+      out->set_state(v1::DEVICE_STATE_HEALTHY);
+      break;
+    case engine::DeviceState::kDrained:
+      out->set_state(v1::DEVICE_STATE_DRAINED);
+      break;
+    case engine::DeviceState::kFaulted:
+      out->set_state(v1::DEVICE_STATE_FAULTED);
+      break;
   }
   out->set_port_active(d.port_active);
   out->set_active_mtu(d.mtu_bytes);
@@ -206,6 +242,7 @@ void ToProto(const engine::VqpStatus& v, v1::VirtualQpInfo* out) {
 void ToProto(const engine::RemoteRegion& r, v1::RemoteRegion* out) {
   out->set_agent_id(r.agent_id);
   out->set_region_id(r.region_id);
+  out->set_vqp_id(r.vqp_id);
   out->set_addr(r.addr);
   out->set_length(r.length);
   for (const auto& [device, rkey] : r.keys) {
@@ -219,6 +256,7 @@ engine::RemoteRegion FromProto(const v1::RemoteRegion& r) {
   engine::RemoteRegion out;
   out.agent_id = r.agent_id();
   out.region_id = r.region_id();
+  out.vqp_id = r.vqp_id();
   out.addr = r.addr();
   out.length = r.length();
   for (const auto& k : r.keys()) out.keys.emplace_back(k.device(), k.rkey());
@@ -230,7 +268,7 @@ void ToProto(const engine::RegionStatus& r, v1::RegionInfo* out) {
   out->set_label(r.label);
   out->set_length(r.length);
   out->set_path(r.path);
-  ToProto(r.remote, out->mutable_remote());
+  for (const engine::RemoteRegion& g : r.grants) ToProto(g, out->add_grants());
   out->set_in_flight(r.in_flight);
 }
 
@@ -238,9 +276,14 @@ Result<engine::CreateVqpRequest> FromProto(const v1::CreateVirtualQpRequest& r) 
   engine::CreateVqpRequest out;
   vqp::VirtualQpConfig& c = out.config;
   switch (r.scheme()) {
-    case v1::SCHEME_SPRAY: c.scheme = vqp::Scheme::kSpray; break;
-    case v1::SCHEME_DQPLB: c.scheme = vqp::Scheme::kDqplb; break;
-    default: return Status::InvalidArgument("scheme must be SCHEME_SPRAY or SCHEME_DQPLB");
+    case v1::SCHEME_SPRAY:
+      c.scheme = vqp::Scheme::kSpray;
+      break;
+    case v1::SCHEME_DQPLB:
+      c.scheme = vqp::Scheme::kDqplb;
+      break;
+    default:
+      return Status::InvalidArgument("scheme must be SCHEME_SPRAY or SCHEME_DQPLB");
   }
   c.num_qps = r.num_qps();
   if (r.fragment_size() != 0) c.fragment_size = r.fragment_size();
@@ -261,9 +304,15 @@ Result<engine::TransferRequest> FromProto(const v1::TransferRequest& r) {
   out.op_id = r.op_id();
   out.vqp_id = r.vqp_id();
   switch (r.op()) {
-    case v1::OP_WRITE: out.op = engine::TransferOp::kWrite; break;
-    case v1::OP_WRITE_WITH_IMM: out.op = engine::TransferOp::kWriteWithImm; break;
-    case v1::OP_READ: out.op = engine::TransferOp::kRead; break;
+    case v1::OP_WRITE:
+      out.op = engine::TransferOp::kWrite;
+      break;
+    case v1::OP_WRITE_WITH_IMM:
+      out.op = engine::TransferOp::kWriteWithImm;
+      break;
+    case v1::OP_READ:
+      out.op = engine::TransferOp::kRead;
+      break;
     default:
       return Status::InvalidArgument("op must be OP_WRITE, OP_WRITE_WITH_IMM or OP_READ");
   }

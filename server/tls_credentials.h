@@ -3,8 +3,10 @@
 // Both watch the certificate files (gRPC's FileWatcherCertificateProvider): a certificate or CA
 // bundle replaced on disk is used for new connections within tls.reload_seconds, with no restart.
 // A server that verifies client certificates (tls.client_auth) refuses a handshake without one, or
-// with one that does not chain to tls.ca or has expired. A peer agent is called with this agent's
-// own certificate (mutual TLS), and its server certificate must chain to tls.ca and name the host.
+// with one that does not chain to tls.ca or has expired; it verifies them itself (OpenSSL, against
+// tls.ca as it is on disk now), so that each refusal is counted and logged in the AuditLog. A peer
+// agent is called with this agent's own certificate (mutual TLS), and its server certificate must
+// chain to tls.ca and name the host.
 #ifndef BRAID_SERVER_TLS_CREDENTIALS_H_
 #define BRAID_SERVER_TLS_CREDENTIALS_H_
 
@@ -14,12 +16,15 @@
 #include <memory>
 
 #include "dataplane/common/result.h"
+#include "server/audit_log.h"
 #include "server/auth_config.h"
 
 namespace braid::server {
 
 // TLS when the config has a certificate, plaintext otherwise (AuthConfig::Validate allowed that).
-std::shared_ptr<grpc::ServerCredentials> ListenerCredentials(const AuthConfig& config);
+// `audit` (must outlive the credentials) counts the refused handshakes.
+std::shared_ptr<grpc::ServerCredentials> ListenerCredentials(const AuthConfig& config,
+                                                             AuditLog& audit);
 // For RecoverQp calls to peer agents: mutual TLS with this agent's certificate, or plaintext.
 std::shared_ptr<grpc::ChannelCredentials> PeerCredentials(const AuthConfig& config);
 // The identity a certificate gives its holder, as the Authenticator reads it on the other side:

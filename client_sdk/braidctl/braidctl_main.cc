@@ -118,7 +118,7 @@ struct MoveStats {
 };
 
 MoveStats Move(braid::client::TransferSession& session, const braid::client::Region& src,
-               const braid::client::Region& dst, uint64_t size, uint64_t total,
+               const v1::RemoteRegion& dst, uint64_t size, uint64_t total,
                braid::ctl::Progress* progress, uint32_t timeout_ms) {
   MoveStats m;
   const uint64_t slots = src.size() / size;
@@ -138,7 +138,7 @@ MoveStats Move(braid::client::TransferSession& session, const braid::client::Reg
     op.op = v1::OP_WRITE;
     op.local_region = src.id();
     op.local_offset = (i % slots) * size;
-    op.remote = dst.remote();
+    op.remote = dst;
     op.remote_offset = (i % slots) * size;
     op.length = std::min(size, total - off);
     op.timeout = std::chrono::milliseconds(timeout_ms);
@@ -161,7 +161,7 @@ int Bench(const Globals& g, const std::string& peer, uint64_t size, uint64_t tot
   const uint64_t region = std::max(size, std::min<uint64_t>(total, 256 * kMiB));
   auto src = a->RegisterMemory(region, "bench-src");
   if (!src.ok()) return Fail("register on " + g.agent, src.status());
-  auto dst = b->RegisterMemory(region, "bench-dst");
+  auto dst = b->RegisterMemory(region, "bench-dst", {(*conn)->vqp_b()});
   if (!dst.ok()) return Fail("register on " + peer, dst.status());
   if (verify) {
     std::mt19937_64 rng(7);
@@ -173,7 +173,8 @@ int Bench(const Globals& g, const std::string& peer, uint64_t size, uint64_t tot
   auto session = braid::client::TransferSession::Open(a, (*conn)->vqp_a());
   if (!session.ok()) return Fail("open transfer session", session.status());
   braid::ctl::Progress progress("bench", total, !g.quiet && !g.json);
-  MoveStats m = Move(**session, **src, **dst, size, total, &progress, g.timeout_ms);
+  MoveStats m = Move(**session, **src, *(*dst)->remote((*conn)->vqp_b()), size, total, &progress,
+                     g.timeout_ms);
   progress.Finish();
   if (!m.status.ok()) return Fail("bench", m.status);
   bool identical = true;
@@ -181,11 +182,11 @@ int Bench(const Globals& g, const std::string& peer, uint64_t size, uint64_t tot
   auto info = a->GetVqp((*conn)->vqp_a());
   const double gbs = static_cast<double>(m.bytes) / m.seconds / 1e9;
   if (g.json) {
-    std::printf("{\"bytes\": %lu, \"seconds\": %.6f, \"gb_per_s\": %.3f, \"op_size\": %lu, "
-                "\"qps\": %u, \"verified\": %s}\n",
-                static_cast<unsigned long>(m.bytes), m.seconds, gbs,
-                static_cast<unsigned long>(size), qps, verify ? (identical ? "true" : "false")
-                                                                : "null");
+    std::printf(
+        "{\"bytes\": %lu, \"seconds\": %.6f, \"gb_per_s\": %.3f, \"op_size\": %lu, "
+        "\"qps\": %u, \"verified\": %s}\n",
+        static_cast<unsigned long>(m.bytes), m.seconds, gbs, static_cast<unsigned long>(size), qps,
+        verify ? (identical ? "true" : "false") : "null");
   } else {
     std::printf("moved %s in %.3f s: %.3f GB/s (%s operations, %u-QP %s VQP)\n",
                 braid::ctl::HumanBytes(static_cast<double>(m.bytes)).c_str(), m.seconds, gbs,
@@ -244,7 +245,7 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
   constexpr uint64_t kBatch = 64 * kMiB;  // one region's worth per round
   auto ra = a->RegisterMemory(kBatch, "copy-src");
   if (!ra.ok()) return Fail("register on " + g.agent, ra.status());
-  auto rb = b->RegisterMemory(kBatch, "copy-dst");
+  auto rb = b->RegisterMemory(kBatch, "copy-dst", {(*conn)->vqp_b()});
   if (!rb.ok()) return Fail("register on " + peer, rb.status());
   auto session = braid::client::TransferSession::Open(a, (*conn)->vqp_a());
   if (!session.ok()) return Fail("open transfer session", session.status());
@@ -260,7 +261,7 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
       braid::client::TransferOp op;
       op.local_region = (*ra)->id();
       op.local_offset = off;
-      op.remote = (*rb)->remote();
+      op.remote = *(*rb)->remote((*conn)->vqp_b());
       op.remote_offset = off;
       op.length = std::min(kChunk, n - off);
       op.timeout = std::chrono::milliseconds(g.timeout_ms);
@@ -281,19 +282,20 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
   progress.Finish();
   close(in);
   close(out);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string hs = Sha256File(src_path), hd = Sha256File(dst_path);
   const bool same = !hs.empty() && hs == hd;
   if (g.json) {
-    std::printf("{\"bytes\": %lu, \"seconds\": %.6f, \"sha256_src\": \"%s\", \"sha256_dst\": "
-                "\"%s\", \"identical\": %s}\n",
-                static_cast<unsigned long>(size), seconds, hs.c_str(), hd.c_str(),
-                same ? "true" : "false");
+    std::printf(
+        "{\"bytes\": %lu, \"seconds\": %.6f, \"sha256_src\": \"%s\", \"sha256_dst\": "
+        "\"%s\", \"identical\": %s}\n",
+        static_cast<unsigned long>(size), seconds, hs.c_str(), hd.c_str(), same ? "true" : "false");
   } else {
     std::printf("copied %s in %.3f s (%.3f GB/s)\nsha256 %s  %s\nsha256 %s  %s\n%s\n",
                 braid::ctl::HumanBytes(static_cast<double>(size)).c_str(), seconds,
-                static_cast<double>(size) / seconds / 1e9, hs.c_str(), src_path.c_str(),
-                hd.c_str(), dst_path.c_str(), same ? "identical" : "MISMATCH");
+                static_cast<double>(size) / seconds / 1e9, hs.c_str(), src_path.c_str(), hd.c_str(),
+                dst_path.c_str(), same ? "identical" : "MISMATCH");
   }
   return same ? 0 : 1;
 }
@@ -365,9 +367,8 @@ int main(int argc, char** argv) {
       std::printf("%s", Json(*r).c_str());
     } else {
       std::printf("agent %s (braidd %s), provider %s, %u devices, %u VQPs, %u regions, up %lus\n",
-                  r->agent_id().c_str(), r->version().c_str(), r->provider().c_str(),
-                  r->devices(), r->virtual_qps(), r->regions(),
-                  static_cast<unsigned long>(r->uptime_seconds()));
+                  r->agent_id().c_str(), r->version().c_str(), r->provider().c_str(), r->devices(),
+                  r->virtual_qps(), r->regions(), static_cast<unsigned long>(r->uptime_seconds()));
       std::printf("you are %s (role %s)%s\n",
                   r->caller_identity().empty() ? "anonymous" : r->caller_identity().c_str(),
                   r->caller_role().c_str(),
@@ -385,9 +386,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     for (const auto& d : *r) {
-      std::printf("%-8s %-8s %-22s %-22s qps %-3u dead %-3u written %s read %s\n",
-                  d.name().c_str(), d.provider().c_str(), d.gid().c_str(),
-                  v1::DeviceState_Name(d.state()).c_str(), d.qps(), d.dead_qps(),
+      std::printf("%-8s %-8s %-22s %-22s qps %-3u dead %-3u written %s read %s\n", d.name().c_str(),
+                  d.provider().c_str(), d.gid().c_str(), v1::DeviceState_Name(d.state()).c_str(),
+                  d.qps(), d.dead_qps(),
                   braid::ctl::HumanBytes(static_cast<double>(d.bytes_written())).c_str(),
                   braid::ctl::HumanBytes(static_cast<double>(d.bytes_read())).c_str());
     }
@@ -456,8 +457,9 @@ int main(int argc, char** argv) {
   if (*drain || *undrain) {
     auto r = *drain ? a->DrainDevice(device) : a->UndrainDevice(device);
     if (!r.ok()) return Fail(*drain ? "drain" : "undrain", r.status());
-    std::printf(g.json ? "%s" : "%s\n",
-                g.json ? Json(*r).c_str() : (device + ": " + v1::DeviceState_Name(r->state())).c_str());
+    std::printf(
+        g.json ? "%s" : "%s\n",
+        g.json ? Json(*r).c_str() : (device + ": " + v1::DeviceState_Name(r->state())).c_str());
     return 0;
   }
   if (*connect) {

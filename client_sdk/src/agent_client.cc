@@ -7,8 +7,8 @@
 
 #include <cerrno>
 #include <fstream>
-#include <sstream>
 #include <future>
+#include <sstream>
 #include <thread>
 
 namespace braid::client {
@@ -17,37 +17,62 @@ namespace {
 
 common::StatusCode FromGrpcCode(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::OK: return common::StatusCode::kOk;
-    case grpc::StatusCode::CANCELLED: return common::StatusCode::kCancelled;
-    case grpc::StatusCode::INVALID_ARGUMENT: return common::StatusCode::kInvalidArgument;
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return common::StatusCode::kDeadlineExceeded;
-    case grpc::StatusCode::NOT_FOUND: return common::StatusCode::kNotFound;
-    case grpc::StatusCode::ALREADY_EXISTS: return common::StatusCode::kAlreadyExists;
-    case grpc::StatusCode::PERMISSION_DENIED: return common::StatusCode::kPermissionDenied;
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return common::StatusCode::kNoResource;
-    case grpc::StatusCode::FAILED_PRECONDITION: return common::StatusCode::kFailedPrecondition;
-    case grpc::StatusCode::OUT_OF_RANGE: return common::StatusCode::kOutOfRange;
-    case grpc::StatusCode::UNIMPLEMENTED: return common::StatusCode::kNotSupported;
-    case grpc::StatusCode::UNAVAILABLE: return common::StatusCode::kIoError;
-    default: return common::StatusCode::kInternal;
+    case grpc::StatusCode::OK:
+      return common::StatusCode::kOk;
+    case grpc::StatusCode::CANCELLED:
+      return common::StatusCode::kCancelled;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return common::StatusCode::kInvalidArgument;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return common::StatusCode::kDeadlineExceeded;
+    case grpc::StatusCode::NOT_FOUND:
+      return common::StatusCode::kNotFound;
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return common::StatusCode::kAlreadyExists;
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return common::StatusCode::kPermissionDenied;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return common::StatusCode::kNoResource;
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return common::StatusCode::kFailedPrecondition;
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return common::StatusCode::kOutOfRange;
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return common::StatusCode::kNotSupported;
+    case grpc::StatusCode::UNAVAILABLE:
+      return common::StatusCode::kIoError;
+    default:
+      return common::StatusCode::kInternal;
   }
 }
 
 Status Make(common::StatusCode code, const std::string& message) {
   switch (code) {
-    case common::StatusCode::kOk: return Status::Ok();
-    case common::StatusCode::kCancelled: return Status::Cancelled(message);
-    case common::StatusCode::kInvalidArgument: return Status::InvalidArgument(message);
-    case common::StatusCode::kDeadlineExceeded: return Status::DeadlineExceeded(message);
-    case common::StatusCode::kNotFound: return Status::NotFound(message);
-    case common::StatusCode::kAlreadyExists: return Status::AlreadyExists(message);
-    case common::StatusCode::kPermissionDenied: return Status::PermissionDenied(message);
-    case common::StatusCode::kFailedPrecondition: return Status::FailedPrecondition(message);
-    case common::StatusCode::kOutOfRange: return Status::OutOfRange(message);
-    case common::StatusCode::kNotSupported: return Status::NotSupported(message);
-    case common::StatusCode::kIoError: return Status::IoError(message);
+    case common::StatusCode::kOk:
+      return Status::Ok();
+    case common::StatusCode::kCancelled:
+      return Status::Cancelled(message);
+    case common::StatusCode::kInvalidArgument:
+      return Status::InvalidArgument(message);
+    case common::StatusCode::kDeadlineExceeded:
+      return Status::DeadlineExceeded(message);
+    case common::StatusCode::kNotFound:
+      return Status::NotFound(message);
+    case common::StatusCode::kAlreadyExists:
+      return Status::AlreadyExists(message);
+    case common::StatusCode::kPermissionDenied:
+      return Status::PermissionDenied(message);
+    case common::StatusCode::kFailedPrecondition:
+      return Status::FailedPrecondition(message);
+    case common::StatusCode::kOutOfRange:
+      return Status::OutOfRange(message);
+    case common::StatusCode::kNotSupported:
+      return Status::NotSupported(message);
+    case common::StatusCode::kIoError:
+      return Status::IoError(message);
     // RESOURCE_EXHAUSTED carries a message worth keeping; kNoResource cannot.
-    default: return Status::Internal(message);
+    default:
+      return Status::Internal(message);
   }
 }
 
@@ -134,9 +159,9 @@ void AgentClient::Prepare(grpc::ClientContext& context) const {
 }
 
 // One unary call: deadline, call, map the status.
-#define BRAID_UNARY(Method, request, response)      \
-  grpc::ClientContext ctx;                          \
-  Prepare(ctx);                                     \
+#define BRAID_UNARY(Method, request, response)                     \
+  grpc::ClientContext ctx;                                         \
+  Prepare(ctx);                                                    \
   const grpc::Status gs = stub_->Method(&ctx, request, &response); \
   if (!gs.ok()) return FromGrpc(gs)
 
@@ -196,25 +221,70 @@ Status AgentClient::DestroyVqp(uint64_t vqp_id) {
   return Status::Ok();
 }
 
-Result<std::unique_ptr<Region>> AgentClient::RegisterMemory(uint64_t length,
-                                                            const std::string& label) {
+Result<std::unique_ptr<Region>> AgentClient::RegisterMemory(
+    uint64_t length, const std::string& label, const std::vector<uint64_t>& grant_vqps) {
   v1::RegisterMemoryRequest request;
   request.set_length(length);
   request.set_label(label);
+  for (uint64_t v : grant_vqps) request.add_grant_vqp_ids(v);
   v1::RegionInfo out;
   BRAID_UNARY(RegisterMemory, request, out);
   const int fd = open(out.path().c_str(), O_RDWR | O_CLOEXEC);
-  void* addr = fd < 0 ? MAP_FAILED
-                      : mmap(nullptr, out.length(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* addr =
+      fd < 0 ? MAP_FAILED : mmap(nullptr, out.length(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const int err = errno;
   if (fd >= 0) close(fd);
   if (addr == MAP_FAILED) {
     (void)DeregisterMemory(out.region_id());
-    return Status::FromErrno(err, "map region file " + out.path() +
-                                      " (is the agent on this host?)");
+    return Status::FromErrno(err,
+                             "map region file " + out.path() + " (is the agent on this host?)");
   }
   return std::unique_ptr<Region>(
       new Region(shared_from_this(), std::move(out), static_cast<uint8_t*>(addr)));
+}
+
+Result<v1::RemoteRegion> AgentClient::GrantAccess(uint64_t region_id, uint64_t vqp_id) {
+  v1::GrantAccessRequest request;
+  request.set_region_id(region_id);
+  request.set_vqp_id(vqp_id);
+  v1::RemoteRegion out;
+  BRAID_UNARY(GrantAccess, request, out);
+  return out;
+}
+
+Status AgentClient::RevokeAccess(uint64_t region_id, uint64_t vqp_id) {
+  v1::RevokeAccessRequest request;
+  request.set_region_id(region_id);
+  request.set_vqp_id(vqp_id);
+  v1::RevokeAccessResponse out;
+  BRAID_UNARY(RevokeAccess, request, out);
+  return Status::Ok();
+}
+
+const v1::RemoteRegion* Region::remote(uint64_t vqp_id) const {
+  for (const v1::RemoteRegion& g : info_.grants()) {
+    if (g.vqp_id() == vqp_id) return &g;
+  }
+  return nullptr;
+}
+
+Result<v1::RemoteRegion> Region::Grant(uint64_t vqp_id) {
+  if (const v1::RemoteRegion* known = remote(vqp_id)) return *known;
+  BRAID_ASSIGN_OR_RETURN(v1::RemoteRegion grant, owner_->GrantAccess(id(), vqp_id));
+  *info_.add_grants() = grant;
+  return grant;
+}
+
+Status Region::Revoke(uint64_t vqp_id) {
+  BRAID_RETURN_IF_ERROR(owner_->RevokeAccess(id(), vqp_id));
+  auto* grants = info_.mutable_grants();
+  for (int i = 0; i < grants->size(); ++i) {
+    if (grants->Get(i).vqp_id() == vqp_id) {
+      grants->DeleteSubrange(i, 1);
+      break;
+    }
+  }
+  return Status::Ok();
 }
 
 Result<std::vector<v1::RegionInfo>> AgentClient::ListRegions() {
@@ -257,8 +327,8 @@ Result<bool> AgentClient::Serving() {
   grpc::ByteBuffer request(&empty, 1);  // HealthCheckRequest{service: ""}
   grpc::ByteBuffer response;
   std::promise<grpc::Status> done;
-  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
-                    &response, [&done](grpc::Status s) { done.set_value(std::move(s)); });
+  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                    [&done](grpc::Status s) { done.set_value(std::move(s)); });
   const grpc::Status s = done.get_future().get();
   if (!s.ok()) return FromGrpc(s);
   std::vector<grpc::Slice> slices;

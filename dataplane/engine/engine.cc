@@ -179,13 +179,26 @@ Result<std::vector<VqpStatus>> Engine::ListVirtualQps(OwnerId scope) {
 Status Engine::DestroyVirtualQp(uint64_t vqp_id, OwnerId scope) {
   return CallStatus([vqp_id, scope](Engine& e) { return e.DoDestroy(vqp_id, scope); });
 }
+Result<RegionStatus> Engine::RegisterMemory(RegisterRequest request) {
+  return Call<RegionStatus>(
+      [request = std::move(request)](Engine& e) { return e.DoRegister(request); });
+}
 Result<RegionStatus> Engine::RegisterMemory(uint64_t length, std::string label, OwnerId owner) {
-  return Call<RegionStatus>([length, label = std::move(label), owner](Engine& e) {
-    return e.DoRegister(length, label, owner);
-  });
+  return RegisterMemory(
+      RegisterRequest{.length = length, .label = std::move(label), .owner = owner});
 }
 Status Engine::DeregisterMemory(uint64_t region_id, OwnerId scope) {
   return CallStatus([region_id, scope](Engine& e) { return e.DoDeregister(region_id, scope); });
+}
+Result<RemoteRegion> Engine::GrantAccess(uint64_t region_id, uint64_t vqp_id, OwnerId scope) {
+  return Call<RemoteRegion>([=](Engine& e) -> Result<RemoteRegion> {
+    BRAID_ASSIGN_OR_RETURN(RegionSlot * region, e.FindRegion(region_id, scope));
+    BRAID_ASSIGN_OR_RETURN(VqpSlot * vqp, e.FindVqp(vqp_id, region->owner));
+    return e.DoGrant(*region, *vqp);
+  });
+}
+Status Engine::RevokeAccess(uint64_t region_id, uint64_t vqp_id, OwnerId scope) {
+  return CallStatus([=](Engine& e) { return e.DoRevoke(region_id, vqp_id, scope); });
 }
 Result<std::vector<RegionStatus>> Engine::ListRegions(OwnerId scope) {
   return Call<std::vector<RegionStatus>>([scope](Engine& e) -> Result<std::vector<RegionStatus>> {
@@ -213,8 +226,7 @@ Status Engine::InjectFault(FaultRequest request) {
 Result<EngineSnapshot> Engine::Snapshot() {
   return Call<EngineSnapshot>([](Engine& e) -> Result<EngineSnapshot> { return e.TakeSnapshot(); });
 }
-Status Engine::Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher,
-                     OwnerId scope) {
+Status Engine::Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher, OwnerId scope) {
   return CallStatus([vqp_id, w = std::move(watcher), scope](Engine& e) -> Status {
     BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, e.FindVqp(vqp_id, scope));
     slot->watchers.push_back(w);
@@ -251,7 +263,6 @@ Status Engine::Init() {
   for (const std::string& name : names) {
     auto slot = std::make_unique<DeviceSlot>();
     BRAID_ASSIGN_OR_RETURN(slot->device, options_.provider->OpenDevice(name));
-    BRAID_ASSIGN_OR_RETURN(slot->pd, slot->device->AllocPd());
     if (!slot->device->info().port_active) slot->state = DeviceState::kFaulted;
     raw.push_back(slot->device.get());
     devices_.push_back(std::move(slot));

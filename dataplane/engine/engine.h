@@ -92,6 +92,8 @@ struct FaultRequest {
   uint32_t qp_index = 0;
 };
 
+struct Registration;  // engine_internal.h
+
 class Engine {
  public:
   // Starts the thread, which opens the devices; returns once they are open (or why not).
@@ -112,9 +114,20 @@ class Engine {
   common::Result<VqpStatus> GetVirtualQp(uint64_t vqp_id, OwnerId scope = kAnyOwner);
   common::Result<std::vector<VqpStatus>> ListVirtualQps(OwnerId scope = kAnyOwner);
   common::Status DestroyVirtualQp(uint64_t vqp_id, OwnerId scope = kAnyOwner);
+  // A region is reachable over the wire only through the VQPs its owner granted access: each
+  // grant is a registration in that VQP's protection domain (every VQP has its own), so the QPs
+  // of any other VQP get IBV_WC_REM_ACCESS_ERR from the NIC with its keys.
+  common::Result<RegionStatus> RegisterMemory(RegisterRequest request);
   common::Result<RegionStatus> RegisterMemory(uint64_t length, std::string label,
                                               OwnerId owner = kAnyOwner);
   common::Status DeregisterMemory(uint64_t region_id, OwnerId scope = kAnyOwner);
+  // Grants VQP `vqp_id` (same owner) access to region `region_id`; returns what its peer needs.
+  // Granting twice returns the same keys.
+  common::Result<RemoteRegion> GrantAccess(uint64_t region_id, uint64_t vqp_id,
+                                           OwnerId scope = kAnyOwner);
+  // Ends the grant: the keys are deregistered before this returns, so the peer's next access
+  // through them fails with IBV_WC_REM_ACCESS_ERR (an access already under way may complete).
+  common::Status RevokeAccess(uint64_t region_id, uint64_t vqp_id, OwnerId scope = kAnyOwner);
   common::Result<std::vector<RegionStatus>> ListRegions(OwnerId scope = kAnyOwner);
   common::Result<DeviceStatus> DrainDevice(std::string device);
   common::Result<DeviceStatus> UndrainDevice(std::string device);
@@ -203,14 +216,16 @@ class Engine {
   // The VQP, if it exists and `scope` may see it (kNotFound otherwise, the same either way).
   common::Result<VqpSlot*> FindVqp(uint64_t vqp_id, OwnerId scope = kAnyOwner);
   // The protection domain of `owner` on `device` (made on first use).
-  common::Result<verbs::ProtectionDomain*> PdFor(DeviceSlot& device, OwnerId owner);
   common::Result<RegionSlot*> FindRegion(uint64_t region_id, OwnerId scope = kAnyOwner);
   VqpStatus DescribeVqp(const VqpSlot& slot) const;
   void RetireTraffic(const VqpSlot& slot);
   void PostNotifyReceives(VqpSlot& slot);
-  common::Result<RegionStatus> DoRegister(uint64_t length, const std::string& label,
-                                          OwnerId owner);
+  common::Result<RegionStatus> DoRegister(const RegisterRequest& request);
   common::Status DoDeregister(uint64_t region_id, OwnerId scope);
+  common::Result<RemoteRegion> DoGrant(RegionSlot& region, VqpSlot& vqp);
+  common::Result<Registration> Register(VqpSlot& vqp, const RegionSlot& region, unsigned access);
+  common::Status DoRevoke(uint64_t region_id, uint64_t vqp_id, OwnerId scope);
+  RemoteRegion DescribeGrant(const RegionSlot& region, uint64_t vqp_id) const;
   RegionStatus DescribeRegion(const RegionSlot& slot) const;
 
   // Transfers (engine_transfers.cc).

@@ -14,27 +14,44 @@ using common::Status;
 
 const char* VqpStateName(VqpState state) {
   switch (state) {
-    case VqpState::kCreated: return "created";
-    case VqpState::kConnected: return "connected";
-    case VqpState::kFailed: return "failed";
+    case VqpState::kCreated:
+      return "created";
+    case VqpState::kConnected:
+      return "connected";
+    case VqpState::kFailed:
+      return "failed";
   }
   return "unknown";
 }
 
 const char* EventKindName(EventKind kind) {
   switch (kind) {
-    case EventKind::kQpDied: return "qp_died";
-    case EventKind::kQpCoolingDown: return "qp_cooling_down";
-    case EventKind::kQpRecovering: return "qp_recovering";
-    case EventKind::kQpRecovered: return "qp_recovered";
-    case EventKind::kQpReadmitted: return "qp_readmitted";
-    case EventKind::kQpDraining: return "qp_draining";
-    case EventKind::kVqpConnected: return "vqp_connected";
-    case EventKind::kVqpFailed: return "vqp_failed";
-    case EventKind::kVqpDestroyed: return "vqp_destroyed";
-    case EventKind::kDeviceDrained: return "device_drained";
-    case EventKind::kDeviceFaulted: return "device_faulted";
-    case EventKind::kDeviceHealthy: return "device_healthy";
+    case EventKind::kQpDied:
+      return "qp_died";
+    case EventKind::kQpCoolingDown:
+      return "qp_cooling_down";
+    case EventKind::kQpRecovering:
+      return "qp_recovering";
+    case EventKind::kQpRecovered:
+      return "qp_recovered";
+    case EventKind::kQpReadmitted:
+      return "qp_readmitted";
+    case EventKind::kQpDraining:
+      return "qp_draining";
+    case EventKind::kVqpConnected:
+      return "vqp_connected";
+    case EventKind::kVqpFailed:
+      return "vqp_failed";
+    case EventKind::kVqpDestroyed:
+      return "vqp_destroyed";
+    case EventKind::kDeviceDrained:
+      return "device_drained";
+    case EventKind::kDeviceFaulted:
+      return "device_faulted";
+    case EventKind::kDeviceHealthy:
+      return "device_healthy";
+    case EventKind::kAccessRevoked:
+      return "access_revoked";
   }
   return "unknown";
 }
@@ -62,10 +79,10 @@ void Engine::Emit(EventKind kind, uint64_t vqp_id, int32_t qp_index, std::string
                   std::string cause) {
   EngineEvent event;
   event.seq = ++event_seq_;
-  event.time_unix_ns = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(
-          std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  event.time_unix_ns =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
   event.kind = kind;
   event.vqp_id = vqp_id;
   event.qp_index = qp_index;
@@ -97,11 +114,11 @@ void Engine::TrackQpHealth(VqpSlot& slot) {
         Emit(EventKind::kQpDraining, slot.id, index, device, "its device is drained");
         break;
       case vqp::QpHealth::kHealthy:
-        Emit(r.reported == vqp::QpHealth::kDead ? EventKind::kQpRecovered
-                                                : EventKind::kQpReadmitted,
-             slot.id, index, device,
-             r.reported == vqp::QpHealth::kDead ? "reconnected with the peer; probe answered"
-                                                : "back in service");
+        Emit(
+            r.reported == vqp::QpHealth::kDead ? EventKind::kQpRecovered : EventKind::kQpReadmitted,
+            slot.id, index, device,
+            r.reported == vqp::QpHealth::kDead ? "reconnected with the peer; probe answered"
+                                               : "back in service");
         break;
     }
     r.reported = now;

@@ -17,11 +17,6 @@ namespace braid::engine {
 
 struct Engine::DeviceSlot {
   std::unique_ptr<verbs::Device> device;
-  std::unique_ptr<verbs::ProtectionDomain> pd;  // kAnyOwner's
-  // One protection domain per owner (made at its first VQP or region on the device, kept until
-  // the engine stops): an owner's memory is out of reach of every other owner's QPs, on the wire
-  // as locally, because the NIC checks an rkey's PD against the QP's.
-  std::map<OwnerId, std::unique_ptr<verbs::ProtectionDomain>> owner_pds;
   DeviceState state = DeviceState::kHealthy;
   vqp::QpTraffic retired;  // traffic of destroyed VQPs' QPs on this device
 };
@@ -52,13 +47,30 @@ struct RemoteKeysEntry {
 using RemoteKeysCache =
     std::map<std::tuple<uint64_t, uint64_t, std::vector<uint32_t>>, RemoteKeysEntry>;
 
+// A region registered in one VQP's protection domains: one MR per device the VQP uses (null for
+// the others).
+struct Registration {
+  std::vector<std::unique_ptr<verbs::MemoryRegion>> mrs;  // per device
+  std::vector<uint32_t> Keys(bool remote) const;          // 0 for a device without an MR
+};
+
+// A region as the VQP's own QPs use it: registered (local access only) at its first transfer.
+struct LocalUse {
+  Registration registration;
+  uint32_t handle = 0;  // the VQP's key-table entry
+};
+
 struct Engine::VqpSlot {
   uint64_t id = 0;
   OwnerId owner = kAnyOwner;
   std::string label;
+  // Declared before what is registered in them and the QPs made in them: destroyed last.
+  // Its own protection domain per device it uses: what the VQP's QPs may touch, locally and for
+  // its peer, is what is registered here (its local uses and the regions granted to it).
+  std::vector<std::unique_ptr<verbs::ProtectionDomain>> pds;  // per device (null: unused)
+  std::unordered_map<uint64_t, LocalUse> local_uses;          // by region id
   std::unique_ptr<vqp::VirtualQp> vqp;
   std::vector<std::string> peer_devices;  // the peer card's device names, in card order
-  std::unordered_map<uint64_t, uint32_t> local_handles;  // region id → key-table handle
   // (addr, length, rkeys in peer-card order) → key-table entry
   RemoteKeysCache remote_handles;
   uint64_t remote_uses = 0;      // the LRU clock of remote_handles
@@ -84,7 +96,9 @@ struct Engine::RegionSlot {
   OwnerId owner = kAnyOwner;
   std::string label;
   std::unique_ptr<ShmRegion> shm;
-  std::vector<std::unique_ptr<verbs::MemoryRegion>> mrs;  // per device
+  // The VQPs allowed to reach it over the wire, each by a registration in that VQP's protection
+  // domains with remote access (VQP id → registration). Dropped before the VQP's domains.
+  std::map<uint64_t, Registration> grants;
   uint32_t in_flight = 0;
 };
 

@@ -138,6 +138,12 @@ Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
                                    " belongs to this agent (" + options_.agent_id +
                                    "); a transfer targets the peer's memory");
   }
+  if (remote.vqp_id != 0 && remote.vqp_id != slot->peer_vqp_id) {
+    return Status::FailedPrecondition(
+        "remote region " + std::to_string(remote.region_id) + " is granted to VQP " +
+        std::to_string(remote.vqp_id) + " of its agent, not to this VQP's peer (VQP " +
+        std::to_string(slot->peer_vqp_id) + "): its owner must grant that VQP access");
+  }
   if (!Within(request.remote_offset, request.length, remote.length) ||
       remote.addr + remote.length < remote.addr) {
     return Status::OutOfRange("remote range " + Range(request.remote_offset, request.length) +
@@ -173,18 +179,18 @@ Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
 }
 
 Result<uint32_t> Engine::LocalKeys(VqpSlot& slot, RegionSlot& region) {
-  auto it = slot.local_handles.find(region.id);
-  if (it != slot.local_handles.end()) return it->second;
-  std::vector<uint32_t> lkeys;
-  for (const auto& mr : region.mrs) lkeys.push_back(mr->lkey());
-  Result<uint32_t> handle = slot.vqp->AddLocalKeys(lkeys);
+  auto it = slot.local_uses.find(region.id);
+  if (it != slot.local_uses.end()) return it->second.handle;
+  // First use of the region by this VQP: register it in the VQP's domains, local access only.
+  BRAID_ASSIGN_OR_RETURN(Registration registration, Register(slot, region, IBV_ACCESS_LOCAL_WRITE));
+  Result<uint32_t> handle = slot.vqp->AddLocalKeys(registration.Keys(/*remote=*/false));
   if (!handle.ok()) {
     if (handle.status().code() == common::StatusCode::kNoResource) {
       return Status::NoResource();
     }
     return handle.status();
   }
-  slot.local_handles[region.id] = *handle;
+  slot.local_uses.emplace(region.id, LocalUse{std::move(registration), *handle});
   return *handle;
 }
 

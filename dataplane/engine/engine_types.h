@@ -112,6 +112,7 @@ enum class EventKind : uint8_t {
   kDeviceDrained,
   kDeviceFaulted,
   kDeviceHealthy,
+  kAccessRevoked,  // a VQP's grant on a region ended (revoked, or the region deregistered)
 };
 const char* EventKindName(EventKind kind);
 
@@ -167,10 +168,12 @@ struct VqpStatus {
   std::string failure;  // why it failed (kFailed)
 };
 
-// What a peer needs to target a region.
+// What a peer needs to target a region through one VQP: the region's owner granted that VQP access
+// (Engine::GrantAccess); the keys work only on the QPs of `vqp_id`, the VQP the grant names.
 struct RemoteRegion {
   std::string agent_id;
   uint64_t region_id = 0;
+  uint64_t vqp_id = 0;  // the VQP of the region's agent that may reach it (0: not said)
   uint64_t addr = 0;
   uint64_t length = 0;
   std::vector<std::pair<std::string, uint32_t>> keys;  // (device, rkey)
@@ -182,8 +185,16 @@ struct RegionStatus {
   std::string label;
   uint64_t length = 0;
   std::string path;
-  RemoteRegion remote;
+  std::vector<RemoteRegion> grants;  // one per VQP allowed to reach it over the wire
   uint32_t in_flight = 0;
+};
+
+struct RegisterRequest {
+  uint64_t length = 0;
+  std::string label;
+  OwnerId owner = kAnyOwner;
+  int file_uid = -1;                 // the region file's owner (-1: the agent's user); mode 0600
+  std::vector<uint64_t> grant_vqps;  // VQPs (the owner's) granted access at registration
 };
 
 enum class TransferOp : uint8_t { kWrite, kWriteWithImm, kRead };

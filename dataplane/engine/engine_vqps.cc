@@ -22,20 +22,6 @@ Result<Engine::VqpSlot*> Engine::FindVqp(uint64_t vqp_id, OwnerId scope) {
   return it->second.get();
 }
 
-Result<verbs::ProtectionDomain*> Engine::PdFor(DeviceSlot& device, OwnerId owner) {
-  if (owner == kAnyOwner) return device.pd.get();
-  auto& pd = device.owner_pds[owner];
-  if (!pd) {
-    auto made = device.device->AllocPd();
-    if (!made.ok()) {
-      device.owner_pds.erase(owner);
-      return made.status();
-    }
-    pd = std::move(made).value();
-  }
-  return pd.get();
-}
-
 Result<Engine::RegionSlot*> Engine::FindRegion(uint64_t region_id, OwnerId scope) {
   auto it = regions_.find(region_id);
   if (it == regions_.end() || (scope != kAnyOwner && it->second->owner != scope)) {
@@ -47,26 +33,32 @@ Result<Engine::RegionSlot*> Engine::FindRegion(uint64_t region_id, OwnerId scope
 
 Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   BRAID_RETURN_IF_ERROR(vqp::ValidateConfig(request.config));
-  std::vector<verbs::ProtectionDomain*> pds(devices_.size(), nullptr);
+  std::vector<bool> use(devices_.size(), false);
   if (request.devices.empty()) {
     for (size_t i = 0; i < devices_.size(); ++i) {
-      if (devices_[i]->state == DeviceState::kHealthy) {
-        BRAID_ASSIGN_OR_RETURN(pds[i], PdFor(*devices_[i], request.owner));
-      }
+      use[i] = devices_[i]->state == DeviceState::kHealthy;
     }
   } else {
     for (const std::string& name : request.devices) {
       BRAID_ASSIGN_OR_RETURN(size_t i, FindDevice(name));
-      if (pds[i] != nullptr) return Status::InvalidArgument("device '" + name + "' named twice");
+      if (use[i]) return Status::InvalidArgument("device '" + name + "' named twice");
       if (devices_[i]->state != DeviceState::kHealthy) {
         return Status::FailedPrecondition("device '" + name + "' is " +
                                           DeviceStateName(devices_[i]->state));
       }
-      BRAID_ASSIGN_OR_RETURN(pds[i], PdFor(*devices_[i], request.owner));
+      use[i] = true;
     }
   }
-  if (std::all_of(pds.begin(), pds.end(), [](auto* p) { return p == nullptr; })) {
+  if (std::find(use.begin(), use.end(), true) == use.end()) {
     return Status::FailedPrecondition("no healthy device on agent " + options_.agent_id);
+  }
+  auto slot = std::make_unique<VqpSlot>();
+  std::vector<verbs::ProtectionDomain*> pds(devices_.size(), nullptr);
+  slot->pds.resize(devices_.size());
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    if (!use[i]) continue;
+    BRAID_ASSIGN_OR_RETURN(slot->pds[i], devices_[i]->device->AllocPd());
+    pds[i] = slot->pds[i].get();
   }
   // Descriptors its QPs will hold once connected (soft NICs: a TCP connection each).
   uint32_t fds_per_qp = 0;
@@ -77,7 +69,6 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   const uint64_t fds = uint64_t{fds_per_qp} * (request.config.num_qps + 1);
   BRAID_RETURN_IF_ERROR(fd_budget_.Admit(fds, fds_promised_, "this VQP"));
   BRAID_ASSIGN_OR_RETURN(auto created, vqp::VirtualQp::Create(*cq_, pds, request.config));
-  auto slot = std::make_unique<VqpSlot>();
   slot->id = created->vqp_num();
   slot->owner = request.owner;
   slot->label = request.label;
@@ -160,6 +151,7 @@ Status Engine::DoDestroy(uint64_t vqp_id, OwnerId scope) {
   RetireTraffic(*slot);
   Forget(*slot);
   fds_promised_ -= slot->promised_fds;
+  for (auto& [id, region] : regions_) region->grants.erase(vqp_id);  // before the VQP's domains
   // Destroying the VQP completes its in-flight virtual WRs with WR_FLUSH_ERR (every virtual WR
   // completes once); they are routed by wr_id below, like any completion.
   auto node = vqps_.extract(vqp_id);
@@ -213,30 +205,68 @@ VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
   return s;
 }
 
-Result<RegionStatus> Engine::DoRegister(uint64_t length, const std::string& label, OwnerId owner) {
-  if (length == 0) return Status::InvalidArgument("region length must be > 0");
-  if (length > options_.max_region_bytes) {
-    return Status::OutOfRange("region length " + std::to_string(length) +
+Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request) {
+  if (request.length == 0) return Status::InvalidArgument("region length must be > 0");
+  if (request.length > options_.max_region_bytes) {
+    return Status::OutOfRange("region length " + std::to_string(request.length) +
                               " exceeds this agent's limit of " +
                               std::to_string(options_.max_region_bytes) + " bytes");
   }
+  std::vector<VqpSlot*> granted;
+  for (uint64_t vqp_id : request.grant_vqps) {
+    BRAID_ASSIGN_OR_RETURN(VqpSlot * v, FindVqp(vqp_id, request.owner));
+    granted.push_back(v);
+  }
   auto slot = std::make_unique<RegionSlot>();
   slot->id = next_region_id_++;
-  slot->owner = owner;
-  slot->label = label;
-  BRAID_ASSIGN_OR_RETURN(
-      slot->shm, ShmRegion::Create(region_dir_->path(), region_dir_->NameFor(slot->id), length));
-  for (auto& d : devices_) {
-    BRAID_ASSIGN_OR_RETURN(verbs::ProtectionDomain * pd, PdFor(*d, owner));
-    BRAID_ASSIGN_OR_RETURN(
-        auto mr, pd->RegisterMemory(
-                     slot->shm->addr(), length,
-                     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ));
-    slot->mrs.push_back(std::move(mr));
-  }
+  slot->owner = request.owner;
+  slot->label = request.label;
+  BRAID_ASSIGN_OR_RETURN(slot->shm,
+                         ShmRegion::Create(region_dir_->path(), region_dir_->NameFor(slot->id),
+                                           request.length, request.file_uid));
+  for (VqpSlot* v : granted) BRAID_RETURN_IF_ERROR(DoGrant(*slot, *v).status());
   RegionSlot& ref = *slot;
   regions_[ref.id] = std::move(slot);
   return DescribeRegion(ref);
+}
+
+Result<Registration> Engine::Register(VqpSlot& vqp, const RegionSlot& region, unsigned access) {
+  Registration r;
+  r.mrs.resize(vqp.pds.size());
+  for (size_t d = 0; d < vqp.pds.size(); ++d) {
+    if (vqp.pds[d] == nullptr) continue;
+    BRAID_ASSIGN_OR_RETURN(
+        r.mrs[d], vqp.pds[d]->RegisterMemory(region.shm->addr(), region.shm->length(), access));
+  }
+  return r;
+}
+
+std::vector<uint32_t> Registration::Keys(bool remote) const {
+  std::vector<uint32_t> keys;
+  for (const auto& mr : mrs) keys.push_back(mr == nullptr ? 0 : remote ? mr->rkey() : mr->lkey());
+  return keys;
+}
+
+Result<RemoteRegion> Engine::DoGrant(RegionSlot& region, VqpSlot& vqp) {
+  if (region.grants.find(vqp.id) == region.grants.end()) {
+    BRAID_ASSIGN_OR_RETURN(
+        Registration r,
+        Register(vqp, region,
+                 IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ));
+    region.grants.emplace(vqp.id, std::move(r));
+  }
+  return DescribeGrant(region, vqp.id);
+}
+
+Status Engine::DoRevoke(uint64_t region_id, uint64_t vqp_id, OwnerId scope) {
+  BRAID_ASSIGN_OR_RETURN(RegionSlot * region, FindRegion(region_id, scope));
+  if (region->grants.erase(vqp_id) == 0) {
+    return Status::NotFound("region " + std::to_string(region_id) + " is not granted to VQP " +
+                            std::to_string(vqp_id));
+  }
+  Emit(EventKind::kAccessRevoked, vqp_id, -1, "",
+       "region " + std::to_string(region_id) + ": revoked by its owner");
+  return Status::Ok();
 }
 
 Status Engine::DoDeregister(uint64_t region_id, OwnerId scope) {
@@ -245,14 +275,34 @@ Status Engine::DoDeregister(uint64_t region_id, OwnerId scope) {
     return Status::FailedPrecondition("region " + std::to_string(region_id) + " has " +
                                       std::to_string(region->in_flight) + " transfers in flight");
   }
+  for (const auto& [vqp_id, registration] : region->grants) {
+    Emit(EventKind::kAccessRevoked, vqp_id, -1, "",
+         "region " + std::to_string(region_id) + ": deregistered");
+  }
   for (auto& [id, v] : vqps_) {
-    auto h = v->local_handles.find(region_id);
-    if (h == v->local_handles.end()) continue;
-    (void)v->vqp->RemoveLocalKeys(h->second);
-    v->local_handles.erase(h);
+    auto use = v->local_uses.find(region_id);
+    if (use == v->local_uses.end()) continue;
+    (void)v->vqp->RemoveLocalKeys(use->second.handle);
+    v->local_uses.erase(use);
   }
   regions_.erase(region_id);
   return Status::Ok();
+}
+
+RemoteRegion Engine::DescribeGrant(const RegionSlot& region, uint64_t vqp_id) const {
+  RemoteRegion r;
+  r.agent_id = options_.agent_id;
+  r.region_id = region.id;
+  r.vqp_id = vqp_id;
+  r.addr = reinterpret_cast<uint64_t>(region.shm->addr());
+  r.length = region.shm->length();
+  const Registration& grant = region.grants.at(vqp_id);
+  for (size_t d = 0; d < grant.mrs.size(); ++d) {
+    if (grant.mrs[d] != nullptr) {
+      r.keys.emplace_back(devices_[d]->device->info().name, grant.mrs[d]->rkey());
+    }
+  }
+  return r;
 }
 
 RegionStatus Engine::DescribeRegion(const RegionSlot& slot) const {
@@ -263,13 +313,7 @@ RegionStatus Engine::DescribeRegion(const RegionSlot& slot) const {
   s.length = slot.shm->length();
   s.path = slot.shm->path();
   s.in_flight = slot.in_flight;
-  s.remote.agent_id = options_.agent_id;
-  s.remote.region_id = slot.id;
-  s.remote.addr = reinterpret_cast<uint64_t>(slot.shm->addr());
-  s.remote.length = slot.shm->length();
-  for (size_t i = 0; i < devices_.size(); ++i) {
-    s.remote.keys.emplace_back(devices_[i]->device->info().name, slot.mrs[i]->rkey());
-  }
+  for (const auto& [vqp_id, grant] : slot.grants) s.grants.push_back(DescribeGrant(slot, vqp_id));
   return s;
 }
 

@@ -17,10 +17,11 @@ namespace braid::engine {
 
 class ShmRegion {
  public:
-  // Creates `dir`/`name` (it must not exist) of `length` bytes, zero-filled, mode 0600.
+  // Creates `dir`/`name` (it must not exist) of `length` bytes, zero-filled, mode 0600, owned
+  // by `uid` (-1: the agent's user), so only that user (and root) can map it.
   static common::Result<std::unique_ptr<ShmRegion>> Create(const std::string& dir,
-                                                           const std::string& name,
-                                                           uint64_t length);
+                                                           const std::string& name, uint64_t length,
+                                                           int uid = -1);
   ShmRegion(std::string path, void* addr, uint64_t length)
       : path_(std::move(path)), addr_(addr), length_(length) {}
   ~ShmRegion();

@@ -8,7 +8,8 @@
 // completes it (completions, then the ACK: acknowledgement after placement).
 //
 // Threading: a fabric and every device attached to it are driven by one thread (progress runs
-// inside Cq::Poll and Qp::Post*). Time comes from the fabric (virtual in the sim, monotonic on TCP).
+// inside Cq::Poll and Qp::Post*). Time comes from the fabric (virtual in the sim, monotonic on
+// TCP).
 #ifndef BRAID_DATAPLANE_SOFT_LINK_H_
 #define BRAID_DATAPLANE_SOFT_LINK_H_
 
@@ -60,14 +61,11 @@ class Fabric {
   // A device joins with its GID; kAlreadyExists when the GID is taken.
   virtual common::Status Attach(SoftDevice* device) = 0;
   virtual void Detach(SoftDevice* device) = 0;
-  // Opened at RTR. `peer_send_psn`: the PSN the peer will send first; `epoch`: the connection
-  // epoch (both from the RTR parameters).
+  // Opened at RTR with its parameters: the peer (remote.gid, remote.qp_num), the PSN the peer
+  // will send first (remote.psn), the connection epoch and link key.
   virtual common::Result<std::unique_ptr<Channel>> OpenChannel(SoftDevice* local,
                                                                uint32_t local_qpn,
-                                                               const verbs::Gid& remote_gid,
-                                                               uint32_t remote_qpn,
-                                                               uint32_t peer_send_psn,
-                                                               uint64_t epoch) = 0;
+                                                               const verbs::QpRtrParams& rtr) = 0;
   // The QP `qp_num` of `device` is gone: whatever the fabric holds for it (a caller's connection
   // waiting for its RTR) is let go. Default: nothing is held.
   virtual void ForgetQp(SoftDevice* device, uint32_t qp_num) {

@@ -2,38 +2,47 @@
 
 namespace braid::soft {
 
-const MrEntry& MrTable::Add(uint64_t addr, uint64_t length, unsigned int access, uint32_t pd_id) {
+namespace {
+constexpr uint32_t kTagMask = (1u << MrTable::kTagBits) - 1;
+}  // namespace
+
+uint32_t MrTable::Tag(uint32_t avoid1, uint32_t avoid2) {
+  for (;;) {
+    const uint32_t tag = static_cast<uint32_t>(rng_()) & kTagMask;
+    if (tag != (avoid1 & kTagMask) && tag != (avoid2 & kTagMask)) return tag;
+  }
+}
+
+const MrEntry* MrTable::Add(uint64_t addr, uint64_t length, unsigned int access, uint32_t pd_id) {
   uint32_t index;
   if (!free_.empty()) {
     index = free_.back();
     free_.pop_back();
   } else {
+    if (entries_.size() > kMaxEntries) return nullptr;
     index = static_cast<uint32_t>(entries_.size());
     entries_.emplace_back();
-    generation_.push_back(0);
   }
-  const uint8_t gen = static_cast<uint8_t>((generation_[index] + 1) & 0x7f);
-  generation_[index] = gen;
   MrEntry& e = entries_[index];
-  e = MrEntry{addr, length, access, pd_id, (index << 8) | gen, (index << 8) | gen | 0x80u, true};
-  return e;
+  // New tags unlike the slot's last ones: its stale keys never match again.
+  const uint32_t ltag = Tag(e.lkey, e.rkey);
+  const uint32_t rtag = Tag(e.rkey, ltag);
+  e = MrEntry{addr, length, access, pd_id, index << kTagBits | ltag, index << kTagBits | rtag,
+              true};
+  return &e;
 }
 
 void MrTable::Remove(uint32_t lkey) {
-  MrEntry* e = Slot(lkey);
-  if (e == nullptr || e->lkey != lkey) return;
-  e->valid = false;
-  free_.push_back(lkey >> 8);
-}
-
-MrEntry* MrTable::Slot(uint32_t key) {
-  const uint32_t index = key >> 8;
-  if (index == 0 || index >= entries_.size()) return nullptr;
-  return &entries_[index];
+  const MrEntry* e = Slot(lkey);
+  if (e == nullptr || !e->valid || e->lkey != lkey) return;
+  entries_[lkey >> kTagBits].valid = false;
+  free_.push_back(lkey >> kTagBits);
 }
 
 const MrEntry* MrTable::Slot(uint32_t key) const {
-  return const_cast<MrTable*>(this)->Slot(key);
+  const uint32_t index = key >> kTagBits;
+  if (index == 0 || index >= entries_.size()) return nullptr;
+  return &entries_[index];
 }
 
 const MrEntry* MrTable::Check(const MrEntry* e, uint32_t pd_id, uint64_t addr, uint64_t length,

@@ -77,11 +77,10 @@ void SimFabric::Detach(SoftDevice* device) {
 
 common::Result<std::unique_ptr<Channel>> SimFabric::OpenChannel(SoftDevice* local,
                                                                 uint32_t local_qpn,
-                                                                const verbs::Gid& remote_gid,
-                                                                uint32_t remote_qpn,
-                                                                uint32_t /*peer_send_psn*/,
-                                                                uint64_t /*epoch*/) {
-  auto channel = std::make_unique<SimChannel>(this, local, local_qpn, remote_gid, remote_qpn);
+                                                                const verbs::QpRtrParams& rtr) {
+  // No connection setup on the simulated link: the PSN, epoch and link key are not needed.
+  auto channel =
+      std::make_unique<SimChannel>(this, local, local_qpn, rtr.remote.gid, rtr.remote.qp_num);
   channel->delay_ns_ = options_.delay_ns;
   channels_.push_back(channel.get());
   return std::unique_ptr<Channel>(std::move(channel));

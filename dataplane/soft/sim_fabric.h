@@ -35,11 +35,11 @@ namespace braid::soft {
 
 struct SimFabricOptions {
   uint64_t seed = 1;
-  bool reorder = true;              // interleave paths at random; false: global send order
-  uint64_t delay_ns = 0;            // default one-way delay of every path
+  bool reorder = true;    // interleave paths at random; false: global send order
+  uint64_t delay_ns = 0;  // default one-way delay of every path
   int max_deliveries_per_progress = 64;
-  bool auto_advance_time = true;    // jump virtual time when nothing is due
-  uint64_t qp_window_bytes = 0;     // every path's Channel::window_bytes; 0: no bound
+  bool auto_advance_time = true;  // jump virtual time when nothing is due
+  uint64_t qp_window_bytes = 0;   // every path's Channel::window_bytes; 0: no bound
 };
 
 class SimFabric final : public Fabric {
@@ -53,10 +53,7 @@ class SimFabric final : public Fabric {
   common::Status Attach(SoftDevice* device) override;
   void Detach(SoftDevice* device) override;
   common::Result<std::unique_ptr<Channel>> OpenChannel(SoftDevice* local, uint32_t local_qpn,
-                                                       const verbs::Gid& remote_gid,
-                                                       uint32_t remote_qpn,
-                                                       uint32_t peer_send_psn,
-                                                       uint64_t epoch) override;
+                                                       const verbs::QpRtrParams& rtr) override;
   uint64_t NowNs() const override { return now_ns_; }
   void Progress() override;
 
@@ -73,7 +70,7 @@ class SimFabric final : public Fabric {
   // payload's time on the wire after the previous one, then the path's delay (a shaped link).
   common::Status SetNicRate(std::string_view nic, uint64_t bytes_per_second);
   // Faults.
-  common::Status BreakQp(const verbs::Qp& qp);   // both directions of the QP's connection
+  common::Status BreakQp(const verbs::Qp& qp);  // both directions of the QP's connection
   common::Status RepairQp(const verbs::Qp& qp);
   common::Status SetNicUp(std::string_view nic, bool up);
 

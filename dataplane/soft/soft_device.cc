@@ -37,8 +37,13 @@ class SoftPd final : public verbs::ProtectionDomain {
       // As ibv_reg_mr(3): remote write/atomic require local write.
       return common::Status::InvalidArgument("REMOTE_WRITE/REMOTE_ATOMIC need LOCAL_WRITE");
     }
-    const MrEntry& e = device_->mrs().Add(reinterpret_cast<uint64_t>(addr), length, access, id_);
-    return std::unique_ptr<verbs::MemoryRegion>(std::make_unique<SoftMr>(device_, e));
+    const MrEntry* e = device_->mrs().Add(reinterpret_cast<uint64_t>(addr), length, access, id_);
+    if (e == nullptr) {
+      return common::Status::FromErrno(ENOMEM, "the device's memory-region table is full (" +
+                                                   std::to_string(MrTable::kMaxEntries) +
+                                                   " regions)");
+    }
+    return std::unique_ptr<verbs::MemoryRegion>(std::make_unique<SoftMr>(device_, *e));
   }
 
   common::Result<std::unique_ptr<verbs::Qp>> CreateQp(const verbs::QpCreateParams& p) override {

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <unordered_map>
 
 #include "dataplane/soft/link.h"
@@ -31,7 +32,7 @@ class SoftDevice final : public verbs::Device {
     friend class SoftDevice;
   };
   SoftDevice(CreateKey, verbs::DeviceInfo info, Fabric* fabric)
-      : info_(std::move(info)), fabric_(fabric) {}
+      : info_(std::move(info)), fabric_(fabric), mrs_(std::random_device()()) {}
   ~SoftDevice() override;
 
   const verbs::DeviceInfo& info() const override { return info_; }

@@ -52,8 +52,7 @@ Status SoftQp::ToRtr(const verbs::QpRtrParams& params) {
   }
   if (params.min_rnr_timer > 31) return Status::InvalidArgument("min_rnr_timer exceeds 31");
   if (params.remote.gid.IsZero()) return Status::InvalidArgument("remote GID is required");
-  auto channel = device_->fabric()->OpenChannel(
-      device_, qp_num_, params.remote.gid, params.remote.qp_num, params.remote.psn, params.epoch);
+  auto channel = device_->fabric()->OpenChannel(device_, qp_num_, params);
   if (!channel.ok()) return channel.status();
   channel_ = std::move(channel).value();
   remote_ = params.remote;

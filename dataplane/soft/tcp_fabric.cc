@@ -16,6 +16,7 @@
 #include <deque>
 #include <string>
 
+#include "dataplane/soft/link_auth.h"
 #include "dataplane/soft/soft_device.h"
 #include "dataplane/soft/soft_qp.h"
 #include "dataplane/soft/tcp_fabric_internal.h"
@@ -113,12 +114,14 @@ TcpFabric::TcpChannel* TcpFabric::FindChannel(const SoftDevice* device, uint32_t
   return nullptr;
 }
 
-common::Result<std::unique_ptr<Channel>> TcpFabric::OpenChannel(
-    SoftDevice* local, uint32_t local_qpn, const verbs::Gid& remote_gid, uint32_t remote_qpn,
-    uint32_t peer_send_psn, uint64_t epoch) {
+common::Result<std::unique_ptr<Channel>> TcpFabric::OpenChannel(SoftDevice* local,
+                                                                uint32_t local_qpn,
+                                                                const verbs::QpRtrParams& rtr) {
+  const verbs::Gid& remote_gid = rtr.remote.gid;
+  const uint32_t remote_qpn = rtr.remote.qp_num;
   if (!remote_gid.Ipv4()) return Status::InvalidArgument("remote GID is not IPv4-mapped");
   auto channel = std::make_unique<TcpChannel>(this, local, local_qpn, remote_gid, remote_qpn,
-                                              peer_send_psn, epoch);
+                                              rtr.remote.psn, rtr.epoch, rtr.link_key);
   channels_.push_back(channel.get());
   if (Less(local->info().gid, local_qpn, remote_gid, remote_qpn)) {
     Connect(*channel);  // we call
@@ -163,14 +166,7 @@ TcpFabric::Conn* TcpFabric::Connect(TcpChannel& channel) {
     return nullptr;
   }
   c.connecting = true;
-  wire::Hello hello;
-  hello.src_gid = channel.local_->info().gid;
-  hello.src_qpn = channel.local_qpn_;
-  hello.dst_qpn = channel.remote_qpn_;
-  hello.dst_send_psn = channel.peer_send_psn_;
-  hello.epoch = channel.epoch_;
-  wire::EncodeHello(hello, &c.hello_out);
-  c.hello_pending = true;
+  c.rx = Conn::Rx::kChallenge;  // the hello answers the callee's challenge
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT;
   ev.data.u64 = reinterpret_cast<uint64_t>(&c);
@@ -188,6 +184,15 @@ void TcpFabric::Accept(Listener& listener) {
     conn->fd = fd;
     conn->device = listener.device;
     conn->rx = Conn::Rx::kHello;
+    // The challenge first: 32 bytes into a fresh socket's empty buffer.
+    conn->challenge = NewChallenge();
+    wire::ChallengeBytes challenge;
+    wire::EncodeChallenge(conn->challenge, &challenge);
+    if (send(fd, challenge.data(), challenge.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(challenge.size())) {
+      close(fd);
+      continue;
+    }
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = reinterpret_cast<uint64_t>(conn.get());
@@ -199,6 +204,14 @@ void TcpFabric::Accept(Listener& listener) {
 
 bool TcpFabric::Attach(Conn& conn, TcpChannel& channel) {
   if (channel.conn_ != nullptr) return false;
+  if (!HelloAuthentic(channel.link_key_, conn.challenge, conn.hello_in)) {
+    // A caller that does not know the link key (it never saw the business cards): refused, and
+    // our QP keeps waiting for the right one.
+    ++stats_.hellos_refused;
+    ++stats_.hellos_unauthenticated;
+    Kill(conn);
+    return true;
+  }
   if (conn.hello_in.epoch != channel.epoch_) {
     // A caller from another incarnation of the pair (an earlier epoch, or one the control plane
     // has not agreed on yet): refused, and our QP keeps waiting for the right one.
@@ -273,8 +286,44 @@ bool TcpFabric::ReadHello(Conn& c) {
   return false;
 }
 
+// Reads the callee's challenge on a connection we made, then sends our signed hello. False: wait
+// (incomplete) or refused.
+bool TcpFabric::ReadChallenge(Conn& c) {
+  while (c.rx_have < wire::kChallengeBytes) {
+    const ssize_t n = read(c.fd, c.rx_buf.data() + c.rx_have, wire::kChallengeBytes - c.rx_have);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      Kill(c);
+      return false;
+    }
+    if (n < 0) return false;
+    c.rx_have += static_cast<size_t>(n);
+  }
+  c.rx_have = 0;
+  wire::Challenge challenge;
+  if (c.channel == nullptr || wire::DecodeChallenge({c.rx_buf.data(), wire::kChallengeBytes},
+                                                    &challenge) != wire::DecodeError::kOk) {
+    ++stats_.frames_refused;
+    Kill(c);
+    return false;
+  }
+  const TcpChannel& channel = *c.channel;
+  wire::Hello hello;
+  hello.src_gid = channel.local_->info().gid;
+  hello.src_qpn = channel.local_qpn_;
+  hello.dst_qpn = channel.remote_qpn_;
+  hello.dst_send_psn = channel.peer_send_psn_;
+  hello.epoch = channel.epoch_;
+  SignHello(channel.link_key_, challenge, &hello);
+  wire::EncodeHello(hello, &c.hello_out);
+  c.hello_pending = true;
+  c.rx = Conn::Rx::kHeader;
+  Flush(c);  // the hello, then what our QP queued meanwhile
+  return !c.dead;
+}
+
 void TcpFabric::OnReadable(Conn& c) {
   if (c.dead) return;
+  if (c.rx == Conn::Rx::kChallenge && !ReadChallenge(c)) return;
   if (c.rx == Conn::Rx::kHello && !ReadHello(c)) return;
   size_t budget = options_.max_bytes_per_progress;
   for (int frames = 0; frames < options_.max_frames_per_progress && !c.dead && budget > 0;) {
@@ -350,7 +399,7 @@ void TcpFabric::OnReadable(Conn& c) {
 }
 
 void TcpFabric::Flush(Conn& c) {
-  if (c.dead || c.connecting) return;
+  if (c.dead || c.connecting || c.rx == Conn::Rx::kChallenge) return;
   if (c.hello_pending) {
     while (c.hello_sent < c.hello_out.size()) {
       const ssize_t n = send(c.fd, c.hello_out.data() + c.hello_sent,

@@ -1,11 +1,12 @@
 // TcpFabric: soft devices talking over TCP, between processes or hosts.
 //
 // A soft NIC listens on its IPv4 address and the fabric's port. Each connected QP pair has one
-// TCP connection, set up when the QPs reach RTR: the side with the smaller (GID, QPN) calls and
-// sends a hello (wire_format.h); the other accepts and matches the hello with its QP's channel,
-// holding the connection until its QP reaches RTR if the caller was first. A hello naming an
-// unknown QP, not matching the QP's peer, or expecting another first PSN than the QP sends is
-// refused and counted.
+// TCP connection, set up when the QPs reach RTR: the side with the smaller (GID, QPN) calls; the
+// other accepts and sends a challenge (a fresh nonce); the caller answers with a hello signed with
+// the connection's link key (link_auth.h, wire_format.h); the callee matches the hello with its
+// QP's channel, holding the connection until its QP reaches RTR if the caller was first, and
+// checks its MAC. A hello naming an unknown QP, not matching the QP's peer, not proving the link
+// key, or expecting another first PSN than the QP sends is refused and counted.
 //
 // Zero copy: a frame goes out as one writev of its header and the payload where it lies
 // (registered memory or a WQE's inline copy); an inbound payload is read straight into the
@@ -44,11 +45,12 @@ struct TcpFabricOptions {
 struct TcpFabricStats {
   uint64_t connections_accepted = 0;
   uint64_t connections_made = 0;
-  uint64_t hellos_refused = 0;  // unknown QPN, not the QP's peer, or a wrong PSN
-  uint64_t frames_refused = 0;  // malformed frames (the connection is closed)
-  uint64_t frames_dropped = 0;  // sent on a dead connection
-  uint64_t acks_deferred = 0;   // ACKs held back within a pass (TransmitAck)
-  uint64_t frames_joined = 0;   // frames that shared a sendmsg with the one before them
+  uint64_t hellos_refused = 0;          // unknown QPN, not the QP's peer, or a wrong PSN
+  uint64_t hellos_unauthenticated = 0;  // a MAC that does not prove the link key (also refused)
+  uint64_t frames_refused = 0;          // malformed frames (the connection is closed)
+  uint64_t frames_dropped = 0;          // sent on a dead connection
+  uint64_t acks_deferred = 0;           // ACKs held back within a pass (TransmitAck)
+  uint64_t frames_joined = 0;           // frames that shared a sendmsg with the one before them
 };
 
 class TcpFabric final : public Fabric {
@@ -61,9 +63,7 @@ class TcpFabric final : public Fabric {
   common::Status Attach(SoftDevice* device) override;
   void Detach(SoftDevice* device) override;
   common::Result<std::unique_ptr<Channel>> OpenChannel(SoftDevice* local, uint32_t local_qpn,
-                                                       const verbs::Gid& remote_gid,
-                                                       uint32_t remote_qpn, uint32_t peer_send_psn,
-                                                       uint64_t epoch) override;
+                                                       const verbs::QpRtrParams& rtr) override;
   uint64_t NowNs() const override;
   void ForgetQp(SoftDevice* device, uint32_t qp_num) override;
   void Progress() override;
@@ -92,6 +92,7 @@ class TcpFabric final : public Fabric {
   void Accept(Listener& listener);
   void OnReadable(Conn& conn);
   bool ReadHello(Conn& conn);
+  bool ReadChallenge(Conn& conn);
   bool Attach(Conn& conn, TcpChannel& channel);
   void CheckPsn(TcpChannel& channel);
   void Flush(Conn& conn);

@@ -28,8 +28,11 @@ struct TcpFabric::Conn {
   bool hello_pending = false;
   bool held = false;        // accepted, hello read, waiting (unread) for its QP's RTR
   bool pending_tx = false;  // in TcpFabric::pending_tx_
-  enum class Rx : uint8_t { kHello, kHeader, kPayload } rx = Rx::kHeader;
-  std::array<uint8_t, 64> rx_buf{};
+  // kChallenge: a connection we made, waiting for the callee's challenge; kHello: one we
+  // accepted, waiting for the caller's hello.
+  enum class Rx : uint8_t { kChallenge, kHello, kHeader, kPayload } rx = Rx::kHeader;
+  std::array<uint8_t, wire::kHelloBytes> rx_buf{};  // a hello, a challenge or a frame header
+  wire::Challenge challenge;  // accepted: the nonce the caller's hello must answer
   size_t rx_have = 0;
   wire::Hello hello_in;
   PacketHeader rx_header;
@@ -50,14 +53,16 @@ class TcpFabric::TcpChannel final : public Channel {
   };
 
   TcpChannel(TcpFabric* fabric, SoftDevice* local, uint32_t local_qpn, const verbs::Gid& remote_gid,
-             uint32_t remote_qpn, uint32_t peer_send_psn, uint64_t epoch)
+             uint32_t remote_qpn, uint32_t peer_send_psn, uint64_t epoch,
+             const verbs::LinkKey& link_key)
       : fabric_(fabric),
         local_(local),
         local_qpn_(local_qpn),
         remote_gid_(remote_gid),
         remote_qpn_(remote_qpn),
         peer_send_psn_(peer_send_psn),
-        epoch_(epoch) {}
+        epoch_(epoch),
+        link_key_(link_key) {}
 
   void OnLocalSendPsn(uint32_t psn) override {
     local_send_psn_ = psn;
@@ -126,6 +131,7 @@ class TcpFabric::TcpChannel final : public Channel {
   uint32_t remote_qpn_;
   uint32_t peer_send_psn_;       // what the peer sends first (our RTR), put in our hello
   uint64_t epoch_;               // the connection epoch (our RTR): in our hello, checked in theirs
+  verbs::LinkKey link_key_;      // our RTR's: signs our hello, checks theirs
   uint32_t local_send_psn_ = 0;  // what we send first (our RTS)
   bool has_local_send_psn_ = false;
   bool has_hello_ = false;  // accepted: the caller's hello, with its view of our PSN

@@ -23,6 +23,7 @@ T Get(const uint8_t* base, size_t offset) {
 
 constexpr uint16_t kKindFrame = 1;
 constexpr uint16_t kKindHello = 2;
+constexpr uint16_t kKindChallenge = 3;
 
 bool ValidOpcode(uint8_t op) {
   switch (op) {
@@ -32,8 +33,10 @@ bool ValidOpcode(uint8_t op) {
     case IBV_WR_SEND_WITH_IMM:
     case IBV_WR_RDMA_READ:
     case IBV_WR_ATOMIC_FETCH_AND_ADD:
-    case IBV_WR_ATOMIC_CMP_AND_SWP: return true;
-    default: return false;
+    case IBV_WR_ATOMIC_CMP_AND_SWP:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -48,15 +51,24 @@ DecodeError CheckPrologue(const uint8_t* b, uint16_t kind) {
 
 const char* DecodeErrorName(DecodeError e) {
   switch (e) {
-    case DecodeError::kOk: return "ok";
-    case DecodeError::kTruncated: return "truncated";
-    case DecodeError::kBadMagic: return "bad magic";
-    case DecodeError::kBadVersion: return "unsupported version";
-    case DecodeError::kBadType: return "bad type";
-    case DecodeError::kBadOpcode: return "bad opcode";
-    case DecodeError::kBadNak: return "bad NAK code";
-    case DecodeError::kOversized: return "oversized payload";
-    case DecodeError::kBadLength: return "payload length does not fit the message";
+    case DecodeError::kOk:
+      return "ok";
+    case DecodeError::kTruncated:
+      return "truncated";
+    case DecodeError::kBadMagic:
+      return "bad magic";
+    case DecodeError::kBadVersion:
+      return "unsupported version";
+    case DecodeError::kBadType:
+      return "bad type";
+    case DecodeError::kBadOpcode:
+      return "bad opcode";
+    case DecodeError::kBadNak:
+      return "bad NAK code";
+    case DecodeError::kOversized:
+      return "oversized payload";
+    case DecodeError::kBadLength:
+      return "payload length does not fit the message";
   }
   return "?";
 }
@@ -118,10 +130,11 @@ DecodeError DecodeFrameHeader(std::span<const uint8_t> bytes, PacketHeader* h) {
   out.swap = Get<uint64_t>(b, 56);
   if (out.payload_len > kMaxPayload) return DecodeError::kOversized;
   // Only requests that carry data and READ responses have a payload.
-  const bool may_carry = out.type == PacketType::kReadResponse ||
-                         (out.type == PacketType::kRequest &&
-                          (out.opcode == IBV_WR_RDMA_WRITE || out.opcode == IBV_WR_RDMA_WRITE_WITH_IMM ||
-                           out.opcode == IBV_WR_SEND || out.opcode == IBV_WR_SEND_WITH_IMM));
+  const bool may_carry =
+      out.type == PacketType::kReadResponse ||
+      (out.type == PacketType::kRequest &&
+       (out.opcode == IBV_WR_RDMA_WRITE || out.opcode == IBV_WR_RDMA_WRITE_WITH_IMM ||
+        out.opcode == IBV_WR_SEND || out.opcode == IBV_WR_SEND_WITH_IMM));
   if (!may_carry && out.payload_len != 0) return DecodeError::kBadLength;
   if (out.psn > kPsnMask || out.src_qpn > kPsnMask || out.dst_qpn > kPsnMask) {
     return DecodeError::kBadLength;
@@ -143,6 +156,24 @@ void EncodeHello(const Hello& hello, HelloBytes* out) {
   Put<uint32_t>(b, 28, hello.dst_qpn);
   Put<uint32_t>(b, 32, hello.dst_send_psn);
   Put<uint64_t>(b, 40, hello.epoch);
+  std::memcpy(b + kHelloFieldBytes, hello.mac.data(), hello.mac.size());
+}
+
+void EncodeChallenge(const Challenge& challenge, ChallengeBytes* out) {
+  out->fill(0);
+  uint8_t* b = out->data();
+  Put<uint32_t>(b, 0, kFrameMagic);
+  Put<uint16_t>(b, 4, kVersion);
+  Put<uint16_t>(b, 6, kKindChallenge);
+  std::memcpy(b + 8, challenge.nonce.data(), challenge.nonce.size());
+}
+
+DecodeError DecodeChallenge(std::span<const uint8_t> bytes, Challenge* challenge) {
+  if (bytes.size() < kChallengeBytes) return DecodeError::kTruncated;
+  const uint8_t* b = bytes.data();
+  if (DecodeError e = CheckPrologue(b, kKindChallenge); e != DecodeError::kOk) return e;
+  std::memcpy(challenge->nonce.data(), b + 8, challenge->nonce.size());
+  return DecodeError::kOk;
 }
 
 DecodeError DecodeHello(std::span<const uint8_t> bytes, Hello* hello) {
@@ -155,6 +186,7 @@ DecodeError DecodeHello(std::span<const uint8_t> bytes, Hello* hello) {
   out.dst_qpn = Get<uint32_t>(b, 28);
   out.dst_send_psn = Get<uint32_t>(b, 32);
   out.epoch = Get<uint64_t>(b, 40);
+  std::memcpy(out.mac.data(), b + kHelloFieldBytes, out.mac.size());
   if (out.src_qpn > kPsnMask || out.dst_qpn > kPsnMask || out.dst_send_psn > kPsnMask) {
     return DecodeError::kBadLength;
   }

@@ -17,20 +17,20 @@
 namespace braid::soft::wire {
 
 inline constexpr uint32_t kFrameMagic = 0x44494142;  // "BAID" little-endian
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;              // 2: challenge, and the hello's MAC
 inline constexpr size_t kFrameHeaderBytes = 64;
 inline constexpr uint32_t kMaxPayload = 1u << 31;  // one message, as the soft QP's max_msg_sz
 
 enum class DecodeError : uint8_t {
   kOk,
-  kTruncated,      // fewer than kFrameHeaderBytes
+  kTruncated,  // fewer than kFrameHeaderBytes
   kBadMagic,
   kBadVersion,
   kBadType,
   kBadOpcode,
   kBadNak,
-  kOversized,      // payload_len above kMaxPayload
-  kBadLength,      // payload_len inconsistent with the message type
+  kOversized,  // payload_len above kMaxPayload
+  kBadLength,  // payload_len inconsistent with the message type
 };
 const char* DecodeErrorName(DecodeError error);
 
@@ -39,15 +39,28 @@ using FrameHeaderBytes = std::array<uint8_t, kFrameHeaderBytes>;
 void EncodeFrameHeader(const PacketHeader& header, FrameHeaderBytes* out);
 DecodeError DecodeFrameHeader(std::span<const uint8_t> bytes, PacketHeader* out);
 
-// The first message of a connection: who is calling whom. Also 64 bytes.
+// The first message of a connection, from the callee as soon as it accepts: a fresh random nonce
+// the caller's hello must answer. 32 bytes.
+struct Challenge {
+  std::array<uint8_t, 24> nonce{};
+};
+inline constexpr size_t kChallengeBytes = 32;
+using ChallengeBytes = std::array<uint8_t, kChallengeBytes>;
+void EncodeChallenge(const Challenge& challenge, ChallengeBytes* out);
+DecodeError DecodeChallenge(std::span<const uint8_t> bytes, Challenge* out);
+
+// The caller's answer: who is calling whom, and a MAC proving it knows the connection's link key
+// (HelloMac, link_auth.h). 96 bytes: 64 of fields, then the MAC.
 struct Hello {
   verbs::Gid src_gid;
   uint32_t src_qpn = 0;
   uint32_t dst_qpn = 0;
   uint32_t dst_send_psn = 0;  // the PSN the caller expects the callee to start sending at
   uint64_t epoch = 0;         // bumped by the upper layer on every reconnect (0: none)
+  std::array<uint8_t, 32> mac{};
 };
-inline constexpr size_t kHelloBytes = 64;
+inline constexpr size_t kHelloFieldBytes = 64;  // what the MAC covers (with the nonce)
+inline constexpr size_t kHelloBytes = kHelloFieldBytes + 32;
 using HelloBytes = std::array<uint8_t, kHelloBytes>;
 void EncodeHello(const Hello& hello, HelloBytes* out);
 DecodeError DecodeHello(std::span<const uint8_t> bytes, Hello* out);

@@ -12,6 +12,7 @@
 
 #include <infiniband/verbs.h>
 
+#include <array>
 #include <cstdint>
 
 #include "dataplane/verbs/gid.h"
@@ -54,12 +55,15 @@ struct RemoteQpAddress {
   uint32_t psn = 0;  // the remote's send PSN = our expected receive PSN (24 bits)
 };
 
+// A secret shared by the two ends of a connection (QpRtrParams::link_key).
+using LinkKey = std::array<uint8_t, 32>;
+
 struct QpRtrParams {
   RemoteQpAddress remote;
   ibv_mtu path_mtu = IBV_MTU_4096;
   uint8_t min_rnr_timer = 12;  // 0.64 ms
   uint8_t max_dest_rd_atomic = 16;
-  uint8_t sgid_index = 0;      // local GID index (RoCE / global routing)
+  uint8_t sgid_index = 0;  // local GID index (RoCE / global routing)
   uint8_t traffic_class = 0;
   uint8_t hop_limit = 64;
   uint8_t service_level = 0;
@@ -68,6 +72,10 @@ struct QpRtrParams {
   // recovery). The soft TCP link sends it in its hello and refuses a caller whose epoch differs;
   // an HCA has no such field (fresh PSNs do that job there) and ibverbs ignores it.
   uint64_t epoch = 0;
+  // The connection's link key, agreed out of band (the VQP derives it from both business cards'
+  // secrets). The soft TCP link's caller proves it knows the key (an HMAC over the callee's
+  // challenge) before it may attach to the QP; an HCA has no such field and ibverbs ignores it.
+  LinkKey link_key{};
 };
 
 struct QpRtsParams {

@@ -94,4 +94,10 @@ Status CheckPeerCards(const BusinessCard& local, const BusinessCard& remote) {
   return Status::Ok();
 }
 
+verbs::LinkKey LinkKeyOf(const BusinessCard& a, const BusinessCard& b) {
+  verbs::LinkKey key;
+  for (size_t i = 0; i < key.size(); ++i) key[i] = a.link_secret[i] ^ b.link_secret[i];
+  return key;
+}
+
 }  // namespace braid::vqp

@@ -16,6 +16,7 @@
 
 #include "dataplane/common/status.h"
 #include "dataplane/verbs/gid.h"
+#include "dataplane/verbs/qp_params.h"
 #include "dataplane/vqp/vqp_types.h"
 
 namespace braid::vqp {
@@ -55,6 +56,10 @@ struct BusinessCard {
   // The issuing agent's identity as its peers authenticate it ("" when it calls without TLS): a
   // VQP connected with this card accepts recovery requests from that identity only.
   std::string agent_identity;
+  // Random per VQP. The two cards' secrets make the connection's link key (LinkKeyOf), which a
+  // soft NIC's caller must prove it knows: only who saw both cards can attach to the QPs. (The
+  // control plane carries cards over TLS; with plaintext gRPC the secret is as open as the card.)
+  verbs::LinkKey link_secret{};
   std::vector<DeviceCard> devices;
   uint64_t control_addr = 0;  // the VQP's control region (target of fence READs)
   std::vector<QpCard> data_qps;
@@ -62,6 +67,9 @@ struct BusinessCard {
 
   common::Status Validate() const;
 };
+
+// The link key of a connection between the VQPs of cards `a` and `b` (the same both ways).
+verbs::LinkKey LinkKeyOf(const BusinessCard& a, const BusinessCard& b);
 
 // Both cards valid and able to connect with each other.
 common::Status CheckPeerCards(const BusinessCard& local, const BusinessCard& remote);

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cstring>
+#include <random>
 #include <string>
 
 namespace braid::vqp {
@@ -43,6 +45,11 @@ common::Result<std::unique_ptr<VirtualQp>> VirtualQp::Create(
   auto vqp =
       std::make_unique<VirtualQp>(CreateKey(), cq, config, static_cast<uint32_t>(cq.num_devices()));
   BRAID_RETURN_IF_ERROR(vqp->Init(pds));
+  std::random_device random;
+  for (size_t i = 0; i < vqp->link_secret_.size(); i += 4) {
+    const uint32_t word = random();
+    std::memcpy(vqp->link_secret_.data() + i, &word, 4);
+  }
   return vqp;
 }
 
@@ -192,6 +199,7 @@ BusinessCard VirtualQp::LocalCard(uint64_t epoch) const {
   card.qp_capacity = config_.qp_capacity;
   card.max_virtual_wrs = config_.max_virtual_wrs;
   card.control_addr = control_addr(fence_offset_);
+  card.link_secret = link_secret_;
   std::vector<uint32_t> card_index(static_cast<size_t>(cq_.num_devices()), 0);
   for (size_t k = 0; k < devices_.size(); ++k) {
     const int d = devices_[k];
@@ -224,6 +232,7 @@ Status VirtualQp::Connect(const BusinessCard& remote, uint64_t epoch) {
   for (const DeviceCard& d : remote.devices) remote_control_rkeys_.push_back(d.control_rkey);
   remote_control_addr_ = remote.control_addr;
   remote_devices_ = remote.devices;
+  link_key_ = LinkKeyOf(local, remote);
   for (size_t i = 0; i < qps_.size(); ++i) {
     PhysQp& q = qps_[i];
     const QpCard& mine = i < config_.num_qps ? local.data_qps[i] : *local.message_qp;
@@ -290,6 +299,7 @@ Status VirtualQp::ToRtrRts(int index, const QpCard& peer, uint32_t psn, uint64_t
   rtr.sgid_index = info.gid_index;
   rtr.min_rnr_timer = 1;
   rtr.epoch = epoch;
+  rtr.link_key = link_key_;
   BRAID_RETURN_IF_ERROR(q.qp->ToRtr(rtr).WithContext("QP " + std::to_string(index) + " to RTR"));
   return q.qp->ToRts({.sq_psn = psn,
                       .timeout = config_.timeout,

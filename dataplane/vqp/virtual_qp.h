@@ -362,6 +362,8 @@ class VirtualQp {
   KeyTable remote_keys_;
   std::vector<uint32_t> remote_control_rkeys_;
   uint64_t remote_control_addr_ = 0;
+  verbs::LinkKey link_secret_{};  // this VQP's half of the link key (its card's)
+  verbs::LinkKey link_key_{};     // the connection's, from both cards (every RTR, recovery too)
   std::vector<DeviceCard> remote_devices_;  // the peer card's devices (recovery re-connects)
   std::vector<uint32_t> reserved_;          // CQ entries reserved per CQ device
   // (local device, peer device) pairs of the data QPs and of the message QP: the key checks.

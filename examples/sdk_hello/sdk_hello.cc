@@ -16,17 +16,20 @@ int main(int argc, char** argv) {
   auto a = AgentClient::Open(argv[1]);
   auto b = AgentClient::Open(argv[2]);
   if (!a.ok() || !b.ok()) return std::fprintf(stderr, "agents unreachable\n"), 1;
-  auto conn = Connect(*a, *b, {.num_qps = 8});                 // a VQP on each side, connected
-  auto src = (*a)->RegisterMemory(64 << 20);                   // shared memory, mapped here
-  auto dst = (*b)->RegisterMemory(64 << 20);
-  if (!conn.ok() || !src.ok() || !dst.ok()) return std::fprintf(stderr, "setup failed\n"), 1;
+  auto conn = Connect(*a, *b, {.num_qps = 8});  // a VQP on each side, connected
+  if (!conn.ok()) return std::fprintf(stderr, "connect failed\n"), 1;
+  auto src = (*a)->RegisterMemory(64 << 20);                          // shared memory, mapped here
+  auto dst = (*b)->RegisterMemory(64 << 20, "", {(*conn)->vqp_b()});  // reachable by a's VQP
+  if (!src.ok() || !dst.ok()) return std::fprintf(stderr, "setup failed\n"), 1;
   std::memset((*src)->data(), 0x5a, (*src)->size());
   auto session = TransferSession::Open(*a, (*conn)->vqp_a());  // one Transfer stream
   if (!session.ok()) return 1;
   std::vector<std::future<TransferResult>> done;
   for (uint64_t off = 0; off < (*src)->size(); off += 1 << 20) {
-    done.push_back((*session)->Submit({.local_region = (*src)->id(), .local_offset = off,
-                                       .remote = (*dst)->remote(), .remote_offset = off,
+    done.push_back((*session)->Submit({.local_region = (*src)->id(),
+                                       .local_offset = off,
+                                       .remote = *(*dst)->remote((*conn)->vqp_b()),
+                                       .remote_offset = off,
                                        .length = 1 << 20}));
   }
   for (auto& f : done) {

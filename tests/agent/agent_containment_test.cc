@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "tests/agent/agent_harness.h"
+#include "tests/agent/event_collector.h"
 #include "tests/testutil/test_port.h"
 
 namespace braid::testing {
@@ -45,51 +46,6 @@ v1::VirtualQpInfo WaitVqp(AgentProcess& agent, uint64_t vqp, int timeout_ms, F d
   return info;
 }
 
-// Collects WatchEvents on a thread until destroyed.
-class EventCollector {
- public:
-  explicit EventCollector(v1::Agent::Stub& stub) {
-    reader_ = stub.WatchEvents(&context_, {});
-    v1::WatchEventsResponse first;
-    subscribed_ = reader_->Read(&first) && first.subscribed();
-    thread_ = std::thread([this] {
-      v1::WatchEventsResponse r;
-      while (reader_->Read(&r)) {
-        std::lock_guard<std::mutex> lock(mu_);
-        got_.push_back(r.event());
-      }
-    });
-  }
-  ~EventCollector() {
-    context_.TryCancel();
-    thread_.join();
-  }
-  bool subscribed() const { return subscribed_; }
-  std::vector<v1::Event> Snapshot() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return got_;
-  }
-  // Waits until an event of `kind` (for `vqp`, 0 = any) arrived; true if it did.
-  bool WaitFor(const std::string& kind, uint64_t vqp, int timeout_ms) {
-    const auto until = Clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (Clock::now() < until) {
-      for (const auto& e : Snapshot()) {
-        if (e.kind() == kind && (vqp == 0 || e.vqp_id() == vqp)) return true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return false;
-  }
-
- private:
-  grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReader<v1::WatchEventsResponse>> reader_;
-  std::thread thread_;
-  std::mutex mu_;
-  std::vector<v1::Event> got_;
-  bool subscribed_ = false;
-};
-
 // The kinds of `events` about (vqp, qp) in order, consecutive repeats folded.
 std::vector<std::string> KindsFor(const std::vector<v1::Event>& events, uint64_t vqp, int qp) {
   std::vector<std::string> out;
@@ -119,7 +75,7 @@ class ContainmentTest : public ::testing::Test {
     vb_ = CreateVqp(b_->stub(), scheme, qps);
     ConnectPair(a_->stub(), va_, b_->stub(), vb_);
     src_ = Register(a_->stub(), 64 * kMiB);
-    dst_ = Register(b_->stub(), 64 * kMiB);
+    dst_ = Register(b_->stub(), 64 * kMiB, "", {vb_.vqp_id()});
   }
   // `count` write-with-imm MiB writes; all must succeed, and B must see `count` notifications.
   void WritesWithNotifications(int count) {

@@ -160,8 +160,8 @@ class AgentHostileTest : public ::testing::Test {
     vb_ = CreateVqp(b_->stub(), v1::SCHEME_SPRAY, 4);
     ConnectPair(a_->stub(), va_, b_->stub(), vb_);
     fresh_ = CreateVqp(a_->stub(), v1::SCHEME_SPRAY, 4);  // never connected
-    ra_ = Register(a_->stub(), 4 * kMiB, "a");
-    rb_ = Register(b_->stub(), 4 * kMiB, "b");
+    ra_ = Register(a_->stub(), 4 * kMiB, "a", {va_.vqp_id()});
+    rb_ = Register(b_->stub(), 4 * kMiB, "b", {vb_.vqp_id()});
   }
 
   v1::TransferRequest GoodWrite(uint64_t op_id) const {
@@ -170,7 +170,7 @@ class AgentHostileTest : public ::testing::Test {
     r.set_vqp_id(va_.vqp_id());
     r.set_op(v1::OP_WRITE);
     r.set_local_region_id(ra_.region_id());
-    *r.mutable_remote() = rb_.remote();
+    *r.mutable_remote() = GrantOf(rb_);
     r.set_length(kMiB);
     return r;
   }
@@ -397,7 +397,7 @@ TEST_F(AgentHostileTest, EveryBadRequestGetsAPreciseStatusAndChangesNothing) {
     grpc::StatusCode code;
     const char* message;
   };
-  const v1::RemoteRegion own = ra_.remote();
+  const v1::RemoteRegion own = GrantOf(ra_);
   const std::vector<OpCase> ops = {
       {"unknown VQP", [](auto& r) { r.set_vqp_id(424242); }, grpc::StatusCode::NOT_FOUND,
        "no virtual QP 424242 on agent agent-a"},
@@ -568,7 +568,7 @@ using AgentDrainTest = AgentHostileTest;
 
 TEST_F(AgentDrainTest, UnderLoadInFlightWorkFinishesNoNewWorkIsTakenNothingFails) {
   v1::RegionInfo src = Register(a_->stub(), 64 * kMiB, "src");
-  v1::RegionInfo dst = Register(b_->stub(), 64 * kMiB, "dst");
+  v1::RegionInfo dst = Register(b_->stub(), 64 * kMiB, "dst", {vb_.vqp_id()});
   auto ops = [&](int count) { return MiBWrites(va_.vqp_id(), src, dst, count); };
   TransferRun first;
   std::thread load([&] { first = RunTransfers(a_->stub(), ops(2048)); });
@@ -617,7 +617,8 @@ TEST(AgentRecovery, ADeadDataQpIsRecoveredWithThePeerAndCarriesDataAgain) {
   auto va = CreateVqp(a->stub(), v1::SCHEME_DQPLB, 4);
   auto vb = CreateVqp(b->stub(), v1::SCHEME_DQPLB, 4);
   ConnectPair(a->stub(), va, b->stub(), vb);
-  v1::RegionInfo src = Register(a->stub(), 64 * kMiB), dst = Register(b->stub(), 64 * kMiB);
+  v1::RegionInfo src = Register(a->stub(), 64 * kMiB);
+  v1::RegionInfo dst = Register(b->stub(), 64 * kMiB, "", {vb.vqp_id()});
   auto ops = [&](int count) { return MiBWrites(va.vqp_id(), src, dst, count); };
   TransferRun load;
   std::thread writer([&] { load = RunTransfers(a->stub(), ops(3072)); });

@@ -567,15 +567,36 @@ void DestroyVqp(v1::Agent::Stub& stub, uint64_t vqp_id) {
   EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
-v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label) {
+v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label,
+                        const std::vector<uint64_t>& grant_vqps) {
   grpc::ClientContext ctx;
   v1::RegisterMemoryRequest request;
   request.set_length(length);
   request.set_label(label);
+  for (uint64_t v : grant_vqps) request.add_grant_vqp_ids(v);
   v1::RegionInfo info;
   const grpc::Status s = stub.RegisterMemory(&ctx, request, &info);
   EXPECT_TRUE(s.ok()) << s.error_message();
   return info;
+}
+
+v1::RegionInfo WithGrant(v1::Agent::Stub& stub, const v1::RegionInfo& region, uint64_t vqp) {
+  grpc::ClientContext ctx;
+  v1::GrantAccessRequest request;
+  request.set_region_id(region.region_id());
+  request.set_vqp_id(vqp);
+  v1::RegionInfo out = region;
+  out.clear_grants();
+  const grpc::Status s = stub.GrantAccess(&ctx, request, out.add_grants());
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return out;
+}
+
+const v1::RemoteRegion& GrantOf(const v1::RegionInfo& region) {
+  static const v1::RemoteRegion kNone;
+  EXPECT_EQ(region.grants_size(), 1) << "region " << region.region_id() << " has "
+                                     << region.grants_size() << " grants; the test expects one";
+  return region.grants_size() > 0 ? region.grants(0) : kNone;
 }
 
 std::vector<v1::TransferRequest> Transfers(v1::Op op, uint64_t vqp, const v1::RegionInfo& local,
@@ -590,7 +611,7 @@ std::vector<v1::TransferRequest> Transfers(v1::Op op, uint64_t vqp, const v1::Re
     r.set_op(op);
     r.set_local_region_id(local.region_id());
     r.set_local_offset(i % slots * size);
-    *r.mutable_remote() = remote.remote();
+    *r.mutable_remote() = GrantOf(remote);
     r.set_remote_offset(i % slots * size);
     r.set_length(size);
     out.push_back(std::move(r));

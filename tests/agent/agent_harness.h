@@ -161,7 +161,13 @@ void DestroyVqp(v1::Agent::Stub& stub, uint64_t vqp_id);
 // Exchanges cards and connects both sides.
 void ConnectPair(v1::Agent::Stub& a, const v1::VirtualQpInfo& va, v1::Agent::Stub& b,
                  const v1::VirtualQpInfo& vb);
-v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label = "");
+// Registers a region; `grant_vqps` (VQPs on the same agent) may reach it over the wire.
+v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label = "",
+                        const std::vector<uint64_t>& grant_vqps = {});
+// `region` as granted to `vqp` (GrantAccess): its grants are that one.
+v1::RegionInfo WithGrant(v1::Agent::Stub& stub, const v1::RegionInfo& region, uint64_t vqp);
+// The region's one grant (what the peer of the granted VQP targets); a test failure otherwise.
+const v1::RemoteRegion& GrantOf(const v1::RegionInfo& region);
 // `count` operations `op` of `size` bytes from `local` to `remote` on `vqp`, cycling over the
 // regions' first `slots` slots of `size`; op ids 0, 1, 2, ...
 std::vector<v1::TransferRequest> Transfers(v1::Op op, uint64_t vqp, const v1::RegionInfo& local,

@@ -2,17 +2,16 @@
 // eventfd) at once, not when its VQP next receives a notification or is destroyed; the passive
 // side of a half-connected pair keeps no socket once both VQPs are gone.
 #include <gtest/gtest.h>
-
 #include <signal.h>
 #include <stdlib.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <tuple>
 #include <filesystem>
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include "tests/agent/agent_harness.h"
 
@@ -73,7 +72,8 @@ TEST(AgentLifecycle, APassiveAgentKeepsNoSocketsOnceAHalfConnectedPairIsDestroye
     const v1::VirtualQpInfo va = CreateVqp(a->stub(), v1::SCHEME_SPRAY, 4);
     const v1::VirtualQpInfo vb = CreateVqp(b->stub(), v1::SCHEME_SPRAY, 4);
     ConnectOne(a->stub(), va, vb);
-    std::vector<v1::TransferRequest> ops = MiBWrites(va.vqp_id(), ra, rb, 4, 1);
+    std::vector<v1::TransferRequest> ops =
+        MiBWrites(va.vqp_id(), ra, WithGrant(b->stub(), rb, vb.vqp_id()), 4, 1);
     for (auto& op : ops) op.set_timeout_ms(100);
     const TransferRun run = RunTransfers(a->stub(), ops);
     ASSERT_TRUE(run.status.ok()) << run.status.error_message();
@@ -88,8 +88,9 @@ TEST(AgentLifecycle, APassiveAgentKeepsNoSocketsOnceAHalfConnectedPairIsDestroye
     close_wait = CloseWaitSockets(b->pid());
     if (after <= before && close_wait == 0) break;
   }
-  std::printf("passive agent: %zu fds before, %zu after 10 half-connected rounds, %zu in CLOSE_WAIT\n",
-              before, after, close_wait);
+  std::printf(
+      "passive agent: %zu fds before, %zu after 10 half-connected rounds, %zu in CLOSE_WAIT\n",
+      before, after, close_wait);
   EXPECT_EQ(close_wait, 0u);
   EXPECT_LE(after, before);
 }
@@ -143,11 +144,13 @@ TEST(AgentLifecycle, AnAgentRestartedAfterSigkillRemovesItsEarlierRegionFiles) {
 // One soak cycle: a connected pair, two regions, a verified write-with-immediate, a Transfer
 // stream and two watch streams cancelled midway, then everything destroyed.
 void SoakCycle(AgentProcess& a, AgentProcess& b, int cycle) {
-  const v1::VirtualQpInfo va = CreateVqp(a.stub(), cycle % 2 ? v1::SCHEME_DQPLB : v1::SCHEME_SPRAY, 2);
-  const v1::VirtualQpInfo vb = CreateVqp(b.stub(), cycle % 2 ? v1::SCHEME_DQPLB : v1::SCHEME_SPRAY, 2);
+  const v1::VirtualQpInfo va =
+      CreateVqp(a.stub(), cycle % 2 ? v1::SCHEME_DQPLB : v1::SCHEME_SPRAY, 2);
+  const v1::VirtualQpInfo vb =
+      CreateVqp(b.stub(), cycle % 2 ? v1::SCHEME_DQPLB : v1::SCHEME_SPRAY, 2);
   ConnectPair(a.stub(), va, b.stub(), vb);
   const v1::RegionInfo ra = Register(a.stub(), 64 << 10);
-  const v1::RegionInfo rb = Register(b.stub(), 64 << 10);
+  const v1::RegionInfo rb = Register(b.stub(), 64 << 10, "", {vb.vqp_id()});
   {
     grpc::ClientContext ctx;  // a watch stream cancelled once subscribed
     v1::WatchNotificationsRequest request;
@@ -171,7 +174,7 @@ void SoakCycle(AgentProcess& a, AgentProcess& b, int cycle) {
   op.set_vqp_id(va.vqp_id());
   op.set_op(v1::OP_WRITE_WITH_IMM);
   op.set_local_region_id(ra.region_id());
-  *op.mutable_remote() = rb.remote();
+  *op.mutable_remote() = GrantOf(rb);
   op.set_length(4096);
   op.set_imm(static_cast<uint32_t>(cycle));
   {
@@ -243,10 +246,11 @@ TEST(AgentLifecycle, ChurnSoakReturnsFdsThreadsAndMemoryToBaseline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   for (auto [name, base, end] : {std::tuple{"a", base_a, end_a}, std::tuple{"b", base_b, end_b}}) {
-    std::printf("soak %s: %d cycles in %.1f s; fds %zu -> %zu, threads %zu -> %zu, RSS %.1f -> "
-                "%.1f MiB\n",
-                name, cycles, seconds, base.fds, end.fds, base.threads, end.threads,
-                static_cast<double>(base.rss_kib) / 1024, static_cast<double>(end.rss_kib) / 1024);
+    std::printf(
+        "soak %s: %d cycles in %.1f s; fds %zu -> %zu, threads %zu -> %zu, RSS %.1f -> "
+        "%.1f MiB\n",
+        name, cycles, seconds, base.fds, end.fds, base.threads, end.threads,
+        static_cast<double>(base.rss_kib) / 1024, static_cast<double>(end.rss_kib) / 1024);
     EXPECT_EQ(end.fds, base.fds) << name;
     EXPECT_EQ(end.threads, base.threads) << name;
 #ifndef BRAID_SANITIZED

@@ -35,21 +35,36 @@ class RandomApi {
   // One random step.
   void Step() {
     const int kind = Pick(0, 99);
-    if (kind < 8) CreateOne();
-    else if (kind < 18) CreatePair();
-    else if (kind < 22) ConnectRandom();
-    else if (kind < 25) ConnectGarbage();
-    else if (kind < 32) DestroyRandom();
-    else if (kind < 40) RegisterRandom();
-    else if (kind < 46) DeregisterRandom();
-    else if (kind < 62) Transfers(false);
-    else if (kind < 68) Transfers(true);
-    else if (kind < 73) DestroyUnderLoad();
-    else if (kind < 79) WatchAndCancel();
-    else if (kind < 84) ForgedRecovery();
-    else if (kind < 88) DrainAndUndrain();
-    else if (kind < 92) BreakQp();
-    else ReadOnly();
+    if (kind < 8)
+      CreateOne();
+    else if (kind < 18)
+      CreatePair();
+    else if (kind < 22)
+      ConnectRandom();
+    else if (kind < 25)
+      ConnectGarbage();
+    else if (kind < 32)
+      DestroyRandom();
+    else if (kind < 40)
+      RegisterRandom();
+    else if (kind < 46)
+      DeregisterRandom();
+    else if (kind < 62)
+      Transfers(false);
+    else if (kind < 68)
+      Transfers(true);
+    else if (kind < 73)
+      DestroyUnderLoad();
+    else if (kind < 79)
+      WatchAndCancel();
+    else if (kind < 84)
+      ForgedRecovery();
+    else if (kind < 88)
+      DrainAndUndrain();
+    else if (kind < 92)
+      BreakQp();
+    else
+      ReadOnly();
   }
 
   // Both agents alive and SERVING (the health loop samples every 100 ms: waited for a moment).
@@ -61,8 +76,8 @@ class RandomApi {
         health = HealthStatus(agent->channel());
         if (health != 1) std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
-      ASSERT_EQ(health, 1) << agent->id() << " not SERVING after step " << step << " ("
-                           << last_ << ")";
+      ASSERT_EQ(health, 1) << agent->id() << " not SERVING after step " << step << " (" << last_
+                           << ")";
     }
   }
 
@@ -108,7 +123,8 @@ class RandomApi {
     for (const auto& [id, v] : vqps_) {
       if (v.agent == agent) ids.push_back(v.info.vqp_id());
     }
-    if (ids.empty() || Chance(10)) return Chance(50) ? Pick64() : static_cast<uint64_t>(Pick(0, 50));
+    if (ids.empty() || Chance(10))
+      return Chance(50) ? Pick64() : static_cast<uint64_t>(Pick(0, 50));
     return ids[static_cast<size_t>(Pick(0, static_cast<int>(ids.size()) - 1))];
   }
   const v1::RegionInfo* SomeRegion(int agent) {
@@ -204,7 +220,8 @@ class RandomApi {
       qp->set_psn(static_cast<uint32_t>(Pick64()));
       qp->set_mtu(static_cast<uint32_t>(Pick(0, 7)));
     }
-    if (Chance(50)) *card.mutable_message_qp() = card.data_qps_size() > 0 ? card.data_qps(0) : v1::QpCard();
+    if (Chance(50))
+      *card.mutable_message_qp() = card.data_qps_size() > 0 ? card.data_qps(0) : v1::QpCard();
     card.set_fragment_size(Chance(50) ? 512 << 10 : Pick64());
     card.set_qp_capacity(static_cast<uint32_t>(Pick(0, 5000)));
     card.set_max_virtual_wrs(static_cast<uint32_t>(Pick(0, 70000)));
@@ -234,12 +251,38 @@ class RandomApi {
     Destroy(agent, SomeVqpId(agent));
   }
 
+  // Registers a region (mostly granted to a VQP at once), or grants or revokes one's access.
   void RegisterRandom() {
     const int agent = Pick(0, 1);
     grpc::ClientContext ctx;
+    v1::RegionInfo* some =
+        regions_[agent].empty()
+            ? nullptr
+            : &regions_[agent][static_cast<size_t>(Pick(0, int(regions_[agent].size()) - 1))];
+    if (some != nullptr && Chance(30)) {
+      const uint64_t vqp = SomeVqpId(agent);
+      if (Chance(70)) {
+        v1::GrantAccessRequest r;
+        r.set_region_id(some->region_id());
+        r.set_vqp_id(vqp);
+        v1::RemoteRegion grant;
+        const grpc::Status s = Stub(agent).GrantAccess(&ctx, r, &grant);
+        Check("GrantAccess", s);
+        if (s.ok()) *some->add_grants() = grant;
+      } else {
+        v1::RevokeAccessRequest r;
+        r.set_region_id(some->region_id());
+        r.set_vqp_id(vqp);
+        v1::RevokeAccessResponse out;
+        const grpc::Status s = Stub(agent).RevokeAccess(&ctx, r, &out);
+        Check("RevokeAccess", s);  // its grant stays listed here: a revoked key is tried too
+      }
+      return;
+    }
     v1::RegisterMemoryRequest r;
     r.set_length(Chance(5) ? (Chance(50) ? 0 : Pick64()) : uint64_t(Pick(1, 256)) << 12);
     if (Chance(5)) r.set_label(std::string(static_cast<size_t>(Pick(0, 300)), 'r'));
+    if (Chance(70)) r.add_grant_vqp_ids(SomeVqpId(agent));
     v1::RegionInfo out;
     const grpc::Status s = Stub(agent).RegisterMemory(&ctx, r, &out);
     Check("RegisterMemory", s);
@@ -282,7 +325,9 @@ class RandomApi {
       r.set_vqp_id(vqp);
       r.set_op(static_cast<v1::Op>(Pick(Chance(3) ? 0 : 1, 3)));
       if (local != nullptr) r.set_local_region_id(local->region_id());
-      if (remote != nullptr) *r.mutable_remote() = remote->remote();
+      if (remote != nullptr && remote->grants_size() > 0) {
+        *r.mutable_remote() = remote->grants(Pick(0, remote->grants_size() - 1));
+      }
       const uint64_t room = local != nullptr && remote != nullptr
                                 ? std::min(local->length(), remote->length())
                                 : 4096;
@@ -395,8 +440,9 @@ class RandomApi {
           "WatchNotifications",
           [&](grpc::ClientContext& ctx) { return Stub(agent).WatchNotifications(&ctx, r); });
     } else {
-      WatchThenCancel<v1::WatchEventsResponse>(
-          "WatchEvents", [&](grpc::ClientContext& ctx) { return Stub(agent).WatchEvents(&ctx, {}); });
+      WatchThenCancel<v1::WatchEventsResponse>("WatchEvents", [&](grpc::ClientContext& ctx) {
+        return Stub(agent).WatchEvents(&ctx, {});
+      });
     }
   }
 
@@ -466,11 +512,13 @@ class RandomApi {
   void ReadOnly() {
     const int agent = Pick(0, 1);
     v1::Agent::Stub& stub = Stub(agent);
-    Ask<v1::AgentInfo>("GetInfo", [&](auto& ctx, auto& out) { return stub.GetInfo(&ctx, {}, &out); });
+    Ask<v1::AgentInfo>("GetInfo",
+                       [&](auto& ctx, auto& out) { return stub.GetInfo(&ctx, {}, &out); });
     Ask<v1::ListDevicesResponse>(
         "ListDevices", [&](auto& ctx, auto& out) { return stub.ListDevices(&ctx, {}, &out); });
-    Ask<v1::ListVirtualQpsResponse>(
-        "ListVirtualQps", [&](auto& ctx, auto& out) { return stub.ListVirtualQps(&ctx, {}, &out); });
+    Ask<v1::ListVirtualQpsResponse>("ListVirtualQps", [&](auto& ctx, auto& out) {
+      return stub.ListVirtualQps(&ctx, {}, &out);
+    });
     Ask<v1::ListRegionsResponse>(
         "ListRegions", [&](auto& ctx, auto& out) { return stub.ListRegions(&ctx, {}, &out); });
     v1::GetVirtualQpRequest r;
@@ -494,7 +542,7 @@ void VerifiedTransfer(AgentProcess& a, AgentProcess& b, uint64_t seed) {
   const v1::VirtualQpInfo vb = CreateVqp(b.stub(), v1::SCHEME_SPRAY, 4);
   ConnectPair(a.stub(), va, b.stub(), vb);
   const v1::RegionInfo ra = Register(a.stub(), 1 << 20);
-  const v1::RegionInfo rb = Register(b.stub(), 1 << 20);
+  const v1::RegionInfo rb = Register(b.stub(), 1 << 20, "", {vb.vqp_id()});
   MappedRegion src(ra.path(), ra.length()), dst(rb.path(), rb.length());
   FillPattern(src.data(), src.size(), seed);
   const TransferRun run = RunTransfers(a.stub(), MiBWrites(va.vqp_id(), ra, rb, 1, 1));
@@ -505,8 +553,9 @@ void VerifiedTransfer(AgentProcess& a, AgentProcess& b, uint64_t seed) {
 }
 
 TEST(AgentRandomApi, RandomCallSequencesNeverBreakTheAgentsOrLeaveAnythingBehind) {
-  const uint64_t seed =
-      std::getenv("BRAID_RANDOM_SEED") ? std::strtoull(std::getenv("BRAID_RANDOM_SEED"), nullptr, 10) : 1;
+  const uint64_t seed = std::getenv("BRAID_RANDOM_SEED")
+                            ? std::strtoull(std::getenv("BRAID_RANDOM_SEED"), nullptr, 10)
+                            : 1;
 #ifdef BRAID_SANITIZED
   double seconds = 15;
 #else

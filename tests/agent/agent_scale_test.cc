@@ -27,12 +27,13 @@ double Percentile(std::vector<double> v, double p) {
 
 // One 1 MiB write of a fresh pattern from `src` (on A) to `dst` (on B) on `vqp`; the bytes are
 // compared.
-void VerifiedWrite(AgentProcess& a, uint64_t vqp, const v1::RegionInfo& src,
-                   const v1::RegionInfo& dst, uint64_t seed) {
+void VerifiedWrite(AgentProcess& a, AgentProcess& b, uint64_t vqp, uint64_t peer_vqp,
+                   const v1::RegionInfo& src, const v1::RegionInfo& dst, uint64_t seed) {
   MappedRegion s(src.path(), kMiB), d(dst.path(), kMiB);
   ASSERT_TRUE(s.data() && d.data());
   FillPattern(s.data(), kMiB, seed);
-  TransferRun run = RunTransfers(a.stub(), MiBWrites(vqp, src, dst, 1, 1));
+  const v1::RegionInfo granted = WithGrant(b.stub(), dst, peer_vqp);
+  TransferRun run = RunTransfers(a.stub(), MiBWrites(vqp, src, granted, 1, 1));
   ASSERT_TRUE(run.status.ok()) << run.status.error_message();
   ASSERT_EQ(run.completions.size(), 1u);
   ASSERT_EQ(run.completions[0].code(), 0) << "VQP " << vqp << ": " << run.completions[0].message();
@@ -85,8 +86,7 @@ TEST(AgentScale, TwoHundredVqpsAreAdmittedAndCarryVerifiedTransfers) {
   std::mt19937 rng(1);
   for (int i = 0; i < 10; ++i) {
     const auto& [va, vb] = pairs[rng() % pairs.size()];
-    (void)vb;
-    VerifiedWrite(*a, va, src, dst, 100 + static_cast<uint64_t>(i));
+    VerifiedWrite(*a, *b, va, vb, src, dst, 100 + static_cast<uint64_t>(i));
   }
   for (const auto& [va, vb] : pairs) {
     DestroyVqp(a->stub(), va);
@@ -144,8 +144,8 @@ TEST(AgentLimits, AtAnFdLimitNewVqpsAreRefusedCleanlyAndTheControlPlaneKeepsAnsw
   v1::RegionInfo src = Register(a->stub(), kMiB, "src");
   v1::RegionInfo dst = Register(b->stub(), kMiB, "dst");
   ASSERT_FALSE(::testing::Test::HasFatalFailure());
-  VerifiedWrite(*a, pairs.front().first, src, dst, 1);
-  VerifiedWrite(*a, pairs.back().first, src, dst, 2);
+  VerifiedWrite(*a, *b, pairs.front().first, pairs.front().second, src, dst, 1);
+  VerifiedWrite(*a, *b, pairs.back().first, pairs.back().second, src, dst, 2);
   // Room comes back with destroyed VQPs.
   for (int i = 0; i < 3; ++i) {
     DestroyVqp(a->stub(), pairs.back().first);

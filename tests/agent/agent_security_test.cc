@@ -1,11 +1,18 @@
 // Security: TLS and mutual TLS on the agent's listener, identities and roles, ownership of VQPs,
 // regions and streams, audit counters. Two agents with certificates from a test CA
 // (testdata/make_test_certs.sh), callers with different identities.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -14,6 +21,7 @@
 #include <thread>
 
 #include "tests/agent/agent_harness.h"
+#include "tests/agent/event_collector.h"
 
 namespace braid::testing {
 namespace {
@@ -124,6 +132,11 @@ TEST_F(SecurityTest, CallersWithoutAValidIdentityAreRefusedAndCounted) {
 
   const std::string ma = ScrapeMetrics(a_->metrics_port());
   EXPECT_EQ(MetricSum(ma, "braid_auth_failures_total", {{"reason", "unknown_identity"}}), 1);
+  // The refused handshakes are counted too, each with its reason (gRPC may retry a handshake on
+  // its own: at least once each). A client that speaks no TLS at all never gets that far.
+  EXPECT_GE(MetricSum(ma, "braid_auth_failures_total", {{"reason", "no_certificate"}}), 1);
+  EXPECT_GE(MetricSum(ma, "braid_auth_failures_total", {{"reason", "untrusted_certificate"}}), 1);
+  EXPECT_GE(MetricSum(ma, "braid_auth_failures_total", {{"reason", "expired_certificate"}}), 1);
   const std::string mb = ScrapeMetrics(b_->metrics_port());
   EXPECT_EQ(MetricSum(mb, "braid_auth_failures_total", {{"reason", "no_identity"}}), 1);
   EXPECT_EQ(MetricSum(mb, "braid_auth_failures_total", {{"reason", "bad_token"}}), 2);
@@ -154,11 +167,11 @@ TEST_F(SecurityTest, ACertificateRotatedOnDiskServesNewConnectionsWithoutARestar
 TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfersAllSucceed) {
   auto va = Stub(*a_, Tls("ca1", "client-a"));
   auto vb = Stub(*b_, Tls("ca1", "client-a"));
-  const v1::RegionInfo src = Register(*va, 64 * kMiB, "victim-src");
-  const v1::RegionInfo dst = Register(*vb, 64 * kMiB, "victim-dst");
   const v1::VirtualQpInfo qa = CreateVqp(*va, v1::SCHEME_SPRAY, 4);
   const v1::VirtualQpInfo qb = CreateVqp(*vb, v1::SCHEME_SPRAY, 4);
   ConnectPair(*va, qa, *vb, qb);
+  const v1::RegionInfo src = Register(*va, 64 * kMiB, "victim-src");
+  const v1::RegionInfo dst = Register(*vb, 64 * kMiB, "victim-dst", {qb.vqp_id()});
   EXPECT_EQ(qa.owner(), kClientA);
   EXPECT_EQ(src.owner(), kClientA);
   {
@@ -187,11 +200,11 @@ TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfers
 
   auto attacker = Stub(*a_, Tls("ca1", "client-b"));
   auto attacker_b = Stub(*b_, Tls("ca1", "client-b"));
-  const v1::RegionInfo own = Register(*attacker, 4 * kMiB, "attacker");
-  const v1::RegionInfo own_b = Register(*attacker_b, 4 * kMiB, "attacker");
   const v1::VirtualQpInfo aq = CreateVqp(*attacker, v1::SCHEME_SPRAY, 2);
   const v1::VirtualQpInfo aqb = CreateVqp(*attacker_b, v1::SCHEME_SPRAY, 2);
   ConnectPair(*attacker, aq, *attacker_b, aqb);
+  const v1::RegionInfo own = Register(*attacker, 4 * kMiB, "attacker");
+  const v1::RegionInfo own_b = Register(*attacker_b, 4 * kMiB, "attacker", {aqb.vqp_id()});
 
   using Call = std::function<grpc::Status(v1::Agent::Stub&)>;
   struct Probe {
@@ -267,6 +280,36 @@ TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfers
          return one_op(s, Transfers(v1::OP_WRITE, aq.vqp_id(), src, own_b, kMiB, 1, 1)[0]);
        },
        grpc::StatusCode::NOT_FOUND},
+      {"GrantAccess of the victim's region to its own VQP",
+       [&](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::GrantAccessRequest r;
+         r.set_region_id(src.region_id());
+         r.set_vqp_id(aq.vqp_id());
+         v1::RemoteRegion out;
+         return s.GrantAccess(&c, r, &out);
+       },
+       grpc::StatusCode::NOT_FOUND},
+      {"GrantAccess of its own region to the victim's VQP",
+       [&](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::GrantAccessRequest r;
+         r.set_region_id(own.region_id());
+         r.set_vqp_id(qa.vqp_id());
+         v1::RemoteRegion out;
+         return s.GrantAccess(&c, r, &out);
+       },
+       grpc::StatusCode::NOT_FOUND},
+      {"RevokeAccess of the victim's grant (on agent B, where it is)",
+       [&](v1::Agent::Stub&) {
+         grpc::ClientContext c;
+         v1::RevokeAccessRequest r;
+         r.set_region_id(dst.region_id());
+         r.set_vqp_id(qb.vqp_id());
+         v1::RevokeAccessResponse out;
+         return attacker_b->RevokeAccess(&c, r, &out);
+       },
+       grpc::StatusCode::NOT_FOUND},
       {"DrainDevice",
        [&](v1::Agent::Stub& s) {
          grpc::ClientContext c;
@@ -313,14 +356,17 @@ TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfers
     EXPECT_EQ(s.error_code(), p.expected) << p.what << ": " << s.error_message();
   }
   // The attacker learned the victim's remote region (address and rkeys) and aims its own connected
-  // VQP at it: the peer's NIC refuses, because the region is in the victim's protection domain and
-  // the attacker's QPs are in its own. (The QPs such an operation hits die, as on an HCA: each
+  // VQP at it, claiming the grant is for its own peer VQP: the peer's NIC refuses, because the
+  // region is registered only in the protection domain of the victim's granted VQP and the
+  // attacker's QPs are in their own. (The QPs such an operation hits die, as on an HCA: each
   // attempt gets a VQP pair of its own.)
   for (v1::Op op : {v1::OP_WRITE, v1::OP_READ}) {
     const v1::VirtualQpInfo x = CreateVqp(*attacker, v1::SCHEME_SPRAY, 2);
     const v1::VirtualQpInfo xb = CreateVqp(*attacker_b, v1::SCHEME_SPRAY, 2);
     ConnectPair(*attacker, x, *attacker_b, xb);
-    TransferRun run = RunTransfers(*attacker, Transfers(op, x.vqp_id(), own, dst, kMiB, 1, 1));
+    std::vector<v1::TransferRequest> forged = Transfers(op, x.vqp_id(), own, dst, kMiB, 1, 1);
+    forged[0].mutable_remote()->set_vqp_id(xb.vqp_id());
+    TransferRun run = RunTransfers(*attacker, forged);
     DestroyVqp(*attacker, x.vqp_id());
     DestroyVqp(*attacker_b, xb.vqp_id());
     ASSERT_TRUE(run.status.ok()) << run.status.error_message();
@@ -432,6 +478,91 @@ TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfers
   EXPECT_EQ(MetricSum(m, "braid_denied_requests_total", {{"reason", "role"}}), 6);
 }
 
+// Within one client too, a region is reachable only through the VQPs it is granted to: a VQP
+// granted later reaches it, one never granted gets a remote access error from the NIC, and a
+// revoked grant fails the very next access (and shows as an access_revoked event).
+TEST_F(SecurityTest, ARegionIsReachableOnlyThroughItsGrantedVqpsAndARevokedGrantFailsAtOnce) {
+  auto va = Stub(*a_, Tls("ca1", "client-a"));
+  auto vb = Stub(*b_, Tls("ca1", "client-a"));
+  struct VqpPair {
+    v1::VirtualQpInfo a, b;
+  };
+  std::vector<VqpPair> pairs(3);
+  for (VqpPair& p : pairs) {
+    p.a = CreateVqp(*va, v1::SCHEME_SPRAY, 2);
+    p.b = CreateVqp(*vb, v1::SCHEME_SPRAY, 2);
+    ConnectPair(*va, p.a, *vb, p.b);
+  }
+  const v1::RegionInfo src = Register(*va, 4 * kMiB, "src");
+  const v1::RegionInfo dst = Register(*vb, 4 * kMiB, "dst", {pairs[0].b.vqp_id()});
+  MappedRegion s(src.path(), src.length()), d(dst.path(), dst.length());
+  ASSERT_TRUE(s.data() && d.data());
+  auto operator_b = Stub(*b_, Tls("ca1", "operator"));
+  EventCollector events(*operator_b);
+  ASSERT_TRUE(events.subscribed());
+  // One MiB write through pair `i` aimed at `target`: its completion.
+  auto write = [&](size_t i, const v1::RemoteRegion& target, uint64_t seed) {
+    FillPattern(s.data(), kMiB, seed);
+    std::vector<v1::TransferRequest> ops =
+        Transfers(v1::OP_WRITE, pairs[i].a.vqp_id(), src, dst, kMiB, 1, 1);
+    *ops[0].mutable_remote() = target;
+    TransferRun run = RunTransfers(*va, ops);
+    EXPECT_TRUE(run.status.ok()) << run.status.error_message();
+    return run.completions.empty() ? v1::TransferCompletion() : run.completions[0];
+  };
+  const v1::RemoteRegion granted = GrantOf(dst);
+  EXPECT_EQ(granted.vqp_id(), pairs[0].b.vqp_id());
+  v1::TransferCompletion c = write(0, granted, 1);
+  EXPECT_EQ(c.code(), 0) << c.message();
+  EXPECT_EQ(Checksum(d.data(), kMiB), Checksum(s.data(), kMiB));
+
+  // Pair 1 was never granted: the agent says so, and a forged claim meets the NIC's refusal.
+  c = write(1, granted, 2);
+  EXPECT_EQ(c.code(), grpc::StatusCode::FAILED_PRECONDITION) << c.message();
+  v1::RemoteRegion forged = granted;
+  forged.set_vqp_id(pairs[1].b.vqp_id());
+  c = write(1, forged, 3);
+  EXPECT_EQ(c.wc_status(), "rem_access_err") << c.message();
+
+  // Pair 2 granted now: its own keys, and it reaches the region.
+  grpc::ClientContext gc;
+  v1::GrantAccessRequest grant;
+  grant.set_region_id(dst.region_id());
+  grant.set_vqp_id(pairs[2].b.vqp_id());
+  v1::RemoteRegion later;
+  ASSERT_TRUE(vb->GrantAccess(&gc, grant, &later).ok());
+  ASSERT_EQ(later.keys_size(), granted.keys_size());
+  for (int k = 0; k < later.keys_size(); ++k)
+    EXPECT_NE(later.keys(k).rkey(), granted.keys(k).rkey());
+  c = write(2, later, 4);
+  EXPECT_EQ(c.code(), 0) << c.message();
+  EXPECT_EQ(Checksum(d.data(), kMiB), Checksum(s.data(), kMiB));
+
+  // Pair 0's grant revoked: its next write fails at the NIC; pair 2's grant still works.
+  auto revoke = [&](uint64_t vqp) {
+    grpc::ClientContext rc;
+    v1::RevokeAccessRequest r;
+    r.set_region_id(dst.region_id());
+    r.set_vqp_id(vqp);
+    v1::RevokeAccessResponse out;
+    return vb->RevokeAccess(&rc, r, &out);
+  };
+  ASSERT_TRUE(revoke(pairs[0].b.vqp_id()).ok());
+  c = write(0, granted, 5);
+  EXPECT_EQ(c.wc_status(), "rem_access_err") << c.message();
+  EXPECT_EQ(revoke(pairs[0].b.vqp_id()).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(events.WaitFor("access_revoked", pairs[0].b.vqp_id(), 5000));
+  c = write(2, later, 6);
+  EXPECT_EQ(c.code(), 0) << c.message();
+  EXPECT_EQ(Checksum(d.data(), kMiB), Checksum(s.data(), kMiB));
+  grpc::ClientContext lc;
+  v1::ListRegionsResponse listed;
+  ASSERT_TRUE(vb->ListRegions(&lc, {}, &listed).ok());
+  ASSERT_EQ(listed.regions_size(), 1);
+  ASSERT_EQ(listed.regions(0).grants_size(), 1);
+  EXPECT_EQ(listed.regions(0).grants(0).vqp_id(), pairs[2].b.vqp_id());
+}
+
 TEST(AgentUnixSocket, ACallerIsKnownByItsUid) {
   const std::string dir = "/tmp/braid-uds-" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
@@ -459,6 +590,75 @@ TEST(AgentUnixSocket, ACallerIsKnownByItsUid) {
   ASSERT_TRUE(agent->stub().GetInfo(&ctx2, {}, &info).ok());
   EXPECT_EQ(info.caller_identity(), "");
   EXPECT_EQ(info.caller_role(), "admin");
+  agent.reset();
+  std::filesystem::remove_all(dir);
+}
+
+// Run as another user by RegionFilesBelongToTheUnixSocketCaller (setpriv, then this binary with
+// --gtest_also_run_disabled_tests): registers a region over the Unix socket in
+// BRAID_UDS_HELPER_SOCKET, checks that it owns the file (mode 0600) and can map and write it, and
+// prints the file's path.
+TEST(AgentUnixSocketHelper, DISABLED_RegistersAndMapsARegionAsThisUser) {
+  const char* socket = std::getenv("BRAID_UDS_HELPER_SOCKET");
+  ASSERT_NE(socket, nullptr);
+  auto stub = v1::Agent::NewStub(
+      grpc::CreateChannel(std::string("unix:") + socket, grpc::InsecureChannelCredentials()));
+  const v1::RegionInfo region = Register(*stub, 4096, "helper");
+  ASSERT_FALSE(region.path().empty());
+  struct stat st {};
+  ASSERT_EQ(stat(region.path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, getuid());
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const int fd = open(region.path().c_str(), O_RDWR);
+  ASSERT_GE(fd, 0) << strerror(errno);
+  void* m = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  ASSERT_NE(m, MAP_FAILED);
+  static_cast<uint8_t*>(m)[0] = 0x5A;
+  munmap(m, 4096);
+  std::printf("region-path=%s\n", region.path().c_str());
+}
+
+// A region registered over the Unix socket belongs to the caller's uid: that user maps it, another
+// user cannot open it.
+TEST(AgentUnixSocket, RegionFilesBelongToTheUnixSocketCaller) {
+  ASSERT_EQ(getuid(), 0u) << "this test switches users: it runs as root";
+  const std::string dir = "/tmp/braid-uds-files-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir + "/regions");
+  chmod(dir.c_str(), 0755);
+  chmod((dir + "/regions").c_str(), 0711);  // others may reach a file they own, not list
+  AgentSpec spec{"uds-files", {TestNicIp(0, 0)}, 0};
+  spec.region_dir = dir + "/regions";
+  spec.security_args = {"--grpc-unix", dir + "/braidd.sock", "--plaintext", "--anonymous-role",
+                        "client"};
+  auto agent = AgentProcess::Spawn(spec);
+  ASSERT_TRUE(agent);
+  // As uid 65534 with group 0 (the socket is 0660 root:root).
+  char self[4096] = {};
+  ASSERT_GT(readlink("/proc/self/exe", self, sizeof(self) - 1), 0);
+  const std::string helper = "BRAID_UDS_HELPER_SOCKET=" + dir +
+                             "/braidd.sock setpriv --reuid=65534 " + "--regid=0 --clear-groups " +
+                             self +
+                             " --gtest_also_run_disabled_tests "
+                             "--gtest_filter=AgentUnixSocketHelper.* 2>&1";
+  std::string out;
+  FILE* p = popen(helper.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::array<char, 512> line{};
+  while (fgets(line.data(), line.size(), p) != nullptr) out += line.data();
+  const int status = pclose(p);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  const size_t at = out.find("region-path=");
+  ASSERT_NE(at, std::string::npos) << out;
+  const std::string path = out.substr(at + 12, out.find('\n', at) - at - 12);
+  struct stat st {};
+  ASSERT_EQ(stat(path.c_str(), &st), 0) << path;
+  EXPECT_EQ(st.st_uid, 65534u);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // Another user cannot read it.
+  const std::string other =
+      "setpriv --reuid=65533 --regid=65533 --clear-groups cat " + path + " > /dev/null 2>&1";
+  EXPECT_NE(std::system(other.c_str()), 0) << "uid 65533 read " << path;
   agent.reset();
   std::filesystem::remove_all(dir);
 }

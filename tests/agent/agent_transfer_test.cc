@@ -50,7 +50,7 @@ std::vector<v1::TransferRequest> Ops(v1::Op op, uint64_t vqp, const v1::RegionIn
     r.set_op(op);
     r.set_local_region_id(local.region_id());
     r.set_local_offset(i * kMiB);
-    *r.mutable_remote() = remote.remote();
+    *r.mutable_remote() = GrantOf(remote);
     r.set_remote_offset(i * kMiB);
     r.set_length(kMiB);
     r.set_imm(imm_base + static_cast<uint32_t>(i));
@@ -84,7 +84,7 @@ TEST_P(AgentTransferTest, TwoAgentsMove256MiBAndReadItBack) {
 
   v1::RegionInfo src = Register(p.a->stub(), kTotal, "src");
   v1::RegionInfo back = Register(p.a->stub(), kTotal, "back");
-  v1::RegionInfo dst = Register(p.b->stub(), kTotal, "dst");
+  v1::RegionInfo dst = Register(p.b->stub(), kTotal, "dst", {vb.vqp_id()});
   MappedRegion src_map(src.path(), kTotal), back_map(back.path(), kTotal),
       dst_map(dst.path(), kTotal);
   ASSERT_TRUE(src_map.data() && back_map.data() && dst_map.data());
@@ -181,7 +181,7 @@ TEST_P(AgentTransferTest, ANicTakenDownMidTransferFailsOverAndEveryByteArrives) 
   v1::VirtualQpInfo vb = CreateVqp(p.b->stub(), GetParam().scheme, kQps);
   ConnectPair(p.a->stub(), va, p.b->stub(), vb);
   v1::RegionInfo src = Register(p.a->stub(), kTotal, "src");
-  v1::RegionInfo dst = Register(p.b->stub(), kTotal, "dst");
+  v1::RegionInfo dst = Register(p.b->stub(), kTotal, "dst", {vb.vqp_id()});
   MappedRegion src_map(src.path(), kTotal), dst_map(dst.path(), kTotal);
   ASSERT_TRUE(src_map.data() && dst_map.data());
   FillPattern(src_map.data(), kTotal, 7 + GetParam().scheme);

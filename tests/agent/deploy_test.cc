@@ -83,12 +83,14 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   const YAML::Node spec = (*ds)["spec"]["template"]["spec"];
   EXPECT_TRUE(spec["hostNetwork"].as<bool>());
   EXPECT_EQ(spec["serviceAccountName"].as<std::string>(), "edge-braid");
-  EXPECT_EQ((*ds)["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"].as<std::string>(),
-            "edge");
+  EXPECT_EQ(
+      (*ds)["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"].as<std::string>(),
+      "edge");
   const YAML::Node c = spec["containers"][0];
   EXPECT_EQ(c["image"].as<std::string>(), "ghcr.io/braid-project/braidd:0.1.0");
   std::map<std::string, int> ports;
-  for (const auto& p : c["ports"]) ports[p["name"].as<std::string>()] = p["containerPort"].as<int>();
+  for (const auto& p : c["ports"])
+    ports[p["name"].as<std::string>()] = p["containerPort"].as<int>();
   EXPECT_EQ(ports, (std::map<std::string, int>{{"grpc", 7600}, {"metrics", 9464}}));
   // TLS is on by default: kubelet's gRPC probe cannot speak it, braidctl probes the Unix socket.
   const std::vector<std::string> probe = {"braidctl", "--agent", "unix:/run/braid/braidd.sock",
@@ -144,9 +146,9 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
 TEST(HelmChart, EveryToggleFlipped) {
   const std::string values = ::testing::TempDir() + "/braid-values.yaml";
   std::ofstream(values) << "agent:\n  provider: soft\n  softNics:\n"
-                          "  - {name: soft0, ip: 10.0.0.5}\n  - {name: soft1, ip: 10.0.1.5}\n"
-                          "serviceMonitor:\n  labels: {release: kube-prometheus}\n"
-                          "nodeSelector: {braid.io/rdma: \"true\"}\n";
+                           "  - {name: soft0, ip: 10.0.0.5}\n  - {name: soft1, ip: 10.0.1.5}\n"
+                           "serviceMonitor:\n  labels: {release: kube-prometheus}\n"
+                           "nodeSelector: {braid.io/rdma: \"true\"}\n";
   Rendered r = Render("--name edge -f " + values +
                       " --set rdma.mode=privileged --set serviceMonitor.enabled=true"
                       " --set dashboard.enabled=false --set serviceAccount.create=false"
@@ -225,8 +227,8 @@ TEST(Prometheus, ScrapesTheAgentsAndEveryDashboardQueryEvaluates) {
   std::ofstream(dir + "/prometheus.yml")
       << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
          "scrape_configs:\n  - job_name: braid\n    static_configs:\n"
-         "      - targets: ['127.0.0.1:" << a->metrics_port() << "', '127.0.0.1:"
-      << b->metrics_port() << "']\n";
+         "      - targets: ['127.0.0.1:"
+      << a->metrics_port() << "', '127.0.0.1:" << b->metrics_port() << "']\n";
   const pid_t prom = fork();
   if (prom == 0) {
     const std::string cfg = "--config.file=" + dir + "/prometheus.yml";
@@ -240,7 +242,8 @@ TEST(Prometheus, ScrapesTheAgentsAndEveryDashboardQueryEvaluates) {
   auto va = CreateVqp(a->stub(), v1::SCHEME_SPRAY, 4);
   auto vb = CreateVqp(b->stub(), v1::SCHEME_SPRAY, 4);
   ConnectPair(a->stub(), va, b->stub(), vb);
-  v1::RegionInfo src = Register(a->stub(), 64 << 20), dst = Register(b->stub(), 64 << 20);
+  v1::RegionInfo src = Register(a->stub(), 64 << 20);
+  v1::RegionInfo dst = Register(b->stub(), 64 << 20, "", {vb.vqp_id()});
   auto traffic = [&] {
     std::vector<v1::TransferRequest> ops;
     for (uint64_t i = 0; i < 64; ++i) {
@@ -250,7 +253,7 @@ TEST(Prometheus, ScrapesTheAgentsAndEveryDashboardQueryEvaluates) {
       r.set_op(i % 2 ? v1::OP_READ : v1::OP_WRITE_WITH_IMM);
       r.set_local_region_id(src.region_id());
       r.set_local_offset(i << 20);
-      *r.mutable_remote() = dst.remote();
+      *r.mutable_remote() = GrantOf(dst);
       r.set_remote_offset(i << 20);
       r.set_length(1 << 20);
       ops.push_back(r);
@@ -297,9 +300,9 @@ TEST(Prometheus, ScrapesTheAgentsAndEveryDashboardQueryEvaluates) {
       with_data += data ? 1 : 0;
       const std::string title = panel["title"];
       // Panels fed by this traffic or always present must show data.
-      for (const char* must : {"Bytes per second", "Virtual WR completions", "Physical QPs",
-                               "latency p50", "latency p99", "Engine answering", "Devices by state",
-                               "Dead QPs", "Outstanding"}) {
+      for (const char* must :
+           {"Bytes per second", "Virtual WR completions", "Physical QPs", "latency p50",
+            "latency p99", "Engine answering", "Devices by state", "Dead QPs", "Outstanding"}) {
         if (title.find(must) != std::string::npos) {
           EXPECT_TRUE(data) << title << ": " << expr;
         }

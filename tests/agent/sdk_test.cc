@@ -48,14 +48,19 @@ class SdkTest : public ::testing::Test {
     EXPECT_EQ(vqps->size(), 0u) << agent.target();
     EXPECT_EQ(regions->size(), 0u) << agent.target();
   }
-  TransferOp Op(const client::Region& src, const client::Region& dst, uint64_t i,
+  // The one grant of `region` (registered for one VQP).
+  static const v1::RemoteRegion& To(const client::Region& region) {
+    EXPECT_EQ(region.info().grants_size(), 1);
+    return region.info().grants(0);
+  }
+  TransferOp Op(const client::Region& src, const v1::RemoteRegion& dst, uint64_t i,
                 uint64_t length = kMiB) {
     TransferOp op;
     op.op = v1::OP_WRITE_WITH_IMM;
     op.local_region = src.id();
     op.local_offset = (i * length) % src.size();
-    op.remote = dst.remote();
-    op.remote_offset = (i * length) % dst.size();
+    op.remote = dst;
+    op.remote_offset = (i * length) % dst.length();
     op.length = length;
     op.imm = static_cast<uint32_t>(i);
     return op;
@@ -70,7 +75,7 @@ TEST_F(SdkTest, FuturesCallbacksAndNotifications) {
     auto conn = client::Connect(a_, b_, {.scheme = v1::SCHEME_DQPLB, .num_qps = 4});
     ASSERT_TRUE(conn.ok()) << conn.status().ToString();
     auto src = a_->RegisterMemory(64 * kMiB, "src");
-    auto dst = b_->RegisterMemory(64 * kMiB, "dst");
+    auto dst = b_->RegisterMemory(64 * kMiB, "dst", {(*conn)->vqp_b()});
     ASSERT_TRUE(src.ok() && dst.ok());
     FillPattern((*src)->data(), 64 * kMiB, 11);
     std::mutex mu;
@@ -85,10 +90,11 @@ TEST_F(SdkTest, FuturesCallbacksAndNotifications) {
     ASSERT_TRUE(session.ok());
     EXPECT_EQ((*session)->window(), 256u);
     std::vector<std::future<client::TransferResult>> futures;
-    for (uint64_t i = 0; i < 48; ++i) futures.push_back((*session)->Submit(Op(**src, **dst, i)));
+    for (uint64_t i = 0; i < 48; ++i)
+      futures.push_back((*session)->Submit(Op(**src, To(**dst), i)));
     std::atomic<int> callbacks{0};
     for (uint64_t i = 48; i < 64; ++i) {
-      (*session)->Submit(Op(**src, **dst, i), [&](client::TransferResult r) {
+      (*session)->Submit(Op(**src, To(**dst), i), [&](client::TransferResult r) {
         EXPECT_TRUE(r.status.ok()) << r.status.ToString();
         ++callbacks;
       });
@@ -122,12 +128,12 @@ TEST_F(SdkTest, ADeadlineEndsATransferThatCannotFinish) {
     auto conn = client::Connect(a_, b_, {.num_qps = 2});
     ASSERT_TRUE(conn.ok());
     auto src = a_->RegisterMemory(4 * kMiB);
-    auto dst = b_->RegisterMemory(4 * kMiB);
+    auto dst = b_->RegisterMemory(4 * kMiB, "", {(*conn)->vqp_b()});
     ASSERT_TRUE(src.ok() && dst.ok());
     auto session = TransferSession::Open(a_, (*conn)->vqp_a());
     ASSERT_TRUE(session.ok());
     kill(pb_->pid(), SIGSTOP);  // the peer acknowledges nothing
-    TransferOp op = Op(**src, **dst, 0);
+    TransferOp op = Op(**src, To(**dst), 0);
     op.timeout = std::chrono::milliseconds(300);
     const auto t0 = Clock::now();
     auto r = (*session)->Submit(op).get();
@@ -148,13 +154,14 @@ TEST_F(SdkTest, CancelEndsEveryTransferInFlightAtOnce) {
     auto conn = client::Connect(a_, b_, {.num_qps = 2});
     ASSERT_TRUE(conn.ok());
     auto src = a_->RegisterMemory(16 * kMiB);
-    auto dst = b_->RegisterMemory(16 * kMiB);
+    auto dst = b_->RegisterMemory(16 * kMiB, "", {(*conn)->vqp_b()});
     ASSERT_TRUE(src.ok() && dst.ok());
     auto session = TransferSession::Open(a_, (*conn)->vqp_a());
     ASSERT_TRUE(session.ok());
     kill(pb_->pid(), SIGSTOP);
     std::vector<std::future<client::TransferResult>> futures;
-    for (uint64_t i = 0; i < 10; ++i) futures.push_back((*session)->Submit(Op(**src, **dst, i)));
+    for (uint64_t i = 0; i < 10; ++i)
+      futures.push_back((*session)->Submit(Op(**src, To(**dst), i)));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     const auto t0 = Clock::now();
     (*session)->Cancel();
@@ -163,7 +170,7 @@ TEST_F(SdkTest, CancelEndsEveryTransferInFlightAtOnce) {
       EXPECT_EQ(r.status.code(), common::StatusCode::kCancelled) << r.status.ToString();
     }
     EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 0.5);
-    auto late = (*session)->Submit(Op(**src, **dst, 11)).get();
+    auto late = (*session)->Submit(Op(**src, To(**dst), 11)).get();
     EXPECT_EQ(late.status.code(), common::StatusCode::kCancelled);
     kill(pb_->pid(), SIGCONT);  // the agent's own copies of those writes drain
   }
@@ -175,7 +182,7 @@ TEST_F(SdkTest, AnAgentRestartMidTransferIsAClearErrorAndConnectWorksAfter) {
   {
     auto conn = client::Connect(a_, b_, {.num_qps = 4});
     ASSERT_TRUE(conn.ok());
-    auto dst = b_->RegisterMemory(64 * kMiB);
+    auto dst = b_->RegisterMemory(64 * kMiB, "", {(*conn)->vqp_b()});
     ASSERT_TRUE(dst.ok());
     std::vector<std::future<client::TransferResult>> futures;
     {
@@ -190,7 +197,7 @@ TEST_F(SdkTest, AnAgentRestartMidTransferIsAClearErrorAndConnectWorksAfter) {
       const auto t0 = Clock::now();
       int failed = 0;
       for (uint64_t i = 0; i < 4096; ++i) {
-        futures.push_back((*session)->Submit(Op(**src, **dst, i)));
+        futures.push_back((*session)->Submit(Op(**src, To(**dst), i)));
         if (futures.size() > 300) {  // keep memory bounded: reap the oldest
           auto r = futures.front().get();
           futures.erase(futures.begin());
@@ -204,7 +211,7 @@ TEST_F(SdkTest, AnAgentRestartMidTransferIsAClearErrorAndConnectWorksAfter) {
       killer.join();
       EXPECT_GT(failed, 0);
       EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 10.0);
-      auto after = (*session)->Submit(Op(**src, **dst, 0)).get();
+      auto after = (*session)->Submit(Op(**src, To(**dst), 0)).get();
       EXPECT_EQ(after.status.code(), common::StatusCode::kIoError) << after.status.ToString();
       EXPECT_NE(after.status.message().find("transfer stream to " + Target(0)), std::string::npos)
           << after.status.message();
@@ -223,7 +230,9 @@ TEST_F(SdkTest, AnAgentRestartMidTransferIsAClearErrorAndConnectWorksAfter) {
     ASSERT_TRUE(src2.ok());
     auto session2 = TransferSession::Open(a_, (*conn2)->vqp_a());
     ASSERT_TRUE(session2.ok());
-    auto r = (*session2)->Submit(Op(**src2, **dst, 0)).get();
+    auto granted = (*dst)->Grant((*conn2)->vqp_b());
+    ASSERT_TRUE(granted.ok()) << granted.status().ToString();
+    auto r = (*session2)->Submit(Op(**src2, *granted, 0)).get();
     EXPECT_TRUE(r.status.ok()) << r.status.ToString();
   }
   ExpectNothingHeld(*a_);

@@ -102,6 +102,27 @@ TEST_P(ConformanceErrorTest, AnRkeyOfAnotherProtectionDomainIsRemoteAccessError)
   mr->reset();
 }
 
+// Revoking a peer's access is deregistering the memory region it targets: the peer's next access
+// with the old rkey is a remote access error, and nothing of it lands.
+TEST_P(ConformanceErrorTest, ADeregisteredRegionsRkeyIsRemoteAccessErrorAtOnce) {
+  QpPair& p = Connect(0, 1);
+  uint8_t* granted = p.eb->data() + 8192;  // a second registration of part of B's buffer
+  auto mr = p.eb->pd->RegisterMemory(granted, 4096, kAllAccess);
+  ASSERT_TRUE(mr.ok());
+  const uint32_t rkey = (*mr)->rkey();
+  const uint64_t addr = reinterpret_cast<uint64_t>(granted);
+  for (int i = 0; i < 64; ++i) p.ea->data()[i] = static_cast<uint8_t>(i + 1);
+  auto ok = WriteExpectingError(p, addr, rkey, 64);
+  ASSERT_EQ(ok.size(), 1u);
+  EXPECT_EQ(ok[0].status, IBV_WC_SUCCESS);
+  EXPECT_EQ(granted[63], 64);
+  mr->reset();  // revoked
+  std::fill(granted, granted + 4096, 0);
+  ExpectFailed(WriteExpectingError(p, addr, rkey, 64), 99, IBV_WC_REM_ACCESS_ERR);
+  for (int i = 0; i < 4096; ++i) ASSERT_EQ(granted[i], 0) << "written after the revocation";
+  ExpectQpDead(p);
+}
+
 TEST_P(ConformanceErrorTest, BadLkeyIsLocalProtectionError) {
   QpPair& p = Connect(0, 1);
   ibv_sge sge = p.ea->Sge(0, 64);

@@ -1,8 +1,6 @@
 // Issue 9's operator scenarios in network namespaces (netns_recovery_test.sh runs them):
 //   "drain"     drain soft1 under a stream of 1 MiB writes, undrain it later;
 //   "peer-kill" SIGKILL the peer agent mid-stream, restart it, reconnect through the SDK.
-#include "tests/integration/netns_scenarios.h"
-
 #include <unistd.h>
 
 #include <chrono>
@@ -11,6 +9,8 @@
 #include <cstring>
 #include <deque>
 #include <string>
+
+#include "tests/integration/netns_scenarios.h"
 
 namespace braid::netns {
 namespace {
@@ -48,7 +48,7 @@ TransferOp Write(const Region& src, const Region& dst, uint64_t i, double timeou
   TransferOp op;
   op.local_region = src.id();
   op.local_offset = (i % 256) * kMiB;
-  op.remote = dst.remote();
+  op.remote = dst.info().grants(0);
   op.remote_offset = (i % 256) * kMiB;
   op.length = kMiB;
   op.timeout = std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
@@ -110,18 +110,19 @@ int DrainScenario(AgentClient& a, uint64_t vqp, TransferSession& session, const 
   while (!inflight.empty()) reap();
   end = OnDevice(a, vqp, kDevice);
   const bool same = std::memcmp(src.data(), dst.data(), 256 * kMiB) == 0;
-  std::printf("drain %s at 1 s under 1 MiB writes: its %d QPs had written %.1f MiB; at %.2f s "
-              "%.1f MiB, %u outstanding, %s; at 3 s %.1f MiB, %u outstanding\n",
-              kDevice.c_str(), at_drain.count, at_drain.bytes / 1048576.0, settled_at,
-              settled.bytes / 1048576.0, settled.outstanding,
-              settled.all_draining ? "all draining" : "NOT ALL DRAINING",
-              at_undrain.bytes / 1048576.0, at_undrain.outstanding);
+  std::printf(
+      "drain %s at 1 s under 1 MiB writes: its %d QPs had written %.1f MiB; at %.2f s "
+      "%.1f MiB, %u outstanding, %s; at 3 s %.1f MiB, %u outstanding\n",
+      kDevice.c_str(), at_drain.count, at_drain.bytes / 1048576.0, settled_at,
+      settled.bytes / 1048576.0, settled.outstanding,
+      settled.all_draining ? "all draining" : "NOT ALL DRAINING", at_undrain.bytes / 1048576.0,
+      at_undrain.outstanding);
   std::printf("undrain at 3 s: by 4.5 s its QPs wrote %.1f MiB more, %s\n",
               (end.bytes - at_undrain.bytes) / 1048576.0,
               end.all_healthy ? "all healthy" : "NOT ALL HEALTHY");
-  std::printf("transfers: %lu succeeded, %lu failed%s%s; data %s\n",
-              static_cast<unsigned long>(ok), static_cast<unsigned long>(failed),
-              failed ? ", first: " : "", error.c_str(), same ? "identical" : "DIFFERENT");
+  std::printf("transfers: %lu succeeded, %lu failed%s%s; data %s\n", static_cast<unsigned long>(ok),
+              static_cast<unsigned long>(failed), failed ? ", first: " : "", error.c_str(),
+              same ? "identical" : "DIFFERENT");
   const bool pass = failed == 0 && same && at_drain.count > 0 && at_drain.bytes > 0 &&
                     settled.all_draining && settled.outstanding == 0 &&
                     at_undrain.bytes == settled.bytes && at_undrain.outstanding == 0 &&
@@ -173,10 +174,11 @@ int PeerKillScenario(std::shared_ptr<AgentClient> a, const std::string& b_addr,
     if (killed) usleep(5000);
   }
   while (!inflight.empty()) reap();
-  std::printf("peer SIGKILLed at 1 s: %lu transfers succeeded, %lu failed; slowest failure %.2f s "
-              "after submission (deadline %.1f s), %lu past deadline + 1 s\n",
-              static_cast<unsigned long>(ok), static_cast<unsigned long>(failed), worst, kTimeout,
-              static_cast<unsigned long>(late));
+  std::printf(
+      "peer SIGKILLed at 1 s: %lu transfers succeeded, %lu failed; slowest failure %.2f s "
+      "after submission (deadline %.1f s), %lu past deadline + 1 s\n",
+      static_cast<unsigned long>(ok), static_cast<unsigned long>(failed), worst, kTimeout,
+      static_cast<unsigned long>(late));
   std::printf("first error: %s\n", first_error.c_str());
   // The orchestrator restarts the peer and reconnects, while our old VQP, whose QPs died with the
   // peer, is still trying to recover with it: it must never touch the new VQP (which reuses its
@@ -203,7 +205,7 @@ int PeerKillScenario(std::shared_ptr<AgentClient> a, const std::string& b_addr,
   std::string old_state;
   if (b != nullptr) {
     auto c = Connect(a, b, {.num_qps = 8, .label = "netns-reconnected"});
-    auto d = b->RegisterMemory(256 * kMiB, "dst-again");
+    auto d = b->RegisterMemory(256 * kMiB, "dst-again", {(*c)->vqp_b()});
     if (c.ok()) {
       // No traffic for 3 s: the new VQP must see no death, and the old one must have failed.
       usleep(3000000);
@@ -212,10 +214,11 @@ int PeerKillScenario(std::shared_ptr<AgentClient> a, const std::string& b_addr,
       new_deaths = fresh.ok() ? static_cast<int64_t>(fresh->qps_died()) : -1;
       new_epoch = fresh.ok() ? static_cast<int64_t>(fresh->epoch()) : -1;
       old_state = old.ok() ? old->state() + " (" + old->failure() + ")" : old.status().ToString();
-      std::printf("new VQP %lu on the restarted peer (old one here: %lu): %ld deaths, epoch %ld "
-                  "after 3 s idle; old VQP: %s\n",
-                  static_cast<unsigned long>((*c)->vqp_b()), static_cast<unsigned long>(old_vqp),
-                  static_cast<long>(new_deaths), static_cast<long>(new_epoch), old_state.c_str());
+      std::printf(
+          "new VQP %lu on the restarted peer (old one here: %lu): %ld deaths, epoch %ld "
+          "after 3 s idle; old VQP: %s\n",
+          static_cast<unsigned long>((*c)->vqp_b()), static_cast<unsigned long>(old_vqp),
+          static_cast<long>(new_deaths), static_cast<long>(new_epoch), old_state.c_str());
     }
     if (c.ok() && d.ok()) {
       auto s = TransferSession::Open(a, (*c)->vqp_a());
@@ -230,10 +233,10 @@ int PeerKillScenario(std::shared_ptr<AgentClient> a, const std::string& b_addr,
                    d.status().ToString().c_str());
     }
   }
-  std::printf("peer restarted: serving after %.2f s; SDK Connect + 256 MiB: %lu succeeded, data "
-              "%s\n",
-              Since(restart), static_cast<unsigned long>(ok_after),
-              again ? "identical" : "NOT VERIFIED");
+  std::printf(
+      "peer restarted: serving after %.2f s; SDK Connect + 256 MiB: %lu succeeded, data "
+      "%s\n",
+      Since(restart), static_cast<unsigned long>(ok_after), again ? "identical" : "NOT VERIFIED");
   (void)a->DestroyVqp(old_vqp);
   const bool pass = failed > 0 && late == 0 && !first_error.empty() && again && new_deaths == 0 &&
                     new_epoch == 0 && old_state.rfind("failed", 0) == 0;

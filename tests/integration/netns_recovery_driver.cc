@@ -46,7 +46,10 @@ int AllDown(AgentClient& a, Connection& conn, TransferSession& session, const Re
   auto run = [&](const std::string& c) {
     if (std::system(c.c_str()) != 0) std::fprintf(stderr, "command failed: %s\n", c.c_str());
   };
-  struct Op { std::future<TransferResult> f; double submitted; };
+  struct Op {
+    std::future<TransferResult> f;
+    double submitted;
+  };
   std::deque<Op> inflight;
   uint64_t ok_before = 0, failed_before = 0, ok_down = 0, failed_down = 0, late = 0;
   double worst_fail_s = 0;
@@ -98,24 +101,29 @@ int AllDown(AgentClient& a, Connection& conn, TransferSession& session, const Re
     TransferOp op;
     op.local_region = src.id();
     op.local_offset = i * kMiB;
-    op.remote = dst.remote();
+    op.remote = dst.info().grants(0);
     op.remote_offset = i * kMiB;
     op.length = kMiB;
     final_batch.push_back(session.Submit(op));
   }
   for (auto& f : final_batch) (f.get().status.ok() ? ok_after : failed_after)++;
   const bool same = std::memcmp(src.data(), dst.data(), 256 * kMiB) == 0;
-  std::printf("completed before all links were down (0-4 s, two down from 2 s): %lu succeeded, %lu failed\n",
-              static_cast<unsigned long>(ok_before), static_cast<unsigned long>(failed_before));
-  std::printf("completed after (in flight at 4 s, or submitted 4-7 s): %lu succeeded, %lu failed with a clear error; slowest "
-              "failure %.2f s (deadline %.1f s), %lu past deadline + 1 s\n",
-              static_cast<unsigned long>(ok_down), static_cast<unsigned long>(failed_down),
-              worst_fail_s, kTimeout, static_cast<unsigned long>(late));
+  std::printf(
+      "completed before all links were down (0-4 s, two down from 2 s): %lu succeeded, %lu "
+      "failed\n",
+      static_cast<unsigned long>(ok_before), static_cast<unsigned long>(failed_before));
+  std::printf(
+      "completed after (in flight at 4 s, or submitted 4-7 s): %lu succeeded, %lu failed with a "
+      "clear error; slowest "
+      "failure %.2f s (deadline %.1f s), %lu past deadline + 1 s\n",
+      static_cast<unsigned long>(ok_down), static_cast<unsigned long>(failed_down), worst_fail_s,
+      kTimeout, static_cast<unsigned long>(late));
   std::printf("first error: %s\n", first_error.c_str());
-  std::printf("links back: every QP healthy %.2f s later (limit %.1f s); then 256 MiB: %lu "
-              "succeeded, %lu failed, data %s\n",
-              back_s, 2 * backoff_cap_s, static_cast<unsigned long>(ok_after),
-              static_cast<unsigned long>(failed_after), same ? "identical" : "DIFFERENT");
+  std::printf(
+      "links back: every QP healthy %.2f s later (limit %.1f s); then 256 MiB: %lu "
+      "succeeded, %lu failed, data %s\n",
+      back_s, 2 * backoff_cap_s, static_cast<unsigned long>(ok_after),
+      static_cast<unsigned long>(failed_after), same ? "identical" : "DIFFERENT");
   const bool ok = failed_before == 0 && failed_down > 0 && late == 0 && back_s >= 0 &&
                   back_s <= 2 * backoff_cap_s && failed_after == 0 && ok_after == 256 && same;
   std::printf("%s\n", ok ? "PASS" : "FAIL");
@@ -139,16 +147,22 @@ int Bench(AgentClient& a, uint64_t vqp, TransferSession& session, const Region& 
   };
   // Warm-up, then the measured window.
   for (int i = 0; i < 4; ++i) {
-    TransferOp op{.local_region = src.id(), .local_offset = 0, .remote = dst.remote(),
-                  .remote_offset = 0, .length = kOp};
+    TransferOp op{.local_region = src.id(),
+                  .local_offset = 0,
+                  .remote = dst.info().grants(0),
+                  .remote_offset = 0,
+                  .length = kOp};
     inflight.push_back(session.Submit(op));
   }
   while (!inflight.empty()) reap();
   bytes = 0;
   const auto t0 = Clock::now();
   for (uint64_t i = 0; std::chrono::duration<double>(Clock::now() - t0).count() < seconds; ++i) {
-    TransferOp op{.local_region = src.id(), .local_offset = (i % 4) * kOp, .remote = dst.remote(),
-                  .remote_offset = (i % 4) * kOp, .length = kOp};
+    TransferOp op{.local_region = src.id(),
+                  .local_offset = (i % 4) * kOp,
+                  .remote = dst.info().grants(0),
+                  .remote_offset = (i % 4) * kOp,
+                  .length = kOp};
     inflight.push_back(session.Submit(op));
     while (inflight.size() >= 4) reap();
   }
@@ -210,21 +224,24 @@ int main(int argc, char** argv) {
   constexpr uint64_t kMiB = 1 << 20;
   constexpr uint64_t kRegion = 256 * kMiB;
   auto src = (*a)->RegisterMemory(kRegion, "src");
-  auto dst = (*b)->RegisterMemory(kRegion, "dst");
+  auto dst = (*b)->RegisterMemory(kRegion, "dst", {(*conn)->vqp_b()});
   if (!src.ok() || !dst.ok()) return 1;
-  for (uint64_t i = 0; i < kRegion; ++i) (*src)->data()[i] = static_cast<uint8_t>(i * 7 + (i >> 16));
+  for (uint64_t i = 0; i < kRegion; ++i)
+    (*src)->data()[i] = static_cast<uint8_t>(i * 7 + (i >> 16));
   auto session = TransferSession::Open(*a, (*conn)->vqp_a());
   if (!session.ok()) return 1;
-  if (scenario == "bench") return Bench(**a, (*conn)->vqp_a(), **session, **src, **dst, bench_seconds);
-  if (scenario == "drain") return braid::netns::DrainScenario(**a, (*conn)->vqp_a(), **session, **src, **dst);
+  if (scenario == "bench")
+    return Bench(**a, (*conn)->vqp_a(), **session, **src, **dst, bench_seconds);
+  if (scenario == "drain")
+    return braid::netns::DrainScenario(**a, (*conn)->vqp_a(), **session, **src, **dst);
   if (scenario == "peer-kill") {
     return braid::netns::PeerKillScenario(*a, b_addr, *conn, *session, **src, *dst, kill_cmd,
                                           start_cmd);
   }
   if (scenario == "imm-outage") {
     return braid::netns::ImmOutageScenario(
-        *a, *b, scheme == "dqplb" ? braid::v1::SCHEME_DQPLB : braid::v1::SCHEME_SPRAY, **src,
-        **dst, link_cmd);
+        *a, *b, scheme == "dqplb" ? braid::v1::SCHEME_DQPLB : braid::v1::SCHEME_SPRAY, **src, **dst,
+        link_cmd);
   }
   if (scenario == "flap") {
     return braid::netns::FlapScenario(**session, **src, **dst, link_cmd, flap_seconds);
@@ -243,7 +260,11 @@ int main(int argc, char** argv) {
   int max_dead = 0;
   uint64_t last_bytes = 0;
   double last_t = 0;
-  struct Sample { double t; double gbs; int dead; };
+  struct Sample {
+    double t;
+    double gbs;
+    int dead;
+  };
   std::vector<Sample> samples;
   auto reap_one = [&] {
     auto r = inflight.front().get();
@@ -258,7 +279,7 @@ int main(int argc, char** argv) {
     TransferOp op;
     op.local_region = (*src)->id();
     op.local_offset = (i % 256) * kMiB;
-    op.remote = (*dst)->remote();
+    op.remote = (*dst)->info().grants(0);
     op.remote_offset = (i % 256) * kMiB;
     op.length = kMiB;
     op.timeout = std::chrono::seconds(30);
@@ -309,15 +330,15 @@ int main(int argc, char** argv) {
   std::printf("moved %.2f GiB, failed transfers %lu, data %s\n",
               static_cast<double>(done_bytes) / (1 << 30), static_cast<unsigned long>(failed),
               same ? "identical" : "DIFFERENT");
-  std::printf("throughput: before %.3f GB/s, link down %.3f GB/s (%.2f of before), after "
-              "recovery %.3f GB/s (%.2f)\n",
-              before, during, before > 0 ? during / before : 0, after,
-              before > 0 ? after / before : 0);
-  std::printf("QPs out of service: max %d while down; 0 again %.2f s after the link came back "
-              "(limit 2 x backoff cap = %.1f s)\n",
-              max_dead, recover_s, 2 * backoff_cap_s);
-  bool ok = failed == 0 && same && max_dead > 0 && recover_s >= 0 &&
-            recover_s <= 2 * backoff_cap_s;
+  std::printf(
+      "throughput: before %.3f GB/s, link down %.3f GB/s (%.2f of before), after "
+      "recovery %.3f GB/s (%.2f)\n",
+      before, during, before > 0 ? during / before : 0, after, before > 0 ? after / before : 0);
+  std::printf(
+      "QPs out of service: max %d while down; 0 again %.2f s after the link came back "
+      "(limit 2 x backoff cap = %.1f s)\n",
+      max_dead, recover_s, 2 * backoff_cap_s);
+  bool ok = failed == 0 && same && max_dead > 0 && recover_s >= 0 && recover_s <= 2 * backoff_cap_s;
   std::printf("%s\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
 }

@@ -61,8 +61,13 @@ class Region {
   uint64_t size() const { return info_.length(); }
   uint64_t id() const { return info_.region_id(); }
   const v1::RegionInfo& info() const { return info_; }
-  // What the peer targets.
-  const v1::RemoteRegion& remote() const { return info_.remote(); }
+  // What the peer of VQP `vqp_id` (on this region's agent) targets; nullptr unless that VQP was
+  // granted access (RegisterMemory's `grant_vqps`, or Grant).
+  const v1::RemoteRegion* remote(uint64_t vqp_id) const;
+  // Lets VQP `vqp_id` reach this region over the wire; returns what its peer targets. Idempotent.
+  Result<v1::RemoteRegion> Grant(uint64_t vqp_id);
+  // Ends that grant: when this returns OK, the peer's next access fails (remote access error).
+  Status Revoke(uint64_t vqp_id);
 
  private:
   friend class AgentClient;
@@ -92,8 +97,11 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   Result<v1::VirtualQpInfo> GetVqp(uint64_t vqp_id);
   Result<std::vector<v1::VirtualQpInfo>> ListVqps();
   Status DestroyVqp(uint64_t vqp_id);
-  // Registers `length` bytes and maps them here.
-  Result<std::unique_ptr<Region>> RegisterMemory(uint64_t length, const std::string& label = "");
+  // Registers `length` bytes and maps them here; the VQPs in `grant_vqps` may reach them.
+  Result<std::unique_ptr<Region>> RegisterMemory(uint64_t length, const std::string& label = "",
+                                                 const std::vector<uint64_t>& grant_vqps = {});
+  Result<v1::RemoteRegion> GrantAccess(uint64_t region_id, uint64_t vqp_id);
+  Status RevokeAccess(uint64_t region_id, uint64_t vqp_id);
   Result<std::vector<v1::RegionInfo>> ListRegions();
   Status DeregisterMemory(uint64_t region_id);
   Result<v1::Device> DrainDevice(const std::string& device);

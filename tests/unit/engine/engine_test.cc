@@ -67,9 +67,13 @@ class EngineTest : public ::testing::Test {
     ASSERT_TRUE(b_.engine->ConnectVirtualQp(vb->id, va->card).ok());
     vqp_ = va->id;
     peer_vqp_ = vb->id;
-    auto ra = a_.engine->RegisterMemory(64 * kMiB, "a");
-    auto rb = b_.engine->RegisterMemory(64 * kMiB, "b");
+    // Each granted to its VQP (the test reads the local addresses from the grants).
+    auto ra = a_.engine->RegisterMemory({.length = 64 * kMiB, .label = "a", .grant_vqps = {vqp_}});
+    auto rb =
+        b_.engine->RegisterMemory({.length = 64 * kMiB, .label = "b", .grant_vqps = {peer_vqp_}});
     ASSERT_TRUE(ra.ok() && rb.ok());
+    ASSERT_EQ(ra->grants.size(), 1u);
+    ASSERT_EQ(rb->grants.size(), 1u);
     local_ = *ra;
     remote_ = *rb;
   }
@@ -80,7 +84,7 @@ class EngineTest : public ::testing::Test {
     t.op = TransferOp::kWriteWithImm;
     t.local_region = local_.id;
     t.local_offset = offset;
-    t.remote = remote_.remote;
+    t.remote = remote_.grants[0];
     t.remote_offset = offset;
     t.length = length;
     t.imm = static_cast<uint32_t>(op_id);
@@ -123,8 +127,8 @@ TEST_F(EngineTest, AVqpTargetsAnyNumberOfDistinctPeerRegionsInTurn) {
     }
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
   };
-  auto* src = reinterpret_cast<uint8_t*>(local_.remote.addr);
-  auto* dst = reinterpret_cast<uint8_t*>(remote_.remote.addr);
+  auto* src = reinterpret_cast<uint8_t*>(local_.grants[0].addr);
+  auto* dst = reinterpret_cast<uint8_t*>(remote_.grants[0].addr);
   for (uint64_t i = 0; i < 4096; ++i) src[i] = static_cast<uint8_t>(i * 7 + 1);
   std::memset(dst, 0, 64 * kMiB);  // resident from the start: RSS then measures the agent alone
   auto sink = std::make_shared<TransferSink>(1024);
@@ -136,7 +140,7 @@ TEST_F(EngineTest, AVqpTargetsAnyNumberOfDistinctPeerRegionsInTurn) {
     while (submitted < count && submitted - done < 32) {
       TransferRequest t = Write(submitted, 0, 4096);
       t.op = TransferOp::kWrite;
-      t.remote.addr = remote_.remote.addr + (submitted % 131000) * 512;  // a distinct region
+      t.remote.addr = remote_.grants[0].addr + (submitted % 131000) * 512;  // a distinct region
       t.remote.length = 4096;
       t.remote_offset = 0;
       ASSERT_TRUE(a_.engine->SubmitTransfer(t, sink).ok());
@@ -167,8 +171,8 @@ TEST_F(EngineTest, AVqpTargetsAnyNumberOfDistinctPeerRegionsInTurn) {
 }
 
 TEST_F(EngineTest, TransfersCompleteInOrderAndNotifyTheReceiver) {
-  auto* src = reinterpret_cast<uint8_t*>(local_.remote.addr);  // same process: same mapping
-  auto* dst = reinterpret_cast<uint8_t*>(remote_.remote.addr);
+  auto* src = reinterpret_cast<uint8_t*>(local_.grants[0].addr);  // same process: same mapping
+  auto* dst = reinterpret_cast<uint8_t*>(remote_.grants[0].addr);
   for (uint64_t i = 0; i < 64 * kMiB; ++i) src[i] = static_cast<uint8_t>(i * 13 + (i >> 12));
   auto watcher = std::make_shared<NotificationWatcher>(1024);
   ASSERT_TRUE(b_.engine->Watch(peer_vqp_, watcher).ok());
@@ -280,6 +284,7 @@ TEST_F(EngineTest, DestroyingAVqpCompletesEveryTransferExactlyOnce) {
 // backlogged VQPs and VQPs to look after let go of it (another VQP keeps working).
 TEST_F(EngineTest, DestroyingAVqpWithABacklogBeyondItsRingCompletesEachTransferOnce) {
   const uint64_t first = vqp_;
+  const RegionStatus first_local = local_, first_remote = remote_;  // granted to the first pair
   Connect(2, 4);
   auto sink = std::make_shared<TransferSink>(512);
   for (uint64_t i = 0; i < 100; ++i) {
@@ -303,6 +308,8 @@ TEST_F(EngineTest, DestroyingAVqpWithABacklogBeyondItsRingCompletesEachTransferO
   ASSERT_TRUE(snap.ok());
   EXPECT_EQ(snap->transfers_in_flight, 0u);
   vqp_ = first;
+  local_ = first_local;
+  remote_ = first_remote;
   for (uint64_t i = 0; i < 16; ++i) {
     ASSERT_TRUE(a_.engine->SubmitTransfer(Write(1000 + i, i * kMiB, kMiB), sink).ok());
   }

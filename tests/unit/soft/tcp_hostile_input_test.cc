@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "dataplane/soft/link_auth.h"
 #include "dataplane/soft/soft_provider.h"
 #include "dataplane/soft/tcp_fabric.h"
 #include "dataplane/soft/wire_format.h"
@@ -56,19 +57,52 @@ class TcpHostileInputTest : public ::testing::Test {
   void Pump(int rounds = 2000) {
     for (int i = 0; i < rounds; ++i) fabric_.Progress();
   }
-  // A raw client to soft1; sends `bytes` and closes.
-  void Attack(const std::vector<uint8_t>& bytes, bool close_after = true) {
+  // A raw client of soft1, accepted: its fd, and the challenge soft1 sent it.
+  int Open(wire::Challenge* challenge) {
     const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(kPort);
     addr.sin_addr.s_addr = htonl(0x7f000002);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    ASSERT_EQ(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    Pump();  // accepted: the challenge is on its way
+    wire::ChallengeBytes bytes{};
+    EXPECT_EQ(recv(fd, bytes.data(), bytes.size(), MSG_WAITALL),
+              static_cast<ssize_t>(bytes.size()));
+    EXPECT_EQ(wire::DecodeChallenge(bytes, challenge), wire::DecodeError::kOk);
+    return fd;
+  }
+  // `bytes`, with the hello they start with (if any) signed with `key` for `challenge`.
+  static std::vector<uint8_t> Signed(std::vector<uint8_t> bytes, const wire::Challenge& challenge,
+                                     const verbs::LinkKey& key) {
+    wire::Hello h;
+    if (bytes.size() >= wire::kHelloBytes &&
+        wire::DecodeHello(bytes, &h) == wire::DecodeError::kOk) {
+      SignHello(key, challenge, &h);
+      wire::HelloBytes b;
+      wire::EncodeHello(h, &b);
+      std::copy(b.begin(), b.end(), bytes.begin());
+    }
+    return bytes;
+  }
+  void Send(int fd, const std::vector<uint8_t>& bytes, bool close_after) {
+    ASSERT_EQ(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(bytes.size()));
     Pump();
-    if (close_after) close(fd);
-    else open_fds_.push_back(fd);
+    if (close_after)
+      close(fd);
+    else
+      open_fds_.push_back(fd);
     Pump();
+  }
+  // A raw client to soft1; sends `bytes` (a hello in them signed with `key`) and closes.
+  void Attack(const std::vector<uint8_t>& bytes, bool close_after = true,
+              const verbs::LinkKey& key = {}) {
+    wire::Challenge challenge;
+    const int fd = Open(&challenge);
+    Send(fd, Signed(bytes, challenge, key), close_after);
   }
   std::vector<uint8_t> Hello(uint32_t src_ipv4, uint32_t src_qpn, uint32_t dst_qpn,
                              uint32_t dst_send_psn = 0, uint64_t epoch = 0) {
@@ -113,14 +147,14 @@ class TcpHostileInputTest : public ::testing::Test {
 TEST_F(TcpHostileInputTest, BadHellosAreRefusedAndCounted) {
   ExpectStillServing(1);
   const uint64_t base = fabric_.stats().hellos_refused;
-  Attack(std::vector<uint8_t>(64, 0xAB));                     // garbage
+  Attack(std::vector<uint8_t>(64, 0xAB));  // garbage
   EXPECT_EQ(fabric_.stats().hellos_refused, base + 1);
   const std::vector<uint8_t> hello = Hello(0x7f000001, 5, 6);
-  Attack({hello.begin(), hello.begin() + 10});                 // truncated, then closed
+  Attack({hello.begin(), hello.begin() + 10});  // truncated, then closed
   EXPECT_EQ(fabric_.stats().hellos_refused, base + 2);
-  Attack(Hello(0x7f000001, 0x100, 0xABCDE));                  // unknown QPN
+  Attack(Hello(0x7f000001, 0x100, 0xABCDE));  // unknown QPN
   EXPECT_EQ(fabric_.stats().hellos_refused, base + 3);
-  Attack(Hello(0x7f000009, 0x222, qb_->qp_num()));            // a QP already connected elsewhere
+  Attack(Hello(0x7f000009, 0x222, qb_->qp_num()));  // a QP already connected elsewhere
   EXPECT_EQ(fabric_.stats().hellos_refused, base + 4);
   ExpectStillServing(2);
 }
@@ -166,6 +200,46 @@ TEST_F(TcpHostileInputTest, HelloOfAnotherEpochIsRefused) {
   ExpectStillServing(4);
 }
 
+// A caller must prove it knows the connection's link key: a hello signed with another key, or a
+// signed hello recorded from another connection (another challenge), is refused and counted, and
+// the QP keeps waiting for the caller that knows the key.
+TEST_F(TcpHostileInputTest, AHelloThatDoesNotProveTheLinkKeyIsRefused) {
+  auto q = NewQp(1);
+  ASSERT_TRUE(q->ToInit({}).ok());
+  verbs::QpRtrParams rtr;
+  rtr.remote = {verbs::Gid::FromIpv4(0x7f000001), 0, 0x97, 0};
+  rtr.link_key.fill(0x5C);
+  ASSERT_TRUE(q->ToRtr(rtr).ok());
+  ASSERT_TRUE(q->ToRts({.sq_psn = 456}).ok());
+  const std::vector<uint8_t> hello = Hello(0x7f000001, 0x97, q->qp_num(), 456);
+  const TcpFabricStats before = fabric_.stats();
+  verbs::LinkKey wrong{};
+  wrong.fill(0x5C);
+  wrong[31] ^= 1;
+  Attack(hello, /*close_after=*/false, wrong);
+  wire::Challenge first, second;
+  const int fd1 = Open(&first);
+  const int fd2 = Open(&second);
+  Send(fd2, Signed(hello, first, rtr.link_key), /*close_after=*/false);  // a replay elsewhere
+  EXPECT_EQ(fabric_.stats().hellos_unauthenticated, before.hellos_unauthenticated + 2);
+  EXPECT_EQ(fabric_.stats().hellos_refused, before.hellos_refused + 2);
+  Send(fd1, Signed(hello, first, rtr.link_key), /*close_after=*/false);  // the right caller
+  EXPECT_EQ(fabric_.stats().hellos_refused, before.hellos_refused + 2);
+  // Attached: what the QP sends now comes out on that connection.
+  ASSERT_TRUE(testing::PostRdma(*q, IBV_WR_RDMA_WRITE, reinterpret_cast<uint64_t>(b_.data()), 16,
+                                mr_b_->lkey(), 0x1000, 0x1234, 77)
+                  .ok());
+  Pump();
+  wire::FrameHeaderBytes frame{};
+  ASSERT_EQ(recv(fd1, frame.data(), frame.size(), MSG_WAITALL), static_cast<ssize_t>(frame.size()));
+  PacketHeader header;
+  ASSERT_EQ(wire::DecodeFrameHeader(frame, &header), wire::DecodeError::kOk);
+  EXPECT_EQ(header.dst_qpn, 0x97u);
+  EXPECT_EQ(header.src_qpn, q->qp_num());
+  extra_.push_back(std::move(q));
+  ExpectStillServing(5);
+}
+
 TEST_F(TcpHostileInputTest, BadFramesAreRefusedAndTheConnectionClosed) {
   auto header = [](uint32_t dst, uint32_t payload_len) {
     PacketHeader h;
@@ -181,10 +255,10 @@ TEST_F(TcpHostileInputTest, BadFramesAreRefusedAndTheConnectionClosed) {
   };
   const std::vector<uint8_t> small = header(0, 16);
   const std::vector<std::vector<uint8_t>> bad = {
-      std::vector<uint8_t>(64, 0x5A),                // garbage
-      header(0, (1u << 31) + 1),                     // oversized payload
-      {small.begin(), small.begin() + 30},           // truncated, then closed
-      header(0xBEEF, 16),                            // another QP's frame
+      std::vector<uint8_t>(64, 0x5A),       // garbage
+      header(0, (1u << 31) + 1),            // oversized payload
+      {small.begin(), small.begin() + 30},  // truncated, then closed
+      header(0xBEEF, 16),                   // another QP's frame
   };
   const uint64_t base = fabric_.stats().frames_refused;
   for (size_t i = 0; i < bad.size(); ++i) {

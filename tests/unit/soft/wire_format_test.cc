@@ -67,10 +67,10 @@ TEST(WireFormatTest, EveryMalformedHeaderIsRefusedWithItsReason) {
     DecodeError expected;
   };
   const Case cases[] = {
-      {0, 0x00, DecodeError::kBadMagic},    {4, 0x07, DecodeError::kBadVersion},
-      {6, 0x09, DecodeError::kBadType},     {8, 0x09, DecodeError::kBadType},
-      {9, 0x63, DecodeError::kBadOpcode},   {10, 0x0F, DecodeError::kBadNak},
-      {31, 0x80, DecodeError::kOversized},  {22, 0xFF, DecodeError::kBadLength},
+      {0, 0x00, DecodeError::kBadMagic},   {4, 0x07, DecodeError::kBadVersion},
+      {6, 0x09, DecodeError::kBadType},    {8, 0x09, DecodeError::kBadType},
+      {9, 0x63, DecodeError::kBadOpcode},  {10, 0x0F, DecodeError::kBadNak},
+      {31, 0x80, DecodeError::kOversized}, {22, 0xFF, DecodeError::kBadLength},
   };
   for (const Case& c : cases) {
     FrameHeaderBytes bad = good;
@@ -92,6 +92,7 @@ TEST(WireFormatTest, HelloRoundTripAndRefusal) {
   in.dst_qpn = 0x102;
   in.dst_send_psn = 0xABCDEF;
   in.epoch = 7;
+  for (size_t i = 0; i < in.mac.size(); ++i) in.mac[i] = static_cast<uint8_t>(i * 5 + 1);
   HelloBytes bytes;
   EncodeHello(in, &bytes);
   Hello out;
@@ -101,9 +102,12 @@ TEST(WireFormatTest, HelloRoundTripAndRefusal) {
   EXPECT_EQ(out.dst_qpn, in.dst_qpn);
   EXPECT_EQ(out.dst_send_psn, in.dst_send_psn);
   EXPECT_EQ(out.epoch, 7u);
+  EXPECT_EQ(out.mac, in.mac);
   FrameHeaderBytes frame;
   EncodeFrameHeader(Sample(PacketType::kAck), &frame);
-  EXPECT_EQ(DecodeHello(frame, &out), DecodeError::kBadType) << "a frame is not a hello";
+  std::array<uint8_t, kHelloBytes> padded{};
+  std::copy(frame.begin(), frame.end(), padded.begin());
+  EXPECT_EQ(DecodeHello(padded, &out), DecodeError::kBadType) << "a frame is not a hello";
   EXPECT_EQ(DecodeHello(std::span(bytes.data(), 10), &out), DecodeError::kTruncated);
 }
 
