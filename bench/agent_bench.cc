@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
   auto vb = braid::testing::CreateVqp(b->stub(), v1::SCHEME_SPRAY, 8);
   braid::testing::ConnectPair(a->stub(), va, b->stub(), vb);
   auto src = braid::testing::Register(a->stub(), kRegion, "src");
-  auto dst = braid::testing::Register(b->stub(), kRegion, "dst");
+  auto dst = braid::testing::Register(b->stub(), kRegion, "dst", {vb.vqp_id()});
 
   Run(*a, v1::OP_WRITE, va.vqp_id(), src, dst, kMiB, 256);  // warm-up
   const Figure w = Run(*a, v1::OP_WRITE, va.vqp_id(), src, dst, kMiB, 2048);

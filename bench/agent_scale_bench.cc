@@ -109,6 +109,7 @@ int main(int argc, char** argv) {
     pairs.emplace_back(va.vqp_id(), vb.vqp_id());
   };
   add_pair(v1::SCHEME_SPRAY);  // the busy one
+  dst = braid::testing::WithGrant(b->stub(), dst, pairs[0].second);
   const Busy alone = Measure(*a, pairs[0].first, src, dst);
   for (int i = 1; i < n; ++i) add_pair(i % 2 == 0 ? v1::SCHEME_SPRAY : v1::SCHEME_DQPLB);
   std::printf("%d connected 8-QP VQP pairs (SPRAY and DQPLB alternating), default configuration\n",

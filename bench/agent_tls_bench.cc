@@ -27,6 +27,7 @@ struct Round {
   double write_gbs = 0;
   double call_p50_us = 0;    // GetInfo: the agent's service and its engine
   double health_p50_us = 0;  // gRPC's health service: the transport alone
+  double vqp_p50_us = 0;     // CreateVirtualQp (8 QPs) + DestroyVirtualQp: control calls at work
   bool ok = true;
 };
 
@@ -57,7 +58,7 @@ Round Measure(bool tls, const braid::testing::TestPki& pki) {
   auto vb = braid::testing::CreateVqp(b.stub(), v1::SCHEME_SPRAY, 8);
   braid::testing::ConnectPair(a.stub(), va, b.stub(), vb);
   auto src = braid::testing::Register(a.stub(), kRegion, "src");
-  auto dst = braid::testing::Register(b.stub(), kRegion, "dst");
+  auto dst = braid::testing::Register(b.stub(), kRegion, "dst", {vb.vqp_id()});
   auto writes = [&](uint64_t count) {
     return braid::testing::Transfers(v1::OP_WRITE, va.vqp_id(), src, dst, kMiB, count,
                                      kRegion / kMiB);
@@ -92,6 +93,16 @@ Round Measure(bool tls, const braid::testing::TestPki& pki) {
         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - c0).count());
   }
   out.health_p50_us = Median(calls);
+  calls.clear();
+  for (int i = 0; i < 300; ++i) {
+    const auto c0 = std::chrono::steady_clock::now();
+    const v1::VirtualQpInfo v = braid::testing::CreateVqp(a.stub(), v1::SCHEME_SPRAY, 8);
+    braid::testing::DestroyVqp(a.stub(), v.vqp_id());
+    out.ok = out.ok && v.vqp_id() != 0;
+    calls.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - c0).count());
+  }
+  out.vqp_p50_us = Median(calls);
   return out;
 }
 
@@ -101,7 +112,7 @@ int main(int argc, char** argv) {
   const int rounds = argc > 1 ? std::atoi(argv[1]) : 3;
   auto pki = braid::testing::TestPki::Make();
   if (!pki) return 1;
-  std::vector<double> plain_w, tls_w, plain_c, tls_c;
+  std::vector<double> plain_w, tls_w, plain_c, tls_c, plain_v, tls_v;
   for (int r = 0; r < rounds; ++r) {
     for (bool tls : {false, true}) {
       const Round m = Measure(tls, *pki);
@@ -109,19 +120,26 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "agent_tls_bench: a %s round failed\n", tls ? "TLS" : "plaintext");
         return 1;
       }
-      std::printf("round %d %-9s 1 MiB WRITE %.3f GB/s, GetInfo p50 %.1f us, health p50 %.1f us\n",
-                  r + 1, tls ? "mTLS" : "plaintext", m.write_gbs, m.call_p50_us, m.health_p50_us);
+      std::printf(
+          "round %d %-9s 1 MiB WRITE %.3f GB/s, GetInfo p50 %.1f us, health p50 %.1f us, "
+          "create+destroy VQP p50 %.1f us\n",
+          r + 1, tls ? "mTLS" : "plaintext", m.write_gbs, m.call_p50_us, m.health_p50_us,
+          m.vqp_p50_us);
       (tls ? tls_w : plain_w).push_back(m.write_gbs);
       (tls ? tls_c : plain_c).push_back(m.call_p50_us);
+      (tls ? tls_v : plain_v).push_back(m.vqp_p50_us);
     }
   }
   const double w0 = Median(plain_w), w1 = Median(tls_w);
   const double c0 = Median(plain_c), c1 = Median(tls_c);
+  const double v0 = Median(plain_v), v1 = Median(tls_v);
   std::printf("%-50s %10s %10s %8s\n", "through two agents, medians of the rounds", "plaintext",
               "mTLS", "ratio");
   std::printf("%-50s %10.3f %10.3f %8.3f  (GB/s; throughput kept)\n",
               "8-QP SPRAY VQP, 2 NICs each, 1 MiB WRITE", w0, w1, w1 / w0);
   std::printf("%-50s %10.1f %10.1f %8.3f  (us; latency added)\n",
               "control call (GetInfo) p50 on an open connection", c0, c1, c1 / c0);
+  std::printf("%-50s %10.1f %10.1f %8.3f  (us; latency added)\n",
+              "CreateVirtualQp (8 QPs) + DestroyVirtualQp p50", v0, v1, v1 / v0);
   return 0;
 }
