@@ -1,4 +1,4 @@
-// libFuzzer target for the soft provider's frame parser (frame headers and hellos).
+// libFuzzer target for the soft provider's frame parser (frame headers, hellos, challenges).
 // Built with clang (`make fuzz`); `make test` runs it for a bounded time (FUZZ_SECONDS).
 #include <cstddef>
 #include <cstdint>
@@ -26,6 +26,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   wire::Hello hello;
   if (wire::DecodeHello(bytes, &hello) == wire::DecodeError::kOk) {
     if (hello.src_qpn > kPsnMask || hello.dst_qpn > kPsnMask) std::abort();
+    // The MAC survives a round trip.
+    wire::HelloBytes again;
+    wire::EncodeHello(hello, &again);
+    wire::Hello h2;
+    if (wire::DecodeHello(again, &h2) != wire::DecodeError::kOk || h2.mac != hello.mac)
+      std::abort();
   }
+  wire::Challenge challenge;
+  if (wire::DecodeChallenge(bytes, &challenge) == wire::DecodeError::kOk && size < 32) std::abort();
   return 0;
 }

@@ -27,7 +27,8 @@ double Since(Clock::time_point t0) {
 }
 
 void Run(const std::string& command) {
-  if (std::system(command.c_str()) != 0) std::fprintf(stderr, "command failed: %s\n", command.c_str());
+  if (std::system(command.c_str()) != 0)
+    std::fprintf(stderr, "command failed: %s\n", command.c_str());
 }
 
 // Data QPs of `vqp` not (yet) healthy; -1 if the agent does not answer.
@@ -91,8 +92,14 @@ int ImmOutageScenario(std::shared_ptr<AgentClient> a, std::shared_ptr<AgentClien
     notes.push_back(n);
   });
   if (!stream.ok()) return 1;
+  auto grant = b->GrantAccess(dst.id(), (*conn)->vqp_b());  // this scenario's own VQP pair
+  if (!grant.ok()) {
+    std::fprintf(stderr, "grant: %s\n", grant.status().ToString().c_str());
+    return 1;
+  }
   auto imm_write = [&](uint64_t i, uint32_t imm, double timeout_s) {
     TransferOp op = Write(src, dst, i, timeout_s);
+    op.remote = *grant;
     op.op = v1::OP_WRITE_WITH_IMM;
     op.imm = imm;
     return (*session)->Submit(op);
@@ -154,12 +161,13 @@ int ImmOutageScenario(std::shared_ptr<AgentClient> a, std::shared_ptr<AgentClien
   for (size_t k = 0; in_order && k < 1000; ++k) {
     in_order = imms[imms.size() - 1000 + k] == k;
   }
-  std::printf("%s: all links down with 8 messages in flight: %d failed at the sender; every QP "
-              "healthy %.2f s after the links came back; then 1000 messages: %lu succeeded%s%s; "
-              "the receiver: %zu notifications (%lu for failed messages), the last 1000 %s\n",
-              name, outage_failed, back_s, static_cast<unsigned long>(ok),
-              error.empty() ? "" : ", first error: ", error.c_str(), got.size(),
-              static_cast<unsigned long>(aborted), in_order ? "in order" : "NOT in order");
+  std::printf(
+      "%s: all links down with 8 messages in flight: %d failed at the sender; every QP "
+      "healthy %.2f s after the links came back; then 1000 messages: %lu succeeded%s%s; "
+      "the receiver: %zu notifications (%lu for failed messages), the last 1000 %s\n",
+      name, outage_failed, back_s, static_cast<unsigned long>(ok),
+      error.empty() ? "" : ", first error: ", error.c_str(), got.size(),
+      static_cast<unsigned long>(aborted), in_order ? "in order" : "NOT in order");
   const bool pass = outage_failed > 0 && back_s >= 0 && ok == 1000 && in_order;
   std::printf("%s\n", pass ? "PASS" : "FAIL");
   return pass ? 0 : 1;
@@ -182,12 +190,13 @@ int FlapScenario(TransferSession& session, const Region& src, const Region& dst,
   const double gbs_before = static_cast<double>(before.bytes) / before.seconds / 1e9;
   const double gbs_during = static_cast<double>(during.bytes) / during.seconds / 1e9;
   const double ratio = gbs_before > 0 ? gbs_during / gbs_before : 0;
-  std::printf("link 1 flapping every 200 ms for %.0f s (%d flaps): %.3f GB/s against %.3f GB/s "
-              "before = %.2f (target >= 0.6); failed operations: %lu before, %lu while flapping"
-              "%s%s\n",
-              during.seconds, flaps, gbs_during, gbs_before, ratio,
-              static_cast<unsigned long>(before.failed), static_cast<unsigned long>(during.failed),
-              during.first_error.empty() ? "" : "; first error: ", during.first_error.c_str());
+  std::printf(
+      "link 1 flapping every 200 ms for %.0f s (%d flaps): %.3f GB/s against %.3f GB/s "
+      "before = %.2f (target >= 0.6); failed operations: %lu before, %lu while flapping"
+      "%s%s\n",
+      during.seconds, flaps, gbs_during, gbs_before, ratio,
+      static_cast<unsigned long>(before.failed), static_cast<unsigned long>(during.failed),
+      during.first_error.empty() ? "" : "; first error: ", during.first_error.c_str());
   const bool pass = ratio >= 0.6 && before.failed == 0 && during.failed <= 5;
   std::printf("%s\n", pass ? "PASS" : "FAIL");
   return pass ? 0 : 1;
