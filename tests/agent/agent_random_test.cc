@@ -260,7 +260,10 @@ class RandomApi {
             ? nullptr
             : &regions_[agent][static_cast<size_t>(Pick(0, int(regions_[agent].size()) - 1))];
     if (some != nullptr && Chance(30)) {
-      const uint64_t vqp = SomeVqpId(agent);
+      // Mostly a VQP the region is granted to (revoking it), else any.
+      const uint64_t vqp = some->grants_size() > 0 && Chance(60)
+                               ? some->grants(Pick(0, some->grants_size() - 1)).vqp_id()
+                               : SomeVqpId(agent);
       if (Chance(70)) {
         v1::GrantAccessRequest r;
         r.set_region_id(some->region_id());
