@@ -318,6 +318,41 @@ TEST_F(EngineTest, DestroyingAVqpWithABacklogBeyondItsRingCompletesEachTransferO
   for (const auto& r : after) EXPECT_TRUE(r.status.ok()) << r.status.ToString();
 }
 
+// The engine's half of a revocation: the grant's registration is gone when RevokeAccess returns
+// (the peer's next write is a remote access error), a second revoke finds nothing, the region
+// lists no grant, and the revocation is an event.
+TEST_F(EngineTest, ARevokedGrantFailsThePeersNextWriteAndIsAnEvent) {
+  auto events = std::make_shared<EventWatcher>(256);
+  ASSERT_TRUE(b_.engine->WatchEvents(events).ok());
+  auto sink = std::make_shared<TransferSink>(16);
+  ASSERT_TRUE(a_.engine->SubmitTransfer(Write(1, 0, kMiB), sink).ok());
+  auto first = Collect(*sink, 1);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_TRUE(first[0].status.ok()) << first[0].status.ToString();
+
+  ASSERT_TRUE(b_.engine->RevokeAccess(remote_.id, peer_vqp_).ok());
+  EXPECT_EQ(b_.engine->RevokeAccess(remote_.id, peer_vqp_).code(), common::StatusCode::kNotFound);
+  ASSERT_TRUE(a_.engine->SubmitTransfer(Write(2, kMiB, kMiB), sink).ok());
+  auto second = Collect(*sink, 1);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_FALSE(second[0].status.ok());
+  EXPECT_TRUE(second[0].posted);
+  EXPECT_EQ(second[0].wc_status, IBV_WC_REM_ACCESS_ERR) << ibv_wc_status_str(second[0].wc_status);
+
+  auto regions = b_.engine->ListRegions();
+  ASSERT_TRUE(regions.ok());
+  ASSERT_EQ(regions->size(), 1u);
+  EXPECT_TRUE(regions->front().grants.empty());
+  bool revoked = false;
+  for (int i = 0; i < 200 && !revoked; ++i) {
+    while (auto e = events->events.TryPop()) {
+      revoked = revoked || (e->kind == EventKind::kAccessRevoked && e->vqp_id == peer_vqp_);
+    }
+    if (!revoked) usleep(10000);
+  }
+  EXPECT_TRUE(revoked) << "no access_revoked event for VQP " << peer_vqp_;
+}
+
 TEST_F(EngineTest, AnIdleEngineSleeps) {
   auto before = a_.engine->Snapshot();
   ASSERT_TRUE(before.ok());
