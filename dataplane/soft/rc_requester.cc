@@ -55,6 +55,16 @@ Status SoftQp::ValidateSend(const ibv_send_wr& wr) const {
     case IBV_WR_RDMA_READ:
       if (wr.send_flags & IBV_SEND_INLINE) return Status::InvalidArgument("inline READ");
       break;
+    case IBV_WR_BIND_MW:
+      if (wr.bind_mw.mw == nullptr || wr.bind_mw.bind_info.mr == nullptr) {
+        return Status::InvalidArgument("a window bind names its window and its memory region");
+      }
+      if (wr.bind_mw.mw->type != IBV_MW_TYPE_2) {
+        return Status::InvalidArgument("only type-2 windows are bound with a work request");
+      }
+      break;
+    case IBV_WR_LOCAL_INV:
+      break;
     case IBV_WR_ATOMIC_FETCH_AND_ADD:
     case IBV_WR_ATOMIC_CMP_AND_SWP:
       if (wr.num_sge != 1 || length != 8) {
@@ -81,9 +91,24 @@ void SoftQp::EnqueueSend(const ibv_send_wr& wr) {
   w.done = false;
   w.status = IBV_WC_SUCCESS;
   w.psn = next_psn_;
+  w.length = 0;
+  w.local = wr.opcode == IBV_WR_BIND_MW || wr.opcode == IBV_WR_LOCAL_INV;
+  if (w.local) {  // no PSN, no payload
+    w.num_sge = 0;
+    if (wr.opcode == IBV_WR_BIND_MW) {
+      w.window_key = wr.bind_mw.mw->rkey;
+      w.rkey = wr.bind_mw.rkey;
+      w.region_lkey = wr.bind_mw.bind_info.mr->lkey;
+      w.remote_addr = wr.bind_mw.bind_info.addr;
+      w.bind_length = wr.bind_mw.bind_info.length;
+      w.bind_access = wr.bind_mw.bind_info.mw_access_flags;
+    } else {
+      w.rkey = wr.invalidate_rkey;
+    }
+    return;
+  }
   next_psn_ = PsnNext(next_psn_);
   w.num_sge = static_cast<uint32_t>(wr.num_sge);
-  w.length = 0;
   for (uint32_t i = 0; i < w.num_sge; ++i) {
     w.sge[i] = wr.sg_list[i];
     if (w.is_inline) {  // inline data is copied now; the buffer may be reused at once
@@ -135,6 +160,13 @@ bool SoftQp::CheckLocalKeys(const SendWqe& w) const {
   return true;
 }
 
+bool SoftQp::ExecuteLocal(const SendWqe& w) {
+  if (w.opcode == IBV_WR_LOCAL_INV) return device_->mrs().InvalidateWindow(w.rkey, qp_num_);
+  return device_->mrs().BindWindow(
+      {w.window_key, w.rkey, w.region_lkey, w.remote_addr, w.bind_length, w.bind_access}, pd_id_,
+      qp_num_);
+}
+
 void SoftQp::TransmitWqe(SendWqe& w) {
   PacketHeader h = MakeHeader(PacketType::kRequest, w.psn);
   h.opcode = w.opcode;
@@ -174,6 +206,16 @@ void SoftQp::Pump() {
       ++sq_tx_;
       continue;
     }
+    if (w.local) {
+      if (!ExecuteLocal(w)) {
+        w.done = true;
+        w.status = IBV_WC_MW_BIND_ERR;
+        break;
+      }
+      w.transmitted = w.done = true;
+      ++sq_tx_;
+      continue;
+    }
     if (sq_tx_ != sq_head_ && tx_bytes_ + w.length > window) break;  // until ACKs make room
     if (!w.transmitted && !CheckLocalKeys(w)) {
       w.done = true;
@@ -194,6 +236,7 @@ void SoftQp::Pump() {
 uint64_t SoftQp::AckBefore(uint32_t psn, bool inclusive) {
   for (uint64_t i = sq_head_; i != sq_tx_; ++i) {
     SendWqe& w = Sq(i);
+    if (w.local) continue;  // done when executed; it has no PSN
     const int32_t d = PsnDiff(w.psn, psn);
     if (d > 0 || (d == 0 && !inclusive)) return i;
     if (!NeedsResponse(w.opcode)) w.done = true;
@@ -245,7 +288,7 @@ void SoftQp::BeginResponse(const PacketHeader& p, Placement* placement) {
   if (p.type != PacketType::kReadResponse) return;
   for (uint64_t i = sq_head_; i != sq_tx_; ++i) {
     const SendWqe& w = Sq(i);
-    if (w.psn != p.psn) continue;
+    if (w.local || w.psn != p.psn) continue;
     if (w.opcode != IBV_WR_RDMA_READ || w.done) return;  // a duplicate: discard
     uint64_t left = std::min<uint64_t>(p.payload_len, w.length);
     for (uint32_t s = 0; s < w.num_sge && left > 0; ++s) {

@@ -38,8 +38,9 @@ void SoftQp::BeginRequest(const PacketHeader& p, Placement* placement) {
   }
   if (IsWrite(p.opcode)) {
     if (!(access_flags_ & IBV_ACCESS_REMOTE_WRITE) ||
-        (p.length > 0 && device_->mrs().CheckRemote(p.rkey, pd_id_, p.remote_addr, p.length,
-                                                    IBV_ACCESS_REMOTE_WRITE) == nullptr)) {
+        (p.length > 0 &&
+         device_->mrs().CheckRemote(p.rkey, pd_id_, qp_num_, p.remote_addr, p.length,
+                                    IBV_ACCESS_REMOTE_WRITE) == nullptr)) {
       fail(NakCode::kRemoteAccess);
       return;
     }
@@ -64,8 +65,8 @@ void SoftQp::BeginRequest(const PacketHeader& p, Placement* placement) {
       placement->count = 0;
       inbound_.verdict = Verdict::kFailRecv;
       inbound_.recv_error = status;
-      inbound_.nak = status == IBV_WC_LOC_LEN_ERR ? NakCode::kInvalidRequest
-                                                  : NakCode::kRemoteOperational;
+      inbound_.nak =
+          status == IBV_WC_LOC_LEN_ERR ? NakCode::kInvalidRequest : NakCode::kRemoteOperational;
       return;
     }
     inbound_.verdict = Verdict::kExecute;
@@ -73,8 +74,8 @@ void SoftQp::BeginRequest(const PacketHeader& p, Placement* placement) {
   }
   if (p.opcode == IBV_WR_RDMA_READ) {
     if (!(access_flags_ & IBV_ACCESS_REMOTE_READ) ||
-        (p.length > 0 && device_->mrs().CheckRemote(p.rkey, pd_id_, p.remote_addr, p.length,
-                                                    IBV_ACCESS_REMOTE_READ) == nullptr)) {
+        (p.length > 0 && device_->mrs().CheckRemote(p.rkey, pd_id_, qp_num_, p.remote_addr,
+                                                    p.length, IBV_ACCESS_REMOTE_READ) == nullptr)) {
       fail(NakCode::kRemoteAccess);
       return;
     }
@@ -87,8 +88,8 @@ void SoftQp::BeginRequest(const PacketHeader& p, Placement* placement) {
       return;
     }
     if (!(access_flags_ & IBV_ACCESS_REMOTE_ATOMIC) ||
-        device_->mrs().CheckRemote(p.rkey, pd_id_, p.remote_addr, 8, IBV_ACCESS_REMOTE_ATOMIC) ==
-            nullptr) {
+        device_->mrs().CheckRemote(p.rkey, pd_id_, qp_num_, p.remote_addr, 8,
+                                   IBV_ACCESS_REMOTE_ATOMIC) == nullptr) {
       fail(NakCode::kRemoteAccess);
       return;
     }
@@ -100,7 +101,8 @@ void SoftQp::BeginRequest(const PacketHeader& p, Placement* placement) {
 
 void SoftQp::EndRequest(const PacketHeader& p) {
   switch (inbound_.verdict) {
-    case Verdict::kIgnore: return;
+    case Verdict::kIgnore:
+      return;
     case Verdict::kDuplicate:
       // Never execute a SEND or WRITE twice; re-execute a READ; answer an ATOMIC from the cache.
       if (p.opcode == IBV_WR_RDMA_READ) {
@@ -116,13 +118,18 @@ void SoftQp::EndRequest(const PacketHeader& p) {
         Reply(PacketType::kAck, PsnPrev(expected_psn_));
       }
       return;
-    case Verdict::kRnr: Reply(PacketType::kNak, p.psn, NakCode::kRnr); return;
+    case Verdict::kRnr:
+      Reply(PacketType::kNak, p.psn, NakCode::kRnr);
+      return;
     case Verdict::kFailRecv:
       recv_cq_->PushError(Rq(rq_head_++).wr_id, inbound_.recv_error, qp_num_);
       FailResponder(inbound_.nak, p.psn);
       return;
-    case Verdict::kFail: FailResponder(inbound_.nak, p.psn); return;
-    case Verdict::kExecute: break;
+    case Verdict::kFail:
+      FailResponder(inbound_.nak, p.psn);
+      return;
+    case Verdict::kExecute:
+      break;
   }
   if (p.opcode == IBV_WR_RDMA_WRITE_WITH_IMM) {
     CompleteRecv(Rq(rq_head_++).wr_id, IBV_WC_RECV_RDMA_WITH_IMM, p, /*with_imm=*/true);
@@ -204,7 +211,7 @@ void SoftQp::Reply(PacketType type, uint32_t psn, NakCode nak) {
 }
 
 void SoftQp::ReplyRead(const PacketHeader& p) {
-  if (p.length > 0 && device_->mrs().CheckRemote(p.rkey, pd_id_, p.remote_addr, p.length,
+  if (p.length > 0 && device_->mrs().CheckRemote(p.rkey, pd_id_, qp_num_, p.remote_addr, p.length,
                                                  IBV_ACCESS_REMOTE_READ) == nullptr) {
     return;  // a duplicate whose region went away: let the requester time out
   }

@@ -13,16 +13,37 @@ namespace {
 
 class SoftMr final : public verbs::MemoryRegion {
  public:
-  SoftMr(SoftDevice* device, const MrEntry& entry) : device_(device), entry_(entry) {}
+  SoftMr(SoftDevice* device, const MrEntry& entry) : device_(device), entry_(entry) {
+    handle_.addr = reinterpret_cast<void*>(entry.addr);
+    handle_.length = entry.length;
+    handle_.lkey = entry.lkey;
+    handle_.rkey = entry.rkey;
+  }
   ~SoftMr() override { device_->mrs().Remove(entry_.lkey); }
   void* addr() const override { return reinterpret_cast<void*>(entry_.addr); }
   size_t length() const override { return entry_.length; }
   uint32_t lkey() const override { return entry_.lkey; }
   uint32_t rkey() const override { return entry_.rkey; }
+  ibv_mr* handle() override { return &handle_; }
 
  private:
   SoftDevice* device_;
   MrEntry entry_;
+  ibv_mr handle_{};
+};
+
+class SoftMw final : public verbs::MemoryWindow {
+ public:
+  SoftMw(SoftDevice* device, const MrEntry& entry) : device_(device) {
+    handle_.rkey = entry.rkey;
+    handle_.type = IBV_MW_TYPE_2;
+  }
+  ~SoftMw() override { device_->mrs().RemoveWindow(handle_.rkey); }
+  ibv_mw* handle() override { return &handle_; }
+
+ private:
+  SoftDevice* device_;
+  ibv_mw handle_{};
 };
 
 class SoftPd final : public verbs::ProtectionDomain {
@@ -32,6 +53,13 @@ class SoftPd final : public verbs::ProtectionDomain {
   common::Result<std::unique_ptr<verbs::MemoryRegion>> RegisterMemory(
       void* addr, size_t length, unsigned int access) override {
     if (addr == nullptr && length > 0) return common::Status::InvalidArgument("null address");
+    constexpr unsigned int kSupported = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+                                        IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC |
+                                        IBV_ACCESS_MW_BIND | IBV_ACCESS_RELAXED_ORDERING |
+                                        IBV_ACCESS_OPTIONAL_RANGE;
+    if ((access & ~kSupported) != 0) {
+      return common::Status::NotSupported("access flags the soft provider does not know");
+    }
     if ((access & (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC)) &&
         !(access & IBV_ACCESS_LOCAL_WRITE)) {
       // As ibv_reg_mr(3): remote write/atomic require local write.
@@ -44,6 +72,16 @@ class SoftPd final : public verbs::ProtectionDomain {
                                                    " regions)");
     }
     return std::unique_ptr<verbs::MemoryRegion>(std::make_unique<SoftMr>(device_, *e));
+  }
+
+  common::Result<std::unique_ptr<verbs::MemoryWindow>> AllocMw() override {
+    const MrEntry* e = device_->mrs().AddWindow(id_);
+    if (e == nullptr) {
+      return common::Status::FromErrno(ENOMEM, "the device's key table is full (" +
+                                                   std::to_string(MrTable::kMaxEntries) +
+                                                   " regions and windows)");
+    }
+    return std::unique_ptr<verbs::MemoryWindow>(std::make_unique<SoftMw>(device_, *e));
   }
 
   common::Result<std::unique_ptr<verbs::Qp>> CreateQp(const verbs::QpCreateParams& p) override {

@@ -24,6 +24,7 @@ common::Result<verbs::DeviceInfo> SoftProvider::Describe(const SoftNicConfig& ni
   info.max_cqe = 1u << 22;
   info.max_mr_size = 1ull << 46;
   info.fds_per_qp = 1;  // its TCP connection
+  info.memory_windows = true;
   return info;
 }
 

@@ -34,7 +34,10 @@ SoftQp::SoftQp(SoftDevice* device, uint32_t pd_id, uint32_t qp_num,
   }
 }
 
-SoftQp::~SoftQp() { device_->UnregisterQp(qp_num_); }
+SoftQp::~SoftQp() {
+  device_->mrs().UnbindWindowsOf(qp_num_);
+  device_->UnregisterQp(qp_num_);
+}
 
 Status SoftQp::ToInit(const verbs::QpInitParams& params) {
   if (state_ != QpState::kReset && state_ != QpState::kInit) {
@@ -84,6 +87,7 @@ Status SoftQp::ToError() {
 }
 
 Status SoftQp::ToReset() {
+  device_->mrs().UnbindWindowsOf(qp_num_);  // a window never outlives its connection
   channel_.reset();
   sq_head_ = sq_tx_ = sq_tail_ = 0;
   tx_bytes_ = 0;
@@ -197,6 +201,12 @@ void SoftQp::CompleteSend(const SendWqe& wqe, ibv_wc_status status) {
       break;
     case IBV_WR_ATOMIC_CMP_AND_SWP:
       wc.opcode = IBV_WC_COMP_SWAP;
+      break;
+    case IBV_WR_BIND_MW:
+      wc.opcode = IBV_WC_BIND_MW;
+      break;
+    case IBV_WR_LOCAL_INV:
+      wc.opcode = IBV_WC_LOCAL_INV;
       break;
     default:
       break;

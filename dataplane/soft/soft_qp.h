@@ -1,6 +1,10 @@
 // SoftQp: a reliable-connected QP implemented in userspace.
 //
-// Requester (rc_requester.cc): a send-queue ring of WQEs. Posting copies the WR into a slot (and
+// Requester (rc_requester.cc): a send-queue ring of WQEs. Memory-window binds and invalidations
+// (IBV_WR_BIND_MW, IBV_WR_LOCAL_INV; mr_table.h) are executed on this NIC when transmission reaches
+// them, in posting order, use no PSN and complete in order with the rest (IBV_WC_MW_BIND_ERR when
+// refused). A bind names its window by wr.bind_mw.mw->rkey and its region by
+// wr.bind_mw.bind_info.mr->lkey. Posting copies the WR into a slot (and
 // inline data into the slot's buffer); transmission checks local keys, gathers the payload and
 // hands one request per WQE to the channel. ACKs are cumulative; a READ or ATOMIC response also
 // acknowledges everything before it. Completions are generated strictly in posting order, and a
@@ -71,7 +75,8 @@ class SoftQp final : public verbs::Qp {
     ibv_wr_opcode opcode = IBV_WR_RDMA_WRITE;
     bool signaled = false;
     bool is_inline = false;
-    bool transmitted = false;  // checked and sent at least once
+    bool local = false;        // a window bind or invalidation: done on this NIC, no packet
+    bool transmitted = false;  // checked and sent (a local one: executed) at least once
     bool done = false;         // acknowledged (or failed): may complete
     ibv_wc_status status = IBV_WC_SUCCESS;
     uint32_t psn = 0;
@@ -81,6 +86,10 @@ class SoftQp final : public verbs::Qp {
     uint32_t imm_data = 0;
     uint64_t compare_add = 0;
     uint64_t swap = 0;
+    uint32_t window_key = 0;  // a bind: the window (`rkey` is its new key)
+    uint32_t region_lkey = 0;
+    uint64_t bind_length = 0;
+    unsigned int bind_access = 0;
     uint32_t num_sge = 0;
     ibv_sge* sge = nullptr;            // max_send_sge entries of sq_sges_
     std::vector<uint8_t> inline_data;  // sized max_inline_data at creation
@@ -115,6 +124,8 @@ class SoftQp final : public verbs::Qp {
   void EnqueueSend(const ibv_send_wr& wr);
   void Pump();
   bool CheckLocalKeys(const SendWqe& wqe) const;
+  // Executes a window bind or invalidation: whether the NIC accepted it.
+  bool ExecuteLocal(const SendWqe& wqe);
   void TransmitWqe(SendWqe& wqe);
   void BeginResponse(const PacketHeader& header, Placement* placement);
   void EndResponse(const PacketHeader& header);

@@ -54,6 +54,13 @@ struct ShimMr {
   std::unique_ptr<verbs::MemoryRegion> impl;
 };
 
+// A type-2 memory window. mw.rkey is the key it was allocated with: the soft NIC finds the window
+// by it (the bound key is the one the bind work request named).
+struct ShimMw {
+  ibv_mw mw;  // first
+  std::unique_ptr<verbs::MemoryWindow> impl;
+};
+
 struct ShimChannel {
   ibv_comp_channel channel;  // first; channel.fd is an eventfd (semaphore): one count per event
   std::deque<struct ShimCq*> events;

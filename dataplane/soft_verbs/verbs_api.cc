@@ -101,9 +101,27 @@ int PostRecv(ibv_qp* qp, ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
   return ErrnoOf(s);
 }
 
-ibv_mw* AllocMw(ibv_pd*, ibv_mw_type) { return Fail<ibv_mw>(EOPNOTSUPP); }
-int BindMw(ibv_qp*, ibv_mw*, ibv_mw_bind*) { return EOPNOTSUPP; }
-int DeallocMw(ibv_mw*) { return EOPNOTSUPP; }
+// Type-2 windows only: they are bound with IBV_WR_BIND_MW work requests (PostSend).
+ibv_mw* AllocMw(ibv_pd* pd, ibv_mw_type type) {
+  if (type != IBV_MW_TYPE_2) return Fail<ibv_mw>(EOPNOTSUPP);
+  Lock lock(ShimState::Get().mu());
+  auto mw = Of(pd)->impl->AllocMw();
+  if (!mw.ok()) return Fail<ibv_mw>(ErrnoOf(mw.status()));
+  auto* m = new ShimMw();
+  std::memset(&m->mw, 0, sizeof(m->mw));
+  m->mw.context = pd->context;
+  m->mw.pd = pd;
+  m->mw.rkey = (*mw)->handle()->rkey;
+  m->mw.type = IBV_MW_TYPE_2;
+  m->impl = std::move(mw).value();
+  return &m->mw;
+}
+int BindMw(ibv_qp*, ibv_mw*, ibv_mw_bind*) { return EOPNOTSUPP; }  // type-1 binds
+int DeallocMw(ibv_mw* mw) {
+  Lock lock(ShimState::Get().mu());
+  delete reinterpret_cast<ShimMw*>(mw);
+  return 0;
+}
 int PostSrqRecv(ibv_srq*, ibv_recv_wr*, ibv_recv_wr**) { return EOPNOTSUPP; }
 
 }  // namespace
@@ -201,7 +219,9 @@ int ibv_query_device(ibv_context* context, ibv_device_attr* attr) {
   attr->vendor_id = 0;
   attr->max_qp = 1 << 16;
   attr->max_qp_wr = static_cast<int>(info.max_qp_wr);
-  attr->device_cap_flags = IBV_DEVICE_RC_RNR_NAK_GEN;
+  attr->device_cap_flags =
+      IBV_DEVICE_RC_RNR_NAK_GEN | IBV_DEVICE_MEM_WINDOW | IBV_DEVICE_MEM_WINDOW_TYPE_2B;
+  attr->max_mw = 1 << 20;
   attr->max_sge = 16;
   attr->max_sge_rd = 16;
   attr->max_cq = 1 << 16;
@@ -297,7 +317,8 @@ int ibv_dealloc_pd(ibv_pd* pd) {
 ibv_mr* ibv_reg_mr(ibv_pd* pd, void* addr, size_t length, int access) {
   constexpr int kSupported = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
                              IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC |
-                             IBV_ACCESS_RELAXED_ORDERING | IBV_ACCESS_OPTIONAL_RANGE;
+                             IBV_ACCESS_MW_BIND | IBV_ACCESS_RELAXED_ORDERING |
+                             IBV_ACCESS_OPTIONAL_RANGE;
   if ((access & ~kSupported) != 0) return Fail<ibv_mr>(EOPNOTSUPP);
   Lock lock(ShimState::Get().mu());
   auto mr = braid::soft::Of(pd)->impl->RegisterMemory(addr, length, static_cast<unsigned>(access));

@@ -10,6 +10,8 @@ namespace braid::verbs {
 
 IbverbsMr::~IbverbsMr() { ibv_dereg_mr(mr_); }
 
+IbverbsMw::~IbverbsMw() { ibv_dealloc_mw(mw_); }
+
 IbverbsCq::~IbverbsCq() {
   ibv_destroy_cq(cq_);
   ibv_destroy_comp_channel(channel_);
@@ -119,6 +121,12 @@ Result<std::unique_ptr<MemoryRegion>> IbverbsPd::RegisterMemory(void* addr, size
   ibv_mr* mr = ibv_reg_mr(pd_, addr, length, static_cast<int>(access));
   if (mr == nullptr) return Status::FromErrno(errno, "ibv_reg_mr");
   return std::unique_ptr<MemoryRegion>(std::make_unique<IbverbsMr>(mr));
+}
+
+Result<std::unique_ptr<MemoryWindow>> IbverbsPd::AllocMw() {
+  ibv_mw* mw = ibv_alloc_mw(pd_, IBV_MW_TYPE_2);
+  if (mw == nullptr) return Status::FromErrno(errno, "ibv_alloc_mw(type 2)");
+  return std::unique_ptr<MemoryWindow>(std::make_unique<IbverbsMw>(mw));
 }
 
 Result<std::unique_ptr<Qp>> IbverbsPd::CreateQp(const QpCreateParams& params) {

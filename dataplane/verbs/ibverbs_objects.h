@@ -19,9 +19,20 @@ class IbverbsMr final : public MemoryRegion {
   size_t length() const override { return mr_->length; }
   uint32_t lkey() const override { return mr_->lkey; }
   uint32_t rkey() const override { return mr_->rkey; }
+  ibv_mr* handle() override { return mr_; }
 
  private:
   ibv_mr* mr_;
+};
+
+class IbverbsMw final : public MemoryWindow {
+ public:
+  explicit IbverbsMw(ibv_mw* mw) : mw_(mw) {}
+  ~IbverbsMw() override;
+  ibv_mw* handle() override { return mw_; }
+
+ private:
+  ibv_mw* mw_;
 };
 
 class IbverbsCq final : public Cq {
@@ -77,6 +88,7 @@ class IbverbsPd final : public ProtectionDomain {
   Result<std::unique_ptr<MemoryRegion>> RegisterMemory(void* addr, size_t length,
                                                        unsigned int access) override;
   Result<std::unique_ptr<Qp>> CreateQp(const QpCreateParams& params) override;
+  Result<std::unique_ptr<MemoryWindow>> AllocMw() override;
 
  private:
   ibv_pd* pd_;

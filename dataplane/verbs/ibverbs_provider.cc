@@ -61,6 +61,7 @@ Result<DeviceInfo> QueryDevice(ibv_context* ctx, const IbverbsOptions& options) 
   info.max_qp_wr = static_cast<uint32_t>(dev_attr.max_qp_wr);
   info.max_cqe = static_cast<uint32_t>(dev_attr.max_cqe);
   info.max_mr_size = dev_attr.max_mr_size;
+  info.memory_windows = (dev_attr.device_cap_flags & IBV_DEVICE_MEM_WINDOW_TYPE_2B) != 0;
   info.gid_index =
       static_cast<uint8_t>(ChooseGidIndex(ctx, options.port_num, port_attr, options.gid_index));
   ibv_gid gid{};
@@ -94,7 +95,8 @@ Result<std::unique_ptr<Device>> IbverbsProvider::OpenDevice(std::string_view nam
   for (int i = 0; i < devices.count; ++i) {
     if (name != ibv_get_device_name(devices.list[i])) continue;
     ibv_context* ctx = ibv_open_device(devices.list[i]);
-    if (ctx == nullptr) return Status::FromErrno(errno, "ibv_open_device(" + std::string(name) + ")");
+    if (ctx == nullptr)
+      return Status::FromErrno(errno, "ibv_open_device(" + std::string(name) + ")");
     // Async events are read when a CQ poll fails (to tell an overrun from a device error).
     fcntl(ctx->async_fd, F_SETFL, fcntl(ctx->async_fd, F_GETFL) | O_NONBLOCK);
     Result<DeviceInfo> info = QueryDevice(ctx, options_);

@@ -2,7 +2,7 @@
 // rdma-core's verbs_context_ops, carrying only what Braid uses.
 //
 //   Provider ─ ListDevices / OpenDevice ─▶ Device ─ AllocPd ─▶ ProtectionDomain ─ RegisterMemory ─▶
-//   MemoryRegion
+//   MemoryRegion (and AllocMw ─▶ MemoryWindow)
 //                                           │                                   └─ CreateQp
 //                                           ───────▶ Qp └─ CreateCq ─▶ Cq
 //
@@ -15,8 +15,8 @@
 // data-plane thread) uses it and everything created from it. Provider::ListDevices may be called
 // from any thread.
 // Ownership: every object is move-free and owned through unique_ptr by whoever created it.
-// REQUIRES: children are destroyed before their parents (QPs and MRs before their PD; QPs before
-// their CQs; everything before its Device).
+// REQUIRES: children are destroyed before their parents (QPs, MRs and MWs before their PD; QPs
+// before their CQs; everything before its Device).
 #ifndef BRAID_DATAPLANE_VERBS_PROVIDER_H_
 #define BRAID_DATAPLANE_VERBS_PROVIDER_H_
 
@@ -55,7 +55,8 @@ struct DeviceInfo {
   uint32_t max_qp_wr = 0;
   uint32_t max_cqe = 0;
   uint64_t max_mr_size = 0;
-  uint32_t fds_per_qp = 0;  // file descriptors a connected QP holds in this process (soft NICs)
+  uint32_t fds_per_qp = 0;      // file descriptors a connected QP holds in this process (soft NICs)
+  bool memory_windows = false;  // type-2 memory windows (ProtectionDomain::AllocMw)
 };
 
 class MemoryRegion {
@@ -65,6 +66,19 @@ class MemoryRegion {
   virtual size_t length() const = 0;
   virtual uint32_t lkey() const = 0;
   virtual uint32_t rkey() const = 0;
+  // The ibv_mr a window bind names (ibv_send_wr.bind_mw.bind_info.mr).
+  virtual ibv_mr* handle() = 0;
+};
+
+// A type-2 memory window (ibv_alloc_mw(3)), allocated unbound. It is bound, rebound and
+// invalidated with work requests on a QP of its PD: IBV_WR_BIND_MW naming handle() (the new rkey
+// is the caller's: ibv_inc_rkey of the last one) and IBV_WR_LOCAL_INV with the bound rkey. Once
+// bound it answers only requests arriving on the QP it was bound through.
+class MemoryWindow {
+ public:
+  virtual ~MemoryWindow() = default;
+  // The ibv_mw a bind names (ibv_send_wr.bind_mw.mw); its rkey is the key it was allocated with.
+  virtual ibv_mw* handle() = 0;
 };
 
 // A completion queue. Poll is the hot path: no allocation, no lock.
@@ -122,6 +136,10 @@ class ProtectionDomain {
   virtual Result<std::unique_ptr<MemoryRegion>> RegisterMemory(void* addr, size_t length,
                                                                unsigned int access) = 0;
   virtual Result<std::unique_ptr<Qp>> CreateQp(const QpCreateParams& params) = 0;
+  // A type-2 memory window of this PD (DeviceInfo::memory_windows).
+  virtual Result<std::unique_ptr<MemoryWindow>> AllocMw() {
+    return Status::NotSupported("this device has no memory windows");
+  }
 };
 
 class Device {

@@ -56,9 +56,13 @@ enum class Op : uint32_t {
   kDropNext,
   kBreak,
   kResizeCq,
+  kAllocMw,
+  kDestroyMw,
   kQuit
 };
 
+// A window bind travels as: remote_addr = its address, rkey = the new key, compare_add = its
+// length, imm = its access, swap = window handle << 32 | region handle (the far process's).
 struct WireWr {
   uint64_t wr_id;
   uint32_t opcode;
@@ -212,6 +216,16 @@ class Server {
         r->handle = Keep(mrs_, std::move(mr).value());
         break;
       }
+      case Op::kAllocMw: {
+        auto mw = pds_[q.handle2]->AllocMw();
+        if (!mw.ok()) return SetStatus(r, mw.status());
+        r->rkey = (*mw)->handle()->rkey;
+        r->handle = Keep(mws_, std::move(mw).value());
+        break;
+      }
+      case Op::kDestroyMw:
+        mws_[q.handle].reset();
+        break;
       case Op::kCreateQp: {
         auto qp = pds_[q.handle2]->CreateQp(
             {cqs_[q.handle].get(), cqs_[q.handle3].get(), q.caps, q.sq_sig_all});
@@ -244,6 +258,17 @@ class Server {
           wrs[i].sg_list = sges[i];
           if (w.opcode == IBV_WR_ATOMIC_FETCH_AND_ADD || w.opcode == IBV_WR_ATOMIC_CMP_AND_SWP) {
             wrs[i].wr.atomic = {w.remote_addr, w.compare_add, w.swap, w.rkey};
+          } else if (w.opcode == IBV_WR_BIND_MW) {
+            const uint32_t mw = static_cast<uint32_t>(w.swap >> 32);
+            const uint32_t mr = static_cast<uint32_t>(w.swap);
+            if (mw >= mws_.size() || !mws_[mw] || mr >= mrs_.size() || !mrs_[mr]) {
+              return SetStatus(r, Status::InvalidArgument("no such window or region"));
+            }
+            wrs[i].bind_mw = {mws_[mw]->handle(),
+                              w.rkey,
+                              {mrs_[mr]->handle(), w.remote_addr, w.compare_add, w.imm}};
+          } else if (w.opcode == IBV_WR_LOCAL_INV) {
+            wrs[i].invalidate_rkey = w.rkey;
           } else {
             wrs[i].wr.rdma = {w.remote_addr, w.rkey};
           }
@@ -305,6 +330,7 @@ class Server {
   std::vector<std::unique_ptr<verbs::ProtectionDomain>> pds_;
   std::vector<std::unique_ptr<verbs::Cq>> cqs_;
   std::vector<std::unique_ptr<verbs::MemoryRegion>> mrs_;
+  std::vector<std::unique_ptr<verbs::MemoryWindow>> mws_;
   std::vector<std::unique_ptr<verbs::Qp>> qps_;
 };
 
@@ -347,7 +373,13 @@ class RemoteMr final : public verbs::MemoryRegion {
         addr_(addr),
         length_(length),
         lkey_(lkey),
-        rkey_(rkey) {}
+        rkey_(rkey) {
+    mr_.addr = addr;
+    mr_.length = length;
+    mr_.lkey = lkey;
+    mr_.rkey = rkey;
+    mr_.handle = handle;  // what a bind names in the far process
+  }
   ~RemoteMr() override {
     Request q = rpc_->New(Op::kDestroyMr, device_, handle_);
     rpc_->Call(q);
@@ -356,6 +388,7 @@ class RemoteMr final : public verbs::MemoryRegion {
   size_t length() const override { return length_; }
   uint32_t lkey() const override { return lkey_; }
   uint32_t rkey() const override { return rkey_; }
+  ibv_mr* handle() override { return &mr_; }
 
  private:
   Rpc* rpc_;
@@ -364,6 +397,26 @@ class RemoteMr final : public verbs::MemoryRegion {
   void* addr_;
   size_t length_;
   uint32_t lkey_, rkey_;
+  ibv_mr mr_{};
+};
+
+class RemoteMw final : public verbs::MemoryWindow {
+ public:
+  RemoteMw(Rpc* rpc, int device, uint32_t handle, uint32_t rkey) : rpc_(rpc), device_(device) {
+    mw_.rkey = rkey;
+    mw_.handle = handle;  // what a bind names in the far process
+    mw_.type = IBV_MW_TYPE_2;
+  }
+  ~RemoteMw() override {
+    Request q = rpc_->New(Op::kDestroyMw, device_, mw_.handle);
+    rpc_->Call(q);
+  }
+  ibv_mw* handle() override { return &mw_; }
+
+ private:
+  Rpc* rpc_;
+  int device_;
+  ibv_mw mw_{};
 };
 
 class RemoteCq final : public verbs::Cq {
@@ -442,6 +495,18 @@ class RemoteQp final : public verbs::Qp {
       x.opcode = w.opcode;
       x.flags = w.send_flags;
       x.imm = w.imm_data;
+      if (w.opcode == IBV_WR_BIND_MW) {
+        x.remote_addr = w.bind_mw.bind_info.addr;
+        x.rkey = w.bind_mw.rkey;
+        x.compare_add = w.bind_mw.bind_info.length;
+        x.imm = w.bind_mw.bind_info.mw_access_flags;
+        x.swap = static_cast<uint64_t>(w.bind_mw.mw->handle) << 32 | w.bind_mw.bind_info.mr->handle;
+        return;
+      }
+      if (w.opcode == IBV_WR_LOCAL_INV) {
+        x.rkey = w.invalidate_rkey;
+        return;
+      }
       const bool atomic =
           w.opcode == IBV_WR_ATOMIC_FETCH_AND_ADD || w.opcode == IBV_WR_ATOMIC_CMP_AND_SWP;
       x.remote_addr = atomic ? w.wr.atomic.remote_addr : w.wr.rdma.remote_addr;
@@ -518,6 +583,14 @@ class RemotePd final : public verbs::ProtectionDomain {
     return std::unique_ptr<verbs::MemoryRegion>(
         std::make_unique<RemoteMr>(rpc_, device_, r.handle, addr, length, r.lkey, r.rkey));
   }
+  common::Result<std::unique_ptr<verbs::MemoryWindow>> AllocMw() override {
+    Request q = rpc_->New(Op::kAllocMw, device_);
+    q.handle2 = handle_;
+    const Response r = rpc_->Call(q);
+    if (r.code != StatusCode::kOk) return ToStatus(r);
+    return std::unique_ptr<verbs::MemoryWindow>(
+        std::make_unique<RemoteMw>(rpc_, device_, r.handle, r.rkey));
+  }
   common::Result<std::unique_ptr<verbs::Qp>> CreateQp(const verbs::QpCreateParams& p) override {
     auto* send_cq = dynamic_cast<RemoteCq*>(p.send_cq);
     auto* recv_cq = dynamic_cast<RemoteCq*>(p.recv_cq);
@@ -550,6 +623,7 @@ class RemoteDevice final : public verbs::Device {
     info_.lid = r.lid;
     info_.gid_index = r.gid_index;
     info_.active_mtu = r.mtu;
+    info_.memory_windows = true;  // the far process's devices are soft NICs
   }
   const verbs::DeviceInfo& info() const override { return info_; }
   common::Result<std::unique_ptr<verbs::ProtectionDomain>> AllocPd() override {

@@ -142,16 +142,23 @@ bool NullQp::DeliverRecv(ibv_wc_opcode opcode, uint32_t imm_net, uint32_t byte_l
 
 class NullMr final : public verbs::MemoryRegion {
  public:
-  NullMr(void* addr, size_t length, uint32_t key) : addr_(addr), length_(length), key_(key) {}
+  NullMr(void* addr, size_t length, uint32_t key) : addr_(addr), length_(length), key_(key) {
+    handle_.addr = addr;
+    handle_.length = length;
+    handle_.lkey = lkey();
+    handle_.rkey = rkey();
+  }
   void* addr() const override { return addr_; }
   size_t length() const override { return length_; }
   uint32_t lkey() const override { return key_; }
   uint32_t rkey() const override { return key_ | 0x80000000u; }
+  ibv_mr* handle() override { return &handle_; }
 
  private:
   void* addr_;
   size_t length_;
   uint32_t key_;
+  ibv_mr handle_{};
 };
 
 class NullPd final : public verbs::ProtectionDomain {
