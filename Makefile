@@ -80,6 +80,10 @@ bench: build
 	  tee $(BUILD)/bench-results/agent_e2e.txt
 	$(BUILD)/bench/braid_agent_scale_bench 1000 | tee $(BUILD)/bench-results/agent_scale.txt
 	$(BUILD)/bench/braid_agent_tls_bench 3 | tee $(BUILD)/bench-results/agent_tls.txt
+	$(BUILD)/bench/braid_agent_contention_bench 5 | tee $(BUILD)/bench-results/agent_contention.txt
+	for poll in spin sleep; do \
+	  $(BUILD)/bench/braid_tcp_bench --poll=$$poll --contention=5 --seconds=1; \
+	done | tee $(BUILD)/bench-results/soft_contention.txt
 	bash bench/netns_shaped_links.sh $(BUILD)/server/braidd \
 	  $(BUILD)/tests/integration/braid_netns_recovery_driver | \
 	  tee $(BUILD)/bench-results/netns_shaped_links.txt
