@@ -11,8 +11,8 @@
 #include <prometheus/exposer.h>
 
 #include <condition_variable>
-#include <memory>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 

@@ -94,8 +94,10 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
     if (!client_auth.empty()) {
       auto parsed = ParseClientAuth(client_auth);
       if (!parsed) {
-        return Status::InvalidArgument("config key 'tls.client_auth' must be require, optional "
-                                       "or none, not " + common::Quote(client_auth));
+        return Status::InvalidArgument(
+            "config key 'tls.client_auth' must be require, optional "
+            "or none, not " +
+            common::Quote(client_auth));
       }
       c.auth.tls.client_auth = *parsed;
     }

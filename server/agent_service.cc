@@ -5,6 +5,9 @@
 #include <thread>
 
 #include "server/proto_mapping.h"
+#include "server/refused_reactor.h"
+#include "server/transfer_stream.h"
+#include "server/watch_stream.h"
 
 namespace braid::server {
 
@@ -45,7 +48,7 @@ grpc::Status AgentService::OwnedReply(const Result<T>& result, Out* out) const {
   return grpc::Status::OK;
 }
 
-grpc::Status AgentService::Admit(grpc::ServerContext* context, const char* rpc, Access access,
+grpc::Status AgentService::Admit(grpc::ServerContextBase* context, const char* rpc, Access access,
                                  Caller* caller) {
   Refusal refusal;
   if (!auth_.Identify(*context, caller, &refusal)) {
@@ -214,168 +217,59 @@ grpc::Status AgentService::ListRegions(grpc::ServerContext* context, const v1::L
   return grpc::Status::OK;
 }
 
-grpc::Status AgentService::Transfer(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>* stream) {
-  BRAID_ADMIT(context, "Transfer", Access::kClient);
-  const uint32_t window = options_.transfer_window;
-  // Every accepted operation's result has room: at most `window` are accepted at a time.
-  auto sink = std::make_shared<engine::TransferSink>(size_t{window} + 16);
-  {
-    v1::TransferResponse hello;
-    hello.mutable_window()->set_max_in_flight(window);
-    if (!stream->Write(hello)) return {grpc::StatusCode::CANCELLED, "client went away"};
+grpc::ServerBidiReactor<v1::TransferRequest, v1::TransferResponse>* AgentService::Transfer(
+    grpc::CallbackServerContext* context) {
+  Caller caller;
+  if (grpc::Status refused = Admit(context, "Transfer", Access::kClient, &caller); !refused.ok()) {
+    return RefusedBidi<v1::TransferRequest, v1::TransferResponse>::Make(std::move(refused));
   }
-  // Flow control: while `window` operations are outstanding, the next one is not read, so HTTP/2
-  // flow control holds the client back instead of the stream ending. Operations are counted from
-  // their Read to their completion's Write.
-  std::mutex mu;
-  std::condition_variable room;
-  uint64_t outstanding = 0;
-  bool reading_done = false;
-  bool writer_gone = false;
-  auto stopping = [&] { return context->IsCancelled() || shutting_down_.load(); };
-  std::thread writer([&] {
-    v1::TransferResponse response;
-    for (;;) {
-      while (auto r = sink->results.TryPop()) {
-        response.Clear();
-        ToProto(*r, response.mutable_completion());
-        const bool written = stream->Write(response);
-        std::lock_guard<std::mutex> lock(mu);
-        --outstanding;
-        room.notify_one();
-        if (!written) {
-          writer_gone = true;
-          return;
-        }
-      }
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        // Every accepted operation is reported before the stream ends, also when the agent shuts
-        // down (the engine completes them then); a cancelled client can be told nothing.
-        if (context->IsCancelled() || (reading_done && outstanding == 0)) {
-          writer_gone = true;
-          room.notify_one();
-          return;
-        }
-      }
-      sink->results.Wait(20);
-    }
-  });
-  v1::TransferRequest request;
-  for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mu);
-      while (outstanding >= window && !writer_gone && !stopping()) {
-        room.wait_for(lock, std::chrono::milliseconds(50));
-      }
-      if (writer_gone || stopping()) break;
-    }
-    if (!stream->Read(&request)) break;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      ++outstanding;
-    }
-    Result<engine::TransferRequest> parsed = FromProto(request);
-    if (!parsed.ok()) {
-      engine::TransferResult refused;
-      refused.op_id = request.op_id();
-      refused.status = parsed.status();
-      (void)sink->results.Push(std::move(refused));
-      continue;
-    }
-    parsed->owner = caller.scope();
-    common::Status s = engine_.SubmitTransfer(*parsed, sink);
-    for (int spins = 0; s.code() == common::StatusCode::kNoResource && spins < 100000; ++spins) {
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-      s = engine_.SubmitTransfer(*parsed, sink);
-    }
-    if (!s.ok()) {
-      engine::TransferResult refused;
-      refused.op_id = request.op_id();
-      refused.status = common::Status::DeadlineExceeded(
-          "the engine took no command for 5 s (stalled); the operation was not started");
-      (void)sink->results.Push(std::move(refused));
-    }
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    reading_done = true;
-  }
-  sink->results.Wake();  // the writer may be asleep with nothing left to write
-  writer.join();
-  if (context->IsCancelled())
-    return {grpc::StatusCode::CANCELLED, "the client cancelled the stream"};
-  if (shutting_down_.load()) return {grpc::StatusCode::UNAVAILABLE, "the agent is shutting down"};
-  return grpc::Status::OK;
+  return StartTransferStream(engine_, relay_, caller, options_.transfer_window,
+                             shutting_down_.load());
 }
 
-// Streams what an engine watcher collects: `subscribed` first, then every item, until the
-// client goes away, the watcher is closed by the engine (OK) or falls behind (RESOURCE_EXHAUSTED).
-template <typename Watcher, typename Response, typename Fill>
-grpc::Status AgentService::StreamWatcher(grpc::ServerContext* context,
-                                         grpc::ServerWriter<Response>* writer, Watcher& watcher,
-                                         const char* what, Fill fill) {
-  Response response;
-  response.set_subscribed(true);
-  if (!writer->Write(response)) {
-    watcher.closed.store(true);
-    return {grpc::StatusCode::CANCELLED, "client went away"};
+grpc::ServerWriteReactor<v1::WatchNotificationsResponse>* AgentService::WatchNotifications(
+    grpc::CallbackServerContext* context, const v1::WatchNotificationsRequest* request) {
+  using Refused = RefusedWrite<v1::WatchNotificationsResponse>;
+  Caller caller;
+  if (grpc::Status refused = Admit(context, "WatchNotifications", Access::kClient, &caller);
+      !refused.ok()) {
+    return Refused::Make(std::move(refused));
   }
-  for (;;) {
-    const bool closed = watcher.closed.load();  // read before draining: nothing follows it
-    while (auto item = watcher.events.TryPop()) {
-      response.Clear();
-      fill(*item, &response);
-      if (!writer->Write(response)) {
-        watcher.closed.store(true);
-        return {grpc::StatusCode::CANCELLED, "client went away"};
-      }
-    }
-    if (watcher.overflowed.load()) {
-      return {grpc::StatusCode::RESOURCE_EXHAUSTED, "the watcher fell more than " +
-                                                        std::to_string(options_.watcher_capacity) +
-                                                        " " + what + " behind; subscribe again"};
-    }
-    if (closed) return grpc::Status::OK;  // the engine let go of it (the VQP was destroyed)
-    if (context->IsCancelled() || shutting_down_.load()) {
-      watcher.closed.store(true);
-      return {grpc::StatusCode::CANCELLED, "stream ended"};
-    }
-    watcher.events.Wait(50);
-  }
-}
-
-grpc::Status AgentService::WatchNotifications(
-    grpc::ServerContext* context, const v1::WatchNotificationsRequest* request,
-    grpc::ServerWriter<v1::WatchNotificationsResponse>* writer) {
-  BRAID_ADMIT(context, "WatchNotifications", Access::kClient);
   auto watcher = std::make_shared<engine::NotificationWatcher>(options_.watcher_capacity);
-  common::Status s = engine_.Watch(request->vqp_id(), watcher, caller.scope());
-  if (!s.ok()) return ToGrpc(s);
-  grpc::Status ended =
-      StreamWatcher(context, writer, *watcher, "notifications",
-                    [](const engine::Notification& n, v1::WatchNotificationsResponse* out) {
-                      ToProto(n, out->mutable_notification());
-                    });
-  engine_.PruneWatchers(request->vqp_id());
-  return ended;
+  const uint64_t vqp_id = request->vqp_id();
+  if (common::Status s = engine_.Watch(vqp_id, watcher, caller.scope()); !s.ok()) {
+    return Refused::Make(ToGrpc(s));
+  }
+  return WatchStream<engine::NotificationWatcher, v1::WatchNotificationsResponse>::Start(
+      std::move(watcher), relay_,
+      [](const engine::Notification& n, v1::WatchNotificationsResponse* out) {
+        ToProto(n, out->mutable_notification());
+      },
+      BehindMessage("notifications"), [this, vqp_id] { engine_.PruneWatchers(vqp_id); },
+      shutting_down_.load());
 }
 
-grpc::Status AgentService::WatchEvents(grpc::ServerContext* context, const v1::WatchEventsRequest*,
-                                       grpc::ServerWriter<v1::WatchEventsResponse>* writer) {
-  BRAID_ADMIT(context, "WatchEvents", Access::kOperator);
+grpc::ServerWriteReactor<v1::WatchEventsResponse>* AgentService::WatchEvents(
+    grpc::CallbackServerContext* context, const v1::WatchEventsRequest*) {
+  using Refused = RefusedWrite<v1::WatchEventsResponse>;
+  Caller caller;
+  if (grpc::Status refused = Admit(context, "WatchEvents", Access::kOperator, &caller);
+      !refused.ok()) {
+    return Refused::Make(std::move(refused));
+  }
   auto watcher = std::make_shared<engine::EventWatcher>(options_.watcher_capacity);
-  common::Status s = engine_.WatchEvents(watcher);
-  if (!s.ok()) return ToGrpc(s);
-  grpc::Status ended =
-      StreamWatcher(context, writer, *watcher, "events",
-                    [](const engine::EngineEvent& e, v1::WatchEventsResponse* out) {
-                      ToProto(e, out->mutable_event());
-                    });
-  engine_.PruneWatchers(0);
-  return ended;
+  if (common::Status s = engine_.WatchEvents(watcher); !s.ok()) return Refused::Make(ToGrpc(s));
+  return WatchStream<engine::EventWatcher, v1::WatchEventsResponse>::Start(
+      std::move(watcher), relay_,
+      [](const engine::EngineEvent& e, v1::WatchEventsResponse* out) {
+        ToProto(e, out->mutable_event());
+      },
+      BehindMessage("events"), [this] { engine_.PruneWatchers(0); }, shutting_down_.load());
+}
+
+std::string AgentService::BehindMessage(const char* what) const {
+  return "the watcher fell more than " + std::to_string(options_.watcher_capacity) + " " + what +
+         " behind; subscribe again";
 }
 
 grpc::Status AgentService::DrainDevice(grpc::ServerContext* context,

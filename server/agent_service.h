@@ -1,11 +1,13 @@
-// AgentService: braid.v1.Agent on gRPC's synchronous API, in front of one Engine.
+// AgentService: braid.v1.Agent in front of one Engine.
 //
-// Unary calls validate their request, call the engine (which blocks at most its call timeout) and
-// map the result. Transfer: the handler thread reads operations and submits them; a writer thread
-// per stream returns completions as the engine delivers them. While `transfer_window` operations
-// are outstanding the handler reads no more (flow control); every accepted operation's completion
-// is written before the stream ends, also at shutdown (the engine cancels what is left).
-// WatchNotifications: one watcher per stream, fed by the engine.
+// Unary calls (gRPC's synchronous API) validate their request, call the engine (which blocks at
+// most its call timeout) and map the result. The streams are on the callback API (TransferStream,
+// WatchStream): no thread per stream; the StreamRelay's one thread hands the engine's results and
+// watcher items to them.
+// While `transfer_window` operations are outstanding a stream reads no more (flow control); every
+// accepted operation's completion is written before the stream ends, also at shutdown (the engine
+// cancels what is left).
+// WatchNotifications, WatchEvents: one engine watcher per stream.
 // Every call is admitted first: the Authenticator names the caller, its role must allow the call
 // (refusals are counted and logged by the AuditLog), and a client's calls are scoped to what it
 // owns (anything else is NOT_FOUND, as if absent).
@@ -22,6 +24,7 @@
 #include "dataplane/engine/engine.h"
 #include "server/audit_log.h"
 #include "server/authenticator.h"
+#include "server/stream_relay.h"
 
 namespace braid::server {
 
@@ -44,14 +47,22 @@ enum class Access : uint8_t {
   kPeer,      // another agent (peer), or admin
 };
 
-class AgentService final : public v1::Agent::Service {
+// The streaming calls are on the callback API, the unary ones on the synchronous API.
+using AgentServiceBase =
+    v1::Agent::WithCallbackMethod_Transfer<v1::Agent::WithCallbackMethod_WatchNotifications<
+        v1::Agent::WithCallbackMethod_WatchEvents<v1::Agent::Service>>>;
+
+class AgentService final : public AgentServiceBase {
  public:
   // `auth` and `audit` are not owned and must outlive the service.
   AgentService(engine::Engine& engine, AgentServiceOptions options, Authenticator& auth,
                AuditLog& audit);
 
   // Ends every open stream soon (before the server shuts down).
-  void Shutdown() { shutting_down_.store(true); }
+  void Shutdown() {
+    shutting_down_.store(true);
+    relay_.ShutdownAll();
+  }
 
   grpc::Status GetInfo(grpc::ServerContext*, const v1::GetInfoRequest*, v1::AgentInfo*) override;
   grpc::Status ListDevices(grpc::ServerContext*, const v1::ListDevicesRequest*,
@@ -76,13 +87,12 @@ class AgentService final : public v1::Agent::Service {
                             v1::RevokeAccessResponse*) override;
   grpc::Status ListRegions(grpc::ServerContext*, const v1::ListRegionsRequest*,
                            v1::ListRegionsResponse*) override;
-  grpc::Status Transfer(
-      grpc::ServerContext*,
-      grpc::ServerReaderWriter<v1::TransferResponse, v1::TransferRequest>* stream) override;
-  grpc::Status WatchNotifications(grpc::ServerContext*, const v1::WatchNotificationsRequest*,
-                                  grpc::ServerWriter<v1::WatchNotificationsResponse>*) override;
-  grpc::Status WatchEvents(grpc::ServerContext*, const v1::WatchEventsRequest*,
-                           grpc::ServerWriter<v1::WatchEventsResponse>*) override;
+  grpc::ServerBidiReactor<v1::TransferRequest, v1::TransferResponse>* Transfer(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerWriteReactor<v1::WatchNotificationsResponse>* WatchNotifications(
+      grpc::CallbackServerContext* context, const v1::WatchNotificationsRequest* request) override;
+  grpc::ServerWriteReactor<v1::WatchEventsResponse>* WatchEvents(
+      grpc::CallbackServerContext* context, const v1::WatchEventsRequest* request) override;
   grpc::Status DrainDevice(grpc::ServerContext*, const v1::DrainDeviceRequest*,
                            v1::Device*) override;
   grpc::Status UndrainDevice(grpc::ServerContext*, const v1::DrainDeviceRequest*,
@@ -94,7 +104,8 @@ class AgentService final : public v1::Agent::Service {
 
  private:
   // The caller of `context` if it may call `rpc`; the refusal otherwise (counted and logged).
-  grpc::Status Admit(grpc::ServerContext* context, const char* rpc, Access access, Caller* caller);
+  grpc::Status Admit(grpc::ServerContextBase* context, const char* rpc, Access access,
+                     Caller* caller);
   // A unary reply about a VQP or region: the status, or the message with its owner's identity.
   template <typename T, typename Out>
   grpc::Status OwnedReply(const common::Result<T>& result, Out* out) const;
@@ -104,11 +115,11 @@ class AgentService final : public v1::Agent::Service {
   Authenticator& auth_;
   AuditLog& audit_;
   std::chrono::steady_clock::time_point started_;
-  template <typename Watcher, typename Response, typename Fill>
-  grpc::Status StreamWatcher(grpc::ServerContext* context, grpc::ServerWriter<Response>* writer,
-                             Watcher& watcher, const char* what, Fill fill);
+  // A watcher's RESOURCE_EXHAUSTED message.
+  std::string BehindMessage(const char* what) const;
 
   std::atomic<bool> shutting_down_{false};
+  StreamRelay relay_;
 };
 
 }  // namespace braid::server

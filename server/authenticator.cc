@@ -34,7 +34,8 @@ Authenticator::Authenticator(AuthConfig config)
     : config_(std::move(config)),
       anonymous_owner_(static_cast<engine::OwnerId>(config_.identities.size() + 1)) {}
 
-bool Authenticator::Identify(const grpc::ServerContext& context, Caller* caller, Refusal* refusal) {
+bool Authenticator::Identify(const grpc::ServerContextBase& context, Caller* caller,
+                             Refusal* refusal) {
   // 1. A certificate TLS verified.
   std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
   if (auth && auth->IsPeerAuthenticated()) {

@@ -49,7 +49,7 @@ class Authenticator {
   explicit Authenticator(AuthConfig config);
 
   // The caller of `context`, or why it is refused.
-  bool Identify(const grpc::ServerContext& context, Caller* caller, Refusal* refusal);
+  bool Identify(const grpc::ServerContextBase& context, Caller* caller, Refusal* refusal);
   // The identity an OwnerId stands for ("" for anonymous or unknown).
   std::string IdentityOf(engine::OwnerId owner) const;
 

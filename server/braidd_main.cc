@@ -59,8 +59,8 @@ int main(int argc, char** argv) {
   bool check_config = false;
   app.add_flag("--check-config", check_config, "read and validate the config, then exit");
   app.add_option("--identity", identities,
-                                   "identity=role (repeatable; roles: peer, client, operator, "
-                                   "admin)");
+                 "identity=role (repeatable; roles: peer, client, operator, "
+                 "admin)");
   auto* faults = app.add_flag("--enable-fault-injection", flags.fault_injection,
                               "allow InjectFault (tests only)");
   CLI11_PARSE(app, argc, argv);

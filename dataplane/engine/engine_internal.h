@@ -130,6 +130,7 @@ void FanOut(std::vector<std::shared_ptr<Watcher>>& watchers, const Item& item) {
     if (!w->events.Push(std::move(copy)).ok()) {
       w->overflowed.store(true);
       w->closed.store(true);
+      w->events.Wake();  // its stream ends now, not at its next look
       return true;
     }
     return false;

@@ -147,7 +147,10 @@ Status Engine::DoDestroy(uint64_t vqp_id, OwnerId scope) {
   BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(vqp_id, scope));
   FailBacklog(*slot, Status::Cancelled("virtual QP " + std::to_string(vqp_id) + " was destroyed"));
   Emit(EventKind::kVqpDestroyed, vqp_id, -1, "", "destroyed through the API");
-  for (auto& w : slot->watchers) w->closed.store(true);
+  for (auto& w : slot->watchers) {
+    w->closed.store(true);
+    w->events.Wake();  // its stream ends now, not at its next look
+  }
   RetireTraffic(*slot);
   Forget(*slot);
   fds_promised_ -= slot->promised_fds;

@@ -497,6 +497,16 @@ std::vector<std::string> FdTargets(pid_t pid) {
 
 size_t Threads(pid_t pid) { return ProcEntries(pid, "task").size(); }
 
+size_t ExecutorThreads(pid_t pid) {
+  size_t n = 0;
+  for (const std::string& name : ThreadNames(pid)) n += name.rfind("default-executo", 0) == 0;
+  return n;
+}
+
+size_t MaxExecutorThreads() {
+  return 2 * static_cast<size_t>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+}
+
 std::vector<std::string> ThreadNames(pid_t pid) {
   std::vector<std::string> out;
   for (const auto& task : ProcEntries(pid, "task")) {

@@ -147,6 +147,13 @@ size_t OpenFds(pid_t pid);
 // What each open fd of `pid` is ("socket:[123]", "anon_inode:[eventfd]", a path), sorted.
 std::vector<std::string> FdTargets(pid_t pid);
 size_t Threads(pid_t pid);
+// gRPC's callback executor ("default-executor" threads, which run the streams' reactions): a pool
+// that grows on demand up to twice the cores and keeps its threads, not a per-call resource.
+size_t ExecutorThreads(pid_t pid);
+// Every other thread: what a per-call leak would add to.
+inline size_t OwnThreads(pid_t pid) { return Threads(pid) - ExecutorThreads(pid); }
+// The executor's bound (twice the cores).
+size_t MaxExecutorThreads();
 // The names (comm) of `pid`'s threads, sorted.
 std::vector<std::string> ThreadNames(pid_t pid);
 uint64_t RssKiB(pid_t pid);

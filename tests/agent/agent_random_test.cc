@@ -576,7 +576,7 @@ TEST(AgentRandomApi, RandomCallSequencesNeverBreakTheAgentsOrLeaveAnythingBehind
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   const size_t fds[2] = {OpenFds(a->pid()), OpenFds(b->pid())};
   const std::vector<std::string> fd_targets[2] = {FdTargets(a->pid()), FdTargets(b->pid())};
-  const size_t threads[2] = {Threads(a->pid()), Threads(b->pid())};
+  const size_t threads[2] = {OwnThreads(a->pid()), OwnThreads(b->pid())};
   const std::vector<std::string> thread_names[2] = {ThreadNames(a->pid()), ThreadNames(b->pid())};
 
   RandomApi api(*a, *b, seed);
@@ -600,7 +600,7 @@ TEST(AgentRandomApi, RandomCallSequencesNeverBreakTheAgentsOrLeaveAnythingBehind
     size_t f = 0, t = 0;
     for (int tries = 0; tries < 100; ++tries) {
       f = OpenFds(agents[i]->pid());
-      t = Threads(agents[i]->pid());
+      t = OwnThreads(agents[i]->pid());
       if (f <= fds[i] && t <= threads[i]) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
@@ -616,7 +616,8 @@ TEST(AgentRandomApi, RandomCallSequencesNeverBreakTheAgentsOrLeaveAnythingBehind
         }
       }
     }
-    EXPECT_EQ(t, threads[i]) << agents[i]->id();
+    EXPECT_EQ(t, threads[i]) << agents[i]->id() << " (threads besides gRPC's callback executor)";
+    EXPECT_LE(ExecutorThreads(agents[i]->pid()), MaxExecutorThreads()) << agents[i]->id();
     if (t != threads[i]) {
       std::string before, now;
       for (const auto& n : thread_names[i]) before += n + ", ";

@@ -159,3 +159,131 @@ TEST(AgentLimits, AtAnFdLimitNewVqpsAreRefusedCleanlyAndTheControlPlaneKeepsAnsw
 
 }  // namespace
 }  // namespace braid::testing
+
+namespace braid::testing {
+namespace {
+
+// Drives `n` async operations of one kind on `cq` and expects every one to succeed.
+void Drain(grpc::CompletionQueue& cq, size_t n, const char* what) {
+  for (size_t i = 0; i < n; ++i) {
+    void* tag = nullptr;
+    bool ok = false;
+    ASSERT_TRUE(cq.Next(&tag, &ok)) << what;
+    ASSERT_TRUE(ok) << what << " #" << reinterpret_cast<uintptr_t>(tag);
+  }
+}
+
+// Open streams cost the agent no thread each: `kStreams` Transfer streams and as many
+// WatchNotifications streams stay open on one agent (idle) while its threads stay within a small
+// fixed number (gRPC's pools and the agent's own); then every Transfer stream moves one 4 KiB
+// write whose bytes are compared, and once all are closed the agent holds the threads and fds it
+// had before.
+TEST(AgentScale, ThousandsOfOpenStreamsTakeNoThreadEach) {
+  constexpr size_t kStreams = 1000;
+  constexpr uint64_t kOp = 4096;
+  auto a = AgentProcess::Spawn({"streams-a", {TestNicIp(0, 0)}, 0});
+  auto b = AgentProcess::Spawn({"streams-b", {TestNicIp(1, 0)}, 2});
+  ASSERT_TRUE(a && b);
+  const v1::VirtualQpInfo va = CreateVqp(a->stub(), v1::SCHEME_SPRAY, 2);
+  const v1::VirtualQpInfo vb = CreateVqp(b->stub(), v1::SCHEME_SPRAY, 2);
+  ConnectPair(a->stub(), va, b->stub(), vb);
+  const v1::RegionInfo src = Register(a->stub(), kStreams * kOp, "src");
+  const v1::RegionInfo dst = Register(b->stub(), kStreams * kOp, "dst", {vb.vqp_id()});
+  MappedRegion s(src.path(), kStreams * kOp), d(dst.path(), kStreams * kOp);
+  ASSERT_TRUE(s.data() && d.data());
+  FillPattern(s.data(), kStreams * kOp, 77);
+  RunTransfers(a->stub(), Transfers(v1::OP_WRITE, va.vqp_id(), src, dst, kOp, 1, 1));  // warm-up
+  const size_t fds0 = OpenFds(a->pid()), own0 = OwnThreads(a->pid());
+  const uint64_t rss0 = RssKiB(a->pid());
+
+  grpc::CompletionQueue cq;
+  struct Stream {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::TransferRequest, v1::TransferResponse>> rw;
+    v1::TransferResponse response;
+    grpc::Status status;
+  };
+  struct Watch {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientAsyncReader<v1::WatchNotificationsResponse>> reader;
+    v1::WatchNotificationsResponse response;
+    grpc::Status status;
+  };
+  std::vector<std::unique_ptr<Stream>> streams(kStreams);
+  std::vector<std::unique_ptr<Watch>> watches(kStreams);
+  auto tag = [](size_t i) { return reinterpret_cast<void*>(i + 1); };
+  v1::WatchNotificationsRequest watch_request;
+  watch_request.set_vqp_id(va.vqp_id());
+  for (size_t i = 0; i < kStreams; ++i) {
+    streams[i] = std::make_unique<Stream>();
+    streams[i]->rw = a->stub().AsyncTransfer(&streams[i]->ctx, &cq, tag(i));
+    watches[i] = std::make_unique<Watch>();
+    watches[i]->reader =
+        a->stub().AsyncWatchNotifications(&watches[i]->ctx, watch_request, &cq, tag(i));
+  }
+  Drain(cq, 2 * kStreams, "stream start");
+  for (size_t i = 0; i < kStreams; ++i) {
+    streams[i]->rw->Read(&streams[i]->response, tag(i));
+    watches[i]->reader->Read(&watches[i]->response, tag(i));
+  }
+  Drain(cq, 2 * kStreams, "first message");
+  for (size_t i = 0; i < kStreams; ++i) {
+    ASSERT_GT(streams[i]->response.window().max_in_flight(), 0u) << i;
+    ASSERT_TRUE(watches[i]->response.subscribed()) << i;
+  }
+  const size_t threads_open = Threads(a->pid());
+  const uint64_t rss_open = RssKiB(a->pid());
+  std::printf(
+      "%zu Transfer and %zu WatchNotifications streams open: agent threads %zu (%zu "
+      "before), RSS %.1f MiB (%.1f before)\n",
+      kStreams, kStreams, threads_open, own0, rss_open / 1024.0, rss0 / 1024.0);
+  EXPECT_LE(threads_open, 64u) << "a thread per stream?";
+
+  // One verified 4 KiB write per Transfer stream.
+  std::vector<v1::TransferRequest> ops =
+      Transfers(v1::OP_WRITE, va.vqp_id(), src, dst, kOp, kStreams, kStreams);
+  for (size_t i = 0; i < kStreams; ++i) streams[i]->rw->Write(ops[i], tag(i));
+  Drain(cq, kStreams, "write");
+  for (size_t i = 0; i < kStreams; ++i) streams[i]->rw->Read(&streams[i]->response, tag(i));
+  Drain(cq, kStreams, "completion");
+  for (size_t i = 0; i < kStreams; ++i) {
+    const v1::TransferResponse& r = streams[i]->response;
+    ASSERT_TRUE(r.has_completion()) << i;
+    EXPECT_EQ(r.completion().op_id(), i);
+    EXPECT_EQ(r.completion().code(), 0) << r.completion().message();
+  }
+  EXPECT_EQ(Checksum(d.data(), kStreams * kOp), Checksum(s.data(), kStreams * kOp));
+
+  for (size_t i = 0; i < kStreams; ++i) {
+    streams[i]->rw->WritesDone(tag(i));
+    watches[i]->ctx.TryCancel();
+  }
+  Drain(cq, kStreams, "writes done");
+  for (size_t i = 0; i < kStreams; ++i) {
+    streams[i]->rw->Finish(&streams[i]->status, tag(i));
+    watches[i]->reader->Finish(&watches[i]->status, tag(i));
+  }
+  Drain(cq, 2 * kStreams, "finish");
+  for (size_t i = 0; i < kStreams; ++i) {
+    EXPECT_TRUE(streams[i]->status.ok()) << streams[i]->status.error_message();
+    EXPECT_EQ(watches[i]->status.error_code(), grpc::StatusCode::CANCELLED);
+  }
+  size_t fds = 0, own = 0;
+  for (int tries = 0; tries < 100; ++tries) {
+    fds = OpenFds(a->pid());
+    own = OwnThreads(a->pid());
+    if (fds <= fds0 && own <= own0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(fds, fds0);
+  EXPECT_EQ(own, own0) << "threads besides gRPC's callback executor";
+  EXPECT_LE(ExecutorThreads(a->pid()), MaxExecutorThreads());
+  cq.Shutdown();
+  void* t;
+  bool ok;
+  while (cq.Next(&t, &ok)) {
+  }
+}
+
+}  // namespace
+}  // namespace braid::testing

@@ -1,0 +1,32 @@
+// TransferStream: one Transfer call (braid.v1.Agent/Transfer) on gRPC's callback API.
+//
+// Reads operations and submits them to the engine; the engine delivers each result into the
+// stream's TransferSink, and the StreamRelay (or the completion of the previous write) makes the
+// stream write it. While `window` operations are outstanding (read, not yet written back) it
+// reads no more, so HTTP/2 flow control holds the client back. Every accepted operation's result
+// is written before the stream ends, also at shutdown (the engine completes what is left); a
+// cancelled client is told nothing. No thread of its own, no sleeping in gRPC's threads.
+// Threading: gRPC's reactions and the relay's OnReady, serialized by one mutex that is never held
+// while calling into gRPC (whose reactions may run inline).
+// Ownership: gRPC owns the reactor (it deletes itself in OnDone); the relay and the reactor share
+// the Link, which outlives whichever goes first.
+#ifndef BRAID_SERVER_TRANSFER_STREAM_H_
+#define BRAID_SERVER_TRANSFER_STREAM_H_
+
+#include <memory>
+
+#include "braid/v1/agent.grpc.pb.h"
+#include "dataplane/engine/engine.h"
+#include "server/authenticator.h"
+#include "server/stream_relay.h"
+
+namespace braid::server {
+
+// Starts a Transfer stream for an admitted caller.
+grpc::ServerBidiReactor<v1::TransferRequest, v1::TransferResponse>* StartTransferStream(
+    engine::Engine& engine, StreamRelay& relay, const Caller& caller, uint32_t window,
+    bool shutting_down);
+
+}  // namespace braid::server
+
+#endif  // BRAID_SERVER_TRANSFER_STREAM_H_
