@@ -235,18 +235,18 @@ grpc::ServerWriteReactor<v1::WatchNotificationsResponse>* AgentService::WatchNot
       !refused.ok()) {
     return Refused::Make(std::move(refused));
   }
-  auto watcher = std::make_shared<engine::NotificationWatcher>(options_.watcher_capacity);
   const uint64_t vqp_id = request->vqp_id();
-  if (common::Status s = engine_.Watch(vqp_id, watcher, caller.scope()); !s.ok()) {
-    return Refused::Make(ToGrpc(s));
-  }
-  return WatchStream<engine::NotificationWatcher, v1::WatchNotificationsResponse>::Start(
-      std::move(watcher), relay_,
+  auto stream = WatchStream<engine::NotificationWatcher, v1::WatchNotificationsResponse>::Create(
+      relay_, options_.watcher_capacity,
       [](const engine::Notification& n, v1::WatchNotificationsResponse* out) {
         ToProto(n, out->mutable_notification());
       },
       BehindMessage("notifications"), [this, vqp_id] { engine_.PruneWatchers(vqp_id); },
       shutting_down_.load());
+  if (common::Status s = engine_.Watch(vqp_id, stream->watcher(), caller.scope()); !s.ok()) {
+    return Refused::Make(ToGrpc(s));
+  }
+  return stream->Start();
 }
 
 grpc::ServerWriteReactor<v1::WatchEventsResponse>* AgentService::WatchEvents(
@@ -257,14 +257,16 @@ grpc::ServerWriteReactor<v1::WatchEventsResponse>* AgentService::WatchEvents(
       !refused.ok()) {
     return Refused::Make(std::move(refused));
   }
-  auto watcher = std::make_shared<engine::EventWatcher>(options_.watcher_capacity);
-  if (common::Status s = engine_.WatchEvents(watcher); !s.ok()) return Refused::Make(ToGrpc(s));
-  return WatchStream<engine::EventWatcher, v1::WatchEventsResponse>::Start(
-      std::move(watcher), relay_,
+  auto stream = WatchStream<engine::EventWatcher, v1::WatchEventsResponse>::Create(
+      relay_, options_.watcher_capacity,
       [](const engine::EngineEvent& e, v1::WatchEventsResponse* out) {
         ToProto(e, out->mutable_event());
       },
       BehindMessage("events"), [this] { engine_.PruneWatchers(0); }, shutting_down_.load());
+  if (common::Status s = engine_.WatchEvents(stream->watcher()); !s.ok()) {
+    return Refused::Make(ToGrpc(s));
+  }
+  return stream->Start();
 }
 
 std::string AgentService::BehindMessage(const char* what) const {

@@ -4,17 +4,38 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <vector>
-
 namespace braid::server {
 
+class StreamRelay::Bell final : public common::Doorbell,
+                                public std::enable_shared_from_this<StreamRelay::Bell> {
+ public:
+  Bell(StreamRelay* relay, std::weak_ptr<Relayed> target)
+      : relay_(relay), target_(std::move(target)) {}
+  void Ring() override {
+    if (!queued_.exchange(true)) relay_->Ready(shared_from_this());
+  }
+  // The relay thread: takes the bell off the ready list and calls its target.
+  void Deliver() {
+    queued_.store(false);
+    if (std::shared_ptr<Relayed> target = target_.lock()) target->OnReady();
+  }
+
+ private:
+  StreamRelay* const relay_;
+  const std::weak_ptr<Relayed> target_;
+  std::atomic<bool> queued_{false};
+};
+
 StreamRelay::StreamRelay()
-    : epoll_fd_(epoll_create1(EPOLL_CLOEXEC)), stop_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = stop_fd_;
-  (void)epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, stop_fd_, &ev);
+    : epoll_fd_(epoll_create1(EPOLL_CLOEXEC)),
+      wake_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
+      stop_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  for (int fd : {wake_fd_, stop_fd_}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    (void)epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  }
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -23,36 +44,28 @@ StreamRelay::~StreamRelay() {
   [[maybe_unused]] ssize_t w = write(stop_fd_, &one, sizeof(one));
   thread_.join();
   close(stop_fd_);
+  close(wake_fd_);
   close(epoll_fd_);
 }
 
-common::Status StreamRelay::Add(int fd, std::shared_ptr<Relayed> target) {
+std::shared_ptr<common::Doorbell> StreamRelay::Add(const std::shared_ptr<Relayed>& target) {
   std::lock_guard<std::mutex> lock(mu_);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = fd;
-  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-    return common::Status::FromErrno(errno, "epoll_ctl(stream relay)");
-  }
-  targets_[fd] = std::move(target);
-  return common::Status::Ok();
+  targets_[target.get()] = target;
+  return std::make_shared<Bell>(this, target);
 }
 
-void StreamRelay::Remove(int fd) {
-  std::shared_ptr<Relayed> gone;  // released outside the lock
+void StreamRelay::Remove(const Relayed* target) {
   std::lock_guard<std::mutex> lock(mu_);
-  (void)epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
-  if (auto it = targets_.find(fd); it != targets_.end()) {
-    gone = std::move(it->second);
-    targets_.erase(it);
-  }
+  targets_.erase(target);
 }
 
 void StreamRelay::ShutdownAll() {
   std::vector<std::shared_ptr<Relayed>> all;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [fd, target] : targets_) all.push_back(target);
+    for (const auto& [key, weak] : targets_) {
+      if (auto target = weak.lock()) all.push_back(std::move(target));
+    }
   }
   for (const auto& target : all) target->OnShutdown();
 }
@@ -62,20 +75,33 @@ size_t StreamRelay::size() const {
   return targets_.size();
 }
 
+void StreamRelay::Ready(std::shared_ptr<Bell> bell) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ready_.push_back(std::move(bell));
+  if (!signalled_) {
+    signalled_ = true;
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t w = write(wake_fd_, &one, sizeof(one));
+  }
+}
+
 void StreamRelay::Run() {
-  epoll_event events[64];
+  std::vector<std::shared_ptr<Bell>> batch;
+  epoll_event events[2];
   for (;;) {
-    const int n = epoll_wait(epoll_fd_, events, 64, -1);
+    const int n = epoll_wait(epoll_fd_, events, 2, -1);
     for (int i = 0; i < n; ++i) {
-      const int fd = events[i].data.fd;
-      if (fd == stop_fd_) return;
-      std::shared_ptr<Relayed> target;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (auto it = targets_.find(fd); it != targets_.end()) target = it->second;
-      }
-      if (target) target->OnReady();
+      if (events[i].data.fd == stop_fd_) return;
     }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      uint64_t value = 0;
+      [[maybe_unused]] ssize_t r = read(wake_fd_, &value, sizeof(value));
+      signalled_ = false;
+      batch.swap(ready_);
+    }
+    for (const auto& bell : batch) bell->Deliver();
+    batch.clear();
   }
 }
 

@@ -13,9 +13,8 @@ namespace {
 
 class TransferStream;
 
-// What the relay holds: the sink's wakeup and a weak reference to the stream.
+// What the relay calls: it reaches the stream, if it is still there, through a weak reference.
 struct Link final : Relayed {
-  explicit Link(size_t capacity) : sink(std::make_shared<engine::TransferSink>(capacity)) {}
   void OnReady() override;
   void OnShutdown() override;
 
@@ -33,19 +32,16 @@ class TransferStream final
         relay_(relay),
         owner_(caller.scope()),
         window_(window),
-        link_(std::make_shared<Link>(size_t{window} + 16)),
+        link_(std::make_shared<Link>()),
         shutting_down_(shutting_down) {}
+  ~TransferStream() override { relay_.Remove(link_.get()); }
 
   // Keeps itself alive until OnDone; sends the window, starts reading.
   void Start(std::shared_ptr<TransferStream> self) {
     self_ = self;
     link_->stream = self;
-    if (!relay_.Add(link_->sink->results.fd(), link_).ok()) {
-      finishing_ = true;
-      Finish({grpc::StatusCode::RESOURCE_EXHAUSTED, "the agent cannot watch another stream"});
-      return;
-    }
-    registered_ = true;
+    // The engine rings the relay when it queues a result while the stream waits for one.
+    link_->sink = std::make_shared<engine::TransferSink>(size_t{window_} + 16, relay_.Add(link_));
     response_.mutable_window()->set_max_in_flight(window_);
     {
       std::lock_guard<std::mutex> lock(link_->mu);
@@ -145,7 +141,6 @@ class TransferStream final
       std::lock_guard<std::mutex> lock(link_->mu);
       done_ = true;
     }
-    if (registered_) relay_.Remove(link_->sink->results.fd());
     std::shared_ptr<TransferStream> last = std::move(self_);  // may free this on return
   }
 
@@ -229,7 +224,6 @@ class TransferStream final
   std::shared_ptr<TransferStream> self_;  // until OnDone
   v1::TransferRequest request_;
   v1::TransferResponse response_;
-  bool registered_ = false;
   // Guarded by link_->mu.
   uint64_t outstanding_ = 0;  // read, not yet written back
   int calls_ = 0;             // StartRead/StartWrite decided, not yet made
@@ -248,7 +242,7 @@ void Link::OnReady() {
   std::shared_ptr<TransferStream> s;
   {
     std::lock_guard<std::mutex> lock(mu);
-    sink->results.DisarmWait();  // consumes the wakeup, also when the stream is gone
+    if (sink) sink->results.DisarmWait();
     s = stream.lock();
   }
   if (s) s->Kick();

@@ -4,9 +4,9 @@
 // time, until the engine lets go of the watcher (the VQP was destroyed: OK), the watcher fell
 // behind (RESOURCE_EXHAUSTED), the client goes away or the agent shuts down (CANCELLED). The
 // StreamRelay wakes it when the engine queues an item into a watcher it armed (or closes it); no
-// thread of its own. When it ends, `on_end` runs (the engine prunes its closed watchers).
-// Threading: gRPC's reactions and the relay, serialized by one mutex never held while calling
-// into gRPC. Ownership: keeps itself alive until OnDone; the relay holds it weakly.
+// thread or file descriptor of its own. When it ends, `on_end` runs (the engine prunes its closed
+// watchers). Threading: gRPC's reactions and the relay, serialized by one mutex never held while
+// calling into gRPC. Ownership: keeps itself alive until OnDone; the relay holds it weakly.
 #ifndef BRAID_SERVER_WATCH_STREAM_H_
 #define BRAID_SERVER_WATCH_STREAM_H_
 
@@ -27,47 +27,42 @@ class WatchStream final : public grpc::ServerWriteReactor<Response> {
   using Item = typename decltype(std::declval<Watcher&>().events.TryPop())::value_type;
   using Fill = std::function<void(const Item&, Response*)>;
 
-  // Starts the stream; returns the reactor gRPC owns until OnDone.
-  static grpc::ServerWriteReactor<Response>* Start(std::shared_ptr<Watcher> watcher,
-                                                   StreamRelay& relay, Fill fill,
-                                                   std::string behind_message,
-                                                   std::function<void()> on_end,
-                                                   bool shutting_down) {
-    auto stream =
-        std::make_shared<WatchStream>(std::move(watcher), relay, std::move(fill),
-                                      std::move(behind_message), std::move(on_end), shutting_down);
-    stream->self_ = stream;
+  // A stream whose watcher rings the relay; hand watcher() to the engine, then Start().
+  static std::shared_ptr<WatchStream> Create(StreamRelay& relay, size_t capacity, Fill fill,
+                                             std::string behind_message,
+                                             std::function<void()> on_end, bool shutting_down) {
+    auto stream = std::make_shared<WatchStream>(relay, std::move(fill), std::move(behind_message),
+                                                std::move(on_end), shutting_down);
     stream->link_->stream = stream;
-    if (!relay.Add(stream->watcher_->events.fd(), stream->link_).ok()) {
-      stream->finishing_ = true;
-      stream->watcher_->closed.store(true);
-      stream->Finish(
-          {grpc::StatusCode::RESOURCE_EXHAUSTED, "the agent cannot watch another stream"});
-      return stream.get();
-    }
-    stream->registered_ = true;
-    stream->response_.set_subscribed(true);
+    stream->watcher_ = std::make_shared<Watcher>(capacity, relay.Add(stream->link_));
+    stream->link_->watcher = stream->watcher_;
+    return stream;
+  }
+  const std::shared_ptr<Watcher>& watcher() const { return watcher_; }
+
+  // Writes `subscribed`; from here gRPC owns the reactor until OnDone.
+  grpc::ServerWriteReactor<Response>* Start() {
+    self_ = link_->stream.lock();
+    response_.set_subscribed(true);
     {
-      std::lock_guard<std::mutex> lock(stream->link_->mu);
-      stream->writing_ = true;
-      ++stream->calls_;
+      std::lock_guard<std::mutex> lock(link_->mu);
+      writing_ = true;
+      ++calls_;
     }
-    stream->StartWrite(&stream->response_);
-    stream->Called();
-    return stream.get();
+    this->StartWrite(&response_);
+    Called();
+    return this;
   }
 
-  WatchStream(std::shared_ptr<Watcher> watcher, StreamRelay& relay, Fill fill,
-              std::string behind_message, std::function<void()> on_end, bool shutting_down)
-      : watcher_(std::move(watcher)),
-        relay_(relay),
+  WatchStream(StreamRelay& relay, Fill fill, std::string behind_message,
+              std::function<void()> on_end, bool shutting_down)
+      : relay_(relay),
         fill_(std::move(fill)),
         behind_message_(std::move(behind_message)),
         on_end_(std::move(on_end)),
         link_(std::make_shared<Link>()),
-        shutting_down_(shutting_down) {
-    link_->watcher = watcher_;
-  }
+        shutting_down_(shutting_down) {}
+  ~WatchStream() override { relay_.Remove(link_.get()); }
 
   void OnWriteDone(bool ok) override {
     {
@@ -89,7 +84,6 @@ class WatchStream final : public grpc::ServerWriteReactor<Response> {
       std::lock_guard<std::mutex> lock(link_->mu);
       done_ = true;
     }
-    if (registered_) relay_.Remove(watcher_->events.fd());
     watcher_->closed.store(true);  // the engine forgets it (on_end prunes closed watchers)
     if (on_end_) on_end_();
     std::shared_ptr<WatchStream> last = std::move(self_);  // may free this on return
@@ -101,7 +95,7 @@ class WatchStream final : public grpc::ServerWriteReactor<Response> {
       std::shared_ptr<WatchStream> s;
       {
         std::lock_guard<std::mutex> lock(mu);
-        watcher->events.DisarmWait();
+        if (watcher) watcher->events.DisarmWait();
         s = stream.lock();
       }
       if (s) s->Kick();
@@ -186,7 +180,6 @@ class WatchStream final : public grpc::ServerWriteReactor<Response> {
   std::shared_ptr<Link> link_;
   std::shared_ptr<WatchStream> self_;  // until OnDone
   Response response_;
-  bool registered_ = false;
   // Guarded by link_->mu.
   int calls_ = 0;
   bool writing_ = false;

@@ -129,6 +129,8 @@ struct EngineEvent {
 // A WatchEvents subscriber; like NotificationWatcher, closed when it falls behind.
 struct EventWatcher {
   explicit EventWatcher(size_t capacity) : events(capacity) {}
+  EventWatcher(size_t capacity, std::shared_ptr<common::Doorbell> doorbell)
+      : events(capacity, std::move(doorbell)) {}
   common::EventQueue<EngineEvent> events;
   std::atomic<bool> closed{false};
   std::atomic<bool> overflowed{false};
@@ -229,6 +231,8 @@ struct TransferResult {
 // and counted).
 struct TransferSink {
   explicit TransferSink(size_t capacity) : results(capacity) {}
+  TransferSink(size_t capacity, std::shared_ptr<common::Doorbell> doorbell)
+      : results(capacity, std::move(doorbell)) {}
   common::EventQueue<TransferResult> results;
   std::atomic<uint64_t> dropped{0};
 };
@@ -245,6 +249,8 @@ struct Notification {
 // fell behind (`overflowed`); the engine then forgets it.
 struct NotificationWatcher {
   explicit NotificationWatcher(size_t capacity) : events(capacity) {}
+  NotificationWatcher(size_t capacity, std::shared_ptr<common::Doorbell> doorbell)
+      : events(capacity, std::move(doorbell)) {}
   common::EventQueue<Notification> events;
   std::atomic<bool> closed{false};
   std::atomic<bool> overflowed{false};
