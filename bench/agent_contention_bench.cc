@@ -5,16 +5,13 @@
 // spins while work is in flight starves the threads that would complete it.
 //
 // Usage: braid_agent_contention_bench [trials]   (default 5)
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "bench/busy_process.h"
 #include "tests/agent/agent_harness.h"
 
 namespace {
@@ -63,21 +60,6 @@ Figures Measure(AgentProcess& a, uint64_t vqp, const v1::RegionInfo& src,
   return f;
 }
 
-// A child that spins until killed.
-pid_t StartHog() {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    volatile uint64_t n = 0;
-    for (;;) n = n + 1;
-  }
-  return pid;
-}
-
-void StopHog(pid_t pid) {
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -97,9 +79,11 @@ int main(int argc, char** argv) {
   double worst_rate = 1e9, worst_latency = 1e9;
   for (int t = 1; t <= trials; ++t) {
     const Figures quiet = Measure(*a, va.vqp_id(), src, dst);
-    const pid_t hog = StartHog();
-    const Figures busy = Measure(*a, va.vqp_id(), src, dst);
-    StopHog(hog);
+    Figures busy;
+    {
+      const braid::bench::BusyProcess hog;
+      busy = Measure(*a, va.vqp_id(), src, dst);
+    }
     if (!quiet.ok || !busy.ok) {
       std::fprintf(stderr, "agent_contention_bench: a transfer failed\n");
       return 1;

@@ -7,20 +7,19 @@
 // - The floor: the same interleaved echo call on bare gRPC, plaintext and mutual TLS, no Braid.
 //
 // Usage: braid_agent_tls_bench [rounds]   (default 3; 0: control calls only)
-#include <algorithm>
-#include <chrono>
-#include <cstdio>
-#include <cstdlib>
-#include <string>
-#include <vector>
-
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <future>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "tests/agent/agent_harness.h"
 
@@ -47,17 +46,22 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// Agent `i` of two ("agent-a", "agent-b"), two soft NICs, with mutual TLS or plaintext.
+std::unique_ptr<AgentProcess> SpawnAgent(int i, bool tls, const braid::testing::TestPki& pki) {
+  const std::string name = i == 0 ? "agent-a" : "agent-b";
+  AgentSpec spec{name, {TestNicIp(i, 0), TestNicIp(i, 1)}, i * 2};
+  if (tls) {
+    spec.security_args = pki.AgentArgs(name, "require", "");
+    spec.credentials = pki.Tls("ca1", "client-a");
+  }
+  return AgentProcess::Spawn(spec);
+}
+
 Round Measure(bool tls, const braid::testing::TestPki& pki) {
   Round out;
   std::unique_ptr<AgentProcess> agents[2];
   for (int i = 0; i < 2; ++i) {
-    const std::string name = i == 0 ? "agent-a" : "agent-b";
-    AgentSpec spec{name, {TestNicIp(i, 0), TestNicIp(i, 1)}, i * 2};
-    if (tls) {
-      spec.security_args = pki.AgentArgs(name, "require", "");
-      spec.credentials = pki.Tls("ca1", "client-a");
-    }
-    agents[i] = AgentProcess::Spawn(spec);
+    agents[i] = SpawnAgent(i, tls, pki);
     if (!agents[i]) {
       out.ok = false;
       return out;
@@ -117,7 +121,6 @@ Round Measure(bool tls, const braid::testing::TestPki& pki) {
   return out;
 }
 
-
 // Control-call latency, plaintext and mutual TLS interleaved: one plaintext agent and one mTLS
 // agent run side by side and the calls alternate between them in small blocks, so drift in the
 // machine's state (other processes, frequency, caches) lands on both sides alike.
@@ -138,13 +141,7 @@ Calls MeasureCalls(const braid::testing::TestPki& pki, int blocks) {
   Calls out;
   std::unique_ptr<AgentProcess> agents[2];
   for (int i = 0; i < 2; ++i) {
-    const std::string name = i == 0 ? "agent-a" : "agent-b";
-    AgentSpec spec{name, {TestNicIp(i, 0), TestNicIp(i, 1)}, i * 2};
-    if (i == 1) {
-      spec.security_args = pki.AgentArgs(name, "require", "");
-      spec.credentials = pki.Tls("ca1", "client-a");
-    }
-    agents[i] = AgentProcess::Spawn(spec);
+    agents[i] = SpawnAgent(i, /*tls=*/i == 1, pki);
     if (!agents[i]) {
       out.ok = false;
       return out;
@@ -234,8 +231,7 @@ bool MeasureBareGrpc(const braid::testing::TestPki& pki, int blocks, std::vector
           grpc::Slice empty;
           grpc::ByteBuffer request(&empty, 1), response;
           std::promise<grpc::Status> done;
-          stubs[side]->UnaryCall(&ctx, "/bench.Echo/Echo", grpc::StubOptions(), &request,
-                                 &response,
+          stubs[side]->UnaryCall(&ctx, "/bench.Echo/Echo", grpc::StubOptions(), &request, &response,
                                  [&done](grpc::Status s) { done.set_value(std::move(s)); });
           ok = ok && done.get_future().get().ok();
         });

@@ -14,7 +14,6 @@
 // --spin-us=N sets the waiter's spin (CompletionWaiterOptions::spin_ns).
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/busy_process.h"
 #include "dataplane/soft/soft_provider.h"
 #include "dataplane/soft/tcp_fabric.h"
 #include "dataplane/verbs/completion_waiter.h"
@@ -223,21 +223,6 @@ double PingPongOneWayUs(Side& s, int rounds) {
   return us / rounds / 2;
 }
 
-// A child that spins until killed: another tenant's busy poller.
-pid_t StartHog() {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    volatile uint64_t n = 0;
-    for (;;) n = n + 1;
-  }
-  return pid;
-}
-
-void StopHog(pid_t pid) {
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-}
-
 // Each trial: the 4 KiB WRITE rate (depth 64) and the ping-pong, quiet and next to a busy process.
 void Contention(Side& s, const Info& peer, int trials, double seconds) {
   std::printf("polling: %s\n", g_poll_sleep ? "spin, then sleep (CompletionWaiter)" : "spin");
@@ -247,10 +232,12 @@ void Contention(Side& s, const Info& peer, int trials, double seconds) {
   for (int t = 1; t <= trials; ++t) {
     const double quiet_rate = Stream(s, peer, 1, IBV_WR_RDMA_WRITE, 4096, 64, seconds).ops / 1e6;
     const double quiet_us = PingPongOneWayUs(s, 5000);
-    const pid_t hog = StartHog();
-    const double busy_rate = Stream(s, peer, 1, IBV_WR_RDMA_WRITE, 4096, 64, seconds).ops / 1e6;
-    const double busy_us = PingPongOneWayUs(s, 2000);
-    StopHog(hog);
+    double busy_rate = 0, busy_us = 0;
+    {
+      const bench::BusyProcess hog;
+      busy_rate = Stream(s, peer, 1, IBV_WR_RDMA_WRITE, 4096, 64, seconds).ops / 1e6;
+      busy_us = PingPongOneWayUs(s, 2000);
+    }
     const double rate = busy_rate / quiet_rate, latency = quiet_us / busy_us;
     worst_rate = std::min(worst_rate, rate);
     worst_latency = std::min(worst_latency, latency);

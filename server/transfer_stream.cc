@@ -6,22 +6,14 @@
 #include <thread>
 
 #include "server/proto_mapping.h"
+#include "server/relay_link.h"
 
 namespace braid::server {
 
 namespace {
 
 class TransferStream;
-
-// What the relay calls: it reaches the stream, if it is still there, through a weak reference.
-struct Link final : Relayed {
-  void OnReady() override;
-  void OnShutdown() override;
-
-  std::mutex mu;  // also guards the sink's consumer side and the stream's state
-  std::weak_ptr<TransferStream> stream;
-  std::shared_ptr<engine::TransferSink> sink;
-};
+using Link = RelayLink<TransferStream, common::EventQueue<engine::TransferResult>>;
 
 class TransferStream final
     : public grpc::ServerBidiReactor<v1::TransferRequest, v1::TransferResponse> {
@@ -41,7 +33,8 @@ class TransferStream final
     self_ = self;
     link_->stream = self;
     // The engine rings the relay when it queues a result while the stream waits for one.
-    link_->sink = std::make_shared<engine::TransferSink>(size_t{window_} + 16, relay_.Add(link_));
+    sink_ = std::make_shared<engine::TransferSink>(size_t{window_} + 16, relay_.Add(link_));
+    link_->queue = &sink_->results;
     response_.mutable_window()->set_max_in_flight(window_);
     {
       std::lock_guard<std::mutex> lock(link_->mu);
@@ -107,7 +100,7 @@ class TransferStream final
       r.op_id = op_id;
       r.status = std::move(refused);
       // Room is reserved: at most `window` operations are outstanding, the sink holds more.
-      (void)link_->sink->results.Push(std::move(r));
+      (void)sink_->results.Push(std::move(r));
     }
     MaybeRead();
     Kick();
@@ -149,12 +142,12 @@ class TransferStream final
 
   // The engine's command queue is full only while the engine is stalled; wait for it a while.
   common::Status Submit(const engine::TransferRequest& request) {
-    common::Status s = engine_.SubmitTransfer(request, link_->sink);
+    common::Status s = engine_.SubmitTransfer(request, sink_);
     const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (s.code() == common::StatusCode::kNoResource &&
            std::chrono::steady_clock::now() < give_up) {
       std::this_thread::sleep_for(std::chrono::microseconds(50));
-      s = engine_.SubmitTransfer(request, link_->sink);
+      s = engine_.SubmitTransfer(request, sink_);
     }
     if (s.code() == common::StatusCode::kNoResource) {
       return common::Status::DeadlineExceeded(
@@ -189,7 +182,7 @@ class TransferStream final
 
   Next NextLocked(grpc::Status* status) {
     if (done_ || finishing_ || writing_) return Next::kNothing;
-    auto& results = link_->sink->results;
+    auto& results = sink_->results;
     if (!cancelled_ && !broken_) {
       for (;;) {
         if (std::optional<engine::TransferResult> r = results.TryPop()) {
@@ -221,6 +214,7 @@ class TransferStream final
   const engine::OwnerId owner_;
   const uint32_t window_;
   std::shared_ptr<Link> link_;
+  std::shared_ptr<engine::TransferSink> sink_;
   std::shared_ptr<TransferStream> self_;  // until OnDone
   v1::TransferRequest request_;
   v1::TransferResponse response_;
@@ -237,25 +231,6 @@ class TransferStream final
   bool done_ = false;
   bool shutting_down_;
 };
-
-void Link::OnReady() {
-  std::shared_ptr<TransferStream> s;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (sink) sink->results.DisarmWait();
-    s = stream.lock();
-  }
-  if (s) s->Kick();
-}
-
-void Link::OnShutdown() {
-  std::shared_ptr<TransferStream> s;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    s = stream.lock();
-  }
-  if (s) s->Shutdown();
-}
 
 }  // namespace
 

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "braid/v1/agent.grpc.pb.h"
+#include "server/relay_link.h"
 #include "server/stream_relay.h"
 
 namespace braid::server {
@@ -35,7 +36,7 @@ class WatchStream final : public grpc::ServerWriteReactor<Response> {
                                                 std::move(on_end), shutting_down);
     stream->link_->stream = stream;
     stream->watcher_ = std::make_shared<Watcher>(capacity, relay.Add(stream->link_));
-    stream->link_->watcher = stream->watcher_;
+    stream->link_->queue = &stream->watcher_->events;
     return stream;
   }
   const std::shared_ptr<Watcher>& watcher() const { return watcher_; }
@@ -64,6 +65,15 @@ class WatchStream final : public grpc::ServerWriteReactor<Response> {
         shutting_down_(shutting_down) {}
   ~WatchStream() override { relay_.Remove(link_.get()); }
 
+  // The agent is stopping: the stream ends (CANCELLED).
+  void Shutdown() {
+    {
+      std::lock_guard<std::mutex> lock(link_->mu);
+      shutting_down_ = true;
+    }
+    Kick();
+  }
+
   void OnWriteDone(bool ok) override {
     {
       std::lock_guard<std::mutex> lock(link_->mu);
@@ -89,37 +99,7 @@ class WatchStream final : public grpc::ServerWriteReactor<Response> {
     std::shared_ptr<WatchStream> last = std::move(self_);  // may free this on return
   }
 
- private:
-  struct Link final : Relayed {
-    void OnReady() override {
-      std::shared_ptr<WatchStream> s;
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        if (watcher) watcher->events.DisarmWait();
-        s = stream.lock();
-      }
-      if (s) s->Kick();
-    }
-    void OnShutdown() override {
-      std::shared_ptr<WatchStream> s;
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        s = stream.lock();
-      }
-      if (s) {
-        {
-          std::lock_guard<std::mutex> lock(mu);
-          s->shutting_down_ = true;
-        }
-        s->Kick();
-      }
-    }
-    std::mutex mu;  // also guards the watcher's consumer side and the stream's state
-    std::weak_ptr<WatchStream> stream;
-    std::shared_ptr<Watcher> watcher;
-  };
-  enum class Next { kNothing, kWrite, kFinish };
-
+  // Writes what is queued, or ends the stream when nothing is left to do. Any thread.
   void Kick() {
     grpc::Status status;
     Next next;
@@ -134,6 +114,11 @@ class WatchStream final : public grpc::ServerWriteReactor<Response> {
       this->Finish(std::move(status));
     }
   }
+
+ private:
+  using Link = RelayLink<WatchStream, decltype(std::declval<Watcher&>().events)>;
+  enum class Next { kNothing, kWrite, kFinish };
+
   void Called() {
     {
       std::lock_guard<std::mutex> lock(link_->mu);
