@@ -15,7 +15,6 @@
 namespace {
 
 using braid::testing::AgentProcess;
-using braid::testing::TestNicIp;
 namespace v1 = braid::v1;
 
 constexpr uint64_t kMiB = 1 << 20;
@@ -59,14 +58,12 @@ Figure Run(AgentProcess& a, v1::Op op, uint64_t vqp, const v1::RegionInfo& local
 
 int main(int argc, char** argv) {
   const std::string tcp_results = argc > 1 ? argv[1] : "";
-  auto a = AgentProcess::Spawn({"bench-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0});
-  auto b = AgentProcess::Spawn({"bench-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
-  if (!a || !b) return 1;
-  auto va = braid::testing::CreateVqp(a->stub(), v1::SCHEME_SPRAY, 8);
-  auto vb = braid::testing::CreateVqp(b->stub(), v1::SCHEME_SPRAY, 8);
-  braid::testing::ConnectPair(a->stub(), va, b->stub(), vb);
-  auto src = braid::testing::Register(a->stub(), kRegion, "src");
-  auto dst = braid::testing::Register(b->stub(), kRegion, "dst", {vb.vqp_id()});
+  braid::testing::AgentPair pair = braid::testing::SpawnConnectedPair("bench", kRegion);
+  if (!pair.a) return 1;
+  AgentProcess* a = pair.a.get();
+  const v1::VirtualQpInfo& va = pair.va;
+  const v1::RegionInfo& src = pair.src;
+  const v1::RegionInfo& dst = pair.dst;
 
   Run(*a, v1::OP_WRITE, va.vqp_id(), src, dst, kMiB, 256);  // warm-up
   const Figure w = Run(*a, v1::OP_WRITE, va.vqp_id(), src, dst, kMiB, 2048);

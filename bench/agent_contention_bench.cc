@@ -17,7 +17,6 @@
 namespace {
 
 using braid::testing::AgentProcess;
-using braid::testing::TestNicIp;
 namespace v1 = braid::v1;
 
 constexpr uint64_t kRegion = 64 << 20;
@@ -64,14 +63,12 @@ Figures Measure(AgentProcess& a, uint64_t vqp, const v1::RegionInfo& src,
 
 int main(int argc, char** argv) {
   const int trials = argc > 1 ? std::atoi(argv[1]) : 5;
-  auto a = AgentProcess::Spawn({"contend-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0});
-  auto b = AgentProcess::Spawn({"contend-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
-  if (!a || !b) return 1;
-  auto va = braid::testing::CreateVqp(a->stub(), v1::SCHEME_SPRAY, 8);
-  auto vb = braid::testing::CreateVqp(b->stub(), v1::SCHEME_SPRAY, 8);
-  braid::testing::ConnectPair(a->stub(), va, b->stub(), vb);
-  auto src = braid::testing::Register(a->stub(), kRegion, "src");
-  auto dst = braid::testing::Register(b->stub(), kRegion, "dst", {vb.vqp_id()});
+  braid::testing::AgentPair pair = braid::testing::SpawnConnectedPair("contend", kRegion);
+  if (!pair.a) return 1;
+  AgentProcess* a = pair.a.get();
+  const v1::VirtualQpInfo& va = pair.va;
+  const v1::RegionInfo& src = pair.src;
+  const v1::RegionInfo& dst = pair.dst;
   Measure(*a, va.vqp_id(), src, dst);  // warm-up
 
   std::printf("%-6s %12s %12s %7s %12s %12s %7s\n", "trial", "4K Mops/s", "contended", "ratio",

@@ -674,4 +674,21 @@ void ReleaseEverything(v1::Agent::Stub& stub) {
   EXPECT_EQ(after_regions.regions_size(), 0);
 }
 
+AgentPair SpawnConnectedPair(const std::string& prefix, uint64_t region_bytes) {
+  AgentPair p;
+  p.a = AgentProcess::Spawn({prefix + "-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0});
+  p.b = AgentProcess::Spawn({prefix + "-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
+  if (!p.a || !p.b) {
+    p.a.reset();
+    p.b.reset();
+    return p;
+  }
+  p.va = CreateVqp(p.a->stub(), v1::SCHEME_SPRAY, 8);
+  p.vb = CreateVqp(p.b->stub(), v1::SCHEME_SPRAY, 8);
+  ConnectPair(p.a->stub(), p.va, p.b->stub(), p.vb);
+  p.src = Register(p.a->stub(), region_bytes, "src");
+  p.dst = Register(p.b->stub(), region_bytes, "dst", {p.vb.vqp_id()});
+  return p;
+}
+
 }  // namespace braid::testing
