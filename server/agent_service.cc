@@ -1,9 +1,5 @@
 #include "server/agent_service.h"
 
-#include <condition_variable>
-#include <mutex>
-#include <thread>
-
 #include "server/proto_mapping.h"
 #include "server/refused_reactor.h"
 #include "server/transfer_stream.h"

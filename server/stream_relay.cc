@@ -70,11 +70,6 @@ void StreamRelay::ShutdownAll() {
   for (const auto& target : all) target->OnShutdown();
 }
 
-size_t StreamRelay::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return targets_.size();
-}
-
 void StreamRelay::Ready(std::shared_ptr<Bell> bell) {
   std::lock_guard<std::mutex> lock(mu_);
   ready_.push_back(std::move(bell));
