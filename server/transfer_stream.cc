@@ -85,9 +85,11 @@ class TransferStream final
     common::Result<engine::TransferRequest> parsed = FromProto(request_);
     {
       std::lock_guard<std::mutex> lock(link_->mu);
-      read_pending_ = false;
       ++outstanding_;
     }
+    // The read stays pending until the operation is with the engine: a write finishing meanwhile
+    // (OnWriteDone, another thread) must not start the next read, whose operation could then reach
+    // the engine first. Operations start in the order the client sent them.
     common::Status refused;
     if (!parsed.ok()) {
       refused = parsed.status();
@@ -101,6 +103,10 @@ class TransferStream final
       r.status = std::move(refused);
       // Room is reserved: at most `window` operations are outstanding, the sink holds more.
       (void)sink_->results.Push(std::move(r));
+    }
+    {
+      std::lock_guard<std::mutex> lock(link_->mu);
+      read_pending_ = false;
     }
     MaybeRead();
     Kick();

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 #include "braid/agent_client.h"
 #include "braid/connection.h"
@@ -118,6 +120,83 @@ TEST_F(SdkTest, FuturesCallbacksAndNotifications) {
     std::lock_guard<std::mutex> l(mu);
     ASSERT_EQ(notes.size(), 64u);
     for (uint32_t i = 0; i < 64; ++i) EXPECT_EQ(notes[i].imm(), i);
+  }
+  ExpectNothingHeld(*a_);
+  ExpectNothingHeld(*b_);
+}
+
+// Results flow back while operations still arrive, so gRPC finishes writes on one thread while it
+// reads the next operation on another: the agent must still start each session's operations in
+// the order they were sent. Four sessions at once keep gRPC's threads busy on two cores. Each
+// receiver's notifications show the order (DQPLB delivers in posting order).
+TEST_F(SdkTest, ASessionsOperationsStartInTheOrderItSentThem) {
+  constexpr uint32_t kOps = 10000;
+  constexpr int kSessions = 4;
+  {
+    auto src = a_->RegisterMemory(4 * kMiB, "src");
+    ASSERT_TRUE(src.ok());
+    struct Flow {
+      std::unique_ptr<client::Connection> conn;
+      std::unique_ptr<client::Region> dst;
+      std::unique_ptr<client::NotificationStream> watch;
+      std::unique_ptr<TransferSession> session;
+      std::mutex mu;
+      std::vector<uint32_t> imms;
+      std::atomic<uint32_t> succeeded{0};
+    };
+    std::vector<std::unique_ptr<Flow>> flows;
+    for (int k = 0; k < kSessions; ++k) {
+      auto f = std::make_unique<Flow>();
+      auto conn = client::Connect(a_, b_, {.scheme = v1::SCHEME_DQPLB, .num_qps = 4});
+      ASSERT_TRUE(conn.ok()) << conn.status().ToString();
+      f->conn = std::move(*conn);
+      auto dst = b_->RegisterMemory(4 * kMiB, "dst", {f->conn->vqp_b()});
+      ASSERT_TRUE(dst.ok()) << dst.status().ToString();
+      f->dst = std::move(*dst);
+      Flow* raw = f.get();
+      auto watch =
+          client::NotificationStream::Open(b_, f->conn->vqp_b(), [raw](const v1::Notification& n) {
+            std::lock_guard<std::mutex> l(raw->mu);
+            raw->imms.push_back(n.wc_status() == "success" ? n.imm() : UINT32_MAX);
+          });
+      ASSERT_TRUE(watch.ok()) << watch.status().ToString();
+      f->watch = std::move(*watch);
+      auto session = TransferSession::Open(a_, f->conn->vqp_a());
+      ASSERT_TRUE(session.ok()) << session.status().ToString();
+      f->session = std::move(*session);
+      flows.push_back(std::move(f));
+    }
+    std::vector<std::thread> senders;
+    for (auto& f : flows) {
+      senders.emplace_back([&, raw = f.get()] {
+        for (uint32_t i = 0; i < kOps; ++i) {
+          raw->session->Submit(Op(**src, To(*raw->dst), i, 4096), [raw](client::TransferResult r) {
+            if (r.status.ok()) ++raw->succeeded;
+          });
+        }
+      });
+    }
+    for (auto& t : senders) t.join();
+    for (auto& f : flows) {
+      ASSERT_TRUE(f->session->Flush(std::chrono::seconds(60)).ok());
+      EXPECT_EQ(f->succeeded.load(), kOps);
+      for (int i = 0; i < 1000; ++i) {
+        {
+          std::lock_guard<std::mutex> l(f->mu);
+          if (f->imms.size() >= kOps) break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      std::lock_guard<std::mutex> l(f->mu);
+      ASSERT_EQ(f->imms.size(), kOps);
+      uint32_t out_of_place = 0, first = UINT32_MAX;
+      for (uint32_t i = 0; i < kOps; ++i) {
+        if (f->imms[i] != i && out_of_place++ == 0) first = i;
+      }
+      EXPECT_EQ(out_of_place, 0u) << "VQP " << f->conn->vqp_a() << ": the first notification "
+                                  << "out of place is #" << first << ": immediate "
+                                  << f->imms[first];
+    }
   }
   ExpectNothingHeld(*a_);
   ExpectNothingHeld(*b_);
