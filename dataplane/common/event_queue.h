@@ -1,4 +1,5 @@
-// EventQueue<T>: an MpscQueue whose consumer can sleep until something arrives.
+// EventQueue<T, Queue>: a queue (an MpscQueue, or a SegmentedQueue for one producer) whose
+// consumer can sleep until something arrives.
 //
 // Producers push without locks; the consumer polls TryPop while busy and, when it runs dry, sleeps
 // on fd() (an eventfd, e.g. inside its own epoll set) or in Wait(). A producer writes the eventfd
@@ -8,8 +9,8 @@
 // wakeup is lost: ArmWait publishes the intent and re-checks the queue, a push publishes the item
 // and re-checks the intent (sequentially consistent fences on both sides).
 //
-// Threading: Push and Wake from any thread; TryPop, ArmWait, DisarmWait, Wait from the one
-// consumer.
+// Threading: Push as the queue allows (any thread for an MpscQueue, one producer thread for a
+// SegmentedQueue); Wake from any thread; TryPop, ArmWait, DisarmWait, Wait from the one consumer.
 // Ownership: owns its eventfd.
 #ifndef BRAID_DATAPLANE_COMMON_EVENT_QUEUE_H_
 #define BRAID_DATAPLANE_COMMON_EVENT_QUEUE_H_
@@ -24,6 +25,7 @@
 #include <optional>
 
 #include "dataplane/common/mpsc_queue.h"
+#include "dataplane/common/segmented_queue.h"
 
 namespace braid::common {
 
@@ -34,7 +36,7 @@ class Doorbell {
   virtual void Ring() = 0;
 };
 
-template <typename T>
+template <typename T, typename Queue = MpscQueue<T>>
 class EventQueue {
  public:
   explicit EventQueue(size_t capacity)
@@ -50,7 +52,7 @@ class EventQueue {
   int fd() const { return fd_; }
   size_t capacity() const { return queue_.capacity(); }
 
-  // Any thread. kNoResource when full (nothing changes).
+  // A producer thread (see Threading). kNoResource when full (nothing changes).
   Status Push(T&& value) {
     Status s = queue_.TryPush(std::move(value));
     if (!s.ok()) return s;
@@ -103,7 +105,7 @@ class EventQueue {
     [[maybe_unused]] ssize_t w = write(fd_, &one, sizeof(one));
   }
 
-  MpscQueue<T> queue_;
+  Queue queue_;
   int fd_;
   std::shared_ptr<Doorbell> doorbell_;
   std::atomic<bool> waiting_{false};

@@ -126,12 +126,13 @@ struct EngineEvent {
   std::string cause;
 };
 
-// A WatchEvents subscriber; like NotificationWatcher, closed when it falls behind.
+// A WatchEvents subscriber; like NotificationWatcher, closed when it falls behind, and its queue's
+// memory follows its backlog.
 struct EventWatcher {
   explicit EventWatcher(size_t capacity) : events(capacity) {}
   EventWatcher(size_t capacity, std::shared_ptr<common::Doorbell> doorbell)
       : events(capacity, std::move(doorbell)) {}
-  common::EventQueue<EngineEvent> events;
+  common::EventQueue<EngineEvent, common::SegmentedQueue<EngineEvent>> events;
   std::atomic<bool> closed{false};
   std::atomic<bool> overflowed{false};
 };
@@ -246,12 +247,13 @@ struct Notification {
 };
 
 // A WatchNotifications subscriber. `closed` turns true when the VQP is destroyed or the watcher
-// fell behind (`overflowed`); the engine then forgets it.
+// fell behind (`overflowed`, `capacity` notifications unread); the engine then forgets it. Its
+// queue holds memory for its backlog only: thousands of idle watchers cost little.
 struct NotificationWatcher {
   explicit NotificationWatcher(size_t capacity) : events(capacity) {}
   NotificationWatcher(size_t capacity, std::shared_ptr<common::Doorbell> doorbell)
       : events(capacity, std::move(doorbell)) {}
-  common::EventQueue<Notification> events;
+  common::EventQueue<Notification, common::SegmentedQueue<Notification>> events;
   std::atomic<bool> closed{false};
   std::atomic<bool> overflowed{false};
 };
