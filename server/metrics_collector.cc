@@ -89,6 +89,11 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
       out.Family("braid_engine_sleeps_total",
                  "Times the idle data-plane loop slept on its wakeup fds", MetricType::Counter);
   Families::Add(sleeps, {}, static_cast<double>(s.sleeps));
+  auto& queue_full = out.Family(
+      "braid_engine_command_queue_full_total",
+      "Transfers that found the data-plane thread's command queue full (held until it had room)",
+      MetricType::Counter);
+  Families::Add(queue_full, {}, static_cast<double>(s.command_queue_full));
 
   auto& device_state =
       out.Family("braid_device_state",

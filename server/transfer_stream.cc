@@ -1,9 +1,7 @@
 #include "server/transfer_stream.h"
 
-#include <chrono>
 #include <mutex>
 #include <optional>
-#include <thread>
 
 #include "server/proto_mapping.h"
 #include "server/relay_link.h"
@@ -33,7 +31,8 @@ class TransferStream final
     self_ = self;
     link_->stream = self;
     // The engine rings the relay when it queues a result while the stream waits for one.
-    sink_ = std::make_shared<engine::TransferSink>(size_t{window_} + 16, relay_.Add(link_));
+    bell_ = relay_.Add(link_);
+    sink_ = std::make_shared<engine::TransferSink>(size_t{window_} + 16, bell_);
     link_->queue = &sink_->results;
     response_.mutable_window()->set_max_in_flight(window_);
     {
@@ -47,8 +46,10 @@ class TransferStream final
     Called(2);
   }
 
-  // Writes what is queued, or ends the stream when nothing is left to do. Any thread.
+  // Submits a held operation, writes what is queued, or ends the stream when nothing is left to
+  // do. Any thread.
   void Kick() {
+    RetryHeld();
     grpc::Status status;
     Next next;
     {
@@ -81,7 +82,6 @@ class TransferStream final
       Kick();
       return;
     }
-    const uint64_t op_id = request_.op_id();
     common::Result<engine::TransferRequest> parsed = FromProto(request_);
     {
       std::lock_guard<std::mutex> lock(link_->mu);
@@ -90,26 +90,13 @@ class TransferStream final
     // The read stays pending until the operation is with the engine: a write finishing meanwhile
     // (OnWriteDone, another thread) must not start the next read, whose operation could then reach
     // the engine first. Operations start in the order the client sent them.
-    common::Status refused;
     if (!parsed.ok()) {
-      refused = parsed.status();
+      Refuse(request_.op_id(), parsed.status());
     } else {
       parsed->owner = owner_;
-      refused = Submit(*parsed);
+      if (!Submit(std::move(*parsed))) return;  // held: the engine rings when it has room
     }
-    if (!refused.ok()) {
-      engine::TransferResult r;
-      r.op_id = op_id;
-      r.status = std::move(refused);
-      // Room is reserved: at most `window` operations are outstanding, the sink holds more.
-      (void)sink_->results.Push(std::move(r));
-    }
-    {
-      std::lock_guard<std::mutex> lock(link_->mu);
-      read_pending_ = false;
-    }
-    MaybeRead();
-    Kick();
+    ReadDone();
   }
 
   void OnWriteDone(bool ok) override {
@@ -146,20 +133,57 @@ class TransferStream final
  private:
   enum class Next { kNothing, kWrite, kFinish };
 
-  // The engine's command queue is full only while the engine is stalled; wait for it a while.
-  common::Status Submit(const engine::TransferRequest& request) {
-    common::Status s = engine_.SubmitTransfer(request, sink_);
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (s.code() == common::StatusCode::kNoResource &&
-           std::chrono::steady_clock::now() < give_up) {
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-      s = engine_.SubmitTransfer(request, sink_);
+  // Hands `request` to the engine. False when its command queue is full (the engine is stalled):
+  // the operation is held, no further operation is read, and the engine rings the relay once it
+  // takes commands again (Kick submits the held one then). At shutdown a held operation is
+  // refused instead.
+  bool Submit(engine::TransferRequest request) {
+    const common::Status s = engine_.SubmitTransfer(request, sink_, bell_);
+    if (s.code() != common::StatusCode::kNoResource) {
+      if (!s.ok()) Refuse(request.op_id, s);
+      return true;
     }
-    if (s.code() == common::StatusCode::kNoResource) {
-      return common::Status::DeadlineExceeded(
-          "the engine took no command for 5 s (stalled); the operation was not started");
+    std::lock_guard<std::mutex> lock(link_->mu);
+    held_ = std::move(request);
+    return false;
+  }
+
+  // Submits the held operation, if any; then reading resumes. Any thread.
+  void RetryHeld() {
+    std::optional<engine::TransferRequest> held;
+    bool stopping;
+    {
+      std::lock_guard<std::mutex> lock(link_->mu);
+      if (!held_) return;
+      held = std::move(held_);
+      held_.reset();
+      stopping = shutting_down_ || cancelled_ || broken_;
     }
-    return s;
+    if (stopping) {
+      Refuse(held->op_id, common::Status::Cancelled(
+                              "the agent is shutting down; the operation was not started"));
+    } else if (!Submit(std::move(*held))) {
+      return;
+    }
+    ReadDone();
+  }
+
+  // The operation just read is with the engine (or refused): the next may be read.
+  void ReadDone() {
+    {
+      std::lock_guard<std::mutex> lock(link_->mu);
+      read_pending_ = false;
+    }
+    MaybeRead();
+    Kick();
+  }
+
+  // Room is reserved: at most `window` operations are outstanding, the sink holds more.
+  void Refuse(uint64_t op_id, common::Status status) {
+    engine::TransferResult r;
+    r.op_id = op_id;
+    r.status = std::move(status);
+    (void)sink_->results.Push(std::move(r));
   }
 
   // Reads the next operation while the window has room.
@@ -220,6 +244,7 @@ class TransferStream final
   const engine::OwnerId owner_;
   const uint32_t window_;
   std::shared_ptr<Link> link_;
+  std::shared_ptr<common::Doorbell> bell_;  // the relay's, for this stream
   std::shared_ptr<engine::TransferSink> sink_;
   std::shared_ptr<TransferStream> self_;  // until OnDone
   v1::TransferRequest request_;
@@ -236,6 +261,7 @@ class TransferStream final
   bool finishing_ = false;
   bool done_ = false;
   bool shutting_down_;
+  std::optional<engine::TransferRequest> held_;  // read, refused by a full engine queue
 };
 
 }  // namespace

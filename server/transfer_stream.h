@@ -5,7 +5,10 @@
 // stream write it. While `window` operations are outstanding (read, not yet written back) it
 // reads no more, so HTTP/2 flow control holds the client back. Every accepted operation's result
 // is written before the stream ends, also at shutdown (the engine completes what is left); a
-// cancelled client is told nothing. No thread of its own, no sleeping in gRPC's threads.
+// cancelled client is told nothing. Operations reach the engine in the order they were read; when
+// its command queue is full (a stalled engine) the operation is held and reading stops until the
+// engine, taking commands again, rings the relay. No thread of its own, no sleeping in gRPC's
+// threads.
 // Threading: gRPC's reactions and the relay's OnReady, serialized by one mutex that is never held
 // while calling into gRPC (whose reactions may run inline).
 // Ownership: gRPC owns the reactor (it deletes itself in OnDone); the relay and the reactor share

@@ -5,8 +5,8 @@
 // WatchEvents call): an empty queue that never held anything owns no memory, and a queue holds as
 // many fixed-size segments as its backlog needs. A segment the consumer has emptied goes back to
 // the producer as the spare (one is kept; more are freed), so while the backlog stays within a
-// segment the producer allocates nothing after the first two. Push on a full queue (capacity items unconsumed) returns kNoResource
-// (back-pressure: nothing is allocated, nothing changes).
+// segment the producer allocates nothing after the first two. Push on a full queue (capacity items
+// unconsumed) returns kNoResource (back-pressure: nothing is allocated, nothing changes).
 //
 // Threading: TryPush from one producer thread at a time; TryPop and Empty from one consumer thread
 // at a time. Ordering: items are popped in push order. A push happens-before the pop that returns

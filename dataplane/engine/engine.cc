@@ -234,9 +234,21 @@ Status Engine::Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watch
   });
 }
 
-Status Engine::SubmitTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink) {
-  return commands_.Push(
-      [request, sink = std::move(sink)](Engine& e) mutable { e.StartTransfer(request, sink); });
+Status Engine::SubmitTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink,
+                              const std::shared_ptr<common::Doorbell>& on_room) {
+  auto command = [request, sink](Engine& e) mutable { e.StartTransfer(request, sink); };
+  Status s = commands_.Push(Command(command));
+  if (s.ok()) return s;
+  command_queue_full_.fetch_add(1, std::memory_order_relaxed);
+  if (on_room == nullptr) return s;
+  {
+    std::lock_guard<std::mutex> lock(room_mu_);
+    room_waiters_.push_back(on_room);
+    room_wanted_.store(true, std::memory_order_seq_cst);
+  }
+  // The loop may have made room between the push and the registration: try once more (a ring
+  // that then follows anyway is harmless).
+  return commands_.Push(Command(command));
 }
 
 Status Engine::StopTransfers(std::string why) {
@@ -337,6 +349,19 @@ bool Engine::RunCommands() {
     (*c)(*this);
     any = true;
   }
+  if (!any) return false;
+  // The pops before the look at room_wanted_ (SubmitTransfer sets it, then pushes again): either
+  // its second push finds the room made here or this look finds it waiting.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (room_wanted_.load(std::memory_order_relaxed)) {
+    std::vector<std::shared_ptr<common::Doorbell>> waiters;
+    {
+      std::lock_guard<std::mutex> lock(room_mu_);
+      room_wanted_.store(false, std::memory_order_relaxed);
+      waiters.swap(room_waiters_);
+    }
+    for (const auto& bell : waiters) bell->Ring();
+  }
   return any;
 }
 
@@ -419,6 +444,7 @@ DeviceStatus Engine::DescribeDevice(size_t index) const {
 
 EngineSnapshot Engine::TakeSnapshot() const {
   EngineSnapshot s = stats_;
+  s.command_queue_full = command_queue_full_.load(std::memory_order_relaxed);
   for (size_t i = 0; i < devices_.size(); ++i) s.devices.push_back(DescribeDevice(i));
   for (const auto& [id, v] : vqps_) {
     EngineSnapshot::Vqp out;

@@ -29,6 +29,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -158,9 +159,11 @@ class Engine {
                         common::Result<vqp::QpCard> peer);
   common::Result<vqp::QpCard> AcceptRecovery(const RecoveryOffer& offer);
 
-  // Non-blocking. kNoResource: the command queue is full (retry). Otherwise exactly one
-  // TransferResult reaches `sink`.
-  common::Status SubmitTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink);
+  // Non-blocking. kNoResource: the command queue is full (only while the engine is stalled);
+  // then `on_room`, if given, rings once the engine has taken commands again (submit once more).
+  // Otherwise exactly one TransferResult reaches `sink`.
+  common::Status SubmitTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink,
+                                const std::shared_ptr<common::Doorbell>& on_room = nullptr);
 
   // The agent is going away: every transfer not yet reported completes now with kCancelled
   // (`why`), and transfers submitted from now on are refused at once. A posted virtual WR keeps
@@ -265,6 +268,11 @@ class Engine {
   EngineOptions options_;
   uint64_t incarnation_;
   common::EventQueue<Command> commands_;
+  // Producers that found commands_ full, rung (and forgotten) once the loop has taken commands.
+  std::mutex room_mu_;
+  std::vector<std::shared_ptr<common::Doorbell>> room_waiters_;  // guarded by room_mu_
+  std::atomic<bool> room_wanted_{false};
+  std::atomic<uint64_t> command_queue_full_{0};
   common::EventQueue<RecoveryRequest> recovery_requests_{1024};
   uint64_t next_recovery_check_ns_ = 0;
   uint64_t recovery_attempt_ids_ = 0;

@@ -295,6 +295,7 @@ struct EngineSnapshot {
   uint32_t regions = 0;
   uint64_t loop_iterations = 0;
   uint64_t sleeps = 0;
+  uint64_t command_queue_full = 0;  // transfers refused by a full command queue (then held)
 };
 
 }  // namespace braid::engine

@@ -202,6 +202,93 @@ TEST_F(SdkTest, ASessionsOperationsStartInTheOrderItSentThem) {
   ExpectNothingHeld(*b_);
 }
 
+// The engine stalls for a second while 20 sessions keep 256 operations each in flight: 5,120,
+// more than its command queue holds (4,096). Each stream then holds the operation the queue
+// refused and reads no further until the engine, running again, tells it there is room. Every
+// operation succeeds, and each session's operations still arrive in the order it sent them.
+TEST(SdkStall, AStalledEnginesFullQueueHoldsOperationsAndRunsThemInOrderAfter) {
+  constexpr int kSessions = 20;
+  constexpr uint32_t kOps = 400;
+  auto pa = AgentProcess::Spawn({"stall-a", {TestNicIp(0, 0)}, 0, /*fault_injection=*/true});
+  auto pb = AgentProcess::Spawn({"stall-b", {TestNicIp(1, 0)}, 2});
+  ASSERT_TRUE(pa && pb);
+  auto a = AgentClient::Open(Target(0));
+  auto b = AgentClient::Open(Target(2));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto conn = client::Connect(*a, *b, {.scheme = v1::SCHEME_DQPLB, .num_qps = 2});
+  ASSERT_TRUE(conn.ok()) << conn.status().ToString();
+  auto src = (*a)->RegisterMemory(4 * kMiB, "src");
+  auto dst = (*b)->RegisterMemory(4 * kMiB, "dst", {(*conn)->vqp_b()});
+  ASSERT_TRUE(src.ok() && dst.ok());
+  std::mutex mu;
+  std::vector<uint32_t> imms;
+  auto watch =
+      client::NotificationStream::Open(*b, (*conn)->vqp_b(), [&](const v1::Notification& n) {
+        std::lock_guard<std::mutex> l(mu);
+        imms.push_back(n.wc_status() == "success" ? n.imm() : UINT32_MAX);
+      });
+  ASSERT_TRUE(watch.ok()) << watch.status().ToString();
+  std::vector<std::unique_ptr<TransferSession>> sessions;
+  for (int k = 0; k < kSessions; ++k) {
+    auto session = TransferSession::Open(*a, (*conn)->vqp_a());
+    ASSERT_TRUE(session.ok()) << session.status().ToString();
+    sessions.push_back(std::move(*session));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::InjectFaultRequest request;
+    request.set_kind(v1::FAULT_KIND_STALL_ENGINE);
+    request.set_duration_ms(1000);
+    v1::InjectFaultResponse out;
+    ASSERT_TRUE(pa->stub().InjectFault(&ctx, request, &out).ok());
+  }
+  std::atomic<uint32_t> succeeded{0};
+  std::vector<std::thread> senders;
+  for (int k = 0; k < kSessions; ++k) {
+    senders.emplace_back([&, k] {
+      for (uint32_t i = 0; i < kOps; ++i) {
+        TransferOp op;
+        op.op = v1::OP_WRITE_WITH_IMM;
+        op.local_region = (*src)->id();
+        op.local_offset = (i % 1024) * 4096;
+        op.remote = (*dst)->info().grants(0);
+        op.remote_offset = op.local_offset;
+        op.length = 4096;
+        op.imm = static_cast<uint32_t>(k) << 16 | i;
+        op.timeout = std::chrono::seconds(30);
+        sessions[static_cast<size_t>(k)]->Submit(op, [&](client::TransferResult r) {
+          if (r.status.ok()) ++succeeded;
+        });
+      }
+    });
+  }
+  for (auto& t : senders) t.join();
+  for (auto& s : sessions) ASSERT_TRUE(s->Flush(std::chrono::seconds(60)).ok());
+  EXPECT_EQ(succeeded.load(), kSessions * kOps);
+  EXPECT_GE(MetricSum(ScrapeMetrics(pa->metrics_port()), "braid_engine_command_queue_full_total"),
+            1)
+      << "the stall never filled the engine's command queue: the test proves nothing";
+  for (int i = 0; i < 1000; ++i) {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      if (imms.size() >= kSessions * kOps) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::lock_guard<std::mutex> l(mu);
+  ASSERT_EQ(imms.size(), kSessions * kOps);
+  std::vector<uint32_t> next(kSessions, 0);
+  uint32_t out_of_order = 0;
+  for (uint32_t imm : imms) {
+    ASSERT_NE(imm, UINT32_MAX) << "a message failed at the receiver";
+    const uint32_t k = imm >> 16;
+    ASSERT_LT(k, static_cast<uint32_t>(kSessions));
+    if ((imm & 0xFFFF) != next[k]) ++out_of_order;
+    next[k] = (imm & 0xFFFF) + 1;
+  }
+  EXPECT_EQ(out_of_order, 0u);
+}
+
 TEST_F(SdkTest, ADeadlineEndsATransferThatCannotFinish) {
   {
     auto conn = client::Connect(a_, b_, {.num_qps = 2});

@@ -34,6 +34,7 @@ struct Side {
     o.provider = &provider;
     o.agent_id = "engine" + std::to_string(side);
     o.region_dir = dir;
+    o.fault_injection = true;  // a test stalls the engine
     std::filesystem::create_directories(dir);
     auto e = Engine::Start(o);
     EXPECT_TRUE(e.ok()) << e.status().ToString();
@@ -351,6 +352,40 @@ TEST_F(EngineTest, ARevokedGrantFailsThePeersNextWriteAndIsAnEvent) {
     if (!revoked) usleep(10000);
   }
   EXPECT_TRUE(revoked) << "no access_revoked event for VQP " << peer_vqp_;
+}
+
+// While the engine is stalled its command queue fills; a producer that found it full is told
+// (its doorbell rings) once the engine takes commands again, and its operation then goes in. No
+// producer has to sleep and retry.
+TEST_F(EngineTest, AFullCommandQueueRingsItsWaitersOnceTheEngineTakesCommands) {
+  struct CountingBell final : common::Doorbell {
+    void Ring() override { rings.fetch_add(1); }
+    std::atomic<int> rings{0};
+  };
+  auto bell = std::make_shared<CountingBell>();
+  FaultRequest stall;
+  stall.kind = FaultKind::kStallEngine;
+  stall.duration_ms = 300;
+  ASSERT_TRUE(a_.engine->InjectFault(stall).ok());
+  auto sink = std::make_shared<TransferSink>(8192);
+  uint64_t submitted = 0;
+  common::Status s;
+  while ((s = a_.engine->SubmitTransfer(Write(submitted, (submitted % 16384) * 4096, 4096), sink,
+                                        bell))
+             .ok()) {
+    ++submitted;
+    ASSERT_LT(submitted, 8000u) << "the queue never filled";
+  }
+  ASSERT_EQ(s.code(), common::StatusCode::kNoResource);
+  EXPECT_EQ(bell->rings.load(), 0) << "rung while the engine is still stalled";
+  for (int i = 0; i < 500 && bell->rings.load() == 0; ++i) usleep(10000);
+  ASSERT_GE(bell->rings.load(), 1) << "the engine took commands again without ringing";
+  ASSERT_TRUE(
+      a_.engine->SubmitTransfer(Write(submitted, (submitted % 16384) * 4096, 4096), sink).ok());
+  ++submitted;
+  auto results = Collect(*sink, submitted);
+  ASSERT_EQ(results.size(), submitted);
+  for (const auto& r : results) ASSERT_TRUE(r.status.ok()) << r.status.ToString();
 }
 
 TEST_F(EngineTest, AnIdleEngineSleeps) {
