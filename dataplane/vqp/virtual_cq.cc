@@ -155,7 +155,7 @@ const VirtualCq::Route* VirtualCq::FindRoute(uint64_t key) const {
 }
 
 void VirtualCq::ResizeReady(size_t size) {
-  auto ring = std::make_unique_for_overwrite<VirtualWc[]>(size);
+  auto ring = std::make_unique_for_overwrite<ReadySlot[]>(size);  // untouched: see ReadySlot
   for (size_t i = 0; i < ready_count_; ++i) ring[i] = ready_[(ready_head_ + i) & ready_mask_];
   ready_ = std::move(ring);
   ready_size_ = size;
@@ -185,10 +185,12 @@ void VirtualCq::EmitOverflow() {
 int VirtualCq::TakeReady(std::span<VirtualWc> out) {
   int n = 0;
   while (ready_count_ > 0 && static_cast<size_t>(n) < out.size()) {
-    out[static_cast<size_t>(n++)] = ready_[ready_head_];
+    std::memcpy(static_cast<void*>(&out[static_cast<size_t>(n++)]), &ready_[ready_head_],
+                sizeof(VirtualWc));
     ready_head_ = (ready_head_ + 1) & ready_mask_;
     --ready_count_;
   }
+  if (ready_count_ == 0) ready_head_ = 0;  // the next burst starts on the pages already used
   return n;
 }
 

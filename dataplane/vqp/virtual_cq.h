@@ -14,8 +14,10 @@
 #define BRAID_DATAPLANE_VQP_VIRTUAL_CQ_H_
 
 #include <array>
+#include <cstring>
 #include <memory>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "dataplane/verbs/provider.h"
@@ -76,7 +78,8 @@ class VirtualCq {
       EmitOverflow();
       return;
     }
-    ready_[(ready_head_ + ready_count_) & ready_mask_] = wc;
+    std::memcpy(&ready_[(ready_head_ + ready_count_) & ready_mask_], static_cast<const void*>(&wc),
+                sizeof(wc));
     ++ready_count_;
   }
   // Polls every physical CQ once and routes what it finds (used when a VQP drains).
@@ -108,8 +111,15 @@ class VirtualCq {
   uint64_t table_mask_ = 0;
   std::array<ibv_wc, kPollBatch> batch_{};
   // A power-of-two ring that holds every virtual completion the registered VQPs could have
-  // pending. Allocated without initialisation: its pages cost memory only once used.
-  std::unique_ptr<VirtualWc[]> ready_;
+  // pending. Its slots are raw bytes (a VirtualWc, which has member initialisers, would be
+  // written in full at allocation), so the pages held for the worst case cost memory only once a
+  // burst reaches them; the ring restarts at slot 0 whenever it empties, so bursts reuse the
+  // same first pages.
+  struct ReadySlot {
+    alignas(VirtualWc) unsigned char bytes[sizeof(VirtualWc)];
+  };
+  static_assert(std::is_trivially_copyable_v<VirtualWc>);
+  std::unique_ptr<ReadySlot[]> ready_;
   size_t ready_size_ = 0;
   size_t ready_mask_ = 0;
   size_t ready_head_ = 0;

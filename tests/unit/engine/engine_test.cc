@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -94,7 +95,8 @@ class EngineTest : public ::testing::Test {
   // Waits for `count` results (at most 20 s).
   static std::vector<TransferResult> Collect(TransferSink& sink, size_t count) {
     std::vector<TransferResult> out;
-    for (int i = 0; i < 2000 && out.size() < count; ++i) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (out.size() < count && std::chrono::steady_clock::now() < give_up) {
       while (auto r = sink.results.TryPop()) out.push_back(std::move(*r));
       if (out.size() < count) sink.results.Wait(10);
     }
