@@ -3,6 +3,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -114,8 +115,14 @@ Status Agent::Init() {
   }
   event_log_ = std::make_shared<engine::EventWatcher>(4096);
   BRAID_RETURN_IF_ERROR(engine_->WatchEvents(event_log_));
-  health_thread_ = std::thread([this] { HealthLoop(); });
-  recovery_thread_ = std::thread([this] { RecoveryLoop(); });
+  health_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "braid-health");
+    HealthLoop();
+  });
+  recovery_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "braid-recovery");
+    RecoveryLoop();
+  });
   spdlog::info(
       "agent={} provider={} devices={} grpc_tcp={} grpc_unix={} metrics={} "
       "tls={} client_auth={} identities={} fault_injection={} fd_limit={} fd_reserve={} "

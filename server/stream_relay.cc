@@ -1,5 +1,6 @@
 #include "server/stream_relay.h"
 
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -36,7 +37,10 @@ StreamRelay::StreamRelay()
     ev.data.fd = fd;
     (void)epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
   }
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "braid-relay");
+    Run();
+  });
 }
 
 StreamRelay::~StreamRelay() {

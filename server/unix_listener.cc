@@ -2,6 +2,7 @@
 
 #include <grpcpp/server_posix.h>
 #include <poll.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -37,7 +38,10 @@ Status UnixListener::Start(const std::string& path, grpc::Server* server, Authen
   if (stop_fd_ < 0) return Status::FromErrno(errno, "eventfd");
   server_ = server;
   auth_ = auth;
-  thread_ = std::thread([this] { AcceptLoop(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "braid-unix");
+    AcceptLoop();
+  });
   return Status::Ok();
 }
 

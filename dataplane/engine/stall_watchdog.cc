@@ -1,5 +1,7 @@
 #include "dataplane/engine/stall_watchdog.h"
 
+#include <pthread.h>
+
 #include <chrono>
 
 namespace braid::engine {
@@ -8,7 +10,10 @@ StallWatchdog::StallWatchdog(const Engine& engine, uint32_t threshold_ms, uint32
     : engine_(engine),
       threshold_ns_(uint64_t{threshold_ms} * 1000000),
       period_ms_(period_ms),
-      thread_([this] { Run(); }) {}
+      thread_([this] {
+        pthread_setname_np(pthread_self(), "braid-watchdog");
+        Run();
+      }) {}
 
 StallWatchdog::~StallWatchdog() {
   {

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -89,6 +90,16 @@ TEST(AgentHealth, NotServingWhileTheDataPlaneThreadIsStalled) {
   const std::string m = ScrapeMetrics(agent->metrics_port());
   EXPECT_EQ(MetricSum(m, "braid_engine_loop_stalls_total"), 1);
   EXPECT_EQ(MetricSum(m, "braid_engine_stalled"), 0);
+}
+
+// An operator reading `top -H` or a profile sees what each of the agent's own threads does.
+TEST(AgentHealth, TheAgentsOwnThreadsAreNamedForTheirRoles) {
+  auto agent = AgentProcess::Spawn({"names", {TestNicIp(0, 0)}, 0});
+  ASSERT_TRUE(agent);
+  const std::vector<std::string> names = ThreadNames(agent->pid());
+  for (const char* role : {"braid-engine", "braid-relay", "braid-health", "braid-recovery"}) {
+    EXPECT_NE(std::find(names.begin(), names.end(), role), names.end()) << role;
+  }
 }
 
 TEST(AgentHealth, FaultInjectionIsRefusedUnlessEnabled) {
