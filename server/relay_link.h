@@ -3,7 +3,8 @@
 // It reaches the stream through a weak reference (the stream may be gone: then it only consumes
 // the wakeup) and owns the mutex that serializes the stream's state and the consumer side of the
 // queue the engine fills. OnReady disarms that queue and has the stream look at it (Kick);
-// OnShutdown tells the stream the agent is stopping (Shutdown).
+// OnShutdown tells the stream the agent is stopping (Shutdown). The queue is the stream's: it is
+// touched only while the stream is held alive.
 // Threading: the relay's thread (OnReady) or the stopping one (OnShutdown).
 #ifndef BRAID_SERVER_RELAY_LINK_H_
 #define BRAID_SERVER_RELAY_LINK_H_
@@ -21,8 +22,10 @@ struct RelayLink final : Relayed {
     std::shared_ptr<Stream> s;
     {
       std::lock_guard<std::mutex> lock(mu);
-      if (queue != nullptr) queue->DisarmWait();
+      // The queue belongs to the stream: touched only while the stream is held alive (a bell may
+      // ring after the stream is gone, e.g. the engine's room waiters).
       s = stream.lock();
+      if (s && queue != nullptr) queue->DisarmWait();
     }
     if (s) s->Kick();
   }

@@ -160,8 +160,9 @@ class TransferStream final
       stopping = shutting_down_ || cancelled_ || broken_;
     }
     if (stopping) {
-      Refuse(held->op_id, common::Status::Cancelled(
-                              "the agent is shutting down; the operation was not started"));
+      Refuse(held->op_id,
+             common::Status::Cancelled("the stream is ending (client gone or agent stopping); the "
+                                       "operation was not started"));
     } else if (!Submit(std::move(*held))) {
       return;
     }

@@ -238,8 +238,11 @@ Status Engine::Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watch
 
 Status Engine::SubmitTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink,
                               const std::shared_ptr<common::Doorbell>& on_room) {
-  auto command = [request, sink](Engine& e) mutable { e.StartTransfer(request, sink); };
-  Status s = commands_.Push(Command(command));
+  // One command, built once: a refused push leaves it intact for the second try.
+  Command command = [request, sink = std::move(sink)](Engine& e) {
+    e.StartTransfer(request, sink);
+  };
+  Status s = commands_.Push(std::move(command));
   if (s.ok()) return s;
   command_queue_full_.fetch_add(1, std::memory_order_relaxed);
   if (on_room == nullptr) return s;
@@ -250,7 +253,7 @@ Status Engine::SubmitTransfer(const TransferRequest& request, std::shared_ptr<Tr
   }
   // The loop may have made room between the push and the registration: try once more (a ring
   // that then follows anyway is harmless).
-  return commands_.Push(Command(command));
+  return commands_.Push(std::move(command));
 }
 
 Status Engine::StopTransfers(std::string why) {
