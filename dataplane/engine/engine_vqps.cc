@@ -60,7 +60,8 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
     BRAID_ASSIGN_OR_RETURN(slot->pds[i], devices_[i]->device->AllocPd());
     pds[i] = slot->pds[i].get();
   }
-  // Descriptors its QPs will hold once connected (soft NICs: a TCP connection each).
+  // Descriptors its QPs may add once connected, at most (soft NICs: a connection for each QP that
+  // is the first between its two NICs); promised until the VQP is connected.
   uint32_t fds_per_qp = 0;
   for (size_t i = 0; i < pds.size(); ++i) {
     if (pds[i] != nullptr)

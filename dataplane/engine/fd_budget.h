@@ -1,7 +1,9 @@
 // FdBudget: admission against the process's file-descriptor limit.
 //
-// Soft NICs hold a descriptor per connected QP; a process at its limit can no longer accept a
-// gRPC connection or open a region file, and its control plane stops answering. FdBudget keeps a
+// Soft NICs hold a descriptor per pair of NICs they connect, and a QP being connected may be the
+// first of its pair (a VQP not yet connected is counted at its most); a process at its limit can
+// no longer accept a gRPC connection or open a region file, and its control plane stops
+// answering. FdBudget keeps a
 // reserve below the soft limit for that: work that would eat into it is refused up front with a
 // message naming the limit, instead of failing later with EMFILE somewhere else.
 // RaiseSoftLimit lifts the soft limit to the hard one (as a server should at start).

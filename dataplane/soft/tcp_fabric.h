@@ -1,31 +1,46 @@
 // TcpFabric: soft devices talking over TCP, between processes or hosts.
 //
-// A soft NIC listens on its IPv4 address and the fabric's port. Each connected QP pair has one
-// TCP connection, set up when the QPs reach RTR: the side with the smaller (GID, QPN) calls; the
-// other accepts and sends a challenge (a fresh nonce); the caller answers with a hello signed with
-// the connection's link key (link_auth.h, wire_format.h); the callee matches the hello with its
-// QP's channel, holding the connection until its QP reaches RTR if the caller was first, and
-// checks its MAC. A hello naming an unknown QP, not matching the QP's peer, not proving the link
-// key, or expecting another first PSN than the QP sends is refused and counted.
+// A soft NIC listens on its IPv4 address and the fabric's port. All QP pairs between two soft
+// NICs share one TCP connection, as QPs share a port: the NIC with the smaller GID calls (for a QP
+// pair within one NIC, the smaller QPN's side), when its first QP reaches RTR, and the connection
+// is closed when the caller's last QP leaves it. The callee sends a challenge (a fresh nonce) as
+// soon as it accepts. Each QP pair then joins the connection on its own: the caller's QP sends an
+// attach (a hello signed with the pair's link key, link_auth.h, for the connection's nonce); the
+// callee's QP answers attached, holding the attach until it reaches RTR if the caller was first,
+// or detach when the hello names an unknown QP, is not the QP's peer, does not prove the link key,
+// or expects another first PSN than the QP sends (refused and counted); the caller's frames wait
+// until attached. A QP that goes away, or is broken, sends detach: the pair is over at both ends.
 //
-// Zero copy: a frame goes out as one writev of its header and the payload where it lies
-// (registered memory or a WQE's inline copy); an inbound payload is read straight into the
-// placement the QP chose after its checks.
+// The connection carries segments (wire_format.h): a QP's frames are cut into data segments of at
+// most 128 KiB and the QPs with frames to send take turns, one segment each, so one QP's bulk
+// transfer delays another's ACK by one segment at most. Per-QP ordering, windows, ACK timers and
+// fault injection are the QP's own, as before.
+//
+// Zero copy: frames go out as one sendmsg of segment headers, frame headers and payloads where
+// they lie (registered memory or a WQE's inline copy). Inbound bulk payload is read straight into
+// the placement the QP chose after its checks; small frames are read many at a time into the
+// connection's buffer and copied from there.
 //
 // Progress model: no thread of its own. Progress() (run by Cq::Poll and Qp::Post*) polls the
 // sockets with epoll (zero timeout), reads and writes what is ready and fires QP timers from the
 // monotonic clock: busy while the caller polls, nothing when it does not.
-// Dead peers: a closed or failed connection drops what is sent on it, so the requester's ACK
-// timeout × retry_cnt ends in RETRY_EXC_ERR and flushes, as on an HCA.
+// Dead peers: a closed or failed connection drops what its QPs send, so each requester's ACK
+// timeout × retry_cnt ends in RETRY_EXC_ERR and flushes, as on an HCA. A connection found
+// retransmitting when a new QP needs it (a link that was down) is retired, so recovered QPs do
+// not wait behind its backoff.
 // Threading: one thread for the fabric and everything attached to it.
 #ifndef BRAID_DATAPLANE_SOFT_TCP_FABRIC_H_
 #define BRAID_DATAPLANE_SOFT_TCP_FABRIC_H_
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "dataplane/soft/link.h"
+#include "dataplane/soft/wire_format.h"
 #include "dataplane/verbs/provider.h"
 
 namespace braid::soft {
@@ -45,9 +60,13 @@ struct TcpFabricOptions {
 struct TcpFabricStats {
   uint64_t connections_accepted = 0;
   uint64_t connections_made = 0;
+  uint64_t connections_retired = 0;     // found retransmitting when a new QP needed them
+  uint64_t attaches_accepted = 0;       // QP pairs joined to a connection (callee side)
   uint64_t hellos_refused = 0;          // unknown QPN, not the QP's peer, or a wrong PSN
   uint64_t hellos_unauthenticated = 0;  // a MAC that does not prove the link key (also refused)
-  uint64_t frames_refused = 0;          // malformed frames (the connection is closed)
+  uint64_t frames_refused = 0;          // malformed frames or segments (the connection is closed)
+  uint64_t segments_unrouted = 0;       // data for a QP not on the connection (it just left)
+  uint64_t segments_orphaned = 0;       // finished from a copy: their QP left mid-segment
   uint64_t frames_dropped = 0;          // sent on a dead connection
   uint64_t acks_deferred = 0;           // ACKs held back within a pass (TransmitAck)
   uint64_t frames_joined = 0;           // frames that shared a sendmsg with the one before them
@@ -72,12 +91,13 @@ class TcpFabric final : public Fabric {
 
   // Fault injection on the QP's connection (the QP must be a connected soft QP of this fabric):
   // hold its outbound frames (nothing is lost; they go when released), drop its next `count`
-  // outbound frames (the peer sees a PSN gap; the requester retransmits), or break it (the
-  // connection is closed; the QP's work ends in RETRY_EXC_ERR, and it is not re-established).
+  // outbound frames (the peer sees a PSN gap; the requester retransmits), or break it (the pair
+  // is detached at both ends; its work ends in RETRY_EXC_ERR, and it is not re-established). The
+  // other QPs on the same connection are not disturbed.
   common::Status HoldQp(const verbs::Qp& qp, bool hold);
   common::Status DropNext(const verbs::Qp& qp, int count);
   common::Status BreakQp(const verbs::Qp& qp) override;
-  // Breaks every connected QP of `device` (its link went down).
+  // Breaks every connected QP of `device` (its link went down): its connections are closed.
   common::Status BreakDevice(const SoftDevice* device) override;
 
  private:
@@ -89,22 +109,39 @@ class TcpFabric final : public Fabric {
   };
   friend class TcpChannel;
 
+  // Connections (tcp_fabric.cc).
   void Accept(Listener& listener);
-  void OnReadable(Conn& conn);
-  bool ReadHello(Conn& conn);
-  bool ReadChallenge(Conn& conn);
-  bool Attach(Conn& conn, TcpChannel& channel);
-  void CheckPsn(TcpChannel& channel);
-  void Flush(Conn& conn);
-  void WatchWritable(Conn& conn, bool on);
-  void SendFailed(Conn& conn);
+  Conn* LinkTo(SoftDevice* device, const verbs::Gid& remote);
+  Conn* Connect(SoftDevice* device, const verbs::Gid& remote);
+  bool Retransmitting(const Conn& conn) const;
   void Kill(Conn& conn);
-  void MarkPending(Conn& conn);
-  void Forget(Conn* conn);
-  Conn* Connect(TcpChannel& channel);
+  // Attaching (tcp_fabric.cc).
+  void OnControl(Conn& conn, const wire::Segment& segment, std::span<const uint8_t> body);
+  void OnAttach(Conn& conn, const wire::Hello& hello);
+  void AttachCallee(Conn& conn, TcpChannel& channel, const wire::Hello& hello);
+  void SendAttach(Conn& conn, TcpChannel& channel);
+  void Bind(Conn& conn, TcpChannel& channel);
+  void Unbind(TcpChannel& channel, bool notify, wire::DetachReason reason);
+  void Refuse(Conn& conn, const wire::Hello& hello);
+  void CheckPsn(TcpChannel& channel);
   TcpChannel* FindChannel(const SoftDevice* device, uint32_t local_qpn, const verbs::Gid& gid,
                           uint32_t remote_qpn) const;
   TcpChannel* ChannelOf(const verbs::Qp& qp) const;
+  // Receiving (tcp_fabric_rx.cc).
+  void OnReadable(Conn& conn);
+  bool ReadChallenge(Conn& conn);
+  bool Parse(Conn& conn);
+  bool Feed(Conn& conn, TcpChannel& channel, const uint8_t* bytes, size_t n);
+  bool ReadDirect(Conn& conn, ssize_t* result);
+  // Sending (tcp_fabric_tx.cc).
+  void QueueControl(Conn& conn, const wire::Segment& segment, std::span<const uint8_t> body = {});
+  void Activate(TcpChannel& channel);
+  void Flush(Conn& conn);
+  void Advance(Conn& conn, TcpChannel& channel, size_t bytes);
+  void Orphan(Conn& conn, TcpChannel& channel);
+  void WatchWritable(Conn& conn, bool on);
+  void SendFailed(Conn& conn);
+  void MarkPending(Conn& conn);
 
   TcpFabricOptions options_;
   std::vector<uint8_t> discard_ = std::vector<uint8_t>(65536);  // payload nobody placed
@@ -116,7 +153,7 @@ class TcpFabric final : public Fabric {
   uint64_t pass_ = 0;          // Progress() calls so far
   bool in_pass_ = false;       // inside Progress(), reading
   bool any_deferred_ = false;  // some channel holds an ACK (TransmitAck)
-  // Connections with frames queued and not yet sent (deferred ACKs, a full socket, a held QP):
+  // Connections with segments queued and not yet sent (deferred ACKs, a full socket):
   // what a progress pass flushes, so its cost follows the busy connections, not all of them.
   std::vector<Conn*> pending_tx_;
   bool reap_ = false;  // a connection died: drop the dead ones at the end of the pass

@@ -1,8 +1,5 @@
-// TcpFabric's fault injection: hold, drop or break one QP's connection, or every connection of a
-// device (its link went down); and letting go of what is held for a QP that is gone.
-#include <sys/epoll.h>
-#include <unistd.h>
-
+// TcpFabric's fault injection: hold, drop or break one QP pair on its connection, or close every
+// connection of a device (its link went down).
 #include "dataplane/soft/soft_device.h"
 #include "dataplane/soft/soft_qp.h"
 #include "dataplane/soft/tcp_fabric.h"
@@ -29,7 +26,10 @@ Status TcpFabric::HoldQp(const verbs::Qp& qp, bool hold) {
   TcpChannel* c = ChannelOf(qp);
   if (c == nullptr) return NotConnected();
   c->held_ = hold;
-  if (!hold && c->conn_ != nullptr) Flush(*c->conn_);
+  if (!hold && c->conn_ != nullptr) {
+    Activate(*c);
+    Flush(*c->conn_);
+  }
   return Status::Ok();
 }
 
@@ -43,30 +43,22 @@ Status TcpFabric::DropNext(const verbs::Qp& qp, int count) {
 Status TcpFabric::BreakQp(const verbs::Qp& qp) {
   TcpChannel* c = ChannelOf(qp);
   if (c == nullptr) return NotConnected();
-  if (c->conn_ != nullptr) {
-    Kill(*c->conn_);
-  } else {
-    c->dead_ = true;
-  }
+  Unbind(*c, /*notify=*/true, wire::DetachReason::kBroken);
+  c->dead_ = true;
+  stats_.frames_dropped += c->txq_.size();
+  c->txq_.clear();
+  c->queued_ = 0;
   return Status::Ok();
 }
 
 Status TcpFabric::BreakDevice(const SoftDevice* device) {
+  for (auto& conn : conns_) {
+    if (conn->device == device) Kill(*conn);
+  }
   for (TcpChannel* c : channels_) {
-    if (c->local_ != device || c->dead_) continue;
-    if (c->conn_ != nullptr) {
-      Kill(*c->conn_);
-    } else {
-      c->dead_ = true;
-    }
+    if (c->local_ == device) c->dead_ = true;
   }
   return Status::Ok();
-}
-
-void TcpFabric::ForgetQp(SoftDevice* device, uint32_t qp_num) {
-  for (auto& c : conns_) {
-    if (c->held && c->device == device && c->hello_in.dst_qpn == qp_num) Kill(*c);
-  }
 }
 
 }  // namespace braid::soft

@@ -1,6 +1,8 @@
-// The TCP fabric's private types: a connection (Conn) and a QP's outbound path over it
-// (TcpChannel). Included only by the fabric's own .cc files (tcp_fabric.cc, the protocol and
-// progress; tcp_fabric_faults.cc, fault injection). Threading: the fabric's thread.
+// The TCP fabric's private types: a connection between two soft NICs (Conn), shared by all their
+// QP pairs, and a QP's path over it (TcpChannel). Included only by the fabric's own .cc files
+// (tcp_fabric.cc: connections and attaching; tcp_fabric_rx.cc: reading and demultiplexing;
+// tcp_fabric_tx.cc: sending, QPs taking turns; tcp_fabric_faults.cc: fault injection).
+// Threading: the fabric's thread.
 #ifndef BRAID_DATAPLANE_SOFT_TCP_FABRIC_INTERNAL_H_
 #define BRAID_DATAPLANE_SOFT_TCP_FABRIC_INTERNAL_H_
 
@@ -10,36 +12,65 @@
 #include <cstdint>
 #include <deque>
 #include <span>
+#include <unordered_map>
+#include <vector>
 
 #include "dataplane/soft/tcp_fabric.h"
 #include "dataplane/soft/wire_format.h"
 
 namespace braid::soft {
 
+// A connection's receive buffer: small frames are read many at a time into it.
+inline constexpr size_t kRxBufferBytes = 64 << 10;
+
+// One TCP connection between a local soft NIC and a remote one. The side with the smaller GID
+// calls (a QP connected to a QP of its own NIC: the smaller QPN's side), so two NICs share one
+// connection; a connection that was retransmitting when a QP wanted it is retired (it keeps its
+// QPs, takes no new ones) and a fresh one made.
 struct TcpFabric::Conn {
   int fd = -1;
-  SoftDevice* device = nullptr;   // the local soft NIC
-  TcpChannel* channel = nullptr;  // null while an accepted connection waits for its QP's RTR
+  SoftDevice* device = nullptr;  // the local soft NIC
+  verbs::Gid remote_gid;         // the called NIC (connections we made)
+  bool outbound = false;         // we called
   bool connecting = false;
   bool dead = false;
-  bool want_out = false;  // EPOLLOUT armed: frames wait for room in the socket
-  wire::HelloBytes hello_out{};
-  size_t hello_sent = 0;
-  bool hello_pending = false;
-  bool held = false;        // accepted, hello read, waiting (unread) for its QP's RTR
+  bool retired = false;   // takes no new QPs; closed when its last QP leaves
+  bool want_out = false;  // EPOLLOUT armed: segments wait for room in the socket
   bool pending_tx = false;  // in TcpFabric::pending_tx_
-  // kChallenge: a connection we made, waiting for the callee's challenge; kHello: one we
-  // accepted, waiting for the caller's hello.
-  enum class Rx : uint8_t { kChallenge, kHello, kHeader, kPayload } rx = Rx::kHeader;
-  std::array<uint8_t, wire::kHelloBytes> rx_buf{};  // a hello, a challenge or a frame header
-  wire::Challenge challenge;  // accepted: the nonce the caller's hello must answer
-  size_t rx_have = 0;
-  wire::Hello hello_in;
-  PacketHeader rx_header;
-  Placement rx_place;
-  uint64_t rx_left = 0;
-  uint32_t rx_index = 0;
-  size_t rx_offset = 0;
+  bool has_challenge = false;  // the nonce this connection's attaches are signed for
+  wire::Challenge challenge;   // made by us (accepted) or received (outbound)
+  size_t challenge_have = 0;   // outbound: bytes of the challenge read so far
+
+  // The QPs on this connection by local QPN (attached, or attaching).
+  std::unordered_map<uint32_t, TcpChannel*> channels;
+  // Accepted: attaches of callers whose QP has not reached RTR yet (matched in OpenChannel).
+  std::vector<wire::Hello> waiting;
+
+  // Receiving: bytes read and not yet parsed are rx[rx_pos, rx_end).
+  std::vector<uint8_t> rx;
+  size_t rx_pos = 0;
+  size_t rx_end = 0;
+  wire::Segment seg;              // the segment being received, while seg_left > 0
+  uint32_t seg_left = 0;          // its body bytes not yet received
+  TcpChannel* seg_channel = nullptr;  // where its body goes (null: discarded)
+
+  // Sending, in this order: the rest of a segment that went out in part (`cur`), control segments
+  // (`ctl`), then data segments of the active QPs, one segment each in turn.
+  struct Current {
+    bool active = false;
+    wire::SegmentHeaderBytes header{};
+    size_t header_sent = 0;
+    TcpChannel* channel = nullptr;  // body from its queue; null: from `orphan`
+    uint32_t body_left = 0;
+  } cur;
+  std::vector<uint8_t> orphan;  // the unsent body of a segment whose QP left while it was going
+  size_t orphan_sent = 0;
+  std::vector<uint8_t> ctl;
+  size_t ctl_sent = 0;
+  std::vector<TcpChannel*> active;  // QPs with frames to send
+  size_t turn = 0;                  // the next active QP to send
+
+  bool HasOutput() const { return cur.active || ctl_sent < ctl.size() || !active.empty(); }
 };
 
 class TcpFabric::TcpChannel final : public Channel {
@@ -54,7 +85,7 @@ class TcpFabric::TcpChannel final : public Channel {
 
   TcpChannel(TcpFabric* fabric, SoftDevice* local, uint32_t local_qpn, const verbs::Gid& remote_gid,
              uint32_t remote_qpn, uint32_t peer_send_psn, uint64_t epoch,
-             const verbs::LinkKey& link_key)
+             const verbs::LinkKey& link_key, bool caller)
       : fabric_(fabric),
         local_(local),
         local_qpn_(local_qpn),
@@ -62,67 +93,34 @@ class TcpFabric::TcpChannel final : public Channel {
         remote_qpn_(remote_qpn),
         peer_send_psn_(peer_send_psn),
         epoch_(epoch),
-        link_key_(link_key) {}
+        link_key_(link_key),
+        caller_(caller) {}
+  ~TcpChannel() override;
 
   void OnLocalSendPsn(uint32_t psn) override {
     local_send_psn_ = psn;
     has_local_send_psn_ = true;
     fabric_->CheckPsn(*this);
   }
-  ~TcpChannel() override {
-    if (conn_ != nullptr) {
-      // What is queued leaves first (best effort, without blocking): an ACK deferred by the last
-      // progress pass was, on an HCA, sent before the completion it acknowledges was visible.
-      if (!dead_) fabric_->Flush(*conn_);  // may kill the connection (a failed send)
-    }
-    if (conn_ != nullptr) {
-      conn_->channel = nullptr;
-      fabric_->Kill(*conn_);
-    }
-    std::erase(fabric_->channels_, this);
-  }
-
-  void Transmit(const PacketHeader& header, std::span<const iovec> payload) override {
-    if (dead_ || drop_next_ > 0) {
-      // The connection is gone (or a test drops this frame): the peer never sees it.
-      if (drop_next_ > 0) --drop_next_;
-      ++fabric_->stats_.frames_dropped;
-      return;
-    }
-    Enqueue(header, payload);
-    if (conn_ != nullptr && !conn_->connecting) fabric_->Flush(*conn_);
-  }
-
-  void Enqueue(const PacketHeader& header, std::span<const iovec> payload) {
-    TxItem& t = txq_.emplace_back();
-    wire::EncodeFrameHeader(header, &t.header);
-    for (const iovec& v : payload) {
-      if (t.iovcnt < t.iov.size() && v.iov_len > 0) t.iov[t.iovcnt++] = v;
-    }
-    t.total = wire::kFrameHeaderBytes + header.payload_len;
-    if (conn_ != nullptr) fabric_->MarkPending(*conn_);
-  }
-
+  void Transmit(const PacketHeader& header, std::span<const iovec> payload) override;
   // Within a progress pass the ACK waits in the queue: it leaves with this channel's next frame
-  // (one sendmsg for both) or at the start of the next pass.
-  void TransmitAck(const PacketHeader& header) override {
-    if (!fabric_->in_pass_ || dead_ || drop_next_ > 0) {
-      Transmit(header, {});
-      return;
-    }
-    Enqueue(header, {});
-    deferred_pass_ = fabric_->pass_;
-    fabric_->any_deferred_ = true;
-    ++fabric_->stats_.acks_deferred;
-  }
-
+  // or at the start of the next pass.
+  void TransmitAck(const PacketHeader& header) override;
   uint64_t window_bytes() const override {
     return fabric_->options_.qp_window_bytes == 0 ? UINT64_MAX : fabric_->options_.qp_window_bytes;
   }
-
   bool DeliveringSince(uint64_t since_ns) const override {
     return conn_ != nullptr && !dead_ && last_progress_ns_ >= since_ns;
   }
+
+  void Enqueue(const PacketHeader& header, std::span<const iovec> payload);
+  // Appends iovecs for bytes [offset, offset + len) of what is queued and not yet sent, in at
+  // most `room` iovecs; returns the bytes they cover (`*used` iovecs) and counts, in
+  // `*frame_starts`, the frames whose first byte they include.
+  uint64_t Gather(uint64_t offset, uint64_t len, iovec* iov, size_t room, size_t* used,
+                  size_t* frame_starts) const;
+  // Frames may go now: bound to a connection, accepted by the peer, not held by a test.
+  bool Sendable() const { return conn_ != nullptr && attached_ && !held_ && !dead_; }
 
   TcpFabric* fabric_;
   SoftDevice* local_;
@@ -132,17 +130,40 @@ class TcpFabric::TcpChannel final : public Channel {
   uint32_t peer_send_psn_;       // what the peer sends first (our RTR), put in our hello
   uint64_t epoch_;               // the connection epoch (our RTR): in our hello, checked in theirs
   verbs::LinkKey link_key_;      // our RTR's: signs our hello, checks theirs
+  bool caller_;                  // we send the attach; the peer answers it
   uint32_t local_send_psn_ = 0;  // what we send first (our RTS)
   bool has_local_send_psn_ = false;
-  bool has_hello_ = false;  // accepted: the caller's hello, with its view of our PSN
+  bool has_hello_ = false;  // callee: the caller's hello, with its view of our PSN
   uint32_t hello_expects_ = 0;
   Conn* conn_ = nullptr;
+  bool attach_sent_ = false;  // caller: our attach is queued on conn_
+  bool attached_ = false;     // the peer's QP is on the other end: frames may flow
+  bool active_ = false;       // in conn_->active
   bool dead_ = false;
   bool held_ = false;
   int drop_next_ = 0;
-  uint64_t last_progress_ns_ = 0;        // bytes last read from or taken by the connection
+  uint64_t last_progress_ns_ = 0;        // bytes of ours last read from or taken by the connection
   uint64_t deferred_pass_ = UINT64_MAX;  // the pass that queued an ACK without sending it
   std::deque<TxItem> txq_;
+  uint64_t queued_ = 0;  // bytes in txq_ not yet taken by the socket
+  uint64_t planned_ = 0;  // of those, bytes in the sendmsg being built (Flush)
+
+  // `n` bytes of the inbound payload arrived: copied from `src` into the placement when `src` is
+  // set (already there when null); what the placement does not cover is discarded.
+  void TakePayload(const uint8_t* src, size_t n);
+  // Iovecs for the next `len` bytes of the inbound payload (the placement, then `discard` for
+  // what it does not cover), at most `room`; returns how many.
+  size_t PayloadIov(uint64_t len, iovec* iov, size_t room, std::span<uint8_t> discard) const;
+
+  // Receiving: the frame being assembled from our data segments.
+  std::array<uint8_t, wire::kFrameHeaderBytes> rx_header_bytes_{};
+  size_t rx_header_have_ = 0;
+  bool rx_in_payload_ = false;
+  PacketHeader rx_header_;
+  Placement rx_place_;
+  uint64_t rx_left_ = 0;
+  uint32_t rx_index_ = 0;
+  size_t rx_offset_ = 0;
 };
 
 }  // namespace braid::soft

@@ -69,6 +69,8 @@ const char* DecodeErrorName(DecodeError e) {
       return "oversized payload";
     case DecodeError::kBadLength:
       return "payload length does not fit the message";
+    case DecodeError::kBadSegment:
+      return "bad segment header";
   }
   return "?";
 }
@@ -191,6 +193,54 @@ DecodeError DecodeHello(std::span<const uint8_t> bytes, Hello* hello) {
     return DecodeError::kBadLength;
   }
   *hello = out;
+  return DecodeError::kOk;
+}
+
+// Segment layout: 0 type u8 | 1 reason u8 | 2 reserved u16 | 4 dst_qpn u32 | 8 src_qpn u32 |
+// 12 length u32.
+void EncodeSegmentHeader(const Segment& s, SegmentHeaderBytes* out) {
+  out->fill(0);
+  uint8_t* b = out->data();
+  Put<uint8_t>(b, 0, static_cast<uint8_t>(s.type));
+  Put<uint8_t>(b, 1, static_cast<uint8_t>(s.reason));
+  Put<uint32_t>(b, 4, s.dst_qpn);
+  Put<uint32_t>(b, 8, s.src_qpn);
+  Put<uint32_t>(b, 12, s.length);
+}
+
+DecodeError DecodeSegmentHeader(std::span<const uint8_t> bytes, Segment* s) {
+  if (bytes.size() < kSegmentHeaderBytes) return DecodeError::kTruncated;
+  const uint8_t* b = bytes.data();
+  Segment out;
+  const uint8_t type = Get<uint8_t>(b, 0);
+  const uint8_t reason = Get<uint8_t>(b, 1);
+  out.dst_qpn = Get<uint32_t>(b, 4);
+  out.src_qpn = Get<uint32_t>(b, 8);
+  out.length = Get<uint32_t>(b, 12);
+  if (type < static_cast<uint8_t>(SegmentType::kData) ||
+      type > static_cast<uint8_t>(SegmentType::kDetach) || Get<uint16_t>(b, 2) != 0 ||
+      out.dst_qpn > kPsnMask || out.src_qpn > kPsnMask) {
+    return DecodeError::kBadSegment;
+  }
+  out.type = static_cast<SegmentType>(type);
+  if (reason > static_cast<uint8_t>(DetachReason::kBroken) ||
+      (reason != 0 && out.type != SegmentType::kDetach)) {
+    return DecodeError::kBadSegment;
+  }
+  out.reason = static_cast<DetachReason>(reason);
+  switch (out.type) {
+    case SegmentType::kData:
+      if (out.length == 0 || out.length > kMaxSegmentBytes) return DecodeError::kBadSegment;
+      break;
+    case SegmentType::kAttach:
+      if (out.length != kHelloBytes) return DecodeError::kBadSegment;
+      break;
+    case SegmentType::kAttached:
+    case SegmentType::kDetach:
+      if (out.length != 0) return DecodeError::kBadSegment;
+      break;
+  }
+  *s = out;
   return DecodeError::kOk;
 }
 

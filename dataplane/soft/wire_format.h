@@ -1,5 +1,8 @@
-// The soft RC wire format for stream links (TCP): a fixed 64-byte frame header, little-endian,
-// followed by `payload_len` bytes of payload. Versioned; specified in doc/soft_wire_format.md.
+// The soft RC wire format for stream links (TCP). A connection between two soft NICs carries all
+// their QP pairs: it is a sequence of segments (a 16-byte header, then a body), each for one QP
+// pair; a QP pair's data segments, concatenated, are its frames: a fixed 64-byte frame header,
+// little-endian, followed by `payload_len` bytes of payload. Versioned; specified in
+// doc/soft_wire_format.md.
 //
 // Parsing never trusts its input: DecodeFrameHeader() checks magic, version, type, opcode, NAK
 // code and lengths and returns a reason for every refusal; it never aborts or reads past `bytes`.
@@ -17,7 +20,8 @@
 namespace braid::soft::wire {
 
 inline constexpr uint32_t kFrameMagic = 0x44494142;  // "BAID" little-endian
-inline constexpr uint16_t kVersion = 2;              // 2: challenge, and the hello's MAC
+// 2: challenge, and the hello's MAC; 3: one connection per pair of soft NICs, in segments.
+inline constexpr uint16_t kVersion = 3;
 inline constexpr size_t kFrameHeaderBytes = 64;
 inline constexpr uint32_t kMaxPayload = 1u << 31;  // one message, as the soft QP's max_msg_sz
 
@@ -31,6 +35,7 @@ enum class DecodeError : uint8_t {
   kBadNak,
   kOversized,  // payload_len above kMaxPayload
   kBadLength,  // payload_len inconsistent with the message type
+  kBadSegment,  // a segment header with an unknown type, reserved bits set or a wrong length
 };
 const char* DecodeErrorName(DecodeError error);
 
@@ -64,6 +69,25 @@ inline constexpr size_t kHelloBytes = kHelloFieldBytes + 32;
 using HelloBytes = std::array<uint8_t, kHelloBytes>;
 void EncodeHello(const Hello& hello, HelloBytes* out);
 DecodeError DecodeHello(std::span<const uint8_t> bytes, Hello* out);
+
+// A segment: the unit a connection carries. kAttach (the caller's QP asks to join its peer; the
+// body is its hello), kAttached (the callee's QP accepted), kDetach (the sender's QP is gone,
+// broken, or refused the attach: the pair is over), kData (the next bytes of the sender's QP's
+// frames, at most kMaxSegmentBytes, so that QPs sharing a connection take turns).
+enum class SegmentType : uint8_t { kData = 1, kAttach = 2, kAttached = 3, kDetach = 4 };
+enum class DetachReason : uint8_t { kClosed = 0, kRefused = 1, kBroken = 2 };
+struct Segment {
+  SegmentType type = SegmentType::kData;
+  DetachReason reason = DetachReason::kClosed;  // kDetach only
+  uint32_t dst_qpn = 0;  // the receiver's QP
+  uint32_t src_qpn = 0;  // the sender's QP
+  uint32_t length = 0;   // body bytes that follow
+};
+inline constexpr size_t kSegmentHeaderBytes = 16;
+inline constexpr uint32_t kMaxSegmentBytes = 128 << 10;
+using SegmentHeaderBytes = std::array<uint8_t, kSegmentHeaderBytes>;
+void EncodeSegmentHeader(const Segment& segment, SegmentHeaderBytes* out);
+DecodeError DecodeSegmentHeader(std::span<const uint8_t> bytes, Segment* out);
 
 }  // namespace braid::soft::wire
 

@@ -55,7 +55,7 @@ struct DeviceInfo {
   uint32_t max_qp_wr = 0;
   uint32_t max_cqe = 0;
   uint64_t max_mr_size = 0;
-  uint32_t fds_per_qp = 0;      // file descriptors a connected QP holds in this process (soft NICs)
+  uint32_t fds_per_qp = 0;  // descriptors a QP may add when connected, at most (soft NICs: 1)
   bool memory_windows = false;  // type-2 memory windows (ProtectionDomain::AllocMw)
 };
 

@@ -1,6 +1,6 @@
 // A soft NIC on the TCP link under hostile input: garbage, truncated and oversized frames and
-// hellos naming unknown or foreign QPs are refused and counted, and the NIC keeps serving its
-// other QPs.
+// segments, and attaches naming unknown or foreign QPs, are refused and counted, and the NIC keeps
+// serving its other QPs.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -74,18 +74,42 @@ class TcpHostileInputTest : public ::testing::Test {
     EXPECT_EQ(wire::DecodeChallenge(bytes, challenge), wire::DecodeError::kOk);
     return fd;
   }
-  // `bytes`, with the hello they start with (if any) signed with `key` for `challenge`.
+  // `bytes`, with the attach they start with (if any) signed with `key` for `challenge`.
   static std::vector<uint8_t> Signed(std::vector<uint8_t> bytes, const wire::Challenge& challenge,
                                      const verbs::LinkKey& key) {
+    constexpr size_t kAt = wire::kSegmentHeaderBytes;
     wire::Hello h;
-    if (bytes.size() >= wire::kHelloBytes &&
-        wire::DecodeHello(bytes, &h) == wire::DecodeError::kOk) {
+    if (bytes.size() >= kAt + wire::kHelloBytes &&
+        wire::DecodeHello(std::span(bytes).subspan(kAt), &h) == wire::DecodeError::kOk) {
       SignHello(key, challenge, &h);
       wire::HelloBytes b;
       wire::EncodeHello(h, &b);
-      std::copy(b.begin(), b.end(), bytes.begin());
+      std::copy(b.begin(), b.end(), bytes.begin() + kAt);
     }
     return bytes;
+  }
+  static std::vector<uint8_t> Segment(wire::SegmentType type, uint32_t dst, uint32_t src,
+                                      const std::vector<uint8_t>& body, uint32_t length) {
+    wire::SegmentHeaderBytes h;
+    wire::EncodeSegmentHeader({type, wire::DetachReason::kClosed, dst, src, length}, &h);
+    std::vector<uint8_t> out(h.begin(), h.end());
+    out.insert(out.end(), body.begin(), body.end());
+    return out;
+  }
+  // A data segment for `dst` from `src` carrying `body` (declaring `length` bytes, if set).
+  static std::vector<uint8_t> Data(uint32_t dst, uint32_t src, const std::vector<uint8_t>& body,
+                                   uint32_t length = 0) {
+    return Segment(wire::SegmentType::kData, dst, src, body,
+                   length ? length : static_cast<uint32_t>(body.size()));
+  }
+  // Reads one segment header from `fd`.
+  static wire::Segment ReadSegment(int fd) {
+    wire::SegmentHeaderBytes bytes{};
+    EXPECT_EQ(recv(fd, bytes.data(), bytes.size(), MSG_WAITALL),
+              static_cast<ssize_t>(bytes.size()));
+    wire::Segment seg;
+    EXPECT_EQ(wire::DecodeSegmentHeader(bytes, &seg), wire::DecodeError::kOk);
+    return seg;
   }
   void Send(int fd, const std::vector<uint8_t>& bytes, bool close_after) {
     ASSERT_EQ(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL),
@@ -104,6 +128,7 @@ class TcpHostileInputTest : public ::testing::Test {
     const int fd = Open(&challenge);
     Send(fd, Signed(bytes, challenge, key), close_after);
   }
+  // An attach segment: the hello of the caller's QP `src_qpn` to the callee's `dst_qpn`.
   std::vector<uint8_t> Hello(uint32_t src_ipv4, uint32_t src_qpn, uint32_t dst_qpn,
                              uint32_t dst_send_psn = 0, uint64_t epoch = 0) {
     wire::Hello h;
@@ -114,7 +139,8 @@ class TcpHostileInputTest : public ::testing::Test {
     h.dst_send_psn = dst_send_psn;
     wire::HelloBytes b;
     wire::EncodeHello(h, &b);
-    return {b.begin(), b.end()};
+    return Segment(wire::SegmentType::kAttach, dst_qpn, src_qpn, {b.begin(), b.end()},
+                   static_cast<uint32_t>(b.size()));
   }
   // The legitimate QP pair still moves data.
   void ExpectStillServing(uint64_t id) {
@@ -146,16 +172,31 @@ class TcpHostileInputTest : public ::testing::Test {
 
 TEST_F(TcpHostileInputTest, BadHellosAreRefusedAndCounted) {
   ExpectStillServing(1);
-  const uint64_t base = fabric_.stats().hellos_refused;
-  Attack(std::vector<uint8_t>(64, 0xAB));  // garbage
-  EXPECT_EQ(fabric_.stats().hellos_refused, base + 1);
+  const TcpFabricStats base = fabric_.stats();
+  // Garbage in an attach segment.
+  Attack(Segment(wire::SegmentType::kAttach, 6, 5, std::vector<uint8_t>(wire::kHelloBytes, 0xAB),
+                 wire::kHelloBytes));
+  EXPECT_EQ(fabric_.stats().hellos_refused, base.hellos_refused + 1);
   const std::vector<uint8_t> hello = Hello(0x7f000001, 5, 6);
-  Attack({hello.begin(), hello.begin() + 10});  // truncated, then closed
-  EXPECT_EQ(fabric_.stats().hellos_refused, base + 2);
+  Attack({hello.begin(), hello.begin() + 26});  // truncated, then closed
+  EXPECT_EQ(fabric_.stats().frames_refused, base.frames_refused + 1);
   Attack(Hello(0x7f000001, 0x100, 0xABCDE));  // unknown QPN
-  EXPECT_EQ(fabric_.stats().hellos_refused, base + 3);
+  EXPECT_EQ(fabric_.stats().hellos_refused, base.hellos_refused + 2);
   Attack(Hello(0x7f000009, 0x222, qb_->qp_num()));  // a QP already connected elsewhere
-  EXPECT_EQ(fabric_.stats().hellos_refused, base + 4);
+  EXPECT_EQ(fabric_.stats().hellos_refused, base.hellos_refused + 3);
+  // A hello contradicting its segment (another QP named in each).
+  std::vector<uint8_t> crossed = Hello(0x7f000001, 0x100, 0x200);
+  crossed[4] = 0x7F;
+  Attack(crossed);
+  EXPECT_EQ(fabric_.stats().hellos_refused, base.hellos_refused + 4);
+  // The refusals are answered on the connection: an attach naming an unknown QP is detached.
+  wire::Challenge challenge;
+  const int fd = Open(&challenge);
+  Send(fd, Hello(0x7f000001, 0x101, 0xABCDF), /*close_after=*/false);
+  const wire::Segment answer = ReadSegment(fd);
+  EXPECT_EQ(answer.type, wire::SegmentType::kDetach);
+  EXPECT_EQ(answer.reason, wire::DetachReason::kRefused);
+  EXPECT_EQ(answer.dst_qpn, 0x101u);
   ExpectStillServing(2);
 }
 
@@ -225,11 +266,17 @@ TEST_F(TcpHostileInputTest, AHelloThatDoesNotProveTheLinkKeyIsRefused) {
   EXPECT_EQ(fabric_.stats().hellos_refused, before.hellos_refused + 2);
   Send(fd1, Signed(hello, first, rtr.link_key), /*close_after=*/false);  // the right caller
   EXPECT_EQ(fabric_.stats().hellos_refused, before.hellos_refused + 2);
-  // Attached: what the QP sends now comes out on that connection.
+  // Attached: the QP says so, and what it sends now comes out on that connection.
+  const wire::Segment attached = ReadSegment(fd1);
+  EXPECT_EQ(attached.type, wire::SegmentType::kAttached);
+  EXPECT_EQ(attached.dst_qpn, 0x97u);
   ASSERT_TRUE(testing::PostRdma(*q, IBV_WR_RDMA_WRITE, reinterpret_cast<uint64_t>(b_.data()), 16,
                                 mr_b_->lkey(), 0x1000, 0x1234, 77)
                   .ok());
   Pump();
+  const wire::Segment data = ReadSegment(fd1);
+  EXPECT_EQ(data.type, wire::SegmentType::kData);
+  EXPECT_EQ(data.length, wire::kFrameHeaderBytes + 16);
   wire::FrameHeaderBytes frame{};
   ASSERT_EQ(recv(fd1, frame.data(), frame.size(), MSG_WAITALL), static_cast<ssize_t>(frame.size()));
   PacketHeader header;
@@ -259,6 +306,7 @@ TEST_F(TcpHostileInputTest, BadFramesAreRefusedAndTheConnectionClosed) {
       header(0, (1u << 31) + 1),            // oversized payload
       {small.begin(), small.begin() + 30},  // truncated, then closed
       header(0xBEEF, 16),                   // another QP's frame
+      {},                                   // a garbage segment header
   };
   const uint64_t base = fabric_.stats().frames_refused;
   for (size_t i = 0; i < bad.size(); ++i) {
@@ -274,7 +322,11 @@ TEST_F(TcpHostileInputTest, BadFramesAreRefusedAndTheConnectionClosed) {
       const uint32_t dst = q->qp_num();
       std::memcpy(frame.data() + 16, &dst, 4);
     }
-    bytes.insert(bytes.end(), frame.begin(), frame.end());
+    // In a data segment of the pair (the truncated one declares a whole header).
+    const std::vector<uint8_t> segment =
+        frame.empty() ? std::vector<uint8_t>(wire::kSegmentHeaderBytes, 0x5A)
+                      : Data(q->qp_num(), 0x77, frame, i == 2 ? wire::kFrameHeaderBytes : 0);
+    bytes.insert(bytes.end(), segment.begin(), segment.end());
     Attack(bytes);
     EXPECT_EQ(fabric_.stats().frames_refused, base + i + 1) << "case " << i;
     extra_.push_back(std::move(q));

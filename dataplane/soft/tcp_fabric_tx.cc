@@ -1,0 +1,320 @@
+// TcpFabric, sending: a QP's frames are queued on its channel; the connection sends the rest of a
+// segment that went out in part, then control segments, then one data segment from each QP with
+// frames, in turn, many per sendmsg, payloads gathered from where they lie.
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "dataplane/soft/tcp_fabric.h"
+#include "dataplane/soft/tcp_fabric_internal.h"
+
+namespace braid::soft {
+
+namespace {
+
+constexpr size_t kMaxFlushIov = 128;       // iovecs gathered into one sendmsg
+constexpr size_t kMaxFlushSegments = 32;   // data segments in one sendmsg
+constexpr uint64_t kFlushBytes = 1 << 20;  // bytes planned for one sendmsg
+constexpr size_t kHeader = wire::kSegmentHeaderBytes;
+
+}  // namespace
+
+void TcpFabric::TcpChannel::Transmit(const PacketHeader& header, std::span<const iovec> payload) {
+  if (dead_ || drop_next_ > 0) {
+    // The pair is over (or a test drops this frame): the peer never sees it.
+    if (drop_next_ > 0) --drop_next_;
+    ++fabric_->stats_.frames_dropped;
+    return;
+  }
+  Enqueue(header, payload);
+  deferred_pass_ = UINT64_MAX;  // an ACK this channel held back leaves with this frame
+  if (Sendable()) fabric_->Flush(*conn_);
+}
+
+void TcpFabric::TcpChannel::TransmitAck(const PacketHeader& header) {
+  if (!fabric_->in_pass_ || dead_ || drop_next_ > 0) {
+    Transmit(header, {});
+    return;
+  }
+  Enqueue(header, {});
+  deferred_pass_ = fabric_->pass_;
+  fabric_->any_deferred_ = true;
+  ++fabric_->stats_.acks_deferred;
+}
+
+void TcpFabric::TcpChannel::Enqueue(const PacketHeader& header, std::span<const iovec> payload) {
+  TxItem& t = txq_.emplace_back();
+  wire::EncodeFrameHeader(header, &t.header);
+  for (const iovec& v : payload) {
+    if (t.iovcnt < t.iov.size() && v.iov_len > 0) t.iov[t.iovcnt++] = v;
+  }
+  t.total = wire::kFrameHeaderBytes + header.payload_len;
+  queued_ += t.total;
+  fabric_->Activate(*this);
+}
+
+uint64_t TcpFabric::TcpChannel::Gather(uint64_t offset, uint64_t len, iovec* iov, size_t room,
+                                       size_t* used, size_t* frame_starts) const {
+  uint64_t covered = 0;
+  size_t n = 0;
+  for (const TxItem& t : txq_) {
+    if (covered == len || n == room) break;
+    const uint64_t unsent = t.total - t.sent;
+    if (offset >= unsent) {
+      offset -= unsent;
+      continue;
+    }
+    uint64_t pos = t.sent + offset;  // within the frame: header bytes, then the payload ranges
+    offset = 0;
+    if (pos == 0 && frame_starts != nullptr) ++*frame_starts;
+    uint64_t start = 0;
+    for (uint32_t r = 0; r <= t.iovcnt && covered < len && n < room; ++r) {
+      uint8_t* base = r == 0 ? const_cast<uint8_t*>(t.header.data())
+                             : static_cast<uint8_t*>(t.iov[r - 1].iov_base);
+      const uint64_t size = r == 0 ? wire::kFrameHeaderBytes : t.iov[r - 1].iov_len;
+      const uint64_t end = start + size;
+      if (pos < end) {
+        const uint64_t take = std::min(end - pos, len - covered);
+        iov[n++] = {base + (pos - start), take};
+        covered += take;
+        pos += take;
+      }
+      start = end;
+    }
+  }
+  *used = n;
+  return covered;
+}
+
+void TcpFabric::QueueControl(Conn& c, const wire::Segment& segment, std::span<const uint8_t> body) {
+  wire::SegmentHeaderBytes header;
+  wire::EncodeSegmentHeader(segment, &header);
+  c.ctl.insert(c.ctl.end(), header.begin(), header.end());
+  c.ctl.insert(c.ctl.end(), body.begin(), body.end());
+  MarkPending(c);
+}
+
+void TcpFabric::Activate(TcpChannel& ch) {
+  if (ch.active_ || !ch.Sendable() || ch.queued_ == 0) return;
+  ch.active_ = true;
+  ch.conn_->active.push_back(&ch);
+  MarkPending(*ch.conn_);
+}
+
+// `bytes` of `ch`'s queue were taken by the socket.
+void TcpFabric::Advance(Conn& c, TcpChannel& ch, size_t bytes) {
+  (void)c;
+  if (bytes == 0) return;
+  ch.queued_ -= bytes;
+  ch.last_progress_ns_ = NowNs();
+  while (bytes > 0 && !ch.txq_.empty()) {
+    TcpChannel::TxItem& t = ch.txq_.front();
+    const size_t take = std::min(bytes, t.total - t.sent);
+    t.sent += take;
+    bytes -= take;
+    if (t.sent == t.total) ch.txq_.pop_front();
+  }
+  if (ch.txq_.empty()) ch.deferred_pass_ = UINT64_MAX;
+}
+
+// `ch` leaves while its segment is going out: the rest of the segment is copied (at most one
+// segment), so the stream stays whole; the peer drops it with the pair.
+void TcpFabric::Orphan(Conn& c, TcpChannel& ch) {
+  c.orphan.resize(c.cur.body_left);
+  c.orphan_sent = 0;
+  uint64_t copied = 0;
+  while (copied < c.cur.body_left) {
+    std::array<iovec, 64> iov;
+    size_t used = 0;
+    const uint64_t got =
+        ch.Gather(copied, c.cur.body_left - copied, iov.data(), iov.size(), &used, nullptr);
+    for (size_t i = 0; i < used; ++i) {
+      std::memcpy(c.orphan.data() + copied, iov[i].iov_base, iov[i].iov_len);
+      copied += iov[i].iov_len;
+    }
+    if (got == 0) break;
+  }
+  c.cur.channel = nullptr;
+  ++stats_.segments_orphaned;
+}
+
+void TcpFabric::Flush(Conn& c) {
+  if (c.dead || c.connecting || !c.has_challenge) return;
+  for (;;) {
+    std::array<iovec, kMaxFlushIov> iov;
+    size_t cnt = 0;
+    uint64_t bytes = 0;
+    size_t frames = 0;
+    bool limited = false;  // stopped by the limits of one sendmsg: there may be more
+    // The rest of a segment that went out in part.
+    TcpChannel* cur_channel = c.cur.active ? c.cur.channel : nullptr;
+    uint64_t cur_bytes = 0;
+    if (c.cur.active) {
+      if (c.cur.header_sent < kHeader) {
+        iov[cnt++] = {c.cur.header.data() + c.cur.header_sent, kHeader - c.cur.header_sent};
+        cur_bytes += kHeader - c.cur.header_sent;
+      }
+      if (c.cur.body_left > 0 && cur_channel != nullptr) {
+        size_t used = 0;
+        const uint64_t got = cur_channel->Gather(0, c.cur.body_left, &iov[cnt], iov.size() - cnt,
+                                                 &used, &frames);
+        cnt += used;
+        cur_bytes += got;
+        cur_channel->planned_ = c.cur.body_left;
+        limited = got < c.cur.body_left;  // nothing may follow a segment not wholly included
+      } else if (c.cur.body_left > 0) {
+        iov[cnt++] = {c.orphan.data() + c.orphan_sent, c.cur.body_left};
+        cur_bytes += c.cur.body_left;
+      }
+      bytes += cur_bytes;
+    }
+    // Control segments.
+    uint64_t ctl_bytes = 0;
+    if (!limited && c.ctl_sent < c.ctl.size()) {
+      ctl_bytes = c.ctl.size() - c.ctl_sent;
+      iov[cnt++] = {c.ctl.data() + c.ctl_sent, ctl_bytes};
+      bytes += ctl_bytes;
+    }
+    // Data segments: the active QPs take turns.
+    struct Planned {
+      TcpChannel* channel;
+      uint32_t len;
+    };
+    std::array<Planned, kMaxFlushSegments> plan;
+    std::array<wire::SegmentHeaderBytes, kMaxFlushSegments> headers;
+    size_t planned = 0;
+    for (bool any = true; any && !limited;) {
+      any = false;
+      for (size_t k = 0, m = c.active.size(); k < m && !limited; ++k) {
+        if (c.turn >= c.active.size()) c.turn = 0;
+        if (c.active.empty()) break;
+        TcpChannel& ch = *c.active[c.turn];
+        const uint64_t avail = ch.queued_ - ch.planned_;
+        if (!ch.Sendable() || (avail == 0 && ch.planned_ == 0)) {  // it leaves the round
+          ch.active_ = false;
+          c.active.erase(c.active.begin() + static_cast<ptrdiff_t>(c.turn));
+          continue;
+        }
+        if (avail == 0 || ch.deferred_pass_ == pass_) {  // an ACK held back within this pass
+          ++c.turn;
+          continue;
+        }
+        if (cnt + 2 > iov.size() || bytes >= kFlushBytes || planned == plan.size()) {
+          limited = true;
+          break;
+        }
+        const size_t header_slot = cnt++;
+        size_t used = 0;
+        const uint64_t len =
+            ch.Gather(ch.planned_, std::min<uint64_t>(avail, wire::kMaxSegmentBytes), &iov[cnt],
+                      iov.size() - cnt, &used, &frames);
+        cnt += used;
+        wire::EncodeSegmentHeader({wire::SegmentType::kData, wire::DetachReason::kClosed,
+                                   ch.remote_qpn_, ch.local_qpn_, static_cast<uint32_t>(len)},
+                                  &headers[planned]);
+        iov[header_slot] = {headers[planned].data(), kHeader};
+        plan[planned++] = {&ch, static_cast<uint32_t>(len)};
+        ch.planned_ += len;
+        bytes += kHeader + len;
+        any = true;
+        ++c.turn;
+      }
+    }
+    if (cur_channel != nullptr) cur_channel->planned_ = 0;
+    for (size_t i = 0; i < planned; ++i) plan[i].channel->planned_ = 0;
+    if (cnt == 0) {
+      WatchWritable(c, false);
+      return;
+    }
+    msghdr msg{};
+    msg.msg_iov = iov.data();
+    msg.msg_iovlen = cnt;
+    const ssize_t n = sendmsg(c.fd, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      SendFailed(c);
+      return;
+    }
+    if (frames > 1) stats_.frames_joined += frames - 1;
+    size_t left = static_cast<size_t>(n);
+    if (c.cur.active) {
+      const size_t h = std::min(left, kHeader - c.cur.header_sent);
+      c.cur.header_sent += h;
+      left -= h;
+      const size_t b = std::min<size_t>(left, c.cur.body_left);
+      if (cur_channel != nullptr) {
+        Advance(c, *cur_channel, b);
+      } else {
+        c.orphan_sent += b;
+      }
+      c.cur.body_left -= static_cast<uint32_t>(b);
+      left -= b;
+      if (c.cur.header_sent == kHeader && c.cur.body_left == 0) {
+        c.cur.active = false;
+        c.orphan.clear();
+        c.orphan_sent = 0;
+      }
+    }
+    if (ctl_bytes > 0) {
+      const size_t k = std::min<size_t>(left, ctl_bytes);
+      c.ctl_sent += k;
+      left -= k;
+      if (c.ctl_sent == c.ctl.size()) {
+        c.ctl.clear();
+        c.ctl_sent = 0;
+      }
+    }
+    for (size_t i = 0; i < planned && left > 0; ++i) {
+      const size_t h = std::min(left, kHeader);
+      left -= h;
+      const size_t b = std::min<size_t>(left, plan[i].len);
+      left -= b;
+      Advance(c, *plan[i].channel, b);
+      if (h < kHeader || b < plan[i].len) {  // this segment went out in part: it goes on first
+        c.cur.active = true;
+        c.cur.header = headers[i];
+        c.cur.header_sent = h;
+        c.cur.channel = plan[i].channel;
+        c.cur.body_left = plan[i].len - static_cast<uint32_t>(b);
+      }
+    }
+    if (static_cast<uint64_t>(n) < bytes) {  // the socket is full: the rest when it has room
+      WatchWritable(c, true);
+      return;
+    }
+    if (!limited) {
+      WatchWritable(c, false);
+      return;
+    }
+  }
+}
+
+// A send that failed: a full socket waits for room (EPOLLOUT); anything else kills the connection.
+void TcpFabric::SendFailed(Conn& c) {
+  if (errno == EAGAIN || errno == EINTR) {
+    WatchWritable(c, true);
+  } else {
+    Kill(c);
+  }
+}
+
+// While segments wait for room in the socket, EPOLLOUT makes the fabric's epoll fd (wait_fd)
+// readable when room appears, so a caller sleeping on it wakes to send them.
+void TcpFabric::WatchWritable(Conn& c, bool on) {
+  if (c.want_out == on || c.dead || c.connecting) return;
+  c.want_out = on;
+  epoll_event ev{};
+  ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+  ev.data.u64 = reinterpret_cast<uint64_t>(&c);
+  epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
+}
+
+void TcpFabric::MarkPending(Conn& c) {
+  if (c.pending_tx) return;
+  c.pending_tx = true;
+  pending_tx_.push_back(&c);
+}
+
+}  // namespace braid::soft
