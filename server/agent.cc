@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "dataplane/providers/provider_registry.h"
@@ -14,6 +15,11 @@
 #include "server/tls_credentials.h"
 
 namespace braid::server {
+
+namespace {
+// How often the health thread looks at the engine (serving status) and logs its events.
+constexpr uint32_t kHealthPeriodMs = 200;
+}  // namespace
 
 using common::Result;
 using common::Status;
@@ -58,8 +64,12 @@ Status Agent::Init() {
   eo.fault_injection = config_.fault_injection;
   eo.max_cq_entries = config_.max_cq_entries;
   eo.fd_reserve = config_.fd_reserve;
+  // An idle engine wakes only to move its heartbeat, and the watchdog reads it, a few times per
+  // stall threshold (each wake-up costs CPU that an idle agent should not spend).
+  eo.idle_wait_ms = std::clamp<uint32_t>(config_.watchdog_ms / 4, 10, 500);
   BRAID_ASSIGN_OR_RETURN(engine_, engine::Engine::Start(std::move(eo)));
-  watchdog_ = std::make_unique<engine::StallWatchdog>(*engine_, config_.watchdog_ms);
+  watchdog_ = std::make_unique<engine::StallWatchdog>(
+      *engine_, config_.watchdog_ms, std::clamp<uint32_t>(config_.watchdog_ms / 8, 10, 250));
   if (engine_->stale_region_files_removed() > 0) {
     spdlog::info(
         "agent={} region_dir={} removed={} msg=\"removed the region files of an earlier "
@@ -137,6 +147,7 @@ Status Agent::Init() {
 
 void Agent::HealthLoop() {
   uint64_t ticks = 0;
+  uint64_t trimmed_at = 0;  // engine_->releases() at the last trim
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     lock.unlock();
@@ -156,12 +167,16 @@ void Agent::HealthLoop() {
     }
     lock.unlock();
     LogEvents();
-    // Every 5 s, free memory inside the allocator's heaps goes back to the system (small
-    // allocations of VQPs and streams that came and went).
-    if (++ticks % 50 == 0) malloc_trim(0);
+    // Every 5 s, after VQPs or regions went, free memory inside the allocator's heaps goes back
+    // to the system (small allocations of VQPs and streams that came and went). Not otherwise:
+    // trimming walks the whole heap.
+    if (++ticks % (5000 / kHealthPeriodMs) == 0 && engine_->releases() != trimmed_at) {
+      trimmed_at = engine_->releases();
+      malloc_trim(0);
+    }
     lock.lock();
     if (stopping_) break;
-    cv_.wait_for(lock, std::chrono::milliseconds(100));
+    cv_.wait_for(lock, std::chrono::milliseconds(kHealthPeriodMs));
   }
 }
 
@@ -200,7 +215,7 @@ void Agent::RecoveryLoop() {
     std::erase_if(peers, [now](const auto& p) { return now - p.second.last_use > kPeerIdle; });
     auto request = engine_->recovery_requests().TryPop();
     if (!request) {
-      engine_->recovery_requests().Wait(100);
+      engine_->recovery_requests().Wait(1000);  // Stop() wakes it
       continue;
     }
     Peer& peer_agent = peers[request->peer_endpoint];
@@ -265,6 +280,7 @@ void Agent::Shutdown() {
     stopping_ = true;
   }
   cv_.notify_all();
+  if (engine_) engine_->recovery_requests().Wake();
   if (health_thread_.joinable()) health_thread_.join();
   if (recovery_thread_.joinable()) recovery_thread_.join();
   if (service_) service_->Shutdown();

@@ -173,6 +173,9 @@ class Engine {
   // Devices in the healthy state (neither drained nor faulted); read without a command, so a
   // stalled engine cannot block the health check.
   uint32_t healthy_devices() const { return healthy_devices_.load(std::memory_order_relaxed); }
+  // VQPs destroyed and regions deregistered so far (any thread): memory was given back, worth
+  // returning to the system.
+  uint64_t releases() const { return releases_.load(std::memory_order_relaxed); }
   // Monotonic nanoseconds of the loop's last turn (the stall watchdog reads it).
   uint64_t heartbeat_ns() const { return heartbeat_ns_.load(std::memory_order_relaxed); }
   static uint64_t NowNs();
@@ -280,6 +283,7 @@ class Engine {
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> heartbeat_ns_{0};
   std::atomic<uint32_t> healthy_devices_{0};
+  std::atomic<uint64_t> releases_{0};
   int epoll_fd_ = -1;
 
   std::unique_ptr<RegionDir> region_dir_;  // set by Init, before Start returns

@@ -162,6 +162,7 @@ Status Engine::DoDestroy(uint64_t vqp_id, OwnerId scope) {
   node.mapped().reset();
   while (PollCompletions() > 0) {
   }
+  releases_.fetch_add(1, std::memory_order_relaxed);
   return Status::Ok();
 }
 
@@ -290,6 +291,7 @@ Status Engine::DoDeregister(uint64_t region_id, OwnerId scope) {
     v->local_uses.erase(use);
   }
   regions_.erase(region_id);
+  releases_.fetch_add(1, std::memory_order_relaxed);
   return Status::Ok();
 }
 

@@ -55,7 +55,8 @@ class SoftDevice final : public verbs::Device {
   void EndInbound(const PacketHeader& header);
   // QP timers. A QP that set a deadline arms itself here; FireTimers and NextDeadline look at
   // the armed QPs only (those with work out or an RNR wait), so their cost follows activity, not
-  // the number of QPs. A QP found without a deadline is disarmed.
+  // the number of QPs. FireTimers disarms a QP found without a deadline: a link calls it on every
+  // progress pass, so QPs that went idle leave the list at once.
   void ArmTimer(SoftQp* qp);
   void FireTimers(uint64_t now_ns);
   uint64_t NextDeadline() const;
