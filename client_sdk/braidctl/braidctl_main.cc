@@ -421,7 +421,10 @@ int main(int argc, char** argv) {
     v1::WatchEventsResponse r;
     uint32_t seen = 0;
     while (reader->Read(&r)) {
-      if (r.subscribed()) continue;
+      if (r.subscribed()) {  // from here on nothing is missed: say so (scripts may wait for it)
+        std::fprintf(stderr, "braidctl events: subscribed\n");
+        continue;
+      }
       const v1::Event& e = r.event();
       if (g.json) {
         std::printf("%s", Json(e).c_str());

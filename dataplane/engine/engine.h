@@ -28,6 +28,7 @@
 #include <functional>
 #include <future>
 #include <map>
+#include <tuple>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -292,6 +293,10 @@ class Engine {
   std::vector<std::unique_ptr<DeviceSlot>> devices_;
   std::unique_ptr<vqp::VirtualCq> cq_;
   std::map<uint64_t, std::unique_ptr<VqpSlot>> vqps_;
+  // Connected VQPs by their peer (control endpoint, VQP id, incarnation): a peer VQP pairs with
+  // one VQP here, checked at connect without a walk over every VQP.
+  using PeerKey = std::tuple<std::string, uint64_t, uint64_t>;
+  std::map<PeerKey, uint64_t> by_peer_;
   FdBudget fd_budget_{options_.fd_reserve};
   uint64_t fds_promised_ = 0;  // descriptors of created VQPs not yet connected
   std::map<uint64_t, std::unique_ptr<RegionSlot>> regions_;

@@ -89,21 +89,22 @@ Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& re
   if (!slot->vqp->connected()) {
     BRAID_RETURN_IF_ERROR(vqp::CheckPeerCards(slot->vqp->LocalCard(slot->epoch), remote));
   }
-  for (const auto& [id, other] : vqps_) {
-    if (other.get() != slot && other->state != VqpState::kCreated &&
-        other->peer_vqp_id == remote.vqp_id && other->peer_incarnation == remote.incarnation &&
-        other->peer_endpoint == remote.control_endpoint) {
-      return Status::AlreadyExists("that card (VQP " + std::to_string(remote.vqp_id) + " of " +
-                                   common::Quote(remote.control_endpoint) +
-                                   ") is already connected to another VQP on agent " +
-                                   options_.agent_id + ": create a new VQP on the peer");
-    }
+  PeerKey peer{remote.control_endpoint, remote.vqp_id, remote.incarnation};
+  if (auto it = by_peer_.find(peer); it != by_peer_.end() && it->second != slot->id) {
+    return Status::AlreadyExists("that card (VQP " + std::to_string(remote.vqp_id) + " of " +
+                                 common::Quote(remote.control_endpoint) +
+                                 ") is already connected to another VQP on agent " +
+                                 options_.agent_id + ": create a new VQP on the peer");
   }
   // Both sides compute the same connection epoch: the larger of the two cards'.
   const uint64_t epoch = std::max(slot->epoch, remote.epoch);
   BRAID_RETURN_IF_ERROR(slot->vqp->Connect(remote, epoch));
   slot->peer_devices.clear();
   for (const vqp::DeviceCard& d : remote.devices) slot->peer_devices.push_back(d.name);
+  if (slot->state != VqpState::kCreated) {
+    by_peer_.erase({slot->peer_endpoint, slot->peer_vqp_id, slot->peer_incarnation});
+  }
+  by_peer_[std::move(peer)] = slot->id;
   slot->peer_endpoint = remote.control_endpoint;
   slot->peer_vqp_id = remote.vqp_id;
   slot->peer_incarnation = remote.incarnation;
@@ -158,6 +159,9 @@ Status Engine::DoDestroy(uint64_t vqp_id, OwnerId scope) {
   for (auto& [id, region] : regions_) region->grants.erase(vqp_id);  // before the VQP's domains
   // Destroying the VQP completes its in-flight virtual WRs with WR_FLUSH_ERR (every virtual WR
   // completes once); they are routed by wr_id below, like any completion.
+  if (slot->state != VqpState::kCreated) {
+    by_peer_.erase({slot->peer_endpoint, slot->peer_vqp_id, slot->peer_incarnation});
+  }
   auto node = vqps_.extract(vqp_id);
   node.mapped().reset();
   while (PollCompletions() > 0) {

@@ -59,6 +59,7 @@ class SoftDevice final : public verbs::Device {
   // progress pass, so QPs that went idle leave the list at once.
   void ArmTimer(SoftQp* qp);
   void FireTimers(uint64_t now_ns);
+  size_t armed_timers() const { return timed_.size(); }
   uint64_t NextDeadline() const;
   uint64_t dropped_unknown_qp() const { return dropped_unknown_qp_; }
 

@@ -4,11 +4,14 @@
 // event on WatchEvents.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -268,11 +271,21 @@ TEST_F(ContainmentTest, WatchEventsReportsEveryStateChangeInOrder) {
   {
     // braidctl follows the same stream.
     CommandResult ctl;
+    const std::string log = "/tmp/braidctl-events-" + std::to_string(getpid()) + ".txt";
     std::thread follow([&] {
       ctl = RunCommand(std::string(BRAIDCTL_PATH) + " --agent 127.0.0.1:" +
-                       std::to_string(TestPort(0)) + " events --count 4 --seconds 20");
+                       std::to_string(TestPort(0)) + " events --count 4 --seconds 20 > " + log +
+                       " 2>&1");
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // subscribed by then
+    // It says when it has subscribed: from then on it misses nothing.
+    auto logged = [&] {
+      std::ifstream in(log);
+      return std::string(std::istreambuf_iterator<char>(in), {});
+    };
+    for (int i = 0; i < 200 && logged().find("subscribed") == std::string::npos; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_NE(logged().find("subscribed"), std::string::npos) << logged();
     grpc::ClientContext c1, c2;
     v1::DrainDeviceRequest d;
     d.set_device("soft0");
@@ -283,6 +296,8 @@ TEST_F(ContainmentTest, WatchEventsReportsEveryStateChangeInOrder) {
     ASSERT_TRUE(a_->stub().UndrainDevice(&c2, d, &out).ok());
     ASSERT_TRUE(events.WaitFor("device_healthy", 0, 2000));
     follow.join();
+    ctl.output = logged();
+    std::remove(log.c_str());
     EXPECT_EQ(ctl.exit_code, 0) << ctl.output;
     EXPECT_NE(ctl.output.find("device_drained"), std::string::npos) << ctl.output;
     EXPECT_NE(ctl.output.find("qp_draining"), std::string::npos) << ctl.output;

@@ -116,6 +116,22 @@ TEST(AgentScale, TwoHundredVqpsAreAdmittedAndCarryVerifiedTransfers) {
   EXPECT_EQ(OpenFds(b->pid()), fds_b0);
 }
 
+// Creates 8-QP SPRAY VQPs on `stub` (appended to `made`), at most 100, until one is refused;
+// returns the refusal (OK: none was).
+grpc::Status CreateUntilRefused(v1::Agent::Stub& stub, std::vector<v1::VirtualQpInfo>* made) {
+  for (int i = 0; i < 100; ++i) {
+    grpc::ClientContext ctx;
+    v1::CreateVirtualQpRequest r;
+    r.set_scheme(v1::SCHEME_SPRAY);
+    r.set_num_qps(8);
+    v1::VirtualQpInfo info;
+    const grpc::Status s = stub.CreateVirtualQp(&ctx, r, &info);
+    if (!s.ok()) return s;
+    made->push_back(info);
+  }
+  return grpc::Status::OK;
+}
+
 // An agent whose limit is too low for what is asked (soft = hard = 400 descriptors) refuses the
 // VQP that would eat into its reserve with RESOURCE_EXHAUSTED naming the limit, never with EMFILE
 // from somewhere else, and keeps answering: GetInfo, health, a new gRPC connection, a region, and
@@ -128,17 +144,7 @@ TEST(AgentLimits, AtAnFdLimitNewVqpsAreRefusedCleanlyAndTheControlPlaneKeepsAnsw
   auto b = AgentProcess::Spawn({"fdlim-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
   ASSERT_TRUE(a && b);
   std::vector<v1::VirtualQpInfo> waiting;  // created on A, not connected
-  grpc::Status refusal;
-  for (int i = 0; i < 100; ++i) {
-    grpc::ClientContext ctx;
-    v1::CreateVirtualQpRequest r;
-    r.set_scheme(v1::SCHEME_SPRAY);
-    r.set_num_qps(8);
-    v1::VirtualQpInfo va;
-    refusal = a->stub().CreateVirtualQp(&ctx, r, &va);
-    if (!refusal.ok()) break;
-    waiting.push_back(va);
-  }
+  const grpc::Status refusal = CreateUntilRefused(a->stub(), &waiting);
   std::printf("admitted %zu unconnected VQPs under a limit of 400 fds (%zu open); refusal: %s\n",
               waiting.size(), OpenFds(a->pid()), refusal.error_message().c_str());
   ASSERT_FALSE(refusal.ok()) << "100 unconnected VQPs fit in 400 descriptors?";
@@ -172,17 +178,9 @@ TEST(AgentLimits, AtAnFdLimitNewVqpsAreRefusedCleanlyAndTheControlPlaneKeepsAnsw
   VerifiedWrite(*a, *b, pairs.back().first, pairs.back().second, src, dst, 2);
   // Room comes back with destroyed VQPs: fill it with unconnected ones, destroy one, and one more
   // fits.
-  std::vector<uint64_t> unconnected{more.vqp_id()};
-  for (int i = 0; i < 100; ++i) {
-    grpc::ClientContext ctx;
-    v1::CreateVirtualQpRequest r;
-    r.set_scheme(v1::SCHEME_SPRAY);
-    r.set_num_qps(8);
-    v1::VirtualQpInfo va;
-    if (!a->stub().CreateVirtualQp(&ctx, r, &va).ok()) break;
-    unconnected.push_back(va.vqp_id());
-  }
-  DestroyVqp(a->stub(), unconnected.back());
+  std::vector<v1::VirtualQpInfo> unconnected{more};
+  EXPECT_FALSE(CreateUntilRefused(a->stub(), &unconnected).ok());
+  DestroyVqp(a->stub(), unconnected.back().vqp_id());
   v1::VirtualQpInfo again = CreateVqp(a->stub(), v1::SCHEME_SPRAY, 8);
   EXPECT_NE(again.vqp_id(), 0u);
 }

@@ -1,4 +1,5 @@
-// libFuzzer target for the soft provider's frame parser (frame headers, hellos, challenges).
+// libFuzzer target for the soft provider's frame parser (segment headers, frame headers, hellos,
+// challenges).
 // Built with clang (`make fuzz`); `make test` runs it for a bounded time (FUZZ_SECONDS).
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +33,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     wire::Hello h2;
     if (wire::DecodeHello(again, &h2) != wire::DecodeError::kOk || h2.mac != hello.mac)
       std::abort();
+  }
+  wire::Segment seg;
+  if (wire::DecodeSegmentHeader(bytes, &seg) == wire::DecodeError::kOk) {
+    // Accepted: QPNs in range, a length its type allows, and it round-trips.
+    if (seg.dst_qpn > kPsnMask || seg.src_qpn > kPsnMask) std::abort();
+    if (seg.type == wire::SegmentType::kData &&
+        (seg.length == 0 || seg.length > wire::kMaxSegmentBytes)) {
+      std::abort();
+    }
+    if (seg.type == wire::SegmentType::kAttach && seg.length != wire::kHelloBytes) std::abort();
+    wire::SegmentHeaderBytes again;
+    wire::EncodeSegmentHeader(seg, &again);
+    wire::Segment s2;
+    if (wire::DecodeSegmentHeader(again, &s2) != wire::DecodeError::kOk || s2.type != seg.type ||
+        s2.reason != seg.reason || s2.length != seg.length || s2.dst_qpn != seg.dst_qpn) {
+      std::abort();
+    }
   }
   wire::Challenge challenge;
   if (wire::DecodeChallenge(bytes, &challenge) == wire::DecodeError::kOk && size < 32) std::abort();

@@ -1,5 +1,5 @@
 // All QP pairs between two soft NICs share one TCP connection, as QPs share a port: the number of
-// descriptors does not grow with QPs; the QPs take turns in segments (a bulk transfer does not hold
+// descriptors does not grow with QPs, and idle QPs cost a progress pass nothing; the QPs take turns in segments (a bulk transfer does not hold
 // another QP's message behind it); breaking or destroying one QP, even mid-segment, leaves the
 // others on the connection serving; and the connection closes with its last QP.
 #include <dirent.h>
@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "dataplane/soft/soft_device.h"
 #include "dataplane/soft/soft_provider.h"
 #include "dataplane/soft/tcp_fabric.h"
 #include "tests/testutil/rc_connect.h"
@@ -117,6 +118,10 @@ TEST_F(TcpSharedConnectionTest, QpPairsBetweenTwoNicsShareOneConnection) {
   EXPECT_EQ(fabric_.stats().connections_accepted, 1u);
   EXPECT_EQ(fabric_.stats().attaches_accepted, uint64_t{kPairs});
   EXPECT_EQ(OpenFds(), fds_before + 2);
+  // Acknowledged, the QPs leave their devices' timer lists at the next pass: an idle QP costs a
+  // progress pass nothing.
+  Pump(1);
+  for (const auto& d : devices_) EXPECT_EQ(static_cast<SoftDevice&>(*d).armed_timers(), 0u);
   // It closes with the last QP pair.
   pairs.clear();
   Pump();
