@@ -215,7 +215,7 @@ void TcpFabric::Accept(Listener& listener) {
       close(fd);
       continue;
     }
-    conn->rx.resize(kRxBufferBytes);
+    conn->rx.resize(kRxHandshakeBytes);
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = reinterpret_cast<uint64_t>(conn.get());

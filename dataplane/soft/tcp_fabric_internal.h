@@ -20,8 +20,11 @@
 
 namespace braid::soft {
 
-// A connection's receive buffer: small frames are read many at a time into it.
+// A connection's receive buffer: small frames are read many at a time into it. An accepted
+// connection starts with room for control segments only, and gets the full buffer once a QP has
+// attached: a peer that proves no link key costs little memory.
 inline constexpr size_t kRxBufferBytes = 64 << 10;
+inline constexpr size_t kRxHandshakeBytes = 512;
 
 // One TCP connection between a local soft NIC and a remote one. The side with the smaller GID
 // calls (a QP connected to a QP of its own NIC: the smaller QPN's side), so two NICs share one

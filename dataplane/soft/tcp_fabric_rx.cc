@@ -1,7 +1,7 @@
 // TcpFabric, receiving: bytes are read many at a time into the connection's buffer and parsed
 // into segments; a data segment's bytes continue its QP's frame (header, then payload into the
 // placement the QP chose). A bulk payload, when the buffer is empty, is read straight into its
-// placement, with the bytes after it landing in the buffer.
+// placement, with the headers after it landing in the buffer.
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -173,8 +173,8 @@ bool TcpFabric::Parse(Conn& c) {
   }
 }
 
-// The buffer is empty and a bulk payload is due: read it straight into its placement, and what
-// follows it into the buffer. False: not due; else `*result` is readv's.
+// The buffer is empty and a bulk payload is due: read it straight into its placement, and the
+// headers that follow it into the buffer. False: not due; else `*result` is readv's.
 bool TcpFabric::ReadDirect(Conn& c, ssize_t* result) {
   TcpChannel* ch = c.seg_channel;
   if (c.rx_pos != c.rx_end || c.seg_left == 0 || ch == nullptr || !ch->rx_in_payload_) {
@@ -187,7 +187,11 @@ bool TcpFabric::ReadDirect(Conn& c, ssize_t* result) {
   uint64_t direct = 0;
   for (size_t i = 0; i < cnt; ++i) direct += iov[i].iov_len;
   c.rx_pos = c.rx_end = 0;
-  if (direct == len) iov[cnt++] = {c.rx.data(), c.rx.size()};
+  // Behind the payload, only the next headers (a segment's and a frame's): the payload after them
+  // is read straight into place too, not copied from the buffer.
+  if (direct == len) {
+    iov[cnt++] = {c.rx.data(), wire::kSegmentHeaderBytes + wire::kFrameHeaderBytes};
+  }
   const ssize_t n = readv(c.fd, iov.data(), static_cast<int>(cnt));
   *result = n;
   if (n <= 0) return true;
@@ -211,6 +215,7 @@ void TcpFabric::OnReadable(Conn& c) {
     if (!Parse(c)) return;
     ssize_t n = 0;
     if (!ReadDirect(c, &n)) {
+      if (c.rx.size() < kRxBufferBytes && !c.channels.empty()) c.rx.resize(kRxBufferBytes);
       if (c.rx_pos > 0) {  // keep the unparsed rest (less than a header) at the front
         std::memmove(c.rx.data(), c.rx.data() + c.rx_pos, c.rx_end - c.rx_pos);
         c.rx_end -= c.rx_pos;
