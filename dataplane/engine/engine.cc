@@ -77,6 +77,9 @@ uint64_t Engine::NowNs() { return common::MonotonicNs(); }
 
 namespace {
 
+// The longest an idle engine sleeps while a VQP needs recovery steps (they run when the loop turns).
+constexpr uint32_t kRecoveryWaitMs = 100;
+
 uint64_t DrawIncarnation() {
   std::random_device rd;
   uint64_t v = 0;
@@ -377,7 +380,10 @@ void Engine::Sleep() {
   if (!commands_.ArmWait()) return;
   ++stats_.sleeps;
   epoll_event events[16];
-  const int n = epoll_wait(epoll_fd_, events, 16, static_cast<int>(options_.idle_wait_ms));
+  // Recovery steps run when the loop turns: while a VQP needs them, wake at least every 100 ms.
+  const uint32_t wait_ms =
+      attention_.empty() ? options_.idle_wait_ms : std::min(options_.idle_wait_ms, kRecoveryWaitMs);
+  const int n = epoll_wait(epoll_fd_, events, 16, static_cast<int>(wait_ms));
   commands_.DisarmWait();
   bool data = false;
   for (int i = 0; i < n; ++i) {

@@ -68,7 +68,7 @@ struct EngineOptions {
   uint32_t default_timeout_ms = 30000;
   uint32_t notify_receives = 256;  // length-0 receives kept posted per VQP
   uint32_t idle_linger_us = 200;
-  uint32_t idle_wait_ms = 100;
+  uint32_t idle_wait_ms = 100;  // with nothing to recover; at most kRecoveryWaitMs while recovering
   uint32_t call_timeout_ms = 5000;
   bool fault_injection = false;
   // Dead QPs come back: dead data QPs are reset and reconnected with the peer agent, retried with
