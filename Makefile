@@ -74,6 +74,8 @@ bench: build
 	  tee $(BUILD)/bench-results/vqp_instructions.txt
 	bash bench/tcp_loopback.sh $(BUILD)/bench/braid_tcp_bench | \
 	  tee $(BUILD)/bench-results/tcp_loopback.txt
+	bash bench/libfabric_compare.sh $(BUILD)/bench/braid_tcp_bench \
+	  $(BUILD)/bench/braid_libfabric_rma_bench | tee $(BUILD)/bench-results/libfabric_compare.txt
 	bash bench/soft_verbs_perftest.sh $(BUILD)/dataplane/soft_verbs/libbraid_verbs.so | \
 	  tee $(BUILD)/bench-results/soft_verbs_perftest.txt
 	$(BUILD)/bench/braid_agent_bench $(BUILD)/bench-results/tcp_loopback.txt | \

@@ -12,6 +12,10 @@
 // CQ and progress fds) instead of spinning; --contention=N runs N trials of the 4 KiB rate and the
 // ping-pong, each quiet and then next to one competing busy process, and prints each;
 // --spin-us=N sets the waiter's spin (CompletionWaiterOptions::spin_ns).
+// --rma-compare prints only the figures bench/libfabric_compare.sh sets next to libfabric's tcp
+// provider (braid_libfabric_rma_bench): 1 MiB WRITE and READ and the 4 KiB WRITE rate on one QP,
+// 16 in flight; --working-set=BYTES (64 MiB) is how much of both buffers the operations cycle
+// through, slot after slot.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/wait.h>
@@ -52,6 +56,7 @@ std::optional<uint64_t> g_qp_window;
 // --poll=sleep: both processes poll through a CompletionWaiter.
 bool g_poll_sleep = false;
 verbs::CompletionWaiterOptions g_waiter;  // --spin-us=N: its spin before sleeping
+size_t g_working_set = kBuffer;           // --working-set=BYTES
 
 soft::TcpFabricOptions FabricOptions() {
   soft::TcpFabricOptions options{.port = kPort};
@@ -166,7 +171,7 @@ Result Stream(Side& s, const Info& peer, int qps, ibv_wr_opcode op, uint32_t byt
               double seconds) {
   ibv_wc wc[64];
   uint64_t next = 0, done = 0, posted = 0;
-  const size_t slots = kBuffer / bytes;
+  const size_t slots = std::max<size_t>(1, g_working_set / bytes);
   auto post_one = [&](int q) {
     const uint64_t off = (next++ % slots) * bytes;
     if (Post(*s.qps[static_cast<size_t>(q)], op, reinterpret_cast<uint64_t>(s.buffer.data()) + off,
@@ -252,7 +257,7 @@ void Contention(Side& s, const Info& peer, int trials, double seconds) {
 int main(int argc, char** argv) {
   double iperf = 0;
   double seconds = 3;
-  enum class Only { kAll, kWrite, kAllButWrite, kNone } only = Only::kAll;
+  enum class Only { kAll, kWrite, kAllButWrite, kRmaCompare, kNone } only = Only::kAll;
   int contention_trials = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -260,6 +265,10 @@ int main(int argc, char** argv) {
       only = Only::kWrite;
     } else if (a == "--skip-write") {
       only = Only::kAllButWrite;
+    } else if (a == "--rma-compare") {
+      only = Only::kRmaCompare;
+    } else if (a.starts_with("--working-set=")) {
+      g_working_set = std::strtoull(a.c_str() + 14, nullptr, 10);
     } else if (a.starts_with("--seconds=")) {
       seconds = std::atof(a.c_str() + 10);
     } else if (a == "--poll=sleep" || a == "--poll=spin") {
@@ -276,13 +285,15 @@ int main(int argc, char** argv) {
       iperf = std::atof(a.c_str());
     } else {
       std::fprintf(stderr,
-                   "usage: braid_tcp_bench [--write-only|--skip-write] [--seconds=S] "
+                   "usage: braid_tcp_bench [--write-only|--skip-write|--rma-compare] [--seconds=S] "
+                   "[--working-set=BYTES] "
                    "[--qp-window=BYTES] [--poll=spin|sleep] [--spin-us=N] [--contention=TRIALS] "
                    "[iperf3 GB/s]\n");
       return 2;
     }
   }
   if (seconds <= 0) seconds = 3;
+  if (g_working_set < 4096 || g_working_set > kBuffer) g_working_set = kBuffer;
   int p2c[2], c2p[2];
   if (pipe(p2c) != 0 || pipe(c2p) != 0) return 1;
   const pid_t child = fork();
@@ -312,6 +323,19 @@ int main(int argc, char** argv) {
       };
       if (contention_trials > 0) {
         Contention(s, peer, contention_trials, seconds);
+        only = Only::kNone;
+      } else if (only == Only::kRmaCompare) {
+        std::printf("braid soft TCP link, working set %zu MiB, 16 in flight\n",
+                    g_working_set >> 20);
+        auto rma = [&](const char* what, ibv_wr_opcode op, uint32_t bytes, bool rate) {
+          const Result r = Stream(s, peer, 1, op, bytes, 16, seconds);
+          std::printf("%-40s %10.3f %s\n", what, rate ? r.ops / 1e6 : r.gbps,
+                      rate ? "Mops/s" : "GB/s");
+          std::fflush(stdout);
+        };
+        rma("1 MiB RMA WRITE", IBV_WR_RDMA_WRITE, 1 << 20, false);
+        rma("1 MiB RMA READ", IBV_WR_RDMA_READ, 1 << 20, false);
+        rma("4 KiB RMA WRITE rate", IBV_WR_RDMA_WRITE, 4096, true);
         only = Only::kNone;
       }
       if (iperf > 0) line("iperf3, one stream, 1 MiB writes", iperf, "GB/s", false);

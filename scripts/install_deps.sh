@@ -24,8 +24,9 @@ PACKAGES=(
   # tests and benchmarks (valgrind: instruction counts in `make bench`; clang + its runtime:
   # the libFuzzer target)
   libgtest-dev libgmock-dev libbenchmark-dev valgrind clang libclang-rt-14-dev
-  # the TCP loopback benchmark's reference; network namespaces for the link-fault test
-  iperf3 iproute2
+  # the TCP loopback benchmark's references (iperf3; libfabric's tcp provider for RMA); network
+  # namespaces for the link-fault test
+  iperf3 libfabric-dev iproute2
   # unmodified verbs programs run on libbraid_verbs.so (ibv_rc_pingpong, perftest)
   ibverbs-utils perftest
 )

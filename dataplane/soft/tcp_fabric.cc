@@ -102,11 +102,9 @@ void TcpFabric::Detach(SoftDevice* device) {
 
 TcpFabric::TcpChannel* TcpFabric::FindChannel(const SoftDevice* device, uint32_t local_qpn,
                                               const verbs::Gid& gid, uint32_t remote_qpn) const {
-  for (TcpChannel* c : channels_) {
-    if (c->local_ == device && c->local_qpn_ == local_qpn && c->remote_gid_ == gid &&
-        c->remote_qpn_ == remote_qpn) {
-      return c;
-    }
+  auto [it, end] = channels_.equal_range({device, local_qpn});
+  for (; it != end; ++it) {
+    if (it->second->remote_gid_ == gid && it->second->remote_qpn_ == remote_qpn) return it->second;
   }
   return nullptr;
 }
@@ -118,10 +116,9 @@ common::Result<std::unique_ptr<Channel>> TcpFabric::OpenChannel(SoftDevice* loca
   const uint32_t remote_qpn = rtr.remote.qp_num;
   if (!remote_gid.Ipv4()) return Status::InvalidArgument("remote GID is not IPv4-mapped");
   const bool caller = Less(local->info().gid, local_qpn, remote_gid, remote_qpn);
-  auto channel =
-      std::make_unique<TcpChannel>(this, local, local_qpn, remote_gid, remote_qpn, rtr.remote.psn,
-                                   rtr.epoch, rtr.link_key, caller);
-  channels_.push_back(channel.get());
+  auto channel = std::make_unique<TcpChannel>(this, local, local_qpn, remote_gid, remote_qpn,
+                                              rtr.remote.psn, rtr.epoch, rtr.link_key, caller);
+  channels_.emplace(ChannelKey{local, local_qpn}, channel.get());
   if (caller) {
     Conn* conn = LinkTo(local, remote_gid);
     if (conn == nullptr) {
@@ -361,7 +358,7 @@ void TcpFabric::AttachCallee(Conn& c, TcpChannel& ch, const wire::Hello& hello) 
                    ch.local_qpn_, 0});
   CheckPsn(ch);
   if (ch.conn_ == nullptr) return;  // refused: the hello's PSN was wrong
-  Activate(ch);  // what our QP sent while we waited for the caller
+  Activate(ch);                     // what our QP sent while we waited for the caller
   Flush(c);
 }
 
@@ -431,7 +428,13 @@ TcpFabric::TcpChannel::~TcpChannel() {
     fabric_->Flush(*conn_);  // may kill the connection (a failed send)
   }
   fabric_->Unbind(*this, /*notify=*/true, wire::DetachReason::kClosed);
-  std::erase(fabric_->channels_, this);
+  auto [it, end] = fabric_->channels_.equal_range({local_, local_qpn_});
+  for (; it != end; ++it) {
+    if (it->second == this) {
+      fabric_->channels_.erase(it);
+      break;
+    }
+  }
 }
 
 void TcpFabric::Progress() {

@@ -35,6 +35,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <vector>
@@ -132,12 +133,12 @@ class TcpFabric final : public Fabric {
   bool ReadChallenge(Conn& conn);
   bool Parse(Conn& conn);
   bool Feed(Conn& conn, TcpChannel& channel, const uint8_t* bytes, size_t n);
-  bool ReadDirect(Conn& conn, ssize_t* result);
+  bool ReadDirect(Conn& conn, ssize_t* result, size_t* asked);
   // Sending (tcp_fabric_tx.cc).
   void QueueControl(Conn& conn, const wire::Segment& segment, std::span<const uint8_t> body = {});
   void Activate(TcpChannel& channel);
   void Flush(Conn& conn);
-  void Advance(Conn& conn, TcpChannel& channel, size_t bytes);
+  void Advance(TcpChannel& channel, size_t bytes);
   void Orphan(Conn& conn, TcpChannel& channel);
   void WatchWritable(Conn& conn, bool on);
   void SendFailed(Conn& conn);
@@ -148,7 +149,9 @@ class TcpFabric final : public Fabric {
   int epoll_fd_;
   std::vector<Listener> listeners_;
   std::vector<std::unique_ptr<Conn>> conns_;
-  std::vector<TcpChannel*> channels_;
+  // Every channel, by its local end (device, QPN): an attach finds its QP without a walk.
+  using ChannelKey = std::pair<const SoftDevice*, uint32_t>;
+  std::multimap<ChannelKey, TcpChannel*> channels_;
   TcpFabricStats stats_;
   uint64_t pass_ = 0;          // Progress() calls so far
   bool in_pass_ = false;       // inside Progress(), reading

@@ -12,10 +12,8 @@ using common::Status;
 TcpFabric::TcpChannel* TcpFabric::ChannelOf(const verbs::Qp& qp) const {
   const auto* soft_qp = dynamic_cast<const SoftQp*>(&qp);
   if (soft_qp == nullptr) return nullptr;
-  for (TcpChannel* c : channels_) {
-    if (c->local_ == soft_qp->device() && c->local_qpn_ == soft_qp->qp_num()) return c;
-  }
-  return nullptr;
+  auto it = channels_.find({soft_qp->device(), soft_qp->qp_num()});
+  return it == channels_.end() ? nullptr : it->second;
 }
 
 namespace {
@@ -55,8 +53,8 @@ Status TcpFabric::BreakDevice(const SoftDevice* device) {
   for (auto& conn : conns_) {
     if (conn->device == device) Kill(*conn);
   }
-  for (TcpChannel* c : channels_) {
-    if (c->local_ == device) c->dead_ = true;
+  for (auto& [key, c] : channels_) {
+    if (key.first == device) c->dead_ = true;
   }
   return Status::Ok();
 }

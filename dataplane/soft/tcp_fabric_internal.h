@@ -37,9 +37,9 @@ struct TcpFabric::Conn {
   bool outbound = false;         // we called
   bool connecting = false;
   bool dead = false;
-  bool retired = false;   // takes no new QPs; closed when its last QP leaves
-  bool want_out = false;  // EPOLLOUT armed: segments wait for room in the socket
-  bool pending_tx = false;  // in TcpFabric::pending_tx_
+  bool retired = false;        // takes no new QPs; closed when its last QP leaves
+  bool want_out = false;       // EPOLLOUT armed: segments wait for room in the socket
+  bool pending_tx = false;     // in TcpFabric::pending_tx_
   bool has_challenge = false;  // the nonce this connection's attaches are signed for
   wire::Challenge challenge;   // made by us (accepted) or received (outbound)
   size_t challenge_have = 0;   // outbound: bytes of the challenge read so far
@@ -53,8 +53,8 @@ struct TcpFabric::Conn {
   std::vector<uint8_t> rx;
   size_t rx_pos = 0;
   size_t rx_end = 0;
-  wire::Segment seg;              // the segment being received, while seg_left > 0
-  uint32_t seg_left = 0;          // its body bytes not yet received
+  wire::Segment seg;                  // the segment being received, while seg_left > 0
+  uint32_t seg_left = 0;              // its body bytes not yet received
   TcpChannel* seg_channel = nullptr;  // where its body goes (null: discarded)
 
   // Sending, in this order: the rest of a segment that went out in part (`cur`), control segments
@@ -117,10 +117,16 @@ class TcpFabric::TcpChannel final : public Channel {
   }
 
   void Enqueue(const PacketHeader& header, std::span<const iovec> payload);
-  // Appends iovecs for bytes [offset, offset + len) of what is queued and not yet sent, in at
-  // most `room` iovecs; returns the bytes they cover (`*used` iovecs) and counts, in
-  // `*frame_starts`, the frames whose first byte they include.
-  uint64_t Gather(uint64_t offset, uint64_t len, iovec* iov, size_t room, size_t* used,
+  // A position in what is queued and not yet sent: frame `item` of txq_, `offset` bytes past
+  // what of it was sent. {0, 0} is the first unsent byte.
+  struct Cursor {
+    size_t item = 0;
+    uint64_t offset = 0;
+  };
+  // Appends iovecs for the next `len` bytes from `*at` (which it moves past them), in at most
+  // `room` iovecs; returns the bytes they cover (`*used` iovecs) and counts, in `*frame_starts`,
+  // the frames whose first byte they include. Work is proportional to what it covers.
+  uint64_t Gather(Cursor* at, uint64_t len, iovec* iov, size_t room, size_t* used,
                   size_t* frame_starts) const;
   // Frames may go now: bound to a connection, accepted by the peer, not held by a test.
   bool Sendable() const { return conn_ != nullptr && attached_ && !held_ && !dead_; }
@@ -148,8 +154,9 @@ class TcpFabric::TcpChannel final : public Channel {
   uint64_t last_progress_ns_ = 0;        // bytes of ours last read from or taken by the connection
   uint64_t deferred_pass_ = UINT64_MAX;  // the pass that queued an ACK without sending it
   std::deque<TxItem> txq_;
-  uint64_t queued_ = 0;  // bytes in txq_ not yet taken by the socket
+  uint64_t queued_ = 0;   // bytes in txq_ not yet taken by the socket
   uint64_t planned_ = 0;  // of those, bytes in the sendmsg being built (Flush)
+  Cursor plan_end_;       // where planned_ ends in txq_
 
   // `n` bytes of the inbound payload arrived: copied from `src` into the placement when `src` is
   // set (already there when null); what the placement does not cover is discarded.

@@ -153,10 +153,10 @@ bool TcpFabric::Parse(Conn& c) {
       c.seg = seg;
       c.seg_left = seg.length;
       auto it = c.channels.find(seg.dst_qpn);
-      c.seg_channel = it != c.channels.end() && it->second->attached_ &&
-                              it->second->remote_qpn_ == seg.src_qpn
-                          ? it->second
-                          : nullptr;
+      c.seg_channel =
+          it != c.channels.end() && it->second->attached_ && it->second->remote_qpn_ == seg.src_qpn
+              ? it->second
+              : nullptr;
       if (c.seg_channel == nullptr) {
         ++stats_.segments_unrouted;  // its QP left; the peer learns it from our detach
       } else {
@@ -174,8 +174,8 @@ bool TcpFabric::Parse(Conn& c) {
 }
 
 // The buffer is empty and a bulk payload is due: read it straight into its placement, and the
-// headers that follow it into the buffer. False: not due; else `*result` is readv's.
-bool TcpFabric::ReadDirect(Conn& c, ssize_t* result) {
+// headers that follow it into the buffer. False: not due; else `*result` is readv's, of `*asked`.
+bool TcpFabric::ReadDirect(Conn& c, ssize_t* result, size_t* asked) {
   TcpChannel* ch = c.seg_channel;
   if (c.rx_pos != c.rx_end || c.seg_left == 0 || ch == nullptr || !ch->rx_in_payload_) {
     return false;
@@ -192,6 +192,8 @@ bool TcpFabric::ReadDirect(Conn& c, ssize_t* result) {
   if (direct == len) {
     iov[cnt++] = {c.rx.data(), wire::kSegmentHeaderBytes + wire::kFrameHeaderBytes};
   }
+  *asked = 0;
+  for (size_t i = 0; i < cnt; ++i) *asked += iov[i].iov_len;
   const ssize_t n = readv(c.fd, iov.data(), static_cast<int>(cnt));
   *result = n;
   if (n <= 0) return true;
@@ -214,14 +216,16 @@ void TcpFabric::OnReadable(Conn& c) {
   for (int reads = 0; reads < options_.max_frames_per_progress && budget > 0; ++reads) {
     if (!Parse(c)) return;
     ssize_t n = 0;
-    if (!ReadDirect(c, &n)) {
+    size_t asked = 0;
+    if (!ReadDirect(c, &n, &asked)) {
       if (c.rx.size() < kRxBufferBytes && !c.channels.empty()) c.rx.resize(kRxBufferBytes);
       if (c.rx_pos > 0) {  // keep the unparsed rest (less than a header) at the front
         std::memmove(c.rx.data(), c.rx.data() + c.rx_pos, c.rx_end - c.rx_pos);
         c.rx_end -= c.rx_pos;
         c.rx_pos = 0;
       }
-      n = read(c.fd, c.rx.data() + c.rx_end, c.rx.size() - c.rx_end);
+      asked = c.rx.size() - c.rx_end;
+      n = read(c.fd, c.rx.data() + c.rx_end, asked);
       if (n > 0) c.rx_end += static_cast<size_t>(n);
     }
     if (c.dead) return;
@@ -232,6 +236,9 @@ void TcpFabric::OnReadable(Conn& c) {
     }
     if (n < 0) break;
     budget -= std::min(budget, static_cast<size_t>(n));
+    // A short read emptied the socket: no read to hear EAGAIN (epoll is level-triggered, so
+    // bytes that arrive meanwhile are found by the next pass).
+    if (static_cast<size_t>(n) < asked) break;
   }
   Parse(c);
 }

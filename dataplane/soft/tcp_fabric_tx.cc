@@ -31,7 +31,10 @@ void TcpFabric::TcpChannel::Transmit(const PacketHeader& header, std::span<const
   }
   Enqueue(header, payload);
   deferred_pass_ = UINT64_MAX;  // an ACK this channel held back leaves with this frame
-  if (Sendable()) fabric_->Flush(*conn_);
+  // Within a progress pass (answers to what the pass read, retransmissions) frames wait for the
+  // end of the pass, which flushes every connection with output: the answers to a batch of
+  // requests leave in one sendmsg, not one each.
+  if (Sendable() && !fabric_->in_pass_) fabric_->Flush(*conn_);
 }
 
 void TcpFabric::TcpChannel::TransmitAck(const PacketHeader& header) {
@@ -56,19 +59,13 @@ void TcpFabric::TcpChannel::Enqueue(const PacketHeader& header, std::span<const 
   fabric_->Activate(*this);
 }
 
-uint64_t TcpFabric::TcpChannel::Gather(uint64_t offset, uint64_t len, iovec* iov, size_t room,
+uint64_t TcpFabric::TcpChannel::Gather(Cursor* at, uint64_t len, iovec* iov, size_t room,
                                        size_t* used, size_t* frame_starts) const {
   uint64_t covered = 0;
   size_t n = 0;
-  for (const TxItem& t : txq_) {
-    if (covered == len || n == room) break;
-    const uint64_t unsent = t.total - t.sent;
-    if (offset >= unsent) {
-      offset -= unsent;
-      continue;
-    }
-    uint64_t pos = t.sent + offset;  // within the frame: header bytes, then the payload ranges
-    offset = 0;
+  for (; at->item < txq_.size() && covered < len && n < room; ++at->item, at->offset = 0) {
+    const TxItem& t = txq_[at->item];
+    uint64_t pos = t.sent + at->offset;  // within the frame: header bytes, then payload ranges
     if (pos == 0 && frame_starts != nullptr) ++*frame_starts;
     uint64_t start = 0;
     for (uint32_t r = 0; r <= t.iovcnt && covered < len && n < room; ++r) {
@@ -83,6 +80,10 @@ uint64_t TcpFabric::TcpChannel::Gather(uint64_t offset, uint64_t len, iovec* iov
         pos += take;
       }
       start = end;
+    }
+    if (pos < t.total) {  // stopped inside this frame
+      at->offset = pos - t.sent;
+      break;
     }
   }
   *used = n;
@@ -105,8 +106,7 @@ void TcpFabric::Activate(TcpChannel& ch) {
 }
 
 // `bytes` of `ch`'s queue were taken by the socket.
-void TcpFabric::Advance(Conn& c, TcpChannel& ch, size_t bytes) {
-  (void)c;
+void TcpFabric::Advance(TcpChannel& ch, size_t bytes) {
   if (bytes == 0) return;
   ch.queued_ -= bytes;
   ch.last_progress_ns_ = NowNs();
@@ -126,11 +126,12 @@ void TcpFabric::Orphan(Conn& c, TcpChannel& ch) {
   c.orphan.resize(c.cur.body_left);
   c.orphan_sent = 0;
   uint64_t copied = 0;
+  TcpChannel::Cursor at;
   while (copied < c.cur.body_left) {
     std::array<iovec, 64> iov;
     size_t used = 0;
     const uint64_t got =
-        ch.Gather(copied, c.cur.body_left - copied, iov.data(), iov.size(), &used, nullptr);
+        ch.Gather(&at, c.cur.body_left - copied, iov.data(), iov.size(), &used, nullptr);
     for (size_t i = 0; i < used; ++i) {
       std::memcpy(c.orphan.data() + copied, iov[i].iov_base, iov[i].iov_len);
       copied += iov[i].iov_len;
@@ -159,8 +160,9 @@ void TcpFabric::Flush(Conn& c) {
       }
       if (c.cur.body_left > 0 && cur_channel != nullptr) {
         size_t used = 0;
-        const uint64_t got = cur_channel->Gather(0, c.cur.body_left, &iov[cnt], iov.size() - cnt,
-                                                 &used, &frames);
+        cur_channel->plan_end_ = {};
+        const uint64_t got = cur_channel->Gather(&cur_channel->plan_end_, c.cur.body_left,
+                                                 &iov[cnt], iov.size() - cnt, &used, &frames);
         cnt += used;
         cur_bytes += got;
         cur_channel->planned_ = c.cur.body_left;
@@ -206,10 +208,11 @@ void TcpFabric::Flush(Conn& c) {
           limited = true;
           break;
         }
+        if (ch.planned_ == 0) ch.plan_end_ = {};
         const size_t header_slot = cnt++;
         size_t used = 0;
         const uint64_t len =
-            ch.Gather(ch.planned_, std::min<uint64_t>(avail, wire::kMaxSegmentBytes), &iov[cnt],
+            ch.Gather(&ch.plan_end_, std::min<uint64_t>(avail, wire::kMaxSegmentBytes), &iov[cnt],
                       iov.size() - cnt, &used, &frames);
         cnt += used;
         wire::EncodeSegmentHeader({wire::SegmentType::kData, wire::DetachReason::kClosed,
@@ -245,7 +248,7 @@ void TcpFabric::Flush(Conn& c) {
       left -= h;
       const size_t b = std::min<size_t>(left, c.cur.body_left);
       if (cur_channel != nullptr) {
-        Advance(c, *cur_channel, b);
+        Advance(*cur_channel, b);
       } else {
         c.orphan_sent += b;
       }
@@ -271,7 +274,7 @@ void TcpFabric::Flush(Conn& c) {
       left -= h;
       const size_t b = std::min<size_t>(left, plan[i].len);
       left -= b;
-      Advance(c, *plan[i].channel, b);
+      Advance(*plan[i].channel, b);
       if (h < kHeader || b < plan[i].len) {  // this segment went out in part: it goes on first
         c.cur.active = true;
         c.cur.header = headers[i];
