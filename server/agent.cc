@@ -16,11 +16,6 @@
 
 namespace braid::server {
 
-namespace {
-// How often the health thread looks at the engine (serving status) and logs its events.
-constexpr uint32_t kHealthPeriodMs = 200;
-}  // namespace
-
 using common::Result;
 using common::Status;
 
@@ -64,12 +59,11 @@ Status Agent::Init() {
   eo.fault_injection = config_.fault_injection;
   eo.max_cq_entries = config_.max_cq_entries;
   eo.fd_reserve = config_.fd_reserve;
-  // An idle engine wakes only to move its heartbeat, and the watchdog reads it, a few times per
-  // stall threshold (each wake-up costs CPU that an idle agent should not spend).
-  eo.idle_wait_ms = std::clamp<uint32_t>(config_.watchdog_ms / 4, 10, 500);
+  // An idle engine wakes only to move its heartbeat, and the health loop reads it, a few times
+  // per stall threshold (each wake-up costs CPU that an idle agent should not spend).
+  eo.idle_wait_ms = HealthPeriodMs();
   BRAID_ASSIGN_OR_RETURN(engine_, engine::Engine::Start(std::move(eo)));
-  watchdog_ = std::make_unique<engine::StallWatchdog>(
-      *engine_, config_.watchdog_ms, std::clamp<uint32_t>(config_.watchdog_ms / 8, 10, 250));
+  watchdog_ = std::make_unique<engine::StallWatchdog>(*engine_, config_.watchdog_ms);
   if (engine_->stale_region_files_removed() > 0) {
     spdlog::info(
         "agent={} region_dir={} removed={} msg=\"removed the region files of an earlier "
@@ -145,13 +139,21 @@ Status Agent::Init() {
   return Status::Ok();
 }
 
+// How often the health thread reads the stall watchdog, sets the serving status and logs the
+// engine's events, and how often an idle engine moves its heartbeat: four times per stall
+// threshold, at most twice a second.
+uint32_t Agent::HealthPeriodMs() const {
+  return std::clamp<uint32_t>(config_.watchdog_ms / 4, 10, 500);
+}
+
 void Agent::HealthLoop() {
+  const uint32_t period_ms = HealthPeriodMs();
   uint64_t ticks = 0;
   uint64_t trimmed_at = 0;  // engine_->releases() at the last trim
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     lock.unlock();
-    const bool stalled = watchdog_->stalled();
+    const bool stalled = watchdog_->Check();
     const bool serving = !stalled && engine_->healthy_devices() > 0;
     const char* why = stalled ? "data-plane thread stalled" : "no healthy device";
     lock.lock();
@@ -170,13 +172,14 @@ void Agent::HealthLoop() {
     // Every 5 s, after VQPs or regions went, free memory inside the allocator's heaps goes back
     // to the system (small allocations of VQPs and streams that came and went). Not otherwise:
     // trimming walks the whole heap.
-    if (++ticks % (5000 / kHealthPeriodMs) == 0 && engine_->releases() != trimmed_at) {
+    if (++ticks % std::max<uint32_t>(1, 5000 / period_ms) == 0 &&
+        engine_->releases() != trimmed_at) {
       trimmed_at = engine_->releases();
       malloc_trim(0);
     }
     lock.lock();
     if (stopping_) break;
-    cv_.wait_for(lock, std::chrono::milliseconds(kHealthPeriodMs));
+    cv_.wait_for(lock, std::chrono::milliseconds(period_ms));
   }
 }
 

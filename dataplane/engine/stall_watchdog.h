@@ -1,17 +1,17 @@
 // StallWatchdog: notices when the engine's loop stops turning.
 //
-// A thread of its own reads the engine's heartbeat every `period_ms`; when it is older than
-// `threshold_ms` the engine is stalled: stalled() turns true and one stall is counted per episode.
-// The server turns that into NOT_SERVING and braid_engine_loop_stalls_total.
-// Threading: stalled() and stalls() from any thread. The engine must outlive the watchdog.
+// Check() reads the engine's heartbeat; when it is older than `threshold_ms` the engine is
+// stalled: stalled() turns true and one stall is counted per episode. The server turns that into
+// NOT_SERVING and braid_engine_loop_stalls_total. The watchdog has no thread: the agent's health
+// loop calls Check() a few times per threshold (a thread of its own cost a wake-up each period,
+// and on a large agent each wake-up is not free).
+// Threading: Check() from one thread at a time; stalled() and stalls() from any thread. The engine
+// must outlive the watchdog.
 #ifndef BRAID_DATAPLANE_ENGINE_STALL_WATCHDOG_H_
 #define BRAID_DATAPLANE_ENGINE_STALL_WATCHDOG_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
-#include <thread>
 
 #include "dataplane/engine/engine.h"
 
@@ -19,26 +19,21 @@ namespace braid::engine {
 
 class StallWatchdog {
  public:
-  StallWatchdog(const Engine& engine, uint32_t threshold_ms, uint32_t period_ms = 100);
-  ~StallWatchdog();
+  StallWatchdog(const Engine& engine, uint32_t threshold_ms)
+      : engine_(engine), threshold_ns_(uint64_t{threshold_ms} * 1000000) {}
   StallWatchdog(const StallWatchdog&) = delete;
   StallWatchdog& operator=(const StallWatchdog&) = delete;
 
+  // Compares the heartbeat with the clock; returns stalled().
+  bool Check();
   bool stalled() const { return stalled_.load(std::memory_order_relaxed); }
   uint64_t stalls() const { return stalls_.load(std::memory_order_relaxed); }
 
  private:
-  void Run();
-
   const Engine& engine_;
   const uint64_t threshold_ns_;
-  const uint32_t period_ms_;
   std::atomic<bool> stalled_{false};
   std::atomic<uint64_t> stalls_{0};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;  // guarded by mu_
-  std::thread thread_;
 };
 
 }  // namespace braid::engine
