@@ -26,8 +26,11 @@
 #include <string>
 #include <vector>
 
+#include "bench/forked_child.h"
+
 namespace {
 
+using namespace braid;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kService = "18790";
@@ -240,30 +243,23 @@ int main(int argc, char** argv) {
   }
   if (seconds <= 0) seconds = 3;
   if (working_set < 4096 || working_set > kBuffer) working_set = kBuffer;
-  int p2c[2], c2p[2];
-  if (pipe(p2c) != 0 || pipe(c2p) != 0) return 1;
-  const pid_t child = fork();
-  if (child == 0) {
-    close(p2c[1]);
-    close(c2p[0]);
-    _exit(RunChild(p2c[0], c2p[1]));
-  }
-  close(p2c[0]);
-  close(c2p[1]);
+  const std::optional<bench::ForkedChild> child = bench::ForkChild(RunChild);
+  if (!child) return 1;
   int rc = 1;
   {
     Side s;
     Info peer{};
     char ready = 0;
     fi_info* hints = Hints();
-    const bool listening = read(c2p[0], &ready, 1) == 1;
+    const bool listening = read(child->from_child, &ready, 1) == 1;
     const int got =
         listening ? fi_getinfo(FI_VERSION(1, 17), "127.0.0.2", kService, 0, hints, &s.info) : -1;
     fi_freeinfo(hints);
     fi_eq_cm_entry entry{};
     if (listening && Check(got, "fi_getinfo") && s.Open(s.info) && s.MakeEndpoint(s.info) &&
         Check(fi_connect(s.ep, s.info->dest_addr, nullptr, 0), "fi_connect") &&
-        s.WaitEvent(FI_CONNECTED, &entry) && read(c2p[0], &peer, sizeof(peer)) == sizeof(peer)) {
+        s.WaitEvent(FI_CONNECTED, &entry) &&
+        read(child->from_child, &peer, sizeof(peer)) == sizeof(peer)) {
       std::printf("libfabric %u.%u, provider %s, working set %zu MiB, %d in flight\n",
                   FI_MAJOR(fi_version()), FI_MINOR(fi_version()), s.info->fabric_attr->prov_name,
                   working_set >> 20, kDepth);
@@ -282,13 +278,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "libfabric_rma_bench: setup failed\n");
     }
     const char quit = 'q';
-    if (write(p2c[1], &quit, 1) != 1) rc = 1;
+    if (write(child->to_child, &quit, 1) != 1) rc = 1;
   }
-  int status = 0;
-  waitpid(child, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::fprintf(stderr, "libfabric_rma_bench: child exited with %d\n", WEXITSTATUS(status));
-    rc = 1;
-  }
+  if (!bench::JoinChild(*child, "libfabric_rma_bench")) rc = 1;
   return rc;
 }

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "bench/busy_process.h"
+#include "bench/forked_child.h"
 #include "dataplane/soft/soft_provider.h"
 #include "dataplane/soft/tcp_fabric.h"
 #include "dataplane/verbs/completion_waiter.h"
@@ -294,23 +295,15 @@ int main(int argc, char** argv) {
   }
   if (seconds <= 0) seconds = 3;
   if (g_working_set < 4096 || g_working_set > kBuffer) g_working_set = kBuffer;
-  int p2c[2], c2p[2];
-  if (pipe(p2c) != 0 || pipe(c2p) != 0) return 1;
-  const pid_t child = fork();
-  if (child == 0) {
-    close(p2c[1]);
-    close(c2p[0]);
-    _exit(RunChild(p2c[0], c2p[1]));
-  }
-  close(p2c[0]);
-  close(c2p[1]);
+  const std::optional<bench::ForkedChild> child = bench::ForkChild(RunChild);
+  if (!child) return 1;
   int rc = 0;
   {
     Side s("127.0.0.1");
     const Info mine = s.MyInfo();
     Info peer{};
-    if (write(p2c[1], &mine, sizeof(mine)) != sizeof(mine) ||
-        read(c2p[0], &peer, sizeof(peer)) != sizeof(peer) ||
+    if (write(child->to_child, &mine, sizeof(mine)) != sizeof(mine) ||
+        read(child->from_child, &peer, sizeof(peer)) != sizeof(peer) ||
         !s.Connect(peer, "127.0.0.2", 1000, 2000)) {
       std::fprintf(stderr, "tcp_bench: setup failed\n");
       rc = 1;
@@ -357,13 +350,8 @@ int main(int argc, char** argv) {
       }
     }
     const char quit = 'q';
-    if (write(p2c[1], &quit, 1) != 1) rc = 1;
+    if (write(child->to_child, &quit, 1) != 1) rc = 1;
   }
-  int status = 0;
-  waitpid(child, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::fprintf(stderr, "tcp_bench: child exited with %d\n", WEXITSTATUS(status));
-    rc = 1;
-  }
+  if (!bench::JoinChild(*child, "tcp_bench")) rc = 1;
   return rc;
 }

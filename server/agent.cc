@@ -56,6 +56,7 @@ Status Agent::Init() {
   eo.max_region_bytes = config_.max_region_bytes;
   eo.default_timeout_ms = config_.default_timeout_ms;
   eo.recovery_budget_ms = config_.recovery_budget_ms;
+  eo.qp_cooldown_ms = config_.qp_cooldown_ms;
   eo.fault_injection = config_.fault_injection;
   eo.max_cq_entries = config_.max_cq_entries;
   eo.fd_reserve = config_.fd_reserve;
@@ -170,11 +171,12 @@ void Agent::HealthLoop() {
     lock.unlock();
     LogEvents();
     // Every 5 s, after VQPs or regions went, free memory inside the allocator's heaps goes back
-    // to the system (small allocations of VQPs and streams that came and went). Not otherwise:
-    // trimming walks the whole heap.
+    // to the system (small allocations of VQPs and streams that came and went), and so does the
+    // metrics snapshot kept from before they went. Not otherwise: trimming walks the whole heap.
     if (++ticks % std::max<uint32_t>(1, 5000 / period_ms) == 0 &&
         engine_->releases() != trimmed_at) {
       trimmed_at = engine_->releases();
+      if (collector_) collector_->DropCache();
       malloc_trim(0);
     }
     lock.lock();

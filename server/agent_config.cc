@@ -59,6 +59,7 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(Read(root, "default_timeout_ms", c.default_timeout_ms));
   BRAID_RETURN_IF_ERROR(Read(root, "watchdog_ms", c.watchdog_ms));
   BRAID_RETURN_IF_ERROR(Read(root, "recovery_budget_ms", c.recovery_budget_ms));
+  BRAID_RETURN_IF_ERROR(Read(root, "qp_cooldown_ms", c.qp_cooldown_ms));
   BRAID_RETURN_IF_ERROR(Read(root, "max_cq_entries", c.max_cq_entries));
   BRAID_RETURN_IF_ERROR(Read(root, "fd_reserve", c.fd_reserve));
   if (const YAML::Node f = root["fault_injection"]) {
@@ -166,6 +167,9 @@ Status AgentConfig::Validate() const {
   }
   if (fd_reserve < 32) return Status::InvalidArgument("fd_reserve must be at least 32");
   if (watchdog_ms < 100) return Status::InvalidArgument("watchdog_ms must be >= 100");
+  if (qp_cooldown_ms < 10 || qp_cooldown_ms > 5000) {
+    return Status::InvalidArgument("qp_cooldown_ms must be in [10, 5000]");
+  }
   if (log_level != "trace" && log_level != "debug" && log_level != "info" && log_level != "warn" &&
       log_level != "error") {
     return Status::InvalidArgument("log_level must be trace, debug, info, warn or error");

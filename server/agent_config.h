@@ -40,6 +40,7 @@ struct AgentConfig {
   uint32_t watchdog_ms = 2000;
   // A VQP none of whose data QPs came back for this long of failed recovery attempts fails.
   uint32_t recovery_budget_ms = 60000;
+  uint32_t qp_cooldown_ms = 100;
   bool fault_injection = false;
   // Per device, the completion entries VQPs may reserve in all (the CQ grows to it as needed).
   uint32_t max_cq_entries = 1u << 22;

@@ -38,6 +38,9 @@ int main(int argc, char** argv) {
   auto* budget = app.add_option("--recovery-budget-ms", flags.recovery_budget_ms,
                                 "failed recovery time after which a VQP with no healthy data QP "
                                 "fails");
+  auto* cooldown = app.add_option("--qp-cooldown-ms", flags.qp_cooldown_ms,
+                                  "first cooldown of a data QP that stalls or keeps dying (doubles "
+                                  "with each strike)");
   auto* max_cq = app.add_option("--max-cq-entries", flags.max_cq_entries,
                                 "per device, completion entries VQPs may reserve in all");
   auto* fd_reserve = app.add_option("--fd-reserve", flags.fd_reserve,
@@ -84,6 +87,7 @@ int main(int argc, char** argv) {
   if (*window) config.transfer_window = flags.transfer_window;
   if (*watchdog) config.watchdog_ms = flags.watchdog_ms;
   if (*budget) config.recovery_budget_ms = flags.recovery_budget_ms;
+  if (*cooldown) config.qp_cooldown_ms = flags.qp_cooldown_ms;
   if (*max_cq) config.max_cq_entries = flags.max_cq_entries;
   if (*fd_reserve) config.fd_reserve = flags.fd_reserve;
   if (*faults) config.fault_injection = true;

@@ -57,6 +57,11 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   return out;
 }
 
+void MetricsCollector::DropCache() {
+  std::lock_guard<std::mutex> lock(mu_);
+  last_ = {};
+}
+
 std::vector<MetricFamily> MetricsCollector::Build() const {
   engine::EngineSnapshot s;
   bool fresh = false;

@@ -28,11 +28,11 @@
 #include <functional>
 #include <future>
 #include <map>
-#include <tuple>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -80,6 +80,9 @@ struct EngineOptions {
   // A VQP none of whose data QPs came back within this long of failed attempts, or whose peer
   // answers that the VQP is gone, fails for good (VqpState::kFailed).
   uint32_t recovery_budget_ms = 60000;
+  // Every VQP's first cooldown of a data QP that stalls or keeps dying (VirtualQpConfig's
+  // cooldown_ms, which this sets): an agent-wide setting, not a per-VQP request.
+  uint32_t qp_cooldown_ms = 100;
   // This process's identity in business cards; 0: a random one is drawn at start.
   uint64_t incarnation = 0;
   size_t event_watcher_capacity = 4096;

@@ -69,7 +69,9 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   }
   const uint64_t fds = uint64_t{fds_per_qp} * (request.config.num_qps + 1);
   BRAID_RETURN_IF_ERROR(fd_budget_.Admit(fds, fds_promised_, "this VQP"));
-  BRAID_ASSIGN_OR_RETURN(auto created, vqp::VirtualQp::Create(*cq_, pds, request.config));
+  vqp::VirtualQpConfig config = request.config;
+  config.cooldown_ms = options_.qp_cooldown_ms;
+  BRAID_ASSIGN_OR_RETURN(auto created, vqp::VirtualQp::Create(*cq_, pds, config));
   slot->id = created->vqp_num();
   slot->owner = request.owner;
   slot->label = request.label;

@@ -86,6 +86,7 @@ void VirtualCq::Release(int device, uint32_t entries) {
 }
 
 namespace {
+constexpr size_t kMinTable = 16;
 uint64_t Hash(uint64_t key) { return (key * 0x9E3779B97F4A7C15ull) >> 17; }
 }  // namespace
 
@@ -112,6 +113,13 @@ void VirtualCq::Register(int device, uint32_t qp_num, VirtualQp* vqp, uint16_t q
 void VirtualCq::Unregister(int device, uint32_t qp_num) {
   const uint64_t key = Key(device, qp_num);
   std::erase_if(routes_, [key](const Route& r) { return r.key == key; });
+  if (table_.size() > kMinTable && routes_.size() * 8 < table_.size()) {
+    // Down to an eighth full: the table and the list shrink with the QPs (a rebuild sizes the
+    // table for four times the routes, so growing again takes a doubling of the routes).
+    if (routes_.capacity() > 2 * routes_.size()) routes_.shrink_to_fit();
+    RebuildRoutes();
+    return;
+  }
   // Linear probing: empty the slot, then move back every later entry of the run that may no
   // longer be reachable past the hole.
   uint64_t hole = Hash(key) & table_mask_;
@@ -132,8 +140,8 @@ void VirtualCq::Unregister(int device, uint32_t qp_num) {
 }
 
 void VirtualCq::RebuildRoutes() {
-  const size_t size = std::bit_ceil(std::max<size_t>(16, routes_.size() * 4));
-  table_.assign(size, Route{});
+  const size_t size = std::bit_ceil(std::max<size_t>(kMinTable, routes_.size() * 4));
+  table_ = std::vector<Route>(size);  // a new vector: a smaller table releases the old storage
   table_mask_ = size - 1;
   for (const Route& r : routes_) {
     for (uint64_t i = Hash(r.key);; ++i) {

@@ -62,6 +62,8 @@ class VirtualCq {
   uint32_t limit(int device) const { return limits_[static_cast<size_t>(device)]; }
   uint64_t unrouted_completions() const { return unrouted_; }
   size_t registered_qps() const { return routes_.size(); }
+  // Slots of the route table (a power of two, at most eight per registered QP once QPs go).
+  size_t route_table_slots() const { return table_.size(); }
 
   // VirtualQp-internal.
   // Whether `entries` more fit (kNoResource, saying how much is free, when not).

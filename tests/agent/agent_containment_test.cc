@@ -66,12 +66,14 @@ class ContainmentTest : public ::testing::Test {
     b_ = AgentProcess::Spawn(Spec(1));
     ASSERT_TRUE(a_ && b_);
   }
-  static AgentSpec Spec(int side) {
-    return {side == 0 ? "ctn-a" : "ctn-b",
-            {TestNicIp(side, 0), TestNicIp(side, 1)},
-            side * 2,
-            true,
-            {"--recovery-budget-ms", "2000"}};
+  static AgentSpec Spec(int side, std::vector<std::string> extra = {}) {
+    AgentSpec spec{side == 0 ? "ctn-a" : "ctn-b",
+                   {TestNicIp(side, 0), TestNicIp(side, 1)},
+                   side * 2,
+                   true,
+                   {"--recovery-budget-ms", "2000"}};
+    spec.extra_args.insert(spec.extra_args.end(), extra.begin(), extra.end());
+    return spec;
   }
   void Pair(v1::Scheme scheme, uint32_t qps) {
     va_ = CreateVqp(a_->stub(), scheme, qps);
@@ -238,6 +240,13 @@ TEST_F(ContainmentTest, AVqpWhosePeerIsGoneFailsAfterTheRecoveryBudget) {
 // WatchEvents: a broken QP's death, recovery and return; a second death soon after (a flap)
 // cools it down; a drain and undrain; a destroyed peer VQP. Each in order, nothing missing.
 TEST_F(ContainmentTest, WatchEventsReportsEveryStateChangeInOrder) {
+  // The second fault's cooldown (twice the first) must outlast the QP's recovery for the QP to
+  // sit out its rest; with the default 100 ms a loaded machine recovered it later than that.
+  a_.reset();
+  b_.reset();
+  a_ = AgentProcess::Spawn(Spec(0, {"--qp-cooldown-ms", "1000"}));
+  b_ = AgentProcess::Spawn(Spec(1, {"--qp-cooldown-ms", "1000"}));
+  ASSERT_TRUE(a_ && b_);
   Pair(v1::SCHEME_SPRAY, 4);
   EventCollector events(a_->stub());
   ASSERT_TRUE(events.subscribed());
@@ -273,9 +282,9 @@ TEST_F(ContainmentTest, WatchEventsReportsEveryStateChangeInOrder) {
     CommandResult ctl;
     const std::string log = "/tmp/braidctl-events-" + std::to_string(getpid()) + ".txt";
     std::thread follow([&] {
-      ctl = RunCommand(std::string(BRAIDCTL_PATH) + " --agent 127.0.0.1:" +
-                       std::to_string(TestPort(0)) + " events --count 4 --seconds 20 > " + log +
-                       " 2>&1");
+      ctl = RunCommand(std::string(BRAIDCTL_PATH) +
+                       " --agent 127.0.0.1:" + std::to_string(TestPort(0)) +
+                       " events --count 4 --seconds 20 > " + log + " 2>&1");
     });
     // It says when it has subscribed: from then on it misses nothing.
     auto logged = [&] {

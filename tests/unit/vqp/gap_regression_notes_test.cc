@@ -72,6 +72,30 @@ TEST(GapRegressionNotesTest, ZeroLengthWriteWithImmAndSendWithImm) {
   }
 }
 
+// A 100-byte WRITE on `v` (null devices: it completes at once).
+bool PostWrite(VirtualQp& v, uint64_t wr_id) {
+  const uint32_t keys[] = {1};
+  const uint32_t lk = *v.AddLocalKeys(keys);
+  const uint32_t rk = *v.AddRemoteKeys(keys);
+  VirtualSendWr wr{.wr_id = wr_id,
+                   .local_addr = 0x1000,
+                   .length = 100,
+                   .local_keys = lk,
+                   .remote_addr = 0x2000,
+                   .remote_keys = rk};
+  return v.PostSend(wr).ok();
+}
+
+// One poll of `cq` finds exactly one completion: `wr_id`, successful.
+void ExpectOneSuccess(VirtualCq& cq, uint64_t wr_id) {
+  VirtualWc out[4];
+  auto n = cq.Poll(out);
+  ASSERT_TRUE(n.ok());
+  ASSERT_EQ(*n, 1);
+  EXPECT_EQ(out[0].wr_id, wr_id);
+  EXPECT_EQ(out[0].status, IBV_WC_SUCCESS);
+}
+
 // VQPs come and go on a shared virtual CQ; the routes of the others stay valid and a
 // destroyed VQP leaves nothing registered.
 TEST(GapRegressionNotesTest, VqpsComeAndGoOnASharedCq) {
@@ -90,28 +114,51 @@ TEST(GapRegressionNotesTest, VqpsComeAndGoOnASharedCq) {
   ASSERT_TRUE((*x)->Connect((*peer)->LocalCard()).ok());
   ASSERT_TRUE((*y)->Connect((*peer)->LocalCard()).ok());
   EXPECT_EQ((*cq)->registered_qps(), 6u);
-  const uint32_t keys[] = {1};
-  const uint32_t lk = *(*y)->AddLocalKeys(keys);
-  const uint32_t rk = *(*y)->AddRemoteKeys(keys);
-  VirtualSendWr wr{.wr_id = 9,
-                   .local_addr = 0x1000,
-                   .length = 100,
-                   .local_keys = lk,
-                   .remote_addr = 0x2000,
-                   .remote_keys = rk};
-  ASSERT_TRUE((*y)->PostSend(wr).ok());
+  ASSERT_TRUE(PostWrite(**y, 9));
   x->reset();  // destroyed while y has work in flight
   EXPECT_EQ((*cq)->registered_qps(), 3u);
-  VirtualWc out[4];
-  auto n = (*cq)->Poll(out);
-  ASSERT_TRUE(n.ok());
-  ASSERT_EQ(*n, 1);
-  EXPECT_EQ(out[0].wr_id, 9u);
-  EXPECT_EQ(out[0].status, IBV_WC_SUCCESS);
+  ExpectOneSuccess(**cq, 9);
   y->reset();
   peer->reset();
   EXPECT_EQ((*cq)->registered_qps(), 0u);
   EXPECT_EQ((*cq)->unrouted_completions(), 0u);
+}
+
+// The route table follows the QPs down as well as up: an agent that had 1,000 VQPs and destroyed
+// them kept a table sized for 9,000 QPs (1.5 MiB) until it exited.
+TEST(GapRegressionNotesTest, RouteTableShrinksWhenVqpsGo) {
+  testing::NullDevice d0(0);
+  auto pd = d0.AllocPd();
+  verbs::Device* devs[] = {&d0};
+  verbs::ProtectionDomain* pds[] = {pd->get()};
+  auto cq = VirtualCq::Create(devs, 1 << 16);
+  auto peer_cq = VirtualCq::Create(devs, 1 << 14);
+  ASSERT_TRUE(cq.ok() && peer_cq.ok());
+  const size_t empty = (*cq)->route_table_slots();
+  // One connected VQP stays throughout: its routes must survive every rebuild of the table.
+  auto y = VirtualQp::Create(**cq, pds, Config(Scheme::kSpray, 2));
+  auto peer = VirtualQp::Create(**peer_cq, pds, Config(Scheme::kSpray, 2));
+  ASSERT_TRUE(y.ok() && peer.ok());
+  ASSERT_TRUE((*y)->Connect((*peer)->LocalCard()).ok());
+  std::vector<std::unique_ptr<VirtualQp>> vqps;
+  for (int i = 0; i < 100; ++i) {
+    auto v = VirtualQp::Create(**cq, pds, Config(Scheme::kSpray, 2));
+    ASSERT_TRUE(v.ok()) << v.status().message();
+    vqps.push_back(std::move(v).value());
+  }
+  EXPECT_EQ((*cq)->registered_qps(), 303u);
+  const size_t full = (*cq)->route_table_slots();
+  EXPECT_GE(full, 606u);
+  vqps.clear();
+  EXPECT_EQ((*cq)->registered_qps(), 3u);
+  EXPECT_LT((*cq)->route_table_slots(), full / 8);
+  ASSERT_TRUE(PostWrite(**y, 7));
+  ExpectOneSuccess(**cq, 7);
+  EXPECT_EQ((*cq)->unrouted_completions(), 0u);
+  y->reset();
+  peer->reset();
+  EXPECT_EQ((*cq)->registered_qps(), 0u);
+  EXPECT_EQ((*cq)->route_table_slots(), empty);
 }
 
 // A WR is one contiguous range; a gathered transfer is several WRs, completing in order.
