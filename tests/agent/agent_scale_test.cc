@@ -224,6 +224,7 @@ TEST(AgentScale, ThousandsOfOpenStreamsTakeNoThreadEach) {
   FillPattern(s.data(), kStreams * kOp, 77);
   RunTransfers(a->stub(), Transfers(v1::OP_WRITE, va.vqp_id(), src, dst, kOp, 1, 1));  // warm-up
   const size_t fds0 = OpenFds(a->pid()), own0 = OwnThreads(a->pid());
+  const std::vector<std::string> fd_targets0 = FdTargets(a->pid());
   const uint64_t rss0 = RssKiB(a->pid());
 
   grpc::CompletionQueue cq;
@@ -305,7 +306,10 @@ TEST(AgentScale, ThousandsOfOpenStreamsTakeNoThreadEach) {
     if (fds <= fds0 && own <= own0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  EXPECT_EQ(fds, fds0);
+  // Nothing of the streams stays open. Fewer is no leak: one ASan run under make test's load saw
+  // 25 against 27 taken after the warm-up (the listing below says which, should it recur).
+  EXPECT_LE(fds, fds0) << "before: " << ::testing::PrintToString(fd_targets0)
+                       << "\nafter: " << ::testing::PrintToString(FdTargets(a->pid()));
   EXPECT_EQ(own, own0) << "threads besides gRPC's callback executor";
   EXPECT_LE(ExecutorThreads(a->pid()), MaxExecutorThreads());
   cq.Shutdown();
