@@ -9,23 +9,12 @@
 
 namespace braid::vqp {
 
-bool VirtualQp::CarriesDqplbSeq(const Fragment& f) const {
-  return f.kind == WrKind::kFragment && multi() && config_.scheme == Scheme::kDqplb &&
-         (f.tail || f.opcode == IBV_WR_RDMA_WRITE_WITH_IMM);
-}
-
-bool VirtualQp::CarriesSeq(const Fragment& f) const {
-  return CarriesDqplbSeq(f) ||
-         (f.kind == WrKind::kNotify && multi() && config_.scheme == Scheme::kSpray);
-}
-
 void VirtualQp::Owe(uint32_t seq, OwedKind kind) {
-  if (owed_count_ == owed_.size()) {  // bounded by construction: every piece in flight + one per WR
+  if (owed_.full()) {  // bounded by construction: every piece in flight + one per WR
     ++counters_.protocol_errors;
     return;
   }
-  owed_[(owed_head_ + owed_count_) % owed_.size()] = {seq, kind};
-  ++owed_count_;
+  owed_.Push({seq, kind});
 }
 
 void VirtualQp::OwePiece(uint32_t fslot, ibv_wc_status status) {
@@ -36,12 +25,13 @@ void VirtualQp::OwePiece(uint32_t fslot, ibv_wc_status status) {
 }
 
 void VirtualQp::PayOwed() {
-  while (owed_count_ > 0) {
+  while (!owed_.empty()) {
     const int qp = PickQp(WrKind::kFragment, -1);
     if (qp < 0) return;  // none healthy, or no room yet
-    const Owed o = owed_[owed_head_];
+    const Owed o = owed_.Front();
     Fragment piece;
     piece.owed = true;
+    piece.stream = true;
     piece.kind = o.kind == OwedKind::kVoidNotify ? WrKind::kNotify : WrKind::kFragment;
     piece.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
     piece.tail = o.kind == OwedKind::kVoidTail;
@@ -49,8 +39,7 @@ void VirtualQp::PayOwed() {
     const PostResult r = PostPiece(piece, qp);
     if (r == PostResult::kBlocked) return;
     if (r == PostResult::kNoQp) continue;  // that QP died on post: pick another
-    owed_head_ = (owed_head_ + 1) % owed_.size();
-    --owed_count_;
+    owed_.Pop();
   }
 }
 
