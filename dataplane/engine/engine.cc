@@ -234,7 +234,6 @@ Status Engine::Init() {
     devices_.push_back(std::move(slot));
   }
   if (devices_.empty()) return Status::NotFound("no device to open");
-  deadlines_.reserve(2 * size_t{options_.max_transfers} + 64);  // never grows on the hot path
   PublishDeviceHealth();
   BRAID_ASSIGN_OR_RETURN(cq_,
                          vqp::VirtualCq::Create(raw, options_.cq_entries, options_.max_cq_entries));

@@ -38,6 +38,7 @@
 
 #include "dataplane/common/event_queue.h"
 #include "dataplane/common/result.h"
+#include "dataplane/engine/deadline_heap.h"
 #include "dataplane/engine/engine_types.h"
 #include "dataplane/engine/fd_budget.h"
 #include "dataplane/engine/region_dir.h"
@@ -251,6 +252,8 @@ class Engine {
   void Complete(uint32_t index, common::Status status, ibv_wc_status wc_status, bool posted);
   void Release(uint32_t index);
   void CheckDeadlines(uint64_t now);
+  // The transfer a deadline names is still waiting for it (same slot generation, not reported).
+  bool DeadlineLive(const DeadlineHeap::Entry& d) const;
   void FailBacklog(VqpSlot& slot, const common::Status& status);
 
   // Recovery (engine_recovery.cc).
@@ -311,17 +314,10 @@ class Engine {
   uint64_t backlogged_ = 0;  // transfers in VQP backlogs
   // Per-loop work follows activity, not the number of VQPs: the VQPs with a backlog, the VQPs
   // recovery must look at (work out, a QP not healthy, a recovery under way), and the deadlines
-  // of accepted transfers in a min-heap (stale entries are skipped and purged).
-  struct Deadline {
-    uint64_t at_ns;
-    uint32_t index;
-    uint32_t generation;
-    // The heap's order: the earliest deadline on top.
-    static bool Later(const Deadline& a, const Deadline& b) { return a.at_ns > b.at_ns; }
-  };
+  // of accepted transfers in a min-heap (DeadlineHeap).
   std::vector<VqpSlot*> backlogged_vqps_;
   std::vector<VqpSlot*> attention_;
-  std::vector<Deadline> deadlines_;
+  DeadlineHeap deadlines_{2 * size_t{options_.max_transfers} + 64};
   uint64_t next_sweep_ns_ = 0;     // every VQP looked at every 5 s (what no event announced)
   std::string transfers_stopped_;  // non-empty: StopTransfers was called (why)
   uint64_t next_deadline_check_ns_ = 0;

@@ -87,16 +87,9 @@ void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<Trans
     Release(index);
     return;
   }
-  if (deadlines_.size() + 1 >= deadlines_.capacity()) {
-    // Mostly transfers that completed before their deadline: keep the live ones.
-    std::erase_if(deadlines_, [this](const Deadline& d) {
-      const Transfer& x = transfers_[d.index];
-      return x.generation != d.generation || !x.active || x.reported;
-    });
-    std::make_heap(deadlines_.begin(), deadlines_.end(), Deadline::Later);
-  }
-  deadlines_.push_back({t.deadline_ns, index, t.generation});
-  std::push_heap(deadlines_.begin(), deadlines_.end(), Deadline::Later);
+  // Stale: mostly transfers that completed before their deadline.
+  deadlines_.Push({t.deadline_ns, index, t.generation},
+                  [this](const DeadlineHeap::Entry& d) { return !DeadlineLive(d); });
   VqpSlot& slot = *vqps_[t.vqp_id];
   if (!slot.backlog.empty() || !PostTransfer(index)) {
     slot.backlog.push_back(index);
@@ -377,14 +370,17 @@ void Engine::Release(uint32_t index) {
   free_transfers_.push_back(index);
 }
 
+bool Engine::DeadlineLive(const DeadlineHeap::Entry& d) const {
+  const Transfer& t = transfers_[d.index];
+  return t.generation == d.generation && t.active && !t.reported;
+}
+
 void Engine::CheckDeadlines(uint64_t now) {
-  while (!deadlines_.empty() && deadlines_.front().at_ns <= now) {
-    std::pop_heap(deadlines_.begin(), deadlines_.end(), Deadline::Later);
-    const Deadline d = deadlines_.back();
-    deadlines_.pop_back();
+  DeadlineHeap::Entry d;
+  while (deadlines_.PopDue(now, &d)) {
+    if (!DeadlineLive(d)) continue;
     const uint32_t i = d.index;
     Transfer& t = transfers_[i];
-    if (t.generation != d.generation || !t.active || t.reported) continue;
     const uint64_t ms = (t.deadline_ns - t.start_ns) / 1000000;
     Complete(i,
              Status::DeadlineExceeded(
