@@ -154,7 +154,7 @@ Status Engine::RevokeAccess(uint64_t region_id, uint64_t vqp_id, OwnerId scope) 
 Result<std::vector<RegionStatus>> Engine::ListRegions(OwnerId scope) {
   return Call<std::vector<RegionStatus>>([scope](Engine& e) -> Result<std::vector<RegionStatus>> {
     std::vector<RegionStatus> out;
-    for (const auto& [id, slot] : e.regions_) {
+    for (const auto& [id, slot] : e.regions_.by_id) {
       if (scope == kAnyOwner || slot->owner == scope) out.push_back(e.DescribeRegion(*slot));
     }
     return out;
@@ -193,12 +193,12 @@ Status Engine::SubmitTransfer(const TransferRequest& request, std::shared_ptr<Tr
   };
   Status s = commands_.Push(std::move(command));
   if (s.ok()) return s;
-  command_queue_full_.fetch_add(1, std::memory_order_relaxed);
+  room_.full_count.fetch_add(1, std::memory_order_relaxed);
   if (on_room == nullptr) return s;
   {
-    std::lock_guard<std::mutex> lock(room_mu_);
-    room_waiters_.push_back(on_room);
-    room_wanted_.store(true, std::memory_order_seq_cst);
+    std::lock_guard<std::mutex> lock(room_.mu);
+    room_.waiters.push_back(on_room);
+    room_.wanted.store(true, std::memory_order_seq_cst);
   }
   // The loop may have made room between the push and the registration: try once more (a ring
   // that then follows anyway is harmless).
@@ -207,9 +207,9 @@ Status Engine::SubmitTransfer(const TransferRequest& request, std::shared_ptr<Tr
 
 Status Engine::StopTransfers(std::string why) {
   return CallStatus([why = std::move(why)](Engine& e) {
-    e.transfers_stopped_ = why;
-    for (uint32_t i = 0; i < e.transfers_.size(); ++i) {
-      if (e.transfers_[i].active && !e.transfers_[i].reported) {
+    e.transfers_.stopped = why;
+    for (uint32_t i = 0; i < e.transfers_.slots.size(); ++i) {
+      if (e.transfers_.slots[i].active && !e.transfers_.slots[i].reported) {
         e.Complete(i, Status::Cancelled(why), IBV_WC_WR_FLUSH_ERR, false);
       }
     }
@@ -219,7 +219,7 @@ Status Engine::StopTransfers(std::string why) {
 
 Status Engine::Init() {
   heartbeat_ns_.store(NowNs());
-  BRAID_ASSIGN_OR_RETURN(region_dir_, RegionDir::Open(options_.region_dir, options_.agent_id));
+  BRAID_ASSIGN_OR_RETURN(regions_.dir, RegionDir::Open(options_.region_dir, options_.agent_id));
   std::vector<std::string> names = options_.devices;
   if (names.empty()) {
     BRAID_ASSIGN_OR_RETURN(auto infos, options_.provider->ListDevices());
@@ -276,15 +276,15 @@ void Engine::Run() {
     const bool ran = RunCommands();
     PumpBacklogs();
     const bool active = PollCompletions() > 0;
-    if (now >= next_recovery_check_ns_) {
+    if (now >= recovery_.next_check_ns) {
       RunRecovery(now);
-      next_recovery_check_ns_ = now + 10000000;
+      recovery_.next_check_ns = now + 10000000;
     }
-    if (in_flight_ > 0 && now >= next_deadline_check_ns_) {
+    if (transfers_.in_flight > 0 && now >= transfers_.next_deadline_check_ns) {
       CheckDeadlines(now);
-      next_deadline_check_ns_ = now + 1000000;
+      transfers_.next_deadline_check_ns = now + 1000000;
     }
-    if (active || in_flight_ > 0 || posted_ > 0) {
+    if (active || transfers_.in_flight > 0 || transfers_.posted > 0) {
       last_activity_ns_ = now;
       continue;
     }
@@ -303,15 +303,15 @@ bool Engine::RunCommands() {
     any = true;
   }
   if (!any) return false;
-  // The pops before the look at room_wanted_ (SubmitTransfer sets it, then pushes again): either
+  // The pops before the look at room_.wanted (SubmitTransfer sets it, then pushes again): either
   // its second push finds the room made here or this look finds it waiting.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (room_wanted_.load(std::memory_order_relaxed)) {
+  if (room_.wanted.load(std::memory_order_relaxed)) {
     std::vector<std::shared_ptr<common::Doorbell>> waiters;
     {
-      std::lock_guard<std::mutex> lock(room_mu_);
-      room_wanted_.store(false, std::memory_order_relaxed);
-      waiters.swap(room_waiters_);
+      std::lock_guard<std::mutex> lock(room_.mu);
+      room_.wanted.store(false, std::memory_order_relaxed);
+      waiters.swap(room_.waiters);
     }
     for (const auto& bell : waiters) bell->Ring();
   }
@@ -326,8 +326,9 @@ void Engine::Sleep() {
   ++stats_.sleeps;
   epoll_event events[16];
   // Recovery steps run when the loop turns: while a VQP needs them, wake at least every 100 ms.
-  const uint32_t wait_ms =
-      attention_.empty() ? options_.idle_wait_ms : std::min(options_.idle_wait_ms, kRecoveryWaitMs);
+  const uint32_t wait_ms = recovery_.attention.empty()
+                               ? options_.idle_wait_ms
+                               : std::min(options_.idle_wait_ms, kRecoveryWaitMs);
   const int n = epoll_wait(epoll_fd_, events, 16, static_cast<int>(wait_ms));
   commands_.DisarmWait();
   bool data = false;
@@ -346,12 +347,12 @@ void Engine::Sleep() {
 void Engine::Shutdown() {
   // VQPs first (they flush their work into the CQ), then regions, the CQ and the devices.
   while (!vqps_.empty()) (void)DoDestroy(vqps_.begin()->first);
-  for (uint32_t i = 0; i < transfers_.size(); ++i) {
-    if (transfers_[i].active && !transfers_[i].reported) {
+  for (uint32_t i = 0; i < transfers_.slots.size(); ++i) {
+    if (transfers_.slots[i].active && !transfers_.slots[i].reported) {
       Complete(i, Status::Cancelled("the agent is shutting down"), IBV_WC_WR_FLUSH_ERR, false);
     }
   }
-  regions_.clear();
+  regions_.by_id.clear();
   cq_.reset();
   devices_.clear();
   // Commands still queued get no answer; their callers time out.

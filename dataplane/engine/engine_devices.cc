@@ -110,7 +110,7 @@ DeviceStatus Engine::DescribeDevice(size_t index) const {
 
 EngineSnapshot Engine::TakeSnapshot() const {
   EngineSnapshot s = stats_;
-  s.command_queue_full = command_queue_full_.load(std::memory_order_relaxed);
+  s.command_queue_full = room_.full_count.load(std::memory_order_relaxed);
   for (size_t i = 0; i < devices_.size(); ++i) s.devices.push_back(DescribeDevice(i));
   for (const auto& [id, v] : vqps_) {
     EngineSnapshot::Vqp out;
@@ -125,9 +125,9 @@ EngineSnapshot Engine::TakeSnapshot() const {
     s.qps_died += v->vqp->counters().qps_died;
     s.vqps.push_back(std::move(out));
   }
-  s.transfers_in_flight = in_flight_;
-  s.regions = static_cast<uint32_t>(regions_.size());
-  for (const auto& [id, r] : regions_) s.registered_bytes += r->shm->length();
+  s.transfers_in_flight = transfers_.in_flight;
+  s.regions = static_cast<uint32_t>(regions_.by_id.size());
+  for (const auto& [id, r] : regions_.by_id) s.registered_bytes += r->shm->length();
   return s;
 }
 

@@ -127,12 +127,14 @@ Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
   send_.entries.resize(ring);
   recv_.entries.resize(ring);
   recv_.buffered.Init(vwrs);
-  frags_.resize(size_t{total} * cap);
-  free_frags_.reserve(frags_.size());
-  for (uint32_t i = static_cast<uint32_t>(frags_.size()); i > 0; --i) free_frags_.push_back(i - 1);
-  retry_.Init(frags_.size());
-  owed_.Init(frags_.size() + ring);  // every piece in flight, and one notify or tail per WR
-  stalled_.Init(ring);
+  send_.frags.resize(size_t{total} * cap);
+  send_.free_frags.reserve(send_.frags.size());
+  for (uint32_t i = static_cast<uint32_t>(send_.frags.size()); i > 0; --i)
+    send_.free_frags.push_back(i - 1);
+  send_.retry.Init(send_.frags.size());
+  send_.owed.Init(send_.frags.size() +
+                  ring);  // every piece in flight, and one notify or tail per WR
+  send_.stalled.Init(ring);
   recv_.parked.resize(multi() ? size_t{n} * cap : 0);
   return Status::Ok();
 }
@@ -163,7 +165,7 @@ void VirtualQp::Drain() {
   }
   AbortAll(IBV_WC_WR_FLUSH_ERR);
   // Pieces that could not be re-posted, and receives with no physical WR behind them.
-  while (!retry_.empty()) FinishPiece(retry_.Pop(), IBV_WC_WR_FLUSH_ERR);
+  while (!send_.retry.empty()) FinishPiece(send_.retry.Pop(), IBV_WC_WR_FLUSH_ERR);
   Pump();
   ReportSends();
   for (uint64_t i = recv_.head; i != recv_.tail; ++i) {
@@ -311,7 +313,8 @@ void VirtualQp::OnCompletion(uint16_t qp_index, const ibv_wc& wc) {
       ++counters_.protocol_errors;
       return;
   }
-  if (!retry_.empty() || !stalled_.empty() || !owed_.empty() || send_.dispatch != send_.tail) {
+  if (!send_.retry.empty() || !send_.stalled.empty() || !send_.owed.empty() ||
+      send_.dispatch != send_.tail) {
     Pump();
   }
   if (send_.head != send_.tail) ReportSends();

@@ -342,12 +342,18 @@ class VirtualQp {
     size_t fence_offset = 0;
   };
   // Virtual send WRs, in a power-of-two ring (ring_mask_) of which at most max_virtual_wrs entries
-  // are in use: reported up to head, dispatched up to dispatch, posted up to tail.
+  // are in use: reported up to head, dispatched up to dispatch, posted up to tail. Then the
+  // physical pieces in flight by fragment slot (the WrTag's slot), and the work waiting for a QP.
   struct SendQueue {
     std::vector<SendEntry> entries;
     uint64_t head = 0;
     uint64_t dispatch = 0;
     uint64_t tail = 0;
+    std::vector<Fragment> frags;
+    std::vector<uint32_t> free_frags;
+    Ring<uint32_t> retry;    // fragment slots to re-post
+    Ring<Owed> owed;         // owed sequence numbers
+    Ring<uint32_t> stalled;  // send slots blocked on capacity past the dispatch cursor
   };
   // Virtual receive WRs (same ring size), and the messages and arrivals waiting for them.
   struct RecvQueue {
@@ -376,11 +382,6 @@ class VirtualQp {
 
   uint64_t ring_mask_ = 0;
   SendQueue send_;
-  std::vector<Fragment> frags_;  // by fragment slot (the WrTag's slot)
-  std::vector<uint32_t> free_frags_;
-  Ring<uint32_t> retry_;    // fragment slots to re-post
-  Ring<Owed> owed_;         // owed sequence numbers
-  Ring<uint32_t> stalled_;  // send slots blocked on capacity past the dispatch cursor
   uint32_t rr_ = 0;
   int healthy_data_qps_ = 0;  // data QPs in Healthy
   ibv_wc_status last_error_ = IBV_WC_WR_FLUSH_ERR;

@@ -10,25 +10,25 @@
 namespace braid::vqp {
 
 void VirtualQp::Owe(uint32_t seq, OwedKind kind) {
-  if (owed_.full()) {  // bounded by construction: every piece in flight + one per WR
+  if (send_.owed.full()) {  // bounded by construction: every piece in flight + one per WR
     ++counters_.protocol_errors;
     return;
   }
-  owed_.Push({seq, kind});
+  send_.owed.Push({seq, kind});
 }
 
 void VirtualQp::OwePiece(uint32_t fslot, ibv_wc_status status) {
-  const Fragment& f = frags_[fslot];
+  const Fragment& f = send_.frags[fslot];
   Owe(f.seq, f.kind == WrKind::kNotify ? OwedKind::kVoidNotify
                                        : (f.tail ? OwedKind::kVoidTail : OwedKind::kVoid));
   FinishPiece(fslot, status, /*release_seq=*/false);
 }
 
 void VirtualQp::PayOwed() {
-  while (!owed_.empty()) {
+  while (!send_.owed.empty()) {
     const int qp = PickQp(WrKind::kFragment, -1);
     if (qp < 0) return;  // none healthy, or no room yet
-    const Owed o = owed_.Front();
+    const Owed o = send_.owed.Front();
     Fragment piece;
     piece.owed = true;
     piece.stream = true;
@@ -39,7 +39,7 @@ void VirtualQp::PayOwed() {
     const PostResult r = PostPiece(piece, qp);
     if (r == PostResult::kBlocked) return;
     if (r == PostResult::kNoQp) continue;  // that QP died on post: pick another
-    owed_.Pop();
+    send_.owed.Pop();
   }
 }
 

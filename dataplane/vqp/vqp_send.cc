@@ -145,8 +145,8 @@ void VirtualQp::Pump() {
     if (!Advance(SlotOf(send_.dispatch))) break;
     ++send_.dispatch;
   }
-  for (size_t n = stalled_.size(); n > 0; --n) {
-    const uint32_t slot = stalled_.Pop();
+  for (size_t n = send_.stalled.size(); n > 0; --n) {
+    const uint32_t slot = send_.stalled.Pop();
     send_.entries[slot].stalled = false;
     if (!Advance(slot)) Stall(slot);
   }
@@ -154,7 +154,7 @@ void VirtualQp::Pump() {
 
 void VirtualQp::Stall(uint32_t slot) {
   send_.entries[slot].stalled = true;
-  stalled_.Push(slot);  // at most one entry per send slot
+  send_.stalled.Push(slot);  // at most one entry per send slot
 }
 
 // One step of a virtual send WR's life. Returns false when it is blocked on QP capacity.

@@ -9,11 +9,11 @@ namespace braid::vqp {
 using common::Status;
 
 void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot) {
-  if (fslot >= frags_.size()) {
+  if (fslot >= send_.frags.size()) {
     ++counters_.protocol_errors;
     return;
   }
-  Fragment& f = frags_[fslot];
+  Fragment& f = send_.frags[fslot];
   PhysQp& q = qps_[static_cast<size_t>(qp_index)];
   --q.outstanding;
   q.outstanding_bytes -= f.length;
@@ -91,13 +91,13 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
   }
   ++f.replays;
   ++counters_.failovers;
-  retry_.Push(fslot);  // at most one entry per fragment slot
+  send_.retry.Push(fslot);  // at most one entry per fragment slot
 }
 
 void VirtualQp::RetryPending() {
-  while (!retry_.empty()) {
-    const uint32_t fslot = retry_.Front();
-    Fragment& f = frags_[fslot];
+  while (!send_.retry.empty()) {
+    const uint32_t fslot = send_.retry.Front();
+    Fragment& f = send_.frags[fslot];
     const WrKind kind = f.kind == WrKind::kFence ? WrKind::kFence : WrKind::kFragment;
     const int qp = PickQp(kind, f.kind == WrKind::kFence ? f.fence_device : -1);
     if (qp == -1) return;  // wait for room
@@ -109,7 +109,7 @@ void VirtualQp::RetryPending() {
       send_.entries[f.send_slot].devices_used |= 1u << qps_[static_cast<size_t>(qp)].device;
       --send_.entries[f.send_slot].inflight;  // Submit counted it again; it was never released
     }
-    retry_.Pop();
+    send_.retry.Pop();
     if (qp == -2) {
       if (!destroying_ && f.stream) {
         OwePiece(fslot, last_error_);
@@ -121,9 +121,9 @@ void VirtualQp::RetryPending() {
 }
 
 void VirtualQp::FinishPiece(uint32_t fslot, ibv_wc_status status, bool release_seq) {
-  const Fragment& f = frags_[fslot];
+  const Fragment& f = send_.frags[fslot];
   if (release_seq && f.stream) protocol_->Release(f);
-  free_frags_.push_back(fslot);
+  send_.free_frags.push_back(fslot);
   if (f.owed) return;
   const uint32_t slot = f.send_slot;
   SendEntry& e = send_.entries[slot];

@@ -25,14 +25,14 @@ void VirtualQp::WritePayload(uint32_t slot, const wire::Payload& payload) {
 // Takes a fragment slot for `piece` and posts it on `qp_index`. kNoQp: the post failed and the QP
 // is now Dead (the caller picks another); kBlocked: no room.
 PostResult VirtualQp::PostPiece(Fragment piece, int qp_index) {
-  if (free_frags_.empty()) return PostResult::kBlocked;
-  const uint32_t fslot = free_frags_.back();
-  free_frags_.pop_back();
+  if (send_.free_frags.empty()) return PostResult::kBlocked;
+  const uint32_t fslot = send_.free_frags.back();
+  send_.free_frags.pop_back();
   piece.qp = static_cast<uint16_t>(qp_index);
-  frags_[fslot] = piece;
+  send_.frags[fslot] = piece;
   const PostResult r = Submit(fslot);
   if (r != PostResult::kPosted) {
-    free_frags_.push_back(fslot);
+    send_.free_frags.push_back(fslot);
   } else if (qp_index < static_cast<int>(config_.num_qps)) {
     rr_ = static_cast<uint32_t>(qp_index + 1) == config_.num_qps  // ties rotate across QPs
               ? 0
@@ -43,7 +43,7 @@ PostResult VirtualQp::PostPiece(Fragment piece, int qp_index) {
 
 // Builds the physical WR of fragment `fslot` for its QP and posts it.
 PostResult VirtualQp::Submit(uint32_t fslot) {
-  Fragment& f = frags_[fslot];
+  Fragment& f = send_.frags[fslot];
   PhysQp& q = qps_[f.qp];
   SendEntry* entry = f.owed ? nullptr : &send_.entries[f.send_slot];
   static const VirtualSendWr kNoWr{};
