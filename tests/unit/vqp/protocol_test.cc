@@ -64,13 +64,23 @@ VirtualSendWr WriteImm(NullVqpBed& nb, uint64_t wr_id, uint64_t length, uint32_t
   return wr;
 }
 
+// Posts `wrs` on the bed's VQP, expects each to complete successfully, and returns the physical
+// WRs the VQP posted for them, in posting order.
+std::vector<SentWr> PostAndRecord(NullVqpBed& nb, const std::vector<VirtualSendWr>& wrs) {
+  EXPECT_TRUE(nb.status().ok()) << nb.status().ToString();
+  if (!nb.status().ok()) return {};
+  Record(nb);
+  for (const VirtualSendWr& wr : wrs) {
+    const common::Status s = nb.vqp().PostSend(wr);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
+  ExpectSuccesses(nb, static_cast<int>(wrs.size()));
+  return Sent(nb);
+}
+
 TEST(SingleQpProtocolTest, AWriteThatFitsOneFragmentCarriesTheImmediateItself) {
   NullVqpBed nb(1, testing::SmallVqpConfig(Scheme::kSpray, 1));
-  ASSERT_TRUE(nb.status().ok());
-  Record(nb);
-  ASSERT_TRUE(nb.vqp().PostSend(WriteImm(nb, 1, 100, 7, 0x10000)).ok());
-  ExpectSuccesses(nb, 1);
-  const std::vector<SentWr> sent = Sent(nb);
+  const std::vector<SentWr> sent = PostAndRecord(nb, {WriteImm(nb, 1, 100, 7, 0x10000)});
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].opcode, IBV_WR_RDMA_WRITE_WITH_IMM);
   EXPECT_EQ(sent[0].imm_data, htonl(7));
@@ -79,13 +89,9 @@ TEST(SingleQpProtocolTest, AWriteThatFitsOneFragmentCarriesTheImmediateItself) {
 
 TEST(SingleQpProtocolTest, ALongerWriteEndsWithANotifyOnTheSameQpAndAnEmptyOneIsOneWrite) {
   NullVqpBed nb(1, testing::SmallVqpConfig(Scheme::kSpray, 1));
-  ASSERT_TRUE(nb.status().ok());
-  Record(nb);
   const uint64_t length = 2 * kFragment + 5;
-  ASSERT_TRUE(nb.vqp().PostSend(WriteImm(nb, 1, length, 7, 0x10000)).ok());
-  ASSERT_TRUE(nb.vqp().PostSend(WriteImm(nb, 2, 0, 8, 0x10000)).ok());
-  ExpectSuccesses(nb, 2);
-  const std::vector<SentWr> sent = Sent(nb);
+  const std::vector<SentWr> sent =
+      PostAndRecord(nb, {WriteImm(nb, 1, length, 7, 0x10000), WriteImm(nb, 2, 0, 8, 0x10000)});
   ASSERT_EQ(sent.size(), 5u);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(sent[i].opcode, IBV_WR_RDMA_WRITE) << i;
   EXPECT_EQ(sent[3].opcode, IBV_WR_SEND_WITH_IMM);
@@ -100,16 +106,12 @@ TEST(SingleQpProtocolTest, ALongerWriteEndsWithANotifyOnTheSameQpAndAnEmptyOneIs
 // immediate, and numbers the messages in posting order.
 TEST(SprayProtocolTest, ANotifyFollowsItsDataAndNumbersMessagesInPostingOrder) {
   NullVqpBed nb(2, testing::SmallVqpConfig(Scheme::kSpray, 4));
-  ASSERT_TRUE(nb.status().ok());
-  Record(nb);
   constexpr int kMessages = 3;
   const uint64_t length = 2 * kFragment;
   auto base = [](int k) { return 0x100000ull * static_cast<uint64_t>(k + 1); };
-  for (int k = 0; k < kMessages; ++k) {
-    ASSERT_TRUE(nb.vqp().PostSend(WriteImm(nb, k, length, 100 + k, base(k))).ok());
-  }
-  ExpectSuccesses(nb, kMessages);
-  const std::vector<SentWr> sent = Sent(nb);
+  std::vector<VirtualSendWr> wrs;
+  for (int k = 0; k < kMessages; ++k) wrs.push_back(WriteImm(nb, k, length, 100 + k, base(k)));
+  const std::vector<SentWr> sent = PostAndRecord(nb, wrs);
   int notifies = 0;
   for (const SentWr& s : sent) {
     if (s.opcode == IBV_WR_RDMA_WRITE) continue;
@@ -134,17 +136,14 @@ TEST(SprayProtocolTest, ANotifyFollowsItsDataAndNumbersMessagesInPostingOrder) {
 // Fragments and tails take consecutive numbers in posting order; plain writes take none.
 TEST(DqplbProtocolTest, FragmentsAndTailsTakeConsecutiveNumbersAndPlainWritesNone) {
   NullVqpBed nb(2, testing::SmallVqpConfig(Scheme::kDqplb, 2));
-  ASSERT_TRUE(nb.status().ok());
-  Record(nb);
   const uint64_t length = 3 * kFragment;
-  ASSERT_TRUE(nb.vqp().PostSend(nb.Write(9, 2 * kFragment)).ok());  // a plain write first
-  ASSERT_TRUE(nb.vqp().PostSend(WriteImm(nb, 1, length, 200, 0x100000)).ok());
-  ASSERT_TRUE(nb.vqp().PostSend(WriteImm(nb, 2, length, 201, 0x200000)).ok());
-  ExpectSuccesses(nb, 3);
+  const std::vector<SentWr> sent = PostAndRecord(
+      nb, {nb.Write(9, 2 * kFragment),  // a plain write first
+           WriteImm(nb, 1, length, 200, 0x100000), WriteImm(nb, 2, length, 201, 0x200000)});
   uint32_t expected_seq = 0;
   int plain = 0;
   int tails = 0;
-  for (const SentWr& s : Sent(nb)) {
+  for (const SentWr& s : sent) {
     if (s.opcode == IBV_WR_RDMA_WRITE) {
       ++plain;
       continue;
