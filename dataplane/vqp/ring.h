@@ -1,8 +1,8 @@
 // Ring<T>: a first-in first-out queue of fixed capacity.
 //
-// Init() sizes it (and allocates); Push, Front and Pop never allocate. Push on a full ring is a
-// caller's bug: callers size the ring for the most it can ever hold and check full() where the
-// bound is not structural. Threading: the owner's thread only (no synchronisation).
+// Init() sizes it (and allocates); Push, Front and Pop never allocate. Callers size the ring for
+// the most it can ever hold; a Push beyond that is refused (false) and writes nothing, so a broken
+// bound loses an entry the caller counts, never memory. Threading: the owner's thread only.
 #ifndef BRAID_DATAPLANE_VQP_RING_H_
 #define BRAID_DATAPLANE_VQP_RING_H_
 
@@ -24,10 +24,12 @@ class Ring {
   bool empty() const { return count_ == 0; }
   bool full() const { return count_ == items_.size(); }
 
-  // REQUIRES: !full().
-  void Push(const T& item) {
+  // False (and nothing stored) when the ring is full.
+  [[nodiscard]] bool Push(const T& item) {
+    if (full()) return false;
     items_[Index(count_)] = item;
     ++count_;
+    return true;
   }
   // REQUIRES: !empty().
   const T& Front() const { return items_[head_]; }

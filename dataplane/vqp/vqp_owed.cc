@@ -10,11 +10,8 @@
 namespace braid::vqp {
 
 void VirtualQp::Owe(uint32_t seq, OwedKind kind) {
-  if (send_.owed.full()) {  // bounded by construction: every piece in flight + one per WR
-    ++counters_.protocol_errors;
-    return;
-  }
-  send_.owed.Push({seq, kind});
+  // Bounded by construction: every piece in flight, and one notify or tail per WR.
+  if (!send_.owed.Push({seq, kind})) ++counters_.protocol_errors;
 }
 
 void VirtualQp::OwePiece(uint32_t fslot, ibv_wc_status status) {

@@ -82,11 +82,10 @@ void VirtualQp::Deliver(uint32_t imm, uint64_t bytes) {
   while (i != recv_.tail && (Recv(i).wr.length > 0 || Recv(i).done)) ++i;
   recv_.match = i;
   if (i == recv_.tail) {
-    if (recv_.buffered.full()) {
+    if (!recv_.buffered.Push({imm, bytes})) {
       ++counters_.protocol_errors;  // the peer sent more messages than we can hold
       return;
     }
-    recv_.buffered.Push({imm, bytes});
     ++counters_.buffered_messages;
     return;
   }

@@ -128,7 +128,8 @@ Status VirtualQp::PostSend(const VirtualSendWr& wr) {
   e.status = IBV_WC_SUCCESS;
   e.stage = SendStage::kData;
   e.aborted = false;
-  e.stalled = false;
+  // `stalled` is left alone: it says whether the slot is queued in send_.stalled, and a slot can
+  // be reported and reused while a reference to it is still queued there.
   e.op_fault = false;
   e.seq_taken = false;
   e.after_data = false;
@@ -153,8 +154,10 @@ void VirtualQp::Pump() {
 }
 
 void VirtualQp::Stall(uint32_t slot) {
-  send_.entries[slot].stalled = true;
-  send_.stalled.Push(slot);  // at most one entry per send slot
+  SendEntry& e = send_.entries[slot];
+  if (e.stalled) return;  // queued already: one reference per slot, so the ring cannot overflow
+  e.stalled = true;
+  if (!send_.stalled.Push(slot)) ++counters_.protocol_errors;  // unreachable by the bound
 }
 
 // One step of a virtual send WR's life. Returns false when it is blocked on QP capacity.

@@ -91,7 +91,8 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
   }
   ++f.replays;
   ++counters_.failovers;
-  send_.retry.Push(fslot);  // at most one entry per fragment slot
+  // At most one entry per fragment slot: a piece waiting here is not in flight.
+  if (!send_.retry.Push(fslot)) ++counters_.protocol_errors;
 }
 
 void VirtualQp::RetryPending() {
@@ -138,7 +139,7 @@ void VirtualQp::FinishPiece(uint32_t fslot, ibv_wc_status status, bool release_s
     e.stage = SendStage::kDone;
     return;
   }
-  if (!Advance(slot) && !e.stalled) Stall(slot);
+  if (!Advance(slot)) Stall(slot);
 }
 
 }  // namespace braid::vqp

@@ -15,7 +15,7 @@ TEST(RingTest, KeepsFirstInFirstOutAcrossTheWrapOfItsStorage) {
   int next_in = 0;
   int next_out = 0;
   for (int round = 0; round < 10; ++round) {  // 10 rounds wrap the 3 slots many times
-    while (!ring.full()) ring.Push(next_in++);
+    while (!ring.full()) ASSERT_TRUE(ring.Push(next_in++));
     EXPECT_EQ(ring.size(), 3u);
     EXPECT_EQ(ring.Front(), next_out);
     EXPECT_EQ(ring.Pop(), next_out++);
@@ -25,6 +25,19 @@ TEST(RingTest, KeepsFirstInFirstOutAcrossTheWrapOfItsStorage) {
   }
   while (!ring.empty()) EXPECT_EQ(ring.Pop(), next_out++);
   EXPECT_EQ(next_out, next_in);
+}
+
+// A push beyond the capacity is refused and stores nothing: the entries already there stay.
+TEST(RingTest, APushOnAFullRingIsRefusedAndChangesNothing) {
+  Ring<int> ring;
+  ring.Init(2);
+  ASSERT_TRUE(ring.Push(1));
+  ASSERT_TRUE(ring.Push(2));
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(ring.Push(100 + i));
+  EXPECT_EQ(ring.size(), 2u);
+  EXPECT_EQ(ring.Pop(), 1);
+  EXPECT_EQ(ring.Pop(), 2);
+  EXPECT_TRUE(ring.empty());
 }
 
 TEST(SeqWindowTest, IsFullWhenAWindowOfNumbersIsOutstanding) {
