@@ -45,19 +45,19 @@ Status WcError(ibv_wc_status status) {
 
 void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink) {
   uint32_t index;
-  if (!transfers_.stopped.empty()) {
+  if (!transfers_stopped_.empty()) {
     TransferResult r;
     r.op_id = request.op_id;
-    r.status = Status::Cancelled(transfers_.stopped);
+    r.status = Status::Cancelled(transfers_stopped_);
     if (!sink->results.Push(std::move(r)).ok()) sink->dropped.fetch_add(1);
     return;
   }
-  if (!transfers_.free.empty()) {
-    index = transfers_.free.back();
-    transfers_.free.pop_back();
-  } else if (transfers_.slots.size() < options_.max_transfers) {
-    index = static_cast<uint32_t>(transfers_.slots.size());
-    transfers_.slots.emplace_back();
+  if (!free_transfers_.empty()) {
+    index = free_transfers_.back();
+    free_transfers_.pop_back();
+  } else if (transfers_.size() < options_.max_transfers) {
+    index = static_cast<uint32_t>(transfers_.size());
+    transfers_.emplace_back();
   } else {
     TransferResult r;
     r.op_id = request.op_id;
@@ -65,7 +65,7 @@ void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<Trans
     if (!sink->results.Push(std::move(r)).ok()) sink->dropped.fetch_add(1);
     return;
   }
-  Transfer& t = transfers_.slots[index];
+  Transfer& t = transfers_[index];
   t.active = true;
   t.reported = false;
   t.posted = false;
@@ -80,23 +80,30 @@ void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<Trans
       request.timeout_ms != 0 ? request.timeout_ms : options_.default_timeout_ms;
   t.deadline_ns = t.start_ns + uint64_t{timeout} * 1000000;
   t.sink = std::move(sink);
-  ++transfers_.in_flight;
+  ++in_flight_;
   Status s = PrepareTransfer(request, t);
   if (!s.ok()) {
     Complete(index, std::move(s), IBV_WC_SUCCESS, false);
     Release(index);
     return;
   }
-  // Stale: mostly transfers that completed before their deadline.
-  deadlines_.Push({t.deadline_ns, index, t.generation},
-                  [this](const DeadlineHeap::Entry& d) { return !DeadlineLive(d); });
+  if (deadlines_.size() + 1 >= deadlines_.capacity()) {
+    // Mostly transfers that completed before their deadline: keep the live ones.
+    std::erase_if(deadlines_, [this](const Deadline& d) {
+      const Transfer& x = transfers_[d.index];
+      return x.generation != d.generation || !x.active || x.reported;
+    });
+    std::make_heap(deadlines_.begin(), deadlines_.end(), Deadline::Later);
+  }
+  deadlines_.push_back({t.deadline_ns, index, t.generation});
+  std::push_heap(deadlines_.begin(), deadlines_.end(), Deadline::Later);
   VqpSlot& slot = *vqps_[t.vqp_id];
   if (!slot.backlog.empty() || !PostTransfer(index)) {
     slot.backlog.push_back(index);
-    ++transfers_.backlogged;
+    ++backlogged_;
     if (!slot.on_backlog_list) {
       slot.on_backlog_list = true;
-      transfers_.backlogged_vqps.push_back(&slot);
+      backlogged_vqps_.push_back(&slot);
     }
   }
 }
@@ -147,7 +154,7 @@ Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
   BRAID_ASSIGN_OR_RETURN(uint32_t remote_keys, RemoteKeys(*slot, remote, t));
   vqp::VirtualSendWr& wr = t.wr;
   wr = {};
-  wr.wr_id = (uint64_t{t.generation} << 32) | static_cast<uint64_t>(&t - transfers_.slots.data());
+  wr.wr_id = (uint64_t{t.generation} << 32) | static_cast<uint64_t>(&t - transfers_.data());
   switch (request.op) {
     case TransferOp::kWrite:
       wr.opcode = IBV_WR_RDMA_WRITE;
@@ -227,13 +234,13 @@ Result<uint32_t> Engine::RemoteKeys(VqpSlot& slot, const RemoteRegion& remote, T
 }
 
 bool Engine::PostTransfer(uint32_t index) {
-  Transfer& t = transfers_.slots[index];
+  Transfer& t = transfers_[index];
   VqpSlot& slot = *vqps_[t.vqp_id];
   Status s = slot.vqp->PostSend(t.wr);
   if (s.ok()) Attend(slot);
   if (s.ok()) {
     t.posted = true;
-    ++transfers_.posted;
+    ++posted_;
     return true;
   }
   if (s.code() == common::StatusCode::kNoResource) return false;
@@ -243,34 +250,34 @@ bool Engine::PostTransfer(uint32_t index) {
 }
 
 void Engine::PumpBacklogs() {
-  for (size_t i = 0; i < transfers_.backlogged_vqps.size();) {
-    VqpSlot& slot = *transfers_.backlogged_vqps[i];
+  for (size_t i = 0; i < backlogged_vqps_.size();) {
+    VqpSlot& slot = *backlogged_vqps_[i];
     auto& backlog = slot.backlog;
     while (!backlog.empty()) {
       const uint32_t index = backlog.front();
-      Transfer& t = transfers_.slots[index];
+      Transfer& t = transfers_[index];
       if (!t.reported && !PostTransfer(index)) break;
       if (t.reported && !t.posted) Release(index);  // past its deadline while waiting
       backlog.pop_front();
-      --transfers_.backlogged;
+      --backlogged_;
     }
     if (!backlog.empty()) {
       ++i;
       continue;
     }
     slot.on_backlog_list = false;
-    transfers_.backlogged_vqps[i] = transfers_.backlogged_vqps.back();
-    transfers_.backlogged_vqps.pop_back();
+    backlogged_vqps_[i] = backlogged_vqps_.back();
+    backlogged_vqps_.pop_back();
   }
 }
 
 void Engine::FailBacklog(VqpSlot& slot, const Status& status) {
   for (uint32_t index : slot.backlog) {
-    if (!transfers_.slots[index].reported) {
+    if (!transfers_[index].reported) {
       Complete(index, status, IBV_WC_WR_FLUSH_ERR, false);
     }
     Release(index);
-    --transfers_.backlogged;
+    --backlogged_;
   }
   slot.backlog.clear();
 }
@@ -310,11 +317,11 @@ void Engine::OnVirtualWc(const vqp::VirtualWc& wc) {
   }
   const auto index = static_cast<uint32_t>(wc.wr_id & 0xFFFFFFFF);
   const auto generation = static_cast<uint32_t>(wc.wr_id >> 32);
-  if (index >= transfers_.slots.size()) return;
-  Transfer& t = transfers_.slots[index];
+  if (index >= transfers_.size()) return;
+  Transfer& t = transfers_[index];
   if (!t.active || !t.posted || t.generation != generation) return;
   t.posted = false;
-  --transfers_.posted;
+  --posted_;
   if (!t.reported) {
     Complete(index, wc.status == IBV_WC_SUCCESS ? Status::Ok() : WcError(wc.status), wc.status,
              true);
@@ -323,9 +330,9 @@ void Engine::OnVirtualWc(const vqp::VirtualWc& wc) {
 }
 
 void Engine::Complete(uint32_t index, Status status, ibv_wc_status wc_status, bool posted) {
-  Transfer& t = transfers_.slots[index];
+  Transfer& t = transfers_[index];
   t.reported = true;
-  --transfers_.in_flight;
+  --in_flight_;
   const uint64_t latency = NowNs() - t.start_ns;
   int outcome = -1;
   if (posted) {
@@ -354,10 +361,10 @@ void Engine::Complete(uint32_t index, Status status, ibv_wc_status wc_status, bo
 }
 
 void Engine::Release(uint32_t index) {
-  Transfer& t = transfers_.slots[index];
+  Transfer& t = transfers_[index];
   if (t.region_id != 0) {
-    auto it = regions_.by_id.find(t.region_id);
-    if (it != regions_.by_id.end()) --it->second->in_flight;
+    auto it = regions_.find(t.region_id);
+    if (it != regions_.end()) --it->second->in_flight;
   }
   if (t.has_remote_keys) {
     // A destroyed VQP took its key cache with it.
@@ -367,20 +374,17 @@ void Engine::Release(uint32_t index) {
   t.active = false;
   t.sink.reset();
   ++t.generation;
-  transfers_.free.push_back(index);
-}
-
-bool Engine::DeadlineLive(const DeadlineHeap::Entry& d) const {
-  const Transfer& t = transfers_.slots[d.index];
-  return t.generation == d.generation && t.active && !t.reported;
+  free_transfers_.push_back(index);
 }
 
 void Engine::CheckDeadlines(uint64_t now) {
-  DeadlineHeap::Entry d;
-  while (deadlines_.PopDue(now, &d)) {
-    if (!DeadlineLive(d)) continue;
+  while (!deadlines_.empty() && deadlines_.front().at_ns <= now) {
+    std::pop_heap(deadlines_.begin(), deadlines_.end(), Deadline::Later);
+    const Deadline d = deadlines_.back();
+    deadlines_.pop_back();
     const uint32_t i = d.index;
-    Transfer& t = transfers_.slots[i];
+    Transfer& t = transfers_[i];
+    if (t.generation != d.generation || !t.active || t.reported) continue;
     const uint64_t ms = (t.deadline_ns - t.start_ns) / 1000000;
     Complete(i,
              Status::DeadlineExceeded(
