@@ -96,16 +96,34 @@ void ExpectOneSuccess(VirtualCq& cq, uint64_t wr_id) {
   EXPECT_EQ(out[0].status, IBV_WC_SUCCESS);
 }
 
+// One null device, its PD, a virtual CQ of `entries` for the VQPs under test and one for their
+// peer.
+class SharedCqBed {
+ public:
+  struct Parts {
+    common::Result<std::unique_ptr<VirtualCq>> cq;
+    common::Result<std::unique_ptr<VirtualCq>> peer_cq;
+    std::span<verbs::ProtectionDomain* const> pds;
+  };
+  explicit SharedCqBed(int entries)
+      : pd_(d0_.AllocPd()),
+        pds_{pd_->get()},
+        parts_{VirtualCq::Create(devs_, entries), VirtualCq::Create(devs_, 1 << 14), pds_} {}
+  Parts& parts() { return parts_; }
+
+ private:
+  testing::NullDevice d0_{0};
+  decltype(d0_.AllocPd()) pd_;
+  verbs::Device* devs_[1] = {&d0_};
+  verbs::ProtectionDomain* pds_[1];
+  Parts parts_;
+};
+
 // VQPs come and go on a shared virtual CQ; the routes of the others stay valid and a
 // destroyed VQP leaves nothing registered.
 TEST(GapRegressionNotesTest, VqpsComeAndGoOnASharedCq) {
-  std::vector<testing::NullDevice> devices;
-  testing::NullDevice d0(0);
-  auto pd = d0.AllocPd();
-  verbs::Device* devs[] = {&d0};
-  verbs::ProtectionDomain* pds[] = {pd->get()};
-  auto cq = VirtualCq::Create(devs, 1 << 14);
-  auto peer_cq = VirtualCq::Create(devs, 1 << 14);
+  SharedCqBed bed(1 << 14);
+  auto& [cq, peer_cq, pds] = bed.parts();
   ASSERT_TRUE(cq.ok() && peer_cq.ok());
   auto x = VirtualQp::Create(**cq, pds, Config(Scheme::kSpray, 2));
   auto y = VirtualQp::Create(**cq, pds, Config(Scheme::kSpray, 2));
@@ -127,12 +145,8 @@ TEST(GapRegressionNotesTest, VqpsComeAndGoOnASharedCq) {
 // The route table follows the QPs down as well as up: an agent that had 1,000 VQPs and destroyed
 // them kept a table sized for 9,000 QPs (1.5 MiB) until it exited.
 TEST(GapRegressionNotesTest, RouteTableShrinksWhenVqpsGo) {
-  testing::NullDevice d0(0);
-  auto pd = d0.AllocPd();
-  verbs::Device* devs[] = {&d0};
-  verbs::ProtectionDomain* pds[] = {pd->get()};
-  auto cq = VirtualCq::Create(devs, 1 << 16);
-  auto peer_cq = VirtualCq::Create(devs, 1 << 14);
+  SharedCqBed bed(1 << 16);
+  auto& [cq, peer_cq, pds] = bed.parts();
   ASSERT_TRUE(cq.ok() && peer_cq.ok());
   const size_t empty = (*cq)->route_table_slots();
   // One connected VQP stays throughout: its routes must survive every rebuild of the table.
