@@ -34,6 +34,11 @@ class Channel {
   // where they are: a link may read them after this call returns (zero copy). The QP keeps them
   // valid until the WR they belong to completes (responses: while the region is registered).
   virtual void Transmit(const PacketHeader& header, std::span<const iovec> payload) = 0;
+  // The QP left service (it entered the error state and flushed its WRs, whose memory the
+  // application may now reuse): from this call on the link touches none of that memory. Frames
+  // not yet sent are dropped (the rest of one already on a shared stream is copied, so the stream
+  // stays whole) and an inbound payload being placed is discarded. Default: nothing is held.
+  virtual void Quiesce() {}
   // An ACK of a request that completed a receive at this side: its application is likely to
   // answer at once, so a link may hold the ACK briefly and send it together with the answer
   // (ACK coalescing). It leaves with the next frame of this channel or at the next progress pass,
@@ -71,6 +76,15 @@ class Fabric {
   virtual void ForgetQp(SoftDevice* device, uint32_t qp_num) {
     (void)device;
     (void)qp_num;
+  }
+  // A region [addr, addr + length) of `device` was deregistered (its memory may be unmapped next):
+  // queued frames' bytes in it are copied now, and inbound payloads being placed into it are cut
+  // off (the rest is discarded; the receiving QP fails that message as an HCA fails an access to
+  // a key that is gone). Default: nothing is held past the call that queued it.
+  virtual void ForgetMemory(SoftDevice* device, uint64_t addr, uint64_t length) {
+    (void)device;
+    (void)addr;
+    (void)length;
   }
   // Fault injection: break one QP's connection, or every connected QP of a device.
   virtual common::Status BreakQp(const verbs::Qp& qp) {

@@ -217,7 +217,7 @@ void SoftQp::Pump() {
       continue;
     }
     if (sq_tx_ != sq_head_ && tx_bytes_ + w.length > window) break;  // until ACKs make room
-    if (!w.transmitted && !CheckLocalKeys(w)) {
+    if (!CheckLocalKeys(w)) {  // every transmission reads the memory: its keys must still hold
       w.done = true;
       w.status = IBV_WC_LOC_PROT_ERR;
       break;
@@ -290,13 +290,21 @@ void SoftQp::BeginResponse(const PacketHeader& p, Placement* placement) {
     const SendWqe& w = Sq(i);
     if (w.local || w.psn != p.psn) continue;
     if (w.opcode != IBV_WR_RDMA_READ || w.done) return;  // a duplicate: discard
+    inbound_.verdict = Verdict::kExecute;
     uint64_t left = std::min<uint64_t>(p.payload_len, w.length);
     for (uint32_t s = 0; s < w.num_sge && left > 0; ++s) {
       const uint64_t n = std::min<uint64_t>(w.sge[s].length, left);
+      // Translated when the data arrives, as an HCA does: a region deregistered since the post
+      // fails the READ instead of taking its bytes.
+      if (device_->mrs().CheckLocal(w.sge[s].lkey, pd_id_, w.sge[s].addr, n,
+                                    IBV_ACCESS_LOCAL_WRITE) == nullptr) {
+        placement->count = 0;
+        inbound_.cut = true;
+        return;
+      }
       placement->iov[placement->count++] = {reinterpret_cast<void*>(w.sge[s].addr), n};
       left -= n;
     }
-    inbound_.verdict = Verdict::kExecute;
     return;
   }
 }
@@ -310,7 +318,7 @@ void SoftQp::EndResponse(const PacketHeader& p) {
       OnNak(p);
       break;
     case PacketType::kReadResponse:
-      if (inbound_.verdict == Verdict::kExecute) OnReadResponse(p);
+      if (inbound_.verdict == Verdict::kExecute) OnReadResponse(p, inbound_.cut);
       break;
     case PacketType::kAtomicResponse:
       OnAtomicResponse(p);
@@ -320,12 +328,13 @@ void SoftQp::EndResponse(const PacketHeader& p) {
   }
 }
 
-void SoftQp::OnReadResponse(const PacketHeader& p) {
+void SoftQp::OnReadResponse(const PacketHeader& p, bool cut) {
   const uint64_t i = AckBefore(p.psn, /*inclusive=*/false);
   if (i == sq_tx_) return;
   SendWqe& w = Sq(i);
   if (w.psn != p.psn || w.opcode != IBV_WR_RDMA_READ || w.done) return;
-  w.done = true;  // the data was placed by the link before this call
+  w.done = true;  // the data was placed by the link before this call (all of it unless `cut`)
+  if (cut) w.status = IBV_WC_LOC_PROT_ERR;
   OnAckProgress();
 }
 

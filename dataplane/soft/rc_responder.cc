@@ -100,6 +100,18 @@ void SoftQp::BeginRequest(const PacketHeader& p, Placement* placement) {
 }
 
 void SoftQp::EndRequest(const PacketHeader& p) {
+  if (inbound_.cut && inbound_.verdict == Verdict::kExecute) {
+    // Its region was deregistered while the payload arrived: a receive's buffer is a local
+    // protection error (consumed, the requester told REMOTE_OP), a WRITE's a remote access one.
+    if (IsSend(p.opcode)) {
+      inbound_.verdict = Verdict::kFailRecv;
+      inbound_.recv_error = IBV_WC_LOC_PROT_ERR;
+      inbound_.nak = NakCode::kRemoteOperational;
+    } else {
+      inbound_.verdict = Verdict::kFail;
+      inbound_.nak = NakCode::kRemoteAccess;
+    }
+  }
   switch (inbound_.verdict) {
     case Verdict::kIgnore:
       return;
@@ -231,8 +243,8 @@ void SoftQp::ReplyAtomic(uint32_t psn, uint64_t orig) {
 
 // A class C responder error: NAK the request, then the responder QP goes to ERR as well.
 void SoftQp::FailResponder(NakCode nak, uint32_t psn) {
-  Reply(PacketType::kNak, psn, nak);
   EnterError();
+  Reply(PacketType::kNak, psn, nak);  // its last frame: the link let go of everything before it
 }
 
 }  // namespace braid::soft

@@ -19,7 +19,10 @@ class SoftMr final : public verbs::MemoryRegion {
     handle_.lkey = entry.lkey;
     handle_.rkey = entry.rkey;
   }
-  ~SoftMr() override { device_->mrs().Remove(entry_.lkey); }
+  ~SoftMr() override {
+    device_->mrs().Remove(entry_.lkey);
+    device_->fabric()->ForgetMemory(device_, entry_.addr, entry_.length);
+  }
   void* addr() const override { return reinterpret_cast<void*>(entry_.addr); }
   size_t length() const override { return entry_.length; }
   uint32_t lkey() const override { return entry_.lkey; }

@@ -215,6 +215,8 @@ void SoftQp::CompleteSend(const SendWqe& wqe, ibv_wc_status status) {
 }
 
 void SoftQp::EnterError() {
+  // The flushed WRs' memory goes back to the application: the link lets go of it first.
+  if (channel_ != nullptr) channel_->Quiesce();
   state_ = QpState::kError;
   retransmit_deadline_ = UINT64_MAX;
   rnr_resume_at_ = 0;

@@ -62,6 +62,9 @@ class SoftQp final : public verbs::Qp {
   // Provider-internal: called by the device. An inbound message in two steps (see link.h).
   void BeginInbound(const PacketHeader& header, Placement* placement);
   void EndInbound(const PacketHeader& header);
+  // The link stopped placing the inbound message's payload (its memory was deregistered): the
+  // message fails at EndInbound as an access to a key that is gone.
+  void CutInbound() { inbound_.cut = true; }
   void OnTimer(uint64_t now_ns);
   // Earliest time OnTimer has work (UINT64_MAX: none).
   uint64_t next_deadline() const;
@@ -112,6 +115,7 @@ class SoftQp final : public verbs::Qp {
     Verdict verdict = Verdict::kIgnore;
     NakCode nak = NakCode::kRnr;
     ibv_wc_status recv_error = IBV_WC_SUCCESS;
+    bool cut = false;  // the payload was not all placed (CutInbound): an executed one fails
   };
   struct AtomicResult {
     uint32_t psn = 0;
@@ -130,7 +134,7 @@ class SoftQp final : public verbs::Qp {
   void BeginResponse(const PacketHeader& header, Placement* placement);
   void EndResponse(const PacketHeader& header);
   void OnAck(uint32_t psn);
-  void OnReadResponse(const PacketHeader& header);
+  void OnReadResponse(const PacketHeader& header, bool cut);
   void OnAtomicResponse(const PacketHeader& header);
   void OnNak(const PacketHeader& header);
   // Marks every transmitted WQE before `psn` acknowledged (except READ/ATOMIC, which need their

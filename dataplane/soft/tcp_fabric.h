@@ -71,6 +71,9 @@ struct TcpFabricStats {
   uint64_t frames_dropped = 0;          // sent on a dead connection
   uint64_t acks_deferred = 0;           // ACKs held back within a pass (TransmitAck)
   uint64_t frames_joined = 0;           // frames that shared a sendmsg with the one before them
+  uint64_t frames_copied = 0;    // payloads copied while queued: their region was deregistered
+  uint64_t frames_quiesced = 0;  // unsent frames dropped because their QP entered the error state
+  uint64_t payloads_cut = 0;     // inbound payloads cut off: their region was deregistered
 };
 
 class TcpFabric final : public Fabric {
@@ -86,6 +89,7 @@ class TcpFabric final : public Fabric {
                                                        const verbs::QpRtrParams& rtr) override;
   uint64_t NowNs() const override;
   void ForgetQp(SoftDevice* device, uint32_t qp_num) override;
+  void ForgetMemory(SoftDevice* device, uint64_t addr, uint64_t length) override;
   void Progress() override;
   int wait_fd() const override { return epoll_fd_; }  // the sockets' epoll set
   const TcpFabricStats& stats() const { return stats_; }
@@ -140,6 +144,7 @@ class TcpFabric final : public Fabric {
   void Flush(Conn& conn);
   void Advance(TcpChannel& channel, size_t bytes);
   void Orphan(Conn& conn, TcpChannel& channel);
+  void Quiesce(TcpChannel& channel);
   void WatchWritable(Conn& conn, bool on);
   void SendFailed(Conn& conn);
   void MarkPending(Conn& conn);

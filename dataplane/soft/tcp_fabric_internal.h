@@ -84,6 +84,12 @@ class TcpFabric::TcpChannel final : public Channel {
     uint32_t iovcnt = 0;
     size_t total = 0;
     size_t sent = 0;
+    std::vector<uint8_t> copy;  // the payload, when the frame holds its own copy (then iov[0])
+
+    // Copies the payload into `copy`; the frame no longer refers to the memory it came from.
+    void Own();
+    // Whether the payload refers to memory in [addr, addr + length).
+    bool Refers(uint64_t addr, uint64_t length) const;
   };
 
   TcpChannel(TcpFabric* fabric, SoftDevice* local, uint32_t local_qpn, const verbs::Gid& remote_gid,
@@ -106,6 +112,7 @@ class TcpFabric::TcpChannel final : public Channel {
     fabric_->CheckPsn(*this);
   }
   void Transmit(const PacketHeader& header, std::span<const iovec> payload) override;
+  void Quiesce() override { fabric_->Quiesce(*this); }
   // Within a progress pass the ACK waits in the queue: it leaves with this channel's next frame
   // or at the start of the next pass.
   void TransmitAck(const PacketHeader& header) override;

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "dataplane/soft/soft_device.h"
+#include "dataplane/soft/soft_qp.h"
 #include "dataplane/soft/tcp_fabric.h"
 #include "dataplane/soft/tcp_fabric_internal.h"
 
@@ -103,6 +105,83 @@ void TcpFabric::Activate(TcpChannel& ch) {
   ch.active_ = true;
   ch.conn_->active.push_back(&ch);
   MarkPending(*ch.conn_);
+}
+
+void TcpFabric::TcpChannel::TxItem::Own() {
+  if (!copy.empty() || iovcnt == 0) return;
+  size_t bytes = 0;
+  for (uint32_t i = 0; i < iovcnt; ++i) bytes += iov[i].iov_len;
+  copy.resize(bytes);
+  size_t off = 0;
+  for (uint32_t i = 0; i < iovcnt; ++i) {
+    std::memcpy(copy.data() + off, iov[i].iov_base, iov[i].iov_len);
+    off += iov[i].iov_len;
+  }
+  iov[0] = {copy.data(), bytes};
+  iovcnt = 1;
+}
+
+bool TcpFabric::TcpChannel::TxItem::Refers(uint64_t addr, uint64_t length) const {
+  if (!copy.empty()) return false;
+  for (uint32_t i = 0; i < iovcnt; ++i) {
+    const auto base = reinterpret_cast<uint64_t>(iov[i].iov_base);
+    if (base < addr + length && addr < base + iov[i].iov_len) return true;
+  }
+  return false;
+}
+
+// The QP entered the error state: nothing of its memory is read or written from now on.
+void TcpFabric::Quiesce(TcpChannel& ch) {
+  // An inbound payload being placed: the rest is discarded (EndInbound finds the QP in error).
+  ch.rx_place_.count = 0;
+  ch.rx_index_ = 0;
+  ch.rx_offset_ = 0;
+  // Frames the peer has begun to receive (in part in the socket, or in the segment going out)
+  // must arrive whole, or the peer would read what follows as their rest: they keep a copy. The
+  // others are dropped, as an HCA sends nothing more for a QP in error.
+  Conn* c = ch.conn_;
+  uint64_t committed = c != nullptr && c->cur.active && c->cur.channel == &ch ? c->cur.body_left : 0;
+  size_t keep = 0;
+  uint64_t queued = 0;
+  for (; keep < ch.txq_.size(); ++keep) {
+    TcpChannel::TxItem& t = ch.txq_[keep];
+    if (t.sent == 0 && committed == 0) break;
+    t.Own();
+    const uint64_t unsent = t.total - t.sent;
+    committed -= std::min(committed, unsent);
+    queued += unsent;
+  }
+  stats_.frames_quiesced += ch.txq_.size() - keep;
+  ch.txq_.resize(keep);
+  ch.queued_ = queued;
+  ch.planned_ = 0;
+  ch.plan_end_ = {};
+  ch.deferred_pass_ = UINT64_MAX;
+}
+
+void TcpFabric::ForgetMemory(SoftDevice* device, uint64_t addr, uint64_t length) {
+  if (length == 0) return;
+  auto it = channels_.lower_bound({device, 0});
+  for (; it != channels_.end() && it->first.first == device; ++it) {
+    TcpChannel& ch = *it->second;
+    for (TcpChannel::TxItem& t : ch.txq_) {
+      if (!t.Refers(addr, length)) continue;
+      t.Own();  // read now, while the memory is still there
+      ++stats_.frames_copied;
+    }
+    if (!ch.rx_in_payload_) continue;
+    bool cut = false;
+    for (uint32_t i = ch.rx_index_; i < ch.rx_place_.count; ++i) {
+      const auto base = reinterpret_cast<uint64_t>(ch.rx_place_.iov[i].iov_base);
+      cut = cut || (base < addr + length && addr < base + ch.rx_place_.iov[i].iov_len);
+    }
+    if (!cut) continue;
+    ch.rx_place_.count = 0;
+    ch.rx_index_ = 0;
+    ch.rx_offset_ = 0;
+    ++stats_.payloads_cut;
+    if (SoftQp* qp = device->FindQp(ch.local_qpn_)) qp->CutInbound();
+  }
 }
 
 // `bytes` of `ch`'s queue were taken by the socket.
