@@ -140,7 +140,8 @@ void TcpFabric::Quiesce(TcpChannel& ch) {
   // must arrive whole, or the peer would read what follows as their rest: they keep a copy. The
   // others are dropped, as an HCA sends nothing more for a QP in error.
   Conn* c = ch.conn_;
-  uint64_t committed = c != nullptr && c->cur.active && c->cur.channel == &ch ? c->cur.body_left : 0;
+  uint64_t committed =
+      c != nullptr && c->cur.active && c->cur.channel == &ch ? c->cur.body_left : 0;
   size_t keep = 0;
   uint64_t queued = 0;
   for (; keep < ch.txq_.size(); ++keep) {

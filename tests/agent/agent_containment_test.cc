@@ -109,6 +109,42 @@ class ContainmentTest : public ::testing::Test {
   v1::RegionInfo src_, dst_;
 };
 
+// The owner of a region deregisters it while the peer's writes stream into it (the agent unmaps
+// it at once): the writes in flight fail or land before, and neither agent touches the memory
+// after; both keep serving, and the VQP carries writes into a new region.
+TEST_F(ContainmentTest, ARegionDeregisteredWhileThePeerWritesIntoItLeavesBothAgentsServing) {
+  Pair(v1::SCHEME_SPRAY, 8);
+  int failed = 0;
+  for (int round = 0; round < 6; ++round) {
+    const v1::RegionInfo dst = Register(b_->stub(), 64 * kMiB, "", {vb_.vqp_id()});
+    TransferRun run;
+    std::thread writer(
+        [&] { run = RunTransfers(a_->stub(), MiBWrites(va_.vqp_id(), src_, dst, 768)); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(30 + 15 * round));
+    grpc::ClientContext ctx;
+    v1::DeregisterMemoryRequest request;
+    request.set_region_id(dst.region_id());
+    v1::DeregisterMemoryResponse response;
+    const grpc::Status s = b_->stub().DeregisterMemory(&ctx, request, &response);
+    writer.join();
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(kill(b_->pid(), 0), 0) << "agent B died";
+    ASSERT_TRUE(run.status.ok()) << run.status.error_message();
+    for (const auto& c : run.completions) failed += c.code() != 0;
+  }
+  std::printf("writes failed by the deregistrations: %d of %d\n", failed, 6 * 768);
+  EXPECT_GT(failed, 0) << "no deregistration happened while writes were in flight";
+  EXPECT_EQ(HealthStatus(a_->channel()), 1);
+  EXPECT_EQ(HealthStatus(b_->channel()), 1);
+  (void)WaitVqp(*a_, va_.vqp_id(), 10000, [](const v1::VirtualQpInfo& i) {
+    for (const auto& q : i.qps()) {
+      if (q.health() != v1::QP_HEALTH_HEALTHY) return false;
+    }
+    return true;
+  });
+  WritesWithNotifications(16);
+}
+
 // A 1-QP VQP: a bad key kills its only QP, which recovers; the receives that carry notifications
 // died with it and must be posted again, or every later write-with-imm waits forever.
 TEST_F(ContainmentTest, ASingleQpVqpKeepsItsNotificationsAcrossARecovery) {
