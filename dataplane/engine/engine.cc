@@ -1,4 +1,5 @@
-// The engine thread: start/stop, the loop, sleeping, devices, snapshots, faults.
+// The engine thread: start/stop, the command calls, the loop and sleeping. Devices and snapshots:
+// engine_devices.cc.
 #include "dataplane/engine/engine.h"
 
 #include <pthread.h>
@@ -10,7 +11,6 @@
 #include <random>
 
 #include "dataplane/common/clock.h"
-#include "dataplane/common/quote.h"
 #include "dataplane/engine/engine_internal.h"
 
 namespace braid::engine {
@@ -18,66 +18,12 @@ namespace braid::engine {
 using common::Result;
 using common::Status;
 
-const char* DeviceStateName(DeviceState state) {
-  switch (state) {
-    case DeviceState::kHealthy:
-      return "healthy";
-    case DeviceState::kDrained:
-      return "drained";
-    case DeviceState::kFaulted:
-      return "faulted";
-  }
-  return "unknown";
-}
-
-const char* TransferOpName(TransferOp op) {
-  switch (op) {
-    case TransferOp::kWrite:
-      return "write";
-    case TransferOp::kWriteWithImm:
-      return "write_with_imm";
-    case TransferOp::kRead:
-      return "read";
-  }
-  return "unknown";
-}
-
-const char* OutcomeName(int outcome) {
-  static constexpr const char* kNames[] = {"success",
-                                           "loc_len_err",
-                                           "loc_qp_op_err",
-                                           "loc_eec_op_err",
-                                           "loc_prot_err",
-                                           "wr_flush_err",
-                                           "mw_bind_err",
-                                           "bad_resp_err",
-                                           "loc_access_err",
-                                           "rem_inv_req_err",
-                                           "rem_access_err",
-                                           "rem_op_err",
-                                           "retry_exc_err",
-                                           "rnr_retry_exc_err",
-                                           "loc_rdd_viol_err",
-                                           "rem_inv_rd_req_err",
-                                           "rem_abort_err",
-                                           "inv_eecn_err",
-                                           "inv_eec_state_err",
-                                           "fatal_err",
-                                           "resp_timeout_err",
-                                           "general_err",
-                                           "tm_err",
-                                           "tm_rndv_incomplete",
-                                           "deadline_exceeded",
-                                           "cancelled"};
-  static_assert(std::size(kNames) == kNumOutcomes);
-  return outcome >= 0 && outcome < kNumOutcomes ? kNames[outcome] : "unknown";
-}
-
 uint64_t Engine::NowNs() { return common::MonotonicNs(); }
 
 namespace {
 
-// The longest an idle engine sleeps while a VQP needs recovery steps (they run when the loop turns).
+// The longest an idle engine sleeps while a VQP needs recovery steps (they run when the loop
+// turns).
 constexpr uint32_t kRecoveryWaitMs = 100;
 
 uint64_t DrawIncarnation() {
@@ -208,7 +154,7 @@ Status Engine::RevokeAccess(uint64_t region_id, uint64_t vqp_id, OwnerId scope) 
 Result<std::vector<RegionStatus>> Engine::ListRegions(OwnerId scope) {
   return Call<std::vector<RegionStatus>>([scope](Engine& e) -> Result<std::vector<RegionStatus>> {
     std::vector<RegionStatus> out;
-    for (const auto& [id, slot] : e.regions_) {
+    for (const auto& [id, slot] : e.regions_.by_id) {
       if (scope == kAnyOwner || slot->owner == scope) out.push_back(e.DescribeRegion(*slot));
     }
     return out;
@@ -247,12 +193,12 @@ Status Engine::SubmitTransfer(const TransferRequest& request, std::shared_ptr<Tr
   };
   Status s = commands_.Push(std::move(command));
   if (s.ok()) return s;
-  command_queue_full_.fetch_add(1, std::memory_order_relaxed);
+  room_.full_count.fetch_add(1, std::memory_order_relaxed);
   if (on_room == nullptr) return s;
   {
-    std::lock_guard<std::mutex> lock(room_mu_);
-    room_waiters_.push_back(on_room);
-    room_wanted_.store(true, std::memory_order_seq_cst);
+    std::lock_guard<std::mutex> lock(room_.mu);
+    room_.waiters.push_back(on_room);
+    room_.wanted.store(true, std::memory_order_seq_cst);
   }
   // The loop may have made room between the push and the registration: try once more (a ring
   // that then follows anyway is harmless).
@@ -261,9 +207,9 @@ Status Engine::SubmitTransfer(const TransferRequest& request, std::shared_ptr<Tr
 
 Status Engine::StopTransfers(std::string why) {
   return CallStatus([why = std::move(why)](Engine& e) {
-    e.transfers_stopped_ = why;
-    for (uint32_t i = 0; i < e.transfers_.size(); ++i) {
-      if (e.transfers_[i].active && !e.transfers_[i].reported) {
+    e.transfers_.stopped = why;
+    for (uint32_t i = 0; i < e.transfers_.slots.size(); ++i) {
+      if (e.transfers_.slots[i].active && !e.transfers_.slots[i].reported) {
         e.Complete(i, Status::Cancelled(why), IBV_WC_WR_FLUSH_ERR, false);
       }
     }
@@ -273,7 +219,7 @@ Status Engine::StopTransfers(std::string why) {
 
 Status Engine::Init() {
   heartbeat_ns_.store(NowNs());
-  BRAID_ASSIGN_OR_RETURN(region_dir_, RegionDir::Open(options_.region_dir, options_.agent_id));
+  BRAID_ASSIGN_OR_RETURN(regions_.dir, RegionDir::Open(options_.region_dir, options_.agent_id));
   std::vector<std::string> names = options_.devices;
   if (names.empty()) {
     BRAID_ASSIGN_OR_RETURN(auto infos, options_.provider->ListDevices());
@@ -288,7 +234,6 @@ Status Engine::Init() {
     devices_.push_back(std::move(slot));
   }
   if (devices_.empty()) return Status::NotFound("no device to open");
-  deadlines_.reserve(2 * size_t{options_.max_transfers} + 64);  // never grows on the hot path
   PublishDeviceHealth();
   BRAID_ASSIGN_OR_RETURN(cq_,
                          vqp::VirtualCq::Create(raw, options_.cq_entries, options_.max_cq_entries));
@@ -331,15 +276,15 @@ void Engine::Run() {
     const bool ran = RunCommands();
     PumpBacklogs();
     const bool active = PollCompletions() > 0;
-    if (now >= next_recovery_check_ns_) {
+    if (now >= recovery_.next_check_ns) {
       RunRecovery(now);
-      next_recovery_check_ns_ = now + 10000000;
+      recovery_.next_check_ns = now + 10000000;
     }
-    if (in_flight_ > 0 && now >= next_deadline_check_ns_) {
+    if (transfers_.in_flight > 0 && now >= transfers_.next_deadline_check_ns) {
       CheckDeadlines(now);
-      next_deadline_check_ns_ = now + 1000000;
+      transfers_.next_deadline_check_ns = now + 1000000;
     }
-    if (active || in_flight_ > 0 || posted_ > 0) {
+    if (active || transfers_.in_flight > 0 || transfers_.posted > 0) {
       last_activity_ns_ = now;
       continue;
     }
@@ -358,15 +303,15 @@ bool Engine::RunCommands() {
     any = true;
   }
   if (!any) return false;
-  // The pops before the look at room_wanted_ (SubmitTransfer sets it, then pushes again): either
+  // The pops before the look at room_.wanted (SubmitTransfer sets it, then pushes again): either
   // its second push finds the room made here or this look finds it waiting.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (room_wanted_.load(std::memory_order_relaxed)) {
+  if (room_.wanted.load(std::memory_order_relaxed)) {
     std::vector<std::shared_ptr<common::Doorbell>> waiters;
     {
-      std::lock_guard<std::mutex> lock(room_mu_);
-      room_wanted_.store(false, std::memory_order_relaxed);
-      waiters.swap(room_waiters_);
+      std::lock_guard<std::mutex> lock(room_.mu);
+      room_.wanted.store(false, std::memory_order_relaxed);
+      waiters.swap(room_.waiters);
     }
     for (const auto& bell : waiters) bell->Ring();
   }
@@ -381,8 +326,9 @@ void Engine::Sleep() {
   ++stats_.sleeps;
   epoll_event events[16];
   // Recovery steps run when the loop turns: while a VQP needs them, wake at least every 100 ms.
-  const uint32_t wait_ms =
-      attention_.empty() ? options_.idle_wait_ms : std::min(options_.idle_wait_ms, kRecoveryWaitMs);
+  const uint32_t wait_ms = recovery_.attention.empty()
+                               ? options_.idle_wait_ms
+                               : std::min(options_.idle_wait_ms, kRecoveryWaitMs);
   const int n = epoll_wait(epoll_fd_, events, 16, static_cast<int>(wait_ms));
   commands_.DisarmWait();
   bool data = false;
@@ -401,142 +347,15 @@ void Engine::Sleep() {
 void Engine::Shutdown() {
   // VQPs first (they flush their work into the CQ), then regions, the CQ and the devices.
   while (!vqps_.empty()) (void)DoDestroy(vqps_.begin()->first);
-  for (uint32_t i = 0; i < transfers_.size(); ++i) {
-    if (transfers_[i].active && !transfers_[i].reported) {
+  for (uint32_t i = 0; i < transfers_.slots.size(); ++i) {
+    if (transfers_.slots[i].active && !transfers_.slots[i].reported) {
       Complete(i, Status::Cancelled("the agent is shutting down"), IBV_WC_WR_FLUSH_ERR, false);
     }
   }
-  regions_.clear();
+  regions_.by_id.clear();
   cq_.reset();
   devices_.clear();
   // Commands still queued get no answer; their callers time out.
-}
-
-void Engine::PublishDeviceHealth() {
-  uint32_t healthy = 0;
-  for (const auto& d : devices_) healthy += d->state == DeviceState::kHealthy ? 1 : 0;
-  healthy_devices_.store(healthy, std::memory_order_relaxed);
-}
-
-Result<size_t> Engine::FindDevice(const std::string& name) const {
-  for (size_t i = 0; i < devices_.size(); ++i) {
-    if (devices_[i]->device->info().name == name) return i;
-  }
-  return Status::NotFound("no device named " + common::Quote(name) + " on agent " +
-                          options_.agent_id + "; ListDevices shows the agent's devices");
-}
-
-DeviceStatus Engine::DescribeDevice(size_t index) const {
-  const DeviceSlot& slot = *devices_[index];
-  const verbs::DeviceInfo& info = slot.device->info();
-  DeviceStatus s;
-  s.name = info.name;
-  s.provider = info.provider;
-  s.gid = info.gid.ToString();
-  s.state = slot.state;
-  s.port_active = info.port_active;
-  s.mtu_bytes = 128u << static_cast<int>(info.active_mtu);
-  s.traffic = slot.retired;
-  for (const auto& [id, v] : vqps_) {
-    const vqp::VirtualQp& q = *v->vqp;
-    for (int i = 0; i < q.num_physical_qps(); ++i) {
-      if (q.physical_device(i) != static_cast<int>(index)) continue;
-      ++s.qps_by_health[static_cast<size_t>(q.health(i))];
-      s.outstanding_wrs += q.outstanding(i);
-      const vqp::QpTraffic& t = q.traffic(i);
-      s.traffic.write_bytes += t.write_bytes;
-      s.traffic.write_fragments += t.write_fragments;
-      s.traffic.read_bytes += t.read_bytes;
-      s.traffic.read_fragments += t.read_fragments;
-    }
-  }
-  return s;
-}
-
-EngineSnapshot Engine::TakeSnapshot() const {
-  EngineSnapshot s = stats_;
-  s.command_queue_full = command_queue_full_.load(std::memory_order_relaxed);
-  for (size_t i = 0; i < devices_.size(); ++i) s.devices.push_back(DescribeDevice(i));
-  for (const auto& [id, v] : vqps_) {
-    EngineSnapshot::Vqp out;
-    out.id = id;
-    out.label = v->label;
-    out.pending_sends = v->vqp->pending_sends();
-    out.pending_recvs = v->vqp->pending_recvs();
-    out.backlog = static_cast<uint32_t>(v->backlog.size());
-    out.state = v->state;
-    out.qps = DescribeVqp(*v).qps;
-    s.failovers += v->vqp->counters().failovers;
-    s.qps_died += v->vqp->counters().qps_died;
-    s.vqps.push_back(std::move(out));
-  }
-  s.transfers_in_flight = in_flight_;
-  s.regions = static_cast<uint32_t>(regions_.size());
-  for (const auto& [id, r] : regions_) s.registered_bytes += r->shm->length();
-  return s;
-}
-
-Result<DeviceStatus> Engine::SetDeviceDrained(const std::string& name, bool drained) {
-  BRAID_ASSIGN_OR_RETURN(size_t index, FindDevice(name));
-  DeviceSlot& slot = *devices_[index];
-  if (slot.state == DeviceState::kFaulted) {
-    return Status::FailedPrecondition("device '" + name + "' is faulted");
-  }
-  const DeviceState before = slot.state;
-  slot.state = drained ? DeviceState::kDrained : DeviceState::kHealthy;
-  PublishDeviceHealth();
-  if (slot.state != before) {
-    Emit(drained ? EventKind::kDeviceDrained : EventKind::kDeviceHealthy, 0, -1, name,
-         drained ? "drained by the operator" : "re-admitted by the operator");
-  }
-  for (auto& [id, v] : vqps_) {
-    // kNotFound: the VQP has no QP there in the state to change; nothing to do.
-    Status s = drained ? v->vqp->DrainDevice(static_cast<int>(index))
-                       : v->vqp->UndrainDevice(static_cast<int>(index));
-    (void)s;
-    Attend(*v);
-  }
-  return DescribeDevice(index);
-}
-
-Status Engine::DoInjectFault(const FaultRequest& request) {
-  switch (request.kind) {
-    case FaultKind::kStallEngine:
-      if (request.duration_ms == 0 || request.duration_ms > 600000) {
-        return Status::InvalidArgument("stall duration_ms must be in [1, 600000]");
-      }
-      stall_until_ns_ = NowNs() + uint64_t{request.duration_ms} * 1000000;
-      return Status::Ok();
-    case FaultKind::kDeviceDown:
-    case FaultKind::kDeviceUp: {
-      BRAID_ASSIGN_OR_RETURN(size_t index, FindDevice(request.device));
-      if (request.kind == FaultKind::kDeviceUp) {
-        if (devices_[index]->state != DeviceState::kHealthy) {
-          Emit(EventKind::kDeviceHealthy, 0, -1, request.device, "fault cleared");
-        }
-        devices_[index]->state = DeviceState::kHealthy;
-        PublishDeviceHealth();
-        return Status::Ok();
-      }
-      // The device's link goes down: every connected QP on it breaks.
-      BRAID_RETURN_IF_ERROR(devices_[index]->device->InjectLinkDown());
-      for (auto& [id, v] : vqps_) Attend(*v);
-      devices_[index]->state = DeviceState::kFaulted;
-      PublishDeviceHealth();
-      Emit(EventKind::kDeviceFaulted, 0, -1, request.device, "injected fault: device down");
-      return Status::Ok();
-    }
-    case FaultKind::kBreakQp: {
-      BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(request.vqp_id));
-      if (request.qp_index >= static_cast<uint32_t>(slot->vqp->num_physical_qps())) {
-        return Status::OutOfRange("VQP " + std::to_string(request.vqp_id) + " has " +
-                                  std::to_string(slot->vqp->num_physical_qps()) + " physical QPs");
-      }
-      Attend(*slot);
-      return slot->vqp->physical_qp(static_cast<int>(request.qp_index)).InjectBreak();
-    }
-  }
-  return Status::InvalidArgument("unknown fault kind");
 }
 
 }  // namespace braid::engine

@@ -38,6 +38,7 @@
 
 #include "dataplane/common/event_queue.h"
 #include "dataplane/common/result.h"
+#include "dataplane/engine/deadline_heap.h"
 #include "dataplane/engine/engine_types.h"
 #include "dataplane/engine/fd_budget.h"
 #include "dataplane/engine/region_dir.h"
@@ -152,13 +153,13 @@ class Engine {
   size_t num_devices() const { return devices_.size(); }
   // Region files of an earlier process of this agent (killed before it could remove them) that
   // Start removed from the region directory.
-  uint32_t stale_region_files_removed() const { return region_dir_->stale_files_removed(); }
+  uint32_t stale_region_files_removed() const { return regions_.dir->stale_files_removed(); }
 
   // Recovery (dead QPs come back). The engine asks for the peer's side through recovery_requests();
   // the control plane calls the peer agent and reports back with CompleteRecovery (non-blocking).
   // AcceptRecovery is the peer's side: it resets our QP, connects it to the initiator's entry
   // and returns ours (blocking, at most the call timeout).
-  common::EventQueue<RecoveryRequest>& recovery_requests() { return recovery_requests_; }
+  common::EventQueue<RecoveryRequest>& recovery_requests() { return recovery_.requests; }
   void CompleteRecovery(uint64_t vqp_id, uint32_t qp_index, uint64_t attempt,
                         common::Result<vqp::QpCard> peer);
   common::Result<vqp::QpCard> AcceptRecovery(const RecoveryOffer& offer);
@@ -251,6 +252,8 @@ class Engine {
   void Complete(uint32_t index, common::Status status, ibv_wc_status wc_status, bool posted);
   void Release(uint32_t index);
   void CheckDeadlines(uint64_t now);
+  // The transfer a deadline names is still waiting for it (same slot generation, not reported).
+  bool DeadlineLive(const DeadlineHeap::Entry& d) const;
   void FailBacklog(VqpSlot& slot, const common::Status& status);
 
   // Recovery (engine_recovery.cc).
@@ -272,25 +275,58 @@ class Engine {
   // Turns the health changes of the VQP's physical QPs since the last look into events.
   void TrackQpHealth(VqpSlot& slot);
 
+  // What each owner keeps. Room: the control threads' side of the command queue (engine.cc).
+  // Transfers: the transfer table, backlogs and counters (engine_transfers.cc). Regions: the
+  // registry and its directory (engine_vqps.cc). Recovery: the peer dialogue and the VQPs to look
+  // at (engine_recovery.cc). Events: the WatchEvents streams (engine_events.cc).
+  struct Room {
+    // Producers that found commands_ full, rung (and forgotten) once the loop has taken commands.
+    std::mutex mu;
+    std::vector<std::shared_ptr<common::Doorbell>> waiters;  // guarded by mu
+    std::atomic<bool> wanted{false};
+    std::atomic<uint64_t> full_count{0};  // times a producer found the queue full
+  };
+  struct Transfers {
+    std::vector<Transfer> slots;
+    std::vector<uint32_t> free;
+    uint64_t in_flight = 0;   // accepted and not yet completed to their sink
+    uint64_t posted = 0;      // virtual WRs in flight (some may be past their deadline)
+    uint64_t backlogged = 0;  // transfers in VQP backlogs
+    // Per-loop work follows activity, not the number of VQPs: the VQPs with a backlog (and the
+    // deadlines of accepted transfers in a min-heap, deadlines_).
+    std::vector<VqpSlot*> backlogged_vqps;
+    uint64_t next_deadline_check_ns = 0;
+    std::string stopped;  // non-empty: StopTransfers was called (why)
+  };
+  struct Regions {
+    std::unique_ptr<RegionDir> dir;  // set by Init, before Start returns
+    std::map<uint64_t, std::unique_ptr<RegionSlot>> by_id;
+    uint64_t next_id = 1;
+  };
+  struct Recovery {
+    common::EventQueue<RecoveryRequest> requests{1024};  // from the control threads
+    uint64_t next_check_ns = 0;
+    uint64_t attempt_ids = 0;
+    // The VQPs recovery must look at (work out, a QP not healthy, a recovery under way).
+    std::vector<VqpSlot*> attention;
+    uint64_t next_sweep_ns = 0;  // every VQP looked at every 5 s (what no event announced)
+  };
+  struct Events {
+    std::vector<std::shared_ptr<EventWatcher>> watchers;
+    uint64_t seq = 0;
+  };
+
   EngineOptions options_;
   uint64_t incarnation_;
   common::EventQueue<Command> commands_;
-  // Producers that found commands_ full, rung (and forgotten) once the loop has taken commands.
-  std::mutex room_mu_;
-  std::vector<std::shared_ptr<common::Doorbell>> room_waiters_;  // guarded by room_mu_
-  std::atomic<bool> room_wanted_{false};
-  std::atomic<uint64_t> command_queue_full_{0};
-  common::EventQueue<RecoveryRequest> recovery_requests_{1024};
-  uint64_t next_recovery_check_ns_ = 0;
-  uint64_t recovery_attempt_ids_ = 0;
+  Room room_;
+  Recovery recovery_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> heartbeat_ns_{0};
   std::atomic<uint32_t> healthy_devices_{0};
   std::atomic<uint64_t> releases_{0};
   int epoll_fd_ = -1;
-
-  std::unique_ptr<RegionDir> region_dir_;  // set by Init, before Start returns
 
   // Engine-thread state.
   std::vector<std::unique_ptr<DeviceSlot>> devices_;
@@ -302,35 +338,14 @@ class Engine {
   std::map<PeerKey, uint64_t> by_peer_;
   FdBudget fd_budget_{options_.fd_reserve};
   uint64_t fds_promised_ = 0;  // descriptors of created VQPs not yet connected
-  std::map<uint64_t, std::unique_ptr<RegionSlot>> regions_;
-  uint64_t next_region_id_ = 1;
-  std::vector<Transfer> transfers_;
-  std::vector<uint32_t> free_transfers_;
-  uint64_t in_flight_ = 0;   // transfers accepted and not yet completed to their sink
-  uint64_t posted_ = 0;      // virtual WRs in flight (some may be past their deadline)
-  uint64_t backlogged_ = 0;  // transfers in VQP backlogs
-  // Per-loop work follows activity, not the number of VQPs: the VQPs with a backlog, the VQPs
-  // recovery must look at (work out, a QP not healthy, a recovery under way), and the deadlines
-  // of accepted transfers in a min-heap (stale entries are skipped and purged).
-  struct Deadline {
-    uint64_t at_ns;
-    uint32_t index;
-    uint32_t generation;
-    // The heap's order: the earliest deadline on top.
-    static bool Later(const Deadline& a, const Deadline& b) { return a.at_ns > b.at_ns; }
-  };
-  std::vector<VqpSlot*> backlogged_vqps_;
-  std::vector<VqpSlot*> attention_;
-  std::vector<Deadline> deadlines_;
-  uint64_t next_sweep_ns_ = 0;     // every VQP looked at every 5 s (what no event announced)
-  std::string transfers_stopped_;  // non-empty: StopTransfers was called (why)
-  uint64_t next_deadline_check_ns_ = 0;
+  Regions regions_;
+  Transfers transfers_;
+  DeadlineHeap deadlines_{2 * size_t{options_.max_transfers} + 64};
   uint64_t last_activity_ns_ = 0;
   std::array<vqp::VirtualWc, vqp::VirtualCq::kPollBatch> wcs_{};
   EngineSnapshot stats_;  // counters kept as they happen (devices/vqps filled by TakeSnapshot)
   uint64_t stall_until_ns_ = 0;
-  std::vector<std::shared_ptr<EventWatcher>> event_watchers_;
-  uint64_t event_seq_ = 0;
+  Events events_;
 };
 
 }  // namespace braid::engine

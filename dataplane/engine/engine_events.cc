@@ -58,7 +58,7 @@ const char* EventKindName(EventKind kind) {
 
 Status Engine::WatchEvents(std::shared_ptr<EventWatcher> watcher) {
   return CallStatus([w = std::move(watcher)](Engine& e) -> Status {
-    e.event_watchers_.push_back(w);
+    e.events_.watchers.push_back(w);
     return Status::Ok();
   });
 }
@@ -67,7 +67,7 @@ void Engine::PruneWatchers(uint64_t vqp_id) {
   (void)commands_.Push([vqp_id](Engine& e) {
     auto closed = [](const auto& w) { return w->closed.load(std::memory_order_relaxed); };
     if (vqp_id == 0) {
-      std::erase_if(e.event_watchers_, closed);
+      std::erase_if(e.events_.watchers, closed);
       return;
     }
     auto it = e.vqps_.find(vqp_id);
@@ -78,7 +78,7 @@ void Engine::PruneWatchers(uint64_t vqp_id) {
 void Engine::Emit(EventKind kind, uint64_t vqp_id, int32_t qp_index, std::string device,
                   std::string cause) {
   EngineEvent event;
-  event.seq = ++event_seq_;
+  event.seq = ++events_.seq;
   event.time_unix_ns =
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
@@ -88,7 +88,7 @@ void Engine::Emit(EventKind kind, uint64_t vqp_id, int32_t qp_index, std::string
   event.qp_index = qp_index;
   event.device = std::move(device);
   event.cause = std::move(cause);
-  FanOut(event_watchers_, event);
+  FanOut(events_.watchers, event);
 }
 
 void Engine::TrackQpHealth(VqpSlot& slot) {

@@ -87,8 +87,8 @@ struct Engine::VqpSlot {
   std::string failure;               // why it failed
   std::vector<QpRecovery> recovery;  // per data QP
   uint64_t promised_fds = 0;         // until connected: the descriptors its QPs will hold
-  bool on_backlog_list = false;      // in Engine::backlogged_vqps_
-  bool on_attention_list = false;    // in Engine::attention_
+  bool on_backlog_list = false;      // in Engine::transfers_.backlogged_vqps
+  bool on_attention_list = false;    // in Engine::recovery_.attention
 };
 
 struct Engine::RegionSlot {

@@ -102,7 +102,7 @@ void Engine::FailVqp(VqpSlot& slot, const std::string& why) {
 void Engine::Attend(VqpSlot& slot) {
   if (slot.on_attention_list) return;
   slot.on_attention_list = true;
-  attention_.push_back(&slot);
+  recovery_.attention.push_back(&slot);
 }
 
 bool Engine::Settled(const VqpSlot& slot) const {
@@ -126,31 +126,31 @@ bool Engine::Settled(const VqpSlot& slot) const {
 }
 
 void Engine::Forget(VqpSlot& slot) {
-  if (slot.on_attention_list) std::erase(attention_, &slot);
-  if (slot.on_backlog_list) std::erase(backlogged_vqps_, &slot);
+  if (slot.on_attention_list) std::erase(recovery_.attention, &slot);
+  if (slot.on_backlog_list) std::erase(transfers_.backlogged_vqps, &slot);
   slot.on_attention_list = slot.on_backlog_list = false;
 }
 
 void Engine::RunRecovery(uint64_t now) {
-  if (now >= next_sweep_ns_) {
+  if (now >= recovery_.next_sweep_ns) {
     // Every 5 s, every VQP: a QP that died with only receives out announces itself to
     // nobody.
-    next_sweep_ns_ = now + 5000000000ull;
+    recovery_.next_sweep_ns = now + 5000000000ull;
     for (auto& [id, slot] : vqps_) {
       if (!Settled(*slot)) Attend(*slot);
     }
   }
   // By index: recovery may fail a VQP, never add or destroy one.
-  for (size_t a = 0; a < attention_.size();) {
-    VqpSlot& slot = *attention_[a];
+  for (size_t a = 0; a < recovery_.attention.size();) {
+    VqpSlot& slot = *recovery_.attention[a];
     RecoverOne(slot, now);
     if (!Settled(slot)) {
       ++a;
       continue;
     }
     slot.on_attention_list = false;
-    attention_[a] = attention_.back();
-    attention_.pop_back();
+    recovery_.attention[a] = recovery_.attention.back();
+    recovery_.attention.pop_back();
   }
 }
 
@@ -174,7 +174,7 @@ void Engine::RecoverOne(VqpSlot& slot, uint64_t now) {
           break;
         }
         r.phase = RecoveryPhase::kResetting;
-        r.attempt = ++recovery_attempt_ids_;
+        r.attempt = ++recovery_.attempt_ids;
         if (r.attempts == 0) {
           Emit(EventKind::kQpRecovering, slot.id, index,
                cq_->device(q.physical_device(index)).info().name,
@@ -199,7 +199,7 @@ void Engine::RecoverOne(VqpSlot& slot, uint64_t now) {
         request.card = *card;
         request.epoch = slot.epoch + 1;
         r.epoch = request.epoch;  // the epoch of this attempt, on both sides
-        if (!recovery_requests_.Push(std::move(request)).ok()) {
+        if (!recovery_.requests.Push(std::move(request)).ok()) {
           RecoveryFailed(slot, i, now);
           break;
         }

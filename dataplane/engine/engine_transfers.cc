@@ -45,19 +45,19 @@ Status WcError(ibv_wc_status status) {
 
 void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink) {
   uint32_t index;
-  if (!transfers_stopped_.empty()) {
+  if (!transfers_.stopped.empty()) {
     TransferResult r;
     r.op_id = request.op_id;
-    r.status = Status::Cancelled(transfers_stopped_);
+    r.status = Status::Cancelled(transfers_.stopped);
     if (!sink->results.Push(std::move(r)).ok()) sink->dropped.fetch_add(1);
     return;
   }
-  if (!free_transfers_.empty()) {
-    index = free_transfers_.back();
-    free_transfers_.pop_back();
-  } else if (transfers_.size() < options_.max_transfers) {
-    index = static_cast<uint32_t>(transfers_.size());
-    transfers_.emplace_back();
+  if (!transfers_.free.empty()) {
+    index = transfers_.free.back();
+    transfers_.free.pop_back();
+  } else if (transfers_.slots.size() < options_.max_transfers) {
+    index = static_cast<uint32_t>(transfers_.slots.size());
+    transfers_.slots.emplace_back();
   } else {
     TransferResult r;
     r.op_id = request.op_id;
@@ -65,7 +65,7 @@ void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<Trans
     if (!sink->results.Push(std::move(r)).ok()) sink->dropped.fetch_add(1);
     return;
   }
-  Transfer& t = transfers_[index];
+  Transfer& t = transfers_.slots[index];
   t.active = true;
   t.reported = false;
   t.posted = false;
@@ -80,30 +80,23 @@ void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<Trans
       request.timeout_ms != 0 ? request.timeout_ms : options_.default_timeout_ms;
   t.deadline_ns = t.start_ns + uint64_t{timeout} * 1000000;
   t.sink = std::move(sink);
-  ++in_flight_;
+  ++transfers_.in_flight;
   Status s = PrepareTransfer(request, t);
   if (!s.ok()) {
     Complete(index, std::move(s), IBV_WC_SUCCESS, false);
     Release(index);
     return;
   }
-  if (deadlines_.size() + 1 >= deadlines_.capacity()) {
-    // Mostly transfers that completed before their deadline: keep the live ones.
-    std::erase_if(deadlines_, [this](const Deadline& d) {
-      const Transfer& x = transfers_[d.index];
-      return x.generation != d.generation || !x.active || x.reported;
-    });
-    std::make_heap(deadlines_.begin(), deadlines_.end(), Deadline::Later);
-  }
-  deadlines_.push_back({t.deadline_ns, index, t.generation});
-  std::push_heap(deadlines_.begin(), deadlines_.end(), Deadline::Later);
+  // Stale: mostly transfers that completed before their deadline.
+  deadlines_.Push({t.deadline_ns, index, t.generation},
+                  [this](const DeadlineHeap::Entry& d) { return !DeadlineLive(d); });
   VqpSlot& slot = *vqps_[t.vqp_id];
   if (!slot.backlog.empty() || !PostTransfer(index)) {
     slot.backlog.push_back(index);
-    ++backlogged_;
+    ++transfers_.backlogged;
     if (!slot.on_backlog_list) {
       slot.on_backlog_list = true;
-      backlogged_vqps_.push_back(&slot);
+      transfers_.backlogged_vqps.push_back(&slot);
     }
   }
 }
@@ -154,7 +147,7 @@ Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
   BRAID_ASSIGN_OR_RETURN(uint32_t remote_keys, RemoteKeys(*slot, remote, t));
   vqp::VirtualSendWr& wr = t.wr;
   wr = {};
-  wr.wr_id = (uint64_t{t.generation} << 32) | static_cast<uint64_t>(&t - transfers_.data());
+  wr.wr_id = (uint64_t{t.generation} << 32) | static_cast<uint64_t>(&t - transfers_.slots.data());
   switch (request.op) {
     case TransferOp::kWrite:
       wr.opcode = IBV_WR_RDMA_WRITE;
@@ -234,13 +227,13 @@ Result<uint32_t> Engine::RemoteKeys(VqpSlot& slot, const RemoteRegion& remote, T
 }
 
 bool Engine::PostTransfer(uint32_t index) {
-  Transfer& t = transfers_[index];
+  Transfer& t = transfers_.slots[index];
   VqpSlot& slot = *vqps_[t.vqp_id];
   Status s = slot.vqp->PostSend(t.wr);
   if (s.ok()) Attend(slot);
   if (s.ok()) {
     t.posted = true;
-    ++posted_;
+    ++transfers_.posted;
     return true;
   }
   if (s.code() == common::StatusCode::kNoResource) return false;
@@ -250,34 +243,34 @@ bool Engine::PostTransfer(uint32_t index) {
 }
 
 void Engine::PumpBacklogs() {
-  for (size_t i = 0; i < backlogged_vqps_.size();) {
-    VqpSlot& slot = *backlogged_vqps_[i];
+  for (size_t i = 0; i < transfers_.backlogged_vqps.size();) {
+    VqpSlot& slot = *transfers_.backlogged_vqps[i];
     auto& backlog = slot.backlog;
     while (!backlog.empty()) {
       const uint32_t index = backlog.front();
-      Transfer& t = transfers_[index];
+      Transfer& t = transfers_.slots[index];
       if (!t.reported && !PostTransfer(index)) break;
       if (t.reported && !t.posted) Release(index);  // past its deadline while waiting
       backlog.pop_front();
-      --backlogged_;
+      --transfers_.backlogged;
     }
     if (!backlog.empty()) {
       ++i;
       continue;
     }
     slot.on_backlog_list = false;
-    backlogged_vqps_[i] = backlogged_vqps_.back();
-    backlogged_vqps_.pop_back();
+    transfers_.backlogged_vqps[i] = transfers_.backlogged_vqps.back();
+    transfers_.backlogged_vqps.pop_back();
   }
 }
 
 void Engine::FailBacklog(VqpSlot& slot, const Status& status) {
   for (uint32_t index : slot.backlog) {
-    if (!transfers_[index].reported) {
+    if (!transfers_.slots[index].reported) {
       Complete(index, status, IBV_WC_WR_FLUSH_ERR, false);
     }
     Release(index);
-    --backlogged_;
+    --transfers_.backlogged;
   }
   slot.backlog.clear();
 }
@@ -317,11 +310,11 @@ void Engine::OnVirtualWc(const vqp::VirtualWc& wc) {
   }
   const auto index = static_cast<uint32_t>(wc.wr_id & 0xFFFFFFFF);
   const auto generation = static_cast<uint32_t>(wc.wr_id >> 32);
-  if (index >= transfers_.size()) return;
-  Transfer& t = transfers_[index];
+  if (index >= transfers_.slots.size()) return;
+  Transfer& t = transfers_.slots[index];
   if (!t.active || !t.posted || t.generation != generation) return;
   t.posted = false;
-  --posted_;
+  --transfers_.posted;
   if (!t.reported) {
     Complete(index, wc.status == IBV_WC_SUCCESS ? Status::Ok() : WcError(wc.status), wc.status,
              true);
@@ -330,9 +323,9 @@ void Engine::OnVirtualWc(const vqp::VirtualWc& wc) {
 }
 
 void Engine::Complete(uint32_t index, Status status, ibv_wc_status wc_status, bool posted) {
-  Transfer& t = transfers_[index];
+  Transfer& t = transfers_.slots[index];
   t.reported = true;
-  --in_flight_;
+  --transfers_.in_flight;
   const uint64_t latency = NowNs() - t.start_ns;
   int outcome = -1;
   if (posted) {
@@ -361,10 +354,10 @@ void Engine::Complete(uint32_t index, Status status, ibv_wc_status wc_status, bo
 }
 
 void Engine::Release(uint32_t index) {
-  Transfer& t = transfers_[index];
+  Transfer& t = transfers_.slots[index];
   if (t.region_id != 0) {
-    auto it = regions_.find(t.region_id);
-    if (it != regions_.end()) --it->second->in_flight;
+    auto it = regions_.by_id.find(t.region_id);
+    if (it != regions_.by_id.end()) --it->second->in_flight;
   }
   if (t.has_remote_keys) {
     // A destroyed VQP took its key cache with it.
@@ -374,17 +367,20 @@ void Engine::Release(uint32_t index) {
   t.active = false;
   t.sink.reset();
   ++t.generation;
-  free_transfers_.push_back(index);
+  transfers_.free.push_back(index);
+}
+
+bool Engine::DeadlineLive(const DeadlineHeap::Entry& d) const {
+  const Transfer& t = transfers_.slots[d.index];
+  return t.generation == d.generation && t.active && !t.reported;
 }
 
 void Engine::CheckDeadlines(uint64_t now) {
-  while (!deadlines_.empty() && deadlines_.front().at_ns <= now) {
-    std::pop_heap(deadlines_.begin(), deadlines_.end(), Deadline::Later);
-    const Deadline d = deadlines_.back();
-    deadlines_.pop_back();
+  DeadlineHeap::Entry d;
+  while (deadlines_.PopDue(now, &d)) {
+    if (!DeadlineLive(d)) continue;
     const uint32_t i = d.index;
-    Transfer& t = transfers_[i];
-    if (t.generation != d.generation || !t.active || t.reported) continue;
+    Transfer& t = transfers_.slots[i];
     const uint64_t ms = (t.deadline_ns - t.start_ns) / 1000000;
     Complete(i,
              Status::DeadlineExceeded(

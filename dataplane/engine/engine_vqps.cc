@@ -23,8 +23,8 @@ Result<Engine::VqpSlot*> Engine::FindVqp(uint64_t vqp_id, OwnerId scope) {
 }
 
 Result<Engine::RegionSlot*> Engine::FindRegion(uint64_t region_id, OwnerId scope) {
-  auto it = regions_.find(region_id);
-  if (it == regions_.end() || (scope != kAnyOwner && it->second->owner != scope)) {
+  auto it = regions_.by_id.find(region_id);
+  if (it == regions_.by_id.end() || (scope != kAnyOwner && it->second->owner != scope)) {
     return Status::NotFound("no region " + std::to_string(region_id) + " on agent " +
                             options_.agent_id);
   }
@@ -158,7 +158,8 @@ Status Engine::DoDestroy(uint64_t vqp_id, OwnerId scope) {
   RetireTraffic(*slot);
   Forget(*slot);
   fds_promised_ -= slot->promised_fds;
-  for (auto& [id, region] : regions_) region->grants.erase(vqp_id);  // before the VQP's domains
+  for (auto& [id, region] : regions_.by_id)
+    region->grants.erase(vqp_id);  // before the VQP's domains
   // Destroying the VQP completes its in-flight virtual WRs with WR_FLUSH_ERR (every virtual WR
   // completes once); they are routed by wr_id below, like any completion.
   if (slot->state != VqpState::kCreated) {
@@ -229,15 +230,15 @@ Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request) {
     granted.push_back(v);
   }
   auto slot = std::make_unique<RegionSlot>();
-  slot->id = next_region_id_++;
+  slot->id = regions_.next_id++;
   slot->owner = request.owner;
   slot->label = request.label;
   BRAID_ASSIGN_OR_RETURN(slot->shm,
-                         ShmRegion::Create(region_dir_->path(), region_dir_->NameFor(slot->id),
+                         ShmRegion::Create(regions_.dir->path(), regions_.dir->NameFor(slot->id),
                                            request.length, request.file_uid));
   for (VqpSlot* v : granted) BRAID_RETURN_IF_ERROR(DoGrant(*slot, *v).status());
   RegionSlot& ref = *slot;
-  regions_[ref.id] = std::move(slot);
+  regions_.by_id[ref.id] = std::move(slot);
   return DescribeRegion(ref);
 }
 
@@ -296,7 +297,7 @@ Status Engine::DoDeregister(uint64_t region_id, OwnerId scope) {
     (void)v->vqp->RemoveLocalKeys(use->second.handle);
     v->local_uses.erase(use);
   }
-  regions_.erase(region_id);
+  regions_.by_id.erase(region_id);
   releases_.fetch_add(1, std::memory_order_relaxed);
   return Status::Ok();
 }

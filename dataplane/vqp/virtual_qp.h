@@ -22,6 +22,8 @@
 //                   Single QP: one WRITE_WITH_IMM when it fits one fragment, else plain writes and
 //                   a notify on the same QP.
 //   SEND, atomics   not fragmented; on the message QP (or the single QP); never replayed.
+// How WRITE_WITH_IMM is carried is the VQP's protocol (vqp_protocol.h), chosen at creation from
+// the scheme and QP count; everything else above is common to the three.
 // Every physical WR carries a WrTag, so completions are routed by tag and status, never by opcode.
 // A physical QP turns Dead on its first error completion and is never scheduled again.
 // With failover on (idempotent pieces fail over), an idempotent piece (write/read fragment, DQPLB
@@ -55,8 +57,12 @@
 #include "dataplane/vqp/drain_rate.h"
 #include "dataplane/vqp/key_table.h"
 #include "dataplane/vqp/reorder_window.h"
+#include "dataplane/vqp/ring.h"
+#include "dataplane/vqp/send_entry.h"
 #include "dataplane/vqp/virtual_cq.h"
+#include "dataplane/vqp/vqp_protocol.h"
 #include "dataplane/vqp/vqp_types.h"
+#include "dataplane/vqp/vqp_wire.h"
 #include "dataplane/vqp/wr_tag.h"
 
 namespace braid::vqp {
@@ -130,7 +136,7 @@ class VirtualQp {
   }
   // Measured drain rate of CQ device `device` for this VQP (the scheduler's weight), bytes/s.
   double device_drain_rate(int device) const {
-    const double ns = device_load_[static_cast<size_t>(device)].rate.ns_per_byte();
+    const double ns = devices_.load[static_cast<size_t>(device)].rate.ns_per_byte();
     return ns > 0 ? 1e9 / ns : 0;
   }
   int healthy_data_qps() const { return healthy_data_qps_; }
@@ -164,8 +170,8 @@ class VirtualQp {
   // Operator drain of every QP on `device` (Healthy → Draining) and its undo.
   common::Status DrainDevice(int device);
   common::Status UndrainDevice(int device);
-  uint32_t pending_sends() const { return static_cast<uint32_t>(send_tail_ - send_head_); }
-  uint32_t pending_recvs() const { return static_cast<uint32_t>(recv_tail_ - recv_head_); }
+  uint32_t pending_sends() const { return static_cast<uint32_t>(send_.tail - send_.head); }
+  uint32_t pending_recvs() const { return static_cast<uint32_t>(recv_.tail - recv_.head); }
   const VirtualQpCounters& counters() const { return counters_; }
 
   // VirtualCq-internal: one physical completion of physical QP `qp_index`.
@@ -182,16 +188,6 @@ class VirtualQp {
   VirtualQp(CreateKey, VirtualCq& cq, const VirtualQpConfig& config, uint32_t num_devices);
 
  private:
-  enum class Stage : uint8_t {
-    kData,
-    kTail,
-    kWaitData,
-    kFence,
-    kWaitFence,
-    kNotify,
-    kWaitNotify,
-    kDone
-  };
   struct PhysQp {
     std::unique_ptr<verbs::Qp> qp;
     int device = 0;              // index into the CQ's devices
@@ -212,41 +208,6 @@ class VirtualQp {
     uint64_t cooldown_until_ns = 0;
     std::string cooling_cause;
   };
-  struct SendEntry {
-    VirtualSendWr wr;
-    uint64_t next_offset = 0;
-    uint32_t inflight = 0;
-    uint32_t devices_used = 0;  // bit per device that carried data (fences)
-    uint32_t notify_seq = 0;
-    int notify_qp = -1;
-    ibv_wc_status status = IBV_WC_SUCCESS;
-    Stage stage = Stage::kData;
-    bool aborted = false;
-    bool stalled = false;
-    bool op_fault = false;   // one of its pieces failed through its own fault: no more replays
-    bool seq_taken = false;  // DQPLB: a fragment took a sequence number (the tail must follow)
-  };
-  struct Fragment {
-    uint32_t send_slot = 0;
-    uint16_t qp = 0;
-    WrKind kind = WrKind::kFragment;
-    uint8_t replays = 0;
-    bool tail = false;  // DQPLB tail (SEND_WITH_IMM)
-    ibv_wr_opcode opcode = IBV_WR_RDMA_WRITE;
-    uint64_t offset = 0;
-    uint32_t length = 0;
-    uint32_t seq = 0;  // DQPLB sequence number; SPRAY notify sequence number
-    int fence_device = -1;
-    bool owed = false;  // a void paying an owed sequence number (no send entry)
-  };
-  // A sequence number the peer's stream is waiting for, whose piece could not be sent because no
-  // data QP was left. It is paid (as a void) as soon as one is back, so the peer's reorder window
-  // never waits forever; the virtual WR it belonged to has already failed.
-  enum class OwedKind : uint8_t { kVoid, kVoidTail, kVoidNotify };
-  struct Owed {
-    uint32_t seq = 0;
-    OwedKind kind = OwedKind::kVoid;
-  };
   struct RecvEntry {
     VirtualRecvWr wr;
     bool done = false;
@@ -266,7 +227,6 @@ class VirtualQp {
     uint32_t seq = 0;
     ReorderWindow::Entry entry;
   };
-  enum class PostResult : uint8_t { kPosted, kBlocked, kNoQp };
   // What this VQP has outstanding on one device, and how fast that device drains it.
   struct DeviceLoad {
     uint32_t outstanding = 0;  // data QPs' send WRs
@@ -285,13 +245,17 @@ class VirtualQp {
     return config_.clock_ns != nullptr ? config_.clock_ns() : common::MonotonicNs();
   }
   int message_qp() const { return multi() ? static_cast<int>(config_.num_qps) : 0; }
-  uint8_t* control(size_t offset) { return control_.data() + offset; }
+  uint8_t* control(size_t offset) { return control_.bytes.data() + offset; }
   uint64_t control_addr(size_t offset) const {
-    return reinterpret_cast<uint64_t>(control_.data() + offset);
+    return reinterpret_cast<uint64_t>(control_.bytes.data() + offset);
   }
   size_t PoolSlotOffset(uint32_t slot) const { return slot * 16; }
-  size_t NotifyPayloadOffset(uint32_t send_slot) const { return notify_base_ + send_slot * 16; }
-  size_t UserRecvSlotOffset(uint32_t recv_slot) const { return user_recv_base_ + recv_slot * 16; }
+  size_t NotifyPayloadOffset(uint32_t send_slot) const {
+    return control_.notify_base + send_slot * 16;
+  }
+  size_t UserRecvSlotOffset(uint32_t recv_slot) const {
+    return control_.user_recv_base + recv_slot * 16;
+  }
   void MarkDead(int qp_index, ibv_wc_status status);
   // One more strike against data QP `qp_index`: its cooldown starts at `now` (cooldown).
   void Strike(int qp_index, uint64_t now, std::string cause);
@@ -306,30 +270,33 @@ class VirtualQp {
   void Pump();
   bool Advance(uint32_t slot);  // false: blocked on capacity
   PostResult PostDataFragments(uint32_t slot);
-  PostResult PostTail(uint32_t slot);
-  PostResult PostFences(uint32_t slot);
-  PostResult PostNotify(uint32_t slot);
   PostResult PostPiece(Fragment piece, int qp_index);
+  // PostPiece on the data QP the scheduler picks, picking again while a QP dies on post.
+  PostResult PostOnDataQp(const Fragment& piece);
   PostResult Submit(uint32_t frag_slot);
   int PickQp(WrKind kind, int device, uint64_t length = 0) const;
   bool AnyHealthyFor(WrKind kind, int device) const;
   void RetryPending();
   void OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t frag_slot);
   void OnProbeCompletion(int qp_index, const ibv_wc& wc);
-  // `release_seq`: the piece's DQPLB sequence number is acknowledged (false when it is owed).
+  // `release_seq`: the piece's sequence number is acknowledged (false when it is owed).
   void FinishPiece(uint32_t frag_slot, ibv_wc_status status, bool release_seq = true);
-  // Stream pieces: the peer's reorder window waits for their sequence numbers.
-  bool CarriesSeq(const Fragment& f) const;
-  bool CarriesDqplbSeq(const Fragment& f) const;
   void Owe(uint32_t seq, OwedKind kind);
   // Fails the piece's virtual WR part and keeps its sequence number owed.
   void OwePiece(uint32_t frag_slot, ibv_wc_status status);
   void PayOwed();
   void ReportSends();
-  SendEntry& Send(uint64_t index) { return sends_[index & ring_mask_]; }
+  void Stall(uint32_t slot);  // blocked on capacity past the dispatch cursor
+  SendEntry& Send(uint64_t index) { return send_.entries[index & ring_mask_]; }
   uint32_t SlotOf(uint64_t index) const { return static_cast<uint32_t>(index & ring_mask_); }
-  bool SeqWindowFull() const { return seq_next_ - seq_oldest_ >= seq_window_; }
-  void SeqDone(uint32_t seq);
+
+  // What the protocols use of the VQP (besides PickQp, PostPiece, PostOnDataQp and Owe).
+  friend class SingleQpProtocol;
+  friend class SprayProtocol;
+  friend class DqplbProtocol;
+  SendEntry& entry(uint32_t slot) { return send_.entries[slot]; }
+  // The notify or tail payload of send slot `slot`, in the control region.
+  void WritePayload(uint32_t slot, const wire::Payload& payload);
 
   // Receive path (vqp_recv.cc).
   common::Status PostPhysicalRecv(int qp_index, WrKind kind, uint32_t slot, ibv_sge sge);
@@ -344,10 +311,61 @@ class VirtualQp {
   void SetHealth(int qp_index, QpHealth health);
   // Moves every QP on `device` in health `from` to `to`; kNotFound when it has none there.
   common::Status ChangeDeviceHealth(int device, QpHealth from, QpHealth to);
-  RecvEntry& Recv(uint64_t index) { return recvs_[index & ring_mask_]; }
+  RecvEntry& Recv(uint64_t index) { return recv_.entries[index & ring_mask_]; }
 
-  bool DeviceDrained(int device) const { return (drained_devices_ >> device) & 1u; }
+  bool DeviceDrained(int device) const { return (devices_.drained >> device) & 1u; }
   static constexpr uint64_t kForgiveStrikesNs = 10'000'000'000;
+
+  // The devices of the CQ this VQP uses, and what it has on each (indexed by CQ device).
+  struct Devices {
+    std::vector<int> used;           // CQ device indices this VQP uses
+    uint32_t drained = 0;            // bit per CQ device the operator drained
+    std::vector<DeviceLoad> load;    // the scheduler's weights
+    std::vector<uint32_t> reserved;  // CQ entries reserved
+  };
+  // What the peer's card said (recovery re-connects with it).
+  struct Peer {
+    std::vector<DeviceCard> devices;
+    std::vector<uint32_t> control_rkeys;  // per peer device
+    uint64_t control_addr = 0;
+    verbs::LinkKey link_key{};  // the connection's, from both cards (every RTR, recovery too)
+    // (local device, peer device) pairs of the data QPs and of the message QP: the key checks.
+    std::vector<std::pair<uint32_t, uint32_t>> data_key_devices;
+    std::pair<uint32_t, uint32_t> message_key_device{0, 0};
+  };
+  // Control region: pool slots, notify/tail payloads, single-QP receive slots, fence words.
+  struct Control {
+    std::vector<uint8_t> bytes;
+    std::vector<std::unique_ptr<verbs::MemoryRegion>> mrs;  // per CQ device
+    size_t notify_base = 0;
+    size_t user_recv_base = 0;
+    size_t fence_offset = 0;
+  };
+  // Virtual send WRs, in a power-of-two ring (ring_mask_) of which at most max_virtual_wrs entries
+  // are in use: reported up to head, dispatched up to dispatch, posted up to tail. Then the
+  // physical pieces in flight by fragment slot (the WrTag's slot), and the work waiting for a QP.
+  struct SendQueue {
+    std::vector<SendEntry> entries;
+    uint64_t head = 0;
+    uint64_t dispatch = 0;
+    uint64_t tail = 0;
+    std::vector<Fragment> frags;
+    std::vector<uint32_t> free_frags;
+    Ring<uint32_t> retry;    // fragment slots to re-post
+    Ring<Owed> owed;         // owed sequence numbers
+    Ring<uint32_t> stalled;  // send slots blocked on capacity past the dispatch cursor
+  };
+  // Virtual receive WRs (same ring size), and the messages and arrivals waiting for them.
+  struct RecvQueue {
+    std::vector<RecvEntry> entries;
+    uint64_t head = 0;
+    uint64_t tail = 0;
+    uint64_t match = 0;               // next length-0 receive to match (multi-QP)
+    Ring<Message> buffered;           // messages that arrived before their receive
+    bool message_incomplete = false;  // a void marker was seen in the message being reassembled
+    std::vector<Parked> parked;       // per pool slot
+    uint32_t parked_count = 0;
+  };
 
   VirtualCq& cq_;
   VirtualQpConfig config_;
@@ -355,69 +373,24 @@ class VirtualQp {
   bool connected_ = false;
   bool destroying_ = false;
   std::vector<PhysQp> qps_;
-  std::vector<int> devices_;             // CQ device indices this VQP uses
-  uint32_t drained_devices_ = 0;         // bit per CQ device the operator drained
-  std::vector<DeviceLoad> device_load_;  // per CQ device (the scheduler's weights)
+  Devices devices_;
   KeyTable local_keys_;
   KeyTable remote_keys_;
-  std::vector<uint32_t> remote_control_rkeys_;
-  uint64_t remote_control_addr_ = 0;
   verbs::LinkKey link_secret_{};  // this VQP's half of the link key (its card's)
-  verbs::LinkKey link_key_{};     // the connection's, from both cards (every RTR, recovery too)
-  std::vector<DeviceCard> remote_devices_;  // the peer card's devices (recovery re-connects)
-  std::vector<uint32_t> reserved_;          // CQ entries reserved per CQ device
-  // (local device, peer device) pairs of the data QPs and of the message QP: the key checks.
-  std::vector<std::pair<uint32_t, uint32_t>> data_key_devices_;
-  std::pair<uint32_t, uint32_t> message_key_device_{0, 0};
+  Peer peer_;
+  Control control_;
 
-  // Control region: pool slots, notify/tail payloads, single-QP receive slots, fence words.
-  std::vector<uint8_t> control_;
-  std::vector<std::unique_ptr<verbs::MemoryRegion>> control_mrs_;  // per CQ device
-  size_t notify_base_ = 0;
-  size_t user_recv_base_ = 0;
-  size_t fence_offset_ = 0;
-
-  // Send state. sends_ and recvs_ are power-of-two rings (ring_mask_); at most max_virtual_wrs
-  // entries are in use.
   uint64_t ring_mask_ = 0;
-  std::vector<SendEntry> sends_;
-  uint64_t send_head_ = 0;
-  uint64_t send_dispatch_ = 0;
-  uint64_t send_tail_ = 0;
-  std::vector<Fragment> frags_;
-  std::vector<uint32_t> free_frags_;
-  std::vector<uint32_t> retry_;  // ring of fragment slots to re-post
-  size_t retry_head_ = 0;
-  size_t retry_count_ = 0;
-  std::vector<Owed> owed_;  // ring of owed sequence numbers
-  size_t owed_head_ = 0;
-  size_t owed_count_ = 0;
-  std::vector<uint32_t> stalled_;  // ring of send slots blocked on capacity past dispatch
-  size_t stalled_head_ = 0;
-  size_t stalled_count_ = 0;
+  SendQueue send_;
   uint32_t rr_ = 0;
   int healthy_data_qps_ = 0;  // data QPs in Healthy
-  uint32_t notify_seq_next_ = 0;
-  uint32_t seq_next_ = 0;
-  uint32_t seq_oldest_ = 0;
-  uint32_t seq_window_ = 0;
-  std::vector<uint8_t> seq_done_;
   ibv_wc_status last_error_ = IBV_WC_WR_FLUSH_ERR;
 
-  // Receive state.
-  std::vector<RecvEntry> recvs_;
-  uint64_t recv_head_ = 0;
-  uint64_t recv_tail_ = 0;
-  uint64_t recv_match_ = 0;  // next length-0 receive to match (multi-QP)
-  std::vector<Message> buffered_;
-  size_t buffered_head_ = 0;
-  size_t buffered_count_ = 0;
+  RecvQueue recv_;
   ReorderWindow window_;
-  bool message_incomplete_ = false;  // a void marker was seen in the message being reassembled
-  std::vector<Parked> parked_;       // per pool slot
-  uint32_t parked_count_ = 0;
 
   VirtualQpCounters counters_;
+  std::unique_ptr<VqpProtocol> protocol_;  // chosen at creation
 };
 
 }  // namespace braid::vqp

@@ -10,10 +10,6 @@
 namespace braid::vqp {
 
 using common::Status;
-using wire::kAbortedFlag;
-using wire::kSeqMask;
-using wire::kTailBit;
-using wire::kVoidBit;
 using wire::Payload;
 
 Status VirtualQp::PostPhysicalRecv(int qp_index, WrKind kind, uint32_t slot, ibv_sge sge) {
@@ -32,13 +28,13 @@ Status VirtualQp::PostPoolRecv(int qp_index, uint32_t pool_slot) {
   const int device = qps_[static_cast<size_t>(qp_index)].device;
   return PostPhysicalRecv(qp_index, WrKind::kPoolRecv, pool_slot,
                           {control_addr(PoolSlotOffset(pool_slot)), 16,
-                           control_mrs_[static_cast<size_t>(device)]->lkey()});
+                           control_.mrs[static_cast<size_t>(device)]->lkey()});
 }
 
 Status VirtualQp::PostRecv(const VirtualRecvWr& wr) {
   if (!connected_) return Status::FailedPrecondition("VQP is not connected");
-  if (recv_tail_ - recv_head_ == config_.max_virtual_wrs) return Status::NoResource();
-  const uint32_t slot = SlotOf(recv_tail_);
+  if (recv_.tail - recv_.head == config_.max_virtual_wrs) return Status::NoResource();
+  const uint32_t slot = SlotOf(recv_.tail);
   if (wr.length > 0 || !multi()) {
     // A SEND buffer (message QP), or a single-QP notification slot: a physical receive.
     PhysQp& q = qps_[static_cast<size_t>(message_qp())];
@@ -56,24 +52,22 @@ Status VirtualQp::PostRecv(const VirtualRecvWr& wr) {
       sge = {wr.local_addr, static_cast<uint32_t>(wr.length), lkey};
     } else {
       sge = {control_addr(UserRecvSlotOffset(slot)), 16,
-             control_mrs_[static_cast<size_t>(q.device)]->lkey()};
+             control_.mrs[static_cast<size_t>(q.device)]->lkey()};
     }
     BRAID_RETURN_IF_ERROR(PostPhysicalRecv(message_qp(), WrKind::kUserRecv, slot, sge));
   }
-  RecvEntry& r = Recv(recv_tail_++);
+  RecvEntry& r = Recv(recv_.tail++);
   r = RecvEntry{};
   r.wr = wr;
   r.opcode = wr.length > 0 ? IBV_WC_RECV : IBV_WC_RECV_RDMA_WITH_IMM;
   if (multi() && wr.length == 0) {
     // Messages that arrived before this receive was posted (the DQPLB sequence window).
-    while (buffered_count_ > 0) {
-      uint64_t i = std::max(recv_match_, recv_head_);
-      while (i != recv_tail_ && (Recv(i).wr.length > 0 || Recv(i).done)) ++i;
-      recv_match_ = i;
-      if (i == recv_tail_) break;
-      const Message m = buffered_[buffered_head_];
-      buffered_head_ = (buffered_head_ + 1) % buffered_.size();
-      --buffered_count_;
+    while (!recv_.buffered.empty()) {
+      uint64_t i = std::max(recv_.match, recv_.head);
+      while (i != recv_.tail && (Recv(i).wr.length > 0 || Recv(i).done)) ++i;
+      recv_.match = i;
+      if (i == recv_.tail) break;
+      const Message m = recv_.buffered.Pop();
       Deliver(m.imm, m.bytes);
     }
     ReportRecvs();
@@ -84,16 +78,14 @@ Status VirtualQp::PostRecv(const VirtualRecvWr& wr) {
 // One complete write-with-imm message, in the sender's posting order. `bytes` carries the
 // aborted flag in its top bit (see OnPoolMessage).
 void VirtualQp::Deliver(uint32_t imm, uint64_t bytes) {
-  uint64_t i = std::max(recv_match_, recv_head_);
-  while (i != recv_tail_ && (Recv(i).wr.length > 0 || Recv(i).done)) ++i;
-  recv_match_ = i;
-  if (i == recv_tail_) {
-    if (buffered_count_ == buffered_.size()) {
+  uint64_t i = std::max(recv_.match, recv_.head);
+  while (i != recv_.tail && (Recv(i).wr.length > 0 || Recv(i).done)) ++i;
+  recv_.match = i;
+  if (i == recv_.tail) {
+    if (!recv_.buffered.Push({imm, bytes})) {
       ++counters_.protocol_errors;  // the peer sent more messages than we can hold
       return;
     }
-    buffered_[(buffered_head_ + buffered_count_) % buffered_.size()] = {imm, bytes};
-    ++buffered_count_;
     ++counters_.buffered_messages;
     return;
   }
@@ -103,7 +95,7 @@ void VirtualQp::Deliver(uint32_t imm, uint64_t bytes) {
   const bool aborted = (bytes >> 63) != 0;
   r.bytes = bytes & ~(1ull << 63);
   r.status = aborted ? IBV_WC_REM_ABORT_ERR : IBV_WC_SUCCESS;
-  recv_match_ = i + 1;
+  recv_.match = i + 1;
 }
 
 bool VirtualQp::OnPoolMessage(const ibv_wc& wc, uint32_t pool_slot) {
@@ -111,39 +103,14 @@ bool VirtualQp::OnPoolMessage(const ibv_wc& wc, uint32_t pool_slot) {
   std::memcpy(&p, control(PoolSlotOffset(pool_slot)), sizeof(p));
   uint32_t seq;
   ReorderWindow::Entry entry;
-  if (config_.scheme == Scheme::kSpray) {
-    if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
-      // A void notify: the sender owed this sequence number for a message it failed.
-      seq = ntohl(wc.imm_data);
-      entry = {true, true, 0, 1ull << 63};
-    } else if (wc.opcode != IBV_WC_RECV || !(wc.wc_flags & IBV_WC_WITH_IMM)) {
-      ++counters_.protocol_errors;
-      return true;
-    } else {
-      seq = p.value;
-      entry = {true, true, wc.imm_data, p.bytes | (p.flags & kAbortedFlag ? 1ull << 63 : 0)};
-    }
-  } else {
-    const uint32_t v = ntohl(wc.imm_data);
-    seq = v & kSeqMask;
-    if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM && (v & kTailBit)) {
-      // A void tail: the sender failed the message and owed its end.
-      entry = {true, true, 0, 1ull << 63};
-    } else if (wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
-      // A fragment, or a void marker standing in for a fragment that was not delivered: the
-      // message it belongs to is incomplete (bit 63 of bytes).
-      entry = {true, false, 0, (v & kVoidBit) ? 1ull << 63 : 0};
-    } else if (wc.opcode == IBV_WC_RECV && (v & kTailBit)) {
-      entry = {true, true, p.value, p.bytes | (p.flags & kAbortedFlag ? 1ull << 63 : 0)};
-    } else {
-      ++counters_.protocol_errors;
-      return true;
-    }
+  if (!protocol_->Decode(wc, p, &seq, &entry)) {
+    ++counters_.protocol_errors;
+    return true;
   }
   const ReorderWindow::Arrival arrival = window_.Insert(seq, entry);
   if (arrival == ReorderWindow::Arrival::kOutOfWindow) {
-    parked_[pool_slot] = {true, seq, entry};
-    ++parked_count_;
+    recv_.parked[pool_slot] = {true, seq, entry};
+    ++recv_.parked_count;
     ++counters_.parked_arrivals;
     return false;
   }
@@ -161,21 +128,21 @@ void VirtualQp::DrainWindow() {
     while (window_.PopNext(&e)) {
       moved = true;
       if (!e.last) {
-        message_incomplete_ = message_incomplete_ || (e.bytes >> 63) != 0;
+        recv_.message_incomplete = recv_.message_incomplete || (e.bytes >> 63) != 0;
         continue;
       }
-      Deliver(e.imm, e.bytes | (message_incomplete_ ? 1ull << 63 : 0));
-      message_incomplete_ = false;
+      Deliver(e.imm, e.bytes | (recv_.message_incomplete ? 1ull << 63 : 0));
+      recv_.message_incomplete = false;
     }
-    if (!moved || parked_count_ == 0) break;
-    for (uint32_t slot = 0; slot < parked_.size() && parked_count_ > 0; ++slot) {
-      Parked& pk = parked_[slot];
+    if (!moved || recv_.parked_count == 0) break;
+    for (uint32_t slot = 0; slot < recv_.parked.size() && recv_.parked_count > 0; ++slot) {
+      Parked& pk = recv_.parked[slot];
       if (!pk.valid) continue;
       const ReorderWindow::Arrival a = window_.Insert(pk.seq, pk.entry);
       if (a == ReorderWindow::Arrival::kOutOfWindow) continue;
       if (a == ReorderWindow::Arrival::kDuplicate) ++counters_.duplicates_dropped;
       pk.valid = false;
-      --parked_count_;
+      --recv_.parked_count;
       const int qp = static_cast<int>(slot / config_.qp_capacity);
       if (!destroying_ && qps_[static_cast<size_t>(qp)].health != QpHealth::kDead &&
           !PostPoolRecv(qp, slot).ok()) {
@@ -197,11 +164,11 @@ void VirtualQp::OnRecvCompletion(int qp_index, const ibv_wc& wc, WrKind kind, ui
     }
     return;
   }
-  if (slot >= recvs_.size()) {
+  if (slot >= recv_.entries.size()) {
     ++counters_.protocol_errors;
     return;
   }
-  RecvEntry& r = recvs_[slot];
+  RecvEntry& r = recv_.entries[slot];
   r.done = true;
   r.status = wc.status;
   if (wc.status != IBV_WC_SUCCESS) return;  // opcode, byte_len and imm are undefined: route by tag
@@ -222,10 +189,10 @@ void VirtualQp::OnRecvCompletion(int qp_index, const ibv_wc& wc, WrKind kind, ui
 }
 
 void VirtualQp::ReportRecvs() {
-  while (recv_head_ != recv_tail_ && Recv(recv_head_).done) {
-    const RecvEntry& r = Recv(recv_head_);
+  while (recv_.head != recv_.tail && Recv(recv_.head).done) {
+    const RecvEntry& r = Recv(recv_.head);
     cq_.Emit({r.wr.wr_id, r.status, r.opcode, vqp_num_, r.imm, r.bytes});
-    ++recv_head_;
+    ++recv_.head;
   }
 }
 

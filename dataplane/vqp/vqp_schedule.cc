@@ -35,8 +35,8 @@ int VirtualQp::PickQp(WrKind kind, int device, uint64_t length) const {
   // DrainRate::kMaxSkew times the fastest, so a misjudged device still gets work and relearns; no
   // rate measured at all: plain bytes). Within a device, the QP with the fewest bytes.
   double fastest = 0;
-  for (int d : devices_) {
-    const double r = device_load_[static_cast<size_t>(d)].rate.ns_per_byte();
+  for (int d : devices_.used) {
+    const double r = devices_.load[static_cast<size_t>(d)].rate.ns_per_byte();
     if (r > 0 && (fastest == 0 || r < fastest)) fastest = r;
   }
   if (fastest == 0) fastest = 1;
@@ -49,7 +49,7 @@ int VirtualQp::PickQp(WrKind kind, int device, uint64_t length) const {
     if (q.health != QpHealth::kHealthy || (device >= 0 && q.device != device)) continue;
     any = true;
     if (q.outstanding >= config_.qp_capacity) continue;
-    const DeviceLoad& load = device_load_[static_cast<size_t>(q.device)];
+    const DeviceLoad& load = devices_.load[static_cast<size_t>(q.device)];
     const double cost =
         static_cast<double>(load.outstanding_bytes + length) * load.rate.Weight(fastest);
     if (best < 0 || cost < best_cost || (cost == best_cost && q.outstanding_bytes < best_bytes)) {

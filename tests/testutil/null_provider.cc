@@ -1,6 +1,7 @@
 #include "tests/testutil/null_provider.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -72,6 +73,23 @@ Status NullQp::ToReset() {
   return Status::Ok();
 }
 
+void NullQp::Log(const ibv_send_wr& wr) {
+  static std::atomic<uint64_t> next_order{0};
+  SentWr s;
+  s.order = next_order.fetch_add(1);
+  s.opcode = wr.opcode;
+  s.imm_data = wr.imm_data;
+  s.remote_addr = wr.opcode == IBV_WR_ATOMIC_CMP_AND_SWP || wr.opcode == IBV_WR_ATOMIC_FETCH_AND_ADD
+                      ? wr.wr.atomic.remote_addr
+                      : wr.wr.rdma.remote_addr;
+  if (wr.num_sge > 0) {
+    s.length = wr.sg_list[0].length;
+    std::memcpy(s.payload, reinterpret_cast<const void*>(wr.sg_list[0].addr),
+                std::min<size_t>(sizeof(s.payload), wr.sg_list[0].length));
+  }
+  sent_.push_back(s);
+}
+
 Status NullQp::PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) {
   for (; wr != nullptr; wr = wr->next) {
     if (state_ != verbs::QpState::kRts && state_ != verbs::QpState::kError) {
@@ -80,6 +98,7 @@ Status NullQp::PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) {
     }
     last_send_ = *wr;
     ++sends_;
+    if (record_) Log(*wr);
     reads_ += wr->opcode == IBV_WR_RDMA_READ;
     ibv_wc wc{};
     wc.wr_id = wr->wr_id;

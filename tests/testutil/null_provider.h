@@ -63,10 +63,23 @@ class NullQp final : public verbs::Qp {
     fail_status_ = status;
   }
   const ibv_send_wr& last_send() const { return last_send_; }
+  // One posted send WR, as recorded while Record(true): `order` counts posts on every NullQp of
+  // the process, so logs of several QPs can be merged into posting order.
+  struct SentWr {
+    uint64_t order = 0;
+    ibv_wr_opcode opcode = IBV_WR_RDMA_WRITE;
+    uint32_t imm_data = 0;  // network order, as posted
+    uint32_t length = 0;
+    uint64_t remote_addr = 0;
+    uint8_t payload[16] = {};  // the first 16 bytes of the SGE (a notify or tail payload)
+  };
+  void Record(bool on) { record_ = on; }
+  const std::vector<SentWr>& sent() const { return sent_; }
   uint64_t sends() const { return sends_; }
   uint64_t reads() const { return reads_; }  // RDMA READs posted
 
  private:
+  void Log(const ibv_send_wr& wr);
   struct Recv {
     uint64_t wr_id;
     ibv_sge sge;
@@ -85,6 +98,8 @@ class NullQp final : public verbs::Qp {
   uint64_t sends_ = 0;
   uint64_t reads_ = 0;
   common::Status fail_next_recv_;
+  bool record_ = false;
+  std::vector<SentWr> sent_;
 };
 
 class NullDevice final : public verbs::Device {

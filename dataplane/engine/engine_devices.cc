@@ -1,0 +1,197 @@
+// The engine thread: its devices (health, drain, fault injection), snapshots, and the names of
+// device states and outcomes.
+#include <algorithm>
+#include <string>
+
+#include "dataplane/common/quote.h"
+#include "dataplane/engine/engine.h"
+#include "dataplane/engine/engine_internal.h"
+
+namespace braid::engine {
+
+using common::Result;
+using common::Status;
+
+const char* DeviceStateName(DeviceState state) {
+  switch (state) {
+    case DeviceState::kHealthy:
+      return "healthy";
+    case DeviceState::kDrained:
+      return "drained";
+    case DeviceState::kFaulted:
+      return "faulted";
+  }
+  return "unknown";
+}
+
+const char* TransferOpName(TransferOp op) {
+  switch (op) {
+    case TransferOp::kWrite:
+      return "write";
+    case TransferOp::kWriteWithImm:
+      return "write_with_imm";
+    case TransferOp::kRead:
+      return "read";
+  }
+  return "unknown";
+}
+
+const char* OutcomeName(int outcome) {
+  static constexpr const char* kNames[] = {"success",
+                                           "loc_len_err",
+                                           "loc_qp_op_err",
+                                           "loc_eec_op_err",
+                                           "loc_prot_err",
+                                           "wr_flush_err",
+                                           "mw_bind_err",
+                                           "bad_resp_err",
+                                           "loc_access_err",
+                                           "rem_inv_req_err",
+                                           "rem_access_err",
+                                           "rem_op_err",
+                                           "retry_exc_err",
+                                           "rnr_retry_exc_err",
+                                           "loc_rdd_viol_err",
+                                           "rem_inv_rd_req_err",
+                                           "rem_abort_err",
+                                           "inv_eecn_err",
+                                           "inv_eec_state_err",
+                                           "fatal_err",
+                                           "resp_timeout_err",
+                                           "general_err",
+                                           "tm_err",
+                                           "tm_rndv_incomplete",
+                                           "deadline_exceeded",
+                                           "cancelled"};
+  static_assert(std::size(kNames) == kNumOutcomes);
+  return outcome >= 0 && outcome < kNumOutcomes ? kNames[outcome] : "unknown";
+}
+
+void Engine::PublishDeviceHealth() {
+  uint32_t healthy = 0;
+  for (const auto& d : devices_) healthy += d->state == DeviceState::kHealthy ? 1 : 0;
+  healthy_devices_.store(healthy, std::memory_order_relaxed);
+}
+
+Result<size_t> Engine::FindDevice(const std::string& name) const {
+  for (size_t i = 0; i < devices_.size(); ++i) {
+    if (devices_[i]->device->info().name == name) return i;
+  }
+  return Status::NotFound("no device named " + common::Quote(name) + " on agent " +
+                          options_.agent_id + "; ListDevices shows the agent's devices");
+}
+
+DeviceStatus Engine::DescribeDevice(size_t index) const {
+  const DeviceSlot& slot = *devices_[index];
+  const verbs::DeviceInfo& info = slot.device->info();
+  DeviceStatus s;
+  s.name = info.name;
+  s.provider = info.provider;
+  s.gid = info.gid.ToString();
+  s.state = slot.state;
+  s.port_active = info.port_active;
+  s.mtu_bytes = 128u << static_cast<int>(info.active_mtu);
+  s.traffic = slot.retired;
+  for (const auto& [id, v] : vqps_) {
+    const vqp::VirtualQp& q = *v->vqp;
+    for (int i = 0; i < q.num_physical_qps(); ++i) {
+      if (q.physical_device(i) != static_cast<int>(index)) continue;
+      ++s.qps_by_health[static_cast<size_t>(q.health(i))];
+      s.outstanding_wrs += q.outstanding(i);
+      const vqp::QpTraffic& t = q.traffic(i);
+      s.traffic.write_bytes += t.write_bytes;
+      s.traffic.write_fragments += t.write_fragments;
+      s.traffic.read_bytes += t.read_bytes;
+      s.traffic.read_fragments += t.read_fragments;
+    }
+  }
+  return s;
+}
+
+EngineSnapshot Engine::TakeSnapshot() const {
+  EngineSnapshot s = stats_;
+  s.command_queue_full = room_.full_count.load(std::memory_order_relaxed);
+  for (size_t i = 0; i < devices_.size(); ++i) s.devices.push_back(DescribeDevice(i));
+  for (const auto& [id, v] : vqps_) {
+    EngineSnapshot::Vqp out;
+    out.id = id;
+    out.label = v->label;
+    out.pending_sends = v->vqp->pending_sends();
+    out.pending_recvs = v->vqp->pending_recvs();
+    out.backlog = static_cast<uint32_t>(v->backlog.size());
+    out.state = v->state;
+    out.qps = DescribeVqp(*v).qps;
+    s.failovers += v->vqp->counters().failovers;
+    s.qps_died += v->vqp->counters().qps_died;
+    s.vqps.push_back(std::move(out));
+  }
+  s.transfers_in_flight = transfers_.in_flight;
+  s.regions = static_cast<uint32_t>(regions_.by_id.size());
+  for (const auto& [id, r] : regions_.by_id) s.registered_bytes += r->shm->length();
+  return s;
+}
+
+Result<DeviceStatus> Engine::SetDeviceDrained(const std::string& name, bool drained) {
+  BRAID_ASSIGN_OR_RETURN(size_t index, FindDevice(name));
+  DeviceSlot& slot = *devices_[index];
+  if (slot.state == DeviceState::kFaulted) {
+    return Status::FailedPrecondition("device '" + name + "' is faulted");
+  }
+  const DeviceState before = slot.state;
+  slot.state = drained ? DeviceState::kDrained : DeviceState::kHealthy;
+  PublishDeviceHealth();
+  if (slot.state != before) {
+    Emit(drained ? EventKind::kDeviceDrained : EventKind::kDeviceHealthy, 0, -1, name,
+         drained ? "drained by the operator" : "re-admitted by the operator");
+  }
+  for (auto& [id, v] : vqps_) {
+    // kNotFound: the VQP has no QP there in the state to change; nothing to do.
+    Status s = drained ? v->vqp->DrainDevice(static_cast<int>(index))
+                       : v->vqp->UndrainDevice(static_cast<int>(index));
+    (void)s;
+    Attend(*v);
+  }
+  return DescribeDevice(index);
+}
+
+Status Engine::DoInjectFault(const FaultRequest& request) {
+  switch (request.kind) {
+    case FaultKind::kStallEngine:
+      if (request.duration_ms == 0 || request.duration_ms > 600000) {
+        return Status::InvalidArgument("stall duration_ms must be in [1, 600000]");
+      }
+      stall_until_ns_ = NowNs() + uint64_t{request.duration_ms} * 1000000;
+      return Status::Ok();
+    case FaultKind::kDeviceDown:
+    case FaultKind::kDeviceUp: {
+      BRAID_ASSIGN_OR_RETURN(size_t index, FindDevice(request.device));
+      if (request.kind == FaultKind::kDeviceUp) {
+        if (devices_[index]->state != DeviceState::kHealthy) {
+          Emit(EventKind::kDeviceHealthy, 0, -1, request.device, "fault cleared");
+        }
+        devices_[index]->state = DeviceState::kHealthy;
+        PublishDeviceHealth();
+        return Status::Ok();
+      }
+      // The device's link goes down: every connected QP on it breaks.
+      BRAID_RETURN_IF_ERROR(devices_[index]->device->InjectLinkDown());
+      for (auto& [id, v] : vqps_) Attend(*v);
+      devices_[index]->state = DeviceState::kFaulted;
+      PublishDeviceHealth();
+      Emit(EventKind::kDeviceFaulted, 0, -1, request.device, "injected fault: device down");
+      return Status::Ok();
+    }
+    case FaultKind::kBreakQp: {
+      BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(request.vqp_id));
+      if (request.qp_index >= static_cast<uint32_t>(slot->vqp->num_physical_qps())) {
+        return Status::OutOfRange("VQP " + std::to_string(request.vqp_id) + " has " +
+                                  std::to_string(slot->vqp->num_physical_qps()) + " physical QPs");
+      }
+      Attend(*slot);
+      return slot->vqp->physical_qp(static_cast<int>(request.qp_index)).InjectBreak();
+    }
+  }
+  return Status::InvalidArgument("unknown fault kind");
+}
+
+}  // namespace braid::engine
