@@ -116,7 +116,7 @@ Split RunUnequal(int slow_every, int rounds) {
   return s;
 }
 
-TEST(DrainRateTest, Rule15_SlowLinkGetsLessWork) {
+TEST(DrainRateTest, ASlowLinkGetsLessWork) {
   const Split s = RunUnequal(8, 3000);
   std::printf("QP1's NIC moving one round in eight: %lu virtual WRs; QP0 %.1f MiB, QP1 %.1f MiB\n",
               static_cast<unsigned long>(s.completed), s.qp0 / 1048576.0, s.qp1 / 1048576.0);

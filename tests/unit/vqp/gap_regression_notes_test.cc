@@ -408,7 +408,7 @@ TEST(GapRegressionNotesTest, SchedulerInterleavesDevices) {
 
 // Dead QPs come back (the part this layer owns): an operator drains a device, its QPs take no new
 // work while the rest carry on; re-admitted, they are used again.
-TEST(GapRegressionNotesTest, Rule5_DrainAndReadmitDevice) {
+TEST(GapRegressionNotesTest, ADrainedDeviceGetsNoNewWorkUntilReadmitted) {
   NullVqpBed nb(2, Config(Scheme::kSpray, 4));
   ASSERT_TRUE(nb.status().ok());
   ASSERT_TRUE(nb.vqp().DrainDevice(1).ok());

@@ -118,7 +118,7 @@ class QpRecoveryTest : public ::testing::TestWithParam<Scheme> {
   std::vector<VirtualWc> during_reset_a_, during_reset_b_;  // completions while resetting
 };
 
-TEST_P(QpRecoveryTest, Rule5_DeadDataQpIsResetReconnectedAndCarriesDataAgain) {
+TEST_P(QpRecoveryTest, ADeadDataQpIsResetReconnectedAndCarriesDataAgain) {
   ASSERT_TRUE(tb_.status().ok()) << tb_.status().ToString();
   VirtualQp& va = *tb_.a().vqp;
   MoveMessages(8, 64 * 1024, 100);
@@ -132,7 +132,7 @@ TEST_P(QpRecoveryTest, Rule5_DeadDataQpIsResetReconnectedAndCarriesDataAgain) {
   EXPECT_EQ(va.health(1), QpHealth::kHealthy);
 }
 
-TEST_P(QpRecoveryTest, Rule5_DeadMessageQpIsRecoveredToo) {
+TEST_P(QpRecoveryTest, ADeadMessageQpIsRecoveredToo) {
   ASSERT_TRUE(tb_.status().ok()) << tb_.status().ToString();
   VirtualQp& va = *tb_.a().vqp;
   MoveMessages(8, 64 * 1024, 100);
