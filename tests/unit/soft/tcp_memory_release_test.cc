@@ -128,10 +128,7 @@ TEST_F(TcpMemoryRelease, InboundPayloadStopsWhenItsQpEntersError) {
 }
 
 TEST_F(TcpMemoryRelease, ReadResponseFromADeregisteredRegionSendsTheBytesItHadThen) {
-  ASSERT_TRUE(testing::PostRdma(*q0_, IBV_WR_RDMA_WRITE, reinterpret_cast<uint64_t>(buf0_.data()),
-                                kLen, mr0_->lkey(), reinterpret_cast<uint64_t>(buf1_.data()),
-                                mr1_->rkey(), 0)
-                  .ok());
+  Post(IBV_WR_RDMA_WRITE);
   ASSERT_EQ(Finish(), IBV_WC_SUCCESS);  // buf1 = the pattern
   std::fill(buf0_.begin(), buf0_.end(), 0);
   ASSERT_TRUE(fabric_.HoldQp(*q1_, true).ok());  // the response waits in q1's queue
