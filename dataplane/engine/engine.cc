@@ -64,7 +64,7 @@ Result<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
 
 Engine::~Engine() {
   if (thread_.joinable()) {
-    stop_.store(true);
+    published_.stop.store(true);
     // Wake the loop if it sleeps (the command itself does nothing).
     while (!commands_.Push([](Engine&) {}).ok()) std::this_thread::yield();
     thread_.join();
@@ -218,7 +218,7 @@ Status Engine::StopTransfers(std::string why) {
 }
 
 Status Engine::Init() {
-  heartbeat_ns_.store(NowNs());
+  published_.heartbeat_ns.store(NowNs());
   BRAID_ASSIGN_OR_RETURN(regions_.dir, RegionDir::Open(options_.region_dir, options_.agent_id));
   std::vector<std::string> names = options_.devices;
   if (names.empty()) {
@@ -263,14 +263,14 @@ Status Engine::SetupWaitSet() {
 }
 
 void Engine::Run() {
-  last_activity_ns_ = NowNs();
-  while (!stop_.load(std::memory_order_relaxed)) {
+  loop_.last_activity_ns = NowNs();
+  while (!published_.stop.load(std::memory_order_relaxed)) {
     const uint64_t now = NowNs();
-    heartbeat_ns_.store(now, std::memory_order_relaxed);
+    published_.heartbeat_ns.store(now, std::memory_order_relaxed);
     ++stats_.loop_iterations;
-    if (stall_until_ns_ != 0) {  // injected stall (watchdog test)
-      while (NowNs() < stall_until_ns_) usleep(1000);
-      stall_until_ns_ = 0;
+    if (loop_.stall_until_ns != 0) {  // injected stall (watchdog test)
+      while (NowNs() < loop_.stall_until_ns) usleep(1000);
+      loop_.stall_until_ns = 0;
       continue;
     }
     const bool ran = RunCommands();
@@ -285,11 +285,11 @@ void Engine::Run() {
       transfers_.next_deadline_check_ns = now + 1000000;
     }
     if (active || transfers_.in_flight > 0 || transfers_.posted > 0) {
-      last_activity_ns_ = now;
+      loop_.last_activity_ns = now;
       continue;
     }
     if (ran) continue;  // control commands: look again, but they start no linger
-    if (now - last_activity_ns_ < uint64_t{options_.idle_linger_us} * 1000) continue;
+    if (now - loop_.last_activity_ns < uint64_t{options_.idle_linger_us} * 1000) continue;
     Sleep();
   }
 }
@@ -341,7 +341,7 @@ void Engine::Sleep() {
       }
     }
   }
-  if (data) last_activity_ns_ = NowNs();  // linger after data woke us: more tends to follow
+  if (data) loop_.last_activity_ns = NowNs();  // linger after data woke us: more tends to follow
 }
 
 void Engine::Shutdown() {

@@ -177,12 +177,14 @@ class Engine {
 
   // Devices in the healthy state (neither drained nor faulted); read without a command, so a
   // stalled engine cannot block the health check.
-  uint32_t healthy_devices() const { return healthy_devices_.load(std::memory_order_relaxed); }
+  uint32_t healthy_devices() const {
+    return published_.healthy_devices.load(std::memory_order_relaxed);
+  }
   // VQPs destroyed and regions deregistered so far (any thread): memory was given back, worth
   // returning to the system.
-  uint64_t releases() const { return releases_.load(std::memory_order_relaxed); }
+  uint64_t releases() const { return published_.releases.load(std::memory_order_relaxed); }
   // Monotonic nanoseconds of the loop's last turn (the stall watchdog reads it).
-  uint64_t heartbeat_ns() const { return heartbeat_ns_.load(std::memory_order_relaxed); }
+  uint64_t heartbeat_ns() const { return published_.heartbeat_ns.load(std::memory_order_relaxed); }
   static uint64_t NowNs();
 
  private:
@@ -311,6 +313,24 @@ class Engine {
     std::vector<VqpSlot*> attention;
     uint64_t next_sweep_ns = 0;  // every VQP looked at every 5 s (what no event announced)
   };
+  // Written by the engine thread, read by any (relaxed: each is a figure on its own).
+  struct Published {
+    std::atomic<bool> stop{false};  // set by the destructor: the loop ends
+    std::atomic<uint64_t> heartbeat_ns{0};
+    std::atomic<uint32_t> healthy_devices{0};
+    std::atomic<uint64_t> releases{0};
+  };
+  // The process's descriptors: the budget VQPs are admitted against.
+  struct Fds {
+    FdBudget budget;
+    uint64_t promised = 0;  // descriptors of created VQPs not yet connected
+  };
+  // The loop's own state.
+  struct Loop {
+    uint64_t last_activity_ns = 0;
+    uint64_t stall_until_ns = 0;  // an injected stall (the watchdog's test)
+    std::array<vqp::VirtualWc, vqp::VirtualCq::kPollBatch> wcs{};
+  };
   struct Events {
     std::vector<std::shared_ptr<EventWatcher>> watchers;
     uint64_t seq = 0;
@@ -322,10 +342,7 @@ class Engine {
   Room room_;
   Recovery recovery_;
   std::thread thread_;
-  std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> heartbeat_ns_{0};
-  std::atomic<uint32_t> healthy_devices_{0};
-  std::atomic<uint64_t> releases_{0};
+  Published published_;
   int epoll_fd_ = -1;
 
   // Engine-thread state.
@@ -336,15 +353,12 @@ class Engine {
   // one VQP here, checked at connect without a walk over every VQP.
   using PeerKey = std::tuple<std::string, uint64_t, uint64_t>;
   std::map<PeerKey, uint64_t> by_peer_;
-  FdBudget fd_budget_{options_.fd_reserve};
-  uint64_t fds_promised_ = 0;  // descriptors of created VQPs not yet connected
+  Fds fds_{FdBudget{options_.fd_reserve}};
   Regions regions_;
   Transfers transfers_;
   DeadlineHeap deadlines_{2 * size_t{options_.max_transfers} + 64};
-  uint64_t last_activity_ns_ = 0;
-  std::array<vqp::VirtualWc, vqp::VirtualCq::kPollBatch> wcs_{};
   EngineSnapshot stats_;  // counters kept as they happen (devices/vqps filled by TakeSnapshot)
-  uint64_t stall_until_ns_ = 0;
+  Loop loop_;
   Events events_;
 };
 

@@ -70,7 +70,7 @@ const char* OutcomeName(int outcome) {
 void Engine::PublishDeviceHealth() {
   uint32_t healthy = 0;
   for (const auto& d : devices_) healthy += d->state == DeviceState::kHealthy ? 1 : 0;
-  healthy_devices_.store(healthy, std::memory_order_relaxed);
+  published_.healthy_devices.store(healthy, std::memory_order_relaxed);
 }
 
 Result<size_t> Engine::FindDevice(const std::string& name) const {
@@ -160,7 +160,7 @@ Status Engine::DoInjectFault(const FaultRequest& request) {
       if (request.duration_ms == 0 || request.duration_ms > 600000) {
         return Status::InvalidArgument("stall duration_ms must be in [1, 600000]");
       }
-      stall_until_ns_ = NowNs() + uint64_t{request.duration_ms} * 1000000;
+      loop_.stall_until_ns = NowNs() + uint64_t{request.duration_ms} * 1000000;
       return Status::Ok();
     case FaultKind::kDeviceDown:
     case FaultKind::kDeviceUp: {

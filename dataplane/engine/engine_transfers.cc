@@ -278,11 +278,11 @@ void Engine::FailBacklog(VqpSlot& slot, const Status& status) {
 int Engine::PollCompletions() {
   int total = 0;
   for (int round = 0; round < 4; ++round) {
-    Result<int> n = cq_->Poll(wcs_);
+    Result<int> n = cq_->Poll(loop_.wcs);
     if (!n.ok() || *n == 0) break;
-    for (int i = 0; i < *n; ++i) OnVirtualWc(wcs_[static_cast<size_t>(i)]);
+    for (int i = 0; i < *n; ++i) OnVirtualWc(loop_.wcs[static_cast<size_t>(i)]);
     total += *n;
-    if (*n < static_cast<int>(wcs_.size())) break;
+    if (*n < static_cast<int>(loop_.wcs.size())) break;
   }
   return total;
 }

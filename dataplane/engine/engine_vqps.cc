@@ -68,7 +68,7 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
       fds_per_qp = std::max(fds_per_qp, devices_[i]->device->info().fds_per_qp);
   }
   const uint64_t fds = uint64_t{fds_per_qp} * (request.config.num_qps + 1);
-  BRAID_RETURN_IF_ERROR(fd_budget_.Admit(fds, fds_promised_, "this VQP"));
+  BRAID_RETURN_IF_ERROR(fds_.budget.Admit(fds, fds_.promised, "this VQP"));
   vqp::VirtualQpConfig config = request.config;
   config.cooldown_ms = options_.qp_cooldown_ms;
   BRAID_ASSIGN_OR_RETURN(auto created, vqp::VirtualQp::Create(*cq_, pds, config));
@@ -77,7 +77,7 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   slot->label = request.label;
   slot->vqp = std::move(created);
   slot->promised_fds = fds;
-  fds_promised_ += fds;
+  fds_.promised += fds;
   VqpSlot& ref = *slot;
   vqps_[ref.id] = std::move(slot);
   return DescribeVqp(ref);
@@ -113,7 +113,7 @@ Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& re
   slot->peer_identity = remote.agent_identity;
   slot->epoch = epoch;
   slot->state = VqpState::kConnected;
-  fds_promised_ -= slot->promised_fds;  // open now (or soon: the peer's connections)
+  fds_.promised -= slot->promised_fds;  // open now (or soon: the peer's connections)
   slot->promised_fds = 0;
   slot->recovery.assign(static_cast<size_t>(slot->vqp->num_physical_qps()), QpRecovery{});
   PostNotifyReceives(*slot);
@@ -157,7 +157,7 @@ Status Engine::DoDestroy(uint64_t vqp_id, OwnerId scope) {
   }
   RetireTraffic(*slot);
   Forget(*slot);
-  fds_promised_ -= slot->promised_fds;
+  fds_.promised -= slot->promised_fds;
   for (auto& [id, region] : regions_.by_id)
     region->grants.erase(vqp_id);  // before the VQP's domains
   // Destroying the VQP completes its in-flight virtual WRs with WR_FLUSH_ERR (every virtual WR
@@ -169,7 +169,7 @@ Status Engine::DoDestroy(uint64_t vqp_id, OwnerId scope) {
   node.mapped().reset();
   while (PollCompletions() > 0) {
   }
-  releases_.fetch_add(1, std::memory_order_relaxed);
+  published_.releases.fetch_add(1, std::memory_order_relaxed);
   return Status::Ok();
 }
 
@@ -298,7 +298,7 @@ Status Engine::DoDeregister(uint64_t region_id, OwnerId scope) {
     v->local_uses.erase(use);
   }
   regions_.by_id.erase(region_id);
-  releases_.fetch_add(1, std::memory_order_relaxed);
+  published_.releases.fetch_add(1, std::memory_order_relaxed);
   return Status::Ok();
 }
 
