@@ -14,6 +14,7 @@ Run it from the repository root after `make build`; it restores every file it to
 interrupted.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -42,12 +43,12 @@ FIXES = [
      [("          if (r == PostResult::kNoQp) {\n            e.status = MergeStatus(e.status, last_error_);\n"
        "            e.aborted = true;\n          }\n        }\n        e.stage = SendStage::kTail;",
        "        }\n        e.stage = SendStage::kTail;")],
-     "GapRegressionTest.PartialDispatchCompletesOnceWithError"),
+     "GapRegressionTest.AWrWhoseRestFindsNoQpInServiceCompletesWithAnError"),
     ("idempotent pieces fail over: a write fragment on a dead QP is re-posted on a healthy one",
      "dataplane/vqp/vqp_send_completion.cc",
      [("(f.stream || f.kind == WrKind::kFence || (data_piece && config_.failover && !e.op_fault))",
        "(f.stream || f.kind == WrKind::kFence)")],
-     "QpRecoveryTest.*:GapRegressionTest.*"),
+     "*QpRecoveryTest.*:GapRegressionTest.*"),
     ("idempotent pieces fail over: an operation's own fault is not replayed",
      "dataplane/vqp/vqp_send_completion.cc",
      [("(data_piece && config_.failover && !e.op_fault)", "(data_piece && config_.failover)")],
@@ -59,8 +60,10 @@ FIXES = [
      "PhysicalPathTest.AFragmentIsRepostedAtMostItsRetryBudgetThenItsWrFails"),
     ("idempotent pieces fail over: SEND and atomics are never replayed",
      "dataplane/vqp/vqp_send_completion.cc",
-     [("!destroying_ && f.kind != WrKind::kMessage &&", "!destroying_ &&")],
-     "GapRegressionTest.*:QpRecoveryTest.*:VirtualQpTest.*"),
+     [("const bool data_piece = f.kind == WrKind::kFragment && !f.tail;",
+       "const bool data_piece = (f.kind == WrKind::kFragment || f.kind == WrKind::kMessage) && !f.tail;"),
+      ("!destroying_ && f.kind != WrKind::kMessage &&", "!destroying_ &&")],
+     "*QpRecoveryTest.ADeadMessageQpIsRecoveredToo*"),
     ("dead QPs come back: a recovered QP on a drained device stays out of service",
      "dataplane/vqp/vqp_health.cc",
      [("SetHealth(qp_index, DeviceDrained(q.device) ? QpHealth::kDraining : QpHealth::kHealthy);",
@@ -94,11 +97,11 @@ FIXES = [
     ("the DQPLB sequence window: a full window is back-pressure",
      "dataplane/vqp/dqplb_protocol.cc",
      [("  if (window_.full()) return PostResult::kBlocked;  // back-pressure, not corruption\n", "")],
-     "GapRegressionTest.DqplbWindowBackPressureLosesNothing:GapRegressionTest.SequenceWrapAndWindow"),
+     "GapRegressionTest.DqplbSenderStopsAtAFullWindowWhileAQpIsHeld"),
     ("the DQPLB sequence window: only pieces that complete a receive take a number",
      "dataplane/vqp/vqp_send.cc",
-     [("    if (imm) {\n      const PostResult shaped", "    if (true) {\n      const PostResult shaped"),
-      ("    if (imm) protocol_->FragmentPosted(e);", "    protocol_->FragmentPosted(e);")],
+     [("  const bool imm = wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM;\n  while",
+       "  const bool imm = true;\n  while")],
      "GapRegressionTest.DqplbPlainWriteAndReadTakeNoSequenceNumber"),
     ("the DQPLB sequence window: a message before its receive is buffered",
      "dataplane/vqp/vqp_recv.cc",
@@ -113,7 +116,8 @@ FIXES = [
      "GapRegressionTest.NotifyNeverOvertakesDataAcrossNics"),
     ("SEND and atomics go to the message QP",
      "dataplane/vqp/vqp_schedule.cc",
-     [("  if (kind == WrKind::kMessage) {\n    const PhysQp& q", "  if (false) {\n    const PhysQp& q")],
+     [("  if (kind == WrKind::kMessage) {\n    const PhysQp& q",
+       "  if (kind == WrKind::kMessage && false) {\n    const PhysQp& q")],
      "GapRegressionTest.SendsUseMessageQpInPostingOrder"),
     ("bounded poll: each physical CQ is polled at most once per poll",
      "dataplane/vqp/virtual_cq.cc",
@@ -138,8 +142,7 @@ FIXES = [
      "GapRegressionTest.HotPathAllocatesNothing"),
     ("a completion queue never overflows silently: a VQP that does not fit is refused",
      "dataplane/vqp/virtual_cq.cc",
-     [("Status VirtualCq::Reserve(int device, uint32_t entries) {\n  BRAID_RETURN_IF_ERROR(CheckRoom(device, entries));",
-       "Status VirtualCq::Reserve(int device, uint32_t entries) {")],
+     [("  if (r + entries <= cap) return Status::Ok();", "  if (true) return Status::Ok();")],
      "GapRegressionNotesTest.*Fit*"),
     ("transfers: past its deadline a transfer fails at once (and keeps its region until its WC)",
      "dataplane/engine/engine_transfers.cc",
@@ -214,18 +217,22 @@ def main(argv):
                 print(f"NOBUILD {name}\n{built.stdout[-2000:]}")
                 survived.append(name)
                 continue
-            run = subprocess.run([BINARY, f"--gtest_filter={tests}"], capture_output=True,
-                                 text=True, timeout=900)
+            try:
+                run = subprocess.run([BINARY, f"--gtest_filter={tests}"], capture_output=True,
+                                     text=True, timeout=600)
+            except subprocess.TimeoutExpired:
+                print(f"FAILS  {name}\n       -> the tests hung (stopped after 600 s)", flush=True)
+                continue
             failed = sorted({line.split()[3] for line in run.stdout.splitlines()
                              if line.startswith("[  FAILED  ]") and len(line.split()) > 3
                              and "." in line.split()[3]})
-            ran = "[==========]" in run.stdout and "0 tests" not in run.stdout.split("[==========]")[1][:20]
+            ran = re.search(r"^\[==========\] [1-9]\d* tests? ", run.stdout, re.M) is not None
             if run.returncode != 0 and failed:
-                print(f"FAILS  {name}\n       -> {', '.join(failed)}")
+                print(f"FAILS  {name}\n       -> {', '.join(failed)}", flush=True)
             elif run.returncode != 0:
-                print(f"FAILS  {name}\n       -> the binary exited {run.returncode} (crash)")
+                print(f"FAILS  {name}\n       -> the binary exited {run.returncode} (crash)", flush=True)
             else:
-                print(f"PASSES {name}  (tests: {tests}{'' if ran else '; none matched'})")
+                print(f"PASSES {name}  (tests: {tests}{'' if ran else '; none matched'})", flush=True)
                 survived.append(name)
         finally:
             with open(path, "w") as f:

@@ -67,6 +67,13 @@ Status NullQp::ToError() {
   }
   return Status::Ok();
 }
+void NullQp::Hold(bool on) {
+  held_ = on;
+  if (on) return;
+  for (const ibv_wc& wc : held_wcs_) send_cq_->Push(wc);
+  held_wcs_.clear();
+}
+
 Status NullQp::ToReset() {
   state_ = verbs::QpState::kReset;
   recv_count_ = 0;
@@ -113,7 +120,11 @@ Status NullQp::PostSend(ibv_send_wr* wr, ibv_send_wr** bad_wr) {
       wc.status = IBV_WC_SUCCESS;
       wc.opcode = wr->opcode == IBV_WR_RDMA_READ ? IBV_WC_RDMA_READ : IBV_WC_RDMA_WRITE;
     }
-    send_cq_->Push(wc);
+    if (held_) {
+      held_wcs_.push_back(wc);
+    } else {
+      send_cq_->Push(wc);
+    }
   }
   return Status::Ok();
 }

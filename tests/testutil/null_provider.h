@@ -73,6 +73,9 @@ class NullQp final : public verbs::Qp {
     uint64_t remote_addr = 0;
     uint8_t payload[16] = {};  // the first 16 bytes of the SGE (a notify or tail payload)
   };
+  // While held, this QP's send completions wait (as behind a stalled link), in order; they are
+  // delivered when the hold ends.
+  void Hold(bool on);
   void Record(bool on) { record_ = on; }
   const std::vector<SentWr>& sent() const { return sent_; }
   uint64_t sends() const { return sends_; }
@@ -99,6 +102,8 @@ class NullQp final : public verbs::Qp {
   uint64_t reads_ = 0;
   common::Status fail_next_recv_;
   bool record_ = false;
+  bool held_ = false;
+  std::vector<ibv_wc> held_wcs_;
   std::vector<SentWr> sent_;
 };
 

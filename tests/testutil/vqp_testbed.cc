@@ -114,4 +114,28 @@ void VqpTestbed::PollBoth(int rounds, std::vector<vqp::VirtualWc>* a,
   }
 }
 
+common::Status VqpTestbed::RecoverQp(int index) {
+  vqp::VirtualQp& va = *hosts_[0].vqp;
+  vqp::VirtualQp& vb = *hosts_[1].vqp;
+  BRAID_RETURN_IF_ERROR(va.BeginReset(index));
+  BRAID_RETURN_IF_ERROR(vb.BeginReset(index));
+  for (int i = 0; i < 1000 && !(va.ResetReady(index) && vb.ResetReady(index)); ++i) {
+    PollBoth(10, &backlog_[0], &backlog_[1]);
+  }
+  auto ca = va.ResetQp(index, 0x1000 + static_cast<uint32_t>(index));
+  BRAID_RETURN_IF_ERROR(ca.status());
+  auto cb = vb.ResetQp(index, 0x2000 + static_cast<uint32_t>(index));
+  BRAID_RETURN_IF_ERROR(cb.status());
+  BRAID_RETURN_IF_ERROR(va.ReconnectQp(index, *cb));
+  BRAID_RETURN_IF_ERROR(vb.ReconnectQp(index, *ca));
+  auto probing = [index](const vqp::VirtualQp& v) {
+    return v.health(index) == vqp::QpHealth::kDraining && v.outstanding(index) > 0;
+  };
+  for (int i = 0; i < 1000 && (probing(va) || probing(vb)); ++i) {
+    PollBoth(10, &backlog_[0], &backlog_[1]);
+  }
+  if (probing(va) || probing(vb)) return common::Status::Internal("a probe never came back");
+  return common::Status::Ok();
+}
+
 }  // namespace braid::testing

@@ -48,6 +48,10 @@ class VqpTestbed {
   std::vector<vqp::VirtualWc> Poll(int host, size_t count, int max_rounds = 200000);
   // Polls both CQs `rounds` times; completions are appended per host.
   void PollBoth(int rounds, std::vector<vqp::VirtualWc>* a, std::vector<vqp::VirtualWc>* b);
+  // The recovery dialogue for physical QP `index` on both sides, as the engines run it: begin the
+  // reset, wait until both are ready, reset, exchange entries, reconnect, wait for both probes.
+  // Completions that arrive meanwhile are kept for the next Poll.
+  common::Status RecoverQp(int index);
 
  private:
   common::Status Build(VqpHost& h, int first_nic, int nics, const vqp::VirtualQpConfig& config,

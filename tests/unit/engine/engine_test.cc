@@ -282,9 +282,10 @@ TEST_F(EngineTest, DestroyingAVqpCompletesEveryTransferExactlyOnce) {
   EXPECT_TRUE(a_.engine->DeregisterMemory(local_.id).ok());
 }
 
-// Destroyed with transfers queued beyond its ring (a VQP of 4 virtual WRs, 100 submitted): each
-// completes once, those still waiting CANCELLED; nothing stays behind, and the engine's lists of
-// backlogged VQPs and VQPs to look after let go of it (another VQP keeps working).
+// Destroyed with transfers queued beyond its ring (a VQP of 4 virtual WRs, 120 submitted): each
+// completes once, those still waiting CANCELLED (those that missed their deadline while waiting
+// were reported then, and not again); nothing stays behind, and the engine's lists of backlogged
+// VQPs and VQPs to look after let go of it (another VQP keeps working).
 TEST_F(EngineTest, DestroyingAVqpWithABacklogBeyondItsRingCompletesEachTransferOnce) {
   const uint64_t first = vqp_;
   const RegionStatus first_local = local_, first_remote = remote_;  // granted to the first pair
@@ -293,17 +294,37 @@ TEST_F(EngineTest, DestroyingAVqpWithABacklogBeyondItsRingCompletesEachTransferO
   for (uint64_t i = 0; i < 100; ++i) {
     ASSERT_TRUE(a_.engine->SubmitTransfer(Write(i, (i % 64) * kMiB, kMiB), sink).ok());
   }
+  // Twenty more at the back of the backlog miss their 1 ms deadline while they wait: they are
+  // reported then, and must not be reported again when the destroy fails the backlog.
+  for (uint64_t i = 100; i < 120; ++i) {
+    TransferRequest t = Write(i, (i % 64) * kMiB, kMiB);
+    t.timeout_ms = 1;
+    ASSERT_TRUE(a_.engine->SubmitTransfer(t, sink).ok());
+  }
+  // Wait until all twenty were reported (the first hundred take tens of milliseconds).
+  std::vector<TransferResult> results;
+  int missed = 0;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (missed < 20 && std::chrono::steady_clock::now() < give_up) {
+    while (auto r = sink->results.TryPop()) {
+      missed += r->op_id >= 100 && r->status.code() == common::StatusCode::kDeadlineExceeded;
+      results.push_back(std::move(*r));
+    }
+    sink->results.Wait(1);
+  }
+  ASSERT_EQ(missed, 20);
   ASSERT_TRUE(a_.engine->DestroyVirtualQp(vqp_).ok());
-  auto results = Collect(*sink, 100);
-  ASSERT_EQ(results.size(), 100u);
-  std::vector<int> seen(100, 0);
+  for (auto& r : Collect(*sink, 120 - results.size())) results.push_back(std::move(r));
+  ASSERT_EQ(results.size(), 120u);
+  std::vector<int> seen(120, 0);
   int cancelled = 0;
   for (const auto& r : results) {
-    ASSERT_LT(r.op_id, 100u);
+    ASSERT_LT(r.op_id, 120u);
     ++seen[r.op_id];
     cancelled += r.status.code() == common::StatusCode::kCancelled;
   }
   for (int n : seen) EXPECT_EQ(n, 1);
+  // Cancelled ones were in the backlog ahead of the twenty, so those were still in it too.
   EXPECT_GE(cancelled, 50) << "the backlog was posted instead of cancelled?";
   usleep(50000);
   EXPECT_FALSE(sink->results.TryPop().has_value());

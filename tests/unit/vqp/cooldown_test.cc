@@ -138,5 +138,38 @@ TEST_F(CooldownTest, EachStrikeDoublesTheCooldown) {
   }
 }
 
+// A QP that keeps dying (a second death before the first strike was forgiven) is recovered but
+// sits out the rest of its cooldown before it takes work again; after one death it does not.
+TEST_F(CooldownTest, AQpThatKeepsDyingSitsOutItsCooldownAfterRecovery) {
+  ASSERT_TRUE(tb_.status().ok()) << tb_.status().ToString();
+  VirtualQp& va = *tb_.a().vqp;
+  for (int death = 1; death <= 2; ++death) {
+    ASSERT_TRUE(tb_.fabric().BreakQp(va.physical_qp(1)).ok());
+    Post(16, 1000u * static_cast<uint64_t>(death));
+    Expect(16);  // its work failed over
+    ASSERT_EQ(va.health(1), QpHealth::kDead) << "death " << death;
+    ASSERT_TRUE(tb_.fabric().RepairQp(va.physical_qp(1)).ok());
+    const common::Status recovered = tb_.RecoverQp(1);
+    ASSERT_TRUE(recovered.ok()) << recovered.ToString();
+    if (death == 1) {
+      EXPECT_EQ(va.health(1), QpHealth::kHealthy) << "one death is no pattern";
+    }
+    g_now += kMs;
+  }
+  ASSERT_EQ(va.health(1), QpHealth::kCooling) << "re-admitted at once after its second death";
+  Post(16, 3000);
+  Expect(16);
+  EXPECT_EQ(va.outstanding(1), 0u);
+  const uint64_t before = va.traffic(1).write_bytes;
+  Post(16, 4000);
+  Expect(16);
+  EXPECT_EQ(va.traffic(1).write_bytes, before) << "took work while cooling";
+  g_now += 200 * kMs;  // the second strike's cooldown
+  va.CheckStalls(g_now);
+  EXPECT_TRUE(va.probing(1));
+  Rounds(20);
+  EXPECT_EQ(va.health(1), QpHealth::kHealthy);
+}
+
 }  // namespace
 }  // namespace braid::vqp

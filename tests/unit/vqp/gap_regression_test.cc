@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <type_traits>
@@ -18,6 +19,7 @@
 namespace braid::vqp {
 namespace {
 
+using testing::NullQp;
 using testing::NullVqpBed;
 using testing::VqpTestbed;
 
@@ -118,6 +120,30 @@ TEST(GapRegressionTest, PartialDispatchCompletesOnceWithError) {
   EXPECT_EQ(wc[0].status, IBV_WC_RETRY_EXC_ERR);
   EXPECT_EQ(wc[1].wr_id, 2u);
   EXPECT_EQ(wc[1].status, IBV_WC_SUCCESS) << "the next WR avoids the dead QP";
+}
+
+// A WR whose first fragments went out and whose rest finds no data QP in service (the operator
+// drained both devices meanwhile) completes once, with an error: the rest of its bytes never moved.
+TEST(GapRegressionTest, AWrWhoseRestFindsNoQpInServiceCompletesWithAnError) {
+  VirtualQpConfig c = Config(Scheme::kSpray, 2);
+  c.fragment_size = 4096;
+  c.qp_capacity = 2;
+  NullVqpBed nb(2, c);
+  ASSERT_TRUE(nb.status().ok());
+  ASSERT_TRUE(nb.vqp().PostSend(nb.Write(1, 16 * 4096)).ok());
+  const uint64_t posted_first = nb.qp(0).sends() + nb.qp(1).sends();
+  ASSERT_GT(posted_first, 0u);
+  ASSERT_LT(posted_first, 16u) << "the WR must wait for room part way";
+  ASSERT_TRUE(nb.vqp().DrainDevice(0).ok());
+  ASSERT_TRUE(nb.vqp().DrainDevice(1).ok());
+  VirtualWc out[4];
+  int got = 0;
+  for (int r = 0; r < 20 && got == 0; ++r) got = *nb.cq().Poll(out);
+  ASSERT_EQ(got, 1);
+  EXPECT_EQ(out[0].wr_id, 1u);
+  EXPECT_NE(out[0].status, IBV_WC_SUCCESS) << "only " << posted_first << " of 16 fragments moved";
+  EXPECT_EQ(nb.qp(0).sends() + nb.qp(1).sends(), posted_first);
+  for (int r = 0; r < 5; ++r) EXPECT_EQ(*nb.cq().Poll(out), 0) << "completed once";
 }
 
 // The failed WR is reported only once none of its fragments is still in flight: the client may
@@ -260,8 +286,9 @@ TEST(GapRegressionTest, SequenceWrapAndWindow) {
   EXPECT_FALSE(w.PopNext(&e)) << "2 has not arrived";
 }
 
-// DQPLB end to end with a tiny window (2 QPs x capacity 2) and skewed NIC delays: arrivals run
-// ahead of the window, are held back (parked) and delivered in order; nothing is lost.
+// DQPLB end to end with a tiny window (2 QPs x capacity 2) and skewed NIC delays: arrivals come
+// out of order and are delivered in order; nothing is lost. (The sender's side of the window is
+// DqplbSenderStopsAtAFullWindowWhileAQpIsHeld.)
 TEST(GapRegressionTest, DqplbWindowBackPressureLosesNothing) {
   VirtualQpConfig c = Config(Scheme::kDqplb, 2);
   c.qp_capacity = 2;
@@ -296,6 +323,56 @@ TEST(GapRegressionTest, DqplbWindowBackPressureLosesNothing) {
     EXPECT_EQ(rb[i].byte_len, 30'000u);
     EXPECT_EQ(std::memcmp(bed.a().data() + i * 40'000, bed.b().data() + i * 40'000, 30'000), 0);
   }
+}
+
+// DQPLB with one QP's completions held: the pieces stuck on it keep the window's start, so the
+// sender stops once the window (16 numbers here) is taken, however fast the other QP completes,
+// also within one message (30 fragments each); when the hold ends every message completes.
+TEST(GapRegressionTest, DqplbSenderStopsAtAFullWindowWhileAQpIsHeld) {
+  VirtualQpConfig c = Config(Scheme::kDqplb, 2);
+  c.qp_capacity = 2;
+  c.max_virtual_wrs = 4;
+  c.fragment_size = 4096;
+  const uint32_t window = VqpProtocol::ReorderWindowSize(c);
+  ASSERT_EQ(window, 16u);
+  NullVqpBed nb(2, c);
+  ASSERT_TRUE(nb.status().ok());
+  nb.qp(0).Record(true);
+  nb.qp(1).Record(true);
+  nb.qp(1).Hold(true);
+  constexpr uint64_t kMsgs = 4;
+  uint64_t posted = 0;
+  std::vector<uint64_t> done;
+  VirtualWc out[8];
+  auto pump = [&](int rounds) {
+    for (int r = 0; r < rounds; ++r) {
+      while (posted < kMsgs &&
+             nb.vqp().PostSend(nb.Write(posted, 120'000, IBV_WR_RDMA_WRITE_WITH_IMM)).ok()) {
+        ++posted;
+      }
+      auto n = nb.cq().Poll(out);
+      ASSERT_TRUE(n.ok());
+      for (int k = 0; k < *n; ++k) {
+        EXPECT_EQ(out[k].status, IBV_WC_SUCCESS);
+        done.push_back(out[k].wr_id);
+      }
+    }
+  };
+  pump(200);
+  // Sequence numbers taken: every one from the first held to the last posted lies in the window.
+  auto seq = [](const NullQp::SentWr& w) { return ntohl(w.imm_data) & wire::kSeqMask; };
+  ASSERT_FALSE(nb.qp(1).sent().empty()) << "nothing is stuck on the held QP";
+  uint32_t first_held = UINT32_MAX, last = 0;
+  for (const auto& w : nb.qp(1).sent()) first_held = std::min(first_held, seq(w));
+  for (int q = 0; q < 2; ++q) {
+    for (const auto& w : nb.qp(q).sent()) last = std::max(last, seq(w));
+  }
+  EXPECT_EQ(last - first_held + 1, window)
+      << "the sender must take its whole window, and no more, while the window's start is held";
+  nb.qp(1).Hold(false);
+  pump(200);
+  ASSERT_EQ(done.size(), kMsgs);
+  for (uint64_t i = 0; i < kMsgs; ++i) EXPECT_EQ(done[i], i);
 }
 
 // SPRAY across NICs. The notify's NIC is fast, the data NICs slow: the receiver never sees a
@@ -410,9 +487,11 @@ TEST(GapRegressionTest, DqplbPlainWriteAndReadTakeNoSequenceNumber) {
   SimBed bed(2, Config(Scheme::kDqplb, 4));
   VqpTestbed& tb = bed.tb();
   ASSERT_TRUE(tb.status().ok());
+  bed.Fill(15);
   ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 1}).ok());
   ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, 0, 100'000, 0, 1)).ok());
-  ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_READ, 200'000, 100'000, 0, 2)).ok());
+  for (size_t i = 0; i < 100'000; ++i) bed.b()[400'000 + i] = static_cast<uint8_t>(i * 7 + 1);
+  ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_READ, 200'000, 100'000, 400'000, 2)).ok());
   ASSERT_TRUE(
       tb.a()
           .vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, 0, 100'000, 300'000, 3, htonl(3)))
@@ -421,6 +500,34 @@ TEST(GapRegressionTest, DqplbPlainWriteAndReadTakeNoSequenceNumber) {
   ASSERT_EQ(r.size(), 1u) << "the receiver would stall on a sequence gap";
   EXPECT_EQ(r[0].imm_data, htonl(3));
   EXPECT_EQ(r[0].byte_len, 100'000u);
+  const auto s = tb.Poll(0, 3, 50000);
+  ASSERT_EQ(s.size(), 3u);
+  for (const auto& wc : s) EXPECT_EQ(wc.status, IBV_WC_SUCCESS);
+  // Each moved its bytes its own way: the writes to B, the read from B to A.
+  EXPECT_EQ(std::memcmp(bed.a().data(), bed.b().data(), 100'000), 0);
+  EXPECT_EQ(std::memcmp(bed.a().data(), bed.b().data() + 300'000, 100'000), 0);
+  EXPECT_EQ(std::memcmp(bed.a().data() + 200'000, bed.b().data() + 400'000, 100'000), 0)
+      << "the READ did not bring B's bytes";
+  EXPECT_EQ(tb.b().vqp->counters().protocol_errors, 0u);
+  // As posted: the plain write's and the read's fragments carry no immediate (no number).
+  NullVqpBed nb(1, Config(Scheme::kDqplb, 2));
+  ASSERT_TRUE(nb.status().ok());
+  nb.qp(0).Record(true);
+  nb.qp(1).Record(true);
+  ASSERT_TRUE(nb.vqp().PostSend(nb.Write(1, 100'000)).ok());
+  ASSERT_TRUE(nb.vqp().PostSend(nb.Write(2, 100'000, IBV_WR_RDMA_READ)).ok());
+  VirtualWc out[4];
+  int got = 0;
+  for (int i = 0; i < 20 && got < 2; ++i) got += *nb.cq().Poll(std::span(out + got, 4 - got));
+  ASSERT_EQ(got, 2);
+  size_t posted = 0;
+  for (int q = 0; q < 2; ++q) {
+    for (const auto& w : nb.qp(q).sent()) {
+      ++posted;
+      EXPECT_TRUE(w.opcode == IBV_WR_RDMA_WRITE || w.opcode == IBV_WR_RDMA_READ) << w.opcode;
+    }
+  }
+  EXPECT_GT(posted, 2u);
 }
 
 // Physical QPs are keyed by (device, qpn): two devices with QPs of equal numbers.
