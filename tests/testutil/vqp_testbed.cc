@@ -1,5 +1,6 @@
 #include "tests/testutil/vqp_testbed.h"
 
+#include <random>
 #include <string>
 
 namespace braid::testing {
@@ -8,6 +9,25 @@ VqpTestbed::VqpTestbed(int nics, const vqp::VirtualQpConfig& config, uint8_t* bu
                        uint8_t* buffer_b, size_t buffer_bytes, soft::SimFabricOptions fabric,
                        int cq_entries)
     : fabric_(fabric) {
+  Init(nics, config, buffer_a, buffer_b, buffer_bytes, cq_entries);
+}
+
+VqpTestbed::VqpTestbed(int nics, const vqp::VirtualQpConfig& config, size_t buffer_bytes,
+                       soft::SimFabricOptions fabric, int cq_entries)
+    : fabric_(fabric) {
+  owned_[0].assign(buffer_bytes, 0);
+  owned_[1].assign(buffer_bytes, 0);
+  Init(nics, config, owned_[0].data(), owned_[1].data(), buffer_bytes, cq_entries);
+}
+
+void VqpTestbed::Fill(int host, size_t offset, size_t length, uint32_t seed) {
+  std::mt19937 rng(seed);
+  uint8_t* p = data(host) + offset;
+  for (size_t i = 0; i < length; ++i) p[i] = static_cast<uint8_t>(rng());
+}
+
+void VqpTestbed::Init(int nics, const vqp::VirtualQpConfig& config, uint8_t* buffer_a,
+                      uint8_t* buffer_b, size_t buffer_bytes, int cq_entries) {
   soft::SoftProviderOptions po;
   po.fabric = &fabric_;
   for (int i = 0; i < 2 * nics; ++i) {

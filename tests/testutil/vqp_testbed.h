@@ -31,9 +31,15 @@ class VqpTestbed {
   // `buffer_a` / `buffer_b` (not owned) are registered as each host's buffer of `buffer_bytes`.
   VqpTestbed(int nics, const vqp::VirtualQpConfig& config, uint8_t* buffer_a, uint8_t* buffer_b,
              size_t buffer_bytes, soft::SimFabricOptions fabric = {}, int cq_entries = 1 << 16);
+  // The same with two zeroed buffers of `buffer_bytes` that the testbed owns.
+  VqpTestbed(int nics, const vqp::VirtualQpConfig& config, size_t buffer_bytes,
+             soft::SimFabricOptions fabric = {}, int cq_entries = 1 << 16);
   ~VqpTestbed();
 
   const common::Status& status() const { return status_; }
+  // Host `host`'s buffer; Fill writes `length` seeded random bytes at `offset` into it.
+  uint8_t* data(int host) { return hosts_[host].buffer; }
+  void Fill(int host, size_t offset, size_t length, uint32_t seed);
   soft::SimFabric& fabric() { return fabric_; }
   VqpHost& a() { return hosts_[0]; }
   VqpHost& b() { return hosts_[1]; }
@@ -54,9 +60,12 @@ class VqpTestbed {
   common::Status RecoverQp(int index);
 
  private:
+  void Init(int nics, const vqp::VirtualQpConfig& config, uint8_t* buffer_a, uint8_t* buffer_b,
+            size_t buffer_bytes, int cq_entries);
   common::Status Build(VqpHost& h, int first_nic, int nics, const vqp::VirtualQpConfig& config,
                        uint8_t* buffer, size_t bytes, int cq_entries);
 
+  std::vector<uint8_t> owned_[2];  // the buffers, when the testbed owns them
   soft::SimFabric fabric_;
   std::unique_ptr<soft::SoftProvider> provider_;
   VqpHost hosts_[2];

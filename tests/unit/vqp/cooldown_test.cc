@@ -21,8 +21,9 @@ constexpr size_t kBytes = 4 << 20;
 
 class CooldownTest : public ::testing::Test {
  protected:
-  CooldownTest() : a_(kBytes, 7), b_(kBytes), tb_(2, Config(), a_.data(), b_.data(), kBytes) {
+  CooldownTest() : tb_(2, Config(), kBytes) {
     g_now = 1;
+    std::memset(tb_.data(0), 7, kBytes);
   }
   static VirtualQpConfig Config() {
     VirtualQpConfig c = testing::SmallVqpConfig(Scheme::kSpray, 4);
@@ -51,7 +52,6 @@ class CooldownTest : public ::testing::Test {
     for (auto& wc : x) backlog_.push_back(wc);
   }
 
-  std::vector<uint8_t> a_, b_;
   testing::VqpTestbed tb_;
   std::vector<VirtualWc> backlog_;
 };

@@ -59,13 +59,14 @@ uint64_t FakeClock() { return g_fake_now; }
 // carried.
 constexpr size_t kBytes = 8 << 20;
 
-// Two data QPs of 64 KiB fragments on the fake clock (reset to 1); `a` filled from `seed`, `b`
-// zero.
-VirtualQpConfig TwoQps(uint32_t qp_capacity, std::vector<uint8_t>& a, std::vector<uint8_t>& b,
-                       uint8_t seed) {
-  a.resize(kBytes);
-  b.assign(kBytes, 0);
-  for (size_t i = 0; i < kBytes; ++i) a[i] = static_cast<uint8_t>(i * seed + 1);
+// Host A's buffer of `tb` filled from `seed`.
+void FillA(testing::VqpTestbed& tb, size_t bytes, uint8_t seed) {
+  uint8_t* a = tb.data(0);
+  for (size_t i = 0; i < bytes; ++i) a[i] = static_cast<uint8_t>(i * seed + 1);
+}
+
+// Two data QPs of 64 KiB fragments on the fake clock (reset to 1).
+VirtualQpConfig TwoQps(uint32_t qp_capacity) {
   VirtualQpConfig c;
   c.num_qps = 2;
   c.fragment_size = 64 * 1024;
@@ -80,9 +81,8 @@ struct Split {
   uint64_t qp0 = 0, qp1 = 0, completed = 0;
 };
 Split RunUnequal(int slow_every, int rounds) {
-  std::vector<uint8_t> a, b;
-  const VirtualQpConfig c = TwoQps(64, a, b, 7);
-  testing::VqpTestbed tb(2, c, a.data(), b.data(), kBytes, {.seed = 9});
+  testing::VqpTestbed tb(2, TwoQps(64), kBytes, {.seed = 9});
+  FillA(tb, kBytes, 7);
   EXPECT_TRUE(tb.status().ok()) << tb.status().ToString();
   Split s;
   uint64_t posted = 0;
@@ -110,7 +110,7 @@ Split RunUnequal(int slow_every, int rounds) {
     s.completed += rest.size();
   }
   EXPECT_EQ(s.completed, posted);
-  EXPECT_EQ(std::memcmp(a.data(), b.data(), kBytes), 0);
+  EXPECT_EQ(std::memcmp(tb.data(0), tb.data(1), kBytes), 0);
   s.qp0 = tb.a().vqp->traffic(0).write_bytes;
   s.qp1 = tb.a().vqp->traffic(1).write_bytes;
   return s;
@@ -133,9 +133,8 @@ TEST(DrainRateTest, ASlowLinkGetsLessWork) {
 // The check is "not starved", not "balanced": on the sim a QP completes a whole batch per round, so
 // a shallow queue measures its round trip and the split swings (printed).
 TEST(DrainRateTest, AMisjudgedQpIsNotStarved) {
-  std::vector<uint8_t> a, b;
-  const VirtualQpConfig c = TwoQps(128, a, b, 13);
-  testing::VqpTestbed tb(2, c, a.data(), b.data(), kBytes, {.seed = 11});
+  testing::VqpTestbed tb(2, TwoQps(128), kBytes, {.seed = 11});
+  FillA(tb, kBytes, 13);
   ASSERT_TRUE(tb.status().ok()) << tb.status().ToString();
   uint64_t id = 0;
   // Keeps `depth` virtual 1 MiB writes in flight for `rounds` rounds of 10 us each.
@@ -181,7 +180,7 @@ TEST(DrainRateTest, AMisjudgedQpIsNotStarved) {
   };
   EXPECT_GT(shares(1100), 0.0) << "QP 1 was starved";
   EXPECT_GT(shares(1000), 0.35) << "QP 1 relearned its rate and took its share again";
-  EXPECT_EQ(std::memcmp(a.data(), b.data(), kBytes), 0);
+  EXPECT_EQ(std::memcmp(tb.data(0), tb.data(1), kBytes), 0);
 }
 
 soft::SimFabric* g_fabric = nullptr;
@@ -195,15 +194,14 @@ uint64_t FabricClock() { return g_fabric->NowNs(); }
 double ShapedLinksRatio(Scheme scheme, uint64_t write_bytes, int depth, uint64_t unit,
                         uint64_t run_ns) {
   constexpr size_t kBuf = 64 << 20;
-  std::vector<uint8_t> a(kBuf), b(kBuf, 0);
-  for (size_t i = 0; i < kBuf; ++i) a[i] = static_cast<uint8_t>(i * 29 + (i >> 12));
   VirtualQpConfig c;
   c.scheme = scheme;
   c.num_qps = 8;
   c.qp_capacity = 64;
   c.max_virtual_wrs = 64;
   c.clock_ns = FabricClock;
-  testing::VqpTestbed tb(4, c, a.data(), b.data(), kBuf, {.seed = 5, .delay_ns = 20'000});
+  testing::VqpTestbed tb(4, c, kBuf, {.seed = 5, .delay_ns = 20'000});
+  for (size_t i = 0; i < kBuf; ++i) tb.data(0)[i] = static_cast<uint8_t>(i * 29 + (i >> 12));
   EXPECT_TRUE(tb.status().ok()) << tb.status().ToString();
   g_fabric = &tb.fabric();
   for (int n = 0; n < 4; ++n) {

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <random>
 
 #include "dataplane/soft/soft_device.h"
 #include "tests/testutil/null_vqp_bed.h"
@@ -23,15 +22,6 @@ VirtualQpConfig Config(Scheme scheme, uint32_t qps, bool failover = true) {
   return testing::SmallVqpConfig(scheme, qps, failover);
 }
 
-struct Bufs {
-  std::vector<uint8_t> a = std::vector<uint8_t>(kBytes);
-  std::vector<uint8_t> b = std::vector<uint8_t>(kBytes);
-  Bufs() {
-    std::mt19937 rng(1);
-    for (auto& x : a) x = static_cast<uint8_t>(rng());
-  }
-};
-
 // SEND is not fragmented: one physical WR whatever its length, at most 1 GiB.
 TEST(GapRegressionNotesTest, SendIsNotFragmented) {
   NullVqpBed nb(1, Config(Scheme::kSpray, 2));
@@ -48,8 +38,8 @@ TEST(GapRegressionNotesTest, SendIsNotFragmented) {
 TEST(GapRegressionNotesTest, ZeroLengthWriteWithImmAndSendWithImm) {
   for (auto [scheme, qps] : {std::pair{Scheme::kSpray, 1u}, std::pair{Scheme::kSpray, 4u},
                              std::pair{Scheme::kDqplb, 4u}}) {
-    Bufs bufs;
-    VqpTestbed tb(2, Config(scheme, qps), bufs.a.data(), bufs.b.data(), kBytes);
+    VqpTestbed tb(2, Config(scheme, qps), kBytes);
+    tb.Fill(0, 0, kBytes, 1);
     ASSERT_TRUE(tb.status().ok());
     ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 1}).ok());
     ASSERT_TRUE(tb.b()
@@ -177,8 +167,8 @@ TEST(GapRegressionNotesTest, RouteTableShrinksWhenVqpsGo) {
 
 // A WR is one contiguous range; a gathered transfer is several WRs, completing in order.
 TEST(GapRegressionNotesTest, OneRangePerWrSeveralWrsCompleteInOrder) {
-  Bufs bufs;
-  VqpTestbed tb(2, Config(Scheme::kSpray, 4), bufs.a.data(), bufs.b.data(), kBytes);
+  VqpTestbed tb(2, Config(Scheme::kSpray, 4), kBytes);
+  tb.Fill(0, 0, kBytes, 1);
   ASSERT_TRUE(tb.status().ok());
   const uint64_t pieces[][2] = {{0, 5000}, {900'000, 70'000}, {2'000'000, 1}};
   uint64_t dst = 0;
@@ -192,7 +182,7 @@ TEST(GapRegressionNotesTest, OneRangePerWrSeveralWrsCompleteInOrder) {
   dst = 0;
   for (uint64_t i = 0; i < 3; ++i) {
     EXPECT_EQ(s[i].wr_id, i);
-    EXPECT_EQ(std::memcmp(bufs.a.data() + pieces[i][0], bufs.b.data() + dst, pieces[i][1]), 0);
+    EXPECT_EQ(std::memcmp(tb.data(0) + pieces[i][0], tb.data(1) + dst, pieces[i][1]), 0);
     dst += pieces[i][1];
   }
 }
@@ -244,8 +234,8 @@ TEST(GapRegressionNotesTest, PollErrorKeepsHarvestedCompletions) {
 // Messages that complete before the receiver asked for them are buffered, not fatal.
 TEST(GapRegressionNotesTest, MessageBeforeReceiveIsBuffered) {
   for (Scheme scheme : {Scheme::kSpray, Scheme::kDqplb}) {
-    Bufs bufs;
-    VqpTestbed tb(2, Config(scheme, 4), bufs.a.data(), bufs.b.data(), kBytes);
+    VqpTestbed tb(2, Config(scheme, 4), kBytes);
+    tb.Fill(0, 0, kBytes, 1);
     ASSERT_TRUE(tb.status().ok());
     for (uint64_t i = 0; i < 3; ++i) {
       ASSERT_TRUE(tb.a()
@@ -271,8 +261,8 @@ TEST(GapRegressionNotesTest, MessageBeforeReceiveIsBuffered) {
 // fragmented message, under both schemes.
 TEST(GapRegressionNotesTest, ReceiverGetsImmediateAndByteCount) {
   for (Scheme scheme : {Scheme::kSpray, Scheme::kDqplb}) {
-    Bufs bufs;
-    VqpTestbed tb(2, Config(scheme, 8), bufs.a.data(), bufs.b.data(), kBytes);
+    VqpTestbed tb(2, Config(scheme, 8), kBytes);
+    tb.Fill(0, 0, kBytes, 1);
     ASSERT_TRUE(tb.status().ok());
     ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 1}).ok());
     ASSERT_TRUE(
@@ -283,14 +273,14 @@ TEST(GapRegressionNotesTest, ReceiverGetsImmediateAndByteCount) {
     ASSERT_EQ(r.size(), 1u);
     EXPECT_EQ(r[0].imm_data, htonl(0xFEED)) << SchemeName(scheme);
     EXPECT_EQ(r[0].byte_len, 1'234'567u) << SchemeName(scheme);
-    EXPECT_EQ(std::memcmp(bufs.a.data(), bufs.b.data(), 1'234'567), 0);
+    EXPECT_EQ(std::memcmp(tb.data(0), tb.data(1), 1'234'567), 0);
   }
 }
 
 // SPRAY notifies are pipelined: message k+1's notify does not wait for k's to complete.
 TEST(GapRegressionNotesTest, NotifiesArePipelined) {
-  Bufs bufs;
-  VqpTestbed tb(1, Config(Scheme::kSpray, 4), bufs.a.data(), bufs.b.data(), kBytes);
+  VqpTestbed tb(1, Config(Scheme::kSpray, 4), kBytes);
+  tb.Fill(0, 0, kBytes, 1);
   ASSERT_TRUE(tb.status().ok());
   // B acknowledges nothing on QP 0, where notifies go: none of them can complete.
   ASSERT_TRUE(tb.fabric().HoldQp(tb.b().vqp->physical_qp(0), true).ok());
@@ -327,8 +317,8 @@ TEST(GapRegressionNotesTest, UnsupportedSendFlagsAreRefused) {
 
 // A destroyed VQP destroys each of its physical QPs exactly once (nothing leaks).
 TEST(GapRegressionNotesTest, DestroyReleasesEveryPhysicalQp) {
-  Bufs bufs;
-  VqpTestbed tb(2, Config(Scheme::kSpray, 4), bufs.a.data(), bufs.b.data(), kBytes);
+  VqpTestbed tb(2, Config(Scheme::kSpray, 4), kBytes);
+  tb.Fill(0, 0, kBytes, 1);
   ASSERT_TRUE(tb.status().ok());
   std::vector<std::pair<int, uint32_t>> qps;
   for (int i = 0; i < tb.a().vqp->num_physical_qps(); ++i) {
@@ -436,8 +426,8 @@ TEST(GapRegressionNotesTest, ADrainedDeviceGetsNoNewWorkUntilReadmitted) {
 
 // SENDs and write-with-imm messages never share a receive queue with the pools.
 TEST(GapRegressionNotesTest, SendAndWriteWithImmInterleaved) {
-  Bufs bufs;
-  VqpTestbed tb(2, Config(Scheme::kDqplb, 4), bufs.a.data(), bufs.b.data(), kBytes);
+  VqpTestbed tb(2, Config(Scheme::kDqplb, 4), kBytes);
+  tb.Fill(0, 0, kBytes, 1);
   ASSERT_TRUE(tb.status().ok());
   for (uint64_t i = 0; i < 10; ++i) {
     if (i % 2 == 0) {
@@ -464,8 +454,8 @@ TEST(GapRegressionNotesTest, SendAndWriteWithImmInterleaved) {
     EXPECT_EQ(r[i].wr_id, i);
     EXPECT_EQ(r[i].status, IBV_WC_SUCCESS);
     EXPECT_EQ(r[i].opcode, i % 2 == 0 ? IBV_WC_RECV : IBV_WC_RECV_RDMA_WITH_IMM);
-    const uint8_t* got = bufs.b.data() + (i % 2 == 0 ? 3'000'000 + i * 1000 : i * 1000);
-    EXPECT_EQ(std::memcmp(bufs.a.data() + i * 1000, got, 1000), 0) << i;
+    const uint8_t* got = tb.data(1) + (i % 2 == 0 ? 3'000'000 + i * 1000 : i * 1000);
+    EXPECT_EQ(std::memcmp(tb.data(0) + i * 1000, got, 1000), 0) << i;
   }
 }
 

@@ -29,28 +29,10 @@ VirtualQpConfig Config(Scheme scheme, uint32_t qps, bool failover = true) {
   return testing::SmallVqpConfig(scheme, qps, failover);
 }
 
-class SimBed {
- public:
-  SimBed(int nics, const VirtualQpConfig& c, soft::SimFabricOptions fo = {})
-      : a_(kBytes), b_(kBytes), tb_(nics, c, a_.data(), b_.data(), kBytes, fo) {}
-  VqpTestbed& tb() { return tb_; }
-  std::vector<uint8_t>& a() { return a_; }
-  std::vector<uint8_t>& b() { return b_; }
-  void Fill(uint32_t seed) {
-    std::mt19937 rng(seed);
-    for (auto& x : a_) x = static_cast<uint8_t>(rng());
-  }
-
- private:
-  std::vector<uint8_t> a_, b_;
-  VqpTestbed tb_;
-};
-
 // Error completions (whose opcode the soft provider poisons) are routed by tag and status; a
 // completion without Braid's tag is never turned into a user completion.
 TEST(GapRegressionTest, ErrorCompletionRoutedByTagNotOpcode) {
-  SimBed bed(1, Config(Scheme::kSpray, 1, /*failover=*/false));
-  VqpTestbed& tb = bed.tb();
+  VqpTestbed tb(1, Config(Scheme::kSpray, 1, /*failover=*/false), kBytes);
   ASSERT_TRUE(tb.status().ok()) << tb.status().ToString();
   ASSERT_TRUE(tb.fabric().BreakQp(tb.a().vqp->physical_qp(0)).ok());
   ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, 0, 100, 0, 7)).ok());
@@ -108,8 +90,7 @@ TEST(GapRegressionTest, DeadQpIsNeverScheduledAgain) {
 // A WR whose dispatch is cut short by a dead QP completes exactly once, with the error, after
 // its posted fragments drained; it never hangs and never completes twice.
 TEST(GapRegressionTest, PartialDispatchCompletesOnceWithError) {
-  SimBed bed(2, Config(Scheme::kSpray, 4, /*failover=*/false));
-  VqpTestbed& tb = bed.tb();
+  VqpTestbed tb(2, Config(Scheme::kSpray, 4, /*failover=*/false), kBytes);
   ASSERT_TRUE(tb.status().ok());
   ASSERT_TRUE(tb.fabric().BreakQp(tb.a().vqp->physical_qp(2)).ok());
   ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, 0, 3'000'000, 0, 1)).ok());
@@ -149,8 +130,7 @@ TEST(GapRegressionTest, AWrWhoseRestFindsNoQpInServiceCompletesWithAnError) {
 // The failed WR is reported only once none of its fragments is still in flight: the client may
 // reuse or free the buffer as soon as it sees the completion, so no physical WR may still read it.
 TEST(GapRegressionTest, AFailedWrIsReportedOnlyOnceNothingOfItIsInFlight) {
-  SimBed bed(2, Config(Scheme::kSpray, 4, /*failover=*/false));
-  VqpTestbed& tb = bed.tb();
+  VqpTestbed tb(2, Config(Scheme::kSpray, 4, /*failover=*/false), kBytes);
   ASSERT_TRUE(tb.status().ok());
   ASSERT_TRUE(tb.fabric().BreakQp(tb.a().vqp->physical_qp(2)).ok());
   ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, 0, 3'000'000, 0, 1)).ok());
@@ -294,11 +274,10 @@ TEST(GapRegressionTest, DqplbWindowBackPressureLosesNothing) {
   c.qp_capacity = 2;
   c.max_virtual_wrs = 4;
   c.fragment_size = 4096;
-  SimBed bed(2, c, {.seed = 8, .reorder = true});
-  VqpTestbed& tb = bed.tb();
+  VqpTestbed tb(2, c, kBytes, {.seed = 8, .reorder = true});
   ASSERT_TRUE(tb.status().ok());
   ASSERT_TRUE(tb.fabric().SetNicDelay("soft1", 300'000).ok());
-  bed.Fill(8);
+  tb.Fill(0, 0, kBytes, 8);
   constexpr int kMsgs = 60;
   int posted = 0, recvs = 0;
   std::vector<VirtualWc> sa, rb;
@@ -321,7 +300,7 @@ TEST(GapRegressionTest, DqplbWindowBackPressureLosesNothing) {
     EXPECT_EQ(rb[i].status, IBV_WC_SUCCESS);
     EXPECT_EQ(rb[i].imm_data, htonl(i));
     EXPECT_EQ(rb[i].byte_len, 30'000u);
-    EXPECT_EQ(std::memcmp(bed.a().data() + i * 40'000, bed.b().data() + i * 40'000, 30'000), 0);
+    EXPECT_EQ(std::memcmp(tb.data(0) + i * 40'000, tb.data(1) + i * 40'000, 30'000), 0);
   }
 }
 
@@ -379,14 +358,13 @@ TEST(GapRegressionTest, DqplbSenderStopsAtAFullWindowWhileAQpIsHeld) {
 // message complete before all of its bytes are in place.
 TEST(GapRegressionTest, NotifyNeverOvertakesDataAcrossNics) {
   VirtualQpConfig c = Config(Scheme::kSpray, 4);
-  SimBed bed(4, c, {.seed = 10, .reorder = true});
-  VqpTestbed& tb = bed.tb();
+  VqpTestbed tb(4, c, kBytes, {.seed = 10, .reorder = true});
   ASSERT_TRUE(tb.status().ok()) << tb.status().ToString();
   // A's data QPs 1-3 sit on soft1..soft3 (slow); the notify goes on data QP 0 (soft0, fast).
   for (int n = 1; n < 4; ++n) {
     ASSERT_TRUE(tb.fabric().SetNicDelay("soft" + std::to_string(n), 400'000).ok());
   }
-  bed.Fill(10);
+  tb.Fill(0, 0, kBytes, 10);
   constexpr int kMsgs = 12;
   for (int i = 0; i < kMsgs; ++i) ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = uint64_t(i)}).ok());
   for (int i = 0; i < kMsgs; ++i) {
@@ -404,7 +382,7 @@ TEST(GapRegressionTest, NotifyNeverOvertakesDataAcrossNics) {
     for (const VirtualWc& wc : rb) {
       ASSERT_EQ(wc.status, IBV_WC_SUCCESS);
       const size_t off = wc.wr_id * 200'000;
-      ASSERT_EQ(std::memcmp(bed.a().data() + off, bed.b().data() + off, 150'000), 0)
+      ASSERT_EQ(std::memcmp(tb.data(0) + off, tb.data(1) + off, 150'000), 0)
           << "message " << wc.wr_id << " reported before its data was placed";
       ++seen;
     }
@@ -414,8 +392,7 @@ TEST(GapRegressionTest, NotifyNeverOvertakesDataAcrossNics) {
 
 // Destroying a VQP with work in flight flushes every virtual WR exactly once.
 TEST(GapRegressionTest, DestroyWithWorkInFlightFlushesEachOnce) {
-  SimBed bed(2, Config(Scheme::kDqplb, 4));
-  VqpTestbed& tb = bed.tb();
+  VqpTestbed tb(2, Config(Scheme::kDqplb, 4), kBytes);
   ASSERT_TRUE(tb.status().ok());
   for (int i = 0; i < 4; ++i)
     ASSERT_TRUE(tb.fabric().HoldQp(tb.a().vqp->physical_qp(i), true).ok());
@@ -441,8 +418,7 @@ TEST(GapRegressionTest, DestroyWithWorkInFlightFlushesEachOnce) {
 // SEND and atomics go to the message QP with capacity accounting, and send-side completions
 // come back in posting order, mixed with fragmented writes.
 TEST(GapRegressionTest, SendsUseMessageQpInPostingOrder) {
-  SimBed bed(2, Config(Scheme::kSpray, 4));
-  VqpTestbed& tb = bed.tb();
+  VqpTestbed tb(2, Config(Scheme::kSpray, 4), kBytes);
   ASSERT_TRUE(tb.status().ok());
   const int kSends = 40;  // > qp_capacity: the rest waits for room
   for (int i = 0; i < kSends; ++i) {
@@ -454,7 +430,7 @@ TEST(GapRegressionTest, SendsUseMessageQpInPostingOrder) {
                                 .local_keys = tb.b().local_keys})
                     .ok());
   }
-  bed.Fill(12);
+  tb.Fill(0, 0, kBytes, 12);
   std::vector<VirtualWc> s, r;
   auto post = [&](const VirtualSendWr& wr) {
     for (int tries = 0; tries < 100000; ++tries) {
@@ -478,19 +454,18 @@ TEST(GapRegressionTest, SendsUseMessageQpInPostingOrder) {
     EXPECT_EQ(s[i].status, IBV_WC_SUCCESS);
   }
   ASSERT_EQ(r.size(), size_t{kSends});
-  EXPECT_EQ(std::memcmp(bed.a().data(), bed.b().data(), kSends * 1024), 0);
+  EXPECT_EQ(std::memcmp(tb.data(0), tb.data(1), kSends * 1024), 0);
 }
 
 // Under DQPLB only write-with-imm fragments take sequence numbers; plain writes and
 // reads before a write-with-imm do not leave gaps that would stall the receiver.
 TEST(GapRegressionTest, DqplbPlainWriteAndReadTakeNoSequenceNumber) {
-  SimBed bed(2, Config(Scheme::kDqplb, 4));
-  VqpTestbed& tb = bed.tb();
+  VqpTestbed tb(2, Config(Scheme::kDqplb, 4), kBytes);
   ASSERT_TRUE(tb.status().ok());
-  bed.Fill(15);
+  tb.Fill(0, 0, kBytes, 15);
   ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 1}).ok());
   ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, 0, 100'000, 0, 1)).ok());
-  for (size_t i = 0; i < 100'000; ++i) bed.b()[400'000 + i] = static_cast<uint8_t>(i * 7 + 1);
+  for (size_t i = 0; i < 100'000; ++i) tb.data(1)[400'000 + i] = static_cast<uint8_t>(i * 7 + 1);
   ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_READ, 200'000, 100'000, 400'000, 2)).ok());
   ASSERT_TRUE(
       tb.a()
@@ -504,9 +479,9 @@ TEST(GapRegressionTest, DqplbPlainWriteAndReadTakeNoSequenceNumber) {
   ASSERT_EQ(s.size(), 3u);
   for (const auto& wc : s) EXPECT_EQ(wc.status, IBV_WC_SUCCESS);
   // Each moved its bytes its own way: the writes to B, the read from B to A.
-  EXPECT_EQ(std::memcmp(bed.a().data(), bed.b().data(), 100'000), 0);
-  EXPECT_EQ(std::memcmp(bed.a().data(), bed.b().data() + 300'000, 100'000), 0);
-  EXPECT_EQ(std::memcmp(bed.a().data() + 200'000, bed.b().data() + 400'000, 100'000), 0)
+  EXPECT_EQ(std::memcmp(tb.data(0), tb.data(1), 100'000), 0);
+  EXPECT_EQ(std::memcmp(tb.data(0), tb.data(1) + 300'000, 100'000), 0);
+  EXPECT_EQ(std::memcmp(tb.data(0) + 200'000, tb.data(1) + 400'000, 100'000), 0)
       << "the READ did not bring B's bytes";
   EXPECT_EQ(tb.b().vqp->counters().protocol_errors, 0u);
   // As posted: the plain write's and the read's fragments carry no immediate (no number).
@@ -532,18 +507,17 @@ TEST(GapRegressionTest, DqplbPlainWriteAndReadTakeNoSequenceNumber) {
 
 // Physical QPs are keyed by (device, qpn): two devices with QPs of equal numbers.
 TEST(GapRegressionTest, QpsKeyedByDeviceAndQpNum) {
-  SimBed bed(2, Config(Scheme::kSpray, 2));
-  VqpTestbed& tb = bed.tb();
+  VqpTestbed tb(2, Config(Scheme::kSpray, 2), kBytes);
   ASSERT_TRUE(tb.status().ok());
   VirtualQp& v = *tb.a().vqp;
   ASSERT_NE(v.physical_device(0), v.physical_device(1));
   ASSERT_EQ(v.physical_qp(0).qp_num(), v.physical_qp(1).qp_num()) << "same number, two devices";
-  bed.Fill(14);
+  tb.Fill(0, 0, kBytes, 14);
   ASSERT_TRUE(v.PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, 0, 1'000'000, 0, 1)).ok());
   auto s = tb.Poll(0, 1);
   ASSERT_EQ(s.size(), 1u);
   EXPECT_EQ(s[0].status, IBV_WC_SUCCESS);
-  EXPECT_EQ(std::memcmp(bed.a().data(), bed.b().data(), 1'000'000), 0);
+  EXPECT_EQ(std::memcmp(tb.data(0), tb.data(1), 1'000'000), 0);
   // Each completion was charged to the QP it came from: nothing is left outstanding anywhere,
   // and every physical QP has its own route.
   for (int i = 0; i < v.num_physical_qps(); ++i) EXPECT_EQ(v.outstanding(i), 0u) << "QP " << i;

@@ -19,10 +19,9 @@ class QpRecoveryTest : public ::testing::TestWithParam<Scheme> {
  protected:
   static constexpr size_t kBytes = 4 << 20;
   QpRecoveryTest()
-      : a_(kBytes),
-        b_(kBytes),
-        tb_(2, testing::SmallVqpConfig(GetParam(), 4), a_.data(), b_.data(), kBytes) {
-    for (size_t i = 0; i < kBytes; ++i) a_[i] = static_cast<uint8_t>(i * 31 + (i >> 9));
+      : tb_(2, testing::SmallVqpConfig(GetParam(), 4), kBytes) {
+    uint8_t* a = tb_.data(0);
+    for (size_t i = 0; i < kBytes; ++i) a[i] = static_cast<uint8_t>(i * 31 + (i >> 9));
   }
 
   // `count` write-with-imm messages of `len` bytes from A, each with a receive at B; all must
@@ -31,7 +30,7 @@ class QpRecoveryTest : public ::testing::TestWithParam<Scheme> {
     for (int i = 0; i < count; ++i) {
       ASSERT_TRUE(tb_.b().vqp->PostRecv({first_id + i, 0, 0, 0}).ok());
     }
-    std::memset(b_.data(), 0, kBytes);
+    std::memset(tb_.data(1), 0, kBytes);
     for (int i = 0; i < count; ++i) {
       const uint64_t off = static_cast<uint64_t>(i) * len;
       ASSERT_TRUE(tb_.a()
@@ -51,7 +50,7 @@ class QpRecoveryTest : public ::testing::TestWithParam<Scheme> {
       EXPECT_EQ(got[static_cast<size_t>(i)].imm_data, htonl(0x700 + i));
       EXPECT_EQ(got[static_cast<size_t>(i)].byte_len, len);
     }
-    EXPECT_EQ(std::memcmp(a_.data(), b_.data(), static_cast<size_t>(count) * len), 0);
+    EXPECT_EQ(std::memcmp(tb_.data(0), tb_.data(1), static_cast<size_t>(count) * len), 0);
   }
 
   // Breaks physical QP `index` under load (it dies at A, its work fails over, every message still
@@ -113,7 +112,6 @@ class QpRecoveryTest : public ::testing::TestWithParam<Scheme> {
     return v.health(index) != QpHealth::kDraining || v.outstanding(index) == 0;
   }
 
-  std::vector<uint8_t> a_, b_;
   VqpTestbed tb_;
   std::vector<VirtualWc> during_reset_a_, during_reset_b_;  // completions while resetting
 };
@@ -143,13 +141,13 @@ TEST_P(QpRecoveryTest, ADeadMessageQpIsRecoveredToo) {
   EXPECT_EQ(flushed[0].wr_id, 900u);
   EXPECT_NE(flushed[0].status, IBV_WC_SUCCESS);
   // SENDs work again, and data messages too.
-  std::memset(b_.data() + (1 << 20), 0, 4096);
+  std::memset(tb_.data(1) + (1 << 20), 0, 4096);
   EXPECT_EQ(Send(901), IBV_WC_SUCCESS);
   auto got = tb_.Poll(1, 1);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].status, IBV_WC_SUCCESS);
   EXPECT_EQ(got[0].byte_len, 4096u);
-  EXPECT_EQ(std::memcmp(a_.data(), b_.data() + (1 << 20), 4096), 0);
+  EXPECT_EQ(std::memcmp(tb_.data(0), tb_.data(1) + (1 << 20), 4096), 0);
   MoveMessages(32, 64 * 1024, 3000);
   EXPECT_EQ(va.health(va.num_physical_qps() - 1), QpHealth::kHealthy);
 }

@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <random>
 #include <tuple>
 
 #include "tests/testutil/vqp_testbed.h"
@@ -26,30 +25,24 @@ struct Shape {
 class VirtualQpTest : public ::testing::TestWithParam<Shape> {
  protected:
   void SetUp() override {
-    a_.assign(kBytes, 0);
-    b_.assign(kBytes, 0);
     VirtualQpConfig c;
     c.scheme = GetParam().scheme;
     c.num_qps = GetParam().qps;
     c.fragment_size = 64 * 1024;
     c.qp_capacity = 16;
     c.max_virtual_wrs = 64;
-    tb_ = std::make_unique<VqpTestbed>(GetParam().nics, c, a_.data(), b_.data(), kBytes);
+    tb_ = std::make_unique<VqpTestbed>(GetParam().nics, c, kBytes);
     ASSERT_TRUE(tb_->status().ok()) << tb_->status().ToString();
   }
   void TearDown() override { tb_.reset(); }
-  void Fill(std::vector<uint8_t>& v, size_t off, size_t n, uint32_t seed) {
-    std::mt19937 rng(seed);
-    for (size_t i = 0; i < n; ++i) v[off + i] = static_cast<uint8_t>(rng());
-  }
+  void Fill(int host, size_t off, size_t n, uint32_t seed) { tb_->Fill(host, off, n, seed); }
 
-  std::vector<uint8_t> a_, b_;
   std::unique_ptr<VqpTestbed> tb_;
 };
 
 TEST_P(VirtualQpTest, WriteReadAndWriteWithImm) {
   VqpTestbed& tb = *tb_;
-  Fill(a_, 0, 1'000'000, 1);
+  Fill(0, 0, 1'000'000, 1);
   ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE, 0, 1'000'000, 0, 11)).ok());
   auto wc = tb.Poll(0, 1);
   ASSERT_EQ(wc.size(), 1u);
@@ -57,19 +50,19 @@ TEST_P(VirtualQpTest, WriteReadAndWriteWithImm) {
   EXPECT_EQ(wc[0].wr_id, 11u);
   EXPECT_EQ(wc[0].opcode, IBV_WC_RDMA_WRITE);
   EXPECT_EQ(wc[0].byte_len, 1'000'000u);
-  EXPECT_EQ(std::memcmp(a_.data(), b_.data(), 1'000'000), 0);
+  EXPECT_EQ(std::memcmp(tb_->data(0), tb_->data(1), 1'000'000), 0);
 
-  Fill(b_, 2'000'000, 300'000, 2);
+  Fill(1, 2'000'000, 300'000, 2);
   ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_READ, 4'000'000, 300'000, 2'000'000, 12)).ok());
   wc = tb.Poll(0, 1);
   ASSERT_EQ(wc.size(), 1u);
   EXPECT_EQ(wc[0].status, IBV_WC_SUCCESS);
   EXPECT_EQ(wc[0].opcode, IBV_WC_RDMA_READ);
-  EXPECT_EQ(std::memcmp(a_.data() + 4'000'000, b_.data() + 2'000'000, 300'000), 0);
+  EXPECT_EQ(std::memcmp(tb_->data(0) + 4'000'000, tb_->data(1) + 2'000'000, 300'000), 0);
 
   for (uint64_t len : {uint64_t{0}, uint64_t{100}, uint64_t{65536}, uint64_t{500'000}}) {
     ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 70 + len}).ok());
-    Fill(a_, 5'000'000, len, 3);
+    Fill(0, 5'000'000, len, 3);
     const uint32_t imm = htonl(static_cast<uint32_t>(0xABC000 + len));
     ASSERT_TRUE(tb.a().vqp->PostSend(
         tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, 5'000'000, len, 6'000'000, 20 + len, imm)).ok());
@@ -80,7 +73,7 @@ TEST_P(VirtualQpTest, WriteReadAndWriteWithImm) {
     EXPECT_EQ(r[0].opcode, IBV_WC_RECV_RDMA_WITH_IMM);
     EXPECT_EQ(r[0].imm_data, imm);
     EXPECT_EQ(r[0].byte_len, len);
-    EXPECT_EQ(std::memcmp(a_.data() + 5'000'000, b_.data() + 6'000'000, len), 0);
+    EXPECT_EQ(std::memcmp(tb_->data(0) + 5'000'000, tb_->data(1) + 6'000'000, len), 0);
     auto s = tb.Poll(0, 1);
     ASSERT_EQ(s.size(), 1u);
     EXPECT_EQ(s[0].status, IBV_WC_SUCCESS);
@@ -92,7 +85,7 @@ TEST_P(VirtualQpTest, SendAndAtomics) {
   VqpTestbed& tb = *tb_;
   ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 5, .local_addr = tb.b().addr(100), .length = 4096,
                                     .local_keys = tb.b().local_keys}).ok());
-  Fill(a_, 0, 3000, 4);
+  Fill(0, 0, 3000, 4);
   auto send = tb.Wr(0, IBV_WR_SEND_WITH_IMM, 0, 3000, 0, 1, htonl(99));
   ASSERT_TRUE(tb.a().vqp->PostSend(send).ok());
   auto r = tb.Poll(1, 1);
@@ -101,19 +94,19 @@ TEST_P(VirtualQpTest, SendAndAtomics) {
   EXPECT_EQ(r[0].opcode, IBV_WC_RECV);
   EXPECT_EQ(r[0].byte_len, 3000u);
   EXPECT_EQ(r[0].imm_data, htonl(99));
-  EXPECT_EQ(std::memcmp(a_.data(), b_.data() + 100, 3000), 0);
+  EXPECT_EQ(std::memcmp(tb_->data(0), tb_->data(1) + 100, 3000), 0);
   ASSERT_EQ(tb.Poll(0, 1).size(), 1u);
 
   uint64_t v = 40;
-  std::memcpy(b_.data() + 4096, &v, 8);
+  std::memcpy(tb_->data(1) + 4096, &v, 8);
   ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_ATOMIC_FETCH_AND_ADD, 8192, 8, 4096, 2)).ok());
   auto s = tb.Poll(0, 1);
   ASSERT_EQ(s.size(), 1u);
   EXPECT_EQ(s[0].status, IBV_WC_SUCCESS);
   EXPECT_EQ(s[0].opcode, IBV_WC_FETCH_ADD);
   uint64_t orig, now;
-  std::memcpy(&orig, a_.data() + 8192, 8);
-  std::memcpy(&now, b_.data() + 4096, 8);
+  std::memcpy(&orig, tb_->data(0) + 8192, 8);
+  std::memcpy(&now, tb_->data(1) + 4096, 8);
   EXPECT_EQ(orig, 40u);
 }
 
@@ -121,7 +114,7 @@ TEST_P(VirtualQpTest, ManyMessagesInFlightCompleteInOrder) {
   VqpTestbed& tb = *tb_;
   constexpr int kMsgs = 40;
   for (int i = 0; i < kMsgs; ++i) ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 1000u + i}).ok());
-  Fill(a_, 0, kBytes, 5);
+  Fill(0, 0, kBytes, 5);
   int posted = 0;
   std::vector<VirtualWc> sa, rb;
   while (posted < kMsgs || sa.size() < kMsgs || rb.size() < kMsgs) {
@@ -149,7 +142,7 @@ TEST_P(VirtualQpTest, ManyMessagesInFlightCompleteInOrder) {
     EXPECT_EQ(rb[i].imm_data, htonl(i));
     const uint64_t len = 1 + (uint64_t(i) * 37'001) % 200'000;
     EXPECT_EQ(rb[i].byte_len, len);
-    EXPECT_EQ(std::memcmp(a_.data() + i * 200'000ull, b_.data() + i * 200'000ull, len), 0);
+    EXPECT_EQ(std::memcmp(tb_->data(0) + i * 200'000ull, tb_->data(1) + i * 200'000ull, len), 0);
   }
 }
 
