@@ -79,11 +79,10 @@ common::Status VqpTestbed::Build(VqpHost& h, int first_nic, int nics,
     BRAID_ASSIGN_OR_RETURN(auto device,
                            provider_->OpenDevice("soft" + std::to_string(first_nic + i)));
     BRAID_ASSIGN_OR_RETURN(auto pd, device->AllocPd());
-    BRAID_ASSIGN_OR_RETURN(auto mr, pd->RegisterMemory(buffer, bytes,
-                                                       IBV_ACCESS_LOCAL_WRITE |
-                                                           IBV_ACCESS_REMOTE_WRITE |
-                                                           IBV_ACCESS_REMOTE_READ |
-                                                           IBV_ACCESS_REMOTE_ATOMIC));
+    BRAID_ASSIGN_OR_RETURN(
+        auto mr, pd->RegisterMemory(buffer, bytes,
+                                    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+                                        IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC));
     devices.push_back(device.get());
     pds.push_back(pd.get());
     h.devices.push_back(std::move(device));

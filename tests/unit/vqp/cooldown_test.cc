@@ -34,8 +34,8 @@ class CooldownTest : public ::testing::Test {
   void Post(int count, uint64_t first) {
     for (int i = 0; i < count; ++i) {
       const uint64_t off = (first + static_cast<uint64_t>(i)) % 256 * 16384;
-      ASSERT_TRUE(tb_.a().vqp->PostSend(tb_.Wr(0, IBV_WR_RDMA_WRITE, off, 16384, off, first + i))
-                      .ok());
+      ASSERT_TRUE(
+          tb_.a().vqp->PostSend(tb_.Wr(0, IBV_WR_RDMA_WRITE, off, 16384, off, first + i)).ok());
     }
   }
   // Every write posted since the last call (`count` of them) completes successfully.

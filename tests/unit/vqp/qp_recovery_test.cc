@@ -18,8 +18,7 @@ using testing::VqpTestbed;
 class QpRecoveryTest : public ::testing::TestWithParam<Scheme> {
  protected:
   static constexpr size_t kBytes = 4 << 20;
-  QpRecoveryTest()
-      : tb_(2, testing::SmallVqpConfig(GetParam(), 4), kBytes) {
+  QpRecoveryTest() : tb_(2, testing::SmallVqpConfig(GetParam(), 4), kBytes) {
     uint8_t* a = tb_.data(0);
     for (size_t i = 0; i < kBytes; ++i) a[i] = static_cast<uint8_t>(i * 31 + (i >> 9));
   }

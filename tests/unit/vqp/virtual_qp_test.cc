@@ -53,7 +53,8 @@ TEST_P(VirtualQpTest, WriteReadAndWriteWithImm) {
   EXPECT_EQ(std::memcmp(tb_->data(0), tb_->data(1), 1'000'000), 0);
 
   Fill(1, 2'000'000, 300'000, 2);
-  ASSERT_TRUE(tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_READ, 4'000'000, 300'000, 2'000'000, 12)).ok());
+  ASSERT_TRUE(
+      tb.a().vqp->PostSend(tb.Wr(0, IBV_WR_RDMA_READ, 4'000'000, 300'000, 2'000'000, 12)).ok());
   wc = tb.Poll(0, 1);
   ASSERT_EQ(wc.size(), 1u);
   EXPECT_EQ(wc[0].status, IBV_WC_SUCCESS);
@@ -64,8 +65,11 @@ TEST_P(VirtualQpTest, WriteReadAndWriteWithImm) {
     ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 70 + len}).ok());
     Fill(0, 5'000'000, len, 3);
     const uint32_t imm = htonl(static_cast<uint32_t>(0xABC000 + len));
-    ASSERT_TRUE(tb.a().vqp->PostSend(
-        tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, 5'000'000, len, 6'000'000, 20 + len, imm)).ok());
+    ASSERT_TRUE(tb.a()
+                    .vqp
+                    ->PostSend(tb.Wr(0, IBV_WR_RDMA_WRITE_WITH_IMM, 5'000'000, len, 6'000'000,
+                                     20 + len, imm))
+                    .ok());
     auto r = tb.Poll(1, 1);
     ASSERT_EQ(r.size(), 1u) << "len " << len;
     EXPECT_EQ(r[0].status, IBV_WC_SUCCESS);
@@ -83,8 +87,13 @@ TEST_P(VirtualQpTest, WriteReadAndWriteWithImm) {
 
 TEST_P(VirtualQpTest, SendAndAtomics) {
   VqpTestbed& tb = *tb_;
-  ASSERT_TRUE(tb.b().vqp->PostRecv({.wr_id = 5, .local_addr = tb.b().addr(100), .length = 4096,
-                                    .local_keys = tb.b().local_keys}).ok());
+  ASSERT_TRUE(tb.b()
+                  .vqp
+                  ->PostRecv({.wr_id = 5,
+                              .local_addr = tb.b().addr(100),
+                              .length = 4096,
+                              .local_keys = tb.b().local_keys})
+                  .ok());
   Fill(0, 0, 3000, 4);
   auto send = tb.Wr(0, IBV_WR_SEND_WITH_IMM, 0, 3000, 0, 1, htonl(99));
   ASSERT_TRUE(tb.a().vqp->PostSend(send).ok());
@@ -146,15 +155,16 @@ TEST_P(VirtualQpTest, ManyMessagesInFlightCompleteInOrder) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, VirtualQpTest,
-    ::testing::Values(Shape{Scheme::kSpray, 1, 1}, Shape{Scheme::kSpray, 4, 2},
-                      Shape{Scheme::kSpray, 8, 4}, Shape{Scheme::kDqplb, 1, 1},
-                      Shape{Scheme::kDqplb, 4, 2}, Shape{Scheme::kDqplb, 8, 4}),
-    [](const ::testing::TestParamInfo<Shape>& info) {
-      return std::string(SchemeName(info.param.scheme)) + std::to_string(info.param.qps) + "Qps" +
-             std::to_string(info.param.nics) + "Nics";
-    });
+INSTANTIATE_TEST_SUITE_P(Shapes, VirtualQpTest,
+                         ::testing::Values(Shape{Scheme::kSpray, 1, 1}, Shape{Scheme::kSpray, 4, 2},
+                                           Shape{Scheme::kSpray, 8, 4}, Shape{Scheme::kDqplb, 1, 1},
+                                           Shape{Scheme::kDqplb, 4, 2},
+                                           Shape{Scheme::kDqplb, 8, 4}),
+                         [](const ::testing::TestParamInfo<Shape>& info) {
+                           return std::string(SchemeName(info.param.scheme)) +
+                                  std::to_string(info.param.qps) + "Qps" +
+                                  std::to_string(info.param.nics) + "Nics";
+                         });
 
 }  // namespace
 }  // namespace braid::vqp
