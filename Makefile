@@ -3,7 +3,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= 2
 CMAKE_ARGS ?=
-# Seconds the frame-parser fuzzer runs in `make test` (longer: make fuzz-run FUZZ_SECONDS=600).
+# Seconds each fuzzer (frame parser, session ring) runs in `make test` (longer: make fuzz-run FUZZ_SECONDS=600).
 FUZZ_SECONDS ?= 15
 # Property-test scenarios: the release run uses the test's default (2000); the sanitizer run fewer.
 ASAN_VQP_SCENARIOS ?= 600
@@ -55,11 +55,20 @@ $(FUZZ_DIR)/wire_format_fuzz: tests/fuzz/wire_format_fuzz.cc dataplane/soft/wire
 	  tests/fuzz/wire_format_fuzz.cc dataplane/soft/wire_format.cc dataplane/verbs/gid.cc \
 	  -o $@
 
-fuzz: $(FUZZ_DIR)/wire_format_fuzz
+# libFuzzer target for what the engine reads from a session's submission ring.
+$(FUZZ_DIR)/session_ring_fuzz: tests/fuzz/session_ring_fuzz.cc dataplane/session/ring_entry.cc \
+    dataplane/session/ring_entry.h dataplane/session/spsc_ring.h | deps
+	mkdir -p $(FUZZ_DIR)/session_corpus
+	clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I. \
+	  tests/fuzz/session_ring_fuzz.cc dataplane/session/ring_entry.cc -o $@
+
+fuzz: $(FUZZ_DIR)/wire_format_fuzz $(FUZZ_DIR)/session_ring_fuzz
 
 fuzz-run: fuzz
 	$(FUZZ_DIR)/wire_format_fuzz -max_total_time=$(FUZZ_SECONDS) -seed=1 -print_final_stats=1 \
 	  $(FUZZ_DIR)/corpus
+	$(FUZZ_DIR)/session_ring_fuzz -max_total_time=$(FUZZ_SECONDS) -seed=1 -print_final_stats=1 \
+	  $(FUZZ_DIR)/session_corpus
 
 test: fuzz-run unit-test asan-test tsan-test
 

@@ -1,0 +1,131 @@
+#include "dataplane/session/session_segment.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+namespace braid::session {
+
+using common::Status;
+
+namespace {
+
+uint64_t Align64(uint64_t n) { return (n + 63) & ~uint64_t{63}; }
+
+bool RingSizeOk(uint32_t n) { return n >= 2 && n <= kMaxRingEntries && std::has_single_bit(n); }
+
+Status Errno(const char* what) {
+  return Status::IoError(std::string(what) + ": " + std::strerror(errno));
+}
+
+constexpr unsigned int kSizeSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+
+}  // namespace
+
+SegmentHeader SessionSegment::Layout(uint32_t sq_entries, uint32_t cq_entries) {
+  SegmentHeader h{};
+  h.magic = kSegmentMagic;
+  h.version = kSessionVersion;
+  h.header_bytes = sizeof(SegmentHeader);
+  h.sq_entries = sq_entries;
+  h.cq_entries = cq_entries;
+  h.sq_control = Align64(sizeof(SegmentHeader));
+  h.sq_ring = h.sq_control + sizeof(RingControl);
+  h.cq_control = Align64(h.sq_ring + uint64_t{sq_entries} * sizeof(SubmitEntry));
+  h.cq_ring = h.cq_control + sizeof(RingControl);
+  h.total_bytes = Align64(h.cq_ring + uint64_t{cq_entries} * sizeof(CompletionEntry));
+  return h;
+}
+
+common::Result<std::unique_ptr<SessionSegment>> SessionSegment::Create(uint32_t sq_entries,
+                                                                       uint32_t cq_entries) {
+  if (!RingSizeOk(sq_entries) || !RingSizeOk(cq_entries)) {
+    return Status::InvalidArgument("ring sizes must be powers of two from 2 to 65536");
+  }
+  const SegmentHeader layout = Layout(sq_entries, cq_entries);
+  const int fd = memfd_create("braid-session", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return Errno("memfd_create");
+  if (ftruncate(fd, static_cast<off_t>(layout.total_bytes)) != 0 ||
+      fcntl(fd, F_ADD_SEALS, kSizeSeals) != 0) {
+    Status s = Errno("sizing the session segment");
+    close(fd);
+    return s;
+  }
+  void* base = mmap(nullptr, layout.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) {
+    Status s = Errno("mmap of the session segment");
+    close(fd);
+    return s;
+  }
+  auto* bytes = static_cast<uint8_t*>(base);
+  std::memcpy(bytes, &layout, sizeof(layout));
+  std::construct_at(reinterpret_cast<RingControl*>(bytes + layout.sq_control));
+  std::construct_at(reinterpret_cast<RingControl*>(bytes + layout.cq_control));
+  return std::make_unique<SessionSegment>(Token(), fd, bytes, layout);
+}
+
+common::Result<std::unique_ptr<SessionSegment>> SessionSegment::Attach(int fd) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    Status s = Errno("fstat of the session segment");
+    close(fd);
+    return s;
+  }
+  const int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || (static_cast<unsigned int>(seals) & (F_SEAL_SHRINK | F_SEAL_GROW)) !=
+                       (F_SEAL_SHRINK | F_SEAL_GROW)) {
+    close(fd);
+    return Status::InvalidArgument("the session segment's size is not sealed");
+  }
+  SegmentHeader h{};
+  if (static_cast<uint64_t>(st.st_size) < sizeof(h) ||
+      pread(fd, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h))) {
+    close(fd);
+    return Status::InvalidArgument("the session segment is shorter than its header");
+  }
+  if (h.magic != kSegmentMagic || h.version != kSessionVersion) {
+    close(fd);
+    return Status::InvalidArgument("not a session segment of version " +
+                                   std::to_string(kSessionVersion));
+  }
+  if (!RingSizeOk(h.sq_entries) || !RingSizeOk(h.cq_entries)) {
+    close(fd);
+    return Status::InvalidArgument("the session segment's ring sizes are not valid");
+  }
+  const SegmentHeader expect = Layout(h.sq_entries, h.cq_entries);
+  if (std::memcmp(&h, &expect, sizeof(h)) != 0 ||
+      static_cast<uint64_t>(st.st_size) != expect.total_bytes) {
+    close(fd);
+    return Status::InvalidArgument("the session segment's layout does not match its ring sizes");
+  }
+  void* base = mmap(nullptr, expect.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) {
+    Status s = Errno("mmap of the session segment");
+    close(fd);
+    return s;
+  }
+  return std::make_unique<SessionSegment>(Token(), fd, static_cast<uint8_t*>(base), expect);
+}
+
+SessionSegment::~SessionSegment() {
+  munmap(base_, layout_.total_bytes);
+  close(fd_);
+}
+
+SpscRing<SubmitEntry> SessionSegment::SubmitRing() const {
+  return {reinterpret_cast<RingControl*>(base_ + layout_.sq_control),
+          reinterpret_cast<SubmitEntry*>(base_ + layout_.sq_ring), layout_.sq_entries};
+}
+
+SpscRing<CompletionEntry> SessionSegment::CompletionRing() const {
+  return {reinterpret_cast<RingControl*>(base_ + layout_.cq_control),
+          reinterpret_cast<CompletionEntry*>(base_ + layout_.cq_ring), layout_.cq_entries};
+}
+
+}  // namespace braid::session
