@@ -79,6 +79,7 @@ bench: build
 	$(BUILD)/bench/braid_vqp_overhead_bench \
 	  --benchmark_out=$(BUILD)/bench-results/vqp_overhead_bench.json \
 	  --benchmark_out_format=json --benchmark_min_time=0.5
+	$(BUILD)/bench/braid_engine_session_bench | tee $(BUILD)/bench-results/engine_session.txt
 	bash bench/vqp_instructions.sh $(BUILD)/bench/braid_vqp_icount | \
 	  tee $(BUILD)/bench-results/vqp_instructions.txt
 	bash bench/tcp_loopback.sh $(BUILD)/bench/braid_tcp_bench | \

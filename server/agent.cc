@@ -100,6 +100,8 @@ Status Agent::Init() {
   }
   if (!config_.unix_socket.empty()) {
     BRAID_RETURN_IF_ERROR(unix_listener_.Start(config_.unix_socket, server_.get(), auth_.get()));
+    session_listener_ = std::make_unique<SessionListener>(*engine_, *auth_);
+    BRAID_RETURN_IF_ERROR(session_listener_->Start(config_.unix_socket + ".session"));
   }
   if (so.plaintext) {
     spdlog::warn(
@@ -290,6 +292,7 @@ void Agent::Shutdown() {
   if (recovery_thread_.joinable()) recovery_thread_.join();
   if (service_) service_->Shutdown();
   unix_listener_.Stop();
+  session_listener_.reset();  // sessions end before the engine stops taking transfers
   // Open Transfer streams report every accepted operation before they end.
   if (engine_) (void)engine_->StopTransfers("the agent is shutting down");
   if (server_) {

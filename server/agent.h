@@ -25,6 +25,7 @@
 #include "server/audit_log.h"
 #include "server/authenticator.h"
 #include "server/metrics_collector.h"
+#include "server/session_listener.h"
 #include "server/unix_listener.h"
 
 namespace braid::server {
@@ -60,6 +61,8 @@ class Agent {
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;
   UnixListener unix_listener_;
+  std::unique_ptr<SessionListener>
+      session_listener_;  // with the Unix socket: its path + ".session"
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::shared_ptr<MetricsCollector> collector_;
   void LogEvents();

@@ -193,6 +193,17 @@ grpc::Status AgentService::RevokeAccess(grpc::ServerContext* context,
   return ToGrpc(engine_.RevokeAccess(request->region_id(), request->vqp_id(), caller.scope()));
 }
 
+grpc::Status AgentService::BindRemote(grpc::ServerContext* context,
+                                      const v1::BindRemoteRequest* request,
+                                      v1::BindRemoteResponse* out) {
+  BRAID_ADMIT(context, "BindRemote", Access::kClient);
+  auto handle = engine_.BindRemote(request->session_id(), request->vqp_id(),
+                                   FromProto(request->remote()), caller.scope());
+  if (!handle.ok()) return ToGrpc(handle.status());
+  out->set_handle(*handle);
+  return grpc::Status::OK;
+}
+
 grpc::Status AgentService::DeregisterMemory(grpc::ServerContext* context,
                                             const v1::DeregisterMemoryRequest* request,
                                             v1::DeregisterMemoryResponse*) {

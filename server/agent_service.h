@@ -87,6 +87,8 @@ class AgentService final : public AgentServiceBase {
                             v1::RevokeAccessResponse*) override;
   grpc::Status ListRegions(grpc::ServerContext*, const v1::ListRegionsRequest*,
                            v1::ListRegionsResponse*) override;
+  grpc::Status BindRemote(grpc::ServerContext*, const v1::BindRemoteRequest*,
+                          v1::BindRemoteResponse*) override;
   grpc::ServerBidiReactor<v1::TransferRequest, v1::TransferResponse>* Transfer(
       grpc::CallbackServerContext* context) override;
   grpc::ServerWriteReactor<v1::WatchNotificationsResponse>* WatchNotifications(

@@ -59,18 +59,26 @@ bool Authenticator::Identify(const grpc::ServerContextBase& context, Caller* cal
     return Bind(id, caller, refusal);
   }
   // 3. The uid of a Unix socket peer.
+  std::optional<uint32_t> uid;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (auto it = unix_peers_.find(context.peer()); it != unix_peers_.end()) {
-      caller->uid = static_cast<int>(it->second);
-      const std::string id = "uid:" + std::to_string(it->second);
-      // An unlisted uid may still come in as anonymous (below), if the config allows that.
-      for (const IdentityBinding& b : config_.identities) {
-        if (b.id == id) return Bind(id, caller, refusal);
-      }
-    }
+    if (auto it = unix_peers_.find(context.peer()); it != unix_peers_.end()) uid = it->second;
   }
-  // 4. Anonymous.
+  if (uid) return IdentifyLocal(*uid, caller, refusal);
+  return Anonymous(caller, refusal);
+}
+
+bool Authenticator::IdentifyLocal(uint32_t uid, Caller* caller, Refusal* refusal) const {
+  caller->uid = static_cast<int>(uid);
+  const std::string id = "uid:" + std::to_string(uid);
+  // An unlisted uid may still come in as anonymous (below), if the config allows that.
+  for (const IdentityBinding& b : config_.identities) {
+    if (b.id == id) return Bind(id, caller, refusal);
+  }
+  return Anonymous(caller, refusal);
+}
+
+bool Authenticator::Anonymous(Caller* caller, Refusal* refusal) const {
   if (config_.anonymous_role) {
     caller->identity.clear();
     caller->role = *config_.anonymous_role;

@@ -50,6 +50,9 @@ class Authenticator {
 
   // The caller of `context`, or why it is refused.
   bool Identify(const grpc::ServerContextBase& context, Caller* caller, Refusal* refusal);
+  // The caller behind a local socket peer's uid (SO_PEERCRED): its binding, else anonymous if the
+  // config allows that (the session socket, which gRPC does not see).
+  bool IdentifyLocal(uint32_t uid, Caller* caller, Refusal* refusal) const;
   // The identity an OwnerId stands for ("" for anonymous or unknown).
   std::string IdentityOf(engine::OwnerId owner) const;
 
@@ -61,6 +64,7 @@ class Authenticator {
   // The identity behind `token`, "" if none (tokens file re-read when it changed).
   bool TokenIdentity(const std::string& token, std::string* identity, Refusal* refusal);
   bool Bind(const std::string& identity, Caller* caller, Refusal* refusal) const;
+  bool Anonymous(Caller* caller, Refusal* refusal) const;
 
   const AuthConfig config_;
   const engine::OwnerId anonymous_owner_;

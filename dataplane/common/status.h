@@ -55,7 +55,9 @@ class [[nodiscard]] Status {
   static Status NoResource() { return Status(StatusCode::kNoResource); }
   // Back-pressure that says which resource is short (control paths only: it allocates).
   static Status NoResource(std::string_view msg) { return {StatusCode::kNoResource, msg}; }
-  static Status InvalidArgument(std::string_view msg) { return {StatusCode::kInvalidArgument, msg}; }
+  static Status InvalidArgument(std::string_view msg) {
+    return {StatusCode::kInvalidArgument, msg};
+  }
   static Status OutOfRange(std::string_view msg) { return {StatusCode::kOutOfRange, msg}; }
   static Status NotFound(std::string_view msg) { return {StatusCode::kNotFound, msg}; }
   static Status AlreadyExists(std::string_view msg) { return {StatusCode::kAlreadyExists, msg}; }
@@ -75,6 +77,10 @@ class [[nodiscard]] Status {
   static Status CqOverflow(std::string_view msg) { return {StatusCode::kCqOverflow, msg}; }
   static Status IoError(std::string_view msg) { return {StatusCode::kIoError, msg}; }
   static Status Internal(std::string_view msg) { return {StatusCode::kInternal, msg}; }
+  // A code carried across a boundary (a reply on the session socket) with its message.
+  static Status FromCode(StatusCode code, std::string_view msg) {
+    return code == StatusCode::kOk ? Status() : Status(code, msg);
+  }
   // An errno value from a system or rdma-core call, with what was being done.
   static Status FromErrno(int err, std::string_view what);
 

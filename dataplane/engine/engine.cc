@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <future>
 #include <random>
 
 #include "dataplane/common/clock.h"
@@ -38,7 +39,8 @@ uint64_t DrawIncarnation() {
 Engine::Engine(CreateKey, EngineOptions options)
     : options_(std::move(options)),
       incarnation_(options_.incarnation != 0 ? options_.incarnation : DrawIncarnation()),
-      commands_(options_.command_queue) {}
+      commands_(options_.command_queue),
+      sessions_(std::make_unique<Sessions>()) {}
 
 Result<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
   if (options.provider == nullptr) return Status::InvalidArgument("engine needs a provider");
@@ -69,22 +71,7 @@ Engine::~Engine() {
     while (!commands_.Push([](Engine&) {}).ok()) std::this_thread::yield();
     thread_.join();
   }
-  if (epoll_fd_ >= 0) close(epoll_fd_);
-}
-
-template <typename R, typename F>
-Result<R> Engine::Call(F fn) {
-  auto promise = std::make_shared<std::promise<Result<R>>>();
-  auto future = promise->get_future();
-  Status pushed = commands_.Push(
-      [promise, fn = std::move(fn)](Engine& e) mutable { promise->set_value(fn(e)); });
-  if (!pushed.ok()) return Status::NoResource();
-  if (future.wait_for(std::chrono::milliseconds(options_.call_timeout_ms)) !=
-      std::future_status::ready) {
-    return Status::DeadlineExceeded("the data-plane engine did not answer within " +
-                                    std::to_string(options_.call_timeout_ms) + " ms");
-  }
-  return future.get();
+  if (loop_.epoll_fd >= 0) close(loop_.epoll_fd);
 }
 
 Status Engine::CallStatus(std::function<Status(Engine&)> fn) {
@@ -241,8 +228,8 @@ Status Engine::Init() {
 }
 
 Status Engine::SetupWaitSet() {
-  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  if (epoll_fd_ < 0) return Status::FromErrno(errno, "epoll_create1");
+  loop_.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  if (loop_.epoll_fd < 0) return Status::FromErrno(errno, "epoll_create1");
   std::vector<int> fds = {commands_.fd()};
   for (int d = 0; d < cq_->num_devices(); ++d) {
     fds.push_back(cq_->physical_cq(d).wakeup_fd());
@@ -255,7 +242,7 @@ Status Engine::SetupWaitSet() {
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
-    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    if (epoll_ctl(loop_.epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
       return Status::FromErrno(errno, "epoll_ctl(engine wait set)");
     }
   }
@@ -274,8 +261,9 @@ void Engine::Run() {
       continue;
     }
     const bool ran = RunCommands();
+    const bool took = PollSessions() > 0;
     PumpBacklogs();
-    const bool active = PollCompletions() > 0;
+    const bool active = PollCompletions() > 0 || took;
     if (now >= recovery_.next_check_ns) {
       RunRecovery(now);
       recovery_.next_check_ns = now + 10000000;
@@ -284,6 +272,7 @@ void Engine::Run() {
       CheckDeadlines(now);
       transfers_.next_deadline_check_ns = now + 1000000;
     }
+    WakeSessions();
     if (active || transfers_.in_flight > 0 || transfers_.posted > 0) {
       loop_.last_activity_ns = now;
       continue;
@@ -323,18 +312,26 @@ void Engine::Sleep() {
   // Completions that arrived before arming raise no event: look once more.
   if (PollCompletions() > 0) return;
   if (!commands_.ArmWait()) return;
+  if (!SessionsMaySleep()) {
+    commands_.DisarmWait();
+    return;
+  }
   ++stats_.sleeps;
   epoll_event events[16];
   // Recovery steps run when the loop turns: while a VQP needs them, wake at least every 100 ms.
   const uint32_t wait_ms = recovery_.attention.empty()
                                ? options_.idle_wait_ms
                                : std::min(options_.idle_wait_ms, kRecoveryWaitMs);
-  const int n = epoll_wait(epoll_fd_, events, 16, static_cast<int>(wait_ms));
+  const int n = epoll_wait(loop_.epoll_fd, events, 16, static_cast<int>(wait_ms));
   commands_.DisarmWait();
+  SessionsAwake();
   bool data = false;
   for (int i = 0; i < n; ++i) {
     if (events[i].data.fd == commands_.fd()) continue;
     data = true;
+    for (SessionSlot* s : sessions_->open) {
+      if (events[i].data.fd == s->submit_bell.fd()) (void)s->submit_bell.Wait(0);
+    }
     for (int d = 0; d < cq_->num_devices(); ++d) {
       if (events[i].data.fd == cq_->physical_cq(d).wakeup_fd()) {
         (void)cq_->physical_cq(d).ConsumeWakeup();
@@ -345,7 +342,11 @@ void Engine::Sleep() {
 }
 
 void Engine::Shutdown() {
-  // VQPs first (they flush their work into the CQ), then regions, the CQ and the devices.
+  // Sessions first (their outcomes go nowhere now), then VQPs (they flush their work into the
+  // CQ), regions, the CQ and the devices.
+  for (auto& [id, s] : sessions_->by_id) EndSession(*s, "the agent is shutting down");
+  sessions_->open.clear();
+  sessions_->to_wake.clear();
   while (!vqps_.empty()) (void)DoDestroy(vqps_.begin()->first);
   for (uint32_t i = 0; i < transfers_.slots.size(); ++i) {
     if (transfers_.slots[i].active && !transfers_.slots[i].reported) {

@@ -26,7 +26,6 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -39,55 +38,17 @@
 #include "dataplane/common/event_queue.h"
 #include "dataplane/common/result.h"
 #include "dataplane/engine/deadline_heap.h"
+#include "dataplane/engine/engine_options.h"
 #include "dataplane/engine/engine_types.h"
 #include "dataplane/engine/fd_budget.h"
 #include "dataplane/engine/region_dir.h"
 #include "dataplane/engine/shm_region.h"
+#include "dataplane/session/ring_entry.h"
 #include "dataplane/verbs/provider.h"
 #include "dataplane/vqp/virtual_cq.h"
 #include "dataplane/vqp/virtual_qp.h"
 
 namespace braid::engine {
-
-struct EngineOptions {
-  verbs::Provider* provider = nullptr;  // REQUIRED, not owned
-  std::vector<std::string> devices;     // devices to open; empty: every device listed
-  std::string agent_id = "braid";
-  std::string control_endpoint;  // written into every business card
-  // This agent's identity as its peers authenticate it (its certificate's SAN; "" without TLS),
-  // written into every business card.
-  std::string agent_identity;
-  std::string region_dir = "/dev/shm";
-  uint64_t max_region_bytes = 64ull << 30;
-  int cq_entries = 16384;  // per device, at start
-  // Per device, what the CQ may grow to as VQPs reserve room (capped by the device's max_cqe).
-  uint32_t max_cq_entries = 1u << 22;
-  // File descriptors kept free for the control plane: a VQP that would eat into them is refused.
-  uint32_t fd_reserve = 256;
-  size_t command_queue = 4096;
-  uint32_t max_transfers = 65536;  // in flight or waiting, all clients together
-  uint32_t default_timeout_ms = 30000;
-  uint32_t notify_receives = 256;  // length-0 receives kept posted per VQP
-  uint32_t idle_linger_us = 200;
-  uint32_t idle_wait_ms = 100;  // with nothing to recover; at most kRecoveryWaitMs while recovering
-  uint32_t call_timeout_ms = 5000;
-  bool fault_injection = false;
-  // Dead QPs come back: dead data QPs are reset and reconnected with the peer agent, retried with
-  // an exponential backoff from `recovery_backoff_ms` up to `recovery_backoff_cap_ms`.
-  bool recovery = true;
-  uint32_t recovery_backoff_ms = 100;
-  uint32_t recovery_backoff_cap_ms = 2000;
-  uint32_t recovery_peer_timeout_ms = 10000;  // an unanswered request counts as a failure
-  // A VQP none of whose data QPs came back within this long of failed attempts, or whose peer
-  // answers that the VQP is gone, fails for good (VqpState::kFailed).
-  uint32_t recovery_budget_ms = 60000;
-  // Every VQP's first cooldown of a data QP that stalls or keeps dying (VirtualQpConfig's
-  // cooldown_ms, which this sets): an agent-wide setting, not a per-VQP request.
-  uint32_t qp_cooldown_ms = 100;
-  // This process's identity in business cards; 0: a random one is drawn at start.
-  uint64_t incarnation = 0;
-  size_t event_watcher_capacity = 4096;
-};
 
 enum class FaultKind : uint8_t { kStallEngine, kDeviceDown, kDeviceUp, kBreakQp };
 struct FaultRequest {
@@ -170,6 +131,22 @@ class Engine {
   common::Status SubmitTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink,
                                 const std::shared_ptr<common::Doorbell>& on_room = nullptr);
 
+  // Local sessions (engine_sessions.cc; doc/local_data_path.md). OpenSession makes the shared
+  // segment and the two doorbells. From then on the engine takes the session's entries straight
+  // from its submission ring (no command per operation) and writes each outcome into its
+  // completion ring. An entry is taken only while its completion is sure to find a slot: the
+  // completion ring's free space is the session's window, end to end.
+  common::Result<SessionFds> OpenSession(SessionRequest request);
+  // Checks a peer's region for VQP `vqp_id` (the session owner's) once, and resolves its keys
+  // into a handle that a SubmitEntry's `remote_region` names. Handles last until the session ends.
+  common::Result<uint32_t> BindRemote(uint64_t session_id, uint64_t vqp_id, RemoteRegion remote,
+                                      OwnerId scope = kAnyOwner);
+  common::Result<SessionStatus> GetSession(uint64_t session_id, OwnerId scope = kAnyOwner);
+  // Ends the session (its client is done or gone): no entry is taken any more, and what was
+  // accepted completes into nothing. A posted virtual WR keeps its region referenced until its
+  // real completion arrives.
+  common::Status CloseSession(uint64_t session_id, OwnerId scope = kAnyOwner);
+
   // The agent is going away: every transfer not yet reported completes now with kCancelled
   // (`why`), and transfers submitted from now on are refused at once. A posted virtual WR keeps
   // its region referenced until its completion arrives. Blocks until done (the call timeout).
@@ -193,6 +170,8 @@ class Engine {
   struct VqpSlot;
   struct RegionSlot;
   struct Transfer;
+  struct SessionSlot;
+  struct Sessions;  // engine_internal.h
   struct CreateKey {
    private:
     CreateKey() = default;
@@ -243,12 +222,25 @@ class Engine {
 
   // Transfers (engine_transfers.cc).
   void StartTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink);
+  // A free slot of the transfer table, set up for a new transfer (kNoResource: the table is full;
+  // kCancelled: StopTransfers was called). Its completion target is for the caller to set.
+  common::Result<uint32_t> AcquireTransfer(uint64_t op_id, uint64_t vqp_id, TransferOp op,
+                                           uint64_t length, uint32_t timeout_ms);
   common::Status PrepareTransfer(const TransferRequest& request, Transfer& t);
+  // Whether the VQP can carry transfers now (connected, not failed); why not.
+  common::Status CheckCarries(const VqpSlot& slot) const;
+  // What a transfer's remote region must be for VQP `slot` (its ranges are checked per transfer).
+  common::Status CheckRemote(const VqpSlot& slot, const RemoteRegion& remote) const;
+  // The virtual WR of a checked transfer; the region is referenced until the transfer's release.
+  void FillWr(Transfer& t, RegionSlot& region, uint64_t local_offset, uint32_t local_keys,
+              uint64_t remote_addr, uint32_t remote_keys, uint32_t imm);
+  void Admit(uint32_t index);  // its deadline, then posted or put in its VQP's backlog
   common::Result<uint32_t> LocalKeys(VqpSlot& slot, RegionSlot& region);
   // The key-table handle for `remote` on the VQP, taken for `t` (released with the transfer).
   common::Result<uint32_t> RemoteKeys(VqpSlot& slot, const RemoteRegion& remote, Transfer& t);
   bool PostTransfer(uint32_t index);  // false: the VQP is full (stays in the backlog)
   void PumpBacklogs();
+  // Completions (engine_completions.cc).
   int PollCompletions();
   void OnVirtualWc(const vqp::VirtualWc& wc);
   void Complete(uint32_t index, common::Status status, ibv_wc_status wc_status, bool posted);
@@ -257,6 +249,22 @@ class Engine {
   // The transfer a deadline names is still waiting for it (same slot generation, not reported).
   bool DeadlineLive(const DeadlineHeap::Entry& d) const;
   void FailBacklog(VqpSlot& slot, const common::Status& status);
+
+  // Sessions (engine_sessions.cc).
+  common::Result<SessionFds> DoOpenSession(const SessionRequest& request);
+  common::Result<SessionSlot*> FindSession(uint64_t session_id, OwnerId scope);
+  common::Result<uint32_t> DoBindRemote(SessionSlot& s, uint64_t vqp_id,
+                                        const RemoteRegion& remote);
+  int PollSessions();  // takes entries from each open session's ring, within its window
+  void StartSessionTransfer(SessionSlot& s, const session::SubmitEntry& e);
+  void WriteCompletion(SessionSlot& s, const session::CompletionEntry& c);
+  void WakeSessions();      // rings the doorbell of each sleeping client that got completions
+  bool SessionsMaySleep();  // announces the engine's sleep on every open session's ring
+  void SessionsAwake();
+  // No more entries; what was accepted completes into nothing (`why` kept when the client broke
+  // its ring).
+  void EndSession(SessionSlot& s, std::string why);
+  SessionStatus DescribeSession(const SessionSlot& s) const;
 
   // Recovery (engine_recovery.cc).
   void RunRecovery(uint64_t now);
@@ -327,6 +335,7 @@ class Engine {
   };
   // The loop's own state.
   struct Loop {
+    int epoll_fd = -1;
     uint64_t last_activity_ns = 0;
     uint64_t stall_until_ns = 0;  // an injected stall (the watchdog's test)
     std::array<vqp::VirtualWc, vqp::VirtualCq::kPollBatch> wcs{};
@@ -335,7 +344,6 @@ class Engine {
     std::vector<std::shared_ptr<EventWatcher>> watchers;
     uint64_t seq = 0;
   };
-
   EngineOptions options_;
   uint64_t incarnation_;
   common::EventQueue<Command> commands_;
@@ -343,7 +351,6 @@ class Engine {
   Recovery recovery_;
   std::thread thread_;
   Published published_;
-  int epoll_fd_ = -1;
 
   // Engine-thread state.
   std::vector<std::unique_ptr<DeviceSlot>> devices_;
@@ -360,6 +367,7 @@ class Engine {
   EngineSnapshot stats_;  // counters kept as they happen (devices/vqps filled by TakeSnapshot)
   Loop loop_;
   Events events_;
+  std::unique_ptr<Sessions> sessions_;  // set by the constructor
 };
 
 }  // namespace braid::engine

@@ -111,6 +111,7 @@ DeviceStatus Engine::DescribeDevice(size_t index) const {
 EngineSnapshot Engine::TakeSnapshot() const {
   EngineSnapshot s = stats_;
   s.command_queue_full = room_.full_count.load(std::memory_order_relaxed);
+  s.sessions = static_cast<uint32_t>(sessions_->by_id.size());
   for (size_t i = 0; i < devices_.size(); ++i) s.devices.push_back(DescribeDevice(i));
   for (const auto& [id, v] : vqps_) {
     EngineSnapshot::Vqp out;

@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "dataplane/engine/engine.h"
+#include "dataplane/session/doorbell.h"
+#include "dataplane/session/session_segment.h"
 
 namespace braid::engine {
 
@@ -117,7 +119,46 @@ struct Engine::Transfer {
   uint64_t start_ns = 0;
   uint64_t deadline_ns = 0;
   vqp::VirtualSendWr wr;
+  // Where the outcome goes: the sink (gRPC and in-process callers) or a session's completion ring
+  // (op_id is then the entry's user_data). The session is set until the outcome is written.
   std::shared_ptr<TransferSink> sink;
+  SessionSlot* session = nullptr;
+};
+
+// A peer's region bound for one session on one VQP (Engine::BindRemote): checked once, its keys
+// in the VQP's key table (the binding holds one use, so the entry is never evicted under it).
+struct BoundRemote {
+  uint64_t vqp_id = 0;
+  uint64_t addr = 0;
+  uint64_t length = 0;
+  RemoteKeysCache::iterator keys;  // valid while the VQP exists
+};
+
+// A local session: its segment, the engine's side of both rings and both doorbells.
+struct Engine::SessionSlot {
+  uint64_t id = 0;
+  OwnerId owner = kAnyOwner;
+  std::unique_ptr<session::SessionSegment> segment;
+  session::SpscRing<session::SubmitEntry> submissions;      // the engine consumes
+  session::SpscRing<session::CompletionEntry> completions;  // the engine produces
+  session::Doorbell submit_bell;     // the client rings it; in the engine's wait set
+  session::Doorbell complete_bell;   // the engine rings it when the client sleeps
+  std::vector<BoundRemote> remotes;  // by handle
+  uint32_t in_flight = 0;            // accepted, completion not yet written: owed a slot
+  bool open = true;                  // taking entries
+  bool on_wake_list = false;         // in Engine::sessions_.to_wake
+  std::string broken;                // why the engine stopped reading the client's ring
+  uint64_t submitted = 0;
+  uint64_t refused = 0;
+  uint64_t completed = 0;
+};
+
+struct Engine::Sessions {
+  std::map<uint64_t, std::unique_ptr<SessionSlot>> by_id;
+  std::vector<SessionSlot*> open;     // taking entries (the loop's walk)
+  std::vector<SessionSlot*> to_wake;  // got completions since the last doorbell check
+  uint64_t next_id = 1;
+  std::array<session::SubmitEntry, 32> batch{};
 };
 
 // Hands `item` to every open watcher (NotificationWatcher, EventWatcher); a watcher that is
@@ -135,6 +176,27 @@ void FanOut(std::vector<std::shared_ptr<Watcher>>& watchers, const Item& item) {
     }
     return false;
   });
+}
+
+// Runs `fn` on the engine thread and waits for its answer, at most the call timeout.
+template <typename R, typename F>
+common::Result<R> Engine::Call(F fn) {
+  auto promise = std::make_shared<std::promise<common::Result<R>>>();
+  auto future = promise->get_future();
+  common::Status pushed = commands_.Push(
+      [promise, fn = std::move(fn)](Engine& e) mutable { promise->set_value(fn(e)); });
+  if (!pushed.ok()) return common::Status::NoResource();
+  if (future.wait_for(std::chrono::milliseconds(options_.call_timeout_ms)) !=
+      std::future_status::ready) {
+    return common::Status::DeadlineExceeded("the data-plane engine did not answer within " +
+                                            std::to_string(options_.call_timeout_ms) + " ms");
+  }
+  return future.get();
+}
+
+// offset + length within [0, size], without overflow.
+inline bool Within(uint64_t offset, uint64_t length, uint64_t size) {
+  return offset <= size && length <= size - offset;
 }
 
 // Receive WRs the engine posts for notifications carry this bit in wr_id.

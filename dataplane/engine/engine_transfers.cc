@@ -1,4 +1,5 @@
-// The engine's transfers: validation, posting, backlogs, completions, deadlines, notifications.
+// The engine's transfers: admission, validation, posting, backlogs and deadlines. Completions:
+// engine_completions.cc; entries from a session's ring: engine_sessions.cc.
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -20,38 +21,34 @@ std::string Range(uint64_t offset, uint64_t length) {
          std::to_string(length) + ")";
 }
 
-// offset + length within [0, size], without overflow.
-bool Within(uint64_t offset, uint64_t length, uint64_t size) {
-  return offset <= size && length <= size - offset;
-}
-
-// What a failed virtual WR means to the client.
-Status WcError(ibv_wc_status status) {
-  const std::string what = std::string("virtual WR failed: ") + ibv_wc_status_str(status);
-  switch (status) {
-    case IBV_WC_REM_ACCESS_ERR:
-    case IBV_WC_LOC_PROT_ERR:
-    case IBV_WC_LOC_ACCESS_ERR:
-      return Status::PermissionDenied(what);
-    case IBV_WC_LOC_LEN_ERR:
-    case IBV_WC_REM_INV_REQ_ERR:
-      return Status::InvalidArgument(what);
-    default:
-      return Status::QpError(what);
-  }
-}
-
 }  // namespace
 
 void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink) {
-  uint32_t index;
-  if (!transfers_.stopped.empty()) {
+  Result<uint32_t> acquired = AcquireTransfer(request.op_id, request.vqp_id, request.op,
+                                              request.length, request.timeout_ms);
+  if (!acquired.ok()) {
     TransferResult r;
     r.op_id = request.op_id;
-    r.status = Status::Cancelled(transfers_.stopped);
+    r.status = acquired.status();
     if (!sink->results.Push(std::move(r)).ok()) sink->dropped.fetch_add(1);
     return;
   }
+  const uint32_t index = *acquired;
+  Transfer& t = transfers_.slots[index];
+  t.sink = std::move(sink);
+  Status s = PrepareTransfer(request, t);
+  if (!s.ok()) {
+    Complete(index, std::move(s), IBV_WC_SUCCESS, false);
+    Release(index);
+    return;
+  }
+  Admit(index);
+}
+
+Result<uint32_t> Engine::AcquireTransfer(uint64_t op_id, uint64_t vqp_id, TransferOp op,
+                                         uint64_t length, uint32_t timeout_ms) {
+  if (!transfers_.stopped.empty()) return Status::Cancelled(transfers_.stopped);
+  uint32_t index;
   if (!transfers_.free.empty()) {
     index = transfers_.free.back();
     transfers_.free.pop_back();
@@ -59,34 +56,28 @@ void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<Trans
     index = static_cast<uint32_t>(transfers_.slots.size());
     transfers_.slots.emplace_back();
   } else {
-    TransferResult r;
-    r.op_id = request.op_id;
-    r.status = Status::NoResource();
-    if (!sink->results.Push(std::move(r)).ok()) sink->dropped.fetch_add(1);
-    return;
+    return Status::NoResource();
   }
   Transfer& t = transfers_.slots[index];
   t.active = true;
   t.reported = false;
   t.posted = false;
-  t.op_id = request.op_id;
-  t.vqp_id = request.vqp_id;
+  t.op_id = op_id;
+  t.vqp_id = vqp_id;
   t.region_id = 0;
   t.has_remote_keys = false;
-  t.op = request.op;
-  t.length = request.length;
+  t.session = nullptr;
+  t.op = op;
+  t.length = length;
   t.start_ns = NowNs();
-  const uint32_t timeout =
-      request.timeout_ms != 0 ? request.timeout_ms : options_.default_timeout_ms;
+  const uint32_t timeout = timeout_ms != 0 ? timeout_ms : options_.default_timeout_ms;
   t.deadline_ns = t.start_ns + uint64_t{timeout} * 1000000;
-  t.sink = std::move(sink);
   ++transfers_.in_flight;
-  Status s = PrepareTransfer(request, t);
-  if (!s.ok()) {
-    Complete(index, std::move(s), IBV_WC_SUCCESS, false);
-    Release(index);
-    return;
-  }
+  return index;
+}
+
+void Engine::Admit(uint32_t index) {
+  Transfer& t = transfers_.slots[index];
   // Stale: mostly transfers that completed before their deadline.
   deadlines_.Push({t.deadline_ns, index, t.generation},
                   [this](const DeadlineHeap::Entry& d) { return !DeadlineLive(d); });
@@ -103,15 +94,7 @@ void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<Trans
 
 Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
   BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(request.vqp_id, request.owner));
-  if (!slot->vqp->connected()) {
-    return Status::FailedPrecondition("virtual QP " + std::to_string(request.vqp_id) +
-                                      " is not connected");
-  }
-  if (slot->state == VqpState::kFailed) {
-    return Status::FailedPrecondition("virtual QP " + std::to_string(request.vqp_id) +
-                                      " has failed (" + slot->failure +
-                                      "); destroy it and connect a new one");
-  }
+  BRAID_RETURN_IF_ERROR(CheckCarries(*slot));
   if (request.length == 0) return Status::InvalidArgument("transfer length must be > 0");
   BRAID_ASSIGN_OR_RETURN(RegionSlot * found, FindRegion(request.local_region, request.owner));
   RegionSlot& region = *found;
@@ -126,29 +109,56 @@ Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
                               std::to_string(region.shm->length()) + " bytes)");
   }
   const RemoteRegion& remote = request.remote;
-  if (remote.agent_id == options_.agent_id) {
-    return Status::InvalidArgument("remote region " + std::to_string(remote.region_id) +
-                                   " belongs to this agent (" + options_.agent_id +
-                                   "); a transfer targets the peer's memory");
-  }
-  if (remote.vqp_id != 0 && remote.vqp_id != slot->peer_vqp_id) {
-    return Status::FailedPrecondition(
-        "remote region " + std::to_string(remote.region_id) + " is granted to VQP " +
-        std::to_string(remote.vqp_id) + " of its agent, not to this VQP's peer (VQP " +
-        std::to_string(slot->peer_vqp_id) + "): its owner must grant that VQP access");
-  }
-  if (!Within(request.remote_offset, request.length, remote.length) ||
-      remote.addr + remote.length < remote.addr) {
+  BRAID_RETURN_IF_ERROR(CheckRemote(*slot, remote));
+  if (!Within(request.remote_offset, request.length, remote.length)) {
     return Status::OutOfRange("remote range " + Range(request.remote_offset, request.length) +
                               " is past remote region " + std::to_string(remote.region_id) + " (" +
                               std::to_string(remote.length) + " bytes)");
   }
   BRAID_ASSIGN_OR_RETURN(uint32_t local_keys, LocalKeys(*slot, region));
   BRAID_ASSIGN_OR_RETURN(uint32_t remote_keys, RemoteKeys(*slot, remote, t));
+  FillWr(t, region, request.local_offset, local_keys, remote.addr + request.remote_offset,
+         remote_keys, request.imm);
+  return Status::Ok();
+}
+
+Status Engine::CheckCarries(const VqpSlot& slot) const {
+  if (!slot.vqp->connected()) {
+    return Status::FailedPrecondition("virtual QP " + std::to_string(slot.id) +
+                                      " is not connected");
+  }
+  if (slot.state == VqpState::kFailed) {
+    return Status::FailedPrecondition("virtual QP " + std::to_string(slot.id) + " has failed (" +
+                                      slot.failure + "); destroy it and connect a new one");
+  }
+  return Status::Ok();
+}
+
+Status Engine::CheckRemote(const VqpSlot& slot, const RemoteRegion& remote) const {
+  if (remote.agent_id == options_.agent_id) {
+    return Status::InvalidArgument("remote region " + std::to_string(remote.region_id) +
+                                   " belongs to this agent (" + options_.agent_id +
+                                   "); a transfer targets the peer's memory");
+  }
+  if (remote.vqp_id != 0 && remote.vqp_id != slot.peer_vqp_id) {
+    return Status::FailedPrecondition(
+        "remote region " + std::to_string(remote.region_id) + " is granted to VQP " +
+        std::to_string(remote.vqp_id) + " of its agent, not to this VQP's peer (VQP " +
+        std::to_string(slot.peer_vqp_id) + "): its owner must grant that VQP access");
+  }
+  if (remote.addr + remote.length < remote.addr) {
+    return Status::OutOfRange("remote region " + std::to_string(remote.region_id) +
+                              " wraps around the address space");
+  }
+  return Status::Ok();
+}
+
+void Engine::FillWr(Transfer& t, RegionSlot& region, uint64_t local_offset, uint32_t local_keys,
+                    uint64_t remote_addr, uint32_t remote_keys, uint32_t imm) {
   vqp::VirtualSendWr& wr = t.wr;
   wr = {};
   wr.wr_id = (uint64_t{t.generation} << 32) | static_cast<uint64_t>(&t - transfers_.slots.data());
-  switch (request.op) {
+  switch (t.op) {
     case TransferOp::kWrite:
       wr.opcode = IBV_WR_RDMA_WRITE;
       break;
@@ -160,15 +170,14 @@ Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
       break;
   }
   wr.send_flags = IBV_SEND_SIGNALED;
-  wr.local_addr = reinterpret_cast<uint64_t>(region.shm->addr()) + request.local_offset;
-  wr.length = request.length;
+  wr.local_addr = reinterpret_cast<uint64_t>(region.shm->addr()) + local_offset;
+  wr.length = t.length;
   wr.local_keys = local_keys;
-  wr.remote_addr = remote.addr + request.remote_offset;
+  wr.remote_addr = remote_addr;
   wr.remote_keys = remote_keys;
-  wr.imm_data = htonl(request.imm);
+  wr.imm_data = htonl(imm);
   t.region_id = region.id;
   ++region.in_flight;
-  return Status::Ok();
 }
 
 Result<uint32_t> Engine::LocalKeys(VqpSlot& slot, RegionSlot& region) {
@@ -273,101 +282,6 @@ void Engine::FailBacklog(VqpSlot& slot, const Status& status) {
     --transfers_.backlogged;
   }
   slot.backlog.clear();
-}
-
-int Engine::PollCompletions() {
-  int total = 0;
-  for (int round = 0; round < 4; ++round) {
-    Result<int> n = cq_->Poll(loop_.wcs);
-    if (!n.ok() || *n == 0) break;
-    for (int i = 0; i < *n; ++i) OnVirtualWc(loop_.wcs[static_cast<size_t>(i)]);
-    total += *n;
-    if (*n < static_cast<int>(loop_.wcs.size())) break;
-  }
-  return total;
-}
-
-void Engine::OnVirtualWc(const vqp::VirtualWc& wc) {
-  if (wc.wr_id & kRecvWrBit) {
-    auto it = vqps_.find(wc.wr_id & ~kRecvWrBit);
-    if (it == vqps_.end()) return;  // flushed by a destroy
-    VqpSlot& slot = *it->second;
-    if (wc.status == IBV_WC_WR_FLUSH_ERR) {
-      // A single-QP VQP's receives die with its QP; they are posted again once it is back.
-      PostNotifyReceives(slot);
-      return;
-    }
-    Notification n;
-    n.vqp_id = slot.id;
-    n.seq = slot.notifications++;
-    n.imm = ntohl(wc.imm_data);
-    n.byte_len = wc.byte_len;
-    n.status = wc.status;
-    ++stats_.notifications;
-    FanOut(slot.watchers, n);
-    PostNotifyReceives(slot);
-    return;
-  }
-  const auto index = static_cast<uint32_t>(wc.wr_id & 0xFFFFFFFF);
-  const auto generation = static_cast<uint32_t>(wc.wr_id >> 32);
-  if (index >= transfers_.slots.size()) return;
-  Transfer& t = transfers_.slots[index];
-  if (!t.active || !t.posted || t.generation != generation) return;
-  t.posted = false;
-  --transfers_.posted;
-  if (!t.reported) {
-    Complete(index, wc.status == IBV_WC_SUCCESS ? Status::Ok() : WcError(wc.status), wc.status,
-             true);
-  }
-  Release(index);
-}
-
-void Engine::Complete(uint32_t index, Status status, ibv_wc_status wc_status, bool posted) {
-  Transfer& t = transfers_.slots[index];
-  t.reported = true;
-  --transfers_.in_flight;
-  const uint64_t latency = NowNs() - t.start_ns;
-  int outcome = -1;
-  if (posted) {
-    outcome = wc_status;
-  } else if (status.code() == common::StatusCode::kDeadlineExceeded) {
-    outcome = kOutcomeDeadline;
-  } else if (status.code() == common::StatusCode::kCancelled) {
-    outcome = kOutcomeCancelled;
-  }
-  if (outcome >= 0) {  // a virtual WR outcome (requests refused up front are not)
-    ++stats_.completions[static_cast<size_t>(t.op)][static_cast<size_t>(outcome)];
-    const double seconds = static_cast<double>(latency) * 1e-9;
-    size_t bucket = 0;
-    while (bucket < kLatencyBounds.size() && seconds > kLatencyBounds[bucket]) ++bucket;
-    ++stats_.latency_buckets[bucket];
-    stats_.latency_sum_seconds += seconds;
-  }
-  TransferResult r;
-  r.op_id = t.op_id;
-  r.status = std::move(status);
-  r.wc_status = wc_status;
-  r.posted = posted;
-  r.bytes = r.status.ok() ? t.length : 0;
-  r.latency_ns = latency;
-  if (!t.sink->results.Push(std::move(r)).ok()) t.sink->dropped.fetch_add(1);
-}
-
-void Engine::Release(uint32_t index) {
-  Transfer& t = transfers_.slots[index];
-  if (t.region_id != 0) {
-    auto it = regions_.by_id.find(t.region_id);
-    if (it != regions_.by_id.end()) --it->second->in_flight;
-  }
-  if (t.has_remote_keys) {
-    // A destroyed VQP took its key cache with it.
-    if (vqps_.find(t.vqp_id) != vqps_.end()) --t.remote_keys->second.users;
-    t.has_remote_keys = false;
-  }
-  t.active = false;
-  t.sink.reset();
-  ++t.generation;
-  transfers_.free.push_back(index);
 }
 
 bool Engine::DeadlineLive(const DeadlineHeap::Entry& d) const {

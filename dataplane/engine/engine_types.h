@@ -16,6 +16,7 @@
 
 #include "dataplane/common/event_queue.h"
 #include "dataplane/common/status.h"
+#include "dataplane/common/unique_fd.h"
 #include "dataplane/vqp/business_card.h"
 #include "dataplane/vqp/virtual_qp.h"
 #include "dataplane/vqp/vqp_types.h"
@@ -198,6 +199,12 @@ struct RegisterRequest {
   OwnerId owner = kAnyOwner;
   int file_uid = -1;                 // the region file's owner (-1: the agent's user); mode 0600
   std::vector<uint64_t> grant_vqps;  // VQPs (the owner's) granted access at registration
+  // The client's own memory (RegisterFd): `length` bytes at `fd_offset` of the file behind `fd`
+  // (a memfd sealed against shrinking), mapped and registered where it lies, with no copy. The
+  // mapping holds the memory; the caller keeps `fd` (and may close it). -1: the agent makes a
+  // region file in its directory.
+  int fd = -1;
+  uint64_t fd_offset = 0;
 };
 
 enum class TransferOp : uint8_t { kWrite, kWriteWithImm, kRead };
@@ -270,6 +277,34 @@ inline constexpr std::array<double, 14> kLatencyBounds = {10e-6,  25e-6,  50e-6,
                                                           500e-6, 1e-3,   2.5e-3, 5e-3,   10e-3,
                                                           25e-3,  100e-3, 1.0,    10.0};
 
+// A local session (doc/local_data_path.md): its rings' sizes (powers of two, 2 to 65536) and the
+// owner it acts for (every VQP and region its entries name must be that owner's).
+struct SessionRequest {
+  OwnerId owner = kAnyOwner;
+  uint32_t sq_entries = 1024;
+  uint32_t cq_entries = 1024;
+};
+
+// What the client needs to attach: duplicates of the engine's descriptors (the receiver owns
+// them; the server passes them on with SCM_RIGHTS).
+struct SessionFds {
+  uint64_t id = 0;
+  common::UniqueFd segment;
+  common::UniqueFd submit_bell;    // the client rings it when the engine sleeps
+  common::UniqueFd complete_bell;  // the engine rings it when the client sleeps
+};
+
+struct SessionStatus {
+  uint64_t id = 0;
+  OwnerId owner = kAnyOwner;
+  uint64_t submitted = 0;  // entries taken from the submission ring
+  uint64_t refused = 0;    // of them, refused before reaching a VQP (bad entries)
+  uint64_t completed = 0;  // completion entries written
+  uint32_t in_flight = 0;  // accepted, completion not yet written
+  uint32_t bound_remotes = 0;
+  std::string broken;  // non-empty: the client broke the ring protocol (why); no more entries
+};
+
 struct EngineSnapshot {
   std::vector<DeviceStatus> devices;
   struct Vqp {
@@ -296,6 +331,7 @@ struct EngineSnapshot {
   uint64_t loop_iterations = 0;
   uint64_t sleeps = 0;
   uint64_t command_queue_full = 0;  // transfers refused by a full command queue (then held)
+  uint32_t sessions = 0;
 };
 
 }  // namespace braid::engine

@@ -233,9 +233,14 @@ Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request) {
   slot->id = regions_.next_id++;
   slot->owner = request.owner;
   slot->label = request.label;
-  BRAID_ASSIGN_OR_RETURN(slot->shm,
-                         ShmRegion::Create(regions_.dir->path(), regions_.dir->NameFor(slot->id),
-                                           request.length, request.file_uid));
+  if (request.fd >= 0) {
+    BRAID_ASSIGN_OR_RETURN(slot->shm,
+                           ShmRegion::MapClientFd(request.fd, request.fd_offset, request.length));
+  } else {
+    BRAID_ASSIGN_OR_RETURN(slot->shm,
+                           ShmRegion::Create(regions_.dir->path(), regions_.dir->NameFor(slot->id),
+                                             request.length, request.file_uid));
+  }
   for (VqpSlot* v : granted) BRAID_RETURN_IF_ERROR(DoGrant(*slot, *v).status());
   RegionSlot& ref = *slot;
   regions_.by_id[ref.id] = std::move(slot);

@@ -17,6 +17,7 @@ class Doorbell {
   static common::Result<Doorbell> Create();
   static Doorbell Adopt(int fd) { return Doorbell(fd); }
 
+  Doorbell() = default;  // none (fd -1) until assigned
   Doorbell(Doorbell&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
   Doorbell& operator=(Doorbell&& other) noexcept;
   Doorbell(const Doorbell&) = delete;

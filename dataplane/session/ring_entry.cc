@@ -50,6 +50,13 @@ std::string_view Describe(SubmitField field) {
       return "an immediate is only carried by WRITE_WITH_IMM: send 0";
     case SubmitField::kTimeout:
       return "timeout above 24 hours";
+    case SubmitField::kVqp:
+      return "no connected VQP of this session's owner has this id: create and connect it first";
+    case SubmitField::kLocalRegion:
+      return "no region of this session's owner has this id, or the range is past its end";
+    case SubmitField::kRemoteRegion:
+      return "no remote region is bound to this handle for this VQP, or the range is past its "
+             "end: bind it first";
   }
   return "unknown field";
 }

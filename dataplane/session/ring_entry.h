@@ -58,6 +58,10 @@ enum class SubmitField : uint32_t {
   kRemoteRange,
   kImm,
   kTimeout,
+  // Refused by the engine, which owns these facts (not by DecodeSubmit):
+  kVqp,           // no such VQP for this session's owner, or not connected, or failed
+  kLocalRegion,   // no such region for this session's owner, or the range is past its end
+  kRemoteRegion,  // no such bound remote region, bound to another VQP, or the range is past it
 };
 
 // A submitted entry whose shape is valid.

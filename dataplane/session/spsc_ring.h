@@ -34,7 +34,26 @@
 #include <span>
 #include <type_traits>
 
+#if defined(__SANITIZE_THREAD__)
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+#endif
+
 namespace braid::session {
+
+namespace ring_internal {
+// The two sides map a segment at different addresses, so ThreadSanitizer cannot pair one side's
+// release with the other's acquire when both run in one process (the tests). In TSan builds each
+// side also releases and acquires this one object; elsewhere these are nothing.
+#if defined(__SANITIZE_THREAD__)
+inline char sync_object;
+inline void Published() { __tsan_release(&sync_object); }
+inline void Observed() { __tsan_acquire(&sync_object); }
+#else
+inline void Published() {}
+inline void Observed() {}
+#endif
+}  // namespace ring_internal
 
 struct alignas(64) RingIndex {
   std::atomic<uint32_t> value{0};
@@ -68,6 +87,7 @@ class SpscRing {
   uint32_t Push(std::span<const Entry> in) {
     if (broken_) return 0;
     const uint32_t head = control_->head.value.load(std::memory_order_acquire);
+    ring_internal::Observed();
     const uint32_t used = tail_ - head;
     if (used > capacity_) {  // the consumer's head ran past what we produced
       broken_ = true;
@@ -78,8 +98,20 @@ class SpscRing {
       std::memcpy(&entries_[(tail_ + i) & mask_], &in[i], sizeof(Entry));
     }
     tail_ += n;
+    ring_internal::Published();
     control_->tail.value.store(tail_, std::memory_order_release);
     return n;
+  }
+  // Producer: free slots (0 when broken or full).
+  uint32_t Room() {
+    if (broken_) return 0;
+    const uint32_t used = tail_ - control_->head.value.load(std::memory_order_acquire);
+    ring_internal::Observed();
+    if (used > capacity_) {
+      broken_ = true;
+      return 0;
+    }
+    return capacity_ - used;
   }
   // Producer, after Push: true when the consumer sleeps and must be woken (its doorbell rung).
   bool ConsumerSleeps() const {
@@ -95,6 +127,7 @@ class SpscRing {
       std::memcpy(&out[i], &entries_[(head_ + i) & mask_], sizeof(Entry));
     }
     head_ += n;
+    ring_internal::Published();
     if (n > 0) control_->head.value.store(head_, std::memory_order_release);
     return n;
   }
@@ -102,6 +135,7 @@ class SpscRing {
   uint32_t Ready() {
     if (broken_) return 0;
     const uint32_t tail = control_->tail.value.load(std::memory_order_acquire);
+    ring_internal::Observed();
     const uint32_t ready = tail - head_;
     if (ready > capacity_) {  // the producer's tail is beyond the ring
       broken_ = true;

@@ -218,6 +218,7 @@ NullDevice::NullDevice(int index) {
   info_.active_mtu = IBV_MTU_4096;
   info_.max_qp_wr = 1 << 16;
   info_.max_cqe = 1 << 22;
+  info_.max_mr_size = uint64_t{1} << 40;
 }
 
 common::Result<std::unique_ptr<verbs::ProtectionDomain>> NullDevice::AllocPd() {
@@ -226,6 +227,21 @@ common::Result<std::unique_ptr<verbs::ProtectionDomain>> NullDevice::AllocPd() {
 
 common::Result<std::unique_ptr<verbs::Cq>> NullDevice::CreateCq(int min_entries) {
   return std::unique_ptr<verbs::Cq>(std::make_unique<NullCq>(min_entries));
+}
+
+common::Result<std::vector<verbs::DeviceInfo>> NullProvider::ListDevices() {
+  std::vector<verbs::DeviceInfo> out;
+  for (int i = 0; i < devices_; ++i) out.push_back(NullDevice(i).info());
+  if (out.empty()) return Status::NotFound("the null provider was made with no device");
+  return out;
+}
+
+common::Result<std::unique_ptr<verbs::Device>> NullProvider::OpenDevice(std::string_view name) {
+  for (int i = 0; i < devices_; ++i) {
+    auto device = std::make_unique<NullDevice>(i);
+    if (device->info().name == name) return std::unique_ptr<verbs::Device>(std::move(device));
+  }
+  return Status::NotFound("no null device named " + std::string(name.substr(0, 100)));
 }
 
 NullBaseline::NullBaseline() {

@@ -9,6 +9,7 @@
 #define BRAID_TESTS_TESTUTIL_NULL_PROVIDER_H_
 
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "dataplane/verbs/provider.h"
@@ -122,6 +123,19 @@ class NullDevice final : public verbs::Device {
   uint32_t next_qp_num_ = 0x100;
   uint32_t next_key_ = 1;
   friend class NullPd;
+};
+
+// A provider of NullDevices ("null0", "null1", ...): an engine over it measures its own cost (a
+// write completes the moment it is posted, and moves no bytes). Threading: the engine's thread.
+class NullProvider final : public verbs::Provider {
+ public:
+  explicit NullProvider(int devices = 1) : devices_(devices) {}
+  std::string_view name() const override { return "null"; }
+  common::Result<std::vector<verbs::DeviceInfo>> ListDevices() override;
+  common::Result<std::unique_ptr<verbs::Device>> OpenDevice(std::string_view name) override;
+
+ private:
+  int devices_;
 };
 
 // The baseline the virtual layer's cost is measured against: one NullQp in RTS on its own CQ, with

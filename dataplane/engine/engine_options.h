@@ -1,0 +1,56 @@
+// EngineOptions: how an Engine is set up (engine.h), fixed at Start.
+// Plain values; the provider is not owned and must outlive the engine.
+#ifndef BRAID_DATAPLANE_ENGINE_ENGINE_OPTIONS_H_
+#define BRAID_DATAPLANE_ENGINE_ENGINE_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dataplane/verbs/provider.h"
+
+namespace braid::engine {
+
+struct EngineOptions {
+  verbs::Provider* provider = nullptr;  // REQUIRED, not owned
+  std::vector<std::string> devices;     // devices to open; empty: every device listed
+  std::string agent_id = "braid";
+  std::string control_endpoint;  // written into every business card
+  // This agent's identity as its peers authenticate it (its certificate's SAN; "" without TLS),
+  // written into every business card.
+  std::string agent_identity;
+  std::string region_dir = "/dev/shm";
+  uint64_t max_region_bytes = 64ull << 30;
+  int cq_entries = 16384;  // per device, at start
+  // Per device, what the CQ may grow to as VQPs reserve room (capped by the device's max_cqe).
+  uint32_t max_cq_entries = 1u << 22;
+  // File descriptors kept free for the control plane: a VQP that would eat into them is refused.
+  uint32_t fd_reserve = 256;
+  size_t command_queue = 4096;
+  uint32_t max_transfers = 65536;  // in flight or waiting, all clients together
+  uint32_t default_timeout_ms = 30000;
+  uint32_t notify_receives = 256;  // length-0 receives kept posted per VQP
+  uint32_t idle_linger_us = 200;
+  uint32_t idle_wait_ms = 100;  // with nothing to recover; at most kRecoveryWaitMs while recovering
+  uint32_t call_timeout_ms = 5000;
+  bool fault_injection = false;
+  // Dead QPs come back: dead data QPs are reset and reconnected with the peer agent, retried with
+  // an exponential backoff from `recovery_backoff_ms` up to `recovery_backoff_cap_ms`.
+  bool recovery = true;
+  uint32_t recovery_backoff_ms = 100;
+  uint32_t recovery_backoff_cap_ms = 2000;
+  uint32_t recovery_peer_timeout_ms = 10000;  // an unanswered request counts as a failure
+  // A VQP none of whose data QPs came back within this long of failed attempts, or whose peer
+  // answers that the VQP is gone, fails for good (VqpState::kFailed).
+  uint32_t recovery_budget_ms = 60000;
+  // Every VQP's first cooldown of a data QP that stalls or keeps dying (VirtualQpConfig's
+  // cooldown_ms, which this sets): an agent-wide setting, not a per-VQP request.
+  uint32_t qp_cooldown_ms = 100;
+  // This process's identity in business cards; 0: a random one is drawn at start.
+  uint64_t incarnation = 0;
+  size_t event_watcher_capacity = 4096;
+};
+
+}  // namespace braid::engine
+
+#endif  // BRAID_DATAPLANE_ENGINE_ENGINE_OPTIONS_H_

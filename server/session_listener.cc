@@ -1,0 +1,214 @@
+#include "server/session_listener.h"
+
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "dataplane/session/session_wire.h"
+
+namespace braid::server {
+
+using common::Status;
+using session::WireOp;
+using session::WireReply;
+using session::WireRequest;
+
+namespace {
+
+// While regions of ended connections wait for their last completions, look again this often.
+constexpr int kReleaseRetryMs = 20;
+
+void Fill(WireReply& reply, const Status& status) {
+  reply.code = static_cast<uint32_t>(status.code());
+  std::strncpy(reply.message, std::string(status.message()).c_str(), sizeof(reply.message) - 1);
+}
+
+}  // namespace
+
+Status SessionListener::Start(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return Status::InvalidArgument("session socket path '" + path + "' is longer than " +
+                                   std::to_string(sizeof(addr.sun_path) - 1) + " bytes");
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  listen_fd_.reset(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!listen_fd_.valid()) return Status::FromErrno(errno, "session socket");
+  unlink(path.c_str());  // a stale socket of an earlier run
+  if (bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return Status::FromErrno(errno, "bind session socket " + path);
+  }
+  path_ = path;
+  chmod(path.c_str(), 0660);
+  if (listen(listen_fd_.get(), 128) != 0) return Status::FromErrno(errno, "listen on " + path);
+  stop_fd_.reset(eventfd(0, EFD_CLOEXEC));
+  if (!stop_fd_.valid()) return Status::FromErrno(errno, "eventfd");
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "braid-session");
+    Loop();
+  });
+  return Status::Ok();
+}
+
+void SessionListener::Stop() {
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    (void)!write(stop_fd_.get(), &one, sizeof(one));
+    thread_.join();
+  }
+  listen_fd_.reset();
+  stop_fd_.reset();
+  if (!path_.empty()) unlink(path_.c_str());
+  path_.clear();
+}
+
+void SessionListener::Loop() {
+  std::vector<pollfd> fds;
+  for (;;) {
+    fds.clear();
+    fds.push_back({stop_fd_.get(), POLLIN, 0});
+    fds.push_back({listen_fd_.get(), POLLIN, 0});
+    for (const auto& c : conns_) fds.push_back({c->fd.get(), POLLIN, 0});
+    const int n = poll(fds.data(), fds.size(), unreleased_.empty() ? -1 : kReleaseRetryMs);
+    if (n < 0 && errno != EINTR) break;
+    if (fds[0].revents != 0) break;
+    if (fds[1].revents & POLLIN) Accept();
+    // conns_ may have grown: only the ones polled are looked at.
+    for (size_t i = 2; i < fds.size(); ++i) {
+      if (fds[i].revents == 0) continue;
+      Connection& c = *conns_[i - 2];
+      if (!Serve(c)) End(c);
+    }
+    std::erase_if(conns_, [](const auto& c) { return !c->fd.valid(); });
+    connections_.store(conns_.size(), std::memory_order_relaxed);
+    if (!unreleased_.empty()) ReleaseRegions();
+  }
+  for (auto& c : conns_) End(*c);
+  conns_.clear();
+  connections_.store(0, std::memory_order_relaxed);
+  ReleaseRegions();  // what is still in flight goes with the engine
+}
+
+void SessionListener::Accept() {
+  common::UniqueFd fd(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == EMFILE || errno == ENFILE) {
+      spdlog::warn("msg=\"session socket: out of file descriptors; connection left waiting\"");
+      poll(nullptr, 0, 100);
+    }
+    return;
+  }
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return;
+  auto c = std::make_unique<Connection>();
+  Refusal refusal;
+  if (!auth_.IdentifyLocal(cred.uid, &c->caller, &refusal) || c->caller.role < Role::kClient) {
+    // Said in the reply to its first request, then closed.
+    WireRequest request;
+    std::vector<int> passed;
+    if (session::ReceiveMessage(fd.get(), &request, sizeof(request), &passed).ok()) {
+      WireReply reply;
+      reply.op = request.op;
+      Fill(reply, Status::PermissionDenied(
+                      "uid " + std::to_string(cred.uid) +
+                      (refusal.status.ok() ? std::string(" may not use the data path: its role is "
+                                                         "below client")
+                                           : ": " + refusal.status.error_message())));
+      (void)session::SendMessage(fd.get(), &reply, sizeof(reply), {});
+    }
+    for (int p : passed) close(p);
+    return;
+  }
+  c->fd = std::move(fd);
+  conns_.push_back(std::move(c));
+}
+
+bool SessionListener::Serve(Connection& c) {
+  WireRequest request;
+  std::vector<int> passed;
+  Status received = session::ReceiveMessage(c.fd.get(), &request, sizeof(request), &passed);
+  if (!received.ok()) return false;  // closed, or not a request: the session ends
+  std::vector<common::UniqueFd> owned;
+  for (int fd : passed) owned.emplace_back(fd);
+  WireReply reply;
+  reply.op = request.op;
+  std::vector<int> send;
+  engine::SessionFds session_fds;
+  if (request.magic != session::kWireMagic || request.version != session::kWireVersion) {
+    Fill(reply, Status::InvalidArgument("not a session request of version " +
+                                        std::to_string(session::kWireVersion)));
+  } else if (request.op == static_cast<uint16_t>(WireOp::kOpenSession)) {
+    if (c.session != 0) {
+      Fill(reply,
+           Status::AlreadyExists("this connection has its session already (" +
+                                 std::to_string(c.session) + "): connect again for another"));
+    } else {
+      auto opened = engine_.OpenSession({.owner = c.caller.owner,
+                                         .sq_entries = request.sq_entries,
+                                         .cq_entries = request.cq_entries});
+      if (!opened.ok()) {
+        Fill(reply, opened.status());
+      } else {
+        session_fds = std::move(opened).value();
+        c.session = reply.id = session_fds.id;
+        send = {session_fds.segment.get(), session_fds.submit_bell.get(),
+                session_fds.complete_bell.get()};
+      }
+    }
+  } else if (request.op == static_cast<uint16_t>(WireOp::kRegisterFd)) {
+    if (owned.size() != 1) {
+      Fill(reply, Status::InvalidArgument("RegisterFd carries exactly one descriptor, not " +
+                                          std::to_string(owned.size())));
+    } else if (request.num_grants > session::kMaxWireGrants) {
+      Fill(reply, Status::InvalidArgument("at most " + std::to_string(session::kMaxWireGrants) +
+                                          " grants per registration"));
+    } else {
+      request.label[sizeof(request.label) - 1] = '\0';
+      engine::RegisterRequest r;
+      r.length = request.length;
+      r.label = request.label;
+      r.owner = c.caller.owner;
+      r.fd = owned[0].get();
+      r.fd_offset = request.fd_offset;
+      r.grant_vqps.assign(request.grant_vqps, request.grant_vqps + request.num_grants);
+      auto region = engine_.RegisterMemory(std::move(r));
+      if (!region.ok()) {
+        Fill(reply, region.status());
+      } else {
+        reply.id = region->id;
+        c.regions.push_back(region->id);
+      }
+    }
+  } else {
+    Fill(reply, Status::InvalidArgument("no session request " + std::to_string(request.op)));
+  }
+  return session::SendMessage(c.fd.get(), &reply, sizeof(reply), send).ok();
+}
+
+void SessionListener::End(Connection& c) {
+  if (c.session != 0) (void)engine_.CloseSession(c.session, c.caller.owner);
+  for (uint64_t region : c.regions) unreleased_.emplace_back(c.caller.owner, region);
+  c.session = 0;
+  c.regions.clear();
+  c.fd.reset();
+  ReleaseRegions();
+}
+
+void SessionListener::ReleaseRegions() {
+  std::erase_if(unreleased_, [this](const auto& r) {
+    const Status s = engine_.DeregisterMemory(r.second, r.first);
+    // Refused while in flight (kFailedPrecondition): look again. Gone already: nothing to do.
+    return s.code() != common::StatusCode::kFailedPrecondition;
+  });
+}
+
+}  // namespace braid::server

@@ -1,0 +1,69 @@
+// SessionListener: the agent's session socket (dataplane/session/session_wire.h), next to its gRPC
+// Unix socket (that path + ".session"). A local client connects, is identified by its uid
+// (SO_PEERCRED, through the Authenticator, as on the gRPC Unix socket), and opens its session:
+// the engine's segment and doorbells go back with SCM_RIGHTS. It may then register its own
+// memory by descriptor (RegisterFd). The connection is the session: when it closes (the client
+// exited or was killed), the session ends (what it had in flight completes into nothing) and its
+// regions are deregistered as soon as nothing of them is in flight.
+// Threading: Start/Stop from the owning thread; one thread serves every connection in between
+// (requests are few: one per session and one per registration; the data path is the rings).
+// The engine and the authenticator must outlive Stop.
+#ifndef BRAID_SERVER_SESSION_LISTENER_H_
+#define BRAID_SERVER_SESSION_LISTENER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dataplane/common/result.h"
+#include "dataplane/common/unique_fd.h"
+#include "dataplane/engine/engine.h"
+#include "server/authenticator.h"
+
+namespace braid::server {
+
+class SessionListener {
+ public:
+  SessionListener(engine::Engine& engine, Authenticator& auth) : engine_(engine), auth_(auth) {}
+  ~SessionListener() { Stop(); }
+  SessionListener(const SessionListener&) = delete;
+  SessionListener& operator=(const SessionListener&) = delete;
+
+  // Listens on `path` (a stale socket file there is replaced; created mode 0660).
+  common::Status Start(const std::string& path);
+  void Stop();
+  // Connections being served now (any thread).
+  size_t connections() const { return connections_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Connection {
+    common::UniqueFd fd;
+    Caller caller;
+    uint64_t session = 0;
+    std::vector<uint64_t> regions;  // registered through this connection
+  };
+  void Loop();
+  void Accept();
+  // Serves one request; false: the connection is done (closed, or it broke the protocol).
+  bool Serve(Connection& c);
+  void End(Connection& c);
+  // Deregisters the regions of ended connections that nothing has in flight any more.
+  void ReleaseRegions();
+
+  engine::Engine& engine_;
+  Authenticator& auth_;
+  std::string path_;
+  common::UniqueFd listen_fd_;
+  common::UniqueFd stop_fd_;  // eventfd: wakes the thread to stop
+  std::thread thread_;
+  std::vector<std::unique_ptr<Connection>> conns_;                // the thread's
+  std::vector<std::pair<engine::OwnerId, uint64_t>> unreleased_;  // the thread's
+  std::atomic<size_t> connections_{0};
+};
+
+}  // namespace braid::server
+
+#endif  // BRAID_SERVER_SESSION_LISTENER_H_

@@ -1,0 +1,271 @@
+// The local data path through a real agent: a client opens a session on braidd's session socket,
+// registers its own memfd (RegisterFd), binds the peer's region over gRPC, and moves bytes through
+// the rings; what the peer agent holds is compared with what the client wrote into its own
+// mapping. A client killed mid-stream is reclaimed (its session ends, its region is deregistered
+// once nothing of it is in flight, the agent's descriptors come back) while another client keeps
+// moving verified bytes. Garbage on the session socket closes that connection only.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dataplane/session/session_client.h"
+#include "dataplane/session/session_wire.h"
+#include "tests/agent/agent_harness.h"
+
+namespace braid::testing {
+namespace {
+
+constexpr uint64_t kBytes = 16 * kMiB;
+
+// A memfd of `bytes`, sealed against shrinking, mapped; the pattern of `seed` written into it.
+struct ClientMemory {
+  explicit ClientMemory(uint64_t seed) {
+    fd = memfd_create("braid-test-client", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0 || ftruncate(fd, kBytes) != 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) return;
+    void* p = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) return;
+    data = static_cast<uint8_t*>(p);
+    FillPattern(data, kBytes, seed);
+  }
+  ~ClientMemory() {
+    if (data != nullptr) munmap(data, kBytes);
+    if (fd >= 0) close(fd);
+  }
+  int fd = -1;
+  uint8_t* data = nullptr;
+};
+
+uint32_t Bind(v1::Agent::Stub& stub, uint64_t session, uint64_t vqp,
+              const v1::RemoteRegion& remote) {
+  grpc::ClientContext ctx;
+  v1::BindRemoteRequest request;
+  request.set_session_id(session);
+  request.set_vqp_id(vqp);
+  *request.mutable_remote() = remote;
+  v1::BindRemoteResponse response;
+  const grpc::Status s = stub.BindRemote(&ctx, request, &response);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return response.handle();
+}
+
+// `count` 1 MiB writes from `region` to the bound handle, offsets i MiB (mod kBytes); how many
+// completed successfully.
+int WriteMiBs(session::SessionClient& client, uint64_t vqp, uint64_t region, uint32_t handle,
+              int count) {
+  std::vector<session::SubmitEntry> entries;
+  for (int i = 0; i < count; ++i) {
+    session::SubmitEntry e{};
+    e.user_data = static_cast<uint64_t>(i);
+    e.vqp_id = vqp;
+    e.local_region = static_cast<uint32_t>(region);
+    e.remote_region = handle;
+    e.local_offset = e.remote_offset = (static_cast<uint64_t>(i) * kMiB) % kBytes;
+    e.length = kMiB;
+    e.op = static_cast<uint8_t>(session::RingOp::kWrite);
+    entries.push_back(e);
+  }
+  std::vector<session::CompletionEntry> out(64);
+  size_t submitted = 0;
+  int ok = 0, done = 0;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (done < count && std::chrono::steady_clock::now() < give_up) {
+    if (submitted < entries.size()) {
+      submitted += client.Submit({entries.data() + submitted, entries.size() - submitted});
+    }
+    const uint32_t n = client.Reap(out);
+    for (uint32_t i = 0; i < n; ++i) ok += out[i].status == 0 ? 1 : 0;
+    done += static_cast<int>(n);
+    if (n == 0) client.Wait(5);
+  }
+  return ok;
+}
+
+bool RegionListed(v1::Agent::Stub& stub, uint64_t region) {
+  grpc::ClientContext ctx;
+  v1::ListRegionsResponse out;
+  EXPECT_TRUE(stub.ListRegions(&ctx, v1::ListRegionsRequest(), &out).ok());
+  for (const auto& r : out.regions()) {
+    if (r.region_id() == region) return true;
+  }
+  return false;
+}
+
+class AgentSessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::filesystem::create_directories(dir_);
+    AgentSpec a{"session-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0};
+    a.extra_args = {"--grpc-unix", dir_ + "/braidd.sock"};
+    a_ = AgentProcess::Spawn(a);
+    b_ = AgentProcess::Spawn({"session-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
+    ASSERT_TRUE(a_ && b_);
+    va_ = CreateVqp(a_->stub(), v1::SCHEME_SPRAY, 8);
+    vb_ = CreateVqp(b_->stub(), v1::SCHEME_SPRAY, 8);
+    ConnectPair(a_->stub(), va_, b_->stub(), vb_);
+    dst_ = Register(b_->stub(), kBytes, "dst", {vb_.vqp_id()});
+  }
+  void TearDown() override {
+    a_.reset();
+    b_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  std::string socket() const { return dir_ + "/braidd.sock.session"; }
+
+  std::string dir_ = "/tmp/braid-session-test-" + std::to_string(getpid());
+  std::unique_ptr<AgentProcess> a_, b_;
+  v1::VirtualQpInfo va_, vb_;
+  v1::RegionInfo dst_;
+};
+
+TEST_F(AgentSessionTest, AClientsOwnMemoryMovesThroughTheRingsWithNoCopy) {
+  ClientMemory mem(7);
+  ASSERT_NE(mem.data, nullptr);
+  auto client = session::SessionClient::Connect(socket(), 256, 256);
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  const uint64_t vqp = va_.vqp_id();
+  auto region = (*client)->RegisterFd(mem.fd, 0, kBytes, {&vqp, 1}, "client");
+  ASSERT_TRUE(region.ok()) << region.status().ToString();
+  const uint32_t handle = Bind(a_->stub(), (*client)->id(), vqp, GrantOf(dst_));
+  MappedRegion peer(dst_.path(), kBytes);
+  ASSERT_EQ(WriteMiBs(**client, vqp, *region, handle, 16), 16);
+  EXPECT_EQ(std::memcmp(peer.data(), mem.data, kBytes), 0);
+  // Written into the client's own mapping after registering: the agent reads it where it lies.
+  FillPattern(mem.data, kBytes, 8);
+  ASSERT_EQ(WriteMiBs(**client, vqp, *region, handle, 16), 16);
+  EXPECT_EQ(std::memcmp(peer.data(), mem.data, kBytes), 0);
+  // An unsealed memfd is refused with the reason.
+  const int loose = memfd_create("loose", MFD_CLOEXEC);
+  ASSERT_EQ(ftruncate(loose, kMiB), 0);
+  auto refused = (*client)->RegisterFd(loose, 0, kMiB, {});
+  close(loose);
+  EXPECT_EQ(refused.status().code(), common::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(refused.status().message()).find("F_SEAL_SHRINK"), std::string::npos)
+      << refused.status().ToString();
+}
+
+TEST_F(AgentSessionTest, AKilledClientIsReclaimedWhileAnotherKeepsMovingBytes) {
+  const size_t fds_before = OpenFds(a_->pid());
+  int to_child[2], from_child[2];
+  ASSERT_EQ(pipe(to_child), 0);
+  ASSERT_EQ(pipe(from_child), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // The client to kill: connects, registers, then writes until it is killed.
+    close(to_child[1]);
+    close(from_child[0]);
+    ClientMemory mem(3);
+    auto c = session::SessionClient::Connect(socket(), 64, 64);
+    if (!c.ok() || mem.data == nullptr) _exit(2);
+    const uint64_t vqp = va_.vqp_id();
+    auto region = (*c)->RegisterFd(mem.fd, 0, kBytes, {&vqp, 1});
+    if (!region.ok()) _exit(3);
+    const uint64_t ids[2] = {(*c)->id(), *region};
+    if (write(from_child[1], ids, sizeof(ids)) != sizeof(ids)) _exit(4);
+    uint32_t handle = 0;
+    if (read(to_child[0], &handle, sizeof(handle)) != sizeof(handle)) _exit(5);
+    for (int round = 0;; ++round) {
+      WriteMiBs(**c, vqp, *region, handle, 64);
+      if (round == 0 && write(from_child[1], "r", 1) != 1) _exit(6);
+    }
+  }
+  close(to_child[0]);
+  close(from_child[1]);
+  uint64_t ids[2] = {};
+  ASSERT_EQ(read(from_child[0], ids, sizeof(ids)), static_cast<ssize_t>(sizeof(ids)));
+  const uint32_t child_handle = Bind(a_->stub(), ids[0], va_.vqp_id(), GrantOf(dst_));
+  ASSERT_EQ(write(to_child[1], &child_handle, sizeof(child_handle)), 4);
+  char running = 0;
+  ASSERT_EQ(read(from_child[0], &running, 1), 1);  // a round done: it is mid-stream
+  EXPECT_TRUE(RegionListed(a_->stub(), ids[1]));
+  kill(child, SIGKILL);
+  int status = 0;
+  waitpid(child, &status, 0);
+  close(to_child[1]);
+  close(from_child[0]);
+  // Reclaimed: its region goes once nothing of it is in flight.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (RegionListed(a_->stub(), ids[1]) && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_FALSE(RegionListed(a_->stub(), ids[1]));
+  // Another client is served as before.
+  {
+    ClientMemory mem(11);
+    ASSERT_NE(mem.data, nullptr);
+    auto client = session::SessionClient::Connect(socket(), 64, 64);
+    ASSERT_TRUE(client.ok()) << client.status().ToString();
+    const uint64_t vqp = va_.vqp_id();
+    auto region = (*client)->RegisterFd(mem.fd, 0, kBytes, {&vqp, 1});
+    ASSERT_TRUE(region.ok()) << region.status().ToString();
+    const uint32_t handle = Bind(a_->stub(), (*client)->id(), vqp, GrantOf(dst_));
+    MappedRegion peer(dst_.path(), kBytes);
+    ASSERT_EQ(WriteMiBs(**client, vqp, *region, handle, 16), 16);
+    EXPECT_EQ(std::memcmp(peer.data(), mem.data, kBytes), 0);
+  }
+  // Everything of both sessions given back (the second one's region after its close).
+  size_t fds_after = 0;
+  const auto settle = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    fds_after = OpenFds(a_->pid());
+  } while (fds_after != fds_before && std::chrono::steady_clock::now() < settle);
+  EXPECT_EQ(fds_after, fds_before);
+}
+
+TEST_F(AgentSessionTest, GarbageOnTheSessionSocketClosesOnlyThatConnection) {
+  auto good = session::SessionClient::Connect(socket(), 64, 64);
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  for (size_t size : {size_t{1}, size_t{7}, sizeof(session::WireRequest) + 1}) {
+    const int s = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socket().c_str(), sizeof(addr.sun_path) - 1);
+    ASSERT_EQ(connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    std::vector<uint8_t> junk(size, 0xA5);
+    ASSERT_EQ(send(s, junk.data(), junk.size(), MSG_NOSIGNAL), static_cast<ssize_t>(size));
+    char byte;
+    EXPECT_EQ(recv(s, &byte, 1, 0), 0) << "the agent closes a connection that sends garbage";
+    close(s);
+  }
+  // A well-formed request of an unknown kind is answered with an error, and the connection stays.
+  {
+    const int s = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socket().c_str(), sizeof(addr.sun_path) - 1);
+    ASSERT_EQ(connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    session::WireRequest request;
+    request.op = 77;
+    ASSERT_TRUE(session::SendMessage(s, &request, sizeof(request), {}).ok());
+    session::WireReply reply;
+    std::vector<int> fds;
+    ASSERT_TRUE(session::ReceiveMessage(s, &reply, sizeof(reply), &fds).ok());
+    EXPECT_EQ(reply.code, static_cast<uint32_t>(common::StatusCode::kInvalidArgument));
+    EXPECT_TRUE(fds.empty());
+    close(s);
+  }
+  ClientMemory mem(5);
+  const uint64_t vqp = va_.vqp_id();
+  auto region = (*good)->RegisterFd(mem.fd, 0, kBytes, {&vqp, 1});
+  ASSERT_TRUE(region.ok()) << region.status().ToString();
+  const uint32_t handle = Bind(a_->stub(), (*good)->id(), vqp, GrantOf(dst_));
+  MappedRegion peer(dst_.path(), kBytes);
+  ASSERT_EQ(WriteMiBs(**good, vqp, *region, handle, 16), 16);
+  EXPECT_EQ(std::memcmp(peer.data(), mem.data, kBytes), 0);
+}
+
+}  // namespace
+}  // namespace braid::testing
