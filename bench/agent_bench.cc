@@ -1,15 +1,26 @@
-// End-to-end benchmark through two braidd agents on loopback (issue 6): 1 MiB write and read
-// bandwidth and a pipelined 4 KiB write rate through the Transfer stream, over an 8-QP SPRAY VQP
-// across two soft NICs per agent. Each figure is printed next to the in-process soft-TCP figure
-// of the same run when that run's results file is given.
+// End-to-end benchmark through two braidd agents on loopback: 1 MiB write and read bandwidth and
+// a pipelined 4 KiB write rate over an 8-QP SPRAY VQP across two soft NICs per agent, through the
+// gRPC Transfer stream and through a local session's rings (the client's own memfd registered with
+// RegisterFd, doc/local_data_path.md), on the same agents in the same run. Each figure is printed
+// next to the in-process soft-TCP figure of the same `make bench` run when that run's results file
+// is given, with the CPU both agents and this client spent per GB moved (from /proc), and the
+// completion round trip of single 8-byte WRITE_WITH_IMMs through the ring (p50/p99).
 //
 // Usage: braid_agent_bench [tcp_loopback.txt]
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "dataplane/session/session_client.h"
 #include "tests/agent/agent_harness.h"
 
 namespace {
@@ -30,21 +41,37 @@ double InProcess(const std::string& file, const std::string& label) {
   return -1;
 }
 
+// CPU seconds of both agents and of this process so far.
+double CpuSeconds(const AgentProcess& a, const AgentProcess& b) {
+  timespec self{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &self);
+  const double ticks =
+      static_cast<double>(braid::testing::CpuTicks(a.pid()) + braid::testing::CpuTicks(b.pid()));
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK)) + static_cast<double>(self.tv_sec) +
+         static_cast<double>(self.tv_nsec) * 1e-9;
+}
+
 struct Figure {
   double seconds = 0;
+  double cpu = 0;  // both agents and this client
   uint64_t ops = 0;
   uint64_t bytes = 0;
   bool ok = true;
+  double gbs() const { return static_cast<double>(bytes) / seconds / 1e9; }
+  double mops() const { return static_cast<double>(ops) / seconds / 1e6; }
+  double cpu_per_gb() const { return cpu / (static_cast<double>(bytes) / 1e9); }
 };
 
-Figure Run(AgentProcess& a, v1::Op op, uint64_t vqp, const v1::RegionInfo& local,
+Figure Run(AgentProcess& a, AgentProcess& b, v1::Op op, uint64_t vqp, const v1::RegionInfo& local,
            const v1::RegionInfo& remote, uint64_t size, uint64_t count) {
   const std::vector<v1::TransferRequest> ops =
       braid::testing::Transfers(op, vqp, local, remote, size, count, kRegion / size);
+  const double cpu0 = CpuSeconds(a, b);
   const auto t0 = std::chrono::steady_clock::now();
   braid::testing::TransferRun run = braid::testing::RunTransfers(a.stub(), ops);
   Figure f;
   f.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  f.cpu = CpuSeconds(a, b) - cpu0;
   f.ok = run.status.ok() && run.completions.size() == count;
   for (const auto& c : run.completions) {
     f.ok = f.ok && c.code() == 0;
@@ -54,41 +81,188 @@ Figure Run(AgentProcess& a, v1::Op op, uint64_t vqp, const v1::RegionInfo& local
   return f;
 }
 
+// The client's side of the ring path: its own memory (a sealed memfd of kRegion bytes) registered
+// with RegisterFd, and the peer's region bound to its session.
+struct RingClient {
+  std::unique_ptr<braid::session::SessionClient> client;
+  uint64_t region = 0;
+  uint32_t handle = 0;
+  int fd = -1;
+  uint8_t* data = nullptr;
+  ~RingClient() {
+    if (data != nullptr) munmap(data, kRegion);
+    if (fd >= 0) close(fd);
+  }
+};
+
+bool OpenRing(AgentProcess& a, const std::string& socket, uint64_t vqp, const v1::RegionInfo& dst,
+              RingClient* out) {
+  out->fd = memfd_create("braid-bench", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (out->fd < 0 || ftruncate(out->fd, kRegion) != 0 ||
+      fcntl(out->fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
+    return false;
+  }
+  void* p = mmap(nullptr, kRegion, PROT_READ | PROT_WRITE, MAP_SHARED, out->fd, 0);
+  if (p == MAP_FAILED) return false;
+  out->data = static_cast<uint8_t*>(p);
+  braid::testing::FillPattern(out->data, kRegion, 1);
+  auto client = braid::session::SessionClient::Connect(socket, 1024, 1024);
+  if (!client.ok()) {
+    std::fprintf(stderr, "session: %s\n", client.status().ToString().c_str());
+    return false;
+  }
+  out->client = std::move(client).value();
+  auto region = out->client->RegisterFd(out->fd, 0, kRegion, {&vqp, 1}, "bench");
+  if (!region.ok()) {
+    std::fprintf(stderr, "RegisterFd: %s\n", region.status().ToString().c_str());
+    return false;
+  }
+  out->region = *region;
+  grpc::ClientContext ctx;
+  v1::BindRemoteRequest request;
+  request.set_session_id(out->client->id());
+  request.set_vqp_id(vqp);
+  *request.mutable_remote() = braid::testing::GrantOf(dst);
+  v1::BindRemoteResponse response;
+  const grpc::Status s = a.stub().BindRemote(&ctx, request, &response);
+  if (!s.ok()) {
+    std::fprintf(stderr, "BindRemote: %s\n", s.error_message().c_str());
+    return false;
+  }
+  out->handle = response.handle();
+  return true;
+}
+
+// `count` operations of `size` bytes through the ring, at most `depth` in flight; the client
+// sleeps on its doorbell while its window is full and nothing is ready.
+Figure RingRun(AgentProcess& a, AgentProcess& b, RingClient& r, uint64_t vqp,
+               braid::session::RingOp op, uint64_t size, uint64_t count, uint32_t depth) {
+  namespace session = braid::session;
+  std::vector<session::SubmitEntry> batch(64);
+  std::vector<session::CompletionEntry> out(256);
+  const uint64_t slots = kRegion / size;
+  uint64_t submitted = 0, done = 0;
+  Figure f;
+  const double cpu0 = CpuSeconds(a, b);
+  const auto t0 = std::chrono::steady_clock::now();
+  while (done < count) {
+    const uint64_t room = std::min<uint64_t>(depth - (submitted - done), count - submitted);
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(room, batch.size()));
+    for (uint32_t i = 0; i < n; ++i) {
+      session::SubmitEntry& e = batch[i];
+      e = {};
+      e.user_data = submitted + i;
+      e.vqp_id = vqp;
+      e.local_region = static_cast<uint32_t>(r.region);
+      e.remote_region = r.handle;
+      e.local_offset = e.remote_offset = ((submitted + i) % slots) * size;
+      e.length = static_cast<uint32_t>(size);
+      e.op = static_cast<uint8_t>(op);
+    }
+    if (n > 0) submitted += r.client->Submit({batch.data(), n});
+    const uint32_t got = r.client->Reap(out);
+    for (uint32_t i = 0; i < got; ++i) {
+      f.ok = f.ok && out[i].status == 0;
+      f.bytes += out[i].length;
+    }
+    done += got;
+    // Nothing to reap and nothing more may go: sleep on the doorbell rather than spin (the
+    // agents need the cores).
+    if (got == 0 && submitted - done == std::min<uint64_t>(depth, count - done)) {
+      r.client->Wait(1);
+    }
+  }
+  f.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  f.cpu = CpuSeconds(a, b) - cpu0;
+  f.ops = done;
+  return f;
+}
+
+// Round trips of single 8-byte WRITE_WITH_IMMs through the ring (submit, then spin until its
+// completion), in microseconds: p50 and p99.
+std::pair<double, double> RingLatency(RingClient& r, uint64_t vqp, int samples) {
+  namespace session = braid::session;
+  std::vector<double> us;
+  session::CompletionEntry c{};
+  for (int i = 0; i < samples; ++i) {
+    session::SubmitEntry e{};
+    e.user_data = static_cast<uint64_t>(i);
+    e.vqp_id = vqp;
+    e.local_region = static_cast<uint32_t>(r.region);
+    e.remote_region = r.handle;
+    e.length = 8;
+    e.imm = static_cast<uint32_t>(i);
+    e.op = static_cast<uint8_t>(session::RingOp::kWriteWithImm);
+    const auto t0 = std::chrono::steady_clock::now();
+    while (r.client->Submit({&e, 1}) == 0) {
+    }
+    while (r.client->Reap({&c, 1}) == 0) {
+    }
+    us.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    if (c.status != 0) return {-1, -1};
+  }
+  std::sort(us.begin(), us.end());
+  return {us[us.size() / 2], us[us.size() * 99 / 100]};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  namespace session = braid::session;
   const std::string tcp_results = argc > 1 ? argv[1] : "";
-  braid::testing::AgentPair pair = braid::testing::SpawnConnectedPair("bench", kRegion);
+  const std::string dir = "/tmp/braid-agent-bench-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  braid::testing::AgentPair pair =
+      braid::testing::SpawnConnectedPair("bench", kRegion, dir + "/a.sock");
   if (!pair.a) return 1;
-  AgentProcess* a = pair.a.get();
-  const v1::VirtualQpInfo& va = pair.va;
+  AgentProcess& a = *pair.a;
+  AgentProcess& b = *pair.b;
+  const uint64_t vqp = pair.va.vqp_id();
   const v1::RegionInfo& src = pair.src;
   const v1::RegionInfo& dst = pair.dst;
+  RingClient ring;
+  if (!OpenRing(a, dir + "/a.sock.session", vqp, dst, &ring)) return 1;
 
-  Run(*a, v1::OP_WRITE, va.vqp_id(), src, dst, kMiB, 256);  // warm-up
-  const Figure w = Run(*a, v1::OP_WRITE, va.vqp_id(), src, dst, kMiB, 2048);
-  const Figure r = Run(*a, v1::OP_READ, va.vqp_id(), src, dst, kMiB, 2048);
-  const Figure s = Run(*a, v1::OP_WRITE, va.vqp_id(), src, dst, 4096, 200000);
-  if (!w.ok || !r.ok || !s.ok) {
+  Run(a, b, v1::OP_WRITE, vqp, src, dst, kMiB, 256);  // warm-up
+  const Figure w = Run(a, b, v1::OP_WRITE, vqp, src, dst, kMiB, 2048);
+  const Figure r = Run(a, b, v1::OP_READ, vqp, src, dst, kMiB, 2048);
+  const Figure s = Run(a, b, v1::OP_WRITE, vqp, src, dst, 4096, 200000);
+  RingRun(a, b, ring, vqp, session::RingOp::kWrite, kMiB, 256, 256);  // warm-up
+  const Figure rw = RingRun(a, b, ring, vqp, session::RingOp::kWrite, kMiB, 2048, 256);
+  const Figure rr = RingRun(a, b, ring, vqp, session::RingOp::kRead, kMiB, 2048, 256);
+  const Figure rs = RingRun(a, b, ring, vqp, session::RingOp::kWrite, 4096, 400000, 1024);
+  const auto [p50, p99] = RingLatency(ring, vqp, 20000);
+  if (!w.ok || !r.ok || !s.ok || !rw.ok || !rr.ok || !rs.ok || p50 < 0) {
     std::fprintf(stderr, "agent_bench: a transfer failed\n");
     return 1;
   }
-  const double w_gbs = static_cast<double>(w.bytes) / w.seconds / 1e9;
-  const double r_gbs = static_cast<double>(r.bytes) / r.seconds / 1e9;
-  const double s_mops = static_cast<double>(s.ops) / s.seconds / 1e6;
-  const double s_gbs = static_cast<double>(s.bytes) / s.seconds / 1e9;
   const double tcp_w = InProcess(tcp_results, "4 soft QPs, 1 MiB RDMA WRITE, depth 16 each");
   const double tcp_r = InProcess(tcp_results, "4 soft QPs, 1 MiB RDMA READ, depth 16 each");
   const double tcp_s = InProcess(tcp_results, "1 soft QP, 4 KiB RDMA WRITE rate");
-  std::printf("%-58s %8s %10s\n", "through two braidd agents (Transfer stream, window 256)",
-              "agents", "in-process");
-  std::printf("%-58s %8.3f %10.3f  GB/s\n", "8-QP SPRAY VQP, 2 NICs each, 1 MiB WRITE", w_gbs,
-              tcp_w);
-  std::printf("%-58s %8.3f %10.3f  GB/s\n", "8-QP SPRAY VQP, 2 NICs each, 1 MiB READ", r_gbs,
-              tcp_r);
-  std::printf("%-58s %8.3f %10.3f  Mops/s  (%.3f GB/s)\n",
-              "8-QP SPRAY VQP, 2 NICs each, 4 KiB WRITE, pipelined", s_mops, tcp_s, s_gbs);
+  auto ratio = [](double x, double of) { return of > 0 ? x / of : -1; };
   std::printf(
-      "(in-process: bench/tcp_loopback.sh of this run, 4 soft QPs / 1 soft QP; -1: not run)\n");
+      "through two braidd agents, 8-QP SPRAY VQP, 2 soft NICs each (same agents, same run)\n");
+  std::printf("%-22s %9s %9s %10s %8s %8s %14s %14s\n", "", "gRPC", "ring", "in-process", "gRPC/in",
+              "ring/in", "CPU s/GB gRPC", "CPU s/GB ring");
+  auto row = [&](const char* what, double g, double rg, double in, const Figure& fg,
+                 const Figure& fr, const char* unit) {
+    std::printf("%-22s %9.3f %9.3f %10.3f %8.2f %8.2f %14.3f %14.3f  %s\n", what, g, rg, in,
+                ratio(g, in), ratio(rg, in), fg.cpu_per_gb(), fr.cpu_per_gb(), unit);
+  };
+  row("1 MiB WRITE", w.gbs(), rw.gbs(), tcp_w, w, rw, "GB/s");
+  row("1 MiB READ", r.gbs(), rr.gbs(), tcp_r, r, rr, "GB/s");
+  row("4 KiB WRITE, pipelined", s.mops(), rs.mops(), tcp_s, s, rs, "Mops/s");
+  std::printf(
+      "ring: 8 B WRITE_WITH_IMM completion round trip, one at a time: p50 %.1f us, p99 %.1f us\n",
+      p50, p99);
+  std::printf(
+      "(gRPC: the Transfer stream, window 256; ring: a session, 256 deep at 1 MiB, 1024 at 4 KiB;\n"
+      " in-process: bench/tcp_loopback.sh of this run, 4 soft QPs / 1 soft QP, -1: not run;\n"
+      " CPU: both agents and this client, from /proc)\n");
+  ring.client.reset();
+  pair.a.reset();
+  pair.b.reset();
+  std::filesystem::remove_all(dir);
   return 0;
 }

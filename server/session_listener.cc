@@ -98,7 +98,9 @@ void SessionListener::Loop() {
 }
 
 void SessionListener::Accept() {
-  common::UniqueFd fd(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  // Non-blocking: a client that sends nothing or never reads its replies cannot hold this thread
+  // (a reply that does not fit ends that connection).
+  common::UniqueFd fd(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
   if (!fd.valid()) {
     if (errno == EMFILE || errno == ENFILE) {
       spdlog::warn("msg=\"session socket: out of file descriptors; connection left waiting\"");
@@ -112,20 +114,15 @@ void SessionListener::Accept() {
   auto c = std::make_unique<Connection>();
   Refusal refusal;
   if (!auth_.IdentifyLocal(cred.uid, &c->caller, &refusal) || c->caller.role < Role::kClient) {
-    // Said in the reply to its first request, then closed.
-    WireRequest request;
-    std::vector<int> passed;
-    if (session::ReceiveMessage(fd.get(), &request, sizeof(request), &passed).ok()) {
-      WireReply reply;
-      reply.op = request.op;
-      Fill(reply, Status::PermissionDenied(
-                      "uid " + std::to_string(cred.uid) +
-                      (refusal.status.ok() ? std::string(" may not use the data path: its role is "
-                                                         "below client")
-                                           : ": " + refusal.status.error_message())));
-      (void)session::SendMessage(fd.get(), &reply, sizeof(reply), {});
-    }
-    for (int p : passed) close(p);
+    // The answer to the request a client sends first, queued before the connection closes.
+    WireReply reply;
+    reply.op = static_cast<uint16_t>(WireOp::kOpenSession);
+    Fill(reply, Status::PermissionDenied(
+                    "uid " + std::to_string(cred.uid) +
+                    (refusal.status.ok()
+                         ? std::string(" may not use the data path: its role is below client")
+                         : ": " + refusal.status.error_message())));
+    (void)session::SendMessage(fd.get(), &reply, sizeof(reply), {});
     return;
   }
   c->fd = std::move(fd);

@@ -674,9 +674,12 @@ void ReleaseEverything(v1::Agent::Stub& stub) {
   EXPECT_EQ(after_regions.regions_size(), 0);
 }
 
-AgentPair SpawnConnectedPair(const std::string& prefix, uint64_t region_bytes) {
+AgentPair SpawnConnectedPair(const std::string& prefix, uint64_t region_bytes,
+                             const std::string& unix_socket) {
   AgentPair p;
-  p.a = AgentProcess::Spawn({prefix + "-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0});
+  AgentSpec a{prefix + "-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0};
+  if (!unix_socket.empty()) a.extra_args = {"--grpc-unix", unix_socket};
+  p.a = AgentProcess::Spawn(a);
   p.b = AgentProcess::Spawn({prefix + "-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
   if (!p.a || !p.b) {
     p.a.reset();

@@ -171,13 +171,15 @@ void ConnectPair(v1::Agent::Stub& a, const v1::VirtualQpInfo& va, v1::Agent::Stu
 
 // The benches' setup: agents "<prefix>-a" and "<prefix>-b" with two soft NICs each, an 8-QP SPRAY
 // VQP pair between them, a region `src` on A and `dst` on B granted to B's VQP. Null agents when
-// one did not start.
+// one did not start. With `unix_socket`, agent A also listens there (and on its session socket,
+// `unix_socket` + ".session").
 struct AgentPair {
   std::unique_ptr<AgentProcess> a, b;
   v1::VirtualQpInfo va, vb;
   v1::RegionInfo src, dst;
 };
-AgentPair SpawnConnectedPair(const std::string& prefix, uint64_t region_bytes);
+AgentPair SpawnConnectedPair(const std::string& prefix, uint64_t region_bytes,
+                             const std::string& unix_socket = "");
 // Registers a region; `grant_vqps` (VQPs on the same agent) may reach it over the wire.
 v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label = "",
                         const std::vector<uint64_t>& grant_vqps = {});

@@ -102,6 +102,19 @@ bool RegionListed(v1::Agent::Stub& stub, uint64_t region) {
   return false;
 }
 
+// A connection to the session socket that speaks no protocol by itself (-1 on failure).
+int RawConnect(const std::string& path) {
+  const int s = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  if (connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(s);
+    return -1;
+  }
+  return s;
+}
+
 class AgentSessionTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -226,14 +239,14 @@ TEST_F(AgentSessionTest, AKilledClientIsReclaimedWhileAnotherKeepsMovingBytes) {
 }
 
 TEST_F(AgentSessionTest, GarbageOnTheSessionSocketClosesOnlyThatConnection) {
+  // A connection that never sends a thing holds nothing up.
+  const int idle = RawConnect(socket());
+  ASSERT_GE(idle, 0);
   auto good = session::SessionClient::Connect(socket(), 64, 64);
   ASSERT_TRUE(good.ok()) << good.status().ToString();
   for (size_t size : {size_t{1}, size_t{7}, sizeof(session::WireRequest) + 1}) {
-    const int s = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, socket().c_str(), sizeof(addr.sun_path) - 1);
-    ASSERT_EQ(connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const int s = RawConnect(socket());
+    ASSERT_GE(s, 0);
     std::vector<uint8_t> junk(size, 0xA5);
     ASSERT_EQ(send(s, junk.data(), junk.size(), MSG_NOSIGNAL), static_cast<ssize_t>(size));
     char byte;
@@ -242,11 +255,8 @@ TEST_F(AgentSessionTest, GarbageOnTheSessionSocketClosesOnlyThatConnection) {
   }
   // A well-formed request of an unknown kind is answered with an error, and the connection stays.
   {
-    const int s = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, socket().c_str(), sizeof(addr.sun_path) - 1);
-    ASSERT_EQ(connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const int s = RawConnect(socket());
+    ASSERT_GE(s, 0);
     session::WireRequest request;
     request.op = 77;
     ASSERT_TRUE(session::SendMessage(s, &request, sizeof(request), {}).ok());
@@ -265,6 +275,7 @@ TEST_F(AgentSessionTest, GarbageOnTheSessionSocketClosesOnlyThatConnection) {
   MappedRegion peer(dst_.path(), kBytes);
   ASSERT_EQ(WriteMiBs(**good, vqp, *region, handle, 16), 16);
   EXPECT_EQ(std::memcmp(peer.data(), mem.data, kBytes), 0);
+  close(idle);
 }
 
 }  // namespace
