@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -498,30 +499,35 @@ std::vector<session::CompletionEntry> Drive(session::SessionClient& client,
   return out;
 }
 
-size_t OpenFds() {
-  return static_cast<size_t>(std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
-                                           std::filesystem::directory_iterator{}));
+// This process's descriptors other than sockets, as "number -> what" (the listing's own left
+// out). Sockets are the soft links' (a link may connect again under load); a session holds none.
+std::set<std::string> OpenFds() {
+  std::set<std::string> out;
+  const std::string self = "/proc/" + std::to_string(getpid()) + "/fd";
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (target != self && target.rfind("socket:", 0) != 0) {
+      out.insert(e.path().filename().string() + " -> " + target);
+    }
+  }
+  return out;
 }
 
-// The fewest descriptors open over five looks 10 ms apart (a baseline without a passing one).
-size_t OpenFdsAtRest() {
-  size_t n = OpenFds();
-  for (int i = 0; i < 4; ++i) {
+// The descriptors open now that were not in `before`, once none is left (at most 2 s): another
+// thread may hold one for a moment (the engine reads /proc when it admits work), which is no
+// leak; one that stays is.
+std::string NewFdsThatStay(const std::set<std::string>& before) {
+  std::string added;
+  for (int i = 0; i < 200; ++i) {
+    added.clear();
+    for (const std::string& fd : OpenFds()) {
+      if (before.count(fd) == 0) added += fd + "; ";
+    }
+    if (added.empty()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    n = std::min(n, OpenFds());
   }
-  return n;
-}
-
-// The descriptors open once they settle at `expected` (at most 2 s): another thread may hold one
-// for a moment (the engine reads /proc when it admits work), which is no leak.
-size_t OpenFdsSettled(size_t expected) {
-  size_t n = OpenFds();
-  for (int i = 0; i < 200 && n != expected; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    n = OpenFds();
-  }
-  return n;
+  return added;
 }
 
 TEST_F(EngineTest, ASessionMovesVerifiedBytesThroughItsRingsAndABadEntryFailsAlone) {
@@ -686,7 +692,7 @@ TEST_F(EngineTest, AClientScribblingOnItsRingEndsOnlyItsOwnSession) {
 // nothing, the region stays referenced until the real completions arrived (then it can be
 // deregistered), the engine keeps serving, and every descriptor of the session is given back.
 TEST_F(EngineTest, ClosingASessionWithWorkInFlightReleasesItsRegionOnlyAfterTheRealCompletions) {
-  const size_t baseline = OpenFdsAtRest();
+  const std::set<std::string> before = OpenFds();
   auto extra = a_.engine->RegisterMemory({.length = 32 * kMiB, .label = "x", .grant_vqps = {vqp_}});
   ASSERT_TRUE(extra.ok());
   {
@@ -746,14 +752,14 @@ TEST_F(EngineTest, ClosingASessionWithWorkInFlightReleasesItsRegionOnlyAfterTheR
   // The engine lets go of a transfer's sink just after delivering its result: a call answered
   // on a later turn of its loop comes after that.
   ASSERT_TRUE(a_.engine->Snapshot().ok());
-  EXPECT_EQ(OpenFdsSettled(baseline), baseline);
+  EXPECT_EQ(NewFdsThatStay(before), "");
 }
 
 // RegisterFd: the client's own memfd is mapped and registered where it lies. Bytes the client
 // writes into its mapping after registering reach the peer, and bytes read from the peer appear
 // in the client's mapping: no staging copy on either side.
 TEST_F(EngineTest, AClientMemfdIsRegisteredWhereItLiesWithNoCopy) {
-  const size_t baseline = OpenFdsAtRest();
+  const std::set<std::string> before = OpenFds();
   const int fd = memfd_create("braid-client", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(ftruncate(fd, 4 * kMiB), 0);
@@ -792,7 +798,7 @@ TEST_F(EngineTest, AClientMemfdIsRegisteredWhereItLiesWithNoCopy) {
   EXPECT_EQ(std::memcmp(peer, mine + kMiB, 2 * kMiB), 0);
   EXPECT_TRUE(a_.engine->DeregisterMemory(region->id).ok());
   munmap(mine, 4 * kMiB);
-  EXPECT_EQ(OpenFdsSettled(baseline), baseline);
+  EXPECT_EQ(NewFdsThatStay(before), "");
 }
 
 }  // namespace
