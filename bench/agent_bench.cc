@@ -1,10 +1,11 @@
 // End-to-end benchmark through two braidd agents on loopback: 1 MiB write and read bandwidth and
 // a pipelined 4 KiB write rate over an 8-QP SPRAY VQP across two soft NICs per agent, through the
-// gRPC Transfer stream and through a local session's rings (the client's own memfd registered with
-// RegisterFd, doc/local_data_path.md), on the same agents in the same run. Each figure is printed
-// next to the in-process soft-TCP figure of the same `make bench` run when that run's results file
-// is given, with the CPU both agents and this client spent per GB moved (from /proc), and the
-// completion round trip of single 8-byte WRITE_WITH_IMMs through the ring (p50/p99).
+// gRPC Transfer stream (batched; at 4 KiB also one operation per message) and through a local
+// session's rings (the client's own memfd registered with RegisterFd, doc/local_data_path.md), on
+// the same agents in the same run. Each figure is printed next to the in-process soft-TCP figure
+// of the same `make bench` run when that run's results file is given, with the CPU both agents and
+// this client spent per GB moved (from /proc), and the completion round trip of single 8-byte
+// WRITE_WITH_IMMs through the ring (p50/p99).
 //
 // Usage: braid_agent_bench [tcp_loopback.txt]
 #include <fcntl.h>
@@ -63,12 +64,12 @@ struct Figure {
 };
 
 Figure Run(AgentProcess& a, AgentProcess& b, v1::Op op, uint64_t vqp, const v1::RegionInfo& local,
-           const v1::RegionInfo& remote, uint64_t size, uint64_t count) {
-  const std::vector<v1::TransferRequest> ops =
+           const v1::RegionInfo& remote, uint64_t size, uint64_t count, uint32_t batch = 0) {
+  const std::vector<v1::TransferOp> ops =
       braid::testing::Transfers(op, vqp, local, remote, size, count, kRegion / size);
   const double cpu0 = CpuSeconds(a, b);
   const auto t0 = std::chrono::steady_clock::now();
-  braid::testing::TransferRun run = braid::testing::RunTransfers(a.stub(), ops);
+  braid::testing::TransferRun run = braid::testing::RunTransfers(a.stub(), ops, 0, batch);
   Figure f;
   f.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   f.cpu = CpuSeconds(a, b) - cpu0;
@@ -228,12 +229,13 @@ int main(int argc, char** argv) {
   const Figure w = Run(a, b, v1::OP_WRITE, vqp, src, dst, kMiB, 2048);
   const Figure r = Run(a, b, v1::OP_READ, vqp, src, dst, kMiB, 2048);
   const Figure s = Run(a, b, v1::OP_WRITE, vqp, src, dst, 4096, 200000);
+  const Figure s1 = Run(a, b, v1::OP_WRITE, vqp, src, dst, 4096, 20000, 1);
   RingRun(a, b, ring, vqp, session::RingOp::kWrite, kMiB, 256, 256);  // warm-up
   const Figure rw = RingRun(a, b, ring, vqp, session::RingOp::kWrite, kMiB, 2048, 256);
   const Figure rr = RingRun(a, b, ring, vqp, session::RingOp::kRead, kMiB, 2048, 256);
   const Figure rs = RingRun(a, b, ring, vqp, session::RingOp::kWrite, 4096, 400000, 1024);
   const auto [p50, p99] = RingLatency(ring, vqp, 20000);
-  if (!w.ok || !r.ok || !s.ok || !rw.ok || !rr.ok || !rs.ok || p50 < 0) {
+  if (!w.ok || !r.ok || !s.ok || !s1.ok || !rw.ok || !rr.ok || !rs.ok || p50 < 0) {
     std::fprintf(stderr, "agent_bench: a transfer failed\n");
     return 1;
   }
@@ -254,10 +256,15 @@ int main(int argc, char** argv) {
   row("1 MiB READ", r.gbs(), rr.gbs(), tcp_r, r, rr, "GB/s");
   row("4 KiB WRITE, pipelined", s.mops(), rs.mops(), tcp_s, s, rs, "Mops/s");
   std::printf(
+      "gRPC 4 KiB WRITE: %.3f Mops/s batched (as many per message as the window has room for), "
+      "%.3f one per message: %.2fx\n",
+      s.mops(), s1.mops(), ratio(s.mops(), s1.mops()));
+  std::printf(
       "ring: 8 B WRITE_WITH_IMM completion round trip, one at a time: p50 %.1f us, p99 %.1f us\n",
       p50, p99);
   std::printf(
-      "(gRPC: the Transfer stream, window 256; ring: a session, 256 deep at 1 MiB, 1024 at 4 KiB;\n"
+      "(gRPC: the Transfer stream, window 256, batched; ring: a session, 256 deep at 1 MiB, 1024 "
+      "at 4 KiB;\n"
       " in-process: bench/tcp_loopback.sh of this run, 4 soft QPs / 1 soft QP, -1: not run;\n"
       " CPU: both agents and this client, from /proc)\n");
   ring.client.reset();

@@ -33,7 +33,7 @@ constexpr uint64_t kRegion = 64 * kMiB;
 // Bytes per second (or ops per second when `ops`) of `count` WRITEs of `size` on `vqp`.
 double Rate(AgentProcess& a, uint64_t vqp, const v1::RegionInfo& src, const v1::RegionInfo& dst,
             uint64_t size, uint64_t count, bool ops) {
-  const std::vector<v1::TransferRequest> reqs =
+  const std::vector<v1::TransferOp> reqs =
       braid::testing::Transfers(v1::OP_WRITE, vqp, src, dst, size, count, kRegion / size);
   const auto t0 = Clock::now();
   braid::testing::TransferRun run = braid::testing::RunTransfers(a.stub(), reqs);

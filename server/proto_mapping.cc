@@ -299,7 +299,7 @@ Result<engine::CreateVqpRequest> FromProto(const v1::CreateVirtualQpRequest& r) 
   return out;
 }
 
-Result<engine::TransferRequest> FromProto(const v1::TransferRequest& r) {
+Result<engine::TransferRequest> FromProto(const v1::TransferOp& r) {
   engine::TransferRequest out;
   out.op_id = r.op_id();
   out.vqp_id = r.vqp_id();

@@ -30,7 +30,7 @@ void ToProto(const engine::RemoteRegion& region, v1::RemoteRegion* out);
 engine::RemoteRegion FromProto(const v1::RemoteRegion& region);
 void ToProto(const engine::RegionStatus& region, v1::RegionInfo* out);
 common::Result<engine::CreateVqpRequest> FromProto(const v1::CreateVirtualQpRequest& request);
-common::Result<engine::TransferRequest> FromProto(const v1::TransferRequest& request);
+common::Result<engine::TransferRequest> FromProto(const v1::TransferOp& op);
 void ToProto(const engine::TransferResult& result, v1::TransferCompletion* out);
 void ToProto(const engine::Notification& n, v1::Notification* out);
 void ToProto(const engine::EngineEvent& e, v1::Event* out);

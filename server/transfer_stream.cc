@@ -2,6 +2,8 @@
 
 #include <mutex>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "server/proto_mapping.h"
 #include "server/relay_link.h"
@@ -32,7 +34,8 @@ class TransferStream final
     link_->stream = self;
     // The engine rings the relay when it queues a result while the stream waits for one.
     bell_ = relay_.Add(link_);
-    sink_ = std::make_shared<engine::TransferSink>(size_t{window_} + 16, bell_);
+    // Reading stops at `window` outstanding, but the message read last may carry up to `window`.
+    sink_ = std::make_shared<engine::TransferSink>(2 * size_t{window_} + 16, bell_);
     link_->queue = &sink_->results;
     response_.mutable_window()->set_max_in_flight(window_);
     {
@@ -73,29 +76,42 @@ class TransferStream final
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {
+    const int n = ok ? request_.ops_size() : 0;
+    if (!ok || n == 0 || static_cast<uint32_t>(n) > window_) {
       {
         std::lock_guard<std::mutex> lock(link_->mu);
         read_pending_ = false;
         reading_done_ = true;
+        if (ok) {
+          invalid_ = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                  "a TransferRequest carries " + std::to_string(n) +
+                                      " operations; send 1 to " + std::to_string(window_) +
+                                      " (the window) per message");
+        }
       }
       Kick();
       return;
     }
-    common::Result<engine::TransferRequest> parsed = FromProto(request_);
     {
       std::lock_guard<std::mutex> lock(link_->mu);
-      ++outstanding_;
+      outstanding_ += static_cast<uint64_t>(n);
+      submitting_ = true;
     }
-    // The read stays pending until the operation is with the engine: a write finishing meanwhile
-    // (OnWriteDone, another thread) must not start the next read, whose operation could then reach
-    // the engine first. Operations start in the order the client sent them.
-    if (!parsed.ok()) {
-      Refuse(request_.op_id(), parsed.status());
-    } else {
+    // The read stays pending until the message's operations are with the engine: a write
+    // finishing meanwhile (OnWriteDone, another thread) must not start the next read, whose
+    // operations could then reach the engine first. Operations start in the order sent.
+    batch_.clear();
+    next_ = 0;
+    for (const v1::TransferOp& op : request_.ops()) {
+      common::Result<engine::TransferRequest> parsed = FromProto(op);
+      if (!parsed.ok()) {
+        Refuse(op.op_id(), parsed.status());
+        continue;
+      }
       parsed->owner = owner_;
-      if (!Submit(std::move(*parsed))) return;  // held: the engine rings when it has room
+      batch_.push_back(std::move(*parsed));
     }
+    if (!SubmitBatch()) return;  // held: the engine rings when it has room
     ReadDone();
   }
 
@@ -106,7 +122,7 @@ class TransferStream final
       if (!hello_written_) {
         hello_written_ = true;
       } else {
-        --outstanding_;
+        outstanding_ -= in_write_;
       }
       if (!ok) broken_ = true;
     }
@@ -133,43 +149,60 @@ class TransferStream final
  private:
   enum class Next { kNothing, kWrite, kFinish };
 
-  // Hands `request` to the engine. False when its command queue is full (the engine is stalled):
-  // the operation is held, no further operation is read, and the engine rings the relay once it
-  // takes commands again (Kick submits the held one then). At shutdown a held operation is
-  // refused instead.
-  bool Submit(engine::TransferRequest request) {
-    const common::Status s = engine_.SubmitTransfer(request, sink_, bell_);
-    if (s.code() != common::StatusCode::kNoResource) {
-      if (!s.ok()) Refuse(request.op_id, s);
-      return true;
+  // Hands batch_[next_..] to the engine, in order. False when its command queue is full (the
+  // engine is stalled): the rest is held, nothing more is read, and the engine rings the relay once
+  // it takes commands again (Kick goes on then). A ring that comes while this runs is not lost: it
+  // makes this try once more. REQUIRES: submitting_ was set by the caller.
+  bool SubmitBatch() {
+    for (;;) {
+      while (next_ < batch_.size()) {
+        const engine::TransferRequest& request = batch_[next_];
+        const common::Status s = engine_.SubmitTransfer(request, sink_, bell_);
+        if (s.code() == common::StatusCode::kNoResource) break;
+        if (!s.ok()) Refuse(request.op_id, s);
+        ++next_;
+      }
+      std::lock_guard<std::mutex> lock(link_->mu);
+      if (next_ < batch_.size() && room_rang_) {
+        room_rang_ = false;
+        continue;
+      }
+      submitting_ = false;
+      held_ = next_ < batch_.size();
+      return !held_;
     }
-    std::lock_guard<std::mutex> lock(link_->mu);
-    held_ = std::move(request);
-    return false;
   }
 
-  // Submits the held operation, if any; then reading resumes. Any thread.
+  // Goes on with held operations, if any; then reading resumes. At shutdown (or with the client
+  // gone) they are refused instead. Any thread.
   void RetryHeld() {
-    std::optional<engine::TransferRequest> held;
     bool stopping;
     {
       std::lock_guard<std::mutex> lock(link_->mu);
+      if (submitting_) {
+        room_rang_ = true;
+        return;
+      }
       if (!held_) return;
-      held = std::move(held_);
-      held_.reset();
+      held_ = false;
+      submitting_ = true;
       stopping = shutting_down_ || cancelled_ || broken_;
     }
     if (stopping) {
-      Refuse(held->op_id,
-             common::Status::Cancelled("the stream is ending (client gone or agent stopping); the "
-                                       "operation was not started"));
-    } else if (!Submit(std::move(*held))) {
+      for (; next_ < batch_.size(); ++next_) {
+        Refuse(batch_[next_].op_id,
+               common::Status::Cancelled("the stream is ending (client gone or agent stopping); "
+                                         "the operation was not started"));
+      }
+      std::lock_guard<std::mutex> lock(link_->mu);
+      submitting_ = false;
+    } else if (!SubmitBatch()) {
       return;
     }
     ReadDone();
   }
 
-  // The operation just read is with the engine (or refused): the next may be read.
+  // The operations just read are with the engine (or refused): the next message may be read.
   void ReadDone() {
     {
       std::lock_guard<std::mutex> lock(link_->mu);
@@ -179,7 +212,7 @@ class TransferStream final
     Kick();
   }
 
-  // Room is reserved: at most `window` operations are outstanding, the sink holds more.
+  // Room is reserved: the sink holds every outstanding operation's result.
   void Refuse(uint64_t op_id, common::Status status) {
     engine::TransferResult r;
     r.op_id = op_id;
@@ -216,10 +249,17 @@ class TransferStream final
     auto& results = sink_->results;
     if (!cancelled_ && !broken_) {
       for (;;) {
-        if (std::optional<engine::TransferResult> r = results.TryPop()) {
-          response_.Clear();
-          ToProto(*r, response_.mutable_completion());
+        response_.Clear();
+        uint64_t n = 0;
+        while (n < kMaxCompletionsPerMessage) {
+          std::optional<engine::TransferResult> r = results.TryPop();
+          if (!r) break;
+          ToProto(*r, response_.add_completions());
+          ++n;
+        }
+        if (n > 0) {
           writing_ = true;
+          in_write_ = n;
           ++calls_;
           return Next::kWrite;
         }
@@ -232,6 +272,8 @@ class TransferStream final
     finishing_ = true;
     if (cancelled_ || broken_) {
       *status = {grpc::StatusCode::CANCELLED, "the client cancelled the stream"};
+    } else if (!invalid_.ok()) {
+      *status = invalid_;
     } else if (shutting_down_) {
       *status = {grpc::StatusCode::UNAVAILABLE, "the agent is shutting down"};
     } else {
@@ -239,6 +281,9 @@ class TransferStream final
     }
     return Next::kFinish;
   }
+
+  // Completions gathered into one response at most (a burst of results costs one write).
+  static constexpr uint64_t kMaxCompletionsPerMessage = 256;
 
   engine::Engine& engine_;
   StreamRelay& relay_;
@@ -250,8 +295,12 @@ class TransferStream final
   std::shared_ptr<TransferStream> self_;  // until OnDone
   v1::TransferRequest request_;
   v1::TransferResponse response_;
+  // The message read last, parsed; touched only by whoever set submitting_ (or found held_).
+  std::vector<engine::TransferRequest> batch_;
+  size_t next_ = 0;  // batch_[next_..] is not with the engine yet
   // Guarded by link_->mu.
   uint64_t outstanding_ = 0;  // read, not yet written back
+  uint64_t in_write_ = 0;     // completions in the write under way
   int calls_ = 0;             // StartRead/StartWrite decided, not yet made
   bool writing_ = false;
   bool hello_written_ = false;
@@ -262,7 +311,10 @@ class TransferStream final
   bool finishing_ = false;
   bool done_ = false;
   bool shutting_down_;
-  std::optional<engine::TransferRequest> held_;  // read, refused by a full engine queue
+  bool submitting_ = false;  // a thread is handing batch_ to the engine
+  bool room_rang_ = false;   // the engine rang while submitting_: try once more
+  bool held_ = false;        // batch_[next_..] waits for room in the engine's command queue
+  grpc::Status invalid_;     // a malformed message: the stream ends with this once drained
 };
 
 }  // namespace

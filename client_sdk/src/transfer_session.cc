@@ -55,15 +55,23 @@ size_t TransferSession::outstanding() const {
 }
 
 void TransferSession::Submit(const TransferOp& op, std::function<void(TransferResult)> done) {
-  const auto timeout = op.timeout.count() != 0 ? op.timeout : options_.default_timeout;
+  Send(std::span<const TransferOp>(&op, 1), [&done](size_t) { return std::move(done); });
+}
+
+size_t TransferSession::Send(
+    std::span<const TransferOp> ops,
+    const std::function<std::function<void(TransferResult)>(size_t)>& done) {
   const auto now = std::chrono::steady_clock::now();
-  uint64_t op_id = 0;
+  auto timeout_of = [this](const TransferOp& op) {
+    return op.timeout.count() != 0 ? op.timeout : options_.default_timeout;
+  };
+  v1::TransferRequest request;
+  size_t taken = 0;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    // Wait for room in the window, at most the op's own deadline.
-    const bool room = cv_.wait_until(lock, now + timeout, [this] {
-      return !broken_.ok() || pending_.size() < window_;
-    });
+    // Wait for room in the window, at most the first op's own deadline.
+    const bool room = cv_.wait_until(lock, now + timeout_of(ops[0]),
+                                     [this] { return !broken_.ok() || pending_.size() < window_; });
     Status refuse;
     if (!broken_.ok()) {
       refuse = broken_;
@@ -71,26 +79,36 @@ void TransferSession::Submit(const TransferOp& op, std::function<void(TransferRe
       refuse = Status::DeadlineExceeded("the transfer window stayed full past the deadline");
     }
     if (!refuse.ok()) {
+      // A broken session refuses them all; a full window, the one whose deadline passed.
+      const size_t refused = broken_.ok() ? 1 : ops.size();
       lock.unlock();
-      TransferResult r;
-      r.status = std::move(refuse);
-      done(std::move(r));
-      return;
+      for (size_t i = 0; i < refused; ++i) {
+        TransferResult r;
+        r.status = refuse;
+        done(i)(std::move(r));
+      }
+      return refused;
     }
-    op_id = next_op_id_++;
-    pending_[op_id] = {std::move(done), now + timeout + options_.grace};
+    // As many as the window has room for go in one message.
+    taken = std::min(ops.size(), window_ - pending_.size());
+    for (size_t i = 0; i < taken; ++i) {
+      const TransferOp& op = ops[i];
+      const auto timeout = timeout_of(op);
+      const uint64_t op_id = next_op_id_++;
+      pending_[op_id] = {done(i), now + timeout + options_.grace};
+      v1::TransferOp* out = request.add_ops();
+      out->set_op_id(op_id);
+      out->set_vqp_id(vqp_id_);
+      out->set_op(op.op);
+      out->set_local_region_id(op.local_region);
+      out->set_local_offset(op.local_offset);
+      *out->mutable_remote() = op.remote;
+      out->set_remote_offset(op.remote_offset);
+      out->set_length(op.length);
+      out->set_imm(op.imm);
+      out->set_timeout_ms(static_cast<uint32_t>(timeout.count()));
+    }
   }
-  v1::TransferRequest request;
-  request.set_op_id(op_id);
-  request.set_vqp_id(vqp_id_);
-  request.set_op(op.op);
-  request.set_local_region_id(op.local_region);
-  request.set_local_offset(op.local_offset);
-  *request.mutable_remote() = op.remote;
-  request.set_remote_offset(op.remote_offset);
-  request.set_length(op.length);
-  request.set_imm(op.imm);
-  request.set_timeout_ms(static_cast<uint32_t>(timeout.count()));
   bool written;
   {
     std::lock_guard<std::mutex> lock(write_mu_);
@@ -98,6 +116,7 @@ void TransferSession::Submit(const TransferOp& op, std::function<void(TransferRe
   }
   // A failed write means the stream is ending: the reader fails everything still pending.
   (void)written;
+  return taken;
 }
 
 std::future<TransferResult> TransferSession::Submit(const TransferOp& op) {
@@ -111,15 +130,27 @@ std::vector<std::future<TransferResult>> TransferSession::SubmitBatch(
     const std::vector<TransferOp>& ops) {
   std::vector<std::future<TransferResult>> out;
   out.reserve(ops.size());
-  for (const auto& op : ops) out.push_back(Submit(op));
+  SubmitBatch(ops, [&out](size_t) {
+    auto promise = std::make_shared<std::promise<TransferResult>>();
+    out.push_back(promise->get_future());
+    return [promise](TransferResult r) { promise->set_value(std::move(r)); };
+  });
   return out;
+}
+
+void TransferSession::SubmitBatch(
+    std::span<const TransferOp> ops,
+    const std::function<std::function<void(TransferResult)>(size_t)>& done) {
+  size_t sent = 0;
+  while (sent < ops.size()) {
+    sent += Send(ops.subspan(sent), [&done, sent](size_t i) { return done(sent + i); });
+  }
 }
 
 Status TransferSession::Flush(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!cv_.wait_for(lock, timeout, [this] { return Idle(); })) {
-    return Status::DeadlineExceeded(std::to_string(pending_.size()) +
-                                    " transfers still in flight");
+    return Status::DeadlineExceeded(std::to_string(pending_.size()) + " transfers still in flight");
   }
   return Status::Ok();
 }
@@ -161,24 +192,24 @@ void TransferSession::FailAll(const Status& status) {
 void TransferSession::ReadLoop() {
   v1::TransferResponse response;
   while (stream_->Read(&response)) {
-    if (!response.has_completion()) continue;
-    const v1::TransferCompletion& c = response.completion();
-    std::function<void(TransferResult)> done;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = pending_.find(c.op_id());
-      if (it == pending_.end()) continue;  // already given up on (deadline) or cancelled
-      done = std::move(it->second.done);
-      pending_.erase(it);
-      ++delivering_;
+    for (const v1::TransferCompletion& c : response.completions()) {
+      std::function<void(TransferResult)> done;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = pending_.find(c.op_id());
+        if (it == pending_.end()) continue;  // already given up on (deadline) or cancelled
+        done = std::move(it->second.done);
+        pending_.erase(it);
+        ++delivering_;
+      }
+      TransferResult r;
+      r.op_id = c.op_id();
+      r.status = FromGrpc(grpc::Status(static_cast<grpc::StatusCode>(c.code()), c.message()));
+      r.wc_status = c.wc_status();
+      r.bytes = c.bytes();
+      r.latency_ns = c.latency_ns();
+      Deliver(done, std::move(r));
     }
-    TransferResult r;
-    r.op_id = c.op_id();
-    r.status = FromGrpc(grpc::Status(static_cast<grpc::StatusCode>(c.code()), c.message()));
-    r.wc_status = c.wc_status();
-    r.bytes = c.bytes();
-    r.latency_ns = c.latency_ns();
-    Deliver(done, std::move(r));
   }
   const grpc::Status end = stream_->Finish();
   Status why = end.ok() ? Status::IoError("the agent closed the transfer stream")

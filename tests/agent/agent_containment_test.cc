@@ -26,9 +26,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // A write of `length` bytes whose remote key is one the peer never issued.
-v1::TransferRequest BadKeyWrite(uint64_t vqp, const v1::RegionInfo& src, const v1::RegionInfo& dst,
-                                uint64_t op_id, uint64_t length) {
-  v1::TransferRequest r = MiBWrites(vqp, src, dst, 1)[0];
+v1::TransferOp BadKeyWrite(uint64_t vqp, const v1::RegionInfo& src, const v1::RegionInfo& dst,
+                           uint64_t op_id, uint64_t length) {
+  v1::TransferOp r = MiBWrites(vqp, src, dst, 1)[0];
   r.set_op_id(op_id);
   r.set_op(v1::OP_WRITE);
   r.set_length(length);

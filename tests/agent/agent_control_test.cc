@@ -175,8 +175,8 @@ class AgentHostileTest : public ::testing::Test {
     rb_ = Register(b_->stub(), 4 * kMiB, "b", {vb_.vqp_id()});
   }
 
-  v1::TransferRequest GoodWrite(uint64_t op_id) const {
-    v1::TransferRequest r;
+  v1::TransferOp GoodWrite(uint64_t op_id) const {
+    v1::TransferOp r;
     r.set_op_id(op_id);
     r.set_vqp_id(va_.vqp_id());
     r.set_op(v1::OP_WRITE);
@@ -404,7 +404,7 @@ TEST_F(AgentHostileTest, EveryBadRequestGetsAPreciseStatusAndChangesNothing) {
   // Transfer operations: each refused with its own completion; the stream itself stays fine.
   struct OpCase {
     const char* name;
-    std::function<void(v1::TransferRequest&)> mutate;
+    std::function<void(v1::TransferOp&)> mutate;
     grpc::StatusCode code;
     const char* message;
   };
@@ -430,9 +430,9 @@ TEST_F(AgentHostileTest, EveryBadRequestGetsAPreciseStatusAndChangesNothing) {
       {"op unspecified", [](auto& r) { r.set_op(v1::OP_UNSPECIFIED); },
        grpc::StatusCode::INVALID_ARGUMENT, "op must be OP_WRITE, OP_WRITE_WITH_IMM or OP_READ"},
   };
-  std::vector<v1::TransferRequest> requests;
+  std::vector<v1::TransferOp> requests;
   for (size_t i = 0; i < ops.size(); ++i) {
-    v1::TransferRequest r = GoodWrite(i);
+    v1::TransferOp r = GoodWrite(i);
     ops[i].mutate(r);
     requests.push_back(r);
   }
@@ -464,7 +464,7 @@ TEST_F(AgentHostileTest, AClientSendingPastTheWindowIsHeldBackAndEveryOperationC
   const uint32_t window = response.window().max_in_flight();
   ASSERT_EQ(window, 256u);
   const uint32_t sent = window + 44;
-  for (uint32_t i = 0; i < sent; ++i) ASSERT_TRUE(stream->Write(GoodWrite(i))) << i;
+  for (uint32_t i = 0; i < sent; ++i) ASSERT_TRUE(stream->Write(OneOp(GoodWrite(i)))) << i;
   stream->WritesDone();
   // A while later the stream is still open and nothing has completed: the agent stopped reading
   // at the window instead of ending the stream. (Much longer, and the peer's silence exhausts the
@@ -479,10 +479,12 @@ TEST_F(AgentHostileTest, AClientSendingPastTheWindowIsHeldBackAndEveryOperationC
   });
   std::map<uint64_t, int> seen;
   while (stream->Read(&response)) {
-    ASSERT_TRUE(response.has_completion());
-    ++completed;
-    ++seen[response.completion().op_id()];
-    EXPECT_EQ(response.completion().code(), 0) << response.completion().message();
+    ASSERT_GT(response.completions_size(), 0);
+    for (const v1::TransferCompletion& c : response.completions()) {
+      ++completed;
+      ++seen[c.op_id()];
+      EXPECT_EQ(c.code(), 0) << c.message();
+    }
   }
   resume.join();
   const grpc::Status s = stream->Finish();
@@ -509,6 +511,54 @@ TEST_F(AgentHostileTest, AClientSendingPastTheWindowIsHeldBackAndEveryOperationC
   EXPECT_EQ(
       MetricSum(m, "braid_virtual_wr_completions_total", {{"op", "write"}, {"status", "success"}}),
       256 + 44 + 2);
+}
+
+// A message with no operations, or with more than the window, ends the stream with
+// INVALID_ARGUMENT, but only after every operation accepted before it has completed.
+TEST_F(AgentHostileTest, AnEmptyOrOversizedTransferMessageEndsTheStreamAfterWhatWasAccepted) {
+  struct Case {
+    const char* what;
+    int ops;
+  };
+  for (const Case& bad : {Case{"empty", 0}, Case{"oversized", 257}}) {
+    SCOPED_TRACE(bad.what);
+    grpc::ClientContext ctx;
+    auto stream = a_->stub().Transfer(&ctx);
+    v1::TransferResponse response;
+    ASSERT_TRUE(stream->Read(&response));
+    ASSERT_EQ(response.window().max_in_flight(), 256u);
+    v1::TransferRequest good;  // three operations in one message
+    for (uint64_t i = 1; i <= 3; ++i) *good.add_ops() = GoodWrite(i);
+    ASSERT_TRUE(stream->Write(good));
+    v1::TransferRequest malformed;
+    for (int i = 0; i < bad.ops; ++i) *malformed.add_ops() = GoodWrite(100 + i);
+    (void)stream->Write(malformed);
+    std::map<uint64_t, int> seen;
+    while (stream->Read(&response)) {
+      for (const v1::TransferCompletion& c : response.completions()) {
+        ++seen[c.op_id()];
+        EXPECT_EQ(c.code(), 0) << c.message();
+      }
+    }
+    const grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_NE(
+        s.error_message().find("carries " + std::to_string(bad.ops) + " operations; send 1 to 256"),
+        std::string::npos)
+        << s.error_message();
+    EXPECT_EQ(seen, (std::map<uint64_t, int>{{1, 1}, {2, 1}, {3, 1}}));
+  }
+  // The agent goes on serving: a full window in one message, each completing once.
+  std::vector<v1::TransferOp> ops;
+  for (uint64_t i = 0; i < 256; ++i) ops.push_back(GoodWrite(i));
+  const TransferRun run = RunTransfers(a_->stub(), ops, 0, 256);
+  ASSERT_TRUE(run.status.ok()) << run.status.error_message();
+  std::map<uint64_t, int> seen;
+  for (const auto& c : run.completions) {
+    ++seen[c.op_id()];
+    EXPECT_EQ(c.code(), 0) << c.message();
+  }
+  EXPECT_EQ(seen.size(), 256u);
 }
 
 // Idle means asleep: over ten seconds the engine loop turns only when its wait times out (every

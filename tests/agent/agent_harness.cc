@@ -227,8 +227,14 @@ void FillPattern(uint8_t* data, uint64_t length, uint64_t seed) {
   for (; i < length; ++i) data[i] = static_cast<uint8_t>(rng());
 }
 
-TransferRun RunTransfers(v1::Agent::Stub& stub, const std::vector<v1::TransferRequest>& ops,
-                         uint32_t max_outstanding) {
+v1::TransferRequest OneOp(const v1::TransferOp& op) {
+  v1::TransferRequest request;
+  *request.add_ops() = op;
+  return request;
+}
+
+TransferRun RunTransfers(v1::Agent::Stub& stub, const std::vector<v1::TransferOp>& ops,
+                         uint32_t max_outstanding, uint32_t batch) {
   TransferRun run;
   grpc::ClientContext ctx;
   auto stream = stub.Transfer(&ctx);
@@ -243,27 +249,29 @@ TransferRun RunTransfers(v1::Agent::Stub& stub, const std::vector<v1::TransferRe
   uint64_t outstanding = 0;
   bool broken = false;
   while (!broken && (sent < ops.size() || outstanding > 0)) {
-    while (sent < ops.size() && outstanding < limit) {
-      if (!stream->Write(ops[sent])) {
-        broken = true;
-        break;
+    // What the window has room for goes out, `batch` operations per message (0: all in one).
+    while (!broken && sent < ops.size() && outstanding < limit) {
+      v1::TransferRequest request;
+      while (sent < ops.size() && outstanding < limit &&
+             (batch == 0 || static_cast<uint32_t>(request.ops_size()) < batch)) {
+        *request.add_ops() = ops[sent];
+        ++sent;
+        ++outstanding;
       }
-      ++sent;
-      ++outstanding;
+      broken = !stream->Write(request);
     }
-    if (broken) break;
-    if (!stream->Read(&response)) {
+    if (broken || !stream->Read(&response)) {
       broken = true;
       break;
     }
-    if (response.has_completion()) {
-      run.completions.push_back(response.completion());
+    for (const v1::TransferCompletion& c : response.completions()) {
+      run.completions.push_back(c);
       --outstanding;
     }
   }
   stream->WritesDone();
   while (stream->Read(&response)) {
-    if (response.has_completion()) run.completions.push_back(response.completion());
+    for (const v1::TransferCompletion& c : response.completions()) run.completions.push_back(c);
   }
   run.status = stream->Finish();
   return run;
@@ -609,13 +617,13 @@ const v1::RemoteRegion& GrantOf(const v1::RegionInfo& region) {
   return region.grants_size() > 0 ? region.grants(0) : kNone;
 }
 
-std::vector<v1::TransferRequest> Transfers(v1::Op op, uint64_t vqp, const v1::RegionInfo& local,
-                                           const v1::RegionInfo& remote, uint64_t size,
-                                           uint64_t count, uint64_t slots) {
-  std::vector<v1::TransferRequest> out;
+std::vector<v1::TransferOp> Transfers(v1::Op op, uint64_t vqp, const v1::RegionInfo& local,
+                                      const v1::RegionInfo& remote, uint64_t size, uint64_t count,
+                                      uint64_t slots) {
+  std::vector<v1::TransferOp> out;
   out.reserve(count);
   for (uint64_t i = 0; i < count; ++i) {
-    v1::TransferRequest r;
+    v1::TransferOp r;
     r.set_op_id(i);
     r.set_vqp_id(vqp);
     r.set_op(op);
@@ -629,8 +637,8 @@ std::vector<v1::TransferRequest> Transfers(v1::Op op, uint64_t vqp, const v1::Re
   return out;
 }
 
-std::vector<v1::TransferRequest> MiBWrites(uint64_t vqp, const v1::RegionInfo& src,
-                                           const v1::RegionInfo& dst, int count, int slots) {
+std::vector<v1::TransferOp> MiBWrites(uint64_t vqp, const v1::RegionInfo& src,
+                                      const v1::RegionInfo& dst, int count, int slots) {
   return Transfers(v1::OP_WRITE_WITH_IMM, vqp, src, dst, kMiB, static_cast<uint64_t>(count),
                    static_cast<uint64_t>(slots));
 }

@@ -99,9 +99,12 @@ struct TransferRun {
   uint32_t window = 0;
   std::vector<v1::TransferCompletion> completions;  // in arrival order
 };
-// Sends `ops` on one Transfer stream, at most `max_outstanding` at a time (0: the agent's window).
-TransferRun RunTransfers(v1::Agent::Stub& stub, const std::vector<v1::TransferRequest>& ops,
-                         uint32_t max_outstanding = 0);
+// A Transfer stream message carrying `op` alone.
+v1::TransferRequest OneOp(const v1::TransferOp& op);
+// Sends `ops` on one Transfer stream, at most `max_outstanding` at a time (0: the agent's window),
+// as many per message as there is room for, at most `batch` (0: no further bound).
+TransferRun RunTransfers(v1::Agent::Stub& stub, const std::vector<v1::TransferOp>& ops,
+                         uint32_t max_outstanding = 0, uint32_t batch = 0);
 
 // Collects a VQP's notifications on a thread until Stop().
 class NotificationCollector {
@@ -189,13 +192,13 @@ v1::RegionInfo WithGrant(v1::Agent::Stub& stub, const v1::RegionInfo& region, ui
 const v1::RemoteRegion& GrantOf(const v1::RegionInfo& region);
 // `count` operations `op` of `size` bytes from `local` to `remote` on `vqp`, cycling over the
 // regions' first `slots` slots of `size`; op ids 0, 1, 2, ...
-std::vector<v1::TransferRequest> Transfers(v1::Op op, uint64_t vqp, const v1::RegionInfo& local,
-                                           const v1::RegionInfo& remote, uint64_t size,
-                                           uint64_t count, uint64_t slots);
+std::vector<v1::TransferOp> Transfers(v1::Op op, uint64_t vqp, const v1::RegionInfo& local,
+                                      const v1::RegionInfo& remote, uint64_t size, uint64_t count,
+                                      uint64_t slots);
 // `count` write-with-immediate operations of 1 MiB from `src` to `dst` on `vqp`, cycling over the
 // regions' first `slots` MiB; op ids 0, 1, 2, ...
-std::vector<v1::TransferRequest> MiBWrites(uint64_t vqp, const v1::RegionInfo& src,
-                                           const v1::RegionInfo& dst, int count, int slots = 64);
+std::vector<v1::TransferOp> MiBWrites(uint64_t vqp, const v1::RegionInfo& src,
+                                      const v1::RegionInfo& dst, int count, int slots = 64);
 // Breaks physical QP `qp_index` of `vqp` (InjectFault BREAK_QP; the agent must allow faults and the
 // caller be an admin); the status of the call.
 grpc::Status BreakQp(v1::Agent::Stub& stub, uint64_t vqp, uint32_t qp_index);

@@ -72,7 +72,7 @@ TEST(AgentLifecycle, APassiveAgentKeepsNoSocketsOnceAHalfConnectedPairIsDestroye
     const v1::VirtualQpInfo va = CreateVqp(a->stub(), v1::SCHEME_SPRAY, 4);
     const v1::VirtualQpInfo vb = CreateVqp(b->stub(), v1::SCHEME_SPRAY, 4);
     ConnectOne(a->stub(), va, vb);
-    std::vector<v1::TransferRequest> ops =
+    std::vector<v1::TransferOp> ops =
         MiBWrites(va.vqp_id(), ra, WithGrant(b->stub(), rb, vb.vqp_id()), 4, 1);
     for (auto& op : ops) op.set_timeout_ms(100);
     const TransferRun run = RunTransfers(a->stub(), ops);
@@ -169,7 +169,7 @@ void SoakCycle(AgentProcess& a, AgentProcess& b, int cycle) {
     ctx.TryCancel();
     (void)reader->Finish();
   }
-  v1::TransferRequest op;
+  v1::TransferOp op;
   op.set_op_id(static_cast<uint64_t>(cycle));
   op.set_vqp_id(va.vqp_id());
   op.set_op(v1::OP_WRITE_WITH_IMM);
@@ -182,7 +182,7 @@ void SoakCycle(AgentProcess& a, AgentProcess& b, int cycle) {
     auto stream = a.stub().Transfer(&ctx);
     v1::TransferResponse hello;
     EXPECT_TRUE(stream->Read(&hello) && hello.has_window());
-    (void)stream->Write(op);
+    (void)stream->Write(OneOp(op));
     ctx.TryCancel();
     (void)stream->Finish();
   }

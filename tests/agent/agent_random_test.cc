@@ -311,8 +311,8 @@ class RandomApi {
   }
 
   // Random operations on a random pair (or on anything): mostly valid, some out of range.
-  std::vector<v1::TransferRequest> RandomOps(int* from) {
-    std::vector<v1::TransferRequest> ops;
+  std::vector<v1::TransferOp> RandomOps(int* from) {
+    std::vector<v1::TransferOp> ops;
     *from = Pick(0, 1);
     const int to = 1 - *from;
     uint64_t vqp = SomeVqpId(*from);
@@ -323,7 +323,7 @@ class RandomApi {
     const v1::RegionInfo* remote = SomeRegion(to);
     const int n = Pick(1, 300);
     for (int i = 0; i < n; ++i) {
-      v1::TransferRequest r;
+      v1::TransferOp r;
       r.set_op_id(static_cast<uint64_t>(i));
       r.set_vqp_id(vqp);
       r.set_op(static_cast<v1::Op>(Pick(Chance(3) ? 0 : 1, 3)));
@@ -350,7 +350,7 @@ class RandomApi {
 
   // Runs `ops` on one stream; checks every completion's code and that each operation completes
   // once unless `cancel_after_ms` >= 0 cancelled the stream.
-  void RunStream(int from, const std::vector<v1::TransferRequest>& ops, int cancel_after_ms) {
+  void RunStream(int from, const std::vector<v1::TransferOp>& ops, int cancel_after_ms) {
     grpc::ClientContext ctx;
     auto stream = Stub(from).Transfer(&ctx);
     v1::TransferResponse response;
@@ -366,19 +366,21 @@ class RandomApi {
       });
     }
     std::thread writer([&] {
-      for (const auto& op : ops) {
-        if (!stream->Write(op)) break;
+      // Messages of 1 to 8 operations, in turn.
+      for (size_t i = 0, n = 1; i < ops.size(); i += n, n = n % 8 + 1) {
+        v1::TransferRequest request;
+        for (size_t j = i; j < std::min(ops.size(), i + n); ++j) *request.add_ops() = ops[j];
+        if (!stream->Write(request)) break;
       }
       stream->WritesDone();
     });
     std::map<uint64_t, int> seen;
     while (stream->Read(&response)) {
-      if (!response.has_completion()) continue;
-      ++seen[response.completion().op_id()];
-      Check("Transfer operation",
-            grpc::Status(static_cast<grpc::StatusCode>(response.completion().code()),
-                         response.completion().message()),
-            true);
+      for (const v1::TransferCompletion& c : response.completions()) {
+        ++seen[c.op_id()];
+        Check("Transfer operation",
+              grpc::Status(static_cast<grpc::StatusCode>(c.code()), c.message()), true);
+      }
     }
     writer.join();
     if (canceller.joinable()) canceller.join();
@@ -392,7 +394,7 @@ class RandomApi {
 
   void Transfers(bool cancel) {
     int from = 0;
-    const std::vector<v1::TransferRequest> ops = RandomOps(&from);
+    const std::vector<v1::TransferOp> ops = RandomOps(&from);
     RunStream(from, ops, cancel ? Pick(0, 30) : -1);
   }
 
@@ -400,7 +402,7 @@ class RandomApi {
   void DestroyUnderLoad() {
     if (pairs_.empty()) return;
     int from = 0;
-    std::vector<v1::TransferRequest> ops = RandomOps(&from);
+    std::vector<v1::TransferOp> ops = RandomOps(&from);
     const Pair pair = pairs_[static_cast<size_t>(Pick(0, static_cast<int>(pairs_.size()) - 1))];
     for (auto& op : ops) op.set_vqp_id(pair.ids[from]);
     const int delay = Pick(0, 20);

@@ -271,17 +271,19 @@ TEST(AgentScale, ThousandsOfOpenStreamsTakeNoThreadEach) {
   EXPECT_LE(threads_open, 64u) << "a thread per stream?";
 
   // One verified 4 KiB write per Transfer stream.
-  std::vector<v1::TransferRequest> ops =
+  std::vector<v1::TransferOp> ops =
       Transfers(v1::OP_WRITE, va.vqp_id(), src, dst, kOp, kStreams, kStreams);
-  for (size_t i = 0; i < kStreams; ++i) streams[i]->rw->Write(ops[i], tag(i));
+  std::vector<v1::TransferRequest> requests;  // alive until the writes are done
+  for (const v1::TransferOp& op : ops) requests.push_back(OneOp(op));
+  for (size_t i = 0; i < kStreams; ++i) streams[i]->rw->Write(requests[i], tag(i));
   Drain(cq, kStreams, "write");
   for (size_t i = 0; i < kStreams; ++i) streams[i]->rw->Read(&streams[i]->response, tag(i));
   Drain(cq, kStreams, "completion");
   for (size_t i = 0; i < kStreams; ++i) {
     const v1::TransferResponse& r = streams[i]->response;
-    ASSERT_TRUE(r.has_completion()) << i;
-    EXPECT_EQ(r.completion().op_id(), i);
-    EXPECT_EQ(r.completion().code(), 0) << r.completion().message();
+    ASSERT_EQ(r.completions_size(), 1) << i;
+    EXPECT_EQ(r.completions(0).op_id(), i);
+    EXPECT_EQ(r.completions(0).code(), 0) << r.completions(0).message();
   }
   EXPECT_EQ(Checksum(d.data(), kStreams * kOp), Checksum(s.data(), kStreams * kOp));
 

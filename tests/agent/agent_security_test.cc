@@ -213,7 +213,7 @@ TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfers
     grpc::StatusCode expected;
   };
   // A Transfer stream with one operation: the operation's status.
-  auto one_op = [](v1::Agent::Stub& s, v1::TransferRequest op) {
+  auto one_op = [](v1::Agent::Stub& s, v1::TransferOp op) {
     TransferRun run = RunTransfers(s, {op});
     if (!run.status.ok()) return run.status;
     if (run.completions.size() != 1) return grpc::Status(grpc::StatusCode::INTERNAL, "no result");
@@ -364,7 +364,7 @@ TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfers
     const v1::VirtualQpInfo x = CreateVqp(*attacker, v1::SCHEME_SPRAY, 2);
     const v1::VirtualQpInfo xb = CreateVqp(*attacker_b, v1::SCHEME_SPRAY, 2);
     ConnectPair(*attacker, x, *attacker_b, xb);
-    std::vector<v1::TransferRequest> forged = Transfers(op, x.vqp_id(), own, dst, kMiB, 1, 1);
+    std::vector<v1::TransferOp> forged = Transfers(op, x.vqp_id(), own, dst, kMiB, 1, 1);
     forged[0].mutable_remote()->set_vqp_id(xb.vqp_id());
     TransferRun run = RunTransfers(*attacker, forged);
     DestroyVqp(*attacker, x.vqp_id());
@@ -503,7 +503,7 @@ TEST_F(SecurityTest, ARegionIsReachableOnlyThroughItsGrantedVqpsAndARevokedGrant
   // One MiB write through pair `i` aimed at `target`: its completion.
   auto write = [&](size_t i, const v1::RemoteRegion& target, uint64_t seed) {
     FillPattern(s.data(), kMiB, seed);
-    std::vector<v1::TransferRequest> ops =
+    std::vector<v1::TransferOp> ops =
         Transfers(v1::OP_WRITE, pairs[i].a.vqp_id(), src, dst, kMiB, 1, 1);
     *ops[0].mutable_remote() = target;
     TransferRun run = RunTransfers(*va, ops);

@@ -40,11 +40,11 @@ Pair StartPair(const Param& param, bool fault_injection = false) {
   return p;
 }
 
-std::vector<v1::TransferRequest> Ops(v1::Op op, uint64_t vqp, const v1::RegionInfo& local,
-                                     const v1::RegionInfo& remote, uint32_t imm_base) {
-  std::vector<v1::TransferRequest> ops;
+std::vector<v1::TransferOp> Ops(v1::Op op, uint64_t vqp, const v1::RegionInfo& local,
+                                const v1::RegionInfo& remote, uint32_t imm_base) {
+  std::vector<v1::TransferOp> ops;
   for (uint64_t i = 0; i < kTotal / kMiB; ++i) {
-    v1::TransferRequest r;
+    v1::TransferOp r;
     r.set_op_id(i);
     r.set_vqp_id(vqp);
     r.set_op(op);

@@ -245,9 +245,9 @@ TEST(Prometheus, ScrapesTheAgentsAndEveryDashboardQueryEvaluates) {
   v1::RegionInfo src = Register(a->stub(), 64 << 20);
   v1::RegionInfo dst = Register(b->stub(), 64 << 20, "", {vb.vqp_id()});
   auto traffic = [&] {
-    std::vector<v1::TransferRequest> ops;
+    std::vector<v1::TransferOp> ops;
     for (uint64_t i = 0; i < 64; ++i) {
-      v1::TransferRequest r;
+      v1::TransferOp r;
       r.set_op_id(i);
       r.set_vqp_id(va.vqp_id());
       r.set_op(i % 2 ? v1::OP_READ : v1::OP_WRITE_WITH_IMM);

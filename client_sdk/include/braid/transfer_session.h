@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,10 +33,10 @@ struct TransferOp {
   v1::Op op = v1::OP_WRITE;
   uint64_t local_region = 0;  // Region::id() on this session's agent
   uint64_t local_offset = 0;
-  v1::RemoteRegion remote;    // Region::remote() of the peer's region
+  v1::RemoteRegion remote;  // Region::remote() of the peer's region
   uint64_t remote_offset = 0;
   uint64_t length = 0;
-  uint32_t imm = 0;           // OP_WRITE_WITH_IMM
+  uint32_t imm = 0;                      // OP_WRITE_WITH_IMM
   std::chrono::milliseconds timeout{0};  // 0: the session's default
 };
 
@@ -65,7 +66,12 @@ class TransferSession {
 
   std::future<TransferResult> Submit(const TransferOp& op);
   void Submit(const TransferOp& op, std::function<void(TransferResult)> done);
+  // Submits `ops` in order, as few messages as the window allows (one when it has room for all):
+  // the way to many small operations per second. Blocks while the window is full.
   std::vector<std::future<TransferResult>> SubmitBatch(const std::vector<TransferOp>& ops);
+  // The same with a callback per operation: `done(i)` makes the callback for ops[i].
+  void SubmitBatch(std::span<const TransferOp> ops,
+                   const std::function<std::function<void(TransferResult)>(size_t)>& done);
   // Waits until nothing is in flight; kDeadlineExceeded after `timeout`.
   Status Flush(std::chrono::milliseconds timeout);
   // Every operation in flight completes with kCancelled now; later submissions fail.
@@ -82,6 +88,10 @@ class TransferSession {
     std::chrono::steady_clock::time_point give_up;
   };
   Status Start();
+  // Sends a prefix of `ops` (at least one) in one message once the window has room; returns how
+  // many it took. A refused first op (session broken, window full past its deadline) counts one.
+  size_t Send(std::span<const TransferOp> ops,
+              const std::function<std::function<void(TransferResult)>(size_t)>& done);
   void ReadLoop();
   void WatchLoop();
   // Completes every pending op with `status` (under no lock).
@@ -100,10 +110,10 @@ class TransferSession {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<uint64_t, Pending> pending_;  // guarded by mu_
-  int delivering_ = 0;                    // guarded by mu_: results claimed, callback running
-  uint64_t next_op_id_ = 1;               // guarded by mu_
-  Status broken_;                         // guarded by mu_; not OK: no more submissions
-  bool stopping_ = false;                 // guarded by mu_
+  int delivering_ = 0;                   // guarded by mu_: results claimed, callback running
+  uint64_t next_op_id_ = 1;              // guarded by mu_
+  Status broken_;                        // guarded by mu_; not OK: no more submissions
+  bool stopping_ = false;                // guarded by mu_
   std::thread reader_;
   std::thread watchdog_;
 };
