@@ -252,6 +252,17 @@ Result<v1::RemoteRegion> AgentClient::GrantAccess(uint64_t region_id, uint64_t v
   return out;
 }
 
+Result<uint32_t> AgentClient::BindRemote(uint64_t session_id, uint64_t vqp_id,
+                                         const v1::RemoteRegion& remote) {
+  v1::BindRemoteRequest request;
+  request.set_session_id(session_id);
+  request.set_vqp_id(vqp_id);
+  *request.mutable_remote() = remote;
+  v1::BindRemoteResponse out;
+  BRAID_UNARY(BindRemote, request, out);
+  return out.handle();
+}
+
 Status AgentClient::RevokeAccess(uint64_t region_id, uint64_t vqp_id) {
   v1::RevokeAccessRequest request;
   request.set_region_id(region_id);

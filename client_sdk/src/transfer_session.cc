@@ -1,6 +1,21 @@
 #include "braid/transfer_session.h"
 
+#include <filesystem>
+#include <string_view>
+
+#include "client_sdk/src/transfer_transport.h"
+
 namespace braid::client {
+
+class TransferSession::Sink final : public internal::CompletionSink {
+ public:
+  explicit Sink(TransferSession* session) : session_(session) {}
+  void Complete(TransferResult result) override { session_->OnComplete(std::move(result)); }
+  void End(Status why) override { session_->OnEnd(why); }
+
+ private:
+  TransferSession* session_;
+};
 
 TransferSession::TransferSession(std::shared_ptr<AgentClient> agent, uint64_t vqp_id,
                                  SessionOptions options)
@@ -14,22 +29,49 @@ Result<std::unique_ptr<TransferSession>> TransferSession::Open(std::shared_ptr<A
   return session;
 }
 
+namespace {
+
+// The session socket of an agent reached over "unix:PATH" ("" for any other target).
+std::string SessionSocketOf(const std::string& target) {
+  constexpr std::string_view kUnix = "unix:";
+  if (target.rfind(kUnix, 0) != 0) return "";
+  return target.substr(kUnix.size()) + ".session";
+}
+
+}  // namespace
+
 Status TransferSession::Start() {
-  stream_ = agent_->stub().Transfer(&context_);
-  v1::TransferResponse first;
-  if (!stream_->Read(&first) || !first.has_window()) {
-    const grpc::Status s = stream_->Finish();
-    return s.ok() ? Status::IoError("the agent sent no Transfer window") : FromGrpc(s);
+  const std::string socket = SessionSocketOf(agent_->target());
+  if (options_.path == TransferPath::kRing && socket.empty()) {
+    return Status::FailedPrecondition("agent " + agent_->target() +
+                                      " is not reached over a Unix socket: no local session "
+                                      "(use TransferPath::kGrpc or kAuto)");
   }
-  window_ = first.window().max_in_flight();
+  if (options_.path != TransferPath::kGrpc && !socket.empty() &&
+      (options_.path == TransferPath::kRing || std::filesystem::exists(socket))) {
+    auto ring =
+        internal::OpenRingTransport(agent_, socket, options_.ring_entries, options_.busy_poll);
+    if (ring.ok()) {
+      transport_ = std::move(ring).value();
+    } else if (options_.path == TransferPath::kRing) {
+      return ring.status().WithContext("local session at " + socket);
+    }
+  }
+  if (transport_ == nullptr) {
+    BRAID_ASSIGN_OR_RETURN(transport_, internal::OpenGrpcTransport(agent_));
+  }
+  window_ = transport_->window();
   if (options_.max_in_flight != 0) window_ = std::min(window_, options_.max_in_flight);
-  reader_ = std::thread([this] { ReadLoop(); });
+  sink_ = std::make_unique<Sink>(this);
+  transport_->Start(sink_.get());
   watchdog_ = std::thread([this] { WatchLoop(); });
   return Status::Ok();
 }
 
+const char* TransferSession::path() const { return transport_->kind(); }
+
 TransferSession::~TransferSession() {
-  if (stream_ == nullptr) return;
+  if (transport_ == nullptr) return;
   {
     // In flight: each op ends by its deadline at the latest (the watchdog sees to it).
     std::unique_lock<std::mutex> lock(mu_);
@@ -38,9 +80,8 @@ TransferSession::~TransferSession() {
   }
   {
     std::lock_guard<std::mutex> lock(write_mu_);
-    stream_->WritesDone();
+    transport_->Close();
   }
-  reader_.join();  // the agent ends the stream once nothing is outstanding
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -65,7 +106,7 @@ size_t TransferSession::Send(
   auto timeout_of = [this](const TransferOp& op) {
     return op.timeout.count() != 0 ? op.timeout : options_.default_timeout;
   };
-  v1::TransferRequest request;
+  std::vector<internal::WireOp> wire;
   size_t taken = 0;
   {
     std::unique_lock<std::mutex> lock(mu_);
@@ -91,31 +132,25 @@ size_t TransferSession::Send(
     }
     // As many as the window has room for go in one message.
     taken = std::min(ops.size(), window_ - pending_.size());
+    wire.reserve(taken);
     for (size_t i = 0; i < taken; ++i) {
-      const TransferOp& op = ops[i];
-      const auto timeout = timeout_of(op);
+      const auto timeout = timeout_of(ops[i]);
       const uint64_t op_id = next_op_id_++;
       pending_[op_id] = {done(i), now + timeout + options_.grace};
-      v1::TransferOp* out = request.add_ops();
-      out->set_op_id(op_id);
-      out->set_vqp_id(vqp_id_);
-      out->set_op(op.op);
-      out->set_local_region_id(op.local_region);
-      out->set_local_offset(op.local_offset);
-      *out->mutable_remote() = op.remote;
-      out->set_remote_offset(op.remote_offset);
-      out->set_length(op.length);
-      out->set_imm(op.imm);
-      out->set_timeout_ms(static_cast<uint32_t>(timeout.count()));
+      wire.push_back({op_id, &ops[i], static_cast<uint32_t>(timeout.count())});
     }
   }
-  bool written;
+  std::vector<std::pair<uint64_t, Status>> refused;
   {
     std::lock_guard<std::mutex> lock(write_mu_);
-    written = stream_->Write(request);
+    refused = transport_->Send(vqp_id_, wire);
   }
-  // A failed write means the stream is ending: the reader fails everything still pending.
-  (void)written;
+  for (auto& [op_id, status] : refused) {
+    TransferResult r;
+    r.op_id = op_id;
+    r.status = std::move(status);
+    OnComplete(std::move(r));
+  }
   return taken;
 }
 
@@ -160,7 +195,7 @@ void TransferSession::Cancel() {
     std::lock_guard<std::mutex> lock(mu_);
     if (broken_.ok()) broken_ = Status::Cancelled("the transfer session was cancelled");
   }
-  context_.TryCancel();
+  transport_->Cancel();
   FailAll(Status::Cancelled("the transfer session was cancelled"));
 }
 
@@ -189,31 +224,20 @@ void TransferSession::FailAll(const Status& status) {
   cv_.notify_all();
 }
 
-void TransferSession::ReadLoop() {
-  v1::TransferResponse response;
-  while (stream_->Read(&response)) {
-    for (const v1::TransferCompletion& c : response.completions()) {
-      std::function<void(TransferResult)> done;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        auto it = pending_.find(c.op_id());
-        if (it == pending_.end()) continue;  // already given up on (deadline) or cancelled
-        done = std::move(it->second.done);
-        pending_.erase(it);
-        ++delivering_;
-      }
-      TransferResult r;
-      r.op_id = c.op_id();
-      r.status = FromGrpc(grpc::Status(static_cast<grpc::StatusCode>(c.code()), c.message()));
-      r.wc_status = c.wc_status();
-      r.bytes = c.bytes();
-      r.latency_ns = c.latency_ns();
-      Deliver(done, std::move(r));
-    }
+void TransferSession::OnComplete(TransferResult result) {
+  std::function<void(TransferResult)> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = pending_.find(result.op_id);
+    if (it == pending_.end()) return;  // already given up on (deadline) or cancelled
+    done = std::move(it->second.done);
+    pending_.erase(it);
+    ++delivering_;
   }
-  const grpc::Status end = stream_->Finish();
-  Status why = end.ok() ? Status::IoError("the agent closed the transfer stream")
-                        : FromGrpc(end).WithContext("transfer stream to " + agent_->target());
+  Deliver(done, std::move(result));
+}
+
+void TransferSession::OnEnd(const Status& why) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (broken_.ok()) broken_ = why;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "dataplane/common/event_queue.h"
+#include "dataplane/common/outcome.h"
 #include "dataplane/common/status.h"
 #include "dataplane/common/unique_fd.h"
 #include "dataplane/vqp/business_card.h"
@@ -265,12 +266,11 @@ struct NotificationWatcher {
   std::atomic<bool> overflowed{false};
 };
 
-// Outcome labels of virtual WR completions: the ibv_wc_status values, then engine outcomes.
-inline constexpr int kOutcomeDeadline = IBV_WC_TM_RNDV_INCOMPLETE + 1;
-inline constexpr int kOutcomeCancelled = kOutcomeDeadline + 1;
-inline constexpr int kNumOutcomes = kOutcomeCancelled + 1;
-// "success", "retry_exc_err", ..., "deadline_exceeded", "cancelled".
-const char* OutcomeName(int outcome);
+// Outcome labels of virtual WR completions (dataplane/common/outcome.h).
+using common::kNumOutcomes;
+using common::kOutcomeCancelled;
+using common::kOutcomeDeadline;
+using common::OutcomeName;
 
 // Virtual WR latency histogram, upper bounds in seconds (plus +Inf).
 inline constexpr std::array<double, 14> kLatencyBounds = {10e-6,  25e-6,  50e-6,  100e-6, 250e-6,

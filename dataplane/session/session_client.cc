@@ -1,5 +1,6 @@
 #include "dataplane/session/session_client.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -124,6 +125,12 @@ uint32_t SessionClient::Reap(std::span<CompletionEntry> out) {
   // reach a sleeping engine.
   if (n > 0 && submissions_.Room() < submissions_.capacity()) RingEngineIfAsleep();
   return n;
+}
+
+bool SessionClient::AgentGone() const {
+  if (!socket_.valid()) return false;
+  pollfd p{socket_.get(), POLLRDHUP, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0;
 }
 
 bool SessionClient::Wait(int timeout_ms) {

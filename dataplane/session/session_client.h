@@ -51,6 +51,9 @@ class SessionClient {
   uint32_t Reap(std::span<CompletionEntry> out);
   // Sleeps until a completion is ready or `timeout_ms` passed; true when one is ready.
   bool Wait(int timeout_ms);
+  // The agent ended the session (its end of the session socket closed: it stopped, or dropped
+  // the session): nothing more will complete. False for an attached client. Any thread.
+  bool AgentGone() const;
   // The engine broke a ring's protocol (a bad index); the session is of no further use.
   bool broken() const { return submissions_.broken() || completions_.broken(); }
   uint32_t sq_entries() const { return submissions_.capacity(); }

@@ -103,6 +103,9 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   Result<v1::RemoteRegion> GrantAccess(uint64_t region_id, uint64_t vqp_id);
   Status RevokeAccess(uint64_t region_id, uint64_t vqp_id);
   Result<std::vector<v1::RegionInfo>> ListRegions();
+  // Resolves a peer's region for VQP `vqp_id` into a handle that local session `session_id`'s
+  // ring entries name (doc/local_data_path.md). TransferSession calls it as needed.
+  Result<uint32_t> BindRemote(uint64_t session_id, uint64_t vqp_id, const v1::RemoteRegion& remote);
   Status DeregisterMemory(uint64_t region_id);
   Result<v1::Device> DrainDevice(const std::string& device);
   Result<v1::Device> UndrainDevice(const std::string& device);

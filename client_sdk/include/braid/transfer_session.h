@@ -1,15 +1,19 @@
-// TransferSession: one Transfer stream to an agent, for one connected VQP.
+// TransferSession: operations on one connected VQP through its agent, and their completions.
 //
 // Submit() sends an operation and returns a future (or calls a callback) that resolves exactly
 // once: with the agent's completion, or with an error when the operation's deadline passes, the
-// session is cancelled, or the stream breaks (agent gone). At most window() operations are in
-// flight (the agent's window unless smaller is asked for); Submit blocks while the window is full,
-// which pipelines a loop of submissions without further effort.
+// session is cancelled, or the agent goes away. At most window() operations are in flight;
+// Submit blocks while the window is full, which pipelines a loop of submissions without further
+// effort. SubmitBatch sends many with one message (gRPC) or one doorbell at most (ring).
+// Path, chosen once at Open (SessionOptions::path): a local agent reached over "unix:PATH" whose
+// session socket PATH.session accepts us is driven through shared-memory rings
+// (doc/local_data_path.md); any other through the gRPC Transfer stream. path() tells which.
 // Deadlines: each operation carries one (its own or the session default); the agent enforces it,
 // and the session too (plus `grace`) so that a hung or killed agent cannot make a caller wait
 // forever.
 // Threading: Submit, Flush and Cancel from any thread. Callbacks run on the session's reader or
-// watchdog thread: keep them short.
+// watchdog thread (or, for an operation refused before it was sent, the submitter's): keep them
+// short.
 #ifndef BRAID_CLIENT_SDK_INCLUDE_BRAID_TRANSFER_SESSION_H_
 #define BRAID_CLIENT_SDK_INCLUDE_BRAID_TRANSFER_SESSION_H_
 
@@ -48,11 +52,24 @@ struct TransferResult {
   uint64_t latency_ns = 0;
 };
 
+enum class TransferPath {
+  kAuto,  // the ring when the agent is local and offers sessions, else gRPC
+  kGrpc,  // the Transfer stream
+  kRing,  // a local session's rings; Open fails when the agent offers none
+};
+
 struct SessionOptions {
   std::chrono::milliseconds default_timeout{30000};
   std::chrono::milliseconds grace{2000};  // beyond an op's deadline before the session gives up
-  uint32_t max_in_flight = 0;             // 0: the agent's window
+  uint32_t max_in_flight = 0;             // 0: the agent's window (gRPC) or the ring's size
+  TransferPath path = TransferPath::kAuto;
+  uint32_t ring_entries = 1024;  // ring: slots per ring (a power of two, 2 to 65536)
+  bool busy_poll = false;        // ring: the reader spins instead of sleeping when idle
 };
+
+namespace internal {
+class Transport;
+}  // namespace internal
 
 class TransferSession {
  public:
@@ -79,20 +96,25 @@ class TransferSession {
 
   uint32_t window() const { return window_; }
   size_t outstanding() const;
+  // "ring" or "grpc".
+  const char* path() const;
 
   TransferSession(std::shared_ptr<AgentClient> agent, uint64_t vqp_id, SessionOptions options);
 
  private:
+  class Sink;
   struct Pending {
     std::function<void(TransferResult)> done;
     std::chrono::steady_clock::time_point give_up;
   };
   Status Start();
+  // From the transport's reader thread: one completion, or the end of all.
+  void OnComplete(TransferResult result);
+  void OnEnd(const Status& why);
   // Sends a prefix of `ops` (at least one) in one message once the window has room; returns how
   // many it took. A refused first op (session broken, window full past its deadline) counts one.
   size_t Send(std::span<const TransferOp> ops,
               const std::function<std::function<void(TransferResult)>(size_t)>& done);
-  void ReadLoop();
   void WatchLoop();
   // Completes every pending op with `status` (under no lock).
   void FailAll(const Status& status);
@@ -103,10 +125,10 @@ class TransferSession {
   std::shared_ptr<AgentClient> agent_;
   uint64_t vqp_id_;
   SessionOptions options_;
-  grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::TransferRequest, v1::TransferResponse>> stream_;
+  std::unique_ptr<Sink> sink_;
+  std::unique_ptr<internal::Transport> transport_;
   uint32_t window_ = 0;
-  std::mutex write_mu_;  // one writer at a time
+  std::mutex write_mu_;  // one sender at a time
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<uint64_t, Pending> pending_;  // guarded by mu_
@@ -114,7 +136,6 @@ class TransferSession {
   uint64_t next_op_id_ = 1;              // guarded by mu_
   Status broken_;                        // guarded by mu_; not OK: no more submissions
   bool stopping_ = false;                // guarded by mu_
-  std::thread reader_;
   std::thread watchdog_;
 };
 
