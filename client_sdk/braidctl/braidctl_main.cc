@@ -27,6 +27,7 @@
 #include "braid/agent_client.h"
 #include "braid/connection.h"
 #include "braid/transfer_session.h"
+#include "client_sdk/braidctl/copy_pipeline.h"
 #include "client_sdk/braidctl/progress.h"
 
 namespace {
@@ -184,13 +185,14 @@ int Bench(const Globals& g, const std::string& peer, uint64_t size, uint64_t tot
   if (g.json) {
     std::printf(
         "{\"bytes\": %lu, \"seconds\": %.6f, \"gb_per_s\": %.3f, \"op_size\": %lu, "
-        "\"qps\": %u, \"verified\": %s}\n",
+        "\"qps\": %u, \"path\": \"%s\", \"verified\": %s}\n",
         static_cast<unsigned long>(m.bytes), m.seconds, gbs, static_cast<unsigned long>(size), qps,
-        verify ? (identical ? "true" : "false") : "null");
+        (*session)->path(), verify ? (identical ? "true" : "false") : "null");
   } else {
-    std::printf("moved %s in %.3f s: %.3f GB/s (%s operations, %u-QP %s VQP)\n",
+    std::printf("moved %s in %.3f s: %.3f GB/s (%s operations, %u-QP %s VQP, %s path)\n",
                 braid::ctl::HumanBytes(static_cast<double>(m.bytes)).c_str(), m.seconds, gbs,
-                braid::ctl::HumanBytes(static_cast<double>(size)).c_str(), qps, scheme.c_str());
+                braid::ctl::HumanBytes(static_cast<double>(size)).c_str(), qps, scheme.c_str(),
+                (*session)->path());
     if (verify) {
       std::printf("verified: destination region %s the source\n",
                   identical ? "is byte-for-byte identical to" : "DIFFERS from");
@@ -233,51 +235,44 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
   struct stat st {};
   fstat(in, &st);
   const uint64_t size = static_cast<uint64_t>(st.st_size);
-  const int out = open(dst_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // Overwritten in place, then cut to size: an existing file's pages are reused (allocating
+  // fresh tmpfs or page-cache pages costs more than the copy itself on some hosts).
+  const int out = open(dst_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   if (out < 0) return Fail("create " + dst_path, Status::FromErrno(errno, "open"));
+  struct stat out_st {};
+  if (fstat(out, &out_st) == 0 && S_ISREG(out_st.st_mode) &&
+      ftruncate(out, static_cast<off_t>(size)) != 0) {
+    return Fail("size " + dst_path, Status::FromErrno(errno, "ftruncate"));
+  }
   int rc = 0;
   auto a = OpenOrDie(g, g.agent, &rc);
   auto b = a ? OpenOrDie(g, peer, &rc) : nullptr;
   if (!a || !b) return rc;
   auto conn = braid::client::Connect(a, b, {.num_qps = qps, .label = "copy"});
   if (!conn.ok()) return Fail("connect", conn.status());
-  constexpr uint64_t kChunk = 4 * kMiB;
-  constexpr uint64_t kBatch = 64 * kMiB;  // one region's worth per round
-  auto ra = a->RegisterMemory(kBatch, "copy-src");
+  // Eight 16 MiB slots on each side: file reads, transfers and file writes overlap
+  // (copy_pipeline.h).
+  constexpr uint64_t kSlot = 16 * kMiB;
+  constexpr uint64_t kRegion = 8 * kSlot;
+  auto ra = a->RegisterMemory(kRegion, "copy-src");
   if (!ra.ok()) return Fail("register on " + g.agent, ra.status());
-  auto rb = b->RegisterMemory(kBatch, "copy-dst", {(*conn)->vqp_b()});
+  auto rb = b->RegisterMemory(kRegion, "copy-dst", {(*conn)->vqp_b()});
   if (!rb.ok()) return Fail("register on " + peer, rb.status());
   auto session = braid::client::TransferSession::Open(a, (*conn)->vqp_a());
   if (!session.ok()) return Fail("open transfer session", session.status());
   braid::ctl::Progress progress("copy", size, !g.quiet && !g.json);
   const auto t0 = std::chrono::steady_clock::now();
-  for (uint64_t base = 0; base < size; base += kBatch) {
-    const uint64_t n = std::min(kBatch, size - base);
-    if (pread(in, (*ra)->data(), n, static_cast<off_t>(base)) != static_cast<ssize_t>(n)) {
-      return Fail("read " + src_path, Status::FromErrno(errno, "pread"));
-    }
-    std::vector<std::future<braid::client::TransferResult>> batch;
-    for (uint64_t off = 0; off < n; off += kChunk) {
-      braid::client::TransferOp op;
-      op.local_region = (*ra)->id();
-      op.local_offset = off;
-      op.remote = *(*rb)->remote((*conn)->vqp_b());
-      op.remote_offset = off;
-      op.length = std::min(kChunk, n - off);
-      op.timeout = std::chrono::milliseconds(g.timeout_ms);
-      batch.push_back((*session)->Submit(op));
-    }
-    for (auto& f : batch) {
-      auto r = f.get();
-      if (!r.status.ok()) {
-        progress.Finish();
-        return Fail("copy failed near offset " + std::to_string(base), r.status);
-      }
-    }
-    if (pwrite(out, (*rb)->data(), n, static_cast<off_t>(base)) != static_cast<ssize_t>(n)) {
-      return Fail("write " + dst_path, Status::FromErrno(errno, "pwrite"));
-    }
-    progress.Update(base + n);
+  const braid::ctl::CopyPlan plan{.in_fd = in,
+                                  .out_fd = out,
+                                  .size = size,
+                                  .slot_size = kSlot,
+                                  .op_size = 4 * kMiB,
+                                  .timeout_ms = g.timeout_ms};
+  const braid::ctl::CopyOutcome copied = braid::ctl::RunCopyPipeline(
+      plan, **session, **ra, **rb, *(*rb)->remote((*conn)->vqp_b()), &progress);
+  if (!copied.status.ok()) {
+    progress.Finish();
+    return Fail("copy failed near offset " + std::to_string(copied.failed_at), copied.status);
   }
   progress.Finish();
   close(in);
@@ -288,14 +283,15 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
   const bool same = !hs.empty() && hs == hd;
   if (g.json) {
     std::printf(
-        "{\"bytes\": %lu, \"seconds\": %.6f, \"sha256_src\": \"%s\", \"sha256_dst\": "
-        "\"%s\", \"identical\": %s}\n",
-        static_cast<unsigned long>(size), seconds, hs.c_str(), hd.c_str(), same ? "true" : "false");
+        "{\"bytes\": %lu, \"seconds\": %.6f, \"path\": \"%s\", \"sha256_src\": \"%s\", "
+        "\"sha256_dst\": \"%s\", \"identical\": %s}\n",
+        static_cast<unsigned long>(size), seconds, (*session)->path(), hs.c_str(), hd.c_str(),
+        same ? "true" : "false");
   } else {
-    std::printf("copied %s in %.3f s (%.3f GB/s)\nsha256 %s  %s\nsha256 %s  %s\n%s\n",
+    std::printf("copied %s in %.3f s (%.3f GB/s, %s path)\nsha256 %s  %s\nsha256 %s  %s\n%s\n",
                 braid::ctl::HumanBytes(static_cast<double>(size)).c_str(), seconds,
-                static_cast<double>(size) / seconds / 1e9, hs.c_str(), src_path.c_str(), hd.c_str(),
-                dst_path.c_str(), same ? "identical" : "MISMATCH");
+                static_cast<double>(size) / seconds / 1e9, (*session)->path(), hs.c_str(),
+                src_path.c_str(), hd.c_str(), dst_path.c_str(), same ? "identical" : "MISMATCH");
   }
   return same ? 0 : 1;
 }

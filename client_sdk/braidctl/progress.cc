@@ -42,7 +42,8 @@ void Progress::Draw(uint64_t done, bool last) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double rate = seconds > 0 ? static_cast<double>(done) / seconds : 0;
-  const double pct = total_ > 0 ? 100.0 * static_cast<double>(done) / static_cast<double>(total_) : 100;
+  const double pct =
+      total_ > 0 ? 100.0 * static_cast<double>(done) / static_cast<double>(total_) : 100;
   const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : 0;
   char bar[26];
   const int filled = static_cast<int>(pct / 4);

@@ -1,5 +1,6 @@
 // braidctl against two real agents: `copy` of a 2 GiB file gives identical sha256 and shows its
-// progress; an agent killed mid-copy gives a clear error within the deadline, never a hang.
+// progress (through a local session's rings: agent A is reached over its Unix socket); an agent
+// killed mid-copy gives a clear error within the deadline, never a hang (over gRPC).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -23,15 +24,19 @@ CommandResult Braidctl(const std::string& args) {
 class BraidctlTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    a_ = AgentProcess::Spawn({"ctl-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0});
-    b_ = AgentProcess::Spawn({"ctl-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
-    ASSERT_TRUE(a_ && b_);
     dir_ = "/dev/shm/braidctl-test-" + std::to_string(getpid());
     std::filesystem::create_directories(dir_);
+    a_ = AgentProcess::Spawn(
+        {"ctl-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0, false, {"--grpc-unix", dir_ + "/a.sock"}});
+    b_ = AgentProcess::Spawn({"ctl-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
+    ASSERT_TRUE(a_ && b_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string Agents() const {
-    return "--agent 127.0.0.1:" + std::to_string(TestPort(0)) +
+  // `copy` from agent A (over its Unix socket, `local`, or TCP) to agent B.
+  std::string Agents(bool local) const {
+    const std::string a =
+        local ? "unix:" + dir_ + "/a.sock" : "127.0.0.1:" + std::to_string(TestPort(0));
+    return "--agent " + a +
            " --timeout-ms 5000 copy --peer 127.0.0.1:" + std::to_string(TestPort(2));
   }
   void MakeFile(const std::string& path, uint64_t size) {
@@ -51,9 +56,10 @@ class BraidctlTest : public ::testing::Test {
 TEST_F(BraidctlTest, CopiesTwoGiBWithIdenticalSha256AndShowsProgress) {
   const std::string src = dir_ + "/src.bin", dst = dir_ + "/dst.bin";
   MakeFile(src, 2ull << 30);
-  CommandResult r = Braidctl(Agents() + " " + src + " " + dst);
+  CommandResult r = Braidctl(Agents(true) + " " + src + " " + dst);
   std::printf("%s", r.output.c_str());
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ring path"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("copy ["), std::string::npos);  // the progress line
   EXPECT_NE(r.output.find("100.0%"), std::string::npos);
   EXPECT_NE(r.output.find("\nidentical\n"), std::string::npos);
@@ -83,7 +89,7 @@ TEST_F(BraidctlTest, AnAgentKilledMidCopyIsAClearErrorWithinTheDeadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     b_->Kill(SIGKILL);  // the destination's agent
   });
-  CommandResult r = Braidctl(Agents() + " " + src + " " + dst);
+  CommandResult r = Braidctl(Agents(false) + " " + src + " " + dst);
   killer.join();
   std::printf("%s", r.output.c_str());
   EXPECT_EQ(r.exit_code, 1) << r.output;

@@ -1,0 +1,182 @@
+#include "client_sdk/braidctl/copy_pipeline.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace braid::ctl {
+
+namespace {
+
+enum class SlotState { kFree, kRead, kMoved };
+
+struct Slot {
+  SlotState state = SlotState::kFree;
+  uint64_t chunk = 0;
+  uint32_t ops_left = 0;
+};
+
+class Pipeline {
+ public:
+  Pipeline(const CopyPlan& plan, client::TransferSession& session, const client::Region& src,
+           const client::Region& dst, const v1::RemoteRegion& dst_remote, Progress* progress)
+      : plan_(plan),
+        session_(session),
+        src_(src),
+        dst_(dst),
+        dst_remote_(dst_remote),
+        progress_(progress),
+        slots_(src.size() / plan.slot_size),
+        chunks_((plan.size + plan.slot_size - 1) / plan.slot_size) {}
+
+  CopyOutcome Run() {
+    std::thread reader([this] { ReadStage(); });
+    std::thread writer([this] { WriteStage(); });
+    TransferStage();
+    reader.join();
+    writer.join();
+    // After a failure, operations may still be in flight; each ends by its deadline, and their
+    // callbacks refer to this pipeline.
+    (void)session_.Flush(std::chrono::milliseconds(2 * uint64_t{plan_.timeout_ms}) +
+                         std::chrono::seconds(10));
+    std::lock_guard<std::mutex> lock(mu_);
+    outcome_.bytes = written_;
+    return outcome_;
+  }
+
+ private:
+  uint64_t Length(uint64_t chunk) const {
+    return std::min(plan_.slot_size, plan_.size - chunk * plan_.slot_size);
+  }
+  uint64_t SlotOffset(uint64_t chunk) const { return (chunk % slots_.size()) * plan_.slot_size; }
+
+  // Waits until slot of `chunk` is in `state` holding `chunk` (kFree: any chunk); false once
+  // the copy failed.
+  bool WaitFor(uint64_t chunk, SlotState state) {
+    std::unique_lock<std::mutex> lock(mu_);
+    Slot& s = slots_[chunk % slots_.size()];
+    cv_.wait(lock, [&] {
+      return !outcome_.status.ok() ||
+             (s.state == state && (state == SlotState::kFree || s.chunk == chunk));
+    });
+    return outcome_.status.ok();
+  }
+
+  void Fail(uint64_t chunk, client::Status status) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (outcome_.status.ok()) {
+        outcome_.status = std::move(status);
+        outcome_.failed_at = chunk * plan_.slot_size;
+      }
+    }
+    cv_.notify_all();
+  }
+
+  void ReadStage() {
+    for (uint64_t c = 0; c < chunks_; ++c) {
+      if (!WaitFor(c, SlotState::kFree)) return;
+      const uint64_t n = Length(c);
+      const ssize_t got = pread(plan_.in_fd, src_.data() + SlotOffset(c), n,
+                                static_cast<off_t>(c * plan_.slot_size));
+      if (got != static_cast<ssize_t>(n)) {
+        return Fail(c, got < 0 ? client::Status::FromErrno(errno, "pread")
+                               : client::Status::IoError("the source file ended early"));
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        Slot& s = slots_[c % slots_.size()];
+        s.state = SlotState::kRead;
+        s.chunk = c;
+      }
+      cv_.notify_all();
+    }
+  }
+
+  void TransferStage() {
+    std::vector<client::TransferOp> ops;
+    for (uint64_t c = 0; c < chunks_; ++c) {
+      if (!WaitFor(c, SlotState::kRead)) return;
+      const uint64_t n = Length(c), base = SlotOffset(c);
+      ops.clear();
+      for (uint64_t off = 0; off < n; off += plan_.op_size) {
+        client::TransferOp op;
+        op.op = v1::OP_WRITE;
+        op.local_region = src_.id();
+        op.local_offset = base + off;
+        op.remote = dst_remote_;
+        op.remote_offset = base + off;
+        op.length = std::min(plan_.op_size, n - off);
+        op.timeout = std::chrono::milliseconds(plan_.timeout_ms);
+        ops.push_back(op);
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        slots_[c % slots_.size()].ops_left = static_cast<uint32_t>(ops.size());
+      }
+      session_.SubmitBatch(
+          ops, [this, c](size_t) { return [this, c](client::TransferResult r) { Moved(c, r); }; });
+    }
+  }
+
+  // One operation of `chunk` completed (the session's thread).
+  void Moved(uint64_t chunk, const client::TransferResult& r) {
+    if (!r.status.ok()) return Fail(chunk, r.status);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Slot& s = slots_[chunk % slots_.size()];
+      if (--s.ops_left > 0) return;
+      s.state = SlotState::kMoved;
+    }
+    cv_.notify_all();
+  }
+
+  void WriteStage() {
+    for (uint64_t c = 0; c < chunks_; ++c) {
+      if (!WaitFor(c, SlotState::kMoved)) return;
+      const uint64_t n = Length(c);
+      const ssize_t put = pwrite(plan_.out_fd, dst_.data() + SlotOffset(c), n,
+                                 static_cast<off_t>(c * plan_.slot_size));
+      if (put != static_cast<ssize_t>(n)) {
+        return Fail(c, put < 0 ? client::Status::FromErrno(errno, "pwrite")
+                               : client::Status::IoError("short write to the output file"));
+      }
+      uint64_t written;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        slots_[c % slots_.size()].state = SlotState::kFree;
+        written = written_ += n;
+      }
+      cv_.notify_all();
+      if (progress_ != nullptr) progress_->Update(written);
+    }
+  }
+
+  const CopyPlan& plan_;
+  client::TransferSession& session_;
+  const client::Region& src_;
+  const client::Region& dst_;
+  const v1::RemoteRegion& dst_remote_;
+  Progress* progress_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Slot> slots_;  // guarded by mu_
+  const uint64_t chunks_;
+  uint64_t written_ = 0;  // guarded by mu_
+  CopyOutcome outcome_;   // guarded by mu_
+};
+
+}  // namespace
+
+CopyOutcome RunCopyPipeline(const CopyPlan& plan, client::TransferSession& session,
+                            const client::Region& src, const client::Region& dst,
+                            const v1::RemoteRegion& dst_remote, Progress* progress) {
+  return Pipeline(plan, session, src, dst, dst_remote, progress).Run();
+}
+
+}  // namespace braid::ctl

@@ -1,0 +1,43 @@
+// CopyPipeline: `braidctl copy`'s file → region → wire → region → file pipeline.
+//
+// The source and destination regions are cut into the same slots. Three stages run at once, each
+// over the file's chunks in order: a reader thread reads chunk c into source slot c % slots, the
+// calling thread writes that slot to the peer's (one operation per `op_size`), and a writer
+// thread writes the destination slot into the output file, which frees the slot for chunk
+// c + slots. So file reads, transfers and file writes overlap instead of following one another.
+// The first failure (a read, a transfer, a write) stops every stage; Run reports it with the
+// file offset of its chunk.
+// Threading: Run on one thread; it starts and joins the other two. Progress is drawn by the writer.
+#ifndef BRAID_CLIENT_SDK_BRAIDCTL_COPY_PIPELINE_H_
+#define BRAID_CLIENT_SDK_BRAIDCTL_COPY_PIPELINE_H_
+
+#include <cstdint>
+
+#include "braid/agent_client.h"
+#include "braid/transfer_session.h"
+#include "client_sdk/braidctl/progress.h"
+
+namespace braid::ctl {
+
+struct CopyPlan {
+  int in_fd = -1;   // read with pread
+  int out_fd = -1;  // written with pwrite
+  uint64_t size = 0;
+  uint64_t slot_size = 0;  // src and dst regions hold size() / slot_size slots (at least 2)
+  uint64_t op_size = 0;    // divides slot_size
+  uint32_t timeout_ms = 0;
+};
+
+struct CopyOutcome {
+  client::Status status;   // OK, or the first failure
+  uint64_t failed_at = 0;  // the file offset of the chunk that failed
+  uint64_t bytes = 0;      // written to the output file
+};
+
+CopyOutcome RunCopyPipeline(const CopyPlan& plan, client::TransferSession& session,
+                            const client::Region& src, const client::Region& dst,
+                            const v1::RemoteRegion& dst_remote, Progress* progress);
+
+}  // namespace braid::ctl
+
+#endif  // BRAID_CLIENT_SDK_BRAIDCTL_COPY_PIPELINE_H_
