@@ -11,13 +11,9 @@ ROUNDS=${3:-3}
 BRAIDD="$BUILD/server/braidd"
 CTL="$BUILD/client_sdk/braidctl"
 DIR=$(mktemp -d /dev/shm/braid-copy-bench-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
+CLEANUP_DIR=$DIR
+# shellcheck source=scripts/background.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/background.sh"
 
 start_agent() {  # name nic0 nic1 grpc_port metrics_port
   mkdir -p "$DIR/$1"

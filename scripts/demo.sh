@@ -9,13 +9,9 @@ BUILD=${1:-build}
 BRAIDD="$BUILD/server/braidd"
 CTL="$BUILD/client_sdk/braidctl"
 DIR=$(mktemp -d /dev/shm/braid-demo-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
+CLEANUP_DIR=$DIR
+# shellcheck source=scripts/background.sh
+source "$(dirname "${BASH_SOURCE[0]}")/background.sh"
 
 PKI="$DIR/pki"
 mkdir -p "$PKI"

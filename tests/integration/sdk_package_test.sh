@@ -5,13 +5,9 @@ set -euo pipefail
 SRC=$1
 BUILD=$2
 TMP=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+CLEANUP_DIR=$TMP
+# shellcheck source=scripts/background.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/background.sh"
 cmake --install "$BUILD" --prefix "$TMP/prefix" >/dev/null
 cmake -S "$SRC/examples/sdk_hello" -B "$TMP/build" -G Ninja -DCMAKE_PREFIX_PATH="$TMP/prefix" \
   >/dev/null
