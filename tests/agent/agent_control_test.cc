@@ -533,6 +533,7 @@ TEST_F(AgentHostileTest, AnEmptyOrOversizedTransferMessageEndsTheStreamAfterWhat
     v1::TransferRequest malformed;
     for (int i = 0; i < bad.ops; ++i) *malformed.add_ops() = GoodWrite(100 + i);
     (void)stream->Write(malformed);
+    stream->WritesDone();  // without the check, the stream would end well
     std::map<uint64_t, int> seen;
     while (stream->Read(&response)) {
       for (const v1::TransferCompletion& c : response.completions()) {

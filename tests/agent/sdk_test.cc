@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -143,6 +144,50 @@ TEST_P(SdkTest, FuturesCallbacksAndNotifications) {
     std::lock_guard<std::mutex> l(mu);
     ASSERT_EQ(notes.size(), 64u);
     for (uint32_t i = 0; i < 64; ++i) EXPECT_EQ(notes[i].imm(), i);
+  }
+  ExpectNothingHeld(*a_);
+  ExpectNothingHeld(*b_);
+}
+
+// SubmitBatch: many small operations in one message (gRPC) or one doorbell (ring), more than the
+// window holds, each completing once with its bytes; an operation the agent refuses (a region it
+// does not know) fails alone, NOT_FOUND, saying what was wrong, on either path.
+TEST_P(SdkTest, ABatchCompletesEachOperationOnceAndARefusedOneFailsAloneSayingWhy) {
+  {
+    auto conn = client::Connect(a_, b_, {.num_qps = 4});
+    ASSERT_TRUE(conn.ok()) << conn.status().ToString();
+    auto src = a_->RegisterMemory(16 * kMiB, "src");
+    auto dst = b_->RegisterMemory(16 * kMiB, "dst", {(*conn)->vqp_b()});
+    ASSERT_TRUE(src.ok() && dst.ok());
+    FillPattern((*src)->data(), 16 * kMiB, 21);
+    auto session = OpenSession((*conn)->vqp_a());
+    ASSERT_NE(session, nullptr);
+    constexpr uint64_t kOps = 4096;  // 4 KiB each: the whole 16 MiB, beyond either window
+    std::vector<TransferOp> ops;
+    for (uint64_t i = 0; i < kOps; ++i) {
+      TransferOp op = Op(**src, To(**dst), i, 4096);
+      op.op = v1::OP_WRITE;
+      ops.push_back(op);
+    }
+    TransferOp bad = Op(**src, To(**dst), 0, 4096);
+    bad.local_region = 999999;
+    ops.insert(ops.begin() + 100, bad);
+    std::vector<std::future<client::TransferResult>> futures = session->SubmitBatch(ops);
+    ASSERT_EQ(futures.size(), kOps + 1);
+    std::set<uint64_t> ids;
+    for (size_t i = 0; i < futures.size(); ++i) {
+      client::TransferResult r = futures[i].get();
+      ids.insert(r.op_id);
+      if (i == 100) {
+        EXPECT_EQ(r.status.code(), common::StatusCode::kNotFound) << r.status.ToString();
+        EXPECT_NE(r.status.message().find("region"), std::string::npos) << r.status.message();
+        continue;
+      }
+      ASSERT_TRUE(r.status.ok()) << i << ": " << r.status.ToString();
+      EXPECT_EQ(r.bytes, 4096u);
+    }
+    EXPECT_EQ(ids.size(), kOps + 1) << "each operation has its own id and completes once";
+    EXPECT_EQ(std::memcmp((*src)->data(), (*dst)->data(), 16 * kMiB), 0);
   }
   ExpectNothingHeld(*a_);
   ExpectNothingHeld(*b_);
