@@ -10,6 +10,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "client_sdk/src/transfer_transport.h"
 #include "dataplane/common/outcome.h"
@@ -111,7 +112,10 @@ class RingTransport final : public Transport {
       e.imm = op.op == v1::OP_WRITE_WITH_IMM ? op.imm : 0;
       e.timeout_ms = w.timeout_ms;
       e.op = static_cast<uint8_t>(RingOpOf(op.op));
-      if (n == kBatch) n = Push({batch, n}, &refused);
+      if (n == kBatch) {
+        Push({batch, n}, &refused);
+        n = 0;
+      }
     }
     if (n > 0) Push({batch, n}, &refused);
     return refused;
@@ -128,21 +132,34 @@ class RingTransport final : public Transport {
   void Cancel() override {}
 
  private:
-  // The handle of `remote` for this session (bound on first use).
+  // The handle of `remote` for this session: bound on first use, and again when the peer's grant
+  // changed (a region granted anew has new keys). Found without allocating.
   Result<uint32_t> Bind(uint64_t vqp_id, const v1::RemoteRegion& remote) {
-    std::string key = std::to_string(vqp_id) + "/" + remote.SerializeAsString();
-    auto it = handles_.find(key);
-    if (it != handles_.end()) return it->second;
+    auto it = bound_.find({vqp_id, remote.region_id()});
+    if (it != bound_.end() && SameGrant(it->second.remote, remote)) return it->second.handle;
     BRAID_ASSIGN_OR_RETURN(uint32_t handle, agent_->BindRemote(client_->id(), vqp_id, remote));
-    handles_.emplace(std::move(key), handle);
+    bound_[{vqp_id, remote.region_id()}] = {remote, handle};
     return handle;
+  }
+
+  static bool SameGrant(const v1::RemoteRegion& a, const v1::RemoteRegion& b) {
+    if (a.agent_id() != b.agent_id() || a.vqp_id() != b.vqp_id() || a.addr() != b.addr() ||
+        a.length() != b.length() || a.keys_size() != b.keys_size()) {
+      return false;
+    }
+    for (int i = 0; i < a.keys_size(); ++i) {
+      if (a.keys(i).device() != b.keys(i).device() || a.keys(i).rkey() != b.keys(i).rkey()) {
+        return false;
+      }
+    }
+    return true;
   }
 
   // Copies `entries` into the submission ring. The session never has more in flight than the
   // completion ring holds, which the submission ring matches, so they fit at once unless the
   // engine is slow to take the previous ones: then this waits for room.
-  size_t Push(std::span<const SubmitEntry> entries,
-              std::vector<std::pair<uint64_t, Status>>* refused) {
+  void Push(std::span<const SubmitEntry> entries,
+            std::vector<std::pair<uint64_t, Status>>* refused) {
     while (!entries.empty()) {
       const uint32_t n = client_->Submit(entries);
       entries = entries.subspan(n);
@@ -156,7 +173,6 @@ class RingTransport final : public Transport {
       }
       std::this_thread::yield();
     }
-    return 0;
   }
 
   void ReadLoop(CompletionSink* sink) {
@@ -184,7 +200,12 @@ class RingTransport final : public Transport {
   std::shared_ptr<AgentClient> agent_;
   std::unique_ptr<session::SessionClient> client_;
   const bool busy_poll_;
-  std::map<std::string, uint32_t> handles_;  // Send's thread only
+  struct Bound {
+    v1::RemoteRegion remote;
+    uint32_t handle;
+  };
+  // By (VQP, the peer's region id); Send's thread only.
+  std::map<std::pair<uint64_t, uint64_t>, Bound> bound_;
   std::atomic<bool> stop_{false};
   std::thread reader_;
 };

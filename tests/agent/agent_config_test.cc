@@ -1,0 +1,63 @@
+// braidd's configuration: a YAML file (listeners, window, fault injection, per-QP metrics) taken
+// as given, and a bad one refused at start with the key named.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/agent/agent_harness.h"
+
+namespace braid::testing {
+namespace {
+
+constexpr int kServing = 1;  // grpc.health.v1 SERVING
+
+TEST(AgentConfig, YamlFileAndUnixSocket) {
+  const std::string dir = "/tmp/braid-config-test-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  const std::string socket = dir + "/braidd.sock";
+  {
+    std::ofstream yaml(dir + "/braidd.yaml");
+    yaml << "provider: soft\n"
+            "listen:\n  unix: "
+         << socket
+         << "\n"
+            "transfer_window: 64\n"
+            "fault_injection:\n  enabled: true\n"
+            "metrics:\n  per_qp: true\n";
+  }
+  auto agent = AgentProcess::Spawn(
+      {"yaml", {TestNicIp(0, 0)}, 0, false, {"--config", dir + "/braidd.yaml"}});
+  ASSERT_TRUE(agent);
+  auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
+  auto stub = v1::Agent::NewStub(channel);
+  grpc::ClientContext ctx;
+  v1::AgentInfo info;
+  ASSERT_TRUE(stub->GetInfo(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.agent_id(), "yaml");  // the flag wins over the file (which has none)
+  EXPECT_EQ(info.provider(), "soft");
+  EXPECT_TRUE(info.fault_injection());
+  TransferRun run = RunTransfers(*stub, {});
+  EXPECT_TRUE(run.status.ok()) << run.status.error_message();
+  EXPECT_EQ(run.window, 64u);
+  EXPECT_EQ(HealthStatus(channel), kServing);
+  CreateVqp(*stub, v1::SCHEME_SPRAY, 2);
+  EXPECT_EQ(MetricSum(ScrapeMetrics(agent->metrics_port()), "braid_qp_outstanding_wrs"), 0);
+  EXPECT_NE(ScrapeMetrics(agent->metrics_port()).find("braid_qp_outstanding_wrs{"),
+            std::string::npos);
+  agent.reset();
+  EXPECT_FALSE(std::filesystem::exists(socket));  // removed at shutdown
+  std::filesystem::remove_all(dir);
+}
+
+TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
+  const std::string path = "/tmp/braid-bad-config-" + std::to_string(getpid()) + ".yaml";
+  std::ofstream(path) << "transfer_window: lots\n";
+  const CommandResult r = RunCommand(std::string(BRAID_BRAIDD_PATH) + " --config " + path);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("config key 'transfer_window'"), std::string::npos) << r.output;
+  std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace braid::testing

@@ -1,0 +1,128 @@
+// The engine tests' fixture: two engines in one process, each with a soft NIC on the TCP link,
+// one connected 4-QP VQP pair and a 64 MiB region on each side, driven through the engine's
+// thread-safe interface as the server drives it. Shared by engine_test.cc and
+// engine_sessions_test.cc.
+#ifndef BRAID_TESTS_UNIT_ENGINE_ENGINE_FIXTURE_H_
+#define BRAID_TESTS_UNIT_ENGINE_ENGINE_FIXTURE_H_
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dataplane/engine/engine.h"
+#include "dataplane/soft/soft_provider.h"
+#include "dataplane/soft/tcp_fabric.h"
+#include "tests/testutil/test_port.h"
+
+namespace braid::engine {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+inline std::string Ip(int side) {
+  return "127.77." + std::to_string(static_cast<uint32_t>(getpid()) % 250) + "." +
+         std::to_string(side + 1);
+}
+
+struct Side {
+  explicit Side(int side)
+      : fabric(soft::TcpFabricOptions{.port = testing::TestPort(4)}),
+        provider({{{"soft0", Ip(side)}}, &fabric}) {
+    EngineOptions o;
+    o.provider = &provider;
+    o.agent_id = "engine" + std::to_string(side);
+    o.region_dir = dir;
+    o.fault_injection = true;  // a test stalls the engine
+    std::filesystem::create_directories(dir);
+    auto e = Engine::Start(o);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    if (e.ok()) engine = std::move(e).value();
+  }
+  ~Side() {
+    engine.reset();
+    std::filesystem::remove_all(dir);
+  }
+  soft::TcpFabric fabric;
+  soft::SoftProvider provider;
+  std::string dir = "/dev/shm/braid-engine-test-" + std::to_string(getpid()) + "-" +
+                    std::to_string(reinterpret_cast<uintptr_t>(this) & 0xFFFF);
+  std::unique_ptr<Engine> engine;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(a_.engine && b_.engine);
+    Connect(4, 1024);
+  }
+  void Connect(uint32_t qps, uint32_t max_virtual_wrs) {
+    CreateVqpRequest r;
+    r.config.num_qps = qps;
+    r.config.max_virtual_wrs = max_virtual_wrs;
+    auto va = a_.engine->CreateVirtualQp(r);
+    auto vb = b_.engine->CreateVirtualQp(r);
+    ASSERT_TRUE(va.ok() && vb.ok());
+    ASSERT_TRUE(a_.engine->ConnectVirtualQp(va->id, vb->card).ok());
+    ASSERT_TRUE(b_.engine->ConnectVirtualQp(vb->id, va->card).ok());
+    vqp_ = va->id;
+    peer_vqp_ = vb->id;
+    // Each granted to its VQP (the test reads the local addresses from the grants).
+    auto ra = a_.engine->RegisterMemory({.length = 64 * kMiB, .label = "a", .grant_vqps = {vqp_}});
+    auto rb =
+        b_.engine->RegisterMemory({.length = 64 * kMiB, .label = "b", .grant_vqps = {peer_vqp_}});
+    ASSERT_TRUE(ra.ok() && rb.ok());
+    ASSERT_EQ(ra->grants.size(), 1u);
+    ASSERT_EQ(rb->grants.size(), 1u);
+    local_ = *ra;
+    remote_ = *rb;
+  }
+  TransferRequest Write(uint64_t op_id, uint64_t offset, uint64_t length) const {
+    TransferRequest t;
+    t.op_id = op_id;
+    t.vqp_id = vqp_;
+    t.op = TransferOp::kWriteWithImm;
+    t.local_region = local_.id;
+    t.local_offset = offset;
+    t.remote = remote_.grants[0];
+    t.remote_offset = offset;
+    t.length = length;
+    t.imm = static_cast<uint32_t>(op_id);
+    return t;
+  }
+  // Waits for `count` results (at most 20 s).
+  static std::vector<TransferResult> Collect(TransferSink& sink, size_t count) {
+    std::vector<TransferResult> out;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (out.size() < count && std::chrono::steady_clock::now() < give_up) {
+      while (auto r = sink.results.TryPop()) out.push_back(std::move(*r));
+      if (out.size() < count) sink.results.Wait(10);
+    }
+    return out;
+  }
+
+  Side a_{0};
+  Side b_{1};
+  uint64_t vqp_ = 0;
+  uint64_t peer_vqp_ = 0;
+  RegionStatus local_, remote_;
+};
+
+// Over half a second, the engine sleeps in epoll between its 100 ms heartbeats: a handful of
+// turns, not millions.
+inline void ExpectSleepsForHalfASecond(Engine& engine) {
+  auto before = engine.Snapshot();
+  ASSERT_TRUE(before.ok());
+  usleep(500000);
+  auto after = engine.Snapshot();
+  ASSERT_TRUE(after.ok());
+  EXPECT_GE(after->sleeps - before->sleeps, 3u);
+  EXPECT_LT(after->loop_iterations - before->loop_iterations, 1000u);
+}
+
+}  // namespace braid::engine
+
+#endif  // BRAID_TESTS_UNIT_ENGINE_ENGINE_FIXTURE_H_

@@ -1,0 +1,391 @@
+// The engine's local sessions (engine_sessions.cc): a client attached to a session the engine
+// opened moves verified bytes through its rings; bad entries, a scribbling client and a session
+// closed with work in flight fail or end only what is theirs; a client memfd registered where it
+// lies. On the fixture of engine_test.cc (two engines, one connected VQP pair).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dataplane/session/session_client.h"
+#include "tests/unit/engine/engine_fixture.h"
+
+namespace braid::engine {
+namespace {
+
+// Local sessions: a client attached to a session the engine opened, with one peer region bound.
+struct Attached {
+  uint64_t id = 0;
+  uint32_t handle = 0;
+  std::unique_ptr<session::SessionClient> client;
+  int segment_fd = -1;  // a duplicate the test keeps (to scribble on the ring as a hostile client)
+  ~Attached() {
+    if (segment_fd >= 0) close(segment_fd);
+  }
+};
+
+std::unique_ptr<Attached> OpenAttached(Engine& engine, uint64_t vqp, const RemoteRegion& remote,
+                                       uint32_t entries = 64) {
+  auto fds = engine.OpenSession({.sq_entries = entries, .cq_entries = entries});
+  EXPECT_TRUE(fds.ok()) << fds.status().ToString();
+  if (!fds.ok()) return nullptr;
+  auto out = std::make_unique<Attached>();
+  out->id = fds->id;
+  auto handle = engine.BindRemote(fds->id, vqp, remote);
+  EXPECT_TRUE(handle.ok()) << handle.status().ToString();
+  if (!handle.ok()) return nullptr;
+  out->handle = *handle;
+  out->segment_fd = dup(fds->segment.get());
+  auto client = session::SessionClient::Attach(fds->segment.release(), fds->submit_bell.release(),
+                                               fds->complete_bell.release());
+  EXPECT_TRUE(client.ok()) << client.status().ToString();
+  if (!client.ok()) return nullptr;
+  out->client = std::move(client).value();
+  return out;
+}
+
+session::SubmitEntry RingWrite(uint64_t user_data, uint64_t vqp, uint64_t region, uint32_t handle,
+                               uint64_t offset, uint32_t length) {
+  session::SubmitEntry e{};
+  e.user_data = user_data;
+  e.vqp_id = vqp;
+  e.local_region = static_cast<uint32_t>(region);
+  e.remote_region = handle;
+  e.local_offset = e.remote_offset = offset;
+  e.length = length;
+  e.op = static_cast<uint8_t>(session::RingOp::kWrite);
+  return e;
+}
+
+// Submits `entries` (as they fit) and reaps until `count` completions arrived (at most 20 s).
+std::vector<session::CompletionEntry> Drive(session::SessionClient& client,
+                                            std::vector<session::SubmitEntry> entries,
+                                            size_t count) {
+  std::vector<session::CompletionEntry> out;
+  std::vector<session::CompletionEntry> batch(32);
+  size_t submitted = 0;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (out.size() < count && std::chrono::steady_clock::now() < give_up) {
+    if (submitted < entries.size()) {
+      submitted += client.Submit({entries.data() + submitted, entries.size() - submitted});
+    }
+    const uint32_t n = client.Reap(batch);
+    out.insert(out.end(), batch.begin(), batch.begin() + n);
+    if (n == 0 && submitted == entries.size()) client.Wait(10);
+  }
+  return out;
+}
+
+// This process's descriptors other than sockets, as "number -> what" (the listing's own left
+// out). Sockets are the soft links' (a link may connect again under load); a session holds none.
+std::set<std::string> OpenFds() {
+  std::set<std::string> out;
+  const std::string self = "/proc/" + std::to_string(getpid()) + "/fd";
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (target != self && target.rfind("socket:", 0) != 0) {
+      out.insert(e.path().filename().string() + " -> " + target);
+    }
+  }
+  return out;
+}
+
+// The descriptors open now that were not in `before`, once none is left (at most 2 s): another
+// thread may hold one for a moment (the engine reads /proc when it admits work), which is no
+// leak; one that stays is.
+std::string NewFdsThatStay(const std::set<std::string>& before) {
+  std::string added;
+  for (int i = 0; i < 200; ++i) {
+    added.clear();
+    for (const std::string& fd : OpenFds()) {
+      if (before.count(fd) == 0) added += fd + "; ";
+    }
+    if (added.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return added;
+}
+
+TEST_F(EngineTest, ASessionMovesVerifiedBytesThroughItsRingsAndABadEntryFailsAlone) {
+  auto s = OpenAttached(*a_.engine, vqp_, remote_.grants[0]);
+  ASSERT_TRUE(s);
+  auto* src = reinterpret_cast<uint8_t*>(local_.grants[0].addr);
+  auto* dst = reinterpret_cast<uint8_t*>(remote_.grants[0].addr);
+  for (size_t i = 0; i < kMiB; ++i) src[i] = static_cast<uint8_t>(i * 7 + 3);
+  std::memset(dst, 0, kMiB);
+  constexpr int kOps = 256;  // four times the rings: the window is exercised
+  std::vector<session::SubmitEntry> entries;
+  for (int i = 0; i < kOps; ++i) {
+    entries.push_back(RingWrite(i, vqp_, local_.id, s->handle, (i % 256) * 4096, 4096));
+  }
+  entries.push_back(RingWrite(kOps, vqp_, local_.id, s->handle + 7, 0, 4096));  // never bound
+  const auto out = Drive(*s->client, entries, kOps + 1);
+  int ok = 0, refused = 0;
+  for (const auto& c : out) {
+    if (c.status == 0) {
+      EXPECT_EQ(c.length, 4096u);
+      ++ok;
+    } else {
+      EXPECT_EQ(c.user_data, static_cast<uint64_t>(kOps));
+      EXPECT_EQ(c.detail, static_cast<uint32_t>(session::SubmitField::kRemoteRegion));
+      ++refused;
+    }
+  }
+  EXPECT_EQ(ok, kOps);
+  EXPECT_EQ(refused, 1);
+  EXPECT_EQ(std::memcmp(src, dst, kMiB), 0);
+  auto status = a_.engine->GetSession(s->id);
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->submitted, static_cast<uint64_t>(kOps + 1));
+  EXPECT_EQ(status->refused, 1u);
+  EXPECT_EQ(status->in_flight, 0u);
+  EXPECT_TRUE(status->broken.empty());
+  EXPECT_TRUE(a_.engine->CloseSession(s->id).ok());
+  EXPECT_FALSE(a_.engine->GetSession(s->id).ok());
+}
+
+// An open session with nothing in it lets the engine sleep; an entry submitted while it sleeps
+// (the client rings its doorbell) is taken, and its completion wakes a client asleep in Wait.
+TEST_F(EngineTest, AnIdleSessionLetsTheEngineSleepAndASubmissionWakesIt) {
+  auto s = OpenAttached(*a_.engine, vqp_, remote_.grants[0]);
+  ASSERT_TRUE(s);
+  ExpectSleepsForHalfASecond(*a_.engine);
+  for (int round = 0; round < 5; ++round) {
+    const auto e = RingWrite(round, vqp_, local_.id, s->handle, 0, 4096);
+    ASSERT_EQ(s->client->Submit({&e, 1}), 1u);
+    bool ready = false;
+    for (int i = 0; i < 100 && !ready; ++i) ready = s->client->Wait(100);
+    ASSERT_TRUE(ready);
+    session::CompletionEntry c{};
+    ASSERT_EQ(s->client->Reap({&c, 1}), 1u);
+    EXPECT_EQ(c.status, 0u);
+    EXPECT_EQ(c.user_data, static_cast<uint64_t>(round));
+    usleep(50000);  // the engine goes back to sleep
+  }
+}
+
+// Every field of an entry is client input: each bad one fails that entry with the field named,
+// and the entries around it move their bytes.
+TEST_F(EngineTest, EachBadFieldOfARingEntryFailsThatEntryAndNamesTheField) {
+  auto s = OpenAttached(*a_.engine, vqp_, remote_.grants[0]);
+  ASSERT_TRUE(s);
+  const uint64_t region = 64 * kMiB;
+  std::vector<session::SubmitEntry> entries;
+  auto good = [&](uint64_t id) {
+    return RingWrite(id, vqp_, local_.id, s->handle, id * 4096, 4096);
+  };
+  entries.push_back(good(0));
+  auto e = good(1);
+  e.vqp_id = vqp_ + 1000;  // no such VQP
+  entries.push_back(e);
+  e = good(2);
+  e.local_region = static_cast<uint32_t>(local_.id + 1000);
+  entries.push_back(e);
+  e = good(3);
+  e.local_offset = region - 100;  // runs past the local region
+  entries.push_back(e);
+  e = good(4);
+  e.remote_offset = region;  // past the remote region
+  entries.push_back(e);
+  e = good(5);
+  e.op = 99;  // no such opcode
+  entries.push_back(e);
+  e = good(6);
+  e.length = 0;
+  entries.push_back(e);
+  entries.push_back(good(7));
+  const auto out = Drive(*s->client, entries, entries.size());
+  ASSERT_EQ(out.size(), entries.size());
+  std::vector<uint32_t> detail(entries.size(), 1000), status(entries.size(), 1000);
+  for (const auto& c : out) {
+    ASSERT_LT(c.user_data, entries.size());
+    detail[c.user_data] = c.detail;
+    status[c.user_data] = c.status;
+  }
+  using session::SubmitField;
+  EXPECT_EQ(status[0], 0u);
+  EXPECT_EQ(status[7], 0u);
+  EXPECT_EQ(detail[1], static_cast<uint32_t>(SubmitField::kVqp));
+  EXPECT_EQ(status[1], static_cast<uint32_t>(common::StatusCode::kNotFound));
+  EXPECT_EQ(detail[2], static_cast<uint32_t>(SubmitField::kLocalRegion));
+  EXPECT_EQ(detail[3], static_cast<uint32_t>(SubmitField::kLocalRegion));
+  EXPECT_EQ(status[3], static_cast<uint32_t>(common::StatusCode::kOutOfRange));
+  EXPECT_EQ(detail[4], static_cast<uint32_t>(SubmitField::kRemoteRegion));
+  EXPECT_EQ(status[4], static_cast<uint32_t>(common::StatusCode::kOutOfRange));
+  EXPECT_EQ(detail[5], static_cast<uint32_t>(SubmitField::kOp));
+  EXPECT_EQ(detail[6], static_cast<uint32_t>(SubmitField::kLength));
+  for (int i = 1; i <= 6; ++i) EXPECT_NE(status[i], 0u) << "entry " << i;
+  auto st = a_.engine->GetSession(s->id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->refused, 6u);
+  EXPECT_TRUE(st->broken.empty()) << st->broken;
+}
+
+// A client that writes a submission tail beyond its ring ends its own session (named in the
+// session's status); another session of the same engine keeps moving verified bytes.
+TEST_F(EngineTest, AClientScribblingOnItsRingEndsOnlyItsOwnSession) {
+  auto hostile = OpenAttached(*a_.engine, vqp_, remote_.grants[0]);
+  auto fair = OpenAttached(*a_.engine, vqp_, remote_.grants[0]);
+  ASSERT_TRUE(hostile && fair);
+  const session::SegmentHeader layout = session::SessionSegment::Layout(64, 64);
+  void* base =
+      mmap(nullptr, layout.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, hostile->segment_fd, 0);
+  ASSERT_NE(base, MAP_FAILED);
+  auto* sq =
+      reinterpret_cast<session::RingControl*>(static_cast<uint8_t*>(base) + layout.sq_control);
+  sq->tail.value.store(sq->head.value.load() + 64 * 1000, std::memory_order_release);
+  // No doorbell: an idle engine still looks at its sessions' rings every idle_wait_ms.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::string broken;
+  while (broken.empty() && std::chrono::steady_clock::now() < give_up) {
+    auto st = a_.engine->GetSession(hostile->id);
+    ASSERT_TRUE(st.ok());
+    broken = st->broken;
+    if (broken.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_NE(broken.find("submission tail"), std::string::npos) << broken;
+  munmap(base, layout.total_bytes);
+
+  auto* src = reinterpret_cast<uint8_t*>(local_.grants[0].addr);
+  auto* dst = reinterpret_cast<uint8_t*>(remote_.grants[0].addr);
+  for (size_t i = 0; i < kMiB; ++i) src[i] = static_cast<uint8_t>(i * 13 + 1);
+  std::memset(dst, 0, kMiB);
+  std::vector<session::SubmitEntry> entries;
+  for (int i = 0; i < 64; ++i)
+    entries.push_back(RingWrite(i, vqp_, local_.id, fair->handle, i * 16384, 16384));
+  const auto out = Drive(*fair->client, entries, entries.size());
+  ASSERT_EQ(out.size(), entries.size());
+  for (const auto& c : out) EXPECT_EQ(c.status, 0u);
+  EXPECT_EQ(std::memcmp(src, dst, kMiB), 0);
+  auto st = a_.engine->GetSession(fair->id);
+  ASSERT_TRUE(st.ok());
+  EXPECT_TRUE(st->broken.empty());
+  EXPECT_TRUE(a_.engine->CloseSession(hostile->id).ok());
+  EXPECT_TRUE(a_.engine->CloseSession(fair->id).ok());
+}
+
+// Closing a session with work under way (its client gone): what was accepted completes into
+// nothing, the region stays referenced until the real completions arrived (then it can be
+// deregistered), the engine keeps serving, and every descriptor of the session is given back.
+TEST_F(EngineTest, ClosingASessionWithWorkInFlightReleasesItsRegionOnlyAfterTheRealCompletions) {
+  const std::set<std::string> before = OpenFds();
+  auto extra = a_.engine->RegisterMemory({.length = 32 * kMiB, .label = "x", .grant_vqps = {vqp_}});
+  ASSERT_TRUE(extra.ok());
+  {
+    auto s = OpenAttached(*a_.engine, vqp_, remote_.grants[0], 64);
+    ASSERT_TRUE(s);
+    std::vector<session::SubmitEntry> entries;
+    for (int i = 0; i < 32; ++i)
+      entries.push_back(RingWrite(i, vqp_, extra->id, s->handle, i * kMiB, kMiB));
+    ASSERT_EQ(s->client->Submit(entries), 32u);
+    // Wait until the engine took them all, then close with (most of) them on the wire.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < give_up) {
+      auto st = a_.engine->GetSession(s->id);
+      ASSERT_TRUE(st.ok());
+      if (st->submitted == 32) break;
+    }
+
+    ASSERT_TRUE(a_.engine->CloseSession(s->id).ok());
+    EXPECT_FALSE(a_.engine->GetSession(s->id).ok());
+    // Whatever is still referenced keeps the region; once the NIC is done it can go.
+    bool released = false, deregistered = false;
+    while (!released && std::chrono::steady_clock::now() < give_up) {
+      auto regions = a_.engine->ListRegions();
+      ASSERT_TRUE(regions.ok());
+      for (const auto& r : *regions) {
+        if (r.id != extra->id) continue;
+        if (r.in_flight == 0) {
+          released = true;
+          continue;
+        }
+        // Refused while referenced (the last completion may land between the two calls).
+        const common::Status d = a_.engine->DeregisterMemory(extra->id);
+        if (d.ok()) {
+          released = deregistered = true;
+        } else {
+          EXPECT_EQ(d.code(), common::StatusCode::kFailedPrecondition) << d.ToString();
+        }
+      }
+      if (!released) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    EXPECT_TRUE(released);
+    // Nothing more reaches the closed session's completion ring.
+    std::vector<session::CompletionEntry> out(64);
+    const uint32_t late = s->client->Reap(out);
+    EXPECT_LE(late, 32u);
+    if (!deregistered) {
+      EXPECT_TRUE(a_.engine->DeregisterMemory(extra->id).ok());
+    }
+  }
+  {  // The engine still serves (the sink holds a descriptor while it lives).
+    auto sink = std::make_shared<TransferSink>(16);
+    ASSERT_TRUE(a_.engine->SubmitTransfer(Write(1, 0, 4096), sink).ok());
+    const auto results = Collect(*sink, 1);
+    ASSERT_EQ(results.size(), 1u);
+    EXPECT_TRUE(results[0].status.ok()) << results[0].status.ToString();
+  }
+  // The engine lets go of a transfer's sink just after delivering its result: a call answered
+  // on a later turn of its loop comes after that.
+  ASSERT_TRUE(a_.engine->Snapshot().ok());
+  EXPECT_EQ(NewFdsThatStay(before), "");
+}
+
+// RegisterFd: the client's own memfd is mapped and registered where it lies. Bytes the client
+// writes into its mapping after registering reach the peer, and bytes read from the peer appear
+// in the client's mapping: no staging copy on either side.
+TEST_F(EngineTest, AClientMemfdIsRegisteredWhereItLiesWithNoCopy) {
+  const std::set<std::string> before = OpenFds();
+  const int fd = memfd_create("braid-client", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, 4 * kMiB), 0);
+  // Unsealed: it could be cut short under the agent's mapping.
+  auto refused = a_.engine->RegisterMemory(
+      {.length = kMiB, .label = "m", .grant_vqps = {vqp_}, .fd = fd, .fd_offset = 0});
+  EXPECT_EQ(refused.status().code(), common::StatusCode::kFailedPrecondition);
+  ASSERT_EQ(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+  EXPECT_FALSE(
+      a_.engine->RegisterMemory({.length = kMiB, .label = "m", .fd = fd, .fd_offset = 100}).ok());
+  EXPECT_FALSE(
+      a_.engine->RegisterMemory({.length = 4 * kMiB, .label = "m", .fd = fd, .fd_offset = kMiB})
+          .ok());
+  auto region = a_.engine->RegisterMemory(
+      {.length = 2 * kMiB, .label = "m", .grant_vqps = {vqp_}, .fd = fd, .fd_offset = kMiB});
+  ASSERT_TRUE(region.ok()) << region.status().ToString();
+  auto* mine =
+      static_cast<uint8_t*>(mmap(nullptr, 4 * kMiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+  ASSERT_NE(mine, MAP_FAILED);
+  close(fd);  // the agent's mapping holds the memory
+  auto* peer = reinterpret_cast<uint8_t*>(remote_.grants[0].addr);
+  auto transfer = [&](TransferOp op, uint64_t op_id) {
+    TransferRequest t = Write(op_id, 0, 2 * kMiB);
+    t.op = op;
+    t.local_region = region->id;
+    auto sink = std::make_shared<TransferSink>(4);
+    EXPECT_TRUE(a_.engine->SubmitTransfer(t, sink).ok());
+    const auto r = Collect(*sink, 1);
+    return r.size() == 1 && r[0].status.ok();
+  };
+  for (size_t i = 0; i < 2 * kMiB; ++i) mine[kMiB + i] = static_cast<uint8_t>(i * 5 + 9);
+  ASSERT_TRUE(transfer(TransferOp::kWrite, 1));
+  EXPECT_EQ(std::memcmp(peer, mine + kMiB, 2 * kMiB), 0);
+  for (size_t i = 0; i < 2 * kMiB; ++i) peer[i] = static_cast<uint8_t>(i * 3 + 1);
+  ASSERT_TRUE(transfer(TransferOp::kRead, 2));
+  EXPECT_EQ(std::memcmp(peer, mine + kMiB, 2 * kMiB), 0);
+  EXPECT_TRUE(a_.engine->DeregisterMemory(region->id).ok());
+  munmap(mine, 4 * kMiB);
+  EXPECT_EQ(NewFdsThatStay(before), "");
+}
+
+}  // namespace
+}  // namespace braid::engine
