@@ -11,6 +11,8 @@
 // Deadlines: each operation carries one (its own or the session default); the agent enforces it,
 // and the session too (plus `grace`) so that a hung or killed agent cannot make a caller wait
 // forever.
+// Order: operations submitted from one thread start in the order submitted; across threads no
+// order is promised.
 // Threading: Submit, Flush and Cancel from any thread. Callbacks run on the session's reader or
 // watchdog thread (or, for an operation refused before it was sent, the submitter's): keep them
 // short.
