@@ -107,7 +107,7 @@ bool OpenRing(AgentProcess& a, const std::string& socket, uint64_t vqp, const v1
   if (p == MAP_FAILED) return false;
   out->data = static_cast<uint8_t*>(p);
   braid::testing::FillPattern(out->data, kRegion, 1);
-  auto client = braid::session::SessionClient::Connect(socket, 1024, 1024);
+  auto client = braid::session::SessionClient::Connect(socket, {1024, 1024, 1024});
   if (!client.ok()) {
     std::fprintf(stderr, "session: %s\n", client.status().ToString().c_str());
     return false;
@@ -193,11 +193,12 @@ std::pair<double, double> RingLatency(RingClient& r, uint64_t vqp, int samples) 
     e.remote_region = r.handle;
     e.length = 8;
     e.imm = static_cast<uint32_t>(i);
-    e.op = static_cast<uint8_t>(session::RingOp::kWriteWithImm);
+    e.op = static_cast<uint8_t>(getenv("RTT_PLAIN") ? session::RingOp::kWrite : session::RingOp::kWriteWithImm);
     const auto t0 = std::chrono::steady_clock::now();
     while (r.client->Submit({&e, 1}) == 0) {
     }
     while (r.client->Reap({&c, 1}) == 0) {
+      if (getenv("RTT_WAIT")) r.client->Wait(10);
     }
     us.push_back(
         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
@@ -225,6 +226,7 @@ int main(int argc, char** argv) {
   RingClient ring;
   if (!OpenRing(a, dir + "/a.sock.session", vqp, dst, &ring)) return 1;
 
+  if (getenv("RTT_ONLY")) { auto [x, y] = RingLatency(ring, vqp, 5000); std::printf("rtt p50 %.1f p99 %.1f\n", x, y); return 0; }
   Run(a, b, v1::OP_WRITE, vqp, src, dst, kMiB, 256);  // warm-up
   const Figure w = Run(a, b, v1::OP_WRITE, vqp, src, dst, kMiB, 2048);
   const Figure r = Run(a, b, v1::OP_READ, vqp, src, dst, kMiB, 2048);

@@ -43,7 +43,7 @@ void Print(const char* path, uint64_t ops, double seconds) {
 // `ops` 4 KiB writes through a session's rings, batches of kBatch; false on any failure.
 bool RunRing(Engine& e, uint64_t vqp, uint64_t region, const engine::RemoteRegion& remote,
              uint64_t ops) {
-  auto fds = e.OpenSession({.sq_entries = kRing, .cq_entries = kRing});
+  auto fds = e.OpenSession({.rings = {kRing, kRing, kRing}});
   if (!fds.ok()) return std::fprintf(stderr, "%s\n", fds.status().ToString().c_str()), false;
   auto handle = e.BindRemote(fds->id, vqp, remote);
   if (!handle.ok()) return std::fprintf(stderr, "%s\n", handle.status().ToString().c_str()), false;

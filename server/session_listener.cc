@@ -149,9 +149,9 @@ bool SessionListener::Serve(Connection& c) {
            Status::AlreadyExists("this connection has its session already (" +
                                  std::to_string(c.session) + "): connect again for another"));
     } else {
-      auto opened = engine_.OpenSession({.owner = c.caller.owner,
-                                         .sq_entries = request.sq_entries,
-                                         .cq_entries = request.cq_entries});
+      auto opened = engine_.OpenSession(
+          {.owner = c.caller.owner,
+           .rings = {request.sq_entries, request.cq_entries, request.nq_entries}});
       if (!opened.ok()) {
         Fill(reply, opened.status());
       } else {

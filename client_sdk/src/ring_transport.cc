@@ -216,7 +216,7 @@ Result<std::unique_ptr<Transport>> OpenRingTransport(std::shared_ptr<AgentClient
                                                      const std::string& socket_path,
                                                      uint32_t entries, bool busy_poll) {
   BRAID_ASSIGN_OR_RETURN(std::unique_ptr<session::SessionClient> client,
-                         session::SessionClient::Connect(socket_path, entries, entries));
+                         session::SessionClient::Connect(socket_path, {entries, entries, 2}));
   return std::unique_ptr<Transport>(
       std::make_unique<RingTransport>(std::move(agent), std::move(client), busy_poll));
 }

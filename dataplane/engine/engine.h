@@ -258,6 +258,14 @@ class Engine {
   int PollSessions();  // takes entries from each open session's ring, within its window
   void StartSessionTransfer(SessionSlot& s, const session::SubmitEntry& e);
   void WriteCompletion(SessionSlot& s, const session::CompletionEntry& c);
+  // A kWatch entry: subscribes the session's notification ring to the VQP.
+  void StartSessionWatch(SessionSlot& s, const session::SubmitCommand& c);
+  // Writes `n` into the session's notification ring. The ring's last slot is kept for the entry
+  // that says the client fell behind: when only it is left, that entry is written instead and
+  // every watch of the session ends (false; the session is then off every VQP's list).
+  bool Notify(SessionSlot& s, const session::NotifyEntry& n);
+  void EndWatches(SessionSlot& s);  // takes the session off every VQP it watches
+  void MarkToWake(SessionSlot& s);
   void WakeSessions();      // rings the doorbell of each sleeping client that got completions
   bool SessionsMaySleep();  // announces the engine's sleep on every open session's ring
   void SessionsAwake();

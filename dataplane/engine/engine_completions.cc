@@ -62,6 +62,19 @@ void Engine::OnVirtualWc(const vqp::VirtualWc& wc) {
     n.status = wc.status;
     ++stats_.notifications;
     FanOut(slot.watchers, n);
+    if (!slot.session_watchers.empty()) {
+      session::NotifyEntry entry{};
+      entry.vqp_id = n.vqp_id;
+      entry.seq = n.seq;
+      entry.byte_len = n.byte_len;
+      entry.imm = n.imm;
+      entry.kind = static_cast<uint8_t>(session::NotifyKind::kNotification);
+      entry.wc_status = static_cast<uint8_t>(n.status);
+      // A session that fell behind leaves the list (Notify ended its watches).
+      for (size_t i = 0; i < slot.session_watchers.size();) {
+        if (Notify(*slot.session_watchers[i], entry)) ++i;
+      }
+    }
     PostNotifyReceives(slot);
     return;
   }

@@ -78,6 +78,7 @@ struct Engine::VqpSlot {
   uint64_t remote_uses = 0;      // the LRU clock of remote_handles
   std::deque<uint32_t> backlog;  // transfers waiting for room on the VQP, in arrival order
   std::vector<std::shared_ptr<NotificationWatcher>> watchers;
+  std::vector<SessionSlot*> session_watchers;  // sessions whose notification ring hears this VQP
   uint64_t notifications = 0;
   // The peer VQP's identity, pinned at connect: only it may recover this VQP's QPs.
   std::string peer_endpoint;  // the peer agent's control endpoint (recovery)
@@ -141,9 +142,11 @@ struct Engine::SessionSlot {
   std::unique_ptr<session::SessionSegment> segment;
   session::SpscRing<session::SubmitEntry> submissions;      // the engine consumes
   session::SpscRing<session::CompletionEntry> completions;  // the engine produces
+  session::SpscRing<session::NotifyEntry> notices;          // the engine produces
   session::Doorbell submit_bell;     // the client rings it; in the engine's wait set
   session::Doorbell complete_bell;   // the engine rings it when the client sleeps
   std::vector<BoundRemote> remotes;  // by handle
+  std::vector<uint64_t> watching;    // VQPs whose notifications go to `notices`
   uint32_t in_flight = 0;            // accepted, completion not yet written: owed a slot
   bool open = true;                  // taking entries
   bool on_wake_list = false;         // in Engine::sessions_.to_wake
@@ -156,7 +159,7 @@ struct Engine::SessionSlot {
 struct Engine::Sessions {
   std::map<uint64_t, std::unique_ptr<SessionSlot>> by_id;
   std::vector<SessionSlot*> open;     // taking entries (the loop's walk)
-  std::vector<SessionSlot*> to_wake;  // got completions since the last doorbell check
+  std::vector<SessionSlot*> to_wake;  // got completions or notices since the last doorbell check
   uint64_t next_id = 1;
   std::array<session::SubmitEntry, 32> batch{};
 };

@@ -1,5 +1,6 @@
 // The engine's local sessions: opening one, binding peer regions, taking entries from the
-// submission ring, writing outcomes into the completion ring, sleeping, and ending a session.
+// submission ring, writing outcomes into the completion ring and notifications into the
+// notification ring, sleeping, and ending a session.
 // The protocol is doc/local_data_path.md; everything in a segment is client input.
 #include <fcntl.h>
 #include <sys/epoll.h>
@@ -16,6 +17,8 @@ using common::Result;
 using common::Status;
 using common::StatusCode;
 using session::CompletionEntry;
+using session::NotifyEntry;
+using session::NotifyKind;
 using session::SubmitEntry;
 using session::SubmitField;
 
@@ -31,6 +34,7 @@ TransferOp OpOf(session::RingOp op) {
     case session::RingOp::kWriteWithImm:
       return TransferOp::kWriteWithImm;
     case session::RingOp::kWrite:
+    case session::RingOp::kWatch:  // not a transfer (StartSessionWatch)
       break;
   }
   return TransferOp::kWrite;
@@ -80,13 +84,14 @@ Result<SessionFds> Engine::DoOpenSession(const SessionRequest& request) {
   BRAID_RETURN_IF_ERROR(fds_.budget.Admit(6, fds_.promised, "this session"));
   auto s = std::make_unique<SessionSlot>();
   BRAID_ASSIGN_OR_RETURN(s->segment,
-                         session::SessionSegment::Create(request.sq_entries, request.cq_entries));
+                         session::SessionSegment::Create(request.rings));
   BRAID_ASSIGN_OR_RETURN(s->submit_bell, session::Doorbell::Create());
   BRAID_ASSIGN_OR_RETURN(s->complete_bell, session::Doorbell::Create());
   s->id = sessions_->next_id++;
   s->owner = request.owner;
   s->submissions = s->segment->SubmitRing();
   s->completions = s->segment->CompletionRing();
+  s->notices = s->segment->NotifyRing();
   SessionFds out;
   out.id = s->id;
   BRAID_ASSIGN_OR_RETURN(out.segment, Dup(s->segment->fd()));
@@ -146,10 +151,13 @@ int Engine::PollSessions() {
       window -= n;
       if (n < want) break;
     }
-    if (s->submissions.broken() || s->completions.broken() || !s->broken.empty()) {
+    if (s->submissions.broken() || s->completions.broken() || s->notices.broken() ||
+        !s->broken.empty()) {
       EndSession(*s, s->submissions.broken() ? "the client's submission tail ran past its ring"
                      : s->completions.broken()
                          ? "the client's completion head ran past what the engine wrote"
+                     : s->notices.broken()
+                         ? "the client's notification head ran past what the engine wrote"
                          : s->broken);
       ended = true;
     }
@@ -166,6 +174,10 @@ void Engine::StartSessionTransfer(SessionSlot& s, const SubmitEntry& e) {
   VqpSlot* slot = nullptr;
   RegionSlot* region = nullptr;
   BoundRemote* remote = nullptr;
+  if (bad == SubmitField::kNone && c.op == session::RingOp::kWatch) {
+    StartSessionWatch(s, c);
+    return;
+  }
   // The checks PrepareTransfer makes for a gRPC request, on facts looked up without messages (a
   // refused entry carries its code and field; Describe says what to do).
   if (bad == SubmitField::kNone) {
@@ -241,6 +253,57 @@ void Engine::StartSessionTransfer(SessionSlot& s, const SubmitEntry& e) {
   Admit(index);
 }
 
+void Engine::StartSessionWatch(SessionSlot& s, const session::SubmitCommand& c) {
+  CompletionEntry done{};
+  done.user_data = c.user_data;
+  auto it = vqps_.find(c.vqp_id);
+  if (it == vqps_.end() || (s.owner != kAnyOwner && it->second->owner != s.owner)) {
+    ++s.refused;
+    done.status = static_cast<uint32_t>(StatusCode::kNotFound);
+    done.detail = static_cast<uint32_t>(SubmitField::kVqp);
+  } else if (std::find(s.watching.begin(), s.watching.end(), c.vqp_id) == s.watching.end()) {
+    // Before any connect is fine (nothing that arrives later is missed); twice is once.
+    s.watching.push_back(c.vqp_id);
+    it->second->session_watchers.push_back(&s);
+  }
+  WriteCompletion(s, done);
+}
+
+bool Engine::Notify(SessionSlot& s, const NotifyEntry& n) {
+  const uint32_t room = s.open ? s.notices.Room() : 0;
+  if (room == 0) {  // ended, or a broken ring (the loop ends the session)
+    EndWatches(s);
+    return false;
+  }
+  if (room == 1) {
+    NotifyEntry behind{};
+    behind.kind = static_cast<uint8_t>(NotifyKind::kWatchEnded);
+    behind.status = static_cast<uint16_t>(StatusCode::kNoResource);
+    (void)s.notices.Push({&behind, 1});
+    MarkToWake(s);
+    EndWatches(s);
+    return false;
+  }
+  (void)s.notices.Push({&n, 1});
+  MarkToWake(s);
+  return true;
+}
+
+void Engine::EndWatches(SessionSlot& s) {
+  for (uint64_t vqp_id : s.watching) {
+    auto it = vqps_.find(vqp_id);
+    if (it != vqps_.end()) std::erase(it->second->session_watchers, &s);
+  }
+  s.watching.clear();
+}
+
+void Engine::MarkToWake(SessionSlot& s) {
+  if (!s.on_wake_list) {
+    s.on_wake_list = true;
+    sessions_->to_wake.push_back(&s);
+  }
+}
+
 void Engine::WriteCompletion(SessionSlot& s, const CompletionEntry& c) {
   if (!s.open) return;  // the session ended: its outcomes go nowhere
   if (s.completions.Push({&c, 1}) != 1) {
@@ -249,10 +312,7 @@ void Engine::WriteCompletion(SessionSlot& s, const CompletionEntry& c) {
     return;
   }
   ++s.completed;
-  if (!s.on_wake_list) {
-    s.on_wake_list = true;
-    sessions_->to_wake.push_back(&s);
-  }
+  MarkToWake(s);
 }
 
 void Engine::WakeSessions() {
@@ -292,6 +352,7 @@ void Engine::EndSession(SessionSlot& s, std::string why) {
     }
   }
   if (s.broken.empty()) s.broken = std::move(why);
+  EndWatches(s);
   for (const BoundRemote& b : s.remotes) {
     if (vqps_.find(b.vqp_id) != vqps_.end()) --b.keys->second.users;
   }

@@ -18,6 +18,7 @@
 #include "dataplane/common/outcome.h"
 #include "dataplane/common/status.h"
 #include "dataplane/common/unique_fd.h"
+#include "dataplane/session/session_segment.h"
 #include "dataplane/vqp/business_card.h"
 #include "dataplane/vqp/virtual_qp.h"
 #include "dataplane/vqp/vqp_types.h"
@@ -277,12 +278,11 @@ inline constexpr std::array<double, 14> kLatencyBounds = {10e-6,  25e-6,  50e-6,
                                                           500e-6, 1e-3,   2.5e-3, 5e-3,   10e-3,
                                                           25e-3,  100e-3, 1.0,    10.0};
 
-// A local session (doc/local_data_path.md): its rings' sizes (powers of two, 2 to 65536) and the
-// owner it acts for (every VQP and region its entries name must be that owner's).
+// A local session (doc/local_data_path.md): its rings' sizes and the owner it acts for (every VQP
+// and region its entries name must be that owner's).
 struct SessionRequest {
   OwnerId owner = kAnyOwner;
-  uint32_t sq_entries = 1024;
-  uint32_t cq_entries = 1024;
+  session::RingSizes rings;
 };
 
 // What the client needs to attach: duplicates of the engine's descriptors (the receiver owns

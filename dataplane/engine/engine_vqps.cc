@@ -155,6 +155,15 @@ Status Engine::DoDestroy(uint64_t vqp_id, OwnerId scope) {
     w->closed.store(true);
     w->events.Wake();  // its stream ends now, not at its next look
   }
+  const std::vector<SessionSlot*> sessions = std::move(slot->session_watchers);
+  slot->session_watchers.clear();
+  for (SessionSlot* s : sessions) {
+    std::erase(s->watching, vqp_id);
+    session::NotifyEntry ended{};
+    ended.vqp_id = vqp_id;
+    ended.kind = static_cast<uint8_t>(session::NotifyKind::kWatchEnded);
+    (void)Notify(*s, ended);  // status kOk: the VQP was destroyed
+  }
   RetireTraffic(*slot);
   Forget(*slot);
   fds_.promised -= slot->promised_fds;

@@ -7,6 +7,8 @@
 // asked where those facts live. A bad entry fails alone: its completion carries the refusal.
 //
 // CompletionEntry (32 bytes): one outcome, written by the engine thread.
+// NotifyEntry (32 bytes): one write-with-immediate that arrived on a VQP the session watches (a
+// kWatch entry subscribes), or the end of the session's watches; written by the engine thread.
 // The layout is part of the session protocol (doc/local_data_path.md); kSessionVersion changes
 // with it.
 #ifndef BRAID_DATAPLANE_SESSION_RING_ENTRY_H_
@@ -17,9 +19,11 @@
 
 namespace braid::session {
 
-inline constexpr uint16_t kSessionVersion = 1;
+inline constexpr uint16_t kSessionVersion = 2;
 
-enum class RingOp : uint8_t { kWrite = 1, kRead = 2, kWriteWithImm = 3 };
+// kWatch subscribes the session to the VQP's notifications (the notification ring); its
+// completion says whether it did. It names only the VQP: every other field is 0.
+enum class RingOp : uint8_t { kWrite = 1, kRead = 2, kWriteWithImm = 3, kWatch = 4 };
 
 struct SubmitEntry {
   uint64_t user_data;  // returned in the completion
@@ -46,6 +50,25 @@ struct CompletionEntry {
   uint32_t reserved;
 };
 static_assert(sizeof(CompletionEntry) == 32);
+
+enum class NotifyKind : uint8_t {
+  kNotification = 1,  // a write-with-immediate arrived on vqp_id
+  // The session's watch of vqp_id ended: status kOk when the VQP was destroyed; kNoResource when
+  // the client fell behind (the ring had one slot left: this entry took it, and every watch of the
+  // session ended with it; vqp_id is then 0).
+  kWatchEnded = 2,
+};
+
+struct NotifyEntry {
+  uint64_t vqp_id;
+  uint64_t seq;       // 0, 1, 2 ... per VQP (kNotification)
+  uint64_t byte_len;  // bytes the write placed
+  uint32_t imm;       // host order
+  uint8_t kind;       // NotifyKind
+  uint8_t wc_status;  // ibv_wc_status of the receive (kNotification)
+  uint16_t status;    // common::StatusCode (kWatchEnded)
+};
+static_assert(sizeof(NotifyEntry) == 32);
 
 // The field of a SubmitEntry that DecodeSubmit refused.
 enum class SubmitField : uint32_t {

@@ -51,8 +51,7 @@ common::Result<WireReply> Exchange(int sock, const WireRequest& request, int fd_
 }  // namespace
 
 common::Result<std::unique_ptr<SessionClient>> SessionClient::Connect(const std::string& path,
-                                                                      uint32_t sq_entries,
-                                                                      uint32_t cq_entries) {
+                                                                      RingSizes sizes) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof(addr.sun_path)) {
@@ -67,8 +66,9 @@ common::Result<std::unique_ptr<SessionClient>> SessionClient::Connect(const std:
   }
   WireRequest request;
   request.op = static_cast<uint16_t>(WireOp::kOpenSession);
-  request.sq_entries = sq_entries;
-  request.cq_entries = cq_entries;
+  request.sq_entries = sizes.sq;
+  request.cq_entries = sizes.cq;
+  request.nq_entries = sizes.nq;
   std::vector<int> fds;
   BRAID_ASSIGN_OR_RETURN(WireReply reply, Exchange(sock.get(), request, -1, &fds));
   if (fds.size() != 3) {
@@ -110,6 +110,7 @@ SessionClient::SessionClient(Token, std::unique_ptr<SessionSegment> segment, Doo
     : segment_(std::move(segment)),
       submissions_(segment_->SubmitRing()),
       completions_(segment_->CompletionRing()),
+      notices_(segment_->NotifyRing()),
       submit_bell_(std::move(submit_bell)),
       complete_bell_(std::move(complete_bell)) {}
 
@@ -127,6 +128,16 @@ uint32_t SessionClient::Reap(std::span<CompletionEntry> out) {
   return n;
 }
 
+uint32_t SessionClient::ReapNotifications(std::span<NotifyEntry> out) { return notices_.Pop(out); }
+
+SubmitEntry SessionClient::Watch(uint64_t vqp_id, uint64_t user_data) {
+  SubmitEntry e{};
+  e.user_data = user_data;
+  e.vqp_id = vqp_id;
+  e.op = static_cast<uint8_t>(RingOp::kWatch);
+  return e;
+}
+
 bool SessionClient::AgentGone() const {
   if (!socket_.valid()) return false;
   pollfd p{socket_.get(), POLLRDHUP, 0};
@@ -134,10 +145,13 @@ bool SessionClient::AgentGone() const {
 }
 
 bool SessionClient::Wait(int timeout_ms) {
-  if (completions_.Ready() > 0) return true;
-  if (completions_.PrepareToSleep()) (void)complete_bell_.Wait(timeout_ms);
+  // One sleeping flag (the completion ring's) for both rings the engine produces: it looks at it
+  // after publishing to either (doc/local_data_path.md, "Sleeping without losing a wakeup").
+  auto ready = [this] { return completions_.Ready() > 0 || notices_.Ready() > 0; };
+  if (ready()) return true;
+  if (completions_.PrepareToSleep() && !ready()) (void)complete_bell_.Wait(timeout_ms);
   completions_.Awake();
-  return completions_.Ready() > 0;
+  return ready();
 }
 
 void SessionClient::RingEngineIfAsleep() {

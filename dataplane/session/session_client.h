@@ -1,14 +1,17 @@
 // SessionClient: the client's side of a local session (doc/local_data_path.md): the producer of
-// the submission ring and the consumer of the completion ring, over a segment and two doorbells
-// received from the agent.
+// the submission ring and the consumer of the completion and notification rings, over a segment
+// and two doorbells received from the agent.
 //
 // Submit copies entries in and rings the engine's doorbell only when the engine announced that it
 // sleeps; Reap copies completions out (and rings the engine when submissions wait behind a full
 // window while it sleeps); Wait sleeps on the client's doorbell with the same no-lost-wakeup
-// protocol. The engine takes an entry only when its completion is sure to find a slot, so a client
-// that stops reaping only stops its own submissions.
-// Threading: one thread submits and reaps (or one submits and one reaps: each ring has one
-// producer and one consumer). Ownership: owns the mapping and the descriptors.
+// protocol (it wakes for a completion or a notification). The engine takes an entry only when its
+// completion is sure to find a slot, so a client that stops reaping only stops its own
+// submissions. Notifications of the VQPs the session watches (Watch) come through their own ring;
+// a client that stops reaping them loses its watches, not other work (ring_entry.h, kWatchEnded).
+// Threading: each ring has one producer and one consumer: one thread submits, one reaps
+// completions, one reaps notifications (any of them may be the same thread). Wait from the thread
+// that reaps. Ownership: owns the mapping and the descriptors.
 #ifndef BRAID_DATAPLANE_SESSION_SESSION_CLIENT_H_
 #define BRAID_DATAPLANE_SESSION_SESSION_CLIENT_H_
 
@@ -34,8 +37,7 @@ class SessionClient {
   // Opens a session with the agent behind the session socket at `path` (session_wire.h). The
   // connection is the session: closing the client (or exiting) ends it.
   static common::Result<std::unique_ptr<SessionClient>> Connect(const std::string& path,
-                                                                uint32_t sq_entries = 1024,
-                                                                uint32_t cq_entries = 1024);
+                                                                RingSizes sizes = {});
   // Registers `length` bytes at `offset` of the file behind `fd` (a memfd sealed against
   // shrinking) where they lie, granted to `grant_vqps`; returns the region id. Connected clients
   // only; the region is deregistered when the session ends (once nothing of it is in flight).
@@ -49,15 +51,23 @@ class SessionClient {
   uint32_t Submit(std::span<const SubmitEntry> entries);
   // Copies up to `out.size()` completions out; returns how many.
   uint32_t Reap(std::span<CompletionEntry> out);
-  // Sleeps until a completion is ready or `timeout_ms` passed; true when one is ready.
+  // Copies up to `out.size()` notifications out; returns how many.
+  uint32_t ReapNotifications(std::span<NotifyEntry> out);
+  // A kWatch entry for `vqp_id` (submit it; its completion says whether the watch began).
+  static SubmitEntry Watch(uint64_t vqp_id, uint64_t user_data);
+  // Sleeps until a completion or a notification is ready or `timeout_ms` passed; true when one
+  // is ready.
   bool Wait(int timeout_ms);
   // The agent ended the session (its end of the session socket closed: it stopped, or dropped
   // the session): nothing more will complete. False for an attached client. Any thread.
   bool AgentGone() const;
   // The engine broke a ring's protocol (a bad index); the session is of no further use.
-  bool broken() const { return submissions_.broken() || completions_.broken(); }
+  bool broken() const {
+    return submissions_.broken() || completions_.broken() || notices_.broken();
+  }
   uint32_t sq_entries() const { return submissions_.capacity(); }
   uint32_t cq_entries() const { return completions_.capacity(); }
+  uint32_t nq_entries() const { return notices_.capacity(); }
 
   struct Token {
    private:
@@ -74,6 +84,7 @@ class SessionClient {
   std::unique_ptr<SessionSegment> segment_;
   SpscRing<SubmitEntry> submissions_;      // the client produces
   SpscRing<CompletionEntry> completions_;  // the client consumes
+  SpscRing<NotifyEntry> notices_;          // the client consumes
   Doorbell submit_bell_;
   Doorbell complete_bell_;
 };

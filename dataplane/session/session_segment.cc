@@ -28,27 +28,31 @@ constexpr unsigned int kSizeSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 
 }  // namespace
 
-SegmentHeader SessionSegment::Layout(uint32_t sq_entries, uint32_t cq_entries) {
+bool RingSizes::Valid() const { return RingSizeOk(sq) && RingSizeOk(cq) && RingSizeOk(nq); }
+
+SegmentHeader SessionSegment::Layout(const RingSizes& sizes) {
   SegmentHeader h{};
   h.magic = kSegmentMagic;
   h.version = kSessionVersion;
   h.header_bytes = sizeof(SegmentHeader);
-  h.sq_entries = sq_entries;
-  h.cq_entries = cq_entries;
+  h.sq_entries = sizes.sq;
+  h.cq_entries = sizes.cq;
+  h.nq_entries = sizes.nq;
   h.sq_control = Align64(sizeof(SegmentHeader));
   h.sq_ring = h.sq_control + sizeof(RingControl);
-  h.cq_control = Align64(h.sq_ring + uint64_t{sq_entries} * sizeof(SubmitEntry));
+  h.cq_control = Align64(h.sq_ring + uint64_t{sizes.sq} * sizeof(SubmitEntry));
   h.cq_ring = h.cq_control + sizeof(RingControl);
-  h.total_bytes = Align64(h.cq_ring + uint64_t{cq_entries} * sizeof(CompletionEntry));
+  h.nq_control = Align64(h.cq_ring + uint64_t{sizes.cq} * sizeof(CompletionEntry));
+  h.nq_ring = h.nq_control + sizeof(RingControl);
+  h.total_bytes = Align64(h.nq_ring + uint64_t{sizes.nq} * sizeof(NotifyEntry));
   return h;
 }
 
-common::Result<std::unique_ptr<SessionSegment>> SessionSegment::Create(uint32_t sq_entries,
-                                                                       uint32_t cq_entries) {
-  if (!RingSizeOk(sq_entries) || !RingSizeOk(cq_entries)) {
+common::Result<std::unique_ptr<SessionSegment>> SessionSegment::Create(const RingSizes& sizes) {
+  if (!sizes.Valid()) {
     return Status::InvalidArgument("ring sizes must be powers of two from 2 to 65536");
   }
-  const SegmentHeader layout = Layout(sq_entries, cq_entries);
+  const SegmentHeader layout = Layout(sizes);
   const int fd = memfd_create("braid-session", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return Errno("memfd_create");
   if (ftruncate(fd, static_cast<off_t>(layout.total_bytes)) != 0 ||
@@ -67,6 +71,7 @@ common::Result<std::unique_ptr<SessionSegment>> SessionSegment::Create(uint32_t 
   std::memcpy(bytes, &layout, sizeof(layout));
   std::construct_at(reinterpret_cast<RingControl*>(bytes + layout.sq_control));
   std::construct_at(reinterpret_cast<RingControl*>(bytes + layout.cq_control));
+  std::construct_at(reinterpret_cast<RingControl*>(bytes + layout.nq_control));
   return std::make_unique<SessionSegment>(Token(), fd, bytes, layout);
 }
 
@@ -94,11 +99,12 @@ common::Result<std::unique_ptr<SessionSegment>> SessionSegment::Attach(int fd) {
     return Status::InvalidArgument("not a session segment of version " +
                                    std::to_string(kSessionVersion));
   }
-  if (!RingSizeOk(h.sq_entries) || !RingSizeOk(h.cq_entries)) {
+  const RingSizes sizes{h.sq_entries, h.cq_entries, h.nq_entries};
+  if (!sizes.Valid()) {
     close(fd);
     return Status::InvalidArgument("the session segment's ring sizes are not valid");
   }
-  const SegmentHeader expect = Layout(h.sq_entries, h.cq_entries);
+  const SegmentHeader expect = Layout(sizes);
   if (std::memcmp(&h, &expect, sizeof(h)) != 0 ||
       static_cast<uint64_t>(st.st_size) != expect.total_bytes) {
     close(fd);
@@ -126,6 +132,11 @@ SpscRing<SubmitEntry> SessionSegment::SubmitRing() const {
 SpscRing<CompletionEntry> SessionSegment::CompletionRing() const {
   return {reinterpret_cast<RingControl*>(base_ + layout_.cq_control),
           reinterpret_cast<CompletionEntry*>(base_ + layout_.cq_ring), layout_.cq_entries};
+}
+
+SpscRing<NotifyEntry> SessionSegment::NotifyRing() const {
+  return {reinterpret_cast<RingControl*>(base_ + layout_.nq_control),
+          reinterpret_cast<NotifyEntry*>(base_ + layout_.nq_ring), layout_.nq_entries};
 }
 
 }  // namespace braid::session

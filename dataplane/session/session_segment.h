@@ -1,6 +1,7 @@
 // SessionSegment: the shared memory of one local session. A header, then the submission ring
-// (SubmitEntry, client -> engine) and the completion ring (CompletionEntry, engine -> client), each
-// a RingControl and its entries, at 64-byte aligned offsets the header states.
+// (SubmitEntry, client -> engine), the completion ring (CompletionEntry, engine -> client) and the
+// notification ring (NotifyEntry, engine -> client), each a RingControl and its entries, at 64-byte
+// aligned offsets the header states.
 //
 // The agent creates the segment (a memfd, its size sealed so that no process can shrink it under
 // the other's mapping) and hands its descriptor to the client over the Unix socket; the client
@@ -31,24 +32,34 @@ struct SegmentHeader {
   uint16_t header_bytes;
   uint32_t sq_entries;
   uint32_t cq_entries;
+  uint32_t nq_entries;
+  uint32_t reserved;
   uint64_t sq_control;  // offsets from the start of the segment
   uint64_t sq_ring;
   uint64_t cq_control;
   uint64_t cq_ring;
+  uint64_t nq_control;
+  uint64_t nq_ring;
   uint64_t total_bytes;
+};
+
+// The sizes of a session's rings: powers of two, 2 to kMaxRingEntries each.
+struct RingSizes {
+  uint32_t sq = 1024;  // submissions
+  uint32_t cq = 1024;  // completions: the session's window
+  uint32_t nq = 1024;  // notifications
+  bool Valid() const;
 };
 
 class SessionSegment {
  public:
-  // The agent's side: a new segment with rings of `sq_entries` and `cq_entries` entries (powers of
-  // two, 2 to 65536).
-  static common::Result<std::unique_ptr<SessionSegment>> Create(uint32_t sq_entries,
-                                                                uint32_t cq_entries);
+  // The agent's side: a new segment with rings of these sizes.
+  static common::Result<std::unique_ptr<SessionSegment>> Create(const RingSizes& sizes);
   // The client's side: maps the segment behind `fd` (taken over: closed with the object) and
   // checks its header (magic, version, ring sizes, offsets, and that it is sealed at full size).
   static common::Result<std::unique_ptr<SessionSegment>> Attach(int fd);
   // The layout of a segment with these ring sizes (the one both sides must agree on).
-  static SegmentHeader Layout(uint32_t sq_entries, uint32_t cq_entries);
+  static SegmentHeader Layout(const RingSizes& sizes);
 
   struct Token {  // only Create and Attach make one
    private:
@@ -66,6 +77,7 @@ class SessionSegment {
   // A view of each ring; each side keeps one per ring it uses (producer or consumer).
   SpscRing<SubmitEntry> SubmitRing() const;
   SpscRing<CompletionEntry> CompletionRing() const;
+  SpscRing<NotifyEntry> NotifyRing() const;
 
  private:
   int fd_;

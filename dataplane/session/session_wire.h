@@ -1,7 +1,8 @@
 // The session socket's messages (doc/local_data_path.md, "The session socket"): how a local client
 // opens its session and registers its own memory with the agent. A SOCK_SEQPACKET Unix socket, one
 // fixed-size message per request and per reply, descriptors riding along with SCM_RIGHTS:
-//  - kOpenSession: the reply carries the segment and the two doorbells (in that order);
+//  - kOpenSession: the three ring sizes; the reply carries the segment and the two doorbells (in
+//    that order);
 //  - kRegisterFd: the request carries the file whose range is registered; the reply, the region id.
 // One session per connection: when the connection closes (the client exited or was killed), the
 // agent ends the session and deregisters the connection's regions once nothing of them is in
@@ -21,7 +22,7 @@
 namespace braid::session {
 
 inline constexpr uint32_t kWireMagic = 0x53455342;  // "BSES"
-inline constexpr uint16_t kWireVersion = 1;
+inline constexpr uint16_t kWireVersion = 2;
 inline constexpr size_t kMaxWireGrants = 16;
 inline constexpr size_t kMaxWireFds = 3;
 
@@ -36,7 +37,7 @@ struct WireRequest {
   uint64_t fd_offset = 0;  // kRegisterFd: the range of the file sent along (page-aligned offset)
   uint64_t length = 0;
   uint32_t num_grants = 0;  // VQPs (the caller's) granted access at registration
-  uint32_t reserved = 0;
+  uint32_t nq_entries = 0;  // kOpenSession: the notification ring's size (a power of two)
   uint64_t grant_vqps[kMaxWireGrants] = {};
   char label[64] = {};  // NUL-terminated
 };

@@ -145,7 +145,7 @@ class AgentSessionTest : public ::testing::Test {
 TEST_F(AgentSessionTest, AClientsOwnMemoryMovesThroughTheRingsWithNoCopy) {
   ClientMemory mem(7);
   ASSERT_NE(mem.data, nullptr);
-  auto client = session::SessionClient::Connect(socket(), 256, 256);
+  auto client = session::SessionClient::Connect(socket(), {256, 256, 64});
   ASSERT_TRUE(client.ok()) << client.status().ToString();
   const uint64_t vqp = va_.vqp_id();
   auto region = (*client)->RegisterFd(mem.fd, 0, kBytes, {&vqp, 1}, "client");
@@ -180,7 +180,7 @@ TEST_F(AgentSessionTest, AKilledClientIsReclaimedWhileAnotherKeepsMovingBytes) {
     close(to_child[1]);
     close(from_child[0]);
     ClientMemory mem(3);
-    auto c = session::SessionClient::Connect(socket(), 64, 64);
+    auto c = session::SessionClient::Connect(socket(), {64, 64, 64});
     if (!c.ok() || mem.data == nullptr) _exit(2);
     const uint64_t vqp = va_.vqp_id();
     auto region = (*c)->RegisterFd(mem.fd, 0, kBytes, {&vqp, 1});
@@ -218,7 +218,7 @@ TEST_F(AgentSessionTest, AKilledClientIsReclaimedWhileAnotherKeepsMovingBytes) {
   {
     ClientMemory mem(11);
     ASSERT_NE(mem.data, nullptr);
-    auto client = session::SessionClient::Connect(socket(), 64, 64);
+    auto client = session::SessionClient::Connect(socket(), {64, 64, 64});
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     const uint64_t vqp = va_.vqp_id();
     auto region = (*client)->RegisterFd(mem.fd, 0, kBytes, {&vqp, 1});
@@ -242,7 +242,7 @@ TEST_F(AgentSessionTest, GarbageOnTheSessionSocketClosesOnlyThatConnection) {
   // A connection that never sends a thing holds nothing up.
   const int idle = RawConnect(socket());
   ASSERT_GE(idle, 0);
-  auto good = session::SessionClient::Connect(socket(), 64, 64);
+  auto good = session::SessionClient::Connect(socket(), {64, 64, 64});
   ASSERT_TRUE(good.ok()) << good.status().ToString();
   for (size_t size : {size_t{1}, size_t{7}, sizeof(session::WireRequest) + 1}) {
     const int s = RawConnect(socket());

@@ -35,7 +35,7 @@ struct Attached {
 
 std::unique_ptr<Attached> OpenAttached(Engine& engine, uint64_t vqp, const RemoteRegion& remote,
                                        uint32_t entries = 64) {
-  auto fds = engine.OpenSession({.sq_entries = entries, .cq_entries = entries});
+  auto fds = engine.OpenSession({.rings = {entries, entries, entries}});
   EXPECT_TRUE(fds.ok()) << fds.status().ToString();
   if (!fds.ok()) return nullptr;
   auto out = std::make_unique<Attached>();
@@ -237,7 +237,7 @@ TEST_F(EngineTest, AClientScribblingOnItsRingEndsOnlyItsOwnSession) {
   auto hostile = OpenAttached(*a_.engine, vqp_, remote_.grants[0]);
   auto fair = OpenAttached(*a_.engine, vqp_, remote_.grants[0]);
   ASSERT_TRUE(hostile && fair);
-  const session::SegmentHeader layout = session::SessionSegment::Layout(64, 64);
+  const session::SegmentHeader layout = session::SessionSegment::Layout({64, 64, 64});
   void* base =
       mmap(nullptr, layout.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, hostile->segment_fd, 0);
   ASSERT_NE(base, MAP_FAILED);
@@ -385,6 +385,119 @@ TEST_F(EngineTest, AClientMemfdIsRegisteredWhereItLiesWithNoCopy) {
   EXPECT_TRUE(a_.engine->DeregisterMemory(region->id).ok());
   munmap(mine, 4 * kMiB);
   EXPECT_EQ(NewFdsThatStay(before), "");
+}
+
+
+// A session with no peer region bound: the receiver's side, which only watches.
+std::unique_ptr<session::SessionClient> OpenWatcher(Engine& engine, uint32_t notify_entries) {
+  auto fds = engine.OpenSession({.rings = {8, 8, notify_entries}});
+  EXPECT_TRUE(fds.ok()) << fds.status().ToString();
+  if (!fds.ok()) return nullptr;
+  auto client = session::SessionClient::Attach(fds->segment.release(), fds->submit_bell.release(),
+                                               fds->complete_bell.release());
+  EXPECT_TRUE(client.ok()) << client.status().ToString();
+  return client.ok() ? std::move(client).value() : nullptr;
+}
+
+// Submits a watch of `vqp` and returns its completion.
+session::CompletionEntry WatchVqp(session::SessionClient& client, uint64_t vqp) {
+  auto done = Drive(client, {session::SessionClient::Watch(vqp, 500 + vqp)}, 1);
+  EXPECT_EQ(done.size(), 1u);
+  return done.empty() ? session::CompletionEntry{} : done[0];
+}
+
+// Reaps notifications until `count` arrived or `wait` passed.
+std::vector<session::NotifyEntry> Hear(session::SessionClient& client, size_t count,
+                                       std::chrono::milliseconds wait) {
+  std::vector<session::NotifyEntry> out;
+  std::vector<session::NotifyEntry> batch(16);
+  const auto give_up = std::chrono::steady_clock::now() + wait;
+  while (out.size() < count && std::chrono::steady_clock::now() < give_up) {
+    const uint32_t n = client.ReapNotifications(batch);
+    out.insert(out.end(), batch.begin(), batch.begin() + n);
+    if (n == 0) client.Wait(10);
+  }
+  return out;
+}
+
+TEST_F(EngineTest, ASessionHearsEachWriteWithImmediateOfTheVqpItWatchesOnce) {
+  auto b = OpenWatcher(*b_.engine, 64);
+  ASSERT_TRUE(b);
+  const session::CompletionEntry unknown = WatchVqp(*b, peer_vqp_ + 1000);
+  EXPECT_EQ(unknown.status, static_cast<uint32_t>(common::StatusCode::kNotFound));
+  EXPECT_EQ(unknown.detail, static_cast<uint32_t>(session::SubmitField::kVqp));
+  ASSERT_EQ(WatchVqp(*b, peer_vqp_).status, 0u);
+  ASSERT_EQ(WatchVqp(*b, peer_vqp_).status, 0u);  // twice is once
+  auto sink = std::make_shared<TransferSink>(64);
+  for (uint64_t i = 0; i < 10; ++i) ASSERT_TRUE(a_.engine->SubmitTransfer(Write(i, 0, 8), sink).ok());
+  const auto done = Collect(*sink, 10);
+  ASSERT_EQ(done.size(), 10u);
+  for (const auto& r : done) EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  const auto heard = Hear(*b, 11, std::chrono::milliseconds(300));
+  ASSERT_EQ(heard.size(), 10u) << "one notification per write, not one per watch";
+  for (size_t i = 0; i < heard.size(); ++i) {
+    EXPECT_EQ(heard[i].kind, static_cast<uint8_t>(session::NotifyKind::kNotification));
+    EXPECT_EQ(heard[i].vqp_id, peer_vqp_);
+    EXPECT_EQ(heard[i].seq, i);
+    EXPECT_EQ(heard[i].imm, i);
+    EXPECT_EQ(heard[i].byte_len, 8u);
+    EXPECT_EQ(heard[i].wc_status, IBV_WC_SUCCESS);
+  }
+}
+
+// The ring's last slot says that the client fell behind; its watches end there, the writes and
+// other sessions go on, and a new watch hears again.
+TEST_F(EngineTest, ANotificationRingLeftUnreapedEndsOnlyItsWatches) {
+  auto b = OpenWatcher(*b_.engine, 4);
+  auto other = OpenWatcher(*b_.engine, 64);
+  ASSERT_TRUE(b && other);
+  ASSERT_EQ(WatchVqp(*b, peer_vqp_).status, 0u);
+  ASSERT_EQ(WatchVqp(*other, peer_vqp_).status, 0u);
+  auto sink = std::make_shared<TransferSink>(64);
+  for (uint64_t i = 0; i < 6; ++i) ASSERT_TRUE(a_.engine->SubmitTransfer(Write(i, 0, 8), sink).ok());
+  const auto done = Collect(*sink, 6);
+  ASSERT_EQ(done.size(), 6u);
+  for (const auto& r : done) EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(Hear(*other, 6, std::chrono::seconds(5)).size(), 6u);
+  const auto heard = Hear(*b, 5, std::chrono::milliseconds(300));
+  ASSERT_EQ(heard.size(), 4u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(heard[i].imm, i);
+  EXPECT_EQ(heard[3].kind, static_cast<uint8_t>(session::NotifyKind::kWatchEnded));
+  EXPECT_EQ(heard[3].status, static_cast<uint16_t>(common::StatusCode::kNoResource));
+  ASSERT_TRUE(a_.engine->SubmitTransfer(Write(6, 0, 8), sink).ok());
+  ASSERT_EQ(Collect(*sink, 1).size(), 1u);
+  EXPECT_EQ(Hear(*other, 1, std::chrono::seconds(5)).size(), 1u);
+  EXPECT_TRUE(Hear(*b, 1, std::chrono::milliseconds(200)).empty()) << "its watch had ended";
+  ASSERT_EQ(WatchVqp(*b, peer_vqp_).status, 0u);
+  ASSERT_TRUE(a_.engine->SubmitTransfer(Write(7, 0, 8), sink).ok());
+  const auto again = Hear(*b, 1, std::chrono::seconds(5));
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].imm, 7u);
+  EXPECT_EQ(again[0].seq, 7u);
+}
+
+TEST_F(EngineTest, DestroyingAWatchedVqpEndsItsWatch) {
+  CreateVqpRequest r;
+  r.config.num_qps = 2;
+  auto doomed = b_.engine->CreateVirtualQp(r);
+  ASSERT_TRUE(doomed.ok());
+  auto b = OpenWatcher(*b_.engine, 8);
+  ASSERT_TRUE(b);
+  ASSERT_EQ(WatchVqp(*b, doomed->id).status, 0u);
+  ASSERT_EQ(WatchVqp(*b, peer_vqp_).status, 0u);
+  ASSERT_TRUE(b_.engine->DestroyVirtualQp(doomed->id).ok());
+  const auto heard = Hear(*b, 1, std::chrono::seconds(5));
+  ASSERT_EQ(heard.size(), 1u);
+  EXPECT_EQ(heard[0].kind, static_cast<uint8_t>(session::NotifyKind::kWatchEnded));
+  EXPECT_EQ(heard[0].vqp_id, doomed->id);
+  EXPECT_EQ(heard[0].status, 0u);
+  // The other watch goes on.
+  auto sink = std::make_shared<TransferSink>(8);
+  ASSERT_TRUE(a_.engine->SubmitTransfer(Write(3, 0, 8), sink).ok());
+  const auto next = Hear(*b, 1, std::chrono::seconds(5));
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].vqp_id, peer_vqp_);
+  EXPECT_EQ(next[0].imm, 3u);
 }
 
 }  // namespace

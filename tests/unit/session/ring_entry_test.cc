@@ -46,7 +46,7 @@ TEST(RingEntryTest, EachMalformedFieldIsRefusedByName) {
   };
   const Case cases[] = {
       {[](SubmitEntry& e) { e.op = 0; }, SubmitField::kOp},
-      {[](SubmitEntry& e) { e.op = 4; }, SubmitField::kOp},
+      {[](SubmitEntry& e) { e.op = 5; }, SubmitField::kOp},
       {[](SubmitEntry& e) { e.flags = 1; }, SubmitField::kFlags},
       {[](SubmitEntry& e) { e.reserved[5] = 9; }, SubmitField::kReserved},
       {[](SubmitEntry& e) { e.length = 0; }, SubmitField::kLength},
@@ -71,7 +71,42 @@ TEST(RingEntryTest, EachMalformedFieldIsRefusedByName) {
   EXPECT_EQ(DecodeSubmit(read, &c), SubmitField::kNone);
   EXPECT_EQ(c.op, RingOp::kRead);
   EXPECT_EQ(Describe(SubmitField::kOp),
-            "unknown operation: use 1 (WRITE), 2 (READ) or 3 (WRITE_WITH_IMM)");
+            "unknown operation: use 1 (WRITE), 2 (READ), 3 (WRITE_WITH_IMM) or 4 (WATCH)");
+}
+
+SubmitEntry Watch() {
+  SubmitEntry e{};
+  e.user_data = 9;
+  e.vqp_id = 3;
+  e.op = static_cast<uint8_t>(RingOp::kWatch);
+  return e;
+}
+
+TEST(RingEntryTest, AWatchNamesItsVqpAndNothingElse) {
+  SubmitCommand c{};
+  ASSERT_EQ(DecodeSubmit(Watch(), &c), SubmitField::kNone);
+  EXPECT_EQ(c.op, RingOp::kWatch);
+  EXPECT_EQ(c.user_data, 9u);
+  EXPECT_EQ(c.vqp_id, 3u);
+  struct Case {
+    void (*spoil)(SubmitEntry&);
+    SubmitField field;
+  };
+  const Case cases[] = {
+      {[](SubmitEntry& e) { e.length = 8; }, SubmitField::kLength},
+      {[](SubmitEntry& e) { e.local_region = 1; }, SubmitField::kLocalRange},
+      {[](SubmitEntry& e) { e.local_offset = 64; }, SubmitField::kLocalRange},
+      {[](SubmitEntry& e) { e.remote_region = 2; }, SubmitField::kRemoteRange},
+      {[](SubmitEntry& e) { e.remote_offset = 64; }, SubmitField::kRemoteRange},
+      {[](SubmitEntry& e) { e.imm = 7; }, SubmitField::kImm},
+      {[](SubmitEntry& e) { e.timeout_ms = 10; }, SubmitField::kTimeout},
+      {[](SubmitEntry& e) { e.flags = 1; }, SubmitField::kFlags},
+  };
+  for (const Case& k : cases) {
+    SubmitEntry e = Watch();
+    k.spoil(e);
+    EXPECT_EQ(DecodeSubmit(e, &c), k.field) << Describe(k.field);
+  }
 }
 
 }  // namespace

@@ -14,12 +14,14 @@ namespace braid::session {
 namespace {
 
 TEST(SessionSegmentTest, TheClientSeesTheAgentsRingsAtTheSameOffsets) {
-  auto agent = SessionSegment::Create(256, 1024);
+  auto agent = SessionSegment::Create({256, 1024, 64});
   ASSERT_TRUE(agent.ok()) << agent.status().ToString();
   const SegmentHeader& l = (*agent)->layout();
   EXPECT_EQ(l.sq_control % 64, 0u);
   EXPECT_EQ(l.cq_control % 64, 0u);
-  EXPECT_GE(l.total_bytes, l.cq_ring + 1024 * sizeof(CompletionEntry));
+  EXPECT_EQ(l.nq_control % 64, 0u);
+  EXPECT_GE(l.nq_control, l.cq_ring + 1024 * sizeof(CompletionEntry));
+  EXPECT_GE(l.total_bytes, l.nq_ring + 64 * sizeof(NotifyEntry));
   auto client = SessionSegment::Attach(dup((*agent)->fd()));
   ASSERT_TRUE(client.ok()) << client.status().ToString();
   EXPECT_EQ(std::memcmp(&l, &(*client)->layout(), sizeof(l)), 0);
@@ -34,18 +36,32 @@ TEST(SessionSegmentTest, TheClientSeesTheAgentsRingsAtTheSameOffsets) {
   ASSERT_EQ(mine.Pop(out), 1u);
   EXPECT_EQ(out[0].user_data, 99u);
   EXPECT_EQ(out[0].length, 4096u);
+  // And so is a notification.
+  SpscRing<NotifyEntry> nq = (*agent)->NotifyRing();
+  SpscRing<NotifyEntry> heard = (*client)->NotifyRing();
+  NotifyEntry n{};
+  n.vqp_id = 5;
+  n.imm = 0xabcd;
+  n.kind = static_cast<uint8_t>(NotifyKind::kNotification);
+  ASSERT_EQ(nq.Push(std::span(&n, 1)), 1u);
+  std::array<NotifyEntry, 2> got;
+  ASSERT_EQ(heard.Pop(got), 1u);
+  EXPECT_EQ(got[0].vqp_id, 5u);
+  EXPECT_EQ(got[0].imm, 0xabcdu);
 }
 
 TEST(SessionSegmentTest, RingSizesThatAreNotPowersOfTwoAreRefused) {
-  EXPECT_FALSE(SessionSegment::Create(100, 64).ok());
-  EXPECT_FALSE(SessionSegment::Create(64, 1).ok());
-  EXPECT_FALSE(SessionSegment::Create(64, kMaxRingEntries * 2).ok());
+  EXPECT_FALSE(SessionSegment::Create({100, 64, 64}).ok());
+  EXPECT_FALSE(SessionSegment::Create({64, 1, 64}).ok());
+  EXPECT_FALSE(SessionSegment::Create({64, kMaxRingEntries * 2, 64}).ok());
+  EXPECT_FALSE(SessionSegment::Create({64, 64, 0}).ok());
+  EXPECT_FALSE(SessionSegment::Create({64, 64, 48}).ok());
 }
 
 // The agent's segment cannot be shrunk under its mapping (a client that could would make the
 // engine fault on its next access).
 TEST(SessionSegmentTest, ItsSizeIsSealed) {
-  auto agent = SessionSegment::Create(8, 8);
+  auto agent = SessionSegment::Create({8, 8, 64});
   ASSERT_TRUE(agent.ok());
   EXPECT_NE(ftruncate((*agent)->fd(), 0), 0);
   EXPECT_EQ(errno, EPERM);
@@ -64,7 +80,7 @@ int Memfd(const void* bytes, size_t n, size_t size, bool seal) {
 }
 
 TEST(SessionSegmentTest, AttachRefusesWhatIsNotASealedSegmentOfItsLayout) {
-  const SegmentHeader good = SessionSegment::Layout(64, 64);
+  const SegmentHeader good = SessionSegment::Layout({64, 64, 64});
   struct Case {
     const char* what;
     SegmentHeader header;
@@ -77,6 +93,8 @@ TEST(SessionSegmentTest, AttachRefusesWhatIsNotASealedSegmentOfItsLayout) {
   bad_version.version = 99;
   SegmentHeader bad_ring = good;
   bad_ring.sq_entries = 63;
+  SegmentHeader bad_notify = good;
+  bad_notify.nq_entries = 128;  // the rest of the layout is for 64
   SegmentHeader bad_offset = good;
   bad_offset.cq_ring = good.total_bytes * 4;  // beyond the mapping
   const Case cases[] = {
@@ -86,6 +104,7 @@ TEST(SessionSegmentTest, AttachRefusesWhatIsNotASealedSegmentOfItsLayout) {
       {"wrong version", bad_version, good.total_bytes, true},
       {"ring size not a power of two", bad_ring, good.total_bytes, true},
       {"an offset beyond the segment", bad_offset, good.total_bytes, true},
+      {"a notification ring its layout does not have", bad_notify, good.total_bytes, true},
       {"shorter than its rings", good, good.total_bytes - 64, true},
   };
   for (const Case& k : cases) {

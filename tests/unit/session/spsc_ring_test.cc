@@ -54,7 +54,7 @@ SubmitEntry Numbered(uint64_t i) {
 }
 
 TEST(SpscRingTest, TwoThreadsMoveEntriesInOrderAcrossManyWrapArounds) {
-  auto agent = SessionSegment::Create(64, 64);
+  auto agent = SessionSegment::Create({64, 64, 64});
   ASSERT_TRUE(agent.ok()) << agent.status().ToString();
   auto client = AttachCopy(**agent);
   ASSERT_NE(client, nullptr);
@@ -88,7 +88,7 @@ TEST(SpscRingTest, TwoThreadsMoveEntriesInOrderAcrossManyWrapArounds) {
 }
 
 TEST(SpscRingTest, AFullRingTakesNothingMoreUntilTheConsumerFreesRoom) {
-  auto agent = SessionSegment::Create(8, 8);
+  auto agent = SessionSegment::Create({8, 8, 64});
   ASSERT_TRUE(agent.ok());
   SpscRing<SubmitEntry> producer = (*agent)->SubmitRing();
   SpscRing<SubmitEntry> consumer = (*agent)->SubmitRing();
@@ -106,7 +106,7 @@ TEST(SpscRingTest, AFullRingTakesNothingMoreUntilTheConsumerFreesRoom) {
 // A hostile client moves the submission tail far beyond the ring: the engine's consumer reads
 // nothing (no entry beyond the ring, none of the garbage) and the ring reports itself broken.
 TEST(SpscRingTest, ATailBeyondTheRingBreaksItAndNothingIsRead) {
-  auto agent = SessionSegment::Create(16, 16);
+  auto agent = SessionSegment::Create({16, 16, 64});
   ASSERT_TRUE(agent.ok());
   auto client = AttachCopy(**agent);
   ASSERT_NE(client, nullptr);
@@ -129,7 +129,7 @@ TEST(SpscRingTest, ATailBeyondTheRingBreaksItAndNothingIsRead) {
 // A hostile client moves the completion head past what the engine produced: the engine's producer
 // writes nothing more and the ring reports itself broken.
 TEST(SpscRingTest, AHeadPastTheProducedEntriesBreaksTheProducersRing) {
-  auto agent = SessionSegment::Create(16, 16);
+  auto agent = SessionSegment::Create({16, 16, 64});
   ASSERT_TRUE(agent.ok());
   SpscRing<CompletionEntry> cq = (*agent)->CompletionRing();
   SpscRing<CompletionEntry> client = (*agent)->CompletionRing();
@@ -146,7 +146,7 @@ TEST(SpscRingTest, AHeadPastTheProducedEntriesBreaksTheProducersRing) {
 
 // The consumer is woken when, and only when, it announced that it sleeps.
 TEST(SpscRingTest, ASleepingConsumerIsRungAndAnAwakeOneIsNot) {
-  auto agent = SessionSegment::Create(8, 8);
+  auto agent = SessionSegment::Create({8, 8, 64});
   ASSERT_TRUE(agent.ok());
   auto bell = Doorbell::Create();
   ASSERT_TRUE(bell.ok());
