@@ -4,8 +4,9 @@
 // session's rings (the client's own memfd registered with RegisterFd, doc/local_data_path.md), on
 // the same agents in the same run. Each figure is printed next to the in-process soft-TCP figure
 // of the same `make bench` run when that run's results file is given, with the CPU both agents and
-// this client spent per GB moved (from /proc), and the completion round trip of single 8-byte
-// WRITE_WITH_IMMs through the ring (p50/p99).
+// this client spent per GB moved (from /proc), and the one-way latency of an 8-byte
+// WRITE_WITH_IMM ping-pong between a client of each agent, both on their agents' rings, the
+// notifications included (p50/p99).
 //
 // Usage: braid_agent_bench [tcp_loopback.txt]
 #include <fcntl.h>
@@ -14,11 +15,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dataplane/session/session_client.h"
@@ -179,31 +182,79 @@ Figure RingRun(AgentProcess& a, AgentProcess& b, RingClient& r, uint64_t vqp,
   return f;
 }
 
-// Round trips of single 8-byte WRITE_WITH_IMMs through the ring (submit, then spin until its
-// completion), in microseconds: p50 and p99.
-std::pair<double, double> RingLatency(RingClient& r, uint64_t vqp, int samples) {
+// Waits for one notification on `r`'s session, reaping (and checking) completions meanwhile;
+// spins 50 us, then sleeps on the doorbell as the SDK does. False after 5 s or a failure.
+bool AwaitNotification(RingClient& r, braid::session::NotifyEntry* out) {
   namespace session = braid::session;
-  std::vector<double> us;
-  session::CompletionEntry c{};
-  for (int i = 0; i < samples; ++i) {
+  session::CompletionEntry done[16];
+  const auto t0 = std::chrono::steady_clock::now();
+  for (;;) {
+    const uint32_t c = r.client->Reap(done);
+    for (uint32_t i = 0; i < c; ++i) {
+      if (done[i].status != 0) return false;
+    }
+    if (r.client->ReapNotifications({out, 1}) == 1) {
+      return out->kind == static_cast<uint8_t>(session::NotifyKind::kNotification);
+    }
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    if (waited > std::chrono::seconds(5)) return false;
+    if (waited > std::chrono::microseconds(50)) r.client->Wait(1);
+  }
+}
+
+// Subscribes `r`'s session to `vqp`'s notifications.
+bool WatchRing(RingClient& r, uint64_t vqp) {
+  const braid::session::SubmitEntry watch = braid::session::SessionClient::Watch(vqp, 1);
+  if (r.client->Submit({&watch, 1}) != 1) return false;
+  braid::session::CompletionEntry done{};
+  for (int i = 0; i < 5000 && r.client->Reap({&done, 1}) == 0; ++i) r.client->Wait(1);
+  return done.user_data == 1 && done.status == 0;
+}
+
+// 8-byte WRITE_WITH_IMM ping-pong between two clients, each on its own agent's session rings: A
+// writes into B's region, B's client hears the notification and writes back into A's, A's hears
+// it. One-way latency (half of each round trip as A sees it) in microseconds: p50 and p99.
+std::pair<double, double> RingPingPong(RingClient& a, uint64_t vqp_a, RingClient& b,
+                                       uint64_t vqp_b, int rounds) {
+  namespace session = braid::session;
+  auto submit = [](RingClient& r, uint64_t vqp, uint32_t imm) {
     session::SubmitEntry e{};
-    e.user_data = static_cast<uint64_t>(i);
+    e.user_data = imm;
     e.vqp_id = vqp;
     e.local_region = static_cast<uint32_t>(r.region);
     e.remote_region = r.handle;
     e.length = 8;
-    e.imm = static_cast<uint32_t>(i);
-    e.op = static_cast<uint8_t>(getenv("RTT_PLAIN") ? session::RingOp::kWrite : session::RingOp::kWriteWithImm);
-    const auto t0 = std::chrono::steady_clock::now();
+    e.imm = imm;
+    e.op = static_cast<uint8_t>(session::RingOp::kWriteWithImm);
     while (r.client->Submit({&e, 1}) == 0) {
     }
-    while (r.client->Reap({&c, 1}) == 0) {
-      if (getenv("RTT_WAIT")) r.client->Wait(10);
+  };
+  std::atomic<bool> ok{true};
+  std::thread pong([&] {
+    session::NotifyEntry n{};
+    for (int i = 0; i < rounds && ok; ++i) {
+      if (!AwaitNotification(b, &n) || n.imm != static_cast<uint32_t>(i)) {
+        ok = false;
+        return;
+      }
+      submit(b, vqp_b, n.imm);
+    }
+  });
+  std::vector<double> us;
+  session::NotifyEntry n{};
+  for (int i = 0; i < rounds && ok; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    submit(a, vqp_a, static_cast<uint32_t>(i));
+    if (!AwaitNotification(a, &n) || n.imm != static_cast<uint32_t>(i)) {
+      ok = false;
+      break;
     }
     us.push_back(
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
-    if (c.status != 0) return {-1, -1};
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
+        2);
   }
+  pong.join();
+  if (!ok || us.empty()) return {-1, -1};
   std::sort(us.begin(), us.end());
   return {us[us.size() / 2], us[us.size() * 99 / 100]};
 }
@@ -216,7 +267,7 @@ int main(int argc, char** argv) {
   const std::string dir = "/tmp/braid-agent-bench-" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
   braid::testing::AgentPair pair =
-      braid::testing::SpawnConnectedPair("bench", kRegion, dir + "/a.sock");
+      braid::testing::SpawnConnectedPair("bench", kRegion, dir + "/a.sock", dir + "/b.sock");
   if (!pair.a) return 1;
   AgentProcess& a = *pair.a;
   AgentProcess& b = *pair.b;
@@ -225,8 +276,16 @@ int main(int argc, char** argv) {
   const v1::RegionInfo& dst = pair.dst;
   RingClient ring;
   if (!OpenRing(a, dir + "/a.sock.session", vqp, dst, &ring)) return 1;
+  // The ping-pong's other side: a client of agent B writing back into A's client's memory.
+  RingClient back;
+  v1::RegionInfo a_memory;
+  a_memory.set_region_id(ring.region);
+  if (!OpenRing(b, dir + "/b.sock.session", pair.vb.vqp_id(),
+                braid::testing::WithGrant(a.stub(), a_memory, vqp), &back) ||
+      !WatchRing(ring, vqp) || !WatchRing(back, pair.vb.vqp_id())) {
+    return 1;
+  }
 
-  if (getenv("RTT_ONLY")) { auto [x, y] = RingLatency(ring, vqp, 5000); std::printf("rtt p50 %.1f p99 %.1f\n", x, y); return 0; }
   Run(a, b, v1::OP_WRITE, vqp, src, dst, kMiB, 256);  // warm-up
   const Figure w = Run(a, b, v1::OP_WRITE, vqp, src, dst, kMiB, 2048);
   const Figure r = Run(a, b, v1::OP_READ, vqp, src, dst, kMiB, 2048);
@@ -236,7 +295,7 @@ int main(int argc, char** argv) {
   const Figure rw = RingRun(a, b, ring, vqp, session::RingOp::kWrite, kMiB, 2048, 256);
   const Figure rr = RingRun(a, b, ring, vqp, session::RingOp::kRead, kMiB, 2048, 256);
   const Figure rs = RingRun(a, b, ring, vqp, session::RingOp::kWrite, 4096, 400000, 1024);
-  const auto [p50, p99] = RingLatency(ring, vqp, 20000);
+  const auto [p50, p99] = RingPingPong(ring, vqp, back, pair.vb.vqp_id(), 20000);
   if (!w.ok || !r.ok || !s.ok || !s1.ok || !rw.ok || !rr.ok || !rs.ok || p50 < 0) {
     std::fprintf(stderr, "agent_bench: a transfer failed\n");
     return 1;
@@ -244,6 +303,7 @@ int main(int argc, char** argv) {
   const double tcp_w = InProcess(tcp_results, "4 soft QPs, 1 MiB RDMA WRITE, depth 16 each");
   const double tcp_r = InProcess(tcp_results, "4 soft QPs, 1 MiB RDMA READ, depth 16 each");
   const double tcp_s = InProcess(tcp_results, "1 soft QP, 4 KiB RDMA WRITE rate");
+  const double tcp_l = InProcess(tcp_results, "WRITE_WITH_IMM ping-pong, one-way latency");
   auto ratio = [](double x, double of) { return of > 0 ? x / of : -1; };
   std::printf(
       "through two braidd agents, 8-QP SPRAY VQP, 2 soft NICs each (same agents, same run)\n");
@@ -262,14 +322,16 @@ int main(int argc, char** argv) {
       "%.3f one per message: %.2fx\n",
       s.mops(), s1.mops(), ratio(s.mops(), s1.mops()));
   std::printf(
-      "ring: 8 B WRITE_WITH_IMM completion round trip, one at a time: p50 %.1f us, p99 %.1f us\n",
-      p50, p99);
+      "8 B WRITE_WITH_IMM ping-pong through both agents' rings, one-way: p50 %.1f us, p99 %.1f us; "
+      "in-process %.1f us; p50/in %.2f, p99/in %.2f\n",
+      p50, p99, tcp_l, ratio(p50, tcp_l), ratio(p99, tcp_l));
   std::printf(
       "(gRPC: the Transfer stream, window 256, batched; ring: a session, 256 deep at 1 MiB, 1024 "
       "at 4 KiB;\n"
       " in-process: bench/tcp_loopback.sh of this run, 4 soft QPs / 1 soft QP, -1: not run;\n"
       " CPU: both agents and this client, from /proc)\n");
   ring.client.reset();
+  back.client.reset();
   pair.a.reset();
   pair.b.reset();
   std::filesystem::remove_all(dir);

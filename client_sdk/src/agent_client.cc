@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <sstream>
@@ -164,6 +165,31 @@ void AgentClient::Prepare(grpc::ClientContext& context) const {
   Prepare(ctx);                                                    \
   const grpc::Status gs = stub_->Method(&ctx, request, &response); \
   if (!gs.ok()) return FromGrpc(gs)
+
+std::string AgentClient::SessionSocket() const {
+  constexpr std::string_view kUnix = "unix:";
+  if (target_.rfind(kUnix, 0) != 0) return "";
+  return target_.substr(kUnix.size()) + ".session";
+}
+
+Result<bool> AgentClient::UseSession(TransferPath path) const {
+  const std::string socket = SessionSocket();
+  switch (path) {
+    case TransferPath::kGrpc:
+      return false;
+    case TransferPath::kRing:
+      if (socket.empty()) {
+        return Status::FailedPrecondition("agent " + target_ +
+                                          " is not reached over a Unix socket: no local session "
+                                          "(use TransferPath::kGrpc or kAuto)");
+      }
+      return true;
+    case TransferPath::kAuto:
+      break;
+  }
+  std::error_code ec;
+  return !socket.empty() && std::filesystem::exists(socket, ec);
+}
 
 Result<v1::AgentInfo> AgentClient::GetInfo() {
   v1::AgentInfo out;

@@ -12,6 +12,7 @@
 #include <thread>
 #include <utility>
 
+#include "client_sdk/src/ring_idle.h"
 #include "client_sdk/src/transfer_transport.h"
 #include "dataplane/common/outcome.h"
 #include "dataplane/session/session_client.h"
@@ -24,10 +25,6 @@ using session::CompletionEntry;
 using session::RingOp;
 using session::SubmitEntry;
 
-// How long the reader spins on an empty completion ring before it sleeps.
-constexpr auto kSpin = std::chrono::microseconds(50);
-// How long it sleeps at most before it looks at the session socket (agent gone?) and Close.
-constexpr int kSleepMs = 10;
 constexpr size_t kBatch = 64;  // entries copied per Submit / Reap call
 
 RingOp RingOpOf(v1::Op op) {
@@ -177,20 +174,19 @@ class RingTransport final : public Transport {
 
   void ReadLoop(CompletionSink* sink) {
     CompletionEntry out[kBatch];
-    auto idle_since = std::chrono::steady_clock::now();
+    RingIdle idle(busy_poll_);
     while (!stop_.load(std::memory_order_relaxed)) {
       const uint32_t n = client_->Reap(out);
       for (uint32_t i = 0; i < n; ++i) sink->Complete(FromEntry(out[i]));
       if (n > 0) {
-        idle_since = std::chrono::steady_clock::now();
+        idle.Busy();
         continue;
       }
       if (client_->broken()) {
         sink->End(Status::IoError("the agent broke the local session's ring protocol"));
         return;
       }
-      if (busy_poll_ || std::chrono::steady_clock::now() - idle_since < kSpin) continue;
-      if (!client_->Wait(kSleepMs) && client_->AgentGone()) {
+      if (!idle.Idle(*client_)) {
         sink->End(Status::IoError("agent " + agent_->target() + " ended the local session"));
         return;
       }

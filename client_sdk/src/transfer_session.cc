@@ -29,26 +29,10 @@ Result<std::unique_ptr<TransferSession>> TransferSession::Open(std::shared_ptr<A
   return session;
 }
 
-namespace {
-
-// The session socket of an agent reached over "unix:PATH" ("" for any other target).
-std::string SessionSocketOf(const std::string& target) {
-  constexpr std::string_view kUnix = "unix:";
-  if (target.rfind(kUnix, 0) != 0) return "";
-  return target.substr(kUnix.size()) + ".session";
-}
-
-}  // namespace
-
 Status TransferSession::Start() {
-  const std::string socket = SessionSocketOf(agent_->target());
-  if (options_.path == TransferPath::kRing && socket.empty()) {
-    return Status::FailedPrecondition("agent " + agent_->target() +
-                                      " is not reached over a Unix socket: no local session "
-                                      "(use TransferPath::kGrpc or kAuto)");
-  }
-  if (options_.path != TransferPath::kGrpc && !socket.empty() &&
-      (options_.path == TransferPath::kRing || std::filesystem::exists(socket))) {
+  BRAID_ASSIGN_OR_RETURN(const bool local, agent_->UseSession(options_.path));
+  if (local) {
+    const std::string socket = agent_->SessionSocket();
     auto ring =
         internal::OpenRingTransport(agent_, socket, options_.ring_entries, options_.busy_poll);
     if (ring.ok()) {

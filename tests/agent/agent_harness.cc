@@ -560,12 +560,15 @@ void ReleaseEverything(v1::Agent::Stub& stub) {
 }
 
 AgentPair SpawnConnectedPair(const std::string& prefix, uint64_t region_bytes,
-                             const std::string& unix_socket) {
+                             const std::string& unix_socket,
+                             const std::string& unix_socket_b) {
   AgentPair p;
   AgentSpec a{prefix + "-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0};
   if (!unix_socket.empty()) a.extra_args = {"--grpc-unix", unix_socket};
+  AgentSpec b{prefix + "-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2};
+  if (!unix_socket_b.empty()) b.extra_args = {"--grpc-unix", unix_socket_b};
   p.a = AgentProcess::Spawn(a);
-  p.b = AgentProcess::Spawn({prefix + "-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
+  p.b = AgentProcess::Spawn(b);
   if (!p.a || !p.b) {
     p.a.reset();
     p.b.reset();

@@ -181,8 +181,10 @@ struct AgentPair {
   v1::VirtualQpInfo va, vb;
   v1::RegionInfo src, dst;
 };
+// Agent A (and B) also serve gRPC on `unix_socket` (`unix_socket_b`) when given.
 AgentPair SpawnConnectedPair(const std::string& prefix, uint64_t region_bytes,
-                             const std::string& unix_socket = "");
+                             const std::string& unix_socket = "",
+                             const std::string& unix_socket_b = "");
 // Registers a region; `grant_vqps` (VQPs on the same agent) may reach it over the wire.
 v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label = "",
                         const std::vector<uint64_t>& grant_vqps = {});

@@ -1,8 +1,9 @@
 // The client SDK against real agents: a session's futures, callbacks and notifications; deadline,
 // cancellation and an agent restart mid-transfer each end in a clear error, never a hang; and
 // after each test the agents hold no VQP and no region (nothing leaked). Each runs on both of a
-// session's paths: the gRPC Transfer stream (agent A reached over TCP) and a local session's
-// rings (agent A reached over its Unix socket, whose sessions TransferSession picks by itself).
+// session's paths: the gRPC Transfer stream (agents reached over TCP) and a local session's
+// rings (agents reached over their Unix sockets, whose sessions TransferSession and
+// NotificationStream pick by themselves).
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -39,26 +41,35 @@ class SdkTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     pa_ = AgentProcess::Spawn(SpecOfA());
-    pb_ = AgentProcess::Spawn(SpecB());
+    pb_ = AgentProcess::Spawn(SpecOfB());
     ASSERT_TRUE(pa_ && pb_);
     auto a = AgentClient::Open(TargetA());
-    auto b = AgentClient::Open(Target(2));
+    auto b = AgentClient::Open(TargetB());
     ASSERT_TRUE(a.ok() && b.ok());
     a_ = *a;
     b_ = *b;
   }
   ~SdkTest() override {
-    if (GetParam()) std::filesystem::remove(UnixSocket());
+    if (GetParam()) {
+      std::filesystem::remove(UnixSocket("a"));
+      std::filesystem::remove(UnixSocket("b"));
+    }
   }
-  std::string UnixSocket() const {
-    return "/tmp/braid-sdk-test-" + std::to_string(getpid()) + ".sock";
+  std::string UnixSocket(const std::string& agent) const {
+    return "/tmp/braid-sdk-test-" + std::to_string(getpid()) + "-" + agent + ".sock";
   }
   AgentSpec SpecOfA() const {
     AgentSpec spec = SpecA();
-    if (GetParam()) spec.extra_args = {"--grpc-unix", UnixSocket()};
+    if (GetParam()) spec.extra_args = {"--grpc-unix", UnixSocket("a")};
     return spec;
   }
-  std::string TargetA() const { return GetParam() ? "unix:" + UnixSocket() : Target(0); }
+  AgentSpec SpecOfB() const {
+    AgentSpec spec = SpecB();
+    if (GetParam()) spec.extra_args = {"--grpc-unix", UnixSocket("b")};
+    return spec;
+  }
+  std::string TargetA() const { return GetParam() ? "unix:" + UnixSocket("a") : Target(0); }
+  std::string TargetB() const { return GetParam() ? "unix:" + UnixSocket("b") : Target(2); }
   // A session on agent A's VQP `vqp`, on this test's path (checked).
   std::unique_ptr<TransferSession> OpenSession(uint64_t vqp) {
     auto session = TransferSession::Open(a_, vqp);
@@ -113,6 +124,7 @@ TEST_P(SdkTest, FuturesCallbacksAndNotifications) {
           notes.push_back(n);
         });
     ASSERT_TRUE(watch.ok()) << watch.status().ToString();
+    EXPECT_STREQ((*watch)->path(), GetParam() ? "ring" : "grpc");
     auto session = OpenSession((*conn)->vqp_a());
     ASSERT_NE(session, nullptr);
     EXPECT_EQ(session->window(), GetParam() ? 1024u : 256u);  // the ring's size, the agent's window
@@ -144,6 +156,68 @@ TEST_P(SdkTest, FuturesCallbacksAndNotifications) {
     std::lock_guard<std::mutex> l(mu);
     ASSERT_EQ(notes.size(), 64u);
     for (uint32_t i = 0; i < 64; ++i) EXPECT_EQ(notes[i].imm(), i);
+  }
+  ExpectNothingHeld(*a_);
+  ExpectNothingHeld(*b_);
+}
+
+// Waits up to 10 s for `done`.
+template <typename F>
+bool Eventually(F done) {
+  for (int i = 0; i < 1000 && !done(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return done();
+}
+
+// A stream ends when it falls too far behind: on the ring, whose size the stream chose (4 here),
+// with kNoResource after what the ring held; the gRPC stream's buffer is the agent's (16,384),
+// which a dozen writes do not fill. A stream also ends, OK, when its VQP is destroyed. Another
+// stream of the same VQP hears everything throughout.
+TEST_P(SdkTest, ANotificationStreamEndsWhenItFallsBehindOrItsVqpGoes) {
+  {
+    auto conn = client::Connect(a_, b_, {.num_qps = 2});
+    ASSERT_TRUE(conn.ok()) << conn.status().ToString();
+    auto src = a_->RegisterMemory(kMiB, "src");
+    auto dst = b_->RegisterMemory(kMiB, "dst", {(*conn)->vqp_b()});
+    ASSERT_TRUE(src.ok() && dst.ok());
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    std::atomic<int> slow_heard{0}, fair_heard{0};
+    auto slow = client::NotificationStream::Open(
+        b_, (*conn)->vqp_b(),
+        [&](const v1::Notification&) {
+          released.wait();
+          ++slow_heard;
+        },
+        {.ring_entries = 4});
+    auto fair = client::NotificationStream::Open(
+        b_, (*conn)->vqp_b(), [&](const v1::Notification&) { ++fair_heard; });
+    ASSERT_TRUE(slow.ok() && fair.ok());
+    EXPECT_STREQ((*slow)->path(), GetParam() ? "ring" : "grpc");
+    auto session = OpenSession((*conn)->vqp_a());
+    ASSERT_NE(session, nullptr);
+    for (uint64_t i = 0; i < 12; ++i) {
+      auto r = session->Submit(Op(**src, To(**dst), i, 4096)).get();
+      ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    }
+    ASSERT_TRUE(Eventually([&] { return fair_heard.load() == 12; })) << fair_heard.load();
+    release.set_value();
+    if (GetParam()) {
+      ASSERT_TRUE(Eventually([&] { return (*slow)->ended(); }));
+      EXPECT_EQ((*slow)->status().code(), common::StatusCode::kNoResource)
+          << (*slow)->status().ToString();
+      EXPECT_NE((*slow)->status().message().find("fell behind"), std::string::npos);
+      EXPECT_EQ(slow_heard.load(), 4) << "the first, then the three the ring held";
+    } else {
+      ASSERT_TRUE(Eventually([&] { return slow_heard.load() == 12; })) << slow_heard.load();
+      EXPECT_FALSE((*slow)->ended());
+    }
+    EXPECT_FALSE((*fair)->ended());
+    conn->reset();  // destroys both VQPs
+    ASSERT_TRUE(Eventually([&] { return (*fair)->ended(); }));
+    EXPECT_TRUE((*fair)->status().ok()) << (*fair)->status().ToString();
+    EXPECT_EQ(fair_heard.load(), 12);
   }
   ExpectNothingHeld(*a_);
   ExpectNothingHeld(*b_);

@@ -78,6 +78,13 @@ class Region {
   uint8_t* data_;
 };
 
+// How operations and notifications reach the agent (TransferSession, NotificationStream).
+enum class TransferPath {
+  kAuto,  // the session's rings when the agent is local and offers sessions, else gRPC
+  kGrpc,  // gRPC streams
+  kRing,  // a local session's rings; opening fails when the agent offers none
+};
+
 class AgentClient : public std::enable_shared_from_this<AgentClient> {
  public:
   // `target`: "host:port" or "unix:/path". Waits until the agent answers GetInfo.
@@ -85,6 +92,12 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
                                                    ClientOptions options = {});
 
   const std::string& target() const { return target_; }
+  // The agent's session socket (doc/local_data_path.md) when it is reached over "unix:PATH":
+  // PATH.session; "" for any other target.
+  std::string SessionSocket() const;
+  // Whether `path` means a local session here: kRing yes (kFailedPrecondition when the agent is
+  // not reached over a Unix socket), kGrpc no, kAuto when the session socket exists.
+  Result<bool> UseSession(TransferPath path) const;
   const v1::AgentInfo& info() const { return info_; }  // as of Open()
   v1::Agent::Stub& stub() { return *stub_; }
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }

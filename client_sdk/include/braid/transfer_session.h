@@ -54,12 +54,6 @@ struct TransferResult {
   uint64_t latency_ns = 0;
 };
 
-enum class TransferPath {
-  kAuto,  // the ring when the agent is local and offers sessions, else gRPC
-  kGrpc,  // the Transfer stream
-  kRing,  // a local session's rings; Open fails when the agent offers none
-};
-
 struct SessionOptions {
   std::chrono::milliseconds default_timeout{30000};
   std::chrono::milliseconds grace{2000};  // beyond an op's deadline before the session gives up
