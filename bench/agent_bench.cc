@@ -216,8 +216,8 @@ bool WatchRing(RingClient& r, uint64_t vqp) {
 // 8-byte WRITE_WITH_IMM ping-pong between two clients, each on its own agent's session rings: A
 // writes into B's region, B's client hears the notification and writes back into A's, A's hears
 // it. One-way latency (half of each round trip as A sees it) in microseconds: p50 and p99.
-std::pair<double, double> RingPingPong(RingClient& a, uint64_t vqp_a, RingClient& b,
-                                       uint64_t vqp_b, int rounds) {
+std::pair<double, double> RingPingPong(RingClient& a, uint64_t vqp_a, RingClient& b, uint64_t vqp_b,
+                                       int rounds) {
   namespace session = braid::session;
   auto submit = [](RingClient& r, uint64_t vqp, uint32_t imm) {
     session::SubmitEntry e{};

@@ -73,8 +73,8 @@ Status NotificationStream::OpenRing(uint64_t vqp_id, const NotificationOptions& 
   while (ring_->Reap({&done, 1}) == 0) {
     if (std::chrono::steady_clock::now() > give_up) {
       return Status::DeadlineExceeded("agent " + agent_->target() +
-                                      " did not answer the watch of VQP " +
-                                      std::to_string(vqp_id) + " in time");
+                                      " did not answer the watch of VQP " + std::to_string(vqp_id) +
+                                      " in time");
     }
     if (!ring_->Wait(10) && ring_->AgentGone()) {
       return Status::IoError("agent " + agent_->target() + " ended the local session");

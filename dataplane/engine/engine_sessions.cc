@@ -83,8 +83,7 @@ Result<SessionFds> Engine::DoOpenSession(const SessionRequest& request) {
   // Three descriptors stay with the engine; the three duplicates leave with the client.
   BRAID_RETURN_IF_ERROR(fds_.budget.Admit(6, fds_.promised, "this session"));
   auto s = std::make_unique<SessionSlot>();
-  BRAID_ASSIGN_OR_RETURN(s->segment,
-                         session::SessionSegment::Create(request.rings));
+  BRAID_ASSIGN_OR_RETURN(s->segment, session::SessionSegment::Create(request.rings));
   BRAID_ASSIGN_OR_RETURN(s->submit_bell, session::Doorbell::Create());
   BRAID_ASSIGN_OR_RETURN(s->complete_bell, session::Doorbell::Create());
   s->id = sessions_->next_id++;

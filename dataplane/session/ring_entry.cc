@@ -3,8 +3,7 @@
 namespace braid::session {
 
 SubmitField DecodeSubmit(const SubmitEntry& e, SubmitCommand* out) {
-  if (e.op < static_cast<uint8_t>(RingOp::kWrite) ||
-      e.op > static_cast<uint8_t>(RingOp::kWatch)) {
+  if (e.op < static_cast<uint8_t>(RingOp::kWrite) || e.op > static_cast<uint8_t>(RingOp::kWatch)) {
     return SubmitField::kOp;
   }
   if (e.flags != 0) return SubmitField::kFlags;

@@ -560,8 +560,7 @@ void ReleaseEverything(v1::Agent::Stub& stub) {
 }
 
 AgentPair SpawnConnectedPair(const std::string& prefix, uint64_t region_bytes,
-                             const std::string& unix_socket,
-                             const std::string& unix_socket_b) {
+                             const std::string& unix_socket, const std::string& unix_socket_b) {
   AgentPair p;
   AgentSpec a{prefix + "-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0};
   if (!unix_socket.empty()) a.extra_args = {"--grpc-unix", unix_socket};

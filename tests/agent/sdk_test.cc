@@ -184,15 +184,14 @@ TEST_P(SdkTest, ANotificationStreamEndsWhenItFallsBehindOrItsVqpGoes) {
     std::promise<void> release;
     std::shared_future<void> released = release.get_future().share();
     std::atomic<int> slow_heard{0}, fair_heard{0};
-    auto slow = client::NotificationStream::Open(
-        b_, (*conn)->vqp_b(),
-        [&](const v1::Notification&) {
-          released.wait();
-          ++slow_heard;
-        },
-        {.ring_entries = 4});
-    auto fair = client::NotificationStream::Open(
-        b_, (*conn)->vqp_b(), [&](const v1::Notification&) { ++fair_heard; });
+    auto slow = client::NotificationStream::Open(b_, (*conn)->vqp_b(),
+                                                 [&](const v1::Notification&) {
+                                                   released.wait();
+                                                   ++slow_heard;
+                                                 },
+                                                 {.ring_entries = 4});
+    auto fair = client::NotificationStream::Open(b_, (*conn)->vqp_b(),
+                                                 [&](const v1::Notification&) { ++fair_heard; });
     ASSERT_TRUE(slow.ok() && fair.ok());
     EXPECT_STREQ((*slow)->path(), GetParam() ? "ring" : "grpc");
     auto session = OpenSession((*conn)->vqp_a());

@@ -30,7 +30,7 @@ namespace braid::client {
 struct NotificationOptions {
   TransferPath path = TransferPath::kAuto;
   uint32_t ring_entries = 16384;  // ring: notifications the agent may hold unread (a power of two)
-  bool busy_poll = false;        // ring: the stream's thread spins instead of sleeping when idle
+  bool busy_poll = false;         // ring: the stream's thread spins instead of sleeping when idle
 };
 
 class NotificationStream {
@@ -68,7 +68,7 @@ class NotificationStream {
 
   std::thread thread_;
   mutable std::mutex mu_;
-  Status end_;         // guarded by mu_
+  Status end_;          // guarded by mu_
   bool ended_ = false;  // guarded by mu_
 };
 

@@ -387,7 +387,6 @@ TEST_F(EngineTest, AClientMemfdIsRegisteredWhereItLiesWithNoCopy) {
   EXPECT_EQ(NewFdsThatStay(before), "");
 }
 
-
 // A session with no peer region bound: the receiver's side, which only watches.
 std::unique_ptr<session::SessionClient> OpenWatcher(Engine& engine, uint32_t notify_entries) {
   auto fds = engine.OpenSession({.rings = {8, 8, notify_entries}});
@@ -429,7 +428,8 @@ TEST_F(EngineTest, ASessionHearsEachWriteWithImmediateOfTheVqpItWatchesOnce) {
   ASSERT_EQ(WatchVqp(*b, peer_vqp_).status, 0u);
   ASSERT_EQ(WatchVqp(*b, peer_vqp_).status, 0u);  // twice is once
   auto sink = std::make_shared<TransferSink>(64);
-  for (uint64_t i = 0; i < 10; ++i) ASSERT_TRUE(a_.engine->SubmitTransfer(Write(i, 0, 8), sink).ok());
+  for (uint64_t i = 0; i < 10; ++i)
+    ASSERT_TRUE(a_.engine->SubmitTransfer(Write(i, 0, 8), sink).ok());
   const auto done = Collect(*sink, 10);
   ASSERT_EQ(done.size(), 10u);
   for (const auto& r : done) EXPECT_TRUE(r.status.ok()) << r.status.ToString();
@@ -454,7 +454,8 @@ TEST_F(EngineTest, ANotificationRingLeftUnreapedEndsOnlyItsWatches) {
   ASSERT_EQ(WatchVqp(*b, peer_vqp_).status, 0u);
   ASSERT_EQ(WatchVqp(*other, peer_vqp_).status, 0u);
   auto sink = std::make_shared<TransferSink>(64);
-  for (uint64_t i = 0; i < 6; ++i) ASSERT_TRUE(a_.engine->SubmitTransfer(Write(i, 0, 8), sink).ok());
+  for (uint64_t i = 0; i < 6; ++i)
+    ASSERT_TRUE(a_.engine->SubmitTransfer(Write(i, 0, 8), sink).ok());
   const auto done = Collect(*sink, 6);
   ASSERT_EQ(done.size(), 6u);
   for (const auto& r : done) EXPECT_TRUE(r.status.ok()) << r.status.ToString();
@@ -498,6 +499,45 @@ TEST_F(EngineTest, DestroyingAWatchedVqpEndsItsWatch) {
   ASSERT_EQ(next.size(), 1u);
   EXPECT_EQ(next[0].vqp_id, peer_vqp_);
   EXPECT_EQ(next[0].imm, 3u);
+}
+
+// A client that moves its notification head past what the engine wrote ends its own session
+// (named in its status) at the next notification; another watcher of the VQP hears it.
+TEST_F(EngineTest, AClientScribblingOnItsNotificationRingEndsOnlyItsOwnSession) {
+  auto fds = b_.engine->OpenSession({.rings = {8, 8, 64}});
+  ASSERT_TRUE(fds.ok());
+  const uint64_t hostile_id = fds->id;
+  const session::SegmentHeader layout = session::SessionSegment::Layout({8, 8, 64});
+  void* base =
+      mmap(nullptr, layout.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds->segment.get(), 0);
+  ASSERT_NE(base, MAP_FAILED);
+  auto hostile = session::SessionClient::Attach(fds->segment.release(), fds->submit_bell.release(),
+                                                fds->complete_bell.release());
+  auto fair = OpenWatcher(*b_.engine, 64);
+  ASSERT_TRUE(hostile.ok() && fair);
+  ASSERT_EQ(WatchVqp(**hostile, peer_vqp_).status, 0u);
+  ASSERT_EQ(WatchVqp(*fair, peer_vqp_).status, 0u);
+  auto* nq =
+      reinterpret_cast<session::RingControl*>(static_cast<uint8_t*>(base) + layout.nq_control);
+  nq->head.value.store(1000, std::memory_order_release);
+  auto sink = std::make_shared<TransferSink>(8);
+  ASSERT_TRUE(a_.engine->SubmitTransfer(Write(0, 0, 8), sink).ok());
+  ASSERT_EQ(Collect(*sink, 1).size(), 1u);
+  EXPECT_EQ(Hear(*fair, 1, std::chrono::seconds(5)).size(), 1u);
+  std::string broken;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (broken.empty() && std::chrono::steady_clock::now() < give_up) {
+    auto st = b_.engine->GetSession(hostile_id);
+    ASSERT_TRUE(st.ok());
+    broken = st->broken;
+    if (broken.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_NE(broken.find("notification head"), std::string::npos) << broken;
+  munmap(base, layout.total_bytes);
+  ASSERT_TRUE(a_.engine->SubmitTransfer(Write(1, 0, 8), sink).ok());
+  const auto next = Hear(*fair, 1, std::chrono::seconds(5));
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].imm, 1u);
 }
 
 }  // namespace
