@@ -29,6 +29,9 @@ PACKAGES=(
   iperf3 libfabric-dev iproute2
   # unmodified verbs programs run on libbraid_verbs.so (ibv_rc_pingpong, perftest)
   ibverbs-utils perftest
+  # the Python SDK: its native module (pybind11 over the C++ SDK), the gRPC stubs' runtime
+  # (the stubs are generated with protoc's grpc_python_plugin), numpy for buffers, pytest
+  python3-dev pybind11-dev python3-numpy python3-grpcio python3-protobuf python3-pytest
 )
 
 missing=()

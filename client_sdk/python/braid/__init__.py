@@ -1,0 +1,125 @@
+"""braid: the Python SDK of Braid, a multipath RDMA data plane.
+
+    import braid, numpy as np
+    a, b = braid.Agent("unix:/run/braid/a.sock"), braid.Agent("10.0.0.2:50051")
+    with braid.connect(a, b, qps=8) as conn:
+        src = a.alloc(1 << 20)
+        dst = b.alloc(1 << 20, grant=[conn.vqp_b])
+        np.frombuffer(src, dtype=np.uint8)[:] = 7          # zero copy: the registered memory
+        with conn.session() as s:
+            s.write(src, dst.remote(conn.vqp_b)).result()
+
+A call the agent refuses raises BraidError (code, code_name such as "NotFound", message). Blocking calls release
+the GIL; completions resolve futures from the SDK's own threads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional
+
+from . import _braid
+from ._errors import BraidError
+from .session import Future, Notification, Notifications, Op, Session, TransferResult
+
+RemoteRegion = _braid.RemoteRegion
+Buffer = _braid.Region
+
+__all__ = ["Agent", "BraidError", "Buffer", "Connection", "Future", "Notification",
+           "Notifications", "Op", "RemoteRegion", "Session", "TransferResult", "connect"]
+
+
+class Agent:
+    """A braidd agent: ``address`` is "host:port" or "unix:/path". TLS with ``tls=(ca, cert,
+    key)`` (PEM file paths; cert and key for mutual TLS, may be ""); ``token`` a bearer token
+    (sent only over TLS). Waits until the agent answers."""
+
+    def __init__(self, address: str, tls: Optional[tuple] = None, token: str = "",
+                 call_timeout: float = 10.0, connect_timeout: float = 10.0) -> None:
+        ca, cert, key = (tuple(tls) + ("", "", ""))[:3] if tls else ("", "", "")
+        self._native = _braid.AgentClient(address, tls_ca=ca, tls_cert=cert, tls_key=key,
+                                          token=token, call_timeout=call_timeout,
+                                          connect_timeout=connect_timeout)
+
+    @property
+    def address(self) -> str:
+        return self._native.target
+
+    def info(self) -> Dict[str, Any]:
+        return self._native.info()
+
+    def serving(self) -> bool:
+        return self._native.serving()
+
+    def vqps(self) -> List[Dict[str, Any]]:
+        return self._native.list_vqps()
+
+    def regions(self) -> List[int]:
+        return self._native.list_regions()
+
+    def destroy_vqp(self, vqp_id: int) -> None:
+        self._native.destroy_vqp(vqp_id)
+
+    def alloc(self, nbytes: int, label: str = "", grant: Iterable[int] = ()) -> Buffer:
+        """``nbytes`` of registered memory, mapped here: a Buffer usable as a numpy array with no
+        copy (``numpy.frombuffer(buf, dtype)``). The VQPs in ``grant`` may reach it over the
+        wire (``buf.remote(vqp)`` is what their peers target; ``buf.grant(vqp)`` adds one). It is
+        deregistered when the Buffer and every array over it are gone."""
+        return self._native.register_memory(nbytes, label, list(grant))
+
+    def register(self, obj: Any) -> Buffer:
+        """Registers memory the caller made. For now only memory from ``alloc`` qualifies (it is
+        registered already and returned as it is): anything else is refused with BraidError."""
+        if isinstance(obj, Buffer):
+            return obj
+        raise BraidError(
+            2, _braid.status_name(2),
+            f"cannot register a {type(obj).__name__}: only memory from Agent.alloc can be "
+            "registered for now (allocate there and view it with numpy.frombuffer)")
+
+    def session(self, vqp_id: int, **options: Any) -> Session:
+        """A Session on this agent's VQP ``vqp_id`` (see Session for the options)."""
+        return Session(self, vqp_id, **options)
+
+    def notifications(self, vqp_id: int, **options: Any) -> Notifications:
+        """The write-with-immediate notifications arriving on VQP ``vqp_id``."""
+        return Notifications(self, vqp_id, **options)
+
+
+class Connection:
+    """Two agents joined by a virtual QP: ``vqp_a`` on agent ``a``, ``vqp_b`` on agent ``b``.
+    ``close()`` (or leaving the ``with`` block) destroys both VQPs unless ``release()``d."""
+
+    def __init__(self, a: Agent, b: Agent, native: Any) -> None:
+        self.a, self.b, self._native = a, b, native
+
+    @property
+    def vqp_a(self) -> int:
+        return self._native.vqp_a
+
+    @property
+    def vqp_b(self) -> int:
+        return self._native.vqp_b
+
+    def session(self, **options: Any) -> Session:
+        """A Session on ``vqp_a`` through agent ``a``."""
+        return self.a.session(self.vqp_a, **options)
+
+    def release(self) -> None:
+        self._native.release()
+
+    def close(self) -> None:
+        self._native.close()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def connect(a: Agent, b: Agent, qps: int = 8, scheme: str = "spray",
+            devices: Iterable[str] = (), label: str = "") -> Connection:
+    """Creates a VQP of ``qps`` QPs (``scheme`` "spray" or "dqplb") on each agent and connects
+    them; on any failure nothing is left behind."""
+    return Connection(a, b, _braid.connect(a._native, b._native, qps=qps, scheme=scheme,
+                                           devices=list(devices), label=label))

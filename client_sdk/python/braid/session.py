@@ -1,0 +1,204 @@
+"""Sessions, their futures and notification streams: the data path of the braid Python SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from dataclasses import dataclass
+from typing import Any, Iterator, List, Optional, Sequence
+
+from . import _braid
+from ._errors import BraidError
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """A finished operation: bytes moved and the work completion's status ("success")."""
+
+    nbytes: int
+    wc_status: str
+
+
+class Future(concurrent.futures.Future):
+    """One operation's outcome: ``result(timeout)`` blocks, ``await future`` suspends (asyncio),
+    ``done()`` polls. A failed operation raises BraidError. The future keeps the operation's local
+    buffer alive until the operation ended."""
+
+    def __init__(self, keep: Any = None) -> None:
+        super().__init__()
+        self._keep = keep
+
+    def __await__(self):
+        return asyncio.wrap_future(self).__await__()
+
+    def _finish(self, code: int, message: str, nbytes: int, wc_status: str) -> None:
+        self._keep = None
+        if code == 0:
+            self.set_result(TransferResult(nbytes, wc_status))
+        else:
+            self.set_exception(BraidError(code, _braid.status_name(code), message))
+
+
+@dataclass
+class Op:
+    """One operation for ``Session.submit_batch``: ``op`` is "write", "read" or
+    "write_with_imm"; ``local`` a Buffer of this session's agent; ``remote`` the peer's
+    RemoteRegion; ``length`` defaults to the rest of the local buffer after ``local_offset``;
+    ``deadline`` in seconds (None: the session's default)."""
+
+    op: str
+    local: Any
+    remote: Any
+    length: Optional[int] = None
+    local_offset: int = 0
+    remote_offset: int = 0
+    imm: int = 0
+    deadline: Optional[float] = None
+
+    def native(self) -> Any:
+        length = self.length if self.length is not None else self.local.nbytes - self.local_offset
+        return _braid.Op(self.op, self.local.id, self.local_offset, self.remote, self.remote_offset,
+                         length, self.imm, self.deadline or 0.0)
+
+
+class Session:
+    """Operations on one connected VQP through its agent. On a local agent (reached as
+    "unix:PATH") the operations go through shared-memory rings, else through the gRPC stream;
+    ``path`` says which. At most ``window`` operations are in flight: a submission waits for room.
+    Use it as a context manager, or call ``close()`` (which waits for what is in flight)."""
+
+    def __init__(self, agent: Any, vqp_id: int, path: str = "auto", ring_entries: int = 1024,
+                 busy_poll: bool = False, default_deadline: float = 30.0) -> None:
+        self._native = _braid.Session(agent._native, vqp_id, path=path, ring_entries=ring_entries,
+                                      busy_poll=busy_poll, default_timeout=default_deadline)
+        self.vqp_id = vqp_id
+
+    @property
+    def path(self) -> str:
+        return self._native.path
+
+    @property
+    def window(self) -> int:
+        return self._native.window
+
+    def submit(self, op: Op) -> Future:
+        future = Future(keep=op.local)
+        self._native.submit(op.native(), future._finish)
+        return future
+
+    def write(self, local: Any, remote: Any, length: Optional[int] = None, local_offset: int = 0,
+              remote_offset: int = 0, imm: Optional[int] = None,
+              deadline: Optional[float] = None) -> Future:
+        """Writes ``local`` (a Buffer) into the peer's ``remote`` region; with ``imm``, the peer
+        is notified (a write with immediate)."""
+        kind = "write" if imm is None else "write_with_imm"
+        return self.submit(Op(kind, local, remote, length, local_offset, remote_offset, imm or 0,
+                              deadline))
+
+    def read(self, local: Any, remote: Any, length: Optional[int] = None, local_offset: int = 0,
+             remote_offset: int = 0, deadline: Optional[float] = None) -> Future:
+        """Reads the peer's ``remote`` region into ``local`` (a Buffer)."""
+        return self.submit(Op("read", local, remote, length, local_offset, remote_offset, 0,
+                              deadline))
+
+    def submit_batch(self, ops: Sequence[Op]) -> List[Future]:
+        """Submits ``ops`` in order, as few messages (gRPC) or doorbells (ring) as the window
+        allows; one future each."""
+        futures = [Future(keep=op.local) for op in ops]
+        slots = tuple(futures)  # the caller may change the list it gets
+
+        def done(i: int, code: int, message: str, nbytes: int, wc_status: str) -> None:
+            slots[i]._finish(code, message, nbytes, wc_status)
+
+        self._native.submit_batch([op.native() for op in ops], done)
+        return futures
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Waits until nothing is in flight; BraidError (kDeadlineExceeded) after ``timeout``."""
+        self._native.flush(timeout)
+
+    def cancel(self) -> None:
+        """Every operation in flight fails now with kCancelled, and later submissions too."""
+        self._native.cancel()
+
+    def close(self) -> None:
+        self._native.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A write with immediate that arrived: its VQP, sequence number (0, 1, 2 ... per VQP),
+    immediate, length and work-completion status."""
+
+    vqp_id: int
+    seq: int
+    imm: int
+    byte_len: int
+    wc_status: str
+
+
+class Notifications:
+    """Every write with immediate that arrives on a VQP, in order: iterate (``for n in ...``) or
+    ``async for``. Subscribed when constructed: nothing that arrives later is missed. Iteration
+    ends when the VQP is destroyed; it raises BraidError when the reader fell behind (kNoResource)
+    or the agent went away."""
+
+    def __init__(self, agent: Any, vqp_id: int, path: str = "auto",
+                 ring_entries: int = 16384) -> None:
+        self._native = _braid.Notifications(agent._native, vqp_id, path=path,
+                                            ring_entries=ring_entries)
+
+    @property
+    def path(self) -> str:
+        return self._native.path
+
+    def next(self, timeout: Optional[float] = None) -> Optional[Notification]:
+        """The next notification; None after ``timeout`` seconds (None: wait until one comes or
+        the stream ends, then StopIteration)."""
+        waited = 0.0
+        while True:
+            step = 0.1 if timeout is None else min(0.1, max(timeout - waited, 0.0))
+            n = self._native.next(step)
+            if n is not None:
+                return Notification(*n)
+            if self._native.ended():
+                self._native.raise_if_failed()
+                raise StopIteration
+            waited += step
+            if timeout is not None and waited >= timeout:
+                return None
+
+    def __iter__(self) -> Iterator[Notification]:
+        return self
+
+    def __next__(self) -> Notification:
+        n = self.next()
+        assert n is not None
+        return n
+
+    def __aiter__(self) -> "Notifications":
+        return self
+
+    async def __anext__(self) -> Notification:
+        while True:
+            try:
+                n = await asyncio.to_thread(self.next, 0.1)
+            except StopIteration:
+                raise StopAsyncIteration from None
+            if n is not None:
+                return n
+
+    def close(self) -> None:
+        self._native.close()
+
+    def __enter__(self) -> "Notifications":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,91 @@
+"""Two real braidd agents for the Python SDK's tests, reached the way a parameter says:
+"ring" over their Unix sockets (sessions and notification streams take the shared-memory rings),
+"grpc" over TCP. After each test the agents hold no VQP and no region (nothing leaked)."""
+
+import gc
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+import braid
+
+BRAIDD = os.environ.get("BRAID_BRAIDD", "")
+
+
+class AgentProcess:
+    """One braidd with two soft NICs, plaintext TCP and a Unix socket; killed on close()."""
+
+    def __init__(self, name: str, index: int, workdir: str) -> None:
+        self.name = name
+        base = 100 + os.getpid() % 150
+        nics = [f"soft{i}=127.{base}.{index + 11}.{i + 1}" for i in range(2)]
+        self.tcp = f"127.0.0.1:{_tcp_port(index)}"
+        self.unix = os.path.join(workdir, f"{name}.sock")
+        self.region_dir = tempfile.mkdtemp(prefix="braid-py-", dir="/dev/shm")
+        args = [BRAIDD, "--agent-id", name, "--grpc-tcp", self.tcp,
+                "--metrics", f"127.0.0.1:{_tcp_port(index) + 1}", "--region-dir",
+                self.region_dir, "--log-level", "warn", "--soft-port", str(_soft_port()),
+                "--plaintext", "--anonymous-role", "admin", "--grpc-unix", self.unix]
+        for nic in nics:
+            args += ["--soft-nic", nic]
+        self.args = args
+        self.proc = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if os.path.exists(self.unix) and os.path.exists(self.unix + ".session"):
+                return
+            assert self.proc.poll() is None, f"braidd {self.name} exited: {self.proc.returncode}"
+            time.sleep(0.02)
+        raise RuntimeError(f"braidd {self.name} did not start")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+        for path in (self.unix, self.unix + ".session"):
+            if os.path.exists(path):
+                os.unlink(path)
+
+    def close(self) -> None:
+        self.kill(signal.SIGTERM)
+        shutil.rmtree(self.region_dir, ignore_errors=True)
+
+
+def _tcp_port(index: int) -> int:
+    # Above the ephemeral range and the C++ harness's ports (20000 to 60000).
+    return 61000 + (os.getpid() % 500) * 8 + index * 2
+
+
+def _soft_port() -> int:
+    return 61000 + (os.getpid() % 500) * 8 + 7
+
+
+@pytest.fixture(params=["ring", "grpc"])
+def agents(request, tmp_path):
+    """(agent process A, B, braid.Agent a, b, path)."""
+    assert BRAIDD, "set BRAID_BRAIDD to the braidd binary (ctest does)"
+    pa = AgentProcess("py-a", 0, str(tmp_path))
+    pb = AgentProcess("py-b", 1, str(tmp_path))
+    try:
+        if request.param == "ring":
+            a, b = braid.Agent("unix:" + pa.unix), braid.Agent("unix:" + pb.unix)
+        else:
+            a, b = braid.Agent(pa.tcp), braid.Agent(pb.tcp)
+        yield pa, pb, a, b, request.param
+        gc.collect()  # buffers and sessions the test dropped
+        for agent, process in ((a, pa), (b, pb)):
+            if process.proc.poll() is None:
+                assert agent.vqps() == [], f"{process.name} still holds VQPs"
+                assert agent.regions() == [], f"{process.name} still holds regions"
+    finally:
+        pa.close()
+        pb.close()

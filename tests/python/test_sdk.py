@@ -1,0 +1,171 @@
+"""The Python SDK against two real agents, on both paths (the fixture `agents`): bytes verified
+with numpy through futures, asyncio and batches; notifications as an iterator and an async
+iterator; a deadline with a stopped peer; refusals as BraidError; an agent restart mid-session.
+Nothing is left on the agents after each test (the fixture checks)."""
+
+import asyncio
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import braid
+
+MiB = 1 << 20
+
+
+def pattern(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8)
+
+
+def test_write_and_read_move_the_bytes_of_numpy_views(agents):
+    _, _, a, b, path = agents
+    with braid.connect(a, b, qps=4) as conn:
+        src = a.alloc(16 * MiB, label="src")
+        dst = b.alloc(16 * MiB, label="dst", grant=[conn.vqp_b])
+        back = a.alloc(16 * MiB, label="back")
+        src_view = np.frombuffer(src, dtype=np.uint8)
+        src_view[:] = pattern(16 * MiB, 1)  # written through the view: no copy into the region
+        with conn.session() as s:
+            assert s.path == path
+            remote = dst.remote(conn.vqp_b)
+            futures = [s.write(src, remote, length=MiB, local_offset=i * MiB,
+                               remote_offset=i * MiB) for i in range(16)]
+            results = [f.result(timeout=30) for f in futures]
+            assert all(r.nbytes == MiB and r.wc_status == "success" for r in results)
+            assert np.array_equal(np.frombuffer(dst, dtype=np.uint8), src_view)
+            s.read(back, remote).result(timeout=30)
+            assert np.array_equal(np.frombuffer(back, dtype=np.uint8), src_view)
+
+
+def test_an_asyncio_gather_of_a_thousand_writes(agents):
+    _, _, a, b, _ = agents
+    with braid.connect(a, b, qps=4) as conn:
+        src = a.alloc(4 * MiB)
+        dst = b.alloc(4 * MiB, grant=[conn.vqp_b])
+        np.frombuffer(src, dtype=np.uint8)[:] = pattern(4 * MiB, 2)
+        remote = dst.remote(conn.vqp_b)
+        with conn.session() as s:
+            async def main():
+                ops = [s.write(src, remote, length=4096, local_offset=(i % 1024) * 4096,
+                               remote_offset=(i % 1024) * 4096) for i in range(1000)]
+                return await asyncio.gather(*ops)
+
+            results = asyncio.run(main())
+        assert len(results) == 1000
+        assert all(r.nbytes == 4096 for r in results)
+        n = 1000 * 4096
+        assert np.array_equal(np.frombuffer(dst, dtype=np.uint8)[:n],
+                              np.frombuffer(src, dtype=np.uint8)[:n])
+
+
+def test_a_batch_completes_each_operation_once_and_a_refused_one_fails_alone(agents):
+    _, _, a, b, _ = agents
+    with braid.connect(a, b, qps=4) as conn:
+        src = a.alloc(8 * MiB)
+        dst = b.alloc(8 * MiB, grant=[conn.vqp_b])
+        np.frombuffer(src, dtype=np.uint8)[:] = pattern(8 * MiB, 3)
+        remote = dst.remote(conn.vqp_b)
+        ops = [braid.Op("write", src, remote, 4096, i * 4096, i * 4096) for i in range(2048)]
+        beyond = braid.Op("write", src, remote, 4096, 0, 8 * MiB)  # past the peer's region
+        with conn.session() as s:
+            futures = s.submit_batch(ops[:1000] + [beyond] + ops[1000:])
+            refused = futures[1000]
+            assert all(f.result(timeout=60).nbytes == 4096 for f in futures[:1000] + futures[1001:])
+            with pytest.raises(braid.BraidError) as e:
+                refused.result(timeout=30)
+            assert e.value.code_name == "OutOfRange", e.value
+        assert np.array_equal(np.frombuffer(dst, dtype=np.uint8),
+                              np.frombuffer(src, dtype=np.uint8))
+
+
+def test_notifications_arrive_in_order_to_an_iterator_and_an_async_iterator(agents):
+    _, _, a, b, path = agents
+    with braid.connect(a, b, qps=4, scheme="dqplb") as conn:
+        src = a.alloc(MiB)
+        dst = b.alloc(MiB, grant=[conn.vqp_b])
+        remote = dst.remote(conn.vqp_b)
+        with b.notifications(conn.vqp_b) as notes, b.notifications(conn.vqp_b) as async_notes:
+            assert notes.path == path
+            with conn.session() as s:
+                for f in [s.write(src, remote, length=64, imm=100 + i) for i in range(50)]:
+                    f.result(timeout=30)
+            heard = [next(notes) for _ in range(50)]
+            assert [n.imm for n in heard] == [100 + i for i in range(50)]
+            assert [n.seq for n in heard] == list(range(50))
+            assert all(n.byte_len == 64 and n.wc_status == "success" for n in heard)
+
+            async def first(k):
+                out = []
+                async for n in async_notes:
+                    out.append(n.imm)
+                    if len(out) == k:
+                        break
+                return out
+
+            assert asyncio.run(first(50)) == [100 + i for i in range(50)]
+            assert notes.next(timeout=0.05) is None
+
+
+def test_a_deadline_ends_a_write_the_stopped_peer_cannot_finish(agents):
+    _, pb, a, b, _ = agents
+    with braid.connect(a, b, qps=2) as conn:
+        src = a.alloc(MiB)
+        dst = b.alloc(MiB, grant=[conn.vqp_b])
+        with conn.session() as s:
+            pb.proc.send_signal(signal.SIGSTOP)  # the peer acknowledges nothing
+            try:
+                t0 = time.monotonic()
+                with pytest.raises(braid.BraidError) as e:
+                    s.write(src, dst.remote(conn.vqp_b), deadline=0.3).result(timeout=10)
+                waited = time.monotonic() - t0
+            finally:
+                pb.proc.send_signal(signal.SIGCONT)
+            assert e.value.code_name == "DeadlineExceeded", e.value
+            assert 0.29 <= waited < 2.0
+
+
+def test_refusals_are_braid_errors_that_say_what_is_wrong(agents):
+    _, _, a, b, _ = agents
+    with braid.connect(a, b, qps=2) as conn:
+        src = a.alloc(MiB)
+        dst = b.alloc(MiB, grant=[conn.vqp_b])
+        with a.session(conn.vqp_a + 1000) as s:  # no such VQP
+            with pytest.raises(braid.BraidError) as e:
+                s.write(src, dst.remote(conn.vqp_b)).result(timeout=30)
+        assert e.value.code_name == "NotFound", e.value
+        del src, dst
+    with pytest.raises(braid.BraidError) as e:
+        a.register(bytearray(4096))
+    assert "only memory from Agent.alloc" in e.value.message
+    with pytest.raises(ValueError):
+        braid.connect(a, b, scheme="zigzag")
+
+
+def test_an_agent_restart_mid_session_is_a_clear_error_and_connect_works_after(agents):
+    pa, _, a, b, path = agents
+    conn = braid.connect(a, b, qps=2)
+    src = a.alloc(MiB)
+    dst = b.alloc(MiB, grant=[conn.vqp_b])
+    s = conn.session()
+    s.write(src, dst.remote(conn.vqp_b)).result(timeout=30)
+    pa.kill()
+    t0 = time.monotonic()
+    with pytest.raises(braid.BraidError) as e:
+        s.write(src, dst.remote(conn.vqp_b), deadline=1.0).result(timeout=15)
+    assert time.monotonic() - t0 < 10
+    assert e.value.code_name in ("IoError", "Unavailable", "DeadlineExceeded", "Cancelled"), e.value
+    s.close()
+    conn.release()  # agent A's VQP went with it; B's is destroyed here
+    b.destroy_vqp(conn.vqp_b)
+    del src  # before the restart: a new agent may give its id to another region
+    pa.start()
+    a2 = braid.Agent(a.address)
+    with braid.connect(a2, b, qps=2) as conn2:
+        src2 = a2.alloc(MiB)
+        with conn2.session() as s2:
+            assert s2.path == path
+            s2.write(src2, dst.grant(conn2.vqp_b)).result(timeout=30)
+        del src2
+    del dst
