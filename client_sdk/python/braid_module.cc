@@ -4,8 +4,9 @@
 // iterators); this file only crosses the language boundary:
 // - every call that may block (a gRPC call, a full window, a flush, a close) releases the GIL, so
 //   the SDK's reader threads can run Python callbacks meanwhile;
-// - a completion callback runs on the session's reader thread with the GIL taken, and the Python
-//   callable it holds is released with the GIL held, whatever thread drops it;
+// - completions do not take the GIL one by one (a thread that wants the GIL may wait for the
+//   interpreter's switch interval, 5 ms): the session's reader queues them, and one dispatcher
+//   thread per session hands each batch to Python in one call, with the GIL taken once;
 // - a failed Status becomes braid.BraidError(code, code_name, message).
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
@@ -16,6 +17,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -81,11 +83,10 @@ v1::Scheme SchemeOf(const std::string& scheme) {
 // A Python callable that may be dropped on any thread: it takes the GIL to let go of it.
 class PyCallable {
  public:
-  explicit PyCallable(py::function fn) : fn_(new py::function(std::move(fn))) {}
+  explicit PyCallable(py::function fn) : fn_(std::move(fn)) {}
   ~PyCallable() {
-    if (fn_ == nullptr) return;
     py::gil_scoped_acquire gil;
-    delete fn_;
+    fn_.reset();
   }
   PyCallable(const PyCallable&) = delete;
   PyCallable& operator=(const PyCallable&) = delete;
@@ -101,16 +102,74 @@ class PyCallable {
   }
 
  private:
-  py::function* fn_;  // owned; a pointer so that its destructor runs under the GIL
+  std::optional<py::function> fn_;  // reset under the GIL
 };
 
-std::function<void(TransferResult)> Completion(py::function fn) {
-  auto callable = std::make_shared<PyCallable>(std::move(fn));
-  return [callable](TransferResult r) {
-    (*callable)(static_cast<int>(r.status.code()), std::string(r.status.message()), r.bytes,
-                r.wc_status);
+// Completions on their way to Python: TransferSession's threads push them (no GIL); the
+// dispatcher thread calls `deliver(list of (token, code, message, nbytes, wc_status))` with each
+// batch it finds, taking the GIL once per batch.
+class Dispatcher {
+ public:
+  explicit Dispatcher(py::function deliver)
+      : deliver_(std::move(deliver)), thread_([this] { Run(); }) {}
+  // Drains what is queued, then stops. Call without the GIL.
+  ~Dispatcher() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  Dispatcher(const Dispatcher&) = delete;
+  Dispatcher& operator=(const Dispatcher&) = delete;
+
+  std::function<void(TransferResult)> For(uint64_t token) {
+    return [this, token](TransferResult r) { Push(token, std::move(r)); };
+  }
+
+ private:
+  struct Item {
+    uint64_t token;
+    TransferResult result;
   };
-}
+  void Push(uint64_t token, TransferResult r) {
+    bool wake;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      wake = queue_.empty();
+      queue_.push_back({token, std::move(r)});
+    }
+    if (wake) cv_.notify_one();
+  }
+  void Run() {
+    std::vector<Item> batch;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, nothing left
+        batch.swap(queue_);
+      }
+      py::gil_scoped_acquire gil;
+      py::list items(batch.size());
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const TransferResult& r = batch[i].result;
+        items[i] = py::make_tuple(batch[i].token, static_cast<int>(r.status.code()),
+                                  std::string(r.status.message()), r.bytes, r.wc_status);
+      }
+      deliver_(items);
+      batch.clear();
+    }
+  }
+
+  PyCallable deliver_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Item> queue_;  // guarded by mu_
+  bool stop_ = false;        // guarded by mu_
+  std::thread thread_;
+};
 
 py::dict InfoDict(const v1::AgentInfo& info) {
   py::dict d;
@@ -168,21 +227,26 @@ TransferOp ToOp(const PyOp& p) {
   return op;
 }
 
-// A TransferSession whose destruction (which waits for what is in flight) lets go of the GIL.
+// A TransferSession and its completion dispatcher; closing (which waits for what is in flight,
+// then for the dispatcher to hand over the last completions) lets go of the GIL.
 class PySession {
  public:
-  explicit PySession(std::unique_ptr<TransferSession> s) : session_(std::move(s)) {}
+  PySession(std::unique_ptr<TransferSession> s, std::unique_ptr<Dispatcher> d)
+      : dispatcher_(std::move(d)), session_(std::move(s)) {}
   ~PySession() { Close(); }
   void Close() {
     py::gil_scoped_release release;
     session_.reset();
+    dispatcher_.reset();
   }
+  Dispatcher& dispatcher() { return *dispatcher_; }
   TransferSession& get() {
     if (session_ == nullptr) throw py::value_error("the session is closed");
     return *session_;
   }
 
  private:
+  std::unique_ptr<Dispatcher> dispatcher_;  // outlives the session, which calls it
   std::unique_ptr<TransferSession> session_;
 };
 
@@ -422,8 +486,8 @@ PYBIND11_MODULE(_braid, m) {
 
   py::class_<PySession>(m, "Session")
       .def(py::init([](const std::shared_ptr<AgentClient>& agent, uint64_t vqp_id,
-                       const std::string& path, uint32_t ring_entries, bool busy_poll,
-                       double default_timeout, uint32_t max_in_flight) {
+                       py::function deliver, const std::string& path, uint32_t ring_entries,
+                       bool busy_poll, double default_timeout, uint32_t max_in_flight) {
              SessionOptions o;
              o.path = PathOf(path);
              o.ring_entries = ring_entries;
@@ -431,36 +495,38 @@ PYBIND11_MODULE(_braid, m) {
              o.default_timeout = Ms(default_timeout);
              o.max_in_flight = max_in_flight;
              auto out = WithoutGil([&] { return TransferSession::Open(agent, vqp_id, o); });
-             return std::make_unique<PySession>(Take(std::move(out)));
+             return std::make_unique<PySession>(Take(std::move(out)),
+                                                std::make_unique<Dispatcher>(std::move(deliver)));
            }),
-           py::arg("agent"), py::arg("vqp_id"), py::arg("path") = "auto",
+           py::arg("agent"), py::arg("vqp_id"), py::arg("deliver"), py::arg("path") = "auto",
            py::arg("ring_entries") = 1024, py::arg("busy_poll") = false,
            py::arg("default_timeout") = 30.0, py::arg("max_in_flight") = 0)
       .def_property_readonly("path", [](PySession& s) { return std::string(s.get().path()); })
       .def_property_readonly("window", [](PySession& s) { return s.get().window(); })
       .def_property_readonly("outstanding", [](PySession& s) { return s.get().outstanding(); })
-      .def("submit",
-           [](PySession& s, const PyOp& op, py::function done) {
-             TransferOp t = ToOp(op);
-             auto callback = Completion(std::move(done));
-             py::gil_scoped_release release;
-             s.get().Submit(t, std::move(callback));
-           })
-      .def("submit_batch",
-           [](PySession& s, const std::vector<PyOp>& ops, py::function done) {
-             std::vector<TransferOp> batch;
-             batch.reserve(ops.size());
-             for (const PyOp& op : ops) batch.push_back(ToOp(op));
-             // One callable for the batch, called with the operation's index first.
-             auto callable = std::make_shared<PyCallable>(std::move(done));
-             py::gil_scoped_release release;
-             s.get().SubmitBatch(batch, [callable](size_t i) {
-               return [callable, i](TransferResult r) {
-                 (*callable)(i, static_cast<int>(r.status.code()), std::string(r.status.message()),
-                             r.bytes, r.wc_status);
-               };
-             });
-           })
+      .def(
+          "submit",
+          [](PySession& s, const PyOp& op, uint64_t token) {
+            TransferOp t = ToOp(op);
+            TransferSession& session = s.get();
+            auto done = s.dispatcher().For(token);
+            py::gil_scoped_release release;
+            session.Submit(t, std::move(done));
+          },
+          "Submits `op`; its completion reaches `deliver` with `token`.")
+      .def(
+          "submit_batch",
+          [](PySession& s, const std::vector<PyOp>& ops, uint64_t first_token) {
+            std::vector<TransferOp> batch;
+            batch.reserve(ops.size());
+            for (const PyOp& op : ops) batch.push_back(ToOp(op));
+            TransferSession& session = s.get();
+            Dispatcher& d = s.dispatcher();
+            py::gil_scoped_release release;
+            session.SubmitBatch(batch,
+                                [&d, first_token](size_t i) { return d.For(first_token + i); });
+          },
+          "Submits `ops`; the completion of ops[i] reaches `deliver` with `first_token + i`.")
       .def("flush",
            [](PySession& s, double timeout) {
              Check(WithoutGil([&] { return s.get().Flush(Ms(timeout)); }));

@@ -147,6 +147,9 @@ uint64_t CpuTicks(pid_t pid);
 // What a process holds: open fds, threads, resident memory (KiB), and TCP sockets in CLOSE_WAIT
 // (the peer closed, the process never did).
 size_t OpenFds(pid_t pid);
+// The fewest descriptors `pid` holds over ~100 ms: its steady count, without one a thread holds
+// for a moment (a /proc read, a connection being made). The baseline of a leak check.
+size_t SteadyOpenFds(pid_t pid);
 // What each open fd of `pid` is ("socket:[123]", "anon_inode:[eventfd]", a path), sorted.
 std::vector<std::string> FdTargets(pid_t pid);
 size_t Threads(pid_t pid);

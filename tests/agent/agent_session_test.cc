@@ -169,7 +169,7 @@ TEST_F(AgentSessionTest, AClientsOwnMemoryMovesThroughTheRingsWithNoCopy) {
 }
 
 TEST_F(AgentSessionTest, AKilledClientIsReclaimedWhileAnotherKeepsMovingBytes) {
-  const size_t fds_before = OpenFds(a_->pid());
+  const size_t fds_before = SteadyOpenFds(a_->pid());
   int to_child[2], from_child[2];
   ASSERT_EQ(pipe(to_child), 0);
   ASSERT_EQ(pipe(from_child), 0);

@@ -2,11 +2,14 @@
 // named with their state), threads and their names, RSS. Declared in agent_harness.h.
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/agent/agent_harness.h"
@@ -75,6 +78,15 @@ std::string SocketInode(const std::string& target) {
 }  // namespace
 
 size_t OpenFds(pid_t pid) { return ProcEntries(pid, "fd").size(); }
+
+size_t SteadyOpenFds(pid_t pid) {
+  size_t fewest = OpenFds(pid);
+  for (int i = 0; i < 10; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    fewest = std::min(fewest, OpenFds(pid));
+  }
+  return fewest;
+}
 
 std::vector<std::string> FdTargets(pid_t pid) {
   const std::map<std::string, TcpSocket> tcp = TcpSockets(pid);

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from . import _braid
 from ._errors import BraidError
@@ -69,8 +69,18 @@ class Session:
 
     def __init__(self, agent: Any, vqp_id: int, path: str = "auto", ring_entries: int = 1024,
                  busy_poll: bool = False, default_deadline: float = 30.0) -> None:
-        self._native = _braid.Session(agent._native, vqp_id, path=path, ring_entries=ring_entries,
-                                      busy_poll=busy_poll, default_timeout=default_deadline)
+        pending: Dict[int, Future] = {}
+        self._pending = pending
+        self._next_token = 0
+        # Completions arrive in batches on the native dispatcher's thread. The function holds the
+        # pending table, not the session (no cycle: the session is collected when dropped).
+        def deliver(items: list) -> None:
+            for token, code, message, nbytes, wc_status in items:
+                pending.pop(token)._finish(code, message, nbytes, wc_status)
+
+        self._native = _braid.Session(agent._native, vqp_id, deliver, path=path,
+                                      ring_entries=ring_entries, busy_poll=busy_poll,
+                                      default_timeout=default_deadline)
         self.vqp_id = vqp_id
 
     @property
@@ -82,8 +92,12 @@ class Session:
         return self._native.window
 
     def submit(self, op: Op) -> Future:
+        native = op.native()  # a malformed op raises here, before anything is pending
         future = Future(keep=op.local)
-        self._native.submit(op.native(), future._finish)
+        token = self._next_token
+        self._next_token += 1
+        self._pending[token] = future
+        self._native.submit(native, token)
         return future
 
     def write(self, local: Any, remote: Any, length: Optional[int] = None, local_offset: int = 0,
@@ -104,13 +118,12 @@ class Session:
     def submit_batch(self, ops: Sequence[Op]) -> List[Future]:
         """Submits ``ops`` in order, as few messages (gRPC) or doorbells (ring) as the window
         allows; one future each."""
+        native = [op.native() for op in ops]
         futures = [Future(keep=op.local) for op in ops]
-        slots = tuple(futures)  # the caller may change the list it gets
-
-        def done(i: int, code: int, message: str, nbytes: int, wc_status: str) -> None:
-            slots[i]._finish(code, message, nbytes, wc_status)
-
-        self._native.submit_batch([op.native() for op in ops], done)
+        first = self._next_token
+        self._next_token += len(ops)
+        self._pending.update(zip(range(first, first + len(ops)), futures))
+        self._native.submit_batch(native, first)
         return futures
 
     def flush(self, timeout: float = 30.0) -> None:

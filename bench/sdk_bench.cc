@@ -1,0 +1,92 @@
+// The C++ SDK's rates, the reference for the Python SDK's (bench/python_sdk.sh runs both on the
+// same agents): 1 MiB WRITEs pipelined through futures (the window kept full), and 4 KiB WRITEs
+// submitted with SubmitBatch, 1,024 per batch. Bytes are not checked here (the tests do).
+// Usage: braid_sdk_bench AGENT_A AGENT_B   (e.g. unix:/tmp/a.sock 127.0.0.1:7652)
+// Prints: "cpp 1MiB_write_gbs X" and "cpp 4KiB_batch_mops Y".
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "braid/agent_client.h"
+#include "braid/connection.h"
+#include "braid/transfer_session.h"
+
+namespace {
+
+using braid::client::TransferOp;
+using braid::client::TransferResult;
+using braid::client::TransferSession;
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kMiB = 1 << 20;
+constexpr uint64_t kRegion = 256 * kMiB;
+
+TransferOp Write(const braid::client::Region& src, const braid::v1::RemoteRegion& dst,
+                 uint64_t size, uint64_t i) {
+  TransferOp op;
+  op.op = braid::v1::OP_WRITE;
+  op.local_region = src.id();
+  op.local_offset = op.remote_offset = (i % (kRegion / size)) * size;
+  op.remote = dst;
+  op.length = size;
+  return op;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: %s AGENT_A AGENT_B\n", argv[0]);
+    return 2;
+  }
+  auto a = braid::client::AgentClient::Open(argv[1]);
+  auto b = braid::client::AgentClient::Open(argv[2]);
+  if (!a.ok() || !b.ok()) return 1;
+  auto conn = braid::client::Connect(*a, *b, {.num_qps = 8});
+  if (!conn.ok()) return 1;
+  auto src = (*a)->RegisterMemory(kRegion, "sdk-bench-src");
+  auto dst = (*b)->RegisterMemory(kRegion, "sdk-bench-dst", {(*conn)->vqp_b()});
+  if (!src.ok() || !dst.ok()) return 1;
+  const braid::v1::RemoteRegion& remote = *(*dst)->remote((*conn)->vqp_b());
+  auto session = TransferSession::Open(*a, (*conn)->vqp_a());
+  if (!session.ok()) return 1;
+  TransferSession& s = **session;
+
+  const uint64_t big_ops = 2048;  // 2 GiB
+  std::deque<std::future<TransferResult>> inflight;
+  uint64_t failed = 0;
+  auto t0 = Clock::now();
+  for (uint64_t i = 0; i < big_ops; ++i) {
+    inflight.push_back(s.Submit(Write(**src, remote, kMiB, i)));
+    while (inflight.size() >= s.window()) {
+      failed += inflight.front().get().status.ok() ? 0 : 1;
+      inflight.pop_front();
+    }
+  }
+  for (auto& f : inflight) failed += f.get().status.ok() ? 0 : 1;
+  const double big_s = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  const uint64_t batches = 200, per_batch = 1024;
+  std::vector<TransferOp> batch(per_batch);
+  std::vector<std::future<TransferResult>> futures;
+  t0 = Clock::now();
+  for (uint64_t k = 0; k < batches; ++k) {
+    for (uint64_t i = 0; i < per_batch; ++i)
+      batch[i] = Write(**src, remote, 4096, k * per_batch + i);
+    for (auto& f : futures) failed += f.get().status.ok() ? 0 : 1;
+    futures = s.SubmitBatch(batch);
+  }
+  for (auto& f : futures) failed += f.get().status.ok() ? 0 : 1;
+  const double small_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (failed != 0) {
+    std::fprintf(stderr, "sdk_bench: %lu operations failed\n", static_cast<unsigned long>(failed));
+    return 1;
+  }
+  std::printf("cpp 1MiB_write_gbs %.3f\n", static_cast<double>(big_ops * kMiB) / big_s / 1e9);
+  std::printf("cpp 4KiB_batch_mops %.4f\n",
+              static_cast<double>(batches * per_batch) / small_s / 1e6);
+  std::printf("cpp path %s\n", s.path());
+  return 0;
+}
