@@ -346,6 +346,14 @@ PYBIND11_MODULE(_braid, m) {
   using namespace braid::client;
   namespace v1 = braid::v1;
   m.doc() = "Native layer of the braid Python SDK (use the braid package).";
+  {
+    py::dict codes;  // every StatusCode by name ("NotFound": 4, ...)
+    for (int c = 0; c <= static_cast<int>(braid::common::StatusCode::kInternal); ++c) {
+      codes[py::str(std::string(
+          braid::common::StatusCodeName(static_cast<braid::common::StatusCode>(c))))] = c;
+    }
+    m.attr("STATUS_CODES") = codes;
+  }
   m.def("status_name", [](int code) {
     return std::string(braid::common::StatusCodeName(static_cast<braid::common::StatusCode>(code)));
   });

@@ -1,6 +1,7 @@
 """Two real braidd agents for the Python SDK's tests, reached the way a parameter says:
 "ring" over their Unix sockets (sessions and notification streams take the shared-memory rings),
-"grpc" over TCP. After each test the agents hold no VQP and no region (nothing leaked)."""
+"grpc" over TCP. After each test the agents hold no VQP and no region, and no more descriptors or
+threads than before it (nothing leaked)."""
 
 import gc
 import os
@@ -47,6 +48,27 @@ class AgentProcess:
             time.sleep(0.02)
         raise RuntimeError(f"braidd {self.name} did not start")
 
+    def held(self):
+        """(descriptors, threads) the agent holds: the fewest over ~100 ms (one a thread holds for
+        a moment is no leak). Left out: gRPC's callback executor ("default-executor" threads, a
+        pool that grows on demand up to twice the cores and keeps its threads) and its global
+        timer thread ("grpc_global_timer", started once, the first time the agent calls a peer):
+        process-wide, not per-call resources."""
+        fds, threads = [], []
+        for _ in range(10):
+            fds.append(len(os.listdir(f"/proc/{self.proc.pid}/fd")))
+            names = []
+            for task in os.listdir(f"/proc/{self.proc.pid}/task"):
+                try:
+                    with open(f"/proc/{self.proc.pid}/task/{task}/comm") as f:
+                        names.append(f.read().strip())
+                except OSError:
+                    pass  # the thread ended meanwhile
+            threads.append(sum(not n.startswith(("default-executo", "grpc_global_tim"))
+                               for n in names))
+            time.sleep(0.01)
+        return min(fds), min(threads)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -80,12 +102,23 @@ def agents(request, tmp_path):
             a, b = braid.Agent("unix:" + pa.unix), braid.Agent("unix:" + pb.unix)
         else:
             a, b = braid.Agent(pa.tcp), braid.Agent(pb.tcp)
+        a.vqps(), b.vqps()  # the clients' connections are open before the baseline
+        before = {p.name: p.held() for p in (pa, pb)}
+        pids = {p.name: p.proc.pid for p in (pa, pb)}
         yield pa, pb, a, b, request.param
         gc.collect()  # buffers and sessions the test dropped
         for agent, process in ((a, pa), (b, pb)):
             if process.proc.poll() is None:
                 assert agent.vqps() == [], f"{process.name} still holds VQPs"
                 assert agent.regions() == [], f"{process.name} still holds regions"
+                if process.proc.pid != pids[process.name]:
+                    continue  # restarted by the test: nothing to compare with
+                deadline = time.time() + 10
+                while process.held() > before[process.name] and time.time() < deadline:
+                    time.sleep(0.05)
+                fds, threads = process.held()
+                assert fds <= before[process.name][0], f"{process.name}: descriptors {before[process.name][0]} -> {fds}"
+                assert threads <= before[process.name][1], f"{process.name}: threads {before[process.name][1]} -> {threads}"
     finally:
         pa.close()
         pb.close()

@@ -169,3 +169,24 @@ def test_an_agent_restart_mid_session_is_a_clear_error_and_connect_works_after(a
             s2.write(src2, dst.grant(conn2.vqp_b)).result(timeout=30)
         del src2
     del dst
+
+
+def test_events_and_the_generated_control_stub_see_a_connection_come_and_go(agents):
+    from braid.v1 import agent_pb2
+
+    _, _, a, b, _ = agents
+    with a.events() as events:
+        conn = braid.connect(a, b, qps=2)
+        vqp = conn.vqp_a
+        info = a.control.GetVirtualQp(agent_pb2.GetVirtualQpRequest(vqp_id=vqp), timeout=10)
+        assert info.connected and info.num_qps == 2
+        conn.close()
+        kinds = []
+        for e in events:
+            if e.vqp_id == vqp:
+                kinds.append(e.kind)
+            if e.kind == "vqp_destroyed" and e.vqp_id == vqp:
+                break
+        assert kinds[0] == "vqp_connected", kinds
+        assert kinds[-1] == "vqp_destroyed", kinds
+    a.close()  # the control channel: the agent's descriptor for it goes too

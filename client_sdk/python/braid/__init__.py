@@ -19,12 +19,14 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from . import _braid
 from ._errors import BraidError
+from .events import Event, Events
 from .session import Future, Notification, Notifications, Op, Session, TransferResult
 
 RemoteRegion = _braid.RemoteRegion
 Buffer = _braid.Region
 
-__all__ = ["Agent", "BraidError", "Buffer", "Connection", "Future", "Notification",
+__all__ = ["Agent", "BraidError", "Buffer", "Connection", "Event", "Events", "Future",
+           "Notification",
            "Notifications", "Op", "RemoteRegion", "Session", "TransferResult", "connect"]
 
 
@@ -39,6 +41,28 @@ class Agent:
         self._native = _braid.AgentClient(address, tls_ca=ca, tls_cert=cert, tls_key=key,
                                           token=token, call_timeout=call_timeout,
                                           connect_timeout=connect_timeout)
+        self._tls = (ca, cert, key) if tls else None
+        self._token = token
+        self._channel = None
+
+    @property
+    def control(self) -> Any:
+        """The generated gRPC stub (``braid.v1.agent_pb2_grpc.AgentStub``) on a channel of this
+        package's grpcio, with the same address, TLS and token: every RPC of braid.v1.Agent."""
+        import grpc
+        from .v1 import agent_pb2_grpc
+
+        if self._channel is None:
+            if self._tls is None:
+                self._channel = grpc.insecure_channel(self.address)
+            else:
+                ca, cert, key = (open(p, "rb").read() if p else None for p in self._tls)
+                creds = grpc.ssl_channel_credentials(ca, key, cert)
+                if self._token:
+                    creds = grpc.composite_channel_credentials(
+                        creds, grpc.access_token_call_credentials(self._token))
+                self._channel = grpc.secure_channel(self.address, creds)
+        return agent_pb2_grpc.AgentStub(self._channel)
 
     @property
     def address(self) -> str:
@@ -72,9 +96,20 @@ class Agent:
         if isinstance(obj, Buffer):
             return obj
         raise BraidError(
-            2, _braid.status_name(2),
+            _braid.STATUS_CODES["InvalidArgument"], "InvalidArgument",
             f"cannot register a {type(obj).__name__}: only memory from Agent.alloc can be "
             "registered for now (allocate there and view it with numpy.frombuffer)")
+
+    def close(self) -> None:
+        """Closes the channel of ``control`` and ``events()`` (opened again when next used)."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def events(self) -> "Events":
+        """The agent's state changes as they happen (WatchEvents): ``for e in agent.events()``
+        or ``async for``; each an ``Event``. Subscribed when this returns."""
+        return Events(self.control)
 
     def session(self, vqp_id: int, **options: Any) -> Session:
         """A Session on this agent's VQP ``vqp_id`` (see Session for the options)."""
