@@ -4,7 +4,11 @@ iterator; a deadline with a stopped peer; refusals as BraidError; an agent resta
 Nothing is left on the agents after each test (the fixture checks)."""
 
 import asyncio
+import os
+import pathlib
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -190,3 +194,23 @@ def test_events_and_the_generated_control_stub_see_a_connection_come_and_go(agen
         assert kinds[0] == "vqp_connected", kinds
         assert kinds[-1] == "vqp_destroyed", kinds
     a.close()  # the control channel: the agent's descriptor for it goes too
+
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples" / "python"
+
+
+def run_example(name, *args):
+    return subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ))
+
+
+def test_the_examples_run_against_real_agents(agents):
+    pa, pb, _, _, path = agents
+    a = "unix:" + pa.unix if path == "ring" else pa.tcp
+    b = "unix:" + pb.unix if path == "ring" else pb.tcp
+    orchestrated = run_example("orchestrator.py", "--qps", "2", a, b)
+    assert orchestrated.returncode == 0, orchestrated.stdout + orchestrated.stderr
+    assert "1 pairs: all healthy" in orchestrated.stdout
+    kv = run_example("kv_cache_transfer.py", "--blocks", "64", a, b)
+    assert kv.returncode == 0, kv.stdout + kv.stderr
+    assert "64 blocks" in kv.stdout and "0 differ, 0 missing" in kv.stdout, kv.stdout
