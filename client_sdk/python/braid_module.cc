@@ -544,6 +544,10 @@ PYBIND11_MODULE(_braid, m) {
              py::gil_scoped_release release;
              s.get().Cancel();
            })
+      .def("cancel_and_wait",
+           [](PySession& s, double timeout) {
+             Check(WithoutGil([&] { return s.get().CancelAndWait(Ms(timeout)); }));
+           })
       .def("close", &PySession::Close);
 
   py::class_<PyNotifications>(m, "Notifications")

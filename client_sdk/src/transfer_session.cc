@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <string_view>
+#include <thread>
 
 #include "client_sdk/src/transfer_transport.h"
 
@@ -64,7 +65,8 @@ TransferSession::~TransferSession() {
   }
   {
     std::lock_guard<std::mutex> lock(write_mu_);
-    transport_->Close();
+    if (!transport_closed_) transport_->Close();
+    transport_closed_ = true;
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -121,6 +123,7 @@ size_t TransferSession::Send(
       const auto timeout = timeout_of(ops[i]);
       const uint64_t op_id = next_op_id_++;
       pending_[op_id] = {done(i), now + timeout + options_.grace};
+      regions_used_.insert(ops[i].local_region);  // no allocation once the region is known
       wire.push_back({op_id, &ops[i], static_cast<uint32_t>(timeout.count())});
     }
   }
@@ -181,6 +184,36 @@ void TransferSession::Cancel() {
   }
   transport_->Cancel();
   FailAll(Status::Cancelled("the transfer session was cancelled"));
+}
+
+Status TransferSession::CancelAndWait(std::chrono::milliseconds timeout) {
+  const auto give_up = std::chrono::steady_clock::now() + timeout;
+  Cancel();
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    if (!transport_closed_) transport_->Close();  // the agent takes nothing more from us
+    transport_closed_ = true;
+  }
+  std::set<uint64_t> regions;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    regions = regions_used_;
+  }
+  for (;;) {
+    BRAID_ASSIGN_OR_RETURN(std::vector<v1::RegionInfo> listed, agent_->ListRegions());
+    uint32_t busy = 0;
+    for (const v1::RegionInfo& r : listed) {
+      if (regions.count(r.region_id()) != 0) busy += r.in_flight();
+    }
+    if (busy == 0) return Status::Ok();
+    if (std::chrono::steady_clock::now() >= give_up) {
+      return Status::DeadlineExceeded(
+          "agent " + agent_->target() + " still has " + std::to_string(busy) +
+          " transfers on this session's regions: it cannot yet promise that no more bytes reach "
+          "them (wait longer, or destroy the VQP)");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
 }
 
 void TransferSession::Deliver(std::function<void(TransferResult)>& done, TransferResult result) {

@@ -214,3 +214,33 @@ def test_the_examples_run_against_real_agents(agents):
     kv = run_example("kv_cache_transfer.py", "--blocks", "64", a, b)
     assert kv.returncode == 0, kv.stdout + kv.stderr
     assert "64 blocks" in kv.stdout and "0 differ, 0 missing" in kv.stdout, kv.stdout
+
+
+def test_cancel_returns_only_when_no_more_bytes_reach_the_buffers(agents):
+    _, _, a, b, _ = agents
+    with braid.connect(a, b, qps=4) as conn:
+        local = a.alloc(64 * MiB)
+        peer = b.alloc(64 * MiB, grant=[conn.vqp_b])
+        np.frombuffer(peer, dtype=np.uint8)[:] = 0x11
+        remote = peer.remote(conn.vqp_b)
+        view = np.frombuffer(local, dtype=np.uint8)
+        for round_ in range(3):
+            s = conn.session()
+            # READs land in `local`: the agent's DMA into it, 512 MiB under way.
+            futures = [s.read(local, remote, MiB, (i % 64) * MiB, (i % 64) * MiB)
+                       for i in range(512)]
+            time.sleep(0.02 * round_)
+            s.cancel()
+            view[:] = 0xAB  # the canary: nothing may overwrite it now
+            time.sleep(0.3)
+            assert int(np.count_nonzero(view != 0xAB)) == 0, f"round {round_}: bytes after cancel"
+            outcomes = set()
+            for f in futures:
+                e = f.exception(timeout=30)
+                outcomes.add("ok" if e is None else e.code_name)
+            assert outcomes <= {"ok", "Cancelled"}, outcomes
+            with pytest.raises(braid.BraidError) as e:
+                s.read(local, remote, MiB).result(timeout=10)
+            assert e.value.code_name == "Cancelled"
+            s.close()
+        del local, peer, view

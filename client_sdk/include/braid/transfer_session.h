@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <thread>
@@ -87,8 +88,16 @@ class TransferSession {
                    const std::function<std::function<void(TransferResult)>(size_t)>& done);
   // Waits until nothing is in flight; kDeadlineExceeded after `timeout`.
   Status Flush(std::chrono::milliseconds timeout);
-  // Every operation in flight completes with kCancelled now; later submissions fail.
+  // Every operation in flight completes with kCancelled now; later submissions fail. The agent
+  // may still be moving their bytes (CancelAndWait waits for that).
   void Cancel();
+  // Cancel(), then ends the session's stream (or local session), so that the agent takes nothing
+  // more from it, and returns once the agent reports that no transfer uses any region this
+  // session's operations named (their in-flight counts, which fall only at each transfer's real
+  // completion): from then on no DMA reaches those buffers. Another session's transfers on the
+  // same regions are waited for too. kDeadlineExceeded after `timeout`, the agent's error when it
+  // cannot be asked. The session takes no more operations.
+  Status CancelAndWait(std::chrono::milliseconds timeout);
 
   uint32_t window() const { return window_; }
   size_t outstanding() const;
@@ -129,6 +138,8 @@ class TransferSession {
   std::condition_variable cv_;
   std::map<uint64_t, Pending> pending_;  // guarded by mu_
   int delivering_ = 0;                   // guarded by mu_: results claimed, callback running
+  std::set<uint64_t> regions_used_;      // guarded by mu_: local regions the ops named
+  bool transport_closed_ = false;        // guarded by write_mu_
   uint64_t next_op_id_ = 1;              // guarded by mu_
   Status broken_;                        // guarded by mu_; not OK: no more submissions
   bool stopping_ = false;                // guarded by mu_

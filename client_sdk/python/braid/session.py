@@ -130,9 +130,12 @@ class Session:
         """Waits until nothing is in flight; BraidError (kDeadlineExceeded) after ``timeout``."""
         self._native.flush(timeout)
 
-    def cancel(self) -> None:
-        """Every operation in flight fails now with kCancelled, and later submissions too."""
-        self._native.cancel()
+    def cancel(self, timeout: float = 30.0) -> None:
+        """Every operation in flight fails with Cancelled, and so does every later submission;
+        returns only once the agent reports that no transfer uses the buffers this session's
+        operations named, so no more bytes reach them (transfers of other sessions on the same
+        buffers are waited for too). BraidError (DeadlineExceeded) after ``timeout`` seconds."""
+        self._native.cancel_and_wait(timeout)
 
     def close(self) -> None:
         self._native.close()
