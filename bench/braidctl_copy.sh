@@ -10,21 +10,10 @@ PATH_KIND=${2:-ring}
 ROUNDS=${3:-3}
 BRAIDD="$BUILD/server/braidd"
 CTL="$BUILD/client_sdk/braidctl"
-DIR=$(mktemp -d /dev/shm/braid-copy-bench-XXXXXX)
-CLEANUP_DIR=$DIR
-# shellcheck source=scripts/background.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../scripts/background.sh"
-
-start_agent() {  # name nic0 nic1 grpc_port metrics_port
-  mkdir -p "$DIR/$1"
-  "$BRAIDD" --agent-id "$1" --soft-nic "soft0=$2" --soft-nic "soft1=$3" \
-    --grpc-tcp "127.0.0.1:$4" --grpc-unix "$DIR/$1.sock" --metrics "127.0.0.1:$5" \
-    --soft-port 18650 --region-dir "$DIR/$1" --log-level warn \
-    --plaintext --anonymous-role admin >/dev/null 2>&1 &
-  pids+=($!)
-}
-start_agent node-a 127.0.30.1 127.0.30.2 7651 9491
-start_agent node-b 127.0.40.1 127.0.40.2 7652 9492
+# shellcheck source=bench/local_agents.sh
+source "$(dirname "${BASH_SOURCE[0]}")/local_agents.sh" copy-bench
+start_agent node-a 127.0.30.1 127.0.30.2 7651 9491 18650
+start_agent node-b 127.0.40.1 127.0.40.2 7652 9492 18650
 A="unix:$DIR/node-a.sock"
 [ "$PATH_KIND" = grpc ] && A=127.0.0.1:7651
 for _ in $(seq 100); do "$CTL" --agent "$A" health >/dev/null 2>&1 && break; sleep 0.1; done

@@ -8,25 +8,14 @@ BUILD=${1:-build}
 PATH_KIND=${2:-ring}
 ROUNDS=${3:-3}
 BRAIDD="$BUILD/server/braidd"
-DIR=$(mktemp -d /dev/shm/braid-py-bench-XXXXXX)
-CLEANUP_DIR=$DIR
-# shellcheck source=scripts/background.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../scripts/background.sh"
-
-start_agent() {  # name nic0 nic1 grpc_port metrics_port
-  mkdir -p "$DIR/$1"
-  "$BRAIDD" --agent-id "$1" --soft-nic "soft0=$2" --soft-nic "soft1=$3" \
-    --grpc-tcp "127.0.0.1:$4" --grpc-unix "$DIR/$1.sock" --metrics "127.0.0.1:$5" \
-    --soft-port 18660 --region-dir "$DIR/$1" --log-level warn \
-    --plaintext --anonymous-role admin >/dev/null 2>&1 &
-  pids+=($!)
-}
-start_agent node-a 127.0.31.1 127.0.31.2 7661 9501
-start_agent node-b 127.0.41.1 127.0.41.2 7662 9502
+# shellcheck source=bench/local_agents.sh
+source "$(dirname "${BASH_SOURCE[0]}")/local_agents.sh" py-bench
+start_agent node-a 127.0.31.1 127.0.31.2 7661 9501 18660
+start_agent node-b 127.0.41.1 127.0.41.2 7662 9502 18660
+wait_for_agents node-a node-b
 A="unix:$DIR/node-a.sock"
 [ "$PATH_KIND" = grpc ] && A=127.0.0.1:7661
 B=127.0.0.1:7662
-for _ in $(seq 100); do [ -S "$DIR/node-a.sock.session" ] && [ -S "$DIR/node-b.sock" ] && break; sleep 0.1; done
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 : > "$DIR/cpp.txt"
