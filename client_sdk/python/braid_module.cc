@@ -26,6 +26,7 @@
 #include "braid/connection.h"
 #include "braid/notifications.h"
 #include "braid/transfer_session.h"
+#include "dataplane/session/session_client.h"
 
 namespace py = pybind11;
 
@@ -250,6 +251,30 @@ class PySession {
   std::unique_ptr<TransferSession> session_;
 };
 
+// The caller's own memory registered where it lies (RegisterFd over a local session of the
+// agent, doc/local_data_path.md). The regions live until deregistered or until this connection
+// closes.
+class PyFdRegistrar {
+ public:
+  explicit PyFdRegistrar(const std::shared_ptr<AgentClient>& agent) {
+    const std::string socket = agent->SessionSocket();
+    if (socket.empty()) {
+      Raise(Status::FailedPrecondition(
+          "agent " + agent->target() +
+          " is not reached over a Unix socket: only a local agent can register this process's "
+          "own memory (use Agent.alloc)"));
+    }
+    client_ = Take(WithoutGil([&] { return session::SessionClient::Connect(socket, {2, 2, 2}); }));
+  }
+  uint64_t Register(int fd, uint64_t offset, uint64_t length, const std::vector<uint64_t>& grant,
+                    const std::string& label) {
+    return Take(WithoutGil([&] { return client_->RegisterFd(fd, offset, length, grant, label); }));
+  }
+
+ private:
+  std::unique_ptr<session::SessionClient> client_;
+};
+
 // A Connection whose destruction (two gRPC calls) lets go of the GIL.
 class PyConnection {
  public:
@@ -452,6 +477,14 @@ PYBIND11_MODULE(_braid, m) {
              for (const auto& r : Take(std::move(out))) l.append(r.region_id());
              return l;
            })
+      .def("deregister_memory",
+           [](AgentClient& a, uint64_t region_id) {
+             Check(WithoutGil([&] { return a.DeregisterMemory(region_id); }));
+           })
+      .def("grant_access",
+           [](AgentClient& a, uint64_t region_id, uint64_t vqp_id) {
+             return Take(WithoutGil([&] { return a.GrantAccess(region_id, vqp_id); }));
+           })
       .def("destroy_vqp",
            [](AgentClient& a, uint64_t vqp_id) {
              Check(WithoutGil([&] { return a.DestroyVqp(vqp_id); }));
@@ -549,6 +582,11 @@ PYBIND11_MODULE(_braid, m) {
              Check(WithoutGil([&] { return s.get().CancelAndWait(Ms(timeout)); }));
            })
       .def("close", &PySession::Close);
+
+  py::class_<PyFdRegistrar>(m, "FdRegistrar")
+      .def(py::init<const std::shared_ptr<AgentClient>&>(), py::arg("agent"))
+      .def("register", &PyFdRegistrar::Register, py::arg("fd"), py::arg("offset"),
+           py::arg("length"), py::arg("grant"), py::arg("label"));
 
   py::class_<PyNotifications>(m, "Notifications")
       .def(py::init(&PyNotifications::Open), py::arg("agent"), py::arg("vqp_id"),

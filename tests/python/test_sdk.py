@@ -4,6 +4,7 @@ iterator; a deadline with a stopped peer; refusals as BraidError; an agent resta
 Nothing is left on the agents after each test (the fixture checks)."""
 
 import asyncio
+import mmap
 import os
 import pathlib
 import signal
@@ -141,8 +142,11 @@ def test_refusals_are_braid_errors_that_say_what_is_wrong(agents):
         assert e.value.code_name == "NotFound", e.value
         del src, dst
     with pytest.raises(braid.BraidError) as e:
-        a.register(bytearray(4096))
-    assert "only memory from Agent.alloc" in e.value.message
+        a.register(bytearray(4096))  # heap memory: the agent cannot map it
+    assert "cannot map" in e.value.message, e.value
+    with pytest.raises(braid.BraidError) as e:
+        a.register(object())
+    assert "exposes no buffer" in e.value.message
     with pytest.raises(ValueError):
         braid.connect(a, b, scheme="zigzag")
 
@@ -244,3 +248,40 @@ def test_cancel_returns_only_when_no_more_bytes_reach_the_buffers(agents):
             assert e.value.code_name == "Cancelled"
             s.close()
         del local, peer, view
+
+
+def memfd_array(nbytes: int, name: str):
+    fd = os.memfd_create(name, os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, nbytes)
+    m = mmap.mmap(fd, nbytes)
+    os.close(fd)
+    return np.frombuffer(m, dtype=np.uint8)
+
+
+def test_a_numpy_array_over_a_memfd_is_registered_where_it_lies(agents):
+    _, _, a, b, path = agents
+    with braid.connect(a, b, qps=4) as conn:
+        src = memfd_array(8 * MiB, "py-src")
+        src[:] = pattern(8 * MiB, 9)
+        if path == "grpc":  # a TCP agent cannot map this process's memory
+            with pytest.raises(braid.BraidError) as e:
+                a.register(src)
+            assert "Unix socket" in e.value.message, e.value
+            return
+        mine = a.register(src, label="py-memfd")
+        assert mine.nbytes == 8 * MiB and mine.id in a.regions()
+        dst = b.alloc(8 * MiB, grant=[conn.vqp_b])
+        back = memfd_array(8 * MiB, "py-back")
+        back_reg = a.register(back)
+        with conn.session() as s:
+            s.write(mine, dst.remote(conn.vqp_b)).result(timeout=30)
+            assert np.array_equal(np.frombuffer(dst, dtype=np.uint8), src)
+            src[:4096] = 0x5A  # written in the array itself: the next write carries it (no copy)
+            s.write(mine, dst.remote(conn.vqp_b), length=4096).result(timeout=30)
+            assert np.all(np.frombuffer(dst, dtype=np.uint8)[:4096] == 0x5A)
+            s.read(back_reg, dst.remote(conn.vqp_b)).result(timeout=30)
+            assert np.array_equal(back, src)  # the agent wrote into this process's array
+        mine.close()
+        back_reg.close()
+        del dst
+    a.close()  # its registration session: the agent's descriptors for it go too

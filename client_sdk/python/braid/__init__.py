@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional
 
-from . import _braid
+from . import _braid, registered
 from ._errors import BraidError
 from .events import Event, Events
 from .session import Future, Notification, Notifications, Op, Session, TransferResult
@@ -41,6 +41,7 @@ class Agent:
         self._native = _braid.AgentClient(address, tls_ca=ca, tls_cert=cert, tls_key=key,
                                           token=token, call_timeout=call_timeout,
                                           connect_timeout=connect_timeout)
+        self._registrar = None  # the local session RegisterFd uses, made on first use
         self._tls = (ca, cert, key) if tls else None
         self._token = token
         self._channel = None
@@ -90,21 +91,25 @@ class Agent:
         deregistered when the Buffer and every array over it are gone."""
         return self._native.register_memory(nbytes, label, list(grant))
 
-    def register(self, obj: Any) -> Buffer:
-        """Registers memory the caller made. For now only memory from ``alloc`` qualifies (it is
-        registered already and returned as it is): anything else is refused with BraidError."""
+    def register(self, obj: Any, grant: Iterable[int] = (), label: str = "") -> Any:
+        """Registers memory the caller made, where it lies (no copy): anything exposing a
+        contiguous writable buffer over a memfd mapped with MAP_SHARED, from a page boundary (a
+        numpy array over ``mmap.mmap(os.memfd_create(...), n)``), with a local agent (reached as
+        "unix:PATH"). Returns a RegisteredBuffer (``id``, ``nbytes``, ``remote(vqp)``) that keeps
+        ``obj`` alive while registered. A Buffer from ``alloc`` is returned as it is. Anything
+        else is refused with BraidError saying why."""
         if isinstance(obj, Buffer):
             return obj
-        raise BraidError(
-            _braid.STATUS_CODES["InvalidArgument"], "InvalidArgument",
-            f"cannot register a {type(obj).__name__}: only memory from Agent.alloc can be "
-            "registered for now (allocate there and view it with numpy.frombuffer)")
+        return registered.register(self, obj, grant, label)
 
     def close(self) -> None:
-        """Closes the channel of ``control`` and ``events()`` (opened again when next used)."""
+        """Closes the channel of ``control`` and ``events()`` and lets go of the local session
+        ``register`` uses (each opened again when next needed; a RegisteredBuffer still alive
+        keeps that session, and so its registration, until it goes)."""
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+        self._registrar = None
 
     def events(self) -> "Events":
         """The agent's state changes as they happen (WatchEvents): ``for e in agent.events()``
