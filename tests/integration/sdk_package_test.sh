@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The SDK as another project sees it: install Braid to a temporary prefix, build
-# examples/sdk_hello with find_package(braid) against it, start two installed agents and run it.
+# examples/sdk_hello with find_package(braid) against it, start two installed agents and run it;
+# then the installed Python package (examples/python/orchestrator.py) against the same agents.
 set -euo pipefail
 SRC=$1
 BUILD=$2
@@ -23,3 +24,9 @@ for side in 1 2; do
   pids+=($!)
 done
 "$TMP/build/sdk_hello" "127.0.0.1:$((base + 1))" "127.0.0.1:$((base + 2))"
+# The Python package, installed under the prefix as under /usr/local (where Debian's python3
+# looks), driving the same installed agents.
+PY_DIR=$(cd "$TMP/prefix" && ls -d lib/python3*/dist-packages)
+/usr/bin/python3 -c "import sys; sys.exit('/usr/local/$PY_DIR' not in sys.path)"
+PYTHONPATH="$TMP/prefix/$PY_DIR" /usr/bin/python3 "$SRC/examples/python/orchestrator.py" \
+  --qps 2 "127.0.0.1:$((base + 1))" "127.0.0.1:$((base + 2))"
