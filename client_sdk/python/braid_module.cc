@@ -8,13 +8,17 @@
 //   interpreter's switch interval, 5 ms): the session's reader queues them, and one dispatcher
 //   thread per session hands each batch to Python in one call, with the GIL taken once;
 // - a failed Status becomes braid.BraidError(code, code_name, message).
+#include <fcntl.h>
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -26,6 +30,7 @@
 #include "braid/connection.h"
 #include "braid/notifications.h"
 #include "braid/transfer_session.h"
+#include "dataplane/common/unique_fd.h"
 #include "dataplane/session/session_client.h"
 
 namespace py = pybind11;
@@ -273,6 +278,65 @@ class PyFdRegistrar {
 
  private:
   std::unique_ptr<session::SessionClient> client_;
+};
+
+// Memory of this process for a local agent: a sealed memfd mapped here and registered where it
+// lies through `registrar` (RegisterFd), so the NIC reads and writes these very pages. Exposes the
+// buffer protocol (numpy views it with no copy). Deregistered, then unmapped, when destroyed.
+class PyMemfdBuffer {
+ public:
+  PyMemfdBuffer(std::shared_ptr<AgentClient> agent, std::shared_ptr<PyFdRegistrar> registrar,
+                uint64_t nbytes, const std::vector<uint64_t>& grant, const std::string& label)
+      : agent_(std::move(agent)), registrar_(std::move(registrar)), size_(nbytes) {
+    if (nbytes == 0) throw py::value_error("nbytes must be at least 1");
+    fd_ = common::UniqueFd(memfd_create("braid-buffer", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (!fd_.valid()) Raise(Status::FromErrno(errno, "memfd_create"));
+    if (ftruncate(fd_.get(), static_cast<off_t>(nbytes)) != 0 ||
+        fcntl(fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) {
+      Raise(Status::FromErrno(
+          errno, "sizing and sealing a memfd of " + std::to_string(nbytes) + " bytes"));
+    }
+    void* p = mmap(nullptr, nbytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
+    if (p == MAP_FAILED) Raise(Status::FromErrno(errno, "mmap of a memfd"));
+    data_ = static_cast<uint8_t*>(p);
+    id_ = registrar_->Register(fd_.get(), 0, nbytes, grant, label);
+    for (uint64_t vqp : grant) Grant(vqp);  // what each peer targets, kept (remote() asks no one)
+  }
+  ~PyMemfdBuffer() {
+    if (id_ != 0) {
+      py::gil_scoped_release release;
+      (void)agent_->DeregisterMemory(id_);  // best effort: the session's end deregisters it too
+    }
+    if (data_ != nullptr) munmap(data_, size_);
+  }
+  PyMemfdBuffer(const PyMemfdBuffer&) = delete;
+  PyMemfdBuffer& operator=(const PyMemfdBuffer&) = delete;
+
+  uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+  uint64_t id() const { return id_; }
+  // Lets VQP `vqp_id` reach this memory; returns what its peer targets. Idempotent.
+  v1::RemoteRegion Grant(uint64_t vqp_id) {
+    auto it = remotes_.find(vqp_id);
+    if (it != remotes_.end()) return it->second;
+    v1::RemoteRegion r = Take(WithoutGil([&] { return agent_->GrantAccess(id_, vqp_id); }));
+    remotes_[vqp_id] = r;
+    return r;
+  }
+  // What the peer of `vqp_id` targets; None unless that VQP was granted.
+  py::object Remote(uint64_t vqp_id) const {
+    auto it = remotes_.find(vqp_id);
+    return it == remotes_.end() ? py::none() : py::cast(it->second);
+  }
+
+ private:
+  std::shared_ptr<AgentClient> agent_;
+  std::shared_ptr<PyFdRegistrar> registrar_;  // its session holds the registration
+  common::UniqueFd fd_;
+  uint8_t* data_ = nullptr;
+  uint64_t size_;
+  uint64_t id_ = 0;
+  std::map<uint64_t, v1::RemoteRegion> remotes_;  // by granted VQP
 };
 
 // A Connection whose destruction (two gRPC calls) lets go of the GIL.
@@ -583,7 +647,21 @@ PYBIND11_MODULE(_braid, m) {
            })
       .def("close", &PySession::Close);
 
-  py::class_<PyFdRegistrar>(m, "FdRegistrar")
+  py::class_<PyMemfdBuffer>(m, "MemfdBuffer", py::buffer_protocol())
+      .def(py::init<std::shared_ptr<AgentClient>, std::shared_ptr<PyFdRegistrar>, uint64_t,
+                    const std::vector<uint64_t>&, const std::string&>(),
+           py::arg("agent"), py::arg("registrar"), py::arg("nbytes"), py::arg("grant"),
+           py::arg("label"))
+      .def_buffer([](PyMemfdBuffer& b) {
+        return py::buffer_info(b.data(), 1, py::format_descriptor<uint8_t>::format(), 1,
+                               {static_cast<py::ssize_t>(b.size())}, {1});
+      })
+      .def_property_readonly("id", &PyMemfdBuffer::id)
+      .def_property_readonly("nbytes", &PyMemfdBuffer::size)
+      .def("grant", &PyMemfdBuffer::Grant, py::arg("vqp_id"))
+      .def("remote", &PyMemfdBuffer::Remote, py::arg("vqp_id"));
+
+  py::class_<PyFdRegistrar, std::shared_ptr<PyFdRegistrar>>(m, "FdRegistrar")
       .def(py::init<const std::shared_ptr<AgentClient>&>(), py::arg("agent"))
       .def("register", &PyFdRegistrar::Register, py::arg("fd"), py::arg("offset"),
            py::arg("length"), py::arg("grant"), py::arg("label"));

@@ -107,9 +107,14 @@ def agents(request, tmp_path):
         pids = {p.name: p.proc.pid for p in (pa, pb)}
         yield pa, pb, a, b, request.param
         gc.collect()  # buffers and sessions the test dropped
+        a.close()  # the registration sessions of alloc'd memfds: their regions go with them
+        b.close()
         for agent, process in ((a, pa), (b, pb)):
             if process.proc.poll() is None:
                 assert agent.vqps() == [], f"{process.name} still holds VQPs"
+                deadline = time.time() + 10  # a region goes once nothing of it is in flight
+                while agent.regions() and time.time() < deadline:
+                    time.sleep(0.05)
                 assert agent.regions() == [], f"{process.name} still holds regions"
                 if process.proc.pid != pids[process.name]:
                     continue  # restarted by the test: nothing to compare with

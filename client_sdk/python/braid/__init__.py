@@ -15,6 +15,7 @@ the GIL; completions resolve futures from the SDK's own threads.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Iterable, List, Optional
 
 from . import _braid, registered
@@ -24,8 +25,9 @@ from .session import Future, Notification, Notifications, Op, Session, TransferR
 
 RemoteRegion = _braid.RemoteRegion
 Buffer = _braid.Region
+MemfdBuffer = _braid.MemfdBuffer
 
-__all__ = ["Agent", "BraidError", "Buffer", "Connection", "Event", "Events", "Future",
+__all__ = ["Agent", "BraidError", "Buffer", "Connection", "Event", "Events", "Future", "MemfdBuffer",
            "Notification",
            "Notifications", "Op", "RemoteRegion", "Session", "TransferResult", "connect"]
 
@@ -84,12 +86,23 @@ class Agent:
     def destroy_vqp(self, vqp_id: int) -> None:
         self._native.destroy_vqp(vqp_id)
 
-    def alloc(self, nbytes: int, label: str = "", grant: Iterable[int] = ()) -> Buffer:
-        """``nbytes`` of registered memory, mapped here: a Buffer usable as a numpy array with no
-        copy (``numpy.frombuffer(buf, dtype)``). The VQPs in ``grant`` may reach it over the
-        wire (``buf.remote(vqp)`` is what their peers target; ``buf.grant(vqp)`` adds one). It is
-        deregistered when the Buffer and every array over it are gone."""
+    def alloc(self, nbytes: int, label: str = "", grant: Iterable[int] = ()) -> Any:
+        """``nbytes`` of registered memory, mapped here: a buffer usable as a numpy array with no
+        copy (``numpy.frombuffer(buf, dtype)``). For a local agent ("unix:PATH" with its session
+        socket) it is a memfd of this process, sealed and registered where it lies (a
+        MemfdBuffer); for another, the agent's shared-memory region mapped here (a Buffer). The
+        VQPs in ``grant`` may reach it over the wire (``buf.remote(vqp)`` is what their peers
+        target; ``buf.grant(vqp)`` adds one). It is deregistered when the buffer and every array
+        over it are gone."""
+        if self._local():
+            if self._registrar is None:
+                self._registrar = _braid.FdRegistrar(self._native)
+            return _braid.MemfdBuffer(self._native, self._registrar, nbytes, list(grant), label)
         return self._native.register_memory(nbytes, label, list(grant))
+
+    def _local(self) -> bool:
+        address = self.address
+        return address.startswith("unix:") and os.path.exists(address[5:] + ".session")
 
     def register(self, obj: Any, grant: Iterable[int] = (), label: str = "") -> Any:
         """Registers memory the caller made, where it lies (no copy): anything exposing a
@@ -98,7 +111,7 @@ class Agent:
         "unix:PATH"). Returns a RegisteredBuffer (``id``, ``nbytes``, ``remote(vqp)``) that keeps
         ``obj`` alive while registered. A Buffer from ``alloc`` is returned as it is. Anything
         else is refused with BraidError saying why."""
-        if isinstance(obj, Buffer):
+        if isinstance(obj, (Buffer, MemfdBuffer)):
             return obj
         return registered.register(self, obj, grant, label)
 
