@@ -63,11 +63,7 @@ TransferSession::~TransferSession() {
     cv_.wait(lock, [this] { return Idle(); });
     if (broken_.ok()) broken_ = Status::FailedPrecondition("the transfer session is closed");
   }
-  {
-    std::lock_guard<std::mutex> lock(write_mu_);
-    if (!transport_closed_) transport_->Close();
-    transport_closed_ = true;
-  }
+  CloseTransport();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -186,14 +182,16 @@ void TransferSession::Cancel() {
   FailAll(Status::Cancelled("the transfer session was cancelled"));
 }
 
+void TransferSession::CloseTransport() {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  if (!transport_closed_) transport_->Close();
+  transport_closed_ = true;
+}
+
 Status TransferSession::CancelAndWait(std::chrono::milliseconds timeout) {
   const auto give_up = std::chrono::steady_clock::now() + timeout;
   Cancel();
-  {
-    std::lock_guard<std::mutex> lock(write_mu_);
-    if (!transport_closed_) transport_->Close();  // the agent takes nothing more from us
-    transport_closed_ = true;
-  }
+  CloseTransport();  // the agent takes nothing more from us
   std::set<uint64_t> regions;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -258,6 +258,9 @@ class Engine {
   int PollSessions();  // takes entries from each open session's ring, within its window
   void StartSessionTransfer(SessionSlot& s, const session::SubmitEntry& e);
   void WriteCompletion(SessionSlot& s, const session::CompletionEntry& c);
+  // The VQP a session's entry names, if it exists and is the session owner's (no message built:
+  // a refused entry carries its field instead).
+  VqpSlot* SessionVqp(const SessionSlot& s, uint64_t vqp_id);
   // A kWatch entry: subscribes the session's notification ring to the VQP.
   void StartSessionWatch(SessionSlot& s, const session::SubmitCommand& c);
   // Writes `n` into the session's notification ring. The ring's last slot is kept for the entry

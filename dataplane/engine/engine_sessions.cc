@@ -180,15 +180,15 @@ void Engine::StartSessionTransfer(SessionSlot& s, const SubmitEntry& e) {
   // The checks PrepareTransfer makes for a gRPC request, on facts looked up without messages (a
   // refused entry carries its code and field; Describe says what to do).
   if (bad == SubmitField::kNone) {
-    auto it = vqps_.find(c.vqp_id);
-    if (it == vqps_.end() || (s.owner != kAnyOwner && it->second->owner != s.owner)) {
+    VqpSlot* named = SessionVqp(s, c.vqp_id);
+    if (named == nullptr) {
       bad = SubmitField::kVqp;
       code = StatusCode::kNotFound;
-    } else if (!it->second->vqp->connected() || it->second->state == VqpState::kFailed) {
+    } else if (!named->vqp->connected() || named->state == VqpState::kFailed) {
       bad = SubmitField::kVqp;
       code = StatusCode::kFailedPrecondition;
     } else {
-      slot = it->second.get();
+      slot = named;
     }
   }
   if (bad == SubmitField::kNone) {
@@ -252,18 +252,24 @@ void Engine::StartSessionTransfer(SessionSlot& s, const SubmitEntry& e) {
   Admit(index);
 }
 
+Engine::VqpSlot* Engine::SessionVqp(const SessionSlot& s, uint64_t vqp_id) {
+  auto it = vqps_.find(vqp_id);
+  if (it == vqps_.end() || (s.owner != kAnyOwner && it->second->owner != s.owner)) return nullptr;
+  return it->second.get();
+}
+
 void Engine::StartSessionWatch(SessionSlot& s, const session::SubmitCommand& c) {
   CompletionEntry done{};
   done.user_data = c.user_data;
-  auto it = vqps_.find(c.vqp_id);
-  if (it == vqps_.end() || (s.owner != kAnyOwner && it->second->owner != s.owner)) {
+  VqpSlot* slot = SessionVqp(s, c.vqp_id);
+  if (slot == nullptr) {
     ++s.refused;
     done.status = static_cast<uint32_t>(StatusCode::kNotFound);
     done.detail = static_cast<uint32_t>(SubmitField::kVqp);
   } else if (std::find(s.watching.begin(), s.watching.end(), c.vqp_id) == s.watching.end()) {
     // Before any connect is fine (nothing that arrives later is missed); twice is once.
     s.watching.push_back(c.vqp_id);
-    it->second->session_watchers.push_back(&s);
+    slot->session_watchers.push_back(&s);
   }
   WriteCompletion(s, done);
 }

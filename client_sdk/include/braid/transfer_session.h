@@ -121,6 +121,8 @@ class TransferSession {
   size_t Send(std::span<const TransferOp> ops,
               const std::function<std::function<void(TransferResult)>(size_t)>& done);
   void WatchLoop();
+  // Closes the transport once (the destructor and CancelAndWait both may).
+  void CloseTransport();
   // Completes every pending op with `status` (under no lock).
   void FailAll(const Status& status);
   // Runs a claimed op's callback (no lock held), then lets Flush and the destructor see it done.
