@@ -86,8 +86,12 @@ void Engine::OnVirtualWc(const vqp::VirtualWc& wc) {
   t.posted = false;
   --transfers_.posted;
   if (!t.reported) {
-    Complete(index, wc.status == IBV_WC_SUCCESS ? Status::Ok() : WcError(wc.status), wc.status,
-             true);
+    // Bytes moved through a file cut short under the agent never reached (or came from) it.
+    const ibv_wc_status status =
+        wc.status == IBV_WC_SUCCESS && t.local_memory != nullptr && t.local_memory->cut_short()
+            ? IBV_WC_LOC_PROT_ERR
+            : wc.status;
+    Complete(index, status == IBV_WC_SUCCESS ? Status::Ok() : WcError(status), status, true);
   }
   Release(index);
 }

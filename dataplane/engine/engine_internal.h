@@ -113,6 +113,7 @@ struct Engine::Transfer {
   uint64_t op_id = 0;
   uint64_t vqp_id = 0;
   uint64_t region_id = 0;
+  const ShmRegion* local_memory = nullptr;  // region_id's, while posted (regions outlive them)
   RemoteKeysCache::iterator remote_keys;  // valid while has_remote_keys (and the VQP exists)
   bool has_remote_keys = false;
   TransferOp op = TransferOp::kWrite;

@@ -199,6 +199,9 @@ void Engine::StartSessionTransfer(SessionSlot& s, const SubmitEntry& e) {
     } else if (!Within(c.local_offset, c.length, it->second->shm->length())) {
       bad = SubmitField::kLocalRegion;
       code = StatusCode::kOutOfRange;
+    } else if (it->second->shm->cut_short()) {  // its owner cut the file short
+      bad = SubmitField::kLocalRegion;
+      code = StatusCode::kFailedPrecondition;
     } else {
       region = it->second.get();
     }

@@ -21,6 +21,13 @@ std::string Range(uint64_t offset, uint64_t length) {
          std::to_string(length) + ")";
 }
 
+Status CutShort(uint64_t region_id) {
+  return Status::FailedPrecondition(
+      "region " + std::to_string(region_id) +
+      ": its owner cut the file short under the agent's mapping, so its bytes are lost to the "
+      "agent; deregister it and register the file again");
+}
+
 }  // namespace
 
 void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink) {
@@ -65,6 +72,7 @@ Result<uint32_t> Engine::AcquireTransfer(uint64_t op_id, uint64_t vqp_id, Transf
   t.op_id = op_id;
   t.vqp_id = vqp_id;
   t.region_id = 0;
+  t.local_memory = nullptr;
   t.has_remote_keys = false;
   t.session = nullptr;
   t.op = op;
@@ -108,6 +116,7 @@ Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
                               " is past region " + std::to_string(region.id) + " (" +
                               std::to_string(region.shm->length()) + " bytes)");
   }
+  if (region.shm->cut_short()) return CutShort(region.id);
   const RemoteRegion& remote = request.remote;
   BRAID_RETURN_IF_ERROR(CheckRemote(*slot, remote));
   if (!Within(request.remote_offset, request.length, remote.length)) {
@@ -177,6 +186,7 @@ void Engine::FillWr(Transfer& t, RegionSlot& region, uint64_t local_offset, uint
   wr.remote_keys = remote_keys;
   wr.imm_data = htonl(imm);
   t.region_id = region.id;
+  t.local_memory = region.shm.get();
   ++region.in_flight;
 }
 

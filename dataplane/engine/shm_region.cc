@@ -1,8 +1,10 @@
 #include "dataplane/engine/shm_region.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -37,39 +39,49 @@ common::Result<std::unique_ptr<ShmRegion>> ShmRegion::Create(const std::string& 
 common::Result<std::unique_ptr<ShmRegion>> ShmRegion::MapClientFd(int fd, uint64_t offset,
                                                                   uint64_t length) {
   if (length == 0) return common::Status::InvalidArgument("region length is 0");
-  const long page = sysconf(_SC_PAGESIZE);
-  if (offset % static_cast<uint64_t>(page) != 0) {
-    return common::Status::InvalidArgument("file offset " + std::to_string(offset) +
-                                           " is not a multiple of the page size (" +
-                                           std::to_string(page) + ")");
-  }
   struct stat st {};
   if (fstat(fd, &st) != 0) return common::Status::FromErrno(errno, "fstat the client's file");
   if (!S_ISREG(st.st_mode)) {
     return common::Status::InvalidArgument(
-        "the descriptor is not a regular file: pass a memfd (memfd_create)");
+        "the descriptor is not a regular file: pass a memfd (memfd_create) or a file in /dev/shm");
   }
+  struct statfs fs {};
+  if (fstatfs(fd, &fs) != 0) return common::Status::FromErrno(errno, "fstatfs the client's file");
+  if (fs.f_type != TMPFS_MAGIC && fs.f_type != HUGETLBFS_MAGIC) {
+    return common::Status::InvalidArgument(
+        "the file is not in shared memory, so the agent cannot register it where it lies: pass a "
+        "memfd (memfd_create) or a file in /dev/shm or on hugetlbfs");
+  }
+  // A file that may shrink under the mapping is guarded: its owner could cut it short.
   const int seals = fcntl(fd, F_GET_SEALS);
-  if (seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
-    return common::Status::FailedPrecondition(
-        "the file is not sealed against shrinking, so it could be cut short under the agent's "
-        "mapping: use a memfd and seal it with F_SEAL_SHRINK (fcntl F_ADD_SEALS) before "
-        "registering it");
-  }
+  const bool may_shrink = seals < 0 || (seals & F_SEAL_SHRINK) == 0;
   const auto size = static_cast<uint64_t>(st.st_size);
   if (offset > size || length > size - offset) {
     return common::Status::OutOfRange("range [" + std::to_string(offset) + ", +" +
                                       std::to_string(length) + ") is past the end of the file (" +
                                       std::to_string(size) + " bytes)");
   }
-  void* addr =
-      mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(offset));
-  if (addr == MAP_FAILED) return common::Status::FromErrno(errno, "map the client's file");
-  return std::make_unique<ShmRegion>("", addr, length);
+  // The mapping starts at the page holding `offset` (a huge page on hugetlbfs: f_bsize).
+  const uint64_t lead = offset % static_cast<uint64_t>(fs.f_bsize);
+  void* map = mmap(nullptr, lead + length, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                   static_cast<off_t>(offset - lead));
+  if (map == MAP_FAILED) return common::Status::FromErrno(errno, "map the client's file");
+  std::unique_ptr<common::FaultGuard> guard;
+  if (may_shrink) {
+    auto guarded = common::FaultGuard::Guard(map, lead + length);
+    if (!guarded.ok()) {
+      munmap(map, lead + length);
+      return guarded.status();
+    }
+    guard = std::move(guarded).value();
+  }
+  return std::make_unique<ShmRegion>("", static_cast<uint8_t*>(map) + lead, length,
+                                     std::move(guard), lead);
 }
 
 ShmRegion::~ShmRegion() {
-  munmap(addr_, length_);
+  guard_.reset();  // before the range is unmapped: another mapping may take its place
+  munmap(static_cast<uint8_t*>(addr_) - lead_, lead_ + length_);
   if (!path_.empty()) unlink(path_.c_str());
 }
 

@@ -3,6 +3,9 @@
 //
 // The agent registers the mapping with its devices; a client on the same host maps the same file
 // (MAP_SHARED) and reads or writes the bytes directly, so data never travels through gRPC.
+// A client's file that could shrink under the mapping (a file in /dev/shm or on hugetlbfs, or a
+// memfd not sealed with F_SEAL_SHRINK) is mapped under a FaultGuard: if its owner cuts it short,
+// the agent's accesses land on zero pages instead of killing the agent, and cut_short() says so.
 // Ownership: RAII; the destructor unmaps and unlinks the file (a client's mapping stays valid
 // until it unmaps). Threading: a value; any thread.
 #ifndef BRAID_DATAPLANE_ENGINE_SHM_REGION_H_
@@ -12,6 +15,7 @@
 #include <memory>
 #include <string>
 
+#include "dataplane/common/fault_guard.h"
 #include "dataplane/common/result.h"
 
 namespace braid::engine {
@@ -24,13 +28,21 @@ class ShmRegion {
                                                            const std::string& name, uint64_t length,
                                                            int uid = -1);
   // Maps `length` bytes at `offset` of the client's file behind `fd` (the caller keeps `fd`), in
-  // place: the client's own memory, no copy. The file must be a memfd sealed against shrinking
-  // (F_SEAL_SHRINK): a file that could shrink under the mapping would fault the agent's accesses.
-  // `offset` must be page-aligned and the range within the file. Nothing is unlinked at the end.
+  // place: the client's own memory, no copy. The file must be shared memory: a memfd, or a file
+  // on tmpfs (/dev/shm) or hugetlbfs; one not sealed against shrinking is guarded.
+  // The range must lie within the file; `offset` need not be page-aligned: the mapping starts at
+  // the page holding it, and the region (what is registered, what peers reach) is only the range.
+  // Nothing is unlinked at the end.
   static common::Result<std::unique_ptr<ShmRegion>> MapClientFd(int fd, uint64_t offset,
                                                                 uint64_t length);
-  ShmRegion(std::string path, void* addr, uint64_t length)
-      : path_(std::move(path)), addr_(addr), length_(length) {}
+  // `lead`: bytes of the mapping before `addr` (the mapping starts on a page boundary).
+  ShmRegion(std::string path, void* addr, uint64_t length,
+            std::unique_ptr<common::FaultGuard> guard = nullptr, uint64_t lead = 0)
+      : path_(std::move(path)),
+        addr_(addr),
+        length_(length),
+        lead_(lead),
+        guard_(std::move(guard)) {}
   ~ShmRegion();
   ShmRegion(const ShmRegion&) = delete;
   ShmRegion& operator=(const ShmRegion&) = delete;
@@ -38,11 +50,15 @@ class ShmRegion {
   const std::string& path() const { return path_; }  // "" for a client's file
   void* addr() const { return addr_; }
   uint64_t length() const { return length_; }
+  // True once the client cut its file short under the mapping: the bytes are no longer its file's.
+  bool cut_short() const { return guard_ != nullptr && guard_->cut_short(); }
 
  private:
   std::string path_;
   void* addr_;
   uint64_t length_;
+  uint64_t lead_;
+  std::unique_ptr<common::FaultGuard> guard_;  // set for a client's file that could shrink
 };
 
 }  // namespace braid::engine

@@ -34,7 +34,7 @@ struct WireRequest {
   uint16_t op = 0;          // WireOp
   uint32_t sq_entries = 0;  // kOpenSession: ring sizes (powers of two)
   uint32_t cq_entries = 0;
-  uint64_t fd_offset = 0;  // kRegisterFd: the range of the file sent along (page-aligned offset)
+  uint64_t fd_offset = 0;  // kRegisterFd: the range of the file sent along (any byte offset)
   uint64_t length = 0;
   uint32_t num_grants = 0;  // VQPs (the caller's) granted access at registration
   uint32_t nq_entries = 0;  // kOpenSession: the notification ring's size (a power of two)

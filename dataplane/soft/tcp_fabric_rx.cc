@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "dataplane/common/fault_guard.h"
 #include "dataplane/soft/soft_device.h"
 #include "dataplane/soft/tcp_fabric.h"
 #include "dataplane/soft/tcp_fabric_internal.h"
@@ -194,7 +195,11 @@ bool TcpFabric::ReadDirect(Conn& c, ssize_t* result, size_t* asked) {
   }
   *asked = 0;
   for (size_t i = 0; i < cnt; ++i) *asked += iov[i].iov_len;
-  const ssize_t n = readv(c.fd, iov.data(), static_cast<int>(cnt));
+  ssize_t n = readv(c.fd, iov.data(), static_cast<int>(cnt));
+  // A client cut its file short under a region: once the range is replaced, read again.
+  if (n < 0 && errno == EFAULT && common::FaultGuard::Repair(iov.data(), cnt)) {
+    n = readv(c.fd, iov.data(), static_cast<int>(cnt));
+  }
   *result = n;
   if (n <= 0) return true;
   const size_t placed = std::min<size_t>(static_cast<size_t>(n), direct);

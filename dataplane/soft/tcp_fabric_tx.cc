@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "dataplane/common/fault_guard.h"
 #include "dataplane/soft/soft_device.h"
 #include "dataplane/soft/soft_qp.h"
 #include "dataplane/soft/tcp_fabric.h"
@@ -315,7 +316,11 @@ void TcpFabric::Flush(Conn& c) {
     msghdr msg{};
     msg.msg_iov = iov.data();
     msg.msg_iovlen = cnt;
-    const ssize_t n = sendmsg(c.fd, &msg, MSG_NOSIGNAL);
+    ssize_t n = sendmsg(c.fd, &msg, MSG_NOSIGNAL);
+    // A client cut its file short under a region: once the range is replaced, send again.
+    if (n < 0 && errno == EFAULT && common::FaultGuard::Repair(iov.data(), cnt)) {
+      n = sendmsg(c.fd, &msg, MSG_NOSIGNAL);
+    }
     if (n < 0) {
       SendFailed(c);
       return;

@@ -60,10 +60,10 @@ uint32_t Bind(v1::Agent::Stub& stub, uint64_t session, uint64_t vqp,
   return response.handle();
 }
 
-// `count` 1 MiB writes from `region` to the bound handle, offsets i MiB (mod kBytes); how many
-// completed successfully.
-int WriteMiBs(session::SessionClient& client, uint64_t vqp, uint64_t region, uint32_t handle,
-              int count) {
+// `count` 1 MiB operations `op` between `region` and the bound handle, offsets i MiB (mod kBytes);
+// how many completed successfully.
+int MoveMiBs(session::SessionClient& client, uint64_t vqp, uint64_t region, uint32_t handle,
+             int count, session::RingOp op = session::RingOp::kWrite) {
   std::vector<session::SubmitEntry> entries;
   for (int i = 0; i < count; ++i) {
     session::SubmitEntry e{};
@@ -73,7 +73,7 @@ int WriteMiBs(session::SessionClient& client, uint64_t vqp, uint64_t region, uin
     e.remote_region = handle;
     e.local_offset = e.remote_offset = (static_cast<uint64_t>(i) * kMiB) % kBytes;
     e.length = kMiB;
-    e.op = static_cast<uint8_t>(session::RingOp::kWrite);
+    e.op = static_cast<uint8_t>(op);
     entries.push_back(e);
   }
   std::vector<session::CompletionEntry> out(64);
@@ -152,20 +152,63 @@ TEST_F(AgentSessionTest, AClientsOwnMemoryMovesThroughTheRingsWithNoCopy) {
   ASSERT_TRUE(region.ok()) << region.status().ToString();
   const uint32_t handle = Bind(a_->stub(), (*client)->id(), vqp, GrantOf(dst_));
   MappedRegion peer(dst_.path(), kBytes);
-  ASSERT_EQ(WriteMiBs(**client, vqp, *region, handle, 16), 16);
+  ASSERT_EQ(MoveMiBs(**client, vqp, *region, handle, 16), 16);
   EXPECT_EQ(std::memcmp(peer.data(), mem.data, kBytes), 0);
   // Written into the client's own mapping after registering: the agent reads it where it lies.
   FillPattern(mem.data, kBytes, 8);
-  ASSERT_EQ(WriteMiBs(**client, vqp, *region, handle, 16), 16);
+  ASSERT_EQ(MoveMiBs(**client, vqp, *region, handle, 16), 16);
   EXPECT_EQ(std::memcmp(peer.data(), mem.data, kBytes), 0);
-  // An unsealed memfd is refused with the reason.
-  const int loose = memfd_create("loose", MFD_CLOEXEC);
-  ASSERT_EQ(ftruncate(loose, kMiB), 0);
-  auto refused = (*client)->RegisterFd(loose, 0, kMiB, {});
-  close(loose);
-  EXPECT_EQ(refused.status().code(), common::StatusCode::kFailedPrecondition);
-  EXPECT_NE(std::string(refused.status().message()).find("F_SEAL_SHRINK"), std::string::npos)
+  // A file not in shared memory is refused with the reason.
+  const int on_disk = open("/etc/passwd", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(on_disk, 0);
+  auto refused = (*client)->RegisterFd(on_disk, 0, 1, {});
+  close(on_disk);
+  EXPECT_EQ(refused.status().code(), common::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(refused.status().message()).find("/dev/shm"), std::string::npos)
       << refused.status().ToString();
+}
+
+// A file in /dev/shm cannot be sealed: its owner may cut it short while the agent maps it.
+TEST_F(AgentSessionTest, AFileInDevShmMovesWhereItLiesAndCuttingItShortHarmsOnlyItsOwner) {
+  const std::string path = "/dev/shm/braid-session-test-" + std::to_string(getpid()) + "-file";
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  unlink(path.c_str());
+  ASSERT_EQ(ftruncate(fd, kBytes), 0);
+  void* mapped = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ASSERT_NE(mapped, MAP_FAILED);
+  auto* data = static_cast<uint8_t*>(mapped);
+  FillPattern(data, kBytes, 21);
+  auto client = session::SessionClient::Connect(socket(), {256, 256, 64});
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  const uint64_t vqp = va_.vqp_id();
+  auto region = (*client)->RegisterFd(fd, 0, kBytes, {&vqp, 1}, "dev-shm");
+  ASSERT_TRUE(region.ok()) << region.status().ToString();
+  const uint32_t handle = Bind(a_->stub(), (*client)->id(), vqp, GrantOf(dst_));
+  MappedRegion peer(dst_.path(), kBytes);
+  ASSERT_EQ(MoveMiBs(**client, vqp, *region, handle, 16), 16);
+  EXPECT_EQ(std::memcmp(peer.data(), data, kBytes), 0);
+  FillPattern(peer.data(), kBytes, 22);  // and back, straight into the file
+  ASSERT_EQ(MoveMiBs(**client, vqp, *region, handle, 16, session::RingOp::kRead), 16);
+  EXPECT_EQ(std::memcmp(peer.data(), data, kBytes), 0);
+
+  // Its owner cuts the file short: the transfers on it fail, and the agent lives on.
+  munmap(mapped, kBytes);
+  ASSERT_EQ(ftruncate(fd, 0), 0);
+  EXPECT_EQ(MoveMiBs(**client, vqp, *region, handle, 16, session::RingOp::kRead), 0);
+  EXPECT_EQ(MoveMiBs(**client, vqp, *region, handle, 16), 0);
+  close(fd);
+  // Another client's memory still moves, through the same QPs.
+  ClientMemory mem(23);
+  ASSERT_NE(mem.data, nullptr);
+  auto other = session::SessionClient::Connect(socket(), {256, 256, 64});
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  auto kept = (*other)->RegisterFd(mem.fd, 0, kBytes, {&vqp, 1}, "intact");
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  const uint32_t other_handle = Bind(a_->stub(), (*other)->id(), vqp, GrantOf(dst_));
+  ASSERT_EQ(MoveMiBs(**other, vqp, *kept, other_handle, 16), 16);
+  EXPECT_EQ(std::memcmp(peer.data(), mem.data, kBytes), 0);
+  EXPECT_TRUE(RegionListed(a_->stub(), *region)) << "the agent still answers";
 }
 
 TEST_F(AgentSessionTest, AKilledClientIsReclaimedWhileAnotherKeepsMovingBytes) {
@@ -190,7 +233,7 @@ TEST_F(AgentSessionTest, AKilledClientIsReclaimedWhileAnotherKeepsMovingBytes) {
     uint32_t handle = 0;
     if (read(to_child[0], &handle, sizeof(handle)) != sizeof(handle)) _exit(5);
     for (int round = 0;; ++round) {
-      WriteMiBs(**c, vqp, *region, handle, 64);
+      MoveMiBs(**c, vqp, *region, handle, 64);
       if (round == 0 && write(from_child[1], "r", 1) != 1) _exit(6);
     }
   }
@@ -225,7 +268,7 @@ TEST_F(AgentSessionTest, AKilledClientIsReclaimedWhileAnotherKeepsMovingBytes) {
     ASSERT_TRUE(region.ok()) << region.status().ToString();
     const uint32_t handle = Bind(a_->stub(), (*client)->id(), vqp, GrantOf(dst_));
     MappedRegion peer(dst_.path(), kBytes);
-    ASSERT_EQ(WriteMiBs(**client, vqp, *region, handle, 16), 16);
+    ASSERT_EQ(MoveMiBs(**client, vqp, *region, handle, 16), 16);
     EXPECT_EQ(std::memcmp(peer.data(), mem.data, kBytes), 0);
   }
   // Everything of both sessions given back (the second one's region after its close).
@@ -273,7 +316,7 @@ TEST_F(AgentSessionTest, GarbageOnTheSessionSocketClosesOnlyThatConnection) {
   ASSERT_TRUE(region.ok()) << region.status().ToString();
   const uint32_t handle = Bind(a_->stub(), (*good)->id(), vqp, GrantOf(dst_));
   MappedRegion peer(dst_.path(), kBytes);
-  ASSERT_EQ(WriteMiBs(**good, vqp, *region, handle, 16), 16);
+  ASSERT_EQ(MoveMiBs(**good, vqp, *region, handle, 16), 16);
   EXPECT_EQ(std::memcmp(peer.data(), mem.data, kBytes), 0);
   close(idle);
 }

@@ -144,6 +144,13 @@ def test_refusals_are_braid_errors_that_say_what_is_wrong(agents):
     with pytest.raises(braid.BraidError) as e:
         a.register(bytearray(4096))  # heap memory: the agent cannot map it
     assert "cannot map" in e.value.message, e.value
+    fd = os.memfd_create("py-private")
+    os.ftruncate(fd, 4096)
+    private = mmap.mmap(fd, 4096, flags=mmap.MAP_PRIVATE)
+    os.close(fd)
+    with pytest.raises(braid.BraidError) as e:
+        a.register(np.frombuffer(private, dtype=np.uint8))  # copy-on-write: the agent's differs
+    assert "private mapping" in e.value.message, e.value
     with pytest.raises(braid.BraidError) as e:
         a.register(object())
     assert "exposes no buffer" in e.value.message
@@ -258,7 +265,15 @@ def memfd_array(nbytes: int, name: str):
     return np.frombuffer(m, dtype=np.uint8)
 
 
-def test_a_numpy_array_over_a_memfd_is_registered_where_it_lies(agents):
+def dev_shm_array(nbytes: int, path: str):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.ftruncate(fd, nbytes)
+    m = mmap.mmap(fd, nbytes)
+    os.close(fd)
+    return np.frombuffer(m, dtype=np.uint8)
+
+
+def test_a_numpy_array_over_a_memfd_or_a_dev_shm_file_is_registered_where_it_lies(agents):
     _, _, a, b, path = agents
     with braid.connect(a, b, qps=4) as conn:
         src = memfd_array(8 * MiB, "py-src")
@@ -271,8 +286,13 @@ def test_a_numpy_array_over_a_memfd_is_registered_where_it_lies(agents):
         mine = a.register(src, label="py-memfd")
         assert mine.nbytes == 8 * MiB and mine.id in a.regions()
         dst = b.alloc(8 * MiB, grant=[conn.vqp_b])
-        back = memfd_array(8 * MiB, "py-back")
-        back_reg = a.register(back)
+        # A file in /dev/shm (no seals: the agent guards it against being cut short).
+        shm_path = f"/dev/shm/braid-py-back-{os.getpid()}"
+        back = dev_shm_array(8 * MiB, shm_path)
+        try:
+            back_reg = a.register(back)
+        finally:
+            os.unlink(shm_path)
         with conn.session() as s:
             s.write(mine, dst.remote(conn.vqp_b)).result(timeout=30)
             assert np.array_equal(np.frombuffer(dst, dtype=np.uint8), src)
@@ -280,7 +300,17 @@ def test_a_numpy_array_over_a_memfd_is_registered_where_it_lies(agents):
             s.write(mine, dst.remote(conn.vqp_b), length=4096).result(timeout=30)
             assert np.all(np.frombuffer(dst, dtype=np.uint8)[:4096] == 0x5A)
             s.read(back_reg, dst.remote(conn.vqp_b)).result(timeout=30)
-            assert np.array_equal(back, src)  # the agent wrote into this process's array
+            assert np.array_equal(back, src)  # the agent wrote into this process's file
+            # A slice that starts inside a page: only its bytes are registered and moved.
+            part = a.register(src[100:100 + MiB])
+            assert part.nbytes == MiB
+            dst_view = np.frombuffer(dst, dtype=np.uint8)
+            dst_view[:] = 0
+            s.write(part, dst.remote(conn.vqp_b)).result(timeout=30)
+            assert np.array_equal(dst_view[:MiB], src[100:100 + MiB])
+            assert not dst_view[MiB:].any()
+            part.close()
+            del dst_view
         mine.close()
         back_reg.close()
         del dst

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import mmap
+import fcntl
 import os
-from typing import Any, Iterable, Optional, Tuple
+import stat
+from typing import Any, Iterable, NamedTuple, Optional
 
 import numpy as np
 
@@ -16,16 +17,60 @@ def _refuse(message: str) -> BraidError:
     return BraidError(_braid.STATUS_CODES["InvalidArgument"], "InvalidArgument", message)
 
 
-def _mapping_of(address: int, nbytes: int) -> Tuple[int, int, int, str]:
-    """(start, end, file offset, path) of this process's mapping holding the range."""
+class _Mapping(NamedTuple):
+    start: int
+    end: int
+    shared: bool  # MAP_SHARED: the agent's mapping of the file sees the same pages
+    offset: int   # of the file, at ``start``
+    device: int
+    inode: int
+    path: str     # "" for anonymous memory
+
+
+def _mapping_of(address: int, nbytes: int) -> _Mapping:
+    """This process's mapping holding the range."""
     with open("/proc/self/maps") as maps:
         for line in maps:
             fields = line.split(maxsplit=5)
             start, end = (int(x, 16) for x in fields[0].split("-"))
             if start <= address and address + nbytes <= end:
-                path = fields[5].strip() if len(fields) > 5 else ""
-                return start, end, int(fields[2], 16), path
+                major, minor = (int(x, 16) for x in fields[3].split(":"))
+                return _Mapping(start, end, fields[1][3] == "s", int(fields[2], 16),
+                                os.makedev(major, minor), int(fields[4]),
+                                fields[5].strip() if len(fields) > 5 else "")
     raise _refuse(f"{nbytes} bytes at {address:#x} do not lie in one mapping of this process")
+
+
+def _same_file(fd: int, m: _Mapping) -> bool:
+    try:
+        st = os.fstat(fd)
+    except OSError:  # closed meanwhile
+        return False
+    return st.st_ino == m.inode and st.st_dev == m.device and stat.S_ISREG(st.st_mode)
+
+
+def _open_file_of(m: _Mapping) -> int:
+    """A new read-write descriptor of the file behind the mapping: reopened from a descriptor
+    this process holds on it, else from its path, else through /proc/self/map_files (root)."""
+    for name in os.listdir("/proc/self/fd"):
+        if _same_file(int(name), m):
+            try:
+                return os.open(f"/proc/self/fd/{name}", os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                break
+    if m.path.startswith("/") and not m.path.endswith(" (deleted)"):
+        try:
+            fd = os.open(m.path, os.O_RDWR | os.O_CLOEXEC)
+            if _same_file(fd, m):
+                return fd
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        return os.open(f"/proc/self/map_files/{m.start:x}-{m.end:x}", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise _refuse(f"cannot open the file behind the buffer ({m.path[:100]}): {e.strerror}; "
+                      "keep a descriptor of it open while registering") from None
 
 
 class RegisteredBuffer:
@@ -72,27 +117,25 @@ def register(agent: Any, obj: Any, grant: Iterable[int], label: str) -> Register
         raise _refuse("the buffer must be contiguous and writable")
     nbytes = view.nbytes
     address = np.frombuffer(view, dtype=np.uint8).__array_interface__["data"][0]
-    start, end, offset, path = _mapping_of(address, nbytes)
-    if not path.startswith("/memfd:"):
-        where = path or "anonymous memory"
+    m = _mapping_of(address, nbytes)
+    if not m.path.startswith("/") or not m.shared:
+        where = m.path or "anonymous memory"
+        if m.path.startswith("/"):
+            where = "a private mapping of " + where  # MAP_PRIVATE: the agent would not see it
         raise _refuse(
-            f"the buffer at {address:#x} lies in {where[:100]}, which the agent cannot map: "
-            "register memory of a memfd mapped with MAP_SHARED (os.memfd_create, mmap), or "
-            "allocate with Agent.alloc")
-    if address % mmap.PAGESIZE != 0:
-        raise _refuse(f"the buffer at {address:#x} does not start on a page boundary "
-                      f"({mmap.PAGESIZE} bytes): register it from the start of its mapping")
-    fd = os.open(f"/proc/self/map_files/{start:x}-{end:x}", os.O_RDWR | os.O_CLOEXEC)
+            f"the buffer at {address:#x} lies in {where[:120]}, which the agent cannot map: register memory of a memfd or of a file "
+            "in /dev/shm or on hugetlbfs, mapped with MAP_SHARED (mmap), or allocate with "
+            "Agent.alloc")
+    fd = _open_file_of(m)
     try:
-        try:  # it may not shrink under the agent's mapping (the agent refuses it otherwise)
-            import fcntl
+        try:  # a memfd is sealed so it may not shrink; the agent guards a file that can
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
         except OSError:
-            pass  # not sealable: the agent's refusal says what to do
+            pass
         if agent._registrar is None:
             agent._registrar = _braid.FdRegistrar(agent._native)
         grants = list(grant)
-        region_id = agent._registrar.register(fd, offset + (address - start), nbytes, grants,
+        region_id = agent._registrar.register(fd, m.offset + (address - m.start), nbytes, grants,
                                               label)
     finally:
         os.close(fd)

@@ -341,26 +341,28 @@ TEST_F(EngineTest, ClosingASessionWithWorkInFlightReleasesItsRegionOnlyAfterTheR
   EXPECT_EQ(NewFdsThatStay(before), "");
 }
 
-// RegisterFd: the client's own memfd is mapped and registered where it lies. Bytes the client
-// writes into its mapping after registering reach the peer, and bytes read from the peer appear
-// in the client's mapping: no staging copy on either side.
+// RegisterFd: the client's own memfd is mapped and registered where it lies, from any byte of it.
+// Bytes the client writes into its mapping after registering reach the peer, and bytes read from
+// the peer appear in the client's mapping: no staging copy on either side.
 TEST_F(EngineTest, AClientMemfdIsRegisteredWhereItLiesWithNoCopy) {
   const std::set<std::string> before = OpenFds();
   const int fd = memfd_create("braid-client", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(ftruncate(fd, 4 * kMiB), 0);
-  // Unsealed: it could be cut short under the agent's mapping.
-  auto refused = a_.engine->RegisterMemory(
-      {.length = kMiB, .label = "m", .grant_vqps = {vqp_}, .fd = fd, .fd_offset = 0});
-  EXPECT_EQ(refused.status().code(), common::StatusCode::kFailedPrecondition);
   ASSERT_EQ(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
-  EXPECT_FALSE(
-      a_.engine->RegisterMemory({.length = kMiB, .label = "m", .fd = fd, .fd_offset = 100}).ok());
-  EXPECT_FALSE(
+  EXPECT_EQ(
       a_.engine->RegisterMemory({.length = 4 * kMiB, .label = "m", .fd = fd, .fd_offset = kMiB})
-          .ok());
+          .status()
+          .code(),
+      common::StatusCode::kOutOfRange);
+  const int on_disk = open("/etc/passwd", O_RDONLY | O_CLOEXEC);  // not shared memory
+  ASSERT_GE(on_disk, 0);
+  EXPECT_EQ(a_.engine->RegisterMemory({.length = 1, .label = "m", .fd = on_disk}).status().code(),
+            common::StatusCode::kInvalidArgument);
+  close(on_disk);
+  constexpr uint64_t kStart = kMiB + 100;  // not on a page boundary
   auto region = a_.engine->RegisterMemory(
-      {.length = 2 * kMiB, .label = "m", .grant_vqps = {vqp_}, .fd = fd, .fd_offset = kMiB});
+      {.length = 2 * kMiB, .label = "m", .grant_vqps = {vqp_}, .fd = fd, .fd_offset = kStart});
   ASSERT_TRUE(region.ok()) << region.status().ToString();
   auto* mine =
       static_cast<uint8_t*>(mmap(nullptr, 4 * kMiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
@@ -376,12 +378,15 @@ TEST_F(EngineTest, AClientMemfdIsRegisteredWhereItLiesWithNoCopy) {
     const auto r = Collect(*sink, 1);
     return r.size() == 1 && r[0].status.ok();
   };
-  for (size_t i = 0; i < 2 * kMiB; ++i) mine[kMiB + i] = static_cast<uint8_t>(i * 5 + 9);
+  for (size_t i = 0; i < 2 * kMiB; ++i) mine[kStart + i] = static_cast<uint8_t>(i * 5 + 9);
   ASSERT_TRUE(transfer(TransferOp::kWrite, 1));
-  EXPECT_EQ(std::memcmp(peer, mine + kMiB, 2 * kMiB), 0);
+  EXPECT_EQ(std::memcmp(peer, mine + kStart, 2 * kMiB), 0);
   for (size_t i = 0; i < 2 * kMiB; ++i) peer[i] = static_cast<uint8_t>(i * 3 + 1);
+  std::memset(mine + kMiB, 0xee, 100);  // the bytes of the page before the region's start
   ASSERT_TRUE(transfer(TransferOp::kRead, 2));
-  EXPECT_EQ(std::memcmp(peer, mine + kMiB, 2 * kMiB), 0);
+  EXPECT_EQ(std::memcmp(peer, mine + kStart, 2 * kMiB), 0);
+  EXPECT_EQ(mine[kMiB], 0xee) << "only the registered range is written";
+  EXPECT_EQ(mine[kStart - 1], 0xee);
   EXPECT_TRUE(a_.engine->DeregisterMemory(region->id).ok());
   munmap(mine, 4 * kMiB);
   EXPECT_EQ(NewFdsThatStay(before), "");
