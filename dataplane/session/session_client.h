@@ -38,8 +38,8 @@ class SessionClient {
   // connection is the session: closing the client (or exiting) ends it.
   static common::Result<std::unique_ptr<SessionClient>> Connect(const std::string& path,
                                                                 RingSizes sizes = {});
-  // Registers `length` bytes at `offset` of the file behind `fd` (a memfd sealed against
-  // shrinking) where they lie, granted to `grant_vqps`; returns the region id. Connected clients
+  // Registers `length` bytes at `offset` of the file behind `fd` (a memfd, or a file in /dev/shm
+  // or on hugetlbfs, opened read-write) where they lie, granted to `grant_vqps`; returns the region id. Connected clients
   // only; the region is deregistered when the session ends (once nothing of it is in flight).
   common::Result<uint64_t> RegisterFd(int fd, uint64_t offset, uint64_t length,
                                       std::span<const uint64_t> grant_vqps,
