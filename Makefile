@@ -90,9 +90,9 @@ bench: build
 	  tee $(BUILD)/bench-results/soft_verbs_perftest.txt
 	$(BUILD)/bench/braid_agent_bench $(BUILD)/bench-results/tcp_loopback.txt | \
 	  tee $(BUILD)/bench-results/agent_e2e.txt
-	for path in ring grpc; do bash bench/braidctl_copy.sh $(BUILD) $$path 3; done | \
+	for path in ring grpc; do bash bench/braidctl_copy.sh $(BUILD) $$path 5; done | \
 	  tee $(BUILD)/bench-results/braidctl_copy.txt
-	for path in ring grpc; do bash bench/python_sdk.sh $(BUILD) $$path 3; done | \
+	for path in ring grpc; do bash bench/python_sdk.sh $(BUILD) $$path 5; done | \
 	  tee $(BUILD)/bench-results/python_sdk.txt
 	$(BUILD)/bench/braid_agent_scale_bench 1000 | tee $(BUILD)/bench-results/agent_scale.txt
 	$(BUILD)/bench/braid_agent_tls_bench 3 | tee $(BUILD)/bench-results/agent_tls.txt
