@@ -1,13 +1,14 @@
 // FaultGuard: keeps the agent running when a client cuts short a file the agent has mapped.
 //
-// A client's file in /dev/shm or on hugetlbfs cannot be sealed, so its owner may truncate it while
-// the agent maps it; a CPU access to a page past the new end then raises SIGBUS, which would kill
-// the agent and every other client with it. A guarded range is one such mapping. On the first
-// fault inside it, a process-wide SIGBUS handler replaces the whole range with private anonymous
-// pages (zero-filled, no longer the client's file), marks the guard cut short, and the faulting
-// access goes on with those pages. Kernel copies into or out of the range (sendmsg, readv) fail
-// with EFAULT instead of raising the signal: Repair() touches the guarded pages an iovec names so
-// the same replacement happens, and the call can be made again.
+// A file in /dev/shm or on hugetlbfs cannot be sealed, so whoever may write it (a client's own
+// file, or the agent's region file its client opened) may truncate it while the agent maps it; a
+// CPU access to a page past the new end then raises SIGBUS, which would kill the agent and every
+// other client with it. A guarded range is one such mapping. On the first fault inside it, a
+// process-wide SIGBUS handler replaces the whole range with private anonymous pages (zero-filled,
+// no longer the client's file), marks the guard cut short, and the faulting access goes on with
+// those pages. Kernel copies into or out of the range (sendmsg, readv) fail with EFAULT instead of
+// raising the signal: Repair() touches the guarded pages an iovec names so the same replacement
+// happens, and the call can be made again.
 //
 // After the cut nothing the agent writes reaches the client's file and what it reads is zeros:
 // the owner of the range asks cut_short() and fails the transfers that used it. A fault outside
@@ -34,7 +35,7 @@ namespace braid::common {
 class FaultGuard {
  public:
   // The most ranges guarded at once in one process.
-  static constexpr size_t kMaxGuards = 16384;
+  static constexpr size_t kMaxGuards = 65536;  // a mapping each: vm.max_map_count's order
 
   // Guards [addr, addr + length): `addr` is the start of a MAP_SHARED mapping of that length.
   // kNoResource when kMaxGuards ranges are guarded already.

@@ -33,7 +33,14 @@ common::Result<std::unique_ptr<ShmRegion>> ShmRegion::Create(const std::string& 
     unlink(path.c_str());
     return common::Status::FromErrno(err, "map " + path);
   }
-  return std::make_unique<ShmRegion>(std::move(path), addr, length);
+  // The client that maps this file may open it read-write, so it could cut it short too.
+  auto guard = common::FaultGuard::Guard(addr, length);
+  if (!guard.ok()) {
+    munmap(addr, length);
+    unlink(path.c_str());
+    return guard.status();
+  }
+  return std::make_unique<ShmRegion>(std::move(path), addr, length, std::move(guard).value());
 }
 
 common::Result<std::unique_ptr<ShmRegion>> ShmRegion::MapClientFd(int fd, uint64_t offset,

@@ -3,9 +3,10 @@
 //
 // The agent registers the mapping with its devices; a client on the same host maps the same file
 // (MAP_SHARED) and reads or writes the bytes directly, so data never travels through gRPC.
-// A client's file that could shrink under the mapping (a file in /dev/shm or on hugetlbfs, or a
-// memfd not sealed with F_SEAL_SHRINK) is mapped under a FaultGuard: if its owner cuts it short,
-// the agent's accesses land on zero pages instead of killing the agent, and cut_short() says so.
+// A file that could shrink under the mapping (the agent's own region file, which its client may
+// open read-write; a client's file in /dev/shm or on hugetlbfs, or a memfd not sealed with
+// F_SEAL_SHRINK) is mapped under a FaultGuard: if someone cuts it short, the agent's accesses
+// land on zero pages instead of killing the agent, and cut_short() says so.
 // Ownership: RAII; the destructor unmaps and unlinks the file (a client's mapping stays valid
 // until it unmaps). Threading: a value; any thread.
 #ifndef BRAID_DATAPLANE_ENGINE_SHM_REGION_H_

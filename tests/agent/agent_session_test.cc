@@ -211,6 +211,29 @@ TEST_F(AgentSessionTest, AFileInDevShmMovesWhereItLiesAndCuttingItShortHarmsOnly
   EXPECT_TRUE(RegionListed(a_->stub(), *region)) << "the agent still answers";
 }
 
+// The agent's own region file is handed to its client, who may open it read-write and cut it short.
+TEST_F(AgentSessionTest, ARegionFileCutShortByItsClientFailsOnlyItsOwnTransfers) {
+  const v1::RegionInfo victim = Register(a_->stub(), kBytes, "victim");
+  const v1::RegionInfo intact = Register(a_->stub(), kBytes, "intact");
+  ASSERT_EQ(truncate(victim.path().c_str(), 0), 0);
+  const uint64_t vqp = va_.vqp_id();
+  const TransferRun cut =
+      RunTransfers(a_->stub(), Transfers(v1::OP_WRITE, vqp, victim, dst_, kMiB, 16, 16));
+  ASSERT_TRUE(cut.status.ok()) << cut.status.error_message();
+  ASSERT_EQ(cut.completions.size(), 16u);
+  for (const auto& c : cut.completions) EXPECT_NE(c.code(), 0) << c.message();
+  // The agent lives on, and another region of the same client moves its bytes.
+  MappedRegion mine(intact.path(), kBytes), peer(dst_.path(), kBytes);
+  FillPattern(mine.data(), kBytes, 31);
+  const TransferRun ok =
+      RunTransfers(a_->stub(), Transfers(v1::OP_WRITE, vqp, intact, dst_, kMiB, 16, 16));
+  ASSERT_TRUE(ok.status.ok()) << ok.status.error_message();
+  ASSERT_EQ(ok.completions.size(), 16u);
+  for (const auto& c : ok.completions) EXPECT_EQ(c.code(), 0) << c.message();
+  EXPECT_EQ(std::memcmp(peer.data(), mine.data(), kBytes), 0);
+  EXPECT_TRUE(RegionListed(a_->stub(), victim.region_id()));
+}
+
 TEST_F(AgentSessionTest, AKilledClientIsReclaimedWhileAnotherKeepsMovingBytes) {
   const size_t fds_before = SteadyOpenFds(a_->pid());
   int to_child[2], from_child[2];
