@@ -70,7 +70,7 @@ Status InstallHandler() {
   action.sa_flags = SA_SIGINFO | SA_RESTART;
   sigemptyset(&action.sa_mask);
   if (sigaction(SIGBUS, &action, &previous_action) != 0) {
-    return Status::FromErrno(errno, "install the SIGBUS handler that guards clients' files");
+    return Status::FromErrno(errno, "install the SIGBUS handler that guards mapped files");
   }
   return Status::Ok();
 }
@@ -92,7 +92,7 @@ Result<std::unique_ptr<FaultGuard>> FaultGuard::Guard(void* addr, size_t length)
   }
   if (free_slot == kMaxGuards) {
     return Status::NoResource("this agent guards " + std::to_string(kMaxGuards) +
-                              " client files already: release some registrations first");
+                              " mapped files already: release some regions first");
   }
   GuardSlot& s = slots[free_slot];
   s.length.store(length, std::memory_order_relaxed);

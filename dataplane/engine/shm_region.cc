@@ -33,14 +33,7 @@ common::Result<std::unique_ptr<ShmRegion>> ShmRegion::Create(const std::string& 
     unlink(path.c_str());
     return common::Status::FromErrno(err, "map " + path);
   }
-  // The client that maps this file may open it read-write, so it could cut it short too.
-  auto guard = common::FaultGuard::Guard(addr, length);
-  if (!guard.ok()) {
-    munmap(addr, length);
-    unlink(path.c_str());
-    return guard.status();
-  }
-  return std::make_unique<ShmRegion>(std::move(path), addr, length, std::move(guard).value());
+  return Guarded(std::move(path), addr, 0, length);
 }
 
 common::Result<std::unique_ptr<ShmRegion>> ShmRegion::MapClientFd(int fd, uint64_t offset,
@@ -59,9 +52,6 @@ common::Result<std::unique_ptr<ShmRegion>> ShmRegion::MapClientFd(int fd, uint64
         "the file is not in shared memory, so the agent cannot register it where it lies: pass a "
         "memfd (memfd_create) or a file in /dev/shm or on hugetlbfs");
   }
-  // A file that may shrink under the mapping is guarded: its owner could cut it short.
-  const int seals = fcntl(fd, F_GET_SEALS);
-  const bool may_shrink = seals < 0 || (seals & F_SEAL_SHRINK) == 0;
   const auto size = static_cast<uint64_t>(st.st_size);
   if (offset > size || length > size - offset) {
     return common::Status::OutOfRange("range [" + std::to_string(offset) + ", +" +
@@ -73,17 +63,20 @@ common::Result<std::unique_ptr<ShmRegion>> ShmRegion::MapClientFd(int fd, uint64
   void* map = mmap(nullptr, lead + length, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
                    static_cast<off_t>(offset - lead));
   if (map == MAP_FAILED) return common::Status::FromErrno(errno, "map the client's file");
-  std::unique_ptr<common::FaultGuard> guard;
-  if (may_shrink) {
-    auto guarded = common::FaultGuard::Guard(map, lead + length);
-    if (!guarded.ok()) {
-      munmap(map, lead + length);
-      return guarded.status();
-    }
-    guard = std::move(guarded).value();
+  return Guarded("", map, lead, length);
+}
+
+common::Result<std::unique_ptr<ShmRegion>> ShmRegion::Guarded(std::string path, void* map,
+                                                              uint64_t lead, uint64_t length) {
+  // Whoever may write the file (the client of an agent's region file too) could cut it short.
+  auto guard = common::FaultGuard::Guard(map, lead + length);
+  if (!guard.ok()) {
+    munmap(map, lead + length);
+    if (!path.empty()) unlink(path.c_str());
+    return guard.status();
   }
-  return std::make_unique<ShmRegion>("", static_cast<uint8_t*>(map) + lead, length,
-                                     std::move(guard), lead);
+  return std::make_unique<ShmRegion>(std::move(path), static_cast<uint8_t*>(map) + lead, length,
+                                     std::move(guard).value(), lead);
 }
 
 ShmRegion::~ShmRegion() {

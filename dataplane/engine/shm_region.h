@@ -3,10 +3,9 @@
 //
 // The agent registers the mapping with its devices; a client on the same host maps the same file
 // (MAP_SHARED) and reads or writes the bytes directly, so data never travels through gRPC.
-// A file that could shrink under the mapping (the agent's own region file, which its client may
-// open read-write; a client's file in /dev/shm or on hugetlbfs, or a memfd not sealed with
-// F_SEAL_SHRINK) is mapped under a FaultGuard: if someone cuts it short, the agent's accesses
-// land on zero pages instead of killing the agent, and cut_short() says so.
+// Every mapping is under a FaultGuard (the agent's own region file may be opened read-write by
+// its client, a client's file in /dev/shm cannot be sealed): if someone cuts the file short, the
+// agent's accesses land on zero pages instead of killing the agent, and cut_short() says so.
 // Ownership: RAII; the destructor unmaps and unlinks the file (a client's mapping stays valid
 // until it unmaps). Threading: a value; any thread.
 #ifndef BRAID_DATAPLANE_ENGINE_SHM_REGION_H_
@@ -30,7 +29,7 @@ class ShmRegion {
                                                            int uid = -1);
   // Maps `length` bytes at `offset` of the client's file behind `fd` (the caller keeps `fd`), in
   // place: the client's own memory, no copy. The file must be shared memory: a memfd, or a file
-  // on tmpfs (/dev/shm) or hugetlbfs; one not sealed against shrinking is guarded.
+  // on tmpfs (/dev/shm) or hugetlbfs.
   // The range must lie within the file; `offset` need not be page-aligned: the mapping starts at
   // the page holding it, and the region (what is registered, what peers reach) is only the range.
   // Nothing is unlinked at the end.
@@ -38,7 +37,7 @@ class ShmRegion {
                                                                 uint64_t length);
   // `lead`: bytes of the mapping before `addr` (the mapping starts on a page boundary).
   ShmRegion(std::string path, void* addr, uint64_t length,
-            std::unique_ptr<common::FaultGuard> guard = nullptr, uint64_t lead = 0)
+            std::unique_ptr<common::FaultGuard> guard, uint64_t lead)
       : path_(std::move(path)),
         addr_(addr),
         length_(length),
@@ -52,14 +51,19 @@ class ShmRegion {
   void* addr() const { return addr_; }
   uint64_t length() const { return length_; }
   // True once the client cut its file short under the mapping: the bytes are no longer its file's.
-  bool cut_short() const { return guard_ != nullptr && guard_->cut_short(); }
+  bool cut_short() const { return guard_->cut_short(); }
 
  private:
+  // Guards the mapping `map` (`lead` + `length` bytes) and makes the region; on failure unmaps it
+  // (and unlinks `path`, the agent's own file).
+  static common::Result<std::unique_ptr<ShmRegion>> Guarded(std::string path, void* map,
+                                                            uint64_t lead, uint64_t length);
+
   std::string path_;
   void* addr_;
   uint64_t length_;
   uint64_t lead_;
-  std::unique_ptr<common::FaultGuard> guard_;  // set for a client's file that could shrink
+  std::unique_ptr<common::FaultGuard> guard_;
 };
 
 }  // namespace braid::engine

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import stat
 from typing import Any, Iterable, NamedTuple, Optional
@@ -123,15 +122,11 @@ def register(agent: Any, obj: Any, grant: Iterable[int], label: str) -> Register
         if m.path.startswith("/"):
             where = "a private mapping of " + where  # MAP_PRIVATE: the agent would not see it
         raise _refuse(
-            f"the buffer at {address:#x} lies in {where[:120]}, which the agent cannot map: register memory of a memfd or of a file "
-            "in /dev/shm or on hugetlbfs, mapped with MAP_SHARED (mmap), or allocate with "
-            "Agent.alloc")
-    fd = _open_file_of(m)
+            f"the buffer at {address:#x} lies in {where[:120]}, which the agent cannot map: "
+            "register memory of a memfd or of a file in /dev/shm or on hugetlbfs, mapped with "
+            "MAP_SHARED (mmap), or allocate with Agent.alloc")
+    fd = _open_file_of(m)  # the agent guards its mapping against the file being cut short
     try:
-        try:  # a memfd is sealed so it may not shrink; the agent guards a file that can
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
-        except OSError:
-            pass
         if agent._registrar is None:
             agent._registrar = _braid.FdRegistrar(agent._native)
         grants = list(grant)
