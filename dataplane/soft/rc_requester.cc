@@ -375,12 +375,11 @@ void SoftQp::OnNak(const PacketHeader& p) {
   CompleteHead();
 }
 
-void SoftQp::OnRetransmitTimeout() {
+void SoftQp::OnRetransmitTimeout(uint64_t now) {
   retransmit_deadline_ = UINT64_MAX;
   uint64_t i = sq_head_;
   while (i != sq_tx_ && Sq(i).done) ++i;
   if (i == sq_tx_) return;
-  const uint64_t now = device_->fabric()->NowNs();
   if (channel_ != nullptr && now >= ack_timeout_ns_ &&
       channel_->DeliveringSince(now - ack_timeout_ns_)) {
     // A reliable link moved this connection's bytes within the last timeout: the peer is alive

@@ -161,7 +161,7 @@ void SoftQp::OnTimer(uint64_t now_ns) {
     rnr_resume_at_ = 0;
     Pump();
   }
-  if (retransmit_deadline_ <= now_ns) OnRetransmitTimeout();
+  if (retransmit_deadline_ <= now_ns) OnRetransmitTimeout(now_ns);
 }
 
 PacketHeader SoftQp::MakeHeader(PacketType type, uint32_t psn) const {

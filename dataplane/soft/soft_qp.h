@@ -142,7 +142,9 @@ class SoftQp final : public verbs::Qp {
   uint64_t AckBefore(uint32_t psn, bool inclusive);
   void CompleteHead();
   void OnAckProgress();
-  void OnRetransmitTimeout();
+  // `now`: when the progress pass began. The link's delivery is judged as of then, so the time
+  // the pass spent reading what arrived (for any QP) does not count against this one.
+  void OnRetransmitTimeout(uint64_t now);
   void RewindTo(uint64_t index);
   SendWqe& Sq(uint64_t index) { return sq_[index % sq_.size()]; }
 

@@ -447,9 +447,6 @@ void TcpFabric::Progress() {
     }
   }
   in_pass_ = true;
-  // Every pass: due timers fire, and QPs whose work was acknowledged leave the armed list, so
-  // idle QPs cost nothing here (a pass that only looked for the next deadline kept them all).
-  for (const Listener& l : listeners_) l.device->FireTimers(now);
   epoll_event events[64];
   const int n = epoll_wait(epoll_fd_, events, 64, 0);
   for (int i = 0; i < n; ++i) {
@@ -480,6 +477,11 @@ void TcpFabric::Progress() {
     }
     if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) OnReadable(c);
   }
+  // Then due timers fire, after what arrived was read: an HCA takes an ACK as it comes, but this
+  // one runs only when its poller does, and an ACK that came while the poller slept must count
+  // before a timeout it would have prevented. QPs whose work was acknowledged leave the armed
+  // list here, so idle QPs cost nothing (a pass that only looked for the next deadline kept them).
+  for (const Listener& l : listeners_) l.device->FireTimers(now);
   in_pass_ = false;
   // By index: a flush can fail and kill a connection, never add one.
   for (size_t i = 0; i < pending_tx_.size();) {

@@ -160,11 +160,19 @@ int RunA(const std::string& dir, const std::string& iface) {
   for (int d = 0; d < 2; ++d) {
     const size_t base = static_cast<size_t>(d) * (16 << 20);
     for (size_t i = 0; i < (4u << 20); ++i) h.buffer[base + i] = static_cast<uint8_t>(i * 13 + d);
-    ibv_wc wc;
+    // Counts a completion that did not come or did not succeed, and says which.
+    auto expect_success = [&](const char* what, uint64_t id) {
+      ibv_wc wc{};
+      const bool got = WaitOne(h, d, &wc);
+      if (got && wc.status == IBV_WC_SUCCESS) return;
+      ++failures;
+      std::printf("phase 1: NIC %d %s %llu: %s\n", d, what, static_cast<unsigned long long>(id),
+                  got ? ibv_wc_status_str(wc.status) : "no completion in 10 s");
+    };
     for (int k = 0; k < 4; ++k) Post(h, d, IBV_WR_RDMA_WRITE, base + k * (1 << 20), 1 << 20, b, base + k * (1 << 20), k);
-    for (int k = 0; k < 4; ++k) failures += !(WaitOne(h, d, &wc) && wc.status == IBV_WC_SUCCESS);
+    for (int k = 0; k < 4; ++k) expect_success("write", k);
     Post(h, d, IBV_WR_RDMA_READ, base + (8 << 20), 4 << 20, b, base, 9);
-    failures += !(WaitOne(h, d, &wc) && wc.status == IBV_WC_SUCCESS);
+    expect_success("read", 9);
     const bool same = std::memcmp(h.buffer.data() + base, h.buffer.data() + base + (8 << 20), 4 << 20) == 0;
     std::printf("phase 1: NIC %d moved 4 MiB and read it back: %s\n", d, same ? "identical" : "DIFFERENT");
     failures += !same;

@@ -2,8 +2,14 @@
 // QP's bytes must not spend retries (found by the agent's 256 MiB test under ASan, where QPs died
 // with RETRY_EXC_ERR behind their own queued data and retransmissions made the queue longer).
 // A silent connection still ends in RETRY_EXC_ERR (netns_two_nic_link_fault, conformance).
+// Likewise a poller that slept past the timeout while the ACK was waiting in its socket: the soft
+// NIC runs only when its poller does, so it reads what arrived before judging a timeout (found
+// when the two-NIC test lost a QP in CI on a loaded machine).
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <vector>
 
 #include "dataplane/soft/tcp_fabric.h"
@@ -49,6 +55,73 @@ TEST(TcpSlowQueue, AckTimeoutBehindQueuedDataSpendsNoRetries) {
   }
   ASSERT_EQ(done, kWrites);
   EXPECT_EQ(p.buf0, p.buf1);
+}
+
+TEST(TcpSlowQueue, AnAckThatArrivedWhileThePollerSleptCountsBeforeTheTimeout) {
+  // Two hosts, each its own fabric (both on one port, at their own addresses); the responder's
+  // runs on a thread of its own, as on another machine.
+  const uint16_t port = testing::TestPort(4);
+  TcpFabric fabric_a{TcpFabricOptions{.port = port}};
+  TcpFabric fabric_b{TcpFabricOptions{.port = port}};
+  SoftProvider host_a({{{"a", "127.0.0.1"}}, &fabric_a});
+  SoftProvider host_b({{{"b", "127.0.0.2"}}, &fabric_b});
+  constexpr uint32_t kLen = 4096;
+  std::vector<uint8_t> buf_a(kLen, 7), buf_b(kLen, 0);
+  auto da = host_a.OpenDevice("a");
+  auto db = host_b.OpenDevice("b");
+  ASSERT_TRUE(da.ok() && db.ok());
+  auto pa = (*da)->AllocPd();
+  auto pb = (*db)->AllocPd();
+  auto ca = (*da)->CreateCq(16);
+  auto cb = (*db)->CreateCq(16);
+  ASSERT_TRUE(pa.ok() && pb.ok() && ca.ok() && cb.ok());
+  auto ma = (*pa)->RegisterMemory(buf_a.data(), kLen, 0xF);
+  auto mb = (*pb)->RegisterMemory(buf_b.data(), kLen, 0xF);
+  auto qa = (*pa)->CreateQp({ca->get(), ca->get(), {}, false});
+  auto qb = (*pb)->CreateQp({cb->get(), cb->get(), {}, false});
+  ASSERT_TRUE(ma.ok() && mb.ok() && qa.ok() && qb.ok());
+  // timeout code 10: 4.2 ms, and no retry: the first timeout that counts ends the QP.
+  testing::RcOptions rc;
+  rc.timeout = 10;
+  rc.retry_cnt = 0;
+  const common::Status connected = testing::ConnectRc(**qa, (*da)->info(), **qb, (*db)->info(), rc);
+  ASSERT_TRUE(connected.ok()) << connected.ToString();
+
+  std::atomic<bool> stop{false};
+  std::thread responder([&] {
+    std::vector<ibv_wc> wcs(16);
+    while (!stop.load(std::memory_order_relaxed)) (void)(*cb)->Poll(wcs);
+  });
+  // Polls the requester's CQ until one completion (at most ~10 s of rounds).
+  auto await_one = [&](ibv_wc* got) {
+    for (int round = 0; round < 20000000; ++round) {
+      auto n = (*ca)->Poll(std::span<ibv_wc>(got, 1));
+      if (!n.ok() || *n == 1) return n.ok();
+    }
+    return false;
+  };
+  auto post = [&](uint64_t id) {
+    return testing::PostRdma(**qa, IBV_WR_RDMA_WRITE, reinterpret_cast<uint64_t>(buf_a.data()),
+                             kLen, (*ma)->lkey(), reinterpret_cast<uint64_t>(buf_b.data()),
+                             (*mb)->rkey(), id)
+        .ok();
+  };
+  // The first WRITE makes the connection; the second leaves at once (a post outside a progress
+  // pass sends), and the poller sleeps through twenty timeouts while the other host answers.
+  ibv_wc first{}, second{};
+  const bool posted_first = post(1);
+  const bool got_first = posted_first && await_one(&first);
+  const bool posted_second = got_first && post(2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(85));
+  const bool got_second = posted_second && await_one(&second);
+  stop = true;
+  responder.join();
+  ASSERT_TRUE(got_first);
+  EXPECT_EQ(first.status, IBV_WC_SUCCESS) << ibv_wc_status_str(first.status);
+  ASSERT_TRUE(got_second);
+  EXPECT_EQ(second.wr_id, 2u);
+  EXPECT_EQ(second.status, IBV_WC_SUCCESS) << ibv_wc_status_str(second.status);
+  EXPECT_EQ(buf_a, buf_b);
 }
 
 }  // namespace
