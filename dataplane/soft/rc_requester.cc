@@ -82,7 +82,11 @@ Status SoftQp::ValidateSend(const ibv_send_wr& wr) const {
 }
 
 void SoftQp::EnqueueSend(const ibv_send_wr& wr) {
-  SendWqe& w = Sq(sq_tail_++);
+  const uint64_t index = sq_tail_++;
+  const size_t slot = index % sq_.size();
+  SendWqe& w = Sq(index);
+  w.sge = &sq_sges_[slot * std::max(caps_.max_send_sge, 1u)];
+  w.inline_data = caps_.max_inline_data == 0 ? nullptr : &sq_inline_[slot * caps_.max_inline_data];
   w.wr_id = wr.wr_id;
   w.opcode = wr.opcode;
   w.signaled = (wr.send_flags & IBV_SEND_SIGNALED) != 0;
@@ -112,7 +116,7 @@ void SoftQp::EnqueueSend(const ibv_send_wr& wr) {
   for (uint32_t i = 0; i < w.num_sge; ++i) {
     w.sge[i] = wr.sg_list[i];
     if (w.is_inline) {  // inline data is copied now; the buffer may be reused at once
-      std::memcpy(w.inline_data.data() + w.length,
+      std::memcpy(w.inline_data + w.length,
                   reinterpret_cast<const void*>(wr.sg_list[i].addr), wr.sg_list[i].length);
     }
     w.length += wr.sg_list[i].length;
@@ -182,7 +186,7 @@ void SoftQp::TransmitWqe(SendWqe& w) {
   if (!NeedsResponse(w.opcode) && w.length > 0) {
     h.payload_len = w.length;
     if (w.is_inline) {
-      iov[n++] = {w.inline_data.data(), w.length};
+      iov[n++] = {w.inline_data, w.length};
     } else {
       for (uint32_t i = 0; i < w.num_sge; ++i) {
         if (w.sge[i].length > 0) {

@@ -105,6 +105,11 @@ class SoftPd final : public verbs::ProtectionDomain {
       return common::Status::InvalidArgument("max_inline_data exceeds 1024");
     }
     auto qp = std::make_unique<SoftQp>(device_, id_, device_->AllocQpNum(), p);
+    if (!qp->AllocateQueues()) {
+      return common::Status::NoResource("out of memory for the queues of a QP with " +
+                                        std::to_string(c.max_send_wr) + " send and " +
+                                        std::to_string(c.max_recv_wr) + " receive WRs");
+    }
     device_->RegisterQp(qp.get());
     return std::unique_ptr<verbs::Qp>(std::move(qp));
   }

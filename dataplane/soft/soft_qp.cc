@@ -20,18 +20,14 @@ SoftQp::SoftQp(SoftDevice* device, uint32_t pd_id, uint32_t qp_num,
       pd_id_(pd_id),
       qp_num_(qp_num),
       caps_(params.caps),
-      sq_sig_all_(params.sq_sig_all),
-      sq_sges_(size_t{params.caps.max_send_wr} * std::max(params.caps.max_send_sge, 1u)),
-      sq_(params.caps.max_send_wr),
-      rq_sges_(size_t{params.caps.max_recv_wr} * std::max(params.caps.max_recv_sge, 1u)),
-      rq_(params.caps.max_recv_wr) {
-  for (size_t i = 0; i < sq_.size(); ++i) {
-    sq_[i].inline_data.resize(caps_.max_inline_data);
-    sq_[i].sge = &sq_sges_[i * std::max(caps_.max_send_sge, 1u)];
-  }
-  for (size_t i = 0; i < rq_.size(); ++i) {
-    rq_[i].sge = &rq_sges_[i * std::max(caps_.max_recv_sge, 1u)];
-  }
+      sq_sig_all_(params.sq_sig_all) {}
+
+bool SoftQp::AllocateQueues() {
+  const size_t sq = caps_.max_send_wr;
+  const size_t rq = caps_.max_recv_wr;
+  return sq_.Allocate(sq) && sq_sges_.Allocate(sq * std::max(caps_.max_send_sge, 1u)) &&
+         sq_inline_.Allocate(sq * caps_.max_inline_data) && rq_.Allocate(rq) &&
+         rq_sges_.Allocate(rq * std::max(caps_.max_recv_sge, 1u));
 }
 
 SoftQp::~SoftQp() {
@@ -118,7 +114,9 @@ Status SoftQp::PostRecv(ibv_recv_wr* wr, ibv_recv_wr** bad_wr) {
       if (bad_wr != nullptr) *bad_wr = wr;
       return bad;
     }
-    RecvWqe& slot = Rq(rq_tail_++);
+    const uint64_t index = rq_tail_++;
+    RecvWqe& slot = Rq(index);
+    slot.sge = &rq_sges_[(index % rq_.size()) * std::max(caps_.max_recv_sge, 1u)];
     slot.wr_id = wr->wr_id;
     slot.num_sge = static_cast<uint32_t>(wr->num_sge);
     for (uint32_t i = 0; i < slot.num_sge; ++i) slot.sge[i] = wr->sg_list[i];

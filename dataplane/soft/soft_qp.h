@@ -30,6 +30,7 @@
 #include <memory>
 #include <vector>
 
+#include "dataplane/common/zeroed_array.h"
 #include "dataplane/soft/link.h"
 #include "dataplane/verbs/provider.h"
 
@@ -47,6 +48,9 @@ class SoftQp final : public verbs::Qp {
  public:
   SoftQp(SoftDevice* device, uint32_t pd_id, uint32_t qp_num, const verbs::QpCreateParams& params);
   ~SoftQp() override;
+  // Allocates the queues for the caps given at construction; false when out of memory. Called
+  // once, before the QP is registered with its device.
+  [[nodiscard]] bool AllocateQueues();
 
   uint32_t qp_num() const override { return qp_num_; }
   verbs::QpState state() const override { return state_; }
@@ -94,13 +98,15 @@ class SoftQp final : public verbs::Qp {
     uint64_t bind_length = 0;
     unsigned int bind_access = 0;
     uint32_t num_sge = 0;
-    ibv_sge* sge = nullptr;            // max_send_sge entries of sq_sges_
-    std::vector<uint8_t> inline_data;  // sized max_inline_data at creation
+    // Set when the slot is taken: its max_send_sge entries of sq_sges_ and, when the QP takes
+    // inline data, its max_inline_data bytes of sq_inline_.
+    ibv_sge* sge = nullptr;
+    uint8_t* inline_data = nullptr;
   };
   struct RecvWqe {
     uint64_t wr_id = 0;
     uint32_t num_sge = 0;
-    ibv_sge* sge = nullptr;  // max_recv_sge entries of rq_sges_
+    ibv_sge* sge = nullptr;  // max_recv_sge entries of rq_sges_, set when the slot is taken
   };
   // What BeginInbound decided, for EndInbound (one inbound message at a time per QP).
   enum class Verdict : uint8_t {
@@ -185,8 +191,10 @@ class SoftQp final : public verbs::Qp {
   // Send queue: [sq_head_, sq_tx_) transmitted, [sq_tx_, sq_tail_) waiting.
   // The WQEs' scatter/gather lists, sized by the QP's caps (most QPs take one SGE: a WQE with
   // room for kMaxSge would be 16 times larger, and a VQP has thousands of them).
-  std::vector<ibv_sge> sq_sges_;
-  std::vector<SendWqe> sq_;
+  // Zeroed arrays: a queue sized for its worst case costs memory only as far as it is used.
+  common::ZeroedArray<ibv_sge> sq_sges_;
+  common::ZeroedArray<SendWqe> sq_;
+  common::ZeroedArray<uint8_t> sq_inline_;  // max_inline_data bytes per WQE
   uint64_t sq_head_ = 0;
   uint64_t sq_tx_ = 0;
   uint64_t sq_tail_ = 0;
@@ -202,8 +210,8 @@ class SoftQp final : public verbs::Qp {
   uint64_t rnr_resume_at_ = 0;  // no transmission before this time (RNR back-off)
 
   // Receive queue and responder state.
-  std::vector<ibv_sge> rq_sges_;
-  std::vector<RecvWqe> rq_;
+  common::ZeroedArray<ibv_sge> rq_sges_;
+  common::ZeroedArray<RecvWqe> rq_;
   uint64_t rq_head_ = 0;
   uint64_t rq_tail_ = 0;
   uint32_t expected_psn_ = 0;

@@ -3,11 +3,12 @@
 namespace braid::vqp {
 
 ReorderWindow::ReorderWindow(uint32_t size, int bits, uint32_t start)
-    : ring_(size),
-      mask_(size - 1),
+    : mask_(size - 1),
       seq_mask_(bits >= 32 ? 0xFFFFFFFFu : ((1u << bits) - 1)),
       shift_(32 - bits),
-      next_(start & seq_mask_) {}
+      next_(start & seq_mask_) {
+  if (!ring_.Allocate(size)) mask_ = 0;
+}
 
 int32_t ReorderWindow::Diff(uint32_t a, uint32_t b) const {
   return static_cast<int32_t>(((a - b) & seq_mask_) << shift_) >> shift_;
@@ -25,6 +26,7 @@ ReorderWindow::Arrival ReorderWindow::Insert(uint32_t seq, const Entry& entry) {
 }
 
 bool ReorderWindow::PopNext(Entry* out) {
+  if (ring_.empty()) return false;
   Entry& slot = ring_[next_ & mask_];
   if (!slot.present) return false;
   *out = slot;

@@ -9,7 +9,8 @@
 #define BRAID_DATAPLANE_VQP_REORDER_WINDOW_H_
 
 #include <cstdint>
-#include <vector>
+
+#include "dataplane/common/zeroed_array.h"
 
 namespace braid::vqp {
 
@@ -24,6 +25,7 @@ class ReorderWindow {
   enum class Arrival { kAccepted, kDuplicate, kOutOfWindow };
 
   // `bits` = 24 or 32: the width of the sequence numbers; `start`: the first expected number.
+  // Out of memory, the window has size() 0 (nothing is accepted): its owner checks.
   ReorderWindow(uint32_t size, int bits, uint32_t start = 0);
 
   Arrival Insert(uint32_t seq, const Entry& entry);
@@ -35,7 +37,7 @@ class ReorderWindow {
  private:
   int32_t Diff(uint32_t a, uint32_t b) const;
 
-  std::vector<Entry> ring_;
+  common::ZeroedArray<Entry> ring_;
   uint32_t mask_;
   uint32_t seq_mask_;
   int shift_;

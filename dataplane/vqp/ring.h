@@ -7,17 +7,20 @@
 #define BRAID_DATAPLANE_VQP_RING_H_
 
 #include <cstddef>
-#include <vector>
+
+#include "dataplane/common/zeroed_array.h"
 
 namespace braid::vqp {
 
 template <typename T>
 class Ring {
  public:
-  void Init(size_t capacity) {
-    items_.assign(capacity, T{});
+  // Empties the ring with room for `capacity` items (untouched until used); false when out of
+  // memory.
+  [[nodiscard]] bool Init(size_t capacity) {
     head_ = 0;
     count_ = 0;
+    return items_.Allocate(capacity);
   }
   size_t size() const { return count_; }
   size_t capacity() const { return items_.size(); }
@@ -46,7 +49,7 @@ class Ring {
     return i >= items_.size() ? i - items_.size() : i;
   }
 
-  std::vector<T> items_;
+  common::ZeroedArray<T> items_;
   size_t head_ = 0;
   size_t count_ = 0;
 };

@@ -16,6 +16,12 @@ using common::Status;
 
 namespace {
 
+// A VQP's rings and pools could not be allocated.
+Status OutOfMemory() {
+  return Status::NoResource("out of memory for the rings of a virtual QP: lower max_virtual_wrs, "
+                            "num_qps or qp_capacity, or give the agent more memory");
+}
+
 std::atomic<uint32_t> g_next_vqp_num{1};
 
 }  // namespace
@@ -68,7 +74,7 @@ Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
   control_.notify_base = pool_bytes;
   control_.user_recv_base = control_.notify_base + ring * 16;
   control_.fence_offset = control_.user_recv_base + ring * 16;
-  control_.bytes.assign(control_.fence_offset + 64, 0);
+  if (!control_.bytes.Allocate(control_.fence_offset + 64)) return OutOfMemory();
   control_.mrs.resize(static_cast<size_t>(cq_.num_devices()));
   for (int d : devices_.used) {
     BRAID_ASSIGN_OR_RETURN(control_.mrs[static_cast<size_t>(d)],
@@ -124,18 +130,16 @@ Status VirtualQp::Init(std::span<verbs::ProtectionDomain* const> pds) {
   healthy_data_qps_ = static_cast<int>(n);
 
   ring_mask_ = ring - 1;
-  send_.entries.resize(ring);
-  recv_.entries.resize(ring);
-  recv_.buffered.Init(vwrs);
-  send_.frags.resize(size_t{total} * cap);
-  send_.free_frags.reserve(send_.frags.size());
-  for (uint32_t i = static_cast<uint32_t>(send_.frags.size()); i > 0; --i)
-    send_.free_frags.push_back(i - 1);
-  send_.retry.Init(send_.frags.size());
-  send_.owed.Init(send_.frags.size() +
-                  ring);  // every piece in flight, and one notify or tail per WR
-  send_.stalled.Init(ring);
-  recv_.parked.resize(multi() ? size_t{n} * cap : 0);
+  const size_t frags = size_t{total} * cap;
+  // Every piece in flight may be owed, and one notify or tail per WR.
+  if (!send_.entries.Allocate(ring) || !recv_.entries.Allocate(ring) ||
+      !recv_.buffered.Init(vwrs) || !send_.frags.Allocate(frags) || !send_.retry.Init(frags) ||
+      !send_.owed.Init(frags + ring) || !send_.stalled.Init(ring) ||
+      !recv_.parked.Allocate(multi() ? size_t{n} * cap : 0) || window_.size() == 0) {
+    return OutOfMemory();
+  }
+  send_.free_frags.reserve(frags);
+  for (uint32_t i = static_cast<uint32_t>(frags); i > 0; --i) send_.free_frags.push_back(i - 1);
   return Status::Ok();
 }
 

@@ -335,7 +335,7 @@ class VirtualQp {
   };
   // Control region: pool slots, notify/tail payloads, single-QP receive slots, fence words.
   struct Control {
-    std::vector<uint8_t> bytes;
+    common::ZeroedArray<uint8_t> bytes;
     std::vector<std::unique_ptr<verbs::MemoryRegion>> mrs;  // per CQ device
     size_t notify_base = 0;
     size_t user_recv_base = 0;
@@ -345,11 +345,11 @@ class VirtualQp {
   // are in use: reported up to head, dispatched up to dispatch, posted up to tail. Then the
   // physical pieces in flight by fragment slot (the WrTag's slot), and the work waiting for a QP.
   struct SendQueue {
-    std::vector<SendEntry> entries;
+    common::ZeroedArray<SendEntry> entries;  // zeroed arrays: memory as far as used
     uint64_t head = 0;
     uint64_t dispatch = 0;
     uint64_t tail = 0;
-    std::vector<Fragment> frags;
+    common::ZeroedArray<Fragment> frags;
     std::vector<uint32_t> free_frags;
     Ring<uint32_t> retry;    // fragment slots to re-post
     Ring<Owed> owed;         // owed sequence numbers
@@ -357,13 +357,13 @@ class VirtualQp {
   };
   // Virtual receive WRs (same ring size), and the messages and arrivals waiting for them.
   struct RecvQueue {
-    std::vector<RecvEntry> entries;
+    common::ZeroedArray<RecvEntry> entries;
     uint64_t head = 0;
     uint64_t tail = 0;
     uint64_t match = 0;               // next length-0 receive to match (multi-QP)
     Ring<Message> buffered;           // messages that arrived before their receive
     bool message_incomplete = false;  // a void marker was seen in the message being reassembled
-    std::vector<Parked> parked;       // per pool slot
+    common::ZeroedArray<Parked> parked;  // per pool slot
     uint32_t parked_count = 0;
   };
 

@@ -10,7 +10,7 @@ namespace {
 
 TEST(RingTest, KeepsFirstInFirstOutAcrossTheWrapOfItsStorage) {
   Ring<int> ring;
-  ring.Init(3);
+  ASSERT_TRUE(ring.Init(3));
   EXPECT_TRUE(ring.empty());
   int next_in = 0;
   int next_out = 0;
@@ -30,7 +30,7 @@ TEST(RingTest, KeepsFirstInFirstOutAcrossTheWrapOfItsStorage) {
 // A push beyond the capacity is refused and stores nothing: the entries already there stay.
 TEST(RingTest, APushOnAFullRingIsRefusedAndChangesNothing) {
   Ring<int> ring;
-  ring.Init(2);
+  ASSERT_TRUE(ring.Init(2));
   ASSERT_TRUE(ring.Push(1));
   ASSERT_TRUE(ring.Push(2));
   for (int i = 0; i < 5; ++i) EXPECT_FALSE(ring.Push(100 + i));
