@@ -1,15 +1,16 @@
-// ZeroedArray<T>: a fixed-size array whose storage comes zero-filled from calloc, for the rings
-// and pools a queue pair sizes for its worst case at creation and mostly never fills.
+// ZeroedArray<T>: a fixed-size array whose storage starts zero-filled and untouched, for the
+// rings and pools a queue pair sizes for its worst case at creation and mostly never fills.
 //
 // Fresh anonymous pages are zero already and are neither faulted in nor counted in RSS until a
 // slot on them is used. Arrays of kMapBytes or more are mapped directly (so this holds whatever
-// allocator the process runs with: a sanitizer's calloc writes every byte); smaller ones come from
-// calloc, which does not write memory it just took from the kernel. A vector of the same size writes every
-// element at construction: a VQP of 8 soft QPs touched ~0.8 MiB to be created, which was most of
-// its creation time (page faults are expensive under a hypervisor) and of an idle VQP's memory.
+// allocator the process runs with: a sanitizer's calloc writes every byte); smaller ones come
+// from calloc, which does not write memory it just took from the kernel. A vector of the same
+// size writes every element at construction: a VQP of 8 soft QPs touched ~0.8 MiB to be created,
+// most of its creation time (page faults are expensive under a hypervisor) and of an idle VQP's
+// memory.
 //
 // T must be trivially destructible and an implicit-lifetime type (an aggregate, or trivially
-// default-constructible), so calloc's zero bytes are objects of T; and all-zero bytes must be a
+// default-constructible), so the zero bytes are objects of T; and all-zero bytes must be a
 // valid state of T. Users reset a slot's fields when they take it, as they do on reuse; the zero
 // state is only what an untouched slot reads as.
 //
@@ -33,7 +34,7 @@ template <typename T>
 class ZeroedArray {
   static_assert(std::is_trivially_destructible_v<T>, "ZeroedArray never runs destructors");
   static_assert(std::is_aggregate_v<T> || std::is_trivially_default_constructible_v<T>,
-                "calloc's bytes must be objects of T (an implicit-lifetime type)");
+                "zero bytes from calloc or mmap must be objects of T (implicit lifetime)");
 
  public:
   ZeroedArray() = default;
