@@ -2,12 +2,14 @@
 // rings and pools a queue pair sizes for its worst case at creation and mostly never fills.
 //
 // Fresh anonymous pages are zero already and are neither faulted in nor counted in RSS until a
-// slot on them is used. Arrays of kMapBytes or more are mapped directly (so this holds whatever
-// allocator the process runs with: a sanitizer's calloc writes every byte); smaller ones come
-// from calloc, which does not write memory it just took from the kernel. A vector of the same
-// size writes every element at construction: a VQP of 8 soft QPs touched ~0.8 MiB to be created,
-// most of its creation time (page faults are expensive under a hypervisor) and of an idle VQP's
-// memory.
+// slot on them is used. Arrays of a page or more are mapped directly, whatever allocator the
+// process runs with: a sanitizer's calloc writes every byte, and glibc's writes chunk headers
+// into fresh heap memory and clears recycled memory, so the few-KiB queues of a soft QP taken
+// from the heap were touched whole (an idle default VQP: 576 KiB resident, 74 KiB mapped).
+// Adjacent mappings merge in the kernel (1,000 VQPs: under 500 mappings in the agent). Smaller
+// arrays come from calloc. A vector of the same size writes every element at construction: a
+// VQP of 8 soft QPs touched ~0.8 MiB to be created, most of its creation time (page faults are
+// expensive under a hypervisor) and of an idle VQP's memory.
 //
 // T must be trivially destructible and an implicit-lifetime type (an aggregate, or trivially
 // default-constructible), so the zero bytes are objects of T; and all-zero bytes must be a
@@ -46,8 +48,8 @@ class ZeroedArray {
     return *this;
   }
 
-  // Arrays of at least this many bytes are mapped directly (the agent's malloc mmap threshold).
-  static constexpr size_t kMapBytes = 256 << 10;
+  // Arrays of at least this many bytes (a page) are mapped directly.
+  static constexpr size_t kMapBytes = 4 << 10;
 
   // Replaces the contents with `n` zeroed elements; false (and empty) when out of memory.
   [[nodiscard]] bool Allocate(size_t n) {
