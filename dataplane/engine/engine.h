@@ -6,8 +6,9 @@
 //    engine is stalled; nothing is half-done on the caller's side);
 //  - transfers are submitted without blocking and complete into the caller's TransferSink;
 //  - receiver notifications go to NotificationWatchers.
-// The loop: take commands, post (transfers waiting for room first), poll the virtual CQ (bounded),
-// deliver completions, check deadlines. It busy-polls while any transfer is in flight (and for
+// The loop: take commands, post (transfers waiting for room first; what one turn posts is one
+// post batch per device, verbs::Device::BeginPostBatch), poll the virtual CQ (bounded), deliver
+// completions, check deadlines. It busy-polls while any transfer is in flight (and for
 // `idle_linger_us` after the last activity), then arms the CQs and sleeps in epoll on the command
 // queue's eventfd, the CQs' wakeup fds and the devices' progress fds (soft NICs: their sockets), at
 // most `idle_wait_ms` at a time so the heartbeat the stall watchdog reads keeps moving: an idle

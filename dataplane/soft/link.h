@@ -98,6 +98,10 @@ class Fabric {
   virtual uint64_t NowNs() const = 0;
   // Delivers what is due and fires due timers; bounded work per call.
   virtual void Progress() = 0;
+  // Frames transmitted between BeginBatch() and the matching EndBatch() may be held and sent at
+  // EndBatch() (verbs::Device::BeginPostBatch). Calls nest. Default: nothing is held.
+  virtual void BeginBatch() {}
+  virtual void EndBatch() {}
   // Readable when Progress() has inbound work (socket activity); -1 when nothing arrives on its
   // own (the in-memory sim moves only when driven).
   virtual int wait_fd() const { return -1; }

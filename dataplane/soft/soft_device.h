@@ -39,6 +39,8 @@ class SoftDevice final : public verbs::Device {
   common::Result<std::unique_ptr<verbs::ProtectionDomain>> AllocPd() override;
   common::Result<std::unique_ptr<verbs::Cq>> CreateCq(int min_entries) override;
   int progress_fd() const override { return fabric_->wait_fd(); }
+  void BeginPostBatch() override { fabric_->BeginBatch(); }
+  void EndPostBatch() override { fabric_->EndBatch(); }
   common::Status InjectLinkDown() override { return fabric_->BreakDevice(this); }
 
   // Provider-internal.

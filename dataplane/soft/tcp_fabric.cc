@@ -483,6 +483,11 @@ void TcpFabric::Progress() {
   // list here, so idle QPs cost nothing (a pass that only looked for the next deadline kept them).
   for (const Listener& l : listeners_) l.device->FireTimers(now);
   in_pass_ = false;
+  FlushPending();
+}
+
+// Every connection with output, then the dead ones dropped (at the end of a pass or a batch).
+void TcpFabric::FlushPending() {
   // By index: a flush can fail and kill a connection, never add one.
   for (size_t i = 0; i < pending_tx_.size();) {
     Conn* c = pending_tx_[i];

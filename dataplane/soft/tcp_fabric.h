@@ -91,6 +91,8 @@ class TcpFabric final : public Fabric {
   void ForgetQp(SoftDevice* device, uint32_t qp_num) override;
   void ForgetMemory(SoftDevice* device, uint64_t addr, uint64_t length) override;
   void Progress() override;
+  void BeginBatch() override { ++batch_depth_; }
+  void EndBatch() override;
   int wait_fd() const override { return epoll_fd_; }  // the sockets' epoll set
   const TcpFabricStats& stats() const { return stats_; }
 
@@ -148,6 +150,7 @@ class TcpFabric final : public Fabric {
   void WatchWritable(Conn& conn, bool on);
   void SendFailed(Conn& conn);
   void MarkPending(Conn& conn);
+  void FlushPending();
 
   TcpFabricOptions options_;
   std::vector<uint8_t> discard_ = std::vector<uint8_t>(65536);  // payload nobody placed
@@ -160,6 +163,7 @@ class TcpFabric final : public Fabric {
   TcpFabricStats stats_;
   uint64_t pass_ = 0;          // Progress() calls so far
   bool in_pass_ = false;       // inside Progress(), reading
+  uint32_t batch_depth_ = 0;   // open BeginBatch() calls: frames wait for the last EndBatch()
   bool any_deferred_ = false;  // some channel holds an ACK (TransmitAck)
   // Connections with segments queued and not yet sent (deferred ACKs, a full socket):
   // what a progress pass flushes, so its cost follows the busy connections, not all of them.

@@ -36,8 +36,13 @@ void TcpFabric::TcpChannel::Transmit(const PacketHeader& header, std::span<const
   deferred_pass_ = UINT64_MAX;  // an ACK this channel held back leaves with this frame
   // Within a progress pass (answers to what the pass read, retransmissions) frames wait for the
   // end of the pass, which flushes every connection with output: the answers to a batch of
-  // requests leave in one sendmsg, not one each.
-  if (Sendable() && !fabric_->in_pass_) fabric_->Flush(*conn_);
+  // requests leave in one sendmsg, not one each. So do a post batch's requests, at its end.
+  if (!Sendable()) return;
+  if (fabric_->in_pass_ || fabric_->batch_depth_ > 0) {
+    fabric_->MarkPending(*conn_);
+  } else {
+    fabric_->Flush(*conn_);
+  }
 }
 
 void TcpFabric::TcpChannel::TransmitAck(const PacketHeader& header) {
@@ -397,6 +402,10 @@ void TcpFabric::WatchWritable(Conn& c, bool on) {
   ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
   ev.data.u64 = reinterpret_cast<uint64_t>(&c);
   epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
+}
+
+void TcpFabric::EndBatch() {
+  if (batch_depth_ > 0 && --batch_depth_ == 0 && !in_pass_) FlushPending();
 }
 
 void TcpFabric::MarkPending(Conn& c) {

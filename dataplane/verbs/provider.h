@@ -152,6 +152,12 @@ class Device {
   // will handle, for a caller that sleeps while idle; -1 when the CQs' wakeup fds suffice (as on
   // an HCA, which places data without the host's help).
   virtual int progress_fd() const { return -1; }
+  // Doorbell batching: work posted to this device's QPs between BeginPostBatch() and the matching
+  // EndPostBatch() may be held and started at EndPostBatch(), all at once (a soft NIC sends it in
+  // one sendmsg per connection rather than one per WR). Calls nest; the same thread as the posts.
+  // Default: nothing held (an HCA starts each WR at its own doorbell).
+  virtual void BeginPostBatch() {}
+  virtual void EndPostBatch() {}
   // Fault injection (soft NICs; a real HCA has none: kNotSupported): the device's link goes down,
   // every connected QP on it breaks (RETRY_EXC_ERR, then flushes).
   virtual Status InjectLinkDown() { return Status::NotSupported("this device has no fault hooks"); }

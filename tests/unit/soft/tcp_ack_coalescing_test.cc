@@ -102,5 +102,30 @@ TEST_F(TcpAckCoalescingTest, AnUnansweredMessageIsStillAcknowledgedAtTheNextPass
   EXPECT_LT(ms, 30.0) << "the ACK waited for a retransmission";  // the timer is 67 ms
 }
 
+// Doorbell batching: WRs posted between BeginPostBatch() and EndPostBatch() wait and leave
+// together at its end (one sendmsg for all), and each still completes; outside a batch each post
+// is sent at once. The engine brackets each turn of its loop so, and a session's batch of 4 KiB
+// writes went from one sendmsg per fragment to one per connection.
+TEST_F(TcpAckCoalescingTest, WritesPostedInABatchLeaveTogetherAtItsEnd) {
+  constexpr int kWrites = 16;
+  auto post_writes = [&](uint64_t first_id) {
+    for (int i = 0; i < kWrites; ++i) {
+      ASSERT_TRUE(testing::PostRdma(*qps_[0], IBV_WR_RDMA_WRITE, 0, 0, 0, 0, 0, first_id + i).ok());
+    }
+  };
+  const uint64_t joined0 = fabric_.stats().frames_joined;
+  post_writes(0);
+  EXPECT_EQ(fabric_.stats().frames_joined, joined0) << "unbatched posts should leave one by one";
+  ASSERT_TRUE(WaitFor(0, IBV_WC_RDMA_WRITE, kWrites));
+
+  devices_[0]->BeginPostBatch();
+  const uint64_t joined1 = fabric_.stats().frames_joined;
+  post_writes(kWrites);
+  devices_[0]->EndPostBatch();
+  EXPECT_EQ(fabric_.stats().frames_joined - joined1, uint64_t{kWrites - 1})
+      << "the batch's " << kWrites << " writes should have left in one sendmsg";
+  ASSERT_TRUE(WaitFor(0, IBV_WC_RDMA_WRITE, 2 * kWrites));
+}
+
 }  // namespace
 }  // namespace braid::soft

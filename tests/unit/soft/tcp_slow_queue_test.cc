@@ -79,7 +79,13 @@ TEST(TcpSlowQueue, AnAckThatArrivedWhileThePollerSleptCountsBeforeTheTimeout) {
   auto mb = (*pb)->RegisterMemory(buf_b.data(), kLen, 0xF);
   auto qa = (*pa)->CreateQp({ca->get(), ca->get(), {}, false});
   auto qb = (*pb)->CreateQp({cb->get(), cb->get(), {}, false});
-  ASSERT_TRUE(ma.ok() && mb.ok() && qa.ok() && qb.ok());
+  // A pair with the default timeout makes the hosts' TCP connection: the pair under test must not
+  // spend its short timeout on connecting (under TSan on a slow day that took longer than it).
+  auto wa = (*pa)->CreateQp({ca->get(), ca->get(), {}, false});
+  auto wb = (*pb)->CreateQp({cb->get(), cb->get(), {}, false});
+  ASSERT_TRUE(ma.ok() && mb.ok() && qa.ok() && qb.ok() && wa.ok() && wb.ok());
+  const common::Status warm = testing::ConnectRc(**wa, (*da)->info(), **wb, (*db)->info());
+  ASSERT_TRUE(warm.ok()) << warm.ToString();
   // timeout code 10: 4.2 ms, and no retry: the first timeout that counts ends the QP.
   testing::RcOptions rc;
   rc.timeout = 10;
@@ -106,16 +112,23 @@ TEST(TcpSlowQueue, AnAckThatArrivedWhileThePollerSleptCountsBeforeTheTimeout) {
                              (*mb)->rkey(), id)
         .ok();
   };
-  // The first WRITE makes the connection; the second leaves at once (a post outside a progress
-  // pass sends), and the poller sleeps through twenty timeouts while the other host answers.
-  ibv_wc first{}, second{};
-  const bool posted_first = post(1);
+  // The warm-up WRITE makes the connection, the first joins the pair under test to it; the second
+  // leaves at once (a post outside a progress pass sends), and the poller sleeps through twenty
+  // timeouts while the other host answers.
+  ibv_wc warmed{}, first{}, second{};
+  const bool posted_warm =
+      testing::PostRdma(**wa, IBV_WR_RDMA_WRITE, reinterpret_cast<uint64_t>(buf_a.data()), kLen,
+                        (*ma)->lkey(), reinterpret_cast<uint64_t>(buf_b.data()), (*mb)->rkey(), 9)
+          .ok();
+  const bool got_warm = posted_warm && await_one(&warmed) && warmed.status == IBV_WC_SUCCESS;
+  const bool posted_first = got_warm && post(1);
   const bool got_first = posted_first && await_one(&first);
   const bool posted_second = got_first && post(2);
   std::this_thread::sleep_for(std::chrono::milliseconds(85));
   const bool got_second = posted_second && await_one(&second);
   stop = true;
   responder.join();
+  ASSERT_TRUE(got_warm) << ibv_wc_status_str(warmed.status);
   ASSERT_TRUE(got_first);
   EXPECT_EQ(first.status, IBV_WC_SUCCESS) << ibv_wc_status_str(first.status);
   ASSERT_TRUE(got_second);
