@@ -181,75 +181,66 @@ uint64_t ResidentBytes() {
   return got == 2 ? resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
 }
 
+// Bytes made resident by creating `count` VQPs of `config` on one soft device (kept until
+// measured); 0 when /proc cannot be read.
+uint64_t ResidentGrowthOfVqps(const VirtualQpConfig& config, int count) {
+  soft::SimFabric fabric;
+  soft::SoftProvider provider({{{"soft0", "127.0.0.1"}}, &fabric});
+  auto device = provider.OpenDevice("soft0");
+  EXPECT_TRUE(device.ok());
+  if (!device.ok()) return 0;
+  auto pd = (*device)->AllocPd();
+  EXPECT_TRUE(pd.ok());
+  if (!pd.ok()) return 0;
+  verbs::Device* devices[] = {device->get()};
+  verbs::ProtectionDomain* pds[] = {pd->get()};
+  auto cq = VirtualCq::Create(devices, 1024, 1u << 22);
+  EXPECT_TRUE(cq.ok());
+  if (!cq.ok()) return 0;
+  std::vector<std::unique_ptr<VirtualQp>> vqps;
+  const uint64_t before = ResidentBytes();
+  for (int i = 0; i < count; ++i) {
+    auto created = VirtualQp::Create(**cq, pds, config);
+    EXPECT_TRUE(created.ok()) << created.status().ToString();
+    if (!created.ok()) return 0;
+    vqps.push_back(std::move(created).value());
+  }
+  const uint64_t after = ResidentBytes();
+  return before > 0 && after > before ? after - before : 0;
+}
+
 // A VQP sizes its rings for its worst case (max_virtual_wrs, qp_capacity) when it is created;
 // they must cost memory only as far as they are used. Creation once wrote every slot: about
 // 0.8 MiB per default VQP, most of an agent's memory at 1,000 idle VQPs and of their creation
 // time. Four VQPs of 65,536 virtual WRs hold at least 28 MiB of send entries alone.
 TEST(VirtualQpCreation, RingsSizedForTheWorstCaseCostMemoryOnlyAsUsed) {
-  soft::SimFabric fabric;
-  soft::SoftProvider provider({{{"soft0", "127.0.0.1"}}, &fabric});
-  auto device = provider.OpenDevice("soft0");
-  ASSERT_TRUE(device.ok());
-  auto pd = (*device)->AllocPd();
-  ASSERT_TRUE(pd.ok());
-  verbs::Device* devices[] = {device->get()};
-  verbs::ProtectionDomain* pds[] = {pd->get()};
-  auto cq = VirtualCq::Create(devices, 1024, 1u << 22);
-  ASSERT_TRUE(cq.ok());
+  ASSERT_GT(ResidentBytes(), 0u);
   VirtualQpConfig config;
   config.num_qps = 1;
   config.qp_capacity = 64;
   config.max_virtual_wrs = 65536;
   constexpr int kVqps = 4;
   const uint64_t worst = uint64_t{kVqps} * sizeof(SendEntry) * config.max_virtual_wrs;
-  const uint64_t before = ResidentBytes();
-  ASSERT_GT(before, 0u);
-  std::vector<std::unique_ptr<VirtualQp>> vqps;
-  for (int i = 0; i < kVqps; ++i) {
-    auto created = VirtualQp::Create(**cq, pds, config);
-    ASSERT_TRUE(created.ok()) << created.status().ToString();
-    vqps.push_back(std::move(created).value());
-  }
-  const uint64_t grown = ResidentBytes() - before;
+  const uint64_t grown = ResidentGrowthOfVqps(config, kVqps);
   EXPECT_LT(grown, worst / 4) << "creating " << kVqps << " VQPs made " << grown
                               << " bytes resident; their send entries alone could hold " << worst;
-  vqps.clear();
 }
 
 // The same for a VQP of default size (8 physical QPs, 128 WRs each): its soft QPs' queues and
 // scatter lists are a few KiB to a few tens of KiB each, below the heap's mmap threshold, and
-// taking them from the heap touched every page (the arena's calloc clears recycled memory and
-// writes chunk headers into fresh memory): about 340 KiB per idle VQP and, through page faults,
-// a third of CreateVirtualQp's time at 1,000 VQPs. Mapped directly, an unused page stays
-// untouched.
+// taken from the heap they were touched whole (the arena's calloc clears recycled memory and
+// writes chunk headers into fresh memory), which was also a third of CreateVirtualQp's time at
+// 1,000 VQPs in an agent. Mapped directly, an unused page stays untouched.
 TEST(VirtualQpCreation, DefaultSizedQueuesCostMemoryOnlyAsUsed) {
-  soft::SimFabric fabric;
-  soft::SoftProvider provider({{{"soft0", "127.0.0.1"}}, &fabric});
-  auto device = provider.OpenDevice("soft0");
-  ASSERT_TRUE(device.ok());
-  auto pd = (*device)->AllocPd();
-  ASSERT_TRUE(pd.ok());
-  verbs::Device* devices[] = {device->get()};
-  verbs::ProtectionDomain* pds[] = {pd->get()};
-  auto cq = VirtualCq::Create(devices, 1024, 1u << 22);
-  ASSERT_TRUE(cq.ok());
+  ASSERT_GT(ResidentBytes(), 0u);
   VirtualQpConfig config;
   config.num_qps = 8;
   constexpr int kVqps = 32;
-  std::vector<std::unique_ptr<VirtualQp>> vqps;
-  const uint64_t before = ResidentBytes();
-  ASSERT_GT(before, 0u);
-  for (int i = 0; i < kVqps; ++i) {
-    auto created = VirtualQp::Create(**cq, pds, config);
-    ASSERT_TRUE(created.ok()) << created.status().ToString();
-    vqps.push_back(std::move(created).value());
-  }
-  const uint64_t per_vqp = (ResidentBytes() - before) / kVqps;
+  const uint64_t per_vqp = ResidentGrowthOfVqps(config, kVqps) / kVqps;
   std::printf("resident per idle default VQP: %llu KiB\n",
               static_cast<unsigned long long>(per_vqp >> 10));
   // Measured: 74 KiB (141 KiB under ASan); 576 KiB with the queues taken from the heap.
   EXPECT_LT(per_vqp, 256u << 10) << "an idle default VQP made " << per_vqp << " bytes resident";
-  vqps.clear();
 }
 
 }  // namespace
