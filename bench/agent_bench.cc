@@ -213,6 +213,19 @@ bool WatchRing(RingClient& r, uint64_t vqp) {
   return done.user_data == 1 && done.status == 0;
 }
 
+// The two sides of a ping-pong over the VQP pair `vqp_a` (agent A) / `vqp_b` (agent B): a client
+// of A writing into `b_memory` (B's region granted to `vqp_b`) and a client of B writing back
+// into A's client's memory, both subscribed to their VQP's notifications.
+bool OpenRingPair(AgentProcess& a, AgentProcess& b, const std::string& dir, uint64_t vqp_a,
+                  uint64_t vqp_b, const v1::RegionInfo& b_memory, RingClient* ra, RingClient* rb) {
+  if (!OpenRing(a, dir + "/a.sock.session", vqp_a, b_memory, ra)) return false;
+  v1::RegionInfo a_memory;
+  a_memory.set_region_id(ra->region);
+  return OpenRing(b, dir + "/b.sock.session", vqp_b,
+                  braid::testing::WithGrant(a.stub(), a_memory, vqp_a), rb) &&
+         WatchRing(*ra, vqp_a) && WatchRing(*rb, vqp_b);
+}
+
 // 8-byte WRITE_WITH_IMM ping-pong between two clients, each on its own agent's session rings: A
 // writes into B's region, B's client hears the notification and writes back into A's, A's hears
 // it. One-way latency (half of each round trip as A sees it) in microseconds: p50 and p99.
@@ -276,18 +289,8 @@ int main(int argc, char** argv) {
   const uint64_t vqp = pair.va.vqp_id();
   const v1::RegionInfo& src = pair.src;
   const v1::RegionInfo& dst = pair.dst;
-  RingClient ring;
-  if (!OpenRing(a, dir + "/a.sock.session", vqp, dst, &ring)) return 1;
-  // The ping-pong's other side: a client of agent B writing back into A's client's memory.
-  RingClient back;
-  v1::RegionInfo a_memory;
-  a_memory.set_region_id(ring.region);
-  if (!OpenRing(b, dir + "/b.sock.session", pair.vb.vqp_id(),
-                braid::testing::WithGrant(a.stub(), a_memory, vqp), &back) ||
-      !WatchRing(ring, vqp) || !WatchRing(back, pair.vb.vqp_id())) {
-    return 1;
-  }
-
+  RingClient ring, back;
+  if (!OpenRingPair(a, b, dir, vqp, pair.vb.vqp_id(), dst, &ring, &back)) return 1;
   // The same ping-pong on a 1-QP VQP pair: the shape of the in-process figure (one soft QP, where
   // the immediate travels with the data; an 8-QP SPRAY VQP sends it in a notify after the data's
   // acknowledgement and, when the data went over the other NIC, a fence READ).
@@ -295,15 +298,9 @@ int main(int argc, char** argv) {
   const v1::VirtualQpInfo one_b = braid::testing::CreateVqp(b.stub(), v1::SCHEME_SPRAY, 1);
   braid::testing::ConnectPair(a.stub(), one_a, b.stub(), one_b);
   RingClient one_ring, one_back;
-  v1::RegionInfo one_memory;
-  if (!OpenRing(a, dir + "/a.sock.session", one_a.vqp_id(),
-                braid::testing::WithGrant(b.stub(), dst, one_b.vqp_id()), &one_ring)) {
-    return 1;
-  }
-  one_memory.set_region_id(one_ring.region);
-  if (!OpenRing(b, dir + "/b.sock.session", one_b.vqp_id(),
-                braid::testing::WithGrant(a.stub(), one_memory, one_a.vqp_id()), &one_back) ||
-      !WatchRing(one_ring, one_a.vqp_id()) || !WatchRing(one_back, one_b.vqp_id())) {
+  if (!OpenRingPair(a, b, dir, one_a.vqp_id(), one_b.vqp_id(),
+                    braid::testing::WithGrant(b.stub(), dst, one_b.vqp_id()), &one_ring,
+                    &one_back)) {
     return 1;
   }
 

@@ -37,12 +37,8 @@ void TcpFabric::TcpChannel::Transmit(const PacketHeader& header, std::span<const
   // Within a progress pass (answers to what the pass read, retransmissions) frames wait for the
   // end of the pass, which flushes every connection with output: the answers to a batch of
   // requests leave in one sendmsg, not one each. So do a post batch's requests, at its end.
-  if (!Sendable()) return;
-  if (fabric_->in_pass_ || fabric_->batch_depth_ > 0) {
-    fabric_->MarkPending(*conn_);
-  } else {
-    fabric_->Flush(*conn_);
-  }
+  // (Enqueue activated the channel: its connection is among those a flush of pending ones sends.)
+  if (Sendable() && !fabric_->in_pass_ && fabric_->batch_depth_ == 0) fabric_->Flush(*conn_);
 }
 
 void TcpFabric::TcpChannel::TransmitAck(const PacketHeader& header) {

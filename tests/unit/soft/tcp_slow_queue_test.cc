@@ -106,8 +106,8 @@ TEST(TcpSlowQueue, AnAckThatArrivedWhileThePollerSleptCountsBeforeTheTimeout) {
     }
     return false;
   };
-  auto post = [&](uint64_t id) {
-    return testing::PostRdma(**qa, IBV_WR_RDMA_WRITE, reinterpret_cast<uint64_t>(buf_a.data()),
+  auto post = [&](verbs::Qp& qp, uint64_t id) {
+    return testing::PostRdma(qp, IBV_WR_RDMA_WRITE, reinterpret_cast<uint64_t>(buf_a.data()),
                              kLen, (*ma)->lkey(), reinterpret_cast<uint64_t>(buf_b.data()),
                              (*mb)->rkey(), id)
         .ok();
@@ -116,14 +116,10 @@ TEST(TcpSlowQueue, AnAckThatArrivedWhileThePollerSleptCountsBeforeTheTimeout) {
   // leaves at once (a post outside a progress pass sends), and the poller sleeps through twenty
   // timeouts while the other host answers.
   ibv_wc warmed{}, first{}, second{};
-  const bool posted_warm =
-      testing::PostRdma(**wa, IBV_WR_RDMA_WRITE, reinterpret_cast<uint64_t>(buf_a.data()), kLen,
-                        (*ma)->lkey(), reinterpret_cast<uint64_t>(buf_b.data()), (*mb)->rkey(), 9)
-          .ok();
-  const bool got_warm = posted_warm && await_one(&warmed) && warmed.status == IBV_WC_SUCCESS;
-  const bool posted_first = got_warm && post(1);
+  const bool got_warm = post(**wa, 9) && await_one(&warmed) && warmed.status == IBV_WC_SUCCESS;
+  const bool posted_first = got_warm && post(**qa, 1);
   const bool got_first = posted_first && await_one(&first);
-  const bool posted_second = got_first && post(2);
+  const bool posted_second = got_first && post(**qa, 2);
   std::this_thread::sleep_for(std::chrono::milliseconds(85));
   const bool got_second = posted_second && await_one(&second);
   stop = true;
