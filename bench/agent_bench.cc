@@ -350,7 +350,7 @@ int main(int argc, char** argv) {
       "p50/in %.2f, p99/in %.2f\n",
       one_p50, one_p99, ratio(one_p50, tcp_l), ratio(one_p99, tcp_l));
   std::printf(
-      "(gRPC: the Transfer stream, window 256, batched; ring: a session, 256 deep at 1 MiB, 1024 "
+      "(gRPC: the Transfer stream, window 1024, batched; ring: a session, 256 deep at 1 MiB, 1024 "
       "at 4 KiB;\n"
       " in-process: bench/tcp_loopback.sh of this run, 4 soft QPs / 1 soft QP, -1: not run;\n"
       " CPU: both agents and this client, from /proc)\n");

@@ -35,7 +35,7 @@ struct AgentConfig {
   std::string region_dir = "/dev/shm";
   uint64_t max_region_bytes = 64ull << 30;
   std::string log_level = "info";
-  uint32_t transfer_window = 256;
+  uint32_t transfer_window = 1024;
   uint32_t default_timeout_ms = 30000;
   uint32_t watchdog_ms = 2000;
   // A VQP none of whose data QPs came back for this long of failed recovery attempts fails.

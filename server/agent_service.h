@@ -32,7 +32,7 @@ struct AgentServiceOptions {
   std::string agent_id;
   std::string version = "0.1.0";
   std::string control_endpoint;
-  uint32_t transfer_window = 256;
+  uint32_t transfer_window = 1024;
   uint32_t watcher_capacity = 16384;
   bool fault_injection = false;
   bool plaintext = false;  // TCP served without TLS (GetInfo says so)

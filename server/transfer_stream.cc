@@ -13,7 +13,7 @@ namespace braid::server {
 namespace {
 
 class TransferStream;
-using Link = RelayLink<TransferStream, common::EventQueue<engine::TransferResult>>;
+using Link = RelayLink<TransferStream, engine::TransferSink::Queue>;
 
 class TransferStream final
     : public grpc::ServerBidiReactor<v1::TransferRequest, v1::TransferResponse> {
@@ -49,10 +49,15 @@ class TransferStream final
     Called(2);
   }
 
-  // Submits a held operation, writes what is queued, or ends the stream when nothing is left to
-  // do. Any thread.
+  // Submits a held message, writes what is queued, or ends the stream when nothing is left to do.
+  // Any thread.
   void Kick() {
     RetryHeld();
+    WriteOrFinish();
+  }
+
+  // Writes what is queued, or ends the stream when nothing is left to do. Any thread.
+  void WriteOrFinish() {
     grpc::Status status;
     Next next;
     {
@@ -101,7 +106,6 @@ class TransferStream final
     // finishing meanwhile (OnWriteDone, another thread) must not start the next read, whose
     // operations could then reach the engine first. Operations start in the order sent.
     batch_.clear();
-    next_ = 0;
     for (const v1::TransferOp& op : request_.ops()) {
       common::Result<engine::TransferRequest> parsed = FromProto(op);
       if (!parsed.ok()) {
@@ -111,7 +115,10 @@ class TransferStream final
       parsed->owner = owner_;
       batch_.push_back(std::move(*parsed));
     }
-    if (!SubmitBatch()) return;  // held: the engine rings when it has room
+    if (!SubmitBatch()) {  // held: the engine rings when it has room
+      WriteOrFinish();     // what was refused meanwhile goes out
+      return;
+    }
     ReadDone();
   }
 
@@ -149,26 +156,26 @@ class TransferStream final
  private:
   enum class Next { kNothing, kWrite, kFinish };
 
-  // Hands batch_[next_..] to the engine, in order. False when its command queue is full (the
-  // engine is stalled): the rest is held, nothing more is read, and the engine rings the relay once
-  // it takes commands again (Kick goes on then). A ring that comes while this runs is not lost: it
-  // makes this try once more. REQUIRES: submitting_ was set by the caller.
+  // Hands batch_ to the engine, in order, as one command. False when its command queue is full
+  // (the engine is stalled): the batch is held, nothing more is read, and the engine rings the
+  // relay once it takes commands again (Kick goes on then). A ring that comes while this runs is
+  // not lost: it makes this try once more. REQUIRES: submitting_ was set by the caller.
   bool SubmitBatch() {
     for (;;) {
-      while (next_ < batch_.size()) {
-        const engine::TransferRequest& request = batch_[next_];
-        const common::Status s = engine_.SubmitTransfer(request, sink_, bell_);
-        if (s.code() == common::StatusCode::kNoResource) break;
-        if (!s.ok()) Refuse(request.op_id, s);
-        ++next_;
+      if (!batch_.empty()) {
+        const common::Status s = engine_.SubmitTransfers(batch_, sink_, bell_);
+        if (!s.ok() && s.code() != common::StatusCode::kNoResource) {
+          for (const engine::TransferRequest& request : batch_) Refuse(request.op_id, s);
+          batch_.clear();
+        }
       }
       std::lock_guard<std::mutex> lock(link_->mu);
-      if (next_ < batch_.size() && room_rang_) {
+      if (!batch_.empty() && room_rang_) {
         room_rang_ = false;
         continue;
       }
       submitting_ = false;
-      held_ = next_ < batch_.size();
+      held_ = !batch_.empty();
       return !held_;
     }
   }
@@ -189,11 +196,12 @@ class TransferStream final
       stopping = shutting_down_ || cancelled_ || broken_;
     }
     if (stopping) {
-      for (; next_ < batch_.size(); ++next_) {
-        Refuse(batch_[next_].op_id,
+      for (const engine::TransferRequest& request : batch_) {
+        Refuse(request.op_id,
                common::Status::Cancelled("the stream is ending (client gone or agent stopping); "
                                          "the operation was not started"));
       }
+      batch_.clear();
       std::lock_guard<std::mutex> lock(link_->mu);
       submitting_ = false;
     } else if (!SubmitBatch()) {
@@ -212,12 +220,14 @@ class TransferStream final
     Kick();
   }
 
-  // Room is reserved: the sink holds every outstanding operation's result.
+  // An operation that never reaches the engine: its result waits with the stream's own (the sink
+  // has one producer, the engine). The caller kicks the stream afterwards.
   void Refuse(uint64_t op_id, common::Status status) {
     engine::TransferResult r;
     r.op_id = op_id;
     r.status = std::move(status);
-    (void)sink_->results.Push(std::move(r));
+    std::lock_guard<std::mutex> lock(link_->mu);
+    refused_.push_back(std::move(r));
   }
 
   // Reads the next operation while the window has room.
@@ -251,6 +261,10 @@ class TransferStream final
       for (;;) {
         response_.Clear();
         uint64_t n = 0;
+        for (; n < refused_.size() && n < kMaxCompletionsPerMessage; ++n) {
+          ToProto(refused_[n], response_.add_completions());
+        }
+        refused_.erase(refused_.begin(), refused_.begin() + static_cast<ptrdiff_t>(n));
         while (n < kMaxCompletionsPerMessage) {
           std::optional<engine::TransferResult> r = results.TryPop();
           if (!r) break;
@@ -295,9 +309,9 @@ class TransferStream final
   std::shared_ptr<TransferStream> self_;  // until OnDone
   v1::TransferRequest request_;
   v1::TransferResponse response_;
-  // The message read last, parsed; touched only by whoever set submitting_ (or found held_).
+  // The message read last, parsed, until the engine takes it; touched only by whoever set
+  // submitting_ (or found held_).
   std::vector<engine::TransferRequest> batch_;
-  size_t next_ = 0;  // batch_[next_..] is not with the engine yet
   // Guarded by link_->mu.
   uint64_t outstanding_ = 0;  // read, not yet written back
   uint64_t in_write_ = 0;     // completions in the write under way
@@ -313,8 +327,9 @@ class TransferStream final
   bool shutting_down_;
   bool submitting_ = false;  // a thread is handing batch_ to the engine
   bool room_rang_ = false;   // the engine rang while submitting_: try once more
-  bool held_ = false;        // batch_[next_..] waits for room in the engine's command queue
+  bool held_ = false;        // batch_ waits for room in the engine's command queue
   grpc::Status invalid_;     // a malformed message: the stream ends with this once drained
+  std::vector<engine::TransferResult> refused_;  // results of operations the engine never took
 };
 
 }  // namespace

@@ -8,9 +8,9 @@
 // none, ends the stream with INVALID_ARGUMENT once what was accepted has completed). Every
 // accepted operation's result is written before the stream ends, also at shutdown (the engine
 // completes what is left); a cancelled client is told nothing. Operations reach the engine in the
-// order they were read; when its command queue is full (a stalled engine) the rest of the message
-// is held and reading stops until the engine, taking commands again, rings the relay. No thread of
-// its own, no sleeping in gRPC's threads.
+// order they were read, one command per message; when its command queue is full (a stalled engine)
+// the message is held and reading stops until the engine, taking commands again, rings the relay.
+// No thread of its own, no sleeping in gRPC's threads.
 // Threading: gRPC's reactions and the relay's OnReady, serialized by one mutex that is never held
 // while calling into gRPC (whose reactions may run inline).
 // Ownership: gRPC owns the reactor (it deletes itself in OnDone); the relay and the reactor share

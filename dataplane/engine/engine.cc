@@ -192,10 +192,28 @@ Status Engine::Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watch
 
 Status Engine::SubmitTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink,
                               const std::shared_ptr<common::Doorbell>& on_room) {
-  // One command, built once: a refused push leaves it intact for the second try.
   Command command = [request, sink = std::move(sink)](Engine& e) {
     e.StartTransfer(request, sink);
   };
+  return PushTransferCommand(command, on_room);
+}
+
+Status Engine::SubmitTransfers(std::vector<TransferRequest>& requests,
+                               std::shared_ptr<TransferSink> sink,
+                               const std::shared_ptr<common::Doorbell>& on_room) {
+  auto batch = std::make_shared<std::vector<TransferRequest>>(std::move(requests));
+  requests.clear();
+  Command command = [batch, sink = std::move(sink)](Engine& e) {
+    for (const TransferRequest& request : *batch) e.StartTransfer(request, sink);
+  };
+  Status s = PushTransferCommand(command, on_room);
+  if (!s.ok()) requests = std::move(*batch);  // refused: the caller's again, untouched
+  return s;
+}
+
+Status Engine::PushTransferCommand(Command& command,
+                                   const std::shared_ptr<common::Doorbell>& on_room) {
+  // A refused push leaves the command intact for the second try.
   Status s = commands_.Push(std::move(command));
   if (s.ok()) return s;
   room_.full_count.fetch_add(1, std::memory_order_relaxed);

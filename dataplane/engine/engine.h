@@ -131,6 +131,12 @@ class Engine {
   // Otherwise exactly one TransferResult reaches `sink`.
   common::Status SubmitTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink,
                                 const std::shared_ptr<common::Doorbell>& on_room = nullptr);
+  // The same for many transfers as one command (a client's batch: one queue entry, not one per
+  // transfer); they start in the order given. On success `requests` is taken (left empty); on
+  // kNoResource it is left as it was, none of them started.
+  common::Status SubmitTransfers(std::vector<TransferRequest>& requests,
+                                 std::shared_ptr<TransferSink> sink,
+                                 const std::shared_ptr<common::Doorbell>& on_room = nullptr);
 
   // Local sessions (engine_sessions.cc; doc/local_data_path.md). OpenSession makes the shared
   // segment and the two doorbells. From then on the engine takes the session's entries straight
@@ -186,6 +192,10 @@ class Engine {
   template <typename R, typename F>
   common::Result<R> Call(F fn);
   common::Status CallStatus(std::function<common::Status(Engine&)> fn);
+  // Queues a transfer command; when the queue is full, registers `on_room` (if any) and tries
+  // once more. The command is left intact when both pushes are refused (engine.cc).
+  common::Status PushTransferCommand(Command& command,
+                                     const std::shared_ptr<common::Doorbell>& on_room);
 
   // The thread (engine.cc).
   common::Status Init();

@@ -236,14 +236,16 @@ struct TransferResult {
   uint64_t latency_ns = 0;
 };
 
-// Where one client's transfer completions go. The engine pushes; the client's thread pops.
-// Capacity must cover the client's window (a full sink is a client bug: the result is dropped
-// and counted).
+// Where one client's transfer completions go. The engine thread alone pushes; one client thread
+// at a time pops. Capacity must cover the client's window (a full sink is a client bug: the result
+// is dropped and counted); the memory follows the results waiting, not the capacity, so a wide
+// window costs an idle or slow stream nothing.
 struct TransferSink {
+  using Queue = common::EventQueue<TransferResult, common::SegmentedQueue<TransferResult>>;
   explicit TransferSink(size_t capacity) : results(capacity) {}
   TransferSink(size_t capacity, std::shared_ptr<common::Doorbell> doorbell)
       : results(capacity, std::move(doorbell)) {}
-  common::EventQueue<TransferResult> results;
+  Queue results;
   std::atomic<uint64_t> dropped{0};
 };
 

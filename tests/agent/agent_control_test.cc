@@ -414,7 +414,7 @@ TEST_F(AgentHostileTest, AClientSendingPastTheWindowIsHeldBackAndEveryOperationC
   v1::TransferResponse response;
   ASSERT_TRUE(stream->Read(&response));
   const uint32_t window = response.window().max_in_flight();
-  ASSERT_EQ(window, 256u);
+  ASSERT_EQ(window, 1024u);
   const uint32_t sent = window + 44;
   for (uint32_t i = 0; i < sent; ++i) ASSERT_TRUE(stream->Write(OneOp(GoodWrite(i)))) << i;
   stream->WritesDone();
@@ -462,23 +462,24 @@ TEST_F(AgentHostileTest, AClientSendingPastTheWindowIsHeldBackAndEveryOperationC
   const std::string m = ScrapeMetrics(a_->metrics_port());
   EXPECT_EQ(
       MetricSum(m, "braid_virtual_wr_completions_total", {{"op", "write"}, {"status", "success"}}),
-      256 + 44 + 2);
+      window + 44 + 2);
 }
 
 // A message with no operations, or with more than the window, ends the stream with
 // INVALID_ARGUMENT, but only after every operation accepted before it has completed.
 TEST_F(AgentHostileTest, AnEmptyOrOversizedTransferMessageEndsTheStreamAfterWhatWasAccepted) {
+  constexpr int kWindow = 1024;  // the agent's default
   struct Case {
     const char* what;
     int ops;
   };
-  for (const Case& bad : {Case{"empty", 0}, Case{"oversized", 257}}) {
+  for (const Case& bad : {Case{"empty", 0}, Case{"oversized", kWindow + 1}}) {
     SCOPED_TRACE(bad.what);
     grpc::ClientContext ctx;
     auto stream = a_->stub().Transfer(&ctx);
     v1::TransferResponse response;
     ASSERT_TRUE(stream->Read(&response));
-    ASSERT_EQ(response.window().max_in_flight(), 256u);
+    ASSERT_EQ(response.window().max_in_flight(), static_cast<uint32_t>(kWindow));
     v1::TransferRequest good;  // three operations in one message
     for (uint64_t i = 1; i <= 3; ++i) *good.add_ops() = GoodWrite(i);
     ASSERT_TRUE(stream->Write(good));
@@ -496,22 +497,23 @@ TEST_F(AgentHostileTest, AnEmptyOrOversizedTransferMessageEndsTheStreamAfterWhat
     const grpc::Status s = stream->Finish();
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
     EXPECT_NE(
-        s.error_message().find("carries " + std::to_string(bad.ops) + " operations; send 1 to 256"),
+        s.error_message().find("carries " + std::to_string(bad.ops) + " operations; send 1 to " +
+                               std::to_string(kWindow)),
         std::string::npos)
         << s.error_message();
     EXPECT_EQ(seen, (std::map<uint64_t, int>{{1, 1}, {2, 1}, {3, 1}}));
   }
   // The agent goes on serving: a full window in one message, each completing once.
   std::vector<v1::TransferOp> ops;
-  for (uint64_t i = 0; i < 256; ++i) ops.push_back(GoodWrite(i));
-  const TransferRun run = RunTransfers(a_->stub(), ops, 0, 256);
+  for (uint64_t i = 0; i < kWindow; ++i) ops.push_back(GoodWrite(i));
+  const TransferRun run = RunTransfers(a_->stub(), ops, 0, kWindow);
   ASSERT_TRUE(run.status.ok()) << run.status.error_message();
   std::map<uint64_t, int> seen;
   for (const auto& c : run.completions) {
     ++seen[c.op_id()];
     EXPECT_EQ(c.code(), 0) << c.message();
   }
-  EXPECT_EQ(seen.size(), 256u);
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kWindow));
 }
 
 // Idle means asleep: over ten seconds the engine loop turns only when its wait times out (every

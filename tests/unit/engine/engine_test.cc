@@ -325,6 +325,46 @@ TEST_F(EngineTest, AFullCommandQueueRingsItsWaitersOnceTheEngineTakesCommands) {
   for (const auto& r : results) ASSERT_TRUE(r.status.ok()) << r.status.ToString();
 }
 
+// A client's batch goes to the engine as one command: refused whole by a full command queue (the
+// caller keeps every request, none started), taken whole once there is room, started in order.
+TEST_F(EngineTest, ABatchRefusedByAFullCommandQueueStaysWithItsCallerAndLaterGoesInWhole) {
+  struct CountingBell final : common::Doorbell {
+    void Ring() override { rings.fetch_add(1); }
+    std::atomic<int> rings{0};
+  };
+  auto bell = std::make_shared<CountingBell>();
+  FaultRequest stall;
+  stall.kind = FaultKind::kStallEngine;
+  stall.duration_ms = 300;
+  ASSERT_TRUE(a_.engine->InjectFault(stall).ok());
+  auto sink = std::make_shared<TransferSink>(8192);
+  uint64_t singles = 0;
+  while (a_.engine->SubmitTransfer(Write(singles, (singles % 16384) * 4096, 4096), sink).ok()) {
+    ++singles;
+    ASSERT_LT(singles, 8000u) << "the queue never filled";
+  }
+  constexpr uint64_t kBatch = 64;
+  std::vector<TransferRequest> batch;
+  for (uint64_t i = 0; i < kBatch; ++i) batch.push_back(Write(100000 + i, i * 4096, 4096));
+  const common::Status refused = a_.engine->SubmitTransfers(batch, sink, bell);
+  ASSERT_EQ(refused.code(), common::StatusCode::kNoResource);
+  ASSERT_EQ(batch.size(), kBatch) << "a refused batch must stay with its caller";
+  for (uint64_t i = 0; i < kBatch; ++i) ASSERT_EQ(batch[i].op_id, 100000 + i);
+  for (int i = 0; i < 500 && bell->rings.load() == 0; ++i) usleep(10000);
+  ASSERT_GE(bell->rings.load(), 1) << "the engine took commands again without ringing";
+  ASSERT_TRUE(a_.engine->SubmitTransfers(batch, sink, bell).ok());
+  EXPECT_TRUE(batch.empty()) << "an accepted batch is the engine's";
+  auto results = Collect(*sink, singles + kBatch);
+  ASSERT_EQ(results.size(), singles + kBatch);
+  std::vector<uint64_t> batch_order;
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    if (r.op_id >= 100000) batch_order.push_back(r.op_id - 100000);
+  }
+  ASSERT_EQ(batch_order.size(), kBatch);
+  for (uint64_t i = 0; i < kBatch; ++i) EXPECT_EQ(batch_order[i], i) << "started out of order";
+}
+
 TEST_F(EngineTest, AnIdleEngineSleeps) { ExpectSleepsForHalfASecond(*a_.engine); }
 
 }  // namespace
