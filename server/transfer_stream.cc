@@ -106,6 +106,7 @@ class TransferStream final
     // finishing meanwhile (OnWriteDone, another thread) must not start the next read, whose
     // operations could then reach the engine first. Operations start in the order sent.
     batch_.clear();
+    batch_.reserve(static_cast<size_t>(n));  // the last one went to the engine with its storage
     for (const v1::TransferOp& op : request_.ops()) {
       common::Result<engine::TransferRequest> parsed = FromProto(op);
       if (!parsed.ok()) {

@@ -496,10 +496,9 @@ TEST_F(AgentHostileTest, AnEmptyOrOversizedTransferMessageEndsTheStreamAfterWhat
     }
     const grpc::Status s = stream->Finish();
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
-    EXPECT_NE(
-        s.error_message().find("carries " + std::to_string(bad.ops) + " operations; send 1 to " +
-                               std::to_string(kWindow)),
-        std::string::npos)
+    EXPECT_NE(s.error_message().find("carries " + std::to_string(bad.ops) +
+                                     " operations; send 1 to " + std::to_string(kWindow)),
+              std::string::npos)
         << s.error_message();
     EXPECT_EQ(seen, (std::map<uint64_t, int>{{1, 1}, {2, 1}, {3, 1}}));
   }

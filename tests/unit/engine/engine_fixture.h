@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -104,11 +105,38 @@ class EngineTest : public ::testing::Test {
     return out;
   }
 
+  // Stalls engine A for 300 ms and submits 4 KiB writes (op ids 0, 1, ...) into `sink` until its
+  // command queue refuses one; `bell`, if given, is then registered to ring once there is room.
+  // Returns how many went in.
+  uint64_t StallAndFillCommandQueue(const std::shared_ptr<TransferSink>& sink,
+                                    const std::shared_ptr<common::Doorbell>& bell) {
+    FaultRequest stall;
+    stall.kind = FaultKind::kStallEngine;
+    stall.duration_ms = 300;
+    EXPECT_TRUE(a_.engine->InjectFault(stall).ok());
+    uint64_t n = 0;
+    common::Status s;
+    while ((s = a_.engine->SubmitTransfer(Write(n, (n % 16384) * 4096, 4096), sink, bell)).ok()) {
+      if (++n == 8000) {
+        ADD_FAILURE() << "the command queue never filled";
+        break;
+      }
+    }
+    EXPECT_EQ(s.code(), common::StatusCode::kNoResource);
+    return n;
+  }
+
   Side a_{0};
   Side b_{1};
   uint64_t vqp_ = 0;
   uint64_t peer_vqp_ = 0;
   RegionStatus local_, remote_;
+};
+
+// Counts the rings of a producer's doorbell.
+struct CountingBell final : common::Doorbell {
+  void Ring() override { rings.fetch_add(1); }
+  std::atomic<int> rings{0};
 };
 
 // Over half a second, the engine sleeps in epoll between its 100 ms heartbeats: a handful of

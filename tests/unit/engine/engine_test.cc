@@ -295,25 +295,9 @@ TEST_F(EngineTest, ARevokedGrantFailsThePeersNextWriteAndIsAnEvent) {
 // (its doorbell rings) once the engine takes commands again, and its operation then goes in. No
 // producer has to sleep and retry.
 TEST_F(EngineTest, AFullCommandQueueRingsItsWaitersOnceTheEngineTakesCommands) {
-  struct CountingBell final : common::Doorbell {
-    void Ring() override { rings.fetch_add(1); }
-    std::atomic<int> rings{0};
-  };
   auto bell = std::make_shared<CountingBell>();
-  FaultRequest stall;
-  stall.kind = FaultKind::kStallEngine;
-  stall.duration_ms = 300;
-  ASSERT_TRUE(a_.engine->InjectFault(stall).ok());
   auto sink = std::make_shared<TransferSink>(8192);
-  uint64_t submitted = 0;
-  common::Status s;
-  while ((s = a_.engine->SubmitTransfer(Write(submitted, (submitted % 16384) * 4096, 4096), sink,
-                                        bell))
-             .ok()) {
-    ++submitted;
-    ASSERT_LT(submitted, 8000u) << "the queue never filled";
-  }
-  ASSERT_EQ(s.code(), common::StatusCode::kNoResource);
+  uint64_t submitted = StallAndFillCommandQueue(sink, bell);
   EXPECT_EQ(bell->rings.load(), 0) << "rung while the engine is still stalled";
   for (int i = 0; i < 500 && bell->rings.load() == 0; ++i) usleep(10000);
   ASSERT_GE(bell->rings.load(), 1) << "the engine took commands again without ringing";
@@ -328,21 +312,9 @@ TEST_F(EngineTest, AFullCommandQueueRingsItsWaitersOnceTheEngineTakesCommands) {
 // A client's batch goes to the engine as one command: refused whole by a full command queue (the
 // caller keeps every request, none started), taken whole once there is room, started in order.
 TEST_F(EngineTest, ABatchRefusedByAFullCommandQueueStaysWithItsCallerAndLaterGoesInWhole) {
-  struct CountingBell final : common::Doorbell {
-    void Ring() override { rings.fetch_add(1); }
-    std::atomic<int> rings{0};
-  };
   auto bell = std::make_shared<CountingBell>();
-  FaultRequest stall;
-  stall.kind = FaultKind::kStallEngine;
-  stall.duration_ms = 300;
-  ASSERT_TRUE(a_.engine->InjectFault(stall).ok());
   auto sink = std::make_shared<TransferSink>(8192);
-  uint64_t singles = 0;
-  while (a_.engine->SubmitTransfer(Write(singles, (singles % 16384) * 4096, 4096), sink).ok()) {
-    ++singles;
-    ASSERT_LT(singles, 8000u) << "the queue never filled";
-  }
+  const uint64_t singles = StallAndFillCommandQueue(sink, nullptr);
   constexpr uint64_t kBatch = 64;
   std::vector<TransferRequest> batch;
   for (uint64_t i = 0; i < kBatch; ++i) batch.push_back(Write(100000 + i, i * 4096, 4096));
