@@ -163,13 +163,8 @@ class TransferStream final
   // not lost: it makes this try once more. REQUIRES: submitting_ was set by the caller.
   bool SubmitBatch() {
     for (;;) {
-      if (!batch_.empty()) {
-        const common::Status s = engine_.SubmitTransfers(batch_, sink_, bell_);
-        if (!s.ok() && s.code() != common::StatusCode::kNoResource) {
-          for (const engine::TransferRequest& request : batch_) Refuse(request.op_id, s);
-          batch_.clear();
-        }
-      }
+      // Taken whole (batch_ left empty) or refused whole for a full queue (batch_ as it was).
+      if (!batch_.empty()) (void)engine_.SubmitTransfers(batch_, sink_, bell_);
       std::lock_guard<std::mutex> lock(link_->mu);
       if (!batch_.empty() && room_rang_) {
         room_rang_ = false;

@@ -3,9 +3,9 @@
 //                receiver's notifications resume, 1,000 messages arrive with theirs, in order;
 //   "flap"       one link down/up every 200 ms under a stream of 1 MiB writes: at most 5
 //                operations fail (the goal is none) and the stream keeps going; the throughput
-//                kept is printed next to its goal (0.6 of before; 0.74 measured alone), which
-//                is a benchmark figure: checked here only against a floor of 0.4, since a test
-//                run next to others on two cores measured 0.58.
+//                kept is printed next to its goal (0.6 of before), a benchmark figure that
+//                this VM's drift moves by more than the margin (0.74 one day, 0.52-0.61 on
+//                another, for this build and the one before): checked here against 0.4 only.
 #include <unistd.h>
 
 #include <chrono>
