@@ -415,8 +415,16 @@ TEST_F(AgentHostileTest, AClientSendingPastTheWindowIsHeldBackAndEveryOperationC
   ASSERT_TRUE(stream->Read(&response));
   const uint32_t window = response.window().max_in_flight();
   ASSERT_EQ(window, 1024u);
+  // A full window in one message, then 44 more: sent quickly, so the peer's silence is measured
+  // from when they went, not from a thousand separate messages.
   const uint32_t sent = window + 44;
-  for (uint32_t i = 0; i < sent; ++i) ASSERT_TRUE(stream->Write(OneOp(GoodWrite(i)))) << i;
+  for (uint32_t first = 0; first < sent; first += window) {
+    v1::TransferRequest request;
+    for (uint32_t i = first; i < std::min(sent, first + window); ++i) {
+      *request.add_ops() = GoodWrite(i);
+    }
+    ASSERT_TRUE(stream->Write(request)) << first;
+  }
   stream->WritesDone();
   // A while later the stream is still open and nothing has completed: the agent stopped reading
   // at the window instead of ending the stream. (Much longer, and the peer's silence exhausts the
