@@ -3,6 +3,7 @@
 // submitted with SubmitBatch, 1,024 per batch. Bytes are not checked here (the tests do).
 // Usage: braid_sdk_bench AGENT_A AGENT_B   (e.g. unix:/tmp/a.sock 127.0.0.1:7652)
 // Prints: "cpp 1MiB_write_gbs X" and "cpp 4KiB_batch_mops Y".
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -80,6 +81,18 @@ int main(int argc, char** argv) {
   }
   for (auto& f : futures) failed += f.get().status.ok() ? 0 : 1;
   const double small_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  // One 4 KiB WRITE at a time: submit, wait for its future, next (latency through the SDK, the
+  // agents and back).
+  const int one_ops = 5000;
+  std::vector<double> one_us;
+  one_us.reserve(one_ops);
+  for (int i = 0; i < one_ops; ++i) {
+    const auto t = Clock::now();
+    failed +=
+        s.Submit(Write(**src, remote, 4096, static_cast<uint64_t>(i))).get().status.ok() ? 0 : 1;
+    one_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
+  }
+  std::sort(one_us.begin(), one_us.end());
   if (failed != 0) {
     std::fprintf(stderr, "sdk_bench: %lu operations failed\n", static_cast<unsigned long>(failed));
     return 1;
@@ -87,6 +100,8 @@ int main(int argc, char** argv) {
   std::printf("cpp 1MiB_write_gbs %.3f\n", static_cast<double>(big_ops * kMiB) / big_s / 1e9);
   std::printf("cpp 4KiB_batch_mops %.4f\n",
               static_cast<double>(batches * per_batch) / small_s / 1e6);
+  std::printf("cpp 4KiB_one_at_a_time_p50_us %.1f\n", one_us[one_us.size() / 2]);
+  std::printf("cpp 4KiB_one_at_a_time_p99_us %.1f\n", one_us[one_us.size() * 99 / 100]);
   std::printf("cpp path %s\n", s.path());
   return 0;
 }

@@ -46,6 +46,8 @@ struct AgentConfig {
   uint32_t max_cq_entries = 1u << 22;
   // File descriptors kept free for the control plane (gRPC connections, region files, health).
   uint32_t fd_reserve = 256;
+  // The engine gives its core away after each busy-poll turn that found nothing (EngineOptions).
+  bool engine_yield = true;
   AuthConfig auth;  // TLS, identities and roles (server/auth_config.h)
 
   common::Status Validate() const;

@@ -45,6 +45,9 @@ int main(int argc, char** argv) {
                                 "per device, completion entries VQPs may reserve in all");
   auto* fd_reserve = app.add_option("--fd-reserve", flags.fd_reserve,
                                     "file descriptors kept free for the control plane");
+  auto* engine_yield = app.add_option("--engine-yield", flags.engine_yield,
+                                      "the data-plane thread gives its core away between busy-poll "
+                                      "turns that find nothing (true|false)");
   std::string client_auth, anonymous_role;
   std::vector<std::string> identities;
   auto* tls_cert = app.add_option("--tls-cert", flags.auth.tls.cert, "PEM certificate chain");
@@ -90,6 +93,7 @@ int main(int argc, char** argv) {
   if (*cooldown) config.qp_cooldown_ms = flags.qp_cooldown_ms;
   if (*max_cq) config.max_cq_entries = flags.max_cq_entries;
   if (*fd_reserve) config.fd_reserve = flags.fd_reserve;
+  if (*engine_yield) config.engine_yield = flags.engine_yield;
   if (*faults) config.fault_injection = true;
   if (*tls_cert) config.auth.tls.cert = flags.auth.tls.cert;
   if (*tls_key) config.auth.tls.key = flags.auth.tls.key;

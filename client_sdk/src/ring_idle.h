@@ -1,10 +1,13 @@
 // RingIdle: how an SDK thread that reaps a local session's ring waits when the ring runs dry.
-// It spins a short while (more tends to follow), then sleeps on the client's doorbell, 10 ms at a
-// time, looking between sleeps whether the agent closed the session socket; in busy-poll mode it
-// never sleeps. Used by the ring transport's reader and by NotificationStream's.
-// Threading: one per reaping thread.
+// It spins a short while (more tends to follow), giving the core away between looks (on a small
+// machine the engine that must produce the next completion may be waiting for it), then sleeps on
+// the client's doorbell, 10 ms at a time, looking between sleeps whether the agent closed the
+// session socket; in busy-poll mode it never sleeps (and still yields between looks). Used by the
+// ring transport's reader and by NotificationStream's. Threading: one per reaping thread.
 #ifndef BRAID_CLIENT_SDK_SRC_RING_IDLE_H_
 #define BRAID_CLIENT_SDK_SRC_RING_IDLE_H_
+
+#include <sched.h>
 
 #include <chrono>
 
@@ -20,7 +23,10 @@ class RingIdle {
   void Busy() { idle_since_ = std::chrono::steady_clock::now(); }
   // A reap found nothing: spins or sleeps a little. False when the agent ended the session.
   bool Idle(session::SessionClient& client) {
-    if (busy_poll_ || std::chrono::steady_clock::now() - idle_since_ < kSpin) return true;
+    if (busy_poll_ || std::chrono::steady_clock::now() - idle_since_ < kSpin) {
+      sched_yield();  // spinning, the core goes to whoever is ready on it: often the agent's engine
+      return true;
+    }
     return client.Wait(kSleepMs) || !client.AgentGone();
   }
 

@@ -3,6 +3,7 @@
 #include "dataplane/engine/engine.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -315,10 +316,14 @@ void Engine::Run() {
     WakeSessions();
     if (active || transfers_.in_flight > 0 || transfers_.posted > 0) {
       loop_.last_activity_ns = now;
+      if (!active && !ran) YieldCore();  // waiting on the wire: let whoever woke here run
       continue;
     }
     if (ran) continue;  // control commands: look again, but they start no linger
-    if (now - loop_.last_activity_ns < uint64_t{options_.idle_linger_us} * 1000) continue;
+    if (now - loop_.last_activity_ns < uint64_t{options_.idle_linger_us} * 1000) {
+      YieldCore();
+      continue;
+    }
     Sleep();
   }
 }
@@ -345,6 +350,12 @@ bool Engine::RunCommands() {
     for (const auto& bell : waiters) bell->Ring();
   }
   return any;
+}
+
+void Engine::YieldCore() {
+  if (!options_.yield_when_idle) return;
+  ++stats_.yields;
+  sched_yield();
 }
 
 void Engine::Sleep() {

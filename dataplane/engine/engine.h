@@ -9,7 +9,8 @@
 // The loop: take commands, post (transfers waiting for room first; what one turn posts is one
 // post batch per device, verbs::Device::BeginPostBatch), poll the virtual CQ (bounded), deliver
 // completions, check deadlines. It busy-polls while any transfer is in flight (and for
-// `idle_linger_us` after the last activity), then arms the CQs and sleeps in epoll on the command
+// `idle_linger_us` after the last activity; giving its core away after each turn that found
+// nothing, `yield_when_idle`), then arms the CQs and sleeps in epoll on the command
 // queue's eventfd, the CQs' wakeup fds and the devices' progress fds (soft NICs: their sockets), at
 // most `idle_wait_ms` at a time so the heartbeat the stall watchdog reads keeps moving: an idle
 // engine uses no CPU to speak of.
@@ -201,6 +202,7 @@ class Engine {
   common::Status Init();
   void Run();
   bool RunCommands();
+  void YieldCore();  // after a turn that found nothing, unless yield_when_idle is off
   void Sleep();
   common::Status SetupWaitSet();
   void Shutdown();

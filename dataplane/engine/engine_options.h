@@ -31,6 +31,11 @@ struct EngineOptions {
   uint32_t default_timeout_ms = 30000;
   uint32_t notify_receives = 256;  // length-0 receives kept posted per VQP
   uint32_t idle_linger_us = 200;
+  // While it busy-polls and a turn finds nothing (work in flight, or lingering), the engine gives
+  // its core away (sched_yield) before the next turn: a thread woken on that core (a client
+  // waiting for its completion, a gRPC handler, a second agent's engine) runs at once rather than
+  // when the scheduler preempts a spinning loop. Off: the loop spins unbroken (a core of its own).
+  bool yield_when_idle = true;
   uint32_t idle_wait_ms = 100;  // with nothing to recover; at most kRecoveryWaitMs while recovering
   uint32_t call_timeout_ms = 5000;
   bool fault_injection = false;

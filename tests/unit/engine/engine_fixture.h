@@ -30,7 +30,7 @@ inline std::string Ip(int side) {
 }
 
 struct Side {
-  explicit Side(int side)
+  explicit Side(int side, bool yield_when_idle = true)
       : fabric(soft::TcpFabricOptions{.port = testing::TestPort(4)}),
         provider({{{"soft0", Ip(side)}}, &fabric}) {
     EngineOptions o;
@@ -38,6 +38,7 @@ struct Side {
     o.agent_id = "engine" + std::to_string(side);
     o.region_dir = dir;
     o.fault_injection = true;  // a test stalls the engine
+    o.yield_when_idle = yield_when_idle;
     std::filesystem::create_directories(dir);
     auto e = Engine::Start(o);
     EXPECT_TRUE(e.ok()) << e.status().ToString();

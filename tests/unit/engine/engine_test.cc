@@ -339,5 +339,32 @@ TEST_F(EngineTest, ABatchRefusedByAFullCommandQueueStaysWithItsCallerAndLaterGoe
 
 TEST_F(EngineTest, AnIdleEngineSleeps) { ExpectSleepsForHalfASecond(*a_.engine); }
 
+// While it waits on the wire and while it lingers after activity, the engine polls; each turn that
+// finds nothing gives the core away, so a thread woken on that core (the client waiting for this
+// very completion) runs at once. Told not to (a core of its own), it spins unbroken.
+TEST_F(EngineTest, ABusyPollingEngineGivesItsCoreAwayAfterEachEmptyTurnUnlessToldNot) {
+  auto before = a_.engine->Snapshot();
+  ASSERT_TRUE(before.ok());
+  auto sink = std::make_shared<TransferSink>(64);
+  for (uint64_t i = 0; i < 64; ++i) {
+    ASSERT_TRUE(a_.engine->SubmitTransfer(Write(i, i * 4096, 4096), sink, nullptr).ok());
+  }
+  const auto results = Collect(*sink, 64);
+  ASSERT_EQ(results.size(), 64u);
+  for (const auto& r : results) ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  ExpectSleepsForHalfASecond(*a_.engine);  // the linger ended
+  auto after = a_.engine->Snapshot();
+  ASSERT_TRUE(after.ok());
+  EXPECT_GT(after->yields, before->yields) << "the engine polled without giving its core away";
+
+  Side spinning(2, /*yield_when_idle=*/false);
+  ASSERT_TRUE(spinning.engine);
+  ExpectSleepsForHalfASecond(*spinning.engine);  // it lingered after start, then slept
+  auto spun = spinning.engine->Snapshot();
+  ASSERT_TRUE(spun.ok());
+  EXPECT_GT(spun->loop_iterations, 3u);
+  EXPECT_EQ(spun->yields, 0u);
+}
+
 }  // namespace
 }  // namespace braid::engine
