@@ -1,8 +1,10 @@
 // The C++ SDK's rates, the reference for the Python SDK's (bench/python_sdk.sh runs both on the
 // same agents): 1 MiB WRITEs pipelined through futures (the window kept full), and 4 KiB WRITEs
-// submitted with SubmitBatch, 1,024 per batch. Bytes are not checked here (the tests do).
+// submitted with SubmitBatch, 1,024 per batch; then 4 KiB WRITEs one at a time (the latency of
+// each, p50 and p99). Bytes are not checked here (the tests do).
 // Usage: braid_sdk_bench AGENT_A AGENT_B   (e.g. unix:/tmp/a.sock 127.0.0.1:7652)
-// Prints: "cpp 1MiB_write_gbs X" and "cpp 4KiB_batch_mops Y".
+// Prints: "cpp 1MiB_write_gbs X", "cpp 4KiB_batch_mops Y", "cpp 4KiB_one_at_a_time_p50_us Z" and
+// "cpp 4KiB_one_at_a_time_p99_us W".
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
