@@ -61,6 +61,7 @@ Status Agent::Init() {
   eo.max_cq_entries = config_.max_cq_entries;
   eo.fd_reserve = config_.fd_reserve;
   eo.yield_when_idle = config_.engine_yield;
+  eo.in_flight_spin_us = config_.engine_spin_us;
   // An idle engine wakes only to move its heartbeat, and the health loop reads it, a few times
   // per stall threshold (each wake-up costs CPU that an idle agent should not spend).
   eo.idle_wait_ms = HealthPeriodMs();

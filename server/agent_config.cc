@@ -63,6 +63,7 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(Read(root, "max_cq_entries", c.max_cq_entries));
   BRAID_RETURN_IF_ERROR(Read(root, "fd_reserve", c.fd_reserve));
   BRAID_RETURN_IF_ERROR(Read(root, "engine_yield", c.engine_yield));
+  BRAID_RETURN_IF_ERROR(Read(root, "engine_spin_us", c.engine_spin_us));
   if (const YAML::Node f = root["fault_injection"]) {
     BRAID_RETURN_IF_ERROR(Read(f, "enabled", c.fault_injection));
   }

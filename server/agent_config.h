@@ -48,6 +48,9 @@ struct AgentConfig {
   uint32_t fd_reserve = 256;
   // The engine gives its core away after each busy-poll turn that found nothing (EngineOptions).
   bool engine_yield = true;
+  // With work in flight, how long the engine busy-polls without progress before it sleeps on its
+  // fds (EngineOptions::in_flight_spin_us); 0: it spins until the work completes.
+  uint32_t engine_spin_us = 100;
   AuthConfig auth;  // TLS, identities and roles (server/auth_config.h)
 
   common::Status Validate() const;

@@ -48,6 +48,10 @@ int main(int argc, char** argv) {
   auto* engine_yield = app.add_option("--engine-yield", flags.engine_yield,
                                       "the data-plane thread gives its core away between busy-poll "
                                       "turns that find nothing (true|false)");
+  auto* engine_spin =
+      app.add_option("--engine-spin-us", flags.engine_spin_us,
+                     "with work in flight, how long the data-plane thread "
+                     "busy-polls without progress before it sleeps (0: until done)");
   std::string client_auth, anonymous_role;
   std::vector<std::string> identities;
   auto* tls_cert = app.add_option("--tls-cert", flags.auth.tls.cert, "PEM certificate chain");
@@ -94,6 +98,7 @@ int main(int argc, char** argv) {
   if (*max_cq) config.max_cq_entries = flags.max_cq_entries;
   if (*fd_reserve) config.fd_reserve = flags.fd_reserve;
   if (*engine_yield) config.engine_yield = flags.engine_yield;
+  if (*engine_spin) config.engine_spin_us = flags.engine_spin_us;
   if (*faults) config.fault_injection = true;
   if (*tls_cert) config.auth.tls.cert = flags.auth.tls.cert;
   if (*tls_key) config.auth.tls.key = flags.auth.tls.key;

@@ -94,10 +94,11 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
       out.Family("braid_engine_sleeps_total",
                  "Times the idle data-plane loop slept on its wakeup fds", MetricType::Counter);
   Families::Add(sleeps, {}, static_cast<double>(s.sleeps));
-  auto& yields = out.Family("braid_engine_yields_total",
-                            "Busy-poll turns of the data-plane loop that found nothing and gave the "
-                            "core away",
-                            MetricType::Counter);
+  auto& yields =
+      out.Family("braid_engine_yields_total",
+                 "Busy-poll turns of the data-plane loop that found nothing and gave the "
+                 "core away",
+                 MetricType::Counter);
   Families::Add(yields, {}, static_cast<double>(s.yields));
   auto& queue_full = out.Family(
       "braid_engine_command_queue_full_total",

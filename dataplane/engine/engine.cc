@@ -27,6 +27,8 @@ namespace {
 // The longest an idle engine sleeps while a VQP needs recovery steps (they run when the loop
 // turns).
 constexpr uint32_t kRecoveryWaitMs = 100;
+// A sleep with work in flight: deadlines are checked and soft NIC timers fire at this granularity.
+constexpr uint32_t kInFlightWaitMs = 1;
 
 uint64_t DrawIncarnation() {
   std::random_device rd;
@@ -314,9 +316,22 @@ void Engine::Run() {
       transfers_.next_deadline_check_ns = now + 1000000;
     }
     WakeSessions();
-    if (active || transfers_.in_flight > 0 || transfers_.posted > 0) {
+    if (transfers_.in_flight > 0 || transfers_.posted > 0) {
+      if (active || ran) {
+        loop_.last_activity_ns = now;
+        continue;
+      }
+      // Waiting on the wire: spin a while (letting whoever woke here run), then sleep.
+      const uint64_t spin_ns = uint64_t{options_.in_flight_spin_us} * 1000;
+      if (spin_ns == 0 || now - loop_.last_activity_ns < spin_ns) {
+        YieldCore();
+      } else {
+        Sleep(kInFlightWaitMs);
+      }
+      continue;
+    }
+    if (active) {
       loop_.last_activity_ns = now;
-      if (!active && !ran) YieldCore();  // waiting on the wire: let whoever woke here run
       continue;
     }
     if (ran) continue;  // control commands: look again, but they start no linger
@@ -324,7 +339,7 @@ void Engine::Run() {
       YieldCore();
       continue;
     }
-    Sleep();
+    Sleep(options_.idle_wait_ms);
   }
 }
 
@@ -358,7 +373,7 @@ void Engine::YieldCore() {
   sched_yield();
 }
 
-void Engine::Sleep() {
+void Engine::Sleep(uint32_t max_ms) {
   for (int d = 0; d < cq_->num_devices(); ++d) (void)cq_->physical_cq(d).RequestNotify();
   // Completions that arrived before arming raise no event: look once more.
   if (PollCompletions() > 0) return;
@@ -370,9 +385,7 @@ void Engine::Sleep() {
   ++stats_.sleeps;
   epoll_event events[16];
   // Recovery steps run when the loop turns: while a VQP needs them, wake at least every 100 ms.
-  const uint32_t wait_ms = recovery_.attention.empty()
-                               ? options_.idle_wait_ms
-                               : std::min(options_.idle_wait_ms, kRecoveryWaitMs);
+  const uint32_t wait_ms = recovery_.attention.empty() ? max_ms : std::min(max_ms, kRecoveryWaitMs);
   const int n = epoll_wait(loop_.epoll_fd, events, 16, static_cast<int>(wait_ms));
   commands_.DisarmWait();
   SessionsAwake();

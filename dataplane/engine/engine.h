@@ -8,12 +8,13 @@
 //  - receiver notifications go to NotificationWatchers.
 // The loop: take commands, post (transfers waiting for room first; what one turn posts is one
 // post batch per device, verbs::Device::BeginPostBatch), poll the virtual CQ (bounded), deliver
-// completions, check deadlines. It busy-polls while any transfer is in flight (and for
-// `idle_linger_us` after the last activity; giving its core away after each turn that found
-// nothing, `yield_when_idle`), then arms the CQs and sleeps in epoll on the command
-// queue's eventfd, the CQs' wakeup fds and the devices' progress fds (soft NICs: their sockets), at
-// most `idle_wait_ms` at a time so the heartbeat the stall watchdog reads keeps moving: an idle
-// engine uses no CPU to speak of.
+// completions, check deadlines. It busy-polls while transfers are in flight, until
+// `in_flight_spin_us` pass without progress, and for `idle_linger_us` after the last activity
+// (giving its core away after each turn that found nothing, `yield_when_idle`); then it arms the
+// CQs and sleeps in epoll on the command queue's eventfd, the CQs' wakeup fds and the devices'
+// progress fds (soft NICs: their sockets), at most 1 ms with work in flight (deadlines, soft NIC
+// timers) and `idle_wait_ms` without, so the heartbeat the stall watchdog reads keeps moving: an
+// idle engine uses no CPU to speak of.
 // Deadlines: every transfer has one (its own or `default_timeout_ms`). Past it, the transfer
 // completes with kDeadlineExceeded at once; a posted virtual WR keeps its local region referenced
 // until its real completion arrives (the hardware may still touch the memory).
@@ -202,8 +203,8 @@ class Engine {
   common::Status Init();
   void Run();
   bool RunCommands();
-  void YieldCore();  // after a turn that found nothing, unless yield_when_idle is off
-  void Sleep();
+  void YieldCore();             // after a turn that found nothing, unless yield_when_idle is off
+  void Sleep(uint32_t max_ms);  // arms the CQs and waits on the engine's fds, at most max_ms
   common::Status SetupWaitSet();
   void Shutdown();
   DeviceStatus DescribeDevice(size_t index) const;

@@ -36,6 +36,14 @@ struct EngineOptions {
   // waiting for its completion, a gRPC handler, a second agent's engine) runs at once rather than
   // when the scheduler preempts a spinning loop. Off: the loop spins unbroken (a core of its own).
   bool yield_when_idle = true;
+  // With work in flight, how long the engine busy-polls without progress (no completion, no
+  // command, no submission) before it sleeps on its fds as when idle, waking at least every
+  // millisecond for deadlines and soft NIC timers. A poller that spins until its work completes
+  // holds its core for whole scheduler slices when a busy process shares it, while the threads
+  // that would complete the work (the peer's engine, the client) wait; one that sleeps is woken
+  // when a socket or CQ has something, ahead of the busy process. 0: never sleep with work in
+  // flight.
+  uint32_t in_flight_spin_us = 100;
   uint32_t idle_wait_ms = 100;  // with nothing to recover; at most kRecoveryWaitMs while recovering
   uint32_t call_timeout_ms = 5000;
   bool fault_injection = false;

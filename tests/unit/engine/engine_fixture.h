@@ -30,7 +30,8 @@ inline std::string Ip(int side) {
 }
 
 struct Side {
-  explicit Side(int side, bool yield_when_idle = true)
+  explicit Side(int side, bool yield_when_idle = true,
+                uint32_t in_flight_spin_us = EngineOptions{}.in_flight_spin_us)
       : fabric(soft::TcpFabricOptions{.port = testing::TestPort(4)}),
         provider({{{"soft0", Ip(side)}}, &fabric}) {
     EngineOptions o;
@@ -39,6 +40,7 @@ struct Side {
     o.region_dir = dir;
     o.fault_injection = true;  // a test stalls the engine
     o.yield_when_idle = yield_when_idle;
+    o.in_flight_spin_us = in_flight_spin_us;
     std::filesystem::create_directories(dir);
     auto e = Engine::Start(o);
     EXPECT_TRUE(e.ok()) << e.status().ToString();
@@ -62,34 +64,44 @@ class EngineTest : public ::testing::Test {
     Connect(4, 1024);
   }
   void Connect(uint32_t qps, uint32_t max_virtual_wrs) {
+    ConnectPair(a_, b_, qps, max_virtual_wrs, &vqp_, &peer_vqp_, &local_, &remote_);
+  }
+  // A VQP pair between `a` and `b` and a 64 MiB region on each side, each granted to its VQP (the
+  // test reads the local addresses from the grants).
+  static void ConnectPair(Side& a, Side& b, uint32_t qps, uint32_t max_virtual_wrs, uint64_t* vqp,
+                          uint64_t* peer_vqp, RegionStatus* local, RegionStatus* remote) {
     CreateVqpRequest r;
     r.config.num_qps = qps;
     r.config.max_virtual_wrs = max_virtual_wrs;
-    auto va = a_.engine->CreateVirtualQp(r);
-    auto vb = b_.engine->CreateVirtualQp(r);
+    auto va = a.engine->CreateVirtualQp(r);
+    auto vb = b.engine->CreateVirtualQp(r);
     ASSERT_TRUE(va.ok() && vb.ok());
-    ASSERT_TRUE(a_.engine->ConnectVirtualQp(va->id, vb->card).ok());
-    ASSERT_TRUE(b_.engine->ConnectVirtualQp(vb->id, va->card).ok());
-    vqp_ = va->id;
-    peer_vqp_ = vb->id;
-    // Each granted to its VQP (the test reads the local addresses from the grants).
-    auto ra = a_.engine->RegisterMemory({.length = 64 * kMiB, .label = "a", .grant_vqps = {vqp_}});
+    ASSERT_TRUE(a.engine->ConnectVirtualQp(va->id, vb->card).ok());
+    ASSERT_TRUE(b.engine->ConnectVirtualQp(vb->id, va->card).ok());
+    *vqp = va->id;
+    *peer_vqp = vb->id;
+    auto ra = a.engine->RegisterMemory({.length = 64 * kMiB, .label = "a", .grant_vqps = {*vqp}});
     auto rb =
-        b_.engine->RegisterMemory({.length = 64 * kMiB, .label = "b", .grant_vqps = {peer_vqp_}});
+        b.engine->RegisterMemory({.length = 64 * kMiB, .label = "b", .grant_vqps = {*peer_vqp}});
     ASSERT_TRUE(ra.ok() && rb.ok());
     ASSERT_EQ(ra->grants.size(), 1u);
     ASSERT_EQ(rb->grants.size(), 1u);
-    local_ = *ra;
-    remote_ = *rb;
+    *local = *ra;
+    *remote = *rb;
   }
   TransferRequest Write(uint64_t op_id, uint64_t offset, uint64_t length) const {
+    return WriteOn(vqp_, local_, remote_, op_id, offset, length);
+  }
+  static TransferRequest WriteOn(uint64_t vqp, const RegionStatus& local,
+                                 const RegionStatus& remote, uint64_t op_id, uint64_t offset,
+                                 uint64_t length) {
     TransferRequest t;
     t.op_id = op_id;
-    t.vqp_id = vqp_;
+    t.vqp_id = vqp;
     t.op = TransferOp::kWriteWithImm;
-    t.local_region = local_.id;
+    t.local_region = local.id;
     t.local_offset = offset;
-    t.remote = remote_.grants[0];
+    t.remote = remote.grants[0];
     t.remote_offset = offset;
     t.length = length;
     t.imm = static_cast<uint32_t>(op_id);

@@ -366,5 +366,47 @@ TEST_F(EngineTest, ABusyPollingEngineGivesItsCoreAwayAfterEachEmptyTurnUnlessTol
   EXPECT_EQ(spun->yields, 0u);
 }
 
+// Waiting on a wire that brings nothing, the engine spins a bounded while and then sleeps on its
+// fds, waking every millisecond: a busy process sharing its core then cannot have it hold the
+// core for whole scheduler slices while the threads that would complete its work wait. Told to
+// spin until its work is done (0), it never sleeps with work in flight.
+TEST_F(EngineTest, AnEngineWaitingOnASilentWireSleepsAfterABoundedSpinUnlessToldToSpin) {
+  // Over 150 ms in which `a`'s write to `b` stays in flight (`b`'s engine, and with it its NIC,
+  // stalled), how often `a`'s engine slept; the write then completes.
+  auto sleeps_while_a_write_waits = [](Side& a, Side& b, uint64_t vqp, const RegionStatus& local,
+                                       const RegionStatus& remote) -> uint64_t {
+    FaultRequest stall;
+    stall.kind = FaultKind::kStallEngine;
+    stall.duration_ms = 200;
+    EXPECT_TRUE(b.engine->InjectFault(stall).ok());
+    usleep(5000);  // the stall has begun
+    auto sink = std::make_shared<TransferSink>(1);
+    EXPECT_TRUE(a.engine->SubmitTransfer(WriteOn(vqp, local, remote, 7, 0, 4096), sink, nullptr)
+                    .ok());
+    auto before = a.engine->Snapshot();  // taken after the write went out (commands keep order)
+    usleep(150000);
+    auto after = a.engine->Snapshot();
+    if (!before.ok() || !after.ok()) {
+      ADD_FAILURE() << "no snapshot";
+      return 0;
+    }
+    EXPECT_EQ(after->transfers_in_flight, 1u) << "the write did not wait on the stalled peer";
+    const auto results = Collect(*sink, 1);
+    EXPECT_EQ(results.size(), 1u);
+    for (const auto& r : results) EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+    return after->sleeps - before->sleeps;
+  };
+  EXPECT_GE(sleeps_while_a_write_waits(a_, b_, vqp_, local_, remote_), 20u)
+      << "the engine spun all the while its write waited";
+
+  Side spin_a(2, /*yield_when_idle=*/true, /*in_flight_spin_us=*/0);
+  Side spin_b(3, /*yield_when_idle=*/true, /*in_flight_spin_us=*/0);
+  ASSERT_TRUE(spin_a.engine && spin_b.engine);
+  uint64_t vqp = 0, peer_vqp = 0;
+  RegionStatus local, remote;
+  ConnectPair(spin_a, spin_b, 1, 64, &vqp, &peer_vqp, &local, &remote);
+  EXPECT_EQ(sleeps_while_a_write_waits(spin_a, spin_b, vqp, local, remote), 0u);
+}
+
 }  // namespace
 }  // namespace braid::engine
