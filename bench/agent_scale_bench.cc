@@ -2,12 +2,15 @@
 // 8-QP VQP pairs (SPRAY and DQPLB alternating). Prints create+connect time per VQP (p50/p99),
 // each agent's RSS and fds, idle CPU over 10 s, the /metrics scrape (time and size), and the
 // 1 MiB WRITE / 4 KiB WRITE throughput of one busy VQP with the N - 1 idle ones next to it, next
-// to the same figure before they existed and after they were destroyed. Then every VQP and
-// region is destroyed and RSS/fds are printed again against their start and against a warmed-up
-// baseline (after one VQP pair has been created, used and destroyed: what gRPC and the allocator
-// keep after first use is paid once, not per VQP).
+// to the same figure without them. This machine's speed drifts by more than the effect between
+// minutes of a run, so the idle ones are created and destroyed in R rounds: each crowded figure
+// is set against the mean of the figures just before and just after it (without them), and the
+// median of the rounds' ratios is printed with each round's. Then every VQP and region is
+// destroyed and RSS/fds are printed again against their start and against a warmed-up baseline
+// (after one VQP pair has been created, used and destroyed: what gRPC and the allocator keep
+// after first use is paid once, not per VQP).
 //
-// Usage: braid_agent_scale_bench [N=1000]
+// Usage: braid_agent_scale_bench [N=1000] [R=3]
 #include <unistd.h>
 
 #include <algorithm>
@@ -89,9 +92,10 @@ Holding PrintHolding(const char* when, const AgentProcess& a, const AgentProcess
 
 int main(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 1000;
+  const int rounds = argc > 2 ? std::atoi(argv[2]) : 3;
   auto a = AgentProcess::Spawn({"scale-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0});
   auto b = AgentProcess::Spawn({"scale-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2});
-  if (!a || !b || n < 1) return 1;
+  if (!a || !b || n < 1 || rounds < 1) return 1;
   PrintHolding("at start", *a, *b);
   std::vector<std::pair<uint64_t, uint64_t>> pairs;
   std::vector<double> ms, create_ms, connect_ms;
@@ -135,49 +139,61 @@ int main(int argc, char** argv) {
 
   add_pair(v1::SCHEME_SPRAY);  // the busy one
   dst = braid::testing::WithGrant(b->stub(), dst, pairs[0].second);
-  const Busy alone = Measure(*a, pairs[0].first, src, dst);
-  for (int i = 1; i < n; ++i) add_pair(i % 2 == 0 ? v1::SCHEME_SPRAY : v1::SCHEME_DQPLB);
-  std::printf("%d connected 8-QP VQP pairs (SPRAY and DQPLB alternating), default configuration\n",
-              n);
-  std::printf(
-      "create+connect per VQP: p50 %.2f ms, p99 %.2f ms, max %.2f ms (CreateVirtualQp "
-      "p50 %.2f ms, ConnectVirtualQp p50 %.2f ms)\n",
-      Percentile(ms, 0.5), Percentile(ms, 0.99), Percentile(ms, 1.0), Percentile(create_ms, 0.5),
-      Percentile(connect_ms, 0.5));
-  PrintHolding("with every VQP connected", *a, *b);
+  Busy alone = Measure(*a, pairs[0].first, src, dst);
+  std::vector<double> mib_ratios, kib4_ratios;
+  std::string per_round;
+  for (int round = 1; round <= rounds; ++round) {
+    for (int i = 1; i < n; ++i) add_pair(i % 2 == 0 ? v1::SCHEME_SPRAY : v1::SCHEME_DQPLB);
+    if (round == 1) {
+      std::printf(
+          "%d connected 8-QP VQP pairs (SPRAY and DQPLB alternating), default configuration\n", n);
+      std::printf(
+          "create+connect per VQP: p50 %.2f ms, p99 %.2f ms, max %.2f ms (CreateVirtualQp "
+          "p50 %.2f ms, ConnectVirtualQp p50 %.2f ms)\n",
+          Percentile(ms, 0.5), Percentile(ms, 0.99), Percentile(ms, 1.0),
+          Percentile(create_ms, 0.5), Percentile(connect_ms, 0.5));
+      PrintHolding("with every VQP connected", *a, *b);
 
-  std::this_thread::sleep_for(std::chrono::seconds(1));
-  const uint64_t a0 = braid::testing::CpuTicks(a->pid()), b0 = braid::testing::CpuTicks(b->pid());
-  const auto t0 = Clock::now();
-  std::this_thread::sleep_for(std::chrono::seconds(10));
-  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
-  std::printf("idle CPU over %.1f s: agent A %.2f %%, agent B %.2f %% of one core\n", secs,
-              100.0 * static_cast<double>(braid::testing::CpuTicks(a->pid()) - a0) / hz / secs,
-              100.0 * static_cast<double>(braid::testing::CpuTicks(b->pid()) - b0) / hz / secs);
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      const uint64_t a0 = braid::testing::CpuTicks(a->pid());
+      const uint64_t b0 = braid::testing::CpuTicks(b->pid());
+      const auto t0 = Clock::now();
+      std::this_thread::sleep_for(std::chrono::seconds(10));
+      const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+      const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
+      std::printf("idle CPU over %.1f s: agent A %.2f %%, agent B %.2f %% of one core\n", secs,
+                  100.0 * static_cast<double>(braid::testing::CpuTicks(a->pid()) - a0) / hz / secs,
+                  100.0 * static_cast<double>(braid::testing::CpuTicks(b->pid()) - b0) / hz / secs);
 
-  const auto m0 = Clock::now();
-  const std::string metrics = braid::testing::ScrapeMetrics(a->metrics_port());
-  std::printf("/metrics scrape of agent A: %.1f ms, %zu bytes\n",
-              std::chrono::duration<double, std::milli>(Clock::now() - m0).count(), metrics.size());
-
-  const Busy crowded = Measure(*a, pairs[0].first, src, dst);
-  // "None" is measured before the idle VQPs exist and again once they are gone, and the crowded
-  // figure is set against the mean of the two: this machine's speed drifts by more than the
-  // effect being measured between minutes of a run.
-  for (size_t i = 1; i < pairs.size(); ++i) {
-    braid::testing::DestroyVqp(a->stub(), pairs[i].first);
-    braid::testing::DestroyVqp(b->stub(), pairs[i].second);
+      const auto m0 = Clock::now();
+      const std::string metrics = braid::testing::ScrapeMetrics(a->metrics_port());
+      std::printf("/metrics scrape of agent A: %.1f ms, %zu bytes\n",
+                  std::chrono::duration<double, std::milli>(Clock::now() - m0).count(),
+                  metrics.size());
+    }
+    const Busy crowded = Measure(*a, pairs[0].first, src, dst);
+    for (size_t i = 1; i < pairs.size(); ++i) {
+      braid::testing::DestroyVqp(a->stub(), pairs[i].first);
+      braid::testing::DestroyVqp(b->stub(), pairs[i].second);
+    }
+    pairs.resize(1);
+    const Busy after_alone = Measure(*a, pairs[0].first, src, dst);
+    mib_ratios.push_back(crowded.mib_gbs / ((alone.mib_gbs + after_alone.mib_gbs) / 2));
+    kib4_ratios.push_back(crowded.kib4_mops / ((alone.kib4_mops + after_alone.kib4_mops) / 2));
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "  round %d: 1 MiB WRITE %.3f vs %.3f / %.3f GB/s = %.2f; 4 KiB WRITE %.4f vs "
+                  "%.4f / %.4f Mops/s = %.2f\n",
+                  round, crowded.mib_gbs, alone.mib_gbs, after_alone.mib_gbs, mib_ratios.back(),
+                  crowded.kib4_mops, alone.kib4_mops, after_alone.kib4_mops, kib4_ratios.back());
+    per_round += line;
+    alone = after_alone;
   }
-  const Busy after_alone = Measure(*a, pairs[0].first, src, dst);
-  const double none_mib = (alone.mib_gbs + after_alone.mib_gbs) / 2;
-  const double none_kib4 = (alone.kib4_mops + after_alone.kib4_mops) / 2;
   std::printf(
-      "one busy VQP, %d idle next to it vs none (before they were created / after they were "
-      "destroyed):\n  1 MiB WRITE %.3f vs %.3f / %.3f GB/s = %.2f of their mean; 4 KiB WRITE "
-      "%.4f vs %.4f / %.4f Mops/s = %.2f\n",
-      n - 1, crowded.mib_gbs, alone.mib_gbs, after_alone.mib_gbs, crowded.mib_gbs / none_mib,
-      crowded.kib4_mops, alone.kib4_mops, after_alone.kib4_mops, crowded.kib4_mops / none_kib4);
+      "one busy VQP, %d idle next to it vs none (the figures just before they were created / "
+      "after they were destroyed), %d rounds:\n%s  median: 1 MiB WRITE %.2f, 4 KiB WRITE %.2f of "
+      "the figure without them (target >= 0.95)\n",
+      n - 1, rounds, per_round.c_str(), Percentile(mib_ratios, 0.5), Percentile(kib4_ratios, 0.5));
 
   braid::testing::ReleaseEverything(a->stub());
   braid::testing::ReleaseEverything(b->stub());
