@@ -20,7 +20,8 @@ PostResult DqplbProtocol::ShapeFragment(const SendEntry& entry, Fragment& piece)
   return PostResult::kPosted;
 }
 
-void DqplbProtocol::FragmentPosted(SendEntry& entry) {
+void DqplbProtocol::FragmentPosted(SendEntry& entry, int qp) {
+  (void)qp;
   window_.Take();
   entry.seq_taken = true;
 }

@@ -18,7 +18,7 @@ class DqplbProtocol final : public VqpProtocol {
   DqplbProtocol(VirtualQp& vqp, uint32_t window) : vqp_(vqp) { window_.Init(window); }
 
   PostResult ShapeFragment(const SendEntry& entry, Fragment& piece) override;
-  void FragmentPosted(SendEntry& entry) override;
+  void FragmentPosted(SendEntry& entry, int qp) override;
   PostResult PostTail(uint32_t slot) override;
   uint32_t Imm(const Fragment& piece, const VirtualSendWr& wr) const override;
   void Release(const Fragment& piece) override;

@@ -42,6 +42,9 @@ struct SendEntry {
   bool op_fault = false;    // one of its pieces failed through its own fault: no more replays
   bool seq_taken = false;   // DQPLB: a fragment took a sequence number (the tail must follow)
   bool after_data = false;  // the protocol has steps once the data is acknowledged
+  // SPRAY: a one-fragment message whose notify rides right behind its fragment on the same QP
+  // (while set, `notify_qp` is that QP); cleared when it falls back to the acknowledged path.
+  bool express = false;
 };
 
 struct Fragment {

@@ -13,6 +13,32 @@ using wire::kAbortedFlag;
 void SprayProtocol::Accept(SendEntry& entry) {
   entry.notify_seq = next_notify_seq_++;  // posting order = the peer's delivery order
   entry.after_data = true;
+  entry.express = entry.wr.length > 0 && entry.wr.length <= vqp_.config().fragment_size;
+}
+
+void SprayProtocol::FragmentPosted(SendEntry& entry, int qp) {
+  if (entry.express) entry.notify_qp = qp;
+}
+
+// The express notify, right behind the message's one fragment on its QP; when that QP cannot take
+// it now, the message goes the acknowledged way (fences, then the notify, after the data's ACK).
+PostResult SprayProtocol::PostTail(uint32_t slot) {
+  SendEntry& e = vqp_.entry(slot);
+  if (!e.express) return PostResult::kPosted;
+  const int qp = e.notify_qp;
+  if (e.aborted || qp < 0 || vqp_.health(qp) != QpHealth::kHealthy ||
+      vqp_.outstanding(qp) >= vqp_.config().qp_capacity) {
+    e.express = false;
+    e.notify_qp = -1;
+    return PostResult::kPosted;
+  }
+  if (vqp_.PostPiece(PrepareNotify(slot), qp) != PostResult::kPosted) {
+    e.express = false;  // it died on post (the fragment's failure brings the replay) or is full
+    e.notify_qp = -1;
+    return PostResult::kPosted;
+  }
+  e.after_data = false;  // done once the fragment and the notify are acknowledged
+  return PostResult::kPosted;
 }
 
 bool SprayProtocol::AdvanceAfterData(uint32_t slot) {
@@ -87,8 +113,8 @@ PostResult SprayProtocol::PostFences(uint32_t slot) {
   return PostResult::kPosted;
 }
 
-PostResult SprayProtocol::PostNotify(uint32_t slot) {
-  SendEntry& e = vqp_.entry(slot);
+Fragment SprayProtocol::PrepareNotify(uint32_t slot) {
+  const SendEntry& e = vqp_.entry(slot);
   vqp_.WritePayload(slot, {e.wr.length, e.notify_seq, e.aborted ? kAbortedFlag : 0});
   Fragment piece;
   piece.send_slot = slot;
@@ -96,6 +122,12 @@ PostResult SprayProtocol::PostNotify(uint32_t slot) {
   piece.stream = true;
   piece.opcode = IBV_WR_SEND_WITH_IMM;
   piece.seq = e.notify_seq;
+  return piece;
+}
+
+PostResult SprayProtocol::PostNotify(uint32_t slot) {
+  SendEntry& e = vqp_.entry(slot);
+  const Fragment piece = PrepareNotify(slot);
   PostResult r;
   do {
     int qp = e.notify_qp;

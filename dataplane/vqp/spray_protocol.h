@@ -4,6 +4,12 @@
 // then a notify: a SEND_WITH_IMM of {byte count, notify sequence number} with the user's
 // immediate, on the lowest healthy data QP, into the peer's pool. Notify numbers follow posting
 // order; the peer reorders by them, so notifies are pipelined ("a SPRAY notify follows its data").
+// A message whose data is one fragment takes the express path: its notify is posted right behind
+// the fragment on the same QP, without waiting for the acknowledgement (RC order places the data
+// before the notify's receive completes; no other device carried data, so no fence). If that QP
+// fails either piece, the notify is not replayed on its own: the message falls back to the
+// acknowledged path (VirtualQp::FallBackFromExpress), whose fences and notify follow the
+// fragment's replay.
 #ifndef BRAID_DATAPLANE_VQP_SPRAY_PROTOCOL_H_
 #define BRAID_DATAPLANE_VQP_SPRAY_PROTOCOL_H_
 
@@ -16,6 +22,8 @@ class SprayProtocol final : public VqpProtocol {
   explicit SprayProtocol(VirtualQp& vqp) : vqp_(vqp) {}
 
   void Accept(SendEntry& entry) override;
+  void FragmentPosted(SendEntry& entry, int qp) override;
+  PostResult PostTail(uint32_t slot) override;
   bool AdvanceAfterData(uint32_t slot) override;
   uint32_t Imm(const Fragment& piece, const VirtualSendWr& wr) const override;
   bool Decode(const ibv_wc& wc, const wire::Payload& payload, uint32_t* seq,
@@ -24,6 +32,8 @@ class SprayProtocol final : public VqpProtocol {
  private:
   PostResult PostFences(uint32_t slot);
   PostResult PostNotify(uint32_t slot);
+  // Writes slot `slot`'s notify payload into the control region; the notify's physical piece.
+  Fragment PrepareNotify(uint32_t slot);
 
   VirtualQp& vqp_;
   uint32_t next_notify_seq_ = 0;

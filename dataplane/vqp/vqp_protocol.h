@@ -49,8 +49,11 @@ class VqpProtocol {
     (void)piece;
     return PostResult::kPosted;
   }
-  // That fragment was posted.
-  virtual void FragmentPosted(SendEntry& entry) { (void)entry; }
+  // That fragment was posted, on data QP `qp`.
+  virtual void FragmentPosted(SendEntry& entry, int qp) {
+    (void)entry;
+    (void)qp;
+  }
   // Once its data fragments are out, in posting order: what ends the message, if anything.
   virtual PostResult PostTail(uint32_t slot) {
     (void)slot;

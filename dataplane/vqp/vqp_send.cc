@@ -133,6 +133,7 @@ Status VirtualQp::PostSend(const VirtualSendWr& wr) {
   e.op_fault = false;
   e.seq_taken = false;
   e.after_data = false;
+  e.express = false;
   if (wr.opcode == IBV_WR_RDMA_WRITE_WITH_IMM) protocol_->Accept(e);
   Pump();
   ReportSends();
@@ -240,7 +241,7 @@ PostResult VirtualQp::PostDataFragments(uint32_t slot) {
       r = PostPiece(piece, qp);
     } while (r == PostResult::kNoQp);  // that QP just died: pick another
     if (r != PostResult::kPosted) return r;
-    if (imm) protocol_->FragmentPosted(e);
+    if (imm) protocol_->FragmentPosted(e, qp);
     e.devices_used |= 1u << qps_[static_cast<size_t>(qp)].device;
     e.next_offset += piece.length;
   }

@@ -83,6 +83,18 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
     }
     return;
   }
+  if (f.kind == WrKind::kNotify && e.express) {
+    // An express notify is not replayed on its own: it must follow its fragment, which may be
+    // being replayed on another QP. The message goes the acknowledged way from here: once its
+    // data is acknowledged, fences and the notify (same sequence number; a copy the peer already
+    // has is dropped there).
+    e.express = false;
+    e.notify_qp = -1;
+    e.after_data = true;
+    ++counters_.failovers;
+    FinishPiece(fslot, IBV_WC_SUCCESS);
+    return;
+  }
   if (data_piece && f.stream && (!config_.failover || e.op_fault)) {
     // The data may not be re-sent: the message fails, its sequence number travels as a void.
     e.status = MergeStatus(e.status, cause);

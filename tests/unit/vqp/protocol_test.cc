@@ -133,6 +133,83 @@ TEST(SprayProtocolTest, ANotifyFollowsItsDataAndNumbersMessagesInPostingOrder) {
   EXPECT_EQ(notifies, kMessages);
 }
 
+// A message whose data is one fragment has its notify posted right behind the fragment on the
+// same QP, before the fragment's acknowledgement is seen (RC order places the data first; no
+// fence). A longer one still waits for its data's acknowledgements.
+TEST(SprayProtocolTest, AOneFragmentMessageSendsItsNotifyRightBehindItsDataOnTheSameQp) {
+  NullVqpBed nb(2, testing::SmallVqpConfig(Scheme::kSpray, 4));
+  ASSERT_TRUE(nb.status().ok()) << nb.status().ToString();
+  Record(nb);
+  ASSERT_TRUE(nb.vqp().PostSend(WriteImm(nb, 1, 100, 7, 0x10000)).ok());
+  int carrier = -1;  // nothing polled yet: the QP that has both pieces
+  for (int i = 0; i < 4; ++i) {
+    if (!nb.qp(i).sent().empty()) carrier = i;
+  }
+  ASSERT_GE(carrier, 0);
+  const std::vector<SentWr>& out = nb.qp(carrier).sent();
+  ASSERT_EQ(out.size(), 2u) << "the notify waited for the fragment's acknowledgement";
+  EXPECT_EQ(out[0].opcode, IBV_WR_RDMA_WRITE);
+  EXPECT_EQ(out[0].length, 100u);
+  EXPECT_EQ(out[1].opcode, IBV_WR_SEND_WITH_IMM);
+  EXPECT_EQ(out[1].imm_data, htonl(7));
+  EXPECT_EQ(PayloadOf(out[1]).bytes, 100u);
+  EXPECT_EQ(PayloadOf(out[1]).value, 0u);
+  EXPECT_EQ(Sent(nb).size(), 2u) << "a fence or another piece for a one-fragment message";
+  ExpectSuccesses(nb, 1);
+
+  Record(nb);  // a two-fragment message: no notify before its data is acknowledged
+  for (int i = 0; i < 4; ++i) nb.qp(i).Hold(true);
+  const size_t before = Sent(nb).size();
+  ASSERT_TRUE(nb.vqp().PostSend(WriteImm(nb, 2, 2 * kFragment, 8, 0x100000)).ok());
+  const std::vector<SentWr> held = Sent(nb);
+  EXPECT_EQ(held.size() - before, 2u) << "expected its two fragments";
+  for (size_t k = before; k < held.size(); ++k) {
+    EXPECT_NE(held[k].opcode, IBV_WR_SEND_WITH_IMM) << "a notify before its data was acknowledged";
+  }
+  for (int i = 0; i < 4; ++i) nb.qp(i).Hold(false);
+  ExpectSuccesses(nb, 1);
+}
+
+// When the QP carrying an express message fails both pieces, the notify is not replayed on its
+// own: the fragment is replayed on another QP and the notify goes out only once that replay is
+// acknowledged; the message then completes once, successfully, with its notify number unchanged.
+TEST(SprayProtocolTest, AnExpressNotifyWhoseQpDiedWaitsForItsReplayedData) {
+  NullVqpBed nb(2, testing::SmallVqpConfig(Scheme::kSpray, 4));
+  ASSERT_TRUE(nb.status().ok()) << nb.status().ToString();
+  for (int i = 0; i < 4; ++i) nb.qp(i).FailNextSends(2, IBV_WC_RETRY_EXC_ERR);
+  Record(nb);
+  ASSERT_TRUE(nb.vqp().PostSend(WriteImm(nb, 1, 100, 7, 0x10000)).ok());
+  int carrier = -1;
+  for (int i = 0; i < 4; ++i) {
+    if (!nb.qp(i).sent().empty()) carrier = i;
+  }
+  ASSERT_GE(carrier, 0);
+  ASSERT_EQ(nb.qp(carrier).sent().size(), 2u);
+  for (int i = 0; i < 4; ++i) {  // the others deliver, but hold their completions
+    if (i != carrier) {
+      nb.qp(i).FailNextSends(0, IBV_WC_SUCCESS);
+      nb.qp(i).Hold(true);
+    }
+  }
+  VirtualWc wc[4];
+  for (int round = 0; round < 20; ++round) {  // the carrier's two failures are seen
+    auto n = nb.cq().Poll(wc);
+    ASSERT_TRUE(n.ok());
+    ASSERT_EQ(*n, 0) << "the message completed before its replayed data was acknowledged";
+  }
+  std::vector<SentWr> sent = Sent(nb);
+  ASSERT_EQ(sent.size(), 3u) << "expected the fragment's replay and nothing else yet";
+  EXPECT_EQ(sent[2].opcode, IBV_WR_RDMA_WRITE);
+  EXPECT_EQ(sent[2].length, 100u);
+  for (int i = 0; i < 4; ++i) nb.qp(i).Hold(false);
+  ExpectSuccesses(nb, 1);
+  sent = Sent(nb);
+  ASSERT_GE(sent.size(), 4u);
+  EXPECT_EQ(sent.back().opcode, IBV_WR_SEND_WITH_IMM);
+  EXPECT_EQ(sent.back().imm_data, htonl(7));
+  EXPECT_EQ(PayloadOf(sent.back()).value, 0u) << "the replayed notify changed its number";
+}
+
 // Fragments and tails take consecutive numbers in posting order; plain writes take none.
 TEST(DqplbProtocolTest, FragmentsAndTailsTakeConsecutiveNumbersAndPlainWritesNone) {
   NullVqpBed nb(2, testing::SmallVqpConfig(Scheme::kDqplb, 2));
