@@ -9,27 +9,24 @@
 // notifications included (p50/p99), on the 8-QP VQP and on a 1-QP VQP pair.
 //
 // Usage: braid_agent_bench [tcp_loopback.txt]
-#include <fcntl.h>
-#include <sched.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "bench/ring_client.h"
 #include "dataplane/session/session_client.h"
 #include "tests/agent/agent_harness.h"
 
 namespace {
 
+using braid::bench::RingClient;
 using braid::testing::AgentProcess;
 namespace v1 = braid::v1;
 
@@ -86,58 +83,6 @@ Figure Run(AgentProcess& a, AgentProcess& b, v1::Op op, uint64_t vqp, const v1::
   return f;
 }
 
-// The client's side of the ring path: its own memory (a sealed memfd of kRegion bytes) registered
-// with RegisterFd, and the peer's region bound to its session.
-struct RingClient {
-  std::unique_ptr<braid::session::SessionClient> client;
-  uint64_t region = 0;
-  uint32_t handle = 0;
-  int fd = -1;
-  uint8_t* data = nullptr;
-  ~RingClient() {
-    if (data != nullptr) munmap(data, kRegion);
-    if (fd >= 0) close(fd);
-  }
-};
-
-bool OpenRing(AgentProcess& a, const std::string& socket, uint64_t vqp, const v1::RegionInfo& dst,
-              RingClient* out) {
-  out->fd = memfd_create("braid-bench", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (out->fd < 0 || ftruncate(out->fd, kRegion) != 0 ||
-      fcntl(out->fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
-    return false;
-  }
-  void* p = mmap(nullptr, kRegion, PROT_READ | PROT_WRITE, MAP_SHARED, out->fd, 0);
-  if (p == MAP_FAILED) return false;
-  out->data = static_cast<uint8_t*>(p);
-  braid::testing::FillPattern(out->data, kRegion, 1);
-  auto client = braid::session::SessionClient::Connect(socket, {1024, 1024, 1024});
-  if (!client.ok()) {
-    std::fprintf(stderr, "session: %s\n", client.status().ToString().c_str());
-    return false;
-  }
-  out->client = std::move(client).value();
-  auto region = out->client->RegisterFd(out->fd, 0, kRegion, {&vqp, 1}, "bench");
-  if (!region.ok()) {
-    std::fprintf(stderr, "RegisterFd: %s\n", region.status().ToString().c_str());
-    return false;
-  }
-  out->region = *region;
-  grpc::ClientContext ctx;
-  v1::BindRemoteRequest request;
-  request.set_session_id(out->client->id());
-  request.set_vqp_id(vqp);
-  *request.mutable_remote() = braid::testing::GrantOf(dst);
-  v1::BindRemoteResponse response;
-  const grpc::Status s = a.stub().BindRemote(&ctx, request, &response);
-  if (!s.ok()) {
-    std::fprintf(stderr, "BindRemote: %s\n", s.error_message().c_str());
-    return false;
-  }
-  out->handle = response.handle();
-  return true;
-}
-
 // `count` operations of `size` bytes through the ring, at most `depth` in flight; the client
 // sleeps on its doorbell while its window is full and nothing is ready.
 Figure RingRun(AgentProcess& a, AgentProcess& b, RingClient& r, uint64_t vqp,
@@ -183,103 +128,6 @@ Figure RingRun(AgentProcess& a, AgentProcess& b, RingClient& r, uint64_t vqp,
   return f;
 }
 
-// Waits for one notification on `r`'s session, reaping (and checking) completions meanwhile; when
-// both rings are empty it spins 50 us, as the SDK's ring reader does, giving its core away between
-// looks (on a small machine the agent's engine needs it: on 2 cores, spinning without yielding
-// made the one-way p50 about 8 times longer than sleeping at once), then sleeps on the client's
-// doorbell. False after 5 s or a failure.
-bool AwaitNotification(RingClient& r, braid::session::NotifyEntry* out) {
-  namespace session = braid::session;
-  session::CompletionEntry done[16];
-  const auto t0 = std::chrono::steady_clock::now();
-  for (;;) {
-    const uint32_t c = r.client->Reap(done);
-    for (uint32_t i = 0; i < c; ++i) {
-      if (done[i].status != 0) return false;
-    }
-    if (r.client->ReapNotifications({out, 1}) == 1) {
-      return out->kind == static_cast<uint8_t>(session::NotifyKind::kNotification);
-    }
-    const auto waited = std::chrono::steady_clock::now() - t0;
-    if (waited > std::chrono::seconds(5)) return false;
-    if (waited < std::chrono::microseconds(50)) {
-      sched_yield();
-      continue;
-    }
-    r.client->Wait(1);
-  }
-}
-
-// Subscribes `r`'s session to `vqp`'s notifications.
-bool WatchRing(RingClient& r, uint64_t vqp) {
-  const braid::session::SubmitEntry watch = braid::session::SessionClient::Watch(vqp, 1);
-  if (r.client->Submit({&watch, 1}) != 1) return false;
-  braid::session::CompletionEntry done{};
-  for (int i = 0; i < 5000 && r.client->Reap({&done, 1}) == 0; ++i) r.client->Wait(1);
-  return done.user_data == 1 && done.status == 0;
-}
-
-// The two sides of a ping-pong over the VQP pair `vqp_a` (agent A) / `vqp_b` (agent B): a client
-// of A writing into `b_memory` (B's region granted to `vqp_b`) and a client of B writing back
-// into A's client's memory, both subscribed to their VQP's notifications.
-bool OpenRingPair(AgentProcess& a, AgentProcess& b, const std::string& dir, uint64_t vqp_a,
-                  uint64_t vqp_b, const v1::RegionInfo& b_memory, RingClient* ra, RingClient* rb) {
-  if (!OpenRing(a, dir + "/a.sock.session", vqp_a, b_memory, ra)) return false;
-  v1::RegionInfo a_memory;
-  a_memory.set_region_id(ra->region);
-  return OpenRing(b, dir + "/b.sock.session", vqp_b,
-                  braid::testing::WithGrant(a.stub(), a_memory, vqp_a), rb) &&
-         WatchRing(*ra, vqp_a) && WatchRing(*rb, vqp_b);
-}
-
-// 8-byte WRITE_WITH_IMM ping-pong between two clients, each on its own agent's session rings: A
-// writes into B's region, B's client hears the notification and writes back into A's, A's hears
-// it. One-way latency (half of each round trip as A sees it) in microseconds: p50 and p99.
-std::pair<double, double> RingPingPong(RingClient& a, uint64_t vqp_a, RingClient& b, uint64_t vqp_b,
-                                       int rounds) {
-  namespace session = braid::session;
-  auto submit = [](RingClient& r, uint64_t vqp, uint32_t imm) {
-    session::SubmitEntry e{};
-    e.user_data = imm;
-    e.vqp_id = vqp;
-    e.local_region = static_cast<uint32_t>(r.region);
-    e.remote_region = r.handle;
-    e.length = 8;
-    e.imm = imm;
-    e.op = static_cast<uint8_t>(session::RingOp::kWriteWithImm);
-    while (r.client->Submit({&e, 1}) == 0) {
-    }
-  };
-  std::atomic<bool> ok{true};
-  std::thread pong([&] {
-    session::NotifyEntry n{};
-    for (int i = 0; i < rounds && ok; ++i) {
-      if (!AwaitNotification(b, &n) || n.imm != static_cast<uint32_t>(i)) {
-        ok = false;
-        return;
-      }
-      submit(b, vqp_b, n.imm);
-    }
-  });
-  std::vector<double> us;
-  session::NotifyEntry n{};
-  for (int i = 0; i < rounds && ok; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    submit(a, vqp_a, static_cast<uint32_t>(i));
-    if (!AwaitNotification(a, &n) || n.imm != static_cast<uint32_t>(i)) {
-      ok = false;
-      break;
-    }
-    us.push_back(
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
-        2);
-  }
-  pong.join();
-  if (!ok || us.empty()) return {-1, -1};
-  std::sort(us.begin(), us.end());
-  return {us[us.size() / 2], us[us.size() * 99 / 100]};
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -296,17 +144,21 @@ int main(int argc, char** argv) {
   const v1::RegionInfo& src = pair.src;
   const v1::RegionInfo& dst = pair.dst;
   RingClient ring, back;
-  if (!OpenRingPair(a, b, dir, vqp, pair.vb.vqp_id(), dst, &ring, &back)) return 1;
+  if (!braid::bench::OpenRingPair(a, b, dir + "/a.sock.session", dir + "/b.sock.session", vqp,
+                                  pair.vb.vqp_id(), dst, kRegion, &ring, &back)) {
+    return 1;
+  }
   // The same ping-pong on a 1-QP VQP pair: the shape of the in-process figure (one soft QP, where
-  // the immediate travels with the data; an 8-QP SPRAY VQP sends it in a notify after the data's
-  // acknowledgement and, when the data went over the other NIC, a fence READ).
+  // the immediate travels with the data; an 8-QP SPRAY VQP sends it in a notify, which for a
+  // message of one fragment follows the data on the same QP).
   const v1::VirtualQpInfo one_a = braid::testing::CreateVqp(a.stub(), v1::SCHEME_SPRAY, 1);
   const v1::VirtualQpInfo one_b = braid::testing::CreateVqp(b.stub(), v1::SCHEME_SPRAY, 1);
   braid::testing::ConnectPair(a.stub(), one_a, b.stub(), one_b);
   RingClient one_ring, one_back;
-  if (!OpenRingPair(a, b, dir, one_a.vqp_id(), one_b.vqp_id(),
-                    braid::testing::WithGrant(b.stub(), dst, one_b.vqp_id()), &one_ring,
-                    &one_back)) {
+  if (!braid::bench::OpenRingPair(a, b, dir + "/a.sock.session", dir + "/b.sock.session",
+                                  one_a.vqp_id(), one_b.vqp_id(),
+                                  braid::testing::WithGrant(b.stub(), dst, one_b.vqp_id()), kRegion,
+                                  &one_ring, &one_back)) {
     return 1;
   }
 
@@ -319,9 +171,9 @@ int main(int argc, char** argv) {
   const Figure rw = RingRun(a, b, ring, vqp, session::RingOp::kWrite, kMiB, 2048, 256);
   const Figure rr = RingRun(a, b, ring, vqp, session::RingOp::kRead, kMiB, 2048, 256);
   const Figure rs = RingRun(a, b, ring, vqp, session::RingOp::kWrite, 4096, 400000, 1024);
-  const auto [p50, p99] = RingPingPong(ring, vqp, back, pair.vb.vqp_id(), 20000);
+  const auto [p50, p99] = braid::bench::RingPingPong(ring, vqp, back, pair.vb.vqp_id(), 20000);
   const auto [one_p50, one_p99] =
-      RingPingPong(one_ring, one_a.vqp_id(), one_back, one_b.vqp_id(), 20000);
+      braid::bench::RingPingPong(one_ring, one_a.vqp_id(), one_back, one_b.vqp_id(), 20000);
   if (!w.ok || !r.ok || !s.ok || !s1.ok || !rw.ok || !rr.ok || !rs.ok || p50 < 0 || one_p50 < 0) {
     std::fprintf(stderr, "agent_bench: a transfer failed\n");
     return 1;
