@@ -74,6 +74,14 @@ struct Owed {
 // kNoQp: no QP could take the piece (or the one tried died on post).
 enum class PostResult : uint8_t { kPosted, kBlocked, kNoQp };
 
+// A SPRAY express message goes the acknowledged way from here: its notify follows the data's
+// acknowledgement (and fences), on the QP chosen then.
+inline void LeaveExpress(SendEntry& e) {
+  e.express = false;
+  e.notify_qp = -1;
+  e.after_data = true;
+}
+
 // The first real error wins; a flush only stands when nothing better is known.
 inline ibv_wc_status MergeStatus(ibv_wc_status current, ibv_wc_status incoming) {
   if (current == IBV_WC_SUCCESS) return incoming;

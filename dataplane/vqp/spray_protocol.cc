@@ -26,15 +26,11 @@ PostResult SprayProtocol::PostTail(uint32_t slot) {
   SendEntry& e = vqp_.entry(slot);
   if (!e.express) return PostResult::kPosted;
   const int qp = e.notify_qp;
+  // A QP that died on post brings the fragment's replay through its failure; a full one, none.
   if (e.aborted || qp < 0 || vqp_.health(qp) != QpHealth::kHealthy ||
-      vqp_.outstanding(qp) >= vqp_.config().qp_capacity) {
-    e.express = false;
-    e.notify_qp = -1;
-    return PostResult::kPosted;
-  }
-  if (vqp_.PostPiece(PrepareNotify(slot), qp) != PostResult::kPosted) {
-    e.express = false;  // it died on post (the fragment's failure brings the replay) or is full
-    e.notify_qp = -1;
+      vqp_.outstanding(qp) >= vqp_.config().qp_capacity ||
+      vqp_.PostPiece(PrepareNotify(slot), qp) != PostResult::kPosted) {
+    LeaveExpress(e);
     return PostResult::kPosted;
   }
   e.after_data = false;  // done once the fragment and the notify are acknowledged

@@ -8,8 +8,8 @@
 // the fragment on the same QP, without waiting for the acknowledgement (RC order places the data
 // before the notify's receive completes; no other device carried data, so no fence). If that QP
 // fails either piece, the notify is not replayed on its own: the message falls back to the
-// acknowledged path (VirtualQp::FallBackFromExpress), whose fences and notify follow the
-// fragment's replay.
+// acknowledged path (LeaveExpress, from VirtualQp::OnSendCompletion), whose fences and notify
+// follow the fragment's replay.
 #ifndef BRAID_DATAPLANE_VQP_SPRAY_PROTOCOL_H_
 #define BRAID_DATAPLANE_VQP_SPRAY_PROTOCOL_H_
 

@@ -88,9 +88,7 @@ void VirtualQp::OnSendCompletion(int qp_index, const ibv_wc& wc, uint32_t fslot)
     // being replayed on another QP. The message goes the acknowledged way from here: once its
     // data is acknowledged, fences and the notify (same sequence number; a copy the peer already
     // has is dropped there).
-    e.express = false;
-    e.notify_qp = -1;
-    e.after_data = true;
+    LeaveExpress(e);
     ++counters_.failovers;
     FinishPiece(fslot, IBV_WC_SUCCESS);
     return;
