@@ -163,6 +163,10 @@ size_t MaxExecutorThreads();
 // The names (comm) of `pid`'s threads, sorted.
 std::vector<std::string> ThreadNames(pid_t pid);
 uint64_t RssKiB(pid_t pid);
+// How many shared mappings `pid` has (lines of /proc/<pid>/maps with an `s` in their permissions):
+// its regions and session segments; a region or segment never unmapped adds to it, while thread
+// stacks and the allocator's arenas, private, do not.
+size_t SharedMappings(pid_t pid);
 size_t CloseWaitSockets(pid_t pid);
 
 v1::VirtualQpInfo CreateVqp(v1::Agent::Stub& stub, v1::Scheme scheme, uint32_t num_qps);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -31,18 +32,22 @@ constexpr uint64_t kBytes = 16 * kMiB;
 
 // A memfd of `bytes`, sealed against shrinking, mapped; the pattern of `seed` written into it.
 struct ClientMemory {
-  explicit ClientMemory(uint64_t seed) {
+  explicit ClientMemory(uint64_t seed, uint64_t size = kBytes) : bytes(size) {
     fd = memfd_create("braid-test-client", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0 || ftruncate(fd, kBytes) != 0 || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) return;
-    void* p = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (fd < 0 || ftruncate(fd, static_cast<off_t>(bytes)) != 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
+      return;
+    }
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) return;
     data = static_cast<uint8_t*>(p);
-    FillPattern(data, kBytes, seed);
+    FillPattern(data, bytes, seed);
   }
   ~ClientMemory() {
-    if (data != nullptr) munmap(data, kBytes);
+    if (data != nullptr) munmap(data, bytes);
     if (fd >= 0) close(fd);
   }
+  uint64_t bytes;
   int fd = -1;
   uint8_t* data = nullptr;
 };
@@ -302,6 +307,134 @@ TEST_F(AgentSessionTest, AKilledClientIsReclaimedWhileAnotherKeepsMovingBytes) {
     fds_after = OpenFds(a_->pid());
   } while (fds_after != fds_before && std::chrono::steady_clock::now() < settle);
   EXPECT_EQ(fds_after, fds_before);
+}
+
+// One session of the churn below, of kind `cycle % 4`: a clean one (four verified writes), one
+// whose client goes away with sixteen writes in flight and none reaped, one that only watches its
+// VQP, and one that registers its memory and leaves at once. Each of the four `lane`s writes its
+// own quarter of `dst`.
+void SessionCycle(const std::string& socket, v1::Agent::Stub& stub, uint64_t vqp,
+                  const v1::RegionInfo& dst, uint8_t* peer, int lane, int cycle) {
+  constexpr uint64_t kSize = kMiB;
+  ClientMemory mem(static_cast<uint64_t>(cycle) + 100, kSize);
+  ASSERT_NE(mem.data, nullptr);
+  auto client = session::SessionClient::Connect(socket, {64, 64, 64});
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  session::SessionClient& c = **client;
+  if (cycle % 4 == 2) {
+    const session::SubmitEntry watch = session::SessionClient::Watch(vqp, 1);
+    ASSERT_EQ(c.Submit({&watch, 1}), 1u);
+    session::CompletionEntry done{};
+    for (int i = 0; i < 1000 && c.Reap({&done, 1}) == 0; ++i) c.Wait(5);
+    EXPECT_EQ(done.user_data, 1u);
+    EXPECT_EQ(done.status, 0);
+    return;
+  }
+  auto region = c.RegisterFd(mem.fd, 0, kSize, {&vqp, 1}, "churn");
+  ASSERT_TRUE(region.ok()) << region.status().ToString();
+  if (cycle % 4 == 3) return;
+  const uint32_t handle = Bind(stub, c.id(), vqp, GrantOf(dst));
+  constexpr uint64_t kSlotsPerLane = kBytes / kSize / 4;
+  const uint64_t slot = (static_cast<uint64_t>(lane) * kSlotsPerLane +
+                         static_cast<uint64_t>(cycle / 4) % kSlotsPerLane) *
+                        kSize;
+  const int count = cycle % 4 == 0 ? 4 : 16;
+  std::vector<session::SubmitEntry> writes(static_cast<size_t>(count));
+  for (int i = 0; i < count; ++i) {
+    session::SubmitEntry& e = writes[static_cast<size_t>(i)];
+    e = {};
+    e.user_data = static_cast<uint64_t>(i);
+    e.vqp_id = vqp;
+    e.local_region = static_cast<uint32_t>(*region);
+    e.remote_region = handle;
+    e.length = kSize / static_cast<uint64_t>(count);
+    e.local_offset = static_cast<uint64_t>(i) * e.length;
+    e.remote_offset = slot + e.local_offset;
+    e.op = static_cast<uint8_t>(session::RingOp::kWrite);
+  }
+  ASSERT_EQ(c.Submit(writes), static_cast<uint32_t>(count));
+  if (cycle % 4 == 1) return;  // gone with its writes in flight
+  std::vector<session::CompletionEntry> out(64);
+  int ok = 0, done = 0;
+  for (int i = 0; i < 2000 && done < count; ++i) {
+    const uint32_t n = c.Reap(out);
+    for (uint32_t k = 0; k < n; ++k) ok += out[k].status == 0 ? 1 : 0;
+    done += static_cast<int>(n);
+    if (n == 0) c.Wait(5);
+  }
+  EXPECT_EQ(ok, count);
+  EXPECT_EQ(std::memcmp(peer + slot, mem.data, kSize), 0) << "cycle " << cycle;
+}
+
+struct SessionHoldings {
+  size_t fds = 0, threads = 0, mappings = 0, regions = 0;
+  uint64_t rss_kib = 0;
+};
+
+SessionHoldings SessionHoldingsOf(AgentProcess& agent) {
+  grpc::ClientContext ctx;
+  v1::ListRegionsResponse regions;
+  EXPECT_TRUE(agent.stub().ListRegions(&ctx, v1::ListRegionsRequest(), &regions).ok());
+  return {SteadyOpenFds(agent.pid()), OwnThreads(agent.pid()), SharedMappings(agent.pid()),
+          static_cast<size_t>(regions.regions_size()), RssKiB(agent.pid())};
+}
+
+TEST_F(AgentSessionTest, SessionChurnReturnsFdsThreadsMappingsAndMemoryToBaseline) {
+#ifdef BRAID_SANITIZED
+  int cycles = 80;  // instrumented agents are several times slower
+#else
+  int cycles = 400;
+#endif
+  if (const char* env = std::getenv("BRAID_SOAK_CYCLES")) cycles = std::atoi(env);
+  const uint64_t vqp = va_.vqp_id();
+  MappedRegion peer(dst_.path(), kBytes);
+  // Four clients at once, each opening session after session; a first round of eight each warms
+  // up gRPC and the allocator.
+  auto churn = [&](int per_client) {
+    std::vector<std::thread> clients;
+    for (int lane = 0; lane < 4; ++lane) {
+      clients.emplace_back([&, lane] {
+        for (int i = 0; i < per_client && !HasFatalFailure(); ++i) {
+          SessionCycle(socket(), a_->stub(), vqp, dst_, peer.data(), lane, i);
+        }
+      });
+    }
+    for (std::thread& t : clients) t.join();
+  };
+  churn(8);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const SessionHoldings base = SessionHoldingsOf(*a_);
+  churn(cycles / 4);
+  // Sessions whose clients left with work in flight are reclaimed once it completes.
+  SessionHoldings end;
+  for (int i = 0; i < 100; ++i) {
+    end = SessionHoldingsOf(*a_);
+    if (end.fds <= base.fds && end.mappings <= base.mappings && end.regions <= base.regions) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::printf(
+      "session churn: %d sessions, four clients at once; fds %zu -> %zu, threads %zu -> %zu, "
+      "shared mappings %zu -> %zu, regions %zu -> %zu, RSS %.1f -> %.1f MiB\n",
+      cycles, base.fds, end.fds, base.threads, end.threads, base.mappings, end.mappings,
+      base.regions, end.regions, static_cast<double>(base.rss_kib) / 1024,
+      static_cast<double>(end.rss_kib) / 1024);
+  EXPECT_EQ(end.fds, base.fds);
+  EXPECT_EQ(end.threads, base.threads);
+  EXPECT_EQ(end.mappings, base.mappings);
+  EXPECT_EQ(end.regions, base.regions);
+#ifndef BRAID_SANITIZED
+  EXPECT_LE(end.rss_kib, base.rss_kib + 10 * 1024);
+#endif
+  // And the agent still moves a new client's bytes; while its session is open, its segment and
+  // its region are mapped in the agent (what the count above would have kept had they leaked).
+  ClientMemory mem(1, kMiB);
+  auto client = session::SessionClient::Connect(socket(), {64, 64, 64});
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  auto region = (*client)->RegisterFd(mem.fd, 0, kMiB, {&vqp, 1}, "last");
+  ASSERT_TRUE(region.ok()) << region.status().ToString();
+  EXPECT_GE(SharedMappings(a_->pid()), base.mappings + 2);
+  client->reset();
+  SessionCycle(socket(), a_->stub(), vqp, dst_, peer.data(), 0, 0);
 }
 
 TEST_F(AgentSessionTest, GarbageOnTheSessionSocketClosesOnlyThatConnection) {

@@ -137,6 +137,16 @@ uint64_t RssKiB(pid_t pid) {
   return 0;
 }
 
+size_t SharedMappings(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/maps");
+  size_t n = 0;
+  for (std::string line; std::getline(in, line);) {
+    const size_t perms = line.find(' ');  // "start-end rw-s offset ..."
+    if (perms != std::string::npos && perms + 4 < line.size() && line[perms + 4] == 's') ++n;
+  }
+  return n;
+}
+
 size_t CloseWaitSockets(pid_t pid) {
   const std::map<std::string, TcpSocket> tcp = TcpSockets(pid);
   size_t n = 0;
