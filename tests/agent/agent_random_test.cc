@@ -5,8 +5,10 @@
 // cancelled got exactly one completion. At the end, after cleanup: nothing listed, fds and
 // threads at their baseline, and a transfer whose bytes are compared works.
 //
-// BRAID_RANDOM_SEED picks the seed (default 1), BRAID_RANDOM_SECONDS the length (default 35 s;
-// 15 s under sanitizers).
+// The same with three clients at once, each with its own sequence, on the same agents.
+//
+// BRAID_RANDOM_SEED picks the seed (default 1), BRAID_RANDOM_SECONDS the length (default 35 s, 20 s
+// for the three clients; 15 and 10 s under sanitizers).
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -557,29 +559,95 @@ void VerifiedTransfer(AgentProcess& a, AgentProcess& b, uint64_t seed) {
   EXPECT_EQ(Checksum(dst.data(), dst.size()), Checksum(src.data(), src.size()));
 }
 
+// What each agent holds once everything is released, and the check that it holds it again.
+class Baseline {
+ public:
+  // After a first transfer (gRPC opens some fds lazily). A channel an agent opens to its peer for
+  // a recovery is closed after 5 s without use: not part of it.
+  Baseline(AgentProcess& a, AgentProcess& b, uint64_t seed) : agents_{&a, &b} {
+    VerifiedTransfer(a, b, seed);
+    ReleaseEverything(a.stub());
+    ReleaseEverything(b.stub());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    for (int i = 0; i < 2; ++i) {
+      fds_[i] = OpenFds(agents_[i]->pid());
+      fd_targets_[i] = FdTargets(agents_[i]->pid());
+      threads_[i] = OwnThreads(agents_[i]->pid());
+      thread_names_[i] = ThreadNames(agents_[i]->pid());
+    }
+  }
+
+  // Cleanup through the API, then nothing may be left, and a new transfer works.
+  void ExpectHeldAgain(uint64_t seed) {
+    for (AgentProcess* agent : agents_) ReleaseEverything(agent->stub());
+    for (int i = 0; i < 2; ++i) {
+      AgentProcess& agent = *agents_[i];
+      size_t f = 0, t = 0;
+      for (int tries = 0; tries < 100; ++tries) {
+        f = OpenFds(agent.pid());
+        t = OwnThreads(agent.pid());
+        if (f <= fds_[i] && t <= threads_[i]) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      std::printf("%s: fds %zu -> %zu, threads %zu -> %zu\n", agent.id().c_str(), fds_[i], f,
+                  threads_[i], t);
+      EXPECT_EQ(f, fds_[i]) << agent.id();
+      if (f != fds_[i]) {
+        for (const std::string& target : FdTargets(agent.pid())) {
+          const auto& before = fd_targets_[i];
+          if (std::find(before.begin(), before.end(), target) == before.end()) {
+            std::printf("  %s holds %s (not at the baseline)\n", agent.id().c_str(),
+                        target.c_str());
+          }
+        }
+      }
+      EXPECT_EQ(t, threads_[i]) << agent.id() << " (threads besides gRPC's callback executor)";
+      EXPECT_LE(ExecutorThreads(agent.pid()), MaxExecutorThreads()) << agent.id();
+      if (t != threads_[i]) {
+        std::string before, now;
+        for (const auto& n : thread_names_[i]) before += n + ", ";
+        for (const auto& n : ThreadNames(agent.pid())) now += n + ", ";
+        std::printf("  %s threads before: %s\n  now: %s\n", agent.id().c_str(), before.c_str(),
+                    now.c_str());
+      }
+    }
+    VerifiedTransfer(*agents_[0], *agents_[1], seed);
+    for (AgentProcess* agent : agents_) ReleaseEverything(agent->stub());
+  }
+
+ private:
+  AgentProcess* agents_[2];
+  size_t fds_[2] = {};
+  std::vector<std::string> fd_targets_[2];
+  size_t threads_[2] = {};
+  std::vector<std::string> thread_names_[2];
+};
+
+uint64_t SeedFromEnv() {
+  const char* env = std::getenv("BRAID_RANDOM_SEED");
+  return env != nullptr ? std::strtoull(env, nullptr, 10) : 1;
+}
+
+double SecondsFromEnv(double otherwise) {
+  const char* env = std::getenv("BRAID_RANDOM_SECONDS");
+  return env != nullptr ? std::atof(env) : otherwise;
+}
+
+void PrintCodes(const RandomApi& api) {
+  for (const auto& [what, n] : api.codes()) std::printf("  %-28s %d\n", what.c_str(), n);
+}
+
 TEST(AgentRandomApi, RandomCallSequencesNeverBreakTheAgentsOrLeaveAnythingBehind) {
-  const uint64_t seed = std::getenv("BRAID_RANDOM_SEED")
-                            ? std::strtoull(std::getenv("BRAID_RANDOM_SEED"), nullptr, 10)
-                            : 1;
+  const uint64_t seed = SeedFromEnv();
 #ifdef BRAID_SANITIZED
-  double seconds = 15;
+  const double seconds = SecondsFromEnv(15);
 #else
-  double seconds = 35;
+  const double seconds = SecondsFromEnv(35);
 #endif
-  if (const char* env = std::getenv("BRAID_RANDOM_SECONDS")) seconds = std::atof(env);
   auto a = AgentProcess::Spawn({"rand-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0, true});
   auto b = AgentProcess::Spawn({"rand-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2, true});
   ASSERT_TRUE(a && b);
-  // The baseline: after a first transfer (gRPC opens some fds lazily). A channel an agent opens
-  // to its peer for a recovery is closed after 5 s without use: not part of it.
-  VerifiedTransfer(*a, *b, seed);
-  ReleaseEverything(a->stub());
-  ReleaseEverything(b->stub());
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  const size_t fds[2] = {OpenFds(a->pid()), OpenFds(b->pid())};
-  const std::vector<std::string> fd_targets[2] = {FdTargets(a->pid()), FdTargets(b->pid())};
-  const size_t threads[2] = {OwnThreads(a->pid()), OwnThreads(b->pid())};
-  const std::vector<std::string> thread_names[2] = {ThreadNames(a->pid()), ThreadNames(b->pid())};
+  Baseline baseline(*a, *b, seed);
 
   RandomApi api(*a, *b, seed);
   const auto end = Clock::now() + std::chrono::duration<double>(seconds);
@@ -591,46 +659,49 @@ TEST(AgentRandomApi, RandomCallSequencesNeverBreakTheAgentsOrLeaveAnythingBehind
   }
   std::printf("seed %llu: %d steps in %.0f s\n", static_cast<unsigned long long>(seed), steps,
               seconds);
-  for (const auto& [what, n] : api.codes()) std::printf("  %-28s %d\n", what.c_str(), n);
+  PrintCodes(api);
   ASSERT_FALSE(::testing::Test::HasFailure()) << "seed " << seed;
+  baseline.ExpectHeldAgain(seed + 1);
+}
 
-  // Cleanup through the API, then nothing may be left.
-  ReleaseEverything(a->stub());
-  ReleaseEverything(b->stub());
-  AgentProcess* agents[2] = {a.get(), b.get()};
-  for (int i = 0; i < 2; ++i) {
-    size_t f = 0, t = 0;
-    for (int tries = 0; tries < 100; ++tries) {
-      f = OpenFds(agents[i]->pid());
-      t = OwnThreads(agents[i]->pid());
-      if (f <= fds[i] && t <= threads[i]) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    std::printf("%s: fds %zu -> %zu, threads %zu -> %zu\n", agents[i]->id().c_str(), fds[i], f,
-                threads[i], t);
-    EXPECT_EQ(f, fds[i]) << agents[i]->id();
-    if (f != fds[i]) {
-      for (const std::string& target : FdTargets(agents[i]->pid())) {
-        const auto& before = fd_targets[i];
-        if (std::find(before.begin(), before.end(), target) == before.end()) {
-          std::printf("  %s holds %s (not at the baseline)\n", agents[i]->id().c_str(),
-                      target.c_str());
-        }
-      }
-    }
-    EXPECT_EQ(t, threads[i]) << agents[i]->id() << " (threads besides gRPC's callback executor)";
-    EXPECT_LE(ExecutorThreads(agents[i]->pid()), MaxExecutorThreads()) << agents[i]->id();
-    if (t != threads[i]) {
-      std::string before, now;
-      for (const auto& n : thread_names[i]) before += n + ", ";
-      for (const auto& n : ThreadNames(agents[i]->pid())) now += n + ", ";
-      std::printf("  %s threads before: %s\n  now: %s\n", agents[i]->id().c_str(), before.c_str(),
-                  now.c_str());
-    }
+// Three clients at once, each with its own random sequence on the same two agents: one destroys,
+// drains or breaks what another is using (ids are small numbers, and a random one may be
+// another client's), cancels streams next to the others' transfers, and so on.
+TEST(AgentRandomApi, SeveralClientsAtOnceWithRandomSequencesNeverBreakTheAgents) {
+  const uint64_t seed = SeedFromEnv();
+#ifdef BRAID_SANITIZED
+  const double seconds = SecondsFromEnv(10);
+#else
+  const double seconds = SecondsFromEnv(20);
+#endif
+  auto a = AgentProcess::Spawn({"rand3-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0, true});
+  auto b = AgentProcess::Spawn({"rand3-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2, true});
+  ASSERT_TRUE(a && b);
+  Baseline baseline(*a, *b, seed);
+
+  constexpr int kClients = 3;
+  std::vector<std::unique_ptr<RandomApi>> apis;
+  for (int c = 0; c < kClients; ++c) {
+    apis.push_back(std::make_unique<RandomApi>(*a, *b, seed * 1000 + static_cast<uint64_t>(c)));
   }
-  VerifiedTransfer(*a, *b, seed + 1);
-  ReleaseEverything(a->stub());
-  ReleaseEverything(b->stub());
+  const auto end = Clock::now() + std::chrono::duration<double>(seconds);
+  std::atomic<int> steps{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      for (int step = 0; Clock::now() < end && !::testing::Test::HasFailure(); ++step) {
+        apis[static_cast<size_t>(c)]->Step();
+        apis[static_cast<size_t>(c)]->CheckAlive(step);
+        ++steps;
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  std::printf("seed %llu: %d steps of %d clients in %.0f s\n",
+              static_cast<unsigned long long>(seed), steps.load(), kClients, seconds);
+  for (const auto& api : apis) PrintCodes(*api);
+  ASSERT_FALSE(::testing::Test::HasFailure()) << "seed " << seed;
+  baseline.ExpectHeldAgain(seed + 1);
 }
 
 }  // namespace
