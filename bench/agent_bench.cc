@@ -8,15 +8,20 @@
 // WRITE_WITH_IMM ping-pong between a client of each agent, both on their agents' rings, the
 // notifications included (p50/p99), on the 8-QP VQP and on a 1-QP VQP pair.
 //
-// Usage: braid_agent_bench [tcp_loopback.txt]
+// With --rounds=N --tcp-bench=PATH, then N rounds of the in-process 1 MiB WRITE and READ (a run of
+// braid_tcp_bench) each followed by the ring's, and the ratio of their medians.
+//
+// Usage: braid_agent_bench [tcp_loopback.txt] [--rounds=N --tcp-bench=PATH]
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -33,14 +38,36 @@ namespace v1 = braid::v1;
 constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kRegion = 256 * kMiB;
 
-// The figure on the line of `file` that starts with `label` (GB/s or Mops/s), or -1.
-double InProcess(const std::string& file, const std::string& label) {
-  std::ifstream in(file);
+// The figure on the line of `in` that starts with `label` (GB/s or Mops/s), or -1.
+double FigureOn(std::istream& in, const std::string& label) {
   std::string line;
   while (std::getline(in, line)) {
     if (line.rfind(label, 0) == 0) return std::stod(line.substr(label.size()));
   }
   return -1;
+}
+
+double InProcess(const std::string& file, const std::string& label) {
+  std::ifstream in(file);
+  return FigureOn(in, label);
+}
+
+// What `command` prints on its standard output.
+std::string Output(const std::string& command) {
+  std::string out;
+  FILE* p = popen(command.c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[512];
+  while (fgets(buf, sizeof(buf), p) != nullptr) out += buf;
+  pclose(p);
+  return out;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return -1;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 // CPU seconds of both agents and of this process so far.
@@ -128,11 +155,62 @@ Figure RingRun(AgentProcess& a, AgentProcess& b, RingClient& r, uint64_t vqp,
   return f;
 }
 
+// `rounds` rounds of: the in-process 1 MiB WRITE and READ on 4 soft QPs (`tcp_bench --bulk-4qp`,
+// 1 s each), then the same through the ring. This VM's speed drifts by half from one minute to
+// the next; alternating makes each ring figure meet an in-process one of the same minute. Prints
+// every round, the medians and the ratio of the medians.
+bool Rounds(AgentProcess& a, AgentProcess& b, RingClient& ring, uint64_t vqp, int rounds,
+            const std::string& tcp_bench) {
+  namespace session = braid::session;
+  std::vector<double> in_w, in_r, ring_w, ring_r;
+  std::printf("1 MiB, in-process (4 soft QPs) and through the ring, round after round (GB/s)\n");
+  std::printf("%-6s %12s %12s %12s %12s\n", "round", "in WRITE", "ring WRITE", "in READ",
+              "ring READ");
+  for (int i = 1; i <= rounds; ++i) {
+    std::istringstream out(Output(tcp_bench + " --bulk-4qp --seconds=1"));
+    const double w = FigureOn(out, "4 soft QPs, 1 MiB RDMA WRITE, depth 16 each");
+    const double r = FigureOn(out, "4 soft QPs, 1 MiB RDMA READ, depth 16 each");
+    const Figure rw = RingRun(a, b, ring, vqp, session::RingOp::kWrite, kMiB, 2048, 256);
+    const Figure rr = RingRun(a, b, ring, vqp, session::RingOp::kRead, kMiB, 2048, 256);
+    if (w <= 0 || r <= 0 || !rw.ok || !rr.ok) {
+      std::fprintf(stderr, "agent_bench: round %d failed (in-process %.3f / %.3f)\n", i, w, r);
+      return false;
+    }
+    in_w.push_back(w);
+    in_r.push_back(r);
+    ring_w.push_back(rw.gbs());
+    ring_r.push_back(rr.gbs());
+    std::printf("%-6d %12.3f %12.3f %12.3f %12.3f\n", i, w, rw.gbs(), r, rr.gbs());
+    std::fflush(stdout);
+  }
+  const double mw = Median(in_w), mrw = Median(ring_w), mr = Median(in_r), mrr = Median(ring_r);
+  std::printf("%-6s %12.3f %12.3f %12.3f %12.3f\n", "median", mw, mrw, mr, mrr);
+  std::printf("ring/in-process, medians of %d rounds: 1 MiB WRITE %.2f, READ %.2f (goal >= 0.95)\n",
+              rounds, mrw / mw, mrr / mr);
+  return true;
+}
+
 }  // namespace
 
+// Usage: braid_agent_bench [tcp_loopback.txt] [--rounds=N --tcp-bench=PATH]
 int main(int argc, char** argv) {
   namespace session = braid::session;
-  const std::string tcp_results = argc > 1 ? argv[1] : "";
+  std::string tcp_results, tcp_bench;
+  int rounds = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.starts_with("--rounds=")) {
+      rounds = std::atoi(arg.c_str() + 9);
+    } else if (arg.starts_with("--tcp-bench=")) {
+      tcp_bench = arg.substr(12);
+    } else if (!arg.starts_with("--")) {
+      tcp_results = arg;
+    } else {
+      std::fprintf(stderr,
+                   "usage: braid_agent_bench [tcp_loopback.txt] [--rounds=N --tcp-bench=PATH]\n");
+      return 2;
+    }
+  }
   const std::string dir = "/tmp/braid-agent-bench-" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
   braid::testing::AgentPair pair =
@@ -212,6 +290,7 @@ int main(int argc, char** argv) {
       "at 4 KiB;\n"
       " in-process: bench/tcp_loopback.sh of this run, 4 soft QPs / 1 soft QP, -1: not run;\n"
       " CPU: both agents and this client, from /proc)\n");
+  if (rounds > 0 && !tcp_bench.empty() && !Rounds(a, b, ring, vqp, rounds, tcp_bench)) return 1;
   ring.client.reset();
   back.client.reset();
   one_ring.client.reset();

@@ -15,7 +15,8 @@
 // --rma-compare prints only the figures bench/libfabric_compare.sh sets next to libfabric's tcp
 // provider (braid_libfabric_rma_bench): 1 MiB WRITE and READ and the 4 KiB WRITE rate on one QP,
 // 16 in flight; --working-set=BYTES (64 MiB) is how much of both buffers the operations cycle
-// through, slot after slot.
+// through, slot after slot. --bulk-4qp prints only the 1 MiB WRITE and READ on 4 QPs (what
+// braid_agent_bench --rounds sets next to the ring path, round after round).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/wait.h>
@@ -258,7 +259,7 @@ void Contention(Side& s, const Info& peer, int trials, double seconds) {
 int main(int argc, char** argv) {
   double iperf = 0;
   double seconds = 3;
-  enum class Only { kAll, kWrite, kAllButWrite, kRmaCompare, kNone } only = Only::kAll;
+  enum class Only { kAll, kWrite, kAllButWrite, kRmaCompare, kBulk4Qp, kNone } only = Only::kAll;
   int contention_trials = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -268,6 +269,8 @@ int main(int argc, char** argv) {
       only = Only::kAllButWrite;
     } else if (a == "--rma-compare") {
       only = Only::kRmaCompare;
+    } else if (a == "--bulk-4qp") {
+      only = Only::kBulk4Qp;
     } else if (a.starts_with("--working-set=")) {
       g_working_set = std::strtoull(a.c_str() + 14, nullptr, 10);
     } else if (a.starts_with("--seconds=")) {
@@ -286,7 +289,8 @@ int main(int argc, char** argv) {
       iperf = std::atof(a.c_str());
     } else {
       std::fprintf(stderr,
-                   "usage: braid_tcp_bench [--write-only|--skip-write|--rma-compare] [--seconds=S] "
+                   "usage: braid_tcp_bench [--write-only|--skip-write|--rma-compare|--bulk-4qp] "
+                   "[--seconds=S] "
                    "[--working-set=BYTES] "
                    "[--qp-window=BYTES] [--poll=spin|sleep] [--spin-us=N] [--contention=TRIALS] "
                    "[iperf3 GB/s]\n");
@@ -339,6 +343,10 @@ int main(int argc, char** argv) {
       if (only == Only::kAll || only == Only::kWrite) {
         bulk("1 soft QP, 1 MiB RDMA WRITE, depth 16", 1, IBV_WR_RDMA_WRITE);
         bulk("4 soft QPs, 1 MiB RDMA WRITE, depth 16 each", 4, IBV_WR_RDMA_WRITE);
+      }
+      if (only == Only::kBulk4Qp) {
+        bulk("4 soft QPs, 1 MiB RDMA WRITE, depth 16 each", 4, IBV_WR_RDMA_WRITE);
+        bulk("4 soft QPs, 1 MiB RDMA READ, depth 16 each", 4, IBV_WR_RDMA_READ);
       }
       if (only == Only::kAll || only == Only::kAllButWrite) {
         bulk("1 soft QP, 1 MiB RDMA READ, depth 16", 1, IBV_WR_RDMA_READ);
