@@ -88,7 +88,8 @@ bench: build
 	  $(BUILD)/bench/braid_libfabric_rma_bench | tee $(BUILD)/bench-results/libfabric_compare.txt
 	bash bench/soft_verbs_perftest.sh $(BUILD)/dataplane/soft_verbs/libbraid_verbs.so | \
 	  tee $(BUILD)/bench-results/soft_verbs_perftest.txt
-	$(BUILD)/bench/braid_agent_bench $(BUILD)/bench-results/tcp_loopback.txt | \
+	$(BUILD)/bench/braid_agent_bench $(BUILD)/bench-results/tcp_loopback.txt --rounds=9 \
+	  --tcp-bench=$(BUILD)/bench/braid_tcp_bench | \
 	  tee $(BUILD)/bench-results/agent_e2e.txt
 	for path in ring grpc; do bash bench/braidctl_copy.sh $(BUILD) $$path 5; done | \
 	  tee $(BUILD)/bench-results/braidctl_copy.txt
