@@ -633,75 +633,59 @@ double SecondsFromEnv(double otherwise) {
   return env != nullptr ? std::atof(env) : otherwise;
 }
 
-void PrintCodes(const RandomApi& api) {
-  for (const auto& [what, n] : api.codes()) std::printf("  %-28s %d\n", what.c_str(), n);
-}
-
-TEST(AgentRandomApi, RandomCallSequencesNeverBreakTheAgentsOrLeaveAnythingBehind) {
-  const uint64_t seed = SeedFromEnv();
+// `clients` clients at once on the same two agents, each running its own random sequence (seeded
+// `seed`, or `seed * 1000 + c` when there are several) for `seconds` (`sanitized_seconds` in a
+// sanitizer build); then the cleanup check.
+void RunRandomClients(const std::string& prefix, int clients, double seconds,
+                      double sanitized_seconds) {
 #ifdef BRAID_SANITIZED
-  const double seconds = SecondsFromEnv(15);
+  seconds = sanitized_seconds;
 #else
-  const double seconds = SecondsFromEnv(35);
+  (void)sanitized_seconds;
 #endif
-  auto a = AgentProcess::Spawn({"rand-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0, true});
-  auto b = AgentProcess::Spawn({"rand-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2, true});
+  seconds = SecondsFromEnv(seconds);
+  const uint64_t seed = SeedFromEnv();
+  auto a = AgentProcess::Spawn({prefix + "-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0, true});
+  auto b = AgentProcess::Spawn({prefix + "-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2, true});
   ASSERT_TRUE(a && b);
   Baseline baseline(*a, *b, seed);
 
-  RandomApi api(*a, *b, seed);
-  const auto end = Clock::now() + std::chrono::duration<double>(seconds);
-  int steps = 0;
-  while (Clock::now() < end && !::testing::Test::HasFailure()) {
-    api.Step();
-    api.CheckAlive(steps);
-    ++steps;
-  }
-  std::printf("seed %llu: %d steps in %.0f s\n", static_cast<unsigned long long>(seed), steps,
-              seconds);
-  PrintCodes(api);
-  ASSERT_FALSE(::testing::Test::HasFailure()) << "seed " << seed;
-  baseline.ExpectHeldAgain(seed + 1);
-}
-
-// Three clients at once, each with its own random sequence on the same two agents: one destroys,
-// drains or breaks what another is using (ids are small numbers, and a random one may be
-// another client's), cancels streams next to the others' transfers, and so on.
-TEST(AgentRandomApi, SeveralClientsAtOnceWithRandomSequencesNeverBreakTheAgents) {
-  const uint64_t seed = SeedFromEnv();
-#ifdef BRAID_SANITIZED
-  const double seconds = SecondsFromEnv(10);
-#else
-  const double seconds = SecondsFromEnv(20);
-#endif
-  auto a = AgentProcess::Spawn({"rand3-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0, true});
-  auto b = AgentProcess::Spawn({"rand3-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2, true});
-  ASSERT_TRUE(a && b);
-  Baseline baseline(*a, *b, seed);
-
-  constexpr int kClients = 3;
   std::vector<std::unique_ptr<RandomApi>> apis;
-  for (int c = 0; c < kClients; ++c) {
-    apis.push_back(std::make_unique<RandomApi>(*a, *b, seed * 1000 + static_cast<uint64_t>(c)));
+  for (int c = 0; c < clients; ++c) {
+    const uint64_t own = clients == 1 ? seed : seed * 1000 + static_cast<uint64_t>(c);
+    apis.push_back(std::make_unique<RandomApi>(*a, *b, own));
   }
   const auto end = Clock::now() + std::chrono::duration<double>(seconds);
   std::atomic<int> steps{0};
-  std::vector<std::thread> clients;
-  for (int c = 0; c < kClients; ++c) {
-    clients.emplace_back([&, c] {
+  std::vector<std::thread> threads;
+  for (const auto& api : apis) {
+    threads.emplace_back([&, api = api.get()] {
       for (int step = 0; Clock::now() < end && !::testing::Test::HasFailure(); ++step) {
-        apis[static_cast<size_t>(c)]->Step();
-        apis[static_cast<size_t>(c)]->CheckAlive(step);
+        api->Step();
+        api->CheckAlive(step);
         ++steps;
       }
     });
   }
-  for (std::thread& t : clients) t.join();
-  std::printf("seed %llu: %d steps of %d clients in %.0f s\n",
-              static_cast<unsigned long long>(seed), steps.load(), kClients, seconds);
-  for (const auto& api : apis) PrintCodes(*api);
+  for (std::thread& t : threads) t.join();
+  std::printf("seed %llu: %d steps of %d client(s) in %.0f s\n",
+              static_cast<unsigned long long>(seed), steps.load(), clients, seconds);
+  for (const auto& api : apis) {
+    for (const auto& [what, n] : api->codes()) std::printf("  %-28s %d\n", what.c_str(), n);
+  }
   ASSERT_FALSE(::testing::Test::HasFailure()) << "seed " << seed;
   baseline.ExpectHeldAgain(seed + 1);
+}
+
+TEST(AgentRandomApi, RandomCallSequencesNeverBreakTheAgentsOrLeaveAnythingBehind) {
+  RunRandomClients("rand", 1, 35, 15);
+}
+
+// Three clients at once: one destroys, drains or breaks what another is using (ids are small
+// numbers, and a random one may be another client's), cancels streams next to the others'
+// transfers, and so on.
+TEST(AgentRandomApi, SeveralClientsAtOnceWithRandomSequencesNeverBreakTheAgents) {
+  RunRandomClients("rand3", 3, 20, 10);
 }
 
 }  // namespace
