@@ -4,6 +4,7 @@ iterator; a deadline with a stopped peer; refusals as BraidError; an agent resta
 Nothing is left on the agents after each test (the fixture checks)."""
 
 import asyncio
+import gc
 import mmap
 import os
 import pathlib
@@ -315,3 +316,60 @@ def test_a_numpy_array_over_a_memfd_or_a_dev_shm_file_is_registered_where_it_lie
         back_reg.close()
         del dst
     a.close()  # its registration session: the agent's descriptors for it go too
+
+
+def own_holdings():
+    """(descriptors, threads) of this Python process."""
+    return len(os.listdir("/proc/self/fd")), len(os.listdir("/proc/self/task"))
+
+
+def test_hundreds_of_sessions_leave_nothing_behind_in_this_process_or_the_agents(agents):
+    """Sessions opened and closed one after another, a third of them closed with writes still in
+    flight, a third with a notification stream beside them: every write's future ends (done or a
+    BraidError, never left hanging), the bytes of those waited for are verified, and this process
+    holds the descriptors and threads it held before (the fixture checks the agents)."""
+    _, _, a, b, _ = agents
+    with braid.connect(a, b, qps=2) as conn:
+        src = a.alloc(MiB)
+        dst = b.alloc(MiB, grant=[conn.vqp_b])
+        src_view = np.frombuffer(src, dtype=np.uint8)
+        dst_view = np.frombuffer(dst, dtype=np.uint8)
+        remote = dst.remote(conn.vqp_b)
+
+        def cycle(i):
+            slot = (i % 256) * 4096
+            src_view[slot:slot + 4096] = i % 251
+            left = []
+            with conn.session(ring_entries=64) as s:
+                if i % 3 == 2:
+                    with b.notifications(conn.vqp_b) as n:
+                        s.submit(braid.Op("write_with_imm", src, remote, length=4096,
+                                          local_offset=slot, remote_offset=slot,
+                                          imm=i)).result(timeout=30)
+                        seen = n.next(timeout=30)
+                        assert seen is not None and seen.imm == i, seen
+                else:
+                    s.write(src, remote, length=4096, local_offset=slot,
+                            remote_offset=slot).result(timeout=30)
+                assert np.array_equal(dst_view[slot:slot + 4096], src_view[slot:slot + 4096]), i
+                if i % 3 == 1:  # closed with these still in flight
+                    left = [s.write(src, remote, length=4096, local_offset=k * 4096,
+                                    remote_offset=k * 4096) for k in range(16)]
+            for f in left:
+                try:
+                    f.result(timeout=30)
+                except braid.BraidError:
+                    pass  # ended by the close: an error, not a hang
+
+        for i in range(12):  # threads and connections opened once, on first use
+            cycle(i)
+        gc.collect()
+        before = own_holdings()
+        for i in range(300):
+            cycle(i)
+        gc.collect()
+        deadline = time.time() + 10
+        while own_holdings() > before and time.time() < deadline:
+            time.sleep(0.05)
+        assert own_holdings() <= before, f"this process: {before} -> {own_holdings()}"
+        del src_view, dst_view
