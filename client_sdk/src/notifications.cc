@@ -1,5 +1,7 @@
 #include "braid/notifications.h"
 
+#include <pthread.h>
+
 #include <chrono>
 #include <future>
 #include <string>
@@ -86,7 +88,10 @@ Status NotificationStream::OpenRing(uint64_t vqp_id, const NotificationOptions& 
         "agent " + agent_->target() + " will not watch VQP " + std::to_string(vqp_id) + ": " +
             std::string(session::Describe(static_cast<session::SubmitField>(done.detail))));
   }
-  thread_ = std::thread([this, busy = options.busy_poll] { RingLoop(busy); });
+  thread_ = std::thread([this, busy = options.busy_poll] {
+    pthread_setname_np(pthread_self(), "braid-notify");  // for top -H, perf, gdb
+    RingLoop(busy);
+  });
   return Status::Ok();
 }
 
@@ -141,7 +146,11 @@ void NotificationStream::End(Status why) {
 
 NotificationStream::~NotificationStream() {
   stop_.store(true, std::memory_order_relaxed);
-  if (ring_ == nullptr) context_.TryCancel();
+  if (ring_ == nullptr) {
+    context_.TryCancel();
+  } else {
+    ring_->Interrupt();  // the reader may sleep on the doorbell
+  }
   if (thread_.joinable()) thread_.join();
 }
 

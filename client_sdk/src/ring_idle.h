@@ -1,8 +1,9 @@
 // RingIdle: how an SDK thread that reaps a local session's ring waits when the ring runs dry.
 // It spins a short while (more tends to follow), giving the core away between looks (on a small
 // machine the engine that must produce the next completion may be waiting for it), then sleeps on
-// the client's doorbell, 10 ms at a time, looking between sleeps whether the agent closed the
-// session socket; in busy-poll mode it never sleeps (and still yields between looks). Used by the
+// the client's doorbell and the session socket until a completion, the agent's end of the socket
+// closing or SessionClient::Interrupt (how its owner stops it) wakes it, so an idle session costs
+// no wakeups; in busy-poll mode it never sleeps (and still yields between looks). Used by the
 // ring transport's reader and by NotificationStream's. Threading: one per reaping thread.
 #ifndef BRAID_CLIENT_SDK_SRC_RING_IDLE_H_
 #define BRAID_CLIENT_SDK_SRC_RING_IDLE_H_
@@ -33,8 +34,8 @@ class RingIdle {
  private:
   // How long the reader spins on an empty ring before it sleeps.
   static constexpr auto kSpin = std::chrono::microseconds(50);
-  // How long it sleeps at most before it looks at the session socket (agent gone?) and its stop.
-  static constexpr int kSleepMs = 10;
+  // How long it sleeps at most: a backstop, since the doorbell, the socket and Interrupt wake it.
+  static constexpr int kSleepMs = 1000;
 
   const bool busy_poll_;
   std::chrono::steady_clock::time_point idle_since_ = std::chrono::steady_clock::now();

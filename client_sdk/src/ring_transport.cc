@@ -5,6 +5,8 @@
 // reader thread reaps completions, spinning a short while when the ring runs dry, then sleeping on
 // the client's doorbell (or spinning for good in busy-poll mode). Remote regions are bound to the
 // session once (BindRemote) and their handles kept.
+#include <pthread.h>
+
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -76,7 +78,10 @@ class RingTransport final : public Transport {
   const char* kind() const override { return "ring"; }
 
   void Start(CompletionSink* sink) override {
-    reader_ = std::thread([this, sink] { ReadLoop(sink); });
+    reader_ = std::thread([this, sink] {
+      pthread_setname_np(pthread_self(), "braid-ring-rd");  // for top -H, perf, gdb
+      ReadLoop(sink);
+    });
   }
 
   std::vector<std::pair<uint64_t, Status>> Send(uint64_t vqp_id,
@@ -120,6 +125,7 @@ class RingTransport final : public Transport {
 
   void Close() override {
     stop_.store(true, std::memory_order_relaxed);
+    client_->Interrupt();  // the reader may sleep on the doorbell
     reader_.join();
     client_.reset();  // closes the session socket: the agent ends the session
   }

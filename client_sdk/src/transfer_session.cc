@@ -1,5 +1,7 @@
 #include "braid/transfer_session.h"
 
+#include <pthread.h>
+
 #include <filesystem>
 #include <string_view>
 #include <thread>
@@ -49,7 +51,10 @@ Status TransferSession::Start() {
   if (options_.max_in_flight != 0) window_ = std::min(window_, options_.max_in_flight);
   sink_ = std::make_unique<Sink>(this);
   transport_->Start(sink_.get());
-  watchdog_ = std::thread([this] { WatchLoop(); });
+  watchdog_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "braid-deadline");  // for top -H, perf, gdb
+    WatchLoop();
+  });
   return Status::Ok();
 }
 
@@ -90,6 +95,7 @@ size_t TransferSession::Send(
   };
   std::vector<internal::WireOp> wire;
   size_t taken = 0;
+  bool wake_watchdog = false;
   {
     std::unique_lock<std::mutex> lock(mu_);
     // Wait for room in the window, at most the first op's own deadline.
@@ -122,7 +128,9 @@ size_t TransferSession::Send(
       regions_used_.insert(ops[i].local_region);  // no allocation once the region is known
       wire.push_back({op_id, &ops[i], static_cast<uint32_t>(timeout.count())});
     }
+    wake_watchdog = watchdog_asleep_;
   }
+  if (wake_watchdog) cv_.notify_all();
   std::vector<std::pair<uint64_t, Status>> refused;
   {
     std::lock_guard<std::mutex> lock(write_mu_);
@@ -261,9 +269,23 @@ void TransferSession::OnEnd(const Status& why) {
 }
 
 void TransferSession::WatchLoop() {
+  // It looks every 20 ms while ops are pending; after a second with none it sleeps until Send
+  // brings one, so an idle session wakes no thread, while one that keeps ops going pays no wakeup
+  // per op.
+  constexpr auto kTick = std::chrono::milliseconds(20);
+  constexpr int kIdleTicks = 50;
   std::unique_lock<std::mutex> lock(mu_);
+  int idle_ticks = 0;
   while (!stopping_) {
-    cv_.wait_for(lock, std::chrono::milliseconds(20));
+    idle_ticks = pending_.empty() ? idle_ticks + 1 : 0;
+    if (idle_ticks > kIdleTicks) {
+      watchdog_asleep_ = true;
+      cv_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+      watchdog_asleep_ = false;
+      idle_ticks = 0;
+      continue;
+    }
+    cv_.wait_for(lock, kTick);
     const auto now = std::chrono::steady_clock::now();
     std::vector<std::pair<uint64_t, std::function<void(TransferResult)>>> expired;
     for (auto it = pending_.begin(); it != pending_.end();) {

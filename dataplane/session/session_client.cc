@@ -149,7 +149,17 @@ bool SessionClient::Wait(int timeout_ms) {
   // after publishing to either (doc/local_data_path.md, "Sleeping without losing a wakeup").
   auto ready = [this] { return completions_.Ready() > 0 || notices_.Ready() > 0; };
   if (ready()) return true;
-  if (completions_.PrepareToSleep() && !ready()) (void)complete_bell_.Wait(timeout_ms);
+  if (completions_.PrepareToSleep() && !ready()) {
+    if (!socket_.valid()) {
+      (void)complete_bell_.Wait(timeout_ms);
+    } else {
+      // The socket too: a client sleeping without a timeout learns at once that the agent went.
+      pollfd p[2] = {{complete_bell_.fd(), POLLIN, 0}, {socket_.get(), POLLRDHUP, 0}};
+      if (poll(p, 2, timeout_ms) > 0 && (p[0].revents & POLLIN) != 0) {
+        (void)complete_bell_.Wait(0);  // clears it
+      }
+    }
+  }
   completions_.Awake();
   return ready();
 }

@@ -39,8 +39,9 @@ class SessionClient {
   static common::Result<std::unique_ptr<SessionClient>> Connect(const std::string& path,
                                                                 RingSizes sizes = {});
   // Registers `length` bytes at `offset` of the file behind `fd` (a memfd, or a file in /dev/shm
-  // or on hugetlbfs, opened read-write) where they lie, granted to `grant_vqps`; returns the region id. Connected clients
-  // only; the region is deregistered when the session ends (once nothing of it is in flight).
+  // or on hugetlbfs, opened read-write) where they lie, granted to `grant_vqps`; returns the region
+  // id. Connected clients only; the region is deregistered when the session ends (once nothing of
+  // it is in flight).
   common::Result<uint64_t> RegisterFd(int fd, uint64_t offset, uint64_t length,
                                       std::span<const uint64_t> grant_vqps,
                                       const std::string& label = "");
@@ -55,9 +56,13 @@ class SessionClient {
   uint32_t ReapNotifications(std::span<NotifyEntry> out);
   // A kWatch entry for `vqp_id` (submit it; its completion says whether the watch began).
   static SubmitEntry Watch(uint64_t vqp_id, uint64_t user_data);
-  // Sleeps until a completion or a notification is ready or `timeout_ms` passed; true when one
-  // is ready.
+  // Sleeps until a completion or a notification is ready, the agent ends the session (its end of
+  // the session socket closes), Interrupt is called or `timeout_ms` passed (-1: no limit); true
+  // when a completion or a notification is ready.
   bool Wait(int timeout_ms);
+  // Wakes the thread in Wait, or makes its next Wait return at once: how another thread of the
+  // client stops a reaper that sleeps without a timeout. Any thread.
+  void Interrupt() const { complete_bell_.Ring(); }
   // The agent ended the session (its end of the session socket closed: it stopped, or dropped
   // the session): nothing more will complete. False for an attached client. Any thread.
   bool AgentGone() const;

@@ -11,9 +11,11 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -539,6 +541,58 @@ TEST_P(SdkTest, AnAgentRestartMidTransferIsAClearErrorAndConnectWorksAfter) {
     ASSERT_TRUE(granted.ok()) << granted.status().ToString();
     auto r = session2->Submit(Op(**src2, *granted, 0)).get();
     EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  }
+  ExpectNothingHeld(*a_);
+  ExpectNothingHeld(*b_);
+}
+
+// Times the SDK's own threads of this process (named "braid-...") went to sleep and woke: the
+// voluntary context switches in /proc/self/task/*/status.
+uint64_t SdkThreadWakeups() {
+  uint64_t total = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (!std::getline(comm, name) || !name.starts_with("braid-")) continue;
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.starts_with("voluntary_ctxt_switches:")) total += std::stoull(line.substr(24));
+    }
+  }
+  return total;
+}
+
+// A session and a notification stream that have nothing to do wake none of the SDK's threads (its
+// reader, its deadline watchdog, the stream's reader): a process holding many idle sessions pays
+// nothing for them. They still wake at once for work: an op submitted after the idle spell
+// completes, and closing them returns promptly.
+TEST_P(SdkTest, AnIdleSessionAndNotificationStreamWakeNoThread) {
+  {
+    auto conn = client::Connect(a_, b_, {.num_qps = 2});
+    ASSERT_TRUE(conn.ok()) << conn.status().ToString();
+    auto src = a_->RegisterMemory(kMiB, "src");
+    auto dst = b_->RegisterMemory(kMiB, "dst", {(*conn)->vqp_b()});
+    ASSERT_TRUE(src.ok() && dst.ok());
+    std::atomic<int> heard{0};
+    auto watch = client::NotificationStream::Open(b_, (*conn)->vqp_b(),
+                                                  [&](const v1::Notification&) { ++heard; });
+    ASSERT_TRUE(watch.ok()) << watch.status().ToString();
+    auto session = OpenSession((*conn)->vqp_a());
+    ASSERT_NE(session, nullptr);
+    EXPECT_TRUE(session->Submit(Op(**src, To(**dst), 0)).get().status.ok());
+    // The watchdog looks every 20 ms for a second after the last op, then sleeps.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1300));
+    const uint64_t before = SdkThreadWakeups();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    const uint64_t wakeups = SdkThreadWakeups() - before;
+    // Polling every 10 ms (the readers) and 20 ms (the watchdog) made about 125 here.
+    EXPECT_LE(wakeups, 2u) << "idle SDK threads woke " << wakeups << " times in 500 ms";
+    const auto t0 = Clock::now();
+    EXPECT_TRUE(session->Submit(Op(**src, To(**dst), 1)).get().status.ok());
+    EXPECT_TRUE(Eventually([&] { return heard.load() == 2; })) << heard.load();
+    session.reset();
+    watch->reset();
+    EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(500)) << "an idle session woke late";
   }
   ExpectNothingHeld(*a_);
   ExpectNothingHeld(*b_);

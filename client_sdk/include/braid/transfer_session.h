@@ -145,6 +145,8 @@ class TransferSession {
   uint64_t next_op_id_ = 1;              // guarded by mu_
   Status broken_;                        // guarded by mu_; not OK: no more submissions
   bool stopping_ = false;                // guarded by mu_
+  // The watchdog found nothing pending for a while and sleeps until an op comes (Send wakes it).
+  bool watchdog_asleep_ = false;  // guarded by mu_
   std::thread watchdog_;
 };
 
