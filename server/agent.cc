@@ -20,6 +20,7 @@ using common::Result;
 using common::Status;
 
 Result<std::unique_ptr<Agent>> Agent::Start(AgentConfig config) {
+  config.ApplyDefaults();
   BRAID_RETURN_IF_ERROR(config.Validate());
   auto agent = std::make_unique<Agent>(std::move(config));
   Status s = agent->Init();
@@ -31,12 +32,6 @@ Result<std::unique_ptr<Agent>> Agent::Start(AgentConfig config) {
 }
 
 Status Agent::Init() {
-  if (config_.agent_id.empty()) {
-    char host[256] = {};
-    gethostname(host, sizeof(host) - 1);
-    config_.agent_id = host;
-  }
-  if (config_.soft_nics.empty()) config_.soft_nics.push_back({"soft0", "127.0.0.1"});
   fabric_ = std::make_unique<soft::TcpFabric>(soft::TcpFabricOptions{.port = config_.soft_port});
   verbs::ProviderConfig pc;
   pc.kind = config_.provider;
@@ -92,6 +87,9 @@ Status Agent::Init() {
     builder.AddListeningPort(config_.tcp_listen, ListenerCredentials(config_.auth, *audit_),
                              &tcp_port);
   }
+  // A connection that has not finished its handshake (TLS, HTTP/2 settings) within this is closed:
+  // idle connections nobody authenticated do not hold descriptors for gRPC's default two minutes.
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 5000);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || (!config_.tcp_listen.empty() && tcp_port == 0)) {
@@ -101,8 +99,10 @@ Status Agent::Init() {
                                 : ""));
   }
   if (!config_.unix_socket.empty()) {
-    BRAID_RETURN_IF_ERROR(unix_listener_.Start(config_.unix_socket, server_.get(), auth_.get()));
-    session_listener_ = std::make_unique<SessionListener>(*engine_, *auth_);
+    BRAID_RETURN_IF_ERROR(unix_listener_.Start(config_.unix_socket, server_.get(), auth_.get(),
+                                               audit_.get(), config_.unix_connections_per_uid));
+    session_listener_ = std::make_unique<SessionListener>(*engine_, *auth_, *audit_,
+                                                          config_.unix_connections_per_uid);
     BRAID_RETURN_IF_ERROR(session_listener_->Start(config_.unix_socket + ".session"));
   }
   if (so.plaintext) {
@@ -135,12 +135,12 @@ Status Agent::Init() {
   spdlog::info(
       "agent={} provider={} devices={} grpc_tcp={} grpc_unix={} metrics={} "
       "tls={} client_auth={} identities={} fault_injection={} fd_limit={} fd_reserve={} "
-      "msg=\"serving\"",
+      "unix_connections_per_uid={} msg=\"serving\"",
       config_.agent_id, provider_->name(), engine_->num_devices(), config_.tcp_listen,
       config_.unix_socket, config_.metrics_listen, config_.auth.tls.enabled(),
       config_.auth.tls.enabled() ? ClientAuthName(config_.auth.tls.client_auth) : "-",
       config_.auth.identities.size(), config_.fault_injection, engine::FdBudget::Current().soft,
-      config_.fd_reserve);
+      config_.fd_reserve, config_.unix_connections_per_uid);
   return Status::Ok();
 }
 

@@ -62,6 +62,7 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(Read(root, "qp_cooldown_ms", c.qp_cooldown_ms));
   BRAID_RETURN_IF_ERROR(Read(root, "max_cq_entries", c.max_cq_entries));
   BRAID_RETURN_IF_ERROR(Read(root, "fd_reserve", c.fd_reserve));
+  BRAID_RETURN_IF_ERROR(Read(root, "unix_connections_per_uid", c.unix_connections_per_uid));
   BRAID_RETURN_IF_ERROR(Read(root, "engine_yield", c.engine_yield));
   BRAID_RETURN_IF_ERROR(Read(root, "engine_spin_us", c.engine_spin_us));
   if (const YAML::Node f = root["fault_injection"]) {
@@ -137,6 +138,15 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   return Status::Ok();
 }
 
+void AgentConfig::ApplyDefaults() {
+  if (agent_id.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    agent_id = host;
+  }
+  if (soft_nics.empty()) soft_nics.push_back({"soft0", "127.0.0.1"});
+}
+
 Status AgentConfig::Validate() const {
   if (provider != "auto" && provider != "soft" && provider != "ibverbs") {
     return Status::InvalidArgument("provider must be auto, soft or ibverbs, not '" + provider +
@@ -168,6 +178,9 @@ Status AgentConfig::Validate() const {
     return Status::InvalidArgument("max_cq_entries must be in [16384, 16777216]");
   }
   if (fd_reserve < 32) return Status::InvalidArgument("fd_reserve must be at least 32");
+  if (unix_connections_per_uid == 0) {
+    return Status::InvalidArgument("unix_connections_per_uid must be at least 1");
+  }
   if (watchdog_ms < 100) return Status::InvalidArgument("watchdog_ms must be >= 100");
   if (qp_cooldown_ms < 10 || qp_cooldown_ms > 5000) {
     return Status::InvalidArgument("qp_cooldown_ms must be in [10, 5000]");

@@ -46,6 +46,9 @@ struct AgentConfig {
   uint32_t max_cq_entries = 1u << 22;
   // File descriptors kept free for the control plane (gRPC connections, region files, health).
   uint32_t fd_reserve = 256;
+  // Connections one local caller (uid) may hold open on each Unix socket (gRPC, session); more
+  // are refused, so one process cannot fill the agent's descriptor table.
+  uint32_t unix_connections_per_uid = 256;
   // The engine gives its core away after each busy-poll turn that found nothing (EngineOptions).
   bool engine_yield = true;
   // With work in flight, how long the engine busy-polls without progress before it sleeps on its
@@ -53,6 +56,9 @@ struct AgentConfig {
   uint32_t engine_spin_us = 100;
   AuthConfig auth;  // TLS, identities and roles (server/auth_config.h)
 
+  // Fills what was left unset and defaults to something of this host: the agent id (the host
+  // name) and the soft NIC (soft0 on 127.0.0.1).
+  void ApplyDefaults();
   common::Status Validate() const;
   // The endpoint peers reach this agent's control plane on (written into business cards).
   std::string ControlEndpoint() const;

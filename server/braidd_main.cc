@@ -45,6 +45,8 @@ int main(int argc, char** argv) {
                                 "per device, completion entries VQPs may reserve in all");
   auto* fd_reserve = app.add_option("--fd-reserve", flags.fd_reserve,
                                     "file descriptors kept free for the control plane");
+  auto* per_uid = app.add_option("--unix-connections-per-uid", flags.unix_connections_per_uid,
+                                 "connections one uid may hold open on each Unix socket");
   auto* engine_yield = app.add_option("--engine-yield", flags.engine_yield,
                                       "the data-plane thread gives its core away between busy-poll "
                                       "turns that find nothing (true|false)");
@@ -97,6 +99,7 @@ int main(int argc, char** argv) {
   if (*cooldown) config.qp_cooldown_ms = flags.qp_cooldown_ms;
   if (*max_cq) config.max_cq_entries = flags.max_cq_entries;
   if (*fd_reserve) config.fd_reserve = flags.fd_reserve;
+  if (*per_uid) config.unix_connections_per_uid = flags.unix_connections_per_uid;
   if (*engine_yield) config.engine_yield = flags.engine_yield;
   if (*engine_spin) config.engine_spin_us = flags.engine_spin_us;
   if (*faults) config.fault_injection = true;
@@ -142,7 +145,7 @@ int main(int argc, char** argv) {
     }
   }
   if (check_config) {
-    if (config.agent_id.empty()) config.agent_id = "check";  // the host name, at start
+    config.ApplyDefaults();
     const auto s = config.Validate();
     if (!s.ok()) {
       std::fprintf(stderr, "braidd: %s\n", s.ToString().c_str());

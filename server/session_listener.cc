@@ -30,6 +30,15 @@ void Fill(WireReply& reply, const Status& status) {
   std::strncpy(reply.message, std::string(status.message()).c_str(), sizeof(reply.message) - 1);
 }
 
+// Refuses a connection just accepted: the answer to the request a client sends first, queued
+// before the connection closes.
+void Refuse(int fd, const Status& why) {
+  WireReply reply;
+  reply.op = static_cast<uint16_t>(WireOp::kOpenSession);
+  Fill(reply, why);
+  (void)session::SendMessage(fd, &reply, sizeof(reply), {});
+}
+
 }  // namespace
 
 Status SessionListener::Start(const std::string& path) {
@@ -114,15 +123,24 @@ void SessionListener::Accept() {
   auto c = std::make_unique<Connection>();
   Refusal refusal;
   if (!auth_.IdentifyLocal(cred.uid, &c->caller, &refusal) || c->caller.role < Role::kClient) {
-    // The answer to the request a client sends first, queued before the connection closes.
-    WireReply reply;
-    reply.op = static_cast<uint16_t>(WireOp::kOpenSession);
-    Fill(reply, Status::PermissionDenied(
-                    "uid " + std::to_string(cred.uid) +
-                    (refusal.status.ok()
-                         ? std::string(" may not use the data path: its role is below client")
-                         : ": " + refusal.status.error_message())));
-    (void)session::SendMessage(fd.get(), &reply, sizeof(reply), {});
+    Refuse(fd.get(), Status::PermissionDenied(
+                         "uid " + std::to_string(cred.uid) +
+                         (refusal.status.ok()
+                              ? std::string(" may not use the data path: its role is below client")
+                              : ": " + refusal.status.error_message())));
+    return;
+  }
+  // Its uid's cap, then the descriptor budget (the session it opens is admitted for its own).
+  const char* reason = "connection_limit";
+  Status admitted = cap_.Admit(fd.get(), cred.uid);
+  if (admitted.ok()) {
+    reason = "fd_limit";
+    admitted = engine_.AdmitDescriptors(1, "a session connection");
+  }
+  if (!admitted.ok()) {
+    audit_.Denied("(session socket)", reason, c->caller.identity, "pid:" + std::to_string(cred.pid),
+                  std::string(admitted.message()));
+    Refuse(fd.get(), admitted);
     return;
   }
   c->fd = std::move(fd);

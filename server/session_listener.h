@@ -4,7 +4,10 @@
 // the engine's segment and doorbells go back with SCM_RIGHTS. It may then register its own
 // memory by descriptor (RegisterFd). The connection is the session: when it closes (the client
 // exited or was killed), the session ends (what it had in flight completes into nothing) and its
-// regions are deregistered as soon as nothing of them is in flight.
+// regions are deregistered as soon as nothing of them is in flight. A connection is admitted
+// against its uid's cap (server/connection_cap.h) and against the engine's descriptor budget (the
+// reserve stays free for the control plane); a refused one is answered with why, counted and
+// logged as denied, and closed.
 // Threading: Start/Stop from the owning thread; one thread serves every connection in between
 // (requests are few: one per session and one per registration; the data path is the rings).
 // The engine and the authenticator must outlive Stop.
@@ -21,13 +24,17 @@
 #include "dataplane/common/result.h"
 #include "dataplane/common/unique_fd.h"
 #include "dataplane/engine/engine.h"
+#include "server/audit_log.h"
 #include "server/authenticator.h"
+#include "server/connection_cap.h"
 
 namespace braid::server {
 
 class SessionListener {
  public:
-  SessionListener(engine::Engine& engine, Authenticator& auth) : engine_(engine), auth_(auth) {}
+  // At most `per_uid` connections of each uid at once.
+  SessionListener(engine::Engine& engine, Authenticator& auth, AuditLog& audit, uint32_t per_uid)
+      : engine_(engine), auth_(auth), audit_(audit), cap_(per_uid, "session socket") {}
   ~SessionListener() { Stop(); }
   SessionListener(const SessionListener&) = delete;
   SessionListener& operator=(const SessionListener&) = delete;
@@ -55,6 +62,8 @@ class SessionListener {
 
   engine::Engine& engine_;
   Authenticator& auth_;
+  AuditLog& audit_;
+  ConnectionCap cap_;  // the thread's
   std::string path_;
   common::UniqueFd listen_fd_;
   common::UniqueFd stop_fd_;  // eventfd: wakes the thread to stop

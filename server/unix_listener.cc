@@ -17,7 +17,8 @@ namespace braid::server {
 
 using common::Status;
 
-Status UnixListener::Start(const std::string& path, grpc::Server* server, Authenticator* auth) {
+Status UnixListener::Start(const std::string& path, grpc::Server* server, Authenticator* auth,
+                           AuditLog* audit, uint32_t per_uid) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof(addr.sun_path)) {
@@ -38,6 +39,8 @@ Status UnixListener::Start(const std::string& path, grpc::Server* server, Authen
   if (stop_fd_ < 0) return Status::FromErrno(errno, "eventfd");
   server_ = server;
   auth_ = auth;
+  audit_ = audit;
+  cap_ = std::make_unique<ConnectionCap>(per_uid, "Unix socket " + path);
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "braid-unix");
     AcceptLoop();
@@ -67,7 +70,14 @@ void UnixListener::AcceptLoop() {
       continue;
     }
     // gRPC names a connection it is handed by its descriptor.
-    auth_->RecordUnixPeer("fd:" + std::to_string(fd), cred.uid);
+    const std::string peer = "fd:" + std::to_string(fd);
+    if (const Status admitted = cap_->Admit(fd, cred.uid); !admitted.ok()) {
+      audit_->Denied("(Unix socket)", "connection_limit", "uid:" + std::to_string(cred.uid),
+                     "pid:" + std::to_string(cred.pid), std::string(admitted.message()));
+      close(fd);
+      continue;
+    }
+    auth_->RecordUnixPeer(peer, cred.uid);
     grpc::AddInsecureChannelFromFd(server_, fd);
   }
 }

@@ -155,6 +155,10 @@ class Engine {
   // accepted completes into nothing. A posted virtual WR keeps its region referenced until its
   // real completion arrives.
   common::Status CloseSession(uint64_t session_id, OwnerId scope = kAnyOwner);
+  // Whether `needed` more descriptors, opened outside the engine (a client's connection), leave
+  // the control plane's reserve free: the budget VQPs and sessions are admitted against.
+  // kNoResource naming the limit when not; `what` names the request.
+  common::Status AdmitDescriptors(uint64_t needed, std::string what);
 
   // The agent is going away: every transfer not yet reported completes now with kCancelled
   // (`why`), and transfers submitted from now on are refused at once. A posted virtual WR keeps

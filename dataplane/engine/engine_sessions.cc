@@ -79,6 +79,12 @@ Status Engine::CloseSession(uint64_t session_id, OwnerId scope) {
   });
 }
 
+Status Engine::AdmitDescriptors(uint64_t needed, std::string what) {
+  return CallStatus([needed, what = std::move(what)](Engine& e) {
+    return e.fds_.budget.Admit(needed, e.fds_.promised, what);
+  });
+}
+
 Result<SessionFds> Engine::DoOpenSession(const SessionRequest& request) {
   // Three descriptors stay with the engine; the three duplicates leave with the client.
   BRAID_RETURN_IF_ERROR(fds_.budget.Admit(6, fds_.promised, "this session"));

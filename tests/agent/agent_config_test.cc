@@ -1,11 +1,13 @@
 // braidd's configuration: a YAML file (listeners, window, fault injection, per-QP metrics) taken
 // as given, and a bad one refused at start with the key named.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 
 #include "tests/agent/agent_harness.h"
+#include "tests/testutil/test_port.h"
 
 namespace braid::testing {
 namespace {
@@ -50,12 +52,36 @@ TEST(AgentConfig, YamlFileAndUnixSocket) {
   std::filesystem::remove_all(dir);
 }
 
+// With no agent id given, the agent takes its host's name (and starts).
+TEST(AgentConfig, AnAgentGivenNoIdIsNamedForItsHost) {
+  char host[256] = {};
+  ASSERT_EQ(gethostname(host, sizeof(host) - 1), 0);
+  const std::string dir = "/tmp/braid-noid-test-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  const CommandResult r =
+      RunCommand("timeout --preserve-status -s INT 3 " + std::string(BRAID_BRAIDD_PATH) +
+                 " --grpc-tcp 127.0.0.1:" + std::to_string(TestPort(0)) +
+                 " --plaintext --metrics '' --soft-port " + std::to_string(TestPort(1)) +
+                 " --soft-nic soft0=" + TestNicIp(0, 0) + " --region-dir " + dir);
+  EXPECT_NE(r.output.find("agent=" + std::string(host) + " provider="), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("msg=\"serving\""), std::string::npos) << r.output;
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  std::filesystem::remove_all(dir);
+}
+
 TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
   const std::string path = "/tmp/braid-bad-config-" + std::to_string(getpid()) + ".yaml";
   std::ofstream(path) << "transfer_window: lots\n";
   const CommandResult r = RunCommand(std::string(BRAID_BRAIDD_PATH) + " --config " + path);
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("config key 'transfer_window'"), std::string::npos) << r.output;
+  std::ofstream(path) << "plaintext: true\nunix_connections_per_uid: 0\n";
+  const CommandResult zero =
+      RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config " + path);
+  EXPECT_EQ(zero.exit_code, 2) << zero.output;
+  EXPECT_NE(zero.output.find("unix_connections_per_uid must be at least 1"), std::string::npos)
+      << zero.output;
   std::filesystem::remove(path);
 }
 

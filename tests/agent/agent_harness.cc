@@ -342,6 +342,9 @@ std::string HttpGet(uint16_t port, const std::string& path) {
     ADD_FAILURE() << "connect to port " << port << ": " << strerror(errno);
     return "";
   }
+  // An agent that no longer answers fails the test instead of hanging it.
+  const timeval limit{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
   const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
   (void)!write(fd, req.data(), req.size());
   std::string out;

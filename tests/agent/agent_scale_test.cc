@@ -1,18 +1,27 @@
 // Scale and limits: many connected VQPs on default settings, and what happens at the fd limit.
 // Two braidd processes with two soft NICs each, driven over gRPC as a client would.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "dataplane/common/unique_fd.h"
+#include "dataplane/session/session_client.h"
+#include "dataplane/session/session_wire.h"
 #include "tests/agent/agent_harness.h"
 #include "tests/testutil/test_port.h"
 
@@ -183,6 +192,173 @@ TEST(AgentLimits, AtAnFdLimitNewVqpsAreRefusedCleanlyAndTheControlPlaneKeepsAnsw
   DestroyVqp(a->stub(), unconnected.back().vqp_id());
   v1::VirtualQpInfo again = CreateVqp(a->stub(), v1::SCHEME_SPRAY, 8);
   EXPECT_NE(again.vqp_id(), 0u);
+}
+
+// Connections of `type` to the Unix socket `path`, up to `n`, each connected without blocking and
+// retried while the agent's backlog is full; fewer when the agent stops accepting for 2 s.
+std::vector<common::UniqueFd> Flood(const std::string& path, int type, size_t n) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  std::vector<common::UniqueFd> out;
+  auto last_progress = Clock::now();
+  while (out.size() < n && Clock::now() - last_progress < std::chrono::seconds(2)) {
+    common::UniqueFd s(::socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!s.valid()) break;
+    if (connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      out.push_back(std::move(s));
+      last_progress = Clock::now();
+    } else if (errno == EAGAIN) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    } else {
+      break;
+    }
+  }
+  return out;
+}
+
+// Whether the agent closed `s` (after what it sent first, if anything): a refused connection.
+bool ClosedByAgent(int s) {
+  char buf[4096];
+  for (;;) {
+    const ssize_t got = recv(s, buf, sizeof(buf), MSG_DONTWAIT);
+    if (got == 0) return true;
+    if (got < 0) return errno != EAGAIN;
+  }
+}
+
+// How many of `conns` the agent closed, once `expected` of them are or 10 s have passed.
+size_t CountClosed(const std::vector<common::UniqueFd>& conns, size_t expected) {
+  std::vector<bool> closed(conns.size(), false);
+  size_t count = 0;
+  for (auto t0 = Clock::now(); Clock::now() - t0 < std::chrono::seconds(10);) {
+    for (size_t i = 0; i < conns.size(); ++i) {
+      if (!closed[i] && ClosedByAgent(conns[i].get())) {
+        closed[i] = true;
+        ++count;
+      }
+    }
+    if (count >= expected) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return count;
+}
+
+// GetInfo over a connection opened now to `target`, within 5 s.
+bool AnswersOn(const std::string& target) {
+  auto stub = v1::Agent::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::AgentInfo info;
+  return stub->GetInfo(&ctx, {}, &info).ok();
+}
+
+// One local process opening connections to both Unix sockets and sending nothing cannot deafen an
+// agent (limit: 400 descriptors): on the gRPC socket it holds at most its uid's cap (100 here) and
+// the rest are closed at once; on the session socket a connection is also admitted against the
+// descriptor reserve, and the refused ones are told why. Meanwhile GetInfo and health answer on
+// new connections, every refusal is counted, and once the flood closes, the cap counts the
+// connections the gRPC server closed as gone (a new one over the Unix socket answers), a session
+// opens, and the agent's descriptors are back at their baseline. Without the cap and the budget,
+// the flood filled the agent's 400 descriptors and it answered nobody until the flood was gone.
+// So did 300 idle connections to its TCP port, for gRPC's two minutes of handshake time; now they
+// are closed after 5 s.
+TEST(AgentLimits, IdleUnixConnectionsAreCappedPerUidAndLeaveTheAgentAnswering) {
+  constexpr size_t kFlood = 300, kCap = 100, kLimit = 400, kReserve = 256;
+  rlimit ours{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &ours), 0);
+  ASSERT_GE(ours.rlim_max, 4 * kFlood) << "this test needs a hard fd limit of at least 1,200";
+  const rlimit raised{ours.rlim_max, ours.rlim_max};
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &raised), 0);
+  const std::string dir = "/tmp/braid-flood-test-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  AgentSpec spec{"flood-a", {TestNicIp(0, 0)}, 0};
+  spec.fd_soft_limit = spec.fd_hard_limit = kLimit;
+  spec.extra_args = {"--grpc-unix", dir + "/a.sock", "--unix-connections-per-uid",
+                     std::to_string(kCap)};
+  auto a = AgentProcess::Spawn(spec);
+  ASSERT_TRUE(a);
+  const std::string tcp = "127.0.0.1:" + std::to_string(TestPort(0));
+  const size_t fds0 = OpenFds(a->pid());
+  ASSERT_TRUE(AnswersOn("unix:" + dir + "/a.sock"));
+  {
+    std::vector<common::UniqueFd> grpc_flood = Flood(dir + "/a.sock", SOCK_STREAM, kFlood);
+    EXPECT_EQ(grpc_flood.size(), kFlood) << "the agent stopped accepting on its gRPC socket";
+    EXPECT_EQ(CountClosed(grpc_flood, kFlood - kCap), kFlood - kCap);
+    std::vector<common::UniqueFd> session_flood =
+        Flood(dir + "/a.sock.session", SOCK_SEQPACKET, kFlood);
+    EXPECT_EQ(session_flood.size(), kFlood) << "the agent stopped accepting on its session socket";
+    // A refused connection has its answer waiting; a held one has nothing.
+    std::vector<pollfd> polled;
+    for (const common::UniqueFd& s : session_flood) polled.push_back({s.get(), POLLIN, 0});
+    size_t refused = 0;
+    for (auto t0 = Clock::now(); Clock::now() - t0 < std::chrono::seconds(5);) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      const size_t before = refused;
+      refused = static_cast<size_t>(poll(polled.data(), polled.size(), 0));
+      if (refused > 0 && refused == before) break;
+    }
+    for (const pollfd& p : polled) {
+      if ((p.revents & POLLIN) == 0) continue;
+      session::WireReply reply;
+      std::vector<int> fds;
+      ASSERT_TRUE(session::ReceiveMessage(p.fd, &reply, sizeof(reply), &fds).ok());
+      EXPECT_EQ(reply.code, static_cast<uint32_t>(common::StatusCode::kNoResource));
+      EXPECT_NE(std::string(reply.message).find("of its limit of 400"), std::string::npos)
+          << reply.message;
+    }
+    const size_t held = OpenFds(a->pid());
+    std::printf(
+        "flood of %zu + %zu idle connections: the agent holds %zu descriptors (%zu before, limit "
+        "%zu), refused %zu on its session socket\n",
+        kFlood, kFlood, held, fds0, kLimit, refused);
+    EXPECT_GT(refused, 0u);
+    EXPECT_LE(held, kLimit - kReserve) << "the flood ate into the control plane's reserve";
+    EXPECT_TRUE(AnswersOn(tcp));
+    EXPECT_EQ(HealthStatus(a->channel()), 1);
+    const std::string metrics = ScrapeMetrics(a->metrics_port());
+    EXPECT_NE(metrics.find("braid_denied_requests_total{rpc=\"(Unix socket)\",reason=\"connection_"
+                           "limit\"} " +
+                           std::to_string(kFlood - kCap)),
+              std::string::npos)
+        << metrics;
+    EXPECT_NE(metrics.find("braid_denied_requests_total{rpc=\"(session socket)\",reason=\"fd_"
+                           "limit\"} " +
+                           std::to_string(refused)),
+              std::string::npos)
+        << metrics;
+  }
+  // Idle TCP connections that never finish their handshake are closed within seconds (gRPC's
+  // default: two minutes), while their client still holds them.
+  {
+    std::vector<common::UniqueFd> tcp_flood;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(TestPort(0));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (size_t i = 0; i < kFlood; ++i) {
+      common::UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      ASSERT_EQ(connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+      tcp_flood.push_back(std::move(s));
+    }
+    EXPECT_EQ(CountClosed(tcp_flood, kFlood), kFlood) << "idle TCP connections left open";
+    EXPECT_TRUE(AnswersOn(tcp));
+  }
+  // The flood is gone: what the gRPC server closed is no longer counted against the uid.
+  for (int i = 0; i < 100 && OpenFds(a->pid()) != fds0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(OpenFds(a->pid()), fds0);
+  std::vector<std::unique_ptr<session::SessionClient>> sessions;
+  for (size_t i = 0; i < 3; ++i) {
+    auto c = session::SessionClient::Connect(dir + "/a.sock.session", {64, 64, 64});
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    sessions.push_back(std::move(c).value());
+  }
+  EXPECT_TRUE(AnswersOn("unix:" + dir + "/a.sock"));
+  sessions.clear();
+  a.reset();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
