@@ -34,6 +34,10 @@ struct AgentConfig {
   bool metrics_per_qp = false;
   std::string region_dir = "/dev/shm";
   uint64_t max_region_bytes = 64ull << 30;
+  // Regions registered at once, in all and by one caller (identity): each is a mapping of the
+  // agent's, of which a process has at most vm.max_map_count (EngineOptions).
+  uint32_t max_regions = 16384;
+  uint32_t max_regions_per_caller = 4096;
   std::string log_level = "info";
   uint32_t transfer_window = 1024;
   uint32_t default_timeout_ms = 30000;

@@ -45,6 +45,11 @@ int main(int argc, char** argv) {
                                 "per device, completion entries VQPs may reserve in all");
   auto* fd_reserve = app.add_option("--fd-reserve", flags.fd_reserve,
                                     "file descriptors kept free for the control plane");
+  auto* max_regions =
+      app.add_option("--max-regions", flags.max_regions, "regions registered at once, in all");
+  auto* regions_per_caller =
+      app.add_option("--max-regions-per-caller", flags.max_regions_per_caller,
+                     "regions one caller may have registered at once");
   auto* per_uid = app.add_option("--unix-connections-per-uid", flags.unix_connections_per_uid,
                                  "connections one uid may hold open on each Unix socket");
   auto* engine_yield = app.add_option("--engine-yield", flags.engine_yield,
@@ -100,6 +105,8 @@ int main(int argc, char** argv) {
   if (*max_cq) config.max_cq_entries = flags.max_cq_entries;
   if (*fd_reserve) config.fd_reserve = flags.fd_reserve;
   if (*per_uid) config.unix_connections_per_uid = flags.unix_connections_per_uid;
+  if (*max_regions) config.max_regions = flags.max_regions;
+  if (*regions_per_caller) config.max_regions_per_caller = flags.max_regions_per_caller;
   if (*engine_yield) config.engine_yield = flags.engine_yield;
   if (*engine_spin) config.engine_spin_us = flags.engine_spin_us;
   if (*faults) config.fault_injection = true;

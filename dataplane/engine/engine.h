@@ -231,6 +231,8 @@ class Engine {
   void RetireTraffic(const VqpSlot& slot);
   void PostNotifyReceives(VqpSlot& slot);
   common::Result<RegionStatus> DoRegister(const RegisterRequest& request);
+  // Whether `owner` may register one more region (max_regions, max_regions_per_owner).
+  common::Status AdmitRegion(OwnerId owner) const;
   common::Status DoDeregister(uint64_t region_id, OwnerId scope);
   common::Result<RemoteRegion> DoGrant(RegionSlot& region, VqpSlot& vqp);
   common::Result<Registration> Register(VqpSlot& vqp, const RegionSlot& region, unsigned access);

@@ -21,6 +21,11 @@ struct EngineOptions {
   std::string agent_identity;
   std::string region_dir = "/dev/shm";
   uint64_t max_region_bytes = 64ull << 30;
+  // Regions registered at once, in all and by one owner. Each is a mapping of the agent's, and a
+  // process has at most vm.max_map_count (65,530) of them, VQP rings and large allocations
+  // included: without a bound, one caller registering small regions takes them all.
+  uint32_t max_regions = 16384;
+  uint32_t max_regions_per_owner = 4096;
   int cq_entries = 16384;  // per device, at start
   // Per device, what the CQ may grow to as VQPs reserve room (capped by the device's max_cqe).
   uint32_t max_cq_entries = 1u << 22;

@@ -233,6 +233,7 @@ Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request) {
                               " exceeds this agent's limit of " +
                               std::to_string(options_.max_region_bytes) + " bytes");
   }
+  BRAID_RETURN_IF_ERROR(AdmitRegion(request.owner));
   std::vector<VqpSlot*> granted;
   for (uint64_t vqp_id : request.grant_vqps) {
     BRAID_ASSIGN_OR_RETURN(VqpSlot * v, FindVqp(vqp_id, request.owner));
@@ -254,6 +255,25 @@ Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request) {
   RegionSlot& ref = *slot;
   regions_.by_id[ref.id] = std::move(slot);
   return DescribeRegion(ref);
+}
+
+Status Engine::AdmitRegion(OwnerId owner) const {
+  const size_t all = regions_.by_id.size();
+  if (all >= options_.max_regions) {
+    return Status::NoResource("the agent holds " + std::to_string(all) +
+                              " registered regions, its limit (max_regions): deregister regions "
+                              "no longer used, or raise the agent's limit");
+  }
+  const size_t mine = static_cast<size_t>(
+      std::count_if(regions_.by_id.begin(), regions_.by_id.end(),
+                    [owner](const auto& entry) { return entry.second->owner == owner; }));
+  if (mine >= options_.max_regions_per_owner) {
+    return Status::NoResource("this caller holds " + std::to_string(mine) +
+                              " registered regions, its limit (max_regions_per_caller): "
+                              "deregister regions no longer used, or register fewer, larger "
+                              "ones and use offsets into them");
+  }
+  return Status::Ok();
 }
 
 Result<Registration> Engine::Register(VqpSlot& vqp, const RegionSlot& region, unsigned access) {

@@ -56,8 +56,10 @@ class SecurityTest : public ::testing::Test {
   }
 
   std::unique_ptr<AgentProcess> Spawn(const std::string& name, int index,
-                                      const std::string& client_auth) {
+                                      const std::string& client_auth,
+                                      std::vector<std::string> extra_args = {}) {
     AgentSpec spec{name, {TestNicIp(index, 0), TestNicIp(index, 1)}, index * 2};
+    spec.extra_args = std::move(extra_args);
     spec.fault_injection = true;
     spec.security_args = pki_->AgentArgs(name, client_auth, tokens_);
     spec.credentials = Tls("ca1", "admin");
@@ -164,6 +166,67 @@ TEST_F(SecurityTest, ACertificateRotatedOnDiskServesNewConnectionsWithoutARestar
 }
 
 // Client a's resources, with its transfers running; client b tries everything on them.
+// A 4 KiB region of `stub`'s caller on its agent; its id, or why not.
+grpc::Status RegisterSmall(v1::Agent::Stub& stub, uint64_t* id) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::RegisterMemoryRequest request;
+  request.set_length(4096);
+  v1::RegionInfo region;
+  const grpc::Status s = stub.RegisterMemory(&ctx, request, &region);
+  *id = region.region_id();
+  return s;
+}
+
+// A caller registering small regions without end (each is a mapping of the agent's, of which a
+// process has at most vm.max_map_count: one caller took all 65,530 in 22 s, and then nobody could
+// create a VQP or register memory) is stopped at its own limit, told which; another caller still
+// registers and creates VQPs until the agent-wide limit, and a region deregistered makes room.
+TEST_F(SecurityTest, ACallerRegisteringRegionsWithoutEndIsStoppedAtItsOwnLimit) {
+  a_.reset();
+  a_ = Spawn("agent-a", 0, "require", {"--max-regions-per-caller", "40", "--max-regions", "60"});
+  ASSERT_TRUE(a_);
+  auto greedy = Stub(*a_, Tls("ca1", "client-a"));
+  auto other = Stub(*a_, Tls("ca1", "client-b"));
+  std::vector<uint64_t> greedy_regions;
+  grpc::Status refused;
+  for (int i = 0; i < 100 && refused.ok(); ++i) {
+    uint64_t id = 0;
+    refused = RegisterSmall(*greedy, &id);
+    if (refused.ok()) greedy_regions.push_back(id);
+  }
+  EXPECT_EQ(greedy_regions.size(), 40u);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(refused.error_message().find("this caller holds 40 registered regions, its limit "
+                                         "(max_regions_per_caller)"),
+            std::string::npos)
+      << refused.error_message();
+  // The other caller has its own 40, of which the agent-wide 60 leave it 20.
+  size_t other_regions = 0;
+  grpc::Status other_refused;
+  for (int i = 0; i < 100 && other_refused.ok(); ++i) {
+    uint64_t id = 0;
+    other_refused = RegisterSmall(*other, &id);
+    if (other_refused.ok()) ++other_regions;
+  }
+  EXPECT_EQ(other_regions, 20u);
+  EXPECT_EQ(other_refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(other_refused.error_message().find("the agent holds 60 registered regions, its limit "
+                                               "(max_regions)"),
+            std::string::npos)
+      << other_refused.error_message();
+  EXPECT_NE(CreateVqp(*other, v1::SCHEME_SPRAY, 8).vqp_id(), 0u);
+  // Room comes back with a deregistered region.
+  ASSERT_FALSE(greedy_regions.empty());
+  grpc::ClientContext ctx;
+  v1::DeregisterMemoryRequest dereg;
+  dereg.set_region_id(greedy_regions.back());
+  v1::DeregisterMemoryResponse dereg_out;
+  ASSERT_TRUE(greedy->DeregisterMemory(&ctx, dereg, &dereg_out).ok());
+  uint64_t id = 0;
+  EXPECT_TRUE(RegisterSmall(*other, &id).ok());
+}
+
 TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfersAllSucceed) {
   auto va = Stub(*a_, Tls("ca1", "client-a"));
   auto vb = Stub(*b_, Tls("ca1", "client-a"));
