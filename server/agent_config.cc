@@ -56,6 +56,7 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(Read(root, "max_region_bytes", c.max_region_bytes));
   BRAID_RETURN_IF_ERROR(Read(root, "max_regions", c.max_regions));
   BRAID_RETURN_IF_ERROR(Read(root, "max_regions_per_caller", c.max_regions_per_caller));
+  BRAID_RETURN_IF_ERROR(Read(root, "max_vqps_per_caller", c.max_vqps_per_caller));
   BRAID_RETURN_IF_ERROR(Read(root, "log_level", c.log_level));
   BRAID_RETURN_IF_ERROR(Read(root, "transfer_window", c.transfer_window));
   BRAID_RETURN_IF_ERROR(Read(root, "default_timeout_ms", c.default_timeout_ms));
@@ -180,8 +181,9 @@ Status AgentConfig::Validate() const {
     return Status::InvalidArgument("max_cq_entries must be in [16384, 16777216]");
   }
   if (fd_reserve < 32) return Status::InvalidArgument("fd_reserve must be at least 32");
-  if (max_regions == 0 || max_regions_per_caller == 0) {
-    return Status::InvalidArgument("max_regions and max_regions_per_caller must be at least 1");
+  if (max_regions == 0 || max_regions_per_caller == 0 || max_vqps_per_caller == 0) {
+    return Status::InvalidArgument(
+        "max_regions, max_regions_per_caller and max_vqps_per_caller must be at least 1");
   }
   if (unix_connections_per_uid == 0) {
     return Status::InvalidArgument("unix_connections_per_uid must be at least 1");

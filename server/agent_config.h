@@ -38,6 +38,8 @@ struct AgentConfig {
   // agent's, of which a process has at most vm.max_map_count (EngineOptions).
   uint32_t max_regions = 16384;
   uint32_t max_regions_per_caller = 4096;
+  // VQPs one caller may have at once.
+  uint32_t max_vqps_per_caller = 1024;
   std::string log_level = "info";
   uint32_t transfer_window = 1024;
   uint32_t default_timeout_ms = 30000;

@@ -26,6 +26,9 @@ struct EngineOptions {
   // included: without a bound, one caller registering small regions takes them all.
   uint32_t max_regions = 16384;
   uint32_t max_regions_per_owner = 4096;
+  // VQPs one owner may have at once (the agent-wide bounds are the descriptor budget and the
+  // completion entries, which one owner could otherwise take whole).
+  uint32_t max_vqps_per_owner = 1024;
   int cq_entries = 16384;  // per device, at start
   // Per device, what the CQ may grow to as VQPs reserve room (capped by the device's max_cqe).
   uint32_t max_cq_entries = 1u << 22;

@@ -33,6 +33,15 @@ Result<Engine::RegionSlot*> Engine::FindRegion(uint64_t region_id, OwnerId scope
 
 Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   BRAID_RETURN_IF_ERROR(vqp::ValidateConfig(request.config));
+  const size_t mine =
+      static_cast<size_t>(std::count_if(vqps_.begin(), vqps_.end(), [&](const auto& entry) {
+        return entry.second->owner == request.owner;
+      }));
+  if (mine >= options_.max_vqps_per_owner) {
+    return Status::NoResource("this caller has " + std::to_string(mine) +
+                              " VQPs, its limit (max_vqps_per_caller): destroy VQPs no longer "
+                              "used, or stripe over fewer, wider ones");
+  }
   std::vector<bool> use(devices_.size(), false);
   if (request.devices.empty()) {
     for (size_t i = 0; i < devices_.size(); ++i) {

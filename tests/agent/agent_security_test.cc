@@ -182,9 +182,12 @@ grpc::Status RegisterSmall(v1::Agent::Stub& stub, uint64_t* id) {
 // process has at most vm.max_map_count: one caller took all 65,530 in 22 s, and then nobody could
 // create a VQP or register memory) is stopped at its own limit, told which; another caller still
 // registers and creates VQPs until the agent-wide limit, and a region deregistered makes room.
-TEST_F(SecurityTest, ACallerRegisteringRegionsWithoutEndIsStoppedAtItsOwnLimit) {
+// The same for VQPs: a caller at its limit is refused, another still creates them.
+TEST_F(SecurityTest, ACallerTakingRegionsAndVqpsWithoutEndIsStoppedAtItsOwnLimits) {
   a_.reset();
-  a_ = Spawn("agent-a", 0, "require", {"--max-regions-per-caller", "40", "--max-regions", "60"});
+  a_ = Spawn(
+      "agent-a", 0, "require",
+      {"--max-regions-per-caller", "40", "--max-regions", "60", "--max-vqps-per-caller", "3"});
   ASSERT_TRUE(a_);
   auto greedy = Stub(*a_, Tls("ca1", "client-a"));
   auto other = Stub(*a_, Tls("ca1", "client-b"));
@@ -215,6 +218,19 @@ TEST_F(SecurityTest, ACallerRegisteringRegionsWithoutEndIsStoppedAtItsOwnLimit) 
                                                "(max_regions)"),
             std::string::npos)
       << other_refused.error_message();
+  for (int i = 0; i < 3; ++i) EXPECT_NE(CreateVqp(*greedy, v1::SCHEME_SPRAY, 2).vqp_id(), 0u);
+  {
+    grpc::ClientContext ctx;
+    v1::CreateVirtualQpRequest request;
+    request.set_scheme(v1::SCHEME_SPRAY);
+    request.set_num_qps(2);
+    v1::VirtualQpInfo info;
+    const grpc::Status s = greedy->CreateVirtualQp(&ctx, request, &info);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_NE(s.error_message().find("this caller has 3 VQPs, its limit (max_vqps_per_caller)"),
+              std::string::npos)
+        << s.error_message();
+  }
   EXPECT_NE(CreateVqp(*other, v1::SCHEME_SPRAY, 8).vqp_id(), 0u);
   // Room comes back with a deregistered region.
   ASSERT_FALSE(greedy_regions.empty());
