@@ -3,13 +3,13 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <malloc.h>
-#include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 
+#include "dataplane/common/named_thread.h"
 #include "dataplane/providers/provider_registry.h"
 #include "server/proto_mapping.h"
 #include "server/tls_credentials.h"
@@ -127,14 +127,8 @@ Status Agent::Init() {
   }
   event_log_ = std::make_shared<engine::EventWatcher>(4096);
   BRAID_RETURN_IF_ERROR(engine_->WatchEvents(event_log_));
-  health_thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "braid-health");
-    HealthLoop();
-  });
-  recovery_thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "braid-recovery");
-    RecoveryLoop();
-  });
+  health_thread_ = common::NamedThread("braid-health", [this] { HealthLoop(); });
+  recovery_thread_ = common::NamedThread("braid-recovery", [this] { RecoveryLoop(); });
   spdlog::info(
       "agent={} provider={} devices={} grpc_tcp={} grpc_unix={} metrics={} "
       "tls={} client_auth={} identities={} fault_injection={} fd_limit={} fd_reserve={} "

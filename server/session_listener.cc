@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "dataplane/common/named_thread.h"
 #include "dataplane/session/session_wire.h"
 
 namespace braid::server {
@@ -60,10 +61,7 @@ Status SessionListener::Start(const std::string& path) {
   if (listen(listen_fd_.get(), 128) != 0) return Status::FromErrno(errno, "listen on " + path);
   stop_fd_.reset(eventfd(0, EFD_CLOEXEC));
   if (!stop_fd_.valid()) return Status::FromErrno(errno, "eventfd");
-  thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "braid-session");
-    Loop();
-  });
+  thread_ = common::NamedThread("braid-session", [this] { Loop(); });
   return Status::Ok();
 }
 

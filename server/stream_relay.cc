@@ -1,9 +1,10 @@
 #include "server/stream_relay.h"
 
-#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
+
+#include "dataplane/common/named_thread.h"
 
 namespace braid::server {
 
@@ -37,10 +38,7 @@ StreamRelay::StreamRelay()
     ev.data.fd = fd;
     (void)epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
   }
-  thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "braid-relay");
-    Run();
-  });
+  thread_ = common::NamedThread("braid-relay", [this] { Run(); });
 }
 
 StreamRelay::~StreamRelay() {

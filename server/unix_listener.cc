@@ -2,7 +2,6 @@
 
 #include <grpcpp/server_posix.h>
 #include <poll.h>
-#include <pthread.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -12,6 +11,8 @@
 
 #include <cerrno>
 #include <cstring>
+
+#include "dataplane/common/named_thread.h"
 
 namespace braid::server {
 
@@ -41,10 +42,7 @@ Status UnixListener::Start(const std::string& path, grpc::Server* server, Authen
   auth_ = auth;
   audit_ = audit;
   cap_ = std::make_unique<ConnectionCap>(per_uid, "Unix socket " + path);
-  thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "braid-unix");
-    AcceptLoop();
-  });
+  thread_ = common::NamedThread("braid-unix", [this] { AcceptLoop(); });
   return Status::Ok();
 }
 

@@ -9,7 +9,6 @@
 //   thread per session hands each batch to Python in one call, with the GIL taken once;
 // - a failed Status becomes braid.BraidError(code, code_name, message).
 #include <fcntl.h>
-#include <pthread.h>
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -31,6 +30,7 @@
 #include "braid/connection.h"
 #include "braid/notifications.h"
 #include "braid/transfer_session.h"
+#include "dataplane/common/named_thread.h"
 #include "dataplane/common/unique_fd.h"
 #include "dataplane/session/session_client.h"
 
@@ -118,10 +118,8 @@ class PyCallable {
 class Dispatcher {
  public:
   explicit Dispatcher(py::function deliver)
-      : deliver_(std::move(deliver)), thread_([this] {
-          pthread_setname_np(pthread_self(), "braid-py-deliv");  // for top -H, perf, gdb
-          Run();
-        }) {}
+      : deliver_(std::move(deliver)),
+        thread_(braid::common::NamedThread("braid-py-deliv", [this] { Run(); })) {}
   // Drains what is queued, then stops. Call without the GIL.
   ~Dispatcher() {
     {

@@ -1,9 +1,9 @@
 // GrpcTransport: a TransferSession's operations over the Transfer stream (transfer_transport.h).
-#include <pthread.h>
 
 #include <thread>
 
 #include "client_sdk/src/transfer_transport.h"
+#include "dataplane/common/named_thread.h"
 
 namespace braid::client::internal {
 
@@ -32,10 +32,7 @@ class GrpcTransport final : public Transport {
   const char* kind() const override { return "grpc"; }
 
   void Start(CompletionSink* sink) override {
-    reader_ = std::thread([this, sink] {
-      pthread_setname_np(pthread_self(), "braid-grpc-rd");  // for top -H, perf, gdb
-      ReadLoop(sink);
-    });
+    reader_ = common::NamedThread("braid-grpc-rd", [this, sink] { ReadLoop(sink); });
   }
 
   std::vector<std::pair<uint64_t, Status>> Send(uint64_t vqp_id,

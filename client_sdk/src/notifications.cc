@@ -1,12 +1,11 @@
 #include "braid/notifications.h"
 
-#include <pthread.h>
-
 #include <chrono>
 #include <future>
 #include <string>
 
 #include "client_sdk/src/ring_idle.h"
+#include "dataplane/common/named_thread.h"
 #include "dataplane/common/outcome.h"
 #include "dataplane/session/session_client.h"
 
@@ -88,10 +87,8 @@ Status NotificationStream::OpenRing(uint64_t vqp_id, const NotificationOptions& 
         "agent " + agent_->target() + " will not watch VQP " + std::to_string(vqp_id) + ": " +
             std::string(session::Describe(static_cast<session::SubmitField>(done.detail))));
   }
-  thread_ = std::thread([this, busy = options.busy_poll] {
-    pthread_setname_np(pthread_self(), "braid-notify");  // for top -H, perf, gdb
-    RingLoop(busy);
-  });
+  thread_ =
+      common::NamedThread("braid-notify", [this, busy = options.busy_poll] { RingLoop(busy); });
   return Status::Ok();
 }
 

@@ -5,7 +5,6 @@
 // reader thread reaps completions, spinning a short while when the ring runs dry, then sleeping on
 // the client's doorbell (or spinning for good in busy-poll mode). Remote regions are bound to the
 // session once (BindRemote) and their handles kept.
-#include <pthread.h>
 
 #include <atomic>
 #include <chrono>
@@ -16,6 +15,7 @@
 
 #include "client_sdk/src/ring_idle.h"
 #include "client_sdk/src/transfer_transport.h"
+#include "dataplane/common/named_thread.h"
 #include "dataplane/common/outcome.h"
 #include "dataplane/session/session_client.h"
 
@@ -78,10 +78,7 @@ class RingTransport final : public Transport {
   const char* kind() const override { return "ring"; }
 
   void Start(CompletionSink* sink) override {
-    reader_ = std::thread([this, sink] {
-      pthread_setname_np(pthread_self(), "braid-ring-rd");  // for top -H, perf, gdb
-      ReadLoop(sink);
-    });
+    reader_ = common::NamedThread("braid-ring-rd", [this, sink] { ReadLoop(sink); });
   }
 
   std::vector<std::pair<uint64_t, Status>> Send(uint64_t vqp_id,

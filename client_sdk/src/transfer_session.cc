@@ -1,12 +1,11 @@
 #include "braid/transfer_session.h"
 
-#include <pthread.h>
-
 #include <filesystem>
 #include <string_view>
 #include <thread>
 
 #include "client_sdk/src/transfer_transport.h"
+#include "dataplane/common/named_thread.h"
 
 namespace braid::client {
 
@@ -51,10 +50,7 @@ Status TransferSession::Start() {
   if (options_.max_in_flight != 0) window_ = std::min(window_, options_.max_in_flight);
   sink_ = std::make_unique<Sink>(this);
   transport_->Start(sink_.get());
-  watchdog_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "braid-deadline");  // for top -H, perf, gdb
-    WatchLoop();
-  });
+  watchdog_ = common::NamedThread("braid-deadline", [this] { WatchLoop(); });
   return Status::Ok();
 }
 

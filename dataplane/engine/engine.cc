@@ -2,7 +2,6 @@
 // engine_devices.cc.
 #include "dataplane/engine/engine.h"
 
-#include <pthread.h>
 #include <sched.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 #include <random>
 
 #include "dataplane/common/clock.h"
+#include "dataplane/common/named_thread.h"
 #include "dataplane/engine/engine_internal.h"
 
 namespace braid::engine {
@@ -69,8 +69,7 @@ Result<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
   std::promise<Status> started;
   auto ready = started.get_future();
   Engine* e = engine.get();
-  engine->thread_ = std::thread([e, &started] {
-    pthread_setname_np(pthread_self(), "braid-engine");  // for top -H, perf, gdb
+  engine->thread_ = common::NamedThread("braid-engine", [e, &started] {
     Status s = e->Init();
     const bool ok = s.ok();
     started.set_value(std::move(s));
