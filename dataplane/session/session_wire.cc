@@ -52,6 +52,13 @@ Status ReceiveMessage(int sock, void* data, size_t size, std::vector<int>* fds) 
   do {
     n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
+  if (n < 0 && errno == ECONNRESET) {
+    // The other side closed with something of ours unread (an agent refusing a connection answers
+    // and closes before reading the request): the reset is reported first, and what it sent
+    // before closing is still queued behind it.
+    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0 && errno != ECONNRESET) n = 0;
+  }
   if (n == 0 || (n < 0 && errno == ECONNRESET)) {
     return Status::IoError("the other side of the session socket closed it");
   }

@@ -314,6 +314,12 @@ TEST(AgentLimits, IdleUnixConnectionsAreCappedPerUidAndLeaveTheAgentAnswering) {
         kFlood, kFlood, held, fds0, kLimit, refused);
     EXPECT_GT(refused, 0u);
     EXPECT_LE(held, kLimit - kReserve) << "the flood ate into the control plane's reserve";
+    // A client of the SDK is told why.
+    auto refused_client = session::SessionClient::Connect(dir + "/a.sock.session", {64, 64, 64});
+    ASSERT_FALSE(refused_client.ok());
+    EXPECT_EQ(refused_client.status().code(), common::StatusCode::kNoResource);
+    EXPECT_NE(refused_client.status().ToString().find("of its limit of 400"), std::string::npos)
+        << refused_client.status().ToString();
     EXPECT_TRUE(AnswersOn(tcp));
     EXPECT_EQ(HealthStatus(a->channel()), 1);
     const std::string metrics = ScrapeMetrics(a->metrics_port());
@@ -324,7 +330,7 @@ TEST(AgentLimits, IdleUnixConnectionsAreCappedPerUidAndLeaveTheAgentAnswering) {
         << metrics;
     EXPECT_NE(metrics.find("braid_denied_requests_total{rpc=\"(session socket)\",reason=\"fd_"
                            "limit\"} " +
-                           std::to_string(refused)),
+                           std::to_string(refused + 1)),  // and the SDK client's
               std::string::npos)
         << metrics;
   }
