@@ -133,6 +133,9 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   EXPECT_EQ(config["tls"]["cert"].as<std::string>(), "/etc/braid-tls/tls.crt");
   EXPECT_EQ(config["tls"]["client_auth"].as<std::string>(), "require");
   EXPECT_FALSE(config["plaintext"]);
+  EXPECT_EQ(config["max_vqps_per_caller"].as<int>(), 1024);
+  EXPECT_EQ(config["max_regions_per_caller"].as<int>(), 4096);
+  EXPECT_EQ(config["unix_connections_per_uid"].as<int>(), 256);
   ExpectBraiddAccepts((*cm)["data"]["braidd.yaml"].as<std::string>());
   // The dashboard for Grafana's sidecar, valid JSON with its panels.
   const YAML::Node* dash = r.Find("ConfigMap", "edge-braid-dashboard");
