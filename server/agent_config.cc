@@ -57,6 +57,8 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(Read(root, "max_regions", c.max_regions));
   BRAID_RETURN_IF_ERROR(Read(root, "max_regions_per_caller", c.max_regions_per_caller));
   BRAID_RETURN_IF_ERROR(Read(root, "max_vqps_per_caller", c.max_vqps_per_caller));
+  BRAID_RETURN_IF_ERROR(Read(root, "max_transfers", c.max_transfers));
+  BRAID_RETURN_IF_ERROR(Read(root, "max_transfers_per_caller", c.max_transfers_per_caller));
   BRAID_RETURN_IF_ERROR(Read(root, "log_level", c.log_level));
   BRAID_RETURN_IF_ERROR(Read(root, "transfer_window", c.transfer_window));
   BRAID_RETURN_IF_ERROR(Read(root, "default_timeout_ms", c.default_timeout_ms));
@@ -184,6 +186,12 @@ Status AgentConfig::Validate() const {
   if (max_regions == 0 || max_regions_per_caller == 0 || max_vqps_per_caller == 0) {
     return Status::InvalidArgument(
         "max_regions, max_regions_per_caller and max_vqps_per_caller must be at least 1");
+  }
+  if (max_transfers < 1024 || max_transfers > (1u << 20)) {
+    return Status::InvalidArgument("max_transfers must be in [1024, 1048576]");
+  }
+  if (max_transfers_per_caller == 0) {
+    return Status::InvalidArgument("max_transfers_per_caller must be at least 1");
   }
   if (unix_connections_per_uid == 0) {
     return Status::InvalidArgument("unix_connections_per_uid must be at least 1");

@@ -40,6 +40,9 @@ struct AgentConfig {
   uint32_t max_regions_per_caller = 4096;
   // VQPs one caller may have at once.
   uint32_t max_vqps_per_caller = 1024;
+  // Transfers accepted and not yet finished, in all and on one caller's VQPs.
+  uint32_t max_transfers = 65536;
+  uint32_t max_transfers_per_caller = 16384;
   std::string log_level = "info";
   uint32_t transfer_window = 1024;
   uint32_t default_timeout_ms = 30000;

@@ -52,6 +52,11 @@ int main(int argc, char** argv) {
                      "regions one caller may have registered at once");
   auto* vqps_per_caller = app.add_option("--max-vqps-per-caller", flags.max_vqps_per_caller,
                                          "VQPs one caller may have at once");
+  auto* max_transfers = app.add_option("--max-transfers", flags.max_transfers,
+                                       "transfers accepted and not yet finished, in all");
+  auto* transfers_per_caller =
+      app.add_option("--max-transfers-per-caller", flags.max_transfers_per_caller,
+                     "transfers accepted and not yet finished on one caller's VQPs");
   auto* per_uid = app.add_option("--unix-connections-per-uid", flags.unix_connections_per_uid,
                                  "connections one uid may hold open on each Unix socket");
   auto* engine_yield = app.add_option("--engine-yield", flags.engine_yield,
@@ -110,6 +115,8 @@ int main(int argc, char** argv) {
   if (*max_regions) config.max_regions = flags.max_regions;
   if (*regions_per_caller) config.max_regions_per_caller = flags.max_regions_per_caller;
   if (*vqps_per_caller) config.max_vqps_per_caller = flags.max_vqps_per_caller;
+  if (*max_transfers) config.max_transfers = flags.max_transfers;
+  if (*transfers_per_caller) config.max_transfers_per_caller = flags.max_transfers_per_caller;
   if (*engine_yield) config.engine_yield = flags.engine_yield;
   if (*engine_spin) config.engine_spin_us = flags.engine_spin_us;
   if (*faults) config.fault_injection = true;

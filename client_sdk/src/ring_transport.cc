@@ -58,6 +58,11 @@ TransferResult FromEntry(const CompletionEntry& c) {
     r.status = Status::FromCode(code, "virtual WR failed: " + r.wc_status);
   } else if (code == common::StatusCode::kDeadlineExceeded) {
     r.status = Status::DeadlineExceeded("the operation missed its deadline in the agent");
+  } else if (code == common::StatusCode::kNoResource) {
+    r.status = Status::NoResource(
+        "the agent holds as many transfers as it takes, from this caller "
+        "(max_transfers_per_caller) "
+        "or from all (max_transfers): submit again after completions");
   } else {
     r.status = Status::FromCode(code, "the agent did not carry out the operation (" +
                                           std::string(common::StatusCodeName(code)) + ")");

@@ -185,6 +185,14 @@ class Engine {
   struct Transfer;
   struct SessionSlot;
   struct Sessions;  // engine_internal.h
+  // What one owner holds at once, counted as it is made and given back, so admission against the
+  // per-owner limits (EngineOptions' max_*_per_owner) asks a count instead of walking the tables.
+  // An owner's entry is made at its first call and kept: owners are the config's identities.
+  struct OwnerUsage {
+    uint32_t vqps = 0;
+    uint32_t regions = 0;
+    uint32_t transfers = 0;  // slots of the transfer table, from acceptance to release
+  };
   struct CreateKey {
    private:
     CreateKey() = default;
@@ -232,7 +240,7 @@ class Engine {
   void PostNotifyReceives(VqpSlot& slot);
   common::Result<RegionStatus> DoRegister(const RegisterRequest& request);
   // Whether `owner` may register one more region (max_regions, max_regions_per_owner).
-  common::Status AdmitRegion(OwnerId owner) const;
+  common::Status AdmitRegion(OwnerId owner);
   common::Status DoDeregister(uint64_t region_id, OwnerId scope);
   common::Result<RemoteRegion> DoGrant(RegionSlot& region, VqpSlot& vqp);
   common::Result<Registration> Register(VqpSlot& vqp, const RegionSlot& region, unsigned access);
@@ -242,10 +250,15 @@ class Engine {
 
   // Transfers (engine_transfers.cc).
   void StartTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink);
-  // A free slot of the transfer table, set up for a new transfer (kNoResource: the table is full;
-  // kCancelled: StopTransfers was called). Its completion target is for the caller to set.
-  common::Result<uint32_t> AcquireTransfer(uint64_t op_id, uint64_t vqp_id, TransferOp op,
-                                           uint64_t length, uint32_t timeout_ms);
+  // A free slot of the transfer table, set up for a new transfer on VQP `vqp` (null: one that does
+  // not exist, refused later) and charged to its owner (kNoResource: the table is full, or the
+  // owner has max_transfers_per_owner; kCancelled: StopTransfers was called). Its completion
+  // target is for the caller to set.
+  common::Result<uint32_t> AcquireTransfer(uint64_t op_id, uint64_t vqp_id, VqpSlot* vqp,
+                                           TransferOp op, uint64_t length, uint32_t timeout_ms);
+  // Why AcquireTransfer refused a transfer for VQP `vqp` with kNoResource, for a caller that
+  // takes a message (the ring takes the code alone).
+  common::Status TransferRefusal(const VqpSlot* vqp) const;
   common::Status PrepareTransfer(const TransferRequest& request, Transfer& t);
   // Whether the VQP can carry transfers now (connected, not failed); why not.
   common::Status CheckCarries(const VqpSlot& slot) const;
@@ -384,6 +397,7 @@ class Engine {
   Published published_;
 
   // Engine-thread state.
+  std::unordered_map<OwnerId, OwnerUsage> owners_;  // before the slots that count in it
   std::vector<std::unique_ptr<DeviceSlot>> devices_;
   std::unique_ptr<vqp::VirtualCq> cq_;
   std::map<uint64_t, std::unique_ptr<VqpSlot>> vqps_;

@@ -149,6 +149,10 @@ void Engine::Release(uint32_t index) {
     if (vqps_.find(t.vqp_id) != vqps_.end()) --t.remote_keys->second.users;
     t.has_remote_keys = false;
   }
+  if (t.usage != nullptr) {
+    --t.usage->transfers;
+    t.usage = nullptr;
+  }
   t.active = false;
   t.sink.reset();
   ++t.generation;

@@ -23,6 +23,26 @@ struct Engine::DeviceSlot {
   vqp::QpTraffic retired;  // traffic of destroyed VQPs' QPs on this device
 };
 
+// One unit of an owner's count (Engine::OwnerUsage), held by the VQP or region it counts: taken
+// when the slot joins its table, given back when the slot is destroyed. The counts outlive every
+// slot (Engine declares them first).
+class OwnerCharge {
+ public:
+  OwnerCharge() = default;
+  OwnerCharge(const OwnerCharge&) = delete;
+  OwnerCharge& operator=(const OwnerCharge&) = delete;
+  ~OwnerCharge() {
+    if (count_ != nullptr) --*count_;
+  }
+  void Take(uint32_t* count) {
+    count_ = count;
+    ++*count_;
+  }
+
+ private:
+  uint32_t* count_ = nullptr;
+};
+
 struct QpRecovery {
   RecoveryPhase phase = RecoveryPhase::kIdle;
   uint32_t attempts = 0;         // failed attempts since the QP died
@@ -65,6 +85,8 @@ struct LocalUse {
 struct Engine::VqpSlot {
   uint64_t id = 0;
   OwnerId owner = kAnyOwner;
+  OwnerUsage* usage = nullptr;  // its owner's (transfers on it are charged there)
+  OwnerCharge charge;           // one of usage->vqps
   std::string label;
   // Declared before what is registered in them and the QPs made in them: destroyed last.
   // Its own protection domain per device it uses: what the VQP's QPs may touch, locally and for
@@ -97,6 +119,7 @@ struct Engine::VqpSlot {
 struct Engine::RegionSlot {
   uint64_t id = 0;
   OwnerId owner = kAnyOwner;
+  OwnerCharge charge;  // one of its owner's OwnerUsage::regions
   std::string label;
   std::unique_ptr<ShmRegion> shm;
   // The VQPs allowed to reach it over the wire, each by a registration in that VQP's protection
@@ -114,8 +137,9 @@ struct Engine::Transfer {
   uint64_t vqp_id = 0;
   uint64_t region_id = 0;
   const ShmRegion* local_memory = nullptr;  // region_id's, while posted (regions outlive them)
-  RemoteKeysCache::iterator remote_keys;  // valid while has_remote_keys (and the VQP exists)
+  RemoteKeysCache::iterator remote_keys;    // valid while has_remote_keys (and the VQP exists)
   bool has_remote_keys = false;
+  OwnerUsage* usage = nullptr;  // its VQP owner's, charged one transfer until release
   TransferOp op = TransferOp::kWrite;
   uint64_t length = 0;
   uint64_t start_ns = 0;

@@ -35,7 +35,12 @@ struct EngineOptions {
   // File descriptors kept free for the control plane: a VQP that would eat into them is refused.
   uint32_t fd_reserve = 256;
   size_t command_queue = 4096;
-  uint32_t max_transfers = 65536;  // in flight or waiting, all clients together
+  // Transfers accepted and not yet released (in flight, waiting in a backlog, or past their
+  // deadline and awaiting their WC), all owners together and one owner's (its VQPs'): without the
+  // second, one owner's deep rings or many streams take the table and every other owner's
+  // transfers are refused.
+  uint32_t max_transfers = 65536;
+  uint32_t max_transfers_per_owner = 16384;
   uint32_t default_timeout_ms = 30000;
   uint32_t notify_receives = 256;  // length-0 receives kept posted per VQP
   uint32_t idle_linger_us = 200;

@@ -233,7 +233,7 @@ void Engine::StartSessionTransfer(SessionSlot& s, const SubmitEntry& e) {
     return;
   }
   Result<uint32_t> acquired =
-      AcquireTransfer(c.user_data, c.vqp_id, OpOf(c.op), c.length, c.timeout_ms);
+      AcquireTransfer(c.user_data, c.vqp_id, slot, OpOf(c.op), c.length, c.timeout_ms);
   if (!acquired.ok()) {
     CompletionEntry refusal{};
     refusal.user_data = e.user_data;

@@ -31,12 +31,15 @@ Status CutShort(uint64_t region_id) {
 }  // namespace
 
 void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink) {
-  Result<uint32_t> acquired = AcquireTransfer(request.op_id, request.vqp_id, request.op,
+  auto vqp = vqps_.find(request.vqp_id);  // one the caller may not see is refused by Prepare
+  VqpSlot* slot = vqp != vqps_.end() ? vqp->second.get() : nullptr;
+  Result<uint32_t> acquired = AcquireTransfer(request.op_id, request.vqp_id, slot, request.op,
                                               request.length, request.timeout_ms);
   if (!acquired.ok()) {
     TransferResult r;
     r.op_id = request.op_id;
-    r.status = acquired.status();
+    r.status = acquired.status().code() == common::StatusCode::kNoResource ? TransferRefusal(slot)
+                                                                           : acquired.status();
     if (!sink->results.Push(std::move(r)).ok()) sink->dropped.fetch_add(1);
     return;
   }
@@ -52,9 +55,13 @@ void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<Trans
   Admit(index);
 }
 
-Result<uint32_t> Engine::AcquireTransfer(uint64_t op_id, uint64_t vqp_id, TransferOp op,
-                                         uint64_t length, uint32_t timeout_ms) {
+Result<uint32_t> Engine::AcquireTransfer(uint64_t op_id, uint64_t vqp_id, VqpSlot* vqp,
+                                         TransferOp op, uint64_t length, uint32_t timeout_ms) {
   if (!transfers_.stopped.empty()) return Status::Cancelled(transfers_.stopped);
+  OwnerUsage* usage = vqp != nullptr ? vqp->usage : nullptr;
+  if (usage != nullptr && usage->transfers >= options_.max_transfers_per_owner) {
+    return Status::NoResource();
+  }
   uint32_t index;
   if (!transfers_.free.empty()) {
     index = transfers_.free.back();
@@ -75,6 +82,8 @@ Result<uint32_t> Engine::AcquireTransfer(uint64_t op_id, uint64_t vqp_id, Transf
   t.local_memory = nullptr;
   t.has_remote_keys = false;
   t.session = nullptr;
+  t.usage = usage;
+  if (usage != nullptr) ++usage->transfers;
   t.op = op;
   t.length = length;
   t.start_ns = NowNs();
@@ -82,6 +91,18 @@ Result<uint32_t> Engine::AcquireTransfer(uint64_t op_id, uint64_t vqp_id, Transf
   t.deadline_ns = t.start_ns + uint64_t{timeout} * 1000000;
   ++transfers_.in_flight;
   return index;
+}
+
+Status Engine::TransferRefusal(const VqpSlot* vqp) const {
+  if (vqp != nullptr && vqp->usage->transfers >= options_.max_transfers_per_owner) {
+    return Status::NoResource("this caller has " + std::to_string(vqp->usage->transfers) +
+                              " transfers in flight or waiting, its limit "
+                              "(max_transfers_per_caller): wait for completions before "
+                              "submitting more");
+  }
+  return Status::NoResource("the agent has " + std::to_string(transfers_.slots.size()) +
+                            " transfers in flight or waiting, its limit (max_transfers): "
+                            "back-pressure, submit again after completions");
 }
 
 void Engine::Admit(uint32_t index) {

@@ -33,10 +33,8 @@ Result<Engine::RegionSlot*> Engine::FindRegion(uint64_t region_id, OwnerId scope
 
 Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   BRAID_RETURN_IF_ERROR(vqp::ValidateConfig(request.config));
-  const size_t mine =
-      static_cast<size_t>(std::count_if(vqps_.begin(), vqps_.end(), [&](const auto& entry) {
-        return entry.second->owner == request.owner;
-      }));
+  OwnerUsage& usage = owners_[request.owner];
+  const uint32_t mine = usage.vqps;
   if (mine >= options_.max_vqps_per_owner) {
     return Status::NoResource("this caller has " + std::to_string(mine) +
                               " VQPs, its limit (max_vqps_per_caller): destroy VQPs no longer "
@@ -83,6 +81,8 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   BRAID_ASSIGN_OR_RETURN(auto created, vqp::VirtualQp::Create(*cq_, pds, config));
   slot->id = created->vqp_num();
   slot->owner = request.owner;
+  slot->usage = &usage;
+  slot->charge.Take(&usage.vqps);
   slot->label = request.label;
   slot->vqp = std::move(created);
   slot->promised_fds = fds;
@@ -261,21 +261,20 @@ Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request) {
                                              request.length, request.file_uid));
   }
   for (VqpSlot* v : granted) BRAID_RETURN_IF_ERROR(DoGrant(*slot, *v).status());
+  slot->charge.Take(&owners_[request.owner].regions);
   RegionSlot& ref = *slot;
   regions_.by_id[ref.id] = std::move(slot);
   return DescribeRegion(ref);
 }
 
-Status Engine::AdmitRegion(OwnerId owner) const {
+Status Engine::AdmitRegion(OwnerId owner) {
   const size_t all = regions_.by_id.size();
   if (all >= options_.max_regions) {
     return Status::NoResource("the agent holds " + std::to_string(all) +
                               " registered regions, its limit (max_regions): deregister regions "
                               "no longer used, or raise the agent's limit");
   }
-  const size_t mine = static_cast<size_t>(
-      std::count_if(regions_.by_id.begin(), regions_.by_id.end(),
-                    [owner](const auto& entry) { return entry.second->owner == owner; }));
+  const uint32_t mine = owners_[owner].regions;
   if (mine >= options_.max_regions_per_owner) {
     return Status::NoResource("this caller holds " + std::to_string(mine) +
                               " registered regions, its limit (max_regions_per_caller): "

@@ -82,6 +82,12 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
   EXPECT_EQ(zero.exit_code, 2) << zero.output;
   EXPECT_NE(zero.output.find("unix_connections_per_uid must be at least 1"), std::string::npos)
       << zero.output;
+  std::ofstream(path) << "plaintext: true\nmax_transfers_per_caller: 0\n";
+  const CommandResult no_share =
+      RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config " + path);
+  EXPECT_EQ(no_share.exit_code, 2) << no_share.output;
+  EXPECT_NE(no_share.output.find("max_transfers_per_caller must be at least 1"), std::string::npos)
+      << no_share.output;
   std::filesystem::remove(path);
 }
 

@@ -135,6 +135,8 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   EXPECT_FALSE(config["plaintext"]);
   EXPECT_EQ(config["max_vqps_per_caller"].as<int>(), 1024);
   EXPECT_EQ(config["max_regions_per_caller"].as<int>(), 4096);
+  EXPECT_EQ(config["max_transfers"].as<int>(), 65536);
+  EXPECT_EQ(config["max_transfers_per_caller"].as<int>(), 16384);
   EXPECT_EQ(config["unix_connections_per_uid"].as<int>(), 256);
   ExpectBraiddAccepts((*cm)["data"]["braidd.yaml"].as<std::string>());
   // The dashboard for Grafana's sidecar, valid JSON with its panels.

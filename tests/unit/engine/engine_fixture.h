@@ -29,18 +29,16 @@ inline std::string Ip(int side) {
          std::to_string(side + 1);
 }
 
+// An engine on soft NIC `side`, with `o` as its options but for its provider, id, region
+// directory and fault injection (on: a test stalls the engine).
 struct Side {
-  explicit Side(int side, bool yield_when_idle = true,
-                uint32_t in_flight_spin_us = EngineOptions{}.in_flight_spin_us)
+  explicit Side(int side, EngineOptions o = {})
       : fabric(soft::TcpFabricOptions{.port = testing::TestPort(4)}),
         provider({{{"soft0", Ip(side)}}, &fabric}) {
-    EngineOptions o;
     o.provider = &provider;
     o.agent_id = "engine" + std::to_string(side);
     o.region_dir = dir;
-    o.fault_injection = true;  // a test stalls the engine
-    o.yield_when_idle = yield_when_idle;
-    o.in_flight_spin_us = in_flight_spin_us;
+    o.fault_injection = true;
     std::filesystem::create_directories(dir);
     auto e = Engine::Start(o);
     EXPECT_TRUE(e.ok()) << e.status().ToString();
@@ -67,20 +65,23 @@ class EngineTest : public ::testing::Test {
     ConnectPair(a_, b_, qps, max_virtual_wrs, &vqp_, &peer_vqp_, &local_, &remote_);
   }
   // A VQP pair between `a` and `b` and a 64 MiB region on each side, each granted to its VQP (the
-  // test reads the local addresses from the grants).
+  // test reads the local addresses from the grants); on `a`, the VQP and region are `owner`'s.
   static void ConnectPair(Side& a, Side& b, uint32_t qps, uint32_t max_virtual_wrs, uint64_t* vqp,
-                          uint64_t* peer_vqp, RegionStatus* local, RegionStatus* remote) {
+                          uint64_t* peer_vqp, RegionStatus* local, RegionStatus* remote,
+                          OwnerId owner = kAnyOwner) {
     CreateVqpRequest r;
     r.config.num_qps = qps;
     r.config.max_virtual_wrs = max_virtual_wrs;
-    auto va = a.engine->CreateVirtualQp(r);
     auto vb = b.engine->CreateVirtualQp(r);
+    r.owner = owner;
+    auto va = a.engine->CreateVirtualQp(r);
     ASSERT_TRUE(va.ok() && vb.ok());
     ASSERT_TRUE(a.engine->ConnectVirtualQp(va->id, vb->card).ok());
     ASSERT_TRUE(b.engine->ConnectVirtualQp(vb->id, va->card).ok());
     *vqp = va->id;
     *peer_vqp = vb->id;
-    auto ra = a.engine->RegisterMemory({.length = 64 * kMiB, .label = "a", .grant_vqps = {*vqp}});
+    auto ra = a.engine->RegisterMemory(
+        {.length = 64 * kMiB, .label = "a", .owner = owner, .grant_vqps = {*vqp}});
     auto rb =
         b.engine->RegisterMemory({.length = 64 * kMiB, .label = "b", .grant_vqps = {*peer_vqp}});
     ASSERT_TRUE(ra.ok() && rb.ok());

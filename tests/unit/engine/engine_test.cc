@@ -7,10 +7,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -357,7 +359,7 @@ TEST_F(EngineTest, ABusyPollingEngineGivesItsCoreAwayAfterEachEmptyTurnUnlessTol
   ASSERT_TRUE(after.ok());
   EXPECT_GT(after->yields, before->yields) << "the engine polled without giving its core away";
 
-  Side spinning(2, /*yield_when_idle=*/false);
+  Side spinning(2, {.yield_when_idle = false});
   ASSERT_TRUE(spinning.engine);
   ExpectSleepsForHalfASecond(*spinning.engine);  // it lingered after start, then slept
   auto spun = spinning.engine->Snapshot();
@@ -381,8 +383,8 @@ TEST_F(EngineTest, AnEngineWaitingOnASilentWireSleepsAfterABoundedSpinUnlessTold
     EXPECT_TRUE(b.engine->InjectFault(stall).ok());
     usleep(5000);  // the stall has begun
     auto sink = std::make_shared<TransferSink>(1);
-    EXPECT_TRUE(a.engine->SubmitTransfer(WriteOn(vqp, local, remote, 7, 0, 4096), sink, nullptr)
-                    .ok());
+    EXPECT_TRUE(
+        a.engine->SubmitTransfer(WriteOn(vqp, local, remote, 7, 0, 4096), sink, nullptr).ok());
     auto before = a.engine->Snapshot();  // taken after the write went out (commands keep order)
     usleep(150000);
     auto after = a.engine->Snapshot();
@@ -399,13 +401,77 @@ TEST_F(EngineTest, AnEngineWaitingOnASilentWireSleepsAfterABoundedSpinUnlessTold
   EXPECT_GE(sleeps_while_a_write_waits(a_, b_, vqp_, local_, remote_), 20u)
       << "the engine spun all the while its write waited";
 
-  Side spin_a(2, /*yield_when_idle=*/true, /*in_flight_spin_us=*/0);
-  Side spin_b(3, /*yield_when_idle=*/true, /*in_flight_spin_us=*/0);
+  Side spin_a(2, {.in_flight_spin_us = 0});
+  Side spin_b(3, {.in_flight_spin_us = 0});
   ASSERT_TRUE(spin_a.engine && spin_b.engine);
   uint64_t vqp = 0, peer_vqp = 0;
   RegionStatus local, remote;
   ConnectPair(spin_a, spin_b, 1, 64, &vqp, &peer_vqp, &local, &remote);
   EXPECT_EQ(sleeps_while_a_write_waits(spin_a, spin_b, vqp, local, remote), 0u);
+}
+
+// One owner's deep rings or many streams must not take the whole transfer table: past its own
+// share its next transfers are refused naming its limit, while another owner's are still taken
+// up to the agent's, and the share comes back as its transfers complete.
+TEST_F(EngineTest, AnOwnerFillingTheTransferTableStopsAtItsShareAndLeavesOthersTheirs) {
+  EngineOptions limits;
+  limits.max_transfers = 48;
+  limits.max_transfers_per_owner = 32;
+  Side a(2, limits);
+  Side b(3);
+  ASSERT_TRUE(a.engine && b.engine);
+  constexpr OwnerId kGreedy = 7, kOther = 8;
+  uint64_t vqp[2] = {}, peer_vqp[2] = {};
+  RegionStatus local[2], remote[2];
+  ConnectPair(a, b, 2, 1024, &vqp[0], &peer_vqp[0], &local[0], &remote[0], kGreedy);
+  ConnectPair(a, b, 2, 1024, &vqp[1], &peer_vqp[1], &local[1], &remote[1], kOther);
+  // One command, so the engine takes all of them in one turn, before any completion is polled:
+  // 40 of the greedy owner's, then 30 of the other's.
+  auto submit = [&](int owner_index, uint64_t first_op, int count,
+                    std::vector<TransferRequest>* batch) {
+    for (int i = 0; i < count; ++i) {
+      const uint64_t op = first_op + static_cast<uint64_t>(i);
+      TransferRequest t = WriteOn(vqp[owner_index], local[owner_index], remote[owner_index], op,
+                                  (op % 1024) * 4096, 4096);
+      t.owner = owner_index == 0 ? kGreedy : kOther;
+      batch->push_back(std::move(t));
+    }
+  };
+  std::vector<TransferRequest> batch;
+  submit(0, 0, 40, &batch);
+  submit(1, 100, 30, &batch);
+  auto sink = std::make_shared<TransferSink>(256);
+  ASSERT_TRUE(a.engine->SubmitTransfers(batch, sink).ok());
+  std::vector<TransferResult> results = Collect(*sink, 70);
+  ASSERT_EQ(results.size(), 70u);
+  std::map<std::string, std::vector<uint64_t>> by_outcome;  // ok, or the message → ops
+  for (const TransferResult& r : results) {
+    if (!r.status.ok()) {
+      EXPECT_EQ(r.status.code(), common::StatusCode::kNoResource) << r.status.ToString();
+    }
+    by_outcome[r.status.ok() ? "ok" : std::string(r.status.message())].push_back(r.op_id);
+  }
+  std::vector<uint64_t> want_ok, want_caller, want_agent;
+  for (uint64_t op = 0; op < 32; ++op) want_ok.push_back(op);
+  for (uint64_t op = 100; op < 116; ++op) want_ok.push_back(op);
+  for (uint64_t op = 32; op < 40; ++op) want_caller.push_back(op);
+  for (uint64_t op = 116; op < 130; ++op) want_agent.push_back(op);
+  for (auto& [outcome, ops] : by_outcome) std::sort(ops.begin(), ops.end());
+  EXPECT_EQ(by_outcome["ok"], want_ok);
+  EXPECT_EQ(by_outcome["this caller has 32 transfers in flight or waiting, its limit "
+                       "(max_transfers_per_caller): wait for completions before submitting more"],
+            want_caller);
+  EXPECT_EQ(by_outcome["the agent has 48 transfers in flight or waiting, its limit "
+                       "(max_transfers): back-pressure, submit again after completions"],
+            want_agent);
+  EXPECT_EQ(by_outcome.size(), 3u);
+  // Its transfers done, the greedy owner has its share again.
+  batch.clear();
+  submit(0, 200, 32, &batch);
+  ASSERT_TRUE(a.engine->SubmitTransfers(batch, sink).ok());
+  results = Collect(*sink, 32);
+  ASSERT_EQ(results.size(), 32u);
+  for (const TransferResult& r : results) EXPECT_TRUE(r.status.ok()) << r.status.ToString();
 }
 
 }  // namespace
