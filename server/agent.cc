@@ -78,6 +78,8 @@ Status Agent::Init() {
   so.agent_id = config_.agent_id;
   so.control_endpoint = config_.ControlEndpoint();
   so.transfer_window = config_.transfer_window;
+  so.transfer_window_per_caller = config_.transfer_window_per_caller;
+  so.watch_backlog_per_caller = config_.watch_backlog_per_caller;
   so.fault_injection = config_.fault_injection;
   so.plaintext = !config_.tcp_listen.empty() && !config_.auth.tls.enabled();
   auth_ = std::make_unique<Authenticator>(config_.auth);

@@ -61,6 +61,8 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(Read(root, "max_transfers_per_caller", c.max_transfers_per_caller));
   BRAID_RETURN_IF_ERROR(Read(root, "log_level", c.log_level));
   BRAID_RETURN_IF_ERROR(Read(root, "transfer_window", c.transfer_window));
+  BRAID_RETURN_IF_ERROR(Read(root, "transfer_window_per_caller", c.transfer_window_per_caller));
+  BRAID_RETURN_IF_ERROR(Read(root, "watch_backlog_per_caller", c.watch_backlog_per_caller));
   BRAID_RETURN_IF_ERROR(Read(root, "default_timeout_ms", c.default_timeout_ms));
   BRAID_RETURN_IF_ERROR(Read(root, "watchdog_ms", c.watchdog_ms));
   BRAID_RETURN_IF_ERROR(Read(root, "recovery_budget_ms", c.recovery_budget_ms));
@@ -178,6 +180,14 @@ Status AgentConfig::Validate() const {
   BRAID_RETURN_IF_ERROR(auth.Validate(!tcp_listen.empty()));
   if (transfer_window == 0 || transfer_window > 65536) {
     return Status::InvalidArgument("transfer_window must be in [1, 65536]");
+  }
+  if (transfer_window_per_caller < transfer_window) {
+    return Status::InvalidArgument(
+        "transfer_window_per_caller must be at least transfer_window (one full stream)");
+  }
+  if (watch_backlog_per_caller < 16384) {
+    return Status::InvalidArgument(
+        "watch_backlog_per_caller must be at least 16384 (one watcher's full backlog)");
   }
   if (max_cq_entries < 16384 || max_cq_entries > (1u << 24)) {
     return Status::InvalidArgument("max_cq_entries must be in [16384, 16777216]");

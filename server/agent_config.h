@@ -45,6 +45,10 @@ struct AgentConfig {
   uint32_t max_transfers_per_caller = 16384;
   std::string log_level = "info";
   uint32_t transfer_window = 1024;
+  // The windows of one caller's open Transfer streams together (CallerBudget).
+  uint32_t transfer_window_per_caller = 65536;
+  // The backlogs of one caller's WatchNotifications streams together (CallerBudget).
+  uint32_t watch_backlog_per_caller = 1u << 20;
   uint32_t default_timeout_ms = 30000;
   uint32_t watchdog_ms = 2000;
   // A VQP none of whose data QPs came back for this long of failed recovery attempts fails.

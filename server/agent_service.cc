@@ -11,6 +11,10 @@ using common::Result;
 
 namespace {
 
+// A WatchNotifications stream's capacity once its caller's backlog budget is spent: enough for a
+// client that keeps reading, little for one that does not.
+constexpr uint32_t kWatcherFloor = 256;
+
 // The reply of a unary call whose engine result maps onto one message.
 template <typename T, typename Out>
 grpc::Status Reply(const Result<T>& result, Out* out) {
@@ -34,7 +38,9 @@ AgentService::AgentService(engine::Engine& engine, AgentServiceOptions options, 
       options_(std::move(options)),
       auth_(auth),
       audit_(audit),
-      started_(std::chrono::steady_clock::now()) {}
+      started_(std::chrono::steady_clock::now()),
+      windows_(options_.transfer_window, options_.transfer_window_per_caller, 1),
+      backlogs_(options_.watcher_capacity, options_.watch_backlog_per_caller, kWatcherFloor) {}
 
 template <typename T, typename Out>
 grpc::Status AgentService::OwnedReply(const Result<T>& result, Out* out) const {
@@ -230,7 +236,7 @@ grpc::ServerBidiReactor<v1::TransferRequest, v1::TransferResponse>* AgentService
   if (grpc::Status refused = Admit(context, "Transfer", Access::kClient, &caller); !refused.ok()) {
     return RefusedBidi<v1::TransferRequest, v1::TransferResponse>::Make(std::move(refused));
   }
-  return StartTransferStream(engine_, relay_, caller, options_.transfer_window,
+  return StartTransferStream(engine_, relay_, caller, windows_.Take(caller.owner),
                              shutting_down_.load());
 }
 
@@ -243,13 +249,15 @@ grpc::ServerWriteReactor<v1::WatchNotificationsResponse>* AgentService::WatchNot
     return Refused::Make(std::move(refused));
   }
   const uint64_t vqp_id = request->vqp_id();
+  // Given back with on_end, which the stream keeps until it is destroyed.
+  auto backlog = std::make_shared<CallerBudget::Lease>(backlogs_.Take(caller.owner));
   auto stream = WatchStream<engine::NotificationWatcher, v1::WatchNotificationsResponse>::Create(
-      relay_, options_.watcher_capacity,
+      relay_, backlog->size(),
       [](const engine::Notification& n, v1::WatchNotificationsResponse* out) {
         ToProto(n, out->mutable_notification());
       },
-      BehindMessage("notifications"), [this, vqp_id] { engine_.PruneWatchers(vqp_id); },
-      shutting_down_.load());
+      BehindMessage("notifications", backlog->size()),
+      [this, vqp_id, backlog] { engine_.PruneWatchers(vqp_id); }, shutting_down_.load());
   if (common::Status s = engine_.Watch(vqp_id, stream->watcher(), caller.scope()); !s.ok()) {
     return Refused::Make(ToGrpc(s));
   }
@@ -269,15 +277,16 @@ grpc::ServerWriteReactor<v1::WatchEventsResponse>* AgentService::WatchEvents(
       [](const engine::EngineEvent& e, v1::WatchEventsResponse* out) {
         ToProto(e, out->mutable_event());
       },
-      BehindMessage("events"), [this] { engine_.PruneWatchers(0); }, shutting_down_.load());
+      BehindMessage("events", options_.watcher_capacity), [this] { engine_.PruneWatchers(0); },
+      shutting_down_.load());
   if (common::Status s = engine_.WatchEvents(stream->watcher()); !s.ok()) {
     return Refused::Make(ToGrpc(s));
   }
   return stream->Start();
 }
 
-std::string AgentService::BehindMessage(const char* what) const {
-  return "the watcher fell more than " + std::to_string(options_.watcher_capacity) + " " + what +
+std::string AgentService::BehindMessage(const char* what, uint32_t capacity) {
+  return "the watcher fell more than " + std::to_string(capacity) + " " + what +
          " behind; subscribe again";
 }
 

@@ -24,6 +24,7 @@
 #include "dataplane/engine/engine.h"
 #include "server/audit_log.h"
 #include "server/authenticator.h"
+#include "server/caller_budget.h"
 #include "server/stream_relay.h"
 
 namespace braid::server {
@@ -33,7 +34,10 @@ struct AgentServiceOptions {
   std::string version = "0.1.0";
   std::string control_endpoint;
   uint32_t transfer_window = 1024;
+  uint32_t transfer_window_per_caller = 65536;  // the windows of one caller's streams together
   uint32_t watcher_capacity = 16384;
+  // The backlogs of one caller's WatchNotifications streams together (CallerBudget).
+  uint32_t watch_backlog_per_caller = 1u << 20;
   bool fault_injection = false;
   bool plaintext = false;  // TCP served without TLS (GetInfo says so)
 };
@@ -117,10 +121,12 @@ class AgentService final : public AgentServiceBase {
   Authenticator& auth_;
   AuditLog& audit_;
   std::chrono::steady_clock::time_point started_;
-  // A watcher's RESOURCE_EXHAUSTED message.
-  std::string BehindMessage(const char* what) const;
+  // The RESOURCE_EXHAUSTED message of a watcher that holds `capacity` items.
+  static std::string BehindMessage(const char* what, uint32_t capacity);
 
   std::atomic<bool> shutting_down_{false};
+  CallerBudget windows_;   // Transfer streams' windows
+  CallerBudget backlogs_;  // WatchNotifications streams' capacities
   StreamRelay relay_;
 };
 

@@ -52,6 +52,12 @@ int main(int argc, char** argv) {
                      "regions one caller may have registered at once");
   auto* vqps_per_caller = app.add_option("--max-vqps-per-caller", flags.max_vqps_per_caller,
                                          "VQPs one caller may have at once");
+  auto* window_per_caller =
+      app.add_option("--transfer-window-per-caller", flags.transfer_window_per_caller,
+                     "the windows of one caller's Transfer streams together");
+  auto* backlog_per_caller =
+      app.add_option("--watch-backlog-per-caller", flags.watch_backlog_per_caller,
+                     "notifications one caller's watchers may have waiting together");
   auto* max_transfers = app.add_option("--max-transfers", flags.max_transfers,
                                        "transfers accepted and not yet finished, in all");
   auto* transfers_per_caller =
@@ -115,6 +121,8 @@ int main(int argc, char** argv) {
   if (*max_regions) config.max_regions = flags.max_regions;
   if (*regions_per_caller) config.max_regions_per_caller = flags.max_regions_per_caller;
   if (*vqps_per_caller) config.max_vqps_per_caller = flags.max_vqps_per_caller;
+  if (*window_per_caller) config.transfer_window_per_caller = flags.transfer_window_per_caller;
+  if (*backlog_per_caller) config.watch_backlog_per_caller = flags.watch_backlog_per_caller;
   if (*max_transfers) config.max_transfers = flags.max_transfers;
   if (*transfers_per_caller) config.max_transfers_per_caller = flags.max_transfers_per_caller;
   if (*engine_yield) config.engine_yield = flags.engine_yield;

@@ -18,12 +18,13 @@ using Link = RelayLink<TransferStream, engine::TransferSink::Queue>;
 class TransferStream final
     : public grpc::ServerBidiReactor<v1::TransferRequest, v1::TransferResponse> {
  public:
-  TransferStream(engine::Engine& engine, StreamRelay& relay, const Caller& caller, uint32_t window,
-                 bool shutting_down)
+  TransferStream(engine::Engine& engine, StreamRelay& relay, const Caller& caller,
+                 CallerBudget::Lease lease, bool shutting_down)
       : engine_(engine),
         relay_(relay),
         owner_(caller.scope()),
-        window_(window),
+        lease_(std::move(lease)),
+        window_(lease_.size()),
         link_(std::make_shared<Link>()),
         shutting_down_(shutting_down) {}
   ~TransferStream() override { relay_.Remove(link_.get()); }
@@ -298,6 +299,7 @@ class TransferStream final
   engine::Engine& engine_;
   StreamRelay& relay_;
   const engine::OwnerId owner_;
+  const CallerBudget::Lease lease_;  // window_, from the caller's budget
   const uint32_t window_;
   std::shared_ptr<Link> link_;
   std::shared_ptr<common::Doorbell> bell_;  // the relay's, for this stream
@@ -331,9 +333,10 @@ class TransferStream final
 }  // namespace
 
 grpc::ServerBidiReactor<v1::TransferRequest, v1::TransferResponse>* StartTransferStream(
-    engine::Engine& engine, StreamRelay& relay, const Caller& caller, uint32_t window,
+    engine::Engine& engine, StreamRelay& relay, const Caller& caller, CallerBudget::Lease window,
     bool shutting_down) {
-  auto stream = std::make_shared<TransferStream>(engine, relay, caller, window, shutting_down);
+  auto stream =
+      std::make_shared<TransferStream>(engine, relay, caller, std::move(window), shutting_down);
   stream->Start(stream);
   return stream.get();
 }

@@ -23,13 +23,15 @@
 #include "braid/v1/agent.grpc.pb.h"
 #include "dataplane/engine/engine.h"
 #include "server/authenticator.h"
+#include "server/caller_budget.h"
 #include "server/stream_relay.h"
 
 namespace braid::server {
 
-// Starts a Transfer stream for an admitted caller.
+// Starts a Transfer stream for an admitted caller, with the window `window` leases it (held until
+// the stream is destroyed).
 grpc::ServerBidiReactor<v1::TransferRequest, v1::TransferResponse>* StartTransferStream(
-    engine::Engine& engine, StreamRelay& relay, const Caller& caller, uint32_t window,
+    engine::Engine& engine, StreamRelay& relay, const Caller& caller, CallerBudget::Lease window,
     bool shutting_down);
 
 }  // namespace braid::server

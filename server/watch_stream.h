@@ -1,8 +1,9 @@
 // WatchStream: a WatchNotifications or WatchEvents call on gRPC's callback API.
 //
-// Writes `subscribed` first, then every item the engine queues in the watcher, one write at a
-// time, until the engine lets go of the watcher (the VQP was destroyed: OK), the watcher fell
-// behind (RESOURCE_EXHAUSTED), the client goes away or the agent shuts down (CANCELLED). The
+// Writes `subscribed` first (with the watcher's capacity where the response has a field for it),
+// then every item the engine queues in the watcher, one write at a time, until the engine lets go
+// of the watcher (the VQP was destroyed: OK), the watcher fell behind (RESOURCE_EXHAUSTED), the
+// client goes away or the agent shuts down (CANCELLED). The
 // StreamRelay wakes it when the engine queues an item into a watcher it armed (or closes it); no
 // thread or file descriptor of its own. When it ends, `on_end` runs (the engine prunes its closed
 // watchers). Threading: gRPC's reactions and the relay, serialized by one mutex never held while
@@ -34,6 +35,7 @@ class WatchStream final : public grpc::ServerWriteReactor<Response> {
                                              std::function<void()> on_end, bool shutting_down) {
     auto stream = std::make_shared<WatchStream>(relay, std::move(fill), std::move(behind_message),
                                                 std::move(on_end), shutting_down);
+    stream->capacity_ = capacity;
     stream->link_->stream = stream;
     stream->watcher_ = std::make_shared<Watcher>(capacity, relay.Add(stream->link_));
     stream->link_->queue = &stream->watcher_->events;
@@ -45,6 +47,9 @@ class WatchStream final : public grpc::ServerWriteReactor<Response> {
   grpc::ServerWriteReactor<Response>* Start() {
     self_ = link_->stream.lock();
     response_.set_subscribed(true);
+    if constexpr (requires(Response r) { r.set_capacity(0u); }) {
+      response_.set_capacity(static_cast<uint32_t>(capacity_));
+    }
     {
       std::lock_guard<std::mutex> lock(link_->mu);
       writing_ = true;
@@ -158,6 +163,7 @@ class WatchStream final : public grpc::ServerWriteReactor<Response> {
   }
 
   std::shared_ptr<Watcher> watcher_;
+  size_t capacity_ = 0;  // the watcher's (announced with `subscribed` where the response has room)
   StreamRelay& relay_;
   Fill fill_;
   const std::string behind_message_;

@@ -82,6 +82,14 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
   EXPECT_EQ(zero.exit_code, 2) << zero.output;
   EXPECT_NE(zero.output.find("unix_connections_per_uid must be at least 1"), std::string::npos)
       << zero.output;
+  std::ofstream(path)
+      << "plaintext: true\ntransfer_window: 2048\ntransfer_window_per_caller: 1024\n";
+  const CommandResult narrow =
+      RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config " + path);
+  EXPECT_EQ(narrow.exit_code, 2) << narrow.output;
+  EXPECT_NE(narrow.output.find("transfer_window_per_caller must be at least transfer_window"),
+            std::string::npos)
+      << narrow.output;
   std::ofstream(path) << "plaintext: true\nmax_transfers_per_caller: 0\n";
   const CommandResult no_share =
       RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config " + path);

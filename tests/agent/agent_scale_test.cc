@@ -383,6 +383,119 @@ void Drain(grpc::CompletionQueue& cq, size_t n, const char* what) {
   }
 }
 
+// A caller that opens stream after stream and fills each window without reading its results
+// made the agent hold every one of them (1,000 streams of 1,024: 194 MB, kept); watchers that
+// never read could each hold 16,384 notifications. A Transfer stream's window and a watcher's
+// capacity now come out of its caller's budgets: full while the budget lasts, then what is left,
+// then a floor (1 operation, 256 notifications); another caller has its own budgets, and an ended
+// stream gives its share back.
+TEST(AgentLimits, OneCallersStreamsShareItsBudgetsAndLeaveOtherCallersTheirs) {
+  const std::string dir = "/tmp/braid-window-test-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  AgentSpec spec{"window-a", {TestNicIp(0, 0)}, 0};
+  spec.extra_args = {"--grpc-unix",
+                     dir + "/a.sock",
+                     "--identity",
+                     "uid:" + std::to_string(getuid()) + "=client",
+                     "--transfer-window",
+                     "8",
+                     "--transfer-window-per-caller",
+                     "20",
+                     "--watch-backlog-per-caller",
+                     "40000"};
+  auto a = AgentProcess::Spawn(spec);
+  ASSERT_TRUE(a);
+  struct Stream {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::TransferRequest, v1::TransferResponse>> rw;
+    uint32_t window = 0;
+  };
+  auto open = [](v1::Agent::Stub& stub) {
+    auto s = std::make_unique<Stream>();
+    s->rw = stub.Transfer(&s->ctx);
+    v1::TransferResponse hello;
+    if (s->rw->Read(&hello)) s->window = hello.window().max_in_flight();
+    return s;
+  };
+  auto close = [](std::unique_ptr<Stream> s) {
+    s->rw->WritesDone();
+    return s->rw->Finish();
+  };
+  std::vector<std::unique_ptr<Stream>> tcp;
+  std::vector<uint32_t> windows;
+  for (int i = 0; i < 4; ++i) {
+    tcp.push_back(open(a->stub()));
+    windows.push_back(tcp.back()->window);
+  }
+  EXPECT_EQ(windows, (std::vector<uint32_t>{8, 8, 4, 1}));
+  // The caller past its budget still moves: one operation (on no VQP: refused, and answered).
+  v1::TransferOp op;
+  op.set_op_id(42);
+  op.set_vqp_id(999999);
+  op.set_op(v1::OP_WRITE);
+  op.set_length(1);
+  ASSERT_TRUE(tcp.back()->rw->Write(OneOp(op)));
+  v1::TransferResponse answer;
+  ASSERT_TRUE(tcp.back()->rw->Read(&answer));
+  ASSERT_EQ(answer.completions_size(), 1);
+  EXPECT_EQ(answer.completions(0).op_id(), 42u);
+  EXPECT_EQ(answer.completions(0).code(), grpc::StatusCode::NOT_FOUND);
+  // Another caller (this uid, over the Unix socket) has a budget of its own.
+  auto local = v1::Agent::NewStub(
+      grpc::CreateChannel("unix:" + dir + "/a.sock", grpc::InsecureChannelCredentials()));
+  auto other = open(*local);
+  EXPECT_EQ(other->window, 8u);
+  // An ended stream's window comes back (once the agent has let the stream go).
+  EXPECT_TRUE(close(std::move(tcp.front())).ok());
+  tcp.erase(tcp.begin());
+  uint32_t again = 0;
+  for (auto t0 = Clock::now(); again != 8 && Clock::now() - t0 < std::chrono::seconds(5);) {
+    auto s = open(a->stub());
+    again = s->window;
+    EXPECT_TRUE(close(std::move(s)).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(again, 8u);
+  for (auto& s : tcp) EXPECT_TRUE(close(std::move(s)).ok());
+  EXPECT_TRUE(close(std::move(other)).ok());
+
+  struct Watch {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReader<v1::WatchNotificationsResponse>> reader;
+    uint32_t capacity = 0;
+  };
+  auto watch = [](v1::Agent::Stub& stub, uint64_t vqp) {
+    auto w = std::make_unique<Watch>();
+    v1::WatchNotificationsRequest request;
+    request.set_vqp_id(vqp);
+    w->reader = stub.WatchNotifications(&w->ctx, request);
+    v1::WatchNotificationsResponse first;
+    if (w->reader->Read(&first) && first.subscribed()) w->capacity = first.capacity();
+    return w;
+  };
+  const uint64_t vqp = CreateVqp(a->stub(), v1::SCHEME_SPRAY, 1).vqp_id();
+  std::vector<std::unique_ptr<Watch>> watches;
+  std::vector<uint32_t> capacities;
+  for (int i = 0; i < 5; ++i) {
+    watches.push_back(watch(a->stub(), vqp));
+    capacities.push_back(watches.back()->capacity);
+  }
+  EXPECT_EQ(capacities, (std::vector<uint32_t>{16384, 16384, 7232, 256, 256}));
+  EXPECT_EQ(watch(*local, CreateVqp(*local, v1::SCHEME_SPRAY, 1).vqp_id())->capacity, 16384u);
+  watches.front()->ctx.TryCancel();
+  watches.erase(watches.begin());
+  uint32_t regained = 0;
+  for (auto t0 = Clock::now(); regained != 16384 && Clock::now() - t0 < std::chrono::seconds(5);) {
+    regained = watch(a->stub(), vqp)->capacity;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(regained, 16384u);
+  for (auto& w : watches) w->ctx.TryCancel();
+  watches.clear();
+  a.reset();
+  std::filesystem::remove_all(dir);
+}
+
 // Open streams cost the agent no thread each: `kStreams` Transfer streams and as many
 // WatchNotifications streams stay open on one agent (idle) while its threads stay within a small
 // fixed number (gRPC's pools and the agent's own) and its memory grows by a few dozen KiB per

@@ -136,6 +136,8 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   EXPECT_EQ(config["max_vqps_per_caller"].as<int>(), 1024);
   EXPECT_EQ(config["max_regions_per_caller"].as<int>(), 4096);
   EXPECT_EQ(config["max_transfers"].as<int>(), 65536);
+  EXPECT_EQ(config["transfer_window_per_caller"].as<int>(), 65536);
+  EXPECT_EQ(config["watch_backlog_per_caller"].as<int>(), 1048576);
   EXPECT_EQ(config["max_transfers_per_caller"].as<int>(), 16384);
   EXPECT_EQ(config["unix_connections_per_uid"].as<int>(), 256);
   ExpectBraiddAccepts((*cm)["data"]["braidd.yaml"].as<std::string>());
