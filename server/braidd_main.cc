@@ -32,46 +32,49 @@ int main(int argc, char** argv) {
   auto* metrics = app.add_option("--metrics", flags.metrics_listen, "Prometheus exporter address");
   auto* region_dir = app.add_option("--region-dir", flags.region_dir, "shared-memory directory");
   auto* log_level = app.add_option("--log-level", flags.log_level, "trace|debug|info|warn|error");
-  auto* window = app.add_option("--transfer-window", flags.transfer_window,
-                                "operations in flight per Transfer stream");
-  auto* watchdog = app.add_option("--watchdog-ms", flags.watchdog_ms, "stall watchdog threshold");
-  auto* budget = app.add_option("--recovery-budget-ms", flags.recovery_budget_ms,
-                                "failed recovery time after which a VQP with no healthy data QP "
-                                "fails");
-  auto* cooldown = app.add_option("--qp-cooldown-ms", flags.qp_cooldown_ms,
-                                  "first cooldown of a data QP that stalls or keeps dying (doubles "
-                                  "with each strike)");
-  auto* max_cq = app.add_option("--max-cq-entries", flags.max_cq_entries,
-                                "per device, completion entries VQPs may reserve in all");
-  auto* fd_reserve = app.add_option("--fd-reserve", flags.fd_reserve,
-                                    "file descriptors kept free for the control plane");
-  auto* max_regions =
-      app.add_option("--max-regions", flags.max_regions, "regions registered at once, in all");
-  auto* regions_per_caller =
-      app.add_option("--max-regions-per-caller", flags.max_regions_per_caller,
-                     "regions one caller may have registered at once");
-  auto* vqps_per_caller = app.add_option("--max-vqps-per-caller", flags.max_vqps_per_caller,
-                                         "VQPs one caller may have at once");
-  auto* window_per_caller =
-      app.add_option("--transfer-window-per-caller", flags.transfer_window_per_caller,
-                     "the windows of one caller's Transfer streams together");
-  auto* backlog_per_caller =
-      app.add_option("--watch-backlog-per-caller", flags.watch_backlog_per_caller,
-                     "notifications one caller's watchers may have waiting together");
-  auto* max_transfers = app.add_option("--max-transfers", flags.max_transfers,
-                                       "transfers accepted and not yet finished, in all");
-  auto* transfers_per_caller =
-      app.add_option("--max-transfers-per-caller", flags.max_transfers_per_caller,
-                     "transfers accepted and not yet finished on one caller's VQPs");
-  auto* per_uid = app.add_option("--unix-connections-per-uid", flags.unix_connections_per_uid,
-                                 "connections one uid may hold open on each Unix socket");
+  // The numeric settings: each flag overrides its config key.
+  struct Number {
+    const char* flag;
+    uint32_t AgentConfig::*field;
+    const char* help;
+  };
+  static constexpr Number kNumbers[] = {
+      {"--transfer-window", &AgentConfig::transfer_window,
+       "operations in flight per Transfer stream"},
+      {"--watchdog-ms", &AgentConfig::watchdog_ms, "stall watchdog threshold"},
+      {"--recovery-budget-ms", &AgentConfig::recovery_budget_ms,
+       "failed recovery time after which a VQP with no healthy data QP fails"},
+      {"--qp-cooldown-ms", &AgentConfig::qp_cooldown_ms,
+       "first cooldown of a data QP that stalls or keeps dying (doubles with each strike)"},
+      {"--max-cq-entries", &AgentConfig::max_cq_entries,
+       "per device, completion entries VQPs may reserve in all"},
+      {"--fd-reserve", &AgentConfig::fd_reserve,
+       "file descriptors kept free for the control plane"},
+      {"--max-regions", &AgentConfig::max_regions, "regions registered at once, in all"},
+      {"--max-regions-per-caller", &AgentConfig::max_regions_per_caller,
+       "regions one caller may have registered at once"},
+      {"--max-vqps-per-caller", &AgentConfig::max_vqps_per_caller,
+       "VQPs one caller may have at once"},
+      {"--transfer-window-per-caller", &AgentConfig::transfer_window_per_caller,
+       "the windows of one caller's Transfer streams together"},
+      {"--watch-backlog-per-caller", &AgentConfig::watch_backlog_per_caller,
+       "notifications one caller's watchers may have waiting together"},
+      {"--max-transfers", &AgentConfig::max_transfers,
+       "transfers accepted and not yet finished, in all"},
+      {"--max-transfers-per-caller", &AgentConfig::max_transfers_per_caller,
+       "transfers accepted and not yet finished on one caller's VQPs"},
+      {"--unix-connections-per-uid", &AgentConfig::unix_connections_per_uid,
+       "connections one uid may hold open on each Unix socket"},
+      {"--engine-spin-us", &AgentConfig::engine_spin_us,
+       "with work in flight, how long the data-plane thread busy-polls without progress before "
+       "it sleeps (0: until done)"},
+  };
+  std::vector<CLI::Option*> numbers;
+  for (const Number& n : kNumbers)
+    numbers.push_back(app.add_option(n.flag, flags.*n.field, n.help));
   auto* engine_yield = app.add_option("--engine-yield", flags.engine_yield,
                                       "the data-plane thread gives its core away between busy-poll "
                                       "turns that find nothing (true|false)");
-  auto* engine_spin =
-      app.add_option("--engine-spin-us", flags.engine_spin_us,
-                     "with work in flight, how long the data-plane thread "
-                     "busy-polls without progress before it sleeps (0: until done)");
   std::string client_auth, anonymous_role;
   std::vector<std::string> identities;
   auto* tls_cert = app.add_option("--tls-cert", flags.auth.tls.cert, "PEM certificate chain");
@@ -111,22 +114,10 @@ int main(int argc, char** argv) {
   if (*metrics) config.metrics_listen = flags.metrics_listen;
   if (*region_dir) config.region_dir = flags.region_dir;
   if (*log_level) config.log_level = flags.log_level;
-  if (*window) config.transfer_window = flags.transfer_window;
-  if (*watchdog) config.watchdog_ms = flags.watchdog_ms;
-  if (*budget) config.recovery_budget_ms = flags.recovery_budget_ms;
-  if (*cooldown) config.qp_cooldown_ms = flags.qp_cooldown_ms;
-  if (*max_cq) config.max_cq_entries = flags.max_cq_entries;
-  if (*fd_reserve) config.fd_reserve = flags.fd_reserve;
-  if (*per_uid) config.unix_connections_per_uid = flags.unix_connections_per_uid;
-  if (*max_regions) config.max_regions = flags.max_regions;
-  if (*regions_per_caller) config.max_regions_per_caller = flags.max_regions_per_caller;
-  if (*vqps_per_caller) config.max_vqps_per_caller = flags.max_vqps_per_caller;
-  if (*window_per_caller) config.transfer_window_per_caller = flags.transfer_window_per_caller;
-  if (*backlog_per_caller) config.watch_backlog_per_caller = flags.watch_backlog_per_caller;
-  if (*max_transfers) config.max_transfers = flags.max_transfers;
-  if (*transfers_per_caller) config.max_transfers_per_caller = flags.max_transfers_per_caller;
+  for (size_t i = 0; i < numbers.size(); ++i) {
+    if (*numbers[i]) config.*kNumbers[i].field = flags.*kNumbers[i].field;
+  }
   if (*engine_yield) config.engine_yield = flags.engine_yield;
-  if (*engine_spin) config.engine_spin_us = flags.engine_spin_us;
   if (*faults) config.fault_injection = true;
   if (*tls_cert) config.auth.tls.cert = flags.auth.tls.cert;
   if (*tls_key) config.auth.tls.key = flags.auth.tls.key;

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <utility>
 
 #include "tests/agent/agent_harness.h"
 #include "tests/testutil/test_port.h"
@@ -76,26 +77,20 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
   const CommandResult r = RunCommand(std::string(BRAID_BRAIDD_PATH) + " --config " + path);
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("config key 'transfer_window'"), std::string::npos) << r.output;
-  std::ofstream(path) << "plaintext: true\nunix_connections_per_uid: 0\n";
-  const CommandResult zero =
-      RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config " + path);
-  EXPECT_EQ(zero.exit_code, 2) << zero.output;
-  EXPECT_NE(zero.output.find("unix_connections_per_uid must be at least 1"), std::string::npos)
-      << zero.output;
-  std::ofstream(path)
-      << "plaintext: true\ntransfer_window: 2048\ntransfer_window_per_caller: 1024\n";
-  const CommandResult narrow =
-      RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config " + path);
-  EXPECT_EQ(narrow.exit_code, 2) << narrow.output;
-  EXPECT_NE(narrow.output.find("transfer_window_per_caller must be at least transfer_window"),
-            std::string::npos)
-      << narrow.output;
-  std::ofstream(path) << "plaintext: true\nmax_transfers_per_caller: 0\n";
-  const CommandResult no_share =
-      RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config " + path);
-  EXPECT_EQ(no_share.exit_code, 2) << no_share.output;
-  EXPECT_NE(no_share.output.find("max_transfers_per_caller must be at least 1"), std::string::npos)
-      << no_share.output;
+  // Values of the right type that are still wrong: --check-config says which and why.
+  const std::pair<const char*, const char*> kRefused[] = {
+      {"unix_connections_per_uid: 0\n", "unix_connections_per_uid must be at least 1"},
+      {"transfer_window: 2048\ntransfer_window_per_caller: 1024\n",
+       "transfer_window_per_caller must be at least transfer_window"},
+      {"max_transfers_per_caller: 0\n", "max_transfers_per_caller must be at least 1"},
+  };
+  for (const auto& [yaml, why] : kRefused) {
+    std::ofstream(path) << "plaintext: true\n" << yaml;
+    const CommandResult refused =
+        RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config " + path);
+    EXPECT_EQ(refused.exit_code, 2) << yaml << refused.output;
+    EXPECT_NE(refused.output.find(why), std::string::npos) << yaml << refused.output;
+  }
   std::filesystem::remove(path);
 }
 
