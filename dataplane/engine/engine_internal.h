@@ -116,10 +116,33 @@ struct Engine::VqpSlot {
   bool on_attention_list = false;    // in Engine::recovery_.attention
 };
 
+// The bytes of a region file counted against its directory (RegionDir::Commit), given back when
+// the region's slot is destroyed (before the directory: Regions declares it first).
+class DirCommit {
+ public:
+  DirCommit() = default;
+  DirCommit(const DirCommit&) = delete;
+  DirCommit& operator=(const DirCommit&) = delete;
+  ~DirCommit() {
+    if (dir_ != nullptr) dir_->Uncommit(bytes_);
+  }
+  common::Status Take(RegionDir& dir, uint64_t bytes) {
+    BRAID_RETURN_IF_ERROR(dir.Commit(bytes));
+    dir_ = &dir;
+    bytes_ = bytes;
+    return common::Status::Ok();
+  }
+
+ private:
+  RegionDir* dir_ = nullptr;
+  uint64_t bytes_ = 0;
+};
+
 struct Engine::RegionSlot {
   uint64_t id = 0;
   OwnerId owner = kAnyOwner;
-  OwnerCharge charge;  // one of its owner's OwnerUsage::regions
+  OwnerCharge charge;   // one of its owner's OwnerUsage::regions
+  DirCommit committed;  // a file the agent made in its region directory (not a client's fd)
   std::string label;
   std::unique_ptr<ShmRegion> shm;
   // The VQPs allowed to reach it over the wire, each by a registration in that VQP's protection

@@ -278,8 +278,7 @@ Result<vqp::QpCard> Engine::AcceptRecovery(const RecoveryOffer& offer) {
         it->second->peer_vqp_id != offer.from_vqp_id ||
         it->second->peer_incarnation != offer.from_incarnation ||
         it->second->peer_endpoint != offer.from_endpoint ||
-        (!it->second->peer_identity.empty() &&
-         it->second->peer_identity != offer.from_identity)) {
+        (!it->second->peer_identity.empty() && it->second->peer_identity != offer.from_identity)) {
       reply->set_value(Status::NotFound(
           "no virtual QP " + std::to_string(vqp_id) + " connected with VQP " +
           std::to_string(offer.from_vqp_id) + " of " + offer.from_endpoint.substr(0, 100) +

@@ -332,7 +332,7 @@ struct EngineSnapshot {
   uint32_t regions = 0;
   uint64_t loop_iterations = 0;
   uint64_t sleeps = 0;
-  uint64_t yields = 0;  // empty busy-poll turns after which the loop gave its core away
+  uint64_t yields = 0;              // empty busy-poll turns after which the loop gave its core away
   uint64_t command_queue_full = 0;  // transfers refused by a full command queue (then held)
   uint32_t sessions = 0;
 };

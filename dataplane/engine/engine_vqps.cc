@@ -256,6 +256,7 @@ Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request) {
     BRAID_ASSIGN_OR_RETURN(slot->shm,
                            ShmRegion::MapClientFd(request.fd, request.fd_offset, request.length));
   } else {
+    BRAID_RETURN_IF_ERROR(slot->committed.Take(*regions_.dir, request.length));
     BRAID_ASSIGN_OR_RETURN(slot->shm,
                            ShmRegion::Create(regions_.dir->path(), regions_.dir->NameFor(slot->id),
                                              request.length, request.file_uid));

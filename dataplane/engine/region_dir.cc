@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -62,6 +63,22 @@ RegionDir::~RegionDir() {
   if (lock_fd_ < 0) return;
   unlink(lock_path_.c_str());
   close(lock_fd_);
+}
+
+common::Status RegionDir::Commit(uint64_t length) {
+  struct statfs fs {};
+  if (statfs(dir_.c_str(), &fs) != 0) return common::Status::FromErrno(errno, "statfs " + dir_);
+  const uint64_t size = static_cast<uint64_t>(fs.f_blocks) * static_cast<uint64_t>(fs.f_bsize);
+  if (length > size || committed_ > size - length) {
+    return common::Status::NoResource(
+        "region directory " + dir_ + " holds " + std::to_string(size) + " bytes, and " +
+        std::to_string(committed_) + " are registered in it: a region of " +
+        std::to_string(length) +
+        " more could run out of memory when written; deregister regions, register smaller ones, "
+        "or give the agent a larger region_dir");
+  }
+  committed_ += length;
+  return common::Status::Ok();
 }
 
 std::string RegionDir::NameFor(uint64_t region_id) const {

@@ -5,8 +5,16 @@
 // dies, however it dies). Whoever holds it is the only live agent of that id on the directory, so
 // every region file of that id left by another process (an agent killed with -9) is stale and is
 // removed. When another live process holds the lock, nothing is removed.
+//
+// The directory's memory is committed as regions are made in it: a region file is sparse, and on
+// tmpfs its pages are taken when first written, by a client through its mapping or by the agent
+// placing a peer's data. Registered past the file system's size, the first writer to find it full
+// gets SIGBUS: one caller's large regions would crash another caller's process, or cut its region
+// short under the agent. So Commit refuses a region that would take the regions made here past
+// the file system's size, and Uncommit gives its bytes back when it is deregistered.
 // Ownership: RAII; the destructor removes the lock file and releases the lock.
-// Threading: Open and the destructor from any one thread; NameFor is const.
+// Threading: Open and the destructor from any one thread; Commit and Uncommit from one (the
+// engine's); NameFor is const.
 #ifndef BRAID_DATAPLANE_ENGINE_REGION_DIR_H_
 #define BRAID_DATAPLANE_ENGINE_REGION_DIR_H_
 
@@ -34,12 +42,19 @@ class RegionDir {
   uint32_t stale_files_removed() const { return stale_removed_; }
   bool locked() const { return lock_fd_ >= 0; }
 
+  // Counts `length` bytes of a new region file against the file system's size (kNoResource, with
+  // both figures and what to do, when they do not fit).
+  common::Status Commit(uint64_t length);
+  void Uncommit(uint64_t length) { committed_ -= length; }
+  uint64_t committed() const { return committed_; }
+
  private:
   std::string dir_;
   std::string prefix_;  // braid-<agent id>-
   std::string lock_path_;
   int lock_fd_;
   uint32_t stale_removed_ = 0;
+  uint64_t committed_ = 0;  // bytes of this process's region files
 };
 
 }  // namespace braid::engine

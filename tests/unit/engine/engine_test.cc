@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -472,6 +473,41 @@ TEST_F(EngineTest, AnOwnerFillingTheTransferTableStopsAtItsShareAndLeavesOthersT
   results = Collect(*sink, 32);
   ASSERT_EQ(results.size(), 32u);
   for (const TransferResult& r : results) EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+}
+
+// Region files are sparse: registered past their file system's size, the first writer to find
+// it full gets SIGBUS, whoever registered the rest. So regions made in the region directory are
+// counted against its size: past it, the next registration is refused and says so, and a
+// deregistered region gives its bytes back.
+TEST_F(EngineTest, RegionsPastTheRegionDirectorysSizeAreRefusedUntilOthersAreDeregistered) {
+  struct statfs fs {};
+  ASSERT_EQ(statfs("/dev/shm", &fs), 0);
+  const uint64_t size = static_cast<uint64_t>(fs.f_blocks) * static_cast<uint64_t>(fs.f_bsize);
+  const uint64_t big = size / 10 * 6;
+  EngineOptions o;
+  o.max_region_bytes = size;
+  Side a(2, o);
+  ASSERT_TRUE(a.engine);
+  auto first = a.engine->RegisterMemory({.length = big, .label = "first"});
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto second = a.engine->RegisterMemory({.length = big, .label = "second"});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), common::StatusCode::kNoResource);
+  EXPECT_NE(second.status().message().find(" bytes, and " + std::to_string(big) +
+                                           " are registered in it: a region of " +
+                                           std::to_string(big) + " more could run out of memory"),
+            std::string::npos)
+      << second.status().ToString();
+  // A client's own memory (RegisterFd) is not the directory's.
+  const int fd = memfd_create("braid-client", MFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, static_cast<off_t>(big)), 0);
+  auto own = a.engine->RegisterMemory({.length = big, .label = "own", .fd = fd});
+  close(fd);
+  EXPECT_TRUE(own.ok()) << own.status().ToString();
+  ASSERT_TRUE(a.engine->DeregisterMemory(first->id).ok());
+  auto again = a.engine->RegisterMemory({.length = big, .label = "again"});
+  EXPECT_TRUE(again.ok()) << again.status().ToString();
 }
 
 }  // namespace
