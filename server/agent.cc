@@ -54,6 +54,7 @@ Status Agent::Init() {
   eo.max_vqps_per_owner = config_.max_vqps_per_caller;
   eo.max_transfers = config_.max_transfers;
   eo.max_transfers_per_owner = config_.max_transfers_per_caller;
+  eo.max_session_bytes_per_owner = config_.max_session_bytes_per_caller;
   eo.default_timeout_ms = config_.default_timeout_ms;
   eo.recovery_budget_ms = config_.recovery_budget_ms;
   eo.qp_cooldown_ms = config_.qp_cooldown_ms;

@@ -59,6 +59,7 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(Read(root, "max_vqps_per_caller", c.max_vqps_per_caller));
   BRAID_RETURN_IF_ERROR(Read(root, "max_transfers", c.max_transfers));
   BRAID_RETURN_IF_ERROR(Read(root, "max_transfers_per_caller", c.max_transfers_per_caller));
+  BRAID_RETURN_IF_ERROR(Read(root, "max_session_bytes_per_caller", c.max_session_bytes_per_caller));
   BRAID_RETURN_IF_ERROR(Read(root, "log_level", c.log_level));
   BRAID_RETURN_IF_ERROR(Read(root, "transfer_window", c.transfer_window));
   BRAID_RETURN_IF_ERROR(Read(root, "transfer_window_per_caller", c.transfer_window_per_caller));
@@ -199,6 +200,9 @@ Status AgentConfig::Validate() const {
   }
   if (max_transfers < 1024 || max_transfers > (1u << 20)) {
     return Status::InvalidArgument("max_transfers must be in [1024, 1048576]");
+  }
+  if (max_session_bytes_per_caller < (1u << 20)) {
+    return Status::InvalidArgument("max_session_bytes_per_caller must be at least 1048576");
   }
   if (max_transfers_per_caller == 0) {
     return Status::InvalidArgument("max_transfers_per_caller must be at least 1");

@@ -43,6 +43,8 @@ struct AgentConfig {
   // Transfers accepted and not yet finished, in all and on one caller's VQPs.
   uint32_t max_transfers = 65536;
   uint32_t max_transfers_per_caller = 16384;
+  // The shared segments (rings) of one caller's open sessions together.
+  uint64_t max_session_bytes_per_caller = 256ull << 20;
   std::string log_level = "info";
   uint32_t transfer_window = 1024;
   // The windows of one caller's open Transfer streams together (CallerBudget).

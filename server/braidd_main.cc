@@ -69,6 +69,9 @@ int main(int argc, char** argv) {
        "with work in flight, how long the data-plane thread busy-polls without progress before "
        "it sleeps (0: until done)"},
   };
+  auto* session_bytes =
+      app.add_option("--max-session-bytes-per-caller", flags.max_session_bytes_per_caller,
+                     "bytes of rings one caller's open sessions may hold together");
   std::vector<CLI::Option*> numbers;
   for (const Number& n : kNumbers)
     numbers.push_back(app.add_option(n.flag, flags.*n.field, n.help));
@@ -117,6 +120,7 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < numbers.size(); ++i) {
     if (*numbers[i]) config.*kNumbers[i].field = flags.*kNumbers[i].field;
   }
+  if (*session_bytes) config.max_session_bytes_per_caller = flags.max_session_bytes_per_caller;
   if (*engine_yield) config.engine_yield = flags.engine_yield;
   if (*faults) config.fault_injection = true;
   if (*tls_cert) config.auth.tls.cert = flags.auth.tls.cert;

@@ -191,7 +191,8 @@ class Engine {
   struct OwnerUsage {
     uint32_t vqps = 0;
     uint32_t regions = 0;
-    uint32_t transfers = 0;  // slots of the transfer table, from acceptance to release
+    uint32_t transfers = 0;      // slots of the transfer table, from acceptance to release
+    uint64_t session_bytes = 0;  // the shared segments of its open sessions
   };
   struct CreateKey {
    private:

@@ -23,24 +23,28 @@ struct Engine::DeviceSlot {
   vqp::QpTraffic retired;  // traffic of destroyed VQPs' QPs on this device
 };
 
-// One unit of an owner's count (Engine::OwnerUsage), held by the VQP or region it counts: taken
-// when the slot joins its table, given back when the slot is destroyed. The counts outlive every
-// slot (Engine declares them first).
-class OwnerCharge {
+// What a slot counts in a figure kept elsewhere: one VQP or region of its owner's, a session's
+// ring bytes (Engine::OwnerUsage), a region file's bytes in the region directory
+// (RegionDir::committed). Taken when the slot joins its table, given back when the slot is
+// destroyed. The figures outlive every slot (Engine declares them first).
+template <typename T>
+class Charge {
  public:
-  OwnerCharge() = default;
-  OwnerCharge(const OwnerCharge&) = delete;
-  OwnerCharge& operator=(const OwnerCharge&) = delete;
-  ~OwnerCharge() {
-    if (count_ != nullptr) --*count_;
+  Charge() = default;
+  Charge(const Charge&) = delete;
+  Charge& operator=(const Charge&) = delete;
+  ~Charge() {
+    if (count_ != nullptr) *count_ -= amount_;
   }
-  void Take(uint32_t* count) {
+  void Take(T* count, T amount = 1) {
     count_ = count;
-    ++*count_;
+    amount_ = amount;
+    *count_ += amount;
   }
 
  private:
-  uint32_t* count_ = nullptr;
+  T* count_ = nullptr;
+  T amount_ = 0;
 };
 
 struct QpRecovery {
@@ -86,7 +90,7 @@ struct Engine::VqpSlot {
   uint64_t id = 0;
   OwnerId owner = kAnyOwner;
   OwnerUsage* usage = nullptr;  // its owner's (transfers on it are charged there)
-  OwnerCharge charge;           // one of usage->vqps
+  Charge<uint32_t> charge;      // one of usage->vqps
   std::string label;
   // Declared before what is registered in them and the QPs made in them: destroyed last.
   // Its own protection domain per device it uses: what the VQP's QPs may touch, locally and for
@@ -116,33 +120,11 @@ struct Engine::VqpSlot {
   bool on_attention_list = false;    // in Engine::recovery_.attention
 };
 
-// The bytes of a region file counted against its directory (RegionDir::Commit), given back when
-// the region's slot is destroyed (before the directory: Regions declares it first).
-class DirCommit {
- public:
-  DirCommit() = default;
-  DirCommit(const DirCommit&) = delete;
-  DirCommit& operator=(const DirCommit&) = delete;
-  ~DirCommit() {
-    if (dir_ != nullptr) dir_->Uncommit(bytes_);
-  }
-  common::Status Take(RegionDir& dir, uint64_t bytes) {
-    BRAID_RETURN_IF_ERROR(dir.Commit(bytes));
-    dir_ = &dir;
-    bytes_ = bytes;
-    return common::Status::Ok();
-  }
-
- private:
-  RegionDir* dir_ = nullptr;
-  uint64_t bytes_ = 0;
-};
-
 struct Engine::RegionSlot {
   uint64_t id = 0;
   OwnerId owner = kAnyOwner;
-  OwnerCharge charge;   // one of its owner's OwnerUsage::regions
-  DirCommit committed;  // a file the agent made in its region directory (not a client's fd)
+  Charge<uint32_t> charge;     // one of its owner's OwnerUsage::regions
+  Charge<uint64_t> committed;  // a file the agent made in its region directory (not a client's fd)
   std::string label;
   std::unique_ptr<ShmRegion> shm;
   // The VQPs allowed to reach it over the wire, each by a registration in that VQP's protection
@@ -187,6 +169,7 @@ struct BoundRemote {
 struct Engine::SessionSlot {
   uint64_t id = 0;
   OwnerId owner = kAnyOwner;
+  Charge<uint64_t> ring_bytes;  // its segment's, in its owner's OwnerUsage::session_bytes
   std::unique_ptr<session::SessionSegment> segment;
   session::SpscRing<session::SubmitEntry> submissions;      // the engine consumes
   session::SpscRing<session::CompletionEntry> completions;  // the engine produces

@@ -41,6 +41,11 @@ struct EngineOptions {
   // transfers are refused.
   uint32_t max_transfers = 65536;
   uint32_t max_transfers_per_owner = 16384;
+  // The shared segments (rings) of one owner's open sessions together. The engine writes every
+  // completion and notification slot as a session goes round its rings, so each session's pages
+  // end up the agent's, refused entries included: without a bound, one owner's 256 sessions of
+  // the largest rings hold 2 GiB.
+  uint64_t max_session_bytes_per_owner = 256ull << 20;
   uint32_t default_timeout_ms = 30000;
   uint32_t notify_receives = 256;  // length-0 receives kept posted per VQP
   uint32_t idle_linger_us = 200;

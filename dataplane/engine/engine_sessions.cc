@@ -86,6 +86,19 @@ Status Engine::AdmitDescriptors(uint64_t needed, std::string what) {
 }
 
 Result<SessionFds> Engine::DoOpenSession(const SessionRequest& request) {
+  if (!request.rings.Valid()) {
+    return Status::InvalidArgument("ring sizes must be powers of two from 2 to 65536");
+  }
+  OwnerUsage& usage = owners_[request.owner];
+  const uint64_t bytes = session::SessionSegment::Layout(request.rings).total_bytes;
+  if (usage.session_bytes + bytes > options_.max_session_bytes_per_owner) {
+    return Status::NoResource(
+        "this caller's sessions hold " + std::to_string(usage.session_bytes) +
+        " bytes of rings, and one more of " + std::to_string(bytes) + " would pass its limit of " +
+        std::to_string(options_.max_session_bytes_per_owner) +
+        " (max_session_bytes_per_caller): close sessions no longer used, or ask for smaller "
+        "rings");
+  }
   // Three descriptors stay with the engine; the three duplicates leave with the client.
   BRAID_RETURN_IF_ERROR(fds_.budget.Admit(6, fds_.promised, "this session"));
   auto s = std::make_unique<SessionSlot>();
@@ -108,6 +121,7 @@ Result<SessionFds> Engine::DoOpenSession(const SessionRequest& request) {
   if (epoll_ctl(loop_.epoll_fd, EPOLL_CTL_ADD, ev.data.fd, &ev) != 0) {
     return Status::FromErrno(errno, "epoll_ctl(session doorbell)");
   }
+  s->ring_bytes.Take(&usage.session_bytes, bytes);
   sessions_->open.push_back(s.get());
   sessions_->by_id[s->id] = std::move(s);
   return out;

@@ -256,10 +256,11 @@ Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request) {
     BRAID_ASSIGN_OR_RETURN(slot->shm,
                            ShmRegion::MapClientFd(request.fd, request.fd_offset, request.length));
   } else {
-    BRAID_RETURN_IF_ERROR(slot->committed.Take(*regions_.dir, request.length));
+    BRAID_RETURN_IF_ERROR(regions_.dir->CheckRoom(request.length));
     BRAID_ASSIGN_OR_RETURN(slot->shm,
                            ShmRegion::Create(regions_.dir->path(), regions_.dir->NameFor(slot->id),
                                              request.length, request.file_uid));
+    slot->committed.Take(regions_.dir->committed(), request.length);
   }
   for (VqpSlot* v : granted) BRAID_RETURN_IF_ERROR(DoGrant(*slot, *v).status());
   slot->charge.Take(&owners_[request.owner].regions);

@@ -65,7 +65,7 @@ RegionDir::~RegionDir() {
   close(lock_fd_);
 }
 
-common::Status RegionDir::Commit(uint64_t length) {
+common::Status RegionDir::CheckRoom(uint64_t length) const {
   struct statfs fs {};
   if (statfs(dir_.c_str(), &fs) != 0) return common::Status::FromErrno(errno, "statfs " + dir_);
   const uint64_t size = static_cast<uint64_t>(fs.f_blocks) * static_cast<uint64_t>(fs.f_bsize);
@@ -77,7 +77,6 @@ common::Status RegionDir::Commit(uint64_t length) {
         " more could run out of memory when written; deregister regions, register smaller ones, "
         "or give the agent a larger region_dir");
   }
-  committed_ += length;
   return common::Status::Ok();
 }
 

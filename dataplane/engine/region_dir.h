@@ -10,10 +10,10 @@
 // tmpfs its pages are taken when first written, by a client through its mapping or by the agent
 // placing a peer's data. Registered past the file system's size, the first writer to find it full
 // gets SIGBUS: one caller's large regions would crash another caller's process, or cut its region
-// short under the agent. So Commit refuses a region that would take the regions made here past
-// the file system's size, and Uncommit gives its bytes back when it is deregistered.
+// short under the agent. So a region that would take the regions made here past the file
+// system's size is refused (CheckRoom), and one deregistered gives its bytes back.
 // Ownership: RAII; the destructor removes the lock file and releases the lock.
-// Threading: Open and the destructor from any one thread; Commit and Uncommit from one (the
+// Threading: Open and the destructor from any one thread; CheckRoom and committed() from one (the
 // engine's); NameFor is const.
 #ifndef BRAID_DATAPLANE_ENGINE_REGION_DIR_H_
 #define BRAID_DATAPLANE_ENGINE_REGION_DIR_H_
@@ -42,11 +42,11 @@ class RegionDir {
   uint32_t stale_files_removed() const { return stale_removed_; }
   bool locked() const { return lock_fd_ >= 0; }
 
-  // Counts `length` bytes of a new region file against the file system's size (kNoResource, with
-  // both figures and what to do, when they do not fit).
-  common::Status Commit(uint64_t length);
-  void Uncommit(uint64_t length) { committed_ -= length; }
-  uint64_t committed() const { return committed_; }
+  // Whether `length` more bytes of region files fit in the file system's size with those already
+  // committed (kNoResource, with both figures and what to do, when they do not). The caller then
+  // counts them in committed() while the file exists.
+  common::Status CheckRoom(uint64_t length) const;
+  uint64_t* committed() { return &committed_; }
 
  private:
   std::string dir_;

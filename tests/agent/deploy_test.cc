@@ -139,6 +139,7 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   EXPECT_EQ(config["transfer_window_per_caller"].as<int>(), 65536);
   EXPECT_EQ(config["watch_backlog_per_caller"].as<int>(), 1048576);
   EXPECT_EQ(config["max_transfers_per_caller"].as<int>(), 16384);
+  EXPECT_EQ(config["max_session_bytes_per_caller"].as<int64_t>(), 268435456);
   EXPECT_EQ(config["unix_connections_per_uid"].as<int>(), 256);
   ExpectBraiddAccepts((*cm)["data"]["braidd.yaml"].as<std::string>());
   // The dashboard for Grafana's sidecar, valid JSON with its panels.

@@ -545,5 +545,37 @@ TEST_F(EngineTest, AClientScribblingOnItsNotificationRingEndsOnlyItsOwnSession) 
   EXPECT_EQ(next[0].imm, 1u);
 }
 
+// The engine writes every completion and notification slot as a session goes round its rings,
+// refused entries included, so a session's segment ends up the agent's memory. One owner's open
+// sessions stop at their rings' budget, with a message naming it; another owner's are not
+// affected, and a closed session's bytes come back.
+TEST_F(EngineTest, AnOwnersSessionsStopAtTheirRingBudgetAndLeaveOthersTheirs) {
+  const session::RingSizes rings{1024, 1024, 1024};
+  const uint64_t each = session::SessionSegment::Layout(rings).total_bytes;
+  EngineOptions o;
+  o.max_session_bytes_per_owner = 4 * each;
+  Side a(2, o);
+  ASSERT_TRUE(a.engine);
+  constexpr OwnerId kGreedy = 7, kOther = 8;
+  std::vector<uint64_t> opened;
+  common::Status refused;
+  for (int i = 0; i < 10 && refused.ok(); ++i) {
+    common::Result<SessionFds> s = a.engine->OpenSession({.owner = kGreedy, .rings = rings});
+    if (s.ok()) opened.push_back(s->id);
+    refused = s.status();
+  }
+  EXPECT_EQ(opened.size(), 4u);
+  EXPECT_EQ(refused.code(), common::StatusCode::kNoResource);
+  EXPECT_NE(refused.message().find("this caller's sessions hold " + std::to_string(4 * each) +
+                                   " bytes of rings, and one more of " + std::to_string(each) +
+                                   " would pass its limit of " + std::to_string(4 * each) +
+                                   " (max_session_bytes_per_caller)"),
+            std::string::npos)
+      << refused.ToString();
+  EXPECT_TRUE(a.engine->OpenSession({.owner = kOther, .rings = rings}).ok());
+  ASSERT_TRUE(a.engine->CloseSession(opened.front(), kGreedy).ok());
+  EXPECT_TRUE(a.engine->OpenSession({.owner = kGreedy, .rings = rings}).ok());
+}
+
 }  // namespace
 }  // namespace braid::engine
