@@ -186,9 +186,10 @@ Status AgentConfig::Validate() const {
     return Status::InvalidArgument(
         "transfer_window_per_caller must be at least transfer_window (one full stream)");
   }
-  if (watch_backlog_per_caller < 16384) {
-    return Status::InvalidArgument(
-        "watch_backlog_per_caller must be at least 16384 (one watcher's full backlog)");
+  if (watch_backlog_per_caller < kWatcherCapacity) {
+    return Status::InvalidArgument("watch_backlog_per_caller must be at least " +
+                                   std::to_string(kWatcherCapacity) +
+                                   " (one watcher's full backlog)");
   }
   if (max_cq_entries < 16384 || max_cq_entries > (1u << 24)) {
     return Status::InvalidArgument("max_cq_entries must be in [16384, 16777216]");

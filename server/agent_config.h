@@ -22,6 +22,9 @@
 
 namespace braid::server {
 
+// Items a watch stream holds unread for its client before it ends the stream (RESOURCE_EXHAUSTED).
+inline constexpr uint32_t kWatcherCapacity = 16384;
+
 struct AgentConfig {
   std::string agent_id;                        // default: the host name
   std::string provider = "auto";               // auto | soft | ibverbs
@@ -49,7 +52,8 @@ struct AgentConfig {
   uint32_t transfer_window = 1024;
   // The windows of one caller's open Transfer streams together (CallerBudget).
   uint32_t transfer_window_per_caller = 65536;
-  // The backlogs of one caller's WatchNotifications streams together (CallerBudget).
+  // The backlogs of one caller's WatchNotifications streams together (CallerBudget); at least one
+  // watcher's (kWatcherCapacity).
   uint32_t watch_backlog_per_caller = 1u << 20;
   uint32_t default_timeout_ms = 30000;
   uint32_t watchdog_ms = 2000;

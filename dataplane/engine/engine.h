@@ -234,6 +234,9 @@ class Engine {
   common::Status DoDestroy(uint64_t vqp_id, OwnerId scope = kAnyOwner);
   // The VQP, if it exists and `scope` may see it (kNotFound otherwise, the same either way).
   common::Result<VqpSlot*> FindVqp(uint64_t vqp_id, OwnerId scope = kAnyOwner);
+  // The same with no message built (null when FindVqp would say kNotFound): the per-operation
+  // paths, whose refusals carry a code or a field.
+  VqpSlot* VisibleVqp(uint64_t vqp_id, OwnerId scope);
   // The protection domain of `owner` on `device` (made on first use).
   common::Result<RegionSlot*> FindRegion(uint64_t region_id, OwnerId scope = kAnyOwner);
   VqpStatus DescribeVqp(const VqpSlot& slot) const;
@@ -260,7 +263,9 @@ class Engine {
   // Why AcquireTransfer refused a transfer for VQP `vqp` with kNoResource, for a caller that
   // takes a message (the ring takes the code alone).
   common::Status TransferRefusal(const VqpSlot* vqp) const;
-  common::Status PrepareTransfer(const TransferRequest& request, Transfer& t);
+  // Checks `request` for VQP `slot` (VisibleVqp's: null when the caller may not see it) and fills
+  // `t`'s work request.
+  common::Status PrepareTransfer(const TransferRequest& request, VqpSlot* slot, Transfer& t);
   // Whether the VQP can carry transfers now (connected, not failed); why not.
   common::Status CheckCarries(const VqpSlot& slot) const;
   // What a transfer's remote region must be for VQP `slot` (its ranges are checked per transfer).
@@ -292,9 +297,6 @@ class Engine {
   int PollSessions();  // takes entries from each open session's ring, within its window
   void StartSessionTransfer(SessionSlot& s, const session::SubmitEntry& e);
   void WriteCompletion(SessionSlot& s, const session::CompletionEntry& c);
-  // The VQP a session's entry names, if it exists and is the session owner's (no message built:
-  // a refused entry carries its field instead).
-  VqpSlot* SessionVqp(const SessionSlot& s, uint64_t vqp_id);
   // A kWatch entry: subscribes the session's notification ring to the VQP.
   void StartSessionWatch(SessionSlot& s, const session::SubmitCommand& c);
   // Writes `n` into the session's notification ring. The ring's last slot is kept for the entry

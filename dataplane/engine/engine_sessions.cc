@@ -86,11 +86,12 @@ Status Engine::AdmitDescriptors(uint64_t needed, std::string what) {
 }
 
 Result<SessionFds> Engine::DoOpenSession(const SessionRequest& request) {
-  if (!request.rings.Valid()) {
-    return Status::InvalidArgument("ring sizes must be powers of two from 2 to 65536");
-  }
+  // Three descriptors stay with the engine; the three duplicates leave with the client.
+  BRAID_RETURN_IF_ERROR(fds_.budget.Admit(6, fds_.promised, "this session"));
+  auto s = std::make_unique<SessionSlot>();
+  BRAID_ASSIGN_OR_RETURN(s->segment, session::SessionSegment::Create(request.rings));
   OwnerUsage& usage = owners_[request.owner];
-  const uint64_t bytes = session::SessionSegment::Layout(request.rings).total_bytes;
+  const uint64_t bytes = s->segment->layout().total_bytes;
   if (usage.session_bytes + bytes > options_.max_session_bytes_per_owner) {
     return Status::NoResource(
         "this caller's sessions hold " + std::to_string(usage.session_bytes) +
@@ -99,10 +100,6 @@ Result<SessionFds> Engine::DoOpenSession(const SessionRequest& request) {
         " (max_session_bytes_per_caller): close sessions no longer used, or ask for smaller "
         "rings");
   }
-  // Three descriptors stay with the engine; the three duplicates leave with the client.
-  BRAID_RETURN_IF_ERROR(fds_.budget.Admit(6, fds_.promised, "this session"));
-  auto s = std::make_unique<SessionSlot>();
-  BRAID_ASSIGN_OR_RETURN(s->segment, session::SessionSegment::Create(request.rings));
   BRAID_ASSIGN_OR_RETURN(s->submit_bell, session::Doorbell::Create());
   BRAID_ASSIGN_OR_RETURN(s->complete_bell, session::Doorbell::Create());
   s->id = sessions_->next_id++;
@@ -200,7 +197,7 @@ void Engine::StartSessionTransfer(SessionSlot& s, const SubmitEntry& e) {
   // The checks PrepareTransfer makes for a gRPC request, on facts looked up without messages (a
   // refused entry carries its code and field; Describe says what to do).
   if (bad == SubmitField::kNone) {
-    VqpSlot* named = SessionVqp(s, c.vqp_id);
+    VqpSlot* named = VisibleVqp(c.vqp_id, s.owner);
     if (named == nullptr) {
       bad = SubmitField::kVqp;
       code = StatusCode::kNotFound;
@@ -275,16 +272,10 @@ void Engine::StartSessionTransfer(SessionSlot& s, const SubmitEntry& e) {
   Admit(index);
 }
 
-Engine::VqpSlot* Engine::SessionVqp(const SessionSlot& s, uint64_t vqp_id) {
-  auto it = vqps_.find(vqp_id);
-  if (it == vqps_.end() || (s.owner != kAnyOwner && it->second->owner != s.owner)) return nullptr;
-  return it->second.get();
-}
-
 void Engine::StartSessionWatch(SessionSlot& s, const session::SubmitCommand& c) {
   CompletionEntry done{};
   done.user_data = c.user_data;
-  VqpSlot* slot = SessionVqp(s, c.vqp_id);
+  VqpSlot* slot = VisibleVqp(c.vqp_id, s.owner);
   if (slot == nullptr) {
     ++s.refused;
     done.status = static_cast<uint32_t>(StatusCode::kNotFound);

@@ -31,8 +31,8 @@ Status CutShort(uint64_t region_id) {
 }  // namespace
 
 void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<TransferSink> sink) {
-  auto vqp = vqps_.find(request.vqp_id);  // one the caller may not see is refused by Prepare
-  VqpSlot* slot = vqp != vqps_.end() ? vqp->second.get() : nullptr;
+  // Null for a VQP the caller may not see: refused by PrepareTransfer, charged to no one.
+  VqpSlot* slot = VisibleVqp(request.vqp_id, request.owner);
   Result<uint32_t> acquired = AcquireTransfer(request.op_id, request.vqp_id, slot, request.op,
                                               request.length, request.timeout_ms);
   if (!acquired.ok()) {
@@ -46,7 +46,7 @@ void Engine::StartTransfer(const TransferRequest& request, std::shared_ptr<Trans
   const uint32_t index = *acquired;
   Transfer& t = transfers_.slots[index];
   t.sink = std::move(sink);
-  Status s = PrepareTransfer(request, t);
+  Status s = PrepareTransfer(request, slot, t);
   if (!s.ok()) {
     Complete(index, std::move(s), IBV_WC_SUCCESS, false);
     Release(index);
@@ -121,8 +121,8 @@ void Engine::Admit(uint32_t index) {
   }
 }
 
-Status Engine::PrepareTransfer(const TransferRequest& request, Transfer& t) {
-  BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(request.vqp_id, request.owner));
+Status Engine::PrepareTransfer(const TransferRequest& request, VqpSlot* slot, Transfer& t) {
+  if (slot == nullptr) return FindVqp(request.vqp_id, request.owner).status();
   BRAID_RETURN_IF_ERROR(CheckCarries(*slot));
   if (request.length == 0) return Status::InvalidArgument("transfer length must be > 0");
   BRAID_ASSIGN_OR_RETURN(RegionSlot * found, FindRegion(request.local_region, request.owner));

@@ -13,13 +13,19 @@ namespace braid::engine {
 using common::Result;
 using common::Status;
 
-Result<Engine::VqpSlot*> Engine::FindVqp(uint64_t vqp_id, OwnerId scope) {
+Engine::VqpSlot* Engine::VisibleVqp(uint64_t vqp_id, OwnerId scope) {
   auto it = vqps_.find(vqp_id);
-  if (it == vqps_.end() || (scope != kAnyOwner && it->second->owner != scope)) {
+  if (it == vqps_.end() || (scope != kAnyOwner && it->second->owner != scope)) return nullptr;
+  return it->second.get();
+}
+
+Result<Engine::VqpSlot*> Engine::FindVqp(uint64_t vqp_id, OwnerId scope) {
+  VqpSlot* slot = VisibleVqp(vqp_id, scope);
+  if (slot == nullptr) {
     return Status::NotFound("no virtual QP " + std::to_string(vqp_id) + " on agent " +
                             options_.agent_id);
   }
-  return it->second.get();
+  return slot;
 }
 
 Result<Engine::RegionSlot*> Engine::FindRegion(uint64_t region_id, OwnerId scope) {

@@ -440,13 +440,21 @@ TEST_F(EngineTest, AnOwnerFillingTheTransferTableStopsAtItsShareAndLeavesOthersT
   };
   std::vector<TransferRequest> batch;
   submit(0, 0, 40, &batch);
+  // The other owner naming the greedy one's VQP, now at its limit, learns nothing of it.
+  TransferRequest probe = WriteOn(vqp[0], local[1], remote[0], 99, 0, 4096);
+  probe.owner = kOther;
+  batch.push_back(probe);
   submit(1, 100, 30, &batch);
   auto sink = std::make_shared<TransferSink>(256);
   ASSERT_TRUE(a.engine->SubmitTransfers(batch, sink).ok());
-  std::vector<TransferResult> results = Collect(*sink, 70);
-  ASSERT_EQ(results.size(), 70u);
+  std::vector<TransferResult> results = Collect(*sink, 71);
+  ASSERT_EQ(results.size(), 71u);
   std::map<std::string, std::vector<uint64_t>> by_outcome;  // ok, or the message → ops
   for (const TransferResult& r : results) {
+    if (r.op_id == 99) {
+      EXPECT_EQ(r.status.code(), common::StatusCode::kNotFound) << r.status.ToString();
+      continue;
+    }
     if (!r.status.ok()) {
       EXPECT_EQ(r.status.code(), common::StatusCode::kNoResource) << r.status.ToString();
     }
