@@ -431,10 +431,18 @@ TEST_F(AgentHostileTest, AClientSendingPastTheWindowIsHeldBackAndEveryOperationC
   // QPs' retries: the writes would fail, each reported once all the same.)
   std::atomic<int> completed{0};
   std::thread resume([&] {
+    // Held back: the engine takes exactly a window of them (however long a loaded machine takes
+    // to get there, and no more a while after); the rest wait unread in the stream.
+    auto in_flight = [&] {
+      return MetricSum(ScrapeMetrics(a_->metrics_port()), "braid_transfers_in_flight");
+    };
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (in_flight() < window && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     EXPECT_EQ(completed.load(), 0);
-    // Held back: the engine took exactly a window of them; the rest wait unread in the stream.
-    EXPECT_EQ(MetricSum(ScrapeMetrics(a_->metrics_port()), "braid_transfers_in_flight"), window);
+    EXPECT_EQ(in_flight(), window);
     kill(b_->pid(), SIGCONT);
   });
   std::map<uint64_t, int> seen;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -111,8 +112,20 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The agent's log and anything else it prints (a sanitizer's report) go to a file, shown only
+  // when it matters (see the destructor): a passing run's output stays readable and a failure's is
+  // not buried.
+  static std::atomic<int> spawned{0};
+  p->log_path_ = "/tmp/braidd-" + std::to_string(getpid()) + "-" + std::to_string(++spawned) + "-" +
+                 spec.id + ".log";
+  const int log_fd = open(p->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (log_fd < 0) {
+    ADD_FAILURE() << p->log_path_ << ": " << strerror(errno);
+    return nullptr;
+  }
   p->pid_ = fork();
   if (p->pid_ == 0) {
+    if (dup2(log_fd, STDOUT_FILENO) < 0 || dup2(log_fd, STDERR_FILENO) < 0) _exit(126);
     for (const auto& [name, value] : env) setenv(name.c_str(), value.c_str(), 1);
     if (spec.fd_soft_limit != 0) {
       const rlimit fds{spec.fd_soft_limit, spec.fd_hard_limit};
@@ -121,6 +134,7 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
     execv(argv[0], argv.data());
     _exit(127);
   }
+  close(log_fd);
   grpc::ChannelArguments channel_args;  // the agent starts in milliseconds: retry quickly
   channel_args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
   channel_args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
@@ -169,8 +183,17 @@ int AgentProcess::Kill(int signal) {
 AgentProcess::~AgentProcess() {
   stub_.reset();
   channel_.reset();
-  Kill(SIGTERM);
+  const int status = Kill(SIGTERM);
+  const bool clean = status == -1 || (WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
+                     (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
   std::error_code ec;
+  if (!clean || ::testing::Test::HasFailure()) {
+    std::ifstream in(log_path_);
+    std::printf("---- braidd %s log (wait status %d) ----\n%s---- end of braidd %s log ----\n",
+                id_.c_str(), status, std::string(std::istreambuf_iterator<char>(in), {}).c_str(),
+                id_.c_str());
+  }
+  std::filesystem::remove(log_path_, ec);
   if (owns_region_dir_) std::filesystem::remove_all(region_dir_, ec);
 }
 

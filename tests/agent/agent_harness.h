@@ -2,7 +2,8 @@
 //
 // AgentProcess forks and execs the braidd binary with its own soft NICs (127.x addresses derived
 // from the test's pid), gRPC, metrics and soft ports, and a fresh region directory; it waits until
-// GetInfo answers and stops the process (SIGTERM, then SIGKILL) when destroyed.
+// GetInfo answers and stops the process (SIGTERM, then SIGKILL) when destroyed. Its log goes to
+// a file, printed only if the test failed or the agent did not exit cleanly.
 // Helpers: map a region file, drive a Transfer stream with a window, read notifications, scrape
 // and parse /metrics, ask the gRPC health service, read a process's CPU time.
 #ifndef BRAID_TESTS_AGENT_AGENT_HARNESS_H_
@@ -71,6 +72,7 @@ class AgentProcess {
   pid_t pid_ = -1;
   std::string id_;
   std::string region_dir_;
+  std::string log_path_;  // its stderr; printed when it exits badly or the test failed
   bool owns_region_dir_ = false;
   uint16_t metrics_port_ = 0;
   std::string endpoint_;
