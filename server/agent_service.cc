@@ -40,7 +40,7 @@ AgentService::AgentService(engine::Engine& engine, AgentServiceOptions options, 
       audit_(audit),
       started_(std::chrono::steady_clock::now()),
       windows_(options_.transfer_window, options_.transfer_window_per_caller, 1),
-      backlogs_(options_.watcher_capacity, options_.watch_backlog_per_caller, kWatcherFloor) {}
+      backlogs_(kWatcherCapacity, options_.watch_backlog_per_caller, kWatcherFloor) {}
 
 template <typename T, typename Out>
 grpc::Status AgentService::OwnedReply(const Result<T>& result, Out* out) const {
@@ -273,11 +273,11 @@ grpc::ServerWriteReactor<v1::WatchEventsResponse>* AgentService::WatchEvents(
     return Refused::Make(std::move(refused));
   }
   auto stream = WatchStream<engine::EventWatcher, v1::WatchEventsResponse>::Create(
-      relay_, options_.watcher_capacity,
+      relay_, kWatcherCapacity,
       [](const engine::EngineEvent& e, v1::WatchEventsResponse* out) {
         ToProto(e, out->mutable_event());
       },
-      BehindMessage("events", options_.watcher_capacity), [this] { engine_.PruneWatchers(0); },
+      BehindMessage("events", kWatcherCapacity), [this] { engine_.PruneWatchers(0); },
       shutting_down_.load());
   if (common::Status s = engine_.WatchEvents(stream->watcher()); !s.ok()) {
     return Refused::Make(ToGrpc(s));

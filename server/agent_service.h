@@ -36,7 +36,6 @@ struct AgentServiceOptions {
   std::string control_endpoint;
   uint32_t transfer_window = 1024;
   uint32_t transfer_window_per_caller = 65536;  // the windows of one caller's streams together
-  uint32_t watcher_capacity = kWatcherCapacity;
   // The backlogs of one caller's WatchNotifications streams together (CallerBudget).
   uint32_t watch_backlog_per_caller = 1u << 20;
   bool fault_injection = false;

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "dataplane/engine/fd_budget.h"
@@ -35,7 +36,7 @@ int main(int argc, char** argv) {
   // The numeric settings: each flag overrides its config key.
   struct Number {
     const char* flag;
-    uint32_t AgentConfig::*field;
+    std::variant<uint32_t AgentConfig::*, uint64_t AgentConfig::*> field;
     const char* help;
   };
   static constexpr Number kNumbers[] = {
@@ -68,13 +69,14 @@ int main(int argc, char** argv) {
       {"--engine-spin-us", &AgentConfig::engine_spin_us,
        "with work in flight, how long the data-plane thread busy-polls without progress before "
        "it sleeps (0: until done)"},
+      {"--max-session-bytes-per-caller", &AgentConfig::max_session_bytes_per_caller,
+       "bytes of rings one caller's open sessions may hold together"},
   };
-  auto* session_bytes =
-      app.add_option("--max-session-bytes-per-caller", flags.max_session_bytes_per_caller,
-                     "bytes of rings one caller's open sessions may hold together");
   std::vector<CLI::Option*> numbers;
-  for (const Number& n : kNumbers)
-    numbers.push_back(app.add_option(n.flag, flags.*n.field, n.help));
+  for (const Number& n : kNumbers) {
+    numbers.push_back(std::visit(
+        [&](auto field) { return app.add_option(n.flag, flags.*field, n.help); }, n.field));
+  }
   auto* engine_yield = app.add_option("--engine-yield", flags.engine_yield,
                                       "the data-plane thread gives its core away between busy-poll "
                                       "turns that find nothing (true|false)");
@@ -118,9 +120,9 @@ int main(int argc, char** argv) {
   if (*region_dir) config.region_dir = flags.region_dir;
   if (*log_level) config.log_level = flags.log_level;
   for (size_t i = 0; i < numbers.size(); ++i) {
-    if (*numbers[i]) config.*kNumbers[i].field = flags.*kNumbers[i].field;
+    if (*numbers[i])
+      std::visit([&](auto field) { config.*field = flags.*field; }, kNumbers[i].field);
   }
-  if (*session_bytes) config.max_session_bytes_per_caller = flags.max_session_bytes_per_caller;
   if (*engine_yield) config.engine_yield = flags.engine_yield;
   if (*faults) config.fault_injection = true;
   if (*tls_cert) config.auth.tls.cert = flags.auth.tls.cert;
