@@ -41,8 +41,7 @@ class Channel {
   virtual void Quiesce() {}
   // An ACK of a request that completed a receive at this side: its application is likely to
   // answer at once, so a link may hold the ACK briefly and send it together with the answer
-  // (ACK coalescing). It leaves with the next frame of this channel or at the next progress pass,
-  // whichever comes first. Default: sent at once.
+  // (ACK coalescing), for a bounded time (TcpFabricOptions::ack_delay_ns). Default: sent at once.
   virtual void TransmitAck(const PacketHeader& header) { Transmit(header, {}); }
   // How many bytes of requests (WRITE and SEND payloads, READ lengths) a QP keeps transmitted and
   // unacknowledged on this link; the rest wait in its send queue until ACKs make room, and one
@@ -98,6 +97,9 @@ class Fabric {
   virtual uint64_t NowNs() const = 0;
   // Delivers what is due and fires due timers; bounded work per call.
   virtual void Progress() = 0;
+  // A poller is about to sleep (it armed a CQ): what Progress() would send later, were it
+  // called, leaves now. Default: nothing is held.
+  virtual void ReleaseHeldAcks() {}
   // Frames transmitted between BeginBatch() and the matching EndBatch() may be held and sent at
   // EndBatch() (verbs::Device::BeginPostBatch). Calls nest. Default: nothing is held.
   virtual void BeginBatch() {}

@@ -422,9 +422,9 @@ void TcpFabric::ForgetQp(SoftDevice* device, uint32_t qp_num) {
 
 TcpFabric::TcpChannel::~TcpChannel() {
   if (conn_ != nullptr && !dead_) {
-    // What is queued leaves first (best effort, without blocking): an ACK deferred by the last
-    // progress pass was, on an HCA, sent before the completion it acknowledges was visible.
-    deferred_pass_ = UINT64_MAX;
+    // What is queued leaves first (best effort, without blocking): an ACK held back was, on an
+    // HCA, sent before the completion it acknowledges was visible.
+    held_in_ = UINT64_MAX;
     fabric_->Flush(*conn_);  // may kill the connection (a failed send)
   }
   fabric_->Unbind(*this, /*notify=*/true, wire::DetachReason::kClosed);
@@ -440,12 +440,7 @@ TcpFabric::TcpChannel::~TcpChannel() {
 void TcpFabric::Progress() {
   const uint64_t now = NowNs();
   ++pass_;
-  if (any_deferred_) {  // ACKs held back by the previous pass leave now
-    any_deferred_ = false;
-    for (size_t i = 0; i < pending_tx_.size(); ++i) {
-      if (!pending_tx_[i]->dead) Flush(*pending_tx_[i]);
-    }
-  }
+  if (now >= ack_hold_ends_ns_) EndAckHold();
   in_pass_ = true;
   epoll_event events[64];
   const int n = epoll_wait(epoll_fd_, events, 64, 0);
@@ -484,6 +479,19 @@ void TcpFabric::Progress() {
   for (const Listener& l : listeners_) l.device->FireTimers(now);
   in_pass_ = false;
   FlushPending();
+}
+
+// The ACKs held back leave now, with whatever else their connections have queued.
+void TcpFabric::EndAckHold() {
+  ++ack_hold_;
+  ack_hold_ends_ns_ = UINT64_MAX;
+  for (size_t i = 0; i < pending_tx_.size(); ++i) {
+    if (!pending_tx_[i]->dead) Flush(*pending_tx_[i]);
+  }
+}
+
+void TcpFabric::ReleaseHeldAcks() {
+  if (ack_hold_ends_ns_ != UINT64_MAX && !in_pass_) EndAckHold();
 }
 
 // Every connection with output, then the dead ones dropped (at the end of a pass or a batch).

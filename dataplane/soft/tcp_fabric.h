@@ -56,6 +56,13 @@ struct TcpFabricOptions {
   // More only fills socket buffers: it adds latency for everything behind it and, on a host
   // whose cores do the copying, cache misses (doc/soft_provider.md, "Window").
   uint64_t qp_window_bytes = 2 << 20;
+  // How long the ACK of a request that completed a receive (SEND, WRITE_WITH_IMM) may wait for a
+  // frame to ride with, as TCP's delayed ACK: the answer posted to what was just received (by an
+  // application that polled it, or by an agent's client a turn of the engine later) carries the
+  // ACK, one sendmsg instead of two. It leaves with the first frame its connection sends, at the
+  // first pass after this delay, or when a poller arms a CQ to sleep (doc/soft_provider.md, "ACK
+  // coalescing"). 0: at the next pass.
+  uint32_t ack_delay_ns = 10000;
 };
 
 struct TcpFabricStats {
@@ -91,6 +98,7 @@ class TcpFabric final : public Fabric {
   void ForgetQp(SoftDevice* device, uint32_t qp_num) override;
   void ForgetMemory(SoftDevice* device, uint64_t addr, uint64_t length) override;
   void Progress() override;
+  void ReleaseHeldAcks() override;
   void BeginBatch() override { ++batch_depth_; }
   void EndBatch() override;
   int wait_fd() const override { return epoll_fd_; }  // the sockets' epoll set
@@ -151,6 +159,7 @@ class TcpFabric final : public Fabric {
   void SendFailed(Conn& conn);
   void MarkPending(Conn& conn);
   void FlushPending();
+  void EndAckHold();
 
   TcpFabricOptions options_;
   std::vector<uint8_t> discard_ = std::vector<uint8_t>(65536);  // payload nobody placed
@@ -161,10 +170,12 @@ class TcpFabric final : public Fabric {
   using ChannelKey = std::pair<const SoftDevice*, uint32_t>;
   std::multimap<ChannelKey, TcpChannel*> channels_;
   TcpFabricStats stats_;
-  uint64_t pass_ = 0;          // Progress() calls so far
-  bool in_pass_ = false;       // inside Progress(), reading
-  uint32_t batch_depth_ = 0;   // open BeginBatch() calls: frames wait for the last EndBatch()
-  bool any_deferred_ = false;  // some channel holds an ACK (TransmitAck)
+  uint64_t pass_ = 0;         // Progress() calls so far
+  bool in_pass_ = false;      // inside Progress(), reading
+  uint32_t batch_depth_ = 0;  // open BeginBatch() calls: frames wait for the last EndBatch()
+  // ACKs held back (TransmitAck) belong to the current hold; they leave together when it ends.
+  uint64_t ack_hold_ = 0;                   // the current hold, advanced as it ends
+  uint64_t ack_hold_ends_ns_ = UINT64_MAX;  // when it ends; UINT64_MAX: no ACK is held
   // Connections with segments queued and not yet sent (deferred ACKs, a full socket):
   // what a progress pass flushes, so its cost follows the busy connections, not all of them.
   std::vector<Conn*> pending_tx_;

@@ -113,8 +113,8 @@ class TcpFabric::TcpChannel final : public Channel {
   }
   void Transmit(const PacketHeader& header, std::span<const iovec> payload) override;
   void Quiesce() override { fabric_->Quiesce(*this); }
-  // Within a progress pass the ACK waits in the queue: it leaves with this channel's next frame
-  // or at the start of the next pass.
+  // Within a progress pass the ACK waits in the queue: it leaves with the next sendmsg of its
+  // connection, at the first pass after TcpFabricOptions::ack_delay_ns, or when a CQ is armed.
   void TransmitAck(const PacketHeader& header) override;
   uint64_t window_bytes() const override {
     return fabric_->options_.qp_window_bytes == 0 ? UINT64_MAX : fabric_->options_.qp_window_bytes;
@@ -158,8 +158,8 @@ class TcpFabric::TcpChannel final : public Channel {
   bool dead_ = false;
   bool held_ = false;
   int drop_next_ = 0;
-  uint64_t last_progress_ns_ = 0;        // bytes of ours last read from or taken by the connection
-  uint64_t deferred_pass_ = UINT64_MAX;  // the pass that queued an ACK without sending it
+  uint64_t last_progress_ns_ = 0;  // bytes of ours last read from or taken by the connection
+  uint64_t held_in_ = UINT64_MAX;  // the ACK hold (TcpFabric::ack_hold_) our queued ACK waits in
   std::deque<TxItem> txq_;
   uint64_t queued_ = 0;   // bytes in txq_ not yet taken by the socket
   uint64_t planned_ = 0;  // of those, bytes in the sendmsg being built (Flush)

@@ -33,7 +33,7 @@ void TcpFabric::TcpChannel::Transmit(const PacketHeader& header, std::span<const
     return;
   }
   Enqueue(header, payload);
-  deferred_pass_ = UINT64_MAX;  // an ACK this channel held back leaves with this frame
+  held_in_ = UINT64_MAX;  // an ACK this channel held back leaves with this frame
   // Within a progress pass (answers to what the pass read, retransmissions) frames wait for the
   // end of the pass, which flushes every connection with output: the answers to a batch of
   // requests leave in one sendmsg, not one each. So do a post batch's requests, at its end.
@@ -47,8 +47,11 @@ void TcpFabric::TcpChannel::TransmitAck(const PacketHeader& header) {
     return;
   }
   Enqueue(header, {});
-  deferred_pass_ = fabric_->pass_;
-  fabric_->any_deferred_ = true;
+  if (held_in_ != fabric_->ack_hold_) {  // not already waiting: the hold's end bounds this wait
+    held_in_ = fabric_->ack_hold_;
+    fabric_->ack_hold_ends_ns_ =
+        std::min(fabric_->ack_hold_ends_ns_, fabric_->NowNs() + fabric_->options_.ack_delay_ns);
+  }
   ++fabric_->stats_.acks_deferred;
 }
 
@@ -159,7 +162,7 @@ void TcpFabric::Quiesce(TcpChannel& ch) {
   ch.queued_ = queued;
   ch.planned_ = 0;
   ch.plan_end_ = {};
-  ch.deferred_pass_ = UINT64_MAX;
+  ch.held_in_ = UINT64_MAX;
 }
 
 void TcpFabric::ForgetMemory(SoftDevice* device, uint64_t addr, uint64_t length) {
@@ -199,7 +202,7 @@ void TcpFabric::Advance(TcpChannel& ch, size_t bytes) {
     bytes -= take;
     if (t.sent == t.total) ch.txq_.pop_front();
   }
-  if (ch.txq_.empty()) ch.deferred_pass_ = UINT64_MAX;
+  if (ch.txq_.empty()) ch.held_in_ = UINT64_MAX;
 }
 
 // `ch` leaves while its segment is going out: the rest of the segment is copied (at most one
@@ -282,7 +285,9 @@ void TcpFabric::Flush(Conn& c) {
           c.active.erase(c.active.begin() + static_cast<ptrdiff_t>(c.turn));
           continue;
         }
-        if (avail == 0 || ch.deferred_pass_ == pass_) {  // an ACK held back within this pass
+        // An ACK held back (TransmitAck) waits unless this sendmsg goes anyway: then it rides
+        // (a round that plans something is followed by another, which takes it).
+        if (avail == 0 || (ch.held_in_ == ack_hold_ && cnt == 0)) {
           ++c.turn;
           continue;
         }
