@@ -32,7 +32,10 @@ Result<std::unique_ptr<Agent>> Agent::Start(AgentConfig config) {
 }
 
 Status Agent::Init() {
-  fabric_ = std::make_unique<soft::TcpFabric>(soft::TcpFabricOptions{.port = config_.soft_port});
+  // The engine polls while anything is in flight or lately was, and arms its CQs before it sleeps:
+  // a held ACK never waits on it (doc/soft_provider.md, "ACK coalescing").
+  fabric_ = std::make_unique<soft::TcpFabric>(soft::TcpFabricOptions{
+      .port = config_.soft_port, .ack_delay_ns = soft::kSteadyPollerAckDelayNs});
   verbs::ProviderConfig pc;
   pc.kind = config_.provider;
   pc.ibverbs.gid_index = config_.ibverbs_gid_index;

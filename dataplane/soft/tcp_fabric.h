@@ -46,6 +46,10 @@
 
 namespace braid::soft {
 
+// The ACK delay for a steady poller: long enough for a client of braidd to answer a notification
+// (its engine delivers it and takes the answer a turn later), short next to any ACK timeout.
+inline constexpr uint32_t kSteadyPollerAckDelayNs = 10000;
+
 struct TcpFabricOptions {
   uint16_t port = 18515;
   int max_frames_per_progress = 64;  // per connection and Progress() call
@@ -57,12 +61,13 @@ struct TcpFabricOptions {
   // whose cores do the copying, cache misses (doc/soft_provider.md, "Window").
   uint64_t qp_window_bytes = 2 << 20;
   // How long the ACK of a request that completed a receive (SEND, WRITE_WITH_IMM) may wait for a
-  // frame to ride with, as TCP's delayed ACK: the answer posted to what was just received (by an
-  // application that polled it, or by an agent's client a turn of the engine later) carries the
-  // ACK, one sendmsg instead of two. It leaves with the first frame its connection sends, at the
-  // first pass after this delay, or when a poller arms a CQ to sleep (doc/soft_provider.md, "ACK
-  // coalescing"). 0: at the next pass.
-  uint32_t ack_delay_ns = 10000;
+  // frame to ride with, as TCP's delayed ACK: the answer posted to what was just received carries
+  // the ACK, one sendmsg instead of two. It leaves with the first frame its connection sends, at
+  // the first pass after this delay, or when a poller arms a CQ to sleep (doc/soft_provider.md,
+  // "ACK coalescing"). Only for a poller that keeps polling, or arms its CQs before it stops
+  // (kSteadyPollerAckDelayNs, braidd's engine): an application may stop polling at any time, and
+  // an ACK it holds would wait for its next poll. 0: until the next pass (what it polls with).
+  uint32_t ack_delay_ns = 0;
 };
 
 struct TcpFabricStats {
