@@ -106,6 +106,11 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
       MetricType::Counter);
   Families::Add(queue_full, {}, static_cast<double>(s.command_queue_full));
 
+  for (const verbs::ProviderCounter& c : s.provider_counters) {
+    auto& f = out.Family(std::string("braid_") + c.name + "_total", c.help, MetricType::Counter);
+    Families::Add(f, {}, static_cast<double>(c.value));
+  }
+
   auto& device_state =
       out.Family("braid_device_state",
                  "1 for the device's current state (healthy, drained, faulted)", MetricType::Gauge);

@@ -98,6 +98,7 @@ EngineSnapshot Engine::TakeSnapshot() const {
   s.transfers_in_flight = transfers_.in_flight;
   s.regions = static_cast<uint32_t>(regions_.by_id.size());
   for (const auto& [id, r] : regions_.by_id) s.registered_bytes += r->shm->length();
+  options_.provider->ReadCounters(&s.provider_counters);
   return s;
 }
 

@@ -19,6 +19,7 @@
 #include "dataplane/common/status.h"
 #include "dataplane/common/unique_fd.h"
 #include "dataplane/session/session_segment.h"
+#include "dataplane/verbs/provider.h"
 #include "dataplane/vqp/business_card.h"
 #include "dataplane/vqp/virtual_qp.h"
 #include "dataplane/vqp/vqp_types.h"
@@ -335,6 +336,7 @@ struct EngineSnapshot {
   uint64_t yields = 0;              // empty busy-poll turns after which the loop gave its core away
   uint64_t command_queue_full = 0;  // transfers refused by a full command queue (then held)
   uint32_t sessions = 0;
+  std::vector<verbs::ProviderCounter> provider_counters;  // verbs::Provider::ReadCounters
 };
 
 }  // namespace braid::engine

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "dataplane/common/result.h"
 #include "dataplane/soft/packet.h"
@@ -100,6 +101,8 @@ class Fabric {
   // A poller is about to sleep (it armed a CQ): what Progress() would send later, were it
   // called, leaves now. Default: nothing is held.
   virtual void ReleaseHeldAcks() {}
+  // Appends the link's counters (verbs::Provider::ReadCounters). Default: none.
+  virtual void ReadCounters(std::vector<verbs::ProviderCounter>* out) const { (void)out; }
   // Frames transmitted between BeginBatch() and the matching EndBatch() may be held and sent at
   // EndBatch() (verbs::Device::BeginPostBatch). Calls nest. Default: nothing is held.
   virtual void BeginBatch() {}

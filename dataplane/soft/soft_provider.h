@@ -31,6 +31,9 @@ class SoftProvider final : public verbs::Provider {
   std::string_view name() const override { return "soft"; }
   common::Result<std::vector<verbs::DeviceInfo>> ListDevices() override;
   common::Result<std::unique_ptr<verbs::Device>> OpenDevice(std::string_view name) override;
+  void ReadCounters(std::vector<verbs::ProviderCounter>* out) const override {
+    options_.fabric->ReadCounters(out);
+  }
 
  private:
   common::Result<verbs::DeviceInfo> Describe(const SoftNicConfig& nic) const;

@@ -494,6 +494,35 @@ void TcpFabric::ReleaseHeldAcks() {
   if (ack_hold_ends_ns_ != UINT64_MAX && !in_pass_) EndAckHold();
 }
 
+void TcpFabric::ReadCounters(std::vector<verbs::ProviderCounter>* out) const {
+  const TcpFabricStats& s = stats_;
+  out->insert(
+      out->end(),
+      {
+          {"link_connections_accepted", "Soft link connections accepted from peer NICs",
+           s.connections_accepted},
+          {"link_connections_made", "Soft link connections made to peer NICs", s.connections_made},
+          {"link_connections_retired",
+           "Soft link connections found retransmitting when a new QP needed them, and replaced",
+           s.connections_retired},
+          {"link_attaches_accepted", "QP pairs joined to a soft link connection (callee side)",
+           s.attaches_accepted},
+          {"link_hellos_refused",
+           "QP attaches refused: an unknown QP, not the QP's peer, or a wrong PSN",
+           s.hellos_refused},
+          {"link_hellos_unauthenticated",
+           "QP attaches refused because their MAC did not prove the link key (also refused)",
+           s.hellos_unauthenticated},
+          {"link_frames_refused", "Malformed frames or segments (their connection was closed)",
+           s.frames_refused},
+          {"link_frames_dropped", "Frames sent on a dead connection", s.frames_dropped},
+          {"link_acks_deferred", "ACKs of receives held back to ride with an answer",
+           s.acks_deferred},
+          {"link_frames_joined", "Frames that shared a sendmsg with the frame before them",
+           s.frames_joined},
+      });
+}
+
 // Every connection with output, then the dead ones dropped (at the end of a pass or a batch).
 void TcpFabric::FlushPending() {
   // By index: a flush can fail and kill a connection, never add one.

@@ -104,6 +104,7 @@ class TcpFabric final : public Fabric {
   void ForgetMemory(SoftDevice* device, uint64_t addr, uint64_t length) override;
   void Progress() override;
   void ReleaseHeldAcks() override;
+  void ReadCounters(std::vector<verbs::ProviderCounter>* out) const override;
   void BeginBatch() override { ++batch_depth_; }
   void EndBatch() override;
   int wait_fd() const override { return epoll_fd_; }  // the sockets' epoll set

@@ -55,7 +55,7 @@ struct DeviceInfo {
   uint32_t max_qp_wr = 0;
   uint32_t max_cqe = 0;
   uint64_t max_mr_size = 0;
-  uint32_t fds_per_qp = 0;  // descriptors a QP may add when connected, at most (soft NICs: 1)
+  uint32_t fds_per_qp = 0;      // descriptors a QP may add when connected, at most (soft NICs: 1)
   bool memory_windows = false;  // type-2 memory windows (ProtectionDomain::AllocMw)
 };
 
@@ -163,6 +163,14 @@ class Device {
   virtual Status InjectLinkDown() { return Status::NotSupported("this device has no fault hooks"); }
 };
 
+// A provider's own running count (the soft link's connections, refused attaches, ACKs that rode
+// with answers), for an operator's metrics. `name` is snake_case, without a unit suffix.
+struct ProviderCounter {
+  const char* name;
+  const char* help;
+  uint64_t value;
+};
+
 class Provider {
  public:
   virtual ~Provider() = default;
@@ -170,6 +178,9 @@ class Provider {
   // kNotFound when the provider has no device at all.
   virtual Result<std::vector<DeviceInfo>> ListDevices() = 0;
   virtual Result<std::unique_ptr<Device>> OpenDevice(std::string_view name) = 0;
+  // Appends the provider's counters; the thread of its devices. Default: none (an HCA's are in
+  // sysfs, where the operator's node exporter reads them).
+  virtual void ReadCounters(std::vector<ProviderCounter>* out) const { (void)out; }
 };
 
 }  // namespace braid::verbs

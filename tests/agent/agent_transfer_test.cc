@@ -162,6 +162,21 @@ TEST_P(AgentTransferTest, TwoAgentsMove256MiBAndReadItBack) {
   const std::string mb = ScrapeMetrics(p.b->metrics_port());
   EXPECT_EQ(MetricSum(mb, "braid_notifications_total"), 256);
   EXPECT_GT(MetricSum(mb, "braid_pending_virtual_wrs", {{"direction", "recv"}}), 0);
+  if (!GetParam().soft_verbs) {  // the soft link's own counters (an HCA's live in sysfs)
+    EXPECT_GE(MetricSum(m, "braid_link_connections_made_total") +
+                  MetricSum(m, "braid_link_connections_accepted_total"),
+              2);  // one per pair of NICs that carry QPs
+    EXPECT_GE(MetricSum(mb, "braid_link_attaches_accepted_total") +
+                  MetricSum(m, "braid_link_attaches_accepted_total"),
+              kQps);
+    EXPECT_GT(MetricSum(mb, "braid_link_acks_deferred_total"), 0);  // the messages' receives
+    for (const char* refused :
+         {"braid_link_hellos_refused_total", "braid_link_hellos_unauthenticated_total",
+          "braid_link_frames_refused_total"}) {
+      EXPECT_EQ(MetricSum(m, refused) + MetricSum(mb, refused), 0) << refused;
+    }
+    EXPECT_NE(m.find("# TYPE braid_link_frames_joined_total counter"), std::string::npos);
+  }
 
   // promtool's linter accepts the page.
   const std::string path = p.a->region_dir() + "/metrics.txt";
