@@ -511,7 +511,7 @@ void TcpFabric::ReadCounters(std::vector<verbs::ProviderCounter>* out) const {
            "QP attaches refused: an unknown QP, not the QP's peer, or a wrong PSN",
            s.hellos_refused},
           {"link_hellos_unauthenticated",
-           "QP attaches refused because their MAC did not prove the link key (also refused)",
+           "QP attaches refused because their MAC did not prove the link key",
            s.hellos_unauthenticated},
           {"link_frames_refused", "Malformed frames or segments (their connection was closed)",
            s.frames_refused},

@@ -163,8 +163,8 @@ class Device {
   virtual Status InjectLinkDown() { return Status::NotSupported("this device has no fault hooks"); }
 };
 
-// A provider's own running count (the soft link's connections, refused attaches, ACKs that rode
-// with answers), for an operator's metrics. `name` is snake_case, without a unit suffix.
+// A provider's own running count (the soft link's connections, refused attaches, ACKs held
+// for an answer), for an operator's metrics. `name` is snake_case, without a unit suffix.
 struct ProviderCounter {
   const char* name;
   const char* help;
