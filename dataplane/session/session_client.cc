@@ -23,33 +23,6 @@ common::Result<std::unique_ptr<SessionClient>> SessionClient::Attach(int segment
                                          std::move(complete));
 }
 
-namespace {
-
-// One request and its reply; the reply's descriptors go to `fds`.
-common::Result<WireReply> Exchange(int sock, const WireRequest& request, int fd_out,
-                                   std::vector<int>* fds) {
-  const int out[1] = {fd_out};
-  BRAID_RETURN_IF_ERROR(
-      SendMessage(sock, &request, sizeof(request),
-                  fd_out >= 0 ? std::span<const int>(out, 1) : std::span<const int>()));
-  WireReply reply;
-  BRAID_RETURN_IF_ERROR(ReceiveMessage(sock, &reply, sizeof(reply), fds));
-  if (reply.magic != kWireMagic || reply.version != kWireVersion || reply.op != request.op) {
-    for (int fd : *fds) close(fd);
-    fds->clear();
-    return common::Status::InvalidArgument("the agent answered with a message of another kind");
-  }
-  reply.message[sizeof(reply.message) - 1] = '\0';
-  if (reply.code != 0) {
-    for (int fd : *fds) close(fd);
-    fds->clear();
-    return common::Status::FromCode(static_cast<common::StatusCode>(reply.code), reply.message);
-  }
-  return reply;
-}
-
-}  // namespace
-
 common::Result<std::unique_ptr<SessionClient>> SessionClient::Connect(const std::string& path,
                                                                       RingSizes sizes) {
   sockaddr_un addr{};

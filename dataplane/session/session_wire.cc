@@ -82,4 +82,35 @@ Status ReceiveMessage(int sock, void* data, size_t size, std::vector<int>* fds) 
   return Status::Ok();
 }
 
+common::Result<WireReply> Exchange(int sock, const WireRequest& request, int fd_out,
+                                   std::vector<int>* fds) {
+  const int out[1] = {fd_out};
+  const Status sent =
+      SendMessage(sock, &request, sizeof(request),
+                  fd_out >= 0 ? std::span<const int>(out, 1) : std::span<const int>());
+  if (!sent.ok() && sent.code() != common::StatusCode::kIoError) return sent;
+  // Even when the send found the socket closed: an agent refusing a connection may answer and
+  // close before the request goes out, and its answer is still queued here.
+  WireReply reply;
+  const Status got = ReceiveMessage(sock, &reply, sizeof(reply), fds);
+  if (!got.ok()) return sent.ok() ? got : sent;
+  if (reply.magic != kWireMagic || reply.version != kWireVersion || reply.op != request.op) {
+    for (int fd : *fds) close(fd);
+    fds->clear();
+    return Status::InvalidArgument("the agent answered with a message of another kind");
+  }
+  reply.message[sizeof(reply.message) - 1] = '\0';
+  if (reply.code != 0) {
+    for (int fd : *fds) close(fd);
+    fds->clear();
+    return Status::FromCode(static_cast<common::StatusCode>(reply.code), reply.message);
+  }
+  if (!sent.ok()) {  // an answer to a request the agent never read
+    for (int fd : *fds) close(fd);
+    fds->clear();
+    return sent;
+  }
+  return reply;
+}
+
 }  // namespace braid::session

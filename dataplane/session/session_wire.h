@@ -58,6 +58,11 @@ common::Status SendMessage(int sock, const void* data, size_t size, std::span<co
 // the caller, close-on-exec). kIoError: the peer closed; kInvalidArgument: a message of
 // another size or truncated descriptors (whatever arrived is closed).
 common::Status ReceiveMessage(int sock, void* data, size_t size, std::vector<int>* fds);
+// A client's request (with `fd_out` attached when >= 0) and the agent's reply, whose descriptors
+// go to `fds`. A refusal comes back as its status (the agent's code and message), also when the
+// agent answered and closed before the request could be sent.
+common::Result<WireReply> Exchange(int sock, const WireRequest& request, int fd_out,
+                                   std::vector<int>* fds);
 
 }  // namespace braid::session
 

@@ -1,12 +1,15 @@
 // The session socket's messages: a reply the agent sent just before closing is received even when
 // the request it answered was still unread (the agent refusing a connection answers and closes
-// without reading it), and a side that closed with nothing sent reads as closed.
+// without reading it) or could not even be sent (it closed first), and a side that closed with
+// nothing sent reads as closed.
 #include "dataplane/session/session_wire.h"
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "dataplane/common/unique_fd.h"
@@ -58,6 +61,30 @@ TEST(SessionWireTest, ASideClosedWithNothingSentReadsAsClosed) {
     const common::Status s = ReceiveMessage(p.client.get(), &got, sizeof(got), &fds);
     EXPECT_EQ(s.code(), common::StatusCode::kIoError) << request_unread << ": " << s.ToString();
   }
+}
+
+// The refusal was on its way before the client's request: the request finds the socket closed, and
+// the client still reports the agent's reason, not only that the socket is gone (an SDK client
+// refused past the agent's connection limit under load saw "the other side of the session socket
+// is gone").
+TEST(SessionWireTest, ARefusalSentAndClosedBeforeTheRequestIsReportedAsTheRefusal) {
+  Pair p = SeqpacketPair();
+  WireReply refusal;
+  refusal.op = static_cast<uint16_t>(WireOp::kOpenSession);
+  refusal.code = static_cast<uint32_t>(common::StatusCode::kNoResource);
+  std::strncpy(refusal.message, "uid 0 holds 100 connections, its limit", sizeof(refusal.message));
+  ASSERT_TRUE(SendMessage(p.agent.get(), &refusal, sizeof(refusal), {}).ok());
+  p.agent.reset();
+  WireRequest request;
+  request.op = static_cast<uint16_t>(WireOp::kOpenSession);
+  std::vector<int> fds;
+  const common::Result<WireReply> r = Exchange(p.client.get(), request, -1, &fds);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), common::StatusCode::kNoResource) << r.status().ToString();
+  EXPECT_NE(r.status().ToString().find("its limit"), std::string::npos) << r.status().ToString();
+  // Nothing queued: the closed socket itself.
+  const common::Result<WireReply> again = Exchange(p.client.get(), request, -1, &fds);
+  EXPECT_EQ(again.status().code(), common::StatusCode::kIoError) << again.status().ToString();
 }
 
 }  // namespace
