@@ -485,9 +485,7 @@ void TcpFabric::Progress() {
 void TcpFabric::EndAckHold() {
   ++ack_hold_;
   ack_hold_ends_ns_ = UINT64_MAX;
-  for (size_t i = 0; i < pending_tx_.size(); ++i) {
-    if (!pending_tx_[i]->dead) Flush(*pending_tx_[i]);
-  }
+  FlushPending();
 }
 
 void TcpFabric::ReleaseHeldAcks() {
