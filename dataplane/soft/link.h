@@ -44,6 +44,13 @@ class Channel {
   // answer at once, so a link may hold the ACK briefly and send it together with the answer
   // (ACK coalescing), for a bounded time (TcpFabricOptions::ack_delay_ns). Default: sent at once.
   virtual void TransmitAck(const PacketHeader& header) { Transmit(header, {}); }
+  // A request posted behind others of its QP that await their responses: its poller comes back
+  // for those (no ACK is taken but by a progress pass), so a link may hold it until the end of
+  // the next pass, or until the poller arms a CQ to sleep (Fabric::SendHeldFrames), and send it
+  // with whatever else was posted meanwhile (a bounded amount). Default: sent at once.
+  virtual void TransmitBehind(const PacketHeader& header, std::span<const iovec> payload) {
+    Transmit(header, payload);
+  }
   // How many bytes of requests (WRITE and SEND payloads, READ lengths) a QP keeps transmitted and
   // unacknowledged on this link; the rest wait in its send queue until ACKs make room, and one
   // request is always let out whatever its size. A stream link bounds it so that its socket
@@ -99,8 +106,8 @@ class Fabric {
   // Delivers what is due and fires due timers; bounded work per call.
   virtual void Progress() = 0;
   // A poller is about to sleep (it armed a CQ): what Progress() would send later, were it
-  // called, leaves now. Default: nothing is held.
-  virtual void ReleaseHeldAcks() {}
+  // called (held ACKs, requests posted behind others), leaves now. Default: nothing is held.
+  virtual void SendHeldFrames() {}
   // Appends the link's counters (verbs::Provider::ReadCounters). Default: none.
   virtual void ReadCounters(std::vector<verbs::ProviderCounter>* out) const { (void)out; }
   // Frames transmitted between BeginBatch() and the matching EndBatch() may be held and sent at

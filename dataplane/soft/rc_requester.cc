@@ -116,8 +116,8 @@ void SoftQp::EnqueueSend(const ibv_send_wr& wr) {
   for (uint32_t i = 0; i < w.num_sge; ++i) {
     w.sge[i] = wr.sg_list[i];
     if (w.is_inline) {  // inline data is copied now; the buffer may be reused at once
-      std::memcpy(w.inline_data + w.length,
-                  reinterpret_cast<const void*>(wr.sg_list[i].addr), wr.sg_list[i].length);
+      std::memcpy(w.inline_data + w.length, reinterpret_cast<const void*>(wr.sg_list[i].addr),
+                  wr.sg_list[i].length);
     }
     w.length += wr.sg_list[i].length;
   }
@@ -196,7 +196,12 @@ void SoftQp::TransmitWqe(SendWqe& w) {
     }
   }
   w.transmitted = true;
-  channel_->Transmit(h, std::span<const iovec>(iov.data(), n));
+  const std::span<const iovec> payload(iov.data(), n);
+  if (sq_head_ != sq_tx_) {
+    channel_->TransmitBehind(h, payload);  // earlier requests are out: their ACKs bring a pass
+  } else {
+    channel_->Transmit(h, payload);
+  }
 }
 
 void SoftQp::Pump() {

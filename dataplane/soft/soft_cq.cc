@@ -79,7 +79,7 @@ common::Status SoftCq::Resize(int entries) {
 common::Status SoftCq::RequestNotify() {
   // As on an HCA, entries already queued raise no event: poll once more after arming.
   armed_ = true;
-  fabric_->ReleaseHeldAcks();  // no pass may come to send them while the poller sleeps
+  fabric_->SendHeldFrames();  // no pass may come to send them while the poller sleeps
   return common::Status::Ok();
 }
 

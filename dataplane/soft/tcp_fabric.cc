@@ -488,8 +488,13 @@ void TcpFabric::EndAckHold() {
   FlushPending();
 }
 
-void TcpFabric::ReleaseHeldAcks() {
-  if (ack_hold_ends_ns_ != UINT64_MAX && !in_pass_) EndAckHold();
+void TcpFabric::SendHeldFrames() {
+  if (in_pass_) return;
+  if (ack_hold_ends_ns_ != UINT64_MAX) {
+    EndAckHold();  // flushes every connection with output
+  } else if (!pending_tx_.empty() && batch_depth_ == 0) {
+    FlushPending();  // requests held behind outstanding ones
+  }
 }
 
 void TcpFabric::ReadCounters(std::vector<verbs::ProviderCounter>* out) const {
@@ -516,6 +521,10 @@ void TcpFabric::ReadCounters(std::vector<verbs::ProviderCounter>* out) const {
           {"link_frames_dropped", "Frames sent on a dead connection", s.frames_dropped},
           {"link_acks_deferred", "ACKs of receives held back to ride with an answer",
            s.acks_deferred},
+          {"link_requests_held",
+           "Requests posted behind outstanding ones of their QP, sent with others at the end of "
+           "the next progress pass",
+           s.requests_held},
           {"link_frames_joined", "Frames that shared a sendmsg with the frame before them",
            s.frames_joined},
       });

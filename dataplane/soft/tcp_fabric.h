@@ -82,6 +82,7 @@ struct TcpFabricStats {
   uint64_t segments_orphaned = 0;       // finished from a copy: their QP left mid-segment
   uint64_t frames_dropped = 0;          // sent on a dead connection
   uint64_t acks_deferred = 0;           // ACKs held back within a pass (TransmitAck)
+  uint64_t requests_held = 0;           // requests held for the end of the pass (TransmitBehind)
   uint64_t frames_joined = 0;           // frames that shared a sendmsg with the one before them
   uint64_t frames_copied = 0;    // payloads copied while queued: their region was deregistered
   uint64_t frames_quiesced = 0;  // unsent frames dropped because their QP entered the error state
@@ -103,7 +104,7 @@ class TcpFabric final : public Fabric {
   void ForgetQp(SoftDevice* device, uint32_t qp_num) override;
   void ForgetMemory(SoftDevice* device, uint64_t addr, uint64_t length) override;
   void Progress() override;
-  void ReleaseHeldAcks() override;
+  void SendHeldFrames() override;
   void ReadCounters(std::vector<verbs::ProviderCounter>* out) const override;
   void BeginBatch() override { ++batch_depth_; }
   void EndBatch() override;

@@ -116,6 +116,9 @@ class TcpFabric::TcpChannel final : public Channel {
   // Within a progress pass the ACK waits in the queue: it leaves with the next sendmsg of its
   // connection, at the first pass after TcpFabricOptions::ack_delay_ns, or when a CQ is armed.
   void TransmitAck(const PacketHeader& header) override;
+  // Waits in the queue for the end of the next pass (or an armed CQ) while the QP's queue holds
+  // less than kHeldRequestBytes; then all that is queued goes now.
+  void TransmitBehind(const PacketHeader& header, std::span<const iovec> payload) override;
   uint64_t window_bytes() const override {
     return fabric_->options_.qp_window_bytes == 0 ? UINT64_MAX : fabric_->options_.qp_window_bytes;
   }

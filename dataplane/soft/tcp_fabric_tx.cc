@@ -22,6 +22,9 @@ constexpr size_t kMaxFlushIov = 128;       // iovecs gathered into one sendmsg
 constexpr size_t kMaxFlushSegments = 32;   // data segments in one sendmsg
 constexpr uint64_t kFlushBytes = 1 << 20;  // bytes planned for one sendmsg
 constexpr size_t kHeader = wire::kSegmentHeaderBytes;
+// A QP's requests posted behind outstanding ones wait for the end of the next pass while its
+// queue holds less than this: small operations leave many per sendmsg, bulk ones at once.
+constexpr uint64_t kHeldRequestBytes = 64 << 10;
 
 }  // namespace
 
@@ -39,6 +42,17 @@ void TcpFabric::TcpChannel::Transmit(const PacketHeader& header, std::span<const
   // requests leave in one sendmsg, not one each. So do a post batch's requests, at its end.
   // (Enqueue activated the channel: its connection is among those a flush of pending ones sends.)
   if (Sendable() && !fabric_->in_pass_ && fabric_->batch_depth_ == 0) fabric_->Flush(*conn_);
+}
+
+void TcpFabric::TcpChannel::TransmitBehind(const PacketHeader& header,
+                                           std::span<const iovec> payload) {
+  if (dead_ || drop_next_ > 0 || queued_ + header.payload_len >= kHeldRequestBytes) {
+    Transmit(header, payload);
+    return;
+  }
+  Enqueue(header, payload);
+  held_in_ = UINT64_MAX;  // an ACK this channel held back leaves with this frame
+  ++fabric_->stats_.requests_held;
 }
 
 void TcpFabric::TcpChannel::TransmitAck(const PacketHeader& header) {
