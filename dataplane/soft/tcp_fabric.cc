@@ -439,7 +439,6 @@ TcpFabric::TcpChannel::~TcpChannel() {
 
 void TcpFabric::Progress() {
   const uint64_t now = NowNs();
-  ++pass_;
   if (now >= ack_hold_ends_ns_) EndAckHold();
   in_pass_ = true;
   epoll_event events[64];
@@ -488,13 +487,10 @@ void TcpFabric::EndAckHold() {
   FlushPending();
 }
 
+// Held ACKs and requests held behind outstanding ones all wait in pending connections: ending the
+// hold flushes them together.
 void TcpFabric::SendHeldFrames() {
-  if (in_pass_) return;
-  if (ack_hold_ends_ns_ != UINT64_MAX) {
-    EndAckHold();  // flushes every connection with output
-  } else if (!pending_tx_.empty() && batch_depth_ == 0) {
-    FlushPending();  // requests held behind outstanding ones
-  }
+  if (!in_pass_) EndAckHold();
 }
 
 void TcpFabric::ReadCounters(std::vector<verbs::ProviderCounter>* out) const {

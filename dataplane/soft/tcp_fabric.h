@@ -177,7 +177,6 @@ class TcpFabric final : public Fabric {
   using ChannelKey = std::pair<const SoftDevice*, uint32_t>;
   std::multimap<ChannelKey, TcpChannel*> channels_;
   TcpFabricStats stats_;
-  uint64_t pass_ = 0;         // Progress() calls so far
   bool in_pass_ = false;      // inside Progress(), reading
   uint32_t batch_depth_ = 0;  // open BeginBatch() calls: frames wait for the last EndBatch()
   // ACKs held back (TransmitAck) belong to the current hold; they leave together when it ends.
