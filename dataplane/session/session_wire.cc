@@ -94,22 +94,20 @@ common::Result<WireReply> Exchange(int sock, const WireRequest& request, int fd_
   WireReply reply;
   const Status got = ReceiveMessage(sock, &reply, sizeof(reply), fds);
   if (!got.ok()) return sent.ok() ? got : sent;
-  if (reply.magic != kWireMagic || reply.version != kWireVersion || reply.op != request.op) {
+  // Anything but a successful reply: the descriptors it carried are closed here.
+  auto fail = [fds](Status why) {
     for (int fd : *fds) close(fd);
     fds->clear();
-    return Status::InvalidArgument("the agent answered with a message of another kind");
+    return why;
+  };
+  if (reply.magic != kWireMagic || reply.version != kWireVersion || reply.op != request.op) {
+    return fail(Status::InvalidArgument("the agent answered with a message of another kind"));
   }
   reply.message[sizeof(reply.message) - 1] = '\0';
   if (reply.code != 0) {
-    for (int fd : *fds) close(fd);
-    fds->clear();
-    return Status::FromCode(static_cast<common::StatusCode>(reply.code), reply.message);
+    return fail(Status::FromCode(static_cast<common::StatusCode>(reply.code), reply.message));
   }
-  if (!sent.ok()) {  // an answer to a request the agent never read
-    for (int fd : *fds) close(fd);
-    fds->clear();
-    return sent;
-  }
+  if (!sent.ok()) return fail(sent);  // an answer to a request the agent never read
   return reply;
 }
 
