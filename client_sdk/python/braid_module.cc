@@ -28,6 +28,7 @@
 
 #include "braid/agent_client.h"
 #include "braid/connection.h"
+#include "braid/fork_guard.h"
 #include "braid/notifications.h"
 #include "braid/transfer_session.h"
 #include "dataplane/common/named_thread.h"
@@ -120,8 +121,14 @@ class Dispatcher {
   explicit Dispatcher(py::function deliver)
       : deliver_(std::move(deliver)),
         thread_(braid::common::NamedThread("braid-py-deliv", [this] { Run(); })) {}
-  // Drains what is queued, then stops. Call without the GIL.
+  // Drains what is queued, then stops. Call without the GIL. In a child made by fork() the
+  // thread stayed in the parent: nothing to wait for.
   ~Dispatcher() {
+    if (fork_.Inherited()) {
+      ForkGuard::Abandon(std::move(thread_));
+      ForkGuard::ForgetWaiters(cv_);
+      return;
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
@@ -142,6 +149,12 @@ class Dispatcher {
     TransferResult result;
   };
   void Push(uint64_t token, TransferResult r) {
+    if (fork_.Inherited()) {  // a refusal in a child made by fork(): no dispatcher thread here
+      std::vector<Item> one;
+      one.push_back({token, std::move(r)});
+      Deliver(one);
+      return;
+    }
     bool wake;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -159,16 +172,20 @@ class Dispatcher {
         if (queue_.empty()) return;  // stopping, nothing left
         batch.swap(queue_);
       }
-      py::gil_scoped_acquire gil;
-      py::list items(batch.size());
-      for (size_t i = 0; i < batch.size(); ++i) {
-        const TransferResult& r = batch[i].result;
-        items[i] = py::make_tuple(batch[i].token, static_cast<int>(r.status.code()),
-                                  std::string(r.status.message()), r.bytes, r.wc_status);
-      }
-      deliver_(items);
+      Deliver(batch);
       batch.clear();
     }
+  }
+  // Hands `batch` to Python in one call (takes the GIL).
+  void Deliver(const std::vector<Item>& batch) {
+    py::gil_scoped_acquire gil;
+    py::list items(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const TransferResult& r = batch[i].result;
+      items[i] = py::make_tuple(batch[i].token, static_cast<int>(r.status.code()),
+                                std::string(r.status.message()), r.bytes, r.wc_status);
+    }
+    deliver_(items);
   }
 
   PyCallable deliver_;
@@ -177,6 +194,7 @@ class Dispatcher {
   std::vector<Item> queue_;  // guarded by mu_
   bool stop_ = false;        // guarded by mu_
   std::thread thread_;
+  ForkGuard fork_;
 };
 
 py::dict InfoDict(const v1::AgentInfo& info) {
@@ -382,7 +400,10 @@ class PyNotifications {
     out->stream_ = Take(std::move(stream));
     return out;
   }
-  ~PyNotifications() { Close(); }
+  ~PyNotifications() {
+    Close();
+    if (fork_.Inherited()) ForkGuard::ForgetWaiters(cv_);  // a parent's Next()
+  }
   void Close() {
     py::gil_scoped_release release;
     stream_.reset();
@@ -428,6 +449,7 @@ class PyNotifications {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<v1::Notification> queue_;  // guarded by mu_
+  ForkGuard fork_;
 };
 
 }  // namespace

@@ -97,6 +97,17 @@ AgentClient::AgentClient(std::string target, ClientOptions options,
       channel_(std::move(channel)),
       stub_(v1::Agent::NewStub(channel_)) {}
 
+AgentClient::~AgentClient() {
+  if (!fork_.Inherited()) return;
+  ForkGuard::Abandon(std::move(stub_));
+  ForkGuard::Abandon(std::move(channel_));
+}
+
+Status AgentClient::Usable() const {
+  if (!fork_.Inherited()) return Status::Ok();
+  return fork_.Refusal("the connection to agent " + target_);
+}
+
 namespace {
 
 Result<std::string> ReadPem(const std::string& path, const char* what) {
@@ -137,6 +148,7 @@ Result<std::shared_ptr<grpc::ChannelCredentials>> Credentials(const ClientOption
 
 Result<std::shared_ptr<AgentClient>> AgentClient::Open(const std::string& target,
                                                        ClientOptions options) {
+  BRAID_RETURN_IF_ERROR(ForkGuard::CheckOpen(target));
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
@@ -159,8 +171,9 @@ void AgentClient::Prepare(grpc::ClientContext& context) const {
   context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
 }
 
-// One unary call: deadline, call, map the status.
+// One unary call: this process's client, deadline, call, map the status.
 #define BRAID_UNARY(Method, request, response)                     \
+  BRAID_RETURN_IF_ERROR(Usable());                                 \
   grpc::ClientContext ctx;                                         \
   Prepare(ctx);                                                    \
   const grpc::Status gs = stub_->Method(&ctx, request, &response); \
@@ -357,6 +370,7 @@ Result<v1::Device> AgentClient::UndrainDevice(const std::string& device) {
 #undef BRAID_UNARY
 
 Result<bool> AgentClient::Serving() {
+  BRAID_RETURN_IF_ERROR(Usable());
   grpc::GenericStub generic(channel_);
   grpc::ClientContext ctx;
   Prepare(ctx);
@@ -380,7 +394,7 @@ Result<bool> AgentClient::Serving() {
 
 Region::~Region() {
   munmap(data_, info_.length());
-  if (!owner_) return;
+  if (!owner_ || !owner_->Usable().ok()) return;
   // Transfers the agent still runs (e.g. after a cancelled session) hold the region until their
   // completions arrive, each by its deadline; wait for them, within the client's call timeout.
   const auto give_up = std::chrono::steady_clock::now() + owner_->options().call_timeout;

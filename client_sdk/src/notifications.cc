@@ -17,6 +17,7 @@ using session::NotifyKind;
 Result<std::unique_ptr<NotificationStream>> NotificationStream::Open(
     std::shared_ptr<AgentClient> agent, uint64_t vqp_id, Callback callback,
     NotificationOptions options) {
+  BRAID_RETURN_IF_ERROR(agent->Usable());
   BRAID_ASSIGN_OR_RETURN(const bool local, agent->UseSession(options.path));
   auto stream = std::make_unique<NotificationStream>(agent, std::move(callback));
   if (local) {
@@ -36,7 +37,8 @@ NotificationStream::NotificationStream(std::shared_ptr<AgentClient> agent, Callb
 Status NotificationStream::OpenGrpc(uint64_t vqp_id) {
   v1::WatchNotificationsRequest request;
   request.set_vqp_id(vqp_id);
-  reader_ = agent_->stub().WatchNotifications(&context_, request);
+  context_ = std::make_unique<grpc::ClientContext>();
+  reader_ = agent_->stub().WatchNotifications(context_.get(), request);
   std::promise<Status> subscribed;
   auto ready = subscribed.get_future();
   thread_ = std::thread([this, &subscribed] {
@@ -142,9 +144,15 @@ void NotificationStream::End(Status why) {
 }
 
 NotificationStream::~NotificationStream() {
+  if (fork_.Inherited()) {  // its thread and its gRPC call stayed in the parent
+    ForkGuard::Abandon(std::move(thread_));
+    ForkGuard::Abandon(std::move(reader_));
+    ForkGuard::Abandon(std::move(context_));
+    return;
+  }
   stop_.store(true, std::memory_order_relaxed);
   if (ring_ == nullptr) {
-    context_.TryCancel();
+    if (context_ != nullptr) context_->TryCancel();
   } else {
     ring_->Interrupt();  // the reader may sleep on the doorbell
   }
@@ -152,11 +160,13 @@ NotificationStream::~NotificationStream() {
 }
 
 Status NotificationStream::status() const {
+  if (fork_.Inherited()) return fork_.Refusal("the notification stream");
   std::lock_guard<std::mutex> lock(mu_);
   return end_;
 }
 
 bool NotificationStream::ended() const {
+  if (fork_.Inherited()) return true;
   std::lock_guard<std::mutex> lock(mu_);
   return ended_;
 }

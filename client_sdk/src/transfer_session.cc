@@ -32,6 +32,7 @@ Result<std::unique_ptr<TransferSession>> TransferSession::Open(std::shared_ptr<A
 }
 
 Status TransferSession::Start() {
+  BRAID_RETURN_IF_ERROR(agent_->Usable());
   BRAID_ASSIGN_OR_RETURN(const bool local, agent_->UseSession(options_.path));
   if (local) {
     const std::string socket = agent_->SessionSocket();
@@ -58,6 +59,12 @@ const char* TransferSession::path() const { return transport_->kind(); }
 
 TransferSession::~TransferSession() {
   if (transport_ == nullptr) return;
+  if (fork_.Inherited()) {  // its threads stayed in the parent: wait for nothing
+    ForkGuard::Abandon(std::move(transport_));
+    ForkGuard::Abandon(std::move(watchdog_));
+    ForkGuard::ForgetWaiters(cv_);
+    return;
+  }
   {
     // In flight: each op ends by its deadline at the latest (the watchdog sees to it).
     std::unique_lock<std::mutex> lock(mu_);
@@ -85,6 +92,14 @@ void TransferSession::Submit(const TransferOp& op, std::function<void(TransferRe
 size_t TransferSession::Send(
     std::span<const TransferOp> ops,
     const std::function<std::function<void(TransferResult)>(size_t)>& done) {
+  if (fork_.Inherited()) {
+    for (size_t i = 0; i < ops.size(); ++i) {
+      TransferResult r;
+      r.status = fork_.Refusal("the transfer session");
+      done(i)(std::move(r));
+    }
+    return ops.size();
+  }
   const auto now = std::chrono::steady_clock::now();
   auto timeout_of = [this](const TransferOp& op) {
     return op.timeout.count() != 0 ? op.timeout : options_.default_timeout;
@@ -170,6 +185,7 @@ void TransferSession::SubmitBatch(
 }
 
 Status TransferSession::Flush(std::chrono::milliseconds timeout) {
+  if (fork_.Inherited()) return fork_.Refusal("the transfer session");
   std::unique_lock<std::mutex> lock(mu_);
   if (!cv_.wait_for(lock, timeout, [this] { return Idle(); })) {
     return Status::DeadlineExceeded(std::to_string(pending_.size()) + " transfers still in flight");
@@ -178,6 +194,7 @@ Status TransferSession::Flush(std::chrono::milliseconds timeout) {
 }
 
 void TransferSession::Cancel() {
+  if (fork_.Inherited()) return;  // what is in flight is the parent's
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (broken_.ok()) broken_ = Status::Cancelled("the transfer session was cancelled");
@@ -193,6 +210,7 @@ void TransferSession::CloseTransport() {
 }
 
 Status TransferSession::CancelAndWait(std::chrono::milliseconds timeout) {
+  if (fork_.Inherited()) return fork_.Refusal("the transfer session");
   const auto give_up = std::chrono::steady_clock::now() + timeout;
   Cancel();
   CloseTransport();  // the agent takes nothing more from us

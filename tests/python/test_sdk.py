@@ -381,3 +381,69 @@ def test_hundreds_of_sessions_leave_nothing_behind_in_this_process_or_the_agents
             time.sleep(0.05)
         assert own_holdings() <= before, f"this process: {before} -> {own_holdings()}"
         del src_view, dst_view
+
+
+def test_a_forked_child_is_refused_at_once_and_its_parent_keeps_working(agents):
+    """A child made by fork() (Python multiprocessing's default on Linux) inherits the parent's
+    agent connections, sessions and streams but not their threads, and shares their sockets: every
+    use there fails at once with FailedPrecondition (a new Agent too, since gRPC's state came
+    along), closing them waits for nothing, and the parent's connection, session and notification
+    stream keep working after the child is gone."""
+    _, _, a, b, path = agents
+    with braid.connect(a, b, qps=2) as conn:
+        src = a.alloc(MiB)
+        dst = b.alloc(MiB, grant=[conn.vqp_b])
+        src_view = np.frombuffer(src, dtype=np.uint8)
+        dst_view = np.frombuffer(dst, dtype=np.uint8)
+        remote = dst.remote(conn.vqp_b)
+        with conn.session() as s, b.notifications(conn.vqp_b) as notes:
+            s.write(src, remote, length=4096).result(timeout=30)
+            readable, writable = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: report each outcome, then leave without Python's cleanup
+                os.close(readable)
+                report = []
+
+                def outcome(name, call):
+                    start = time.time()
+                    try:
+                        call()
+                        result = "returned"
+                    except braid.BraidError as e:
+                        result = e.code_name if "fork()" in str(e) else f"other: {e}"
+                    except BaseException as e:  # noqa: BLE001 (reported to the parent)
+                        result = f"{type(e).__name__}: {e}"
+                    report.append(f"{name}={result}{'' if time.time() - start < 5 else ' (slow)'}")
+
+                outcome("new agent", lambda: braid.Agent(a.address))
+                outcome("call", a.vqps)
+                outcome("write", lambda: s.write(src, remote, length=4096).result(timeout=10))
+                outcome("notification", lambda: next(notes))
+                outcome("close session", s.close)
+                outcome("close stream", notes.close)
+                outcome("close connection", conn.close)
+                os.write(writable, ";".join(report).encode())
+                os._exit(0)
+            os.close(writable)
+            deadline = time.time() + 60
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.time() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    pytest.fail("the forked child hung")
+                time.sleep(0.05)
+            with os.fdopen(readable, "rb") as r:
+                report = r.read().decode()
+            refused = "=FailedPrecondition"
+            assert report == ";".join([
+                f"new agent{refused}", f"call{refused}", f"write{refused}",
+                f"notification{refused}", "close session=returned", "close stream=returned",
+                "close connection=returned"]), report
+            # The parent's connection, session and stream are intact.
+            src_view[:] = pattern(MiB, 7)
+            s.write(src, remote, length=MiB, imm=5).result(timeout=30)
+            assert np.array_equal(dst_view, src_view)
+            note = notes.next(timeout=30)
+            assert note is not None and note.imm == 5, note
+            assert [v["vqp_id"] for v in a.vqps()] == [conn.vqp_a]
+        del src_view, dst_view

@@ -5,7 +5,8 @@
 // this process: write the bytes to send, read the bytes received; it deregisters itself when
 // destroyed. Regions are shared memory on the agent's host: a client maps them only when it runs
 // there.
-// Threading: an AgentClient may be used from any number of threads.
+// Threading: an AgentClient may be used from any number of threads of the process that opened it;
+// in a child made by fork() its calls fail with kFailedPrecondition (braid/fork_guard.h).
 #ifndef BRAID_CLIENT_SDK_INCLUDE_BRAID_AGENT_CLIENT_H_
 #define BRAID_CLIENT_SDK_INCLUDE_BRAID_AGENT_CLIENT_H_
 
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "braid/fork_guard.h"
 #include "braid/v1/agent.grpc.pb.h"
 #include "dataplane/common/result.h"
 
@@ -125,7 +127,12 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   // The agent's gRPC health (overall): true when SERVING.
   Result<bool> Serving();
 
+  // OK in the process that opened this client; in a child made by fork(), why not. Sessions and
+  // streams ask it before they start a gRPC stream or a local session.
+  Status Usable() const;
+
   AgentClient(std::string target, ClientOptions options, std::shared_ptr<grpc::Channel> channel);
+  ~AgentClient();  // in a child made by fork(): leaks the channel rather than wait on gRPC
 
  private:
   void Prepare(grpc::ClientContext& context) const;
@@ -135,6 +142,7 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Agent::Stub> stub_;
   v1::AgentInfo info_;
+  ForkGuard fork_;
 };
 
 }  // namespace braid::client

@@ -9,7 +9,9 @@
 // The stream ends (status()) with OK when the VQP is destroyed; kNoResource when the callback fell
 // so far behind that the agent's buffer for it filled (the ring's `ring_entries`); kIoError when
 // the agent went away.
-// Threading: the callback runs on the stream's thread; keep it short.
+// Threading: the callback runs on the stream's thread; keep it short. In a child made by fork()
+// the stream is its parent's: it delivers nothing there and its destructor waits for nothing
+// (braid/fork_guard.h).
 #ifndef BRAID_CLIENT_SDK_INCLUDE_BRAID_NOTIFICATIONS_H_
 #define BRAID_CLIENT_SDK_INCLUDE_BRAID_NOTIFICATIONS_H_
 
@@ -60,7 +62,7 @@ class NotificationStream {
   std::shared_ptr<AgentClient> agent_;
   Callback callback_;
   // gRPC
-  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientContext> context_;
   std::unique_ptr<grpc::ClientReader<v1::WatchNotificationsResponse>> reader_;
   // ring
   std::unique_ptr<session::SessionClient> ring_;
@@ -70,6 +72,7 @@ class NotificationStream {
   mutable std::mutex mu_;
   Status end_;          // guarded by mu_
   bool ended_ = false;  // guarded by mu_
+  ForkGuard fork_;
 };
 
 }  // namespace braid::client

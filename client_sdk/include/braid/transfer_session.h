@@ -13,9 +13,10 @@
 // forever.
 // Order: operations submitted from one thread start in the order submitted; across threads no
 // order is promised.
-// Threading: Submit, Flush and Cancel from any thread. Callbacks run on the session's reader or
-// watchdog thread (or, for an operation refused before it was sent, the submitter's): keep them
-// short.
+// Threading: Submit, Flush and Cancel from any thread of the process that opened the session (in a
+// child made by fork() they fail with kFailedPrecondition, braid/fork_guard.h). Callbacks run on
+// the session's reader or watchdog thread (or, for an operation refused before it was sent, the
+// submitter's): keep them short.
 #ifndef BRAID_CLIENT_SDK_INCLUDE_BRAID_TRANSFER_SESSION_H_
 #define BRAID_CLIENT_SDK_INCLUDE_BRAID_TRANSFER_SESSION_H_
 
@@ -148,6 +149,7 @@ class TransferSession {
   // The watchdog found nothing pending for a while and sleeps until an op comes (Send wakes it).
   bool watchdog_asleep_ = false;  // guarded by mu_
   std::thread watchdog_;
+  ForkGuard fork_;
 };
 
 }  // namespace braid::client
