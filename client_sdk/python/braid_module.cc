@@ -69,7 +69,15 @@ auto WithoutGil(F&& f) {
   return f();
 }
 
-Millis Ms(double seconds) { return Millis(static_cast<int64_t>(seconds * 1000.0)); }
+// Seconds from Python as milliseconds; a ValueError for a negative, infinite or NaN number (whose
+// conversion to an integer would be undefined) or one past a billion seconds.
+Millis Ms(double seconds) {
+  if (!(seconds >= 0 && seconds <= 1e9)) {
+    throw py::value_error("a timeout or deadline must be a number of seconds from 0 to 1e9, not " +
+                          py::repr(py::float_(seconds)).cast<std::string>());
+  }
+  return Millis(static_cast<int64_t>(seconds * 1000.0));
+}
 
 TransferPath PathOf(const std::string& path) {
   if (path == "ring") return TransferPath::kRing;
@@ -413,10 +421,11 @@ class PyNotifications {
   py::object Next(double timeout) {
     v1::Notification n;
     bool got = false;
+    const Millis wait = Ms(timeout);  // raises with the GIL held
     {
       py::gil_scoped_release release;
       std::unique_lock<std::mutex> lock(mu_);
-      const auto give_up = std::chrono::steady_clock::now() + Ms(timeout);
+      const auto give_up = std::chrono::steady_clock::now() + wait;
       while (queue_.empty() && !(stream_ == nullptr || stream_->ended())) {
         // The stream's end does not signal this condition: look again every 10 ms.
         if (cv_.wait_until(lock, std::min(give_up, std::chrono::steady_clock::now() +
@@ -658,16 +667,21 @@ PYBIND11_MODULE(_braid, m) {
           "Submits `ops`; the completion of ops[i] reaches `deliver` with `first_token + i`.")
       .def("flush",
            [](PySession& s, double timeout) {
-             Check(WithoutGil([&] { return s.get().Flush(Ms(timeout)); }));
+             TransferSession& session = s.get();  // raises with the GIL held
+             const Millis wait = Ms(timeout);
+             Check(WithoutGil([&] { return session.Flush(wait); }));
            })
       .def("cancel",
            [](PySession& s) {
+             TransferSession& session = s.get();
              py::gil_scoped_release release;
-             s.get().Cancel();
+             session.Cancel();
            })
       .def("cancel_and_wait",
            [](PySession& s, double timeout) {
-             Check(WithoutGil([&] { return s.get().CancelAndWait(Ms(timeout)); }));
+             TransferSession& session = s.get();
+             const Millis wait = Ms(timeout);
+             Check(WithoutGil([&] { return session.CancelAndWait(wait); }));
            })
       .def("close", &PySession::Close);
 

@@ -137,7 +137,11 @@ size_t TransferSession::Send(
       const uint64_t op_id = next_op_id_++;
       pending_[op_id] = {done(i), now + timeout + options_.grace};
       regions_used_.insert(ops[i].local_region);  // no allocation once the region is known
-      wire.push_back({op_id, &ops[i], static_cast<uint32_t>(timeout.count())});
+      // One past what the wire holds (negative too) is sent as the most it holds, which the
+      // agent refuses (at most 24 hours), rather than wrapped around into a shorter deadline.
+      const int64_t ms = timeout.count();
+      const uint32_t wire_ms = ms < 0 || ms > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(ms);
+      wire.push_back({op_id, &ops[i], wire_ms});
     }
     wake_watchdog = watchdog_asleep_;
   }

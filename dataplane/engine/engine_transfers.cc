@@ -8,6 +8,7 @@
 #include "dataplane/common/quote.h"
 #include "dataplane/engine/engine.h"
 #include "dataplane/engine/engine_internal.h"
+#include "dataplane/session/ring_entry.h"
 
 namespace braid::engine {
 
@@ -125,6 +126,11 @@ Status Engine::PrepareTransfer(const TransferRequest& request, VqpSlot* slot, Tr
   if (slot == nullptr) return FindVqp(request.vqp_id, request.owner).status();
   BRAID_RETURN_IF_ERROR(CheckCarries(*slot));
   if (request.length == 0) return Status::InvalidArgument("transfer length must be > 0");
+  if (request.timeout_ms > session::kMaxTimeoutMs) {  // the ring's entries are held to it too
+    return Status::InvalidArgument("timeout_ms " + std::to_string(request.timeout_ms) +
+                                   " is above 24 hours (" + std::to_string(session::kMaxTimeoutMs) +
+                                   "); 0 takes the agent's default");
+  }
   BRAID_ASSIGN_OR_RETURN(RegionSlot * found, FindRegion(request.local_region, request.owner));
   RegionSlot& region = *found;
   if (region.owner != slot->owner) {  // an operator's call may name both: their PDs differ

@@ -141,6 +141,24 @@ def test_refusals_are_braid_errors_that_say_what_is_wrong(agents):
             with pytest.raises(braid.BraidError) as e:
                 s.write(src, dst.remote(conn.vqp_b)).result(timeout=30)
         assert e.value.code_name == "NotFound", e.value
+        remote = dst.remote(conn.vqp_b)
+        s = conn.session()
+        # A deadline past what the agent takes is refused on both paths, never shortened.
+        with pytest.raises(braid.BraidError) as e:
+            s.write(src, remote, length=64, deadline=25 * 3600).result(timeout=30)
+        assert e.value.code_name == "InvalidArgument" and "24 hours" in e.value.message, e.value
+        # Timeouts that are no number of seconds are a ValueError, raised before anything is sent
+        # (NaN and infinities once reached C++ as undefined conversions).
+        for bad in (-1.0, float("nan"), float("inf")):
+            with pytest.raises(ValueError):
+                s.write(src, remote, length=64, deadline=bad)
+            with pytest.raises(ValueError):
+                s.flush(bad)
+        assert s.write(src, remote, length=64).result(timeout=30).nbytes == 64
+        s.close()
+        for after_close in (s.flush, s.cancel, lambda: s.write(src, remote, length=64)):
+            with pytest.raises(ValueError, match="closed"):  # once a crash: raised without the GIL
+                after_close()
         del src, dst
     with pytest.raises(braid.BraidError) as e:
         a.register(bytearray(4096))  # heap memory: the agent cannot map it

@@ -45,7 +45,7 @@ struct TransferOp {
   uint64_t remote_offset = 0;
   uint64_t length = 0;
   uint32_t imm = 0;                      // OP_WRITE_WITH_IMM
-  std::chrono::milliseconds timeout{0};  // 0: the session's default
+  std::chrono::milliseconds timeout{0};  // 0: the session's default; the agent takes <= 24 h
 };
 
 struct TransferResult {
