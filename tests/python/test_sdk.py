@@ -25,6 +25,15 @@ def pattern(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8)
 
 
+def mib_pair(a, b, conn):
+    """1 MiB on each side of `conn` (b's granted to its VQP), their numpy views, and what a
+    writes to: (src, dst, src_view, dst_view, remote)."""
+    src = a.alloc(MiB)
+    dst = b.alloc(MiB, grant=[conn.vqp_b])
+    return (src, dst, np.frombuffer(src, dtype=np.uint8), np.frombuffer(dst, dtype=np.uint8),
+            dst.remote(conn.vqp_b))
+
+
 def test_write_and_read_move_the_bytes_of_numpy_views(agents):
     _, _, a, b, path = agents
     with braid.connect(a, b, qps=4) as conn:
@@ -356,11 +365,7 @@ def test_hundreds_of_sessions_leave_nothing_behind_in_this_process_or_the_agents
     holds the descriptors and SDK threads it held before (the fixture checks the agents)."""
     _, _, a, b, _ = agents
     with braid.connect(a, b, qps=2) as conn:
-        src = a.alloc(MiB)
-        dst = b.alloc(MiB, grant=[conn.vqp_b])
-        src_view = np.frombuffer(src, dtype=np.uint8)
-        dst_view = np.frombuffer(dst, dtype=np.uint8)
-        remote = dst.remote(conn.vqp_b)
+        src, dst, src_view, dst_view, remote = mib_pair(a, b, conn)
 
         def cycle(i):
             slot = (i % 256) * 4096
@@ -409,11 +414,7 @@ def test_a_forked_child_is_refused_at_once_and_its_parent_keeps_working(agents):
     stream keep working after the child is gone."""
     _, _, a, b, path = agents
     with braid.connect(a, b, qps=2) as conn:
-        src = a.alloc(MiB)
-        dst = b.alloc(MiB, grant=[conn.vqp_b])
-        src_view = np.frombuffer(src, dtype=np.uint8)
-        dst_view = np.frombuffer(dst, dtype=np.uint8)
-        remote = dst.remote(conn.vqp_b)
+        src, dst, src_view, dst_view, remote = mib_pair(a, b, conn)
         with conn.session() as s, b.notifications(conn.vqp_b) as notes:
             s.write(src, remote, length=4096).result(timeout=30)
             readable, writable = os.pipe()
