@@ -163,6 +163,14 @@ def test_refusals_are_braid_errors_that_say_what_is_wrong(agents):
                 s.write(src, remote, length=64, deadline=bad)
             with pytest.raises(ValueError):
                 s.flush(bad)
+        # Fields no operation can carry are named before anything is sent.
+        for kwargs, field in (({"length": -1}, "length"), ({"local_offset": -5}, "local_offset"),
+                              ({"remote_offset": 1 << 64}, "remote_offset"),
+                              ({"imm": 1 << 33}, "imm")):
+            with pytest.raises(ValueError, match=field):
+                s.write(src, remote, **{"length": 64, **kwargs})
+        with pytest.raises(TypeError, match="registered with this session's agent"):
+            s.write(np.zeros(64, dtype=np.uint8), remote, length=64)
         assert s.write(src, remote, length=64).result(timeout=30).nbytes == 64
         s.close()
         for after_close in (s.flush, s.cancel, lambda: s.write(src, remote, length=64)):

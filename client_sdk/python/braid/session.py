@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import operator
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
@@ -56,9 +57,19 @@ class Op:
     deadline: Optional[float] = None
 
     def native(self) -> Any:
+        if not hasattr(self.local, "id") or not hasattr(self.local, "nbytes"):
+            raise TypeError("local must be a buffer registered with this session's agent "
+                            f"(Agent.alloc or Agent.register), not {type(self.local).__name__}")
         length = self.length if self.length is not None else self.local.nbytes - self.local_offset
-        return _braid.Op(self.op, self.local.id, self.local_offset, self.remote, self.remote_offset,
-                         length, self.imm, self.deadline or 0.0)
+        fields = {"length": (length, 1 << 64), "local_offset": (self.local_offset, 1 << 64),
+                  "remote_offset": (self.remote_offset, 1 << 64), "imm": (self.imm, 1 << 32)}
+        ints = {}
+        for name, (value, end) in fields.items():
+            ints[name] = operator.index(value)  # an int, or a TypeError
+            if not 0 <= ints[name] < end:
+                raise ValueError(f"{name} must be from 0 to {end - 1}, not {str(value)[:100]}")
+        return _braid.Op(self.op, self.local.id, ints["local_offset"], self.remote,
+                         ints["remote_offset"], ints["length"], ints["imm"], self.deadline or 0.0)
 
 
 class Session:
