@@ -19,6 +19,15 @@ namespace braid::server {
 using common::Result;
 using common::Status;
 
+namespace {
+
+// The agent pings a connection with a call open this often; one that does not answer within the
+// timeout is closed (its calls end).
+constexpr int kKeepaliveMs = 30000;
+constexpr int kKeepaliveTimeoutMs = 10000;
+
+}  // namespace
+
 Result<std::unique_ptr<Agent>> Agent::Start(AgentConfig config) {
   config.ApplyDefaults();
   BRAID_RETURN_IF_ERROR(config.Validate());
@@ -88,7 +97,8 @@ Status Agent::Init() {
   so.plaintext = !config_.tcp_listen.empty() && !config_.auth.tls.enabled();
   auth_ = std::make_unique<Authenticator>(config_.auth);
   audit_ = std::make_unique<AuditLog>(config_.agent_id);
-  service_ = std::make_unique<AgentService>(*engine_, so, *auth_, *audit_);
+  reclaimer_ = std::make_unique<Reclaimer>(*engine_);
+  service_ = std::make_unique<AgentService>(*engine_, so, *auth_, *audit_, *reclaimer_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -101,6 +111,10 @@ Status Agent::Init() {
   // A connection that has not finished its handshake (TLS, HTTP/2 settings) within this is closed:
   // idle connections nobody authenticated do not hold descriptors for gRPC's default two minutes.
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 5000);
+  // A client whose host vanished (no FIN) is noticed within kKeepaliveMs + kKeepaliveTimeoutMs: its
+  // Hold calls end and what they held is given back.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || (!config_.tcp_listen.empty() && tcp_port == 0)) {
@@ -112,7 +126,7 @@ Status Agent::Init() {
   if (!config_.unix_socket.empty()) {
     BRAID_RETURN_IF_ERROR(unix_listener_.Start(config_.unix_socket, server_.get(), auth_.get(),
                                                audit_.get(), config_.unix_connections_per_uid));
-    session_listener_ = std::make_unique<SessionListener>(*engine_, *auth_, *audit_,
+    session_listener_ = std::make_unique<SessionListener>(*engine_, *auth_, *audit_, *reclaimer_,
                                                           config_.unix_connections_per_uid);
     BRAID_RETURN_IF_ERROR(session_listener_->Start(config_.unix_socket + ".session"));
   }
@@ -129,8 +143,8 @@ Status Agent::Init() {
       return Status::IoError("metrics exporter could not listen on " + config_.metrics_listen +
                              ": " + e.what());
     }
-    collector_ =
-        std::make_shared<MetricsCollector>(*engine_, *watchdog_, *audit_, config_.metrics_per_qp);
+    collector_ = std::make_shared<MetricsCollector>(
+        *engine_, *watchdog_, *audit_, service_->leases(), *reclaimer_, config_.metrics_per_qp);
     exposer_->RegisterCollectable(collector_);
   }
   event_log_ = std::make_shared<engine::EventWatcher>(4096);
@@ -308,6 +322,7 @@ void Agent::Shutdown() {
   }
   exposer_.reset();
   collector_.reset();
+  reclaimer_.reset();  // what it has not given back yet goes with the engine
   watchdog_.reset();
   engine_.reset();
   provider_.reset();

@@ -25,6 +25,7 @@
 #include "server/audit_log.h"
 #include "server/authenticator.h"
 #include "server/metrics_collector.h"
+#include "server/reclaimer.h"
 #include "server/session_listener.h"
 #include "server/unix_listener.h"
 
@@ -58,6 +59,7 @@ class Agent {
   std::unique_ptr<engine::StallWatchdog> watchdog_;
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<AuditLog> audit_;
+  std::unique_ptr<Reclaimer> reclaimer_;  // ended leases' and sessions' resources
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;
   UnixListener unix_listener_;

@@ -1,5 +1,6 @@
 #include "server/agent_service.h"
 
+#include "server/hold_stream.h"
 #include "server/proto_mapping.h"
 #include "server/refused_reactor.h"
 #include "server/transfer_stream.h"
@@ -33,14 +34,15 @@ grpc::Status Reply(const Result<T>& result, Out* out) {
   }
 
 AgentService::AgentService(engine::Engine& engine, AgentServiceOptions options, Authenticator& auth,
-                           AuditLog& audit)
+                           AuditLog& audit, Reclaimer& reclaimer)
     : engine_(engine),
       options_(std::move(options)),
       auth_(auth),
       audit_(audit),
       started_(std::chrono::steady_clock::now()),
       windows_(options_.transfer_window, options_.transfer_window_per_caller, 1),
-      backlogs_(kWatcherCapacity, options_.watch_backlog_per_caller, kWatcherFloor) {}
+      backlogs_(kWatcherCapacity, options_.watch_backlog_per_caller, kWatcherFloor),
+      reclaimer_(reclaimer) {}
 
 template <typename T, typename Out>
 grpc::Status AgentService::OwnedReply(const Result<T>& result, Out* out) const {
@@ -48,6 +50,18 @@ grpc::Status AgentService::OwnedReply(const Result<T>& result, Out* out) const {
   ToProto(*result, out);
   out->set_owner(auth_.IdentityOf(result->owner));
   return grpc::Status::OK;
+}
+
+template <typename T, typename Out>
+grpc::Status AgentService::Leased(uint64_t lease, LeaseTable::Kind kind, engine::OwnerId owner,
+                                  const Result<T>& result, Out* out) {
+  if (lease != 0 && result.ok() && !leases_.Add(lease, kind, result->id)) {
+    const bool vqp = kind == LeaseTable::Kind::kVqp;
+    reclaimer_.Release(owner, vqp ? std::vector<uint64_t>{result->id} : std::vector<uint64_t>{},
+                       vqp ? std::vector<uint64_t>{} : std::vector<uint64_t>{result->id});
+    return ToGrpc(leases_.Check(lease, owner));
+  }
+  return OwnedReply(result, out);
 }
 
 grpc::Status AgentService::Admit(grpc::ServerContextBase* context, const char* rpc, Access access,
@@ -126,7 +140,12 @@ grpc::Status AgentService::CreateVirtualQp(grpc::ServerContext* context,
   auto parsed = FromProto(*request);
   if (!parsed.ok()) return ToGrpc(parsed.status());
   parsed->owner = caller.owner;
-  return OwnedReply(engine_.CreateVirtualQp(std::move(parsed).value()), out);
+  const uint64_t lease = request->lease_id();
+  if (lease != 0) {
+    if (common::Status s = leases_.Check(lease, caller.owner); !s.ok()) return ToGrpc(s);
+  }
+  return Leased(lease, LeaseTable::Kind::kVqp, caller.owner,
+                engine_.CreateVirtualQp(std::move(parsed).value()), out);
 }
 
 grpc::Status AgentService::ConnectVirtualQp(grpc::ServerContext* context,
@@ -167,19 +186,26 @@ grpc::Status AgentService::DestroyVirtualQp(grpc::ServerContext* context,
                                             const v1::DestroyVirtualQpRequest* request,
                                             v1::DestroyVirtualQpResponse*) {
   BRAID_ADMIT(context, "DestroyVirtualQp", Access::kClient);
-  return ToGrpc(engine_.DestroyVirtualQp(request->vqp_id(), caller.scope()));
+  const common::Status s = engine_.DestroyVirtualQp(request->vqp_id(), caller.scope());
+  if (s.ok()) leases_.Forget(LeaseTable::Kind::kVqp, request->vqp_id());
+  return ToGrpc(s);
 }
 
 grpc::Status AgentService::RegisterMemory(grpc::ServerContext* context,
                                           const v1::RegisterMemoryRequest* request,
                                           v1::RegionInfo* out) {
   BRAID_ADMIT(context, "RegisterMemory", Access::kClient);
+  const uint64_t lease = request->lease_id();
+  if (lease != 0) {
+    if (common::Status s = leases_.Check(lease, caller.owner); !s.ok()) return ToGrpc(s);
+  }
   engine::RegisterRequest r{.length = request->length(),
                             .label = request->label(),
                             .owner = caller.owner,
                             .file_uid = caller.uid};
   r.grant_vqps.assign(request->grant_vqp_ids().begin(), request->grant_vqp_ids().end());
-  return OwnedReply(engine_.RegisterMemory(std::move(r)), out);
+  return Leased(lease, LeaseTable::Kind::kRegion, caller.owner,
+                engine_.RegisterMemory(std::move(r)), out);
 }
 
 grpc::Status AgentService::GrantAccess(grpc::ServerContext* context,
@@ -214,7 +240,9 @@ grpc::Status AgentService::DeregisterMemory(grpc::ServerContext* context,
                                             const v1::DeregisterMemoryRequest* request,
                                             v1::DeregisterMemoryResponse*) {
   BRAID_ADMIT(context, "DeregisterMemory", Access::kClient);
-  return ToGrpc(engine_.DeregisterMemory(request->region_id(), caller.scope()));
+  const common::Status s = engine_.DeregisterMemory(request->region_id(), caller.scope());
+  if (s.ok()) leases_.Forget(LeaseTable::Kind::kRegion, request->region_id());
+  return ToGrpc(s);
 }
 
 grpc::Status AgentService::ListRegions(grpc::ServerContext* context, const v1::ListRegionsRequest*,
@@ -283,6 +311,16 @@ grpc::ServerWriteReactor<v1::WatchEventsResponse>* AgentService::WatchEvents(
     return Refused::Make(ToGrpc(s));
   }
   return stream->Start();
+}
+
+grpc::ServerWriteReactor<v1::HoldResponse>* AgentService::Hold(grpc::CallbackServerContext* context,
+                                                               const v1::HoldRequest*) {
+  Caller caller;
+  if (grpc::Status refused = Admit(context, "Hold", Access::kClient, &caller); !refused.ok()) {
+    return RefusedWrite<v1::HoldResponse>::Make(std::move(refused));
+  }
+  return HoldStream::Start(relay_, leases_, reclaimer_, caller.owner, caller.identity,
+                           shutting_down_.load());
 }
 
 std::string AgentService::BehindMessage(const char* what, uint32_t capacity) {

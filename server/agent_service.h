@@ -8,6 +8,7 @@
 // accepted operation's completion is written before the stream ends, also at shutdown (the engine
 // cancels what is left).
 // WatchNotifications, WatchEvents: one engine watcher per stream.
+// Hold: a lease (LeaseTable); what is created with it goes to the Reclaimer when the call ends.
 // Every call is admitted first: the Authenticator names the caller, its role must allow the call
 // (refusals are counted and logged by the AuditLog), and a client's calls are scoped to what it
 // owns (anything else is NOT_FOUND, as if absent).
@@ -26,6 +27,8 @@
 #include "server/audit_log.h"
 #include "server/authenticator.h"
 #include "server/caller_budget.h"
+#include "server/lease_table.h"
+#include "server/reclaimer.h"
 #include "server/stream_relay.h"
 
 namespace braid::server {
@@ -52,15 +55,17 @@ enum class Access : uint8_t {
 };
 
 // The streaming calls are on the callback API, the unary ones on the synchronous API.
-using AgentServiceBase =
-    v1::Agent::WithCallbackMethod_Transfer<v1::Agent::WithCallbackMethod_WatchNotifications<
-        v1::Agent::WithCallbackMethod_WatchEvents<v1::Agent::Service>>>;
+using AgentServiceBase = v1::Agent::WithCallbackMethod_Transfer<
+    v1::Agent::WithCallbackMethod_WatchNotifications<v1::Agent::WithCallbackMethod_WatchEvents<
+        v1::Agent::WithCallbackMethod_Hold<v1::Agent::Service>>>>;
 
 class AgentService final : public AgentServiceBase {
  public:
-  // `auth` and `audit` are not owned and must outlive the service.
+  // `auth`, `audit` and `reclaimer` are not owned and must outlive the service.
   AgentService(engine::Engine& engine, AgentServiceOptions options, Authenticator& auth,
-               AuditLog& audit);
+               AuditLog& audit, Reclaimer& reclaimer);
+
+  const LeaseTable& leases() const { return leases_; }
 
   // Ends every open stream soon (before the server shuts down).
   void Shutdown() {
@@ -99,6 +104,8 @@ class AgentService final : public AgentServiceBase {
       grpc::CallbackServerContext* context, const v1::WatchNotificationsRequest* request) override;
   grpc::ServerWriteReactor<v1::WatchEventsResponse>* WatchEvents(
       grpc::CallbackServerContext* context, const v1::WatchEventsRequest* request) override;
+  grpc::ServerWriteReactor<v1::HoldResponse>* Hold(grpc::CallbackServerContext* context,
+                                                   const v1::HoldRequest* request) override;
   grpc::Status DrainDevice(grpc::ServerContext*, const v1::DrainDeviceRequest*,
                            v1::Device*) override;
   grpc::Status UndrainDevice(grpc::ServerContext*, const v1::DrainDeviceRequest*,
@@ -115,6 +122,11 @@ class AgentService final : public AgentServiceBase {
   // A unary reply about a VQP or region: the status, or the message with its owner's identity.
   template <typename T, typename Out>
   grpc::Status OwnedReply(const common::Result<T>& result, Out* out) const;
+  // Puts what `result` made into `lease` (0: none). A lease that ended meanwhile: what was made
+  // goes to the reclaimer and the reply is that refusal.
+  template <typename T, typename Out>
+  grpc::Status Leased(uint64_t lease, LeaseTable::Kind kind, engine::OwnerId owner,
+                      const common::Result<T>& result, Out* out);
 
   engine::Engine& engine_;
   AgentServiceOptions options_;
@@ -127,6 +139,8 @@ class AgentService final : public AgentServiceBase {
   std::atomic<bool> shutting_down_{false};
   CallerBudget windows_;   // Transfer streams' windows
   CallerBudget backlogs_;  // WatchNotifications streams' capacities
+  LeaseTable leases_;
+  Reclaimer& reclaimer_;
   StreamRelay relay_;
 };
 

@@ -230,6 +230,15 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
   Families::Add(registered, {}, static_cast<double>(s.registered_bytes));
   auto& regions = out.Family("braid_regions", "Registered memory regions", MetricType::Gauge);
   Families::Add(regions, {}, s.regions);
+  auto& leases = out.Family("braid_leases", "Open leases (Hold calls)", MetricType::Gauge);
+  Families::Add(leases, {}, static_cast<double>(leases_.open()));
+  auto& reclaimed = out.Family("braid_reclaimed_total",
+                               "VQPs destroyed and regions deregistered because the client that "
+                               "held them went away (its Hold call or local session ended)",
+                               MetricType::Counter);
+  Families::Add(reclaimed, {{"kind", "vqp"}}, static_cast<double>(reclaimer_.vqps_reclaimed()));
+  Families::Add(reclaimed, {{"kind", "region"}},
+                static_cast<double>(reclaimer_.regions_reclaimed()));
   // Refusals: always present, so a dashboard's rate() has a series from the start.
   auto& auth_failures = out.Family("braid_auth_failures_total",
                                    "Callers refused because their identity could not be "

@@ -16,14 +16,22 @@
 #include "dataplane/engine/engine.h"
 #include "dataplane/engine/stall_watchdog.h"
 #include "server/audit_log.h"
+#include "server/lease_table.h"
+#include "server/reclaimer.h"
 
 namespace braid::server {
 
 class MetricsCollector final : public prometheus::Collectable {
  public:
   MetricsCollector(engine::Engine& engine, const engine::StallWatchdog& watchdog,
-                   const AuditLog& audit, bool per_qp)
-      : engine_(engine), watchdog_(watchdog), audit_(audit), per_qp_(per_qp) {}
+                   const AuditLog& audit, const LeaseTable& leases, const Reclaimer& reclaimer,
+                   bool per_qp)
+      : engine_(engine),
+        watchdog_(watchdog),
+        audit_(audit),
+        leases_(leases),
+        reclaimer_(reclaimer),
+        per_qp_(per_qp) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override;
   // Forgets the snapshot kept for scrapes the engine does not answer: after VQPs went it
@@ -36,6 +44,8 @@ class MetricsCollector final : public prometheus::Collectable {
   engine::Engine& engine_;
   const engine::StallWatchdog& watchdog_;
   const AuditLog& audit_;
+  const LeaseTable& leases_;
+  const Reclaimer& reclaimer_;
   const bool per_qp_;
   mutable std::mutex mu_;
   mutable engine::EngineSnapshot last_;  // served while the engine does not answer

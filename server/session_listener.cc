@@ -23,9 +23,6 @@ using session::WireRequest;
 
 namespace {
 
-// While regions of ended connections wait for their last completions, look again this often.
-constexpr int kReleaseRetryMs = 20;
-
 void Fill(WireReply& reply, const Status& status) {
   reply.code = static_cast<uint32_t>(status.code());
   std::strncpy(reply.message, std::string(status.message()).c_str(), sizeof(reply.message) - 1);
@@ -84,7 +81,7 @@ void SessionListener::Loop() {
     fds.push_back({stop_fd_.get(), POLLIN, 0});
     fds.push_back({listen_fd_.get(), POLLIN, 0});
     for (const auto& c : conns_) fds.push_back({c->fd.get(), POLLIN, 0});
-    const int n = poll(fds.data(), fds.size(), unreleased_.empty() ? -1 : kReleaseRetryMs);
+    const int n = poll(fds.data(), fds.size(), -1);
     if (n < 0 && errno != EINTR) break;
     if (fds[0].revents != 0) break;
     if (fds[1].revents & POLLIN) Accept();
@@ -96,12 +93,10 @@ void SessionListener::Loop() {
     }
     std::erase_if(conns_, [](const auto& c) { return !c->fd.valid(); });
     connections_.store(conns_.size(), std::memory_order_relaxed);
-    if (!unreleased_.empty()) ReleaseRegions();
   }
   for (auto& c : conns_) End(*c);
   conns_.clear();
   connections_.store(0, std::memory_order_relaxed);
-  ReleaseRegions();  // what is still in flight goes with the engine
 }
 
 void SessionListener::Accept() {
@@ -209,19 +204,10 @@ bool SessionListener::Serve(Connection& c) {
 
 void SessionListener::End(Connection& c) {
   if (c.session != 0) (void)engine_.CloseSession(c.session, c.caller.owner);
-  for (uint64_t region : c.regions) unreleased_.emplace_back(c.caller.owner, region);
+  reclaimer_.Release(c.caller.owner, {}, std::move(c.regions));
   c.session = 0;
   c.regions.clear();
   c.fd.reset();
-  ReleaseRegions();
-}
-
-void SessionListener::ReleaseRegions() {
-  std::erase_if(unreleased_, [this](const auto& r) {
-    const Status s = engine_.DeregisterMemory(r.second, r.first);
-    // Refused while in flight (kFailedPrecondition): look again. Gone already: nothing to do.
-    return s.code() != common::StatusCode::kFailedPrecondition;
-  });
 }
 
 }  // namespace braid::server

@@ -427,8 +427,10 @@ PYBIND11_MODULE(_braid, m) {
   py::class_<AgentClient, std::shared_ptr<AgentClient>>(m, "AgentClient")
       .def(py::init([](const std::string& target, const std::string& tls_ca,
                        const std::string& tls_cert, const std::string& tls_key,
-                       const std::string& token, double call_timeout, double connect_timeout) {
+                       const std::string& token, double call_timeout, double connect_timeout,
+                       bool hold) {
              ClientOptions o;
+             o.hold = hold;
              o.tls_ca = tls_ca;
              o.tls_cert = tls_cert;
              o.tls_key = tls_key;
@@ -440,8 +442,9 @@ PYBIND11_MODULE(_braid, m) {
            }),
            py::arg("target"), py::arg("tls_ca") = "", py::arg("tls_cert") = "",
            py::arg("tls_key") = "", py::arg("token") = "", py::arg("call_timeout") = 10.0,
-           py::arg("connect_timeout") = 10.0)
+           py::arg("connect_timeout") = 10.0, py::arg("hold") = false)
       .def_property_readonly("target", &AgentClient::target)
+      .def_property_readonly("lease", &AgentClient::lease)
       .def("info",
            [](AgentClient& a) {
              auto out = WithoutGil([&] { return a.GetInfo(); });

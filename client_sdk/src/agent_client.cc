@@ -12,6 +12,8 @@
 #include <sstream>
 #include <thread>
 
+#include "lease_holder.h"
+
 namespace braid::client {
 
 namespace {
@@ -99,6 +101,7 @@ AgentClient::AgentClient(std::string target, ClientOptions options,
 
 AgentClient::~AgentClient() {
   if (!fork_.Inherited()) return;
+  ForkGuard::Abandon(std::move(hold_));  // its call stayed in the parent
   ForkGuard::Abandon(std::move(stub_));
   ForkGuard::Abandon(std::move(channel_));
 }
@@ -164,7 +167,20 @@ Result<std::shared_ptr<AgentClient>> AgentClient::Open(const std::string& target
   if (!s.ok()) {
     return Status::IoError("agent " + target + " did not answer: " + s.error_message());
   }
+  if (options.hold) {
+    BRAID_ASSIGN_OR_RETURN(client->hold_,
+                           LeaseHolder::Open(*client->stub_, target, options.connect_timeout));
+  }
   return client;
+}
+
+uint64_t AgentClient::lease() const { return hold_ ? hold_->lease() : 0; }
+
+Result<uint64_t> AgentClient::HeldLease() const {
+  if (!hold_) return uint64_t{0};
+  BRAID_RETURN_IF_ERROR(Usable());  // before the holder's lock, which the parent may hold
+  BRAID_RETURN_IF_ERROR(hold_->Ended());
+  return hold_->lease();
 }
 
 void AgentClient::Prepare(grpc::ClientContext& context) const {
@@ -223,6 +239,8 @@ Result<v1::VirtualQpInfo> AgentClient::CreateVqp(const VqpOptions& options) {
   for (const auto& d : options.devices) request.add_devices(d);
   request.set_fragment_size(options.fragment_size);
   request.set_label(options.label);
+  BRAID_ASSIGN_OR_RETURN(const uint64_t lease, HeldLease());
+  request.set_lease_id(lease);
   v1::VirtualQpInfo out;
   BRAID_UNARY(CreateVirtualQp, request, out);
   return out;
@@ -266,6 +284,8 @@ Result<std::unique_ptr<Region>> AgentClient::RegisterMemory(
   request.set_length(length);
   request.set_label(label);
   for (uint64_t v : grant_vqps) request.add_grant_vqp_ids(v);
+  BRAID_ASSIGN_OR_RETURN(const uint64_t lease, HeldLease());
+  request.set_lease_id(lease);
   v1::RegionInfo out;
   BRAID_UNARY(RegisterMemory, request, out);
   const int fd = open(out.path().c_str(), O_RDWR | O_CLOEXEC);

@@ -300,6 +300,20 @@ TransferRun RunTransfers(v1::Agent::Stub& stub, const std::vector<v1::TransferOp
   return run;
 }
 
+HoldCall::HoldCall(v1::Agent::Stub& stub) {
+  context_.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+  reader_ = stub.Hold(&context_, {});
+  v1::HoldResponse first;
+  if (reader_->Read(&first)) lease_ = first.lease_id();
+}
+
+void HoldCall::End() {
+  if (!reader_) return;
+  context_.TryCancel();
+  (void)reader_->Finish();
+  reader_.reset();
+}
+
 NotificationCollector::NotificationCollector(v1::Agent::Stub& stub, uint64_t vqp_id) {
   v1::WatchNotificationsRequest request;
   request.set_vqp_id(vqp_id);

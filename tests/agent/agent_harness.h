@@ -108,6 +108,20 @@ v1::TransferRequest OneOp(const v1::TransferOp& op);
 TransferRun RunTransfers(v1::Agent::Stub& stub, const std::vector<v1::TransferOp>& ops,
                          uint32_t max_outstanding = 0, uint32_t batch = 0);
 
+// A Hold call: the agent's lease, held until End() or destruction (the call is cancelled).
+class HoldCall {
+ public:
+  explicit HoldCall(v1::Agent::Stub& stub);  // returns once the lease came (lease() 0 if not)
+  ~HoldCall() { End(); }
+  uint64_t lease() const { return lease_; }
+  void End();
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<v1::HoldResponse>> reader_;
+  uint64_t lease_ = 0;
+};
+
 // Collects a VQP's notifications on a thread until Stop().
 class NotificationCollector {
  public:

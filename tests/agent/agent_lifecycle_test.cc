@@ -105,6 +105,96 @@ std::vector<std::string> FilesIn(const std::string& dir) {
   return names;
 }
 
+// Creates a VQP or registers 1 MiB with `lease` (0: none); the id, or 0 with `status` set.
+uint64_t CreateLeased(v1::Agent::Stub& stub, bool vqp, uint64_t lease, grpc::Status* status) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (vqp) {
+    v1::CreateVirtualQpRequest request;
+    request.set_scheme(v1::SCHEME_SPRAY);
+    request.set_num_qps(2);
+    request.set_lease_id(lease);
+    v1::VirtualQpInfo out;
+    *status = stub.CreateVirtualQp(&ctx, request, &out);
+    return out.vqp_id();
+  }
+  v1::RegisterMemoryRequest request;
+  request.set_length(1 << 20);
+  request.set_lease_id(lease);
+  v1::RegionInfo out;
+  *status = stub.RegisterMemory(&ctx, request, &out);
+  return out.region_id();
+}
+
+std::vector<uint64_t> VqpIds(v1::Agent::Stub& stub) {
+  grpc::ClientContext ctx;
+  v1::ListVirtualQpsResponse out;
+  EXPECT_TRUE(stub.ListVirtualQps(&ctx, {}, &out).ok());
+  std::vector<uint64_t> ids;
+  for (const auto& v : out.vqps()) ids.push_back(v.vqp_id());
+  return ids;
+}
+
+std::vector<uint64_t> RegionIds(v1::Agent::Stub& stub) {
+  grpc::ClientContext ctx;
+  v1::ListRegionsResponse out;
+  EXPECT_TRUE(stub.ListRegions(&ctx, {}, &out).ok());
+  std::vector<uint64_t> ids;
+  for (const auto& r : out.regions()) ids.push_back(r.region_id());
+  return ids;
+}
+
+TEST(AgentLifecycle, WhatALeaseStillHoldsIsGivenBackWhenItsHoldCallEndsAndNothingElse) {
+  auto a = AgentProcess::Spawn({"lease-a", {TestNicIp(0, 0)}, 0});
+  ASSERT_TRUE(a);
+  v1::Agent::Stub& stub = a->stub();
+  HoldCall hold(stub);
+  ASSERT_NE(hold.lease(), 0u);
+  grpc::Status s;
+  std::vector<uint64_t> leased_vqps, leased_regions;
+  for (int i = 0; i < 3; ++i) {
+    leased_vqps.push_back(CreateLeased(stub, true, hold.lease(), &s));
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  for (int i = 0; i < 2; ++i) {
+    leased_regions.push_back(CreateLeased(stub, false, hold.lease(), &s));
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  const uint64_t kept_vqp = CreateLeased(stub, true, 0, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const uint64_t kept_region = CreateLeased(stub, false, 0, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  DestroyVqp(stub, leased_vqps[0]);  // leaves the lease: not given back twice
+  EXPECT_EQ(MetricSum(ScrapeMetrics(a->metrics_port()), "braid_leases"), 1);
+
+  hold.End();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((VqpIds(stub).size() > 1 || RegionIds(stub).size() > 1) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(VqpIds(stub), std::vector<uint64_t>{kept_vqp});
+  EXPECT_EQ(RegionIds(stub), std::vector<uint64_t>{kept_region});
+  const std::string m = ScrapeMetrics(a->metrics_port());
+  EXPECT_EQ(MetricSum(m, "braid_leases"), 0);
+  EXPECT_EQ(MetricSum(m, "braid_reclaimed_total", {{"kind", "vqp"}}), 2);
+  EXPECT_EQ(MetricSum(m, "braid_reclaimed_total", {{"kind", "region"}}), 2);
+
+  // An ended lease, and one never opened, take nothing more.
+  for (const uint64_t lease : {hold.lease(), uint64_t{12345}}) {
+    for (const bool vqp : {true, false}) {
+      EXPECT_EQ(CreateLeased(stub, vqp, lease, &s), 0u);
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+      EXPECT_NE(s.error_message().find("lease " + std::to_string(lease) + " is not open"),
+                std::string::npos)
+          << s.error_message();
+    }
+  }
+  EXPECT_EQ(VqpIds(stub), std::vector<uint64_t>{kept_vqp});
+  EXPECT_EQ(RegionIds(stub), std::vector<uint64_t>{kept_region});
+  ReleaseEverything(stub);
+}
+
 TEST(AgentLifecycle, AnAgentRestartedAfterSigkillRemovesItsEarlierRegionFiles) {
   char made[] = "/dev/shm/braid-test-XXXXXX";
   ASSERT_NE(mkdtemp(made), nullptr);

@@ -243,6 +243,25 @@ TEST_F(SecurityTest, ACallerTakingRegionsAndVqpsWithoutEndIsStoppedAtItsOwnLimit
   EXPECT_TRUE(RegisterSmall(*other, &id).ok());
 }
 
+TEST_F(SecurityTest, AClientCannotPutWhatItCreatesIntoAnotherClientsLease) {
+  auto victim = Stub(*a_, Tls("ca1", "client-a"));
+  auto other = Stub(*a_, Tls("ca1", "client-b"));
+  HoldCall hold(*victim);
+  ASSERT_NE(hold.lease(), 0u);
+  grpc::ClientContext ctx;
+  v1::CreateVirtualQpRequest request;
+  request.set_scheme(v1::SCHEME_SPRAY);
+  request.set_num_qps(1);
+  request.set_lease_id(hold.lease());
+  v1::VirtualQpInfo out;
+  const grpc::Status s = other->CreateVirtualQp(&ctx, request, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << "as if it did not exist";
+  grpc::ClientContext list_ctx;
+  v1::ListVirtualQpsResponse all;
+  ASSERT_TRUE(Stub(*a_, Tls("ca1", "admin"))->ListVirtualQps(&list_ctx, {}, &all).ok());
+  EXPECT_EQ(all.vqps_size(), 0) << "nothing was created";
+}
+
 TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfersAllSucceed) {
   auto va = Stub(*a_, Tls("ca1", "client-a"));
   auto vb = Stub(*b_, Tls("ca1", "client-a"));

@@ -474,3 +474,85 @@ def test_a_forked_child_is_refused_at_once_and_its_parent_keeps_working(agents):
             assert note is not None and note.imm == 5, note
             assert [v["vqp_id"] for v in a.vqps()] == [conn.vqp_a]
         del src_view, dst_view
+
+
+# A client process: connects the two agents (``hold`` as given), registers a buffer on each side,
+# says "ready" and then writes without pause until it is killed.
+_CLIENT = """
+import sys, braid
+a, b = (braid.Agent(x, hold=sys.argv[3] == "1") for x in sys.argv[1:3])
+conn = braid.connect(a, b, qps=4)
+conn.release()
+src = a.alloc(1 << 20)
+dst = b.alloc(1 << 20, grant=[conn.vqp_b])
+remote = dst.remote(conn.vqp_b)
+s = conn.session()
+s.write(src, remote).result(timeout=30)
+print(conn.vqp_a, conn.vqp_b, flush=True)
+while True:
+    futures = [s.write(src, remote) for _ in range(64)]
+    for f in futures:
+        f.result(timeout=30)
+"""
+
+
+def _client(a, b, hold: bool):
+    """The client process, once it is writing: (process, vqp on A, vqp on B)."""
+    p = subprocess.Popen([sys.executable, "-c", _CLIENT, a.address, b.address, str(int(hold))],
+                         stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    assert line, f"the client process exited: {p.wait()}"
+    vqp_a, vqp_b = (int(x) for x in line.split())
+    return p, vqp_a, vqp_b
+
+
+def _wait_until(condition, seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_killed_client_s_vqps_and_regions_are_given_back_and_others_keep_working(agents):
+    """A client process SIGKILLed while it writes leaves nothing on either agent: its Hold call
+    ends with its connection, the agents destroy its VQPs (its writes in flight end) and deregister
+    its regions once nothing of them is in flight. Another client's connection, made before,
+    moves verified bytes after."""
+    _, _, a, b, _ = agents
+    with braid.connect(a, b, qps=2) as other:
+        src, dst, src_view, dst_view, remote = mib_pair(a, b, other)
+        p, vqp_a, vqp_b = _client(a, b, hold=True)
+        assert {v["vqp_id"] for v in a.vqps()} == {other.vqp_a, vqp_a}
+        assert len(a.regions()) == 2 and len(b.regions()) == 2
+        time.sleep(0.3)  # writing
+        p.kill()
+        p.wait()
+        gone = _wait_until(lambda: [v["vqp_id"] for v in a.vqps()] == [other.vqp_a] and
+                           [v["vqp_id"] for v in b.vqps()] == [other.vqp_b] and
+                           len(a.regions()) == 1 and len(b.regions()) == 1, 10)
+        assert gone, f"left behind: A {a.vqps()} {a.regions()}, B {b.vqps()} {b.regions()}"
+        with other.session() as s:
+            src_view[:] = pattern(MiB, 11)
+            s.write(src, remote).result(timeout=30)
+            assert np.array_equal(dst_view, src_view)
+        del src_view, dst_view
+
+
+def test_without_hold_a_killed_client_s_connection_stays_for_whoever_takes_it_over(agents):
+    """``hold=False``: the VQPs outlive the process that made them (what an orchestrator wants);
+    only its registrations go (its session on the ring path, or left for the owner to deregister
+    over gRPC)."""
+    _, _, a, b, _ = agents
+    p, vqp_a, vqp_b = _client(a, b, hold=False)
+    p.kill()
+    p.wait()
+    time.sleep(0.5)
+    assert vqp_a in [v["vqp_id"] for v in a.vqps()]
+    assert vqp_b in [v["vqp_id"] for v in b.vqps()]
+    a.destroy_vqp(vqp_a)
+    b.destroy_vqp(vqp_b)
+    for agent in (a, b):
+        for region in agent.regions():
+            agent._native.deregister_memory(region)

@@ -38,6 +38,11 @@ struct ClientOptions {
   std::string tls_key;
   // A bearer token the agent maps to an identity (sent only over TLS).
   std::string token;
+  // What this client creates (CreateVqp, RegisterMemory) lives at most as long as it: the client
+  // holds a lease (the agent's Hold call) and the agent destroys what the lease holds when the
+  // client is destroyed, its process exits or is killed, or its connection drops. Leave it off
+  // for VQPs meant to outlive the process that made them (an orchestrator's, braidctl's).
+  bool hold = false;
 };
 
 struct VqpOptions {
@@ -52,6 +57,7 @@ struct VqpOptions {
 Status FromGrpc(const grpc::Status& status);
 
 class AgentClient;
+class LeaseHolder;  // src/lease_holder.h
 
 class Region {
  public:
@@ -73,6 +79,7 @@ class Region {
 
  private:
   friend class AgentClient;
+  class LeaseHolder;  // src/lease_holder.h
   Region(std::shared_ptr<AgentClient> owner, v1::RegionInfo info, uint8_t* data)
       : owner_(std::move(owner)), info_(std::move(info)), data_(data) {}
   std::shared_ptr<AgentClient> owner_;
@@ -104,6 +111,8 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   v1::Agent::Stub& stub() { return *stub_; }
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   const ClientOptions& options() const { return options_; }
+  // The agent's lease this client holds (ClientOptions::hold); 0 without one.
+  uint64_t lease() const;
 
   Result<v1::AgentInfo> GetInfo();
   Result<std::vector<v1::Device>> ListDevices();
@@ -136,12 +145,15 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
 
  private:
   void Prepare(grpc::ClientContext& context) const;
+  // The lease what is created now joins: 0 without ClientOptions::hold; why not once it ended.
+  Result<uint64_t> HeldLease() const;
 
   std::string target_;
   ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Agent::Stub> stub_;
   v1::AgentInfo info_;
+  std::unique_ptr<LeaseHolder> hold_;  // with ClientOptions::hold
   ForkGuard fork_;
 };
 

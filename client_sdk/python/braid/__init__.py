@@ -35,14 +35,20 @@ __all__ = ["Agent", "BraidError", "Buffer", "Connection", "Event", "Events", "Fu
 class Agent:
     """A braidd agent: ``address`` is "host:port" or "unix:/path". TLS with ``tls=(ca, cert,
     key)`` (PEM file paths; cert and key for mutual TLS, may be ""); ``token`` a bearer token
-    (sent only over TLS). Waits until the agent answers."""
+    (sent only over TLS). Waits until the agent answers.
+
+    With ``hold`` (the default) the VQPs and regions made through this Agent live at most as
+    long as it: the agent destroys them once this Agent is gone, this process exits or is
+    killed, or its connection drops (``Connection.release()`` then keeps a connection only
+    while the Agent lives). ``hold=False`` for VQPs meant to outlive this process."""
 
     def __init__(self, address: str, tls: Optional[tuple] = None, token: str = "",
-                 call_timeout: float = 10.0, connect_timeout: float = 10.0) -> None:
+                 call_timeout: float = 10.0, connect_timeout: float = 10.0,
+                 hold: bool = True) -> None:
         ca, cert, key = (tuple(tls) + ("", "", ""))[:3] if tls else ("", "", "")
         self._native = _braid.AgentClient(address, tls_ca=ca, tls_cert=cert, tls_key=key,
                                           token=token, call_timeout=call_timeout,
-                                          connect_timeout=connect_timeout)
+                                          connect_timeout=connect_timeout, hold=hold)
         self._registrar = None  # the local session RegisterFd uses, made on first use
         self._tls = (ca, cert, key) if tls else None
         self._token = token
@@ -70,6 +76,11 @@ class Agent:
     @property
     def address(self) -> str:
         return self._native.target
+
+    @property
+    def lease(self) -> int:
+        """The agent's lease this Agent holds (``hold``); 0 without one."""
+        return self._native.lease
 
     def info(self) -> Dict[str, Any]:
         return self._native.info()

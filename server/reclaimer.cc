@@ -1,0 +1,82 @@
+#include "server/reclaimer.h"
+
+#include <chrono>
+#include <utility>
+
+#include "dataplane/common/named_thread.h"
+
+namespace braid::server {
+
+using common::StatusCode;
+
+Reclaimer::Reclaimer(engine::Engine& engine)
+    : engine_(engine), thread_(common::NamedThread("braid-reclaim", [this] { Run(); })) {}
+
+void Reclaimer::Release(engine::OwnerId owner, std::vector<uint64_t> vqps,
+                        std::vector<uint64_t> regions) {
+  if (vqps.empty() && regions.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    for (uint64_t id : vqps) vqps_queued_.push_back({owner, id});
+    for (uint64_t id : regions) regions_queued_.push_back({owner, id});
+  }
+  cv_.notify_one();
+}
+
+void Reclaimer::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+size_t Reclaimer::pending() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return vqps_queued_.size() + regions_queued_.size() + retrying_;
+}
+
+void Reclaimer::Run() {
+  // The thread's: what is queued joins them; what could not be given back yet stays.
+  std::vector<Item> vqps;
+  std::vector<Item> regions;
+  // Done with `s` (given back, or gone already), or to be tried again: the engine did not answer
+  // in time, or (a region) it still has transfers in flight.
+  auto done = [](const common::Status& s) {
+    return s.code() != StatusCode::kFailedPrecondition && s.code() != StatusCode::kDeadlineExceeded;
+  };
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      retrying_ = vqps.size() + regions.size();
+      auto ready = [this] {
+        return stopping_ || !vqps_queued_.empty() || !regions_queued_.empty();
+      };
+      if (retrying_ == 0) {
+        cv_.wait(lock, ready);
+      } else {
+        cv_.wait_for(lock, std::chrono::milliseconds(kRetryMs), ready);
+      }
+      if (stopping_) return;
+      vqps.insert(vqps.end(), vqps_queued_.begin(), vqps_queued_.end());
+      regions.insert(regions.end(), regions_queued_.begin(), regions_queued_.end());
+      vqps_queued_.clear();
+      regions_queued_.clear();
+    }
+    // The VQPs first: destroying them flushes what they had in flight on the regions.
+    std::erase_if(vqps, [&](const Item& v) {
+      const common::Status s = engine_.DestroyVirtualQp(v.id, v.owner);
+      if (s.ok()) vqps_.fetch_add(1, std::memory_order_relaxed);
+      return done(s);
+    });
+    std::erase_if(regions, [&](const Item& r) {
+      const common::Status s = engine_.DeregisterMemory(r.id, r.owner);
+      if (s.ok()) regions_.fetch_add(1, std::memory_order_relaxed);
+      return done(s);
+    });
+  }
+}
+
+}  // namespace braid::server

@@ -1,0 +1,64 @@
+// Reclaimer: gives back what a client that went away still held.
+//
+// Its clients are the ended leases (Hold calls) and the ended local sessions (SessionListener).
+// VQPs are destroyed first (their in-flight work completes with WR_FLUSH_ERR into nothing), then
+// regions are deregistered; a region the engine still has transfers on (kFailedPrecondition) is
+// tried again every kRetryMs until they have completed. What is already gone (destroyed through
+// the API meanwhile) is skipped. Counts what it gave back (the agent's metrics).
+// Threading: Release and the counters from any thread; one thread of its own does the work.
+// Ownership: the engine is not owned and must outlive Stop (what is left at Stop goes with the
+// engine, which destroys everything when it stops).
+#ifndef BRAID_SERVER_RECLAIMER_H_
+#define BRAID_SERVER_RECLAIMER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "dataplane/engine/engine.h"
+
+namespace braid::server {
+
+class Reclaimer {
+ public:
+  static constexpr int kRetryMs = 20;
+
+  explicit Reclaimer(engine::Engine& engine);
+  ~Reclaimer() { Stop(); }
+  Reclaimer(const Reclaimer&) = delete;
+  Reclaimer& operator=(const Reclaimer&) = delete;
+
+  // Queues `owner`'s VQPs and regions to be given back (non-blocking).
+  void Release(engine::OwnerId owner, std::vector<uint64_t> vqps, std::vector<uint64_t> regions);
+  void Stop();
+
+  uint64_t vqps_reclaimed() const { return vqps_.load(std::memory_order_relaxed); }
+  uint64_t regions_reclaimed() const { return regions_.load(std::memory_order_relaxed); }
+  // VQPs and regions queued and not yet given back.
+  size_t pending() const;
+
+ private:
+  struct Item {
+    engine::OwnerId owner;
+    uint64_t id;
+  };
+  void Run();
+
+  engine::Engine& engine_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;             // guarded by mu_
+  std::vector<Item> vqps_queued_;     // guarded by mu_
+  std::vector<Item> regions_queued_;  // guarded by mu_
+  size_t retrying_ = 0;               // guarded by mu_: regions the thread holds for a retry
+  std::atomic<uint64_t> vqps_{0};
+  std::atomic<uint64_t> regions_{0};
+  std::thread thread_;
+};
+
+}  // namespace braid::server
+
+#endif  // BRAID_SERVER_RECLAIMER_H_
