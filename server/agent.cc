@@ -19,15 +19,6 @@ namespace braid::server {
 using common::Result;
 using common::Status;
 
-namespace {
-
-// The agent pings a connection with a call open this often; one that does not answer within the
-// timeout is closed (its calls end).
-constexpr int kKeepaliveMs = 30000;
-constexpr int kKeepaliveTimeoutMs = 10000;
-
-}  // namespace
-
 Result<std::unique_ptr<Agent>> Agent::Start(AgentConfig config) {
   config.ApplyDefaults();
   BRAID_RETURN_IF_ERROR(config.Validate());
@@ -111,10 +102,12 @@ Status Agent::Init() {
   // A connection that has not finished its handshake (TLS, HTTP/2 settings) within this is closed:
   // idle connections nobody authenticated do not hold descriptors for gRPC's default two minutes.
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 5000);
-  // A client whose host vanished (no FIN) is noticed within kKeepaliveMs + kKeepaliveTimeoutMs: its
+  // A client whose host vanished (no FIN) is noticed within the keepalive and its timeout: its
   // Hold calls end and what they held is given back.
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveMs);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             static_cast<int>(config_.client_keepalive_ms));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(config_.client_keepalive_timeout_ms));
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || (!config_.tcp_listen.empty() && tcp_port == 0)) {

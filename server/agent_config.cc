@@ -73,6 +73,8 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(Read(root, "unix_connections_per_uid", c.unix_connections_per_uid));
   BRAID_RETURN_IF_ERROR(Read(root, "engine_yield", c.engine_yield));
   BRAID_RETURN_IF_ERROR(Read(root, "engine_spin_us", c.engine_spin_us));
+  BRAID_RETURN_IF_ERROR(Read(root, "client_keepalive_ms", c.client_keepalive_ms));
+  BRAID_RETURN_IF_ERROR(Read(root, "client_keepalive_timeout_ms", c.client_keepalive_timeout_ms));
   if (const YAML::Node f = root["fault_injection"]) {
     BRAID_RETURN_IF_ERROR(Read(f, "enabled", c.fault_injection));
   }
@@ -212,6 +214,10 @@ Status AgentConfig::Validate() const {
     return Status::InvalidArgument("unix_connections_per_uid must be at least 1");
   }
   if (watchdog_ms < 100) return Status::InvalidArgument("watchdog_ms must be >= 100");
+  if (client_keepalive_ms < 100 || client_keepalive_timeout_ms < 100) {
+    return Status::InvalidArgument(
+        "client_keepalive_ms and client_keepalive_timeout_ms must be at least 100");
+  }
   if (qp_cooldown_ms < 10 || qp_cooldown_ms > 5000) {
     return Status::InvalidArgument("qp_cooldown_ms must be in [10, 5000]");
   }

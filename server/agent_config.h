@@ -70,6 +70,11 @@ struct AgentConfig {
   uint32_t unix_connections_per_uid = 256;
   // The engine gives its core away after each busy-poll turn that found nothing (EngineOptions).
   bool engine_yield = true;
+  // The agent pings a client connection with a call open this often, and closes one that does not
+  // answer within the timeout: a client whose host vanished loses its leases (Hold) within
+  // about their sum.
+  uint32_t client_keepalive_ms = 30000;
+  uint32_t client_keepalive_timeout_ms = 10000;
   // With work in flight, how long the engine busy-polls without progress before it sleeps on its
   // fds (EngineOptions::in_flight_spin_us); 0: it spins until the work completes.
   uint32_t engine_spin_us = 100;

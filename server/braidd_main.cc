@@ -71,6 +71,10 @@ int main(int argc, char** argv) {
        "it sleeps (0: until done)"},
       {"--max-session-bytes-per-caller", &AgentConfig::max_session_bytes_per_caller,
        "bytes of rings one caller's open sessions may hold together"},
+      {"--client-keepalive-ms", &AgentConfig::client_keepalive_ms,
+       "how often the agent pings a client connection with a call open"},
+      {"--client-keepalive-timeout-ms", &AgentConfig::client_keepalive_timeout_ms,
+       "how long a ping may go unanswered before the connection (and its leases) ends"},
   };
   std::vector<CLI::Option*> numbers;
   for (const Number& n : kNumbers) {

@@ -556,3 +556,29 @@ def test_without_hold_a_killed_client_s_connection_stays_for_whoever_takes_it_ov
     for agent in (a, b):
         for region in agent.regions():
             agent._native.deregister_memory(region)
+
+
+def test_a_client_that_stops_answering_loses_what_it_held_after_the_keepalive(agents):
+    """A client whose host vanishes sends no FIN. The agents ping its connections (here every
+    0.5 s, 0.5 s to answer) and close them when it stops answering (SIGSTOP: its kernel still
+    acknowledges TCP, but nothing answers HTTP/2), which ends its lease: its VQPs go, and over
+    gRPC its regions. It was connected for seconds first: pings go on over an idle connection
+    (the ring path's: its operations take the rings)."""
+    pa, pb, a, b, path = agents
+    for p in (pa, pb):
+        p.kill()
+        p.args += ["--client-keepalive-ms", "500", "--client-keepalive-timeout-ms", "500"]
+        p.start()
+    proc, vqp_a, vqp_b = _client(a, b, hold=True)
+    try:
+        time.sleep(3)
+        assert vqp_a in [v["vqp_id"] for v in a.vqps()]
+        proc.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        gone = _wait_until(lambda: a.vqps() == [] and b.vqps() == [] and
+                           (path == "ring" or (a.regions() == [] and b.regions() == [])), 15)
+        assert gone, f"left behind: A {a.vqps()} {a.regions()}, B {b.vqps()} {b.regions()}"
+        print(f"given back {time.monotonic() - t0:.1f} s after the client stopped answering")
+    finally:
+        proc.kill()
+        proc.wait()
