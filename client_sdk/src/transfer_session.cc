@@ -33,6 +33,8 @@ Result<std::unique_ptr<TransferSession>> TransferSession::Open(std::shared_ptr<A
 
 Status TransferSession::Start() {
   BRAID_RETURN_IF_ERROR(agent_->Usable());
+  // A VQP that does not exist (or is not the caller's) is refused now, not at the first operation.
+  BRAID_RETURN_IF_ERROR(agent_->GetVqp(vqp_id_).status());
   BRAID_ASSIGN_OR_RETURN(const bool local, agent_->UseSession(options_.path));
   if (local) {
     const std::string socket = agent_->SessionSocket();

@@ -146,10 +146,10 @@ def test_refusals_are_braid_errors_that_say_what_is_wrong(agents):
     with braid.connect(a, b, qps=2) as conn:
         src = a.alloc(MiB)
         dst = b.alloc(MiB, grant=[conn.vqp_b])
-        with a.session(conn.vqp_a + 1000) as s:  # no such VQP
-            with pytest.raises(braid.BraidError) as e:
-                s.write(src, dst.remote(conn.vqp_b)).result(timeout=30)
+        with pytest.raises(braid.BraidError) as e:
+            a.session(conn.vqp_a + 1000)  # no such VQP: refused when opened
         assert e.value.code_name == "NotFound", e.value
+        assert f"virtual QP {conn.vqp_a + 1000}" in e.value.message, e.value
         remote = dst.remote(conn.vqp_b)
         s = conn.session()
         # A deadline past what the agent takes is refused on both paths, never shortened.

@@ -71,6 +71,7 @@ class Transport;
 
 class TransferSession {
  public:
+  // kNotFound when VQP `vqp_id` does not exist on the agent (or is not the caller's).
   static Result<std::unique_ptr<TransferSession>> Open(std::shared_ptr<AgentClient> agent,
                                                        uint64_t vqp_id,
                                                        SessionOptions options = {});
