@@ -144,7 +144,7 @@ void NotificationStream::End(Status why) {
 }
 
 NotificationStream::~NotificationStream() {
-  if (fork_.Inherited()) {  // its thread and its gRPC call stayed in the parent
+  if (agent_->Inherited()) {  // its thread and its gRPC call stayed in the parent
     ForkGuard::Abandon(std::move(thread_));
     ForkGuard::Abandon(std::move(reader_));
     ForkGuard::Abandon(std::move(context_));
@@ -160,13 +160,13 @@ NotificationStream::~NotificationStream() {
 }
 
 Status NotificationStream::status() const {
-  if (fork_.Inherited()) return fork_.Refusal("the notification stream");
+  if (agent_->Inherited()) return agent_->Usable();
   std::lock_guard<std::mutex> lock(mu_);
   return end_;
 }
 
 bool NotificationStream::ended() const {
-  if (fork_.Inherited()) return true;
+  if (agent_->Inherited()) return true;
   std::lock_guard<std::mutex> lock(mu_);
   return ended_;
 }

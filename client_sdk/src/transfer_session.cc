@@ -61,7 +61,7 @@ const char* TransferSession::path() const { return transport_->kind(); }
 
 TransferSession::~TransferSession() {
   if (transport_ == nullptr) return;
-  if (fork_.Inherited()) {  // its threads stayed in the parent: wait for nothing
+  if (agent_->Inherited()) {  // its threads stayed in the parent: wait for nothing
     ForkGuard::Abandon(std::move(transport_));
     ForkGuard::Abandon(std::move(watchdog_));
     ForkGuard::ForgetWaiters(cv_);
@@ -94,10 +94,10 @@ void TransferSession::Submit(const TransferOp& op, std::function<void(TransferRe
 size_t TransferSession::Send(
     std::span<const TransferOp> ops,
     const std::function<std::function<void(TransferResult)>(size_t)>& done) {
-  if (fork_.Inherited()) {
+  if (agent_->Inherited()) {
     for (size_t i = 0; i < ops.size(); ++i) {
       TransferResult r;
-      r.status = fork_.Refusal("the transfer session");
+      r.status = agent_->Usable();
       done(i)(std::move(r));
     }
     return ops.size();
@@ -191,7 +191,7 @@ void TransferSession::SubmitBatch(
 }
 
 Status TransferSession::Flush(std::chrono::milliseconds timeout) {
-  if (fork_.Inherited()) return fork_.Refusal("the transfer session");
+  if (agent_->Inherited()) return agent_->Usable();
   std::unique_lock<std::mutex> lock(mu_);
   if (!cv_.wait_for(lock, timeout, [this] { return Idle(); })) {
     return Status::DeadlineExceeded(std::to_string(pending_.size()) + " transfers still in flight");
@@ -200,7 +200,7 @@ Status TransferSession::Flush(std::chrono::milliseconds timeout) {
 }
 
 void TransferSession::Cancel() {
-  if (fork_.Inherited()) return;  // what is in flight is the parent's
+  if (agent_->Inherited()) return;  // what is in flight is the parent's
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (broken_.ok()) broken_ = Status::Cancelled("the transfer session was cancelled");
@@ -216,7 +216,7 @@ void TransferSession::CloseTransport() {
 }
 
 Status TransferSession::CancelAndWait(std::chrono::milliseconds timeout) {
-  if (fork_.Inherited()) return fork_.Refusal("the transfer session");
+  if (agent_->Inherited()) return agent_->Usable();
   const auto give_up = std::chrono::steady_clock::now() + timeout;
   Cancel();
   CloseTransport();  // the agent takes nothing more from us

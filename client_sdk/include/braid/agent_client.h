@@ -137,8 +137,10 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   Result<bool> Serving();
 
   // OK in the process that opened this client; in a child made by fork(), why not. Sessions and
-  // streams ask it before they start a gRPC stream or a local session.
+  // streams ask it (they belong to their client's process) before they use what they hold.
   Status Usable() const;
+  // Whether this is a child made by fork() after the client was opened (one relaxed load).
+  bool Inherited() const { return fork_.Inherited(); }
 
   AgentClient(std::string target, ClientOptions options, std::shared_ptr<grpc::Channel> channel);
   ~AgentClient();  // in a child made by fork(): leaks the channel rather than wait on gRPC

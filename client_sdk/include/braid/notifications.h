@@ -72,7 +72,6 @@ class NotificationStream {
   mutable std::mutex mu_;
   Status end_;          // guarded by mu_
   bool ended_ = false;  // guarded by mu_
-  ForkGuard fork_;
 };
 
 }  // namespace braid::client

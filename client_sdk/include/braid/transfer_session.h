@@ -150,7 +150,6 @@ class TransferSession {
   // The watchdog found nothing pending for a while and sleeps until an op comes (Send wakes it).
   bool watchdog_asleep_ = false;  // guarded by mu_
   std::thread watchdog_;
-  ForkGuard fork_;
 };
 
 }  // namespace braid::client
