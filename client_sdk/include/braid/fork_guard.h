@@ -5,9 +5,9 @@
 // fork() without exec inherits their memory but none of their threads, and shares their sockets
 // and gRPC's epoll set with its parent: a call made there hangs the child or takes events the
 // parent waits for (the parent's calls then time out), and a destructor there waits forever on a
-// thread that does not exist. So each AgentClient, TransferSession and NotificationStream records
-// the process it was made in: in any other, its calls fail at once with kFailedPrecondition
-// (Refusal) and its destructor frees nothing that would wait on a thread or on gRPC (Abandon,
+// thread that does not exist. So each AgentClient records the process it was opened in (its
+// sessions and streams ask it): in any other, their calls fail at once with kFailedPrecondition
+// (Refusal) and their destructors free nothing that would wait on a thread or on gRPC (Abandon,
 // ForgetWaiters: the child's copy is dead memory). A child may not open an AgentClient of its own
 // either once its parent had one open (gRPC's process-wide state came along); it starts clean with
 // exec (Python: multiprocessing's "spawn" or "forkserver" start method). Threading: any thread.
