@@ -57,6 +57,7 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(Read(root, "max_regions", c.max_regions));
   BRAID_RETURN_IF_ERROR(Read(root, "max_regions_per_caller", c.max_regions_per_caller));
   BRAID_RETURN_IF_ERROR(Read(root, "max_vqps_per_caller", c.max_vqps_per_caller));
+  BRAID_RETURN_IF_ERROR(Read(root, "max_leases_per_caller", c.max_leases_per_caller));
   BRAID_RETURN_IF_ERROR(Read(root, "max_transfers", c.max_transfers));
   BRAID_RETURN_IF_ERROR(Read(root, "max_transfers_per_caller", c.max_transfers_per_caller));
   BRAID_RETURN_IF_ERROR(Read(root, "max_session_bytes_per_caller", c.max_session_bytes_per_caller));
@@ -197,9 +198,11 @@ Status AgentConfig::Validate() const {
     return Status::InvalidArgument("max_cq_entries must be in [16384, 16777216]");
   }
   if (fd_reserve < 32) return Status::InvalidArgument("fd_reserve must be at least 32");
-  if (max_regions == 0 || max_regions_per_caller == 0 || max_vqps_per_caller == 0) {
+  if (max_regions == 0 || max_regions_per_caller == 0 || max_vqps_per_caller == 0 ||
+      max_leases_per_caller == 0) {
     return Status::InvalidArgument(
-        "max_regions, max_regions_per_caller and max_vqps_per_caller must be at least 1");
+        "max_regions, max_regions_per_caller, max_vqps_per_caller and max_leases_per_caller must "
+        "be at least 1");
   }
   if (max_transfers < 1024 || max_transfers > (1u << 20)) {
     return Status::InvalidArgument("max_transfers must be in [1024, 1048576]");

@@ -43,6 +43,8 @@ struct AgentConfig {
   uint32_t max_regions_per_caller = 4096;
   // VQPs one caller may have at once.
   uint32_t max_vqps_per_caller = 1024;
+  // Leases (Hold calls) one caller may have open at once.
+  uint32_t max_leases_per_caller = 1024;
   // Transfers accepted and not yet finished, in all and on one caller's VQPs.
   uint32_t max_transfers = 65536;
   uint32_t max_transfers_per_caller = 16384;

@@ -42,6 +42,7 @@ AgentService::AgentService(engine::Engine& engine, AgentServiceOptions options, 
       started_(std::chrono::steady_clock::now()),
       windows_(options_.transfer_window, options_.transfer_window_per_caller, 1),
       backlogs_(kWatcherCapacity, options_.watch_backlog_per_caller, kWatcherFloor),
+      leases_(options_.leases_per_caller),
       reclaimer_(reclaimer) {}
 
 template <typename T, typename Out>
@@ -319,7 +320,15 @@ grpc::ServerWriteReactor<v1::HoldResponse>* AgentService::Hold(grpc::CallbackSer
   if (grpc::Status refused = Admit(context, "Hold", Access::kClient, &caller); !refused.ok()) {
     return RefusedWrite<v1::HoldResponse>::Make(std::move(refused));
   }
-  return HoldStream::Start(relay_, leases_, reclaimer_, caller.owner, caller.identity,
+  auto lease = leases_.Open(caller.owner);
+  if (!lease.ok()) {
+    return RefusedWrite<v1::HoldResponse>::Make(
+        {grpc::StatusCode::RESOURCE_EXHAUSTED,
+         caller.Describe() + " has " + std::to_string(options_.leases_per_caller) +
+             " leases open, its limit (max_leases_per_caller): end one before opening another "
+             "(a client needs only one)"});
+  }
+  return HoldStream::Start(relay_, leases_, reclaimer_, *lease, caller.identity,
                            shutting_down_.load());
 }
 

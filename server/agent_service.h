@@ -41,6 +41,7 @@ struct AgentServiceOptions {
   uint32_t transfer_window_per_caller = 65536;  // the windows of one caller's streams together
   // The backlogs of one caller's WatchNotifications streams together (CallerBudget).
   uint32_t watch_backlog_per_caller = 1u << 20;
+  uint32_t leases_per_caller = 1024;  // Hold calls one caller may have open (LeaseTable)
   bool fault_injection = false;
   bool plaintext = false;  // TCP served without TLS (GetInfo says so)
 };

@@ -4,12 +4,14 @@
 
 namespace braid::server {
 
-grpc::ServerWriteReactor<v1::HoldResponse>* HoldStream::Start(
-    StreamRelay& relay, LeaseTable& leases, Reclaimer& reclaimer, engine::OwnerId owner,
-    std::string identity, bool shutting_down) {
+grpc::ServerWriteReactor<v1::HoldResponse>* HoldStream::Start(StreamRelay& relay,
+                                                              LeaseTable& leases,
+                                                              Reclaimer& reclaimer, uint64_t lease,
+                                                              std::string identity,
+                                                              bool shutting_down) {
   auto stream = std::make_shared<HoldStream>(relay, leases, reclaimer, std::move(identity));
   stream->self_ = stream;
-  stream->lease_ = leases.Open(owner);
+  stream->lease_ = lease;
   (void)relay.Add(stream);  // ShutdownAll reaches it; it rings nothing
   if (shutting_down) {
     stream->End("the agent is shutting down");

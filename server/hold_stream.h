@@ -25,10 +25,9 @@ class HoldStream final : public grpc::ServerWriteReactor<v1::HoldResponse>,
                          public Relayed,
                          public std::enable_shared_from_this<HoldStream> {
  public:
-  // Opens the lease of `owner` (named `identity` in the log) and starts the call.
+  // Starts the call of `lease` (open in `leases`; its owner is named `identity` in the log).
   static grpc::ServerWriteReactor<v1::HoldResponse>* Start(StreamRelay& relay, LeaseTable& leases,
-                                                           Reclaimer& reclaimer,
-                                                           engine::OwnerId owner,
+                                                           Reclaimer& reclaimer, uint64_t lease,
                                                            std::string identity,
                                                            bool shutting_down);
 

@@ -4,8 +4,12 @@
 
 namespace braid::server {
 
-uint64_t LeaseTable::Open(engine::OwnerId owner) {
+common::Result<uint64_t> LeaseTable::Open(engine::OwnerId owner) {
   std::lock_guard<std::mutex> lock(mu_);
+  uint32_t& open = open_of_[owner];
+  if (open >= per_owner_)
+    return common::Status::NoResource();  // the caller says whose and which limit
+  ++open;
   const uint64_t id = next_++;
   leases_.emplace(id, Lease{owner, {}});
   return id;
@@ -47,6 +51,7 @@ LeaseTable::Held LeaseTable::End(uint64_t lease) {
   auto it = leases_.find(lease);
   if (it == leases_.end()) return held;
   held.owner = it->second.owner;
+  if (--open_of_[held.owner] == 0) open_of_.erase(held.owner);
   for (size_t k = 0; k < 2; ++k) {
     std::vector<uint64_t>& out = k == 0 ? held.vqps : held.regions;
     for (uint64_t id : it->second.ids[k]) {

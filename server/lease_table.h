@@ -21,6 +21,8 @@ namespace braid::server {
 
 class LeaseTable {
  public:
+  explicit LeaseTable(uint32_t per_owner) : per_owner_(per_owner) {}
+
   enum class Kind : uint8_t { kVqp, kRegion };
   // What an ended lease still held.
   struct Held {
@@ -29,7 +31,8 @@ class LeaseTable {
     std::vector<uint64_t> regions;
   };
 
-  uint64_t Open(engine::OwnerId owner);
+  // A new lease of `owner`; kNoResource when it has `per_owner` open.
+  common::Result<uint64_t> Open(engine::OwnerId owner);
   // OK when `lease` is open and `owner`'s; NOT_FOUND otherwise (another's is not disclosed).
   common::Status Check(uint64_t lease, engine::OwnerId owner) const;
   // Puts resource `id` in `lease`; false when the lease ended since Check (the caller then gives
@@ -46,8 +49,10 @@ class LeaseTable {
     engine::OwnerId owner;
     std::unordered_set<uint64_t> ids[2];  // by Kind
   };
+  const uint32_t per_owner_;
   mutable std::mutex mu_;
   uint64_t next_ = 1;
+  std::unordered_map<engine::OwnerId, uint32_t> open_of_;  // leases open, by owner
   std::unordered_map<uint64_t, Lease> leases_;
   std::unordered_map<uint64_t, uint64_t> lease_of_[2];  // by Kind: resource id -> lease id
 };

@@ -304,7 +304,12 @@ HoldCall::HoldCall(v1::Agent::Stub& stub) {
   context_.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
   reader_ = stub.Hold(&context_, {});
   v1::HoldResponse first;
-  if (reader_->Read(&first)) lease_ = first.lease_id();
+  if (reader_->Read(&first)) {
+    lease_ = first.lease_id();
+  } else {
+    refusal_ = reader_->Finish();
+    reader_.reset();
+  }
 }
 
 void HoldCall::End() {

@@ -114,12 +114,15 @@ class HoldCall {
   explicit HoldCall(v1::Agent::Stub& stub);  // returns once the lease came (lease() 0 if not)
   ~HoldCall() { End(); }
   uint64_t lease() const { return lease_; }
+  // Why no lease came (OK when one did).
+  const grpc::Status& refusal() const { return refusal_; }
   void End();
 
  private:
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReader<v1::HoldResponse>> reader_;
   uint64_t lease_ = 0;
+  grpc::Status refusal_;
 };
 
 // Collects a VQP's notifications on a thread until Stop().

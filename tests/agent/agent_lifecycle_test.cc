@@ -195,6 +195,34 @@ TEST(AgentLifecycle, WhatALeaseStillHoldsIsGivenBackWhenItsHoldCallEndsAndNothin
   ReleaseEverything(stub);
 }
 
+// Leases are cheap but not free: one caller opening Hold calls without end is stopped at its limit,
+// told which, and an ended lease makes room.
+TEST(AgentLifecycle, ACallerHasAtMostItsLimitOfLeasesOpen) {
+  AgentSpec spec{"leases-a", {TestNicIp(0, 0)}, 0};
+  spec.extra_args = {"--max-leases-per-caller", "3"};
+  auto a = AgentProcess::Spawn(spec);
+  ASSERT_TRUE(a);
+  std::vector<std::unique_ptr<HoldCall>> holds;
+  for (int i = 0; i < 3; ++i) {
+    holds.push_back(std::make_unique<HoldCall>(a->stub()));
+    ASSERT_NE(holds.back()->lease(), 0u) << holds.back()->refusal().error_message();
+  }
+  HoldCall refused(a->stub());
+  EXPECT_EQ(refused.lease(), 0u);
+  EXPECT_EQ(refused.refusal().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(refused.refusal().error_message(),
+            "an anonymous caller has 3 leases open, its limit (max_leases_per_caller): end one "
+            "before opening another (a client needs only one)");
+  holds.front()->End();
+  std::unique_ptr<HoldCall> again;
+  for (int i = 0; i < 100 && (!again || again->lease() == 0); ++i) {  // the end takes a moment
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    again = std::make_unique<HoldCall>(a->stub());
+  }
+  EXPECT_NE(again->lease(), 0u) << again->refusal().error_message();
+  EXPECT_EQ(MetricSum(ScrapeMetrics(a->metrics_port()), "braid_leases"), 3);
+}
+
 TEST(AgentLifecycle, AnAgentRestartedAfterSigkillRemovesItsEarlierRegionFiles) {
   char made[] = "/dev/shm/braid-test-XXXXXX";
   ASSERT_NE(mkdtemp(made), nullptr);
