@@ -546,6 +546,47 @@ TEST_P(SdkTest, AnAgentRestartMidTransferIsAClearErrorAndConnectWorksAfter) {
   ExpectNothingHeld(*b_);
 }
 
+// With ClientOptions::hold, what a client creates lives at most as long as the client: once it is
+// destroyed (its Hold call ends), the agents destroy the VQPs it connected, released or not, while
+// a client without a lease keeps what it makes.
+TEST_P(SdkTest, WhatAHoldingClientCreatesGoesWithIt) {
+  client::ClientOptions hold;
+  hold.hold = true;
+  auto ha = AgentClient::Open(TargetA(), hold);
+  auto hb = AgentClient::Open(TargetB(), hold);
+  ASSERT_TRUE(ha.ok() && hb.ok()) << ha.status().ToString() << hb.status().ToString();
+  ASSERT_NE((*ha)->lease(), 0u);
+  EXPECT_EQ(a_->lease(), 0u);
+  {
+    auto held = client::Connect(*ha, *hb, {.num_qps = 2});
+    ASSERT_TRUE(held.ok()) << held.status().ToString();
+    (*held)->Release();
+    auto src = (*ha)->RegisterMemory(kMiB);
+    auto dst = (*hb)->RegisterMemory(kMiB, "", {(*held)->vqp_b()});
+    ASSERT_TRUE(src.ok() && dst.ok());
+    auto session = TransferSession::Open(*ha, (*held)->vqp_a());
+    ASSERT_TRUE(session.ok());
+    for (uint64_t i = 0; i < 8; ++i) {
+      EXPECT_TRUE((*session)->Submit(Op(**src, To(**dst), i, 4096)).get().status.ok());
+    }
+  }
+  auto kept = client::Connect(a_, b_, {.num_qps = 2});
+  ASSERT_TRUE(kept.ok());
+  ASSERT_EQ(a_->ListVqps()->size(), 2u);
+  ha->reset();  // the last references: the Hold calls end
+  hb->reset();
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while ((a_->ListVqps()->size() > 1 || b_->ListVqps()->size() > 1) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  auto left_a = a_->ListVqps();
+  auto left_b = b_->ListVqps();
+  ASSERT_EQ(left_a->size(), 1u);
+  ASSERT_EQ(left_b->size(), 1u);
+  EXPECT_EQ((*left_a)[0].vqp_id(), (*kept)->vqp_a());
+  EXPECT_EQ((*left_b)[0].vqp_id(), (*kept)->vqp_b());
+}
+
 // Times the SDK's own threads of this process (named "braid-...") went to sleep and woke: the
 // voluntary context switches in /proc/self/task/*/status.
 uint64_t SdkThreadWakeups() {
