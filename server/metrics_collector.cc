@@ -239,6 +239,12 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
   Families::Add(reclaimed, {{"kind", "vqp"}}, static_cast<double>(reclaimer_.vqps_reclaimed()));
   Families::Add(reclaimed, {{"kind", "region"}},
                 static_cast<double>(reclaimer_.regions_reclaimed()));
+  auto& reclaiming =
+      out.Family("braid_reclaim_pending",
+                 "VQPs and regions of gone clients not given back yet (regions wait for "
+                 "their transfers in flight)",
+                 MetricType::Gauge);
+  Families::Add(reclaiming, {}, static_cast<double>(reclaimer_.pending()));
   // Refusals: always present, so a dashboard's rate() has a series from the start.
   auto& auth_failures = out.Family("braid_auth_failures_total",
                                    "Callers refused because their identity could not be "

@@ -179,6 +179,7 @@ TEST(AgentLifecycle, WhatALeaseStillHoldsIsGivenBackWhenItsHoldCallEndsAndNothin
   EXPECT_EQ(MetricSum(m, "braid_leases"), 0);
   EXPECT_EQ(MetricSum(m, "braid_reclaimed_total", {{"kind", "vqp"}}), 2);
   EXPECT_EQ(MetricSum(m, "braid_reclaimed_total", {{"kind", "region"}}), 2);
+  EXPECT_EQ(MetricSum(m, "braid_reclaim_pending"), 0);
 
   // An ended lease, and one never opened, take nothing more.
   for (const uint64_t lease : {hold.lease(), uint64_t{12345}}) {
