@@ -7,8 +7,9 @@ namespace braid::server {
 common::Result<uint64_t> LeaseTable::Open(engine::OwnerId owner) {
   std::lock_guard<std::mutex> lock(mu_);
   uint32_t& open = open_of_[owner];
-  if (open >= per_owner_)
+  if (open >= per_owner_) {
     return common::Status::NoResource();  // the caller says whose and which limit
+  }
   ++open;
   const uint64_t id = next_++;
   leases_.emplace(id, Lease{owner, {}});
