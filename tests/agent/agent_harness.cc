@@ -469,11 +469,13 @@ CommandResult RunCommand(const std::string& command) {
   return r;
 }
 
-v1::VirtualQpInfo CreateVqp(v1::Agent::Stub& stub, v1::Scheme scheme, uint32_t num_qps) {
+v1::VirtualQpInfo CreateVqp(v1::Agent::Stub& stub, v1::Scheme scheme, uint32_t num_qps,
+                            uint64_t lease) {
   grpc::ClientContext ctx;
   v1::CreateVirtualQpRequest request;
   request.set_scheme(scheme);
   request.set_num_qps(num_qps);
+  request.set_lease_id(lease);
   v1::VirtualQpInfo info;
   const grpc::Status s = stub.CreateVirtualQp(&ctx, request, &info);
   EXPECT_TRUE(s.ok()) << s.error_message();
@@ -508,10 +510,11 @@ void DestroyVqp(v1::Agent::Stub& stub, uint64_t vqp_id) {
 }
 
 v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label,
-                        const std::vector<uint64_t>& grant_vqps) {
+                        const std::vector<uint64_t>& grant_vqps, uint64_t lease) {
   grpc::ClientContext ctx;
   v1::RegisterMemoryRequest request;
   request.set_length(length);
+  request.set_lease_id(lease);
   request.set_label(label);
   for (uint64_t v : grant_vqps) request.add_grant_vqp_ids(v);
   v1::RegionInfo info;

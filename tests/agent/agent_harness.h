@@ -188,7 +188,9 @@ uint64_t RssKiB(pid_t pid);
 size_t SharedMappings(pid_t pid);
 size_t CloseWaitSockets(pid_t pid);
 
-v1::VirtualQpInfo CreateVqp(v1::Agent::Stub& stub, v1::Scheme scheme, uint32_t num_qps);
+// `lease`: a Hold call's (0: none).
+v1::VirtualQpInfo CreateVqp(v1::Agent::Stub& stub, v1::Scheme scheme, uint32_t num_qps,
+                            uint64_t lease = 0);
 v1::VirtualQpInfo GetVqp(AgentProcess& agent, uint64_t vqp);
 // Connects `mine` (on `stub`) with the card of `theirs`; expects success.
 void ConnectOne(v1::Agent::Stub& stub, const v1::VirtualQpInfo& mine,
@@ -213,7 +215,7 @@ AgentPair SpawnConnectedPair(const std::string& prefix, uint64_t region_bytes,
                              const std::string& unix_socket_b = "");
 // Registers a region; `grant_vqps` (VQPs on the same agent) may reach it over the wire.
 v1::RegionInfo Register(v1::Agent::Stub& stub, uint64_t length, const std::string& label = "",
-                        const std::vector<uint64_t>& grant_vqps = {});
+                        const std::vector<uint64_t>& grant_vqps = {}, uint64_t lease = 0);
 // `region` as granted to `vqp` (GrantAccess): its grants are that one.
 v1::RegionInfo WithGrant(v1::Agent::Stub& stub, const v1::RegionInfo& region, uint64_t vqp);
 // The region's one grant (what the peer of the granted VQP targets); a test failure otherwise.

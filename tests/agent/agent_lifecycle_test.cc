@@ -1,6 +1,7 @@
 // Lifecycle: what the agent holds it lets go of. A cancelled watch stream frees its queue (and
 // eventfd) at once, not when its VQP next receives a notification or is destroyed; the passive
-// side of a half-connected pair keeps no socket once both VQPs are gone.
+// side of a half-connected pair keeps no socket once both VQPs are gone; what a lease (a Hold
+// call) holds is given back when the call ends.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -262,14 +264,25 @@ TEST(AgentLifecycle, AnAgentRestartedAfterSigkillRemovesItsEarlierRegionFiles) {
 
 // One soak cycle: a connected pair, two regions, a verified write-with-immediate, a Transfer
 // stream and two watch streams cancelled midway, then everything destroyed.
+// One cycle of the soak. Every other cycle's VQPs and regions are leased: its Hold calls end
+// instead of the API calls that destroy them, and the agents give them back.
 void SoakCycle(AgentProcess& a, AgentProcess& b, int cycle) {
+  const bool leased = cycle % 4 >= 2;
+  std::optional<HoldCall> hold_a, hold_b;
+  if (leased) {
+    hold_a.emplace(a.stub());
+    hold_b.emplace(b.stub());
+    ASSERT_NE(hold_a->lease(), 0u) << hold_a->refusal().error_message();
+    ASSERT_NE(hold_b->lease(), 0u) << hold_b->refusal().error_message();
+  }
+  const uint64_t lease_a = leased ? hold_a->lease() : 0, lease_b = leased ? hold_b->lease() : 0;
   const v1::VirtualQpInfo va =
-      CreateVqp(a.stub(), cycle % 2 ? v1::SCHEME_DQPLB : v1::SCHEME_SPRAY, 2);
+      CreateVqp(a.stub(), cycle % 2 ? v1::SCHEME_DQPLB : v1::SCHEME_SPRAY, 2, lease_a);
   const v1::VirtualQpInfo vb =
-      CreateVqp(b.stub(), cycle % 2 ? v1::SCHEME_DQPLB : v1::SCHEME_SPRAY, 2);
+      CreateVqp(b.stub(), cycle % 2 ? v1::SCHEME_DQPLB : v1::SCHEME_SPRAY, 2, lease_b);
   ConnectPair(a.stub(), va, b.stub(), vb);
-  const v1::RegionInfo ra = Register(a.stub(), 64 << 10);
-  const v1::RegionInfo rb = Register(b.stub(), 64 << 10, "", {vb.vqp_id()});
+  const v1::RegionInfo ra = Register(a.stub(), 64 << 10, "", {}, lease_a);
+  const v1::RegionInfo rb = Register(b.stub(), 64 << 10, "", {vb.vqp_id()}, lease_b);
   {
     grpc::ClientContext ctx;  // a watch stream cancelled once subscribed
     v1::WatchNotificationsRequest request;
@@ -309,6 +322,17 @@ void SoakCycle(AgentProcess& a, AgentProcess& b, int cycle) {
   EXPECT_TRUE(run.status.ok()) << run.status.error_message();
   ASSERT_EQ(run.completions.size(), 1u);
   EXPECT_EQ(run.completions[0].code(), 0) << run.completions[0].message();
+  if (leased) {
+    hold_a->End();
+    hold_b->End();
+    for (int tries = 0; !VqpIds(a.stub()).empty() || !RegionIds(a.stub()).empty() ||
+                        !VqpIds(b.stub()).empty() || !RegionIds(b.stub()).empty();
+         ++tries) {
+      ASSERT_LT(tries, 5000) << "the ended leases' VQPs and regions are still there";
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return;
+  }
   for (auto [agent, vqp] : {std::pair{&a, va.vqp_id()}, std::pair{&b, vb.vqp_id()}}) {
     DestroyVqp(agent->stub(), vqp);
   }
@@ -376,6 +400,19 @@ TEST(AgentLifecycle, ChurnSoakReturnsFdsThreadsAndMemoryToBaseline) {
 #ifndef BRAID_SANITIZED
     EXPECT_LE(end.rss_kib, base.rss_kib + 10 * 1024) << name;
 #endif
+  }
+  // The leased cycles' VQPs and regions were given back by the agents, one of each per cycle.
+  auto leased = [](int n) {
+    int count = 0;
+    for (int i = 0; i < n; ++i) count += i % 4 >= 2 ? 1 : 0;
+    return count;
+  };
+  for (AgentProcess* agent : {a.get(), b.get()}) {
+    const std::string m = ScrapeMetrics(agent->metrics_port());
+    EXPECT_EQ(MetricSum(m, "braid_reclaimed_total", {{"kind", "vqp"}}),
+              leased(20) + leased(cycles));
+    EXPECT_EQ(MetricSum(m, "braid_reclaimed_total", {{"kind", "region"}}),
+              leased(20) + leased(cycles));
   }
   for (AgentProcess* agent : {a.get(), b.get()}) {
     const std::vector<std::string> files = FilesIn(agent->region_dir());
