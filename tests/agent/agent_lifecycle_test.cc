@@ -128,23 +128,23 @@ uint64_t CreateLeased(v1::Agent::Stub& stub, bool vqp, uint64_t lease, grpc::Sta
   return out.region_id();
 }
 
-std::vector<uint64_t> VqpIds(v1::Agent::Stub& stub) {
+// The ids of the VQPs (`vqps`) or of the regions the agent holds.
+std::vector<uint64_t> Ids(v1::Agent::Stub& stub, bool vqps) {
   grpc::ClientContext ctx;
-  v1::ListVirtualQpsResponse out;
-  EXPECT_TRUE(stub.ListVirtualQps(&ctx, {}, &out).ok());
   std::vector<uint64_t> ids;
-  for (const auto& v : out.vqps()) ids.push_back(v.vqp_id());
+  if (vqps) {
+    v1::ListVirtualQpsResponse out;
+    EXPECT_TRUE(stub.ListVirtualQps(&ctx, {}, &out).ok());
+    for (const auto& v : out.vqps()) ids.push_back(v.vqp_id());
+  } else {
+    v1::ListRegionsResponse out;
+    EXPECT_TRUE(stub.ListRegions(&ctx, {}, &out).ok());
+    for (const auto& r : out.regions()) ids.push_back(r.region_id());
+  }
   return ids;
 }
-
-std::vector<uint64_t> RegionIds(v1::Agent::Stub& stub) {
-  grpc::ClientContext ctx;
-  v1::ListRegionsResponse out;
-  EXPECT_TRUE(stub.ListRegions(&ctx, {}, &out).ok());
-  std::vector<uint64_t> ids;
-  for (const auto& r : out.regions()) ids.push_back(r.region_id());
-  return ids;
-}
+std::vector<uint64_t> VqpIds(v1::Agent::Stub& stub) { return Ids(stub, true); }
+std::vector<uint64_t> RegionIds(v1::Agent::Stub& stub) { return Ids(stub, false); }
 
 TEST(AgentLifecycle, WhatALeaseStillHoldsIsGivenBackWhenItsHoldCallEndsAndNothingElse) {
   auto a = AgentProcess::Spawn({"lease-a", {TestNicIp(0, 0)}, 0});

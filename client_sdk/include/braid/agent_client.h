@@ -79,7 +79,6 @@ class Region {
 
  private:
   friend class AgentClient;
-  class LeaseHolder;  // src/lease_holder.h
   Region(std::shared_ptr<AgentClient> owner, v1::RegionInfo info, uint8_t* data)
       : owner_(std::move(owner)), info_(std::move(info)), data_(data) {}
   std::shared_ptr<AgentClient> owner_;
