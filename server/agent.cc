@@ -19,6 +19,9 @@ namespace braid::server {
 using common::Result;
 using common::Status;
 
+// How long calls still open at shutdown have to finish before they are cancelled.
+constexpr std::chrono::milliseconds kShutdownGrace{2000};
+
 Result<std::unique_ptr<Agent>> Agent::Start(AgentConfig config) {
   config.ApplyDefaults();
   BRAID_RETURN_IF_ERROR(config.Validate());
@@ -110,6 +113,9 @@ Status Agent::Init() {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
                              static_cast<int>(config_.client_keepalive_timeout_ms));
   builder.RegisterService(service_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counting;
+  counting.push_back(open_calls_.Interceptor());
+  builder.experimental().SetInterceptorCreators(std::move(counting));
   server_ = builder.BuildAndStart();
   if (!server_ || (!config_.tcp_listen.empty() && tcp_port == 0)) {
     return Status::IoError("gRPC server could not listen on " + config_.tcp_listen +
@@ -131,15 +137,10 @@ Status Agent::Init() {
         config_.agent_id, config_.tcp_listen);
   }
   if (!config_.metrics_listen.empty()) {
-    try {
-      exposer_ = std::make_unique<prometheus::Exposer>(config_.metrics_listen);
-    } catch (const std::exception& e) {
-      return Status::IoError("metrics exporter could not listen on " + config_.metrics_listen +
-                             ": " + e.what());
-    }
+    BRAID_ASSIGN_OR_RETURN(metrics_, MetricsEndpoint::Listen(config_.metrics_listen));
     collector_ = std::make_shared<MetricsCollector>(
         *engine_, *watchdog_, *audit_, service_->leases(), *reclaimer_, config_.metrics_per_qp);
-    exposer_->RegisterCollectable(collector_);
+    metrics_->Serve(collector_);
   }
   event_log_ = std::make_shared<engine::EventWatcher>(4096);
   BRAID_RETURN_IF_ERROR(engine_->WatchEvents(event_log_));
@@ -311,10 +312,13 @@ void Agent::Shutdown() {
   // Open Transfer streams report every accepted operation before they end.
   if (engine_) (void)engine_->StopTransfers("the agent is shutting down");
   if (server_) {
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    // The calls still open finish (streams were told to end above), then connections close:
+    // waiting on gRPC's own shutdown would wait out its deadline for every client idly connected.
+    (void)open_calls_.AwaitNone(kShutdownGrace);
+    server_->Shutdown(std::chrono::system_clock::now());
     server_.reset();
   }
-  exposer_.reset();
+  metrics_.reset();
   collector_.reset();
   reclaimer_.reset();  // what it has not given back yet goes with the engine
   watchdog_.reset();

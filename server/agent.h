@@ -8,7 +8,6 @@
 #define BRAID_SERVER_AGENT_H_
 
 #include <grpcpp/grpcpp.h>
-#include <prometheus/exposer.h>
 
 #include <condition_variable>
 #include <map>
@@ -25,6 +24,8 @@
 #include "server/audit_log.h"
 #include "server/authenticator.h"
 #include "server/metrics_collector.h"
+#include "server/metrics_endpoint.h"
+#include "server/open_calls.h"
 #include "server/reclaimer.h"
 #include "server/session_listener.h"
 #include "server/unix_listener.h"
@@ -62,10 +63,11 @@ class Agent {
   std::unique_ptr<Reclaimer> reclaimer_;  // ended leases' and sessions' resources
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;
+  OpenCalls open_calls_;  // counted by the server's interceptor; outlives server_
   UnixListener unix_listener_;
   std::unique_ptr<SessionListener>
       session_listener_;  // with the Unix socket: its path + ".session"
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsEndpoint> metrics_;
   std::shared_ptr<MetricsCollector> collector_;
   void LogEvents();
   std::shared_ptr<engine::EventWatcher> event_log_;  // every state change, one log line each

@@ -167,12 +167,12 @@ int AgentProcess::Kill(int signal) {
   if (pid_ <= 0) return -1;
   kill(pid_, signal);
   int status = 0;
-  for (int i = 0; i < 100; ++i) {  // 10 s, then SIGKILL
+  for (int i = 0; i < 1000; ++i) {  // 10 s, then SIGKILL
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
       return status;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   kill(pid_, SIGKILL);
   waitpid(pid_, &status, 0);

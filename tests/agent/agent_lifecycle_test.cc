@@ -226,6 +226,29 @@ TEST(AgentLifecycle, ACallerHasAtMostItsLimitOfLeasesOpen) {
   EXPECT_EQ(MetricSum(ScrapeMetrics(a->metrics_port()), "braid_leases"), 3);
 }
 
+// SIGTERM ends the agent's streams and it exits at once: a client idly connected (a channel with
+// no call open, which no client closes by itself) and the metrics listener used to keep it 2 s
+// each (gRPC's shutdown deadline, civetweb's poll period).
+TEST(AgentLifecycle, AStoppedAgentExitsAtOnceWithClientsIdlyConnected) {
+  auto a = AgentProcess::Spawn({"stop-a", {TestNicIp(0, 0)}, 0});
+  ASSERT_TRUE(a);
+  ASSERT_NE(ScrapeMetrics(a->metrics_port()).find("braid_"), std::string::npos);
+  grpc::ClientContext watch;
+  auto events = a->stub().WatchEvents(&watch, {});
+  v1::WatchEventsResponse first;
+  ASSERT_TRUE(events->Read(&first) && first.subscribed());
+  (void)CreateVqp(a->stub(), v1::SCHEME_SPRAY, 1);  // then the harness's channel idles
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(a->Kill(SIGTERM), 0) << "a clean exit";
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("SIGTERM to exit: %.3f s\n", took);
+  EXPECT_LT(took, 1.0);
+  while (events->Read(&first)) {
+  }
+  EXPECT_EQ(events->Finish().error_code(), grpc::StatusCode::CANCELLED)
+      << "the watch stream was ended by the agent";
+}
+
 TEST(AgentLifecycle, AnAgentRestartedAfterSigkillRemovesItsEarlierRegionFiles) {
   char made[] = "/dev/shm/braid-test-XXXXXX";
   ASSERT_NE(mkdtemp(made), nullptr);

@@ -1,0 +1,51 @@
+// MetricsEndpoint: the Prometheus exporter's HTTP listener (prometheus-cpp's Exposer, which runs
+// civetweb), with a stop that takes milliseconds.
+//
+// civetweb's listening thread looks at its stop flag only when its poll() returns: every two
+// seconds, or when a connection arrives. Stopping therefore knocks on the listening port (connects
+// and closes at once) until the exporter has stopped. A knock that lands just before the flag is
+// set is accepted, reads end-of-file and ends: it costs a worker nothing.
+//
+// Threading: made, given collectables and destroyed from one thread; civetweb serves scrapes on
+// threads of its own.
+#ifndef BRAID_SERVER_METRICS_ENDPOINT_H_
+#define BRAID_SERVER_METRICS_ENDPOINT_H_
+
+#include <prometheus/collectable.h>
+#include <prometheus/exposer.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dataplane/common/result.h"
+
+namespace braid::server {
+
+class MetricsEndpoint {
+ public:
+  // Listens on `address` ("host:port", port 0 for any); IoError naming it if it cannot.
+  static common::Result<std::unique_ptr<MetricsEndpoint>> Listen(const std::string& address);
+  ~MetricsEndpoint();
+  MetricsEndpoint(const MetricsEndpoint&) = delete;
+  MetricsEndpoint& operator=(const MetricsEndpoint&) = delete;
+
+  // Serves `what` on /metrics from now on (the endpoint keeps only a weak reference).
+  void Serve(const std::weak_ptr<prometheus::Collectable>& what);
+  std::vector<int> ports() const { return exposer_->GetListeningPorts(); }
+
+  // Use Listen().
+  MetricsEndpoint(std::string host, std::unique_ptr<prometheus::Exposer> exposer)
+      : host_(std::move(host)), exposer_(std::move(exposer)) {}
+
+ private:
+  // Connects to `port` on the listening host and closes at once.
+  void Knock(int port) const;
+
+  std::string host_;  // where a knock connects: the wildcard addresses become loopback
+  std::unique_ptr<prometheus::Exposer> exposer_;
+};
+
+}  // namespace braid::server
+
+#endif  // BRAID_SERVER_METRICS_ENDPOINT_H_
