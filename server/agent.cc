@@ -88,6 +88,7 @@ Status Agent::Init() {
   so.transfer_window_per_caller = config_.transfer_window_per_caller;
   so.watch_backlog_per_caller = config_.watch_backlog_per_caller;
   so.leases_per_caller = config_.max_leases_per_caller;
+  so.lease_grace_ms = config_.lease_grace_ms;
   so.fault_injection = config_.fault_injection;
   so.plaintext = !config_.tcp_listen.empty() && !config_.auth.tls.enabled();
   auth_ = std::make_unique<Authenticator>(config_.auth);

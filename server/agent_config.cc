@@ -76,6 +76,7 @@ Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(Read(root, "engine_spin_us", c.engine_spin_us));
   BRAID_RETURN_IF_ERROR(Read(root, "client_keepalive_ms", c.client_keepalive_ms));
   BRAID_RETURN_IF_ERROR(Read(root, "client_keepalive_timeout_ms", c.client_keepalive_timeout_ms));
+  BRAID_RETURN_IF_ERROR(Read(root, "lease_grace_ms", c.lease_grace_ms));
   if (const YAML::Node f = root["fault_injection"]) {
     BRAID_RETURN_IF_ERROR(Read(f, "enabled", c.fault_injection));
   }

@@ -77,6 +77,9 @@ struct AgentConfig {
   // about their sum.
   uint32_t client_keepalive_ms = 30000;
   uint32_t client_keepalive_timeout_ms = 10000;
+  // How long a lease outlives its Hold call: within it, a client whose connection dropped takes
+  // the lease over again (the SDKs do), keeping what it created. 0: the lease ends with the call.
+  uint32_t lease_grace_ms = 0;
   // With work in flight, how long the engine busy-polls without progress before it sleeps on its
   // fds (EngineOptions::in_flight_spin_us); 0: it spins until the work completes.
   uint32_t engine_spin_us = 100;

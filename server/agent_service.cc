@@ -315,21 +315,18 @@ grpc::ServerWriteReactor<v1::WatchEventsResponse>* AgentService::WatchEvents(
 }
 
 grpc::ServerWriteReactor<v1::HoldResponse>* AgentService::Hold(grpc::CallbackServerContext* context,
-                                                               const v1::HoldRequest*) {
+                                                               const v1::HoldRequest* request) {
   Caller caller;
   if (grpc::Status refused = Admit(context, "Hold", Access::kClient, &caller); !refused.ok()) {
     return RefusedWrite<v1::HoldResponse>::Make(std::move(refused));
   }
-  auto lease = leases_.Open(caller.owner);
-  if (!lease.ok()) {
-    return RefusedWrite<v1::HoldResponse>::Make(
-        {grpc::StatusCode::RESOURCE_EXHAUSTED,
-         caller.Describe() + " has " + std::to_string(options_.leases_per_caller) +
-             " leases open, its limit (max_leases_per_caller): end one before opening another "
-             "(a client needs only one)"});
-  }
-  return HoldStream::Start(relay_, leases_, reclaimer_, *lease, caller.identity,
-                           shutting_down_.load());
+  return HoldStream::Start(relay_, leases_, reclaimer_,
+                           {.owner = caller.owner,
+                            .identity = caller.Describe(),
+                            .resume = request->resume_lease_id(),
+                            .grace_ms = options_.lease_grace_ms,
+                            .per_owner = options_.leases_per_caller,
+                            .shutting_down = shutting_down_.load()});
 }
 
 std::string AgentService::BehindMessage(const char* what, uint32_t capacity) {

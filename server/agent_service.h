@@ -42,6 +42,7 @@ struct AgentServiceOptions {
   // The backlogs of one caller's WatchNotifications streams together (CallerBudget).
   uint32_t watch_backlog_per_caller = 1u << 20;
   uint32_t leases_per_caller = 1024;  // Hold calls one caller may have open (LeaseTable)
+  uint32_t lease_grace_ms = 0;        // how long a lease outlives its Hold call
   bool fault_injection = false;
   bool plaintext = false;  // TCP served without TLS (GetInfo says so)
 };

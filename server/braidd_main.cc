@@ -77,6 +77,8 @@ int main(int argc, char** argv) {
        "how often the agent pings a client connection with a call open"},
       {"--client-keepalive-timeout-ms", &AgentConfig::client_keepalive_timeout_ms,
        "how long a ping may go unanswered before the connection (and its leases) ends"},
+      {"--lease-grace-ms", &AgentConfig::lease_grace_ms,
+       "how long a lease outlives its Hold call, for its client to resume it (0: not at all)"},
   };
   std::vector<CLI::Option*> numbers;
   for (const Number& n : kNumbers) {

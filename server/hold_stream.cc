@@ -2,28 +2,66 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+
+#include "server/proto_mapping.h"
+
 namespace braid::server {
+namespace {
+
+// What an ended lease still held goes to `reclaimer` (logged when anything).
+void GiveBack(LeaseTable::Held held, LeaseTable::Ticket ticket, const std::string& identity,
+              Reclaimer& reclaimer) {
+  if (!held.vqps.empty() || !held.regions.empty()) {
+    spdlog::info(
+        "lease={} identity=\"{}\" msg=\"the lease ended: giving back {} VQPs and {} regions\"",
+        ticket.lease, identity, held.vqps.size(), held.regions.size());
+  }
+  reclaimer.Release(held.owner, std::move(held.vqps), std::move(held.regions));
+}
+
+}  // namespace
 
 grpc::ServerWriteReactor<v1::HoldResponse>* HoldStream::Start(StreamRelay& relay,
                                                               LeaseTable& leases,
-                                                              Reclaimer& reclaimer, uint64_t lease,
-                                                              std::string identity,
-                                                              bool shutting_down) {
-  auto stream = std::make_shared<HoldStream>(relay, leases, reclaimer, std::move(identity));
+                                                              Reclaimer& reclaimer, Params params) {
+  auto stream = std::make_shared<HoldStream>(relay, leases, reclaimer, std::move(params));
   stream->self_ = stream;
-  stream->lease_ = lease;
   (void)relay.Add(stream);  // ShutdownAll reaches it; it rings nothing
-  if (shutting_down) {
-    stream->End("the agent is shutting down");
+  const Params& p = stream->params_;
+  if (p.shutting_down) {
+    stream->Refuse({grpc::StatusCode::UNAVAILABLE, "the agent is shutting down"});
     return stream.get();
   }
-  stream->response_.set_lease_id(stream->lease_);
+  common::Result<LeaseTable::Ticket> ticket =
+      p.resume != 0 ? leases.Resume(p.resume, p.owner, stream) : leases.Open(p.owner, stream);
+  if (!ticket.ok()) {
+    stream->Refuse(p.resume != 0 ? ToGrpc(ticket.status())
+                                 : grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                                p.identity + " has " + std::to_string(p.per_owner) +
+                                                    " leases open, its limit "
+                                                    "(max_leases_per_caller): end one before "
+                                                    "opening another (a client needs only one)"));
+    return stream.get();
+  }
+  stream->ticket_ = *ticket;
+  stream->response_.set_lease_id(ticket->lease);
+  stream->response_.set_grace_ms(p.grace_ms);
   {
     std::lock_guard<std::mutex> lock(stream->mu_);
     stream->writing_ = true;
   }
   stream->StartWrite(&stream->response_);
   return stream.get();
+}
+
+void HoldStream::Refuse(grpc::Status status) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ending_ = "refused";
+    finished_ = true;
+  }
+  Finish(std::move(status));
 }
 
 void HoldStream::OnWriteDone(bool ok) {
@@ -43,18 +81,28 @@ void HoldStream::End(const char* why) {
     if (writing_ || finished_) return;  // OnWriteDone ends it
     finished_ = true;
   }
-  Finish({grpc::StatusCode::CANCELLED, std::string("the lease ended: ") + ending_});
+  Finish({grpc::StatusCode::CANCELLED,
+          std::string("the Hold call ended: ") + ending_ +
+              (ending_ == kTakenOver  ? ""
+               : params_.grace_ms > 0 ? "; its lease can be resumed for lease_grace_ms"
+                                      : "; its lease ended")});
 }
 
 void HoldStream::OnDone() {
-  LeaseTable::Held held = leases_.End(lease_);
-  if (!held.vqps.empty() || !held.regions.empty()) {
-    spdlog::info(
-        "lease={} identity=\"{}\" msg=\"its Hold call ended: giving back {} VQPs and {} "
-        "regions\"",
-        lease_, identity_, held.vqps.size(), held.regions.size());
+  if (ticket_.lease != 0) {
+    const bool keep = params_.grace_ms > 0;
+    LeaseTable::Held held = leases_.CallEnded(ticket_, keep);
+    if (keep) {
+      // The lease waits out its grace; a call may take it over meanwhile.
+      reclaimer_.At(std::chrono::steady_clock::now() + std::chrono::milliseconds(params_.grace_ms),
+                    [&leases = leases_, &reclaimer = reclaimer_, ticket = ticket_,
+                     identity = params_.identity] {
+                      GiveBack(leases.Expire(ticket), ticket, identity, reclaimer);
+                    });
+    } else {
+      GiveBack(std::move(held), ticket_, params_.identity, reclaimer_);
+    }
   }
-  reclaimer_.Release(held.owner, std::move(held.vqps), std::move(held.regions));
   relay_.Remove(this);
   std::shared_ptr<HoldStream> last = std::move(self_);  // may free this on return
 }

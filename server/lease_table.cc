@@ -4,16 +4,40 @@
 
 namespace braid::server {
 
-common::Result<uint64_t> LeaseTable::Open(engine::OwnerId owner) {
+common::Result<LeaseTable::Ticket> LeaseTable::Open(engine::OwnerId owner,
+                                                    std::weak_ptr<LeaseCall> call) {
   std::lock_guard<std::mutex> lock(mu_);
   uint32_t& open = open_of_[owner];
   if (open >= per_owner_) {
     return common::Status::NoResource();  // the caller says whose and which limit
   }
   ++open;
-  const uint64_t id = next_++;
-  leases_.emplace(id, Lease{owner, {}});
-  return id;
+  const Ticket t{next_++, next_call_++};
+  leases_.emplace(t.lease, Lease{owner, {}, t.call, false, std::move(call)});
+  return t;
+}
+
+common::Result<LeaseTable::Ticket> LeaseTable::Resume(uint64_t lease, engine::OwnerId owner,
+                                                      std::weak_ptr<LeaseCall> call) {
+  std::shared_ptr<LeaseCall> previous;
+  Ticket t{lease, 0};
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = leases_.find(lease);
+    if (it == leases_.end() || it->second.owner != owner) {
+      return common::Status::NotFound(
+          "lease " + std::to_string(lease) +
+          " cannot be resumed: it ended (its Hold call ended more than lease_grace_ms ago, or "
+          "the agent restarted) or is not the caller's; open a new Hold call");
+    }
+    previous = it->second.holder.lock();
+    t.call = next_call_++;
+    it->second.call = t.call;
+    it->second.detached = false;
+    it->second.holder = std::move(call);
+  }
+  if (previous) previous->TakenOver();
+  return t;
 }
 
 common::Status LeaseTable::Check(uint64_t lease, engine::OwnerId owner) const {
@@ -46,11 +70,25 @@ void LeaseTable::Forget(Kind kind, uint64_t id) {
   lease_of_[k].erase(of);
 }
 
-LeaseTable::Held LeaseTable::End(uint64_t lease) {
+LeaseTable::Held LeaseTable::CallEnded(Ticket ticket, bool keep) {
   std::lock_guard<std::mutex> lock(mu_);
+  auto it = leases_.find(ticket.lease);
+  if (it == leases_.end() || it->second.call != ticket.call) return {};  // taken over
+  if (!keep) return EndLocked(it);
+  it->second.detached = true;
+  it->second.holder.reset();
+  return {};
+}
+
+LeaseTable::Held LeaseTable::Expire(Ticket ticket) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = leases_.find(ticket.lease);
+  if (it == leases_.end() || it->second.call != ticket.call || !it->second.detached) return {};
+  return EndLocked(it);
+}
+
+LeaseTable::Held LeaseTable::EndLocked(std::unordered_map<uint64_t, Lease>::iterator it) {
   Held held;
-  auto it = leases_.find(lease);
-  if (it == leases_.end()) return held;
   held.owner = it->second.owner;
   if (--open_of_[held.owner] == 0) open_of_.erase(held.owner);
   for (size_t k = 0; k < 2; ++k) {

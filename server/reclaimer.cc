@@ -1,5 +1,6 @@
 #include "server/reclaimer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
@@ -20,6 +21,15 @@ void Reclaimer::Release(engine::OwnerId owner, std::vector<uint64_t> vqps,
     if (stopping_) return;
     for (uint64_t id : vqps) vqps_queued_.push_back({owner, id});
     for (uint64_t id : regions) regions_queued_.push_back({owner, id});
+  }
+  cv_.notify_one();
+}
+
+void Reclaimer::At(std::chrono::steady_clock::time_point when, std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    timed_.push_back({when, std::move(task)});
   }
   cv_.notify_one();
 }
@@ -47,24 +57,33 @@ void Reclaimer::Run() {
   auto done = [](const common::Status& s) {
     return s.code() != StatusCode::kFailedPrecondition && s.code() != StatusCode::kDeadlineExceeded;
   };
+  std::vector<std::function<void()>> due;
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       retrying_ = vqps.size() + regions.size();
-      auto ready = [this] {
-        return stopping_ || !vqps_queued_.empty() || !regions_queued_.empty();
-      };
-      if (retrying_ == 0) {
-        cv_.wait(lock, ready);
-      } else {
-        cv_.wait_for(lock, std::chrono::milliseconds(kRetryMs), ready);
-      }
+      const auto now = std::chrono::steady_clock::now();
+      auto wake = now + std::chrono::hours(1);
+      if (retrying_ > 0) wake = now + std::chrono::milliseconds(kRetryMs);
+      for (const Timed& t : timed_) wake = std::min(wake, t.when);
+      const size_t timed = timed_.size();
+      cv_.wait_until(lock, wake, [&] {
+        return stopping_ || !vqps_queued_.empty() || !regions_queued_.empty() ||
+               timed_.size() != timed;
+      });
       if (stopping_) return;
       vqps.insert(vqps.end(), vqps_queued_.begin(), vqps_queued_.end());
       regions.insert(regions.end(), regions_queued_.begin(), regions_queued_.end());
       vqps_queued_.clear();
       regions_queued_.clear();
+      std::erase_if(timed_, [&](Timed& t) {
+        if (t.when > std::chrono::steady_clock::now()) return false;
+        due.push_back(std::move(t.task));
+        return true;
+      });
     }
+    for (auto& task : due) task();  // may Release: taken on the next turn
+    due.clear();
     // The VQPs first: destroying them flushes what they had in flight on the regions.
     std::erase_if(vqps, [&](const Item& v) {
       const common::Status s = engine_.DestroyVirtualQp(v.id, v.owner);

@@ -4,7 +4,8 @@
 // VQPs are destroyed first (their in-flight work completes with WR_FLUSH_ERR into nothing), then
 // regions are deregistered; a region the engine still has transfers on (kFailedPrecondition) is
 // tried again every kRetryMs until they have completed. What is already gone (destroyed through
-// the API meanwhile) is skipped. Counts what it gave back (the agent's metrics).
+// the API meanwhile) is skipped. Counts what it gave back (the agent's metrics). It also runs
+// tasks at a given time (a lease's grace running out), which may queue more with Release.
 // Threading: Release and the counters from any thread; one thread of its own does the work.
 // Ownership: the engine is not owned and must outlive Stop (what is left at Stop goes with the
 // engine, which destroys everything when it stops).
@@ -12,8 +13,10 @@
 #define BRAID_SERVER_RECLAIMER_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -33,6 +36,8 @@ class Reclaimer {
 
   // Queues `owner`'s VQPs and regions to be given back (non-blocking).
   void Release(engine::OwnerId owner, std::vector<uint64_t> vqps, std::vector<uint64_t> regions);
+  // Runs `task` on the reclaimer's thread at `when` (or soon after); dropped at Stop.
+  void At(std::chrono::steady_clock::time_point when, std::function<void()> task);
   void Stop();
 
   uint64_t vqps_reclaimed() const { return vqps_.load(std::memory_order_relaxed); }
@@ -45,6 +50,10 @@ class Reclaimer {
     engine::OwnerId owner;
     uint64_t id;
   };
+  struct Timed {
+    std::chrono::steady_clock::time_point when;
+    std::function<void()> task;
+  };
   void Run();
 
   engine::Engine& engine_;
@@ -54,6 +63,7 @@ class Reclaimer {
   std::vector<Item> vqps_queued_;     // guarded by mu_
   std::vector<Item> regions_queued_;  // guarded by mu_
   size_t retrying_ = 0;               // guarded by mu_: regions the thread holds for a retry
+  std::vector<Timed> timed_;          // guarded by mu_
   std::atomic<uint64_t> vqps_{0};
   std::atomic<uint64_t> regions_{0};
   std::thread thread_;

@@ -1,9 +1,13 @@
-// LeaseHolder: the client's side of a Hold call (proto/braid/v1/agent.proto), for an AgentClient
-// opened with ClientOptions::hold. The call stays open while the holder lives; the VQPs and
-// regions the client creates name its lease, so the agent gives them back when the call ends:
-// this holder is destroyed, or the process exits or is killed, or the connection drops.
-// Threading: lease() and Ended() from any thread; gRPC's reactions on its threads, serialized by
-// one mutex. Ownership: the AgentClient's; it waits for the call to end when destroyed (in a
+// LeaseHolder: the client's side of a lease (the agent's Hold call, proto/braid/v1/agent.proto),
+// for an AgentClient opened with ClientOptions::hold. A Hold call stays open while the holder
+// lives; the VQPs and regions the client creates name its lease, so the agent gives them back
+// when the lease ends: this holder is destroyed, or the process exits or is killed, or the
+// connection drops. When the agent grants a grace period (lease_grace_ms) and the connection
+// drops (UNAVAILABLE), the holder opens a new Hold call naming the lease, waiting for the agent
+// until the grace runs out: the lease and what it holds survive a reconnect within it.
+// Threading: lease() and Ended() from any thread; gRPC's reactions on its threads,
+// serialized by one mutex that is never held while calling into gRPC. Ownership: the
+// AgentClient's (its stub outlives the holder); it waits for its call to end when destroyed (in a
 // child made by fork() the AgentClient abandons it instead).
 #ifndef BRAID_CLIENT_SDK_SRC_LEASE_HOLDER_H_
 #define BRAID_CLIENT_SDK_SRC_LEASE_HOLDER_H_
@@ -16,42 +20,52 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "braid/v1/agent.grpc.pb.h"
 #include "dataplane/common/result.h"
 
 namespace braid::client {
 
-class LeaseHolder final : public grpc::ClientReadReactor<v1::HoldResponse> {
+class LeaseHolder {
  public:
   // Starts the call and waits at most `timeout` for the agent's lease.
   static common::Result<std::unique_ptr<LeaseHolder>> Open(v1::Agent::Stub& stub,
                                                            const std::string& target,
                                                            std::chrono::milliseconds timeout);
-  ~LeaseHolder() override;  // cancels the call; returns once it has ended
+  ~LeaseHolder();  // cancels the call; returns once it has ended
   LeaseHolder(const LeaseHolder&) = delete;
   LeaseHolder& operator=(const LeaseHolder&) = delete;
 
   uint64_t lease() const { return lease_; }
-  // OK while the call is open; once it ended (the agent restarted, the connection dropped), why:
-  // what was created with the lease has been given back, and new resources cannot join it.
+  // OK while the lease is held (also while it is being resumed); once it ended (the agent
+  // restarted, the connection dropped and stayed down past the grace), why: what was created
+  // with the lease has been given back, and new resources cannot join it.
   common::Status Ended() const;
 
-  void OnReadDone(bool ok) override;
-  void OnDone(const grpc::Status& status) override;
+  // Use Open().
+  LeaseHolder(v1::Agent::Stub& stub, std::string target);
 
  private:
-  explicit LeaseHolder(std::string target) : target_(std::move(target)) {}
+  class Call;
+  // Starts a Hold call (resuming the lease when it is known).
+  void StartCall();
+  // From a call's reactions.
+  void Granted(uint64_t lease, uint32_t grace_ms);
+  void CallEnded(const grpc::Status& status, bool was_granted);
 
+  v1::Agent::Stub& stub_;
   const std::string target_;
-  grpc::ClientContext context_;
-  v1::HoldRequest request_;
-  v1::HoldResponse response_;
   uint64_t lease_ = 0;  // set once, before Open returns
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool done_ = false;    // guarded by mu_
-  grpc::Status status_;  // guarded by mu_: how the call ended
+  std::vector<std::unique_ptr<Call>> calls_;            // guarded by mu_: every call made (a few)
+  uint32_t grace_ms_ = 0;                               // guarded by mu_
+  bool open_ = false;                                   // guarded by mu_: a call is under way
+  bool closing_ = false;                                // guarded by mu_: the destructor runs
+  bool ended_ = false;                                  // guarded by mu_: the lease is gone
+  grpc::Status status_;                                 // guarded by mu_: how it ended
+  std::chrono::system_clock::time_point resume_until_;  // guarded by mu_
 };
 
 }  // namespace braid::client

@@ -300,16 +300,29 @@ TransferRun RunTransfers(v1::Agent::Stub& stub, const std::vector<v1::TransferOp
   return run;
 }
 
-HoldCall::HoldCall(v1::Agent::Stub& stub) {
+HoldCall::HoldCall(v1::Agent::Stub& stub, uint64_t resume) {
   context_.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
-  reader_ = stub.Hold(&context_, {});
+  v1::HoldRequest request;
+  request.set_resume_lease_id(resume);
+  reader_ = stub.Hold(&context_, request);
   v1::HoldResponse first;
   if (reader_->Read(&first)) {
     lease_ = first.lease_id();
+    grace_ms_ = first.grace_ms();
   } else {
     refusal_ = reader_->Finish();
     reader_.reset();
   }
+}
+
+grpc::Status HoldCall::AwaitEnd() {
+  if (!reader_) return refusal_;
+  v1::HoldResponse more;
+  while (reader_->Read(&more)) {
+  }
+  grpc::Status s = reader_->Finish();
+  reader_.reset();
+  return s;
 }
 
 void HoldCall::End() {

@@ -111,9 +111,13 @@ TransferRun RunTransfers(v1::Agent::Stub& stub, const std::vector<v1::TransferOp
 // A Hold call: the agent's lease, held until End() or destruction (the call is cancelled).
 class HoldCall {
  public:
-  explicit HoldCall(v1::Agent::Stub& stub);  // returns once the lease came (lease() 0 if not)
+  // Returns once the lease came (lease() 0 if not); `resume`: the lease to take over.
+  explicit HoldCall(v1::Agent::Stub& stub, uint64_t resume = 0);
   ~HoldCall() { End(); }
   uint64_t lease() const { return lease_; }
+  uint32_t grace_ms() const { return grace_ms_; }
+  // Waits for the agent to end the call (the call's deadline is 5 minutes); how it ended.
+  grpc::Status AwaitEnd();
   // Why no lease came (OK when one did).
   const grpc::Status& refusal() const { return refusal_; }
   void End();
@@ -122,6 +126,7 @@ class HoldCall {
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReader<v1::HoldResponse>> reader_;
   uint64_t lease_ = 0;
+  uint32_t grace_ms_ = 0;
   grpc::Status refusal_;
 };
 

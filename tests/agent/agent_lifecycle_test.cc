@@ -198,6 +198,55 @@ TEST(AgentLifecycle, WhatALeaseStillHoldsIsGivenBackWhenItsHoldCallEndsAndNothin
   ReleaseEverything(stub);
 }
 
+// With a grace period a lease outlives its Hold call: a call of the same client naming it takes
+// it over with what it holds, also from a call still open (which the agent then ends); when no
+// call comes within the grace, the lease ends and what it held is given back.
+TEST(AgentLifecycle, ALeaseWithAGraceIsTakenOverByACallNamingItAndEndsWhenNoneComes) {
+  AgentSpec spec{"grace-a", {TestNicIp(0, 0)}, 0};
+  spec.extra_args = {"--lease-grace-ms", "1000"};
+  auto a = AgentProcess::Spawn(spec);
+  ASSERT_TRUE(a);
+  v1::Agent::Stub& stub = a->stub();
+  std::optional<HoldCall> first(std::in_place, stub);
+  const uint64_t lease = first->lease();
+  ASSERT_NE(lease, 0u);
+  EXPECT_EQ(first->grace_ms(), 1000u);
+  grpc::Status s;
+  const uint64_t vqp = CreateLeased(stub, true, lease, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const uint64_t region = CreateLeased(stub, false, lease, &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  first.reset();  // the connection "dropped"
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  HoldCall second(stub, lease);
+  EXPECT_EQ(second.lease(), lease) << second.refusal().error_message();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // past the first call's grace
+  EXPECT_EQ(VqpIds(stub), std::vector<uint64_t>{vqp});
+  EXPECT_EQ(RegionIds(stub), std::vector<uint64_t>{region});
+  HoldCall third(stub, lease);  // while the second is open
+  EXPECT_EQ(third.lease(), lease) << third.refusal().error_message();
+  const grpc::Status taken = second.AwaitEnd();
+  EXPECT_EQ(taken.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_NE(taken.error_message().find("took the lease over"), std::string::npos)
+      << taken.error_message();
+  EXPECT_EQ(MetricSum(ScrapeMetrics(a->metrics_port()), "braid_leases"), 1);
+
+  third.End();  // and nobody comes back
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(VqpIds(stub).size(), 1u) << "still within the grace";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!VqpIds(stub).empty() || !RegionIds(stub).empty()) {
+    if (std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(VqpIds(stub).empty());
+  EXPECT_TRUE(RegionIds(stub).empty());
+  HoldCall late(stub, lease);
+  EXPECT_EQ(late.lease(), 0u);
+  EXPECT_EQ(late.refusal().error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(MetricSum(ScrapeMetrics(a->metrics_port()), "braid_leases"), 0);
+}
+
 // Leases are cheap but not free: one caller opening Hold calls without end is stopped at its limit,
 // told which, and an ended lease makes room.
 TEST(AgentLifecycle, ACallerHasAtMostItsLimitOfLeasesOpen) {

@@ -243,7 +243,7 @@ TEST_F(SecurityTest, ACallerTakingRegionsAndVqpsWithoutEndIsStoppedAtItsOwnLimit
   EXPECT_TRUE(RegisterSmall(*other, &id).ok());
 }
 
-TEST_F(SecurityTest, AClientCannotPutWhatItCreatesIntoAnotherClientsLease) {
+TEST_F(SecurityTest, AClientCannotPutWhatItCreatesIntoAnotherClientsLeaseNorTakeItOver) {
   auto victim = Stub(*a_, Tls("ca1", "client-a"));
   auto other = Stub(*a_, Tls("ca1", "client-b"));
   HoldCall hold(*victim);
@@ -260,6 +260,10 @@ TEST_F(SecurityTest, AClientCannotPutWhatItCreatesIntoAnotherClientsLease) {
   v1::ListVirtualQpsResponse all;
   ASSERT_TRUE(Stub(*a_, Tls("ca1", "admin"))->ListVirtualQps(&list_ctx, {}, &all).ok());
   EXPECT_EQ(all.vqps_size(), 0) << "nothing was created";
+  HoldCall takeover(*other, hold.lease());
+  EXPECT_EQ(takeover.lease(), 0u);
+  EXPECT_EQ(takeover.refusal().error_code(), grpc::StatusCode::NOT_FOUND)
+      << "another client cannot take a lease over";
 }
 
 TEST_F(SecurityTest, AnotherClientSeesAndTouchesNothingOfAClientsAndItsTransfersAllSucceed) {

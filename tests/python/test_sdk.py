@@ -9,8 +9,10 @@ import mmap
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -582,3 +584,100 @@ def test_a_client_that_stops_answering_loses_what_it_held_after_the_keepalive(ag
     finally:
         proc.kill()
         proc.wait()
+
+
+class _Proxy:
+    """A TCP relay on 127.0.0.1 to `target` ("host:port"). drop() closes every connection it
+    relays (both ends: the client sees its connection drop); while refusing, new connections are
+    closed as soon as they are accepted."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.refusing = False
+        self.lock = threading.Lock()
+        self.open = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if self.refusing:
+                down.close()
+                continue
+            up = socket.create_connection(self.target)
+            with self.lock:
+                self.open += [down, up]
+            for src, dst in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def drop(self) -> None:
+        with self.lock:
+            relayed, self.open = self.open, []
+        for s in relayed:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.drop()
+
+
+def test_a_lease_outlives_a_dropped_connection_by_the_agent_s_grace(tmp_path):
+    """With the agent's lease_grace_ms, a client whose connection drops keeps its lease: the SDK
+    takes it over with a new Hold call as soon as it is connected again, and what the lease holds
+    stays (also past the grace). A connection that stays down past the grace loses the lease:
+    what it held is given back, and the client is told when it next creates something."""
+    from conftest import AgentProcess
+    pa = AgentProcess("py-grace", 2, str(tmp_path))
+    proxy = None
+    try:
+        pa.kill()
+        pa.args += ["--lease-grace-ms", "2000"]
+        pa.start()
+        direct = braid.Agent(pa.tcp, hold=False)
+        proxy = _Proxy(pa.tcp)
+        client = braid.Agent(proxy.address, hold=True)
+        lease = client.lease
+        first = client.alloc(MiB)
+        assert len(direct.regions()) == 1
+        proxy.drop()
+        time.sleep(3.0)  # past the grace: the lease lives on only if the client took it over
+        assert client.lease == lease
+        second = client.alloc(MiB)  # joins the same lease
+        assert len(direct.regions()) == 2
+
+        proxy.refusing = True  # down for longer than the grace
+        proxy.drop()
+        assert _wait_until(lambda: direct.regions() == [], 10), direct.regions()
+        proxy.refusing = False
+        with pytest.raises(braid.BraidError, match="lease"):
+            client.alloc(MiB)
+        del first, second
+        client.close()
+        direct.close()
+    finally:
+        if proxy is not None:
+            proxy.close()
+        pa.close()
