@@ -114,9 +114,6 @@ Status Agent::Init() {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
                              static_cast<int>(config_.client_keepalive_timeout_ms));
   builder.RegisterService(service_.get());
-  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counting;
-  counting.push_back(open_calls_.Interceptor());
-  builder.experimental().SetInterceptorCreators(std::move(counting));
   server_ = builder.BuildAndStart();
   if (!server_ || (!config_.tcp_listen.empty() && tcp_port == 0)) {
     return Status::IoError("gRPC server could not listen on " + config_.tcp_listen +
@@ -315,7 +312,7 @@ void Agent::Shutdown() {
   if (server_) {
     // The calls still open finish (streams were told to end above), then connections close:
     // waiting on gRPC's own shutdown would wait out its deadline for every client idly connected.
-    (void)open_calls_.AwaitNone(kShutdownGrace);
+    (void)service_->AwaitCallsDone(kShutdownGrace);
     server_->Shutdown(std::chrono::system_clock::now());
     server_.reset();
   }

@@ -25,7 +25,6 @@
 #include "server/authenticator.h"
 #include "server/metrics_collector.h"
 #include "server/metrics_endpoint.h"
-#include "server/open_calls.h"
 #include "server/reclaimer.h"
 #include "server/session_listener.h"
 #include "server/unix_listener.h"
@@ -63,7 +62,6 @@ class Agent {
   std::unique_ptr<Reclaimer> reclaimer_;  // ended leases' and sessions' resources
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;
-  OpenCalls open_calls_;  // counted by the server's interceptor; outlives server_
   UnixListener unix_listener_;
   std::unique_ptr<SessionListener>
       session_listener_;  // with the Unix socket: its path + ".session"

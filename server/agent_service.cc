@@ -1,5 +1,7 @@
 #include "server/agent_service.h"
 
+#include <thread>
+
 #include "server/hold_stream.h"
 #include "server/proto_mapping.h"
 #include "server/refused_reactor.h"
@@ -28,6 +30,7 @@ grpc::Status Reply(const Result<T>& result, Out* out) {
 
 // Admits the caller for `rpc` or returns its refusal.
 #define BRAID_ADMIT(context, rpc, access)                                           \
+  const OpenCalls::Token open_call = open_calls_.Enter();                           \
   Caller caller;                                                                    \
   if (grpc::Status refused = Admit(context, rpc, access, &caller); !refused.ok()) { \
     return refused;                                                                 \
@@ -327,6 +330,15 @@ grpc::ServerWriteReactor<v1::HoldResponse>* AgentService::Hold(grpc::CallbackSer
                             .grace_ms = options_.lease_grace_ms,
                             .per_owner = options_.leases_per_caller,
                             .shutting_down = shutting_down_.load()});
+}
+
+bool AgentService::AwaitCallsDone(std::chrono::milliseconds limit) const {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  while (open_calls_.count() > 0 || relay_.registered() > 0) {
+    if (std::chrono::steady_clock::now() >= give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
 }
 
 std::string AgentService::BehindMessage(const char* what, uint32_t capacity) {

@@ -28,6 +28,7 @@
 #include "server/authenticator.h"
 #include "server/caller_budget.h"
 #include "server/lease_table.h"
+#include "server/open_calls.h"
 #include "server/reclaimer.h"
 #include "server/stream_relay.h"
 
@@ -74,6 +75,9 @@ class AgentService final : public AgentServiceBase {
     shutting_down_.store(true);
     relay_.ShutdownAll();
   }
+  // Waits until no unary call is running and no stream is open, or `limit` has passed; true if
+  // none is.
+  bool AwaitCallsDone(std::chrono::milliseconds limit) const;
 
   grpc::Status GetInfo(grpc::ServerContext*, const v1::GetInfoRequest*, v1::AgentInfo*) override;
   grpc::Status ListDevices(grpc::ServerContext*, const v1::ListDevicesRequest*,
@@ -139,6 +143,7 @@ class AgentService final : public AgentServiceBase {
   static std::string BehindMessage(const char* what, uint32_t capacity);
 
   std::atomic<bool> shutting_down_{false};
+  OpenCalls open_calls_;   // the unary calls running (streams: the relay's registrations)
   CallerBudget windows_;   // Transfer streams' windows
   CallerBudget backlogs_;  // WatchNotifications streams' capacities
   LeaseTable leases_;

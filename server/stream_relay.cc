@@ -61,6 +61,11 @@ void StreamRelay::Remove(const Relayed* target) {
   targets_.erase(target);
 }
 
+size_t StreamRelay::registered() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return targets_.size();
+}
+
 void StreamRelay::ShutdownAll() {
   std::vector<std::shared_ptr<Relayed>> all;
   {

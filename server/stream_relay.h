@@ -42,6 +42,8 @@ class StreamRelay {
   std::shared_ptr<common::Doorbell> Add(const std::shared_ptr<Relayed>& target);
   void Remove(const Relayed* target);
   void ShutdownAll();
+  // Targets registered (streams open).
+  size_t registered() const;
 
  private:
   class Bell;
@@ -51,7 +53,7 @@ class StreamRelay {
   const int epoll_fd_;
   const int wake_fd_;
   const int stop_fd_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::unordered_map<const Relayed*, std::weak_ptr<Relayed>> targets_;
   std::vector<std::shared_ptr<Bell>> ready_;
   bool signalled_ = false;  // wake_fd_ written since the relay last took the ready list
