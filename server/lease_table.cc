@@ -1,8 +1,24 @@
 #include "server/lease_table.h"
 
+#include <sys/random.h>
+
 #include <string>
 
 namespace braid::server {
+namespace {
+
+uint64_t RandomId() {
+  uint64_t id = 0;
+  size_t have = 0;
+  auto* bytes = reinterpret_cast<unsigned char*>(&id);
+  while (have < sizeof(id)) {
+    const ssize_t n = getrandom(bytes + have, sizeof(id) - have, 0);
+    if (n > 0) have += static_cast<size_t>(n);  // else EINTR: again
+  }
+  return id >> 1;  // 63 bits: a lease id stays positive wherever it is read as signed
+}
+
+}  // namespace
 
 common::Result<LeaseTable::Ticket> LeaseTable::Open(engine::OwnerId owner,
                                                     std::weak_ptr<LeaseCall> call) {
@@ -12,7 +28,9 @@ common::Result<LeaseTable::Ticket> LeaseTable::Open(engine::OwnerId owner,
     return common::Status::NoResource();  // the caller says whose and which limit
   }
   ++open;
-  const Ticket t{next_++, next_call_++};
+  uint64_t id = 0;
+  while (id == 0 || leases_.count(id) != 0) id = RandomId();
+  const Ticket t{id, next_call_++};
   leases_.emplace(t.lease, Lease{owner, {}, t.call, false, std::move(call)});
   return t;
 }

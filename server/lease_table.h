@@ -2,8 +2,10 @@
 //
 // A lease belongs to the owner that opened it. A VQP or region created with a lease joins it;
 // destroyed through the API, it leaves it; when the lease ends, End returns what it still held,
-// for the Reclaimer to give back. An id is in at most one lease. Lease ids count up from 1 and
-// are never reused.
+// for the Reclaimer to give back. An id is in at most one lease. Lease ids are random (63 bits
+// from the kernel's generator, never 0): a client resuming its lease after the agent restarted
+// finds none, rather than another client's lease that got the same number, and no client can
+// guess another's.
 //
 // A lease is held by one Hold call at a time. When that call ends, the lease ends with it, or,
 // with a grace period, waits detached: a Hold call of the same owner naming it takes it over
@@ -81,7 +83,6 @@ class LeaseTable {
   Held EndLocked(std::unordered_map<uint64_t, Lease>::iterator it);
   const uint32_t per_owner_;
   mutable std::mutex mu_;
-  uint64_t next_ = 1;
   uint64_t next_call_ = 1;
   std::unordered_map<engine::OwnerId, uint32_t> open_of_;  // leases open, by owner
   std::unordered_map<uint64_t, Lease> leases_;

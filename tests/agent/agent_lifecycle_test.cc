@@ -247,6 +247,29 @@ TEST(AgentLifecycle, ALeaseWithAGraceIsTakenOverByACallNamingItAndEndsWhenNoneCo
   EXPECT_EQ(MetricSum(ScrapeMetrics(a->metrics_port()), "braid_leases"), 0);
 }
 
+// Lease ids are not numbers a restarted agent hands out again: a client resuming its lease after
+// the agent restarted is refused, even when another client of the same identity opened a lease
+// on the new agent first.
+TEST(AgentLifecycle, ALeaseIsNotResumedOnARestartedAgent) {
+  AgentSpec spec{"restart-lease", {TestNicIp(0, 0)}, 0};
+  spec.extra_args = {"--lease-grace-ms", "60000"};
+  uint64_t before = 0;
+  {
+    auto a = AgentProcess::Spawn(spec);
+    ASSERT_TRUE(a);
+    HoldCall hold(a->stub());
+    before = hold.lease();
+    ASSERT_NE(before, 0u);
+  }
+  auto a = AgentProcess::Spawn(spec);
+  ASSERT_TRUE(a);
+  HoldCall other(a->stub());
+  ASSERT_NE(other.lease(), 0u);
+  HoldCall resumed(a->stub(), before);
+  EXPECT_EQ(resumed.lease(), 0u) << "took over lease " << before << " of the new agent";
+  EXPECT_EQ(resumed.refusal().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
 // Leases are cheap but not free: one caller opening Hold calls without end is stopped at its limit,
 // told which, and an ended lease makes room.
 TEST(AgentLifecycle, ACallerHasAtMostItsLimitOfLeasesOpen) {
