@@ -81,11 +81,7 @@ void HoldStream::End(const char* why) {
     if (writing_ || finished_) return;  // OnWriteDone ends it
     finished_ = true;
   }
-  Finish({grpc::StatusCode::CANCELLED,
-          std::string("the Hold call ended: ") + ending_ +
-              (ending_ == kTakenOver  ? ""
-               : params_.grace_ms > 0 ? "; its lease can be resumed for lease_grace_ms"
-                                      : "; its lease ended")});
+  Finish({grpc::StatusCode::CANCELLED, std::string("the Hold call ended: ") + ending_});
 }
 
 void HoldStream::OnDone() {

@@ -48,10 +48,9 @@ class HoldStream final : public grpc::ServerWriteReactor<v1::HoldResponse>,
   void OnWriteDone(bool ok) override;
   void OnCancel() override { End("cancelled"); }
   void OnDone() override;
-  void TakenOver() override { End(kTakenOver); }
+  void TakenOver() override { End("another Hold call took the lease over"); }
 
  private:
-  static constexpr const char* kTakenOver = "another Hold call took the lease over";
   // Finishes the call (CANCELLED, `why`) once no write is outstanding.
   void End(const char* why);
   // Finishes the call with `status` (nothing written; no lease was opened).
