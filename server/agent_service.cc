@@ -332,6 +332,15 @@ grpc::ServerWriteReactor<v1::HoldResponse>* AgentService::Hold(grpc::CallbackSer
                             .shutting_down = shutting_down_.load()});
 }
 
+grpc::Status AgentService::EndLease(grpc::ServerContext* context,
+                                    const v1::EndLeaseRequest* request, v1::EndLeaseResponse*) {
+  BRAID_ADMIT(context, "EndLease", Access::kClient);
+  common::Result<LeaseTable::Held> held = leases_.End(request->lease_id(), caller.owner);
+  if (!held.ok()) return ToGrpc(held.status());
+  reclaimer_.Release(held->owner, std::move(held->vqps), std::move(held->regions));
+  return grpc::Status::OK;
+}
+
 bool AgentService::AwaitCallsDone(std::chrono::milliseconds limit) const {
   const auto give_up = std::chrono::steady_clock::now() + limit;
   while (open_calls_.count() > 0 || relay_.registered() > 0) {

@@ -112,6 +112,8 @@ class AgentService final : public AgentServiceBase {
       grpc::CallbackServerContext* context, const v1::WatchEventsRequest* request) override;
   grpc::ServerWriteReactor<v1::HoldResponse>* Hold(grpc::CallbackServerContext* context,
                                                    const v1::HoldRequest* request) override;
+  grpc::Status EndLease(grpc::ServerContext*, const v1::EndLeaseRequest*,
+                        v1::EndLeaseResponse*) override;
   grpc::Status DrainDevice(grpc::ServerContext*, const v1::DrainDeviceRequest*,
                            v1::Device*) override;
   grpc::Status UndrainDevice(grpc::ServerContext*, const v1::DrainDeviceRequest*,

@@ -48,7 +48,7 @@ class HoldStream final : public grpc::ServerWriteReactor<v1::HoldResponse>,
   void OnWriteDone(bool ok) override;
   void OnCancel() override { End("cancelled"); }
   void OnDone() override;
-  void TakenOver() override { End("another Hold call took the lease over"); }
+  void Release(const char* why) override { End(why); }
 
  private:
   // Finishes the call (CANCELLED, `why`) once no write is outstanding.

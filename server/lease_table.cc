@@ -54,8 +54,25 @@ common::Result<LeaseTable::Ticket> LeaseTable::Resume(uint64_t lease, engine::Ow
     it->second.detached = false;
     it->second.holder = std::move(call);
   }
-  if (previous) previous->TakenOver();
+  if (previous) previous->Release("another Hold call took the lease over");
   return t;
+}
+
+common::Result<LeaseTable::Held> LeaseTable::End(uint64_t lease, engine::OwnerId owner) {
+  std::shared_ptr<LeaseCall> holder;
+  Held held;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = leases_.find(lease);
+    if (it == leases_.end() || it->second.owner != owner) {
+      return common::Status::NotFound("lease " + std::to_string(lease) +
+                                      " is not open (or is not the caller's): nothing to end");
+    }
+    holder = it->second.holder.lock();
+    held = EndLocked(it);
+  }
+  if (holder) holder->Release("the client ended its lease");
+  return held;
 }
 
 common::Status LeaseTable::Check(uint64_t lease, engine::OwnerId owner) const {

@@ -11,8 +11,9 @@
 // with a grace period, waits detached: a Hold call of the same owner naming it takes it over
 // (Resume), and Expire ends it if none did. Resume also takes a lease over from a call still
 // open (a client often sees its connection drop before the agent does); the older call is told
-// (LeaseCall::TakenOver) and its end then changes nothing. A ticket names the lease and the call.
-// Threading: any thread (one mutex, held for a map operation; TakenOver is called without it).
+// (LeaseCall::Release) and its end then changes nothing. End ends a lease at its owner's word. A
+// ticket names the lease and the call. Threading: any thread (one mutex, held for a map operation;
+// TakenOver is called without it).
 #ifndef BRAID_SERVER_LEASE_TABLE_H_
 #define BRAID_SERVER_LEASE_TABLE_H_
 
@@ -32,7 +33,8 @@ namespace braid::server {
 class LeaseCall {
  public:
   virtual ~LeaseCall() = default;
-  virtual void TakenOver() = 0;
+  // The lease was taken over by another call, or ended (`why`): the call ends.
+  virtual void Release(const char* why) = 0;
 };
 
 class LeaseTable {
@@ -70,6 +72,9 @@ class LeaseTable {
   Held CallEnded(Ticket ticket, bool keep);
   // The grace of `ticket`'s call is over: the lease ends unless a call took it over since.
   Held Expire(Ticket ticket);
+  // Ends `lease` (`owner`'s) now; what it held. NOT_FOUND when it is not open or not `owner`'s.
+  // The call holding it is told.
+  common::Result<Held> End(uint64_t lease, engine::OwnerId owner);
   size_t open() const;
 
  private:

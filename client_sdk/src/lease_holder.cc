@@ -108,10 +108,22 @@ void LeaseHolder::StartCall() {
 
 LeaseHolder::~LeaseHolder() {
   Call* open = nullptr;
+  bool graced = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     closing_ = true;
     if (open_) open = calls_.back().get();
+    graced = grace_ms_ > 0 && !ended_;
+  }
+  if (graced) {
+    // Ending the call would leave the lease to its grace: end the lease itself (best effort: an
+    // agent out of reach gives it back when the grace runs out).
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    v1::EndLeaseRequest request;
+    request.set_lease_id(lease_);
+    v1::EndLeaseResponse response;
+    (void)stub_.EndLease(&context, request, &response);
   }
   if (open != nullptr) open->Cancel();
   std::unique_lock<std::mutex> lock(mu_);

@@ -4,7 +4,8 @@
 // when the lease ends: this holder is destroyed, or the process exits or is killed, or the
 // connection drops. When the agent grants a grace period (lease_grace_ms) and the connection
 // drops (UNAVAILABLE), the holder opens a new Hold call naming the lease, waiting for the agent
-// until the grace runs out: the lease and what it holds survive a reconnect within it.
+// until the grace runs out: the lease and what it holds survive a reconnect within it. Destroyed,
+// a holder with a grace ends the lease itself (EndLease), so what it held goes at once.
 // Threading: lease() and Ended() from any thread; gRPC's reactions on its threads,
 // serialized by one mutex that is never held while calling into gRPC. Ownership: the
 // AgentClient's (its stub outlives the holder); it waits for its call to end when destroyed (in a

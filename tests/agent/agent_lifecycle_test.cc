@@ -249,8 +249,8 @@ TEST(AgentLifecycle, ALeaseWithAGraceIsTakenOverByACallNamingItAndEndsWhenNoneCo
 
 // Lease ids are not numbers a restarted agent hands out again: a client resuming its lease after
 // the agent restarted is refused, even when another client of the same identity opened a lease
-// on the new agent first.
-TEST(AgentLifecycle, ALeaseIsNotResumedOnARestartedAgent) {
+// on the new agent first. And a client may end its lease itself, without waiting out the grace.
+TEST(AgentLifecycle, ALeaseIsNotResumedOnARestartedAgentAndEndsAtItsOwnersWord) {
   AgentSpec spec{"restart-lease", {TestNicIp(0, 0)}, 0};
   spec.extra_args = {"--lease-grace-ms", "60000"};
   uint64_t before = 0;
@@ -268,6 +268,27 @@ TEST(AgentLifecycle, ALeaseIsNotResumedOnARestartedAgent) {
   HoldCall resumed(a->stub(), before);
   EXPECT_EQ(resumed.lease(), 0u) << "took over lease " << before << " of the new agent";
   EXPECT_EQ(resumed.refusal().error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // EndLease gives back what a lease holds at once, without its (here 60 s) grace.
+  grpc::Status s;
+  const uint64_t vqp = CreateLeased(a->stub(), true, other.lease(), &s);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  for (const uint64_t lease : {other.lease(), uint64_t{12345}}) {
+    grpc::ClientContext ctx;
+    v1::EndLeaseRequest request;
+    request.set_lease_id(lease);
+    v1::EndLeaseResponse out;
+    EXPECT_EQ(a->stub().EndLease(&ctx, request, &out).error_code(),
+              lease == other.lease() ? grpc::StatusCode::OK : grpc::StatusCode::NOT_FOUND);
+  }
+  const grpc::Status ended = other.AwaitEnd();
+  EXPECT_NE(ended.error_message().find("the client ended its lease"), std::string::npos)
+      << ended.error_message();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!VqpIds(a->stub()).empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(VqpIds(a->stub()).empty()) << "VQP " << vqp << " still there";
 }
 
 // Leases are cheap but not free: one caller opening Hold calls without end is stopped at its limit,

@@ -676,6 +676,19 @@ def test_a_lease_outlives_a_dropped_connection_by_the_agent_s_grace(tmp_path):
             client.alloc(MiB)
         del first, second
         client.close()
+
+        # Closed on purpose, a client gives its lease back at once, not after the grace.
+        leaving = braid.Agent(pa.tcp, hold=True)
+        conn = braid.connect(leaving, direct, qps=1)
+        conn.release()  # its VQP on the leaving side is the lease's now; the other is direct's
+        mine, theirs = conn.vqp_a, conn.vqp_b
+        del conn
+        leaving.close()
+        del leaving
+        gc.collect()
+        assert _wait_until(lambda: [v["vqp_id"] for v in direct.vqps()] == [theirs], 1.0), \
+            (mine, direct.vqps())
+        direct.destroy_vqp(theirs)
         direct.close()
     finally:
         if proxy is not None:
