@@ -337,7 +337,7 @@ grpc::Status AgentService::EndLease(grpc::ServerContext* context,
   BRAID_ADMIT(context, "EndLease", Access::kClient);
   common::Result<LeaseTable::Held> held = leases_.End(request->lease_id(), caller.owner);
   if (!held.ok()) return ToGrpc(held.status());
-  reclaimer_.Release(held->owner, std::move(held->vqps), std::move(held->regions));
+  HoldStream::GiveBack(std::move(*held), request->lease_id(), caller.Describe(), reclaimer_);
   return grpc::Status::OK;
 }
 

@@ -7,20 +7,16 @@
 #include "server/proto_mapping.h"
 
 namespace braid::server {
-namespace {
 
-// What an ended lease still held goes to `reclaimer` (logged when anything).
-void GiveBack(LeaseTable::Held held, LeaseTable::Ticket ticket, const std::string& identity,
-              Reclaimer& reclaimer) {
+void HoldStream::GiveBack(LeaseTable::Held held, uint64_t lease, const std::string& identity,
+                          Reclaimer& reclaimer) {
   if (!held.vqps.empty() || !held.regions.empty()) {
     spdlog::info(
         "lease={} identity=\"{}\" msg=\"the lease ended: giving back {} VQPs and {} regions\"",
-        ticket.lease, identity, held.vqps.size(), held.regions.size());
+        lease, identity, held.vqps.size(), held.regions.size());
   }
   reclaimer.Release(held.owner, std::move(held.vqps), std::move(held.regions));
 }
-
-}  // namespace
 
 grpc::ServerWriteReactor<v1::HoldResponse>* HoldStream::Start(StreamRelay& relay,
                                                               LeaseTable& leases,
@@ -93,10 +89,10 @@ void HoldStream::OnDone() {
       reclaimer_.At(std::chrono::steady_clock::now() + std::chrono::milliseconds(params_.grace_ms),
                     [&leases = leases_, &reclaimer = reclaimer_, ticket = ticket_,
                      identity = params_.identity] {
-                      GiveBack(leases.Expire(ticket), ticket, identity, reclaimer);
+                      GiveBack(leases.Expire(ticket), ticket.lease, identity, reclaimer);
                     });
     } else {
-      GiveBack(std::move(held), ticket_, params_.identity, reclaimer_);
+      GiveBack(std::move(held), ticket_.lease, params_.identity, reclaimer_);
     }
   }
   relay_.Remove(this);

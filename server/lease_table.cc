@@ -1,21 +1,23 @@
 #include "server/lease_table.h"
 
-#include <sys/random.h>
-
 #include <string>
+
+#include "dataplane/common/random_bytes.h"
 
 namespace braid::server {
 namespace {
 
 uint64_t RandomId() {
   uint64_t id = 0;
-  size_t have = 0;
-  auto* bytes = reinterpret_cast<unsigned char*>(&id);
-  while (have < sizeof(id)) {
-    const ssize_t n = getrandom(bytes + have, sizeof(id) - have, 0);
-    if (n > 0) have += static_cast<size_t>(n);  // else EINTR: again
-  }
+  common::RandomBytes(&id, sizeof(id));
   return id >> 1;  // 63 bits: a lease id stays positive wherever it is read as signed
+}
+
+// `lease` in `leases` if it is `owner`'s; end() otherwise (missing or another's look the same).
+template <typename Map>
+auto Owned(Map& leases, uint64_t lease, engine::OwnerId owner) {
+  auto it = leases.find(lease);
+  return it != leases.end() && it->second.owner == owner ? it : leases.end();
 }
 
 }  // namespace
@@ -41,8 +43,8 @@ common::Result<LeaseTable::Ticket> LeaseTable::Resume(uint64_t lease, engine::Ow
   Ticket t{lease, 0};
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = leases_.find(lease);
-    if (it == leases_.end() || it->second.owner != owner) {
+    auto it = Owned(leases_, lease, owner);
+    if (it == leases_.end()) {
       return common::Status::NotFound(
           "lease " + std::to_string(lease) +
           " cannot be resumed: it ended (its Hold call ended more than lease_grace_ms ago, or "
@@ -63,8 +65,8 @@ common::Result<LeaseTable::Held> LeaseTable::End(uint64_t lease, engine::OwnerId
   Held held;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = leases_.find(lease);
-    if (it == leases_.end() || it->second.owner != owner) {
+    auto it = Owned(leases_, lease, owner);
+    if (it == leases_.end()) {
       return common::Status::NotFound("lease " + std::to_string(lease) +
                                       " is not open (or is not the caller's): nothing to end");
     }
@@ -77,8 +79,8 @@ common::Result<LeaseTable::Held> LeaseTable::End(uint64_t lease, engine::OwnerId
 
 common::Status LeaseTable::Check(uint64_t lease, engine::OwnerId owner) const {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = leases_.find(lease);
-  if (it == leases_.end() || it->second.owner != owner) {
+  auto it = Owned(leases_, lease, owner);
+  if (it == leases_.end()) {
     return common::Status::NotFound("lease " + std::to_string(lease) +
                                     " is not open: its Hold call ended (or never was the "
                                     "caller's); open a new Hold call and use its lease_id");

@@ -13,7 +13,7 @@
 // open (a client often sees its connection drop before the agent does); the older call is told
 // (LeaseCall::Release) and its end then changes nothing. End ends a lease at its owner's word. A
 // ticket names the lease and the call. Threading: any thread (one mutex, held for a map operation;
-// TakenOver is called without it).
+// LeaseCall::Release is called without it).
 #ifndef BRAID_SERVER_LEASE_TABLE_H_
 #define BRAID_SERVER_LEASE_TABLE_H_
 
@@ -29,7 +29,7 @@
 
 namespace braid::server {
 
-// The Hold call holding a lease, told when another call took the lease over.
+// The Hold call holding a lease, told when another call took the lease over or the lease ended.
 class LeaseCall {
  public:
   virtual ~LeaseCall() = default;

@@ -32,7 +32,6 @@ class MetricsEndpoint {
 
   // Serves `what` on /metrics from now on (the endpoint keeps only a weak reference).
   void Serve(const std::weak_ptr<prometheus::Collectable>& what);
-  std::vector<int> ports() const { return exposer_->GetListeningPorts(); }
 
   // Use Listen().
   MetricsEndpoint(std::string host, std::unique_ptr<prometheus::Exposer> exposer)

@@ -19,7 +19,6 @@ class LeaseHolder::Call final : public grpc::ClientReadReactor<v1::HoldResponse>
     if (resume != 0) context_.set_wait_for_ready(true);
     pending_->context = &context_;
   }
-  ~Call() override { give_up_.Cancel(); }
   // Starts the call; a resume not granted by `until` is cancelled.
   void Start(v1::Agent::Stub& stub, std::chrono::system_clock::time_point until) {
     stub.async()->Hold(&context_, &request_, this);

@@ -3,9 +3,10 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <sys/random.h>
 
 #include <cstring>
+
+#include "dataplane/common/random_bytes.h"
 
 namespace braid::soft {
 
@@ -32,11 +33,7 @@ std::array<uint8_t, 32> Mac(const verbs::LinkKey& key, const wire::Challenge& ch
 
 wire::Challenge NewChallenge() {
   wire::Challenge c;
-  size_t have = 0;
-  while (have < c.nonce.size()) {
-    const ssize_t n = getrandom(c.nonce.data() + have, c.nonce.size() - have, 0);
-    if (n > 0) have += static_cast<size_t>(n);
-  }
+  common::RandomBytes(c.nonce.data(), c.nonce.size());
   return c;
 }
 
