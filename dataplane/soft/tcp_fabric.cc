@@ -523,6 +523,11 @@ void TcpFabric::ReadCounters(std::vector<verbs::ProviderCounter>* out) const {
            s.requests_held},
           {"link_frames_joined", "Frames that shared a sendmsg with the frame before them",
            s.frames_joined},
+          {"link_payload_bytes_placed", "Inbound payload bytes read straight into their place",
+           s.payload_bytes_placed},
+          {"link_payload_bytes_buffered",
+           "Inbound payload bytes read into a connection's buffer and copied from it",
+           s.payload_bytes_buffered},
       });
 }
 

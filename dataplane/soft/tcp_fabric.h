@@ -87,6 +87,10 @@ struct TcpFabricStats {
   uint64_t frames_copied = 0;    // payloads copied while queued: their region was deregistered
   uint64_t frames_quiesced = 0;  // unsent frames dropped because their QP entered the error state
   uint64_t payloads_cut = 0;     // inbound payloads cut off: their region was deregistered
+  // Inbound payload bytes read straight into their place, and those read into a connection's
+  // buffer and copied from it (small payloads, and the bytes around headers).
+  uint64_t payload_bytes_placed = 0;
+  uint64_t payload_bytes_buffered = 0;
 };
 
 class TcpFabric final : public Fabric {

@@ -56,6 +56,11 @@ struct TcpFabric::Conn {
   wire::Segment seg;                  // the segment being received, while seg_left > 0
   uint32_t seg_left = 0;              // its body bytes not yet received
   TcpChannel* seg_channel = nullptr;  // where its body goes (null: discarded)
+  // The last frame with a payload had a bulk one: a read into the buffer takes no more than the
+  // rest of the segment and the headers behind it, so that a bulk payload after them is read
+  // straight into place too, not into the buffer and copied from it. Frames with a small payload
+  // turn it off (then reads take as much as the buffer holds: many frames per read).
+  bool bulk = false;
 
   // Sending, in this order: the rest of a segment that went out in part (`cur`), control segments
   // (`ctl`), then data segments of the active QPs, one segment each in turn.

@@ -106,6 +106,7 @@ bool TcpFabric::Feed(Conn& c, TcpChannel& ch, const uint8_t* bytes, size_t n) {
       }
       ch.rx_place_ = c.device->BeginInbound(ch.rx_header_);
       ch.rx_left_ = ch.rx_header_.payload_len;
+      if (ch.rx_left_ > 0) c.bulk = ch.rx_left_ >= kDirectBytes;
       ch.rx_index_ = 0;
       ch.rx_offset_ = 0;
       if (ch.rx_left_ == 0) {
@@ -118,6 +119,7 @@ bool TcpFabric::Feed(Conn& c, TcpChannel& ch, const uint8_t* bytes, size_t n) {
     }
     const size_t take = std::min<uint64_t>(n, ch.rx_left_);
     ch.TakePayload(bytes, take);
+    stats_.payload_bytes_buffered += take;
     bytes += take;
     n -= take;
     if (ch.rx_left_ == 0) {
@@ -204,6 +206,7 @@ bool TcpFabric::ReadDirect(Conn& c, ssize_t* result, size_t* asked) {
   if (n <= 0) return true;
   const size_t placed = std::min<size_t>(static_cast<size_t>(n), direct);
   ch->TakePayload(nullptr, placed);
+  stats_.payload_bytes_placed += placed;
   c.seg_left -= static_cast<uint32_t>(placed);
   ch->last_progress_ns_ = NowNs();
   c.rx_end = static_cast<size_t>(n) - placed;
@@ -230,6 +233,8 @@ void TcpFabric::OnReadable(Conn& c) {
         c.rx_pos = 0;
       }
       asked = c.rx.size() - c.rx_end;
+      const size_t upto = c.seg_left + wire::kSegmentHeaderBytes + wire::kFrameHeaderBytes;
+      if (c.bulk && upto > c.rx_end) asked = std::min(asked, upto - c.rx_end);
       n = read(c.fd, c.rx.data() + c.rx_end, asked);
       if (n > 0) c.rx_end += static_cast<size_t>(n);
     }
