@@ -3,7 +3,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= 2
 CMAKE_ARGS ?=
-# Seconds each fuzzer (frame parser, session ring) runs in `make test` (longer: make fuzz-run FUZZ_SECONDS=600).
+# Seconds each fuzzer (frame parser, session ring, control requests) runs in `make test` (longer: make fuzz-run FUZZ_SECONDS=600).
 FUZZ_SECONDS ?= 15
 # Property-test scenarios: the release run uses the test's default (2000); the sanitizer run fewer.
 ASAN_VQP_SCENARIOS ?= 600
@@ -62,13 +62,38 @@ $(FUZZ_DIR)/session_ring_fuzz: tests/fuzz/session_ring_fuzz.cc dataplane/session
 	clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I. \
 	  tests/fuzz/session_ring_fuzz.cc dataplane/session/ring_entry.cc -o $@
 
-fuzz: $(FUZZ_DIR)/wire_format_fuzz $(FUZZ_DIR)/session_ring_fuzz
+# libFuzzer target for the control plane's parsers of what callers send (business cards, VQP
+# requests, transfer ops: server/request_mapping.cc), over protobuf code generated here. Seeds:
+# tests/fuzz/control_seeds/<kind>_*.txtpb, encoded with the kind's byte in front.
+FUZZ_GEN := $(FUZZ_DIR)/gen
+CONTROL_FUZZ_SRCS := tests/fuzz/control_request_fuzz.cc server/request_mapping.cc \
+  dataplane/vqp/business_card.cc dataplane/vqp/vqp_types.cc dataplane/verbs/gid.cc \
+  dataplane/common/status.cc
+$(FUZZ_DIR)/control_request_fuzz: $(CONTROL_FUZZ_SRCS) server/request_mapping.h \
+    dataplane/vqp/business_card.h proto/braid/v1/agent.proto proto/braid/v1/business_card.proto \
+    $(wildcard tests/fuzz/control_seeds/*.txtpb) | deps
+	mkdir -p $(FUZZ_GEN) $(FUZZ_DIR)/control_corpus
+	protoc -I proto --cpp_out=$(FUZZ_GEN) proto/braid/v1/agent.proto proto/braid/v1/business_card.proto
+	for seed in tests/fuzz/control_seeds/*.txtpb; do \
+	  name=$$(basename $$seed .txtpb); \
+	  case $$name in card_*) kind=0 type=BusinessCard;; create_*) kind=1 type=CreateVirtualQpRequest;; \
+	    *) kind=2 type=TransferOp;; esac; \
+	  { printf "\\$$kind"; protoc -I proto --encode=braid.v1.$$type proto/braid/v1/agent.proto \
+	    < $$seed; } > $(FUZZ_DIR)/control_corpus/seed_$$name || exit 1; \
+	done
+	clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I. -I$(FUZZ_GEN) \
+	  $(CONTROL_FUZZ_SRCS) $(FUZZ_GEN)/braid/v1/agent.pb.cc $(FUZZ_GEN)/braid/v1/business_card.pb.cc \
+	  -lprotobuf -o $@
+
+fuzz: $(FUZZ_DIR)/wire_format_fuzz $(FUZZ_DIR)/session_ring_fuzz $(FUZZ_DIR)/control_request_fuzz
 
 fuzz-run: fuzz
 	$(FUZZ_DIR)/wire_format_fuzz -max_total_time=$(FUZZ_SECONDS) -seed=1 -print_final_stats=1 \
 	  $(FUZZ_DIR)/corpus
 	$(FUZZ_DIR)/session_ring_fuzz -max_total_time=$(FUZZ_SECONDS) -seed=1 -print_final_stats=1 \
 	  $(FUZZ_DIR)/session_corpus
+	$(FUZZ_DIR)/control_request_fuzz -max_total_time=$(FUZZ_SECONDS) -seed=1 -print_final_stats=1 \
+	  $(FUZZ_DIR)/control_corpus
 
 test: fuzz-run unit-test asan-test tsan-test
 

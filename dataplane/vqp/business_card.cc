@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "dataplane/common/quote.h"
+
 namespace braid::vqp {
 
 using common::Status;
@@ -45,10 +47,25 @@ Status BusinessCard::Validate() const {
   if (devices.empty() || devices.size() > kMaxDevices) {
     return Status::InvalidArgument("business card must list 1 to 32 devices");
   }
-  for (const DeviceCard& d : devices) {
-    if (d.gid.IsZero() && d.lid == 0) {
-      return Status::InvalidArgument("device " + d.name + " has neither GID nor LID");
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const DeviceCard& d = devices[i];
+    if (d.name.empty() || d.name.size() > kMaxDeviceNameBytes) {
+      return Status::InvalidArgument("device " + std::to_string(i) + " of the card has a name of " +
+                                     std::to_string(d.name.size()) +
+                                     " bytes; a device name has 1 to " +
+                                     std::to_string(kMaxDeviceNameBytes));
     }
+    if (d.gid.IsZero() && d.lid == 0) {
+      return Status::InvalidArgument("device " + common::Quote(d.name) +
+                                     " has neither GID nor LID");
+    }
+  }
+  if (control_endpoint.size() > kMaxEndpointBytes || agent_identity.size() > kMaxIdentityBytes) {
+    return Status::InvalidArgument(
+        "business card control_endpoint (" + std::to_string(control_endpoint.size()) +
+        " bytes) or agent_identity (" + std::to_string(agent_identity.size()) +
+        " bytes) is longer than " + std::to_string(kMaxEndpointBytes) + " / " +
+        std::to_string(kMaxIdentityBytes) + " bytes");
   }
   if (data_qps.empty() || data_qps.size() > kMaxDataQps) {
     return Status::InvalidArgument("business card must list 1 to 128 data QPs");

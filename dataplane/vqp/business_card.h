@@ -21,6 +21,12 @@
 
 namespace braid::vqp {
 
+// Bounds of a card's strings: a device name as the verbs library names devices
+// (IBV_SYSFS_NAME_MAX), a host:port endpoint, and an identity as long as a SPIFFE ID may be.
+inline constexpr size_t kMaxDeviceNameBytes = 64;
+inline constexpr size_t kMaxEndpointBytes = 1024;
+inline constexpr size_t kMaxIdentityBytes = 2048;
+
 struct DeviceCard {
   std::string name;
   verbs::Gid gid;

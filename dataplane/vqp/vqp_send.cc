@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string>
 
+#include "dataplane/common/quote.h"
 #include "dataplane/vqp/virtual_qp.h"
 #include "dataplane/vqp/vqp_wire.h"
 
@@ -58,7 +59,7 @@ Status VirtualQp::CheckKeys(uint32_t local, uint32_t remote, bool message_qp,
                                    ? peer_.devices[remote_device].name
                                    : std::to_string(remote_device);
       return Status::InvalidArgument("remote key entry " + std::to_string(remote) +
-                                     " has no key for the peer's device " + name +
+                                     " has no key for the peer's device " + common::Quote(name) +
                                      "; give a remote key for every device of the peer's card");
     }
   }

@@ -205,6 +205,8 @@ TEST_F(AgentHostileTest, EveryBadRequestGetsAPreciseStatusAndChangesNothing) {
   short_gid.mutable_devices(0)->set_gid("abc");
   v1::BusinessCard no_scheme = peer;
   no_scheme.set_scheme(v1::SCHEME_UNSPECIFIED);
+  v1::BusinessCard long_name = peer;  // quoted whole, it overflowed gRPC's metadata limit
+  long_name.mutable_devices(0)->set_name(std::string(8000, 'n'));
 
   const std::vector<UnaryCase> cases = {
       {"GetVirtualQp unknown id",
@@ -244,6 +246,9 @@ TEST_F(AgentHostileTest, EveryBadRequestGetsAPreciseStatusAndChangesNothing) {
        "card.devices[0].gid: 3 bytes, want 16"},
       {"card without a scheme", connect(vqp, no_scheme), grpc::StatusCode::INVALID_ARGUMENT,
        "card.scheme: unknown scheme 0"},
+      {"card naming a device in 8,000 bytes", connect(vqp, long_name),
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "remote card: device 0 of the card has a name of 8000 bytes; a device name has 1 to 64"},
       {"connect an already connected VQP", connect(va_.vqp_id(), peer),
        grpc::StatusCode::FAILED_PRECONDITION, "VQP is already connected"},
       {"RegisterMemory length 0",

@@ -386,6 +386,39 @@ TEST(GapRegressionNotesTest, CardValidationAndMismatch) {
   EXPECT_FALSE((*lone)->connected());
 }
 
+// A card is a peer's (or a hostile client's) input: its strings are bounded, and a refusal quotes
+// at most 100 characters of them. (A message carrying a whole 8,000-character device name
+// overflowed gRPC's metadata limit: the caller saw RESOURCE_EXHAUSTED, not why.)
+TEST(GapRegressionNotesTest, ACardsRefusalsQuoteItsStringsAtMostAHundredCharacters) {
+  NullVqpBed nb(2, Config(Scheme::kSpray, 4));
+  ASSERT_TRUE(nb.status().ok());
+  const BusinessCard good = nb.vqp().LocalCard(1);
+  BusinessCard c = good;
+  c.devices[0].gid = verbs::Gid();
+  c.devices[0].name = std::string(60, 'n');
+  common::Status s = c.Validate();
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("'" + c.devices[0].name + "' has neither GID nor LID"),
+            std::string_view::npos)
+      << s.message();
+  for (size_t bytes : {size_t{0}, kMaxDeviceNameBytes + 1, size_t{8000}}) {
+    c = good;
+    c.devices[1].name = std::string(bytes, 'n');
+    s = c.Validate();
+    EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument) << bytes;
+    EXPECT_EQ(s.message(), "device 1 of the card has a name of " + std::to_string(bytes) +
+                               " bytes; a device name has 1 to 64");
+  }
+  c = good;
+  c.control_endpoint = std::string(5000, 'e');
+  s = c.Validate();
+  EXPECT_EQ(s.code(), common::StatusCode::kInvalidArgument);
+  EXPECT_LT(s.message().size(), 200u) << s.message();
+  c = good;
+  c.agent_identity = std::string(kMaxIdentityBytes, 'i');  // as long as an identity may be
+  EXPECT_TRUE(c.Validate().ok());
+}
+
 // Fragments spread over QPs and interleave devices.
 TEST(GapRegressionNotesTest, SchedulerInterleavesDevices) {
   NullVqpBed nb(2, Config(Scheme::kSpray, 4));
