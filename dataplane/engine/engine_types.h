@@ -48,6 +48,10 @@ struct DeviceStatus {
 using OwnerId = uint32_t;
 inline constexpr OwnerId kAnyOwner = 0;
 
+// A VQP's or region's label: the caller's name for it, shown in listings and events. Bounded, as
+// everything a caller makes the agent keep: 1,024 VQPs of a 4 MiB label each would hold 4 GiB.
+inline constexpr size_t kMaxLabelBytes = 256;
+
 struct CreateVqpRequest {
   OwnerId owner = kAnyOwner;
   vqp::VirtualQpConfig config;

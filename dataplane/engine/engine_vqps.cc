@@ -37,8 +37,19 @@ Result<Engine::RegionSlot*> Engine::FindRegion(uint64_t region_id, OwnerId scope
   return it->second.get();
 }
 
+namespace {
+
+Status CheckLabel(const std::string& label) {
+  if (label.size() <= kMaxLabelBytes) return Status::Ok();
+  return Status::InvalidArgument("label has " + std::to_string(label.size()) +
+                                 " bytes; a label has at most " + std::to_string(kMaxLabelBytes));
+}
+
+}  // namespace
+
 Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   BRAID_RETURN_IF_ERROR(vqp::ValidateConfig(request.config));
+  BRAID_RETURN_IF_ERROR(CheckLabel(request.label));
   OwnerUsage& usage = owners_[request.owner];
   const uint32_t mine = usage.vqps;
   if (mine >= options_.max_vqps_per_owner) {
@@ -243,6 +254,7 @@ VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
 
 Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request) {
   if (request.length == 0) return Status::InvalidArgument("region length must be > 0");
+  BRAID_RETURN_IF_ERROR(CheckLabel(request.label));
   if (request.length > options_.max_region_bytes) {
     return Status::OutOfRange("region length " + std::to_string(request.length) +
                               " exceeds this agent's limit of " +

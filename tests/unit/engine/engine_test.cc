@@ -518,5 +518,30 @@ TEST_F(EngineTest, RegionsPastTheRegionDirectorysSizeAreRefusedUntilOthersAreDer
   EXPECT_TRUE(again.ok()) << again.status().ToString();
 }
 
+// A label is kept as long as its VQP or region: one longer than kMaxLabelBytes is refused, saying
+// so, and nothing is made.
+TEST_F(EngineTest, AVqpOrRegionWithALabelPastItsBoundIsRefusedAndNothingIsMade) {
+  const size_t vqps = a_.engine->ListVirtualQps()->size();
+  const size_t regions = a_.engine->ListRegions()->size();
+  const std::string want = "label has 4000000 bytes; a label has at most 256";
+  CreateVqpRequest r;
+  r.config.num_qps = 2;
+  r.label = std::string(4000000, 'l');
+  auto vqp = a_.engine->CreateVirtualQp(r);
+  ASSERT_FALSE(vqp.ok());
+  EXPECT_EQ(vqp.status().code(), common::StatusCode::kInvalidArgument);
+  EXPECT_EQ(vqp.status().message(), want);
+  auto region = a_.engine->RegisterMemory({.length = 4096, .label = r.label});
+  ASSERT_FALSE(region.ok());
+  EXPECT_EQ(region.status().message(), want);
+  EXPECT_EQ(a_.engine->ListVirtualQps()->size(), vqps);
+  EXPECT_EQ(a_.engine->ListRegions()->size(), regions);
+  r.label.resize(kMaxLabelBytes);  // as long as a label may be
+  auto fits = a_.engine->CreateVirtualQp(r);
+  ASSERT_TRUE(fits.ok()) << fits.status().ToString();
+  EXPECT_EQ(fits->label, r.label);
+  EXPECT_TRUE(a_.engine->DestroyVirtualQp(fits->id).ok());
+}
+
 }  // namespace
 }  // namespace braid::engine
