@@ -9,6 +9,7 @@
 
 #include "dataplane/common/quote.h"
 #include "dataplane/verbs/gid.h"
+#include "dataplane/vqp/business_card.h"
 
 namespace braid::server {
 
@@ -174,6 +175,11 @@ Status AgentConfig::Validate() const {
   }
   for (const auto& nic : soft_nics) {
     if (nic.name.empty()) return Status::InvalidArgument("a soft NIC has no name");
+    if (nic.name.size() > vqp::kMaxDeviceNameBytes) {  // it travels in every business card
+      return Status::InvalidArgument("soft NIC name " + common::Quote(nic.name) + " has " +
+                                     std::to_string(nic.name.size()) + " bytes; at most " +
+                                     std::to_string(vqp::kMaxDeviceNameBytes));
+    }
     if (!verbs::Gid::ParseIpv4(nic.ipv4)) {
       return Status::InvalidArgument("soft NIC " + nic.name + ": '" + nic.ipv4 +
                                      "' is not an IPv4 address");

@@ -48,8 +48,8 @@ struct DeviceStatus {
 using OwnerId = uint32_t;
 inline constexpr OwnerId kAnyOwner = 0;
 
-// A VQP's or region's label: the caller's name for it, shown in listings and events. Bounded, as
-// everything a caller makes the agent keep: 1,024 VQPs of a 4 MiB label each would hold 4 GiB.
+// A VQP's or region's label: the caller's name for it, shown in listings. Bounded, as everything a
+// caller makes the agent keep (unbounded, 100 regions with 4 MB labels held 385 MiB).
 inline constexpr size_t kMaxLabelBytes = 256;
 
 struct CreateVqpRequest {
