@@ -166,9 +166,7 @@ class TcpFabric::TcpChannel final : public Channel {
   bool dead_ = false;
   bool held_ = false;
   int drop_next_ = 0;
-  // Bytes of ours last read from the connection, or taken by it after it had been full (so the
-  // peer acknowledged bytes): what shows the link moves (DeliveringSince).
-  uint64_t last_progress_ns_ = 0;
+  uint64_t last_progress_ns_ = 0;  // bytes of ours last read from or taken by the connection
   uint64_t held_in_ = UINT64_MAX;  // the ACK hold (TcpFabric::ack_hold_) our queued ACK waits in
   std::deque<TxItem> txq_;
   uint64_t queued_ = 0;   // bytes in txq_ not yet taken by the socket

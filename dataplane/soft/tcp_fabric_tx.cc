@@ -204,14 +204,11 @@ void TcpFabric::ForgetMemory(SoftDevice* device, uint64_t addr, uint64_t length)
   }
 }
 
-// `bytes` of `ch`'s queue were taken by the socket. `drained`: the socket had been full, so the
-// room that took them was made by the peer acknowledging earlier bytes, which proves the link
-// moves; a socket with room to spare takes bytes (a retry's retransmission too) from a peer that
-// is gone.
-void TcpFabric::Advance(TcpChannel& ch, size_t bytes, bool drained) {
+// `bytes` of `ch`'s queue were taken by the socket.
+void TcpFabric::Advance(TcpChannel& ch, size_t bytes) {
   if (bytes == 0) return;
   ch.queued_ -= bytes;
-  if (drained) ch.last_progress_ns_ = NowNs();
+  ch.last_progress_ns_ = NowNs();
   while (bytes > 0 && !ch.txq_.empty()) {
     TcpChannel::TxItem& t = ch.txq_.front();
     const size_t take = std::min(bytes, t.total - t.sent);
@@ -339,7 +336,6 @@ void TcpFabric::Flush(Conn& c) {
     msghdr msg{};
     msg.msg_iov = iov.data();
     msg.msg_iovlen = cnt;
-    const bool drained = c.want_out;  // found full before: its room is the peer's doing
     ssize_t n = sendmsg(c.fd, &msg, MSG_NOSIGNAL);
     // A client cut its file short under a region: once the range is replaced, send again.
     if (n < 0 && errno == EFAULT && common::FaultGuard::Repair(iov.data(), cnt)) {
@@ -357,7 +353,7 @@ void TcpFabric::Flush(Conn& c) {
       left -= h;
       const size_t b = std::min<size_t>(left, c.cur.body_left);
       if (cur_channel != nullptr) {
-        Advance(*cur_channel, b, drained);
+        Advance(*cur_channel, b);
       } else {
         c.orphan_sent += b;
       }
@@ -383,7 +379,7 @@ void TcpFabric::Flush(Conn& c) {
       left -= h;
       const size_t b = std::min<size_t>(left, plan[i].len);
       left -= b;
-      Advance(*plan[i].channel, b, drained);
+      Advance(*plan[i].channel, b);
       if (h < kHeader || b < plan[i].len) {  // this segment went out in part: it goes on first
         c.cur.active = true;
         c.cur.header = headers[i];
