@@ -163,7 +163,7 @@ class TcpFabric final : public Fabric {
   void QueueControl(Conn& conn, const wire::Segment& segment, std::span<const uint8_t> body = {});
   void Activate(TcpChannel& channel);
   void Flush(Conn& conn);
-  void Advance(TcpChannel& channel, size_t bytes);
+  void Advance(TcpChannel& channel, size_t bytes, bool drained);
   void Orphan(Conn& conn, TcpChannel& channel);
   void Quiesce(TcpChannel& channel);
   void WatchWritable(Conn& conn, bool on);

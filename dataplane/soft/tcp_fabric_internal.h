@@ -90,6 +90,7 @@ class TcpFabric::TcpChannel final : public Channel {
     size_t total = 0;
     size_t sent = 0;
     std::vector<uint8_t> copy;  // the payload, when the frame holds its own copy (then iov[0])
+    bool resent = false;        // a request sent before (a retry's go-back-N)
 
     // Copies the payload into `copy`; the frame no longer refers to the memory it came from.
     void Own();
@@ -113,6 +114,7 @@ class TcpFabric::TcpChannel final : public Channel {
 
   void OnLocalSendPsn(uint32_t psn) override {
     local_send_psn_ = psn;
+    fresh_psn_ = psn;
     has_local_send_psn_ = true;
     fabric_->CheckPsn(*this);
   }
@@ -166,7 +168,10 @@ class TcpFabric::TcpChannel final : public Channel {
   bool dead_ = false;
   bool held_ = false;
   int drop_next_ = 0;
-  uint64_t last_progress_ns_ = 0;  // bytes of ours last read from or taken by the connection
+  // Bytes last read from the connection, or taken by it (resent requests only once the socket had
+  // been full): what shows the link moves (DeliveringSince); see TcpFabric::Advance.
+  uint64_t last_progress_ns_ = 0;
+  uint32_t fresh_psn_ = 0;  // the first request PSN not yet sent: requests before it are resent
   uint64_t held_in_ = UINT64_MAX;  // the ACK hold (TcpFabric::ack_hold_) our queued ACK waits in
   std::deque<TxItem> txq_;
   uint64_t queued_ = 0;   // bytes in txq_ not yet taken by the socket

@@ -76,6 +76,10 @@ void TcpFabric::TcpChannel::Enqueue(const PacketHeader& header, std::span<const 
     if (t.iovcnt < t.iov.size() && v.iov_len > 0) t.iov[t.iovcnt++] = v;
   }
   t.total = wire::kFrameHeaderBytes + header.payload_len;
+  if (header.type == PacketType::kRequest) {
+    t.resent = PsnDiff(header.psn, fresh_psn_) < 0;
+    if (!t.resent) fresh_psn_ = PsnNext(header.psn);
+  }
   queued_ += t.total;
   fabric_->Activate(*this);
 }
@@ -204,18 +208,22 @@ void TcpFabric::ForgetMemory(SoftDevice* device, uint64_t addr, uint64_t length)
   }
 }
 
-// `bytes` of `ch`'s queue were taken by the socket.
-void TcpFabric::Advance(TcpChannel& ch, size_t bytes) {
+// `bytes` of `ch`'s queue were taken by the socket. That shows the link moves when the socket had
+// been full (`drained`: the peer's acknowledgements made the room) or when they hold a frame sent
+// for the first time; a socket with room takes a retry's retransmission from a peer that is gone.
+void TcpFabric::Advance(TcpChannel& ch, size_t bytes, bool drained) {
   if (bytes == 0) return;
   ch.queued_ -= bytes;
-  ch.last_progress_ns_ = NowNs();
+  bool moved = drained;
   while (bytes > 0 && !ch.txq_.empty()) {
     TcpChannel::TxItem& t = ch.txq_.front();
     const size_t take = std::min(bytes, t.total - t.sent);
+    moved = moved || !t.resent;
     t.sent += take;
     bytes -= take;
     if (t.sent == t.total) ch.txq_.pop_front();
   }
+  if (moved) ch.last_progress_ns_ = NowNs();
   if (ch.txq_.empty()) ch.held_in_ = UINT64_MAX;
 }
 
@@ -336,6 +344,7 @@ void TcpFabric::Flush(Conn& c) {
     msghdr msg{};
     msg.msg_iov = iov.data();
     msg.msg_iovlen = cnt;
+    const bool drained = c.want_out;  // found full before: its room is the peer's doing
     ssize_t n = sendmsg(c.fd, &msg, MSG_NOSIGNAL);
     // A client cut its file short under a region: once the range is replaced, send again.
     if (n < 0 && errno == EFAULT && common::FaultGuard::Repair(iov.data(), cnt)) {
@@ -353,7 +362,7 @@ void TcpFabric::Flush(Conn& c) {
       left -= h;
       const size_t b = std::min<size_t>(left, c.cur.body_left);
       if (cur_channel != nullptr) {
-        Advance(*cur_channel, b);
+        Advance(*cur_channel, b, drained);
       } else {
         c.orphan_sent += b;
       }
@@ -379,7 +388,7 @@ void TcpFabric::Flush(Conn& c) {
       left -= h;
       const size_t b = std::min<size_t>(left, plan[i].len);
       left -= b;
-      Advance(*plan[i].channel, b);
+      Advance(*plan[i].channel, b, drained);
       if (h < kHeader || b < plan[i].len) {  // this segment went out in part: it goes on first
         c.cur.active = true;
         c.cur.header = headers[i];

@@ -57,6 +57,53 @@ TEST(TcpSlowQueue, AckTimeoutBehindQueuedDataSpendsNoRetries) {
   EXPECT_EQ(p.buf0, p.buf1);
 }
 
+// The peer stops answering (its QP's frames held) while our socket has room to spare: each retry's
+// retransmission is taken at once, which is no sign the peer is alive. So every timeout spends a
+// retry and the QP ends after (retries + 1) timeouts, not two timeouts per retry (found when a
+// link taken down in netns_two_nic_link_fault ended its QP after 134 ms of a 67 ms budget).
+TEST(TcpSlowQueue, RetransmissionsTakenByASocketWithRoomStillSpendTheirRetries) {
+  TcpFabric fabric{TcpFabricOptions{.port = testing::TestPort(3)}};
+  testing::SoftPair p(&fabric, 4096);
+  testing::RcOptions rc;
+  rc.timeout = 13;  // 33.6 ms
+  rc.retry_cnt = 7;
+  const common::Status opened = p.Open(rc);
+  ASSERT_TRUE(opened.ok()) << opened.ToString();
+  const double timeout_ms = 4.096e-3 * (1 << 13);
+  auto write = [&](uint64_t id) {
+    return testing::PostRdma(*p.q0, IBV_WR_RDMA_WRITE, reinterpret_cast<uint64_t>(p.buf0.data()),
+                             4096, p.mr0->lkey(), reinterpret_cast<uint64_t>(p.buf1.data()),
+                             p.mr1->rkey(), id)
+        .ok();
+  };
+  // Polls both sides until the requester has a completion (at most 5 s).
+  auto await_one = [&](ibv_wc* got) {
+    std::vector<ibv_wc> wcs(16);
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < end) {
+      auto n = p.cq0->Poll(std::span<ibv_wc>(got, 1));
+      if (!n.ok() || *n == 1) return n.ok();
+      (void)p.cq1->Poll(wcs);
+    }
+    return false;
+  };
+  ibv_wc wc{};
+  ASSERT_TRUE(write(1) && await_one(&wc));  // the connection is up and the pair attached
+  ASSERT_EQ(wc.status, IBV_WC_SUCCESS) << ibv_wc_status_str(wc.status);
+  ASSERT_TRUE(fabric.HoldQp(*p.q1, true).ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(write(2) && await_one(&wc));
+  const double timeouts =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
+      timeout_ms;
+  EXPECT_EQ(wc.status, IBV_WC_RETRY_EXC_ERR) << ibv_wc_status_str(wc.status);
+  // 8 timeouts expected (the first try and 7 retries); with every retransmission counted as the
+  // peer's progress, each retry bought one more.
+  EXPECT_GE(timeouts, 7.5);
+  EXPECT_LT(timeouts, 12.0) << "retries were not spent: the retransmissions counted as the "
+                               "peer's progress";
+}
+
 TEST(TcpSlowQueue, AnAckThatArrivedWhileThePollerSleptCountsBeforeTheTimeout) {
   // Two hosts, each its own fabric (both on one port, at their own addresses); the responder's
   // runs on a thread of its own, as on another machine.
@@ -107,9 +154,9 @@ TEST(TcpSlowQueue, AnAckThatArrivedWhileThePollerSleptCountsBeforeTheTimeout) {
     return false;
   };
   auto post = [&](verbs::Qp& qp, uint64_t id) {
-    return testing::PostRdma(qp, IBV_WR_RDMA_WRITE, reinterpret_cast<uint64_t>(buf_a.data()),
-                             kLen, (*ma)->lkey(), reinterpret_cast<uint64_t>(buf_b.data()),
-                             (*mb)->rkey(), id)
+    return testing::PostRdma(qp, IBV_WR_RDMA_WRITE, reinterpret_cast<uint64_t>(buf_a.data()), kLen,
+                             (*ma)->lkey(), reinterpret_cast<uint64_t>(buf_b.data()), (*mb)->rkey(),
+                             id)
         .ok();
   };
   // The warm-up WRITE makes the connection, the first joins the pair under test to it; the second
