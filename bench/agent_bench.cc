@@ -9,7 +9,9 @@
 // notifications included (p50/p99), on the 8-QP VQP and on a 1-QP VQP pair.
 //
 // With --rounds=N --tcp-bench=PATH, then N rounds of the in-process 1 MiB WRITE and READ (a run of
-// braid_tcp_bench) each followed by the ring's, and the ratio of their medians.
+// braid_tcp_bench) each followed by the ring's, on the 8-QP VQP and on a VQP of the in-process
+// figure's shape (4 QPs on one NIC pair, one soft operation per 1 MiB), and the ratios of their
+// medians.
 //
 // Usage: braid_agent_bench [tcp_loopback.txt] [--rounds=N --tcp-bench=PATH]
 #include <time.h>
@@ -23,6 +25,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/ring_client.h"
@@ -155,24 +158,52 @@ Figure RingRun(AgentProcess& a, AgentProcess& b, RingClient& r, uint64_t vqp,
   return f;
 }
 
+// A connected VQP pair of `num_qps` QPs on each agent's first soft NIC only, with fragments of
+// 1 MiB: the QPs and operations of the in-process 4-QP figure (4 soft QPs between two soft NICs,
+// one soft WRITE or READ per 1 MiB), behind the agents.
+std::pair<uint64_t, uint64_t> OneNicPair(AgentProcess& a, AgentProcess& b, uint32_t num_qps) {
+  auto create = [&](AgentProcess& agent) {
+    grpc::ClientContext ctx;
+    v1::CreateVirtualQpRequest request;
+    request.set_scheme(v1::SCHEME_SPRAY);
+    request.set_num_qps(num_qps);
+    request.add_devices("soft0");
+    request.set_fragment_size(kMiB);
+    v1::VirtualQpInfo info;
+    const grpc::Status s = agent.stub().CreateVirtualQp(&ctx, request, &info);
+    if (!s.ok()) std::fprintf(stderr, "CreateVirtualQp: %s\n", s.error_message().c_str());
+    return info;
+  };
+  const v1::VirtualQpInfo va = create(a);
+  const v1::VirtualQpInfo vb = create(b);
+  braid::testing::ConnectPair(a.stub(), va, b.stub(), vb);
+  return {va.vqp_id(), vb.vqp_id()};
+}
+
 // `rounds` rounds of: the in-process 1 MiB WRITE and READ on 4 soft QPs (`tcp_bench --bulk-4qp`,
-// 1 s each), then the same through the ring. This VM's speed drifts by half from one minute to
-// the next; alternating makes each ring figure meet an in-process one of the same minute. Prints
-// every round, the medians and the ratio of the medians.
-bool Rounds(AgentProcess& a, AgentProcess& b, RingClient& ring, uint64_t vqp, int rounds,
-            const std::string& tcp_bench) {
+// 1 s each), then the same through the ring, on the 8-QP VQP over two NICs (`ring`, 256 deep)
+// and on a 4-QP VQP over one NIC with 1 MiB fragments (`same`, 64 deep: the in-process QPs and
+// depth). This VM's speed drifts by half from one minute to the next; alternating makes each ring
+// figure meet an in-process one of the same minute. Prints every round, the medians and the
+// ratios of the medians.
+bool Rounds(AgentProcess& a, AgentProcess& b, RingClient& ring, uint64_t vqp, RingClient& same,
+            uint64_t same_vqp, int rounds, const std::string& tcp_bench) {
   namespace session = braid::session;
-  std::vector<double> in_w, in_r, ring_w, ring_r;
-  std::printf("1 MiB, in-process (4 soft QPs) and through the ring, round after round (GB/s)\n");
-  std::printf("%-6s %12s %12s %12s %12s\n", "round", "in WRITE", "ring WRITE", "in READ",
-              "ring READ");
+  std::vector<double> in_w, in_r, ring_w, ring_r, same_w, same_r;
+  std::printf(
+      "1 MiB, in-process (4 soft QPs) and through the ring (8-QP VQP on 2 NICs; 4-QP VQP on 1 "
+      "NIC), round after round (GB/s)\n");
+  std::printf("%-6s %10s %10s %10s %10s %10s %10s\n", "round", "in WRITE", "ring8 W", "ring4 W",
+              "in READ", "ring8 R", "ring4 R");
   for (int i = 1; i <= rounds; ++i) {
     std::istringstream out(Output(tcp_bench + " --bulk-4qp --seconds=1"));
     const double w = FigureOn(out, "4 soft QPs, 1 MiB RDMA WRITE, depth 16 each");
     const double r = FigureOn(out, "4 soft QPs, 1 MiB RDMA READ, depth 16 each");
     const Figure rw = RingRun(a, b, ring, vqp, session::RingOp::kWrite, kMiB, 2048, 256);
+    const Figure sw = RingRun(a, b, same, same_vqp, session::RingOp::kWrite, kMiB, 2048, 64);
     const Figure rr = RingRun(a, b, ring, vqp, session::RingOp::kRead, kMiB, 2048, 256);
-    if (w <= 0 || r <= 0 || !rw.ok || !rr.ok) {
+    const Figure sr = RingRun(a, b, same, same_vqp, session::RingOp::kRead, kMiB, 2048, 64);
+    if (w <= 0 || r <= 0 || !rw.ok || !rr.ok || !sw.ok || !sr.ok) {
       std::fprintf(stderr, "agent_bench: round %d failed (in-process %.3f / %.3f)\n", i, w, r);
       return false;
     }
@@ -180,13 +211,27 @@ bool Rounds(AgentProcess& a, AgentProcess& b, RingClient& ring, uint64_t vqp, in
     in_r.push_back(r);
     ring_w.push_back(rw.gbs());
     ring_r.push_back(rr.gbs());
-    std::printf("%-6d %12.3f %12.3f %12.3f %12.3f\n", i, w, rw.gbs(), r, rr.gbs());
+    same_w.push_back(sw.gbs());
+    same_r.push_back(sr.gbs());
+    std::printf("%-6d %10.3f %10.3f %10.3f %10.3f %10.3f %10.3f\n", i, w, rw.gbs(), sw.gbs(), r,
+                rr.gbs(), sr.gbs());
     std::fflush(stdout);
   }
-  const double mw = Median(in_w), mrw = Median(ring_w), mr = Median(in_r), mrr = Median(ring_r);
-  std::printf("%-6s %12.3f %12.3f %12.3f %12.3f\n", "median", mw, mrw, mr, mrr);
-  std::printf("ring/in-process, medians of %d rounds: 1 MiB WRITE %.2f, READ %.2f (goal >= 0.95)\n",
-              rounds, mrw / mw, mrr / mr);
+  const double mw = Median(in_w), mr = Median(in_r);
+  std::printf("%-6s %10.3f %10.3f %10.3f %10.3f %10.3f %10.3f\n", "median", mw, Median(ring_w),
+              Median(same_w), mr, Median(ring_r), Median(same_r));
+  // Each round's ring figure over its own in-process one: the pairing the alternation is for.
+  auto paired = [](const std::vector<double>& ring, const std::vector<double>& in) {
+    std::vector<double> r;
+    for (size_t i = 0; i < ring.size(); ++i) r.push_back(ring[i] / in[i]);
+    return Median(r);
+  };
+  std::printf(
+      "ring/in-process (goal >= 0.95), ratio of the medians of %d rounds | median of the rounds' "
+      "ratios:\n  the same 4 QPs:         1 MiB WRITE %.2f | %.2f, READ %.2f | %.2f\n"
+      "  the 8-QP VQP on 2 NICs: 1 MiB WRITE %.2f | %.2f, READ %.2f | %.2f\n",
+      rounds, Median(same_w) / mw, paired(same_w, in_w), Median(same_r) / mr, paired(same_r, in_r),
+      Median(ring_w) / mw, paired(ring_w, in_w), Median(ring_r) / mr, paired(ring_r, in_r));
   return true;
 }
 
@@ -290,7 +335,15 @@ int main(int argc, char** argv) {
       "at 4 KiB;\n"
       " in-process: bench/tcp_loopback.sh of this run, 4 soft QPs / 1 soft QP, -1: not run;\n"
       " CPU: both agents and this client, from /proc)\n");
-  if (rounds > 0 && !tcp_bench.empty() && !Rounds(a, b, ring, vqp, rounds, tcp_bench)) return 1;
+  if (rounds > 0 && !tcp_bench.empty()) {
+    const auto [same_a, same_b] = OneNicPair(a, b, 4);
+    RingClient same;
+    if (!braid::bench::OpenRing(a, dir + "/a.sock.session", same_a,
+                                braid::testing::WithGrant(b.stub(), dst, same_b), kRegion, &same) ||
+        !Rounds(a, b, ring, vqp, same, same_a, rounds, tcp_bench)) {
+      return 1;
+    }
+  }
   ring.client.reset();
   back.client.reset();
   one_ring.client.reset();
