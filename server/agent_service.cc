@@ -337,7 +337,9 @@ grpc::Status AgentService::EndLease(grpc::ServerContext* context,
   BRAID_ADMIT(context, "EndLease", Access::kClient);
   common::Result<LeaseTable::Held> held = leases_.End(request->lease_id(), caller.owner);
   if (!held.ok()) return ToGrpc(held.status());
-  HoldStream::GiveBack(std::move(*held), request->lease_id(), caller.Describe(), reclaimer_);
+  // Given back before the answer: a client that closes knows what it held is gone.
+  HoldStream::GiveBack(std::move(*held), request->lease_id(), caller.Describe(), reclaimer_,
+                       /*now=*/true);
   return grpc::Status::OK;
 }
 

@@ -9,13 +9,17 @@
 namespace braid::server {
 
 void HoldStream::GiveBack(LeaseTable::Held held, uint64_t lease, const std::string& identity,
-                          Reclaimer& reclaimer) {
+                          Reclaimer& reclaimer, bool now) {
   if (!held.vqps.empty() || !held.regions.empty()) {
     spdlog::info(
         "lease={} identity=\"{}\" msg=\"the lease ended: giving back {} VQPs and {} regions\"",
         lease, identity, held.vqps.size(), held.regions.size());
   }
-  reclaimer.Release(held.owner, std::move(held.vqps), std::move(held.regions));
+  if (now) {
+    reclaimer.ReleaseNow(held.owner, std::move(held.vqps), std::move(held.regions));
+  } else {
+    reclaimer.Release(held.owner, std::move(held.vqps), std::move(held.regions));
+  }
 }
 
 grpc::ServerWriteReactor<v1::HoldResponse>* HoldStream::Start(StreamRelay& relay,

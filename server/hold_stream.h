@@ -36,9 +36,11 @@ class HoldStream final : public grpc::ServerWriteReactor<v1::HoldResponse>,
     uint32_t per_owner = 0;      // the leases an owner may have (for the refusal's message)
     bool shutting_down = false;  // the agent is stopping: the call ends at once
   };
-  // What an ended lease still held goes to `reclaimer` (logged when anything).
+  // What an ended lease still held goes to `reclaimer` (logged when anything); `now`: given back
+  // on the caller's thread before this returns, but for regions with transfers in flight
+  // (Reclaimer::ReleaseNow; only where blocking is allowed).
   static void GiveBack(LeaseTable::Held held, uint64_t lease, const std::string& identity,
-                       Reclaimer& reclaimer);
+                       Reclaimer& reclaimer, bool now = false);
   // Starts the call; a refused one (limit reached, a lease not to be resumed) ends at once.
   static grpc::ServerWriteReactor<v1::HoldResponse>* Start(StreamRelay& relay, LeaseTable& leases,
                                                            Reclaimer& reclaimer, Params params);

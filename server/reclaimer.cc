@@ -25,6 +25,39 @@ void Reclaimer::Release(engine::OwnerId owner, std::vector<uint64_t> vqps,
   cv_.notify_one();
 }
 
+void Reclaimer::ReleaseNow(engine::OwnerId owner, std::vector<uint64_t> vqps,
+                           std::vector<uint64_t> regions) {
+  std::vector<Item> v, r;
+  for (uint64_t id : vqps) v.push_back({owner, id});
+  for (uint64_t id : regions) r.push_back({owner, id});
+  TryGiveBack(v, r);
+  if (v.empty() && r.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    vqps_queued_.insert(vqps_queued_.end(), v.begin(), v.end());
+    regions_queued_.insert(regions_queued_.end(), r.begin(), r.end());
+  }
+  cv_.notify_one();
+}
+
+void Reclaimer::TryGiveBack(std::vector<Item>& vqps, std::vector<Item>& regions) {
+  auto done = [](const common::Status& s) {
+    return s.code() != StatusCode::kFailedPrecondition && s.code() != StatusCode::kDeadlineExceeded;
+  };
+  // The VQPs first: destroying them flushes what they had in flight on the regions.
+  std::erase_if(vqps, [&](const Item& v) {
+    const common::Status s = engine_.DestroyVirtualQp(v.id, v.owner);
+    if (s.ok()) vqps_.fetch_add(1, std::memory_order_relaxed);
+    return done(s);
+  });
+  std::erase_if(regions, [&](const Item& r) {
+    const common::Status s = engine_.DeregisterMemory(r.id, r.owner);
+    if (s.ok()) regions_.fetch_add(1, std::memory_order_relaxed);
+    return done(s);
+  });
+}
+
 void Reclaimer::At(std::chrono::steady_clock::time_point when, std::function<void()> task) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -52,11 +85,6 @@ void Reclaimer::Run() {
   // The thread's: what is queued joins them; what could not be given back yet stays.
   std::vector<Item> vqps;
   std::vector<Item> regions;
-  // Done with `s` (given back, or gone already), or to be tried again: the engine did not answer
-  // in time, or (a region) it still has transfers in flight.
-  auto done = [](const common::Status& s) {
-    return s.code() != StatusCode::kFailedPrecondition && s.code() != StatusCode::kDeadlineExceeded;
-  };
   std::vector<std::function<void()>> due;
   for (;;) {
     {
@@ -84,17 +112,7 @@ void Reclaimer::Run() {
     }
     for (auto& task : due) task();  // may Release: taken on the next turn
     due.clear();
-    // The VQPs first: destroying them flushes what they had in flight on the regions.
-    std::erase_if(vqps, [&](const Item& v) {
-      const common::Status s = engine_.DestroyVirtualQp(v.id, v.owner);
-      if (s.ok()) vqps_.fetch_add(1, std::memory_order_relaxed);
-      return done(s);
-    });
-    std::erase_if(regions, [&](const Item& r) {
-      const common::Status s = engine_.DeregisterMemory(r.id, r.owner);
-      if (s.ok()) regions_.fetch_add(1, std::memory_order_relaxed);
-      return done(s);
-    });
+    TryGiveBack(vqps, regions);
   }
 }
 

@@ -36,6 +36,10 @@ class Reclaimer {
 
   // Queues `owner`'s VQPs and regions to be given back (non-blocking).
   void Release(engine::OwnerId owner, std::vector<uint64_t> vqps, std::vector<uint64_t> regions);
+  // Gives them back on the caller's thread (blocking on the engine), and queues what cannot go
+  // yet (a region with transfers in flight): for a caller that answers only once they are gone.
+  // Not from a thread that must not block (gRPC reactions).
+  void ReleaseNow(engine::OwnerId owner, std::vector<uint64_t> vqps, std::vector<uint64_t> regions);
   // Runs `task` on the reclaimer's thread at `when` (or soon after); dropped at Stop.
   void At(std::chrono::steady_clock::time_point when, std::function<void()> task);
   void Stop();
@@ -55,6 +59,9 @@ class Reclaimer {
     std::function<void()> task;
   };
   void Run();
+  // One try at each: erases what was given back (or is gone already) and keeps what is to be tried
+  // again (the engine did not answer in time, or a region still has transfers in flight).
+  void TryGiveBack(std::vector<Item>& vqps, std::vector<Item>& regions);
 
   engine::Engine& engine_;
   mutable std::mutex mu_;

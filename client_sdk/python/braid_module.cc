@@ -445,6 +445,7 @@ PYBIND11_MODULE(_braid, m) {
            py::arg("connect_timeout") = 10.0, py::arg("hold") = false)
       .def_property_readonly("target", &AgentClient::target)
       .def_property_readonly("lease", &AgentClient::lease)
+      .def("end_hold", [](AgentClient& a) { Check(WithoutGil([&] { return a.EndHold(); })); })
       .def("info",
            [](AgentClient& a) {
              auto out = WithoutGil([&] { return a.GetInfo(); });

@@ -176,6 +176,12 @@ Result<std::shared_ptr<AgentClient>> AgentClient::Open(const std::string& target
 
 uint64_t AgentClient::lease() const { return hold_ ? hold_->lease() : 0; }
 
+Status AgentClient::EndHold() {
+  if (!hold_) return Status::Ok();
+  BRAID_RETURN_IF_ERROR(Usable());
+  return hold_->End(options_.call_timeout);
+}
+
 Result<uint64_t> AgentClient::HeldLease() const {
   if (!hold_) return uint64_t{0};
   BRAID_RETURN_IF_ERROR(Usable());  // before the holder's lock, which the parent may hold

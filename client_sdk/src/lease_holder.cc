@@ -105,33 +105,50 @@ void LeaseHolder::StartCall() {
   if (closing) call->Cancel();
 }
 
-LeaseHolder::~LeaseHolder() {
+LeaseHolder::~LeaseHolder() { (void)Close(false, std::chrono::seconds(1)); }
+
+Status LeaseHolder::End(std::chrono::milliseconds timeout) { return Close(true, timeout); }
+
+Status LeaseHolder::Close(bool give_back, std::chrono::milliseconds timeout) {
   Call* open = nullptr;
-  bool graced = false;
+  bool tell = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    closing_ = true;
-    if (open_) open = calls_.back().get();
-    graced = grace_ms_ > 0 && !ended_;
+    if (!closing_) {
+      closing_ = true;
+      if (open_) open = calls_.back().get();
+      // Ending the call alone would leave a lease with a grace to run out its grace.
+      tell = lease_ != 0 && !ended_ && (give_back || grace_ms_ > 0);
+      ended_here_ = give_back && !ended_;
+    }
   }
-  if (graced) {
-    // Ending the call would leave the lease to its grace: end the lease itself (best effort: an
-    // agent out of reach gives it back when the grace runs out).
+  Status told = Status::Ok();
+  if (tell) {
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    context.set_deadline(std::chrono::system_clock::now() + timeout);
     v1::EndLeaseRequest request;
     request.set_lease_id(lease_);
     v1::EndLeaseResponse response;
-    (void)stub_.EndLease(&context, request, &response);
+    const grpc::Status s = stub_.EndLease(&context, request, &response);
+    if (!s.ok() && s.error_code() != grpc::StatusCode::NOT_FOUND) {  // NOT_FOUND: already gone
+      told = Status::IoError("agent " + target_ + " was not told to end the lease (" +
+                             s.error_message() + "): it gives it back once it notices the " +
+                             "client went");
+    }
   }
   if (open != nullptr) open->Cancel();
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [this] { return !open_; });
+  return told;
 }
 
 Status LeaseHolder::Ended() const {
   std::lock_guard<std::mutex> lock(mu_);
   if (!ended_) return Status::Ok();
+  if (ended_here_) {
+    return Status::FailedPrecondition("this client ended its lease with agent " + target_ +
+                                      " (EndHold): open a new client to create more");
+  }
   return Status::FailedPrecondition(
       "the lease of this connection to agent " + target_ + " ended (" + status_.error_message() +
       "): what it held was given back; open a new client to create more");

@@ -34,7 +34,8 @@ class LeaseHolder {
   static common::Result<std::unique_ptr<LeaseHolder>> Open(v1::Agent::Stub& stub,
                                                            const std::string& target,
                                                            std::chrono::milliseconds timeout);
-  ~LeaseHolder();  // cancels the call; returns once it has ended
+  ~LeaseHolder();  // cancels the call (ending the lease first if it has a grace); returns once
+                   // the call has ended
   LeaseHolder(const LeaseHolder&) = delete;
   LeaseHolder& operator=(const LeaseHolder&) = delete;
 
@@ -43,6 +44,11 @@ class LeaseHolder {
   // restarted, the connection dropped and stayed down past the grace), why: what was created
   // with the lease has been given back, and new resources cannot join it.
   common::Status Ended() const;
+  // Ends the lease now: the agent gives back what it holds before this returns (EndLease, at most
+  // `timeout`), and the call is over once it does. When the agent cannot be told (out of reach),
+  // why; it then gives the lease back once it notices the call ended, or after the grace.
+  // Idempotent.
+  common::Status End(std::chrono::milliseconds timeout);
 
   // Use Open().
   LeaseHolder(v1::Agent::Stub& stub, std::string target);
@@ -54,6 +60,9 @@ class LeaseHolder {
   // From a call's reactions.
   void Granted(uint64_t lease, uint32_t grace_ms);
   void CallEnded(const grpc::Status& status, bool was_granted);
+  // Ends the call; first the lease itself (EndLease, at most `timeout`) when `give_back` or it has
+  // a grace. OK, or why the agent could not be told.
+  common::Status Close(bool give_back, std::chrono::milliseconds timeout);
 
   v1::Agent::Stub& stub_;
   const std::string target_;
@@ -65,6 +74,7 @@ class LeaseHolder {
   bool open_ = false;                                   // guarded by mu_: a call is under way
   bool closing_ = false;                                // guarded by mu_: the destructor runs
   bool ended_ = false;                                  // guarded by mu_: the lease is gone
+  bool ended_here_ = false;                             // guarded by mu_: by End()
   grpc::Status status_;                                 // guarded by mu_: how it ended
   std::chrono::system_clock::time_point resume_until_;  // guarded by mu_
 };

@@ -587,6 +587,42 @@ TEST_P(SdkTest, WhatAHoldingClientCreatesGoesWithIt) {
   EXPECT_EQ((*left_b)[0].vqp_id(), (*kept)->vqp_b());
 }
 
+// EndHold gives back what the lease holds before it returns, while the client and a region it
+// registered are still referenced; creating more through that client is then refused, saying why.
+TEST_P(SdkTest, EndHoldGivesBackWhatTheLeaseHoldsBeforeItReturns) {
+  client::ClientOptions hold;
+  hold.hold = true;
+  auto ha = AgentClient::Open(TargetA(), hold);
+  ASSERT_TRUE(ha.ok()) << ha.status().ToString();
+  auto held = client::Connect(*ha, b_, {.num_qps = 1});
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  (*held)->Release();
+  const uint64_t peer = (*held)->vqp_b();
+  auto region = (*ha)->RegisterMemory(kMiB);
+  ASSERT_TRUE(region.ok());
+  // Enough more that giving them back takes a while: none may be left when EndHold returns.
+  std::vector<std::unique_ptr<client::Region>> more;
+  for (int i = 0; i < 24; ++i) {
+    ASSERT_TRUE((*ha)->CreateVqp({.num_qps = 2}).ok());
+    auto r = (*ha)->RegisterMemory(64 << 10);
+    ASSERT_TRUE(r.ok());
+    more.push_back(std::move(*r));
+  }
+  ASSERT_EQ(a_->ListVqps()->size(), 25u);
+  ASSERT_EQ(a_->ListRegions()->size(), 25u);
+  const common::Status ended = (*ha)->EndHold();
+  ASSERT_TRUE(ended.ok()) << ended.ToString();
+  EXPECT_EQ(a_->ListVqps()->size(), 0u);  // at once, not after a wait
+  EXPECT_EQ(a_->ListRegions()->size(), 0u);
+  auto refused = (*ha)->CreateVqp({.num_qps = 1});
+  EXPECT_EQ(refused.status().code(), common::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().ToString().find("ended its lease"), std::string::npos)
+      << refused.status().ToString();
+  EXPECT_TRUE((*ha)->EndHold().ok());  // again: nothing to do
+  region->reset();                     // its deregistration finds the region gone (best effort)
+  EXPECT_TRUE(b_->DestroyVqp(peer).ok());
+}
+
 // Times the SDK's own threads of this process (named "braid-...") went to sleep and woke: the
 // voluntary context switches in /proc/self/task/*/status.
 uint64_t SdkThreadWakeups() {

@@ -11,9 +11,26 @@ import subprocess
 import tempfile
 import time
 
+import numpy as np
 import pytest
 
 import braid
+
+MiB = 1 << 20
+
+
+def pattern(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8)
+
+
+def mib_pair(a, b, conn):
+    """1 MiB on each side of `conn` (b's granted to its VQP), their numpy views, and what a
+    writes to: (src, dst, src_view, dst_view, remote)."""
+    src = a.alloc(MiB)
+    dst = b.alloc(MiB, grant=[conn.vqp_b])
+    return (src, dst, np.frombuffer(src, dtype=np.uint8), np.frombuffer(dst, dtype=np.uint8),
+            dst.remote(conn.vqp_b))
+
 
 BRAIDD = os.environ.get("BRAID_BRAIDD", "")
 
@@ -107,11 +124,15 @@ def agents(request, tmp_path):
         pids = {p.name: p.proc.pid for p in (pa, pb)}
         yield pa, pb, a, b, request.param
         gc.collect()  # buffers and sessions the test dropped
+        # VQPs left behind, looked for before close() ends the Agents' leases (which would give
+        # them back whatever the test did).
+        for agent, process in ((a, pa), (b, pb)):
+            if process.proc.poll() is None:
+                assert agent.vqps() == [], f"{process.name} still holds VQPs"
         a.close()  # the registration sessions of alloc'd memfds: their regions go with them
         b.close()
         for agent, process in ((a, pa), (b, pb)):
             if process.proc.poll() is None:
-                assert agent.vqps() == [], f"{process.name} still holds VQPs"
                 deadline = time.time() + 10  # a region goes once nothing of it is in flight
                 while agent.regions() and time.time() < deadline:
                     time.sleep(0.05)

@@ -112,6 +112,12 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   const ClientOptions& options() const { return options_; }
   // The agent's lease this client holds (ClientOptions::hold); 0 without one.
   uint64_t lease() const;
+  // Ends that lease now, as destroying the client would, without waiting for every object that
+  // shares the client (regions, sessions) to go: the agent has given back what the lease holds
+  // when this returns OK. Creating a VQP or region through this client fails afterwards.
+  // OK without a lease, or when it already ended; why, when the agent could not be told (it then
+  // gives the lease back once it notices the call ended, or after its grace).
+  Status EndHold();
 
   Result<v1::AgentInfo> GetInfo();
   Result<std::vector<v1::Device>> ListDevices();

@@ -127,13 +127,23 @@ class Agent:
         return registered.register(self, obj, grant, label)
 
     def close(self) -> None:
-        """Closes the channel of ``control`` and ``events()`` and lets go of the local session
-        ``register`` uses (each opened again when next needed; a RegisteredBuffer still alive
-        keeps that session, and so its registration, until it goes)."""
+        """Ends this Agent's lease (``hold``): the agent has given back the VQPs and regions made
+        through it when this returns, even while buffers or sessions made from it are still
+        referenced here (their memory stays mapped; what they would reach on the agent is gone).
+        Also closes the channel of ``control`` and ``events()`` and lets go of the local session
+        ``register`` uses. Calls that create VQPs or regions fail afterwards; the ``with`` block
+        calls it on leaving. Without ``hold`` nothing on the agent changes."""
         if self._channel is not None:
             self._channel.close()
             self._channel = None
         self._registrar = None
+        self._native.end_hold()
+
+    def __enter__(self) -> "Agent":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def events(self) -> "Events":
         """The agent's state changes as they happen (WatchEvents): ``for e in agent.events()``
