@@ -168,6 +168,9 @@ struct CommandResult {
 CommandResult RunCommand(const std::string& command);
 // utime + stime of `pid`, in clock ticks.
 uint64_t CpuTicks(pid_t pid);
+// Sends SIGSTOP to `pid` and returns once every thread of it has stopped (kill returns before they
+// do: a loaded machine let a "stopped" agent answer a write 4 ms later); false after 5 s.
+bool StopProcess(pid_t pid);
 // What a process holds: open fds, threads, resident memory (KiB), and TCP sockets in CLOSE_WAIT
 // (the peer closed, the process never did).
 size_t OpenFds(pid_t pid);

@@ -265,7 +265,7 @@ TEST_F(AgentHostileTest, EveryBadRequestGetsAPreciseStatusAndChangesNothing) {
 
 TEST_F(AgentHostileTest, AClientSendingPastTheWindowIsHeldBackAndEveryOperationCompletes) {
   // The peer stops (SIGSTOP): no acknowledgement comes back, so accepted writes stay in flight.
-  kill(b_->pid(), SIGSTOP);
+  ASSERT_TRUE(StopProcess(b_->pid()));
   grpc::ClientContext ctx;
   auto stream = a_->stub().Transfer(&ctx);
   v1::TransferResponse response;

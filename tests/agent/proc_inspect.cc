@@ -1,5 +1,6 @@
 // What an agent process holds and spends, read from /proc: CPU ticks, descriptors (TCP sockets
 // named with their state), threads and their names, RSS. Declared in agent_harness.h.
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,6 +32,37 @@ uint64_t CpuTicks(pid_t pid) {
     }
   }
   return utime + stime;
+}
+
+namespace {
+
+// The state letter of a /proc/.../stat line (the field after the command's closing parenthesis).
+char StatState(const std::filesystem::path& stat_path) {
+  std::ifstream in(stat_path);
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close_paren = stat.rfind(')');
+  return close_paren == std::string::npos || close_paren + 2 >= stat.size() ? '?'
+                                                                            : stat[close_paren + 2];
+}
+
+}  // namespace
+
+bool StopProcess(pid_t pid) {
+  if (kill(pid, SIGSTOP) != 0) return false;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  const std::filesystem::path tasks = "/proc/" + std::to_string(pid) + "/task";
+  while (std::chrono::steady_clock::now() < give_up) {
+    bool all = true;
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator(tasks, ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+      const char state = StatState(it->path() / "stat");
+      if (state != 'T' && state != 't') all = false;
+    }
+    if (all && !ec) return true;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return false;
 }
 
 namespace {

@@ -440,7 +440,7 @@ TEST_P(SdkTest, ADeadlineEndsATransferThatCannotFinish) {
     ASSERT_TRUE(src.ok() && dst.ok());
     auto session = OpenSession((*conn)->vqp_a());
     ASSERT_NE(session, nullptr);
-    kill(pb_->pid(), SIGSTOP);  // the peer acknowledges nothing
+    ASSERT_TRUE(StopProcess(pb_->pid()));  // the peer acknowledges nothing
     TransferOp op = Op(**src, To(**dst), 0);
     op.timeout = std::chrono::milliseconds(300);
     const auto t0 = Clock::now();
@@ -466,7 +466,7 @@ TEST_P(SdkTest, CancelEndsEveryTransferInFlightAtOnce) {
     ASSERT_TRUE(src.ok() && dst.ok());
     auto session = OpenSession((*conn)->vqp_a());
     ASSERT_NE(session, nullptr);
-    kill(pb_->pid(), SIGSTOP);
+    ASSERT_TRUE(StopProcess(pb_->pid()));
     std::vector<std::future<client::TransferResult>> futures;
     for (uint64_t i = 0; i < 10; ++i) futures.push_back(session->Submit(Op(**src, To(**dst), i)));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
