@@ -13,30 +13,33 @@ using common::StatusCode;
 Reclaimer::Reclaimer(engine::Engine& engine)
     : engine_(engine), thread_(common::NamedThread("braid-reclaim", [this] { Run(); })) {}
 
+std::vector<Reclaimer::Item> Reclaimer::Items(engine::OwnerId owner,
+                                              const std::vector<uint64_t>& ids) {
+  std::vector<Item> out;
+  out.reserve(ids.size());
+  for (uint64_t id : ids) out.push_back({owner, id});
+  return out;
+}
+
 void Reclaimer::Release(engine::OwnerId owner, std::vector<uint64_t> vqps,
                         std::vector<uint64_t> regions) {
-  if (vqps.empty() && regions.empty()) return;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return;
-    for (uint64_t id : vqps) vqps_queued_.push_back({owner, id});
-    for (uint64_t id : regions) regions_queued_.push_back({owner, id});
-  }
-  cv_.notify_one();
+  Queue(Items(owner, vqps), Items(owner, regions));
 }
 
 void Reclaimer::ReleaseNow(engine::OwnerId owner, std::vector<uint64_t> vqps,
                            std::vector<uint64_t> regions) {
-  std::vector<Item> v, r;
-  for (uint64_t id : vqps) v.push_back({owner, id});
-  for (uint64_t id : regions) r.push_back({owner, id});
+  std::vector<Item> v = Items(owner, vqps), r = Items(owner, regions);
   TryGiveBack(v, r);
-  if (v.empty() && r.empty()) return;
+  Queue(std::move(v), std::move(r));
+}
+
+void Reclaimer::Queue(std::vector<Item> vqps, std::vector<Item> regions) {
+  if (vqps.empty() && regions.empty()) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
-    vqps_queued_.insert(vqps_queued_.end(), v.begin(), v.end());
-    regions_queued_.insert(regions_queued_.end(), r.begin(), r.end());
+    vqps_queued_.insert(vqps_queued_.end(), vqps.begin(), vqps.end());
+    regions_queued_.insert(regions_queued_.end(), regions.begin(), regions.end());
   }
   cv_.notify_one();
 }

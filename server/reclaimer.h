@@ -62,6 +62,9 @@ class Reclaimer {
   // One try at each: erases what was given back (or is gone already) and keeps what is to be tried
   // again (the engine did not answer in time, or a region still has transfers in flight).
   void TryGiveBack(std::vector<Item>& vqps, std::vector<Item>& regions);
+  // For the thread: what is left to give back (nothing after Stop).
+  void Queue(std::vector<Item> vqps, std::vector<Item> regions);
+  static std::vector<Item> Items(engine::OwnerId owner, const std::vector<uint64_t>& ids);
 
   engine::Engine& engine_;
   mutable std::mutex mu_;

@@ -72,7 +72,7 @@ class LeaseHolder {
   std::vector<std::unique_ptr<Call>> calls_;            // guarded by mu_: every call made (a few)
   uint32_t grace_ms_ = 0;                               // guarded by mu_
   bool open_ = false;                                   // guarded by mu_: a call is under way
-  bool closing_ = false;                                // guarded by mu_: the destructor runs
+  bool closing_ = false;                                // guarded by mu_: End or the destructor ran
   bool ended_ = false;                                  // guarded by mu_: the lease is gone
   bool ended_here_ = false;                             // guarded by mu_: by End()
   grpc::Status status_;                                 // guarded by mu_: how it ended

@@ -17,11 +17,22 @@
 
 namespace braid::testing {
 
-uint64_t CpuTicks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+namespace {
+
+// The fields of a /proc/.../stat file after the command's closing parenthesis: the state first.
+std::string StatFields(const std::filesystem::path& stat_path) {
+  std::ifstream in(stat_path);
   std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const size_t close_paren = stat.rfind(')');
-  std::istringstream fields(stat.substr(close_paren + 2));
+  return close_paren == std::string::npos || close_paren + 2 >= stat.size()
+             ? std::string()
+             : stat.substr(close_paren + 2);
+}
+
+}  // namespace
+
+uint64_t CpuTicks(pid_t pid) {
+  std::istringstream fields(StatFields("/proc/" + std::to_string(pid) + "/stat"));
   std::string f;
   uint64_t utime = 0, stime = 0;
   for (int i = 3; fields >> f; ++i) {  // field 3 is the state
@@ -32,37 +43,6 @@ uint64_t CpuTicks(pid_t pid) {
     }
   }
   return utime + stime;
-}
-
-namespace {
-
-// The state letter of a /proc/.../stat line (the field after the command's closing parenthesis).
-char StatState(const std::filesystem::path& stat_path) {
-  std::ifstream in(stat_path);
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close_paren = stat.rfind(')');
-  return close_paren == std::string::npos || close_paren + 2 >= stat.size() ? '?'
-                                                                            : stat[close_paren + 2];
-}
-
-}  // namespace
-
-bool StopProcess(pid_t pid) {
-  if (kill(pid, SIGSTOP) != 0) return false;
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  const std::filesystem::path tasks = "/proc/" + std::to_string(pid) + "/task";
-  while (std::chrono::steady_clock::now() < give_up) {
-    bool all = true;
-    std::error_code ec;
-    for (auto it = std::filesystem::directory_iterator(tasks, ec);
-         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-      const char state = StatState(it->path() / "stat");
-      if (state != 'T' && state != 't') all = false;
-    }
-    if (all && !ec) return true;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  return false;
 }
 
 namespace {
@@ -108,6 +88,22 @@ std::string SocketInode(const std::string& target) {
 }
 
 }  // namespace
+
+bool StopProcess(pid_t pid) {
+  if (kill(pid, SIGSTOP) != 0) return false;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < give_up) {
+    const std::vector<std::filesystem::path> tasks = ProcEntries(pid, "task");
+    if (!tasks.empty() && std::all_of(tasks.begin(), tasks.end(), [](const auto& task) {
+          const std::string fields = StatFields(task / "stat");
+          return !fields.empty() && (fields[0] == 'T' || fields[0] == 't');
+        })) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return false;
+}
 
 size_t OpenFds(pid_t pid) { return ProcEntries(pid, "fd").size(); }
 
