@@ -133,9 +133,11 @@ TEST(TcpSlowQueue, AnAckThatArrivedWhileThePollerSleptCountsBeforeTheTimeout) {
   ASSERT_TRUE(ma.ok() && mb.ok() && qa.ok() && qb.ok() && wa.ok() && wb.ok());
   const common::Status warm = testing::ConnectRc(**wa, (*da)->info(), **wb, (*db)->info());
   ASSERT_TRUE(warm.ok()) << warm.ToString();
-  // timeout code 10: 4.2 ms, and no retry: the first timeout that counts ends the QP.
+  // timeout code 13: 33.6 ms, and no retry: the first timeout that counts ends the QP. The first
+  // WRITE joins the pair to the connection within it; under ASan with busy neighbours a 4.2 ms
+  // timeout was sometimes shorter than that join (the first WRITE ended in RETRY_EXC_ERR).
   testing::RcOptions rc;
-  rc.timeout = 10;
+  rc.timeout = 13;
   rc.retry_cnt = 0;
   const common::Status connected = testing::ConnectRc(**qa, (*da)->info(), **qb, (*db)->info(), rc);
   ASSERT_TRUE(connected.ok()) << connected.ToString();
@@ -160,14 +162,14 @@ TEST(TcpSlowQueue, AnAckThatArrivedWhileThePollerSleptCountsBeforeTheTimeout) {
         .ok();
   };
   // The warm-up WRITE makes the connection, the first joins the pair under test to it; the second
-  // leaves at once (a post outside a progress pass sends), and the poller sleeps through twenty
+  // leaves at once (a post outside a progress pass sends), and the poller sleeps through five
   // timeouts while the other host answers.
   ibv_wc warmed{}, first{}, second{};
   const bool got_warm = post(**wa, 9) && await_one(&warmed) && warmed.status == IBV_WC_SUCCESS;
   const bool posted_first = got_warm && post(**qa, 1);
   const bool got_first = posted_first && await_one(&first);
   const bool posted_second = got_first && post(**qa, 2);
-  std::this_thread::sleep_for(std::chrono::milliseconds(85));
+  std::this_thread::sleep_for(std::chrono::milliseconds(170));
   const bool got_second = posted_second && await_one(&second);
   stop = true;
   responder.join();
