@@ -12,8 +12,10 @@ PACKAGES=(
   # wire protocol
   protobuf-compiler libprotobuf-dev
   # the agent (braidd): gRPC (+ the C++ plugin for protoc), Prometheus exporter, YAML config,
-  # structured logging; promtool (package prometheus) checks the /metrics page in tests
-  libgrpc++-dev protobuf-compiler-grpc prometheus-cpp-dev libyaml-cpp-dev libspdlog-dev libcli11-dev
+  # structured logging; promtool (package prometheus) checks the /metrics page in tests; civetweb
+  # (the exporter's HTTP server) is asked directly whether it can listen on IPv6
+  libgrpc++-dev protobuf-compiler-grpc prometheus-cpp-dev libcivetweb-dev libyaml-cpp-dev
+  libspdlog-dev libcli11-dev
   # braidctl: sha256 of copied files; braidd: its certificate's identity; the openssl tool makes
   # the test CA and certificates (security tests, the demo's mutual TLS)
   libssl-dev openssl

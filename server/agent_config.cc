@@ -10,6 +10,7 @@
 #include "dataplane/common/quote.h"
 #include "dataplane/verbs/gid.h"
 #include "dataplane/vqp/business_card.h"
+#include "server/metrics_endpoint.h"
 
 namespace braid::server {
 
@@ -189,6 +190,7 @@ Status AgentConfig::Validate() const {
     return Status::InvalidArgument("no listener: set listen.unix or listen.tcp");
   }
   BRAID_RETURN_IF_ERROR(auth.Validate(!tcp_listen.empty()));
+  if (!metrics_listen.empty()) BRAID_RETURN_IF_ERROR(MetricsEndpoint::CheckAddress(metrics_listen));
   if (transfer_window == 0 || transfer_window > 65536) {
     return Status::InvalidArgument("transfer_window must be in [1, 65536]");
   }

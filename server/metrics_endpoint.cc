@@ -1,14 +1,18 @@
 #include "server/metrics_endpoint.h"
 
+#include <civetweb.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <exception>
+#include <string_view>
 #include <thread>
 
+#include "dataplane/common/quote.h"
 #include "dataplane/common/unique_fd.h"
 
 namespace braid::server {
@@ -27,16 +31,62 @@ std::string KnockHost(const std::string& address) {
   return host;
 }
 
+// civetweb's feature bit for IPv6 listeners (mg_check_feature).
+constexpr unsigned kCivetwebIpv6 = 8;
+
+bool IsPort(std::string_view text) {
+  if (text.empty() || text.size() > 5) return false;
+  uint32_t port = 0;
+  for (char ch : text) {
+    if (ch < '0' || ch > '9') return false;
+    port = port * 10 + static_cast<uint32_t>(ch - '0');
+  }
+  return port <= 65535;
+}
+
 }  // namespace
+
+common::Status MetricsEndpoint::CheckAddress(const std::string& address) {
+  const std::string what = "metrics.listen " + common::Quote(address);
+  if (address.find(',') != std::string::npos) {
+    return common::Status::InvalidArgument(what + " lists several addresses; give one host:port");
+  }
+  if (IsPort(address)) return common::Status::Ok();  // every IPv4 interface
+  if (!address.empty() && address.front() == '[') {
+    if (mg_check_feature(kCivetwebIpv6) == 0) {
+      return common::Status::InvalidArgument(
+          what +
+          " is an IPv6 address, and the civetweb library the exporter runs on was built "
+          "without IPv6: give an IPv4 address (0.0.0.0:PORT listens on every IPv4 "
+          "interface)");
+    }
+    const size_t close = address.find(']');
+    if (close != std::string::npos && close > 1 && close + 1 < address.size() &&
+        address[close + 1] == ':' && IsPort(std::string_view(address).substr(close + 2))) {
+      return common::Status::Ok();
+    }
+    return common::Status::InvalidArgument(what + " is not [IPv6]:PORT");
+  }
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0 ||
+      !IsPort(std::string_view(address).substr(colon + 1))) {
+    return common::Status::InvalidArgument(
+        what + " is not host:port (e.g. 0.0.0.0:9464 for every IPv4 interface, or 9464)");
+  }
+  return common::Status::Ok();
+}
 
 common::Result<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Listen(
     const std::string& address) {
+  BRAID_RETURN_IF_ERROR(CheckAddress(address));
   std::unique_ptr<prometheus::Exposer> exposer;
   try {
     exposer = std::make_unique<prometheus::Exposer>(address);
-  } catch (const std::exception& e) {
-    return common::Status::IoError("metrics exporter could not listen on " + address + ": " +
-                                   e.what());
+  } catch (const std::exception&) {  // civetweb says only that it has no context
+    return common::Status::IoError("metrics exporter could not listen on " +
+                                   common::Quote(address) +
+                                   ": is the port in use, or the host not an address of this "
+                                   "machine? Give a free port (or 0) on a local address");
   }
   return std::make_unique<MetricsEndpoint>(KnockHost(address), std::move(exposer));
 }

@@ -24,8 +24,15 @@ namespace braid::server {
 
 class MetricsEndpoint {
  public:
-  // Listens on `address` ("host:port", port 0 for any); IoError naming it if it cannot.
+  // Listens on `address` ("host:port" or a bare port, port 0 for any); InvalidArgument if
+  // CheckAddress refuses it, IoError naming it if it cannot listen there.
   static common::Result<std::unique_ptr<MetricsEndpoint>> Listen(const std::string& address);
+
+  // Whether the exporter can be given `address` at all, before anything listens (so a config
+  // check finds what start-up would): one "host:port" or a bare port, host an IPv4 address or a
+  // name, port 0 to 65535. IPv6 ("[::]:9464") only when the civetweb library has IPv6 support
+  // (Debian 12's has not). Says what is wrong and what to give instead.
+  static common::Status CheckAddress(const std::string& address);
   ~MetricsEndpoint();
   MetricsEndpoint(const MetricsEndpoint&) = delete;
   MetricsEndpoint& operator=(const MetricsEndpoint&) = delete;

@@ -86,6 +86,11 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
       {"soft:\n  nics: [{name: soft0_of_a_host_whose_operator_likes_very_long_names_indeed_yes_ok, "
        "ip: 127.0.0.1}]\n",
        "has 66 bytes; at most 64"},
+      // What the metrics exporter would refuse at start, found by the check (civetweb said only
+      // "null context when constructing CivetServer").
+      {"metrics:\n  listen: '127.0.0.1:99999'\n", "'127.0.0.1:99999' is not host:port"},
+      {"metrics:\n  listen: '127.0.0.1:9464,127.0.0.2:9464'\n", "lists several addresses"},
+      {"metrics:\n  listen: '[::]:9464'\n", "built without IPv6: give an IPv4 address"},
   };
   for (const auto& [yaml, why] : kRefused) {
     std::ofstream(path) << "plaintext: true\n" << yaml;
@@ -93,6 +98,13 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
         RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config " + path);
     EXPECT_EQ(refused.exit_code, 2) << yaml << refused.output;
     EXPECT_NE(refused.output.find(why), std::string::npos) << yaml << refused.output;
+  }
+  // A bare port and a host name are what civetweb takes.
+  for (const char* listen : {"9464", "localhost:9464", "0.0.0.0:0"}) {
+    std::ofstream(path) << "plaintext: true\nmetrics:\n  listen: '" << listen << "'\n";
+    const CommandResult valid =
+        RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config " + path);
+    EXPECT_EQ(valid.exit_code, 0) << listen << valid.output;
   }
   std::filesystem::remove(path);
 }
