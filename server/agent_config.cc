@@ -10,6 +10,7 @@
 #include "dataplane/common/quote.h"
 #include "dataplane/verbs/gid.h"
 #include "dataplane/vqp/business_card.h"
+#include "server/listen_address.h"
 #include "server/metrics_endpoint.h"
 
 namespace braid::server {
@@ -188,6 +189,11 @@ Status AgentConfig::Validate() const {
   }
   if (unix_socket.empty() && tcp_listen.empty()) {
     return Status::InvalidArgument("no listener: set listen.unix or listen.tcp");
+  }
+  if (!tcp_listen.empty() && !ListenAddress::Parse(tcp_listen)) {
+    return Status::InvalidArgument("listen.tcp " + common::Quote(tcp_listen) +
+                                   " is not host:port or [IPv6]:port, port 0 to 65535 (e.g. "
+                                   "0.0.0.0:7600 for every IPv4 interface)");
   }
   BRAID_RETURN_IF_ERROR(auth.Validate(!tcp_listen.empty()));
   if (!metrics_listen.empty()) BRAID_RETURN_IF_ERROR(MetricsEndpoint::CheckAddress(metrics_listen));

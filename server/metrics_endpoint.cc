@@ -7,42 +7,28 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstdint>
 #include <exception>
-#include <string_view>
+#include <optional>
 #include <thread>
 
 #include "dataplane/common/quote.h"
 #include "dataplane/common/unique_fd.h"
+#include "server/listen_address.h"
 
 namespace braid::server {
 namespace {
 
-// The host a knock connects to for a listener on `address`.
+// The host a knock connects to for a listener on `address` (one CheckAddress took): the wildcard
+// addresses and a bare port become loopback.
 std::string KnockHost(const std::string& address) {
-  std::string host;
-  if (!address.empty() && address.front() == '[') {
-    host = address.substr(1, address.find(']') - 1);
-  } else if (const size_t colon = address.rfind(':'); colon != std::string::npos) {
-    host = address.substr(0, colon);
-  }
-  if (host.empty() || host == "0.0.0.0") return "127.0.0.1";
-  if (host == "::") return "::1";
-  return host;
+  const std::optional<ListenAddress> parsed = ListenAddress::Parse(address);
+  if (!parsed || parsed->host == "0.0.0.0") return "127.0.0.1";
+  if (parsed->host == "::") return "::1";
+  return parsed->host;
 }
 
 // civetweb's feature bit for IPv6 listeners (mg_check_feature).
 constexpr unsigned kCivetwebIpv6 = 8;
-
-bool IsPort(std::string_view text) {
-  if (text.empty() || text.size() > 5) return false;
-  uint32_t port = 0;
-  for (char ch : text) {
-    if (ch < '0' || ch > '9') return false;
-    port = port * 10 + static_cast<uint32_t>(ch - '0');
-  }
-  return port <= 65535;
-}
 
 }  // namespace
 
@@ -51,27 +37,18 @@ common::Status MetricsEndpoint::CheckAddress(const std::string& address) {
   if (address.find(',') != std::string::npos) {
     return common::Status::InvalidArgument(what + " lists several addresses; give one host:port");
   }
-  if (IsPort(address)) return common::Status::Ok();  // every IPv4 interface
-  if (!address.empty() && address.front() == '[') {
-    if (mg_check_feature(kCivetwebIpv6) == 0) {
-      return common::Status::InvalidArgument(
-          what +
-          " is an IPv6 address, and the civetweb library the exporter runs on was built "
-          "without IPv6: give an IPv4 address (0.0.0.0:PORT listens on every IPv4 "
-          "interface)");
-    }
-    const size_t close = address.find(']');
-    if (close != std::string::npos && close > 1 && close + 1 < address.size() &&
-        address[close + 1] == ':' && IsPort(std::string_view(address).substr(close + 2))) {
-      return common::Status::Ok();
-    }
-    return common::Status::InvalidArgument(what + " is not [IPv6]:PORT");
-  }
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0 ||
-      !IsPort(std::string_view(address).substr(colon + 1))) {
+  if (ListenAddress::ParsePort(address)) return common::Status::Ok();  // every IPv4 interface
+  const std::optional<ListenAddress> parsed = ListenAddress::Parse(address);
+  if (!parsed) {
     return common::Status::InvalidArgument(
         what + " is not host:port (e.g. 0.0.0.0:9464 for every IPv4 interface, or 9464)");
+  }
+  if (parsed->ipv6 && mg_check_feature(kCivetwebIpv6) == 0) {
+    return common::Status::InvalidArgument(
+        what +
+        " is an IPv6 address, and the civetweb library the exporter runs on was built "
+        "without IPv6: give an IPv4 address (0.0.0.0:PORT listens on every IPv4 "
+        "interface)");
   }
   return common::Status::Ok();
 }

@@ -91,6 +91,9 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
       {"metrics:\n  listen: '127.0.0.1:99999'\n", "'127.0.0.1:99999' is not host:port"},
       {"metrics:\n  listen: '127.0.0.1:9464,127.0.0.2:9464'\n", "lists several addresses"},
       {"metrics:\n  listen: '[::]:9464'\n", "built without IPv6: give an IPv4 address"},
+      // gRPC took port 99999 and started serving (on what port?).
+      {"listen:\n  tcp: '127.0.0.1:99999'\n", "listen.tcp '127.0.0.1:99999' is not host:port"},
+      {"listen:\n  tcp: '7600'\n", "listen.tcp '7600' is not host:port"},
   };
   for (const auto& [yaml, why] : kRefused) {
     std::ofstream(path) << "plaintext: true\n" << yaml;
@@ -101,7 +104,8 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
   }
   // A bare port and a host name are what civetweb takes.
   for (const char* listen : {"9464", "localhost:9464", "0.0.0.0:0"}) {
-    std::ofstream(path) << "plaintext: true\nmetrics:\n  listen: '" << listen << "'\n";
+    std::ofstream(path) << "plaintext: true\nmetrics:\n  listen: '" << listen
+                        << "'\nlisten:\n  tcp: '[::1]:7600'\n";
     const CommandResult valid =
         RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config " + path);
     EXPECT_EQ(valid.exit_code, 0) << listen << valid.output;
