@@ -187,6 +187,19 @@ Status AgentConfig::Validate() const {
                                      "' is not an IPv4 address");
     }
   }
+  for (size_t i = 0; i < soft_nics.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (soft_nics[j].name == soft_nics[i].name ||
+          verbs::Gid::ParseIpv4(soft_nics[j].ipv4) == verbs::Gid::ParseIpv4(soft_nics[i].ipv4)) {
+        return Status::InvalidArgument("soft NICs " + soft_nics[j].name + "=" + soft_nics[j].ipv4 +
+                                       " and " + soft_nics[i].name + "=" + soft_nics[i].ipv4 +
+                                       " share a name or an address; each needs its own of both");
+      }
+    }
+  }
+  // Every soft NIC listens on this port and its peers call it there: 0 would be a port no peer
+  // knows.
+  if (soft_port == 0) return Status::InvalidArgument("soft.port must be 1 to 65535, not 0");
   if (unix_socket.empty() && tcp_listen.empty()) {
     return Status::InvalidArgument("no listener: set listen.unix or listen.tcp");
   }

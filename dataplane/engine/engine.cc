@@ -65,6 +65,7 @@ Engine::Engine(CreateKey, EngineOptions options)
 
 Result<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
   if (options.provider == nullptr) return Status::InvalidArgument("engine needs a provider");
+  BRAID_RETURN_IF_ERROR(FdBudget(options.fd_reserve).CheckRoom());
   auto engine = std::make_unique<Engine>(CreateKey(), std::move(options));
   std::promise<Status> started;
   auto ready = started.get_future();

@@ -54,6 +54,18 @@ uint64_t FdBudget::TableSize() {
   return size;
 }
 
+Status FdBudget::CheckRoom() const {
+  const Limits limits = Current();
+  if (limits.soft >= reserve_ + kMinUsable) return Status::Ok();
+  return Status::InvalidArgument(
+      "fd_reserve " + std::to_string(reserve_) + " leaves " +
+      std::to_string(limits.soft > reserve_ ? limits.soft - reserve_ : 0) +
+      " of the agent's file-descriptor limit of " + std::to_string(limits.soft) +
+      " for VQPs, regions and sessions; at least " + std::to_string(kMinUsable) +
+      " are needed: lower fd_reserve or raise the limit (hard limit " +
+      std::to_string(limits.hard) + "; LimitNOFILE, ulimit -n)");
+}
+
 Status FdBudget::Admit(uint64_t needed, uint64_t promised, const std::string& what) const {
   if (needed == 0) return Status::Ok();
   const Limits limits = Current();

@@ -40,6 +40,11 @@ class FdBudget {
   // free; kNoResource naming the limit when not. `what` names the request ("this VQP").
   common::Status Admit(uint64_t needed, uint64_t promised, const std::string& what) const;
   uint32_t reserve() const { return reserve_; }
+  // Whether the limit leaves at least kMinUsable descriptors above the reserve (checked at start:
+  // a reserve as large as the limit would refuse every VQP, region and session); InvalidArgument
+  // naming both when not.
+  common::Status CheckRoom() const;
+  static constexpr uint64_t kMinUsable = 64;
 
  private:
   uint32_t reserve_;

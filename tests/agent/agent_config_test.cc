@@ -94,6 +94,11 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
       // gRPC took port 99999 and started serving (on what port?).
       {"listen:\n  tcp: '127.0.0.1:99999'\n", "listen.tcp '127.0.0.1:99999' is not host:port"},
       {"listen:\n  tcp: '7600'\n", "listen.tcp '7600' is not host:port"},
+      // Both started, and failed with "soft NIC ::ffff:127.0.0.1 is attached" / served on a port
+      // no peer calls.
+      {"soft:\n  nics: [{name: soft0, ip: 127.0.0.1}, {name: soft0, ip: 127.0.0.2}]\n",
+       "share a name or an address"},
+      {"soft:\n  port: 0\n", "soft.port must be 1 to 65535"},
   };
   for (const auto& [yaml, why] : kRefused) {
     std::ofstream(path) << "plaintext: true\n" << yaml;
