@@ -20,6 +20,7 @@
 #include <ctime>
 #include <deque>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -74,15 +75,16 @@ std::shared_ptr<AgentClient> OpenOrDie(const Globals& g, const std::string& targ
   return *c;
 }
 
-uint64_t ParseSize(const std::string& text) {
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  std::string unit = end != nullptr ? end : "";
-  double mul = 1;
-  if (unit == "K" || unit == "KiB" || unit == "k") mul = 1024;
-  if (unit == "M" || unit == "MiB" || unit == "m") mul = 1024.0 * 1024;
-  if (unit == "G" || unit == "GiB" || unit == "g") mul = 1024.0 * 1024 * 1024;
-  return static_cast<uint64_t>(v * mul);
+// A CLI11 check that an option is a byte count (ParseBytes) of at least `min` bytes.
+CLI::Validator ByteCount(uint64_t min) {
+  return CLI::Validator(
+      [min](const std::string& text) -> std::string {
+        const std::optional<uint64_t> n = braid::ctl::ParseBytes(text);
+        if (!n) return "'" + text.substr(0, 100) + "' is not a byte count (e.g. 4K, 1M, 2.5G)";
+        if (*n < min) return "'" + text.substr(0, 100) + "' is below " + std::to_string(min);
+        return "";
+      },
+      "BYTES");
 }
 
 v1::Scheme SchemeOf(const std::string& s) {
@@ -229,11 +231,16 @@ std::string Sha256File(const std::string& path) {
 }
 
 int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
-         const std::string& dst_path, uint32_t qps) {
+         const std::string& dst_path, uint32_t qps, const std::string& scheme) {
   const int in = open(src_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (in < 0) return Fail("open " + src_path, Status::FromErrno(errno, "open"));
   struct stat st {};
-  fstat(in, &st);
+  if (fstat(in, &st) != 0) return Fail("stat " + src_path, Status::FromErrno(errno, "fstat"));
+  if (!S_ISREG(st.st_mode)) {  // a directory failed half-way, /dev/zero never ended
+    return Fail("copy " + src_path,
+                Status::InvalidArgument("not a regular file: copy moves files, whose size is "
+                                        "known before the copy starts"));
+  }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   // Overwritten in place, then cut to size: an existing file's pages are reused (allocating
   // fresh tmpfs or page-cache pages costs more than the copy itself on some hosts).
@@ -248,7 +255,8 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
   auto a = OpenOrDie(g, g.agent, &rc);
   auto b = a ? OpenOrDie(g, peer, &rc) : nullptr;
   if (!a || !b) return rc;
-  auto conn = braid::client::Connect(a, b, {.num_qps = qps, .label = "copy"});
+  auto conn =
+      braid::client::Connect(a, b, {.scheme = SchemeOf(scheme), .num_qps = qps, .label = "copy"});
   if (!conn.ok()) return Fail("connect", conn.status());
   // Eight 16 MiB slots on each side: file reads, transfers and file writes overlap
   // (copy_pipeline.h).
@@ -336,17 +344,20 @@ int main(int argc, char** argv) {
   for (auto* c : {connect, bench, copy}) {
     c->add_option("--peer", peer, "the other agent")->required();
     c->add_option("--qps", qps, "data QPs");
-    c->add_option("--scheme", scheme, "spray | dqplb");
+    c->add_option("--scheme", scheme, "spray | dqplb")->check(CLI::IsMember({"spray", "dqplb"}));
   }
-  bench->add_option("--size", size, "operation size (e.g. 1M)");
-  bench->add_option("--total", total, "bytes to move (e.g. 1G)");
+  bench->add_option("--size", size, "operation size (e.g. 1M)")->check(ByteCount(1));
+  bench->add_option("--total", total, "bytes to move (e.g. 1G)")->check(ByteCount(0));
   bench->add_flag("--verify", verify, "fill the source and compare the destination");
   copy->add_option("src", src)->required();
   copy->add_option("dst", dst)->required();
   CLI11_PARSE(app, argc, argv);
 
-  if (*bench) return Bench(g, peer, ParseSize(size), ParseSize(total), qps, scheme, verify);
-  if (*copy) return Copy(g, peer, src, dst, qps);
+  if (*bench) {
+    return Bench(g, peer, *braid::ctl::ParseBytes(size), *braid::ctl::ParseBytes(total), qps,
+                 scheme, verify);
+  }
+  if (*copy) return Copy(g, peer, src, dst, qps, scheme);
   int rc = 0;
   auto a = OpenOrDie(g, g.agent, &rc);
   if (!a) return rc;

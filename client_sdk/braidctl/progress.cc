@@ -2,7 +2,10 @@
 
 #include <unistd.h>
 
+#include <cctype>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 namespace braid::ctl {
 
@@ -16,6 +19,23 @@ std::string HumanBytes(double bytes) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.2f %s", bytes, kUnits[u]);
   return buf;
+}
+
+std::optional<uint64_t> ParseBytes(const std::string& text) {
+  if (text.empty() || !(std::isdigit(static_cast<unsigned char>(text[0])) || text[0] == '.')) {
+    return std::nullopt;  // no sign, no space, no "inf"
+  }
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  const std::string unit = end;
+  double mul = 0;
+  if (unit.empty() || unit == "B") mul = 1;
+  if (unit == "K" || unit == "k" || unit == "KiB") mul = 0x1p10;
+  if (unit == "M" || unit == "m" || unit == "MiB") mul = 0x1p20;
+  if (unit == "G" || unit == "g" || unit == "GiB") mul = 0x1p30;
+  if (unit == "T" || unit == "t" || unit == "TiB") mul = 0x1p40;
+  if (mul == 0 || !std::isfinite(v) || v * mul > 0x1p50) return std::nullopt;
+  return static_cast<uint64_t>(v * mul);
 }
 
 Progress::Progress(std::string what, uint64_t total, bool enabled)

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <utility>
 
 #include "tests/agent/agent_harness.h"
 #include "tests/testutil/test_port.h"
@@ -95,6 +96,39 @@ TEST_F(BraidctlTest, AnAgentKilledMidCopyIsAClearErrorWithinTheDeadline) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("braidctl: copy failed near offset"), std::string::npos) << r.output;
   EXPECT_LT(r.seconds, 5.0 + 10.0);  // the 5 s deadline plus the copy's own time, never a hang
+}
+
+// Arguments braidctl cannot use are refused by name before anything is created or moved: a size
+// of 0 and one that overflowed ended in SIGFPE, "1x" was read as one byte (a gibibyte of 1-byte
+// writes), an unknown scheme ran as SPRAY, and `copy` of a directory left a 4 KiB file behind
+// while /dev/zero never ended.
+TEST_F(BraidctlTest, ArgumentsItCannotUseAreRefusedByNameBeforeAnythingMoves) {
+  const std::string bench = "--agent 127.0.0.1:" + std::to_string(TestPort(0)) +
+                            " bench --peer 127.0.0.1:" + std::to_string(TestPort(2)) + " ";
+  const std::pair<const char*, const char*> kRefused[] = {
+      {"--size 0", "--size: '0' is below 1"},
+      {"--size 99999999999G", "'99999999999G' is not a byte count"},
+      {"--size 1x", "'1x' is not a byte count"},
+      {"--total -1", "'-1' is not a byte count"},
+      {"--scheme foo", "foo not in {spray,dqplb}"},
+  };
+  for (const auto& [args, why] : kRefused) {
+    const CommandResult r = Braidctl(bench + args);
+    EXPECT_TRUE(r.exit_code > 0 && r.exit_code < 128) << args << ": " << r.output;
+    EXPECT_NE(r.output.find(why), std::string::npos) << args << ": " << r.output;
+  }
+  for (const std::string& src : {dir_, std::string("/dev/zero")}) {
+    const std::string dst = dir_ + "/copied";
+    const CommandResult r = Braidctl(Agents(false) + " " + src + " " + dst);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("not a regular file"), std::string::npos) << r.output;
+    EXPECT_FALSE(std::filesystem::exists(dst)) << src;
+  }
+  // What it can use still runs: a fractional size, verified.
+  const CommandResult ok = Braidctl(bench + "--size 1.5K --total 3M --scheme dqplb --verify");
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_NE(ok.output.find("moved 3.00 MiB"), std::string::npos) << ok.output;
+  EXPECT_NE(ok.output.find("byte-for-byte identical"), std::string::npos) << ok.output;
 }
 
 }  // namespace
