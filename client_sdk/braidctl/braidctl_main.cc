@@ -61,13 +61,17 @@ std::string Json(const google::protobuf::Message& m) {
   return out;
 }
 
-std::shared_ptr<AgentClient> OpenOrDie(const Globals& g, const std::string& target, int* rc) {
+// A client of `target`; with `hold`, what it creates lives only as long as this command (bench
+// and copy: a braidctl interrupted or killed mid-run leaves no VQP or region behind).
+std::shared_ptr<AgentClient> OpenOrDie(const Globals& g, const std::string& target, int* rc,
+                                       bool hold = false) {
   auto c = AgentClient::Open(target, {.call_timeout = std::chrono::seconds(30),
                                       .connect_timeout = std::chrono::seconds(5),
                                       .tls_ca = g.tls_ca,
                                       .tls_cert = g.tls_cert,
                                       .tls_key = g.tls_key,
-                                      .token = g.token});
+                                      .token = g.token,
+                                      .hold = hold});
   if (!c.ok()) {
     *rc = Fail("connect to " + target, c.status());
     return nullptr;
@@ -156,8 +160,8 @@ MoveStats Move(braid::client::TransferSession& session, const braid::client::Reg
 int Bench(const Globals& g, const std::string& peer, uint64_t size, uint64_t total, uint32_t qps,
           const std::string& scheme, bool verify) {
   int rc = 0;
-  auto a = OpenOrDie(g, g.agent, &rc);
-  auto b = a ? OpenOrDie(g, peer, &rc) : nullptr;
+  auto a = OpenOrDie(g, g.agent, &rc, /*hold=*/true);
+  auto b = a ? OpenOrDie(g, peer, &rc, /*hold=*/true) : nullptr;
   if (!a || !b) return rc;
   auto conn = braid::client::Connect(a, b, {.scheme = SchemeOf(scheme), .num_qps = qps});
   if (!conn.ok()) return Fail("connect", conn.status());
@@ -252,8 +256,8 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
     return Fail("size " + dst_path, Status::FromErrno(errno, "ftruncate"));
   }
   int rc = 0;
-  auto a = OpenOrDie(g, g.agent, &rc);
-  auto b = a ? OpenOrDie(g, peer, &rc) : nullptr;
+  auto a = OpenOrDie(g, g.agent, &rc, /*hold=*/true);
+  auto b = a ? OpenOrDie(g, peer, &rc, /*hold=*/true) : nullptr;
   if (!a || !b) return rc;
   auto conn =
       braid::client::Connect(a, b, {.scheme = SchemeOf(scheme), .num_qps = qps, .label = "copy"});

@@ -98,6 +98,45 @@ TEST_F(BraidctlTest, AnAgentKilledMidCopyIsAClearErrorWithinTheDeadline) {
   EXPECT_LT(r.seconds, 5.0 + 10.0);  // the 5 s deadline plus the copy's own time, never a hang
 }
 
+// A bench killed mid-run leaves nothing behind on either agent: what braidctl bench and copy create
+// lives on a lease (their VQPs and 256 MiB regions stayed until destroyed by hand).
+TEST_F(BraidctlTest, ABenchKilledMidRunLeavesNoVqpOrRegionBehind) {
+  const std::string pid_file = dir_ + "/braidctl.pid";
+  auto counts = [](AgentProcess& agent) {
+    grpc::ClientContext c1, c2;
+    v1::ListVirtualQpsResponse vqps;
+    v1::ListRegionsResponse regions;
+    const bool ok = agent.stub().ListVirtualQps(&c1, {}, &vqps).ok() &&
+                    agent.stub().ListRegions(&c2, {}, &regions).ok();
+    return ok ? vqps.vqps_size() + regions.regions_size() : -1;
+  };
+  std::thread killer([&] {
+    // Once the bench is under way (the peer holds its region), not at a fixed time.
+    for (int i = 0; i < 2000 && counts(*b_) < 2; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::ifstream f(pid_file);
+    pid_t pid = 0;
+    if (f >> pid && pid > 0) kill(pid, SIGKILL);
+  });
+  const CommandResult r = RunCommand(
+      "sh -c 'echo $$ > " + pid_file + "; exec " + std::string(BRAIDCTL_PATH) +
+      " -q --agent unix:" + dir_ + "/a.sock bench --peer 127.0.0.1:" + std::to_string(TestPort(2)) +
+      " --size 4K --total 1T'");
+  killer.join();
+  EXPECT_NE(r.exit_code, 0) << r.output;  // killed, not finished
+  int left_a = -1, left_b = -1;
+  for (int i = 0; i < 500; ++i) {  // the agents notice the closed connections
+    left_a = counts(*a_);
+    left_b = counts(*b_);
+    if (left_a == 0 && left_b == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(left_a, 0);
+  EXPECT_EQ(left_b, 0);
+}
+
 // Arguments braidctl cannot use are refused by name before anything is created or moved: a size
 // of 0 and one that overflowed ended in SIGFPE, "1x" was read as one byte (a gibibyte of 1-byte
 // writes), an unknown scheme ran as SPRAY, and `copy` of a directory left a 4 KiB file behind
