@@ -155,6 +155,11 @@ def test_refusals_are_braid_errors_that_say_what_is_wrong(agents):
                               ({"imm": 1 << 33}, "imm")):
             with pytest.raises(ValueError, match=field):
                 s.write(src, remote, **{"length": 64, **kwargs})
+        # With no length, an offset at or past the buffer's end leaves nothing to move; it said
+        # "length must be from 0 to ..., not -9223372036853727232".
+        for offset in (src.nbytes, 1 << 63):
+            with pytest.raises(ValueError, match=f"local_offset {offset} is at or past the end"):
+                s.write(src, remote, local_offset=offset)
         with pytest.raises(TypeError, match="registered with this session's agent"):
             s.write(np.zeros(64, dtype=np.uint8), remote, length=64)
         assert s.write(src, remote, length=64).result(timeout=30).nbytes == 64

@@ -60,11 +60,17 @@ class Op:
         if not hasattr(self.local, "id") or not hasattr(self.local, "nbytes"):
             raise TypeError("local must be a buffer registered with this session's agent "
                             f"(Agent.alloc or Agent.register), not {type(self.local).__name__}")
-        length = self.length if self.length is not None else self.local.nbytes - self.local_offset
-        fields = {"length": (length, 1 << 64), "local_offset": (self.local_offset, 1 << 64),
-                  "remote_offset": (self.remote_offset, 1 << 64), "imm": (self.imm, 1 << 32)}
+        fields = {"local_offset": (self.local_offset, 1 << 64),
+                  "remote_offset": (self.remote_offset, 1 << 64), "imm": (self.imm, 1 << 32),
+                  "length": (self.length, 1 << 64)}
         ints = {}
         for name, (value, end) in fields.items():
+            if value is None:  # the rest of the local buffer (the agent checks every range)
+                value = self.local.nbytes - ints["local_offset"]
+                if value <= 0:
+                    raise ValueError(f"local_offset {ints['local_offset']} is at or past the end "
+                                     f"of the {self.local.nbytes}-byte buffer: give a length "
+                                     "or a smaller offset")
             ints[name] = operator.index(value)  # an int, or a TypeError
             if not 0 <= ints[name] < end:
                 raise ValueError(f"{name} must be from 0 to {end - 1}, not {str(value)[:100]}")
