@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -77,6 +78,20 @@ std::shared_ptr<AgentClient> OpenOrDie(const Globals& g, const std::string& targ
     return nullptr;
   }
   return *c;
+}
+
+// A CLI11 check that an option is a whole number in decimal digits (CLI11 took "-1" for an
+// unsigned option as 2^64 - 1).
+CLI::Validator WholeNumber() {
+  return CLI::Validator(
+      [](const std::string& text) -> std::string {
+        if (!text.empty() &&
+            std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+          return "";
+        }
+        return "'" + text.substr(0, 100) + "' is not a whole number (0, 1, 2, ...)";
+      },
+      "N");
 }
 
 // A CLI11 check that an option is a byte count (ParseBytes) of at least `min` bytes.
@@ -317,7 +332,7 @@ int main(int argc, char** argv) {
   app.add_option("-a,--agent", g.agent, "agent address (host:port or unix:/path)");
   app.add_flag("--json", g.json, "JSON output");
   app.add_flag("-q,--quiet", g.quiet, "no progress line");
-  app.add_option("--timeout-ms", g.timeout_ms, "deadline per transfer");
+  app.add_option("--timeout-ms", g.timeout_ms, "deadline per transfer")->check(WholeNumber());
   app.add_option("--tls-ca", g.tls_ca, "CA bundle the agents' certificates must chain to (TLS)");
   app.add_option("--tls-cert", g.tls_cert, "this client's certificate (mutual TLS)");
   app.add_option("--tls-key", g.tls_key, "this client's private key (mutual TLS)");
@@ -329,7 +344,7 @@ int main(int argc, char** argv) {
   auto* list = app.add_subcommand("list", "virtual QPs");
   uint64_t vqp_id = 0;
   auto* destroy = app.add_subcommand("destroy", "destroy a virtual QP");
-  destroy->add_option("vqp", vqp_id)->required();
+  destroy->add_option("vqp", vqp_id)->required()->check(WholeNumber());
   std::string device;
   auto* drain = app.add_subcommand("drain", "drain a device (in-flight work finishes)");
   drain->add_option("device", device)->required();
@@ -337,8 +352,10 @@ int main(int argc, char** argv) {
   undrain->add_option("device", device)->required();
   uint32_t event_count = 0, event_seconds = 0;
   auto* events = app.add_subcommand("events", "follow the agent's state changes (WatchEvents)");
-  events->add_option("--count", event_count, "stop after this many events (0: never)");
-  events->add_option("--seconds", event_seconds, "stop after this many seconds (0: never)");
+  events->add_option("--count", event_count, "stop after this many events (0: never)")
+      ->check(WholeNumber());
+  events->add_option("--seconds", event_seconds, "stop after this many seconds (0: never)")
+      ->check(WholeNumber());
   std::string peer, scheme = "spray", size = "1M", total = "1G", src, dst;
   uint32_t qps = 8;
   bool verify = false;
@@ -347,7 +364,7 @@ int main(int argc, char** argv) {
   auto* copy = app.add_subcommand("copy", "copy a file through a VQP, sha256 verified");
   for (auto* c : {connect, bench, copy}) {
     c->add_option("--peer", peer, "the other agent")->required();
-    c->add_option("--qps", qps, "data QPs");
+    c->add_option("--qps", qps, "data QPs")->check(WholeNumber());
     c->add_option("--scheme", scheme, "spray | dqplb")->check(CLI::IsMember({"spray", "dqplb"}));
   }
   bench->add_option("--size", size, "operation size (e.g. 1M)")->check(ByteCount(1));

@@ -139,8 +139,8 @@ TEST_F(BraidctlTest, ABenchKilledMidRunLeavesNoVqpOrRegionBehind) {
 
 // Arguments braidctl cannot use are refused by name before anything is created or moved: a size
 // of 0 and one that overflowed ended in SIGFPE, "1x" was read as one byte (a gibibyte of 1-byte
-// writes), an unknown scheme ran as SPRAY, and `copy` of a directory left a 4 KiB file behind
-// while /dev/zero never ended.
+// writes), an unknown scheme ran as SPRAY, a negative count wrapped, and `copy` of a directory left
+// a 4 KiB file behind while /dev/zero never ended.
 TEST_F(BraidctlTest, ArgumentsItCannotUseAreRefusedByNameBeforeAnythingMoves) {
   const std::string bench = "--agent 127.0.0.1:" + std::to_string(TestPort(0)) +
                             " bench --peer 127.0.0.1:" + std::to_string(TestPort(2)) + " ";
@@ -150,12 +150,17 @@ TEST_F(BraidctlTest, ArgumentsItCannotUseAreRefusedByNameBeforeAnythingMoves) {
       {"--size 1x", "'1x' is not a byte count"},
       {"--total -1", "'-1' is not a byte count"},
       {"--scheme foo", "foo not in {spray,dqplb}"},
+      {"--qps -1", "--qps: '-1' is not a whole number"},
   };
   for (const auto& [args, why] : kRefused) {
     const CommandResult r = Braidctl(bench + args);
     EXPECT_TRUE(r.exit_code > 0 && r.exit_code < 128) << args << ": " << r.output;
     EXPECT_NE(r.output.find(why), std::string::npos) << args << ": " << r.output;
   }
+  // "-1" was taken as 2^64 - 1.
+  const CommandResult destroy = Braidctl("--agent unix:" + dir_ + "/a.sock destroy -1");
+  EXPECT_NE(destroy.output.find("vqp: '-1' is not a whole number"), std::string::npos)
+      << destroy.output;
   for (const std::string& src : {dir_, std::string("/dev/zero")}) {
     const std::string dst = dir_ + "/copied";
     const CommandResult r = Braidctl(Agents(false) + " " + src + " " + dst);
