@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cctype>
 #include <limits>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "dataplane/common/quote.h"
 #include "dataplane/verbs/gid.h"
@@ -19,17 +22,104 @@ using common::Status;
 
 namespace {
 
-template <typename T>
-Status Read(const YAML::Node& node, const char* key, T& out) {
-  const YAML::Node v = node[key];
-  if (!v) return Status::Ok();
-  try {
-    out = v.as<T>();
-  } catch (const YAML::Exception& e) {
-    return Status::InvalidArgument(std::string("config key '") + key + "': " + e.what());
+// The edit distance between `a` and `b` (for "did you mean").
+size_t Distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
   }
-  return Status::Ok();
+  return row[b.size()];
 }
+
+// One mapping of the config file ("" for the top, "soft", "auth.identities[]"): reads its keys,
+// remembers which it knows, and refuses a key it does not (a misspelt key was ignored, and the
+// agent ran on the default) and a value of the wrong shape (a scalar where a mapping belongs
+// aborted the agent in yaml-cpp).
+class Section {
+ public:
+  Section(YAML::Node node, std::string path) : node_(std::move(node)), path_(std::move(path)) {}
+
+  Status Check() const {
+    if (!node_ || node_.IsNull()) return Status::Ok();
+    if (!node_.IsMap()) return Status::InvalidArgument("config key '" + path_ + "': not a mapping");
+    return Status::Ok();
+  }
+  // The key's value into `out` if the key is there.
+  template <typename T>
+  Status Read(const char* key, T& out) {
+    BRAID_ASSIGN_OR_RETURN(const YAML::Node v, Get(key));
+    if (!v) return Status::Ok();
+    try {
+      out = v.as<T>();
+    } catch (const YAML::Exception& e) {
+      return Status::InvalidArgument("config key '" + Name(key) + "': " + e.what());
+    }
+    return Status::Ok();
+  }
+  // The mapping under `key` (empty if the key is not there).
+  common::Result<Section> Map(const char* key) {
+    BRAID_ASSIGN_OR_RETURN(YAML::Node v, Get(key));
+    Section out(v, Name(key));
+    BRAID_RETURN_IF_ERROR(out.Check());
+    return out;
+  }
+  // The mappings listed under `key` (none if the key is not there).
+  common::Result<std::vector<Section>> List(const char* key) {
+    BRAID_ASSIGN_OR_RETURN(YAML::Node v, Get(key));
+    std::vector<Section> out;
+    if (!v) return out;
+    if (!v.IsSequence()) {
+      return Status::InvalidArgument("config key '" + Name(key) + "': not a list");
+    }
+    for (const YAML::Node& item : v) {
+      out.emplace_back(item, Name(key) + "[]");
+      if (!item.IsMap()) {
+        return Status::InvalidArgument("config key '" + Name(key) + "': an item is not a mapping");
+      }
+    }
+    return out;
+  }
+  // Refuses the first key of this mapping that nothing read, naming the closest known one.
+  Status NoUnknownKeys() const {
+    if (!node_ || !node_.IsMap()) return Status::Ok();
+    for (const auto& kv : node_) {
+      const std::string key = kv.first.Scalar();
+      if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
+      std::string hint;
+      size_t best = 4;  // suggest only a near miss
+      for (const std::string& k : known_) {
+        if (const size_t d = Distance(key, k); d < best) {
+          best = d;
+          hint = " (did you mean '" + Name(k.c_str()) + "'?)";
+        }
+      }
+      return Status::InvalidArgument("config key " + common::Quote(Name(key.c_str())) +
+                                     " is not one braidd knows" + hint +
+                                     "; doc/braidd.md lists them");
+    }
+    return Status::Ok();
+  }
+
+ private:
+  common::Result<YAML::Node> Get(const char* key) {
+    known_.emplace_back(key);
+    if (!node_ || !node_.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
+    const YAML::Node& map = node_;  // the const lookup adds no key
+    return map[key];
+  }
+  std::string Name(const char* key) const { return path_.empty() ? key : path_ + "." + key; }
+
+  YAML::Node node_;
+  std::string path_;
+  std::vector<std::string> known_;
+};
 
 }  // namespace
 
@@ -45,112 +135,123 @@ std::optional<ClientAuth> ParseClientAuth(const std::string& value) {
   return std::nullopt;
 }
 
+namespace {
+
+Status ReadConfig(const YAML::Node& file, AgentConfig& c) {
+  if (!file.IsMap()) return Status::InvalidArgument("not a mapping");
+  Section root(file, "");
+  BRAID_RETURN_IF_ERROR(root.Read("agent_id", c.agent_id));
+  BRAID_RETURN_IF_ERROR(root.Read("provider", c.provider));
+  BRAID_RETURN_IF_ERROR(root.Read("region_dir", c.region_dir));
+  BRAID_RETURN_IF_ERROR(root.Read("log_level", c.log_level));
+  BRAID_RETURN_IF_ERROR(root.Read("max_region_bytes", c.max_region_bytes));
+  BRAID_RETURN_IF_ERROR(root.Read("max_regions", c.max_regions));
+  BRAID_RETURN_IF_ERROR(root.Read("max_regions_per_caller", c.max_regions_per_caller));
+  BRAID_RETURN_IF_ERROR(root.Read("max_vqps_per_caller", c.max_vqps_per_caller));
+  BRAID_RETURN_IF_ERROR(root.Read("max_leases_per_caller", c.max_leases_per_caller));
+  BRAID_RETURN_IF_ERROR(root.Read("max_transfers", c.max_transfers));
+  BRAID_RETURN_IF_ERROR(root.Read("max_transfers_per_caller", c.max_transfers_per_caller));
+  BRAID_RETURN_IF_ERROR(root.Read("max_session_bytes_per_caller", c.max_session_bytes_per_caller));
+  BRAID_RETURN_IF_ERROR(root.Read("transfer_window", c.transfer_window));
+  BRAID_RETURN_IF_ERROR(root.Read("transfer_window_per_caller", c.transfer_window_per_caller));
+  BRAID_RETURN_IF_ERROR(root.Read("watch_backlog_per_caller", c.watch_backlog_per_caller));
+  BRAID_RETURN_IF_ERROR(root.Read("default_timeout_ms", c.default_timeout_ms));
+  BRAID_RETURN_IF_ERROR(root.Read("watchdog_ms", c.watchdog_ms));
+  BRAID_RETURN_IF_ERROR(root.Read("recovery_budget_ms", c.recovery_budget_ms));
+  BRAID_RETURN_IF_ERROR(root.Read("qp_cooldown_ms", c.qp_cooldown_ms));
+  BRAID_RETURN_IF_ERROR(root.Read("max_cq_entries", c.max_cq_entries));
+  BRAID_RETURN_IF_ERROR(root.Read("fd_reserve", c.fd_reserve));
+  BRAID_RETURN_IF_ERROR(root.Read("unix_connections_per_uid", c.unix_connections_per_uid));
+  BRAID_RETURN_IF_ERROR(root.Read("engine_yield", c.engine_yield));
+  BRAID_RETURN_IF_ERROR(root.Read("engine_spin_us", c.engine_spin_us));
+  BRAID_RETURN_IF_ERROR(root.Read("client_keepalive_ms", c.client_keepalive_ms));
+  BRAID_RETURN_IF_ERROR(root.Read("client_keepalive_timeout_ms", c.client_keepalive_timeout_ms));
+  BRAID_RETURN_IF_ERROR(root.Read("lease_grace_ms", c.lease_grace_ms));
+  BRAID_RETURN_IF_ERROR(root.Read("plaintext", c.auth.plaintext));
+
+  BRAID_ASSIGN_OR_RETURN(Section fault, root.Map("fault_injection"));
+  BRAID_RETURN_IF_ERROR(fault.Read("enabled", c.fault_injection));
+  BRAID_RETURN_IF_ERROR(fault.NoUnknownKeys());
+
+  BRAID_ASSIGN_OR_RETURN(Section soft, root.Map("soft"));
+  BRAID_RETURN_IF_ERROR(soft.Read("port", c.soft_port));
+  BRAID_ASSIGN_OR_RETURN(std::vector<Section> nics, soft.List("nics"));
+  if (!nics.empty()) c.soft_nics.clear();
+  for (Section& n : nics) {
+    soft::SoftNicConfig nic;
+    BRAID_RETURN_IF_ERROR(n.Read("name", nic.name));
+    BRAID_RETURN_IF_ERROR(n.Read("ip", nic.ipv4));
+    BRAID_RETURN_IF_ERROR(n.NoUnknownKeys());
+    c.soft_nics.push_back(nic);
+  }
+  BRAID_RETURN_IF_ERROR(soft.NoUnknownKeys());
+
+  BRAID_ASSIGN_OR_RETURN(Section ib, root.Map("ibverbs"));
+  BRAID_RETURN_IF_ERROR(ib.Read("gid_index", c.ibverbs_gid_index));
+  BRAID_RETURN_IF_ERROR(ib.NoUnknownKeys());
+
+  BRAID_ASSIGN_OR_RETURN(Section listen, root.Map("listen"));
+  BRAID_RETURN_IF_ERROR(listen.Read("unix", c.unix_socket));
+  BRAID_RETURN_IF_ERROR(listen.Read("tcp", c.tcp_listen));
+  BRAID_RETURN_IF_ERROR(listen.NoUnknownKeys());
+
+  BRAID_ASSIGN_OR_RETURN(Section tls, root.Map("tls"));
+  BRAID_RETURN_IF_ERROR(tls.Read("cert", c.auth.tls.cert));
+  BRAID_RETURN_IF_ERROR(tls.Read("key", c.auth.tls.key));
+  BRAID_RETURN_IF_ERROR(tls.Read("ca", c.auth.tls.ca));
+  BRAID_RETURN_IF_ERROR(tls.Read("reload_seconds", c.auth.tls.reload_seconds));
+  std::string client_auth;
+  BRAID_RETURN_IF_ERROR(tls.Read("client_auth", client_auth));
+  if (!client_auth.empty()) {
+    auto parsed = ParseClientAuth(client_auth);
+    if (!parsed) {
+      return Status::InvalidArgument(
+          "config key 'tls.client_auth' must be require, optional or none, not " +
+          common::Quote(client_auth));
+    }
+    c.auth.tls.client_auth = *parsed;
+  }
+  BRAID_RETURN_IF_ERROR(tls.NoUnknownKeys());
+
+  BRAID_ASSIGN_OR_RETURN(Section auth, root.Map("auth"));
+  BRAID_RETURN_IF_ERROR(auth.Read("tokens_file", c.auth.tokens_file));
+  std::string anonymous;
+  BRAID_RETURN_IF_ERROR(auth.Read("anonymous_role", anonymous));
+  if (!anonymous.empty()) {
+    c.auth.anonymous_role = ParseRole(anonymous);
+    if (!c.auth.anonymous_role) return BadRole("auth.anonymous_role", anonymous);
+  }
+  BRAID_ASSIGN_OR_RETURN(std::vector<Section> ids, auth.List("identities"));
+  for (Section& n : ids) {
+    IdentityBinding b;
+    std::string role;
+    BRAID_RETURN_IF_ERROR(n.Read("id", b.id));
+    BRAID_RETURN_IF_ERROR(n.Read("role", role));
+    BRAID_RETURN_IF_ERROR(n.NoUnknownKeys());
+    auto parsed = ParseRole(role);
+    if (!parsed) return BadRole("auth.identities[].role", role);
+    b.role = *parsed;
+    c.auth.identities.push_back(std::move(b));
+  }
+  BRAID_RETURN_IF_ERROR(auth.NoUnknownKeys());
+
+  BRAID_ASSIGN_OR_RETURN(Section metrics, root.Map("metrics"));
+  BRAID_RETURN_IF_ERROR(metrics.Read("listen", c.metrics_listen));
+  BRAID_RETURN_IF_ERROR(metrics.Read("per_qp", c.metrics_per_qp));
+  BRAID_RETURN_IF_ERROR(metrics.NoUnknownKeys());
+  return root.NoUnknownKeys();
+}
+
+}  // namespace
+
 Status LoadConfigFile(const std::string& path, AgentConfig& c) {
-  YAML::Node root;
+  // yaml-cpp reports a bad file, bad YAML and a wrong shape by throwing; the agent says why and
+  // exits rather than aborting.
   try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    return Status::InvalidArgument("config file " + path + ": " + e.what());
+    return ReadConfig(YAML::LoadFile(path), c);
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument("config file " + common::Quote(path) + ": " + e.what());
   }
-  if (!root.IsMap()) return Status::InvalidArgument("config file " + path + ": not a mapping");
-  BRAID_RETURN_IF_ERROR(Read(root, "agent_id", c.agent_id));
-  BRAID_RETURN_IF_ERROR(Read(root, "provider", c.provider));
-  BRAID_RETURN_IF_ERROR(Read(root, "region_dir", c.region_dir));
-  BRAID_RETURN_IF_ERROR(Read(root, "max_region_bytes", c.max_region_bytes));
-  BRAID_RETURN_IF_ERROR(Read(root, "max_regions", c.max_regions));
-  BRAID_RETURN_IF_ERROR(Read(root, "max_regions_per_caller", c.max_regions_per_caller));
-  BRAID_RETURN_IF_ERROR(Read(root, "max_vqps_per_caller", c.max_vqps_per_caller));
-  BRAID_RETURN_IF_ERROR(Read(root, "max_leases_per_caller", c.max_leases_per_caller));
-  BRAID_RETURN_IF_ERROR(Read(root, "max_transfers", c.max_transfers));
-  BRAID_RETURN_IF_ERROR(Read(root, "max_transfers_per_caller", c.max_transfers_per_caller));
-  BRAID_RETURN_IF_ERROR(Read(root, "max_session_bytes_per_caller", c.max_session_bytes_per_caller));
-  BRAID_RETURN_IF_ERROR(Read(root, "log_level", c.log_level));
-  BRAID_RETURN_IF_ERROR(Read(root, "transfer_window", c.transfer_window));
-  BRAID_RETURN_IF_ERROR(Read(root, "transfer_window_per_caller", c.transfer_window_per_caller));
-  BRAID_RETURN_IF_ERROR(Read(root, "watch_backlog_per_caller", c.watch_backlog_per_caller));
-  BRAID_RETURN_IF_ERROR(Read(root, "default_timeout_ms", c.default_timeout_ms));
-  BRAID_RETURN_IF_ERROR(Read(root, "watchdog_ms", c.watchdog_ms));
-  BRAID_RETURN_IF_ERROR(Read(root, "recovery_budget_ms", c.recovery_budget_ms));
-  BRAID_RETURN_IF_ERROR(Read(root, "qp_cooldown_ms", c.qp_cooldown_ms));
-  BRAID_RETURN_IF_ERROR(Read(root, "max_cq_entries", c.max_cq_entries));
-  BRAID_RETURN_IF_ERROR(Read(root, "fd_reserve", c.fd_reserve));
-  BRAID_RETURN_IF_ERROR(Read(root, "unix_connections_per_uid", c.unix_connections_per_uid));
-  BRAID_RETURN_IF_ERROR(Read(root, "engine_yield", c.engine_yield));
-  BRAID_RETURN_IF_ERROR(Read(root, "engine_spin_us", c.engine_spin_us));
-  BRAID_RETURN_IF_ERROR(Read(root, "client_keepalive_ms", c.client_keepalive_ms));
-  BRAID_RETURN_IF_ERROR(Read(root, "client_keepalive_timeout_ms", c.client_keepalive_timeout_ms));
-  BRAID_RETURN_IF_ERROR(Read(root, "lease_grace_ms", c.lease_grace_ms));
-  if (const YAML::Node f = root["fault_injection"]) {
-    BRAID_RETURN_IF_ERROR(Read(f, "enabled", c.fault_injection));
-  }
-  if (const YAML::Node soft = root["soft"]) {
-    BRAID_RETURN_IF_ERROR(Read(soft, "port", c.soft_port));
-    if (const YAML::Node nics = soft["nics"]) {
-      if (!nics.IsSequence()) return Status::InvalidArgument("config key 'soft.nics': not a list");
-      c.soft_nics.clear();
-      for (const YAML::Node& n : nics) {
-        soft::SoftNicConfig nic;
-        BRAID_RETURN_IF_ERROR(Read(n, "name", nic.name));
-        BRAID_RETURN_IF_ERROR(Read(n, "ip", nic.ipv4));
-        c.soft_nics.push_back(nic);
-      }
-    }
-  }
-  if (const YAML::Node ib = root["ibverbs"]) {
-    BRAID_RETURN_IF_ERROR(Read(ib, "gid_index", c.ibverbs_gid_index));
-  }
-  if (const YAML::Node listen = root["listen"]) {
-    BRAID_RETURN_IF_ERROR(Read(listen, "unix", c.unix_socket));
-    BRAID_RETURN_IF_ERROR(Read(listen, "tcp", c.tcp_listen));
-  }
-  if (const YAML::Node tls = root["tls"]) {
-    BRAID_RETURN_IF_ERROR(Read(tls, "cert", c.auth.tls.cert));
-    BRAID_RETURN_IF_ERROR(Read(tls, "key", c.auth.tls.key));
-    BRAID_RETURN_IF_ERROR(Read(tls, "ca", c.auth.tls.ca));
-    BRAID_RETURN_IF_ERROR(Read(tls, "reload_seconds", c.auth.tls.reload_seconds));
-    std::string client_auth;
-    BRAID_RETURN_IF_ERROR(Read(tls, "client_auth", client_auth));
-    if (!client_auth.empty()) {
-      auto parsed = ParseClientAuth(client_auth);
-      if (!parsed) {
-        return Status::InvalidArgument(
-            "config key 'tls.client_auth' must be require, optional "
-            "or none, not " +
-            common::Quote(client_auth));
-      }
-      c.auth.tls.client_auth = *parsed;
-    }
-  }
-  BRAID_RETURN_IF_ERROR(Read(root, "plaintext", c.auth.plaintext));
-  if (const YAML::Node auth = root["auth"]) {
-    BRAID_RETURN_IF_ERROR(Read(auth, "tokens_file", c.auth.tokens_file));
-    std::string anonymous;
-    BRAID_RETURN_IF_ERROR(Read(auth, "anonymous_role", anonymous));
-    if (!anonymous.empty()) {
-      c.auth.anonymous_role = ParseRole(anonymous);
-      if (!c.auth.anonymous_role) return BadRole("auth.anonymous_role", anonymous);
-    }
-    if (const YAML::Node ids = auth["identities"]) {
-      if (!ids.IsSequence()) {
-        return Status::InvalidArgument("config key 'auth.identities': not a list");
-      }
-      for (const YAML::Node& n : ids) {
-        IdentityBinding b;
-        std::string role;
-        BRAID_RETURN_IF_ERROR(Read(n, "id", b.id));
-        BRAID_RETURN_IF_ERROR(Read(n, "role", role));
-        auto parsed = ParseRole(role);
-        if (!parsed) return BadRole("auth.identities[].role", role);
-        b.role = *parsed;
-        c.auth.identities.push_back(std::move(b));
-      }
-    }
-  }
-  if (const YAML::Node m = root["metrics"]) {
-    BRAID_RETURN_IF_ERROR(Read(m, "listen", c.metrics_listen));
-    BRAID_RETURN_IF_ERROR(Read(m, "per_qp", c.metrics_per_qp));
-  }
-  return Status::Ok();
 }
 
 void AgentConfig::ApplyDefaults() {

@@ -99,6 +99,19 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
       {"soft:\n  nics: [{name: soft0, ip: 127.0.0.1}, {name: soft0, ip: 127.0.0.2}]\n",
        "share a name or an address"},
       {"soft:\n  port: 0\n", "soft.port must be 1 to 65535"},
+      // A misspelt key was ignored (the agent ran on the default), and a scalar where a mapping
+      // belongs aborted the agent inside yaml-cpp.
+      {"transfer_windw: 64\n",
+       "config key 'transfer_windw' is not one braidd knows (did you mean 'transfer_window'?)"},
+      {"metrics:\n  listn: 9464\n",
+       "'metrics.listn' is not one braidd knows (did you mean "
+       "'metrics.listen'?)"},
+      {"soft:\n  nics: [{name: soft0, ip: 127.0.0.1, mtu: 9000}]\n",
+       "'soft.nics[].mtu' is not one braidd knows"},
+      {"soft: 5\n", "config key 'soft': not a mapping"},
+      {"metrics: x\n", "config key 'metrics': not a mapping"},
+      {"soft:\n  nics: [5]\n", "config key 'soft.nics': an item is not a mapping"},
+      {"auth:\n  identities: [5]\n", "config key 'auth.identities': an item is not a mapping"},
   };
   for (const auto& [yaml, why] : kRefused) {
     std::ofstream(path) << "plaintext: true\n" << yaml;
@@ -107,6 +120,11 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
     EXPECT_EQ(refused.exit_code, 2) << yaml << refused.output;
     EXPECT_NE(refused.output.find(why), std::string::npos) << yaml << refused.output;
   }
+  // A directory given as the file aborted the agent (an uncaught exception reading it).
+  const CommandResult dir =
+      RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config /tmp");
+  EXPECT_EQ(dir.exit_code, 2) << dir.output;
+  EXPECT_NE(dir.output.find("config file '/tmp'"), std::string::npos) << dir.output;
   // A bare port and a host name are what civetweb takes.
   for (const char* listen : {"9464", "localhost:9464", "0.0.0.0:0"}) {
     std::ofstream(path) << "plaintext: true\nmetrics:\n  listen: '" << listen
