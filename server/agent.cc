@@ -91,6 +91,9 @@ Status Agent::Init() {
   so.lease_grace_ms = config_.lease_grace_ms;
   so.fault_injection = config_.fault_injection;
   so.plaintext = !config_.tcp_listen.empty() && !config_.auth.tls.enabled();
+  if (!config_.auth.tokens_file.empty()) {
+    BRAID_RETURN_IF_ERROR(Authenticator::CheckTokensFile(config_.auth.tokens_file));
+  }
   auth_ = std::make_unique<Authenticator>(config_.auth);
   audit_ = std::make_unique<AuditLog>(config_.agent_id);
   reclaimer_ = std::make_unique<Reclaimer>(*engine_);

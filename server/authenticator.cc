@@ -1,7 +1,9 @@
 #include "server/authenticator.h"
 
 #include <grpc/grpc_security_constants.h>
+#include <sys/stat.h>
 
+#include <cerrno>
 #include <fstream>
 #include <sstream>
 
@@ -108,6 +110,49 @@ bool Authenticator::Bind(const std::string& identity, Caller* caller, Refusal* r
   return false;
 }
 
+namespace {
+
+// The entries of a tokens file, (token, identity); the first broken line's number and why in
+// `broken` (0 when none), that line skipped.
+std::vector<std::pair<std::string, std::string>> ParseTokens(std::istream& in,
+                                                             std::pair<int, std::string>* broken) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    std::istringstream fields(line);
+    std::string id, secret, more;
+    if (!(fields >> id) || id[0] == '#') continue;
+    const bool has_secret = static_cast<bool>(fields >> secret);
+    if (!has_secret || fields >> more) {
+      if (broken->first == 0) {
+        *broken = {n, common::Quote(id) + (has_secret ? " has more than one token after it"
+                                                      : " has no token after it")};
+      }
+      continue;
+    }
+    out.emplace_back(std::move(secret), std::move(id));
+  }
+  return out;
+}
+
+}  // namespace
+
+common::Status Authenticator::CheckTokensFile(const std::string& path) {
+  const std::string what = "auth.tokens_file " + common::Quote(path);
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return common::Status::FromErrno(errno, what);
+  if (!S_ISREG(st.st_mode)) return common::Status::InvalidArgument(what + " is not a file");
+  std::ifstream in(path);
+  if (!in) return common::Status::FromErrno(errno, what);
+  std::pair<int, std::string> broken{0, ""};
+  ParseTokens(in, &broken);
+  if (broken.first != 0) {
+    return common::Status::InvalidArgument(what + " line " + std::to_string(broken.first) + ": " +
+                                           broken.second + "; each line is '<identity> <token>'");
+  }
+  return common::Status::Ok();
+}
+
 bool Authenticator::TokenIdentity(const std::string& token, std::string* identity,
                                   Refusal* refusal) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -117,15 +162,9 @@ bool Authenticator::TokenIdentity(const std::string& token, std::string* identit
     tokens_size_ = -1;
   } else if (st.st_mtim.tv_sec != tokens_mtime_.tv_sec ||
              st.st_mtim.tv_nsec != tokens_mtime_.tv_nsec || st.st_size != tokens_size_) {
-    tokens_.clear();
     std::ifstream in(config_.tokens_file);
-    std::string line;
-    while (std::getline(in, line)) {
-      std::istringstream fields(line);
-      std::string id, secret;
-      if (!(fields >> id) || id[0] == '#' || !(fields >> secret)) continue;
-      tokens_.emplace_back(std::move(secret), std::move(id));
-    }
+    std::pair<int, std::string> broken{0, ""};
+    tokens_ = ParseTokens(in, &broken);
     tokens_mtime_ = st.st_mtim;
     tokens_size_ = st.st_size;
   }

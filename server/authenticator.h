@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/common/status.h"
 #include "dataplane/engine/engine_types.h"
 #include "server/auth_config.h"
 
@@ -55,6 +56,12 @@ class Authenticator {
   bool IdentifyLocal(uint32_t uid, Caller* caller, Refusal* refusal) const;
   // The identity an OwnerId stands for ("" for anonymous or unknown).
   std::string IdentityOf(engine::OwnerId owner) const;
+
+  // Whether the tokens file can be read and every line is "<identity> <token>" (blank lines and
+  // '#' comments aside): checked at start, so that a wrong path or a broken line is an error then
+  // rather than every token refused later. The running agent re-reads the file when it changes and
+  // skips a broken line.
+  static common::Status CheckTokensFile(const std::string& path);
 
   // The Unix socket's acceptor records each connection's uid under the peer name gRPC reports for
   // it; Identify reads it back.

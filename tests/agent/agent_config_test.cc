@@ -136,5 +136,30 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
   std::filesystem::remove(path);
 }
 
+// A tokens file that cannot serve is an error at start: a wrong path, a directory or a line with
+// no token started an agent that refused every token (or skipped that identity) without a word.
+TEST(AgentConfig, ATokensFileThatCannotServeIsRefusedAtStart) {
+  const std::string dir = "/tmp/braid-tokens-test-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/no-token") << "# identity token\nalice secret-a\nbob\n";
+  std::ofstream(dir + "/good") << "# identity token\nalice secret-a\n\nbob secret-b\n";
+  const std::pair<std::string, std::string> kCases[] = {
+      {dir + "/missing", "/missing': No such file or directory"},
+      {dir, "' is not a file"},
+      {dir + "/no-token", "line 3: 'bob' has no token after it"},
+      {dir + "/good", "msg=\"serving\""},
+  };
+  for (const auto& [file, expected] : kCases) {
+    const CommandResult r = RunCommand(
+        "timeout --preserve-status -s INT 3 " + std::string(BRAID_BRAIDD_PATH) +
+        " --grpc-tcp 127.0.0.1:" + std::to_string(TestPort(0)) +
+        " --plaintext --metrics '' --soft-port " + std::to_string(TestPort(1)) +
+        " --soft-nic soft0=" + TestNicIp(0, 0) + " --region-dir " + dir + " --tokens-file " + file);
+    EXPECT_NE(r.output.find(expected), std::string::npos) << file << ": " << r.output;
+    EXPECT_EQ(r.exit_code, file == dir + "/good" ? 0 : 1) << file << ": " << r.output;
+  }
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace braid::testing
