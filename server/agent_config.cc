@@ -1,10 +1,12 @@
 #include "server/agent_config.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <limits>
 #include <string_view>
 #include <utility>
@@ -54,7 +56,7 @@ class Section {
   // The key's value into `out` if the key is there.
   template <typename T>
   Status Read(const char* key, T& out) {
-    BRAID_ASSIGN_OR_RETURN(const YAML::Node v, Get(key));
+    const YAML::Node v = Get(key);
     if (!v) return Status::Ok();
     try {
       out = v.as<T>();
@@ -65,14 +67,13 @@ class Section {
   }
   // The mapping under `key` (empty if the key is not there).
   common::Result<Section> Map(const char* key) {
-    BRAID_ASSIGN_OR_RETURN(YAML::Node v, Get(key));
-    Section out(v, Name(key));
+    Section out(Get(key), Name(key));
     BRAID_RETURN_IF_ERROR(out.Check());
     return out;
   }
   // The mappings listed under `key` (none if the key is not there).
   common::Result<std::vector<Section>> List(const char* key) {
-    BRAID_ASSIGN_OR_RETURN(YAML::Node v, Get(key));
+    const YAML::Node v = Get(key);
     std::vector<Section> out;
     if (!v) return out;
     if (!v.IsSequence()) {
@@ -108,7 +109,8 @@ class Section {
   }
 
  private:
-  common::Result<YAML::Node> Get(const char* key) {
+  // The value under `key` (undefined if absent), and `key` is known from now on.
+  YAML::Node Get(const char* key) {
     known_.emplace_back(key);
     if (!node_ || !node_.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
     const YAML::Node& map = node_;  // the const lookup adds no key
@@ -245,8 +247,17 @@ Status ReadConfig(const YAML::Node& file, AgentConfig& c) {
 }  // namespace
 
 Status LoadConfigFile(const std::string& path, AgentConfig& c) {
-  // yaml-cpp reports a bad file, bad YAML and a wrong shape by throwing; the agent says why and
-  // exits rather than aborting.
+  // A directory is refused before yaml-cpp reads it (it throws from inside its stream, and leaks
+  // that stream's buffer).
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) {
+    return Status::FromErrno(errno, "config file " + common::Quote(path));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return Status::InvalidArgument("config file " + common::Quote(path) + " is not a file");
+  }
+  // yaml-cpp reports bad YAML and a wrong shape by throwing; the agent says why and exits rather
+  // than aborting.
   try {
     return ReadConfig(YAML::LoadFile(path), c);
   } catch (const std::exception& e) {
