@@ -66,6 +66,11 @@ common::Result<uint64_t> SessionClient::RegisterFd(int fd, uint64_t offset, uint
                                            " VQPs can be granted at registration");
   }
   WireRequest request;
+  if (label.size() >= sizeof(request.label)) {  // it was cut to fit, silently
+    return common::Status::InvalidArgument(
+        "a label given with RegisterFd has at most " + std::to_string(sizeof(request.label) - 1) +
+        " bytes (the session socket's request carries it), not " + std::to_string(label.size()));
+  }
   request.op = static_cast<uint16_t>(WireOp::kRegisterFd);
   request.fd_offset = offset;
   request.length = length;

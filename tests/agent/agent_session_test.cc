@@ -171,6 +171,19 @@ TEST_F(AgentSessionTest, AClientsOwnMemoryMovesThroughTheRingsWithNoCopy) {
   EXPECT_EQ(refused.status().code(), common::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(refused.status().message()).find("/dev/shm"), std::string::npos)
       << refused.status().ToString();
+  // A label longer than the session request carries is refused; it was cut to 63 bytes silently.
+  auto long_label = (*client)->RegisterFd(mem.fd, 0, kBytes, {}, std::string(64, 'l'));
+  EXPECT_EQ(long_label.status().code(), common::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(long_label.status().message()).find("at most 63 bytes"), std::string::npos)
+      << long_label.status().ToString();
+  auto full_label = (*client)->RegisterFd(mem.fd, 0, kBytes, {}, std::string(63, 'f'));
+  ASSERT_TRUE(full_label.ok()) << full_label.status().ToString();
+  grpc::ClientContext ctx;
+  v1::ListRegionsResponse regions;
+  ASSERT_TRUE(a_->stub().ListRegions(&ctx, {}, &regions).ok());
+  int whole = 0;
+  for (const auto& r : regions.regions()) whole += r.label() == std::string(63, 'f');
+  EXPECT_EQ(whole, 1);
 }
 
 // A file in /dev/shm cannot be sealed: its owner may cut it short while the agent maps it.
