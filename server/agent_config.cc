@@ -1,18 +1,17 @@
 #include "server/agent_config.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
 #include <limits>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "dataplane/common/quote.h"
+#include "dataplane/common/regular_file.h"
 #include "dataplane/verbs/gid.h"
 #include "dataplane/vqp/business_card.h"
 #include "server/listen_address.h"
@@ -249,13 +248,7 @@ Status ReadConfig(const YAML::Node& file, AgentConfig& c) {
 Status LoadConfigFile(const std::string& path, AgentConfig& c) {
   // A directory is refused before yaml-cpp reads it (it throws from inside its stream, and leaks
   // that stream's buffer).
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) {
-    return Status::FromErrno(errno, "config file " + common::Quote(path));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return Status::InvalidArgument("config file " + common::Quote(path) + " is not a file");
-  }
+  BRAID_RETURN_IF_ERROR(common::CheckRegularFile(path, "config file " + common::Quote(path)));
   // yaml-cpp reports bad YAML and a wrong shape by throwing; the agent says why and exits rather
   // than aborting.
   try {

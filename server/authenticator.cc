@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "dataplane/common/quote.h"
+#include "dataplane/common/regular_file.h"
 
 namespace braid::server {
 
@@ -112,11 +113,16 @@ bool Authenticator::Bind(const std::string& identity, Caller* caller, Refusal* r
 
 namespace {
 
-// The entries of a tokens file, (token, identity); the first broken line's number and why in
-// `broken` (0 when none), that line skipped.
-std::vector<std::pair<std::string, std::string>> ParseTokens(std::istream& in,
-                                                             std::pair<int, std::string>* broken) {
-  std::vector<std::pair<std::string, std::string>> out;
+// A tokens file read: its entries, (token, identity), and its first broken line (skipped) with
+// why, line 0 when none is broken.
+struct Tokens {
+  std::vector<std::pair<std::string, std::string>> entries;
+  int broken_line = 0;
+  std::string why;
+};
+
+Tokens ParseTokens(std::istream& in) {
+  Tokens out;
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     std::istringstream fields(line);
@@ -124,13 +130,14 @@ std::vector<std::pair<std::string, std::string>> ParseTokens(std::istream& in,
     if (!(fields >> id) || id[0] == '#') continue;
     const bool has_secret = static_cast<bool>(fields >> secret);
     if (!has_secret || fields >> more) {
-      if (broken->first == 0) {
-        *broken = {n, common::Quote(id) + (has_secret ? " has more than one token after it"
-                                                      : " has no token after it")};
+      if (out.broken_line == 0) {
+        out.broken_line = n;
+        out.why = common::Quote(id) +
+                  (has_secret ? " has more than one token after it" : " has no token after it");
       }
       continue;
     }
-    out.emplace_back(std::move(secret), std::move(id));
+    out.entries.emplace_back(std::move(secret), std::move(id));
   }
   return out;
 }
@@ -139,16 +146,14 @@ std::vector<std::pair<std::string, std::string>> ParseTokens(std::istream& in,
 
 common::Status Authenticator::CheckTokensFile(const std::string& path) {
   const std::string what = "auth.tokens_file " + common::Quote(path);
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) return common::Status::FromErrno(errno, what);
-  if (!S_ISREG(st.st_mode)) return common::Status::InvalidArgument(what + " is not a file");
+  BRAID_RETURN_IF_ERROR(common::CheckRegularFile(path, what));
   std::ifstream in(path);
   if (!in) return common::Status::FromErrno(errno, what);
-  std::pair<int, std::string> broken{0, ""};
-  ParseTokens(in, &broken);
-  if (broken.first != 0) {
-    return common::Status::InvalidArgument(what + " line " + std::to_string(broken.first) + ": " +
-                                           broken.second + "; each line is '<identity> <token>'");
+  const Tokens tokens = ParseTokens(in);
+  if (tokens.broken_line != 0) {
+    return common::Status::InvalidArgument(what + " line " + std::to_string(tokens.broken_line) +
+                                           ": " + tokens.why +
+                                           "; each line is '<identity> <token>'");
   }
   return common::Status::Ok();
 }
@@ -163,8 +168,7 @@ bool Authenticator::TokenIdentity(const std::string& token, std::string* identit
   } else if (st.st_mtim.tv_sec != tokens_mtime_.tv_sec ||
              st.st_mtim.tv_nsec != tokens_mtime_.tv_nsec || st.st_size != tokens_size_) {
     std::ifstream in(config_.tokens_file);
-    std::pair<int, std::string> broken{0, ""};
-    tokens_ = ParseTokens(in, &broken);
+    tokens_ = ParseTokens(in).entries;  // a broken line is skipped (CheckTokensFile names it)
     tokens_mtime_ = st.st_mtim;
     tokens_size_ = st.st_size;
   }
