@@ -6,15 +6,19 @@
 //   braidctl --agent A copy --peer B SRC DST
 //
 // bench and copy map the agents' regions, so they run on the agents' host (both agents local,
-// as in the demo). Exit status: 0 success, 1 operation failed, 2 usage.
+// as in the demo). Exit status: 0 success, 1 operation failed, 2 usage, 128 + N when signal N
+// (SIGINT, SIGTERM) stopped a copy. A copy that fails or is stopped cuts DST to the bytes that
+// arrived (a prefix of SRC), so it never passes for a whole copy by its size.
 #include <fcntl.h>
 #include <google/protobuf/util/json_util.h>
 #include <openssl/evp.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -249,6 +253,84 @@ std::string Sha256File(const std::string& path) {
   return Hex(md, len);
 }
 
+// Set by SIGINT or SIGTERM while a copy runs: the pipeline stops and the output is cut.
+std::atomic<bool> g_stop{false};
+volatile sig_atomic_t g_stop_signal = 0;
+
+void StopCopy(int signo) {
+  g_stop_signal = signo;
+  g_stop.store(true);
+}
+
+// SIGINT and SIGTERM stop the copy (once: a second one kills as usual) while this lives.
+class StopOnSignal {
+ public:
+  StopOnSignal() {
+    struct sigaction sa {};
+    sa.sa_handler = StopCopy;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopOnSignal() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  StopOnSignal(const StopOnSignal&) = delete;
+  StopOnSignal& operator=(const StopOnSignal&) = delete;
+
+ private:
+  struct sigaction old_int_ {
+  }, old_term_{};
+};
+
+// The copy's output file. Opened only once both agents are connected and both regions registered,
+// so a copy that cannot start leaves an existing file as it was and creates none. Overwritten in
+// place, then cut to size: an existing file's pages are reused (allocating fresh tmpfs or
+// page-cache pages costs more than the copy itself on some hosts). After a failure, Abandon cuts it
+// to what arrived (a prefix of the source), so a partial copy never passes for a whole one by its
+// size, and removes a file this copy created and wrote nothing into.
+class CopyOutput {
+ public:
+  ~CopyOutput() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Status Open(const std::string& path, uint64_t size) {
+    path_ = path;
+    fd_ = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    created_ = fd_ >= 0;
+    if (fd_ < 0 && errno == EEXIST) fd_ = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd_ < 0) return Status::FromErrno(errno, "open");
+    struct stat st {};
+    regular_ = fstat(fd_, &st) == 0 && S_ISREG(st.st_mode);
+    if (regular_ && ftruncate(fd_, static_cast<off_t>(size)) != 0) {
+      return Status::FromErrno(errno, "ftruncate");
+    }
+    return Status::Ok();
+  }
+  int fd() const { return fd_; }
+  // What became of the file, for the error message.
+  std::string Abandon(uint64_t bytes) {
+    if (!regular_) return path_ + " holds the first " + std::to_string(bytes) + " bytes";
+    if (created_ && bytes == 0 && unlink(path_.c_str()) == 0) {
+      return path_ + " removed (nothing had arrived)";
+    }
+    if (bytes == 0 && ftruncate(fd_, 0) == 0) return path_ + " emptied (nothing had arrived)";
+    if (ftruncate(fd_, static_cast<off_t>(bytes)) != 0) {
+      return path_ + " could not be cut to the " + std::to_string(bytes) +
+             " bytes copied: " + std::strerror(errno);
+    }
+    return path_ + " cut to the first " + std::to_string(bytes) + " bytes copied";
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  bool created_ = false;
+  bool regular_ = false;
+};
+
 int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
          const std::string& dst_path, uint32_t qps, const std::string& scheme) {
   const int in = open(src_path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -261,15 +343,6 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
                                         "known before the copy starts"));
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
-  // Overwritten in place, then cut to size: an existing file's pages are reused (allocating
-  // fresh tmpfs or page-cache pages costs more than the copy itself on some hosts).
-  const int out = open(dst_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-  if (out < 0) return Fail("create " + dst_path, Status::FromErrno(errno, "open"));
-  struct stat out_st {};
-  if (fstat(out, &out_st) == 0 && S_ISREG(out_st.st_mode) &&
-      ftruncate(out, static_cast<off_t>(size)) != 0) {
-    return Fail("size " + dst_path, Status::FromErrno(errno, "ftruncate"));
-  }
   int rc = 0;
   auto a = OpenOrDie(g, g.agent, &rc, /*hold=*/true);
   auto b = a ? OpenOrDie(g, peer, &rc, /*hold=*/true) : nullptr;
@@ -287,23 +360,35 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
   if (!rb.ok()) return Fail("register on " + peer, rb.status());
   auto session = braid::client::TransferSession::Open(a, (*conn)->vqp_a());
   if (!session.ok()) return Fail("open transfer session", session.status());
+  CopyOutput out;
+  if (Status s = out.Open(dst_path, size); !s.ok()) return Fail("create " + dst_path, s);
   braid::ctl::Progress progress("copy", size, !g.quiet && !g.json);
   const auto t0 = std::chrono::steady_clock::now();
   const braid::ctl::CopyPlan plan{.in_fd = in,
-                                  .out_fd = out,
+                                  .out_fd = out.fd(),
                                   .size = size,
                                   .slot_size = kSlot,
                                   .op_size = 4 * kMiB,
-                                  .timeout_ms = g.timeout_ms};
-  const braid::ctl::CopyOutcome copied = braid::ctl::RunCopyPipeline(
-      plan, **session, **ra, **rb, *(*rb)->remote((*conn)->vqp_b()), &progress);
-  if (!copied.status.ok()) {
-    progress.Finish();
-    return Fail("copy failed near offset " + std::to_string(copied.failed_at), copied.status);
+                                  .timeout_ms = g.timeout_ms,
+                                  .stop = &g_stop};
+  braid::ctl::CopyOutcome copied;
+  {
+    const StopOnSignal stop_on_signal;
+    copied = braid::ctl::RunCopyPipeline(plan, **session, **ra, **rb,
+                                         *(*rb)->remote((*conn)->vqp_b()), &progress);
   }
   progress.Finish();
+  if (!copied.status.ok()) {
+    const std::string what = out.Abandon(copied.bytes);
+    if (g_stop_signal != 0) {
+      std::fprintf(stderr, "braidctl: copy of %s interrupted by %s; %s of %lu\n", src_path.c_str(),
+                   strsignal(g_stop_signal), what.c_str(), static_cast<unsigned long>(size));
+      return 128 + g_stop_signal;
+    }
+    return Fail("copy failed near offset " + std::to_string(copied.failed_at) + " (" + what + ")",
+                copied.status);
+  }
   close(in);
-  close(out);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string hs = Sha256File(src_path), hd = Sha256File(dst_path);

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <string>
@@ -60,12 +61,23 @@ class Pipeline {
   bool WaitFor(uint64_t chunk, SlotState state) {
     std::unique_lock<std::mutex> lock(mu_);
     Slot& s = slots_[chunk % slots_.size()];
-    cv_.wait(lock, [&] {
+    auto ready = [&] {
       return !outcome_.status.ok() ||
              (s.state == state && (state == SlotState::kFree || s.chunk == chunk));
-    });
+    };
+    // A signal handler cannot notify the condition variable: look at `stop` every 50 ms.
+    while (!cv_.wait_for(lock, std::chrono::milliseconds(50), ready)) {
+      if (Stopped()) break;
+    }
+    if (Stopped() && outcome_.status.ok()) {
+      outcome_.status = client::Status::Cancelled("interrupted");
+      outcome_.failed_at = chunk * plan_.slot_size;
+      cv_.notify_all();
+    }
     return outcome_.status.ok();
   }
+
+  bool Stopped() const { return plan_.stop != nullptr && plan_.stop->load(); }
 
   void Fail(uint64_t chunk, client::Status status) {
     {

@@ -5,12 +5,14 @@
 // calling thread writes that slot to the peer's (one operation per `op_size`), and a writer
 // thread writes the destination slot into the output file, which frees the slot for chunk
 // c + slots. So file reads, transfers and file writes overlap instead of following one another.
-// The first failure (a read, a transfer, a write) stops every stage; Run reports it with the
-// file offset of its chunk.
+// The first failure (a read, a transfer, a write, or `stop` set) stops every stage; Run reports it
+// with the file offset of its chunk. The output file is written in chunk order, so what it holds
+// is always a prefix of the source: the outcome's `bytes`.
 // Threading: Run on one thread; it starts and joins the other two. Progress is drawn by the writer.
 #ifndef BRAID_CLIENT_SDK_BRAIDCTL_COPY_PIPELINE_H_
 #define BRAID_CLIENT_SDK_BRAIDCTL_COPY_PIPELINE_H_
 
+#include <atomic>
 #include <cstdint>
 
 #include "braid/agent_client.h"
@@ -26,12 +28,14 @@ struct CopyPlan {
   uint64_t slot_size = 0;  // src and dst regions hold size() / slot_size slots (at least 2)
   uint64_t op_size = 0;    // divides slot_size
   uint32_t timeout_ms = 0;
+  // When set (a signal handler may set it), the copy stops within ~50 ms as a failure (kCancelled).
+  const std::atomic<bool>* stop = nullptr;
 };
 
 struct CopyOutcome {
   client::Status status;   // OK, or the first failure
   uint64_t failed_at = 0;  // the file offset of the chunk that failed
-  uint64_t bytes = 0;      // written to the output file
+  uint64_t bytes = 0;      // written to the output file: the source's first `bytes`
 };
 
 CopyOutcome RunCopyPipeline(const CopyPlan& plan, client::TransferSession& session,

@@ -50,6 +50,61 @@ class BraidctlTest : public ::testing::Test {
     }
   }
 
+  // The number of VQPs and regions `agent` holds, or -1.
+  static int Held(AgentProcess& agent) {
+    grpc::ClientContext c1, c2;
+    v1::ListVirtualQpsResponse vqps;
+    v1::ListRegionsResponse regions;
+    const bool ok = agent.stub().ListVirtualQps(&c1, {}, &vqps).ok() &&
+                    agent.stub().ListRegions(&c2, {}, &regions).ok();
+    return ok ? vqps.vqps_size() + regions.regions_size() : -1;
+  }
+  // Waits up to 5 s for both agents to hold nothing (they notice a closed connection).
+  void ExpectAgentsHoldNothing() {
+    int left_a = -1, left_b = -1;
+    for (int i = 0; i < 500; ++i) {
+      left_a = Held(*a_);
+      left_b = Held(*b_);
+      if (left_a == 0 && left_b == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(left_a, 0);
+    EXPECT_EQ(left_b, 0);
+  }
+  enum class Target { kBraidctl, kAgentB };
+  // Runs braidctl with `args`; once agent B holds a VQP and a region (the transfer is under way,
+  // whatever the machine's speed) and `after` more, sends `signo` to `target`. Returns what
+  // braidctl printed and its exit status.
+  CommandResult RunAndSignalMidway(const std::string& args, Target target, int signo,
+                                   std::chrono::milliseconds after) {
+    const std::string pid_file = dir_ + "/braidctl.pid";
+    std::thread signaller([&] {
+      for (int i = 0; i < 2000 && Held(*b_) < 2; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      std::this_thread::sleep_for(after);
+      if (target == Target::kAgentB) {
+        b_->Kill(signo);
+        return;
+      }
+      std::ifstream f(pid_file);
+      pid_t pid = 0;
+      if (f >> pid && pid > 0) kill(pid, signo);
+    });
+    CommandResult r = RunCommand("sh -c 'echo $$ > " + pid_file + "; exec " +
+                                 std::string(BRAIDCTL_PATH) + " " + args + "'");
+    signaller.join();
+    return r;
+  }
+  // True when `dst` is shorter than `src` and holds `src`'s first bytes: a partial copy that
+  // cannot pass for a whole one by its size.
+  static bool IsShorterPrefix(const std::string& src, const std::string& dst) {
+    const uint64_t n = std::filesystem::file_size(dst);
+    std::printf("%s holds %lu bytes\n", dst.c_str(), static_cast<unsigned long>(n));
+    return n < std::filesystem::file_size(src) &&
+           RunCommand("cmp -n " + std::to_string(n) + " " + src + " " + dst).exit_code == 0;
+  }
+
   std::unique_ptr<AgentProcess> a_, b_;
   std::string dir_;
 };
@@ -78,63 +133,63 @@ TEST_F(BraidctlTest, CopiesTwoGiBWithIdenticalSha256AndShowsProgress) {
 TEST_F(BraidctlTest, AnAgentKilledMidCopyIsAClearErrorWithinTheDeadline) {
   const std::string src = dir_ + "/src.bin", dst = dir_ + "/dst.bin";
   MakeFile(src, 2ull << 30);
-  std::thread killer([this] {
-    // Once the copy is under way (the destination's agent holds its region), not at a fixed time:
-    // a slow (instrumented, loaded) run may not have connected yet 400 ms after the start.
-    for (int i = 0; i < 1000; ++i) {
-      grpc::ClientContext c;
-      v1::ListRegionsResponse regions;
-      if (b_->stub().ListRegions(&c, {}, &regions).ok() && regions.regions_size() > 0) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    b_->Kill(SIGKILL);  // the destination's agent
-  });
-  CommandResult r = Braidctl(Agents(false) + " " + src + " " + dst);
-  killer.join();
+  // The destination's agent, 200 ms into the copy.
+  const CommandResult r = RunAndSignalMidway(Agents(false) + " " + src + " " + dst, Target::kAgentB,
+                                             SIGKILL, std::chrono::milliseconds(200));
   std::printf("%s", r.output.c_str());
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("braidctl: copy failed near offset"), std::string::npos) << r.output;
   EXPECT_LT(r.seconds, 5.0 + 10.0);  // the 5 s deadline plus the copy's own time, never a hang
+  // The output was cut to what arrived (it was sized for the whole file up front), or removed
+  // when nothing had.
+  EXPECT_TRUE(!std::filesystem::exists(dst) || IsShorterPrefix(src, dst)) << r.output;
+}
+
+// Ctrl-C (or SIGTERM) mid-copy stops it: the output, an older whole-size file overwritten in
+// place, is cut to the prefix that arrived instead of keeping the full size with stale bytes
+// past it, the exit status says which signal, and the agents are left holding nothing.
+TEST_F(BraidctlTest, ACopyStoppedBySigintCutsItsOutputToWhatArrived) {
+  const std::string src = dir_ + "/src.bin", dst = dir_ + "/dst.bin";
+  MakeFile(src, 2ull << 30);
+  std::filesystem::copy_file(src, dst);
+  RunCommand("dd if=/dev/zero of=" + dst + " bs=1M count=2048 conv=notrunc status=none");
+  const CommandResult r =
+      RunAndSignalMidway(Agents(true) + " " + src + " " + dst, Target::kBraidctl, SIGINT,
+                         std::chrono::milliseconds(100));
+  std::printf("%s", r.output.c_str());
+  EXPECT_EQ(r.exit_code, 128 + SIGINT) << r.output;
+  EXPECT_NE(r.output.find("src.bin interrupted by Interrupt; "), std::string::npos) << r.output;
+  EXPECT_TRUE(r.output.find("dst.bin cut to the first") != std::string::npos ||
+              r.output.find("dst.bin emptied") != std::string::npos)
+      << r.output;
+  EXPECT_TRUE(IsShorterPrefix(src, dst));
+  ExpectAgentsHoldNothing();
+}
+
+// A copy that cannot start (its peer is gone) creates no output file and leaves an existing one
+// as it was: the output used to be created and sized before the agents were reached.
+TEST_F(BraidctlTest, ACopyThatCannotStartLeavesTheOutputUntouched) {
+  const std::string src = dir_ + "/src.bin", dst = dir_ + "/dst.bin";
+  MakeFile(src, 64 << 20);
+  b_->Kill(SIGKILL);
+  CommandResult r = Braidctl(Agents(true) + " " + src + " " + dst);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dst)) << r.output;
+  { std::ofstream(dst) << "older"; }
+  r = Braidctl(Agents(true) + " " + src + " " + dst);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(std::filesystem::file_size(dst), 5u) << r.output;
 }
 
 // A bench killed mid-run leaves nothing behind on either agent: what braidctl bench and copy create
 // lives on a lease (their VQPs and 256 MiB regions stayed until destroyed by hand).
 TEST_F(BraidctlTest, ABenchKilledMidRunLeavesNoVqpOrRegionBehind) {
-  const std::string pid_file = dir_ + "/braidctl.pid";
-  auto counts = [](AgentProcess& agent) {
-    grpc::ClientContext c1, c2;
-    v1::ListVirtualQpsResponse vqps;
-    v1::ListRegionsResponse regions;
-    const bool ok = agent.stub().ListVirtualQps(&c1, {}, &vqps).ok() &&
-                    agent.stub().ListRegions(&c2, {}, &regions).ok();
-    return ok ? vqps.vqps_size() + regions.regions_size() : -1;
-  };
-  std::thread killer([&] {
-    // Once the bench is under way (the peer holds its region), not at a fixed time.
-    for (int i = 0; i < 2000 && counts(*b_) < 2; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    std::ifstream f(pid_file);
-    pid_t pid = 0;
-    if (f >> pid && pid > 0) kill(pid, SIGKILL);
-  });
-  const CommandResult r = RunCommand(
-      "sh -c 'echo $$ > " + pid_file + "; exec " + std::string(BRAIDCTL_PATH) +
+  const CommandResult r = RunAndSignalMidway(
       " -q --agent unix:" + dir_ + "/a.sock bench --peer 127.0.0.1:" + std::to_string(TestPort(2)) +
-      " --size 4K --total 1T'");
-  killer.join();
+          " --size 4K --total 1T",
+      Target::kBraidctl, SIGKILL, std::chrono::milliseconds(100));
   EXPECT_NE(r.exit_code, 0) << r.output;  // killed, not finished
-  int left_a = -1, left_b = -1;
-  for (int i = 0; i < 500; ++i) {  // the agents notice the closed connections
-    left_a = counts(*a_);
-    left_b = counts(*b_);
-    if (left_a == 0 && left_b == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(left_a, 0);
-  EXPECT_EQ(left_b, 0);
+  ExpectAgentsHoldNothing();
 }
 
 // Arguments braidctl cannot use are refused by name before anything is created or moved: a size
