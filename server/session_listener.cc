@@ -13,6 +13,7 @@
 
 #include "dataplane/common/named_thread.h"
 #include "dataplane/session/session_wire.h"
+#include "server/unix_socket.h"
 
 namespace braid::server {
 
@@ -40,22 +41,10 @@ void Refuse(int fd, const Status& why) {
 }  // namespace
 
 Status SessionListener::Start(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) {
-    return Status::InvalidArgument("session socket path '" + path + "' is longer than " +
-                                   std::to_string(sizeof(addr.sun_path) - 1) + " bytes");
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  listen_fd_.reset(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!listen_fd_.valid()) return Status::FromErrno(errno, "session socket");
-  unlink(path.c_str());  // a stale socket of an earlier run
-  if (bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return Status::FromErrno(errno, "bind session socket " + path);
-  }
+  auto fd = ListenOnUnixSocket(path, SOCK_SEQPACKET, "session socket");
+  if (!fd.ok()) return fd.status();
+  listen_fd_ = std::move(fd).value();
   path_ = path;
-  chmod(path.c_str(), 0660);
-  if (listen(listen_fd_.get(), 128) != 0) return Status::FromErrno(errno, "listen on " + path);
   stop_fd_.reset(eventfd(0, EFD_CLOEXEC));
   if (!stop_fd_.valid()) return Status::FromErrno(errno, "eventfd");
   thread_ = common::NamedThread("braid-session", [this] { Loop(); });

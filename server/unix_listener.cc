@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "dataplane/common/named_thread.h"
+#include "server/unix_socket.h"
 
 namespace braid::server {
 
@@ -20,22 +21,10 @@ using common::Status;
 
 Status UnixListener::Start(const std::string& path, grpc::Server* server, Authenticator* auth,
                            AuditLog* audit, uint32_t per_uid) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) {
-    return Status::InvalidArgument("Unix socket path '" + path + "' is longer than " +
-                                   std::to_string(sizeof(addr.sun_path) - 1) + " bytes");
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (listen_fd_ < 0) return Status::FromErrno(errno, "Unix socket");
-  unlink(path.c_str());  // a stale socket of an earlier run
-  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return Status::FromErrno(errno, "bind Unix socket " + path);
-  }
+  auto fd = ListenOnUnixSocket(path, SOCK_STREAM, "Unix socket");
+  if (!fd.ok()) return fd.status();
+  listen_fd_ = fd->release();
   path_ = path;
-  chmod(path.c_str(), 0660);
-  if (listen(listen_fd_, 128) != 0) return Status::FromErrno(errno, "listen on " + path);
   stop_fd_ = eventfd(0, EFD_CLOEXEC);
   if (stop_fd_ < 0) return Status::FromErrno(errno, "eventfd");
   server_ = server;

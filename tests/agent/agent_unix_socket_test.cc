@@ -2,6 +2,7 @@
 // registers there belong to it (a second uid, run through this binary's disabled helper test).
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,9 +12,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "tests/agent/agent_harness.h"
+#include "tests/testutil/test_port.h"
 
 namespace braid::testing {
 namespace {
@@ -114,6 +117,61 @@ TEST(AgentUnixSocket, RegionFilesBelongToTheUnixSocketCaller) {
   const std::string other =
       "setpriv --reuid=65533 --regid=65533 --clear-groups cat " + path + " > /dev/null 2>&1";
   EXPECT_NE(std::system(other.c_str()), 0) << "uid 65533 read " << path;
+  agent.reset();
+  std::filesystem::remove_all(dir);
+}
+
+// A Unix socket path is taken only from nobody: a second agent started on a path a live agent
+// serves on (it used to unlink the live socket, serve, and remove it when it stopped, leaving the
+// first agent unreachable) and a path that is a regular file (it was deleted) are refused and left
+// as they were; a socket left by a killed agent is replaced.
+TEST(AgentUnixSocket, APathSomeoneServesOnOrThatIsNotASocketIsRefusedAndLeftAsItWas) {
+  const std::string dir = "/tmp/braid-uds-taken-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  const std::string socket = dir + "/braidd.sock";
+  AgentSpec spec{"uds-taken", {TestNicIp(0, 0)}, 0};
+  spec.security_args = {"--grpc-unix", socket, "--plaintext", "--anonymous-role", "admin"};
+  auto agent = AgentProcess::Spawn(spec);
+  ASSERT_TRUE(agent);
+  auto answers = [&] {
+    auto stub = v1::Agent::NewStub(
+        grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::AgentInfo info;
+    return stub->GetInfo(&ctx, {}, &info).ok();
+  };
+  ASSERT_TRUE(answers());
+  // A second agent on other ports and NICs, the same Unix socket path (or a file).
+  auto second = [&](const std::string& unix_path) {
+    return RunCommand("timeout --preserve-status -s INT 3 " + std::string(BRAID_BRAIDD_PATH) +
+                      " --grpc-tcp 127.0.0.1:" + std::to_string(TestPort(2)) +
+                      " --plaintext --metrics '' --soft-port " + std::to_string(TestPort(3)) +
+                      " --soft-nic soft0=" + TestNicIp(1, 0) + " --region-dir " + dir +
+                      " --agent-id second --grpc-unix " + unix_path);
+  };
+  const CommandResult taken = second(socket);
+  EXPECT_NE(taken.exit_code, 0) << taken.output;
+  EXPECT_NE(taken.output.find("another process serves on Unix socket '" + socket + "'"),
+            std::string::npos)
+      << taken.output;
+  EXPECT_TRUE(answers()) << "the first agent lost its socket";
+  const std::string file = dir + "/not-a-socket";
+  std::ofstream(file) << "keep";
+  const CommandResult not_socket = second(file);
+  EXPECT_NE(not_socket.exit_code, 0) << not_socket.output;
+  EXPECT_NE(not_socket.output.find("'" + file + "' exists and is not a socket"), std::string::npos)
+      << not_socket.output;
+  std::string kept;
+  std::ifstream(file) >> kept;
+  EXPECT_EQ(kept, "keep");
+  // Killed, the agent leaves its socket file; the next one on the path replaces it.
+  agent->Kill(SIGKILL);
+  agent.reset();
+  ASSERT_TRUE(std::filesystem::exists(socket));
+  agent = AgentProcess::Spawn(spec);
+  ASSERT_TRUE(agent);
+  EXPECT_TRUE(answers());
   agent.reset();
   std::filesystem::remove_all(dir);
 }
