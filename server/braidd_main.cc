@@ -192,6 +192,7 @@ int main(int argc, char** argv) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -210,7 +211,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   int sig = 0;
-  sigwait(&set, &sig);
+  // SIGHUP (what `systemctl reload` or a habit sends) used to kill the agent on the spot, every
+  // VQP with it. Nothing needs it: the files that can change are re-read when they do.
+  while (sigwait(&set, &sig) == 0 && sig == SIGHUP) {
+    spdlog::info(
+        "agent={} signal={} msg=\"SIGHUP changes nothing: TLS certificate files and the tokens "
+        "file "
+        "are re-read when they change; SIGTERM stops the agent\"",
+        (*agent)->config().agent_id, sig);
+  }
   spdlog::info("agent={} signal={} msg=\"shutting down\"", (*agent)->config().agent_id, sig);
   (*agent)->Shutdown();
   return 0;

@@ -342,6 +342,22 @@ TEST(AgentLifecycle, AStoppedAgentExitsAtOnceWithClientsIdlyConnected) {
       << "the watch stream was ended by the agent";
 }
 
+// SIGHUP (systemctl reload, a logrotate habit) killed the agent on the spot, and every VQP with
+// it: now it is logged and changes nothing.
+TEST(AgentLifecycle, SighupNeitherStopsTheAgentNorTouchesItsVqps) {
+  auto a = AgentProcess::Spawn({"hup-a", {TestNicIp(0, 0)}, 0});
+  ASSERT_TRUE(a);
+  const v1::VirtualQpInfo vqp = CreateVqp(a->stub(), v1::SCHEME_SPRAY, 2);
+  ASSERT_EQ(kill(a->pid(), SIGHUP), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  grpc::ClientContext ctx;
+  v1::ListVirtualQpsResponse listed;
+  ASSERT_TRUE(a->stub().ListVirtualQps(&ctx, {}, &listed).ok()) << "the agent died of SIGHUP";
+  ASSERT_EQ(listed.vqps_size(), 1);
+  EXPECT_EQ(listed.vqps(0).vqp_id(), vqp.vqp_id());
+  EXPECT_EQ(a->Kill(SIGTERM), 0) << "a clean exit";
+}
+
 TEST(AgentLifecycle, AnAgentRestartedAfterSigkillRemovesItsEarlierRegionFiles) {
   char made[] = "/dev/shm/braid-test-XXXXXX";
   ASSERT_NE(mkdtemp(made), nullptr);
