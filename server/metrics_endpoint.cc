@@ -58,7 +58,9 @@ common::Result<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Listen(
   BRAID_RETURN_IF_ERROR(CheckAddress(address));
   std::unique_ptr<prometheus::Exposer> exposer;
   try {
-    exposer = std::make_unique<prometheus::Exposer>(address);
+    exposer = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", address, "num_threads", std::to_string(kWorkers), "request_timeout_ms",
+        std::to_string(kRequestTimeoutMs)});
   } catch (const std::exception&) {  // civetweb says only that it has no context
     return common::Status::IoError("metrics exporter could not listen on " +
                                    common::Quote(address) +

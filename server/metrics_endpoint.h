@@ -24,6 +24,14 @@ namespace braid::server {
 
 class MetricsEndpoint {
  public:
+  // civetweb serves one connection per worker, and a worker waits for a request until the request
+  // timeout: an idle connection (a port scan, a health checker that connects and says nothing)
+  // held a worker 30 s, and civetweb's default two workers let two of them keep every scrape out.
+  // Scrapes take milliseconds, so a few seconds is plenty; Prometheus' default scrape timeout is
+  // 10 s.
+  static constexpr int kWorkers = 8;
+  static constexpr int kRequestTimeoutMs = 3000;
+
   // Listens on `address` ("host:port" or a bare port, port 0 for any); InvalidArgument if
   // CheckAddress refuses it, IoError naming it if it cannot listen there.
   static common::Result<std::unique_ptr<MetricsEndpoint>> Listen(const std::string& address);

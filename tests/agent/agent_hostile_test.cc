@@ -1,13 +1,18 @@
 // Hostile requests to braidd: each refused with a precise code and message while nothing held
 // changes and other clients keep being served; a client sending past its Transfer window, and
 // empty or oversized Transfer messages.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <functional>
 #include <limits>
 #include <thread>
+#include <vector>
 
+#include "dataplane/common/unique_fd.h"
 #include "tests/agent/agent_harness.h"
 #include "tests/agent/connected_pair_fixture.h"
 
@@ -386,6 +391,48 @@ TEST_F(AgentHostileTest, AnEmptyOrOversizedTransferMessageEndsTheStreamAfterWhat
     EXPECT_EQ(c.code(), 0) << c.message();
   }
   EXPECT_EQ(seen.size(), static_cast<size_t>(kWindow));
+}
+
+// Connections to the metrics port that say nothing (a port scan, a health checker that only
+// connects) or stop half-way through a request kept every scrape out: civetweb's two workers each
+// waited 30 s on one. Now fewer idle connections than workers cost a scrape nothing, and more
+// only delay it by the request timeout, well within Prometheus' 10 s scrape timeout (the scrape
+// here gives up after 10 s).
+TEST_F(AgentHostileTest, IdleConnectionsToTheMetricsPortDoNotKeepScrapesOut) {
+  auto hold = [&](int idle, int partial) {
+    std::vector<common::UniqueFd> held;
+    for (int i = 0; i < idle + partial; ++i) {
+      common::UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_port = htons(a_->metrics_port());
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      EXPECT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+      if (i >= idle) {
+        const char kHalf[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
+        EXPECT_GT(send(fd.get(), kHalf, sizeof(kHalf) - 1, MSG_NOSIGNAL), 0);
+      }
+      held.push_back(std::move(fd));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // civetweb hands them out
+    return held;
+  };
+  auto scrape = [&](const char* when) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string text = ScrapeMetrics(a_->metrics_port());
+    EXPECT_NE(text.find("\nbraid_engine_up"), std::string::npos)
+        << when << ": " << text.substr(0, 100);
+    std::printf("scrape %s: %.3f s\n", when,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  };
+  {
+    const auto held = hold(5, 2);  // fewer than the exporter's 8 workers
+    scrape("next to 7 silent connections");
+  }
+  {
+    const auto held = hold(10, 2);  // more
+    scrape("next to 12 silent connections");
+  }
 }
 
 // Idle means asleep: over ten seconds the engine loop turns only when its wait times out (every
