@@ -217,8 +217,30 @@ void TcpFabric::Accept(Listener& listener) {
     ev.events = EPOLLIN;
     ev.data.u64 = reinterpret_cast<uint64_t>(conn.get());
     epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    const uint64_t now = NowNs();
+    conn->unjoined = true;
+    conn->join_by_ns = now + options_.join_timeout_ns;
+    unjoined_.push_back(conn.get());
     conns_.push_back(std::move(conn));
     ++stats_.connections_accepted;
+    CloseUnjoined(now);  // the oldest, past the cap: before the next accept takes a descriptor
+  }
+}
+
+void TcpFabric::Joined(Conn& c) {
+  if (!c.unjoined) return;
+  c.unjoined = false;
+  std::erase(unjoined_, &c);  // at most max_unjoined entries, once per connection
+}
+
+void TcpFabric::CloseUnjoined(uint64_t now) {
+  while (!unjoined_.empty() &&
+         (unjoined_.size() > options_.max_unjoined || unjoined_.front()->join_by_ns <= now)) {
+    Conn* c = unjoined_.front();
+    unjoined_.pop_front();
+    c->unjoined = false;
+    ++stats_.connections_unjoined;
+    Kill(*c);
   }
 }
 
@@ -226,6 +248,7 @@ void TcpFabric::Accept(Listener& listener) {
 // turn that into RETRY_EXC_ERR.
 void TcpFabric::Kill(Conn& c) {
   if (c.dead) return;
+  Joined(c);  // it leaves the unjoined list either way
   c.dead = true;
   reap_ = true;
   if (c.fd >= 0) {
@@ -330,6 +353,7 @@ void TcpFabric::OnAttach(Conn& c, const wire::Hello& hello) {
     Refuse(c, hello);
     return;
   }
+  Joined(c);
   c.waiting.push_back(hello);  // the QP exists and is not connected yet: until its RTR
 }
 
@@ -349,6 +373,7 @@ void TcpFabric::AttachCallee(Conn& c, TcpChannel& ch, const wire::Hello& hello) 
     Refuse(c, hello);
     return;
   }
+  Joined(c);
   Bind(c, ch);
   ch.attached_ = true;
   ch.has_hello_ = true;
@@ -476,6 +501,7 @@ void TcpFabric::Progress() {
   // before a timeout it would have prevented. QPs whose work was acknowledged leave the armed
   // list here, so idle QPs cost nothing (a pass that only looked for the next deadline kept them).
   for (const Listener& l : listeners_) l.device->FireTimers(now);
+  CloseUnjoined(now);
   in_pass_ = false;
   FlushPending();
 }
@@ -512,6 +538,10 @@ void TcpFabric::ReadCounters(std::vector<verbs::ProviderCounter>* out) const {
           {"link_hellos_unauthenticated",
            "QP attaches refused because their MAC did not prove the link key",
            s.hellos_unauthenticated},
+          {"link_connections_unjoined",
+           "Soft link connections accepted and closed because no QP attached on them in time, or "
+           "too many such were open",
+           s.connections_unjoined},
           {"link_frames_refused", "Malformed frames or segments (their connection was closed)",
            s.frames_refused},
           {"link_frames_dropped", "Frames sent on a dead connection", s.frames_dropped},

@@ -35,6 +35,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <span>
@@ -68,6 +69,13 @@ struct TcpFabricOptions {
   // (kSteadyPollerAckDelayNs, braidd's engine): an application may stop polling at any time, and
   // an ACK it holds would wait for its next poll. 0: until the next pass (what it polls with).
   uint32_t ack_delay_ns = 0;
+  // An accepted connection joins when a caller's QP attaches on it (or waits there for our QP's
+  // RTR); a real caller sends its attach at once. One that has not joined within
+  // `join_timeout_ns` is closed, and past `max_unjoined` such connections the oldest is closed
+  // for each new one: connections that never attach (a port scan, a flood of idle sockets) hold
+  // a bounded number of the agent's descriptors, for a bounded time.
+  uint64_t join_timeout_ns = 10'000'000'000;
+  size_t max_unjoined = 256;
 };
 
 struct TcpFabricStats {
@@ -77,6 +85,7 @@ struct TcpFabricStats {
   uint64_t attaches_accepted = 0;       // QP pairs joined to a connection (callee side)
   uint64_t hellos_refused = 0;          // unknown QPN, not the QP's peer, or a wrong PSN
   uint64_t hellos_unauthenticated = 0;  // a MAC that does not prove the link key (also refused)
+  uint64_t connections_unjoined = 0;    // accepted, closed without an attach (timeout, or over cap)
   uint64_t frames_refused = 0;          // malformed frames or segments (the connection is closed)
   uint64_t segments_unrouted = 0;       // data for a QP not on the connection (it just left)
   uint64_t segments_orphaned = 0;       // finished from a copy: their QP left mid-segment
@@ -137,6 +146,8 @@ class TcpFabric final : public Fabric {
 
   // Connections (tcp_fabric.cc).
   void Accept(Listener& listener);
+  void Joined(Conn& conn);           // an attach arrived: the connection is a caller's
+  void CloseUnjoined(uint64_t now);  // those past their time or over the cap
   Conn* LinkTo(SoftDevice* device, const verbs::Gid& remote);
   Conn* Connect(SoftDevice* device, const verbs::Gid& remote);
   bool Retransmitting(const Conn& conn) const;
@@ -177,6 +188,8 @@ class TcpFabric final : public Fabric {
   int epoll_fd_;
   std::vector<Listener> listeners_;
   std::vector<std::unique_ptr<Conn>> conns_;
+  // Accepted connections with no attach yet, oldest first (so by join deadline).
+  std::deque<Conn*> unjoined_;
   // Every channel, by its local end (device, QPN): an attach finds its QP without a walk.
   using ChannelKey = std::pair<const SoftDevice*, uint32_t>;
   std::multimap<ChannelKey, TcpChannel*> channels_;

@@ -41,6 +41,8 @@ struct TcpFabric::Conn {
   bool want_out = false;       // EPOLLOUT armed: segments wait for room in the socket
   bool pending_tx = false;     // in TcpFabric::pending_tx_
   bool has_challenge = false;  // the nonce this connection's attaches are signed for
+  bool unjoined = false;       // accepted, no attach yet: in TcpFabric::unjoined_
+  uint64_t join_by_ns = 0;     // then closed at this time
   wire::Challenge challenge;   // made by us (accepted) or received (outbound)
   size_t challenge_have = 0;   // outbound: bytes of the challenge read so far
 

@@ -7,7 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "dataplane/soft/link_auth.h"
@@ -24,6 +26,7 @@ const uint16_t kPort = testing::TestPort(2);
 
 class TcpHostileInputTest : public ::testing::Test {
  protected:
+  explicit TcpHostileInputTest(TcpFabricOptions options = {.port = kPort}) : fabric_(options) {}
   void SetUp() override {
     for (const char* name : {"soft0", "soft1"}) {
       auto d = provider_.OpenDevice(name);
@@ -158,7 +161,7 @@ class TcpHostileInputTest : public ::testing::Test {
     EXPECT_EQ(std::memcmp(a_.data(), b_.data(), 4096), 0);
   }
 
-  TcpFabric fabric_{TcpFabricOptions{.port = kPort}};
+  TcpFabric fabric_;
   SoftProvider provider_{{{{"soft0", "127.0.0.1"}, {"soft1", "127.0.0.2"}}, &fabric_}};
   std::vector<std::unique_ptr<verbs::Device>> devices_;
   std::vector<std::unique_ptr<verbs::ProtectionDomain>> pds_;
@@ -332,6 +335,44 @@ TEST_F(TcpHostileInputTest, BadFramesAreRefusedAndTheConnectionClosed) {
     extra_.push_back(std::move(q));
     ExpectStillServing(10 + i);
   }
+}
+
+// Soft NIC 1 with a 1 s time to join and room for 4 connections that have not.
+class TcpUnjoinedTest : public TcpHostileInputTest {
+ protected:
+  TcpUnjoinedTest()
+      : TcpHostileInputTest({.port = kPort, .join_timeout_ns = 1'000'000'000, .max_unjoined = 4}) {}
+  // Whether soft1 closed `fd` (end of file; the challenge was read).
+  static bool Closed(int fd) {
+    char byte;
+    return recv(fd, &byte, 1, MSG_DONTWAIT) == 0;
+  }
+};
+
+// Connections that never attach (a port scan, a flood of idle sockets) each held one of the
+// agent's descriptors for as long as their sender liked: 5,000 of them took 5,000. Now past the
+// cap the oldest is closed for each new one, and the rest when their time to join is up, while
+// a QP pair connecting meanwhile joins and keeps serving.
+TEST_F(TcpUnjoinedTest, ConnectionsThatNeverAttachAreCappedAndClosedWhenTheirTimeIsUp) {
+  // soft0's connection to soft1 was accepted first and joined: neither the cap (which closes the
+  // oldest) nor the time limit touches it.
+  ExpectStillServing(1);
+  const TcpFabricStats base = fabric_.stats();
+  std::vector<int> idle;
+  for (int i = 0; i < 10; ++i) {
+    wire::Challenge challenge;
+    idle.push_back(Open(&challenge));
+    open_fds_.push_back(idle.back());
+  }
+  Pump();
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(Closed(idle[i]), i < 6) << "connection " << i;
+  EXPECT_EQ(fabric_.stats().connections_unjoined, base.connections_unjoined + 6);
+  ExpectStillServing(2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  Pump();
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(Closed(idle[i])) << "connection " << i;
+  EXPECT_EQ(fabric_.stats().connections_unjoined, base.connections_unjoined + 10);
+  ExpectStillServing(3);
 }
 
 }  // namespace
