@@ -342,6 +342,14 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
                 Status::InvalidArgument("not a regular file: copy moves files, whose size is "
                                         "known before the copy starts"));
   }
+  // Onto itself (the same path, a link): a failure would cut the source to what arrived.
+  struct stat dst_st {};
+  if (stat(dst_path.c_str(), &dst_st) == 0 && dst_st.st_dev == st.st_dev &&
+      dst_st.st_ino == st.st_ino) {
+    return Fail("copy " + src_path,
+                Status::InvalidArgument("it and " + dst_path +
+                                        " are the same file: give another destination"));
+  }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   int rc = 0;
   auto a = OpenOrDie(g, g.agent, &rc, /*hold=*/true);

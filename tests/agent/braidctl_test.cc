@@ -223,6 +223,16 @@ TEST_F(BraidctlTest, ArgumentsItCannotUseAreRefusedByNameBeforeAnythingMoves) {
     EXPECT_NE(r.output.find("not a regular file"), std::string::npos) << r.output;
     EXPECT_FALSE(std::filesystem::exists(dst)) << src;
   }
+  // A file onto itself, by its path or a link: a failure mid-way would have cut the source.
+  const std::string self = dir_ + "/self.bin", link = dir_ + "/self-link.bin";
+  MakeFile(self, 1 << 20);
+  std::filesystem::create_hard_link(self, link);
+  for (const std::string& dst : {self, link}) {
+    const CommandResult r = Braidctl(Agents(false) + " " + self + " " + dst);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("are the same file"), std::string::npos) << r.output;
+    EXPECT_EQ(std::filesystem::file_size(self), 1u << 20);
+  }
   // What it can use still runs: a fractional size, verified.
   const CommandResult ok = Braidctl(bench + "--size 1.5K --total 3M --scheme dqplb --verify");
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
