@@ -233,6 +233,12 @@ TEST_F(BraidctlTest, ArgumentsItCannotUseAreRefusedByNameBeforeAnythingMoves) {
     EXPECT_NE(r.output.find("are the same file"), std::string::npos) << r.output;
     EXPECT_EQ(std::filesystem::file_size(self), 1u << 20);
   }
+  // /dev/null as a sink: nothing to compare, which is not a mismatch (it said MISMATCH, status 1).
+  const CommandResult sink = Braidctl(Agents(false) + " " + self + " /dev/null");
+  EXPECT_EQ(sink.exit_code, 0) << sink.output;
+  EXPECT_NE(sink.output.find("not compared: the destination is not a regular file"),
+            std::string::npos)
+      << sink.output;
   // What it can use still runs: a fractional size, verified.
   const CommandResult ok = Braidctl(bench + "--size 1.5K --total 3M --scheme dqplb --verify");
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
