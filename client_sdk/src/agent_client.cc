@@ -3,15 +3,19 @@
 #include <fcntl.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <sstream>
 #include <thread>
 
+#include "dataplane/common/quote.h"
 #include "lease_holder.h"
 
 namespace braid::client {
@@ -147,10 +151,57 @@ Result<std::shared_ptr<grpc::ChannelCredentials>> Credentials(const ClientOption
   return creds;
 }
 
+// An address that cannot reach an agent, refused before waiting for one: the wait would end in a
+// bare "Deadline Exceeded" (a port of 99999, a socket path with nothing there) or in gRPC's own
+// complaints on stderr (an empty target). Targets with a gRPC scheme (dns:, ipv4:, ...) pass.
+Status CheckTarget(const std::string& target) {
+  const std::string quoted = common::Quote(target);
+  if (target.empty()) {
+    return Status::InvalidArgument("no agent address: give host:port or unix:/path/to/socket");
+  }
+  if (target.rfind("unix:", 0) == 0) {
+    std::string path = target.substr(5);
+    if (path.rfind("//", 0) == 0) path = path.substr(2);  // unix:///abs
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0) {
+      return Status::NotFound("no Unix socket at " + common::Quote(path) + " (" +
+                              std::strerror(errno) +
+                              "): is the agent running, and is this its listen.unix path?");
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+      return Status::InvalidArgument(common::Quote(path) +
+                                     " is not a socket: give the agent's "
+                                     "listen.unix path");
+    }
+    return Status::Ok();
+  }
+  for (const char* scheme : {"dns:", "ipv4:", "ipv6:", "unix-abstract:", "vsock:"}) {
+    if (target.rfind(scheme, 0) == 0) return Status::Ok();
+  }
+  const size_t colon = target.rfind(':');
+  const std::string host = colon == std::string::npos ? target : target.substr(0, colon);
+  const std::string port = colon == std::string::npos ? "" : target.substr(colon + 1);
+  if (host.empty() || port.empty()) {
+    return Status::InvalidArgument("agent address " + quoted +
+                                   " is not host:port (e.g. 10.0.0.5:7600) or unix:/path");
+  }
+  if (host.find(':') != std::string::npos && host.front() != '[') {
+    return Status::InvalidArgument("agent address " + quoted +
+                                   ": put an IPv6 address in brackets, [addr]:port");
+  }
+  const bool digits = port.size() <= 5 && std::all_of(port.begin(), port.end(),
+                                                      [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits || std::stoul(port) == 0 || std::stoul(port) > 65535) {
+    return Status::InvalidArgument("agent address " + quoted + ": the port must be 1 to 65535");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<std::shared_ptr<AgentClient>> AgentClient::Open(const std::string& target,
                                                        ClientOptions options) {
+  BRAID_RETURN_IF_ERROR(CheckTarget(target));
   BRAID_RETURN_IF_ERROR(ForkGuard::CheckOpen(target));
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
@@ -165,6 +216,13 @@ Result<std::shared_ptr<AgentClient>> AgentClient::Open(const std::string& target
   ctx.set_wait_for_ready(true);
   const grpc::Status s = client->stub_->GetInfo(&ctx, {}, &client->info_);
   if (!s.ok()) {
+    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return Status::IoError(
+          "agent " + target + " did not answer within " +
+          std::to_string(options.connect_timeout.count()) +
+          " ms: is it running and serving this address, with TLS settings that match it (a CA "
+          "for a TLS agent, none for a plaintext one)?");
+    }
     return Status::IoError("agent " + target + " did not answer: " + s.error_message());
   }
   if (options.hold) {

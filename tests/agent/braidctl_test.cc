@@ -246,5 +246,32 @@ TEST_F(BraidctlTest, ArgumentsItCannotUseAreRefusedByNameBeforeAnythingMoves) {
   EXPECT_NE(ok.output.find("byte-for-byte identical"), std::string::npos) << ok.output;
 }
 
+// An agent address that cannot work is refused at once, saying why: each of these waited out the
+// connect timeout and said only "Deadline Exceeded" (an empty one printed gRPC's complaints).
+TEST_F(BraidctlTest, AnAgentAddressThatCannotWorkIsRefusedAtOnceSayingWhy) {
+  const std::pair<std::string, const char*> kRefused[] = {
+      {"unix:" + dir_ + "/none.sock", "no Unix socket at '"},
+      {"unix:" + dir_, "is not a socket"},
+      {"127.0.0.1:99999", "the port must be 1 to 65535"},
+      {"127.0.0.1", "is not host:port"},
+      {"''", "no agent address"},
+      {"::1:7600", "put an IPv6 address in brackets"},
+  };
+  for (const auto& [agent, why] : kRefused) {
+    const CommandResult r = Braidctl("--agent " + agent + " info");
+    EXPECT_EQ(r.exit_code, 1) << agent << ": " << r.output;
+    EXPECT_NE(r.output.find(why), std::string::npos) << agent << ": " << r.output;
+    EXPECT_EQ(r.output.find("Deadline Exceeded"), std::string::npos) << agent << ": " << r.output;
+  }
+  // A well-formed address nothing serves on: the wait, and what to look at.
+  const CommandResult r = Braidctl("--agent 127.0.0.1:1 info");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("did not answer within 5000 ms: is it running and serving this address"),
+            std::string::npos)
+      << r.output;
+  // What works still does.
+  EXPECT_EQ(Braidctl("--agent unix:" + dir_ + "/a.sock info").exit_code, 0);
+}
+
 }  // namespace
 }  // namespace braid::testing

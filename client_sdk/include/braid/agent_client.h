@@ -95,7 +95,9 @@ enum class TransferPath {
 
 class AgentClient : public std::enable_shared_from_this<AgentClient> {
  public:
-  // `target`: "host:port" or "unix:/path". Waits until the agent answers GetInfo.
+  // `target`: "host:port" ("[v6addr]:port"), "unix:/path", or a gRPC target with its scheme
+  // ("dns:///name:port"). Waits until the agent answers GetInfo. Refused at once, saying why: an
+  // empty target, a host:port without a port from 1 to 65535, "unix:PATH" with no socket at PATH.
   static Result<std::shared_ptr<AgentClient>> Open(const std::string& target,
                                                    ClientOptions options = {});
 
