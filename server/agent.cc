@@ -11,6 +11,7 @@
 
 #include "dataplane/common/named_thread.h"
 #include "dataplane/providers/provider_registry.h"
+#include "server/log_sink.h"
 #include "server/proto_mapping.h"
 #include "server/tls_credentials.h"
 
@@ -184,7 +185,7 @@ void Agent::HealthLoop() {
       if (serving) {
         spdlog::info("agent={} health=SERVING", config_.agent_id);
       } else {
-        spdlog::warn("agent={} health=NOT_SERVING reason=\"{}\"", config_.agent_id, why);
+        spdlog::warn("agent={} health=NOT_SERVING reason=\"{}\"", config_.agent_id, LogValue(why));
       }
     }
     lock.unlock();
@@ -211,7 +212,8 @@ void Agent::LogEvents() {
         e->kind == engine::EventKind::kVqpFailed || e->kind == engine::EventKind::kDeviceFaulted;
     spdlog::log(bad ? spdlog::level::warn : spdlog::level::info,
                 "agent={} event={} vqp={} qp={} device={} cause=\"{}\"", config_.agent_id,
-                engine::EventKindName(e->kind), e->vqp_id, e->qp_index, e->device, e->cause);
+                engine::EventKindName(e->kind), e->vqp_id, e->qp_index, e->device,
+                LogValue(e->cause));
   }
   if (event_log_->overflowed.load()) {  // fell behind: say so and subscribe again
     spdlog::warn("agent={} msg=\"event log fell behind; some state changes were not logged\"",
@@ -269,23 +271,23 @@ void Agent::RecoveryLoop() {
             ? common::Result<vqp::QpCard>(common::Status::NotFound(why))
             : common::Result<vqp::QpCard>(common::Status::IoError(why));
     if (peer.ok()) {
-      spdlog::info("agent={} vqp={} qp={} peer={} msg=\"data QP recovered\"", config_.agent_id,
-                   request->vqp_id, request->qp_index, request->peer_endpoint);
+      spdlog::info("agent={} vqp={} qp={} peer=\"{}\" msg=\"data QP recovered\"", config_.agent_id,
+                   request->vqp_id, request->qp_index, LogValue(request->peer_endpoint));
     } else if (peer.status().message().find("recovery collision") != std::string_view::npos) {
       spdlog::debug("agent={} vqp={} qp={} msg=\"the peer leads this recovery\"", config_.agent_id,
                     request->vqp_id, request->qp_index);
     } else if (request->failed_attempts == 0) {  // later failures: the events say it once
       spdlog::warn(
-          "agent={} vqp={} qp={} peer={} error=\"{}\" msg=\"recovery attempt failed; "
+          "agent={} vqp={} qp={} peer=\"{}\" error=\"{}\" msg=\"recovery attempt failed; "
           "retrying with backoff\"",
-          config_.agent_id, request->vqp_id, request->qp_index, request->peer_endpoint,
-          peer.status().ToString());
+          config_.agent_id, request->vqp_id, request->qp_index, LogValue(request->peer_endpoint),
+          LogValue(peer.status().ToString()));
     } else {
       spdlog::debug(
           "agent={} vqp={} qp={} attempt={} error=\"{}\" msg=\"recovery attempt "
           "failed\"",
           config_.agent_id, request->vqp_id, request->qp_index, request->failed_attempts + 1,
-          peer.status().ToString());
+          LogValue(peer.status().ToString()));
     }
     engine_->CompleteRecovery(request->vqp_id, request->qp_index, request->attempt,
                               std::move(peer));

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "dataplane/common/quote.h"
+#include "server/log_sink.h"
 
 namespace braid::server {
 
@@ -10,16 +11,17 @@ void AuditLog::AuthFailed(const std::string& rpc, const char* reason, const std:
                           const std::string& message) {
   std::lock_guard<std::mutex> lock(mu_);
   ++auth_failures_[reason];
-  Log(fmt::format("agent={} audit=auth_failed rpc={} reason={} peer={} msg=\"{}\"", agent_id_, rpc,
-                  reason, common::Quote(peer), message));
+  Log(fmt::format("agent={} audit=auth_failed rpc={} reason={} peer=\"{}\" msg=\"{}\"", agent_id_,
+                  rpc, reason, LogValue(common::Quote(peer)), LogValue(message)));
 }
 
 void AuditLog::Denied(const std::string& rpc, const char* reason, const std::string& identity,
                       const std::string& peer, const std::string& message) {
   std::lock_guard<std::mutex> lock(mu_);
   ++denied_[{rpc, reason}];
-  Log(fmt::format("agent={} audit=denied rpc={} reason={} identity={} peer={} msg=\"{}\"",
-                  agent_id_, rpc, reason, common::Quote(identity), common::Quote(peer), message));
+  Log(fmt::format("agent={} audit=denied rpc={} reason={} identity=\"{}\" peer=\"{}\" msg=\"{}\"",
+                  agent_id_, rpc, reason, LogValue(common::Quote(identity)),
+                  LogValue(common::Quote(peer)), LogValue(message)));
 }
 
 void AuditLog::Log(const std::string& line) {

@@ -11,6 +11,7 @@
 
 #include "dataplane/engine/fd_budget.h"
 #include "server/agent.h"
+#include "server/log_sink.h"
 
 int main(int argc, char** argv) {
   using braid::server::AgentConfig;
@@ -184,6 +185,7 @@ int main(int argc, char** argv) {
     std::printf("braidd: the config is valid\n");
     return 0;
   }
+  braid::server::EscapingSink::Install();  // before the pattern: it reaches the sinks through us
   spdlog::set_pattern("ts=%Y-%m-%dT%H:%M:%S.%e%z level=%l %v");
   spdlog::set_level(spdlog::level::from_str(config.log_level));
 

@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "server/log_sink.h"
 #include "server/proto_mapping.h"
 
 namespace braid::server {
@@ -13,7 +14,7 @@ void HoldStream::GiveBack(LeaseTable::Held held, uint64_t lease, const std::stri
   if (!held.vqps.empty() || !held.regions.empty()) {
     spdlog::info(
         "lease={} identity=\"{}\" msg=\"the lease ended: giving back {} VQPs and {} regions\"",
-        lease, identity, held.vqps.size(), held.regions.size());
+        lease, LogValue(identity), held.vqps.size(), held.regions.size());
   }
   if (now) {
     reclaimer.ReleaseNow(held.owner, std::move(held.vqps), std::move(held.regions));

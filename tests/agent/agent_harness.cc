@@ -76,7 +76,7 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
                                    "--region-dir",
                                    p->region_dir_,
                                    "--log-level",
-                                   "warn"};
+                                   spec.log_level};
   std::vector<std::pair<std::string, std::string>> env;
   std::string nics;
   for (size_t i = 0; i < spec.nic_ips.size(); ++i) {

@@ -33,6 +33,7 @@ struct AgentSpec {
   int port_slot = 0;                 // TestPort slots: grpc = slot, metrics = slot + 1
   bool fault_injection = false;
   std::vector<std::string> extra_args;
+  std::string log_level = "warn";  // --log-level
   std::string region_dir;  // "": a fresh directory, removed with the process; else this one, kept
   // The rdma-core code path: `--provider ibverbs` with libbraid_verbs.so preloaded, the NICs
   // given to it (BRAID_SOFT_NICS). Only where the library is built (not in sanitizer builds).
@@ -63,7 +64,8 @@ class AgentProcess {
   const std::string& id() const { return id_; }
   const std::string& region_dir() const { return region_dir_; }
   uint16_t metrics_port() const { return metrics_port_; }
-  std::string endpoint() const { return endpoint_; }  // its gRPC TCP address
+  std::string endpoint() const { return endpoint_; }         // its gRPC TCP address
+  const std::string& log_path() const { return log_path_; }  // its stderr
   // Stops the process now with `signal`; returns its wait status.
   int Kill(int signal);
 

@@ -7,8 +7,11 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <limits>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -391,6 +394,41 @@ TEST_F(AgentHostileTest, AnEmptyOrOversizedTransferMessageEndsTheStreamAfterWhat
     EXPECT_EQ(c.code(), 0) << c.message();
   }
   EXPECT_EQ(seen.size(), static_cast<size_t>(kWindow));
+}
+
+// A value a client chose cannot write a log line of its own: the control endpoint in a
+// ConnectVirtualQp card reaches the log in the connected event's cause, and a newline in it wrote
+// a forged record (here one claiming to be an error of another agent).
+TEST(AgentLog, AClientCannotWriteALineOfItsOwnIntoTheAgentsLog) {
+  AgentSpec spec_a{"log-a", {TestNicIp(2, 0)}, 4};
+  spec_a.log_level = "info";  // where events are logged
+  auto a = AgentProcess::Spawn(spec_a);
+  auto b = AgentProcess::Spawn({"log-b", {TestNicIp(3, 0)}, 6});
+  ASSERT_TRUE(a && b);
+  const v1::VirtualQpInfo mine = CreateVqp(a->stub(), v1::SCHEME_SPRAY, 1);
+  v1::VirtualQpInfo theirs = CreateVqp(b->stub(), v1::SCHEME_SPRAY, 1);
+  const std::string forged =
+      "ts=2020-01-01T00:00:00.000+00:00 level=error agent=forged msg=\"disk on fire\"";
+  theirs.mutable_card()->set_control_endpoint("127.0.0.1:1\n" + forged);
+  ConnectOne(a->stub(), mine, theirs);
+  std::string log, line;
+  for (int i = 0; i < 200 && log.find("connected with VQP") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the log thread writes it
+    std::ifstream in(a->log_path());
+    log.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::istringstream lines(log);
+  int records = 0;
+  while (std::getline(lines, line)) {
+    EXPECT_EQ(line.rfind("ts=20", 0), 0u) << "a line that is not a record: " << line;
+    EXPECT_NE(line.rfind("ts=2020-01-01", 0), 0u) << "the forged record: " << line;
+    ++records;
+  }
+  EXPECT_GT(records, 0);
+  EXPECT_NE(log.find("127.0.0.1:1\\nts=2020-01-01T00:00:00.000+00:00 level=error agent=forged "
+                     "msg=\\\"disk on fire\\\""),
+            std::string::npos)
+      << log;
 }
 
 // Connections to the metrics port that say nothing (a port scan, a health checker that only
