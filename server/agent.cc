@@ -148,12 +148,20 @@ Status Agent::Init() {
   BRAID_RETURN_IF_ERROR(engine_->WatchEvents(event_log_));
   health_thread_ = common::NamedThread("braid-health", [this] { HealthLoop(); });
   recovery_thread_ = common::NamedThread("braid-recovery", [this] { RecoveryLoop(); });
+  if (config_.ControlEndpointFromHostName()) {
+    spdlog::warn(
+        "agent={} control_endpoint={} msg=\"listen.tcp has a wildcard host, so peers are told to "
+        "call back on this host's name; set listen.advertise (--advertise) to an address they "
+        "can reach if they cannot resolve it\"",
+        config_.agent_id, config_.ControlEndpoint());
+  }
   spdlog::info(
-      "agent={} provider={} devices={} grpc_tcp={} grpc_unix={} metrics={} "
+      "agent={} provider={} devices={} grpc_tcp={} control_endpoint={} grpc_unix={} metrics={} "
       "tls={} client_auth={} identities={} fault_injection={} fd_limit={} fd_reserve={} "
       "unix_connections_per_uid={} msg=\"serving\"",
       config_.agent_id, provider_->name(), engine_->num_devices(), config_.tcp_listen,
-      config_.unix_socket, config_.metrics_listen, config_.auth.tls.enabled(),
+      config_.ControlEndpoint(), config_.unix_socket, config_.metrics_listen,
+      config_.auth.tls.enabled(),
       config_.auth.tls.enabled() ? ClientAuthName(config_.auth.tls.client_auth) : "-",
       config_.auth.identities.size(), config_.fault_injection, engine::FdBudget::Current().soft,
       config_.fd_reserve, config_.unix_connections_per_uid);

@@ -23,6 +23,9 @@ using common::Status;
 
 namespace {
 
+// A listening host that stands for every interface: no peer can dial it.
+bool IsWildcard(const std::string& host) { return host == "0.0.0.0" || host == "::"; }
+
 // The edit distance between `a` and `b` (for "did you mean").
 size_t Distance(std::string_view a, std::string_view b) {
   std::vector<size_t> row(b.size() + 1);
@@ -194,6 +197,7 @@ Status ReadConfig(const YAML::Node& file, AgentConfig& c) {
   BRAID_ASSIGN_OR_RETURN(Section listen, root.Map("listen"));
   BRAID_RETURN_IF_ERROR(listen.Read("unix", c.unix_socket));
   BRAID_RETURN_IF_ERROR(listen.Read("tcp", c.tcp_listen));
+  BRAID_RETURN_IF_ERROR(listen.Read("advertise", c.advertise));
   BRAID_RETURN_IF_ERROR(listen.NoUnknownKeys());
 
   BRAID_ASSIGN_OR_RETURN(Section tls, root.Map("tls"));
@@ -313,6 +317,20 @@ Status AgentConfig::Validate() const {
                                    " is not host:port or [IPv6]:port, port 0 to 65535 (e.g. "
                                    "0.0.0.0:7600 for every IPv4 interface)");
   }
+  if (!advertise.empty()) {
+    const std::optional<ListenAddress> a = ListenAddress::Parse(advertise);
+    if (!a || a->port == 0 || IsWildcard(a->host)) {
+      return Status::InvalidArgument(
+          "listen.advertise " + common::Quote(advertise) +
+          " is not an address peers can dial: give the host:port they reach this agent's "
+          "listen.tcp on (e.g. 10.0.0.5:7600), a host that is not a wildcard and a port 1 to "
+          "65535");
+    }
+  } else if (!tcp_listen.empty() && ListenAddress::Parse(tcp_listen)->port == 0) {
+    return Status::InvalidArgument("listen.tcp " + common::Quote(tcp_listen) +
+                                   " takes any free port, which peers cannot know to call back "
+                                   "on: give its port, or set listen.advertise");
+  }
   BRAID_RETURN_IF_ERROR(auth.Validate(!tcp_listen.empty()));
   if (!metrics_listen.empty()) BRAID_RETURN_IF_ERROR(MetricsEndpoint::CheckAddress(metrics_listen));
   if (transfer_window == 0 || transfer_window > 65536) {
@@ -365,8 +383,18 @@ Status AgentConfig::Validate() const {
 }
 
 std::string AgentConfig::ControlEndpoint() const {
-  if (!tcp_listen.empty()) return tcp_listen;
-  return "unix:" + unix_socket;
+  if (!advertise.empty()) return advertise;
+  if (tcp_listen.empty()) return "unix:" + unix_socket;
+  if (!ControlEndpointFromHostName()) return tcp_listen;
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return std::string(host) + ":" + std::to_string(ListenAddress::Parse(tcp_listen)->port);
+}
+
+bool AgentConfig::ControlEndpointFromHostName() const {
+  if (!advertise.empty() || tcp_listen.empty()) return false;
+  const std::optional<ListenAddress> a = ListenAddress::Parse(tcp_listen);
+  return a && IsWildcard(a->host);
 }
 
 }  // namespace braid::server

@@ -31,8 +31,12 @@ struct AgentConfig {
   uint16_t soft_port = 18515;                  // the soft NICs' TCP port
   std::vector<soft::SoftNicConfig> soft_nics;  // default: soft0 on 127.0.0.1
   int ibverbs_gid_index = -1;
-  std::string unix_socket;                        // "" = no Unix listener
-  std::string tcp_listen = "127.0.0.1:7600";      // "" = no TCP listener
+  std::string unix_socket;                    // "" = no Unix listener
+  std::string tcp_listen = "127.0.0.1:7600";  // "" = no TCP listener
+  // listen.advertise: the host:port peers dial for this agent's control plane (QP recovery),
+  // written into business cards. "": listen.tcp, with this host's name in place of a wildcard
+  // host (0.0.0.0, [::]), which peers cannot dial.
+  std::string advertise;
   std::string metrics_listen = "127.0.0.1:9464";  // "" = no exporter
   bool metrics_per_qp = false;
   std::string region_dir = "/dev/shm";
@@ -89,8 +93,11 @@ struct AgentConfig {
   // name) and the soft NIC (soft0 on 127.0.0.1).
   void ApplyDefaults();
   common::Status Validate() const;
-  // The endpoint peers reach this agent's control plane on (written into business cards).
+  // The endpoint peers reach this agent's control plane on (written into business cards):
+  // `advertise`, else listen.tcp (a wildcard host replaced by the host name), else the Unix socket.
   std::string ControlEndpoint() const;
+  // Whether ControlEndpoint() put the host name in place of listen.tcp's wildcard host.
+  bool ControlEndpointFromHostName() const;
 };
 
 // "require" | "optional" | "none".

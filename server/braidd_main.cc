@@ -31,6 +31,9 @@ int main(int argc, char** argv) {
   auto* soft_port = app.add_option("--soft-port", flags.soft_port, "soft NICs' TCP port");
   auto* unix_socket = app.add_option("--grpc-unix", flags.unix_socket, "Unix socket path");
   auto* tcp = app.add_option("--grpc-tcp", flags.tcp_listen, "gRPC TCP listen address");
+  auto* advertise = app.add_option("--advertise", flags.advertise,
+                                   "host:port peers dial for this agent (default: --grpc-tcp, "
+                                   "with the host name for a wildcard host)");
   auto* metrics = app.add_option("--metrics", flags.metrics_listen, "Prometheus exporter address");
   auto* region_dir = app.add_option("--region-dir", flags.region_dir, "shared-memory directory");
   auto* log_level = app.add_option("--log-level", flags.log_level, "trace|debug|info|warn|error");
@@ -125,6 +128,7 @@ int main(int argc, char** argv) {
   if (*soft_port) config.soft_port = flags.soft_port;
   if (*unix_socket) config.unix_socket = flags.unix_socket;
   if (*tcp) config.tcp_listen = flags.tcp_listen;
+  if (*advertise) config.advertise = flags.advertise;
   if (*metrics) config.metrics_listen = flags.metrics_listen;
   if (*region_dir) config.region_dir = flags.region_dir;
   if (*log_level) config.log_level = flags.log_level;

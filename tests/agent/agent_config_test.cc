@@ -53,6 +53,31 @@ TEST(AgentConfig, YamlFileAndUnixSocket) {
   std::filesystem::remove_all(dir);
 }
 
+// The control endpoint in business cards is an address peers can dial: listen.tcp on a wildcard
+// host put "0.0.0.0:PORT" there, so a peer recovering a QP dialled its own host (in the chart's
+// default deployment, every agent); now the host name stands in for it, with a warning, and
+// listen.advertise (--advertise) says it outright.
+TEST(AgentConfig, BusinessCardsNameAnAddressPeersCanDial) {
+  char host[256] = {};
+  ASSERT_EQ(gethostname(host, sizeof(host) - 1), 0);
+  const std::string port = std::to_string(TestPort(0));
+  auto endpoint_of = [&](const std::string& grpc_host, const std::vector<std::string>& args) {
+    AgentSpec spec{"card", {TestNicIp(0, 0)}, 0};
+    spec.grpc_host = grpc_host;
+    spec.extra_args = args;
+    auto agent = AgentProcess::Spawn(spec);
+    if (!agent) return std::string("(did not start)");
+    const v1::VirtualQpInfo vqp = CreateVqp(agent->stub(), v1::SCHEME_SPRAY, 1);
+    std::ifstream in(agent->log_path());
+    const std::string log((std::istreambuf_iterator<char>(in)), {});
+    const bool warned = log.find("listen.tcp has a wildcard host") != std::string::npos;
+    return vqp.card().control_endpoint() + (warned ? " (warned)" : "");
+  };
+  EXPECT_EQ(endpoint_of("127.0.0.1", {}), "127.0.0.1:" + port);
+  EXPECT_EQ(endpoint_of("0.0.0.0", {}), std::string(host) + ":" + port + " (warned)");
+  EXPECT_EQ(endpoint_of("0.0.0.0", {"--advertise", "127.0.0.9:" + port}), "127.0.0.9:" + port);
+}
+
 // With no agent id given, the agent takes its host's name (and starts).
 TEST(AgentConfig, AnAgentGivenNoIdIsNamedForItsHost) {
   char host[256] = {};
@@ -94,6 +119,13 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
       // gRPC took port 99999 and started serving (on what port?).
       {"listen:\n  tcp: '127.0.0.1:99999'\n", "listen.tcp '127.0.0.1:99999' is not host:port"},
       {"listen:\n  tcp: '7600'\n", "listen.tcp '7600' is not host:port"},
+      // Written into business cards, where peers dial it to recover QPs: a wildcard or a port
+      // picked at start reaches no agent (0.0.0.0 dials the caller's own host).
+      {"listen:\n  tcp: '0.0.0.0:7600'\n  advertise: '0.0.0.0:7600'\n",
+       "listen.advertise '0.0.0.0:7600' is not an address peers can dial"},
+      {"listen:\n  tcp: '0.0.0.0:7600'\n  advertise: 'node-a'\n",
+       "listen.advertise 'node-a' is not an address peers can dial"},
+      {"listen:\n  tcp: '127.0.0.1:0'\n", "takes any free port, which peers cannot know"},
       // Both started, and failed with "soft NIC ::ffff:127.0.0.1 is attached" / served on a port
       // no peer calls.
       {"soft:\n  nics: [{name: soft0, ip: 127.0.0.1}, {name: soft0, ip: 127.0.0.2}]\n",
@@ -125,6 +157,11 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
       RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config /tmp");
   EXPECT_EQ(dir.exit_code, 2) << dir.output;
   EXPECT_NE(dir.output.find("config file '/tmp' is not a file"), std::string::npos) << dir.output;
+  // Any free port is fine when the address peers dial is given.
+  std::ofstream(path) << "plaintext: true\nlisten:\n  tcp: '0.0.0.0:0'\n  advertise: "
+                         "'10.0.0.5:7600'\n";
+  EXPECT_EQ(
+      RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config " + path).exit_code, 0);
   // A bare port and a host name are what civetweb takes.
   for (const char* listen : {"9464", "localhost:9464", "0.0.0.0:0"}) {
     std::ofstream(path) << "plaintext: true\nmetrics:\n  listen: '" << listen

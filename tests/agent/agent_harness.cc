@@ -70,7 +70,7 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
                                    "--agent-id",
                                    spec.id,
                                    "--grpc-tcp",
-                                   Endpoint(grpc_port),
+                                   spec.grpc_host + ":" + std::to_string(grpc_port),
                                    "--metrics",
                                    Endpoint(p->metrics_port_),
                                    "--region-dir",

@@ -33,7 +33,8 @@ struct AgentSpec {
   int port_slot = 0;                 // TestPort slots: grpc = slot, metrics = slot + 1
   bool fault_injection = false;
   std::vector<std::string> extra_args;
-  std::string log_level = "warn";  // --log-level
+  std::string log_level = "warn";       // --log-level
+  std::string grpc_host = "127.0.0.1";  // --grpc-tcp's host (the harness calls 127.0.0.1)
   std::string region_dir;  // "": a fresh directory, removed with the process; else this one, kept
   // The rdma-core code path: `--provider ibverbs` with libbraid_verbs.so preloaded, the NICs
   // given to it (BRAID_SOFT_NICS). Only where the library is built (not in sanitizer builds).

@@ -92,6 +92,17 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   for (const auto& p : c["ports"])
     ports[p["name"].as<std::string>()] = p["containerPort"].as<int>();
   EXPECT_EQ(ports, (std::map<std::string, int>{{"grpc", 7600}, {"metrics", 9464}}));
+  // Peers call the agent back on the pod's IP: listen.tcp's 0.0.0.0 is no address to dial.
+  const std::vector<std::string> args = {"--config",    "/etc/braid/braidd.yaml",
+                                         "--agent-id",  "$(NODE_NAME)",
+                                         "--advertise", "$(POD_IP):7600"};
+  EXPECT_EQ(c["args"].as<std::vector<std::string>>(), args);
+  std::map<std::string, std::string> env;
+  for (const auto& e : c["env"]) {
+    env[e["name"].as<std::string>()] = e["valueFrom"]["fieldRef"]["fieldPath"].as<std::string>();
+  }
+  EXPECT_EQ(env, (std::map<std::string, std::string>{{"NODE_NAME", "spec.nodeName"},
+                                                     {"POD_IP", "status.podIP"}}));
   // TLS is on by default: kubelet's gRPC probe cannot speak it, braidctl probes the Unix socket.
   const std::vector<std::string> probe = {"braidctl", "--agent", "unix:/run/braid/braidd.sock",
                                           "health"};

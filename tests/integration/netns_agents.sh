@@ -1,6 +1,7 @@
 # Sourced by the link-fault test and the shaped-links benchmark: two network namespaces $A and $B
 # joined by four data veth links (10.<net>.0-3.x, each shaped with tc to the rate given) and a
-# control link (10.<net>.9.x), one braidd per namespace with a soft NIC on each data link, and a
+# control link (10.<net>.9.x), one braidd per namespace with a soft NIC on each data link (gRPC on
+# every interface, peers told the control link's address: the chart's shape), and a
 # cleanup trap that removes all of it. Requires: BRAIDD, NET (second octet), and RATES (an array of
 # four tc rates). Sets A, B, DIR; writes $DIR/link.sh (`K up|down`, link K's end in $A) and
 # $DIR/agent.sh (`start|kill SIDE`).
@@ -43,7 +44,8 @@ ns=$A
 [ "\$side" = 2 ] && ns=$B
 if [ "\$1" = kill ]; then kill -9 "\$(cat "$DIR/agent\$side.pid")"; exit; fi
 mkdir -p "$DIR/\$side"
-ip netns exec "\$ns" "$BRAIDD" --agent-id "netns-\$side" --grpc-tcp "10.$NET.9.\$side:7600" \\
+ip netns exec "\$ns" "$BRAIDD" --agent-id "netns-\$side" --grpc-tcp "0.0.0.0:7600" \\
+  --advertise "10.$NET.9.\$side:7600" \\
   --metrics "10.$NET.9.\$side:9464" --region-dir "$DIR/\$side" --log-level warn \\
   --plaintext --anonymous-role admin \\
   --soft-nic "soft0=10.$NET.0.\$side" --soft-nic "soft1=10.$NET.1.\$side" \\
