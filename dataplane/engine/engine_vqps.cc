@@ -117,6 +117,17 @@ Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& re
   if (!slot->vqp->connected()) {
     BRAID_RETURN_IF_ERROR(vqp::CheckPeerCards(slot->vqp->LocalCard(slot->epoch), remote));
   }
+  // Another agent that names this one's control endpoint as its own: one of the two advertises
+  // an address that is not its own (a wildcard listener's host name, say), and a QP recovery
+  // would call the wrong agent (its own host), NOT_FOUND, and fail the VQP.
+  if (!remote.control_endpoint.empty() && remote.control_endpoint == options_.control_endpoint &&
+      remote.incarnation != incarnation_) {
+    return Status::FailedPrecondition(
+        "the peer's card names " + common::Quote(remote.control_endpoint) +
+        " as its control endpoint, which is agent " + options_.agent_id +
+        "'s own: recovering a QP there would call the wrong agent; give each agent the address "
+        "its peers reach it on (listen.advertise, --advertise)");
+  }
   PeerKey peer{remote.control_endpoint, remote.vqp_id, remote.incarnation};
   if (auto it = by_peer_.find(peer); it != by_peer_.end() && it->second != slot->id) {
     return Status::AlreadyExists("that card (VQP " + std::to_string(remote.vqp_id) + " of " +

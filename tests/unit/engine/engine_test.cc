@@ -543,5 +543,32 @@ TEST_F(EngineTest, AVqpOrRegionWithALabelPastItsBoundIsRefusedAndNothingIsMade) 
   EXPECT_TRUE(a_.engine->DestroyVirtualQp(fits->id).ok());
 }
 
+// Two agents whose cards name the same control endpoint (wildcard listeners on hosts that share
+// a name, an advertise copied between nodes) are refused at connect, saying why: recovery would
+// have called the wrong agent and failed the VQP at its first dead QP. A VQP pair within one
+// engine (the same incarnation) still connects.
+TEST(EngineControlEndpoint, APeerNamingThisAgentsOwnControlEndpointIsRefusedAtConnect) {
+  EngineOptions o;
+  o.control_endpoint = "node:7600";
+  Side c(2, o), d(3, o);
+  ASSERT_TRUE(c.engine && d.engine);
+  CreateVqpRequest r;
+  r.config.num_qps = 1;
+  auto vc = c.engine->CreateVirtualQp(r);
+  auto vd = d.engine->CreateVirtualQp(r);
+  ASSERT_TRUE(vc.ok() && vd.ok());
+  const auto refused = c.engine->ConnectVirtualQp(vc->id, vd->card);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), common::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.status().message(),
+            "the peer's card names 'node:7600' as its control endpoint, which is agent engine2's "
+            "own: recovering a QP there would call the wrong agent; give each agent the address "
+            "its peers reach it on (listen.advertise, --advertise)");
+  auto other = c.engine->CreateVirtualQp(r);
+  ASSERT_TRUE(other.ok());
+  EXPECT_TRUE(c.engine->ConnectVirtualQp(vc->id, other->card).ok());
+  EXPECT_TRUE(c.engine->ConnectVirtualQp(other->id, vc->card).ok());
+}
+
 }  // namespace
 }  // namespace braid::engine
