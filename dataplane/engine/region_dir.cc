@@ -2,12 +2,15 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cctype>
 #include <cerrno>
 #include <filesystem>
+
+#include "dataplane/common/quote.h"
 
 namespace braid::engine {
 
@@ -29,6 +32,18 @@ bool IsPidAndRegion(const std::string& rest, std::string* pid) {
 
 common::Result<std::unique_ptr<RegionDir>> RegionDir::Open(const std::string& dir,
                                                            const std::string& agent_id) {
+  struct stat st {};
+  if (stat(dir.c_str(), &st) != 0 && errno == ENOENT) {
+    return common::Status::NotFound("region_dir " + common::Quote(dir) +
+                                    " does not exist: create it (a directory on a tmpfs, such as "
+                                    "/dev/shm/braid, that the agent's clients can reach) or give "
+                                    "another");
+  }
+  if (stat(dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
+    return common::Status::InvalidArgument("region_dir " + common::Quote(dir) +
+                                           " is not a directory: give the directory region files "
+                                           "are made in");
+  }
   const std::string prefix = "braid-" + agent_id + "-";
   const std::string lock_path = dir + "/braid-" + agent_id + ".lock";
   int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);

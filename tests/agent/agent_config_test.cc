@@ -78,6 +78,29 @@ TEST(AgentConfig, BusinessCardsNameAnAddressPeersCanDial) {
   EXPECT_EQ(endpoint_of("0.0.0.0", {"--advertise", "127.0.0.9:" + port}), "127.0.0.9:" + port);
 }
 
+// A region directory that is missing or not a directory stops the agent at start, naming it and
+// what to do (it said "open .../braid-<id>.lock: No such file or directory").
+TEST(AgentConfig, ARegionDirThatIsNotADirectoryIsRefusedAtStartSayingSo) {
+  const std::string missing = "/tmp/braid-no-such-dir-" + std::to_string(getpid());
+  const std::string file = missing + ".file";
+  std::ofstream(file) << "x";
+  const std::pair<std::string, const char*> kRefused[] = {
+      {missing, "does not exist: create it"},
+      {file, "is not a directory"},
+  };
+  for (const auto& [dir, why] : kRefused) {
+    const CommandResult r =
+        RunCommand("timeout --preserve-status -s INT 5 " + std::string(BRAID_BRAIDD_PATH) +
+                   " --grpc-tcp 127.0.0.1:" + std::to_string(TestPort(0)) +
+                   " --plaintext --metrics '' " + "--soft-port " + std::to_string(TestPort(1)) +
+                   " --soft-nic soft0=" + TestNicIp(0, 0) + " --region-dir " + dir);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("region_dir '" + dir + "' " + why), std::string::npos) << r.output;
+  }
+  EXPECT_FALSE(std::filesystem::exists(missing));
+  std::filesystem::remove(file);
+}
+
 // With no agent id given, the agent takes its host's name (and starts).
 TEST(AgentConfig, AnAgentGivenNoIdIsNamedForItsHost) {
   char host[256] = {};
