@@ -537,7 +537,7 @@ int main(int argc, char** argv) {
     }
     for (const auto& v : *r) {
       std::printf("vqp %-6lu %-12s %-6s %u QPs (%u healthy) %s pending %u failovers %lu\n",
-                  static_cast<unsigned long>(v.vqp_id()), v.label().c_str(),
+                  static_cast<unsigned long>(v.vqp_id()), braid::ctl::Printable(v.label()).c_str(),
                   v.scheme() == v1::SCHEME_DQPLB ? "dqplb" : "spray", v.num_qps(),
                   v.healthy_data_qps(), v.connected() ? "connected" : "unconnected",
                   v.pending_sends(), static_cast<unsigned long>(v.failovers()));
@@ -568,7 +568,7 @@ int main(int argc, char** argv) {
                     static_cast<unsigned long>(e.time_unix_ns() / 1000000 % 1000),
                     static_cast<unsigned long>(e.seq()), e.kind().c_str(),
                     static_cast<unsigned long>(e.vqp_id()), e.qp_index(), e.device().c_str(),
-                    e.cause().c_str());
+                    braid::ctl::Printable(e.cause()).c_str());
       }
       std::fflush(stdout);
       if (event_count > 0 && ++seen >= event_count) {
@@ -580,7 +580,12 @@ int main(int argc, char** argv) {
     const bool ended_by_us = (event_count > 0 && seen >= event_count) ||
                              s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
     if (!s.ok() && !ended_by_us) {
-      std::fprintf(stderr, "braidctl events: %s\n", s.error_message().c_str());
+      std::fprintf(stderr, "braidctl events: %s%s\n",
+                   s.error_code() == grpc::StatusCode::UNAVAILABLE
+                       ? "the agent ended the stream (it stopped or restarted, or the connection "
+                         "broke): "
+                       : "",
+                   s.error_message().c_str());
       return 1;
     }
     return 0;

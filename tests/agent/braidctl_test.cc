@@ -273,5 +273,38 @@ TEST_F(BraidctlTest, AnAgentAddressThatCannotWorkIsRefusedAtOnceSayingWhy) {
   EXPECT_EQ(Braidctl("--agent unix:" + dir_ + "/a.sock info").exit_code, 0);
 }
 
+// What other clients chose (a VQP's label, the control endpoint in the card behind an event's
+// cause) is printed with its control characters escaped: an escape sequence in it drove the
+// operator's terminal (here: clear the screen), and a newline forged a line of output.
+TEST_F(BraidctlTest, TextOtherClientsChoseCannotDriveTheOperatorsTerminal) {
+  const std::string hostile = "x\x1b[2J\nvqp 999 forged";
+  grpc::ClientContext ctx;
+  v1::CreateVirtualQpRequest request;
+  request.set_scheme(v1::SCHEME_SPRAY);
+  request.set_num_qps(1);
+  request.set_label(hostile);
+  v1::VirtualQpInfo mine;
+  ASSERT_TRUE(a_->stub().CreateVirtualQp(&ctx, request, &mine).ok());
+  const std::string agent = "--agent unix:" + dir_ + "/a.sock ";
+  const CommandResult list = Braidctl(agent + "list");
+  EXPECT_EQ(list.exit_code, 0) << list.output;
+  EXPECT_NE(list.output.find("x\\x1b[2J\\nvqp 999 forged"), std::string::npos) << list.output;
+  // An event whose cause carries the peer card's control endpoint.
+  CommandResult events;
+  std::thread watcher([&] { events = Braidctl(agent + "events --count 1 --seconds 20"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // subscribed
+  v1::VirtualQpInfo theirs = CreateVqp(b_->stub(), v1::SCHEME_SPRAY, 1);
+  theirs.mutable_card()->set_control_endpoint(hostile);
+  ConnectOne(a_->stub(), mine, theirs);
+  watcher.join();
+  EXPECT_EQ(events.exit_code, 0) << events.output;
+  EXPECT_NE(events.output.find("of x\\x1b[2J\\nvqp 999 forged"), std::string::npos)
+      << events.output;
+  for (const CommandResult* r : {&list, const_cast<const CommandResult*>(&events)}) {
+    EXPECT_EQ(r->output.find('\x1b'), std::string::npos) << "a raw escape: " << r->output;
+    EXPECT_EQ(r->output.find("\nvqp 999"), std::string::npos) << "a forged line: " << r->output;
+  }
+}
+
 }  // namespace
 }  // namespace braid::testing
