@@ -179,13 +179,14 @@ int main(int argc, char** argv) {
       config.soft_nics.push_back({n.substr(0, eq), n.substr(eq + 1)});
     }
   }
+  // Checked before the log is set up: a log_level it refuses (spdlog reads "loud" as "off") left
+  // the refusal unlogged and the agent exiting without a word.
+  config.ApplyDefaults();
+  if (const auto s = config.Validate(); !s.ok()) {
+    std::fprintf(stderr, "braidd: %s\n", s.ToString().c_str());
+    return 2;
+  }
   if (check_config) {
-    config.ApplyDefaults();
-    const auto s = config.Validate();
-    if (!s.ok()) {
-      std::fprintf(stderr, "braidd: %s\n", s.ToString().c_str());
-      return 2;
-    }
     std::printf("braidd: the config is valid\n");
     return 0;
   }

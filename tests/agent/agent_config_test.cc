@@ -175,6 +175,14 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
     EXPECT_EQ(refused.exit_code, 2) << yaml << refused.output;
     EXPECT_NE(refused.output.find(why), std::string::npos) << yaml << refused.output;
   }
+  // Refused at start as by the check: a log level it does not know silenced the log, and with it
+  // the refusal (the agent exited 1 without a word).
+  const CommandResult loud =
+      RunCommand(std::string(BRAID_BRAIDD_PATH) + " --plaintext --log-level loud");
+  EXPECT_EQ(loud.exit_code, 2) << loud.output;
+  EXPECT_NE(loud.output.find("log_level must be trace, debug, info, warn or error"),
+            std::string::npos)
+      << loud.output;
   // A directory given as the file aborted the agent (an uncaught exception reading it).
   const CommandResult dir =
       RunCommand(std::string(BRAID_BRAIDD_PATH) + " --check-config --config /tmp");
