@@ -3,7 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cstdio>
+
+#include "dataplane/common/quote.h"
 
 namespace braid::server {
 
@@ -22,23 +23,7 @@ void EscapingSink::log(const spdlog::details::log_msg& msg) {
     inner_->log(msg);
     return;
   }
-  std::string escaped;
-  escaped.reserve(payload.size() + 16);
-  for (char c : payload) {
-    if (!IsControl(c)) {
-      escaped += c;
-    } else if (c == '\n') {
-      escaped += "\\n";
-    } else if (c == '\r') {
-      escaped += "\\r";
-    } else if (c == '\t') {
-      escaped += "\\t";
-    } else {
-      char hex[8];
-      std::snprintf(hex, sizeof(hex), "\\x%02x", static_cast<unsigned char>(c));
-      escaped += hex;
-    }
-  }
+  const std::string escaped = common::EscapeControl(payload);
   spdlog::details::log_msg copy(msg);
   copy.payload = spdlog::string_view_t(escaped.data(), escaped.size());
   inner_->log(copy);

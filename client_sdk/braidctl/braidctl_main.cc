@@ -35,6 +35,7 @@
 #include "braid/transfer_session.h"
 #include "client_sdk/braidctl/copy_pipeline.h"
 #include "client_sdk/braidctl/progress.h"
+#include "dataplane/common/quote.h"
 
 namespace {
 
@@ -537,7 +538,8 @@ int main(int argc, char** argv) {
     }
     for (const auto& v : *r) {
       std::printf("vqp %-6lu %-12s %-6s %u QPs (%u healthy) %s pending %u failovers %lu\n",
-                  static_cast<unsigned long>(v.vqp_id()), braid::ctl::Printable(v.label()).c_str(),
+                  static_cast<unsigned long>(v.vqp_id()),
+                  braid::common::EscapeControl(v.label()).c_str(),
                   v.scheme() == v1::SCHEME_DQPLB ? "dqplb" : "spray", v.num_qps(),
                   v.healthy_data_qps(), v.connected() ? "connected" : "unconnected",
                   v.pending_sends(), static_cast<unsigned long>(v.failovers()));
@@ -568,7 +570,7 @@ int main(int argc, char** argv) {
                     static_cast<unsigned long>(e.time_unix_ns() / 1000000 % 1000),
                     static_cast<unsigned long>(e.seq()), e.kind().c_str(),
                     static_cast<unsigned long>(e.vqp_id()), e.qp_index(), e.device().c_str(),
-                    braid::ctl::Printable(e.cause()).c_str());
+                    braid::common::EscapeControl(e.cause()).c_str());
       }
       std::fflush(stdout);
       if (event_count > 0 && ++seen >= event_count) {

@@ -1,7 +1,6 @@
 // Progress: a progress line for long operations — bytes done, percentage, rate, ETA — on stderr.
 // On a terminal it redraws one line; otherwise it prints a line at most every `interval`.
-// Byte counts as people write them and read them: HumanBytes and ParseBytes. Text a client chose,
-// made safe for a terminal: Printable.
+// Byte counts as people write them and read them: HumanBytes and ParseBytes.
 // Threading: one thread.
 #ifndef BRAID_CLIENT_SDK_BRAIDCTL_PROGRESS_H_
 #define BRAID_CLIENT_SDK_BRAIDCTL_PROGRESS_H_
@@ -10,7 +9,6 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include <string_view>
 
 namespace braid::ctl {
 
@@ -19,10 +17,6 @@ std::string HumanBytes(double bytes);
 // M/m/MiB, G/g/GiB or T/t/TiB (powers of 1,024); nullopt if it is not one or is above 2^50
 // (1 PiB). Whole bytes: a fraction of a byte is dropped.
 std::optional<uint64_t> ParseBytes(const std::string& text);
-// `text` (a label, an event's cause: chosen by some client of the agent) with control characters
-// written as \n, \t, \xNN: an escape sequence in it would otherwise drive the operator's
-// terminal, and a newline would forge a line of output.
-std::string Printable(std::string_view text);
 
 class Progress {
  public:
