@@ -50,7 +50,8 @@ Status Agent::Init() {
   engine::EngineOptions eo;
   eo.provider = provider_.get();
   eo.agent_id = config_.agent_id;
-  eo.control_endpoint = config_.ControlEndpoint();
+  control_endpoint_ = config_.ControlEndpoint();
+  eo.control_endpoint = control_endpoint_;
   if (config_.auth.tls.enabled()) {
     BRAID_ASSIGN_OR_RETURN(eo.agent_identity, CertificateIdentity(config_.auth.tls.cert));
   }
@@ -84,7 +85,7 @@ Status Agent::Init() {
 
   AgentServiceOptions so;
   so.agent_id = config_.agent_id;
-  so.control_endpoint = config_.ControlEndpoint();
+  so.control_endpoint = control_endpoint_;
   so.transfer_window = config_.transfer_window;
   so.transfer_window_per_caller = config_.transfer_window_per_caller;
   so.watch_backlog_per_caller = config_.watch_backlog_per_caller;
@@ -153,15 +154,14 @@ Status Agent::Init() {
         "agent={} control_endpoint={} msg=\"listen.tcp has a wildcard host, so peers are told to "
         "call back on this host's name; set listen.advertise (--advertise) to an address they "
         "can reach if they cannot resolve it\"",
-        config_.agent_id, config_.ControlEndpoint());
+        config_.agent_id, control_endpoint_);
   }
   spdlog::info(
       "agent={} provider={} devices={} grpc_tcp={} control_endpoint={} grpc_unix={} metrics={} "
       "tls={} client_auth={} identities={} fault_injection={} fd_limit={} fd_reserve={} "
       "unix_connections_per_uid={} msg=\"serving\"",
       config_.agent_id, provider_->name(), engine_->num_devices(), config_.tcp_listen,
-      config_.ControlEndpoint(), config_.unix_socket, config_.metrics_listen,
-      config_.auth.tls.enabled(),
+      control_endpoint_, config_.unix_socket, config_.metrics_listen, config_.auth.tls.enabled(),
       config_.auth.tls.enabled() ? ClientAuthName(config_.auth.tls.client_auth) : "-",
       config_.auth.identities.size(), config_.fault_injection, engine::FdBudget::Current().soft,
       config_.fd_reserve, config_.unix_connections_per_uid);
@@ -266,7 +266,7 @@ void Agent::RecoveryLoop() {
     rpc.set_qp_index(request->qp_index);
     ToProto(request->card, rpc.mutable_qp());
     rpc.set_epoch(request->epoch);
-    rpc.set_from_endpoint(config_.ControlEndpoint());
+    rpc.set_from_endpoint(control_endpoint_);
     rpc.set_to_incarnation(request->peer_incarnation);
     rpc.set_from_vqp_id(request->vqp_id);
     rpc.set_from_incarnation(engine_->incarnation());

@@ -53,6 +53,8 @@ class Agent {
   void RecoveryLoop();
 
   AgentConfig config_;
+  std::string
+      control_endpoint_;  // config_.ControlEndpoint(), taken once (it may ask the host name)
   std::unique_ptr<soft::TcpFabric> fabric_;
   std::unique_ptr<verbs::Provider> provider_;
   std::unique_ptr<engine::Engine> engine_;

@@ -23,9 +23,6 @@ using common::Status;
 
 namespace {
 
-// A listening host that stands for every interface: no peer can dial it.
-bool IsWildcard(const std::string& host) { return host == "0.0.0.0" || host == "::"; }
-
 // The edit distance between `a` and `b` (for "did you mean").
 size_t Distance(std::string_view a, std::string_view b) {
   std::vector<size_t> row(b.size() + 1);
@@ -319,7 +316,7 @@ Status AgentConfig::Validate() const {
   }
   if (!advertise.empty()) {
     const std::optional<ListenAddress> a = ListenAddress::Parse(advertise);
-    if (!a || a->port == 0 || IsWildcard(a->host)) {
+    if (!a || a->port == 0 || a->IsWildcard()) {
       return Status::InvalidArgument(
           "listen.advertise " + common::Quote(advertise) +
           " is not an address peers can dial: give the host:port they reach this agent's "
@@ -394,7 +391,7 @@ std::string AgentConfig::ControlEndpoint() const {
 bool AgentConfig::ControlEndpointFromHostName() const {
   if (!advertise.empty() || tcp_listen.empty()) return false;
   const std::optional<ListenAddress> a = ListenAddress::Parse(tcp_listen);
-  return a && IsWildcard(a->host);
+  return a && a->IsWildcard();
 }
 
 }  // namespace braid::server

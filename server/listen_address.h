@@ -19,6 +19,10 @@ struct ListenAddress {
   uint16_t port = 0;
   bool ipv6 = false;  // given in brackets
 
+  // Whether the host stands for every interface (0.0.0.0, [::]): one can listen there, no peer
+  // can dial it.
+  bool IsWildcard() const { return host == "0.0.0.0" || host == "::"; }
+
   // `text` as "host:port" or "[ipv6]:port"; nullopt if it is neither (no host, a port that is not
   // 0 to 65535 in decimal, unbalanced brackets).
   static std::optional<ListenAddress> Parse(std::string_view text);

@@ -22,8 +22,8 @@ namespace {
 // addresses and a bare port become loopback.
 std::string KnockHost(const std::string& address) {
   const std::optional<ListenAddress> parsed = ListenAddress::Parse(address);
-  if (!parsed || parsed->host == "0.0.0.0") return "127.0.0.1";
-  if (parsed->host == "::") return "::1";
+  if (!parsed) return "127.0.0.1";
+  if (parsed->IsWildcard()) return parsed->host == "::" ? "::1" : "127.0.0.1";
   return parsed->host;
 }
 

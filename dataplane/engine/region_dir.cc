@@ -33,13 +33,14 @@ bool IsPidAndRegion(const std::string& rest, std::string* pid) {
 common::Result<std::unique_ptr<RegionDir>> RegionDir::Open(const std::string& dir,
                                                            const std::string& agent_id) {
   struct stat st {};
-  if (stat(dir.c_str(), &st) != 0 && errno == ENOENT) {
+  const bool exists = stat(dir.c_str(), &st) == 0;
+  if (!exists && errno == ENOENT) {
     return common::Status::NotFound("region_dir " + common::Quote(dir) +
                                     " does not exist: create it (a directory on a tmpfs, such as "
                                     "/dev/shm/braid, that the agent's clients can reach) or give "
                                     "another");
   }
-  if (stat(dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
+  if (exists && !S_ISDIR(st.st_mode)) {
     return common::Status::InvalidArgument("region_dir " + common::Quote(dir) +
                                            " is not a directory: give the directory region files "
                                            "are made in");
