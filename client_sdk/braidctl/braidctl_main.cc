@@ -360,13 +360,11 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
   auto conn =
       braid::client::Connect(a, b, {.scheme = SchemeOf(scheme), .num_qps = qps, .label = "copy"});
   if (!conn.ok()) return Fail("connect", conn.status());
-  // Eight 16 MiB slots on each side: file reads, transfers and file writes overlap
-  // (copy_pipeline.h).
-  constexpr uint64_t kSlot = 16 * kMiB;
-  constexpr uint64_t kRegion = 8 * kSlot;
-  auto ra = a->RegisterMemory(kRegion, "copy-src");
+  // Slots on each side, so file reads, transfers and file writes overlap (copy_pipeline.h).
+  const auto staging = braid::ctl::CopyStaging::For(size);
+  auto ra = a->RegisterMemory(staging.region_bytes(), "copy-src");
   if (!ra.ok()) return Fail("register on " + g.agent, ra.status());
-  auto rb = b->RegisterMemory(kRegion, "copy-dst", {(*conn)->vqp_b()});
+  auto rb = b->RegisterMemory(staging.region_bytes(), "copy-dst", {(*conn)->vqp_b()});
   if (!rb.ok()) return Fail("register on " + peer, rb.status());
   auto session = braid::client::TransferSession::Open(a, (*conn)->vqp_a());
   if (!session.ok()) return Fail("open transfer session", session.status());
@@ -377,8 +375,8 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
   const braid::ctl::CopyPlan plan{.in_fd = in,
                                   .out_fd = out.fd(),
                                   .size = size,
-                                  .slot_size = kSlot,
-                                  .op_size = 4 * kMiB,
+                                  .slot_size = staging.slot_size,
+                                  .op_size = staging.op_size,
                                   .timeout_ms = g.timeout_ms,
                                   .stop = &g_stop};
   braid::ctl::CopyOutcome copied;

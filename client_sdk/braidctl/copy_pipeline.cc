@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -184,6 +185,13 @@ class Pipeline {
 };
 
 }  // namespace
+
+CopyStaging CopyStaging::For(uint64_t file_size) {
+  constexpr uint64_t kPage = 4096;
+  const uint64_t per_slot = (file_size + kSlots - 1) / kSlots;
+  const uint64_t slot = std::clamp((per_slot + kPage - 1) / kPage * kPage, kPage, kMaxSlot);
+  return {.slot_size = slot, .op_size = std::min(slot, kMaxOp)};
+}
 
 CopyOutcome RunCopyPipeline(const CopyPlan& plan, client::TransferSession& session,
                             const client::Region& src, const client::Region& dst,

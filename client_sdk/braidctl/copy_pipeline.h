@@ -26,10 +26,25 @@ struct CopyPlan {
   int out_fd = -1;  // written with pwrite
   uint64_t size = 0;
   uint64_t slot_size = 0;  // src and dst regions hold size() / slot_size slots (at least 2)
-  uint64_t op_size = 0;    // divides slot_size
+  uint64_t op_size = 0;    // the largest operation a slot is written with
   uint32_t timeout_ms = 0;
   // When set (a signal handler may set it), the copy stops within ~50 ms as a failure (kCancelled).
   const std::atomic<bool>* stop = nullptr;
+};
+
+// How large a copy's slots, operations and regions are for a file of `file_size` bytes: eight
+// slots a side of at most 16 MiB each, but no larger than the file needs (a page at least), so a
+// small file asks each agent's region directory for about its own size instead of 128 MiB (a
+// container's /dev/shm is often 64 MiB, and an agent's region limits may be lower).
+struct CopyStaging {
+  static constexpr uint64_t kSlots = 8;
+  static constexpr uint64_t kMaxSlot = uint64_t{16} << 20;
+  static constexpr uint64_t kMaxOp = uint64_t{4} << 20;
+  static CopyStaging For(uint64_t file_size);
+  uint64_t region_bytes() const { return kSlots * slot_size; }
+
+  uint64_t slot_size = 0;
+  uint64_t op_size = 0;
 };
 
 struct CopyOutcome {

@@ -77,7 +77,8 @@ Status Make(common::StatusCode code, const std::string& message) {
       return Status::NotSupported(message);
     case common::StatusCode::kIoError:
       return Status::IoError(message);
-    // RESOURCE_EXHAUSTED carries a message worth keeping; kNoResource cannot.
+    case common::StatusCode::kNoResource:  // RESOURCE_EXHAUSTED says which limit
+      return Status::NoResource(message);
     default:
       return Status::Internal(message);
   }
@@ -87,13 +88,7 @@ Status Make(common::StatusCode code, const std::string& message) {
 
 Status FromGrpc(const grpc::Status& status) {
   if (status.ok()) return Status::Ok();
-  common::StatusCode code = FromGrpcCode(status.error_code());
-  std::string message = status.error_message();
-  if (code == common::StatusCode::kNoResource) {
-    message = "RESOURCE_EXHAUSTED: " + message;
-    code = common::StatusCode::kInternal;
-  }
-  return Make(code, message);
+  return Make(FromGrpcCode(status.error_code()), status.error_message());
 }
 
 AgentClient::AgentClient(std::string target, ClientOptions options,

@@ -166,6 +166,34 @@ TEST_F(BraidctlTest, ACopyStoppedBySigintCutsItsOutputToWhatArrived) {
   ExpectAgentsHoldNothing();
 }
 
+// A copy asks each agent for staging regions about the size of its file, not a fixed 128 MiB: with
+// agents whose regions may hold 8 MiB (as a container's 64 MiB /dev/shm shared with others, or an
+// operator's limit, allows) small files and an empty one still copy.
+TEST_F(BraidctlTest, ASmallFileCopiesThroughAgentsThatAllowOnlySmallRegions) {
+  const std::string config = dir_ + "/small-regions.yaml";
+  { std::ofstream(config) << "max_region_bytes: 8388608\n"; }
+  a_.reset();
+  b_.reset();
+  a_ = AgentProcess::Spawn({"ctl-a",
+                            {TestNicIp(0, 0)},
+                            0,
+                            false,
+                            {"--grpc-unix", dir_ + "/a.sock", "--config", config}});
+  b_ = AgentProcess::Spawn({"ctl-b", {TestNicIp(1, 0)}, 2, false, {"--config", config}});
+  ASSERT_TRUE(a_ && b_);
+  for (const uint64_t size : {uint64_t{5} << 20, uint64_t{12345}, uint64_t{0}}) {
+    const std::string src = dir_ + "/small.bin", dst = dir_ + "/small-copy.bin";
+    MakeFile(src, size);
+    const CommandResult r = Braidctl("-q " + Agents(true) + " " + src + " " + dst);
+    EXPECT_EQ(r.exit_code, 0) << size << " bytes: " << r.output;
+    EXPECT_NE(r.output.find("\nidentical\n"), std::string::npos) << r.output;
+    ASSERT_TRUE(std::filesystem::exists(dst)) << r.output;
+    EXPECT_EQ(std::filesystem::file_size(dst), size);
+    EXPECT_EQ(RunCommand("cmp " + src + " " + dst).exit_code, 0);
+  }
+  ExpectAgentsHoldNothing();
+}
+
 // A copy that cannot start (its peer is gone) creates no output file and leaves an existing one
 // as it was: the output used to be created and sized before the agents were reached.
 TEST_F(BraidctlTest, ACopyThatCannotStartLeavesTheOutputUntouched) {

@@ -23,8 +23,7 @@
 #include "braid/connection.h"
 #include "braid/notifications.h"
 #include "braid/transfer_session.h"
-#include "tests/agent/agent_harness.h"
-#include "tests/testutil/test_port.h"
+#include "tests/agent/sdk_fixture.h"
 
 namespace braid::testing {
 namespace {
@@ -33,82 +32,6 @@ using client::AgentClient;
 using client::TransferOp;
 using client::TransferSession;
 using Clock = std::chrono::steady_clock;
-
-AgentSpec SpecA() { return {"sdk-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0}; }
-AgentSpec SpecB() { return {"sdk-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2}; }
-std::string Target(int slot) { return "127.0.0.1:" + std::to_string(TestPort(slot)); }
-
-// The parameter: true for the ring path.
-class SdkTest : public ::testing::TestWithParam<bool> {
- protected:
-  void SetUp() override {
-    pa_ = AgentProcess::Spawn(SpecOfA());
-    pb_ = AgentProcess::Spawn(SpecOfB());
-    ASSERT_TRUE(pa_ && pb_);
-    auto a = AgentClient::Open(TargetA());
-    auto b = AgentClient::Open(TargetB());
-    ASSERT_TRUE(a.ok() && b.ok());
-    a_ = *a;
-    b_ = *b;
-  }
-  ~SdkTest() override {
-    if (GetParam()) {
-      std::filesystem::remove(UnixSocket("a"));
-      std::filesystem::remove(UnixSocket("b"));
-    }
-  }
-  std::string UnixSocket(const std::string& agent) const {
-    return "/tmp/braid-sdk-test-" + std::to_string(getpid()) + "-" + agent + ".sock";
-  }
-  AgentSpec SpecOfA() const {
-    AgentSpec spec = SpecA();
-    if (GetParam()) spec.extra_args = {"--grpc-unix", UnixSocket("a")};
-    return spec;
-  }
-  AgentSpec SpecOfB() const {
-    AgentSpec spec = SpecB();
-    if (GetParam()) spec.extra_args = {"--grpc-unix", UnixSocket("b")};
-    return spec;
-  }
-  std::string TargetA() const { return GetParam() ? "unix:" + UnixSocket("a") : Target(0); }
-  std::string TargetB() const { return GetParam() ? "unix:" + UnixSocket("b") : Target(2); }
-  // A session on agent A's VQP `vqp`, on this test's path (checked).
-  std::unique_ptr<TransferSession> OpenSession(uint64_t vqp) {
-    auto session = TransferSession::Open(a_, vqp);
-    EXPECT_TRUE(session.ok()) << session.status().ToString();
-    if (!session.ok()) return nullptr;
-    EXPECT_STREQ((*session)->path(), GetParam() ? "ring" : "grpc");
-    return std::move(session).value();
-  }
-  // Nothing leaked: every test ends with empty lists on the agents that are up.
-  void ExpectNothingHeld(AgentClient& agent) {
-    auto vqps = agent.ListVqps();
-    auto regions = agent.ListRegions();
-    ASSERT_TRUE(vqps.ok() && regions.ok());
-    EXPECT_EQ(vqps->size(), 0u) << agent.target();
-    EXPECT_EQ(regions->size(), 0u) << agent.target();
-  }
-  // The one grant of `region` (registered for one VQP).
-  static const v1::RemoteRegion& To(const client::Region& region) {
-    EXPECT_EQ(region.info().grants_size(), 1);
-    return region.info().grants(0);
-  }
-  TransferOp Op(const client::Region& src, const v1::RemoteRegion& dst, uint64_t i,
-                uint64_t length = kMiB) {
-    TransferOp op;
-    op.op = v1::OP_WRITE_WITH_IMM;
-    op.local_region = src.id();
-    op.local_offset = (i * length) % src.size();
-    op.remote = dst;
-    op.remote_offset = (i * length) % dst.length();
-    op.length = length;
-    op.imm = static_cast<uint32_t>(i);
-    return op;
-  }
-
-  std::unique_ptr<AgentProcess> pa_, pb_;
-  std::shared_ptr<AgentClient> a_, b_;
-};
 
 TEST_P(SdkTest, FuturesCallbacksAndNotifications) {
   {

@@ -1,0 +1,78 @@
+// The agent's limits reach an SDK caller as kNoResource with the agent's reason, the same on a
+// session's two paths: a region past max_regions_per_caller (a control call) and operations past
+// max_transfers_per_caller (the data path). The gRPC path used to turn RESOURCE_EXHAUSTED into
+// kInternal, so its caller could not tell back-pressure to wait out from a fault, while the ring
+// path said kNoResource for the same refusal.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <future>
+#include <string>
+#include <vector>
+
+#include "braid/connection.h"
+#include "tests/agent/sdk_fixture.h"
+
+namespace braid::testing {
+namespace {
+
+class SdkRefusalTest : public SdkTest {
+ protected:
+  void SetUp() override {
+    extra_args_ = {"--max-regions-per-caller", "2", "--max-transfers-per-caller", "1"};
+    SdkTest::SetUp();
+  }
+};
+
+TEST_P(SdkRefusalTest, ALimitReachedIsNoResourceWithTheAgentsReasonOnBothPaths) {
+  {
+    auto conn = client::Connect(a_, b_, {.scheme = v1::SCHEME_SPRAY, .num_qps = 2});
+    ASSERT_TRUE(conn.ok()) << conn.status().ToString();
+    auto src = a_->RegisterMemory(16 * kMiB, "src");
+    auto dst = b_->RegisterMemory(16 * kMiB, "dst", {(*conn)->vqp_b()});
+    ASSERT_TRUE(src.ok() && dst.ok());
+    FillPattern((*src)->data(), 16 * kMiB, 21);
+    auto second = a_->RegisterMemory(kMiB, "second");
+    ASSERT_TRUE(second.ok()) << second.status().ToString();
+    auto third = a_->RegisterMemory(kMiB, "third");
+    ASSERT_FALSE(third.ok());
+    EXPECT_EQ(third.status().code(), common::StatusCode::kNoResource) << third.status().ToString();
+    EXPECT_NE(third.status().ToString().find("(max_regions_per_caller)"), std::string::npos)
+        << third.status().ToString();
+
+    // Sixteen operations at once where the caller may have one accepted: the others are refused
+    // as back-pressure, saying which limit, and none of them fails as a fault.
+    auto session = OpenSession((*conn)->vqp_a());
+    ASSERT_NE(session, nullptr);
+    std::vector<client::TransferOp> ops;
+    for (uint64_t i = 0; i < 16; ++i) ops.push_back(Op(**src, To(**dst), i));
+    int moved = 0, refused = 0;
+    for (auto& f : session->SubmitBatch(ops)) {
+      const client::TransferResult r = f.get();
+      if (r.status.ok()) {
+        ++moved;
+        continue;
+      }
+      ++refused;
+      EXPECT_EQ(r.status.code(), common::StatusCode::kNoResource) << r.status.ToString();
+      EXPECT_NE(r.status.ToString().find("max_transfers_per_caller"), std::string::npos)
+          << r.status.ToString();
+    }
+    std::printf("%s path: %d moved, %d refused\n", session->path(), moved, refused);
+    EXPECT_GE(moved, 1);
+    EXPECT_GE(refused, 1);
+    EXPECT_EQ(moved + refused, 16);
+    // What moved arrived: operation 0 was accepted first.
+    EXPECT_EQ(std::memcmp((*src)->data(), (*dst)->data(), kMiB), 0);
+  }
+  ExpectNothingHeld(*a_);
+  ExpectNothingHeld(*b_);
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, SdkRefusalTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "Ring" : "Grpc";
+                         });
+
+}  // namespace
+}  // namespace braid::testing
