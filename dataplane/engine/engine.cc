@@ -139,8 +139,24 @@ Status Engine::DestroyVirtualQp(uint64_t vqp_id, OwnerId scope) {
   return CallStatus([vqp_id, scope](Engine& e) { return e.DoDestroy(vqp_id, scope); });
 }
 Result<RegionStatus> Engine::RegisterMemory(RegisterRequest request) {
-  return Call<RegionStatus>(
-      [request = std::move(request)](Engine& e) { return e.DoRegister(request); });
+  if (request.fd >= 0) {
+    return Call<RegionStatus>(
+        [request = std::move(request)](Engine& e) { return e.DoRegister(request, 0, nullptr); });
+  }
+  // A region file of the agent's own: admitted and given its id on the engine thread, made on
+  // this one (taking its pages takes a while for a large region, and must not stall the data
+  // plane), then registered on the engine thread, admitted again (others may have come between).
+  BRAID_ASSIGN_OR_RETURN(const uint64_t id,
+                         Call<uint64_t>([&request](Engine& e) -> Result<uint64_t> {
+                           BRAID_RETURN_IF_ERROR(e.AdmitRegister(request));
+                           return e.regions_.next_id++;
+                         }));
+  auto made = std::make_shared<std::unique_ptr<ShmRegion>>();
+  BRAID_ASSIGN_OR_RETURN(*made, ShmRegion::Create(regions_.dir->path(), regions_.dir->NameFor(id),
+                                                  request.length, request.file_uid));
+  return Call<RegionStatus>([request = std::move(request), id, made](Engine& e) {
+    return e.DoRegister(request, id, std::move(*made));
+  });
 }
 Result<RegionStatus> Engine::RegisterMemory(uint64_t length, std::string label, OwnerId owner) {
   return RegisterMemory(

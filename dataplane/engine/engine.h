@@ -242,7 +242,12 @@ class Engine {
   VqpStatus DescribeVqp(const VqpSlot& slot) const;
   void RetireTraffic(const VqpSlot& slot);
   void PostNotifyReceives(VqpSlot& slot);
-  common::Result<RegionStatus> DoRegister(const RegisterRequest& request);
+  // Registers the client's file (`request.fd`), or `made`, the region file `id` made for it.
+  common::Result<RegionStatus> DoRegister(const RegisterRequest& request, uint64_t id,
+                                          std::unique_ptr<ShmRegion> made);
+  // Whether `request` may be registered now: its length and label, its owner's and the agent's
+  // region limits, and (a region file of the agent's) the region directory's free space.
+  common::Status AdmitRegister(const RegisterRequest& request);
   // Whether `owner` may register one more region (max_regions, max_regions_per_owner).
   common::Status AdmitRegion(OwnerId owner);
   common::Status DoDeregister(uint64_t region_id, OwnerId scope);

@@ -24,8 +24,7 @@ struct Engine::DeviceSlot {
 };
 
 // What a slot counts in a figure kept elsewhere: one VQP or region of its owner's, a session's
-// ring bytes (Engine::OwnerUsage), a region file's bytes in the region directory
-// (RegionDir::committed). Taken when the slot joins its table, given back when the slot is
+// ring bytes (Engine::OwnerUsage). Taken when the slot joins its table, given back when the slot is
 // destroyed. The figures outlive every slot (Engine declares them first).
 template <typename T>
 class Charge {
@@ -123,8 +122,7 @@ struct Engine::VqpSlot {
 struct Engine::RegionSlot {
   uint64_t id = 0;
   OwnerId owner = kAnyOwner;
-  Charge<uint32_t> charge;     // one of its owner's OwnerUsage::regions
-  Charge<uint64_t> committed;  // a file the agent made in its region directory (not a client's fd)
+  Charge<uint32_t> charge;  // one of its owner's OwnerUsage::regions
   std::string label;
   std::unique_ptr<ShmRegion> shm;
   // The VQPs allowed to reach it over the wire, each by a registration in that VQP's protection

@@ -263,7 +263,7 @@ VqpStatus Engine::DescribeVqp(const VqpSlot& slot) const {
   return s;
 }
 
-Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request) {
+Status Engine::AdmitRegister(const RegisterRequest& request) {
   if (request.length == 0) return Status::InvalidArgument("region length must be > 0");
   BRAID_RETURN_IF_ERROR(CheckLabel(request.label));
   if (request.length > options_.max_region_bytes) {
@@ -272,24 +272,32 @@ Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request) {
                               std::to_string(options_.max_region_bytes) + " bytes");
   }
   BRAID_RETURN_IF_ERROR(AdmitRegion(request.owner));
+  for (uint64_t vqp_id : request.grant_vqps)
+    BRAID_RETURN_IF_ERROR(FindVqp(vqp_id, request.owner).status());
+  return request.fd >= 0 ? Status::Ok() : regions_.dir->CheckRoom(request.length);
+}
+
+Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request, uint64_t id,
+                                        std::unique_ptr<ShmRegion> made) {
+  if (made == nullptr) {
+    BRAID_RETURN_IF_ERROR(AdmitRegister(request));
+  } else {  // its pages are taken already: only what may have changed since it was admitted
+    BRAID_RETURN_IF_ERROR(AdmitRegion(request.owner));
+  }
   std::vector<VqpSlot*> granted;
   for (uint64_t vqp_id : request.grant_vqps) {
     BRAID_ASSIGN_OR_RETURN(VqpSlot * v, FindVqp(vqp_id, request.owner));
     granted.push_back(v);
   }
   auto slot = std::make_unique<RegionSlot>();
-  slot->id = regions_.next_id++;
+  slot->id = made != nullptr ? id : regions_.next_id++;
   slot->owner = request.owner;
   slot->label = request.label;
-  if (request.fd >= 0) {
+  if (made != nullptr) {
+    slot->shm = std::move(made);
+  } else {
     BRAID_ASSIGN_OR_RETURN(slot->shm,
                            ShmRegion::MapClientFd(request.fd, request.fd_offset, request.length));
-  } else {
-    BRAID_RETURN_IF_ERROR(regions_.dir->CheckRoom(request.length));
-    BRAID_ASSIGN_OR_RETURN(slot->shm,
-                           ShmRegion::Create(regions_.dir->path(), regions_.dir->NameFor(slot->id),
-                                             request.length, request.file_uid));
-    slot->committed.Take(regions_.dir->committed(), request.length);
   }
   for (VqpSlot* v : granted) BRAID_RETURN_IF_ERROR(DoGrant(*slot, *v).status());
   slot->charge.Take(&owners_[request.owner].regions);

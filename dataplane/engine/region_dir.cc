@@ -84,14 +84,15 @@ RegionDir::~RegionDir() {
 common::Status RegionDir::CheckRoom(uint64_t length) const {
   struct statfs fs {};
   if (statfs(dir_.c_str(), &fs) != 0) return common::Status::FromErrno(errno, "statfs " + dir_);
-  const uint64_t size = static_cast<uint64_t>(fs.f_blocks) * static_cast<uint64_t>(fs.f_bsize);
-  if (length > size || committed_ > size - length) {
+  const auto block = static_cast<uint64_t>(fs.f_bsize);
+  const uint64_t size = static_cast<uint64_t>(fs.f_blocks) * block;
+  const uint64_t free = static_cast<uint64_t>(fs.f_bavail) * block;
+  if (length > free) {
     return common::Status::NoResource(
-        "region directory " + dir_ + " holds " + std::to_string(size) + " bytes, and " +
-        std::to_string(committed_) + " are registered in it: a region of " +
-        std::to_string(length) +
-        " more could run out of memory when written; deregister regions, register smaller ones, "
-        "or give the agent a larger region_dir");
+        "region directory " + dir_ + " has " + std::to_string(free) + " of its " +
+        std::to_string(size) + " bytes free: a region of " + std::to_string(length) +
+        " does not fit; deregister regions, remove other files from it, register a smaller "
+        "region, or give the agent a larger region_dir");
   }
   return common::Status::Ok();
 }

@@ -6,15 +6,14 @@
 // every region file of that id left by another process (an agent killed with -9) is stale and is
 // removed. When another live process holds the lock, nothing is removed.
 //
-// The directory's memory is committed as regions are made in it: a region file is sparse, and on
-// tmpfs its pages are taken when first written, by a client through its mapping or by the agent
-// placing a peer's data. Registered past the file system's size, the first writer to find it full
-// gets SIGBUS: one caller's large regions would crash another caller's process, or cut its region
-// short under the agent. So a region that would take the regions made here past the file
-// system's size is refused (CheckRoom), and one deregistered gives its bytes back.
+// A region file's pages are taken when it is made (ShmRegion::Create), so the file system itself
+// counts every region, this agent's, another agent's and other processes' files alike: a region
+// that does not fit is refused then, instead of SIGBUS in the first writer of a page that cannot
+// be had (a sparse file let one caller's regions crash another caller's process). CheckRoom says
+// so early, with the figures, for a region larger than the space free now.
 // Ownership: RAII; the destructor removes the lock file and releases the lock.
-// Threading: Open and the destructor from any one thread; CheckRoom and committed() from one (the
-// engine's); NameFor is const.
+// Threading: Open and the destructor from any one thread; path(), NameFor and CheckRoom are const
+// and may be called from any thread.
 #ifndef BRAID_DATAPLANE_ENGINE_REGION_DIR_H_
 #define BRAID_DATAPLANE_ENGINE_REGION_DIR_H_
 
@@ -42,11 +41,10 @@ class RegionDir {
   uint32_t stale_files_removed() const { return stale_removed_; }
   bool locked() const { return lock_fd_ >= 0; }
 
-  // Whether `length` more bytes of region files fit in the file system's size with those already
-  // committed (kNoResource, with both figures and what to do, when they do not). The caller then
-  // counts them in committed() while the file exists.
+  // Whether a region file of `length` bytes fits in the space free in the directory's file
+  // system now (kNoResource, with the figures and what to do, when it does not). Others may take
+  // that space before the file is made: its creation is what holds the line.
   common::Status CheckRoom(uint64_t length) const;
-  uint64_t* committed() { return &committed_; }
 
  private:
   std::string dir_;
@@ -54,7 +52,6 @@ class RegionDir {
   std::string lock_path_;
   int lock_fd_;
   uint32_t stale_removed_ = 0;
-  uint64_t committed_ = 0;  // bytes of this process's region files
 };
 
 }  // namespace braid::engine

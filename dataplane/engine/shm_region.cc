@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <string>
 
 namespace braid::engine {
@@ -19,12 +20,26 @@ common::Result<std::unique_ptr<ShmRegion>> ShmRegion::Create(const std::string& 
   std::string path = dir + "/" + name;
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return common::Status::FromErrno(errno, "create " + path);
-  if (ftruncate(fd, static_cast<off_t>(length)) != 0 ||
-      (uid >= 0 && fchown(fd, static_cast<uid_t>(uid), static_cast<gid_t>(-1)) != 0)) {
+  // Its pages are taken now, not when first written: a full file system (or the agent's memory
+  // limit) refuses the region here, instead of raising SIGBUS in whoever first writes a page that
+  // cannot be had (a client through its mapping, the agent placing a peer's data).
+  if (const int err = posix_fallocate(fd, 0, static_cast<off_t>(length)); err != 0) {
+    close(fd);
+    unlink(path.c_str());
+    if (err == ENOSPC || err == ENOMEM) {
+      return common::Status::NoResource(
+          "region directory " + dir + " has no room for a region of " + std::to_string(length) +
+          " bytes (" + std::strerror(err) +
+          "): deregister regions, remove other files from it, register a smaller region, or give "
+          "the agent a larger region_dir (or memory limit)");
+    }
+    return common::Status::FromErrno(err, "take the pages of " + path);
+  }
+  if (uid >= 0 && fchown(fd, static_cast<uid_t>(uid), static_cast<gid_t>(-1)) != 0) {
     const int err = errno;
     close(fd);
     unlink(path.c_str());
-    return common::Status::FromErrno(err, "size or hand over " + path);
+    return common::Status::FromErrno(err, "hand over " + path);
   }
   void* addr = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const int err = errno;

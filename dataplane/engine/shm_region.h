@@ -23,7 +23,9 @@ namespace braid::engine {
 class ShmRegion {
  public:
   // Creates `dir`/`name` (it must not exist) of `length` bytes, zero-filled, mode 0600, owned
-  // by `uid` (-1: the agent's user), so only that user (and root) can map it.
+  // by `uid` (-1: the agent's user), so only that user (and root) can map it. Its pages are taken
+  // at once (posix_fallocate: about 0.25 s per GiB on tmpfs), so a file system without room
+  // refuses it here (kNoResource, saying so) rather than a first write raising SIGBUS later.
   static common::Result<std::unique_ptr<ShmRegion>> Create(const std::string& dir,
                                                            const std::string& name, uint64_t length,
                                                            int uid = -1);
