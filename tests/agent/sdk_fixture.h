@@ -22,7 +22,11 @@ inline AgentSpec SpecA() { return {"sdk-a", {TestNicIp(0, 0), TestNicIp(0, 1)}, 
 inline AgentSpec SpecB() { return {"sdk-b", {TestNicIp(1, 0), TestNicIp(1, 1)}, 2}; }
 inline std::string Target(int slot) { return "127.0.0.1:" + std::to_string(TestPort(slot)); }
 
-// The parameter: true for the ring path.
+// The parameter: true for the ring path; PathName names it in test names.
+inline std::string PathName(const ::testing::TestParamInfo<bool>& p) {
+  return p.param ? "Ring" : "Grpc";
+}
+
 class SdkTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {

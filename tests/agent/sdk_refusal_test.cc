@@ -69,10 +69,7 @@ TEST_P(SdkRefusalTest, ALimitReachedIsNoResourceWithTheAgentsReasonOnBothPaths) 
   ExpectNothingHeld(*b_);
 }
 
-INSTANTIATE_TEST_SUITE_P(Paths, SdkRefusalTest, ::testing::Bool(),
-                         [](const ::testing::TestParamInfo<bool>& p) {
-                           return p.param ? "Ring" : "Grpc";
-                         });
+INSTANTIATE_TEST_SUITE_P(Paths, SdkRefusalTest, ::testing::Bool(), PathName);
 
 }  // namespace
 }  // namespace braid::testing

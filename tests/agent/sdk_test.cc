@@ -605,10 +605,7 @@ TEST_P(SdkTest, AnIdleSessionAndNotificationStreamWakeNoThread) {
   ExpectNothingHeld(*b_);
 }
 
-INSTANTIATE_TEST_SUITE_P(Paths, SdkTest, ::testing::Bool(),
-                         [](const ::testing::TestParamInfo<bool>& p) {
-                           return p.param ? "Ring" : "Grpc";
-                         });
+INSTANTIATE_TEST_SUITE_P(Paths, SdkTest, ::testing::Bool(), PathName);
 
 }  // namespace
 }  // namespace braid::testing
