@@ -57,12 +57,25 @@ grpc::Status AgentService::OwnedReply(const Result<T>& result, Out* out) const {
 }
 
 template <typename T, typename Out>
-grpc::Status AgentService::Leased(uint64_t lease, LeaseTable::Kind kind, engine::OwnerId owner,
+grpc::Status AgentService::Leased(grpc::ServerContext* context, uint64_t lease,
+                                  LeaseTable::Kind kind, engine::OwnerId owner,
                                   const Result<T>& result, Out* out) {
-  if (lease != 0 && result.ok() && !leases_.Add(lease, kind, result->id)) {
-    const bool vqp = kind == LeaseTable::Kind::kVqp;
+  if (!result.ok()) return ToGrpc(result.status());
+  const bool vqp = kind == LeaseTable::Kind::kVqp;
+  const auto give_back = [&] {
     reclaimer_.Release(owner, vqp ? std::vector<uint64_t>{result->id} : std::vector<uint64_t>{},
                        vqp ? std::vector<uint64_t>{} : std::vector<uint64_t>{result->id});
+  };
+  if (context->IsCancelled()) {
+    give_back();
+    return {grpc::StatusCode::CANCELLED,
+            std::string("the caller gave up (its deadline passed, it cancelled or its connection "
+                        "dropped) before the ") +
+                (vqp ? "VQP" : "region") +
+                " was made, so it was destroyed again: call again with a longer deadline"};
+  }
+  if (lease != 0 && !leases_.Add(lease, kind, result->id)) {
+    give_back();
     return ToGrpc(leases_.Check(lease, owner));
   }
   return OwnedReply(result, out);
@@ -148,7 +161,7 @@ grpc::Status AgentService::CreateVirtualQp(grpc::ServerContext* context,
   if (lease != 0) {
     if (common::Status s = leases_.Check(lease, caller.owner); !s.ok()) return ToGrpc(s);
   }
-  return Leased(lease, LeaseTable::Kind::kVqp, caller.owner,
+  return Leased(context, lease, LeaseTable::Kind::kVqp, caller.owner,
                 engine_.CreateVirtualQp(std::move(parsed).value()), out);
 }
 
@@ -208,7 +221,7 @@ grpc::Status AgentService::RegisterMemory(grpc::ServerContext* context,
                             .owner = caller.owner,
                             .file_uid = caller.uid};
   r.grant_vqps.assign(request->grant_vqp_ids().begin(), request->grant_vqp_ids().end());
-  return Leased(lease, LeaseTable::Kind::kRegion, caller.owner,
+  return Leased(context, lease, LeaseTable::Kind::kRegion, caller.owner,
                 engine_.RegisterMemory(std::move(r)), out);
 }
 

@@ -130,11 +130,13 @@ class AgentService final : public AgentServiceBase {
   // A unary reply about a VQP or region: the status, or the message with its owner's identity.
   template <typename T, typename Out>
   grpc::Status OwnedReply(const common::Result<T>& result, Out* out) const;
-  // Puts what `result` made into `lease` (0: none). A lease that ended meanwhile: what was made
-  // goes to the reclaimer and the reply is that refusal.
+  // Puts what `result` made into `lease` (0: none). A lease that ended meanwhile, or a caller
+  // that gave up on `context` (its deadline passed, it cancelled, its connection dropped): what
+  // was made goes to the reclaimer, since the reply naming it would be lost, and the reply is
+  // that refusal.
   template <typename T, typename Out>
-  grpc::Status Leased(uint64_t lease, LeaseTable::Kind kind, engine::OwnerId owner,
-                      const common::Result<T>& result, Out* out);
+  grpc::Status Leased(grpc::ServerContext* context, uint64_t lease, LeaseTable::Kind kind,
+                      engine::OwnerId owner, const common::Result<T>& result, Out* out);
 
   engine::Engine& engine_;
   AgentServiceOptions options_;

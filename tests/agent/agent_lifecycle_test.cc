@@ -358,6 +358,39 @@ TEST(AgentLifecycle, SighupNeitherStopsTheAgentNorTouchesItsVqps) {
   EXPECT_EQ(a->Kill(SIGTERM), 0) << "a clean exit";
 }
 
+// A caller that gives up on RegisterMemory before the agent answers (its deadline passed) never
+// learns the region's id: made without a lease, the region stayed until the agent stopped, and
+// nobody could deregister it. What the agent makes for a call nobody waits on any more it
+// destroys again; the same call with time to answer makes it.
+TEST(AgentLifecycle, ARegionMadeForACallerThatGaveUpIsDestroyedAgain) {
+  auto a = AgentProcess::Spawn({"gave-up", {TestNicIp(0, 0)}, 0});
+  ASSERT_TRUE(a);
+  v1::RegisterMemoryRequest request;
+  request.set_length(1ull << 30);  // taking a GiB's pages lasts far beyond the deadline
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(20));
+    v1::RegionInfo out;
+    const grpc::Status s = a->stub().RegisterMemory(&ctx, request, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+  }
+  // The agent is still making it when the caller gives up: wait for it to be gone, file and all.
+  std::vector<uint64_t> left;
+  std::vector<std::string> files;
+  for (int i = 0; i < 500; ++i) {
+    left = RegionIds(a->stub());
+    files = FilesIn(a->region_dir());
+    if (left.empty() && files.size() == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(left.empty()) << left.size() << " region(s) left behind";
+  EXPECT_EQ(files.size(), 1u) << "only the agent's lock file, not " << files.front();
+  grpc::ClientContext ctx;
+  v1::RegionInfo out;
+  ASSERT_TRUE(a->stub().RegisterMemory(&ctx, request, &out).ok());
+  EXPECT_EQ(RegionIds(a->stub()), std::vector<uint64_t>{out.region_id()});
+}
+
 TEST(AgentLifecycle, AnAgentRestartedAfterSigkillRemovesItsEarlierRegionFiles) {
   char made[] = "/dev/shm/braid-test-XXXXXX";
   ASSERT_NE(mkdtemp(made), nullptr);
