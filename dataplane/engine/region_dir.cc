@@ -1,6 +1,7 @@
 #include "dataplane/engine/region_dir.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -8,6 +9,7 @@
 
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 
 #include "dataplane/common/quote.h"
@@ -44,6 +46,18 @@ common::Result<std::unique_ptr<RegionDir>> RegionDir::Open(const std::string& di
     return common::Status::InvalidArgument("region_dir " + common::Quote(dir) +
                                            " is not a directory: give the directory region files "
                                            "are made in");
+  }
+  // Region files hold what clients and peers send: on a disk's file system their pages would be
+  // written back to it (slowly, and left on it after the file is gone).
+  struct statfs fs {};
+  if (exists && statfs(dir.c_str(), &fs) == 0 && fs.f_type != TMPFS_MAGIC &&
+      fs.f_type != HUGETLBFS_MAGIC && fs.f_type != RAMFS_MAGIC) {
+    char type[32];
+    std::snprintf(type, sizeof(type), "0x%llx", static_cast<unsigned long long>(fs.f_type));
+    return common::Status::InvalidArgument(
+        "region_dir " + common::Quote(dir) + " is not in memory (its file system, type " + type +
+        ", is not tmpfs, hugetlbfs or ramfs): region files there would be written back to disk, "
+        "with what clients send; give a directory on a tmpfs, such as /dev/shm/braid");
   }
   const std::string prefix = "braid-" + agent_id + "-";
   const std::string lock_path = dir + "/braid-" + agent_id + ".lock";

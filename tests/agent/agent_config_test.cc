@@ -78,15 +78,18 @@ TEST(AgentConfig, BusinessCardsNameAnAddressPeersCanDial) {
   EXPECT_EQ(endpoint_of("0.0.0.0", {"--advertise", "127.0.0.9:" + port}), "127.0.0.9:" + port);
 }
 
-// A region directory that is missing or not a directory stops the agent at start, naming it and
-// what to do (it said "open .../braid-<id>.lock: No such file or directory").
-TEST(AgentConfig, ARegionDirThatIsNotADirectoryIsRefusedAtStartSayingSo) {
+// A region directory that is missing, not a directory, or not in memory stops the agent at start,
+// naming it and what to do (it said "open .../braid-<id>.lock: No such file or directory"; one
+// on a disk took regions whose pages went to the disk).
+TEST(AgentConfig, ARegionDirMissingNotADirectoryOrNotInMemoryIsRefusedAtStart) {
   const std::string missing = "/tmp/braid-no-such-dir-" + std::to_string(getpid());
   const std::string file = missing + ".file";
   std::ofstream(file) << "x";
   const std::pair<std::string, const char*> kRefused[] = {
       {missing, "does not exist: create it"},
       {file, "is not a directory"},
+      // Not in memory: region pages would go to the file system's backing store.
+      {"/proc", "is not in memory (its file system, type 0x9fa0, is not tmpfs"},
   };
   for (const auto& [dir, why] : kRefused) {
     const CommandResult r =
@@ -105,7 +108,7 @@ TEST(AgentConfig, ARegionDirThatIsNotADirectoryIsRefusedAtStartSayingSo) {
 TEST(AgentConfig, AnAgentGivenNoIdIsNamedForItsHost) {
   char host[256] = {};
   ASSERT_EQ(gethostname(host, sizeof(host) - 1), 0);
-  const std::string dir = "/tmp/braid-noid-test-" + std::to_string(getpid());
+  const std::string dir = "/dev/shm/braid-noid-test-" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
   const CommandResult r =
       RunCommand("timeout --preserve-status -s INT 3 " + std::string(BRAID_BRAIDD_PATH) +
@@ -207,7 +210,7 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
 // A tokens file that cannot serve is an error at start: a wrong path, a directory or a line with
 // no token started an agent that refused every token (or skipped that identity) without a word.
 TEST(AgentConfig, ATokensFileThatCannotServeIsRefusedAtStart) {
-  const std::string dir = "/tmp/braid-tokens-test-" + std::to_string(getpid());
+  const std::string dir = "/dev/shm/braid-tokens-test-" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/no-token") << "# identity token\nalice secret-a\nbob\n";
   std::ofstream(dir + "/good") << "# identity token\nalice secret-a\n\nbob secret-b\n";

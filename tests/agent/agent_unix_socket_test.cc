@@ -81,7 +81,7 @@ TEST(AgentUnixSocketHelper, DISABLED_RegistersAndMapsARegionAsThisUser) {
 // user cannot open it.
 TEST(AgentUnixSocket, RegionFilesBelongToTheUnixSocketCaller) {
   ASSERT_EQ(getuid(), 0u) << "this test switches users: it runs as root";
-  const std::string dir = "/tmp/braid-uds-files-" + std::to_string(getpid());
+  const std::string dir = "/dev/shm/braid-uds-files-" + std::to_string(getpid());
   std::filesystem::create_directories(dir + "/regions");
   chmod(dir.c_str(), 0755);
   chmod((dir + "/regions").c_str(), 0711);  // others may reach a file they own, not list
@@ -126,7 +126,7 @@ TEST(AgentUnixSocket, RegionFilesBelongToTheUnixSocketCaller) {
 // first agent unreachable) and a path that is a regular file (it was deleted) are refused and left
 // as they were; a socket left by a killed agent is replaced.
 TEST(AgentUnixSocket, APathSomeoneServesOnOrThatIsNotASocketIsRefusedAndLeftAsItWas) {
-  const std::string dir = "/tmp/braid-uds-taken-" + std::to_string(getpid());
+  const std::string dir = "/dev/shm/braid-uds-taken-" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
   const std::string socket = dir + "/braidd.sock";
   AgentSpec spec{"uds-taken", {TestNicIp(0, 0)}, 0};

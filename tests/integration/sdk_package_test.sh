@@ -15,11 +15,13 @@ cmake -S "$SRC/examples/sdk_hello" -B "$TMP/build" -G Ninja -DCMAKE_PREFIX_PATH=
 ninja -C "$TMP/build" >/dev/null
 base=$((20000 + ($$ % 2500) * 16))
 oct=$((100 + $$ % 150))
+REGIONS=$(mktemp -d /dev/shm/braid-pkg-XXXXXX)  # region files belong in memory
+trap 'cleanup; rm -rf "$REGIONS"' EXIT
 for side in 1 2; do
-  mkdir -p "$TMP/r$side"
+  mkdir -p "$REGIONS/r$side"
   "$TMP/prefix/bin/braidd" --agent-id "pkg-$side" --soft-nic "soft0=127.$oct.$side.1" \
     --soft-nic "soft1=127.$oct.$side.2" --grpc-tcp "127.0.0.1:$((base + side))" --metrics "" \
-    --soft-port $((base + 15)) --region-dir "$TMP/r$side" --log-level warn \
+    --soft-port $((base + 15)) --region-dir "$REGIONS/r$side" --log-level warn \
     --plaintext --anonymous-role admin &
   pids+=($!)
 done
