@@ -59,6 +59,7 @@ Status Agent::Init() {
   eo.max_region_bytes = config_.max_region_bytes;
   eo.max_regions = config_.max_regions;
   eo.max_regions_per_owner = config_.max_regions_per_caller;
+  eo.max_region_bytes_per_owner = config_.max_region_bytes_per_caller;
   eo.max_vqps_per_owner = config_.max_vqps_per_caller;
   eo.max_transfers = config_.max_transfers;
   eo.max_transfers_per_owner = config_.max_transfers_per_caller;

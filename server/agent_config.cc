@@ -148,6 +148,7 @@ Status ReadConfig(const YAML::Node& file, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(root.Read("max_region_bytes", c.max_region_bytes));
   BRAID_RETURN_IF_ERROR(root.Read("max_regions", c.max_regions));
   BRAID_RETURN_IF_ERROR(root.Read("max_regions_per_caller", c.max_regions_per_caller));
+  BRAID_RETURN_IF_ERROR(root.Read("max_region_bytes_per_caller", c.max_region_bytes_per_caller));
   BRAID_RETURN_IF_ERROR(root.Read("max_vqps_per_caller", c.max_vqps_per_caller));
   BRAID_RETURN_IF_ERROR(root.Read("max_leases_per_caller", c.max_leases_per_caller));
   BRAID_RETURN_IF_ERROR(root.Read("max_transfers", c.max_transfers));
@@ -354,6 +355,9 @@ Status AgentConfig::Validate() const {
   }
   if (max_transfers < 1024 || max_transfers > (1u << 20)) {
     return Status::InvalidArgument("max_transfers must be in [1024, 1048576]");
+  }
+  if (max_region_bytes_per_caller < 4096) {
+    return Status::InvalidArgument("max_region_bytes_per_caller must be at least 4096");
   }
   if (max_session_bytes_per_caller < (1u << 20)) {
     return Status::InvalidArgument("max_session_bytes_per_caller must be at least 1048576");

@@ -45,6 +45,9 @@ struct AgentConfig {
   // agent's, of which a process has at most vm.max_map_count (EngineOptions).
   uint32_t max_regions = 16384;
   uint32_t max_regions_per_caller = 4096;
+  // Bytes of region files (in region_dir) one caller may hold at once: their pages are taken at
+  // registration, so without it one caller could fill the directory and leave others none.
+  uint64_t max_region_bytes_per_caller = 64ull << 30;
   // VQPs one caller may have at once.
   uint32_t max_vqps_per_caller = 1024;
   // Leases (Hold calls) one caller may have open at once.

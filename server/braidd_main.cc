@@ -58,6 +58,8 @@ int main(int argc, char** argv) {
       {"--max-regions", &AgentConfig::max_regions, "regions registered at once, in all"},
       {"--max-regions-per-caller", &AgentConfig::max_regions_per_caller,
        "regions one caller may have registered at once"},
+      {"--max-region-bytes-per-caller", &AgentConfig::max_region_bytes_per_caller,
+       "bytes of region files one caller may hold at once"},
       {"--max-leases-per-caller", &AgentConfig::max_leases_per_caller,
        "leases (Hold calls) one caller may have open at once"},
       {"--max-vqps-per-caller", &AgentConfig::max_vqps_per_caller,

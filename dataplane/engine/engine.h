@@ -191,6 +191,7 @@ class Engine {
   struct OwnerUsage {
     uint32_t vqps = 0;
     uint32_t regions = 0;
+    uint64_t region_bytes = 0;   // of its region files in the region directory
     uint32_t transfers = 0;      // slots of the transfer table, from acceptance to release
     uint64_t session_bytes = 0;  // the shared segments of its open sessions
   };
@@ -248,8 +249,10 @@ class Engine {
   // Whether `request` may be registered now: its length and label, its owner's and the agent's
   // region limits, and (a region file of the agent's) the region directory's free space.
   common::Status AdmitRegister(const RegisterRequest& request);
-  // Whether `owner` may register one more region (max_regions, max_regions_per_owner).
-  common::Status AdmitRegion(OwnerId owner);
+  // Whether `owner` may register one more region (max_regions, max_regions_per_owner) and, for
+  // a region file of `file_bytes` (0: the client's own memory), hold that many more bytes of them
+  // (max_region_bytes_per_owner).
+  common::Status AdmitRegion(OwnerId owner, uint64_t file_bytes);
   common::Status DoDeregister(uint64_t region_id, OwnerId scope);
   common::Result<RemoteRegion> DoGrant(RegionSlot& region, VqpSlot& vqp);
   common::Result<Registration> Register(VqpSlot& vqp, const RegionSlot& region, unsigned access);

@@ -122,7 +122,8 @@ struct Engine::VqpSlot {
 struct Engine::RegionSlot {
   uint64_t id = 0;
   OwnerId owner = kAnyOwner;
-  Charge<uint32_t> charge;  // one of its owner's OwnerUsage::regions
+  Charge<uint32_t> charge;      // one of its owner's OwnerUsage::regions
+  Charge<uint64_t> file_bytes;  // a region file's length, in its owner's OwnerUsage::region_bytes
   std::string label;
   std::unique_ptr<ShmRegion> shm;
   // The VQPs allowed to reach it over the wire, each by a registration in that VQP's protection

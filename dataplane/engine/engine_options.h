@@ -26,6 +26,9 @@ struct EngineOptions {
   // included: without a bound, one caller registering small regions takes them all.
   uint32_t max_regions = 16384;
   uint32_t max_regions_per_owner = 4096;
+  // Bytes of region files (the agent's, in region_dir; not a client's own memory) one owner may
+  // hold at once: their pages are taken at registration.
+  uint64_t max_region_bytes_per_owner = 64ull << 30;
   // VQPs one owner may have at once (the agent-wide bounds are the descriptor budget and the
   // completion entries, which one owner could otherwise take whole).
   uint32_t max_vqps_per_owner = 1024;

@@ -271,7 +271,7 @@ Status Engine::AdmitRegister(const RegisterRequest& request) {
                               " exceeds this agent's limit of " +
                               std::to_string(options_.max_region_bytes) + " bytes");
   }
-  BRAID_RETURN_IF_ERROR(AdmitRegion(request.owner));
+  BRAID_RETURN_IF_ERROR(AdmitRegion(request.owner, request.fd >= 0 ? 0 : request.length));
   for (uint64_t vqp_id : request.grant_vqps)
     BRAID_RETURN_IF_ERROR(FindVqp(vqp_id, request.owner).status());
   return request.fd >= 0 ? Status::Ok() : regions_.dir->CheckRoom(request.length);
@@ -282,7 +282,7 @@ Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request, uint64_t
   if (made == nullptr) {
     BRAID_RETURN_IF_ERROR(AdmitRegister(request));
   } else {  // its pages are taken already: only what may have changed since it was admitted
-    BRAID_RETURN_IF_ERROR(AdmitRegion(request.owner));
+    BRAID_RETURN_IF_ERROR(AdmitRegion(request.owner, request.length));
   }
   std::vector<VqpSlot*> granted;
   for (uint64_t vqp_id : request.grant_vqps) {
@@ -295,6 +295,7 @@ Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request, uint64_t
   slot->label = request.label;
   if (made != nullptr) {
     slot->shm = std::move(made);
+    slot->file_bytes.Take(&owners_[request.owner].region_bytes, request.length);
   } else {
     BRAID_ASSIGN_OR_RETURN(slot->shm,
                            ShmRegion::MapClientFd(request.fd, request.fd_offset, request.length));
@@ -306,7 +307,7 @@ Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request, uint64_t
   return DescribeRegion(ref);
 }
 
-Status Engine::AdmitRegion(OwnerId owner) {
+Status Engine::AdmitRegion(OwnerId owner, uint64_t file_bytes) {
   const size_t all = regions_.by_id.size();
   if (all >= options_.max_regions) {
     return Status::NoResource("the agent holds " + std::to_string(all) +
@@ -319,6 +320,15 @@ Status Engine::AdmitRegion(OwnerId owner) {
                               " registered regions, its limit (max_regions_per_caller): "
                               "deregister regions no longer used, or register fewer, larger "
                               "ones and use offsets into them");
+  }
+  const uint64_t held = owners_[owner].region_bytes;
+  const uint64_t limit = options_.max_region_bytes_per_owner;
+  if (file_bytes > 0 && (file_bytes > limit || held > limit - file_bytes)) {
+    return Status::NoResource(
+        "this caller holds " + std::to_string(held) + " bytes of region files; a region of " +
+        std::to_string(file_bytes) + " more would pass its limit of " + std::to_string(limit) +
+        " (max_region_bytes_per_caller): deregister regions no longer used, or register smaller "
+        "ones");
   }
   return Status::Ok();
 }

@@ -134,6 +134,7 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
       {"transfer_window: 2048\ntransfer_window_per_caller: 1024\n",
        "transfer_window_per_caller must be at least transfer_window"},
       {"max_transfers_per_caller: 0\n", "max_transfers_per_caller must be at least 1"},
+      {"max_region_bytes_per_caller: 100\n", "max_region_bytes_per_caller must be at least 4096"},
       {"soft:\n  nics: [{name: soft0_of_a_host_whose_operator_likes_very_long_names_indeed_yes_ok, "
        "ip: 127.0.0.1}]\n",
        "has 66 bytes; at most 64"},

@@ -146,6 +146,7 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   EXPECT_FALSE(config["plaintext"]);
   EXPECT_EQ(config["max_vqps_per_caller"].as<int>(), 1024);
   EXPECT_EQ(config["max_regions_per_caller"].as<int>(), 4096);
+  EXPECT_EQ(config["max_region_bytes_per_caller"].as<int64_t>(), 68719476736);
   EXPECT_EQ(config["max_transfers"].as<int>(), 65536);
   EXPECT_EQ(config["transfer_window_per_caller"].as<int>(), 65536);
   EXPECT_EQ(config["watch_backlog_per_caller"].as<int>(), 1048576);

@@ -519,6 +519,36 @@ TEST_F(EngineTest, ARegionIsBackedWhenRegisteredAndOneLargerThanTheFreeSpaceIsRe
   EXPECT_TRUE(own.ok()) << own.status().ToString();
 }
 
+// A region file's pages are taken at registration, so one caller registering without end would
+// fill the region directory and leave the others none: an owner holds at most
+// max_region_bytes_per_owner of region files, is told so past it, and has room again once it
+// deregisters; another owner still registers, and a client's own memory is not counted.
+TEST_F(EngineTest, AnOwnersRegionFilesStopAtItsByteLimitAndLeaveOthersTheirs) {
+  EngineOptions o;
+  o.max_region_bytes_per_owner = 8 * kMiB;
+  Side a(2, o);
+  ASSERT_TRUE(a.engine);
+  auto first = a.engine->RegisterMemory({.length = 6 * kMiB, .owner = 1});
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto past = a.engine->RegisterMemory({.length = 4 * kMiB, .owner = 1});
+  ASSERT_FALSE(past.ok());
+  EXPECT_EQ(past.status().code(), common::StatusCode::kNoResource);
+  EXPECT_EQ(past.status().message(),
+            "this caller holds 6291456 bytes of region files; a region of 4194304 more would pass "
+            "its limit of 8388608 (max_region_bytes_per_caller): deregister regions no longer "
+            "used, or register smaller ones");
+  EXPECT_TRUE(a.engine->RegisterMemory({.length = 2 * kMiB, .owner = 1}).ok());
+  EXPECT_TRUE(a.engine->RegisterMemory({.length = 6 * kMiB, .owner = 2}).ok());
+  const int fd = memfd_create("braid-client", MFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, static_cast<off_t>(16 * kMiB)), 0);
+  auto own = a.engine->RegisterMemory({.length = 16 * kMiB, .owner = 1, .fd = fd});
+  close(fd);
+  EXPECT_TRUE(own.ok()) << own.status().ToString();
+  ASSERT_TRUE(a.engine->DeregisterMemory(first->id).ok());
+  EXPECT_TRUE(a.engine->RegisterMemory({.length = 4 * kMiB, .owner = 1}).ok());
+}
+
 // A label is kept as long as its VQP or region: one longer than kMaxLabelBytes is refused, saying
 // so, and nothing is made.
 TEST_F(EngineTest, AVqpOrRegionWithALabelPastItsBoundIsRefusedAndNothingIsMade) {
