@@ -95,12 +95,17 @@ RegionDir::~RegionDir() {
   close(lock_fd_);
 }
 
-common::Status RegionDir::CheckRoom(uint64_t length) const {
+common::Result<RegionDir::Room> RegionDir::Space() const {
   struct statfs fs {};
   if (statfs(dir_.c_str(), &fs) != 0) return common::Status::FromErrno(errno, "statfs " + dir_);
   const auto block = static_cast<uint64_t>(fs.f_bsize);
-  const uint64_t size = static_cast<uint64_t>(fs.f_blocks) * block;
-  const uint64_t free = static_cast<uint64_t>(fs.f_bavail) * block;
+  return Room{.size = static_cast<uint64_t>(fs.f_blocks) * block,
+              .free = static_cast<uint64_t>(fs.f_bavail) * block};
+}
+
+common::Status RegionDir::CheckRoom(uint64_t length) const {
+  BRAID_ASSIGN_OR_RETURN(const Room room, Space());
+  const uint64_t size = room.size, free = room.free;
   if (length > free) {
     return common::Status::NoResource(
         "region directory " + dir_ + " has " + std::to_string(free) + " of its " +

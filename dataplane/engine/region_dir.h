@@ -41,6 +41,12 @@ class RegionDir {
   uint32_t stale_files_removed() const { return stale_removed_; }
   bool locked() const { return lock_fd_ >= 0; }
 
+  // The directory's file system: its size and the bytes free in it now (statfs).
+  struct Room {
+    uint64_t size = 0;
+    uint64_t free = 0;
+  };
+  common::Result<Room> Space() const;
   // Whether a region file of `length` bytes fits in the space free in the directory's file
   // system now (kNoResource, with the figures and what to do, when it does not). Others may take
   // that space before the file is made: its creation is what holds the line.

@@ -155,6 +155,12 @@ TEST_P(AgentTransferTest, TwoAgentsMove256MiBAndReadItBack) {
   EXPECT_EQ(MetricSum(m, "braid_pending_virtual_wrs", {{"direction", "send"}}), 0);
   EXPECT_EQ(MetricSum(m, "braid_virtual_wr_latency_seconds_count"), 512);
   EXPECT_EQ(MetricSum(m, "braid_registered_bytes"), double(2 * kTotal));
+  // The region directory's room, as statfs says (other tests on this machine change it).
+  const double dir_size = MetricSum(m, "braid_region_dir_size_bytes");
+  const double dir_free = MetricSum(m, "braid_region_dir_free_bytes");
+  EXPECT_GE(dir_size, double(2 * kTotal)) << "the directory holds these regions";
+  EXPECT_GT(dir_free, 0);
+  EXPECT_LE(dir_free, dir_size - double(2 * kTotal)) << "their pages are taken";
   EXPECT_EQ(MetricSum(m, "braid_virtual_qps"), 1);
   EXPECT_EQ(MetricSum(m, "braid_failovers_total"), 0);
   EXPECT_EQ(MetricSum(m, "braid_device_state", {{"state", "healthy"}}), 2);
