@@ -246,13 +246,22 @@ void AgentClient::Prepare(grpc::ClientContext& context) const {
   context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
 }
 
+Status AgentClient::CallFailed(const char* method, const grpc::Status& status) const {
+  if (status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) return FromGrpc(status);
+  return Status::DeadlineExceeded(
+      std::string(method) + " on " + target_ + " got no answer within " +
+      std::to_string(options_.call_timeout.count()) +
+      " ms (ClientOptions::call_timeout): the agent may be overloaded or stalled, or the call "
+      "slow (a large region's pages are taken when it is registered)");
+}
+
 // One unary call: this process's client, deadline, call, map the status.
 #define BRAID_UNARY(Method, request, response)                     \
   BRAID_RETURN_IF_ERROR(Usable());                                 \
   grpc::ClientContext ctx;                                         \
   Prepare(ctx);                                                    \
   const grpc::Status gs = stub_->Method(&ctx, request, &response); \
-  if (!gs.ok()) return FromGrpc(gs)
+  if (!gs.ok()) return CallFailed(#Method, gs)
 
 std::string AgentClient::SessionSocket() const {
   constexpr std::string_view kUnix = "unix:";

@@ -6,8 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <future>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "braid/connection.h"
@@ -67,6 +69,33 @@ TEST_P(SdkRefusalTest, ALimitReachedIsNoResourceWithTheAgentsReasonOnBothPaths) 
   }
   ExpectNothingHeld(*a_);
   ExpectNothingHeld(*b_);
+}
+
+// A call that misses its deadline says which call, on which agent, and the deadline (it said only
+// "Deadline Exceeded"), and what the agent made for it is not kept.
+TEST_P(SdkRefusalTest, ACallThatMissesItsDeadlineSaysWhichAndLeavesNothingBehind) {
+  auto hasty =
+      client::AgentClient::Open(TargetA(), {.call_timeout = std::chrono::milliseconds(50)});
+  ASSERT_TRUE(hasty.ok()) << hasty.status().ToString();
+  auto region = (*hasty)->RegisterMemory(1ull << 30, "slow to make");  // its pages take a while
+  ASSERT_FALSE(region.ok());
+  EXPECT_EQ(region.status().code(), common::StatusCode::kDeadlineExceeded);
+  EXPECT_NE(region.status().message().find("RegisterMemory on " + TargetA() +
+                                           " got no answer within 50 ms"),
+            std::string::npos)
+      << region.status().ToString();
+  // The agent is still making it when the call gives up: wait for its file to go too.
+  bool empty = false;
+  for (int i = 0; i < 500 && !empty; ++i) {
+    auto regions = a_->ListRegions();
+    size_t files = 0;
+    for (const auto& f : std::filesystem::directory_iterator(pa_->region_dir())) {
+      files += f.path().filename().string().find(".lock") == std::string::npos ? 1 : 0;
+    }
+    empty = regions.ok() && regions->empty() && files == 0;
+    if (!empty) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(empty) << "the region made for the call that gave up is still registered";
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, SdkRefusalTest, ::testing::Bool(), PathName);

@@ -154,6 +154,9 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
 
  private:
   void Prepare(grpc::ClientContext& context) const;
+  // The Status of unary call `method` that failed: a missed deadline says which call, on which
+  // agent, and the deadline.
+  Status CallFailed(const char* method, const grpc::Status& status) const;
   // The lease what is created now joins: 0 without ClientOptions::hold; why not once it ended.
   Result<uint64_t> HeldLease() const;
 
