@@ -125,7 +125,9 @@ Status Agent::Init() {
     return Status::IoError("gRPC server could not listen on " + config_.tcp_listen +
                            (config_.auth.tls.enabled()
                                 ? " (or its TLS certificate, key or CA could not be loaded)"
-                                : ""));
+                                : "") +
+                           ": is the port in use (another agent?), or the host not an address of "
+                           "this machine? Give a free port on a local address (listen.tcp)");
   }
   if (!config_.unix_socket.empty()) {
     BRAID_RETURN_IF_ERROR(unix_listener_.Start(config_.unix_socket, server_.get(), auth_.get(),

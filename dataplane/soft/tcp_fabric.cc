@@ -37,6 +37,13 @@ sockaddr_in Address(uint32_t ipv4_host_order, uint16_t port) {
   return a;
 }
 
+std::string Ipv4String(uint32_t ipv4_host_order) {
+  const in_addr a{.s_addr = htonl(ipv4_host_order)};
+  char text[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &a, text, sizeof(text));
+  return text;
+}
+
 bool Less(const verbs::Gid& g1, uint32_t q1, const verbs::Gid& g2, uint32_t q2) {
   if (g1.raw != g2.raw) return g1.raw < g2.raw;
   return q1 < q2;
@@ -78,8 +85,19 @@ Status TcpFabric::Attach(SoftDevice* device) {
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(fd, 256) != 0) {
     const int err = errno;
     close(fd);
-    return Status::FromErrno(
-        err, "listen on " + device->info().gid.ToString() + ":" + std::to_string(options_.port));
+    const std::string where = "soft NIC " + device->info().name + " could not listen on " +
+                              Ipv4String(*ip) + ":" + std::to_string(options_.port);
+    if (err == EADDRNOTAVAIL) {
+      return Status::InvalidArgument(where + ": " + Ipv4String(*ip) +
+                                     " is not an address of this host; give one it has");
+    }
+    if (err == EADDRINUSE) {
+      return Status::FailedPrecondition(
+          where +
+          ": the port is in use there (another agent on this "
+          "address?); give another soft.port, the same on every host");
+    }
+    return Status::FromErrno(err, where);
   }
   epoll_event ev{};
   ev.events = EPOLLIN;

@@ -1,12 +1,16 @@
 // braidd's configuration: a YAML file (listeners, window, fault injection, per-QP metrics) taken
 // as given, and a bad one refused at start with the key named.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <utility>
 
+#include "dataplane/common/unique_fd.h"
 #include "tests/agent/agent_harness.h"
 #include "tests/testutil/test_port.h"
 
@@ -102,6 +106,59 @@ TEST(AgentConfig, ARegionDirMissingNotADirectoryOrNotInMemoryIsRefusedAtStart) {
   }
   EXPECT_FALSE(std::filesystem::exists(missing));
   std::filesystem::remove(file);
+}
+
+// A listener the agent cannot open stops it at start, saying which and what to do: a soft NIC
+// address this host does not have, a soft port or gRPC port another process holds (they said
+// "listen on ::ffff:127.0.0.1:port: Address already in use", or only "could not listen").
+TEST(AgentConfig, AListenerItCannotOpenStopsTheAgentAtStartSayingWhy) {
+  const std::string dir = "/dev/shm/braid-listen-test-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  // Holds `port` on `ip` while the descriptor lives.
+  auto hold = [](const std::string& ip, uint16_t port) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << ip << ":" << port;
+    EXPECT_EQ(listen(fd, 1), 0);
+    return common::UniqueFd(fd);
+  };
+  auto start = [&](const std::string& nic_ip) {
+    return RunCommand("timeout --preserve-status -s INT 5 " + std::string(BRAID_BRAIDD_PATH) +
+                      " --grpc-tcp 127.0.0.1:" + std::to_string(TestPort(0)) +
+                      " --plaintext --metrics '' --soft-port " + std::to_string(TestPort(1)) +
+                      " --soft-nic soft0=" + nic_ip + " --region-dir " + dir);
+  };
+  const std::string port = std::to_string(TestPort(1));
+  {
+    const CommandResult r = start("192.0.2.77");  // TEST-NET-1: no host has it
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("soft NIC soft0 could not listen on 192.0.2.77:" + port +
+                            ": 192.0.2.77 is not an address of this host"),
+              std::string::npos)
+        << r.output;
+  }
+  {
+    const common::UniqueFd taken = hold(TestNicIp(0, 0), TestPort(1));
+    const CommandResult r = start(TestNicIp(0, 0));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("soft NIC soft0 could not listen on " + TestNicIp(0, 0) + ":" + port +
+                            ": the port is in use there"),
+              std::string::npos)
+        << r.output;
+  }
+  {
+    const common::UniqueFd taken = hold("127.0.0.1", TestPort(0));
+    const CommandResult r = start(TestNicIp(0, 0));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("gRPC server could not listen on 127.0.0.1:" +
+                            std::to_string(TestPort(0)) + ": is the port in use"),
+              std::string::npos)
+        << r.output;
+  }
+  std::filesystem::remove_all(dir);
 }
 
 // With no agent id given, the agent takes its host's name (and starts).
