@@ -228,14 +228,17 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
   auto& registered =
       out.Family("braid_registered_bytes", "Bytes of registered memory", MetricType::Gauge);
   Families::Add(registered, {}, static_cast<double>(s.registered_bytes));
-  auto& dir_size = out.Family("braid_region_dir_size_bytes",
-                              "Size of the file system of the region directory", MetricType::Gauge);
-  Families::Add(dir_size, {}, static_cast<double>(s.region_dir_size_bytes));
-  auto& dir_free = out.Family("braid_region_dir_free_bytes",
-                              "Bytes free in the file system of the region directory: what new "
-                              "regions may still take (their pages are taken at registration)",
-                              MetricType::Gauge);
-  Families::Add(dir_free, {}, static_cast<double>(s.region_dir_free_bytes));
+  if (s.region_dir_size_bytes > 0) {  // hugetlbfs without size= states none: no series
+    auto& dir_size =
+        out.Family("braid_region_dir_size_bytes", "Size of the file system of the region directory",
+                   MetricType::Gauge);
+    Families::Add(dir_size, {}, static_cast<double>(s.region_dir_size_bytes));
+    auto& dir_free = out.Family("braid_region_dir_free_bytes",
+                                "Bytes free in the file system of the region directory: what new "
+                                "regions may still take (their pages are taken at registration)",
+                                MetricType::Gauge);
+    Families::Add(dir_free, {}, static_cast<double>(s.region_dir_free_bytes));
+  }
   auto& regions = out.Family("braid_regions", "Registered memory regions", MetricType::Gauge);
   Families::Add(regions, {}, s.regions);
   auto& leases = out.Family("braid_leases", "Open leases (Hold calls)", MetricType::Gauge);

@@ -4,6 +4,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -357,8 +358,11 @@ Result<std::unique_ptr<Region>> AgentClient::RegisterMemory(
   v1::RegionInfo out;
   BRAID_UNARY(RegisterMemory, request, out);
   const int fd = open(out.path().c_str(), O_RDWR | O_CLOEXEC);
-  void* addr =
-      fd < 0 ? MAP_FAILED : mmap(nullptr, out.length(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  // Unmapped in whole pages of its file system (huge pages on hugetlbfs: munmap refuses less).
+  struct statfs fs {};
+  void* addr = fd < 0 || fstatfs(fd, &fs) != 0
+                   ? MAP_FAILED
+                   : mmap(nullptr, out.length(), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const int err = errno;
   if (fd >= 0) close(fd);
   if (addr == MAP_FAILED) {
@@ -366,8 +370,10 @@ Result<std::unique_ptr<Region>> AgentClient::RegisterMemory(
     return Status::FromErrno(err,
                              "map region file " + out.path() + " (is the agent on this host?)");
   }
+  const auto page = static_cast<uint64_t>(fs.f_bsize);
+  const uint64_t mapped = (out.length() + page - 1) / page * page;
   return std::unique_ptr<Region>(
-      new Region(shared_from_this(), std::move(out), static_cast<uint8_t*>(addr)));
+      new Region(shared_from_this(), std::move(out), static_cast<uint8_t*>(addr), mapped));
 }
 
 Result<v1::RemoteRegion> AgentClient::GrantAccess(uint64_t region_id, uint64_t vqp_id) {
@@ -481,7 +487,7 @@ Result<bool> AgentClient::Serving() {
 }
 
 Region::~Region() {
-  munmap(data_, info_.length());
+  munmap(data_, mapped_);
   if (!owner_ || !owner_->Usable().ok()) return;
   // Transfers the agent still runs (e.g. after a cancelled session) hold the region until their
   // completions arrive, each by its deadline; wait for them, within the client's call timeout.

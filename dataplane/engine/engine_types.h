@@ -335,7 +335,7 @@ struct EngineSnapshot {
   uint64_t transfers_in_flight = 0;
   uint64_t registered_bytes = 0;
   uint32_t regions = 0;
-  uint64_t region_dir_size_bytes = 0;  // the region directory's file system (0: unknown)
+  uint64_t region_dir_size_bytes = 0;  // the region directory's file system (0: none stated)
   uint64_t region_dir_free_bytes = 0;  // what a region file may still take there
   uint64_t loop_iterations = 0;
   uint64_t sleeps = 0;

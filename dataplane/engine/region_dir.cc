@@ -106,6 +106,7 @@ common::Result<RegionDir::Room> RegionDir::Space() const {
 common::Status RegionDir::CheckRoom(uint64_t length) const {
   BRAID_ASSIGN_OR_RETURN(const Room room, Space());
   const uint64_t size = room.size, free = room.free;
+  if (size == 0) return common::Status::Ok();  // no size (hugetlbfs: its pool): creation decides
   if (length > free) {
     return common::Status::NoResource(
         "region directory " + dir_ + " has " + std::to_string(free) + " of its " +

@@ -41,7 +41,8 @@ class RegionDir {
   uint32_t stale_files_removed() const { return stale_removed_; }
   bool locked() const { return lock_fd_ >= 0; }
 
-  // The directory's file system: its size and the bytes free in it now (statfs).
+  // The directory's file system: its size and the bytes free in it now (statfs). A size of 0: the
+  // file system states none (hugetlbfs without size=, bounded by the huge page pool instead).
   struct Room {
     uint64_t size = 0;
     uint64_t free = 0;
@@ -49,7 +50,8 @@ class RegionDir {
   common::Result<Room> Space() const;
   // Whether a region file of `length` bytes fits in the space free in the directory's file
   // system now (kNoResource, with the figures and what to do, when it does not). Others may take
-  // that space before the file is made: its creation is what holds the line.
+  // that space before the file is made: its creation is what holds the line (and the only line
+  // where the file system states no size).
   common::Status CheckRoom(uint64_t length) const;
 
  private:

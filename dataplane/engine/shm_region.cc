@@ -41,14 +41,17 @@ common::Result<std::unique_ptr<ShmRegion>> ShmRegion::Create(const std::string& 
     unlink(path.c_str());
     return common::Status::FromErrno(err, "hand over " + path);
   }
-  void* addr = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  struct statfs fs {};
+  void* addr = fstatfs(fd, &fs) != 0
+                   ? MAP_FAILED
+                   : mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const int err = errno;
   close(fd);
   if (addr == MAP_FAILED) {
     unlink(path.c_str());
     return common::Status::FromErrno(err, "map " + path);
   }
-  return Guarded(std::move(path), addr, 0, length);
+  return Guarded(std::move(path), addr, 0, length, static_cast<uint64_t>(fs.f_bsize));
 }
 
 common::Result<std::unique_ptr<ShmRegion>> ShmRegion::MapClientFd(int fd, uint64_t offset,
@@ -78,25 +81,29 @@ common::Result<std::unique_ptr<ShmRegion>> ShmRegion::MapClientFd(int fd, uint64
   void* map = mmap(nullptr, lead + length, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
                    static_cast<off_t>(offset - lead));
   if (map == MAP_FAILED) return common::Status::FromErrno(errno, "map the client's file");
-  return Guarded("", map, lead, length);
+  return Guarded("", map, lead, length, static_cast<uint64_t>(fs.f_bsize));
 }
 
 common::Result<std::unique_ptr<ShmRegion>> ShmRegion::Guarded(std::string path, void* map,
-                                                              uint64_t lead, uint64_t length) {
+                                                              uint64_t lead, uint64_t length,
+                                                              uint64_t page) {
+  // munmap of a huge-page mapping takes whole huge pages: a shorter length is refused (EINVAL)
+  // and the mapping, with its pages, stayed.
+  const uint64_t mapped = (lead + length + page - 1) / page * page;
   // Whoever may write the file (the client of an agent's region file too) could cut it short.
   auto guard = common::FaultGuard::Guard(map, lead + length);
   if (!guard.ok()) {
-    munmap(map, lead + length);
+    munmap(map, mapped);
     if (!path.empty()) unlink(path.c_str());
     return guard.status();
   }
   return std::make_unique<ShmRegion>(std::move(path), static_cast<uint8_t*>(map) + lead, length,
-                                     std::move(guard).value(), lead);
+                                     std::move(guard).value(), lead, mapped);
 }
 
 ShmRegion::~ShmRegion() {
   guard_.reset();  // before the range is unmapped: another mapping may take its place
-  munmap(static_cast<uint8_t*>(addr_) - lead_, lead_ + length_);
+  munmap(static_cast<uint8_t*>(addr_) - lead_, mapped_);
   if (!path_.empty()) unlink(path_.c_str());
 }
 

@@ -37,13 +37,15 @@ class ShmRegion {
   // Nothing is unlinked at the end.
   static common::Result<std::unique_ptr<ShmRegion>> MapClientFd(int fd, uint64_t offset,
                                                                 uint64_t length);
-  // `lead`: bytes of the mapping before `addr` (the mapping starts on a page boundary).
+  // `lead`: bytes of the mapping before `addr` (the mapping starts on a page boundary); `mapped`:
+  // the mapping's length in whole pages of its file system (huge pages on hugetlbfs).
   ShmRegion(std::string path, void* addr, uint64_t length,
-            std::unique_ptr<common::FaultGuard> guard, uint64_t lead)
+            std::unique_ptr<common::FaultGuard> guard, uint64_t lead, uint64_t mapped)
       : path_(std::move(path)),
         addr_(addr),
         length_(length),
         lead_(lead),
+        mapped_(mapped),
         guard_(std::move(guard)) {}
   ~ShmRegion();
   ShmRegion(const ShmRegion&) = delete;
@@ -56,15 +58,17 @@ class ShmRegion {
   bool cut_short() const { return guard_->cut_short(); }
 
  private:
-  // Guards the mapping `map` (`lead` + `length` bytes) and makes the region; on failure unmaps it
-  // (and unlinks `path`, the agent's own file).
+  // Guards the mapping `map` (`lead` + `length` bytes of a file system whose pages are `page`
+  // bytes) and makes the region; on failure unmaps it (and unlinks `path`, the agent's own file).
   static common::Result<std::unique_ptr<ShmRegion>> Guarded(std::string path, void* map,
-                                                            uint64_t lead, uint64_t length);
+                                                            uint64_t lead, uint64_t length,
+                                                            uint64_t page);
 
   std::string path_;
   void* addr_;
   uint64_t length_;
   uint64_t lead_;
+  uint64_t mapped_;
   std::unique_ptr<common::FaultGuard> guard_;
 };
 

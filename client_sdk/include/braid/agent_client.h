@@ -79,11 +79,12 @@ class Region {
 
  private:
   friend class AgentClient;
-  Region(std::shared_ptr<AgentClient> owner, v1::RegionInfo info, uint8_t* data)
-      : owner_(std::move(owner)), info_(std::move(info)), data_(data) {}
+  Region(std::shared_ptr<AgentClient> owner, v1::RegionInfo info, uint8_t* data, uint64_t mapped)
+      : owner_(std::move(owner)), info_(std::move(info)), data_(data), mapped_(mapped) {}
   std::shared_ptr<AgentClient> owner_;
   v1::RegionInfo info_;
   uint8_t* data_;
+  uint64_t mapped_;  // the mapping's length, in whole pages of the file's file system
 };
 
 // How operations and notifications reach the agent (TransferSession, NotificationStream).
