@@ -147,7 +147,7 @@ Result<RegionStatus> Engine::RegisterMemory(RegisterRequest request) {
   // this one (taking its pages takes a while for a large region, and must not stall the data
   // plane), then registered on the engine thread, admitted again (others may have come between).
   BRAID_ASSIGN_OR_RETURN(const uint64_t id,
-                         Call<uint64_t>([&request](Engine& e) -> Result<uint64_t> {
+                         Call<uint64_t>([request](Engine& e) -> Result<uint64_t> {
                            BRAID_RETURN_IF_ERROR(e.AdmitRegister(request));
                            return e.regions_.next_id++;
                          }));
