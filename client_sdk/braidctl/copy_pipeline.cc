@@ -23,6 +23,25 @@ struct Slot {
   uint32_t ops_left = 0;
 };
 
+// pread or pwrite of all `n` bytes at `offset`, which a file may take in parts (a write that
+// fills the file system is short, and the next one says why). The bytes done; fewer than `n`
+// with `*err` the errno, or 0 when a read found the end of the file.
+template <typename Io>
+uint64_t Whole(Io io, int fd, uint8_t* data, uint64_t n, uint64_t offset, int* err) {
+  uint64_t done = 0;
+  *err = 0;
+  while (done < n) {
+    const ssize_t moved = io(fd, data + done, n - done, static_cast<off_t>(offset + done));
+    if (moved < 0 && errno == EINTR) continue;
+    if (moved <= 0) {
+      *err = moved < 0 ? errno : 0;
+      break;
+    }
+    done += static_cast<uint64_t>(moved);
+  }
+  return done;
+}
+
 class Pipeline {
  public:
   Pipeline(const CopyPlan& plan, client::TransferSession& session, const client::Region& src,
@@ -95,11 +114,12 @@ class Pipeline {
     for (uint64_t c = 0; c < chunks_; ++c) {
       if (!WaitFor(c, SlotState::kFree)) return;
       const uint64_t n = Length(c);
-      const ssize_t got = pread(plan_.in_fd, src_.data() + SlotOffset(c), n,
-                                static_cast<off_t>(c * plan_.slot_size));
-      if (got != static_cast<ssize_t>(n)) {
-        return Fail(c, got < 0 ? client::Status::FromErrno(errno, "pread")
-                               : client::Status::IoError("the source file ended early"));
+      int err = 0;
+      if (Whole(pread, plan_.in_fd, src_.data() + SlotOffset(c), n, c * plan_.slot_size, &err) <
+          n) {
+        return Fail(c, err != 0 ? client::Status::FromErrno(err, "read the source file")
+                                : client::Status::IoError(
+                                      "the source file ended early: it shrank during the copy"));
       }
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -153,11 +173,11 @@ class Pipeline {
     for (uint64_t c = 0; c < chunks_; ++c) {
       if (!WaitFor(c, SlotState::kMoved)) return;
       const uint64_t n = Length(c);
-      const ssize_t put = pwrite(plan_.out_fd, dst_.data() + SlotOffset(c), n,
-                                 static_cast<off_t>(c * plan_.slot_size));
-      if (put != static_cast<ssize_t>(n)) {
-        return Fail(c, put < 0 ? client::Status::FromErrno(errno, "pwrite")
-                               : client::Status::IoError("short write to the output file"));
+      int err = 0;
+      if (Whole(pwrite, plan_.out_fd, dst_.data() + SlotOffset(c), n, c * plan_.slot_size, &err) <
+          n) {
+        return Fail(c, err != 0 ? client::Status::FromErrno(err, "write the output file")
+                                : client::Status::IoError("the output file took no more bytes"));
       }
       uint64_t written;
       {

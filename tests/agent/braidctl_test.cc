@@ -3,10 +3,12 @@
 // killed mid-copy gives a clear error within the deadline, never a hang (over gRPC).
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -191,6 +193,28 @@ TEST_F(BraidctlTest, ASmallFileCopiesThroughAgentsThatAllowOnlySmallRegions) {
     EXPECT_EQ(std::filesystem::file_size(dst), size);
     EXPECT_EQ(RunCommand("cmp " + src + " " + dst).exit_code, 0);
   }
+  ExpectAgentsHoldNothing();
+}
+
+// An output file system that fills up mid-copy is named as the reason (braidctl said "short write
+// to the output file": the first write past the room is short, and only the next says why), the
+// exit status is 1, and what arrived is kept as a prefix.
+TEST_F(BraidctlTest, AnOutputFileSystemThatFillsUpIsNamedAsTheReasonAndAPrefixKept) {
+  ASSERT_EQ(getuid(), 0u) << "this test mounts a small tmpfs: it runs as root";
+  const std::string small = dir_ + "/small-fs";
+  std::filesystem::create_directories(small);
+  ASSERT_EQ(mount("none", small.c_str(), "tmpfs", 0, "size=8m"), 0) << std::strerror(errno);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{small};
+  const std::string src = dir_ + "/src.bin", dst = small + "/dst.bin";
+  MakeFile(src, 20 << 20);
+  const CommandResult r = Braidctl("-q " + Agents(true) + " " + src + " " + dst);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("write the output file: No space left on device"), std::string::npos)
+      << r.output;
+  EXPECT_TRUE(IsShorterPrefix(src, dst)) << r.output;
   ExpectAgentsHoldNothing();
 }
 
