@@ -11,6 +11,8 @@
 #include <thread>
 #include <vector>
 
+#include "dataplane/common/memory_file.h"
+
 namespace braid::ctl {
 
 namespace {
@@ -209,7 +211,7 @@ class Pipeline {
 CopyStaging CopyStaging::For(uint64_t file_size) {
   constexpr uint64_t kPage = 4096;
   const uint64_t per_slot = (file_size + kSlots - 1) / kSlots;
-  const uint64_t slot = std::clamp((per_slot + kPage - 1) / kPage * kPage, kPage, kMaxSlot);
+  const uint64_t slot = std::clamp(common::WholePages(per_slot, kPage), kPage, kMaxSlot);
   return {.slot_size = slot, .op_size = std::min(slot, kMaxOp)};
 }
 

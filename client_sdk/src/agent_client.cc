@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "dataplane/common/memory_file.h"
 #include "dataplane/common/quote.h"
 #include "lease_holder.h"
 
@@ -358,7 +359,7 @@ Result<std::unique_ptr<Region>> AgentClient::RegisterMemory(
   v1::RegionInfo out;
   BRAID_UNARY(RegisterMemory, request, out);
   const int fd = open(out.path().c_str(), O_RDWR | O_CLOEXEC);
-  // Unmapped in whole pages of its file system (huge pages on hugetlbfs: munmap refuses less).
+  // Unmapped in whole pages of its file system (common::WholePages).
   struct statfs fs {};
   void* addr = fd < 0 || fstatfs(fd, &fs) != 0
                    ? MAP_FAILED
@@ -370,8 +371,7 @@ Result<std::unique_ptr<Region>> AgentClient::RegisterMemory(
     return Status::FromErrno(err,
                              "map region file " + out.path() + " (is the agent on this host?)");
   }
-  const auto page = static_cast<uint64_t>(fs.f_bsize);
-  const uint64_t mapped = (out.length() + page - 1) / page * page;
+  const uint64_t mapped = common::WholePages(out.length(), static_cast<uint64_t>(fs.f_bsize));
   return std::unique_ptr<Region>(
       new Region(shared_from_this(), std::move(out), static_cast<uint8_t*>(addr), mapped));
 }

@@ -151,7 +151,7 @@ Result<RegionStatus> Engine::RegisterMemory(RegisterRequest request) {
                            BRAID_RETURN_IF_ERROR(e.AdmitRegister(request));
                            return e.regions_.next_id++;
                          }));
-  auto made = std::make_shared<std::unique_ptr<ShmRegion>>();
+  auto made = std::make_shared<std::unique_ptr<ShmRegion>>();  // a command is a copyable function
   BRAID_ASSIGN_OR_RETURN(*made, ShmRegion::Create(regions_.dir->path(), regions_.dir->NameFor(id),
                                                   request.length, request.file_uid));
   return Call<RegionStatus>([request = std::move(request), id, made](Engine& e) {

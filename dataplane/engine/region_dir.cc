@@ -1,7 +1,6 @@
 #include "dataplane/engine/region_dir.h"
 
 #include <fcntl.h>
-#include <linux/magic.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -12,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "dataplane/common/memory_file.h"
 #include "dataplane/common/quote.h"
 
 namespace braid::engine {
@@ -50,8 +50,7 @@ common::Result<std::unique_ptr<RegionDir>> RegionDir::Open(const std::string& di
   // Region files hold what clients and peers send: on a disk's file system their pages would be
   // written back to it (slowly, and left on it after the file is gone).
   struct statfs fs {};
-  if (exists && statfs(dir.c_str(), &fs) == 0 && fs.f_type != TMPFS_MAGIC &&
-      fs.f_type != HUGETLBFS_MAGIC && fs.f_type != RAMFS_MAGIC) {
+  if (exists && statfs(dir.c_str(), &fs) == 0 && !common::InMemoryFileSystem(fs)) {
     char type[32];
     std::snprintf(type, sizeof(type), "0x%llx", static_cast<unsigned long long>(fs.f_type));
     return common::Status::InvalidArgument(

@@ -1,7 +1,6 @@
 #include "dataplane/engine/shm_region.h"
 
 #include <fcntl.h>
-#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -10,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+
+#include "dataplane/common/memory_file.h"
 
 namespace braid::engine {
 
@@ -65,7 +66,7 @@ common::Result<std::unique_ptr<ShmRegion>> ShmRegion::MapClientFd(int fd, uint64
   }
   struct statfs fs {};
   if (fstatfs(fd, &fs) != 0) return common::Status::FromErrno(errno, "fstatfs the client's file");
-  if (fs.f_type != TMPFS_MAGIC && fs.f_type != HUGETLBFS_MAGIC) {
+  if (!common::InMemoryFileSystem(fs)) {
     return common::Status::InvalidArgument(
         "the file is not in shared memory, so the agent cannot register it where it lies: pass a "
         "memfd (memfd_create) or a file in /dev/shm or on hugetlbfs");
@@ -87,9 +88,7 @@ common::Result<std::unique_ptr<ShmRegion>> ShmRegion::MapClientFd(int fd, uint64
 common::Result<std::unique_ptr<ShmRegion>> ShmRegion::Guarded(std::string path, void* map,
                                                               uint64_t lead, uint64_t length,
                                                               uint64_t page) {
-  // munmap of a huge-page mapping takes whole huge pages: a shorter length is refused (EINVAL)
-  // and the mapping, with its pages, stayed.
-  const uint64_t mapped = (lead + length + page - 1) / page * page;
+  const uint64_t mapped = common::WholePages(lead + length, page);
   // Whoever may write the file (the client of an agent's region file too) could cut it short.
   auto guard = common::FaultGuard::Guard(map, lead + length);
   if (!guard.ok()) {
