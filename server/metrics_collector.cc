@@ -239,6 +239,18 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
                                 MetricType::Gauge);
     Families::Add(dir_free, {}, static_cast<double>(s.region_dir_free_bytes));
   }
+  if (s.memory_limit_bytes > 0) {  // no limit, or the region directory's pages are not charged
+    auto& limit = out.Family("braid_memory_limit_bytes",
+                             "The agent's memory limit (its cgroup's tightest), which region "
+                             "files' pages count against",
+                             MetricType::Gauge);
+    Families::Add(limit, {}, static_cast<double>(s.memory_limit_bytes));
+    auto& room = out.Family("braid_region_memory_room_bytes",
+                            "Bytes new regions may still take under the agent's memory limit, "
+                            "less what the agent keeps for itself",
+                            MetricType::Gauge);
+    Families::Add(room, {}, static_cast<double>(s.region_memory_room_bytes));
+  }
   auto& regions = out.Family("braid_regions", "Registered memory regions", MetricType::Gauge);
   Families::Add(regions, {}, s.regions);
   auto& leases = out.Family("braid_leases", "Open leases (Hold calls)", MetricType::Gauge);

@@ -143,17 +143,20 @@ Result<RegionStatus> Engine::RegisterMemory(RegisterRequest request) {
     return Call<RegionStatus>(
         [request = std::move(request)](Engine& e) { return e.DoRegister(request, 0, nullptr); });
   }
-  // A region file of the agent's own: admitted and given its id on the engine thread, made on
-  // this one (taking its pages takes a while for a large region, and must not stall the data
-  // plane), then registered on the engine thread, admitted again (others may have come between).
+  // A region file of the agent's own: admitted and given its id on the engine thread; its room
+  // claimed and the file made on this one (reading the memory cgroup and taking the pages take a
+  // while, and must not stall the data plane); then registered on the engine thread, admitted
+  // again (others may have come between).
   BRAID_ASSIGN_OR_RETURN(const uint64_t id,
                          Call<uint64_t>([request](Engine& e) -> Result<uint64_t> {
                            BRAID_RETURN_IF_ERROR(e.AdmitRegister(request));
                            return e.regions_.next_id++;
                          }));
+  BRAID_ASSIGN_OR_RETURN(RegionDir::Claim room, regions_.dir->Take(request.length));
   auto made = std::make_shared<std::unique_ptr<ShmRegion>>();  // a command is a copyable function
   BRAID_ASSIGN_OR_RETURN(*made, ShmRegion::Create(regions_.dir->path(), regions_.dir->NameFor(id),
                                                   request.length, request.file_uid));
+  room.Release();  // its pages are taken: the file system and the cgroup count them now
   return Call<RegionStatus>([request = std::move(request), id, made](Engine& e) {
     return e.DoRegister(request, id, std::move(*made));
   });
@@ -199,7 +202,18 @@ Status Engine::InjectFault(FaultRequest request) {
   return CallStatus([r = std::move(request)](Engine& e) { return e.DoInjectFault(r); });
 }
 Result<EngineSnapshot> Engine::Snapshot() {
-  return Call<EngineSnapshot>([](Engine& e) -> Result<EngineSnapshot> { return e.TakeSnapshot(); });
+  BRAID_ASSIGN_OR_RETURN(
+      EngineSnapshot s,
+      Call<EngineSnapshot>([](Engine& e) -> Result<EngineSnapshot> { return e.TakeSnapshot(); }));
+  // Read here, not on the engine thread: statfs and the cgroup's files take their time.
+  if (auto space = regions_.dir ? regions_.dir->Space() : Status::Internal("no region directory");
+      space.ok()) {
+    s.region_dir_size_bytes = space->size;
+    s.region_dir_free_bytes = space->free;
+    s.memory_limit_bytes = space->memory_limit;
+    s.region_memory_room_bytes = space->memory_room;
+  }
+  return s;
 }
 Status Engine::Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher, OwnerId scope) {
   return CallStatus([vqp_id, w = std::move(watcher), scope](Engine& e) -> Status {

@@ -247,7 +247,7 @@ class Engine {
   common::Result<RegionStatus> DoRegister(const RegisterRequest& request, uint64_t id,
                                           std::unique_ptr<ShmRegion> made);
   // Whether `request` may be registered now: its length and label, its owner's and the agent's
-  // region limits, and (a region file of the agent's) the region directory's free space.
+  // region limits, its grants' VQPs (a region file's room is RegionDir::Take's).
   common::Status AdmitRegister(const RegisterRequest& request);
   // Whether `owner` may register one more region (max_regions, max_regions_per_owner) and, for
   // a region file of `file_bytes` (0: the client's own memory), hold that many more bytes of them

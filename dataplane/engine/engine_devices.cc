@@ -98,10 +98,6 @@ EngineSnapshot Engine::TakeSnapshot() const {
   s.transfers_in_flight = transfers_.in_flight;
   s.regions = static_cast<uint32_t>(regions_.by_id.size());
   for (const auto& [id, r] : regions_.by_id) s.registered_bytes += r->shm->length();
-  if (auto space = regions_.dir->Space(); space.ok()) {
-    s.region_dir_size_bytes = space->size;
-    s.region_dir_free_bytes = space->free;
-  }
   options_.provider->ReadCounters(&s.provider_counters);
   return s;
 }

@@ -274,7 +274,7 @@ Status Engine::AdmitRegister(const RegisterRequest& request) {
   BRAID_RETURN_IF_ERROR(AdmitRegion(request.owner, request.fd >= 0 ? 0 : request.length));
   for (uint64_t vqp_id : request.grant_vqps)
     BRAID_RETURN_IF_ERROR(FindVqp(vqp_id, request.owner).status());
-  return request.fd >= 0 ? Status::Ok() : regions_.dir->CheckRoom(request.length);
+  return Status::Ok();
 }
 
 Result<RegionStatus> Engine::DoRegister(const RegisterRequest& request, uint64_t id,

@@ -21,9 +21,10 @@ common::Result<std::unique_ptr<ShmRegion>> ShmRegion::Create(const std::string& 
   std::string path = dir + "/" + name;
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return common::Status::FromErrno(errno, "create " + path);
-  // Its pages are taken now, not when first written: a full file system (or the agent's memory
-  // limit) refuses the region here, instead of raising SIGBUS in whoever first writes a page that
-  // cannot be had (a client through its mapping, the agent placing a peer's data).
+  // Its pages are taken now, not when first written: a full file system refuses the region here,
+  // instead of raising SIGBUS in whoever first writes a page that cannot be had (a client through
+  // its mapping, the agent placing a peer's data). The agent's memory limit does not refuse: the
+  // kernel kills at it, so RegionDir::Take admits only what fits under it.
   if (const int err = posix_fallocate(fd, 0, static_cast<off_t>(length)); err != 0) {
     close(fd);
     unlink(path.c_str());

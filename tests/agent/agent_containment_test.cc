@@ -1,17 +1,21 @@
 // Failure containment, end to end: a fault stays where it happened. One bad operation fails
 // alone; a single-QP VQP keeps its notifications across a recovery; a restarted peer's new VQP is
 // never touched by the old one; a VQP whose peer is gone fails cleanly; every state change is an
-// event on WatchEvents.
+// event on WatchEvents; regions past the agent's memory limit are refused, not the agent killed.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -380,6 +384,82 @@ TEST_F(ContainmentTest, WatchEventsReportsEveryStateChangeInOrder) {
                 e.kind().c_str(), static_cast<unsigned long>(e.vqp_id()), e.qp_index(),
                 e.device().c_str(), e.cause().c_str());
   }
+}
+
+// A memory cgroup of the test's own, with a limit, that a process can be moved into; removed when
+// it goes (after the process in it has ended). v1's memory hierarchy or v2's root, as root.
+class TestMemoryCgroup {
+ public:
+  static std::unique_ptr<TestMemoryCgroup> Make(uint64_t limit) {
+    const std::string name = "/braid-test-" + std::to_string(getpid());
+    for (const bool v2 : {false, true}) {
+      const std::string base = v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory";
+      if (!std::filesystem::exists(base + (v2 ? "/memory.stat" : "/memory.limit_in_bytes")) &&
+          !(v2 && std::filesystem::exists(base + "/cgroup.subtree_control"))) {
+        continue;
+      }
+      if (mkdir((base + name).c_str(), 0755) != 0) continue;
+      auto out = std::unique_ptr<TestMemoryCgroup>(new TestMemoryCgroup(base + name));
+      std::ofstream(base + name + (v2 ? "/memory.max" : "/memory.limit_in_bytes")) << limit;
+      if (std::filesystem::exists(base + name + (v2 ? "/memory.max" : "/memory.limit_in_bytes")))
+        return out;
+    }
+    return nullptr;
+  }
+  ~TestMemoryCgroup() { rmdir(dir_.c_str()); }
+  bool Enter(pid_t pid) const {
+    std::ofstream procs(dir_ + "/cgroup.procs");
+    procs << pid;
+    procs.flush();
+    return procs.good();
+  }
+
+ private:
+  explicit TestMemoryCgroup(std::string dir) : dir_(std::move(dir)) {}
+  std::string dir_;
+};
+
+// A region file's pages on tmpfs are charged to the agent's memory cgroup, and at its limit the
+// kernel does not refuse a page: it kills the agent. A client with the default role registering
+// 64 MiB regions under a 256 MiB limit got the agent OOM-killed on its third, with every VQP and
+// region of every client. Regions are now admitted only while they fit under the limit less the
+// agent's headroom; the refusal says so and the agent keeps serving.
+TEST(AgentMemoryLimit, RegionsPastTheAgentsMemoryLimitAreRefusedAndTheAgentKeepsServing) {
+  // Room for about 96 MiB of regions past the headroom, from what the agent holds already (its
+  // start-up pages stay charged where they were taken). Made first: removed last.
+  auto cgroup = TestMemoryCgroup::Make(256 * kMiB + 96 * kMiB);
+  if (cgroup == nullptr) GTEST_SKIP() << "no memory cgroup can be made here (needs root)";
+  auto agent = AgentProcess::Spawn({"memcg", {TestNicIp(0, 0)}, 0});
+  ASSERT_NE(agent, nullptr);
+  ASSERT_TRUE(cgroup->Enter(agent->pid()));
+  std::vector<uint64_t> held;
+  grpc::Status refused;
+  for (int i = 0; i < 16 && refused.ok(); ++i) {  // 512 MiB: past the limit
+    grpc::ClientContext ctx;
+    v1::RegisterMemoryRequest req;
+    req.set_length(32 * kMiB);
+    v1::RegionInfo region;
+    refused = agent->stub().RegisterMemory(&ctx, req, &region);
+    if (refused.ok()) held.push_back(region.region_id());
+  }
+  EXPECT_GE(held.size(), 1u);
+  EXPECT_LE(held.size(), 3u);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << refused.error_code() << " " << refused.error_message();
+  EXPECT_NE(refused.error_message().find("memory limit"), std::string::npos)
+      << refused.error_message();
+  ASSERT_EQ(waitpid(agent->pid(), nullptr, WNOHANG), 0) << "the agent died";
+  // It keeps serving, and a deregistered region's room is there again.
+  ASSERT_FALSE(held.empty());
+  {
+    grpc::ClientContext ctx;
+    v1::DeregisterMemoryRequest req;
+    req.set_region_id(held.back());
+    v1::DeregisterMemoryResponse resp;
+    ASSERT_TRUE(agent->stub().DeregisterMemory(&ctx, req, &resp).ok());
+  }
+  const v1::RegionInfo again = Register(agent->stub(), 32 * kMiB, "again");
+  EXPECT_NE(again.region_id(), 0u);
 }
 
 }  // namespace
