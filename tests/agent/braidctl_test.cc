@@ -298,6 +298,23 @@ TEST_F(BraidctlTest, ArgumentsItCannotUseAreRefusedByNameBeforeAnythingMoves) {
   EXPECT_NE(ok.output.find("byte-for-byte identical"), std::string::npos) << ok.output;
 }
 
+// An operation size that does not divide the region leaves the region's tail unwritten: --verify
+// compared it too and said DIFFERS (exit 1) of a transfer that was right.
+TEST_F(BraidctlTest, BenchVerifiesTheBytesItWroteWhenTheOpSizeDoesNotDivideTheRegion) {
+  const std::string bench = "--agent 127.0.0.1:" + std::to_string(TestPort(0)) +
+                            " bench --peer 127.0.0.1:" + std::to_string(TestPort(2)) + " ";
+  for (const char* scheme : {"spray", "dqplb"}) {
+    const CommandResult r =
+        Braidctl(bench + "--size 4097 --total 10M --verify --scheme " + std::string(scheme));
+    EXPECT_EQ(r.exit_code, 0) << scheme << ": " << r.output;
+    // 2,559 whole slots of 4,097 bytes; the 2,560th operation wrote slot 0's first 1,537 again.
+    EXPECT_NE(r.output.find("the 10484223 bytes written to the destination region are "
+                            "byte-for-byte identical"),
+              std::string::npos)
+        << scheme << ": " << r.output;
+  }
+}
+
 // An agent address that cannot work is refused at once, saying why: each of these waited out the
 // connect timeout and said only "Deadline Exceeded" (an empty one printed gRPC's complaints).
 TEST_F(BraidctlTest, AnAgentAddressThatCannotWorkIsRefusedAtOnceSayingWhy) {
