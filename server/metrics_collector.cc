@@ -239,17 +239,17 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
                                 MetricType::Gauge);
     Families::Add(dir_free, {}, static_cast<double>(s.region_dir_free_bytes));
   }
-  if (s.memory_limit_bytes > 0) {  // no limit, or the region directory's pages are not charged
+  if (s.memory_limit_bytes > 0) {  // without a limit: no series
     auto& limit = out.Family("braid_memory_limit_bytes",
-                             "The agent's memory limit (its cgroup's tightest), which region "
-                             "files' pages count against",
+                             "The agent's memory limit (its cgroup's tightest), which the pages "
+                             "of its region files and session rings count against",
                              MetricType::Gauge);
     Families::Add(limit, {}, static_cast<double>(s.memory_limit_bytes));
-    auto& room = out.Family("braid_region_memory_room_bytes",
-                            "Bytes new regions may still take under the agent's memory limit, "
-                            "less what the agent keeps for itself",
+    auto& room = out.Family("braid_memory_room_bytes",
+                            "Bytes new regions and session rings may still take under the "
+                            "agent's memory limit, less what the agent keeps for itself",
                             MetricType::Gauge);
-    Families::Add(room, {}, static_cast<double>(s.region_memory_room_bytes));
+    Families::Add(room, {}, static_cast<double>(s.memory_room_bytes));
   }
   auto& regions = out.Family("braid_regions", "Registered memory regions", MetricType::Gauge);
   Families::Add(regions, {}, s.regions);

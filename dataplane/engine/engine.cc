@@ -152,11 +152,18 @@ Result<RegionStatus> Engine::RegisterMemory(RegisterRequest request) {
                            BRAID_RETURN_IF_ERROR(e.AdmitRegister(request));
                            return e.regions_.next_id++;
                          }));
-  BRAID_ASSIGN_OR_RETURN(RegionDir::Claim room, regions_.dir->Take(request.length));
+  BRAID_ASSIGN_OR_RETURN(ByteClaim space, regions_.dir->Take(request.length));
+  ByteClaim memory;
+  if (regions_.dir->charged_to_memory()) {
+    BRAID_ASSIGN_OR_RETURN(
+        memory,
+        memory_.Take(request.length, "a region of " + std::to_string(request.length) + " bytes"));
+  }
   auto made = std::make_shared<std::unique_ptr<ShmRegion>>();  // a command is a copyable function
   BRAID_ASSIGN_OR_RETURN(*made, ShmRegion::Create(regions_.dir->path(), regions_.dir->NameFor(id),
                                                   request.length, request.file_uid));
-  room.Release();  // its pages are taken: the file system and the cgroup count them now
+  space.Release();  // its pages are taken: the file system and the cgroup count them now
+  memory.Release();
   return Call<RegionStatus>([request = std::move(request), id, made](Engine& e) {
     return e.DoRegister(request, id, std::move(*made));
   });
@@ -210,9 +217,11 @@ Result<EngineSnapshot> Engine::Snapshot() {
       space.ok()) {
     s.region_dir_size_bytes = space->size;
     s.region_dir_free_bytes = space->free;
-    s.memory_limit_bytes = space->memory_limit;
-    s.region_memory_room_bytes = space->memory_room;
   }
+  const MemoryRoom::Figures memory = memory_.Read();
+  s.memory_limit_bytes = memory.limit;
+  s.memory_room_bytes = memory.room;
+
   return s;
 }
 Status Engine::Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher, OwnerId scope) {

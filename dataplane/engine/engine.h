@@ -44,6 +44,7 @@
 #include "dataplane/engine/engine_options.h"
 #include "dataplane/engine/engine_types.h"
 #include "dataplane/engine/fd_budget.h"
+#include "dataplane/engine/memory_room.h"
 #include "dataplane/engine/region_dir.h"
 #include "dataplane/engine/shm_region.h"
 #include "dataplane/session/ring_entry.h"
@@ -247,7 +248,7 @@ class Engine {
   common::Result<RegionStatus> DoRegister(const RegisterRequest& request, uint64_t id,
                                           std::unique_ptr<ShmRegion> made);
   // Whether `request` may be registered now: its length and label, its owner's and the agent's
-  // region limits, its grants' VQPs (a region file's room is RegionDir::Take's).
+  // region limits, its grants' VQPs (a region file's room is RegionDir's and MemoryRoom's).
   common::Status AdmitRegister(const RegisterRequest& request);
   // Whether `owner` may register one more region (max_regions, max_regions_per_owner) and, for
   // a region file of `file_bytes` (0: the client's own memory), hold that many more bytes of them
@@ -418,6 +419,9 @@ class Engine {
   std::map<PeerKey, uint64_t> by_peer_;
   Fds fds_{FdBudget{options_.fd_reserve}};
   Regions regions_;
+  // The memory cgroup's room for the shared memory the agent makes (region files on tmpfs,
+  // session segments): checked and claimed on the calling threads, before they are made.
+  MemoryRoom memory_;
   Transfers transfers_;
   DeadlineHeap deadlines_{2 * size_t{options_.max_transfers} + 64};
   EngineSnapshot stats_;  // counters kept as they happen (devices/vqps filled by TakeSnapshot)

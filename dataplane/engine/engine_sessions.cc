@@ -49,6 +49,14 @@ Result<common::UniqueFd> Dup(int fd) {
 }  // namespace
 
 Result<SessionFds> Engine::OpenSession(SessionRequest request) {
+  // The segment's pages are taken when it is made, charged to the agent: admitted first, on this
+  // thread (reading the cgroup takes a while). Ring sizes that are not valid are refused below.
+  ByteClaim memory;
+  if (request.rings.Valid()) {
+    const uint64_t bytes = session::SessionSegment::Layout(request.rings).total_bytes;
+    BRAID_ASSIGN_OR_RETURN(
+        memory, memory_.Take(bytes, "a session segment of " + std::to_string(bytes) + " bytes"));
+  }
   return Call<SessionFds>([request](Engine& e) { return e.DoOpenSession(request); });
 }
 

@@ -337,8 +337,8 @@ struct EngineSnapshot {
   uint32_t regions = 0;
   uint64_t region_dir_size_bytes = 0;  // the region directory's file system (0: none stated)
   uint64_t region_dir_free_bytes = 0;  // what a region file may still take there
-  uint64_t memory_limit_bytes = 0;     // the agent's memory cgroup's (0: none, or not charged)
-  uint64_t region_memory_room_bytes = 0;  // what region files may still take under it
+  uint64_t memory_limit_bytes = 0;     // the agent's memory cgroup's tightest (0: none)
+  uint64_t memory_room_bytes = 0;      // what its shared memory may still take under it
   uint64_t loop_iterations = 0;
   uint64_t sleeps = 0;
   uint64_t yields = 0;              // empty busy-poll turns after which the loop gave its core away

@@ -10,7 +10,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
-#include <optional>
 
 #include "dataplane/common/memory_file.h"
 #include "dataplane/common/quote.h"
@@ -34,8 +33,7 @@ bool IsPidAndRegion(const std::string& rest, std::string* pid) {
 }  // namespace
 
 common::Result<std::unique_ptr<RegionDir>> RegionDir::Open(const std::string& dir,
-                                                           const std::string& agent_id,
-                                                           MemoryCgroup memory) {
+                                                           const std::string& agent_id) {
   struct stat st {};
   const bool exists = stat(dir.c_str(), &st) == 0;
   if (!exists && errno == ENOENT) {
@@ -70,7 +68,7 @@ common::Result<std::unique_ptr<RegionDir>> RegionDir::Open(const std::string& di
   }
   // hugetlbfs pages are not charged to the memory cgroup (the hugetlb controller counts them).
   const bool charged = exists && fs.f_type != HUGETLBFS_MAGIC;
-  auto out = std::make_unique<RegionDir>(dir, prefix, lock_path, fd, std::move(memory), charged);
+  auto out = std::make_unique<RegionDir>(dir, prefix, lock_path, fd, charged);
   if (fd < 0) return out;
   const std::string self = std::to_string(getpid());
   std::error_code ec;
@@ -87,12 +85,11 @@ common::Result<std::unique_ptr<RegionDir>> RegionDir::Open(const std::string& di
 }
 
 RegionDir::RegionDir(std::string dir, std::string prefix, std::string lock_path, int lock_fd,
-                     MemoryCgroup memory, bool charged_to_memory)
+                     bool charged_to_memory)
     : dir_(std::move(dir)),
       prefix_(std::move(prefix)),
       lock_path_(std::move(lock_path)),
       lock_fd_(lock_fd),
-      memory_(std::move(memory)),
       charged_to_memory_(charged_to_memory) {}
 
 RegionDir::~RegionDir() {
@@ -105,40 +102,18 @@ common::Result<RegionDir::Room> RegionDir::Space() const {
   struct statfs fs {};
   if (statfs(dir_.c_str(), &fs) != 0) return common::Status::FromErrno(errno, "statfs " + dir_);
   const auto block = static_cast<uint64_t>(fs.f_bsize);
-  Room room{.size = static_cast<uint64_t>(fs.f_blocks) * block,
-            .free = static_cast<uint64_t>(fs.f_bavail) * block};
-  if (charged_to_memory_) {
-    if (const std::optional<MemoryCgroup::Limit> limit = memory_.Tightest()) {
-      room.memory_limit = limit->limit;
-      room.memory_room = limit->room() > kMemoryHeadroom ? limit->room() - kMemoryHeadroom : 0;
-    }
-  }
-  return room;
+  return Room{.size = static_cast<uint64_t>(fs.f_blocks) * block,
+              .free = static_cast<uint64_t>(fs.f_bavail) * block};
 }
 
-RegionDir::Claim& RegionDir::Claim::operator=(Claim&& other) noexcept {
-  if (this != &other) {
-    Release();
-    claimed_ = other.claimed_;
-    bytes_ = other.bytes_;
-    other.claimed_ = nullptr;
-  }
-  return *this;
-}
-
-void RegionDir::Claim::Release() {
-  if (claimed_ != nullptr) claimed_->fetch_sub(bytes_, std::memory_order_relaxed);
-  claimed_ = nullptr;
-}
-
-common::Result<RegionDir::Claim> RegionDir::Take(uint64_t length) {
+common::Result<ByteClaim> RegionDir::Take(uint64_t length) {
   std::lock_guard<std::mutex> lock(take_mu_);
   BRAID_ASSIGN_OR_RETURN(const Room room, Space());
-  const uint64_t claimed = claimed_.load(std::memory_order_relaxed);
-  const auto fits = [&](uint64_t free) { return free >= claimed && free - claimed >= length; };
-  const std::string pending =
-      claimed > 0 ? " (" + std::to_string(claimed) + " of them held for regions being made)" : "";
-  if (room.size > 0 && !fits(room.free)) {  // a size of 0: creation decides (hugetlbfs's pool)
+  const uint64_t held = held_.load(std::memory_order_relaxed);
+  // A size of 0: creation decides (hugetlbfs's pool).
+  if (room.size > 0 && (room.free < held || room.free - held < length)) {
+    const std::string pending =
+        held > 0 ? " (" + std::to_string(held) + " of them held for regions being made)" : "";
     return common::Status::NoResource(
         "region directory " + dir_ + " has " + std::to_string(room.free) + " of its " +
         std::to_string(room.size) + " bytes free" + pending + ": a region of " +
@@ -146,18 +121,7 @@ common::Result<RegionDir::Claim> RegionDir::Take(uint64_t length) {
         " does not fit; deregister regions, remove other files from it, register a smaller "
         "region, or give the agent a larger region_dir");
   }
-  if (room.memory_limit > 0 && !fits(room.memory_room)) {
-    return common::Status::NoResource(
-        "the agent's memory limit of " + std::to_string(room.memory_limit) +
-        " bytes (its cgroup; region pages count against it) leaves " +
-        std::to_string(room.memory_room) + " bytes for more regions, past the " +
-        std::to_string(kMemoryHeadroom) + " the agent keeps for itself" + pending +
-        ": a region of " + std::to_string(length) +
-        " does not fit; deregister regions, register a smaller region, or raise the agent's "
-        "memory limit (the chart's resources.limits.memory)");
-  }
-  claimed_.fetch_add(length, std::memory_order_relaxed);
-  return Claim(&claimed_, length);
+  return ByteClaim(&held_, length);
 }
 
 std::string RegionDir::NameFor(uint64_t region_id) const {

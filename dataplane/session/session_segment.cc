@@ -61,6 +61,17 @@ common::Result<std::unique_ptr<SessionSegment>> SessionSegment::Create(const Rin
     close(fd);
     return s;
   }
+  // Its pages are taken now (charged to the maker's memory cgroup, which admitted them), not as
+  // the rings go round: a page that cannot be had then is the kernel's OOM kill, not an error.
+  if (const int err = posix_fallocate(fd, 0, static_cast<off_t>(layout.total_bytes)); err != 0) {
+    close(fd);
+    return err == ENOSPC || err == ENOMEM
+               ? Status::NoResource("no memory for a session segment of " +
+                                    std::to_string(layout.total_bytes) +
+                                    " bytes: close sessions no longer used or ask for smaller "
+                                    "rings")
+               : Status::FromErrno(err, "taking the pages of the session segment");
+  }
   void* base = mmap(nullptr, layout.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) {
     Status s = Errno("mmap of the session segment");

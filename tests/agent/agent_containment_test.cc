@@ -20,6 +20,8 @@
 #include <thread>
 #include <vector>
 
+#include "dataplane/session/session_client.h"
+#include "dataplane/session/session_segment.h"
 #include "tests/agent/agent_harness.h"
 #include "tests/agent/event_collector.h"
 #include "tests/testutil/test_port.h"
@@ -460,6 +462,47 @@ TEST(AgentMemoryLimit, RegionsPastTheAgentsMemoryLimitAreRefusedAndTheAgentKeeps
   }
   const v1::RegionInfo again = Register(agent->stub(), 32 * kMiB, "again");
   EXPECT_NE(again.region_id(), 0u);
+}
+
+// A session's segment is the agent's memory too (the engine writes its rings): its pages are taken
+// when it opens, admitted under the same limit. Without that, each caller's sessions were bounded
+// by max_session_bytes_per_caller alone (256 MiB), whatever the agent's limit.
+TEST(AgentMemoryLimit, SessionRingsPastTheAgentsMemoryLimitAreRefusedAndTheAgentKeepsServing) {
+  auto cgroup = TestMemoryCgroup::Make(256 * kMiB + 40 * kMiB);
+  if (cgroup == nullptr) GTEST_SKIP() << "no memory cgroup can be made here (needs root)";
+  const std::string dir = "/tmp/braid-memcg-test-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  {
+    AgentSpec spec{"memcg-s", {TestNicIp(0, 0)}, 0};
+    spec.extra_args = {"--grpc-unix", dir + "/braidd.sock"};
+    auto agent = AgentProcess::Spawn(spec);
+    ASSERT_NE(agent, nullptr);
+    ASSERT_TRUE(cgroup->Enter(agent->pid()));
+    const session::RingSizes largest{65536, 65536, 65536};  // about 8 MiB a session
+    std::vector<std::unique_ptr<session::SessionClient>> open;
+    common::Status refused;
+    for (int i = 0; i < 30 && refused.ok(); ++i) {  // 240 MiB: within the caller's 256 MiB
+      auto c = session::SessionClient::Connect(dir + "/braidd.sock.session", largest);
+      if (c.ok()) open.push_back(std::move(*c));
+      refused = c.status();
+    }
+    std::printf("%zu sessions of %lu bytes opened under the limit; refusal: %s\n", open.size(),
+                static_cast<unsigned long>(session::SessionSegment::Layout(largest).total_bytes),
+                refused.ToString().c_str());
+    EXPECT_GE(open.size(), 1u);
+    EXPECT_LE(open.size(), 5u);
+    EXPECT_EQ(refused.code(), common::StatusCode::kNoResource) << refused.ToString();
+    EXPECT_NE(refused.message().find("memory limit"), std::string::npos) << refused.ToString();
+    ASSERT_EQ(waitpid(agent->pid(), nullptr, WNOHANG), 0) << "the agent died";
+    open.pop_back();  // a closed session's room is there again
+    bool reopened = false;
+    for (int i = 0; i < 50 && !reopened; ++i) {  // the agent sees the close a moment later
+      reopened = session::SessionClient::Connect(dir + "/braidd.sock.session", largest).ok();
+      if (!reopened) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_TRUE(reopened);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <string>
 
+#include "dataplane/engine/memory_room.h"
 #include "dataplane/engine/region_dir.h"
 
 namespace braid::engine {
@@ -123,35 +124,52 @@ TEST_F(MemoryCgroupTest, AContainersOwnCgroupMountedAsTheRootIsFound) {
   EXPECT_EQ(limit->dir, (root_ / "memory").string());
 }
 
-TEST_F(MemoryCgroupTest, ARegionIsRefusedPastTheMemoryLimitLessTheHeadroomAndClaimsCount) {
-  // The agent's cgroup leaves headroom + 100 MiB; the region directory is on tmpfs (/dev/shm),
-  // whose pages are charged to it.
-  V2("/agent", std::to_string(RegionDir::kMemoryHeadroom + 300 * kMiB), 200 * kMiB, 0);
+TEST_F(MemoryCgroupTest, MemoryPastTheLimitLessTheHeadroomIsRefusedAndClaimsCount) {
+  V2("/agent", std::to_string(MemoryRoom::kHeadroom + 300 * kMiB), 200 * kMiB, 0);
+  MemoryRoom room(Of("0::/agent\n"));
+  EXPECT_EQ(room.Read().limit, MemoryRoom::kHeadroom + 300 * kMiB);
+  EXPECT_EQ(room.Read().room, 100 * kMiB);
+
+  auto too_big = room.Take(101 * kMiB, "a region of 101 MiB");
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_EQ(too_big.status().code(), common::StatusCode::kNoResource);
+  EXPECT_NE(too_big.status().message().find("memory limit"), std::string::npos);
+  EXPECT_NE(too_big.status().message().find("a region of 101 MiB does not fit"), std::string::npos)
+      << too_big.status().ToString();
+
+  auto first = room.Take(60 * kMiB, "the first");
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  // A second made at the same time must not take the same room.
+  auto second = room.Take(60 * kMiB, "the second");
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.status().message().find("held for what is being made"), std::string::npos)
+      << second.status().ToString();
+  first->Release();  // made: the cgroup's usage counts it now (here: it did not grow)
+  EXPECT_TRUE(room.Take(60 * kMiB, "the third").ok());
+
+  MemoryRoom unlimited(Of("0::/\n"));  // the root: "max"
+  EXPECT_EQ(unlimited.Read().limit, 0u);
+  EXPECT_TRUE(unlimited.Take(uint64_t{1} << 50, "a petabyte").ok());
+}
+
+TEST_F(MemoryCgroupTest, RegionFilesMadeAtOnceCannotShareTheLastSpaceOfTheirDirectory) {
   const std::string dir = "/dev/shm/braid-cgroup-test-" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
   {
-    auto rd = RegionDir::Open(dir, "cg", Of("0::/agent\n"));
+    auto rd = RegionDir::Open(dir, "cg");
     ASSERT_TRUE(rd.ok()) << rd.status().ToString();
+    EXPECT_TRUE((*rd)->charged_to_memory());  // tmpfs
     auto space = (*rd)->Space();
     ASSERT_TRUE(space.ok());
-    EXPECT_EQ(space->memory_limit, RegionDir::kMemoryHeadroom + 300 * kMiB);
-    EXPECT_EQ(space->memory_room, 100 * kMiB);
-
-    auto too_big = (*rd)->Take(101 * kMiB);
-    ASSERT_FALSE(too_big.ok());
-    EXPECT_EQ(too_big.status().code(), common::StatusCode::kNoResource);
-    EXPECT_NE(too_big.status().message().find("memory limit"), std::string::npos)
-        << too_big.status().ToString();
-
-    auto first = (*rd)->Take(60 * kMiB);
+    const uint64_t half = space->free / 2 + 4096;
+    auto first = (*rd)->Take(half);
     ASSERT_TRUE(first.ok()) << first.status().ToString();
-    // A second made at the same time must not take the same room.
-    auto second = (*rd)->Take(60 * kMiB);
+    auto second = (*rd)->Take(half);
     ASSERT_FALSE(second.ok());
     EXPECT_NE(second.status().message().find("held for regions being made"), std::string::npos)
         << second.status().ToString();
-    first->Release();  // made: the cgroup's usage counts it now (here: it did not grow)
-    EXPECT_TRUE((*rd)->Take(60 * kMiB).ok());
+    first->Release();
+    EXPECT_TRUE((*rd)->Take(half).ok());
   }
   std::filesystem::remove_all(dir);
 }
