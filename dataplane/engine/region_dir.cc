@@ -100,7 +100,16 @@ RegionDir::~RegionDir() {
 
 common::Result<RegionDir::Room> RegionDir::Space() const {
   struct statfs fs {};
-  if (statfs(dir_.c_str(), &fs) != 0) return common::Status::FromErrno(errno, "statfs " + dir_);
+  if (statfs(dir_.c_str(), &fs) != 0) {
+    if (errno == ENOENT) {
+      return common::Status::NotFound(
+          "region directory " + dir_ +
+          " no longer exists (removed while the agent runs): new regions cannot be made until it "
+          "is created again (regions registered before keep working); restart the agent to "
+          "take the directory's lock again");
+    }
+    return common::Status::FromErrno(errno, "statfs " + dir_);
+  }
   const auto block = static_cast<uint64_t>(fs.f_bsize);
   return Room{.size = static_cast<uint64_t>(fs.f_blocks) * block,
               .free = static_cast<uint64_t>(fs.f_bavail) * block};

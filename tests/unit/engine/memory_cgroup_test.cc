@@ -13,7 +13,6 @@
 #include <string>
 
 #include "dataplane/engine/memory_room.h"
-#include "dataplane/engine/region_dir.h"
 
 namespace braid::engine {
 namespace {
@@ -150,28 +149,6 @@ TEST_F(MemoryCgroupTest, MemoryPastTheLimitLessTheHeadroomIsRefusedAndClaimsCoun
   MemoryRoom unlimited(Of("0::/\n"));  // the root: "max"
   EXPECT_EQ(unlimited.Read().limit, 0u);
   EXPECT_TRUE(unlimited.Take(uint64_t{1} << 50, "a petabyte").ok());
-}
-
-TEST_F(MemoryCgroupTest, RegionFilesMadeAtOnceCannotShareTheLastSpaceOfTheirDirectory) {
-  const std::string dir = "/dev/shm/braid-cgroup-test-" + std::to_string(getpid());
-  std::filesystem::create_directories(dir);
-  {
-    auto rd = RegionDir::Open(dir, "cg");
-    ASSERT_TRUE(rd.ok()) << rd.status().ToString();
-    EXPECT_TRUE((*rd)->charged_to_memory());  // tmpfs
-    auto space = (*rd)->Space();
-    ASSERT_TRUE(space.ok());
-    const uint64_t half = space->free / 2 + 4096;
-    auto first = (*rd)->Take(half);
-    ASSERT_TRUE(first.ok()) << first.status().ToString();
-    auto second = (*rd)->Take(half);
-    ASSERT_FALSE(second.ok());
-    EXPECT_NE(second.status().message().find("held for regions being made"), std::string::npos)
-        << second.status().ToString();
-    first->Release();
-    EXPECT_TRUE((*rd)->Take(half).ok());
-  }
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
