@@ -1,8 +1,8 @@
-// The agent's memory limit, as its cgroup states it, and the region room it leaves. A region
-// file's pages on tmpfs are charged to the agent's memory cgroup; past its limit the kernel
-// OOM-killed the agent (a client with the default role registered three 64 MiB regions under a
-// 256 MiB limit and every VQP and region on the agent went with it). The cgroup files here are
-// fakes in a temporary directory laid out as the kernel lays them out, v1 and v2.
+// The agent's memory limit, as its cgroup states it, and the room it leaves for the shared memory
+// the agent makes (MemoryRoom). A region file's pages on tmpfs are charged to the agent's memory
+// cgroup; past its limit the kernel OOM-killed the agent (under a 256 MiB limit, during a
+// client's third 64 MiB region, and every VQP and region on the agent went with it). The cgroup
+// files here are fakes in a temporary directory laid out as the kernel lays them out, v1 and v2.
 #include "dataplane/engine/memory_cgroup.h"
 
 #include <gtest/gtest.h>
