@@ -299,7 +299,9 @@ class Engine {
   void FailBacklog(VqpSlot& slot, const common::Status& status);
 
   // Sessions (engine_sessions.cc).
-  common::Result<SessionFds> DoOpenSession(const SessionRequest& request);
+  // Opens a session on `segment`, made for `request` on the caller's thread.
+  common::Result<SessionFds> DoOpenSession(const SessionRequest& request,
+                                           std::unique_ptr<session::SessionSegment> segment);
   common::Result<SessionSlot*> FindSession(uint64_t session_id, OwnerId scope);
   common::Result<uint32_t> DoBindRemote(SessionSlot& s, uint64_t vqp_id,
                                         const RemoteRegion& remote);

@@ -49,15 +49,19 @@ Result<common::UniqueFd> Dup(int fd) {
 }  // namespace
 
 Result<SessionFds> Engine::OpenSession(SessionRequest request) {
-  // The segment's pages are taken when it is made, charged to the agent: admitted first, on this
-  // thread (reading the cgroup takes a while). Ring sizes that are not valid are refused below.
-  ByteClaim memory;
-  if (request.rings.Valid()) {
-    const uint64_t bytes = session::SessionSegment::Layout(request.rings).total_bytes;
-    BRAID_ASSIGN_OR_RETURN(
-        memory, memory_.Take(bytes, "a session segment of " + std::to_string(bytes) + " bytes"));
-  }
-  return Call<SessionFds>([request](Engine& e) { return e.DoOpenSession(request); });
+  // The segment's pages are taken when it is made, charged to the agent: admitted under its
+  // memory limit, and made, on this thread (reading the cgroup and taking up to 8 MiB of pages
+  // take a while, and must not stall the data plane).
+  BRAID_RETURN_IF_ERROR(request.rings.Check());
+  const uint64_t bytes = session::SessionSegment::Layout(request.rings).total_bytes;
+  BRAID_ASSIGN_OR_RETURN(
+      ByteClaim memory,
+      memory_.Take(bytes, "a session segment of " + std::to_string(bytes) + " bytes"));
+  auto made = std::make_shared<std::unique_ptr<session::SessionSegment>>();  // copyable command
+  BRAID_ASSIGN_OR_RETURN(*made, session::SessionSegment::Create(request.rings));
+  memory.Release();  // its pages are taken: the cgroup counts them now
+  return Call<SessionFds>(
+      [request, made](Engine& e) { return e.DoOpenSession(request, std::move(*made)); });
 }
 
 Result<uint32_t> Engine::BindRemote(uint64_t session_id, uint64_t vqp_id, RemoteRegion remote,
@@ -93,11 +97,12 @@ Status Engine::AdmitDescriptors(uint64_t needed, std::string what) {
   });
 }
 
-Result<SessionFds> Engine::DoOpenSession(const SessionRequest& request) {
+Result<SessionFds> Engine::DoOpenSession(const SessionRequest& request,
+                                         std::unique_ptr<session::SessionSegment> segment) {
   // Three descriptors stay with the engine; the three duplicates leave with the client.
   BRAID_RETURN_IF_ERROR(fds_.budget.Admit(6, fds_.promised, "this session"));
   auto s = std::make_unique<SessionSlot>();
-  BRAID_ASSIGN_OR_RETURN(s->segment, session::SessionSegment::Create(request.rings));
+  s->segment = std::move(segment);
   OwnerUsage& usage = owners_[request.owner];
   const uint64_t bytes = s->segment->layout().total_bytes;
   if (usage.session_bytes + bytes > options_.max_session_bytes_per_owner) {

@@ -30,6 +30,11 @@ constexpr unsigned int kSizeSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 
 bool RingSizes::Valid() const { return RingSizeOk(sq) && RingSizeOk(cq) && RingSizeOk(nq); }
 
+Status RingSizes::Check() const {
+  return Valid() ? Status::Ok()
+                 : Status::InvalidArgument("ring sizes must be powers of two from 2 to 65536");
+}
+
 SegmentHeader SessionSegment::Layout(const RingSizes& sizes) {
   SegmentHeader h{};
   h.magic = kSegmentMagic;
@@ -49,9 +54,7 @@ SegmentHeader SessionSegment::Layout(const RingSizes& sizes) {
 }
 
 common::Result<std::unique_ptr<SessionSegment>> SessionSegment::Create(const RingSizes& sizes) {
-  if (!sizes.Valid()) {
-    return Status::InvalidArgument("ring sizes must be powers of two from 2 to 65536");
-  }
+  BRAID_RETURN_IF_ERROR(sizes.Check());
   const SegmentHeader layout = Layout(sizes);
   const int fd = memfd_create("braid-session", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) return Errno("memfd_create");

@@ -49,6 +49,8 @@ struct RingSizes {
   uint32_t cq = 1024;  // completions: the session's window
   uint32_t nq = 1024;  // notifications
   bool Valid() const;
+  // Valid(), or kInvalidArgument saying what sizes are.
+  common::Status Check() const;
 };
 
 class SessionSegment {
