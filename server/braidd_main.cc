@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dataplane/engine/fd_budget.h"
+#include "dataplane/verbs/memlock.h"
 #include "server/agent.h"
 #include "server/log_sink.h"
 
@@ -213,6 +214,26 @@ int main(int argc, char** argv) {
   } else if (limits->first.soft != limits->second.soft) {
     spdlog::info("fd_limit={} was={} msg=\"raised the fd soft limit to the hard limit\"",
                  limits->second.soft, limits->first.soft);
+  }
+  // Registering memory with an HCA pins it, counted against RLIMIT_MEMLOCK unless the agent has
+  // CAP_IPC_LOCK: take what the hard limit allows, and say what that is.
+  if (auto before = braid::verbs::RaiseMemlockSoftLimit(); !before.ok()) {
+    spdlog::warn("msg=\"could not raise the locked-memory limit\" error=\"{}\"",
+                 before.status().ToString());
+  } else if (config.provider != "soft") {
+    const braid::verbs::MemlockLimit now = braid::verbs::ReadMemlock();
+    if (now.bounded()) {
+      spdlog::warn(
+          "memlock_limit={} was={} ipc_lock=false msg=\"the agent may pin at most {} bytes for "
+          "registered memory (RLIMIT_MEMLOCK) and lacks CAP_IPC_LOCK: registrations past it fail "
+          "on an HCA; raise the limit (LimitMEMLOCK=infinity, the container's memlock ulimit) or "
+          "grant CAP_IPC_LOCK\"",
+          braid::verbs::MemlockBytes(now.soft), braid::verbs::MemlockBytes(before->soft),
+          braid::verbs::MemlockBytes(now.soft));
+    } else {
+      spdlog::info("memlock_limit={} ipc_lock={}", braid::verbs::MemlockBytes(now.soft),
+                   now.ipc_lock);
+    }
   }
   auto agent = braid::server::Agent::Start(config);
   if (!agent.ok()) {

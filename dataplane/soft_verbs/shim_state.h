@@ -52,6 +52,7 @@ struct ShimPd {
 struct ShimMr {
   ibv_mr mr;  // first
   std::unique_ptr<verbs::MemoryRegion> impl;
+  uint64_t pinned_pages = 0;  // counted in ShimState::pinned_pages()
 };
 
 // A type-2 memory window. mw.rkey is the key it was allocated with: the soft NIC finds the window
@@ -98,6 +99,9 @@ class ShimState {
   TcpFabric* fabric() { return fabric_.get(); }
   // Under mu(): the program polled a CQ now (its polls move the fabric meanwhile).
   void NotePoll();
+  // Under mu(): the pages the process's registrations pin, as the kernel counts them (each
+  // registration's own, against RLIMIT_MEMLOCK: see ibv_reg_mr).
+  uint64_t& pinned_pages() { return pinned_pages_; }
 
  private:
   ShimState();
@@ -108,6 +112,7 @@ class ShimState {
   std::vector<ShimDevice*> device_list_;
   std::vector<SoftNicConfig> nics_;
   uint16_t port_ = 18515;
+  uint64_t pinned_pages_ = 0;
   std::unique_ptr<TcpFabric> fabric_;
   std::unique_ptr<SoftProvider> provider_;
   struct Open_ {

@@ -19,6 +19,7 @@
 #include "dataplane/soft/soft_device.h"
 #include "dataplane/soft_verbs/qp_transition.h"
 #include "dataplane/soft_verbs/shim_state.h"
+#include "dataplane/verbs/memlock.h"
 
 #undef ibv_query_port
 #undef ibv_reg_mr
@@ -321,9 +322,22 @@ ibv_mr* ibv_reg_mr(ibv_pd* pd, void* addr, size_t length, int access) {
                              IBV_ACCESS_OPTIONAL_RANGE;
   if ((access & ~kSupported) != 0) return Fail<ibv_mr>(EOPNOTSUPP);
   Lock lock(ShimState::Get().mu());
+  // As the kernel pins a registration (ib_umem_get): its pages count against the soft
+  // RLIMIT_MEMLOCK, every registration's again, unless the process has CAP_IPC_LOCK.
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t first = reinterpret_cast<uintptr_t>(addr) / page;
+  const uint64_t pages =
+      length == 0 ? 0 : (reinterpret_cast<uintptr_t>(addr) + length - 1) / page - first + 1;
+  uint64_t& pinned = ShimState::Get().pinned_pages();
+  if (const braid::verbs::MemlockLimit limit = braid::verbs::ReadMemlock();
+      limit.bounded() && pinned + pages > limit.soft / page) {
+    return Fail<ibv_mr>(ENOMEM);
+  }
   auto mr = braid::soft::Of(pd)->impl->RegisterMemory(addr, length, static_cast<unsigned>(access));
   if (!mr.ok()) return Fail<ibv_mr>(braid::soft::ErrnoOf(mr.status()));
+  pinned += pages;
   auto* m = new ShimMr();
+  m->pinned_pages = pages;
   std::memset(&m->mr, 0, sizeof(m->mr));
   m->mr.context = pd->context;
   m->mr.pd = pd;
@@ -348,7 +362,9 @@ ibv_mr* ibv_reg_mr_iova(ibv_pd* pd, void* addr, size_t length, uint64_t iova, in
 
 int ibv_dereg_mr(ibv_mr* mr) {
   Lock lock(ShimState::Get().mu());
-  delete reinterpret_cast<ShimMr*>(mr);
+  auto* m = reinterpret_cast<ShimMr*>(mr);
+  ShimState::Get().pinned_pages() -= m->pinned_pages;
+  delete m;
   return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <cerrno>
 
 #include "dataplane/verbs/ibverbs_attr.h"
+#include "dataplane/verbs/memlock.h"
 
 namespace braid::verbs {
 
@@ -119,7 +120,7 @@ IbverbsPd::~IbverbsPd() { ibv_dealloc_pd(pd_); }
 Result<std::unique_ptr<MemoryRegion>> IbverbsPd::RegisterMemory(void* addr, size_t length,
                                                                 unsigned int access) {
   ibv_mr* mr = ibv_reg_mr(pd_, addr, length, static_cast<int>(access));
-  if (mr == nullptr) return Status::FromErrno(errno, "ibv_reg_mr");
+  if (mr == nullptr) return RegistrationFailure(errno, length);
   return std::unique_ptr<MemoryRegion>(std::make_unique<IbverbsMr>(mr));
 }
 

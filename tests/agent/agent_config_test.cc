@@ -1,13 +1,17 @@
 // braidd's configuration: a YAML file (listeners, window, fault injection, per-QP metrics) taken
-// as given, and a bad one refused at start with the key named.
+// as given, and a bad one refused at start with the key named; the host's locked-memory limit
+// named when it stops a registration.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
 #include <utility>
 
 #include "dataplane/common/unique_fd.h"
@@ -288,6 +292,50 @@ TEST(AgentConfig, ATokensFileThatCannotServeIsRefusedAtStart) {
     EXPECT_EQ(r.exit_code, file == dir + "/good" ? 0 : 1) << file << ": " << r.output;
   }
   std::filesystem::remove_all(dir);
+}
+
+// On an HCA, registering memory pins it, counted against RLIMIT_MEMLOCK unless the agent has
+// CAP_IPC_LOCK (libbraid_verbs.so counts it as the kernel does). Past the limit ibv_reg_mr fails
+// with ENOMEM, and the agent said only "ibv_reg_mr: Cannot allocate memory". It now raises its
+// soft limit to the hard one at start, warns when pinning stays bounded, and a registration past
+// the limit says which limit and how to raise it; the agent keeps serving.
+TEST(AgentMemlock, ARegistrationPastTheLockedMemoryLimitNamesTheLimitAndHowToRaiseIt) {
+  if (!SoftVerbsAvailable())
+    GTEST_SKIP() << "libbraid_verbs.so is not built here (sanitizer build)";
+  AgentSpec spec{"memlock", {TestNicIp(0, 0)}, 0};
+  spec.soft_verbs = true;
+  spec.memlock_limit = 8 * kMiB;
+  spec.drop_ipc_lock = true;
+  spec.log_level = "info";
+  auto agent = AgentProcess::Spawn(spec);
+  ASSERT_TRUE(agent);
+  {
+    std::ifstream status("/proc/" + std::to_string(agent->pid()) + "/status");
+    std::string line;
+    while (std::getline(status, line) && line.rfind("CapEff:", 0) != 0) {
+    }
+    ASSERT_EQ((std::stoull(line.substr(7), nullptr, 16) >> 14) & 1, 0u) << line;  // CAP_IPC_LOCK
+  }
+  const v1::VirtualQpInfo vqp = CreateVqp(agent->stub(), v1::SCHEME_SPRAY, 2);
+  const v1::RegionInfo small = Register(agent->stub(), 2 * kMiB, "small", {vqp.vqp_id()});
+  EXPECT_NE(small.region_id(), 0u);
+  grpc::ClientContext ctx;
+  v1::RegisterMemoryRequest req;
+  req.set_length(16 * kMiB);
+  req.add_grant_vqp_ids(vqp.vqp_id());
+  v1::RegionInfo big;
+  const grpc::Status refused = agent->stub().RegisterMemory(&ctx, req, &big);
+  std::printf("16 MiB region under an 8 MiB memlock limit: %s\n", refused.error_message().c_str());
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+  EXPECT_NE(refused.error_message().find("may pin at most 8388608 bytes of memory (RLIMIT_MEMLOCK"),
+            std::string::npos)
+      << refused.error_message();
+  EXPECT_NE(refused.error_message().find("CAP_IPC_LOCK"), std::string::npos);
+  // Still serving; what fits is registered.
+  EXPECT_NE(Register(agent->stub(), 2 * kMiB, "fits", {vqp.vqp_id()}).region_id(), 0u);
+  std::ifstream log(agent->log_path());
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("memlock_limit=8388608"), std::string::npos) << text;
 }
 
 }  // namespace

@@ -4,9 +4,11 @@
 #include <fcntl.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
+#include <linux/capability.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -131,6 +133,11 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
       const rlimit fds{spec.fd_soft_limit, spec.fd_hard_limit};
       if (setrlimit(RLIMIT_NOFILE, &fds) != 0) _exit(126);
     }
+    if (spec.memlock_limit != 0) {
+      const rlimit locked{spec.memlock_limit, spec.memlock_limit};
+      if (setrlimit(RLIMIT_MEMLOCK, &locked) != 0) _exit(126);
+    }
+    if (spec.drop_ipc_lock && prctl(PR_CAPBSET_DROP, CAP_IPC_LOCK, 0, 0, 0) != 0) _exit(126);
     execv(argv[0], argv.data());
     _exit(127);
   }

@@ -42,6 +42,10 @@ struct AgentSpec {
   // RLIMIT_NOFILE given to the agent at start (0: inherited).
   uint64_t fd_soft_limit = 0;
   uint64_t fd_hard_limit = 0;
+  // RLIMIT_MEMLOCK given to the agent at start, soft and hard (0: inherited), and whether it runs
+  // without CAP_IPC_LOCK (dropped from its bounding set), as a real agent might.
+  uint64_t memlock_limit = 0;
+  bool drop_ipc_lock = false;
   // Security. Empty: plaintext TCP with anonymous callers as admins (every test that is not about
   // security). Otherwise these flags instead (TLS, identities), and the harness's own channel
   // calls with `credentials` (it needs a role that may call GetInfo).
