@@ -221,7 +221,6 @@ Result<EngineSnapshot> Engine::Snapshot() {
   const MemoryRoom::Figures memory = memory_.Read();
   s.memory_limit_bytes = memory.limit;
   s.memory_room_bytes = memory.room;
-
   return s;
 }
 Status Engine::Watch(uint64_t vqp_id, std::shared_ptr<NotificationWatcher> watcher, OwnerId scope) {

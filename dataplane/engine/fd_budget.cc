@@ -4,9 +4,8 @@
 #include <sys/resource.h>
 
 #include <cerrno>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
+
+#include "dataplane/common/proc_status.h"
 
 namespace braid::engine {
 
@@ -39,20 +38,7 @@ Result<uint64_t> FdBudget::CountOpen() {
   return n - 1;  // the directory's own descriptor
 }
 
-uint64_t FdBudget::TableSize() {
-  FILE* f = fopen("/proc/self/status", "re");
-  if (f == nullptr) return UINT64_MAX;
-  char line[256];
-  uint64_t size = UINT64_MAX;
-  while (fgets(line, sizeof(line), f) != nullptr) {
-    if (std::strncmp(line, "FDSize:", 7) == 0) {
-      size = std::strtoull(line + 7, nullptr, 10);
-      break;
-    }
-  }
-  fclose(f);
-  return size;
-}
+uint64_t FdBudget::TableSize() { return common::ProcStatusField("FDSize").value_or(UINT64_MAX); }
 
 Status FdBudget::CheckRoom() const {
   const Limits limits = Current();

@@ -43,7 +43,6 @@ std::optional<uint64_t> StatValue(const std::string& stat, std::string_view key)
 
 std::vector<std::string> MemoryCgroup::Levels(bool* v2) const {
   std::vector<std::string> out;
-  const std::string& root = root_;
   *v2 = false;
   const std::optional<std::string> text = ReadFile(proc_cgroup_);
   if (!text) return out;
@@ -61,13 +60,13 @@ std::vector<std::string> MemoryCgroup::Levels(bool* v2) const {
     bool memory = false;
     for (std::string name; std::getline(names, name, ',');) memory = memory || name == "memory";
     if (memory) {
-      base = root + "/memory";
+      base = root_ + "/memory";
       path = where;
       *v2 = false;
       break;
     }
-    if (controllers.empty() && std::filesystem::exists(root + "/cgroup.controllers")) {
-      base = root;
+    if (controllers.empty() && std::filesystem::exists(root_ + "/cgroup.controllers")) {
+      base = root_;
       path = where;
       *v2 = true;
     }

@@ -4,8 +4,8 @@
 // Why the agent asks: the pages of a region file on tmpfs are charged to the memory cgroup of
 // whoever takes them, the agent (ShmRegion::Create takes them at registration). At its cgroup's
 // limit the kernel does not refuse the page: it OOM-kills the largest process in the cgroup, the
-// agent, with every VQP and region of every client. So regions are admitted only while they fit
-// under the limit (RegionDir::Claim), and that takes knowing it.
+// agent, with every VQP and region of every client. So regions and session segments are admitted
+// only while they fit under the limit (MemoryRoom), and that takes knowing it.
 //
 // Every level from the process's cgroup up to the hierarchy's root may set a limit (a pod's
 // cgroup limits its containers'); the tightest one, the one with the least room left, is the one

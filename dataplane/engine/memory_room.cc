@@ -12,21 +12,24 @@ MemoryRoom::Figures MemoryRoom::Read() const {
 }
 
 common::Result<ByteClaim> MemoryRoom::Take(uint64_t bytes, std::string_view what) {
-  std::lock_guard<std::mutex> lock(take_mu_);
-  const Figures now = Read();
-  const uint64_t held = held_.load(std::memory_order_relaxed);
-  if (now.limit > 0 && (now.room < held || now.room - held < bytes)) {
-    const std::string pending =
-        held > 0 ? " (" + std::to_string(held) + " of them held for what is being made)" : "";
-    return common::Status::NoResource(
-        "the agent's memory limit of " + std::to_string(now.limit) +
-        " bytes (its cgroup, which the pages of its shared memory count against) leaves " +
-        std::to_string(now.room) + " bytes past the " + std::to_string(kHeadroom) +
-        " it keeps for itself" + pending + ": " + std::string(what) +
-        " does not fit; deregister regions or close sessions no longer used, ask for less, or "
-        "raise the agent's memory limit (the chart's resources.limits.memory)");
-  }
-  return ByteClaim(&held_, bytes);
+  Figures now;
+  return claims_.Take(
+      bytes,
+      [&]() -> common::Result<std::optional<uint64_t>> {
+        now = Read();
+        return now.limit > 0 ? std::optional<uint64_t>(now.room) : std::nullopt;
+      },
+      [&](uint64_t room, uint64_t held) -> common::Status {
+        const std::string pending =
+            held > 0 ? " (" + std::to_string(held) + " of them held for what is being made)" : "";
+        return common::Status::NoResource(
+            "the agent's memory limit of " + std::to_string(now.limit) +
+            " bytes (its cgroup, which the pages of its shared memory count against) leaves " +
+            std::to_string(room) + " bytes past the " + std::to_string(kHeadroom) +
+            " it keeps for itself" + pending + ": " + std::string(what) +
+            " does not fit; deregister regions or close sessions no longer used, ask for less, or "
+            "raise the agent's memory limit (the chart's resources.limits.memory)");
+      });
 }
 
 }  // namespace braid::engine

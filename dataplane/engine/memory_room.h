@@ -6,54 +6,20 @@
 // process in the cgroup, the agent, with every VQP and region of every client. So such memory is
 // taken at once when made (posix_fallocate) and admitted first: Take says whether `bytes` fit
 // under the tightest limit (MemoryCgroup) less kHeadroom, which the agent keeps for its own work,
-// beside the bytes other Takes hold, and holds them (a ByteClaim) until the pages are taken and
-// the cgroup counts them. Without a limit everything fits.
-// Threading: any thread (Take takes a lock). A ByteClaim must not outlive what it was taken from;
-// it may end on any thread.
+// beside the bytes other Takes hold, and holds them (a ByteClaim, ClaimLedger) until the pages are
+// taken and the cgroup counts them. Without a limit everything fits.
+// Threading: any thread.
 #ifndef BRAID_DATAPLANE_ENGINE_MEMORY_ROOM_H_
 #define BRAID_DATAPLANE_ENGINE_MEMORY_ROOM_H_
 
-#include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <string_view>
 
 #include "dataplane/common/result.h"
+#include "dataplane/engine/claim_ledger.h"
 #include "dataplane/engine/memory_cgroup.h"
 
 namespace braid::engine {
-
-// Bytes held in a counter while something is being made; given back when it ends.
-class ByteClaim {
- public:
-  ByteClaim() = default;
-  ByteClaim(std::atomic<uint64_t>* held, uint64_t bytes) : held_(held), bytes_(bytes) {
-    held_->fetch_add(bytes_, std::memory_order_relaxed);
-  }
-  ByteClaim(ByteClaim&& other) noexcept : held_(other.held_), bytes_(other.bytes_) {
-    other.held_ = nullptr;
-  }
-  ByteClaim& operator=(ByteClaim&& other) noexcept {
-    if (this != &other) {
-      Release();
-      held_ = other.held_;
-      bytes_ = other.bytes_;
-      other.held_ = nullptr;
-    }
-    return *this;
-  }
-  ByteClaim(const ByteClaim&) = delete;
-  ByteClaim& operator=(const ByteClaim&) = delete;
-  ~ByteClaim() { Release(); }
-  void Release() {
-    if (held_ != nullptr) held_->fetch_sub(bytes_, std::memory_order_relaxed);
-    held_ = nullptr;
-  }
-
- private:
-  std::atomic<uint64_t>* held_ = nullptr;
-  uint64_t bytes_ = 0;
-};
 
 class MemoryRoom {
  public:
@@ -76,8 +42,7 @@ class MemoryRoom {
 
  private:
   MemoryCgroup cgroup_;
-  std::mutex take_mu_;              // one Take at a time: each sees the others' claims
-  std::atomic<uint64_t> held_ = 0;  // bytes claimed, their pages not yet taken
+  ClaimLedger claims_;  // bytes claimed, their pages not yet taken
 };
 
 }  // namespace braid::engine

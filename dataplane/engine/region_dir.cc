@@ -116,21 +116,24 @@ common::Result<RegionDir::Room> RegionDir::Space() const {
 }
 
 common::Result<ByteClaim> RegionDir::Take(uint64_t length) {
-  std::lock_guard<std::mutex> lock(take_mu_);
-  BRAID_ASSIGN_OR_RETURN(const Room room, Space());
-  const uint64_t held = held_.load(std::memory_order_relaxed);
-  // A size of 0: creation decides (hugetlbfs's pool).
-  if (room.size > 0 && (room.free < held || room.free - held < length)) {
-    const std::string pending =
-        held > 0 ? " (" + std::to_string(held) + " of them held for regions being made)" : "";
-    return common::Status::NoResource(
-        "region directory " + dir_ + " has " + std::to_string(room.free) + " of its " +
-        std::to_string(room.size) + " bytes free" + pending + ": a region of " +
-        std::to_string(length) +
-        " does not fit; deregister regions, remove other files from it, register a smaller "
-        "region, or give the agent a larger region_dir");
-  }
-  return ByteClaim(&held_, length);
+  uint64_t size = 0;
+  return claims_.Take(
+      length,
+      [&]() -> common::Result<std::optional<uint64_t>> {
+        BRAID_ASSIGN_OR_RETURN(const Room room, Space());
+        size = room.size;  // 0: none stated, and creation decides (hugetlbfs's pool)
+        return room.size > 0 ? std::optional<uint64_t>(room.free) : std::nullopt;
+      },
+      [&](uint64_t free, uint64_t held) -> common::Status {
+        const std::string pending =
+            held > 0 ? " (" + std::to_string(held) + " of them held for regions being made)" : "";
+        return common::Status::NoResource(
+            "region directory " + dir_ + " has " + std::to_string(free) + " of its " +
+            std::to_string(size) + " bytes free" + pending + ": a region of " +
+            std::to_string(length) +
+            " does not fit; deregister regions, remove other files from it, register a smaller "
+            "region, or give the agent a larger region_dir");
+      });
 }
 
 std::string RegionDir::NameFor(uint64_t region_id) const {

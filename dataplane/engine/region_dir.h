@@ -18,18 +18,16 @@
 // Ownership: RAII; the destructor removes the lock file and releases the lock. A claim must not
 // outlive its RegionDir.
 // Threading: Open and the destructor from any one thread; the rest from any thread (Take takes a
-// lock: one claim is checked against the others); a claim may end on any thread.
+// lock, ClaimLedger: one claim is checked against the others); a claim may end on any thread.
 #ifndef BRAID_DATAPLANE_ENGINE_REGION_DIR_H_
 #define BRAID_DATAPLANE_ENGINE_REGION_DIR_H_
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "dataplane/common/result.h"
-#include "dataplane/engine/memory_room.h"
+#include "dataplane/engine/claim_ledger.h"
 
 namespace braid::engine {
 
@@ -75,8 +73,7 @@ class RegionDir {
   int lock_fd_;
   uint32_t stale_removed_ = 0;
   bool charged_to_memory_;
-  std::mutex take_mu_;              // one Take at a time: each sees the others' claims
-  std::atomic<uint64_t> held_ = 0;  // bytes of region files being made
+  ClaimLedger claims_;  // bytes of region files being made
 };
 
 }  // namespace braid::engine

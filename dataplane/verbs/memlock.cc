@@ -3,10 +3,8 @@
 #include <sys/resource.h>
 
 #include <cerrno>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
 
+#include "dataplane/common/proc_status.h"
 #include "dataplane/common/result.h"
 
 namespace braid::verbs {
@@ -17,21 +15,8 @@ constexpr int kCapIpcLock = 14;  // linux/capability.h
 
 uint64_t Bytes(rlim_t v) { return v == RLIM_INFINITY ? kUnlimitedMemlock : uint64_t{v}; }
 
-// CAP_IPC_LOCK in the effective set (/proc/self/status, CapEff).
-bool HasIpcLock() {
-  FILE* f = std::fopen("/proc/self/status", "re");
-  if (f == nullptr) return false;
-  char line[256];
-  uint64_t caps = 0;
-  while (std::fgets(line, sizeof(line), f) != nullptr) {
-    if (std::strncmp(line, "CapEff:", 7) == 0) {
-      caps = std::strtoull(line + 7, nullptr, 16);
-      break;
-    }
-  }
-  std::fclose(f);
-  return (caps >> kCapIpcLock) & 1;
-}
+// CAP_IPC_LOCK in the effective set.
+bool HasIpcLock() { return (common::ProcStatusField("CapEff", 16).value_or(0) >> kCapIpcLock) & 1; }
 
 }  // namespace
 

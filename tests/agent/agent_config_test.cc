@@ -14,6 +14,7 @@
 #include <string>
 #include <utility>
 
+#include "dataplane/common/proc_status.h"
 #include "dataplane/common/unique_fd.h"
 #include "tests/agent/agent_harness.h"
 #include "tests/testutil/test_port.h"
@@ -309,13 +310,10 @@ TEST(AgentMemlock, ARegistrationPastTheLockedMemoryLimitNamesTheLimitAndHowToRai
   spec.log_level = "info";
   auto agent = AgentProcess::Spawn(spec);
   ASSERT_TRUE(agent);
-  {
-    std::ifstream status("/proc/" + std::to_string(agent->pid()) + "/status");
-    std::string line;
-    while (std::getline(status, line) && line.rfind("CapEff:", 0) != 0) {
-    }
-    ASSERT_EQ((std::stoull(line.substr(7), nullptr, 16) >> 14) & 1, 0u) << line;  // CAP_IPC_LOCK
-  }
+  const std::optional<uint64_t> caps =
+      common::ProcStatusField("CapEff", 16, "/proc/" + std::to_string(agent->pid()) + "/status");
+  ASSERT_TRUE(caps.has_value());
+  ASSERT_EQ((*caps >> 14) & 1, 0u) << "the agent has CAP_IPC_LOCK";
   const v1::VirtualQpInfo vqp = CreateVqp(agent->stub(), v1::SCHEME_SPRAY, 2);
   const v1::RegionInfo small = Register(agent->stub(), 2 * kMiB, "small", {vqp.vqp_id()});
   EXPECT_NE(small.region_id(), 0u);

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "dataplane/common/proc_status.h"
 #include "tests/agent/agent_harness.h"
 
 namespace braid::testing {
@@ -157,12 +158,8 @@ std::vector<std::string> ThreadNames(pid_t pid) {
 }
 
 uint64_t RssKiB(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
-  }
-  return 0;
+  return common::ProcStatusField("VmRSS", 10, "/proc/" + std::to_string(pid) + "/status")
+      .value_or(0);
 }
 
 size_t SharedMappings(pid_t pid) {
