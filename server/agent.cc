@@ -113,6 +113,9 @@ Status Agent::Init() {
   // A connection that has not finished its handshake (TLS, HTTP/2 settings) within this is closed:
   // idle connections nobody authenticated do not hold descriptors for gRPC's default two minutes.
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 5000);
+  // gRPC listens with SO_REUSEPORT unless told not to: a second agent given a port a live one
+  // serves on would then start, and the kernel would hand each new connection to either of them.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // A client whose host vanished (no FIN) is noticed within the keepalive and its timeout: its
   // Hold calls end and what they held is given back.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,

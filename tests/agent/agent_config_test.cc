@@ -166,6 +166,39 @@ TEST(AgentConfig, AListenerItCannotOpenStopsTheAgentAtStartSayingWhy) {
   std::filesystem::remove_all(dir);
 }
 
+// A gRPC port a live agent serves on is refused to a second agent: gRPC's listeners set
+// SO_REUSEPORT by default, so the second one started, both listened, and each new connection went
+// to one of the two at the kernel's choice (half of `braidctl info` calls answered by the wrong
+// agent, or refused by its identities).
+TEST(AgentConfig, ASecondAgentOnAPortALiveAgentServesOnIsRefusedAndTheFirstKeepsEveryCaller) {
+  AgentSpec spec{"port-owner", {TestNicIp(0, 0)}, 4};
+  auto first = AgentProcess::Spawn(spec);
+  ASSERT_TRUE(first);
+  const std::string dir = "/dev/shm/braid-port-taken-" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  const CommandResult r = RunCommand(
+      "timeout --preserve-status -s INT 3 " + std::string(BRAID_BRAIDD_PATH) + " --grpc-tcp " +
+      first->endpoint() + " --plaintext --anonymous-role admin --metrics '' --soft-port " +
+      std::to_string(TestPort(7)) + " --soft-nic soft0=" + TestNicIp(1, 0) + " --region-dir " +
+      dir + " --agent-id intruder");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("gRPC server could not listen on " + first->endpoint() +
+                          ": is the port in use"),
+            std::string::npos)
+      << r.output;
+  // Every new connection reaches the first agent.
+  for (int i = 0; i < 8; ++i) {
+    auto stub = v1::Agent::NewStub(
+        grpc::CreateChannel(first->endpoint(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::AgentInfo info;
+    ASSERT_TRUE(stub->GetInfo(&ctx, {}, &info).ok()) << "call " << i;
+    EXPECT_EQ(info.agent_id(), "port-owner") << "call " << i;
+  }
+  std::filesystem::remove_all(dir);
+}
+
 // With no agent id given, the agent takes its host's name (and starts).
 TEST(AgentConfig, AnAgentGivenNoIdIsNamedForItsHost) {
   char host[256] = {};
