@@ -231,6 +231,8 @@ class Engine {
 
   // VQPs and regions (engine_vqps.cc).
   common::Result<VqpStatus> DoCreate(const CreateVqpRequest& request);
+  // Refuses a card of another agent that names one of this agent's exclusive device addresses.
+  common::Status CheckPeerAddresses(const vqp::BusinessCard& remote) const;
   common::Result<VqpStatus> DoConnect(uint64_t vqp_id, const vqp::BusinessCard& remote,
                                       OwnerId scope);
   common::Status DoDestroy(uint64_t vqp_id, OwnerId scope = kAnyOwner);

@@ -109,6 +109,35 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
   return DescribeVqp(ref);
 }
 
+// Another agent's card that names the address of one of this agent's soft NICs: the QPs here
+// would connect to this agent itself (its listener is the only one at that address) and die of
+// retries with nothing to say why. Two agents on one host given one soft NIC address and
+// different soft ports get here.
+namespace {
+// An IPv4-mapped GID (a soft NIC's) as its dotted address, another as the GID.
+std::string Address(const verbs::Gid& gid) {
+  const std::string text = gid.ToString();
+  return gid.IsIpv4Mapped() ? text.substr(text.rfind(':') + 1) : text;
+}
+}  // namespace
+
+Status Engine::CheckPeerAddresses(const vqp::BusinessCard& remote) const {
+  for (const vqp::DeviceCard& theirs : remote.devices) {
+    for (const auto& d : devices_) {
+      const verbs::DeviceInfo& mine = d->device->info();
+      if (!mine.gid_is_exclusive || mine.gid != theirs.gid) continue;
+      return Status::FailedPrecondition(
+          "the peer's card names device " + common::Quote(theirs.name) + " at " +
+          Address(mine.gid) + ", the address of agent " + options_.agent_id + "'s own soft NIC " +
+          mine.name +
+          ": its QPs would connect to this agent, not the peer; give each agent soft NIC "
+          "addresses of its own (two agents on one host need different addresses and the same "
+          "soft.port)");
+    }
+  }
+  return Status::Ok();
+}
+
 Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& remote,
                                     OwnerId scope) {
   BRAID_ASSIGN_OR_RETURN(VqpSlot * slot, FindVqp(vqp_id, scope));
@@ -128,6 +157,7 @@ Result<VqpStatus> Engine::DoConnect(uint64_t vqp_id, const vqp::BusinessCard& re
         "'s own: recovering a QP there would call the wrong agent; give each agent the address "
         "its peers reach it on (listen.advertise, --advertise)");
   }
+  if (remote.incarnation != incarnation_) BRAID_RETURN_IF_ERROR(CheckPeerAddresses(remote));
   PeerKey peer{remote.control_endpoint, remote.vqp_id, remote.incarnation};
   if (auto it = by_peer_.find(peer); it != by_peer_.end() && it->second != slot->id) {
     return Status::AlreadyExists("that card (VQP " + std::to_string(remote.vqp_id) + " of " +

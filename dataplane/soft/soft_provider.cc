@@ -25,6 +25,7 @@ common::Result<verbs::DeviceInfo> SoftProvider::Describe(const SoftNicConfig& ni
   info.max_mr_size = 1ull << 46;
   info.fds_per_qp = 1;  // the connection to its peer's NIC, when it is the first QP between them
   info.memory_windows = true;
+  info.gid_is_exclusive = true;
   return info;
 }
 

@@ -57,6 +57,10 @@ struct DeviceInfo {
   uint64_t max_mr_size = 0;
   uint32_t fds_per_qp = 0;      // descriptors a QP may add when connected, at most (soft NICs: 1)
   bool memory_windows = false;  // type-2 memory windows (ProtectionDomain::AllocMw)
+  // The GID reaches this process alone: a soft NIC is the one listener on its address and port,
+  // so another process naming the same GID cannot be reached through it. (Processes sharing an
+  // HCA share its GID.)
+  bool gid_is_exclusive = false;
 };
 
 class MemoryRegion {

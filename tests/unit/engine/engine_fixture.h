@@ -30,10 +30,11 @@ inline std::string Ip(int side) {
 }
 
 // An engine on soft NIC `side`, with `o` as its options but for its provider, id, region
-// directory and fault injection (on: a test stalls the engine).
+// directory and fault injection (on: a test stalls the engine). Its soft link listens on
+// TestPort(`port_slot`).
 struct Side {
-  explicit Side(int side, EngineOptions o = {})
-      : fabric(soft::TcpFabricOptions{.port = testing::TestPort(4)}),
+  explicit Side(int side, EngineOptions o = {}, int port_slot = 4)
+      : fabric(soft::TcpFabricOptions{.port = testing::TestPort(port_slot)}),
         provider({{{"soft0", Ip(side)}}, &fabric}) {
     o.provider = &provider;
     o.agent_id = "engine" + std::to_string(side);

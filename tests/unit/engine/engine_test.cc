@@ -601,5 +601,32 @@ TEST(EngineControlEndpoint, APeerNamingThisAgentsOwnControlEndpointIsRefusedAtCo
   EXPECT_TRUE(c.engine->ConnectVirtualQp(other->id, vc->card).ok());
 }
 
+// Two agents given one soft NIC address (on one host, with different soft ports) are refused
+// at connect, saying why: each one's QPs connected to its own listener, the only one at that
+// address, and died of retries (RETRY_EXC_ERR within a second) with nothing naming the cause.
+// A VQP pair within one engine (the same incarnation) still connects.
+TEST(EngineSoftNicAddress, APeerNamingThisAgentsOwnSoftNicAddressIsRefusedAtConnect) {
+  Side c(2), d(2, {}, 5);
+  ASSERT_TRUE(c.engine && d.engine);
+  CreateVqpRequest r;
+  r.config.num_qps = 1;
+  auto vc = c.engine->CreateVirtualQp(r);
+  auto vd = d.engine->CreateVirtualQp(r);
+  ASSERT_TRUE(vc.ok() && vd.ok());
+  const auto refused = c.engine->ConnectVirtualQp(vc->id, vd->card);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), common::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.status().message(),
+            "the peer's card names device 'soft0' at " + Ip(2) +
+                ", the address of agent engine2's own soft NIC soft0: its QPs would connect to "
+                "this agent, not the peer; give each agent soft NIC addresses of its own (two "
+                "agents on one host need different addresses and the same soft.port)");
+  EXPECT_FALSE(d.engine->ConnectVirtualQp(vd->id, vc->card).ok());
+  auto other = c.engine->CreateVirtualQp(r);
+  ASSERT_TRUE(other.ok());
+  EXPECT_TRUE(c.engine->ConnectVirtualQp(vc->id, other->card).ok());
+  EXPECT_TRUE(c.engine->ConnectVirtualQp(other->id, vc->card).ok());
+}
+
 }  // namespace
 }  // namespace braid::engine
