@@ -44,6 +44,16 @@ std::string Ipv4String(uint32_t ipv4_host_order) {
   return text;
 }
 
+// What kind of address `ipv4` is when no peer can call a NIC on it, else null. bind() takes
+// them all, so a NIC on one would start and every connection to its card's address fail.
+const char* NotCallable(uint32_t ipv4_host_order) {
+  if (ipv4_host_order == 0) return "the wildcard address";
+  if (ipv4_host_order == 0xFFFFFFFFu) return "the broadcast address";
+  if ((ipv4_host_order >> 28) == 0xE) return "a multicast address";
+  if ((ipv4_host_order >> 28) == 0xF) return "a reserved address (240.0.0.0/4)";
+  return nullptr;
+}
+
 bool Less(const verbs::Gid& g1, uint32_t q1, const verbs::Gid& g2, uint32_t q2) {
   if (g1.raw != g2.raw) return g1.raw < g2.raw;
   return q1 < q2;
@@ -76,6 +86,12 @@ Status TcpFabric::Attach(SoftDevice* device) {
     if (l.device->info().gid == device->info().gid) {
       return Status::AlreadyExists("soft NIC " + device->info().gid.ToString() + " is attached");
     }
+  }
+  if (const char* kind = NotCallable(*ip)) {
+    return Status::InvalidArgument("soft NIC " + device->info().name + "'s address " +
+                                   Ipv4String(*ip) + " is " + kind +
+                                   ", not one peers can call; give an address of one of this "
+                                   "host's interfaces");
   }
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status::FromErrno(errno, "socket");

@@ -114,8 +114,9 @@ TEST(AgentConfig, ARegionDirMissingNotADirectoryOrNotInMemoryIsRefusedAtStart) {
 }
 
 // A listener the agent cannot open stops it at start, saying which and what to do: a soft NIC
-// address this host does not have, a soft port or gRPC port another process holds (they said
-// "listen on ::ffff:127.0.0.1:port: Address already in use", or only "could not listen").
+// address this host does not have or no peer could call, a soft port or gRPC port another process
+// holds (they said "listen on ::ffff:127.0.0.1:port: Address already in use", or only "could not
+// listen").
 TEST(AgentConfig, AListenerItCannotOpenStopsTheAgentAtStartSayingWhy) {
   const std::string dir = "/dev/shm/braid-listen-test-" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
@@ -137,6 +138,19 @@ TEST(AgentConfig, AListenerItCannotOpenStopsTheAgentAtStartSayingWhy) {
                       " --soft-nic soft0=" + nic_ip + " --region-dir " + dir);
   };
   const std::string port = std::to_string(TestPort(1));
+  // Addresses bind() takes but no peer can call (they started, and every connection failed).
+  for (const auto& [ip, kind] : {std::pair{"0.0.0.0", "the wildcard address"},
+                                 {"255.255.255.255", "the broadcast address"},
+                                 {"224.0.0.1", "a multicast address"},
+                                 {"240.0.0.1", "a reserved address (240.0.0.0/4)"}}) {
+    const CommandResult r = start(ip);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("soft NIC soft0's address " + std::string(ip) + " is " + kind +
+                            ", not one peers can call; give an address of one of this host's "
+                            "interfaces"),
+              std::string::npos)
+        << r.output;
+  }
   {
     const CommandResult r = start("192.0.2.77");  // TEST-NET-1: no host has it
     EXPECT_EQ(r.exit_code, 1) << r.output;
