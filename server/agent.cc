@@ -70,6 +70,7 @@ Status Agent::Init() {
   eo.fault_injection = config_.fault_injection;
   eo.max_cq_entries = config_.max_cq_entries;
   eo.fd_reserve = config_.fd_reserve;
+  eo.memory_reserve = config_.memory_reserve;
   eo.yield_when_idle = config_.engine_yield;
   eo.in_flight_spin_us = config_.engine_spin_us;
   // An idle engine wakes only to move its heartbeat, and the health loop reads it, a few times

@@ -163,6 +163,7 @@ Status ReadConfig(const YAML::Node& file, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(root.Read("qp_cooldown_ms", c.qp_cooldown_ms));
   BRAID_RETURN_IF_ERROR(root.Read("max_cq_entries", c.max_cq_entries));
   BRAID_RETURN_IF_ERROR(root.Read("fd_reserve", c.fd_reserve));
+  BRAID_RETURN_IF_ERROR(root.Read("memory_reserve", c.memory_reserve));
   BRAID_RETURN_IF_ERROR(root.Read("unix_connections_per_uid", c.unix_connections_per_uid));
   BRAID_RETURN_IF_ERROR(root.Read("engine_yield", c.engine_yield));
   BRAID_RETURN_IF_ERROR(root.Read("engine_spin_us", c.engine_spin_us));

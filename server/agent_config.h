@@ -74,6 +74,8 @@ struct AgentConfig {
   uint32_t max_cq_entries = 1u << 22;
   // File descriptors kept free for the control plane (gRPC connections, region files, health).
   uint32_t fd_reserve = 256;
+  // Bytes of the agent's memory limit kept for its own work (EngineOptions::memory_reserve).
+  uint64_t memory_reserve = 256ull << 20;
   // Connections one local caller (uid) may hold open on each Unix socket (gRPC, session); more
   // are refused, so one process cannot fill the agent's descriptor table.
   uint32_t unix_connections_per_uid = 256;

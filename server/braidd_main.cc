@@ -56,6 +56,8 @@ int main(int argc, char** argv) {
        "per device, completion entries VQPs may reserve in all"},
       {"--fd-reserve", &AgentConfig::fd_reserve,
        "file descriptors kept free for the control plane"},
+      {"--memory-reserve", &AgentConfig::memory_reserve,
+       "bytes of the agent's memory limit that region files and session rings may not take"},
       {"--max-regions", &AgentConfig::max_regions, "regions registered at once, in all"},
       {"--max-regions-per-caller", &AgentConfig::max_regions_per_caller,
        "regions one caller may have registered at once"},

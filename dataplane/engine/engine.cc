@@ -61,6 +61,7 @@ Engine::Engine(CreateKey, EngineOptions options)
     : options_(std::move(options)),
       incarnation_(options_.incarnation != 0 ? options_.incarnation : DrawIncarnation()),
       commands_(options_.command_queue),
+      memory_(options_.memory_reserve),
       sessions_(std::make_unique<Sessions>()) {}
 
 Result<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {

@@ -37,6 +37,9 @@ struct EngineOptions {
   uint32_t max_cq_entries = 1u << 22;
   // File descriptors kept free for the control plane: a VQP that would eat into them is refused.
   uint32_t fd_reserve = 256;
+  // Bytes of the agent's memory limit (its cgroup's) kept for its own work: region files and
+  // session rings, whose pages count against the limit, are refused past the rest (MemoryRoom).
+  uint64_t memory_reserve = 256ull << 20;
   size_t command_queue = 4096;
   // Transfers accepted and not yet released (in flight, waiting in a backlog, or past their
   // deadline and awaiting their WC), all owners together and one owner's (its VQPs'): without the

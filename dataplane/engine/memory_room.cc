@@ -8,7 +8,7 @@ namespace braid::engine {
 MemoryRoom::Figures MemoryRoom::Read() const {
   const std::optional<MemoryCgroup::Limit> limit = cgroup_.Tightest();
   if (!limit) return {};
-  return {.limit = limit->limit, .room = limit->room() > kHeadroom ? limit->room() - kHeadroom : 0};
+  return {.limit = limit->limit, .room = limit->room() > reserve_ ? limit->room() - reserve_ : 0};
 }
 
 common::Result<ByteClaim> MemoryRoom::Take(uint64_t bytes, std::string_view what) {
@@ -25,8 +25,8 @@ common::Result<ByteClaim> MemoryRoom::Take(uint64_t bytes, std::string_view what
         return common::Status::NoResource(
             "the agent's memory limit of " + std::to_string(now.limit) +
             " bytes (its cgroup, which the pages of its shared memory count against) leaves " +
-            std::to_string(room) + " bytes past the " + std::to_string(kHeadroom) +
-            " it keeps for itself" + pending + ": " + std::string(what) +
+            std::to_string(room) + " bytes past the " + std::to_string(reserve_) +
+            " it keeps for itself (memory_reserve)" + pending + ": " + std::string(what) +
             " does not fit; deregister regions or close sessions no longer used, ask for less, or "
             "raise the agent's memory limit (the chart's resources.limits.memory)");
       });

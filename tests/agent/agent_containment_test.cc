@@ -505,5 +505,44 @@ TEST(AgentMemoryLimit, SessionRingsPastTheAgentsMemoryLimitAreRefusedAndTheAgent
   std::filesystem::remove_all(dir);
 }
 
+// The memory the agent keeps for itself is a setting (it was 256 MiB, fixed): in a pod with a
+// limit below it nothing could be registered at all, whatever the agent really used.
+TEST(AgentMemoryLimit, AMemoryReserveSetLowerLeavesRegionsTheRestOfTheLimit) {
+  auto cgroup = TestMemoryCgroup::Make(160 * kMiB);
+  if (cgroup == nullptr) GTEST_SKIP() << "no memory cgroup can be made here (needs root)";
+  auto fill = [&](const std::vector<std::string>& args, grpc::Status* refused) {
+    AgentSpec spec{"memcg-r", {TestNicIp(0, 0)}, 0};
+    spec.extra_args = args;
+    auto agent = AgentProcess::Spawn(spec);
+    EXPECT_NE(agent, nullptr);
+    if (agent == nullptr) return -1;
+    EXPECT_TRUE(cgroup->Enter(agent->pid()));
+    int held = 0;
+    for (; held < 8; ++held) {  // 256 MiB: past the limit
+      grpc::ClientContext ctx;
+      v1::RegisterMemoryRequest req;
+      req.set_length(32 * kMiB);
+      v1::RegionInfo region;
+      *refused = agent->stub().RegisterMemory(&ctx, req, &region);
+      if (!refused->ok()) break;
+    }
+    EXPECT_EQ(waitpid(agent->pid(), nullptr, WNOHANG), 0) << "the agent died";
+    return held;
+  };
+  grpc::Status refused;
+  EXPECT_EQ(fill({}, &refused), 0);  // 160 MiB leaves nothing past the default 256 MiB
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+  EXPECT_NE(refused.error_message().find("past the 268435456 it keeps for itself (memory_reserve)"),
+            std::string::npos)
+      << refused.error_message();
+  const int held = fill({"--memory-reserve", std::to_string(32 * kMiB)}, &refused);
+  EXPECT_GE(held, 2);  // about 128 MiB past the reserve, less what the agent has taken since
+  EXPECT_LE(held, 4);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+  EXPECT_NE(refused.error_message().find("past the 33554432 it keeps for itself"),
+            std::string::npos)
+      << refused.error_message();
+}
+
 }  // namespace
 }  // namespace braid::testing

@@ -153,6 +153,7 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   EXPECT_EQ(config["max_transfers_per_caller"].as<int>(), 16384);
   EXPECT_EQ(config["max_session_bytes_per_caller"].as<int64_t>(), 268435456);
   EXPECT_EQ(config["unix_connections_per_uid"].as<int>(), 256);
+  EXPECT_EQ(config["memory_reserve"].as<int64_t>(), 268435456);
   ExpectBraiddAccepts((*cm)["data"]["braidd.yaml"].as<std::string>());
   // The dashboard for Grafana's sidecar, valid JSON with its panels.
   const YAML::Node* dash = r.Find("ConfigMap", "edge-braid-dashboard");

@@ -123,10 +123,11 @@ TEST_F(MemoryCgroupTest, AContainersOwnCgroupMountedAsTheRootIsFound) {
   EXPECT_EQ(limit->dir, (root_ / "memory").string());
 }
 
-TEST_F(MemoryCgroupTest, MemoryPastTheLimitLessTheHeadroomIsRefusedAndClaimsCount) {
-  V2("/agent", std::to_string(MemoryRoom::kHeadroom + 300 * kMiB), 200 * kMiB, 0);
-  MemoryRoom room(Of("0::/agent\n"));
-  EXPECT_EQ(room.Read().limit, MemoryRoom::kHeadroom + 300 * kMiB);
+TEST_F(MemoryCgroupTest, MemoryPastTheLimitLessTheReserveIsRefusedAndClaimsCount) {
+  constexpr uint64_t kReserve = 256 * kMiB;
+  V2("/agent", std::to_string(kReserve + 300 * kMiB), 200 * kMiB, 0);
+  MemoryRoom room(kReserve, Of("0::/agent\n"));
+  EXPECT_EQ(room.Read().limit, kReserve + 300 * kMiB);
   EXPECT_EQ(room.Read().room, 100 * kMiB);
 
   auto too_big = room.Take(101 * kMiB, "a region of 101 MiB");
@@ -146,9 +147,12 @@ TEST_F(MemoryCgroupTest, MemoryPastTheLimitLessTheHeadroomIsRefusedAndClaimsCoun
   first->Release();  // made: the cgroup's usage counts it now (here: it did not grow)
   EXPECT_TRUE(room.Take(60 * kMiB, "the third").ok());
 
-  MemoryRoom unlimited(Of("0::/\n"));  // the root: "max"
+  MemoryRoom unlimited(kReserve, Of("0::/\n"));  // the root: "max"
   EXPECT_EQ(unlimited.Read().limit, 0u);
   EXPECT_TRUE(unlimited.Take(uint64_t{1} << 50, "a petabyte").ok());
+
+  MemoryRoom smaller(32 * kMiB, Of("0::/agent\n"));  // memory_reserve set lower: more room
+  EXPECT_EQ(smaller.Read().room, 100 * kMiB + kReserve - 32 * kMiB);
 }
 
 }  // namespace
