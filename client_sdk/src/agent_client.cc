@@ -175,6 +175,12 @@ Status CheckTarget(const std::string& target) {
   for (const char* scheme : {"dns:", "ipv4:", "ipv6:", "unix-abstract:", "vsock:"}) {
     if (target.rfind(scheme, 0) == 0) return Status::Ok();
   }
+  // A URL (http://, https://, grpc://): gRPC would read the scheme as a name to resolve.
+  if (const size_t scheme = target.find("://"); scheme != std::string::npos) {
+    return Status::InvalidArgument("agent address " + quoted +
+                                   " is a URL: give host:port (e.g. 10.0.0.5:7600, TLS set with "
+                                   "its own options) or unix:/path");
+  }
   const size_t colon = target.rfind(':');
   const std::string host = colon == std::string::npos ? target : target.substr(0, colon);
   const std::string port = colon == std::string::npos ? "" : target.substr(colon + 1);

@@ -325,6 +325,7 @@ TEST_F(BraidctlTest, AnAgentAddressThatCannotWorkIsRefusedAtOnceSayingWhy) {
       {"127.0.0.1", "is not host:port"},
       {"''", "no agent address"},
       {"::1:7600", "put an IPv6 address in brackets"},
+      {"http://127.0.0.1:7600", "is a URL: give host:port"},
   };
   for (const auto& [agent, why] : kRefused) {
     const CommandResult r = Braidctl("--agent " + agent + " info");
