@@ -348,6 +348,12 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
                 Status::InvalidArgument("not a regular file: copy moves files, whose size is "
                                         "known before the copy starts"));
   }
+  // A file that says it is empty and is not (/proc, /sys): its size is made as it is read.
+  if (char probe; st.st_size == 0 && pread(in, &probe, 1, 0) == 1) {
+    return Fail("copy " + src_path,
+                Status::InvalidArgument("its size reads as 0 but it has content (a /proc or /sys "
+                                        "file): copy a regular file (cat it into one first)"));
+  }
   // Onto itself (the same path, a link): a failure would cut the source to what arrived.
   struct stat dst_st {};
   if (stat(dst_path.c_str(), &dst_st) == 0 && dst_st.st_dev == st.st_dev &&

@@ -275,6 +275,15 @@ TEST_F(BraidctlTest, ArgumentsItCannotUseAreRefusedByNameBeforeAnythingMoves) {
     EXPECT_NE(r.output.find("not a regular file"), std::string::npos) << r.output;
     EXPECT_FALSE(std::filesystem::exists(dst)) << src;
   }
+  // A /proc file says it is empty and is not: it copied 0 bytes and then said MISMATCH.
+  {
+    const std::string dst = dir_ + "/copied";
+    const CommandResult r = Braidctl(Agents(false) + " /proc/self/status " + dst);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("its size reads as 0 but it has content"), std::string::npos)
+        << r.output;
+    EXPECT_FALSE(std::filesystem::exists(dst));
+  }
   // A file onto itself, by its path or a link: a failure mid-way would have cut the source.
   const std::string self = dir_ + "/self.bin", link = dir_ + "/self-link.bin";
   MakeFile(self, 1 << 20);
