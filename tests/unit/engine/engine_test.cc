@@ -574,14 +574,9 @@ TEST_F(EngineTest, AVqpOrRegionWithALabelPastItsBoundIsRefusedAndNothingIsMade) 
   EXPECT_TRUE(a_.engine->DestroyVirtualQp(fits->id).ok());
 }
 
-// Two agents whose cards name the same control endpoint (wildcard listeners on hosts that share
-// a name, an advertise copied between nodes) are refused at connect, saying why: recovery would
-// have called the wrong agent and failed the VQP at its first dead QP. A VQP pair within one
-// engine (the same incarnation) still connects.
-TEST(EngineControlEndpoint, APeerNamingThisAgentsOwnControlEndpointIsRefusedAtConnect) {
-  EngineOptions o;
-  o.control_endpoint = "node:7600";
-  Side c(2, o), d(3, o);
+// Connecting `c`'s VQP with a card of `d`'s is refused with `message`, while a VQP pair within
+// `c` (the same incarnation) still connects.
+void ExpectAPeersCardRefusedAtConnect(Side& c, Side& d, const std::string& message) {
   ASSERT_TRUE(c.engine && d.engine);
   CreateVqpRequest r;
   r.config.num_qps = 1;
@@ -591,41 +586,39 @@ TEST(EngineControlEndpoint, APeerNamingThisAgentsOwnControlEndpointIsRefusedAtCo
   const auto refused = c.engine->ConnectVirtualQp(vc->id, vd->card);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), common::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(refused.status().message(),
-            "the peer's card names 'node:7600' as its control endpoint, which is agent engine2's "
-            "own: recovering a QP there would call the wrong agent; give each agent the address "
-            "its peers reach it on (listen.advertise, --advertise)");
+  EXPECT_EQ(refused.status().message(), message);
+  EXPECT_FALSE(d.engine->ConnectVirtualQp(vd->id, vc->card).ok());
   auto other = c.engine->CreateVirtualQp(r);
   ASSERT_TRUE(other.ok());
   EXPECT_TRUE(c.engine->ConnectVirtualQp(vc->id, other->card).ok());
   EXPECT_TRUE(c.engine->ConnectVirtualQp(other->id, vc->card).ok());
 }
 
+// Two agents whose cards name the same control endpoint (wildcard listeners on hosts that share
+// a name, an advertise copied between nodes) are refused at connect, saying why: recovery would
+// have called the wrong agent and failed the VQP at its first dead QP.
+TEST(EngineControlEndpoint, APeerNamingThisAgentsOwnControlEndpointIsRefusedAtConnect) {
+  EngineOptions o;
+  o.control_endpoint = "node:7600";
+  Side c(2, o), d(3, o);
+  ExpectAPeersCardRefusedAtConnect(
+      c, d,
+      "the peer's card names 'node:7600' as its control endpoint, which is agent engine2's own: "
+      "recovering a QP there would call the wrong agent; give each agent the address its peers "
+      "reach it on (listen.advertise, --advertise)");
+}
+
 // Two agents given one soft NIC address (on one host, with different soft ports) are refused
 // at connect, saying why: each one's QPs connected to its own listener, the only one at that
 // address, and died of retries (RETRY_EXC_ERR within a second) with nothing naming the cause.
-// A VQP pair within one engine (the same incarnation) still connects.
 TEST(EngineSoftNicAddress, APeerNamingThisAgentsOwnSoftNicAddressIsRefusedAtConnect) {
   Side c(2), d(2, {}, 5);
-  ASSERT_TRUE(c.engine && d.engine);
-  CreateVqpRequest r;
-  r.config.num_qps = 1;
-  auto vc = c.engine->CreateVirtualQp(r);
-  auto vd = d.engine->CreateVirtualQp(r);
-  ASSERT_TRUE(vc.ok() && vd.ok());
-  const auto refused = c.engine->ConnectVirtualQp(vc->id, vd->card);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_EQ(refused.status().code(), common::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(refused.status().message(),
-            "the peer's card names device 'soft0' at " + Ip(2) +
-                ", the address of agent engine2's own soft NIC soft0: its QPs would connect to "
-                "this agent, not the peer; give each agent soft NIC addresses of its own (two "
-                "agents on one host need different addresses and the same soft.port)");
-  EXPECT_FALSE(d.engine->ConnectVirtualQp(vd->id, vc->card).ok());
-  auto other = c.engine->CreateVirtualQp(r);
-  ASSERT_TRUE(other.ok());
-  EXPECT_TRUE(c.engine->ConnectVirtualQp(vc->id, other->card).ok());
-  EXPECT_TRUE(c.engine->ConnectVirtualQp(other->id, vc->card).ok());
+  ExpectAPeersCardRefusedAtConnect(
+      c, d,
+      "the peer's card names device 'soft0' at " + Ip(2) +
+          ", the address of agent engine2's own soft NIC soft0: its QPs would connect to this "
+          "agent, not the peer; give each agent soft NIC addresses of its own (two agents on one "
+          "host need different addresses and the same soft.port)");
 }
 
 }  // namespace
