@@ -29,6 +29,8 @@ namespace {
 constexpr uint32_t kRecoveryWaitMs = 100;
 // A sleep with work in flight: deadlines are checked and soft NIC timers fire at this granularity.
 constexpr uint32_t kInFlightWaitMs = 1;
+// How often the devices' ports are read (FollowPorts): a port's state changes at human pace.
+constexpr uint64_t kPortCheckNs = 1000000000;
 
 uint64_t DrawIncarnation() {
   std::random_device rd;
@@ -294,7 +296,10 @@ Status Engine::Init() {
   for (const std::string& name : names) {
     auto slot = std::make_unique<DeviceSlot>();
     BRAID_ASSIGN_OR_RETURN(slot->device, options_.provider->OpenDevice(name));
-    if (!slot->device->info().port_active) slot->state = DeviceState::kFaulted;
+    // A port down at start is followed like one that goes down later (FollowPorts).
+    const Result<bool> port = slot->device->QueryPortActive();
+    slot->port_active = port.ok() ? *port : slot->device->info().port_active;
+    if (!slot->port_active) slot->state = DeviceState::kFaulted;
     raw.push_back(slot->device.get());
     devices_.push_back(std::move(slot));
   }
@@ -349,6 +354,10 @@ void Engine::Run() {
     if (now >= recovery_.next_check_ns) {
       RunRecovery(now);
       recovery_.next_check_ns = now + 10000000;
+    }
+    if (now >= loop_.next_port_check_ns) {
+      FollowPorts();
+      loop_.next_port_check_ns = now + kPortCheckNs;
     }
     if (transfers_.in_flight > 0 && now >= transfers_.next_deadline_check_ns) {
       CheckDeadlines(now);

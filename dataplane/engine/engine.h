@@ -228,6 +228,8 @@ class Engine {
   common::Result<DeviceStatus> SetDeviceDrained(const std::string& name, bool drained);
   common::Status DoInjectFault(const FaultRequest& request);
   void PublishDeviceHealth();
+  // Reads each device's port and faults or restores the device when it changed (each second).
+  void FollowPorts();
 
   // VQPs and regions (engine_vqps.cc).
   common::Result<VqpStatus> DoCreate(const CreateVqpRequest& request);
@@ -397,7 +399,8 @@ class Engine {
   struct Loop {
     int epoll_fd = -1;
     uint64_t last_activity_ns = 0;
-    uint64_t stall_until_ns = 0;  // an injected stall (the watchdog's test)
+    uint64_t stall_until_ns = 0;      // an injected stall (the watchdog's test)
+    uint64_t next_port_check_ns = 0;  // FollowPorts
     std::array<vqp::VirtualWc, vqp::VirtualCq::kPollBatch> wcs{};
   };
   struct Events {

@@ -102,6 +102,32 @@ EngineSnapshot Engine::TakeSnapshot() const {
   return s;
 }
 
+// A port that goes down faults its device (no new VQP uses it; the QPs there die of their own
+// retries and are recovered elsewhere or later); one that comes back returns the device to what
+// it was, healthy or drained. Only changes act, so a fault injected on a device whose port stays
+// up is left alone.
+void Engine::FollowPorts() {
+  for (auto& d : devices_) {
+    DeviceSlot& slot = *d;
+    const Result<bool> port = slot.device->QueryPortActive();
+    if (!port.ok() || *port == slot.port_active) continue;
+    slot.port_active = *port;
+    const std::string& name = slot.device->info().name;
+    if (!slot.port_active) {
+      slot.state_before_port_down = slot.state;
+      if (slot.state != DeviceState::kFaulted) {
+        slot.state = DeviceState::kFaulted;
+        Emit(EventKind::kDeviceFaulted, 0, -1, name, "port down: its link is lost");
+      }
+    } else if (slot.state == DeviceState::kFaulted) {
+      slot.state = slot.state_before_port_down == DeviceState::kDrained ? DeviceState::kDrained
+                                                                        : DeviceState::kHealthy;
+      Emit(EventKind::kDeviceHealthy, 0, -1, name, "port active again: its link is back");
+    }
+    PublishDeviceHealth();
+  }
+}
+
 Result<DeviceStatus> Engine::SetDeviceDrained(const std::string& name, bool drained) {
   BRAID_ASSIGN_OR_RETURN(size_t index, FindDevice(name));
   DeviceSlot& slot = *devices_[index];

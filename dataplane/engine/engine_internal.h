@@ -20,6 +20,9 @@ namespace braid::engine {
 struct Engine::DeviceSlot {
   std::unique_ptr<verbs::Device> device;
   DeviceState state = DeviceState::kHealthy;
+  // The port as last read (Engine::FollowPorts), and the state to return to when it comes back.
+  bool port_active = true;
+  DeviceState state_before_port_down = DeviceState::kHealthy;
   vqp::QpTraffic retired;  // traffic of destroyed VQPs' QPs on this device
 };
 

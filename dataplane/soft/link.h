@@ -102,6 +102,11 @@ class Fabric {
     (void)device;
     return common::Status::NotSupported("this link has no fault hooks");
   }
+  // Whether `device`'s link is up now (its port is active). Default: always.
+  virtual common::Result<bool> PortActive(const SoftDevice& device) const {
+    (void)device;
+    return true;
+  }
   virtual uint64_t NowNs() const = 0;
   // Delivers what is due and fires due timers; bounded work per call.
   virtual void Progress() = 0;

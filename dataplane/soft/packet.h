@@ -7,7 +7,6 @@
 #define BRAID_DATAPLANE_SOFT_PACKET_H_
 
 #include <infiniband/verbs.h>
-
 #include <sys/uio.h>
 
 #include <array>

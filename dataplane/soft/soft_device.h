@@ -36,6 +36,9 @@ class SoftDevice final : public verbs::Device {
   ~SoftDevice() override;
 
   const verbs::DeviceInfo& info() const override { return info_; }
+  // The fabric's view of the NIC's link (TCP: the interface holding its address, up and with a
+  // carrier).
+  common::Result<bool> QueryPortActive() override { return fabric_->PortActive(*this); }
   common::Result<std::unique_ptr<verbs::ProtectionDomain>> AllocPd() override;
   common::Result<std::unique_ptr<verbs::Cq>> CreateCq(int min_entries) override;
   int progress_fd() const override { return fabric_->wait_fd(); }

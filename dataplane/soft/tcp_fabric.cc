@@ -3,6 +3,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -121,6 +123,34 @@ Status TcpFabric::Attach(SoftDevice* device) {
   epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
   listeners_.push_back({device, fd});
   return Status::Ok();
+}
+
+common::Result<bool> TcpFabric::PortActive(const SoftDevice& device) const {
+  const std::optional<uint32_t> ip = device.info().gid.Ipv4();
+  if (!ip) return false;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return Status::FromErrno(errno, "getifaddrs");
+  auto v4 = [](const sockaddr* a) {
+    return ntohl(reinterpret_cast<const sockaddr_in*>(a)->sin_addr.s_addr);
+  };
+  // The interface with the address itself, else a loopback one whose subnet holds it (lo's
+  // 127.0.0.1/8 answers for every 127.x.y.z).
+  const ifaddrs* holder = nullptr;
+  for (const ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    if (v4(i->ifa_addr) == *ip) {
+      holder = i;
+      break;
+    }
+    if (holder == nullptr && (i->ifa_flags & IFF_LOOPBACK) != 0 && i->ifa_netmask != nullptr &&
+        ((v4(i->ifa_addr) ^ *ip) & v4(i->ifa_netmask)) == 0) {
+      holder = i;
+    }
+  }
+  const bool up = holder != nullptr && (holder->ifa_flags & IFF_UP) != 0 &&
+                  (holder->ifa_flags & IFF_RUNNING) != 0;
+  freeifaddrs(list);
+  return up;
 }
 
 void TcpFabric::Detach(SoftDevice* device) {

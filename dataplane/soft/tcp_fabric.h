@@ -114,6 +114,9 @@ class TcpFabric final : public Fabric {
   common::Result<std::unique_ptr<Channel>> OpenChannel(SoftDevice* local, uint32_t local_qpn,
                                                        const verbs::QpRtrParams& rtr) override;
   uint64_t NowNs() const override;
+  // Up when an interface of this host (or namespace) holds the NIC's address, is up and has a
+  // carrier: a veth whose end or peer went down, or an address removed, is a port down.
+  common::Result<bool> PortActive(const SoftDevice& device) const override;
   void ForgetQp(SoftDevice* device, uint32_t qp_num) override;
   void ForgetMemory(SoftDevice* device, uint64_t addr, uint64_t length) override;
   void Progress() override;

@@ -33,8 +33,8 @@ enum class DecodeError : uint8_t {
   kBadType,
   kBadOpcode,
   kBadNak,
-  kOversized,  // payload_len above kMaxPayload
-  kBadLength,  // payload_len inconsistent with the message type
+  kOversized,   // payload_len above kMaxPayload
+  kBadLength,   // payload_len inconsistent with the message type
   kBadSegment,  // a segment header with an unknown type, reserved bits set or a wrong length
 };
 const char* DecodeErrorName(DecodeError error);
@@ -79,9 +79,9 @@ enum class DetachReason : uint8_t { kClosed = 0, kRefused = 1, kBroken = 2 };
 struct Segment {
   SegmentType type = SegmentType::kData;
   DetachReason reason = DetachReason::kClosed;  // kDetach only
-  uint32_t dst_qpn = 0;  // the receiver's QP
-  uint32_t src_qpn = 0;  // the sender's QP
-  uint32_t length = 0;   // body bytes that follow
+  uint32_t dst_qpn = 0;                         // the receiver's QP
+  uint32_t src_qpn = 0;                         // the sender's QP
+  uint32_t length = 0;                          // body bytes that follow
 };
 inline constexpr size_t kSegmentHeaderBytes = 16;
 inline constexpr uint32_t kMaxSegmentBytes = 128 << 10;

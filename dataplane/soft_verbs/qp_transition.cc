@@ -66,11 +66,12 @@ int CheckQpAttrMask(ibv_qp_state from, const ibv_qp_attr& attr, int attr_mask) {
   const Rule rule = RuleFor(from, to);
   if (rule.required == kNone) return EINVAL;
   const int given = attr_mask & ~IBV_QP_STATE;
-  if ((given & rule.required) != rule.required) return EINVAL;  // a required one is missing
+  if ((given & rule.required) != rule.required) return EINVAL;         // a required one is missing
   if ((given & ~(rule.required | rule.optional)) != 0) return EINVAL;  // one not allowed here
   if ((attr_mask & IBV_QP_PORT) && attr.port_num != 1) return EINVAL;
   if ((attr_mask & IBV_QP_PKEY_INDEX) && attr.pkey_index != 0) return EINVAL;
-  if ((attr_mask & IBV_QP_PATH_MTU) && (attr.path_mtu < IBV_MTU_256 || attr.path_mtu > IBV_MTU_4096)) {
+  if ((attr_mask & IBV_QP_PATH_MTU) &&
+      (attr.path_mtu < IBV_MTU_256 || attr.path_mtu > IBV_MTU_4096)) {
     return EINVAL;
   }
   if ((attr_mask & IBV_QP_RETRY_CNT) && attr.retry_cnt > 7) return EINVAL;

@@ -13,16 +13,24 @@ namespace braid::soft {
 
 int ErrnoOf(const common::Status& s) {
   switch (s.code()) {
-    case common::StatusCode::kOk: return 0;
-    case common::StatusCode::kNoResource: return ENOMEM;
+    case common::StatusCode::kOk:
+      return 0;
+    case common::StatusCode::kNoResource:
+      return ENOMEM;
     case common::StatusCode::kInvalidArgument:
     case common::StatusCode::kOutOfRange:
-    case common::StatusCode::kFailedPrecondition: return EINVAL;
-    case common::StatusCode::kNotFound: return ENODEV;
-    case common::StatusCode::kAlreadyExists: return EEXIST;
-    case common::StatusCode::kNotSupported: return EOPNOTSUPP;
-    case common::StatusCode::kPermissionDenied: return EACCES;
-    default: return EIO;
+    case common::StatusCode::kFailedPrecondition:
+      return EINVAL;
+    case common::StatusCode::kNotFound:
+      return ENODEV;
+    case common::StatusCode::kAlreadyExists:
+      return EEXIST;
+    case common::StatusCode::kNotSupported:
+      return EOPNOTSUPP;
+    case common::StatusCode::kPermissionDenied:
+      return EACCES;
+    default:
+      return EIO;
   }
 }
 

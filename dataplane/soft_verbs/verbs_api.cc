@@ -241,10 +241,14 @@ int ibv_query_device(ibv_context* context, ibv_device_attr* attr) {
 int ibv_query_port(ibv_context* context, uint8_t port_num, struct _compat_ibv_port_attr* out) {
   if (port_num != 1) return EINVAL;
   Lock lock(ShimState::Get().mu());
-  const braid::verbs::DeviceInfo& info = braid::soft::Of(context)->device->info();
+  braid::verbs::Device& device = *braid::soft::Of(context)->device;
+  const braid::verbs::DeviceInfo& info = device.info();
+  // The link as it is now (the interface holding the NIC's address).
+  const braid::common::Result<bool> port = device.QueryPortActive();
+  const bool active = port.ok() && *port;
   // The compat struct is a prefix of ibv_port_attr: the inline ibv_query_port zeroed the rest.
   auto* attr = reinterpret_cast<ibv_port_attr*>(out);
-  attr->state = info.port_active ? IBV_PORT_ACTIVE : IBV_PORT_DOWN;
+  attr->state = active ? IBV_PORT_ACTIVE : IBV_PORT_DOWN;
   attr->max_mtu = IBV_MTU_4096;
   attr->active_mtu = info.active_mtu;
   attr->gid_tbl_len = 1;
@@ -255,9 +259,9 @@ int ibv_query_port(ibv_context* context, uint8_t port_num, struct _compat_ibv_po
   attr->sm_lid = 0;
   attr->lmc = 0;
   attr->max_vl_num = 1;
-  attr->active_width = 1;                       // 1x
-  attr->active_speed = 32;                      // 25 Gb/s (EDR) per lane, as a RoCE NIC reports
-  attr->phys_state = info.port_active ? 5 : 3;  // LinkUp : Disabled
+  attr->active_width = 1;             // 1x
+  attr->active_speed = 32;            // 25 Gb/s (EDR) per lane, as a RoCE NIC reports
+  attr->phys_state = active ? 5 : 3;  // LinkUp : Disabled
   attr->link_layer = IBV_LINK_LAYER_ETHERNET;
   return 0;
 }

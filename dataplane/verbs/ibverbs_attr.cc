@@ -56,7 +56,8 @@ IbvQpAttr BuildRtsAttr(const QpRtsParams& params) {
 }
 
 common::Status ValidateRtrParams(const QpRtrParams& params, LinkLayer link_layer) {
-  if (params.remote.psn > kPsnMask) return common::Status::InvalidArgument("remote PSN exceeds 24 bits");
+  if (params.remote.psn > kPsnMask)
+    return common::Status::InvalidArgument("remote PSN exceeds 24 bits");
   if (params.remote.qp_num > kPsnMask) {
     return common::Status::InvalidArgument("remote QP number exceeds 24 bits");
   }

@@ -194,6 +194,14 @@ Status IbverbsQp::InjectBreak() const {
   return HookResult(hook(qp_), "braid_soft_verbs_break_qp");
 }
 
+Result<bool> IbverbsDevice::QueryPortActive() {
+  ibv_port_attr attr{};
+  if (int rc = ibv_query_port(context_, info_.port_num, &attr); rc != 0) {
+    return Status::FromErrno(rc, "ibv_query_port");
+  }
+  return attr.state == IBV_PORT_ACTIVE;
+}
+
 Status IbverbsDevice::InjectLinkDown() {
   auto hook = SoftVerbsHook<int (*)(ibv_context*)>("braid_soft_verbs_nic_down");
   if (hook == nullptr) return Device::InjectLinkDown();

@@ -102,6 +102,7 @@ class IbverbsDevice final : public Device {
       : context_(context), info_(std::move(info)) {}
   ~IbverbsDevice() override;
   const DeviceInfo& info() const override { return info_; }
+  Result<bool> QueryPortActive() override;
   Result<std::unique_ptr<ProtectionDomain>> AllocPd() override;
   Result<std::unique_ptr<Cq>> CreateCq(int min_entries) override;
   // Through the fault hooks of libbraid_verbs.so when it stands in for libibverbs.

@@ -150,6 +150,9 @@ class Device {
  public:
   virtual ~Device() = default;
   virtual const DeviceInfo& info() const = 0;
+  // Whether the port is active now: a link goes down and comes back while the device is open
+  // (info().port_active is what it was when opened). The thread of the device's QPs and CQs.
+  virtual Result<bool> QueryPortActive() { return info().port_active; }
   virtual Result<std::unique_ptr<ProtectionDomain>> AllocPd() = 0;
   virtual Result<std::unique_ptr<Cq>> CreateCq(int min_entries) = 0;
   // An fd that turns readable when the device has inbound work that only progress (a Cq::Poll)

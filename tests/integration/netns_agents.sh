@@ -35,6 +35,14 @@ for k in 0 1 2 3 9; do
     ip netns exec "$B" tc qdisc add dev "vb$k-$$" root tbf rate "${RATES[$k]}" burst 1mb latency 20ms
   fi
 done
+# A veth has its carrier a moment after both ends are up; an agent reads its NICs' ports at start.
+for k in 0 1 2 3 9; do
+  for _ in $(seq 50); do
+    [ "$(ip netns exec "$A" cat "/sys/class/net/va$k-$$/carrier" 2>/dev/null)" = 1 ] &&
+      [ "$(ip netns exec "$B" cat "/sys/class/net/vb$k-$$/carrier" 2>/dev/null)" = 1 ] && break
+    sleep 0.1
+  done
+done
 # `$DIR/agent.sh start|kill SIDE` starts braidd in its namespace (pid in $DIR/agent<side>.pid) or
 # SIGKILLs it; the peer-kill scenario calls it too.
 cat > "$DIR/agent.sh" <<AGENT

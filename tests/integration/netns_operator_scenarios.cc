@@ -1,6 +1,7 @@
 // Issue 9's operator scenarios in network namespaces (netns_recovery_test.sh runs them):
 //   "drain"     drain soft1 under a stream of 1 MiB writes, undrain it later;
-//   "peer-kill" SIGKILL the peer agent mid-stream, restart it, reconnect through the SDK.
+//   "peer-kill" SIGKILL the peer agent mid-stream, restart it, reconnect through the SDK;
+//   "port"      links going down and up with no traffic; the peer started with every link down.
 #include <unistd.h>
 
 #include <chrono>
@@ -8,7 +9,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <future>
 #include <string>
+#include <vector>
 
 #include "tests/integration/netns_scenarios.h"
 
@@ -240,6 +243,116 @@ int PeerKillScenario(std::shared_ptr<AgentClient> a, const std::string& b_addr,
   (void)a->DestroyVqp(old_vqp);
   const bool pass = failed > 0 && late == 0 && !first_error.empty() && again && new_deaths == 0 &&
                     new_epoch == 0 && old_state.rfind("failed", 0) == 0;
+  std::printf("%s\n", pass ? "PASS" : "FAIL");
+  return pass ? 0 : 1;
+}
+
+namespace {
+
+// Seconds until `device` on `agent` is in `want` (polled), or -1 after `limit_s`.
+double WaitForDevice(AgentClient& agent, const std::string& device, v1::DeviceState want,
+                     double limit_s) {
+  const auto t0 = Clock::now();
+  while (Since(t0) < limit_s) {
+    if (auto devices = agent.ListDevices(); devices.ok()) {
+      for (const auto& d : *devices) {
+        if (d.name() == device && d.state() == want) return Since(t0);
+      }
+    }
+    usleep(50000);
+  }
+  return -1;
+}
+
+void Run(const std::string& command) {
+  if (std::system(command.c_str()) != 0) std::fprintf(stderr, "failed: %s\n", command.c_str());
+}
+
+}  // namespace
+
+// Link 1 goes down with no traffic: both ends' soft1 is faulted (nothing had to fail first), a
+// VQP made meanwhile leaves it out, and it is healthy again once the link is back. Then the peer
+// is restarted with every data link down: it does not serve, and it serves (every device healthy,
+// a new 8-QP VQP over all four, 64 MiB verified) once the links come up, without a restart.
+int PortScenario(std::shared_ptr<AgentClient> a, const std::string& b_addr,
+                 const std::string& link_cmd, const std::string& kill_cmd,
+                 const std::string& start_cmd) {
+  constexpr double kLimit = 5.0;
+  auto b = AgentClient::Open(b_addr);
+  if (!b.ok()) return 1;
+  Run(link_cmd + " 1 down");
+  const double a_down = WaitForDevice(*a, "soft1", v1::DEVICE_STATE_FAULTED, kLimit);
+  const double b_down = WaitForDevice(**b, "soft1", v1::DEVICE_STATE_FAULTED, kLimit);
+  int on_soft1 = -1;
+  if (auto c = Connect(a, *b, {.num_qps = 8, .label = "port-down"}); c.ok()) {
+    on_soft1 = OnDevice(*a, (*c)->vqp_a(), "soft1").count;
+  }
+  Run(link_cmd + " 1 up");
+  const double a_up = WaitForDevice(*a, "soft1", v1::DEVICE_STATE_HEALTHY, kLimit);
+  const double b_up = WaitForDevice(**b, "soft1", v1::DEVICE_STATE_HEALTHY, kLimit);
+  std::printf(
+      "link 1 down, no traffic: soft1 faulted here after %.2f s, on the peer after %.2f s; a VQP "
+      "made meanwhile has %d QPs there; link up: healthy after %.2f s here, %.2f s there\n",
+      a_down, b_down, on_soft1, a_up, b_up);
+  b->reset();
+  Run(kill_cmd);
+  for (int k = 0; k < 4; ++k) Run(link_cmd + " " + std::to_string(k) + " down");
+  Run(start_cmd);
+  std::shared_ptr<AgentClient> peer;
+  for (int i = 0; i < 100 && peer == nullptr; ++i) {
+    if (auto c = AgentClient::Open(b_addr); c.ok()) peer = *c;
+    if (peer == nullptr) usleep(100000);
+  }
+  if (peer == nullptr) return 1;
+  usleep(1500000);  // a port check or two
+  auto serving = peer->Serving();
+  const bool down_refused = serving.ok() && !*serving;
+  int faulted = 0;
+  if (auto devices = peer->ListDevices(); devices.ok()) {
+    for (const auto& d : *devices) faulted += d.state() == v1::DEVICE_STATE_FAULTED ? 1 : 0;
+  }
+  const auto up = Clock::now();
+  for (int k = 0; k < 4; ++k) Run(link_cmd + " " + std::to_string(k) + " up");
+  double serving_s = -1;
+  while (serving_s < 0 && Since(up) < kLimit) {
+    serving = peer->Serving();
+    if (serving.ok() && *serving) serving_s = Since(up);
+    if (serving_s < 0) usleep(50000);
+  }
+  int healthy = 0;
+  for (const char* name : {"soft0", "soft1", "soft2", "soft3"}) {
+    healthy += WaitForDevice(*peer, name, v1::DEVICE_STATE_HEALTHY, kLimit) >= 0 ? 1 : 0;
+  }
+  int devices_used = 0;
+  bool verified = false;
+  auto c = Connect(a, peer, {.num_qps = 8, .label = "port-up"});
+  if (c.ok()) {
+    for (const char* name : {"soft0", "soft1", "soft2", "soft3"}) {
+      devices_used += OnDevice(*a, (*c)->vqp_a(), name).count > 0 ? 1 : 0;
+    }
+    auto src = a->RegisterMemory(64 * kMiB, "port-src");
+    auto dst = peer->RegisterMemory(64 * kMiB, "port-dst", {(*c)->vqp_b()});
+    auto session = TransferSession::Open(a, (*c)->vqp_a());
+    if (src.ok() && dst.ok() && session.ok()) {
+      for (uint64_t i = 0; i < 64 * kMiB; ++i) (*src)->data()[i] = static_cast<uint8_t>(i * 13);
+      std::vector<std::future<TransferResult>> ops;
+      for (uint64_t i = 0; i < 64; ++i)
+        ops.push_back((*session)->Submit(Write(**src, **dst, i, 30)));
+      int ok = 0;
+      for (auto& f : ops) ok += f.get().status.ok() ? 1 : 0;
+      verified = ok == 64 && std::memcmp((*src)->data(), (*dst)->data(), 64 * kMiB) == 0;
+    }
+  } else {
+    std::fprintf(stderr, "connect: %s\n", c.status().ToString().c_str());
+  }
+  std::printf(
+      "peer started with every data link down: %s, %d of 4 devices faulted; links up: serving "
+      "after %.2f s, %d of 4 healthy; a new 8-QP VQP on %d devices, 64 MiB %s\n",
+      down_refused ? "NOT_SERVING" : "serving", faulted, serving_s, healthy, devices_used,
+      verified ? "identical" : "NOT VERIFIED");
+  const bool pass = a_down >= 0 && b_down >= 0 && on_soft1 == 0 && a_up >= 0 && b_up >= 0 &&
+                    down_refused && faulted == 4 && serving_s >= 0 && healthy == 4 &&
+                    devices_used == 4 && verified;
   std::printf("%s\n", pass ? "PASS" : "FAIL");
   return pass ? 0 : 1;
 }

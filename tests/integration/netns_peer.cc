@@ -52,7 +52,8 @@ void Publish(const std::string& path, const Info& info) {
 }
 
 bool Await(const std::string& path, Info* info) {
-  for (int i = 0; i < 2000 && !Exists(path); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (int i = 0; i < 2000 && !Exists(path); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   std::ifstream in(path, std::ios::binary);
   return static_cast<bool>(in.read(reinterpret_cast<char*>(info), sizeof(*info)));
 }
@@ -73,12 +74,14 @@ struct Host {
       pds.push_back(std::move(devices.back()->AllocPd()).value());
       cqs.push_back(std::move(devices.back()->CreateCq(1024)).value());
       mrs.push_back(std::move(pds.back()->RegisterMemory(buffer.data(), kBuffer, 0xF)).value());
-      qps.push_back(std::move(pds.back()->CreateQp({cqs.back().get(), cqs.back().get(), {}, false})).value());
+      qps.push_back(
+          std::move(pds.back()->CreateQp({cqs.back().get(), cqs.back().get(), {}, false})).value());
     }
     return true;
   }
   Info MyInfo() const {
-    return {{qps[0]->qp_num(), qps[1]->qp_num()}, reinterpret_cast<uint64_t>(buffer.data()),
+    return {{qps[0]->qp_num(), qps[1]->qp_num()},
+            reinterpret_cast<uint64_t>(buffer.data()),
             {mrs[0]->rkey(), mrs[1]->rkey()}};
   }
   bool Connect(const Info& peer, const char* peer_ip0, const char* peer_ip1, uint32_t my_psn,
@@ -169,12 +172,15 @@ int RunA(const std::string& dir, const std::string& iface) {
       std::printf("phase 1: NIC %d %s %llu: %s\n", d, what, static_cast<unsigned long long>(id),
                   got ? ibv_wc_status_str(wc.status) : "no completion in 10 s");
     };
-    for (int k = 0; k < 4; ++k) Post(h, d, IBV_WR_RDMA_WRITE, base + k * (1 << 20), 1 << 20, b, base + k * (1 << 20), k);
+    for (int k = 0; k < 4; ++k)
+      Post(h, d, IBV_WR_RDMA_WRITE, base + k * (1 << 20), 1 << 20, b, base + k * (1 << 20), k);
     for (int k = 0; k < 4; ++k) expect_success("write", k);
     Post(h, d, IBV_WR_RDMA_READ, base + (8 << 20), 4 << 20, b, base, 9);
     expect_success("read", 9);
-    const bool same = std::memcmp(h.buffer.data() + base, h.buffer.data() + base + (8 << 20), 4 << 20) == 0;
-    std::printf("phase 1: NIC %d moved 4 MiB and read it back: %s\n", d, same ? "identical" : "DIFFERENT");
+    const bool same =
+        std::memcmp(h.buffer.data() + base, h.buffer.data() + base + (8 << 20), 4 << 20) == 0;
+    std::printf("phase 1: NIC %d moved 4 MiB and read it back: %s\n", d,
+                same ? "identical" : "DIFFERENT");
     failures += !same;
   }
   // Phase 2: stream on both; take NIC 1's veth down after 200 ms.
@@ -188,7 +194,9 @@ int RunA(const std::string& dir, const std::string& iface) {
   bool down = false;
   auto refill = [&](int d) {
     while (inflight[d] < 4 && first_error[d] == IBV_WC_SUCCESS) {
-      if (!Post(h, d, IBV_WR_RDMA_WRITE, static_cast<size_t>(d) * (16 << 20), 1 << 20, b, 32u << 20, 1)) break;
+      if (!Post(h, d, IBV_WR_RDMA_WRITE, static_cast<size_t>(d) * (16 << 20), 1 << 20, b, 32u << 20,
+                1))
+        break;
       ++inflight[d];
     }
   };
@@ -218,10 +226,11 @@ int RunA(const std::string& dir, const std::string& iface) {
       refill(d);
     }
   }
-  std::printf("phase 2: NIC 1 down: its QP ended with %s %.1f ms after the link went down "
-              "(configured: %.1f ms = timeout %.1f ms x %d tries)\n",
-              ibv_wc_status_str(first_error[1]), error_ms, budget_ms, budget_ms / (kRetryCnt + 1),
-              kRetryCnt + 1);
+  std::printf(
+      "phase 2: NIC 1 down: its QP ended with %s %.1f ms after the link went down "
+      "(configured: %.1f ms = timeout %.1f ms x %d tries)\n",
+      ibv_wc_status_str(first_error[1]), error_ms, budget_ms, budget_ms / (kRetryCnt + 1),
+      kRetryCnt + 1);
   std::printf("phase 2: NIC 0 completed %llu more 1 MiB writes after the failure, errors: %s\n",
               static_cast<unsigned long long>(ok_after_down[0]), ibv_wc_status_str(first_error[0]));
   // The timer restarts at every acknowledgement, so the error may come up to one timeout

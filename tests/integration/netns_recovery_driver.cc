@@ -194,7 +194,7 @@ int main(int argc, char** argv) {
   app.add_option("--down-at", down_at);
   app.add_option("--up-at", up_at);
   app.add_option("--scenario", scenario,
-                 "one-down | all-down | drain | peer-kill | bench | imm-outage | flap");
+                 "one-down | all-down | drain | peer-kill | bench | imm-outage | flap | port");
   std::string scheme = "spray";
   app.add_option("--scheme", scheme, "imm-outage: spray | dqplb");
   double flap_seconds = 30;
@@ -215,6 +215,10 @@ int main(int argc, char** argv) {
   if (!a.ok() || !b.ok()) {
     std::fprintf(stderr, "agents unreachable\n");
     return 1;
+  }
+  if (scenario == "port") {
+    b->reset();  // the scenario restarts the peer
+    return braid::netns::PortScenario(*a, b_addr, link_cmd, kill_cmd, start_cmd);
   }
   auto conn = Connect(*a, *b, {.num_qps = qps, .label = "netns"});
   if (!conn.ok()) {

@@ -6,7 +6,8 @@
 # recovered within twice the backoff cap after the link returns; it prints the throughput before,
 # while down and after. Then two of four links down and all four; an operator drain under load;
 # write-with-imm messages in flight when every link goes down (both schemes); a link flapping
-# every 200 ms; the peer agent SIGKILLed and restarted. Removes everything it created. Exit 77 (skip) when not
+# every 200 ms; the peer agent SIGKILLed and restarted; ports followed with no traffic (a link
+# down and up, the peer started with every data link down). Removes everything it created. Exit 77 (skip) when not
 # root.
 set -euo pipefail
 BRAIDD=$1
@@ -53,4 +54,8 @@ ip netns exec "$A" "$DRIVER" --a 10.77.9.1:7600 --b 10.77.9.2:7600 --qps 8 --sce
 echo "peer agent SIGKILLed at 1 s, then restarted"
 ip netns exec "$A" "$DRIVER" --a 10.77.9.1:7600 --b 10.77.9.2:7600 --qps 8 --scenario peer-kill \
   --kill-cmd "$DIR/agent.sh kill 2" --start-cmd "$DIR/agent.sh start 2"
+# Ports followed with no traffic: link 1 down and up; the peer restarted with every data link down.
+echo "link 1 down and up with no traffic; the peer restarted with every data link down, then up"
+ip netns exec "$A" "$DRIVER" --a 10.77.9.1:7600 --b 10.77.9.2:7600 --scenario port \
+  --link-cmd "$DIR/link.sh" --kill-cmd "$DIR/agent.sh kill 2" --start-cmd "$DIR/agent.sh start 2"
 echo PASS

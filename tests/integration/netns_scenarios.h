@@ -33,6 +33,12 @@ int ImmOutageScenario(std::shared_ptr<client::AgentClient> a,
                       const client::Region& src, const client::Region& dst,
                       const std::string& link_cmd);
 
+// Links going down and up with no traffic, and the peer started with every data link down.
+// `link_cmd K up|down` switches link K; `kill_cmd` and `start_cmd` stop and start the peer.
+int PortScenario(std::shared_ptr<client::AgentClient> a, const std::string& b_addr,
+                 const std::string& link_cmd, const std::string& kill_cmd,
+                 const std::string& start_cmd);
+
 // Link 1 down/up every 200 ms for `seconds` under a stream of 1 MiB writes.
 int FlapScenario(client::TransferSession& session, const client::Region& src,
                  const client::Region& dst, const std::string& link_cmd, double seconds);

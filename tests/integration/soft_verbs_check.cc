@@ -75,8 +75,8 @@ class SoftVerbsTest : public ::testing::Test {
     a.pkey_index = 0;
     a.port_num = 1;
     a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
-    return ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
-                                     IBV_QP_ACCESS_FLAGS);
+    return ibv_modify_qp(qp, &a,
+                         IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
   }
   static ibv_qp_attr RtrAttr(const Side& peer, uint32_t psn) {
     ibv_qp_attr a{};
@@ -158,8 +158,9 @@ TEST_F(SoftVerbsTest, EachTransitionRequiresItsAttributesAndRefusesOthers) {
   a.port_num = 1;
   // RESET→INIT without the access flags; with an attribute INIT does not take.
   EXPECT_EQ(ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT), EINVAL);
-  EXPECT_EQ(ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
-                                      IBV_QP_ACCESS_FLAGS | IBV_QP_SQ_PSN),
+  EXPECT_EQ(ibv_modify_qp(qp, &a,
+                          IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS |
+                              IBV_QP_SQ_PSN),
             EINVAL);
   EXPECT_EQ(qp->state, IBV_QPS_RESET) << "a refused transition changes nothing";
   // RESET→RTR skips a state.
