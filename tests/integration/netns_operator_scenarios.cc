@@ -319,9 +319,10 @@ int PortScenario(std::shared_ptr<AgentClient> a, const std::string& b_addr,
     if (serving.ok() && *serving) serving_s = Since(up);
     if (serving_s < 0) usleep(50000);
   }
-  int healthy = 0;
+  int healthy = 0;  // on the peer; here too (these links went down at this end)
   for (const char* name : {"soft0", "soft1", "soft2", "soft3"}) {
     healthy += WaitForDevice(*peer, name, v1::DEVICE_STATE_HEALTHY, kLimit) >= 0 ? 1 : 0;
+    healthy += WaitForDevice(*a, name, v1::DEVICE_STATE_HEALTHY, kLimit) >= 0 ? 1 : 0;
   }
   int devices_used = 0;
   bool verified = false;
@@ -347,11 +348,11 @@ int PortScenario(std::shared_ptr<AgentClient> a, const std::string& b_addr,
   }
   std::printf(
       "peer started with every data link down: %s, %d of 4 devices faulted; links up: serving "
-      "after %.2f s, %d of 4 healthy; a new 8-QP VQP on %d devices, 64 MiB %s\n",
+      "after %.2f s, %d of 8 healthy (both ends); a new 8-QP VQP on %d devices, 64 MiB %s\n",
       down_refused ? "NOT_SERVING" : "serving", faulted, serving_s, healthy, devices_used,
       verified ? "identical" : "NOT VERIFIED");
   const bool pass = a_down >= 0 && b_down >= 0 && on_soft1 == 0 && a_up >= 0 && b_up >= 0 &&
-                    down_refused && faulted == 4 && serving_s >= 0 && healthy == 4 &&
+                    down_refused && faulted == 4 && serving_s >= 0 && healthy == 8 &&
                     devices_used == 4 && verified;
   std::printf("%s\n", pass ? "PASS" : "FAIL");
   return pass ? 0 : 1;
