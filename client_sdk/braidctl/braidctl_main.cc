@@ -111,6 +111,15 @@ CLI::Validator ByteCount(uint64_t min) {
       "BYTES");
 }
 
+// "healthy", "drained" or "faulted", and ", port down" when its link is.
+std::string DeviceStateText(const v1::Device& d) {
+  std::string state = d.state() == v1::DEVICE_STATE_HEALTHY   ? "healthy"
+                      : d.state() == v1::DEVICE_STATE_DRAINED ? "drained"
+                      : d.state() == v1::DEVICE_STATE_FAULTED ? "faulted"
+                                                              : "unknown";
+  return d.port_active() ? state : state + ", port down";
+}
+
 v1::Scheme SchemeOf(const std::string& s) {
   return s == "dqplb" ? v1::SCHEME_DQPLB : v1::SCHEME_SPRAY;
 }
@@ -527,9 +536,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     for (const auto& d : *r) {
-      std::printf("%-8s %-8s %-22s %-22s qps %-3u dead %-3u written %s read %s\n", d.name().c_str(),
-                  d.provider().c_str(), d.gid().c_str(), v1::DeviceState_Name(d.state()).c_str(),
-                  d.qps(), d.dead_qps(),
+      std::printf("%-8s %-8s %-22s %-20s qps %-3u dead %-3u written %s read %s\n", d.name().c_str(),
+                  d.provider().c_str(), d.gid().c_str(), DeviceStateText(d).c_str(), d.qps(),
+                  d.dead_qps(),
                   braid::ctl::HumanBytes(static_cast<double>(d.bytes_written())).c_str(),
                   braid::ctl::HumanBytes(static_cast<double>(d.bytes_read())).c_str());
     }
@@ -607,9 +616,8 @@ int main(int argc, char** argv) {
   if (*drain || *undrain) {
     auto r = *drain ? a->DrainDevice(device) : a->UndrainDevice(device);
     if (!r.ok()) return Fail(*drain ? "drain" : "undrain", r.status());
-    std::printf(
-        g.json ? "%s" : "%s\n",
-        g.json ? Json(*r).c_str() : (device + ": " + v1::DeviceState_Name(r->state())).c_str());
+    std::printf(g.json ? "%s" : "%s\n",
+                g.json ? Json(*r).c_str() : (device + ": " + DeviceStateText(*r)).c_str());
     return 0;
   }
   if (*connect) {

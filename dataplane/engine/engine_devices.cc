@@ -58,7 +58,7 @@ DeviceStatus Engine::DescribeDevice(size_t index) const {
   s.provider = info.provider;
   s.gid = info.gid.ToString();
   s.state = slot.state;
-  s.port_active = info.port_active;
+  s.port_active = slot.port_active;  // as last read (FollowPorts), not as opened
   s.mtu_bytes = 128u << static_cast<int>(info.active_mtu);
   s.traffic = slot.retired;
   for (const auto& [id, v] : vqps_) {
@@ -109,15 +109,19 @@ EngineSnapshot Engine::TakeSnapshot() const {
 void Engine::FollowPorts() {
   for (auto& d : devices_) {
     DeviceSlot& slot = *d;
+    // A port that cannot be read (a device gone fatal or removed) carries nothing either.
     const Result<bool> port = slot.device->QueryPortActive();
-    if (!port.ok() || *port == slot.port_active) continue;
-    slot.port_active = *port;
+    const bool active = port.ok() && *port;
+    if (active == slot.port_active) continue;
+    slot.port_active = active;
     const std::string& name = slot.device->info().name;
     if (!slot.port_active) {
       slot.state_before_port_down = slot.state;
       if (slot.state != DeviceState::kFaulted) {
         slot.state = DeviceState::kFaulted;
-        Emit(EventKind::kDeviceFaulted, 0, -1, name, "port down: its link is lost");
+        Emit(EventKind::kDeviceFaulted, 0, -1, name,
+             port.ok() ? "port down: its link is lost"
+                       : "port cannot be read, taken as down: " + port.status().ToString());
       }
     } else if (slot.state == DeviceState::kFaulted) {
       slot.state = slot.state_before_port_down == DeviceState::kDrained ? DeviceState::kDrained

@@ -355,6 +355,26 @@ TEST_F(BraidctlTest, AnAgentAddressThatCannotWorkIsRefusedAtOnceSayingWhy) {
 // What other clients chose (a VQP's label, the control endpoint in the card behind an event's
 // cause) is printed with its control characters escaped: an escape sequence in it drove the
 // operator's terminal (here: clear the screen), and a newline forged a line of output.
+// Device states read as words (they printed DEVICE_STATE_HEALTHY), through a drain and back.
+TEST_F(BraidctlTest, DevicesAndDrainSayEachDevicesStateInWords) {
+  const std::string agent = "--agent unix:" + dir_ + "/a.sock ";
+  auto line_of = [](const std::string& out, const std::string& device) {
+    const size_t at = out.find(device + " ");
+    return at == std::string::npos ? std::string() : out.substr(at, out.find('\n', at) - at);
+  };
+  CommandResult r = Braidctl(agent + "devices");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(line_of(r.output, "soft0").find(" healthy "), std::string::npos) << r.output;
+  EXPECT_NE(line_of(r.output, "soft1").find(" healthy "), std::string::npos) << r.output;
+  r = Braidctl(agent + "drain soft1");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "soft1: drained\n");
+  r = Braidctl(agent + "devices");
+  EXPECT_NE(line_of(r.output, "soft1").find(" drained "), std::string::npos) << r.output;
+  r = Braidctl(agent + "undrain soft1");
+  EXPECT_EQ(r.output, "soft1: healthy\n");
+}
+
 TEST_F(BraidctlTest, TextOtherClientsChoseCannotDriveTheOperatorsTerminal) {
   const std::string hostile = "x\x1b[2J\nvqp 999 forged";
   grpc::ClientContext ctx;

@@ -249,14 +249,18 @@ int PeerKillScenario(std::shared_ptr<AgentClient> a, const std::string& b_addr,
 
 namespace {
 
-// Seconds until `device` on `agent` is in `want` (polled), or -1 after `limit_s`.
+// Seconds until `device` on `agent` is in `want` (healthy or faulted) with its port shown up or
+// down to match (polled), or -1 after `limit_s`.
 double WaitForDevice(AgentClient& agent, const std::string& device, v1::DeviceState want,
                      double limit_s) {
   const auto t0 = Clock::now();
   while (Since(t0) < limit_s) {
     if (auto devices = agent.ListDevices(); devices.ok()) {
       for (const auto& d : *devices) {
-        if (d.name() == device && d.state() == want) return Since(t0);
+        if (d.name() == device && d.state() == want &&
+            d.port_active() == (want == v1::DEVICE_STATE_HEALTHY)) {
+          return Since(t0);
+        }
       }
     }
     usleep(50000);
