@@ -1,0 +1,129 @@
+// The engine follows its devices' ports: a soft NIC whose interface goes down is faulted, and when
+// it comes back the device returns to what it was (drained stays drained); a fault injected on a
+// device whose port stays up is left alone. The NIC's address lives on one end of a veth pair
+// this test makes (root only; skipped otherwise) and removes.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "dataplane/engine/engine.h"
+#include "dataplane/soft/soft_provider.h"
+#include "dataplane/soft/tcp_fabric.h"
+#include "tests/testutil/test_port.h"
+
+namespace braid::engine {
+namespace {
+
+// A veth pair, `name` holding `address`/32, both ends up; removed on destruction.
+class VethLink {
+ public:
+  VethLink(std::string name, std::string address)
+      : name_(std::move(name)), address_(std::move(address)) {
+    ok_ = getuid() == 0 && Ip("link add " + name_ + " type veth peer name " + name_ + "p") &&
+          Ip("addr add " + address_ + "/32 dev " + name_) && Ip("link set " + name_ + "p up") &&
+          Ip("link set " + name_ + " up");
+  }
+  ~VethLink() { Ip("link del " + name_); }
+  bool ok() const { return ok_; }
+  bool Set(bool up) { return Ip("link set " + name_ + (up ? " up" : " down")); }
+
+ private:
+  static bool Ip(const std::string& args) {
+    return std::system(("ip " + args + " 2>/dev/null").c_str()) == 0;
+  }
+  std::string name_, address_;
+  bool ok_ = false;
+};
+
+class EnginePortsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!link_.ok()) GTEST_SKIP() << "needs root and ip link (veth pairs)";
+    std::filesystem::create_directories(dir_);
+    EngineOptions o;
+    o.provider = &provider_;
+    o.agent_id = "ports";
+    o.region_dir = dir_;
+    o.fault_injection = true;
+    o.idle_wait_ms = 50;
+    auto e = Engine::Start(o);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    engine_ = std::move(e).value();
+    events_ = std::make_shared<EventWatcher>(64);
+    ASSERT_TRUE(engine_->WatchEvents(events_).ok());
+  }
+  void TearDown() override {
+    engine_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  // The device's state once it is `want` (its port shown `port`), waiting up to 4 s (port checks
+  // are a second apart); its state then otherwise.
+  DeviceStatus WaitFor(DeviceState want, bool port) {
+    DeviceStatus now;
+    for (int i = 0; i < 80; ++i) {
+      auto devices = engine_->ListDevices();
+      if (devices.ok() && !devices->empty()) now = devices->front();
+      if (now.state == want && now.port_active == port) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return now;
+  }
+  // The causes of the device events since the last call, in order.
+  std::string DeviceEvents() {
+    std::string out;
+    while (auto e = events_->events.TryPop()) {
+      if (!e->device.empty()) out += std::string(EventKindName(e->kind)) + ": " + e->cause + "; ";
+    }
+    return out;
+  }
+
+  const std::string address_ = "127.79." + std::to_string(getpid() % 250) + ".1";
+  VethLink link_{"bport" + std::to_string(getpid() % 100000), address_};
+  soft::TcpFabric fabric_{soft::TcpFabricOptions{.port = testing::TestPort(6)}};
+  soft::SoftProvider provider_{{{{"soft0", address_}}, &fabric_}};
+  std::string dir_ = "/dev/shm/braid-ports-test-" + std::to_string(getpid());
+  std::unique_ptr<Engine> engine_;
+  std::shared_ptr<EventWatcher> events_;
+};
+
+TEST_F(EnginePortsTest, ADeviceFollowsItsPortDownAndBackToWhatItWas) {
+  EXPECT_EQ(WaitFor(DeviceState::kHealthy, true).state, DeviceState::kHealthy);
+  ASSERT_TRUE(engine_->DrainDevice("soft0").ok());
+  (void)DeviceEvents();
+  ASSERT_TRUE(link_.Set(false));
+  DeviceStatus down = WaitFor(DeviceState::kFaulted, false);
+  EXPECT_EQ(down.state, DeviceState::kFaulted);
+  EXPECT_FALSE(down.port_active);
+  EXPECT_EQ(DeviceEvents(), "device_faulted: port down: its link is lost; ");
+  // No new VQP uses it.
+  CreateVqpRequest r;
+  r.config.num_qps = 1;
+  EXPECT_FALSE(engine_->CreateVirtualQp(r).ok());
+  ASSERT_TRUE(link_.Set(true));
+  DeviceStatus back = WaitFor(DeviceState::kDrained, true);
+  EXPECT_EQ(back.state, DeviceState::kDrained) << "drained before the port went down";
+  EXPECT_TRUE(back.port_active);
+  EXPECT_EQ(DeviceEvents(), "device_healthy: port active again: its link is back; ");
+  ASSERT_TRUE(engine_->UndrainDevice("soft0").ok());
+  EXPECT_TRUE(engine_->CreateVirtualQp(r).ok());
+}
+
+TEST_F(EnginePortsTest, AFaultInjectedOnADeviceWhosePortStaysUpIsLeftAlone) {
+  FaultRequest down;
+  down.kind = FaultKind::kDeviceDown;
+  down.device = "soft0";
+  ASSERT_TRUE(engine_->InjectFault(down).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // two port checks or more
+  auto devices = engine_->ListDevices();
+  ASSERT_TRUE(devices.ok() && !devices->empty());
+  EXPECT_EQ(devices->front().state, DeviceState::kFaulted);
+  EXPECT_TRUE(devices->front().port_active);
+}
+
+}  // namespace
+}  // namespace braid::engine
