@@ -46,6 +46,13 @@ Status Agent::Init() {
   pc.soft.nics = config_.soft_nics;
   pc.soft.fabric = fabric_.get();
   BRAID_ASSIGN_OR_RETURN(provider_, verbs::CreateProvider(pc));
+  if (config_.provider == "auto") {
+    spdlog::info("agent={} provider=auto chose={} msg=\"{}\"", config_.agent_id, provider_->name(),
+                 provider_->name() == "soft"
+                     ? "rdma-core lists no RDMA device: soft NICs over TCP (set provider: ibverbs "
+                       "to refuse to start without one)"
+                     : "rdma-core lists RDMA devices (their ports are followed)");
+  }
 
   engine::EngineOptions eo;
   eo.provider = provider_.get();

@@ -20,13 +20,9 @@ constexpr Entry kProviders[] = {
      }},
 };
 
-bool HasActivePort(Provider& provider) {
+bool HasDevice(Provider& provider) {
   Result<std::vector<DeviceInfo>> devices = provider.ListDevices();
-  if (!devices.ok()) return false;
-  for (const DeviceInfo& d : *devices) {
-    if (d.port_active) return true;
-  }
-  return false;
+  return devices.ok() && !devices->empty();
 }
 
 }  // namespace
@@ -40,7 +36,7 @@ std::vector<std::string> ProviderKinds() {
 Result<std::unique_ptr<Provider>> CreateProvider(const ProviderConfig& config) {
   if (config.kind == "auto") {
     auto ibverbs = std::make_unique<IbverbsProvider>(config.ibverbs);
-    if (HasActivePort(*ibverbs)) return std::unique_ptr<Provider>(std::move(ibverbs));
+    if (HasDevice(*ibverbs)) return std::unique_ptr<Provider>(std::move(ibverbs));
     return std::unique_ptr<Provider>(std::make_unique<soft::SoftProvider>(config.soft));
   }
   for (const Entry& e : kProviders) {

@@ -1,6 +1,7 @@
 // Provider selection: one table of provider kinds and the `auto` rule.
 //
-// `auto` picks ibverbs when rdma-core lists a device with an active port, else soft.
+// `auto` picks ibverbs when rdma-core lists a device, its ports up or not (the engine follows
+// them: a host whose links are still down at start serves once they come up), else soft.
 // Threading: call from any thread; the returned provider follows provider.h.
 #ifndef BRAID_DATAPLANE_PROVIDERS_PROVIDER_REGISTRY_H_
 #define BRAID_DATAPLANE_PROVIDERS_PROVIDER_REGISTRY_H_

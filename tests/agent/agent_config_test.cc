@@ -7,17 +7,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "dataplane/common/proc_status.h"
 #include "dataplane/common/unique_fd.h"
 #include "tests/agent/agent_harness.h"
 #include "tests/testutil/test_port.h"
+#include "tests/testutil/veth_link.h"
 
 namespace braid::testing {
 namespace {
@@ -381,6 +384,50 @@ TEST(AgentMemlock, ARegistrationPastTheLockedMemoryLimitNamesTheLimitAndHowToRai
   std::ifstream log(agent->log_path());
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("memlock_limit=8388608"), std::string::npos) << text;
+}
+
+// `provider: auto` (the chart's default) took rdma-core only when a port was active: an HCA host
+// whose links were still down when the agent started got soft NICs on 127.0.0.1, for good. It
+// now takes rdma-core whenever it lists a device; the ports are followed, so the agent serves
+// once its link comes up. The rdma-core path here is libbraid_verbs.so, whose ports follow the
+// interface holding each soft NIC's address (a veth end this test takes down).
+TEST(AgentProvider, AutoTakesRdmaCoreWithItsLinkDownAndServesOnceTheLinkComesUp) {
+  if (!SoftVerbsAvailable())
+    GTEST_SKIP() << "libbraid_verbs.so is not built here (sanitizer build)";
+  VethLink link("bauto" + std::to_string(getpid() % 100000),
+                "127.80." + std::to_string(getpid() % 250) + ".1");
+  if (!link.ok()) GTEST_SKIP() << "needs root and veth pairs";
+  ASSERT_TRUE(link.Set(false));
+  AgentSpec spec{"auto-down", {link.address()}, 0};
+  spec.soft_verbs = true;
+  spec.soft_verbs_provider = "auto";
+  auto agent = AgentProcess::Spawn(spec);
+  ASSERT_TRUE(agent);
+  auto device = [&] {
+    grpc::ClientContext ctx;
+    v1::ListDevicesResponse devices;
+    EXPECT_TRUE(agent->stub().ListDevices(&ctx, {}, &devices).ok());
+    return devices.devices_size() == 1 ? devices.devices(0) : v1::Device();
+  };
+  {
+    grpc::ClientContext ctx;
+    v1::AgentInfo info;
+    ASSERT_TRUE(agent->stub().GetInfo(&ctx, {}, &info).ok());
+    EXPECT_EQ(info.provider(), "ibverbs");
+  }
+  v1::Device d = device();
+  EXPECT_EQ(d.name(), "soft0");
+  EXPECT_EQ(d.state(), v1::DEVICE_STATE_FAULTED);
+  EXPECT_FALSE(d.port_active());
+  ASSERT_TRUE(link.Set(true));
+  for (int i = 0; i < 80 && !(d.state() == v1::DEVICE_STATE_HEALTHY && d.port_active()); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    d = device();
+  }
+  EXPECT_EQ(d.state(), v1::DEVICE_STATE_HEALTHY);
+  EXPECT_TRUE(d.port_active());
+  // It serves: a VQP is made on the device.
+  EXPECT_NE(CreateVqp(agent->stub(), v1::SCHEME_SPRAY, 2).vqp_id(), 0u);
 }
 
 }  // namespace

@@ -92,7 +92,7 @@ std::unique_ptr<AgentProcess> AgentProcess::Spawn(const AgentSpec& spec) {
   if (spec.soft_verbs) {
 #ifdef BRAID_SOFT_VERBS_LIB
     args.push_back("--provider");
-    args.push_back("ibverbs");
+    args.push_back(spec.soft_verbs_provider);
     env = {{"LD_PRELOAD", BRAID_SOFT_VERBS_LIB},
            {"BRAID_SOFT_NICS", nics},
            {"BRAID_SOFT_PORT", std::to_string(TestPort(kSoftPortSlot))}};

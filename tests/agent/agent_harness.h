@@ -39,6 +39,7 @@ struct AgentSpec {
   // The rdma-core code path: `--provider ibverbs` with libbraid_verbs.so preloaded, the NICs
   // given to it (BRAID_SOFT_NICS). Only where the library is built (not in sanitizer builds).
   bool soft_verbs = false;
+  std::string soft_verbs_provider = "ibverbs";  // --provider then (auto picks ibverbs too)
   // RLIMIT_NOFILE given to the agent at start (0: inherited).
   uint64_t fd_soft_limit = 0;
   uint64_t fd_hard_limit = 0;

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -15,30 +14,10 @@
 #include "dataplane/soft/soft_provider.h"
 #include "dataplane/soft/tcp_fabric.h"
 #include "tests/testutil/test_port.h"
+#include "tests/testutil/veth_link.h"
 
 namespace braid::engine {
 namespace {
-
-// A veth pair, `name` holding `address`/32, both ends up; removed on destruction.
-class VethLink {
- public:
-  VethLink(std::string name, std::string address)
-      : name_(std::move(name)), address_(std::move(address)) {
-    ok_ = getuid() == 0 && Ip("link add " + name_ + " type veth peer name " + name_ + "p") &&
-          Ip("addr add " + address_ + "/32 dev " + name_) && Ip("link set " + name_ + "p up") &&
-          Ip("link set " + name_ + " up");
-  }
-  ~VethLink() { Ip("link del " + name_); }
-  bool ok() const { return ok_; }
-  bool Set(bool up) { return Ip("link set " + name_ + (up ? " up" : " down")); }
-
- private:
-  static bool Ip(const std::string& args) {
-    return std::system(("ip " + args + " 2>/dev/null").c_str()) == 0;
-  }
-  std::string name_, address_;
-  bool ok_ = false;
-};
 
 class EnginePortsTest : public ::testing::Test {
  protected:
@@ -83,7 +62,7 @@ class EnginePortsTest : public ::testing::Test {
   }
 
   const std::string address_ = "127.79." + std::to_string(getpid() % 250) + ".1";
-  VethLink link_{"bport" + std::to_string(getpid() % 100000), address_};
+  testing::VethLink link_{"bport" + std::to_string(getpid() % 100000), address_};
   soft::TcpFabric fabric_{soft::TcpFabricOptions{.port = testing::TestPort(6)}};
   soft::SoftProvider provider_{{{{"soft0", address_}}, &fabric_}};
   std::string dir_ = "/dev/shm/braid-ports-test-" + std::to_string(getpid());
