@@ -296,14 +296,11 @@ Status Engine::Init() {
   for (const std::string& name : names) {
     auto slot = std::make_unique<DeviceSlot>();
     BRAID_ASSIGN_OR_RETURN(slot->device, options_.provider->OpenDevice(name));
-    // A port down at start is followed like one that goes down later (FollowPorts).
-    const Result<bool> port = slot->device->QueryPortActive();
-    slot->port_active = port.ok() ? *port : slot->device->info().port_active;
-    if (!slot->port_active) slot->state = DeviceState::kFaulted;
     raw.push_back(slot->device.get());
     devices_.push_back(std::move(slot));
   }
   if (devices_.empty()) return Status::NotFound("no device to open");
+  FollowPorts();  // a port down at start faults its device as one that goes down later does
   PublishDeviceHealth();
   BRAID_ASSIGN_OR_RETURN(cq_,
                          vqp::VirtualCq::Create(raw, options_.cq_entries, options_.max_cq_entries));

@@ -104,8 +104,8 @@ EngineSnapshot Engine::TakeSnapshot() const {
 
 // A port that goes down faults its device (no new VQP uses it; the QPs there die of their own
 // retries and are recovered elsewhere or later); one that comes back returns the device to what
-// it was, healthy or drained. Only changes act, so a fault injected on a device whose port stays
-// up is left alone.
+// it was, healthy, drained or faulted by injection. Only changes act, so a fault injected on a
+// device whose port stays up is left alone.
 void Engine::FollowPorts() {
   for (auto& d : devices_) {
     DeviceSlot& slot = *d;
@@ -123,9 +123,9 @@ void Engine::FollowPorts() {
              port.ok() ? "port down: its link is lost"
                        : "port cannot be read, taken as down: " + port.status().ToString());
       }
-    } else if (slot.state == DeviceState::kFaulted) {
-      slot.state = slot.state_before_port_down == DeviceState::kDrained ? DeviceState::kDrained
-                                                                        : DeviceState::kHealthy;
+    } else if (slot.state == DeviceState::kFaulted &&
+               slot.state_before_port_down != DeviceState::kFaulted) {
+      slot.state = slot.state_before_port_down;  // healthy or drained (a fault injected stays)
       Emit(EventKind::kDeviceHealthy, 0, -1, name, "port active again: its link is back");
     }
     PublishDeviceHealth();

@@ -113,14 +113,6 @@ Result<VqpStatus> Engine::DoCreate(const CreateVqpRequest& request) {
 // would connect to this agent itself (its listener is the only one at that address) and die of
 // retries with nothing to say why. Two agents on one host given one soft NIC address and
 // different soft ports get here.
-namespace {
-// An IPv4-mapped GID (a soft NIC's) as its dotted address, another as the GID.
-std::string Address(const verbs::Gid& gid) {
-  const std::string text = gid.ToString();
-  return gid.IsIpv4Mapped() ? text.substr(text.rfind(':') + 1) : text;
-}
-}  // namespace
-
 Status Engine::CheckPeerAddresses(const vqp::BusinessCard& remote) const {
   for (const vqp::DeviceCard& theirs : remote.devices) {
     for (const auto& d : devices_) {
@@ -128,8 +120,8 @@ Status Engine::CheckPeerAddresses(const vqp::BusinessCard& remote) const {
       if (!mine.gid_is_exclusive || mine.gid != theirs.gid) continue;
       return Status::FailedPrecondition(
           "the peer's card names device " + common::Quote(theirs.name) + " at " +
-          Address(mine.gid) + ", the address of agent " + options_.agent_id + "'s own soft NIC " +
-          mine.name +
+          mine.gid.ToAddress() + ", the address of agent " + options_.agent_id +
+          "'s own soft NIC " + mine.name +
           ": its QPs would connect to this agent, not the peer; give each agent soft NIC "
           "addresses of its own (two agents on one host need different addresses and the same "
           "soft.port)");

@@ -39,13 +39,6 @@ sockaddr_in Address(uint32_t ipv4_host_order, uint16_t port) {
   return a;
 }
 
-std::string Ipv4String(uint32_t ipv4_host_order) {
-  const in_addr a{.s_addr = htonl(ipv4_host_order)};
-  char text[INET_ADDRSTRLEN] = {};
-  inet_ntop(AF_INET, &a, text, sizeof(text));
-  return text;
-}
-
 // What kind of address `ipv4` is when no peer can call a NIC on it, else null. bind() takes
 // them all, so a NIC on one would start and every connection to its card's address fail.
 const char* NotCallable(uint32_t ipv4_host_order) {
@@ -91,7 +84,7 @@ Status TcpFabric::Attach(SoftDevice* device) {
   }
   if (const char* kind = NotCallable(*ip)) {
     return Status::InvalidArgument("soft NIC " + device->info().name + "'s address " +
-                                   Ipv4String(*ip) + " is " + kind +
+                                   device->info().gid.ToAddress() + " is " + kind +
                                    ", not one peers can call; give an address of one of this "
                                    "host's interfaces");
   }
@@ -104,9 +97,9 @@ Status TcpFabric::Attach(SoftDevice* device) {
     const int err = errno;
     close(fd);
     const std::string where = "soft NIC " + device->info().name + " could not listen on " +
-                              Ipv4String(*ip) + ":" + std::to_string(options_.port);
+                              device->info().gid.ToAddress() + ":" + std::to_string(options_.port);
     if (err == EADDRNOTAVAIL) {
-      return Status::InvalidArgument(where + ": " + Ipv4String(*ip) +
+      return Status::InvalidArgument(where + ": " + device->info().gid.ToAddress() +
                                      " is not an address of this host; give one it has");
     }
     if (err == EADDRINUSE) {

@@ -59,6 +59,11 @@ std::optional<uint32_t> Gid::Ipv4() const {
          uint32_t{raw[15]};
 }
 
+std::string Gid::ToAddress() const {
+  const std::string text = ToString();
+  return IsIpv4Mapped() ? text.substr(text.rfind(':') + 1) : text;
+}
+
 std::string Gid::ToString() const {
   char buf[64];
   if (IsIpv4Mapped()) {

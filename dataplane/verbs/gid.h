@@ -29,6 +29,8 @@ struct Gid {
   std::optional<uint32_t> Ipv4() const;
   // "::ffff:127.0.0.1" for mapped GIDs, else 8 colon-separated hex groups.
   std::string ToString() const;
+  // The address as people write it: "127.0.0.1" for a mapped GID (a soft NIC's), else ToString().
+  std::string ToAddress() const;
 
   friend bool operator==(const Gid&, const Gid&) = default;
 };

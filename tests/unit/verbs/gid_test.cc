@@ -11,6 +11,7 @@ TEST(GidTest, Ipv4MappedRoundTrip) {
   EXPECT_TRUE(gid->IsIpv4Mapped());
   EXPECT_EQ(gid->Ipv4(), 0x7f000002u);
   EXPECT_EQ(gid->ToString(), "::ffff:127.0.0.2");
+  EXPECT_EQ(gid->ToAddress(), "127.0.0.2");
   EXPECT_EQ(Gid::FromIbv(gid->ToIbv()), *gid);
   EXPECT_EQ(Gid::FromIpv4(0x7f000002u), *gid);
 }
@@ -31,6 +32,7 @@ TEST(GidTest, NonMappedGidPrintsHexGroups) {
   EXPECT_FALSE(g.IsIpv4Mapped());
   EXPECT_FALSE(g.Ipv4().has_value());
   EXPECT_EQ(g.ToString(), "fe80:0000:0000:0000:0000:0000:0000:0001");
+  EXPECT_EQ(g.ToAddress(), g.ToString());
   EXPECT_TRUE(Gid().IsZero());
 }
 
