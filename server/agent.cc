@@ -11,6 +11,7 @@
 
 #include "dataplane/common/named_thread.h"
 #include "dataplane/providers/provider_registry.h"
+#include "server/listen_address.h"
 #include "server/log_sink.h"
 #include "server/proto_mapping.h"
 #include "server/tls_credentials.h"
@@ -33,6 +34,39 @@ Result<std::unique_ptr<Agent>> Agent::Start(AgentConfig config) {
     return s;
   }
   return agent;
+}
+
+// Soft NICs as the agent found them at start: the address an interface stood for, and a warning
+// when peers on other hosts are meant to call (the control endpoint is not this host's loopback)
+// but a soft NIC listens on a loopback address none of them can reach.
+void Agent::LogSoftNics() {
+  if (provider_->name() != "soft") return;
+  const Result<std::vector<verbs::DeviceInfo>> devices = provider_->ListDevices();
+  if (!devices.ok()) return;
+  const std::optional<ListenAddress> endpoint = ListenAddress::Parse(control_endpoint_);
+  const std::optional<verbs::Gid> endpoint_ip =
+      endpoint ? verbs::Gid::ParseIpv4(endpoint->host) : std::nullopt;
+  const bool remote_peers = endpoint && endpoint->host != "localhost" &&
+                            !(endpoint_ip && endpoint_ip->ToAddress().starts_with("127."));
+  for (const soft::SoftNicConfig& nic : config_.soft_nics) {
+    for (const verbs::DeviceInfo& d : *devices) {
+      if (d.name != nic.name) continue;
+      const std::string address = d.gid.ToAddress();
+      if (!nic.interface.empty()) {
+        spdlog::info(
+            "agent={} soft_nic={} interface={} address={} msg=\"the soft NIC takes its "
+            "interface's IPv4 address\"",
+            config_.agent_id, nic.name, nic.interface, address);
+      }
+      if (remote_peers && address.starts_with("127.")) {
+        spdlog::warn(
+            "agent={} soft_nic={} address={} control_endpoint={} msg=\"the soft NIC "
+            "is on a loopback address that agents on other hosts cannot reach: give it "
+            "this host's address (soft.nics: an ip or an interface)\"",
+            config_.agent_id, nic.name, address, control_endpoint_);
+      }
+    }
+  }
 }
 
 Status Agent::Init() {
@@ -58,6 +92,7 @@ Status Agent::Init() {
   eo.provider = provider_.get();
   eo.agent_id = config_.agent_id;
   control_endpoint_ = config_.ControlEndpoint();
+  LogSoftNics();
   eo.control_endpoint = control_endpoint_;
   if (config_.auth.tls.enabled()) {
     BRAID_ASSIGN_OR_RETURN(eo.agent_identity, CertificateIdentity(config_.auth.tls.cert));

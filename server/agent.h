@@ -47,6 +47,7 @@ class Agent {
 
  private:
   common::Status Init();
+  void LogSoftNics();
   void HealthLoop();
   uint32_t HealthPeriodMs() const;
   // Carries the engine's recovery requests to the peer agents (RecoverQp) and the answers back.

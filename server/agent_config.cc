@@ -184,6 +184,7 @@ Status ReadConfig(const YAML::Node& file, AgentConfig& c) {
     soft::SoftNicConfig nic;
     BRAID_RETURN_IF_ERROR(n.Read("name", nic.name));
     BRAID_RETURN_IF_ERROR(n.Read("ip", nic.ipv4));
+    BRAID_RETURN_IF_ERROR(n.Read("interface", nic.interface));
     BRAID_RETURN_IF_ERROR(n.NoUnknownKeys());
     c.soft_nics.push_back(nic);
   }
@@ -267,7 +268,13 @@ void AgentConfig::ApplyDefaults() {
     gethostname(host, sizeof(host) - 1);
     agent_id = host;
   }
-  if (soft_nics.empty()) soft_nics.push_back({"soft0", "127.0.0.1"});
+  if (soft_nics.empty()) soft_nics.push_back({"soft0", DefaultSoftNicAddress(), ""});
+}
+
+std::string AgentConfig::DefaultSoftNicAddress() const {
+  const std::optional<ListenAddress> a = ListenAddress::Parse(ControlEndpoint());
+  if (a && !a->ipv6 && !a->IsWildcard() && verbs::Gid::ParseIpv4(a->host)) return a->host;
+  return "127.0.0.1";
 }
 
 Status AgentConfig::Validate() const {
@@ -284,27 +291,13 @@ Status AgentConfig::Validate() const {
                                    " must be 1 to 128 letters, digits, '-', '_' or '.'");
   }
   for (const auto& nic : soft_nics) {
-    if (nic.name.empty()) return Status::InvalidArgument("a soft NIC has no name");
     if (nic.name.size() > vqp::kMaxDeviceNameBytes) {  // it travels in every business card
       return Status::InvalidArgument("soft NIC name " + common::Quote(nic.name) + " has " +
                                      std::to_string(nic.name.size()) + " bytes; at most " +
                                      std::to_string(vqp::kMaxDeviceNameBytes));
     }
-    if (!verbs::Gid::ParseIpv4(nic.ipv4)) {
-      return Status::InvalidArgument("soft NIC " + nic.name + ": '" + nic.ipv4 +
-                                     "' is not an IPv4 address");
-    }
   }
-  for (size_t i = 0; i < soft_nics.size(); ++i) {
-    for (size_t j = 0; j < i; ++j) {
-      if (soft_nics[j].name == soft_nics[i].name ||
-          verbs::Gid::ParseIpv4(soft_nics[j].ipv4) == verbs::Gid::ParseIpv4(soft_nics[i].ipv4)) {
-        return Status::InvalidArgument("soft NICs " + soft_nics[j].name + "=" + soft_nics[j].ipv4 +
-                                       " and " + soft_nics[i].name + "=" + soft_nics[i].ipv4 +
-                                       " share a name or an address; each needs its own of both");
-      }
-    }
-  }
+  BRAID_RETURN_IF_ERROR(soft::CheckSoftNics(soft_nics));
   // Every soft NIC listens on this port and its peers call it there: 0 would be a port no peer
   // knows.
   if (soft_port == 0) return Status::InvalidArgument("soft.port must be 1 to 65535, not 0");

@@ -3,11 +3,10 @@
 // Example (doc/braidd.md lists every key):
 //   agent_id: node-a
 //   provider: soft            # auto | soft | ibverbs
-//   soft: { port: 18515, nics: [ { name: soft0, ip: 127.0.1.1 } ] }
-//   listen: { unix: /run/braid/braidd.sock, tcp: "0.0.0.0:7600" }
-//   metrics: { listen: "0.0.0.0:9464", per_qp: false }
-//   region_dir: /dev/shm
-//   tls: { cert: ..., key: ..., ca: ... }    # or plaintext: true (server/auth_config.h)
+//   soft: { port: 18515, nics: [ { name: soft0, ip: 127.0.1.1 }, { name: soft1, interface: eth1 } ]
+//   } listen: { unix: /run/braid/braidd.sock, tcp: "0.0.0.0:7600" } metrics: { listen:
+//   "0.0.0.0:9464", per_qp: false } region_dir: /dev/shm tls: { cert: ..., key: ..., ca: ... }    #
+//   or plaintext: true (server/auth_config.h)
 // Loading never aborts: a bad file or value is an InvalidArgument naming the key.
 #ifndef BRAID_SERVER_AGENT_CONFIG_H_
 #define BRAID_SERVER_AGENT_CONFIG_H_
@@ -17,7 +16,7 @@
 #include <vector>
 
 #include "dataplane/common/result.h"
-#include "dataplane/soft/soft_provider.h"
+#include "dataplane/soft/soft_nic_config.h"
 #include "server/auth_config.h"
 
 namespace braid::server {
@@ -29,7 +28,7 @@ struct AgentConfig {
   std::string agent_id;                        // default: the host name
   std::string provider = "auto";               // auto | soft | ibverbs
   uint16_t soft_port = 18515;                  // the soft NICs' TCP port
-  std::vector<soft::SoftNicConfig> soft_nics;  // default: soft0 on 127.0.0.1
+  std::vector<soft::SoftNicConfig> soft_nics;  // default: soft0 on DefaultSoftNicAddress()
   int ibverbs_gid_index = -1;
   std::string unix_socket;                    // "" = no Unix listener
   std::string tcp_listen = "127.0.0.1:7600";  // "" = no TCP listener
@@ -95,8 +94,12 @@ struct AgentConfig {
   AuthConfig auth;  // TLS, identities and roles (server/auth_config.h)
 
   // Fills what was left unset and defaults to something of this host: the agent id (the host
-  // name) and the soft NIC (soft0 on 127.0.0.1).
+  // name) and the soft NIC (soft0 on DefaultSoftNicAddress()).
   void ApplyDefaults();
+  // The address of the soft NIC when none is configured: the IPv4 address peers reach this agent
+  // on (ControlEndpoint()'s host, when it is one; a DaemonSet's `--advertise $(POD_IP):PORT` makes
+  // it each node's own), else 127.0.0.1 (this host only).
+  std::string DefaultSoftNicAddress() const;
   common::Status Validate() const;
   // The endpoint peers reach this agent's control plane on (written into business cards):
   // `advertise`, else listen.tcp (a wildcard host replaced by the host name), else the Unix socket.

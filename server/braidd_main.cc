@@ -28,7 +28,10 @@ int main(int argc, char** argv) {
   app.add_option("-c,--config", config_path, "YAML config file");
   auto* agent_id = app.add_option("--agent-id", flags.agent_id, "agent id (default: host name)");
   auto* provider = app.add_option("--provider", flags.provider, "auto | soft | ibverbs");
-  auto* soft_nic = app.add_option("--soft-nic", nics, "soft NIC as name=ipv4 (repeatable)");
+  auto* soft_nic = app.add_option(
+      "--soft-nic", nics,
+      "soft NIC as name=ipv4, or name=interface:IFNAME for that interface's IPv4 address "
+      "(repeatable)");
   auto* soft_port = app.add_option("--soft-port", flags.soft_port, "soft NICs' TCP port");
   auto* unix_socket = app.add_option("--grpc-unix", flags.unix_socket, "Unix socket path");
   auto* tcp = app.add_option("--grpc-tcp", flags.tcp_listen, "gRPC TCP listen address");
@@ -176,12 +179,13 @@ int main(int argc, char** argv) {
   if (*soft_nic) {
     config.soft_nics.clear();
     for (const std::string& n : nics) {
-      const auto eq = n.find('=');
-      if (eq == std::string::npos) {
-        std::fprintf(stderr, "braidd: --soft-nic wants name=ipv4, got '%s'\n", n.c_str());
+      braid::common::Result<braid::soft::SoftNicConfig> nic = braid::soft::ParseSoftNic(n);
+      if (!nic.ok()) {
+        std::fprintf(stderr, "braidd: --soft-nic: %s\n",
+                     std::string(nic.status().message()).c_str());
         return 2;
       }
-      config.soft_nics.push_back({n.substr(0, eq), n.substr(eq + 1)});
+      config.soft_nics.push_back(std::move(nic).value());
     }
   }
   // Checked before the log is set up: a log_level it refuses (spdlog reads "loud" as "off") left
@@ -192,6 +196,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (check_config) {
+    // What start-up would find on this host: a soft provider's interfaces and their addresses.
+    if (config.provider == "soft") {
+      if (const auto nics = braid::soft::ResolveSoftNics(config.soft_nics); !nics.ok()) {
+        std::fprintf(stderr, "braidd: %s\n", nics.status().ToString().c_str());
+        return 2;
+      }
+    }
     std::printf("braidd: the config is valid\n");
     return 0;
   }

@@ -6,18 +6,20 @@ namespace {
 
 struct Entry {
   const char* kind;
-  std::unique_ptr<Provider> (*make)(const ProviderConfig&);
+  Result<std::unique_ptr<Provider>> (*make)(const ProviderConfig&);
 };
+
+Result<std::unique_ptr<Provider>> MakeSoft(const ProviderConfig& c) {
+  BRAID_ASSIGN_OR_RETURN(std::unique_ptr<soft::SoftProvider> p, soft::SoftProvider::Create(c.soft));
+  return std::unique_ptr<Provider>(std::move(p));
+}
 
 constexpr Entry kProviders[] = {
     {"ibverbs",
-     [](const ProviderConfig& c) -> std::unique_ptr<Provider> {
-       return std::make_unique<IbverbsProvider>(c.ibverbs);
+     [](const ProviderConfig& c) -> Result<std::unique_ptr<Provider>> {
+       return std::unique_ptr<Provider>(std::make_unique<IbverbsProvider>(c.ibverbs));
      }},
-    {"soft",
-     [](const ProviderConfig& c) -> std::unique_ptr<Provider> {
-       return std::make_unique<soft::SoftProvider>(c.soft);
-     }},
+    {"soft", MakeSoft},
 };
 
 bool HasDevice(Provider& provider) {
@@ -37,7 +39,7 @@ Result<std::unique_ptr<Provider>> CreateProvider(const ProviderConfig& config) {
   if (config.kind == "auto") {
     auto ibverbs = std::make_unique<IbverbsProvider>(config.ibverbs);
     if (HasDevice(*ibverbs)) return std::unique_ptr<Provider>(std::move(ibverbs));
-    return std::unique_ptr<Provider>(std::make_unique<soft::SoftProvider>(config.soft));
+    return MakeSoft(config);
   }
   for (const Entry& e : kProviders) {
     if (config.kind == e.kind) return e.make(config);

@@ -5,6 +5,11 @@
 
 namespace braid::soft {
 
+common::Result<std::unique_ptr<SoftProvider>> SoftProvider::Create(SoftProviderOptions options) {
+  BRAID_ASSIGN_OR_RETURN(options.nics, ResolveSoftNics(std::move(options.nics)));
+  return std::make_unique<SoftProvider>(std::move(options));
+}
+
 common::Result<verbs::DeviceInfo> SoftProvider::Describe(const SoftNicConfig& nic) const {
   std::optional<verbs::Gid> gid = verbs::Gid::ParseIpv4(nic.ipv4);
   if (!gid)

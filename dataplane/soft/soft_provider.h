@@ -6,26 +6,26 @@
 #ifndef BRAID_DATAPLANE_SOFT_SOFT_PROVIDER_H_
 #define BRAID_DATAPLANE_SOFT_SOFT_PROVIDER_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "dataplane/soft/link.h"
+#include "dataplane/soft/soft_nic_config.h"
 #include "dataplane/verbs/provider.h"
 
 namespace braid::soft {
 
-struct SoftNicConfig {
-  std::string name;  // "soft0"
-  std::string ipv4;  // "127.0.0.1"
-};
-
 struct SoftProviderOptions {
-  std::vector<SoftNicConfig> nics;
-  Fabric* fabric = nullptr;  // REQUIRED, not owned
+  std::vector<SoftNicConfig> nics;  // each with its address (Create finds an interface's)
+  Fabric* fabric = nullptr;         // REQUIRED, not owned
 };
 
 class SoftProvider final : public verbs::Provider {
  public:
+  // NICs given by interface take that interface's address here (ResolveSoftNics); refused as it
+  // does.
+  static common::Result<std::unique_ptr<SoftProvider>> Create(SoftProviderOptions options);
   explicit SoftProvider(SoftProviderOptions options) : options_(std::move(options)) {}
 
   std::string_view name() const override { return "soft"; }

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -48,10 +49,19 @@ ShimState::ShimState() {
   std::stringstream list(env);
   std::string item;
   while (std::getline(list, item, ',')) {
-    const size_t eq = item.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) continue;
-    SoftNicConfig nic{item.substr(0, eq), item.substr(eq + 1)};
-    if (!verbs::Gid::ParseIpv4(nic.ipv4)) continue;
+    // An entry that cannot serve is left out of the device list, saying why (as libibverbs
+    // warns about a driver it cannot load).
+    common::Result<std::vector<SoftNicConfig>> one = [&]() {
+      common::Result<SoftNicConfig> parsed = ParseSoftNic(item);
+      if (!parsed.ok()) return common::Result<std::vector<SoftNicConfig>>(parsed.status());
+      return ResolveSoftNics({std::move(parsed).value()});
+    }();
+    if (!one.ok()) {
+      std::fprintf(stderr, "libbraid_verbs: BRAID_SOFT_NICS: %s; left out\n",
+                   std::string(one.status().message()).c_str());
+      continue;
+    }
+    SoftNicConfig nic = std::move(one->front());
     auto d = std::make_unique<ShimDevice>();
     std::memset(&d->dev, 0, sizeof(d->dev));
     d->dev.node_type = IBV_NODE_CA;

@@ -270,6 +270,14 @@ TEST(AgentConfig, ABadConfigFileIsRefusedAtStart) {
       {"soft:\n  nics: [{name: soft0, ip: 127.0.0.1}, {name: soft0, ip: 127.0.0.2}]\n",
        "share a name or an address"},
       {"soft:\n  port: 0\n", "soft.port must be 1 to 65535"},
+      // An interface stands for this host's address on it, found at start (and by the check).
+      {"soft:\n  nics: [{name: soft0, ip: 127.0.0.1, interface: lo}]\n",
+       "give it an ip or an interface (exactly one of them)"},
+      {"provider: soft\nsoft:\n  nics: [{name: soft0, interface: braid-none0}]\n",
+       "this host has no network interface 'braid-none0'"},
+      {"provider: soft\nsoft:\n  nics: [{name: soft0, interface: lo}, {name: soft1, ip: "
+       "127.0.0.1}]\n",
+       "share a name or an address"},
       // A misspelt key was ignored (the agent ran on the default), and a scalar where a mapping
       // belongs aborted the agent inside yaml-cpp.
       {"transfer_windw: 64\n",
@@ -391,6 +399,53 @@ TEST(AgentMemlock, ARegistrationPastTheLockedMemoryLimitNamesTheLimitAndHowToRai
 // now takes rdma-core whenever it lists a device; the ports are followed, so the agent serves
 // once its link comes up. The rdma-core path here is libbraid_verbs.so, whose ports follow the
 // interface holding each soft NIC's address (a veth end this test takes down).
+// A DaemonSet gives every node's agent one config. A soft NIC given by interface takes this
+// host's address on it, and with none configured soft0 takes the IPv4 address the agent
+// advertises to peers (the chart's --advertise $(POD_IP):PORT); before, every soft NIC needed a
+// fixed address (right on one node only) and the default sat on 127.0.0.1, which no other node
+// reaches. Both agents then move verified bytes over those NICs.
+TEST(AgentConfig, SoftNicsTakeTheirInterfacesAddressOrTheOneTheAgentAdvertises) {
+  const std::string name = "bnic" + std::to_string(getpid() % 100000);
+  VethLink link(name, TestNicIp(0, 0));
+  if (!link.ok()) GTEST_SKIP() << "needs root and veth pairs";
+  AgentSpec by_interface{"by-interface", {"interface:" + name}, 0};
+  by_interface.log_level = "info";  // the address it took is logged
+  auto a = AgentProcess::Spawn(by_interface);
+  AgentSpec unset{"by-default", {}, 2};
+  unset.grpc_host = "0.0.0.0";
+  unset.extra_args = {"--advertise", TestNicIp(1, 0) + ":" + std::to_string(TestPort(2))};
+  auto b = AgentProcess::Spawn(unset);
+  ASSERT_TRUE(a && b);
+  auto soft0 = [](AgentProcess& agent) {
+    grpc::ClientContext ctx;
+    v1::ListDevicesResponse devices;
+    EXPECT_TRUE(agent.stub().ListDevices(&ctx, {}, &devices).ok());
+    return devices.devices_size() == 1 ? devices.devices(0).gid() : std::string("(none)");
+  };
+  EXPECT_EQ(soft0(*a), "::ffff:" + TestNicIp(0, 0));
+  EXPECT_EQ(soft0(*b), "::ffff:" + TestNicIp(1, 0));
+  std::ifstream in(a->log_path());
+  const std::string log((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(log.find("soft_nic=soft0 interface=" + name + " address=" + TestNicIp(0, 0)),
+            std::string::npos)
+      << log;
+  const v1::VirtualQpInfo va = CreateVqp(a->stub(), v1::SCHEME_SPRAY, 2);
+  const v1::VirtualQpInfo vb = CreateVqp(b->stub(), v1::SCHEME_SPRAY, 2);
+  ConnectPair(a->stub(), va, b->stub(), vb);
+  constexpr uint64_t kBytes = 4 << 20;
+  const v1::RegionInfo src = Register(a->stub(), kBytes, "src");
+  const v1::RegionInfo dst = Register(b->stub(), kBytes, "dst", {vb.vqp_id()});
+  MappedRegion src_map(src.path(), kBytes), dst_map(dst.path(), kBytes);
+  ASSERT_TRUE(src_map.data() && dst_map.data());
+  FillPattern(src_map.data(), kBytes, 41);
+  const TransferRun run =
+      RunTransfers(a->stub(), Transfers(v1::OP_WRITE, va.vqp_id(), src, dst, 1 << 20, 4, 4));
+  ASSERT_TRUE(run.status.ok()) << run.status.error_message();
+  ASSERT_EQ(run.completions.size(), 4u);
+  for (const auto& c : run.completions) EXPECT_EQ(c.wc_status(), "success");
+  EXPECT_EQ(Checksum(dst_map.data(), kBytes), Checksum(src_map.data(), kBytes));
+}
+
 TEST(AgentProvider, AutoTakesRdmaCoreWithItsLinkDownAndServesOnceTheLinkComesUp) {
   if (!SoftVerbsAvailable())
     GTEST_SKIP() << "libbraid_verbs.so is not built here (sanitizer build)";
