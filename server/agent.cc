@@ -23,6 +23,7 @@ using common::Status;
 
 // How long calls still open at shutdown have to finish before they are cancelled.
 constexpr std::chrono::milliseconds kShutdownGrace{2000};
+constexpr const char* kShuttingDown = "the agent is shutting down";
 
 Result<std::unique_ptr<Agent>> Agent::Start(AgentConfig config) {
   config.ApplyDefaults();
@@ -232,10 +233,12 @@ void Agent::HealthLoop() {
   while (!stopping_) {
     lock.unlock();
     const bool stalled = watchdog_->Check();
-    const bool serving = !stalled && engine_->healthy_devices() > 0;
-    const char* why = stalled ? "data-plane thread stalled" : "no healthy device";
     lock.lock();
     if (stopping_) break;
+    const bool serving = !draining_ && !stalled && engine_->healthy_devices() > 0;
+    const char* why = draining_ ? kShuttingDown
+                      : stalled ? "data-plane thread stalled"
+                                : "no healthy device";
     if (serving != serving_) {
       serving_ = serving;
       server_->GetHealthCheckService()->SetServingStatus(serving);
@@ -356,6 +359,44 @@ bool Agent::serving() const {
   return serving_;
 }
 
+void Agent::Drain(std::chrono::milliseconds limit,
+                  const std::function<bool(std::chrono::milliseconds)>& wait) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ || draining_ || !engine_) return;
+    draining_ = true;
+    serving_ = false;
+    if (server_) server_->GetHealthCheckService()->SetServingStatus(false);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const Status refused = engine_->RefuseTransfers(kShuttingDown);
+  Result<uint64_t> left = refused.ok() ? engine_->TransfersInFlight() : Result<uint64_t>(refused);
+  spdlog::info(
+      "agent={} health=NOT_SERVING in_flight={} drain_ms={} msg=\"draining: new transfers "
+      "are refused, those in flight may finish\"",
+      config_.agent_id, left.ok() ? *left : 0, limit.count());
+  bool cut = false;
+  while (left.ok() && *left > 0 && std::chrono::steady_clock::now() - start < limit) {
+    if (wait(std::chrono::milliseconds(10))) {
+      cut = true;
+      break;
+    }
+    left = engine_->TransfersInFlight();
+  }
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  if (left.ok() && *left == 0) {
+    spdlog::info("agent={} took_ms={} msg=\"drained: no transfer in flight\"", config_.agent_id,
+                 took.count());
+  } else {
+    spdlog::warn("agent={} took_ms={} in_flight={} msg=\"{}: what is in flight fails\"",
+                 config_.agent_id, took.count(), left.ok() ? *left : 0,
+                 cut         ? "a second signal ends the drain"
+                 : left.ok() ? "the drain time passed"
+                             : "the engine does not answer");
+  }
+}
+
 void Agent::Shutdown() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -370,7 +411,7 @@ void Agent::Shutdown() {
   unix_listener_.Stop();
   session_listener_.reset();  // sessions end before the engine stops taking transfers
   // Open Transfer streams report every accepted operation before they end.
-  if (engine_) (void)engine_->StopTransfers("the agent is shutting down");
+  if (engine_) (void)engine_->StopTransfers(kShuttingDown);
   if (server_) {
     // The calls still open finish (streams were told to end above), then connections close:
     // waiting on gRPC's own shutdown would wait out its deadline for every client idly connected.

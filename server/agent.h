@@ -10,6 +10,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -38,6 +39,13 @@ class Agent {
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
 
+  // The drain before Shutdown (SIGTERM): health answers NOT_SERVING at once (probes and load
+  // balancers look elsewhere) and transfers submitted from now on are refused with CANCELLED
+  // ("the agent is shutting down"), while those accepted before go on, until none is left or
+  // `limit` passed. `wait(step)` sleeps up to `step` between looks and returns true to end the
+  // drain at once (a second signal). Call from the thread that then calls Shutdown.
+  void Drain(std::chrono::milliseconds limit,
+             const std::function<bool(std::chrono::milliseconds)>& wait);
   // Stops accepting calls, ends open streams, stops the engine. Idempotent.
   void Shutdown();
   const AgentConfig& config() const { return config_; }
@@ -78,6 +86,7 @@ class Agent {
   std::condition_variable cv_;
   bool stopping_ = false;  // guarded by mu_
   bool serving_ = false;   // guarded by mu_
+  bool draining_ = false;  // guarded by mu_
 };
 
 }  // namespace braid::server

@@ -170,6 +170,7 @@ Status ReadConfig(const YAML::Node& file, AgentConfig& c) {
   BRAID_RETURN_IF_ERROR(root.Read("client_keepalive_ms", c.client_keepalive_ms));
   BRAID_RETURN_IF_ERROR(root.Read("client_keepalive_timeout_ms", c.client_keepalive_timeout_ms));
   BRAID_RETURN_IF_ERROR(root.Read("lease_grace_ms", c.lease_grace_ms));
+  BRAID_RETURN_IF_ERROR(root.Read("shutdown_drain_ms", c.shutdown_drain_ms));
   BRAID_RETURN_IF_ERROR(root.Read("plaintext", c.auth.plaintext));
 
   BRAID_ASSIGN_OR_RETURN(Section fault, root.Map("fault_injection"));
@@ -363,6 +364,9 @@ Status AgentConfig::Validate() const {
     return Status::InvalidArgument("unix_connections_per_uid must be at least 1");
   }
   if (watchdog_ms < 100) return Status::InvalidArgument("watchdog_ms must be >= 100");
+  if (shutdown_drain_ms > 600000) {
+    return Status::InvalidArgument("shutdown_drain_ms must be at most 600000 (10 minutes)");
+  }
   if (client_keepalive_ms < 100 || client_keepalive_timeout_ms < 100) {
     return Status::InvalidArgument(
         "client_keepalive_ms and client_keepalive_timeout_ms must be at least 100");

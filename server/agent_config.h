@@ -88,6 +88,10 @@ struct AgentConfig {
   // How long a lease outlives its Hold call: within it, a client whose connection dropped takes
   // the lease over again (the SDKs do), keeping what it created. 0: the lease ends with the call.
   uint32_t lease_grace_ms = 0;
+  // On SIGTERM, how long transfers in flight may take to finish (new ones are refused, health
+  // answers NOT_SERVING) before the agent stops and fails what is left; 0: no drain. At most
+  // 10 minutes. A second SIGTERM or SIGINT ends the drain.
+  uint32_t shutdown_drain_ms = 5000;
   // With work in flight, how long the engine busy-polls without progress before it sleeps on its
   // fds (EngineOptions::in_flight_spin_us); 0: it spins until the work completes.
   uint32_t engine_spin_us = 100;

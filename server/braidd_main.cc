@@ -91,6 +91,9 @@ int main(int argc, char** argv) {
        "how long a ping may go unanswered before the connection (and its leases) ends"},
       {"--lease-grace-ms", &AgentConfig::lease_grace_ms,
        "how long a lease outlives its Hold call, for its client to resume it (0: not at all)"},
+      {"--shutdown-drain-ms", &AgentConfig::shutdown_drain_ms,
+       "on SIGTERM, how long transfers in flight may take to finish before the agent stops "
+       "(0: no drain)"},
   };
   std::vector<CLI::Option*> numbers;
   for (const Number& n : kNumbers) {
@@ -264,6 +267,13 @@ int main(int argc, char** argv) {
         (*agent)->config().agent_id, sig);
   }
   spdlog::info("agent={} signal={} msg=\"shutting down\"", (*agent)->config().agent_id, sig);
+  // Transfers in flight may finish first; a second SIGTERM or SIGINT cuts that short.
+  (*agent)->Drain(std::chrono::milliseconds((*agent)->config().shutdown_drain_ms),
+                  [&set](std::chrono::milliseconds step) {
+                    const timespec wait{0, static_cast<long>(step.count()) * 1000000L};
+                    const int got = sigtimedwait(&set, nullptr, &wait);
+                    return got == SIGTERM || got == SIGINT;
+                  });
   (*agent)->Shutdown();
   return 0;
 }

@@ -272,6 +272,17 @@ Status Engine::PushTransferCommand(Command& command,
   return commands_.Push(std::move(command));
 }
 
+Status Engine::RefuseTransfers(std::string why) {
+  return CallStatus([why = std::move(why)](Engine& e) {
+    e.transfers_.stopped = why;
+    return Status::Ok();
+  });
+}
+
+Result<uint64_t> Engine::TransfersInFlight() {
+  return Call<uint64_t>([](Engine& e) -> Result<uint64_t> { return e.transfers_.in_flight; });
+}
+
 Status Engine::StopTransfers(std::string why) {
   return CallStatus([why = std::move(why)](Engine& e) {
     e.transfers_.stopped = why;

@@ -161,6 +161,11 @@ class Engine {
   // kNoResource naming the limit when not; `what` names the request.
   common::Status AdmitDescriptors(uint64_t needed, std::string what);
 
+  // The agent is draining before it goes: transfers submitted from now on are refused at once
+  // with kCancelled (`why`); those accepted before go on. Blocks until done (the call timeout).
+  common::Status RefuseTransfers(std::string why);
+  // Transfers accepted and not yet completed to their caller (the drain waits for 0).
+  common::Result<uint64_t> TransfersInFlight();
   // The agent is going away: every transfer not yet reported completes now with kCancelled
   // (`why`), and transfers submitted from now on are refused at once. A posted virtual WR keeps
   // its region referenced until its completion arrives. Blocks until done (the call timeout).
@@ -368,7 +373,7 @@ class Engine {
     // deadlines of accepted transfers in a min-heap, deadlines_).
     std::vector<VqpSlot*> backlogged_vqps;
     uint64_t next_deadline_check_ns = 0;
-    std::string stopped;  // non-empty: StopTransfers was called (why)
+    std::string stopped;  // non-empty: RefuseTransfers or StopTransfers was called (why)
   };
   struct Regions {
     std::unique_ptr<RegionDir> dir;  // set by Init, before Start returns

@@ -10,6 +10,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -356,6 +358,110 @@ TEST(AgentLifecycle, SighupNeitherStopsTheAgentNorTouchesItsVqps) {
   ASSERT_EQ(listed.vqps_size(), 1);
   EXPECT_EQ(listed.vqps(0).vqp_id(), vqp.vqp_id());
   EXPECT_EQ(a->Kill(SIGTERM), 0) << "a clean exit";
+}
+
+// Whether process `pid` (a child not yet waited for) has exited.
+bool Exited(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const size_t paren = line.rfind(')');
+  return paren == std::string::npos || line.substr(paren + 2, 1) == "Z";
+}
+
+// Two agents, A draining for `drain_ms` on SIGTERM, a connected VQP pair and 8 MiB regions (the
+// source filled); B stopped (its host hangs), so A's writes stay in flight until it resumes.
+struct DrainPair {
+  static constexpr uint64_t kBytes = 8 << 20;
+  std::unique_ptr<AgentProcess> a, b;
+  v1::VirtualQpInfo va, vb;
+  v1::RegionInfo src, dst;
+  std::optional<MappedRegion> src_map, dst_map;
+  TransferRun run;
+  std::thread writer;
+
+  explicit DrainPair(const std::string& drain_ms) {
+    AgentSpec draining{"drain-a", {TestNicIp(0, 0)}, 0};
+    draining.extra_args = {"--shutdown-drain-ms", drain_ms};
+    a = AgentProcess::Spawn(draining);
+    b = AgentProcess::Spawn({"drain-b", {TestNicIp(1, 0)}, 2});
+    if (!a || !b) return;
+    va = CreateVqp(a->stub(), v1::SCHEME_SPRAY, 2);
+    vb = CreateVqp(b->stub(), v1::SCHEME_SPRAY, 2);
+    ConnectPair(a->stub(), va, b->stub(), vb);
+    src = Register(a->stub(), kBytes, "src");
+    dst = Register(b->stub(), kBytes, "dst", {vb.vqp_id()});
+    src_map.emplace(src.path(), kBytes);
+    dst_map.emplace(dst.path(), kBytes);
+    FillPattern(src_map->data(), kBytes, 23);
+  }
+  // Stops B, starts eight 1 MiB writes on A's stream, then sends A SIGTERM.
+  bool WriteThenStopA() {
+    if (!StopProcess(b->pid())) return false;
+    writer = std::thread([this] {
+      run = RunTransfers(a->stub(), Transfers(v1::OP_WRITE, va.vqp_id(), src, dst, 1 << 20, 8, 8));
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    return kill(a->pid(), SIGTERM) == 0;
+  }
+  // Whether A exits by itself within `ms`.
+  bool AExitsWithin(int ms) {
+    for (int i = 0; i < ms / 10; ++i) {
+      if (Exited(a->pid())) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return Exited(a->pid());
+  }
+  ~DrainPair() {
+    if (b) kill(b->pid(), SIGCONT);
+    if (writer.joinable()) writer.join();
+  }
+};
+
+// SIGTERM drains before the agent stops: health answers NOT_SERVING at once, transfers accepted
+// before the signal finish (their peer was stopped, so they were still in flight when it came),
+// and the agent exits by itself once none is left, long before shutdown_drain_ms. It used to
+// fail them all at once (a rolling update failed every transfer in flight on the node).
+TEST(AgentLifecycle, SigtermLetsTransfersInFlightFinishBeforeTheAgentStops) {
+  DrainPair p("20000");
+  ASSERT_TRUE(p.a && p.b && p.src_map->data() && p.dst_map->data());
+  ASSERT_TRUE(p.WriteThenStopA());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(Exited(p.a->pid())) << "the agent stopped without waiting for its transfers";
+  EXPECT_EQ(HealthStatus(p.a->channel()), 2) << "NOT_SERVING while it drains";
+  ASSERT_EQ(kill(p.b->pid(), SIGCONT), 0);
+  p.writer.join();
+  ASSERT_TRUE(p.run.status.ok()) << p.run.status.error_message();
+  ASSERT_EQ(p.run.completions.size(), 8u);
+  for (const auto& c : p.run.completions) EXPECT_EQ(c.wc_status(), "success") << c.message();
+  EXPECT_EQ(Checksum(p.dst_map->data(), DrainPair::kBytes),
+            Checksum(p.src_map->data(), DrainPair::kBytes));
+  EXPECT_TRUE(p.AExitsWithin(2000)) << "the agent did not stop once its transfers were done";
+  EXPECT_EQ(p.a->Kill(SIGTERM), 0) << "a clean exit";
+}
+
+// The drain has a limit: with the peer still hung when it passes, the agent stops and what is in
+// flight fails (CANCELLED, saying the agent is shutting down), and a second SIGTERM ends a long
+// drain at once.
+TEST(AgentLifecycle, ADrainEndsAtItsLimitOrASecondSignal) {
+  for (const bool second_signal : {false, true}) {
+    DrainPair p(second_signal ? "60000" : "300");
+    ASSERT_TRUE(p.a && p.b && p.src_map->data());
+    ASSERT_TRUE(p.WriteThenStopA());
+    if (second_signal) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      ASSERT_FALSE(Exited(p.a->pid())) << "no drain";
+      ASSERT_EQ(kill(p.a->pid(), SIGTERM), 0);
+    }
+    EXPECT_TRUE(p.AExitsWithin(3000)) << "second signal: " << second_signal;
+    p.writer.join();
+    ASSERT_EQ(p.run.completions.size(), 8u);
+    for (const auto& c : p.run.completions) {
+      EXPECT_EQ(c.code(), grpc::StatusCode::CANCELLED) << c.wc_status();
+      EXPECT_NE(c.message().find("the agent is shutting down"), std::string::npos) << c.message();
+    }
+    EXPECT_EQ(p.a->Kill(SIGTERM), 0) << "a clean exit";
+  }
 }
 
 // A caller that gives up on RegisterMemory before the agent answers (its deadline passed) never

@@ -92,7 +92,8 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   for (const auto& p : c["ports"])
     ports[p["name"].as<std::string>()] = p["containerPort"].as<int>();
   EXPECT_EQ(ports, (std::map<std::string, int>{{"grpc", 7600}, {"metrics", 9464}}));
-  // Peers call the agent back on the pod's IP: listen.tcp's 0.0.0.0 is no address to dial.
+  // Peers call the agent back on the pod's IP: listen.tcp's 0.0.0.0 is no address to dial. With no
+  // softNics, the soft NIC takes that address too (AgentConfig::DefaultSoftNicAddress).
   const std::vector<std::string> args = {"--config",    "/etc/braid/braidd.yaml",
                                          "--agent-id",  "$(NODE_NAME)",
                                          "--advertise", "$(POD_IP):7600"};
@@ -154,6 +155,7 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   EXPECT_EQ(config["max_session_bytes_per_caller"].as<int64_t>(), 268435456);
   EXPECT_EQ(config["unix_connections_per_uid"].as<int>(), 256);
   EXPECT_EQ(config["memory_reserve"].as<int64_t>(), 268435456);
+  EXPECT_EQ(config["shutdown_drain_ms"].as<int>(), 5000);
   ExpectBraiddAccepts((*cm)["data"]["braidd.yaml"].as<std::string>());
   // The dashboard for Grafana's sidecar, valid JSON with its panels.
   const YAML::Node* dash = r.Find("ConfigMap", "edge-braid-dashboard");
