@@ -90,6 +90,11 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
   auto& iterations = out.Family("braid_engine_loop_iterations_total",
                                 "Turns of the data-plane loop", MetricType::Counter);
   Families::Add(iterations, {}, static_cast<double>(s.loop_iterations));
+  auto& commands = out.Family("braid_engine_commands_total",
+                              "Commands the data-plane loop ran (calls, transfer batches; a "
+                              "list or snapshot runs one per batch of 128 VQPs or regions)",
+                              MetricType::Counter);
+  Families::Add(commands, {}, static_cast<double>(s.commands));
   auto& sleeps =
       out.Family("braid_engine_sleeps_total",
                  "Times the idle data-plane loop slept on its wakeup fds", MetricType::Counter);

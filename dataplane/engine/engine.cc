@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <future>
+#include <iterator>
 #include <random>
 
 #include "dataplane/common/clock.h"
@@ -29,6 +30,24 @@ namespace {
 constexpr uint32_t kRecoveryWaitMs = 100;
 // A sleep with work in flight: deadlines are checked and soft NIC timers fire at this granularity.
 constexpr uint32_t kInFlightWaitMs = 1;
+// Lists and snapshots describe at most this many VQPs or regions per command, the loop running
+// data-plane work between commands: describing 6,000 VQPs in one command held the data plane for
+// 8.8 ms, and another caller's 8-byte write waited that long (p99 0.2 -> 12 ms while one client
+// listed in a loop).
+constexpr uint32_t kDescribeBatch = 128;
+
+// Calls `describe` on the entries of `map` (keyed by id, ids from 1) after id `after`, until it
+// has described kDescribeBatch (it returns whether it described one). Returns the last id seen
+// when more remain, else 0.
+template <typename Map, typename Describe>
+uint64_t DescribeBatch(const Map& map, uint64_t after, Describe&& describe) {
+  uint32_t described = 0;
+  for (auto it = map.upper_bound(after); it != map.end(); ++it) {
+    if (described == kDescribeBatch) return std::prev(it)->first;
+    if (describe(*it->second)) ++described;
+  }
+  return 0;
+}
 // How often the devices' ports are read (FollowPorts): a port's state changes at human pace.
 constexpr uint64_t kPortCheckNs = 1000000000;
 
@@ -130,13 +149,23 @@ Result<VqpStatus> Engine::GetVirtualQp(uint64_t vqp_id, OwnerId scope) {
   });
 }
 Result<std::vector<VqpStatus>> Engine::ListVirtualQps(OwnerId scope) {
-  return Call<std::vector<VqpStatus>>([scope](Engine& e) -> Result<std::vector<VqpStatus>> {
-    std::vector<VqpStatus> out;
-    for (const auto& [id, slot] : e.vqps_) {
-      if (scope == kAnyOwner || slot->owner == scope) out.push_back(e.DescribeVqp(*slot));
-    }
-    return out;
-  });
+  using Batch = std::pair<std::vector<VqpStatus>, uint64_t>;
+  std::vector<VqpStatus> out;
+  uint64_t after = 0;
+  do {
+    BRAID_ASSIGN_OR_RETURN(Batch batch, Call<Batch>([scope, after](Engine& e) -> Result<Batch> {
+                             Batch b;
+                             b.second = DescribeBatch(e.vqps_, after, [&](const VqpSlot& slot) {
+                               if (scope != kAnyOwner && slot.owner != scope) return false;
+                               b.first.push_back(e.DescribeVqp(slot));
+                               return true;
+                             });
+                             return b;
+                           }));
+    std::move(batch.first.begin(), batch.first.end(), std::back_inserter(out));
+    after = batch.second;
+  } while (after != 0);
+  return out;
 }
 Status Engine::DestroyVirtualQp(uint64_t vqp_id, OwnerId scope) {
   return CallStatus([vqp_id, scope](Engine& e) { return e.DoDestroy(vqp_id, scope); });
@@ -189,13 +218,24 @@ Status Engine::RevokeAccess(uint64_t region_id, uint64_t vqp_id, OwnerId scope) 
   return CallStatus([=](Engine& e) { return e.DoRevoke(region_id, vqp_id, scope); });
 }
 Result<std::vector<RegionStatus>> Engine::ListRegions(OwnerId scope) {
-  return Call<std::vector<RegionStatus>>([scope](Engine& e) -> Result<std::vector<RegionStatus>> {
-    std::vector<RegionStatus> out;
-    for (const auto& [id, slot] : e.regions_.by_id) {
-      if (scope == kAnyOwner || slot->owner == scope) out.push_back(e.DescribeRegion(*slot));
-    }
-    return out;
-  });
+  using Batch = std::pair<std::vector<RegionStatus>, uint64_t>;
+  std::vector<RegionStatus> out;
+  uint64_t after = 0;
+  do {
+    BRAID_ASSIGN_OR_RETURN(Batch batch, Call<Batch>([scope, after](Engine& e) -> Result<Batch> {
+                             Batch b;
+                             b.second = DescribeBatch(
+                                 e.regions_.by_id, after, [&](const RegionSlot& slot) {
+                                   if (scope != kAnyOwner && slot.owner != scope) return false;
+                                   b.first.push_back(e.DescribeRegion(slot));
+                                   return true;
+                                 });
+                             return b;
+                           }));
+    std::move(batch.first.begin(), batch.first.end(), std::back_inserter(out));
+    after = batch.second;
+  } while (after != 0);
+  return out;
 }
 Result<DeviceStatus> Engine::DrainDevice(std::string device) {
   return Call<DeviceStatus>(
@@ -215,6 +255,23 @@ Result<EngineSnapshot> Engine::Snapshot() {
   BRAID_ASSIGN_OR_RETURN(
       EngineSnapshot s,
       Call<EngineSnapshot>([](Engine& e) -> Result<EngineSnapshot> { return e.TakeSnapshot(); }));
+  // The VQPs a batch per command (kDescribeBatch): with thousands, one command held the loop.
+  using Batch = std::pair<EngineSnapshot, uint64_t>;
+  uint64_t after = 0;
+  do {
+    BRAID_ASSIGN_OR_RETURN(Batch batch, Call<Batch>([after](Engine& e) -> Result<Batch> {
+                             Batch b;
+                             b.second = DescribeBatch(e.vqps_, after, [&](const VqpSlot& slot) {
+                               e.SnapshotVqp(slot, &b.first);
+                               return true;
+                             });
+                             return b;
+                           }));
+    std::move(batch.first.vqps.begin(), batch.first.vqps.end(), std::back_inserter(s.vqps));
+    s.failovers += batch.first.failovers;
+    s.qps_died += batch.first.qps_died;
+    after = batch.second;
+  } while (after != 0);
   // Read here, not on the engine thread: statfs and the cgroup's files take their time.
   if (auto space = regions_.dir ? regions_.dir->Space() : Status::Internal("no region directory");
       space.ok()) {
@@ -405,6 +462,7 @@ bool Engine::RunCommands() {
     std::optional<Command> c = commands_.TryPop();
     if (!c) break;
     (*c)(*this);
+    ++stats_.commands;
     any = true;
   }
   if (!any) return false;

@@ -228,7 +228,9 @@ class Engine {
   common::Status SetupWaitSet();
   void Shutdown();
   DeviceStatus DescribeDevice(size_t index) const;
+  // All but the VQPs, which Snapshot() adds a batch per command through SnapshotVqp.
   EngineSnapshot TakeSnapshot() const;
+  void SnapshotVqp(const VqpSlot& slot, EngineSnapshot* s) const;
   common::Result<size_t> FindDevice(const std::string& name) const;
   common::Result<DeviceStatus> SetDeviceDrained(const std::string& name, bool drained);
   common::Status DoInjectFault(const FaultRequest& request);

@@ -77,24 +77,25 @@ DeviceStatus Engine::DescribeDevice(size_t index) const {
   return s;
 }
 
+void Engine::SnapshotVqp(const VqpSlot& v, EngineSnapshot* s) const {
+  EngineSnapshot::Vqp out;
+  out.id = v.id;
+  out.label = v.label;
+  out.pending_sends = v.vqp->pending_sends();
+  out.pending_recvs = v.vqp->pending_recvs();
+  out.backlog = static_cast<uint32_t>(v.backlog.size());
+  out.state = v.state;
+  out.qps = DescribeVqp(v).qps;
+  s->failovers += v.vqp->counters().failovers;
+  s->qps_died += v.vqp->counters().qps_died;
+  s->vqps.push_back(std::move(out));
+}
+
 EngineSnapshot Engine::TakeSnapshot() const {
   EngineSnapshot s = stats_;
   s.command_queue_full = room_.full_count.load(std::memory_order_relaxed);
   s.sessions = static_cast<uint32_t>(sessions_->by_id.size());
   for (size_t i = 0; i < devices_.size(); ++i) s.devices.push_back(DescribeDevice(i));
-  for (const auto& [id, v] : vqps_) {
-    EngineSnapshot::Vqp out;
-    out.id = id;
-    out.label = v->label;
-    out.pending_sends = v->vqp->pending_sends();
-    out.pending_recvs = v->vqp->pending_recvs();
-    out.backlog = static_cast<uint32_t>(v->backlog.size());
-    out.state = v->state;
-    out.qps = DescribeVqp(*v).qps;
-    s.failovers += v->vqp->counters().failovers;
-    s.qps_died += v->vqp->counters().qps_died;
-    s.vqps.push_back(std::move(out));
-  }
   s.transfers_in_flight = transfers_.in_flight;
   s.regions = static_cast<uint32_t>(regions_.by_id.size());
   for (const auto& [id, r] : regions_.by_id) s.registered_bytes += r->shm->length();

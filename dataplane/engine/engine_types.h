@@ -340,6 +340,7 @@ struct EngineSnapshot {
   uint64_t memory_limit_bytes = 0;     // the agent's memory cgroup's tightest (0: none)
   uint64_t memory_room_bytes = 0;      // what its shared memory may still take under it
   uint64_t loop_iterations = 0;
+  uint64_t commands = 0;  // control commands run (a list or snapshot takes one per batch)
   uint64_t sleeps = 0;
   uint64_t yields = 0;              // empty busy-poll turns after which the loop gave its core away
   uint64_t command_queue_full = 0;  // transfers refused by a full command queue (then held)
