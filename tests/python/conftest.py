@@ -86,6 +86,24 @@ class AgentProcess:
             time.sleep(0.01)
         return min(fds), min(threads)
 
+    def stop(self) -> None:
+        """SIGSTOP, returning once every thread of the agent has stopped: the signal is delivered
+        asynchronously, and an agent told to stop acknowledged a write after the kill call."""
+        self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            states = []
+            for task in os.listdir(f"/proc/{self.proc.pid}/task"):
+                try:
+                    with open(f"/proc/{self.proc.pid}/task/{task}/stat") as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+                except OSError:
+                    pass  # the thread ended meanwhile
+            if states and all(s in ("T", "t") for s in states):
+                return
+            time.sleep(0.001)
+        raise RuntimeError(f"braidd {self.name} did not stop")
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)

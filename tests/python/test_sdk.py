@@ -115,7 +115,7 @@ def test_a_deadline_ends_a_write_the_stopped_peer_cannot_finish(agents):
         src = a.alloc(MiB)
         dst = b.alloc(MiB, grant=[conn.vqp_b])
         with conn.session() as s:
-            pb.proc.send_signal(signal.SIGSTOP)  # the peer acknowledges nothing
+            pb.stop()  # the peer acknowledges nothing
             try:
                 t0 = time.monotonic()
                 with pytest.raises(braid.BraidError) as e:
