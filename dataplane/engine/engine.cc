@@ -148,24 +148,34 @@ Result<VqpStatus> Engine::GetVirtualQp(uint64_t vqp_id, OwnerId scope) {
     return e.DescribeVqp(*slot);
   });
 }
-Result<std::vector<VqpStatus>> Engine::ListVirtualQps(OwnerId scope) {
-  using Batch = std::pair<std::vector<VqpStatus>, uint64_t>;
-  std::vector<VqpStatus> out;
+template <typename T, typename Batch>
+Result<std::vector<T>> Engine::DescribeAll(Batch batch) {
+  using Part = std::pair<std::vector<T>, uint64_t>;
+  std::vector<T> out;
   uint64_t after = 0;
   do {
-    BRAID_ASSIGN_OR_RETURN(Batch batch, Call<Batch>([scope, after](Engine& e) -> Result<Batch> {
-                             Batch b;
-                             b.second = DescribeBatch(e.vqps_, after, [&](const VqpSlot& slot) {
-                               if (scope != kAnyOwner && slot.owner != scope) return false;
-                               b.first.push_back(e.DescribeVqp(slot));
-                               return true;
-                             });
-                             return b;
+    // The command gets `after` by value and hands its part back: a command that outlives a
+    // timed-out Call touches nothing of this frame.
+    BRAID_ASSIGN_OR_RETURN(Part part, Call<Part>([batch, after](Engine& e) -> Result<Part> {
+                             Part p;
+                             p.second = batch(e, after, &p.first);
+                             return p;
                            }));
-    std::move(batch.first.begin(), batch.first.end(), std::back_inserter(out));
-    after = batch.second;
+    std::move(part.first.begin(), part.first.end(), std::back_inserter(out));
+    after = part.second;
   } while (after != 0);
   return out;
+}
+
+Result<std::vector<VqpStatus>> Engine::ListVirtualQps(OwnerId scope) {
+  return DescribeAll<VqpStatus>(
+      [scope](const Engine& e, uint64_t after, std::vector<VqpStatus>* out) {
+        return DescribeBatch(e.vqps_, after, [&](const VqpSlot& slot) {
+          if (scope != kAnyOwner && slot.owner != scope) return false;
+          out->push_back(e.DescribeVqp(slot));
+          return true;
+        });
+      });
 }
 Status Engine::DestroyVirtualQp(uint64_t vqp_id, OwnerId scope) {
   return CallStatus([vqp_id, scope](Engine& e) { return e.DoDestroy(vqp_id, scope); });
@@ -218,24 +228,14 @@ Status Engine::RevokeAccess(uint64_t region_id, uint64_t vqp_id, OwnerId scope) 
   return CallStatus([=](Engine& e) { return e.DoRevoke(region_id, vqp_id, scope); });
 }
 Result<std::vector<RegionStatus>> Engine::ListRegions(OwnerId scope) {
-  using Batch = std::pair<std::vector<RegionStatus>, uint64_t>;
-  std::vector<RegionStatus> out;
-  uint64_t after = 0;
-  do {
-    BRAID_ASSIGN_OR_RETURN(Batch batch, Call<Batch>([scope, after](Engine& e) -> Result<Batch> {
-                             Batch b;
-                             b.second = DescribeBatch(
-                                 e.regions_.by_id, after, [&](const RegionSlot& slot) {
-                                   if (scope != kAnyOwner && slot.owner != scope) return false;
-                                   b.first.push_back(e.DescribeRegion(slot));
-                                   return true;
-                                 });
-                             return b;
-                           }));
-    std::move(batch.first.begin(), batch.first.end(), std::back_inserter(out));
-    after = batch.second;
-  } while (after != 0);
-  return out;
+  return DescribeAll<RegionStatus>(
+      [scope](const Engine& e, uint64_t after, std::vector<RegionStatus>* out) {
+        return DescribeBatch(e.regions_.by_id, after, [&](const RegionSlot& slot) {
+          if (scope != kAnyOwner && slot.owner != scope) return false;
+          out->push_back(e.DescribeRegion(slot));
+          return true;
+        });
+      });
 }
 Result<DeviceStatus> Engine::DrainDevice(std::string device) {
   return Call<DeviceStatus>(
@@ -255,23 +255,18 @@ Result<EngineSnapshot> Engine::Snapshot() {
   BRAID_ASSIGN_OR_RETURN(
       EngineSnapshot s,
       Call<EngineSnapshot>([](Engine& e) -> Result<EngineSnapshot> { return e.TakeSnapshot(); }));
-  // The VQPs a batch per command (kDescribeBatch): with thousands, one command held the loop.
-  using Batch = std::pair<EngineSnapshot, uint64_t>;
-  uint64_t after = 0;
-  do {
-    BRAID_ASSIGN_OR_RETURN(Batch batch, Call<Batch>([after](Engine& e) -> Result<Batch> {
-                             Batch b;
-                             b.second = DescribeBatch(e.vqps_, after, [&](const VqpSlot& slot) {
-                               e.SnapshotVqp(slot, &b.first);
-                               return true;
-                             });
-                             return b;
-                           }));
-    std::move(batch.first.vqps.begin(), batch.first.vqps.end(), std::back_inserter(s.vqps));
-    s.failovers += batch.first.failovers;
-    s.qps_died += batch.first.qps_died;
-    after = batch.second;
-  } while (after != 0);
+  BRAID_ASSIGN_OR_RETURN(
+      s.vqps, DescribeAll<EngineSnapshot::Vqp>(
+                  [](const Engine& e, uint64_t after, std::vector<EngineSnapshot::Vqp>* out) {
+                    return DescribeBatch(e.vqps_, after, [&](const VqpSlot& slot) {
+                      out->push_back(e.SnapshotVqp(slot));
+                      return true;
+                    });
+                  }));
+  for (const EngineSnapshot::Vqp& v : s.vqps) {
+    s.failovers += v.failovers;
+    s.qps_died += v.qps_died;
+  }
   // Read here, not on the engine thread: statfs and the cgroup's files take their time.
   if (auto space = regions_.dir ? regions_.dir->Space() : Status::Internal("no region directory");
       space.ok()) {

@@ -230,7 +230,12 @@ class Engine {
   DeviceStatus DescribeDevice(size_t index) const;
   // All but the VQPs, which Snapshot() adds a batch per command through SnapshotVqp.
   EngineSnapshot TakeSnapshot() const;
-  void SnapshotVqp(const VqpSlot& slot, EngineSnapshot* s) const;
+  EngineSnapshot::Vqp SnapshotVqp(const VqpSlot& slot) const;
+  // What `batch(engine, after, out)` describes, one command per batch until it returns 0 (the
+  // last id it looked at otherwise): lists and snapshots never hold the loop for more than a
+  // batch (engine.cc, kDescribeBatch).
+  template <typename T, typename Batch>
+  common::Result<std::vector<T>> DescribeAll(Batch batch);
   common::Result<size_t> FindDevice(const std::string& name) const;
   common::Result<DeviceStatus> SetDeviceDrained(const std::string& name, bool drained);
   common::Status DoInjectFault(const FaultRequest& request);

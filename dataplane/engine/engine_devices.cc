@@ -77,7 +77,7 @@ DeviceStatus Engine::DescribeDevice(size_t index) const {
   return s;
 }
 
-void Engine::SnapshotVqp(const VqpSlot& v, EngineSnapshot* s) const {
+EngineSnapshot::Vqp Engine::SnapshotVqp(const VqpSlot& v) const {
   EngineSnapshot::Vqp out;
   out.id = v.id;
   out.label = v.label;
@@ -86,9 +86,9 @@ void Engine::SnapshotVqp(const VqpSlot& v, EngineSnapshot* s) const {
   out.backlog = static_cast<uint32_t>(v.backlog.size());
   out.state = v.state;
   out.qps = DescribeVqp(v).qps;
-  s->failovers += v.vqp->counters().failovers;
-  s->qps_died += v.vqp->counters().qps_died;
-  s->vqps.push_back(std::move(out));
+  out.failovers = v.vqp->counters().failovers;
+  out.qps_died = v.vqp->counters().qps_died;
+  return out;
 }
 
 EngineSnapshot Engine::TakeSnapshot() const {

@@ -322,6 +322,8 @@ struct EngineSnapshot {
     uint32_t backlog = 0;  // transfers waiting for room on the VQP
     VqpState state = VqpState::kCreated;
     std::vector<PhysicalQpStatus> qps;
+    uint64_t failovers = 0;  // its counters, summed into the snapshot's
+    uint64_t qps_died = 0;
   };
   std::vector<Vqp> vqps;
   std::array<std::array<uint64_t, kNumOutcomes>, kNumTransferOps> completions{};
