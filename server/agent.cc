@@ -47,24 +47,23 @@ void Agent::LogSoftNics() {
   const std::optional<ListenAddress> endpoint = ListenAddress::Parse(control_endpoint_);
   const std::optional<verbs::Gid> endpoint_ip =
       endpoint ? verbs::Gid::ParseIpv4(endpoint->host) : std::nullopt;
-  const bool remote_peers = endpoint && endpoint->host != "localhost" &&
-                            !(endpoint_ip && endpoint_ip->ToAddress().starts_with("127."));
+  const bool remote_peers =
+      endpoint && endpoint->host != "localhost" && !(endpoint_ip && endpoint_ip->IsLoopback());
   for (const soft::SoftNicConfig& nic : config_.soft_nics) {
     for (const verbs::DeviceInfo& d : *devices) {
       if (d.name != nic.name) continue;
-      const std::string address = d.gid.ToAddress();
       if (!nic.interface.empty()) {
         spdlog::info(
             "agent={} soft_nic={} interface={} address={} msg=\"the soft NIC takes its "
             "interface's IPv4 address\"",
-            config_.agent_id, nic.name, nic.interface, address);
+            config_.agent_id, nic.name, nic.interface, d.gid.ToAddress());
       }
-      if (remote_peers && address.starts_with("127.")) {
+      if (remote_peers && d.gid.IsLoopback()) {
         spdlog::warn(
             "agent={} soft_nic={} address={} control_endpoint={} msg=\"the soft NIC "
             "is on a loopback address that agents on other hosts cannot reach: give it "
             "this host's address (soft.nics: an ip or an interface)\"",
-            config_.agent_id, nic.name, address, control_endpoint_);
+            config_.agent_id, nic.name, d.gid.ToAddress(), control_endpoint_);
       }
     }
   }

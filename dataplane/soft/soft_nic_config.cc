@@ -1,6 +1,5 @@
 #include "dataplane/soft/soft_nic_config.h"
 
-#include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -70,9 +69,8 @@ common::Result<std::string> InterfaceAddress(const SoftNicConfig& nic) {
         nic.interface != i->ifa_name) {
       continue;
     }
-    char text[INET_ADDRSTRLEN] = {};
     const auto* in = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
-    if (inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) != nullptr) found = text;
+    found = verbs::Gid::FromIpv4(ntohl(in->sin_addr.s_addr)).ToAddress();
   }
   freeifaddrs(list);
   if (found.empty()) {

@@ -59,6 +59,11 @@ std::optional<uint32_t> Gid::Ipv4() const {
          uint32_t{raw[15]};
 }
 
+bool Gid::IsLoopback() const {
+  const std::optional<uint32_t> ip = Ipv4();
+  return ip && (*ip >> 24) == 127;
+}
+
 std::string Gid::ToAddress() const {
   const std::string text = ToString();
   return IsIpv4Mapped() ? text.substr(text.rfind(':') + 1) : text;

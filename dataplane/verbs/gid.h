@@ -27,6 +27,8 @@ struct Gid {
   bool IsIpv4Mapped() const;
   // The IPv4 address of a mapped GID (host order); nullopt otherwise.
   std::optional<uint32_t> Ipv4() const;
+  // A mapped GID in 127.0.0.0/8: a soft NIC (or endpoint) only this host reaches.
+  bool IsLoopback() const;
   // "::ffff:127.0.0.1" for mapped GIDs, else 8 colon-separated hex groups.
   std::string ToString() const;
   // The address as people write it: "127.0.0.1" for a mapped GID (a soft NIC's), else ToString().

@@ -34,6 +34,9 @@ TEST(GidTest, NonMappedGidPrintsHexGroups) {
   EXPECT_EQ(g.ToString(), "fe80:0000:0000:0000:0000:0000:0000:0001");
   EXPECT_EQ(g.ToAddress(), g.ToString());
   EXPECT_TRUE(Gid().IsZero());
+  EXPECT_FALSE(g.IsLoopback());
+  EXPECT_TRUE(Gid::ParseIpv4("127.80.3.1")->IsLoopback());
+  EXPECT_FALSE(Gid::ParseIpv4("10.0.0.5")->IsLoopback());
 }
 
 }  // namespace
