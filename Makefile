@@ -63,7 +63,7 @@ $(FUZZ_DIR)/session_ring_fuzz: tests/fuzz/session_ring_fuzz.cc dataplane/session
 	  tests/fuzz/session_ring_fuzz.cc dataplane/session/ring_entry.cc -o $@
 
 # libFuzzer target for the control plane's parsers of what callers send (business cards, VQP
-# requests, transfer ops: server/request_mapping.cc), over protobuf code generated here. Seeds:
+# requests, transfer ops, list pages: server/request_mapping.cc), over protobuf code generated here. Seeds:
 # tests/fuzz/control_seeds/<kind>_*.txtpb, encoded with the kind's byte in front.
 FUZZ_GEN := $(FUZZ_DIR)/gen
 CONTROL_FUZZ_SRCS := tests/fuzz/control_request_fuzz.cc server/request_mapping.cc \
@@ -77,7 +77,7 @@ $(FUZZ_DIR)/control_request_fuzz: $(CONTROL_FUZZ_SRCS) server/request_mapping.h 
 	for seed in tests/fuzz/control_seeds/*.txtpb; do \
 	  name=$$(basename $$seed .txtpb); \
 	  case $$name in card_*) kind=0 type=BusinessCard;; create_*) kind=1 type=CreateVirtualQpRequest;; \
-	    *) kind=2 type=TransferOp;; esac; \
+	    list_*) kind=3 type=ListVirtualQpsRequest;; *) kind=2 type=TransferOp;; esac; \
 	  { printf "\\$$kind"; protoc -I proto --encode=braid.v1.$$type proto/braid/v1/agent.proto \
 	    < $$seed; } > $(FUZZ_DIR)/control_corpus/seed_$$name || exit 1; \
 	done

@@ -56,6 +56,14 @@ grpc::Status AgentService::OwnedReply(const Result<T>& result, Out* out) const {
   return grpc::Status::OK;
 }
 
+template <typename Info>
+auto AgentService::Owned() const {
+  return [this](const auto& item, Info* info) {
+    ToProto(item, info);
+    info->set_owner(auth_.IdentityOf(item.owner));
+  };
+}
+
 template <typename T, typename Out>
 grpc::Status AgentService::Leased(grpc::ServerContext* context, uint64_t lease,
                                   LeaseTable::Kind kind, engine::OwnerId owner,
@@ -186,16 +194,15 @@ grpc::Status AgentService::GetVirtualQp(grpc::ServerContext* context,
 }
 
 grpc::Status AgentService::ListVirtualQps(grpc::ServerContext* context,
-                                          const v1::ListVirtualQpsRequest*,
+                                          const v1::ListVirtualQpsRequest* request,
                                           v1::ListVirtualQpsResponse* out) {
   BRAID_ADMIT(context, "ListVirtualQps", Access::kClient);
-  auto list = engine_.ListVirtualQps(caller.scope());
+  auto page = PageFromProto(request->page_size(), request->page_token());
+  if (!page.ok()) return ToGrpc(page.status());
+  auto list = engine_.ListVirtualQps(caller.scope(), *page);
   if (!list.ok()) return ToGrpc(list.status());
-  for (const auto& v : *list) {
-    v1::VirtualQpInfo* info = out->add_vqps();
-    ToProto(v, info);
-    info->set_owner(auth_.IdentityOf(v.owner));
-  }
+  out->set_next_page_token(
+      FillPage(*list, Owned<v1::VirtualQpInfo>(), kMaxPageBytes, out->mutable_vqps()));
   return grpc::Status::OK;
 }
 
@@ -262,16 +269,16 @@ grpc::Status AgentService::DeregisterMemory(grpc::ServerContext* context,
   return ToGrpc(s);
 }
 
-grpc::Status AgentService::ListRegions(grpc::ServerContext* context, const v1::ListRegionsRequest*,
+grpc::Status AgentService::ListRegions(grpc::ServerContext* context,
+                                       const v1::ListRegionsRequest* request,
                                        v1::ListRegionsResponse* out) {
   BRAID_ADMIT(context, "ListRegions", Access::kClient);
-  auto list = engine_.ListRegions(caller.scope());
+  auto page = PageFromProto(request->page_size(), request->page_token());
+  if (!page.ok()) return ToGrpc(page.status());
+  auto list = engine_.ListRegions(caller.scope(), *page);
   if (!list.ok()) return ToGrpc(list.status());
-  for (const auto& r : *list) {
-    v1::RegionInfo* info = out->add_regions();
-    ToProto(r, info);
-    info->set_owner(auth_.IdentityOf(r.owner));
-  }
+  out->set_next_page_token(
+      FillPage(*list, Owned<v1::RegionInfo>(), kMaxPageBytes, out->mutable_regions()));
   return grpc::Status::OK;
 }
 

@@ -130,6 +130,9 @@ class AgentService final : public AgentServiceBase {
   // A unary reply about a VQP or region: the status, or the message with its owner's identity.
   template <typename T, typename Out>
   grpc::Status OwnedReply(const common::Result<T>& result, Out* out) const;
+  // Writes a VQP's or region's status as an `Info` message with its owner's identity.
+  template <typename Info>
+  auto Owned() const;
   // Puts what `result` made into `lease` (0: none). A lease that ended meanwhile, or a caller
   // that gave up on `context` (its deadline passed, it cancelled, its connection dropped): what
   // was made goes to the reclaimer, since the reply naming it would be lost, and the reply is

@@ -1,7 +1,10 @@
 #include "server/request_mapping.h"
 
+#include <charconv>
 #include <cstring>
 #include <string>
+
+#include "dataplane/common/quote.h"
 
 namespace braid::server {
 
@@ -142,6 +145,7 @@ Result<engine::CreateVqpRequest> FromProto(const v1::CreateVirtualQpRequest& r) 
   engine::CreateVqpRequest out;
   vqp::VirtualQpConfig& c = out.config;
   switch (r.scheme()) {
+    case v1::SCHEME_UNSPECIFIED:  // proto3's zero: the default, as for every other field
     case v1::SCHEME_SPRAY:
       c.scheme = vqp::Scheme::kSpray;
       break;
@@ -149,7 +153,9 @@ Result<engine::CreateVqpRequest> FromProto(const v1::CreateVirtualQpRequest& r) 
       c.scheme = vqp::Scheme::kDqplb;
       break;
     default:
-      return Status::InvalidArgument("scheme must be SCHEME_SPRAY or SCHEME_DQPLB");
+      return Status::InvalidArgument(
+          "scheme must be SCHEME_SPRAY or SCHEME_DQPLB (or unset: SCHEME_SPRAY), got " +
+          std::to_string(r.scheme()));
   }
   c.num_qps = r.num_qps();
   if (r.fragment_size() != 0) c.fragment_size = r.fragment_size();
@@ -190,6 +196,21 @@ Result<engine::TransferRequest> FromProto(const v1::TransferOp& r) {
   out.imm = r.imm();
   out.timeout_ms = r.timeout_ms();
   return out;
+}
+
+Result<engine::ListPage> PageFromProto(uint32_t page_size, std::string_view page_token) {
+  engine::ListPage page;
+  page.limit = page_size == 0 ? kDefaultPageSize : std::min(page_size, kMaxPageSize);
+  if (page_token.empty()) return page;
+  const char* end = page_token.data() + page_token.size();
+  const auto [at, err] = std::from_chars(page_token.data(), end, page.after);
+  if (err != std::errc() || at != end || page.after == 0 || page_token.front() == '0') {
+    return Status::InvalidArgument(
+        "page_token " + common::Quote(page_token) +
+        " is not one this agent gave: pass the next_page_token of the previous page, or none for "
+        "the first");
+  }
+  return page;
 }
 
 }  // namespace braid::server

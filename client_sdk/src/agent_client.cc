@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -23,6 +24,9 @@
 namespace braid::client {
 
 namespace {
+
+// Entries asked for per list page: the most an agent gives (agent.proto, ListVirtualQpsRequest).
+constexpr uint32_t kListPageSize = 1000;
 
 common::StatusCode FromGrpcCode(grpc::StatusCode code) {
   switch (code) {
@@ -341,9 +345,16 @@ Result<v1::VirtualQpInfo> AgentClient::GetVqp(uint64_t vqp_id) {
 }
 
 Result<std::vector<v1::VirtualQpInfo>> AgentClient::ListVqps() {
-  v1::ListVirtualQpsResponse out;
-  BRAID_UNARY(ListVirtualQps, v1::ListVirtualQpsRequest(), out);
-  return std::vector<v1::VirtualQpInfo>(out.vqps().begin(), out.vqps().end());
+  std::vector<v1::VirtualQpInfo> all;
+  v1::ListVirtualQpsRequest request;
+  request.set_page_size(kListPageSize);
+  do {
+    v1::ListVirtualQpsResponse out;
+    BRAID_UNARY(ListVirtualQps, request, out);
+    std::move(out.mutable_vqps()->begin(), out.mutable_vqps()->end(), std::back_inserter(all));
+    request.set_page_token(out.next_page_token());
+  } while (!request.page_token().empty());
+  return all;
 }
 
 Status AgentClient::DestroyVqp(uint64_t vqp_id) {
@@ -438,9 +449,17 @@ Status Region::Revoke(uint64_t vqp_id) {
 }
 
 Result<std::vector<v1::RegionInfo>> AgentClient::ListRegions() {
-  v1::ListRegionsResponse out;
-  BRAID_UNARY(ListRegions, v1::ListRegionsRequest(), out);
-  return std::vector<v1::RegionInfo>(out.regions().begin(), out.regions().end());
+  std::vector<v1::RegionInfo> all;
+  v1::ListRegionsRequest request;
+  request.set_page_size(kListPageSize);
+  do {
+    v1::ListRegionsResponse out;
+    BRAID_UNARY(ListRegions, request, out);
+    std::move(out.mutable_regions()->begin(), out.mutable_regions()->end(),
+              std::back_inserter(all));
+    request.set_page_token(out.next_page_token());
+  } while (!request.page_token().empty());
+  return all;
 }
 
 Status AgentClient::DeregisterMemory(uint64_t region_id) {

@@ -36,13 +36,13 @@ constexpr uint32_t kInFlightWaitMs = 1;
 constexpr uint32_t kDescribeBatch = 128;
 
 // Calls `describe` on the entries of `map` (keyed by id, ids from 1) after id `after`, until it
-// has described kDescribeBatch (it returns whether it described one). Returns the last id seen
-// when more remain, else 0.
+// has described `room` (it returns whether it described one). Returns the last id seen when more
+// remain, else 0.
 template <typename Map, typename Describe>
-uint64_t DescribeBatch(const Map& map, uint64_t after, Describe&& describe) {
+uint64_t DescribeBatch(const Map& map, uint64_t after, uint32_t room, Describe&& describe) {
   uint32_t described = 0;
   for (auto it = map.upper_bound(after); it != map.end(); ++it) {
-    if (described == kDescribeBatch) return std::prev(it)->first;
+    if (described == room) return std::prev(it)->first;
     if (describe(*it->second)) ++described;
   }
   return 0;
@@ -148,33 +148,43 @@ Result<VqpStatus> Engine::GetVirtualQp(uint64_t vqp_id, OwnerId scope) {
   });
 }
 template <typename T, typename Batch>
-Result<std::vector<T>> Engine::DescribeAll(Batch batch) {
+Result<Listed<T>> Engine::DescribePage(Batch batch, ListPage page) {
   using Part = std::pair<std::vector<T>, uint64_t>;
-  std::vector<T> out;
-  uint64_t after = 0;
+  Listed<T> out;
+  uint64_t after = page.after;
   do {
+    const uint32_t room =
+        page.limit == 0 ? kDescribeBatch
+                        : std::min<uint32_t>(kDescribeBatch,
+                                             page.limit - static_cast<uint32_t>(out.items.size()));
     // The command gets `after` by value and hands its part back: a command that outlives a
     // timed-out Call touches nothing of this frame.
-    BRAID_ASSIGN_OR_RETURN(Part part, Call<Part>([batch, after](Engine& e) -> Result<Part> {
+    BRAID_ASSIGN_OR_RETURN(Part part, Call<Part>([batch, after, room](Engine& e) -> Result<Part> {
                              Part p;
-                             p.second = batch(e, after, &p.first);
+                             p.second = batch(e, after, room, &p.first);
                              return p;
                            }));
-    std::move(part.first.begin(), part.first.end(), std::back_inserter(out));
+    std::move(part.first.begin(), part.first.end(), std::back_inserter(out.items));
     after = part.second;
-  } while (after != 0);
+  } while (after != 0 && (page.limit == 0 || out.items.size() < page.limit));
+  out.next_after = after;
   return out;
 }
 
-Result<std::vector<VqpStatus>> Engine::ListVirtualQps(OwnerId scope) {
-  return DescribeAll<VqpStatus>(
-      [scope](const Engine& e, uint64_t after, std::vector<VqpStatus>* out) {
-        return DescribeBatch(e.vqps_, after, [&](const VqpSlot& slot) {
+Result<Listed<VqpStatus>> Engine::ListVirtualQps(OwnerId scope, ListPage page) {
+  return DescribePage<VqpStatus>(
+      [scope](const Engine& e, uint64_t after, uint32_t room, std::vector<VqpStatus>* out) {
+        return DescribeBatch(e.vqps_, after, room, [&](const VqpSlot& slot) {
           if (scope != kAnyOwner && slot.owner != scope) return false;
           out->push_back(e.DescribeVqp(slot));
           return true;
         });
-      });
+      },
+      page);
+}
+Result<std::vector<VqpStatus>> Engine::ListVirtualQps(OwnerId scope) {
+  BRAID_ASSIGN_OR_RETURN(Listed<VqpStatus> all, ListVirtualQps(scope, ListPage{}));
+  return std::move(all.items);
 }
 Status Engine::DestroyVirtualQp(uint64_t vqp_id, OwnerId scope) {
   return CallStatus([vqp_id, scope](Engine& e) { return e.DoDestroy(vqp_id, scope); });
@@ -226,15 +236,20 @@ Result<RemoteRegion> Engine::GrantAccess(uint64_t region_id, uint64_t vqp_id, Ow
 Status Engine::RevokeAccess(uint64_t region_id, uint64_t vqp_id, OwnerId scope) {
   return CallStatus([=](Engine& e) { return e.DoRevoke(region_id, vqp_id, scope); });
 }
-Result<std::vector<RegionStatus>> Engine::ListRegions(OwnerId scope) {
-  return DescribeAll<RegionStatus>(
-      [scope](const Engine& e, uint64_t after, std::vector<RegionStatus>* out) {
-        return DescribeBatch(e.regions_.by_id, after, [&](const RegionSlot& slot) {
+Result<Listed<RegionStatus>> Engine::ListRegions(OwnerId scope, ListPage page) {
+  return DescribePage<RegionStatus>(
+      [scope](const Engine& e, uint64_t after, uint32_t room, std::vector<RegionStatus>* out) {
+        return DescribeBatch(e.regions_.by_id, after, room, [&](const RegionSlot& slot) {
           if (scope != kAnyOwner && slot.owner != scope) return false;
           out->push_back(e.DescribeRegion(slot));
           return true;
         });
-      });
+      },
+      page);
+}
+Result<std::vector<RegionStatus>> Engine::ListRegions(OwnerId scope) {
+  BRAID_ASSIGN_OR_RETURN(Listed<RegionStatus> all, ListRegions(scope, ListPage{}));
+  return std::move(all.items);
 }
 Result<DeviceStatus> Engine::DrainDevice(std::string device) {
   return Call<DeviceStatus>(
@@ -254,14 +269,17 @@ Result<EngineSnapshot> Engine::Snapshot() {
   BRAID_ASSIGN_OR_RETURN(
       EngineSnapshot s,
       Call<EngineSnapshot>([](Engine& e) -> Result<EngineSnapshot> { return e.TakeSnapshot(); }));
-  BRAID_ASSIGN_OR_RETURN(
-      s.vqps, DescribeAll<EngineSnapshot::Vqp>(
-                  [](const Engine& e, uint64_t after, std::vector<EngineSnapshot::Vqp>* out) {
-                    return DescribeBatch(e.vqps_, after, [&](const VqpSlot& slot) {
-                      out->push_back(e.SnapshotVqp(slot));
-                      return true;
-                    });
-                  }));
+  BRAID_ASSIGN_OR_RETURN(Listed<EngineSnapshot::Vqp> vqps,
+                         DescribePage<EngineSnapshot::Vqp>(
+                             [](const Engine& e, uint64_t after, uint32_t room,
+                                std::vector<EngineSnapshot::Vqp>* out) {
+                               return DescribeBatch(e.vqps_, after, room, [&](const VqpSlot& slot) {
+                                 out->push_back(e.SnapshotVqp(slot));
+                                 return true;
+                               });
+                             },
+                             ListPage{}));
+  s.vqps = std::move(vqps.items);
   for (const EngineSnapshot::Vqp& v : s.vqps) {
     s.failovers += v.failovers;
     s.qps_died += v.qps_died;

@@ -83,6 +83,8 @@ class Engine {
   common::Result<VqpStatus> ConnectVirtualQp(uint64_t vqp_id, vqp::BusinessCard remote,
                                              OwnerId scope = kAnyOwner);
   common::Result<VqpStatus> GetVirtualQp(uint64_t vqp_id, OwnerId scope = kAnyOwner);
+  // Lists take one engine command per batch of 128 entries (the data plane runs between them).
+  common::Result<Listed<VqpStatus>> ListVirtualQps(OwnerId scope, ListPage page);
   common::Result<std::vector<VqpStatus>> ListVirtualQps(OwnerId scope = kAnyOwner);
   common::Status DestroyVirtualQp(uint64_t vqp_id, OwnerId scope = kAnyOwner);
   // A region is reachable over the wire only through the VQPs its owner granted access: each
@@ -99,6 +101,7 @@ class Engine {
   // Ends the grant: the keys are deregistered before this returns, so the peer's next access
   // through them fails with IBV_WC_REM_ACCESS_ERR (an access already under way may complete).
   common::Status RevokeAccess(uint64_t region_id, uint64_t vqp_id, OwnerId scope = kAnyOwner);
+  common::Result<Listed<RegionStatus>> ListRegions(OwnerId scope, ListPage page);
   common::Result<std::vector<RegionStatus>> ListRegions(OwnerId scope = kAnyOwner);
   common::Result<DeviceStatus> DrainDevice(std::string device);
   common::Result<DeviceStatus> UndrainDevice(std::string device);
@@ -231,11 +234,12 @@ class Engine {
   // All but the VQPs, which Snapshot() adds a batch per command through SnapshotVqp.
   EngineSnapshot TakeSnapshot() const;
   EngineSnapshot::Vqp SnapshotVqp(const VqpSlot& slot) const;
-  // What `batch(engine, after, out)` describes, one command per batch until it returns 0 (the
-  // last id it looked at otherwise): lists and snapshots never hold the loop for more than a
-  // batch (engine.cc, kDescribeBatch).
+  // What `batch(engine, after, room, out)` describes (at most `room` entries after id `after`),
+  // one command per batch until `page` is full or it returns 0 (the last id it looked at
+  // otherwise): lists and snapshots never hold the loop for more than a batch (engine.cc,
+  // kDescribeBatch).
   template <typename T, typename Batch>
-  common::Result<std::vector<T>> DescribeAll(Batch batch);
+  common::Result<Listed<T>> DescribePage(Batch batch, ListPage page);
   common::Result<size_t> FindDevice(const std::string& name) const;
   common::Result<DeviceStatus> SetDeviceDrained(const std::string& name, bool drained);
   common::Status DoInjectFault(const FaultRequest& request);

@@ -200,6 +200,21 @@ struct RegionStatus {
   uint32_t in_flight = 0;
 };
 
+// Which part of a list to describe: entries with ids after `after`, at most `limit` of them
+// (0: all). Ids only grow, so walking pages by the last id seen lists every entry that lives
+// through the walk exactly once, whatever is made or destroyed between pages.
+struct ListPage {
+  uint64_t after = 0;
+  uint32_t limit = 0;
+};
+
+// One page of a list, by id; `next_after` is the `after` of the next page (0: this was the last).
+template <typename T>
+struct Listed {
+  std::vector<T> items;
+  uint64_t next_after = 0;
+};
+
 struct RegisterRequest {
   uint64_t length = 0;
   std::string label;

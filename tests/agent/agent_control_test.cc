@@ -1,5 +1,6 @@
 // braidd's control plane: health (drain, faults, stalled data-plane thread), an idle agent's CPU
-// use, drain under load and recovery of a dead data QP. Hostile requests: agent_hostile_test.cc.
+// use, lists in pages, drain under load and recovery of a dead data QP. Hostile requests:
+// agent_hostile_test.cc.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -9,8 +10,11 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <set>
 #include <thread>
 
+#include "braid/agent_client.h"
+#include "server/request_mapping.h"
 #include "tests/agent/agent_harness.h"
 #include "tests/agent/connected_pair_fixture.h"
 
@@ -107,6 +111,97 @@ TEST(AgentHealth, FaultInjectionIsRefusedUnlessEnabled) {
   const grpc::Status s = Fault(*agent, v1::FAULT_KIND_STALL_ENGINE, "", 1000);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(s.error_message(), "fault injection is disabled in this agent's config");
+}
+
+// Lists come in pages that any gRPC client's default 4 MiB receive limit holds: 500 entries unless
+// the caller asks (at most 1,000), a page token to walk on; the SDK walks every page for its
+// caller.
+TEST(AgentLists, ListsComeInPagesAndTheSdkWalksThemAll) {
+  auto agent = AgentProcess::Spawn({"lists", {TestNicIp(0, 0)}, 0});
+  ASSERT_TRUE(agent);
+  constexpr int kRegions = 1203;
+  for (int i = 0; i < kRegions; ++i) {
+    grpc::ClientContext ctx;
+    v1::RegisterMemoryRequest request;
+    request.set_length(4096);
+    v1::RegionInfo out;
+    ASSERT_TRUE(agent->stub().RegisterMemory(&ctx, request, &out).ok()) << i;
+  }
+  auto page = [&](uint32_t size, const std::string& token, v1::ListRegionsResponse* out) {
+    grpc::ClientContext ctx;
+    v1::ListRegionsRequest request;
+    request.set_page_size(size);
+    request.set_page_token(token);
+    return agent->stub().ListRegions(&ctx, request, out);
+  };
+  v1::ListRegionsResponse biggest;
+  ASSERT_TRUE(page(5000, "", &biggest).ok());
+  EXPECT_EQ(biggest.regions_size(), 1000);  // asked 5,000: the most a page holds
+  EXPECT_FALSE(biggest.next_page_token().empty());
+
+  std::vector<uint64_t> walked;
+  std::vector<int> sizes;
+  std::string token;
+  do {
+    v1::ListRegionsResponse out;
+    ASSERT_TRUE(page(0, token, &out).ok());
+    sizes.push_back(out.regions_size());
+    for (const auto& r : out.regions()) walked.push_back(r.region_id());
+    token = out.next_page_token();
+  } while (!token.empty() && sizes.size() < 10);
+  EXPECT_EQ(sizes, (std::vector<int>{500, 500, 203}));
+  EXPECT_TRUE(std::is_sorted(walked.begin(), walked.end()));
+  EXPECT_EQ(std::set<uint64_t>(walked.begin(), walked.end()).size(), size_t{kRegions});
+
+  auto sdk = client::AgentClient::Open(agent->endpoint());
+  ASSERT_TRUE(sdk.ok()) << sdk.status().ToString();
+  auto listed = (*sdk)->ListRegions();
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_EQ(listed->size(), size_t{kRegions});
+
+  // A VQP asked for with no scheme is made with the default one, SPRAY; VQPs page the same way.
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext ctx;
+    v1::CreateVirtualQpRequest request;
+    request.set_num_qps(1);
+    v1::VirtualQpInfo out;
+    ASSERT_TRUE(agent->stub().CreateVirtualQp(&ctx, request, &out).ok());
+    EXPECT_EQ(out.scheme(), v1::SCHEME_SPRAY);
+  }
+  grpc::ClientContext ctx;
+  v1::ListVirtualQpsRequest request;
+  request.set_page_size(2);
+  v1::ListVirtualQpsResponse two;
+  ASSERT_TRUE(agent->stub().ListVirtualQps(&ctx, request, &two).ok());
+  EXPECT_EQ(two.vqps_size(), 2);
+  EXPECT_EQ(two.next_page_token(), std::to_string(two.vqps(1).vqp_id()));
+  auto vqps = (*sdk)->ListVqps();
+  ASSERT_TRUE(vqps.ok());
+  EXPECT_EQ(vqps->size(), 3u);
+}
+
+// A page stops short of its entry count at its byte budget (a 128-QP VQP's entry is about 5 KB:
+// 1,000 of them would pass gRPC's 4 MiB default), holding one entry at least, and the token
+// continues after the last entry it holds.
+TEST(AgentLists, APageStopsAtItsByteBudget) {
+  engine::Listed<engine::RegionStatus> list;
+  for (uint64_t id = 1; id <= 10; ++id) {
+    list.items.push_back({.id = id, .label = std::string(200, 'l')});
+  }
+  list.next_after = 10;
+  auto write = [](const engine::RegionStatus& r, v1::RegionInfo* info) {
+    info->set_region_id(r.id);
+    info->set_label(r.label);
+  };
+  google::protobuf::RepeatedPtrField<v1::RegionInfo> out;
+  EXPECT_EQ(server::FillPage(list, write, 700, &out), "3");  // three of ~205 bytes fit in 700
+  EXPECT_EQ(out.size(), 3);
+  out.Clear();
+  EXPECT_EQ(server::FillPage(list, write, 10, &out), "1");  // the first always goes
+  EXPECT_EQ(out.size(), 1);
+  out.Clear();
+  EXPECT_EQ(server::FillPage(list, write, 1 << 20, &out), "10");  // all fit: the list's own token
+  EXPECT_EQ(out.size(), 10);
 }
 
 TEST(AgentIdle, SleepsAndUsesUnderOnePercentOfACoreOverTenSeconds) {

@@ -186,15 +186,39 @@ TEST_F(AgentHostileTest, EveryBadRequestGetsAPreciseStatusAndChangesNothing) {
          return s.CreateVirtualQp(&c, r, &out);
        },
        grpc::StatusCode::NOT_FOUND, "no device named 'mlx5_9' on agent agent-a*"},
-      {"CreateVirtualQp without a scheme",
+      {"CreateVirtualQp with a scheme no agent knows",
        [](v1::Agent::Stub& s) {
          grpc::ClientContext c;
          v1::CreateVirtualQpRequest r;
+         r.set_scheme(static_cast<v1::Scheme>(7));
          r.set_num_qps(2);
          v1::VirtualQpInfo out;
          return s.CreateVirtualQp(&c, r, &out);
        },
-       grpc::StatusCode::INVALID_ARGUMENT, "scheme must be SCHEME_SPRAY or SCHEME_DQPLB"},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "scheme must be SCHEME_SPRAY or SCHEME_DQPLB (or unset: SCHEME_SPRAY), got 7"},
+      {"ListVirtualQps with a page token no agent wrote",
+       [](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::ListVirtualQpsRequest r;
+         r.set_page_token("12abc");
+         v1::ListVirtualQpsResponse out;
+         return s.ListVirtualQps(&c, r, &out);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "page_token '12abc' is not one this agent gave: pass the next_page_token of the previous "
+       "page, or none for the first"},
+      {"ListRegions with an 8,000-character page token",
+       [](v1::Agent::Stub& s) {
+         grpc::ClientContext c;
+         v1::ListRegionsRequest r;
+         r.set_page_token(std::string(8000, '9'));
+         v1::ListRegionsResponse out;
+         return s.ListRegions(&c, r, &out);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "page_token '9999999999999999999999999999999999999999999999999999999999999999999999999999999"
+       "999999999999999999999…' (7900 more characters) is not one this agent gave*"},
       {"DrainDevice unknown",
        [](v1::Agent::Stub& s) {
          grpc::ClientContext c;

@@ -127,6 +127,7 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   Result<v1::VirtualQpInfo> CreateVqp(const VqpOptions& options);
   Result<v1::VirtualQpInfo> ConnectVqp(uint64_t vqp_id, const v1::BusinessCard& remote_card);
   Result<v1::VirtualQpInfo> GetVqp(uint64_t vqp_id);
+  // Every VQP the caller may see (for an admin, every VQP), a page per call (the agent's largest).
   Result<std::vector<v1::VirtualQpInfo>> ListVqps();
   Status DestroyVqp(uint64_t vqp_id);
   // Registers `length` bytes and maps them here; the VQPs in `grant_vqps` may reach them.
@@ -134,6 +135,7 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
                                                  const std::vector<uint64_t>& grant_vqps = {});
   Result<v1::RemoteRegion> GrantAccess(uint64_t region_id, uint64_t vqp_id);
   Status RevokeAccess(uint64_t region_id, uint64_t vqp_id);
+  // Every region the caller may see, a page per call as ListVqps.
   Result<std::vector<v1::RegionInfo>> ListRegions();
   // Resolves a peer's region for VQP `vqp_id` into a handle that local session `session_id`'s
   // ring entries name (doc/local_data_path.md). TransferSession calls it as needed.

@@ -574,51 +574,6 @@ TEST_F(EngineTest, AVqpOrRegionWithALabelPastItsBoundIsRefusedAndNothingIsMade) 
   EXPECT_TRUE(a_.engine->DestroyVirtualQp(fits->id).ok());
 }
 
-// Lists and snapshots are taken a batch of VQPs or regions per engine command (describing 6,000
-// VQPs in one held the data plane for 15 ms of CPU): each VQP and region is in them once, in id
-// order, and a caller's list holds exactly its own, wherever the batches' ends fall.
-TEST(EngineLists, ListsAndSnapshotsHoldEveryVqpAndRegionOnceAcrossBatches) {
-  Side a(2);
-  ASSERT_TRUE(a.engine);
-  constexpr OwnerId kMine = 7, kOther = 8;
-  std::vector<uint64_t> vqps, my_vqps, regions, my_regions;
-  CreateVqpRequest r;
-  r.config.num_qps = 1;
-  r.config.max_virtual_wrs = 16;
-  for (int i = 0; i < 300; ++i) {
-    r.owner = i % 3 == 0 ? kMine : kOther;
-    auto v = a.engine->CreateVirtualQp(r);
-    ASSERT_TRUE(v.ok()) << v.status().ToString();
-    vqps.push_back(v->id);
-    if (r.owner == kMine) my_vqps.push_back(v->id);
-    auto region = a.engine->RegisterMemory({.length = 4096, .owner = r.owner});
-    ASSERT_TRUE(region.ok()) << region.status().ToString();
-    regions.push_back(region->id);
-    if (r.owner == kMine) my_regions.push_back(region->id);
-  }
-  auto ids = [](const auto& list) {
-    std::vector<uint64_t> out;
-    for (const auto& item : list) out.push_back(item.id);
-    return out;
-  };
-  EXPECT_EQ(ids(*a.engine->ListVirtualQps()), vqps);
-  EXPECT_EQ(ids(*a.engine->ListVirtualQps(kMine)), my_vqps);
-  EXPECT_EQ(ids(*a.engine->ListRegions()), regions);
-  EXPECT_EQ(ids(*a.engine->ListRegions(kMine)), my_regions);
-  auto snapshot = a.engine->Snapshot();
-  ASSERT_TRUE(snapshot.ok());
-  EXPECT_EQ(ids(snapshot->vqps), vqps);
-  EXPECT_EQ(snapshot->regions, 300u);
-  // 300 VQPs are three batches: two snapshots around the list count its three commands (and
-  // the one of the first snapshot's own that comes after its count was taken).
-  auto commands = [&] { return a.engine->Snapshot()->commands; };
-  const uint64_t quiet = commands();
-  const uint64_t quiet_delta = commands() - quiet;
-  const uint64_t before = commands();
-  ASSERT_EQ(a.engine->ListVirtualQps()->size(), 300u);
-  EXPECT_EQ(commands() - before - quiet_delta, 3u);
-}
-
 // Connecting `c`'s VQP with a card of `d`'s is refused with `message`, while a VQP pair within
 // `c` (the same incarnation) still connects.
 void ExpectAPeersCardRefusedAtConnect(Side& c, Side& d, const std::string& message) {
