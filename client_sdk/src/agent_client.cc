@@ -28,6 +28,24 @@ namespace {
 // Entries asked for per list page: the most an agent gives (agent.proto, ListVirtualQpsRequest).
 constexpr uint32_t kListPageSize = 1000;
 
+// Every entry of a paged list: `page(request, &response)` asks for each page in turn, with the
+// token the one before it ended with.
+template <typename Request, typename Response, typename Page, typename Entry>
+Result<std::vector<Entry>> WalkPages(
+    Page&& page, google::protobuf::RepeatedPtrField<Entry>* (Response::*entries)()) {
+  std::vector<Entry> all;
+  Request request;
+  request.set_page_size(kListPageSize);
+  do {
+    Response out;
+    BRAID_RETURN_IF_ERROR(page(request, &out));
+    google::protobuf::RepeatedPtrField<Entry>* got = (out.*entries)();
+    std::move(got->begin(), got->end(), std::back_inserter(all));
+    request.set_page_token(out.next_page_token());
+  } while (!request.page_token().empty());
+  return all;
+}
+
 common::StatusCode FromGrpcCode(grpc::StatusCode code) {
   switch (code) {
     case grpc::StatusCode::OK:
@@ -345,16 +363,12 @@ Result<v1::VirtualQpInfo> AgentClient::GetVqp(uint64_t vqp_id) {
 }
 
 Result<std::vector<v1::VirtualQpInfo>> AgentClient::ListVqps() {
-  std::vector<v1::VirtualQpInfo> all;
-  v1::ListVirtualQpsRequest request;
-  request.set_page_size(kListPageSize);
-  do {
-    v1::ListVirtualQpsResponse out;
-    BRAID_UNARY(ListVirtualQps, request, out);
-    std::move(out.mutable_vqps()->begin(), out.mutable_vqps()->end(), std::back_inserter(all));
-    request.set_page_token(out.next_page_token());
-  } while (!request.page_token().empty());
-  return all;
+  return WalkPages<v1::ListVirtualQpsRequest, v1::ListVirtualQpsResponse>(
+      [this](const v1::ListVirtualQpsRequest& request, v1::ListVirtualQpsResponse* out) {
+        BRAID_UNARY(ListVirtualQps, request, *out);
+        return Status::Ok();
+      },
+      &v1::ListVirtualQpsResponse::mutable_vqps);
 }
 
 Status AgentClient::DestroyVqp(uint64_t vqp_id) {
@@ -449,17 +463,12 @@ Status Region::Revoke(uint64_t vqp_id) {
 }
 
 Result<std::vector<v1::RegionInfo>> AgentClient::ListRegions() {
-  std::vector<v1::RegionInfo> all;
-  v1::ListRegionsRequest request;
-  request.set_page_size(kListPageSize);
-  do {
-    v1::ListRegionsResponse out;
-    BRAID_UNARY(ListRegions, request, out);
-    std::move(out.mutable_regions()->begin(), out.mutable_regions()->end(),
-              std::back_inserter(all));
-    request.set_page_token(out.next_page_token());
-  } while (!request.page_token().empty());
-  return all;
+  return WalkPages<v1::ListRegionsRequest, v1::ListRegionsResponse>(
+      [this](const v1::ListRegionsRequest& request, v1::ListRegionsResponse* out) {
+        BRAID_UNARY(ListRegions, request, *out);
+        return Status::Ok();
+      },
+      &v1::ListRegionsResponse::mutable_regions);
 }
 
 Status AgentClient::DeregisterMemory(uint64_t region_id) {

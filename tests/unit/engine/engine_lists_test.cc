@@ -10,6 +10,19 @@
 namespace braid::engine {
 namespace {
 
+constexpr OwnerId kMine = 7, kOther = 8;
+
+// A 1-QP VQP of `owner`'s: its id (0 when refused, which fails the test).
+uint64_t SmallVqp(Engine& engine, OwnerId owner) {
+  CreateVqpRequest r;
+  r.config.num_qps = 1;
+  r.config.max_virtual_wrs = 16;
+  r.owner = owner;
+  auto v = engine.CreateVirtualQp(r);
+  EXPECT_TRUE(v.ok()) << v.status().ToString();
+  return v.ok() ? v->id : 0;
+}
+
 std::vector<uint64_t> Ids(const auto& list) {
   std::vector<uint64_t> out;
   for (const auto& item : list) out.push_back(item.id);
@@ -22,21 +35,15 @@ std::vector<uint64_t> Ids(const auto& list) {
 TEST(EngineLists, ListsAndSnapshotsHoldEveryVqpAndRegionOnceAcrossBatches) {
   Side a(2);
   ASSERT_TRUE(a.engine);
-  constexpr OwnerId kMine = 7, kOther = 8;
   std::vector<uint64_t> vqps, my_vqps, regions, my_regions;
-  CreateVqpRequest r;
-  r.config.num_qps = 1;
-  r.config.max_virtual_wrs = 16;
   for (int i = 0; i < 300; ++i) {
-    r.owner = i % 3 == 0 ? kMine : kOther;
-    auto v = a.engine->CreateVirtualQp(r);
-    ASSERT_TRUE(v.ok()) << v.status().ToString();
-    vqps.push_back(v->id);
-    if (r.owner == kMine) my_vqps.push_back(v->id);
-    auto region = a.engine->RegisterMemory({.length = 4096, .owner = r.owner});
+    const OwnerId owner = i % 3 == 0 ? kMine : kOther;
+    vqps.push_back(SmallVqp(*a.engine, owner));
+    if (owner == kMine) my_vqps.push_back(vqps.back());
+    auto region = a.engine->RegisterMemory({.length = 4096, .owner = owner});
     ASSERT_TRUE(region.ok()) << region.status().ToString();
     regions.push_back(region->id);
-    if (r.owner == kMine) my_regions.push_back(region->id);
+    if (owner == kMine) my_regions.push_back(region->id);
   }
   EXPECT_EQ(Ids(*a.engine->ListVirtualQps()), vqps);
   EXPECT_EQ(Ids(*a.engine->ListVirtualQps(kMine)), my_vqps);
@@ -63,16 +70,10 @@ TEST(EngineLists, ListsAndSnapshotsHoldEveryVqpAndRegionOnceAcrossBatches) {
 TEST(EngineLists, PagesListEveryEntryThatLivesThroughTheWalkOnce) {
   Side a(1);
   ASSERT_TRUE(a.engine);
-  constexpr OwnerId kMine = 7, kOther = 8;
   std::vector<uint64_t> mine;
-  CreateVqpRequest r;
-  r.config.num_qps = 1;
-  r.config.max_virtual_wrs = 16;
   for (int i = 0; i < 400; ++i) {
-    r.owner = i % 2 == 0 ? kMine : kOther;
-    auto v = a.engine->CreateVirtualQp(r);
-    ASSERT_TRUE(v.ok()) << v.status().ToString();
-    if (r.owner == kMine) mine.push_back(v->id);
+    const uint64_t id = SmallVqp(*a.engine, i % 2 == 0 ? kMine : kOther);
+    if (i % 2 == 0) mine.push_back(id);
   }
   ASSERT_EQ(mine.size(), 200u);
   const uint64_t listed_early = mine[3], never_listed = mine[150];
@@ -91,10 +92,7 @@ TEST(EngineLists, PagesListEveryEntryThatLivesThroughTheWalkOnce) {
     if (++pages == 2) {  // between the second page and the third
       ASSERT_TRUE(a.engine->DestroyVirtualQp(listed_early).ok());
       ASSERT_TRUE(a.engine->DestroyVirtualQp(never_listed).ok());
-      r.owner = kMine;
-      auto v = a.engine->CreateVirtualQp(r);
-      ASSERT_TRUE(v.ok());
-      made = v->id;
+      made = SmallVqp(*a.engine, kMine);
     }
     page.after = listed->next_after;
   } while (page.after != 0 && pages < 100);
