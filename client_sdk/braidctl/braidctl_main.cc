@@ -58,6 +58,11 @@ int Fail(const std::string& what, const Status& status) {
   return 1;
 }
 
+// ", owner NAME" for what an identified caller made ("" for an anonymous one's).
+std::string OwnerText(const std::string& owner) {
+  return owner.empty() ? "" : ", owner " + braid::common::EscapeControl(owner);
+}
+
 std::string Json(const google::protobuf::Message& m) {
   std::string out;
   google::protobuf::util::JsonPrintOptions o;
@@ -464,9 +469,12 @@ int main(int argc, char** argv) {
   auto* health = app.add_subcommand("health", "exit 0 if the agent is SERVING (probes)");
   auto* devices = app.add_subcommand("devices", "devices and their state");
   auto* list = app.add_subcommand("list", "virtual QPs");
-  uint64_t vqp_id = 0;
+  auto* regions = app.add_subcommand("regions", "registered memory regions");
+  uint64_t vqp_id = 0, region_id = 0;
   auto* destroy = app.add_subcommand("destroy", "destroy a virtual QP");
   destroy->add_option("vqp", vqp_id)->required()->check(WholeNumber());
+  auto* deregister = app.add_subcommand("deregister", "deregister a memory region");
+  deregister->add_option("region", region_id)->required()->check(WholeNumber());
   std::string device;
   auto* drain = app.add_subcommand("drain", "drain a device (in-flight work finishes)");
   drain->add_option("device", device)->required();
@@ -554,12 +562,30 @@ int main(int argc, char** argv) {
       return 0;
     }
     for (const auto& v : *r) {
-      std::printf("vqp %-6lu %-12s %-6s %u QPs (%u healthy) %s pending %u failovers %lu\n",
-                  static_cast<unsigned long>(v.vqp_id()),
-                  braid::common::EscapeControl(v.label()).c_str(),
-                  v.scheme() == v1::SCHEME_DQPLB ? "dqplb" : "spray", v.num_qps(),
-                  v.healthy_data_qps(), v.connected() ? "connected" : "unconnected",
-                  v.pending_sends(), static_cast<unsigned long>(v.failovers()));
+      std::printf(
+          "vqp %-6lu %-12s %-6s %u QPs (%u healthy) %s pending %u failovers %lu%s\n",
+          static_cast<unsigned long>(v.vqp_id()), braid::common::EscapeControl(v.label()).c_str(),
+          v.scheme() == v1::SCHEME_DQPLB ? "dqplb" : "spray", v.num_qps(), v.healthy_data_qps(),
+          v.connected() ? "connected" : "unconnected", v.pending_sends(),
+          static_cast<unsigned long>(v.failovers()), OwnerText(v.owner()).c_str());
+    }
+    return 0;
+  }
+  if (*regions) {
+    auto r = a->ListRegions();
+    if (!r.ok()) return Fail("regions", r.status());
+    v1::ListRegionsResponse all;
+    for (const auto& region : *r) *all.add_regions() = region;
+    if (g.json) {
+      std::printf("%s", Json(all).c_str());
+      return 0;
+    }
+    for (const auto& region : *r) {
+      std::printf("region %-6lu %-12s %10s granted to %d VQPs, %u transfers in flight%s\n",
+                  static_cast<unsigned long>(region.region_id()),
+                  braid::common::EscapeControl(region.label()).c_str(),
+                  braid::ctl::HumanBytes(static_cast<double>(region.length())).c_str(),
+                  region.grants_size(), region.in_flight(), OwnerText(region.owner()).c_str());
     }
     return 0;
   }
@@ -612,6 +638,10 @@ int main(int argc, char** argv) {
   if (*destroy) {
     Status s = a->DestroyVqp(vqp_id);
     return s.ok() ? 0 : Fail("destroy", s);
+  }
+  if (*deregister) {
+    Status s = a->DeregisterMemory(region_id);
+    return s.ok() ? 0 : Fail("deregister", s);
   }
   if (*drain || *undrain) {
     auto r = *drain ? a->DrainDevice(device) : a->UndrainDevice(device);

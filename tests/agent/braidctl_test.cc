@@ -375,6 +375,46 @@ TEST_F(BraidctlTest, DevicesAndDrainSayEachDevicesStateInWords) {
   EXPECT_EQ(r.output, "soft1: healthy\n");
 }
 
+// An operator sees what memory is registered (size, grants, transfers in flight), a label a client
+// chose escaped, and gives a region back by its id.
+TEST_F(BraidctlTest, RegionsShowsWhatIsRegisteredAndDeregisterGivesARegionBack) {
+  auto register_memory = [&](uint64_t length, const std::string& label) {
+    grpc::ClientContext ctx;
+    v1::RegisterMemoryRequest request;
+    request.set_length(length);
+    request.set_label(label);
+    v1::RegionInfo out;
+    EXPECT_TRUE(a_->stub().RegisterMemory(&ctx, request, &out).ok());
+    return std::to_string(out.region_id());
+  };
+  const std::string staging = register_memory(4096, "staging");
+  const std::string hostile = register_memory(1 << 20, "x\x1b[2J\nregion 999 forged");
+  const std::string agent = "--agent unix:" + dir_ + "/a.sock ";
+  CommandResult r = Braidctl(agent + "regions");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("region " + staging + " "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("staging        4.00 KiB granted to 0 VQPs, 0 transfers in flight\n"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("x\\x1b[2J\\nregion 999 forged   1.00 MiB"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find('\x1b'), std::string::npos) << "a raw escape: " << r.output;
+
+  r = Braidctl(agent + "deregister " + staging);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = Braidctl(agent + "regions");
+  EXPECT_EQ(r.output.find("region " + staging + " "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("region " + hostile + " "), std::string::npos) << r.output;
+  r = Braidctl(agent + "deregister " + staging);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(
+      r.output.find("braidctl: deregister: NotFound: no region " + staging + " on agent ctl-a"),
+      std::string::npos)
+      << r.output;
+  r = Braidctl(agent + "--json regions");
+  EXPECT_NE(r.output.find("\"region_id\": \"" + hostile + "\""), std::string::npos) << r.output;
+}
+
 TEST_F(BraidctlTest, TextOtherClientsChoseCannotDriveTheOperatorsTerminal) {
   const std::string hostile = "x\x1b[2J\nvqp 999 forged";
   grpc::ClientContext ctx;
