@@ -22,6 +22,7 @@
 #include <string>
 
 #include "braid/v1/agent.grpc.pb.h"
+#include "dataplane/common/version.h"
 #include "dataplane/engine/engine.h"
 #include "server/agent_config.h"
 #include "server/audit_log.h"
@@ -36,7 +37,7 @@ namespace braid::server {
 
 struct AgentServiceOptions {
   std::string agent_id;
-  std::string version = "0.1.0";
+  std::string version = common::kVersion;
   std::string control_endpoint;
   uint32_t transfer_window = 1024;
   uint32_t transfer_window_per_caller = 65536;  // the windows of one caller's streams together

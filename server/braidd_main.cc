@@ -9,6 +9,7 @@
 #include <variant>
 #include <vector>
 
+#include "dataplane/common/version.h"
 #include "dataplane/engine/fd_budget.h"
 #include "dataplane/verbs/memlock.h"
 #include "server/agent.h"
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
   // first free and keeping such buffers in its heaps (RSS that never comes down).
   mallopt(M_MMAP_THRESHOLD, 256 << 10);
   CLI::App app{"braidd: the Braid multipath RDMA data-plane agent"};
+  app.set_version_flag("--version", std::string("braidd ") + braid::common::kVersion);
   std::string config_path;
   AgentConfig flags;
   std::vector<std::string> nics;

@@ -9,6 +9,9 @@
 #include <thread>
 #include <utility>
 
+#include "dataplane/common/version.h"
+#include "server/process_stats.h"
+
 namespace braid::server {
 
 namespace {
@@ -41,6 +44,33 @@ class Families {
  private:
   std::deque<MetricFamily> families_;  // references handed out stay valid as it grows
 };
+
+// The process_* series of every Prometheus client library's process collector.
+void AddProcess(Families& out) {
+  const ProcessStats p = ProcessStats::Read();
+  Families::Add(out.Family("process_cpu_seconds_total",
+                           "User and system CPU time spent, in seconds", MetricType::Counter),
+                {}, p.cpu_seconds);
+  Families::Add(out.Family("process_resident_memory_bytes", "Resident memory size, in bytes",
+                           MetricType::Gauge),
+                {}, static_cast<double>(p.resident_bytes));
+  Families::Add(out.Family("process_virtual_memory_bytes", "Virtual memory size, in bytes",
+                           MetricType::Gauge),
+                {}, static_cast<double>(p.virtual_bytes));
+  Families::Add(
+      out.Family("process_start_time_seconds",
+                 "Start time of the process since the Unix epoch, in seconds", MetricType::Gauge),
+      {}, p.start_time_seconds);
+  Families::Add(out.Family("process_threads", "Threads of the process (a scrape runs on one)",
+                           MetricType::Gauge),
+                {}, static_cast<double>(p.threads));
+  Families::Add(out.Family("process_open_fds", "Open file descriptors", MetricType::Gauge), {},
+                static_cast<double>(p.open_fds));
+  Families::Add(out.Family("process_max_fds",
+                           "The limit on open file descriptors (the soft one, which refuses)",
+                           MetricType::Gauge),
+                {}, static_cast<double>(p.max_fds));
+}
 
 const char* HealthLabel(size_t h) {
   static constexpr const char* kNames[] = {"healthy", "draining", "dead", "cooling"};
@@ -79,6 +109,19 @@ std::vector<MetricFamily> MetricsCollector::Build() const {
                         "1 when the data-plane engine answered this scrape, 0 when it did not",
                         MetricType::Gauge);
   Families::Add(up, {}, fresh ? 1 : 0);
+  Families::Add(
+      out.Family("braid_build_info", "1, labelled with the agent's version, id and verbs provider",
+                 MetricType::Gauge),
+      {{"version", common::kVersion},
+       {"agent_id", engine_.options().agent_id},
+       {"provider", engine_.provider_name()}},
+      1);
+  Families::Add(out.Family("braid_transfers_refused",
+                           "1 while new transfers are refused: the agent drains to stop (SIGTERM), "
+                           "letting those in flight finish",
+                           MetricType::Gauge),
+                {}, s.transfers_refused ? 1 : 0);
+  AddProcess(out);
   auto& stalled = out.Family("braid_engine_stalled",
                              "1 while the data-plane loop is stalled past the watchdog threshold",
                              MetricType::Gauge);

@@ -36,6 +36,7 @@
 #include "client_sdk/braidctl/copy_pipeline.h"
 #include "client_sdk/braidctl/progress.h"
 #include "dataplane/common/quote.h"
+#include "dataplane/common/version.h"
 
 namespace {
 
@@ -453,6 +454,7 @@ int Copy(const Globals& g, const std::string& peer, const std::string& src_path,
 
 int main(int argc, char** argv) {
   CLI::App app{"braidctl: drive Braid agents"};
+  app.set_version_flag("--version", std::string("braidctl ") + braid::common::kVersion);
   app.require_subcommand(1);
   Globals g;
   app.add_option("-a,--agent", g.agent, "agent address (host:port or unix:/path)");

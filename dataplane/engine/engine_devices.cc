@@ -97,6 +97,7 @@ EngineSnapshot Engine::TakeSnapshot() const {
   s.sessions = static_cast<uint32_t>(sessions_->by_id.size());
   for (size_t i = 0; i < devices_.size(); ++i) s.devices.push_back(DescribeDevice(i));
   s.transfers_in_flight = transfers_.in_flight;
+  s.transfers_refused = !transfers_.stopped.empty();
   s.regions = static_cast<uint32_t>(regions_.by_id.size());
   for (const auto& [id, r] : regions_.by_id) s.registered_bytes += r->shm->length();
   options_.provider->ReadCounters(&s.provider_counters);

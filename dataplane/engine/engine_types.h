@@ -350,6 +350,7 @@ struct EngineSnapshot {
   uint64_t recoveries_failed = 0;
   uint64_t notifications = 0;
   uint64_t transfers_in_flight = 0;
+  bool transfers_refused = false;  // new transfers are refused (the agent drains to stop)
   uint64_t registered_bytes = 0;
   uint32_t regions = 0;
   uint64_t region_dir_size_bytes = 0;  // the region directory's file system (0: none stated)

@@ -8,12 +8,15 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <set>
 #include <thread>
 
 #include "braid/agent_client.h"
+#include "dataplane/common/proc_status.h"
+#include "dataplane/common/version.h"
 #include "server/request_mapping.h"
 #include "tests/agent/agent_harness.h"
 #include "tests/agent/connected_pair_fixture.h"
@@ -202,6 +205,41 @@ TEST(AgentLists, APageStopsAtItsByteBudget) {
   out.Clear();
   EXPECT_EQ(server::FillPage(list, write, 1 << 20, &out), "10");  // all fit: the list's own token
   EXPECT_EQ(out.size(), 10);
+}
+
+// The metrics page carries the process_* series every Prometheus client library exports (so
+// dashboards and alerts written for any server read the agent: descriptors against their limit,
+// memory, threads, restarts) and the build's version; each agrees with what /proc says.
+TEST(AgentMetrics, TheProcessSeriesAndTheBuildInfoAgreeWithProc) {
+  auto agent = AgentProcess::Spawn({"process", {TestNicIp(0, 0)}, 0});
+  ASSERT_TRUE(agent);
+  const std::string m = ScrapeMetrics(agent->metrics_port());
+  const std::string proc = "/proc/" + std::to_string(agent->pid());
+  const double fds = static_cast<double>(std::distance(
+      std::filesystem::directory_iterator(proc + "/fd"), std::filesystem::directory_iterator()));
+  EXPECT_NEAR(MetricSum(m, "process_open_fds"), fds, 3) << m;
+  std::ifstream limits(proc + "/limits");
+  std::string line;
+  double soft_limit = -1;
+  while (std::getline(limits, line)) {
+    if (line.rfind("Max open files", 0) == 0) soft_limit = std::stod(line.substr(26));
+  }
+  EXPECT_EQ(MetricSum(m, "process_max_fds"), soft_limit);
+  const std::string status = proc + "/status";
+  EXPECT_NEAR(MetricSum(m, "process_threads"),
+              static_cast<double>(*common::ProcStatusField("Threads", 10, status)), 3);
+  const double rss = static_cast<double>(*common::ProcStatusField("VmRSS", 10, status)) * 1024;
+  EXPECT_NEAR(MetricSum(m, "process_resident_memory_bytes"), rss, rss / 4);
+  EXPECT_GT(MetricSum(m, "process_virtual_memory_bytes"), rss);
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_NEAR(MetricSum(m, "process_start_time_seconds"), now, 60);
+  EXPECT_GT(MetricSum(m, "process_cpu_seconds_total"), 0);
+  EXPECT_EQ(
+      MetricSum(m, "braid_build_info",
+                {{"version", common::kVersion}, {"agent_id", "process"}, {"provider", "soft"}}),
+      1);
+  EXPECT_EQ(MetricSum(m, "braid_transfers_refused"), 0);
 }
 
 TEST(AgentIdle, SleepsAndUsesUnderOnePercentOfACoreOverTenSeconds) {

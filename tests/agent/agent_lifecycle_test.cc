@@ -418,7 +418,8 @@ struct DrainPair {
   }
 };
 
-// SIGTERM drains before the agent stops: health answers NOT_SERVING at once, transfers accepted
+// SIGTERM drains before the agent stops: health answers NOT_SERVING at once (and the metrics page
+// braid_transfers_refused 1), transfers accepted
 // before the signal finish (their peer was stopped, so they were still in flight when it came),
 // and the agent exits by itself once none is left, long before shutdown_drain_ms. It used to
 // fail them all at once (a rolling update failed every transfer in flight on the node).
@@ -429,6 +430,7 @@ TEST(AgentLifecycle, SigtermLetsTransfersInFlightFinishBeforeTheAgentStops) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_FALSE(Exited(p.a->pid())) << "the agent stopped without waiting for its transfers";
   EXPECT_EQ(HealthStatus(p.a->channel()), 2) << "NOT_SERVING while it drains";
+  EXPECT_EQ(MetricSum(ScrapeMetrics(p.a->metrics_port()), "braid_transfers_refused"), 1);
   ASSERT_EQ(kill(p.b->pid(), SIGCONT), 0);
   p.writer.join();
   ASSERT_TRUE(p.run.status.ok()) << p.run.status.error_message();

@@ -325,7 +325,8 @@ TEST(Prometheus, ScrapesTheAgentsAndEveryDashboardQueryEvaluates) {
       // Panels fed by this traffic or always present must show data.
       for (const char* must :
            {"Bytes per second", "Virtual WR completions", "Physical QPs", "latency p50",
-            "latency p99", "Engine answering", "Devices by state", "Dead QPs", "Outstanding"}) {
+            "latency p99", "Engine answering", "Devices by state", "Dead QPs", "Outstanding",
+            "File descriptors", "Resident memory", "Threads and CPU", "Restarts"}) {
         if (title.find(must) != std::string::npos) {
           EXPECT_TRUE(data) << title << ": " << expr;
         }
