@@ -34,6 +34,7 @@
 #include "client_sdk/python/dispatcher.h"
 #include "dataplane/common/named_thread.h"
 #include "dataplane/common/unique_fd.h"
+#include "dataplane/common/version.h"
 #include "dataplane/session/session_client.h"
 
 namespace py = pybind11;
@@ -360,6 +361,7 @@ PYBIND11_MODULE(_braid, m) {
   using namespace braid::client;
   namespace v1 = braid::v1;
   m.doc() = "Native layer of the braid Python SDK (use the braid package).";
+  m.attr("__version__") = braid::common::kVersion;
   {
     py::dict codes;  // every StatusCode by name ("NotFound": 4, ...)
     for (int c = 0; c <= static_cast<int>(braid::common::StatusCode::kInternal); ++c) {

@@ -222,6 +222,8 @@ def test_events_and_the_generated_control_stub_see_a_connection_come_and_go(agen
         vqp = conn.vqp_a
         info = a.control.GetVirtualQp(agent_pb2.GetVirtualQpRequest(vqp_id=vqp), timeout=10)
         assert info.connected and info.num_qps == 2
+        agent = a.control.GetInfo(agent_pb2.GetInfoRequest(), timeout=10)
+        assert agent.version == braid.__version__ and braid.__version__.count(".") == 2
         conn.close()
         kinds = []
         for e in events:

@@ -23,6 +23,7 @@ from ._errors import BraidError
 from .events import Event, Events
 from .session import Future, Notification, Notifications, Op, Session, TransferResult
 
+__version__ = _braid.__version__  # Braid's version (the CMake project's), the agents' too
 RemoteRegion = _braid.RemoteRegion
 Buffer = _braid.Region
 MemfdBuffer = _braid.MemfdBuffer
