@@ -64,13 +64,14 @@ std::string OwnerText(const std::string& owner) {
   return owner.empty() ? "" : ", owner " + braid::common::EscapeControl(owner);
 }
 
-std::string Json(const google::protobuf::Message& m) {
+// `m` as JSON: indented, or (`one_line`, for a stream's records: JSON Lines) on one line.
+std::string Json(const google::protobuf::Message& m, bool one_line = false) {
   std::string out;
   google::protobuf::util::JsonPrintOptions o;
-  o.add_whitespace = true;
+  o.add_whitespace = !one_line;
   o.preserve_proto_field_names = true;
   (void)google::protobuf::util::MessageToJsonString(m, &out, o);
-  return out;
+  return one_line ? out + "\n" : out;
 }
 
 // A client of `target`; with `hold`, what it creates lives only as long as this command (bench
@@ -458,7 +459,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   Globals g;
   app.add_option("-a,--agent", g.agent, "agent address (host:port or unix:/path)");
-  app.add_flag("--json", g.json, "JSON output");
+  app.add_flag("--json", g.json, "JSON output (events: one object per line)");
   app.add_flag("-q,--quiet", g.quiet, "no progress line");
   app.add_option("--timeout-ms", g.timeout_ms, "deadline per transfer (0: the SDK's default, 30 s)")
       ->check(WholeNumber());
@@ -606,7 +607,7 @@ int main(int argc, char** argv) {
       }
       const v1::Event& e = r.event();
       if (g.json) {
-        std::printf("%s", Json(e).c_str());
+        std::printf("%s", Json(e, /*one_line=*/true).c_str());
       } else {
         const std::time_t t = static_cast<std::time_t>(e.time_unix_ns() / 1000000000);
         char when[32];

@@ -598,25 +598,36 @@ v1::VirtualQpInfo GetVqp(AgentProcess& agent, uint64_t vqp) {
 }
 
 void ReleaseEverything(v1::Agent::Stub& stub) {
-  grpc::ClientContext list_ctx;
-  v1::ListVirtualQpsResponse vqps;
-  ASSERT_TRUE(stub.ListVirtualQps(&list_ctx, {}, &vqps).ok());
-  for (const auto& v : vqps.vqps()) {
-    grpc::ClientContext ctx;
-    v1::DestroyVirtualQpRequest request;
-    request.set_vqp_id(v.vqp_id());
-    v1::DestroyVirtualQpResponse response;
-    EXPECT_TRUE(stub.DestroyVirtualQp(&ctx, request, &response).ok());
+  // A page at a time (a list holds at most 1,000): the first page again until it is the last.
+  for (bool more = true; more;) {
+    grpc::ClientContext list_ctx;
+    v1::ListVirtualQpsRequest list;
+    list.set_page_size(1000);
+    v1::ListVirtualQpsResponse vqps;
+    ASSERT_TRUE(stub.ListVirtualQps(&list_ctx, list, &vqps).ok());
+    for (const auto& v : vqps.vqps()) {
+      grpc::ClientContext ctx;
+      v1::DestroyVirtualQpRequest request;
+      request.set_vqp_id(v.vqp_id());
+      v1::DestroyVirtualQpResponse response;
+      EXPECT_TRUE(stub.DestroyVirtualQp(&ctx, request, &response).ok());
+    }
+    more = !vqps.next_page_token().empty();
   }
-  grpc::ClientContext regions_ctx;
-  v1::ListRegionsResponse regions;
-  ASSERT_TRUE(stub.ListRegions(&regions_ctx, {}, &regions).ok());
-  for (const auto& r : regions.regions()) {
-    grpc::ClientContext ctx;
-    v1::DeregisterMemoryRequest request;
-    request.set_region_id(r.region_id());
-    v1::DeregisterMemoryResponse response;
-    EXPECT_TRUE(stub.DeregisterMemory(&ctx, request, &response).ok());
+  for (bool more = true; more;) {
+    grpc::ClientContext list_ctx;
+    v1::ListRegionsRequest list;
+    list.set_page_size(1000);
+    v1::ListRegionsResponse regions;
+    ASSERT_TRUE(stub.ListRegions(&list_ctx, list, &regions).ok());
+    for (const auto& r : regions.regions()) {
+      grpc::ClientContext ctx;
+      v1::DeregisterMemoryRequest request;
+      request.set_region_id(r.region_id());
+      v1::DeregisterMemoryResponse response;
+      EXPECT_TRUE(stub.DeregisterMemory(&ctx, request, &response).ok());
+    }
+    more = !regions.next_page_token().empty();
   }
   grpc::ClientContext after_vqps_ctx, after_regions_ctx;
   v1::ListVirtualQpsResponse after_vqps;

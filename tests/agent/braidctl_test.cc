@@ -11,8 +11,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "tests/agent/agent_harness.h"
 #include "tests/testutil/test_port.h"
@@ -413,6 +417,35 @@ TEST_F(BraidctlTest, RegionsShowsWhatIsRegisteredAndDeregisterGivesARegionBack) 
       << r.output;
   r = Braidctl(agent + "--json regions");
   EXPECT_NE(r.output.find("\"region_id\": \"" + hostile + "\""), std::string::npos) << r.output;
+}
+
+// `events --json` writes one JSON object per line (JSON Lines), as line-oriented tools and log
+// shippers read a stream; an indented object spread over many lines broke them.
+TEST_F(BraidctlTest, EventsInJsonAreOneObjectPerLine) {
+  const std::string agent = "--agent unix:" + dir_ + "/a.sock ";
+  CommandResult events;
+  std::thread watcher([&] { events = Braidctl(agent + "--json events --count 2 --seconds 20"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // subscribed
+  v1::VirtualQpInfo mine = CreateVqp(a_->stub(), v1::SCHEME_SPRAY, 1);
+  v1::VirtualQpInfo theirs = CreateVqp(b_->stub(), v1::SCHEME_SPRAY, 1);
+  ConnectOne(a_->stub(), mine, theirs);
+  grpc::ClientContext ctx;
+  v1::DestroyVirtualQpRequest destroy;
+  destroy.set_vqp_id(mine.vqp_id());
+  v1::DestroyVirtualQpResponse destroyed;
+  ASSERT_TRUE(a_->stub().DestroyVirtualQp(&ctx, destroy, &destroyed).ok());
+  watcher.join();
+  EXPECT_EQ(events.exit_code, 0) << events.output;
+  std::vector<std::string> kinds;
+  std::istringstream lines(events.output);
+  for (std::string line; std::getline(lines, line);) {
+    if (line == "braidctl events: subscribed") continue;  // on stderr
+    const auto e = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(e.is_object()) << "not one object on a line: " << line;
+    EXPECT_EQ(e["vqp_id"], std::to_string(mine.vqp_id())) << line;
+    kinds.push_back(e["kind"]);
+  }
+  EXPECT_EQ(kinds, (std::vector<std::string>{"vqp_connected", "vqp_destroyed"})) << events.output;
 }
 
 TEST_F(BraidctlTest, TextOtherClientsChoseCannotDriveTheOperatorsTerminal) {
