@@ -47,7 +47,7 @@ uint64_t DescribeBatch(const Map& map, uint64_t after, uint32_t room, Describe&&
   }
   return 0;
 }
-// How often the devices' ports are read (FollowPorts): a port's state changes at human pace.
+// How often the devices' ports are read (PortWatcher): a port's state changes at human pace.
 constexpr uint64_t kPortCheckNs = 1000000000;
 
 uint64_t DrawIncarnation() {
@@ -103,10 +103,25 @@ Result<std::unique_ptr<Engine>> Engine::Start(EngineOptions options) {
     engine->thread_.join();
     return s;
   }
+  // The readings reach the loop as a command; a full queue drops them (the next come a period
+  // later). devices_ stays as Init left it until Shutdown, after the watcher has stopped.
+  engine->ports_ = std::make_unique<PortWatcher>(
+      engine->DevicePointers(), std::chrono::milliseconds(kPortCheckNs / 1000000),
+      [e](PortWatcher::Readings ports) {
+        (void)e->commands_.Push(
+            [ports = std::move(ports)](Engine& engine) { engine.FollowPorts(ports); });
+      });
   return engine;
 }
 
+std::vector<verbs::Device*> Engine::DevicePointers() const {
+  std::vector<verbs::Device*> out;
+  for (const auto& d : devices_) out.push_back(d->device.get());
+  return out;
+}
+
 Engine::~Engine() {
+  ports_.reset();  // it delivers to the loop: it stops first
   if (thread_.joinable()) {
     published_.stop.store(true);
     // Wake the loop if it sleeps (the command itself does nothing).
@@ -380,7 +395,8 @@ Status Engine::Init() {
     devices_.push_back(std::move(slot));
   }
   if (devices_.empty()) return Status::NotFound("no device to open");
-  FollowPorts();  // a port down at start faults its device as one that goes down later does
+  // A port down at start faults its device as one that goes down later does.
+  FollowPorts(PortWatcher::Read(DevicePointers()));
   PublishDeviceHealth();
   BRAID_ASSIGN_OR_RETURN(cq_,
                          vqp::VirtualCq::Create(raw, options_.cq_entries, options_.max_cq_entries));
@@ -431,10 +447,6 @@ void Engine::Run() {
     if (now >= recovery_.next_check_ns) {
       RunRecovery(now);
       recovery_.next_check_ns = now + 10000000;
-    }
-    if (now >= loop_.next_port_check_ns) {
-      FollowPorts();
-      loop_.next_port_check_ns = now + kPortCheckNs;
     }
     if (transfers_.in_flight > 0 && now >= transfers_.next_deadline_check_ns) {
       CheckDeadlines(now);

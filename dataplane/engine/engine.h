@@ -45,6 +45,7 @@
 #include "dataplane/engine/engine_types.h"
 #include "dataplane/engine/fd_budget.h"
 #include "dataplane/engine/memory_room.h"
+#include "dataplane/engine/port_watcher.h"
 #include "dataplane/engine/region_dir.h"
 #include "dataplane/engine/shm_region.h"
 #include "dataplane/session/ring_entry.h"
@@ -245,7 +246,9 @@ class Engine {
   common::Status DoInjectFault(const FaultRequest& request);
   void PublishDeviceHealth();
   // Reads each device's port and faults or restores the device when it changed (each second).
-  void FollowPorts();
+  void FollowPorts(const PortWatcher::Readings& ports);
+  // The devices, as Init opened them (the engine thread; or Start, once Init is done).
+  std::vector<verbs::Device*> DevicePointers() const;
 
   // VQPs and regions (engine_vqps.cc).
   common::Result<VqpStatus> DoCreate(const CreateVqpRequest& request);
@@ -415,8 +418,7 @@ class Engine {
   struct Loop {
     int epoll_fd = -1;
     uint64_t last_activity_ns = 0;
-    uint64_t stall_until_ns = 0;      // an injected stall (the watchdog's test)
-    uint64_t next_port_check_ns = 0;  // FollowPorts
+    uint64_t stall_until_ns = 0;  // an injected stall (the watchdog's test)
     std::array<vqp::VirtualWc, vqp::VirtualCq::kPollBatch> wcs{};
   };
   struct Events {
@@ -429,6 +431,8 @@ class Engine {
   Room room_;
   Recovery recovery_;
   std::thread thread_;
+  // Reads the devices' ports each second off the engine thread; stopped before the engine.
+  std::unique_ptr<PortWatcher> ports_;
   Published published_;
 
   // Engine-thread state.

@@ -107,12 +107,12 @@ EngineSnapshot Engine::TakeSnapshot() const {
 // A port that goes down faults its device (no new VQP uses it; the QPs there die of their own
 // retries and are recovered elsewhere or later); one that comes back returns the device to what
 // it was, healthy, drained or faulted by injection. Only changes act, so a fault injected on a
-// device whose port stays up is left alone.
-void Engine::FollowPorts() {
-  for (auto& d : devices_) {
-    DeviceSlot& slot = *d;
+// device whose port stays up is left alone. `ports`: PortWatcher's readings, in devices_' order.
+void Engine::FollowPorts(const PortWatcher::Readings& ports) {
+  for (size_t i = 0; i < devices_.size() && i < ports.size(); ++i) {
+    DeviceSlot& slot = *devices_[i];
     // A port that cannot be read (a device gone fatal or removed) carries nothing either.
-    const Result<bool> port = slot.device->QueryPortActive();
+    const Result<bool>& port = ports[i];
     const bool active = port.ok() && *port;
     if (active == slot.port_active) continue;
     slot.port_active = active;

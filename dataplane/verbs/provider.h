@@ -151,7 +151,9 @@ class Device {
   virtual ~Device() = default;
   virtual const DeviceInfo& info() const = 0;
   // Whether the port is active now: a link goes down and comes back while the device is open
-  // (info().port_active is what it was when opened). The thread of the device's QPs and CQs.
+  // (info().port_active is what it was when opened). Any thread, beside the thread of the
+  // device's QPs and CQs (it reads the port only): the engine reads it on a thread of its own
+  // (engine::PortWatcher), since a query may take milliseconds.
   virtual Result<bool> QueryPortActive() { return info().port_active; }
   virtual Result<std::unique_ptr<ProtectionDomain>> AllocPd() = 0;
   virtual Result<std::unique_ptr<Cq>> CreateCq(int min_entries) = 0;

@@ -103,7 +103,8 @@ TEST(AgentHealth, TheAgentsOwnThreadsAreNamedForTheirRoles) {
   auto agent = AgentProcess::Spawn({"names", {TestNicIp(0, 0)}, 0});
   ASSERT_TRUE(agent);
   const std::vector<std::string> names = ThreadNames(agent->pid());
-  for (const char* role : {"braid-engine", "braid-relay", "braid-health", "braid-recovery"}) {
+  for (const char* role :
+       {"braid-engine", "braid-ports", "braid-relay", "braid-health", "braid-recovery"}) {
     EXPECT_NE(std::find(names.begin(), names.end(), role), names.end()) << role;
   }
 }
