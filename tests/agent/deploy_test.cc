@@ -83,6 +83,7 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   const YAML::Node spec = (*ds)["spec"]["template"]["spec"];
   EXPECT_TRUE(spec["hostNetwork"].as<bool>());
   EXPECT_EQ(spec["serviceAccountName"].as<std::string>(), "edge-braid");
+  EXPECT_EQ(spec["terminationGracePeriodSeconds"].as<int>(), 20);  // 5 s of drain, 15 to stop
   EXPECT_EQ(
       (*ds)["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"].as<std::string>(),
       "edge");
@@ -177,7 +178,8 @@ TEST(HelmChart, EveryToggleFlipped) {
                       " --set dashboard.enabled=false --set serviceAccount.create=false"
                       " --set hostNetwork=false --set agent.faultInjection=true"
                       " --set agent.metricsPerQp=true --set image.tag=9.9.9"
-                      " --set tls.enabled=false --set auth.anonymousRole=client");
+                      " --set tls.enabled=false --set auth.anonymousRole=client"
+                      " --set agent.shutdownDrainMs=60500");
   ASSERT_EQ(r.exit_code, 0) << r.text;
   EXPECT_EQ(r.Find("ServiceAccount"), nullptr);
   EXPECT_EQ(r.Find("ConfigMap", "edge-braid-dashboard"), nullptr);
@@ -193,6 +195,7 @@ TEST(HelmChart, EveryToggleFlipped) {
   EXPECT_FALSE(spec["dnsPolicy"]);
   EXPECT_EQ(spec["serviceAccountName"].as<std::string>(), "default");
   EXPECT_EQ(spec["nodeSelector"]["braid.io/rdma"].as<std::string>(), "true");
+  EXPECT_EQ(spec["terminationGracePeriodSeconds"].as<int>(), 76);  // a 60.5 s drain, 15 s to stop
   const YAML::Node c = spec["containers"][0];
   EXPECT_EQ(c["image"].as<std::string>(), "ghcr.io/braid-project/braidd:9.9.9");
   EXPECT_TRUE(c["securityContext"]["privileged"].as<bool>());
