@@ -44,7 +44,7 @@ tsan-test: deps
 	  -DBRAID_BUILD_BENCH=OFF $(CMAKE_ARGS)
 	ninja -C $(TSAN_BUILD) -j$(JOBS) braid_unit_tests
 	TSAN_OPTIONS=halt_on_error=1 $(TSAN_BUILD)/tests/braid_unit_tests --gtest_brief=1 \
-	  --gtest_filter='EngineTest.*:MpscQueue*:SegmentedQueue*:TcpSlowQueue.*'
+	  --gtest_filter='EngineTest.*:EnginePorts*:MpscQueue*:SegmentedQueue*:TcpSlowQueue.*'
 
 # libFuzzer target for the soft provider's frame parser (clang; ASan + UBSan).
 FUZZ_DIR := $(BUILD)/fuzz
