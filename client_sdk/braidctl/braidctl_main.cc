@@ -74,6 +74,23 @@ std::string Json(const google::protobuf::Message& m, bool one_line = false) {
   return one_line ? out + "\n" : out;
 }
 
+// What a list command prints: `listed` as one JSON `Response` (`entries` is where its entries go)
+// with --json, else a line each (`line`). 1 and why when the agent refused the list.
+template <typename Response, typename Entry, typename Line>
+int PrintListing(const Globals& g, const char* what,
+                 const braid::common::Result<std::vector<Entry>>& listed,
+                 google::protobuf::RepeatedPtrField<Entry>* (Response::*entries)(), Line line) {
+  if (!listed.ok()) return Fail(what, listed.status());
+  if (g.json) {
+    Response all;
+    (all.*entries)()->Add(listed->begin(), listed->end());
+    std::printf("%s", Json(all).c_str());
+    return 0;
+  }
+  for (const Entry& e : *listed) line(e);
+  return 0;
+}
+
 // A client of `target`; with `hold`, what it creates lives only as long as this command (bench
 // and copy: a braidctl interrupted or killed mid-run leaves no VQP or region behind).
 std::shared_ptr<AgentClient> OpenOrDie(const Globals& g, const std::string& target, int* rc,
@@ -538,59 +555,40 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*devices) {
-    auto r = a->ListDevices();
-    if (!r.ok()) return Fail("devices", r.status());
-    v1::ListDevicesResponse all;
-    for (const auto& d : *r) *all.add_devices() = d;
-    if (g.json) {
-      std::printf("%s", Json(all).c_str());
-      return 0;
-    }
-    for (const auto& d : *r) {
-      std::printf("%-8s %-8s %-22s %-20s qps %-3u dead %-3u written %s read %s\n", d.name().c_str(),
-                  d.provider().c_str(), d.gid().c_str(), DeviceStateText(d).c_str(), d.qps(),
-                  d.dead_qps(),
-                  braid::ctl::HumanBytes(static_cast<double>(d.bytes_written())).c_str(),
-                  braid::ctl::HumanBytes(static_cast<double>(d.bytes_read())).c_str());
-    }
-    return 0;
+    return PrintListing(
+        g, "devices", a->ListDevices(), &v1::ListDevicesResponse::mutable_devices,
+        [](const v1::Device& d) {
+          std::printf("%-8s %-8s %-22s %-20s qps %-3u dead %-3u written %s read %s\n",
+                      d.name().c_str(), d.provider().c_str(), d.gid().c_str(),
+                      DeviceStateText(d).c_str(), d.qps(), d.dead_qps(),
+                      braid::ctl::HumanBytes(static_cast<double>(d.bytes_written())).c_str(),
+                      braid::ctl::HumanBytes(static_cast<double>(d.bytes_read())).c_str());
+        });
   }
   if (*list) {
-    auto r = a->ListVqps();
-    if (!r.ok()) return Fail("list", r.status());
-    v1::ListVirtualQpsResponse all;
-    for (const auto& v : *r) *all.add_vqps() = v;
-    if (g.json) {
-      std::printf("%s", Json(all).c_str());
-      return 0;
-    }
-    for (const auto& v : *r) {
-      std::printf(
-          "vqp %-6lu %-12s %-6s %u QPs (%u healthy) %s pending %u failovers %lu%s\n",
-          static_cast<unsigned long>(v.vqp_id()), braid::common::EscapeControl(v.label()).c_str(),
-          v.scheme() == v1::SCHEME_DQPLB ? "dqplb" : "spray", v.num_qps(), v.healthy_data_qps(),
-          v.connected() ? "connected" : "unconnected", v.pending_sends(),
-          static_cast<unsigned long>(v.failovers()), OwnerText(v.owner()).c_str());
-    }
-    return 0;
+    return PrintListing(
+        g, "list", a->ListVqps(), &v1::ListVirtualQpsResponse::mutable_vqps,
+        [](const v1::VirtualQpInfo& v) {
+          std::printf("vqp %-6lu %-12s %-6s %u QPs (%u healthy) %s pending %u failovers %lu%s\n",
+                      static_cast<unsigned long>(v.vqp_id()),
+                      braid::common::EscapeControl(v.label()).c_str(),
+                      v.scheme() == v1::SCHEME_DQPLB ? "dqplb" : "spray", v.num_qps(),
+                      v.healthy_data_qps(), v.connected() ? "connected" : "unconnected",
+                      v.pending_sends(), static_cast<unsigned long>(v.failovers()),
+                      OwnerText(v.owner()).c_str());
+        });
   }
   if (*regions) {
-    auto r = a->ListRegions();
-    if (!r.ok()) return Fail("regions", r.status());
-    v1::ListRegionsResponse all;
-    for (const auto& region : *r) *all.add_regions() = region;
-    if (g.json) {
-      std::printf("%s", Json(all).c_str());
-      return 0;
-    }
-    for (const auto& region : *r) {
-      std::printf("region %-6lu %-12s %10s granted to %d VQPs, %u transfers in flight%s\n",
-                  static_cast<unsigned long>(region.region_id()),
-                  braid::common::EscapeControl(region.label()).c_str(),
-                  braid::ctl::HumanBytes(static_cast<double>(region.length())).c_str(),
-                  region.grants_size(), region.in_flight(), OwnerText(region.owner()).c_str());
-    }
-    return 0;
+    return PrintListing(g, "regions", a->ListRegions(), &v1::ListRegionsResponse::mutable_regions,
+                        [](const v1::RegionInfo& r) {
+                          std::printf(
+                              "region %-6lu %-12s %10s granted to %d VQPs, %u transfers in "
+                              "flight%s\n",
+                              static_cast<unsigned long>(r.region_id()),
+                              braid::common::EscapeControl(r.label()).c_str(),
+                              braid::ctl::HumanBytes(static_cast<double>(r.length())).c_str(),
+                              r.grants_size(), r.in_flight(), OwnerText(r.owner()).c_str());
+                        });
   }
   if (*events) {
     grpc::ClientContext ctx;
