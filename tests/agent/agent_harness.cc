@@ -597,38 +597,46 @@ v1::VirtualQpInfo GetVqp(AgentProcess& agent, uint64_t vqp) {
   return info;
 }
 
+// Lists with `list` from the first page, `release`s every entry, and lists again until a page is
+// the last (what was released is gone, so each list starts over; a page holds at most 1,000).
+template <typename Request, typename Response, typename List, typename Entries, typename Release>
+void ReleasePages(List list, Entries entries, Release release) {
+  for (bool more = true; more;) {
+    grpc::ClientContext ctx;
+    Request request;
+    request.set_page_size(1000);
+    Response page;
+    ASSERT_TRUE(list(&ctx, request, &page).ok());
+    for (const auto& e : entries(page)) release(e);
+    more = !page.next_page_token().empty();
+  }
+}
+
 void ReleaseEverything(v1::Agent::Stub& stub) {
-  // A page at a time (a list holds at most 1,000): the first page again until it is the last.
-  for (bool more = true; more;) {
-    grpc::ClientContext list_ctx;
-    v1::ListVirtualQpsRequest list;
-    list.set_page_size(1000);
-    v1::ListVirtualQpsResponse vqps;
-    ASSERT_TRUE(stub.ListVirtualQps(&list_ctx, list, &vqps).ok());
-    for (const auto& v : vqps.vqps()) {
-      grpc::ClientContext ctx;
-      v1::DestroyVirtualQpRequest request;
-      request.set_vqp_id(v.vqp_id());
-      v1::DestroyVirtualQpResponse response;
-      EXPECT_TRUE(stub.DestroyVirtualQp(&ctx, request, &response).ok());
-    }
-    more = !vqps.next_page_token().empty();
-  }
-  for (bool more = true; more;) {
-    grpc::ClientContext list_ctx;
-    v1::ListRegionsRequest list;
-    list.set_page_size(1000);
-    v1::ListRegionsResponse regions;
-    ASSERT_TRUE(stub.ListRegions(&list_ctx, list, &regions).ok());
-    for (const auto& r : regions.regions()) {
-      grpc::ClientContext ctx;
-      v1::DeregisterMemoryRequest request;
-      request.set_region_id(r.region_id());
-      v1::DeregisterMemoryResponse response;
-      EXPECT_TRUE(stub.DeregisterMemory(&ctx, request, &response).ok());
-    }
-    more = !regions.next_page_token().empty();
-  }
+  ReleasePages<v1::ListVirtualQpsRequest, v1::ListVirtualQpsResponse>(
+      [&](auto* ctx, const auto& request, auto* page) {
+        return stub.ListVirtualQps(ctx, request, page);
+      },
+      [](const v1::ListVirtualQpsResponse& page) -> const auto& { return page.vqps(); },
+      [&](const v1::VirtualQpInfo& v) {
+        grpc::ClientContext ctx;
+        v1::DestroyVirtualQpRequest request;
+        request.set_vqp_id(v.vqp_id());
+        v1::DestroyVirtualQpResponse response;
+        EXPECT_TRUE(stub.DestroyVirtualQp(&ctx, request, &response).ok());
+      });
+  ReleasePages<v1::ListRegionsRequest, v1::ListRegionsResponse>(
+      [&](auto* ctx, const auto& request, auto* page) {
+        return stub.ListRegions(ctx, request, page);
+      },
+      [](const v1::ListRegionsResponse& page) -> const auto& { return page.regions(); },
+      [&](const v1::RegionInfo& r) {
+        grpc::ClientContext ctx;
+        v1::DeregisterMemoryRequest request;
+        request.set_region_id(r.region_id());
+        v1::DeregisterMemoryResponse response;
+        EXPECT_TRUE(stub.DeregisterMemory(&ctx, request, &response).ok());
+      });
   grpc::ClientContext after_vqps_ctx, after_regions_ctx;
   v1::ListVirtualQpsResponse after_vqps;
   v1::ListRegionsResponse after_regions;
