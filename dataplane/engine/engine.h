@@ -245,7 +245,7 @@ class Engine {
   common::Result<DeviceStatus> SetDeviceDrained(const std::string& name, bool drained);
   common::Status DoInjectFault(const FaultRequest& request);
   void PublishDeviceHealth();
-  // Reads each device's port and faults or restores the device when it changed (each second).
+  // Faults or restores each device whose port changed, by PortWatcher's readings (each second).
   void FollowPorts(const PortWatcher::Readings& ports);
   // The devices, as Init opened them (the engine thread; or Start, once Init is done).
   std::vector<verbs::Device*> DevicePointers() const;
