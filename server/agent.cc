@@ -228,6 +228,9 @@ void Agent::HealthLoop() {
   const uint32_t period_ms = HealthPeriodMs();
   uint64_t ticks = 0;
   uint64_t trimmed_at = 0;  // engine_->releases() at the last trim
+  // gRPC's health service starts out SERVING: the first pass sets the status whatever it is (an
+  // agent started with every port down answered SERVING until a device had come up and gone).
+  bool published = false;
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     lock.unlock();
@@ -238,7 +241,8 @@ void Agent::HealthLoop() {
     const char* why = draining_ ? kShuttingDown
                       : stalled ? "data-plane thread stalled"
                                 : "no healthy device";
-    if (serving != serving_) {
+    if (serving != serving_ || !published) {
+      published = true;
       serving_ = serving;
       server_->GetHealthCheckService()->SetServingStatus(serving);
       if (serving) {

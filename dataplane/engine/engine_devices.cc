@@ -168,18 +168,24 @@ Status Engine::DoInjectFault(const FaultRequest& request) {
     case FaultKind::kDeviceDown:
     case FaultKind::kDeviceUp: {
       BRAID_ASSIGN_OR_RETURN(size_t index, FindDevice(request.device));
+      DeviceSlot& slot = *devices_[index];
+      // What the device returns to once its port is back (FollowPorts) is set here too: a fault
+      // injected while the port is down stays when it comes back, and one cleared then does not.
       if (request.kind == FaultKind::kDeviceUp) {
-        if (devices_[index]->state != DeviceState::kHealthy) {
+        slot.state_before_port_down = DeviceState::kHealthy;
+        const DeviceState now = slot.port_active ? DeviceState::kHealthy : DeviceState::kFaulted;
+        if (slot.state != now) {
           Emit(EventKind::kDeviceHealthy, 0, -1, request.device, "fault cleared");
         }
-        devices_[index]->state = DeviceState::kHealthy;
+        slot.state = now;
         PublishDeviceHealth();
         return Status::Ok();
       }
       // The device's link goes down: every connected QP on it breaks.
-      BRAID_RETURN_IF_ERROR(devices_[index]->device->InjectLinkDown());
+      BRAID_RETURN_IF_ERROR(slot.device->InjectLinkDown());
       for (auto& [id, v] : vqps_) Attend(*v);
-      devices_[index]->state = DeviceState::kFaulted;
+      slot.state = DeviceState::kFaulted;
+      slot.state_before_port_down = DeviceState::kFaulted;
       PublishDeviceHealth();
       Emit(EventKind::kDeviceFaulted, 0, -1, request.device, "injected fault: device down");
       return Status::Ok();

@@ -474,6 +474,10 @@ TEST(AgentProvider, AutoTakesRdmaCoreWithItsLinkDownAndServesOnceTheLinkComesUp)
   EXPECT_EQ(d.name(), "soft0");
   EXPECT_EQ(d.state(), v1::DEVICE_STATE_FAULTED);
   EXPECT_FALSE(d.port_active());
+  // Its health says so from the start (gRPC's own default, SERVING, used to stand until a device
+  // had come up and gone down again). 2: NOT_SERVING, 1: SERVING.
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // a health pass or more
+  EXPECT_EQ(HealthStatus(agent->channel()), 2);
   ASSERT_TRUE(link.Set(true));
   for (int i = 0; i < 80 && !(d.state() == v1::DEVICE_STATE_HEALTHY && d.port_active()); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -481,6 +485,11 @@ TEST(AgentProvider, AutoTakesRdmaCoreWithItsLinkDownAndServesOnceTheLinkComesUp)
   }
   EXPECT_EQ(d.state(), v1::DEVICE_STATE_HEALTHY);
   EXPECT_TRUE(d.port_active());
+  int health = 0;
+  for (int i = 0; i < 40 && (health = HealthStatus(agent->channel())) != 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(health, 1);
   // It serves: a VQP is made on the device.
   EXPECT_NE(CreateVqp(agent->stub(), v1::SCHEME_SPRAY, 2).vqp_id(), 0u);
 }

@@ -98,6 +98,8 @@ TEST_F(EnginePortsTest, ADeviceFollowsItsPortDownAndBackToWhatItWas) {
 }
 
 TEST_F(EnginePortsTest, AFaultInjectedOnADeviceWhosePortStaysUpIsLeftAlone) {
+  // The new veth's carrier may come up a moment after the engine first read the port.
+  ASSERT_EQ(WaitFor(DeviceState::kHealthy, true).state, DeviceState::kHealthy);
   FaultRequest down;
   down.kind = FaultKind::kDeviceDown;
   down.device = "soft0";
@@ -107,6 +109,33 @@ TEST_F(EnginePortsTest, AFaultInjectedOnADeviceWhosePortStaysUpIsLeftAlone) {
   ASSERT_TRUE(devices.ok() && !devices->empty());
   EXPECT_EQ(devices->front().state, DeviceState::kFaulted);
   EXPECT_TRUE(devices->front().port_active);
+}
+
+// A fault injected while the port is down stays once the port is back; it used to be taken for the
+// port's own fault and cleared with it. Cleared while the port is down, the device stays faulted
+// until the port is back.
+TEST_F(EnginePortsTest, AFaultInjectedWhileThePortIsDownOutlastsThePort) {
+  ASSERT_EQ(WaitFor(DeviceState::kHealthy, true).state, DeviceState::kHealthy);
+  ASSERT_TRUE(link_.Set(false));
+  ASSERT_FALSE(WaitFor(DeviceState::kFaulted, false).port_active);
+  FaultRequest fault;
+  fault.kind = FaultKind::kDeviceDown;
+  fault.device = "soft0";
+  ASSERT_TRUE(engine_->InjectFault(fault).ok());
+  ASSERT_TRUE(link_.Set(true));
+  DeviceStatus back = WaitFor(DeviceState::kHealthy, true);  // it must not get there
+  EXPECT_TRUE(back.port_active);
+  EXPECT_EQ(back.state, DeviceState::kFaulted) << "the injected fault went with the port's";
+  // Now cleared with the port down: faulted until the port comes back, then healthy.
+  ASSERT_TRUE(link_.Set(false));
+  ASSERT_FALSE(WaitFor(DeviceState::kFaulted, false).port_active);
+  fault.kind = FaultKind::kDeviceUp;
+  ASSERT_TRUE(engine_->InjectFault(fault).ok());
+  auto devices = engine_->ListDevices();
+  ASSERT_TRUE(devices.ok() && !devices->empty());
+  EXPECT_EQ(devices->front().state, DeviceState::kFaulted) << "cleared while its port is down";
+  ASSERT_TRUE(link_.Set(true));
+  EXPECT_EQ(WaitFor(DeviceState::kHealthy, true).state, DeviceState::kHealthy);
 }
 
 // The threads port queries ran on; each query takes `delay` (a soft NIC on a host with thousands
