@@ -240,7 +240,10 @@ int ibv_query_device(ibv_context* context, ibv_device_attr* attr) {
 
 int ibv_query_port(ibv_context* context, uint8_t port_num, struct _compat_ibv_port_attr* out) {
   if (port_num != 1) return EINVAL;
-  Lock lock(ShimState::Get().mu());
+  // Not under the shim's lock: the device is the context's for as long as it is open, and
+  // QueryPortActive may run beside any other call. It walks the host's interfaces (getifaddrs:
+  // milliseconds on a host with hundreds of them), and every post and poll of the process would
+  // wait for it (an agent reads its ports once a second, on a thread beside its data plane).
   braid::verbs::Device& device = *braid::soft::Of(context)->device;
   const braid::verbs::DeviceInfo& info = device.info();
   // The link as it is now (the interface holding the NIC's address).

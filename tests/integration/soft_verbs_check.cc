@@ -1,16 +1,48 @@
 // libbraid_verbs.so as a verbs program sees it: plain libibverbs calls, run with the library
 // preloaded (soft_verbs_test.sh). The attribute-mask rules of ibv_modify_qp per transition, clean
 // refusals of what soft NICs do not support, a loopback RDMA WRITE between two NICs of this
-// process with its bytes compared, and a NIC taken down: RETRY_EXC_ERR, then flushes.
+// process with its bytes compared, a NIC taken down: RETRY_EXC_ERR, then flushes; and a port
+// query (slow on a host with many interfaces) that polls and posts beside it do not wait for.
 #include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <ifaddrs.h>
 #include <infiniband/verbs.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
+
+namespace {
+
+// While `hold` is set, a getifaddrs call (a soft NIC's port query) waits until `release` is (at
+// most 5 s), with `inside` set meanwhile: a port query held in mid-flight.
+struct HeldInterfaceWalk {
+  std::atomic<bool> hold{false};
+  std::atomic<bool> inside{false};
+  std::atomic<bool> release{false};
+};
+HeldInterfaceWalk held_walk;
+
+}  // namespace
+
+// This program's getifaddrs stands before libc's for the preloaded library too (exported:
+// CMakeLists.txt), so the test can hold a port query where a host with many interfaces is slow.
+extern "C" int getifaddrs(ifaddrs** out) {
+  if (held_walk.hold.load()) {
+    held_walk.inside.store(true);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!held_walk.release.load() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    held_walk.inside.store(false);
+  }
+  using Fn = int (*)(ifaddrs**);
+  static const Fn real = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "getifaddrs"));
+  return real(out);
+}
 
 namespace {
 
@@ -247,6 +279,34 @@ TEST_F(SoftVerbsTest, ANicTakenDownFailsItsQpsWithRetryExceededThenFlushes) {
   ibv_qp_init_attr init{};
   ASSERT_EQ(ibv_query_qp(side_[0].qp, &got, IBV_QP_STATE, &init), 0);
   EXPECT_EQ(got.qp_state, IBV_QPS_ERR);
+}
+
+// The port query walks the host's interfaces (2.9 ms with 500 of them); the library used to do it
+// under its one lock, so an agent's data plane waited once a second for its port watcher.
+TEST_F(SoftVerbsTest, PollsAndPostsDoNotWaitForAPortQuery) {
+  Connect();
+  held_walk.hold.store(true);
+  int query_rc = -1;
+  ibv_port_attr port{};
+  std::thread query([&] { query_rc = ibv_query_port(side_[0].ctx, 1, &port); });
+  for (int i = 0; i < 5000 && !held_walk.inside.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  const bool query_held = held_walk.inside.load();
+  ibv_wc wc{};
+  const int polled = ibv_poll_cq(side_[0].cq, 1, &wc);
+  const int posted = PostWrite(1, 4096);
+  const bool query_still_held = held_walk.inside.load();
+  held_walk.release.store(true);
+  query.join();
+  held_walk.hold.store(false);
+  ASSERT_TRUE(query_held) << "the port query never walked the interfaces";
+  EXPECT_TRUE(query_still_held) << "the poll and the post waited for the port query to end";
+  EXPECT_EQ(polled, 0);
+  ASSERT_EQ(posted, 0);
+  EXPECT_EQ(WaitWc().status, IBV_WC_SUCCESS);
+  EXPECT_EQ(query_rc, 0);
+  EXPECT_EQ(port.state, IBV_PORT_ACTIVE);
 }
 
 }  // namespace
