@@ -35,11 +35,12 @@ for k in 0 1 2 3 9; do
     ip netns exec "$B" tc qdisc add dev "vb$k-$$" root tbf rate "${RATES[$k]}" burst 1mb latency 20ms
   fi
 done
-# A veth has its carrier a moment after both ends are up; an agent reads its NICs' ports at start.
+# A veth is operationally up (IFF_RUNNING, what a soft NIC's port follows) a moment after both
+# ends are up, up to a second after its carrier; an agent reads its NICs' ports at start.
 for k in 0 1 2 3 9; do
   for _ in $(seq 50); do
-    [ "$(ip netns exec "$A" cat "/sys/class/net/va$k-$$/carrier" 2>/dev/null)" = 1 ] &&
-      [ "$(ip netns exec "$B" cat "/sys/class/net/vb$k-$$/carrier" 2>/dev/null)" = 1 ] && break
+    [ "$(ip netns exec "$A" cat "/sys/class/net/va$k-$$/operstate" 2>/dev/null)" = up ] &&
+      [ "$(ip netns exec "$B" cat "/sys/class/net/vb$k-$$/operstate" 2>/dev/null)" = up ] && break
     sleep 0.1
   done
 done
