@@ -5,11 +5,12 @@
 // ibv_open_device, and a progress thread. Each verbs object handed to the program is one of the
 // Shim* structs below: the rdma-core struct first (programs read its fields and call the inline
 // functions through context->ops), then what stands behind it.
-// Threading: every entry point takes mu(); the soft provider is single-threaded and this lock is
-// what makes it safe to call from any thread. The progress thread also takes it, to move the
-// fabric (inbound frames, ACK timers) while the program sleeps in ibv_get_cq_event or elsewhere,
-// and to turn completions on armed CQs into completion-channel events. While the program polls a
-// CQ itself (within the last 50 µs) and no CQ is armed, the thread stays out of its way.
+// Threading: every entry point takes mu() (ibv_query_port reads the port outside it: a walk of
+// the host's interfaces that touches no provider state); the soft provider is single-threaded
+// and this lock is what makes it safe to call from any thread. The progress thread also takes it,
+// to move the fabric (inbound frames, ACK timers) while the program sleeps in ibv_get_cq_event or
+// elsewhere, and to turn completions on armed CQs into completion-channel events. While the program
+// polls a CQ itself (within the last 50 µs) and no CQ is armed, the thread stays out of its way.
 // Ownership: the state lives for the process; devices and the thread exist while a context is
 // open (the last ibv_close_device stops the thread and closes the NICs' listeners).
 #ifndef BRAID_DATAPLANE_SOFT_VERBS_SHIM_STATE_H_
