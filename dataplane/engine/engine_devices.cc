@@ -106,7 +106,8 @@ EngineSnapshot Engine::TakeSnapshot() const {
 
 // A port that goes down faults its device (no new VQP uses it; the QPs there die of their own
 // retries and are recovered elsewhere or later); one that comes back returns the device to what
-// it was, healthy, drained or faulted by injection. Only changes act, so a fault injected on a
+// it was, healthy, drained or faulted by injection, or to what the operator or an injection made
+// it meanwhile (SetDeviceDrained, DoInjectFault). Only changes act, so a fault injected on a
 // device whose port stays up is left alone. `ports`: PortWatcher's readings, in devices_' order.
 void Engine::FollowPorts(const PortWatcher::Readings& ports) {
   for (size_t i = 0; i < devices_.size() && i < ports.size(); ++i) {
@@ -137,15 +138,23 @@ void Engine::FollowPorts(const PortWatcher::Readings& ports) {
 Result<DeviceStatus> Engine::SetDeviceDrained(const std::string& name, bool drained) {
   BRAID_ASSIGN_OR_RETURN(size_t index, FindDevice(name));
   DeviceSlot& slot = *devices_[index];
-  if (slot.state == DeviceState::kFaulted) {
-    return Status::FailedPrecondition("device '" + name + "' is faulted");
+  // Faulted because its port is down, the device takes the operator's word for when the link is
+  // back (a flapping NIC drained during an outage stays drained); an injected fault is refused.
+  const bool port_down = slot.state == DeviceState::kFaulted && !slot.port_active &&
+                         slot.state_before_port_down != DeviceState::kFaulted;
+  if (slot.state == DeviceState::kFaulted && !port_down) {
+    return Status::FailedPrecondition("device " + common::Quote(name) +
+                                      " is faulted by an injected fault; clear it (InjectFault "
+                                      "DEVICE_UP) before draining or re-admitting the device");
   }
-  const DeviceState before = slot.state;
-  slot.state = drained ? DeviceState::kDrained : DeviceState::kHealthy;
+  DeviceState& kept = port_down ? slot.state_before_port_down : slot.state;
+  const DeviceState before = kept;
+  kept = drained ? DeviceState::kDrained : DeviceState::kHealthy;
   PublishDeviceHealth();
-  if (slot.state != before) {
-    Emit(drained ? EventKind::kDeviceDrained : EventKind::kDeviceHealthy, 0, -1, name,
-         drained ? "drained by the operator" : "re-admitted by the operator");
+  if (kept != before) {
+    std::string cause = drained ? "drained by the operator" : "re-admitted by the operator";
+    if (port_down) cause += " (its link is down: this holds once the link is back)";
+    Emit(drained ? EventKind::kDeviceDrained : EventKind::kDeviceHealthy, 0, -1, name, cause);
   }
   for (auto& [id, v] : vqps_) {
     // kNotFound: the VQP has no QP there in the state to change; nothing to do.

@@ -1,8 +1,8 @@
 // The engine follows its devices' ports: a soft NIC whose interface goes down is faulted, and when
-// it comes back the device returns to what it was (drained stays drained); a fault injected on a
-// device whose port stays up is left alone. The NIC's address lives on one end of a veth pair
-// this test makes (root only; skipped otherwise) and removes. Port queries, which may be slow,
-// never run on the data-plane thread.
+// it comes back the device returns to what it was (drained stays drained) or what the operator made
+// it meanwhile; a fault injected on a device whose port stays up is left alone. The NIC's address
+// lives on one end of a veth pair this test makes (root only; skipped otherwise) and removes. Port
+// queries, which may be slow, never run on the data-plane thread.
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -95,6 +95,40 @@ TEST_F(EnginePortsTest, ADeviceFollowsItsPortDownAndBackToWhatItWas) {
   EXPECT_EQ(DeviceEvents(), "device_healthy: port active again: its link is back; ");
   ASSERT_TRUE(engine_->UndrainDevice("soft0").ok());
   EXPECT_TRUE(engine_->CreateVirtualQp(r).ok());
+}
+
+// An operator who drains a flapping NIC while its link is down wants it kept out once the link is
+// back; the drain used to be refused ("is faulted") and traffic went back onto the NIC.
+TEST_F(EnginePortsTest, ADeviceDrainedWhileItsPortIsDownStaysDrainedOnceTheLinkIsBack) {
+  ASSERT_EQ(WaitFor(DeviceState::kHealthy, true).state, DeviceState::kHealthy);
+  ASSERT_TRUE(link_.Set(false));
+  ASSERT_FALSE(WaitFor(DeviceState::kFaulted, false).port_active);
+  (void)DeviceEvents();
+  auto drained = engine_->DrainDevice("soft0");
+  ASSERT_TRUE(drained.ok()) << drained.status().ToString();
+  EXPECT_EQ(drained->state, DeviceState::kFaulted) << "its link is still down";
+  EXPECT_EQ(DeviceEvents(),
+            "device_drained: drained by the operator (its link is down: this holds once the link "
+            "is back); ");
+  ASSERT_TRUE(link_.Set(true));
+  const DeviceStatus back = WaitFor(DeviceState::kDrained, true);
+  EXPECT_EQ(back.state, DeviceState::kDrained);
+  EXPECT_TRUE(back.port_active);
+  CreateVqpRequest r;
+  r.config.num_qps = 1;
+  EXPECT_FALSE(engine_->CreateVirtualQp(r).ok()) << "a new VQP used the drained device";
+  ASSERT_TRUE(engine_->UndrainDevice("soft0").ok());
+  EXPECT_TRUE(engine_->CreateVirtualQp(r).ok());
+  // A fault injected is not the operator's to drain over: refused, saying what to do.
+  FaultRequest fault;
+  fault.kind = FaultKind::kDeviceDown;
+  fault.device = "soft0";
+  ASSERT_TRUE(engine_->InjectFault(fault).ok());
+  auto refused = engine_->DrainDevice("soft0");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), common::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("injected fault"), std::string::npos)
+      << refused.status().ToString();
 }
 
 TEST_F(EnginePortsTest, AFaultInjectedOnADeviceWhosePortStaysUpIsLeftAlone) {
