@@ -11,6 +11,7 @@
 
 #include "dataplane/common/named_thread.h"
 #include "dataplane/providers/provider_registry.h"
+#include "proto/braid/v1/health_services.h"
 #include "server/listen_address.h"
 #include "server/log_sink.h"
 #include "server/proto_mapping.h"
@@ -228,8 +229,8 @@ void Agent::HealthLoop() {
   const uint32_t period_ms = HealthPeriodMs();
   uint64_t ticks = 0;
   uint64_t trimmed_at = 0;  // engine_->releases() at the last trim
-  // gRPC's health service starts out SERVING: the first pass sets the status whatever it is (an
-  // agent started with every port down answered SERVING until a device had come up and gone).
+  // gRPC's health service starts out SERVING: the first pass sets both statuses whatever they are
+  // (an agent started with every port down answered SERVING until a device had come up and gone).
   bool published = false;
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
@@ -241,10 +242,14 @@ void Agent::HealthLoop() {
     const char* why = draining_ ? kShuttingDown
                       : stalled ? "data-plane thread stalled"
                                 : "no healthy device";
+    if (stalled == live_ || !published) {  // liveness: the loop turns
+      live_ = !stalled;
+      server_->GetHealthCheckService()->SetServingStatus(v1::kLivenessService, live_);
+    }
     if (serving != serving_ || !published) {
       published = true;
       serving_ = serving;
-      server_->GetHealthCheckService()->SetServingStatus(serving);
+      server_->GetHealthCheckService()->SetServingStatus(v1::kReadinessService, serving);
       if (serving) {
         spdlog::info("agent={} health=SERVING", config_.agent_id);
       } else {
@@ -369,7 +374,8 @@ void Agent::Drain(std::chrono::milliseconds limit,
     if (stopping_ || draining_ || !engine_) return;
     draining_ = true;
     serving_ = false;
-    if (server_) server_->GetHealthCheckService()->SetServingStatus(false);
+    // Not ready; still alive (a drain is no reason to restart the agent).
+    if (server_) server_->GetHealthCheckService()->SetServingStatus(v1::kReadinessService, false);
   }
   const auto start = std::chrono::steady_clock::now();
   const Status refused = engine_->RefuseTransfers(kShuttingDown);

@@ -1,8 +1,9 @@
 // Agent: one braidd — provider, engine, watchdog, gRPC server (Agent service, health,
 // reflection) and the Prometheus exporter, started and stopped together.
 //
-// Health: SERVING while the engine's loop turns (watchdog) and at least one device is healthy;
-// NOT_SERVING otherwise (every device drained or faulted, or the data-plane thread stalled).
+// Health (proto/braid/v1/health_services.h): readiness ("") SERVING while the engine's loop turns
+// (watchdog), at least one device is healthy and no drain to stop is under way; NOT_SERVING
+// otherwise. Liveness ("liveness") SERVING while the loop turns.
 // Threading: Start/Shutdown from the owning thread; the parts run their own threads.
 #ifndef BRAID_SERVER_AGENT_H_
 #define BRAID_SERVER_AGENT_H_
@@ -86,6 +87,7 @@ class Agent {
   std::condition_variable cv_;
   bool stopping_ = false;  // guarded by mu_
   bool serving_ = false;   // guarded by mu_
+  bool live_ = false;      // guarded by mu_
   bool draining_ = false;  // guarded by mu_
 };
 

@@ -37,6 +37,7 @@
 #include "client_sdk/braidctl/progress.h"
 #include "dataplane/common/quote.h"
 #include "dataplane/common/version.h"
+#include "proto/braid/v1/health_services.h"
 
 namespace {
 
@@ -487,6 +488,10 @@ int main(int argc, char** argv) {
 
   auto* info = app.add_subcommand("info", "agent id, provider, devices, uptime");
   auto* health = app.add_subcommand("health", "exit 0 if the agent is SERVING (probes)");
+  bool liveness = false;
+  health->add_flag("--liveness", liveness,
+                   "only whether its data-plane thread turns (a liveness probe), not whether it "
+                   "takes new work");
   auto* devices = app.add_subcommand("devices", "devices and their state");
   auto* list = app.add_subcommand("list", "virtual QPs");
   auto* regions = app.add_subcommand("regions", "registered memory regions");
@@ -533,7 +538,7 @@ int main(int argc, char** argv) {
   auto a = OpenOrDie(g, g.agent, &rc);
   if (!a) return rc;
   if (*health) {
-    auto r = a->Serving();
+    auto r = a->Serving(liveness ? v1::kLivenessService : v1::kReadinessService);
     if (!r.ok()) return Fail("health", r.status());
     std::printf("%s\n", *r ? "SERVING" : "NOT_SERVING");
     return *r ? 0 : 1;

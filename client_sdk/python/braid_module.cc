@@ -453,11 +453,13 @@ PYBIND11_MODULE(_braid, m) {
              auto out = WithoutGil([&] { return a.GetInfo(); });
              return InfoDict(Take(std::move(out)));
            })
-      .def("serving",
-           [](AgentClient& a) {
-             auto out = WithoutGil([&] { return a.Serving(); });
-             return Take(std::move(out));
-           })
+      .def(
+          "serving",
+          [](AgentClient& a, const std::string& service) {
+            auto out = WithoutGil([&] { return a.Serving(service); });
+            return Take(std::move(out));
+          },
+          py::arg("service") = "")
       .def("list_vqps",
            [](AgentClient& a) {
              auto out = WithoutGil([&] { return a.ListVqps(); });

@@ -497,13 +497,19 @@ Result<v1::Device> AgentClient::UndrainDevice(const std::string& device) {
 
 #undef BRAID_UNARY
 
-Result<bool> AgentClient::Serving() {
+Result<bool> AgentClient::Serving(const std::string& service) {
   BRAID_RETURN_IF_ERROR(Usable());
+  if (service.size() > 127) return Status::InvalidArgument("health service name too long");
   grpc::GenericStub generic(channel_);
   grpc::ClientContext ctx;
   Prepare(ctx);
-  grpc::Slice empty;
-  grpc::ByteBuffer request(&empty, 1);  // HealthCheckRequest{service: ""}
+  // HealthCheckRequest{service}: field 1, length-delimited (no bytes at all for "").
+  std::string encoded;
+  if (!service.empty()) {
+    encoded = std::string{'\x0a', static_cast<char>(service.size())} + service;
+  }
+  grpc::Slice body(encoded);
+  grpc::ByteBuffer request(&body, 1);
   grpc::ByteBuffer response;
   std::promise<grpc::Status> done;
   generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,

@@ -58,7 +58,9 @@ grpc::Status Fault(AgentProcess& agent, v1::FaultKind kind, const std::string& d
 constexpr int kServing = 1;
 constexpr int kNotServing = 2;
 
-TEST(AgentHealth, ServingUntilEveryDeviceIsDrainedOrFaulted) {
+// Readiness ("") falls with the devices; liveness stays SERVING all along: a node whose devices
+// are all drained or down is alive, and a probe that restarted its agent would destroy its VQPs.
+TEST(AgentHealth, ReadyUntilEveryDeviceIsDrainedOrFaultedAndAliveAllAlong) {
   auto agent = AgentProcess::Spawn(
       {"health", {TestNicIp(0, 0), TestNicIp(0, 1)}, 0, /*fault_injection=*/true});
   ASSERT_TRUE(agent);
@@ -69,6 +71,7 @@ TEST(AgentHealth, ServingUntilEveryDeviceIsDrainedOrFaulted) {
   EXPECT_EQ(HealthStatus(agent->channel()), kServing);  // soft1 still healthy
   ASSERT_TRUE(Drain(*agent, "soft1", true).ok());
   EXPECT_EQ(WaitForHealth(*agent, kNotServing, 3000), kNotServing);
+  EXPECT_EQ(HealthStatus(agent->channel(), "liveness"), kServing);
   ASSERT_TRUE(Drain(*agent, "soft0", false).ok());
   EXPECT_EQ(WaitForHealth(*agent, kServing, 3000), kServing);
   ASSERT_TRUE(Drain(*agent, "soft1", false).ok());
@@ -77,22 +80,26 @@ TEST(AgentHealth, ServingUntilEveryDeviceIsDrainedOrFaulted) {
   ASSERT_TRUE(Fault(*agent, v1::FAULT_KIND_DEVICE_DOWN, "soft0").ok());
   ASSERT_TRUE(Fault(*agent, v1::FAULT_KIND_DEVICE_DOWN, "soft1").ok());
   EXPECT_EQ(WaitForHealth(*agent, kNotServing, 3000), kNotServing);
+  EXPECT_EQ(HealthStatus(agent->channel(), "liveness"), kServing);
   const std::string m = ScrapeMetrics(agent->metrics_port());
   EXPECT_EQ(MetricSum(m, "braid_device_state", {{"state", "faulted"}}), 2);
   ASSERT_TRUE(Fault(*agent, v1::FAULT_KIND_DEVICE_UP, "soft1").ok());
   EXPECT_EQ(WaitForHealth(*agent, kServing, 3000), kServing);
 }
 
-TEST(AgentHealth, NotServingWhileTheDataPlaneThreadIsStalled) {
+TEST(AgentHealth, NeitherReadyNorAliveWhileTheDataPlaneThreadIsStalled) {
   auto agent = AgentProcess::Spawn(
       {"stall", {TestNicIp(0, 0)}, 0, /*fault_injection=*/true, {"--watchdog-ms", "300"}});
   ASSERT_TRUE(agent);
   EXPECT_EQ(WaitForHealth(*agent, kServing, 3000), kServing);
   EXPECT_EQ(MetricSum(ScrapeMetrics(agent->metrics_port()), "braid_engine_loop_stalls_total"), 0);
+  EXPECT_EQ(HealthStatus(agent->channel(), "liveness"), kServing);
   ASSERT_TRUE(Fault(*agent, v1::FAULT_KIND_STALL_ENGINE, "", 2500).ok());
   EXPECT_EQ(WaitForHealth(*agent, kNotServing, 2000), kNotServing);
+  EXPECT_EQ(HealthStatus(agent->channel(), "liveness"), kNotServing);
   // After the stall the loop turns again: SERVING, one stall counted.
   EXPECT_EQ(WaitForHealth(*agent, kServing, 5000), kServing);
+  EXPECT_EQ(HealthStatus(agent->channel(), "liveness"), kServing);
   const std::string m = ScrapeMetrics(agent->metrics_port());
   EXPECT_EQ(MetricSum(m, "braid_engine_loop_stalls_total"), 1);
   EXPECT_EQ(MetricSum(m, "braid_engine_stalled"), 0);

@@ -455,13 +455,15 @@ double MetricSum(const std::string& text, const std::string& name,
   return sum;
 }
 
-int HealthStatus(const std::shared_ptr<grpc::Channel>& channel) {
+int HealthStatus(const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
   grpc::GenericStub stub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  grpc::ByteBuffer request;  // HealthCheckRequest{service: ""}: no bytes
-  grpc::Slice empty;
-  request = grpc::ByteBuffer(&empty, 1);
+  // HealthCheckRequest{service}: field 1, length-delimited; "" is no bytes at all.
+  const std::string encoded =
+      service.empty() ? "" : std::string{'\x0a', static_cast<char>(service.size())} + service;
+  grpc::Slice body(encoded);
+  grpc::ByteBuffer request(&body, 1);
   grpc::ByteBuffer response;
   std::promise<grpc::Status> done;
   stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,

@@ -164,8 +164,9 @@ std::string ScrapeMetrics(uint16_t port);
 // Sum of the samples of `name` whose labels include every pair of `labels`.
 double MetricSum(const std::string& text, const std::string& name,
                  const std::map<std::string, std::string>& labels = {});
-// The gRPC health service's answer for the whole server: 1 SERVING, 2 NOT_SERVING, -1 no answer.
-int HealthStatus(const std::shared_ptr<grpc::Channel>& channel);
+// The gRPC health service's answer for `service` ("": readiness, the whole server): 1 SERVING,
+// 2 NOT_SERVING, -1 no answer (an unknown service is NOT_FOUND).
+int HealthStatus(const std::shared_ptr<grpc::Channel>& channel, const std::string& service = "");
 // Runs `command` through the shell; its exit code (-1 if it did not exit), stdout and stderr
 // together, and how long it took.
 struct CommandResult {

@@ -430,6 +430,7 @@ TEST(AgentLifecycle, SigtermLetsTransfersInFlightFinishBeforeTheAgentStops) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_FALSE(Exited(p.a->pid())) << "the agent stopped without waiting for its transfers";
   EXPECT_EQ(HealthStatus(p.a->channel()), 2) << "NOT_SERVING while it drains";
+  EXPECT_EQ(HealthStatus(p.a->channel(), "liveness"), 1) << "alive while it drains";
   EXPECT_EQ(MetricSum(ScrapeMetrics(p.a->metrics_port()), "braid_transfers_refused"), 1);
   ASSERT_EQ(kill(p.b->pid(), SIGCONT), 0);
   p.writer.join();

@@ -379,6 +379,26 @@ TEST_F(BraidctlTest, DevicesAndDrainSayEachDevicesStateInWords) {
   EXPECT_EQ(r.output, "soft1: healthy\n");
 }
 
+// `health` is readiness; `health --liveness` is what a liveness probe asks: with every device
+// drained the agent takes no new work but is alive (a probe restarting it would destroy its VQPs).
+TEST_F(BraidctlTest, HealthTellsAnAgentThatTakesNoWorkFromOneThatIsDead) {
+  const std::string agent = "--agent unix:" + dir_ + "/a.sock ";
+  ASSERT_EQ(Braidctl(agent + "drain soft0").exit_code, 0);
+  ASSERT_EQ(Braidctl(agent + "drain soft1").exit_code, 0);
+  CommandResult ready = Braidctl(agent + "health");
+  for (int i = 0; i < 40 && ready.exit_code == 0; ++i) {  // the agent checks twice a second
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ready = Braidctl(agent + "health");
+  }
+  EXPECT_EQ(ready.exit_code, 1) << ready.output;
+  EXPECT_EQ(ready.output, "NOT_SERVING\n");
+  const CommandResult live = Braidctl(agent + "health --liveness");
+  EXPECT_EQ(live.exit_code, 0) << live.output;
+  EXPECT_EQ(live.output, "SERVING\n");
+  ASSERT_EQ(Braidctl(agent + "undrain soft0").exit_code, 0);
+  ASSERT_EQ(Braidctl(agent + "undrain soft1").exit_code, 0);
+}
+
 // An operator sees what memory is registered (size, grants, transfers in flight), a label a client
 // chose escaped, and gives a region back by its id.
 TEST_F(BraidctlTest, RegionsShowsWhatIsRegisteredAndDeregisterGivesARegionBack) {

@@ -106,10 +106,12 @@ TEST(HelmChart, DefaultValuesRenderTheAgentDaemonSetAndItsObjects) {
   EXPECT_EQ(env, (std::map<std::string, std::string>{{"NODE_NAME", "spec.nodeName"},
                                                      {"POD_IP", "status.podIP"}}));
   // TLS is on by default: kubelet's gRPC probe cannot speak it, braidctl probes the Unix socket.
-  const std::vector<std::string> probe = {"braidctl", "--agent", "unix:/run/braid/braidd.sock",
-                                          "health"};
-  EXPECT_EQ(c["livenessProbe"]["exec"]["command"].as<std::vector<std::string>>(), probe);
+  // Liveness asks only whether the data plane turns: a node whose links are down or devices
+  // drained is not ready, and restarting its agent would destroy every VQP on it.
+  std::vector<std::string> probe = {"braidctl", "--agent", "unix:/run/braid/braidd.sock", "health"};
   EXPECT_EQ(c["readinessProbe"]["exec"]["command"].as<std::vector<std::string>>(), probe);
+  probe.push_back("--liveness");
+  EXPECT_EQ(c["livenessProbe"]["exec"]["command"].as<std::vector<std::string>>(), probe);
   bool tls_mount = false;
   for (const auto& m : c["volumeMounts"]) {
     tls_mount |= m["name"].as<std::string>() == "tls" &&
@@ -213,6 +215,9 @@ TEST(HelmChart, EveryToggleFlipped) {
   EXPECT_FALSE(config["tls"]);
   EXPECT_EQ(config["auth"]["anonymous_role"].as<std::string>(), "client");
   EXPECT_EQ(c["livenessProbe"]["grpc"]["port"].as<int>(), 7600);
+  EXPECT_EQ(c["livenessProbe"]["grpc"]["service"].as<std::string>(), "liveness");
+  EXPECT_EQ(c["readinessProbe"]["grpc"]["port"].as<int>(), 7600);
+  EXPECT_FALSE(c["readinessProbe"]["grpc"]["service"]);
   ExpectBraiddAccepts(
       (*r.Find("ConfigMap", "edge-braid"))["data"]["braidd.yaml"].as<std::string>());
 }

@@ -224,6 +224,9 @@ def test_events_and_the_generated_control_stub_see_a_connection_come_and_go(agen
         assert info.connected and info.num_qps == 2
         agent = a.control.GetInfo(agent_pb2.GetInfoRequest(), timeout=10)
         assert agent.version == braid.__version__ and braid.__version__.count(".") == 2
+        assert a.serving() and a.serving("liveness")
+        with pytest.raises(braid.BraidError, match="(?i)not.?found"):
+            a.serving("no-such-service")
         conn.close()
         kinds = []
         for e in events:

@@ -143,8 +143,10 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   Status DeregisterMemory(uint64_t region_id);
   Result<v1::Device> DrainDevice(const std::string& device);
   Result<v1::Device> UndrainDevice(const std::string& device);
-  // The agent's gRPC health (overall): true when SERVING.
-  Result<bool> Serving();
+  // The agent's gRPC health for `service`: true when SERVING. "" (overall) is readiness: the
+  // agent takes new work; "liveness" only says its data-plane thread turns (a node whose links
+  // are all down is alive but not ready). An unknown service is kNotFound.
+  Result<bool> Serving(const std::string& service = "");
 
   // OK in the process that opened this client; in a child made by fork(), why not. Sessions and
   // streams ask it (they belong to their client's process) before they use what they hold.

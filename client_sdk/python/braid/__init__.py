@@ -86,8 +86,11 @@ class Agent:
     def info(self) -> Dict[str, Any]:
         return self._native.info()
 
-    def serving(self) -> bool:
-        return self._native.serving()
+    def serving(self, service: str = "") -> bool:
+        """The agent's gRPC health: "" (readiness) is whether it takes new work, "liveness"
+        only whether its data plane turns (an agent whose devices are all down or drained is
+        alive, not ready). An unknown service raises BraidError."""
+        return self._native.serving(service)
 
     def vqps(self) -> List[Dict[str, Any]]:
         return self._native.list_vqps()

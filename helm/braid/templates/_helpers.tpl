@@ -31,12 +31,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/* The health probe: gRPC health on the port, or braidctl over the Unix socket when TLS is on. */}}
+{{- /* A probe of the agent's gRPC health: (list $ "liveness") asks only whether its data plane
+turns, (list $ "") whether it takes new work (proto/braid/v1/health_services.h). A node whose
+links are down or devices drained is alive but not ready: restarting it would destroy its VQPs. */}}
 {{- define "braid.probe" -}}
-{{- if .Values.tls.enabled -}}
+{{- $root := index . 0 -}}
+{{- $service := index . 1 -}}
+{{- if $root.Values.tls.enabled -}}
 exec:
-  command: ["braidctl", "--agent", "unix:/run/braid/braidd.sock", "health"]
+  command: ["braidctl", "--agent", "unix:/run/braid/braidd.sock", "health"{{ if $service }}, "--{{ $service }}"{{ end }}]
 {{- else -}}
 grpc:
-  port: {{ .Values.agent.grpcPort }}
+  port: {{ $root.Values.agent.grpcPort }}
+  {{- if $service }}
+  service: {{ $service }}
+  {{- end }}
 {{- end -}}
 {{- end }}
