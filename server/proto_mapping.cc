@@ -67,23 +67,26 @@ v1::QpHealth ToProto(vqp::QpHealth h) {
   return v1::QP_HEALTH_UNSPECIFIED;
 }
 
+v1::DeviceState ToProto(engine::DeviceState state) {
+  switch (state) {
+    case engine::DeviceState::kHealthy:
+      return v1::DEVICE_STATE_HEALTHY;
+    case engine::DeviceState::kDrained:
+      return v1::DEVICE_STATE_DRAINED;
+    case engine::DeviceState::kFaulted:
+      return v1::DEVICE_STATE_FAULTED;
+  }
+  return v1::DEVICE_STATE_UNSPECIFIED;
+}
+
 }  // namespace
 
 void ToProto(const engine::DeviceStatus& d, v1::Device* out) {
   out->set_name(d.name);
   out->set_provider(d.provider);
   out->set_gid(d.gid);
-  switch (d.state) {
-    case engine::DeviceState::kHealthy:
-      out->set_state(v1::DEVICE_STATE_HEALTHY);
-      break;
-    case engine::DeviceState::kDrained:
-      out->set_state(v1::DEVICE_STATE_DRAINED);
-      break;
-    case engine::DeviceState::kFaulted:
-      out->set_state(v1::DEVICE_STATE_FAULTED);
-      break;
-  }
+  out->set_state(ToProto(d.state));
+  out->set_state_when_port_up(ToProto(d.state_when_port_up));
   out->set_port_active(d.port_active);
   out->set_active_mtu(d.mtu_bytes);
   uint32_t qps = 0;

@@ -136,13 +136,23 @@ CLI::Validator ByteCount(uint64_t min) {
       "BYTES");
 }
 
-// "healthy", "drained" or "faulted", and ", port down" when its link is.
+std::string DeviceStateWord(v1::DeviceState state) {
+  return state == v1::DEVICE_STATE_HEALTHY   ? "healthy"
+         : state == v1::DEVICE_STATE_DRAINED ? "drained"
+         : state == v1::DEVICE_STATE_FAULTED ? "faulted"
+                                             : "unknown";
+}
+
+// "healthy", "drained" or "faulted", and ", port down" when its link is, with what the device
+// returns to once the link is back unless healthy ("drained once its link is back").
 std::string DeviceStateText(const v1::Device& d) {
-  std::string state = d.state() == v1::DEVICE_STATE_HEALTHY   ? "healthy"
-                      : d.state() == v1::DEVICE_STATE_DRAINED ? "drained"
-                      : d.state() == v1::DEVICE_STATE_FAULTED ? "faulted"
-                                                              : "unknown";
-  return d.port_active() ? state : state + ", port down";
+  const std::string state = DeviceStateWord(d.state());
+  if (d.port_active()) return state;
+  const v1::DeviceState back = d.state_when_port_up();
+  return state + ", port down" +
+         (back == v1::DEVICE_STATE_DRAINED || back == v1::DEVICE_STATE_FAULTED
+              ? " (" + DeviceStateWord(back) + " once its link is back)"
+              : "");
 }
 
 v1::Scheme SchemeOf(const std::string& s) {

@@ -59,6 +59,7 @@ DeviceStatus Engine::DescribeDevice(size_t index) const {
   s.gid = info.gid.ToString();
   s.state = slot.state;
   s.port_active = slot.port_active;  // as last read (FollowPorts), not as opened
+  s.state_when_port_up = slot.port_active ? slot.state : slot.state_before_port_down;
   s.mtu_bytes = 128u << static_cast<int>(info.active_mtu);
   s.traffic = slot.retired;
   for (const auto& [id, v] : vqps_) {

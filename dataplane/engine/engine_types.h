@@ -35,6 +35,9 @@ struct DeviceStatus {
   std::string gid;
   DeviceState state = DeviceState::kHealthy;
   bool port_active = false;
+  // The state once the port is up: `state` while it is; while it is down, what the device returns
+  // to (healthy, drained by the operator, or faulted by an injected fault).
+  DeviceState state_when_port_up = DeviceState::kHealthy;
   uint32_t mtu_bytes = 0;
   std::array<uint32_t, vqp::kNumQpHealths> qps_by_health{};  // indexed by vqp::QpHealth
   uint32_t outstanding_wrs = 0;

@@ -394,11 +394,6 @@ TEST(AgentMemlock, ARegistrationPastTheLockedMemoryLimitNamesTheLimitAndHowToRai
   EXPECT_NE(text.find("memlock_limit=8388608"), std::string::npos) << text;
 }
 
-// `provider: auto` (the chart's default) took rdma-core only when a port was active: an HCA host
-// whose links were still down when the agent started got soft NICs on 127.0.0.1, for good. It
-// now takes rdma-core whenever it lists a device; the ports are followed, so the agent serves
-// once its link comes up. The rdma-core path here is libbraid_verbs.so, whose ports follow the
-// interface holding each soft NIC's address (a veth end this test takes down).
 // A DaemonSet gives every node's agent one config. A soft NIC given by interface takes this
 // host's address on it, and with none configured soft0 takes the IPv4 address the agent
 // advertises to peers (the chart's --advertise $(POD_IP):PORT); before, every soft NIC needed a
@@ -446,6 +441,13 @@ TEST(AgentConfig, SoftNicsTakeTheirInterfacesAddressOrTheOneTheAgentAdvertises) 
   EXPECT_EQ(Checksum(dst_map.data(), kBytes), Checksum(src_map.data(), kBytes));
 }
 
+// `provider: auto` (the chart's default) took rdma-core only when a port was active: an HCA host
+// whose links were still down when the agent started got soft NICs on 127.0.0.1, for good. It
+// now takes rdma-core whenever it lists a device; the ports are followed, so the agent serves
+// once its link comes up. The rdma-core path here is libbraid_verbs.so, whose ports follow the
+// interface holding each soft NIC's address (a veth end this test takes down).
+// Meanwhile its health is NOT_SERVING from the start, and a drain the operator asks while the
+// link is down holds once it is back (`braidctl devices` says so).
 TEST(AgentProvider, AutoTakesRdmaCoreWithItsLinkDownAndServesOnceTheLinkComesUp) {
   if (!SoftVerbsAvailable())
     GTEST_SKIP() << "libbraid_verbs.so is not built here (sanitizer build)";
@@ -478,13 +480,37 @@ TEST(AgentProvider, AutoTakesRdmaCoreWithItsLinkDownAndServesOnceTheLinkComesUp)
   // had come up and gone down again). 2: NOT_SERVING, 1: SERVING.
   std::this_thread::sleep_for(std::chrono::milliseconds(600));  // a health pass or more
   EXPECT_EQ(HealthStatus(agent->channel()), 2);
+  EXPECT_EQ(d.state_when_port_up(), v1::DEVICE_STATE_HEALTHY);
+  // The operator drains it while its link is down: it stays out once the link is back.
+  {
+    grpc::ClientContext ctx;
+    v1::DrainDeviceRequest request;
+    request.set_device("soft0");
+    v1::Device out;
+    ASSERT_TRUE(agent->stub().DrainDevice(&ctx, request, &out).ok());
+    EXPECT_EQ(out.state(), v1::DEVICE_STATE_FAULTED);
+    EXPECT_EQ(out.state_when_port_up(), v1::DEVICE_STATE_DRAINED);
+  }
+  const CommandResult shown =
+      RunCommand(std::string(BRAIDCTL_PATH) + " --agent " + agent->endpoint() + " devices");
+  EXPECT_NE(shown.output.find("faulted, port down (drained once its link is back)"),
+            std::string::npos)
+      << shown.output;
   ASSERT_TRUE(link.Set(true));
-  for (int i = 0; i < 80 && !(d.state() == v1::DEVICE_STATE_HEALTHY && d.port_active()); ++i) {
+  for (int i = 0; i < 80 && !(d.state() == v1::DEVICE_STATE_DRAINED && d.port_active()); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     d = device();
   }
-  EXPECT_EQ(d.state(), v1::DEVICE_STATE_HEALTHY);
+  EXPECT_EQ(d.state(), v1::DEVICE_STATE_DRAINED);
   EXPECT_TRUE(d.port_active());
+  {
+    grpc::ClientContext ctx;
+    v1::DrainDeviceRequest request;
+    request.set_device("soft0");
+    v1::Device out;
+    ASSERT_TRUE(agent->stub().UndrainDevice(&ctx, request, &out).ok());
+    EXPECT_EQ(out.state(), v1::DEVICE_STATE_HEALTHY);
+  }
   int health = 0;
   for (int i = 0; i < 40 && (health = HealthStatus(agent->channel())) != 1; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

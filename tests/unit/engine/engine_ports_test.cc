@@ -107,6 +107,7 @@ TEST_F(EnginePortsTest, ADeviceDrainedWhileItsPortIsDownStaysDrainedOnceTheLinkI
   auto drained = engine_->DrainDevice("soft0");
   ASSERT_TRUE(drained.ok()) << drained.status().ToString();
   EXPECT_EQ(drained->state, DeviceState::kFaulted) << "its link is still down";
+  EXPECT_EQ(drained->state_when_port_up, DeviceState::kDrained);
   EXPECT_EQ(DeviceEvents(),
             "device_drained: drained by the operator (its link is down: this holds once the link "
             "is back); ");
