@@ -232,6 +232,7 @@ void Agent::HealthLoop() {
   // gRPC's health service starts out SERVING: the first pass sets both statuses whatever they are
   // (an agent started with every port down answered SERVING until a device had come up and gone).
   bool published = false;
+  bool live = false;  // liveness as last set
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     lock.unlock();
@@ -242,9 +243,9 @@ void Agent::HealthLoop() {
     const char* why = draining_ ? kShuttingDown
                       : stalled ? "data-plane thread stalled"
                                 : "no healthy device";
-    if (stalled == live_ || !published) {  // liveness: the loop turns
-      live_ = !stalled;
-      server_->GetHealthCheckService()->SetServingStatus(v1::kLivenessService, live_);
+    if (stalled == live || !published) {  // liveness: the loop turns
+      live = !stalled;
+      server_->GetHealthCheckService()->SetServingStatus(v1::kLivenessService, live);
     }
     if (serving != serving_ || !published) {
       published = true;

@@ -87,7 +87,6 @@ class Agent {
   std::condition_variable cv_;
   bool stopping_ = false;  // guarded by mu_
   bool serving_ = false;   // guarded by mu_
-  bool live_ = false;      // guarded by mu_
   bool draining_ = false;  // guarded by mu_
 };
 

@@ -141,8 +141,8 @@ Result<DeviceStatus> Engine::SetDeviceDrained(const std::string& name, bool drai
   DeviceSlot& slot = *devices_[index];
   // Faulted because its port is down, the device takes the operator's word for when the link is
   // back (a flapping NIC drained during an outage stays drained); an injected fault is refused.
-  const bool port_down = slot.state == DeviceState::kFaulted && !slot.port_active &&
-                         slot.state_before_port_down != DeviceState::kFaulted;
+  // (While its port is down a device is faulted; FollowPorts keeps it so.)
+  const bool port_down = !slot.port_active && slot.state_before_port_down != DeviceState::kFaulted;
   if (slot.state == DeviceState::kFaulted && !port_down) {
     return Status::FailedPrecondition("device " + common::Quote(name) +
                                       " is faulted by an injected fault; clear it (InjectFault "

@@ -482,15 +482,10 @@ TEST(AgentProvider, AutoTakesRdmaCoreWithItsLinkDownAndServesOnceTheLinkComesUp)
   EXPECT_EQ(HealthStatus(agent->channel()), 2);
   EXPECT_EQ(d.state_when_port_up(), v1::DEVICE_STATE_HEALTHY);
   // The operator drains it while its link is down: it stays out once the link is back.
-  {
-    grpc::ClientContext ctx;
-    v1::DrainDeviceRequest request;
-    request.set_device("soft0");
-    v1::Device out;
-    ASSERT_TRUE(agent->stub().DrainDevice(&ctx, request, &out).ok());
-    EXPECT_EQ(out.state(), v1::DEVICE_STATE_FAULTED);
-    EXPECT_EQ(out.state_when_port_up(), v1::DEVICE_STATE_DRAINED);
-  }
+  v1::Device out;
+  ASSERT_TRUE(Drain(*agent, "soft0", true, &out).ok());
+  EXPECT_EQ(out.state(), v1::DEVICE_STATE_FAULTED);
+  EXPECT_EQ(out.state_when_port_up(), v1::DEVICE_STATE_DRAINED);
   const CommandResult shown =
       RunCommand(std::string(BRAIDCTL_PATH) + " --agent " + agent->endpoint() + " devices");
   EXPECT_NE(shown.output.find("faulted, port down (drained once its link is back)"),
@@ -503,14 +498,8 @@ TEST(AgentProvider, AutoTakesRdmaCoreWithItsLinkDownAndServesOnceTheLinkComesUp)
   }
   EXPECT_EQ(d.state(), v1::DEVICE_STATE_DRAINED);
   EXPECT_TRUE(d.port_active());
-  {
-    grpc::ClientContext ctx;
-    v1::DrainDeviceRequest request;
-    request.set_device("soft0");
-    v1::Device out;
-    ASSERT_TRUE(agent->stub().UndrainDevice(&ctx, request, &out).ok());
-    EXPECT_EQ(out.state(), v1::DEVICE_STATE_HEALTHY);
-  }
+  ASSERT_TRUE(Drain(*agent, "soft0", false, &out).ok());
+  EXPECT_EQ(out.state(), v1::DEVICE_STATE_HEALTHY);
   int health = 0;
   for (int i = 0; i < 40 && (health = HealthStatus(agent->channel())) != 1; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -35,15 +35,6 @@ int WaitForHealth(AgentProcess& agent, int want, int timeout_ms) {
   return got;
 }
 
-grpc::Status Drain(AgentProcess& agent, const std::string& device, bool drain) {
-  grpc::ClientContext ctx;
-  v1::DrainDeviceRequest request;
-  request.set_device(device);
-  v1::Device out;
-  return drain ? agent.stub().DrainDevice(&ctx, request, &out)
-               : agent.stub().UndrainDevice(&ctx, request, &out);
-}
-
 grpc::Status Fault(AgentProcess& agent, v1::FaultKind kind, const std::string& device,
                    uint32_t duration_ms = 0) {
   grpc::ClientContext ctx;

@@ -455,6 +455,15 @@ double MetricSum(const std::string& text, const std::string& name,
   return sum;
 }
 
+grpc::Status Drain(AgentProcess& agent, const std::string& device, bool drain, v1::Device* out) {
+  grpc::ClientContext ctx;
+  v1::DrainDeviceRequest request;
+  request.set_device(device);
+  v1::Device answer;
+  return drain ? agent.stub().DrainDevice(&ctx, request, out != nullptr ? out : &answer)
+               : agent.stub().UndrainDevice(&ctx, request, out != nullptr ? out : &answer);
+}
+
 int HealthStatus(const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
   grpc::GenericStub stub(channel);
   grpc::ClientContext ctx;

@@ -167,6 +167,9 @@ double MetricSum(const std::string& text, const std::string& name,
 // The gRPC health service's answer for `service` ("": readiness, the whole server): 1 SERVING,
 // 2 NOT_SERVING, -1 no answer (an unknown service is NOT_FOUND).
 int HealthStatus(const std::shared_ptr<grpc::Channel>& channel, const std::string& service = "");
+// DrainDevice (`drain`) or UndrainDevice of `device`; the device as answered into `out` if given.
+grpc::Status Drain(AgentProcess& agent, const std::string& device, bool drain,
+                   v1::Device* out = nullptr);
 // Runs `command` through the shell; its exit code (-1 if it did not exit), stdout and stderr
 // together, and how long it took.
 struct CommandResult {
