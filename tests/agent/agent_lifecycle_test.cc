@@ -1,7 +1,6 @@
-// Lifecycle: what the agent holds it lets go of. A cancelled watch stream frees its queue (and
-// eventfd) at once, not when its VQP next receives a notification or is destroyed; the passive
-// side of a half-connected pair keeps no socket once both VQPs are gone; what a lease (a Hold
-// call) holds is given back when the call ends.
+// Lifecycle: what the agent holds it lets go of. A cancelled watch stream frees its queue and
+// eventfd at once; the passive side of a half-connected pair keeps no socket once both VQPs are
+// gone; what a lease (a Hold call) holds is given back when the call ends; SIGTERM drains.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -293,8 +292,8 @@ TEST(AgentLifecycle, ALeaseIsNotResumedOnARestartedAgentAndEndsAtItsOwnersWord) 
   EXPECT_TRUE(VqpIds(a->stub()).empty()) << "VQP " << vqp << " still there";
 }
 
-// Leases are cheap but not free: one caller opening Hold calls without end is stopped at its limit,
-// told which, and an ended lease makes room.
+// One caller opening Hold calls without end is stopped at its limit, told which; an ended lease
+// makes room.
 TEST(AgentLifecycle, ACallerHasAtMostItsLimitOfLeasesOpen) {
   AgentSpec spec{"leases-a", {TestNicIp(0, 0)}, 0};
   spec.extra_args = {"--max-leases-per-caller", "3"};
@@ -395,13 +394,16 @@ struct DrainPair {
     dst_map.emplace(dst.path(), kBytes);
     FillPattern(src_map->data(), kBytes, 23);
   }
-  // Stops B, starts eight 1 MiB writes on A's stream, then sends A SIGTERM.
+  // Stops B, starts eight 1 MiB writes on A's stream, then sends A SIGTERM once all 8 are in
+  // flight (a fixed 200 ms wait let the signal come first on a loaded host).
   bool WriteThenStopA() {
     if (!StopProcess(b->pid())) return false;
     writer = std::thread([this] {
       run = RunTransfers(a->stub(), Transfers(v1::OP_WRITE, va.vqp_id(), src, dst, 1 << 20, 8, 8));
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    for (int i = 0; i < 500; ++i, std::this_thread::sleep_for(std::chrono::milliseconds(10))) {
+      if (MetricSum(ScrapeMetrics(a->metrics_port()), "braid_transfers_in_flight") >= 8) break;
+    }
     return kill(a->pid(), SIGTERM) == 0;
   }
   // Whether A exits by itself within `ms`.
@@ -419,10 +421,10 @@ struct DrainPair {
 };
 
 // SIGTERM drains before the agent stops: health answers NOT_SERVING at once (and the metrics page
-// braid_transfers_refused 1), transfers accepted
-// before the signal finish (their peer was stopped, so they were still in flight when it came),
-// and the agent exits by itself once none is left, long before shutdown_drain_ms. It used to
-// fail them all at once (a rolling update failed every transfer in flight on the node).
+// braid_transfers_refused 1), transfers accepted before the signal finish (their peer was stopped,
+// so they were still in flight when it came), and the agent exits by itself once none is left,
+// long before shutdown_drain_ms. It used to fail them all at once (a rolling update failed every
+// transfer in flight on the node).
 TEST(AgentLifecycle, SigtermLetsTransfersInFlightFinishBeforeTheAgentStops) {
   DrainPair p("20000");
   ASSERT_TRUE(p.a && p.b && p.src_map->data() && p.dst_map->data());
